@@ -1,0 +1,223 @@
+//! `AIRoute`: one published OpenAI-compatible API.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Limits, conditions_schema};
+
+/// A published API: the OpenAI-compatible endpoints under `prefix`, the model names clients may send,
+/// and the provider backends each name maps to.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "AIRoute",
+    plural = "airoutes",
+    namespaced,
+    status = "AIRouteStatus",
+    shortname = "air",
+    category = "tollgate",
+    doc = "A published AI API: a path prefix, the models it serves and their provider backends.",
+    printcolumn(name = "Prefix", type_ = "string", json_path = ".spec.prefix"),
+    printcolumn(name = "Stage", type_ = "string", json_path = ".spec.stage"),
+    printcolumn(name = "Models", type_ = "string", json_path = ".spec.models[*].name"),
+    printcolumn(
+        name = "Approval",
+        type_ = "string",
+        json_path = ".spec.approval",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.stage != 'Deprecated' || has(self.sunset)")
+    .message("a Deprecated route needs spec.sunset: the date after which it will be retired"))]
+#[serde(rename_all = "camelCase")]
+pub struct AIRouteSpec {
+    /// Path prefix the API is served under; clients call `<prefix>/v1/chat/completions`.
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^/([A-Za-z0-9_~/-]|\.[A-Za-z0-9_~/-])*\.?$")
+    )]
+    #[x_kube(
+        validation = Rule::new("self == '/' || !self.endsWith('/')").message("prefix must not end with '/'"),
+        validation = Rule::new("!self.contains('//')").message("prefix must not contain an empty segment ('//')")
+    )]
+    pub prefix: String,
+    /// Hostnames the API answers on. Empty means any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub hostnames: Vec<Hostname>,
+    /// Lifecycle stage. Draft routes answer only their own namespace's consumers; Retired ones answer 410.
+    #[serde(default)]
+    pub stage: Stage,
+    /// When a Deprecated route will be retired (RFC 3339). Sent to clients in the `Sunset` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sunset: Option<Time>,
+    /// What the API is for, shown in the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub description: Option<String>,
+    /// The model names clients may send, each with its backends.
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub models: Vec<RouteModel>,
+    /// How subscriptions to this route are approved.
+    #[serde(default)]
+    pub approval: Approval,
+    /// Limits each subscription gets unless it asks for less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// A DNS hostname, optionally with a leading `*.` wildcard.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(transparent)]
+pub struct Hostname(
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(
+            pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+        )
+    )]
+    pub String,
+);
+
+/// Lifecycle stage of a route.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
+pub enum Stage {
+    /// Visible only to consumers in the route's own namespace.
+    Draft,
+    /// Open to every approved subscriber.
+    #[default]
+    Published,
+    /// Still served, with `Deprecation` and `Sunset` headers on every answer.
+    Deprecated,
+    /// No longer served: clients get 410 Gone.
+    Retired,
+}
+
+/// How new subscriptions are approved.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
+pub enum Approval {
+    /// Someone holding the `approve` verb on this route sets each subscription's decision.
+    #[default]
+    Manual,
+    /// Subscriptions are approved as soon as they are created, unless rejected or revoked.
+    Automatic,
+}
+
+/// A model name clients may send, and where it is served.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("self.backends.exists(b, b.weight > 0)")
+    .message("every model needs at least one backend with a weight above 0"))]
+#[serde(rename_all = "camelCase")]
+pub struct RouteModel {
+    /// The name clients put in `model`, e.g. `gpt-4o` or `team-default`.
+    #[schemars(
+        length(min = 1, max = 200),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+    )]
+    pub name: String,
+    /// Backends sharing the traffic by weight.
+    #[schemars(length(min = 1, max = 16))]
+    pub backends: Vec<BackendRef>,
+    /// Backends tried in order when every weighted backend failed before answering.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub fallbacks: Vec<BackendRef>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A model at a provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendRef {
+    /// Name of the `ModelProvider`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub provider: String,
+    /// Namespace of the `ModelProvider`; defaults to the route's. The provider must allow this route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
+    /// The model name sent upstream; defaults to the route's model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 200),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+    )]
+    pub model: Option<String>,
+    /// Share of traffic relative to the other backends; 0 keeps it configured but idle. Ignored in fallbacks.
+    #[serde(default = "default_weight")]
+    #[schemars(range(max = 10000))]
+    pub weight: u32,
+}
+
+/// What the controller reports about a route.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AIRouteStatus {
+    /// The `metadata.generation` these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Accepted, ResolvedRefs, Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Base path of the API, e.g. `/team-a/chat/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Model names that have at least one usable backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_models: Vec<String>,
+    /// Subscriptions currently approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_subscriptions: Option<i32>,
+}
