@@ -2,6 +2,9 @@
 //!
 //! The CRD YAML under `crds/` is generated from these types by `cargo run -p tollgate-crds --bin crdgen`.
 
+// kube's `printcolumn(...)` syntax repeats `type_ = "string"`, which clippy mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 mod common;
 mod consumer;
 mod provider;
