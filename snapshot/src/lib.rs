@@ -1,0 +1,8 @@
+//! Tollgate's compiled routing table ([`Snapshot`]) and the pure compiler that builds it.
+//!
+//! No I/O, no Kubernetes client, no async runtime: the controller and the proxy's standalone mode
+//! both call [`compile`] and must get byte-identical results from the same resources.
+
+mod model;
+
+pub use model::*;

@@ -1,0 +1,545 @@
+//! The compiled routing table: what a proxy needs to serve requests, and nothing else.
+//!
+//! The serialisable part ([`Content`]) holds only vectors in a canonical order, so encoding is
+//! deterministic. Hash maps for the hot path are rebuilt by [`Snapshot::from_content`] after decoding.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use tollgate_crds::{Approval, Phase, ProviderType, Stage};
+
+/// Index of a provider in [`Content::providers`].
+pub type ProviderIdx = u32;
+/// Index of a route in [`Content::routes`].
+pub type RouteIdx = u32;
+/// Index of a consumer in [`Content::consumers`].
+pub type ConsumerIdx = u32;
+
+/// `namespace/name` of a Kubernetes object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// Namespace (the team).
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// Builds a reference.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// SHA-256 of a consumer API key. The key itself never enters a snapshot.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyDigest(#[serde(with = "hex_bytes")] pub [u8; 32]);
+
+impl KeyDigest {
+    /// Digest of a presented key.
+    pub fn of(key: &[u8]) -> Self {
+        Self(Sha256::digest(key).into())
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyDigest({})", hex::encode(&self.0[..6]))
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = <&str>::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
+/// A provider credential. Plaintext because the proxy must send it upstream; never printed.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Credential(pub String);
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
+/// Requests and tokens per minute; `None` is unlimited.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per minute.
+    pub requests_per_minute: Option<u32>,
+    /// Input plus output tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// US dollars per million tokens.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+pub struct Price {
+    /// Input (prompt) tokens.
+    pub input_per_million: f64,
+    /// Output (completion) tokens.
+    pub output_per_million: f64,
+    /// Cached input tokens, where the provider prices them apart.
+    pub cached_input_per_million: Option<f64>,
+}
+
+impl Price {
+    /// Cost in USD of one call.
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_million
+            + output_tokens as f64 * self.output_per_million)
+            / 1_000_000.0
+    }
+}
+
+/// Upstream timeouts in milliseconds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP/TLS connect.
+    pub connect_ms: u64,
+    /// Request sent → response headers.
+    pub first_byte_ms: u64,
+    /// Longest gap between two body chunks.
+    pub idle_ms: u64,
+    /// Whole call.
+    pub total_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            first_byte_ms: 60_000,
+            idle_ms: 60_000,
+            total_ms: 600_000,
+        }
+    }
+}
+
+/// How the built-in Fake provider answers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FakeBehaviour {
+    /// Delay before the response headers.
+    pub latency_ms: u64,
+    /// Delay between stream chunks.
+    pub chunk_interval_ms: u64,
+    /// Completion tokens per answer.
+    pub completion_tokens: u32,
+    /// Chunks a streamed answer is split into.
+    pub stream_chunks: u32,
+    /// Embedding vector length.
+    pub embedding_dimensions: u32,
+}
+
+impl Default for FakeBehaviour {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            chunk_interval_ms: 0,
+            completion_tokens: 16,
+            stream_chunks: 16,
+            embedding_dimensions: 8,
+        }
+    }
+}
+
+/// How the credential is presented upstream.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AuthScheme {
+    /// Header name, e.g. `authorization`, `api-key`, `x-api-key`.
+    pub header: String,
+    /// Prefix before the key, e.g. `Bearer `.
+    pub prefix: String,
+}
+
+/// A model offered by a provider, with its resolved price.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ProviderModel {
+    /// Name at the provider.
+    pub name: String,
+    /// Azure deployment name (defaults to `name`).
+    pub deployment: Option<String>,
+    /// Price after catalog defaults and overrides.
+    pub price: Price,
+}
+
+/// One upstream account, resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Provider {
+    /// The `ModelProvider` object.
+    pub id: ObjectRef,
+    /// Which API it speaks.
+    pub provider_type: ProviderType,
+    /// Base URL, without a trailing `/`, e.g. `https://api.openai.com/v1`.
+    pub endpoint: String,
+    /// How the key is sent.
+    pub auth: AuthScheme,
+    /// The key pool, in the order of `spec.credentials.secretRefs`. Empty for keyless providers.
+    pub credentials: Vec<Credential>,
+    /// Models offered, sorted by name.
+    pub models: Vec<ProviderModel>,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+    /// Azure `api-version`.
+    pub azure_api_version: Option<String>,
+    /// Bedrock region.
+    pub bedrock_region: Option<String>,
+    /// Fake provider behaviour (only for `ProviderType::Fake`).
+    pub fake: Option<FakeBehaviour>,
+}
+
+/// A model at a provider that a route model can send traffic to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Backend {
+    /// The provider.
+    pub provider: ProviderIdx,
+    /// Model name sent upstream.
+    pub upstream_model: String,
+    /// Relative share among the weighted backends (unused for fallbacks).
+    pub weight: u32,
+    /// Price of this model at this provider.
+    pub price: Price,
+}
+
+/// A model name clients may send on a route, with only the backends that resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RouteModel {
+    /// Client-facing name.
+    pub name: String,
+    /// Weighted backends (weight > 0 only).
+    pub backends: Vec<Backend>,
+    /// Ordered fallbacks.
+    pub fallbacks: Vec<Backend>,
+}
+
+/// A published API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Route {
+    /// The `AIRoute` object.
+    pub id: ObjectRef,
+    /// Path prefix without a trailing `/` (`""` for the root prefix `/`).
+    pub prefix: String,
+    /// Hostnames it answers on (lower-case; `*.example.com` wildcards allowed). Empty: any host.
+    pub hostnames: Vec<String>,
+    /// Lifecycle stage.
+    pub stage: Stage,
+    /// Sunset instant (Unix seconds) for Deprecated routes.
+    pub sunset_unix: Option<i64>,
+    /// Served models, sorted by name. Empty for Retired routes (never routed upstream).
+    pub models: Vec<RouteModel>,
+    /// Default per-subscription limits.
+    pub limits: Limits,
+    /// How subscriptions are approved.
+    pub approval: Approval,
+}
+
+/// One usable key of a consumer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerKey {
+    /// `spec.keys[].name`.
+    pub name: String,
+    /// SHA-256 of the key.
+    pub digest: KeyDigest,
+    /// Expiry instant (Unix seconds); the proxy refuses the key after it.
+    pub expires_unix: Option<i64>,
+}
+
+/// A calling application.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Consumer {
+    /// The `Consumer` object.
+    pub id: ObjectRef,
+    /// Keys that resolved and had not expired at compile time.
+    pub keys: Vec<ConsumerKey>,
+}
+
+/// A consumer's access to a route, with its effective limits and phase.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The `ApiSubscription` object.
+    pub id: ObjectRef,
+    /// Who subscribes.
+    pub consumer: ConsumerIdx,
+    /// To what.
+    pub route: RouteIdx,
+    /// Only `Approved` serves.
+    pub phase: Phase,
+    /// Subscription limits clamped to the route's.
+    pub limits: Limits,
+}
+
+/// Everything that is encoded and hashed, in canonical order (each vector sorted by object reference).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Content {
+    /// Providers that were accepted.
+    pub providers: Vec<Provider>,
+    /// Routes that were accepted (path conflicts lost are left out).
+    pub routes: Vec<Route>,
+    /// Consumers with at least the object accepted (possibly zero usable keys).
+    pub consumers: Vec<Consumer>,
+    /// Subscriptions whose consumer and route both exist.
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// Lookups the hot path needs, rebuilt from [`Content`].
+#[derive(Clone, Debug, Default)]
+struct Index {
+    by_key: HashMap<KeyDigest, (ConsumerIdx, u32)>,
+    by_prefix: HashMap<String, Vec<RouteIdx>>,
+    by_consumer_route: HashMap<(ConsumerIdx, RouteIdx), u32>,
+    models: Vec<HashMap<String, u32>>,
+}
+
+/// An immutable, versioned routing table.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Monotonic version assigned by whoever publishes (not part of the hash).
+    pub version: u64,
+    /// Hex SHA-256 of the encoded content.
+    pub hash: String,
+    /// The table itself.
+    pub content: Content,
+    index: Index,
+}
+
+/// What a route lookup found.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteMatch<'a> {
+    /// Index of the route.
+    pub idx: RouteIdx,
+    /// The route.
+    pub route: &'a Route,
+    /// Path after the prefix, starting with `/` (e.g. `/v1/chat/completions`).
+    pub rest: &'a str,
+}
+
+/// Error decoding a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not valid JSON of the expected shape.
+    #[error("snapshot is not valid: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// An index points outside its table.
+    #[error("snapshot is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+impl Snapshot {
+    /// Wraps content: computes the hash and the hot-path indexes.
+    pub fn from_content(version: u64, content: Content) -> Self {
+        let encoded = serde_json::to_vec(&content).expect("snapshot content always serialises");
+        let hash = hex::encode(Sha256::digest(&encoded));
+        let index = Index::build(&content);
+        Self {
+            version,
+            hash,
+            content,
+            index,
+        }
+    }
+
+    /// An empty table (nothing routed).
+    pub fn empty(version: u64) -> Self {
+        Self::from_content(version, Content::default())
+    }
+
+    /// The wire form: `{"version":…,"hash":…,"content":…}` as JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            version: u64,
+            hash: &'a str,
+            content: &'a Content,
+        }
+        serde_json::to_vec(&Wire {
+            version: self.version,
+            hash: &self.hash,
+            content: &self.content,
+        })
+        .expect("snapshot always serialises")
+    }
+
+    /// Parses the wire form, checks the hash and every cross-index, and rebuilds lookups.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        #[derive(Deserialize)]
+        struct Wire {
+            version: u64,
+            hash: String,
+            content: Content,
+        }
+        let wire: Wire = serde_json::from_slice(bytes)?;
+        check_indexes(&wire.content).map_err(DecodeError::Inconsistent)?;
+        let snapshot = Self::from_content(wire.version, wire.content);
+        if snapshot.hash != wire.hash {
+            return Err(DecodeError::Inconsistent(format!(
+                "hash {} does not match content hash {}",
+                wire.hash, snapshot.hash
+            )));
+        }
+        Ok(snapshot)
+    }
+
+    /// The consumer holding a key, and which of its keys it is.
+    pub fn consumer_by_key(
+        &self,
+        digest: &KeyDigest,
+    ) -> Option<(ConsumerIdx, &Consumer, &ConsumerKey)> {
+        let &(c, k) = self.index.by_key.get(digest)?;
+        let consumer = &self.content.consumers[c as usize];
+        Some((c, consumer, &consumer.keys[k as usize]))
+    }
+
+    /// The route serving `path` on `host`: longest prefix on a segment boundary, hostname-specific routes first.
+    pub fn route_for<'a>(&'a self, host: Option<&str>, path: &'a str) -> Option<RouteMatch<'a>> {
+        let host = host.map(strip_port);
+        let mut end = path.len();
+        loop {
+            let candidate = &path[..end];
+            if let Some(routes) = self.index.by_prefix.get(candidate)
+                && let Some(idx) = pick_by_host(&self.content.routes, routes, host)
+            {
+                return Some(RouteMatch {
+                    idx,
+                    route: &self.content.routes[idx as usize],
+                    rest: &path[end..],
+                });
+            }
+            if end == 0 {
+                return None;
+            }
+            end = path[..end].rfind('/').unwrap_or(0);
+        }
+    }
+
+    /// The subscription of a consumer to a route, if any.
+    pub fn subscription(&self, consumer: ConsumerIdx, route: RouteIdx) -> Option<&Subscription> {
+        let &s = self.index.by_consumer_route.get(&(consumer, route))?;
+        Some(&self.content.subscriptions[s as usize])
+    }
+
+    /// A model of a route by client-facing name.
+    pub fn model(&self, route: RouteIdx, name: &str) -> Option<&RouteModel> {
+        let &m = self.index.models.get(route as usize)?.get(name)?;
+        Some(&self.content.routes[route as usize].models[m as usize])
+    }
+
+    /// A provider by index.
+    pub fn provider(&self, idx: ProviderIdx) -> &Provider {
+        &self.content.providers[idx as usize]
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map(|(h, _)| &host[..h.len() + 1])
+            .unwrap_or(host);
+    }
+    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host.ends_with(suffix)
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+        }
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+fn pick_by_host(routes: &[Route], candidates: &[RouteIdx], host: Option<&str>) -> Option<RouteIdx> {
+    let mut any_host = None;
+    for &idx in candidates {
+        let route = &routes[idx as usize];
+        if route.hostnames.is_empty() {
+            any_host.get_or_insert(idx);
+        } else if let Some(h) = host
+            && route.hostnames.iter().any(|p| host_matches(p, h))
+        {
+            return Some(idx);
+        }
+    }
+    any_host
+}
+
+impl Index {
+    fn build(content: &Content) -> Self {
+        let mut index = Index::default();
+        for (c, consumer) in content.consumers.iter().enumerate() {
+            for (k, key) in consumer.keys.iter().enumerate() {
+                index.by_key.insert(key.digest, (c as u32, k as u32));
+            }
+        }
+        for (r, route) in content.routes.iter().enumerate() {
+            index
+                .by_prefix
+                .entry(route.prefix.clone())
+                .or_default()
+                .push(r as u32);
+            index.models.push(
+                route
+                    .models
+                    .iter()
+                    .enumerate()
+                    .map(|(m, model)| (model.name.clone(), m as u32))
+                    .collect(),
+            );
+        }
+        for (s, sub) in content.subscriptions.iter().enumerate() {
+            index
+                .by_consumer_route
+                .insert((sub.consumer, sub.route), s as u32);
+        }
+        index
+    }
+}
+
+fn check_indexes(content: &Content) -> Result<(), String> {
+    let providers = content.providers.len() as u32;
+    for route in &content.routes {
+        for model in &route.models {
+            for backend in model.backends.iter().chain(&model.fallbacks) {
+                if backend.provider >= providers {
+                    return Err(format!(
+                        "route {} refers to provider #{}",
+                        route.id, backend.provider
+                    ));
+                }
+            }
+        }
+    }
+    for sub in &content.subscriptions {
+        if sub.consumer as usize >= content.consumers.len()
+            || sub.route as usize >= content.routes.len()
+        {
+            return Err(format!("subscription {} refers outside the table", sub.id));
+        }
+    }
+    Ok(())
+}
