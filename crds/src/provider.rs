@@ -21,7 +21,7 @@ use crate::common::{SecretKeyRef, conditions_schema};
     doc = "An upstream LLM account: endpoint, credentials, models and prices.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
-    printcolumn(name = "Models", type_ = "string", json_path = ".spec.models[*].name"),
+    printcolumn(name = "Models", type_ = "string", json_path = ".status.models"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -296,6 +296,9 @@ pub struct ModelProviderStatus {
     /// The base URL requests are sent to, after defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Offered model names, comma-separated, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<String>,
     /// API keys found in the referenced Secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<i32>,

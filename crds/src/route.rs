@@ -22,7 +22,7 @@ use crate::common::{Limits, conditions_schema};
     doc = "A published AI API: a path prefix, the models it serves and their provider backends.",
     printcolumn(name = "Prefix", type_ = "string", json_path = ".spec.prefix"),
     printcolumn(name = "Stage", type_ = "string", json_path = ".spec.stage"),
-    printcolumn(name = "Models", type_ = "string", json_path = ".spec.models[*].name"),
+    printcolumn(name = "Models", type_ = "string", json_path = ".status.models"),
     printcolumn(
         name = "Approval",
         type_ = "string",
@@ -214,9 +214,9 @@ pub struct AIRouteStatus {
     /// Base path of the API, e.g. `/team-a/chat/v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// Model names that have at least one usable backend.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub served_models: Vec<String>,
+    /// Served model names (those with at least one usable backend), comma-separated, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<String>,
     /// Subscriptions currently approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_subscriptions: Option<i32>,

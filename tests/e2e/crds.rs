@@ -1,0 +1,539 @@
+//! The Tollgate API on a real API server: CRDs become Established, examples are accepted, invalid
+//! objects are rejected with the messages users will read, `kubectl get` is useful, and only holders
+//! of the `approve` verb on a route can decide on subscriptions to it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tollgate_e2e::{ControlPlane, TestNamespace, eventually};
+
+const CRD_NAMES: [&str; 4] = [
+    "modelproviders.tollgate.dev",
+    "airoutes.tollgate.dev",
+    "consumers.tollgate.dev",
+    "apisubscriptions.tollgate.dev",
+];
+
+/// RBAC and admission-policy changes reach the API server's caches asynchronously.
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn run(mut cmd: Command) -> Result<String, String> {
+    let out = cmd.output().expect("kubectl runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Installs the CRDs and the approval policy once per test binary, the way a user would.
+fn installed() -> &'static ControlPlane {
+    static DONE: OnceLock<()> = OnceLock::new();
+    let cp = ControlPlane::shared();
+    DONE.get_or_init(|| {
+        let mut apply = cp.kubectl();
+        apply
+            .args(["apply", "--server-side", "-f"])
+            .arg(repo().join("crds"));
+        run(apply).expect("kubectl apply -f crds/");
+        let mut wait = cp.kubectl();
+        wait.args(["wait", "--for=condition=Established", "--timeout=60s"])
+            .args(CRD_NAMES.iter().map(|n| format!("crd/{n}")));
+        run(wait).expect("CRDs become Established");
+    });
+    cp
+}
+
+#[test]
+fn all_four_crds_become_established() {
+    let cp = installed();
+    for name in CRD_NAMES {
+        let mut get = cp.kubectl();
+        get.args(["get", "crd", name, "-o"])
+            .arg("jsonpath={.status.conditions[?(@.type==\"Established\")].status}");
+        assert_eq!(run(get).unwrap(), "True", "{name}");
+    }
+}
+
+#[test]
+fn the_examples_are_accepted_and_kubectl_get_shows_them() {
+    let cp = installed();
+    let ns = cp.namespace("examples");
+    for file in ["modelprovider", "airoute", "consumer", "apisubscription"] {
+        let yaml =
+            std::fs::read_to_string(repo().join(format!("deploy/examples/{file}.yaml"))).unwrap();
+        ns.apply_yaml(&yaml)
+            .unwrap_or_else(|e| panic!("{file}.yaml rejected: {e}"));
+    }
+
+    let mut get = cp.kubectl();
+    get.args(["get", "tollgate", "-n", ns.name()]);
+    let listing = run(get).unwrap();
+    for expected in [
+        "modelprovider.tollgate.dev/openai",
+        "airoute.tollgate.dev/chat",
+        "consumer.tollgate.dev/reporting-bot",
+        "apisubscription.tollgate.dev/reporting-bot-chat",
+    ] {
+        assert!(
+            listing.contains(expected),
+            "`kubectl get tollgate` lacks {expected}:\n{listing}"
+        );
+    }
+
+    // The controller fills status; play its part so the columns can be checked.
+    let status = r#"{"status":{"models":"gpt-4o-mini,smart,text-embedding-3-small","endpoint":"/team-a/chat/v1",
+        "conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"ok",
+        "lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+    let mut patch = cp.kubectl();
+    patch.args([
+        "patch",
+        "airoute",
+        "chat",
+        "-n",
+        ns.name(),
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    run(patch).expect("status patch");
+    let mut routes = cp.kubectl();
+    routes.args(["get", "air", "-n", ns.name()]);
+    let table = run(routes).unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "PREFIX", "STAGE", "MODELS", "ACCEPTED", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..5],
+        [
+            "chat",
+            "/team-a/chat",
+            "Published",
+            "gpt-4o-mini,smart,text-embedding-3-small",
+            "True"
+        ],
+        "{table}"
+    );
+
+    let mut subs = cp.kubectl();
+    subs.args(["get", "apisub", "-n", ns.name()]);
+    let table = run(subs).unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "CONSUMER", "ROUTE", "PHASE", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table.lines().nth(1).unwrap().contains("reporting-bot"),
+        "{table}"
+    );
+
+    let mut providers = cp.kubectl();
+    providers.args(["get", "mp", "-n", ns.name()]);
+    let table = run(providers).unwrap();
+    assert!(table.lines().next().unwrap().contains("TYPE"), "{table}");
+    assert!(table.lines().nth(1).unwrap().contains("OpenAI"), "{table}");
+
+    let mut consumers = cp.kubectl();
+    consumers.args(["get", "csm", "-n", ns.name()]);
+    assert!(run(consumers).unwrap().contains("reporting-bot"));
+
+    // Defaults filled in by the API server from the schema.
+    let mut stage = cp.kubectl();
+    stage.args([
+        "get",
+        "airoute",
+        "chat",
+        "-n",
+        ns.name(),
+        "-o",
+        "jsonpath={.spec.models[0].backends[0].weight}",
+    ]);
+    assert_eq!(run(stage).unwrap(), "1");
+}
+
+#[test]
+fn the_quickstart_is_accepted_by_the_api_server() {
+    let cp = installed();
+    let yaml =
+        std::fs::read_to_string(repo().join("deploy/examples/quickstart/quickstart.yaml")).unwrap();
+    // The quickstart names the `default` namespace; dry-run so tests stay out of each other's way.
+    let mut apply = cp.kubectl();
+    apply.args(["apply", "--server-side", "--dry-run=server", "-f", "-"]);
+    tollgate_e2e::run_with_stdin(apply, &yaml).expect("quickstart accepted");
+}
+
+const ROUTE_OK: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: NAME}
+spec:
+  prefix: /ok
+  models: [{name: m, backends: [{provider: p}]}]
+"#;
+
+/// `(what, manifest, expected fragment of the API server's message)`.
+fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
+    let route = |spec: &str| {
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: bad}}\nspec:\n{spec}"
+        )
+    };
+    let provider = |spec: &str| {
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: bad}}\nspec:\n{spec}"
+        )
+    };
+    let consumer = |spec: &str| {
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: Consumer\nmetadata: {{name: bad}}\nspec:\n{spec}"
+        )
+    };
+    let sub = |spec: &str| {
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: ApiSubscription\nmetadata: {{name: bad}}\nspec:\n{spec}"
+        )
+    };
+    let models = "  models: [{name: m, backends: [{provider: p}]}]\n";
+    vec![
+        (
+            "prefix without a leading slash",
+            route(&format!("  prefix: no-slash\n{models}")),
+            "spec.prefix: Invalid value",
+        ),
+        (
+            "prefix with ..",
+            route(&format!("  prefix: /a/../b\n{models}")),
+            "spec.prefix: Invalid value",
+        ),
+        (
+            "prefix with a trailing slash",
+            route(&format!("  prefix: /a/\n{models}")),
+            "prefix must not end with '/'",
+        ),
+        (
+            "route without models",
+            route("  prefix: /a\n  models: []\n"),
+            "spec.models: Invalid value",
+        ),
+        (
+            "model without backends",
+            route("  prefix: /a\n  models: [{name: m, backends: []}]\n"),
+            "spec.models[0].backends: Invalid value",
+        ),
+        (
+            "model whose backends all weigh 0",
+            route("  prefix: /a\n  models: [{name: m, backends: [{provider: p, weight: 0}]}]\n"),
+            "every model needs at least one backend with a weight above 0",
+        ),
+        (
+            "Deprecated route without sunset",
+            route(&format!("  prefix: /a\n  stage: Deprecated\n{models}")),
+            "a Deprecated route needs spec.sunset",
+        ),
+        (
+            "unknown stage",
+            route(&format!("  prefix: /a\n  stage: Beta\n{models}")),
+            "spec.stage: Unsupported value: \"Beta\"",
+        ),
+        (
+            "weight above 10000",
+            route(
+                "  prefix: /a\n  models: [{name: m, backends: [{provider: p, weight: 20000}]}]\n",
+            ),
+            "should be less than or equal to 10000",
+        ),
+        (
+            "duplicate model names",
+            route(
+                "  prefix: /a\n  models: [{name: m, backends: [{provider: p}]}, {name: m, backends: [{provider: q}]}]\n",
+            ),
+            "duplicate entries for key [name=\"m\"]",
+        ),
+        (
+            "unknown provider type",
+            provider("  type: Skynet\n  models: [{name: m}]\n"),
+            "spec.type: Unsupported value: \"Skynet\"",
+        ),
+        (
+            "OpenAI provider without credentials",
+            provider("  type: OpenAI\n  models: [{name: gpt-4o}]\n"),
+            "spec.credentials is required for this provider type",
+        ),
+        (
+            "OpenAICompatible provider without endpoint",
+            provider("  type: OpenAICompatible\n  models: [{name: m}]\n"),
+            "spec.endpoint is required for OpenAICompatible",
+        ),
+        (
+            "endpoint that is not a URL",
+            provider("  type: VLLM\n  endpoint: not a url\n  models: [{name: m}]\n"),
+            "spec.endpoint: Invalid value",
+        ),
+        (
+            "negative price",
+            provider("  type: Fake\n  models: [{name: m, pricing: {inputPerMillion: -1}}]\n"),
+            "should be greater than or equal to 0",
+        ),
+        (
+            "timeout that is not a duration",
+            provider("  type: Fake\n  models: [{name: m}]\n  timeouts: {connect: soon}\n"),
+            "spec.timeouts.connect: Invalid value",
+        ),
+        (
+            "fake settings on a real provider",
+            provider("  type: Ollama\n  models: [{name: m}]\n  fake: {completionTokens: 3}\n"),
+            "spec.fake applies only to providers of type Fake",
+        ),
+        (
+            "consumer key with both secretRef and generate",
+            consumer("  keys: [{name: k, secretRef: {name: s}, generate: true}]\n"),
+            "exactly one of the two",
+        ),
+        (
+            "consumer key with neither secretRef nor generate",
+            consumer("  keys: [{name: k}]\n"),
+            "exactly one of the two",
+        ),
+        (
+            "subscription with an unknown decision",
+            sub("  consumer: c\n  route: {name: r}\n  decision: Maybe\n"),
+            "spec.decision: Unsupported value: \"Maybe\"",
+        ),
+        (
+            "subscription without a route",
+            sub("  consumer: c\n"),
+            "spec.route: Required value",
+        ),
+    ]
+}
+
+#[test]
+fn invalid_objects_are_rejected_with_a_clear_message() {
+    let cp = installed();
+    let ns = cp.namespace("invalid");
+    let cases = invalid_objects();
+    assert!(cases.len() >= 12);
+    let mut failures = Vec::new();
+    for (what, manifest, expected) in &cases {
+        match ns.apply_yaml(manifest) {
+            Ok(out) => failures.push(format!("{what}: accepted ({out})")),
+            Err(err) if !err.contains(expected) => failures.push(format!(
+                "{what}: rejected, but the message lacks {expected:?}:\n{err}"
+            )),
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn subscription(name: &str, route: &str, route_ns: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: ApiSubscription\nmetadata: {{name: {name}}}\n\
+         spec:\n  consumer: app\n  route: {{name: {route}, namespace: {route_ns}}}\n{extra}"
+    )
+}
+
+fn patch_as(
+    cp: &ControlPlane,
+    user: &str,
+    ns: &TestNamespace,
+    name: &str,
+    patch: &str,
+) -> Result<String, String> {
+    let mut cmd = cp.kubectl_as(user, &[]);
+    cmd.args([
+        "patch",
+        "apisubscription",
+        name,
+        "-n",
+        ns.name(),
+        "--type=merge",
+        "-p",
+        patch,
+    ]);
+    run(cmd)
+}
+
+#[test]
+fn consumer_and_route_of_a_subscription_are_immutable() {
+    let cp = installed();
+    let ns = cp.namespace("immutable");
+    ns.apply_yaml(&subscription("s", "chat", ns.name(), ""))
+        .unwrap();
+    let mut cmd = cp.kubectl();
+    cmd.args([
+        "patch",
+        "apisubscription",
+        "s",
+        "-n",
+        ns.name(),
+        "--type=merge",
+        "-p",
+    ])
+    .arg(r#"{"spec":{"consumer":"other"}}"#);
+    let err = run(cmd).unwrap_err();
+    assert!(err.contains("spec.consumer is immutable"), "{err}");
+    let mut cmd = cp.kubectl();
+    cmd.args([
+        "patch",
+        "apisubscription",
+        "s",
+        "-n",
+        ns.name(),
+        "--type=merge",
+        "-p",
+    ])
+    .arg(r#"{"spec":{"route":{"name":"elsewhere"}}}"#);
+    let err = run(cmd).unwrap_err();
+    assert!(err.contains("spec.route is immutable"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_holders_of_approve_on_the_route_can_decide() {
+    let cp = installed();
+    let team_a = cp.namespace("subscriber"); // the consumer's team
+    let team_b = cp.namespace("owner"); // the route owner's team
+    for route in ["chat", "other"] {
+        team_b.apply_yaml(&ROUTE_OK.replace("NAME", route)).unwrap();
+    }
+
+    // alice: an ordinary editor of her own team's subscriptions.
+    team_a.grant(
+        "alice",
+        &["get", "list", "create", "update", "patch"],
+        &["apisubscriptions.tollgate.dev"],
+    );
+    // bob: may edit subscriptions in team-a (e.g. through a cluster-wide approver role) and approve `chat`.
+    team_a.grant(
+        "bob",
+        &["get", "list", "update", "patch"],
+        &["apisubscriptions.tollgate.dev"],
+    );
+    grant_approve(&team_b, "bob", "chat");
+    // carol: same, but approve is granted on `other` only.
+    team_a.grant(
+        "carol",
+        &["get", "list", "update", "patch"],
+        &["apisubscriptions.tollgate.dev"],
+    );
+    grant_approve(&team_b, "carol", "other");
+
+    // alice can create a subscription without a decision, once her RBAC has settled.
+    let pending = subscription("wants-chat", "chat", team_b.name(), "");
+    eventually("alice may create subscriptions", SETTLE, || async {
+        team_a.apply_yaml_as("alice", &[], &pending)
+    })
+    .await;
+
+    // ... but not approve it herself, neither at creation nor afterwards.
+    let self_approved = subscription(
+        "self-approved",
+        "chat",
+        team_b.name(),
+        "  decision: Approved\n",
+    );
+    let err = team_a
+        .apply_yaml_as("alice", &[], &self_approved)
+        .unwrap_err();
+    assert!(
+        err.contains("requires the verb \"approve\" on airoutes.tollgate.dev \"chat\""),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("in namespace \"{}\"", team_b.name())),
+        "{err}"
+    );
+    let err = patch_as(
+        cp,
+        "alice",
+        &team_a,
+        "wants-chat",
+        r#"{"spec":{"decision":"Approved"}}"#,
+    )
+    .unwrap_err();
+    assert!(err.contains("may not set spec.decision"), "{err}");
+
+    // Other edits by the subscriber are unaffected.
+    patch_as(
+        cp,
+        "alice",
+        &team_a,
+        "wants-chat",
+        r#"{"spec":{"limits":{"requestsPerMinute":5}}}"#,
+    )
+    .expect("alice may change her requested limits");
+
+    // carol holds approve on another route only: denied.
+    let carol = eventually("carol's RBAC settles", SETTLE, || async {
+        match patch_as(
+            cp,
+            "carol",
+            &team_a,
+            "wants-chat",
+            r#"{"spec":{"decision":"Approved"}}"#,
+        ) {
+            Err(e) if e.contains("may not set spec.decision") => Ok(e),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(carol.contains("user \"carol\""), "{carol}");
+
+    // bob holds approve on `chat`: allowed, and he can also reject later.
+    eventually("bob may approve", SETTLE, || async {
+        patch_as(
+            cp,
+            "bob",
+            &team_a,
+            "wants-chat",
+            r#"{"spec":{"decision":"Approved","decisionReason":"ok"}}"#,
+        )
+    })
+    .await;
+    patch_as(
+        cp,
+        "bob",
+        &team_a,
+        "wants-chat",
+        r#"{"spec":{"decision":"Revoked"}}"#,
+    )
+    .expect("bob may revoke");
+    let mut get = cp.kubectl();
+    get.args([
+        "get",
+        "apisub",
+        "wants-chat",
+        "-n",
+        team_a.name(),
+        "-o",
+        "jsonpath={.spec.decision}",
+    ]);
+    assert_eq!(run(get).unwrap(), "Revoked");
+}
+
+fn grant_approve(ns: &TestNamespace, user: &str, route: &str) {
+    let manifest = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: approve-{user}}}\n\
+         rules: [{{apiGroups: [tollgate.dev], resources: [airoutes], resourceNames: [{route}], verbs: [approve]}}]\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: approve-{user}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: approve-{user}}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+    );
+    ns.apply_yaml(&manifest).expect("granting approve");
+}
