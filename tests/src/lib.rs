@@ -1,0 +1,30 @@
+//! End-to-end test harness for Tollgate: a real etcd and kube-apiserver per test binary.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use tollgate_e2e::ControlPlane;
+//!
+//! let cp = ControlPlane::shared();
+//! let ns = cp.namespace("demo");
+//! ns.apply_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n").unwrap();
+//! let client = cp.client_as("alice", &["team-a"]).await;
+//! # let _ = client;
+//! # }
+//! ```
+//!
+//! The binaries come from `controlplane/ensure.sh` (built once, cached outside the repository).
+//! Processes and scratch files are removed when the test process exits, however it exits;
+//! see the `supervisor` module for how.
+
+mod aggregation;
+mod apply;
+mod controlplane;
+mod namespace;
+mod pki;
+mod supervisor;
+mod wait;
+
+pub use apply::{FIELD_MANAGER, run_with_stdin};
+pub use controlplane::{ControlPlane, KUBERNETES_VERSION};
+pub use namespace::TestNamespace;
+pub use wait::eventually;

@@ -1,0 +1,130 @@
+//! The throwaway certificate authority and keys one control plane runs on.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+
+/// Names the API server and etcd answer to; everything listens on loopback only.
+const LOOPBACK_NAMES: &[&str] = &["127.0.0.1", "localhost"];
+
+/// A certificate and its private key, as PEM files on disk.
+pub(crate) struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Every file the control plane's TLS and token signing need.
+pub(crate) struct Pki {
+    pub ca_pem: String,
+    pub ca_cert: PathBuf,
+    /// Serves etcd's client and peer ports (so it carries both server and client usages).
+    pub etcd: CertFiles,
+    pub apiserver_serving: CertFiles,
+    /// How the API server authenticates to etcd.
+    pub apiserver_etcd_client: CertFiles,
+    /// `CN=tollgate-admin, O=system:masters`: cluster-admin through RBAC's built-in binding.
+    pub admin: CertFiles,
+    /// Signs service-account tokens (ECDSA P-256, so tokens are ES256).
+    pub service_account_private: PathBuf,
+    pub service_account_public: PathBuf,
+}
+
+/// Which side of a TLS handshake a leaf certificate may play.
+#[derive(Clone, Copy)]
+enum Role {
+    Server,
+    Client,
+    Both,
+}
+
+/// Generates a fresh CA and every certificate and key below it into `dir`.
+pub(crate) fn generate(dir: &Path) -> Result<Pki> {
+    let ca_key = KeyPair::generate().context("generating the CA key")?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name = name("tollgate-e2e-ca", None);
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_pem = ca_params.self_signed(&ca_key)?.pem();
+    let ca = Issuer::new(ca_params, ca_key);
+    let ca_cert = write(dir, "ca.crt", &ca_pem)?;
+
+    let leaf = |file: &str, cn: &str, org: Option<&str>, role: Role| -> Result<CertFiles> {
+        let key = KeyPair::generate()?;
+        let sans = match role {
+            Role::Server | Role::Both => LOOPBACK_NAMES.iter().map(|s| s.to_string()).collect(),
+            Role::Client => Vec::new(),
+        };
+        let mut params = CertificateParams::new(sans)?;
+        params.distinguished_name = name(cn, org);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = match role {
+            Role::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Role::Both => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &ca)
+            .with_context(|| format!("signing the {file} certificate"))?;
+        Ok(CertFiles {
+            cert: write(dir, &format!("{file}.crt"), &cert.pem())?,
+            key: write(dir, &format!("{file}.key"), &key.serialize_pem())?,
+        })
+    };
+
+    let etcd = leaf("etcd", "etcd", None, Role::Both)?;
+    let apiserver_serving = leaf("apiserver", "kube-apiserver", None, Role::Server)?;
+    let apiserver_etcd_client = leaf(
+        "apiserver-etcd-client",
+        "kube-apiserver",
+        None,
+        Role::Client,
+    )?;
+    let admin = leaf(
+        "admin",
+        "tollgate-admin",
+        Some("system:masters"),
+        Role::Client,
+    )?;
+
+    let sa_key = KeyPair::generate().context("generating the service-account key")?;
+    let service_account_private = write(dir, "sa.key", &sa_key.serialize_pem())?;
+    let service_account_public = write(dir, "sa.pub", &sa_key.public_key_pem())?;
+
+    Ok(Pki {
+        ca_pem,
+        ca_cert,
+        etcd,
+        apiserver_serving,
+        apiserver_etcd_client,
+        admin,
+        service_account_private,
+        service_account_public,
+    })
+}
+
+fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    if let Some(org) = organization {
+        dn.push(DnType::OrganizationName, org);
+    }
+    dn
+}
+
+fn write(dir: &Path, file: &str, pem: &str) -> Result<PathBuf> {
+    let path = dir.join(file);
+    std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
