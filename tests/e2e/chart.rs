@@ -1,0 +1,506 @@
+//! The Helm chart and the plain manifests on a real API server: `helm lint --strict`, renders with default
+//! values and with every option on accepted by server-side dry-run, pods that pass the `restricted` pod
+//! security level, a values schema that catches mistakes, generated copies that match their sources, and
+//! `kubectl apply -f deploy/` as its header documents.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use tollgate_e2e::{ControlPlane, TestNamespace, run_with_stdin};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn chart() -> PathBuf {
+    repo().join("charts/tollgate")
+}
+
+fn run(mut cmd: Command) -> Result<String, String> {
+    let out = cmd.output().expect("command starts");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        ))
+    }
+}
+
+/// `helm template <release> charts/tollgate --namespace <ns>` plus `args`.
+fn render(cp: &ControlPlane, release: &str, namespace: &str, args: &[&str]) -> String {
+    let mut cmd = cp.helm();
+    cmd.arg("template")
+        .arg(release)
+        .arg(chart())
+        .args(["--namespace", namespace])
+        .args(args);
+    run(cmd).unwrap_or_else(|e| panic!("helm template {args:?}: {e}"))
+}
+
+/// The documents of a multi-document YAML stream, as JSON values (empty documents dropped).
+fn documents(yaml: &str) -> Vec<Value> {
+    // Helm separates documents with a line `---`; none of ours has such a line inside a block scalar.
+    yaml.split("\n---")
+        .map(|doc| serde_yaml::from_str::<Value>(doc).expect("valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the render"))
+}
+
+/// Server-side dry-run apply as the admin: the API server validates, defaults and admits everything.
+fn dry_run(cp: &ControlPlane, yaml: &str) -> Result<String, String> {
+    let mut cmd = cp.kubectl();
+    cmd.args([
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--field-manager=helm-e2e",
+        "-f",
+        "-",
+    ]);
+    run_with_stdin(cmd, yaml)
+}
+
+/// The API server knows neither cert-manager nor the Prometheus Operator. To let it judge the chart's
+/// Certificates, Issuers and ServiceMonitors at all, register their kinds with schemas that accept any
+/// content (written here, not taken from those projects): this proves kind, version and scope, not fields.
+fn with_foreign_kinds() -> &'static ControlPlane {
+    static DONE: OnceLock<()> = OnceLock::new();
+    let cp = ControlPlane::shared();
+    DONE.get_or_init(|| {
+        let crd = |group: &str, kind: &str, plural: &str| {
+            format!(
+                "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+                 metadata: {{name: {plural}.{group}}}\nspec:\n  group: {group}\n  scope: Namespaced\n  \
+                 names: {{kind: {kind}, plural: {plural}, singular: {singular}, listKind: {kind}List}}\n  \
+                 versions:\n    - name: v1\n      served: true\n      storage: true\n      \
+                 schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n",
+                singular = kind.to_lowercase()
+            )
+        };
+        let yaml = [
+            crd("cert-manager.io", "Certificate", "certificates"),
+            crd("cert-manager.io", "Issuer", "issuers"),
+            crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+        ]
+        .join("---\n");
+        cp.apply_cluster_yaml(&yaml)
+            .expect("stand-in CRDs are accepted");
+        let mut wait = cp.kubectl();
+        wait.args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/certificates.cert-manager.io",
+            "crd/issuers.cert-manager.io",
+            "crd/servicemonitors.monitoring.coreos.com",
+        ]);
+        run(wait).expect("stand-in CRDs become Established");
+    });
+    cp
+}
+
+#[test]
+fn helm_lint_strict_passes_with_default_values_and_with_every_option_on() {
+    let cp = ControlPlane::shared();
+    let mut lint = cp.helm();
+    lint.args(["lint", "--strict"]).arg(chart());
+    let out = run(lint).expect("helm lint --strict with default values");
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+
+    let mut lint = cp.helm();
+    lint.args(["lint", "--strict"])
+        .arg(chart())
+        .arg("--values")
+        .arg(chart().join("ci/all-options-values.yaml"))
+        .args(["--set", "controller.watchNamespaces={team-a,team-b}"]);
+    let out = run(lint).expect("helm lint --strict with every option on");
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+}
+
+#[test]
+fn default_render_is_accepted_by_the_api_server() {
+    let cp = with_foreign_kinds();
+    let ns = cp.namespace("chart-defaults");
+    let yaml = render(cp, "defaults", ns.name(), &["--include-crds"]);
+    let out = dry_run(cp, &yaml).unwrap_or_else(|e| panic!("dry-run refused: {e}"));
+
+    let docs = documents(&yaml);
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "CustomResourceDefinition",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        assert!(kinds.contains(&kind), "default render lacks a {kind}");
+    }
+    // Optional features stay off by default.
+    for kind in [
+        "ServiceMonitor",
+        "NetworkPolicy",
+        "ConfigMap",
+        "Certificate",
+        "Issuer",
+    ] {
+        assert!(!kinds.contains(&kind), "default render has a {kind}");
+    }
+    assert_eq!(
+        out.matches("(server dry run)").count(),
+        docs.len(),
+        "every object goes through the API server:\n{out}"
+    );
+}
+
+#[test]
+fn render_with_every_option_on_is_accepted_by_the_api_server() {
+    let cp = with_foreign_kinds();
+    let ns = cp.namespace("chart-all");
+    let team_a = cp.namespace("team-a");
+    let team_b = cp.namespace("team-b");
+    let watched = format!("controller.watchNamespaces={{{team_a},{team_b}}}");
+    let values = chart().join("ci/all-options-values.yaml");
+    let yaml = render(
+        cp,
+        "everything",
+        ns.name(),
+        &[
+            "--include-crds",
+            "--values",
+            values.to_str().unwrap(),
+            "--set",
+            &watched,
+        ],
+    );
+    dry_run(cp, &yaml).unwrap_or_else(|e| panic!("dry-run refused: {e}"));
+
+    let docs = documents(&yaml);
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "ServiceMonitor",
+        "NetworkPolicy",
+        "ConfigMap",
+        "Certificate",
+        "Issuer",
+    ] {
+        assert!(kinds.contains(&kind), "all-options render lacks a {kind}");
+    }
+    // cert-manager issues the certificate: the chart renders no key of its own.
+    assert!(!kinds.contains(&"Secret"), "no chart-made Secret");
+
+    let hpa = find(
+        &docs,
+        "HorizontalPodAutoscaler",
+        "everything-tollgate-proxy",
+    );
+    let metrics = hpa["spec"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics[0]["resource"]["name"], "cpu");
+    assert_eq!(
+        metrics[1]["pods"]["metric"]["name"],
+        "tollgate_in_flight_requests"
+    );
+
+    // Watching two namespaces: the Secret-reading role is bound in those two only, not cluster-wide.
+    let bindings: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
+        .map(|d| d["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(bindings, [team_a.name(), team_b.name()]);
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "ClusterRoleBinding"
+            && d["metadata"]["name"] == "everything-tollgate-controller"),
+        "no cluster-wide binding of the controller's main role"
+    );
+    let controller = find(&docs, "Deployment", "everything-tollgate-controller");
+    let args = &controller["spec"]["template"]["spec"]["containers"][0]["args"];
+    for ns in [&team_a, &team_b] {
+        let flag = format!("--namespace={ns}");
+        assert!(
+            args.as_array().unwrap().iter().any(|a| a == flag.as_str()),
+            "{args}"
+        );
+    }
+
+    let dashboard = find(&docs, "ConfigMap", "everything-tollgate-dashboard");
+    let json: Value =
+        serde_json::from_str(dashboard["data"]["tollgate.json"].as_str().unwrap()).unwrap();
+    assert_eq!(json["title"], "Tollgate");
+}
+
+/// Applies `yaml` for real (these objects are the test's own: unique release name and namespace).
+fn apply(cp: &ControlPlane, yaml: &str) {
+    let mut cmd = cp.kubectl();
+    cmd.args(["apply", "--server-side", "-f", "-"]);
+    run_with_stdin(cmd, yaml).unwrap_or_else(|e| panic!("apply refused: {e}"));
+}
+
+/// A Pod made from a Deployment's template, as the ReplicaSet controller would make it.
+fn pod_of(deployment: &Value, namespace: &str) -> Value {
+    let template = &deployment["spec"]["template"];
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": format!("{}-pod", deployment["metadata"]["name"].as_str().unwrap()),
+            "namespace": namespace,
+            "labels": template["metadata"]["labels"],
+        },
+        "spec": template["spec"],
+    })
+}
+
+fn create_pod_dry_run(cp: &ControlPlane, pod: &Value) -> Result<String, String> {
+    let mut cmd = cp.kubectl();
+    cmd.args(["create", "--dry-run=server", "-f", "-"]);
+    run_with_stdin(cmd, &serde_json::to_string(pod).unwrap())
+}
+
+fn restricted_namespace(cp: &'static ControlPlane, prefix: &str) -> TestNamespace {
+    let ns = cp.namespace(prefix);
+    let mut label = cp.kubectl();
+    label.args([
+        "label",
+        "namespace",
+        ns.name(),
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    run(label).expect("labelling the namespace");
+    ns
+}
+
+#[test]
+fn controller_and_proxy_pods_pass_the_restricted_pod_security_level() {
+    let cp = ControlPlane::shared();
+    let ns = restricted_namespace(cp, "chart-restricted");
+    let yaml = render(cp, "restricted", ns.name(), &[]);
+    apply(cp, &yaml);
+    let docs = documents(&yaml);
+
+    // The admission plugin is enforcing here: a pod that runs as root is turned away.
+    let mut careless = pod_of(
+        find(&docs, "Deployment", "restricted-tollgate-proxy"),
+        ns.name(),
+    );
+    careless["spec"]["securityContext"] = serde_json::json!({});
+    careless["spec"]["containers"][0]["securityContext"] = serde_json::json!({});
+    let refused = create_pod_dry_run(cp, &careless).expect_err("an unrestricted pod is refused");
+    assert!(
+        refused.contains("violates PodSecurity \"restricted"),
+        "{refused}"
+    );
+
+    for name in [
+        "restricted-tollgate-controller",
+        "restricted-tollgate-proxy",
+    ] {
+        let deployment = find(&docs, "Deployment", name);
+        let pod = pod_of(deployment, ns.name());
+        create_pod_dry_run(cp, &pod).unwrap_or_else(|e| panic!("{name}'s pod refused: {e}"));
+        let container = &pod["spec"]["containers"][0]["securityContext"];
+        assert_eq!(container["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(container["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(
+            container["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{name}"
+        );
+        assert_eq!(
+            pod["spec"]["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+    }
+}
+
+#[test]
+fn the_proxy_pod_carries_only_a_token_for_the_controller() {
+    let cp = ControlPlane::shared();
+    let yaml = render(cp, "tokens", "tokens", &[]);
+    let docs = documents(&yaml);
+    let proxy = &find(&docs, "Deployment", "tokens-tollgate-proxy")["spec"]["template"]["spec"];
+    assert_eq!(proxy["automountServiceAccountToken"], false);
+    let volumes = proxy["volumes"].as_array().unwrap();
+    let token = volumes
+        .iter()
+        .find_map(|v| v["projected"]["sources"][0]["serviceAccountToken"].as_object())
+        .expect("a projected token volume");
+    assert_eq!(token["audience"], "tollgate-controller");
+    let ca = volumes
+        .iter()
+        .find(|v| v["name"] == "controller-ca")
+        .unwrap();
+    assert_eq!(
+        ca["secret"]["items"],
+        serde_json::json!([{"key": "ca.crt", "path": "ca.crt"}]),
+        "the proxy mounts the CA, never the controller's key"
+    );
+    let args = proxy["containers"][0]["args"].as_array().unwrap();
+    for expected in [
+        "--controller=https://tokens-tollgate-controller.tokens.svc:8443",
+        "--controller-ca=/etc/tollgate/controller-ca/ca.crt",
+        "--token-file=/var/run/secrets/tollgate/token",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+    }
+}
+
+#[test]
+fn the_values_schema_refuses_mistakes_before_anything_is_sent() {
+    let cp = ControlPlane::shared();
+    for (set, expected) in [
+        ("tls.source=selfsigned", "/tls/source"),
+        ("controller.replica=3", "additional properties 'replica'"),
+        ("proxy.service.type=Ingress", "/proxy/service/type"),
+        ("proxy.httpPort=0", "/proxy/httpPort"),
+        ("controller.image.digest=latest", "/controller/image/digest"),
+    ] {
+        let mut cmd = cp.helm();
+        cmd.arg("template")
+            .arg("bad")
+            .arg(chart())
+            .args(["--set", set]);
+        let error = run(cmd).expect_err(set);
+        assert!(error.contains(expected), "--set {set}: {error}");
+    }
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() {
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tollgate.dev.yaml"))
+            .collect();
+        names.sort();
+        names
+    };
+    let source = repo().join("crds");
+    let copy = chart().join("crds");
+    assert_eq!(
+        listing(&copy),
+        listing(&source),
+        "run `bash charts/generate.sh`"
+    );
+    for name in listing(&source) {
+        // crds/*.yaml are themselves checked against the Rust types (crds/tests/generated.rs).
+        assert_eq!(
+            std::fs::read_to_string(copy.join(&name)).unwrap(),
+            std::fs::read_to_string(source.join(&name)).unwrap(),
+            "charts/tollgate/crds/{name} is stale: run `bash charts/generate.sh`"
+        );
+    }
+    let policy = std::fs::read_to_string(chart().join("files/approval-policy.yaml")).unwrap();
+    let original = std::fs::read_to_string(repo().join("crds/approval-policy.yaml")).unwrap();
+    assert!(
+        policy.ends_with(&original),
+        "charts/tollgate/files/approval-policy.yaml is stale: run `bash charts/generate.sh`"
+    );
+}
+
+#[test]
+fn deploy_manifest_is_the_chart_rendered_by_the_script() {
+    let cp = ControlPlane::shared();
+    let mut render = Command::new("bash");
+    render
+        .arg(repo().join("deploy/render.sh"))
+        .arg(cp.bin_dir().join("helm"))
+        .env("HELM_CACHE_HOME", cp.work_dir().join("helm/cache"))
+        .env("HELM_CONFIG_HOME", cp.work_dir().join("helm/config"))
+        .env("HELM_DATA_HOME", cp.work_dir().join("helm/data"));
+    let want = run(render).expect("deploy/render.sh");
+    let have = std::fs::read_to_string(repo().join("deploy/tollgate.yaml")).unwrap();
+    assert!(
+        have == want,
+        "deploy/tollgate.yaml is stale: run `bash charts/generate.sh`"
+    );
+}
+
+#[test]
+fn kubectl_apply_deploy_then_the_tls_secret_as_documented() {
+    let cp = ControlPlane::shared();
+    // The two commands in the header of deploy/tollgate.yaml.
+    let mut apply = cp.kubectl();
+    apply.current_dir(repo()).args(["apply", "-f", "deploy/"]);
+    let out = run(apply).unwrap_or_else(|e| panic!("kubectl apply -f deploy/: {e}"));
+    assert!(
+        out.contains("deployment.apps/tollgate-controller created"),
+        "{out}"
+    );
+    let mut script = Command::new("bash");
+    script.arg(repo().join("deploy/tls-secret.sh"));
+    let secret = run(script).expect("deploy/tls-secret.sh");
+    let mut apply = cp.kubectl();
+    apply.args(["apply", "--server-side", "-f", "-"]);
+    run_with_stdin(apply, &secret).expect("the TLS Secret is accepted");
+
+    let header = std::fs::read_to_string(repo().join("deploy/tollgate.yaml")).unwrap();
+    assert!(header.contains("#   kubectl apply -f deploy/\n"));
+    assert!(header.contains("#   bash deploy/tls-secret.sh | kubectl apply --server-side -f -\n"));
+
+    // The Secret the Deployments mount is the one the script made, and its certificate names the
+    // controller Service the proxies dial.
+    let mut get = cp.kubectl();
+    get.args([
+        "get",
+        "secret",
+        "tollgate-controller-tls",
+        "-n",
+        "tollgate",
+        "-o",
+        "jsonpath={.data.tls\\.crt}",
+    ]);
+    let pem = decode_base64(&run(get).unwrap());
+    let text = openssl_text(&pem);
+    assert!(
+        text.contains("DNS:tollgate-controller.tollgate.svc,"),
+        "{text}"
+    );
+    let mut get = cp.kubectl();
+    get.args([
+        "get",
+        "deployment",
+        "tollgate-proxy",
+        "-n",
+        "tollgate",
+        "-o",
+        "jsonpath={.spec.template.spec.volumes[?(@.name==\"controller-ca\")].secret.secretName}",
+    ]);
+    assert_eq!(run(get).unwrap(), "tollgate-controller-tls");
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    let mut cmd = Command::new("base64");
+    cmd.arg("-d");
+    run_with_stdin(cmd, text.trim())
+        .expect("base64 -d")
+        .into_bytes()
+}
+
+fn openssl_text(pem: &[u8]) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["x509", "-noout", "-text"]);
+    run_with_stdin(cmd, std::str::from_utf8(pem).unwrap()).expect("openssl reads the certificate")
+}
