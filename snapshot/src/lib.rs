@@ -3,6 +3,14 @@
 //! No I/O, no Kubernetes client, no async runtime: the controller and the proxy's standalone mode
 //! both call [`compile`] and must get byte-identical results from the same resources.
 
+mod catalog;
+mod compile;
+mod duration;
 mod model;
+mod verdict;
 
+pub use catalog::*;
+pub use compile::*;
+pub use duration::*;
 pub use model::*;
+pub use verdict::*;

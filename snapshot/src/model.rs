@@ -61,17 +61,31 @@ impl fmt::Debug for KeyDigest {
 }
 
 mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(bytes))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let text = <&str>::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(text, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
+        d.deserialize_str(HexVisitor)
+    }
+
+    /// Accepts borrowed and transient strings alike, so decoding works from readers and `Value`s too.
+    struct HexVisitor;
+
+    impl serde::de::Visitor<'_> for HexVisitor {
+        type Value = [u8; 32];
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("64 hex digits")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<[u8; 32], E> {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(text, &mut out).map_err(E::custom)?;
+            Ok(out)
+        }
     }
 }
 
@@ -465,9 +479,11 @@ fn strip_port(host: &str) -> &str {
 fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => {
+            // Bytes, not str slicing: a non-ASCII Host header must not panic, and DNS ignores case.
+            let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
             host.len() > suffix.len() + 1
-                && host.ends_with(suffix)
-                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && host[host.len() - suffix.len() - 1] == b'.'
         }
         None => pattern.eq_ignore_ascii_case(host),
     }

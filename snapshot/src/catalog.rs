@@ -1,0 +1,285 @@
+//! The shipped model catalog: list prices, context windows and modalities of current models,
+//! used as default prices when a `ModelProvider` does not set its own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use tollgate_crds::ProviderType;
+
+use crate::model::Price;
+
+/// The catalog file, embedded at build time.
+pub const CATALOG_JSON: &str = include_str!("../catalog/models.json");
+
+/// Which kinds of content a model takes and gives.
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Modality {
+    /// Accepted input, e.g. `["text", "image"]`.
+    #[serde(rename = "in")]
+    pub input: Vec<String>,
+    /// Produced output, e.g. `["text"]` or `["embedding"]`.
+    #[serde(rename = "out")]
+    pub output: Vec<String>,
+}
+
+/// One model at one provider, with its list price.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CatalogModel {
+    /// Catalog family: `openai`, `azure-openai`, `anthropic`, `gemini`, `bedrock`, `mistral`, `groq`,
+    /// `deepseek`, `cohere` or `xai`.
+    pub provider: String,
+    /// Model name as the provider's API takes it.
+    pub name: String,
+    /// Other names the provider accepts for the same model (dated snapshots, `-latest` aliases).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// USD per million input tokens.
+    pub input: f64,
+    /// USD per million output tokens.
+    pub output: f64,
+    /// USD per million cached input tokens, where the provider publishes one.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    /// Context window in tokens.
+    pub context: u64,
+    /// Input and output modalities.
+    pub modality: Modality,
+}
+
+impl CatalogModel {
+    /// The list price as a snapshot [`Price`].
+    pub fn price(&self) -> Price {
+        Price {
+            input_per_million: self.input,
+            output_per_million: self.output,
+            cached_input_per_million: self.cached_input,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CatalogFile {
+    about: String,
+    retrieved: String,
+    sources: BTreeMap<String, String>,
+    #[serde(default)]
+    notes: BTreeMap<String, String>,
+    models: Vec<CatalogModel>,
+}
+
+/// The parsed catalog with a lookup by (family, model name).
+#[derive(Debug)]
+pub struct Catalog {
+    /// What the figures are and are not.
+    pub about: String,
+    /// When the figures were taken, e.g. `2026-11`.
+    pub retrieved: String,
+    /// Where each family's figures were taken from.
+    pub sources: BTreeMap<String, String>,
+    /// Caveats per family (promotional rates, surcharges the catalog does not model).
+    pub notes: BTreeMap<String, String>,
+    /// Every model, in file order.
+    pub models: Vec<CatalogModel>,
+    by_family: HashMap<String, HashMap<String, usize>>,
+}
+
+/// Why the catalog file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Not JSON of the expected shape.
+    #[error("model catalog is not valid: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// A figure or name that cannot be right.
+    #[error("model catalog is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+impl Catalog {
+    /// Parses and checks a catalog document.
+    pub fn parse(json: &str) -> Result<Self, CatalogError> {
+        let file: CatalogFile = serde_json::from_str(json)?;
+        let mut by_family: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        for (i, model) in file.models.iter().enumerate() {
+            let prices = [Some(model.input), Some(model.output), model.cached_input];
+            if prices.iter().flatten().any(|p| !p.is_finite() || *p < 0.0) {
+                return Err(CatalogError::Inconsistent(format!(
+                    "{}/{} has a negative or non-finite price",
+                    model.provider, model.name
+                )));
+            }
+            if !file.sources.contains_key(&model.provider) {
+                return Err(CatalogError::Inconsistent(format!(
+                    "{}/{} belongs to a family with no source",
+                    model.provider, model.name
+                )));
+            }
+            let names = by_family.entry(model.provider.clone()).or_default();
+            for name in std::iter::once(&model.name).chain(&model.aliases) {
+                if names.insert(name.clone(), i).is_some() {
+                    return Err(CatalogError::Inconsistent(format!(
+                        "{}/{name} is listed twice",
+                        model.provider
+                    )));
+                }
+            }
+        }
+        Ok(Self {
+            about: file.about,
+            retrieved: file.retrieved,
+            sources: file.sources,
+            notes: file.notes,
+            models: file.models,
+            by_family,
+        })
+    }
+
+    /// The catalog entry for a model at a provider of a given type, if the catalog knows it.
+    pub fn lookup(&self, provider_type: ProviderType, model: &str) -> Option<&CatalogModel> {
+        let family = catalog_family(provider_type)?;
+        let names = self.by_family.get(family)?;
+        let found = names.get(model).or_else(|| {
+            // Bedrock cross-region inference profiles put a geography before the model id.
+            (provider_type == ProviderType::Bedrock)
+                .then(|| strip_bedrock_geo(model))
+                .flatten()
+                .and_then(|m| names.get(m))
+        })?;
+        Some(&self.models[*found])
+    }
+}
+
+/// The shipped catalog, parsed on first use.
+pub fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(|| Catalog::parse(CATALOG_JSON).expect("the shipped catalog is valid"))
+}
+
+/// The catalog family whose prices apply to a provider type; `None` for resellers, self-hosted and Fake.
+pub fn catalog_family(provider_type: ProviderType) -> Option<&'static str> {
+    Some(match provider_type {
+        ProviderType::OpenAI => "openai",
+        ProviderType::AzureOpenAI => "azure-openai",
+        ProviderType::Anthropic => "anthropic",
+        ProviderType::Gemini => "gemini",
+        ProviderType::Bedrock => "bedrock",
+        ProviderType::Mistral => "mistral",
+        ProviderType::Groq => "groq",
+        ProviderType::DeepSeek => "deepseek",
+        ProviderType::Cohere => "cohere",
+        ProviderType::XAi => "xai",
+        ProviderType::Together
+        | ProviderType::Fireworks
+        | ProviderType::OpenRouter
+        | ProviderType::Ollama
+        | ProviderType::Vllm
+        | ProviderType::OpenAICompatible
+        | ProviderType::Fake => return None,
+    })
+}
+
+fn strip_bedrock_geo(model: &str) -> Option<&str> {
+    let (geo, rest) = model.split_once('.')?;
+    matches!(
+        geo,
+        "us" | "us-gov" | "eu" | "apac" | "jp" | "au" | "ca" | "global"
+    )
+    .then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_catalog_has_at_least_100_models_across_every_family() {
+        let catalog = catalog();
+        assert!(
+            catalog.models.len() >= 100,
+            "only {} models",
+            catalog.models.len()
+        );
+        for family in [
+            "openai",
+            "azure-openai",
+            "anthropic",
+            "gemini",
+            "bedrock",
+            "mistral",
+            "groq",
+            "deepseek",
+            "cohere",
+            "xai",
+        ] {
+            let n = catalog
+                .models
+                .iter()
+                .filter(|m| m.provider == family)
+                .count();
+            assert!(n >= 2, "family {family} has only {n} models");
+            assert!(
+                catalog.sources.contains_key(family),
+                "no source for {family}"
+            );
+        }
+        assert!(catalog.retrieved.starts_with("2026-11"));
+    }
+
+    #[test]
+    fn every_catalog_model_has_a_context_window_and_modalities() {
+        for m in &catalog().models {
+            assert!(m.context > 0, "{}/{}", m.provider, m.name);
+            assert!(!m.modality.input.is_empty() && !m.modality.output.is_empty());
+            if let Some(cached) = m.cached_input {
+                assert!(
+                    cached <= m.input,
+                    "{}/{} caches dearer than input",
+                    m.provider,
+                    m.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bedrock_inference_profiles_find_the_base_model() {
+        let catalog = catalog();
+        let base = catalog
+            .models
+            .iter()
+            .find(|m| m.provider == "bedrock")
+            .expect("a bedrock model");
+        let profiled = format!("us.{}", base.name);
+        assert_eq!(
+            catalog.lookup(ProviderType::Bedrock, &profiled),
+            Some(base),
+            "{profiled}"
+        );
+        assert_eq!(catalog.lookup(ProviderType::OpenAI, &profiled), None);
+    }
+
+    #[test]
+    fn resellers_and_fake_have_no_catalog_prices() {
+        assert_eq!(catalog().lookup(ProviderType::Fake, "gpt-4o"), None);
+        assert_eq!(catalog().lookup(ProviderType::OpenRouter, "gpt-4o"), None);
+    }
+
+    #[test]
+    fn catalog_refuses_duplicates_and_negative_prices() {
+        let dup = r#"{"about":"t","retrieved":"x","sources":{"a":"u"},"models":[
+            {"provider":"a","name":"m","input":1,"output":1,"context":1,"modality":{"in":["text"],"out":["text"]}},
+            {"provider":"a","name":"n","aliases":["m"],"input":1,"output":1,"context":1,"modality":{"in":["text"],"out":["text"]}}]}"#;
+        assert!(matches!(
+            Catalog::parse(dup),
+            Err(CatalogError::Inconsistent(_))
+        ));
+        let neg = r#"{"about":"t","retrieved":"x","sources":{"a":"u"},"models":[
+            {"provider":"a","name":"m","input":-1,"output":1,"context":1,"modality":{"in":["text"],"out":["text"]}}]}"#;
+        assert!(matches!(
+            Catalog::parse(neg),
+            Err(CatalogError::Inconsistent(_))
+        ));
+    }
+}

@@ -1,0 +1,293 @@
+//! `Consumer` → [`Consumer`](crate::Consumer): keys read from Secrets, digested, expired ones left out,
+//! and a key value shared by two consumers kept only by the older.
+
+use std::collections::HashMap;
+
+use tollgate_crds::{Consumer as ConsumerObject, condition_type};
+
+use super::objects::{Item, join_list, namespace_of, sentences};
+use super::secrets::{SecretProblem, Secrets};
+use crate::model::{Consumer, ConsumerIdx, ConsumerKey, KeyDigest, ObjectRef};
+use crate::verdict::{ConsumerDetail, Detail, Kind, Verdict, VerdictCondition};
+
+/// What subscriptions need to know about a consumer object.
+pub(crate) struct ConsumerState {
+    /// Index in the table, or the reason and message saying why the consumer is not in it.
+    pub idx: Result<ConsumerIdx, (&'static str, String)>,
+}
+
+/// Consumers in the table, and every consumer object by namespace/name.
+pub(crate) struct ConsumerTable<'a> {
+    pub consumers: Vec<Consumer>,
+    pub by_id: HashMap<(&'a str, &'a str), ConsumerState>,
+}
+
+/// A consumer's keys after reading Secrets and before the table is built.
+struct Resolved {
+    keys: Vec<ConsumerKey>,
+    problems: Vec<(&'static str, String)>,
+    expired: Vec<String>,
+}
+
+/// Compiles consumers, which arrive sorted by namespace/name.
+pub(crate) fn compile_consumers<'a>(
+    items: &[Item<'a, ConsumerObject>],
+    secrets: &Secrets<'_>,
+    now_unix: i64,
+    verdicts: &mut Vec<Verdict>,
+) -> ConsumerTable<'a> {
+    let invalid: Vec<Vec<String>> = items.iter().map(validate).collect();
+    // The older consumer keeps a key value that two consumers hold.
+    let mut by_age: Vec<usize> = (0..items.len())
+        .filter(|&i| invalid[i].is_empty())
+        .collect();
+    by_age.sort_by(|&a, &b| items[a].age_cmp(&items[b]));
+    let mut owners: HashMap<KeyDigest, usize> = HashMap::with_capacity(items.len() * 2);
+    let mut resolved: Vec<Option<Resolved>> = (0..items.len()).map(|_| None).collect();
+    for &i in &by_age {
+        resolved[i] = Some(resolve_keys(
+            &items[i],
+            i,
+            items,
+            secrets,
+            now_unix,
+            &mut owners,
+        ));
+    }
+
+    let mut table = ConsumerTable {
+        consumers: Vec::new(),
+        by_id: HashMap::with_capacity(items.len()),
+    };
+    for (i, item) in items.iter().enumerate() {
+        let meta = &item.obj.metadata;
+        let key = (namespace_of(meta), meta.name.as_deref().unwrap_or_default());
+        let (verdict, state) = match resolved[i].take() {
+            None => {
+                let message = format!(
+                    "This consumer cannot call any API until its spec is fixed: {}.",
+                    invalid[i].join("; ")
+                );
+                let verdict = Verdict {
+                    kind: Kind::Consumer,
+                    id: item.id.clone(),
+                    generation: item.generation,
+                    conditions: vec![
+                        VerdictCondition::new(condition_type::ACCEPTED, false, "InvalidSpec", message.clone()),
+                        VerdictCondition::new(
+                            condition_type::READY,
+                            false,
+                            "InvalidSpec",
+                            "No key of this consumer is accepted: fix the problem reported in Accepted.".into(),
+                        ),
+                    ],
+                    detail: Detail::Consumer(ConsumerDetail { active_keys: 0 }),
+                };
+                (
+                    verdict,
+                    ConsumerState {
+                        idx: Err(("ConsumerNotAccepted", message)),
+                    },
+                )
+            }
+            Some(resolved) => {
+                let verdict = accepted_verdict(item, &resolved);
+                let idx = table.consumers.len() as ConsumerIdx;
+                table.consumers.push(Consumer {
+                    id: item.id.clone(),
+                    keys: resolved.keys,
+                });
+                (verdict, ConsumerState { idx: Ok(idx) })
+            }
+        };
+        verdicts.push(verdict);
+        table.by_id.insert(key, state);
+    }
+    table
+}
+
+fn validate(item: &Item<'_, ConsumerObject>) -> Vec<String> {
+    let spec = &item.obj.spec;
+    let mut problems = Vec::new();
+    if item.id.name.is_empty() {
+        problems.push("set metadata.name".to_string());
+    }
+    if spec.keys.is_empty() {
+        problems.push("list at least one key under spec.keys".into());
+    }
+    let mut names: Vec<&str> = spec.keys.iter().map(|k| k.name.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        problems.push("give each entry of spec.keys its own name".into());
+    }
+    for key in &spec.keys {
+        if key.secret_ref.is_some() == key.generate {
+            problems.push(format!(
+                "key {} must either name a Secret (secretRef) or ask for a generated one (generate: true), exactly one of the two",
+                key.name
+            ));
+        }
+    }
+    problems
+}
+
+fn resolve_keys(
+    item: &Item<'_, ConsumerObject>,
+    me: usize,
+    items: &[Item<'_, ConsumerObject>],
+    secrets: &Secrets<'_>,
+    now_unix: i64,
+    owners: &mut HashMap<KeyDigest, usize>,
+) -> Resolved {
+    let namespace = item.id.namespace.as_str();
+    let mut out = Resolved {
+        keys: Vec::with_capacity(item.obj.spec.keys.len()),
+        problems: Vec::new(),
+        expired: Vec::new(),
+    };
+    for key in &item.obj.spec.keys {
+        let secret = key.secret(&item.id.name);
+        let value = match secrets.value(namespace, &secret.name, &secret.key) {
+            Ok(v) => v,
+            Err(SecretProblem::SecretNotFound) if key.generate => {
+                out.problems.push((
+                    "KeyNotGenerated",
+                    format!(
+                        "key {} waits for the controller to generate Secret {namespace}/{} (it does so while it leads)",
+                        key.name, secret.name
+                    ),
+                ));
+                continue;
+            }
+            Err(p) => {
+                out.problems.push((
+                    p.reason(),
+                    format!(
+                        "key {}: {}",
+                        key.name,
+                        p.describe(namespace, &secret.name, &secret.key)
+                    ),
+                ));
+                continue;
+            }
+        };
+        let expires_unix = key.expires_at.as_ref().map(|t| t.0.as_second());
+        if let (Some(at), Some(t)) = (expires_unix, &key.expires_at)
+            && at <= now_unix
+        {
+            out.expired.push(format!("{} (at {})", key.name, t.0));
+            continue;
+        }
+        let digest = KeyDigest::of(value);
+        let owner = *owners.entry(digest).or_insert(me);
+        if owner != me {
+            let other: &ObjectRef = &items[owner].id;
+            let whose = if other.namespace == namespace {
+                format!("consumer {other}")
+            } else {
+                "a consumer in another namespace".to_string()
+            };
+            out.problems.push((
+                "DuplicateKey",
+                format!(
+                    "key {} has the same value as a key of {whose}, which keeps it; give this key a new value",
+                    key.name
+                ),
+            ));
+            continue;
+        }
+        if out.keys.iter().any(|k| k.digest == digest) {
+            out.problems.push((
+                "DuplicateKey",
+                format!(
+                    "key {} repeats the value of another key of this consumer; give it a new value",
+                    key.name
+                ),
+            ));
+            continue;
+        }
+        out.keys.push(ConsumerKey {
+            name: key.name.clone(),
+            digest,
+            expires_unix,
+        });
+    }
+    out
+}
+
+fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Verdict {
+    let configured = item.obj.spec.keys.len();
+    let active = resolved.keys.len();
+    let accepted = VerdictCondition::new(
+        condition_type::ACCEPTED,
+        true,
+        "Accepted",
+        format!(
+            "The consumer is valid and lists {configured} key{}.",
+            if configured == 1 { "" } else { "s" }
+        ),
+    );
+    let refs = match resolved.problems.first() {
+        None => VerdictCondition::new(
+            condition_type::RESOLVED_REFS,
+            true,
+            "ResolvedRefs",
+            "Every key was read from its Secret.".into(),
+        ),
+        Some(&(reason, _)) => {
+            let clauses: Vec<&str> = resolved.problems.iter().map(|(_, c)| c.as_str()).collect();
+            VerdictCondition::new(
+                condition_type::RESOLVED_REFS,
+                false,
+                reason,
+                sentences(&[
+                    clauses.join("; "),
+                    "Create or correct the Secret, or change spec.keys".into(),
+                ]),
+            )
+        }
+    };
+    let expired_note = if resolved.expired.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Expired and refused: {}; rotate to a new key or move spec.keys[].expiresAt",
+            join_list(&resolved.expired)
+        )
+    };
+    let ready = if active > 0 {
+        let names: Vec<&str> = resolved.keys.iter().map(|k| k.name.as_str()).collect();
+        VerdictCondition::new(
+            condition_type::READY,
+            true,
+            "Ready",
+            sentences(&[
+                format!(
+                    "{active} active key{}: {}",
+                    if active == 1 { "" } else { "s" },
+                    join_list(&names)
+                ),
+                expired_note,
+            ]),
+        )
+    } else {
+        VerdictCondition::new(
+            condition_type::READY,
+            false,
+            "NoActiveKeys",
+            sentences(&[
+                "No key is usable, so every call from this consumer is refused with 401: fix what ResolvedRefs reports or add a key".into(),
+                expired_note,
+            ]),
+        )
+    };
+    Verdict {
+        kind: Kind::Consumer,
+        id: item.id.clone(),
+        generation: item.generation,
+        conditions: vec![accepted, refs, ready],
+        detail: Detail::Consumer(ConsumerDetail {
+            active_keys: active as u32,
+        }),
+    }
+}

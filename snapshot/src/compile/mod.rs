@@ -1,0 +1,163 @@
+//! The compiler: resources in, one [`Snapshot`] and a [`Verdict`] per object out.
+//!
+//! Pure and deterministic: the same resources, in any order, give a byte-identical snapshot and the
+//! same verdicts. Providers compile first, then routes (which refer to providers), consumers, and
+//! subscriptions (which refer to consumers and routes).
+
+mod consumer;
+mod objects;
+mod paths;
+mod provider;
+mod route;
+mod secrets;
+mod subscription;
+
+use k8s_openapi::api::core::v1::Secret;
+use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, Phase, condition_type};
+
+use crate::model::{Content, Snapshot};
+use crate::verdict::{
+    ConsumerDetail, Detail, Kind, ProviderDetail, RouteDetail, SubscriptionDetail, Verdict,
+    VerdictCondition,
+};
+
+pub use objects::DEFAULT_NAMESPACE;
+pub use provider::{FAKE_ENDPOINT, auth_scheme, default_endpoint, translation_available};
+pub use subscription::{clamp_limits, phase_for};
+
+/// Everything a snapshot is compiled from.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    /// Every `ModelProvider`.
+    pub providers: Vec<ModelProvider>,
+    /// Every `AIRoute`.
+    pub routes: Vec<AIRoute>,
+    /// Every `Consumer`.
+    pub consumers: Vec<Consumer>,
+    /// Every `ApiSubscription`.
+    pub subscriptions: Vec<ApiSubscription>,
+    /// The Secrets that providers and consumers refer to (others are ignored).
+    pub secrets: Vec<Secret>,
+    /// The present instant in Unix seconds: keys expired by then are left out.
+    pub now_unix: i64,
+}
+
+/// The result of compiling.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The routing table.
+    pub snapshot: Snapshot,
+    /// One verdict per input object, sorted by kind, namespace and name.
+    pub verdicts: Vec<Verdict>,
+}
+
+/// Compiles resources into a routing table with the given version, and says what it made of each object.
+pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
+    let secrets = secrets::Secrets::new(&inputs.secrets);
+    let providers = objects::collect(&inputs.providers);
+    let routes = objects::collect(&inputs.routes);
+    let consumers = objects::collect(&inputs.consumers);
+    let subscriptions = objects::collect(&inputs.subscriptions);
+
+    let mut verdicts = Vec::with_capacity(
+        inputs.providers.len()
+            + inputs.routes.len()
+            + inputs.consumers.len()
+            + inputs.subscriptions.len(),
+    );
+    let provider_table = provider::compile_providers(&providers.items, &secrets, &mut verdicts);
+    let route_table = route::compile_routes(
+        &routes.items,
+        &provider_table,
+        inputs.now_unix,
+        &mut verdicts,
+    );
+    let consumer_table =
+        consumer::compile_consumers(&consumers.items, &secrets, inputs.now_unix, &mut verdicts);
+    let subscription_list = subscription::compile_subscriptions(
+        &subscriptions.items,
+        &consumer_table,
+        &route_table,
+        &mut verdicts,
+    );
+
+    for d in &providers.duplicates {
+        verdicts.push(duplicate(
+            Kind::ModelProvider,
+            d,
+            Detail::Provider(ProviderDetail {
+                endpoint: None,
+                models: Vec::new(),
+                credentials: 0,
+            }),
+        ));
+    }
+    for d in &routes.duplicates {
+        let endpoint = format!("{}/v1", d.obj.spec.prefix.trim_end_matches('/'));
+        verdicts.push(duplicate(
+            Kind::AIRoute,
+            d,
+            Detail::Route(RouteDetail {
+                endpoint,
+                served_models: Vec::new(),
+                approved_subscriptions: 0,
+            }),
+        ));
+    }
+    for d in &consumers.duplicates {
+        verdicts.push(duplicate(
+            Kind::Consumer,
+            d,
+            Detail::Consumer(ConsumerDetail { active_keys: 0 }),
+        ));
+    }
+    for d in &subscriptions.duplicates {
+        let spec = &d.obj.spec;
+        let route_ns = spec.route.namespace.as_deref().unwrap_or(&d.id.namespace);
+        verdicts.push(duplicate(
+            Kind::ApiSubscription,
+            d,
+            Detail::Subscription(SubscriptionDetail {
+                phase: Phase::Invalid,
+                effective_limits: None,
+                route: format!("{route_ns}/{}", spec.route.name),
+            }),
+        ));
+    }
+    // Stable: a kept object's verdict stays ahead of its duplicates'.
+    verdicts.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.id.cmp(&b.id)));
+
+    let content = Content {
+        providers: provider_table.providers,
+        routes: route_table.routes,
+        consumers: consumer_table.consumers,
+        subscriptions: subscription_list,
+    };
+    Compiled {
+        snapshot: Snapshot::from_content(version, content),
+        verdicts,
+    }
+}
+
+fn duplicate<T>(kind: Kind, item: &objects::Item<'_, T>, detail: Detail) -> Verdict {
+    let message = format!(
+        "Another {} named {} was given too and is the one used; remove one of the two.",
+        kind.as_str(),
+        item.id
+    );
+    Verdict {
+        kind,
+        id: item.id.clone(),
+        generation: item.generation,
+        conditions: vec![
+            VerdictCondition::new(condition_type::ACCEPTED, false, "Duplicate", message),
+            VerdictCondition::new(
+                condition_type::READY,
+                false,
+                "Duplicate",
+                "This copy is ignored: fix the problem reported in Accepted.".into(),
+            ),
+        ],
+        detail,
+    }
+}

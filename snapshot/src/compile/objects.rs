@@ -1,0 +1,151 @@
+//! Reading object metadata defensively, ordering objects canonically, and setting duplicates aside.
+
+use std::cmp::Ordering;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
+
+use crate::model::ObjectRef;
+
+/// The namespace of objects that name none (standalone YAML files often leave it out).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Anything with Kubernetes object metadata.
+pub(crate) trait Object: Serialize {
+    fn meta(&self) -> &ObjectMeta;
+}
+
+macro_rules! impl_object {
+    ($($t:ty),*) => {$(
+        impl Object for $t {
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+        }
+    )*};
+}
+impl_object!(ModelProvider, AIRoute, Consumer, ApiSubscription, Secret);
+
+/// Namespace of an object, `default` when absent or empty.
+pub(crate) fn namespace_of(meta: &ObjectMeta) -> &str {
+    match meta.namespace.as_deref() {
+        Some(ns) if !ns.is_empty() => ns,
+        _ => DEFAULT_NAMESPACE,
+    }
+}
+
+/// One input object with what compiling needs from its metadata.
+pub(crate) struct Item<'a, T> {
+    pub id: ObjectRef,
+    pub generation: Option<i64>,
+    /// `None` sorts first: an object without a creation time counts as the oldest.
+    pub created: Option<Timestamp>,
+    pub obj: &'a T,
+}
+
+impl<T> Item<'_, T> {
+    /// Older first: creation time, then namespace/name.
+    pub fn age_cmp(&self, other: &Self) -> Ordering {
+        self.created
+            .cmp(&other.created)
+            .then_with(|| self.id.cmp(&other.id))
+    }
+}
+
+/// Objects sorted by namespace/name, and the duplicates (same namespace/name) set aside.
+pub(crate) struct Collected<'a, T> {
+    pub items: Vec<Item<'a, T>>,
+    pub duplicates: Vec<Item<'a, T>>,
+}
+
+/// Sorts objects canonically. Of several sharing a namespace/name (possible only in standalone files), the first
+/// by creation time, uid, resourceVersion and finally content is kept, so input order never matters.
+pub(crate) fn collect<T: Object>(objects: &[T]) -> Collected<'_, T> {
+    let mut all: Vec<Item<'_, T>> = objects
+        .iter()
+        .map(|obj| {
+            let meta = obj.meta();
+            Item {
+                id: ObjectRef::new(namespace_of(meta), meta.name.clone().unwrap_or_default()),
+                generation: meta.generation,
+                created: meta.creation_timestamp.as_ref().map(|t| t.0),
+                obj,
+            }
+        })
+        .collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id).then_with(|| tie_break(a, b)));
+    let mut items: Vec<Item<'_, T>> = Vec::with_capacity(all.len());
+    let mut duplicates = Vec::new();
+    for item in all {
+        match items.last() {
+            Some(last) if last.id == item.id => duplicates.push(item),
+            _ => items.push(item),
+        }
+    }
+    Collected { items, duplicates }
+}
+
+fn tie_break<T: Object>(a: &Item<'_, T>, b: &Item<'_, T>) -> Ordering {
+    let (ma, mb) = (a.obj.meta(), b.obj.meta());
+    a.created
+        .cmp(&b.created)
+        .then_with(|| ma.uid.cmp(&mb.uid))
+        .then_with(|| ma.resource_version.cmp(&mb.resource_version))
+        .then_with(|| content_of(a.obj).cmp(&content_of(b.obj)))
+}
+
+fn content_of<T: Serialize>(obj: &T) -> Vec<u8> {
+    serde_json::to_vec(obj).unwrap_or_default()
+}
+
+/// "a", "a and b", "a, b and c", "a, b, c and 4 more".
+pub(crate) fn join_list<S: AsRef<str>>(items: &[S]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<&str> = items.iter().take(SHOWN).map(AsRef::as_ref).collect();
+    let hidden = items.len().saturating_sub(SHOWN);
+    match (shown.as_slice(), hidden) {
+        ([], _) => String::new(),
+        ([one], _) => (*one).to_string(),
+        (many, 0) => {
+            let (last, rest) = many.split_last().expect("at least two");
+            format!("{} and {last}", rest.join(", "))
+        }
+        (many, hidden) => format!("{} and {hidden} more", many.join(", ")),
+    }
+}
+
+/// Sentences joined with spaces, each ending in a full stop.
+pub(crate) fn sentences(parts: &[String]) -> String {
+    parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            if p.ends_with('.') {
+                p.clone()
+            } else {
+                format!("{p}.")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_read_as_english() {
+        assert_eq!(join_list::<&str>(&[]), "");
+        assert_eq!(join_list(&["a"]), "a");
+        assert_eq!(join_list(&["a", "b"]), "a and b");
+        assert_eq!(join_list(&["a", "b", "c"]), "a, b and c");
+        assert_eq!(
+            join_list(&["a", "b", "c", "d", "e", "f", "g"]),
+            "a, b, c, d, e and 2 more"
+        );
+    }
+}

@@ -1,0 +1,477 @@
+//! `AIRoute` → [`Route`]: prefix ownership, lifecycle, and model backends resolved against providers.
+
+use std::collections::HashMap;
+
+use tollgate_crds::{AIRoute, AIRouteSpec, Approval, BackendRef, Stage, condition_type};
+
+use super::objects::{Item, join_list, namespace_of, sentences};
+use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
+use super::provider::ProviderTable;
+use crate::model::{Backend, Limits, Route, RouteIdx, RouteModel};
+use crate::verdict::{Detail, Kind, RouteDetail, Verdict, VerdictCondition};
+
+/// What subscriptions need to know about a route object.
+pub(crate) struct RouteState<'a> {
+    /// Index in the table, or the reason and message saying why the route is not in it.
+    pub idx: Result<RouteIdx, (&'static str, String)>,
+    pub namespace: &'a str,
+    pub stage: Stage,
+    pub approval: Approval,
+    pub limits: Limits,
+    /// Whether at least one model is routed upstream.
+    pub serving: bool,
+    /// Position of the route's verdict, to count approved subscriptions into it.
+    pub verdict: usize,
+}
+
+/// Routes in the table, and every route object by namespace/name.
+pub(crate) struct RouteTable<'a> {
+    pub routes: Vec<Route>,
+    pub by_id: HashMap<(&'a str, &'a str), RouteState<'a>>,
+}
+
+struct Valid {
+    prefix: String,
+    hostnames: Vec<String>,
+}
+
+/// Compiles routes, which arrive sorted by namespace/name.
+pub(crate) fn compile_routes<'a>(
+    items: &[Item<'a, AIRoute>],
+    providers: &ProviderTable<'_>,
+    now_unix: i64,
+    verdicts: &mut Vec<Verdict>,
+) -> RouteTable<'a> {
+    let checked: Vec<Result<Valid, Vec<String>>> = items.iter().map(validate).collect();
+
+    // Older routes claim their paths first.
+    let mut by_age: Vec<usize> = (0..items.len()).filter(|&i| checked[i].is_ok()).collect();
+    by_age.sort_by(|&a, &b| items[a].age_cmp(&items[b]));
+    let mut claims = Claims::default();
+    let mut collisions: HashMap<usize, (usize, Collision)> = HashMap::new();
+    for &i in &by_age {
+        let Ok(valid) = &checked[i] else { continue };
+        match claims.collision(&valid.prefix, &valid.hostnames) {
+            Some(hit) => {
+                collisions.insert(i, hit);
+            }
+            None => claims.insert(i, &valid.prefix, &valid.hostnames),
+        }
+    }
+
+    let mut table = RouteTable {
+        routes: Vec::new(),
+        by_id: HashMap::with_capacity(items.len()),
+    };
+    for (i, item) in items.iter().enumerate() {
+        let spec = &item.obj.spec;
+        let meta = &item.obj.metadata;
+        let namespace = namespace_of(meta);
+        let limits = spec
+            .limits
+            .as_ref()
+            .map(|l| Limits {
+                requests_per_minute: l.requests_per_minute,
+                tokens_per_minute: l.tokens_per_minute,
+            })
+            .unwrap_or_default();
+        let mut state = RouteState {
+            idx: Err(("InvalidSpec", String::new())),
+            namespace,
+            stage: spec.stage,
+            approval: spec.approval,
+            limits,
+            serving: false,
+            verdict: verdicts.len(),
+        };
+        let verdict = match (&checked[i], collisions.get(&i)) {
+            (Err(problems), _) => {
+                let message = format!(
+                    "This route is not served until its spec is fixed: {}.",
+                    problems.join("; ")
+                );
+                state.idx = Err(("InvalidSpec", message.clone()));
+                let endpoint = format!("{}/v1", spec.prefix.trim_end_matches('/'));
+                rejected(item, endpoint, "InvalidSpec", message)
+            }
+            (Ok(valid), Some(&(winner, how))) => {
+                let message = conflict_message(valid, &checked, items, winner, how);
+                state.idx = Err(("RouteNotAccepted", message.clone()));
+                rejected(
+                    item,
+                    format!("{}/v1", valid.prefix),
+                    "PathConflict",
+                    message,
+                )
+            }
+            (Ok(valid), None) => {
+                let idx = table.routes.len() as RouteIdx;
+                let (verdict, route) = build(item, valid, limits, providers, now_unix);
+                state.serving = !route.models.is_empty();
+                state.idx = Ok(idx);
+                table.routes.push(route);
+                verdict
+            }
+        };
+        verdicts.push(verdict);
+        table
+            .by_id
+            .insert((namespace, meta.name.as_deref().unwrap_or_default()), state);
+    }
+    table
+}
+
+fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
+    let spec: &AIRouteSpec = &item.obj.spec;
+    let mut problems = Vec::new();
+    if item.id.name.is_empty() {
+        problems.push("set metadata.name".to_string());
+    }
+    let prefix = normalize_prefix(&spec.prefix)
+        .map_err(|e| problems.push(e))
+        .unwrap_or_default()
+        .to_string();
+    let mut hostnames = Vec::with_capacity(spec.hostnames.len());
+    for h in &spec.hostnames {
+        match normalize_hostname(&h.0) {
+            Ok(h) => hostnames.push(h),
+            Err(e) => problems.push(e),
+        }
+    }
+    if spec.models.is_empty() {
+        problems.push("list at least one model under spec.models".into());
+    }
+    let mut names: Vec<&str> = spec.models.iter().map(|m| m.name.as_str()).collect();
+    names.sort_unstable();
+    let mut dups: Vec<&str> = names
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    dups.dedup();
+    if !dups.is_empty() {
+        problems.push(format!(
+            "list each model name once in spec.models ({} repeats)",
+            join_list(&dups)
+        ));
+    }
+    for m in &spec.models {
+        if !m.backends.iter().any(|b| b.weight > 0) {
+            problems.push(format!(
+                "give model {} at least one backend with a weight above 0",
+                m.name
+            ));
+        }
+    }
+    if spec.stage == Stage::Deprecated && spec.sunset.is_none() {
+        problems
+            .push("set spec.sunset: a Deprecated route needs the date it will be retired".into());
+    }
+    if problems.is_empty() {
+        Ok(Valid { prefix, hostnames })
+    } else {
+        Err(problems)
+    }
+}
+
+fn describe_hosts(hostnames: &[String]) -> String {
+    if hostnames.is_empty() {
+        "any host".into()
+    } else {
+        format!(
+            "host{} {}",
+            if hostnames.len() == 1 { "" } else { "s" },
+            join_list(hostnames)
+        )
+    }
+}
+
+fn conflict_message(
+    valid: &Valid,
+    checked: &[Result<Valid, Vec<String>>],
+    items: &[Item<'_, AIRoute>],
+    winner: usize,
+    how: Collision,
+) -> String {
+    let other = &items[winner].id;
+    let theirs = checked[winner]
+        .as_ref()
+        .map(|v| v.prefix.as_str())
+        .unwrap_or_default();
+    let shown = |p: &str| {
+        if p.is_empty() {
+            "/".to_string()
+        } else {
+            p.to_string()
+        }
+    };
+    let what = match how {
+        Collision::SamePath => format!(
+            "Prefix {} on {} is already served by AIRoute {other}, which is older",
+            shown(&valid.prefix),
+            describe_hosts(&valid.hostnames)
+        ),
+        Collision::OlderInsideApi => format!(
+            "AIRoute {other}, which is older, has prefix {theirs}, which would capture this route's API at {}/v1",
+            valid.prefix
+        ),
+        Collision::InsideOlderApi => format!(
+            "Prefix {} lies inside the API of AIRoute {other} at {theirs}/v1, which is older and answers there",
+            valid.prefix
+        ),
+    };
+    sentences(&[
+        what,
+        "Choose another spec.prefix or spec.hostnames for this route".into(),
+    ])
+}
+
+fn rejected(
+    item: &Item<'_, AIRoute>,
+    endpoint: String,
+    reason: &'static str,
+    message: String,
+) -> Verdict {
+    Verdict {
+        kind: Kind::AIRoute,
+        id: item.id.clone(),
+        generation: item.generation,
+        conditions: vec![
+            VerdictCondition::new(condition_type::ACCEPTED, false, reason, message),
+            VerdictCondition::new(
+                condition_type::READY,
+                false,
+                reason,
+                "The route is not served: fix the problem reported in Accepted.".into(),
+            ),
+        ],
+        detail: Detail::Route(RouteDetail {
+            endpoint,
+            served_models: Vec::new(),
+            approved_subscriptions: 0,
+        }),
+    }
+}
+
+/// A problem with one backend: condition reason and a clause.
+type Problem = (&'static str, String);
+
+fn build(
+    item: &Item<'_, AIRoute>,
+    valid: &Valid,
+    limits: Limits,
+    providers: &ProviderTable<'_>,
+    now_unix: i64,
+) -> (Verdict, Route) {
+    let spec = &item.obj.spec;
+    let namespace = item.id.namespace.as_str();
+    let endpoint = format!("{}/v1", valid.prefix);
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut models: Vec<RouteModel> = Vec::new();
+    let mut unserved: Vec<&str> = Vec::new();
+    if spec.stage != Stage::Retired {
+        for m in &spec.models {
+            let resolve = |b: &BackendRef, problems: &mut Vec<Problem>| {
+                resolve_backend(b, &m.name, namespace, providers)
+                    .map_err(|(reason, clause)| {
+                        problems.push((reason, format!("model {}: {clause}", m.name)))
+                    })
+                    .ok()
+            };
+            let mut backends: Vec<Backend> = Vec::new();
+            for b in &m.backends {
+                // Weight 0 keeps a backend configured (and checked) but idle.
+                if let Some(backend) = resolve(b, &mut problems)
+                    && backend.weight > 0
+                {
+                    backends.push(backend);
+                }
+            }
+            let mut fallbacks: Vec<Backend> = m
+                .fallbacks
+                .iter()
+                .filter_map(|b| resolve(b, &mut problems))
+                .collect();
+            if backends.is_empty() && !fallbacks.is_empty() {
+                let mut first = fallbacks.remove(0);
+                first.weight = 1;
+                notes.push(format!(
+                    "Model {} has no usable weighted backend, so its first usable fallback takes all its traffic",
+                    m.name
+                ));
+                backends.push(first);
+            }
+            if backends.is_empty() {
+                unserved.push(&m.name);
+            } else {
+                models.push(RouteModel {
+                    name: m.name.clone(),
+                    backends,
+                    fallbacks,
+                });
+            }
+        }
+    }
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    let served: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+
+    let mut conditions = vec![VerdictCondition::new(
+        condition_type::ACCEPTED,
+        true,
+        "Accepted",
+        format!(
+            "The route owns {endpoint} on {}.",
+            describe_hosts(&valid.hostnames)
+        ),
+    )];
+    conditions.push(match problems.first() {
+        None if spec.stage == Stage::Retired => VerdictCondition::new(
+            condition_type::RESOLVED_REFS,
+            true,
+            "ResolvedRefs",
+            "Backends are not checked: a Retired route sends nothing upstream.".into(),
+        ),
+        None => VerdictCondition::new(
+            condition_type::RESOLVED_REFS,
+            true,
+            "ResolvedRefs",
+            "Every backend refers to a usable provider that offers its model.".into(),
+        ),
+        Some(&(reason, _)) => {
+            let clauses: Vec<&str> = problems.iter().map(|(_, c)| c.as_str()).collect();
+            VerdictCondition::new(
+                condition_type::RESOLVED_REFS,
+                false,
+                reason,
+                sentences(&[
+                    clauses.join("; "),
+                    "Requests use the remaining backends until this is fixed".into(),
+                ]),
+            )
+        }
+    });
+    if !unserved.is_empty() {
+        notes.insert(
+            0,
+            format!(
+                "{} not served: no backend is usable (see ResolvedRefs); clients asking for {} get model_not_found",
+                if unserved.len() == 1 {
+                    format!("Model {} is", unserved[0])
+                } else {
+                    format!("Models {} are", join_list(&unserved))
+                },
+                if unserved.len() == 1 { "it" } else { "them" }
+            ),
+        );
+    }
+    let sunset_unix = spec.sunset.as_ref().map(|t| t.0.as_second());
+    match spec.stage {
+        Stage::Draft => notes.push(format!(
+            "It is a Draft: only consumers in namespace {namespace} can call it; set spec.stage to Published to open it to subscribers"
+        )),
+        Stage::Deprecated => match (&spec.sunset, sunset_unix) {
+            (Some(t), Some(s)) if s <= now_unix => notes.push(format!(
+                "Its sunset {} has passed: set spec.stage to Retired once callers have moved",
+                t.0
+            )),
+            (Some(t), _) => notes.push(format!(
+                "It is Deprecated: every answer carries Deprecation and Sunset ({}) headers",
+                t.0
+            )),
+            _ => {}
+        },
+        _ => {}
+    }
+    conditions.push(if spec.stage == Stage::Retired {
+        VerdictCondition::new(
+            condition_type::READY,
+            false,
+            "Retired",
+            "The route is Retired: clients get 410 Gone and nothing is sent upstream; delete it once callers have moved on.".into(),
+        )
+    } else if served.is_empty() {
+        VerdictCondition::new(
+            condition_type::READY,
+            false,
+            "NoServedModels",
+            "No model has a usable backend, so every call fails: fix the backends listed in ResolvedRefs.".into(),
+        )
+    } else {
+        let mut parts = vec![format!("Serving {}", join_list(&served))];
+        parts.extend(notes);
+        VerdictCondition::new(condition_type::READY, true, "Ready", sentences(&parts))
+    });
+
+    let verdict = Verdict {
+        kind: Kind::AIRoute,
+        id: item.id.clone(),
+        generation: item.generation,
+        conditions,
+        detail: Detail::Route(RouteDetail {
+            endpoint,
+            served_models: served,
+            approved_subscriptions: 0,
+        }),
+    };
+    let route = Route {
+        id: item.id.clone(),
+        prefix: valid.prefix.clone(),
+        hostnames: valid.hostnames.clone(),
+        stage: spec.stage,
+        sunset_unix,
+        models,
+        limits,
+        approval: spec.approval,
+    };
+    (verdict, route)
+}
+
+fn resolve_backend(
+    b: &BackendRef,
+    model: &str,
+    route_namespace: &str,
+    providers: &ProviderTable<'_>,
+) -> Result<Backend, Problem> {
+    let namespace = b.namespace.as_deref().unwrap_or(route_namespace);
+    let name = b.provider.as_str();
+    let Some(state) = providers.by_id.get(&(namespace, name)) else {
+        return Err((
+            "ProviderNotFound",
+            format!("ModelProvider {namespace}/{name} does not exist"),
+        ));
+    };
+    if !state.shared_with(route_namespace) {
+        return Err((
+            "RefNotPermitted",
+            format!(
+                "ModelProvider {namespace}/{name} is not shared with namespace {route_namespace} (its owners can add {route_namespace} to its spec.allowedNamespaces)"
+            ),
+        ));
+    }
+    let idx = match &state.usable {
+        Ok(idx) => *idx,
+        Err(_) => {
+            return Err((
+                "ProviderNotReady",
+                format!("ModelProvider {namespace}/{name} is not usable (its status says why)"),
+            ));
+        }
+    };
+    let upstream = b.model.as_deref().unwrap_or(model);
+    let Some(&m) = state.models.get(upstream) else {
+        return Err((
+            "ModelNotOffered",
+            format!(
+                "ModelProvider {namespace}/{name} does not offer {upstream} (add it to the provider's spec.models, or set backends[].model)"
+            ),
+        ));
+    };
+    let provider = &providers.providers[idx as usize];
+    Ok(Backend {
+        provider: idx,
+        upstream_model: upstream.to_string(),
+        weight: b.weight,
+        price: provider.models[m].price,
+    })
+}
