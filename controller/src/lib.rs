@@ -1,0 +1,147 @@
+//! Tollgate's controller: watches the API server, compiles snapshots, streams them to proxies over
+//! TLS, and (as leader) writes status, Events, generated keys and usage roll-ups.
+
+pub mod admin;
+pub mod args;
+pub mod auth;
+pub mod keys;
+pub mod lease;
+pub mod metrics;
+pub mod publish;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod usage;
+pub mod watch;
+pub mod writer;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, sync::watch as channel, task::JoinSet};
+
+use crate::{
+    args::Args,
+    metrics::Metrics,
+    publish::{Debounce, Outputs},
+    store::Store,
+    usage::Ledger,
+};
+
+/// How long shutdown waits for the Lease to be released and the last usage to be written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopping(shutdown: &mut channel::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Runs the controller until `stop` resolves, then shuts down gracefully.
+pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let identity = args.identity();
+    let tls = server::tls_config(&args.tls_cert, &args.tls_key)?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.admin_listen))?;
+    tracing::info!(
+        %identity,
+        listen = %args.listen,
+        admin = %args.admin_listen,
+        namespaces = ?args.namespaces,
+        "tollgate-controller starting"
+    );
+
+    let (shutdown_tx, shutdown) = channel::channel(false);
+    let metrics = Arc::new(Metrics::default());
+    let scopes = args.namespaces.len().max(1);
+    let store = Store::new(scopes);
+    let mut watchers = JoinSet::new();
+    watch::spawn_all(&client, &args.namespaces, &store, &mut watchers);
+
+    let elector = lease::Elector::new(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        identity.clone(),
+        args.lease_duration,
+    );
+    let leader = elector.subscribe();
+    {
+        let metrics = metrics.clone();
+        let mut leader = leader.clone();
+        tokio::spawn(async move {
+            while leader.changed().await.is_ok() {
+                let leads = *leader.borrow_and_update();
+                metrics
+                    .leader
+                    .store(i64::from(leads), std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    let elector_task = tokio::spawn(elector.run(shutdown.clone()));
+
+    let (snapshots_tx, snapshots) = channel::channel(None);
+    let (verdicts_tx, verdicts) = channel::channel(Arc::new(Vec::new()));
+    let compile_task = tokio::spawn(publish::run(
+        store.clone(),
+        Outputs {
+            snapshots: snapshots_tx,
+            verdicts: verdicts_tx,
+        },
+        Debounce {
+            quiet: args.debounce,
+            max: args.debounce_max,
+        },
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let writer = writer::Writer::new(client.clone(), store.clone(), metrics.clone(), identity);
+    tokio::spawn(writer.run(verdicts, leader.clone()));
+
+    let ledger = Arc::new(Ledger::default());
+    let usage_task = tokio::spawn(usage::flush_loop(
+        client.clone(),
+        store.clone(),
+        ledger.clone(),
+        metrics.clone(),
+        leader.clone(),
+        args.usage_flush,
+        shutdown.clone(),
+    ));
+
+    let shared = Arc::new(server::Shared {
+        auth: auth::Authenticator::new(
+            client.clone(),
+            args.audience.clone(),
+            &args.allowed_proxy_sas,
+            args.token_cache_ttl,
+        ),
+        snapshots: snapshots.clone(),
+        leader,
+        ledger,
+        metrics: metrics.clone(),
+        heartbeat: args.heartbeat,
+        shutdown: shutdown.clone(),
+    });
+    tokio::spawn(server::serve(listener, tls, shared, shutdown.clone()));
+    let admin = Arc::new(admin::Admin { metrics, snapshots });
+    tokio::spawn(admin::serve(admin_listener, admin, shutdown.clone()));
+
+    stop.await;
+    tracing::info!("shutting down: ending streams, writing usage, releasing the Lease");
+    shutdown_tx.send_replace(true);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = compile_task.await;
+        let _ = usage_task.await;
+        let _ = elector_task.await;
+    })
+    .await;
+    watchers.abort_all();
+    Ok(())
+}

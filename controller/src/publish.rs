@@ -1,0 +1,205 @@
+//! Compile on change: wait for a quiet moment after a burst, compile, publish when the hash changed.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tollgate_snapshot::{Inputs, Snapshot, Verdict};
+
+use crate::{metrics::Metrics, store::Store};
+
+/// Recompile this often even without changes, so key expiry (judged at compile time) takes effect.
+const RECOMPILE_EVERY: Duration = Duration::from_secs(30);
+
+/// A published snapshot, with its wire frame encoded once for every proxy.
+#[derive(Debug)]
+pub struct Published {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// `u32` big-endian length followed by `Snapshot::encode()`.
+    pub frame: Bytes,
+}
+
+/// The compile loop's outputs: what proxies get, and what the leader writes to status.
+pub struct Outputs {
+    /// The current snapshot, `None` until the watches have synced.
+    pub snapshots: watch::Sender<Option<Arc<Published>>>,
+    /// The verdicts of the latest compile.
+    pub verdicts: watch::Sender<Arc<Vec<Verdict>>>,
+}
+
+/// Debounce settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Debounce {
+    /// Quiet time that ends a burst.
+    pub quiet: Duration,
+    /// Longest a burst may postpone a compile.
+    pub max: Duration,
+}
+
+/// Frames a snapshot for the stream.
+pub fn frame(snapshot: &Snapshot) -> Bytes {
+    let body = snapshot.encode();
+    let mut framed = Vec::with_capacity(body.len() + 4);
+    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&body);
+    Bytes::from(framed)
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Builds the compiler's inputs from the store (objects are cloned so the lock is held briefly).
+pub fn inputs(store: &Store) -> Inputs {
+    fn owned<K: Clone>(
+        objects: &std::collections::BTreeMap<tollgate_snapshot::ObjectRef, Arc<K>>,
+    ) -> Vec<K> {
+        objects.values().map(|o| K::clone(o)).collect()
+    }
+    let tables = store.lock();
+    Inputs {
+        providers: owned(&tables.providers.objects),
+        routes: owned(&tables.routes.objects),
+        consumers: owned(&tables.consumers.objects),
+        subscriptions: owned(&tables.subscriptions.objects),
+        secrets: owned(&tables.secrets.objects),
+        now_unix: (unix_millis() / 1000) as i64,
+    }
+}
+
+/// Runs until `shutdown`: compiles after each burst of changes and publishes changed snapshots.
+pub async fn run(
+    store: Arc<Store>,
+    outputs: Outputs,
+    debounce: Debounce,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = store.subscribe();
+    // The watchers may have synced before this loop subscribed.
+    changes.mark_changed();
+    let mut last_version = 0u64;
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(RECOMPILE_EVERY) => {},
+            _ = crate::stopping(&mut shutdown) => return,
+        }
+        settle(&mut changes, debounce).await;
+        if !store.synced() {
+            continue;
+        }
+        let inputs = inputs(&store);
+        let version = unix_millis().max(last_version + 1);
+        let started = Instant::now();
+        // Compiling thousands of objects takes milliseconds of CPU: keep it off the async workers.
+        let compiled =
+            tokio::task::spawn_blocking(move || tollgate_snapshot::compile(&inputs, version))
+                .await
+                .expect("the compiler does not panic");
+        metrics.compile_duration.observe(started.elapsed());
+        let changed = outputs
+            .snapshots
+            .borrow()
+            .as_ref()
+            .is_none_or(|p| p.snapshot.hash != compiled.snapshot.hash);
+        if changed {
+            last_version = version;
+            let frame = frame(&compiled.snapshot);
+            metrics.snapshot_version.store(version, Ordering::Relaxed);
+            metrics
+                .snapshot_bytes
+                .store(frame.len() as u64, Ordering::Relaxed);
+            metrics.snapshots_published.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                version,
+                hash = %&compiled.snapshot.hash[..12],
+                bytes = frame.len(),
+                routes = compiled.snapshot.content.routes.len(),
+                compile_ms = started.elapsed().as_secs_f64() * 1e3,
+                "publishing a new snapshot"
+            );
+            outputs.snapshots.send_replace(Some(Arc::new(Published {
+                snapshot: compiled.snapshot,
+                frame,
+            })));
+        }
+        outputs.verdicts.send_if_modified(|current| {
+            if **current == compiled.verdicts {
+                false
+            } else {
+                *current = Arc::new(compiled.verdicts);
+                true
+            }
+        });
+    }
+}
+
+/// Waits until no change has come for `quiet`, or `max` has passed since the first.
+async fn settle(changes: &mut watch::Receiver<u64>, debounce: Debounce) {
+    let deadline = tokio::time::Instant::now() + debounce.max;
+    loop {
+        let quiet_end = (tokio::time::Instant::now() + debounce.quiet).min(deadline);
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() || tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(quiet_end) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_the_length_then_the_encoding() {
+        let snapshot = Snapshot::empty(7);
+        let framed = frame(&snapshot);
+        let len = u32::from_be_bytes(framed[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, framed.len() - 4);
+        let back = Snapshot::decode(&framed[4..]).unwrap();
+        assert_eq!(back.version, 7);
+        assert_eq!(back.hash, snapshot.hash);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settle_waits_for_quiet_but_not_past_max() {
+        let (tx, mut rx) = watch::channel(0u64);
+        let debounce = Debounce {
+            quiet: Duration::from_millis(25),
+            max: Duration::from_millis(250),
+        };
+        // Changes every 10 ms forever: settle must give up at max.
+        let noise = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        let started = tokio::time::Instant::now();
+        settle(&mut rx, debounce).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_millis(270),
+            "{waited:?}"
+        );
+        noise.abort();
+
+        // No changes: settle returns after the quiet time.
+        let (_tx, mut rx) = watch::channel(0u64);
+        let started = tokio::time::Instant::now();
+        settle(&mut rx, debounce).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(25));
+    }
+}

@@ -1,0 +1,163 @@
+//! Watchers that keep the [`Store`] in step with the API server.
+//!
+//! Tollgate's kinds are watched as `DynamicObject`s and converted afterwards, so one object that does
+//! not fit the Rust types (an older schema, a hand-edited status) is logged, recorded as malformed and
+//! skipped, while the watch goes on. Secrets are watched only when labelled `tollgate.dev/secret=true`:
+//! RBAC cannot grant by label, but the selector keeps every unrelated Secret of the cluster out of memory.
+
+use std::{fmt::Debug, sync::Arc};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject},
+    runtime::{WatchStreamExt, watcher},
+};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinSet;
+use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
+use tollgate_snapshot::ObjectRef;
+
+use crate::store::{Entry, Kind, Malformed, Store, Table, Tables};
+
+/// The label a Secret needs for the controller to see it.
+pub const SECRET_LABEL: &str = "tollgate.dev/secret";
+/// The selector the Secret watch uses.
+pub const SECRET_SELECTOR: &str = "tollgate.dev/secret=true";
+
+/// Starts one watcher per kind and scope (every namespace when `namespaces` is empty).
+pub fn spawn_all(
+    client: &Client,
+    namespaces: &[String],
+    store: &Arc<Store>,
+    tasks: &mut JoinSet<()>,
+) {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    for scope in scopes {
+        spawn_custom::<ModelProvider>(client, &scope, store, tasks, Kind::Provider, |t| {
+            &mut t.providers
+        });
+        spawn_custom::<AIRoute>(client, &scope, store, tasks, Kind::Route, |t| &mut t.routes);
+        spawn_custom::<Consumer>(client, &scope, store, tasks, Kind::Consumer, |t| {
+            &mut t.consumers
+        });
+        spawn_custom::<ApiSubscription>(client, &scope, store, tasks, Kind::Subscription, |t| {
+            &mut t.subscriptions
+        });
+        let api: Api<Secret> = match &scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let config = watcher::Config::default().labels(SECRET_SELECTOR);
+        let store = store.clone();
+        tasks.spawn(run(
+            api,
+            config,
+            scope,
+            store,
+            Kind::Secret,
+            |t| &mut t.secrets,
+            Ok,
+        ));
+    }
+}
+
+fn spawn_custom<K>(
+    client: &Client,
+    scope: &Option<String>,
+    store: &Arc<Store>,
+    tasks: &mut JoinSet<()>,
+    kind: Kind,
+    table: fn(&mut Tables) -> &mut Table<K>,
+) where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Send + Sync + 'static,
+{
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match scope {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    tasks.spawn(run(
+        api,
+        watcher::Config::default(),
+        scope.clone(),
+        store.clone(),
+        kind,
+        table,
+        convert::<K>,
+    ));
+}
+
+/// Reads a dynamic object as `K`, or says why it cannot be read.
+pub fn convert<K: DeserializeOwned>(object: DynamicObject) -> Result<K, String> {
+    let value = serde_json::to_value(&object).map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+async fn run<W, K>(
+    api: Api<W>,
+    config: watcher::Config,
+    scope: Option<String>,
+    store: Arc<Store>,
+    kind: Kind,
+    table: fn(&mut Tables) -> &mut Table<K>,
+    convert: fn(W) -> Result<K, String>,
+) where
+    W: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let where_ = scope.as_deref().unwrap_or("all namespaces");
+    let entry = |object: W| -> (ObjectRef, Entry<K>) {
+        let id = ObjectRef::new(object.namespace().unwrap_or_default(), object.name_any());
+        let generation = object.meta().generation;
+        let resource_version = object.meta().resource_version.clone();
+        match convert(object) {
+            Ok(k) => (id, Entry::Good(k)),
+            Err(error) => {
+                tracing::warn!(kind = kind.name(), object = %id, %error, "skipping an object that cannot be read");
+                (
+                    id,
+                    Entry::Bad(Malformed {
+                        generation,
+                        resource_version,
+                        error,
+                    }),
+                )
+            }
+        }
+    };
+    let mut events = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(object)) => {
+                let (id, e) = entry(object);
+                store.update(|t| table(t).apply(id, e));
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                let id = ObjectRef::new(object.namespace().unwrap_or_default(), object.name_any());
+                store.update(|t| table(t).delete(&id));
+            }
+            Ok(watcher::Event::Init) => {
+                let scope = scope.clone();
+                // No change is visible yet, so no need to wake the compiler.
+                table(&mut store.lock()).relist_start(scope);
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                let (id, e) = entry(object);
+                table(&mut store.lock()).relist_apply(&scope, id, e);
+            }
+            Ok(watcher::Event::InitDone) => {
+                tracing::debug!(kind = kind.name(), scope = where_, "listed");
+                let scope = scope.clone();
+                store.update(|t| table(t).relist_done(scope));
+            }
+            Err(error) => {
+                tracing::warn!(kind = kind.name(), scope = where_, %error, "watch failed; retrying with backoff");
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The leader's writes: status patches computed by [`crate::status`], Events, and generated keys.
+//!
+//! One task, woken by new verdicts or by winning the Lease; it does nothing while this replica does
+//! not lead. It always works from the latest verdicts, so a burst of compiles costs one pass.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::{
+    api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource,
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use serde_json::Value;
+use tokio::sync::watch;
+use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
+use tollgate_snapshot::{Kind, ObjectRef, Verdict};
+
+use crate::{keys::KeyGenerator, metrics::Metrics, status, store::Store};
+
+/// Status patches in flight at once.
+const PARALLEL_WRITES: usize = 16;
+
+/// One status write to make.
+struct Write {
+    kind: Kind,
+    id: ObjectRef,
+    resource_version: Option<String>,
+    patch: Value,
+    notes: Vec<status::Note>,
+    reference: Option<ObjectReference>,
+}
+
+/// Writes status, Events and keys while this replica leads.
+pub struct Writer {
+    client: Client,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    keys: KeyGenerator,
+    /// The last patch sent per object and the resourceVersion it was computed from: until the watch
+    /// shows a newer version, the same patch is not sent again.
+    sent: HashMap<(Kind, ObjectRef), (Option<String>, Value)>,
+}
+
+impl Writer {
+    /// A writer reporting Events as `identity` of `tollgate-controller`.
+    pub fn new(client: Client, store: Arc<Store>, metrics: Arc<Metrics>, identity: String) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "tollgate-controller".into(),
+                instance: Some(identity),
+            },
+        );
+        Self {
+            keys: KeyGenerator::new(client.clone(), metrics.clone()),
+            client,
+            store,
+            metrics,
+            recorder,
+            sent: HashMap::new(),
+        }
+    }
+
+    /// Runs until the verdict channel closes.
+    pub async fn run(
+        mut self,
+        mut verdicts: watch::Receiver<Arc<Vec<Verdict>>>,
+        mut leader: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                changed = verdicts.changed() => if changed.is_err() { return },
+                changed = leader.changed() => {
+                    if changed.is_err() { return }
+                    // A new term: what the previous leader wrote is only known from the watch.
+                    self.sent.clear();
+                }
+            }
+            if !*leader.borrow_and_update() {
+                continue;
+            }
+            let latest = verdicts.borrow_and_update().clone();
+            let started = Instant::now();
+            self.keys.ensure(&self.store).await;
+            self.write_status(&latest).await;
+            self.metrics.reconcile_duration.observe(started.elapsed());
+        }
+    }
+
+    async fn write_status(&mut self, verdicts: &[Verdict]) {
+        let now = Time(Timestamp::now());
+        let writes = self.plan(verdicts, &now);
+        if writes.is_empty() {
+            return;
+        }
+        tracing::debug!(count = writes.len(), "writing status");
+        let client = &self.client;
+        let results: Vec<(Write, kube::Result<()>)> = stream::iter(writes)
+            .map(|w| async move {
+                let result = send(client, &w).await;
+                (w, result)
+            })
+            .buffer_unordered(PARALLEL_WRITES)
+            .collect()
+            .await;
+        for (write, result) in results {
+            match result {
+                Ok(()) => {
+                    self.metrics.status_writes.fetch_add(1, Ordering::Relaxed);
+                    if let Some(reference) = &write.reference {
+                        for note in &write.notes {
+                            self.publish(note, reference).await;
+                        }
+                    }
+                    self.sent.insert(
+                        (write.kind, write.id),
+                        (write.resource_version, write.patch),
+                    );
+                }
+                Err(error) => {
+                    self.metrics
+                        .status_write_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(kind = write.kind.as_str(), object = %write.id, %error, "status write failed");
+                }
+            }
+        }
+    }
+
+    /// Compares every verdict with the stored object and keeps the differences.
+    fn plan(&mut self, verdicts: &[Verdict], now: &Time) -> Vec<Write> {
+        let tables = self.store.lock();
+        let mut writes = Vec::new();
+        for verdict in verdicts {
+            let found = match verdict.kind {
+                Kind::ModelProvider => current(&tables.providers.objects, &verdict.id),
+                Kind::AIRoute => current(&tables.routes.objects, &verdict.id),
+                Kind::Consumer => current(&tables.consumers.objects, &verdict.id),
+                Kind::ApiSubscription => current(&tables.subscriptions.objects, &verdict.id),
+            };
+            // Deleted since the compile (or not yet seen): nothing to write to.
+            let Some((status, resource_version, reference)) = found else {
+                continue;
+            };
+            let desired = status::desired(verdict, &status, now);
+            let Some(patch) = status::patch(&desired, &status) else {
+                continue;
+            };
+            let key = (verdict.kind, verdict.id.clone());
+            if self.sent.get(&key) == Some(&(resource_version.clone(), patch.clone())) {
+                continue;
+            }
+            writes.push(Write {
+                kind: verdict.kind,
+                id: verdict.id.clone(),
+                resource_version,
+                notes: status::notes(verdict, &status),
+                patch,
+                reference: Some(reference),
+            });
+        }
+        let malformed = [
+            (Kind::ModelProvider, &tables.providers.malformed),
+            (Kind::AIRoute, &tables.routes.malformed),
+            (Kind::Consumer, &tables.consumers.malformed),
+            (Kind::ApiSubscription, &tables.subscriptions.malformed),
+        ];
+        for (kind, objects) in malformed {
+            for (id, bad) in objects {
+                let desired = status::malformed(&bad.error, bad.generation, now);
+                let patch = serde_json::json!({ "status": desired });
+                let key = (kind, id.clone());
+                if self.sent.get(&key) == Some(&(bad.resource_version.clone(), patch.clone())) {
+                    continue;
+                }
+                writes.push(Write {
+                    kind,
+                    id: id.clone(),
+                    resource_version: bad.resource_version.clone(),
+                    patch,
+                    notes: Vec::new(),
+                    reference: None,
+                });
+            }
+        }
+        writes
+    }
+
+    async fn publish(&self, note: &status::Note, reference: &ObjectReference) {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.clone(),
+            note: Some(note.message.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(%error, reason = %note.reason, "could not publish an Event");
+        }
+    }
+}
+
+/// The stored object's status, resourceVersion and reference.
+fn current<K>(
+    objects: &std::collections::BTreeMap<ObjectRef, Arc<K>>,
+    id: &ObjectRef,
+) -> Option<(Value, Option<String>, ObjectReference)>
+where
+    K: Resource<DynamicType = ()> + serde::Serialize,
+{
+    let object = objects.get(id)?;
+    let status = serde_json::to_value(object.as_ref())
+        .ok()
+        .and_then(|mut v| v.get_mut("status").map(Value::take))
+        .unwrap_or(Value::Null);
+    Some((
+        status,
+        object.meta().resource_version.clone(),
+        object.object_ref(&()),
+    ))
+}
+
+fn resource(kind: Kind) -> ApiResource {
+    match kind {
+        Kind::ModelProvider => ApiResource::erase::<ModelProvider>(&()),
+        Kind::AIRoute => ApiResource::erase::<AIRoute>(&()),
+        Kind::Consumer => ApiResource::erase::<Consumer>(&()),
+        Kind::ApiSubscription => ApiResource::erase::<ApiSubscription>(&()),
+    }
+}
+
+async fn send(client: &Client, write: &Write) -> kube::Result<()> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &write.id.namespace, &resource(write.kind));
+    api.patch_status(
+        &write.id.name,
+        &PatchParams::default(),
+        &Patch::Merge(&write.patch),
+    )
+    .await
+    .map(|_| ())
+}
