@@ -1,0 +1,229 @@
+//! `tollgate-bench`: generates the large snapshot, and runs the benchmark of issue 9 (`bash bench/run.sh`).
+
+mod nginx;
+mod oha;
+mod procs;
+mod report;
+mod run;
+mod snapshot;
+mod targets;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::report::{Machine, Report};
+use crate::run::Settings;
+use crate::snapshot::Shape;
+use crate::targets::Launch;
+
+#[derive(Parser)]
+#[command(
+    about = "What the Tollgate proxy costs, next to a direct call, a minimal hyper hop and nginx"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a snapshot as CR YAML (1,000 routes and 10,000 consumers unless --small).
+    Snapshot {
+        /// The upstream the providers point at, host:port.
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        upstream: String,
+        /// One route and one consumer instead.
+        #[arg(long)]
+        small: bool,
+    },
+    /// Run every scenario and write JSON and Markdown results.
+    Run(Box<RunArgs>),
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// Measured repetitions per scenario and path.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Seconds per measured repetition.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of warm-up per scenario and path.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Requests per second of the fixed-rate latency scenario.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Streams held open at once for the memory-per-stream figure.
+    #[arg(long, default_value_t = 1000)]
+    streams: usize,
+    /// Seconds the upstream holds each of those streams.
+    #[arg(long, default_value_t = 10.0)]
+    hold: f64,
+    /// Only these scenarios (comma-separated names, `streams` for the memory one).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// CPU list for the load generator and the upstream fake.
+    #[arg(long, default_value = "0")]
+    load_cpu: String,
+    /// CPU list for the proxy under test.
+    #[arg(long, default_value = "1")]
+    proxy_cpu: String,
+    /// The oha binary.
+    #[arg(long, default_value = "oha")]
+    oha: PathBuf,
+    /// The nginx binary.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
+    /// Folder with bench-upstream and bench-forwarder.
+    #[arg(long)]
+    bin_dir: PathBuf,
+    /// The Tollgate proxy binary; the baselines alone run if it does not exist.
+    #[arg(long)]
+    tollgate: Option<PathBuf>,
+    /// Tollgate's arguments; {snapshot}, {listen} and {admin} are filled in.
+    #[arg(
+        long,
+        default_value = "standalone {snapshot} --listen {listen} --admin-listen {admin}"
+    )]
+    tollgate_args: String,
+    /// Scratch folder (emptied first).
+    #[arg(long, default_value = "/tmp/tollgate-bench")]
+    work: PathBuf,
+    /// Where results go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Name of this result (file names and title), e.g. a UTC timestamp.
+    #[arg(long)]
+    label: String,
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text).trim().to_owned()
+        })
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn machine(args: &RunArgs) -> Machine {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Machine {
+        cpu: cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split(':')
+                    .nth(1)
+                    .map(|s| s.trim().to_owned())
+            })
+            .unwrap_or_default(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory_mib: meminfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+            / 1024,
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        load_before: loadavg(),
+        load_after: String::new(),
+        pinning: format!(
+            "taskset: oha and the upstream fake on CPU {}, the proxy under test alone on CPU {}",
+            args.load_cpu, args.proxy_cpu
+        ),
+        oha: oha::version(&args.oha),
+        nginx: command_output(&args.nginx.display().to_string(), &["-v"]),
+        rustc: command_output("rustc", &["--version"]),
+        commit: command_output("git", &["rev-parse", "--short", "HEAD"]),
+    }
+}
+
+fn run_all(args: RunArgs) -> anyhow::Result<()> {
+    let mut machine = machine(&args);
+    let tollgate = args.tollgate.clone().filter(|p| p.exists());
+    let settings = Settings {
+        reps: args.reps,
+        duration: Duration::from_secs_f64(args.duration),
+        warmup: Duration::from_secs_f64(args.warmup),
+        rate: args.rate,
+        streams: args.streams,
+        hold: Duration::from_secs_f64(args.hold),
+        load_cpu: args.load_cpu.clone(),
+        oha: args.oha.clone(),
+        only: args.only.clone(),
+    };
+    let launch = Launch {
+        bin_dir: args.bin_dir.clone(),
+        nginx: args.nginx.clone(),
+        tollgate,
+        tollgate_args: args.tollgate_args.clone(),
+        work: args.work.clone(),
+        proxy_cpu: args.proxy_cpu.clone(),
+    };
+    let measured = run::run(&settings, &launch)?;
+    machine.load_after = loadavg();
+    let report = Report::new(
+        args.label.clone(),
+        machine,
+        args.reps,
+        args.duration,
+        args.warmup,
+        measured,
+    );
+    fs::create_dir_all(&args.out)?;
+    let json = args.out.join(format!("{}.json", args.label));
+    let md = args.out.join(format!("{}.md", args.label));
+    fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| json.display().to_string())?;
+    let markdown = report.markdown();
+    fs::write(&md, &markdown).with_context(|| md.display().to_string())?;
+    println!("{markdown}");
+    eprintln!(
+        "tollgate-bench: wrote {} and {}",
+        json.display(),
+        md.display()
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Snapshot { upstream, small } => {
+            let shape = if small { Shape::SMALL } else { Shape::LARGE };
+            print!("{}", snapshot::generate(shape, &upstream));
+            let id = snapshot::bench_identity();
+            eprintln!("benchmark route prefix {}, key {}", id.prefix, id.key);
+            Ok(())
+        }
+        Cmd::Run(args) => run_all(*args),
+    }
+}

@@ -1,0 +1,654 @@
+//! The run: start everything, check every path answers correctly, then the load scenarios with
+//! warm-ups and interleaved repetitions, then memory with many open streams.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::oha::{self, Load, Outcome};
+use crate::procs;
+use crate::snapshot::{self, Shape};
+use crate::targets::{self, Kind, Launch, Proxy};
+use tollgate_bench::payload;
+
+/// How long and how hard.
+pub struct Settings {
+    /// Measured repetitions of each scenario on each path.
+    pub reps: usize,
+    /// Length of one measured repetition.
+    pub duration: Duration,
+    /// Length of the warm-up before a scenario's first repetition on each path.
+    pub warmup: Duration,
+    /// The fixed rate of the latency scenario, requests per second.
+    pub rate: u32,
+    /// Streams held open at once in the memory scenario.
+    pub streams: usize,
+    /// How long the upstream holds each of those streams.
+    pub hold: Duration,
+    /// CPU list for the load generator and the upstream fake.
+    pub load_cpu: String,
+    /// The oha binary.
+    pub oha: PathBuf,
+    /// Only these scenarios (all when empty).
+    pub only: Vec<String>,
+}
+
+/// Which API a scenario calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Call {
+    Chat,
+    Stream,
+    Embeddings,
+}
+
+/// One load shape.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scenario {
+    pub name: String,
+    pub call: Call,
+    pub connections: usize,
+    /// Fixed rate, or `None` for as fast as the connections go.
+    pub rate: Option<u32>,
+}
+
+/// The scenarios of issue 9.
+pub fn scenarios(rate: u32) -> Vec<Scenario> {
+    let s = |name: &str, call, connections, rate| Scenario {
+        name: name.into(),
+        call,
+        connections,
+        rate,
+    };
+    vec![
+        s("chat-c1", Call::Chat, 1, None),
+        s("chat-c32", Call::Chat, 32, None),
+        s("chat-c256", Call::Chat, 256, None),
+        s("stream-c32", Call::Stream, 32, None),
+        s("embeddings-c32", Call::Embeddings, 32, None),
+        s(&format!("chat-{rate}rps"), Call::Chat, 32, Some(rate)),
+    ]
+}
+
+/// One oha run against one path.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    pub scenario: String,
+    pub target: Kind,
+    /// 0 for the warm-up, 1… for measured repetitions.
+    pub rep: usize,
+    pub outcome: Outcome,
+    /// CPU the proxy used, in cores (1.0 = one CPU busy all the time); none for the direct path.
+    pub proxy_cores: Option<f64>,
+    /// Peak resident memory of the proxy during the run, KiB.
+    pub proxy_rss_peak_kib: Option<u64>,
+    /// How busy each CPU was during the run, all processes included (0…1), in CPU order.
+    pub cpu_busy: Vec<f64>,
+}
+
+/// Whether a path gives the right answers before it is loaded.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sanity {
+    pub target: Kind,
+    pub call: Call,
+    pub status: u16,
+    pub ok: bool,
+    pub note: String,
+}
+
+/// Memory of one proxy with many streams open at once.
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamMemory {
+    pub target: Kind,
+    /// RSS after a warm-up, before the streams, KiB.
+    pub before_kib: u64,
+    /// RSS with the streams held open, KiB.
+    pub during_kib: u64,
+    /// Streams the upstream held at the moment of measuring.
+    pub open_streams: usize,
+    /// (during − before) / open streams, KiB.
+    pub per_stream_kib: f64,
+    /// Status counts of the streams once released.
+    pub completed_ok: u64,
+}
+
+/// Resident memory at rest.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IdleMemory {
+    /// Tollgate with a 1-route, 1-consumer snapshot, KiB.
+    pub tollgate_small_kib: Option<u64>,
+    /// Tollgate with the large snapshot, KiB.
+    pub tollgate_large_kib: Option<u64>,
+    /// Seconds from starting Tollgate with the large snapshot to its first correct answer.
+    pub tollgate_large_ready_s: Option<f64>,
+    pub forwarder_kib: Option<u64>,
+    pub nginx_kib: Option<u64>,
+}
+
+/// What Tollgate wrote on stdout while the scenarios ran.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccessLogRecord {
+    /// Lines seen (one per call expected).
+    pub lines: u64,
+    /// Calls Tollgate answered in the runs (ok + not ok + sanity calls), to compare.
+    pub calls: u64,
+    pub sample: Option<String>,
+}
+
+/// Everything measured in one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measured {
+    pub scenarios: Vec<Scenario>,
+    pub sanity: Vec<Sanity>,
+    pub runs: Vec<RunRecord>,
+    pub idle: IdleMemory,
+    pub streams: Vec<StreamMemory>,
+    pub access_log: Option<AccessLogRecord>,
+    /// Bytes of Tollgate's /metrics after the scenarios, or why it could not be read.
+    pub metrics: Option<String>,
+    /// The snapshot shape Tollgate ran with.
+    pub snapshot: String,
+    /// What could not be measured, and why.
+    pub missing: Vec<String>,
+}
+
+struct Bodies {
+    chat: PathBuf,
+    stream: PathBuf,
+    embeddings: PathBuf,
+    hold: PathBuf,
+}
+
+fn write_bodies(work: &Path) -> anyhow::Result<Bodies> {
+    let bodies = Bodies {
+        chat: work.join("chat.json"),
+        stream: work.join("stream.json"),
+        embeddings: work.join("embeddings.json"),
+        hold: work.join("hold.json"),
+    };
+    fs::write(&bodies.chat, payload::chat_request("bench-chat", false))?;
+    fs::write(&bodies.stream, payload::chat_request("bench-chat", true))?;
+    fs::write(
+        &bodies.embeddings,
+        payload::embeddings_request("bench-embed"),
+    )?;
+    fs::write(&bodies.hold, payload::chat_request("bench-hold", true))?;
+    Ok(bodies)
+}
+
+/// The path under a target's address for a call; `hold` asks the upstream to keep the stream open.
+fn path(kind: Kind, call: Call, hold: bool) -> String {
+    let api = match call {
+        Call::Chat | Call::Stream => "/v1/chat/completions",
+        Call::Embeddings => "/v1/embeddings",
+    };
+    match (kind, hold) {
+        (Kind::Tollgate, _) => format!("{}{api}", snapshot::bench_identity().prefix),
+        (_, true) => format!("/hold{api}"),
+        (_, false) => api.to_owned(),
+    }
+}
+
+fn body_for(bodies: &Bodies, call: Call) -> &Path {
+    match call {
+        Call::Chat => &bodies.chat,
+        Call::Stream => &bodies.stream,
+        Call::Embeddings => &bodies.embeddings,
+    }
+}
+
+/// One call and a check of its answer's shape.
+fn sanity(kind: Kind, call: Call, bodies: &Bodies) -> Sanity {
+    let key = snapshot::bench_identity().key;
+    let auth = format!("Bearer {key}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let body = fs::read(body_for(bodies, call)).unwrap_or_default();
+    match procs::http_call(
+        kind.addr(),
+        "POST",
+        &path(kind, call, false),
+        &headers,
+        &body,
+    ) {
+        Err(e) => Sanity {
+            target: kind,
+            call,
+            status: 0,
+            ok: false,
+            note: format!("{e:#}"),
+        },
+        Ok((status, answer)) => {
+            let text = String::from_utf8_lossy(&answer);
+            let (ok, note) = match call {
+                Call::Chat => (
+                    text.contains("\"chat.completion\""),
+                    format!("{} bytes", answer.len()),
+                ),
+                Call::Embeddings => (
+                    text.contains("\"embedding\""),
+                    format!("{} bytes", answer.len()),
+                ),
+                Call::Stream => {
+                    let events = text.matches("data:").count();
+                    (
+                        text.contains("[DONE]") && events > payload::STREAM_CHUNKS,
+                        format!("{events} SSE events, {} bytes", answer.len()),
+                    )
+                }
+            };
+            let note = if ok {
+                note
+            } else {
+                format!("{note}: {}", text.chars().take(300).collect::<String>())
+            };
+            Sanity {
+                target: kind,
+                call,
+                status,
+                ok: ok && status == 200,
+                note,
+            }
+        }
+    }
+}
+
+/// Waits until a path answers a chat call with 200 (Tollgate compiles its snapshot first).
+fn wait_ready(proxy: &mut Proxy, bodies: &Bodies, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        proxy.check_alive()?;
+        let check = sanity(proxy.kind, Call::Chat, bodies);
+        if check.ok {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "{} never answered correctly: status {} {}",
+                proxy.kind.name(),
+                check.status,
+                check.note
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Per-CPU (busy, total) jiffies from /proc/stat.
+fn cpu_jiffies() -> Vec<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            let total: u64 = v.iter().take(8).sum();
+            (total - idle, total)
+        })
+        .collect()
+}
+
+/// A load run with what the proxy and the CPUs did meanwhile.
+struct Watched {
+    outcome: Outcome,
+    proxy_cores: Option<f64>,
+    proxy_rss_peak_kib: Option<u64>,
+    cpu_busy: Vec<f64>,
+}
+
+/// Runs one load against one path, watching the proxy's CPU and memory meanwhile.
+fn measure(settings: &Settings, proxy: Option<&Proxy>, load: &Load<'_>) -> anyhow::Result<Watched> {
+    let pids = proxy.map(Proxy::pids).unwrap_or_default();
+    let cpu_before = procs::cpu_seconds(&pids);
+    let jiffies_before = cpu_jiffies();
+    let started = Instant::now();
+    let stop = AtomicBool::new(false);
+    let peak = AtomicU64::new(0);
+    let outcome = thread::scope(|scope| {
+        if !pids.is_empty() {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(procs::rss_kib(&pids), Ordering::Relaxed);
+                    thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        let outcome = oha::run(&settings.oha, &settings.load_cpu, load);
+        stop.store(true, Ordering::Relaxed);
+        outcome
+    })?;
+    let wall = started.elapsed().as_secs_f64();
+    let busy = cpu_jiffies()
+        .iter()
+        .zip(jiffies_before)
+        .map(|((b1, t1), (b0, t0))| {
+            if t1 > &t0 {
+                (b1 - b0) as f64 / (t1 - t0) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Ok(Watched {
+        outcome,
+        proxy_cores: proxy.map(|_| (procs::cpu_seconds(&pids) - cpu_before) / wall),
+        proxy_rss_peak_kib: proxy.map(|_| peak.load(Ordering::Relaxed)),
+        cpu_busy: busy,
+    })
+}
+
+/// Runs every phase. Processes are stopped on the way out, also after an error.
+pub fn run(settings: &Settings, launch: &Launch) -> anyhow::Result<Measured> {
+    targets::prepare_work(&launch.work)?;
+    let bodies = write_bodies(&launch.work)?;
+    let upstream_addr = targets::upstream_addr().to_string();
+    let large = launch.work.join("snapshot-large.yaml");
+    let small = launch.work.join("snapshot-small.yaml");
+    fs::write(&large, snapshot::generate(Shape::LARGE, &upstream_addr))?;
+    fs::write(&small, snapshot::generate(Shape::SMALL, &upstream_addr))?;
+
+    let upstream = targets::start_upstream(launch, &settings.load_cpu, settings.hold)?;
+    let mut proxies: Vec<Proxy> = Vec::new();
+    let result = run_phases(settings, launch, &bodies, &large, &small, &mut proxies);
+    for proxy in proxies {
+        proxy.stop();
+    }
+    upstream.stop();
+    result
+}
+
+fn run_phases(
+    settings: &Settings,
+    launch: &Launch,
+    bodies: &Bodies,
+    large: &Path,
+    small: &Path,
+    proxies: &mut Vec<Proxy>,
+) -> anyhow::Result<Measured> {
+    let mut missing = Vec::new();
+    let mut idle = IdleMemory::default();
+    let settle = Duration::from_secs(1);
+
+    let mut kinds = vec![Kind::Direct, Kind::Forwarder, Kind::Nginx];
+    if launch.tollgate.is_some() {
+        eprintln!("tollgate-bench: Tollgate with the small snapshot, for the memory floor");
+        let mut proxy = targets::start_proxy(launch, Kind::Tollgate, small)?;
+        wait_ready(&mut proxy, bodies, Duration::from_secs(60))?;
+        thread::sleep(settle);
+        idle.tollgate_small_kib = Some(procs::rss_kib(&proxy.pids()));
+        proxy.stop();
+        kinds.push(Kind::Tollgate);
+    } else {
+        missing.push(
+            "Tollgate: no proxy binary (target/release/tollgate-proxy); only the baselines ran"
+                .into(),
+        );
+    }
+
+    for &kind in &kinds[1..] {
+        eprintln!("tollgate-bench: starting {}", kind.name());
+        let mut proxy = targets::start_proxy(launch, kind, large)?;
+        let ready = wait_ready(&mut proxy, bodies, Duration::from_secs(180))?;
+        thread::sleep(settle);
+        let rss = Some(procs::rss_kib(&proxy.pids()));
+        match kind {
+            Kind::Forwarder => idle.forwarder_kib = rss,
+            Kind::Nginx => idle.nginx_kib = rss,
+            Kind::Tollgate => {
+                idle.tollgate_large_kib = rss;
+                idle.tollgate_large_ready_s = Some(ready.as_secs_f64());
+            }
+            Kind::Direct => {}
+        }
+        proxies.push(proxy);
+    }
+
+    let mut checks = Vec::new();
+    for &kind in &kinds {
+        for call in [Call::Chat, Call::Stream, Call::Embeddings] {
+            checks.push(sanity(kind, call, bodies));
+        }
+    }
+    for bad in checks.iter().filter(|c| !c.ok) {
+        missing.push(format!(
+            "{} {:?} answered wrongly (status {}): {}",
+            bad.target.name(),
+            bad.call,
+            bad.status,
+            bad.note
+        ));
+    }
+
+    let key = snapshot::bench_identity().key;
+    let scenarios: Vec<Scenario> = scenarios(settings.rate)
+        .into_iter()
+        .filter(|s| settings.only.is_empty() || settings.only.contains(&s.name))
+        .collect();
+    let mut runs = Vec::new();
+    for scenario in &scenarios {
+        // Paths whose answers were wrong for this call are not loaded: their figures would mean nothing.
+        let good: Vec<Kind> = kinds
+            .iter()
+            .copied()
+            .filter(|k| {
+                checks
+                    .iter()
+                    .any(|c| c.target == *k && c.call == scenario.call && c.ok)
+            })
+            .collect();
+        for rep in 0..=settings.reps {
+            for &kind in &good {
+                let duration = if rep == 0 {
+                    settings.warmup
+                } else {
+                    settings.duration
+                };
+                if duration.is_zero() {
+                    continue;
+                }
+                let url = format!("http://{}{}", kind.addr(), path(kind, scenario.call, false));
+                let load = Load {
+                    url: &url,
+                    body: body_for(bodies, scenario.call),
+                    key: &key,
+                    connections: scenario.connections,
+                    rate: scenario.rate,
+                    duration: Some(duration),
+                    requests: 0,
+                };
+                let proxy = proxies.iter_mut().find(|p| p.kind == kind);
+                if let Some(p) = proxy {
+                    p.check_alive()?;
+                }
+                let proxy = proxies.iter().find(|p| p.kind == kind);
+                let Watched {
+                    outcome,
+                    proxy_cores,
+                    proxy_rss_peak_kib,
+                    cpu_busy,
+                } = measure(settings, proxy, &load)
+                    .with_context(|| format!("{} on {}", scenario.name, kind.name()))?;
+                eprintln!(
+                    "tollgate-bench: {:<16} {:<9} rep {} {:>9.0} rps  p50 {:.3} ms  p99 {:.3} ms  proxy {:.2} cores  errors {}",
+                    scenario.name,
+                    kind.name(),
+                    rep,
+                    outcome.rps,
+                    outcome.p50_ms,
+                    outcome.p99_ms,
+                    proxy_cores.unwrap_or(0.0),
+                    outcome.not_ok + outcome.errors
+                );
+                runs.push(RunRecord {
+                    scenario: scenario.name.clone(),
+                    target: kind,
+                    rep,
+                    outcome,
+                    proxy_cores,
+                    proxy_rss_peak_kib,
+                    cpu_busy,
+                });
+            }
+        }
+    }
+
+    let mut access_log = None;
+    let mut metrics = None;
+    if let Some(tollgate) = proxies.iter().find(|p| p.kind == Kind::Tollgate) {
+        let log = tollgate
+            .access_log
+            .as_ref()
+            .context("tollgate without access log")?;
+        thread::sleep(Duration::from_millis(300));
+        let answered: u64 = runs
+            .iter()
+            .filter(|r| r.target == Kind::Tollgate)
+            .map(|r| r.outcome.ok + r.outcome.not_ok)
+            .sum();
+        let sanity_calls = checks.iter().filter(|c| c.target == Kind::Tollgate).count() as u64;
+        access_log = Some(AccessLogRecord {
+            lines: log.lines.load(Ordering::Relaxed),
+            calls: answered + sanity_calls,
+            sample: log.first.lock().expect("not poisoned").clone(),
+        });
+        metrics = Some(
+            match procs::http_call(targets::admin_addr(), "GET", "/metrics", &[], b"") {
+                Ok((200, body)) => format!("{} bytes", body.len()),
+                Ok((status, _)) => format!("status {status}"),
+                Err(e) => format!("unreachable: {e:#}"),
+            },
+        );
+    }
+    for proxy in proxies.drain(..) {
+        proxy.stop();
+    }
+
+    let streams = if settings.only.is_empty() || settings.only.iter().any(|s| s == "streams") {
+        stream_memory(settings, launch, bodies, large, &kinds[1..], &mut missing)?
+    } else {
+        Vec::new()
+    };
+
+    Ok(Measured {
+        scenarios,
+        sanity: checks,
+        runs,
+        idle,
+        streams,
+        access_log,
+        metrics,
+        snapshot: format!("{:?}", Shape::LARGE),
+        missing,
+    })
+}
+
+/// Number of streams the upstream holds open right now.
+fn held_streams() -> usize {
+    procs::http_call(targets::upstream_addr(), "GET", "/held", &[], b"")
+        .ok()
+        .and_then(|(_, body)| String::from_utf8_lossy(&body).trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Memory per open stream: each proxy fresh, warmed up, then `settings.streams` streams held at once.
+fn stream_memory(
+    settings: &Settings,
+    launch: &Launch,
+    bodies: &Bodies,
+    large: &Path,
+    kinds: &[Kind],
+    missing: &mut Vec<String>,
+) -> anyhow::Result<Vec<StreamMemory>> {
+    let key = snapshot::bench_identity().key;
+    let mut out = Vec::new();
+    for &kind in kinds {
+        eprintln!(
+            "tollgate-bench: {} open streams through {}",
+            settings.streams,
+            kind.name()
+        );
+        let mut proxy = targets::start_proxy(launch, kind, large)?;
+        wait_ready(&mut proxy, bodies, Duration::from_secs(180))?;
+        let warm_url = format!("http://{}{}", kind.addr(), path(kind, Call::Stream, false));
+        let warm = Load {
+            url: &warm_url,
+            body: &bodies.stream,
+            key: &key,
+            connections: 32,
+            rate: None,
+            duration: Some(Duration::from_secs(1)),
+            requests: 0,
+        };
+        oha::run(&settings.oha, &settings.load_cpu, &warm)?;
+        thread::sleep(Duration::from_secs(1));
+        let pids = proxy.pids();
+        let before_kib = procs::rss_kib(&pids);
+        let hold_url = format!("http://{}{}", kind.addr(), path(kind, Call::Stream, true));
+        let hold = Load {
+            url: &hold_url,
+            body: &bodies.hold,
+            key: &key,
+            connections: settings.streams,
+            rate: None,
+            duration: None,
+            requests: settings.streams,
+        };
+        let (open_streams, during_kib, outcome) = thread::scope(|scope| {
+            let load = scope.spawn(|| oha::run(&settings.oha, &settings.load_cpu, &hold));
+            let deadline = Instant::now() + settings.hold.saturating_sub(Duration::from_secs(2));
+            let mut held = held_streams();
+            while held < settings.streams && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(200));
+                held = held_streams();
+            }
+            // Give the proxy a moment to finish allocating for the last streams it accepted.
+            thread::sleep(Duration::from_millis(500));
+            let during = procs::rss_kib(&pids);
+            let held = held_streams();
+            (held, during, load.join().expect("oha thread"))
+        });
+        let outcome = outcome?;
+        if open_streams < settings.streams {
+            missing.push(format!(
+                "{}: only {open_streams} of {} streams were open at once",
+                kind.name(),
+                settings.streams
+            ));
+        }
+        let per_stream_kib =
+            during_kib.saturating_sub(before_kib) as f64 / open_streams.max(1) as f64;
+        out.push(StreamMemory {
+            target: kind,
+            before_kib,
+            during_kib,
+            open_streams,
+            per_stream_kib,
+            completed_ok: outcome.ok,
+        });
+        proxy.stop();
+    }
+    Ok(out)
+}
+
+/// Medians and spreads by scenario and path, measured repetitions only.
+pub fn by_scenario(runs: &[RunRecord]) -> BTreeMap<(String, &'static str), Vec<&RunRecord>> {
+    let mut map: BTreeMap<(String, &'static str), Vec<&RunRecord>> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.rep > 0) {
+        map.entry((r.scenario.clone(), r.target.name()))
+            .or_default()
+            .push(r);
+    }
+    map
+}
