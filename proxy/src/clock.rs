@@ -1,0 +1,108 @@
+//! Wall-clock helpers: Unix time and the two date formats the proxy writes (HTTP-date, RFC 3339).
+
+use std::fmt::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Calendar fields of a Unix instant (UTC).
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    weekday: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+}
+
+fn civil(unix: i64) -> Civil {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400) as u32;
+    // Howard Hinnant's days-to-civil, shifted so the era starts on 0000-03-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Civil {
+        year,
+        month,
+        day,
+        // 1970-01-01 was a Thursday (4, counting Sunday as 0).
+        weekday: (days + 4).rem_euclid(7) as u32,
+        hour: secs / 3_600,
+        minute: secs / 60 % 60,
+        second: secs % 60,
+    }
+}
+
+const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 IMF-fixdate), as the `Sunset` header wants.
+pub fn http_date(unix: i64) -> String {
+    let c = civil(unix);
+    format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[c.weekday as usize],
+        c.day,
+        MONTHS[c.month as usize - 1],
+        c.year,
+        c.hour,
+        c.minute,
+        c.second
+    )
+}
+
+/// `2024-05-01T12:00:00.123Z`, for log lines.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    let c = civil(unix_ms.div_euclid(1_000));
+    let mut out = String::with_capacity(24);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        unix_ms.rem_euclid(1_000)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(1_709_210_096), "Thu, 29 Feb 2024 12:34:56 GMT");
+        assert_eq!(rfc3339_ms(1_709_210_096_007), "2024-02-29T12:34:56.007Z");
+        assert_eq!(rfc3339_ms(-1_000), "1969-12-31T23:59:59.000Z");
+    }
+}

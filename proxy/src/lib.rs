@@ -1,0 +1,193 @@
+//! Tollgate's data plane: an OpenAI-compatible gateway that serves from a hot-swapped [`Snapshot`].
+//!
+//! The binary wires this library to flags and signals; tests drive it in-process through [`Proxy`].
+//!
+//! [`Snapshot`]: tollgate_snapshot::Snapshot
+
+pub mod body;
+pub mod clock;
+mod dispatch;
+pub mod error;
+pub mod fake;
+pub mod metrics;
+pub mod openai;
+mod pipeline;
+pub mod record;
+pub mod relay;
+pub mod server;
+pub mod standalone;
+pub mod state;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+pub use record::AccessLog;
+pub use server::{ConnectionLimits, TlsFiles};
+pub use state::{RequestLimits, SnapshotStore};
+
+use record::Recorder;
+use state::Shared;
+use upstream::Upstreams;
+
+/// How the proxy listens and what it accepts.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Data-plane address.
+    pub listen: SocketAddr,
+    /// Admin address (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// Serve TLS with these files instead of plaintext HTTP/1.1 + h2c.
+    pub tls: Option<TlsFiles>,
+    /// Per-request limits.
+    pub limits: RequestLimits,
+    /// Per-connection limits.
+    pub connection: ConnectionLimits,
+    /// How long in-flight calls may take to finish after shutdown begins.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            tls: None,
+            limits: RequestLimits::default(),
+            connection: ConnectionLimits {
+                max_header_bytes: 64 * 1024,
+                idle_timeout: Duration::from_secs(60),
+            },
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A proxy before it listens: holds the snapshot store, pools, metrics and access log.
+pub struct Proxy {
+    config: ProxyConfig,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy with no snapshot yet (not ready until one is stored).
+    pub fn new(config: ProxyConfig, access_log: AccessLog) -> Self {
+        let shared = Arc::new(Shared {
+            store: Arc::new(SnapshotStore::new()),
+            upstreams: Upstreams::new(),
+            recorder: Arc::new(Recorder::new(access_log)),
+            limits: config.limits,
+        });
+        Self { config, shared }
+    }
+
+    /// Where snapshots are swapped in.
+    pub fn store(&self) -> Arc<SnapshotStore> {
+        self.shared.store.clone()
+    }
+
+    /// Metrics and access log.
+    pub fn recorder(&self) -> Arc<Recorder> {
+        self.shared.recorder.clone()
+    }
+
+    /// Binds both listeners (and loads TLS files), so that errors show before serving starts.
+    pub async fn bind(self) -> anyhow::Result<BoundProxy> {
+        let tls = self
+            .config
+            .tls
+            .as_ref()
+            .map(server::tls_acceptor)
+            .transpose()?;
+        let listener = TcpListener::bind(self.config.listen)
+            .await
+            .with_context(|| format!("listening on {}", self.config.listen))?;
+        let admin = TcpListener::bind(self.config.admin_listen)
+            .await
+            .with_context(|| format!("listening on {}", self.config.admin_listen))?;
+        Ok(BoundProxy {
+            proxy: self,
+            listener,
+            admin,
+            tls,
+        })
+    }
+}
+
+/// A proxy with its listeners bound.
+pub struct BoundProxy {
+    proxy: Proxy,
+    listener: TcpListener,
+    admin: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl BoundProxy {
+    /// The data-plane address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Where snapshots are swapped in.
+    pub fn store(&self) -> Arc<SnapshotStore> {
+        self.proxy.store()
+    }
+
+    /// Metrics and access log.
+    pub fn recorder(&self) -> Arc<Recorder> {
+        self.proxy.recorder()
+    }
+
+    /// Serves until `shutdown` resolves, then reports not-ready, stops accepting, drains in-flight calls
+    /// (up to the drain timeout) and closes the admin port last.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
+        let Self {
+            proxy,
+            listener,
+            admin,
+            tls,
+        } = self;
+        let draining = Arc::new(AtomicBool::new(false));
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(server::serve_admin(
+            admin,
+            proxy.shared.clone(),
+            draining.clone(),
+            async move {
+                let _ = admin_stopped.await;
+            },
+        ));
+        let flag = draining.clone();
+        let shutdown = async move {
+            shutdown.await;
+            flag.store(true, Ordering::Relaxed);
+        };
+        server::serve_data_plane(
+            listener,
+            tls,
+            proxy.shared.clone(),
+            proxy.config.connection,
+            shutdown,
+            proxy.config.drain_timeout,
+        )
+        .await;
+        let _ = admin_stop.send(());
+        let _ = admin_task.await;
+    }
+}

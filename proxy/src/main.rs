@@ -1,0 +1,189 @@
+//! `tollgate-proxy`: flags, logging and signals around the `tollgate_proxy` library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tollgate_proxy::standalone::Watcher;
+use tollgate_proxy::{AccessLog, ConnectionLimits, Proxy, ProxyConfig, RequestLimits, TlsFiles};
+
+/// Tollgate's data plane: an OpenAI-compatible AI gateway.
+#[derive(Parser, Debug)]
+#[command(name = "tollgate-proxy", version, about)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// Address of the OpenAI-compatible API.
+    #[arg(
+        long,
+        env = "TOLLGATE_LISTEN",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
+    listen: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "TOLLGATE_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090",
+        global = true
+    )]
+    admin_listen: SocketAddr,
+    /// PEM certificate chain: serve TLS (with ALPN h2 and http/1.1) instead of plaintext.
+    #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert", global = true)]
+    tls_key: Option<PathBuf>,
+    /// Largest request body accepted; larger gets 413.
+    #[arg(long, env = "TOLLGATE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024, global = true)]
+    max_body_bytes: usize,
+    /// Largest request head (request line and headers); larger gets 431.
+    #[arg(long, env = "TOLLGATE_MAX_HEADER_BYTES", default_value_t = 64 * 1024, global = true)]
+    max_header_bytes: usize,
+    /// How long an idle client connection is kept open, e.g. `60s`.
+    #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration, global = true)]
+    idle_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long in-flight calls may take to finish, e.g. `30s`.
+    #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration, global = true)]
+    drain_timeout: Duration,
+    /// Where the per-call JSON access log goes.
+    #[arg(long, env = "TOLLGATE_ACCESS_LOG", default_value = "stdout", value_parser = ["stdout", "off"], global = true)]
+    access_log: String,
+    /// Diagnostic log filter (stderr), e.g. `info` or `tollgate_proxy=debug`.
+    #[arg(long, env = "TOLLGATE_LOG", default_value = "info", global = true)]
+    log: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve from custom-resource YAML files (a file or a directory), re-reading them when they change.
+    Standalone {
+        /// A YAML file or a directory of them (multi-document files welcome, Secrets included).
+        path: PathBuf,
+        /// How often to look for changes, e.g. `1s`.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        poll_interval: Duration,
+    },
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s or 5m"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ));
+        }
+    })
+}
+
+fn config(args: &ServerArgs) -> ProxyConfig {
+    ProxyConfig {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
+        limits: RequestLimits {
+            max_body_bytes: args.max_body_bytes,
+        },
+        connection: ConnectionLimits {
+            max_header_bytes: args.max_header_bytes,
+            idle_timeout: args.idle_timeout,
+        },
+        drain_timeout: args.drain_timeout,
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.server.log)
+                .context("--log is not a valid filter")?,
+        )
+        .init();
+    let access_log = match cli.server.access_log.as_str() {
+        "off" => AccessLog::Discard,
+        _ => AccessLog::stdout(),
+    };
+    let proxy = Proxy::new(config(&cli.server), access_log);
+    match cli.command {
+        Command::Standalone {
+            path,
+            poll_interval,
+        } => {
+            let watcher = Watcher::start(&path, proxy.store(), Some(proxy.recorder()))
+                .with_context(|| format!("loading {}", path.display()))?;
+            tokio::spawn(watcher.run(poll_interval));
+        }
+    }
+    let bound = proxy.bind().await?;
+    tracing::info!(
+        listen = %bound.local_addr(),
+        admin = %bound.admin_addr(),
+        tls = cli.server.tls_cert.is_some(),
+        "serving"
+    );
+    bound.serve(shutdown_signal()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

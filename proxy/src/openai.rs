@@ -1,0 +1,290 @@
+//! The OpenAI wire format, as far as the proxy needs to understand it: the top level of a request body
+//! (to read `model`/`stream` and rewrite them) and the `usage` object of responses.
+//!
+//! Request bodies are parsed once into their top-level members, each kept as the raw JSON text the
+//! client sent, so re-encoding for upstream copies every other member byte for byte.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::record::Usage;
+
+/// A JSON object key, borrowed from the input when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The top-level members of a JSON request object, in the client's order.
+pub struct RequestDoc<'a> {
+    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'de> Deserialize<'de> for RequestDoc<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct DocVisitor;
+        impl<'de> Visitor<'de> for DocVisitor {
+            type Value = RequestDoc<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestDoc<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    members.push((k, v));
+                }
+                Ok(RequestDoc { members })
+            }
+        }
+        d.deserialize_map(DocVisitor)
+    }
+}
+
+/// Why a request body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Not a JSON object.
+    #[error("the request body is not a valid JSON object: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// `model` is absent or not a string.
+    #[error("you must provide a model parameter")]
+    MissingModel,
+}
+
+impl<'a> RequestDoc<'a> {
+    /// Parses the top level of a request body.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, RequestError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// The raw value of a member.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.members
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// The `model` member.
+    pub fn model(&self) -> Result<Cow<'a, str>, RequestError> {
+        let raw = self.get("model").ok_or(RequestError::MissingModel)?;
+        let model: Cow<'a, str> =
+            serde_json::from_str(raw.get()).map_err(|_| RequestError::MissingModel)?;
+        if model.is_empty() {
+            return Err(RequestError::MissingModel);
+        }
+        Ok(model)
+    }
+
+    /// Whether `stream` is `true`.
+    pub fn stream(&self) -> bool {
+        self.get("stream").is_some_and(|v| v.get() == "true")
+    }
+
+    /// Whether the client itself asked for `stream_options.include_usage`.
+    pub fn include_usage_requested(&self) -> bool {
+        #[derive(Deserialize)]
+        struct StreamOptions {
+            #[serde(default)]
+            include_usage: bool,
+        }
+        self.get("stream_options")
+            .and_then(|v| serde_json::from_str::<StreamOptions>(v.get()).ok())
+            .is_some_and(|o| o.include_usage)
+    }
+
+    /// The body to send upstream: `model` replaced by the backend's model and, for streams,
+    /// `stream_options.include_usage` forced on so the final chunk carries usage.
+    pub fn encode_for_upstream(&self, upstream_model: &str, stream: bool) -> Vec<u8> {
+        let size: usize = self
+            .members
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
+        let mut out = Vec::with_capacity(size + upstream_model.len() + 48);
+        out.push(b'{');
+        let mut first = true;
+        let mut push_key = |out: &mut Vec<u8>, key: &str| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut *out, key).expect("key serialises");
+            out.push(b':');
+        };
+        let mut wrote_options = false;
+        for (key, value) in &self.members {
+            match key.as_ref() {
+                "model" => {
+                    push_key(&mut out, key);
+                    serde_json::to_writer(&mut out, upstream_model).expect("string serialises");
+                }
+                "stream_options" if stream => {
+                    if wrote_options {
+                        continue;
+                    }
+                    wrote_options = true;
+                    push_key(&mut out, key);
+                    let mut options = serde_json::from_str::<
+                        serde_json::Map<String, serde_json::Value>,
+                    >(value.get())
+                    .unwrap_or_default();
+                    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+                    serde_json::to_writer(&mut out, &options).expect("map serialises");
+                }
+                _ => {
+                    push_key(&mut out, key);
+                    out.extend_from_slice(value.get().as_bytes());
+                }
+            }
+        }
+        if stream && !wrote_options {
+            push_key(&mut out, "stream_options");
+            out.extend_from_slice(br#"{"include_usage":true}"#);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// OpenAI's `usage` object (chat and embeddings).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default)]
+pub struct WireUsage {
+    /// Prompt tokens.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Completion tokens (absent for embeddings).
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Sum.
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage {
+            input: u.prompt_tokens,
+            output: u.completion_tokens,
+        }
+    }
+}
+
+/// Reads `usage` out of a whole (non-streamed) response body.
+pub fn usage_of_body(body: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct Probe {
+        usage: Option<WireUsage>,
+    }
+    serde_json::from_slice::<Probe>(body)
+        .ok()?
+        .usage
+        .map(Usage::from)
+}
+
+/// What a streamed chunk says about usage.
+pub struct ChunkUsage {
+    /// The usage it carries.
+    pub usage: Option<Usage>,
+    /// Whether it is the usage-only chunk (`choices: []`) that `include_usage` adds at the end.
+    pub usage_only: bool,
+}
+
+/// Reads `usage` out of one chunk's `data:` payload.
+pub fn usage_of_chunk(payload: &[u8]) -> Option<ChunkUsage> {
+    #[derive(Deserialize)]
+    struct Probe {
+        usage: Option<WireUsage>,
+        choices: Option<Vec<de::IgnoredAny>>,
+    }
+    let probe: Probe = serde_json::from_slice(payload).ok()?;
+    let usage = probe.usage.map(Usage::from);
+    Some(ChunkUsage {
+        usage,
+        usage_only: usage.is_some() && probe.choices.is_some_and(|c| c.is_empty()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_model_and_keeps_the_rest() {
+        let body = br#"{"model":"front","messages":[{"role":"user","content":"hi \"there\""}],"temperature":0.5,"x":{"a":[1,2]}}"#;
+        let doc = RequestDoc::parse(body).unwrap();
+        assert_eq!(doc.model().unwrap(), "front");
+        assert!(!doc.stream());
+        let out = doc.encode_for_upstream("back", false);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let mut want: serde_json::Value = serde_json::from_slice(body).unwrap();
+        want["model"] = "back".into();
+        assert_eq!(v, want);
+    }
+
+    #[test]
+    fn forces_include_usage_on_streams() {
+        let doc = RequestDoc::parse(br#"{"model":"m","stream":true}"#).unwrap();
+        assert!(doc.stream());
+        assert!(!doc.include_usage_requested());
+        let v: serde_json::Value =
+            serde_json::from_slice(&doc.encode_for_upstream("u", true)).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+
+        let doc = RequestDoc::parse(
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"other":1}}"#,
+        )
+        .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&doc.encode_for_upstream("u", true)).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["other"], 1);
+    }
+
+    #[test]
+    fn refuses_bad_bodies() {
+        assert!(RequestDoc::parse(b"[1]").is_err());
+        assert!(RequestDoc::parse(b"{").is_err());
+        let doc = RequestDoc::parse(br#"{"model":3}"#).unwrap();
+        assert!(doc.model().is_err());
+        let doc = RequestDoc::parse(br#"{"mod\u0065l":"esc"}"#).unwrap();
+        assert_eq!(doc.model().unwrap(), "esc");
+    }
+
+    #[test]
+    fn reads_usage() {
+        let u = usage_of_body(
+            br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        )
+        .unwrap();
+        assert_eq!((u.input, u.output), (3, 4));
+        let c = usage_of_chunk(
+            br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+        )
+        .unwrap();
+        assert!(c.usage_only);
+        let c = usage_of_chunk(br#"{"choices":[{"index":0}],"usage":null}"#).unwrap();
+        assert!(c.usage.is_none() && !c.usage_only);
+    }
+}

@@ -1,0 +1,365 @@
+//! Relaying an upstream response body to the client, frame by frame.
+//!
+//! Backpressure is structural: a frame is pulled from upstream only when the server polls this body,
+//! which it does only when the client connection can take more. Dropping the body (client gone) drops
+//! the upstream response, which closes that upstream connection instead of returning it to the pool.
+//!
+//! Along the way the relay reads `usage`: for SSE streams from the chunk that carries it, for whole
+//! JSON bodies from the complete body (kept as reference-counted frames, no copy, up to a cap).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::BoxError;
+use crate::error::ApiError;
+use crate::openai;
+use crate::record::{Call, Usage};
+
+/// Largest non-streamed body kept to read its usage; past it the usage is unknown.
+const JSON_RETAIN_CAP: usize = 16 * 1024 * 1024;
+/// Longest SSE event buffered while looking for its end.
+const SSE_EVENT_CAP: usize = 1024 * 1024;
+
+/// How the body is interpreted.
+pub enum RelayMode {
+    /// A whole JSON document; usage read at the end.
+    Json,
+    /// Server-sent events; `strip_usage_chunk` drops the usage-only chunk the client did not ask for.
+    Sse {
+        /// Whether to remove the `choices: []` usage chunk from what the client sees.
+        strip_usage_chunk: bool,
+    },
+    /// Passed through untouched (upstream error bodies).
+    Opaque,
+}
+
+enum Scan {
+    Json { retained: Vec<Bytes>, size: usize },
+    Sse(SseScanner),
+    Opaque,
+}
+
+/// An upstream body being relayed, with idle and total deadlines.
+pub struct Relay {
+    upstream: Incoming,
+    scan: Scan,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    done: bool,
+}
+
+impl Relay {
+    /// Relays `upstream`, failing if it stays silent for `idle` or runs past `deadline`.
+    pub fn new(upstream: Incoming, mode: RelayMode, idle: Duration, deadline: Instant) -> Self {
+        let scan = match mode {
+            RelayMode::Json => Scan::Json {
+                retained: Vec::new(),
+                size: 0,
+            },
+            RelayMode::Sse { strip_usage_chunk } => Scan::Sse(SseScanner::new(strip_usage_chunk)),
+            RelayMode::Opaque => Scan::Opaque,
+        };
+        Self {
+            upstream,
+            scan,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            done: false,
+        }
+    }
+
+    /// Whether the relay has ended.
+    pub fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    /// Upstream's size hint, when the bytes pass unchanged.
+    pub fn size_hint(&self) -> SizeHint {
+        match self.scan {
+            Scan::Sse(_) => SizeHint::default(),
+            _ => self.upstream.size_hint(),
+        }
+    }
+
+    /// Polls the next frame for the client.
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut call: Option<&mut Call>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.upstream).poll_frame(cx) {
+                Poll::Pending => {
+                    if self.deadline.as_mut().poll(cx).is_ready() {
+                        return self.fail(
+                            call,
+                            "upstream_timeout",
+                            "the provider did not finish its answer in time",
+                        );
+                    }
+                    if self.idle_timer.as_mut().poll(cx).is_ready() {
+                        return self.fail(
+                            call,
+                            "upstream_idle_timeout",
+                            "the provider went silent in the middle of its answer",
+                        );
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    let tail = self.finish(call.as_deref_mut());
+                    return Poll::Ready(tail.map(|b| Ok(Frame::data(b))));
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    return self.fail(
+                        call,
+                        "upstream_stream_error",
+                        "the provider's connection broke in the middle of its answer",
+                    );
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers: not relayed
+                    };
+                    let next = Instant::now() + self.idle;
+                    self.idle_timer.as_mut().reset(next);
+                    let out = match &mut self.scan {
+                        Scan::Json { retained, size } => {
+                            if *size <= JSON_RETAIN_CAP {
+                                *size += data.len();
+                                retained.push(data.clone());
+                            }
+                            Some(data)
+                        }
+                        Scan::Sse(scanner) => {
+                            let usage = call.as_deref_mut().map(|c| &mut c.usage);
+                            scanner.process(data, usage)
+                        }
+                        Scan::Opaque => Some(data),
+                    };
+                    // With a known length the server stops polling once it has every byte, so the
+                    // end must be noticed here rather than from a final `None`.
+                    let out = if self.upstream.is_end_stream() {
+                        self.done = true;
+                        match (out, self.finish(call.as_deref_mut())) {
+                            (Some(a), Some(b)) => Some([a, b].concat().into()),
+                            (a, b) => a.or(b),
+                        }
+                    } else {
+                        out
+                    };
+                    if let Some(out) = out.filter(|b| !b.is_empty()) {
+                        if let Some(c) = call.as_deref_mut() {
+                            c.mark_first_chunk();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, call: Option<&mut Call>) -> Option<Bytes> {
+        match &mut self.scan {
+            Scan::Json { retained, size } => {
+                if *size <= JSON_RETAIN_CAP
+                    && let Some(call) = call
+                {
+                    let mut whole = BytesMut::with_capacity(*size);
+                    for part in retained.drain(..) {
+                        whole.extend_from_slice(&part);
+                    }
+                    call.usage = openai::usage_of_body(&whole);
+                }
+                None
+            }
+            Scan::Sse(scanner) => scanner.leftover(),
+            Scan::Opaque => None,
+        }
+    }
+
+    /// Ends the relay because of an upstream problem. A stream gets a final SSE `error` event (the
+    /// OpenAI SDKs raise it as an API error); a JSON body can only be cut, so the connection is reset.
+    fn fail(
+        &mut self,
+        call: Option<&mut Call>,
+        class: &'static str,
+        message: &'static str,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        if let Some(call) = call {
+            call.fail(class);
+        }
+        match self.scan {
+            Scan::Sse(_) => {
+                let err = ApiError::upstream(http::StatusCode::BAD_GATEWAY, class, message);
+                let mut event = BytesMut::from(&b"data: "[..]);
+                event.extend_from_slice(&err.body());
+                event.extend_from_slice(b"\n\n");
+                Poll::Ready(Some(Ok(Frame::data(event.freeze()))))
+            }
+            _ => Poll::Ready(Some(Err(message.into()))),
+        }
+    }
+}
+
+/// Reassembles SSE events across frames to find the usage chunk.
+struct SseScanner {
+    strip_usage_chunk: bool,
+    pending: BytesMut,
+}
+
+impl SseScanner {
+    fn new(strip_usage_chunk: bool) -> Self {
+        Self {
+            strip_usage_chunk,
+            pending: BytesMut::new(),
+        }
+    }
+
+    /// Takes one upstream frame; returns what to send the client now.
+    fn process(&mut self, frame: Bytes, mut usage: Option<&mut Option<Usage>>) -> Option<Bytes> {
+        self.pending.extend_from_slice(&frame);
+        let mut kept: Option<BytesMut> = self.strip_usage_chunk.then(BytesMut::new);
+        let mut start = 0;
+        while let Some(len) = event_end(&self.pending[start..]) {
+            let event = &self.pending[start..start + len];
+            let keep = match inspect_event(event) {
+                Some(found) => {
+                    if let (Some(slot), Some(u)) = (usage.as_deref_mut(), found.usage) {
+                        *slot = Some(u);
+                    }
+                    !found.usage_only
+                }
+                None => true,
+            };
+            if keep && let Some(out) = kept.as_mut() {
+                out.extend_from_slice(event);
+            }
+            start += len;
+        }
+        self.pending.advance(start);
+        if self.pending.len() > SSE_EVENT_CAP {
+            // Not SSE as we know it: stop looking, pass the bytes on.
+            let raw = self.pending.split().freeze();
+            if let Some(out) = kept.as_mut() {
+                out.extend_from_slice(&raw);
+            }
+        }
+        match kept {
+            Some(out) => Some(out.freeze()),
+            None => Some(frame),
+        }
+    }
+
+    /// Bytes still held at the end of the stream (only when stripping; otherwise they were sent).
+    fn leftover(&mut self) -> Option<Bytes> {
+        let rest = self.pending.split().freeze();
+        (self.strip_usage_chunk && !rest.is_empty()).then_some(rest)
+    }
+}
+
+/// Length of the first complete event (through its blank line), if there is one.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let at = from + i;
+        match buf.get(at + 1) {
+            Some(b'\n') => return Some(at + 2),
+            Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return Some(at + 3),
+            _ => from = at + 1,
+        }
+    }
+    None
+}
+
+fn inspect_event(event: &[u8]) -> Option<openai::ChunkUsage> {
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(payload) = line.strip_prefix(b"data:") else {
+            continue;
+        };
+        let payload = payload.strip_prefix(b" ").unwrap_or(payload);
+        if payload.first() == Some(&b'{') && memchr::memmem::find(payload, b"\"usage\"").is_some() {
+            return openai::usage_of_chunk(payload);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHUNK: &[u8] =
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+    const USAGE: &[u8] = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\n\n";
+    const DONE: &[u8] = b"data: [DONE]\n\n";
+
+    fn run(strip: bool, frames: &[&[u8]]) -> (Vec<u8>, Option<Usage>) {
+        let mut scanner = SseScanner::new(strip);
+        let mut usage = None;
+        let mut out = Vec::new();
+        for f in frames {
+            if let Some(b) = scanner.process(Bytes::copy_from_slice(f), Some(&mut usage)) {
+                out.extend_from_slice(&b);
+            }
+        }
+        if let Some(b) = scanner.leftover() {
+            out.extend_from_slice(&b);
+        }
+        (out, usage)
+    }
+
+    #[test]
+    fn passes_frames_and_finds_usage_across_splits() {
+        let all = [CHUNK, USAGE, DONE].concat();
+        for cut in 1..all.len() {
+            let (out, usage) = run(false, &[&all[..cut], &all[cut..]]);
+            assert_eq!(out, all);
+            assert_eq!(
+                usage,
+                Some(Usage {
+                    input: 5,
+                    output: 7
+                }),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn strips_the_usage_chunk_when_asked() {
+        let all = [CHUNK, USAGE, DONE].concat();
+        for cut in 1..all.len() {
+            let (out, usage) = run(true, &[&all[..cut], &all[cut..]]);
+            assert_eq!(out, [CHUNK, DONE].concat(), "cut at {cut}");
+            assert_eq!(
+                usage,
+                Some(Usage {
+                    input: 5,
+                    output: 7
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn finds_event_ends() {
+        assert_eq!(event_end(b"data: x\n\nrest"), Some(9));
+        assert_eq!(event_end(b"data: x\r\n\r\n"), Some(11));
+        assert_eq!(event_end(b"data: x\n"), None);
+    }
+}
