@@ -1,0 +1,317 @@
+//! The README's "Install on a cluster" section, run command by command against a real API server:
+//! install, grant `approve`, upgrade, uninstall, with the objects checked after each step.
+//! There is no kubelet, so no pod ever runs: what is checked is what Helm and the API server made.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tollgate_e2e::{ControlPlane, eventually};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn run(mut cmd: Command) -> Result<String, String> {
+    let out = cmd.output().expect("command starts");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The shell blocks of the README section "Install on a cluster", each as its list of commands.
+fn readme_blocks() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("\n## Install on a cluster\n")
+        .expect("README has the section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut blocks = Vec::new();
+    let mut rest = section;
+    while let Some(open) = rest.find("```sh\n") {
+        let body = &rest[open + 6..];
+        let close = body.find("```").expect("closed code block");
+        blocks.push(
+            body[..close]
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
+        );
+        rest = &body[close + 3..];
+    }
+    blocks
+}
+
+/// Runs one README command as written, with only the connection to the test's API server added.
+fn run_readme_command(cp: &ControlPlane, line: &str) -> String {
+    assert!(
+        !line.contains(['"', '\'', '$', '|', '\\']),
+        "README commands are run without a shell; keep them plain: {line}"
+    );
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut cmd = match words[0] {
+        "kubectl" => cp.kubectl(),
+        "helm" => cp.helm(),
+        other => panic!("the README section runs only kubectl and helm, not {other}"),
+    };
+    cmd.current_dir(repo()).args(&words[1..]);
+    let begun = std::time::Instant::now();
+    let out = run(cmd).unwrap_or_else(|e| panic!("README command `{line}` failed:\n{e}"));
+    eprintln!("[{:.1}s] {line}", begun.elapsed().as_secs_f64());
+    out
+}
+
+fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {
+    let mut cmd = cp.kubectl();
+    cmd.arg("get").args(args).args(["-o", "json"]);
+    serde_json::from_str(&run(cmd).unwrap_or_else(|e| panic!("kubectl get {args:?}: {e}"))).unwrap()
+}
+
+fn exists(cp: &ControlPlane, args: &[&str]) -> bool {
+    let mut cmd = cp.kubectl();
+    cmd.arg("get").args(args).arg("--ignore-not-found");
+    !run(cmd).unwrap().trim().is_empty()
+}
+
+/// `kubectl auth can-i` as `user` in `groups`; `true` for "yes".
+fn can_i(cp: &ControlPlane, user: &str, groups: &[&str], args: &[&str]) -> bool {
+    let mut cmd = cp.kubectl_as(user, groups);
+    cmd.args(["auth", "can-i"]).args(args);
+    let out = cmd.output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+fn openssl_text(pem_base64: &str) -> String {
+    let mut decode = Command::new("base64");
+    decode.arg("-d");
+    let pem = tollgate_e2e::run_with_stdin(decode, pem_base64).unwrap();
+    let mut cmd = Command::new("openssl");
+    cmd.args(["x509", "-noout", "-text"]);
+    tollgate_e2e::run_with_stdin(cmd, &pem).unwrap()
+}
+
+#[test]
+fn readme_install_upgrade_and_uninstall() {
+    let cp = ControlPlane::shared();
+    let blocks = readme_blocks();
+    assert_eq!(
+        blocks.len(),
+        4,
+        "install, approve, upgrade, uninstall: {blocks:?}"
+    );
+
+    // 1. Install.
+    for line in &blocks[0] {
+        run_readme_command(cp, line);
+    }
+    let status: Value = {
+        let mut cmd = cp.helm();
+        cmd.args([
+            "status",
+            "tollgate",
+            "--namespace",
+            "tollgate",
+            "-o",
+            "json",
+        ]);
+        serde_json::from_str(&run(cmd).unwrap()).unwrap()
+    };
+    assert_eq!(status["info"]["status"], "deployed");
+    assert!(
+        status["info"]["notes"]
+            .as_str()
+            .unwrap()
+            .contains("rollout status deployment/tollgate-controller"),
+        "NOTES.txt tells the next command"
+    );
+
+    let ns = get_json(cp, &["namespace", "tollgate"]);
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    for crd in [
+        "modelproviders.tollgate.dev",
+        "airoutes.tollgate.dev",
+        "consumers.tollgate.dev",
+        "apisubscriptions.tollgate.dev",
+    ] {
+        assert!(exists(cp, &["crd", crd]), "{crd}");
+    }
+    let controller = get_json(cp, &["deployment", "tollgate-controller", "-n", "tollgate"]);
+    assert_eq!(controller["spec"]["replicas"], 2);
+    let args = controller["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    for expected in [
+        "--lease-namespace=tollgate",
+        "--lease-name=tollgate-controller",
+        "--allowed-proxy-sa=tollgate:tollgate-proxy",
+    ] {
+        assert!(
+            args.as_array().unwrap().iter().any(|a| a == expected),
+            "{expected} in {args}"
+        );
+    }
+    let proxy = get_json(cp, &["deployment", "tollgate-proxy", "-n", "tollgate"]);
+    assert!(
+        proxy["spec"]["replicas"].is_null() || proxy["spec"]["replicas"] == 1,
+        "the HPA owns the proxy replica count"
+    );
+    let hpa = get_json(cp, &["hpa", "tollgate-proxy", "-n", "tollgate"]);
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    assert_eq!(hpa["spec"]["maxReplicas"], 10);
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "tollgate-proxy");
+    for pdb in ["tollgate-controller", "tollgate-proxy"] {
+        assert!(exists(cp, &["pdb", pdb, "-n", "tollgate"]), "{pdb}");
+    }
+    let service = get_json(cp, &["service", "tollgate-proxy", "-n", "tollgate"]);
+    assert_eq!(service["spec"]["ports"][0]["port"], 80);
+    assert!(exists(
+        cp,
+        &[
+            "validatingadmissionpolicybinding",
+            "tollgate-subscription-approval"
+        ]
+    ));
+
+    let tls = get_json(cp, &["secret", "tollgate-controller-tls", "-n", "tollgate"]);
+    let cert = openssl_text(tls["data"]["tls.crt"].as_str().unwrap());
+    assert!(
+        cert.contains("DNS:tollgate-controller.tollgate.svc,"),
+        "{cert}"
+    );
+    let checksum = proxy["spec"]["template"]["metadata"]["annotations"]["checksum/tls"].clone();
+
+    // The user roles reach view/edit/admin (aggregation is the controller-manager's job; the harness
+    // plays it).
+    cp.aggregate_cluster_roles();
+    let team = cp.namespace("team-a");
+    team.grant_cluster_role("viewer", "view");
+    team.grant_cluster_role("editor", "edit");
+    team.grant_cluster_role("owner", "admin");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(eventually(
+        "aggregated roles take effect",
+        Duration::from_secs(30),
+        || async {
+            let t = team.name();
+            let checks = [
+                can_i(
+                    cp,
+                    "viewer",
+                    &[],
+                    &["list", "airoutes.tollgate.dev", "-n", t],
+                ),
+                !can_i(
+                    cp,
+                    "viewer",
+                    &[],
+                    &["create", "airoutes.tollgate.dev", "-n", t],
+                ),
+                can_i(
+                    cp,
+                    "editor",
+                    &[],
+                    &["create", "apisubscriptions.tollgate.dev", "-n", t],
+                ),
+                !can_i(
+                    cp,
+                    "editor",
+                    &[],
+                    &["approve", "airoutes.tollgate.dev", "-n", t],
+                ),
+                can_i(
+                    cp,
+                    "owner",
+                    &[],
+                    &["approve", "airoutes.tollgate.dev", "-n", t],
+                ),
+            ];
+            if checks.iter().all(|ok| *ok) {
+                Ok(())
+            } else {
+                Err(format!("view/edit/admin checks: {checks:?}"))
+            }
+        },
+    ));
+
+    // 2. Grant `approve` as documented. The README's team is `team-a`; this control plane is this test's own.
+    let mut create = cp.kubectl();
+    create.args(["create", "namespace", "team-a"]);
+    run(create).unwrap();
+    for line in &blocks[1] {
+        run_readme_command(cp, line);
+    }
+    rt.block_on(eventually(
+        "the approver binding takes effect",
+        Duration::from_secs(30),
+        || async {
+            let args = ["approve", "airoutes.tollgate.dev/chat", "-n", "team-a"];
+            match (can_i(cp, "alice", &[], &args), can_i(cp, "bob", &[], &args)) {
+                (true, false) => Ok(()),
+                other => Err(format!("alice, bob may approve: {other:?}")),
+            }
+        },
+    ));
+
+    // 3. Upgrade: the value changes, the certificate does not.
+    for line in &blocks[2] {
+        run_readme_command(cp, line);
+    }
+    let hpa = get_json(cp, &["hpa", "tollgate-proxy", "-n", "tollgate"]);
+    assert_eq!(hpa["spec"]["maxReplicas"], 20);
+    let after = get_json(cp, &["secret", "tollgate-controller-tls", "-n", "tollgate"]);
+    assert_eq!(
+        after["data"], tls["data"],
+        "helm upgrade keeps the generated CA and certificate"
+    );
+    let proxy = get_json(cp, &["deployment", "tollgate-proxy", "-n", "tollgate"]);
+    assert_eq!(
+        proxy["spec"]["template"]["metadata"]["annotations"]["checksum/tls"], checksum,
+        "so the pods are not restarted for nothing"
+    );
+    let mut history = cp.helm();
+    history.args([
+        "history",
+        "tollgate",
+        "--namespace",
+        "tollgate",
+        "-o",
+        "json",
+    ]);
+    let history: Value = serde_json::from_str(&run(history).unwrap()).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 2);
+
+    // 4. Uninstall: everything the release made goes, the CRDs (and so users' resources) stay.
+    for line in &blocks[3] {
+        run_readme_command(cp, line);
+    }
+    for object in [
+        &["deployment", "tollgate-controller", "-n", "tollgate"][..],
+        &["deployment", "tollgate-proxy", "-n", "tollgate"],
+        &["secret", "tollgate-controller-tls", "-n", "tollgate"],
+        &["serviceaccount", "tollgate-proxy", "-n", "tollgate"],
+        &["hpa", "tollgate-proxy", "-n", "tollgate"],
+        &["clusterrole", "tollgate-controller"],
+        &["clusterrolebinding", "tollgate-controller"],
+        &["clusterrole", "tollgate-edit"],
+        &[
+            "validatingadmissionpolicy",
+            "tollgate-subscription-approval",
+        ],
+    ] {
+        assert!(!exists(cp, object), "{object:?} outlived helm uninstall");
+    }
+    assert!(
+        exists(cp, &["crd", "airoutes.tollgate.dev"]),
+        "helm keeps CRDs"
+    );
+}
