@@ -263,7 +263,7 @@ fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Ver
             "Ready",
             sentences(&[
                 format!(
-                    "{active} active key{}: {}",
+                    "The consumer has {active} active key{}: {}",
                     if active == 1 { "" } else { "s" },
                     join_list(&names)
                 ),

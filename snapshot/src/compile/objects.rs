@@ -117,17 +117,19 @@ pub(crate) fn join_list<S: AsRef<str>>(items: &[S]) -> String {
     }
 }
 
-/// Sentences joined with spaces, each ending in a full stop.
+/// Sentences joined with spaces, each starting with a capital and ending in a full stop.
 pub(crate) fn sentences(parts: &[String]) -> String {
     parts
         .iter()
         .filter(|p| !p.is_empty())
         .map(|p| {
-            if p.ends_with('.') {
-                p.clone()
-            } else {
-                format!("{p}.")
+            let mut chars = p.chars();
+            let first = chars.next().map(|c| c.to_ascii_uppercase());
+            let mut s: String = first.into_iter().chain(chars).collect();
+            if !s.ends_with('.') {
+                s.push('.');
             }
+            s
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -147,5 +149,15 @@ mod tests {
             join_list(&["a", "b", "c", "d", "e", "f", "g"]),
             "a, b, c, d, e and 2 more"
         );
+    }
+
+    #[test]
+    fn sentences_are_capitalised_and_stopped() {
+        let parts = [
+            "key a: gone".to_string(),
+            String::new(),
+            "Done.".to_string(),
+        ];
+        assert_eq!(sentences(&parts), "Key a: gone. Done.");
     }
 }

@@ -226,7 +226,7 @@ fn invalid(
         condition_type::ACCEPTED,
         false,
         reason,
-        message,
+        sentences(&[message]),
     )];
     conditions.push(if refs_ok {
         VerdictCondition::new(

@@ -168,3 +168,5 @@ pub fn cond<'a>(v: &'a Verdict, type_: &str) -> (bool, &'a str, &'a str) {
         .unwrap_or_else(|| panic!("{:?} {} has no {type_} condition", v.kind, v.id));
     (c.status, c.reason, c.message.as_str())
 }
+
+pub mod world;
