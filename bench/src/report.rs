@@ -329,6 +329,18 @@ impl Report {
             mib(idle.forwarder_kib),
             mib(idle.nginx_kib)
         );
+        if let Some(rest) = &idle.tollgate_default_flags {
+            let _ = writeln!(
+                w,
+                "Tollgate with default flags (`{}`), large snapshot, no calls for {:.0} s: {:.2} CPUs busy, \
+                 RSS {:.1} MiB at the end, {:.1} MiB at the highest. The load runs above used `--poll-interval 1h`.\n",
+                rest.args,
+                rest.seconds,
+                rest.cores,
+                rest.rss_end_kib as f64 / 1024.0,
+                rest.rss_peak_kib as f64 / 1024.0
+            );
+        }
         let _ = writeln!(
             w,
             "| path | streams open | RSS before MiB | RSS with streams MiB | KiB per stream |\n|---|---|---|---|---|"

@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 
+use crate::calls::{self, Bodies, Call, Sanity};
 use crate::oha::{self, Load, Outcome};
 use crate::procs;
 use crate::snapshot::{self, Shape};
+use crate::streams::{self, StreamMemory};
 use crate::targets::{self, Kind, Launch, Proxy};
-use tollgate_bench::payload;
 
 /// How long and how hard.
 pub struct Settings {
@@ -37,15 +38,6 @@ pub struct Settings {
     pub oha: PathBuf,
     /// Only these scenarios (all when empty).
     pub only: Vec<String>,
-}
-
-/// Which API a scenario calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Call {
-    Chat,
-    Stream,
-    Embeddings,
 }
 
 /// One load shape.
@@ -92,32 +84,6 @@ pub struct RunRecord {
     pub cpu_busy: Vec<f64>,
 }
 
-/// Whether a path gives the right answers before it is loaded.
-#[derive(Clone, Debug, Serialize)]
-pub struct Sanity {
-    pub target: Kind,
-    pub call: Call,
-    pub status: u16,
-    pub ok: bool,
-    pub note: String,
-}
-
-/// Memory of one proxy with many streams open at once.
-#[derive(Clone, Debug, Serialize)]
-pub struct StreamMemory {
-    pub target: Kind,
-    /// RSS after a warm-up, before the streams, KiB.
-    pub before_kib: u64,
-    /// RSS with the streams held open, KiB.
-    pub during_kib: u64,
-    /// Streams the upstream held at the moment of measuring.
-    pub open_streams: usize,
-    /// (during − before) / open streams, KiB.
-    pub per_stream_kib: f64,
-    /// Status counts of the streams once released.
-    pub completed_ok: u64,
-}
-
 /// Resident memory at rest.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IdleMemory {
@@ -129,6 +95,43 @@ pub struct IdleMemory {
     pub tollgate_large_ready_s: Option<f64>,
     pub forwarder_kib: Option<u64>,
     pub nginx_kib: Option<u64>,
+    /// Tollgate with the large snapshot and default flags (files re-read every second), left alone.
+    pub tollgate_default_flags: Option<AtRest>,
+}
+
+/// A process watched while nothing calls it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AtRest {
+    /// The arguments it ran with.
+    pub args: String,
+    /// How long it was watched.
+    pub seconds: f64,
+    /// CPU it used meanwhile, in cores.
+    pub cores: f64,
+    /// Resident memory at the end and at its highest, KiB.
+    pub rss_end_kib: u64,
+    pub rss_peak_kib: u64,
+}
+
+/// Watches a started proxy at rest for `seconds`.
+fn at_rest(proxy: &Proxy, args: &str, seconds: f64) -> AtRest {
+    let pids = proxy.pids();
+    let cpu_before = procs::cpu_seconds(&pids);
+    let started = Instant::now();
+    let mut peak = 0;
+    while started.elapsed().as_secs_f64() < seconds {
+        peak = peak.max(procs::rss_kib(&pids));
+        thread::sleep(Duration::from_millis(50));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let end = procs::rss_kib(&pids);
+    AtRest {
+        args: args.to_owned(),
+        seconds: wall,
+        cores: (procs::cpu_seconds(&pids) - cpu_before) / wall,
+        rss_end_kib: end,
+        rss_peak_kib: peak.max(end),
+    }
 }
 
 /// What Tollgate wrote on stdout while the scenarios ran.
@@ -156,130 +159,6 @@ pub struct Measured {
     pub snapshot: String,
     /// What could not be measured, and why.
     pub missing: Vec<String>,
-}
-
-struct Bodies {
-    chat: PathBuf,
-    stream: PathBuf,
-    embeddings: PathBuf,
-    hold: PathBuf,
-}
-
-fn write_bodies(work: &Path) -> anyhow::Result<Bodies> {
-    let bodies = Bodies {
-        chat: work.join("chat.json"),
-        stream: work.join("stream.json"),
-        embeddings: work.join("embeddings.json"),
-        hold: work.join("hold.json"),
-    };
-    fs::write(&bodies.chat, payload::chat_request("bench-chat", false))?;
-    fs::write(&bodies.stream, payload::chat_request("bench-chat", true))?;
-    fs::write(
-        &bodies.embeddings,
-        payload::embeddings_request("bench-embed"),
-    )?;
-    fs::write(&bodies.hold, payload::chat_request("bench-hold", true))?;
-    Ok(bodies)
-}
-
-/// The path under a target's address for a call; `hold` asks the upstream to keep the stream open.
-fn path(kind: Kind, call: Call, hold: bool) -> String {
-    let api = match call {
-        Call::Chat | Call::Stream => "/v1/chat/completions",
-        Call::Embeddings => "/v1/embeddings",
-    };
-    match (kind, hold) {
-        (Kind::Tollgate, _) => format!("{}{api}", snapshot::bench_identity().prefix),
-        (_, true) => format!("/hold{api}"),
-        (_, false) => api.to_owned(),
-    }
-}
-
-fn body_for(bodies: &Bodies, call: Call) -> &Path {
-    match call {
-        Call::Chat => &bodies.chat,
-        Call::Stream => &bodies.stream,
-        Call::Embeddings => &bodies.embeddings,
-    }
-}
-
-/// One call and a check of its answer's shape.
-fn sanity(kind: Kind, call: Call, bodies: &Bodies) -> Sanity {
-    let key = snapshot::bench_identity().key;
-    let auth = format!("Bearer {key}");
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("content-type", "application/json"),
-    ];
-    let body = fs::read(body_for(bodies, call)).unwrap_or_default();
-    match procs::http_call(
-        kind.addr(),
-        "POST",
-        &path(kind, call, false),
-        &headers,
-        &body,
-    ) {
-        Err(e) => Sanity {
-            target: kind,
-            call,
-            status: 0,
-            ok: false,
-            note: format!("{e:#}"),
-        },
-        Ok((status, answer)) => {
-            let text = String::from_utf8_lossy(&answer);
-            let (ok, note) = match call {
-                Call::Chat => (
-                    text.contains("\"chat.completion\""),
-                    format!("{} bytes", answer.len()),
-                ),
-                Call::Embeddings => (
-                    text.contains("\"embedding\""),
-                    format!("{} bytes", answer.len()),
-                ),
-                Call::Stream => {
-                    let events = text.matches("data:").count();
-                    (
-                        text.contains("[DONE]") && events > payload::STREAM_CHUNKS,
-                        format!("{events} SSE events, {} bytes", answer.len()),
-                    )
-                }
-            };
-            let note = if ok {
-                note
-            } else {
-                format!("{note}: {}", text.chars().take(300).collect::<String>())
-            };
-            Sanity {
-                target: kind,
-                call,
-                status,
-                ok: ok && status == 200,
-                note,
-            }
-        }
-    }
-}
-
-/// Waits until a path answers a chat call with 200 (Tollgate compiles its snapshot first).
-fn wait_ready(proxy: &mut Proxy, bodies: &Bodies, timeout: Duration) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    loop {
-        proxy.check_alive()?;
-        let check = sanity(proxy.kind, Call::Chat, bodies);
-        if check.ok {
-            return Ok(started.elapsed());
-        }
-        if started.elapsed() > timeout {
-            bail!(
-                "{} never answered correctly: status {} {}",
-                proxy.kind.name(),
-                check.status,
-                check.note
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Per-CPU (busy, total) jiffies from /proc/stat.
@@ -352,7 +231,7 @@ fn measure(settings: &Settings, proxy: Option<&Proxy>, load: &Load<'_>) -> anyho
 /// Runs every phase. Processes are stopped on the way out, also after an error.
 pub fn run(settings: &Settings, launch: &Launch) -> anyhow::Result<Measured> {
     targets::prepare_work(&launch.work)?;
-    let bodies = write_bodies(&launch.work)?;
+    let bodies = calls::write_bodies(&launch.work)?;
     let upstream_addr = targets::upstream_addr().to_string();
     let large = launch.work.join("snapshot-large.yaml");
     let small = launch.work.join("snapshot-small.yaml");
@@ -385,9 +264,16 @@ fn run_phases(
     if launch.tollgate.is_some() {
         eprintln!("tollgate-bench: Tollgate with the small snapshot, for the memory floor");
         let mut proxy = targets::start_proxy(launch, Kind::Tollgate, small)?;
-        wait_ready(&mut proxy, bodies, Duration::from_secs(60))?;
+        calls::wait_ready(&mut proxy, bodies, Duration::from_secs(60))?;
         thread::sleep(settle);
         idle.tollgate_small_kib = Some(procs::rss_kib(&proxy.pids()));
+        proxy.stop();
+        eprintln!("tollgate-bench: Tollgate with the large snapshot and default flags, at rest");
+        let args = &launch.tollgate_default_args;
+        let mut proxy = targets::start_tollgate_with(launch, args, large)?;
+        calls::wait_ready(&mut proxy, bodies, Duration::from_secs(180))?;
+        thread::sleep(settle);
+        idle.tollgate_default_flags = Some(at_rest(&proxy, args, 10.0));
         proxy.stop();
         kinds.push(Kind::Tollgate);
     } else {
@@ -400,7 +286,7 @@ fn run_phases(
     for &kind in &kinds[1..] {
         eprintln!("tollgate-bench: starting {}", kind.name());
         let mut proxy = targets::start_proxy(launch, kind, large)?;
-        let ready = wait_ready(&mut proxy, bodies, Duration::from_secs(180))?;
+        let ready = calls::wait_ready(&mut proxy, bodies, Duration::from_secs(180))?;
         thread::sleep(settle);
         let rss = Some(procs::rss_kib(&proxy.pids()));
         match kind {
@@ -418,7 +304,7 @@ fn run_phases(
     let mut checks = Vec::new();
     for &kind in &kinds {
         for call in [Call::Chat, Call::Stream, Call::Embeddings] {
-            checks.push(sanity(kind, call, bodies));
+            checks.push(calls::sanity(kind, call, bodies));
         }
     }
     for bad in checks.iter().filter(|c| !c.ok) {
@@ -458,10 +344,14 @@ fn run_phases(
                 if duration.is_zero() {
                     continue;
                 }
-                let url = format!("http://{}{}", kind.addr(), path(kind, scenario.call, false));
+                let url = format!(
+                    "http://{}{}",
+                    kind.addr(),
+                    calls::path(kind, scenario.call, false)
+                );
                 let load = Load {
                     url: &url,
-                    body: body_for(bodies, scenario.call),
+                    body: calls::body_for(bodies, scenario.call),
                     key: &key,
                     connections: scenario.connections,
                     rate: scenario.rate,
@@ -536,7 +426,7 @@ fn run_phases(
     }
 
     let streams = if settings.only.is_empty() || settings.only.iter().any(|s| s == "streams") {
-        stream_memory(settings, launch, bodies, large, &kinds[1..], &mut missing)?
+        streams::stream_memory(settings, launch, bodies, large, &kinds[1..], &mut missing)?
     } else {
         Vec::new()
     };
@@ -552,94 +442,6 @@ fn run_phases(
         snapshot: format!("{:?}", Shape::LARGE),
         missing,
     })
-}
-
-/// Number of streams the upstream holds open right now.
-fn held_streams() -> usize {
-    procs::http_call(targets::upstream_addr(), "GET", "/held", &[], b"")
-        .ok()
-        .and_then(|(_, body)| String::from_utf8_lossy(&body).trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Memory per open stream: each proxy fresh, warmed up, then `settings.streams` streams held at once.
-fn stream_memory(
-    settings: &Settings,
-    launch: &Launch,
-    bodies: &Bodies,
-    large: &Path,
-    kinds: &[Kind],
-    missing: &mut Vec<String>,
-) -> anyhow::Result<Vec<StreamMemory>> {
-    let key = snapshot::bench_identity().key;
-    let mut out = Vec::new();
-    for &kind in kinds {
-        eprintln!(
-            "tollgate-bench: {} open streams through {}",
-            settings.streams,
-            kind.name()
-        );
-        let mut proxy = targets::start_proxy(launch, kind, large)?;
-        wait_ready(&mut proxy, bodies, Duration::from_secs(180))?;
-        let warm_url = format!("http://{}{}", kind.addr(), path(kind, Call::Stream, false));
-        let warm = Load {
-            url: &warm_url,
-            body: &bodies.stream,
-            key: &key,
-            connections: 32,
-            rate: None,
-            duration: Some(Duration::from_secs(1)),
-            requests: 0,
-        };
-        oha::run(&settings.oha, &settings.load_cpu, &warm)?;
-        thread::sleep(Duration::from_secs(1));
-        let pids = proxy.pids();
-        let before_kib = procs::rss_kib(&pids);
-        let hold_url = format!("http://{}{}", kind.addr(), path(kind, Call::Stream, true));
-        let hold = Load {
-            url: &hold_url,
-            body: &bodies.hold,
-            key: &key,
-            connections: settings.streams,
-            rate: None,
-            duration: None,
-            requests: settings.streams,
-        };
-        let (open_streams, during_kib, outcome) = thread::scope(|scope| {
-            let load = scope.spawn(|| oha::run(&settings.oha, &settings.load_cpu, &hold));
-            let deadline = Instant::now() + settings.hold.saturating_sub(Duration::from_secs(2));
-            let mut held = held_streams();
-            while held < settings.streams && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(200));
-                held = held_streams();
-            }
-            // Give the proxy a moment to finish allocating for the last streams it accepted.
-            thread::sleep(Duration::from_millis(500));
-            let during = procs::rss_kib(&pids);
-            let held = held_streams();
-            (held, during, load.join().expect("oha thread"))
-        });
-        let outcome = outcome?;
-        if open_streams < settings.streams {
-            missing.push(format!(
-                "{}: only {open_streams} of {} streams were open at once",
-                kind.name(),
-                settings.streams
-            ));
-        }
-        let per_stream_kib =
-            during_kib.saturating_sub(before_kib) as f64 / open_streams.max(1) as f64;
-        out.push(StreamMemory {
-            target: kind,
-            before_kib,
-            during_kib,
-            open_streams,
-            per_stream_kib,
-            completed_ok: outcome.ok,
-        });
-        proxy.stop();
-    }
-    Ok(out)
 }
 
 /// Medians and spreads by scenario and path, measured repetitions only.

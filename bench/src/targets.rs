@@ -71,6 +71,8 @@ pub struct Launch {
     pub tollgate: Option<PathBuf>,
     /// Tollgate's arguments; `{snapshot}`, `{listen}` and `{admin}` are filled in.
     pub tollgate_args: String,
+    /// Tollgate's arguments as a user would give them (defaults everywhere), to measure it at rest.
+    pub tollgate_default_args: String,
     /// Scratch folder for configs, logs and bodies.
     pub work: PathBuf,
     /// CPU list for proxies under test.
@@ -131,8 +133,22 @@ pub fn start_upstream(launch: &Launch, cpu: &str, hold: Duration) -> anyhow::Res
     Ok(upstream)
 }
 
-/// Starts one proxy under test and waits until it answers; Tollgate is given `snapshot`.
+/// Starts one proxy under test and waits until it accepts connections; Tollgate is given `snapshot`.
 pub fn start_proxy(launch: &Launch, kind: Kind, snapshot: &Path) -> anyhow::Result<Proxy> {
+    start(launch, kind, snapshot, &launch.tollgate_args)
+}
+
+/// Starts Tollgate with other arguments than the benchmark's (same placeholders).
+pub fn start_tollgate_with(launch: &Launch, args: &str, snapshot: &Path) -> anyhow::Result<Proxy> {
+    start(launch, Kind::Tollgate, snapshot, args)
+}
+
+fn start(
+    launch: &Launch,
+    kind: Kind,
+    snapshot: &Path,
+    tollgate_args: &str,
+) -> anyhow::Result<Proxy> {
     let upstream = Kind::Direct.addr().to_string();
     let (process, access_log) = match kind {
         Kind::Direct => bail!("the direct path has no proxy"),
@@ -176,8 +192,7 @@ pub fn start_proxy(launch: &Launch, kind: Kind, snapshot: &Path) -> anyhow::Resu
                 .tollgate
                 .as_ref()
                 .context("no Tollgate proxy binary")?;
-            let args: Vec<String> = launch
-                .tollgate_args
+            let args: Vec<String> = tollgate_args
                 .split_whitespace()
                 .map(|a| {
                     a.replace("{snapshot}", &snapshot.display().to_string())
