@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod clock;
+pub mod controller_client;
 mod dispatch;
 pub mod error;
 pub mod fake;

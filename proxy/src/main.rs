@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use std::sync::Arc;
+
+use tollgate_proxy::controller_client::{self, ControllerConfig};
 use tollgate_proxy::standalone::Watcher;
 use tollgate_proxy::{AccessLog, ConnectionLimits, Proxy, ProxyConfig, RequestLimits, TlsFiles};
 
@@ -15,8 +18,28 @@ use tollgate_proxy::{AccessLog, ConnectionLimits, Proxy, ProxyConfig, RequestLim
 struct Cli {
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    controller: ControllerArgs,
+    /// Without a subcommand, the proxy follows the controller named by `--controller`.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+}
+
+/// Following a Tollgate controller (the in-cluster mode).
+#[derive(Args, Debug)]
+struct ControllerArgs {
+    /// Base URL of the controller's snapshot endpoint, e.g. `https://tollgate-controller:8443`.
+    #[arg(long, env = "TOLLGATE_CONTROLLER")]
+    controller: Option<http::Uri>,
+    /// PEM bundle of the CA that signed the controller's certificate.
+    #[arg(long, env = "TOLLGATE_CONTROLLER_CA", requires = "controller")]
+    controller_ca: Option<PathBuf>,
+    /// File holding the projected ServiceAccount token (audience `tollgate-controller`); re-read on reconnect.
+    #[arg(long, env = "TOLLGATE_TOKEN_FILE", requires = "controller")]
+    token_file: Option<PathBuf>,
+    /// How often usage is reported to the controller, e.g. `5s`.
+    #[arg(long, env = "TOLLGATE_USAGE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    usage_interval: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -147,13 +170,37 @@ async fn main() -> anyhow::Result<()> {
     };
     let proxy = Proxy::new(config(&cli.server), access_log);
     match cli.command {
-        Command::Standalone {
+        Some(Command::Standalone {
             path,
             poll_interval,
-        } => {
+        }) => {
             let watcher = Watcher::start(&path, proxy.store(), Some(proxy.recorder()))
                 .with_context(|| format!("loading {}", path.display()))?;
             tokio::spawn(watcher.run(poll_interval));
+        }
+        None => {
+            let args = cli.controller;
+            let (Some(url), Some(ca_file), Some(token_file)) =
+                (args.controller, args.controller_ca, args.token_file)
+            else {
+                anyhow::bail!(
+                    "give --controller, --controller-ca and --token-file, or the standalone subcommand"
+                );
+            };
+            let cfg = ControllerConfig {
+                url,
+                ca_file,
+                token_file,
+                usage_interval: args.usage_interval,
+            };
+            let store = proxy.store();
+            tokio::spawn(controller_client::follow(cfg.clone(), move |snapshot| {
+                store.store(Arc::new(snapshot))
+            }));
+            tokio::spawn(controller_client::report_usage(
+                cfg,
+                proxy.recorder().usage.clone(),
+            ));
         }
     }
     let bound = proxy.bind().await?;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tollgate_snapshot::{ConsumerIdx, Price, ProviderIdx, RouteIdx, Snapshot};
 
 use crate::clock;
+use crate::controller_client::UsageTally;
 use crate::metrics::{CallSample, Metrics};
 
 /// Where access-log lines go.
@@ -62,6 +63,8 @@ impl AccessLog {
 pub struct Recorder {
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Per-subscription usage, reported to the controller when there is one.
+    pub usage: Arc<UsageTally>,
     log: AccessLog,
 }
 
@@ -70,6 +73,7 @@ impl Recorder {
     pub fn new(log: AccessLog) -> Self {
         Self {
             metrics: Metrics::new(),
+            usage: Arc::new(UsageTally::new()),
             log,
         }
     }
@@ -241,6 +245,13 @@ impl Call {
             .as_ref()
             .map(|b| b.price.cost(usage.input, usage.output))
             .unwrap_or(0.0);
+        if let Some(sub) = subscription
+            && (200..300).contains(&self.status)
+        {
+            self.recorder
+                .usage
+                .record(&sub.id, usage.input, usage.output, cost);
+        }
         let ttft = self
             .first_chunk_at
             .filter(|_| self.stream)

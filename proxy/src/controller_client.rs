@@ -1,0 +1,449 @@
+//! Following a Tollgate controller: the snapshot stream in, usage reports out.
+//!
+//! The proxy opens `GET /v1/snapshots` over TLS with its ServiceAccount token and receives frames: a
+//! 4-byte big-endian length, then that many bytes of `Snapshot::encode()`; a zero length is a heartbeat.
+//! On any failure it keeps serving the last snapshot and reconnects with exponential backoff and
+//! jitter. Usage deltas per subscription go to `POST /v1/usage` every few seconds; deltas the
+//! controller did not accept (it may not be the leader) are kept and sent again.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
+use serde::Serialize;
+use tollgate_snapshot::{ObjectRef, Snapshot};
+
+/// Largest snapshot frame accepted.
+const MAX_FRAME: usize = 512 << 20;
+/// Without any frame (heartbeats included) for this long, the stream is presumed dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(35);
+/// First and largest pause between reconnection attempts.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Where the controller is and how to prove who we are.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Base URL, e.g. `https://tollgate-controller.tollgate-system.svc:8443`.
+    pub url: Uri,
+    /// PEM bundle of the CA(s) that signed the controller's certificate.
+    pub ca_file: PathBuf,
+    /// File holding the projected ServiceAccount token; re-read on every connection (it rotates).
+    pub token_file: PathBuf,
+    /// How often usage is reported.
+    pub usage_interval: Duration,
+}
+
+type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+
+fn https_client<B>(ca_file: &Path, keep_alive: bool) -> anyhow::Result<HttpsClient<B>>
+where
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("reading {}", ca_file.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("parsing {}", ca_file.display()))?)
+            .context("adding a CA certificate")?;
+    }
+    if roots.is_empty() {
+        bail!("{} holds no certificate", ca_file.display());
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let mut builder = Client::builder(TokioExecutor::new());
+    if !keep_alive {
+        // A fresh connection per report lets a Service spread reports over replicas until one leads.
+        builder.pool_max_idle_per_host(0);
+    }
+    Ok(builder.build(connector))
+}
+
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        bail!("the token file {} is empty", path.display());
+    }
+    Ok(token)
+}
+
+fn endpoint(base: &Uri, path: &str) -> anyhow::Result<Uri> {
+    let base = base.to_string();
+    format!("{}{path}", base.trim_end_matches('/'))
+        .parse()
+        .context("building the controller URL")
+}
+
+/// Exponential backoff with jitter: each pause is drawn between half and all of the current step.
+struct Backoff {
+    step: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            step: BACKOFF_FIRST,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let pause = self.step.mul_f64(0.5 + fastrand::f64() * 0.5);
+        self.step = (self.step * 2).min(BACKOFF_MAX);
+        pause
+    }
+
+    fn reset(&mut self) {
+        self.step = BACKOFF_FIRST;
+    }
+}
+
+/// Follows the controller's snapshot stream forever, calling `on_snapshot` with every new snapshot.
+///
+/// Never returns; errors are logged and retried. Until the first snapshot arrives nothing is called,
+/// which keeps the proxy not-ready.
+pub async fn follow(cfg: ControllerConfig, on_snapshot: impl Fn(Snapshot) + Send + Sync) {
+    let mut backoff = Backoff::new();
+    let mut last_hash: Option<String> = None;
+    let client = match https_client::<Empty<Bytes>>(&cfg.ca_file, true) {
+        Ok(client) => client,
+        Err(error) => {
+            // Without a CA nothing can ever work; say so loudly and keep the proxy not-ready.
+            tracing::error!(error = %format!("{error:#}"), "cannot set up the controller connection");
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+    };
+    loop {
+        let result = stream_once(&cfg, &client, &mut last_hash, &on_snapshot, &mut backoff).await;
+        let pause = backoff.next();
+        match result {
+            Ok(()) => tracing::warn!(
+                retry_in_ms = pause.as_millis() as u64,
+                "the controller ended the snapshot stream; reconnecting"
+            ),
+            Err(error) => tracing::warn!(
+                error = %format!("{error:#}"),
+                retry_in_ms = pause.as_millis() as u64,
+                "snapshot stream failed; serving the last snapshot and reconnecting"
+            ),
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+async fn stream_once(
+    cfg: &ControllerConfig,
+    client: &HttpsClient<Empty<Bytes>>,
+    last_hash: &mut Option<String>,
+    on_snapshot: &(impl Fn(Snapshot) + Send + Sync),
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let token = read_token(&cfg.token_file)?;
+    let request = Request::get(endpoint(&cfg.url, "/v1/snapshots")?)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::new())?;
+    let response = tokio::time::timeout(SILENCE_LIMIT, client.request(request))
+        .await
+        .map_err(|_| anyhow!("no answer from the controller"))?
+        .context("connecting to the controller")?;
+    let status = response.status();
+    if status != StatusCode::OK {
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        let detail = body
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        bail!("the controller answered {status}: {}", detail.trim());
+    }
+    tracing::info!(controller = %cfg.url, "connected to the controller");
+    let mut body = response.into_body();
+    let mut frames = FrameReader::default();
+    loop {
+        let frame = match tokio::time::timeout(SILENCE_LIMIT, body.frame()).await {
+            Err(_) => bail!("no frame or heartbeat for {SILENCE_LIMIT:?}"),
+            Ok(None) => return Ok(()),
+            Ok(Some(frame)) => frame.context("reading the snapshot stream")?,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        frames.push(&data);
+        while let Some(payload) = frames.next_frame()? {
+            if payload.is_empty() {
+                continue; // heartbeat
+            }
+            let snapshot = Snapshot::decode(&payload).context("decoding a snapshot")?;
+            backoff.reset();
+            if last_hash.as_deref() == Some(snapshot.hash.as_str()) {
+                continue;
+            }
+            tracing::info!(
+                version = snapshot.version,
+                routes = snapshot.content.routes.len(),
+                bytes = payload.len(),
+                "received a snapshot"
+            );
+            *last_hash = Some(snapshot.hash.clone());
+            on_snapshot(snapshot);
+        }
+    }
+}
+
+/// Splits the byte stream into frames.
+#[derive(Default)]
+struct FrameReader {
+    buffer: BytesMut,
+}
+
+impl FrameReader {
+    fn push(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+    }
+
+    /// The next complete frame's payload (empty for a heartbeat), if one is buffered.
+    fn next_frame(&mut self) -> anyhow::Result<Option<Bytes>> {
+        if self.buffer.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(self.buffer[..4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_FRAME {
+            bail!("a frame of {len} bytes exceeds the {MAX_FRAME}-byte limit");
+        }
+        if self.buffer.len() < 4 + len {
+            self.buffer.reserve(4 + len - self.buffer.len());
+            return Ok(None);
+        }
+        self.buffer.advance(4);
+        Ok(Some(self.buffer.split_to(len).freeze()))
+    }
+}
+
+/// Usage counted per subscription since the last accepted report.
+#[derive(Default)]
+pub struct UsageTally {
+    pending: Mutex<HashMap<ObjectRef, Delta>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Delta {
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: f64,
+}
+
+impl Delta {
+    fn add(&mut self, other: &Delta) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_usd += other.cost_usd;
+    }
+}
+
+/// The body of `POST /v1/usage`.
+#[derive(Serialize, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct UsageReport {
+    deltas: Vec<UsageDelta>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct UsageDelta {
+    namespace: String,
+    name: String,
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: f64,
+}
+
+impl UsageTally {
+    /// An empty tally.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one answered call of `subscription`.
+    pub fn record(
+        &self,
+        subscription: &ObjectRef,
+        input_tokens: u64,
+        output_tokens: u64,
+        cost_usd: f64,
+    ) {
+        self.lock()
+            .entry(subscription.clone())
+            .or_default()
+            .add(&Delta {
+                requests: 1,
+                input_tokens,
+                output_tokens,
+                cost_usd,
+            });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef, Delta>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self) -> HashMap<ObjectRef, Delta> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn put_back(&self, taken: HashMap<ObjectRef, Delta>) {
+        let mut pending = self.lock();
+        for (id, delta) in taken {
+            pending.entry(id).or_default().add(&delta);
+        }
+    }
+}
+
+fn report_of(taken: &HashMap<ObjectRef, Delta>) -> UsageReport {
+    let mut deltas: Vec<UsageDelta> = taken
+        .iter()
+        .map(|(id, d)| UsageDelta {
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+            requests: d.requests,
+            input_tokens: d.input_tokens,
+            output_tokens: d.output_tokens,
+            cost_usd: d.cost_usd,
+        })
+        .collect();
+    deltas.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    UsageReport { deltas }
+}
+
+/// Sends the tally to the controller every `cfg.usage_interval`, forever.
+pub async fn report_usage(cfg: ControllerConfig, tally: Arc<UsageTally>) {
+    let client = match https_client::<Full<Bytes>>(&cfg.ca_file, false) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "cannot set up usage reporting");
+            return;
+        }
+    };
+    loop {
+        tokio::time::sleep(cfg.usage_interval).await;
+        let taken = tally.take();
+        if taken.is_empty() {
+            continue;
+        }
+        if let Err(error) = send_report(&cfg, &client, &report_of(&taken)).await {
+            tracing::debug!(error = %format!("{error:#}"), "usage report not accepted; keeping it for the next one");
+            tally.put_back(taken);
+        }
+    }
+}
+
+async fn send_report(
+    cfg: &ControllerConfig,
+    client: &HttpsClient<Full<Bytes>>,
+    report: &UsageReport,
+) -> anyhow::Result<()> {
+    let token = read_token(&cfg.token_file)?;
+    let request = Request::post(endpoint(&cfg.url, "/v1/usage")?)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(report)?)))?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .map_err(|_| anyhow!("no answer"))??;
+    if !response.status().is_success() {
+        bail!("the controller answered {}", response.status());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_split_across_and_within_chunks() {
+        let mut reader = FrameReader::default();
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&3u32.to_be_bytes());
+        wire.extend_from_slice(b"abc");
+        wire.extend_from_slice(&0u32.to_be_bytes());
+        wire.extend_from_slice(&2u32.to_be_bytes());
+        wire.extend_from_slice(b"de");
+        reader.push(&wire[..5]);
+        assert_eq!(reader.next_frame().unwrap(), None);
+        reader.push(&wire[5..]);
+        assert_eq!(&reader.next_frame().unwrap().unwrap()[..], b"abc");
+        assert!(
+            reader.next_frame().unwrap().unwrap().is_empty(),
+            "heartbeat"
+        );
+        assert_eq!(&reader.next_frame().unwrap().unwrap()[..], b"de");
+        assert_eq!(reader.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused() {
+        let mut reader = FrameReader::default();
+        reader.push(&u32::MAX.to_be_bytes());
+        assert!(reader.next_frame().is_err());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new();
+        let first = b.next();
+        assert!(first >= BACKOFF_FIRST / 2 && first <= BACKOFF_FIRST);
+        for _ in 0..20 {
+            assert!(b.next() <= BACKOFF_MAX);
+        }
+        assert_eq!(b.step, BACKOFF_MAX);
+        b.reset();
+        assert_eq!(b.step, BACKOFF_FIRST);
+    }
+
+    #[test]
+    fn usage_is_summed_per_subscription_and_kept_when_not_accepted() {
+        let tally = UsageTally::new();
+        let sub = ObjectRef::new("team", "sub");
+        tally.record(&sub, 10, 12, 0.25);
+        tally.record(&sub, 5, 12, 0.25);
+        let taken = tally.take();
+        let report = report_of(&taken);
+        // The controller's side of this wire format is tested in tollgate-controller's usage module.
+        assert_eq!(
+            serde_json::to_string(&report).unwrap(),
+            r#"{"deltas":[{"namespace":"team","name":"sub","requests":2,"inputTokens":15,"outputTokens":24,"costUsd":0.5}]}"#
+        );
+        tally.put_back(taken);
+        tally.record(&sub, 1, 1, 0.0);
+        assert_eq!(tally.take()[&sub].requests, 3);
+    }
+}

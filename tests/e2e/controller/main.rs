@@ -1,0 +1,864 @@
+//! The controller end to end (issue 5): the real `tollgate-controller` and two real `tollgate-proxy`
+//! processes against a real kube-apiserver. The Fake provider answers inside the proxy, so no upstream
+//! is needed. Tests run one at a time (they measure latency on a 2-core machine) and print their figures.
+//!
+//! Set `TOLLGATE_E2E_ECHO=1` to see the processes' logs, `TOLLGATE_E2E_PROFILE=release` to measure
+//! release builds.
+
+mod http;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tollgate_e2e::eventually;
+
+use support::{LEASE, OTHER_SA, PROXY_SA, Proxy, Setup, percentile, repo};
+
+/// One test at a time: they start several processes and some measure latency.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+const KEY: &str = "tg_e2e-static-key-for-the-app-0123456789";
+const MODEL: &str = "fake-chat";
+/// Completion tokens the Fake provider answers with in these tests.
+const COMPLETION_TOKENS: u64 = 12;
+/// Prices of `fake-chat` (USD per million tokens).
+const INPUT_PRICE: f64 = 1.0;
+const OUTPUT_PRICE: f64 = 2.0;
+
+/// A Fake provider, a labelled key Secret and a consumer using it.
+fn base_yaml() -> String {
+    format!(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata:
+  name: fake
+spec:
+  type: Fake
+  models:
+    - name: {MODEL}
+      pricing:
+        inputPerMillion: {INPUT_PRICE}
+        outputPerMillion: {OUTPUT_PRICE}
+  fake:
+    completionTokens: {COMPLETION_TOKENS}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: app-key
+  labels:
+    tollgate.dev/secret: "true"
+stringData:
+  apiKey: {KEY}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Consumer
+metadata:
+  name: app
+spec:
+  keys:
+    - name: primary
+      secretRef:
+        name: app-key
+"#
+    )
+}
+
+/// A route on `prefix` serving `fake-chat`, and the app's subscription to it.
+fn route_yaml(name: &str, prefix: &str, approval: &str, description: &str) -> String {
+    format!(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata:
+  name: {name}
+spec:
+  prefix: {prefix}
+  description: "{description}"
+  approval: {approval}
+  models:
+    - name: {MODEL}
+      backends:
+        - provider: fake
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ApiSubscription
+metadata:
+  name: app-{name}
+spec:
+  consumer: app
+  route:
+    name: {name}
+"#
+    )
+}
+
+/// A controller and two ready proxies following it.
+async fn controller_and_proxies(setup: &Setup) -> (support::Controller, Proxy, Proxy) {
+    let controller = setup.controller("controller").await;
+    let mut a = setup.proxy("proxy-a", controller.port, &setup.proxy_token);
+    let mut b = setup.proxy("proxy-b", controller.port, &setup.proxy_token);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    (controller, a, b)
+}
+
+/// Waits until every proxy answers 200 on `prefix`.
+async fn wait_served(proxies: &[&Proxy], prefix: &str, key: &str, limit: Duration) {
+    for proxy in proxies {
+        eventually(
+            &format!("{prefix} served by {}", proxy.process.name),
+            limit,
+            || async {
+                match proxy.chat(prefix, key, MODEL).await {
+                    (200, body) => Ok(body),
+                    (status, body) => Err(format!("{status} {body}")),
+                }
+            },
+        )
+        .await;
+    }
+}
+
+fn status_of(setup: &Setup, resource: &str) -> Value {
+    setup
+        .kubectl(&["get", resource, "-o", "json"])
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Waits until `resource` has condition `type_` = `want`, observed at its current generation.
+async fn wait_condition(setup: &Setup, resource: &str, type_: &str, want: &str) -> Value {
+    eventually(
+        &format!("{resource} {type_}={want}"),
+        Duration::from_secs(20),
+        || async {
+            let object = status_of(setup, resource);
+            let generation = &object["metadata"]["generation"];
+            match condition(&object, type_) {
+                Some(c) if c["status"] == want && &c["observedGeneration"] == generation => {
+                    Ok(object.clone())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+fn lease_holder(setup: &Setup) -> String {
+    setup.jsonpath("lease/tollgate-controller", "{.spec.holderIdentity}")
+}
+
+// 1. The quickstart through both proxies; status and printer columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_is_served_by_both_proxies_and_status_is_right() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-quickstart");
+    let (_controller, a, b) = controller_and_proxies(&setup).await;
+
+    let quickstart =
+        std::fs::read_to_string(repo().join("deploy/examples/quickstart/quickstart.yaml")).unwrap();
+    let quickstart = quickstart.replace("namespace: default", &format!("namespace: {}", setup.ns));
+    setup.apply(&quickstart);
+    wait_served(
+        &[&a, &b],
+        "/demo",
+        "tg-quickstart-demo-key",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    let route = wait_condition(&setup, "airoute/demo", "Ready", "True").await;
+    assert_eq!(condition(&route, "Accepted").unwrap()["status"], "True");
+    assert_eq!(route["status"]["endpoint"], "/demo/v1");
+    wait_condition(&setup, "modelprovider/fake", "Ready", "True").await;
+    let consumer = wait_condition(&setup, "consumer/demo-app", "Ready", "True").await;
+    assert_eq!(consumer["status"]["activeKeys"], 1);
+    let sub = wait_condition(&setup, "apisubscription/demo-app-demo", "Ready", "True").await;
+    assert_eq!(sub["status"]["phase"], "Approved");
+
+    let listing = setup
+        .kubectl(&["get", "modelproviders,airoutes,consumers,apisubscriptions"])
+        .unwrap();
+    println!("kubectl get (quickstart):\n{listing}");
+    let line = |kind: &str| {
+        listing
+            .lines()
+            .find(|l| l.starts_with(kind))
+            .unwrap_or_else(|| panic!("no {kind} line in:\n{listing}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    let provider = line("modelprovider.tollgate.dev/fake");
+    assert_eq!(provider[1], "Fake");
+    assert!(provider.contains(&"True"), "{provider:?}");
+    let route = line("airoute.tollgate.dev/demo");
+    assert_eq!(&route[1..3], ["/demo", "Published"]);
+    assert!(route.contains(&"True"), "{route:?}");
+    let consumer = line("consumer.tollgate.dev/demo-app");
+    assert_eq!(&consumer[1..3], ["1", "True"]);
+    let sub = line("apisubscription.tollgate.dev/demo-app-demo");
+    assert_eq!(&sub[1..4], ["demo-app", "demo", "Approved"]);
+}
+
+// 2. Pending → 403; approved by a holder of `approve` → 200 within 1 s; rejected; revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_decisions_reach_both_proxies() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-approval");
+    let (_controller, a, b) = controller_and_proxies(&setup).await;
+    setup.apply(&base_yaml());
+    setup.apply(&route_yaml("chat", "/chat", "Manual", "needs approval"));
+
+    for proxy in [&a, &b] {
+        eventually("403 pending approval", Duration::from_secs(10), || async {
+            match proxy.chat("/chat", KEY, MODEL).await {
+                (403, body) if body.contains("pending_approval") => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
+    }
+    let sub = wait_condition(&setup, "apisubscription/app-chat", "Accepted", "True").await;
+    assert_eq!(sub["status"]["phase"], "Pending");
+
+    setup
+        .ns
+        .grant("route-owner", &["approve"], &["airoutes.tollgate.dev"]);
+    setup.ns.grant(
+        "route-owner",
+        &["get", "patch"],
+        &["apisubscriptions.tollgate.dev"],
+    );
+    let decide = |decision: &str| {
+        let patch = format!(r#"{{"spec":{{"decision":"{decision}"}}}}"#);
+        let mut cmd = setup.cp.kubectl_as("route-owner", &[]);
+        cmd.args([
+            "-n",
+            setup.ns.name(),
+            "patch",
+            "apisubscription",
+            "app-chat",
+            "--type=merge",
+            "-p",
+        ])
+        .arg(patch);
+        support::run(cmd)
+    };
+    // RBAC reaches the API server's authorizer asynchronously: retry until the grant counts.
+    eventually(
+        "the route owner may approve",
+        Duration::from_secs(30),
+        || async { decide("Approved") },
+    )
+    .await;
+    let approved_at = Instant::now();
+    wait_served(&[&a, &b], "/chat", KEY, Duration::from_secs(1)).await;
+    let took = approved_at.elapsed();
+    println!("approval → 200 on both proxies: {took:?}");
+    assert!(took <= Duration::from_secs(1));
+    let sub = wait_condition(&setup, "apisubscription/app-chat", "Ready", "True").await;
+    assert_eq!(sub["status"]["phase"], "Approved");
+
+    for (decision, code) in [
+        ("Rejected", "subscription_rejected"),
+        ("Revoked", "subscription_revoked"),
+    ] {
+        decide(decision).unwrap_or_else(|e| panic!("{decision}: {e}"));
+        for proxy in [&a, &b] {
+            eventually(&format!("403 {code}"), Duration::from_secs(5), || async {
+                match proxy.chat("/chat", KEY, MODEL).await {
+                    (403, body) if body.contains(code) => Ok(()),
+                    (status, body) => Err(format!("{status} {body}")),
+                }
+            })
+            .await;
+        }
+        let sub = wait_condition(&setup, "apisubscription/app-chat", "Ready", "False").await;
+        assert_eq!(sub["status"]["phase"], decision);
+    }
+    // The decisions were announced as Events on the subscription.
+    let events = setup
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector=involvedObject.name=app-chat",
+        ])
+        .unwrap_or_default();
+    println!("events:\n{events}");
+    for reason in ["Approved", "Rejected", "Revoked"] {
+        assert!(events.contains(reason), "no {reason} event in:\n{events}");
+    }
+}
+
+// 3. ≥ 100 route changes while both proxies carry continuous load: zero failed requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_changes_under_load_fail_no_request() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-churn");
+    let (_controller, a, b) = controller_and_proxies(&setup).await;
+    setup.apply(&base_yaml());
+    setup.apply(&route_yaml("hot", "/hot", "Automatic", "rev 0"));
+    wait_served(&[&a, &b], "/hot", KEY, Duration::from_secs(10)).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for port in [a.port, b.port, a.port, b.port] {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let client = http::Http::new();
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.chat(port, "/hot", KEY, MODEL).await {
+                    Ok((200, _)) => ok += 1,
+                    Ok((status, body)) => failed.push(format!("{status} {body}")),
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let started = Instant::now();
+    let changes = 100;
+    for i in 1..=changes {
+        // Half the changes edit the loaded route itself, half add or edit others beside it.
+        let yaml = if i % 2 == 0 {
+            route_yaml("hot", "/hot", "Automatic", &format!("rev {i}"))
+        } else {
+            route_yaml(
+                &format!("churn-{}", i % 10),
+                &format!("/churn-{}", i % 10),
+                "Automatic",
+                &format!("rev {i}"),
+            )
+        };
+        setup.apply(&yaml);
+    }
+    // Let the last changes propagate under load too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for task in load {
+        let (o, f) = task.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    println!(
+        "{changes} route changes in {:.1}s under load: {ok} requests succeeded, {} failed",
+        started.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    assert!(ok > 100, "the load generator barely ran: {ok}");
+    assert!(
+        failed.is_empty(),
+        "failed requests: {:?}",
+        &failed[..failed.len().min(5)]
+    );
+    wait_served(&[&a, &b], "/churn-9", KEY, Duration::from_secs(5)).await;
+}
+
+/// Applies `n` new routes (with subscriptions) one by one and measures, for each, the time from
+/// `kubectl apply` returning to the first 200 on every proxy.
+async fn measure_propagation(
+    setup: &Setup,
+    proxies: &[&Proxy],
+    label: &str,
+    n: usize,
+) -> Vec<Duration> {
+    let client = http::Http::new();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("{label}-{i}");
+        setup.apply(&route_yaml(
+            &name,
+            &format!("/{name}"),
+            "Automatic",
+            "propagation",
+        ));
+        let applied = Instant::now();
+        for proxy in proxies {
+            loop {
+                if let Ok((200, _)) = client
+                    .chat(proxy.port, &format!("/{name}"), KEY, MODEL)
+                    .await
+                {
+                    break;
+                }
+                assert!(
+                    applied.elapsed() < Duration::from_secs(20),
+                    "{name} never served"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        samples.push(applied.elapsed());
+    }
+    samples.sort();
+    samples
+}
+
+fn report(what: &str, samples: &[Duration]) -> (Duration, Duration) {
+    let (p50, p99) = (percentile(samples, 50.0), percentile(samples, 99.0));
+    println!(
+        "propagation {what}: n={} p50={:.1}ms p99={:.1}ms max={:.1}ms",
+        samples.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        samples.last().unwrap().as_secs_f64() * 1e3
+    );
+    (p50, p99)
+}
+
+// 4. Propagation from `kubectl apply` to the first 200 on both proxies: small config, then 5,000 routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propagation_latency_small_and_with_5000_routes() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-propagation");
+    let (controller, a, b) = controller_and_proxies(&setup).await;
+    setup.apply(&base_yaml());
+    setup.apply(&route_yaml("warm", "/warm", "Automatic", "warm-up"));
+    wait_served(&[&a, &b], "/warm", KEY, Duration::from_secs(10)).await;
+
+    let small = measure_propagation(&setup, &[&a, &b], "small", 50).await;
+    let (_, small_p99) = report("(small config, 50 changes)", &small);
+
+    // Load 5,000 routes straight through the API (kubectl would take minutes), then let status settle.
+    let loaded_at = Instant::now();
+    let client = setup.cp.client().await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("tollgate.dev", "v1alpha1", "AIRoute"),
+        "airoutes",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client, setup.ns.name(), &resource);
+    let created: Vec<_> = stream::iter(0..5000)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let route: DynamicObject = serde_json::from_value(json!({
+                    "apiVersion": "tollgate.dev/v1alpha1",
+                    "kind": "AIRoute",
+                    "metadata": { "name": format!("bulk-{i}") },
+                    "spec": {
+                        "prefix": format!("/bulk/{i}"),
+                        "approval": "Automatic",
+                        "models": [{ "name": MODEL, "backends": [{ "provider": "fake" }] }],
+                    },
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &route).await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(created.iter().all(Result::is_ok), "creating routes failed");
+    // The last route is routed (403 not subscribed, rather than 404) once the big snapshot is out.
+    for proxy in [&a, &b] {
+        eventually(
+            "5,000 routes in the proxies",
+            Duration::from_secs(120),
+            || async {
+                match proxy.chat("/bulk/4999", KEY, MODEL).await {
+                    (403, _) => Ok(()),
+                    (status, body) => Err(format!("{status} {body}")),
+                }
+            },
+        )
+        .await;
+    }
+    // Wait for the leader's 5,000 status writes to finish, so they do not count as propagation.
+    let mut last = -1.0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let writes = controller
+            .metric("tollgate_controller_status_writes_total")
+            .await;
+        if writes == last {
+            break;
+        }
+        last = writes;
+        assert!(
+            loaded_at.elapsed() < Duration::from_secs(300),
+            "status writes never settled"
+        );
+    }
+    println!(
+        "5,000 routes loaded, served and their status written in {:.1}s; snapshot {:.0} KiB; compile p50 ≈ see metrics",
+        loaded_at.elapsed().as_secs_f64(),
+        controller
+            .metric("tollgate_controller_snapshot_bytes")
+            .await
+            / 1024.0,
+    );
+    let large = measure_propagation(&setup, &[&a, &b], "large", 50).await;
+    report("(5,000 routes loaded, 50 changes)", &large);
+    let compiles = controller
+        .metric("tollgate_controller_compile_duration_seconds_count")
+        .await;
+    let compile_sum = controller
+        .metric("tollgate_controller_compile_duration_seconds_sum")
+        .await;
+    println!(
+        "controller compiles: {compiles} taking {:.1}ms on average",
+        compile_sum / compiles * 1e3
+    );
+    assert!(
+        small_p99 <= Duration::from_millis(100),
+        "p99 {small_p99:?} above the 100 ms target with the small config"
+    );
+}
+
+// 5. Controller killed → proxies keep serving; controller back → they reconverge without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_survive_a_controller_outage_and_reconverge() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-outage");
+    let (mut controller, a, b) = controller_and_proxies(&setup).await;
+    setup.apply(&base_yaml());
+    setup.apply(&route_yaml(
+        "steady",
+        "/steady",
+        "Automatic",
+        "before the outage",
+    ));
+    wait_served(&[&a, &b], "/steady", KEY, Duration::from_secs(10)).await;
+    let port = controller.port;
+    let pids = (a.process.pid(), b.process.pid());
+
+    controller.process.kill();
+    let client = http::Http::new();
+    let outage = Instant::now();
+    let mut served = 0;
+    while outage.elapsed() < Duration::from_secs(3) {
+        for proxy in [&a, &b] {
+            let answer = client.chat(proxy.port, "/steady", KEY, MODEL).await;
+            assert!(
+                matches!(answer, Ok((200, _))),
+                "{} during the outage: {answer:?}",
+                proxy.process.name
+            );
+            served += 1;
+        }
+        assert!(
+            a.ready().await && b.ready().await,
+            "a proxy stopped being ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("controller down: {served} requests served from the last snapshot, all 200");
+
+    // A change made while no controller runs is picked up once one is back.
+    setup.apply(&route_yaml(
+        "later",
+        "/later",
+        "Automatic",
+        "during the outage",
+    ));
+    let _controller = setup.controller_on("controller-again", port).await;
+    let back = Instant::now();
+    wait_served(&[&a, &b], "/later", KEY, Duration::from_secs(20)).await;
+    println!(
+        "reconverged {:?} after the controller was back",
+        back.elapsed()
+    );
+    assert_eq!((a.process.pid(), b.process.pid()), pids);
+    for proxy in [&a, &b] {
+        assert!(
+            proxy.process.log().contains("reconnecting"),
+            "{} never reconnected",
+            proxy.process.name
+        );
+    }
+}
+
+// 6. Two replicas: exactly one writes status; kill it → the other takes over and writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_writes_status_and_the_other_takes_over() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-leader");
+    let first = setup.controller("ctl-one").await;
+    let second = setup.controller("ctl-two").await;
+    // One proxy per replica: both replicas serve snapshots, whoever leads.
+    let mut a = setup.proxy("proxy-a", first.port, &setup.proxy_token);
+    let mut b = setup.proxy("proxy-b", second.port, &setup.proxy_token);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let holder = eventually("a Lease holder", Duration::from_secs(15), || async {
+        match lease_holder(&setup) {
+            h if h == "ctl-one" || h == "ctl-two" => Ok(h),
+            other => Err(format!("holder {other:?}")),
+        }
+    })
+    .await;
+    let (mut leader, follower) = if holder == "ctl-one" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    setup.apply(&base_yaml());
+    setup.apply(&route_yaml("r1", "/r1", "Automatic", "first"));
+    wait_condition(&setup, "airoute/r1", "Ready", "True").await;
+    wait_served(&[&a, &b], "/r1", KEY, Duration::from_secs(10)).await;
+    let leader_writes = leader
+        .metric("tollgate_controller_status_writes_total")
+        .await;
+    let follower_writes = follower
+        .metric("tollgate_controller_status_writes_total")
+        .await;
+    println!("status writes: leader {holder} {leader_writes}, follower {follower_writes}");
+    assert!(leader_writes > 0.0);
+    assert_eq!(follower_writes, 0.0, "the follower wrote status");
+    assert_eq!(leader.metric("tollgate_controller_leader").await, 1.0);
+    assert_eq!(follower.metric("tollgate_controller_leader").await, 0.0);
+
+    leader.process.kill();
+    let killed = Instant::now();
+    let new_holder = eventually("a new Lease holder", LEASE * 3, || async {
+        match lease_holder(&setup) {
+            h if h != holder && !h.is_empty() => Ok(h),
+            other => Err(format!("holder {other:?}")),
+        }
+    })
+    .await;
+    let takeover = killed.elapsed();
+    println!("leader killed; {new_holder} took over after {takeover:?} (lease duration {LEASE:?})");
+    // Expiry is judged on the survivor's clock from the last renewal it saw, checked once per LEASE/4.
+    assert!(takeover <= LEASE + LEASE / 2, "takeover took {takeover:?}");
+
+    setup.apply(&route_yaml("r2", "/r2", "Automatic", "after the takeover"));
+    wait_condition(&setup, "airoute/r2", "Ready", "True").await;
+    let sub = wait_condition(&setup, "apisubscription/app-r2", "Ready", "True").await;
+    assert_eq!(sub["status"]["phase"], "Approved");
+    assert!(
+        follower
+            .metric("tollgate_controller_status_writes_total")
+            .await
+            > 0.0
+    );
+    let survivor_proxy = if holder == "ctl-one" { &b } else { &a };
+    wait_served(&[survivor_proxy], "/r2", KEY, Duration::from_secs(10)).await;
+
+    // A graceful shutdown gives the Lease up at once rather than letting it expire.
+    let mut survivor = follower;
+    survivor.process.terminate();
+    let holder = lease_holder(&setup);
+    assert!(
+        holder.is_empty(),
+        "the Lease is still held by {holder:?} after SIGTERM"
+    );
+    assert!(survivor.process.log().contains("released the Lease"));
+}
+
+// 7. A proxy without a valid token, or with another ServiceAccount's, receives no snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_without_an_allowed_token_get_no_snapshot() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-auth");
+    let controller = setup.controller("controller").await;
+    setup.apply(&base_yaml());
+    let other = setup.token_file(OTHER_SA, Some(support::AUDIENCE), "other.token");
+    let wrong_audience = setup.token_file(PROXY_SA, None, "wrong-audience.token");
+    let garbage = setup.dir.path().join("garbage.token");
+    std::fs::write(&garbage, "not-a-token").unwrap();
+
+    let mut good = setup.proxy("proxy-allowed", controller.port, &setup.proxy_token);
+    let intruders = [
+        (
+            setup.proxy("proxy-other-sa", controller.port, &other),
+            "403",
+        ),
+        (
+            setup.proxy("proxy-wrong-audience", controller.port, &wrong_audience),
+            "401",
+        ),
+        (
+            setup.proxy("proxy-garbage-token", controller.port, &garbage),
+            "401",
+        ),
+    ];
+    good.wait_ready().await;
+    // Long enough for several reconnection attempts each.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (proxy, status) in &intruders {
+        assert!(!proxy.ready().await, "{} became ready", proxy.process.name);
+        let log = proxy.process.log();
+        assert!(
+            log.contains(&format!("answered {status}")),
+            "{} log:\n{log}",
+            proxy.process.name
+        );
+        assert!(
+            !log.contains("received a snapshot"),
+            "{} got a snapshot",
+            proxy.process.name
+        );
+    }
+    let denied = controller
+        .metric("tollgate_controller_auth_denied_total")
+        .await;
+    println!(
+        "refused stream requests: {denied}; the allowed proxy is ready, the other three are not"
+    );
+    assert!(denied >= 3.0);
+}
+
+// 8. A generated key: the Secret appears, the key works, deleting the Secret rotates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_keys_work_and_rotate_when_the_secret_is_deleted() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-keys");
+    let (_controller, a, b) = controller_and_proxies(&setup).await;
+    setup.apply(&base_yaml());
+    setup.apply(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: Consumer
+metadata:
+  name: gen
+spec:
+  keys:
+    - name: main
+      generate: true
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata:
+  name: keyed
+spec:
+  prefix: /keyed
+  approval: Automatic
+  models:
+    - name: fake-chat
+      backends:
+        - provider: fake
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ApiSubscription
+metadata:
+  name: gen-keyed
+spec:
+  consumer: gen
+  route:
+    name: keyed
+"#,
+    );
+    let read_key = || {
+        let encoded = setup.jsonpath("secret/gen-main-apikey", "{.data.apiKey}");
+        let out = std::process::Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(encoded.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = eventually("the generated Secret", Duration::from_secs(10), || async {
+        match read_key() {
+            k if k.starts_with("tg_") => Ok(k),
+            other => Err(format!("key {other:?}")),
+        }
+    })
+    .await;
+    assert!(first.len() >= 3 + 43, "{first}");
+    let secret = status_of(&setup, "secret/gen-main-apikey");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Consumer");
+    assert_eq!(secret["metadata"]["labels"]["tollgate.dev/secret"], "true");
+    wait_served(&[&a, &b], "/keyed", &first, Duration::from_secs(10)).await;
+
+    setup
+        .kubectl(&["delete", "secret", "gen-main-apikey"])
+        .unwrap();
+    let rotated_at = Instant::now();
+    let second = eventually("a new key", Duration::from_secs(20), || async {
+        match read_key() {
+            k if k.starts_with("tg_") && k != first => Ok(k),
+            other => Err(format!("key {other:?}")),
+        }
+    })
+    .await;
+    wait_served(&[&a, &b], "/keyed", &second, Duration::from_secs(10)).await;
+    for proxy in [&a, &b] {
+        eventually("the old key refused", Duration::from_secs(10), || async {
+            match proxy.chat("/keyed", &first, MODEL).await {
+                (401, _) => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
+    }
+    println!(
+        "key rotated: new key served and old key refused {:?} after deleting the Secret",
+        rotated_at.elapsed()
+    );
+}
+
+// 9. Usage appears in ApiSubscription.status after traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_rolled_up_into_subscription_status() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-usage");
+    let (_controller, a, b) = controller_and_proxies(&setup).await;
+    setup.apply(&base_yaml());
+    setup.apply(&route_yaml("metered", "/metered", "Automatic", "usage"));
+    wait_served(&[&a, &b], "/metered", KEY, Duration::from_secs(10)).await;
+    // wait_served made one call on each proxy; 20 more, split between them.
+    let (mut requests, mut input, mut output) = (2u64, 0u64, 0u64);
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let proxy = if i % 2 == 0 { &a } else { &b };
+        calls.push(proxy.chat("/metered", KEY, MODEL).await);
+    }
+    for (status, body) in calls {
+        assert_eq!(status, 200, "{body}");
+        requests += 1;
+        let body: Value = serde_json::from_str(&body).unwrap();
+        input += body["usage"]["prompt_tokens"].as_u64().unwrap();
+        output += body["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    // The two calls of wait_served: same prompt, so the same token counts.
+    input += 2 * (input / 20);
+    output += 2 * (output / 20);
+    let traffic_done = Instant::now();
+    let usage = eventually("usage in status", Duration::from_secs(15), || async {
+        let sub = status_of(&setup, "apisubscription/app-metered");
+        match &sub["status"]["usage"] {
+            u if u["requests"].as_u64() == Some(requests) => Ok(u.clone()),
+            u => Err(format!("usage {u}")),
+        }
+    })
+    .await;
+    println!("usage after {:?}: {usage}", traffic_done.elapsed());
+    assert_eq!(usage["inputTokens"].as_u64(), Some(input));
+    assert_eq!(usage["outputTokens"].as_u64(), Some(output));
+    assert_eq!(usage["totalTokens"].as_u64(), Some(input + output));
+    let cost: f64 = usage["costUsd"].as_str().unwrap().parse().unwrap();
+    let want = (input as f64 * INPUT_PRICE + output as f64 * OUTPUT_PRICE) / 1e6;
+    assert!((cost - want).abs() < 2e-6, "cost {cost} want {want}");
+    assert!(
+        usage["windowStart"]
+            .as_str()
+            .unwrap()
+            .ends_with("-01T00:00:00Z")
+    );
+    let columns = setup
+        .kubectl(&["get", "apisubscription", "app-metered", "-o", "wide"])
+        .unwrap();
+    println!("{columns}");
+    assert!(columns.contains(&requests.to_string()));
+}

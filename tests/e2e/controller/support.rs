@@ -1,0 +1,445 @@
+//! Running the real `tollgate-controller` and `tollgate-proxy` binaries against the test control plane.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tollgate_e2e::{ControlPlane, TestNamespace};
+
+use crate::http;
+
+/// The audience proxies' tokens are issued for.
+pub const AUDIENCE: &str = "tollgate-controller";
+/// The allowed proxies' ServiceAccount.
+pub const PROXY_SA: &str = "tollgate-proxy";
+/// A ServiceAccount that exists but is not allowed.
+pub const OTHER_SA: &str = "someone-else";
+/// Lease duration the controllers run with in these tests.
+pub const LEASE: Duration = Duration::from_secs(4);
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Output of a command, or its stderr.
+pub fn run(mut cmd: Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The control plane with Tollgate's CRDs and approval policy installed (once per test binary).
+pub fn installed() -> &'static ControlPlane {
+    static DONE: OnceLock<()> = OnceLock::new();
+    let cp = ControlPlane::shared();
+    DONE.get_or_init(|| {
+        let mut apply = cp.kubectl();
+        apply
+            .args(["apply", "--server-side", "-f"])
+            .arg(repo().join("crds"));
+        run(apply).expect("kubectl apply -f crds/");
+        let mut wait = cp.kubectl();
+        wait.args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/modelproviders.tollgate.dev",
+            "crd/airoutes.tollgate.dev",
+            "crd/consumers.tollgate.dev",
+            "crd/apisubscriptions.tollgate.dev",
+        ]);
+        run(wait).expect("CRDs become Established");
+    });
+    cp
+}
+
+/// Where the binaries are, built once per test binary (a no-op when up to date).
+fn binaries() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let profile = std::env::var("TOLLGATE_E2E_PROFILE").unwrap_or_else(|_| "dev".into());
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(repo())
+            .args([
+                "build",
+                "--profile",
+                &profile,
+                "-p",
+                "tollgate-controller",
+                "-p",
+                "tollgate-proxy",
+                "--bins",
+            ])
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the controller and proxy failed");
+        // This test binary is target/<profile>/deps/<name>; the bins are in target/<profile dir>/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let target = exe
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::parent)
+            .expect("target dir");
+        let dir = if profile == "dev" { "debug" } else { &profile };
+        target.join(dir)
+    })
+}
+
+/// A free loopback port (the listener is closed; a clash with another process is unlikely).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process that is killed when dropped, and also when the test process dies.
+pub struct Process {
+    pub name: String,
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Process {
+    fn spawn(name: &str, mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = log.clone();
+        let echo = std::env::var_os("TOLLGATE_E2E_ECHO").is_some();
+        let tag = name.to_owned();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if echo {
+                    eprint!("[{tag}] {line}");
+                }
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+            let _ = reader.read_to_string(&mut line);
+        });
+        Self {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (graceful shutdown).
+    pub fn terminate(&mut self) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- last lines of {} ---\n{}",
+                self.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        self.kill();
+    }
+}
+
+/// A namespace with what controllers and proxies need: TLS files, ServiceAccounts and their tokens.
+pub struct Setup {
+    pub cp: &'static ControlPlane,
+    pub ns: TestNamespace,
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    /// Token of the allowed proxy ServiceAccount, audience `tollgate-controller`.
+    pub proxy_token: PathBuf,
+}
+
+impl Setup {
+    pub fn new(prefix: &str) -> Self {
+        let cp = installed();
+        let ns = cp.namespace(prefix);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ca, cert, key) = tls_files(dir.path());
+        let accounts = format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {PROXY_SA}\n---\n\
+             apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {OTHER_SA}\n"
+        );
+        ns.apply_yaml(&accounts).expect("ServiceAccounts");
+        let mut setup = Self {
+            cp,
+            ns,
+            proxy_token: PathBuf::new(),
+            dir,
+            ca,
+            cert,
+            key,
+        };
+        setup.proxy_token = setup.token_file(PROXY_SA, Some(AUDIENCE), "proxy.token");
+        setup
+    }
+
+    /// A TokenRequest for `account` written to a file, as a projected token volume would hold it.
+    pub fn token_file(&self, account: &str, audience: Option<&str>, file: &str) -> PathBuf {
+        let mut cmd = self.cp.kubectl();
+        cmd.args([
+            "create",
+            "token",
+            account,
+            "-n",
+            self.ns.name(),
+            "--duration=1h",
+        ]);
+        if let Some(audience) = audience {
+            cmd.arg(format!("--audience={audience}"));
+        }
+        let token = run(cmd).expect("kubectl create token");
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, token.trim()).expect("writing the token");
+        path
+    }
+
+    /// Applies YAML into the namespace, panicking with kubectl's message on failure.
+    pub fn apply(&self, yaml: &str) {
+        if let Err(e) = self.ns.apply_yaml(yaml) {
+            panic!("kubectl apply failed: {e}\n{yaml}");
+        }
+    }
+
+    /// `kubectl` in this namespace.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = self.cp.kubectl();
+        cmd.args(["-n", self.ns.name()]).args(args);
+        run(cmd)
+    }
+
+    /// One field of an object through a JSONPath.
+    pub fn jsonpath(&self, resource: &str, path: &str) -> String {
+        self.kubectl(&["get", resource, "-o", &format!("jsonpath={path}")])
+            .unwrap_or_default()
+    }
+
+    /// Starts a controller watching this namespace only, with its Lease here too.
+    pub async fn controller(&self, name: &str) -> Controller {
+        self.controller_on(name, free_port()).await
+    }
+
+    /// Starts a controller on a given snapshot port (to restart one where proxies expect it).
+    pub async fn controller_on(&self, name: &str, port: u16) -> Controller {
+        let admin = free_port();
+        let mut cmd = Command::new(binaries().join("tollgate-controller"));
+        cmd.env("KUBECONFIG", self.cp.kubeconfig_path())
+            .env("RUST_LOG", "info,kube=warn,tollgate_controller=debug")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+            .arg(format!("--tls-cert={}", self.cert.display()))
+            .arg(format!("--tls-key={}", self.key.display()))
+            .arg(format!("--allowed-proxy-sa={}:{PROXY_SA}", self.ns.name()))
+            .arg(format!("--namespace={}", self.ns.name()))
+            .arg(format!("--lease-namespace={}", self.ns.name()))
+            .arg(format!("--lease-duration={}s", LEASE.as_secs()))
+            .arg(format!("--identity={name}"))
+            .arg("--usage-flush=1s")
+            .arg("--heartbeat=2s");
+        let mut process = Process::spawn(name, cmd);
+        let url = format!("http://127.0.0.1:{admin}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if matches!(http::get(&url).await, Ok((200, _))) {
+                break;
+            }
+            assert!(process.running(), "{name} exited:\n{}", process.log());
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready:\n{}",
+                process.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Controller {
+            process,
+            port,
+            admin,
+        }
+    }
+
+    /// Starts a proxy following the controller on `controller_port` with the token in `token`.
+    pub fn proxy(&self, name: &str, controller_port: u16, token: &Path) -> Proxy {
+        let port = free_port();
+        let admin = free_port();
+        let mut cmd = Command::new(binaries().join("tollgate-proxy"));
+        cmd.arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+            .arg("--access-log=off")
+            .arg(format!("--controller=https://127.0.0.1:{controller_port}"))
+            .arg(format!("--controller-ca={}", self.ca.display()))
+            .arg(format!("--token-file={}", token.display()))
+            .arg("--usage-interval=1s");
+        Proxy {
+            process: Process::spawn(name, cmd),
+            port,
+            admin,
+        }
+    }
+}
+
+/// A running controller.
+pub struct Controller {
+    pub process: Process,
+    /// Snapshot (TLS) port.
+    pub port: u16,
+    /// Admin port.
+    pub admin: u16,
+}
+
+impl Controller {
+    /// One metric's value (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin);
+        let Ok((200, text)) = http::get(&url).await else {
+            return 0.0;
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub process: Process,
+    /// OpenAI-compatible API port.
+    pub port: u16,
+    /// Admin port.
+    pub admin: u16,
+}
+
+impl Proxy {
+    /// Whether `/readyz` says ready.
+    pub async fn ready(&self) -> bool {
+        matches!(
+            http::get(&format!("http://127.0.0.1:{}/readyz", self.admin)).await,
+            Ok((200, _))
+        )
+    }
+
+    /// Waits for readiness (the first snapshot).
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.ready().await {
+            assert!(
+                self.process.running(),
+                "{} exited:\n{}",
+                self.process.name,
+                self.process.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{} never became ready:\n{}",
+                self.process.name,
+                self.process.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A chat completion on `prefix` with `key`: status and body.
+    pub async fn chat(&self, prefix: &str, key: &str, model: &str) -> (u16, String) {
+        http::chat(self.port, prefix, key, model)
+            .await
+            .unwrap_or((0, "connection failed".into()))
+    }
+}
+
+/// A CA and a serving certificate for 127.0.0.1 and localhost, as files.
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    (
+        write("ca.pem", &ca_pem),
+        write("tls.crt", &cert.pem()),
+        write("tls.key", &key.serialize_pem()),
+    )
+}
+
+/// Percentile (0–100) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
