@@ -109,6 +109,7 @@ impl OpenAiFake {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| answer(state.clone(), req));
