@@ -35,8 +35,7 @@ fn run(mut cmd: Command) -> Result<String, String> {
 }
 
 /// Two releases, installed one after the other (concurrent installs would race to create the CRDs):
-/// `tollgate` in namespace `tollgate`, watching only `team-a`, with `localhost` in its certificate so a
-/// proxy on this machine can verify the controller; and `wide` in namespace `wide`, with defaults.
+/// `tollgate` in namespace `tollgate`, watching only `team-a`, and `wide` in namespace `wide`, with defaults.
 fn installed() -> &'static ControlPlane {
     static DONE: OnceLock<()> = OnceLock::new();
     let cp = ControlPlane::shared();
@@ -359,18 +358,27 @@ fn free_port() -> u16 {
 /// `cargo build` of the controller and proxy binaries (a no-op when they are fresh); their directory.
 fn binaries() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(repo())
-        .args([
-            "build",
-            "-p",
-            "tollgate-controller",
-            "-p",
-            "tollgate-proxy",
-            "--bins",
-        ])
-        .status()
-        .expect("running cargo build");
+    let mut build = Command::new(cargo);
+    build.current_dir(repo()).args([
+        "build",
+        "-p",
+        "tollgate-controller",
+        "-p",
+        "tollgate-proxy",
+        "--bins",
+    ]);
+    // `cargo test` gives this process the variables it gives a crate's build (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_NAME, ...). Build scripts such as ring's rerun when those change, so passing them on
+    // would rebuild half the dependency tree here and again in the next ordinary build.
+    for (key, _) in std::env::vars() {
+        let from_cargo_test = (key.starts_with("CARGO_")
+            && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR"))
+            || key == "OUT_DIR";
+        if from_cargo_test {
+            build.env_remove(key);
+        }
+    }
+    let status = build.status().expect("running cargo build");
     assert!(status.success(), "building the controller and proxy failed");
     // This test is target/debug/deps/<name>; the binaries are in target/debug.
     let exe = std::env::current_exe().unwrap();
@@ -413,27 +421,6 @@ fn deployment_args(cp: &ControlPlane, deployment: &str, replace: &[(&str, String
         .collect()
 }
 
-/// Writes one key of the chart's TLS Secret to a file, as the pod's volume would hold it.
-fn secret_file(cp: &ControlPlane, dir: &Path, key: &str) -> PathBuf {
-    let mut get = cp.kubectl();
-    get.args([
-        "get",
-        "secret",
-        "tollgate-controller-tls",
-        "-n",
-        "tollgate",
-        "-o",
-        "json",
-    ]);
-    let secret: Value = serde_json::from_str(&run(get).unwrap()).unwrap();
-    let mut decode = Command::new("base64");
-    decode.arg("-d");
-    let pem = tollgate_e2e::run_with_stdin(decode, secret["data"][key].as_str().unwrap()).unwrap();
-    let path = dir.join(key);
-    std::fs::write(&path, pem).unwrap();
-    path
-}
-
 fn curl(args: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new("curl");
     cmd.args([
@@ -447,50 +434,216 @@ fn curl(args: &[&str]) -> Result<String, String> {
     run(cmd)
 }
 
+/// One key of the chart's TLS Secret, decoded.
+fn secret_key(cp: &ControlPlane, key: &str) -> Vec<u8> {
+    let mut get = cp.kubectl();
+    get.args([
+        "get",
+        "secret",
+        "tollgate-controller-tls",
+        "-n",
+        "tollgate",
+        "-o",
+        "json",
+    ]);
+    let secret: Value = serde_json::from_str(&run(get).unwrap()).unwrap();
+    let mut decode = Command::new("base64");
+    decode.arg("-d");
+    tollgate_e2e::run_with_stdin(decode, secret["data"][key].as_str().unwrap())
+        .unwrap()
+        .into_bytes()
+}
+
+/// Host files that make up what the binaries may use of the runtime image,
+/// gcr.io/distroless/cc-debian12:nonroot: glibc 2.36 (loader, libc, libm), libgcc_s and the CA bundle.
+/// The host is Debian 12 as well, so these are the same library versions. Nothing else is copied:
+/// a binary that needed another library or file would fail to start or to work below.
+const IMAGE_FILES: &[(&str, &str)] = &[
+    ("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
+    (
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "lib/x86_64-linux-gnu/libc.so.6",
+    ),
+    (
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "lib/x86_64-linux-gnu/libm.so.6",
+    ),
+    (
+        "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+        "lib/x86_64-linux-gnu/libgcc_s.so.1",
+    ),
+    (
+        "/etc/ssl/certs/ca-certificates.crt",
+        "etc/ssl/certs/ca-certificates.crt",
+    ),
+];
+
+/// The image's user, as in distroless `:nonroot` and the chart's runAsUser.
+const NONROOT: &str = "65532:65532";
+
+/// A root file system like the runtime image plus `files` (what the kubelet would mount), all owned by
+/// root and read-only to the non-root user, as with readOnlyRootFilesystem.
+fn runtime_root(dir: &Path, binary: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let root = dir.join("root");
+    let put = |path: &str, bytes: &[u8], mode: u32| {
+        let target = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, bytes).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for (host, inside) in IMAGE_FILES {
+        put(inside, &std::fs::read(host).unwrap(), 0o755);
+    }
+    put(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+        0o644,
+    );
+    put("etc/group", b"root:x:0:\nnonroot:x:65532:\n", 0o644);
+    let name = binary.file_name().unwrap().to_str().unwrap();
+    put(
+        &format!("usr/local/bin/{name}"),
+        &std::fs::read(binary).unwrap(),
+        0o755,
+    );
+    for (path, bytes) in files {
+        put(path, bytes, 0o644);
+    }
+    // Directories: traversable, not writable, for the non-root user (tempdir makes its root 0700).
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    root
+}
+
+/// `binary`'s shared libraries must all be in the image, and no newer glibc than the image's 2.36.
+fn assert_links_only_against_the_image(binary: &Path) {
+    let mut ldd = Command::new("ldd");
+    ldd.arg(binary);
+    let libraries = run(ldd).unwrap();
+    for line in libraries.lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let provided = name == "linux-vdso.so.1"
+            || IMAGE_FILES
+                .iter()
+                .any(|(host, _)| host.ends_with(&format!("/{}", name.rsplit('/').next().unwrap())));
+        assert!(
+            provided,
+            "{} needs {name}, which the image lacks",
+            binary.display()
+        );
+    }
+    let mut symbols = Command::new("objdump");
+    symbols.arg("-T").arg(binary);
+    let symbols = run(symbols).unwrap();
+    let newest = symbols
+        .split("GLIBC_")
+        .skip(1)
+        .filter_map(|s| {
+            let version: String = s
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            Some((parts.next()?, parts.next().unwrap_or(0)))
+        })
+        .max()
+        .unwrap();
+    assert!(
+        newest <= (2, 36),
+        "{} needs glibc {newest:?}",
+        binary.display()
+    );
+}
+
+/// Runs `binary` inside `root` as the non-root user, with an empty environment plus `env`.
+fn spawn_in_root(
+    name: &'static str,
+    root: &Path,
+    binary: &str,
+    args: &[String],
+    env: &[(&str, String)],
+) -> Process {
+    // An absolute path: the environment is cleared, PATH included.
+    let mut cmd = Command::new("/usr/sbin/chroot");
+    cmd.arg(format!("--userspec={NONROOT}"))
+        .arg(root)
+        .arg(format!("/usr/local/bin/{binary}"))
+        .args(args)
+        .env_clear();
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    Process::spawn(name, cmd)
+}
+
 #[test]
-fn the_real_controller_and_proxy_work_with_the_charts_accounts_flags_and_certificate() {
+fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accounts_flags_and_tls() {
     let cp = installed();
     let bin = binaries();
+    for binary in ["tollgate-controller", "tollgate-proxy"] {
+        assert_links_only_against_the_image(&bin.join(binary));
+    }
     let dir = tempfile::tempdir().unwrap();
+    // What the kubelet mounts into every pod: /etc/hosts with the cluster's names (here the
+    // controller Service's resolves to loopback, where the controller listens).
+    let hosts = b"127.0.0.1 localhost tollgate-controller.tollgate.svc\n".to_vec();
 
-    // The controller: the chart's ServiceAccount (a TokenRequest, as the pod's automounted token
-    // would be), the chart's flags, the chart's certificate.
-    let controller_dir = dir.path().join("controller");
-    std::fs::create_dir_all(&controller_dir).unwrap();
-    let kubeconfig = token_kubeconfig(
-        cp,
-        &controller_dir,
-        &token(cp, "tollgate", "tollgate-controller", None),
-    );
+    // The controller, as its pod runs it: in-cluster configuration from the automounted token of the
+    // chart's ServiceAccount, the chart's flags (listen addresses aside: there is no pod IP), the chart's
+    // certificate at the path the chart mounts it.
     let snapshot_port = free_port();
     let admin_port = free_port();
+    let api_port = cp.server_url().rsplit(':').next().unwrap().to_owned();
+    let controller_root = runtime_root(
+        &dir.path().join("controller"),
+        &bin.join("tollgate-controller"),
+        &[
+            ("/etc/hosts", hosts.clone()),
+            (
+                "/var/run/secrets/kubernetes.io/serviceaccount/token",
+                token(cp, "tollgate", "tollgate-controller", None).into_bytes(),
+            ),
+            (
+                "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+                cp.ca_pem().as_bytes().to_vec(),
+            ),
+            (
+                "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+                b"tollgate".to_vec(),
+            ),
+            ("/etc/tollgate/tls/tls.crt", secret_key(cp, "tls.crt")),
+            ("/etc/tollgate/tls/tls.key", secret_key(cp, "tls.key")),
+        ],
+    );
     let args = deployment_args(
         cp,
         "tollgate-controller",
         &[
             ("--listen", format!("127.0.0.1:{snapshot_port}")),
             ("--admin-listen", format!("127.0.0.1:{admin_port}")),
-            (
-                "--tls-cert",
-                secret_file(cp, &controller_dir, "tls.crt")
-                    .display()
-                    .to_string(),
-            ),
-            (
-                "--tls-key",
-                secret_file(cp, &controller_dir, "tls.key")
-                    .display()
-                    .to_string(),
-            ),
         ],
     );
-    let mut cmd = Command::new(bin.join("tollgate-controller"));
-    cmd.args(&args)
-        .env_clear()
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAME", "tollgate-controller-e2e")
-        .env("RUST_LOG", "info,kube=warn");
-    let controller = Process::spawn("controller", cmd);
+    let controller = spawn_in_root(
+        "controller",
+        &controller_root,
+        "tollgate-controller",
+        &args,
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1".to_owned()),
+            ("KUBERNETES_SERVICE_PORT", api_port),
+            ("POD_NAME", "tollgate-controller-e2e".to_owned()),
+            ("RUST_LOG", "info,kube=warn".to_owned()),
+        ],
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ready = format!("http://127.0.0.1:{admin_port}/readyz");
@@ -549,40 +702,44 @@ fn the_real_controller_and_proxy_work_with_the_charts_accounts_flags_and_certifi
         },
     ));
 
-    // The proxy: the chart's flags, its ServiceAccount's token for the controller's audience (what the
-    // projected volume holds), the chart's CA, and the controller reached by a name in its certificate.
-    let proxy_dir = dir.path().join("proxy");
-    std::fs::create_dir_all(&proxy_dir).unwrap();
-    let token_file = proxy_dir.join("token");
-    std::fs::write(
-        &token_file,
-        token(
-            cp,
-            "tollgate",
-            "tollgate-proxy",
-            Some("tollgate-controller"),
-        ),
-    )
-    .unwrap();
+    // The proxy, as its pod runs it: no API credentials at all, the projected token for the
+    // controller's audience and the CA at the chart's paths, the chart's controller URL (its port aside).
     let http_port = free_port();
     let proxy_admin = free_port();
+    let proxy_root = runtime_root(
+        &dir.path().join("proxy"),
+        &bin.join("tollgate-proxy"),
+        &[
+            ("/etc/hosts", hosts),
+            (
+                "/var/run/secrets/tollgate/token",
+                token(
+                    cp,
+                    "tollgate",
+                    "tollgate-proxy",
+                    Some("tollgate-controller"),
+                )
+                .into_bytes(),
+            ),
+            (
+                "/etc/tollgate/controller-ca/ca.crt",
+                secret_key(cp, "ca.crt"),
+            ),
+        ],
+    );
     let args = deployment_args(
         cp,
         "tollgate-proxy",
         &[
-            ("--controller", format!("https://localhost:{snapshot_port}")),
             (
-                "--controller-ca",
-                secret_file(cp, &proxy_dir, "ca.crt").display().to_string(),
+                "--controller",
+                format!("https://tollgate-controller.tollgate.svc:{snapshot_port}"),
             ),
-            ("--token-file", token_file.display().to_string()),
             ("--listen", format!("127.0.0.1:{http_port}")),
             ("--admin-listen", format!("127.0.0.1:{proxy_admin}")),
         ],
     );
-    let mut cmd = Command::new(bin.join("tollgate-proxy"));
-    cmd.args(&args).env_clear();
-    let proxy = Process::spawn("proxy", cmd);
+    let proxy = spawn_in_root("proxy", &proxy_root, "tollgate-proxy", &args, &[]);
     let ready = format!("http://127.0.0.1:{proxy_admin}/readyz");
     rt.block_on(eventually(
         "the proxy holds a snapshot from the controller",
@@ -609,7 +766,7 @@ fn the_real_controller_and_proxy_work_with_the_charts_accounts_flags_and_certifi
 
     for (name, log) in [("controller", controller.log()), ("proxy", proxy.log())] {
         assert!(
-            !log.contains("forbidden") && !log.contains("Forbidden"),
+            !log.to_lowercase().contains("forbidden"),
             "{name} was refused something by the API server:\n{log}"
         );
     }
