@@ -764,6 +764,52 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
     ));
     assert!(answer.contains("\"choices\""), "{answer}");
 
+    // A streamed call too, so the time-to-first-token histogram has a sample.
+    let streamed = curl(&[
+        "-H",
+        "Authorization: Bearer tg-quickstart-demo-key",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"model":"fake-chat","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        &url,
+    ])
+    .unwrap();
+    assert!(streamed.contains("data: [DONE]"), "{streamed}");
+
+    // Every metric the chart's Grafana dashboard and the HPA's custom metric read is one the binaries
+    // export.
+    let exported = [admin_port, proxy_admin]
+        .iter()
+        .map(|port| curl(&[&format!("http://127.0.0.1:{port}/metrics")]).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let families: Vec<&str> = exported
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let exports = |name: &str| {
+        families.iter().any(|family| {
+            name == *family
+                || ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(family))
+        })
+    };
+    let dashboard =
+        std::fs::read_to_string(repo().join("charts/tollgate/files/dashboard.json")).unwrap();
+    let mut read: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("tollgate_"))
+        .collect();
+    read.push("tollgate_in_flight_requests");
+    let missing: Vec<&&str> = read.iter().filter(|name| !exports(name)).collect();
+    assert!(
+        missing.is_empty(),
+        "not exported: {missing:?}\n{families:?}"
+    );
+
     for (name, log) in [("controller", controller.log()), ("proxy", proxy.log())] {
         assert!(
             !log.to_lowercase().contains("forbidden"),
