@@ -84,7 +84,7 @@ pub fn notes(verdict: &Verdict, current: &Value) -> Vec<Note> {
             if was != Some(now) && now != "Pending" {
                 let message = verdict
                     .condition("Ready")
-                    .map(|c| c.message.clone())
+                    .map(|c| c.message.to_string())
                     .unwrap_or_else(|| format!("the subscription is now {now}"));
                 notes.push(Note {
                     warning: now == "Invalid",
@@ -102,7 +102,7 @@ pub fn notes(verdict: &Verdict, current: &Value) -> Vec<Note> {
                 notes.push(Note {
                     warning: true,
                     reason: accepted.reason.to_owned(),
-                    message: accepted.message.clone(),
+                    message: accepted.message.to_string(),
                 });
             }
         }
@@ -184,8 +184,8 @@ mod tests {
             id: ObjectRef::new("team", "sub"),
             generation: Some(3),
             conditions: vec![
-                VerdictCondition::new("Accepted", true, "Accepted", "ok".into()),
-                VerdictCondition::new("Ready", ready, phase.as_str(), message.into()),
+                VerdictCondition::new("Accepted", true, "Accepted", "ok"),
+                VerdictCondition::new("Ready", ready, phase.as_str(), message.to_owned()),
             ],
             detail: Detail::Subscription(SubscriptionDetail {
                 phase,
@@ -254,7 +254,7 @@ mod tests {
             "ResolvedRefs",
             false,
             "SecretNotFound",
-            "Secret team/key does not exist".into(),
+            "Secret team/key does not exist",
         );
         let status = desired(&verdict, &Value::Null, &time("2025-01-01T00:00:00Z"));
         let message = find_condition(&status, "ResolvedRefs").unwrap()["message"]
@@ -274,7 +274,7 @@ mod tests {
                 "Accepted",
                 false,
                 "PathConflict",
-                "prefix /x is served by team/older".into(),
+                "prefix /x is served by team/older",
             )],
             detail: Detail::Route(RouteDetail {
                 endpoint: "/x/v1".into(),

@@ -174,11 +174,15 @@ pub struct Tables {
     pub secrets: Table<Secret>,
 }
 
-/// The shared store: tables behind a lock, and a counter bumped on every change.
+/// The shared store: tables behind a lock, and counters bumped on changes.
 #[derive(Debug)]
 pub struct Store {
     tables: Mutex<Tables>,
+    /// Bumped when something the compiler reads changed.
     changes: watch::Sender<u64>,
+    /// Bumped when only an object's status (or other bookkeeping) changed: nothing to recompile,
+    /// but the status writer compares against the new status.
+    status_changes: watch::Sender<u64>,
     /// Watchers per kind (one per namespace, or one for all).
     scopes_per_kind: usize,
 }
@@ -189,6 +193,7 @@ impl Store {
         Arc::new(Self {
             tables: Mutex::new(Tables::default()),
             changes: watch::channel(0).0,
+            status_changes: watch::channel(0).0,
             scopes_per_kind,
         })
     }
@@ -207,6 +212,17 @@ impl Store {
     /// A receiver that wakes on every change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Edits the tables after a change the compiler does not read (a status update).
+    pub fn update_status(&self, edit: impl FnOnce(&mut Tables)) {
+        edit(&mut self.lock());
+        self.status_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that wakes on status-only changes.
+    pub fn subscribe_status(&self) -> watch::Receiver<u64> {
+        self.status_changes.subscribe()
     }
 
     /// Whether every watcher has finished its first list, so the tables describe the cluster.

@@ -5,7 +5,12 @@
 //! skipped, while the watch goes on. Secrets are watched only when labelled `tollgate.dev/secret=true`:
 //! RBAC cannot grant by label, but the selector keeps every unrelated Secret of the cluster out of memory.
 
-use std::{fmt::Debug, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -108,7 +113,7 @@ async fn run<W, K>(
     table: fn(&mut Tables) -> &mut Table<K>,
     convert: fn(W) -> Result<K, String>,
 ) where
-    W: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    W: Resource + Clone + DeserializeOwned + serde::Serialize + Debug + Send + 'static,
 {
     let where_ = scope.as_deref().unwrap_or("all namespaces");
     let entry = |object: W| -> (ObjectRef, Entry<K>) {
@@ -130,24 +135,43 @@ async fn run<W, K>(
             }
         }
     };
+    // What the compiler reads of each object, to tell status-only updates (our own writes, mostly) apart.
+    let mut inputs: HashMap<ObjectRef, u64> = HashMap::new();
     let mut events = watcher(api, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(object)) => {
+                let fingerprint = compiler_input_fingerprint(&object, kind);
                 let (id, e) = entry(object);
-                store.update(|t| table(t).apply(id, e));
+                let unchanged = fingerprint.is_some() && inputs.get(&id) == fingerprint.as_ref();
+                match fingerprint {
+                    Some(f) => inputs.insert(id.clone(), f),
+                    None => inputs.remove(&id),
+                };
+                if unchanged {
+                    store.update_status(|t| table(t).apply(id, e));
+                } else {
+                    store.update(|t| table(t).apply(id, e));
+                }
             }
             Ok(watcher::Event::Delete(object)) => {
                 let id = ObjectRef::new(object.namespace().unwrap_or_default(), object.name_any());
+                inputs.remove(&id);
                 store.update(|t| table(t).delete(&id));
             }
             Ok(watcher::Event::Init) => {
+                inputs.clear();
                 let scope = scope.clone();
                 // No change is visible yet, so no need to wake the compiler.
                 table(&mut store.lock()).relist_start(scope);
             }
             Ok(watcher::Event::InitApply(object)) => {
+                let fingerprint = compiler_input_fingerprint(&object, kind);
                 let (id, e) = entry(object);
+                match fingerprint {
+                    Some(f) => inputs.insert(id.clone(), f),
+                    None => inputs.remove(&id),
+                };
                 table(&mut store.lock()).relist_apply(&scope, id, e);
             }
             Ok(watcher::Event::InitDone) => {
@@ -160,4 +184,25 @@ async fn run<W, K>(
             }
         }
     }
+}
+
+/// A digest of everything in a custom resource except its status and bookkeeping, or `None` for kinds
+/// whose every change matters (Secrets). Equal digests mean the compiler would see the same input.
+fn compiler_input_fingerprint<W: Resource + serde::Serialize>(
+    object: &W,
+    kind: Kind,
+) -> Option<u64> {
+    if kind == Kind::Secret {
+        return None;
+    }
+    let mut value = serde_json::to_value(object).ok()?;
+    let fields = value.as_object_mut()?;
+    fields.remove("status");
+    if let Some(meta) = fields.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        meta.remove("resourceVersion");
+        meta.remove("managedFields");
+    }
+    let mut hasher = DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    Some(hasher.finish())
 }

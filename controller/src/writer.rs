@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, atomic::Ordering},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use futures::{StreamExt, stream};
@@ -27,6 +27,36 @@ use crate::{keys::KeyGenerator, metrics::Metrics, status, store::Store};
 
 /// Status patches in flight at once.
 const PARALLEL_WRITES: usize = 16;
+/// Pause after a wake-up, so a burst of watch events costs one pass.
+const COALESCE: Duration = Duration::from_millis(20);
+/// When a write failed, try again after this long.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// A resource with a status subresource.
+pub trait HasStatus {
+    /// The status type.
+    type Status: serde::Serialize;
+    /// The status, if set.
+    fn status(&self) -> Option<&Self::Status>;
+}
+
+macro_rules! has_status {
+    ($($kind:ty => $status:ty),*) => {$(
+        impl HasStatus for $kind {
+            type Status = $status;
+            fn status(&self) -> Option<&$status> {
+                self.status.as_ref()
+            }
+        }
+    )*};
+}
+
+has_status!(
+    ModelProvider => tollgate_crds::ModelProviderStatus,
+    AIRoute => tollgate_crds::AIRouteStatus,
+    Consumer => tollgate_crds::ConsumerStatus,
+    ApiSubscription => tollgate_crds::ApiSubscriptionStatus
+);
 
 /// One status write to make.
 struct Write {
@@ -48,6 +78,9 @@ pub struct Writer {
     /// The last patch sent per object and the resourceVersion it was computed from: until the watch
     /// shows a newer version, the same patch is not sent again.
     sent: HashMap<(Kind, ObjectRef), (Option<String>, Value)>,
+    /// Objects found up to date, with the resourceVersion and verdict they were checked against: while
+    /// neither changes, they are not looked at again (a pass costs what changed, not what exists).
+    checked: HashMap<(Kind, ObjectRef), (Option<String>, Verdict)>,
 }
 
 impl Writer {
@@ -67,6 +100,7 @@ impl Writer {
             metrics,
             recorder,
             sent: HashMap::new(),
+            checked: HashMap::new(),
         }
     }
 
@@ -76,31 +110,41 @@ impl Writer {
         mut verdicts: watch::Receiver<Arc<Vec<Verdict>>>,
         mut leader: watch::Receiver<bool>,
     ) {
+        let mut statuses = self.store.subscribe_status();
+        let mut retry = false;
         loop {
             tokio::select! {
                 changed = verdicts.changed() => if changed.is_err() { return },
+                changed = statuses.changed() => if changed.is_err() { return },
                 changed = leader.changed() => {
                     if changed.is_err() { return }
                     // A new term: what the previous leader wrote is only known from the watch.
                     self.sent.clear();
+                    self.checked.clear();
                 }
+                _ = tokio::time::sleep(RETRY_AFTER), if retry => {}
             }
             if !*leader.borrow_and_update() {
+                retry = false;
                 continue;
             }
+            // Our own writes come back as a burst of status changes: take them in one pass.
+            tokio::time::sleep(COALESCE).await;
+            statuses.borrow_and_update();
             let latest = verdicts.borrow_and_update().clone();
             let started = Instant::now();
             self.keys.ensure(&self.store).await;
-            self.write_status(&latest).await;
+            retry = !self.write_status(&latest).await;
             self.metrics.reconcile_duration.observe(started.elapsed());
         }
     }
 
-    async fn write_status(&mut self, verdicts: &[Verdict]) {
+    /// One pass; `false` if some write failed and should be retried.
+    async fn write_status(&mut self, verdicts: &[Verdict]) -> bool {
         let now = Time(Timestamp::now());
         let writes = self.plan(verdicts, &now);
         if writes.is_empty() {
-            return;
+            return true;
         }
         tracing::debug!(count = writes.len(), "writing status");
         let client = &self.client;
@@ -112,6 +156,7 @@ impl Writer {
             .buffer_unordered(PARALLEL_WRITES)
             .collect()
             .await;
+        let mut all_written = true;
         for (write, result) in results {
             match result {
                 Ok(()) => {
@@ -127,6 +172,7 @@ impl Writer {
                     );
                 }
                 Err(error) => {
+                    all_written = false;
                     self.metrics
                         .status_write_errors
                         .fetch_add(1, Ordering::Relaxed);
@@ -134,6 +180,7 @@ impl Writer {
                 }
             }
         }
+        all_written
     }
 
     /// Compares every verdict with the stored object and keeps the differences.
@@ -141,21 +188,38 @@ impl Writer {
         let tables = self.store.lock();
         let mut writes = Vec::new();
         for verdict in verdicts {
+            let key = (verdict.kind, verdict.id.clone());
+            let version = match verdict.kind {
+                Kind::ModelProvider => version(&tables.providers.objects, &verdict.id),
+                Kind::AIRoute => version(&tables.routes.objects, &verdict.id),
+                Kind::Consumer => version(&tables.consumers.objects, &verdict.id),
+                Kind::ApiSubscription => version(&tables.subscriptions.objects, &verdict.id),
+            };
+            // Deleted since the compile (or not yet seen): nothing to write to.
+            let Some(version) = version else {
+                self.checked.remove(&key);
+                continue;
+            };
+            if let Some((checked_version, checked_verdict)) = self.checked.get(&key)
+                && *checked_version == version
+                && checked_verdict == verdict
+            {
+                continue;
+            }
             let found = match verdict.kind {
                 Kind::ModelProvider => current(&tables.providers.objects, &verdict.id),
                 Kind::AIRoute => current(&tables.routes.objects, &verdict.id),
                 Kind::Consumer => current(&tables.consumers.objects, &verdict.id),
                 Kind::ApiSubscription => current(&tables.subscriptions.objects, &verdict.id),
             };
-            // Deleted since the compile (or not yet seen): nothing to write to.
             let Some((status, resource_version, reference)) = found else {
                 continue;
             };
             let desired = status::desired(verdict, &status, now);
             let Some(patch) = status::patch(&desired, &status) else {
+                self.checked.insert(key, (version, verdict.clone()));
                 continue;
             };
-            let key = (verdict.kind, verdict.id.clone());
             if self.sent.get(&key) == Some(&(resource_version.clone(), patch.clone())) {
                 continue;
             }
@@ -213,18 +277,26 @@ impl Writer {
     }
 }
 
+/// The stored object's resourceVersion, if it is stored.
+fn version<K: Resource>(
+    objects: &std::collections::BTreeMap<ObjectRef, Arc<K>>,
+    id: &ObjectRef,
+) -> Option<Option<String>> {
+    objects.get(id).map(|o| o.meta().resource_version.clone())
+}
+
 /// The stored object's status, resourceVersion and reference.
 fn current<K>(
     objects: &std::collections::BTreeMap<ObjectRef, Arc<K>>,
     id: &ObjectRef,
 ) -> Option<(Value, Option<String>, ObjectReference)>
 where
-    K: Resource<DynamicType = ()> + serde::Serialize,
+    K: Resource<DynamicType = ()> + HasStatus,
 {
     let object = objects.get(id)?;
-    let status = serde_json::to_value(object.as_ref())
-        .ok()
-        .and_then(|mut v| v.get_mut("status").map(Value::take))
+    let status = object
+        .status()
+        .and_then(|s| serde_json::to_value(s).ok())
         .unwrap_or(Value::Null);
     Some((
         status,
