@@ -315,3 +315,80 @@ fn readme_install_upgrade_and_uninstall() {
         "helm keeps CRDs"
     );
 }
+
+/// The chart-generated certificate: kept by upgrades, issued anew (and the pods rolled) when the names
+/// it must carry change.
+#[test]
+fn the_generated_certificate_follows_its_names_and_nothing_else() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("certs");
+    // Its own release; the README test installs the CRDs, and two installs must not race for them.
+    let helm = |verb: &str, extra: &[&str]| {
+        let mut cmd = cp.helm();
+        cmd.args([verb, "certs"])
+            .arg(repo().join("charts/tollgate"))
+            .args(["--namespace", ns.name(), "--skip-crds"])
+            .args(if verb == "upgrade" {
+                &["--reuse-values"][..]
+            } else {
+                &[]
+            })
+            .args(extra);
+        run(cmd).unwrap_or_else(|e| panic!("helm {verb} {extra:?}: {e}"));
+    };
+    let material = || {
+        let secret = get_json(
+            cp,
+            &["secret", "certs-tollgate-controller-tls", "-n", ns.name()],
+        );
+        let proxy = get_json(cp, &["deployment", "certs-tollgate-proxy", "-n", ns.name()]);
+        let controller = get_json(
+            cp,
+            &["deployment", "certs-tollgate-controller", "-n", ns.name()],
+        );
+        let checksum =
+            |d: &Value| d["spec"]["template"]["metadata"]["annotations"]["checksum/tls"].clone();
+        assert_eq!(checksum(&proxy), checksum(&controller));
+        (secret["data"].clone(), checksum(&proxy))
+    };
+
+    helm("install", &[]);
+    let first = material();
+    helm("upgrade", &["--set", "proxy.replicas=3"]);
+    assert_eq!(
+        material(),
+        first,
+        "an unrelated change keeps the certificate"
+    );
+
+    helm(
+        "upgrade",
+        &["--set", "tls.extraDnsNames={tollgate.example.com}"],
+    );
+    let second = material();
+    assert_ne!(second.0, first.0, "new names, new certificate");
+    assert_ne!(second.1, first.1, "and the pods roll to pick it up");
+    let cert = openssl_text(second.0["tls.crt"].as_str().unwrap());
+    assert!(cert.contains("DNS:tollgate.example.com"), "{cert}");
+    assert!(
+        cert.contains(&format!("DNS:certs-tollgate-controller.{ns}.svc,")),
+        "{cert}"
+    );
+    // The proxies' CA signed it.
+    let dir = tempfile::tempdir().unwrap();
+    for key in ["ca.crt", "tls.crt"] {
+        let mut decode = Command::new("base64");
+        decode.arg("-d");
+        let pem = tollgate_e2e::run_with_stdin(decode, second.0[key].as_str().unwrap()).unwrap();
+        std::fs::write(dir.path().join(key), pem).unwrap();
+    }
+    let mut verify = Command::new("openssl");
+    verify
+        .args(["verify", "-CAfile"])
+        .arg(dir.path().join("ca.crt"))
+        .arg(dir.path().join("tls.crt"));
+    run(verify).expect("the certificate verifies against the CA the proxies mount");
+
+    helm("upgrade", &["--set", "proxy.logLevel=debug"]);
+    assert_eq!(material(), second, "and is kept again afterwards");
+}

@@ -652,6 +652,8 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
         Duration::from_secs(60),
         || async { curl(&[&ready]) },
     ));
+    // The chart's liveness and startup probes ask this one.
+    curl(&[&format!("http://127.0.0.1:{admin_port}/healthz")]).expect("controller /healthz");
     // It took its Lease (get/create/update on Leases in its namespace).
     rt.block_on(eventually(
         "the controller holds the Lease",
@@ -746,6 +748,7 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
         Duration::from_secs(30),
         || async { curl(&[&ready]) },
     ));
+    curl(&[&format!("http://127.0.0.1:{proxy_admin}/healthz")]).expect("proxy /healthz");
     let url = format!("http://127.0.0.1:{http_port}/demo/v1/chat/completions");
     let answer = rt.block_on(eventually(
         "a call through the proxy succeeds",
