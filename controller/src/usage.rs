@@ -174,7 +174,9 @@ pub async fn flush_loop(
             _ = tokio::time::sleep(every) => false,
             _ = crate::stopping(&mut shutdown) => true,
         };
-        if *leader.borrow() {
+        // Only a leader accepts reports, so what is left at shutdown was accepted while leading; the
+        // resourceVersion guard keeps this last write safe even if another replica leads by now.
+        if *leader.borrow() || stop {
             flush(&client, &store, &ledger, &metrics).await;
         }
         if stop {
