@@ -262,6 +262,50 @@ fn readme_install_upgrade_and_uninstall() {
         },
     ));
 
+    // The chart's admission policy holds: editors of team-a may not decide on a subscription to its
+    // route, alice (approver, and editor for the patch itself) may.
+    for file in ["modelprovider", "airoute", "consumer", "apisubscription"] {
+        let yaml =
+            std::fs::read_to_string(repo().join(format!("deploy/examples/{file}.yaml"))).unwrap();
+        cp.apply_yaml("team-a", &yaml)
+            .unwrap_or_else(|e| panic!("{file}.yaml: {e}"));
+    }
+    cp.grant_cluster_role("team-a", "alice", "edit");
+    cp.grant_cluster_role("team-a", "bob", "edit");
+    let decide = |user: &str| {
+        let mut patch = cp.kubectl_as(user, &[]);
+        patch.args([
+            "patch",
+            "apisubscription",
+            "reporting-bot-chat",
+            "-n",
+            "team-a",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"decision":"Approved"}}"#,
+        ]);
+        run(patch)
+    };
+    let refused = rt.block_on(eventually(
+        "bob may patch but not decide",
+        Duration::from_secs(30),
+        || async {
+            match decide("bob") {
+                Err(e) if e.contains("may not set spec.decision") => Ok(e),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    ));
+    assert!(
+        refused.contains("tollgate-subscription-approval"),
+        "{refused}"
+    );
+    rt.block_on(eventually(
+        "alice may decide",
+        Duration::from_secs(30),
+        || async { decide("alice") },
+    ));
+
     // 3. Upgrade: the value changes, the certificate does not.
     for line in &blocks[2] {
         run_readme_command(cp, line);
