@@ -325,3 +325,92 @@ async fn send(client: &Client, write: &Write) -> kube::Result<()> {
     .await
     .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use tollgate_snapshot::{Detail, Phase, SubscriptionDetail, VerdictCondition};
+
+    use super::*;
+    use crate::store::Entry;
+
+    fn subscription(resource_version: &str, status: Option<Value>) -> ApiSubscription {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tollgate.dev/v1alpha1",
+            "kind": "ApiSubscription",
+            "metadata": {"name": "sub", "namespace": "team", "resourceVersion": resource_version, "generation": 1},
+            "spec": {"consumer": "app", "route": {"name": "r"}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn verdict(phase: Phase) -> Verdict {
+        Verdict {
+            kind: Kind::ApiSubscription,
+            id: ObjectRef::new("team", "sub"),
+            generation: Some(1),
+            conditions: vec![VerdictCondition::new(
+                "Ready",
+                phase == Phase::Approved,
+                "Decided",
+                "decided",
+            )],
+            detail: Detail::Subscription(SubscriptionDetail {
+                phase,
+                effective_limits: None,
+                route: "team/r".into(),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pass_costs_only_what_changed_and_never_repeats_a_write() {
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let store = Store::new(1);
+        let mut writer = Writer::new(
+            client,
+            store.clone(),
+            Arc::new(Metrics::default()),
+            "test".into(),
+        );
+        let put = |rv: &str, status: Option<Value>| {
+            store.update(|t| {
+                t.subscriptions.apply(
+                    ObjectRef::new("team", "sub"),
+                    Entry::Good(subscription(rv, status)),
+                )
+            })
+        };
+        let now = Time(Timestamp::now());
+        put("1", None);
+        let verdicts = vec![verdict(Phase::Approved)];
+
+        let writes = writer.plan(&verdicts, &now);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].patch["status"]["phase"], "Approved");
+        assert_eq!(writes[0].notes[0].reason, "Approved");
+        // Sent, but the watch has not shown the result yet: not sent again.
+        let write = writes.into_iter().next().unwrap();
+        writer.sent.insert(
+            (write.kind, write.id.clone()),
+            (write.resource_version, write.patch.clone()),
+        );
+        assert!(writer.plan(&verdicts, &now).is_empty());
+
+        // The watch shows our write: up to date, remembered, and then skipped without a look.
+        put("2", Some(write.patch["status"].clone()));
+        assert!(writer.plan(&verdicts, &now).is_empty());
+        assert!(
+            writer
+                .checked
+                .contains_key(&(Kind::ApiSubscription, ObjectRef::new("team", "sub")))
+        );
+
+        // A new verdict is looked at again.
+        let revoked = vec![verdict(Phase::Revoked)];
+        let writes = writer.plan(&revoked, &now);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].patch["status"]["phase"], "Revoked");
+    }
+}

@@ -244,8 +244,8 @@ async fn propagation_latency_small_and_with_5000_routes() {
     setup.apply(&route_yaml("warm", "/warm", "Automatic", "warm-up"));
     wait_served(&[&a, &b], "/warm", KEY, Duration::from_secs(10)).await;
 
-    let small = measure_propagation(&setup, &[&a, &b], "small", 50).await;
-    let (_, small_p99) = report("(small config, 50 changes)", &small);
+    let small = measure_propagation(&setup, &[&a, &b], "small", 100).await;
+    let (_, small_p99) = report("(small config, 100 changes)", &small);
 
     // Load 5,000 routes straight through the API (kubectl would take minutes), then let status settle.
     let loaded_at = Instant::now();
