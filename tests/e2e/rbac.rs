@@ -704,6 +704,29 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
         },
     ));
 
+    // A consumer asking for a generated key: the controller creates its Secret (`create` on Secrets).
+    let consumer = std::fs::read_to_string(repo().join("deploy/examples/consumer.yaml")).unwrap();
+    cp.apply_yaml(WATCHED, &consumer).expect("consumer applied");
+    rt.block_on(eventually(
+        "the generated key's Secret appears",
+        Duration::from_secs(30),
+        || async {
+            let mut get = cp.kubectl();
+            get.args([
+                "get",
+                "secrets",
+                "-n",
+                WATCHED,
+                "-o",
+                "jsonpath={.items[?(@.metadata.ownerReferences[0].kind==\"Consumer\")].metadata.name}",
+            ]);
+            match run(get) {
+                Ok(names) if !names.trim().is_empty() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    ));
+
     // The proxy, as its pod runs it: no API credentials at all, the projected token for the
     // controller's audience and the CA at the chart's paths, the chart's controller URL (its port aside).
     let http_port = free_port();
