@@ -206,3 +206,48 @@ fn compiler_input_fingerprint<W: Resource + serde::Serialize>(
     value.to_string().hash(&mut hasher);
     Some(hasher.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dynamic(spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tollgate.dev/v1alpha1",
+            "kind": "AIRoute",
+            "metadata": {"name": "r", "namespace": "team", "generation": 4, "resourceVersion": "7"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_object_that_does_not_fit_the_type_is_reported_not_fatal() {
+        let good = dynamic(serde_json::json!({
+            "prefix": "/r",
+            "models": [{"name": "m", "backends": [{"provider": "p"}]}],
+        }));
+        let route: AIRoute = convert(good).unwrap();
+        assert_eq!(route.spec.prefix, "/r");
+        let bad = dynamic(serde_json::json!({"prefix": "/r", "models": "not a list"}));
+        let error = convert::<AIRoute>(bad).unwrap_err();
+        assert!(
+            error.contains("models") || error.contains("sequence"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn status_and_bookkeeping_do_not_change_the_fingerprint() {
+        let object = dynamic(serde_json::json!({"prefix": "/r"}));
+        let mut written = object.clone();
+        written.data["status"] = serde_json::json!({"phase": "Approved"});
+        written.metadata.resource_version = Some("8".into());
+        let print = |o: &DynamicObject| compiler_input_fingerprint(o, Kind::Route);
+        assert_eq!(print(&object), print(&written));
+        let mut edited = object.clone();
+        edited.data["spec"]["prefix"] = "/s".into();
+        assert_ne!(print(&object), print(&edited));
+        assert_eq!(compiler_input_fingerprint(&object, Kind::Secret), None);
+    }
+}
