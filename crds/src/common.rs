@@ -1,6 +1,7 @@
 //! Shapes shared by several kinds: Secret references, limits, conditions.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,23 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000_000_000u64))]
     pub tokens_per_minute: Option<u64>,
+}
+
+/// Spend ceilings in US dollars, from the cost the gateway computes with the providers' prices.
+/// When one is spent, calls get 429 with code `budget_exceeded` until its window (UTC) turns.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.dailyUsd) || !has(self.monthlyUsd) || self.dailyUsd <= self.monthlyUsd")
+    .message("budget.dailyUsd cannot be larger than budget.monthlyUsd"))]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// US dollars per calendar month. Absent means no monthly ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1_000_000_000.0))]
+    pub monthly_usd: Option<f64>,
+    /// US dollars per calendar day. Absent means no daily ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1_000_000_000.0))]
+    pub daily_usd: Option<f64>,
 }
 
 /// Standard condition types every Tollgate resource reports.

@@ -78,6 +78,23 @@ pub struct ModelProviderSpec {
     /// Behaviour of the built-in Fake provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fake: Option<FakeSettings>,
+    /// When the gateway stops sending calls here for a while, and for how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSettings>,
+}
+
+/// Passive health: a provider failing several calls in a row is taken out of rotation, then probed back.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthSettings {
+    /// Consecutive failures (connect errors, timeouts, 5xx answers) that eject the provider. Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub consecutive_failures: Option<u32>,
+    /// How long an ejected provider is left alone before one probe call is let through. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,6}(ms|s|m|h))+$"))]
+    pub ejection_time: Option<String>,
 }
 
 /// A namespace name, or `*` for every namespace.
@@ -168,6 +185,11 @@ pub struct Credentials {
     /// Secrets holding API keys, in this provider's namespace. More than one makes a pool.
     #[schemars(length(min = 1, max = 32))]
     pub secret_refs: Vec<SecretKeyRef>,
+    /// How long a key the provider refused (401/403) or rate limited (429) is left unused while the
+    /// pool's other keys carry the calls. Default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,6}(ms|s|m|h))+$"))]
+    pub cooldown: Option<String>,
 }
 
 /// A model the provider offers.

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Limits, conditions_schema};
+use crate::common::{Budget, Limits, conditions_schema};
 
 /// A published API: the OpenAI-compatible endpoints under `prefix`, the model names clients may send,
 /// and the provider backends each name maps to.
@@ -78,6 +78,27 @@ pub struct AIRouteSpec {
     /// Limits each subscription gets unless it asks for less.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Budget each subscription gets unless it asks for less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// How many retries and fallbacks the gateway may add on top of the calls, so that retries
+    /// cannot multiply the load on struggling providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// Retries allowed on top of the calls: a share of them, plus a floor per second.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBudget {
+    /// Retries as a percentage of calls. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub percent: Option<u32>,
+    /// Retries allowed per second whatever the traffic. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 10000))]
+    pub min_per_second: Option<u32>,
 }
 
 /// A DNS hostname, optionally with a leading `*.` wildcard.

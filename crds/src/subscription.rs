@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Limits, conditions_schema};
+use crate::common::{Budget, Limits, conditions_schema};
 
 /// A consumer's request to call a route, possibly in another namespace. Lives in the consumer's namespace.
 /// Setting `spec.decision` requires the `approve` verb on the target route (enforced by the API server).
@@ -41,6 +41,18 @@ use crate::common::{Limits, conditions_schema};
         priority = 1
     ),
     printcolumn(
+        name = "Cost USD",
+        type_ = "string",
+        json_path = ".status.usage.costUsd",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Budget USD",
+        type_ = "number",
+        json_path = ".status.effectiveBudget.monthlyUsd",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -61,6 +73,9 @@ pub struct ApiSubscriptionSpec {
     /// Limits wanted, within the route's; absent fields take the route's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Spend ceiling wanted, within the route's; absent fields take the route's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
     /// The route owner's decision. Absent means pending (or approved, when the route approves automatically).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
@@ -171,6 +186,9 @@ pub struct ApiSubscriptionStatus {
     /// Limits in force: the subscription's, clamped to the route's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_limits: Option<Limits>,
+    /// Budget in force: the subscription's, clamped to the route's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_budget: Option<Budget>,
     /// Usage in the current window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
