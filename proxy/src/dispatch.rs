@@ -323,3 +323,33 @@ async fn openai_attempt(
     }
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_snapshot::Price;
+
+    fn backend(provider: u32, weight: u32) -> Backend {
+        Backend {
+            provider,
+            upstream_model: "m".into(),
+            weight,
+            price: Price::default(),
+        }
+    }
+
+    #[test]
+    fn weighted_choice_follows_weights() {
+        let backends = [backend(0, 1), backend(1, 3)];
+        let mut counts = [0u32; 2];
+        for _ in 0..40_000 {
+            counts[pick_weighted(&backends).unwrap().provider as usize] += 1;
+        }
+        let share = f64::from(counts[1]) / 40_000.0;
+        assert!(
+            (0.72..0.78).contains(&share),
+            "share of the weight-3 backend: {share}"
+        );
+        assert!(pick_weighted(&[]).is_none());
+    }
+}
