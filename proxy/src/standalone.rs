@@ -363,6 +363,10 @@ fn log_summary(snapshot: &Snapshot) {
         subscriptions = c.subscriptions.len(),
         "snapshot ready"
     );
+    // Route by route only for small tables: a generated one with thousands would flood the log.
+    if c.routes.len() > 20 {
+        return;
+    }
     for r in &c.routes {
         tracing::info!(
             route = %r.id,
