@@ -25,6 +25,8 @@ pub enum Endpoint {
     Chat,
     /// `/v1/embeddings`.
     Embeddings,
+    /// `/v1/messages`: Anthropic's format (see `inbound_anthropic`).
+    Messages,
 }
 
 impl Endpoint {
@@ -32,12 +34,13 @@ impl Endpoint {
         match self {
             Self::Chat => "/chat/completions",
             Self::Embeddings => "/embeddings",
+            Self::Messages => "/messages",
         }
     }
 }
 
 /// How one backend attempt ended without an answer for the client.
-enum Failed {
+pub(crate) enum Failed {
     /// Nothing reached the client: the next backend may be tried.
     Retry(ApiError),
     /// The answer is final (e.g. the request itself is wrong).
@@ -45,11 +48,13 @@ enum Failed {
 }
 
 /// What the client asked for, parsed once and shared by every attempt.
-struct Ask<'a> {
-    endpoint: Endpoint,
-    doc: RequestDoc<'a>,
-    stream: bool,
-    include_usage: bool,
+pub(crate) struct Ask<'a> {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) doc: RequestDoc<'a>,
+    pub(crate) stream: bool,
+    pub(crate) include_usage: bool,
+    /// The whole request body, for translation into other providers' formats.
+    pub(crate) body: &'a [u8],
 }
 
 /// Serves a chat or embeddings call on a route.
@@ -62,7 +67,7 @@ pub async fn model_call(
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (doc, model) = parse_request(body)?;
-    let stream = endpoint == Endpoint::Chat && doc.stream();
+    let stream = endpoint != Endpoint::Embeddings && doc.stream();
     call.stream = stream;
     let found = snapshot.model(route, &model);
     call.model_known = found.is_some();
@@ -82,6 +87,7 @@ pub async fn model_call(
         include_usage: doc.include_usage_requested(),
         doc,
         stream,
+        body,
     };
     let attempts = pick_weighted(&route_model.backends)
         .into_iter()
@@ -136,20 +142,11 @@ async fn attempt(
     ask: &Ask<'_>,
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, Failed> {
+    if crate::providers::translates(provider.provider_type, ask.endpoint) {
+        return crate::providers::attempt(shared, provider, backend, ask, call).await;
+    }
     match provider.provider_type {
         ProviderType::Fake => fake_attempt(provider, backend, ask, call).await,
-        ProviderType::Anthropic
-        | ProviderType::Gemini
-        | ProviderType::AzureOpenAI
-        | ProviderType::Bedrock => Err(Failed::Retry(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "server_error",
-            "provider_not_supported",
-            format!(
-                "Providers of type {} are not supported by this gateway version yet.",
-                provider.provider_type.as_str()
-            ),
-        ))),
         _ => openai_attempt(shared, provider, backend, ask, call).await,
     }
 }
@@ -166,7 +163,10 @@ async fn fake_attempt(
     }
     let model = backend.upstream_model.as_str();
     let answer = match ask.endpoint {
-        Endpoint::Chat => fake::chat(&behaviour, &ask.doc, model, ask.stream, ask.include_usage),
+        // Anthropic-format callers are served through `providers`, never here.
+        Endpoint::Chat | Endpoint::Messages => {
+            fake::chat(&behaviour, &ask.doc, model, ask.stream, ask.include_usage)
+        }
         Endpoint::Embeddings => fake::embeddings(&behaviour, &ask.doc, model),
     }
     .map_err(Failed::Final)?;
@@ -271,7 +271,8 @@ async fn openai_attempt(
             "rate_limit_error",
             "upstream_rate_limited",
             format!("Provider {who} is rate limiting this gateway; retry later."),
-        )));
+        )
+        .with_retry_after(upstream.headers().get(header::RETRY_AFTER).cloned())));
     }
     if status.is_server_error() {
         return Err(Failed::Retry(ApiError::upstream(

@@ -21,6 +21,8 @@ pub struct ApiError {
     pub message: Cow<'static, str>,
     /// The request parameter at fault, if any.
     pub param: Option<&'static str>,
+    /// `Retry-After` to send (a provider's, passed on).
+    pub retry_after: Option<HeaderValue>,
 }
 
 #[derive(Serialize)]
@@ -51,12 +53,19 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
+            retry_after: None,
         }
     }
 
     /// Names the request parameter at fault.
     pub fn with_param(mut self, param: &'static str) -> Self {
         self.param = Some(param);
+        self
+    }
+
+    /// Sends `Retry-After` with the error.
+    pub fn with_retry_after(mut self, value: Option<HeaderValue>) -> Self {
+        self.retry_after = value;
         self
     }
 
@@ -81,6 +90,9 @@ impl ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(v) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         response
     }
 

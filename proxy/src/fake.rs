@@ -386,6 +386,20 @@ pub struct FakeStream {
 }
 
 impl FakeStream {
+    /// Rewrites the prepared events into another caller format, one event at a time so the pacing
+    /// stays; events that translate to nothing are dropped.
+    pub fn transcode(&mut self, t: &mut dyn crate::providers::stream::Transcode) {
+        let last = self.events.len().saturating_sub(1);
+        for (i, event) in self.events.iter_mut().enumerate() {
+            let mut out = t.feed(event).to_vec();
+            if i == last {
+                out.extend_from_slice(&t.finish());
+            }
+            *event = Bytes::from(out);
+        }
+        self.events.retain(|e| !e.is_empty());
+    }
+
     /// Whether every event was sent.
     pub fn is_end_stream(&self) -> bool {
         self.events.is_empty()

@@ -41,11 +41,17 @@ pub async fn handle(
         request.uri().path(),
     ));
     let mut notes = Notes::default();
+    // Anthropic-format callers get errors in Anthropic's envelope, from the first check on.
+    let anthropic_caller = crate::inbound_anthropic::is_messages_path(request.uri().path());
     let mut response = match serve(&shared, request, &mut call, &mut notes).await {
         Ok(response) => response,
         Err(error) => {
             call.fail(error.code);
-            error.into_response()
+            if anthropic_caller {
+                crate::inbound_anthropic::error_response(&error)
+            } else {
+                error.into_response()
+            }
         }
     };
     let headers = response.headers_mut();
@@ -172,6 +178,18 @@ async fn serve(
                 &snapshot,
                 route_idx,
                 Endpoint::Embeddings,
+                &bytes,
+                call,
+            )
+            .await
+        }
+        (&Method::POST, "/v1/messages") => {
+            let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
+            dispatch::model_call(
+                shared,
+                &snapshot,
+                route_idx,
+                Endpoint::Messages,
                 &bytes,
                 call,
             )

@@ -19,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 use crate::body::BoxError;
 use crate::error::ApiError;
 use crate::openai;
+use crate::providers::stream::Transcode;
 use crate::record::{Call, Usage};
 
 /// Largest non-streamed body kept to read its usage; past it the usage is unknown.
@@ -37,12 +38,15 @@ pub enum RelayMode {
     },
     /// Passed through untouched (upstream error bodies).
     Opaque,
+    /// Translated from a provider's stream format to the caller's, event by event.
+    Translate(Box<dyn Transcode>),
 }
 
 enum Scan {
     Json { retained: Vec<Bytes>, size: usize },
     Sse(SseScanner),
     Opaque,
+    Translate(Box<dyn Transcode>),
 }
 
 /// An upstream body being relayed, with idle and total deadlines.
@@ -65,6 +69,7 @@ impl Relay {
             },
             RelayMode::Sse { strip_usage_chunk } => Scan::Sse(SseScanner::new(strip_usage_chunk)),
             RelayMode::Opaque => Scan::Opaque,
+            RelayMode::Translate(t) => Scan::Translate(t),
         };
         Self {
             upstream,
@@ -84,7 +89,7 @@ impl Relay {
     /// Upstream's size hint, when the bytes pass unchanged.
     pub fn size_hint(&self) -> SizeHint {
         match self.scan {
-            Scan::Sse(_) => SizeHint::default(),
+            Scan::Sse(_) | Scan::Translate(_) => SizeHint::default(),
             _ => self.upstream.size_hint(),
         }
     }
@@ -148,6 +153,13 @@ impl Relay {
                             scanner.process(data, usage)
                         }
                         Scan::Opaque => Some(data),
+                        Scan::Translate(t) => {
+                            let out = t.feed(&data);
+                            if let (Some(c), Some(u)) = (call.as_deref_mut(), t.usage()) {
+                                c.usage = Some(u);
+                            }
+                            Some(out)
+                        }
                     };
                     // With a known length the server stops polling once it has every byte, so the
                     // end must be noticed here rather than from a final `None`.
@@ -187,6 +199,13 @@ impl Relay {
             }
             Scan::Sse(scanner) => scanner.leftover(),
             Scan::Opaque => None,
+            Scan::Translate(t) => {
+                let out = t.finish();
+                if let (Some(c), Some(u)) = (call, t.usage()) {
+                    c.usage = Some(u);
+                }
+                Some(out)
+            }
         }
     }
 
@@ -202,7 +221,8 @@ impl Relay {
         if let Some(call) = call {
             call.fail(class);
         }
-        match self.scan {
+        match &mut self.scan {
+            Scan::Translate(t) => Poll::Ready(Some(Ok(Frame::data(t.fail(class, message))))),
             Scan::Sse(_) => {
                 let err = ApiError::upstream(http::StatusCode::BAD_GATEWAY, class, message);
                 let mut event = BytesMut::from(&b"data: "[..]);

@@ -1,0 +1,1 @@
+//! Property tests (fuzzing) of the translators and stream parsers.
