@@ -116,7 +116,9 @@ async fn run<W, K>(
     W: Resource + Clone + DeserializeOwned + serde::Serialize + Debug + Send + 'static,
 {
     let where_ = scope.as_deref().unwrap_or("all namespaces");
-    let entry = |object: W| -> (ObjectRef, Entry<K>) {
+    let entry = |mut object: W| -> (ObjectRef, Entry<K>) {
+        // Often as large as the object itself, and nothing here reads it.
+        object.meta_mut().managed_fields = None;
         let id = ObjectRef::new(object.namespace().unwrap_or_default(), object.name_any());
         let generation = object.meta().generation;
         let resource_version = object.meta().resource_version.clone();

@@ -184,7 +184,11 @@ pub async fn measure_propagation(
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        samples.push(applied.elapsed());
+        let took = applied.elapsed();
+        if took > Duration::from_millis(250) {
+            println!("  slow: {name} took {:.0}ms", took.as_secs_f64() * 1e3);
+        }
+        samples.push(took);
     }
     samples.sort();
     samples
