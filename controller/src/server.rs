@@ -307,12 +307,19 @@ mod tests {
     use crate::publish::frame;
 
     fn published(version: u64, content_marker: &str) -> Arc<Published> {
-        let mut content = tollgate_snapshot::Content::default();
-        content.consumers.push(tollgate_snapshot::Consumer {
-            id: tollgate_snapshot::ObjectRef::new("t", content_marker),
-            keys: vec![],
-        });
-        let snapshot = Snapshot::from_content(version, content);
+        // Different markers give different content, hence different hashes.
+        let consumer = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tollgate.dev/v1alpha1",
+            "kind": "Consumer",
+            "metadata": {"name": content_marker, "namespace": "t"},
+            "spec": {"keys": [{"name": "k", "secretRef": {"name": "s"}}]},
+        }))
+        .unwrap();
+        let inputs = tollgate_snapshot::Inputs {
+            consumers: vec![consumer],
+            ..Default::default()
+        };
+        let snapshot = tollgate_snapshot::compile(&inputs, version).snapshot;
         Arc::new(Published {
             frame: frame(&snapshot),
             snapshot,
