@@ -1,7 +1,13 @@
 //! Test support: an in-process proxy on 127.0.0.1, snapshot builders, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod anthropic_fake;
+pub mod azure_fake;
+pub mod bedrock_fake;
+pub mod fake_server;
+pub mod gemini_fake;
 pub mod openai_fake;
+pub mod translated;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,136 @@
+//! Helpers for the translated-provider tests: providers of each type with their own auth scheme, a
+//! one-route table, and readers for both callers' stream formats.
+
+use serde_json::Value;
+use tollgate_snapshot::{AuthScheme, Content, Credential, Phase, Provider, ProviderModel, ProviderType};
+
+use super::{NS, backend, consumer, model, price, provider, route, subscription};
+
+pub const CLIENT_KEY: &str = "tg-client-key-translate";
+pub const CHAT: &str = "/team-a/chat/v1/chat/completions";
+pub const MESSAGES: &str = "/team-a/chat/v1/messages";
+pub const EMBEDDINGS: &str = "/team-a/chat/v1/embeddings";
+
+/// A provider of `provider_type` at `endpoint` with the auth header the snapshot compiler gives it.
+pub fn typed(provider_type: ProviderType, endpoint: &str, key: &str, model_name: &str) -> Provider {
+    let (header, prefix) = match provider_type {
+        ProviderType::Anthropic => ("x-api-key", ""),
+        ProviderType::Gemini => ("x-goog-api-key", ""),
+        ProviderType::AzureOpenAI => ("api-key", ""),
+        _ => ("authorization", "Bearer "),
+    };
+    // Built from the shared helper so fields added to `Provider` get their defaults there.
+    let mut p = provider("upstream", provider_type, endpoint, key);
+    p.auth = AuthScheme {
+        header: header.into(),
+        prefix: prefix.into(),
+    };
+    p.credentials = vec![Credential(key.to_string())];
+    p.models = vec![ProviderModel {
+        name: model_name.into(),
+        deployment: None,
+        price: price(),
+    }];
+    p
+}
+
+/// Route `/team-a/chat` whose `front-model` goes to the providers' `upstream_model`: the first
+/// weighted, the rest as fallbacks.
+pub fn table(providers: Vec<Provider>, upstream_model: &str) -> Content {
+    let fallbacks = (1..providers.len() as u32)
+        .map(|i| backend(i, upstream_model))
+        .collect();
+    Content {
+        routes: vec![route(
+            NS,
+            "chat",
+            "/team-a/chat",
+            vec![model("front-model", vec![backend(0, upstream_model)], fallbacks)],
+        )],
+        providers,
+        consumers: vec![consumer(NS, "app", CLIENT_KEY)],
+        subscriptions: vec![subscription("app-chat", 0, 0, Phase::Approved)],
+        ..Content::default()
+    }
+}
+
+/// OpenAI chunks of an SSE body (`[DONE]` as a string), with `id` and `created` removed.
+pub fn openai_chunks(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let data = e
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("event without data: {e:?}"));
+            let mut v: Value =
+                serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.into()));
+            normalize(&mut v);
+            v
+        })
+        .collect()
+}
+
+/// Anthropic events of an SSE body as (event name, data).
+pub fn anthropic_events(body: &[u8]) -> Vec<(String, Value)> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut name = String::new();
+            let mut data = Value::Null;
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_string();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).expect("event data is JSON");
+                }
+            }
+            assert_eq!(data["type"], name.as_str(), "event name matches data type in {e:?}");
+            (name, data)
+        })
+        .collect()
+}
+
+/// Removes the fields that change on every call.
+pub fn normalize(v: &mut Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("id");
+        o.remove("created");
+    }
+}
+
+/// Tool calls assembled from OpenAI chunks: (id, name, arguments).
+pub fn assembled_tool_calls(chunks: &[Value]) -> Vec<(String, String, String)> {
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    for c in chunks {
+        for tc in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let i = tc["index"].as_u64().unwrap() as usize;
+            if calls.len() <= i {
+                calls.resize(i + 1, Default::default());
+            }
+            if let Some(id) = tc["id"].as_str() {
+                calls[i].0 = id.into();
+            }
+            if let Some(n) = tc["function"]["name"].as_str() {
+                calls[i].1.push_str(n);
+            }
+            if let Some(a) = tc["function"]["arguments"].as_str() {
+                calls[i].2.push_str(a);
+            }
+        }
+    }
+    calls
+}
+
+/// The text of OpenAI chunks.
+pub fn chunk_text(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
