@@ -1,5 +1,7 @@
 //! A fake of Azure OpenAI written from its public reference: `api-key` header,
 //! `/openai/deployments/{deployment}/chat/completions|embeddings?api-version=…`, OpenAI's shapes.
+//! The same chat answers (tool calls included) are also served OpenAI-style at `/v1/chat/completions`
+//! with `Authorization: Bearer`, for OpenAI-compatible backends of Anthropic-format callers.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -8,6 +10,21 @@ use super::fake_server::{Answer, Control, FakeServer, Say, Seen, decide, pieces_
 
 pub async fn start(key: &str) -> FakeServer {
     FakeServer::start(Control::new(key, "azure"), handle).await
+}
+
+pub async fn start_openai(key: &str) -> FakeServer {
+    FakeServer::start(Control::new(key, "openai"), handle_openai).await
+}
+
+fn handle_openai(s: &Seen, c: &Control) -> Answer {
+    if s.header("authorization") != Some(format!("Bearer {}", c.key).as_str()) {
+        return error(401, "invalid_api_key", "Incorrect API key provided.");
+    }
+    if s.path != "/v1/chat/completions" {
+        return error(404, "unknown_url", "Invalid URL");
+    }
+    let model = s.body["model"].as_str().unwrap_or("").to_string();
+    chat(s, c, &model)
 }
 
 fn error(status: u16, code: &str, message: &str) -> Answer {

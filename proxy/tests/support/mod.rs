@@ -6,7 +6,13 @@ pub mod azure_fake;
 pub mod bedrock_fake;
 pub mod fake_server;
 pub mod gemini_fake;
+pub mod anthropic_fake;
+pub mod azure_fake;
+pub mod bedrock_fake;
+pub mod fake_server;
+pub mod gemini_fake;
 pub mod openai_fake;
+pub mod translated;
 pub mod translated;
 
 use std::net::SocketAddr;

@@ -1,0 +1,107 @@
+"""The official `anthropic` Python package against Tollgate's `<prefix>/v1/messages`.
+
+Run by proxy/tests/anthropic_sdk.rs once per backend, which starts the proxy and passes:
+  TOLLGATE_BASE_URL  the route prefix, e.g. http://127.0.0.1:PORT/team-a/chat (the SDK adds /v1/messages)
+  TOLLGATE_KEY       a consumer key
+  EXPECT_TEXT        what the backend answers to a plain prompt
+Prints one line per check and a final "N passed, N failed"; exits non-zero on any failure.
+"""
+
+import os
+import sys
+import traceback
+
+import anthropic
+
+BASE = os.environ["TOLLGATE_BASE_URL"]
+KEY = os.environ["TOLLGATE_KEY"]
+EXPECT = os.environ["EXPECT_TEXT"]
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
+ASK = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+def client(key=KEY):
+    return anthropic.Anthropic(base_url=BASE, api_key=key, max_retries=0, timeout=20)
+
+
+def text():
+    m = client().messages.create(model="front-model", max_tokens=100, messages=[{"role": "user", "content": "hi"}])
+    assert m.type == "message" and m.role == "assistant", m
+    assert m.content[0].type == "text" and m.content[0].text == EXPECT, m.content
+    assert m.stop_reason == "end_turn", m.stop_reason
+    assert m.usage.output_tokens > 0 and m.usage.input_tokens > 0, m.usage
+
+
+def streaming():
+    with client().messages.stream(
+        model="front-model", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(pieces) >= 2, pieces
+    assert "".join(pieces) == EXPECT, pieces
+    assert final.stop_reason == "end_turn", final.stop_reason
+    assert final.usage.output_tokens > 0, final.usage
+
+
+def tool_call():
+    m = client().messages.create(model="front-model", max_tokens=200, tools=TOOLS, messages=ASK)
+    assert m.stop_reason == "tool_use", m.stop_reason
+    use = [b for b in m.content if b.type == "tool_use"]
+    assert len(use) == 1 and use[0].name == "get_weather" and use[0].input == {"city": "Paris"}, m.content
+    follow = ASK + [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in m.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use[0].id, "content": "sunny"}]},
+    ]
+    r = client().messages.create(model="front-model", max_tokens=200, tools=TOOLS, messages=follow)
+    assert r.content[0].text == "The tool said: sunny", r.content
+    assert r.stop_reason == "end_turn"
+
+
+def streamed_tool_call():
+    with client().messages.stream(model="front-model", max_tokens=200, tools=TOOLS, messages=ASK) as stream:
+        final = stream.get_final_message()
+    use = [b for b in final.content if b.type == "tool_use"]
+    assert final.stop_reason == "tool_use", final.stop_reason
+    assert len(use) == 1 and use[0].input == {"city": "Paris"}, final.content
+
+
+def bad_key():
+    try:
+        client("tg-not-a-key").messages.create(
+            model="front-model", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    except anthropic.AuthenticationError as e:
+        assert e.status_code == 401
+        assert e.body["error"]["type"] == "authentication_error", e.body
+        return
+    raise AssertionError("no AuthenticationError")
+
+
+CHECKS = [text, streaming, tool_call, streamed_tool_call, bad_key]
+
+
+def main():
+    print(f"anthropic {anthropic.__version__} against {BASE}")
+    passed = failed = 0
+    for check in CHECKS:
+        try:
+            check()
+            passed += 1
+            print(f"ok   {check.__name__}")
+        except Exception:  # noqa: BLE001 - every failure is reported, then counted
+            failed += 1
+            print(f"FAIL {check.__name__}")
+            traceback.print_exc(file=sys.stdout)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
