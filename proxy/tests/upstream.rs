@@ -393,21 +393,3 @@ async fn client_disconnect_mid_stream_closes_the_upstream_request() {
     assert_eq!(line["error_class"], "client_disconnected");
     proxy.stop().await;
 }
-
-#[tokio::test]
-async fn providers_of_later_issues_answer_501() {
-    let fake = OpenAiFake::start(Behaviour::new("a", UPSTREAM_KEY)).await;
-    let proxy = TestProxy::start(table(vec![provider(
-        "claude",
-        ProviderType::Anthropic,
-        &fake.endpoint(),
-        UPSTREAM_KEY,
-    )]))
-    .await;
-    let body = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}]});
-    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &body).await;
-    assert_eq!(reply.status, 501);
-    assert_eq!(reply.error_code(), "provider_not_supported");
-    assert!(fake.seen().is_empty());
-    proxy.stop().await;
-}
