@@ -102,23 +102,17 @@ fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
     Ok(out)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TypeMeta {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
+/// The configuration files' text, read but not yet parsed.
+pub struct Files {
+    files: Vec<(PathBuf, String)>,
+    /// SHA-256 over every file's path and content.
+    pub fingerprint: [u8; 32],
 }
 
-/// Reads every resource under `path`.
-pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let mut inputs = Inputs {
-        now_unix: clock::now_unix(),
-        ..Inputs::default()
-    };
+/// Reads the YAML files under `path` (cheap: no parsing), to tell whether anything changed.
+pub fn read_files(path: &Path) -> Result<Files, LoadError> {
     let mut hasher = Sha256::new();
-    let mut ignored = Vec::new();
+    let mut files = Vec::new();
     for file in yaml_files(path)? {
         let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Io {
             path: file.clone(),
@@ -128,7 +122,49 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         hasher.update([0]);
         hasher.update(text.as_bytes());
         hasher.update([0]);
-        for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        files.push((file, text));
+    }
+    Ok(Files {
+        files,
+        fingerprint: hasher.finalize().into(),
+    })
+}
+
+/// The fingerprint [`read_files`] would give, computed while streaming the files through a small buffer,
+/// so polling a large configuration does not allocate its size every second.
+pub fn fingerprint(path: &Path) -> Result<[u8; 32], LoadError> {
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    for file in yaml_files(path)? {
+        let io = |source| LoadError::Io {
+            path: file.clone(),
+            source,
+        };
+        let mut f = std::fs::File::open(&file).map_err(io)?;
+        hasher.update(file.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        hasher.update([0]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Parses the files' documents into resources.
+pub fn parse(files: &Files) -> Result<Loaded, LoadError> {
+    let mut inputs = Inputs {
+        now_unix: clock::now_unix(),
+        ..Inputs::default()
+    };
+    let mut ignored = Vec::new();
+    for (file, text) in &files.files {
+        for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let invalid = |message: String| LoadError::Invalid {
                 path: file.clone(),
                 index: i + 1,
@@ -139,10 +175,10 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
             if value.is_null() {
                 continue;
             }
-            let meta: TypeMeta =
-                serde_yaml::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?;
-            let parse_err = |e: serde_yaml::Error| invalid(format!("{} {e}", meta.kind));
-            match (meta.api_version.as_str(), meta.kind.as_str()) {
+            let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+            let (api_version, kind) = (field("apiVersion").to_owned(), field("kind").to_owned());
+            let parse_err = |e: serde_yaml::Error| invalid(format!("{kind} {e}"));
+            match (api_version.as_str(), kind.as_str()) {
                 (tollgate_crds::API_VERSION, "ModelProvider") => inputs
                     .providers
                     .push(serde_yaml::from_value::<ModelProvider>(value).map_err(parse_err)?),
@@ -174,9 +210,14 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     }
     Ok(Loaded {
         inputs,
-        fingerprint: hasher.finalize().into(),
+        fingerprint: files.fingerprint,
         ignored,
     })
+}
+
+/// Reads and parses every resource under `path`.
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    parse(&read_files(path)?)
 }
 
 /// Whether every condition of a verdict holds.
@@ -248,7 +289,7 @@ impl Watcher {
         log_summary(&snapshot);
         let hash = snapshot.hash.clone();
         store.store(Arc::new(snapshot));
-        Ok(Self {
+        let watcher = Self {
             path: path.to_path_buf(),
             store,
             recorder,
@@ -256,7 +297,10 @@ impl Watcher {
             seen: loaded.fingerprint,
             hash,
             accepted: accepted_set(&verdicts),
-        })
+        };
+        drop((loaded, verdicts));
+        release_freed_memory();
+        Ok(watcher)
     }
 
     /// Version of the snapshot last stored.
@@ -266,26 +310,52 @@ impl Watcher {
 
     /// Looks at the files once and applies or refuses what changed.
     pub fn check(&mut self) -> Change {
-        let loaded = match load(&self.path) {
-            Ok(loaded) => loaded,
+        match fingerprint(&self.path) {
+            Ok(seen) if seen == self.seen => return Change::Unchanged,
+            _ => {}
+        }
+        let files = match read_files(&self.path) {
+            Ok(files) => files,
             Err(e) => {
-                // Remember nothing: the files are re-read until they parse again. Log each distinct error once.
+                // Log each distinct read error once; the files are read again until they are back.
                 let message = e.to_string();
                 let digest: [u8; 32] = Sha256::digest(message.as_bytes()).into();
-                if digest == self.seen {
-                    return Change::Unchanged;
-                }
-                self.seen = digest;
-                tracing::error!(error = %message, "configuration change refused: the files do not parse; still serving version {}", self.version);
-                self.count(false);
-                return Change::Refused(message);
+                return self.refuse(digest, message);
             }
         };
-        if loaded.fingerprint == self.seen {
+        if files.fingerprint == self.seen {
             return Change::Unchanged;
         }
-        self.seen = loaded.fingerprint;
+        let fingerprint = files.fingerprint;
+        let parsed = parse(&files);
+        drop(files);
+        let change = match parsed {
+            Ok(loaded) => {
+                self.seen = loaded.fingerprint;
+                self.apply(loaded)
+            }
+            Err(e) => self.refuse(fingerprint, format!("the files do not parse: {e}")),
+        };
+        release_freed_memory();
+        change
+    }
+
+    fn refuse(&mut self, seen: [u8; 32], message: String) -> Change {
+        if seen == self.seen {
+            return Change::Unchanged;
+        }
+        self.seen = seen;
+        tracing::error!(
+            "configuration change refused: {message}; still serving version {}",
+            self.version
+        );
+        self.count(false);
+        Change::Refused(message)
+    }
+
+    fn apply(&mut self, loaded: Loaded) -> Change {
         let Compiled { snapshot, verdicts } = compile(&loaded.inputs, self.version + 1);
+        drop(loaded);
         let now_accepted = accepted_set(&verdicts);
         let lost: Vec<&Verdict> = verdicts
             .iter()
@@ -333,7 +403,8 @@ impl Watcher {
 
     /// Checks the files every `interval`, forever.
     pub async fn run(mut self, interval: Duration) {
-        let mut ticker = tokio::time::interval(interval);
+        // The files were just read by `start`: the first look is one interval away.
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
@@ -349,6 +420,17 @@ impl Watcher {
                 tracing::info!(version = v, "configuration change applied");
             }
         }
+    }
+}
+
+/// Hands memory freed after parsing and compiling back to the OS. Reading a large configuration
+/// allocates many times the size of the snapshot that stays; glibc keeps the freed heap otherwise, and
+/// a proxy's resident memory is what a Pod is sized and limited by.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused pages of malloc's own heap; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use support::*;
-use tollgate_proxy::standalone::{Change, Watcher};
+use tollgate_proxy::standalone::{Change, Watcher, fingerprint, read_files};
 
 const KEY: &str = "tg-quickstart-demo-key";
 
@@ -63,6 +63,11 @@ async fn valid_changes_are_swapped_in_and_bad_ones_refused() {
     let proxy = TestProxy::start_with(test_config(), None).await;
     let mut watcher = Watcher::start(dir.path(), proxy.store.clone(), None).unwrap();
     assert!(matches!(watcher.check(), Change::Unchanged));
+    // Polling streams the files through a hash; it must agree with reading them whole.
+    assert_eq!(
+        fingerprint(dir.path()).unwrap(),
+        read_files(dir.path()).unwrap().fingerprint
+    );
 
     // A third model on the route: applied as version 2.
     let with_model = original.replace(
