@@ -5,7 +5,9 @@
 
 mod catalog;
 mod compile;
+mod digest;
 mod duration;
+mod fx;
 mod model;
 mod verdict;
 

@@ -9,6 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::fx::{FxHashMap, map_with_capacity};
+
 pub use tollgate_crds::{Approval, Phase, ProviderType, Stage};
 
 /// Index of a provider in [`Content::providers`].
@@ -64,7 +66,9 @@ mod hex_bytes {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
+        let mut text = [0u8; 64];
+        hex::encode_to_slice(bytes, &mut text).expect("64 hex digits for 32 bytes");
+        s.serialize_str(std::str::from_utf8(&text).expect("hex is ASCII"))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
@@ -107,6 +111,68 @@ pub struct Limits {
     pub requests_per_minute: Option<u32>,
     /// Input plus output tokens per minute.
     pub tokens_per_minute: Option<u64>,
+}
+
+impl Limits {
+    /// Whether neither ceiling is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.requests_per_minute.is_none() && self.tokens_per_minute.is_none()
+    }
+}
+
+/// Spend ceilings in micro-dollars (millionths of a US dollar); `None` is unlimited.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Per calendar month (UTC).
+    pub monthly_micro_usd: Option<u64>,
+    /// Per calendar day (UTC).
+    pub daily_micro_usd: Option<u64>,
+}
+
+impl Budget {
+    /// Whether neither ceiling is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.monthly_micro_usd.is_none() && self.daily_micro_usd.is_none()
+    }
+}
+
+/// Passive health of a provider and cooldown of the keys in its pool.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Consecutive failures (connect errors, timeouts, 5xx) after which the provider is taken out of rotation.
+    pub failures_to_eject: u32,
+    /// How long an ejected provider stays out before one probe call is let through.
+    pub ejection_ms: u64,
+    /// How long a key that got 401/403/429 is left unused.
+    pub key_cooldown_ms: u64,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        Self {
+            failures_to_eject: 5,
+            ejection_ms: 30_000,
+            key_cooldown_ms: 60_000,
+        }
+    }
+}
+
+/// How many retries and fallbacks a route may add on top of its calls, so retries cannot multiply load.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// Retries allowed as a percentage of calls.
+    pub percent: u32,
+    /// Retries allowed per second regardless of traffic, so a quiet route can still fail over.
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self {
+            percent: 20,
+            min_per_second: 10,
+        }
+    }
 }
 
 /// US dollars per million tokens.
@@ -223,6 +289,9 @@ pub struct Provider {
     pub bedrock_region: Option<String>,
     /// Fake provider behaviour (only for `ProviderType::Fake`).
     pub fake: Option<FakeBehaviour>,
+    /// Ejection and key cooldown.
+    #[serde(default)]
+    pub health: HealthPolicy,
 }
 
 /// A model at a provider that a route model can send traffic to.
@@ -268,6 +337,12 @@ pub struct Route {
     pub limits: Limits,
     /// How subscriptions are approved.
     pub approval: Approval,
+    /// Default (and ceiling of) each subscription's budget.
+    #[serde(default)]
+    pub budget: Budget,
+    /// Retries and fallbacks allowed on top of the calls.
+    #[serde(default)]
+    pub retry_budget: RetryBudget,
 }
 
 /// One usable key of a consumer.
@@ -288,6 +363,12 @@ pub struct Consumer {
     pub id: ObjectRef,
     /// Keys that resolved and had not expired at compile time.
     pub keys: Vec<ConsumerKey>,
+    /// Limits over all of the consumer's subscriptions together.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Spend ceiling over all of the consumer's subscriptions together.
+    #[serde(default)]
+    pub budget: Budget,
 }
 
 /// A consumer's access to a route, with its effective limits and phase.
@@ -303,6 +384,9 @@ pub struct Subscription {
     pub phase: Phase,
     /// Subscription limits clamped to the route's.
     pub limits: Limits,
+    /// Subscription budget clamped to the route's.
+    #[serde(default)]
+    pub budget: Budget,
 }
 
 /// Everything that is encoded and hashed, in canonical order (each vector sorted by object reference).
@@ -316,15 +400,20 @@ pub struct Content {
     pub consumers: Vec<Consumer>,
     /// Subscriptions whose consumer and route both exist.
     pub subscriptions: Vec<Subscription>,
+    /// Proxy replicas sharing the traffic (0: unknown, taken as 1). Without Redis each replica enforces
+    /// this share of every limit and budget.
+    #[serde(default)]
+    pub proxy_replicas: u32,
 }
 
 /// Lookups the hot path needs, rebuilt from [`Content`].
 #[derive(Clone, Debug, Default)]
 struct Index {
-    by_key: HashMap<KeyDigest, (ConsumerIdx, u32)>,
+    // Digests are uniformly random and index pairs are ours: a fast unkeyed hash is safe for both.
+    by_key: FxHashMap<KeyDigest, (ConsumerIdx, u32)>,
     by_prefix: HashMap<String, Vec<RouteIdx>>,
-    by_consumer_route: HashMap<(ConsumerIdx, RouteIdx), u32>,
-    models: Vec<HashMap<String, u32>>,
+    by_consumer_route: FxHashMap<(ConsumerIdx, RouteIdx), u32>,
+    // Route models need no index: each route's are few and sorted by name (checked on decode).
 }
 
 /// An immutable, versioned routing table.
@@ -332,7 +421,7 @@ struct Index {
 pub struct Snapshot {
     /// Monotonic version assigned by whoever publishes (not part of the hash).
     pub version: u64,
-    /// Hex SHA-256 of the encoded content.
+    /// Hex SHA-256 of the content's canonical binary form (see `digest.rs`); equal content, equal hash.
     pub hash: String,
     /// The table itself.
     pub content: Content,
@@ -364,8 +453,7 @@ pub enum DecodeError {
 impl Snapshot {
     /// Wraps content: computes the hash and the hot-path indexes.
     pub fn from_content(version: u64, content: Content) -> Self {
-        let encoded = serde_json::to_vec(&content).expect("snapshot content always serialises");
-        let hash = hex::encode(Sha256::digest(&encoded));
+        let hash = crate::digest::content_hash(&content);
         let index = Index::build(&content);
         Self {
             version,
@@ -456,8 +544,11 @@ impl Snapshot {
 
     /// A model of a route by client-facing name.
     pub fn model(&self, route: RouteIdx, name: &str) -> Option<&RouteModel> {
-        let &m = self.index.models.get(route as usize)?.get(name)?;
-        Some(&self.content.routes[route as usize].models[m as usize])
+        let models = &self.content.routes.get(route as usize)?.models;
+        let m = models
+            .binary_search_by(|m| m.name.as_str().cmp(name))
+            .ok()?;
+        Some(&models[m])
     }
 
     /// A provider by index.
@@ -506,7 +597,12 @@ fn pick_by_host(routes: &[Route], candidates: &[RouteIdx], host: Option<&str>) -
 
 impl Index {
     fn build(content: &Content) -> Self {
-        let mut index = Index::default();
+        let keys = content.consumers.iter().map(|c| c.keys.len()).sum();
+        let mut index = Index {
+            by_key: map_with_capacity(keys),
+            by_prefix: HashMap::with_capacity(content.routes.len()),
+            by_consumer_route: map_with_capacity(content.subscriptions.len()),
+        };
         for (c, consumer) in content.consumers.iter().enumerate() {
             for (k, key) in consumer.keys.iter().enumerate() {
                 index.by_key.insert(key.digest, (c as u32, k as u32));
@@ -518,14 +614,6 @@ impl Index {
                 .entry(route.prefix.clone())
                 .or_default()
                 .push(r as u32);
-            index.models.push(
-                route
-                    .models
-                    .iter()
-                    .enumerate()
-                    .map(|(m, model)| (model.name.clone(), m as u32))
-                    .collect(),
-            );
         }
         for (s, sub) in content.subscriptions.iter().enumerate() {
             index
@@ -539,6 +627,12 @@ impl Index {
 fn check_indexes(content: &Content) -> Result<(), String> {
     let providers = content.providers.len() as u32;
     for route in &content.routes {
+        if route.models.windows(2).any(|w| w[0].name >= w[1].name) {
+            return Err(format!(
+                "route {} lists its models out of order or twice",
+                route.id
+            ));
+        }
         for model in &route.models {
             for backend in model.backends.iter().chain(&model.fallbacks) {
                 if backend.provider >= providers {

@@ -1,12 +1,14 @@
 //! What compiling said about each input object: the status the controller writes back.
 
+use std::borrow::Cow;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 use tollgate_crds::{
     AIRouteStatus, ApiSubscriptionStatus, ConsumerStatus, ModelProviderStatus, Phase,
 };
 
-use crate::model::{Limits, ObjectRef};
+use crate::model::{Budget, Limits, ObjectRef};
 
 /// The kind of object a verdict is about. Verdicts are sorted in this order first.
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,17 +46,22 @@ pub struct VerdictCondition {
     /// A CamelCase word for machines, e.g. `PathConflict`.
     pub reason: &'static str,
     /// A sentence for people, saying what to do.
-    pub message: String,
+    pub message: Cow<'static, str>,
 }
 
 impl VerdictCondition {
     /// Builds a condition.
-    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: String) -> Self {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             type_,
             status,
             reason,
-            message,
+            message: message.into(),
         }
     }
 
@@ -73,7 +80,7 @@ impl VerdictCondition {
             type_: self.type_.to_string(),
             status: self.status_str().to_string(),
             reason: self.reason.to_string(),
-            message: self.message.clone(),
+            message: self.message.to_string(),
             observed_generation,
             last_transition_time,
         }
@@ -116,6 +123,8 @@ pub struct SubscriptionDetail {
     pub phase: Phase,
     /// The subscription's limits clamped to the route's; absent when the route is unknown.
     pub effective_limits: Option<Limits>,
+    /// The subscription's budget clamped to the route's; absent when the route is unknown.
+    pub effective_budget: Option<Budget>,
     /// The route as `namespace/name`.
     pub route: String,
 }
@@ -197,6 +206,10 @@ impl Verdict {
                     requests_per_minute: l.requests_per_minute,
                     tokens_per_minute: l.tokens_per_minute,
                 }),
+                effective_budget: d
+                    .effective_budget
+                    .filter(|b| !b.is_unlimited())
+                    .map(crate::compile::budget_usd),
                 usage: None,
             }),
         };

@@ -450,6 +450,7 @@ fn objects_without_a_namespace_live_in_default() {
             secret("default", "app-key", &[("apiKey", "sk-app")]),
         ],
         now_unix: NOW,
+        proxy_replicas: 0,
     };
     let compiled = run(&inputs);
     for v in &compiled.verdicts {

@@ -1,25 +1,24 @@
 //! `Consumer` → [`Consumer`](crate::Consumer): keys read from Secrets, digested, expired ones left out,
 //! and a key value shared by two consumers kept only by the older.
 
-use std::collections::HashMap;
-
 use tollgate_crds::{Consumer as ConsumerObject, condition_type};
 
-use super::objects::{Item, join_list, namespace_of, sentences};
+use super::objects::{Item, by_age, join_list, namespace_of, sentences};
 use super::secrets::{SecretProblem, Secrets};
+use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{Consumer, ConsumerIdx, ConsumerKey, KeyDigest, ObjectRef};
 use crate::verdict::{ConsumerDetail, Detail, Kind, Verdict, VerdictCondition};
 
 /// What subscriptions need to know about a consumer object.
 pub(crate) struct ConsumerState {
-    /// Index in the table, or the reason and message saying why the consumer is not in it.
-    pub idx: Result<ConsumerIdx, (&'static str, String)>,
+    /// Index in the table; `None` when the consumer was not accepted.
+    pub idx: Option<ConsumerIdx>,
 }
 
 /// Consumers in the table, and every consumer object by namespace/name.
 pub(crate) struct ConsumerTable<'a> {
     pub consumers: Vec<Consumer>,
-    pub by_id: HashMap<(&'a str, &'a str), ConsumerState>,
+    pub by_id: FxHashMap<(&'a str, &'a str), ConsumerState>,
 }
 
 /// A consumer's keys after reading Secrets and before the table is built.
@@ -38,11 +37,8 @@ pub(crate) fn compile_consumers<'a>(
 ) -> ConsumerTable<'a> {
     let invalid: Vec<Vec<String>> = items.iter().map(validate).collect();
     // The older consumer keeps a key value that two consumers hold.
-    let mut by_age: Vec<usize> = (0..items.len())
-        .filter(|&i| invalid[i].is_empty())
-        .collect();
-    by_age.sort_by(|&a, &b| items[a].age_cmp(&items[b]));
-    let mut owners: HashMap<KeyDigest, usize> = HashMap::with_capacity(items.len() * 2);
+    let by_age = by_age(items, |i| invalid[i].is_empty());
+    let mut owners: FxHashMap<KeyDigest, usize> = map_with_capacity(items.len() * 2);
     let mut resolved: Vec<Option<Resolved>> = (0..items.len()).map(|_| None).collect();
     for &i in &by_age {
         resolved[i] = Some(resolve_keys(
@@ -57,7 +53,7 @@ pub(crate) fn compile_consumers<'a>(
 
     let mut table = ConsumerTable {
         consumers: Vec::new(),
-        by_id: HashMap::with_capacity(items.len()),
+        by_id: map_with_capacity(items.len()),
     };
     for (i, item) in items.iter().enumerate() {
         let meta = &item.obj.metadata;
@@ -73,22 +69,22 @@ pub(crate) fn compile_consumers<'a>(
                     id: item.id.clone(),
                     generation: item.generation,
                     conditions: vec![
-                        VerdictCondition::new(condition_type::ACCEPTED, false, "InvalidSpec", message.clone()),
+                        VerdictCondition::new(
+                            condition_type::ACCEPTED,
+                            false,
+                            "InvalidSpec",
+                            message.clone(),
+                        ),
                         VerdictCondition::new(
                             condition_type::READY,
                             false,
                             "InvalidSpec",
-                            "No key of this consumer is accepted: fix the problem reported in Accepted.".into(),
+                            "No key of this consumer is accepted: fix the problem reported in Accepted.",
                         ),
                     ],
                     detail: Detail::Consumer(ConsumerDetail { active_keys: 0 }),
                 };
-                (
-                    verdict,
-                    ConsumerState {
-                        idx: Err(("ConsumerNotAccepted", message)),
-                    },
-                )
+                (verdict, ConsumerState { idx: None })
             }
             Some(resolved) => {
                 let verdict = accepted_verdict(item, &resolved);
@@ -96,8 +92,10 @@ pub(crate) fn compile_consumers<'a>(
                 table.consumers.push(Consumer {
                     id: item.id.clone(),
                     keys: resolved.keys,
+                    limits: super::traffic::limits_of(item.obj.spec.limits.as_ref()),
+                    budget: super::traffic::budget_of(item.obj.spec.budget.as_ref()),
                 });
-                (verdict, ConsumerState { idx: Ok(idx) })
+                (verdict, ConsumerState { idx: Some(idx) })
             }
         };
         verdicts.push(verdict);
@@ -137,7 +135,7 @@ fn resolve_keys(
     items: &[Item<'_, ConsumerObject>],
     secrets: &Secrets<'_>,
     now_unix: i64,
-    owners: &mut HashMap<KeyDigest, usize>,
+    owners: &mut FxHashMap<KeyDigest, usize>,
 ) -> Resolved {
     let namespace = item.id.namespace.as_str();
     let mut out = Resolved {
@@ -232,7 +230,7 @@ fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Ver
             condition_type::RESOLVED_REFS,
             true,
             "ResolvedRefs",
-            "Every key was read from its Secret.".into(),
+            "Every key was read from its Secret.",
         ),
         Some(&(reason, _)) => {
             let clauses: Vec<&str> = resolved.problems.iter().map(|(_, c)| c.as_str()).collect();

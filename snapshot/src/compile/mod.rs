@@ -11,6 +11,7 @@ mod provider;
 mod route;
 mod secrets;
 mod subscription;
+mod traffic;
 
 use k8s_openapi::api::core::v1::Secret;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, Phase, condition_type};
@@ -22,8 +23,11 @@ use crate::verdict::{
 };
 
 pub use objects::DEFAULT_NAMESPACE;
-pub use provider::{FAKE_ENDPOINT, auth_scheme, default_endpoint, translation_available};
+pub use provider::{
+    FAKE_ENDPOINT, UNTRANSLATED, auth_scheme, default_endpoint, translation_available,
+};
 pub use subscription::{clamp_limits, phase_for};
+pub use traffic::{budget_usd, clamp_budget};
 
 /// Everything a snapshot is compiled from.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +44,9 @@ pub struct Inputs {
     pub secrets: Vec<Secret>,
     /// The present instant in Unix seconds: keys expired by then are left out.
     pub now_unix: i64,
+    /// Proxy replicas sharing the traffic, copied into the snapshot (0: unknown). An input rather than
+    /// something the compiler looks up, so compiling stays pure.
+    pub proxy_replicas: u32,
 }
 
 /// The result of compiling.
@@ -52,91 +59,117 @@ pub struct Compiled {
 }
 
 /// Compiles resources into a routing table with the given version, and says what it made of each object.
+///
+/// Work that does not depend on each other runs on two threads (consumers beside providers and routes;
+/// subscription verdicts beside hashing the table); results are joined in a fixed order, so the output
+/// does not depend on scheduling.
 pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
     let secrets = secrets::Secrets::new(&inputs.secrets);
-    let providers = objects::collect(&inputs.providers);
-    let routes = objects::collect(&inputs.routes);
-    let consumers = objects::collect(&inputs.consumers);
-    let subscriptions = objects::collect(&inputs.subscriptions);
+    let now = inputs.now_unix;
 
-    let mut verdicts = Vec::with_capacity(
-        inputs.providers.len()
-            + inputs.routes.len()
-            + inputs.consumers.len()
-            + inputs.subscriptions.len(),
-    );
-    let provider_table = provider::compile_providers(&providers.items, &secrets, &mut verdicts);
-    let route_table = route::compile_routes(
-        &routes.items,
-        &provider_table,
-        inputs.now_unix,
-        &mut verdicts,
-    );
-    let consumer_table =
-        consumer::compile_consumers(&consumers.items, &secrets, inputs.now_unix, &mut verdicts);
-    let subscription_list = subscription::compile_subscriptions(
-        &subscriptions.items,
-        &consumer_table,
-        &route_table,
-        &mut verdicts,
-    );
+    let (left, right) = std::thread::scope(|scope| {
+        let right = scope.spawn(|| {
+            let consumers = objects::collect(&inputs.consumers);
+            let subscriptions = objects::collect(&inputs.subscriptions);
+            let mut verdicts = Vec::with_capacity(inputs.consumers.len());
+            let table = consumer::compile_consumers(&consumers.items, &secrets, now, &mut verdicts);
+            (consumers, subscriptions, table, verdicts)
+        });
+        let providers = objects::collect(&inputs.providers);
+        let routes = objects::collect(&inputs.routes);
+        let mut verdicts = Vec::with_capacity(
+            inputs.providers.len()
+                + inputs.routes.len()
+                + inputs.consumers.len()
+                + inputs.subscriptions.len(),
+        );
+        let provider_table = provider::compile_providers(&providers.items, &secrets, &mut verdicts);
+        let route_table = route::compile_routes(&routes.items, &provider_table, now, &mut verdicts);
+        let left = (providers, routes, provider_table, route_table, verdicts);
+        (left, join(right))
+    });
+    let (providers, routes, provider_table, route_table, mut verdicts) = left;
+    let (consumers, subscriptions, consumer_table, mut consumer_verdicts) = right;
+    verdicts.append(&mut consumer_verdicts);
 
-    for d in &providers.duplicates {
-        verdicts.push(duplicate(
-            Kind::ModelProvider,
-            d,
-            Detail::Provider(ProviderDetail {
-                endpoint: None,
-                models: Vec::new(),
-                credentials: 0,
-            }),
-        ));
-    }
-    for d in &routes.duplicates {
-        let endpoint = format!("{}/v1", d.obj.spec.prefix.trim_end_matches('/'));
-        verdicts.push(duplicate(
-            Kind::AIRoute,
-            d,
-            Detail::Route(RouteDetail {
-                endpoint,
-                served_models: Vec::new(),
-                approved_subscriptions: 0,
-            }),
-        ));
-    }
-    for d in &consumers.duplicates {
-        verdicts.push(duplicate(
-            Kind::Consumer,
-            d,
-            Detail::Consumer(ConsumerDetail { active_keys: 0 }),
-        ));
-    }
-    for d in &subscriptions.duplicates {
-        let spec = &d.obj.spec;
-        let route_ns = spec.route.namespace.as_deref().unwrap_or(&d.id.namespace);
-        verdicts.push(duplicate(
-            Kind::ApiSubscription,
-            d,
-            Detail::Subscription(SubscriptionDetail {
-                phase: Phase::Invalid,
-                effective_limits: None,
-                route: format!("{route_ns}/{}", spec.route.name),
-            }),
-        ));
-    }
-    // Stable: a kept object's verdict stays ahead of its duplicates'.
-    verdicts.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.id.cmp(&b.id)));
-
+    let planned =
+        subscription::plan_subscriptions(&subscriptions.items, &consumer_table, &route_table);
+    subscription::count_approved(&planned.approved, &mut verdicts);
+    let subscription_list = planned.subscriptions;
     let content = Content {
         providers: provider_table.providers,
         routes: route_table.routes,
         consumers: consumer_table.consumers,
         subscriptions: subscription_list,
+        proxy_replicas: inputs.proxy_replicas,
     };
-    Compiled {
-        snapshot: Snapshot::from_content(version, content),
-        verdicts,
-    }
+
+    let snapshot = std::thread::scope(|scope| {
+        let hashed = scope.spawn(move || Snapshot::from_content(version, content));
+        subscription::write_verdicts(&subscriptions.items, planned.outcomes, &mut verdicts);
+        for d in &providers.duplicates {
+            verdicts.push(duplicate(
+                Kind::ModelProvider,
+                d,
+                Detail::Provider(ProviderDetail {
+                    endpoint: None,
+                    models: Vec::new(),
+                    credentials: 0,
+                }),
+            ));
+        }
+        for d in &routes.duplicates {
+            let endpoint = format!("{}/v1", d.obj.spec.prefix.trim_end_matches('/'));
+            verdicts.push(duplicate(
+                Kind::AIRoute,
+                d,
+                Detail::Route(RouteDetail {
+                    endpoint,
+                    served_models: Vec::new(),
+                    approved_subscriptions: 0,
+                }),
+            ));
+        }
+        for d in &consumers.duplicates {
+            verdicts.push(duplicate(
+                Kind::Consumer,
+                d,
+                Detail::Consumer(ConsumerDetail { active_keys: 0 }),
+            ));
+        }
+        for d in &subscriptions.duplicates {
+            let spec = &d.obj.spec;
+            let route_ns = spec.route.namespace.as_deref().unwrap_or(&d.id.namespace);
+            verdicts.push(duplicate(
+                Kind::ApiSubscription,
+                d,
+                Detail::Subscription(SubscriptionDetail {
+                    phase: Phase::Invalid,
+                    effective_limits: None,
+                    effective_budget: None,
+                    route: format!("{route_ns}/{}", spec.route.name),
+                }),
+            ));
+        }
+        let duplicates = providers.duplicates.len()
+            + routes.duplicates.len()
+            + consumers.duplicates.len()
+            + subscriptions.duplicates.len();
+        if duplicates > 0 {
+            // Everything else arrived in kind and name order; stable, so a kept object's verdict
+            // stays ahead of its duplicates'.
+            verdicts.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.id.cmp(&b.id)));
+        }
+        join(hashed)
+    });
+    Compiled { snapshot, verdicts }
+}
+
+/// Joins a scoped thread, passing its panic on.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn duplicate<T>(kind: Kind, item: &objects::Item<'_, T>, detail: Detail) -> Verdict {
@@ -155,7 +188,7 @@ fn duplicate<T>(kind: Kind, item: &objects::Item<'_, T>, detail: Detail) -> Verd
                 condition_type::READY,
                 false,
                 "Duplicate",
-                "This copy is ignored: fix the problem reported in Accepted.".into(),
+                "This copy is ignored: fix the problem reported in Accepted.",
             ),
         ],
         detail,

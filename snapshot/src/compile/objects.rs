@@ -46,13 +46,13 @@ pub(crate) struct Item<'a, T> {
     pub obj: &'a T,
 }
 
-impl<T> Item<'_, T> {
-    /// Older first: creation time, then namespace/name.
-    pub fn age_cmp(&self, other: &Self) -> Ordering {
-        self.created
-            .cmp(&other.created)
-            .then_with(|| self.id.cmp(&other.id))
-    }
+/// Positions of the items (which are sorted by namespace/name) that pass `keep`, oldest first:
+/// creation time, then namespace/name.
+pub(crate) fn by_age<T>(items: &[Item<'_, T>], keep: impl Fn(usize) -> bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..items.len()).filter(|&i| keep(i)).collect();
+    // Items are in namespace/name order, so the position breaks ties in creation time.
+    order.sort_unstable_by_key(|&i| (items[i].created, i));
+    order
 }
 
 /// Objects sorted by namespace/name, and the duplicates (same namespace/name) set aside.
@@ -76,7 +76,7 @@ pub(crate) fn collect<T: Object>(objects: &[T]) -> Collected<'_, T> {
             }
         })
         .collect();
-    all.sort_by(|a, b| a.id.cmp(&b.id).then_with(|| tie_break(a, b)));
+    all.sort_unstable_by(|a, b| a.id.cmp(&b.id).then_with(|| tie_break(a, b)));
     let mut items: Vec<Item<'_, T>> = Vec::with_capacity(all.len());
     let mut duplicates = Vec::new();
     for item in all {
@@ -89,12 +89,17 @@ pub(crate) fn collect<T: Object>(objects: &[T]) -> Collected<'_, T> {
 }
 
 fn tie_break<T: Object>(a: &Item<'_, T>, b: &Item<'_, T>) -> Ordering {
-    let (ma, mb) = (a.obj.meta(), b.obj.meta());
-    a.created
-        .cmp(&b.created)
+    same_name_order(a.obj, b.obj)
+}
+
+/// Orders two objects with the same namespace/name: creation time, uid, resourceVersion, content.
+pub(crate) fn same_name_order<T: Object>(a: &T, b: &T) -> Ordering {
+    let (ma, mb) = (a.meta(), b.meta());
+    ma.creation_timestamp
+        .cmp(&mb.creation_timestamp)
         .then_with(|| ma.uid.cmp(&mb.uid))
         .then_with(|| ma.resource_version.cmp(&mb.resource_version))
-        .then_with(|| content_of(a.obj).cmp(&content_of(b.obj)))
+        .then_with(|| content_of(a).cmp(&content_of(b)))
 }
 
 fn content_of<T: Serialize>(obj: &T) -> Vec<u8> {

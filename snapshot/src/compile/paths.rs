@@ -5,7 +5,7 @@
 //! `/a/v1/chat/completions`). A route with hostnames next to one without, on the same prefix, is no
 //! conflict: the proxy tries hostname-specific routes first.
 
-use std::collections::HashMap;
+use crate::fx::FxHashMap;
 
 /// Checks `spec.prefix` as the CRD schema does, and returns it without a trailing `/` (`""` for `/`).
 pub(crate) fn normalize_prefix(prefix: &str) -> Result<&str, String> {
@@ -110,8 +110,8 @@ struct Claim<'a> {
 /// Paths already taken by accepted routes, in the order they were accepted (oldest first).
 #[derive(Default)]
 pub(crate) struct Claims<'a> {
-    by_prefix: HashMap<&'a str, Vec<Claim<'a>>>,
-    by_stem: HashMap<&'a str, Vec<Claim<'a>>>,
+    by_prefix: FxHashMap<&'a str, Vec<Claim<'a>>>,
+    by_stem: FxHashMap<&'a str, Vec<Claim<'a>>>,
 }
 
 impl<'a> Claims<'a> {

@@ -1,13 +1,12 @@
 //! `ModelProvider` → [`Provider`]: endpoint and auth defaults per type, credentials, prices, timeouts.
 
-use std::collections::HashMap;
-
 use tollgate_crds::{ModelProvider, ModelProviderSpec, ProviderType, condition_type};
 
 use super::objects::{Item, join_list, namespace_of, sentences};
 use super::secrets::Secrets;
 use crate::catalog::catalog;
 use crate::duration::parse_duration_ms;
+use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{
     AuthScheme, Credential, FakeBehaviour, Price, Provider, ProviderIdx, ProviderModel, Timeouts,
 };
@@ -61,15 +60,29 @@ pub fn auth_scheme(provider_type: ProviderType) -> AuthScheme {
     }
 }
 
-/// Whether this Tollgate's proxy can translate requests for a provider type. The others are compiled
-/// into the table all the same; the proxy answers 501 for them until their translation lands.
+/// Provider types the proxy cannot translate requests for yet. They are compiled into the table all the
+/// same (the proxy answers 501 for them) and their Ready condition says so. Empty since the proxy
+/// translates Anthropic, Gemini, Azure OpenAI and Bedrock natively; a new type starts here.
+pub const UNTRANSLATED: &[ProviderType] = &[];
+
+/// Whether this Tollgate's proxy can translate requests for a provider type.
 pub fn translation_available(provider_type: ProviderType) -> bool {
-    !matches!(
-        provider_type,
-        ProviderType::Anthropic
-            | ProviderType::Gemini
-            | ProviderType::AzureOpenAI
-            | ProviderType::Bedrock
+    !UNTRANSLATED.contains(&provider_type)
+}
+
+/// The Ready condition of a provider whose type the proxy cannot translate yet.
+fn untranslated(provider_type: ProviderType, pricing_note: String) -> VerdictCondition {
+    VerdictCondition::new(
+        condition_type::READY,
+        false,
+        "TranslationNotImplemented",
+        sentences(&[
+            format!(
+                "This provider is in the routing table, but this Tollgate release cannot translate requests to the {} API yet, so calls routed here answer 501 Not Implemented; until that lands, route to an OpenAI-compatible provider instead",
+                provider_type.as_str()
+            ),
+            pricing_note,
+        ]),
     )
 }
 
@@ -86,13 +99,13 @@ fn needs_credentials(provider_type: ProviderType) -> bool {
 
 /// What routes need to know about a provider object, usable or not.
 pub(crate) struct ProviderState<'a> {
-    /// Index in the table, or a clause saying why routes cannot use it.
-    pub usable: Result<ProviderIdx, String>,
+    /// Index in the table; `None` when routes cannot use the provider (its verdict says why).
+    pub usable: Option<ProviderIdx>,
     all_namespaces: bool,
     allowed: Vec<&'a str>,
     namespace: &'a str,
     /// Model name → index in the provider's (sorted) model list.
-    pub models: HashMap<&'a str, usize>,
+    pub models: FxHashMap<&'a str, usize>,
 }
 
 impl ProviderState<'_> {
@@ -105,7 +118,7 @@ impl ProviderState<'_> {
 /// Providers in the table, and every provider object by namespace/name.
 pub(crate) struct ProviderTable<'a> {
     pub providers: Vec<Provider>,
-    pub by_id: HashMap<(&'a str, &'a str), ProviderState<'a>>,
+    pub by_id: FxHashMap<(&'a str, &'a str), ProviderState<'a>>,
 }
 
 /// Compiles providers, which arrive sorted by namespace/name, so table indexes follow that order.
@@ -116,7 +129,7 @@ pub(crate) fn compile_providers<'a>(
 ) -> ProviderTable<'a> {
     let mut table = ProviderTable {
         providers: Vec::new(),
-        by_id: HashMap::with_capacity(items.len()),
+        by_id: map_with_capacity(items.len()),
     };
     for item in items {
         let meta = &item.obj.metadata;
@@ -124,7 +137,7 @@ pub(crate) fn compile_providers<'a>(
         let name = meta.name.as_deref().unwrap_or_default();
         let spec = &item.obj.spec;
         let mut state = ProviderState {
-            usable: Err(String::new()),
+            usable: None,
             all_namespaces: spec.allowed_namespaces.iter().any(|n| n.0 == "*"),
             allowed: spec
                 .allowed_namespaces
@@ -132,31 +145,22 @@ pub(crate) fn compile_providers<'a>(
                 .map(|n| n.0.as_str())
                 .collect(),
             namespace,
-            models: HashMap::new(),
+            models: FxHashMap::default(),
         };
         let (verdict, provider) = compile_one(item, secrets);
-        match provider {
-            Some(provider) => {
-                state.models = spec
-                    .models
-                    .iter()
-                    .filter_map(|m| {
-                        let i = provider
-                            .models
-                            .binary_search_by(|p| p.name.as_str().cmp(&m.name));
-                        i.ok().map(|i| (m.name.as_str(), i))
-                    })
-                    .collect();
-                state.usable = Ok(table.providers.len() as ProviderIdx);
-                table.providers.push(provider);
-            }
-            None => {
-                let why = verdict
-                    .condition(condition_type::READY)
-                    .map(|c| c.message.clone())
-                    .unwrap_or_default();
-                state.usable = Err(why);
-            }
+        if let Some(provider) = provider {
+            state.models = spec
+                .models
+                .iter()
+                .filter_map(|m| {
+                    let i = provider
+                        .models
+                        .binary_search_by(|p| p.name.as_str().cmp(&m.name));
+                    i.ok().map(|i| (m.name.as_str(), i))
+                })
+                .collect();
+            state.usable = Some(table.providers.len() as ProviderIdx);
+            table.providers.push(provider);
         }
         verdicts.push(verdict);
         table.by_id.insert((namespace, name), state);
@@ -183,6 +187,7 @@ fn compile_one(
     }
     let timeouts = resolve_timeouts(spec, &mut invalid);
     let fake = resolve_fake(spec, &mut invalid);
+    let health = super::traffic::health_of(spec, &mut invalid);
     let (models, unpriced) = resolve_models(spec, &mut invalid);
 
     let mut verdict = Verdict {
@@ -211,7 +216,7 @@ fn compile_one(
             condition_type::READY,
             false,
             "InvalidSpec",
-            "Routes cannot use this provider: fix the problem reported in Accepted.".into(),
+            "Routes cannot use this provider: fix the problem reported in Accepted.",
         ));
         return (verdict, None);
     }
@@ -315,18 +320,7 @@ fn compile_one(
             ]),
         )
     } else {
-        VerdictCondition::new(
-            condition_type::READY,
-            false,
-            "TranslationNotImplemented",
-            sentences(&[
-                format!(
-                    "This provider is in the routing table, but this Tollgate release cannot translate requests to the {} API yet, so calls routed here answer 501 Not Implemented; until that lands, route to an OpenAI-compatible provider instead",
-                    provider_type.as_str()
-                ),
-                pricing_note,
-            ]),
-        )
+        untranslated(provider_type, pricing_note)
     };
     verdict.conditions.push(ready);
     let provider = Provider {
@@ -340,6 +334,7 @@ fn compile_one(
         azure_api_version: spec.azure.as_ref().map(|a| a.api_version.clone()),
         bedrock_region: spec.bedrock.as_ref().map(|b| b.region.clone()),
         fake,
+        health,
     };
     (verdict, Some(provider))
 }
@@ -517,4 +512,36 @@ fn resolve_models(
         ));
     }
     (models, unpriced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untranslated_types_say_calls_answer_501_and_what_to_do() {
+        let c = untranslated(ProviderType::Bedrock, String::new());
+        assert!(!c.status);
+        assert_eq!(c.reason, "TranslationNotImplemented");
+        assert!(
+            c.message.contains("501") && c.message.contains("Bedrock"),
+            "{}",
+            c.message
+        );
+        assert!(c.message.contains("route to an OpenAI-compatible provider"));
+    }
+
+    #[test]
+    fn every_provider_type_is_translated_now() {
+        for ty in [
+            ProviderType::OpenAI,
+            ProviderType::AzureOpenAI,
+            ProviderType::Anthropic,
+            ProviderType::Gemini,
+            ProviderType::Bedrock,
+            ProviderType::Fake,
+        ] {
+            assert!(translation_available(ty), "{ty:?}");
+        }
+    }
 }

@@ -1,33 +1,26 @@
 //! `AIRoute` → [`Route`]: prefix ownership, lifecycle, and model backends resolved against providers.
 
-use std::collections::HashMap;
+use tollgate_crds::{AIRoute, AIRouteSpec, BackendRef, Stage, condition_type};
 
-use tollgate_crds::{AIRoute, AIRouteSpec, Approval, BackendRef, Stage, condition_type};
-
-use super::objects::{Item, join_list, namespace_of, sentences};
+use super::objects::{Item, by_age, join_list, namespace_of, sentences};
 use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
 use super::provider::ProviderTable;
+use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{Backend, Limits, Route, RouteIdx, RouteModel};
 use crate::verdict::{Detail, Kind, RouteDetail, Verdict, VerdictCondition};
 
-/// What subscriptions need to know about a route object.
-pub(crate) struct RouteState<'a> {
-    /// Index in the table, or the reason and message saying why the route is not in it.
-    pub idx: Result<RouteIdx, (&'static str, String)>,
-    pub namespace: &'a str,
-    pub stage: Stage,
-    pub approval: Approval,
-    pub limits: Limits,
-    /// Whether at least one model is routed upstream.
-    pub serving: bool,
-    /// Position of the route's verdict, to count approved subscriptions into it.
-    pub verdict: usize,
+/// What subscriptions need to know about a route object; the rest they read from the table.
+pub(crate) struct RouteState {
+    /// Index in the table; `None` when the route was not accepted.
+    pub idx: Option<RouteIdx>,
 }
 
 /// Routes in the table, and every route object by namespace/name.
 pub(crate) struct RouteTable<'a> {
     pub routes: Vec<Route>,
-    pub by_id: HashMap<(&'a str, &'a str), RouteState<'a>>,
+    /// Position of each table route's verdict, by route index.
+    pub verdict_at: Vec<usize>,
+    pub by_id: FxHashMap<(&'a str, &'a str), RouteState>,
 }
 
 struct Valid {
@@ -45,15 +38,14 @@ pub(crate) fn compile_routes<'a>(
     let checked: Vec<Result<Valid, Vec<String>>> = items.iter().map(validate).collect();
 
     // Older routes claim their paths first.
-    let mut by_age: Vec<usize> = (0..items.len()).filter(|&i| checked[i].is_ok()).collect();
-    by_age.sort_by(|&a, &b| items[a].age_cmp(&items[b]));
+    let by_age = by_age(items, |i| checked[i].is_ok());
     let mut claims = Claims::default();
-    let mut collisions: HashMap<usize, (usize, Collision)> = HashMap::new();
+    let mut collisions: Vec<Option<(usize, Collision)>> = vec![None; items.len()];
     for &i in &by_age {
         let Ok(valid) = &checked[i] else { continue };
         match claims.collision(&valid.prefix, &valid.hostnames) {
             Some(hit) => {
-                collisions.insert(i, hit);
+                collisions[i] = Some(hit);
             }
             None => claims.insert(i, &valid.prefix, &valid.hostnames),
         }
@@ -61,42 +53,26 @@ pub(crate) fn compile_routes<'a>(
 
     let mut table = RouteTable {
         routes: Vec::new(),
-        by_id: HashMap::with_capacity(items.len()),
+        verdict_at: Vec::new(),
+        by_id: map_with_capacity(items.len()),
     };
     for (i, item) in items.iter().enumerate() {
         let spec = &item.obj.spec;
         let meta = &item.obj.metadata;
         let namespace = namespace_of(meta);
-        let limits = spec
-            .limits
-            .as_ref()
-            .map(|l| Limits {
-                requests_per_minute: l.requests_per_minute,
-                tokens_per_minute: l.tokens_per_minute,
-            })
-            .unwrap_or_default();
-        let mut state = RouteState {
-            idx: Err(("InvalidSpec", String::new())),
-            namespace,
-            stage: spec.stage,
-            approval: spec.approval,
-            limits,
-            serving: false,
-            verdict: verdicts.len(),
-        };
-        let verdict = match (&checked[i], collisions.get(&i)) {
+        let limits = super::traffic::limits_of(spec.limits.as_ref());
+        let mut state = RouteState { idx: None };
+        let verdict = match (&checked[i], collisions[i]) {
             (Err(problems), _) => {
                 let message = format!(
                     "This route is not served until its spec is fixed: {}.",
                     problems.join("; ")
                 );
-                state.idx = Err(("InvalidSpec", message.clone()));
                 let endpoint = format!("{}/v1", spec.prefix.trim_end_matches('/'));
                 rejected(item, endpoint, "InvalidSpec", message)
             }
-            (Ok(valid), Some(&(winner, how))) => {
+            (Ok(valid), Some((winner, how))) => {
                 let message = conflict_message(valid, &checked, items, winner, how);
-                state.idx = Err(("RouteNotAccepted", message.clone()));
                 rejected(
                     item,
                     format!("{}/v1", valid.prefix),
@@ -107,9 +83,9 @@ pub(crate) fn compile_routes<'a>(
             (Ok(valid), None) => {
                 let idx = table.routes.len() as RouteIdx;
                 let (verdict, route) = build(item, valid, limits, providers, now_unix);
-                state.serving = !route.models.is_empty();
-                state.idx = Ok(idx);
+                state.idx = Some(idx);
                 table.routes.push(route);
+                table.verdict_at.push(verdicts.len());
                 verdict
             }
         };
@@ -242,7 +218,7 @@ fn rejected(
                 condition_type::READY,
                 false,
                 reason,
-                "The route is not served: fix the problem reported in Accepted.".into(),
+                "The route is not served: fix the problem reported in Accepted.",
             ),
         ],
         detail: Detail::Route(RouteDetail {
@@ -330,13 +306,13 @@ fn build(
             condition_type::RESOLVED_REFS,
             true,
             "ResolvedRefs",
-            "Backends are not checked: a Retired route sends nothing upstream.".into(),
+            "Backends are not checked: a Retired route sends nothing upstream.",
         ),
         None => VerdictCondition::new(
             condition_type::RESOLVED_REFS,
             true,
             "ResolvedRefs",
-            "Every backend refers to a usable provider that offers its model.".into(),
+            "Every backend refers to a usable provider that offers its model.",
         ),
         Some(&(reason, _)) => {
             let clauses: Vec<&str> = problems.iter().map(|(_, c)| c.as_str()).collect();
@@ -388,14 +364,14 @@ fn build(
             condition_type::READY,
             false,
             "Retired",
-            "The route is Retired: clients get 410 Gone and nothing is sent upstream; delete it once callers have moved on.".into(),
+            "The route is Retired: clients get 410 Gone and nothing is sent upstream; delete it once callers have moved on.",
         )
     } else if served.is_empty() {
         VerdictCondition::new(
             condition_type::READY,
             false,
             "NoServedModels",
-            "No model has a usable backend, so every call fails: fix the backends listed in ResolvedRefs.".into(),
+            "No model has a usable backend, so every call fails: fix the backends listed in ResolvedRefs.",
         )
     } else {
         let mut parts = vec![format!("Serving {}", join_list(&served))];
@@ -423,6 +399,8 @@ fn build(
         models,
         limits,
         approval: spec.approval,
+        budget: super::traffic::budget_of(spec.budget.as_ref()),
+        retry_budget: super::traffic::retry_budget_of(spec.retry_budget.as_ref()),
     };
     (verdict, route)
 }
@@ -449,14 +427,11 @@ fn resolve_backend(
             ),
         ));
     }
-    let idx = match &state.usable {
-        Ok(idx) => *idx,
-        Err(_) => {
-            return Err((
-                "ProviderNotReady",
-                format!("ModelProvider {namespace}/{name} is not usable (its status says why)"),
-            ));
-        }
+    let Some(idx) = state.usable else {
+        return Err((
+            "ProviderNotReady",
+            format!("ModelProvider {namespace}/{name} is not usable (its status says why)"),
+        ));
     };
     let upstream = b.model.as_deref().unwrap_or(model);
     let Some(&m) = state.models.get(upstream) else {

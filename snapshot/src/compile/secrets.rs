@@ -1,14 +1,15 @@
 //! Looking up values in Secrets, from `data` or `stringData`.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::objects::{collect, namespace_of};
+use super::objects::{namespace_of, same_name_order};
+use crate::fx::{FxHashMap, map_with_capacity};
 
 /// Secrets by namespace and name.
 pub(crate) struct Secrets<'a> {
-    by_id: HashMap<(&'a str, &'a str), &'a Secret>,
+    by_id: FxHashMap<(&'a str, &'a str), &'a Secret>,
 }
 
 /// Why a Secret reference gave no value.
@@ -48,16 +49,22 @@ impl SecretProblem {
 impl<'a> Secrets<'a> {
     /// Indexes Secrets; of duplicates (standalone files only) the canonical first is used.
     pub fn new(secrets: &'a [Secret]) -> Self {
-        let collected = collect(secrets);
-        let by_id = collected
-            .items
-            .iter()
-            .map(|item| {
-                let meta = &item.obj.metadata;
-                let name = meta.name.as_deref().unwrap_or_default();
-                ((namespace_of(meta), name), item.obj)
-            })
-            .collect();
+        let mut by_id: FxHashMap<(&'a str, &'a str), &'a Secret> = map_with_capacity(secrets.len());
+        for secret in secrets {
+            let meta = &secret.metadata;
+            let key = (namespace_of(meta), meta.name.as_deref().unwrap_or_default());
+            match by_id.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(secret);
+                }
+                // Two Secrets with one name happen only in standalone files; keep the canonical first.
+                Entry::Occupied(mut slot) => {
+                    if same_name_order(secret, *slot.get()).is_lt() {
+                        slot.insert(secret);
+                    }
+                }
+            }
+        }
         Self { by_id }
     }
 

@@ -1,13 +1,15 @@
 //! `ApiSubscription` → [`Subscription`]: references, phase, and limits clamped to the route's.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use tollgate_crds::{ApiSubscription, Approval, Decision, Phase, Stage, condition_type};
 
-use super::consumer::ConsumerTable;
-use super::objects::{Item, sentences};
-use super::route::RouteTable;
-use crate::model::{ConsumerIdx, Limits, ObjectRef, RouteIdx, Subscription};
+use super::consumer::{ConsumerState, ConsumerTable};
+use super::objects::{Item, by_age, sentences};
+use super::route::{RouteState, RouteTable};
+use super::traffic::{budget_of, clamp_budget, limits_of};
+use crate::fx::{FxHashMap, map_with_capacity};
+use crate::model::{Budget, ConsumerIdx, Limits, RouteIdx, Subscription};
 use crate::verdict::{Detail, Kind, RouteDetail, SubscriptionDetail, Verdict, VerdictCondition};
 
 /// The phase a decision gives: no decision is Pending, or Approved when the route approves automatically.
@@ -36,104 +38,190 @@ pub fn clamp_limits(wanted: Limits, route: Limits) -> Limits {
     }
 }
 
-/// Compiles subscriptions (sorted by namespace/name) and counts approved ones into route verdicts.
-pub(crate) fn compile_subscriptions(
+/// What a subscription compiled to; its verdict is written apart ([`write_verdicts`]) so that it can be
+/// built while the table is hashed.
+pub(crate) enum Outcome {
+    /// Left out of the table.
+    Invalid {
+        reason: &'static str,
+        message: String,
+    },
+    /// In the table.
+    Listed {
+        phase: Phase,
+        limits: Limits,
+        budget: Budget,
+        /// Limits or budget were lowered to the route's.
+        clamped: bool,
+        stage: Stage,
+        serving: bool,
+        same_team: bool,
+    },
+}
+
+/// Subscriptions in the table, what became of each object, and approved counts by route verdict position.
+pub(crate) struct Planned {
+    pub subscriptions: Vec<Subscription>,
+    pub outcomes: Vec<Outcome>,
+    pub approved: FxHashMap<usize, u32>,
+}
+
+/// Resolves subscriptions (sorted by namespace/name) into table entries.
+pub(crate) fn plan_subscriptions(
     items: &[Item<'_, ApiSubscription>],
     consumers: &ConsumerTable<'_>,
     routes: &RouteTable<'_>,
-    verdicts: &mut Vec<Verdict>,
-) -> Vec<Subscription> {
-    // Of two subscriptions of one consumer to one route, the older stands.
+) -> Planned {
     let found: Vec<_> = items
         .iter()
         .map(|item| refs(item, consumers, routes))
         .collect();
-    let mut by_age: Vec<usize> = (0..items.len()).collect();
-    by_age.sort_by(|&a, &b| items[a].age_cmp(&items[b]));
-    let mut taken: HashMap<(ConsumerIdx, RouteIdx), usize> = HashMap::with_capacity(items.len());
-    let mut duplicate_of: HashMap<usize, usize> = HashMap::new();
-    for &i in &by_age {
-        if let Ok(pair) = found[i] {
-            let first = *taken.entry(pair).or_insert(i);
+    // Of two subscriptions of one consumer to one route, the older stands.
+    let mut taken: FxHashMap<(ConsumerIdx, RouteIdx), usize> = map_with_capacity(items.len());
+    let mut duplicate_of: Vec<Option<usize>> = vec![None; items.len()];
+    for i in by_age(items, |i| found[i].is_ok()) {
+        if let Ok((c, r)) = found[i] {
+            let first = *taken.entry((c, r)).or_insert(i);
             if first != i {
-                duplicate_of.insert(i, first);
+                duplicate_of[i] = Some(first);
             }
         }
     }
 
-    let mut subscriptions = Vec::with_capacity(items.len());
-    let mut approved: HashMap<usize, u32> = HashMap::new();
+    let mut planned = Planned {
+        subscriptions: Vec::with_capacity(items.len()),
+        outcomes: Vec::with_capacity(items.len()),
+        approved: map_with_capacity(routes.routes.len()),
+    };
     for (i, (item, found)) in items.iter().zip(found).enumerate() {
         let spec = &item.obj.spec;
-        let namespace = item.id.namespace.as_str();
-        let route_ns = spec.route.namespace.as_deref().unwrap_or(namespace);
-        let route_name = format!("{route_ns}/{}", spec.route.name);
-        let wanted = spec
-            .limits
-            .as_ref()
-            .map(|l| Limits {
-                requests_per_minute: l.requests_per_minute,
-                tokens_per_minute: l.tokens_per_minute,
-            })
-            .unwrap_or_default();
-
-        let resolved = found.and_then(|pair| match duplicate_of.get(&i) {
-            Some(&first) => Err((
-                "DuplicateSubscription",
-                format!(
-                    "Consumer {} already subscribes to AIRoute {route_name} through ApiSubscription {}; delete this one or that one",
-                    spec.consumer, items[first].id
-                ),
-            )),
-            None => Ok(pair),
-        });
-        let pair = match resolved {
-            Err((reason, message)) => {
-                verdicts.push(invalid(item, route_name, reason, message));
+        let (consumer, route) = match (found, duplicate_of[i]) {
+            (Err((reason, message)), _) => {
+                planned.outcomes.push(Outcome::Invalid { reason, message });
                 continue;
             }
-            Ok(pair) => pair,
+            (Ok(_), Some(first)) => {
+                let message = format!(
+                    "Consumer {} already subscribes to AIRoute {} through ApiSubscription {}; delete this one or that one",
+                    spec.consumer,
+                    route_name(item),
+                    items[first].id
+                );
+                planned.outcomes.push(Outcome::Invalid {
+                    reason: "DuplicateSubscription",
+                    message,
+                });
+                continue;
+            }
+            (Ok(found), None) => found,
         };
-        let route_state = routes
-            .by_id
-            .get(&(route_ns, spec.route.name.as_str()))
-            .expect("refs found the route");
-        let phase = phase_for(spec.decision, route_state.approval);
-        let limits = clamp_limits(wanted, route_state.limits);
+        let wanted = limits_of(spec.limits.as_ref());
+        let wanted_budget = budget_of(spec.budget.as_ref());
+        let target = &routes.routes[route as usize];
+        let phase = phase_for(spec.decision, target.approval);
+        let limits = clamp_limits(wanted, target.limits);
+        let budget = clamp_budget(wanted_budget, target.budget);
         if phase == Phase::Approved {
-            *approved.entry(route_state.verdict).or_default() += 1;
+            *planned
+                .approved
+                .entry(routes.verdict_at[route as usize])
+                .or_default() += 1;
         }
-        let same_team = route_state.namespace == namespace;
+        planned.outcomes.push(Outcome::Listed {
+            phase,
+            limits,
+            budget,
+            clamped: (limits != wanted && !wanted.is_unlimited())
+                || (budget != wanted_budget && !wanted_budget.is_unlimited()),
+            stage: target.stage,
+            serving: !target.models.is_empty(),
+            same_team: target.id.namespace == item.id.namespace,
+        });
+        planned.subscriptions.push(Subscription {
+            id: item.id.clone(),
+            consumer,
+            route,
+            phase,
+            limits,
+            budget,
+        });
+    }
+    planned
+}
+
+/// Counts approved subscriptions into the route verdicts.
+pub(crate) fn count_approved(approved: &FxHashMap<usize, u32>, verdicts: &mut [Verdict]) {
+    for (&at, &n) in approved {
+        if let Detail::Route(RouteDetail {
+            approved_subscriptions,
+            ..
+        }) = &mut verdicts[at].detail
+        {
+            *approved_subscriptions = n;
+        }
+    }
+}
+
+/// The route a subscription names, as `namespace/name`.
+fn route_name(item: &Item<'_, ApiSubscription>) -> String {
+    let route = &item.obj.spec.route;
+    let namespace = route.namespace.as_deref().unwrap_or(&item.id.namespace);
+    let mut name = String::with_capacity(namespace.len() + 1 + route.name.len());
+    name.push_str(namespace);
+    name.push('/');
+    name.push_str(&route.name);
+    name
+}
+
+/// One verdict per subscription, in item order.
+pub(crate) fn write_verdicts(
+    items: &[Item<'_, ApiSubscription>],
+    outcomes: Vec<Outcome>,
+    verdicts: &mut Vec<Verdict>,
+) {
+    for (item, outcome) in items.iter().zip(outcomes) {
+        let route = route_name(item);
+        let (phase, limits, budget, clamped, stage, serving, same_team) = match outcome {
+            Outcome::Invalid { reason, message } => {
+                verdicts.push(invalid(item, route, reason, message));
+                continue;
+            }
+            Outcome::Listed {
+                phase,
+                limits,
+                budget,
+                clamped,
+                stage,
+                serving,
+                same_team,
+            } => (phase, limits, budget, clamped, stage, serving, same_team),
+        };
+        let spec = &item.obj.spec;
         let ready = ready_condition(
             phase,
-            route_state.stage,
-            route_state.serving,
+            stage,
+            serving,
             same_team,
             spec.decision_reason.as_deref(),
-            &route_name,
+            &route,
         );
-        let clamped = limits != wanted
-            && (wanted.requests_per_minute.is_some() || wanted.tokens_per_minute.is_some());
         let accepted = VerdictCondition::new(
             condition_type::ACCEPTED,
             true,
             "Accepted",
             if clamped {
-                format!(
-                    "The subscription is valid; its limits were lowered to AIRoute {route_name}'s ceilings, which no subscription may exceed."
-                )
+                Cow::Owned(format!(
+                    "The subscription is valid; its limits or budget were lowered to AIRoute {route}'s ceilings, which no subscription may exceed; status.effectiveLimits and status.effectiveBudget show what is in force."
+                ))
             } else {
-                "The subscription is valid.".into()
+                Cow::Borrowed("The subscription is valid.")
             },
         );
         let resolved_refs = VerdictCondition::new(
             condition_type::RESOLVED_REFS,
             true,
             "ResolvedRefs",
-            format!(
-                "Consumer {} and AIRoute {route_name} exist and are accepted.",
-                spec.consumer
-            ),
+            "The consumer and the route exist and are accepted.",
         );
         verdicts.push(Verdict {
             kind: Kind::ApiSubscription,
@@ -143,27 +231,11 @@ pub(crate) fn compile_subscriptions(
             detail: Detail::Subscription(SubscriptionDetail {
                 phase,
                 effective_limits: Some(limits),
-                route: route_name,
+                effective_budget: Some(budget),
+                route,
             }),
         });
-        subscriptions.push(Subscription {
-            id: item.id.clone(),
-            consumer: pair.0,
-            route: pair.1,
-            phase,
-            limits,
-        });
     }
-    for (at, n) in approved {
-        if let Detail::Route(RouteDetail {
-            approved_subscriptions,
-            ..
-        }) = &mut verdicts[at].detail
-        {
-            *approved_subscriptions = n;
-        }
-    }
-    subscriptions
 }
 
 /// The consumer and route a subscription refers to, or why it cannot be used.
@@ -174,44 +246,43 @@ fn refs(
 ) -> Result<(ConsumerIdx, RouteIdx), (&'static str, String)> {
     let spec = &item.obj.spec;
     let namespace = item.id.namespace.as_str();
-    let consumer = ObjectRef::new(namespace, spec.consumer.as_str());
     let c = match consumers.by_id.get(&(namespace, spec.consumer.as_str())) {
+        Some(ConsumerState { idx: Some(c) }) => *c,
+        Some(ConsumerState { idx: None }) => {
+            return Err((
+                "ConsumerNotAccepted",
+                format!(
+                    "Consumer {namespace}/{} is not accepted; fix the problem its status reports",
+                    spec.consumer
+                ),
+            ));
+        }
         None => {
             return Err((
                 "ConsumerNotFound",
                 format!(
-                    "Consumer {consumer} does not exist; create it or correct spec.consumer (a subscription lives in its consumer's namespace)"
+                    "Consumer {namespace}/{} does not exist; create it or correct spec.consumer (a subscription lives in its consumer's namespace)",
+                    spec.consumer
                 ),
             ));
         }
-        Some(state) => match &state.idx {
-            Ok(c) => *c,
-            Err(_) => {
-                return Err((
-                    "ConsumerNotAccepted",
-                    format!(
-                        "Consumer {consumer} is not accepted; fix the problem its status reports"
-                    ),
-                ));
-            }
-        },
     };
     let route_ns = spec.route.namespace.as_deref().unwrap_or(namespace);
-    let route = ObjectRef::new(route_ns, spec.route.name.as_str());
-    match routes.by_id.get(&(route_ns, spec.route.name.as_str())) {
+    let route = &spec.route.name;
+    match routes.by_id.get(&(route_ns, route.as_str())) {
+        Some(RouteState { idx: Some(r) }) => Ok((c, *r)),
+        Some(_) => Err((
+            "RouteNotAccepted",
+            format!(
+                "AIRoute {route_ns}/{route} is not accepted, so it takes no subscriptions until its owners fix what its status reports"
+            ),
+        )),
         None => Err((
             "RouteNotFound",
-            format!("AIRoute {route} does not exist; correct spec.route (name and namespace)"),
+            format!(
+                "AIRoute {route_ns}/{route} does not exist; correct spec.route (name and namespace)"
+            ),
         )),
-        Some(state) => match &state.idx {
-            Ok(r) => Ok((c, *r)),
-            Err(_) => Err((
-                "RouteNotAccepted",
-                format!(
-                    "AIRoute {route} is not accepted, so it takes no subscriptions until its owners fix what its status reports"
-                ),
-            )),
-        },
     }
 }
 
@@ -221,35 +292,36 @@ fn invalid(
     reason: &'static str,
     message: String,
 ) -> Verdict {
-    let refs_ok = reason == "DuplicateSubscription";
-    let mut conditions = vec![VerdictCondition::new(
-        condition_type::ACCEPTED,
-        false,
-        reason,
-        sentences(&[message]),
-    )];
-    conditions.push(if refs_ok {
+    let refs = if reason == "DuplicateSubscription" {
         VerdictCondition::new(
             condition_type::RESOLVED_REFS,
             true,
             "ResolvedRefs",
-            "The consumer and the route exist and are accepted.".into(),
+            "The consumer and the route exist and are accepted.",
         )
     } else {
         VerdictCondition::new(
             condition_type::RESOLVED_REFS,
             false,
             reason,
-            "See Accepted for the reference that could not be used.".into(),
+            "See Accepted for the reference that could not be used.",
         )
-    });
-    conditions.push(VerdictCondition::new(
-        condition_type::READY,
-        false,
-        "Invalid",
-        "The subscription is Invalid and allows no calls: fix the problem reported in Accepted."
-            .into(),
-    ));
+    };
+    let conditions = vec![
+        VerdictCondition::new(
+            condition_type::ACCEPTED,
+            false,
+            reason,
+            sentences(&[message]),
+        ),
+        refs,
+        VerdictCondition::new(
+            condition_type::READY,
+            false,
+            "Invalid",
+            "The subscription is Invalid and allows no calls: fix the problem reported in Accepted.",
+        ),
+    ];
     Verdict {
         kind: Kind::ApiSubscription,
         id: item.id.clone(),
@@ -258,11 +330,13 @@ fn invalid(
         detail: Detail::Subscription(SubscriptionDetail {
             phase: Phase::Invalid,
             effective_limits: None,
+            effective_budget: None,
             route,
         }),
     }
 }
 
+/// Whether the subscription lets calls through now, and if not, what would.
 fn ready_condition(
     phase: Phase,
     stage: Stage,
@@ -272,35 +346,39 @@ fn ready_condition(
     route: &str,
 ) -> VerdictCondition {
     let because = decision_reason
-        .filter(|r| !r.trim().is_empty())
-        .map(|r| format!(" (reason given: {})", r.trim()))
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| format!(" (reason given: {})", r.trim_end_matches('.')))
         .unwrap_or_default();
-    let (status, reason, message) = match phase {
+    let (status, reason, message): (bool, &'static str, Cow<'static, str>) = match phase {
         Phase::Pending => (
             false,
             "Pending",
             format!(
                 "Waiting for approval: someone allowed to approve AIRoute {route} must set spec.decision to Approved; calls get 403 until then."
-            ),
+            )
+            .into(),
         ),
         Phase::Rejected => (
             false,
             "Rejected",
             format!(
                 "The owners of AIRoute {route} rejected this subscription{because}; calls get 403. Talk to them, then ask for a new decision."
-            ),
+            )
+            .into(),
         ),
         Phase::Revoked => (
             false,
             "Revoked",
             format!(
                 "The owners of AIRoute {route} revoked this subscription{because}; calls get 403. Talk to them, then ask for a new decision."
-            ),
+            )
+            .into(),
         ),
         Phase::Invalid => (
             false,
             "Invalid",
-            "The subscription allows no calls.".to_string(),
+            "The subscription allows no calls: fix the problem reported in Accepted.".into(),
         ),
         Phase::Approved => match stage {
             Stage::Retired => (
@@ -308,28 +386,27 @@ fn ready_condition(
                 "RouteRetired",
                 format!(
                     "AIRoute {route} is Retired and answers 410 Gone; move to the API that replaces it."
-                ),
+                )
+                .into(),
             ),
             Stage::Draft if !same_team => (
                 false,
                 "RouteDraft",
                 format!(
                     "AIRoute {route} is a Draft, open only to consumers in its own namespace; calls work once its owners publish it."
-                ),
+                )
+                .into(),
             ),
             _ if !serving => (
                 false,
                 "RouteNotServing",
                 format!(
                     "AIRoute {route} has no model with a usable backend right now; its owners must fix its backends."
-                ),
+                )
+                .into(),
             ),
-            _ => (
-                true,
-                "Ready",
-                format!("Approved: the consumer may call AIRoute {route}."),
-            ),
+            _ => (true, "Ready", "Approved: the consumer may call the route.".into()),
         },
     };
-    VerdictCondition::new(condition_type::READY, status, reason, sentences(&[message]))
+    VerdictCondition::new(condition_type::READY, status, reason, message)
 }

@@ -145,6 +145,7 @@ pub fn team_a() -> Inputs {
             secret("team-a", "app-key", &[("apiKey", "sk-app")]),
         ],
         now_unix: NOW,
+        proxy_replicas: 0,
     }
 }
 
@@ -166,7 +167,7 @@ pub fn cond<'a>(v: &'a Verdict, type_: &str) -> (bool, &'a str, &'a str) {
     let c = v
         .condition(type_)
         .unwrap_or_else(|| panic!("{:?} {} has no {type_} condition", v.kind, v.id));
-    (c.status, c.reason, c.message.as_str())
+    (c.status, c.reason, &c.message)
 }
 
 pub mod world;
