@@ -147,7 +147,11 @@ fn machine(args: &RunArgs) -> Machine {
                     .map(|s| s.trim().to_owned())
             })
             .unwrap_or_default(),
-        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        // Not available_parallelism: the harness itself runs pinned to the load CPU.
+        cpus: cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count(),
         memory_mib: meminfo
             .lines()
             .find_map(|l| {
@@ -173,7 +177,17 @@ fn machine(args: &RunArgs) -> Machine {
         oha: oha::version(&args.oha),
         nginx: command_output(&args.nginx.display().to_string(), &["-v"]),
         rustc: command_output("rustc", &["--version"]),
-        commit: command_output("git", &["rev-parse", "--short", "HEAD"]),
+        commit: {
+            let head = command_output("git", &["rev-parse", "--short", "HEAD"]);
+            let dirty = command_output(
+                "git",
+                &["status", "--porcelain", "--", "proxy", "snapshot", "crds"],
+            );
+            match dirty.lines().filter(|l| !l.trim().is_empty()).count() {
+                0 => head,
+                n => format!("{head} with {n} uncommitted files in proxy/, snapshot/ or crds/"),
+            }
+        },
     }
 }
 

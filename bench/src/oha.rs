@@ -45,6 +45,9 @@ pub struct Outcome {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// Time to the first byte of the answer (for streams, the first chunk).
+    pub first_byte_p50_ms: f64,
+    pub first_byte_p99_ms: f64,
     /// Seconds the run took, as oha measured it.
     pub seconds: f64,
 }
@@ -134,6 +137,8 @@ fn parse(json: &Value) -> anyhow::Result<Outcome> {
         p99_ms: ms("p99"),
         p999_ms: ms("p99.9"),
         max_ms: secs(&summary["slowest"]) * 1e3,
+        first_byte_p50_ms: secs(&json["firstBytePercentiles"]["p50"]) * 1e3,
+        first_byte_p99_ms: secs(&json["firstBytePercentiles"]["p99"]) * 1e3,
         seconds,
     })
 }

@@ -289,6 +289,12 @@ impl Report {
         }
         let _ = writeln!(
             w,
+            "\nA proxy using less than one CPU was not what limited its run: oha and the upstream on the other CPU \
+             were. Raw throughput ratios then compare load generators, not proxies; requests per second per proxy \
+             CPU compare the proxies' cost per call. Added latency is the path's median minus the direct path's."
+        );
+        let _ = writeln!(
+            w,
             "\n## Absolute figures\n\n| scenario | path | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPUs | \
              requests/s per proxy CPU | peak RSS MiB | failures |\n|---|---|---|---|---|---|---|---|---|---|"
         );
@@ -359,8 +365,8 @@ impl Report {
         if let Some(log) = &self.measured.access_log {
             let _ = writeln!(
                 w,
-                "\nTollgate access log: {} lines for {} answered calls.",
-                log.lines, log.calls
+                "\nTollgate access log: {} lines for {} answered calls and {} that oha cut off at the end of a run.",
+                log.lines, log.calls, log.cut_at_deadline
             );
         }
         if !self.measured.missing.is_empty() {
@@ -375,21 +381,25 @@ impl Report {
 
 fn verdicts(measured: &Measured, cells: &[Cell], ratios: &[Ratios]) -> Vec<Verdict> {
     let mut out = Vec::new();
-    let throughput = ratios
-        .iter()
-        .find(|r| r.scenario == "chat-c32")
-        .and_then(|r| {
-            r.throughput
-                .iter()
-                .find(|(n, _)| n == "tollgate/forwarder")
-                .map(|(_, v)| *v)
-        });
+    // On two CPUs the load generator and the upstream share one, and a light proxy cannot be driven to its
+    // limit: its raw throughput is the load side's. Requests per second per CPU the proxy burned is its
+    // capacity, comparable between proxies whatever limited the run; the verdict rests on that figure.
+    let c32 = ratios.iter().find(|r| r.scenario == "chat-c32");
+    let raw = c32.and_then(|r| {
+        r.throughput
+            .iter()
+            .find(|(n, _)| n == "tollgate/forwarder")
+            .map(|(_, v)| *v)
+    });
+    let per_core = c32.and_then(|r| r.tollgate_per_core_vs_forwarder);
+    let pct = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:.1}%", v * 100.0));
     out.push(Verdict {
-        target: "throughput at 32 connections, Tollgate / minimal forwarder".into(),
+        target: "throughput at 32 connections, Tollgate / minimal forwarder (per proxy CPU; raw in brackets)"
+            .into(),
         goal: "≥ 85%".into(),
-        figure: throughput,
-        shown: throughput.map_or("—".into(), |v| format!("{:.1}%", v * 100.0)),
-        pass: throughput.map(|v| v >= 0.85),
+        figure: per_core,
+        shown: format!("{} ({} raw)", pct(per_core), pct(raw)),
+        pass: per_core.map(|v| v >= 0.85),
     });
     let rate = measured.scenarios.iter().find(|s| s.rate.is_some());
     let added = rate.and_then(|s| {

@@ -82,6 +82,9 @@ pub struct RunRecord {
     pub proxy_rss_peak_kib: Option<u64>,
     /// How busy each CPU was during the run, all processes included (0…1), in CPU order.
     pub cpu_busy: Vec<f64>,
+    /// Share of the proxy's CPU that other processes took meanwhile (0…1): builds elsewhere on the machine
+    /// show up here, and a figure with much of it is suspect.
+    pub foreign_on_proxy_cpu: Option<f64>,
 }
 
 /// Resident memory at rest.
@@ -141,6 +144,8 @@ pub struct AccessLogRecord {
     pub lines: u64,
     /// Calls Tollgate answered in the runs (ok + not ok + sanity calls), to compare.
     pub calls: u64,
+    /// Calls the load generator gave up on at the end of a run: Tollgate logs them too (as cut short).
+    pub cut_at_deadline: u64,
     pub sample: Option<String>,
 }
 
@@ -230,7 +235,27 @@ fn measure(settings: &Settings, proxy: Option<&Proxy>, load: &Load<'_>) -> anyho
 
 /// Runs every phase. Processes are stopped on the way out, also after an error.
 pub fn run(settings: &Settings, launch: &Launch) -> anyhow::Result<Measured> {
+    for kind in Kind::ALL {
+        if std::net::TcpStream::connect(kind.addr()).is_ok() {
+            anyhow::bail!(
+                "something already listens on {} (left from an earlier run?)",
+                kind.addr()
+            );
+        }
+    }
     targets::prepare_work(&launch.work)?;
+    // The shared target dir may be rebuilt while the benchmark runs: measure one fixed copy.
+    let mut launch_copy;
+    let launch = match &launch.tollgate {
+        Some(bin) => {
+            let copy = launch.work.join("tollgate-proxy");
+            fs::copy(bin, &copy).with_context(|| format!("copying {}", bin.display()))?;
+            launch_copy = launch.clone();
+            launch_copy.tollgate = Some(copy);
+            &launch_copy
+        }
+        None => launch,
+    };
     let bodies = calls::write_bodies(&launch.work)?;
     let upstream_addr = targets::upstream_addr().to_string();
     let large = launch.work.join("snapshot-large.yaml");
@@ -285,8 +310,10 @@ fn run_phases(
 
     for &kind in &kinds[1..] {
         eprintln!("tollgate-bench: starting {}", kind.name());
+        let spawned = Instant::now();
         let mut proxy = targets::start_proxy(launch, kind, large)?;
-        let ready = calls::wait_ready(&mut proxy, bodies, Duration::from_secs(180))?;
+        calls::wait_ready(&mut proxy, bodies, Duration::from_secs(180))?;
+        let ready = spawned.elapsed();
         thread::sleep(settle);
         let rss = Some(procs::rss_kib(&proxy.pids()));
         match kind {
@@ -323,6 +350,8 @@ fn run_phases(
         .filter(|s| settings.only.is_empty() || settings.only.contains(&s.name))
         .collect();
     let mut runs = Vec::new();
+    // Other processes on the proxy's CPU are told apart only when it is a single CPU.
+    let proxy_cpu: Option<usize> = launch.proxy_cpu.parse().ok();
     for scenario in &scenarios {
         // Paths whose answers were wrong for this call are not loaded: their figures would mean nothing.
         let good: Vec<Kind> = kinds
@@ -381,6 +410,9 @@ fn run_phases(
                     proxy_cores.unwrap_or(0.0),
                     outcome.not_ok + outcome.errors
                 );
+                let foreign_on_proxy_cpu = proxy_cores
+                    .zip(proxy_cpu.and_then(|i| cpu_busy.get(i)))
+                    .map(|(own, busy)| (busy - own).max(0.0));
                 runs.push(RunRecord {
                     scenario: scenario.name.clone(),
                     target: kind,
@@ -389,6 +421,7 @@ fn run_phases(
                     proxy_cores,
                     proxy_rss_peak_kib,
                     cpu_busy,
+                    foreign_on_proxy_cpu,
                 });
             }
         }
@@ -411,6 +444,11 @@ fn run_phases(
         access_log = Some(AccessLogRecord {
             lines: log.lines.load(Ordering::Relaxed),
             calls: answered + sanity_calls,
+            cut_at_deadline: runs
+                .iter()
+                .filter(|r| r.target == Kind::Tollgate)
+                .map(|r| r.outcome.cut_at_deadline)
+                .sum(),
             sample: log.first.lock().expect("not poisoned").clone(),
         });
         metrics = Some(

@@ -62,6 +62,7 @@ impl Kind {
 }
 
 /// What the harness needs to start the processes.
+#[derive(Clone)]
 pub struct Launch {
     /// Folder with `bench-upstream` and `bench-forwarder`.
     pub bin_dir: PathBuf,

@@ -11,7 +11,6 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 
 #[derive(Parser)]
 struct Args {
@@ -30,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     connector.set_nodelay(true);
     let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
     let upstream: &'static str = args.upstream.leak();
-    let listener = TcpListener::bind(args.listen).await?;
+    let listener = tollgate_bench::listener(args.listen)?;
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;

@@ -22,7 +22,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::time::Sleep;
 use tollgate_bench::payload;
 
@@ -153,7 +152,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         hold: Duration::from_millis(args.hold_ms),
         held: Arc::new(AtomicUsize::new(0)),
     });
-    let listener = TcpListener::bind(args.listen).await?;
+    let listener = tollgate_bench::listener(args.listen)?;
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
