@@ -88,8 +88,12 @@ spec:
 /// A controller and two ready proxies following it.
 pub async fn controller_and_proxies(setup: &Setup) -> (Controller, Proxy, Proxy) {
     let controller = setup.controller("controller").await;
-    let mut a = setup.proxy("proxy-a", controller.port, &setup.proxy_token);
-    let mut b = setup.proxy("proxy-b", controller.port, &setup.proxy_token);
+    let mut a = setup
+        .proxy("proxy-a", controller.port, &setup.proxy_token)
+        .await;
+    let mut b = setup
+        .proxy("proxy-b", controller.port, &setup.proxy_token)
+        .await;
     a.wait_ready().await;
     b.wait_ready().await;
     (controller, a, b)

@@ -404,8 +404,10 @@ async fn one_leader_writes_status_and_the_other_takes_over() {
     let first = setup.controller("ctl-one").await;
     let second = setup.controller("ctl-two").await;
     // One proxy per replica: both replicas serve snapshots, whoever leads.
-    let mut a = setup.proxy("proxy-a", first.port, &setup.proxy_token);
-    let mut b = setup.proxy("proxy-b", second.port, &setup.proxy_token);
+    let mut a = setup.proxy("proxy-a", first.port, &setup.proxy_token).await;
+    let mut b = setup
+        .proxy("proxy-b", second.port, &setup.proxy_token)
+        .await;
     a.wait_ready().await;
     b.wait_ready().await;
     let holder = eventually("a Lease holder", Duration::from_secs(15), || async {
@@ -486,18 +488,24 @@ async fn proxies_without_an_allowed_token_get_no_snapshot() {
     let garbage = setup.dir.path().join("garbage.token");
     std::fs::write(&garbage, "not-a-token").unwrap();
 
-    let mut good = setup.proxy("proxy-allowed", controller.port, &setup.proxy_token);
+    let mut good = setup
+        .proxy("proxy-allowed", controller.port, &setup.proxy_token)
+        .await;
     let intruders = [
         (
-            setup.proxy("proxy-other-sa", controller.port, &other),
+            setup.proxy("proxy-other-sa", controller.port, &other).await,
             "403",
         ),
         (
-            setup.proxy("proxy-wrong-audience", controller.port, &wrong_audience),
+            setup
+                .proxy("proxy-wrong-audience", controller.port, &wrong_audience)
+                .await,
             "401",
         ),
         (
-            setup.proxy("proxy-garbage-token", controller.port, &garbage),
+            setup
+                .proxy("proxy-garbage-token", controller.port, &garbage)
+                .await,
             "401",
         ),
     ];

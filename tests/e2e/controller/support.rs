@@ -283,67 +283,110 @@ impl Setup {
 
     /// Starts a controller watching this namespace only, with its Lease here too.
     pub async fn controller(&self, name: &str) -> Controller {
-        self.controller_on(name, free_port()).await
+        self.start_controller(name, None).await
     }
 
     /// Starts a controller on a given snapshot port (to restart one where proxies expect it).
     pub async fn controller_on(&self, name: &str, port: u16) -> Controller {
-        let admin = free_port();
-        let mut cmd = Command::new(binaries().join("tollgate-controller"));
-        cmd.env("KUBECONFIG", self.cp.kubeconfig_path())
-            .env("RUST_LOG", "info,kube=warn,tollgate_controller=debug")
-            .env_remove("POD_NAMESPACE")
-            .env_remove("POD_NAME")
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
-            .arg(format!("--tls-cert={}", self.cert.display()))
-            .arg(format!("--tls-key={}", self.key.display()))
-            .arg(format!("--allowed-proxy-sa={}:{PROXY_SA}", self.ns.name()))
-            .arg(format!("--namespace={}", self.ns.name()))
-            .arg(format!("--lease-namespace={}", self.ns.name()))
-            .arg(format!("--lease-duration={}s", LEASE.as_secs()))
-            .arg(format!("--identity={name}"))
-            .arg("--usage-flush=1s")
-            .arg("--heartbeat=2s");
-        let mut process = Process::spawn(name, cmd);
-        let url = format!("http://127.0.0.1:{admin}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if matches!(http::get(&url).await, Ok((200, _))) {
-                break;
+        self.start_controller(name, Some(port)).await
+    }
+
+    async fn start_controller(&self, name: &str, fixed_port: Option<u16>) -> Controller {
+        for attempt in 1..=START_ATTEMPTS {
+            let port = fixed_port.unwrap_or_else(free_port);
+            let admin = free_port();
+            let mut cmd = Command::new(binaries().join("tollgate-controller"));
+            cmd.env("KUBECONFIG", self.cp.kubeconfig_path())
+                .env("RUST_LOG", "info,kube=warn,tollgate_controller=debug")
+                .env_remove("POD_NAMESPACE")
+                .env_remove("POD_NAME")
+                .arg(format!("--listen=127.0.0.1:{port}"))
+                .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+                .arg(format!("--tls-cert={}", self.cert.display()))
+                .arg(format!("--tls-key={}", self.key.display()))
+                .arg(format!("--allowed-proxy-sa={}:{PROXY_SA}", self.ns.name()))
+                .arg(format!("--namespace={}", self.ns.name()))
+                .arg(format!("--lease-namespace={}", self.ns.name()))
+                .arg(format!("--lease-duration={}s", LEASE.as_secs()))
+                .arg(format!("--identity={name}"))
+                .arg("--usage-flush=1s")
+                .arg("--heartbeat=2s");
+            let mut process = Process::spawn(name, cmd);
+            // Ready means both ports are bound, every watch has listed, and a snapshot exists.
+            let url = format!("http://127.0.0.1:{admin}/readyz");
+            match wait_answering(&mut process, &url).await {
+                Ok(()) => {
+                    return Controller {
+                        process,
+                        port,
+                        admin,
+                    };
+                }
+                Err(log) if log.contains(ADDRESS_IN_USE) && attempt < START_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(log) => panic!("{name} exited:\n{log}"),
             }
-            assert!(process.running(), "{name} exited:\n{}", process.log());
-            assert!(
-                Instant::now() < deadline,
-                "{name} not ready:\n{}",
-                process.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Controller {
-            process,
-            port,
-            admin,
-        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Starts a proxy following the controller on `controller_port` with the token in `token`.
-    pub fn proxy(&self, name: &str, controller_port: u16, token: &Path) -> Proxy {
-        let port = free_port();
-        let admin = free_port();
-        let mut cmd = Command::new(binaries().join("tollgate-proxy"));
-        cmd.arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
-            .arg("--access-log=off")
-            .arg(format!("--controller=https://127.0.0.1:{controller_port}"))
-            .arg(format!("--controller-ca={}", self.ca.display()))
-            .arg(format!("--token-file={}", token.display()))
-            .arg("--usage-interval=1s");
-        Proxy {
-            process: Process::spawn(name, cmd),
-            port,
-            admin,
+    pub async fn proxy(&self, name: &str, controller_port: u16, token: &Path) -> Proxy {
+        for attempt in 1..=START_ATTEMPTS {
+            let port = free_port();
+            let admin = free_port();
+            let mut cmd = Command::new(binaries().join("tollgate-proxy"));
+            cmd.arg(format!("--listen=127.0.0.1:{port}"))
+                .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+                .arg("--access-log=off")
+                .arg(format!("--controller=https://127.0.0.1:{controller_port}"))
+                .arg(format!("--controller-ca={}", self.ca.display()))
+                .arg(format!("--token-file={}", token.display()))
+                .arg("--usage-interval=1s");
+            let mut process = Process::spawn(name, cmd);
+            // /healthz answers once both listeners are bound, snapshot or not.
+            let url = format!("http://127.0.0.1:{admin}/healthz");
+            match wait_answering(&mut process, &url).await {
+                Ok(()) => {
+                    return Proxy {
+                        process,
+                        port,
+                        admin,
+                    };
+                }
+                Err(log) if log.contains(ADDRESS_IN_USE) && attempt < START_ATTEMPTS => {}
+                Err(log) => panic!("{name} exited:\n{log}"),
+            }
         }
+        unreachable!("the last attempt returns or panics")
+    }
+}
+
+/// Start attempts when a port picked as free was taken in the meantime (outgoing connections of
+/// other processes draw from the same range).
+const START_ATTEMPTS: usize = 5;
+const ADDRESS_IN_USE: &str = "Address already in use";
+
+/// Waits until `url` answers 200; `Err` with the log if the process exits first.
+async fn wait_answering(process: &mut Process, url: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if matches!(http::get(url).await, Ok((200, _))) {
+            return Ok(());
+        }
+        if !process.running() {
+            // Let the log reader catch up with the last lines.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Err(process.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never answered {url}:\n{}",
+            process.name,
+            process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
