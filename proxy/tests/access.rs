@@ -76,6 +76,7 @@ fn table() -> Content {
             subscription("revoked", 5, PUB, Phase::Revoked),
             subscription("invalid", 6, PUB, Phase::Invalid),
         ],
+        proxy_replicas: 0,
     }
 }
 

@@ -48,6 +48,7 @@ fn table(upstream: &OpenAiFake, tag: &str) -> Content {
         )],
         consumers: vec![consumer(NS, "load", KEY)],
         subscriptions: vec![subscription("load-chat", 0, 0, Phase::Approved)],
+        proxy_replicas: 0,
     }
 }
 

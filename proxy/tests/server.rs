@@ -29,6 +29,7 @@ fn table(behaviour: FakeBehaviour) -> Content {
         )],
         consumers: vec![consumer(NS, "app", KEY)],
         subscriptions: vec![subscription("app-chat", 0, 0, Phase::Approved)],
+        proxy_replicas: 0,
     }
 }
 

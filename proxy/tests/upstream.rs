@@ -36,6 +36,7 @@ fn table(providers: Vec<tollgate_snapshot::Provider>) -> Content {
         providers,
         consumers: vec![consumer(NS, "app", CLIENT_KEY)],
         subscriptions: vec![subscription("app-chat", 0, 0, Phase::Approved)],
+        proxy_replicas: 0,
     }
 }
 

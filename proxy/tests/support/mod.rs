@@ -6,13 +6,7 @@ pub mod azure_fake;
 pub mod bedrock_fake;
 pub mod fake_server;
 pub mod gemini_fake;
-pub mod anthropic_fake;
-pub mod azure_fake;
-pub mod bedrock_fake;
-pub mod fake_server;
-pub mod gemini_fake;
 pub mod openai_fake;
-pub mod translated;
 pub mod translated;
 
 use std::net::SocketAddr;
@@ -30,9 +24,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tollgate_proxy::{AccessLog, Proxy, ProxyConfig, SnapshotStore};
 use tollgate_snapshot::{
-    Approval, AuthScheme, Backend, Consumer, ConsumerKey, Content, Credential, FakeBehaviour,
-    KeyDigest, Limits, ObjectRef, Phase, Price, Provider, ProviderModel, ProviderType, Route,
-    RouteModel, Snapshot, Stage, Subscription, Timeouts,
+    Approval, AuthScheme, Backend, Budget, Consumer, ConsumerKey, Content, Credential,
+    FakeBehaviour, HealthPolicy, KeyDigest, Limits, ObjectRef, Phase, Price, Provider,
+    ProviderModel, ProviderType, RetryBudget, Route, RouteModel, Snapshot, Stage, Subscription,
+    Timeouts,
 };
 
 /// A proxy serving in this process.
@@ -175,6 +170,7 @@ pub fn provider(name: &str, provider_type: ProviderType, endpoint: &str, key: &s
         azure_api_version: None,
         bedrock_region: None,
         fake: None,
+        health: HealthPolicy::default(),
     }
 }
 
@@ -193,6 +189,7 @@ pub fn fake_provider(name: &str, behaviour: FakeBehaviour) -> Provider {
         azure_api_version: None,
         bedrock_region: None,
         fake: Some(behaviour),
+        health: HealthPolicy::default(),
     }
 }
 
@@ -223,6 +220,8 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
         models,
         limits: Limits::default(),
         approval: Approval::Automatic,
+        budget: Budget::default(),
+        retry_budget: RetryBudget::default(),
     }
 }
 
@@ -234,6 +233,8 @@ pub fn consumer(namespace: &str, name: &str, key: &str) -> Consumer {
             digest: KeyDigest::of(key.as_bytes()),
             expires_unix: None,
         }],
+        limits: Limits::default(),
+        budget: Budget::default(),
     }
 }
 
@@ -244,6 +245,7 @@ pub fn subscription(name: &str, consumer: u32, route: u32, phase: Phase) -> Subs
         route,
         phase,
         limits: Limits::default(),
+        budget: Budget::default(),
     }
 }
 
