@@ -21,8 +21,8 @@ pub struct ApiError {
     pub message: Cow<'static, str>,
     /// The request parameter at fault, if any.
     pub param: Option<&'static str>,
-    /// `Retry-After` to send (a provider's, passed on).
-    pub retry_after: Option<HeaderValue>,
+    /// `Retry-After` to send (a provider's, passed on); boxed to keep errors small.
+    pub retry_after: Option<Box<HeaderValue>>,
 }
 
 #[derive(Serialize)]
@@ -65,7 +65,7 @@ impl ApiError {
 
     /// Sends `Retry-After` with the error.
     pub fn with_retry_after(mut self, value: Option<HeaderValue>) -> Self {
-        self.retry_after = value;
+        self.retry_after = value.map(Box::new);
         self
     }
 
@@ -91,7 +91,7 @@ impl ApiError {
             HeaderValue::from_static("application/json"),
         );
         if let Some(v) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
+            response.headers_mut().insert(header::RETRY_AFTER, *v);
         }
         response
     }

@@ -114,7 +114,11 @@ pub fn to_openai_request(body: &Value, stream: bool) -> Result<Value, ApiError> 
         };
         if out.contains_key("tools") {
             out.insert("tool_choice".into(), mapped);
-            if choice.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
+            if choice
+                .get("disable_parallel_tool_use")
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
                 out.insert("parallel_tool_calls".into(), false.into());
             }
         }
@@ -140,8 +144,10 @@ fn read_message(m: &Value, out: &mut Vec<Value>) -> Result<(), ApiError> {
                 match b.get("type").and_then(Value::as_str) {
                     Some("text") => parts.push(json!({"type": "text",
                         "text": b.get("text").and_then(Value::as_str).unwrap_or("")})),
-                    Some("image") => parts.push(json!({"type": "image_url",
-                        "image_url": {"url": image_url(b.get("source").unwrap_or(&Value::Null))?}})),
+                    Some("image") => {
+                        parts.push(json!({"type": "image_url",
+                        "image_url": {"url": image_url(b.get("source").unwrap_or(&Value::Null))?}}))
+                    }
                     Some("tool_result") => {
                         let id = b
                             .get("tool_use_id")
@@ -459,7 +465,11 @@ impl Encode for AnthropicEncoder {
             return;
         }
         let Some(finish) = self.finish else {
-            self.fail(502, "the provider's stream ended before the answer was complete", out);
+            self.fail(
+                502,
+                "the provider's stream ended before the answer was complete",
+                out,
+            );
             return;
         };
         self.start(out);
@@ -591,12 +601,26 @@ mod tests {
         let mut e = AnthropicEncoder::new("m");
         let mut out = Vec::new();
         for p in [
-            Piece::Meta { id: None, model: Some("up".into()) },
+            Piece::Meta {
+                id: None,
+                model: Some("up".into()),
+            },
             Piece::Text("Hi".into()),
-            Piece::ToolStart { index: 0, id: "call_1".into(), name: "f".into() },
-            Piece::ToolArgs { index: 0, fragment: "{}".into() },
+            Piece::ToolStart {
+                index: 0,
+                id: "call_1".into(),
+                name: "f".into(),
+            },
+            Piece::ToolArgs {
+                index: 0,
+                fragment: "{}".into(),
+            },
             Piece::Finish(Finish::ToolCalls),
-            Piece::Usage(TokenCounts { input: Some(10), output: Some(3), ..Default::default() }),
+            Piece::Usage(TokenCounts {
+                input: Some(10),
+                output: Some(3),
+                ..Default::default()
+            }),
             Piece::Done,
         ] {
             e.piece(p, &mut out);

@@ -58,7 +58,12 @@ fn conversation() -> Value {
 async fn golden_request_and_response_with_images_and_a_tool_result() {
     let (fake, proxy) = setup().await;
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &conversation()).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
 
     let seen = fake.last();
     assert_eq!(seen.header("x-api-key"), Some(KEY));
@@ -107,7 +112,10 @@ async fn golden_request_and_response_with_images_and_a_tool_result() {
         })
     );
     let line = proxy.log_line_of(&reply.request_id()).await;
-    assert_eq!((line["tokens_in"].as_u64(), line["tokens_out"].as_u64()), (Some(130), Some(12)));
+    assert_eq!(
+        (line["tokens_in"].as_u64(), line["tokens_out"].as_u64()),
+        (Some(130), Some(12))
+    );
     assert_eq!(line["model_served"], MODEL);
 }
 
@@ -122,8 +130,14 @@ async fn tool_call_round_trip_streamed_then_whole() {
     });
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("content-type"), Some("text/event-stream; charset=utf-8"));
-    assert_eq!(fake.last().body["tool_choice"], json!({"type": "tool", "name": "get_weather"}));
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/event-stream; charset=utf-8")
+    );
+    assert_eq!(
+        fake.last().body["tool_choice"],
+        json!({"type": "tool", "name": "get_weather"})
+    );
     assert_eq!(fake.last().body["stream"], true);
     assert_eq!(fake.last().body["max_tokens"], 200);
     let chunks = openai_chunks(&reply.body);
@@ -157,7 +171,14 @@ async fn tool_call_round_trip_streamed_then_whole() {
         ]
     );
     let calls = assembled_tool_calls(&chunks);
-    assert_eq!(calls, vec![("toolu_01A".into(), "get_weather".into(), "{\"city\":\"Paris\"}".into())]);
+    assert_eq!(
+        calls,
+        vec![(
+            "toolu_01A".into(),
+            "get_weather".into(),
+            "{\"city\":\"Paris\"}".into()
+        )]
+    );
     let line = proxy.log_line_of(&reply.request_id()).await;
     assert_eq!(line["tokens_in"], 130);
     assert_eq!(line["tokens_out"], 12);
@@ -175,14 +196,22 @@ async fn tool_call_round_trip_streamed_then_whole() {
         "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     });
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &follow).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_eq!(
         fake.last().body["messages"][1],
         json!({"role": "assistant", "content": [
             {"type": "text", "text": "Let me check."},
             {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}}]})
     );
-    assert_eq!(reply.json()["choices"][0]["message"]["content"], "The tool said: {\"temp\":18}");
+    assert_eq!(
+        reply.json()["choices"][0]["message"]["content"],
+        "The tool said: {\"temp\":18}"
+    );
 }
 
 #[tokio::test]
@@ -222,8 +251,14 @@ async fn image_input_reaches_anthropic() {
         {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG}")}},
         {"type": "text", "text": "What is this?"}]}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(reply.json()["choices"][0]["message"]["content"], "I see 1 image(s)");
-    assert_eq!(fake.last().body["messages"][0]["content"][0]["source"]["data"], PNG);
+    assert_eq!(
+        reply.json()["choices"][0]["message"]["content"],
+        "I see 1 image(s)"
+    );
+    assert_eq!(
+        fake.last().body["messages"][0]["content"][0]["source"]["data"],
+        PNG
+    );
 }
 
 #[tokio::test]
@@ -250,14 +285,23 @@ async fn provider_errors_come_back_in_openai_shape_without_the_key() {
     assert_eq!(reply.error_code(), "upstream_overloaded");
 
     // A 400 whose message quotes part of the key: passed on, the key fragment removed.
-    fake.set(|c| c.fail = Some((400, json!({"type": "error", "error": {"type": "invalid_request_error",
-        "message": "messages.0: bad input for key sk-ant-api03-UPSTREAMSEC..."}}), vec![])));
+    fake.set(|c| {
+        c.fail = Some((
+            400,
+            json!({"type": "error", "error": {"type": "invalid_request_error",
+        "message": "messages.0: bad input for key sk-ant-api03-UPSTREAMSEC..."}}),
+            vec![],
+        ))
+    });
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.error_code(), "upstream_rejected");
     let text = String::from_utf8_lossy(&reply.body).to_string();
     assert!(text.contains("messages.0: bad input"), "{text}");
-    assert!(!text.contains("UPSTREAMSEC") && !text.contains(KEY), "{text}");
+    assert!(
+        !text.contains("UPSTREAMSEC") && !text.contains(KEY),
+        "{text}"
+    );
 
     fake.set(|c| c.fail = None);
     fake.set(|c| c.key = "another-key".into());
@@ -267,7 +311,12 @@ async fn provider_errors_come_back_in_openai_shape_without_the_key() {
     assert!(!String::from_utf8_lossy(&reply.body).contains("sk-ant"));
 
     // Embeddings: Anthropic has none.
-    let reply = post(&proxy.url(EMBEDDINGS), CLIENT_KEY, &json!({"model": "front-model", "input": "x"})).await;
+    let reply = post(
+        &proxy.url(EMBEDDINGS),
+        CLIENT_KEY,
+        &json!({"model": "front-model", "input": "x"}),
+    )
+    .await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.error_code(), "unsupported_endpoint");
 }
@@ -281,15 +330,31 @@ async fn a_mid_stream_error_event_becomes_an_openai_error_event() {
         Answer::Stream {
             content_type: "text/event-stream",
             frames: vec![
-                e("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "model": "c", "usage": {"input_tokens": 3, "output_tokens": 1}}})),
-                e("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
-                e("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}})),
-                e("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+                e(
+                    "message_start",
+                    json!({"type": "message_start", "message": {"id": "msg_1", "model": "c", "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+                ),
+                e(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                ),
+                e(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+                ),
+                e(
+                    "error",
+                    json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                ),
             ],
         }
     }
     let fake = FakeServer::start(Control::new(KEY, "x"), overloaded).await;
-    let proxy = TestProxy::start(table(vec![typed(ProviderType::Anthropic, &fake.url(), KEY, MODEL)], MODEL)).await;
+    let proxy = TestProxy::start(table(
+        vec![typed(ProviderType::Anthropic, &fake.url(), KEY, MODEL)],
+        MODEL,
+    ))
+    .await;
     let ask = json!({"model": "front-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
     let chunks = openai_chunks(&reply.body);

@@ -45,7 +45,10 @@ async fn run_sdk(python: &str, proxy: &TestProxy, expect: &str) {
         .await
         .expect("the SDK checks finish within 180s")
         .unwrap();
-    assert!(status.success(), "the Anthropic SDK checks failed (see output above)");
+    assert!(
+        status.success(),
+        "the Anthropic SDK checks failed (see output above)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +57,12 @@ async fn anthropic_python_sdk_against_anthropic_and_openai_backends() {
 
     let anthropic = anthropic_fake::start(KEY).await;
     let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::Anthropic, &anthropic.url(), KEY, "claude-x")],
+        vec![typed(
+            ProviderType::Anthropic,
+            &anthropic.url(),
+            KEY,
+            "claude-x",
+        )],
         "claude-x",
     ))
     .await;
@@ -63,7 +71,12 @@ async fn anthropic_python_sdk_against_anthropic_and_openai_backends() {
 
     let openai = azure_fake::start_openai(KEY).await;
     let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::OpenAI, &format!("{}/v1", openai.url()), KEY, "gpt-4o")],
+        vec![typed(
+            ProviderType::OpenAI,
+            &format!("{}/v1", openai.url()),
+            KEY,
+            "gpt-4o",
+        )],
         "gpt-4o",
     ))
     .await;

@@ -25,7 +25,12 @@ async fn chat_goes_to_the_deployment_with_api_key_and_version() {
     let (fake, proxy) = setup().await;
     let ask = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.1});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let seen = fake.last();
     assert_eq!(seen.path, "/openai/deployments/prod-gpt4o/chat/completions");
     assert_eq!(seen.query, "api-version=2024-10-21");
@@ -39,7 +44,10 @@ async fn chat_goes_to_the_deployment_with_api_key_and_version() {
     assert_eq!(body["choices"][0]["message"]["content"], "Hello from azure");
     assert_eq!(body["model"], "prod-gpt4o@2024-10-21");
     let line = proxy.log_line_of(&reply.request_id()).await;
-    assert_eq!((line["tokens_in"].as_u64(), line["tokens_out"].as_u64()), (Some(13), Some(6)));
+    assert_eq!(
+        (line["tokens_in"].as_u64(), line["tokens_out"].as_u64()),
+        (Some(13), Some(6))
+    );
 }
 
 #[tokio::test]
@@ -47,11 +55,18 @@ async fn streaming_and_tool_calls() {
     let (fake, proxy) = setup().await;
     let ask = json!({"model": "front-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(fake.last().body["stream_options"], json!({"include_usage": true}));
+    assert_eq!(
+        fake.last().body["stream_options"],
+        json!({"include_usage": true})
+    );
     let chunks = openai_chunks(&reply.body);
     assert_eq!(chunk_text(&chunks), "Hello from azure");
-    assert!(chunks.iter().all(|c| c.is_string() || !c["choices"].as_array().unwrap().is_empty()),
-        "the usage chunk the client did not ask for is stripped");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.is_string() || !c["choices"].as_array().unwrap().is_empty()),
+        "the usage chunk the client did not ask for is stripped"
+    );
     let line = proxy.log_line_of(&reply.request_id()).await;
     assert_eq!(line["tokens_in"], 13);
 
@@ -60,16 +75,28 @@ async fn streaming_and_tool_calls() {
     let chunks = openai_chunks(&post(&proxy.url(CHAT), CLIENT_KEY, &ask).await.body);
     assert_eq!(
         assembled_tool_calls(&chunks),
-        vec![("call_az1".into(), "get_weather".into(), "{\"city\":\"Paris\"}".into())]
+        vec![(
+            "call_az1".into(),
+            "get_weather".into(),
+            "{\"city\":\"Paris\"}".into()
+        )]
     );
 }
 
 #[tokio::test]
 async fn embeddings_and_errors() {
     let (fake, proxy) = setup().await;
-    let reply = post(&proxy.url(EMBEDDINGS), CLIENT_KEY, &json!({"model": "front-model", "input": ["a", "b"]})).await;
+    let reply = post(
+        &proxy.url(EMBEDDINGS),
+        CLIENT_KEY,
+        &json!({"model": "front-model", "input": ["a", "b"]}),
+    )
+    .await;
     assert_eq!(reply.status, 200);
-    assert_eq!(fake.last().path, "/openai/deployments/prod-gpt4o/embeddings");
+    assert_eq!(
+        fake.last().path,
+        "/openai/deployments/prod-gpt4o/embeddings"
+    );
     assert_eq!(reply.json()["data"].as_array().unwrap().len(), 2);
 
     fake.set(|c| c.key = "rotated".into());

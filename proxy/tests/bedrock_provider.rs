@@ -51,13 +51,27 @@ async fn golden_signed_request_and_response_with_an_image_and_a_tool_result() {
         "stop": ["END"]
     });
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let seen = fake.last();
-    assert_eq!(seen.path, "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse");
-    assert!(seen.header("authorization").unwrap().starts_with(&format!(
-        "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/"
-    )));
-    assert!(seen.header("authorization").unwrap().contains(&format!("/{REGION}/bedrock/aws4_request")));
+    assert_eq!(
+        seen.path,
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+    );
+    assert!(
+        seen.header("authorization")
+            .unwrap()
+            .starts_with(&format!("AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/"))
+    );
+    assert!(
+        seen.header("authorization")
+            .unwrap()
+            .contains(&format!("/{REGION}/bedrock/aws4_request"))
+    );
     assert!(!seen.headers.contains_key("x-amz-security-token"));
     assert_eq!(
         seen.body,
@@ -105,10 +119,21 @@ async fn tool_use_round_trip_over_the_event_stream() {
     let ask = json!({"model": "front-model", "stream": true, "tools": tools,
                      "messages": [{"role": "user", "content": "Weather in Paris?"}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let seen = fake.last();
-    assert_eq!(seen.path, "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream");
-    assert_eq!(seen.header("accept"), Some("application/vnd.amazon.eventstream"));
+    assert_eq!(
+        seen.path,
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream"
+    );
+    assert_eq!(
+        seen.header("accept"),
+        Some("application/vnd.amazon.eventstream")
+    );
     let chunks = openai_chunks(&reply.body);
     let deltas: Vec<Value> = chunks
         .iter()
@@ -127,7 +152,10 @@ async fn tool_use_round_trip_over_the_event_stream() {
         ]
     );
     let line = proxy.log_line_of(&reply.request_id()).await;
-    assert_eq!((line["tokens_in"].as_u64(), line["tokens_out"].as_u64()), (Some(30), Some(9)));
+    assert_eq!(
+        (line["tokens_in"].as_u64(), line["tokens_out"].as_u64()),
+        (Some(30), Some(9))
+    );
 
     let (id, name, args) = assembled_tool_calls(&chunks)[0].clone();
     let follow = json!({"model": "front-model", "stream": true, "tools": tools, "messages": [
@@ -136,8 +164,16 @@ async fn tool_use_round_trip_over_the_event_stream() {
             "function": {"name": name, "arguments": args}}]},
         {"role": "tool", "tool_call_id": id, "content": "sunny"}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &follow).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-    assert_eq!(chunk_text(&openai_chunks(&reply.body)), "The tool said: sunny");
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(
+        chunk_text(&openai_chunks(&reply.body)),
+        "The tool said: sunny"
+    );
 }
 
 #[tokio::test]
@@ -149,7 +185,12 @@ async fn session_tokens_and_bedrock_api_keys() {
     let proxy = TestProxy::start(table(vec![p], MODEL)).await;
     let ask = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_eq!(
         fake.last().header("x-amz-security-token"),
         Some("FwoGZXIvYXdzEJr//////////wEaDFAKETOKEN+/==")
@@ -157,8 +198,16 @@ async fn session_tokens_and_bedrock_api_keys() {
 
     let (fake, proxy) = setup("ABSKQmVkcm9ja0FQSUtleS1mYWtl").await;
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-    assert_eq!(fake.last().header("authorization"), Some("Bearer ABSKQmVkcm9ja0FQSUtleS1mYWtl"));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(
+        fake.last().header("authorization"),
+        Some("Bearer ABSKQmVkcm9ja0FQSUtleS1mYWtl")
+    );
 }
 
 #[tokio::test]
@@ -166,8 +215,14 @@ async fn errors_and_what_bedrock_cannot_take() {
     let (fake, proxy) = setup(&keys()).await;
     let ask = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}]});
     fake.set(|c| {
-        c.fail = Some((429, json!({"message": "Too many requests, please wait before trying again."}),
-            vec![("x-amzn-errortype".into(), "ThrottlingException".into()), ("retry-after".into(), "3".into())]))
+        c.fail = Some((
+            429,
+            json!({"message": "Too many requests, please wait before trying again."}),
+            vec![
+                ("x-amzn-errortype".into(), "ThrottlingException".into()),
+                ("retry-after".into(), "3".into()),
+            ],
+        ))
     });
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
     assert_eq!(reply.status, 429);
@@ -190,7 +245,12 @@ async fn errors_and_what_bedrock_cannot_take() {
     assert_eq!(reply.status, 400);
     assert_eq!(reply.error_code(), "unsupported_image");
 
-    let reply = post(&proxy.url(EMBEDDINGS), CLIENT_KEY, &json!({"model": "front-model", "input": "x"})).await;
+    let reply = post(
+        &proxy.url(EMBEDDINGS),
+        CLIENT_KEY,
+        &json!({"model": "front-model", "input": "x"}),
+    )
+    .await;
     assert_eq!(reply.status, 400);
 }
 
@@ -202,7 +262,10 @@ async fn an_exception_in_the_stream_ends_it_with_an_error_event() {
             content_type: "application/vnd.amazon.eventstream",
             frames: vec![
                 bedrock_fake::event("messageStart", json!({"role": "assistant"})),
-                bedrock_fake::event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}})),
+                bedrock_fake::event(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+                ),
                 bedrock_fake::exception("throttlingException", "Too many tokens, please wait"),
             ],
         }
@@ -215,5 +278,8 @@ async fn an_exception_in_the_stream_ends_it_with_an_error_event() {
     let chunks = openai_chunks(&post(&proxy.url(CHAT), CLIENT_KEY, &ask).await.body);
     assert_eq!(chunk_text(&chunks), "Hi");
     assert_eq!(chunks.last().unwrap()["error"]["type"], "rate_limit_error");
-    assert_eq!(chunks.last().unwrap()["error"]["message"], "Too many tokens, please wait");
+    assert_eq!(
+        chunks.last().unwrap()["error"]["message"],
+        "Too many tokens, please wait"
+    );
 }

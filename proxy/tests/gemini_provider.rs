@@ -52,7 +52,12 @@ async fn golden_request_and_response_with_images_and_a_function_result() {
         "response_format": {"type": "json_object"}
     });
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let seen = fake.last();
     assert_eq!(seen.path, format!("/v1beta/models/{MODEL}:generateContent"));
     assert_eq!(seen.header("x-goog-api-key"), Some(KEY));
@@ -105,27 +110,44 @@ async fn function_call_round_trip_streamed() {
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
     assert_eq!(reply.status, 200);
     let seen = fake.last();
-    assert_eq!(seen.path, format!("/v1beta/models/{MODEL}:streamGenerateContent"));
+    assert_eq!(
+        seen.path,
+        format!("/v1beta/models/{MODEL}:streamGenerateContent")
+    );
     assert_eq!(seen.query, "alt=sse");
     let chunks = openai_chunks(&reply.body);
     let calls = assembled_tool_calls(&chunks);
     assert_eq!(calls.len(), 1);
-    assert_eq!((calls[0].1.as_str(), calls[0].2.as_str()), ("get_weather", "{\"city\":\"Paris\"}"));
-    assert!(calls[0].0.starts_with("call_"), "Gemini gives no id: one is made up");
-    assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        (calls[0].1.as_str(), calls[0].2.as_str()),
+        ("get_weather", "{\"city\":\"Paris\"}")
+    );
+    assert!(
+        calls[0].0.starts_with("call_"),
+        "Gemini gives no id: one is made up"
+    );
+    assert_eq!(
+        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
     assert_eq!(chunks.last().unwrap(), "[DONE]");
 
     let (id, name, args) = calls[0].clone();
     let follow = json!({"model": "front-model", "stream": true, "tools": tools,
-        "stream_options": {"include_usage": true},
-        "messages": [
-            {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
-                "function": {"name": name, "arguments": args}}]},
-            {"role": "tool", "tool_call_id": id, "content": "sunny"}
-        ]});
+    "stream_options": {"include_usage": true},
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
+            "function": {"name": name, "arguments": args}}]},
+        {"role": "tool", "tool_call_id": id, "content": "sunny"}
+    ]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &follow).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_eq!(
         fake.last().body["contents"][2],
         json!({"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}}]})
@@ -134,7 +156,13 @@ async fn function_call_round_trip_streamed() {
     // Golden: role chunk, one chunk per Gemini event, finish, usage, [DONE].
     let deltas: Vec<Value> = chunks
         .iter()
-        .map(|c| json!([c["choices"][0]["delta"], c["choices"][0]["finish_reason"], c["usage"]]))
+        .map(|c| {
+            json!([
+                c["choices"][0]["delta"],
+                c["choices"][0]["finish_reason"],
+                c["usage"]
+            ])
+        })
         .collect();
     assert_eq!(
         deltas,
@@ -151,7 +179,10 @@ async fn function_call_round_trip_streamed() {
         ]
     );
     let line = proxy.log_line_of(&reply.request_id()).await;
-    assert_eq!((line["tokens_in"].as_u64(), line["tokens_out"].as_u64()), (Some(20), Some(7)));
+    assert_eq!(
+        (line["tokens_in"].as_u64(), line["tokens_out"].as_u64()),
+        (Some(20), Some(7))
+    );
 }
 
 #[tokio::test]
@@ -176,7 +207,12 @@ async fn embeddings_single_and_batch() {
         &json!({"model": "front-model", "input": "hello", "encoding_format": "float", "dimensions": 3}),
     )
     .await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let seen = fake.last();
     assert_eq!(seen.path, format!("/v1beta/models/{MODEL}:embedContent"));
     assert_eq!(
@@ -196,7 +232,10 @@ async fn embeddings_single_and_batch() {
         &json!({"model": "front-model", "input": ["a", "bb"], "encoding_format": "base64"}),
     )
     .await;
-    assert_eq!(fake.last().path, format!("/v1beta/models/{MODEL}:batchEmbedContents"));
+    assert_eq!(
+        fake.last().path,
+        format!("/v1beta/models/{MODEL}:batchEmbedContents")
+    );
     let v = reply.json();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
     use base64::Engine;
@@ -236,5 +275,10 @@ async fn google_errors_map_to_openai_errors() {
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &bad).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.error_code(), "upstream_rejected");
-    assert!(reply.json()["error"]["message"].as_str().unwrap().contains("contents is not specified"));
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("contents is not specified")
+    );
 }

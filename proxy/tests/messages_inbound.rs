@@ -17,7 +17,10 @@ async fn messages(proxy: &TestProxy, body: &Value) -> Reply {
     send(
         Method::POST,
         &proxy.url(MESSAGES),
-        &[("x-api-key", CLIENT_KEY), ("anthropic-version", "2023-06-01")],
+        &[
+            ("x-api-key", CLIENT_KEY),
+            ("anthropic-version", "2023-06-01"),
+        ],
         Some(body),
     )
     .await
@@ -32,12 +35,12 @@ fn tool_ask(stream: bool) -> Value {
 
 fn follow_up(id: &str, stream: bool) -> Value {
     json!({"model": "front-model", "max_tokens": 256, "stream": stream,
-           "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
-           "messages": [
-               {"role": "user", "content": "Weather in Paris?"},
-               {"role": "assistant", "content": [{"type": "tool_use", "id": id, "name": "get_weather", "input": {"city": "Paris"}}]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "sunny"}]}
-           ]})
+    "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": id, "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "sunny"}]}
+    ]})
 }
 
 #[tokio::test]
@@ -50,7 +53,12 @@ async fn anthropic_backends_get_the_callers_bytes() {
     .await;
     let ask = tool_ask(false);
     let reply = messages(&proxy, &ask).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let mut want = ask.clone();
     want["model"] = "claude-x".into();
     assert_eq!(fake.last().body, want, "only the model is rewritten");
@@ -59,15 +67,24 @@ async fn anthropic_backends_get_the_callers_bytes() {
     assert_eq!(body["id"], "msg_01XYZ");
     assert_eq!(body["content"][1]["type"], "tool_use");
     let line = proxy.log_line_of(&reply.request_id()).await;
-    assert_eq!((line["tokens_in"].as_u64(), line["tokens_out"].as_u64()), (Some(130), Some(12)));
+    assert_eq!(
+        (line["tokens_in"].as_u64(), line["tokens_out"].as_u64()),
+        (Some(130), Some(12))
+    );
 
     let reply = messages(&proxy, &follow_up("toolu_01A", true)).await;
     let events = anthropic_events(&reply.body);
     assert_eq!(events.first().unwrap().0, "message_start");
     assert_eq!(events.last().unwrap().0, "message_stop");
-    assert!(events.iter().any(|(n, _)| n == "ping"), "passed through as sent");
+    assert!(
+        events.iter().any(|(n, _)| n == "ping"),
+        "passed through as sent"
+    );
     let line = proxy.log_line_of(&reply.request_id()).await;
-    assert_eq!((line["tokens_in"].as_u64(), line["tokens_out"].as_u64()), (Some(130), Some(12)));
+    assert_eq!(
+        (line["tokens_in"].as_u64(), line["tokens_out"].as_u64()),
+        (Some(130), Some(12))
+    );
 }
 
 /// The golden event sequence of a translated tool-call stream (argument deltas as the backend split them).
@@ -96,19 +113,32 @@ fn assert_tool_stream(events: &[(String, Value)], model: &str) {
         .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap())
         .collect();
     assert_eq!(args, "{\"city\":\"Paris\"}");
-    assert_eq!(events[events.len() - 2].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(
+        events[events.len() - 2].1["delta"]["stop_reason"],
+        "tool_use"
+    );
 }
 
 #[tokio::test]
 async fn openai_backends_are_translated_both_ways() {
     let fake = azure_fake::start_openai(KEY).await;
     let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::OpenAI, &format!("{}/v1", fake.url()), KEY, "gpt-4o")],
+        vec![typed(
+            ProviderType::OpenAI,
+            &format!("{}/v1", fake.url()),
+            KEY,
+            "gpt-4o",
+        )],
         "gpt-4o",
     ))
     .await;
     let reply = messages(&proxy, &tool_ask(false)).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_eq!(
         fake.last().body,
         json!({"model": "gpt-4o", "max_completion_tokens": 256,
@@ -128,13 +158,19 @@ async fn openai_backends_are_translated_both_ways() {
     );
 
     let reply = messages(&proxy, &tool_ask(true)).await;
-    assert_eq!(fake.last().body["stream_options"], json!({"include_usage": true}));
+    assert_eq!(
+        fake.last().body["stream_options"],
+        json!({"include_usage": true})
+    );
     assert_tool_stream(&anthropic_events(&reply.body), "gpt-4o");
 
     let reply = messages(&proxy, &follow_up("call_az1", true)).await;
     let sent = fake.last().body;
     assert_eq!(sent["messages"][1]["tool_calls"][0]["id"], "call_az1");
-    assert_eq!(sent["messages"][2], json!({"role": "tool", "tool_call_id": "call_az1", "content": "sunny"}));
+    assert_eq!(
+        sent["messages"][2],
+        json!({"role": "tool", "tool_call_id": "call_az1", "content": "sunny"})
+    );
     let events = anthropic_events(&reply.body);
     let text: String = events
         .iter()
@@ -149,7 +185,12 @@ async fn openai_backends_are_translated_both_ways() {
 async fn gemini_and_bedrock_backends_serve_anthropic_callers() {
     let gemini = gemini_fake::start(KEY).await;
     let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::Gemini, &gemini.url(), KEY, "gemini-2.5-flash")],
+        vec![typed(
+            ProviderType::Gemini,
+            &gemini.url(),
+            KEY,
+            "gemini-2.5-flash",
+        )],
         "gemini-2.5-flash",
     ))
     .await;
@@ -158,21 +199,45 @@ async fn gemini_and_bedrock_backends_serve_anthropic_callers() {
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
         {"type": "text", "text": "What is this?"}]}]});
     let reply = messages(&proxy, &image).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-    assert_eq!(reply.json()["content"], json!([{"type": "text", "text": "I see 1 image(s)"}]));
-    assert_eq!(gemini.last().body["contents"][0]["parts"][0]["inlineData"]["data"], png);
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(
+        reply.json()["content"],
+        json!([{"type": "text", "text": "I see 1 image(s)"}])
+    );
+    assert_eq!(
+        gemini.last().body["contents"][0]["parts"][0]["inlineData"]["data"],
+        png
+    );
     let reply = messages(&proxy, &tool_ask(true)).await;
     let events = anthropic_events(&reply.body);
     assert_eq!(events[1].1["content_block"]["name"], "get_weather");
-    assert_eq!(events[events.len() - 2].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(
+        events[events.len() - 2].1["delta"]["stop_reason"],
+        "tool_use"
+    );
 
     let keys = format!("{}:secretsecretsecret", bedrock_fake::ACCESS_KEY_ID);
     let bedrock = bedrock_fake::start(&keys).await;
-    let mut p = typed(ProviderType::Bedrock, &bedrock.url(), &keys, "amazon.nova-pro-v1:0");
+    let mut p = typed(
+        ProviderType::Bedrock,
+        &bedrock.url(),
+        &keys,
+        "amazon.nova-pro-v1:0",
+    );
     p.bedrock_region = Some(bedrock_fake::REGION.into());
     let proxy = TestProxy::start(table(vec![p], "amazon.nova-pro-v1:0")).await;
     let reply = messages(&proxy, &tool_ask(true)).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_tool_stream(&anthropic_events(&reply.body), "amazon.nova-pro-v1:0");
     let reply = messages(&proxy, &follow_up("tooluse_B1", false)).await;
     assert_eq!(reply.json()["content"][0]["text"], "The tool said: sunny");
@@ -181,7 +246,14 @@ async fn gemini_and_bedrock_backends_serve_anthropic_callers() {
 #[tokio::test]
 async fn the_fake_provider_serves_anthropic_callers() {
     let proxy = TestProxy::start(table(
-        vec![fake_provider("fake", FakeBehaviour { completion_tokens: 6, stream_chunks: 3, ..FakeBehaviour::default() })],
+        vec![fake_provider(
+            "fake",
+            FakeBehaviour {
+                completion_tokens: 6,
+                stream_chunks: 3,
+                ..FakeBehaviour::default()
+            },
+        )],
         "fake-model",
     ))
     .await;
@@ -226,8 +298,13 @@ async fn errors_use_anthropics_envelope() {
     assert_eq!(reply.status, 404);
     assert_eq!(reply.json()["error"]["type"], "not_found_error");
 
-    fake.set(|c| c.fail = Some((429, json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}),
-        vec![("retry-after".into(), "5".into())])));
+    fake.set(|c| {
+        c.fail = Some((
+            429,
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}),
+            vec![("retry-after".into(), "5".into())],
+        ))
+    });
     let reply = messages(&proxy, &tool_ask(false)).await;
     assert_eq!(reply.status, 429);
     assert_eq!(reply.header("retry-after"), Some("5"));

@@ -27,7 +27,12 @@ fn pieces() -> Vec<String> {
 }
 
 /// Streams `body` from `path`, returning each text delta with the instant it arrived.
-async fn timed_text(proxy: &TestProxy, path: &str, body: Value, anthropic: bool) -> Vec<(String, Instant)> {
+async fn timed_text(
+    proxy: &TestProxy,
+    path: &str,
+    body: Value,
+    anthropic: bool,
+) -> Vec<(String, Instant)> {
     let request = Request::post(proxy.url(path))
         .header("authorization", format!("Bearer {CLIENT_KEY}"))
         .header("content-type", "application/json")
@@ -40,13 +45,19 @@ async fn timed_text(proxy: &TestProxy, path: &str, body: Value, anthropic: bool)
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let at = Instant::now();
-        let Ok(data) = frame.unwrap().into_data() else { continue };
+        let Ok(data) = frame.unwrap().into_data() else {
+            continue;
+        };
         buf.push_str(&String::from_utf8_lossy(&data));
         while let Some(end) = buf.find("\n\n") {
             let event: String = buf.drain(..end + 2).collect();
             for line in event.lines() {
-                let Some(d) = line.strip_prefix("data: ") else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(d) else { continue };
+                let Some(d) = line.strip_prefix("data: ") else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_str::<Value>(d) else {
+                    continue;
+                };
                 let text = if anthropic {
                     v["delta"]["text"].as_str()
                 } else {
@@ -64,11 +75,18 @@ async fn timed_text(proxy: &TestProxy, path: &str, body: Value, anthropic: bool)
 /// Checks each piece against the instant the fake sent it (`first` = index of the first text frame).
 fn assert_prompt(fake: &FakeServer, first: usize, got: &[(String, Instant)], what: &str) {
     let sent = fake.frame_times.lock().unwrap().clone();
-    assert_eq!(got.iter().map(|(t, _)| t.as_str()).collect::<String>(), pieces().concat(), "{what}");
+    assert_eq!(
+        got.iter().map(|(t, _)| t.as_str()).collect::<String>(),
+        pieces().concat(),
+        "{what}"
+    );
     let mut lags = Vec::new();
     for (k, (_, arrived)) in got.iter().enumerate() {
         let at = sent[first + k];
-        assert!(*arrived >= at, "{what}: piece {k} arrived before it was sent?");
+        assert!(
+            *arrived >= at,
+            "{what}: piece {k} arrived before it was sent?"
+        );
         lags.push(*arrived - at);
     }
     println!("{what}: per-chunk lag {lags:?}");
@@ -92,14 +110,22 @@ async fn translated_streams_forward_each_chunk_promptly() {
 
     let fake = anthropic_fake::start(KEY).await;
     slow(&fake);
-    let proxy = TestProxy::start(table(vec![typed(ProviderType::Anthropic, &fake.url(), KEY, "c")], "c")).await;
+    let proxy = TestProxy::start(table(
+        vec![typed(ProviderType::Anthropic, &fake.url(), KEY, "c")],
+        "c",
+    ))
+    .await;
     // message_start, ping, content_block_start, then the text deltas.
     let got = timed_text(&proxy, CHAT, ask.clone(), false).await;
     assert_prompt(&fake, 3, &got, "Anthropic -> OpenAI chunks");
 
     let fake = gemini_fake::start(KEY).await;
     slow(&fake);
-    let proxy = TestProxy::start(table(vec![typed(ProviderType::Gemini, &fake.url(), KEY, "g")], "g")).await;
+    let proxy = TestProxy::start(table(
+        vec![typed(ProviderType::Gemini, &fake.url(), KEY, "g")],
+        "g",
+    ))
+    .await;
     let got = timed_text(&proxy, CHAT, ask.clone(), false).await;
     assert_prompt(&fake, 0, &got, "Gemini -> OpenAI chunks");
 
@@ -115,7 +141,11 @@ async fn translated_streams_forward_each_chunk_promptly() {
     // An Anthropic caller of a Gemini backend: two translations, still one event at a time.
     let fake = gemini_fake::start(KEY).await;
     slow(&fake);
-    let proxy = TestProxy::start(table(vec![typed(ProviderType::Gemini, &fake.url(), KEY, "g")], "g")).await;
+    let proxy = TestProxy::start(table(
+        vec![typed(ProviderType::Gemini, &fake.url(), KEY, "g")],
+        "g",
+    ))
+    .await;
     let mut ask = ask;
     ask["max_tokens"] = 50.into();
     let got = timed_text(&proxy, MESSAGES, ask, true).await;

@@ -129,7 +129,10 @@ fn user_block(part: &Part) -> Option<Value> {
 /// Anthropic `usage` → counts (its `input_tokens` leave out cache reads and writes).
 pub fn counts(u: &Value) -> TokenCounts {
     let n = |k: &str| u.get(k).and_then(Value::as_u64);
-    let (read, write) = (n("cache_read_input_tokens"), n("cache_creation_input_tokens"));
+    let (read, write) = (
+        n("cache_read_input_tokens"),
+        n("cache_creation_input_tokens"),
+    );
     TokenCounts {
         input: n("input_tokens").map(|i| i + read.unwrap_or(0) + write.unwrap_or(0)),
         output: n("output_tokens"),
@@ -200,10 +203,7 @@ pub fn read_response(v: &Value, fallback_model: &str) -> Option<Answer> {
 
 /// The message of an Anthropic error body (`{"type":"error","error":{"type","message"}}`).
 pub fn error_message(v: &Value) -> Option<String> {
-    v.get("error")?
-        .get("message")?
-        .as_str()
-        .map(str::to_string)
+    v.get("error")?.get("message")?.as_str().map(str::to_string)
 }
 
 /// Status for an error `type` met inside a stream.

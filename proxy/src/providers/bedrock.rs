@@ -39,7 +39,11 @@ pub fn path(model: &str, stream: bool) -> String {
     format!(
         "/model/{}/{}",
         uri_encode(model.as_bytes()),
-        if stream { "converse-stream" } else { "converse" }
+        if stream {
+            "converse-stream"
+        } else {
+            "converse"
+        }
     )
 }
 
@@ -403,33 +407,71 @@ mod tests {
 
     #[test]
     fn credentials_are_keys_or_api_keys() {
-        assert!(matches!(auth("AKIA1:secret/+x"), BedrockAuth::Keys(k) if k.session_token.is_none()));
-        assert!(matches!(auth("ASIA1:secret:tok=="), BedrockAuth::Keys(k) if k.session_token == Some("tok==")));
-        assert!(matches!(auth("ABSKQmVkcm9ja0FQSUtleQ=="), BedrockAuth::ApiKey(_)));
-        assert_eq!(path("anthropic.claude-v2:1", true), "/model/anthropic.claude-v2%3A1/converse-stream");
+        assert!(
+            matches!(auth("AKIA1:secret/+x"), BedrockAuth::Keys(k) if k.session_token.is_none())
+        );
+        assert!(
+            matches!(auth("ASIA1:secret:tok=="), BedrockAuth::Keys(k) if k.session_token == Some("tok=="))
+        );
+        assert!(matches!(
+            auth("ABSKQmVkcm9ja0FQSUtleQ=="),
+            BedrockAuth::ApiKey(_)
+        ));
+        assert_eq!(
+            path("anthropic.claude-v2:1", true),
+            "/model/anthropic.claude-v2%3A1/converse-stream"
+        );
     }
 
     #[test]
     fn stream_with_a_tool_call_usage_and_an_exception() {
         let mut s = event("messageStart", r#"{"role":"assistant","p":"abc"}"#);
-        s.extend(event("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"Checking"}}"#));
+        s.extend(event(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"Checking"}}"#,
+        ));
         s.extend(event("contentBlockStop", r#"{"contentBlockIndex":0}"#));
         s.extend(event("contentBlockStart", r#"{"contentBlockIndex":1,"start":{"toolUse":{"toolUseId":"tooluse_1","name":"weather"}}}"#));
-        s.extend(event("contentBlockDelta", r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{\"city\":\"Paris\"}"}}}"#));
+        s.extend(event(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{\"city\":\"Paris\"}"}}}"#,
+        ));
         s.extend(event("messageStop", r#"{"stopReason":"tool_use"}"#));
         s.extend(event("metadata", r#"{"usage":{"inputTokens":20,"outputTokens":8,"totalTokens":28},"metrics":{"latencyMs":100}}"#));
         let pieces = decode_all(&mut BedrockDecoder::new(), &s);
         assert_eq!(pieces.len(), 7);
         assert_eq!(pieces[1], Piece::Text("Checking".into()));
-        assert_eq!(pieces[3], Piece::ToolArgs { index: 0, fragment: "{\"city\":\"Paris\"}".into() });
+        assert_eq!(
+            pieces[3],
+            Piece::ToolArgs {
+                index: 0,
+                fragment: "{\"city\":\"Paris\"}".into()
+            }
+        );
         assert_eq!(pieces[4], Piece::Finish(Finish::ToolCalls));
-        assert_eq!(pieces[5], Piece::Usage(TokenCounts { input: Some(20), output: Some(8), ..Default::default() }));
+        assert_eq!(
+            pieces[5],
+            Piece::Usage(TokenCounts {
+                input: Some(20),
+                output: Some(8),
+                ..Default::default()
+            })
+        );
 
         let exception = encode(
-            &[(":exception-type", "throttlingException"), (":message-type", "exception")],
+            &[
+                (":exception-type", "throttlingException"),
+                (":message-type", "exception"),
+            ],
             br#"{"message":"Too many requests"}"#,
         );
         let pieces = decode_all(&mut BedrockDecoder::new(), &exception);
-        assert_eq!(pieces[0], Piece::Error { status: 429, message: "Too many requests".into() });
+        assert_eq!(
+            pieces[0],
+            Piece::Error {
+                status: 429,
+                message: "Too many requests".into()
+            }
+        );
     }
 }

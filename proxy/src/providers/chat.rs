@@ -146,10 +146,11 @@ impl ChatRequest {
         let get = |k: &str| obj.get(k).unwrap_or(&Value::Null);
         let mut req = ChatRequest::default();
         let Some(messages) = get("messages").as_array() else {
-            return Err(
-                ApiError::bad_request("missing_required_parameter", "`messages` is required")
-                    .with_param("messages"),
-            );
+            return Err(ApiError::bad_request(
+                "missing_required_parameter",
+                "`messages` is required",
+            )
+            .with_param("messages"));
         };
         if messages.is_empty() {
             return Err(bad("messages", "`messages` must not be empty"));
@@ -186,7 +187,12 @@ impl ChatRequest {
                     .ok_or_else(|| bad("tool_choice", "`tool_choice.function.name` is required"))?;
                 Some(ToolChoice::Named(name.to_string()))
             }
-            _ => return Err(bad("tool_choice", "`tool_choice` must be a string or object")),
+            _ => {
+                return Err(bad(
+                    "tool_choice",
+                    "`tool_choice` must be a string or object",
+                ));
+            }
         };
         req.parallel_tool_calls = get("parallel_tool_calls").as_bool();
         let max = match get("max_completion_tokens") {
@@ -195,9 +201,11 @@ impl ChatRequest {
         };
         req.max_tokens = match max {
             Value::Null => None,
-            v => Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                bad("max_tokens", "`max_tokens` must be a positive integer")
-            })?),
+            v => Some(
+                v.as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("max_tokens", "`max_tokens` must be a positive integer"))?,
+            ),
         };
         req.temperature = number(get("temperature"), "temperature")?;
         req.top_p = number(get("top_p"), "top_p")?;
@@ -267,7 +275,10 @@ fn text_content(content: &Value, param: &'static str) -> Result<String, ApiError
             }
             Ok(text)
         }
-        _ => Err(bad(param, "`content` must be a string or an array of parts")),
+        _ => Err(bad(
+            param,
+            "`content` must be a string or an array of parts",
+        )),
     }
 }
 
@@ -293,9 +304,10 @@ fn read_message(m: &Value, req: &mut ChatRequest) -> Result<(), ApiError> {
             if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
                 for c in calls {
                     let f = c.get("function").unwrap_or(&Value::Null);
-                    let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
-                        bad("messages", "a tool call needs `function.name`")
-                    })?;
+                    let name = f
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| bad("messages", "a tool call needs `function.name`"))?;
                     let arguments = match f.get("arguments") {
                         Some(Value::String(s)) => s.clone(),
                         Some(Value::Null) | None => "{}".into(),
@@ -333,7 +345,10 @@ fn read_message(m: &Value, req: &mut ChatRequest) -> Result<(), ApiError> {
         other => {
             return Err(bad(
                 "messages",
-                format!("unknown message role {:?}", other.chars().take(40).collect::<String>()),
+                format!(
+                    "unknown message role {:?}",
+                    other.chars().take(40).collect::<String>()
+                ),
             ));
         }
     }

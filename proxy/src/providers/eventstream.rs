@@ -109,8 +109,7 @@ impl FrameDecoder {
                 break;
             }
             let frame = &rest[..total];
-            let message_crc =
-                u32::from_be_bytes(frame[total - 4..].try_into().expect("4 bytes"));
+            let message_crc = u32::from_be_bytes(frame[total - 4..].try_into().expect("4 bytes"));
             if crc32(&frame[..total - 4]) != message_crc {
                 self.fail(FrameError::MessageCrc, out);
                 return;
@@ -189,7 +188,11 @@ const CRC_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;

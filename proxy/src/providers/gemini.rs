@@ -145,7 +145,11 @@ fn user_part(part: &Part) -> Option<Value> {
 
 /// A media type guessed from a URL's extension (Gemini's `fileData` requires one).
 fn media_type_of(url: &str) -> &'static str {
-    let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
     match path.rsplit('.').next() {
         Some("png") => "image/png",
         Some("gif") => "image/gif",
@@ -161,7 +165,9 @@ fn gemini_schema(schema: &Value) -> Value {
     match schema {
         Value::Object(o) => Value::Object(
             o.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "$schema" | "additionalProperties" | "strict"))
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "$schema" | "additionalProperties" | "strict")
+                })
                 .map(|(k, v)| (k.clone(), gemini_schema(v)))
                 .collect(),
         ),
@@ -320,7 +326,10 @@ impl GeminiDecoder {
         if !self.started {
             self.started = true;
             out.push(Piece::Meta {
-                id: v.get("responseId").and_then(Value::as_str).map(str::to_string),
+                id: v
+                    .get("responseId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 model: v
                     .get("modelVersion")
                     .and_then(Value::as_str)
@@ -438,7 +447,8 @@ impl EmbedAsk {
     /// The method (`embedContent` or `batchEmbedContents`) and body for `model`.
     pub fn build(&self, model: &str) -> (&'static str, Value) {
         let request = |text: &str| {
-            let mut r = json!({"model": format!("models/{model}"), "content": {"parts": [{"text": text}]}});
+            let mut r =
+                json!({"model": format!("models/{model}"), "content": {"parts": [{"text": text}]}});
             if let Some(d) = self.dimensions {
                 r["outputDimensionality"] = d.into();
             }
@@ -508,10 +518,22 @@ mod tests {
             "data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"weather\",\"args\":{\"city\":\"Paris\"}}}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":5,\"totalTokenCount\":14}}\r\n\r\n",
         );
         let pieces = decode_all(&mut GeminiDecoder::new(), text.as_bytes());
-        assert_eq!(pieces[0], Piece::Meta { id: Some("r1".into()), model: Some("gemini-2.0-flash".into()) });
+        assert_eq!(
+            pieces[0],
+            Piece::Meta {
+                id: Some("r1".into()),
+                model: Some("gemini-2.0-flash".into())
+            }
+        );
         assert_eq!(pieces[1], Piece::Text("Hel".into()));
         assert!(matches!(&pieces[3], Piece::ToolStart { index: 0, name, .. } if name == "weather"));
-        assert_eq!(pieces[4], Piece::ToolArgs { index: 0, fragment: "{\"city\":\"Paris\"}".into() });
+        assert_eq!(
+            pieces[4],
+            Piece::ToolArgs {
+                index: 0,
+                fragment: "{\"city\":\"Paris\"}".into()
+            }
+        );
         assert_eq!(pieces[6], Piece::Finish(Finish::ToolCalls));
         assert_eq!(pieces.last(), Some(&Piece::Done));
     }
@@ -520,6 +542,9 @@ mod tests {
     fn schemas_lose_keywords_gemini_rejects() {
         let s = gemini_schema(&json!({"type": "object", "additionalProperties": false,
             "$schema": "x", "properties": {"a": {"type": "object", "additionalProperties": {}}}}));
-        assert_eq!(s, json!({"type": "object", "properties": {"a": {"type": "object"}}}));
+        assert_eq!(
+            s,
+            json!({"type": "object", "properties": {"a": {"type": "object"}}})
+        );
     }
 }

@@ -165,7 +165,10 @@ fn outgoing(
     Ok(match provider.provider_type {
         ProviderType::Anthropic => {
             if embeddings {
-                return Err(cannot(provider, "embeddings (Anthropic has no embeddings API)"));
+                return Err(cannot(
+                    provider,
+                    "embeddings (Anthropic has no embeddings API)",
+                ));
             }
             let req = chat_request(request)?;
             Outgoing {
@@ -217,11 +220,7 @@ fn outgoing(
             let req = chat_request(request)?;
             let body = bedrock::build_request(&req).map_err(Failed::Final)?;
             Outgoing {
-                url: format!(
-                    "{}{}",
-                    provider.endpoint,
-                    bedrock::path(model, ask.stream)
-                ),
+                url: format!("{}{}", provider.endpoint, bedrock::path(model, ask.stream)),
                 headers: vec![json_header()],
                 body: encode(&body),
                 wire: Wire::Bedrock,
@@ -301,11 +300,7 @@ fn secrets_of(provider: &Provider) -> Vec<String> {
     let mut out = Vec::new();
     for c in &provider.credentials {
         out.push(c.0.clone());
-        out.extend(
-            c.0.split(':')
-                .filter(|p| p.len() >= 4)
-                .map(str::to_string),
-        );
+        out.extend(c.0.split(':').filter(|p| p.len() >= 4).map(str::to_string));
     }
     out
 }
@@ -354,7 +349,9 @@ fn authenticate(
         return Ok(());
     }
     let raw = value.to_str().unwrap_or_default();
-    let raw = raw.strip_prefix(provider.auth.prefix.as_str()).unwrap_or(raw);
+    let raw = raw
+        .strip_prefix(provider.auth.prefix.as_str())
+        .unwrap_or(raw);
     let keys = match bedrock::auth(raw) {
         bedrock::BedrockAuth::ApiKey(key) => {
             let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
@@ -400,11 +397,15 @@ fn authenticate(
     let headers = request.headers_mut();
     headers.insert(
         header::HOST,
-        HeaderValue::from_str(&host).map_err(|_| Failed::Retry(misconfigured(provider, "bad host")))?,
+        HeaderValue::from_str(&host)
+            .map_err(|_| Failed::Retry(misconfigured(provider, "bad host")))?,
     );
     for (name, value) in signed {
         let mut v = HeaderValue::from_str(&value).map_err(|_| {
-            Failed::Retry(misconfigured(provider, "its AWS credential is not a valid header"))
+            Failed::Retry(misconfigured(
+                provider,
+                "its AWS credential is not a valid header",
+            ))
         })?;
         v.set_sensitive(true);
         headers.insert(HeaderName::from_static(name), v);
@@ -543,25 +544,25 @@ async fn exchange(
         return Ok(response);
     }
 
-    let whole = match tokio::time::timeout_at(deadline, Limited::new(incoming, ANSWER_CAP).collect())
-        .await
-    {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(_)) => {
-            return Err(Failed::Retry(ApiError::upstream(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("The connection to provider {who} failed in the middle of its answer."),
-            )));
-        }
-        Err(_) => {
-            return Err(Failed::Retry(ApiError::upstream(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!("Provider {who} did not finish its answer in time."),
-            )));
-        }
-    };
+    let whole =
+        match tokio::time::timeout_at(deadline, Limited::new(incoming, ANSWER_CAP).collect()).await
+        {
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(_)) => {
+                return Err(Failed::Retry(ApiError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    format!("The connection to provider {who} failed in the middle of its answer."),
+                )));
+            }
+            Err(_) => {
+                return Err(Failed::Retry(ApiError::upstream(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    format!("Provider {who} did not finish its answer in time."),
+                )));
+            }
+        };
     let unreadable = || {
         Failed::Retry(ApiError::upstream(
             StatusCode::BAD_GATEWAY,
@@ -737,9 +738,8 @@ async fn fake_for_anthropic(
         tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)).await;
     }
     let bytes = serde_json::to_vec(request).expect("JSON values serialise");
-    let doc = RequestDoc::parse(&bytes).map_err(|e| {
-        Failed::Final(ApiError::bad_request("invalid_json", e.to_string()))
-    })?;
+    let doc = RequestDoc::parse(&bytes)
+        .map_err(|e| Failed::Final(ApiError::bad_request("invalid_json", e.to_string())))?;
     let model = backend.upstream_model.as_str();
     match fake::chat(&behaviour, &doc, model, ask.stream, true).map_err(Failed::Final)? {
         FakeAnswer::Whole { body, usage } => {
@@ -768,7 +768,6 @@ async fn fake_for_anthropic(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -780,7 +779,10 @@ mod tests {
             scrub("invalid x-api-key: sk-ant-api03-SECR***", &secrets),
             "invalid x-api-key: [redacted]"
         );
-        assert_eq!(scrub("key 'SECRETSECRET' bad", &secrets), "key '[redacted]' bad");
+        assert_eq!(
+            scrub("key 'SECRETSECRET' bad", &secrets),
+            "key '[redacted]' bad"
+        );
         assert_eq!(scrub("nothing here", &secrets), "nothing here");
     }
 

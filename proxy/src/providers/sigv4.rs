@@ -44,7 +44,11 @@ pub struct Scope<'a> {
 }
 
 /// The headers to add to the request: `x-amz-date`, `x-amz-security-token` (if any), `authorization`.
-pub fn sign(keys: &AwsKeys<'_>, scope: &Scope<'_>, req: &Signable<'_>) -> Vec<(&'static str, String)> {
+pub fn sign(
+    keys: &AwsKeys<'_>,
+    scope: &Scope<'_>,
+    req: &Signable<'_>,
+) -> Vec<(&'static str, String)> {
     let amz_date = amz_date(scope.unix);
     let mut headers: Vec<(String, String)> = req
         .headers
@@ -57,13 +61,8 @@ pub fn sign(keys: &AwsKeys<'_>, scope: &Scope<'_>, req: &Signable<'_>) -> Vec<(&
         headers.push(("x-amz-security-token".into(), token.to_string()));
     }
     let payload_hash = hex::encode(Sha256::digest(req.body));
-    let (canonical, signed_headers) = canonical_request(
-        req.method,
-        req.path,
-        req.query,
-        &headers,
-        &payload_hash,
-    );
+    let (canonical, signed_headers) =
+        canonical_request(req.method, req.path, req.query, &headers, &payload_hash);
     let date = &amz_date[..8];
     let credential_scope = format!("{date}/{}/{}/aws4_request", scope.region, scope.service);
     let to_sign = string_to_sign(&amz_date, &credential_scope, &canonical);
@@ -87,7 +86,10 @@ pub fn sign(keys: &AwsKeys<'_>, scope: &Scope<'_>, req: &Signable<'_>) -> Vec<(&
 pub fn amz_date(unix: i64) -> String {
     // From `2015-08-30T12:36:00.000Z`: drop the separators and the milliseconds.
     let text = clock::rfc3339_ms(unix * 1_000);
-    let mut out: String = text[..19].chars().filter(|c| *c != '-' && *c != ':').collect();
+    let mut out: String = text[..19]
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
     out.push('Z');
     out
 }
@@ -352,7 +354,10 @@ mod tests {
                 body: b"{}",
             },
         );
-        assert_eq!(headers[1], ("x-amz-security-token", "token/with+chars=".into()));
+        assert_eq!(
+            headers[1],
+            ("x-amz-security-token", "token/with+chars=".into())
+        );
         assert!(
             headers[2]
                 .1

@@ -298,7 +298,11 @@ impl OpenAiEncoder {
     /// An encoder for `model`; `include_usage` adds the final usage chunk the client asked for.
     pub fn new(model: &str, include_usage: bool) -> Self {
         Self {
-            id: format!("chatcmpl-{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..)),
+            id: format!(
+                "chatcmpl-{:016x}{:08x}",
+                fastrand::u64(..),
+                fastrand::u32(..)
+            ),
             model: model.to_string(),
             created: clock::now_unix(),
             include_usage,
@@ -395,7 +399,11 @@ impl Encode for OpenAiEncoder {
             return;
         }
         if !self.finished {
-            self.fail(502, "the provider's stream ended before the answer was complete", out);
+            self.fail(
+                502,
+                "the provider's stream ended before the answer was complete",
+                out,
+            );
             return;
         }
         self.ended = true;
@@ -586,8 +594,14 @@ mod tests {
         assert_eq!(p[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(p[0]["model"], "up");
         assert_eq!(p[1]["choices"][0]["delta"]["content"], "Hi");
-        assert_eq!(p[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");
-        assert_eq!(p[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "{\"a\"");
+        assert_eq!(
+            p[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "f"
+        );
+        assert_eq!(
+            p[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\""
+        );
         assert_eq!(p[4]["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(p[5]["choices"], json!([]));
         assert_eq!(p[5]["usage"]["total_tokens"], 7);

@@ -97,7 +97,9 @@ fn handle(s: &Seen, c: &Control) -> Answer {
                 Some("tool_result") if role == "user" => {
                     let id = block["tool_use_id"].as_str().unwrap_or("");
                     if !tool_ids.iter().any(|t| t == id) {
-                        return invalid("messages: tool_result block(s) provided without a corresponding tool_use");
+                        return invalid(
+                            "messages: tool_result block(s) provided without a corresponding tool_use",
+                        );
                     }
                     last_result = Some(match &block["content"] {
                         Value::String(t) => t.clone(),
@@ -161,13 +163,22 @@ fn stream(say: Say, model: &str, c: &Control) -> Answer {
         event("ping", json!({"type": "ping"})),
     ];
     let text_block = |frames: &mut Vec<Bytes>, index: usize, text: &str| {
-        frames.push(event("content_block_start", json!({"type": "content_block_start", "index": index,
-            "content_block": {"type": "text", "text": ""}})));
+        frames.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "text", "text": ""}}),
+        ));
         for p in pieces_of(text, &c.pieces) {
-            frames.push(event("content_block_delta", json!({"type": "content_block_delta", "index": index,
-                "delta": {"type": "text_delta", "text": p}})));
+            frames.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "text_delta", "text": p}}),
+            ));
         }
-        frames.push(event("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+        frames.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
     };
     let stop = match &say {
         Say::Text(t) => {
@@ -181,10 +192,16 @@ fn stream(say: Say, model: &str, c: &Control) -> Answer {
             let text = args.to_string();
             let (a, b) = text.split_at(text.len() / 2);
             for part in ["", a, b] {
-                frames.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 1,
-                    "delta": {"type": "input_json_delta", "partial_json": part}})));
+                frames.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 1,
+                    "delta": {"type": "input_json_delta", "partial_json": part}}),
+                ));
             }
-            frames.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 1})));
+            frames.push(event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 1}),
+            ));
             "tool_use"
         }
     };

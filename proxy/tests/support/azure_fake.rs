@@ -28,7 +28,10 @@ fn handle_openai(s: &Seen, c: &Control) -> Answer {
 }
 
 fn error(status: u16, code: &str, message: &str) -> Answer {
-    Answer::json(status, &json!({"error": {"code": code, "message": message}}))
+    Answer::json(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
 }
 
 fn handle(s: &Seen, c: &Control) -> Answer {
@@ -101,7 +104,10 @@ fn chat(s: &Seen, c: &Control, model: &str) -> Answer {
         }
         Bytes::from(format!("data: {v}\n\n"))
     };
-    let mut frames = vec![chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}}]), None)];
+    let mut frames = vec![chunk(
+        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}}]),
+        None,
+    )];
     if let Say::Text(t) = &say {
         for p in pieces_of(t, &c.pieces) {
             frames.push(chunk(json!([{"index": 0, "delta": {"content": p}}]), None));
@@ -109,9 +115,15 @@ fn chat(s: &Seen, c: &Control, model: &str) -> Answer {
     } else {
         let mut call = message["tool_calls"][0].clone();
         call["index"] = 0.into();
-        frames.push(chunk(json!([{"index": 0, "delta": {"tool_calls": [call]}}]), None));
+        frames.push(chunk(
+            json!([{"index": 0, "delta": {"tool_calls": [call]}}]),
+            None,
+        ));
     }
-    frames.push(chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}]), None));
+    frames.push(chunk(
+        json!([{"index": 0, "delta": {}, "finish_reason": finish}]),
+        None,
+    ));
     if include_usage {
         frames.push(chunk(json!([]), Some(&usage)));
     }

@@ -70,12 +70,11 @@ fn verify(s: &Seen, credential: &str) -> Result<(), String> {
             return Err(format!("{required} is not signed"));
         }
     }
-    if let Some(t) = token {
-        if s.header("x-amz-security-token") != Some(t)
-            || !signed.split(';').any(|h| h == "x-amz-security-token")
-        {
-            return Err("session token missing or unsigned".into());
-        }
+    if let Some(t) = token
+        && (s.header("x-amz-security-token") != Some(t)
+            || !signed.split(';').any(|h| h == "x-amz-security-token"))
+    {
+        return Err("session token missing or unsigned".into());
     }
     let headers: Vec<(String, String)> = signed
         .split(';')
@@ -88,7 +87,9 @@ fn verify(s: &Seen, credential: &str) -> Result<(), String> {
     let key = sigv4::signing_key(secret, scope_parts[1], REGION, "bedrock");
     let want = hex::encode(sigv4::hmac_sha256(&key, to_sign.as_bytes()));
     if want != signature {
-        return Err("The request signature we calculated does not match the signature you provided.".into());
+        return Err(
+            "The request signature we calculated does not match the signature you provided.".into(),
+        );
     }
     Ok(())
 }
@@ -124,7 +125,10 @@ fn handle(s: &Seen, c: &Control) -> Answer {
         };
         last_result = None;
         for block in content {
-            let keys: Vec<&String> = block.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+            let keys: Vec<&String> = block
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
             if keys.len() != 1 {
                 return invalid("a content block has exactly one member");
             }
@@ -132,8 +136,10 @@ fn handle(s: &Seen, c: &Control) -> Answer {
                 "text" => {}
                 "image" => {
                     let img = &block["image"];
-                    if !matches!(img["format"].as_str(), Some("png" | "jpeg" | "gif" | "webp"))
-                        || !img["source"]["bytes"].as_str().is_some_and(base64_ok)
+                    if !matches!(
+                        img["format"].as_str(),
+                        Some("png" | "jpeg" | "gif" | "webp")
+                    ) || !img["source"]["bytes"].as_str().is_some_and(base64_ok)
                     {
                         return invalid("image needs a format and base64 source.bytes");
                     }
@@ -150,13 +156,18 @@ fn handle(s: &Seen, c: &Control) -> Answer {
                     if !tool_ids.iter().any(|t| t == id) {
                         return invalid("toolResult does not match a toolUse");
                     }
-                    last_result = block["toolResult"]["content"][0]["text"].as_str().map(str::to_string);
+                    last_result = block["toolResult"]["content"][0]["text"]
+                        .as_str()
+                        .map(str::to_string);
                 }
                 other => return invalid(&format!("unexpected content block {other}")),
             }
         }
     }
-    let tools = b["toolConfig"]["tools"].as_array().cloned().unwrap_or_default();
+    let tools = b["toolConfig"]["tools"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for t in &tools {
         if !t["toolSpec"]["name"].is_string() || !t["toolSpec"]["inputSchema"]["json"].is_object() {
             return invalid("toolSpec needs name and inputSchema.json");
@@ -184,26 +195,38 @@ fn handle(s: &Seen, c: &Control) -> Answer {
     let stop = match &say {
         Say::Text(t) => {
             for p in pieces_of(t, &c.pieces) {
-                frames.push(event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": p}})));
+                frames.push(event(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": 0, "delta": {"text": p}}),
+                ));
             }
             frames.push(event("contentBlockStop", json!({"contentBlockIndex": 0})));
             "end_turn"
         }
         Say::Call { name, args } => {
-            frames.push(event("contentBlockStart", json!({"contentBlockIndex": 0,
-                "start": {"toolUse": {"toolUseId": "tooluse_B1", "name": name}}})));
+            frames.push(event(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 0,
+                "start": {"toolUse": {"toolUseId": "tooluse_B1", "name": name}}}),
+            ));
             let text = args.to_string();
             let (a, b) = text.split_at(text.len() / 2);
             for part in [a, b] {
-                frames.push(event("contentBlockDelta", json!({"contentBlockIndex": 0,
-                    "delta": {"toolUse": {"input": part}}})));
+                frames.push(event(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": 0,
+                    "delta": {"toolUse": {"input": part}}}),
+                ));
             }
             frames.push(event("contentBlockStop", json!({"contentBlockIndex": 0})));
             "tool_use"
         }
     };
     frames.push(event("messageStop", json!({"stopReason": stop})));
-    frames.push(event("metadata", json!({"usage": usage, "metrics": {"latencyMs": 12}})));
+    frames.push(event(
+        "metadata",
+        json!({"usage": usage, "metrics": {"latencyMs": 12}}),
+    ));
     Answer::Stream {
         content_type: "application/vnd.amazon.eventstream",
         frames,
@@ -215,7 +238,11 @@ pub fn event(kind: &str, mut payload: Value) -> Bytes {
     // ConverseStream pads events with a `p` field; clients must ignore it.
     payload["p"] = "abcdefgh".into();
     frame(
-        &[(":event-type", kind), (":content-type", "application/json"), (":message-type", "event")],
+        &[
+            (":event-type", kind),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
         payload.to_string().as_bytes(),
     )
 }
@@ -223,7 +250,11 @@ pub fn event(kind: &str, mut payload: Value) -> Bytes {
 /// An exception message in the stream.
 pub fn exception(kind: &str, message: &str) -> Bytes {
     frame(
-        &[(":exception-type", kind), (":content-type", "application/json"), (":message-type", "exception")],
+        &[
+            (":exception-type", kind),
+            (":content-type", "application/json"),
+            (":message-type", "exception"),
+        ],
         json!({"message": message}).to_string().as_bytes(),
     )
 }

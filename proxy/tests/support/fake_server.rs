@@ -65,13 +65,16 @@ impl Answer {
     }
 }
 
+/// A canned failure: status, JSON body and extra headers.
+pub type Failure = (u16, Value, Vec<(String, String)>);
+
 /// How a fake behaves; tests change it between calls.
 #[derive(Clone, Debug)]
 pub struct Control {
     /// The credential accepted.
     pub key: String,
     /// Answer every call with this (status, body, headers) instead.
-    pub fail: Option<(u16, Value, Vec<(String, String)>)>,
+    pub fail: Option<Failure>,
     /// Delay between stream frames.
     pub interval: Duration,
     /// Text the answers are made of, split into stream pieces.
@@ -161,7 +164,11 @@ async fn answer(
     handler: Handler,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
-    let raw = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let raw = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let s = Seen {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
@@ -191,8 +198,10 @@ async fn answer(
             let mut r = Response::new(Full::new(body).boxed());
             *r.status_mut() = StatusCode::from_u16(status).unwrap();
             for (k, v) in headers {
-                r.headers_mut()
-                    .insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+                r.headers_mut().insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
             }
             r
         }
@@ -243,7 +252,12 @@ pub enum Say {
     Call { name: String, args: Value },
 }
 
-pub fn decide(tool_result: Option<&str>, first_tool: Option<&str>, images: usize, pieces: &[String]) -> Say {
+pub fn decide(
+    tool_result: Option<&str>,
+    first_tool: Option<&str>,
+    images: usize,
+    pieces: &[String],
+) -> Say {
     if let Some(r) = tool_result {
         Say::Text(format!("The tool said: {r}"))
     } else if let Some(name) = first_tool {

@@ -24,7 +24,11 @@ pub const USAGE: (u64, u64, u64) = (20, 7, 4);
 
 fn handle(s: &Seen, c: &Control) -> Answer {
     if s.header("x-goog-api-key") != Some(c.key.as_str()) {
-        let mut e = error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.");
+        let mut e = error(
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+        );
         e["error"]["details"] = json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
                                         "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]);
         return Answer::json(400, &e);
@@ -96,7 +100,10 @@ fn generate(s: &Seen, c: &Control, model: &str, stream: bool) -> Answer {
         };
         last_result = None;
         for p in parts {
-            let fields: Vec<&String> = p.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+            let fields: Vec<&String> = p
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
             if fields.len() != 1 {
                 return invalid("each part must set exactly one data field");
             }
@@ -111,7 +118,9 @@ fn generate(s: &Seen, c: &Control, model: &str, stream: bool) -> Answer {
                     images += 1;
                 }
                 "fileData" => {
-                    if !p["fileData"]["mimeType"].is_string() || !p["fileData"]["fileUri"].is_string() {
+                    if !p["fileData"]["mimeType"].is_string()
+                        || !p["fileData"]["fileUri"].is_string()
+                    {
                         return invalid("fileData needs mimeType and fileUri");
                     }
                     images += 1;
@@ -121,8 +130,12 @@ fn generate(s: &Seen, c: &Control, model: &str, stream: bool) -> Answer {
                 }
                 "functionResponse" if role == "user" => {
                     let name = p["functionResponse"]["name"].as_str().unwrap_or("");
-                    if !called.iter().any(|c| c == name) || !p["functionResponse"]["response"].is_object() {
-                        return invalid("functionResponse must answer an earlier functionCall with an object");
+                    if !called.iter().any(|c| c == name)
+                        || !p["functionResponse"]["response"].is_object()
+                    {
+                        return invalid(
+                            "functionResponse must answer an earlier functionCall with an object",
+                        );
                     }
                     last_result = Some(p["functionResponse"]["response"].to_string());
                 }
@@ -130,7 +143,10 @@ fn generate(s: &Seen, c: &Control, model: &str, stream: bool) -> Answer {
             }
         }
     }
-    let declarations = b["tools"][0]["functionDeclarations"].as_array().cloned().unwrap_or_default();
+    let declarations = b["tools"][0]["functionDeclarations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for d in &declarations {
         if !d["name"].is_string() || d["parameters"].get("additionalProperties").is_some() {
             return invalid("function declaration: invalid schema");

@@ -2,7 +2,9 @@
 //! one-route table, and readers for both callers' stream formats.
 
 use serde_json::Value;
-use tollgate_snapshot::{AuthScheme, Content, Credential, Phase, Provider, ProviderModel, ProviderType};
+use tollgate_snapshot::{
+    AuthScheme, Content, Credential, Phase, Provider, ProviderModel, ProviderType,
+};
 
 use super::{NS, backend, consumer, model, price, provider, route, subscription};
 
@@ -45,7 +47,11 @@ pub fn table(providers: Vec<Provider>, upstream_model: &str) -> Content {
             NS,
             "chat",
             "/team-a/chat",
-            vec![model("front-model", vec![backend(0, upstream_model)], fallbacks)],
+            vec![model(
+                "front-model",
+                vec![backend(0, upstream_model)],
+                fallbacks,
+            )],
         )],
         providers,
         consumers: vec![consumer(NS, "app", CLIENT_KEY)],
@@ -86,7 +92,11 @@ pub fn anthropic_events(body: &[u8]) -> Vec<(String, Value)> {
                     data = serde_json::from_str(d).expect("event data is JSON");
                 }
             }
-            assert_eq!(data["type"], name.as_str(), "event name matches data type in {e:?}");
+            assert_eq!(
+                data["type"],
+                name.as_str(),
+                "event name matches data type in {e:?}"
+            );
             (name, data)
         })
         .collect()
