@@ -141,8 +141,9 @@ fn chat_request(request: &Value) -> Result<ChatRequest, Failed> {
 }
 
 fn cannot(provider: &Provider, what: &str) -> Failed {
-    // Another backend of the route may be able to: let the next one try.
-    Failed::Retry(ApiError::bad_request(
+    // A route that sends this endpoint here is misconfigured; that is no reason to count the backend
+    // unhealthy, so the answer is final.
+    Failed::Final(ApiError::bad_request(
         "unsupported_endpoint",
         format!(
             "Provider {} ({}) cannot serve {what}.",
