@@ -61,6 +61,9 @@ struct RunArgs {
     /// Requests per second of the fixed-rate latency scenario.
     #[arg(long, default_value_t = 1000)]
     rate: u32,
+    /// Least seconds per repetition of the fixed-rate scenario (its p99 needs the samples).
+    #[arg(long, default_value_t = 10.0)]
+    rate_duration: f64,
     /// Streams held open at once for the memory-per-stream figure.
     #[arg(long, default_value_t = 1000)]
     streams: usize,
@@ -134,6 +137,22 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// This process's scheduling policy and niceness, which every process it starts inherits.
+fn scheduling() -> String {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name: nice is the 17th, policy the 39th (see proc(5)).
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map(|i| stat[i + 2..].split_whitespace().collect())
+        .unwrap_or_default();
+    let nice = fields.get(16).copied().unwrap_or("?");
+    match fields.get(38).copied() {
+        Some("1") => "real-time FIFO".into(),
+        Some("2") => "real-time round-robin".into(),
+        _ => format!("normal, nice {nice}"),
+    }
+}
+
 fn machine(args: &RunArgs) -> Machine {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -171,8 +190,10 @@ fn machine(args: &RunArgs) -> Machine {
         load_before: loadavg(),
         load_after: String::new(),
         pinning: format!(
-            "taskset: oha and the upstream fake on CPU {}, the proxy under test alone on CPU {}",
-            args.load_cpu, args.proxy_cpu
+            "taskset: oha and the upstream fake on CPU {}, the proxy under test alone on CPU {}; scheduling {}",
+            args.load_cpu,
+            args.proxy_cpu,
+            scheduling()
         ),
         oha: oha::version(&args.oha),
         nginx: command_output(&args.nginx.display().to_string(), &["-v"]),
@@ -199,6 +220,7 @@ fn run_all(args: RunArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         warmup: Duration::from_secs_f64(args.warmup),
         rate: args.rate,
+        rate_duration: Duration::from_secs_f64(args.rate_duration),
         streams: args.streams,
         hold: Duration::from_secs_f64(args.hold),
         load_cpu: args.load_cpu.clone(),

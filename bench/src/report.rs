@@ -221,7 +221,7 @@ impl Report {
         );
         let _ = writeln!(
             w,
-            "Each figure: median of {} runs of {:.0} s, [min–max] in brackets, after a {:.0} s warm-up per path. \
+            "Each figure: median of {} runs of {:.0} s (fixed-rate runs: at least 10 s), [min–max] in brackets, after a {:.0} s warm-up per path. \
              Load generator {}; nginx {}; commit {}. Tollgate ran the full pipeline with the {} snapshot, \
              access log on (its stdout read through a pipe).\n",
             self.reps,

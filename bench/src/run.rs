@@ -28,6 +28,8 @@ pub struct Settings {
     pub warmup: Duration,
     /// The fixed rate of the latency scenario, requests per second.
     pub rate: u32,
+    /// Least length of one repetition of the fixed-rate scenario.
+    pub rate_duration: Duration,
     /// Streams held open at once in the memory scenario.
     pub streams: usize,
     /// How long the upstream holds each of those streams.
@@ -365,10 +367,11 @@ fn run_phases(
             .collect();
         for rep in 0..=settings.reps {
             for &kind in &good {
-                let duration = if rep == 0 {
-                    settings.warmup
-                } else {
-                    settings.duration
+                let duration = match (rep, scenario.rate) {
+                    (0, _) => settings.warmup,
+                    // A p99 needs samples: at a fixed rate, length is the only way to get them.
+                    (_, Some(_)) => settings.duration.max(settings.rate_duration),
+                    (_, None) => settings.duration,
                 };
                 if duration.is_zero() {
                     continue;
@@ -477,7 +480,13 @@ fn run_phases(
         streams,
         access_log,
         metrics,
-        snapshot: format!("{:?}", Shape::LARGE),
+        snapshot: format!(
+            "{} routes / {} consumers / {} subscriptions in {} namespaces",
+            Shape::LARGE.routes,
+            Shape::LARGE.consumers,
+            Shape::LARGE.consumers * Shape::LARGE.subscriptions_per_consumer,
+            Shape::LARGE.teams
+        ),
         missing,
     })
 }
