@@ -1,5 +1,7 @@
 //! `AIRoute` → [`Route`]: prefix ownership, lifecycle, and model backends resolved against providers.
 
+use std::borrow::Cow;
+
 use tollgate_crds::{AIRoute, AIRouteSpec, BackendRef, Stage, condition_type};
 
 use super::objects::{Item, by_age, join_list, namespace_of, sentences};
@@ -150,15 +152,15 @@ fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
     }
 }
 
-fn describe_hosts(hostnames: &[String]) -> String {
+fn describe_hosts(hostnames: &[String]) -> Cow<'static, str> {
     if hostnames.is_empty() {
-        "any host".into()
+        Cow::Borrowed("any host")
     } else {
-        format!(
+        Cow::Owned(format!(
             "host{} {}",
             if hostnames.len() == 1 { "" } else { "s" },
             join_list(hostnames)
-        )
+        ))
     }
 }
 
@@ -374,9 +376,16 @@ fn build(
             "No model has a usable backend, so every call fails: fix the backends listed in ResolvedRefs.",
         )
     } else {
-        let mut parts = vec![format!("Serving {}", join_list(&served))];
-        parts.extend(notes);
-        VerdictCondition::new(condition_type::READY, true, "Ready", sentences(&parts))
+        // Most routes have no notes: one buffer, no intermediate strings.
+        let mut message = String::with_capacity(16 + served.iter().map(|m| m.len() + 2).sum::<usize>());
+        message.push_str("Serving ");
+        message.push_str(&join_list(&served));
+        message.push('.');
+        if !notes.is_empty() {
+            message.push(' ');
+            message.push_str(&sentences(&notes));
+        }
+        VerdictCondition::new(condition_type::READY, true, "Ready", message)
     });
 
     let verdict = Verdict {
