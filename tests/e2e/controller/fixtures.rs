@@ -188,14 +188,17 @@ pub async fn measure_propagation(
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        let took = applied.elapsed();
-        if took > Duration::from_millis(250) {
-            println!("  slow: {name} took {:.0}ms", took.as_secs_f64() * 1e3);
-        }
-        samples.push(took);
+        samples.push((applied.elapsed(), name));
     }
     samples.sort();
-    samples
+    let slowest: Vec<String> = samples
+        .iter()
+        .rev()
+        .take(3)
+        .map(|(took, name)| format!("{name} {:.0}ms", took.as_secs_f64() * 1e3))
+        .collect();
+    println!("  slowest: {}", slowest.join(", "));
+    samples.into_iter().map(|(took, _)| took).collect()
 }
 
 pub fn report(what: &str, samples: &[Duration]) -> (Duration, Duration) {
