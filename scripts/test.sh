@@ -11,6 +11,14 @@ step() { printf '\n== %s\n' "$*"; }
 step "control-plane binaries"
 time bash tests/controlplane/ensure.sh
 
+# The proxy's cluster-wide limit tests start their own redis-server on a free loopback port.
+step "redis-server"
+if ! command -v redis-server >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+fi
+redis-server --version
+
 # Python packages for the SDK compatibility tests go here, e.g.:
 #   step "python test dependencies"
 #   python3 -m pip install --quiet openai

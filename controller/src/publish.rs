@@ -71,6 +71,7 @@ pub fn inputs(store: &Store) -> Inputs {
         subscriptions: owned(&tables.subscriptions.objects),
         secrets: owned(&tables.secrets.objects),
         now_unix: (unix_millis() / 1000) as i64,
+        proxy_replicas: 0,
     }
 }
 

@@ -190,6 +190,7 @@ mod tests {
             detail: Detail::Subscription(SubscriptionDetail {
                 phase,
                 effective_limits: None,
+                effective_budget: None,
                 route: "team/route".into(),
             }),
         }

@@ -55,6 +55,29 @@ fn civil(unix: i64) -> Civil {
     }
 }
 
+/// Days since 1970-01-01 of the first day of `month` (1-12) in `year` (the inverse of [`civil`]).
+fn days_from_civil(year: i64, month: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The calendar month (UTC) holding `unix`: its number counted from 1970-01, and the Unix second it ends.
+pub fn month_of(unix: i64) -> (i64, i64) {
+    let c = civil(unix);
+    let number = (c.year - 1970) * 12 + i64::from(c.month) - 1;
+    let (next_year, next_month) = if c.month == 12 {
+        (c.year + 1, 1)
+    } else {
+        (c.year, c.month + 1)
+    };
+    (number, days_from_civil(next_year, next_month) * 86_400)
+}
+
 const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -104,5 +127,14 @@ mod tests {
         assert_eq!(http_date(1_709_210_096), "Thu, 29 Feb 2024 12:34:56 GMT");
         assert_eq!(rfc3339_ms(1_709_210_096_007), "2024-02-29T12:34:56.007Z");
         assert_eq!(rfc3339_ms(-1_000), "1969-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn months_end_on_the_first_of_the_next() {
+        assert_eq!(month_of(0), (0, 2_678_400));
+        // 2024-02-29T12:34:56Z: leap February ends on 2024-03-01.
+        assert_eq!(month_of(1_709_210_096), (649, 1_709_251_200));
+        // 2025-12-31T23:59:59Z ends a second later, in 2026.
+        assert_eq!(month_of(1_767_225_599), (671, 1_767_225_600));
     }
 }

@@ -8,9 +8,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tollgate_snapshot::{Backend, Provider, ProviderType, RouteIdx, Snapshot};
 
+use crate::balance::Plan;
 use crate::body::ResponseBody;
+use crate::clock;
 use crate::error::ApiError;
 use crate::fake::{self, FakeAnswer};
+use crate::health::Outcome;
 use crate::openai::RequestDoc;
 use crate::pipeline::parse_request;
 use crate::record::{Call, Served};
@@ -89,21 +92,57 @@ pub async fn model_call(
         stream,
         body,
     };
-    let attempts = pick_weighted(&route_model.backends)
-        .into_iter()
-        .chain(&route_model.fallbacks);
+    let route_def = &snapshot.content.routes[route as usize];
+    let retries = shared.retries.call(&route_def.id, route_def.retry_budget);
+    let mut plan = Plan::new(&route_model.backends, &route_model.fallbacks);
     let mut last = None;
-    for (i, backend) in attempts.enumerate() {
-        if i > 0 {
+    let mut tried = 0u32;
+    loop {
+        // A retry is paid for before the plan may claim an ejected backend's probe for it.
+        if tried > 0 && !retries.try_retry() {
+            shared.recorder.metrics.retry_denied();
+            call.fail("retry_budget_exhausted");
+            break;
+        }
+        let Some(next) = plan.next(snapshot, &shared.health, clock::now_unix_ms()) else {
+            if tried > 0 {
+                retries.refund();
+            }
+            break;
+        };
+        if tried > 0 {
             call.retries += 1;
         }
+        tried += 1;
+        let backend = next.backend;
         let provider = snapshot.provider(backend.provider);
         call.served = Some(Served {
             provider: backend.provider,
             model: backend.upstream_model.clone(),
             price: backend.price,
         });
-        match attempt(shared, provider, backend, &ask, call).await {
+        call.key = None;
+        let result = attempt(shared, provider, backend, &ask, call).await;
+        let outcome = outcome_of(&result);
+        if next
+            .health
+            .record(outcome, &provider.health, call.key, clock::now_unix_ms())
+        {
+            tracing::warn!(provider = %provider.id, "provider ejected after consecutive failures");
+            shared
+                .recorder
+                .metrics
+                .backend_ejected(provider.id.to_string());
+        }
+        if outcome == Outcome::KeyRejected && call.key.is_some() {
+            shared.recorder.metrics.key_cooled(provider.id.to_string());
+            // Another key of the pool may well be accepted: try it before moving on.
+            let pool = provider.credentials.len();
+            if !next.health.keys_exhausted(pool, clock::now_unix_ms()) {
+                plan.again(next);
+            }
+        }
+        match result {
             Ok(response) => return Ok(response),
             Err(Failed::Final(e)) => return Err(e),
             Err(Failed::Retry(e)) => last = Some(e),
@@ -118,21 +157,17 @@ pub async fn model_call(
     }))
 }
 
-/// One backend among the weighted ones, chosen with probability proportional to its weight.
-fn pick_weighted(backends: &[Backend]) -> Option<&Backend> {
-    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-    if total == 0 {
-        return backends.first();
+/// What an attempt says about its provider's health: provider faults count towards ejection, a
+/// refused or rate-limited key rests that key, and anything the provider answered is a success.
+fn outcome_of(result: &Result<Response<ResponseBody>, Failed>) -> Outcome {
+    match result {
+        Ok(_) | Err(Failed::Final(_)) => Outcome::Success,
+        Err(Failed::Retry(e)) => match e.code {
+            "upstream_rate_limited" | "upstream_auth_failed" => Outcome::KeyRejected,
+            "provider_not_supported" | "upstream_misconfigured" => Outcome::Neutral,
+            _ => Outcome::Failure,
+        },
     }
-    let mut ticket = fastrand::u64(..total);
-    for b in backends {
-        let w = u64::from(b.weight);
-        if ticket < w {
-            return Some(b);
-        }
-        ticket -= w;
-    }
-    backends.last()
 }
 
 async fn attempt(
@@ -230,7 +265,12 @@ async fn openai_attempt(
     if let Ok(id) = HeaderValue::from_str(&call.request_id) {
         request.headers_mut().insert("x-request-id", id);
     }
-    if let Some((name, value)) = shared.upstreams.credential(provider) {
+    // The pool's next key that is not resting after a 401/403/429; remembered to rest it if refused.
+    call.key = shared
+        .health
+        .of(provider)
+        .pick_key(provider.credentials.len(), clock::now_unix_ms());
+    if let Some((name, value)) = shared.upstreams.credential_at(provider, call.key) {
         request.headers_mut().insert(name, value);
     }
 
@@ -266,13 +306,15 @@ async fn openai_attempt(
 
     let status = upstream.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(Failed::Retry(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            "upstream_rate_limited",
-            format!("Provider {who} is rate limiting this gateway; retry later."),
-        )
-        .with_retry_after(upstream.headers().get(header::RETRY_AFTER).cloned())));
+        return Err(Failed::Retry(
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "upstream_rate_limited",
+                format!("Provider {who} is rate limiting this gateway; retry later."),
+            )
+            .with_retry_after(upstream.headers().get(header::RETRY_AFTER).cloned()),
+        ));
     }
     if status.is_server_error() {
         return Err(Failed::Retry(ApiError::upstream(
@@ -323,34 +365,4 @@ async fn openai_attempt(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tollgate_snapshot::Price;
-
-    fn backend(provider: u32, weight: u32) -> Backend {
-        Backend {
-            provider,
-            upstream_model: "m".into(),
-            weight,
-            price: Price::default(),
-        }
-    }
-
-    #[test]
-    fn weighted_choice_follows_weights() {
-        let backends = [backend(0, 1), backend(1, 3)];
-        let mut counts = [0u32; 2];
-        for _ in 0..40_000 {
-            counts[pick_weighted(&backends).unwrap().provider as usize] += 1;
-        }
-        let share = f64::from(counts[1]) / 40_000.0;
-        assert!(
-            (0.72..0.78).contains(&share),
-            "share of the weight-3 backend: {share}"
-        );
-        assert!(pick_weighted(&[]).is_none());
-    }
 }

@@ -4,13 +4,16 @@
 //!
 //! [`Snapshot`]: tollgate_snapshot::Snapshot
 
+pub mod balance;
 pub mod body;
 pub mod clock;
 pub mod controller_client;
 mod dispatch;
 pub mod error;
 pub mod fake;
+pub mod health;
 pub mod inbound_anthropic;
+pub mod limits;
 pub mod metrics;
 pub mod openai;
 mod pipeline;
@@ -55,6 +58,8 @@ pub struct ProxyConfig {
     pub connection: ConnectionLimits,
     /// How long in-flight calls may take to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// How rate limits and budgets are counted (Redis, replica shares).
+    pub traffic: limits::LimitsConfig,
 }
 
 impl Default for ProxyConfig {
@@ -69,6 +74,11 @@ impl Default for ProxyConfig {
                 idle_timeout: Duration::from_secs(60),
             },
             drain_timeout: Duration::from_secs(30),
+            traffic: limits::LimitsConfig {
+                redis_url: None,
+                redis_timeout: Duration::from_millis(100),
+                replicas: None,
+            },
         }
     }
 }
@@ -82,11 +92,16 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with no snapshot yet (not ready until one is stored).
     pub fn new(config: ProxyConfig, access_log: AccessLog) -> Self {
+        let recorder = Arc::new(Recorder::new(access_log));
+        let limiter = Arc::new(limits::Limiter::new(&config.traffic, recorder.clone()));
         let shared = Arc::new(Shared {
             store: Arc::new(SnapshotStore::new()),
             upstreams: Upstreams::new(),
-            recorder: Arc::new(Recorder::new(access_log)),
+            recorder,
             limits: config.limits,
+            limiter,
+            health: health::Health::new(),
+            retries: balance::RetryBudgets::new(),
         });
         Self { config, shared }
     }
@@ -103,6 +118,7 @@ impl Proxy {
 
     /// Binds both listeners (and loads TLS files), so that errors show before serving starts.
     pub async fn bind(self) -> anyhow::Result<BoundProxy> {
+        self.shared.limiter.start();
         let tls = self
             .config
             .tls

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 
 use tollgate_proxy::controller_client::{self, ControllerConfig};
+use tollgate_proxy::limits::LimitsConfig;
 use tollgate_proxy::standalone::Watcher;
 use tollgate_proxy::{AccessLog, ConnectionLimits, Proxy, ProxyConfig, RequestLimits, TlsFiles};
 
@@ -84,6 +85,24 @@ struct ServerArgs {
     /// Diagnostic log filter (stderr), e.g. `info` or `tollgate_proxy=debug`.
     #[arg(long, env = "TOLLGATE_LOG", default_value = "info", global = true)]
     log: String,
+    /// Redis for cluster-wide limits and budgets, e.g. `redis://redis:6379/0`. Without it (or while it
+    /// is unreachable) each replica enforces its share of every limit.
+    #[arg(long, env = "TOLLGATE_REDIS_URL", value_parser = parse_redis_url, global = true)]
+    redis_url: Option<String>,
+    /// Longest wait for Redis on a call before falling back to this replica's share, e.g. `100ms`.
+    #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration, global = true)]
+    redis_timeout: Duration,
+    /// Proxy replicas sharing the traffic, for local shares of limits; by default the controller's
+    /// count from the snapshot (standalone mode: 1).
+    #[arg(long, env = "TOLLGATE_REPLICAS", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    replicas: Option<u32>,
+}
+
+/// A Redis URL the client accepts.
+fn parse_redis_url(text: &str) -> Result<String, String> {
+    redis::Client::open(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("{text:?} is not a Redis URL: {e}"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,6 +159,11 @@ fn config(args: &ServerArgs) -> ProxyConfig {
             idle_timeout: args.idle_timeout,
         },
         drain_timeout: args.drain_timeout,
+        traffic: LimitsConfig {
+            redis_url: args.redis_url.clone(),
+            redis_timeout: args.redis_timeout,
+            replicas: args.replicas,
+        },
     }
 }
 

@@ -41,6 +41,75 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
+}
+
+/// Metrics of limits, budgets and backend health.
+struct TrafficMetrics {
+    refused: Family<ReasonLabel, Counter>,
+    redis_up: Gauge,
+    redis_fallbacks: Counter,
+    ejections: Family<ProviderLabel, Counter>,
+    key_cooldowns: Family<ProviderLabel, Counter>,
+    retries_denied: Counter,
+}
+
+impl TrafficMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tollgate_limit_refusals",
+            "Calls refused with 429 by a limit or budget, by reason (requests, tokens, budget)",
+            refused.clone(),
+        );
+        let redis_up = Gauge::default();
+        registry.register(
+            "tollgate_limits_redis_up",
+            "1 while limits are counted cluster-wide in Redis, 0 while on this replica's share",
+            redis_up.clone(),
+        );
+        let redis_fallbacks = Counter::default();
+        registry.register(
+            "tollgate_limits_redis_fallbacks",
+            "Times Redis failed and limits fell back to this replica's share",
+            redis_fallbacks.clone(),
+        );
+        let ejections = Family::<ProviderLabel, Counter>::default();
+        registry.register(
+            "tollgate_backend_ejections",
+            "Times a provider was taken out of rotation after consecutive failures",
+            ejections.clone(),
+        );
+        let key_cooldowns = Family::<ProviderLabel, Counter>::default();
+        registry.register(
+            "tollgate_provider_key_cooldowns",
+            "Times a provider key was rested after a 401, 403 or 429",
+            key_cooldowns.clone(),
+        );
+        let retries_denied = Counter::default();
+        registry.register(
+            "tollgate_retries_denied",
+            "Retries or fallbacks not made because the route's retry budget was spent",
+            retries_denied.clone(),
+        );
+        Self {
+            refused,
+            redis_up,
+            redis_fallbacks,
+            ejections,
+            key_cooldowns,
+            retries_denied,
+        }
+    }
+}
+
 type HistogramFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -60,6 +129,7 @@ pub struct Metrics {
     snapshot_version: Gauge,
     snapshot_age: Gauge<f64, AtomicU64>,
     reloads: Family<OutcomeLabel, Counter>,
+    traffic: TrafficMetrics,
 }
 
 /// One finished call, as metrics see it.
@@ -155,7 +225,9 @@ impl Metrics {
             "Configuration changes seen, by outcome (applied, refused)",
             reloads.clone(),
         );
+        let traffic = TrafficMetrics::register(&mut registry);
         Self {
+            traffic,
             registry,
             requests,
             duration,
@@ -208,6 +280,45 @@ impl Metrics {
     pub fn reload(&self, applied: bool) {
         let outcome = if applied { "applied" } else { "refused" };
         self.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// A limit or budget refused a call (`requests`, `tokens` or `budget`).
+    pub fn limit_refused(&self, reason: &'static str) {
+        self.traffic
+            .refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Whether limits are counted in Redis now.
+    pub fn redis_up(&self, up: bool) {
+        self.traffic.redis_up.set(i64::from(up));
+    }
+
+    /// Redis failed and limits fell back to local shares.
+    pub fn redis_fallback(&self) {
+        self.traffic.redis_fallbacks.inc();
+    }
+
+    /// A provider (`namespace/name`) was ejected.
+    pub fn backend_ejected(&self, provider: String) {
+        self.traffic
+            .ejections
+            .get_or_create(&ProviderLabel { provider })
+            .inc();
+    }
+
+    /// A provider's key was rested.
+    pub fn key_cooled(&self, provider: String) {
+        self.traffic
+            .key_cooldowns
+            .get_or_create(&ProviderLabel { provider })
+            .inc();
+    }
+
+    /// A retry was not made: the route's retry budget was spent.
+    pub fn retry_denied(&self) {
+        self.traffic.retries_denied.inc();
     }
 
     /// The text exposition, with the snapshot gauges refreshed first.

@@ -26,6 +26,8 @@ const REQUEST_ID: &str = "x-request-id";
 struct Notes {
     /// `Some(sunset)` when the route is Deprecated.
     deprecated: Option<Option<i64>>,
+    /// `x-ratelimit-*` and retry hints when the subscription or consumer is limited.
+    rate: Option<crate::limits::RateNotes>,
 }
 
 /// Serves one request. Never fails: every problem becomes an OpenAI-shaped error response.
@@ -65,6 +67,9 @@ pub async fn handle(
         {
             headers.insert("sunset", v);
         }
+    }
+    if let Some(rate) = &notes.rate {
+        rate.write(headers);
     }
     call.status = response.status().as_u16();
     response.body_mut().attach(call);
@@ -164,6 +169,29 @@ async fn serve(
     }
     call.route = Some(route_idx);
     check_subscription(&snapshot, consumer_idx, route_idx)?;
+    if let Some(sub) = snapshot.subscription(consumer_idx, route_idx) {
+        // Admitted on an estimate from the body's declared size; settled with the real usage.
+        let estimate = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map_or(0, crate::limits::estimate_tokens);
+        match shared
+            .limiter
+            .admit(&snapshot, sub, consumer, estimate)
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(admitted)) => {
+                notes.rate = Some(admitted.notes);
+                call.grant = Some(admitted.grant);
+            }
+            Err(refused) => {
+                notes.rate = Some(refused.notes);
+                return Err(refused.error);
+            }
+        }
+    }
 
     let rest = matched.rest;
     match (&parts.method, rest) {

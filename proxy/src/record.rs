@@ -134,6 +134,10 @@ pub struct Call {
     pub retries: u32,
     /// Why the call failed, if it did.
     pub error_class: Option<&'static str>,
+    /// The limiter's claim, settled with the real usage and cost when the call ends.
+    pub grant: Option<crate::limits::Grant>,
+    /// Which key of the provider's pool the current attempt uses.
+    pub key: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -198,6 +202,8 @@ impl Call {
             first_chunk_at: None,
             retries: 0,
             error_class: None,
+            grant: None,
+            key: None,
         }
     }
 
@@ -245,6 +251,9 @@ impl Call {
             .as_ref()
             .map(|b| b.price.cost(usage.input, usage.output))
             .unwrap_or(0.0);
+        if let Some(grant) = self.grant.take() {
+            grant.settle(usage.input + usage.output, cost);
+        }
         if let Some(sub) = subscription
             && (200..300).contains(&self.status)
         {

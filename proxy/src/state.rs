@@ -81,4 +81,10 @@ pub struct Shared {
     pub recorder: Arc<Recorder>,
     /// Request limits.
     pub limits: RequestLimits,
+    /// Rate limits and budgets of subscriptions and consumers.
+    pub limiter: Arc<crate::limits::Limiter>,
+    /// Passive health of providers and their key pools.
+    pub health: crate::health::Health,
+    /// Retry budgets of routes.
+    pub retries: crate::balance::RetryBudgets,
 }

@@ -129,6 +129,21 @@ impl Upstreams {
         Some((name, value))
     }
 
+    /// The credential header for key `index` of the provider's pool (as chosen by [`crate::health`],
+    /// which rests refused keys); `None` for keyless providers.
+    pub fn credential_at(
+        &self,
+        provider: &Provider,
+        index: Option<usize>,
+    ) -> Option<(HeaderName, HeaderValue)> {
+        let key = provider.credentials.get(index?)?;
+        let name = HeaderName::from_bytes(provider.auth.header.as_bytes()).ok()?;
+        let mut value =
+            HeaderValue::from_str(&format!("{}{}", provider.auth.prefix, key.0)).ok()?;
+        value.set_sensitive(true);
+        Some((name, value))
+    }
+
     /// Sends one request to `provider`, waiting at most until the response headers are due.
     pub async fn send(
         &self,

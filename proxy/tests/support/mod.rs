@@ -5,6 +5,7 @@ pub mod anthropic_fake;
 pub mod azure_fake;
 pub mod bedrock_fake;
 pub mod fake_server;
+pub mod flaky;
 pub mod gemini_fake;
 pub mod openai_fake;
 pub mod translated;

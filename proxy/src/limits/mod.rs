@@ -1,0 +1,584 @@
+//! Request and token limits and budgets, per subscription and per consumer.
+//!
+//! A call is admitted against every limited scope it belongs to (its subscription and its consumer) at
+//! once: if any scope refuses, none is charged. With Redis configured and reachable the counters are
+//! cluster-wide ([`redis`]); otherwise each replica counts locally ([`local`]) against its share of
+//! every ceiling — the ceiling divided by the replica count from the snapshot (or `--replicas`). When
+//! Redis fails, calls fall back to local shares at once, the event is counted, and Redis is used again
+//! as soon as it answers.
+//!
+//! Counters live outside the snapshot, keyed by the object's `namespace/name`, so swaps keep them.
+
+pub mod local;
+pub mod redis;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use http::StatusCode;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use tollgate_snapshot::{Budget, Consumer, Limits, ObjectRef, Snapshot, Subscription};
+
+use crate::clock;
+use crate::error::ApiError;
+use crate::record::Recorder;
+use local::{Ceilings, Counters, Exceeded, Gauges, Instant, Refusal};
+use redis::{RedisCounters, RedisScope, Settlement};
+
+/// How limits are counted.
+#[derive(Clone, Debug, Default)]
+pub struct LimitsConfig {
+    /// Redis URL for cluster-wide counting; `None` counts locally only.
+    pub redis_url: Option<String>,
+    /// Longest wait for Redis before a call falls back to local shares.
+    pub redis_timeout: Duration,
+    /// Replica count for local shares, overriding the snapshot's (standalone mode).
+    pub replicas: Option<u32>,
+}
+
+type Table = RwLock<HashMap<ObjectRef, Arc<Mutex<Counters>>>>;
+
+/// The process-wide limiter.
+pub struct Limiter {
+    subscriptions: Table,
+    consumers: Table,
+    redis: Option<Arc<RedisCounters>>,
+    replicas: Option<u32>,
+    recorder: Arc<Recorder>,
+}
+
+/// Which kind of object a scope is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ScopeKind {
+    Subscription,
+    Consumer,
+}
+
+impl ScopeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Subscription => "subscription",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
+/// One limited object a call counts against.
+struct Scope<'a> {
+    kind: ScopeKind,
+    id: &'a ObjectRef,
+    ceilings: Ceilings,
+}
+
+fn ceilings(limits: &Limits, budget: &Budget) -> Ceilings {
+    Ceilings {
+        requests: limits.requests_per_minute.map(u64::from),
+        tokens: limits.tokens_per_minute,
+        daily_micro_usd: budget.daily_micro_usd,
+        monthly_micro_usd: budget.monthly_micro_usd,
+    }
+}
+
+/// How an admitted call is settled when it ends.
+enum Settle {
+    Local(Vec<(Arc<Mutex<Counters>>, Ceilings)>),
+    Redis(Vec<(String, i64)>),
+}
+
+/// An admitted call's claim on the limiter; [`Grant::settle`] it with the real usage.
+pub struct Grant {
+    limiter: Arc<Limiter>,
+    estimate: u64,
+    settle: Settle,
+}
+
+impl Grant {
+    /// Replaces the token estimate with `tokens` really used and spends `cost_usd`.
+    pub fn settle(self, tokens: u64, cost_usd: f64) {
+        let cost = (cost_usd * 1_000_000.0).round().max(0.0) as u64;
+        if tokens == self.estimate && cost == 0 {
+            return;
+        }
+        let at = Instant::at(clock::now_unix_ms());
+        match self.settle {
+            Settle::Local(scopes) => {
+                for (counters, c) in scopes {
+                    counters.lock().expect("limit counters lock").settle(
+                        &c,
+                        &at,
+                        self.estimate,
+                        tokens,
+                        cost,
+                    );
+                }
+            }
+            Settle::Redis(keys) => {
+                if let Some(redis) = &self.limiter.redis {
+                    redis.settle(Settlement {
+                        keys,
+                        estimate: self.estimate,
+                        used: tokens,
+                        cost_micro_usd: cost,
+                        day: at.day,
+                        month: at.month,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The limit headers and retry hints a response carries.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateNotes {
+    /// `x-ratelimit-*` values.
+    pub gauges: Gauges,
+    /// `Retry-After` for a refusal.
+    pub retry_after_ms: Option<u64>,
+    /// Tell SDKs not to retry (a spent budget does not come back in seconds).
+    pub do_not_retry: bool,
+}
+
+/// A call the limiter let through.
+pub struct Admitted {
+    /// Headers for the response.
+    pub notes: RateNotes,
+    /// To settle when the call ends.
+    pub grant: Grant,
+}
+
+/// A call the limiter refused.
+pub struct Refused {
+    /// Headers for the 429.
+    pub notes: RateNotes,
+    /// The 429 itself.
+    pub error: ApiError,
+}
+
+impl Limiter {
+    /// A limiter; call [`Limiter::start`] inside the runtime to connect Redis. A Redis URL that does not
+    /// parse is logged and counting stays local (the binary checks the URL before it gets here).
+    pub fn new(config: &LimitsConfig, recorder: Arc<Recorder>) -> Self {
+        let timeout = config.redis_timeout.max(Duration::from_millis(1));
+        let redis = config.redis_url.as_deref().and_then(|url| {
+            match RedisCounters::new(url, timeout) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(error) => {
+                    tracing::error!(%error, "the Redis URL is not valid: counting limits locally");
+                    None
+                }
+            }
+        });
+        Self {
+            subscriptions: RwLock::default(),
+            consumers: RwLock::default(),
+            redis,
+            replicas: config.replicas,
+            recorder,
+        }
+    }
+
+    /// Starts the Redis connection keeper (no-op without Redis).
+    pub fn start(&self) {
+        if let Some(redis) = &self.redis {
+            let recorder = self.recorder.clone();
+            tokio::spawn(
+                redis
+                    .clone()
+                    .maintain(Duration::from_millis(500), move |up| {
+                        recorder.metrics.redis_up(up)
+                    }),
+            );
+        }
+    }
+
+    /// Admits or refuses a call of `consumer` on `subscription` that is estimated at `tokens` tokens.
+    /// `Ok(None)` when neither is limited (nothing is counted).
+    pub async fn admit(
+        self: &Arc<Self>,
+        snapshot: &Snapshot,
+        subscription: &Subscription,
+        consumer: &Consumer,
+        tokens: u64,
+    ) -> Result<Option<Admitted>, Box<Refused>> {
+        let mut scopes: [Option<Scope<'_>>; 2] = [None, None];
+        let sub = ceilings(&subscription.limits, &subscription.budget);
+        if !sub.is_unlimited() {
+            scopes[0] = Some(Scope {
+                kind: ScopeKind::Subscription,
+                id: &subscription.id,
+                ceilings: sub,
+            });
+        }
+        let con = ceilings(&consumer.limits, &consumer.budget);
+        if !con.is_unlimited() {
+            scopes[1] = Some(Scope {
+                kind: ScopeKind::Consumer,
+                id: &consumer.id,
+                ceilings: con,
+            });
+        }
+        if scopes.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let scopes: Vec<Scope<'_>> = scopes.into_iter().flatten().collect();
+        if let Some(redis) = &self.redis
+            && redis.is_up()
+        {
+            match self.admit_redis(redis, &scopes, tokens).await {
+                Ok(decided) => return decided,
+                Err(error) => {
+                    if redis.mark_down() {
+                        tracing::warn!(%error, "Redis failed: counting limits on this replica's share until it is back");
+                        self.recorder.metrics.redis_fallback();
+                        self.recorder.metrics.redis_up(false);
+                    }
+                }
+            }
+        }
+        let replicas = self
+            .replicas
+            .unwrap_or(snapshot.content.proxy_replicas)
+            .max(1);
+        self.admit_local(&scopes, replicas, tokens)
+    }
+
+    fn counters(&self, kind: ScopeKind, id: &ObjectRef) -> Arc<Mutex<Counters>> {
+        let table = match kind {
+            ScopeKind::Subscription => &self.subscriptions,
+            ScopeKind::Consumer => &self.consumers,
+        };
+        if let Some(c) = table.read().expect("limit table lock").get(id) {
+            return c.clone();
+        }
+        table
+            .write()
+            .expect("limit table lock")
+            .entry(id.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn admit_local(
+        self: &Arc<Self>,
+        scopes: &[Scope<'_>],
+        replicas: u32,
+        tokens: u64,
+    ) -> Result<Option<Admitted>, Box<Refused>> {
+        let at = Instant::at(clock::now_unix_ms());
+        let held: Vec<(Arc<Mutex<Counters>>, Ceilings)> = scopes
+            .iter()
+            .map(|s| (self.counters(s.kind, s.id), s.ceilings.share(replicas)))
+            .collect();
+        // Locks are always taken subscription first, then consumer: no two calls wait on each other.
+        let mut guards: Vec<_> = held
+            .iter()
+            .map(|(c, _)| c.lock().expect("limit counters lock"))
+            .collect();
+        let mut gauges = Gauges::default();
+        for (i, (guard, (_, c))) in guards.iter().zip(&held).enumerate() {
+            match guard.check(c, &at, tokens) {
+                Ok(g) => gauges = gauges.merge(g),
+                Err(refusal) => {
+                    return Err(Box::new(self.refused(&scopes[i], refusal, replicas)));
+                }
+            }
+        }
+        for (guard, (_, c)) in guards.iter_mut().zip(&held) {
+            guard.commit(c, &at, tokens);
+        }
+        drop(guards);
+        Ok(Some(Admitted {
+            notes: RateNotes {
+                gauges,
+                ..RateNotes::default()
+            },
+            grant: Grant {
+                limiter: self.clone(),
+                estimate: tokens,
+                settle: Settle::Local(held),
+            },
+        }))
+    }
+
+    async fn admit_redis(
+        self: &Arc<Self>,
+        redis: &RedisCounters,
+        scopes: &[Scope<'_>],
+        tokens: u64,
+    ) -> Result<Result<Option<Admitted>, Box<Refused>>, redis::RedisError> {
+        let at = Instant::at(clock::now_unix_ms());
+        let keyed: Vec<RedisScope> = scopes
+            .iter()
+            .map(|s| RedisScope {
+                key: redis_key(s.kind, s.id),
+                ceilings: s.ceilings,
+            })
+            .collect();
+        let decision = redis.admit(&keyed, tokens, at.day, at.month).await?;
+        let at = Instant {
+            now_ms: decision.now_ms,
+            ..at
+        };
+        if decision.verdict != 0 {
+            let i = decision.scope.min(scopes.len() - 1);
+            let refusal = decision.counters[i]
+                .check(&scopes[i].ceilings, &at, tokens)
+                .err()
+                .unwrap_or_else(|| rounding_refusal(decision.verdict, &scopes[i].ceilings, tokens));
+            return Ok(Err(Box::new(self.refused(&scopes[i], refusal, 1))));
+        }
+        let mut gauges = Gauges::default();
+        for (counters, s) in decision.counters.iter().zip(scopes) {
+            let g = match counters.check(&s.ceilings, &at, tokens) {
+                Ok(g) => g,
+                Err(r) => r.gauges,
+            };
+            gauges = gauges.merge(g);
+        }
+        let keys = keyed
+            .into_iter()
+            .map(|s| {
+                let tokens = s
+                    .ceilings
+                    .tokens
+                    .map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX));
+                (s.key, tokens)
+            })
+            .collect();
+        Ok(Ok(Some(Admitted {
+            notes: RateNotes {
+                gauges,
+                ..RateNotes::default()
+            },
+            grant: Grant {
+                limiter: self.clone(),
+                estimate: tokens,
+                settle: Settle::Redis(keys),
+            },
+        })))
+    }
+
+    fn refused(&self, scope: &Scope<'_>, refusal: Refusal, replicas: u32) -> Refused {
+        let reason = match refusal.exceeded {
+            Exceeded::Requests => "requests",
+            Exceeded::Tokens => "tokens",
+            Exceeded::DailyBudget | Exceeded::MonthlyBudget => "budget",
+        };
+        self.recorder.metrics.limit_refused(reason);
+        Refused {
+            notes: RateNotes {
+                gauges: refusal.gauges,
+                retry_after_ms: Some(refusal.retry_after_ms),
+                do_not_retry: reason == "budget",
+            },
+            error: refusal_error(scope.kind.as_str(), scope.id, &refusal, replicas),
+        }
+    }
+}
+
+/// When Redis refused on a boundary the local arithmetic rounds the other way: a one-second wait.
+fn rounding_refusal(verdict: i64, c: &Ceilings, tokens: u64) -> Refusal {
+    let (exceeded, limit) = match verdict {
+        1 => (Exceeded::Requests, c.requests),
+        2 => (Exceeded::Tokens, c.tokens),
+        3 => (Exceeded::DailyBudget, c.daily_micro_usd),
+        _ => (Exceeded::MonthlyBudget, c.monthly_micro_usd),
+    };
+    let limit = limit.unwrap_or(0);
+    Refusal {
+        exceeded,
+        limit,
+        used: limit,
+        requested: tokens,
+        retry_after_ms: 1_000,
+        gauges: Gauges::default(),
+    }
+}
+
+fn redis_key(kind: ScopeKind, id: &ObjectRef) -> String {
+    let tag = match kind {
+        ScopeKind::Subscription => 's',
+        ScopeKind::Consumer => 'c',
+    };
+    format!("tollgate:limits:{tag}:{}/{}", id.namespace, id.name)
+}
+
+/// OpenAI's shape for a limit refusal: `type` names the dimension, `code` is `rate_limit_exceeded`
+/// (or `budget_exceeded` for spend), and the message says what was used and when to retry.
+fn refusal_error(kind: &str, id: &ObjectRef, r: &Refusal, replicas: u32) -> ApiError {
+    let wait = format_duration(r.retry_after_ms);
+    let share = if replicas > 1 {
+        format!(
+            " (this gateway replica's share of it while cluster-wide counting is unavailable: 1/{replicas})"
+        )
+    } else {
+        String::new()
+    };
+    let (type_, code, message) = match r.exceeded {
+        Exceeded::Requests => (
+            "requests",
+            "rate_limit_exceeded",
+            format!(
+                "Rate limit reached for {kind} {id} on requests per min (RPM): Limit {}, Used {}, Requested 1{share}. Please try again in {wait}.",
+                r.limit, r.used
+            ),
+        ),
+        Exceeded::Tokens => (
+            "tokens",
+            "rate_limit_exceeded",
+            format!(
+                "Rate limit reached for {kind} {id} on tokens per min (TPM): Limit {}, Used {}, Requested {}{share}. Please try again in {wait}.",
+                r.limit, r.used, r.requested
+            ),
+        ),
+        Exceeded::DailyBudget | Exceeded::MonthlyBudget => {
+            let period = if r.exceeded == Exceeded::DailyBudget {
+                "daily"
+            } else {
+                "monthly"
+            };
+            (
+                "insufficient_quota",
+                "budget_exceeded",
+                format!(
+                    "The {period} budget of {kind} {id} is spent: USD {:.2} of USD {:.2}{share}. It resets in {wait}.",
+                    r.used as f64 / 1e6,
+                    r.limit as f64 / 1e6
+                ),
+            )
+        }
+    };
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, type_, code, message)
+}
+
+/// A duration as OpenAI writes `x-ratelimit-reset-*`: `20ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.
+pub fn format_duration(ms: u64) -> String {
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    let seconds = if rest % 1_000 == 0 {
+        format!("{}s", rest / 1_000)
+    } else {
+        let text = format!("{:.3}", rest as f64 / 1_000.0);
+        format!("{}s", text.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => seconds,
+        (0, m) => format!("{m}m{seconds}"),
+        (h, m) => format!("{h}h{m}m{seconds}"),
+    }
+}
+
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+impl RateNotes {
+    /// Writes the `x-ratelimit-*` headers (for each limited dimension) and any retry hints.
+    pub fn write(&self, headers: &mut HeaderMap) {
+        let number = |n: u64| HeaderValue::from(n);
+        let text = |ms: u64| HeaderValue::from_str(&format_duration(ms)).expect("ASCII duration");
+        if let Some(g) = self.gauges.requests {
+            headers.insert(LIMIT_REQUESTS, number(g.limit));
+            headers.insert(REMAINING_REQUESTS, number(g.remaining));
+            headers.insert(RESET_REQUESTS, text(g.reset_ms));
+        }
+        if let Some(g) = self.gauges.tokens {
+            headers.insert(LIMIT_TOKENS, number(g.limit));
+            headers.insert(REMAINING_TOKENS, number(g.remaining));
+            headers.insert(RESET_TOKENS, text(g.reset_ms));
+        }
+        if let Some(ms) = self.retry_after_ms {
+            headers.insert(http::header::RETRY_AFTER, number(ms.div_ceil(1_000).max(1)));
+            headers.insert(RETRY_AFTER_MS, number(ms));
+        }
+        if self.do_not_retry {
+            headers.insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+        }
+    }
+}
+
+/// A cheap estimate of a request's prompt tokens from its size (about four bytes a token); the real
+/// count replaces it when the call is settled.
+pub fn estimate_tokens(body_bytes: u64) -> u64 {
+    body_bytes.div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_written_like_openai_does() {
+        assert_eq!(format_duration(0), "0ms");
+        assert_eq!(format_duration(20), "20ms");
+        assert_eq!(format_duration(1_000), "1s");
+        assert_eq!(format_duration(1_500), "1.5s");
+        assert_eq!(format_duration(360_000), "6m0s");
+        assert_eq!(format_duration(3_723_250), "1h2m3.25s");
+    }
+
+    #[test]
+    fn refusals_have_openais_shape_and_words() {
+        let id = ObjectRef::new("team-a", "app-chat");
+        let r = Refusal {
+            exceeded: Exceeded::Tokens,
+            limit: 1000,
+            used: 900,
+            requested: 200,
+            retry_after_ms: 6_000,
+            gauges: Gauges::default(),
+        };
+        let e = refusal_error("subscription", &id, &r, 1);
+        assert_eq!(
+            (e.status.as_u16(), e.kind, e.code),
+            (429, "tokens", "rate_limit_exceeded")
+        );
+        assert_eq!(
+            e.message,
+            "Rate limit reached for subscription team-a/app-chat on tokens per min (TPM): Limit 1000, Used 900, Requested 200. Please try again in 6s."
+        );
+        let budget = Refusal {
+            exceeded: Exceeded::MonthlyBudget,
+            limit: 5_000_000,
+            used: 5_000_100,
+            requested: 0,
+            retry_after_ms: 86_400_000,
+            gauges: Gauges::default(),
+        };
+        let e = refusal_error("consumer", &id, &budget, 2);
+        assert_eq!((e.kind, e.code), ("insufficient_quota", "budget_exceeded"));
+        assert!(e.message.contains("USD 5.00 of USD 5.00"), "{}", e.message);
+        assert!(e.message.contains("1/2"), "{}", e.message);
+        let mut headers = HeaderMap::new();
+        RateNotes {
+            gauges: Gauges {
+                requests: Some(local::Gauge {
+                    limit: 60,
+                    remaining: 0,
+                    reset_ms: 60_000,
+                }),
+                tokens: None,
+            },
+            retry_after_ms: Some(1_200),
+            do_not_retry: true,
+        }
+        .write(&mut headers);
+        assert_eq!(headers["x-ratelimit-limit-requests"], "60");
+        assert_eq!(headers["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(headers["x-ratelimit-reset-requests"], "1m0s");
+        assert_eq!(headers["retry-after"], "2");
+        assert_eq!(headers["retry-after-ms"], "1200");
+        assert_eq!(headers["x-should-retry"], "false");
+        assert!(headers.get("x-ratelimit-limit-tokens").is_none());
+    }
+}

@@ -1,0 +1,362 @@
+//! Cluster-wide counting in Redis: the same buckets and spend windows as [`super::local`], kept in one
+//! hash per scope and changed only by Lua scripts, so a check and its commit are atomic across replicas.
+//!
+//! Admission is one script call (one round trip) covering every scope of the call. Settlements are not
+//! on the request path: they are queued and sent in batches, one pipeline per batch. Redis's own clock
+//! (`TIME`) times the buckets, so replicas with drifting clocks still agree.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
+
+use super::local::{Bucket, Ceilings, Counters, Spend};
+
+/// How long a scope's counters are kept after their last change: past any month.
+const KEY_TTL_MS: i64 = 40 * 86_400_000;
+/// Most settlements sent in one pipeline.
+const SETTLE_BATCH: usize = 256;
+
+/// Checks every scope, and commits the call to all of them only if all admit it.
+/// KEYS: one hash per scope. ARGV: token estimate, day, month, key TTL, then per key four ceilings
+/// (requests/min, tokens/min, daily and monthly micro-dollars; -1 for none).
+/// Returns {verdict, refusing scope (1-based), now_ms, then per key: requests level x1000,
+/// tokens level x1000, spend today, spend this month}. Verdicts: 0 admitted, 1 requests, 2 tokens,
+/// 3 daily budget, 4 monthly budget (checked in the order 4, 3, 1, 2, like the local arithmetic).
+const ADMIT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local asked = tonumber(ARGV[1])
+local day, month, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local function level(used, at, limit)
+  if not used or not at then return 0 end
+  local l = tonumber(used) - (now - tonumber(at)) * limit / 60000
+  if l < 0 then return 0 end
+  return l
+end
+local reply = {0, 0, now}
+local state = {}
+for i, key in ipairs(KEYS) do
+  local b = 4 + (i - 1) * 4
+  local rl, tl = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  local dl, ml = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local h = redis.call('HMGET', key, 'ru', 'ra', 'tu', 'ta', 'dw', 'ds', 'mw', 'ms')
+  local ru, tu = 0, 0
+  if rl >= 0 then ru = level(h[1], h[2], rl) end
+  if tl >= 0 then tu = level(h[3], h[4], tl) end
+  local ds, ms = 0, 0
+  if h[5] == day then ds = tonumber(h[6]) end
+  if h[7] == month then ms = tonumber(h[8]) end
+  local n = asked
+  if tl >= 0 and n > tl then n = tl end
+  state[i] = {ru, tu, rl, tl, n}
+  reply[#reply + 1] = math.floor(ru * 1000)
+  reply[#reply + 1] = math.floor(tu * 1000)
+  reply[#reply + 1] = ds
+  reply[#reply + 1] = ms
+  if reply[1] == 0 then
+    if ml >= 0 and ms >= ml then reply[1] = 4
+    elseif dl >= 0 and ds >= dl then reply[1] = 3
+    elseif rl >= 0 and ru + 1 > rl then reply[1] = 1
+    elseif tl >= 0 and ((n == 0 and tu >= tl) or (n > 0 and tu + n > tl)) then reply[1] = 2
+    end
+    if reply[1] ~= 0 then reply[2] = i end
+  end
+end
+if reply[1] == 0 then
+  for i, key in ipairs(KEYS) do
+    local s = state[i]
+    if s[3] >= 0 then redis.call('HSET', key, 'ru', string.format('%.17g', s[1] + 1), 'ra', now) end
+    if s[4] >= 0 then redis.call('HSET', key, 'tu', string.format('%.17g', s[2] + s[5]), 'ta', now) end
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+return reply
+"#;
+
+/// Replaces a call's token estimate with its real usage and adds its cost to the spend windows.
+/// KEYS: the call's scopes. ARGV: estimate, tokens used, cost (micro-dollars), day, month, key TTL,
+/// then per key its tokens/min ceiling (-1 for none).
+const SETTLE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local estimate, used, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local day, month, ttl = ARGV[4], ARGV[5], tonumber(ARGV[6])
+for i, key in ipairs(KEYS) do
+  local tl = tonumber(ARGV[6 + i])
+  if tl >= 0 and estimate ~= used then
+    local h = redis.call('HMGET', key, 'tu', 'ta')
+    local tu = 0
+    if h[1] and h[2] then
+      tu = tonumber(h[1]) - (now - tonumber(h[2])) * tl / 60000
+      if tu < 0 then tu = 0 end
+    end
+    local charged = estimate
+    if charged > tl then charged = tl end
+    tu = tu - charged + used
+    if tu < 0 then tu = 0 end
+    redis.call('HSET', key, 'tu', string.format('%.17g', tu), 'ta', now)
+  end
+  if cost > 0 then
+    local h = redis.call('HMGET', key, 'dw', 'ds', 'mw', 'ms')
+    local ds, ms = 0, 0
+    if h[1] == day then ds = tonumber(h[2]) end
+    if h[3] == month then ms = tonumber(h[4]) end
+    redis.call('HSET', key, 'dw', day, 'ds', string.format('%.0f', ds + cost),
+      'mw', month, 'ms', string.format('%.0f', ms + cost))
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+return 1
+"#;
+
+/// Why Redis could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// Not connected (yet, or since a failure).
+    #[error("not connected to Redis")]
+    Down,
+    /// No answer in time.
+    #[error("Redis did not answer in time")]
+    Timeout,
+    /// The command failed.
+    #[error("Redis: {0}")]
+    Command(#[from] redis::RedisError),
+    /// The script answered something unexpected.
+    #[error("unexpected reply from the admission script")]
+    Reply,
+}
+
+/// One scope as Redis counts it.
+pub struct RedisScope {
+    /// The hash key.
+    pub key: String,
+    /// Full (cluster-wide) ceilings.
+    pub ceilings: Ceilings,
+}
+
+/// What the admission script said.
+pub struct RedisDecision {
+    /// 0 admitted, else the exceeded ceiling (see [`ADMIT`]).
+    pub verdict: i64,
+    /// Index of the refusing scope.
+    pub scope: usize,
+    /// Redis's clock.
+    pub now_ms: i64,
+    /// Each scope's counters as read before the call.
+    pub counters: Vec<Counters>,
+}
+
+/// A call's settlement, waiting to be sent.
+pub struct Settlement {
+    /// The call's scope keys, with their tokens/min ceilings (-1 for none).
+    pub keys: Vec<(String, i64)>,
+    /// Tokens counted at admission.
+    pub estimate: u64,
+    /// Tokens really used.
+    pub used: u64,
+    /// Cost in micro-dollars.
+    pub cost_micro_usd: u64,
+    /// Day and month numbers at settlement.
+    pub day: i64,
+    /// Month number.
+    pub month: i64,
+}
+
+/// A Redis connection that may come and go.
+pub struct RedisCounters {
+    client: redis::Client,
+    conn: ArcSwapOption<MultiplexedConnection>,
+    up: AtomicBool,
+    timeout: Duration,
+    admit: redis::Script,
+    settle: redis::Script,
+    queue: mpsc::UnboundedSender<Settlement>,
+    queued: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Settlement>>>,
+}
+
+fn limit_arg(v: Option<u64>) -> i64 {
+    v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+impl RedisCounters {
+    /// A client for `url` (e.g. `redis://redis:6379/0`); nothing is connected until [`Self::maintain`] runs.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
+        let (queue, queued) = mpsc::unbounded_channel();
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            conn: ArcSwapOption::empty(),
+            up: AtomicBool::new(false),
+            timeout,
+            admit: redis::Script::new(ADMIT),
+            settle: redis::Script::new(SETTLE),
+            queue,
+            queued: std::sync::Mutex::new(Some(queued)),
+        })
+    }
+
+    /// Whether the last command succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection broken; returns whether it was up until now (a fallback event).
+    pub fn mark_down(&self) -> bool {
+        self.conn.store(None);
+        self.up.swap(false, Ordering::Relaxed)
+    }
+
+    /// Connects, loads the scripts and publishes the connection; `true` when Redis is usable.
+    async fn connect(&self) -> bool {
+        let work = async {
+            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(ADMIT)
+                .query_async::<String>(&mut conn)
+                .await?;
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(SETTLE)
+                .query_async::<String>(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>(conn)
+        };
+        match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), work).await {
+            Ok(Ok(conn)) => {
+                self.conn.store(Some(Arc::new(conn)));
+                self.up.store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps the connection alive: reconnects every `every` while down, reporting the state to
+    /// `report(up)` after each look; and sends queued settlements in batches. Runs forever.
+    pub async fn maintain(
+        self: Arc<Self>,
+        every: Duration,
+        report: impl Fn(bool) + Send + 'static,
+    ) {
+        if let Some(queued) = self.queued.lock().expect("queue lock").take() {
+            tokio::spawn(self.clone().flush(queued));
+        }
+        loop {
+            if !self.is_up() && self.connect().await {
+                tracing::info!("connected to Redis: limits and budgets are counted cluster-wide");
+            }
+            report(self.is_up());
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    async fn flush(self: Arc<Self>, mut queued: mpsc::UnboundedReceiver<Settlement>) {
+        let mut batch = Vec::with_capacity(SETTLE_BATCH);
+        while queued.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+            if let Err(error) = self.send_settlements(&batch).await {
+                // Lost: the spend and token corrections of this batch are not counted in Redis.
+                tracing::warn!(%error, settlements = batch.len(), "could not settle calls in Redis");
+                self.mark_down();
+            }
+            batch.clear();
+        }
+    }
+
+    async fn send_settlements(&self, batch: &[Settlement]) -> Result<(), RedisError> {
+        let conn = self.conn.load_full().ok_or(RedisError::Down)?;
+        let mut conn = MultiplexedConnection::clone(&conn);
+        let mut pipe = redis::pipe();
+        for s in batch {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(self.settle.get_hash()).arg(s.keys.len());
+            for (key, _) in &s.keys {
+                cmd.arg(key);
+            }
+            cmd.arg(s.estimate)
+                .arg(s.used)
+                .arg(s.cost_micro_usd)
+                .arg(s.day)
+                .arg(s.month)
+                .arg(KEY_TTL_MS);
+            for (_, tokens) in &s.keys {
+                cmd.arg(*tokens);
+            }
+            pipe.add_command(cmd).ignore();
+        }
+        let timeout = self.timeout * 4;
+        match tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await {
+            Err(_) => Err(RedisError::Timeout),
+            Ok(result) => Ok(result?),
+        }
+    }
+
+    /// Queues a settlement for the next batch.
+    pub fn settle(&self, settlement: Settlement) {
+        let _ = self.queue.send(settlement);
+    }
+
+    /// Asks Redis whether a call fits every scope, committing it if so. One round trip.
+    pub async fn admit(
+        &self,
+        scopes: &[RedisScope],
+        tokens: u64,
+        day: i64,
+        month: i64,
+    ) -> Result<RedisDecision, RedisError> {
+        let conn = self.conn.load_full().ok_or(RedisError::Down)?;
+        let mut conn = MultiplexedConnection::clone(&conn);
+        let mut invocation = self.admit.prepare_invoke();
+        for s in scopes {
+            invocation.key(&s.key);
+        }
+        invocation.arg(tokens).arg(day).arg(month).arg(KEY_TTL_MS);
+        for s in scopes {
+            let c = &s.ceilings;
+            invocation
+                .arg(limit_arg(c.requests))
+                .arg(limit_arg(c.tokens))
+                .arg(limit_arg(c.daily_micro_usd))
+                .arg(limit_arg(c.monthly_micro_usd));
+        }
+        let reply: Vec<i64> =
+            match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
+                Err(_) => return Err(RedisError::Timeout),
+                Ok(reply) => reply?,
+            };
+        if reply.len() != 3 + 4 * scopes.len() {
+            return Err(RedisError::Reply);
+        }
+        let now_ms = reply[2];
+        let counters = reply[3..]
+            .chunks_exact(4)
+            .map(|c| Counters {
+                requests: Bucket {
+                    used: c[0] as f64 / 1_000.0,
+                    at_ms: now_ms,
+                },
+                tokens: Bucket {
+                    used: c[1] as f64 / 1_000.0,
+                    at_ms: now_ms,
+                },
+                day: Spend {
+                    window: day,
+                    micro_usd: c[2].max(0) as u64,
+                },
+                month: Spend {
+                    window: month,
+                    micro_usd: c[3].max(0) as u64,
+                },
+            })
+            .collect();
+        Ok(RedisDecision {
+            verdict: reply[0],
+            scope: usize::try_from(reply[1] - 1).unwrap_or(0),
+            now_ms,
+            counters,
+        })
+    }
+}

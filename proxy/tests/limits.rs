@@ -1,0 +1,274 @@
+//! Request and token limits and budgets, counted on this replica (no Redis): the 429s in OpenAI's shape,
+//! the `x-ratelimit-*` headers on every answer of a limited subscription, consumer-wide limits across
+//! subscriptions, settlement with the real usage, budgets, and replica shares.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+use tollgate_snapshot::{Budget, Content, FakeBehaviour, Limits, Phase};
+
+const KEY: &str = "tg-limits-key";
+const CHAT: &str = "/team-a/chat/v1/chat/completions";
+const OTHER: &str = "/team-a/other/v1/chat/completions";
+
+fn table() -> Content {
+    Content {
+        providers: vec![fake_provider("fake", FakeBehaviour::default())],
+        routes: vec![
+            route(
+                NS,
+                "chat",
+                "/team-a/chat",
+                vec![model("m", vec![backend(0, "m")], vec![])],
+            ),
+            route(
+                NS,
+                "other",
+                "/team-a/other",
+                vec![model("m", vec![backend(0, "m")], vec![])],
+            ),
+        ],
+        consumers: vec![consumer(NS, "app", KEY)],
+        subscriptions: vec![
+            subscription("app-chat", 0, 0, Phase::Approved),
+            subscription("app-other", 0, 1, Phase::Approved),
+        ],
+        proxy_replicas: 0,
+    }
+}
+
+fn ask() -> Value {
+    json!({"model": "m", "messages": [{"role": "user", "content": "hello"}]})
+}
+
+fn rpm(n: u32) -> Limits {
+    Limits {
+        requests_per_minute: Some(n),
+        tokens_per_minute: None,
+    }
+}
+
+#[tokio::test]
+async fn a_request_limit_answers_429_in_openais_shape_with_the_headers_on_every_answer() {
+    let mut content = table();
+    content.subscriptions[0].limits = Limits {
+        requests_per_minute: Some(3),
+        tokens_per_minute: Some(100_000),
+    };
+    let proxy = TestProxy::start(content).await;
+    for left in (0..3).rev() {
+        let reply = post(&proxy.url(CHAT), KEY, &ask()).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("x-ratelimit-limit-requests"), Some("3"));
+        assert_eq!(
+            reply.header("x-ratelimit-remaining-requests"),
+            Some(left.to_string().as_str())
+        );
+        assert_eq!(reply.header("x-ratelimit-limit-tokens"), Some("100000"));
+        assert!(reply.header("x-ratelimit-remaining-tokens").is_some());
+        assert!(
+            reply
+                .header("x-ratelimit-reset-requests")
+                .unwrap()
+                .ends_with('s')
+        );
+        assert!(reply.header("x-ratelimit-reset-tokens").is_some());
+        assert!(reply.header("retry-after").is_none());
+    }
+    let refused = post(&proxy.url(CHAT), KEY, &ask()).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.error_code(), "rate_limit_exceeded");
+    let body = refused.json();
+    assert_eq!(body["error"]["type"], "requests");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Rate limit reached for subscription team-a/app-chat on requests per min (RPM): Limit 3, Used 3, Requested 1."),
+        "{message}"
+    );
+    // Three calls a minute: one slot comes back 20 s after the first call.
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((19..=20).contains(&retry), "retry-after {retry}");
+    assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert!(refused.header("x-ratelimit-limit-tokens").is_some());
+    assert!(refused.header("x-should-retry").is_none());
+    let line = proxy.log_line_of(&refused.request_id()).await;
+    assert_eq!(line["status"], 429);
+    assert_eq!(line["error_class"], "rate_limit_exceeded");
+
+    // Even answers that are not model calls carry the headers of a limited subscription.
+    let models = get(&proxy.url("/team-a/chat/v1/models"), KEY).await;
+    assert_eq!(
+        models.status, 429,
+        "the models list counts as a request too"
+    );
+    assert!(models.header("x-ratelimit-limit-requests").is_some());
+
+    // The other subscription of the same consumer is not limited, and says nothing about limits.
+    let other = post(&proxy.url(OTHER), KEY, &ask()).await;
+    assert_eq!(other.status, 200);
+    assert!(other.header("x-ratelimit-limit-requests").is_none());
+
+    let metrics = send(http::Method::GET, &proxy.admin_url("/metrics"), &[], None).await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(
+        text.contains(r#"tollgate_limit_refusals_total{reason="requests"} 2"#),
+        "{text}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_consumer_limit_spans_its_subscriptions() {
+    let mut content = table();
+    content.consumers[0].limits = rpm(4);
+    let proxy = TestProxy::start(content).await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let url = if i % 2 == 0 { CHAT } else { OTHER };
+        statuses.push(post(&proxy.url(url), KEY, &ask()).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+    let refused = post(&proxy.url(OTHER), KEY, &ask()).await;
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("consumer team-a/app"),
+        "{}",
+        refused.json()
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_admitted_on_an_estimate_and_settled_with_the_real_usage() {
+    let mut content = table();
+    // The Fake provider answers 16 completion tokens; the prompt is a dozen more.
+    content.subscriptions[0].limits = Limits {
+        requests_per_minute: None,
+        tokens_per_minute: Some(60),
+    };
+    let proxy = TestProxy::start(content).await;
+    let first = post(&proxy.url(CHAT), KEY, &ask()).await;
+    assert_eq!(first.status, 200);
+    let used = first.json()["usage"]["total_tokens"].as_u64().unwrap();
+    let remaining: u64 = first
+        .header("x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(remaining < 60, "the estimate was counted at admission");
+    let mut admitted = 1;
+    let refused = loop {
+        let reply = post(&proxy.url(CHAT), KEY, &ask()).await;
+        if reply.status != 200 {
+            break reply;
+        }
+        admitted += 1;
+        assert!(admitted < 10);
+    };
+    // Settled with real usage, 60 tokens a minute admit what fits of `used`-token calls.
+    assert!(
+        admitted as u64 <= 60 / used + 1,
+        "{admitted} calls of {used} tokens"
+    );
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["error"]["type"], "tokens");
+    assert_eq!(refused.error_code(), "rate_limit_exceeded");
+    // What is left is less than the call asked for.
+    let left: u64 = refused
+        .header("x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let requested: u64 = message
+        .split("Requested ")
+        .nth(1)
+        .and_then(|r| r.split('.').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{message}"));
+    assert!(left < requested, "{left} left, {requested} requested");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_spent_budget_answers_budget_exceeded_until_the_window_turns() {
+    let mut content = table();
+    // Fake prices are $2 / $8 per million tokens: each call costs a little over $0.0001.
+    content.subscriptions[0].budget = Budget {
+        monthly_micro_usd: None,
+        daily_micro_usd: Some(250),
+    };
+    let proxy = TestProxy::start(content).await;
+    let mut admitted = 0;
+    let refused = loop {
+        let reply = post(&proxy.url(CHAT), KEY, &ask()).await;
+        if reply.status != 200 {
+            break reply;
+        }
+        assert!(
+            reply.header("x-ratelimit-limit-requests").is_none(),
+            "no rate limit, no rate headers"
+        );
+        admitted += 1;
+        assert!(admitted < 10);
+    };
+    assert_eq!(admitted, 2, "two calls spend the quarter-cent");
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.error_code(), "budget_exceeded");
+    assert_eq!(refused.json()["error"]["type"], "insufficient_quota");
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("daily budget of subscription team-a/app-chat"),
+    );
+    // Until midnight UTC, and SDKs are told not to retry.
+    let retry: i64 = refused.header("retry-after").unwrap().parse().unwrap();
+    let now = tollgate_proxy::clock::now_unix();
+    let midnight = (now / 86_400 + 1) * 86_400;
+    assert!((retry - (midnight - now)).abs() <= 2, "retry-after {retry}");
+    assert_eq!(refused.header("x-should-retry"), Some("false"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn without_redis_each_replica_enforces_its_share() {
+    let mut content = table();
+    content.subscriptions[0].limits = rpm(10);
+    content.proxy_replicas = 4;
+    let proxy = TestProxy::start(content).await;
+    let mut admitted = 0;
+    for _ in 0..10 {
+        admitted += usize::from(post(&proxy.url(CHAT), KEY, &ask()).await.status == 200);
+    }
+    assert_eq!(
+        admitted, 3,
+        "10 a minute over 4 replicas: 3 each (rounded up)"
+    );
+    let refused = post(&proxy.url(CHAT), KEY, &ask()).await;
+    assert_eq!(refused.header("x-ratelimit-limit-requests"), Some("3"));
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1/4")
+    );
+
+    // A new snapshot (one replica now) keeps the counters and raises the share.
+    let mut content = table();
+    content.subscriptions[0].limits = rpm(10);
+    content.proxy_replicas = 1;
+    proxy.swap(content, 2);
+    let mut admitted = 0;
+    for _ in 0..10 {
+        admitted += usize::from(post(&proxy.url(CHAT), KEY, &ask()).await.status == 200);
+    }
+    assert_eq!(admitted, 7, "the three already counted stay counted");
+    proxy.stop().await;
+}

@@ -1,0 +1,360 @@
+//! Two real `tollgate-proxy` processes sharing one real Redis (Debian's `redis-server`, started here on
+//! a free loopback port and stopped at the end): a combined load of three times a subscription's limit
+//! admits no more than the limit plus what drains during the run; with Redis killed mid-run both keep
+//! serving on their local shares; once Redis is back they count in it again.
+//!
+//! Tolerance: the limit is a leaky bucket of `LIMIT` requests per minute, so during a run of `t`
+//! seconds `t * LIMIT / 60` more requests legitimately fit; the bound checked is
+//! `LIMIT + ceil(t * LIMIT / 60) + 1` (the +1 covers the millisecond rounding of levels).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "tg-redis-test-key";
+const LIMIT: usize = 60;
+const REPLICAS: usize = 2;
+
+fn config() -> String {
+    format!(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: fake, namespace: default}}
+spec:
+  type: Fake
+  models: [{{name: fake-chat}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: demo, namespace: default}}
+spec:
+  prefix: /demo
+  approval: Automatic
+  models:
+    - name: fake-chat
+      backends: [{{provider: fake}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: app-key, namespace: default}}
+stringData: {{apiKey: {KEY}}}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Consumer
+metadata: {{name: app, namespace: default}}
+spec:
+  keys: [{{name: primary, secretRef: {{name: app-key}}}}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ApiSubscription
+metadata: {{name: app-demo, namespace: default}}
+spec:
+  consumer: app
+  route: {{name: demo}}
+  limits: {{requestsPerMinute: {LIMIT}}}
+"#
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends one RESP command (inline form) and returns the first line of the answer.
+fn redis_command(port: u16, command: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "{command}\r\n").ok()?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).ok()?;
+    Some(
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()?
+            .to_string(),
+    )
+}
+
+/// A `redis-server` child process; killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis_command(port, "PING").as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A standalone proxy process; killed on drop.
+struct Proxy {
+    child: Child,
+    port: u16,
+    admin: u16,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+impl Proxy {
+    fn start(dir: &std::path::Path, redis_port: u16) -> Self {
+        let (port, admin) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
+            .arg("standalone")
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}/0")])
+            .args(["--replicas", &REPLICAS.to_string()])
+            .args(["--access-log", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tollgate-proxy");
+        let proxy = Self { child, port, admin };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(admin, "/readyz").map(|r| r.0) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "the proxy was not ready within 30s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        proxy
+    }
+
+    fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = http_get(self.admin, "/metrics")?;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    fn wait_redis(&self, up: bool) {
+        let want = if up { 1.0 } else { 0.0 };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.metric("tollgate_limits_redis_up") != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "tollgate_limits_redis_up never became {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// What a burst of calls got.
+#[derive(Debug, Default)]
+struct Tally {
+    admitted: usize,
+    limited: usize,
+    other: Vec<u16>,
+    seconds: f64,
+}
+
+impl Tally {
+    fn bound(&self) -> usize {
+        LIMIT + (self.seconds * LIMIT as f64 / 60.0).ceil() as usize + 1
+    }
+}
+
+/// Sends `calls` chat calls spread over `ports`, 8 at a time per port; `after(n)` runs once `n` are done.
+async fn burst(
+    ports: &[u16],
+    calls: usize,
+    on_progress: Option<(usize, Box<dyn FnOnce() + Send>)>,
+) -> Tally {
+    use http_body_util::{BodyExt, Full};
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let body =
+        bytes::Bytes::from(r#"{"model":"fake-chat","messages":[{"role":"user","content":"hi"}]}"#);
+    let per_port = calls / ports.len();
+    let mut tasks = Vec::new();
+    for &port in ports {
+        for w in 0..8 {
+            let (client, body, done) = (client.clone(), body.clone(), done.clone());
+            let share = per_port / 8 + usize::from(w < per_port % 8);
+            tasks.push(tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..share {
+                    let request = http::Request::post(format!(
+                        "http://127.0.0.1:{port}/demo/v1/chat/completions"
+                    ))
+                    .header("authorization", format!("Bearer {KEY}"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                    let response = client.request(request).await.expect("the proxy answers");
+                    statuses.push(response.status().as_u16());
+                    let _ = response.into_body().collect().await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                statuses
+            }));
+        }
+    }
+    if let Some((at, action)) = on_progress {
+        while done.load(Ordering::SeqCst) < at {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        action();
+    }
+    let mut tally = Tally::default();
+    for t in tasks {
+        for status in t.await.unwrap() {
+            match status {
+                200 => tally.admitted += 1,
+                429 => tally.limited += 1,
+                other => tally.other.push(other),
+            }
+        }
+    }
+    tally.seconds = started.elapsed().as_secs_f64();
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_share_a_limit_in_redis_fall_back_to_shares_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), config()).unwrap();
+    let redis_port = free_port();
+    let redis = Redis::start(redis_port);
+    let a = Proxy::start(dir.path(), redis_port);
+    let b = Proxy::start(dir.path(), redis_port);
+    a.wait_redis(true);
+    b.wait_redis(true);
+
+    // 1. Redis up. Half the load on A alone: A admits the whole limit, twice its local share, so it
+    // counts in Redis; then the other half on B: B finds the limit spent.
+    let on_a = burst(&[a.port], 3 * LIMIT / 2, None).await;
+    let on_b = burst(&[b.port], 3 * LIMIT / 2, None).await;
+    eprintln!("with Redis: A {on_a:?}, B {on_b:?}");
+    assert!(on_a.other.is_empty() && on_b.other.is_empty());
+    assert!(
+        on_a.admitted >= LIMIT,
+        "A alone admits the whole limit: {on_a:?}"
+    );
+    let combined = Tally {
+        admitted: on_a.admitted + on_b.admitted,
+        seconds: on_a.seconds + on_b.seconds,
+        ..Tally::default()
+    };
+    assert!(
+        combined.admitted <= combined.bound(),
+        "3x the limit admitted {} > {}",
+        combined.admitted,
+        combined.bound()
+    );
+    assert!(
+        on_b.admitted <= combined.bound() - LIMIT,
+        "B shares A's count: {on_b:?}"
+    );
+    assert_eq!(
+        redis_command(redis_port, "EXISTS tollgate:limits:s:default/app-demo").as_deref(),
+        Some(":1"),
+        "the subscription's counters live in Redis"
+    );
+
+    // 2. Redis killed in the middle of a run of 3x the limit over both proxies: nothing fails, and
+    // each proxy admits at most its local share (plus its drain).
+    let mut slot = Some(redis);
+    let kill: Box<dyn FnOnce() + Send> = Box::new(move || slot.take().unwrap().kill());
+    let during = burst(&[a.port, b.port], 3 * LIMIT, Some((LIMIT / 2, kill))).await;
+    eprintln!("Redis killed mid-run: {during:?}");
+    assert!(
+        during.other.is_empty(),
+        "only 200 and 429: {:?}",
+        during.other
+    );
+    assert!(
+        during.admitted >= LIMIT / 2,
+        "local shares keep serving: {during:?}"
+    );
+    assert!(during.admitted <= during.bound(), "{during:?}");
+    for p in [&a, &b] {
+        p.wait_redis(false);
+        assert!(
+            p.metric("tollgate_limits_redis_fallbacks_total")
+                .unwrap_or(0.0)
+                >= 1.0
+        );
+    }
+
+    // 3. Redis is back (empty): both reconnect, and A alone again admits more than its local share,
+    // which it had spent in step 2.
+    let redis = Redis::start(redis_port);
+    a.wait_redis(true);
+    b.wait_redis(true);
+    let again = burst(&[a.port], 3 * LIMIT / 2, None).await;
+    let after = burst(&[b.port], 3 * LIMIT / 2, None).await;
+    eprintln!("Redis back: A {again:?}, B {after:?}");
+    assert!(again.other.is_empty() && after.other.is_empty());
+    assert!(
+        again.admitted > LIMIT / REPLICAS + 5,
+        "A counts in Redis again, beyond its local share: {again:?}"
+    );
+    assert!(
+        again.admitted + after.admitted
+            <= LIMIT + ((again.seconds + after.seconds) * LIMIT as f64 / 60.0).ceil() as usize + 1
+    );
+    assert_eq!(
+        redis_command(redis.port, "EXISTS tollgate:limits:s:default/app-demo").as_deref(),
+        Some(":1")
+    );
+    drop((a, b));
+    redis.kill();
+}
