@@ -104,9 +104,22 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
         proxy_replicas: inputs.proxy_replicas,
     };
 
+    // Hashing the table takes about half as long as writing subscription verdicts: the hashing thread
+    // also writes the last third of them.
+    let mut outcomes = planned.outcomes;
+    let split = outcomes.len() * 2 / 3;
+    let tail_outcomes = outcomes.split_off(split);
+    let (head_items, tail_items) = subscriptions.items.split_at(split);
     let snapshot = std::thread::scope(|scope| {
-        let hashed = scope.spawn(move || Snapshot::from_content(version, content));
-        subscription::write_verdicts(&subscriptions.items, planned.outcomes, &mut verdicts);
+        let hashed = scope.spawn(move || {
+            let snapshot = Snapshot::from_content(version, content);
+            let mut tail = Vec::with_capacity(tail_outcomes.len());
+            subscription::write_verdicts(tail_items, tail_outcomes, &mut tail);
+            (snapshot, tail)
+        });
+        subscription::write_verdicts(head_items, outcomes, &mut verdicts);
+        let (snapshot, mut tail) = join(hashed);
+        verdicts.append(&mut tail);
         for d in &providers.duplicates {
             verdicts.push(duplicate(
                 Kind::ModelProvider,
@@ -160,13 +173,13 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
             // stays ahead of its duplicates'.
             verdicts.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.id.cmp(&b.id)));
         }
-        join(hashed)
+        snapshot
     });
     Compiled { snapshot, verdicts }
 }
 
 /// Joins a scoped thread, passing its panic on.
-fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+pub(crate) fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))

@@ -72,10 +72,21 @@ pub(crate) fn plan_subscriptions(
     consumers: &ConsumerTable<'_>,
     routes: &RouteTable<'_>,
 ) -> Planned {
-    let found: Vec<_> = items
-        .iter()
-        .map(|item| refs(item, consumers, routes))
-        .collect();
+    // Two lookups per subscription, independent of each other: half of them on a second thread.
+    let (front, back) = items.split_at(items.len() / 2);
+    let found: Vec<_> = std::thread::scope(|scope| {
+        let back = scope.spawn(|| {
+            back.iter()
+                .map(|item| refs(item, consumers, routes))
+                .collect::<Vec<_>>()
+        });
+        let mut found: Vec<_> = front
+            .iter()
+            .map(|item| refs(item, consumers, routes))
+            .collect();
+        found.extend(super::join(back));
+        found
+    });
     // Of two subscriptions of one consumer to one route, the older stands.
     let mut taken: FxHashMap<(ConsumerIdx, RouteIdx), usize> = map_with_capacity(items.len());
     let mut duplicate_of: Vec<Option<usize>> = vec![None; items.len()];
