@@ -17,6 +17,16 @@ use kube::{
 };
 use tokio::sync::watch;
 
+/// Annotation on the Lease carrying the number of live proxies, counted by the leader from usage
+/// reports, so that every replica compiles the same count into its snapshots.
+pub const PROXY_REPLICAS_ANNOTATION: &str = "tollgate.dev/proxy-replicas";
+
+/// How long a new leader listens to usage reports before it trusts its own count of proxies.
+const COUNT_SETTLE: Duration = Duration::from_secs(20);
+
+/// Counts the live proxies (only the leader's count is written).
+pub type ProxyCount = Box<dyn Fn() -> u32 + Send + Sync>;
+
 /// Holds or waits for the Lease, and publishes whether this replica leads.
 pub struct Elector {
     api: Api<Lease>,
@@ -26,6 +36,9 @@ pub struct Elector {
     leader: watch::Sender<bool>,
     observed: Option<(String, Instant)>,
     last_renewed: Option<Instant>,
+    leading_since: Option<Instant>,
+    count: Option<ProxyCount>,
+    proxy_replicas: watch::Sender<u32>,
 }
 
 impl Elector {
@@ -45,7 +58,38 @@ impl Elector {
             leader: watch::channel(false).0,
             observed: None,
             last_renewed: None,
+            leading_since: None,
+            count: None,
+            proxy_replicas: watch::channel(0).0,
         }
+    }
+
+    /// Lets the leader write `count()` into the Lease for every replica to read.
+    pub fn with_proxy_count(mut self, count: ProxyCount) -> Self {
+        self.count = Some(count);
+        self
+    }
+
+    /// The number of live proxies as the Lease says (0 until known), the same on every replica.
+    pub fn proxy_replicas(&self) -> watch::Receiver<u32> {
+        self.proxy_replicas.subscribe()
+    }
+
+    /// Reads the count from the Lease; when leading long enough to trust its own, writes that instead.
+    fn exchange_count(&mut self, lease: &mut Lease, leading: bool) {
+        let settled = self
+            .leading_since
+            .is_some_and(|since| since.elapsed() >= COUNT_SETTLE);
+        let write = match &self.count {
+            Some(count) if leading && settled => Some(count()),
+            _ => None,
+        };
+        let read = exchange(&mut lease.metadata.annotations, write);
+        self.proxy_replicas.send_if_modified(|current| {
+            let changed = *current != read;
+            *current = read;
+            changed
+        });
     }
 
     /// `true` while this replica leads.
@@ -69,6 +113,9 @@ impl Elector {
             };
             if !leads {
                 self.last_renewed = None;
+                self.leading_since = None;
+            } else if self.leading_since.is_none() {
+                self.leading_since = Some(Instant::now());
             }
             self.leader.send_if_modified(|was| {
                 if *was != leads {
@@ -128,6 +175,7 @@ impl Elector {
         if holder.as_deref() == Some(self.identity.as_str()) {
             spec.renew_time = Some(now);
             spec.lease_duration_seconds = Some(seconds);
+            self.exchange_count(&mut lease, true);
         } else {
             let held_for =
                 Duration::from_secs(spec.lease_duration_seconds.unwrap_or(seconds).max(1) as u64);
@@ -142,6 +190,7 @@ impl Elector {
                 }
             };
             if holder.is_some() && since.elapsed() < held_for {
+                self.exchange_count(&mut lease, false);
                 return Ok(false);
             }
             tracing::info!(previous = ?holder, identity = %self.identity, "taking over the Lease");
@@ -182,5 +231,49 @@ impl Elector {
             .replace(&self.name, &PostParams::default(), &lease)
             .await
             .map(|_| ())
+    }
+}
+
+/// Writes `count` into the annotations when given, and returns the count they hold (0 when none).
+fn exchange(
+    annotations: &mut Option<std::collections::BTreeMap<String, String>>,
+    count: Option<u32>,
+) -> u32 {
+    if let Some(count) = count {
+        annotations
+            .get_or_insert_with(Default::default)
+            .insert(PROXY_REPLICAS_ANNOTATION.to_owned(), count.to_string());
+    }
+    annotations
+        .as_ref()
+        .and_then(|a| a.get(PROXY_REPLICAS_ANNOTATION))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_count_travels_in_an_annotation() {
+        let mut annotations = None;
+        assert_eq!(exchange(&mut annotations, None), 0, "nothing written yet");
+        assert!(annotations.is_none(), "a reader does not add annotations");
+        assert_eq!(exchange(&mut annotations, Some(3)), 3);
+        assert_eq!(
+            exchange(&mut annotations, None),
+            3,
+            "replicas read the leader's count"
+        );
+        annotations
+            .as_mut()
+            .unwrap()
+            .insert(PROXY_REPLICAS_ANNOTATION.into(), "many".into());
+        assert_eq!(
+            exchange(&mut annotations, None),
+            0,
+            "garbage reads as unknown"
+        );
     }
 }

@@ -64,13 +64,20 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
     let mut watchers = JoinSet::new();
     watch::spawn_all(&client, &args.namespaces, &store, &mut watchers);
 
+    // The leader counts the proxies that report usage; the Lease carries its count to every replica.
+    let ledger = Arc::new(Ledger::default());
+    let counted = ledger.clone();
     let elector = lease::Elector::new(
         client.clone(),
         &args.lease_namespace,
         &args.lease_name,
         identity.clone(),
         args.lease_duration,
-    );
+    )
+    .with_proxy_count(Box::new(move || {
+        counted.live_proxies(usage::PROXY_LIVENESS)
+    }));
+    let proxy_replicas = elector.proxy_replicas();
     let leader = elector.subscribe();
     {
         let metrics = metrics.clone();
@@ -99,12 +106,12 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
             max: args.debounce_max,
         },
         metrics.clone(),
+        proxy_replicas,
         shutdown.clone(),
     ));
     let writer = writer::Writer::new(client.clone(), store.clone(), metrics.clone(), identity);
     tokio::spawn(writer.run(verdicts, leader.clone()));
 
-    let ledger = Arc::new(Ledger::default());
     let usage_task = tokio::spawn(usage::flush_loop(
         client.clone(),
         store.clone(),

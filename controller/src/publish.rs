@@ -71,6 +71,7 @@ pub fn inputs(store: &Store) -> Inputs {
         subscriptions: owned(&tables.subscriptions.objects),
         secrets: owned(&tables.secrets.objects),
         now_unix: (unix_millis() / 1000) as i64,
+        // Filled in by the compile loop from the Lease's count of live proxies.
         proxy_replicas: 0,
     }
 }
@@ -81,15 +82,19 @@ pub async fn run(
     outputs: Outputs,
     debounce: Debounce,
     metrics: Arc<Metrics>,
+    mut proxy_replicas: watch::Receiver<u32>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = store.subscribe();
     // The watchers may have synced before this loop subscribed.
     changes.mark_changed();
     let mut last_version = 0u64;
+    let mut counting = true;
     loop {
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
+            // A new proxy count changes every replica's share of the limits: recompile.
+            changed = proxy_replicas.changed(), if counting => counting = changed.is_ok(),
             _ = tokio::time::sleep(RECOMPILE_EVERY) => {},
             _ = crate::stopping(&mut shutdown) => return,
         }
@@ -97,7 +102,8 @@ pub async fn run(
         if !store.synced() {
             continue;
         }
-        let inputs = inputs(&store);
+        let mut inputs = inputs(&store);
+        inputs.proxy_replicas = *proxy_replicas.borrow_and_update();
         let version = unix_millis().max(last_version + 1);
         let started = Instant::now();
         // Compiling thousands of objects takes milliseconds of CPU: keep it off the async workers.

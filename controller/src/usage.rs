@@ -38,6 +38,9 @@ use crate::{metrics::Metrics, store::Store};
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageReport {
+    /// The reporting proxy process (absent from proxies that predate replica counting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     /// Counts since the proxy's previous accepted report, one entry per subscription.
     pub deltas: Vec<UsageDelta>,
 }
@@ -77,15 +80,26 @@ impl Pending {
     }
 }
 
-/// Deltas accepted and not yet written.
+/// A proxy not heard from for this long no longer counts among the replicas sharing the traffic
+/// (proxies report every few seconds, idle or not).
+pub const PROXY_LIVENESS: Duration = Duration::from_secs(20);
+
+/// Deltas accepted and not yet written, and the proxies heard from.
 #[derive(Debug, Default)]
 pub struct Ledger {
     pending: Mutex<HashMap<ObjectRef, Pending>>,
+    proxies: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Ledger {
     /// Adds a report's deltas. Negative or non-finite costs are ignored.
     pub fn add(&self, report: &UsageReport) {
+        if let Some(proxy) = &report.proxy {
+            self.proxies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(proxy.clone(), std::time::Instant::now());
+        }
         let mut pending = self.lock();
         for d in &report.deltas {
             let cost_usd = if d.cost_usd.is_finite() && d.cost_usd > 0.0 {
@@ -103,6 +117,13 @@ impl Ledger {
                     cost_usd,
                 });
         }
+    }
+
+    /// Proxies that reported within `within` (forgetting the others): the replicas sharing the traffic.
+    pub fn live_proxies(&self, within: Duration) -> u32 {
+        let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
+        proxies.retain(|_, at| at.elapsed() <= within);
+        u32::try_from(proxies.len()).unwrap_or(u32::MAX)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef, Pending>> {
@@ -272,6 +293,7 @@ mod tests {
             cost_usd: 0.5,
         };
         ledger.add(&UsageReport {
+            proxy: None,
             deltas: vec![delta.clone(), delta],
         });
         let taken = ledger.take();
@@ -285,5 +307,24 @@ mod tests {
         let report: UsageReport = serde_json::from_str(text).unwrap();
         assert_eq!(report.deltas[0].output_tokens, 3);
         assert_eq!(serde_json::to_string(&report).unwrap(), text);
+        let with_proxy = r#"{"proxy":"p-1","deltas":[]}"#;
+        let report: UsageReport = serde_json::from_str(with_proxy).unwrap();
+        assert_eq!(report.proxy.as_deref(), Some("p-1"));
+    }
+
+    #[test]
+    fn live_proxies_are_those_heard_from_lately() {
+        let ledger = Ledger::default();
+        for proxy in ["a-1", "b-1", "a-1"] {
+            ledger.add(&UsageReport {
+                proxy: Some(proxy.into()),
+                deltas: vec![],
+            });
+        }
+        ledger.add(&UsageReport::default());
+        assert_eq!(ledger.live_proxies(Duration::from_secs(20)), 2);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(ledger.live_proxies(Duration::from_millis(1)), 0);
+        assert_eq!(ledger.live_proxies(Duration::from_secs(20)), 0, "forgotten");
     }
 }

@@ -272,7 +272,20 @@ impl Delta {
 #[derive(Serialize, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 struct UsageReport {
+    /// This proxy process, so the leader can count live proxies (for local shares of limits).
+    proxy: String,
     deltas: Vec<UsageDelta>,
+}
+
+/// This process among the proxies: the pod name (a pod's host name) and the process id.
+fn instance() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tollgate-proxy".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -327,7 +340,7 @@ impl UsageTally {
     }
 }
 
-fn report_of(taken: &HashMap<ObjectRef, Delta>) -> UsageReport {
+fn report_of(proxy: &str, taken: &HashMap<ObjectRef, Delta>) -> UsageReport {
     let mut deltas: Vec<UsageDelta> = taken
         .iter()
         .map(|(id, d)| UsageDelta {
@@ -340,11 +353,16 @@ fn report_of(taken: &HashMap<ObjectRef, Delta>) -> UsageReport {
         })
         .collect();
     deltas.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    UsageReport { deltas }
+    UsageReport {
+        proxy: proxy.to_owned(),
+        deltas,
+    }
 }
 
-/// Sends the tally to the controller every `cfg.usage_interval`, forever.
+/// Sends the tally to the controller every `cfg.usage_interval`, forever. Idle proxies report too
+/// (an empty report): the leader counts the proxies it hears from to share limits among them.
 pub async fn report_usage(cfg: ControllerConfig, tally: Arc<UsageTally>) {
+    let proxy = instance();
     let client = match https_client::<Full<Bytes>>(&cfg.ca_file, false) {
         Ok(client) => client,
         Err(error) => {
@@ -355,10 +373,7 @@ pub async fn report_usage(cfg: ControllerConfig, tally: Arc<UsageTally>) {
     loop {
         tokio::time::sleep(cfg.usage_interval).await;
         let taken = tally.take();
-        if taken.is_empty() {
-            continue;
-        }
-        if let Err(error) = send_report(&cfg, &client, &report_of(&taken)).await {
+        if let Err(error) = send_report(&cfg, &client, &report_of(&proxy, &taken)).await {
             tracing::debug!(error = %format!("{error:#}"), "usage report not accepted; keeping it for the next one");
             tally.put_back(taken);
         }
@@ -436,11 +451,11 @@ mod tests {
         tally.record(&sub, 10, 12, 0.25);
         tally.record(&sub, 5, 12, 0.25);
         let taken = tally.take();
-        let report = report_of(&taken);
+        let report = report_of("proxy-7f-1", &taken);
         // The controller's side of this wire format is tested in tollgate-controller's usage module.
         assert_eq!(
             serde_json::to_string(&report).unwrap(),
-            r#"{"deltas":[{"namespace":"team","name":"sub","requests":2,"inputTokens":15,"outputTokens":24,"costUsd":0.5}]}"#
+            r#"{"proxy":"proxy-7f-1","deltas":[{"namespace":"team","name":"sub","requests":2,"inputTokens":15,"outputTokens":24,"costUsd":0.5}]}"#
         );
         tally.put_back(taken);
         tally.record(&sub, 1, 1, 0.0);
