@@ -320,6 +320,28 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
             sub("  consumer: c\n"),
             "spec.route: Required value",
         ),
+        (
+            "subscription whose daily budget exceeds its monthly one",
+            sub("  consumer: c\n  route: {name: r}\n  budget: {monthlyUsd: 10, dailyUsd: 20}\n"),
+            "budget.dailyUsd cannot be larger than budget.monthlyUsd",
+        ),
+        (
+            "consumer with a negative budget",
+            consumer("  keys: [{name: k, generate: true}]\n  budget: {monthlyUsd: -1}\n"),
+            "spec.budget.monthlyUsd: Invalid value",
+        ),
+        (
+            "route retry budget above 100 percent",
+            route(&format!("  prefix: /x\n{models}  retryBudget: {{percent: 150}}\n")),
+            "spec.retryBudget.percent: Invalid value",
+        ),
+        (
+            "provider key cooldown that is not a duration",
+            provider(
+                "  type: OpenAI\n  models: [{name: m}]\n  credentials: {secretRefs: [{name: s}], cooldown: soon}\n",
+            ),
+            "spec.credentials.cooldown: Invalid value",
+        ),
     ]
 }
 
