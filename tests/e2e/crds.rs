@@ -332,7 +332,9 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "route retry budget above 100 percent",
-            route(&format!("  prefix: /x\n{models}  retryBudget: {{percent: 150}}\n")),
+            route(&format!(
+                "  prefix: /x\n{models}  retryBudget: {{percent: 150}}\n"
+            )),
             "spec.retryBudget.percent: Invalid value",
         ),
         (

@@ -685,13 +685,21 @@ async fn usage_is_rolled_up_into_subscription_status() {
 
     // The leader counts the two reporting proxies and publishes the count in its Lease, from which
     // every replica compiles it into the snapshot (the proxies' local share of each limit).
-    let count = eventually("the proxy count in the Lease", Duration::from_secs(45), || async {
-        let count = setup.jsonpath(
-            "lease/tollgate-controller",
-            r"{.metadata.annotations.tollgate\.dev/proxy-replicas}",
-        );
-        if count == "2" { Ok(count) } else { Err(format!("annotation {count:?}")) }
-    })
+    let count = eventually(
+        "the proxy count in the Lease",
+        Duration::from_secs(45),
+        || async {
+            let count = setup.jsonpath(
+                "lease/tollgate-controller",
+                r"{.metadata.annotations.tollgate\.dev/proxy-replicas}",
+            );
+            if count == "2" {
+                Ok(count)
+            } else {
+                Err(format!("annotation {count:?}"))
+            }
+        },
+    )
     .await;
     println!("proxy count in the Lease: {count}");
 }
