@@ -47,11 +47,6 @@ impl Started {
         self.child.id()
     }
 
-    /// The child's stdout, if it was piped.
-    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
-        self.child.stdout.take()
-    }
-
     /// The process and its children (nginx's workers), whose memory and CPU add up.
     pub fn family(&self) -> Vec<u32> {
         let mut pids = vec![self.pid()];

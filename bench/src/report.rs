@@ -223,7 +223,7 @@ impl Report {
             w,
             "Each figure: median of {} runs of {:.0} s (fixed-rate runs: at least 10 s), [min–max] in brackets, after a {:.0} s warm-up per path. \
              Load generator {}; nginx {}; commit {}. Tollgate ran the full pipeline with the {} snapshot, \
-             access log on (its stdout read through a pipe).\n",
+             access log on (its stdout into a file).\n",
             self.reps,
             self.duration_s,
             self.warmup_s,

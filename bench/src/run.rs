@@ -438,6 +438,7 @@ fn run_phases(
             .as_ref()
             .context("tollgate without access log")?;
         thread::sleep(Duration::from_millis(300));
+        let (lines, sample) = targets::count_log_lines(log)?;
         let answered: u64 = runs
             .iter()
             .filter(|r| r.target == Kind::Tollgate)
@@ -445,14 +446,14 @@ fn run_phases(
             .sum();
         let sanity_calls = checks.iter().filter(|c| c.target == Kind::Tollgate).count() as u64;
         access_log = Some(AccessLogRecord {
-            lines: log.lines.load(Ordering::Relaxed),
+            lines,
             calls: answered + sanity_calls,
             cut_at_deadline: runs
                 .iter()
                 .filter(|r| r.target == Kind::Tollgate)
                 .map(|r| r.outcome.cut_at_deadline)
                 .sum(),
-            sample: log.first.lock().expect("not poisoned").clone(),
+            sample,
         });
         metrics = Some(
             match procs::http_call(targets::admin_addr(), "GET", "/metrics", &[], b"") {

@@ -6,10 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -17,6 +14,9 @@ use serde::Serialize;
 
 use crate::nginx;
 use crate::procs::{self, Started};
+
+/// Numbers Tollgate's access-log files, one per start.
+static LOG_FILES: AtomicU64 = AtomicU64::new(0);
 
 /// Ports, fixed so a run is easy to reproduce by hand.
 pub const UPSTREAM_PORT: u16 = 18080;
@@ -80,13 +80,23 @@ pub struct Launch {
     pub proxy_cpu: String,
 }
 
-/// Counts Tollgate's access-log lines as they arrive on its stdout, keeping the first as a sample.
-#[derive(Default)]
-pub struct AccessLog {
-    /// Lines seen so far.
-    pub lines: AtomicU64,
-    /// The first line, to show its shape in the report.
-    pub first: Mutex<Option<String>>,
+/// Lines in Tollgate's access-log file, and the first one as a sample.
+pub fn count_log_lines(path: &Path) -> anyhow::Result<(u64, Option<String>)> {
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let mut lines = u64::from(first.ends_with('\n'));
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        let n = buf.len();
+        reader.consume(n);
+    }
+    let first = first.trim_end();
+    Ok((lines, (!first.is_empty()).then(|| first.to_owned())))
 }
 
 /// A running proxy under test (the direct path has none).
@@ -94,8 +104,8 @@ pub struct Proxy {
     /// Which one.
     pub kind: Kind,
     process: Started,
-    /// Tollgate's access log, when this is Tollgate.
-    pub access_log: Option<Arc<AccessLog>>,
+    /// Tollgate's access-log file, when this is Tollgate.
+    pub access_log: Option<PathBuf>,
 }
 
 impl Proxy {
@@ -201,20 +211,15 @@ fn start(
                         .replace("{admin}", &admin_addr().to_string())
                 })
                 .collect();
-            let mut process =
-                Started::spawn("tollgate", &launch.proxy_cpu, bin, &args, Stdio::piped())?;
-            let stdout = process.take_stdout().context("tollgate stdout")?;
-            let log = Arc::new(AccessLog::default());
-            let counter = log.clone();
-            // Reading the pipe, as a container runtime would, costs the proxy the same write(2) per line.
-            thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if counter.lines.fetch_add(1, Ordering::Relaxed) == 0 {
-                        *counter.first.lock().expect("not poisoned") = Some(line);
-                    }
-                }
-            });
+            // A file, not a pipe: a reader that falls behind would back the lines up inside the proxy
+            // and show up as its memory. Every line still costs the proxy its write(2).
+            let log = launch.work.join(format!(
+                "tollgate-{}.log",
+                LOG_FILES.fetch_add(1, Ordering::Relaxed)
+            ));
+            let file = File::create(&log).with_context(|| log.display().to_string())?;
+            let process =
+                Started::spawn("tollgate", &launch.proxy_cpu, bin, &args, Stdio::from(file))?;
             (process, Some(log))
         }
     };
