@@ -4,7 +4,6 @@
 //! leaves a provider's endpoint and connect timeout alone keeps its warm connections.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,11 +25,10 @@ struct Pool {
     client: HttpClient,
 }
 
-/// Every upstream pool, plus the credential rotation counter.
+/// Every upstream pool.
 pub struct Upstreams {
     tls: rustls::ClientConfig,
     pools: RwLock<HashMap<ObjectRef, Arc<Pool>>>,
-    next_credential: AtomicUsize,
 }
 
 /// Why an upstream call produced no response.
@@ -68,7 +66,6 @@ impl Upstreams {
         Self {
             tls,
             pools: RwLock::new(HashMap::new()),
-            next_credential: AtomicUsize::new(0),
         }
     }
 
@@ -111,22 +108,6 @@ impl Upstreams {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(https)
-    }
-
-    /// The credential header for the next call to `provider` (keys of a pool are used in turn).
-    pub fn credential(&self, provider: &Provider) -> Option<(HeaderName, HeaderValue)> {
-        if provider.credentials.is_empty() {
-            return None;
-        }
-        let i = self.next_credential.fetch_add(1, Ordering::Relaxed) % provider.credentials.len();
-        let name = HeaderName::from_bytes(provider.auth.header.as_bytes()).ok()?;
-        let mut value = HeaderValue::from_str(&format!(
-            "{}{}",
-            provider.auth.prefix, provider.credentials[i].0
-        ))
-        .ok()?;
-        value.set_sensitive(true);
-        Some((name, value))
     }
 
     /// The credential header for key `index` of the provider's pool (as chosen by [`crate::health`],

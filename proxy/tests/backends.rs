@@ -393,3 +393,45 @@ async fn a_refused_key_rests_and_the_pool_carries_on() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_translated_providers_key_pool_fails_over_too() {
+    const GOOD: &str = "sk-ant-good";
+    let fake = support::anthropic_fake::start(GOOD).await;
+    let mut anthropic = support::translated::typed(
+        ProviderType::Anthropic,
+        &fake.url(),
+        GOOD,
+        "claude-sonnet-4-5",
+    );
+    anthropic.credentials = vec![Credential("sk-ant-revoked".into()), Credential(GOOD.into())];
+    let proxy = TestProxy::start(support::translated::table(
+        vec![anthropic],
+        "claude-sonnet-4-5",
+    ))
+    .await;
+    let body = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..6 {
+        let reply = post(&proxy.url(CHAT), support::translated::CLIENT_KEY, &body).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    let keys: Vec<String> = fake
+        .seen()
+        .iter()
+        .filter_map(|s| s.header("x-api-key").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.as_str() == "sk-ant-revoked")
+            .count(),
+        1,
+        "the refused key rests after its 401: {keys:?}"
+    );
+    assert_eq!(keys.iter().filter(|k| k.as_str() == GOOD).count(), 6);
+    proxy.stop().await;
+}

@@ -339,10 +339,11 @@ pub fn scrub(message: &str, secrets: &[String]) -> String {
 fn authenticate(
     shared: &Shared,
     provider: &Provider,
+    key: Option<usize>,
     request: &mut Request<Full<Bytes>>,
     body: &[u8],
 ) -> Result<(), Failed> {
-    let Some((name, value)) = shared.upstreams.credential(provider) else {
+    let Some((name, value)) = shared.upstreams.credential_at(provider, key) else {
         return Ok(());
     };
     if provider.provider_type != ProviderType::Bedrock {
@@ -453,7 +454,12 @@ async fn exchange(
     if let Ok(id) = HeaderValue::from_str(&call.request_id) {
         request.headers_mut().insert("x-request-id", id);
     }
-    authenticate(shared, provider, &mut request, &body)?;
+    // The pool's next key that is not resting after a 401/403/429; remembered to rest it if refused.
+    call.key = shared
+        .health
+        .of(provider)
+        .pick_key(provider.credentials.len(), crate::clock::now_unix_ms());
+    authenticate(shared, provider, call.key, &mut request, &body)?;
 
     let t = provider.timeouts;
     let deadline =
