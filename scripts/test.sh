@@ -11,11 +11,19 @@ step() { printf '\n== %s\n' "$*"; }
 step "control-plane binaries"
 time bash tests/controlplane/ensure.sh
 
-# The proxy's cluster-wide limit tests start their own redis-server on a free loopback port.
+# The proxy's cluster-wide limit tests start their own redis-server on a free loopback port (and stop it).
 step "redis-server"
 if ! command -v redis-server >/dev/null; then
+  # Without a policy, the package would start a Redis service on port 6379 and leave it running.
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+  if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 redis-server --version
 
