@@ -274,35 +274,7 @@ async fn openai_attempt(
         request.headers_mut().insert(name, value);
     }
 
-    let t = provider.timeouts;
-    let deadline =
-        tokio::time::Instant::from_std(call.started()) + Duration::from_millis(t.total_ms);
-    let headers_due = Duration::from_millis(t.connect_ms + t.first_byte_ms)
-        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-    let upstream = match shared.upstreams.send(provider, request, headers_due).await {
-        Ok(response) => response,
-        Err(UpstreamError::Connect) => {
-            return Err(Failed::Retry(ApiError::upstream(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
-                format!("Provider {who} could not be reached."),
-            )));
-        }
-        Err(UpstreamError::Timeout) => {
-            return Err(Failed::Retry(ApiError::upstream(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!("Provider {who} did not answer in time."),
-            )));
-        }
-        Err(UpstreamError::Broken) => {
-            return Err(Failed::Retry(ApiError::upstream(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("The connection to provider {who} failed before it answered."),
-            )));
-        }
-    };
+    let (upstream, deadline) = send_upstream(shared, provider, request, call).await?;
 
     let status = upstream.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -351,7 +323,7 @@ async fn openai_attempt(
     let relay = Relay::new(
         upstream.into_body(),
         mode,
-        Duration::from_millis(t.idle_ms),
+        Duration::from_millis(provider.timeouts.idle_ms),
         deadline,
     );
     let mut response = Response::new(ResponseBody::relay(relay));
@@ -365,4 +337,44 @@ async fn openai_attempt(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     Ok(response)
+}
+
+/// Sends `request` to `provider`, waiting for the response headers no longer than its connect and first-byte
+/// timeouts allow within the call's total deadline; transport failures become retryable errors.
+/// Returns the response and that total deadline.
+pub(crate) async fn send_upstream(
+    shared: &Shared,
+    provider: &Provider,
+    request: Request<Full<Bytes>>,
+    call: &Call,
+) -> Result<(Response<hyper::body::Incoming>, tokio::time::Instant), Failed> {
+    let t = provider.timeouts;
+    let deadline =
+        tokio::time::Instant::from_std(call.started()) + Duration::from_millis(t.total_ms);
+    let headers_due = Duration::from_millis(t.connect_ms + t.first_byte_ms)
+        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    let who = &provider.id;
+    match shared.upstreams.send(provider, request, headers_due).await {
+        Ok(response) => Ok((response, deadline)),
+        Err(error) => {
+            let (status, code, message) = match error {
+                UpstreamError::Connect => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    format!("Provider {who} could not be reached."),
+                ),
+                UpstreamError::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    format!("Provider {who} did not answer in time."),
+                ),
+                UpstreamError::Broken => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    format!("The connection to provider {who} failed before it answered."),
+                ),
+            };
+            Err(Failed::Retry(ApiError::upstream(status, code, message)))
+        }
+    }
 }

@@ -27,7 +27,7 @@ use serde_json::Value;
 use tollgate_snapshot::{Backend, Provider, ProviderType};
 
 use crate::body::ResponseBody;
-use crate::dispatch::{Ask, Endpoint, Failed};
+use crate::dispatch::{Ask, Endpoint, Failed, send_upstream};
 use crate::error::ApiError;
 use crate::fake::{self, FakeAnswer};
 use crate::inbound_anthropic::{self, AnthropicEncoder, AnthropicPassthrough};
@@ -35,7 +35,7 @@ use crate::openai::RequestDoc;
 use crate::record::Call;
 use crate::relay::{Relay, RelayMode};
 use crate::state::Shared;
-use crate::upstream::UpstreamError;
+
 use chat::{Answer, ChatRequest};
 use stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Translate};
 
@@ -461,35 +461,7 @@ async fn exchange(
         .pick_key(provider.credentials.len(), crate::clock::now_unix_ms());
     authenticate(shared, provider, call.key, &mut request, &body)?;
 
-    let t = provider.timeouts;
-    let deadline =
-        tokio::time::Instant::from_std(call.started()) + Duration::from_millis(t.total_ms);
-    let headers_due = Duration::from_millis(t.connect_ms + t.first_byte_ms)
-        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-    let upstream = match shared.upstreams.send(provider, request, headers_due).await {
-        Ok(response) => response,
-        Err(UpstreamError::Connect) => {
-            return Err(Failed::Retry(ApiError::upstream(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
-                format!("Provider {who} could not be reached."),
-            )));
-        }
-        Err(UpstreamError::Timeout) => {
-            return Err(Failed::Retry(ApiError::upstream(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!("Provider {who} did not answer in time."),
-            )));
-        }
-        Err(UpstreamError::Broken) => {
-            return Err(Failed::Retry(ApiError::upstream(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("The connection to provider {who} failed before it answered."),
-            )));
-        }
-    };
+    let (upstream, deadline) = send_upstream(shared, provider, request, call).await?;
     let status = upstream.status();
     let (parts, incoming) = upstream.into_parts();
     if !status.is_success() {
@@ -502,7 +474,7 @@ async fn exchange(
         return Err(failure(provider, &out.wire, status, &parts.headers, &text));
     }
     let anthropic_caller = ask.endpoint == Endpoint::Messages;
-    let idle = Duration::from_millis(t.idle_ms);
+    let idle = Duration::from_millis(provider.timeouts.idle_ms);
 
     if ask.stream {
         let mode = match (&out.wire, anthropic_caller) {
