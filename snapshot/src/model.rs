@@ -3,7 +3,6 @@
 //! The serialisable part ([`Content`]) holds only vectors in a canonical order, so encoding is
 //! deterministic. Hash maps for the hot path are rebuilt by [`Snapshot::from_content`] after decoding.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -409,9 +408,10 @@ pub struct Content {
 /// Lookups the hot path needs, rebuilt from [`Content`].
 #[derive(Clone, Debug, Default)]
 struct Index {
-    // Digests are uniformly random and index pairs are ours: a fast unkeyed hash is safe for both.
+    // Digests are uniformly random, index pairs are ours and prefixes come from the cluster's resources
+    // like the object names the compiler indexes the same way: a fast unkeyed hash suits all three.
     by_key: FxHashMap<KeyDigest, (ConsumerIdx, u32)>,
-    by_prefix: HashMap<String, Vec<RouteIdx>>,
+    by_prefix: FxHashMap<String, Vec<RouteIdx>>,
     by_consumer_route: FxHashMap<(ConsumerIdx, RouteIdx), u32>,
     // Route models need no index: each route's are few and sorted by name (checked on decode).
 }
@@ -600,7 +600,7 @@ impl Index {
         let keys = content.consumers.iter().map(|c| c.keys.len()).sum();
         let mut index = Index {
             by_key: map_with_capacity(keys),
-            by_prefix: HashMap::with_capacity(content.routes.len()),
+            by_prefix: map_with_capacity(content.routes.len()),
             by_consumer_route: map_with_capacity(content.subscriptions.len()),
         };
         for (c, consumer) in content.consumers.iter().enumerate() {
