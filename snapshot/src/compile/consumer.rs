@@ -8,7 +8,7 @@ use tollgate_crds::{Consumer as ConsumerObject, condition_type};
 use super::objects::{Item, by_age, join_list, namespace_of, sentences};
 use super::secrets::{SecretProblem, Secrets};
 use crate::fx::{FxHashMap, map_with_capacity};
-use crate::model::{Consumer, ConsumerIdx, ConsumerKey, KeyDigest, ObjectRef};
+use crate::model::{Consumer, ConsumerIdx, ConsumerKey, KeyDigest};
 use crate::verdict::{ConsumerDetail, Detail, Kind, Verdict, VerdictCondition};
 
 /// What subscriptions need to know about a consumer object.
@@ -68,7 +68,7 @@ pub(crate) fn compile_consumers<'a>(
                 );
                 let verdict = Verdict {
                     kind: Kind::Consumer,
-                    id: item.id.clone(),
+                    id: item.id.to_ref(),
                     generation: item.generation,
                     conditions: vec![
                         VerdictCondition::new(
@@ -92,7 +92,7 @@ pub(crate) fn compile_consumers<'a>(
                 let verdict = accepted_verdict(item, &resolved);
                 let idx = table.consumers.len() as ConsumerIdx;
                 table.consumers.push(Consumer {
-                    id: item.id.clone(),
+                    id: item.id.to_ref(),
                     keys: resolved.keys,
                     limits: super::traffic::limits_of(item.obj.spec.limits.as_ref()),
                     budget: super::traffic::budget_of(item.obj.spec.budget.as_ref()),
@@ -139,7 +139,7 @@ fn resolve_keys(
     now_unix: i64,
     owners: &mut FxHashMap<KeyDigest, usize>,
 ) -> Resolved {
-    let namespace = item.id.namespace.as_str();
+    let namespace = item.id.namespace;
     let mut out = Resolved {
         keys: Vec::with_capacity(item.obj.spec.keys.len()),
         problems: Vec::new(),
@@ -151,7 +151,7 @@ fn resolve_keys(
         let (secret_name, secret_key) = match &key.secret_ref {
             Some(r) => (r.name.as_str(), r.key.as_str()),
             None => {
-                generated = key.generated_secret_name(&item.id.name);
+                generated = key.generated_secret_name(item.id.name);
                 (generated.as_str(), tollgate_crds::DEFAULT_SECRET_KEY)
             }
         };
@@ -189,7 +189,7 @@ fn resolve_keys(
         let digest = KeyDigest::of(value);
         let owner = *owners.entry(digest).or_insert(me);
         if owner != me {
-            let other: &ObjectRef = &items[owner].id;
+            let other = items[owner].id;
             let whose = if other.namespace == namespace {
                 format!("consumer {other}")
             } else {
@@ -292,7 +292,7 @@ fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Ver
     };
     Verdict {
         kind: Kind::Consumer,
-        id: item.id.clone(),
+        id: item.id.to_ref(),
         generation: item.generation,
         conditions: vec![accepted, refs, ready],
         detail: Detail::Consumer(ConsumerDetail {

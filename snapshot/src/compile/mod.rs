@@ -152,7 +152,7 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
         }
         for d in &subscriptions.duplicates {
             let spec = &d.obj.spec;
-            let route_ns = spec.route.namespace.as_deref().unwrap_or(&d.id.namespace);
+            let route_ns = spec.route.namespace.as_deref().unwrap_or(d.id.namespace);
             verdicts.push(duplicate(
                 Kind::ApiSubscription,
                 d,
@@ -193,7 +193,7 @@ fn duplicate<T>(kind: Kind, item: &objects::Item<'_, T>, detail: Detail) -> Verd
     );
     Verdict {
         kind,
-        id: item.id.clone(),
+        id: item.id.to_ref(),
         generation: item.generation,
         conditions: vec![
             VerdictCondition::new(condition_type::ACCEPTED, false, "Duplicate", message),

@@ -1,6 +1,7 @@
 //! Reading object metadata defensively, ordering objects canonically, and setting duplicates aside.
 
 use std::cmp::Ordering;
+use std::fmt;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -37,9 +38,30 @@ pub(crate) fn namespace_of(meta: &ObjectMeta) -> &str {
     }
 }
 
+/// `namespace/name` borrowed from an input object: ordered and printed like [`ObjectRef`], which is only
+/// built (two allocations) for what goes into the table and the verdicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Id<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+impl Id<'_> {
+    /// The owned reference.
+    pub fn to_ref(self) -> ObjectRef {
+        ObjectRef::new(self.namespace, self.name)
+    }
+}
+
+impl fmt::Display for Id<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// One input object with what compiling needs from its metadata.
 pub(crate) struct Item<'a, T> {
-    pub id: ObjectRef,
+    pub id: Id<'a>,
     pub generation: Option<i64>,
     /// `None` sorts first: an object without a creation time counts as the oldest.
     pub created: Option<Timestamp>,
@@ -69,7 +91,10 @@ pub(crate) fn collect<T: Object>(objects: &[T]) -> Collected<'_, T> {
         .map(|obj| {
             let meta = obj.meta();
             Item {
-                id: ObjectRef::new(namespace_of(meta), meta.name.clone().unwrap_or_default()),
+                id: Id {
+                    namespace: namespace_of(meta),
+                    name: meta.name.as_deref().unwrap_or_default(),
+                },
                 generation: meta.generation,
                 created: meta.creation_timestamp.as_ref().map(|t| t.0),
                 obj,

@@ -192,7 +192,7 @@ fn compile_one(
 
     let mut verdict = Verdict {
         kind: Kind::ModelProvider,
-        id: item.id.clone(),
+        id: item.id.to_ref(),
         generation: item.generation,
         conditions: Vec::with_capacity(3),
         detail: Detail::Provider(ProviderDetail {
@@ -231,7 +231,7 @@ fn compile_one(
         ),
     ));
 
-    let namespace = item.id.namespace.as_str();
+    let namespace = item.id.namespace;
     let mut credentials = Vec::new();
     let mut problems: Vec<(&'static str, String)> = Vec::new();
     let refs = spec.credentials.iter().flat_map(|c| &c.secret_refs);
@@ -324,7 +324,7 @@ fn compile_one(
     };
     verdict.conditions.push(ready);
     let provider = Provider {
-        id: item.id.clone(),
+        id: item.id.to_ref(),
         provider_type,
         endpoint,
         auth: auth_scheme(provider_type),

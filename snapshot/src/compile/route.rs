@@ -212,7 +212,7 @@ fn rejected(
 ) -> Verdict {
     Verdict {
         kind: Kind::AIRoute,
-        id: item.id.clone(),
+        id: item.id.to_ref(),
         generation: item.generation,
         conditions: vec![
             VerdictCondition::new(condition_type::ACCEPTED, false, reason, message),
@@ -242,7 +242,7 @@ fn build(
     now_unix: i64,
 ) -> (Verdict, Route) {
     let spec = &item.obj.spec;
-    let namespace = item.id.namespace.as_str();
+    let namespace = item.id.namespace;
     let endpoint = format!("{}/v1", valid.prefix);
     let mut problems: Vec<Problem> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
@@ -390,7 +390,7 @@ fn build(
 
     let verdict = Verdict {
         kind: Kind::AIRoute,
-        id: item.id.clone(),
+        id: item.id.to_ref(),
         generation: item.generation,
         conditions,
         detail: Detail::Route(RouteDetail {
@@ -400,7 +400,7 @@ fn build(
         }),
     };
     let route = Route {
-        id: item.id.clone(),
+        id: item.id.to_ref(),
         prefix: valid.prefix.clone(),
         hostnames: valid.hostnames.clone(),
         stage: spec.stage,

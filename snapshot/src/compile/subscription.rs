@@ -149,7 +149,7 @@ pub(crate) fn plan_subscriptions(
             same_team: target.id.namespace == item.id.namespace,
         });
         planned.subscriptions.push(Subscription {
-            id: item.id.clone(),
+            id: item.id.to_ref(),
             consumer,
             route,
             phase,
@@ -176,7 +176,7 @@ pub(crate) fn count_approved(approved: &FxHashMap<usize, u32>, verdicts: &mut [V
 /// The route a subscription names, as `namespace/name`.
 fn route_name(item: &Item<'_, ApiSubscription>) -> String {
     let route = &item.obj.spec.route;
-    let namespace = route.namespace.as_deref().unwrap_or(&item.id.namespace);
+    let namespace = route.namespace.as_deref().unwrap_or(item.id.namespace);
     let mut name = String::with_capacity(namespace.len() + 1 + route.name.len());
     name.push_str(namespace);
     name.push('/');
@@ -236,7 +236,7 @@ pub(crate) fn write_verdicts(
         );
         verdicts.push(Verdict {
             kind: Kind::ApiSubscription,
-            id: item.id.clone(),
+            id: item.id.to_ref(),
             generation: item.generation,
             conditions: vec![accepted, resolved_refs, ready],
             detail: Detail::Subscription(SubscriptionDetail {
@@ -256,7 +256,7 @@ fn refs(
     routes: &RouteTable<'_>,
 ) -> Result<(ConsumerIdx, RouteIdx), (&'static str, String)> {
     let spec = &item.obj.spec;
-    let namespace = item.id.namespace.as_str();
+    let namespace = item.id.namespace;
     let c = match consumers.by_id.get(&(namespace, spec.consumer.as_str())) {
         Some(ConsumerState { idx: Some(c) }) => *c,
         Some(ConsumerState { idx: None }) => {
@@ -335,7 +335,7 @@ fn invalid(
     ];
     Verdict {
         kind: Kind::ApiSubscription,
-        id: item.id.clone(),
+        id: item.id.to_ref(),
         generation: item.generation,
         conditions,
         detail: Detail::Subscription(SubscriptionDetail {
