@@ -13,16 +13,40 @@ const BUFFER: usize = 64 * 1024;
 
 /// Hex SHA-256 of the canonical binary form of `value`.
 pub(crate) fn content_hash<T: Serialize>(value: &T) -> String {
-    let mut sink = Sink {
-        sha: Sha256::new(),
-        buf: Vec::with_capacity(BUFFER),
-    };
-    sink.buf.extend_from_slice(DOMAIN);
-    value
-        .serialize(&mut sink)
-        .expect("every snapshot value has a canonical form");
-    sink.sha.update(&sink.buf);
-    hex::encode(sink.sha.finalize())
+    let mut hasher = ContentHasher::new();
+    hasher.add(value);
+    hasher.finish()
+}
+
+/// [`content_hash`] fed one part at a time. A struct's form is its fields' forms in order, so adding a
+/// struct's fields one by one gives the struct's hash: the compiler hashes the first tables of a
+/// snapshot while it still works on the last.
+pub(crate) struct ContentHasher {
+    sink: Sink,
+}
+
+impl ContentHasher {
+    /// A hash of nothing yet.
+    pub fn new() -> Self {
+        let mut sink = Sink {
+            sha: Sha256::new(),
+            buf: Vec::with_capacity(BUFFER),
+        };
+        sink.buf.extend_from_slice(DOMAIN);
+        Self { sink }
+    }
+
+    /// Appends the canonical form of `part`.
+    pub fn add<T: Serialize + ?Sized>(&mut self, part: &T) {
+        part.serialize(&mut self.sink)
+            .expect("every snapshot value has a canonical form");
+    }
+
+    /// Hex SHA-256 of everything added.
+    pub fn finish(mut self) -> String {
+        self.sink.sha.update(&self.sink.buf);
+        hex::encode(self.sink.sha.finalize())
+    }
 }
 
 struct Sink {

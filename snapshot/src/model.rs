@@ -407,7 +407,7 @@ pub struct Content {
 
 /// Lookups the hot path needs, rebuilt from [`Content`].
 #[derive(Clone, Debug, Default)]
-struct Index {
+pub(crate) struct Index {
     // Digests are uniformly random, index pairs are ours and prefixes come from the cluster's resources
     // like the object names the compiler indexes the same way: a fast unkeyed hash suits all three.
     by_key: FxHashMap<KeyDigest, (ConsumerIdx, u32)>,
@@ -455,6 +455,20 @@ impl Snapshot {
     pub fn from_content(version: u64, content: Content) -> Self {
         let hash = crate::digest::content_hash(&content);
         let index = Index::build(&content);
+        Self {
+            version,
+            hash,
+            content,
+            index,
+        }
+    }
+
+    /// Wraps content hashed and indexed by an [`Assembly`].
+    pub(crate) fn assembled(
+        version: u64,
+        content: Content,
+        (hash, index): (String, Index),
+    ) -> Self {
         Self {
             version,
             hash,
@@ -597,30 +611,74 @@ fn pick_by_host(routes: &[Route], candidates: &[RouteIdx], host: Option<&str>) -
 
 impl Index {
     fn build(content: &Content) -> Self {
-        let keys = content.consumers.iter().map(|c| c.keys.len()).sum();
+        let mut index = Self::of_tables(&content.routes, &content.consumers);
+        index.add_subscriptions(&content.subscriptions);
+        index
+    }
+
+    /// Key and prefix lookups; subscriptions come later ([`Index::add_subscriptions`]).
+    fn of_tables(routes: &[Route], consumers: &[Consumer]) -> Self {
+        let keys = consumers.iter().map(|c| c.keys.len()).sum();
         let mut index = Index {
             by_key: map_with_capacity(keys),
-            by_prefix: map_with_capacity(content.routes.len()),
-            by_consumer_route: map_with_capacity(content.subscriptions.len()),
+            by_prefix: map_with_capacity(routes.len()),
+            by_consumer_route: FxHashMap::default(),
         };
-        for (c, consumer) in content.consumers.iter().enumerate() {
+        for (c, consumer) in consumers.iter().enumerate() {
             for (k, key) in consumer.keys.iter().enumerate() {
                 index.by_key.insert(key.digest, (c as u32, k as u32));
             }
         }
-        for (r, route) in content.routes.iter().enumerate() {
+        for (r, route) in routes.iter().enumerate() {
             index
                 .by_prefix
                 .entry(route.prefix.clone())
                 .or_default()
                 .push(r as u32);
         }
-        for (s, sub) in content.subscriptions.iter().enumerate() {
-            index
-                .by_consumer_route
+        index
+    }
+
+    fn add_subscriptions(&mut self, subscriptions: &[Subscription]) {
+        self.by_consumer_route.reserve(subscriptions.len());
+        for (s, sub) in subscriptions.iter().enumerate() {
+            self.by_consumer_route
                 .insert((sub.consumer, sub.route), s as u32);
         }
-        index
+    }
+}
+
+/// Hashes and indexes a snapshot's tables as they become ready, in [`Content`]'s field order; the
+/// result is the one [`Snapshot::from_content`] gives. The compiler hashes providers, routes and
+/// consumers while it still plans subscriptions.
+pub(crate) struct Assembly {
+    hasher: crate::digest::ContentHasher,
+    index: Index,
+}
+
+impl Assembly {
+    /// Starts on the first three tables.
+    pub fn new(providers: &[Provider], routes: &[Route], consumers: &[Consumer]) -> Self {
+        let mut hasher = crate::digest::ContentHasher::new();
+        hasher.add(providers);
+        hasher.add(routes);
+        hasher.add(consumers);
+        Self {
+            hasher,
+            index: Index::of_tables(routes, consumers),
+        }
+    }
+
+    /// Adds the remaining fields; returns the hash and the finished lookups.
+    pub fn finish(
+        mut self,
+        subscriptions: &[Subscription],
+        proxy_replicas: u32,
+    ) -> (String, Index) {
+        self.hasher.add(subscriptions);
+        self.hasher.add(&proxy_replicas);
+        self.index.add_subscriptions(subscriptions);
+        (self.hasher.finish(), self.index)
     }
 }
 

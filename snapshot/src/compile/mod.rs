@@ -14,9 +14,12 @@ mod subscription;
 mod traffic;
 
 use k8s_openapi::api::core::v1::Secret;
+use subscription::VerdictQueue;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, Phase, condition_type};
 
-use crate::model::{Content, Snapshot};
+use std::sync::{Arc, mpsc};
+
+use crate::model::{Assembly, Content, Snapshot, Subscription};
 use crate::verdict::{
     ConsumerDetail, Detail, Kind, ProviderDetail, RouteDetail, SubscriptionDetail, Verdict,
     VerdictCondition,
@@ -61,8 +64,8 @@ pub struct Compiled {
 /// Compiles resources into a routing table with the given version, and says what it made of each object.
 ///
 /// Work that does not depend on each other runs on two threads (consumers beside providers and routes;
-/// subscription verdicts beside hashing the table); results are joined in a fixed order, so the output
-/// does not depend on scheduling.
+/// planning subscriptions beside hashing the other tables; subscription verdicts, in chunks, on both);
+/// results are joined in a fixed order, so the output does not depend on scheduling.
 pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
     let secrets = secrets::Secrets::new(&inputs.secrets);
     let now = inputs.now_unix;
@@ -92,89 +95,101 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
     let (consumers, subscriptions, consumer_table, mut consumer_verdicts) = right;
     verdicts.append(&mut consumer_verdicts);
 
-    let planned =
-        subscription::plan_subscriptions(&subscriptions.items, &consumer_table, &route_table);
-    subscription::count_approved(&planned.approved, &mut verdicts);
-    let subscription_list = planned.subscriptions;
+    // The first three tables are final: a second thread hashes and indexes them while subscriptions are
+    // planned, then hashes the subscriptions and joins in writing their verdicts.
+    let proxy_replicas = inputs.proxy_replicas;
+    let (subscription_list, assembled, mut written) = std::thread::scope(|scope| {
+        let (hand_over, handed) = mpsc::channel::<(Vec<Subscription>, Arc<VerdictQueue>)>();
+        let tables = (
+            &provider_table.providers,
+            &route_table.routes,
+            &consumer_table.consumers,
+        );
+        let hashing = scope.spawn(move || {
+            let assembly = Assembly::new(tables.0, tables.1, tables.2);
+            // No hand-over means the planning thread panicked; the scope passes its panic on.
+            let (list, queue) = handed.recv().ok()?;
+            let assembled = assembly.finish(&list, proxy_replicas);
+            let written = queue.drain();
+            Some((list, assembled, written))
+        });
+        let planned =
+            subscription::plan_subscriptions(&subscriptions.items, &consumer_table, &route_table);
+        subscription::count_approved(&planned.approved, &mut verdicts);
+        let queue = Arc::new(VerdictQueue::new(&subscriptions.items, planned.outcomes));
+        // Fails only if the hashing thread panicked, which joining it passes on.
+        let _ = hand_over.send((planned.subscriptions, Arc::clone(&queue)));
+        let mut written = queue.drain();
+        let (list, assembled, theirs) = join(hashing).expect("subscriptions were handed over");
+        written.extend(theirs);
+        (list, assembled, written)
+    });
+    written.sort_unstable_by_key(|(position, _)| *position);
+    for (_, mut chunk) in written {
+        verdicts.append(&mut chunk);
+    }
     let content = Content {
         providers: provider_table.providers,
         routes: route_table.routes,
         consumers: consumer_table.consumers,
         subscriptions: subscription_list,
-        proxy_replicas: inputs.proxy_replicas,
+        proxy_replicas,
     };
+    let snapshot = Snapshot::assembled(version, content, assembled);
 
-    // Hashing the table takes about half as long as writing subscription verdicts: the hashing thread
-    // also writes the last third of them.
-    let mut outcomes = planned.outcomes;
-    let split = outcomes.len() * 2 / 3;
-    let tail_outcomes = outcomes.split_off(split);
-    let (head_items, tail_items) = subscriptions.items.split_at(split);
-    let snapshot = std::thread::scope(|scope| {
-        let hashed = scope.spawn(move || {
-            let snapshot = Snapshot::from_content(version, content);
-            let mut tail = Vec::with_capacity(tail_outcomes.len());
-            subscription::write_verdicts(tail_items, tail_outcomes, &mut tail);
-            (snapshot, tail)
-        });
-        subscription::write_verdicts(head_items, outcomes, &mut verdicts);
-        let (snapshot, mut tail) = join(hashed);
-        verdicts.append(&mut tail);
-        for d in &providers.duplicates {
-            verdicts.push(duplicate(
-                Kind::ModelProvider,
-                d,
-                Detail::Provider(ProviderDetail {
-                    endpoint: None,
-                    models: Vec::new(),
-                    credentials: 0,
-                }),
-            ));
-        }
-        for d in &routes.duplicates {
-            let endpoint = format!("{}/v1", d.obj.spec.prefix.trim_end_matches('/'));
-            verdicts.push(duplicate(
-                Kind::AIRoute,
-                d,
-                Detail::Route(RouteDetail {
-                    endpoint,
-                    served_models: Vec::new(),
-                    approved_subscriptions: 0,
-                }),
-            ));
-        }
-        for d in &consumers.duplicates {
-            verdicts.push(duplicate(
-                Kind::Consumer,
-                d,
-                Detail::Consumer(ConsumerDetail { active_keys: 0 }),
-            ));
-        }
-        for d in &subscriptions.duplicates {
-            let spec = &d.obj.spec;
-            let route_ns = spec.route.namespace.as_deref().unwrap_or(d.id.namespace);
-            verdicts.push(duplicate(
-                Kind::ApiSubscription,
-                d,
-                Detail::Subscription(SubscriptionDetail {
-                    phase: Phase::Invalid,
-                    effective_limits: None,
-                    effective_budget: None,
-                    route: format!("{route_ns}/{}", spec.route.name),
-                }),
-            ));
-        }
-        let duplicates = providers.duplicates.len()
-            + routes.duplicates.len()
-            + consumers.duplicates.len()
-            + subscriptions.duplicates.len();
-        if duplicates > 0 {
-            // Everything else arrived in kind and name order; stable, so a kept object's verdict
-            // stays ahead of its duplicates'.
-            verdicts.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.id.cmp(&b.id)));
-        }
-        snapshot
-    });
+    for d in &providers.duplicates {
+        verdicts.push(duplicate(
+            Kind::ModelProvider,
+            d,
+            Detail::Provider(ProviderDetail {
+                endpoint: None,
+                models: Vec::new(),
+                credentials: 0,
+            }),
+        ));
+    }
+    for d in &routes.duplicates {
+        let endpoint = format!("{}/v1", d.obj.spec.prefix.trim_end_matches('/'));
+        verdicts.push(duplicate(
+            Kind::AIRoute,
+            d,
+            Detail::Route(RouteDetail {
+                endpoint,
+                served_models: Vec::new(),
+                approved_subscriptions: 0,
+            }),
+        ));
+    }
+    for d in &consumers.duplicates {
+        verdicts.push(duplicate(
+            Kind::Consumer,
+            d,
+            Detail::Consumer(ConsumerDetail { active_keys: 0 }),
+        ));
+    }
+    for d in &subscriptions.duplicates {
+        let spec = &d.obj.spec;
+        let route_ns = spec.route.namespace.as_deref().unwrap_or(d.id.namespace);
+        verdicts.push(duplicate(
+            Kind::ApiSubscription,
+            d,
+            Detail::Subscription(SubscriptionDetail {
+                phase: Phase::Invalid,
+                effective_limits: None,
+                effective_budget: None,
+                route: format!("{route_ns}/{}", spec.route.name),
+            }),
+        ));
+    }
+    let duplicates = providers.duplicates.len()
+        + routes.duplicates.len()
+        + consumers.duplicates.len()
+        + subscriptions.duplicates.len();
+    if duplicates > 0 {
+        // Everything else arrived in kind and name order; stable, so a kept object's verdict
+        // stays ahead of its duplicates'.
+        verdicts.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.id.cmp(&b.id)));
+    }
     Compiled { snapshot, verdicts }
 }
 

@@ -1,6 +1,8 @@
 //! `ApiSubscription` → [`Subscription`]: references, phase, and limits clamped to the route's.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Mutex, PoisonError};
 
 use tollgate_crds::{ApiSubscription, Approval, Decision, Phase, Stage, condition_type};
 
@@ -184,8 +186,64 @@ fn route_name(item: &Item<'_, ApiSubscription>) -> String {
     name
 }
 
+/// Subscriptions whose verdicts are to be written, in chunks that two threads take in turn. Each chunk's
+/// verdicts come back with its position, so their order does not depend on which thread wrote them.
+pub(crate) struct VerdictQueue<'i, 'a> {
+    items: &'i [Item<'a, ApiSubscription>],
+    chunks: Vec<Mutex<Option<Vec<Outcome>>>>,
+    next: AtomicUsize,
+}
+
+/// Small enough that the thread finishing first waits little for the other, large enough to cost
+/// nothing in taking turns.
+const CHUNK: usize = 512;
+
+impl<'i, 'a> VerdictQueue<'i, 'a> {
+    /// Queues the outcomes of `items` (one each, in the same order).
+    pub fn new(items: &'i [Item<'a, ApiSubscription>], outcomes: Vec<Outcome>) -> Self {
+        let mut chunks = Vec::with_capacity(outcomes.len().div_ceil(CHUNK));
+        let mut outcomes = outcomes.into_iter();
+        loop {
+            let chunk: Vec<Outcome> = outcomes.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(Mutex::new(Some(chunk)));
+        }
+        Self {
+            items,
+            chunks,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Writes chunks until none is left; returns them with their positions.
+    pub fn drain(&self) -> Vec<(usize, Vec<Verdict>)> {
+        let mut written = Vec::new();
+        loop {
+            let i = self.next.fetch_add(1, AtomicOrdering::Relaxed);
+            let Some(chunk) = self.chunks.get(i) else {
+                return written;
+            };
+            let outcomes = chunk
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .expect("each chunk is taken once");
+            let start = i * CHUNK;
+            let mut verdicts = Vec::with_capacity(outcomes.len());
+            write_verdicts(
+                &self.items[start..start + outcomes.len()],
+                outcomes,
+                &mut verdicts,
+            );
+            written.push((i, verdicts));
+        }
+    }
+}
+
 /// One verdict per subscription, in item order.
-pub(crate) fn write_verdicts(
+fn write_verdicts(
     items: &[Item<'_, ApiSubscription>],
     outcomes: Vec<Outcome>,
     verdicts: &mut Vec<Verdict>,
