@@ -92,7 +92,8 @@ pub(crate) fn compile_consumers<'a>(
                 let verdict = accepted_verdict(item, &resolved);
                 let idx = table.consumers.len() as ConsumerIdx;
                 table.consumers.push(Consumer {
-                    id: item.id.to_ref(),
+                    // A copy of a string just written is cheaper than reading the input's again.
+                    id: verdict.id.clone(),
                     keys: resolved.keys,
                     limits: super::traffic::limits_of(item.obj.spec.limits.as_ref()),
                     budget: super::traffic::budget_of(item.obj.spec.budget.as_ref()),

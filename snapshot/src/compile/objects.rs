@@ -186,17 +186,31 @@ fn content_of<T: Serialize>(obj: &T) -> Vec<u8> {
 
 /// "a", "a and b", "a, b and c", "a, b, c and 4 more".
 pub(crate) fn join_list<S: AsRef<str>>(items: &[S]) -> String {
+    let mut out = String::new();
+    push_list(&mut out, items);
+    out
+}
+
+/// Appends [`join_list`]'s text to `out`, without building it apart.
+pub(crate) fn push_list<S: AsRef<str>>(out: &mut String, items: &[S]) {
     const SHOWN: usize = 5;
-    let shown: Vec<&str> = items.iter().take(SHOWN).map(AsRef::as_ref).collect();
-    let hidden = items.len().saturating_sub(SHOWN);
-    match (shown.as_slice(), hidden) {
-        ([], _) => String::new(),
-        ([one], _) => (*one).to_string(),
-        (many, 0) => {
-            let (last, rest) = many.split_last().expect("at least two");
-            format!("{} and {last}", rest.join(", "))
+    let shown = &items[..items.len().min(SHOWN)];
+    let hidden = items.len() - shown.len();
+    for (i, item) in shown.iter().enumerate() {
+        if i > 0 {
+            // The last shown item follows "and" unless more are hidden behind it.
+            out.push_str(if i + 1 == shown.len() && hidden == 0 {
+                " and "
+            } else {
+                ", "
+            });
         }
-        (many, hidden) => format!("{} and {hidden} more", many.join(", ")),
+        out.push_str(item.as_ref());
+    }
+    if hidden > 0 {
+        out.push_str(" and ");
+        out.push_str(&hidden.to_string());
+        out.push_str(" more");
     }
 }
 

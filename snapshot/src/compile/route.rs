@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use tollgate_crds::{AIRoute, AIRouteSpec, BackendRef, Stage, condition_type};
 
-use super::objects::{Item, by_age, join_list, namespace_of, sentences};
+use super::objects::{Item, by_age, join_list, namespace_of, push_list, sentences};
 use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
 use super::provider::ProviderTable;
 use crate::fx::{FxHashMap, map_with_capacity};
@@ -243,7 +243,7 @@ fn build(
 ) -> (Verdict, Route) {
     let spec = &item.obj.spec;
     let namespace = item.id.namespace;
-    let endpoint = format!("{}/v1", valid.prefix);
+    let endpoint = [valid.prefix.as_str(), "/v1"].concat();
     let mut problems: Vec<Problem> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let mut models: Vec<RouteModel> = Vec::new();
@@ -298,10 +298,14 @@ fn build(
         condition_type::ACCEPTED,
         true,
         "Accepted",
-        format!(
-            "The route owns {endpoint} on {}.",
-            describe_hosts(&valid.hostnames)
-        ),
+        [
+            "The route owns ",
+            &endpoint,
+            " on ",
+            &describe_hosts(&valid.hostnames),
+            ".",
+        ]
+        .concat(),
     )];
     conditions.push(match problems.first() {
         None if spec.stage == Stage::Retired => VerdictCondition::new(
@@ -379,7 +383,7 @@ fn build(
         // Most routes have no notes: one buffer, no intermediate strings.
         let mut message = String::with_capacity(16 + served.iter().map(|m| m.len() + 2).sum::<usize>());
         message.push_str("Serving ");
-        message.push_str(&join_list(&served));
+        push_list(&mut message, &served);
         message.push('.');
         if !notes.is_empty() {
             message.push(' ');
@@ -400,7 +404,8 @@ fn build(
         }),
     };
     let route = Route {
-        id: item.id.to_ref(),
+        // A copy of a string just written is cheaper than reading the input's again.
+        id: verdict.id.clone(),
         prefix: valid.prefix.clone(),
         hostnames: valid.hostnames.clone(),
         stage: spec.stage,

@@ -279,9 +279,15 @@ fn write_verdicts(
             true,
             "Accepted",
             if clamped {
-                Cow::Owned(format!(
-                    "The subscription is valid; its limits or budget were lowered to AIRoute {route}'s ceilings, which no subscription may exceed; status.effectiveLimits and status.effectiveBudget show what is in force."
-                ))
+                // Most subscriptions get one of these two messages: concatenated, not formatted.
+                Cow::Owned(
+                    [
+                        "The subscription is valid; its limits or budget were lowered to AIRoute ",
+                        &route,
+                        "'s ceilings, which no subscription may exceed; status.effectiveLimits and status.effectiveBudget show what is in force.",
+                    ]
+                    .concat(),
+                )
             } else {
                 Cow::Borrowed("The subscription is valid.")
             },
@@ -423,9 +429,12 @@ fn ready_condition(
         Phase::Pending => (
             false,
             "Pending",
-            format!(
-                "Waiting for approval: someone allowed to approve AIRoute {route} must set spec.decision to Approved; calls get 403 until then."
-            )
+            [
+                "Waiting for approval: someone allowed to approve AIRoute ",
+                route,
+                " must set spec.decision to Approved; calls get 403 until then.",
+            ]
+            .concat()
             .into(),
         ),
         Phase::Rejected => (
