@@ -73,13 +73,14 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
     let (left, right) = std::thread::scope(|scope| {
         let right = scope.spawn(|| {
             let consumers = objects::collect(&inputs.consumers);
-            let subscriptions = objects::collect(&inputs.subscriptions);
             let mut verdicts = Vec::with_capacity(inputs.consumers.len());
             let table = consumer::compile_consumers(&consumers.items, &secrets, now, &mut verdicts);
-            (consumers, subscriptions, table, verdicts)
+            (consumers, table, verdicts)
         });
         let providers = objects::collect(&inputs.providers);
         let routes = objects::collect(&inputs.routes);
+        // Consumers take longer to compile than providers and routes: sorting subscriptions goes here.
+        let subscriptions = objects::collect(&inputs.subscriptions);
         let mut verdicts = Vec::with_capacity(
             inputs.providers.len()
                 + inputs.routes.len()
@@ -88,11 +89,18 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
         );
         let provider_table = provider::compile_providers(&providers.items, &secrets, &mut verdicts);
         let route_table = route::compile_routes(&routes.items, &provider_table, now, &mut verdicts);
-        let left = (providers, routes, provider_table, route_table, verdicts);
+        let left = (
+            providers,
+            routes,
+            subscriptions,
+            provider_table,
+            route_table,
+            verdicts,
+        );
         (left, join(right))
     });
-    let (providers, routes, provider_table, route_table, mut verdicts) = left;
-    let (consumers, subscriptions, consumer_table, mut consumer_verdicts) = right;
+    let (providers, routes, subscriptions, provider_table, route_table, mut verdicts) = left;
+    let (consumers, consumer_table, mut consumer_verdicts) = right;
     verdicts.append(&mut consumer_verdicts);
 
     // The first three tables are final: a second thread hashes and indexes them while subscriptions are
