@@ -1,6 +1,5 @@
 //! Wall-clock helpers: Unix time and the two date formats the proxy writes (HTTP-date, RFC 3339).
 
-use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch.
@@ -100,20 +99,41 @@ pub fn http_date(unix: i64) -> String {
 
 /// `2024-05-01T12:00:00.123Z`, for log lines.
 pub fn rfc3339_ms(unix_ms: i64) -> String {
-    let c = civil(unix_ms.div_euclid(1_000));
-    let mut out = String::with_capacity(24);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        c.year,
-        c.month,
-        c.day,
-        c.hour,
-        c.minute,
-        c.second,
-        unix_ms.rem_euclid(1_000)
-    );
-    out
+    Rfc3339Ms(unix_ms).to_string()
+}
+
+/// Unix milliseconds shown as RFC 3339 UTC with milliseconds, e.g. `2024-02-29T12:34:56.007Z`
+/// (written straight into a formatter, e.g. a log line, without a `String` of its own).
+pub struct Rfc3339Ms(pub i64);
+
+impl Rfc3339Ms {
+    /// The 24 bytes of the text, digit by digit (this runs for every access-log line; `write!` with
+    /// padded fields costs several times as much).
+    pub fn bytes(&self) -> [u8; 24] {
+        let c = civil(self.0.div_euclid(1_000));
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut n: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, c.year.clamp(0, 9_999) as u64);
+        put(5, 2, u64::from(c.month));
+        put(8, 2, u64::from(c.day));
+        put(11, 2, u64::from(c.hour));
+        put(14, 2, u64::from(c.minute));
+        put(17, 2, u64::from(c.second));
+        put(20, 3, self.0.rem_euclid(1_000) as u64);
+        out
+    }
+}
+
+impl std::fmt::Display for Rfc3339Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes = self.bytes();
+        f.write_str(std::str::from_utf8(&bytes).map_err(|_| std::fmt::Error)?)
+    }
 }
 
 #[cfg(test)]

@@ -57,7 +57,19 @@ pub(crate) struct Ask<'a> {
     pub(crate) stream: bool,
     pub(crate) include_usage: bool,
     /// The whole request body, for translation into other providers' formats.
-    pub(crate) body: &'a [u8],
+    pub(crate) body: &'a Bytes,
+}
+
+impl Ask<'_> {
+    /// The body for an OpenAI-compatible upstream serving `upstream_model`: the client's own bytes
+    /// when nothing needs to change (no copy), else re-encoded with the model replaced and, for
+    /// streams, usage requested.
+    fn openai_body(&self, upstream_model: &str) -> Bytes {
+        if !self.stream && self.doc.only_model_is(upstream_model) {
+            return self.body.clone();
+        }
+        Bytes::from(self.doc.encode_for_upstream(upstream_model, self.stream))
+    }
 }
 
 /// Serves a chat or embeddings call on a route.
@@ -66,14 +78,21 @@ pub async fn model_call(
     snapshot: &Snapshot,
     route: RouteIdx,
     endpoint: Endpoint,
-    body: &[u8],
+    body: &Bytes,
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (doc, model) = parse_request(body)?;
     let stream = endpoint != Endpoint::Embeddings && doc.stream();
     call.stream = stream;
     let found = snapshot.model(route, &model);
-    call.model_known = found.is_some();
+    call.model = found.and_then(|f| {
+        let models = &snapshot.content.routes[route as usize].models;
+        models
+            .iter()
+            .position(|m| std::ptr::eq(m, f))?
+            .try_into()
+            .ok()
+    });
     call.model_requested = Some(model);
     let Some(route_model) = found else {
         let names = snapshot.content.routes[route as usize]
@@ -239,32 +258,35 @@ async fn openai_attempt(
 ) -> Result<Response<ResponseBody>, Failed> {
     let who = &provider.id;
     let url = format!("{}{}", provider.endpoint, ask.endpoint.upstream_path());
-    let body = ask
-        .doc
-        .encode_for_upstream(&backend.upstream_model, ask.stream);
+    let body = ask.openai_body(&backend.upstream_model);
     let accept = if ask.stream {
         "text/event-stream"
     } else {
         "application/json"
     };
-    let mut request = Request::post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, accept)
-        .header(
-            header::USER_AGENT,
-            concat!("tollgate-proxy/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|_| {
-            Failed::Retry(ApiError::upstream(
-                StatusCode::BAD_GATEWAY,
-                "upstream_misconfigured",
-                format!("The endpoint of provider {who} is not a valid URL."),
-            ))
-        })?;
-    if let Ok(id) = HeaderValue::from_str(&call.request_id) {
-        request.headers_mut().insert("x-request-id", id);
-    }
+    let uri = http::Uri::try_from(url).map_err(|_| {
+        Failed::Retry(ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_misconfigured",
+            format!("The endpoint of provider {who} is not a valid URL."),
+        ))
+    })?;
+    // Sized once: growing a header map on every call costs more than the headers themselves.
+    let mut headers = http::HeaderMap::with_capacity(8);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+    headers.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("tollgate-proxy/", env!("CARGO_PKG_VERSION"))),
+    );
+    headers.insert("x-request-id", call.request_id.clone());
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
     // The pool's next key that is not resting after a 401/403/429; remembered to rest it if refused.
     call.key = shared
         .health
@@ -328,6 +350,8 @@ async fn openai_attempt(
     );
     let mut response = Response::new(ResponseBody::relay(relay));
     *response.status_mut() = status;
+    // Room for the headers the pipeline adds (request id, rate limits, deprecation).
+    *response.headers_mut() = http::HeaderMap::with_capacity(16);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -235,7 +235,9 @@ async fn main() -> anyhow::Result<()> {
         tls = cli.server.tls_cert.is_some(),
         "serving"
     );
+    let recorder = bound.recorder();
     bound.serve(shutdown_signal()).await;
+    recorder.flush_log();
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! Prometheus metrics, served in the text format on the admin port.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -8,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+use tollgate_snapshot::{ProviderIdx, RouteIdx, Snapshot};
 
 use crate::state::SnapshotStore;
 
@@ -59,6 +63,7 @@ struct TrafficMetrics {
     ejections: Family<ProviderLabel, Counter>,
     key_cooldowns: Family<ProviderLabel, Counter>,
     retries_denied: Counter,
+    access_log_dropped: Counter,
 }
 
 impl TrafficMetrics {
@@ -99,7 +104,14 @@ impl TrafficMetrics {
             "Retries or fallbacks not made because the route's retry budget was spent",
             retries_denied.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "tollgate_access_log_dropped",
+            "Access-log lines dropped because stdout did not keep up (16 MiB were waiting)",
+            access_log_dropped.clone(),
+        );
         Self {
+            access_log_dropped,
             refused,
             redis_up,
             redis_fallbacks,
@@ -108,6 +120,21 @@ impl TrafficMetrics {
             retries_denied,
         }
     }
+}
+
+/// `namespace/name` of the call's route, or empty.
+fn route_label(of: Option<&SeriesOf<'_>>) -> String {
+    of.and_then(|x| {
+        Some(
+            x.snapshot
+                .content
+                .routes
+                .get(x.route as usize)?
+                .id
+                .to_string(),
+        )
+    })
+    .unwrap_or_default()
 }
 
 type HistogramFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
@@ -130,16 +157,13 @@ pub struct Metrics {
     snapshot_age: Gauge<f64, AtomicU64>,
     reloads: Family<OutcomeLabel, Counter>,
     traffic: TrafficMetrics,
+    series: Mutex<SeriesCache>,
 }
 
 /// One finished call, as metrics see it.
 pub struct CallSample<'a> {
-    /// `namespace/name` of the route, or empty.
-    pub route: &'a str,
-    /// Client-facing model name, or empty when the route does not serve it.
-    pub model: &'a str,
-    /// `namespace/name` of the provider that answered, or empty.
-    pub provider: &'a str,
+    /// Where it went, when a route matched.
+    pub series: Option<SeriesOf<'a>>,
     /// HTTP status sent.
     pub status: u16,
     /// Whole call.
@@ -152,6 +176,42 @@ pub struct CallSample<'a> {
     pub output_tokens: u64,
     /// Cost in USD.
     pub cost_usd: f64,
+}
+
+/// A call's route, model and provider, as indexes into the snapshot it was served from.
+pub struct SeriesOf<'a> {
+    /// The snapshot.
+    pub snapshot: &'a Snapshot,
+    /// The route.
+    pub route: RouteIdx,
+    /// The route's model, when it serves the one asked for.
+    pub model: Option<u32>,
+    /// The provider that answered.
+    pub provider: Option<ProviderIdx>,
+}
+
+/// The metric handles of one label combination, found once per snapshot instead of building label
+/// strings and hashing them on every call.
+#[derive(Default)]
+struct SeriesCache {
+    version: u64,
+    hash: String,
+    by_key: HashMap<SeriesKey, Series>,
+}
+
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
+struct SeriesKey {
+    route: Option<RouteIdx>,
+    model: Option<u32>,
+    provider: Option<ProviderIdx>,
+    status: u16,
+}
+
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    /// Made on the first streamed call, so that routes without streams export no empty histogram.
+    ttft: Option<Histogram>,
 }
 
 impl Default for Metrics {
@@ -227,6 +287,7 @@ impl Metrics {
         );
         let traffic = TrafficMetrics::register(&mut registry);
         Self {
+            series: Mutex::default(),
             traffic,
             registry,
             requests,
@@ -250,21 +311,36 @@ impl Metrics {
     /// A call ended (however it ended).
     pub fn call_finished(&self, s: &CallSample<'_>) {
         self.in_flight.dec();
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: s.route.to_owned(),
-                model: s.model.to_owned(),
-                provider: s.provider.to_owned(),
-                status: s.status,
-            })
-            .inc();
-        let route = RouteLabel {
-            route: s.route.to_owned(),
+        let key = SeriesKey {
+            route: s.series.as_ref().map(|x| x.route),
+            model: s.series.as_ref().and_then(|x| x.model),
+            provider: s.series.as_ref().and_then(|x| x.provider),
+            status: s.status,
         };
-        self.duration.get_or_create(&route).observe(s.duration_s);
-        if let Some(ttft) = s.ttft_s {
-            self.ttft.get_or_create(&route).observe(ttft);
+        let mut cache = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(x) = &s.series
+            && (cache.version != x.snapshot.version || cache.hash != x.snapshot.hash)
+        {
+            cache.version = x.snapshot.version;
+            cache.hash.clone_from(&x.snapshot.hash);
+            cache.by_key.clear();
         }
+        let series = cache
+            .by_key
+            .entry(key)
+            .or_insert_with(|| self.series_of(s.series.as_ref(), s.status));
+        series.requests.inc();
+        series.duration.observe(s.duration_s);
+        if let Some(ttft) = s.ttft_s {
+            let route = RouteLabel {
+                route: route_label(s.series.as_ref()),
+            };
+            series
+                .ttft
+                .get_or_insert_with(|| self.ttft.get_or_create_owned(&route))
+                .observe(ttft);
+        }
+        drop(cache);
         if s.input_tokens > 0 {
             self.input_tokens.inc_by(s.input_tokens);
         }
@@ -273,6 +349,41 @@ impl Metrics {
         }
         if s.cost_usd > 0.0 {
             self.cost.inc_by(s.cost_usd);
+        }
+    }
+
+    /// The handles for a label combination not seen yet with this snapshot.
+    fn series_of(&self, of: Option<&SeriesOf<'_>>, status: u16) -> Series {
+        let route = route_label(of);
+        let model = of
+            .and_then(|x| {
+                let models = &x.snapshot.content.routes.get(x.route as usize)?.models;
+                Some(models.get(x.model? as usize)?.name.clone())
+            })
+            .unwrap_or_default();
+        let provider = of
+            .and_then(|x| {
+                Some(
+                    x.snapshot
+                        .content
+                        .providers
+                        .get(x.provider? as usize)?
+                        .id
+                        .to_string(),
+                )
+            })
+            .unwrap_or_default();
+        let requests = self.requests.get_or_create_owned(&RequestLabels {
+            route: route.clone(),
+            model,
+            provider,
+            status,
+        });
+        let duration = self.duration.get_or_create_owned(&RouteLabel { route });
+        Series {
+            requests,
+            duration,
+            ttft: None,
         }
     }
 
@@ -319,6 +430,11 @@ impl Metrics {
     /// A retry was not made: the route's retry budget was spent.
     pub fn retry_denied(&self) {
         self.traffic.retries_denied.inc();
+    }
+
+    /// An access-log line was dropped: its writer is behind.
+    pub fn access_log_dropped(&self) {
+        self.traffic.access_log_dropped.inc();
     }
 
     /// The text exposition, with the snapshot gauges refreshed first.

@@ -97,6 +97,14 @@ impl<'a> RequestDoc<'a> {
         Ok(model)
     }
 
+    /// Whether the body has exactly one `model` member and it is `name` (so re-encoding for an
+    /// upstream serving `name` would change nothing that matters).
+    pub fn only_model_is(&self, name: &str) -> bool {
+        let mut models = self.members.iter().filter(|(k, _)| k == "model");
+        let only = models.next().is_some() && models.next().is_none();
+        only && self.model().is_ok_and(|m| m == name)
+    }
+
     /// Whether `stream` is `true`.
     pub fn stream(&self) -> bool {
         self.get("stream").is_some_and(|v| v.get() == "true")
@@ -192,7 +200,18 @@ impl From<WireUsage> for Usage {
 }
 
 /// Reads `usage` out of a whole (non-streamed) response body.
-pub fn usage_of_body(body: &[u8]) -> Option<Usage> {
+///
+/// Providers put `usage` last, after the (possibly large) answer, so the key is looked for from the
+/// end and only its value is parsed. A quoted `"usage"` inside a string is escaped (`\"usage\"`), so an
+/// unescaped one followed by `:` is a key. If that value does not parse, the whole body is read —
+/// unless `body` is only the `tail` of the answer, in which case the usage is unknown.
+pub fn usage_of_body(body: &[u8], tail: bool) -> Option<Usage> {
+    if let Some(found) = usage_from_the_end(body) {
+        return found;
+    }
+    if tail {
+        return None;
+    }
     #[derive(Deserialize)]
     struct Probe {
         usage: Option<WireUsage>,
@@ -201,6 +220,24 @@ pub fn usage_of_body(body: &[u8]) -> Option<Usage> {
         .ok()?
         .usage
         .map(Usage::from)
+}
+
+/// `Some(usage)` when the last `"usage"` key's value parses (`Some(None)` for `null`); `None` when
+/// there is no such key or its value is not a usage object.
+fn usage_from_the_end(body: &[u8]) -> Option<Option<Usage>> {
+    const KEY: &[u8] = b"\"usage\"";
+    let at = memchr::memmem::rfind(body, KEY)?;
+    if at > 0 && body[at - 1] == b'\\' {
+        return None;
+    }
+    let rest = &body[at + KEY.len()..];
+    let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    if rest[colon] != b':' {
+        return None;
+    }
+    let mut value = serde_json::Deserializer::from_slice(&rest[colon + 1..]);
+    let usage = Option::<WireUsage>::deserialize(&mut value).ok()?;
+    Some(usage.map(Usage::from))
 }
 
 /// What a streamed chunk says about usage.
@@ -244,6 +281,16 @@ mod tests {
     }
 
     #[test]
+    fn knows_when_the_body_can_go_as_it_is() {
+        let doc = RequestDoc::parse(br#"{"model":"m","messages":[]}"#).unwrap();
+        assert!(doc.only_model_is("m"));
+        assert!(!doc.only_model_is("other"));
+        // A repeated model must be rewritten: upstream might read the first one.
+        let doc = RequestDoc::parse(br#"{"model":"x","model":"m"}"#).unwrap();
+        assert!(!doc.only_model_is("m"));
+    }
+
+    #[test]
     fn forces_include_usage_on_streams() {
         let doc = RequestDoc::parse(br#"{"model":"m","stream":true}"#).unwrap();
         assert!(doc.stream());
@@ -276,9 +323,26 @@ mod tests {
     fn reads_usage() {
         let u = usage_of_body(
             br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+            false,
         )
         .unwrap();
         assert_eq!((u.input, u.output), (3, 4));
+        // From the end: a "usage" inside a string is escaped and skipped; spaces around the colon.
+        let u = usage_of_body(br#"{"content":"say \"usage\": 9","usage" : {"prompt_tokens":5,"completion_tokens":6}}"#, false)
+        .unwrap();
+        assert_eq!((u.input, u.output), (5, 6));
+        let u = usage_of_body(br#"{"usage":{"prompt_tokens":2,"completion_tokens":3},"content":"a \"usage\": 1, \"usage"}"#, false)
+        .unwrap();
+        assert_eq!((u.input, u.output), (2, 3));
+        assert!(usage_of_body(br#"{"id":"x","usage":null}"#, false).is_none());
+        assert!(usage_of_body(br#"{"id":"x"}"#, false).is_none());
+        // A value that is not a usage object: the whole body decides.
+        let u = usage_of_body(
+            br#"{"usage":{"prompt_tokens":1,"completion_tokens":1},"note":{"usage":"n/a"}}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!((u.input, u.output), (1, 1));
         let c = usage_of_chunk(
             br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
         )

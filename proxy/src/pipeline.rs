@@ -57,9 +57,7 @@ pub async fn handle(
         }
     };
     let headers = response.headers_mut();
-    if let Ok(id) = HeaderValue::from_str(&call.request_id) {
-        headers.insert(REQUEST_ID, id);
-    }
+    headers.insert(REQUEST_ID, call.request_id.clone());
     if let Some(sunset) = notes.deprecated {
         headers.insert("deprecation", HeaderValue::from_static("true"));
         if let Some(at) = sunset
@@ -76,16 +74,18 @@ pub async fn handle(
     Ok(response)
 }
 
-/// The client's request id if it sent a sane one, else a fresh random one.
-fn request_id(headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+/// The client's request id if it sent a sane one, else a fresh random one (a header value either way,
+/// so that it goes upstream and back to the client without being copied again).
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(REQUEST_ID)
         && !v.is_empty()
         && v.len() <= 128
-        && v.bytes().all(|b| b.is_ascii_graphic())
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
     {
-        return v.to_string();
+        return v.clone();
     }
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    let fresh = hex::encode(fastrand::u128(..).to_be_bytes());
+    HeaderValue::from_maybe_shared(Bytes::from(fresh)).expect("hex digits are a valid header value")
 }
 
 /// The API key from `Authorization: Bearer`, `x-api-key` or `api-key`.

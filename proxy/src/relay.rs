@@ -5,8 +5,9 @@
 //! the upstream response, which closes that upstream connection instead of returning it to the pool.
 //!
 //! Along the way the relay reads `usage`: for SSE streams from the chunk that carries it, for whole
-//! JSON bodies from the complete body (kept as reference-counted frames, no copy, up to a cap).
+//! JSON bodies from their last frames (kept as reference-counted frames, no copy, about 16 KiB).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,8 +23,9 @@ use crate::openai;
 use crate::providers::stream::Transcode;
 use crate::record::{Call, Usage};
 
-/// Largest non-streamed body kept to read its usage; past it the usage is unknown.
-const JSON_RETAIN_CAP: usize = 16 * 1024 * 1024;
+/// How much of the end of a non-streamed body is kept to read its usage (which providers write last):
+/// older frames are let go, so a large answer is never held whole.
+const JSON_TAIL: usize = 16 * 1024;
 /// Longest SSE event buffered while looking for its end.
 const SSE_EVENT_CAP: usize = 1024 * 1024;
 
@@ -43,7 +45,14 @@ pub enum RelayMode {
 }
 
 enum Scan {
-    Json { retained: Vec<Bytes>, size: usize },
+    Json {
+        /// The last frames, at least `JSON_TAIL` bytes of them when the body is that long.
+        tail: VecDeque<Bytes>,
+        /// Bytes in `tail`.
+        size: usize,
+        /// Whether earlier frames were let go.
+        cut: bool,
+    },
     Sse(SseScanner),
     Opaque,
     Translate(Box<dyn Transcode>),
@@ -64,8 +73,9 @@ impl Relay {
     pub fn new(upstream: Incoming, mode: RelayMode, idle: Duration, deadline: Instant) -> Self {
         let scan = match mode {
             RelayMode::Json => Scan::Json {
-                retained: Vec::new(),
+                tail: VecDeque::new(),
                 size: 0,
+                cut: false,
             },
             RelayMode::Sse { strip_usage_chunk } => Scan::Sse(SseScanner::new(strip_usage_chunk)),
             RelayMode::Opaque => Scan::Opaque,
@@ -141,10 +151,12 @@ impl Relay {
                     let next = Instant::now() + self.idle;
                     self.idle_timer.as_mut().reset(next);
                     let out = match &mut self.scan {
-                        Scan::Json { retained, size } => {
-                            if *size <= JSON_RETAIN_CAP {
-                                *size += data.len();
-                                retained.push(data.clone());
+                        Scan::Json { tail, size, cut } => {
+                            *size += data.len();
+                            tail.push_back(data.clone());
+                            while tail.len() > 1 && *size - tail[0].len() >= JSON_TAIL {
+                                *size -= tail.pop_front().map_or(0, |b| b.len());
+                                *cut = true;
                             }
                             Some(data)
                         }
@@ -185,15 +197,19 @@ impl Relay {
 
     fn finish(&mut self, call: Option<&mut Call>) -> Option<Bytes> {
         match &mut self.scan {
-            Scan::Json { retained, size } => {
-                if *size <= JSON_RETAIN_CAP
-                    && let Some(call) = call
-                {
-                    let mut whole = BytesMut::with_capacity(*size);
-                    for part in retained.drain(..) {
-                        whole.extend_from_slice(&part);
-                    }
-                    call.usage = openai::usage_of_body(&whole);
+            Scan::Json { tail, size, cut } => {
+                if let Some(call) = call {
+                    call.usage = match tail.make_contiguous() {
+                        [] => None,
+                        [one] => openai::usage_of_body(one, *cut),
+                        parts => {
+                            let mut joined = BytesMut::with_capacity(*size);
+                            for part in parts.iter() {
+                                joined.extend_from_slice(part);
+                            }
+                            openai::usage_of_body(&joined, *cut)
+                        }
+                    };
                 }
                 None
             }

@@ -455,22 +455,29 @@ fn refusal_error(kind: &str, id: &ObjectRef, r: &Refusal, replicas: u32) -> ApiE
 
 /// A duration as OpenAI writes `x-ratelimit-reset-*`: `20ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.
 pub fn format_duration(ms: u64) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(16);
     if ms < 1_000 {
-        return format!("{ms}ms");
+        let _ = write!(out, "{ms}ms");
+        return out;
     }
     let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
     let (m, rest) = (rest / 60_000, rest % 60_000);
-    let seconds = if rest % 1_000 == 0 {
-        format!("{}s", rest / 1_000)
-    } else {
-        let text = format!("{:.3}", rest as f64 / 1_000.0);
-        format!("{}s", text.trim_end_matches('0'))
-    };
-    match (h, m) {
-        (0, 0) => seconds,
-        (0, m) => format!("{m}m{seconds}"),
-        (h, m) => format!("{h}h{m}m{seconds}"),
+    if h > 0 {
+        let _ = write!(out, "{h}h{m}m");
+    } else if m > 0 {
+        let _ = write!(out, "{m}m");
     }
+    let _ = write!(out, "{}", rest / 1_000);
+    let millis = rest % 1_000;
+    if millis > 0 {
+        let _ = write!(out, ".{millis:03}");
+        while out.ends_with('0') {
+            out.pop();
+        }
+    }
+    out.push('s');
+    out
 }
 
 const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
@@ -485,8 +492,12 @@ const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 impl RateNotes {
     /// Writes the `x-ratelimit-*` headers (for each limited dimension) and any retry hints.
     pub fn write(&self, headers: &mut HeaderMap) {
+        headers.reserve(8);
         let number = |n: u64| HeaderValue::from(n);
-        let text = |ms: u64| HeaderValue::from_str(&format_duration(ms)).expect("ASCII duration");
+        let text = |ms: u64| {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(format_duration(ms)))
+                .expect("ASCII duration")
+        };
         if let Some(g) = self.gauges.requests {
             headers.insert(LIMIT_REQUESTS, number(g.limit));
             headers.insert(REMAINING_REQUESTS, number(g.remaining));
@@ -525,6 +536,8 @@ mod tests {
         assert_eq!(format_duration(1_500), "1.5s");
         assert_eq!(format_duration(360_000), "6m0s");
         assert_eq!(format_duration(3_723_250), "1h2m3.25s");
+        assert_eq!(format_duration(60_010), "1m0.01s");
+        assert_eq!(format_duration(7_200_000), "2h0m0s");
     }
 
     #[test]

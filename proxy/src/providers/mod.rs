@@ -451,9 +451,9 @@ async fn exchange(
     let mut request = builder
         .body(Full::new(body.clone()))
         .map_err(|_| Failed::Retry(misconfigured(provider, "its endpoint is not a valid URL")))?;
-    if let Ok(id) = HeaderValue::from_str(&call.request_id) {
-        request.headers_mut().insert("x-request-id", id);
-    }
+    request
+        .headers_mut()
+        .insert("x-request-id", call.request_id.clone());
     // The pool's next key that is not resting after a 401/403/429; remembered to rest it if refused.
     call.key = shared
         .health
