@@ -66,6 +66,33 @@ pub(crate) struct Item<'a, T> {
     /// `None` sorts first: an object without a creation time counts as the oldest.
     pub created: Option<Timestamp>,
     pub obj: &'a T,
+    /// Position of the object in the input.
+    pub at: usize,
+}
+
+/// Positions of the items (which are sorted by namespace/name) in the order of their objects in the
+/// input. That is about the order the objects were allocated in, so work on each object alone runs
+/// faster in it than in name order whenever the two differ: there consecutive objects lie far apart in
+/// memory and compiling mostly waits for it.
+pub(crate) fn input_order<T>(items: &[Item<'_, T>]) -> Vec<usize> {
+    let end = items.iter().map(|item| item.at + 1).max().unwrap_or(0);
+    let mut slots = vec![usize::MAX; end];
+    for (i, item) in items.iter().enumerate() {
+        slots[item.at] = i;
+    }
+    slots.retain(|&i| i != usize::MAX);
+    slots
+}
+
+/// `f` of each item position, called in `order` (see [`input_order`]), returned in item order.
+pub(crate) fn map_in_order<R>(order: &[usize], mut f: impl FnMut(usize) -> R) -> Vec<R> {
+    let mut out: Vec<Option<R>> = (0..order.len()).map(|_| None).collect();
+    for &i in order {
+        out[i] = Some(f(i));
+    }
+    out.into_iter()
+        .map(|r| r.expect("the order holds every position once"))
+        .collect()
 }
 
 /// Positions of the items (which are sorted by namespace/name) that pass `keep`, oldest first:
@@ -88,7 +115,8 @@ pub(crate) struct Collected<'a, T> {
 pub(crate) fn collect<T: Object>(objects: &[T]) -> Collected<'_, T> {
     let mut all: Vec<(Heads, Item<'_, T>)> = objects
         .iter()
-        .map(|obj| {
+        .enumerate()
+        .map(|(at, obj)| {
             let meta = obj.meta();
             let id = Id {
                 namespace: namespace_of(meta),
@@ -99,6 +127,7 @@ pub(crate) fn collect<T: Object>(objects: &[T]) -> Collected<'_, T> {
                 generation: meta.generation,
                 created: meta.creation_timestamp.as_ref().map(|t| t.0),
                 obj,
+                at,
             };
             (Heads::of(id), item)
         })
