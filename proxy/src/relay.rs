@@ -63,8 +63,12 @@ pub struct Relay {
     upstream: Incoming,
     scan: Scan,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
-    deadline: Pin<Box<Sleep>>,
+    /// When the last frame arrived (or the relay started).
+    quiet_since: Instant,
+    deadline: Instant,
+    /// One timer for whichever comes first, the idle or the total deadline; made on the first wait
+    /// only, since most answers are already there when the relay is first polled.
+    timer: Option<Pin<Box<Sleep>>>,
     done: bool,
 }
 
@@ -85,8 +89,9 @@ impl Relay {
             upstream,
             scan,
             idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            quiet_since: Instant::now(),
+            deadline,
+            timer: None,
             done: false,
         }
     }
@@ -116,21 +121,31 @@ impl Relay {
             }
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Pending => {
-                    if self.deadline.as_mut().poll(cx).is_ready() {
+                    let due = self.deadline.min(self.quiet_since + self.idle);
+                    let timer = match &mut self.timer {
+                        Some(timer) => {
+                            if timer.deadline() != due {
+                                timer.as_mut().reset(due);
+                            }
+                            timer
+                        }
+                        empty => empty.insert(Box::pin(tokio::time::sleep_until(due))),
+                    };
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if Instant::now() >= self.deadline {
                         return self.fail(
                             call,
                             "upstream_timeout",
                             "the provider did not finish its answer in time",
                         );
                     }
-                    if self.idle_timer.as_mut().poll(cx).is_ready() {
-                        return self.fail(
-                            call,
-                            "upstream_idle_timeout",
-                            "the provider went silent in the middle of its answer",
-                        );
-                    }
-                    return Poll::Pending;
+                    return self.fail(
+                        call,
+                        "upstream_idle_timeout",
+                        "the provider went silent in the middle of its answer",
+                    );
                 }
                 Poll::Ready(None) => {
                     self.done = true;
@@ -148,8 +163,7 @@ impl Relay {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers: not relayed
                     };
-                    let next = Instant::now() + self.idle;
-                    self.idle_timer.as_mut().reset(next);
+                    self.quiet_since = Instant::now();
                     let out = match &mut self.scan {
                         Scan::Json { tail, size, cut } => {
                             *size += data.len();
