@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use tollgate_crds::{Consumer as ConsumerObject, condition_type};
 
-use super::objects::{Item, by_age, join_list, namespace_of, sentences};
+use super::objects::{Item, by_age, input_order, join_list, map_in_order, sentences};
 use super::secrets::{SecretProblem, Secrets};
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{Consumer, ConsumerIdx, ConsumerKey, KeyDigest};
@@ -37,74 +37,88 @@ pub(crate) fn compile_consumers<'a>(
     now_unix: i64,
     verdicts: &mut Vec<Verdict>,
 ) -> ConsumerTable<'a> {
-    let invalid: Vec<Vec<String>> = items.iter().map(validate).collect();
+    // Reading each object's spec and Secrets is the slow part: in input order (see `input_order`).
+    let order = input_order(items);
+    let invalid: Vec<Vec<String>> = map_in_order(&order, |i| validate(&items[i]));
+    let mut reads: Vec<Vec<KeyRead>> = map_in_order(&order, |i| {
+        if invalid[i].is_empty() {
+            read_keys(&items[i], secrets, now_unix)
+        } else {
+            Vec::new()
+        }
+    });
     // The older consumer keeps a key value that two consumers hold.
     let by_age = by_age(items, |i| invalid[i].is_empty());
     let mut owners: FxHashMap<KeyDigest, usize> = map_with_capacity(items.len() * 2);
     let mut resolved: Vec<Option<Resolved>> = (0..items.len()).map(|_| None).collect();
     for &i in &by_age {
-        resolved[i] = Some(resolve_keys(
-            &items[i],
-            i,
-            items,
-            secrets,
-            now_unix,
-            &mut owners,
-        ));
+        let keys = std::mem::take(&mut reads[i]);
+        resolved[i] = Some(resolve_keys(&items[i], i, keys, items, &mut owners));
     }
-
-    let mut table = ConsumerTable {
-        consumers: Vec::new(),
-        by_id: map_with_capacity(items.len()),
-    };
-    for (i, item) in items.iter().enumerate() {
-        let meta = &item.obj.metadata;
-        let key = (namespace_of(meta), meta.name.as_deref().unwrap_or_default());
-        let (verdict, state) = match resolved[i].take() {
-            None => {
-                let message = format!(
-                    "This consumer cannot call any API until its spec is fixed: {}.",
-                    invalid[i].join("; ")
-                );
-                let verdict = Verdict {
-                    kind: Kind::Consumer,
-                    id: item.id.to_ref(),
-                    generation: item.generation,
-                    conditions: vec![
-                        VerdictCondition::new(
-                            condition_type::ACCEPTED,
-                            false,
-                            "InvalidSpec",
-                            message.clone(),
-                        ),
-                        VerdictCondition::new(
-                            condition_type::READY,
-                            false,
-                            "InvalidSpec",
-                            "No key of this consumer is accepted: fix the problem reported in Accepted.",
-                        ),
-                    ],
-                    detail: Detail::Consumer(ConsumerDetail { active_keys: 0 }),
-                };
-                (verdict, ConsumerState { idx: None })
-            }
+    let built = map_in_order(&order, |i| {
+        let item = &items[i];
+        match resolved[i].take() {
+            None => (invalid_verdict(item, &invalid[i]), None),
             Some(resolved) => {
                 let verdict = accepted_verdict(item, &resolved);
-                let idx = table.consumers.len() as ConsumerIdx;
-                table.consumers.push(Consumer {
+                let consumer = Consumer {
                     // A copy of a string just written is cheaper than reading the input's again.
                     id: verdict.id.clone(),
                     keys: resolved.keys,
                     limits: super::traffic::limits_of(item.obj.spec.limits.as_ref()),
                     budget: super::traffic::budget_of(item.obj.spec.budget.as_ref()),
-                });
-                (verdict, ConsumerState { idx: Some(idx) })
+                };
+                (verdict, Some(consumer))
             }
-        };
+        }
+    });
+
+    let mut table = ConsumerTable {
+        consumers: Vec::new(),
+        by_id: map_with_capacity(items.len()),
+    };
+    let mut indexes: Vec<Option<ConsumerIdx>> = vec![None; items.len()];
+    for (i, (verdict, consumer)) in built.into_iter().enumerate() {
+        if let Some(consumer) = consumer {
+            indexes[i] = Some(table.consumers.len() as ConsumerIdx);
+            table.consumers.push(consumer);
+        }
         verdicts.push(verdict);
-        table.by_id.insert(key, state);
+    }
+    for &i in &order {
+        let id = items[i].id;
+        table
+            .by_id
+            .insert((id.namespace, id.name), ConsumerState { idx: indexes[i] });
     }
     table
+}
+
+fn invalid_verdict(item: &Item<'_, ConsumerObject>, problems: &[String]) -> Verdict {
+    let message = format!(
+        "This consumer cannot call any API until its spec is fixed: {}.",
+        problems.join("; ")
+    );
+    Verdict {
+        kind: Kind::Consumer,
+        id: item.id.to_ref(),
+        generation: item.generation,
+        conditions: vec![
+            VerdictCondition::new(
+                condition_type::ACCEPTED,
+                false,
+                "InvalidSpec",
+                message.clone(),
+            ),
+            VerdictCondition::new(
+                condition_type::READY,
+                false,
+                "InvalidSpec",
+                "No key of this consumer is accepted: fix the problem reported in Accepted.",
+            ),
+        ],
+        detail: Detail::Consumer(ConsumerDetail { active_keys: 0 }),
+    }
 }
 
 fn validate(item: &Item<'_, ConsumerObject>) -> Vec<String> {
@@ -132,20 +146,24 @@ fn validate(item: &Item<'_, ConsumerObject>) -> Vec<String> {
     problems
 }
 
-fn resolve_keys(
+/// What one key of a consumer gave on its own, before keys are compared across consumers.
+enum KeyRead {
+    /// Its Secret could not be used: reason and clause.
+    Problem(&'static str, String),
+    /// It expired: name and instant, as reported.
+    Expired(String),
+    /// A usable value.
+    Usable(ConsumerKey),
+}
+
+/// Reads each key of a consumer from its Secret, in `spec.keys` order.
+fn read_keys(
     item: &Item<'_, ConsumerObject>,
-    me: usize,
-    items: &[Item<'_, ConsumerObject>],
     secrets: &Secrets<'_>,
     now_unix: i64,
-    owners: &mut FxHashMap<KeyDigest, usize>,
-) -> Resolved {
+) -> Vec<KeyRead> {
     let namespace = item.id.namespace;
-    let mut out = Resolved {
-        keys: Vec::with_capacity(item.obj.spec.keys.len()),
-        problems: Vec::new(),
-        expired: Vec::new(),
-    };
+    let mut reads = Vec::with_capacity(item.obj.spec.keys.len());
     for key in &item.obj.spec.keys {
         // Borrow the reference; only a generated key's Secret name has to be built.
         let generated;
@@ -159,7 +177,7 @@ fn resolve_keys(
         let value = match secrets.value(namespace, secret_name, secret_key) {
             Ok(v) => v,
             Err(SecretProblem::SecretNotFound) if key.generate => {
-                out.problems.push((
+                reads.push(KeyRead::Problem(
                     "KeyNotGenerated",
                     format!(
                         "key {} waits for the controller to generate Secret {namespace}/{secret_name} (it does so while it leads)",
@@ -169,7 +187,7 @@ fn resolve_keys(
                 continue;
             }
             Err(p) => {
-                out.problems.push((
+                reads.push(KeyRead::Problem(
                     p.reason(),
                     format!(
                         "key {}: {}",
@@ -184,11 +202,45 @@ fn resolve_keys(
         if let (Some(at), Some(t)) = (expires_unix, &key.expires_at)
             && at <= now_unix
         {
-            out.expired.push(format!("{} (at {})", key.name, t.0));
+            reads.push(KeyRead::Expired(format!("{} (at {})", key.name, t.0)));
             continue;
         }
-        let digest = KeyDigest::of(value);
-        let owner = *owners.entry(digest).or_insert(me);
+        reads.push(KeyRead::Usable(ConsumerKey {
+            name: key.name.clone(),
+            digest: KeyDigest::of(value),
+            expires_unix,
+        }));
+    }
+    reads
+}
+
+/// Keeps the keys no older consumer holds and this one does not repeat; called oldest consumer first.
+fn resolve_keys(
+    item: &Item<'_, ConsumerObject>,
+    me: usize,
+    reads: Vec<KeyRead>,
+    items: &[Item<'_, ConsumerObject>],
+    owners: &mut FxHashMap<KeyDigest, usize>,
+) -> Resolved {
+    let namespace = item.id.namespace;
+    let mut out = Resolved {
+        keys: Vec::with_capacity(reads.len()),
+        problems: Vec::new(),
+        expired: Vec::new(),
+    };
+    for read in reads {
+        let key = match read {
+            KeyRead::Problem(reason, clause) => {
+                out.problems.push((reason, clause));
+                continue;
+            }
+            KeyRead::Expired(what) => {
+                out.expired.push(what);
+                continue;
+            }
+            KeyRead::Usable(key) => key,
+        };
+        let owner = *owners.entry(key.digest).or_insert(me);
         if owner != me {
             let other = items[owner].id;
             let whose = if other.namespace == namespace {
@@ -205,7 +257,7 @@ fn resolve_keys(
             ));
             continue;
         }
-        if out.keys.iter().any(|k| k.digest == digest) {
+        if out.keys.iter().any(|k| k.digest == key.digest) {
             out.problems.push((
                 "DuplicateKey",
                 format!(
@@ -215,11 +267,7 @@ fn resolve_keys(
             ));
             continue;
         }
-        out.keys.push(ConsumerKey {
-            name: key.name.clone(),
-            digest,
-            expires_unix,
-        });
+        out.keys.push(key);
     }
     out
 }
