@@ -394,3 +394,52 @@ async fn client_disconnect_mid_stream_closes_the_upstream_request() {
     assert_eq!(line["error_class"], "client_disconnected");
     proxy.stop().await;
 }
+
+/// A stream that stops in the middle ends with an SSE error event once the provider's idle timeout
+/// passes; one that keeps trickling ends the same way at the total deadline. Each is logged with its
+/// own error class, and neither waits for the upstream's own end.
+#[tokio::test]
+async fn streams_end_with_an_error_event_at_the_idle_and_total_deadlines() {
+    let body = json!({"model": "front-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    for (idle_ms, total_ms, interval_ms, class) in [
+        // Silent for 1.5 s after each chunk: the 200 ms idle timeout fires first.
+        (200, 10_000, 1_500, "upstream_idle_timeout"),
+        // A chunk every 100 ms, never silent for long, but the call may take 700 ms in all.
+        (1_000, 700, 100, "upstream_timeout"),
+    ] {
+        let mut behaviour = Behaviour::new("a", UPSTREAM_KEY);
+        behaviour.stream_chunks = 40;
+        behaviour.chunk_interval = Duration::from_millis(interval_ms);
+        let fake = OpenAiFake::start(behaviour).await;
+        let mut p = provider(
+            "openai-a",
+            ProviderType::OpenAI,
+            &fake.endpoint(),
+            UPSTREAM_KEY,
+        );
+        p.timeouts = Timeouts {
+            idle_ms,
+            total_ms,
+            ..Timeouts::default()
+        };
+        let proxy = TestProxy::start(table(vec![p])).await;
+        let started = std::time::Instant::now();
+        let reply = post(&proxy.url(CHAT), CLIENT_KEY, &body).await;
+        let took = started.elapsed();
+        assert_eq!(reply.status, 200, "{class}");
+        let payloads = sse_payloads(&reply.body);
+        let last: Value = serde_json::from_str(payloads.last().unwrap()).unwrap();
+        assert_eq!(last["error"]["code"], class, "last event {last}");
+        assert!(
+            payloads.len() >= 2,
+            "{class}: a chunk arrived before the cut"
+        );
+        assert!(
+            took < Duration::from_millis(total_ms.min(idle_ms + interval_ms))
+                + Duration::from_secs(1),
+            "{class} after {took:?}"
+        );
+        let line = proxy.log_line_of(&reply.request_id()).await;
+        assert_eq!(line["error_class"], class);
+    }
+}
