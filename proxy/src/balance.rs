@@ -2,9 +2,9 @@
 //! weighted backends, then the ordered fallbacks — each attempt after the first paid from the route's
 //! retry budget, so retries cannot multiply the load on a struggling provider.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
+use tollgate_snapshot::FxHashMap;
 
 use tollgate_snapshot::{Backend, ObjectRef, RetryBudget, Snapshot};
 
@@ -159,7 +159,7 @@ struct Allowance {
 /// Retry budgets of every route, keyed by the route's `namespace/name`.
 #[derive(Default)]
 pub struct RetryBudgets {
-    routes: RwLock<HashMap<ObjectRef, Arc<Mutex<Allowance>>>>,
+    routes: RwLock<FxHashMap<ObjectRef, Arc<Mutex<Allowance>>>>,
 }
 
 /// A call's handle on its route's retry budget.

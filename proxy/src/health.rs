@@ -8,9 +8,9 @@
 //!
 //! State is keyed by the provider's `namespace/name`, so it outlives snapshot swaps.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use tollgate_snapshot::FxHashMap;
 
 use tollgate_snapshot::{HealthPolicy, ObjectRef, Provider};
 
@@ -165,7 +165,7 @@ impl ProviderHealth {
 /// Health of every provider seen.
 #[derive(Default)]
 pub struct Health {
-    providers: RwLock<HashMap<ObjectRef, Arc<ProviderHealth>>>,
+    providers: RwLock<FxHashMap<ObjectRef, Arc<ProviderHealth>>>,
 }
 
 impl Health {

@@ -1,6 +1,5 @@
 //! Prometheus metrics, served in the text format on the admin port.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
@@ -11,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use tollgate_snapshot::{ProviderIdx, RouteIdx, Snapshot};
+use tollgate_snapshot::{FxHashMap, ProviderIdx, RouteIdx, Snapshot};
 
 use crate::state::SnapshotStore;
 
@@ -196,7 +195,7 @@ pub struct SeriesOf<'a> {
 struct SeriesCache {
     version: u64,
     hash: String,
-    by_key: HashMap<SeriesKey, Series>,
+    by_key: FxHashMap<SeriesKey, Series>,
 }
 
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]

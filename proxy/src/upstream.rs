@@ -3,9 +3,9 @@
 //! Pools live here, outside any snapshot, keyed by the provider's `namespace/name`: a snapshot swap that
 //! leaves a provider's endpoint and connect timeout alone keeps its warm connections.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tollgate_snapshot::FxHashMap;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -28,7 +28,7 @@ struct Pool {
 /// Every upstream pool.
 pub struct Upstreams {
     tls: rustls::ClientConfig,
-    pools: RwLock<HashMap<ObjectRef, Arc<Pool>>>,
+    pools: RwLock<FxHashMap<ObjectRef, Arc<Pool>>>,
 }
 
 /// Why an upstream call produced no response.
@@ -65,7 +65,7 @@ impl Upstreams {
         .with_no_client_auth();
         Self {
             tls,
-            pools: RwLock::new(HashMap::new()),
+            pools: RwLock::new(FxHashMap::default()),
         }
     }
 

@@ -8,7 +8,7 @@ const K: u64 = 0x517c_c1b7_2722_0a95;
 
 /// Multiply-rotate word hasher.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher {
+pub struct FxHasher {
     hash: u64,
 }
 
@@ -61,7 +61,7 @@ impl Hasher for FxHasher {
 }
 
 /// A `HashMap` using [`FxHasher`].
-pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// An empty map with room for `n` entries.
 pub(crate) fn map_with_capacity<K, V>(n: usize) -> FxHashMap<K, V> {

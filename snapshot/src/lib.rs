@@ -14,5 +14,6 @@ mod verdict;
 pub use catalog::*;
 pub use compile::*;
 pub use duration::*;
+pub use fx::{FxHashMap, FxHasher};
 pub use model::*;
 pub use verdict::*;

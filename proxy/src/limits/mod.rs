@@ -12,9 +12,9 @@
 pub mod local;
 pub mod redis;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tollgate_snapshot::FxHashMap;
 
 use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -37,7 +37,7 @@ pub struct LimitsConfig {
     pub replicas: Option<u32>,
 }
 
-type Table = RwLock<HashMap<ObjectRef, Arc<Mutex<Counters>>>>;
+type Table = RwLock<FxHashMap<ObjectRef, Arc<Mutex<Counters>>>>;
 
 /// The process-wide limiter.
 pub struct Limiter {
