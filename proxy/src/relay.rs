@@ -342,9 +342,26 @@ fn inspect_event(event: &[u8]) -> Option<openai::ChunkUsage> {
             continue;
         };
         let payload = payload.strip_prefix(b" ").unwrap_or(payload);
-        if payload.first() == Some(&b'{') && memchr::memmem::find(payload, b"\"usage\"").is_some() {
-            return openai::usage_of_chunk(payload);
+        if payload.first() != Some(&b'{') {
+            continue;
         }
+        let Some(at) = memchr::memmem::find(payload, b"\"usage\"") else {
+            continue;
+        };
+        // With include_usage, OpenAI puts `"usage":null` in every chunk but the last: no need to
+        // parse those (a quoted "usage" inside a string would be escaped, so this is the key).
+        let value = payload[at + 7..]
+            .iter()
+            .position(|b| !matches!(b, b' ' | b':' | b'\t' | b'\r' | b'\n'))
+            .map(|i| &payload[at + 7 + i..]);
+        let only_one = memchr::memmem::find(&payload[at + 7..], b"\"usage\"").is_none();
+        if only_one && value.is_some_and(|v| v.starts_with(b"null")) {
+            return Some(openai::ChunkUsage {
+                usage: None,
+                usage_only: false,
+            });
+        }
+        return openai::usage_of_chunk(payload);
     }
     None
 }
@@ -404,6 +421,19 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn null_usage_chunks_are_recognised_without_parsing_and_others_are_parsed() {
+        let found = inspect_event(CHUNK).expect("a chunk with a usage key");
+        assert!(found.usage.is_none() && !found.usage_only);
+        let found = inspect_event(USAGE).expect("the usage chunk");
+        assert!(found.usage_only);
+        assert_eq!(found.usage.map(|u| u.input), Some(5));
+        // A second "usage" key: the whole chunk decides, not the first null.
+        let nested = b"data: {\"choices\":[{\"usage\":null}],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n";
+        let found = inspect_event(nested).expect("parsed");
+        assert_eq!(found.usage.map(|u| (u.input, u.output)), Some((2, 3)));
     }
 
     #[test]
