@@ -312,7 +312,7 @@ mod json {
     /// A JSON string; text without quotes, backslashes or control characters (nearly all of it) is
     /// copied as it is.
     pub fn string(out: &mut Vec<u8>, s: &str) {
-        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        if plain(s) {
             out.reserve(s.len() + 2);
             out.push(b'"');
             out.extend_from_slice(s.as_bytes());
@@ -320,6 +320,11 @@ mod json {
         } else {
             serde_json::to_writer(&mut *out, s).expect("a string serialises");
         }
+    }
+
+    /// Whether `s` needs no escaping in JSON.
+    fn plain(s: &str) -> bool {
+        s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
     }
 
     pub fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
@@ -336,7 +341,6 @@ mod json {
             return;
         };
         let (namespace, name): (&str, &str) = (&id.namespace, &id.name);
-        let plain = |s: &str| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
         if plain(namespace) && plain(name) {
             out.push(b'"');
             out.extend_from_slice(namespace.as_bytes());
