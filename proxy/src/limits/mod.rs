@@ -455,11 +455,17 @@ fn refusal_error(kind: &str, id: &ObjectRef, r: &Refusal, replicas: u32) -> ApiE
 
 /// A duration as OpenAI writes `x-ratelimit-reset-*`: `20ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.
 pub fn format_duration(ms: u64) -> String {
-    use std::fmt::Write as _;
     let mut out = String::with_capacity(16);
+    write_duration(&mut out, ms);
+    out
+}
+
+/// [`format_duration`] into `out`.
+fn write_duration(out: &mut String, ms: u64) {
+    use std::fmt::Write as _;
     if ms < 1_000 {
         let _ = write!(out, "{ms}ms");
-        return out;
+        return;
     }
     let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
     let (m, rest) = (rest / 60_000, rest % 60_000);
@@ -477,7 +483,6 @@ pub fn format_duration(ms: u64) -> String {
         }
     }
     out.push('s');
-    out
 }
 
 const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
@@ -492,25 +497,42 @@ const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 impl RateNotes {
     /// Writes the `x-ratelimit-*` headers (for each limited dimension) and any retry hints.
     pub fn write(&self, headers: &mut HeaderMap) {
-        headers.reserve(8);
-        let number = |n: u64| HeaderValue::from(n);
-        let text = |ms: u64| {
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(format_duration(ms)))
-                .expect("ASCII duration")
+        // Every value is written into one buffer and each header takes a slice of it: one allocation
+        // for all of them instead of one per header (this runs on every call of a limited route).
+        let mut text = String::with_capacity(96);
+        let mut spans: [(Option<HeaderName>, usize, usize); 8] = Default::default();
+        let mut n = 0;
+        let mut value = |name: HeaderName, write: &dyn Fn(&mut String)| {
+            let start = text.len();
+            write(&mut text);
+            spans[n] = (Some(name), start, text.len());
+            n += 1;
         };
+        let number = |v: u64| move |out: &mut String| out.push_str(itoa::Buffer::new().format(v));
+        let duration = |ms: u64| move |out: &mut String| write_duration(out, ms);
         if let Some(g) = self.gauges.requests {
-            headers.insert(LIMIT_REQUESTS, number(g.limit));
-            headers.insert(REMAINING_REQUESTS, number(g.remaining));
-            headers.insert(RESET_REQUESTS, text(g.reset_ms));
+            value(LIMIT_REQUESTS, &number(g.limit));
+            value(REMAINING_REQUESTS, &number(g.remaining));
+            value(RESET_REQUESTS, &duration(g.reset_ms));
         }
         if let Some(g) = self.gauges.tokens {
-            headers.insert(LIMIT_TOKENS, number(g.limit));
-            headers.insert(REMAINING_TOKENS, number(g.remaining));
-            headers.insert(RESET_TOKENS, text(g.reset_ms));
+            value(LIMIT_TOKENS, &number(g.limit));
+            value(REMAINING_TOKENS, &number(g.remaining));
+            value(RESET_TOKENS, &duration(g.reset_ms));
         }
         if let Some(ms) = self.retry_after_ms {
-            headers.insert(http::header::RETRY_AFTER, number(ms.div_ceil(1_000).max(1)));
-            headers.insert(RETRY_AFTER_MS, number(ms));
+            value(
+                http::header::RETRY_AFTER,
+                &number(ms.div_ceil(1_000).max(1)),
+            );
+            value(RETRY_AFTER_MS, &number(ms));
+        }
+        let text = bytes::Bytes::from(text);
+        for (name, start, end) in spans {
+            let Some(name) = name else { break };
+            let v = HeaderValue::from_maybe_shared(text.slice(start..end))
+                .expect("digits and duration units are a valid header value");
+            headers.insert(name, v);
         }
         if self.do_not_retry {
             headers.insert(SHOULD_RETRY, HeaderValue::from_static("false"));
