@@ -84,17 +84,10 @@ pub async fn model_call(
     let (doc, model) = parse_request(body)?;
     let stream = endpoint != Endpoint::Embeddings && doc.stream();
     call.stream = stream;
-    let found = snapshot.model(route, &model);
-    call.model = found.and_then(|f| {
-        let models = &snapshot.content.routes[route as usize].models;
-        models
-            .iter()
-            .position(|m| std::ptr::eq(m, f))?
-            .try_into()
-            .ok()
-    });
+    let found = snapshot.model_with_index(route, &model);
+    call.model = found.map(|(idx, _)| idx);
     call.model_requested = Some(model);
-    let Some(route_model) = found else {
+    let Some((_, route_model)) = found else {
         let names = snapshot.content.routes[route as usize]
             .models
             .iter()

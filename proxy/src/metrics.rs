@@ -331,12 +331,13 @@ impl Metrics {
         series.requests.inc();
         series.duration.observe(s.duration_s);
         if let Some(ttft) = s.ttft_s {
-            let route = RouteLabel {
-                route: route_label(s.series.as_ref()),
-            };
             series
                 .ttft
-                .get_or_insert_with(|| self.ttft.get_or_create_owned(&route))
+                .get_or_insert_with(|| {
+                    self.ttft.get_or_create_owned(&RouteLabel {
+                        route: route_label(s.series.as_ref()),
+                    })
+                })
                 .observe(ttft);
         }
         drop(cache);

@@ -558,11 +558,16 @@ impl Snapshot {
 
     /// A model of a route by client-facing name.
     pub fn model(&self, route: RouteIdx, name: &str) -> Option<&RouteModel> {
+        self.model_with_index(route, name).map(|(_, m)| m)
+    }
+
+    /// A model of a route by client-facing name, with its index among the route's models.
+    pub fn model_with_index(&self, route: RouteIdx, name: &str) -> Option<(u32, &RouteModel)> {
         let models = &self.content.routes.get(route as usize)?.models;
         let m = models
             .binary_search_by(|m| m.name.as_str().cmp(name))
             .ok()?;
-        Some(&models[m])
+        Some((m as u32, &models[m]))
     }
 
     /// A provider by index.
