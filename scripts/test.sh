@@ -27,9 +27,9 @@ if ! command -v redis-server >/dev/null; then
 fi
 redis-server --version
 
-# Python packages for the SDK compatibility tests go here, e.g.:
-#   step "python test dependencies"
-#   python3 -m pip install --quiet openai
+# The SDK compatibility tests (proxy/tests/python_*.rs, anthropic_sdk.rs) make their own venv with the
+# official openai and anthropic packages on first use: proxy/tests/python/ensure_venv.sh, cached in
+# ~/.cache/tollgate/venv.
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -3,11 +3,12 @@
 //! bad key and an unsubscribed one. The venv lives in `~/.cache/tollgate/venv` and is created on first
 //! use; a missing python3 or a failed install fails this test rather than skipping it.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod standalone_bin;
+
+use std::process::Command;
+use std::time::Duration;
+
+use standalone_bin::{Proxy, manifest, python, wait_for};
 
 const KEY: &str = "tg-quickstart-demo-key";
 const UNSUBSCRIBED: &str = "tg-unsubscribed-key";
@@ -33,61 +34,10 @@ spec:
         name: lonely-app-key
 "#;
 
-/// Kills the proxy if the test fails before stopping it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split(' ').nth(1)?.parse().ok()
-}
-
-fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
 #[test]
 fn openai_python_sdk_against_the_standalone_quickstart() {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = Command::new("bash")
-        .arg(manifest.join("tests/python/ensure_venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("bash runs");
-    assert!(
-        venv.status.success(),
-        "could not prepare a Python venv with the openai package (python3 and PyPI are required)"
-    );
-    let python = String::from_utf8(venv.stdout).unwrap().trim().to_string();
+    let manifest = manifest();
+    let python = python();
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -96,31 +46,8 @@ fn openai_python_sdk_against_the_standalone_quickstart() {
     )
     .unwrap();
     std::fs::write(dir.path().join("unsubscribed.yaml"), EXTRA).unwrap();
-    let access_log = dir.path().join("access.log");
-    let (port, admin) = (free_port(), free_port());
-    let mut proxy = Running(
-        Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
-            .arg("standalone")
-            .arg(dir.path())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .stdout(std::fs::File::create(&access_log).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tollgate-proxy"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_status(admin, "/readyz") != Some(200) {
-        assert!(
-            proxy.0.try_wait().unwrap().is_none(),
-            "the proxy exited at startup"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the proxy was not ready within 30s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut proxy = Proxy::start(dir.path());
+    let port = proxy.port;
 
     let mut sdk = Command::new(&python)
         .arg(manifest.join("tests/python/test_openai_sdk.py"))
@@ -144,7 +71,7 @@ fn openai_python_sdk_against_the_standalone_quickstart() {
     );
 
     // SIGTERM: the proxy drains and exits cleanly.
-    let pid = proxy.0.id().to_string();
+    let pid = proxy.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -153,10 +80,10 @@ fn openai_python_sdk_against_the_standalone_quickstart() {
             .success()
     );
     let exit =
-        wait_for(&mut proxy.0, Duration::from_secs(10)).expect("exits within 10s of SIGTERM");
+        wait_for(&mut proxy.child, Duration::from_secs(10)).expect("exits within 10s of SIGTERM");
     assert!(exit.success(), "exit status {exit}");
 
-    let log = std::fs::read_to_string(&access_log).unwrap();
+    let log = proxy.log_text();
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).expect("access-log lines are JSON"))

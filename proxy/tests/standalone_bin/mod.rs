@@ -1,0 +1,118 @@
+//! The real `tollgate-proxy` binary in standalone mode, for tests whose client is another program
+//! (the official Python SDKs): a venv with them, a proxy on free loopback ports with its access log in
+//! a file, and the proxy killed if the test fails first.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The python3 of the test venv (`tests/python/ensure_venv.sh`, cached in `~/.cache/tollgate/venv`).
+/// A missing python3 or a failed install fails the test rather than skipping it.
+pub fn python() -> String {
+    let venv = Command::new("bash")
+        .arg(manifest().join("tests/python/ensure_venv.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("bash runs");
+    assert!(
+        venv.status.success(),
+        "could not prepare a Python venv with the openai package (python3 and PyPI are required)"
+    );
+    String::from_utf8(venv.stdout).unwrap().trim().to_string()
+}
+
+/// The proxy crate's folder.
+pub fn manifest() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running standalone proxy; killed when dropped.
+pub struct Proxy {
+    pub child: Child,
+    pub port: u16,
+    pub access_log: PathBuf,
+}
+
+impl Proxy {
+    /// Serves the YAML files in `dir`, with stdout (the access log) in `dir/access.log`, and waits up to
+    /// 30 s for `/readyz`.
+    pub fn start(dir: &Path) -> Self {
+        let access_log = dir.join("access.log");
+        let (port, admin) = (free_port(), free_port());
+        let mut proxy = Self {
+            child: Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
+                .arg("standalone")
+                .arg(dir)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+                .stdout(std::fs::File::create(&access_log).unwrap())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start tollgate-proxy"),
+            port,
+            access_log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_status(admin, "/readyz") != Some(200) {
+            assert!(
+                proxy.child.try_wait().unwrap().is_none(),
+                "the proxy exited at startup"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the proxy was not ready within 30s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        proxy
+    }
+
+    /// The access log written so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.access_log).unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `limit` for `child` to exit.
+pub fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split(' ').nth(1)?.parse().ok()
+}
