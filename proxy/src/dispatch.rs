@@ -1,5 +1,6 @@
 //! From a model name to an answer: backend choice, fallbacks, and the call to the provider.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use crate::pipeline::parse_request;
 use crate::record::{Call, Served};
 use crate::relay::{Relay, RelayMode};
 use crate::state::Shared;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Prepared, ProviderParts, UpstreamError};
 
 /// Which model endpoint was called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,11 +34,12 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    fn upstream_path(self) -> &'static str {
+    /// Index of its path in [`crate::upstream::OPENAI_PATHS`].
+    fn upstream_path(self) -> usize {
         match self {
-            Self::Chat => "/chat/completions",
-            Self::Embeddings => "/embeddings",
-            Self::Messages => "/messages",
+            Self::Chat => 0,
+            Self::Embeddings => 1,
+            Self::Messages => 2,
         }
     }
 }
@@ -250,14 +252,15 @@ async fn openai_attempt(
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, Failed> {
     let who = &provider.id;
-    let url = format!("{}{}", provider.endpoint, ask.endpoint.upstream_path());
+    let prepared = prepared(shared, call);
+    let parts = prepared.provider(backend.provider);
     let body = ask.openai_body(&backend.upstream_model);
     let accept = if ask.stream {
         "text/event-stream"
     } else {
         "application/json"
     };
-    let uri = http::Uri::try_from(url).map_err(|_| {
+    let uri = parts.uri(ask.endpoint.upstream_path()).ok_or_else(|| {
         Failed::Retry(ApiError::upstream(
             StatusCode::BAD_GATEWAY,
             "upstream_misconfigured",
@@ -276,6 +279,9 @@ async fn openai_attempt(
         HeaderValue::from_static(concat!("tollgate-proxy/", env!("CARGO_PKG_VERSION"))),
     );
     headers.insert("x-request-id", call.request_id.clone());
+    if let Some(host) = parts.host() {
+        headers.insert(header::HOST, host);
+    }
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;
@@ -285,11 +291,11 @@ async fn openai_attempt(
         .health
         .of(provider)
         .pick_key(provider.credentials.len(), clock::now_unix_ms());
-    if let Some((name, value)) = shared.upstreams.credential_at(provider, call.key) {
+    if let Some((name, value)) = parts.credential(call.key) {
         request.headers_mut().insert(name, value);
     }
 
-    let (upstream, deadline) = send_upstream(shared, provider, request, call).await?;
+    let (upstream, deadline) = send_upstream(provider, parts, request, call).await?;
 
     let status = upstream.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -359,9 +365,18 @@ async fn openai_attempt(
 /// Sends `request` to `provider`, waiting for the response headers no longer than its connect and first-byte
 /// timeouts allow within the call's total deadline; transport failures become retryable errors.
 /// Returns the response and that total deadline.
+/// The request parts of the providers of the snapshot `call` is served from.
+pub(crate) fn prepared(shared: &Shared, call: &Call) -> Arc<Prepared> {
+    let snapshot = call
+        .snapshot
+        .as_ref()
+        .expect("a model call has its snapshot");
+    shared.upstreams.prepared(snapshot)
+}
+
 pub(crate) async fn send_upstream(
-    shared: &Shared,
     provider: &Provider,
+    parts: &ProviderParts,
     request: Request<Full<Bytes>>,
     call: &Call,
 ) -> Result<(Response<hyper::body::Incoming>, tokio::time::Instant), Failed> {
@@ -371,7 +386,7 @@ pub(crate) async fn send_upstream(
     let headers_due = Duration::from_millis(t.connect_ms + t.first_byte_ms)
         .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
     let who = &provider.id;
-    match shared.upstreams.send(provider, request, headers_due).await {
+    match parts.send(request, headers_due).await {
         Ok(response) => Ok((response, deadline)),
         Err(error) => {
             let (status, code, message) = match error {

@@ -84,8 +84,13 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     {
         return v.clone();
     }
-    let fresh = hex::encode(fastrand::u128(..).to_be_bytes());
-    HeaderValue::from_maybe_shared(Bytes::from(fresh)).expect("hex digits are a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = fastrand::u128(..);
+    let mut fresh = [0u8; 32];
+    for (i, digit) in fresh.iter_mut().enumerate() {
+        *digit = HEX[(random >> (124 - 4 * i) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&fresh).expect("hex digits are a valid header value")
 }
 
 /// The API key from `Authorization: Bearer`, `x-api-key` or `api-key`.
@@ -379,6 +384,12 @@ mod tests {
         h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
         assert_eq!(request_id(&h), "abc-123");
         h.insert(REQUEST_ID, HeaderValue::from_static("has space"));
-        assert_eq!(request_id(&h).len(), 32);
+        let fresh = request_id(&h);
+        assert_eq!(fresh.len(), 32);
+        assert!(
+            fresh.as_bytes().iter().all(u8::is_ascii_hexdigit),
+            "{fresh:?}"
+        );
+        assert_ne!(fresh, request_id(&h), "each fresh id is random");
     }
 }

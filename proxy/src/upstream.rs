@@ -3,19 +3,21 @@
 //! Pools live here, outside any snapshot, keyed by the provider's `namespace/name`: a snapshot swap that
 //! leaves a provider's endpoint and connect timeout alone keeps its warm connections.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use tollgate_snapshot::FxHashMap;
 
+use arc_swap::ArcSwapOption;
+
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tollgate_snapshot::{ObjectRef, Provider};
+use tollgate_snapshot::{ObjectRef, Provider, ProviderIdx, Snapshot};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -29,6 +31,32 @@ struct Pool {
 pub struct Upstreams {
     tls: rustls::ClientConfig,
     pools: RwLock<FxHashMap<ObjectRef, Arc<Pool>>>,
+    /// The request parts of the last snapshot that asked for them.
+    prepared: ArcSwapOption<Prepared>,
+}
+
+/// Paths of the OpenAI-style endpoints, appended to a provider's `endpoint`; [`ProviderParts::uri`]
+/// takes an index into this list.
+pub const OPENAI_PATHS: [&str; 3] = ["/chat/completions", "/embeddings", "/messages"];
+
+/// What every call to the providers of one snapshot needs, made once when a call first uses that
+/// snapshot: finding the pool, parsing the URL and formatting the credential and `Host` headers cost
+/// more than building the rest of the request.
+pub struct Prepared {
+    /// Which snapshot this was made from (a `Weak` keeps the address from being reused).
+    snapshot: Weak<Snapshot>,
+    providers: Vec<ProviderParts>,
+}
+
+/// One provider's share of [`Prepared`].
+pub struct ProviderParts {
+    pool: Arc<Pool>,
+    /// One header per key of the pool; `None` where the key is not a valid header value.
+    credentials: Vec<Option<(HeaderName, HeaderValue)>>,
+    /// `endpoint` + each of [`OPENAI_PATHS`]; `None` where that is not a valid URL.
+    uris: [Option<Uri>; OPENAI_PATHS.len()],
+    /// The `Host` header the client would otherwise format on every request.
+    host: Option<HeaderValue>,
 }
 
 /// Why an upstream call produced no response.
@@ -66,6 +94,42 @@ impl Upstreams {
         Self {
             tls,
             pools: RwLock::new(FxHashMap::default()),
+            prepared: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The request parts of `snapshot`'s providers, made on the first call that uses it.
+    pub fn prepared(&self, snapshot: &Arc<Snapshot>) -> Arc<Prepared> {
+        if let Some(prepared) = self.prepared.load_full()
+            && prepared.snapshot.as_ptr() == Arc::as_ptr(snapshot)
+        {
+            return prepared;
+        }
+        let providers = snapshot
+            .content
+            .providers
+            .iter()
+            .map(|provider| self.parts_of(provider))
+            .collect();
+        let prepared = Arc::new(Prepared {
+            snapshot: Arc::downgrade(snapshot),
+            providers,
+        });
+        self.prepared.store(Some(prepared.clone()));
+        prepared
+    }
+
+    fn parts_of(&self, provider: &Provider) -> ProviderParts {
+        let uris =
+            OPENAI_PATHS.map(|path| Uri::try_from(format!("{}{path}", provider.endpoint)).ok());
+        let host = uris[0].as_ref().and_then(host_header);
+        ProviderParts {
+            pool: self.pool(provider),
+            credentials: (0..provider.credentials.len())
+                .map(|i| credential_header(provider, i))
+                .collect(),
+            uris,
+            host,
         }
     }
 
@@ -109,35 +173,96 @@ impl Upstreams {
             .pool_max_idle_per_host(1024)
             .build(https)
     }
+}
 
-    /// The credential header for key `index` of the provider's pool (as chosen by [`crate::health`],
-    /// which rests refused keys); `None` for keyless providers.
-    pub fn credential_at(
+impl Pool {
+    async fn send(
         &self,
-        provider: &Provider,
-        index: Option<usize>,
-    ) -> Option<(HeaderName, HeaderValue)> {
-        let key = provider.credentials.get(index?)?;
-        let name = HeaderName::from_bytes(provider.auth.header.as_bytes()).ok()?;
-        let mut value =
-            HeaderValue::from_str(&format!("{}{}", provider.auth.prefix, key.0)).ok()?;
-        value.set_sensitive(true);
-        Some((name, value))
-    }
-
-    /// Sends one request to `provider`, waiting at most until the response headers are due.
-    pub async fn send(
-        &self,
-        provider: &Provider,
         request: Request<Full<Bytes>>,
         headers_due: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let pool = self.pool(provider);
-        match tokio::time::timeout(headers_due, pool.client.request(request)).await {
+        match tokio::time::timeout(headers_due, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
             Ok(Err(_)) => Err(UpstreamError::Broken),
             Ok(Ok(response)) => Ok(response),
         }
+    }
+}
+
+impl Prepared {
+    /// The parts of provider `idx` of the snapshot this was made from.
+    pub fn provider(&self, idx: ProviderIdx) -> &ProviderParts {
+        &self.providers[idx as usize]
+    }
+}
+
+impl ProviderParts {
+    /// The credential header for key `index` of the pool; `None` for keyless providers.
+    pub fn credential(&self, index: Option<usize>) -> Option<(HeaderName, HeaderValue)> {
+        self.credentials.get(index?)?.clone()
+    }
+
+    /// The URL of [`OPENAI_PATHS`]`[path]` at this provider, if the endpoint makes a valid one.
+    pub fn uri(&self, path: usize) -> Option<Uri> {
+        self.uris[path].clone()
+    }
+
+    /// The `Host` header for this provider's endpoint.
+    pub fn host(&self) -> Option<HeaderValue> {
+        self.host.clone()
+    }
+
+    /// Sends one request through this provider's pool (see [`Upstreams::send`]).
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        headers_due: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.pool.send(request, headers_due).await
+    }
+}
+
+/// The header carrying key `index` of the provider's pool, marked sensitive so it is never printed.
+fn credential_header(provider: &Provider, index: usize) -> Option<(HeaderName, HeaderValue)> {
+    let key = provider.credentials.get(index)?;
+    let name = HeaderName::from_bytes(provider.auth.header.as_bytes()).ok()?;
+    let mut value = HeaderValue::from_str(&format!("{}{}", provider.auth.prefix, key.0)).ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
+}
+
+/// `Host` as hyper-util's client writes it: the host, and the port unless it is the scheme's default.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default = match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    match uri.port_u16() {
+        Some(port) if Some(port) != default => {
+            HeaderValue::from_str(&format!("{host}:{port}")).ok()
+        }
+        _ => HeaderValue::from_str(host).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_headers_leave_out_only_the_schemes_default_port() {
+        let host = |url: &str| host_header(&Uri::try_from(url).unwrap()).unwrap();
+        assert_eq!(
+            host("https://api.openai.com/v1/chat/completions"),
+            "api.openai.com"
+        );
+        assert_eq!(host("https://api.openai.com:443/v1"), "api.openai.com");
+        assert_eq!(host("http://127.0.0.1:8080/v1"), "127.0.0.1:8080");
+        assert_eq!(host("http://vllm.internal:80/v1"), "vllm.internal");
+        assert_eq!(host("https://vllm.internal:80/v1"), "vllm.internal:80");
+        assert_eq!(host("http://[::1]:9000/v1"), "[::1]:9000");
     }
 }

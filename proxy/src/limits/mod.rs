@@ -462,22 +462,27 @@ pub fn format_duration(ms: u64) -> String {
 
 /// [`format_duration`] into `out`.
 fn write_duration(out: &mut String, ms: u64) {
-    use std::fmt::Write as _;
+    let mut digits = itoa::Buffer::new();
     if ms < 1_000 {
-        let _ = write!(out, "{ms}ms");
+        out.push_str(digits.format(ms));
+        out.push_str("ms");
         return;
     }
     let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
     let (m, rest) = (rest / 60_000, rest % 60_000);
     if h > 0 {
-        let _ = write!(out, "{h}h{m}m");
-    } else if m > 0 {
-        let _ = write!(out, "{m}m");
+        out.push_str(digits.format(h));
+        out.push('h');
     }
-    let _ = write!(out, "{}", rest / 1_000);
+    if h > 0 || m > 0 {
+        out.push_str(digits.format(m));
+        out.push('m');
+    }
+    out.push_str(digits.format(rest / 1_000));
     let millis = rest % 1_000;
     if millis > 0 {
-        let _ = write!(out, ".{millis:03}");
+        out.push('.');
+        out.push_str(&digits.format(1_000 + millis)[1..]);
         while out.ends_with('0') {
             out.pop();
         }
@@ -528,6 +533,8 @@ impl RateNotes {
             value(RETRY_AFTER_MS, &number(ms));
         }
         let text = bytes::Bytes::from(text);
+        // Growing the answer's header map while inserting would rehash it more than once.
+        headers.reserve(n + usize::from(self.do_not_retry));
         for (name, start, end) in spans {
             let Some(name) = name else { break };
             let v = HeaderValue::from_maybe_shared(text.slice(start..end))

@@ -35,6 +35,7 @@ use crate::openai::RequestDoc;
 use crate::record::Call;
 use crate::relay::{Relay, RelayMode};
 use crate::state::Shared;
+use crate::upstream::ProviderParts;
 
 use chat::{Answer, ChatRequest};
 use stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Translate};
@@ -337,13 +338,13 @@ pub fn scrub(message: &str, secrets: &[String]) -> String {
 
 /// Adds the credential: the provider's header for API keys, or a SigV4 signature for Bedrock keys.
 fn authenticate(
-    shared: &Shared,
+    parts: &ProviderParts,
     provider: &Provider,
     key: Option<usize>,
     request: &mut Request<Full<Bytes>>,
     body: &[u8],
 ) -> Result<(), Failed> {
-    let Some((name, value)) = shared.upstreams.credential_at(provider, key) else {
+    let Some((name, value)) = parts.credential(key) else {
         return Ok(());
     };
     if provider.provider_type != ProviderType::Bedrock {
@@ -433,6 +434,8 @@ async fn exchange(
     out: Outgoing,
 ) -> Result<Response<ResponseBody>, Failed> {
     let who = &provider.id;
+    let prepared = crate::dispatch::prepared(shared, call);
+    let parts = prepared.provider(backend.provider);
     let accept = match (&out.wire, ask.stream) {
         (Wire::Bedrock, true) => "application/vnd.amazon.eventstream",
         (_, true) => "text/event-stream",
@@ -459,9 +462,9 @@ async fn exchange(
         .health
         .of(provider)
         .pick_key(provider.credentials.len(), crate::clock::now_unix_ms());
-    authenticate(shared, provider, call.key, &mut request, &body)?;
+    authenticate(parts, provider, call.key, &mut request, &body)?;
 
-    let (upstream, deadline) = send_upstream(shared, provider, request, call).await?;
+    let (upstream, deadline) = send_upstream(provider, parts, request, call).await?;
     let status = upstream.status();
     let (parts, incoming) = upstream.into_parts();
     if !status.is_success() {
