@@ -278,7 +278,7 @@ async fn openai_attempt(
         header::USER_AGENT,
         HeaderValue::from_static(concat!("tollgate-proxy/", env!("CARGO_PKG_VERSION"))),
     );
-    headers.insert("x-request-id", call.request_id.clone());
+    headers.insert(crate::pipeline::REQUEST_ID, call.request_id.clone());
     if let Some(host) = parts.host() {
         headers.insert(header::HOST, host);
     }

@@ -19,7 +19,9 @@ use crate::openai::{RequestDoc, RequestError};
 use crate::record::Call;
 use crate::state::Shared;
 
-const REQUEST_ID: &str = "x-request-id";
+/// The request id header, sent upstream and back to the client (a `HeaderName` constant: inserting
+/// with a `&str` name checks and converts it on every call).
+pub(crate) const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 /// What the pipeline learned that shapes every answer on the route, errors included.
 #[derive(Default)]
@@ -77,7 +79,7 @@ pub async fn handle(
 /// The client's request id if it sent a sane one, else a fresh random one (a header value either way,
 /// so that it goes upstream and back to the client without being copied again).
 fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(REQUEST_ID)
+    if let Some(v) = headers.get(&REQUEST_ID)
         && !v.is_empty()
         && v.len() <= 128
         && v.as_bytes().iter().all(|b| b.is_ascii_graphic())

@@ -456,7 +456,7 @@ async fn exchange(
         .map_err(|_| Failed::Retry(misconfigured(provider, "its endpoint is not a valid URL")))?;
     request
         .headers_mut()
-        .insert("x-request-id", call.request_id.clone());
+        .insert(crate::pipeline::REQUEST_ID, call.request_id.clone());
     // The pool's next key that is not resting after a 401/403/429; remembered to rest it if refused.
     call.key = shared
         .health
