@@ -7,7 +7,6 @@
 //! controller did not accept (it may not be the leader) are kept and sent again.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -24,7 +23,7 @@ use hyper_util::{
 };
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use serde::Serialize;
-use tollgate_snapshot::{ObjectRef, Snapshot};
+use tollgate_snapshot::{FxHashMap, ObjectRef, Snapshot};
 
 /// Largest snapshot frame accepted.
 const MAX_FRAME: usize = 512 << 20;
@@ -245,10 +244,14 @@ impl FrameReader {
     }
 }
 
+/// Usage per subscription since the last report. Fx-hashed: the keys come from the snapshot, never
+/// from callers.
+type Tally = FxHashMap<ObjectRef, Delta>;
+
 /// Usage counted per subscription since the last accepted report.
 #[derive(Default)]
 pub struct UsageTally {
-    pending: Mutex<HashMap<ObjectRef, Delta>>,
+    pending: Mutex<Tally>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -313,26 +316,31 @@ impl UsageTally {
         output_tokens: u64,
         cost_usd: f64,
     ) {
-        self.lock()
-            .entry(subscription.clone())
-            .or_default()
-            .add(&Delta {
-                requests: 1,
-                input_tokens,
-                output_tokens,
-                cost_usd,
-            });
+        let delta = Delta {
+            requests: 1,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+        };
+        let mut pending = self.lock();
+        // Found first, cloned only when new: this runs on every answered call.
+        match pending.get_mut(subscription) {
+            Some(total) => total.add(&delta),
+            None => {
+                pending.insert(subscription.clone(), delta);
+            }
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef, Delta>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn take(&self) -> HashMap<ObjectRef, Delta> {
+    fn take(&self) -> Tally {
         std::mem::take(&mut *self.lock())
     }
 
-    fn put_back(&self, taken: HashMap<ObjectRef, Delta>) {
+    fn put_back(&self, taken: Tally) {
         let mut pending = self.lock();
         for (id, delta) in taken {
             pending.entry(id).or_default().add(&delta);
@@ -340,7 +348,7 @@ impl UsageTally {
     }
 }
 
-fn report_of(proxy: &str, taken: &HashMap<ObjectRef, Delta>) -> UsageReport {
+fn report_of(proxy: &str, taken: &Tally) -> UsageReport {
     let mut deltas: Vec<UsageDelta> = taken
         .iter()
         .map(|(id, d)| UsageDelta {
