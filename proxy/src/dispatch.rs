@@ -378,7 +378,7 @@ pub(crate) async fn send_upstream(
     provider: &Provider,
     parts: &ProviderParts,
     request: Request<Full<Bytes>>,
-    call: &Call,
+    call: &mut Call,
 ) -> Result<(Response<hyper::body::Incoming>, tokio::time::Instant), Failed> {
     let t = provider.timeouts;
     let deadline =
@@ -386,8 +386,13 @@ pub(crate) async fn send_upstream(
     let headers_due = Duration::from_millis(t.connect_ms + t.first_byte_ms)
         .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
     let who = &provider.id;
+    // A previous attempt's connection is free once its answer was read, which it has been by now.
+    call.upstream = None;
     match parts.send(request, headers_due).await {
-        Ok(response) => Ok((response, deadline)),
+        Ok((response, checkin)) => {
+            call.upstream = checkin;
+            Ok((response, deadline))
+        }
         Err(error) => {
             let (status, code, message) = match error {
                 UpstreamError::Connect => (

@@ -220,6 +220,9 @@ pub struct Call {
     pub grant: Option<crate::limits::Grant>,
     /// Which key of the provider's pool the current attempt uses.
     pub key: Option<usize>,
+    /// The HTTP/1.1 connection carrying the current attempt's answer, given back to its pool when
+    /// the call ends (or the next attempt starts).
+    pub upstream: Option<crate::upstream::Checkin>,
 }
 
 /// One access-log line. Written by hand rather than through serde: it is produced for every call, and
@@ -420,6 +423,7 @@ impl Call {
             error_class: None,
             grant: None,
             key: None,
+            upstream: None,
         }
     }
 

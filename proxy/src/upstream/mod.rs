@@ -1,4 +1,4 @@
-//! Upstream HTTP: pooled clients per provider identity, timeouts, and credentials.
+//! Upstream HTTP: connection pools per provider identity, timeouts, and credentials.
 //!
 //! Pools live here, outside any snapshot, keyed by the provider's `namespace/name`: a snapshot swap that
 //! leaves a provider's endpoint and connect timeout alone keeps its warm connections.
@@ -14,17 +14,17 @@ use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tollgate_snapshot::{ObjectRef, Provider, ProviderIdx, Snapshot};
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+mod pool;
 
-/// One provider's pooled client.
+pub use pool::{Checkin, ConnPool};
+
+/// One provider's connections.
 struct Pool {
     connect_ms: u64,
-    client: HttpClient,
+    conns: Arc<ConnPool>,
 }
 
 /// Every upstream pool.
@@ -122,7 +122,7 @@ impl Upstreams {
     fn parts_of(&self, provider: &Provider) -> ProviderParts {
         let uris =
             OPENAI_PATHS.map(|path| Uri::try_from(format!("{}{path}", provider.endpoint)).ok());
-        let host = uris[0].as_ref().and_then(host_header);
+        let host = uris[0].as_ref().and_then(pool::host_header);
         ProviderParts {
             pool: self.pool(provider),
             credentials: (0..provider.credentials.len())
@@ -148,45 +148,26 @@ impl Upstreams {
         }
         let pool = Arc::new(Pool {
             connect_ms,
-            client: self.build_client(Duration::from_millis(connect_ms)),
+            conns: Arc::new(ConnPool::new(
+                self.connector(Duration::from_millis(connect_ms)),
+            )),
         });
         pools.insert(provider.id.clone(), pool.clone());
         pool
     }
 
-    fn build_client(&self, connect: Duration) -> HttpClient {
+    fn connector(&self, connect: Duration) -> HttpsConnector<HttpConnector> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect));
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(self.tls.clone())
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
-        Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(https)
-    }
-}
-
-impl Pool {
-    async fn send(
-        &self,
-        request: Request<Full<Bytes>>,
-        headers_due: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(headers_due, self.client.request(request)).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
-            Ok(Err(_)) => Err(UpstreamError::Broken),
-            Ok(Ok(response)) => Ok(response),
-        }
+            .wrap_connector(http)
     }
 }
 
@@ -213,13 +194,20 @@ impl ProviderParts {
         self.host.clone()
     }
 
-    /// Sends one request through this provider's pool (see [`Upstreams::send`]).
+    /// Sends one request through this provider's pool, waiting at most until the response headers
+    /// are due. Keep the [`Checkin`] until the answer's body is read: it then gives the connection
+    /// back.
     pub async fn send(
         &self,
         request: Request<Full<Bytes>>,
         headers_due: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        self.pool.send(request, headers_due).await
+    ) -> Result<(Response<Incoming>, Option<Checkin>), UpstreamError> {
+        match tokio::time::timeout(headers_due, self.pool.conns.send(request)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(pool::SendError::Connect)) => Err(UpstreamError::Connect),
+            Ok(Err(pool::SendError::Broken)) => Err(UpstreamError::Broken),
+            Ok(Ok(answer)) => Ok(answer),
+        }
     }
 }
 
@@ -232,25 +220,10 @@ fn credential_header(provider: &Provider, index: usize) -> Option<(HeaderName, H
     Some((name, value))
 }
 
-/// `Host` as hyper-util's client writes it: the host, and the port unless it is the scheme's default.
-fn host_header(uri: &Uri) -> Option<HeaderValue> {
-    let host = uri.host()?;
-    let default = match uri.scheme_str() {
-        Some("https") => Some(443),
-        Some("http") => Some(80),
-        _ => None,
-    };
-    match uri.port_u16() {
-        Some(port) if Some(port) != default => {
-            HeaderValue::from_str(&format!("{host}:{port}")).ok()
-        }
-        _ => HeaderValue::from_str(host).ok(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::pool::host_header;
+    use http::Uri;
 
     #[test]
     fn host_headers_leave_out_only_the_schemes_default_port() {
