@@ -13,6 +13,7 @@ pub mod error;
 pub mod fake;
 pub mod health;
 pub mod inbound_anthropic;
+mod json_scan;
 pub mod limits;
 pub mod metrics;
 pub mod openai;

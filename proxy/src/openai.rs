@@ -37,23 +37,37 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// The top-level members of a JSON request object, in the client's order.
 pub struct RequestDoc<'a> {
-    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    members: Vec<(Cow<'a, str>, Raw<'a>)>,
 }
 
-impl<'de> Deserialize<'de> for RequestDoc<'de> {
+/// One member's value: its JSON text exactly as the client sent it.
+#[derive(Clone, Copy, Debug)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// The JSON text.
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+}
+
+/// serde_json's reading of the top level, for the bodies the quick scan refuses.
+struct SerdeDoc<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for SerdeDoc<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct DocVisitor;
         impl<'de> Visitor<'de> for DocVisitor {
-            type Value = RequestDoc<'de>;
+            type Value = SerdeDoc<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestDoc<'de>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SerdeDoc<'de>, A::Error> {
                 let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                     members.push((k, v));
                 }
-                Ok(RequestDoc { members })
+                Ok(SerdeDoc(members))
             }
         }
         d.deserialize_map(DocVisitor)
@@ -74,11 +88,25 @@ pub enum RequestError {
 impl<'a> RequestDoc<'a> {
     /// Parses the top level of a request body.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, RequestError> {
-        Ok(serde_json::from_slice(bytes)?)
+        let scanned = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(crate::json_scan::object_members);
+        if let Some(members) = scanned {
+            let members = members.into_iter().map(|(k, v)| (k, Raw(v))).collect();
+            return Ok(Self { members });
+        }
+        // Refused by the quick scan: serde_json says what is wrong (and, should the two ever
+        // disagree, its reading is used).
+        let SerdeDoc(members) = serde_json::from_slice(bytes)?;
+        let members = members
+            .into_iter()
+            .map(|(k, v)| (k, Raw(v.get())))
+            .collect();
+        Ok(Self { members })
     }
 
     /// The raw value of a member.
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+    pub fn get(&self, name: &str) -> Option<Raw<'a>> {
         self.members
             .iter()
             .rev()
