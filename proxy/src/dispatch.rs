@@ -192,7 +192,12 @@ async fn attempt(
     call: &mut Call,
 ) -> Result<Response<ResponseBody>, Failed> {
     if crate::providers::translates(provider.provider_type, ask.endpoint) {
-        return crate::providers::attempt(shared, provider, backend, ask, call).await;
+        // Boxed: translating attempts hold far more state than the OpenAI-shaped one, and every
+        // call's future would otherwise be sized for them.
+        return Box::pin(crate::providers::attempt(
+            shared, provider, backend, ask, call,
+        ))
+        .await;
     }
     match provider.provider_type {
         ProviderType::Fake => fake_attempt(provider, backend, ask, call).await,

@@ -119,7 +119,9 @@ impl ConnPool {
             let reused = kept.is_some();
             let conn = match kept {
                 Some(conn) => conn,
-                None => self.connect(&origin).await?,
+                // Boxed: connecting (TLS, HTTP/2 handshake) is rare and would otherwise make every
+                // call's future as large as its own.
+                None => Box::pin(self.connect(&origin)).await?,
             };
             tries += 1;
             *request.uri_mut() = uri.clone();
