@@ -302,7 +302,7 @@ fn key_value_shared_by_two_consumers_stays_with_the_older() {
         .snapshot
         .consumer_by_key(&KeyDigest::of(b"sk-app"))
         .unwrap();
-    assert_eq!(owner.id.name, "copycat");
+    assert_eq!(&*owner.id.name, "copycat");
     let (ok, reason, message) = cond(
         verdict(&compiled, Kind::Consumer, "team-a", "app"),
         RESOLVED_REFS,
@@ -454,7 +454,7 @@ fn objects_without_a_namespace_live_in_default() {
     };
     let compiled = run(&inputs);
     for v in &compiled.verdicts {
-        assert_eq!(v.id.namespace, "default");
+        assert_eq!(&*v.id.namespace, "default");
     }
     assert!(verdict(&compiled, Kind::ApiSubscription, "default", "s").is_true(READY));
     match &verdict(&compiled, Kind::ApiSubscription, "default", "s").detail {

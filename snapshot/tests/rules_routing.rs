@@ -180,7 +180,7 @@ fn path_conflict_needs_the_same_prefix_and_overlapping_hostnames() {
             .route
             .id
             .name
-            .clone()
+            .to_string()
     };
     assert_eq!(at(Some("a.example.com")), "a");
     assert_eq!(at(Some("B.EXAMPLE.COM:8443")), "b");
@@ -370,7 +370,7 @@ fn draft_routes_are_compiled_with_their_stage_for_the_proxy_to_enforce() {
     let compiled = run(&inputs);
     let route = &compiled.snapshot.content.routes[0];
     assert_eq!(route.stage, Stage::Draft);
-    assert_eq!(route.id.namespace, "team-a");
+    assert_eq!(&*route.id.namespace, "team-a");
     assert_eq!(route.models.len(), 1);
     let (ok, _, message) = cond(verdict(&compiled, Kind::AIRoute, "team-a", "chat"), READY);
     assert!(ok);
@@ -462,7 +462,7 @@ fn route_endpoint_is_the_prefix_followed_by_v1() {
         }
     }
     assert_eq!(
-        compiled
+        &*compiled
             .snapshot
             .route_for(None, "/v1/models")
             .unwrap()

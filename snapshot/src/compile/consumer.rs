@@ -62,8 +62,7 @@ pub(crate) fn compile_consumers<'a>(
             Some(resolved) => {
                 let verdict = accepted_verdict(item, &resolved);
                 let consumer = Consumer {
-                    // A copy of a string just written is cheaper than reading the input's again.
-                    id: verdict.id.clone(),
+                    id: item.reference.clone(),
                     keys: resolved.keys,
                     limits: super::traffic::limits_of(item.obj.spec.limits.as_ref()),
                     budget: super::traffic::budget_of(item.obj.spec.budget.as_ref()),
@@ -101,7 +100,7 @@ fn invalid_verdict(item: &Item<'_, ConsumerObject>, problems: &[String]) -> Verd
     );
     Verdict {
         kind: Kind::Consumer,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions: vec![
             VerdictCondition::new(
@@ -341,7 +340,7 @@ fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Ver
     };
     Verdict {
         kind: Kind::Consumer,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions: vec![accepted, refs, ready],
         detail: Detail::Consumer(ConsumerDetail {

@@ -216,7 +216,7 @@ fn duplicate<T>(kind: Kind, item: &objects::Item<'_, T>, detail: Detail) -> Verd
     );
     Verdict {
         kind,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions: vec![
             VerdictCondition::new(condition_type::ACCEPTED, false, "Duplicate", message),

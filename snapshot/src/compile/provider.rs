@@ -192,7 +192,7 @@ fn compile_one(
 
     let mut verdict = Verdict {
         kind: Kind::ModelProvider,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions: Vec::with_capacity(3),
         detail: Detail::Provider(ProviderDetail {
@@ -324,7 +324,7 @@ fn compile_one(
     };
     verdict.conditions.push(ready);
     let provider = Provider {
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         provider_type,
         endpoint,
         auth: auth_scheme(provider_type),

@@ -216,7 +216,7 @@ fn rejected(
 ) -> Verdict {
     Verdict {
         kind: Kind::AIRoute,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions: vec![
             VerdictCondition::new(condition_type::ACCEPTED, false, reason, message),
@@ -398,7 +398,7 @@ fn build(
 
     let verdict = Verdict {
         kind: Kind::AIRoute,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions,
         detail: Detail::Route(RouteDetail {
@@ -408,8 +408,7 @@ fn build(
         }),
     };
     let route = Route {
-        // A copy of a string just written is cheaper than reading the input's again.
-        id: verdict.id.clone(),
+        id: item.reference.clone(),
         prefix: valid.prefix.clone(),
         hostnames: valid.hostnames.clone(),
         stage: spec.stage,

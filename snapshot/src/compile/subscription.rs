@@ -148,10 +148,10 @@ pub(crate) fn plan_subscriptions(
                 || (budget != wanted_budget && !wanted_budget.is_unlimited()),
             stage: target.stage,
             serving: !target.models.is_empty(),
-            same_team: target.id.namespace == item.id.namespace,
+            same_team: *target.id.namespace == *item.id.namespace,
         });
         planned.subscriptions.push(Subscription {
-            id: item.id.to_ref(),
+            id: item.reference.clone(),
             consumer,
             route,
             phase,
@@ -300,7 +300,7 @@ fn write_verdicts(
         );
         verdicts.push(Verdict {
             kind: Kind::ApiSubscription,
-            id: item.id.to_ref(),
+            id: item.reference.clone(),
             generation: item.generation,
             conditions: vec![accepted, resolved_refs, ready],
             detail: Detail::Subscription(SubscriptionDetail {
@@ -399,7 +399,7 @@ fn invalid(
     ];
     Verdict {
         kind: Kind::ApiSubscription,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions,
         detail: Detail::Subscription(SubscriptionDetail {
