@@ -458,7 +458,7 @@ fn objects_without_a_namespace_live_in_default() {
     }
     assert!(verdict(&compiled, Kind::ApiSubscription, "default", "s").is_true(READY));
     match &verdict(&compiled, Kind::ApiSubscription, "default", "s").detail {
-        Detail::Subscription(d) => assert_eq!(d.route, "default/chat"),
+        Detail::Subscription(d) => assert_eq!(&*d.route, "default/chat"),
         other => panic!("{other:?}"),
     }
 }

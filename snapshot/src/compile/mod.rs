@@ -124,7 +124,11 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
         let planned =
             subscription::plan_subscriptions(&subscriptions.items, &consumer_table, &route_table);
         subscription::count_approved(&planned.approved, &mut verdicts);
-        let queue = Arc::new(VerdictQueue::new(&subscriptions.items, planned.outcomes));
+        let queue = Arc::new(VerdictQueue::new(
+            &subscriptions.items,
+            planned.outcomes,
+            planned.texts,
+        ));
         // Fails only if the hashing thread panicked, which joining it passes on.
         let _ = hand_over.send((planned.subscriptions, Arc::clone(&queue)));
         let mut written = queue.drain();
@@ -185,7 +189,7 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
                 phase: Phase::Invalid,
                 effective_limits: None,
                 effective_budget: None,
-                route: format!("{route_ns}/{}", spec.route.name),
+                route: Arc::from(format!("{route_ns}/{}", spec.route.name)),
             }),
         ));
     }
