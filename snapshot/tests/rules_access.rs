@@ -314,6 +314,46 @@ fn key_value_shared_by_two_consumers_stays_with_the_older() {
 }
 
 #[test]
+fn key_problems_are_reported_in_the_order_of_spec_keys() {
+    let mut inputs = team_a();
+    inputs.consumers[0] = created(inputs.consumers[0].clone(), "2026-01-01T00:00:00Z");
+    let keys = json!({ "keys": [
+        { "name": "first", "secretRef": { "name": "late-first" } },
+        { "name": "second", "secretRef": { "name": "late-missing" } },
+        { "name": "third", "secretRef": { "name": "late-third" } },
+        { "name": "fourth", "secretRef": { "name": "late-fourth" } },
+    ] });
+    inputs.consumers.push(created(
+        consumer("team-a", "late", keys),
+        "2026-02-01T00:00:00Z",
+    ));
+    inputs.secrets.extend([
+        secret("team-a", "late-first", &[("apiKey", "sk-app")]),
+        secret("team-a", "late-third", &[("apiKey", "sk-late")]),
+        secret("team-a", "late-fourth", &[("apiKey", "sk-late")]),
+    ]);
+    let compiled = run(&inputs);
+    let late = verdict(&compiled, Kind::Consumer, "team-a", "late");
+    let (ok, reason, message) = cond(late, RESOLVED_REFS);
+    assert!(!ok && reason == "DuplicateKey", "{reason}: {message}");
+    let at = |clause: &str| {
+        message
+            .find(clause)
+            .unwrap_or_else(|| panic!("{clause:?} not in {message}"))
+    };
+    assert!(
+        at("Key first has the same value as a key of consumer team-a/app")
+            < at("key second: Secret team-a/late-missing does not exist")
+            && at("key second:") < at("key fourth repeats the value of another key"),
+        "{message}"
+    );
+    match &late.detail {
+        Detail::Consumer(d) => assert_eq!(d.active_keys, 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn second_subscription_of_a_consumer_to_one_route_is_invalid() {
     let mut inputs = team_a();
     inputs.subscriptions[0] = created(inputs.subscriptions[0].clone(), "2026-01-01T00:00:00Z");

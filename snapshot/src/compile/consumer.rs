@@ -25,8 +25,11 @@ pub(crate) struct ConsumerTable<'a> {
 
 /// A consumer's keys after reading Secrets and before the table is built.
 struct Resolved {
+    /// Usable keys, in `spec.keys` order.
     keys: Vec<ConsumerKey>,
-    problems: Vec<(&'static str, String)>,
+    /// Position in `spec.keys`, reason and clause of each key that cannot be used.
+    problems: Vec<(usize, &'static str, String)>,
+    /// Expired keys (name and instant, as reported).
     expired: Vec<String>,
 }
 
@@ -40,20 +43,18 @@ pub(crate) fn compile_consumers<'a>(
     // Reading each object's spec and Secrets is the slow part: in input order (see `input_order`).
     let order = input_order(items);
     let invalid: Vec<Vec<String>> = map_in_order(&order, |i| validate(&items[i]));
-    let mut reads: Vec<Vec<KeyRead>> = map_in_order(&order, |i| {
-        if invalid[i].is_empty() {
-            read_keys(&items[i], secrets, now_unix)
-        } else {
-            Vec::new()
-        }
+    let mut resolved: Vec<Option<Resolved>> = map_in_order(&order, |i| {
+        invalid[i]
+            .is_empty()
+            .then(|| read_keys(&items[i], secrets, now_unix))
     });
     // The older consumer keeps a key value that two consumers hold.
     let by_age = by_age(items, |i| invalid[i].is_empty());
     let mut owners: FxHashMap<KeyDigest, usize> = map_with_capacity(items.len() * 2);
-    let mut resolved: Vec<Option<Resolved>> = (0..items.len()).map(|_| None).collect();
     for &i in &by_age {
-        let keys = std::mem::take(&mut reads[i]);
-        resolved[i] = Some(resolve_keys(&items[i], i, keys, items, &mut owners));
+        if let Some(read) = &mut resolved[i] {
+            resolve_keys(&items[i], i, read, items, &mut owners);
+        }
     }
     let built = map_in_order(&order, |i| {
         let item = &items[i];
@@ -145,25 +146,15 @@ fn validate(item: &Item<'_, ConsumerObject>) -> Vec<String> {
     problems
 }
 
-/// What one key of a consumer gave on its own, before keys are compared across consumers.
-enum KeyRead {
-    /// Its Secret could not be used: reason and clause.
-    Problem(&'static str, String),
-    /// It expired: name and instant, as reported.
-    Expired(String),
-    /// A usable value.
-    Usable(ConsumerKey),
-}
-
 /// Reads each key of a consumer from its Secret, in `spec.keys` order.
-fn read_keys(
-    item: &Item<'_, ConsumerObject>,
-    secrets: &Secrets<'_>,
-    now_unix: i64,
-) -> Vec<KeyRead> {
+fn read_keys(item: &Item<'_, ConsumerObject>, secrets: &Secrets<'_>, now_unix: i64) -> Resolved {
     let namespace = item.id.namespace;
-    let mut reads = Vec::with_capacity(item.obj.spec.keys.len());
-    for key in &item.obj.spec.keys {
+    let mut read = Resolved {
+        keys: Vec::with_capacity(item.obj.spec.keys.len()),
+        problems: Vec::new(),
+        expired: Vec::new(),
+    };
+    for (at, key) in item.obj.spec.keys.iter().enumerate() {
         // Borrow the reference; only a generated key's Secret name has to be built.
         let generated;
         let (secret_name, secret_key) = match &key.secret_ref {
@@ -176,7 +167,8 @@ fn read_keys(
         let value = match secrets.value(namespace, secret_name, secret_key) {
             Ok(v) => v,
             Err(SecretProblem::SecretNotFound) if key.generate => {
-                reads.push(KeyRead::Problem(
+                read.problems.push((
+                    at,
                     "KeyNotGenerated",
                     format!(
                         "key {} waits for the controller to generate Secret {namespace}/{secret_name} (it does so while it leads)",
@@ -186,7 +178,8 @@ fn read_keys(
                 continue;
             }
             Err(p) => {
-                reads.push(KeyRead::Problem(
+                read.problems.push((
+                    at,
                     p.reason(),
                     format!(
                         "key {}: {}",
@@ -201,44 +194,35 @@ fn read_keys(
         if let (Some(at), Some(t)) = (expires_unix, &key.expires_at)
             && at <= now_unix
         {
-            reads.push(KeyRead::Expired(format!("{} (at {})", key.name, t.0)));
+            read.expired.push(format!("{} (at {})", key.name, t.0));
             continue;
         }
-        reads.push(KeyRead::Usable(ConsumerKey {
+        read.keys.push(ConsumerKey {
             name: key.name.clone(),
             digest: KeyDigest::of(value),
             expires_unix,
-        }));
+        });
     }
-    reads
+    read
 }
 
-/// Keeps the keys no older consumer holds and this one does not repeat; called oldest consumer first.
+/// Drops the keys an older consumer holds or this one repeats, reporting them among the problems in
+/// `spec.keys` order; called oldest consumer first.
 fn resolve_keys(
     item: &Item<'_, ConsumerObject>,
     me: usize,
-    reads: Vec<KeyRead>,
+    read: &mut Resolved,
     items: &[Item<'_, ConsumerObject>],
     owners: &mut FxHashMap<KeyDigest, usize>,
-) -> Resolved {
+) {
     let namespace = item.id.namespace;
-    let mut out = Resolved {
-        keys: Vec::with_capacity(reads.len()),
-        problems: Vec::new(),
-        expired: Vec::new(),
-    };
-    for read in reads {
-        let key = match read {
-            KeyRead::Problem(reason, clause) => {
-                out.problems.push((reason, clause));
-                continue;
-            }
-            KeyRead::Expired(what) => {
-                out.expired.push(what);
-                continue;
-            }
-            KeyRead::Usable(key) => key,
-        };
+    let spec_keys = &item.obj.spec.keys;
+    // Key names are unique (checked before), so a name gives the key's position.
+    let at = |name: &str| spec_keys.iter().position(|k| k.name == name).unwrap_or(0);
+    let mut dropped = false;
+    let mut kept = 0;
+    for k in 0..read.keys.len() {
+        let key = &read.keys[k];
         let owner = *owners.entry(key.digest).or_insert(me);
         if owner != me {
             let other = items[owner].id;
@@ -247,28 +231,36 @@ fn resolve_keys(
             } else {
                 "a consumer in another namespace".to_string()
             };
-            out.problems.push((
+            read.problems.push((
+                at(&key.name),
                 "DuplicateKey",
                 format!(
                     "key {} has the same value as a key of {whose}, which keeps it; give this key a new value",
                     key.name
                 ),
             ));
+            dropped = true;
             continue;
         }
-        if out.keys.iter().any(|k| k.digest == key.digest) {
-            out.problems.push((
+        if read.keys[..kept].iter().any(|k| k.digest == key.digest) {
+            read.problems.push((
+                at(&key.name),
                 "DuplicateKey",
                 format!(
                     "key {} repeats the value of another key of this consumer; give it a new value",
                     key.name
                 ),
             ));
+            dropped = true;
             continue;
         }
-        out.keys.push(key);
+        read.keys.swap(kept, k);
+        kept += 1;
     }
-    out
+    read.keys.truncate(kept);
+    if dropped {
+        read.problems.sort_by_key(|(at, _, _)| *at);
+    }
 }
 
 fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Verdict {
@@ -286,8 +278,12 @@ fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Ver
             "ResolvedRefs",
             "Every key was read from its Secret.",
         ),
-        Some(&(reason, _)) => {
-            let clauses: Vec<&str> = resolved.problems.iter().map(|(_, c)| c.as_str()).collect();
+        Some(&(_, reason, _)) => {
+            let clauses: Vec<&str> = resolved
+                .problems
+                .iter()
+                .map(|(_, _, c)| c.as_str())
+                .collect();
             VerdictCondition::new(
                 condition_type::RESOLVED_REFS,
                 false,

@@ -123,19 +123,25 @@ fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
     if spec.models.is_empty() {
         problems.push("list at least one model under spec.models".into());
     }
-    let mut names: Vec<&str> = spec.models.iter().map(|m| m.name.as_str()).collect();
-    names.sort_unstable();
-    let mut dups: Vec<&str> = names
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
-    dups.dedup();
-    if !dups.is_empty() {
-        problems.push(format!(
-            "list each model name once in spec.models ({} repeats)",
-            join_list(&dups)
-        ));
+    // Routes list a few models: a quadratic check allocates nothing, and only a repeat needs the list.
+    let models = &spec.models;
+    let may_repeat = models.len() > 32
+        || (1..models.len()).any(|i| models[..i].iter().any(|m| m.name == models[i].name));
+    if may_repeat {
+        let mut names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        let mut dups: Vec<&str> = names
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        dups.dedup();
+        if !dups.is_empty() {
+            problems.push(format!(
+                "list each model name once in spec.models ({} repeats)",
+                join_list(&dups)
+            ));
+        }
     }
     for m in &spec.models {
         if !m.backends.iter().any(|b| b.weight > 0) {
@@ -250,7 +256,7 @@ fn build(
     let endpoint = [valid.prefix.as_str(), "/v1"].concat();
     let mut problems: Vec<Problem> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    let mut models: Vec<RouteModel> = Vec::new();
+    let mut models: Vec<RouteModel> = Vec::with_capacity(spec.models.len());
     let mut unserved: Vec<&str> = Vec::new();
     if spec.stage != Stage::Retired {
         for m in &spec.models {
@@ -261,7 +267,7 @@ fn build(
                     })
                     .ok()
             };
-            let mut backends: Vec<Backend> = Vec::new();
+            let mut backends: Vec<Backend> = Vec::with_capacity(m.backends.len());
             for b in &m.backends {
                 // Weight 0 keeps a backend configured (and checked) but idle.
                 if let Some(backend) = resolve(b, &mut problems)
@@ -298,7 +304,8 @@ fn build(
     models.sort_by(|a, b| a.name.cmp(&b.name));
     let served: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
 
-    let mut conditions = vec![VerdictCondition::new(
+    let mut conditions = Vec::with_capacity(3);
+    conditions.push(VerdictCondition::new(
         condition_type::ACCEPTED,
         true,
         "Accepted",
@@ -310,7 +317,7 @@ fn build(
             ".",
         ]
         .concat(),
-    )];
+    ));
     conditions.push(match problems.first() {
         None if spec.stage == Stage::Retired => VerdictCondition::new(
             condition_type::RESOLVED_REFS,
