@@ -130,7 +130,7 @@ pub async fn model_call(
         let provider = snapshot.provider(backend.provider);
         call.served = Some(Served {
             provider: backend.provider,
-            model: backend.upstream_model.clone(),
+            model: backend.upstream_model.to_string(),
             price: backend.price,
         });
         call.key = None;
@@ -208,7 +208,7 @@ async fn fake_attempt(
     if behaviour.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)).await;
     }
-    let model = backend.upstream_model.as_str();
+    let model: &str = &backend.upstream_model;
     let answer = match ask.endpoint {
         // Anthropic-format callers are served through `providers`, never here.
         Endpoint::Chat | Endpoint::Messages => {

@@ -302,8 +302,8 @@ pub struct Provider {
 pub struct Backend {
     /// The provider.
     pub provider: ProviderIdx,
-    /// Model name sent upstream.
-    pub upstream_model: String,
+    /// Model name sent upstream (shared by every backend naming the same model of a provider).
+    pub upstream_model: Arc<str>,
     /// Relative share among the weighted backends (unused for fallbacks).
     pub weight: u32,
     /// Price of this model at this provider.

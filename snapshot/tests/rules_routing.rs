@@ -335,7 +335,7 @@ fn first_usable_fallback_takes_the_traffic_when_no_weighted_backend_resolves() {
         .model(0, "smart")
         .expect("served by its fallback");
     assert_eq!(model.backends.len(), 1);
-    assert_eq!(model.backends[0].upstream_model, "gpt-4o-mini");
+    assert_eq!(&*model.backends[0].upstream_model, "gpt-4o-mini");
     let (_, _, message) = cond(verdict(&compiled, Kind::AIRoute, "team-a", "chat"), READY);
     assert!(message.contains("fallback"), "{message}");
 }

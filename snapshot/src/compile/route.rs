@@ -1,6 +1,7 @@
 //! `AIRoute` → [`Route`]: prefix ownership, lifecycle, and model backends resolved against providers.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use tollgate_crds::{AIRoute, AIRouteSpec, BackendRef, Stage, condition_type};
 
@@ -458,7 +459,7 @@ fn resolve_backend(
         ));
     };
     let upstream = b.model.as_deref().unwrap_or(model);
-    let Some(&m) = state.models.get(upstream) else {
+    let Some((m, shared_name)) = state.models.get(upstream) else {
         return Err((
             "ModelNotOffered",
             format!(
@@ -469,8 +470,8 @@ fn resolve_backend(
     let provider = &providers.providers[idx as usize];
     Ok(Backend {
         provider: idx,
-        upstream_model: upstream.to_string(),
+        upstream_model: Arc::clone(shared_name),
         weight: b.weight,
-        price: provider.models[m].price,
+        price: provider.models[*m].price,
     })
 }
