@@ -91,7 +91,7 @@ pub async fn model_call(
         let names = snapshot.content.routes[route as usize]
             .models
             .iter()
-            .map(|m| m.name.as_str());
+            .map(|m| &*m.name);
         return Err(ApiError::model_not_found(
             call.model_requested.as_deref().unwrap_or(""),
             names,

@@ -313,8 +313,8 @@ pub struct Backend {
 /// A model name clients may send on a route, with only the backends that resolved.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct RouteModel {
-    /// Client-facing name.
-    pub name: String,
+    /// Client-facing name (routes serving one model share the string).
+    pub name: Arc<str>,
     /// Weighted backends (weight > 0 only).
     pub backends: Vec<Backend>,
     /// Ordered fallbacks.
@@ -351,8 +351,8 @@ pub struct Route {
 /// One usable key of a consumer.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerKey {
-    /// `spec.keys[].name`.
-    pub name: String,
+    /// `spec.keys[].name` (consumers naming their keys alike share the string).
+    pub name: Arc<str>,
     /// SHA-256 of the key.
     pub digest: KeyDigest,
     /// Expiry instant (Unix seconds); the proxy refuses the key after it.
@@ -568,9 +568,7 @@ impl Snapshot {
     /// A model of a route by client-facing name, with its index among the route's models.
     pub fn model_with_index(&self, route: RouteIdx, name: &str) -> Option<(u32, &RouteModel)> {
         let models = &self.content.routes.get(route as usize)?.models;
-        let m = models
-            .binary_search_by(|m| m.name.as_str().cmp(name))
-            .ok()?;
+        let m = models.binary_search_by(|m| (*m.name).cmp(name)).ok()?;
         Some((m as u32, &models[m]))
     }
 

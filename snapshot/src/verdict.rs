@@ -105,7 +105,7 @@ pub struct RouteDetail {
     /// `<prefix>/v1`, the base URL clients use.
     pub endpoint: String,
     /// Model names with at least one usable backend, sorted.
-    pub served_models: Vec<String>,
+    pub served_models: Vec<Arc<str>>,
     /// Subscriptions in phase Approved.
     pub approved_subscriptions: u32,
 }
@@ -219,7 +219,7 @@ impl Verdict {
 }
 
 /// `a,b,c` as the `MODELS` printer column shows it; absent when empty.
-fn comma_list(names: &[String]) -> Option<String> {
+fn comma_list<S: std::borrow::Borrow<str>>(names: &[S]) -> Option<String> {
     (!names.is_empty()).then(|| names.join(","))
 }
 

@@ -36,7 +36,7 @@ fn keys_resolve_to_digests_and_lookups_find_the_subscription() {
         .consumer_by_key(&KeyDigest::of(b"sk-app"))
         .expect("key known");
     assert_eq!(consumer.id.to_string(), "team-a/app");
-    assert_eq!(key.name, "primary");
+    assert_eq!(&*key.name, "primary");
     let m = snap
         .route_for(Some("anything"), "/team-a/chat/v1/chat/completions")
         .unwrap();

@@ -9,7 +9,9 @@ use tollgate_snapshot::{Kind, ProviderType, Stage};
 
 fn served(compiled: &tollgate_snapshot::Compiled, ns: &str, name: &str) -> Vec<String> {
     match &verdict(compiled, Kind::AIRoute, ns, name).detail {
-        tollgate_snapshot::Detail::Route(d) => d.served_models.clone(),
+        tollgate_snapshot::Detail::Route(d) => {
+            d.served_models.iter().map(|m| m.to_string()).collect()
+        }
         other => panic!("not a route detail: {other:?}"),
     }
 }

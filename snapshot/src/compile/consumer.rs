@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use tollgate_crds::{Consumer as ConsumerObject, condition_type};
 
-use super::objects::{Item, by_age, input_order, join_list, map_in_order, sentences};
+use super::objects::{Interner, Item, by_age, input_order, join_list, map_in_order, sentences};
 use super::secrets::{SecretProblem, Secrets};
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{Consumer, ConsumerIdx, ConsumerKey, KeyDigest};
@@ -43,10 +43,11 @@ pub(crate) fn compile_consumers<'a>(
     // Reading each object's spec and Secrets is the slow part: in input order (see `input_order`).
     let order = input_order(items);
     let invalid: Vec<Vec<String>> = map_in_order(&order, |i| validate(&items[i]));
+    let mut names = Interner::default();
     let mut resolved: Vec<Option<Resolved>> = map_in_order(&order, |i| {
         invalid[i]
             .is_empty()
-            .then(|| read_keys(&items[i], secrets, now_unix))
+            .then(|| read_keys(&items[i], secrets, now_unix, &mut names))
     });
     // The older consumer keeps a key value that two consumers hold.
     let by_age = by_age(items, |i| invalid[i].is_empty());
@@ -147,7 +148,12 @@ fn validate(item: &Item<'_, ConsumerObject>) -> Vec<String> {
 }
 
 /// Reads each key of a consumer from its Secret, in `spec.keys` order.
-fn read_keys(item: &Item<'_, ConsumerObject>, secrets: &Secrets<'_>, now_unix: i64) -> Resolved {
+fn read_keys<'a>(
+    item: &Item<'a, ConsumerObject>,
+    secrets: &Secrets<'_>,
+    now_unix: i64,
+    names: &mut Interner<'a>,
+) -> Resolved {
     let namespace = item.id.namespace;
     let mut read = Resolved {
         keys: Vec::with_capacity(item.obj.spec.keys.len()),
@@ -198,7 +204,7 @@ fn read_keys(item: &Item<'_, ConsumerObject>, secrets: &Secrets<'_>, now_unix: i
             continue;
         }
         read.keys.push(ConsumerKey {
-            name: key.name.clone(),
+            name: names.get(&key.name),
             digest: KeyDigest::of(value),
             expires_unix,
         });

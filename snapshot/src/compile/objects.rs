@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
 
+use crate::fx::FxHashMap;
 use crate::model::ObjectRef;
 
 /// The namespace of objects that name none (standalone YAML files often leave it out).
@@ -65,6 +66,20 @@ pub(crate) struct Item<'a, T> {
     pub obj: &'a T,
     /// Position of the object in the input.
     pub at: usize,
+}
+
+/// One shared string per distinct text: names that many objects repeat (model names, key names) are
+/// allocated once, and the tables that hold them stay small in memory.
+#[derive(Default)]
+pub(crate) struct Interner<'a> {
+    strings: FxHashMap<&'a str, Arc<str>>,
+}
+
+impl<'a> Interner<'a> {
+    /// The shared string equal to `text`.
+    pub fn get(&mut self, text: &'a str) -> Arc<str> {
+        Arc::clone(self.strings.entry(text).or_insert_with(|| Arc::from(text)))
+    }
 }
 
 /// Positions of the items (which are sorted by namespace/name) in the order of their objects in the

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use tollgate_crds::{AIRoute, AIRouteSpec, BackendRef, Stage, condition_type};
 
-use super::objects::{Item, by_age, input_order, join_list, map_in_order, push_list, sentences};
+use super::objects::{
+    Interner, Item, by_age, input_order, join_list, map_in_order, push_list, sentences,
+};
 use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
 use super::provider::ProviderTable;
 use crate::fx::{FxHashMap, map_with_capacity};
@@ -55,8 +57,9 @@ pub(crate) fn compile_routes<'a>(
             None => claims.insert(i, &valid.prefix, &valid.hostnames),
         }
     }
+    let mut names = Interner::default();
     let mut built = map_in_order(&order, |i| match (&checked[i], collisions[i]) {
-        (Ok(valid), None) => Some(build(&items[i], valid, providers, now_unix)),
+        (Ok(valid), None) => Some(build(&items[i], valid, providers, now_unix, &mut names)),
         _ => None,
     });
 
@@ -245,11 +248,12 @@ fn rejected(
 /// A problem with one backend: condition reason and a clause.
 type Problem = (&'static str, String);
 
-fn build(
-    item: &Item<'_, AIRoute>,
+fn build<'a>(
+    item: &Item<'a, AIRoute>,
     valid: &Valid,
     providers: &ProviderTable<'_>,
     now_unix: i64,
+    names: &mut Interner<'a>,
 ) -> (Verdict, Route) {
     let spec = &item.obj.spec;
     let limits = super::traffic::limits_of(spec.limits.as_ref());
@@ -295,7 +299,7 @@ fn build(
                 unserved.push(&m.name);
             } else {
                 models.push(RouteModel {
-                    name: m.name.clone(),
+                    name: names.get(&m.name),
                     backends,
                     fallbacks,
                 });
@@ -303,7 +307,7 @@ fn build(
         }
     }
     models.sort_by(|a, b| a.name.cmp(&b.name));
-    let served: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let served: Vec<Arc<str>> = models.iter().map(|m| Arc::clone(&m.name)).collect();
 
     let mut conditions = Vec::with_capacity(3);
     conditions.push(VerdictCondition::new(
