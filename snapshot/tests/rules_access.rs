@@ -381,6 +381,42 @@ fn second_subscription_of_a_consumer_to_one_route_is_invalid() {
 }
 
 #[test]
+fn of_several_subscriptions_to_one_route_the_oldest_stands_wherever_it_sorts() {
+    let mut inputs = team_a();
+    let to_chat = |name: &str, at: &str| {
+        created(
+            sub(
+                "team-a",
+                name,
+                "app",
+                json!({ "name": "chat" }),
+                json!({ "decision": "Approved" }),
+            ),
+            at,
+        )
+    };
+    inputs.subscriptions = vec![
+        to_chat("a-first", "2026-03-01T00:00:00Z"),
+        to_chat("c-last", "2026-02-01T00:00:00Z"),
+        to_chat("b-oldest", "2026-01-01T00:00:00Z"),
+    ];
+    let compiled = run(&inputs);
+    assert_eq!(phase(&compiled, "team-a", "b-oldest"), Phase::Approved);
+    for name in ["a-first", "c-last"] {
+        assert_eq!(phase(&compiled, "team-a", name), Phase::Invalid);
+        let (_, reason, message) = cond(
+            verdict(&compiled, Kind::ApiSubscription, "team-a", name),
+            ACCEPTED,
+        );
+        assert!(
+            reason == "DuplicateSubscription" && message.contains("team-a/b-oldest"),
+            "{message}"
+        );
+    }
+    assert_eq!(compiled.snapshot.content.subscriptions.len(), 1);
+}
+
+#[test]
 fn provider_pricing_overrides_the_catalog_field_by_field() {
     let catalog = tollgate_snapshot::catalog()
         .lookup(tollgate_snapshot::ProviderType::OpenAI, "gpt-4o-mini")

@@ -1,11 +1,12 @@
 //! `Consumer` → [`Consumer`](crate::Consumer): keys read from Secrets, digested, expired ones left out,
 //! and a key value shared by two consumers kept only by the older.
 
+use std::collections::hash_map::Entry;
 use std::fmt::Write;
 
 use tollgate_crds::{Consumer as ConsumerObject, condition_type};
 
-use super::objects::{Interner, Item, by_age, input_order, join_list, map_in_order, sentences};
+use super::objects::{Interner, Item, input_order, join_list, map_in_order, older, sentences};
 use super::secrets::{SecretProblem, Secrets};
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{Consumer, ConsumerIdx, ConsumerKey, KeyDigest};
@@ -49,12 +50,25 @@ pub(crate) fn compile_consumers<'a>(
             .is_empty()
             .then(|| read_keys(&items[i], secrets, now_unix, &mut names))
     });
-    // The older consumer keeps a key value that two consumers hold.
-    let by_age = by_age(items, |i| invalid[i].is_empty());
+    // The oldest consumer holding a key value keeps it.
     let mut owners: FxHashMap<KeyDigest, usize> = map_with_capacity(items.len() * 2);
-    for &i in &by_age {
-        if let Some(read) = &mut resolved[i] {
-            resolve_keys(&items[i], i, read, items, &mut owners);
+    for (i, read) in resolved.iter().enumerate() {
+        for key in read.iter().flat_map(|r| &r.keys) {
+            match owners.entry(key.digest) {
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
+                Entry::Occupied(mut slot) => {
+                    if older(items, i, *slot.get()) {
+                        slot.insert(i);
+                    }
+                }
+            }
+        }
+    }
+    for (i, read) in resolved.iter_mut().enumerate() {
+        if let Some(read) = read {
+            resolve_keys(&items[i], i, read, items, &owners);
         }
     }
     let built = map_in_order(&order, |i| {
@@ -212,14 +226,14 @@ fn read_keys<'a>(
     read
 }
 
-/// Drops the keys an older consumer holds or this one repeats, reporting them among the problems in
-/// `spec.keys` order; called oldest consumer first.
+/// Drops the keys an older consumer holds (`owners` says which consumer keeps each value) or this one
+/// repeats, reporting them among the problems in `spec.keys` order.
 fn resolve_keys(
     item: &Item<'_, ConsumerObject>,
     me: usize,
     read: &mut Resolved,
     items: &[Item<'_, ConsumerObject>],
-    owners: &mut FxHashMap<KeyDigest, usize>,
+    owners: &FxHashMap<KeyDigest, usize>,
 ) {
     let namespace = item.id.namespace;
     let spec_keys = &item.obj.spec.keys;
@@ -229,7 +243,7 @@ fn resolve_keys(
     let mut kept = 0;
     for k in 0..read.keys.len() {
         let key = &read.keys[k];
-        let owner = *owners.entry(key.digest).or_insert(me);
+        let owner = owners[&key.digest];
         if owner != me {
             let other = items[owner].id;
             let whose = if other.namespace == namespace {

@@ -116,6 +116,12 @@ pub(crate) fn by_age<T>(items: &[Item<'_, T>], keep: impl Fn(usize) -> bool) -> 
     order
 }
 
+/// Whether item `a` is older than item `b` in the order of [`by_age`]. Finding the oldest of a few
+/// items this way spares sorting them all.
+pub(crate) fn older<T>(items: &[Item<'_, T>], a: usize, b: usize) -> bool {
+    (items[a].created, a) < (items[b].created, b)
+}
+
 /// Objects sorted by namespace/name, and the duplicates (same namespace/name) set aside.
 pub(crate) struct Collected<'a, T> {
     pub items: Vec<Item<'a, T>>,

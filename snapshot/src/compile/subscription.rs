@@ -1,12 +1,13 @@
 //! `ApiSubscription` → [`Subscription`]: references, phase, and limits clamped to the route's.
 
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_crds::{ApiSubscription, Approval, Decision, Phase, Stage, condition_type};
 
 use super::consumer::{ConsumerState, ConsumerTable};
-use super::objects::{Item, by_age, sentences};
+use super::objects::{Item, older, sentences};
 use super::route::{RouteState, RouteTable};
 use super::traffic::{budget_of, clamp_budget, limits_of};
 use crate::fx::{FxHashMap, map_with_capacity};
@@ -146,14 +147,31 @@ pub(crate) fn plan_subscriptions(
         found.extend(super::join(back));
         found
     });
-    // Of two subscriptions of one consumer to one route, the older stands.
+    // Of two subscriptions of one consumer to one route, the older stands. Such pairs are rare: one
+    // pass finds the oldest of each, and only if there was a pair does a second mark the others.
     let mut taken: FxHashMap<(ConsumerIdx, RouteIdx), usize> = map_with_capacity(items.len());
+    let mut paired = false;
+    for (i, found) in found.iter().enumerate() {
+        let Ok(pair) = found else { continue };
+        match taken.entry(*pair) {
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
+            Entry::Occupied(mut slot) => {
+                paired = true;
+                if older(items, i, *slot.get()) {
+                    slot.insert(i);
+                }
+            }
+        }
+    }
     let mut duplicate_of: Vec<Option<usize>> = vec![None; items.len()];
-    for i in by_age(items, |i| found[i].is_ok()) {
-        if let Ok((c, r)) = found[i] {
-            let first = *taken.entry((c, r)).or_insert(i);
-            if first != i {
-                duplicate_of[i] = Some(first);
+    if paired {
+        for (i, found) in found.iter().enumerate() {
+            if let Ok(pair) = found
+                && taken[pair] != i
+            {
+                duplicate_of[i] = Some(taken[pair]);
             }
         }
     }
