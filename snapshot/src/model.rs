@@ -3,6 +3,7 @@
 //! The serialisable part ([`Content`]) holds only vectors in a canonical order, so encoding is
 //! deterministic. Hash maps for the hot path are rebuilt by [`Snapshot::from_content`] after decoding.
 
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::Arc;
 
@@ -415,9 +416,32 @@ pub(crate) struct Index {
     // Digests are uniformly random, index pairs are ours and prefixes come from the cluster's resources
     // like the object names the compiler indexes the same way: a fast unkeyed hash suits all three.
     by_key: FxHashMap<KeyDigest, (ConsumerIdx, u32)>,
-    by_prefix: FxHashMap<String, Vec<RouteIdx>>,
+    by_prefix: FxHashMap<String, Routes>,
     by_consumer_route: FxHashMap<(ConsumerIdx, RouteIdx), u32>,
     // Route models need no index: each route's are few and sorted by name (checked on decode).
+}
+
+/// The routes sharing one prefix (on different hostnames). Almost always one, kept without a vector.
+#[derive(Clone, Debug)]
+enum Routes {
+    One(RouteIdx),
+    Many(Vec<RouteIdx>),
+}
+
+impl Routes {
+    fn as_slice(&self) -> &[RouteIdx] {
+        match self {
+            Self::One(r) => std::slice::from_ref(r),
+            Self::Many(rs) => rs,
+        }
+    }
+
+    fn push(&mut self, r: RouteIdx) {
+        match self {
+            Self::One(first) => *self = Self::Many(vec![*first, r]),
+            Self::Many(rs) => rs.push(r),
+        }
+    }
 }
 
 /// An immutable, versioned routing table.
@@ -539,7 +563,7 @@ impl Snapshot {
         loop {
             let candidate = &path[..end];
             if let Some(routes) = self.index.by_prefix.get(candidate)
-                && let Some(idx) = pick_by_host(&self.content.routes, routes, host)
+                && let Some(idx) = pick_by_host(&self.content.routes, routes.as_slice(), host)
             {
                 return Some(RouteMatch {
                     idx,
@@ -637,11 +661,12 @@ impl Index {
             }
         }
         for (r, route) in routes.iter().enumerate() {
-            index
-                .by_prefix
-                .entry(route.prefix.clone())
-                .or_default()
-                .push(r as u32);
+            match index.by_prefix.entry(route.prefix.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(Routes::One(r as u32));
+                }
+                Entry::Occupied(mut slot) => slot.get_mut().push(r as u32),
+            }
         }
         index
     }
