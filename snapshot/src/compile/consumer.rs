@@ -6,7 +6,9 @@ use std::fmt::Write;
 
 use tollgate_crds::{Consumer as ConsumerObject, condition_type};
 
-use super::objects::{Interner, Item, input_order, join_list, map_in_order, older, sentences};
+use super::objects::{
+    Interner, Item, Texts, input_order, join_list, map_in_order, older, sentences,
+};
 use super::secrets::{SecretProblem, Secrets};
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{Consumer, ConsumerIdx, ConsumerKey, KeyDigest};
@@ -71,12 +73,13 @@ pub(crate) fn compile_consumers<'a>(
             resolve_keys(&items[i], i, read, items, &owners);
         }
     }
+    let mut texts = Texts::default();
     let built = map_in_order(&order, |i| {
         let item = &items[i];
         match resolved[i].take() {
             None => (invalid_verdict(item, &invalid[i]), None),
             Some(resolved) => {
-                let verdict = accepted_verdict(item, &resolved);
+                let verdict = accepted_verdict(item, &resolved, &mut texts);
                 let consumer = Consumer {
                     id: item.reference.clone(),
                     keys: resolved.keys,
@@ -283,7 +286,11 @@ fn resolve_keys(
     }
 }
 
-fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Verdict {
+fn accepted_verdict(
+    item: &Item<'_, ConsumerObject>,
+    resolved: &Resolved,
+    texts: &mut Texts,
+) -> Verdict {
     let active = resolved.keys.len();
     let accepted = VerdictCondition::new(
         condition_type::ACCEPTED,
@@ -324,24 +331,25 @@ fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Ver
         )
     };
     let ready = if active > 0 {
-        // Built in one buffer: every consumer gets this message, so it is on the hot path of compiling.
-        let mut message = String::with_capacity(48 + resolved.keys.len() * 16 + expired_note.len());
-        let _ = write!(
-            message,
-            "The consumer has {active} active key{}: ",
-            if active == 1 { "" } else { "s" }
-        );
-        for (i, key) in resolved.keys.iter().enumerate() {
-            if i > 0 {
-                message.push_str(if i + 1 == active { " and " } else { ", " });
+        // Every consumer gets this message, and most the same text as many others: shared.
+        let message = texts.share(|message| {
+            let _ = write!(
+                message,
+                "The consumer has {active} active key{}: ",
+                if active == 1 { "" } else { "s" }
+            );
+            for (i, key) in resolved.keys.iter().enumerate() {
+                if i > 0 {
+                    message.push_str(if i + 1 == active { " and " } else { ", " });
+                }
+                message.push_str(&key.name);
             }
-            message.push_str(&key.name);
-        }
-        message.push('.');
-        if !expired_note.is_empty() {
-            message.push(' ');
-            message.push_str(&sentences(&[expired_note]));
-        }
+            message.push('.');
+            if !expired_note.is_empty() {
+                message.push(' ');
+                message.push_str(&sentences(&[expired_note]));
+            }
+        });
         VerdictCondition::new(condition_type::READY, true, "Ready", message)
     } else {
         VerdictCondition::new(

@@ -1,7 +1,9 @@
 //! Reading object metadata defensively, ordering objects canonically, and setting duplicates aside.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -10,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
 
-use crate::fx::FxHashMap;
+use crate::fx::{FxHashMap, FxHasher};
 use crate::model::ObjectRef;
 
 /// The namespace of objects that name none (standalone YAML files often leave it out).
@@ -79,6 +81,28 @@ impl<'a> Interner<'a> {
     /// The shared string equal to `text`.
     pub fn get(&mut self, text: &'a str) -> Arc<str> {
         Arc::clone(self.strings.entry(text).or_insert_with(|| Arc::from(text)))
+    }
+}
+
+/// One shared string per distinct message text: many objects get the same sentence (consumers with
+/// one key named alike, routes serving the same models), so each text is allocated once.
+#[derive(Default)]
+pub(crate) struct Texts {
+    seen: HashSet<Arc<str>, BuildHasherDefault<FxHasher>>,
+    scratch: String,
+}
+
+impl Texts {
+    /// The shared string of the text that `write` writes.
+    pub fn share(&mut self, write: impl FnOnce(&mut String)) -> Arc<str> {
+        self.scratch.clear();
+        write(&mut self.scratch);
+        if let Some(text) = self.seen.get(self.scratch.as_str()) {
+            return Arc::clone(text);
+        }
+        let text: Arc<str> = Arc::from(self.scratch.as_str());
+        self.seen.insert(Arc::clone(&text));
+        text
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tollgate_crds::{AIRoute, AIRouteSpec, BackendRef, Stage, condition_type};
 
 use super::objects::{
-    Interner, Item, by_age, input_order, join_list, map_in_order, push_list, sentences,
+    Interner, Item, Texts, by_age, input_order, join_list, map_in_order, push_list, sentences,
 };
 use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
 use super::provider::ProviderTable;
@@ -57,9 +57,11 @@ pub(crate) fn compile_routes<'a>(
             None => claims.insert(i, &valid.prefix, &valid.hostnames),
         }
     }
-    let mut names = Interner::default();
+    let (mut names, mut texts) = (Interner::default(), Texts::default());
     let mut built = map_in_order(&order, |i| match (&checked[i], collisions[i]) {
-        (Ok(valid), None) => Some(build(&items[i], valid, providers, now_unix, &mut names)),
+        (Ok(valid), None) => Some(build(
+            &items[i], valid, providers, now_unix, &mut names, &mut texts,
+        )),
         _ => None,
     });
 
@@ -254,6 +256,7 @@ fn build<'a>(
     providers: &ProviderTable<'_>,
     now_unix: i64,
     names: &mut Interner<'a>,
+    texts: &mut Texts,
 ) -> (Verdict, Route) {
     let spec = &item.obj.spec;
     let limits = super::traffic::limits_of(spec.limits.as_ref());
@@ -396,15 +399,16 @@ fn build<'a>(
             "No model has a usable backend, so every call fails: fix the backends listed in ResolvedRefs.",
         )
     } else {
-        // Most routes have no notes: one buffer, no intermediate strings.
-        let mut message = String::with_capacity(16 + served.iter().map(|m| m.len() + 2).sum::<usize>());
-        message.push_str("Serving ");
-        push_list(&mut message, &served);
-        message.push('.');
-        if !notes.is_empty() {
-            message.push(' ');
-            message.push_str(&sentences(&notes));
-        }
+        // Routes serving the same models without notes get the same text: shared.
+        let message = texts.share(|message| {
+            message.push_str("Serving ");
+            push_list(message, &served);
+            message.push('.');
+            if !notes.is_empty() {
+                message.push(' ');
+                message.push_str(&sentences(&notes));
+            }
+        });
         VerdictCondition::new(condition_type::READY, true, "Ready", message)
     });
 
