@@ -144,7 +144,7 @@ impl<K> Table<K> {
         let Some(relist) = self.relisting.remove(&scope) else {
             return;
         };
-        let in_scope = |id: &ObjectRef| scope.as_ref().is_none_or(|ns| &id.namespace == ns);
+        let in_scope = |id: &ObjectRef| scope.as_ref().is_none_or(|ns| *id.namespace == **ns);
         self.objects.retain(|id, _| !in_scope(id));
         self.malformed.retain(|id, _| !in_scope(id));
         self.objects.extend(relist.objects);

@@ -352,8 +352,8 @@ fn report_of(proxy: &str, taken: &Tally) -> UsageReport {
     let mut deltas: Vec<UsageDelta> = taken
         .iter()
         .map(|(id, d)| UsageDelta {
-            namespace: id.namespace.clone(),
-            name: id.name.clone(),
+            namespace: id.namespace.to_string(),
+            name: id.name.to_string(),
             requests: d.requests,
             input_tokens: d.input_tokens,
             output_tokens: d.output_tokens,

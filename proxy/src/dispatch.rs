@@ -93,7 +93,7 @@ pub async fn model_call(
         let names = snapshot.content.routes[route as usize]
             .models
             .iter()
-            .map(|m| m.name.as_str());
+            .map(|m| &*m.name);
         return Err(ApiError::model_not_found(
             call.model_requested.as_deref().unwrap_or(""),
             names,
@@ -132,7 +132,7 @@ pub async fn model_call(
         let provider = snapshot.provider(backend.provider);
         call.served = Some(Served {
             provider: backend.provider,
-            model: backend.upstream_model.clone(),
+            model: backend.upstream_model.to_string(),
             price: backend.price,
         });
         call.key = None;
@@ -215,7 +215,7 @@ async fn fake_attempt(
     if behaviour.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)).await;
     }
-    let model = backend.upstream_model.as_str();
+    let model: &str = &backend.upstream_model;
     let answer = match ask.endpoint {
         // Anthropic-format callers are served through `providers`, never here.
         Endpoint::Chat | Endpoint::Messages => {

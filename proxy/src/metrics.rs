@@ -358,7 +358,7 @@ impl Metrics {
         let model = of
             .and_then(|x| {
                 let models = &x.snapshot.content.routes.get(x.route as usize)?.models;
-                Some(models.get(x.model? as usize)?.name.clone())
+                Some(models.get(x.model? as usize)?.name.to_string())
             })
             .unwrap_or_default();
         let provider = of

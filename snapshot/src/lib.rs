@@ -8,6 +8,7 @@ mod compile;
 mod digest;
 mod duration;
 mod fx;
+mod message;
 mod model;
 mod verdict;
 
@@ -15,5 +16,6 @@ pub use catalog::*;
 pub use compile::*;
 pub use duration::*;
 pub use fx::{FxHashMap, FxHasher};
+pub use message::Message;
 pub use model::*;
 pub use verdict::*;

@@ -3,7 +3,9 @@
 //! The serialisable part ([`Content`]) holds only vectors in a canonical order, so encoding is
 //! deterministic. Hash maps for the hot path are rebuilt by [`Snapshot::from_content`] after decoding.
 
+use std::collections::hash_map::Entry;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -20,17 +22,20 @@ pub type RouteIdx = u32;
 pub type ConsumerIdx = u32;
 
 /// `namespace/name` of a Kubernetes object.
+///
+/// Shared strings: a compiled table and its verdicts name the same objects, and many objects share a
+/// namespace, so a clone is two reference counts rather than two allocations. Encoded like two `String`s.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {
     /// Namespace (the team).
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Object name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl ObjectRef {
     /// Builds a reference.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -298,8 +303,8 @@ pub struct Provider {
 pub struct Backend {
     /// The provider.
     pub provider: ProviderIdx,
-    /// Model name sent upstream.
-    pub upstream_model: String,
+    /// Model name sent upstream (shared by every backend naming the same model of a provider).
+    pub upstream_model: Arc<str>,
     /// Relative share among the weighted backends (unused for fallbacks).
     pub weight: u32,
     /// Price of this model at this provider.
@@ -309,8 +314,8 @@ pub struct Backend {
 /// A model name clients may send on a route, with only the backends that resolved.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct RouteModel {
-    /// Client-facing name.
-    pub name: String,
+    /// Client-facing name (routes serving one model share the string).
+    pub name: Arc<str>,
     /// Weighted backends (weight > 0 only).
     pub backends: Vec<Backend>,
     /// Ordered fallbacks.
@@ -347,8 +352,8 @@ pub struct Route {
 /// One usable key of a consumer.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerKey {
-    /// `spec.keys[].name`.
-    pub name: String,
+    /// `spec.keys[].name` (consumers naming their keys alike share the string).
+    pub name: Arc<str>,
     /// SHA-256 of the key.
     pub digest: KeyDigest,
     /// Expiry instant (Unix seconds); the proxy refuses the key after it.
@@ -411,9 +416,32 @@ pub(crate) struct Index {
     // Digests are uniformly random, index pairs are ours and prefixes come from the cluster's resources
     // like the object names the compiler indexes the same way: a fast unkeyed hash suits all three.
     by_key: FxHashMap<KeyDigest, (ConsumerIdx, u32)>,
-    by_prefix: FxHashMap<String, Vec<RouteIdx>>,
+    by_prefix: FxHashMap<String, Routes>,
     by_consumer_route: FxHashMap<(ConsumerIdx, RouteIdx), u32>,
     // Route models need no index: each route's are few and sorted by name (checked on decode).
+}
+
+/// The routes sharing one prefix (on different hostnames). Almost always one, kept without a vector.
+#[derive(Clone, Debug)]
+enum Routes {
+    One(RouteIdx),
+    Many(Vec<RouteIdx>),
+}
+
+impl Routes {
+    fn as_slice(&self) -> &[RouteIdx] {
+        match self {
+            Self::One(r) => std::slice::from_ref(r),
+            Self::Many(rs) => rs,
+        }
+    }
+
+    fn push(&mut self, r: RouteIdx) {
+        match self {
+            Self::One(first) => *self = Self::Many(vec![*first, r]),
+            Self::Many(rs) => rs.push(r),
+        }
+    }
 }
 
 /// An immutable, versioned routing table.
@@ -535,7 +563,7 @@ impl Snapshot {
         loop {
             let candidate = &path[..end];
             if let Some(routes) = self.index.by_prefix.get(candidate)
-                && let Some(idx) = pick_by_host(&self.content.routes, routes, host)
+                && let Some(idx) = pick_by_host(&self.content.routes, routes.as_slice(), host)
             {
                 return Some(RouteMatch {
                     idx,
@@ -564,9 +592,7 @@ impl Snapshot {
     /// A model of a route by client-facing name, with its index among the route's models.
     pub fn model_with_index(&self, route: RouteIdx, name: &str) -> Option<(u32, &RouteModel)> {
         let models = &self.content.routes.get(route as usize)?.models;
-        let m = models
-            .binary_search_by(|m| m.name.as_str().cmp(name))
-            .ok()?;
+        let m = models.binary_search_by(|m| (*m.name).cmp(name)).ok()?;
         Some((m as u32, &models[m]))
     }
 
@@ -635,11 +661,12 @@ impl Index {
             }
         }
         for (r, route) in routes.iter().enumerate() {
-            index
-                .by_prefix
-                .entry(route.prefix.clone())
-                .or_default()
-                .push(r as u32);
+            match index.by_prefix.entry(route.prefix.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(Routes::One(r as u32));
+                }
+                Entry::Occupied(mut slot) => slot.get_mut().push(r as u32),
+            }
         }
         index
     }

@@ -1,6 +1,6 @@
 //! What compiling said about each input object: the status the controller writes back.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
@@ -8,6 +8,7 @@ use tollgate_crds::{
     AIRouteStatus, ApiSubscriptionStatus, ConsumerStatus, ModelProviderStatus, Phase,
 };
 
+use crate::message::Message;
 use crate::model::{Budget, Limits, ObjectRef};
 
 /// The kind of object a verdict is about. Verdicts are sorted in this order first.
@@ -46,7 +47,7 @@ pub struct VerdictCondition {
     /// A CamelCase word for machines, e.g. `PathConflict`.
     pub reason: &'static str,
     /// A sentence for people, saying what to do.
-    pub message: Cow<'static, str>,
+    pub message: Message,
 }
 
 impl VerdictCondition {
@@ -55,7 +56,7 @@ impl VerdictCondition {
         type_: &'static str,
         status: bool,
         reason: &'static str,
-        message: impl Into<Cow<'static, str>>,
+        message: impl Into<Message>,
     ) -> Self {
         Self {
             type_,
@@ -104,7 +105,7 @@ pub struct RouteDetail {
     /// `<prefix>/v1`, the base URL clients use.
     pub endpoint: String,
     /// Model names with at least one usable backend, sorted.
-    pub served_models: Vec<String>,
+    pub served_models: Vec<Arc<str>>,
     /// Subscriptions in phase Approved.
     pub approved_subscriptions: u32,
 }
@@ -125,8 +126,8 @@ pub struct SubscriptionDetail {
     pub effective_limits: Option<Limits>,
     /// The subscription's budget clamped to the route's; absent when the route is unknown.
     pub effective_budget: Option<Budget>,
-    /// The route as `namespace/name`.
-    pub route: String,
+    /// The route as `namespace/name` (shared by the subscriptions to one route).
+    pub route: Arc<str>,
 }
 
 /// Kind-specific status fields.
@@ -201,7 +202,7 @@ impl Verdict {
                 observed_generation,
                 conditions,
                 phase: Some(d.phase),
-                route: Some(d.route.clone()),
+                route: Some(d.route.to_string()),
                 effective_limits: d.effective_limits.map(|l| tollgate_crds::Limits {
                     requests_per_minute: l.requests_per_minute,
                     tokens_per_minute: l.tokens_per_minute,
@@ -218,7 +219,7 @@ impl Verdict {
 }
 
 /// `a,b,c` as the `MODELS` printer column shows it; absent when empty.
-fn comma_list(names: &[String]) -> Option<String> {
+fn comma_list<S: std::borrow::Borrow<str>>(names: &[S]) -> Option<String> {
     (!names.is_empty()).then(|| names.join(","))
 }
 

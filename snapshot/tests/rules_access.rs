@@ -36,7 +36,7 @@ fn keys_resolve_to_digests_and_lookups_find_the_subscription() {
         .consumer_by_key(&KeyDigest::of(b"sk-app"))
         .expect("key known");
     assert_eq!(consumer.id.to_string(), "team-a/app");
-    assert_eq!(key.name, "primary");
+    assert_eq!(&*key.name, "primary");
     let m = snap
         .route_for(Some("anything"), "/team-a/chat/v1/chat/completions")
         .unwrap();
@@ -302,7 +302,7 @@ fn key_value_shared_by_two_consumers_stays_with_the_older() {
         .snapshot
         .consumer_by_key(&KeyDigest::of(b"sk-app"))
         .unwrap();
-    assert_eq!(owner.id.name, "copycat");
+    assert_eq!(&*owner.id.name, "copycat");
     let (ok, reason, message) = cond(
         verdict(&compiled, Kind::Consumer, "team-a", "app"),
         RESOLVED_REFS,
@@ -311,6 +311,46 @@ fn key_value_shared_by_two_consumers_stays_with_the_older() {
         !ok && reason == "DuplicateKey" && message.contains("team-a/copycat"),
         "{message}"
     );
+}
+
+#[test]
+fn key_problems_are_reported_in_the_order_of_spec_keys() {
+    let mut inputs = team_a();
+    inputs.consumers[0] = created(inputs.consumers[0].clone(), "2026-01-01T00:00:00Z");
+    let keys = json!({ "keys": [
+        { "name": "first", "secretRef": { "name": "late-first" } },
+        { "name": "second", "secretRef": { "name": "late-missing" } },
+        { "name": "third", "secretRef": { "name": "late-third" } },
+        { "name": "fourth", "secretRef": { "name": "late-fourth" } },
+    ] });
+    inputs.consumers.push(created(
+        consumer("team-a", "late", keys),
+        "2026-02-01T00:00:00Z",
+    ));
+    inputs.secrets.extend([
+        secret("team-a", "late-first", &[("apiKey", "sk-app")]),
+        secret("team-a", "late-third", &[("apiKey", "sk-late")]),
+        secret("team-a", "late-fourth", &[("apiKey", "sk-late")]),
+    ]);
+    let compiled = run(&inputs);
+    let late = verdict(&compiled, Kind::Consumer, "team-a", "late");
+    let (ok, reason, message) = cond(late, RESOLVED_REFS);
+    assert!(!ok && reason == "DuplicateKey", "{reason}: {message}");
+    let at = |clause: &str| {
+        message
+            .find(clause)
+            .unwrap_or_else(|| panic!("{clause:?} not in {message}"))
+    };
+    assert!(
+        at("Key first has the same value as a key of consumer team-a/app")
+            < at("key second: Secret team-a/late-missing does not exist")
+            && at("key second:") < at("key fourth repeats the value of another key"),
+        "{message}"
+    );
+    match &late.detail {
+        Detail::Consumer(d) => assert_eq!(d.active_keys, 1),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -337,6 +377,42 @@ fn second_subscription_of_a_consumer_to_one_route_is_invalid() {
         reason == "DuplicateSubscription" && message.contains("team-a/app-chat"),
         "{message}"
     );
+    assert_eq!(compiled.snapshot.content.subscriptions.len(), 1);
+}
+
+#[test]
+fn of_several_subscriptions_to_one_route_the_oldest_stands_wherever_it_sorts() {
+    let mut inputs = team_a();
+    let to_chat = |name: &str, at: &str| {
+        created(
+            sub(
+                "team-a",
+                name,
+                "app",
+                json!({ "name": "chat" }),
+                json!({ "decision": "Approved" }),
+            ),
+            at,
+        )
+    };
+    inputs.subscriptions = vec![
+        to_chat("a-first", "2026-03-01T00:00:00Z"),
+        to_chat("c-last", "2026-02-01T00:00:00Z"),
+        to_chat("b-oldest", "2026-01-01T00:00:00Z"),
+    ];
+    let compiled = run(&inputs);
+    assert_eq!(phase(&compiled, "team-a", "b-oldest"), Phase::Approved);
+    for name in ["a-first", "c-last"] {
+        assert_eq!(phase(&compiled, "team-a", name), Phase::Invalid);
+        let (_, reason, message) = cond(
+            verdict(&compiled, Kind::ApiSubscription, "team-a", name),
+            ACCEPTED,
+        );
+        assert!(
+            reason == "DuplicateSubscription" && message.contains("team-a/b-oldest"),
+            "{message}"
+        );
+    }
     assert_eq!(compiled.snapshot.content.subscriptions.len(), 1);
 }
 
@@ -454,11 +530,11 @@ fn objects_without_a_namespace_live_in_default() {
     };
     let compiled = run(&inputs);
     for v in &compiled.verdicts {
-        assert_eq!(v.id.namespace, "default");
+        assert_eq!(&*v.id.namespace, "default");
     }
     assert!(verdict(&compiled, Kind::ApiSubscription, "default", "s").is_true(READY));
     match &verdict(&compiled, Kind::ApiSubscription, "default", "s").detail {
-        Detail::Subscription(d) => assert_eq!(d.route, "default/chat"),
+        Detail::Subscription(d) => assert_eq!(&*d.route, "default/chat"),
         other => panic!("{other:?}"),
     }
 }

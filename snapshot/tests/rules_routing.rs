@@ -9,7 +9,9 @@ use tollgate_snapshot::{Kind, ProviderType, Stage};
 
 fn served(compiled: &tollgate_snapshot::Compiled, ns: &str, name: &str) -> Vec<String> {
     match &verdict(compiled, Kind::AIRoute, ns, name).detail {
-        tollgate_snapshot::Detail::Route(d) => d.served_models.clone(),
+        tollgate_snapshot::Detail::Route(d) => {
+            d.served_models.iter().map(|m| m.to_string()).collect()
+        }
         other => panic!("not a route detail: {other:?}"),
     }
 }
@@ -180,7 +182,7 @@ fn path_conflict_needs_the_same_prefix_and_overlapping_hostnames() {
             .route
             .id
             .name
-            .clone()
+            .to_string()
     };
     assert_eq!(at(Some("a.example.com")), "a");
     assert_eq!(at(Some("B.EXAMPLE.COM:8443")), "b");
@@ -335,7 +337,7 @@ fn first_usable_fallback_takes_the_traffic_when_no_weighted_backend_resolves() {
         .model(0, "smart")
         .expect("served by its fallback");
     assert_eq!(model.backends.len(), 1);
-    assert_eq!(model.backends[0].upstream_model, "gpt-4o-mini");
+    assert_eq!(&*model.backends[0].upstream_model, "gpt-4o-mini");
     let (_, _, message) = cond(verdict(&compiled, Kind::AIRoute, "team-a", "chat"), READY);
     assert!(message.contains("fallback"), "{message}");
 }
@@ -370,7 +372,7 @@ fn draft_routes_are_compiled_with_their_stage_for_the_proxy_to_enforce() {
     let compiled = run(&inputs);
     let route = &compiled.snapshot.content.routes[0];
     assert_eq!(route.stage, Stage::Draft);
-    assert_eq!(route.id.namespace, "team-a");
+    assert_eq!(&*route.id.namespace, "team-a");
     assert_eq!(route.models.len(), 1);
     let (ok, _, message) = cond(verdict(&compiled, Kind::AIRoute, "team-a", "chat"), READY);
     assert!(ok);
@@ -462,7 +464,7 @@ fn route_endpoint_is_the_prefix_followed_by_v1() {
         }
     }
     assert_eq!(
-        compiled
+        &*compiled
             .snapshot
             .route_for(None, "/v1/models")
             .unwrap()

@@ -98,7 +98,7 @@ pub(crate) async fn attempt(
             "The request body is not valid JSON.",
         ))
     })?;
-    let model = backend.upstream_model.as_str();
+    let model: &str = &backend.upstream_model;
     if anthropic_caller && provider.provider_type == ProviderType::Anthropic {
         let out = Outgoing {
             url: format!("{}/v1/messages", provider.endpoint),
@@ -161,7 +161,7 @@ fn outgoing(
     ask: &Ask<'_>,
     request: &Value,
 ) -> Result<Outgoing, Failed> {
-    let model = backend.upstream_model.as_str();
+    let model: &str = &backend.upstream_model;
     let embeddings = ask.endpoint == Endpoint::Embeddings;
     let encode = |v: &Value| serde_json::to_vec(v).expect("JSON values serialise");
     Ok(match provider.provider_type {
@@ -558,7 +558,7 @@ async fn exchange(
         return Ok(json(whole));
     }
     let v: Value = serde_json::from_slice(&whole).map_err(|_| unreadable())?;
-    let model = backend.upstream_model.as_str();
+    let model: &str = &backend.upstream_model;
     let answer = match &out.wire {
         Wire::GeminiEmbed(embed) => {
             let (list, usage) = embed.read(&v, model).ok_or_else(unreadable)?;
@@ -722,7 +722,7 @@ async fn fake_for_anthropic(
     let bytes = serde_json::to_vec(request).expect("JSON values serialise");
     let doc = RequestDoc::parse(&bytes)
         .map_err(|e| Failed::Final(ApiError::bad_request("invalid_json", e.to_string())))?;
-    let model = backend.upstream_model.as_str();
+    let model: &str = &backend.upstream_model;
     match fake::chat(&behaviour, &doc, model, ask.stream, true).map_err(Failed::Final)? {
         FakeAnswer::Whole { body, usage } => {
             call.usage = Some(usage);

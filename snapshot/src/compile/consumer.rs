@@ -1,11 +1,14 @@
 //! `Consumer` → [`Consumer`](crate::Consumer): keys read from Secrets, digested, expired ones left out,
 //! and a key value shared by two consumers kept only by the older.
 
+use std::collections::hash_map::Entry;
 use std::fmt::Write;
 
 use tollgate_crds::{Consumer as ConsumerObject, condition_type};
 
-use super::objects::{Item, by_age, input_order, join_list, map_in_order, sentences};
+use super::objects::{
+    Interner, Item, Texts, input_order, join_list, map_in_order, older, sentences,
+};
 use super::secrets::{SecretProblem, Secrets};
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{Consumer, ConsumerIdx, ConsumerKey, KeyDigest};
@@ -25,8 +28,11 @@ pub(crate) struct ConsumerTable<'a> {
 
 /// A consumer's keys after reading Secrets and before the table is built.
 struct Resolved {
+    /// Usable keys, in `spec.keys` order.
     keys: Vec<ConsumerKey>,
-    problems: Vec<(&'static str, String)>,
+    /// Position in `spec.keys`, reason and clause of each key that cannot be used.
+    problems: Vec<(usize, &'static str, String)>,
+    /// Expired keys (name and instant, as reported).
     expired: Vec<String>,
 }
 
@@ -40,30 +46,42 @@ pub(crate) fn compile_consumers<'a>(
     // Reading each object's spec and Secrets is the slow part: in input order (see `input_order`).
     let order = input_order(items);
     let invalid: Vec<Vec<String>> = map_in_order(&order, |i| validate(&items[i]));
-    let mut reads: Vec<Vec<KeyRead>> = map_in_order(&order, |i| {
-        if invalid[i].is_empty() {
-            read_keys(&items[i], secrets, now_unix)
-        } else {
-            Vec::new()
-        }
+    let mut names = Interner::default();
+    let mut resolved: Vec<Option<Resolved>> = map_in_order(&order, |i| {
+        invalid[i]
+            .is_empty()
+            .then(|| read_keys(&items[i], secrets, now_unix, &mut names))
     });
-    // The older consumer keeps a key value that two consumers hold.
-    let by_age = by_age(items, |i| invalid[i].is_empty());
+    // The oldest consumer holding a key value keeps it.
     let mut owners: FxHashMap<KeyDigest, usize> = map_with_capacity(items.len() * 2);
-    let mut resolved: Vec<Option<Resolved>> = (0..items.len()).map(|_| None).collect();
-    for &i in &by_age {
-        let keys = std::mem::take(&mut reads[i]);
-        resolved[i] = Some(resolve_keys(&items[i], i, keys, items, &mut owners));
+    for (i, read) in resolved.iter().enumerate() {
+        for key in read.iter().flat_map(|r| &r.keys) {
+            match owners.entry(key.digest) {
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
+                Entry::Occupied(mut slot) => {
+                    if older(items, i, *slot.get()) {
+                        slot.insert(i);
+                    }
+                }
+            }
+        }
     }
+    for (i, read) in resolved.iter_mut().enumerate() {
+        if let Some(read) = read {
+            resolve_keys(&items[i], i, read, items, &owners);
+        }
+    }
+    let mut texts = Texts::default();
     let built = map_in_order(&order, |i| {
         let item = &items[i];
         match resolved[i].take() {
             None => (invalid_verdict(item, &invalid[i]), None),
             Some(resolved) => {
-                let verdict = accepted_verdict(item, &resolved);
+                let verdict = accepted_verdict(item, &resolved, &mut texts);
                 let consumer = Consumer {
-                    // A copy of a string just written is cheaper than reading the input's again.
-                    id: verdict.id.clone(),
+                    id: item.reference.clone(),
                     keys: resolved.keys,
                     limits: super::traffic::limits_of(item.obj.spec.limits.as_ref()),
                     budget: super::traffic::budget_of(item.obj.spec.budget.as_ref()),
@@ -101,7 +119,7 @@ fn invalid_verdict(item: &Item<'_, ConsumerObject>, problems: &[String]) -> Verd
     );
     Verdict {
         kind: Kind::Consumer,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions: vec![
             VerdictCondition::new(
@@ -146,25 +164,20 @@ fn validate(item: &Item<'_, ConsumerObject>) -> Vec<String> {
     problems
 }
 
-/// What one key of a consumer gave on its own, before keys are compared across consumers.
-enum KeyRead {
-    /// Its Secret could not be used: reason and clause.
-    Problem(&'static str, String),
-    /// It expired: name and instant, as reported.
-    Expired(String),
-    /// A usable value.
-    Usable(ConsumerKey),
-}
-
 /// Reads each key of a consumer from its Secret, in `spec.keys` order.
-fn read_keys(
-    item: &Item<'_, ConsumerObject>,
+fn read_keys<'a>(
+    item: &Item<'a, ConsumerObject>,
     secrets: &Secrets<'_>,
     now_unix: i64,
-) -> Vec<KeyRead> {
+    names: &mut Interner<'a>,
+) -> Resolved {
     let namespace = item.id.namespace;
-    let mut reads = Vec::with_capacity(item.obj.spec.keys.len());
-    for key in &item.obj.spec.keys {
+    let mut read = Resolved {
+        keys: Vec::with_capacity(item.obj.spec.keys.len()),
+        problems: Vec::new(),
+        expired: Vec::new(),
+    };
+    for (at, key) in item.obj.spec.keys.iter().enumerate() {
         // Borrow the reference; only a generated key's Secret name has to be built.
         let generated;
         let (secret_name, secret_key) = match &key.secret_ref {
@@ -177,7 +190,8 @@ fn read_keys(
         let value = match secrets.value(namespace, secret_name, secret_key) {
             Ok(v) => v,
             Err(SecretProblem::SecretNotFound) if key.generate => {
-                reads.push(KeyRead::Problem(
+                read.problems.push((
+                    at,
                     "KeyNotGenerated",
                     format!(
                         "key {} waits for the controller to generate Secret {namespace}/{secret_name} (it does so while it leads)",
@@ -187,7 +201,8 @@ fn read_keys(
                 continue;
             }
             Err(p) => {
-                reads.push(KeyRead::Problem(
+                read.problems.push((
+                    at,
                     p.reason(),
                     format!(
                         "key {}: {}",
@@ -202,45 +217,36 @@ fn read_keys(
         if let (Some(at), Some(t)) = (expires_unix, &key.expires_at)
             && at <= now_unix
         {
-            reads.push(KeyRead::Expired(format!("{} (at {})", key.name, t.0)));
+            read.expired.push(format!("{} (at {})", key.name, t.0));
             continue;
         }
-        reads.push(KeyRead::Usable(ConsumerKey {
-            name: key.name.clone(),
+        read.keys.push(ConsumerKey {
+            name: names.get(&key.name),
             digest: KeyDigest::of(value),
             expires_unix,
-        }));
+        });
     }
-    reads
+    read
 }
 
-/// Keeps the keys no older consumer holds and this one does not repeat; called oldest consumer first.
+/// Drops the keys an older consumer holds (`owners` says which consumer keeps each value) or this one
+/// repeats, reporting them among the problems in `spec.keys` order.
 fn resolve_keys(
     item: &Item<'_, ConsumerObject>,
     me: usize,
-    reads: Vec<KeyRead>,
+    read: &mut Resolved,
     items: &[Item<'_, ConsumerObject>],
-    owners: &mut FxHashMap<KeyDigest, usize>,
-) -> Resolved {
+    owners: &FxHashMap<KeyDigest, usize>,
+) {
     let namespace = item.id.namespace;
-    let mut out = Resolved {
-        keys: Vec::with_capacity(reads.len()),
-        problems: Vec::new(),
-        expired: Vec::new(),
-    };
-    for read in reads {
-        let key = match read {
-            KeyRead::Problem(reason, clause) => {
-                out.problems.push((reason, clause));
-                continue;
-            }
-            KeyRead::Expired(what) => {
-                out.expired.push(what);
-                continue;
-            }
-            KeyRead::Usable(key) => key,
-        };
-        let owner = *owners.entry(key.digest).or_insert(me);
+    let spec_keys = &item.obj.spec.keys;
+    // Key names are unique (checked before), so a name gives the key's position.
+    let at = |name: &str| spec_keys.iter().position(|k| k.name == name).unwrap_or(0);
+    let mut dropped = false;
+    let mut kept = 0;
+    for k in 0..read.keys.len() {
+        let key = &read.keys[k];
+        let owner = owners[&key.digest];
         if owner != me {
             let other = items[owner].id;
             let whose = if other.namespace == namespace {
@@ -248,31 +254,43 @@ fn resolve_keys(
             } else {
                 "a consumer in another namespace".to_string()
             };
-            out.problems.push((
+            read.problems.push((
+                at(&key.name),
                 "DuplicateKey",
                 format!(
                     "key {} has the same value as a key of {whose}, which keeps it; give this key a new value",
                     key.name
                 ),
             ));
+            dropped = true;
             continue;
         }
-        if out.keys.iter().any(|k| k.digest == key.digest) {
-            out.problems.push((
+        if read.keys[..kept].iter().any(|k| k.digest == key.digest) {
+            read.problems.push((
+                at(&key.name),
                 "DuplicateKey",
                 format!(
                     "key {} repeats the value of another key of this consumer; give it a new value",
                     key.name
                 ),
             ));
+            dropped = true;
             continue;
         }
-        out.keys.push(key);
+        read.keys.swap(kept, k);
+        kept += 1;
     }
-    out
+    read.keys.truncate(kept);
+    if dropped {
+        read.problems.sort_by_key(|(at, _, _)| *at);
+    }
 }
 
-fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Verdict {
+fn accepted_verdict(
+    item: &Item<'_, ConsumerObject>,
+    resolved: &Resolved,
+    texts: &mut Texts,
+) -> Verdict {
     let active = resolved.keys.len();
     let accepted = VerdictCondition::new(
         condition_type::ACCEPTED,
@@ -287,8 +305,12 @@ fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Ver
             "ResolvedRefs",
             "Every key was read from its Secret.",
         ),
-        Some(&(reason, _)) => {
-            let clauses: Vec<&str> = resolved.problems.iter().map(|(_, c)| c.as_str()).collect();
+        Some(&(_, reason, _)) => {
+            let clauses: Vec<&str> = resolved
+                .problems
+                .iter()
+                .map(|(_, _, c)| c.as_str())
+                .collect();
             VerdictCondition::new(
                 condition_type::RESOLVED_REFS,
                 false,
@@ -309,24 +331,25 @@ fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Ver
         )
     };
     let ready = if active > 0 {
-        // Built in one buffer: every consumer gets this message, so it is on the hot path of compiling.
-        let mut message = String::with_capacity(48 + resolved.keys.len() * 16 + expired_note.len());
-        let _ = write!(
-            message,
-            "The consumer has {active} active key{}: ",
-            if active == 1 { "" } else { "s" }
-        );
-        for (i, key) in resolved.keys.iter().enumerate() {
-            if i > 0 {
-                message.push_str(if i + 1 == active { " and " } else { ", " });
+        // Every consumer gets this message, and most the same text as many others: shared.
+        let message = texts.share(|message| {
+            let _ = write!(
+                message,
+                "The consumer has {active} active key{}: ",
+                if active == 1 { "" } else { "s" }
+            );
+            for (i, key) in resolved.keys.iter().enumerate() {
+                if i > 0 {
+                    message.push_str(if i + 1 == active { " and " } else { ", " });
+                }
+                message.push_str(&key.name);
             }
-            message.push_str(&key.name);
-        }
-        message.push('.');
-        if !expired_note.is_empty() {
-            message.push(' ');
-            message.push_str(&sentences(&[expired_note]));
-        }
+            message.push('.');
+            if !expired_note.is_empty() {
+                message.push(' ');
+                message.push_str(&sentences(&[expired_note]));
+            }
+        });
         VerdictCondition::new(condition_type::READY, true, "Ready", message)
     } else {
         VerdictCondition::new(
@@ -341,7 +364,7 @@ fn accepted_verdict(item: &Item<'_, ConsumerObject>, resolved: &Resolved) -> Ver
     };
     Verdict {
         kind: Kind::Consumer,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions: vec![accepted, refs, ready],
         detail: Detail::Consumer(ConsumerDetail {

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use subscription::VerdictQueue;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, Phase, condition_type};
 
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 
 use crate::model::{Assembly, Content, Snapshot, Subscription};
 use crate::verdict::{
@@ -67,14 +67,17 @@ pub struct Compiled {
 /// planning subscriptions beside hashing the other tables; subscription verdicts, in chunks, on both);
 /// results are joined in a fixed order, so the output does not depend on scheduling.
 pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
-    let secrets = secrets::Secrets::new(&inputs.secrets);
+    // Indexed by whichever thread needs the Secrets first, while the other still sorts its objects.
+    let secrets = OnceLock::new();
+    let secrets = || secrets.get_or_init(|| secrets::Secrets::new(&inputs.secrets));
     let now = inputs.now_unix;
 
     let (left, right) = std::thread::scope(|scope| {
         let right = scope.spawn(|| {
             let consumers = objects::collect(&inputs.consumers);
             let mut verdicts = Vec::with_capacity(inputs.consumers.len());
-            let table = consumer::compile_consumers(&consumers.items, &secrets, now, &mut verdicts);
+            let table =
+                consumer::compile_consumers(&consumers.items, secrets(), now, &mut verdicts);
             (consumers, table, verdicts)
         });
         let providers = objects::collect(&inputs.providers);
@@ -87,7 +90,8 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
                 + inputs.consumers.len()
                 + inputs.subscriptions.len(),
         );
-        let provider_table = provider::compile_providers(&providers.items, &secrets, &mut verdicts);
+        let provider_table =
+            provider::compile_providers(&providers.items, secrets(), &mut verdicts);
         let route_table = route::compile_routes(&routes.items, &provider_table, now, &mut verdicts);
         let left = (
             providers,
@@ -124,7 +128,11 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
         let planned =
             subscription::plan_subscriptions(&subscriptions.items, &consumer_table, &route_table);
         subscription::count_approved(&planned.approved, &mut verdicts);
-        let queue = Arc::new(VerdictQueue::new(&subscriptions.items, planned.outcomes));
+        let queue = Arc::new(VerdictQueue::new(
+            &subscriptions.items,
+            planned.outcomes,
+            planned.texts,
+        ));
         // Fails only if the hashing thread panicked, which joining it passes on.
         let _ = hand_over.send((planned.subscriptions, Arc::clone(&queue)));
         let mut written = queue.drain();
@@ -185,7 +193,7 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
                 phase: Phase::Invalid,
                 effective_limits: None,
                 effective_budget: None,
-                route: format!("{route_ns}/{}", spec.route.name),
+                route: Arc::from(format!("{route_ns}/{}", spec.route.name)),
             }),
         ));
     }
@@ -216,7 +224,7 @@ fn duplicate<T>(kind: Kind, item: &objects::Item<'_, T>, detail: Detail) -> Verd
     );
     Verdict {
         kind,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions: vec![
             VerdictCondition::new(condition_type::ACCEPTED, false, "Duplicate", message),

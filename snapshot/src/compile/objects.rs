@@ -1,7 +1,10 @@
 //! Reading object metadata defensively, ordering objects canonically, and setting duplicates aside.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -9,6 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
 
+use crate::fx::{FxHashMap, FxHasher};
 use crate::model::ObjectRef;
 
 /// The namespace of objects that name none (standalone YAML files often leave it out).
@@ -38,19 +42,12 @@ pub(crate) fn namespace_of(meta: &ObjectMeta) -> &str {
     }
 }
 
-/// `namespace/name` borrowed from an input object: ordered and printed like [`ObjectRef`], which is only
-/// built (two allocations) for what goes into the table and the verdicts.
+/// `namespace/name` borrowed from an input object: ordered and printed like [`ObjectRef`], and cheap to
+/// compare and hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Id<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
-}
-
-impl Id<'_> {
-    /// The owned reference.
-    pub fn to_ref(self) -> ObjectRef {
-        ObjectRef::new(self.namespace, self.name)
-    }
 }
 
 impl fmt::Display for Id<'_> {
@@ -62,12 +59,51 @@ impl fmt::Display for Id<'_> {
 /// One input object with what compiling needs from its metadata.
 pub(crate) struct Item<'a, T> {
     pub id: Id<'a>,
+    /// The same as an owned reference, made once: the table entry and the verdict share it, and objects
+    /// of one namespace share its string.
+    pub reference: ObjectRef,
     pub generation: Option<i64>,
     /// `None` sorts first: an object without a creation time counts as the oldest.
     pub created: Option<Timestamp>,
     pub obj: &'a T,
     /// Position of the object in the input.
     pub at: usize,
+}
+
+/// One shared string per distinct text: names that many objects repeat (model names, key names) are
+/// allocated once, and the tables that hold them stay small in memory.
+#[derive(Default)]
+pub(crate) struct Interner<'a> {
+    strings: FxHashMap<&'a str, Arc<str>>,
+}
+
+impl<'a> Interner<'a> {
+    /// The shared string equal to `text`.
+    pub fn get(&mut self, text: &'a str) -> Arc<str> {
+        Arc::clone(self.strings.entry(text).or_insert_with(|| Arc::from(text)))
+    }
+}
+
+/// One shared string per distinct message text: many objects get the same sentence (consumers with
+/// one key named alike, routes serving the same models), so each text is allocated once.
+#[derive(Default)]
+pub(crate) struct Texts {
+    seen: HashSet<Arc<str>, BuildHasherDefault<FxHasher>>,
+    scratch: String,
+}
+
+impl Texts {
+    /// The shared string of the text that `write` writes.
+    pub fn share(&mut self, write: impl FnOnce(&mut String)) -> Arc<str> {
+        self.scratch.clear();
+        write(&mut self.scratch);
+        if let Some(text) = self.seen.get(self.scratch.as_str()) {
+            return Arc::clone(text);
+        }
+        let text: Arc<str> = Arc::from(self.scratch.as_str());
+        self.seen.insert(Arc::clone(&text));
+        text
+    }
 }
 
 /// Positions of the items (which are sorted by namespace/name) in the order of their objects in the
@@ -104,6 +140,12 @@ pub(crate) fn by_age<T>(items: &[Item<'_, T>], keep: impl Fn(usize) -> bool) -> 
     order
 }
 
+/// Whether item `a` is older than item `b` in the order of [`by_age`]. Finding the oldest of a few
+/// items this way spares sorting them all.
+pub(crate) fn older<T>(items: &[Item<'_, T>], a: usize, b: usize) -> bool {
+    (items[a].created, a) < (items[b].created, b)
+}
+
 /// Objects sorted by namespace/name, and the duplicates (same namespace/name) set aside.
 pub(crate) struct Collected<'a, T> {
     pub items: Vec<Item<'a, T>>,
@@ -113,7 +155,7 @@ pub(crate) struct Collected<'a, T> {
 /// Sorts objects canonically. Of several sharing a namespace/name (possible only in standalone files), the first
 /// by creation time, uid, resourceVersion and finally content is kept, so input order never matters.
 pub(crate) fn collect<T: Object>(objects: &[T]) -> Collected<'_, T> {
-    let mut all: Vec<(Heads, Item<'_, T>)> = objects
+    let mut all: Vec<Sorting<'_, T>> = objects
         .iter()
         .enumerate()
         .map(|(at, obj)| {
@@ -122,34 +164,64 @@ pub(crate) fn collect<T: Object>(objects: &[T]) -> Collected<'_, T> {
                 namespace: namespace_of(meta),
                 name: meta.name.as_deref().unwrap_or_default(),
             };
-            let item = Item {
+            Sorting {
+                heads: Heads::of(id),
                 id,
                 generation: meta.generation,
                 created: meta.creation_timestamp.as_ref().map(|t| t.0),
                 obj,
                 at,
-            };
-            (Heads::of(id), item)
+            }
         })
         .collect();
-    all.sort_unstable_by(|(ha, a), (hb, b)| {
-        ha.cmp_ids(a.id, hb, b.id).then_with(|| tie_break(a, b))
+    all.sort_unstable_by(|a, b| {
+        a.heads
+            .cmp_ids(a.id, &b.heads, b.id)
+            .then_with(|| same_name_order(a.obj, b.obj))
     });
     let mut items: Vec<Item<'_, T>> = Vec::with_capacity(all.len());
     let mut duplicates = Vec::new();
     let mut last: Option<Heads> = None;
-    for (heads, item) in all {
+    // Sorted, so one namespace's objects are consecutive and share its string.
+    let mut namespace: Option<Arc<str>> = None;
+    for s in all {
+        let shared = match &namespace {
+            Some(ns) if **ns == *s.id.namespace => Arc::clone(ns),
+            _ => Arc::clone(namespace.insert(Arc::from(s.id.namespace))),
+        };
+        let item = Item {
+            id: s.id,
+            reference: ObjectRef {
+                namespace: shared,
+                name: Arc::from(s.id.name),
+            },
+            generation: s.generation,
+            created: s.created,
+            obj: s.obj,
+            at: s.at,
+        };
         match (last, items.last()) {
-            (Some(h), Some(prev)) if h.cmp_ids(prev.id, &heads, item.id).is_eq() => {
+            (Some(h), Some(prev)) if h.cmp_ids(prev.id, &s.heads, item.id).is_eq() => {
                 duplicates.push(item)
             }
             _ => {
                 items.push(item);
-                last = Some(heads);
+                last = Some(s.heads);
             }
         }
     }
     Collected { items, duplicates }
+}
+
+/// An object while objects are sorted: its [`Item`] without the owned reference, made afterwards in
+/// namespace order.
+struct Sorting<'a, T> {
+    heads: Heads,
+    id: Id<'a>,
+    generation: Option<i64>,
+    created: Option<Timestamp>,
+    obj: &'a T,
+    at: usize,
 }
 
 /// The first eight bytes of an object's namespace and name as numbers that order like the strings
@@ -193,10 +265,6 @@ fn cmp_by_head(head_a: u64, a: &str, head_b: u64, b: &str) -> Ordering {
             a.cmp(b)
         }
     })
-}
-
-fn tie_break<T: Object>(a: &Item<'_, T>, b: &Item<'_, T>) -> Ordering {
-    same_name_order(a.obj, b.obj)
 }
 
 /// Orders two objects with the same namespace/name: creation time, uid, resourceVersion, content.

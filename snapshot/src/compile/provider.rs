@@ -1,5 +1,7 @@
 //! `ModelProvider` → [`Provider`]: endpoint and auth defaults per type, credentials, prices, timeouts.
 
+use std::sync::Arc;
+
 use tollgate_crds::{ModelProvider, ModelProviderSpec, ProviderType, condition_type};
 
 use super::objects::{Item, join_list, namespace_of, sentences};
@@ -104,8 +106,8 @@ pub(crate) struct ProviderState<'a> {
     all_namespaces: bool,
     allowed: Vec<&'a str>,
     namespace: &'a str,
-    /// Model name → index in the provider's (sorted) model list.
-    pub models: FxHashMap<&'a str, usize>,
+    /// Model name → index in the provider's (sorted) model list, and the name as backends share it.
+    pub models: FxHashMap<&'a str, (usize, Arc<str>)>,
 }
 
 impl ProviderState<'_> {
@@ -156,7 +158,8 @@ pub(crate) fn compile_providers<'a>(
                     let i = provider
                         .models
                         .binary_search_by(|p| p.name.as_str().cmp(&m.name));
-                    i.ok().map(|i| (m.name.as_str(), i))
+                    i.ok()
+                        .map(|i| (m.name.as_str(), (i, Arc::from(m.name.as_str()))))
                 })
                 .collect();
             state.usable = Some(table.providers.len() as ProviderIdx);
@@ -192,7 +195,7 @@ fn compile_one(
 
     let mut verdict = Verdict {
         kind: Kind::ModelProvider,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions: Vec::with_capacity(3),
         detail: Detail::Provider(ProviderDetail {
@@ -324,7 +327,7 @@ fn compile_one(
     };
     verdict.conditions.push(ready);
     let provider = Provider {
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         provider_type,
         endpoint,
         auth: auth_scheme(provider_type),

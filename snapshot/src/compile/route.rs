@@ -1,10 +1,13 @@
 //! `AIRoute` → [`Route`]: prefix ownership, lifecycle, and model backends resolved against providers.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use tollgate_crds::{AIRoute, AIRouteSpec, BackendRef, Stage, condition_type};
 
-use super::objects::{Item, by_age, input_order, join_list, map_in_order, push_list, sentences};
+use super::objects::{
+    Interner, Item, Texts, by_age, input_order, join_list, map_in_order, push_list, sentences,
+};
 use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
 use super::provider::ProviderTable;
 use crate::fx::{FxHashMap, map_with_capacity};
@@ -54,8 +57,11 @@ pub(crate) fn compile_routes<'a>(
             None => claims.insert(i, &valid.prefix, &valid.hostnames),
         }
     }
+    let (mut names, mut texts) = (Interner::default(), Texts::default());
     let mut built = map_in_order(&order, |i| match (&checked[i], collisions[i]) {
-        (Ok(valid), None) => Some(build(&items[i], valid, providers, now_unix)),
+        (Ok(valid), None) => Some(build(
+            &items[i], valid, providers, now_unix, &mut names, &mut texts,
+        )),
         _ => None,
     });
 
@@ -123,19 +129,25 @@ fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
     if spec.models.is_empty() {
         problems.push("list at least one model under spec.models".into());
     }
-    let mut names: Vec<&str> = spec.models.iter().map(|m| m.name.as_str()).collect();
-    names.sort_unstable();
-    let mut dups: Vec<&str> = names
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
-    dups.dedup();
-    if !dups.is_empty() {
-        problems.push(format!(
-            "list each model name once in spec.models ({} repeats)",
-            join_list(&dups)
-        ));
+    // Routes list a few models: a quadratic check allocates nothing, and only a repeat needs the list.
+    let models = &spec.models;
+    let may_repeat = models.len() > 32
+        || (1..models.len()).any(|i| models[..i].iter().any(|m| m.name == models[i].name));
+    if may_repeat {
+        let mut names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        let mut dups: Vec<&str> = names
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        dups.dedup();
+        if !dups.is_empty() {
+            problems.push(format!(
+                "list each model name once in spec.models ({} repeats)",
+                join_list(&dups)
+            ));
+        }
     }
     for m in &spec.models {
         if !m.backends.iter().any(|b| b.weight > 0) {
@@ -216,7 +228,7 @@ fn rejected(
 ) -> Verdict {
     Verdict {
         kind: Kind::AIRoute,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions: vec![
             VerdictCondition::new(condition_type::ACCEPTED, false, reason, message),
@@ -238,11 +250,13 @@ fn rejected(
 /// A problem with one backend: condition reason and a clause.
 type Problem = (&'static str, String);
 
-fn build(
-    item: &Item<'_, AIRoute>,
+fn build<'a>(
+    item: &Item<'a, AIRoute>,
     valid: &Valid,
     providers: &ProviderTable<'_>,
     now_unix: i64,
+    names: &mut Interner<'a>,
+    texts: &mut Texts,
 ) -> (Verdict, Route) {
     let spec = &item.obj.spec;
     let limits = super::traffic::limits_of(spec.limits.as_ref());
@@ -250,7 +264,7 @@ fn build(
     let endpoint = [valid.prefix.as_str(), "/v1"].concat();
     let mut problems: Vec<Problem> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    let mut models: Vec<RouteModel> = Vec::new();
+    let mut models: Vec<RouteModel> = Vec::with_capacity(spec.models.len());
     let mut unserved: Vec<&str> = Vec::new();
     if spec.stage != Stage::Retired {
         for m in &spec.models {
@@ -261,7 +275,7 @@ fn build(
                     })
                     .ok()
             };
-            let mut backends: Vec<Backend> = Vec::new();
+            let mut backends: Vec<Backend> = Vec::with_capacity(m.backends.len());
             for b in &m.backends {
                 // Weight 0 keeps a backend configured (and checked) but idle.
                 if let Some(backend) = resolve(b, &mut problems)
@@ -288,7 +302,7 @@ fn build(
                 unserved.push(&m.name);
             } else {
                 models.push(RouteModel {
-                    name: m.name.clone(),
+                    name: names.get(&m.name),
                     backends,
                     fallbacks,
                 });
@@ -296,9 +310,10 @@ fn build(
         }
     }
     models.sort_by(|a, b| a.name.cmp(&b.name));
-    let served: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let served: Vec<Arc<str>> = models.iter().map(|m| Arc::clone(&m.name)).collect();
 
-    let mut conditions = vec![VerdictCondition::new(
+    let mut conditions = Vec::with_capacity(3);
+    conditions.push(VerdictCondition::new(
         condition_type::ACCEPTED,
         true,
         "Accepted",
@@ -310,7 +325,7 @@ fn build(
             ".",
         ]
         .concat(),
-    )];
+    ));
     conditions.push(match problems.first() {
         None if spec.stage == Stage::Retired => VerdictCondition::new(
             condition_type::RESOLVED_REFS,
@@ -384,21 +399,22 @@ fn build(
             "No model has a usable backend, so every call fails: fix the backends listed in ResolvedRefs.",
         )
     } else {
-        // Most routes have no notes: one buffer, no intermediate strings.
-        let mut message = String::with_capacity(16 + served.iter().map(|m| m.len() + 2).sum::<usize>());
-        message.push_str("Serving ");
-        push_list(&mut message, &served);
-        message.push('.');
-        if !notes.is_empty() {
-            message.push(' ');
-            message.push_str(&sentences(&notes));
-        }
+        // Routes serving the same models without notes get the same text: shared.
+        let message = texts.share(|message| {
+            message.push_str("Serving ");
+            push_list(message, &served);
+            message.push('.');
+            if !notes.is_empty() {
+                message.push(' ');
+                message.push_str(&sentences(&notes));
+            }
+        });
         VerdictCondition::new(condition_type::READY, true, "Ready", message)
     });
 
     let verdict = Verdict {
         kind: Kind::AIRoute,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions,
         detail: Detail::Route(RouteDetail {
@@ -408,8 +424,7 @@ fn build(
         }),
     };
     let route = Route {
-        // A copy of a string just written is cheaper than reading the input's again.
-        id: verdict.id.clone(),
+        id: item.reference.clone(),
         prefix: valid.prefix.clone(),
         hostnames: valid.hostnames.clone(),
         stage: spec.stage,
@@ -452,7 +467,7 @@ fn resolve_backend(
         ));
     };
     let upstream = b.model.as_deref().unwrap_or(model);
-    let Some(&m) = state.models.get(upstream) else {
+    let Some((m, shared_name)) = state.models.get(upstream) else {
         return Err((
             "ModelNotOffered",
             format!(
@@ -463,8 +478,8 @@ fn resolve_backend(
     let provider = &providers.providers[idx as usize];
     Ok(Backend {
         provider: idx,
-        upstream_model: upstream.to_string(),
+        upstream_model: Arc::clone(shared_name),
         weight: b.weight,
-        price: provider.models[m].price,
+        price: provider.models[*m].price,
     })
 }

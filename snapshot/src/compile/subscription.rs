@@ -1,17 +1,18 @@
 //! `ApiSubscription` → [`Subscription`]: references, phase, and limits clamped to the route's.
 
-use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_crds::{ApiSubscription, Approval, Decision, Phase, Stage, condition_type};
 
 use super::consumer::{ConsumerState, ConsumerTable};
-use super::objects::{Item, by_age, sentences};
+use super::objects::{Item, older, sentences};
 use super::route::{RouteState, RouteTable};
 use super::traffic::{budget_of, clamp_budget, limits_of};
 use crate::fx::{FxHashMap, map_with_capacity};
-use crate::model::{Budget, ConsumerIdx, Limits, RouteIdx, Subscription};
+use crate::message::Message;
+use crate::model::{Budget, ConsumerIdx, Limits, ObjectRef, RouteIdx, Subscription};
 use crate::verdict::{Detail, Kind, RouteDetail, SubscriptionDetail, Verdict, VerdictCondition};
 
 /// The phase a decision gives: no decision is Pending, or Approved when the route approves automatically.
@@ -50,6 +51,7 @@ pub(crate) enum Outcome {
     },
     /// In the table.
     Listed {
+        route: RouteIdx,
         phase: Phase,
         limits: Limits,
         budget: Budget,
@@ -61,11 +63,67 @@ pub(crate) enum Outcome {
     },
 }
 
-/// Subscriptions in the table, what became of each object, and approved counts by route verdict position.
+/// Subscriptions in the table, what became of each object, the texts their verdicts share, and
+/// approved counts by route verdict position.
 pub(crate) struct Planned {
     pub subscriptions: Vec<Subscription>,
     pub outcomes: Vec<Outcome>,
+    pub texts: Vec<Option<RouteTexts>>,
     pub approved: FxHashMap<usize, u32>,
+}
+
+/// Texts that the verdicts of every subscription to one route share, written once per route.
+pub(crate) struct RouteTexts {
+    /// The route as `namespace/name`.
+    name: Arc<str>,
+    /// Accepted message of a subscription whose limits or budget were lowered.
+    lowered: Option<Arc<str>>,
+    /// Ready message of a pending subscription.
+    pending: Option<Arc<str>>,
+}
+
+impl RouteTexts {
+    /// The name alone; `scratch` is a buffer to write in.
+    fn new(id: &ObjectRef, scratch: &mut String) -> Self {
+        Self {
+            name: shared(scratch, &[&id.namespace, "/", &id.name]),
+            lowered: None,
+            pending: None,
+        }
+    }
+
+    /// Writes the messages that a subscription with these traits needs, if not written yet.
+    fn add(&mut self, clamped: bool, phase: Phase, scratch: &mut String) {
+        if clamped && self.lowered.is_none() {
+            self.lowered = Some(shared(
+                scratch,
+                &[
+                    "The subscription is valid; its limits or budget were lowered to AIRoute ",
+                    &self.name,
+                    "'s ceilings, which no subscription may exceed; status.effectiveLimits and status.effectiveBudget show what is in force.",
+                ],
+            ));
+        }
+        if phase == Phase::Pending && self.pending.is_none() {
+            self.pending = Some(shared(
+                scratch,
+                &[
+                    "Waiting for approval: someone allowed to approve AIRoute ",
+                    &self.name,
+                    " must set spec.decision to Approved; calls get 403 until then.",
+                ],
+            ));
+        }
+    }
+}
+
+/// `parts` joined into one shared string, written in `scratch` first so that it is allocated once.
+fn shared(scratch: &mut String, parts: &[&str]) -> Arc<str> {
+    scratch.clear();
+    for part in parts {
+        scratch.push_str(part);
+    }
+    Arc::from(scratch.as_str())
 }
 
 /// Resolves subscriptions (sorted by namespace/name) into table entries.
@@ -89,14 +147,31 @@ pub(crate) fn plan_subscriptions(
         found.extend(super::join(back));
         found
     });
-    // Of two subscriptions of one consumer to one route, the older stands.
+    // Of two subscriptions of one consumer to one route, the older stands. Such pairs are rare: one
+    // pass finds the oldest of each, and only if there was a pair does a second mark the others.
     let mut taken: FxHashMap<(ConsumerIdx, RouteIdx), usize> = map_with_capacity(items.len());
+    let mut paired = false;
+    for (i, found) in found.iter().enumerate() {
+        let Ok(pair) = found else { continue };
+        match taken.entry(*pair) {
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
+            Entry::Occupied(mut slot) => {
+                paired = true;
+                if older(items, i, *slot.get()) {
+                    slot.insert(i);
+                }
+            }
+        }
+    }
     let mut duplicate_of: Vec<Option<usize>> = vec![None; items.len()];
-    for i in by_age(items, |i| found[i].is_ok()) {
-        if let Ok((c, r)) = found[i] {
-            let first = *taken.entry((c, r)).or_insert(i);
-            if first != i {
-                duplicate_of[i] = Some(first);
+    if paired {
+        for (i, found) in found.iter().enumerate() {
+            if let Ok(pair) = found
+                && taken[pair] != i
+            {
+                duplicate_of[i] = Some(taken[pair]);
             }
         }
     }
@@ -104,8 +179,10 @@ pub(crate) fn plan_subscriptions(
     let mut planned = Planned {
         subscriptions: Vec::with_capacity(items.len()),
         outcomes: Vec::with_capacity(items.len()),
+        texts: (0..routes.routes.len()).map(|_| None).collect(),
         approved: map_with_capacity(routes.routes.len()),
     };
+    let mut scratch = String::new();
     for (i, (item, found)) in items.iter().zip(found).enumerate() {
         let spec = &item.obj.spec;
         let (consumer, route) = match (found, duplicate_of[i]) {
@@ -140,18 +217,23 @@ pub(crate) fn plan_subscriptions(
                 .entry(routes.verdict_at[route as usize])
                 .or_default() += 1;
         }
+        let clamped = (limits != wanted && !wanted.is_unlimited())
+            || (budget != wanted_budget && !wanted_budget.is_unlimited());
+        planned.texts[route as usize]
+            .get_or_insert_with(|| RouteTexts::new(&target.id, &mut scratch))
+            .add(clamped, phase, &mut scratch);
         planned.outcomes.push(Outcome::Listed {
+            route,
             phase,
             limits,
             budget,
-            clamped: (limits != wanted && !wanted.is_unlimited())
-                || (budget != wanted_budget && !wanted_budget.is_unlimited()),
+            clamped,
             stage: target.stage,
             serving: !target.models.is_empty(),
-            same_team: target.id.namespace == item.id.namespace,
+            same_team: *target.id.namespace == *item.id.namespace,
         });
         planned.subscriptions.push(Subscription {
-            id: item.id.to_ref(),
+            id: item.reference.clone(),
             consumer,
             route,
             phase,
@@ -190,6 +272,7 @@ fn route_name(item: &Item<'_, ApiSubscription>) -> String {
 /// verdicts come back with its position, so their order does not depend on which thread wrote them.
 pub(crate) struct VerdictQueue<'i, 'a> {
     items: &'i [Item<'a, ApiSubscription>],
+    texts: Vec<Option<RouteTexts>>,
     chunks: Vec<Mutex<Option<Vec<Outcome>>>>,
     next: AtomicUsize,
 }
@@ -199,8 +282,12 @@ pub(crate) struct VerdictQueue<'i, 'a> {
 const CHUNK: usize = 512;
 
 impl<'i, 'a> VerdictQueue<'i, 'a> {
-    /// Queues the outcomes of `items` (one each, in the same order).
-    pub fn new(items: &'i [Item<'a, ApiSubscription>], outcomes: Vec<Outcome>) -> Self {
+    /// Queues the outcomes of `items` (one each, in the same order), with the texts they refer to.
+    pub fn new(
+        items: &'i [Item<'a, ApiSubscription>],
+        outcomes: Vec<Outcome>,
+        texts: Vec<Option<RouteTexts>>,
+    ) -> Self {
         let mut chunks = Vec::with_capacity(outcomes.len().div_ceil(CHUNK));
         let mut outcomes = outcomes.into_iter();
         loop {
@@ -212,6 +299,7 @@ impl<'i, 'a> VerdictQueue<'i, 'a> {
         }
         Self {
             items,
+            texts,
             chunks,
             next: AtomicUsize::new(0),
         }
@@ -235,6 +323,7 @@ impl<'i, 'a> VerdictQueue<'i, 'a> {
             write_verdicts(
                 &self.items[start..start + outcomes.len()],
                 outcomes,
+                &self.texts,
                 &mut verdicts,
             );
             written.push((i, verdicts));
@@ -246,16 +335,17 @@ impl<'i, 'a> VerdictQueue<'i, 'a> {
 fn write_verdicts(
     items: &[Item<'_, ApiSubscription>],
     outcomes: Vec<Outcome>,
+    texts: &[Option<RouteTexts>],
     verdicts: &mut Vec<Verdict>,
 ) {
     for (item, outcome) in items.iter().zip(outcomes) {
-        let route = route_name(item);
-        let (phase, limits, budget, clamped, stage, serving, same_team) = match outcome {
+        let (route, phase, limits, budget, clamped, stage, serving, same_team) = match outcome {
             Outcome::Invalid { reason, message } => {
-                verdicts.push(invalid(item, route, reason, message));
+                verdicts.push(invalid(item, Arc::from(route_name(item)), reason, message));
                 continue;
             }
             Outcome::Listed {
+                route,
                 phase,
                 limits,
                 budget,
@@ -263,8 +353,13 @@ fn write_verdicts(
                 stage,
                 serving,
                 same_team,
-            } => (phase, limits, budget, clamped, stage, serving, same_team),
+            } => (
+                route, phase, limits, budget, clamped, stage, serving, same_team,
+            ),
         };
+        let texts = texts[route as usize]
+            .as_ref()
+            .expect("texts are written for every listed route");
         let spec = &item.obj.spec;
         let ready = ready_condition(
             phase,
@@ -272,24 +367,15 @@ fn write_verdicts(
             serving,
             same_team,
             spec.decision_reason.as_deref(),
-            &route,
+            texts,
         );
         let accepted = VerdictCondition::new(
             condition_type::ACCEPTED,
             true,
             "Accepted",
-            if clamped {
-                // Most subscriptions get one of these two messages: concatenated, not formatted.
-                Cow::Owned(
-                    [
-                        "The subscription is valid; its limits or budget were lowered to AIRoute ",
-                        &route,
-                        "'s ceilings, which no subscription may exceed; status.effectiveLimits and status.effectiveBudget show what is in force.",
-                    ]
-                    .concat(),
-                )
-            } else {
-                Cow::Borrowed("The subscription is valid.")
+            match (clamped, &texts.lowered) {
+                (true, Some(lowered)) => Message::Shared(Arc::clone(lowered)),
+                _ => Message::Static("The subscription is valid."),
             },
         );
         let resolved_refs = VerdictCondition::new(
@@ -300,14 +386,14 @@ fn write_verdicts(
         );
         verdicts.push(Verdict {
             kind: Kind::ApiSubscription,
-            id: item.id.to_ref(),
+            id: item.reference.clone(),
             generation: item.generation,
             conditions: vec![accepted, resolved_refs, ready],
             detail: Detail::Subscription(SubscriptionDetail {
                 phase,
                 effective_limits: Some(limits),
                 effective_budget: Some(budget),
-                route,
+                route: Arc::clone(&texts.name),
             }),
         });
     }
@@ -363,7 +449,7 @@ fn refs(
 
 fn invalid(
     item: &Item<'_, ApiSubscription>,
-    route: String,
+    route: Arc<str>,
     reason: &'static str,
     message: String,
 ) -> Verdict {
@@ -399,7 +485,7 @@ fn invalid(
     ];
     Verdict {
         kind: Kind::ApiSubscription,
-        id: item.id.to_ref(),
+        id: item.reference.clone(),
         generation: item.generation,
         conditions,
         detail: Detail::Subscription(SubscriptionDetail {
@@ -418,24 +504,24 @@ fn ready_condition(
     serving: bool,
     same_team: bool,
     decision_reason: Option<&str>,
-    route: &str,
+    texts: &RouteTexts,
 ) -> VerdictCondition {
+    let route = &*texts.name;
     let because = decision_reason
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(|r| format!(" (reason given: {})", r.trim_end_matches('.')))
         .unwrap_or_default();
-    let (status, reason, message): (bool, &'static str, Cow<'static, str>) = match phase {
+    let (status, reason, message): (bool, &'static str, Message) = match phase {
         Phase::Pending => (
             false,
             "Pending",
-            [
-                "Waiting for approval: someone allowed to approve AIRoute ",
-                route,
-                " must set spec.decision to Approved; calls get 403 until then.",
-            ]
-            .concat()
-            .into(),
+            Message::Shared(Arc::clone(
+                texts
+                    .pending
+                    .as_ref()
+                    .expect("written for every route with a pending subscription"),
+            )),
         ),
         Phase::Rejected => (
             false,
