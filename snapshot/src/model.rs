@@ -28,8 +28,10 @@ pub type ConsumerIdx = u32;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {
     /// Namespace (the team).
+    #[serde(deserialize_with = "shared_str::deserialize")]
     pub namespace: Arc<str>,
     /// Object name.
+    #[serde(deserialize_with = "shared_str::deserialize")]
     pub name: Arc<str>,
 }
 
@@ -46,6 +48,32 @@ impl ObjectRef {
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Reads a shared string straight from the decoder's text: serde's own `Arc<str>` goes through a
+/// `Box<str>` first, two allocations and a copy for each of a snapshot's many names.
+mod shared_str {
+    use std::sync::Arc;
+
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        d.deserialize_str(SharedStrVisitor)
+    }
+
+    struct SharedStrVisitor;
+
+    impl serde::de::Visitor<'_> for SharedStrVisitor {
+        type Value = Arc<str>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Arc<str>, E> {
+            Ok(Arc::from(text))
+        }
     }
 }
 
@@ -304,6 +332,7 @@ pub struct Backend {
     /// The provider.
     pub provider: ProviderIdx,
     /// Model name sent upstream (shared by every backend naming the same model of a provider).
+    #[serde(deserialize_with = "shared_str::deserialize")]
     pub upstream_model: Arc<str>,
     /// Relative share among the weighted backends (unused for fallbacks).
     pub weight: u32,
@@ -315,6 +344,7 @@ pub struct Backend {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct RouteModel {
     /// Client-facing name (routes serving one model share the string).
+    #[serde(deserialize_with = "shared_str::deserialize")]
     pub name: Arc<str>,
     /// Weighted backends (weight > 0 only).
     pub backends: Vec<Backend>,
@@ -353,6 +383,7 @@ pub struct Route {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerKey {
     /// `spec.keys[].name` (consumers naming their keys alike share the string).
+    #[serde(deserialize_with = "shared_str::deserialize")]
     pub name: Arc<str>,
     /// SHA-256 of the key.
     pub digest: KeyDigest,
