@@ -43,7 +43,7 @@ pub fn clamp_limits(wanted: Limits, route: Limits) -> Limits {
 
 /// What a subscription compiled to; its verdict is written apart ([`write_verdicts`]) so that it can be
 /// built while the table is hashed.
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<'a> {
     /// Left out of the table.
     Invalid {
         reason: &'static str,
@@ -60,14 +60,15 @@ pub(crate) enum Outcome {
         stage: Stage,
         serving: bool,
         same_team: bool,
+        decision_reason: Option<&'a str>,
     },
 }
 
 /// Subscriptions in the table, what became of each object, the texts their verdicts share, and
 /// approved counts by route verdict position.
-pub(crate) struct Planned {
+pub(crate) struct Planned<'a> {
     pub subscriptions: Vec<Subscription>,
-    pub outcomes: Vec<Outcome>,
+    pub outcomes: Vec<Outcome<'a>>,
     pub texts: Vec<Option<RouteTexts>>,
     pub approved: FxHashMap<usize, u32>,
 }
@@ -126,33 +127,58 @@ fn shared(scratch: &mut String, parts: &[&str]) -> Arc<str> {
     Arc::from(scratch.as_str())
 }
 
-/// Resolves subscriptions (sorted by namespace/name) into table entries.
-pub(crate) fn plan_subscriptions(
-    items: &[Item<'_, ApiSubscription>],
+/// What planning needs from a subscription's spec, read in one pass: the objects lie scattered in
+/// memory, and each further pass over them would wait for it again.
+struct Read<'a> {
+    refs: Result<(ConsumerIdx, RouteIdx), (&'static str, String)>,
+    wanted: Limits,
+    wanted_budget: Budget,
+    decision: Option<Decision>,
+    decision_reason: Option<&'a str>,
+}
+
+fn read<'a>(
+    item: &Item<'a, ApiSubscription>,
     consumers: &ConsumerTable<'_>,
     routes: &RouteTable<'_>,
-) -> Planned {
+) -> Read<'a> {
+    let spec = &item.obj.spec;
+    Read {
+        refs: refs(item, consumers, routes),
+        wanted: limits_of(spec.limits.as_ref()),
+        wanted_budget: budget_of(spec.budget.as_ref()),
+        decision: spec.decision,
+        decision_reason: spec.decision_reason.as_deref(),
+    }
+}
+
+/// Resolves subscriptions (sorted by namespace/name) into table entries.
+pub(crate) fn plan_subscriptions<'a>(
+    items: &[Item<'a, ApiSubscription>],
+    consumers: &ConsumerTable<'_>,
+    routes: &RouteTable<'_>,
+) -> Planned<'a> {
     // Two lookups per subscription, independent of each other: half of them on a second thread.
     let (front, back) = items.split_at(items.len() / 2);
-    let found: Vec<_> = std::thread::scope(|scope| {
+    let reads: Vec<Read<'a>> = std::thread::scope(|scope| {
         let back = scope.spawn(|| {
             back.iter()
-                .map(|item| refs(item, consumers, routes))
+                .map(|item| read(item, consumers, routes))
                 .collect::<Vec<_>>()
         });
-        let mut found: Vec<_> = front
+        let mut reads: Vec<_> = front
             .iter()
-            .map(|item| refs(item, consumers, routes))
+            .map(|item| read(item, consumers, routes))
             .collect();
-        found.extend(super::join(back));
-        found
+        reads.extend(super::join(back));
+        reads
     });
     // Of two subscriptions of one consumer to one route, the older stands. Such pairs are rare: one
     // pass finds the oldest of each, and only if there was a pair does a second mark the others.
     let mut taken: FxHashMap<(ConsumerIdx, RouteIdx), usize> = map_with_capacity(items.len());
     let mut paired = false;
-    for (i, found) in found.iter().enumerate() {
-        let Ok(pair) = found else { continue };
+    for (i, read) in reads.iter().enumerate() {
+        let Ok(pair) = &read.refs else { continue };
         match taken.entry(*pair) {
             Entry::Vacant(slot) => {
                 slot.insert(i);
@@ -167,8 +193,8 @@ pub(crate) fn plan_subscriptions(
     }
     let mut duplicate_of: Vec<Option<usize>> = vec![None; items.len()];
     if paired {
-        for (i, found) in found.iter().enumerate() {
-            if let Ok(pair) = found
+        for (i, read) in reads.iter().enumerate() {
+            if let Ok(pair) = &read.refs
                 && taken[pair] != i
             {
                 duplicate_of[i] = Some(taken[pair]);
@@ -183,9 +209,8 @@ pub(crate) fn plan_subscriptions(
         approved: map_with_capacity(routes.routes.len()),
     };
     let mut scratch = String::new();
-    for (i, (item, found)) in items.iter().zip(found).enumerate() {
-        let spec = &item.obj.spec;
-        let (consumer, route) = match (found, duplicate_of[i]) {
+    for (i, (item, read)) in items.iter().zip(reads).enumerate() {
+        let (consumer, route) = match (read.refs, duplicate_of[i]) {
             (Err((reason, message)), _) => {
                 planned.outcomes.push(Outcome::Invalid { reason, message });
                 continue;
@@ -193,7 +218,7 @@ pub(crate) fn plan_subscriptions(
             (Ok(_), Some(first)) => {
                 let message = format!(
                     "Consumer {} already subscribes to AIRoute {} through ApiSubscription {}; delete this one or that one",
-                    spec.consumer,
+                    item.obj.spec.consumer,
                     route_name(item),
                     items[first].id
                 );
@@ -205,10 +230,9 @@ pub(crate) fn plan_subscriptions(
             }
             (Ok(found), None) => found,
         };
-        let wanted = limits_of(spec.limits.as_ref());
-        let wanted_budget = budget_of(spec.budget.as_ref());
+        let (wanted, wanted_budget) = (read.wanted, read.wanted_budget);
         let target = &routes.routes[route as usize];
-        let phase = phase_for(spec.decision, target.approval);
+        let phase = phase_for(read.decision, target.approval);
         let limits = clamp_limits(wanted, target.limits);
         let budget = clamp_budget(wanted_budget, target.budget);
         if phase == Phase::Approved {
@@ -231,6 +255,7 @@ pub(crate) fn plan_subscriptions(
             stage: target.stage,
             serving: !target.models.is_empty(),
             same_team: *target.id.namespace == *item.id.namespace,
+            decision_reason: read.decision_reason,
         });
         planned.subscriptions.push(Subscription {
             id: item.reference.clone(),
@@ -273,7 +298,7 @@ fn route_name(item: &Item<'_, ApiSubscription>) -> String {
 pub(crate) struct VerdictQueue<'i, 'a> {
     items: &'i [Item<'a, ApiSubscription>],
     texts: Vec<Option<RouteTexts>>,
-    chunks: Vec<Mutex<Option<Vec<Outcome>>>>,
+    chunks: Vec<Mutex<Option<Vec<Outcome<'a>>>>>,
     next: AtomicUsize,
 }
 
@@ -285,13 +310,13 @@ impl<'i, 'a> VerdictQueue<'i, 'a> {
     /// Queues the outcomes of `items` (one each, in the same order), with the texts they refer to.
     pub fn new(
         items: &'i [Item<'a, ApiSubscription>],
-        outcomes: Vec<Outcome>,
+        outcomes: Vec<Outcome<'a>>,
         texts: Vec<Option<RouteTexts>>,
     ) -> Self {
         let mut chunks = Vec::with_capacity(outcomes.len().div_ceil(CHUNK));
         let mut outcomes = outcomes.into_iter();
         loop {
-            let chunk: Vec<Outcome> = outcomes.by_ref().take(CHUNK).collect();
+            let chunk: Vec<Outcome<'a>> = outcomes.by_ref().take(CHUNK).collect();
             if chunk.is_empty() {
                 break;
             }
@@ -334,41 +359,43 @@ impl<'i, 'a> VerdictQueue<'i, 'a> {
 /// One verdict per subscription, in item order.
 fn write_verdicts(
     items: &[Item<'_, ApiSubscription>],
-    outcomes: Vec<Outcome>,
+    outcomes: Vec<Outcome<'_>>,
     texts: &[Option<RouteTexts>],
     verdicts: &mut Vec<Verdict>,
 ) {
     for (item, outcome) in items.iter().zip(outcomes) {
-        let (route, phase, limits, budget, clamped, stage, serving, same_team) = match outcome {
-            Outcome::Invalid { reason, message } => {
-                verdicts.push(invalid(item, Arc::from(route_name(item)), reason, message));
-                continue;
-            }
-            Outcome::Listed {
-                route,
-                phase,
-                limits,
-                budget,
-                clamped,
-                stage,
-                serving,
-                same_team,
-            } => (
-                route, phase, limits, budget, clamped, stage, serving, same_team,
-            ),
-        };
+        let (route, phase, limits, budget, clamped, stage, serving, same_team, decision_reason) =
+            match outcome {
+                Outcome::Invalid { reason, message } => {
+                    verdicts.push(invalid(item, Arc::from(route_name(item)), reason, message));
+                    continue;
+                }
+                Outcome::Listed {
+                    route,
+                    phase,
+                    limits,
+                    budget,
+                    clamped,
+                    stage,
+                    serving,
+                    same_team,
+                    decision_reason,
+                } => (
+                    route,
+                    phase,
+                    limits,
+                    budget,
+                    clamped,
+                    stage,
+                    serving,
+                    same_team,
+                    decision_reason,
+                ),
+            };
         let texts = texts[route as usize]
             .as_ref()
             .expect("texts are written for every listed route");
-        let spec = &item.obj.spec;
-        let ready = ready_condition(
-            phase,
-            stage,
-            serving,
-            same_team,
-            spec.decision_reason.as_deref(),
-            texts,
-        );
+        let ready = ready_condition(phase, stage, serving, same_team, decision_reason, texts);
         let accepted = VerdictCondition::new(
             condition_type::ACCEPTED,
             true,
