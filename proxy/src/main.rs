@@ -178,8 +178,21 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // When a worker is saturated, the tasks that overflow its own queue wait in the shared one,
+        // which it looks at only every few dozen tasks by default. At 256 connections on one CPU that
+        // left about 15% of calls waiting 30-60 ms (p99 +51 ms over the forwarder). Looking every
+        // other task serves them in turn: p99 55-59 -> 18-24 ms there, with no throughput change
+        // measurable at 32 connections.
+        .global_queue_interval(2)
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
