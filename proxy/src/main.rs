@@ -13,6 +13,17 @@ use tollgate_proxy::limits::LimitsConfig;
 use tollgate_proxy::standalone::Watcher;
 use tollgate_proxy::{AccessLog, ConnectionLimits, Proxy, ProxyConfig, RequestLimits, TlsFiles};
 
+/// jemalloc, not glibc's malloc: a call makes about 30 short-lived allocations, and jemalloc's
+/// per-thread caches serve them in fewer instructions (76.5k -> 73.0k per chat call under callgrind).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main`: pages left free for a second go back to the OS, so that a
+/// burst's buffers do not stay in the Pod's resident memory (jemalloc's default keeps them 10 s).
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// Tollgate's data plane: an OpenAI-compatible AI gateway.
 #[derive(Parser, Debug)]
 #[command(name = "tollgate-proxy", version, about)]

@@ -448,14 +448,28 @@ impl Watcher {
 }
 
 /// Hands memory freed after parsing and compiling back to the OS. Reading a large configuration
-/// allocates many times the size of the snapshot that stays; glibc keeps the freed heap otherwise, and
-/// a proxy's resident memory is what a Pod is sized and limited by.
+/// allocates many times the size of the snapshot that stays; allocators keep freed pages otherwise, and
+/// a proxy's resident memory is what a Pod is sized and limited by. The proxy binary allocates with
+/// jemalloc, whose arenas are purged; glibc's heap is trimmed too, for what is allocated there (C code,
+/// other programs using the library). Either call does nothing for an allocator that holds nothing.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns unused pages of malloc's own heap; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
     }
+    // "arena.<MALLCTL_ARENAS_ALL>.purge": every arena's unused dirty pages back to the OS.
+    const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
+    // SAFETY: a void mallctl: no value is read or written, the name is NUL-terminated.
+    let _ = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
 }
 
 fn log_summary(snapshot: &Snapshot) {
