@@ -88,16 +88,14 @@ pub async fn model_call(
     call.stream = stream;
     let found = snapshot.model_with_index(route, &model);
     call.model = found.map(|(idx, _)| idx);
-    call.model_requested = Some(model);
     let Some((_, route_model)) = found else {
         let names = snapshot.content.routes[route as usize]
             .models
             .iter()
             .map(|m| &*m.name);
-        return Err(ApiError::model_not_found(
-            call.model_requested.as_deref().unwrap_or(""),
-            names,
-        ));
+        let error = ApiError::model_not_found(&model, names);
+        call.model_requested = Some(model.into_owned());
+        return Err(error);
     };
     let ask = Ask {
         endpoint,
@@ -132,7 +130,7 @@ pub async fn model_call(
         let provider = snapshot.provider(backend.provider);
         call.served = Some(Served {
             provider: backend.provider,
-            model: backend.upstream_model.to_string(),
+            model: backend.upstream_model.clone(),
             price: backend.price,
         });
         call.key = None;

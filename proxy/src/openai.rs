@@ -37,7 +37,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// The top-level members of a JSON request object, in the client's order.
 pub struct RequestDoc<'a> {
-    members: Vec<(Cow<'a, str>, Raw<'a>)>,
+    members: Vec<(Cow<'a, str>, &'a str)>,
 }
 
 /// One member's value: its JSON text exactly as the client sent it.
@@ -92,16 +92,12 @@ impl<'a> RequestDoc<'a> {
             .ok()
             .and_then(crate::json_scan::object_members);
         if let Some(members) = scanned {
-            let members = members.into_iter().map(|(k, v)| (k, Raw(v))).collect();
             return Ok(Self { members });
         }
         // Refused by the quick scan: serde_json says what is wrong (and, should the two ever
         // disagree, its reading is used).
         let SerdeDoc(members) = serde_json::from_slice(bytes)?;
-        let members = members
-            .into_iter()
-            .map(|(k, v)| (k, Raw(v.get())))
-            .collect();
+        let members = members.into_iter().map(|(k, v)| (k, v.get())).collect();
         Ok(Self { members })
     }
 
@@ -111,14 +107,22 @@ impl<'a> RequestDoc<'a> {
             .iter()
             .rev()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| *v)
+            .map(|(_, v)| Raw(v))
     }
 
     /// The `model` member.
     pub fn model(&self) -> Result<Cow<'a, str>, RequestError> {
-        let raw = self.get("model").ok_or(RequestError::MissingModel)?;
-        let model: Cow<'a, str> =
-            serde_json::from_str(raw.get()).map_err(|_| RequestError::MissingModel)?;
+        let raw = self.get("model").ok_or(RequestError::MissingModel)?.get();
+        // A string without escapes is its own text (the body was validated when it was read);
+        // serde would copy it into a String even for a `Cow`.
+        let plain = raw
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .filter(|inner| !inner.contains(['\\', '"']));
+        let model: Cow<'a, str> = match plain {
+            Some(inner) => Cow::Borrowed(inner),
+            None => serde_json::from_str(raw).map_err(|_| RequestError::MissingModel)?,
+        };
         if model.is_empty() {
             return Err(RequestError::MissingModel);
         }
@@ -156,7 +160,7 @@ impl<'a> RequestDoc<'a> {
         let size: usize = self
             .members
             .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .map(|(k, v)| k.len() + v.len() + 4)
             .sum();
         let mut out = Vec::with_capacity(size + upstream_model.len() + 48);
         out.push(b'{');
@@ -182,16 +186,15 @@ impl<'a> RequestDoc<'a> {
                     }
                     wrote_options = true;
                     push_key(&mut out, key);
-                    let mut options = serde_json::from_str::<
-                        serde_json::Map<String, serde_json::Value>,
-                    >(value.get())
-                    .unwrap_or_default();
+                    let mut options =
+                        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(value)
+                            .unwrap_or_default();
                     options.insert("include_usage".into(), serde_json::Value::Bool(true));
                     serde_json::to_writer(&mut out, &options).expect("map serialises");
                 }
                 _ => {
                     push_key(&mut out, key);
-                    out.extend_from_slice(value.get().as_bytes());
+                    out.extend_from_slice(value.as_bytes());
                 }
             }
         }
@@ -318,6 +321,22 @@ mod tests {
         // A repeated model must be rewritten: upstream might read the first one.
         let doc = RequestDoc::parse(br#"{"model":"x","model":"m"}"#).unwrap();
         assert!(!doc.only_model_is("m"));
+    }
+
+    #[test]
+    fn reads_the_model_with_and_without_escapes() {
+        let doc = RequestDoc::parse(br#"{"model":"gpt-4o"}"#).unwrap();
+        assert!(matches!(doc.model(), Ok(Cow::Borrowed("gpt-4o"))));
+        let doc = RequestDoc::parse(br#"{"model":"gpt\u002d4o \"x\""}"#).unwrap();
+        assert_eq!(doc.model().unwrap(), "gpt-4o \"x\"");
+        for body in [
+            &br#"{"model":""}"#[..],
+            br#"{"model":4}"#,
+            br#"{"model":null}"#,
+        ] {
+            let doc = RequestDoc::parse(body).unwrap();
+            assert!(matches!(doc.model(), Err(RequestError::MissingModel)));
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The request pipeline up to the choice of backend: route, key, lifecycle, subscription, endpoint.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -309,7 +310,7 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<
 }
 
 /// Parses a JSON request body's top level, with OpenAI's wording for the usual mistakes.
-pub fn parse_request(bytes: &[u8]) -> Result<(RequestDoc<'_>, String), ApiError> {
+pub fn parse_request(bytes: &[u8]) -> Result<(RequestDoc<'_>, Cow<'_, str>), ApiError> {
     let doc = RequestDoc::parse(bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     let model = doc.model().map_err(|e| match e {
@@ -318,7 +319,6 @@ pub fn parse_request(bytes: &[u8]) -> Result<(RequestDoc<'_>, String), ApiError>
         }
         RequestError::Malformed(_) => ApiError::bad_request("invalid_json", e.to_string()),
     })?;
-    let model = model.into_owned();
     Ok((doc, model))
 }
 

@@ -179,8 +179,8 @@ pub struct Usage {
 pub struct Served {
     /// Provider index in the call's snapshot.
     pub provider: ProviderIdx,
-    /// Model name sent upstream.
-    pub model: String,
+    /// Model name sent upstream (the snapshot's string, shared).
+    pub model: Arc<str>,
     /// Price of that model there.
     pub price: Price,
 }
@@ -202,9 +202,10 @@ pub struct Call {
     pub route: Option<RouteIdx>,
     /// Authenticated consumer.
     pub consumer: Option<ConsumerIdx>,
-    /// `model` from the request body.
+    /// `model` from the request body, when the route does not serve it (when it does, `model` says
+    /// which of the route's models it is, and its name is the snapshot's).
     pub model_requested: Option<String>,
-    /// Index of `model_requested` among the route's models, when the route serves it (only then
+    /// Index of the requested model among the route's models, when the route serves it (only then
     /// does it become a metric label).
     pub model: Option<u32>,
     /// Backend that answered.
@@ -513,8 +514,11 @@ impl Call {
             route: route.map(|r| &*r.id.name),
             consumer: consumer.map(|c| &c.id),
             subscription: subscription.map(|s| &s.id),
-            model_requested: self.model_requested.as_deref(),
-            model_served: self.served.as_ref().map(|b| b.model.as_str()),
+            model_requested: self.model_requested.as_deref().or_else(|| {
+                let model = route?.models.get(self.model? as usize)?;
+                Some(&*model.name)
+            }),
+            model_served: self.served.as_ref().map(|b| &*b.model),
             provider,
             stream: self.stream,
             status: self.status,

@@ -18,6 +18,7 @@ use tollgate_snapshot::FxHashMap;
 
 use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 use tollgate_snapshot::{Budget, Consumer, Limits, ObjectRef, Snapshot, Subscription};
 
 use crate::clock;
@@ -81,8 +82,11 @@ fn ceilings(limits: &Limits, budget: &Budget) -> Ceilings {
 }
 
 /// How an admitted call is settled when it ends.
+/// The counters a call was admitted against, with the ceilings it was held to.
+type Held = SmallVec<[(Arc<Mutex<Counters>>, Ceilings); 2]>;
+
 enum Settle {
-    Local(Vec<(Arc<Mutex<Counters>>, Ceilings)>),
+    Local(Held),
     Redis(Vec<(String, i64)>),
 }
 
@@ -222,7 +226,8 @@ impl Limiter {
         if scopes.iter().all(Option::is_none) {
             return Ok(None);
         }
-        let scopes: Vec<Scope<'_>> = scopes.into_iter().flatten().collect();
+        // At most two scopes: kept inline, like the counters they lead to, with no allocation.
+        let scopes: SmallVec<[Scope<'_>; 2]> = scopes.into_iter().flatten().collect();
         if let Some(redis) = &self.redis
             && redis.is_up()
         {
@@ -267,12 +272,12 @@ impl Limiter {
         tokens: u64,
     ) -> Result<Option<Admitted>, Box<Refused>> {
         let at = Instant::at(clock::now_unix_ms());
-        let held: Vec<(Arc<Mutex<Counters>>, Ceilings)> = scopes
+        let held: Held = scopes
             .iter()
             .map(|s| (self.counters(s.kind, s.id), s.ceilings.share(replicas)))
             .collect();
         // Locks are always taken subscription first, then consumer: no two calls wait on each other.
-        let mut guards: Vec<_> = held
+        let mut guards: SmallVec<[_; 2]> = held
             .iter()
             .map(|(c, _)| c.lock().expect("limit counters lock"))
             .collect();
