@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tollgate's benchmark (issue 9): what the proxy costs next to a direct call, a minimal hyper forwarder and
-# nginx, all measured in the same run. About 10 minutes; results go to bench/results/<UTC time>.{json,md}.
+# nginx, all measured in the same run. About 14 minutes; results go to bench/results/<UTC time>.{json,md}.
 #
 #   bash bench/run.sh            # the full run
 #   bash bench/run.sh --quick    # one short repetition of everything, to check the harness (~2 minutes)

@@ -50,7 +50,7 @@ enum Cmd {
 #[derive(Parser)]
 struct RunArgs {
     /// Measured repetitions per scenario and path.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     reps: usize,
     /// Seconds per measured repetition.
     #[arg(long, default_value_t = 5.0)]

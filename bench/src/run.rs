@@ -287,7 +287,7 @@ fn run_phases(
     let mut idle = IdleMemory::default();
     let settle = Duration::from_secs(1);
 
-    let mut kinds = vec![Kind::Direct, Kind::Forwarder, Kind::Nginx];
+    let mut kinds = Kind::ALL[..3].to_vec();
     if launch.tollgate.is_some() {
         eprintln!("tollgate-bench: Tollgate with the small snapshot, for the memory floor");
         let mut proxy = targets::start_proxy(launch, Kind::Tollgate, small)?;
