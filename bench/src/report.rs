@@ -197,7 +197,10 @@ impl Report {
             let paired = stat(
                 (1..=reps)
                     .filter_map(|rep| {
-                        Some(rep_per_core(Kind::Tollgate, rep)? / rep_per_core(Kind::Forwarder, rep)?)
+                        Some(
+                            rep_per_core(Kind::Tollgate, rep)?
+                                / rep_per_core(Kind::Forwarder, rep)?,
+                        )
                     })
                     .collect(),
             );

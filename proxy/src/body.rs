@@ -24,6 +24,8 @@ enum Kind {
 pub struct ResponseBody {
     kind: Kind,
     call: Option<Box<Call>>,
+    /// The connection's activity mark (see `server::IdleIo`).
+    busy: Option<crate::server::Busy>,
 }
 
 impl ResponseBody {
@@ -32,6 +34,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
             call: None,
+            busy: None,
         }
     }
 
@@ -40,6 +43,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Full(None),
             call: None,
+            busy: None,
         }
     }
 
@@ -48,6 +52,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Relay(Box::new(relay)),
             call: None,
+            busy: None,
         }
     }
 
@@ -56,12 +61,18 @@ impl ResponseBody {
         Self {
             kind: Kind::Fake(Box::new(stream)),
             call: None,
+            busy: None,
         }
     }
 
     /// Hands the call record to the body: it is written when the body ends or is dropped.
     pub fn attach(&mut self, call: Box<Call>) {
         self.call = Some(call);
+    }
+
+    /// Keeps the connection marked busy until the body is sent or dropped.
+    pub(crate) fn hold(&mut self, busy: crate::server::Busy) {
+        self.busy = Some(busy);
     }
 }
 

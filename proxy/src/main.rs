@@ -84,7 +84,8 @@ struct ServerArgs {
     /// Largest request head (request line and headers); larger gets 431.
     #[arg(long, env = "TOLLGATE_MAX_HEADER_BYTES", default_value_t = 64 * 1024, global = true)]
     max_header_bytes: usize,
-    /// How long an idle client connection is kept open, e.g. `60s`.
+    /// How long an idle client connection is kept open, e.g. `60s`. It is closed between one and two
+    /// times this after its last answer; a request head not complete by then is cut too.
     #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration, global = true)]
     idle_timeout: Duration,
     /// After SIGTERM/SIGINT, how long in-flight calls may take to finish, e.g. `30s`.

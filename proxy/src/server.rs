@@ -1,9 +1,12 @@
 //! Listeners: the data plane (HTTP/1.1 and h2c, or TLS with ALPN) with graceful draining, and the admin port.
 
 use std::future::Future;
+use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,8 +19,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::ResponseBody;
@@ -30,7 +34,8 @@ use crate::state::Shared;
 pub struct ConnectionLimits {
     /// Largest request head (request line plus headers).
     pub max_header_bytes: usize,
-    /// How long an idle keep-alive connection is kept.
+    /// How long an idle keep-alive connection is kept: it is closed between one and two times this
+    /// after its last answer (or its opening), and so is one whose request head is still incomplete.
     pub idle_timeout: Duration,
 }
 
@@ -68,8 +73,9 @@ fn data_plane_builder(limits: ConnectionLimits) -> auto::Builder<TokioExecutor> 
     builder
         .http1()
         .timer(TokioTimer::new())
-        // Waiting for the next request head is the keep-alive idle time.
-        .header_read_timeout(limits.idle_timeout)
+        // Idle connections and slow request heads are closed by `IdleIo`, with one timer per
+        // connection; hyper's own timeout would arm a new one for every request.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
@@ -109,14 +115,24 @@ pub async fn serve_data_plane(
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let service = service_fn(move |req| pipeline::handle(shared.clone(), req));
+        let activity = Arc::new(Activity::default());
+        let idle = IdleWatch::new(activity.clone(), limits.idle_timeout);
+        let service = service_fn(move |req| {
+            let busy = activity.begin();
+            let call = pipeline::handle(shared.clone(), req);
+            async move {
+                let mut response = call.await?;
+                response.body_mut().hold(busy);
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
         let watcher = graceful.watcher();
         let builder = builder.clone();
         match tls.clone() {
             None => {
                 tokio::spawn(serve_connection(
                     builder,
-                    TokioIo::new(stream),
+                    TokioIo::new(IdleIo::new(stream, idle)),
                     service,
                     watcher,
                 ));
@@ -127,7 +143,8 @@ pub async fn serve_data_plane(
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            serve_connection(builder, TokioIo::new(stream), service, watcher).await
+                            let io = TokioIo::new(IdleIo::new(stream, idle));
+                            serve_connection(builder, io, service, watcher).await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -161,6 +178,155 @@ async fn serve_connection<I, S>(
     let connection = builder.serve_connection(io, service).into_owned();
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// What tells an idle connection from a busy one: how many calls began or ended on it, and how many
+/// answers are still being produced or sent.
+#[derive(Default)]
+struct Activity {
+    events: AtomicU64,
+    open: AtomicU32,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+}
+
+/// Held by a call's answer until it is sent or dropped: its connection is not idle meanwhile.
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection's idle timer, looked at lazily: it fires once per idle period, and the connection
+/// ends only if no call began or ended during that period and none is open. A connection is thus
+/// closed between one and two periods after its last answer, and a client that trickles a request
+/// head, whatever it sends, has it cut within two periods.
+struct IdleWatch {
+    activity: Arc<Activity>,
+    period: Duration,
+    timer: Pin<Box<Sleep>>,
+    seen: u64,
+    /// Whether the timer holds this task's waker for its current deadline: until it fires, a look
+    /// is then one load instead of a poll (reads happen several times per call).
+    armed: bool,
+}
+
+impl IdleWatch {
+    fn new(activity: Arc<Activity>, period: Duration) -> Self {
+        Self {
+            activity,
+            period,
+            timer: Box::pin(tokio::time::sleep(period)),
+            seen: 0,
+            armed: false,
+        }
+    }
+
+    /// Whether the connection has been idle for a whole period; registers for the next look if not.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.armed && !self.timer.is_elapsed() {
+            return false;
+        }
+        // Outside tokio's cooperative budget: a poll refused for budget would not register the waker.
+        while Pin::new(&mut tokio::task::unconstrained(self.timer.as_mut()))
+            .poll(cx)
+            .is_ready()
+        {
+            let events = self.activity.events.load(Ordering::Relaxed);
+            if events == self.seen && self.activity.open.load(Ordering::Relaxed) == 0 {
+                return true;
+            }
+            self.seen = events;
+            self.timer.as_mut().reset(Instant::now() + self.period);
+        }
+        self.armed = true;
+        false
+    }
+}
+
+/// A client connection whose reads end, as if the client had closed it, once [`IdleWatch`] says it
+/// is idle. hyper then ends the connection as it would on the client's close: at once when it waits
+/// for a request head, including one half received. HTTP/2 connections are not watched: they have
+/// their own liveness checks (pings) and end with GOAWAY.
+struct IdleIo<I> {
+    io: I,
+    idle: Option<IdleWatch>,
+    sniffed: bool,
+    ended: bool,
+}
+
+impl<I> IdleIo<I> {
+    fn new(io: I, idle: IdleWatch) -> Self {
+        Self {
+            io,
+            idle: Some(idle),
+            sniffed: false,
+            ended: false,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for IdleIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.ended || this.idle.as_mut().is_some_and(|idle| idle.expired(cx)) {
+            this.ended = true;
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if !this.sniffed && buf.filled().len() > before {
+            this.sniffed = true;
+            // The HTTP/2 connection preface ("PRI * HTTP/2.0…"), in clear or inside TLS.
+            if buf.filled()[before..].starts_with(b"PRI *") {
+                this.idle = None;
+            }
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for IdleIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

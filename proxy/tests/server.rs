@@ -1,5 +1,5 @@
-//! The listener: h2c, TLS with ALPN, graceful drain on shutdown, the drain deadline, header limit and
-//! idle timeout.
+//! The listener: h2c, TLS with ALPN, graceful drain on shutdown, the drain deadline, header limit,
+//! idle timeout and slow request heads.
 
 mod support;
 
@@ -261,5 +261,110 @@ async fn oversized_headers_get_431_and_idle_connections_close() {
     .await;
     assert!(closed.is_ok(), "idle connection still open after 5s");
     assert!(started.elapsed() >= Duration::from_millis(300));
+    proxy.stop().await;
+}
+
+/// Waits for the proxy to close `s`: true if it did within `limit`.
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn slow_request_heads_are_cut_and_long_answers_are_not() {
+    let idle = Duration::from_millis(300);
+    let config = ProxyConfig {
+        connection: ConnectionLimits {
+            max_header_bytes: 16 * 1024,
+            idle_timeout: idle,
+        },
+        ..test_config()
+    };
+    // 12 chunks 100 ms apart: the answer lasts four idle periods.
+    let proxy = TestProxy::start_with(config, Some(table(slow_stream(12, 100)))).await;
+
+    // A head trickled a byte every 50 ms never completes: the proxy cuts it within two idle periods,
+    // although bytes keep coming.
+    let s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut reader, mut writer) = s.into_split();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        let head = format!(
+            "GET /s/v1/models HTTP/1.1\r\nhost: t\r\nx-slow: {}",
+            "a".repeat(200)
+        );
+        for b in head.bytes() {
+            if writer.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut got)).await;
+    let cut_after = started.elapsed();
+    trickle.abort();
+    assert!(read.is_ok(), "a trickled head was still open after 5 s");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        cut_after >= idle - Duration::from_millis(50)
+            && cut_after < idle * 2 + Duration::from_millis(700),
+        "cut after {cut_after:?}"
+    );
+
+    // An answer longer than two idle periods is not cut; the connection closes once idle after it.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    s.write_all(stream_request().as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    assert!(
+        read_until(&mut s, &mut got, b"data: [DONE]", Duration::from_secs(5)).await,
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    let chunks = String::from_utf8_lossy(&got).matches("\"delta\"").count();
+    assert!(chunks >= 12, "{chunks} chunks");
+    let done = Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5)).await,
+        "idle connection still open"
+    );
+    assert!(
+        done.elapsed() >= idle - Duration::from_millis(50),
+        "closed {:?} after the answer",
+        done.elapsed()
+    );
+    let lines = proxy.log_lines();
+    assert!(
+        lines.iter().all(|l| l["error_class"].is_null()),
+        "{lines:?}"
+    );
+
+    // HTTP/2 keeps its connections open while idle (it has pings and GOAWAY of its own).
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for round in 0..2 {
+        let request = Request::get(format!("http://{}/s/v1/models", proxy.addr))
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200, "round {round}");
+        tokio::time::sleep(idle * 3).await;
+    }
     proxy.stop().await;
 }

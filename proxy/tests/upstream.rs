@@ -266,11 +266,8 @@ async fn fallbacks_are_tried_in_order_after_a_5xx() {
 
 #[tokio::test]
 async fn upstream_failures_map_to_502_504_without_credentials() {
-    // Nothing listens on this port.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // Nothing listens on port 1 (a port freed by another test could be taken again meanwhile).
+    let closed: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
     let slow = OpenAiFake::start(Behaviour {
         latency: Duration::from_secs(3),
         ..Behaviour::new("slow", UPSTREAM_KEY)
@@ -288,7 +285,8 @@ async fn upstream_failures_map_to_502_504_without_credentials() {
     unreachable.timeouts.connect_ms = 500;
     let mut timing_out = provider("slow", ProviderType::OpenAI, &slow.endpoint(), UPSTREAM_KEY);
     timing_out.timeouts = Timeouts {
-        connect_ms: 200,
+        // Room to connect on a busy machine: the timeout under test is the first byte's.
+        connect_ms: 1_000,
         first_byte_ms: 200,
         ..Timeouts::default()
     };
