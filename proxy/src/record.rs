@@ -622,4 +622,19 @@ mod tests {
         assert_eq!(text(1_500), "1.5");
         assert_eq!(text(1_234_567), "1234.567");
     }
+
+    #[test]
+    fn strings_are_escaped_only_when_they_need_it() {
+        for s in ["plain-ü", "a\"b", "back\\slash", "new\nline", "\u{1}", ""] {
+            let mut out = Vec::new();
+            json::string(&mut out, s);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, s);
+            assert_eq!(
+                out.len() == s.len() + 2,
+                s == "plain-ü" || s.is_empty(),
+                "{s:?}"
+            );
+        }
+    }
 }
