@@ -50,18 +50,21 @@ pub(crate) enum Outcome<'a> {
         message: String,
     },
     /// In the table.
-    Listed {
-        route: RouteIdx,
-        phase: Phase,
-        limits: Limits,
-        budget: Budget,
-        /// Limits or budget were lowered to the route's.
-        clamped: bool,
-        stage: Stage,
-        serving: bool,
-        same_team: bool,
-        decision_reason: Option<&'a str>,
-    },
+    Listed(Listed<'a>),
+}
+
+/// What the verdict of a subscription in the table is written from.
+pub(crate) struct Listed<'a> {
+    route: RouteIdx,
+    phase: Phase,
+    limits: Limits,
+    budget: Budget,
+    /// Limits or budget were lowered to the route's.
+    clamped: bool,
+    stage: Stage,
+    serving: bool,
+    same_team: bool,
+    decision_reason: Option<&'a str>,
 }
 
 /// Subscriptions in the table, what became of each object, the texts their verdicts share, and
@@ -246,7 +249,7 @@ pub(crate) fn plan_subscriptions<'a>(
         planned.texts[route as usize]
             .get_or_insert_with(|| RouteTexts::new(&target.id, &mut scratch))
             .add(clamped, phase, &mut scratch);
-        planned.outcomes.push(Outcome::Listed {
+        planned.outcomes.push(Outcome::Listed(Listed {
             route,
             phase,
             limits,
@@ -256,7 +259,7 @@ pub(crate) fn plan_subscriptions<'a>(
             serving: !target.models.is_empty(),
             same_team: *target.id.namespace == *item.id.namespace,
             decision_reason: read.decision_reason,
-        });
+        }));
         planned.subscriptions.push(Subscription {
             id: item.reference.clone(),
             consumer,
@@ -364,43 +367,29 @@ fn write_verdicts(
     verdicts: &mut Vec<Verdict>,
 ) {
     for (item, outcome) in items.iter().zip(outcomes) {
-        let (route, phase, limits, budget, clamped, stage, serving, same_team, decision_reason) =
-            match outcome {
-                Outcome::Invalid { reason, message } => {
-                    verdicts.push(invalid(item, Arc::from(route_name(item)), reason, message));
-                    continue;
-                }
-                Outcome::Listed {
-                    route,
-                    phase,
-                    limits,
-                    budget,
-                    clamped,
-                    stage,
-                    serving,
-                    same_team,
-                    decision_reason,
-                } => (
-                    route,
-                    phase,
-                    limits,
-                    budget,
-                    clamped,
-                    stage,
-                    serving,
-                    same_team,
-                    decision_reason,
-                ),
-            };
-        let texts = texts[route as usize]
+        let listed = match outcome {
+            Outcome::Invalid { reason, message } => {
+                verdicts.push(invalid(item, Arc::from(route_name(item)), reason, message));
+                continue;
+            }
+            Outcome::Listed(listed) => listed,
+        };
+        let texts = texts[listed.route as usize]
             .as_ref()
             .expect("texts are written for every listed route");
-        let ready = ready_condition(phase, stage, serving, same_team, decision_reason, texts);
+        let ready = ready_condition(
+            listed.phase,
+            listed.stage,
+            listed.serving,
+            listed.same_team,
+            listed.decision_reason,
+            texts,
+        );
         let accepted = VerdictCondition::new(
             condition_type::ACCEPTED,
             true,
             "Accepted",
-            match (clamped, &texts.lowered) {
+            match (listed.clamped, &texts.lowered) {
                 (true, Some(lowered)) => Message::Shared(Arc::clone(lowered)),
                 _ => Message::Static("The subscription is valid."),
             },
@@ -417,9 +406,9 @@ fn write_verdicts(
             generation: item.generation,
             conditions: vec![accepted, resolved_refs, ready],
             detail: Detail::Subscription(SubscriptionDetail {
-                phase,
-                effective_limits: Some(limits),
-                effective_budget: Some(budget),
+                phase: listed.phase,
+                effective_limits: Some(listed.limits),
+                effective_budget: Some(listed.budget),
                 route: Arc::clone(&texts.name),
             }),
         });
