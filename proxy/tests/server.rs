@@ -52,20 +52,33 @@ fn stream_request() -> String {
     )
 }
 
-#[tokio::test]
-async fn h2c_prior_knowledge_is_served() {
-    let proxy = TestProxy::start(table(FakeBehaviour::default())).await;
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, conn) =
+/// An HTTP/2 connection with prior knowledge (h2c) to `addr`.
+async fn h2c(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(conn);
-    let request = Request::get(format!("http://{}/s/v1/models", proxy.addr))
+    sender
+}
+
+/// `GET /s/v1/models` with the test key.
+fn models_request(addr: std::net::SocketAddr) -> Request<Full<Bytes>> {
+    Request::get(format!("http://{addr}/s/v1/models"))
         .header("authorization", format!("Bearer {KEY}"))
         .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served() {
+    let proxy = TestProxy::start(table(FakeBehaviour::default())).await;
+    let mut sender = h2c(proxy.addr).await;
+    let response = sender
+        .send_request(models_request(proxy.addr))
+        .await
         .unwrap();
-    let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -249,17 +262,10 @@ async fn oversized_headers_get_431_and_idle_connections_close() {
     let mut got = Vec::new();
     assert!(read_until(&mut s, &mut got, b"fake-chat", Duration::from_secs(5)).await);
     let started = Instant::now();
-    let mut buf = [0u8; 1024];
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "idle connection still open after 5s");
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5)).await,
+        "idle connection still open after 5s"
+    );
     assert!(started.elapsed() >= Duration::from_millis(300));
     proxy.stop().await;
 }
@@ -351,18 +357,12 @@ async fn slow_request_heads_are_cut_and_long_answers_are_not() {
     );
 
     // HTTP/2 keeps its connections open while idle (it has pings and GOAWAY of its own).
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    let mut sender = h2c(proxy.addr).await;
+    for round in 0..2 {
+        let response = sender
+            .send_request(models_request(proxy.addr))
             .await
             .unwrap();
-    tokio::spawn(conn);
-    for round in 0..2 {
-        let request = Request::get(format!("http://{}/s/v1/models", proxy.addr))
-            .header("authorization", format!("Bearer {KEY}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
         assert_eq!(response.status(), 200, "round {round}");
         tokio::time::sleep(idle * 3).await;
     }
