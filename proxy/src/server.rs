@@ -198,7 +198,7 @@ impl Activity {
 }
 
 /// Held by a call's answer until it is sent or dropped: its connection is not idle meanwhile.
-pub struct Busy(Arc<Activity>);
+pub(crate) struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
