@@ -1,12 +1,14 @@
-//! Errors as clients see them: OpenAI's error JSON, so SDKs raise the right exception.
+//! Errors as clients see them: status, OpenAI's error fields and body, so SDKs raise the right
+//! exception. Which envelope a caller gets (OpenAI's or Anthropic's) is decided in `gateway`.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 
-use crate::body::ResponseBody;
+/// Errors a response body can end with (the connection is then reset).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An error answer: HTTP status plus OpenAI's `{"error":{"message","type","param","code"}}` body.
 #[derive(Debug, Clone)]
@@ -80,20 +82,6 @@ impl ApiError {
             },
         };
         Bytes::from(serde_json::to_vec(&envelope).expect("error envelope serialises"))
-    }
-
-    /// The whole HTTP answer.
-    pub fn into_response(self) -> Response<ResponseBody> {
-        let mut response = Response::new(ResponseBody::full(self.body()));
-        *response.status_mut() = self.status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(v) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, *v);
-        }
-        response
     }
 
     /// 401: no key, an unknown key or an expired one.

@@ -4,26 +4,15 @@
 //!
 //! [`Snapshot`]: tollgate_snapshot::Snapshot
 
-pub mod balance;
-pub mod body;
+pub mod call;
 pub mod clock;
-pub mod controller_client;
-mod dispatch;
+pub mod control;
 pub mod error;
-pub mod fake;
-pub mod health;
-pub mod inbound_anthropic;
-mod json_scan;
+pub mod gateway;
 pub mod limits;
-pub mod metrics;
-pub mod openai;
-mod pipeline;
-pub mod providers;
-pub mod record;
-pub mod relay;
-pub mod server;
-pub mod standalone;
-pub mod state;
+pub mod llm;
+pub mod serve;
+pub mod telemetry;
 pub mod upstream;
 
 use std::future::Future;
@@ -36,13 +25,12 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use record::AccessLog;
-pub use server::{ConnectionLimits, TlsFiles};
-pub use state::{RequestLimits, SnapshotStore};
+pub use call::RequestLimits;
+pub use control::SnapshotStore;
+pub use serve::{ConnectionLimits, TlsFiles};
+pub use telemetry::{AccessLog, Recorder};
 
-use record::Recorder;
-use state::Shared;
-use upstream::Upstreams;
+use call::Shared;
 
 /// How the proxy listens and what it accepts.
 #[derive(Clone, Debug)]
@@ -97,12 +85,11 @@ impl Proxy {
         let limiter = Arc::new(limits::Limiter::new(&config.traffic, recorder.clone()));
         let shared = Arc::new(Shared {
             store: Arc::new(SnapshotStore::new()),
-            upstreams: Upstreams::new(),
             recorder,
             limits: config.limits,
             limiter,
-            health: health::Health::new(),
-            retries: balance::RetryBudgets::new(),
+            health: upstream::health::Health::new(),
+            retries: upstream::balance::RetryBudgets::new(),
         });
         Self { config, shared }
     }
@@ -124,7 +111,7 @@ impl Proxy {
             .config
             .tls
             .as_ref()
-            .map(server::tls_acceptor)
+            .map(serve::tls_acceptor)
             .transpose()?;
         let listener = TcpListener::bind(self.config.listen)
             .await
@@ -185,7 +172,7 @@ impl BoundProxy {
         } = self;
         let draining = Arc::new(AtomicBool::new(false));
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_task = tokio::spawn(server::serve_admin(
+        let admin_task = tokio::spawn(serve::serve_admin(
             admin,
             proxy.shared.clone(),
             draining.clone(),
@@ -198,7 +185,7 @@ impl BoundProxy {
             shutdown.await;
             flag.store(true, Ordering::Relaxed);
         };
-        server::serve_data_plane(
+        serve::serve_data_plane(
             listener,
             tls,
             proxy.shared.clone(),

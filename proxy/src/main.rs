@@ -8,9 +8,9 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 
-use tollgate_proxy::controller_client::{self, ControllerConfig};
+use tollgate_proxy::control::client::{self, ControllerConfig};
+use tollgate_proxy::control::standalone::Watcher;
 use tollgate_proxy::limits::LimitsConfig;
-use tollgate_proxy::standalone::Watcher;
 use tollgate_proxy::{AccessLog, ConnectionLimits, Proxy, ProxyConfig, RequestLimits, TlsFiles};
 
 /// jemalloc, not glibc's malloc: a call makes about 30 short-lived allocations, and jemalloc's
@@ -244,13 +244,10 @@ async fn run() -> anyhow::Result<()> {
                 usage_interval: args.usage_interval,
             };
             let store = proxy.store();
-            tokio::spawn(controller_client::follow(cfg.clone(), move |snapshot| {
+            tokio::spawn(client::follow(cfg.clone(), move |snapshot| {
                 store.store(Arc::new(snapshot))
             }));
-            tokio::spawn(controller_client::report_usage(
-                cfg,
-                proxy.recorder().usage.clone(),
-            ));
+            tokio::spawn(client::report_usage(cfg, proxy.recorder().usage.clone()));
         }
     }
     let bound = proxy.bind().await?;

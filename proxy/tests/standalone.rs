@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use support::*;
-use tollgate_proxy::standalone::{Change, Watcher, fingerprint, read_files};
+use tollgate_proxy::control::standalone::{Change, Watcher, fingerprint, read_files};
 
 const KEY: &str = "tg-quickstart-demo-key";
 

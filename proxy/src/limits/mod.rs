@@ -23,7 +23,7 @@ use tollgate_snapshot::{Budget, Consumer, Limits, ObjectRef, Snapshot, Subscript
 
 use crate::clock;
 use crate::error::ApiError;
-use crate::record::Recorder;
+use crate::telemetry::Recorder;
 use local::{Ceilings, Counters, Exceeded, Gauges, Instant, Refusal};
 use redis::{RedisCounters, RedisScope, Settlement};
 

@@ -483,15 +483,20 @@ mod tests {
 
     #[tokio::test]
     async fn http2_over_tls_is_one_connection_shared_by_concurrent_calls() {
-        let dir = tempfile::tempdir().unwrap();
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let files = crate::server::TlsFiles {
-            cert: dir.path().join("tls.crt"),
-            key: dir.path().join("tls.key"),
-        };
-        std::fs::write(&files.cert, certified.cert.pem()).unwrap();
-        std::fs::write(&files.key, certified.signing_key.serialize_pem()).unwrap();
-        let acceptor = crate::server::tls_acceptor(&files).unwrap();
+        // Made here rather than by the listener's code, which is a layer above this one.
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let (addr, accepted) = server(Some(acceptor), Duration::from_millis(50)).await;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(certified.cert.der().clone()).unwrap();

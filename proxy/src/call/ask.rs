@@ -1,0 +1,59 @@
+//! What the client asked for, read once and shared by every attempt at a backend.
+
+use bytes::Bytes;
+use http::header::HeaderName;
+
+use crate::llm::openai::RequestDoc;
+
+/// The request id header, sent upstream and back to the client (a `HeaderName` constant: inserting
+/// with a `&str` name checks and converts it on every call).
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Which model endpoint was called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/embeddings`.
+    Embeddings,
+    /// `/v1/messages`: Anthropic's format (see `llm::messages`).
+    Messages,
+}
+
+impl Endpoint {
+    /// Index of its path in [`crate::upstream::OPENAI_PATHS`].
+    pub(super) fn upstream_path(self) -> usize {
+        match self {
+            Self::Chat => 0,
+            Self::Embeddings => 1,
+            Self::Messages => 2,
+        }
+    }
+}
+
+/// What the client asked for, parsed once and shared by every attempt.
+pub(super) struct Ask<'a> {
+    pub(super) endpoint: Endpoint,
+    pub(super) doc: RequestDoc<'a>,
+    pub(super) stream: bool,
+    pub(super) include_usage: bool,
+    /// The whole request body, for translation into other providers' formats.
+    pub(super) body: &'a Bytes,
+}
+
+impl Ask<'_> {
+    /// Whether the caller speaks Anthropic's Messages format.
+    pub(super) fn anthropic_caller(&self) -> bool {
+        self.endpoint == Endpoint::Messages
+    }
+
+    /// The body for an OpenAI-compatible upstream serving `upstream_model`: the client's own bytes
+    /// when nothing needs to change (no copy), else re-encoded with the model replaced and, for
+    /// streams, usage requested.
+    pub(super) fn openai_body(&self, upstream_model: &str) -> Bytes {
+        if !self.stream && self.doc.only_model_is(upstream_model) {
+            return self.body.clone();
+        }
+        Bytes::from(self.doc.encode_for_upstream(upstream_model, self.stream))
+    }
+}

@@ -1,0 +1,373 @@
+//! One attempt at one backend, the same way for every wire: the request written in the provider's
+//! format (`outgoing`), sent with the user agent, request id and a key of the pool, and the answer
+//! relayed (the identity translation, with usage read on the way) or translated back into the
+//! caller's format, stream or whole. The Fake provider answers here too, in either caller format.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::Value;
+use tollgate_snapshot::{Backend, Provider, ProviderType};
+
+use super::answer::{event_stream, json};
+use super::ask::{Ask, Endpoint, REQUEST_ID};
+use super::body::ResponseBody;
+use super::failure::{self, Failed};
+use super::fake::{self, FakeAnswer};
+use super::outgoing::{Outgoing, Wire, as_openai, authenticate, outgoing, request_value};
+use super::record::Call;
+use super::relay::{Relay, RelayMode};
+use super::shared::Shared;
+use crate::error::ApiError;
+use crate::llm::anthropic::{self, AnthropicDecoder};
+use crate::llm::bedrock::BedrockDecoder;
+use crate::llm::chat::Answer;
+use crate::llm::gemini::GeminiDecoder;
+use crate::llm::messages::{self, AnthropicEncoder, AnthropicPassthrough};
+use crate::llm::openai::RequestDoc;
+use crate::llm::scrub::secrets_of;
+use crate::llm::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Translate};
+use crate::upstream::ProviderParts;
+
+/// Largest non-streamed answer read for translation.
+const ANSWER_CAP: usize = 32 * 1024 * 1024;
+/// Largest error body read for its message.
+const ERROR_CAP: usize = 64 * 1024;
+
+/// What an attempt ends with: the client's answer, or why there is none.
+pub(super) type Attempted = Result<Response<ResponseBody>, Failed>;
+
+/// One attempt at `backend` of `provider`.
+pub(super) async fn attempt(
+    shared: &Shared,
+    provider: &Provider,
+    backend: &Backend,
+    ask: &Ask<'_>,
+    call: &mut Call,
+) -> Attempted {
+    if provider.provider_type == ProviderType::Fake {
+        return fake_attempt(provider, backend, ask, call).await;
+    }
+    let snapshot = call
+        .snapshot
+        .as_ref()
+        .expect("a model call has its snapshot");
+    let prepared = shared.store.prepared(snapshot);
+    let parts = prepared.provider(backend.provider);
+    let out = outgoing(parts, provider, backend, ask)?;
+    let (upstream, deadline) = send(shared, provider, parts, &out, ask, call).await?;
+    if out.as_is {
+        return relay_as_is(provider, ask, call, upstream, deadline);
+    }
+    // Boxed: reading and translating answers holds far more state than relaying them.
+    Box::pin(translate_answer(
+        provider, backend, ask, call, out, upstream, deadline,
+    ))
+    .await
+}
+
+/// Sends `out` to `provider`, waiting for the response headers no longer than its connect and
+/// first-byte timeouts allow within the call's total deadline. Returns the response and that deadline.
+async fn send(
+    shared: &Shared,
+    provider: &Provider,
+    parts: &ProviderParts,
+    out: &Outgoing,
+    ask: &Ask<'_>,
+    call: &mut Call,
+) -> Result<(Response<hyper::body::Incoming>, tokio::time::Instant), Failed> {
+    let accept = match (&out.wire, ask.stream) {
+        (Wire::Bedrock, true) => "application/vnd.amazon.eventstream",
+        (_, true) => "text/event-stream",
+        _ => "application/json",
+    };
+    // Sized once: growing a header map on every call costs more than the headers themselves.
+    let mut headers = http::HeaderMap::with_capacity(8);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+    headers.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("tollgate-proxy/", env!("CARGO_PKG_VERSION"))),
+    );
+    headers.insert(REQUEST_ID, call.request_id.clone());
+    if out.anthropic_version {
+        headers.insert(
+            header::HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(anthropic::API_VERSION),
+        );
+    }
+    if let Some(host) = &out.host {
+        headers.insert(header::HOST, host.clone());
+    }
+    let mut request = Request::new(Full::new(out.body.clone()));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = out.uri.clone();
+    *request.headers_mut() = headers;
+    // The pool's next key that is not resting after a 401/403/429; remembered to rest it if refused.
+    call.key = shared
+        .health
+        .of(provider)
+        .pick_key(provider.credentials.len(), crate::clock::now_unix_ms());
+    authenticate(parts, provider, call.key, &mut request, &out.body)?;
+
+    let t = provider.timeouts;
+    let deadline =
+        tokio::time::Instant::from_std(call.started()) + Duration::from_millis(t.total_ms);
+    let headers_due = Duration::from_millis(t.connect_ms + t.first_byte_ms)
+        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    // A previous attempt's connection is free once its answer was read, which it has been by now.
+    call.upstream = None;
+    match parts.send(request, headers_due).await {
+        Ok((response, checkin)) => {
+            call.upstream = checkin;
+            Ok((response, deadline))
+        }
+        Err(error) => Err(failure::transport(provider, error)),
+    }
+}
+
+/// The identity translation: the provider's answer relayed as it comes, usage read on the way.
+/// Statuses that say nothing about the request fail the attempt; other errors are relayed too.
+fn relay_as_is(
+    provider: &Provider,
+    ask: &Ask<'_>,
+    call: &mut Call,
+    upstream: Response<hyper::body::Incoming>,
+    deadline: tokio::time::Instant,
+) -> Attempted {
+    let status = upstream.status();
+    if !status.is_success()
+        && let Some(failed) = failure::same_format(provider, status, upstream.headers())
+    {
+        return Err(failed);
+    }
+    let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
+    let is_sse = content_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mode = if !status.is_success() {
+        call.fail("upstream_rejected");
+        RelayMode::Opaque
+    } else if is_sse {
+        RelayMode::Sse {
+            strip_usage_chunk: !ask.include_usage,
+        }
+    } else {
+        RelayMode::Json
+    };
+    let relay = Relay::new(
+        upstream.into_body(),
+        mode,
+        Duration::from_millis(provider.timeouts.idle_ms),
+        deadline,
+    );
+    let mut response = Response::new(ResponseBody::relay(relay));
+    *response.status_mut() = status;
+    // Room for the headers the gateway adds (request id, rate limits, deprecation).
+    *response.headers_mut() = http::HeaderMap::with_capacity(16);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        content_type.unwrap_or_else(|| HeaderValue::from_static("application/json")),
+    );
+    if is_sse {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    Ok(response)
+}
+
+/// A translated provider's answer in the caller's format: errors read from their bodies, streams
+/// translated event by event, whole answers read and rewritten.
+async fn translate_answer(
+    provider: &Provider,
+    backend: &Backend,
+    ask: &Ask<'_>,
+    call: &mut Call,
+    out: Outgoing,
+    upstream: Response<hyper::body::Incoming>,
+    deadline: tokio::time::Instant,
+) -> Attempted {
+    let status = upstream.status();
+    let (parts, incoming) = upstream.into_parts();
+    if !status.is_success() {
+        let text = tokio::time::timeout_at(deadline, Limited::new(incoming, ERROR_CAP).collect())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let v: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
+        let (message, bad_key) = out.wire.error_message(&v);
+        let body = failure::ErrorBody {
+            json: &v,
+            message,
+            bad_key,
+        };
+        return Err(failure::translated(provider, status, &parts.headers, body));
+    }
+    let anthropic_caller = ask.anthropic_caller();
+    let idle = Duration::from_millis(provider.timeouts.idle_ms);
+
+    if ask.stream {
+        let mode = match (&out.wire, anthropic_caller) {
+            (Wire::Anthropic, true) => RelayMode::Translate(Box::new(AnthropicPassthrough::new())),
+            (Wire::OpenAiChat, false) => RelayMode::Sse {
+                strip_usage_chunk: !ask.include_usage,
+            },
+            (wire, _) => {
+                let decoder: Box<dyn Decode> = match wire {
+                    Wire::Anthropic => Box::new(AnthropicDecoder::new()),
+                    Wire::Gemini => Box::new(GeminiDecoder::new()),
+                    Wire::Bedrock => Box::new(BedrockDecoder::new()),
+                    _ => Box::new(OpenAiDecoder::new()),
+                };
+                RelayMode::Translate(Box::new(Translate::new(
+                    decoder,
+                    caller_encoder(ask, &backend.upstream_model),
+                    secrets_of(provider),
+                )))
+            }
+        };
+        let relay = Relay::new(incoming, mode, idle, deadline);
+        return Ok(event_stream(ResponseBody::relay(relay)));
+    }
+
+    if let (Wire::OpenAiChat | Wire::OpenAiEmbeddings, false) = (&out.wire, anthropic_caller) {
+        // Same format both ways: relayed as it comes, usage read at the end.
+        let relay = Relay::new(incoming, RelayMode::Json, idle, deadline);
+        let mut response = Response::new(ResponseBody::relay(relay));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("application/json")),
+        );
+        return Ok(response);
+    }
+
+    let whole =
+        match tokio::time::timeout_at(deadline, Limited::new(incoming, ANSWER_CAP).collect()).await
+        {
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(_)) => return Err(failure::cut_short(provider, false)),
+            Err(_) => return Err(failure::cut_short(provider, true)),
+        };
+    let v: Value = serde_json::from_slice(&whole).map_err(|_| failure::unreadable(provider))?;
+    if let (Wire::Anthropic, true) = (&out.wire, anthropic_caller) {
+        call.usage = Some(anthropic::counts(v.get("usage").unwrap_or(&Value::Null)).usage());
+        return Ok(json(whole));
+    }
+    let model: &str = &backend.upstream_model;
+    let answer = match &out.wire {
+        Wire::GeminiEmbed(embed) => {
+            let (list, usage) = embed
+                .read(&v, model)
+                .ok_or_else(|| failure::unreadable(provider))?;
+            call.usage = Some(usage);
+            return Ok(json(Bytes::from(list.to_string())));
+        }
+        Wire::OpenAiEmbeddings => return Err(failure::unreadable(provider)),
+        Wire::Anthropic => anthropic::read_response(&v, model),
+        Wire::Gemini => crate::llm::gemini::read_response(&v, model),
+        Wire::Bedrock => crate::llm::bedrock::read_response(&v, model),
+        Wire::OpenAiChat => Answer::from_openai(&v),
+    }
+    .ok_or_else(|| failure::unreadable(provider))?;
+    call.usage = Some(answer.counts.usage());
+    Ok(json(Bytes::from(caller_answer(ask, &answer).to_string())))
+}
+
+/// The encoder of the caller's stream format.
+fn caller_encoder(ask: &Ask<'_>, model: &str) -> Box<dyn Encode> {
+    if ask.anthropic_caller() {
+        Box::new(AnthropicEncoder::new(model))
+    } else {
+        Box::new(OpenAiEncoder::new(model, ask.include_usage))
+    }
+}
+
+/// A whole answer in the caller's format.
+fn caller_answer(ask: &Ask<'_>, answer: &Answer) -> Value {
+    if ask.anthropic_caller() {
+        messages::answer_to_message(answer)
+    } else {
+        answer.to_openai()
+    }
+}
+
+/// The Fake provider, for either caller format: OpenAI callers' requests are read as they are and
+/// its answers sent as they are made; Anthropic callers' requests are read in OpenAI's shape and
+/// its answers and streams translated into Anthropic's.
+async fn fake_attempt(
+    provider: &Provider,
+    backend: &Backend,
+    ask: &Ask<'_>,
+    call: &mut Call,
+) -> Attempted {
+    let rewritten = if ask.anthropic_caller() {
+        let request = as_openai(ask, request_value(ask)?)?;
+        Some(serde_json::to_vec(&request).expect("JSON values serialise"))
+    } else {
+        None
+    };
+    let translated_doc =
+        match &rewritten {
+            Some(bytes) => Some(RequestDoc::parse(bytes).map_err(|e| {
+                Failed::rejected(ApiError::bad_request("invalid_json", e.to_string()))
+            })?),
+            None => None,
+        };
+    let behaviour = provider.fake.unwrap_or_default();
+    if behaviour.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)).await;
+    }
+    let model: &str = &backend.upstream_model;
+    let Some(doc) = &translated_doc else {
+        let answer = match ask.endpoint {
+            Endpoint::Embeddings => fake::embeddings(&behaviour, &ask.doc, model),
+            Endpoint::Chat | Endpoint::Messages => {
+                fake::chat(&behaviour, &ask.doc, model, ask.stream, ask.include_usage)
+            }
+        }
+        .map_err(Failed::rejected)?;
+        return Ok(match answer {
+            FakeAnswer::Whole { body, usage } => {
+                call.usage = Some(usage);
+                json(body)
+            }
+            FakeAnswer::Stream(stream) => event_stream(ResponseBody::fake(stream)),
+        });
+    };
+    match fake::chat(&behaviour, doc, model, ask.stream, true).map_err(Failed::rejected)? {
+        FakeAnswer::Whole { body, usage } => {
+            call.usage = Some(usage);
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let answer = Answer::from_openai(&v).ok_or_else(|| {
+                Failed::rejected(ApiError::upstream(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "fake_error",
+                    "The Fake provider's answer could not be translated.",
+                ))
+            })?;
+            Ok(json(Bytes::from(caller_answer(ask, &answer).to_string())))
+        }
+        FakeAnswer::Stream(mut s) => {
+            let mut t = Translate::new(
+                Box::new(OpenAiDecoder::new()),
+                caller_encoder(ask, model),
+                Vec::new(),
+            );
+            s.transcode(&mut t);
+            Ok(event_stream(ResponseBody::fake(s)))
+        }
+    }
+}

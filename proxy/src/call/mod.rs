@@ -1,0 +1,25 @@
+//! From a model name to an answer: what the client asked for, the plan of backends, one attempt for
+//! every wire (the request in the provider's format, the answer relayed or translated back), the
+//! Fake provider, the relay, the response body and the call record, with a typed cause for every
+//! failed attempt. The response cache and guardrails on the way out belong here too.
+
+mod answer;
+mod ask;
+mod attempt;
+mod body;
+mod failure;
+pub mod fake;
+mod model_call;
+mod outgoing;
+mod record;
+mod relay;
+mod shared;
+
+pub use answer::{event_stream, json};
+pub use ask::{Endpoint, REQUEST_ID};
+pub use body::ResponseBody;
+pub use model_call::model_call;
+pub use outgoing::AZURE_DEFAULT_API_VERSION;
+pub use record::{Call, Served};
+pub use relay::{Relay, RelayMode};
+pub use shared::{RequestLimits, Shared};

@@ -1,0 +1,115 @@
+//! From a model name to an answer: the plan of backends (weights, fallbacks, retry budget, health)
+//! and an attempt at each in turn until one answers.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use tollgate_snapshot::{RouteIdx, Snapshot};
+
+use super::ask::{Ask, Endpoint};
+use super::attempt::attempt;
+use super::body::ResponseBody;
+use super::record::{Call, Served};
+use super::shared::Shared;
+use crate::clock;
+use crate::error::ApiError;
+use crate::llm::openai::parse_request;
+use crate::upstream::balance::Plan;
+use crate::upstream::health::Outcome;
+
+/// Serves a chat, embeddings or messages call on a route.
+pub async fn model_call(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    endpoint: Endpoint,
+    body: &Bytes,
+    call: &mut Call,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let (doc, model) = parse_request(body)?;
+    let stream = endpoint != Endpoint::Embeddings && doc.stream();
+    call.stream = stream;
+    let found = snapshot.model_with_index(route, &model);
+    call.model = found.map(|(idx, _)| idx);
+    let Some((_, route_model)) = found else {
+        let names = snapshot.content.routes[route as usize]
+            .models
+            .iter()
+            .map(|m| &*m.name);
+        let error = ApiError::model_not_found(&model, names);
+        call.model_requested = Some(model.into_owned());
+        return Err(error);
+    };
+    let ask = Ask {
+        endpoint,
+        include_usage: doc.include_usage_requested(),
+        doc,
+        stream,
+        body,
+    };
+    let route_def = &snapshot.content.routes[route as usize];
+    let retries = shared.retries.call(&route_def.id, route_def.retry_budget);
+    let mut plan = Plan::new(&route_model.backends, &route_model.fallbacks);
+    let mut last = None;
+    let mut tried = 0u32;
+    loop {
+        // A retry is paid for before the plan may claim an ejected backend's probe for it.
+        if tried > 0 && !retries.try_retry() {
+            shared.recorder.metrics.retry_denied();
+            call.fail("retry_budget_exhausted");
+            break;
+        }
+        let Some(next) = plan.next(snapshot, &shared.health, clock::now_unix_ms()) else {
+            if tried > 0 {
+                retries.refund();
+            }
+            break;
+        };
+        if tried > 0 {
+            call.retries += 1;
+        }
+        tried += 1;
+        let backend = next.backend;
+        let provider = snapshot.provider(backend.provider);
+        call.served = Some(Served {
+            provider: backend.provider,
+            model: backend.upstream_model.clone(),
+            price: backend.price,
+        });
+        call.key = None;
+        let result = attempt(shared, provider, backend, &ask, call).await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(failed) => failed.health(),
+        };
+        if next
+            .health
+            .record(outcome, &provider.health, call.key, clock::now_unix_ms())
+        {
+            tracing::warn!(provider = %provider.id, "provider ejected after consecutive failures");
+            shared
+                .recorder
+                .metrics
+                .backend_ejected(provider.id.to_string());
+        }
+        if outcome == Outcome::KeyRejected && call.key.is_some() {
+            shared.recorder.metrics.key_cooled(provider.id.to_string());
+            // Another key of the pool may well be accepted: try it before moving on.
+            let pool = provider.credentials.len();
+            if !next.health.keys_exhausted(pool, clock::now_unix_ms()) {
+                plan.again(next);
+            }
+        }
+        match result {
+            Ok(response) => return Ok(response),
+            Err(failed) if failed.is_final() => return Err(failed.error),
+            Err(failed) => last = Some(failed.error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        ApiError::upstream(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_backend",
+            "This model has no usable backend right now.",
+        )
+    }))
+}

@@ -1,0 +1,384 @@
+//! One attempt's request, written in its provider's format: the URL, the body, and the format its
+//! answer will come in. OpenAI-compatible providers serving OpenAI callers get the identity
+//! translation (the caller's own bytes when only the model name would change); everyone else's
+//! request is read as JSON values and written out by the provider's module in `llm/`.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use http_body_util::Full;
+use serde_json::Value;
+use tollgate_snapshot::{Backend, Provider, ProviderType};
+
+use super::ask::{Ask, Endpoint};
+use super::failure::Failed;
+use crate::error::ApiError;
+use crate::llm::chat::ChatRequest;
+use crate::llm::{anthropic, bedrock, gemini, messages, sigv4};
+use crate::upstream::ProviderParts;
+
+/// Azure `api-version` when the provider sets none.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// The format of the provider's answer.
+pub(super) enum Wire {
+    /// OpenAI chat completions (OpenAI-compatible backends and Azure).
+    OpenAiChat,
+    /// OpenAI embeddings (OpenAI-compatible backends and Azure).
+    OpenAiEmbeddings,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Gemini `generateContent`.
+    Gemini,
+    /// Gemini embeddings.
+    GeminiEmbed(gemini::EmbedAsk),
+    /// Bedrock Converse.
+    Bedrock,
+}
+
+impl Wire {
+    /// The message of an error body in this format, and whether it says the key is bad.
+    pub(super) fn error_message(&self, v: &Value) -> (Option<String>, bool) {
+        match self {
+            Self::Anthropic => (anthropic::error_message(v), false),
+            Self::Gemini | Self::GeminiEmbed(_) => match gemini::error_message(v) {
+                Some((message, bad_key)) => (Some(message), bad_key),
+                None => (None, false),
+            },
+            Self::Bedrock => (bedrock::error_message(v), false),
+            Self::OpenAiChat | Self::OpenAiEmbeddings => (
+                v.get("error")
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                false,
+            ),
+        }
+    }
+}
+
+/// A request ready to send, and how to read its answer.
+pub(super) struct Outgoing {
+    pub(super) uri: Uri,
+    /// The `Host` header when it is already made (else the pool writes it from the URL).
+    pub(super) host: Option<HeaderValue>,
+    pub(super) body: Bytes,
+    pub(super) wire: Wire,
+    /// Whether Anthropic's `anthropic-version` header goes with it.
+    pub(super) anthropic_version: bool,
+    /// Whether the provider's answer, errors about the request included, goes to the caller as it
+    /// comes (an OpenAI-compatible provider and an OpenAI caller).
+    pub(super) as_is: bool,
+}
+
+/// Whether `provider_type` speaks OpenAI's API as OpenAI does (same paths, same authentication).
+fn openai_compatible(provider_type: ProviderType) -> bool {
+    !matches!(
+        provider_type,
+        ProviderType::Anthropic
+            | ProviderType::Gemini
+            | ProviderType::AzureOpenAI
+            | ProviderType::Bedrock
+            | ProviderType::Fake
+    )
+}
+
+/// The request for `backend`, in its provider's format.
+pub(super) fn outgoing(
+    parts: &ProviderParts,
+    provider: &Provider,
+    backend: &Backend,
+    ask: &Ask<'_>,
+) -> Result<Outgoing, Failed> {
+    let model: &str = &backend.upstream_model;
+    if openai_compatible(provider.provider_type) && !ask.anthropic_caller() {
+        let uri = parts.uri(ask.endpoint.upstream_path()).ok_or_else(|| {
+            Failed::misconfigured_as(format!(
+                "The endpoint of provider {} is not a valid URL.",
+                provider.id
+            ))
+        })?;
+        return Ok(Outgoing {
+            uri,
+            host: parts.host(),
+            body: ask.openai_body(model),
+            wire: if ask.endpoint == Endpoint::Embeddings {
+                Wire::OpenAiEmbeddings
+            } else {
+                Wire::OpenAiChat
+            },
+            anthropic_version: false,
+            as_is: true,
+        });
+    }
+    let body = request_value(ask)?;
+    let (url, body, wire) =
+        if ask.anthropic_caller() && provider.provider_type == ProviderType::Anthropic {
+            // Anthropic callers of Anthropic backends: the caller's own request, with the model replaced.
+            (
+                format!("{}/v1/messages", provider.endpoint),
+                ask.doc.encode_for_upstream(model, false),
+                Wire::Anthropic,
+            )
+        } else {
+            translated(provider, backend, ask, &as_openai(ask, body)?)?
+        };
+    let uri = Uri::try_from(url)
+        .map_err(|_| Failed::misconfigured(provider, "its endpoint is not a valid URL"))?;
+    Ok(Outgoing {
+        uri,
+        host: None,
+        body: Bytes::from(body),
+        anthropic_version: matches!(wire, Wire::Anthropic),
+        wire,
+        as_is: false,
+    })
+}
+
+/// The request body as JSON values (a translation reads it whole).
+pub(super) fn request_value(ask: &Ask<'_>) -> Result<Value, Failed> {
+    serde_json::from_slice(ask.body).map_err(|_| {
+        Failed::rejected(ApiError::bad_request(
+            "invalid_json",
+            "The request body is not valid JSON.",
+        ))
+    })
+}
+
+/// The caller's request in OpenAI's shape: as it is for OpenAI callers, rewritten for Anthropic ones.
+pub(super) fn as_openai(ask: &Ask<'_>, body: Value) -> Result<Value, Failed> {
+    if !ask.anthropic_caller() {
+        return Ok(body);
+    }
+    messages::to_openai_request(&body, ask.stream).map_err(Failed::rejected)
+}
+
+fn chat_request(request: &Value) -> Result<ChatRequest, Failed> {
+    ChatRequest::from_openai(request).map_err(Failed::rejected)
+}
+
+fn cannot(provider: &Provider, what: &str) -> Failed {
+    // A route that sends this endpoint here is misconfigured; that is no reason to count the backend
+    // unhealthy, so the answer is final.
+    Failed::rejected(ApiError::bad_request(
+        "unsupported_endpoint",
+        format!(
+            "Provider {} ({}) cannot serve {what}.",
+            provider.id,
+            provider.provider_type.as_str()
+        ),
+    ))
+}
+
+/// The URL, body and answer format of a translated request.
+fn translated(
+    provider: &Provider,
+    backend: &Backend,
+    ask: &Ask<'_>,
+    request: &Value,
+) -> Result<(String, Vec<u8>, Wire), Failed> {
+    let model: &str = &backend.upstream_model;
+    let embeddings = ask.endpoint == Endpoint::Embeddings;
+    let encode = |v: &Value| serde_json::to_vec(v).expect("JSON values serialise");
+    Ok(match provider.provider_type {
+        ProviderType::Anthropic => {
+            if embeddings {
+                return Err(cannot(
+                    provider,
+                    "embeddings (Anthropic has no embeddings API)",
+                ));
+            }
+            let req = chat_request(request)?;
+            (
+                format!("{}/v1/messages", provider.endpoint),
+                encode(&anthropic::build_request(&req, model, ask.stream)),
+                Wire::Anthropic,
+            )
+        }
+        ProviderType::Gemini => {
+            let base = gemini_base(&provider.endpoint);
+            let name = if model.starts_with("models/") || model.starts_with("tunedModels/") {
+                model.to_string()
+            } else {
+                format!("models/{model}")
+            };
+            if embeddings {
+                let embed = gemini::EmbedAsk::from_openai(request).map_err(Failed::rejected)?;
+                let short = name.trim_start_matches("models/");
+                let (method, body) = embed.build(short);
+                (
+                    format!("{base}/{name}:{method}"),
+                    encode(&body),
+                    Wire::GeminiEmbed(embed),
+                )
+            } else {
+                let req = chat_request(request)?;
+                let method = if ask.stream {
+                    "streamGenerateContent?alt=sse"
+                } else {
+                    "generateContent"
+                };
+                (
+                    format!("{base}/{name}:{method}"),
+                    encode(&gemini::build_request(&req)),
+                    Wire::Gemini,
+                )
+            }
+        }
+        ProviderType::Bedrock => {
+            if embeddings {
+                return Err(cannot(
+                    provider,
+                    "embeddings (the Converse API has none; use an OpenAI-compatible embeddings provider)",
+                ));
+            }
+            let req = chat_request(request)?;
+            let body = bedrock::build_request(&req).map_err(Failed::rejected)?;
+            (
+                format!("{}{}", provider.endpoint, bedrock::path(model, ask.stream)),
+                encode(&body),
+                Wire::Bedrock,
+            )
+        }
+        ProviderType::AzureOpenAI => {
+            let deployment = provider
+                .models
+                .iter()
+                .find(|m| m.name == model)
+                .and_then(|m| m.deployment.as_deref())
+                .unwrap_or(model);
+            let base = provider.endpoint.trim_end_matches("/openai");
+            let path = if embeddings {
+                "embeddings"
+            } else {
+                "chat/completions"
+            };
+            let version = provider
+                .azure_api_version
+                .as_deref()
+                .unwrap_or(AZURE_DEFAULT_API_VERSION);
+            let url = format!(
+                "{base}/openai/deployments/{}/{path}?api-version={}",
+                sigv4::uri_encode(deployment.as_bytes()),
+                sigv4::uri_encode(version.as_bytes())
+            );
+            (
+                url,
+                openai_body(ask, request, model, false),
+                if embeddings {
+                    Wire::OpenAiEmbeddings
+                } else {
+                    Wire::OpenAiChat
+                },
+            )
+        }
+        // OpenAI-compatible backends reach here only for Anthropic callers.
+        other => (
+            format!("{}/chat/completions", provider.endpoint),
+            openai_body(ask, request, model, other == ProviderType::OpenAI),
+            Wire::OpenAiChat,
+        ),
+    })
+}
+
+/// An OpenAI-format body for `model`: the caller's own bytes when the caller speaks OpenAI, else the
+/// translated request (with `max_completion_tokens` for OpenAI itself, which refuses `max_tokens` on
+/// its newer models).
+fn openai_body(ask: &Ask<'_>, request: &Value, model: &str, completion_tokens: bool) -> Vec<u8> {
+    if !ask.anthropic_caller() {
+        return ask.doc.encode_for_upstream(model, ask.stream);
+    }
+    let mut v = request.clone();
+    v["model"] = model.into();
+    if completion_tokens
+        && let Some(o) = v.as_object_mut()
+        && let Some(n) = o.remove("max_tokens")
+    {
+        o.insert("max_completion_tokens".into(), n);
+    }
+    serde_json::to_vec(&v).expect("JSON values serialise")
+}
+
+fn gemini_base(endpoint: &str) -> String {
+    if endpoint.ends_with("/v1beta") || endpoint.ends_with("/v1") {
+        endpoint.to_string()
+    } else {
+        format!("{endpoint}/v1beta")
+    }
+}
+
+/// Adds the credential: the provider's header for API keys, or a SigV4 signature for Bedrock keys.
+pub(super) fn authenticate(
+    parts: &ProviderParts,
+    provider: &Provider,
+    key: Option<usize>,
+    request: &mut Request<Full<Bytes>>,
+    body: &[u8],
+) -> Result<(), Failed> {
+    let Some((name, value)) = parts.credential(key) else {
+        return Ok(());
+    };
+    if provider.provider_type != ProviderType::Bedrock {
+        request.headers_mut().insert(name, value);
+        return Ok(());
+    }
+    let raw = value.to_str().unwrap_or_default();
+    let raw = raw
+        .strip_prefix(provider.auth.prefix.as_str())
+        .unwrap_or(raw);
+    let keys = match bedrock::auth(raw) {
+        bedrock::BedrockAuth::ApiKey(key) => {
+            let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                Failed::misconfigured(provider, "its API key is not a valid header")
+            })?;
+            v.set_sensitive(true);
+            request.headers_mut().insert(header::AUTHORIZATION, v);
+            return Ok(());
+        }
+        bedrock::BedrockAuth::Keys(keys) => keys,
+    };
+    let uri = request.uri().clone();
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    let region = provider
+        .bedrock_region
+        .clone()
+        .or_else(|| {
+            host.strip_prefix("bedrock-runtime.")
+                .and_then(|h| h.split('.').next())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "us-east-1".into());
+    let content_type = "application/json";
+    let signed = sigv4::sign(
+        &keys,
+        &sigv4::Scope {
+            region: &region,
+            service: "bedrock",
+            unix: crate::clock::now_unix(),
+        },
+        &sigv4::Signable {
+            method: "POST",
+            host: &host,
+            path: uri.path(),
+            query: uri.query().unwrap_or(""),
+            headers: &[("content-type", content_type)],
+            body,
+        },
+    );
+    let headers = request.headers_mut();
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&host).map_err(|_| Failed::misconfigured(provider, "bad host"))?,
+    );
+    for (name, value) in signed {
+        let mut v = HeaderValue::from_str(&value).map_err(|_| {
+            Failed::misconfigured(provider, "its AWS credential is not a valid header")
+        })?;
+        v.set_sensitive(true);
+        headers.insert(HeaderName::from_static(name), v);
+    }
+    Ok(())
+}

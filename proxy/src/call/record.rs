@@ -1,0 +1,235 @@
+//! The record of one call: created when a request arrives, it travels with the call into the response
+//! body when there is one. Whatever ends the call (the body finishing, the client going away, the
+//! handler being dropped), its `Drop` settles the limiter's grant and writes the access-log line, the
+//! metrics and the usage tally, so no path can skip or double them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tollgate_snapshot::{ConsumerIdx, Price, ProviderIdx, RouteIdx, Snapshot};
+
+use crate::clock;
+use crate::llm::Usage;
+use crate::telemetry::metrics::{CallSample, SeriesOf};
+use crate::telemetry::{AccessLine, Recorder};
+
+/// Which backend answered.
+#[derive(Clone, Debug)]
+pub struct Served {
+    /// Provider index in the call's snapshot.
+    pub provider: ProviderIdx,
+    /// Model name sent upstream (the snapshot's string, shared).
+    pub model: Arc<str>,
+    /// Price of that model there.
+    pub price: Price,
+}
+
+/// One call in progress. Dropping it writes its record.
+pub struct Call {
+    recorder: Arc<Recorder>,
+    started: Instant,
+    started_unix_ms: i64,
+    /// Request id (sent upstream and back in `x-request-id`): visible ASCII.
+    pub request_id: http::HeaderValue,
+    /// HTTP method.
+    pub method: &'static str,
+    /// Request path (truncated).
+    pub path: String,
+    /// The snapshot the call is served from.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Matched route.
+    pub route: Option<RouteIdx>,
+    /// Authenticated consumer.
+    pub consumer: Option<ConsumerIdx>,
+    /// `model` from the request body, when the route does not serve it (when it does, `model` says
+    /// which of the route's models it is, and its name is the snapshot's).
+    pub model_requested: Option<String>,
+    /// Index of the requested model among the route's models, when the route serves it (only then
+    /// does it become a metric label).
+    pub model: Option<u32>,
+    /// Backend that answered.
+    pub served: Option<Served>,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// HTTP status sent; 0 until a response exists.
+    pub status: u16,
+    /// Tokens used, once known.
+    pub usage: Option<Usage>,
+    /// When the first body chunk reached the client (streams).
+    pub first_chunk_at: Option<Instant>,
+    /// Backends tried after the first.
+    pub retries: u32,
+    /// Why the call failed, if it did.
+    pub error_class: Option<&'static str>,
+    /// The limiter's claim, settled with the real usage and cost when the call ends.
+    pub grant: Option<crate::limits::Grant>,
+    /// Which key of the provider's pool the current attempt uses.
+    pub key: Option<usize>,
+    /// The HTTP/1.1 connection carrying the current attempt's answer, given back to its pool when
+    /// the call ends (or the next attempt starts).
+    pub upstream: Option<crate::upstream::Checkin>,
+}
+
+impl Call {
+    /// Starts recording a call.
+    pub fn start(
+        recorder: Arc<Recorder>,
+        request_id: http::HeaderValue,
+        method: &http::Method,
+        path: &str,
+    ) -> Self {
+        recorder.metrics.call_started();
+        let path = if path.len() > 256 {
+            let mut end = 256;
+            while !path.is_char_boundary(end) {
+                end -= 1;
+            }
+            path[..end].to_string()
+        } else {
+            path.to_string()
+        };
+        Self {
+            recorder,
+            started: Instant::now(),
+            started_unix_ms: clock::now_unix_ms(),
+            request_id,
+            method: method_name(method),
+            path,
+            snapshot: None,
+            route: None,
+            consumer: None,
+            model_requested: None,
+            model: None,
+            served: None,
+            stream: false,
+            status: 0,
+            usage: None,
+            first_chunk_at: None,
+            retries: 0,
+            error_class: None,
+            grant: None,
+            key: None,
+            upstream: None,
+        }
+    }
+
+    /// When the call started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Notes the first chunk sent to the client, once.
+    pub fn mark_first_chunk(&mut self) {
+        if self.first_chunk_at.is_none() {
+            self.first_chunk_at = Some(Instant::now());
+        }
+    }
+
+    /// Records an error class unless one is already set (the first cause wins).
+    pub fn fail(&mut self, class: &'static str) {
+        self.error_class.get_or_insert(class);
+    }
+
+    fn finish(&mut self) {
+        if self.status == 0 {
+            // The handler was dropped before answering: the client went away (nginx's 499).
+            self.status = 499;
+            self.fail("client_disconnected");
+        }
+        let elapsed = self.started.elapsed();
+        let snapshot = self.snapshot.as_deref();
+        let route = snapshot
+            .zip(self.route)
+            .map(|(s, r)| &s.content.routes[r as usize]);
+        let consumer = snapshot
+            .zip(self.consumer)
+            .map(|(s, c)| &s.content.consumers[c as usize]);
+        let subscription = match (snapshot, self.consumer, self.route) {
+            (Some(s), Some(c), Some(r)) => s.subscription(c, r),
+            _ => None,
+        };
+        let provider = snapshot
+            .zip(self.served.as_ref())
+            .map(|(s, b)| &s.provider(b.provider).id);
+        let usage = self.usage.unwrap_or_default();
+        let cost = self
+            .served
+            .as_ref()
+            .map(|b| b.price.cost(usage.input, usage.output))
+            .unwrap_or(0.0);
+        if let Some(grant) = self.grant.take() {
+            grant.settle(usage.input + usage.output, cost);
+        }
+        if let Some(sub) = subscription
+            && (200..300).contains(&self.status)
+        {
+            self.recorder
+                .usage
+                .record(&sub.id, usage.input, usage.output, cost);
+        }
+        let ttft = self
+            .first_chunk_at
+            .filter(|_| self.stream)
+            .map(|t| (t - self.started).as_secs_f64());
+        self.recorder.metrics.call_finished(&CallSample {
+            series: snapshot.zip(self.route).map(|(s, r)| SeriesOf {
+                snapshot: s,
+                route: r,
+                model: self.model,
+                provider: self.served.as_ref().map(|b| b.provider),
+            }),
+            status: self.status,
+            duration_s: elapsed.as_secs_f64(),
+            ttft_s: ttft,
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+            cost_usd: cost,
+        });
+        let line = AccessLine {
+            time_unix_ms: self.started_unix_ms,
+            request_id: self.request_id.to_str().unwrap_or(""),
+            method: self.method,
+            path: &self.path,
+            namespace: route.map(|r| &*r.id.namespace),
+            route: route.map(|r| &*r.id.name),
+            consumer: consumer.map(|c| &c.id),
+            subscription: subscription.map(|s| &s.id),
+            model_requested: self.model_requested.as_deref().or_else(|| {
+                let model = route?.models.get(self.model? as usize)?;
+                Some(&*model.name)
+            }),
+            model_served: self.served.as_ref().map(|b| &*b.model),
+            provider,
+            stream: self.stream,
+            status: self.status,
+            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            ttft_us: ttft.map(|t| (t * 1_000_000.0).round() as u64),
+            tokens_in: usage.input,
+            tokens_out: usage.output,
+            cost_usd: cost,
+            retries: self.retries,
+            error_class: self.error_class,
+            snapshot_version: snapshot.map(|s| s.version),
+        };
+        self.recorder.write_line(&line);
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn method_name(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}

@@ -1,0 +1,40 @@
+//! What every call shares, for the life of the process.
+
+use std::sync::Arc;
+
+use crate::control::SnapshotStore;
+use crate::limits::Limiter;
+use crate::telemetry::Recorder;
+use crate::upstream::balance::RetryBudgets;
+use crate::upstream::health::Health;
+
+/// Limits applied to every request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything a request handler needs, shared by all connections.
+pub struct Shared {
+    /// The routing table.
+    pub store: Arc<SnapshotStore>,
+    /// Metrics and access log.
+    pub recorder: Arc<Recorder>,
+    /// Request limits.
+    pub limits: RequestLimits,
+    /// Rate limits and budgets of subscriptions and consumers.
+    pub limiter: Arc<Limiter>,
+    /// Passive health of providers and their key pools.
+    pub health: Health,
+    /// Retry budgets of routes.
+    pub retries: RetryBudgets,
+}

@@ -1,0 +1,11 @@
+//! One request's API surface: the endpoints of a route, admission (key → consumer → lifecycle →
+//! subscription → limits), `/v1/models`, and answers in the caller's format (OpenAI's or Anthropic's
+//! envelope). Prompt APIs, REST passthrough, OpenAPI documents and the MCP endpoint belong here too.
+
+mod admission;
+mod answer;
+mod models;
+mod request;
+
+pub use answer::CallerFormat;
+pub use request::handle;

@@ -1,0 +1,161 @@
+//! One request through the gateway: its id, admission, the endpoint it names, and the headers every
+//! answer on the route carries (request id, deprecation, rate limits), in the caller's format.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::admission::{self, Notes};
+use super::answer::CallerFormat;
+use super::models;
+use crate::call::{self, Call, Endpoint, REQUEST_ID, ResponseBody, Shared};
+use crate::clock;
+use crate::error::ApiError;
+
+/// Serves one request. Never fails: every problem becomes an error answer in the caller's format.
+pub async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let request_id = request_id(request.headers());
+    let mut call = Box::new(Call::start(
+        shared.recorder.clone(),
+        request_id,
+        request.method(),
+        request.uri().path(),
+    ));
+    let mut notes = Notes::default();
+    let format = CallerFormat::of_path(request.uri().path());
+    let mut response = match serve(&shared, request, &mut call, &mut notes).await {
+        Ok(response) => response,
+        Err(error) => {
+            call.fail(error.code);
+            format.error(&error)
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(REQUEST_ID, call.request_id.clone());
+    if let Some(sunset) = notes.deprecated {
+        headers.insert("deprecation", HeaderValue::from_static("true"));
+        if let Some(at) = sunset
+            && let Ok(v) = HeaderValue::from_str(&clock::http_date(at))
+        {
+            headers.insert("sunset", v);
+        }
+    }
+    if let Some(rate) = &notes.rate {
+        rate.write(headers);
+    }
+    call.status = response.status().as_u16();
+    response.body_mut().attach(call);
+    Ok(response)
+}
+
+/// The client's request id if it sent a sane one, else a fresh random one (a header value either way,
+/// so that it goes upstream and back to the client without being copied again).
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&REQUEST_ID)
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return v.clone();
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = fastrand::u128(..);
+    let mut fresh = [0u8; 32];
+    for (i, digit) in fresh.iter_mut().enumerate() {
+        *digit = HEX[(random >> (124 - 4 * i) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&fresh).expect("hex digits are a valid header value")
+}
+
+async fn serve(
+    shared: &Shared,
+    request: Request<Incoming>,
+    call: &mut Call,
+    notes: &mut Notes,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let snapshot = shared.store.load().ok_or_else(|| {
+        ApiError::upstream(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "The gateway has not received its configuration yet; retry shortly.",
+        )
+    })?;
+    call.snapshot = Some(snapshot.clone());
+    let (parts, body) = request.into_parts();
+    let admitted = admission::admit(shared, &snapshot, &parts, call, notes).await?;
+    let route = admitted.route;
+    let path = parts.uri.path();
+    let rest = &path[admitted.rest_at..];
+    let endpoint = match (&parts.method, rest) {
+        (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
+        (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
+        (&Method::POST, "/v1/messages") => Endpoint::Messages,
+        (&Method::GET, "/v1/models") => return Ok(models::list(&snapshot, route)),
+        (&Method::GET, _) if rest.starts_with("/v1/models/") => {
+            return models::one(&snapshot, route, &rest["/v1/models/".len()..]);
+        }
+        _ => return Err(ApiError::unknown_url(&parts.method, path)),
+    };
+    let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
+    call::model_call(shared, &snapshot, route, endpoint, &bytes, call).await
+}
+
+/// Reads the request body, refusing more than `limit` bytes with 413.
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::body_too_large(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::body_too_large(limit))
+        }
+        Err(_) => Err(ApiError::bad_request(
+            "invalid_body",
+            "The request body could not be read.",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calls_future_stays_small() {
+        // hyper keeps room for one call's future per connection for as long as the connection lives,
+        // so its size is paid by every open connection and stream. Rare, large states (connecting,
+        // translating for another provider's API) are boxed to keep it small; it was 10.7 KB before.
+        fn size_of_future<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let size = size_of_future(handle);
+        assert!(size <= 6 * 1024, "a call's future takes {size} bytes");
+    }
+
+    #[test]
+    fn keeps_sane_request_ids_only() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        let fresh = request_id(&h);
+        assert_eq!(fresh.len(), 32);
+        assert!(
+            fresh.as_bytes().iter().all(u8::is_ascii_hexdigit),
+            "{fresh:?}"
+        );
+        assert_ne!(fresh, request_id(&h), "each fresh id is random");
+    }
+}

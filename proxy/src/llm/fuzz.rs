@@ -1,0 +1,458 @@
+//! Property tests (fuzzing) of the translators and stream parsers: arbitrary and near-valid inputs
+//! must never panic, and incremental parsers must not depend on where their input is split.
+//!
+//! The suite runs a few thousand cases per target. For the long run set `TOLLGATE_FUZZ_CASES`, e.g.
+//! `TOLLGATE_FUZZ_CASES=1000000 cargo test -p tollgate-proxy --release --lib providers::fuzz`.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{Map, Value};
+
+use super::anthropic::{self, AnthropicDecoder};
+use super::bedrock::{self, BedrockDecoder};
+use super::chat::{Answer, ChatRequest};
+use super::eventstream::{self, FrameDecoder};
+use super::gemini::{self, GeminiDecoder};
+use super::sse::SseDecoder;
+use super::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Piece};
+use crate::llm::messages::{self, AnthropicEncoder};
+
+fn cases() -> u32 {
+    std::env::var("TOLLGATE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+fn runner() -> TestRunner {
+    TestRunner::new(Config {
+        cases: cases(),
+        failure_persistence: None,
+        ..Config::default()
+    })
+}
+
+/// Field names of every format involved, so random documents often look like real ones.
+const KEYS: &[&str] = &[
+    "role",
+    "content",
+    "messages",
+    "type",
+    "text",
+    "tool_calls",
+    "function",
+    "name",
+    "arguments",
+    "image_url",
+    "url",
+    "tools",
+    "tool_choice",
+    "max_tokens",
+    "stop",
+    "system",
+    "tool_use",
+    "input",
+    "source",
+    "data",
+    "media_type",
+    "id",
+    "tool_call_id",
+    "tool_use_id",
+    "candidates",
+    "parts",
+    "functionCall",
+    "args",
+    "finishReason",
+    "usageMetadata",
+    "output",
+    "message",
+    "stopReason",
+    "usage",
+    "delta",
+    "index",
+    "content_block",
+    "partial_json",
+    "stop_reason",
+    "input_tokens",
+    "output_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "toolUse",
+    "toolUseId",
+    "error",
+    "choices",
+    "finish_reason",
+    "model",
+    "temperature",
+    "top_p",
+    "n",
+    "stream",
+    "cache_read_input_tokens",
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "inputTokens",
+    "outputTokens",
+    "embedding",
+    "embeddings",
+    "values",
+    "response_format",
+    "parameters",
+    "input_schema",
+    "description",
+    "disable_parallel_tool_use",
+    "metadata",
+    "user_id",
+    "is_error",
+    "stop_sequences",
+    "max_completion_tokens",
+    "inlineData",
+    "thought",
+    "promptFeedback",
+    "blockReason",
+    "contentBlockIndex",
+    "start",
+    "functions",
+];
+
+const WORDS: &[&str] = &[
+    "user",
+    "assistant",
+    "tool",
+    "system",
+    "developer",
+    "text",
+    "image_url",
+    "function",
+    "image",
+    "tool_use",
+    "tool_result",
+    "base64",
+    "url",
+    "data:image/png;base64,AAAA",
+    "https://x/y.png",
+    "data:,x",
+    "auto",
+    "required",
+    "none",
+    "any",
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "message_delta",
+    "message_stop",
+    "text_delta",
+    "input_json_delta",
+    "STOP",
+    "MAX_TOKENS",
+    "SAFETY",
+    "tool_use",
+    "end_turn",
+    "max_tokens",
+    "{\"a\":1}",
+    "{",
+    "",
+    "json_object",
+    "image/png",
+    "custom",
+    "web_search",
+    "error",
+    "rate_limit_error",
+    "ü\u{0}",
+];
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (0u64..5_000).prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        prop::sample::select(WORDS).prop_map(|w| Value::String(w.to_string())),
+        ".{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(5, 96, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec(
+                (
+                    prop_oneof![
+                        4 => prop::sample::select(KEYS).prop_map(str::to_string),
+                        1 => "[a-z]{1,6}".prop_map(String::from),
+                    ],
+                    inner
+                ),
+                0..7
+            )
+            .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+/// An OpenAI-looking chat request with random parts.
+fn chat_like() -> impl Strategy<Value = Value> {
+    (
+        prop::collection::vec(
+            (prop::sample::select(WORDS), json_value(), json_value()),
+            0..5,
+        ),
+        json_value(),
+        json_value(),
+        json_value(),
+    )
+        .prop_map(|(messages, tools, choice, extra)| {
+            let messages: Vec<Value> = messages
+                .into_iter()
+                .map(|(role, content, calls)| {
+                    serde_json::json!({"role": role, "content": content, "tool_calls": calls,
+                                       "tool_call_id": "call_1"})
+                })
+                .collect();
+            let mut v = serde_json::json!({"model": "m", "messages": messages, "tools": tools,
+                                           "tool_choice": choice});
+            if let (Value::Object(o), Value::Object(e)) = (&mut v, extra) {
+                o.extend(e);
+            }
+            v
+        })
+}
+
+fn all_encoders() -> Vec<Box<dyn Encode>> {
+    vec![
+        Box::new(OpenAiEncoder::new("m", true)),
+        Box::new(OpenAiEncoder::new("m", false)),
+        Box::new(AnthropicEncoder::new("m")),
+    ]
+}
+
+/// Runs pieces through every encoder; each output must be well-formed SSE that ends once.
+fn encode_everywhere(pieces: &[Piece]) {
+    for mut e in all_encoders() {
+        let mut out = Vec::new();
+        for p in pieces {
+            e.piece(p.clone(), &mut out);
+        }
+        e.finish(&mut out);
+        e.finish(&mut out);
+        let mut d = SseDecoder::new();
+        let mut events = Vec::new();
+        d.feed(&out, &mut events);
+        for ev in &events {
+            assert!(ev.data == "[DONE]" || serde_json::from_str::<Value>(&ev.data).is_ok());
+        }
+    }
+}
+
+fn split_feed(decoder: &mut dyn Decode, bytes: &[u8], cuts: &[usize]) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    cuts.sort_unstable();
+    for c in cuts {
+        decoder.feed(&bytes[at..c.max(at)], &mut out);
+        at = c.max(at);
+    }
+    decoder.feed(&bytes[at..], &mut out);
+    decoder.finish(&mut out);
+    out
+}
+
+#[test]
+fn sse_decoder_is_split_invariant_and_never_panics() {
+    let bytes = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..400),
+        prop::collection::vec(
+            prop_oneof![
+                Just(b"data: ".to_vec()),
+                Just(b"event: x\n".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b":c\n".to_vec()),
+                "[ -~]{0,10}".prop_map(|s| s.into_bytes()),
+            ],
+            0..40
+        )
+        .prop_map(|v| v.concat()),
+    ];
+    runner()
+        .run(
+            &(bytes, prop::collection::vec(any::<usize>(), 0..6)),
+            |(bytes, cuts)| {
+                let mut whole = Vec::new();
+                let mut d = SseDecoder::new();
+                d.feed(&bytes, &mut whole);
+                d.finish(&mut whole);
+                let mut split = Vec::new();
+                let mut d = SseDecoder::new();
+                let mut at = 0;
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+                cuts.sort_unstable();
+                for c in cuts {
+                    d.feed(&bytes[at..c], &mut split);
+                    at = c;
+                }
+                d.feed(&bytes[at..], &mut split);
+                d.finish(&mut split);
+                prop_assert_eq!(whole, split);
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn event_stream_decoder_never_panics_on_noise_or_damaged_frames() {
+    let frames = prop::collection::vec(
+        (
+            prop::collection::vec(("[:a-z-]{1,12}", "[ -~]{0,16}"), 0..4),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ),
+        0..5,
+    )
+    .prop_map(|frames| {
+        frames
+            .iter()
+            .flat_map(|(headers, payload)| {
+                let h: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                eventstream::encode(&h, payload)
+            })
+            .collect::<Vec<u8>>()
+    });
+    let input = (
+        frames,
+        prop::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+        prop::collection::vec(any::<u8>(), 0..64),
+        prop::collection::vec(any::<usize>(), 0..5),
+    );
+    runner()
+        .run(&input, |(mut bytes, flips, noise, cuts)| {
+            let clean = bytes.clone();
+            for (at, x) in &flips {
+                if !bytes.is_empty() {
+                    let i = at % bytes.len();
+                    bytes[i] ^= x;
+                }
+            }
+            if flips.is_empty() && noise.is_empty() {
+                // Undamaged frames decode whole however they are split.
+                let mut a = Vec::new();
+                FrameDecoder::new().feed(&clean, &mut a);
+                let mut b = Vec::new();
+                let mut d = FrameDecoder::new();
+                let mut at = 0;
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (clean.len() + 1)).collect();
+                cuts.sort_unstable();
+                for c in cuts {
+                    d.feed(&clean[at..c], &mut b);
+                    at = c;
+                }
+                d.feed(&clean[at..], &mut b);
+                prop_assert_eq!(&a, &b);
+                prop_assert!(a.iter().all(Result::is_ok));
+            }
+            bytes.extend_from_slice(&noise);
+            let mut out = Vec::new();
+            FrameDecoder::new().feed(&bytes, &mut out);
+            let pieces = split_feed(&mut BedrockDecoder::new(), &bytes, &cuts);
+            encode_everywhere(&pieces);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn request_translators_never_panic() {
+    let input = prop_oneof![json_value(), chat_like()];
+    runner()
+        .run(&(input, any::<bool>()), |(v, stream)| {
+            if let Ok(req) = ChatRequest::from_openai(&v) {
+                let _ = anthropic::build_request(&req, "m", stream);
+                let _ = gemini::build_request(&req);
+                let _ = bedrock::build_request(&req);
+            }
+            let _ = gemini::EmbedAsk::from_openai(&v).map(|e| e.build("m"));
+            if let Ok(openai) = messages::to_openai_request(&v, stream) {
+                let _ = ChatRequest::from_openai(&openai);
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn response_translators_never_panic() {
+    runner()
+        .run(&json_value(), |v| {
+            for answer in [
+                anthropic::read_response(&v, "m"),
+                gemini::read_response(&v, "m"),
+                bedrock::read_response(&v, "m"),
+                Answer::from_openai(&v),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let _ = answer.to_openai();
+                let _ = messages::answer_to_message(&answer);
+            }
+            let _ = anthropic::error_message(&v);
+            let _ = gemini::error_message(&v);
+            let _ = bedrock::error_message(&v);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn stream_translators_never_panic() {
+    let events = prop::collection::vec(
+        (
+            prop::option::of(prop::sample::select(WORDS)),
+            prop_oneof![
+                json_value().prop_map(|v| v.to_string()),
+                Just("[DONE]".to_string()),
+                "[ -~]{0,20}".prop_map(String::from),
+            ],
+        ),
+        0..8,
+    );
+    runner()
+        .run(
+            &(events, prop::collection::vec(any::<usize>(), 0..5)),
+            |(events, cuts)| {
+                let mut sse = String::new();
+                for (name, data) in &events {
+                    if let Some(n) = name {
+                        sse.push_str(&format!("event: {n}\n"));
+                    }
+                    sse.push_str(&format!("data: {data}\n\n"));
+                }
+                let bytes = sse.as_bytes();
+                let decoders: Vec<Box<dyn Decode>> = vec![
+                    Box::new(AnthropicDecoder::new()),
+                    Box::new(GeminiDecoder::new()),
+                    Box::new(OpenAiDecoder::new()),
+                ];
+                for mut d in decoders {
+                    let pieces = split_feed(d.as_mut(), bytes, &cuts);
+                    encode_everywhere(&pieces);
+                }
+                let mut frames = Vec::new();
+                for (name, data) in &events {
+                    frames.extend(eventstream::encode(
+                        &[
+                            (":event-type", name.unwrap_or("contentBlockDelta")),
+                            (":message-type", "event"),
+                        ],
+                        data.as_bytes(),
+                    ));
+                }
+                encode_everywhere(&split_feed(&mut BedrockDecoder::new(), &frames, &cuts));
+                Ok(())
+            },
+        )
+        .unwrap();
+}

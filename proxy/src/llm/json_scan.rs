@@ -1,0 +1,386 @@
+//! A validating scan of a JSON object's top level: the members as (key, raw value text), or `None`
+//! when the text is not exactly one valid JSON object (RFC 8259) or nests deeper than 128 levels.
+//!
+//! It exists for speed: every request body is checked, and serde_json spends most of its time on the
+//! members the proxy never reads. A `None` costs nothing in accuracy: the caller then asks serde_json,
+//! which says what is wrong (or, should the two ever disagree, parses the body itself).
+
+use std::borrow::Cow;
+
+/// Deepest nesting of arrays and objects, the top-level object included. The scan recurses; deeper
+/// text is left to serde_json, which reads it without recursion.
+const MAX_DEPTH: usize = 128;
+
+/// The members of the object `text`, in order, each value as its exact text (no surrounding space).
+pub fn object_members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let mut s = Scanner {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let mut members = Vec::with_capacity(8);
+    s.space();
+    s.expect(b'{')?;
+    s.space();
+    if s.peek()? == b'}' {
+        s.i += 1;
+    } else {
+        loop {
+            s.space();
+            if s.peek()? != b'"' {
+                return None;
+            }
+            let start = s.i;
+            let escaped = s.string()?;
+            let key = if escaped {
+                Cow::Owned(serde_json::from_str::<String>(&text[start..s.i]).ok()?)
+            } else {
+                Cow::Borrowed(&text[start + 1..s.i - 1])
+            };
+            s.space();
+            s.expect(b':')?;
+            s.space();
+            let from = s.i;
+            s.value(MAX_DEPTH - 1)?;
+            members.push((key, &text[from..s.i]));
+            s.space();
+            match s.next()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    s.space();
+    (s.i == s.b.len()).then_some(members)
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn space(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    /// Any value, with at most `depth` more levels of nesting allowed inside it.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.container(depth, b'}', true),
+            b'[' => self.container(depth, b']', false),
+            b't' => self.word(b"true"),
+            b'f' => self.word(b"false"),
+            b'n' => self.word(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn container(&mut self, depth: usize, close: u8, keyed: bool) -> Option<()> {
+        if depth == 0 {
+            return None;
+        }
+        self.i += 1;
+        self.space();
+        if self.peek()? == close {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.space();
+            if keyed {
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                self.string()?;
+                self.space();
+                self.expect(b':')?;
+                self.space();
+            }
+            self.value(depth - 1)?;
+            self.space();
+            match self.next()? {
+                b',' => continue,
+                c if c == close => return Some(()),
+                _ => None?,
+            }
+        }
+    }
+
+    fn word(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.i + word.len();
+        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.next()? {
+            b'0' => {}
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            self.digit()?;
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            self.digit()?;
+            self.digits();
+        }
+        Some(())
+    }
+
+    fn digit(&mut self) -> Option<()> {
+        self.next()?.is_ascii_digit().then_some(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+
+    /// A string starting at the current `"`; says whether it holds escapes.
+    fn string(&mut self) -> Option<bool> {
+        self.i += 1;
+        let mut escaped = false;
+        loop {
+            self.i += plain_run(self.b.get(self.i..)?);
+            match self.next()? {
+                b'"' => return Some(escaped),
+                b'\\' => {
+                    escaped = true;
+                    match self.next()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        b'u' => {
+                            let hex = self.b.get(self.i..self.i + 4)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.i += 4;
+                        }
+                        _ => return None,
+                    }
+                }
+                // A control character.
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// How many leading bytes need no attention inside a string: not `"`, not `\`, not a control
+/// character. Both searches run many bytes at a time (memchr's, and a loop without early exit that
+/// the compiler vectorises).
+fn plain_run(b: &[u8]) -> usize {
+    let end = memchr::memchr2(b'"', b'\\', b).unwrap_or(b.len());
+    let span = &b[..end];
+    if span.iter().fold(false, |seen, &c| seen | (c < 0x20)) {
+        span.iter().position(|&c| c < 0x20).unwrap_or(end)
+    } else {
+        end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// What serde_json makes of `text` as a top-level object: its members as (key, raw text).
+    fn by_serde(text: &str) -> Option<Vec<(String, String)>> {
+        let map: Vec<(String, Box<serde_json::value::RawValue>)> =
+            serde_json::from_str::<serde_reading::Members>(text).ok()?.0;
+        Some(
+            map.into_iter()
+                .map(|(k, v)| (k, v.get().to_string()))
+                .collect(),
+        )
+    }
+
+    /// serde_json's reading of an object as an ordered list of members (duplicates kept).
+    mod serde_reading {
+        use std::fmt;
+
+        use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+        use serde_json::value::RawValue;
+
+        pub struct Members(pub Vec<(String, Box<RawValue>)>);
+
+        impl<'de> Deserialize<'de> for Members {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Members;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                        let mut out = Vec::new();
+                        while let Some(entry) = map.next_entry()? {
+                            out.push(entry);
+                        }
+                        Ok(Members(out))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    }
+
+    fn ours(text: &str) -> Option<Vec<(String, String)>> {
+        object_members(text).map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k.into_owned(), v.to_string()))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_chosen_cases() {
+        let cases = [
+            r#"{}"#,
+            r#" { "a" : 1 , "b":[1,2,{"c":null}], "d":"x\"y\\z\u00e9", "e": -0.5e+10 } "#,
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"héllo 🌍\n"}],"stream":true}"#,
+            r#"{"mod\u0065l":"esc","a":"\ud800"}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":[]}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":"tab	inside"}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\u12G4"}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":[1,]}"#,
+            r#"{,"a":1}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"{"a":1} x"#,
+            r#"{"a":1}{}"#,
+            r#"[1]"#,
+            r#""x""#,
+            r#"{"a":"unterminated}"#,
+            "",
+            "{",
+        ];
+        for text in cases {
+            assert_eq!(ours(text), by_serde(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_left_to_serde_json() {
+        // serde_json skips raw values without a depth limit; the scan recurses, so it stops at 128
+        // levels and the caller falls back to serde_json.
+        let deep = |depth: usize| format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
+        assert!(ours(&deep(126)).is_some());
+        assert_eq!(ours(&deep(126)), by_serde(&deep(126)));
+        assert!(ours(&deep(128)).is_none());
+        assert!(by_serde(&deep(128)).is_some());
+        // That a request document this deep is still read (by serde_json) is tested in `openai`.
+    }
+
+    #[test]
+    fn plain_runs_stop_at_every_special_byte() {
+        for special in [b'"', b'\\', 0x00, 0x1f] {
+            for at in 0..20 {
+                let mut b = vec![b'a'; 20];
+                b[at] = special;
+                assert_eq!(plain_run(&b), at, "byte {special:#x} at {at}");
+            }
+        }
+        assert_eq!(plain_run("é🌍 ~\u{7f}".as_bytes()), "é🌍 ~\u{7f}".len());
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Valid objects are read exactly as serde_json reads them.
+        #[test]
+        fn valid_objects_match_serde_json(
+            members in prop::collection::vec((any::<String>(), json_value()), 0..8),
+            pretty in any::<bool>(),
+        ) {
+            let object = Value::Object(members.into_iter().collect());
+            let text = if pretty {
+                serde_json::to_string_pretty(&object).unwrap()
+            } else {
+                serde_json::to_string(&object).unwrap()
+            };
+            prop_assert!(ours(&text).is_some());
+            prop_assert_eq!(ours(&text), by_serde(&text));
+        }
+
+        /// Damaged text is accepted only when serde_json accepts it too, and then read the same.
+        #[test]
+        fn damaged_text_is_never_accepted_alone(
+            members in prop::collection::vec((any::<String>(), json_value()), 1..6),
+            cut in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"{}[]\",:\\ 0-.eE+tfnu\x01".to_vec()),
+            replace in any::<bool>(),
+        ) {
+            let text = serde_json::to_string(&Value::Object(members.into_iter().collect())).unwrap();
+            let mut bytes = text.into_bytes();
+            let at = cut.index(bytes.len());
+            if replace {
+                bytes[at] = byte;
+            } else {
+                bytes.insert(at, byte);
+            }
+            if let Ok(text) = String::from_utf8(bytes) {
+                prop_assert_eq!(ours(&text), by_serde(&text), "{}", text);
+            }
+        }
+    }
+}

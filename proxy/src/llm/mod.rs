@@ -1,0 +1,25 @@
+//! Pure formats and translation: OpenAI's request document and usage, a JSON scanner, the neutral chat
+//! and stream model every translation goes through, SSE and AWS event-stream framing, SigV4, each
+//! provider's wire format (Anthropic, Gemini, Bedrock), Messages-format callers and error scrubbing.
+//!
+//! Nothing here sees a connection, a call record, a response body or shared state: functions take
+//! bytes and values and return bytes, values and errors, so that each can be fuzzed and tested alone.
+//! The layer check (`proxy/tests/it/layers.rs`) keeps it so, and keeps tokio and hyper out.
+
+pub mod anthropic;
+pub mod bedrock;
+pub mod chat;
+pub mod eventstream;
+#[cfg(test)]
+mod fuzz;
+pub mod gemini;
+pub mod json_scan;
+pub mod messages;
+pub mod openai;
+pub mod scrub;
+pub mod sigv4;
+pub mod sse;
+pub mod stream;
+mod usage;
+
+pub use usage::Usage;

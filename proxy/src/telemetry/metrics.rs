@@ -1,0 +1,449 @@
+//! Prometheus metrics, served in the text format on the admin port.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use tollgate_snapshot::{FxHashMap, ProviderIdx, RouteIdx, Snapshot};
+
+/// `Content-Type` of what [`Metrics::encode`] returns.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+const DURATION_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    model: String,
+    provider: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
+}
+
+/// Metrics of limits, budgets and backend health.
+struct TrafficMetrics {
+    refused: Family<ReasonLabel, Counter>,
+    redis_up: Gauge,
+    redis_fallbacks: Counter,
+    ejections: Family<ProviderLabel, Counter>,
+    key_cooldowns: Family<ProviderLabel, Counter>,
+    retries_denied: Counter,
+    access_log_dropped: Counter,
+}
+
+impl TrafficMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tollgate_limit_refusals",
+            "Calls refused with 429 by a limit or budget, by reason (requests, tokens, budget)",
+            refused.clone(),
+        );
+        let redis_up = Gauge::default();
+        registry.register(
+            "tollgate_limits_redis_up",
+            "1 while limits are counted cluster-wide in Redis, 0 while on this replica's share",
+            redis_up.clone(),
+        );
+        let redis_fallbacks = Counter::default();
+        registry.register(
+            "tollgate_limits_redis_fallbacks",
+            "Times Redis failed and limits fell back to this replica's share",
+            redis_fallbacks.clone(),
+        );
+        let ejections = Family::<ProviderLabel, Counter>::default();
+        registry.register(
+            "tollgate_backend_ejections",
+            "Times a provider was taken out of rotation after consecutive failures",
+            ejections.clone(),
+        );
+        let key_cooldowns = Family::<ProviderLabel, Counter>::default();
+        registry.register(
+            "tollgate_provider_key_cooldowns",
+            "Times a provider key was rested after a 401, 403 or 429",
+            key_cooldowns.clone(),
+        );
+        let retries_denied = Counter::default();
+        registry.register(
+            "tollgate_retries_denied",
+            "Retries or fallbacks not made because the route's retry budget was spent",
+            retries_denied.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "tollgate_access_log_dropped",
+            "Access-log lines dropped because stdout did not keep up (16 MiB were waiting)",
+            access_log_dropped.clone(),
+        );
+        Self {
+            access_log_dropped,
+            refused,
+            redis_up,
+            redis_fallbacks,
+            ejections,
+            key_cooldowns,
+            retries_denied,
+        }
+    }
+}
+
+/// `namespace/name` of the call's route, or empty.
+fn route_label(of: Option<&SeriesOf<'_>>) -> String {
+    of.and_then(|x| {
+        Some(
+            x.snapshot
+                .content
+                .routes
+                .get(x.route as usize)?
+                .id
+                .to_string(),
+        )
+    })
+    .unwrap_or_default()
+}
+
+type HistogramFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    ttft: HistogramFamily,
+    input_tokens: Counter,
+    output_tokens: Counter,
+    cost: Counter<f64, AtomicU64>,
+    in_flight: Gauge,
+    snapshot_version: Gauge,
+    snapshot_age: Gauge<f64, AtomicU64>,
+    reloads: Family<OutcomeLabel, Counter>,
+    traffic: TrafficMetrics,
+    series: Mutex<SeriesCache>,
+}
+
+/// One finished call, as metrics see it.
+pub struct CallSample<'a> {
+    /// Where it went, when a route matched.
+    pub series: Option<SeriesOf<'a>>,
+    /// HTTP status sent.
+    pub status: u16,
+    /// Whole call.
+    pub duration_s: f64,
+    /// Time to the first streamed chunk (streams only).
+    pub ttft_s: Option<f64>,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Cost in USD.
+    pub cost_usd: f64,
+}
+
+/// A call's route, model and provider, as indexes into the snapshot it was served from.
+pub struct SeriesOf<'a> {
+    /// The snapshot.
+    pub snapshot: &'a Snapshot,
+    /// The route.
+    pub route: RouteIdx,
+    /// The route's model, when it serves the one asked for.
+    pub model: Option<u32>,
+    /// The provider that answered.
+    pub provider: Option<ProviderIdx>,
+}
+
+/// The metric handles of one label combination, found once per snapshot instead of building label
+/// strings and hashing them on every call.
+#[derive(Default)]
+struct SeriesCache {
+    version: u64,
+    hash: String,
+    by_key: FxHashMap<SeriesKey, Series>,
+}
+
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
+struct SeriesKey {
+    route: Option<RouteIdx>,
+    model: Option<u32>,
+    provider: Option<ProviderIdx>,
+    status: u16,
+}
+
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    /// Made on the first streamed call, so that routes without streams export no empty histogram.
+    ttft: Option<Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "tollgate_requests",
+            "Calls answered, by route, client-facing model, provider and HTTP status",
+            requests.clone(),
+        );
+        let duration = HistogramFamily::new_with_constructor(duration_histogram);
+        registry.register_with_unit(
+            "tollgate_request_duration",
+            "Time from the request's arrival to the end of its response",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let ttft = HistogramFamily::new_with_constructor(duration_histogram);
+        registry.register_with_unit(
+            "tollgate_time_to_first_token",
+            "Time from the request's arrival to the first streamed chunk",
+            Unit::Seconds,
+            ttft.clone(),
+        );
+        let tokens = Family::<DirectionLabel, Counter>::default();
+        registry.register(
+            "tollgate_tokens",
+            "Tokens used, by direction (input = prompt, output = completion)",
+            tokens.clone(),
+        );
+        let input_tokens = tokens.get_or_create_owned(&DirectionLabel { direction: "input" });
+        let output_tokens = tokens.get_or_create_owned(&DirectionLabel {
+            direction: "output",
+        });
+        let cost = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "tollgate_cost_usd",
+            "Cost of answered calls in US dollars, from snapshot prices",
+            cost.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "tollgate_in_flight_requests",
+            "Calls being served right now",
+            in_flight.clone(),
+        );
+        let snapshot_version = Gauge::default();
+        registry.register(
+            "tollgate_snapshot_version",
+            "Version of the snapshot being served (0 before the first)",
+            snapshot_version.clone(),
+        );
+        let snapshot_age = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "tollgate_snapshot_age",
+            "Time since the snapshot being served was swapped in",
+            Unit::Seconds,
+            snapshot_age.clone(),
+        );
+        let reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "tollgate_snapshot_reloads",
+            "Configuration changes seen, by outcome (applied, refused)",
+            reloads.clone(),
+        );
+        let traffic = TrafficMetrics::register(&mut registry);
+        Self {
+            series: Mutex::default(),
+            traffic,
+            registry,
+            requests,
+            duration,
+            ttft,
+            input_tokens,
+            output_tokens,
+            cost,
+            in_flight,
+            snapshot_version,
+            snapshot_age,
+            reloads,
+        }
+    }
+
+    /// A call started.
+    pub fn call_started(&self) {
+        self.in_flight.inc();
+    }
+
+    /// A call ended (however it ended).
+    pub fn call_finished(&self, s: &CallSample<'_>) {
+        self.in_flight.dec();
+        let key = SeriesKey {
+            route: s.series.as_ref().map(|x| x.route),
+            model: s.series.as_ref().and_then(|x| x.model),
+            provider: s.series.as_ref().and_then(|x| x.provider),
+            status: s.status,
+        };
+        let mut cache = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(x) = &s.series
+            && (cache.version != x.snapshot.version || cache.hash != x.snapshot.hash)
+        {
+            cache.version = x.snapshot.version;
+            cache.hash.clone_from(&x.snapshot.hash);
+            cache.by_key.clear();
+        }
+        let series = cache
+            .by_key
+            .entry(key)
+            .or_insert_with(|| self.series_of(s.series.as_ref(), s.status));
+        series.requests.inc();
+        series.duration.observe(s.duration_s);
+        if let Some(ttft) = s.ttft_s {
+            series
+                .ttft
+                .get_or_insert_with(|| {
+                    self.ttft.get_or_create_owned(&RouteLabel {
+                        route: route_label(s.series.as_ref()),
+                    })
+                })
+                .observe(ttft);
+        }
+        drop(cache);
+        if s.input_tokens > 0 {
+            self.input_tokens.inc_by(s.input_tokens);
+        }
+        if s.output_tokens > 0 {
+            self.output_tokens.inc_by(s.output_tokens);
+        }
+        if s.cost_usd > 0.0 {
+            self.cost.inc_by(s.cost_usd);
+        }
+    }
+
+    /// The handles for a label combination not seen yet with this snapshot.
+    fn series_of(&self, of: Option<&SeriesOf<'_>>, status: u16) -> Series {
+        let route = route_label(of);
+        let model = of
+            .and_then(|x| {
+                let models = &x.snapshot.content.routes.get(x.route as usize)?.models;
+                Some(models.get(x.model? as usize)?.name.to_string())
+            })
+            .unwrap_or_default();
+        let provider = of
+            .and_then(|x| {
+                Some(
+                    x.snapshot
+                        .content
+                        .providers
+                        .get(x.provider? as usize)?
+                        .id
+                        .to_string(),
+                )
+            })
+            .unwrap_or_default();
+        let requests = self.requests.get_or_create_owned(&RequestLabels {
+            route: route.clone(),
+            model,
+            provider,
+            status,
+        });
+        let duration = self.duration.get_or_create_owned(&RouteLabel { route });
+        Series {
+            requests,
+            duration,
+            ttft: None,
+        }
+    }
+
+    /// A configuration change was applied or refused.
+    pub fn reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "refused" };
+        self.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// A limit or budget refused a call (`requests`, `tokens` or `budget`).
+    pub fn limit_refused(&self, reason: &'static str) {
+        self.traffic
+            .refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Whether limits are counted in Redis now.
+    pub fn redis_up(&self, up: bool) {
+        self.traffic.redis_up.set(i64::from(up));
+    }
+
+    /// Redis failed and limits fell back to local shares.
+    pub fn redis_fallback(&self) {
+        self.traffic.redis_fallbacks.inc();
+    }
+
+    /// A provider (`namespace/name`) was ejected.
+    pub fn backend_ejected(&self, provider: String) {
+        self.traffic
+            .ejections
+            .get_or_create(&ProviderLabel { provider })
+            .inc();
+    }
+
+    /// A provider's key was rested.
+    pub fn key_cooled(&self, provider: String) {
+        self.traffic
+            .key_cooldowns
+            .get_or_create(&ProviderLabel { provider })
+            .inc();
+    }
+
+    /// A retry was not made: the route's retry budget was spent.
+    pub fn retry_denied(&self) {
+        self.traffic.retries_denied.inc();
+    }
+
+    /// An access-log line was dropped: its writer is behind.
+    pub fn access_log_dropped(&self) {
+        self.traffic.access_log_dropped.inc();
+    }
+
+    /// The text exposition, with the snapshot gauges set first from the served snapshot's version
+    /// and its age in seconds (zero for both before the first snapshot).
+    pub fn encode(&self, snapshot_version: Option<u64>, snapshot_age_s: Option<f64>) -> String {
+        self.snapshot_version
+            .set(snapshot_version.map(|v| v as i64).unwrap_or(0));
+        self.snapshot_age.set(snapshot_age_s.unwrap_or(0.0));
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,249 @@
+//! The request parts of a snapshot's providers, and the pools they send through.
+//!
+//! Pools live here, outside any snapshot, keyed by the provider's `namespace/name`: a snapshot swap that
+//! leaves a provider's endpoint and connect timeout alone keeps its warm connections.
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+use tollgate_snapshot::FxHashMap;
+
+use arc_swap::ArcSwapOption;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tollgate_snapshot::{ObjectRef, Provider, ProviderIdx, Snapshot};
+
+pub use super::pool::Checkin;
+use super::pool::{self, ConnPool};
+
+/// One provider's connections.
+struct Pool {
+    connect_ms: u64,
+    conns: Arc<ConnPool>,
+}
+
+/// Every upstream pool.
+pub struct Upstreams {
+    tls: rustls::ClientConfig,
+    pools: RwLock<FxHashMap<ObjectRef, Arc<Pool>>>,
+    /// The request parts of the snapshot stored last.
+    prepared: ArcSwapOption<Prepared>,
+}
+
+/// Paths of the OpenAI-style endpoints, appended to a provider's `endpoint`; [`ProviderParts::uri`]
+/// takes an index into this list.
+pub const OPENAI_PATHS: [&str; 3] = ["/chat/completions", "/embeddings", "/messages"];
+
+/// What every call to the providers of one snapshot needs, made once when the snapshot is stored
+/// (off the request path): finding the pool, parsing the URL and formatting the credential and `Host`
+/// headers cost more than building the rest of the request.
+pub struct Prepared {
+    /// Which snapshot this was made from (a `Weak` keeps the address from being reused).
+    snapshot: Weak<Snapshot>,
+    providers: Vec<ProviderParts>,
+}
+
+/// One provider's share of [`Prepared`].
+pub struct ProviderParts {
+    pool: Arc<Pool>,
+    /// One header per key of the pool; `None` where the key is not a valid header value.
+    credentials: Vec<Option<(HeaderName, HeaderValue)>>,
+    /// `endpoint` + each of [`OPENAI_PATHS`]; `None` where that is not a valid URL.
+    uris: [Option<Uri>; OPENAI_PATHS.len()],
+    /// The `Host` header the client would otherwise format on every request.
+    host: Option<HeaderValue>,
+}
+
+/// Why an upstream call produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The connection could not be made (refused, DNS, TLS).
+    #[error("could not connect to the provider")]
+    Connect,
+    /// No response headers within connect + first-byte (or the total) timeout.
+    #[error("the provider did not answer in time")]
+    Timeout,
+    /// The connection broke before the response headers.
+    #[error("the provider's connection failed before it answered")]
+    Broken,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Upstreams {
+    /// Pools that trust the Mozilla root set (webpki-roots) for https endpoints.
+    pub fn new() -> Self {
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Self {
+            tls,
+            pools: RwLock::new(FxHashMap::default()),
+            prepared: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Makes the request parts of `snapshot`'s providers and keeps them for its calls: called when a
+    /// snapshot is stored, before any request can load it.
+    pub fn prepare(&self, snapshot: &Arc<Snapshot>) {
+        self.prepared
+            .store(Some(Arc::new(self.parts_for(snapshot))));
+    }
+
+    /// The request parts of `snapshot`'s providers: the ones [`Upstreams::prepare`] made for it, or,
+    /// for a call that loaded its snapshot just before a swap, a copy made for that call alone.
+    pub fn prepared(&self, snapshot: &Arc<Snapshot>) -> Arc<Prepared> {
+        if let Some(prepared) = self.prepared.load_full()
+            && prepared.snapshot.as_ptr() == Arc::as_ptr(snapshot)
+        {
+            return prepared;
+        }
+        Arc::new(self.parts_for(snapshot))
+    }
+
+    fn parts_for(&self, snapshot: &Arc<Snapshot>) -> Prepared {
+        Prepared {
+            snapshot: Arc::downgrade(snapshot),
+            providers: snapshot
+                .content
+                .providers
+                .iter()
+                .map(|provider| self.parts_of(provider))
+                .collect(),
+        }
+    }
+
+    fn parts_of(&self, provider: &Provider) -> ProviderParts {
+        let uris =
+            OPENAI_PATHS.map(|path| Uri::try_from(format!("{}{path}", provider.endpoint)).ok());
+        let host = uris[0].as_ref().and_then(pool::host_header);
+        ProviderParts {
+            pool: self.pool(provider),
+            credentials: (0..provider.credentials.len())
+                .map(|i| credential_header(provider, i))
+                .collect(),
+            uris,
+            host,
+        }
+    }
+
+    fn pool(&self, provider: &Provider) -> Arc<Pool> {
+        let connect_ms = provider.timeouts.connect_ms;
+        if let Some(pool) = self.pools.read().expect("pool lock").get(&provider.id)
+            && pool.connect_ms == connect_ms
+        {
+            return pool.clone();
+        }
+        let mut pools = self.pools.write().expect("pool lock");
+        if let Some(pool) = pools.get(&provider.id)
+            && pool.connect_ms == connect_ms
+        {
+            return pool.clone();
+        }
+        let pool = Arc::new(Pool {
+            connect_ms,
+            conns: Arc::new(ConnPool::new(
+                self.connector(Duration::from_millis(connect_ms)),
+            )),
+        });
+        pools.insert(provider.id.clone(), pool.clone());
+        pool
+    }
+
+    fn connector(&self, connect: Duration) -> HttpsConnector<HttpConnector> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http)
+    }
+}
+
+impl Prepared {
+    /// The parts of provider `idx` of the snapshot this was made from.
+    pub fn provider(&self, idx: ProviderIdx) -> &ProviderParts {
+        &self.providers[idx as usize]
+    }
+}
+
+impl ProviderParts {
+    /// The credential header for key `index` of the pool; `None` for keyless providers.
+    pub fn credential(&self, index: Option<usize>) -> Option<(HeaderName, HeaderValue)> {
+        self.credentials.get(index?)?.clone()
+    }
+
+    /// The URL of [`OPENAI_PATHS`]`[path]` at this provider, if the endpoint makes a valid one.
+    pub fn uri(&self, path: usize) -> Option<Uri> {
+        self.uris[path].clone()
+    }
+
+    /// The `Host` header for this provider's endpoint.
+    pub fn host(&self) -> Option<HeaderValue> {
+        self.host.clone()
+    }
+
+    /// Sends one request through this provider's pool, waiting at most until the response headers
+    /// are due. Keep the [`Checkin`] until the answer's body is read: it then gives the connection
+    /// back.
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        headers_due: Duration,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), UpstreamError> {
+        match tokio::time::timeout(headers_due, self.pool.conns.send(request)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(pool::SendError::Connect)) => Err(UpstreamError::Connect),
+            Ok(Err(pool::SendError::Broken)) => Err(UpstreamError::Broken),
+            Ok(Ok(answer)) => Ok(answer),
+        }
+    }
+}
+
+/// The header carrying key `index` of the provider's pool, marked sensitive so it is never printed.
+fn credential_header(provider: &Provider, index: usize) -> Option<(HeaderName, HeaderValue)> {
+    let key = provider.credentials.get(index)?;
+    let name = HeaderName::from_bytes(provider.auth.header.as_bytes()).ok()?;
+    let mut value = HeaderValue::from_str(&format!("{}{}", provider.auth.prefix, key.0)).ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::upstream::pool::host_header;
+    use http::Uri;
+
+    #[test]
+    fn host_headers_leave_out_only_the_schemes_default_port() {
+        let host = |url: &str| host_header(&Uri::try_from(url).unwrap()).unwrap();
+        assert_eq!(
+            host("https://api.openai.com/v1/chat/completions"),
+            "api.openai.com"
+        );
+        assert_eq!(host("https://api.openai.com:443/v1"), "api.openai.com");
+        assert_eq!(host("http://127.0.0.1:8080/v1"), "127.0.0.1:8080");
+        assert_eq!(host("http://vllm.internal:80/v1"), "vllm.internal");
+        assert_eq!(host("https://vllm.internal:80/v1"), "vllm.internal:80");
+        assert_eq!(host("http://[::1]:9000/v1"), "[::1]:9000");
+    }
+}
