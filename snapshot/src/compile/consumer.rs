@@ -1,4 +1,4 @@
-//! `Consumer` → [`Consumer`](crate::Consumer): keys read from Secrets, digested, expired ones left out,
+//! `Consumer` → [`Consumer`](crate::model::Consumer): keys read from Secrets, digested, expired ones left out,
 //! and a key value shared by two consumers kept only by the older.
 
 use std::collections::hash_map::Entry;

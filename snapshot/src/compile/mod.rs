@@ -30,7 +30,7 @@ pub use provider::{
     FAKE_ENDPOINT, UNTRANSLATED, auth_scheme, default_endpoint, translation_available,
 };
 pub use subscription::{clamp_limits, phase_for};
-pub use traffic::{budget_usd, clamp_budget};
+pub use traffic::clamp_budget;
 
 /// Everything a snapshot is compiled from.
 #[derive(Clone, Debug, Default)]
