@@ -9,6 +9,7 @@ use tollgate_crds::{ApiSubscription, Approval, Decision, Phase, Stage, condition
 use super::consumer::{ConsumerState, ConsumerTable};
 use super::objects::{Item, older, sentences};
 use super::route::{RouteState, RouteTable};
+use super::threads::join;
 use super::traffic::{budget_of, clamp_budget, limits_of};
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::message::Message;
@@ -173,7 +174,7 @@ pub(crate) fn plan_subscriptions<'a>(
             .iter()
             .map(|item| read(item, consumers, routes))
             .collect();
-        reads.extend(super::join(back));
+        reads.extend(join(back));
         reads
     });
     // Of two subscriptions of one consumer to one route, the older stands. Such pairs are rare: one

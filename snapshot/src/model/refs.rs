@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::shared_str;
 
-/// Index of a provider in [`Content::providers`](super::Content::providers).
+// Named in plain text, not linked: a link would make this file, below the table, refer up to it.
+/// Index of a provider in `Content::providers`.
 pub type ProviderIdx = u32;
-/// Index of a route in [`Content::routes`](super::Content::routes).
+/// Index of a route in `Content::routes`.
 pub type RouteIdx = u32;
-/// Index of a consumer in [`Content::consumers`](super::Content::consumers).
+/// Index of a consumer in `Content::consumers`.
 pub type ConsumerIdx = u32;
 
 /// `namespace/name` of a Kubernetes object.
