@@ -3,19 +3,19 @@
 //! No I/O, no Kubernetes client, no async runtime: the controller and the proxy's standalone mode
 //! both call [`compile`] and must get byte-identical results from the same resources.
 
-mod catalog;
 mod compile;
 mod digest;
 mod duration;
 mod fx;
 mod message;
 mod model;
+mod prices;
 mod verdict;
 
-pub use catalog::*;
 pub use compile::*;
 pub use duration::*;
 pub use fx::{FxHashMap, FxHasher};
 pub use message::Message;
 pub use model::*;
+pub use prices::*;
 pub use verdict::*;

@@ -6,12 +6,12 @@ use tollgate_crds::{ModelProvider, ModelProviderSpec, ProviderType, condition_ty
 
 use super::objects::{Item, join_list, namespace_of, sentences};
 use super::secrets::Secrets;
-use crate::catalog::catalog;
 use crate::duration::parse_duration_ms;
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{
     AuthScheme, Credential, FakeBehaviour, Price, Provider, ProviderIdx, ProviderModel, Timeouts,
 };
+use crate::prices::price_list;
 use crate::verdict::{Detail, Kind, ProviderDetail, Verdict, VerdictCondition};
 
 /// Endpoint given to `Fake` providers, which never touch the network.
@@ -452,7 +452,7 @@ fn resolve_fake(spec: &ModelProviderSpec, invalid: &mut Vec<String>) -> Option<F
     Some(fake)
 }
 
-/// Models sorted by name with catalog prices and overrides, and the names whose cost will read 0.
+/// Models sorted by name with listed prices and overrides, and the names whose cost will read 0.
 fn resolve_models(
     spec: &ModelProviderSpec,
     invalid: &mut Vec<String>,
@@ -463,7 +463,7 @@ fn resolve_models(
     let mut models = Vec::with_capacity(spec.models.len());
     let mut unpriced = Vec::new();
     for m in &spec.models {
-        let listed = catalog().lookup(spec.provider_type, &m.name);
+        let listed = price_list().lookup(spec.provider_type, &m.name);
         let given = m.pricing.clone().unwrap_or_default();
         let overrides = [
             given.input_per_million,
