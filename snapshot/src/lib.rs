@@ -11,6 +11,7 @@ mod message;
 mod model;
 mod prices;
 mod verdict;
+pub mod wire;
 
 pub use compile::*;
 pub use duration::*;
