@@ -87,7 +87,7 @@ pub async fn run(
             // A new proxy count changes every replica's share of the limits: recompile.
             changed = proxy_replicas.changed(), if counting => counting = changed.is_ok(),
             _ = tokio::time::sleep(RECOMPILE_EVERY) => {},
-            _ = crate::stopping(&mut shutdown) => return,
+            _ = crate::shutdown::stopping(&mut shutdown) => return,
         }
         settle(&mut changes, debounce).await;
         if !store.synced() {

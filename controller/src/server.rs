@@ -95,7 +95,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = crate::stopping(&mut shutdown) => return,
+            _ = crate::shutdown::stopping(&mut shutdown) => return,
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -232,7 +232,7 @@ fn frames(
                 _ = tokio::time::sleep(heartbeat) => {
                     return Some((Bytes::from_static(&HEARTBEAT), s));
                 }
-                _ = crate::stopping(&mut s.shutdown) => false,
+                _ = crate::shutdown::stopping(&mut s.shutdown) => false,
             };
             if !wake {
                 return None;

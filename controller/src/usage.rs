@@ -164,7 +164,7 @@ pub async fn flush_loop(
     loop {
         let stop = tokio::select! {
             _ = tokio::time::sleep(every) => false,
-            _ = crate::stopping(&mut shutdown) => true,
+            _ = crate::shutdown::stopping(&mut shutdown) => true,
         };
         // Only a leader accepts reports, so what is left at shutdown was accepted while leading; the
         // resourceVersion guard keeps this last write safe even if another replica leads by now.
