@@ -1,9 +1,7 @@
 //! Rules about consumers, keys, subscriptions, prices and Secrets.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 use tollgate_crds::condition_type::{ACCEPTED, READY, RESOLVED_REFS};
 use tollgate_snapshot::{Detail, KeyDigest, Kind, Limits, Phase, Stage};
 
