@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tollgate_crds::{ModelProvider, ModelProviderSpec, ProviderType, condition_type};
 
+use super::conditions::unresolved_refs;
 use super::objects::{Item, join_list, namespace_of, sentences};
 use super::secrets::Secrets;
 use crate::duration::parse_duration_ms;
@@ -271,16 +272,14 @@ fn compile_one(
             },
         ),
         Some((reason, _)) => {
-            let clauses: Vec<String> = problems.iter().map(|(_, c)| c.clone()).collect();
-            VerdictCondition::new(
-                condition_type::RESOLVED_REFS,
-                false,
+            let clauses: Vec<&str> = problems.iter().map(|(_, c)| c.as_str()).collect();
+            unresolved_refs(
                 reason,
-                sentences(&[
-                    clauses.join("; "),
-                    "Create the Secret key or correct spec.credentials.secretRefs".into(),
-                    format!("{} of {referenced} API keys are in use", credentials.len()),
-                ]),
+                &clauses,
+                &[
+                    "Create the Secret key or correct spec.credentials.secretRefs",
+                    &format!("{} of {referenced} API keys are in use", credentials.len()),
+                ],
             )
         }
     });
