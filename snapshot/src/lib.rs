@@ -1,7 +1,8 @@
 //! Tollgate's compiled routing table ([`Snapshot`]) and the pure compiler that builds it.
 //!
 //! No I/O, no Kubernetes client, no async runtime: the controller and the proxy's standalone mode
-//! both call [`compile`] and must get byte-identical results from the same resources.
+//! both call [`compile`] and must get byte-identical results from the same resources. The form in which
+//! the controller streams snapshots to proxies, and proxies report usage back, is [`wire`].
 
 mod compile;
 mod digest;
