@@ -26,7 +26,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
                 Ok((tcp, _)) => tcp,
                 Err(_) => continue,
             },
-            _ = crate::stopping(&mut shutdown) => return,
+            _ = crate::shutdown::stopping(&mut shutdown) => return,
         };
         let admin = admin.clone();
         tokio::spawn(async move {

@@ -128,7 +128,7 @@ impl Elector {
             });
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
-                _ = crate::stopping(&mut shutdown) => break,
+                _ = crate::shutdown::stopping(&mut shutdown) => break,
             }
         }
         if *self.leader.borrow() {

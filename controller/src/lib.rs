@@ -9,13 +9,14 @@ pub mod lease;
 pub mod metrics;
 pub mod publish;
 pub mod server;
+mod shutdown;
 pub mod status;
 pub mod store;
 pub mod usage;
 pub mod watch;
 pub mod writer;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::watch as channel, task::JoinSet};
@@ -27,14 +28,6 @@ use crate::{
     store::Store,
     usage::Ledger,
 };
-
-/// How long shutdown waits for the Lease to be released and the last usage to be written.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub(crate) async fn stopping(shutdown: &mut channel::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
-}
 
 /// Runs the controller until `stop` resolves, then shuts down gracefully.
 pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
@@ -79,18 +72,7 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
     }));
     let proxy_replicas = elector.proxy_replicas();
     let leader = elector.subscribe();
-    {
-        let metrics = metrics.clone();
-        let mut leader = leader.clone();
-        tokio::spawn(async move {
-            while leader.changed().await.is_ok() {
-                let leads = *leader.borrow_and_update();
-                metrics
-                    .leader
-                    .store(i64::from(leads), std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-    }
+    tokio::spawn(metrics::follow_leader(metrics.clone(), leader.clone()));
     let elector_task = tokio::spawn(elector.run(shutdown.clone()));
 
     let (snapshots_tx, snapshots) = channel::channel(None);
@@ -143,7 +125,7 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
     stop.await;
     tracing::info!("shutting down: ending streams, writing usage, releasing the Lease");
     shutdown_tx.send_replace(true);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+    let _ = tokio::time::timeout(crate::shutdown::GRACE, async {
         let _ = compile_task.await;
         let _ = usage_task.await;
         let _ = elector_task.await;

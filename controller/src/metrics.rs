@@ -2,9 +2,14 @@
 
 use std::{
     fmt::Write as _,
-    sync::atomic::{AtomicI64, AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
     time::Duration,
 };
+
+use tokio::sync::watch;
 
 /// Upper bounds (seconds) of the compile-duration histogram buckets.
 const BUCKETS: [f64; 12] = [
@@ -46,6 +51,14 @@ impl Histogram {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Keeps [`Metrics::leader`] equal to whether this replica leads, until the election ends.
+pub async fn follow_leader(metrics: Arc<Metrics>, mut leader: watch::Receiver<bool>) {
+    while leader.changed().await.is_ok() {
+        let leads = *leader.borrow_and_update();
+        metrics.leader.store(i64::from(leads), Ordering::Relaxed);
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use tollgate_snapshot::{Inputs, Snapshot, Verdict};
+use tollgate_snapshot::{Inputs, Snapshot, Verdict, wire};
 
 use crate::{metrics::Metrics, store::Store};
 
@@ -19,7 +19,7 @@ const RECOMPILE_EVERY: Duration = Duration::from_secs(30);
 pub struct Published {
     /// The snapshot.
     pub snapshot: Snapshot,
-    /// `u32` big-endian length followed by `Snapshot::encode()`.
+    /// The snapshot as one stream frame ([`wire::encode_frame`]).
     pub frame: Bytes,
 }
 
@@ -38,15 +38,6 @@ pub struct Debounce {
     pub quiet: Duration,
     /// Longest a burst may postpone a compile.
     pub max: Duration,
-}
-
-/// Frames a snapshot for the stream.
-pub fn frame(snapshot: &Snapshot) -> Bytes {
-    let body = snapshot.encode();
-    let mut framed = Vec::with_capacity(body.len() + 4);
-    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&body);
-    Bytes::from(framed)
 }
 
 fn unix_millis() -> u64 {
@@ -96,7 +87,7 @@ pub async fn run(
             // A new proxy count changes every replica's share of the limits: recompile.
             changed = proxy_replicas.changed(), if counting => counting = changed.is_ok(),
             _ = tokio::time::sleep(RECOMPILE_EVERY) => {},
-            _ = crate::stopping(&mut shutdown) => return,
+            _ = crate::shutdown::stopping(&mut shutdown) => return,
         }
         settle(&mut changes, debounce).await;
         if !store.synced() {
@@ -119,7 +110,7 @@ pub async fn run(
             .is_none_or(|p| p.snapshot.hash != compiled.snapshot.hash);
         if changed {
             last_version = version;
-            let frame = frame(&compiled.snapshot);
+            let frame = Bytes::from(wire::encode_frame(&compiled.snapshot));
             metrics.snapshot_version.store(version, Ordering::Relaxed);
             metrics
                 .snapshot_bytes
@@ -168,17 +159,6 @@ async fn settle(changes: &mut watch::Receiver<u64>, debounce: Debounce) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_frame_is_the_length_then_the_encoding() {
-        let snapshot = Snapshot::empty(7);
-        let framed = frame(&snapshot);
-        let len = u32::from_be_bytes(framed[..4].try_into().unwrap()) as usize;
-        assert_eq!(len, framed.len() - 4);
-        let back = Snapshot::decode(&framed[4..]).unwrap();
-        assert_eq!(back.version, 7);
-        assert_eq!(back.hash, snapshot.hash);
-    }
 
     #[tokio::test(start_paused = true)]
     async fn settle_waits_for_quiet_but_not_past_max() {

@@ -1,7 +1,7 @@
 //! The HTTPS endpoint proxies talk to: `GET /v1/snapshots` (a stream of frames) and `POST /v1/usage`.
 //!
-//! A frame is a 4-byte big-endian length and that many bytes of `Snapshot::encode()`; a zero length is
-//! a heartbeat, so a proxy can tell a quiet controller from a dead connection. Every request needs
+//! Frames, heartbeats and the usage report are defined once, for both sides, in `tollgate_snapshot::wire`:
+//! a heartbeat lets a proxy tell a quiet controller from a dead connection. Every request needs
 //! `Authorization: Bearer <ServiceAccount token>` of an allowed proxy: none or invalid → 401, someone
 //! else's → 403.
 
@@ -28,18 +28,17 @@ use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
+use tollgate_snapshot::wire::{HEARTBEAT, SNAPSHOTS_PATH, USAGE_PATH, UsageReport};
 
 use crate::{
     auth::{Authenticator, Decision},
     metrics::Metrics,
     publish::Published,
-    usage::{Ledger, UsageReport},
+    usage::Ledger,
 };
 
 /// Largest usage report accepted.
 const MAX_REPORT_BYTES: usize = 4 << 20;
-/// A zero-length frame.
-const HEARTBEAT: [u8; 4] = [0; 4];
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -96,7 +95,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = crate::stopping(&mut shutdown) => return,
+            _ = crate::shutdown::stopping(&mut shutdown) => return,
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -131,7 +130,7 @@ async fn handle(
     let route = (req.method().clone(), req.uri().path().to_owned());
     let known = matches!(
         (&route.0, route.1.as_str()),
-        (&Method::GET, "/v1/snapshots") | (&Method::POST, "/v1/usage")
+        (&Method::GET, SNAPSHOTS_PATH) | (&Method::POST, USAGE_PATH)
     );
     if !known {
         return Ok(json_error(StatusCode::NOT_FOUND, "no such endpoint"));
@@ -233,7 +232,7 @@ fn frames(
                 _ = tokio::time::sleep(heartbeat) => {
                     return Some((Bytes::from_static(&HEARTBEAT), s));
                 }
-                _ = crate::stopping(&mut s.shutdown) => false,
+                _ = crate::shutdown::stopping(&mut s.shutdown) => false,
             };
             if !wake {
                 return None;
@@ -273,7 +272,7 @@ async fn accept_usage(shared: &Shared, req: Request<Incoming>) -> Response<Body>
             );
         }
     };
-    let report: UsageReport = match serde_json::from_slice(&body) {
+    let report = match UsageReport::decode(&body) {
         Ok(report) => report,
         Err(error) => {
             return json_error(
@@ -301,10 +300,9 @@ fn json_error(status: StatusCode, message: &str) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use tollgate_snapshot::Snapshot;
+    use tollgate_snapshot::{Snapshot, wire};
 
     use super::*;
-    use crate::publish::frame;
 
     fn published(version: u64, content_marker: &str) -> Arc<Published> {
         // Different markers give different content, hence different hashes.
@@ -321,7 +319,7 @@ mod tests {
         };
         let snapshot = tollgate_snapshot::compile(&inputs, version).snapshot;
         Arc::new(Published {
-            frame: frame(&snapshot),
+            frame: Bytes::from(wire::encode_frame(&snapshot)),
             snapshot,
         })
     }
@@ -339,12 +337,22 @@ mod tests {
         ));
         assert_eq!(metrics.connected_proxies.load(Ordering::Relaxed), 1);
         let first = s.next().await.unwrap();
-        assert_eq!(Snapshot::decode(&first[4..]).unwrap().version, 1);
+        assert_eq!(
+            Snapshot::decode(&first[wire::FRAME_HEADER_LEN..])
+                .unwrap()
+                .version,
+            1
+        );
         // Same content, new version: not sent again.
         tx.send_replace(Some(published(2, "a")));
         tx.send_replace(Some(published(3, "b")));
         let next = s.next().await.unwrap();
-        assert_eq!(Snapshot::decode(&next[4..]).unwrap().version, 3);
+        assert_eq!(
+            Snapshot::decode(&next[wire::FRAME_HEADER_LEN..])
+                .unwrap()
+                .version,
+            3
+        );
         let beat = s.next().await.unwrap();
         assert_eq!(&beat[..], &HEARTBEAT);
         drop(s);

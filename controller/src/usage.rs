@@ -26,42 +26,13 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams},
 };
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 use tollgate_crds::{ApiSubscription, Usage};
 use tollgate_snapshot::ObjectRef;
+use tollgate_snapshot::wire::UsageReport;
 
 use crate::{metrics::Metrics, store::Store};
-
-/// What a proxy sends to `POST /v1/usage`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageReport {
-    /// The reporting proxy process (absent from proxies that predate replica counting).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<String>,
-    /// Counts since the proxy's previous accepted report, one entry per subscription.
-    pub deltas: Vec<UsageDelta>,
-}
-
-/// Traffic of one subscription since the last report.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageDelta {
-    /// Namespace of the `ApiSubscription`.
-    pub namespace: String,
-    /// Name of the `ApiSubscription`.
-    pub name: String,
-    /// Calls answered.
-    pub requests: u64,
-    /// Input tokens.
-    pub input_tokens: u64,
-    /// Output tokens.
-    pub output_tokens: u64,
-    /// Cost in US dollars.
-    pub cost_usd: f64,
-}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Pending {
@@ -193,7 +164,7 @@ pub async fn flush_loop(
     loop {
         let stop = tokio::select! {
             _ = tokio::time::sleep(every) => false,
-            _ = crate::stopping(&mut shutdown) => true,
+            _ = crate::shutdown::stopping(&mut shutdown) => true,
         };
         // Only a leader accepts reports, so what is left at shutdown was accepted while leading; the
         // resourceVersion guard keeps this last write safe even if another replica leads by now.
@@ -245,6 +216,8 @@ async fn flush(client: &Client, store: &Store, ledger: &Ledger, metrics: &Metric
 
 #[cfg(test)]
 mod tests {
+    use tollgate_snapshot::wire::UsageDelta;
+
     use super::*;
 
     #[test]
@@ -299,17 +272,6 @@ mod tests {
         let taken = ledger.take();
         assert_eq!(taken[&ObjectRef::new("t", "s")].requests, 2);
         assert!(ledger.take().is_empty());
-    }
-
-    #[test]
-    fn the_report_wire_format_is_camel_case() {
-        let text = r#"{"deltas":[{"namespace":"t","name":"s","requests":1,"inputTokens":2,"outputTokens":3,"costUsd":0.25}]}"#;
-        let report: UsageReport = serde_json::from_str(text).unwrap();
-        assert_eq!(report.deltas[0].output_tokens, 3);
-        assert_eq!(serde_json::to_string(&report).unwrap(), text);
-        let with_proxy = r#"{"proxy":"p-1","deltas":[]}"#;
-        let report: UsageReport = serde_json::from_str(with_proxy).unwrap();
-        assert_eq!(report.proxy.as_deref(), Some("p-1"));
     }
 
     #[test]

@@ -196,7 +196,7 @@ fn main() {
         let t = Instant::now();
         let c = compile(&inputs, run as u64);
         let elapsed = t.elapsed();
-        // Run 0 warms caches and parses the catalog. Dropping the previous table is not compile work,
+        // Run 0 warms caches and parses the price list. Dropping the previous table is not compile work,
         // so the clocks are read before it.
         if run > 0 {
             times.push(elapsed);

@@ -229,13 +229,13 @@ impl ser::Serializer for &mut Sink {
 
     fn serialize_struct_variant(
         self,
-        _: &'static str,
+        name: &'static str,
         index: u32,
-        _: &'static str,
-        _: usize,
+        variant: &'static str,
+        len: usize,
     ) -> Result<Self, Error> {
-        self.serialize_u32(index)?;
-        Ok(self)
+        // Field names are not written, so a struct variant starts like a tuple variant.
+        self.serialize_tuple_variant(name, index, variant, len)
     }
 }
 
@@ -274,27 +274,26 @@ impl ser::SerializeMap for &mut Sink {
     }
 }
 
-impl ser::SerializeStruct for &mut Sink {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, _: &'static str, value: &T) -> Done {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
+/// Struct fields are written by value alone: their order is fixed, so their names add nothing.
+macro_rules! named_compound {
+    ($($tr:ident),*) => {$(
+        impl ser::$tr for &mut Sink {
+            type Ok = ();
+            type Error = Error;
+            fn serialize_field<T: ?Sized + Serialize>(
+                &mut self,
+                _: &'static str,
+                value: &T,
+            ) -> Done {
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> Done {
+                Ok(())
+            }
+        }
+    )*};
 }
-
-impl ser::SerializeStructVariant for &mut Sink {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, _: &'static str, value: &T) -> Done {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
+named_compound!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {

@@ -1,21 +1,23 @@
 //! Tollgate's compiled routing table ([`Snapshot`]) and the pure compiler that builds it.
 //!
 //! No I/O, no Kubernetes client, no async runtime: the controller and the proxy's standalone mode
-//! both call [`compile`] and must get byte-identical results from the same resources.
+//! both call [`compile`] and must get byte-identical results from the same resources. The form in which
+//! the controller streams snapshots to proxies, and proxies report usage back, is [`wire`].
 
-mod catalog;
 mod compile;
 mod digest;
 mod duration;
 mod fx;
 mod message;
 mod model;
+mod prices;
 mod verdict;
+pub mod wire;
 
-pub use catalog::*;
 pub use compile::*;
 pub use duration::*;
 pub use fx::{FxHashMap, FxHasher};
 pub use message::Message;
 pub use model::*;
+pub use prices::*;
 pub use verdict::*;

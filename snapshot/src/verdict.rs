@@ -9,7 +9,7 @@ use tollgate_crds::{
 };
 
 use crate::message::Message;
-use crate::model::{Budget, Limits, ObjectRef};
+use crate::model::{Budget, Limits, ObjectRef, budget_usd};
 
 /// The kind of object a verdict is about. Verdicts are sorted in this order first.
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -210,7 +210,7 @@ impl Verdict {
                 effective_budget: d
                     .effective_budget
                     .filter(|b| !b.is_unlimited())
-                    .map(crate::compile::budget_usd),
+                    .map(budget_usd),
                 usage: None,
             }),
         };

@@ -1,7 +1,7 @@
 //! Following a Tollgate controller: the snapshot stream in, usage reports out.
 //!
-//! The proxy opens `GET /v1/snapshots` over TLS with its ServiceAccount token and receives frames: a
-//! 4-byte big-endian length, then that many bytes of `Snapshot::encode()`; a zero length is a heartbeat.
+//! The proxy opens `GET /v1/snapshots` over TLS with its ServiceAccount token and receives frames (the
+//! wire form, shared with the controller, is `tollgate_snapshot::wire`): snapshots, and heartbeats.
 //! On any failure it keeps serving the last snapshot and reconnects with exponential backoff and
 //! jitter. Usage deltas per subscription go to `POST /v1/usage` every few seconds; deltas the
 //! controller did not accept (it may not be the leader) are kept and sent again.
@@ -22,11 +22,9 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use rustls::pki_types::{CertificateDer, pem::PemObject};
-use serde::Serialize;
+use tollgate_snapshot::wire::{self, FRAME_HEADER_LEN, UsageDelta, UsageReport};
 use tollgate_snapshot::{FxHashMap, ObjectRef, Snapshot};
 
-/// Largest snapshot frame accepted.
-const MAX_FRAME: usize = 512 << 20;
 /// Without any frame (heartbeats included) for this long, the stream is presumed dead.
 const SILENCE_LIMIT: Duration = Duration::from_secs(35);
 /// First and largest pause between reconnection attempts.
@@ -166,7 +164,7 @@ async fn stream_once(
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
     let token = read_token(&cfg.token_file)?;
-    let request = Request::get(endpoint(&cfg.url, "/v1/snapshots")?)
+    let request = Request::get(endpoint(&cfg.url, wire::SNAPSHOTS_PATH)?)
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Empty::new())?;
     let response = tokio::time::timeout(SILENCE_LIMIT, client.request(request))
@@ -195,10 +193,10 @@ async fn stream_once(
         };
         frames.push(&data);
         while let Some(payload) = frames.next_frame()? {
-            if payload.is_empty() {
+            let Some(snapshot) = wire::decode_payload(&payload).context("decoding a snapshot")?
+            else {
                 continue; // heartbeat
-            }
-            let snapshot = Snapshot::decode(&payload).context("decoding a snapshot")?;
+            };
             backoff.reset();
             if last_hash.as_deref() == Some(snapshot.hash.as_str()) {
                 continue;
@@ -228,18 +226,15 @@ impl FrameReader {
 
     /// The next complete frame's payload (empty for a heartbeat), if one is buffered.
     fn next_frame(&mut self) -> anyhow::Result<Option<Bytes>> {
-        if self.buffer.len() < 4 {
+        let Some(len) = wire::frame_len(&self.buffer)? else {
+            return Ok(None);
+        };
+        if self.buffer.len() < FRAME_HEADER_LEN + len {
+            self.buffer
+                .reserve(FRAME_HEADER_LEN + len - self.buffer.len());
             return Ok(None);
         }
-        let len = u32::from_be_bytes(self.buffer[..4].try_into().expect("4 bytes")) as usize;
-        if len > MAX_FRAME {
-            bail!("a frame of {len} bytes exceeds the {MAX_FRAME}-byte limit");
-        }
-        if self.buffer.len() < 4 + len {
-            self.buffer.reserve(4 + len - self.buffer.len());
-            return Ok(None);
-        }
-        self.buffer.advance(4);
+        self.buffer.advance(FRAME_HEADER_LEN);
         Ok(Some(self.buffer.split_to(len).freeze()))
     }
 }
@@ -271,15 +266,6 @@ impl Delta {
     }
 }
 
-/// The body of `POST /v1/usage`.
-#[derive(Serialize, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-struct UsageReport {
-    /// This proxy process, so the leader can count live proxies (for local shares of limits).
-    proxy: String,
-    deltas: Vec<UsageDelta>,
-}
-
 /// This process among the proxies: the pod name (a pod's host name) and the process id.
 fn instance() -> String {
     let host = std::env::var("POD_NAME")
@@ -289,17 +275,6 @@ fn instance() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "tollgate-proxy".to_owned());
     format!("{host}-{}", std::process::id())
-}
-
-#[derive(Serialize, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-struct UsageDelta {
-    namespace: String,
-    name: String,
-    requests: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    cost_usd: f64,
 }
 
 impl UsageTally {
@@ -362,7 +337,7 @@ fn report_of(proxy: &str, taken: &Tally) -> UsageReport {
         .collect();
     deltas.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     UsageReport {
-        proxy: proxy.to_owned(),
+        proxy: Some(proxy.to_owned()),
         deltas,
     }
 }
@@ -394,10 +369,10 @@ async fn send_report(
     report: &UsageReport,
 ) -> anyhow::Result<()> {
     let token = read_token(&cfg.token_file)?;
-    let request = Request::post(endpoint(&cfg.url, "/v1/usage")?)
+    let request = Request::post(endpoint(&cfg.url, wire::USAGE_PATH)?)
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(report)?)))?;
+        .body(Full::new(Bytes::from(report.encode())))?;
     let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
         .await
         .map_err(|_| anyhow!("no answer"))??;
@@ -460,7 +435,7 @@ mod tests {
         tally.record(&sub, 5, 12, 0.25);
         let taken = tally.take();
         let report = report_of("proxy-7f-1", &taken);
-        // The controller's side of this wire format is tested in tollgate-controller's usage module.
+        // The controller reads this form back: see the round trips in `tollgate_snapshot::wire`.
         assert_eq!(
             serde_json::to_string(&report).unwrap(),
             r#"{"proxy":"proxy-7f-1","deltas":[{"namespace":"team","name":"sub","requests":2,"inputTokens":15,"outputTokens":24,"costUsd":0.5}]}"#

@@ -1,13 +1,14 @@
-//! `Consumer` → [`Consumer`](crate::Consumer): keys read from Secrets, digested, expired ones left out,
+//! `Consumer` → [`Consumer`](crate::model::Consumer): keys read from Secrets, digested, expired ones left out,
 //! and a key value shared by two consumers kept only by the older.
 
-use std::collections::hash_map::Entry;
 use std::fmt::Write;
 
 use tollgate_crds::{Consumer as ConsumerObject, condition_type};
 
+use super::conditions::unresolved_refs;
 use super::objects::{
-    Interner, Item, Texts, input_order, join_list, map_in_order, older, sentences,
+    Interner, Item, Texts, claim_for_older, input_order, join_list, map_in_order, sentences,
+    states_by_id,
 };
 use super::secrets::{SecretProblem, Secrets};
 use crate::fx::{FxHashMap, map_with_capacity};
@@ -56,16 +57,7 @@ pub(crate) fn compile_consumers<'a>(
     let mut owners: FxHashMap<KeyDigest, usize> = map_with_capacity(items.len() * 2);
     for (i, read) in resolved.iter().enumerate() {
         for key in read.iter().flat_map(|r| &r.keys) {
-            match owners.entry(key.digest) {
-                Entry::Vacant(slot) => {
-                    slot.insert(i);
-                }
-                Entry::Occupied(mut slot) => {
-                    if older(items, i, *slot.get()) {
-                        slot.insert(i);
-                    }
-                }
-            }
+            claim_for_older(&mut owners, key.digest, i, items);
         }
     }
     for (i, read) in resolved.iter_mut().enumerate() {
@@ -93,7 +85,7 @@ pub(crate) fn compile_consumers<'a>(
 
     let mut table = ConsumerTable {
         consumers: Vec::new(),
-        by_id: map_with_capacity(items.len()),
+        by_id: FxHashMap::default(),
     };
     let mut indexes: Vec<Option<ConsumerIdx>> = vec![None; items.len()];
     for (i, (verdict, consumer)) in built.into_iter().enumerate() {
@@ -103,12 +95,7 @@ pub(crate) fn compile_consumers<'a>(
         }
         verdicts.push(verdict);
     }
-    for &i in &order {
-        let id = items[i].id;
-        table
-            .by_id
-            .insert((id.namespace, id.name), ConsumerState { idx: indexes[i] });
-    }
+    table.by_id = states_by_id(items, &order, |i| ConsumerState { idx: indexes[i] });
     table
 }
 
@@ -311,14 +298,10 @@ fn accepted_verdict(
                 .iter()
                 .map(|(_, _, c)| c.as_str())
                 .collect();
-            VerdictCondition::new(
-                condition_type::RESOLVED_REFS,
-                false,
+            unresolved_refs(
                 reason,
-                sentences(&[
-                    clauses.join("; "),
-                    "Create or correct the Secret, or change spec.keys".into(),
-                ]),
+                &clauses,
+                &["Create or correct the Secret, or change spec.keys"],
             )
         }
     };

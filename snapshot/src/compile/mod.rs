@@ -4,6 +4,7 @@
 //! same verdicts. Providers compile first, then routes (which refer to providers), consumers, and
 //! subscriptions (which refer to consumers and routes).
 
+mod conditions;
 mod consumer;
 mod objects;
 mod paths;
@@ -11,10 +12,12 @@ mod provider;
 mod route;
 mod secrets;
 mod subscription;
+mod threads;
 mod traffic;
 
 use k8s_openapi::api::core::v1::Secret;
 use subscription::VerdictQueue;
+use threads::join;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, Phase, condition_type};
 
 use std::sync::{Arc, OnceLock, mpsc};
@@ -30,7 +33,7 @@ pub use provider::{
     FAKE_ENDPOINT, UNTRANSLATED, auth_scheme, default_endpoint, translation_available,
 };
 pub use subscription::{clamp_limits, phase_for};
-pub use traffic::{budget_usd, clamp_budget};
+pub use traffic::clamp_budget;
 
 /// Everything a snapshot is compiled from.
 #[derive(Clone, Debug, Default)]
@@ -207,13 +210,6 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
         verdicts.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.id.cmp(&b.id)));
     }
     Compiled { snapshot, verdicts }
-}
-
-/// Joins a scoped thread, passing its panic on.
-pub(crate) fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn duplicate<T>(kind: Kind, item: &objects::Item<'_, T>, detail: Detail) -> Verdict {

@@ -2,8 +2,9 @@
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
+use std::collections::hash_map::Entry;
 use std::fmt;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hash};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -12,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
 
-use crate::fx::{FxHashMap, FxHasher};
+use crate::fx::{FxHashMap, FxHasher, map_with_capacity};
 use crate::model::ObjectRef;
 
 /// The namespace of objects that name none (standalone YAML files often leave it out).
@@ -144,6 +145,42 @@ pub(crate) fn by_age<T>(items: &[Item<'_, T>], keep: impl Fn(usize) -> bool) -> 
 /// items this way spares sorting them all.
 pub(crate) fn older<T>(items: &[Item<'_, T>], a: usize, b: usize) -> bool {
     (items[a].created, a) < (items[b].created, b)
+}
+
+/// Makes item `i` the holder of `key` unless an older item holds it; says whether another item held
+/// the key before (either way, the older of the two holds it now).
+pub(crate) fn claim_for_older<K: Hash + Eq, T>(
+    holders: &mut FxHashMap<K, usize>,
+    key: K,
+    i: usize,
+    items: &[Item<'_, T>],
+) -> bool {
+    match holders.entry(key) {
+        Entry::Vacant(slot) => {
+            slot.insert(i);
+            false
+        }
+        Entry::Occupied(mut slot) => {
+            if older(items, i, *slot.get()) {
+                slot.insert(i);
+            }
+            true
+        }
+    }
+}
+
+/// Each item's table state by namespace and name, inserted in `order` (see `input_order`).
+pub(crate) fn states_by_id<'a, T, S>(
+    items: &[Item<'a, T>],
+    order: &[usize],
+    mut state: impl FnMut(usize) -> S,
+) -> FxHashMap<(&'a str, &'a str), S> {
+    let mut by_id = map_with_capacity(items.len());
+    for &i in order {
+        let id = items[i].id;
+        by_id.insert((id.namespace, id.name), state(i));
+    }
+    by_id
 }
 
 /// Objects sorted by namespace/name, and the duplicates (same namespace/name) set aside.

@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use tollgate_crds::{ModelProvider, ModelProviderSpec, ProviderType, condition_type};
 
+use super::conditions::unresolved_refs;
 use super::objects::{Item, join_list, namespace_of, sentences};
 use super::secrets::Secrets;
-use crate::catalog::catalog;
 use crate::duration::parse_duration_ms;
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{
     AuthScheme, Credential, FakeBehaviour, Price, Provider, ProviderIdx, ProviderModel, Timeouts,
 };
+use crate::prices::price_list;
 use crate::verdict::{Detail, Kind, ProviderDetail, Verdict, VerdictCondition};
 
 /// Endpoint given to `Fake` providers, which never touch the network.
@@ -271,16 +272,14 @@ fn compile_one(
             },
         ),
         Some((reason, _)) => {
-            let clauses: Vec<String> = problems.iter().map(|(_, c)| c.clone()).collect();
-            VerdictCondition::new(
-                condition_type::RESOLVED_REFS,
-                false,
+            let clauses: Vec<&str> = problems.iter().map(|(_, c)| c.as_str()).collect();
+            unresolved_refs(
                 reason,
-                sentences(&[
-                    clauses.join("; "),
-                    "Create the Secret key or correct spec.credentials.secretRefs".into(),
-                    format!("{} of {referenced} API keys are in use", credentials.len()),
-                ]),
+                &clauses,
+                &[
+                    "Create the Secret key or correct spec.credentials.secretRefs",
+                    &format!("{} of {referenced} API keys are in use", credentials.len()),
+                ],
             )
         }
     });
@@ -452,7 +451,7 @@ fn resolve_fake(spec: &ModelProviderSpec, invalid: &mut Vec<String>) -> Option<F
     Some(fake)
 }
 
-/// Models sorted by name with catalog prices and overrides, and the names whose cost will read 0.
+/// Models sorted by name with listed prices and overrides, and the names whose cost will read 0.
 fn resolve_models(
     spec: &ModelProviderSpec,
     invalid: &mut Vec<String>,
@@ -463,7 +462,7 @@ fn resolve_models(
     let mut models = Vec::with_capacity(spec.models.len());
     let mut unpriced = Vec::new();
     for m in &spec.models {
-        let listed = catalog().lookup(spec.provider_type, &m.name);
+        let listed = price_list().lookup(spec.provider_type, &m.name);
         let given = m.pricing.clone().unwrap_or_default();
         let overrides = [
             given.input_per_million,

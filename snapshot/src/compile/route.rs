@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use tollgate_crds::{AIRoute, AIRouteSpec, BackendRef, Stage, condition_type};
 
+use super::conditions::unresolved_refs;
 use super::objects::{
     Interner, Item, Texts, by_age, input_order, join_list, map_in_order, push_list, sentences,
+    states_by_id,
 };
 use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
 use super::provider::ProviderTable;
-use crate::fx::{FxHashMap, map_with_capacity};
+use crate::fx::FxHashMap;
 use crate::model::{Backend, Route, RouteIdx, RouteModel};
 use crate::verdict::{Detail, Kind, RouteDetail, Verdict, VerdictCondition};
 
@@ -68,7 +70,7 @@ pub(crate) fn compile_routes<'a>(
     let mut table = RouteTable {
         routes: Vec::new(),
         verdict_at: Vec::new(),
-        by_id: map_with_capacity(items.len()),
+        by_id: FxHashMap::default(),
     };
     let mut indexes: Vec<Option<RouteIdx>> = vec![None; items.len()];
     for (i, item) in items.iter().enumerate() {
@@ -100,12 +102,7 @@ pub(crate) fn compile_routes<'a>(
         };
         verdicts.push(verdict);
     }
-    for &i in &order {
-        let id = items[i].id;
-        table
-            .by_id
-            .insert((id.namespace, id.name), RouteState { idx: indexes[i] });
-    }
+    table.by_id = states_by_id(items, &order, |i| RouteState { idx: indexes[i] });
     table
 }
 
@@ -341,14 +338,10 @@ fn build<'a>(
         ),
         Some(&(reason, _)) => {
             let clauses: Vec<&str> = problems.iter().map(|(_, c)| c.as_str()).collect();
-            VerdictCondition::new(
-                condition_type::RESOLVED_REFS,
-                false,
+            unresolved_refs(
                 reason,
-                sentences(&[
-                    clauses.join("; "),
-                    "Requests use the remaining backends until this is fixed".into(),
-                ]),
+                &clauses,
+                &["Requests use the remaining backends until this is fixed"],
             )
         }
     });

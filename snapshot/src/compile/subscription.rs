@@ -1,14 +1,14 @@
 //! `ApiSubscription` → [`Subscription`]: references, phase, and limits clamped to the route's.
 
-use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_crds::{ApiSubscription, Approval, Decision, Phase, Stage, condition_type};
 
 use super::consumer::{ConsumerState, ConsumerTable};
-use super::objects::{Item, older, sentences};
+use super::objects::{Item, claim_for_older, sentences};
 use super::route::{RouteState, RouteTable};
+use super::threads::join;
 use super::traffic::{budget_of, clamp_budget, limits_of};
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::message::Message;
@@ -173,7 +173,7 @@ pub(crate) fn plan_subscriptions<'a>(
             .iter()
             .map(|item| read(item, consumers, routes))
             .collect();
-        reads.extend(super::join(back));
+        reads.extend(join(back));
         reads
     });
     // Of two subscriptions of one consumer to one route, the older stands. Such pairs are rare: one
@@ -182,17 +182,7 @@ pub(crate) fn plan_subscriptions<'a>(
     let mut paired = false;
     for (i, read) in reads.iter().enumerate() {
         let Ok(pair) = &read.refs else { continue };
-        match taken.entry(*pair) {
-            Entry::Vacant(slot) => {
-                slot.insert(i);
-            }
-            Entry::Occupied(mut slot) => {
-                paired = true;
-                if older(items, i, *slot.get()) {
-                    slot.insert(i);
-                }
-            }
-        }
+        paired |= claim_for_older(&mut taken, *pair, i, items);
     }
     let mut duplicate_of: Vec<Option<usize>> = vec![None; items.len()];
     if paired {

@@ -3,10 +3,7 @@
 use tollgate_crds::{ModelProviderSpec, RetryBudget as RetryBudgetSpec};
 
 use crate::duration::parse_duration_ms;
-use crate::model::{Budget, HealthPolicy, Limits, RetryBudget};
-
-/// Micro-dollars in one US dollar.
-pub const MICRO_USD: f64 = 1_000_000.0;
+use crate::model::{Budget, HealthPolicy, Limits, MICRO_USD, RetryBudget};
 
 /// The resource's limits as the snapshot holds them.
 pub fn limits_of(given: Option<&tollgate_crds::Limits>) -> Limits {
@@ -30,14 +27,6 @@ pub fn budget_of(given: Option<&tollgate_crds::Budget>) -> Budget {
             daily_micro_usd: micro(b.daily_usd),
         })
         .unwrap_or_default()
-}
-
-/// A budget as status shows it, in US dollars.
-pub fn budget_usd(budget: Budget) -> tollgate_crds::Budget {
-    tollgate_crds::Budget {
-        monthly_usd: budget.monthly_micro_usd.map(|m| m as f64 / MICRO_USD),
-        daily_usd: budget.daily_micro_usd.map(|m| m as f64 / MICRO_USD),
-    }
 }
 
 fn lower<T: Ord + Copy>(wanted: Option<T>, ceiling: Option<T>) -> Option<T> {
@@ -93,6 +82,7 @@ pub fn health_of(spec: &ModelProviderSpec, invalid: &mut Vec<String>) -> HealthP
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::budget_usd;
 
     #[test]
     fn budgets_are_whole_micro_dollars_and_clamp_per_ceiling() {

@@ -1,11 +1,9 @@
 //! What every verdict must be, whatever the resources: one per object, sorted, in the CRD status shape,
 //! and with messages a person can act on.
 
-mod support;
-
+use crate::support::world::world;
+use crate::support::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use support::world::world;
-use support::*;
 use tollgate_crds::{AIRouteStatus, ApiSubscriptionStatus, ConsumerStatus, ModelProviderStatus};
 use tollgate_snapshot::{Kind, compile};
 

@@ -1,9 +1,7 @@
 //! Rules about consumers, keys, subscriptions, prices and Secrets.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 use tollgate_crds::condition_type::{ACCEPTED, READY, RESOLVED_REFS};
 use tollgate_snapshot::{Detail, KeyDigest, Kind, Limits, Phase, Stage};
 
@@ -417,17 +415,17 @@ fn of_several_subscriptions_to_one_route_the_oldest_stands_wherever_it_sorts() {
 }
 
 #[test]
-fn provider_pricing_overrides_the_catalog_field_by_field() {
-    let catalog = tollgate_snapshot::catalog()
+fn provider_pricing_overrides_the_price_list_field_by_field() {
+    let listed = tollgate_snapshot::price_list()
         .lookup(tollgate_snapshot::ProviderType::OpenAI, "gpt-4o-mini")
-        .expect("gpt-4o-mini is in the catalog")
+        .expect("gpt-4o-mini is on the price list")
         .price();
     let compiled = run(&team_a());
     assert_eq!(
         compiled.snapshot.content.providers[0].models[0].price,
-        catalog
+        listed
     );
-    assert!(catalog.input_per_million > 0.0);
+    assert!(listed.input_per_million > 0.0);
 
     let mut inputs = team_a();
     inputs.providers[0].spec.models[0].pricing = Some(tollgate_crds::Pricing {
@@ -438,7 +436,7 @@ fn provider_pricing_overrides_the_catalog_field_by_field() {
     let compiled = run(&inputs);
     let price = compiled.snapshot.content.providers[0].models[0].price;
     assert_eq!(price.input_per_million, 0.5);
-    assert_eq!(price.output_per_million, catalog.output_per_million);
+    assert_eq!(price.output_per_million, listed.output_per_million);
     assert_eq!(price.cached_input_per_million, Some(0.0));
     assert_eq!(
         compiled.snapshot.content.routes[0].models[0].backends[0].price,
@@ -447,7 +445,7 @@ fn provider_pricing_overrides_the_catalog_field_by_field() {
 }
 
 #[test]
-fn model_unknown_to_the_catalog_costs_zero_until_priced_and_says_so() {
+fn model_missing_from_the_price_list_costs_zero_until_priced_and_says_so() {
     let mut inputs = team_a();
     inputs.providers = vec![openai("team-a", "openai", &["gpt-4o-mini", "in-house-llm"])];
     let compiled = run(&inputs);

@@ -1,9 +1,7 @@
 //! Rules about providers and routes: sharing, path conflicts, references, lifecycle, defaults.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 use tollgate_crds::condition_type::{ACCEPTED, READY, RESOLVED_REFS};
 use tollgate_snapshot::{Kind, ProviderType, Stage};
 

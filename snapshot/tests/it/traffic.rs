@@ -1,10 +1,8 @@
 //! Traffic policy as compiled: budgets clamped to the route's (and shown in status), consumer-wide
 //! limits and budgets, retry budgets, provider health and key cooldown, and the proxy count input.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 use tollgate_crds::condition_type::ACCEPTED;
 use tollgate_snapshot::{Budget, Detail, HealthPolicy, Kind, Limits, RetryBudget, Snapshot};
 

@@ -1,10 +1,8 @@
 //! Same resources in any order give a byte-identical snapshot; the wire form round-trips.
 
-mod support;
-
+use crate::support::world::{shuffled, world};
+use crate::support::*;
 use proptest::prelude::*;
-use support::world::{shuffled, world};
-use support::*;
 use tollgate_snapshot::{DecodeError, KeyDigest, Snapshot, compile};
 
 proptest! {

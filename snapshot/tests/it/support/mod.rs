@@ -1,5 +1,4 @@
 //! Builders for resources in tests: short JSON specs in, typed objects out.
-#![allow(dead_code)]
 
 use k8s_openapi::api::core::v1::Secret;
 use serde::de::DeserializeOwned;

@@ -1,4 +1,4 @@
-//! The shipped model catalog: list prices, context windows and modalities of current models,
+//! The shipped model price list: list prices, context windows and modalities of current models,
 //! used as default prices when a `ModelProvider` does not set its own.
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,8 +9,8 @@ use tollgate_crds::ProviderType;
 
 use crate::model::Price;
 
-/// The catalog file, embedded at build time.
-pub const CATALOG_JSON: &str = include_str!("../catalog/models.json");
+/// The price list file, embedded at build time.
+pub const PRICE_LIST_JSON: &str = include_str!("../prices/models.json");
 
 /// Which kinds of content a model takes and gives.
 #[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -26,8 +26,8 @@ pub struct Modality {
 /// One model at one provider, with its list price.
 #[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CatalogModel {
-    /// Catalog family: `openai`, `azure-openai`, `anthropic`, `gemini`, `bedrock`, `mistral`, `groq`,
+pub struct ListedModel {
+    /// Price family: `openai`, `azure-openai`, `anthropic`, `gemini`, `bedrock`, `mistral`, `groq`,
     /// `deepseek`, `cohere` or `xai`.
     pub provider: String,
     /// Model name as the provider's API takes it.
@@ -48,7 +48,7 @@ pub struct CatalogModel {
     pub modality: Modality,
 }
 
-impl CatalogModel {
+impl ListedModel {
     /// The list price as a snapshot [`Price`].
     pub fn price(&self) -> Price {
         Price {
@@ -61,57 +61,57 @@ impl CatalogModel {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CatalogFile {
+struct PriceListFile {
     about: String,
     retrieved: String,
     sources: BTreeMap<String, String>,
     #[serde(default)]
     notes: BTreeMap<String, String>,
-    models: Vec<CatalogModel>,
+    models: Vec<ListedModel>,
 }
 
-/// The parsed catalog with a lookup by (family, model name).
+/// The parsed price list with a lookup by (family, model name).
 #[derive(Debug)]
-pub struct Catalog {
+pub struct PriceList {
     /// What the figures are and are not.
     pub about: String,
     /// When the figures were taken, e.g. `2026-11`.
     pub retrieved: String,
     /// Where each family's figures were taken from.
     pub sources: BTreeMap<String, String>,
-    /// Caveats per family (promotional rates, surcharges the catalog does not model).
+    /// Caveats per family (promotional rates, surcharges the price list does not model).
     pub notes: BTreeMap<String, String>,
     /// Every model, in file order.
-    pub models: Vec<CatalogModel>,
+    pub models: Vec<ListedModel>,
     by_family: HashMap<String, HashMap<String, usize>>,
 }
 
-/// Why the catalog file could not be used.
+/// Why the price list file could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
+pub enum PriceListError {
     /// Not JSON of the expected shape.
-    #[error("model catalog is not valid: {0}")]
+    #[error("model price list is not valid: {0}")]
     Malformed(#[from] serde_json::Error),
     /// A figure or name that cannot be right.
-    #[error("model catalog is inconsistent: {0}")]
+    #[error("model price list is inconsistent: {0}")]
     Inconsistent(String),
 }
 
-impl Catalog {
-    /// Parses and checks a catalog document.
-    pub fn parse(json: &str) -> Result<Self, CatalogError> {
-        let file: CatalogFile = serde_json::from_str(json)?;
+impl PriceList {
+    /// Parses and checks a price list document.
+    pub fn parse(json: &str) -> Result<Self, PriceListError> {
+        let file: PriceListFile = serde_json::from_str(json)?;
         let mut by_family: HashMap<String, HashMap<String, usize>> = HashMap::new();
         for (i, model) in file.models.iter().enumerate() {
             let prices = [Some(model.input), Some(model.output), model.cached_input];
             if prices.iter().flatten().any(|p| !p.is_finite() || *p < 0.0) {
-                return Err(CatalogError::Inconsistent(format!(
+                return Err(PriceListError::Inconsistent(format!(
                     "{}/{} has a negative or non-finite price",
                     model.provider, model.name
                 )));
             }
             if !file.sources.contains_key(&model.provider) {
-                return Err(CatalogError::Inconsistent(format!(
+                return Err(PriceListError::Inconsistent(format!(
                     "{}/{} belongs to a family with no source",
                     model.provider, model.name
                 )));
@@ -119,7 +119,7 @@ impl Catalog {
             let names = by_family.entry(model.provider.clone()).or_default();
             for name in std::iter::once(&model.name).chain(&model.aliases) {
                 if names.insert(name.clone(), i).is_some() {
-                    return Err(CatalogError::Inconsistent(format!(
+                    return Err(PriceListError::Inconsistent(format!(
                         "{}/{name} is listed twice",
                         model.provider
                     )));
@@ -136,9 +136,9 @@ impl Catalog {
         })
     }
 
-    /// The catalog entry for a model at a provider of a given type, if the catalog knows it.
-    pub fn lookup(&self, provider_type: ProviderType, model: &str) -> Option<&CatalogModel> {
-        let family = catalog_family(provider_type)?;
+    /// The listed entry for a model at a provider of a given type, if the price list has it.
+    pub fn lookup(&self, provider_type: ProviderType, model: &str) -> Option<&ListedModel> {
+        let family = price_family(provider_type)?;
         let names = self.by_family.get(family)?;
         let found = names.get(model).or_else(|| {
             // Bedrock cross-region inference profiles put a geography before the model id.
@@ -151,14 +151,15 @@ impl Catalog {
     }
 }
 
-/// The shipped catalog, parsed on first use.
-pub fn catalog() -> &'static Catalog {
-    static CATALOG: OnceLock<Catalog> = OnceLock::new();
-    CATALOG.get_or_init(|| Catalog::parse(CATALOG_JSON).expect("the shipped catalog is valid"))
+/// The shipped price list, parsed on first use.
+pub fn price_list() -> &'static PriceList {
+    static PRICE_LIST: OnceLock<PriceList> = OnceLock::new();
+    PRICE_LIST
+        .get_or_init(|| PriceList::parse(PRICE_LIST_JSON).expect("the shipped price list is valid"))
 }
 
-/// The catalog family whose prices apply to a provider type; `None` for resellers, self-hosted and Fake.
-pub fn catalog_family(provider_type: ProviderType) -> Option<&'static str> {
+/// The price family whose prices apply to a provider type; `None` for resellers, self-hosted and Fake.
+pub fn price_family(provider_type: ProviderType) -> Option<&'static str> {
     Some(match provider_type {
         ProviderType::OpenAI => "openai",
         ProviderType::AzureOpenAI => "azure-openai",
@@ -194,12 +195,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shipped_catalog_has_at_least_100_models_across_every_family() {
-        let catalog = catalog();
+    fn shipped_price_list_has_at_least_100_models_across_every_family() {
+        let list = price_list();
         assert!(
-            catalog.models.len() >= 100,
+            list.models.len() >= 100,
             "only {} models",
-            catalog.models.len()
+            list.models.len()
         );
         for family in [
             "openai",
@@ -213,23 +214,16 @@ mod tests {
             "cohere",
             "xai",
         ] {
-            let n = catalog
-                .models
-                .iter()
-                .filter(|m| m.provider == family)
-                .count();
+            let n = list.models.iter().filter(|m| m.provider == family).count();
             assert!(n >= 2, "family {family} has only {n} models");
-            assert!(
-                catalog.sources.contains_key(family),
-                "no source for {family}"
-            );
+            assert!(list.sources.contains_key(family), "no source for {family}");
         }
-        assert!(catalog.retrieved.starts_with("2026-11"));
+        assert!(list.retrieved.starts_with("2026-11"));
     }
 
     #[test]
-    fn every_catalog_model_has_a_context_window_and_modalities() {
-        for m in &catalog().models {
+    fn every_listed_model_has_a_context_window_and_modalities() {
+        for m in &price_list().models {
             assert!(m.context > 0, "{}/{}", m.provider, m.name);
             assert!(!m.modality.input.is_empty() && !m.modality.output.is_empty());
             if let Some(cached) = m.cached_input {
@@ -245,41 +239,44 @@ mod tests {
 
     #[test]
     fn bedrock_inference_profiles_find_the_base_model() {
-        let catalog = catalog();
-        let base = catalog
+        let list = price_list();
+        let base = list
             .models
             .iter()
             .find(|m| m.provider == "bedrock")
             .expect("a bedrock model");
         let profiled = format!("us.{}", base.name);
         assert_eq!(
-            catalog.lookup(ProviderType::Bedrock, &profiled),
+            list.lookup(ProviderType::Bedrock, &profiled),
             Some(base),
             "{profiled}"
         );
-        assert_eq!(catalog.lookup(ProviderType::OpenAI, &profiled), None);
+        assert_eq!(list.lookup(ProviderType::OpenAI, &profiled), None);
     }
 
     #[test]
-    fn resellers_and_fake_have_no_catalog_prices() {
-        assert_eq!(catalog().lookup(ProviderType::Fake, "gpt-4o"), None);
-        assert_eq!(catalog().lookup(ProviderType::OpenRouter, "gpt-4o"), None);
+    fn resellers_and_fake_have_no_listed_prices() {
+        assert_eq!(price_list().lookup(ProviderType::Fake, "gpt-4o"), None);
+        assert_eq!(
+            price_list().lookup(ProviderType::OpenRouter, "gpt-4o"),
+            None
+        );
     }
 
     #[test]
-    fn catalog_refuses_duplicates_and_negative_prices() {
+    fn price_list_refuses_duplicates_and_negative_prices() {
         let dup = r#"{"about":"t","retrieved":"x","sources":{"a":"u"},"models":[
             {"provider":"a","name":"m","input":1,"output":1,"context":1,"modality":{"in":["text"],"out":["text"]}},
             {"provider":"a","name":"n","aliases":["m"],"input":1,"output":1,"context":1,"modality":{"in":["text"],"out":["text"]}}]}"#;
         assert!(matches!(
-            Catalog::parse(dup),
-            Err(CatalogError::Inconsistent(_))
+            PriceList::parse(dup),
+            Err(PriceListError::Inconsistent(_))
         ));
         let neg = r#"{"about":"t","retrieved":"x","sources":{"a":"u"},"models":[
             {"provider":"a","name":"m","input":-1,"output":1,"context":1,"modality":{"in":["text"],"out":["text"]}}]}"#;
         assert!(matches!(
-            Catalog::parse(neg),
-            Err(CatalogError::Inconsistent(_))
+            PriceList::parse(neg),
+            Err(PriceListError::Inconsistent(_))
         ));
     }
 }

@@ -1,0 +1,32 @@
+//! The compiled routing table: what a proxy needs to serve requests, and nothing else.
+//!
+//! The serialisable part ([`Content`]) holds only vectors in a canonical order, so encoding is
+//! deterministic. Hash maps for the hot path are rebuilt by [`Snapshot::from_content`] after decoding.
+//!
+//! Files from the bottom up: `shared_str` and `limits` stand alone; `refs` names objects; `provider`,
+//! `route`, `consumer` and `subscription` are the four tables' rows; `index` looks rows up; `table`
+//! holds them all.
+
+mod consumer;
+mod index;
+mod limits;
+mod provider;
+mod refs;
+mod route;
+mod shared_str;
+mod subscription;
+mod table;
+
+pub use consumer::{Consumer, ConsumerKey, KeyDigest};
+pub use limits::{Budget, Limits, Price, budget_usd};
+pub use provider::{
+    AuthScheme, Credential, FakeBehaviour, HealthPolicy, Provider, ProviderModel, ProviderType,
+    Timeouts,
+};
+pub use refs::{ConsumerIdx, ObjectRef, ProviderIdx, RouteIdx};
+pub use route::{Approval, Backend, RetryBudget, Route, RouteModel, Stage};
+pub use subscription::{Phase, Subscription};
+pub use table::{Content, DecodeError, RouteMatch, Snapshot};
+
+pub(crate) use limits::MICRO_USD;
+pub(crate) use table::Assembly;

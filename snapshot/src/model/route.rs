@@ -1,0 +1,82 @@
+//! A route row: a published API, the models it serves and the backends behind each.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use tollgate_crds::{Approval, Stage};
+
+use super::limits::{Budget, Limits, Price};
+use super::refs::{ObjectRef, ProviderIdx};
+use super::shared_str;
+
+/// How many retries and fallbacks a route may add on top of its calls, so retries cannot multiply load.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// Retries allowed as a percentage of calls.
+    pub percent: u32,
+    /// Retries allowed per second regardless of traffic, so a quiet route can still fail over.
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self {
+            percent: 20,
+            min_per_second: 10,
+        }
+    }
+}
+
+/// A model at a provider that a route model can send traffic to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Backend {
+    /// The provider.
+    pub provider: ProviderIdx,
+    /// Model name sent upstream (shared by every backend naming the same model of a provider).
+    #[serde(deserialize_with = "shared_str::deserialize")]
+    pub upstream_model: Arc<str>,
+    /// Relative share among the weighted backends (unused for fallbacks).
+    pub weight: u32,
+    /// Price of this model at this provider.
+    pub price: Price,
+}
+
+/// A model name clients may send on a route, with only the backends that resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RouteModel {
+    /// Client-facing name (routes serving one model share the string).
+    #[serde(deserialize_with = "shared_str::deserialize")]
+    pub name: Arc<str>,
+    /// Weighted backends (weight > 0 only).
+    pub backends: Vec<Backend>,
+    /// Ordered fallbacks.
+    pub fallbacks: Vec<Backend>,
+}
+
+/// A published API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Route {
+    /// The `AIRoute` object.
+    pub id: ObjectRef,
+    /// Path prefix without a trailing `/` (`""` for the root prefix `/`).
+    pub prefix: String,
+    /// Hostnames it answers on (lower-case; `*.example.com` wildcards allowed). Empty: any host.
+    pub hostnames: Vec<String>,
+    /// Lifecycle stage.
+    pub stage: Stage,
+    /// Sunset instant (Unix seconds) for Deprecated routes.
+    pub sunset_unix: Option<i64>,
+    /// Served models, sorted by name. Empty for Retired routes (never routed upstream).
+    pub models: Vec<RouteModel>,
+    /// Default per-subscription limits.
+    pub limits: Limits,
+    /// How subscriptions are approved.
+    pub approval: Approval,
+    /// Default (and ceiling of) each subscription's budget.
+    #[serde(default)]
+    pub budget: Budget,
+    /// Retries and fallbacks allowed on top of the calls.
+    #[serde(default)]
+    pub retry_budget: RetryBudget,
+}

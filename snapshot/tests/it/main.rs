@@ -1,0 +1,9 @@
+//! The snapshot crate's integration tests, one binary: each module is one behaviour, and `support`
+//! builds the resources they compile.
+
+mod determinism;
+mod rules_access;
+mod rules_routing;
+mod support;
+mod traffic;
+mod verdicts;
