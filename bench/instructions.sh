@@ -10,12 +10,9 @@
 # about. Needs valgrind (Debian package, installed here if missing) and oha (see run.sh). Not part of
 # the test suite.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-cache="${TOLLGATE_CACHE:-$HOME/.cache/tollgate}"
-target="${CARGO_TARGET_DIR:-target}"
-say() { printf 'instructions: %s\n' "$*" >&2; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+say_as=instructions
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 command -v valgrind >/dev/null || {
     say "installing Debian's valgrind"

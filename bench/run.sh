@@ -9,13 +9,9 @@
 # Needs: nginx (Debian package, installed here if missing), oha (built into ~/.cache/tollgate/cargo-bin once,
 # if not on PATH), taskset, two CPUs. Not part of the test suite.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-cache="${TOLLGATE_CACHE:-$HOME/.cache/tollgate}"
-target="${CARGO_TARGET_DIR:-target}"
-say() { printf 'bench: %s\n' "$*" >&2; }
-
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+say_as=bench
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 nginx_bin="$(command -v nginx || true)"
 [ -z "$nginx_bin" ] && [ -x /usr/sbin/nginx ] && nginx_bin=/usr/sbin/nginx

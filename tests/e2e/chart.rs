@@ -3,46 +3,39 @@
 //! security level, a values schema that catches mistakes, generated copies that match their sources, and
 //! `kubectl apply -f deploy/` as its header documents.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use tollgate_e2e::{ControlPlane, TestNamespace, run_with_stdin};
+use tollgate_e2e::{
+    ControlPlane, TestNamespace, certificate_text, chart_dir, repo_root, run_combined,
+    run_with_stdin,
+};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn chart() -> PathBuf {
-    repo().join("charts/tollgate")
-}
-
-fn run(mut cmd: Command) -> Result<String, String> {
-    let out = cmd.output().expect("command starts");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!(
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr).into_owned()
-        ))
-    }
-}
+/// Kinds only optional features render: off by default, all on with `ci/all-options-values.yaml`.
+const OPTIONAL_KINDS: [&str; 5] = [
+    "ServiceMonitor",
+    "NetworkPolicy",
+    "ConfigMap",
+    "Certificate",
+    "Issuer",
+];
 
 /// `helm template <release> charts/tollgate --namespace <ns>` plus `args`.
 fn render(cp: &ControlPlane, release: &str, namespace: &str, args: &[&str]) -> String {
     let mut cmd = cp.helm();
     cmd.arg("template")
         .arg(release)
-        .arg(chart())
+        .arg(chart_dir())
         .args(["--namespace", namespace])
         .args(args);
-    run(cmd).unwrap_or_else(|e| panic!("helm template {args:?}: {e}"))
+    run_combined(cmd).unwrap_or_else(|e| panic!("helm template {args:?}: {e}"))
+}
+
+/// The `kind` of every document, in order.
+fn kinds(docs: &[Value]) -> Vec<&str> {
+    docs.iter().filter_map(|d| d["kind"].as_str()).collect()
 }
 
 /// The documents of a multi-document YAML stream, as JSON values (empty documents dropped).
@@ -108,7 +101,7 @@ fn with_foreign_kinds() -> &'static ControlPlane {
             "crd/issuers.cert-manager.io",
             "crd/servicemonitors.monitoring.coreos.com",
         ]);
-        run(wait).expect("stand-in CRDs become Established");
+        run_combined(wait).expect("stand-in CRDs become Established");
     });
     cp
 }
@@ -117,17 +110,17 @@ fn with_foreign_kinds() -> &'static ControlPlane {
 fn helm_lint_strict_passes_with_default_values_and_with_every_option_on() {
     let cp = ControlPlane::shared();
     let mut lint = cp.helm();
-    lint.args(["lint", "--strict"]).arg(chart());
-    let out = run(lint).expect("helm lint --strict with default values");
+    lint.args(["lint", "--strict"]).arg(chart_dir());
+    let out = run_combined(lint).expect("helm lint --strict with default values");
     assert!(out.contains("0 chart(s) failed"), "{out}");
 
     let mut lint = cp.helm();
     lint.args(["lint", "--strict"])
-        .arg(chart())
+        .arg(chart_dir())
         .arg("--values")
-        .arg(chart().join("ci/all-options-values.yaml"))
+        .arg(chart_dir().join("ci/all-options-values.yaml"))
         .args(["--set", "controller.watchNamespaces={team-a,team-b}"]);
-    let out = run(lint).expect("helm lint --strict with every option on");
+    let out = run_combined(lint).expect("helm lint --strict with every option on");
     assert!(out.contains("0 chart(s) failed"), "{out}");
 }
 
@@ -139,7 +132,7 @@ fn default_render_is_accepted_by_the_api_server() {
     let out = dry_run(cp, &yaml).unwrap_or_else(|e| panic!("dry-run refused: {e}"));
 
     let docs = documents(&yaml);
-    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    let kinds = kinds(&docs);
     for kind in [
         "CustomResourceDefinition",
         "Deployment",
@@ -158,13 +151,7 @@ fn default_render_is_accepted_by_the_api_server() {
         assert!(kinds.contains(&kind), "default render lacks a {kind}");
     }
     // Optional features stay off by default.
-    for kind in [
-        "ServiceMonitor",
-        "NetworkPolicy",
-        "ConfigMap",
-        "Certificate",
-        "Issuer",
-    ] {
+    for kind in OPTIONAL_KINDS {
         assert!(!kinds.contains(&kind), "default render has a {kind}");
     }
     assert_eq!(
@@ -181,7 +168,7 @@ fn render_with_every_option_on_is_accepted_by_the_api_server() {
     let team_a = cp.namespace("team-a");
     let team_b = cp.namespace("team-b");
     let watched = format!("controller.watchNamespaces={{{team_a},{team_b}}}");
-    let values = chart().join("ci/all-options-values.yaml");
+    let values = chart_dir().join("ci/all-options-values.yaml");
     let yaml = render(
         cp,
         "everything",
@@ -197,14 +184,8 @@ fn render_with_every_option_on_is_accepted_by_the_api_server() {
     dry_run(cp, &yaml).unwrap_or_else(|e| panic!("dry-run refused: {e}"));
 
     let docs = documents(&yaml);
-    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-    for kind in [
-        "ServiceMonitor",
-        "NetworkPolicy",
-        "ConfigMap",
-        "Certificate",
-        "Issuer",
-    ] {
+    let kinds = kinds(&docs);
+    for kind in OPTIONAL_KINDS {
         assert!(kinds.contains(&kind), "all-options render lacks a {kind}");
     }
     // cert-manager issues the certificate: the chart renders no key of its own.
@@ -287,7 +268,7 @@ fn restricted_namespace(cp: &'static ControlPlane, prefix: &str) -> TestNamespac
         ns.name(),
         "pod-security.kubernetes.io/enforce=restricted",
     ]);
-    run(label).expect("labelling the namespace");
+    run_combined(label).expect("labelling the namespace");
     ns
 }
 
@@ -379,9 +360,9 @@ fn the_values_schema_refuses_mistakes_before_anything_is_sent() {
         let mut cmd = cp.helm();
         cmd.arg("template")
             .arg("bad")
-            .arg(chart())
+            .arg(chart_dir())
             .args(["--set", set]);
-        let error = run(cmd).expect_err(set);
+        let error = run_combined(cmd).expect_err(set);
         assert!(error.contains(expected), "--set {set}: {error}");
     }
 }
@@ -397,8 +378,8 @@ fn the_charts_crds_are_the_generated_ones() {
         names.sort();
         names
     };
-    let source = repo().join("crds");
-    let copy = chart().join("crds");
+    let source = repo_root().join("crds");
+    let copy = chart_dir().join("crds");
     assert_eq!(
         listing(&copy),
         listing(&source),
@@ -412,8 +393,8 @@ fn the_charts_crds_are_the_generated_ones() {
             "charts/tollgate/crds/{name} is stale: run `bash charts/generate.sh`"
         );
     }
-    let policy = std::fs::read_to_string(chart().join("files/approval-policy.yaml")).unwrap();
-    let original = std::fs::read_to_string(repo().join("crds/approval-policy.yaml")).unwrap();
+    let policy = std::fs::read_to_string(chart_dir().join("files/approval-policy.yaml")).unwrap();
+    let original = std::fs::read_to_string(repo_root().join("crds/approval-policy.yaml")).unwrap();
     assert!(
         policy.ends_with(&original),
         "charts/tollgate/files/approval-policy.yaml is stale: run `bash charts/generate.sh`"
@@ -425,13 +406,13 @@ fn deploy_manifest_is_the_chart_rendered_by_the_script() {
     let cp = ControlPlane::shared();
     let mut render = Command::new("bash");
     render
-        .arg(repo().join("deploy/render.sh"))
+        .arg(repo_root().join("deploy/render.sh"))
         .arg(cp.bin_dir().join("helm"))
         .env("HELM_CACHE_HOME", cp.work_dir().join("helm/cache"))
         .env("HELM_CONFIG_HOME", cp.work_dir().join("helm/config"))
         .env("HELM_DATA_HOME", cp.work_dir().join("helm/data"));
-    let want = run(render).expect("deploy/render.sh");
-    let have = std::fs::read_to_string(repo().join("deploy/tollgate.yaml")).unwrap();
+    let want = run_combined(render).expect("deploy/render.sh");
+    let have = std::fs::read_to_string(repo_root().join("deploy/tollgate.yaml")).unwrap();
     assert!(
         have == want,
         "deploy/tollgate.yaml is stale: run `bash charts/generate.sh`"
@@ -443,37 +424,29 @@ fn kubectl_apply_deploy_then_the_tls_secret_as_documented() {
     let cp = ControlPlane::shared();
     // The two commands in the header of deploy/tollgate.yaml.
     let mut apply = cp.kubectl();
-    apply.current_dir(repo()).args(["apply", "-f", "deploy/"]);
-    let out = run(apply).unwrap_or_else(|e| panic!("kubectl apply -f deploy/: {e}"));
+    apply
+        .current_dir(repo_root())
+        .args(["apply", "-f", "deploy/"]);
+    let out = run_combined(apply).unwrap_or_else(|e| panic!("kubectl apply -f deploy/: {e}"));
     assert!(
         out.contains("deployment.apps/tollgate-controller created"),
         "{out}"
     );
     let mut script = Command::new("bash");
-    script.arg(repo().join("deploy/tls-secret.sh"));
-    let secret = run(script).expect("deploy/tls-secret.sh");
+    script.arg(repo_root().join("deploy/tls-secret.sh"));
+    let secret = run_combined(script).expect("deploy/tls-secret.sh");
     let mut apply = cp.kubectl();
     apply.args(["apply", "--server-side", "-f", "-"]);
     run_with_stdin(apply, &secret).expect("the TLS Secret is accepted");
 
-    let header = std::fs::read_to_string(repo().join("deploy/tollgate.yaml")).unwrap();
+    let header = std::fs::read_to_string(repo_root().join("deploy/tollgate.yaml")).unwrap();
     assert!(header.contains("#   kubectl apply -f deploy/\n"));
     assert!(header.contains("#   bash deploy/tls-secret.sh | kubectl apply --server-side -f -\n"));
 
     // The Secret the Deployments mount is the one the script made, and its certificate names the
     // controller Service the proxies dial.
-    let mut get = cp.kubectl();
-    get.args([
-        "get",
-        "secret",
-        "tollgate-controller-tls",
-        "-n",
-        "tollgate",
-        "-o",
-        "jsonpath={.data.tls\\.crt}",
-    ]);
-    let pem = decode_base64(&run(get).unwrap());
-    let text = openssl_text(&pem);
+    let pem = cp.secret_data("tollgate", "tollgate-controller-tls", "tls.crt");
+    let text = certificate_text(&pem);
     assert!(
         text.contains("DNS:tollgate-controller.tollgate.svc,"),
         "{text}"
@@ -488,19 +461,5 @@ fn kubectl_apply_deploy_then_the_tls_secret_as_documented() {
         "-o",
         "jsonpath={.spec.template.spec.volumes[?(@.name==\"controller-ca\")].secret.secretName}",
     ]);
-    assert_eq!(run(get).unwrap(), "tollgate-controller-tls");
-}
-
-fn decode_base64(text: &str) -> Vec<u8> {
-    let mut cmd = Command::new("base64");
-    cmd.arg("-d");
-    run_with_stdin(cmd, text.trim())
-        .expect("base64 -d")
-        .into_bytes()
-}
-
-fn openssl_text(pem: &[u8]) -> String {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["x509", "-noout", "-text"]);
-    run_with_stdin(cmd, std::str::from_utf8(pem).unwrap()).expect("openssl reads the certificate")
+    assert_eq!(run_combined(get).unwrap(), "tollgate-controller-tls");
 }

@@ -242,12 +242,7 @@ fn assert_forbidden(error: &kube::Error) {
 
 /// `kubectl auth can-i` as `user`: "yes" or "no".
 fn can_i(cp: &ControlPlane, user: &str, verb: &str, resource: &str, ns: &str) -> String {
-    let out = cp
-        .kubectl_as(user, &[])
-        .args(["auth", "can-i", verb, resource, "--namespace", ns])
-        .output()
-        .expect("running kubectl auth can-i");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    cp.can_i(user, &[], &[verb, resource, "--namespace", ns])
 }
 
 /// Asks the authorizer (as the admin) whether `user` may `verb` the resource; `Err` says why not.

@@ -2,60 +2,16 @@
 //! objects are rejected with the messages users will read, `kubectl get` is useful, and only holders
 //! of the `approve` verb on a route can decide on subscriptions to it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use tollgate_e2e::{ControlPlane, TestNamespace, eventually};
-
-const CRD_NAMES: [&str; 4] = [
-    "modelproviders.tollgate.dev",
-    "airoutes.tollgate.dev",
-    "consumers.tollgate.dev",
-    "apisubscriptions.tollgate.dev",
-];
+use tollgate_e2e::{CRD_NAMES, ControlPlane, TestNamespace, eventually, repo_root, run};
 
 /// RBAC and admission-policy changes reach the API server's caches asynchronously.
 const SETTLE: Duration = Duration::from_secs(30);
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn run(mut cmd: Command) -> Result<String, String> {
-    let out = cmd.output().expect("kubectl runs");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// Installs the CRDs and the approval policy once per test binary, the way a user would.
-fn installed() -> &'static ControlPlane {
-    static DONE: OnceLock<()> = OnceLock::new();
-    let cp = ControlPlane::shared();
-    DONE.get_or_init(|| {
-        let mut apply = cp.kubectl();
-        apply
-            .args(["apply", "--server-side", "-f"])
-            .arg(repo().join("crds"));
-        run(apply).expect("kubectl apply -f crds/");
-        let mut wait = cp.kubectl();
-        wait.args(["wait", "--for=condition=Established", "--timeout=60s"])
-            .args(CRD_NAMES.iter().map(|n| format!("crd/{n}")));
-        run(wait).expect("CRDs become Established");
-    });
-    cp
-}
-
 #[test]
 fn all_four_crds_become_established() {
-    let cp = installed();
+    let cp = ControlPlane::shared_with_tollgate_api();
     for name in CRD_NAMES {
         let mut get = cp.kubectl();
         get.args(["get", "crd", name, "-o"])
@@ -66,11 +22,12 @@ fn all_four_crds_become_established() {
 
 #[test]
 fn the_examples_are_accepted_and_kubectl_get_shows_them() {
-    let cp = installed();
+    let cp = ControlPlane::shared_with_tollgate_api();
     let ns = cp.namespace("examples");
     for file in ["modelprovider", "airoute", "consumer", "apisubscription"] {
         let yaml =
-            std::fs::read_to_string(repo().join(format!("deploy/examples/{file}.yaml"))).unwrap();
+            std::fs::read_to_string(repo_root().join(format!("deploy/examples/{file}.yaml")))
+                .unwrap();
         ns.apply_yaml(&yaml)
             .unwrap_or_else(|e| panic!("{file}.yaml rejected: {e}"));
     }
@@ -169,9 +126,10 @@ fn the_examples_are_accepted_and_kubectl_get_shows_them() {
 
 #[test]
 fn the_quickstart_is_accepted_by_the_api_server() {
-    let cp = installed();
+    let cp = ControlPlane::shared_with_tollgate_api();
     let yaml =
-        std::fs::read_to_string(repo().join("deploy/examples/quickstart/quickstart.yaml")).unwrap();
+        std::fs::read_to_string(repo_root().join("deploy/examples/quickstart/quickstart.yaml"))
+            .unwrap();
     // The quickstart names the `default` namespace; dry-run so tests stay out of each other's way.
     let mut apply = cp.kubectl();
     apply.args(["apply", "--server-side", "--dry-run=server", "-f", "-"]);
@@ -189,26 +147,15 @@ spec:
 
 /// `(what, manifest, expected fragment of the API server's message)`.
 fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
-    let route = |spec: &str| {
+    let object = |kind: &str, spec: &str| {
         format!(
-            "apiVersion: tollgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: bad}}\nspec:\n{spec}"
+            "apiVersion: tollgate.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: bad}}\nspec:\n{spec}"
         )
     };
-    let provider = |spec: &str| {
-        format!(
-            "apiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {{name: bad}}\nspec:\n{spec}"
-        )
-    };
-    let consumer = |spec: &str| {
-        format!(
-            "apiVersion: tollgate.dev/v1alpha1\nkind: Consumer\nmetadata: {{name: bad}}\nspec:\n{spec}"
-        )
-    };
-    let sub = |spec: &str| {
-        format!(
-            "apiVersion: tollgate.dev/v1alpha1\nkind: ApiSubscription\nmetadata: {{name: bad}}\nspec:\n{spec}"
-        )
-    };
+    let route = |spec: &str| object("AIRoute", spec);
+    let provider = |spec: &str| object("ModelProvider", spec);
+    let consumer = |spec: &str| object("Consumer", spec);
+    let sub = |spec: &str| object("ApiSubscription", spec);
     let models = "  models: [{name: m, backends: [{provider: p}]}]\n";
     vec![
         (
@@ -349,7 +296,7 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
 
 #[test]
 fn invalid_objects_are_rejected_with_a_clear_message() {
-    let cp = installed();
+    let cp = ControlPlane::shared_with_tollgate_api();
     let ns = cp.namespace("invalid");
     let cases = invalid_objects();
     assert!(cases.len() >= 12);
@@ -396,7 +343,7 @@ fn patch_as(
 
 #[test]
 fn consumer_and_route_of_a_subscription_are_immutable() {
-    let cp = installed();
+    let cp = ControlPlane::shared_with_tollgate_api();
     let ns = cp.namespace("immutable");
     ns.apply_yaml(&subscription("s", "chat", ns.name(), ""))
         .unwrap();
@@ -430,7 +377,7 @@ fn consumer_and_route_of_a_subscription_are_immutable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_holders_of_approve_on_the_route_can_decide() {
-    let cp = installed();
+    let cp = ControlPlane::shared_with_tollgate_api();
     let team_a = cp.namespace("subscriber"); // the consumer's team
     let team_b = cp.namespace("owner"); // the route owner's team
     for route in ["chat", "other"] {

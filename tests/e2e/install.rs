@@ -2,33 +2,17 @@
 //! install, grant `approve`, upgrade, uninstall, with the objects checked after each step.
 //! There is no kubelet, so no pod ever runs: what is checked is what Helm and the API server made.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use tollgate_e2e::{ControlPlane, eventually};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn run(mut cmd: Command) -> Result<String, String> {
-    let out = cmd.output().expect("command starts");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
-    }
-}
+use tollgate_e2e::{
+    CRD_NAMES, ControlPlane, certificate_text, chart_dir, decode_base64, eventually, repo_root,
+    run_combined,
+};
 
 /// The shell blocks of the README section "Install on a cluster", each as its list of commands.
 fn readme_blocks() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     let start = readme
         .find("\n## Install on a cluster\n")
         .expect("README has the section");
@@ -63,9 +47,9 @@ fn run_readme_command(cp: &ControlPlane, line: &str) -> String {
         "helm" => cp.helm(),
         other => panic!("the README section runs only kubectl and helm, not {other}"),
     };
-    cmd.current_dir(repo()).args(&words[1..]);
+    cmd.current_dir(repo_root()).args(&words[1..]);
     let begun = std::time::Instant::now();
-    let out = run(cmd).unwrap_or_else(|e| panic!("README command `{line}` failed:\n{e}"));
+    let out = run_combined(cmd).unwrap_or_else(|e| panic!("README command `{line}` failed:\n{e}"));
     eprintln!("[{:.1}s] {line}", begun.elapsed().as_secs_f64());
     out
 }
@@ -73,30 +57,19 @@ fn run_readme_command(cp: &ControlPlane, line: &str) -> String {
 fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {
     let mut cmd = cp.kubectl();
     cmd.arg("get").args(args).args(["-o", "json"]);
-    serde_json::from_str(&run(cmd).unwrap_or_else(|e| panic!("kubectl get {args:?}: {e}"))).unwrap()
+    serde_json::from_str(&run_combined(cmd).unwrap_or_else(|e| panic!("kubectl get {args:?}: {e}")))
+        .unwrap()
 }
 
 fn exists(cp: &ControlPlane, args: &[&str]) -> bool {
     let mut cmd = cp.kubectl();
     cmd.arg("get").args(args).arg("--ignore-not-found");
-    !run(cmd).unwrap().trim().is_empty()
+    !run_combined(cmd).unwrap().trim().is_empty()
 }
 
 /// `kubectl auth can-i` as `user` in `groups`; `true` for "yes".
 fn can_i(cp: &ControlPlane, user: &str, groups: &[&str], args: &[&str]) -> bool {
-    let mut cmd = cp.kubectl_as(user, groups);
-    cmd.args(["auth", "can-i"]).args(args);
-    let out = cmd.output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "yes"
-}
-
-fn openssl_text(pem_base64: &str) -> String {
-    let mut decode = Command::new("base64");
-    decode.arg("-d");
-    let pem = tollgate_e2e::run_with_stdin(decode, pem_base64).unwrap();
-    let mut cmd = Command::new("openssl");
-    cmd.args(["x509", "-noout", "-text"]);
-    tollgate_e2e::run_with_stdin(cmd, &pem).unwrap()
+    cp.can_i(user, groups, args) == "yes"
 }
 
 #[test]
@@ -123,7 +96,7 @@ fn readme_install_upgrade_and_uninstall() {
             "-o",
             "json",
         ]);
-        serde_json::from_str(&run(cmd).unwrap()).unwrap()
+        serde_json::from_str(&run_combined(cmd).unwrap()).unwrap()
     };
     assert_eq!(status["info"]["status"], "deployed");
     assert!(
@@ -139,12 +112,7 @@ fn readme_install_upgrade_and_uninstall() {
         ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "restricted"
     );
-    for crd in [
-        "modelproviders.tollgate.dev",
-        "airoutes.tollgate.dev",
-        "consumers.tollgate.dev",
-        "apisubscriptions.tollgate.dev",
-    ] {
+    for crd in CRD_NAMES {
         assert!(exists(cp, &["crd", crd]), "{crd}");
     }
     let controller = get_json(cp, &["deployment", "tollgate-controller", "-n", "tollgate"]);
@@ -183,7 +151,7 @@ fn readme_install_upgrade_and_uninstall() {
     ));
 
     let tls = get_json(cp, &["secret", "tollgate-controller-tls", "-n", "tollgate"]);
-    let cert = openssl_text(tls["data"]["tls.crt"].as_str().unwrap());
+    let cert = certificate_text(&decode_base64(tls["data"]["tls.crt"].as_str().unwrap()));
     assert!(
         cert.contains("DNS:tollgate-controller.tollgate.svc,"),
         "{cert}"
@@ -246,7 +214,7 @@ fn readme_install_upgrade_and_uninstall() {
     // 2. Grant `approve` as documented. The README's team is `team-a`; this control plane is this test's own.
     let mut create = cp.kubectl();
     create.args(["create", "namespace", "team-a"]);
-    run(create).unwrap();
+    run_combined(create).unwrap();
     for line in &blocks[1] {
         run_readme_command(cp, line);
     }
@@ -266,7 +234,8 @@ fn readme_install_upgrade_and_uninstall() {
     // route, alice (approver, and editor for the patch itself) may.
     for file in ["modelprovider", "airoute", "consumer", "apisubscription"] {
         let yaml =
-            std::fs::read_to_string(repo().join(format!("deploy/examples/{file}.yaml"))).unwrap();
+            std::fs::read_to_string(repo_root().join(format!("deploy/examples/{file}.yaml")))
+                .unwrap();
         cp.apply_yaml("team-a", &yaml)
             .unwrap_or_else(|e| panic!("{file}.yaml: {e}"));
     }
@@ -284,7 +253,7 @@ fn readme_install_upgrade_and_uninstall() {
             "-p",
             r#"{"spec":{"decision":"Approved"}}"#,
         ]);
-        run(patch)
+        run_combined(patch)
     };
     let refused = rt.block_on(eventually(
         "bob may patch but not decide",
@@ -331,7 +300,7 @@ fn readme_install_upgrade_and_uninstall() {
         "-o",
         "json",
     ]);
-    let history: Value = serde_json::from_str(&run(history).unwrap()).unwrap();
+    let history: Value = serde_json::from_str(&run_combined(history).unwrap()).unwrap();
     assert_eq!(history.as_array().unwrap().len(), 2);
 
     // 4. Uninstall: everything the release made goes, the CRDs (and so users' resources) stay.
@@ -370,7 +339,7 @@ fn the_generated_certificate_follows_its_names_and_nothing_else() {
     let helm = |verb: &str, extra: &[&str]| {
         let mut cmd = cp.helm();
         cmd.args([verb, "certs"])
-            .arg(repo().join("charts/tollgate"))
+            .arg(chart_dir())
             .args(["--namespace", ns.name(), "--skip-crds"])
             .args(if verb == "upgrade" {
                 &["--reuse-values"][..]
@@ -378,7 +347,7 @@ fn the_generated_certificate_follows_its_names_and_nothing_else() {
                 &[]
             })
             .args(extra);
-        run(cmd).unwrap_or_else(|e| panic!("helm {verb} {extra:?}: {e}"));
+        run_combined(cmd).unwrap_or_else(|e| panic!("helm {verb} {extra:?}: {e}"));
     };
     let material = || {
         let secret = get_json(
@@ -412,7 +381,7 @@ fn the_generated_certificate_follows_its_names_and_nothing_else() {
     let second = material();
     assert_ne!(second.0, first.0, "new names, new certificate");
     assert_ne!(second.1, first.1, "and the pods roll to pick it up");
-    let cert = openssl_text(second.0["tls.crt"].as_str().unwrap());
+    let cert = certificate_text(&decode_base64(second.0["tls.crt"].as_str().unwrap()));
     assert!(cert.contains("DNS:tollgate.example.com"), "{cert}");
     assert!(
         cert.contains(&format!("DNS:certs-tollgate-controller.{ns}.svc,")),
@@ -421,17 +390,15 @@ fn the_generated_certificate_follows_its_names_and_nothing_else() {
     // The proxies' CA signed it.
     let dir = tempfile::tempdir().unwrap();
     for key in ["ca.crt", "tls.crt"] {
-        let mut decode = Command::new("base64");
-        decode.arg("-d");
-        let pem = tollgate_e2e::run_with_stdin(decode, second.0[key].as_str().unwrap()).unwrap();
+        let pem = decode_base64(second.0[key].as_str().unwrap());
         std::fs::write(dir.path().join(key), pem).unwrap();
     }
-    let mut verify = Command::new("openssl");
+    let mut verify = std::process::Command::new("openssl");
     verify
         .args(["verify", "-CAfile"])
         .arg(dir.path().join("ca.crt"))
         .arg(dir.path().join("tls.crt"));
-    run(verify).expect("the certificate verifies against the CA the proxies mount");
+    run_combined(verify).expect("the certificate verifies against the CA the proxies mount");
 
     helm("upgrade", &["--set", "proxy.logLevel=debug"]);
     assert_eq!(material(), second, "and is kept again afterwards");

@@ -2,37 +2,20 @@
 //! what the controller needs and no more, the proxy's may do nothing, and the real controller and proxy run
 //! with exactly those identities, the chart's flags and the chart's TLS Secret, and work.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
-use tollgate_e2e::{ControlPlane, eventually};
+use tollgate_e2e::{
+    ControlPlane, Process, chart_dir, eventually, free_port, repo_root, run_combined,
+    tollgate_binaries,
+};
 
 /// The namespace the scoped release watches, and one it does not.
 const WATCHED: &str = "team-a";
 const UNWATCHED: &str = "team-b";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn run(mut cmd: Command) -> Result<String, String> {
-    let out = cmd.output().expect("command starts");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
-    }
-}
 
 /// Two releases, installed one after the other (concurrent installs would race to create the CRDs):
 /// `tollgate` in namespace `tollgate`, watching only `team-a`, and `wide` in namespace `wide`, with defaults.
@@ -43,63 +26,27 @@ fn installed() -> &'static ControlPlane {
         for ns in ["tollgate", "wide", WATCHED, UNWATCHED] {
             let mut create = cp.kubectl();
             create.args(["create", "namespace", ns]);
-            run(create).unwrap();
+            run_combined(create).unwrap();
         }
         let mut install = cp.helm();
         install
             .args(["install", "tollgate"])
-            .arg(repo().join("charts/tollgate"))
+            .arg(chart_dir())
             .args(["--namespace", "tollgate"])
             .args([
                 "--set",
                 &format!("controller.watchNamespaces={{{WATCHED}}}"),
             ])
             .args(["--set", "tls.extraDnsNames={localhost}"]);
-        run(install).expect("helm install (scoped)");
+        run_combined(install).expect("helm install (scoped)");
         let mut install = cp.helm();
         install
             .args(["install", "wide"])
-            .arg(repo().join("charts/tollgate"))
+            .arg(chart_dir())
             .args(["--namespace", "wide"]);
-        run(install).expect("helm install (cluster-wide)");
+        run_combined(install).expect("helm install (cluster-wide)");
     });
     cp
-}
-
-/// A TokenRequest for `account` in `namespace`, with the API server's audience unless one is given.
-fn token(cp: &ControlPlane, namespace: &str, account: &str, audience: Option<&str>) -> String {
-    let mut cmd = cp.kubectl();
-    cmd.args(["create", "token", account, "-n", namespace, "--duration=1h"]);
-    if let Some(audience) = audience {
-        cmd.arg(format!("--audience={audience}"));
-    }
-    run(cmd).expect("kubectl create token").trim().to_owned()
-}
-
-/// A kubeconfig that authenticates with `token` alone (no client certificate to fall back on).
-fn token_kubeconfig(cp: &ControlPlane, dir: &Path, token: &str) -> PathBuf {
-    let ca = dir.join("ca.crt");
-    std::fs::write(&ca, cp.ca_pem()).unwrap();
-    let config = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "e2e", "cluster": {"server": cp.server_url(), "certificate-authority": ca}}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "e2e", "user": "sa"}}],
-        "current-context": "sa",
-    });
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    path
-}
-
-fn kubectl_with(cp: &ControlPlane, kubeconfig: &Path) -> Command {
-    let mut cmd = Command::new(cp.bin_dir().join("kubectl"));
-    cmd.arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(kubeconfig.with_file_name("cache"));
-    cmd
 }
 
 /// Asks `kubectl auth can-i` every question and returns the ones answered differently than expected.
@@ -107,7 +54,7 @@ fn wrong_answers(cp: &ControlPlane, kubeconfig: &Path, expected: &[(bool, &str)]
     expected
         .iter()
         .filter_map(|(allowed, question)| {
-            let mut cmd = kubectl_with(cp, kubeconfig);
+            let mut cmd = cp.kubectl_with(kubeconfig);
             cmd.args(["auth", "can-i"])
                 .args(question.split_whitespace());
             let out = cmd.output().unwrap();
@@ -139,12 +86,11 @@ fn assert_answers(cp: &ControlPlane, kubeconfig: &Path, expected: &[(bool, &str)
 fn the_controller_account_may_do_what_the_controller_needs_and_no_more() {
     let cp = installed();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = token_kubeconfig(
-        cp,
+    let kubeconfig = cp.token_kubeconfig(
         dir.path(),
-        &token(cp, "tollgate", "tollgate-controller", None),
+        &cp.create_token("tollgate", "tollgate-controller", None),
     );
-    let mut whoami = kubectl_with(cp, &kubeconfig);
+    let mut whoami = cp.kubectl_with(&kubeconfig);
     whoami.args([
         "auth",
         "whoami",
@@ -152,7 +98,7 @@ fn the_controller_account_may_do_what_the_controller_needs_and_no_more() {
         "jsonpath={.status.userInfo.username}",
     ]);
     assert_eq!(
-        run(whoami).unwrap(),
+        run_combined(whoami).unwrap(),
         "system:serviceaccount:tollgate:tollgate-controller"
     );
 
@@ -216,10 +162,9 @@ fn the_controller_account_may_do_what_the_controller_needs_and_no_more() {
 fn a_cluster_wide_install_reads_labelled_secrets_everywhere_as_documented() {
     let cp = installed();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = token_kubeconfig(
-        cp,
+    let kubeconfig = cp.token_kubeconfig(
         dir.path(),
-        &token(cp, "wide", "wide-tollgate-controller", None),
+        &cp.create_token("wide", "wide-tollgate-controller", None),
     );
     assert_answers(
         cp,
@@ -250,16 +195,11 @@ fn the_proxy_account_can_do_nothing_against_the_api() {
     let dir = tempfile::tempdir().unwrap();
 
     // The token the proxy pod holds is for the controller's audience: the API server refuses it outright.
-    let pod_token = token(
-        cp,
-        "tollgate",
-        "tollgate-proxy",
-        Some("tollgate-controller"),
-    );
-    let kubeconfig = token_kubeconfig(cp, dir.path(), &pod_token);
-    let mut get = kubectl_with(cp, &kubeconfig);
+    let pod_token = cp.create_token("tollgate", "tollgate-proxy", Some("tollgate-controller"));
+    let kubeconfig = cp.token_kubeconfig(dir.path(), &pod_token);
+    let mut get = cp.kubectl_with(&kubeconfig);
     get.args(["get", "--raw=/api"]);
-    let refused = run(get).expect_err("a tollgate-controller token is no API credential");
+    let refused = run_combined(get).expect_err("a tollgate-controller token is no API credential");
     assert!(
         refused.contains("Unauthorized") || refused.contains("provide credentials"),
         "{refused}"
@@ -269,14 +209,14 @@ fn the_proxy_account_can_do_nothing_against_the_api() {
     // authenticated identity has: its `can-i --list` equals that of an account bound to nothing.
     let mut create = cp.kubectl();
     create.args(["create", "serviceaccount", "nobody", "-n", "tollgate"]);
-    run(create).unwrap();
+    run_combined(create).unwrap();
     let rules = |account: &str| {
         let sub = dir.path().join(account);
         std::fs::create_dir_all(&sub).unwrap();
-        let kubeconfig = token_kubeconfig(cp, &sub, &token(cp, "tollgate", account, None));
-        let mut list = kubectl_with(cp, &kubeconfig);
+        let kubeconfig = cp.token_kubeconfig(&sub, &cp.create_token("tollgate", account, None));
+        let mut list = cp.kubectl_with(&kubeconfig);
         list.args(["auth", "can-i", "--list", "-n", "tollgate"]);
-        (run(list).unwrap(), kubeconfig)
+        (run_combined(list).unwrap(), kubeconfig)
     };
     let (proxy_rules, proxy_kubeconfig) = rules("tollgate-proxy");
     let (nobody_rules, _) = rules("nobody");
@@ -295,96 +235,6 @@ fn the_proxy_account_can_do_nothing_against_the_api() {
     );
 }
 
-/// A child process, killed when dropped and when the test process dies, with its stderr kept.
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Process {
-    fn spawn(name: &'static str, mut cmd: Command) -> Self {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let mut reader = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                sink.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-            let _ = reader.read_to_string(&mut line);
-        });
-        Self { name, child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- {} ---\n{}", self.name, self.log());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-/// `cargo build` of the controller and proxy binaries (a no-op when they are fresh); their directory.
-fn binaries() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.current_dir(repo()).args([
-        "build",
-        "-p",
-        "tollgate-controller",
-        "-p",
-        "tollgate-proxy",
-        "--bins",
-    ]);
-    // `cargo test` gives this process the variables it gives a crate's build (CARGO_MANIFEST_DIR,
-    // CARGO_PKG_NAME, ...). Build scripts such as ring's rerun when those change, so passing them on
-    // would rebuild half the dependency tree here and again in the next ordinary build.
-    for (key, _) in std::env::vars() {
-        let from_cargo_test = (key.starts_with("CARGO_")
-            && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR"))
-            || key == "OUT_DIR";
-        if from_cargo_test {
-            build.env_remove(key);
-        }
-    }
-    let status = build.status().expect("running cargo build");
-    assert!(status.success(), "building the controller and proxy failed");
-    // This test is target/debug/deps/<name>; the binaries are in target/debug.
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
 /// The args of a container in the installed Deployment, with `--flag=` values replaced where a local
 /// process cannot use the in-cluster one (listen addresses, mounted file paths).
 fn deployment_args(cp: &ControlPlane, deployment: &str, replace: &[(&str, String)]) -> Vec<String> {
@@ -398,7 +248,7 @@ fn deployment_args(cp: &ControlPlane, deployment: &str, replace: &[(&str, String
         "-o",
         "json",
     ]);
-    let object: Value = serde_json::from_str(&run(get).unwrap()).unwrap();
+    let object: Value = serde_json::from_str(&run_combined(get).unwrap()).unwrap();
     let args: Vec<String> = object["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
         .unwrap()
@@ -431,26 +281,12 @@ fn curl(args: &[&str]) -> Result<String, String> {
         "5",
     ])
     .args(args);
-    run(cmd)
+    run_combined(cmd)
 }
 
 /// One key of the chart's TLS Secret, decoded.
 fn secret_key(cp: &ControlPlane, key: &str) -> Vec<u8> {
-    let mut get = cp.kubectl();
-    get.args([
-        "get",
-        "secret",
-        "tollgate-controller-tls",
-        "-n",
-        "tollgate",
-        "-o",
-        "json",
-    ]);
-    let secret: Value = serde_json::from_str(&run(get).unwrap()).unwrap();
-    let mut decode = Command::new("base64");
-    decode.arg("-d");
-    tollgate_e2e::run_with_stdin(decode, secret["data"][key].as_str().unwrap())
-        .unwrap()
+    cp.secret_data("tollgate", "tollgate-controller-tls", key)
         .into_bytes()
 }
 
@@ -528,7 +364,7 @@ fn runtime_root(dir: &Path, binary: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf
 fn assert_links_only_against_the_image(binary: &Path) {
     let mut ldd = Command::new("ldd");
     ldd.arg(binary);
-    let libraries = run(ldd).unwrap();
+    let libraries = run_combined(ldd).unwrap();
     for line in libraries.lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
         let provided = name == "linux-vdso.so.1"
@@ -543,7 +379,7 @@ fn assert_links_only_against_the_image(binary: &Path) {
     }
     let mut symbols = Command::new("objdump");
     symbols.arg("-T").arg(binary);
-    let symbols = run(symbols).unwrap();
+    let symbols = run_combined(symbols).unwrap();
     let newest = symbols
         .split("GLIBC_")
         .skip(1)
@@ -588,7 +424,7 @@ fn spawn_in_root(
 #[test]
 fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accounts_flags_and_tls() {
     let cp = installed();
-    let bin = binaries();
+    let bin = tollgate_binaries();
     for binary in ["tollgate-controller", "tollgate-proxy"] {
         assert_links_only_against_the_image(&bin.join(binary));
     }
@@ -610,7 +446,8 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
             ("/etc/hosts", hosts.clone()),
             (
                 "/var/run/secrets/kubernetes.io/serviceaccount/token",
-                token(cp, "tollgate", "tollgate-controller", None).into_bytes(),
+                cp.create_token("tollgate", "tollgate-controller", None)
+                    .into_bytes(),
             ),
             (
                 "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
@@ -669,7 +506,7 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
                 "-o",
                 "jsonpath={.spec.holderIdentity}",
             ]);
-            match run(get) {
+            match run_combined(get) {
                 Ok(holder) if holder == "tollgate-controller-e2e" => Ok(()),
                 other => Err(format!("{other:?}")),
             }
@@ -679,7 +516,8 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
     // The quickstart in the watched namespace: status appears (watch + status patch), the labelled
     // Secret is read (the consumer's key works below).
     let quickstart =
-        std::fs::read_to_string(repo().join("deploy/examples/quickstart/quickstart.yaml")).unwrap();
+        std::fs::read_to_string(repo_root().join("deploy/examples/quickstart/quickstart.yaml"))
+            .unwrap();
     let quickstart = quickstart.replace("namespace: default", &format!("namespace: {WATCHED}"));
     cp.apply_yaml(WATCHED, &quickstart)
         .expect("quickstart applied");
@@ -697,7 +535,7 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
                 "-o",
                 "jsonpath={.status.conditions[?(@.type==\"Accepted\")].status}",
             ]);
-            match run(get) {
+            match run_combined(get) {
                 Ok(status) if status == "True" => Ok(()),
                 other => Err(format!("{other:?}")),
             }
@@ -705,7 +543,8 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
     ));
 
     // A consumer asking for a generated key: the controller creates its Secret (`create` on Secrets).
-    let consumer = std::fs::read_to_string(repo().join("deploy/examples/consumer.yaml")).unwrap();
+    let consumer =
+        std::fs::read_to_string(repo_root().join("deploy/examples/consumer.yaml")).unwrap();
     cp.apply_yaml(WATCHED, &consumer).expect("consumer applied");
     rt.block_on(eventually(
         "the generated key's Secret appears",
@@ -720,7 +559,7 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
                 "-o",
                 "jsonpath={.items[?(@.metadata.ownerReferences[0].kind==\"Consumer\")].metadata.name}",
             ]);
-            match run(get) {
+            match run_combined(get) {
                 Ok(names) if !names.trim().is_empty() => Ok(()),
                 other => Err(format!("{other:?}")),
             }
@@ -738,13 +577,8 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
             ("/etc/hosts", hosts),
             (
                 "/var/run/secrets/tollgate/token",
-                token(
-                    cp,
-                    "tollgate",
-                    "tollgate-proxy",
-                    Some("tollgate-controller"),
-                )
-                .into_bytes(),
+                cp.create_token("tollgate", "tollgate-proxy", Some("tollgate-controller"))
+                    .into_bytes(),
             ),
             (
                 "/etc/tollgate/controller-ca/ca.crt",
@@ -824,7 +658,7 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
         })
     };
     let dashboard =
-        std::fs::read_to_string(repo().join("charts/tollgate/files/dashboard.json")).unwrap();
+        std::fs::read_to_string(repo_root().join("charts/tollgate/files/dashboard.json")).unwrap();
     let mut read: Vec<&str> = dashboard
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|word| word.starts_with("tollgate_"))

@@ -1,14 +1,13 @@
 //! Creating objects the way a user would: `kubectl apply`, and RBAC grants.
 
 use std::{
-    io::Write,
-    process::{Command, Stdio},
+    process::Command,
     sync::atomic::{AtomicU64, Ordering},
 };
 
 use serde_json::{Value, json};
 
-use crate::ControlPlane;
+use crate::{ControlPlane, command::run_with_stdin};
 
 /// Field manager the harness applies with, so tests can tell its changes apart.
 pub const FIELD_MANAGER: &str = "tollgate-e2e";
@@ -112,35 +111,4 @@ fn apply(mut cmd: Command, yaml: &str) -> Result<String, String> {
     ])
     .arg(format!("--field-manager={FIELD_MANAGER}"));
     run_with_stdin(cmd, yaml)
-}
-
-/// Runs `cmd` with `input` on stdin: `Ok(stdout)` on success, `Err(stderr)` otherwise.
-pub fn run_with_stdin(mut cmd: Command, input: &str) -> Result<String, String> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", cmd.get_program().display()))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    // Write from another thread: a large input could otherwise deadlock against a full stdout pipe.
-    let input = input.to_owned();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for {}: {e}", cmd.get_program().display()))?;
-    let _ = writer.join();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    if output.status.success() {
-        Ok(stdout)
-    } else if stderr.trim().is_empty() {
-        Err(format!(
-            "{} exited with {}: {stdout}",
-            cmd.get_program().display(),
-            output.status
-        ))
-    } else {
-        Err(stderr)
-    }
 }

@@ -16,15 +16,26 @@
 //! Processes and scratch files are removed when the test process exits, however it exits;
 //! see the `supervisor` module for how.
 
+mod access;
 mod aggregation;
 mod apply;
+mod certs;
+mod command;
 mod controlplane;
 mod namespace;
 mod pki;
+mod process;
 mod supervisor;
+mod tollgate_api;
 mod wait;
+mod workspace;
 
-pub use apply::{FIELD_MANAGER, run_with_stdin};
+pub use apply::FIELD_MANAGER;
+pub use certs::{certificate_text, decode_base64};
+pub use command::{run, run_combined, run_with_stdin};
 pub use controlplane::{ControlPlane, KUBERNETES_VERSION};
 pub use namespace::TestNamespace;
+pub use process::{Process, free_port};
+pub use tollgate_api::CRD_NAMES;
 pub use wait::eventually;
+pub use workspace::{chart_dir, repo_root, tollgate_binaries};

@@ -8,13 +8,10 @@ Prints one line per check and a final "N passed, N failed"; exits non-zero on an
 """
 
 import os
-import sys
-import traceback
 
 import anthropic
+from sdk_checks import BASE, KEY, run
 
-BASE = os.environ["TOLLGATE_BASE_URL"]
-KEY = os.environ["TOLLGATE_KEY"]
 EXPECT = os.environ["EXPECT_TEXT"]
 TOOLS = [
     {
@@ -87,21 +84,5 @@ def bad_key():
 CHECKS = [text, streaming, tool_call, streamed_tool_call, bad_key]
 
 
-def main():
-    print(f"anthropic {anthropic.__version__} against {BASE}")
-    passed = failed = 0
-    for check in CHECKS:
-        try:
-            check()
-            passed += 1
-            print(f"ok   {check.__name__}")
-        except Exception:  # noqa: BLE001 - every failure is reported, then counted
-            failed += 1
-            print(f"FAIL {check.__name__}")
-            traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
-
-
 if __name__ == "__main__":
-    main()
+    run(anthropic, CHECKS)

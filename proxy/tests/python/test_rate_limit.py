@@ -9,14 +9,11 @@ Prints one line per check and a final "N passed, N failed"; exits non-zero on an
 """
 
 import os
-import sys
 import time
-import traceback
 
 import openai
+from sdk_checks import BASE, KEY, run
 
-BASE = os.environ["TOLLGATE_BASE_URL"]
-KEY = os.environ["TOLLGATE_KEY"]
 BROKE = os.environ["TOLLGATE_BROKE_KEY"]
 MESSAGES = [{"role": "user", "content": "Hello from the OpenAI SDK"}]
 
@@ -68,21 +65,5 @@ def budget_exceeded_is_not_retried():
 CHECKS = [headers_on_success, rate_limit_error_with_retry_hint, budget_exceeded_is_not_retried]
 
 
-def main():
-    print(f"openai {openai.__version__} against {BASE}")
-    passed = failed = 0
-    for check in CHECKS:
-        try:
-            check()
-            passed += 1
-            print(f"ok   {check.__name__}")
-        except Exception:  # noqa: BLE001 - every failure is reported, then counted
-            failed += 1
-            print(f"FAIL {check.__name__}")
-            traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
-
-
 if __name__ == "__main__":
-    main()
+    run(openai, CHECKS)

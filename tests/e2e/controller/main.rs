@@ -15,13 +15,13 @@ use futures::{StreamExt, stream};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
-use tollgate_e2e::eventually;
+use tollgate_e2e::{eventually, repo_root};
 
 use fixtures::{
     INPUT_PRICE, KEY, MODEL, OUTPUT_PRICE, base_yaml, condition, controller_and_proxies,
     lease_holder, measure_propagation, report, route_yaml, status_of, wait_condition, wait_served,
 };
-use support::{LEASE, OTHER_SA, PROXY_SA, Setup, repo};
+use support::{LEASE, OTHER_SA, PROXY_SA, Setup};
 
 /// One test at a time: they start several processes and some measure latency.
 static SERIAL: Mutex<()> = Mutex::const_new(());
@@ -34,7 +34,8 @@ async fn quickstart_is_served_by_both_proxies_and_status_is_right() {
     let (_controller, a, b) = controller_and_proxies(&setup).await;
 
     let quickstart =
-        std::fs::read_to_string(repo().join("deploy/examples/quickstart/quickstart.yaml")).unwrap();
+        std::fs::read_to_string(repo_root().join("deploy/examples/quickstart/quickstart.yaml"))
+            .unwrap();
     let quickstart = quickstart.replace("namespace: default", &format!("namespace: {}", setup.ns));
     setup.apply(&quickstart);
     wait_served(
@@ -120,7 +121,7 @@ async fn subscription_decisions_reach_both_proxies() {
             "-p",
         ])
         .arg(patch);
-        support::run(cmd)
+        tollgate_e2e::run(cmd)
     };
     // RBAC reaches the API server's authorizer asynchronously: retry until the grant counts.
     eventually(

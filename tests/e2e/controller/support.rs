@@ -1,17 +1,13 @@
 //! Running the real `tollgate-controller` and `tollgate-proxy` binaries against the test control plane.
 
 use std::{
-    io::{BufRead, BufReader, Read},
-    net::TcpListener,
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, OnceLock},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use tollgate_e2e::{ControlPlane, TestNamespace};
+use tollgate_e2e::{ControlPlane, Process, TestNamespace, free_port, run, tollgate_binaries};
 
 use crate::http;
 
@@ -23,187 +19,6 @@ pub const PROXY_SA: &str = "tollgate-proxy";
 pub const OTHER_SA: &str = "someone-else";
 /// Lease duration the controllers run with in these tests.
 pub const LEASE: Duration = Duration::from_secs(4);
-
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// Output of a command, or its stderr.
-pub fn run(mut cmd: Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// The control plane with Tollgate's CRDs and approval policy installed (once per test binary).
-pub fn installed() -> &'static ControlPlane {
-    static DONE: OnceLock<()> = OnceLock::new();
-    let cp = ControlPlane::shared();
-    DONE.get_or_init(|| {
-        let mut apply = cp.kubectl();
-        apply
-            .args(["apply", "--server-side", "-f"])
-            .arg(repo().join("crds"));
-        run(apply).expect("kubectl apply -f crds/");
-        let mut wait = cp.kubectl();
-        wait.args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/modelproviders.tollgate.dev",
-            "crd/airoutes.tollgate.dev",
-            "crd/consumers.tollgate.dev",
-            "crd/apisubscriptions.tollgate.dev",
-        ]);
-        run(wait).expect("CRDs become Established");
-    });
-    cp
-}
-
-/// Where the binaries are, built once per test binary (a no-op when up to date).
-fn binaries() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let profile = std::env::var("TOLLGATE_E2E_PROFILE").unwrap_or_else(|_| "dev".into());
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(repo())
-            .args([
-                "build",
-                "--profile",
-                &profile,
-                "-p",
-                "tollgate-controller",
-                "-p",
-                "tollgate-proxy",
-                "--bins",
-            ])
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building the controller and proxy failed");
-        // This test binary is target/<profile>/deps/<name>; the bins are in target/<profile dir>/.
-        let exe = std::env::current_exe().expect("test executable path");
-        let target = exe
-            .parent()
-            .and_then(Path::parent)
-            .and_then(Path::parent)
-            .expect("target dir");
-        let dir = if profile == "dev" { "debug" } else { &profile };
-        target.join(dir)
-    })
-}
-
-/// A free loopback port (the listener is closed; a clash with another process is unlikely).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A child process that is killed when dropped, and also when the test process dies.
-pub struct Process {
-    pub name: String,
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Process {
-    fn spawn(name: &str, mut cmd: Command) -> Self {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = log.clone();
-        let echo = std::env::var_os("TOLLGATE_E2E_ECHO").is_some();
-        let tag = name.to_owned();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                if echo {
-                    eprint!("[{tag}] {line}");
-                }
-                sink.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-            let _ = reader.read_to_string(&mut line);
-        });
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    /// Everything the process wrote to stderr so far.
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL, as a crash or an OOM kill would.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then wait (graceful shutdown).
-    pub fn terminate(&mut self) {
-        // SAFETY: plain syscall on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-    }
-
-    /// Whether it is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!(
-                "--- last lines of {} ---\n{}",
-                self.name,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        self.kill();
-    }
-}
 
 /// A namespace with what controllers and proxies need: TLS files, ServiceAccounts and their tokens.
 pub struct Setup {
@@ -219,7 +34,7 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(prefix: &str) -> Self {
-        let cp = installed();
+        let cp = ControlPlane::shared_with_tollgate_api();
         let ns = cp.namespace(prefix);
         let dir = tempfile::tempdir().expect("temp dir");
         let (ca, cert, key) = tls_files(dir.path());
@@ -243,21 +58,9 @@ impl Setup {
 
     /// A TokenRequest for `account` written to a file, as a projected token volume would hold it.
     pub fn token_file(&self, account: &str, audience: Option<&str>, file: &str) -> PathBuf {
-        let mut cmd = self.cp.kubectl();
-        cmd.args([
-            "create",
-            "token",
-            account,
-            "-n",
-            self.ns.name(),
-            "--duration=1h",
-        ]);
-        if let Some(audience) = audience {
-            cmd.arg(format!("--audience={audience}"));
-        }
-        let token = run(cmd).expect("kubectl create token");
+        let token = self.cp.create_token(self.ns.name(), account, audience);
         let path = self.dir.path().join(file);
-        std::fs::write(&path, token.trim()).expect("writing the token");
+        std::fs::write(&path, token).expect("writing the token");
         path
     }
 
@@ -295,7 +98,7 @@ impl Setup {
         for attempt in 1..=START_ATTEMPTS {
             let port = fixed_port.unwrap_or_else(free_port);
             let admin = free_port();
-            let mut cmd = Command::new(binaries().join("tollgate-controller"));
+            let mut cmd = Command::new(tollgate_binaries().join("tollgate-controller"));
             cmd.env("KUBECONFIG", self.cp.kubeconfig_path())
                 .env("RUST_LOG", "info,kube=warn,tollgate_controller=debug")
                 .env_remove("POD_NAMESPACE")
@@ -336,7 +139,7 @@ impl Setup {
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port();
             let admin = free_port();
-            let mut cmd = Command::new(binaries().join("tollgate-proxy"));
+            let mut cmd = Command::new(tollgate_binaries().join("tollgate-proxy"));
             cmd.arg(format!("--listen=127.0.0.1:{port}"))
                 .arg(format!("--admin-listen=127.0.0.1:{admin}"))
                 .arg("--access-log=off")
