@@ -8,7 +8,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -22,8 +22,10 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use rustls::pki_types::{CertificateDer, pem::PemObject};
+use tollgate_snapshot::Snapshot;
 use tollgate_snapshot::wire::{self, FRAME_HEADER_LEN, UsageDelta, UsageReport};
-use tollgate_snapshot::{FxHashMap, ObjectRef, Snapshot};
+
+use crate::telemetry::{Tally, UsageTally};
 
 /// Without any frame (heartbeats included) for this long, the stream is presumed dead.
 const SILENCE_LIMIT: Duration = Duration::from_secs(35);
@@ -239,33 +241,6 @@ impl FrameReader {
     }
 }
 
-/// Usage per subscription since the last report. Fx-hashed: the keys come from the snapshot, never
-/// from callers.
-type Tally = FxHashMap<ObjectRef, Delta>;
-
-/// Usage counted per subscription since the last accepted report.
-#[derive(Default)]
-pub struct UsageTally {
-    pending: Mutex<Tally>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Delta {
-    requests: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    cost_usd: f64,
-}
-
-impl Delta {
-    fn add(&mut self, other: &Delta) {
-        self.requests += other.requests;
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cost_usd += other.cost_usd;
-    }
-}
-
 /// This process among the proxies: the pod name (a pod's host name) and the process id.
 fn instance() -> String {
     let host = std::env::var("POD_NAME")
@@ -275,52 +250,6 @@ fn instance() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "tollgate-proxy".to_owned());
     format!("{host}-{}", std::process::id())
-}
-
-impl UsageTally {
-    /// An empty tally.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Counts one answered call of `subscription`.
-    pub fn record(
-        &self,
-        subscription: &ObjectRef,
-        input_tokens: u64,
-        output_tokens: u64,
-        cost_usd: f64,
-    ) {
-        let delta = Delta {
-            requests: 1,
-            input_tokens,
-            output_tokens,
-            cost_usd,
-        };
-        let mut pending = self.lock();
-        // Found first, cloned only when new: this runs on every answered call.
-        match pending.get_mut(subscription) {
-            Some(total) => total.add(&delta),
-            None => {
-                pending.insert(subscription.clone(), delta);
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn take(&self) -> Tally {
-        std::mem::take(&mut *self.lock())
-    }
-
-    fn put_back(&self, taken: Tally) {
-        let mut pending = self.lock();
-        for (id, delta) in taken {
-            pending.entry(id).or_default().add(&delta);
-        }
-    }
 }
 
 fn report_of(proxy: &str, taken: &Tally) -> UsageReport {
@@ -385,6 +314,7 @@ async fn send_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_snapshot::ObjectRef;
 
     #[test]
     fn frames_are_split_across_and_within_chunks() {

@@ -3,13 +3,13 @@
 
 mod access_log;
 pub mod metrics;
+mod usage;
 
 use std::sync::Arc;
 
 pub use access_log::{AccessLine, AccessLog, LogBuffer};
 use metrics::Metrics;
-
-use crate::control::client::UsageTally;
+pub use usage::{Delta, Tally, UsageTally};
 
 /// Metrics and access log together: what a finished call reports to.
 pub struct Recorder {
