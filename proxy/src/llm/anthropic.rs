@@ -3,9 +3,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::chat::{Answer, ChatRequest, Image, Part, ToolCall, ToolChoice, Turn, arguments_object};
-use super::sse::{SseDecoder, SseEvent};
-use super::stream::{Decode, Finish, Piece, TokenCounts};
+use super::chat::{
+    Answer, ChatRequest, Image, Part, RoleTurns, ToolCall, ToolChoice, Turn, arguments_object,
+};
+use super::stream::{Finish, Piece, SseDecode, SseEvents, TokenCounts};
 
 /// The API version sent in `anthropic-version`.
 pub const API_VERSION: &str = "2023-06-01";
@@ -14,16 +15,8 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// The request body for `model`.
 pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
-    let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    let mut push = |role: &'static str, blocks: Vec<Value>| {
-        if blocks.is_empty() {
-            return;
-        }
-        match messages.last_mut() {
-            Some((r, existing)) if *r == role => existing.extend(blocks),
-            _ => messages.push((role, blocks)),
-        }
-    };
+    let mut messages = RoleTurns::default();
+    let mut push = |role: &'static str, blocks: Vec<Value>| messages.push(role, blocks);
     for turn in &req.turns {
         match turn {
             Turn::User(parts) => push("user", parts.iter().filter_map(user_block).collect()),
@@ -223,20 +216,13 @@ fn error_status(kind: &str) -> u16 {
 /// Reads Anthropic's stream: `message_start`, `content_block_start/delta/stop`, `message_delta`,
 /// `message_stop`, `ping` and `error` events.
 #[derive(Default)]
-pub struct AnthropicDecoder {
-    sse: SseDecoder,
-    events: Vec<SseEvent>,
+pub struct AnthropicEvents {
     /// Content-block index → tool-call index, for `tool_use` blocks.
     tools: Vec<(u64, usize)>,
 }
 
-impl AnthropicDecoder {
-    /// A decoder at the start of a stream.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn event(&mut self, data: &str, out: &mut Vec<Piece>) {
+impl AnthropicEvents {
+    fn read_event(&mut self, data: &str, out: &mut Vec<Piece>) {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
         };
@@ -341,21 +327,14 @@ impl AnthropicDecoder {
     }
 }
 
-impl Decode for AnthropicDecoder {
-    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) {
-        self.sse.feed(bytes, &mut self.events);
-        for e in std::mem::take(&mut self.events) {
-            self.event(&e.data, out);
-        }
-    }
-
-    fn finish(&mut self, out: &mut Vec<Piece>) {
-        self.sse.finish(&mut self.events);
-        for e in std::mem::take(&mut self.events) {
-            self.event(&e.data, out);
-        }
+impl SseEvents for AnthropicEvents {
+    fn event(&mut self, data: &str, out: &mut Vec<Piece>) {
+        self.read_event(data, out);
     }
 }
+
+/// A decoder of Anthropic's stream.
+pub type AnthropicDecoder = SseDecode<AnthropicEvents>;
 
 #[cfg(test)]
 mod tests {

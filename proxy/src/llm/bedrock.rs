@@ -3,7 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::chat::{Answer, ChatRequest, Image, Part, ToolCall, ToolChoice, Turn, arguments_object};
+use super::chat::{
+    Answer, ChatRequest, Image, Part, RoleTurns, ToolCall, ToolChoice, Turn, arguments_object,
+};
 use super::eventstream::{FrameDecoder, FrameError, Message};
 use super::sigv4::{AwsKeys, uri_encode};
 use super::stream::{Decode, Finish, Piece, TokenCounts};
@@ -49,16 +51,8 @@ pub fn path(model: &str, stream: bool) -> String {
 
 /// The request body (the model goes in the URL).
 pub fn build_request(req: &ChatRequest) -> Result<Value, ApiError> {
-    let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    let mut push = |role: &'static str, blocks: Vec<Value>| {
-        if blocks.is_empty() {
-            return;
-        }
-        match messages.last_mut() {
-            Some((r, existing)) if *r == role => existing.extend(blocks),
-            _ => messages.push((role, blocks)),
-        }
-    };
+    let mut messages = RoleTurns::default();
+    let mut push = |role: &'static str, blocks: Vec<Value>| messages.push(role, blocks);
     for turn in &req.turns {
         match turn {
             Turn::User(parts) => {

@@ -520,6 +520,33 @@ mod tests {
     }
 }
 
+/// Turns as Anthropic, Gemini and Bedrock take them: they refuse two turns of one role in a row, so
+/// consecutive turns of one role are merged, and empty ones are left out.
+#[derive(Default)]
+pub struct RoleTurns(Vec<(&'static str, Vec<Value>)>);
+
+impl RoleTurns {
+    /// Adds `blocks` as a turn of `role`, to the last turn if it has the same role.
+    pub fn push(&mut self, role: &'static str, blocks: Vec<Value>) {
+        if blocks.is_empty() {
+            return;
+        }
+        match self.0.last_mut() {
+            Some((r, existing)) if *r == role => existing.extend(blocks),
+            _ => self.0.push((role, blocks)),
+        }
+    }
+}
+
+impl IntoIterator for RoleTurns {
+    type Item = (&'static str, Vec<Value>);
+    type IntoIter = std::vec::IntoIter<Self::Item>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 /// A whole (non-streamed) answer, in no provider's format.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Answer {

@@ -4,24 +4,17 @@
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use super::chat::{Answer, ChatRequest, Image, Part, ToolCall, ToolChoice, Turn, new_call_id};
-use super::sse::{SseDecoder, SseEvent};
-use super::stream::{Decode, Finish, Piece, TokenCounts};
+use super::chat::{
+    Answer, ChatRequest, Image, Part, RoleTurns, ToolCall, ToolChoice, Turn, new_call_id,
+};
+use super::stream::{Finish, Piece, SseDecode, SseEvents, TokenCounts};
 use crate::error::ApiError;
 use crate::llm::Usage;
 
 /// The request body (the model goes in the URL).
 pub fn build_request(req: &ChatRequest) -> Value {
-    let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    let mut push = |role: &'static str, parts: Vec<Value>| {
-        if parts.is_empty() {
-            return;
-        }
-        match contents.last_mut() {
-            Some((r, existing)) if *r == role => existing.extend(parts),
-            _ => contents.push((role, parts)),
-        }
-    };
+    let mut contents = RoleTurns::default();
+    let mut push = |role: &'static str, parts: Vec<Value>| contents.push(role, parts);
     for turn in &req.turns {
         match turn {
             Turn::User(parts) => push("user", parts.iter().filter_map(user_part).collect()),
@@ -287,21 +280,14 @@ pub fn error_message(v: &Value) -> Option<(String, bool)> {
 
 /// Reads `streamGenerateContent?alt=sse`: every event is a partial `GenerateContentResponse`.
 #[derive(Default)]
-pub struct GeminiDecoder {
-    sse: SseDecoder,
-    events: Vec<SseEvent>,
+pub struct GeminiEvents {
     started: bool,
     tools: usize,
     finished: bool,
 }
 
-impl GeminiDecoder {
-    /// A decoder at the start of a stream.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn event(&mut self, data: &str, out: &mut Vec<Piece>) {
+impl GeminiEvents {
+    fn read_event(&mut self, data: &str, out: &mut Vec<Piece>) {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
         };
@@ -385,23 +371,19 @@ impl GeminiDecoder {
     }
 }
 
-impl Decode for GeminiDecoder {
-    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) {
-        self.sse.feed(bytes, &mut self.events);
-        for e in std::mem::take(&mut self.events) {
-            self.event(&e.data, out);
-        }
+impl SseEvents for GeminiEvents {
+    fn event(&mut self, data: &str, out: &mut Vec<Piece>) {
+        self.read_event(data, out);
     }
 
-    fn finish(&mut self, out: &mut Vec<Piece>) {
-        self.sse.finish(&mut self.events);
-        for e in std::mem::take(&mut self.events) {
-            self.event(&e.data, out);
-        }
+    fn end(&mut self, out: &mut Vec<Piece>) {
         // Gemini has no end event: the body ending is the end.
         out.push(Piece::Done);
     }
 }
+
+/// A decoder of Gemini's stream.
+pub type GeminiDecoder = SseDecode<GeminiEvents>;
 
 /// An OpenAI embeddings request read for Gemini.
 pub struct EmbedAsk {

@@ -164,6 +164,52 @@ pub trait Decode: Send {
     fn finish(&mut self, out: &mut Vec<Piece>);
 }
 
+/// A stream format carried in server-sent events, read one event's data at a time.
+pub trait SseEvents: Send {
+    /// Reads one event's `data`.
+    fn event(&mut self, data: &str, out: &mut Vec<Piece>);
+
+    /// Called once the body has ended, after its last event.
+    fn end(&mut self, _out: &mut Vec<Piece>) {}
+}
+
+/// The [`Decode`] of any format carried in server-sent events: the bytes are split into events, and
+/// each event's data goes to the format's reader.
+#[derive(Default)]
+pub struct SseDecode<E> {
+    sse: SseDecoder,
+    events: Vec<SseEvent>,
+    format: E,
+}
+
+impl<E: SseEvents + Default> SseDecode<E> {
+    /// A decoder at the start of a stream.
+    pub fn new() -> Self {
+        Self {
+            sse: SseDecoder::new(),
+            events: Vec::new(),
+            format: E::default(),
+        }
+    }
+}
+
+impl<E: SseEvents> Decode for SseDecode<E> {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) {
+        self.sse.feed(bytes, &mut self.events);
+        for e in self.events.drain(..) {
+            self.format.event(&e.data, out);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Piece>) {
+        self.sse.finish(&mut self.events);
+        for e in self.events.drain(..) {
+            self.format.event(&e.data, out);
+        }
+        self.format.end(out);
+    }
+}
+
 /// A caller's stream format, written.
 pub trait Encode: Send {
     /// Writes what a piece means to the caller.
@@ -433,20 +479,13 @@ impl Encode for OpenAiEncoder {
 
 /// Reads OpenAI `chat.completion.chunk` events (an OpenAI-compatible backend serving an Anthropic caller).
 #[derive(Default)]
-pub struct OpenAiDecoder {
-    sse: SseDecoder,
-    events: Vec<SseEvent>,
+pub struct OpenAiEvents {
     started: bool,
     tools_started: Vec<usize>,
 }
 
-impl OpenAiDecoder {
-    /// A decoder at the start of a stream.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn event(&mut self, data: &str, out: &mut Vec<Piece>) {
+impl OpenAiEvents {
+    fn read_event(&mut self, data: &str, out: &mut Vec<Piece>) {
         if data.trim() == "[DONE]" {
             out.push(Piece::Done);
             return;
@@ -529,21 +568,14 @@ impl OpenAiDecoder {
     }
 }
 
-impl Decode for OpenAiDecoder {
-    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) {
-        self.sse.feed(bytes, &mut self.events);
-        for e in std::mem::take(&mut self.events) {
-            self.event(&e.data, out);
-        }
-    }
-
-    fn finish(&mut self, out: &mut Vec<Piece>) {
-        self.sse.finish(&mut self.events);
-        for e in std::mem::take(&mut self.events) {
-            self.event(&e.data, out);
-        }
+impl SseEvents for OpenAiEvents {
+    fn event(&mut self, data: &str, out: &mut Vec<Piece>) {
+        self.read_event(data, out);
     }
 }
+
+/// A decoder of OpenAi's stream.
+pub type OpenAiDecoder = SseDecode<OpenAiEvents>;
 
 #[cfg(test)]
 mod tests {
