@@ -1,12 +1,10 @@
 //! Standalone mode: the quickstart YAML served as is, valid edits swapped in, bad ones refused while the
 //! previous snapshot keeps serving.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 use tollgate_proxy::standalone::{Change, Watcher, fingerprint, read_files};
 
 const KEY: &str = "tg-quickstart-demo-key";

@@ -2,19 +2,17 @@
 //! golden request and response translations, SSE streaming, a function-call round trip, image input,
 //! embeddings through `embedContent`/`batchEmbedContents`, and Google's error shapes.
 
-mod support;
-
+use crate::support::chat_route::*;
+use crate::support::gemini_fake;
+use crate::support::*;
 use serde_json::{Value, json};
-use support::gemini_fake;
-use support::translated::*;
-use support::*;
 use tollgate_snapshot::ProviderType;
 
 const KEY: &str = "AIzaSyFAKE-GEMINI-UPSTREAM-KEY-0001";
 const MODEL: &str = "gemini-2.5-flash";
 const JPEG: &str = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8U";
 
-async fn setup() -> (support::fake_server::FakeServer, TestProxy) {
+async fn setup() -> (crate::support::fake_server::FakeServer, TestProxy) {
     let fake = gemini_fake::start(KEY).await;
     let proxy = TestProxy::start(table(
         vec![typed(ProviderType::Gemini, &fake.url(), KEY, MODEL)],

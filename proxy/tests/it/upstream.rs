@@ -1,14 +1,12 @@
 //! The proxy against a protocol-faithful OpenAI fake on 127.0.0.1: what arrives upstream, streaming,
 //! fallbacks, upstream failures, and cancelling the upstream call when the client leaves.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::openai_fake::{Behaviour, OpenAiFake};
+use crate::support::*;
 use http::Method;
 use serde_json::{Value, json};
-use support::openai_fake::{Behaviour, OpenAiFake};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_snapshot::{Content, Phase, ProviderType, Timeouts};
 

@@ -2,18 +2,16 @@
 //! API): golden request and response translations, streaming, a tool-call round trip, image input,
 //! usage with cache tokens, and provider errors in OpenAI's shape without the credential.
 
-mod support;
-
+use crate::support::anthropic_fake;
+use crate::support::chat_route::*;
+use crate::support::*;
 use serde_json::{Value, json};
-use support::anthropic_fake;
-use support::translated::*;
-use support::*;
 use tollgate_snapshot::ProviderType;
 
 const KEY: &str = "sk-ant-api03-UPSTREAMSECRETKEY0001";
 const MODEL: &str = "claude-sonnet-4-5";
 
-async fn setup() -> (support::fake_server::FakeServer, TestProxy) {
+async fn setup() -> (crate::support::fake_server::FakeServer, TestProxy) {
     let fake = anthropic_fake::start(KEY).await;
     let proxy = TestProxy::start(table(
         vec![typed(ProviderType::Anthropic, &fake.url(), KEY, MODEL)],
@@ -323,8 +321,8 @@ async fn provider_errors_come_back_in_openai_shape_without_the_key() {
 
 #[tokio::test]
 async fn a_mid_stream_error_event_becomes_an_openai_error_event() {
+    use crate::support::fake_server::{Answer, Control, FakeServer, Seen};
     use bytes::Bytes;
-    use support::fake_server::{Answer, Control, FakeServer, Seen};
     fn overloaded(_: &Seen, _: &Control) -> Answer {
         let e = |n: &str, d: Value| Bytes::from(format!("event: {n}\ndata: {d}\n\n"));
         Answer::Stream {

@@ -1,14 +1,14 @@
 //! Test support: an in-process proxy on 127.0.0.1, snapshot builders, and a small HTTP client.
-#![allow(dead_code)]
 
 pub mod anthropic_fake;
 pub mod azure_fake;
 pub mod bedrock_fake;
+pub mod chat_route;
 pub mod fake_server;
 pub mod flaky;
 pub mod gemini_fake;
 pub mod openai_fake;
-pub mod translated;
+pub mod standalone_bin;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

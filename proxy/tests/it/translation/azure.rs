@@ -1,17 +1,15 @@
 //! OpenAI-format callers served by Azure OpenAI (a fake of its deployment URLs): the deployment and
 //! `api-version` in the URL, the `api-key` header, chat, streaming, tool calls and embeddings.
 
-mod support;
-
+use crate::support::azure_fake;
+use crate::support::chat_route::*;
+use crate::support::*;
 use serde_json::json;
-use support::azure_fake;
-use support::translated::*;
-use support::*;
 use tollgate_snapshot::ProviderType;
 
 const KEY: &str = "azure-upstream-key-0123456789abcdef";
 
-async fn setup() -> (support::fake_server::FakeServer, TestProxy) {
+async fn setup() -> (crate::support::fake_server::FakeServer, TestProxy) {
     let fake = azure_fake::start(KEY).await;
     let mut p = typed(ProviderType::AzureOpenAI, &fake.url(), KEY, "gpt-4o");
     p.models[0].deployment = Some("prod-gpt4o".into());

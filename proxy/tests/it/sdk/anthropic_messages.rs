@@ -3,13 +3,11 @@
 //! tool call each way. The venv (`tests/python/ensure_venv.sh`) is created on first use; a missing
 //! python3 or a failed install fails this test rather than skipping it.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use support::translated::*;
-use support::{TestProxy, anthropic_fake, azure_fake};
+use crate::support::chat_route::*;
+use crate::support::{TestProxy, anthropic_fake, azure_fake};
 use tollgate_snapshot::ProviderType;
 
 const KEY: &str = "upstream-key-for-the-sdk-test";

@@ -2,8 +2,6 @@
 //! (the official Python SDKs): a venv with them, a proxy on free loopback ports with its access log in
 //! a file, and the proxy killed if the test fails first.
 
-#![allow(dead_code)] // each test binary uses its own part of this module
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

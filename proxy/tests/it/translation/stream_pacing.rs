@@ -2,17 +2,15 @@
 //! 200 ms, and each translated chunk must reach the client well before the next piece is sent —
 //! shown by comparing, per piece, when the fake sent it and when the client received it.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::chat_route::*;
+use crate::support::fake_server::FakeServer;
+use crate::support::{TestProxy, anthropic_fake, bedrock_fake, client, gemini_fake};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use support::fake_server::FakeServer;
-use support::translated::*;
-use support::{TestProxy, anthropic_fake, bedrock_fake, client, gemini_fake};
 use tollgate_snapshot::ProviderType;
 
 const KEY: &str = "latency-test-key";

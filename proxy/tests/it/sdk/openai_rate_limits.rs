@@ -3,11 +3,9 @@
 //! headers, and a spent budget as `RateLimitError` with code `budget_exceeded` that the SDK does not
 //! retry. Uses the same venv as `python_sdk.rs`; a missing python3 or a failed install fails the test.
 
-mod standalone_bin;
-
 use std::process::Command;
 
-use standalone_bin::{Proxy, manifest, python};
+use crate::support::standalone_bin::{Proxy, manifest, python};
 
 const KEY: &str = "tg-limited-key";
 const BROKE: &str = "tg-broke-key";

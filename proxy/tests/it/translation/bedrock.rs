@@ -2,19 +2,17 @@
 //! every SigV4 signature): golden translations, the binary event stream, a tool-use round trip,
 //! image input, session tokens, Bedrock API keys, and errors.
 
-mod support;
-
+use crate::support::bedrock_fake::{self, ACCESS_KEY_ID, REGION};
+use crate::support::chat_route::*;
+use crate::support::*;
 use serde_json::{Value, json};
-use support::bedrock_fake::{self, ACCESS_KEY_ID, REGION};
-use support::translated::*;
-use support::*;
 use tollgate_snapshot::ProviderType;
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiFAKESECRET1";
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
 const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 
-async fn setup(credential: &str) -> (support::fake_server::FakeServer, TestProxy) {
+async fn setup(credential: &str) -> (crate::support::fake_server::FakeServer, TestProxy) {
     let fake = bedrock_fake::start(credential).await;
     let mut provider = typed(ProviderType::Bedrock, &fake.url(), credential, MODEL);
     provider.bedrock_region = Some(REGION.into());
@@ -256,7 +254,7 @@ async fn errors_and_what_bedrock_cannot_take() {
 
 #[tokio::test]
 async fn an_exception_in_the_stream_ends_it_with_an_error_event() {
-    use support::fake_server::{Answer, Control, FakeServer, Seen};
+    use crate::support::fake_server::{Answer, Control, FakeServer, Seen};
     fn throttled(_: &Seen, _: &Control) -> Answer {
         Answer::Stream {
             content_type: "application/vnd.amazon.eventstream",
@@ -270,7 +268,11 @@ async fn an_exception_in_the_stream_ends_it_with_an_error_event() {
             ],
         }
     }
-    let fake = FakeServer::start(support::fake_server::Control::new(&keys(), "x"), throttled).await;
+    let fake = FakeServer::start(
+        crate::support::fake_server::Control::new(&keys(), "x"),
+        throttled,
+    )
+    .await;
     let mut p = typed(ProviderType::Bedrock, &fake.url(), &keys(), MODEL);
     p.bedrock_region = Some(REGION.into());
     let proxy = TestProxy::start(table(vec![p], MODEL)).await;

@@ -1,17 +1,15 @@
 //! The listener: h2c, TLS with ALPN, graceful drain on shutdown, the drain deadline, header limit,
 //! idle timeout and slow request heads.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_proxy::{ConnectionLimits, ProxyConfig, TlsFiles};
 use tollgate_snapshot::{Content, FakeBehaviour, Phase};

@@ -2,17 +2,15 @@
 //! 429 and 5xx; weights over 10,000 calls; ejection after consecutive failures and recovery through a
 //! probe; the retry budget; no retry once the first byte has reached the client; key-pool failover.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::flaky::{Flaky, Mode, Sequence};
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
-use support::flaky::{Flaky, Mode, Sequence};
-use support::*;
 use tollgate_snapshot::{
     Backend, Content, Credential, HealthPolicy, Phase, Provider, ProviderType, RetryBudget,
 };
@@ -397,22 +395,27 @@ async fn a_refused_key_rests_and_the_pool_carries_on() {
 #[tokio::test]
 async fn a_translated_providers_key_pool_fails_over_too() {
     const GOOD: &str = "sk-ant-good";
-    let fake = support::anthropic_fake::start(GOOD).await;
-    let mut anthropic = support::translated::typed(
+    let fake = crate::support::anthropic_fake::start(GOOD).await;
+    let mut anthropic = crate::support::chat_route::typed(
         ProviderType::Anthropic,
         &fake.url(),
         GOOD,
         "claude-sonnet-4-5",
     );
     anthropic.credentials = vec![Credential("sk-ant-revoked".into()), Credential(GOOD.into())];
-    let proxy = TestProxy::start(support::translated::table(
+    let proxy = TestProxy::start(crate::support::chat_route::table(
         vec![anthropic],
         "claude-sonnet-4-5",
     ))
     .await;
     let body = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}]});
     for _ in 0..6 {
-        let reply = post(&proxy.url(CHAT), support::translated::CLIENT_KEY, &body).await;
+        let reply = post(
+            &proxy.url(CHAT),
+            crate::support::chat_route::CLIENT_KEY,
+            &body,
+        )
+        .await;
         assert_eq!(
             reply.status,
             200,

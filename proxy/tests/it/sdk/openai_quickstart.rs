@@ -3,12 +3,10 @@
 //! bad key and an unsubscribed one. The venv lives in `~/.cache/tollgate/venv` and is created on first
 //! use; a missing python3 or a failed install fails this test rather than skipping it.
 
-mod standalone_bin;
-
 use std::process::Command;
 use std::time::Duration;
 
-use standalone_bin::{Proxy, manifest, python, wait_for};
+use crate::support::standalone_bin::{Proxy, manifest, python, wait_for};
 
 const KEY: &str = "tg-quickstart-demo-key";
 const UNSUBSCRIBED: &str = "tg-unsubscribed-key";

@@ -2,13 +2,11 @@
 //! translated for OpenAI-compatible, Gemini, Bedrock and Fake backends, streams included, and errors
 //! in Anthropic's envelope.
 
-mod support;
-
+use crate::support::chat_route::*;
+use crate::support::*;
+use crate::support::{anthropic_fake, azure_fake, bedrock_fake, gemini_fake};
 use http::Method;
 use serde_json::{Value, json};
-use support::translated::*;
-use support::*;
-use support::{anthropic_fake, azure_fake, bedrock_fake, gemini_fake};
 use tollgate_snapshot::{FakeBehaviour, ProviderType};
 
 const KEY: &str = "upstream-key-for-messages-0001";

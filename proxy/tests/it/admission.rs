@@ -1,11 +1,9 @@
 //! Keys, route lifecycle, subscriptions, paths, models and request limits, each with its status and
 //! OpenAI error code. Served by the in-process Fake provider, so no upstream is involved.
 
-mod support;
-
+use crate::support::*;
 use http::Method;
 use serde_json::{Value, json};
-use support::*;
 use tollgate_proxy::{ProxyConfig, RequestLimits};
 use tollgate_snapshot::{ConsumerKey, Content, FakeBehaviour, KeyDigest, Phase, Stage};
 

@@ -2,10 +2,8 @@
 //! the `x-ratelimit-*` headers on every answer of a limited subscription, consumer-wide limits across
 //! subscriptions, settlement with the real usage, budgets, and replica shares.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 use tollgate_snapshot::{Budget, Content, FakeBehaviour, Limits, Phase};
 
 const KEY: &str = "tg-limits-key";
