@@ -1,7 +1,12 @@
-//! A small HTTP server for the provider fakes: records what arrives, answers whole or streamed bodies
-//! (frames paced by an interval, each frame's send time noted), and can be told to fail.
+//! The core every upstream fake is built on: a loopback HTTP/1 and HTTP/2 server, the request as it
+//! arrived (recorded), JSON answers, and bodies whose frames are paced and can break the connection.
+//! On top of it, `FakeServer` is the scripted fake of the translated providers: it records what
+//! arrives, asks a handler what to answer (whole or streamed, each frame's send time noted), and can
+//! be told to fail.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,6 +23,40 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+/// The body every fake answers with; an error breaks the connection.
+pub type Body = BoxBody<Bytes, io::Error>;
+
+/// Serves each connection to a fresh loopback port with `answer` until the test ends; returns the
+/// address.
+pub async fn serve<F, Fut>(answer: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            // Stream frames are timed by the tests: none may wait for Nagle.
+            let _ = stream.set_nodelay(true);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, Infallible>(answer(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// One request as a fake saw it.
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -30,12 +69,93 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// Reads the whole request; a body that is not JSON is `Null` in `body`.
+    pub async fn read(req: Request<Incoming>) -> Self {
+        let (parts, body) = req.into_parts();
+        let raw = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Self {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            headers: parts.headers,
+            body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
+            raw,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
-/// What a fake answers.
+/// An answer of `status` with a whole `body` and no headers yet.
+pub fn whole(status: u16, body: impl Into<Bytes>) -> Response<Body> {
+    let body = Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed();
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r
+}
+
+/// A whole JSON answer.
+pub fn json_response(status: u16, body: &Value) -> Response<Body> {
+    let mut r = whole(status, body.to_string());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// A streamed answer of `frames`, `interval` apart (none before the first). `sent` runs as each frame
+/// is handed to the connection; `ended` runs last, with `true` if the reader took every frame and
+/// `false` if it went away first. An `Err` frame breaks the connection.
+pub fn paced(
+    content_type: &str,
+    frames: Vec<io::Result<Bytes>>,
+    interval: Duration,
+    mut sent: impl FnMut() + Send + 'static,
+    ended: impl FnOnce(bool) + Send + 'static,
+) -> Response<Body> {
+    // Room for one frame only, so a frame counts as sent when the connection has taken it.
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        for (i, frame) in frames.into_iter().enumerate() {
+            if i > 0 && !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            if tx.send(frame).await.is_err() {
+                return ended(false);
+            }
+            sent();
+        }
+        ended(true);
+    });
+    let mut r = Response::new(ChannelBody(rx).boxed());
+    r.headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    r
+}
+
+/// A body fed by a channel: each message is one frame. Dropping it (reader gone) closes the channel.
+struct ChannelBody(mpsc::Receiver<io::Result<Bytes>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        self.0.poll_recv(cx).map(|f| f.map(|f| f.map(Frame::data)))
+    }
+}
+
+/// What a scripted fake answers.
 pub enum Answer {
     Whole {
         status: u16,
@@ -68,7 +188,7 @@ impl Answer {
 /// A canned failure: status, JSON body and extra headers.
 pub type Failure = (u16, Value, Vec<(String, String)>);
 
-/// How a fake behaves; tests change it between calls.
+/// How a scripted fake behaves; tests change it between calls.
 #[derive(Clone, Debug)]
 pub struct Control {
     /// The credential accepted.
@@ -92,9 +212,10 @@ impl Control {
     }
 }
 
+/// Decides a scripted fake's answer to one request.
 pub type Handler = fn(&Seen, &Control) -> Answer;
 
-/// A running fake.
+/// A running scripted fake.
 pub struct FakeServer {
     pub addr: SocketAddr,
     pub control: Arc<Mutex<Control>>,
@@ -105,36 +226,32 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub async fn start(control: Control, handler: Handler) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Self {
-            addr: listener.local_addr().unwrap(),
-            control: Arc::new(Mutex::new(control)),
-            seen: Arc::default(),
-            frame_times: Arc::default(),
-        };
-        let (control, seen, times) = (
-            server.control.clone(),
-            server.seen.clone(),
-            server.frame_times.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+        let control = Arc::new(Mutex::new(control));
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let frame_times: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let state = (control.clone(), seen.clone(), frame_times.clone());
+        let addr = serve(move |req| {
+            let (control, seen, times) = state.clone();
+            async move {
+                let s = Seen::read(req).await;
+                seen.lock().unwrap().push(s.clone());
+                let c = control.lock().unwrap().clone();
+                let a = match &c.fail {
+                    Some((status, body, headers)) => headers
+                        .iter()
+                        .fold(Answer::json(*status, body), |a, (k, v)| a.with_header(k, v)),
+                    None => handler(&s, &c),
                 };
-                let _ = stream.set_nodelay(true);
-                let (control, seen, times) = (control.clone(), seen.clone(), times.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        answer(req, control.clone(), seen.clone(), times.clone(), handler)
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                respond(a, c.interval, times)
             }
-        });
-        server
+        })
+        .await;
+        Self {
+            addr,
+            control,
+            seen,
+            frame_times,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -154,49 +271,14 @@ impl FakeServer {
     }
 }
 
-type Body = BoxBody<Bytes, Infallible>;
-
-async fn answer(
-    req: Request<Incoming>,
-    control: Arc<Mutex<Control>>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    times: Arc<Mutex<Vec<Instant>>>,
-    handler: Handler,
-) -> Result<Response<Body>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let raw = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let s = Seen {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().unwrap_or("").to_string(),
-        headers: parts.headers,
-        body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
-        raw,
-    };
-    seen.lock().unwrap().push(s.clone());
-    let c = control.lock().unwrap().clone();
-    let a = match &c.fail {
-        Some((status, body, headers)) => {
-            let mut a = Answer::json(*status, body);
-            for (k, v) in headers {
-                a = a.with_header(k, v);
-            }
-            a
-        }
-        None => handler(&s, &c),
-    };
-    Ok(match a {
+fn respond(a: Answer, interval: Duration, times: Arc<Mutex<Vec<Instant>>>) -> Response<Body> {
+    match a {
         Answer::Whole {
             status,
             headers,
             body,
         } => {
-            let mut r = Response::new(Full::new(body).boxed());
-            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            let mut r = whole(status, body);
             for (k, v) in headers {
                 r.headers_mut().insert(
                     http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
@@ -208,44 +290,18 @@ async fn answer(
         Answer::Stream {
             content_type,
             frames,
-        } => {
-            let (tx, rx) = mpsc::channel::<Bytes>(1);
-            let interval = c.interval;
-            tokio::spawn(async move {
-                for (i, f) in frames.into_iter().enumerate() {
-                    if i > 0 && !interval.is_zero() {
-                        tokio::time::sleep(interval).await;
-                    }
-                    if tx.send(f).await.is_err() {
-                        return;
-                    }
-                    times.lock().unwrap().push(Instant::now());
-                }
-            });
-            let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
-            r.headers_mut()
-                .insert("content-type", content_type.parse().unwrap());
-            r
-        }
-    })
-}
-
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
+        } => paced(
+            content_type,
+            frames.into_iter().map(Ok).collect(),
+            interval,
+            move || times.lock().unwrap().push(Instant::now()),
+            |_| {},
+        ),
     }
 }
 
-/// What every fake decides to say, from the conversation it was given (so tool round trips work):
-/// after a tool result, quote it; with tools offered, call the first; with images, count them.
+/// What every scripted fake decides to say, from the conversation it was given (so tool round trips
+/// work): after a tool result, quote it; with tools offered, call the first; with images, count them.
 #[derive(Debug, PartialEq)]
 pub enum Say {
     Text(String),
