@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::openai_fake::{Behaviour, OpenAiFake};
-use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tollgate_snapshot::{Content, Phase, ProviderType};
+
+use crate::support::openai_fake::{Behaviour, OpenAiFake};
+use crate::support::*;
 
 const CONNECTIONS: usize = 32;
 const MIN_REQUESTS: u64 = 20_000;

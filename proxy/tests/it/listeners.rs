@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -13,6 +12,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_proxy::{ConnectionLimits, ProxyConfig, TlsFiles};
 use tollgate_snapshot::{Content, FakeBehaviour, Phase};
+
+use crate::support::*;
 
 const KEY: &str = "k-server";
 

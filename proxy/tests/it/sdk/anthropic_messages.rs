@@ -6,9 +6,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use tollgate_snapshot::ProviderType;
+
 use crate::support::chat_route::*;
 use crate::support::{TestProxy, anthropic_fake, azure_fake};
-use tollgate_snapshot::ProviderType;
 
 const KEY: &str = "upstream-key-for-the-sdk-test";
 
@@ -54,13 +55,10 @@ async fn anthropic_python_sdk_against_anthropic_and_openai_backends() {
     let python = python().await;
 
     let anthropic = anthropic_fake::start(KEY).await;
-    let proxy = TestProxy::start(table(
-        vec![typed(
-            ProviderType::Anthropic,
-            &anthropic.url(),
-            KEY,
-            "claude-x",
-        )],
+    let proxy = proxy_to(typed(
+        ProviderType::Anthropic,
+        &anthropic.url(),
+        KEY,
         "claude-x",
     ))
     .await;
@@ -68,13 +66,10 @@ async fn anthropic_python_sdk_against_anthropic_and_openai_backends() {
     assert!(anthropic.seen().len() >= 5);
 
     let openai = azure_fake::start_openai(KEY).await;
-    let proxy = TestProxy::start(table(
-        vec![typed(
-            ProviderType::OpenAI,
-            &format!("{}/v1", openai.url()),
-            KEY,
-            "gpt-4o",
-        )],
+    let proxy = proxy_to(typed(
+        ProviderType::OpenAI,
+        &format!("{}/v1", openai.url()),
+        KEY,
         "gpt-4o",
     ))
     .await;

@@ -271,6 +271,12 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Asserts the status, showing the body when it is another.
+    #[track_caller]
+    pub fn assert_status(&self, want: u16) {
+        assert_eq!(self.status, want, "{}", String::from_utf8_lossy(&self.body));
+    }
+
     pub fn request_id(&self) -> String {
         self.header("x-request-id")
             .expect("x-request-id")
