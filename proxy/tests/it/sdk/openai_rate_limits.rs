@@ -92,10 +92,7 @@ fn openai_python_sdk_sees_rate_limit_errors_with_the_retry_hint() {
     let _ = proxy.child.kill();
     let _ = proxy.child.wait();
     let log = proxy.log_text();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("access-log lines are JSON"))
-        .collect();
+    let lines = proxy.log_lines();
     let over_budget = lines
         .iter()
         .filter(|l| l["error_class"] == "budget_exceeded")
