@@ -3,57 +3,34 @@
 //! tool call each way. The venv (`tests/python/ensure_venv.sh`) is created on first use; a missing
 //! python3 or a failed install fails this test rather than skipping it.
 
-use std::path::Path;
-use std::time::Duration;
-
 use tollgate_snapshot::ProviderType;
 
-use crate::support::chat_route::*;
+use crate::support::chat_route::{CLIENT_KEY, proxy_to, typed};
+use crate::support::python::run_sdk_script;
 use crate::support::{TestProxy, anthropic_fake, azure_fake};
 
 const KEY: &str = "upstream-key-for-the-sdk-test";
 
-async fn python() -> String {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = tokio::process::Command::new("bash")
-        .arg(manifest.join("tests/python/ensure_venv.sh"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "could not prepare a Python venv with the anthropic package (python3 and PyPI are required)"
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-async fn run_sdk(python: &str, proxy: &TestProxy, expect: &str) {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut child = tokio::process::Command::new(python)
-        .arg(manifest.join("tests/python/test_anthropic_sdk.py"))
-        .env("TOLLGATE_BASE_URL", proxy.url("/team-a/chat"))
-        .env("TOLLGATE_KEY", CLIENT_KEY)
-        .env("EXPECT_TEXT", expect)
-        .env_remove("ANTHROPIC_BASE_URL")
-        .env_remove("ANTHROPIC_API_KEY")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run python");
-    let status = tokio::time::timeout(Duration::from_secs(180), child.wait())
-        .await
-        .expect("the SDK checks finish within 180s")
-        .unwrap();
-    assert!(
-        status.success(),
-        "the Anthropic SDK checks failed (see output above)"
-    );
+/// Runs the SDK script off the runtime's threads: the proxy it calls is served by this runtime.
+async fn run_sdk(proxy: &TestProxy, expect: &str) {
+    let base_url = proxy.url("/team-a/chat");
+    let expect = expect.to_string();
+    tokio::task::spawn_blocking(move || {
+        run_sdk_script(
+            "test_anthropic_sdk.py",
+            &[
+                ("TOLLGATE_BASE_URL", &base_url),
+                ("TOLLGATE_KEY", CLIENT_KEY),
+                ("EXPECT_TEXT", &expect),
+            ],
+        )
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_python_sdk_against_anthropic_and_openai_backends() {
-    let python = python().await;
-
     let anthropic = anthropic_fake::start(KEY).await;
     let proxy = proxy_to(typed(
         ProviderType::Anthropic,
@@ -62,7 +39,7 @@ async fn anthropic_python_sdk_against_anthropic_and_openai_backends() {
         "claude-x",
     ))
     .await;
-    run_sdk(&python, &proxy, "Hello from anthropic").await;
+    run_sdk(&proxy, "Hello from anthropic").await;
     assert!(anthropic.seen().len() >= 5);
 
     let openai = azure_fake::start_openai(KEY).await;
@@ -73,6 +50,6 @@ async fn anthropic_python_sdk_against_anthropic_and_openai_backends() {
         "gpt-4o",
     ))
     .await;
-    run_sdk(&python, &proxy, "Hello from openai").await;
+    run_sdk(&proxy, "Hello from openai").await;
     assert!(openai.seen().len() >= 5);
 }

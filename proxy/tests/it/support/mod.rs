@@ -8,6 +8,7 @@ pub mod fake_server;
 pub mod flaky;
 pub mod gemini_fake;
 pub mod openai_fake;
+pub mod python;
 pub mod standalone_bin;
 
 use std::net::SocketAddr;

@@ -8,21 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The python3 of the test venv (`tests/python/ensure_venv.sh`, cached in `~/.cache/tollgate/venv`).
-/// A missing python3 or a failed install fails the test rather than skipping it.
-pub fn python() -> String {
-    let venv = Command::new("bash")
-        .arg(manifest().join("tests/python/ensure_venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("bash runs");
-    assert!(
-        venv.status.success(),
-        "could not prepare a Python venv with the openai package (python3 and PyPI are required)"
-    );
-    String::from_utf8(venv.stdout).unwrap().trim().to_string()
-}
-
 /// The proxy crate's folder.
 pub fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
