@@ -46,29 +46,14 @@ async fn upstream_gets_injected_credential_rewritten_model_and_intact_body() {
     });
     // The client key in each of the three accepted headers.
     let auth = format!("Bearer {CLIENT_KEY}");
-    let replies = [
-        send(
-            Method::POST,
-            &proxy.url(CHAT),
-            &[("authorization", &auth)],
-            Some(&request),
-        )
-        .await,
-        send(
-            Method::POST,
-            &proxy.url(CHAT),
-            &[("x-api-key", CLIENT_KEY)],
-            Some(&request),
-        )
-        .await,
-        send(
-            Method::POST,
-            &proxy.url(CHAT),
-            &[("api-key", CLIENT_KEY)],
-            Some(&request),
-        )
-        .await,
-    ];
+    let mut replies = Vec::new();
+    for header in [
+        ("authorization", auth.as_str()),
+        ("x-api-key", CLIENT_KEY),
+        ("api-key", CLIENT_KEY),
+    ] {
+        replies.push(send(Method::POST, &proxy.url(CHAT), &[header], Some(&request)).await);
+    }
     for reply in &replies {
         reply.assert_status(200);
         let v = reply.json();
