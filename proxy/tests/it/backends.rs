@@ -15,6 +15,7 @@ use tollgate_snapshot::{
 
 use crate::support::flaky::{Flaky, Mode, Sequence};
 use crate::support::*;
+use crate::support::{anthropic_fake, chat_route};
 
 const KEY: &str = "tg-backends-key";
 const CHAT: &str = "/team-a/chat/v1/chat/completions";
@@ -387,27 +388,18 @@ async fn a_refused_key_rests_and_the_pool_carries_on() {
 #[tokio::test]
 async fn a_translated_providers_key_pool_fails_over_too() {
     const GOOD: &str = "sk-ant-good";
-    let fake = crate::support::anthropic_fake::start(GOOD).await;
-    let mut anthropic = crate::support::chat_route::typed(
+    let fake = anthropic_fake::start(GOOD).await;
+    let mut anthropic = chat_route::typed(
         ProviderType::Anthropic,
         &fake.url(),
         GOOD,
         "claude-sonnet-4-5",
     );
     anthropic.credentials = vec![Credential("sk-ant-revoked".into()), Credential(GOOD.into())];
-    let proxy = TestProxy::start(crate::support::chat_route::table(
-        vec![anthropic],
-        "claude-sonnet-4-5",
-    ))
-    .await;
+    let proxy = chat_route::proxy_to(anthropic).await;
     let body = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}]});
     for _ in 0..6 {
-        let reply = post(
-            &proxy.url(CHAT),
-            crate::support::chat_route::CLIENT_KEY,
-            &body,
-        )
-        .await;
+        let reply = post(&proxy.url(CHAT), chat_route::CLIENT_KEY, &body).await;
         reply.assert_status(200);
     }
     let keys: Vec<String> = fake
