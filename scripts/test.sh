@@ -27,9 +27,8 @@ if ! command -v redis-server >/dev/null; then
 fi
 redis-server --version
 
-# The SDK compatibility tests (proxy/tests/python_*.rs, anthropic_sdk.rs) make their own venv with the
-# official openai and anthropic packages on first use: proxy/tests/python/ensure_venv.sh, cached in
-# ~/.cache/tollgate/venv.
+# The SDK compatibility tests (proxy/tests/it/sdk) make their own venv with the official openai and
+# anthropic packages on first use: proxy/tests/python/ensure_venv.sh, cached in ~/.cache/tollgate/venv.
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -1,29 +1,12 @@
-//! The real `tollgate-proxy` binary in standalone mode, for tests whose client is another program
-//! (the official Python SDKs): a venv with them, a proxy on free loopback ports with its access log in
-//! a file, and the proxy killed if the test fails first.
-
-#![allow(dead_code)] // each test binary uses its own part of this module
+//! The real `tollgate-proxy` binary in standalone mode, for tests whose client is another program or
+//! that need more than one proxy process: a proxy on free loopback ports with its access log in a
+//! file, killed if the test fails first, and a bare HTTP/1 GET for its admin port.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-/// The python3 of the test venv (`tests/python/ensure_venv.sh`, cached in `~/.cache/tollgate/venv`).
-/// A missing python3 or a failed install fails the test rather than skipping it.
-pub fn python() -> String {
-    let venv = Command::new("bash")
-        .arg(manifest().join("tests/python/ensure_venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("bash runs");
-    assert!(
-        venv.status.success(),
-        "could not prepare a Python venv with the openai package (python3 and PyPI are required)"
-    );
-    String::from_utf8(venv.stdout).unwrap().trim().to_string()
-}
 
 /// The proxy crate's folder.
 pub fn manifest() -> &'static Path {
@@ -34,6 +17,7 @@ pub fn manifest() -> &'static Path {
 pub struct Proxy {
     pub child: Child,
     pub port: u16,
+    pub admin: u16,
     pub access_log: PathBuf,
 }
 
@@ -41,7 +25,12 @@ impl Proxy {
     /// Serves the YAML files in `dir`, with stdout (the access log) in `dir/access.log`, and waits up to
     /// 30 s for `/readyz`.
     pub fn start(dir: &Path) -> Self {
-        let access_log = dir.join("access.log");
+        Self::start_with(dir, "access.log", &[])
+    }
+
+    /// Like `start`, with the access log in `dir/<log_name>` and `args` added to the command line.
+    pub fn start_with(dir: &Path, log_name: &str, args: &[&str]) -> Self {
+        let access_log = dir.join(log_name);
         let (port, admin) = (free_port(), free_port());
         let mut proxy = Self {
             child: Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
@@ -49,15 +38,17 @@ impl Proxy {
                 .arg(dir)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+                .args(args)
                 .stdout(std::fs::File::create(&access_log).unwrap())
                 .stderr(Stdio::inherit())
                 .spawn()
                 .expect("start tollgate-proxy"),
             port,
+            admin,
             access_log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while http_status(admin, "/readyz") != Some(200) {
+        while http_get(admin, "/readyz").map(|r| r.0) != Some(200) {
             assert!(
                 proxy.child.try_wait().unwrap().is_none(),
                 "the proxy exited at startup"
@@ -74,6 +65,22 @@ impl Proxy {
     /// The access log written so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.access_log).unwrap()
+    }
+
+    /// The access log written so far, one JSON value a line.
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("access-log lines are JSON"))
+            .collect()
+    }
+
+    /// The value of an unlabelled metric on the admin port.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = http_get(self.admin, "/metrics")?;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 }
 
@@ -96,7 +103,8 @@ pub fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     None
 }
 
-fn free_port() -> u16 {
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -104,9 +112,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn http_status(port: u16, path: &str) -> Option<u16> {
+/// `GET path` on a loopback port over a fresh HTTP/1.1 connection: status and body, `None` if there is
+/// no answer within 5 s.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
@@ -114,5 +124,7 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    text.split(' ').nth(1)?.parse().ok()
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
 }

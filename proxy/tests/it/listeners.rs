@@ -1,8 +1,6 @@
 //! The listener: h2c, TLS with ALPN, graceful drain on shutdown, the drain deadline, header limit,
 //! idle timeout and slow request heads.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,10 +9,11 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_proxy::{ConnectionLimits, ProxyConfig, TlsFiles};
 use tollgate_snapshot::{Content, FakeBehaviour, Phase};
+
+use crate::support::*;
 
 const KEY: &str = "k-server";
 
@@ -155,6 +154,16 @@ async fn tls_with_alpn_h2_and_http1() {
     proxy.stop().await;
 }
 
+/// A raw HTTP/1 connection with a streamed answer under way: its first event has arrived (and is in
+/// the bytes returned with it).
+async fn stream_in_flight(proxy: &TestProxy) -> (tokio::net::TcpStream, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(stream_request().as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    assert!(read_until(&mut s, &mut got, b"data: ", Duration::from_secs(5)).await);
+    (s, got)
+}
+
 /// Reads from a raw HTTP/1 connection until `needle` shows up (or the connection closes).
 async fn read_until(
     s: &mut tokio::net::TcpStream,
@@ -177,10 +186,7 @@ async fn read_until(
 #[tokio::test]
 async fn shutdown_stops_accepting_and_drains_in_flight_streams() {
     let mut proxy = TestProxy::start(table(slow_stream(20, 50))).await;
-    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(stream_request().as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    assert!(read_until(&mut s, &mut got, b"data: ", Duration::from_secs(5)).await);
+    let (mut s, mut got) = stream_in_flight(&proxy).await;
 
     let started = Instant::now();
     let serving = proxy.begin_stop();
@@ -215,10 +221,8 @@ async fn the_drain_deadline_bounds_shutdown() {
         ..test_config()
     };
     let mut proxy = TestProxy::start_with(config, Some(table(slow_stream(100, 100)))).await;
-    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(stream_request().as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    assert!(read_until(&mut s, &mut got, b"data: ", Duration::from_secs(5)).await);
+    // Held open to the end: the stream must still be in flight when the drain deadline passes.
+    let (_connection, _) = stream_in_flight(&proxy).await;
     let started = Instant::now();
     let serving = proxy.begin_stop();
     tokio::time::timeout(Duration::from_secs(3), serving)

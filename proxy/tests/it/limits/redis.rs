@@ -8,11 +8,14 @@
 //! `LIMIT + ceil(t * LIMIT / 60) + 1` (the +1 covers the millisecond rounding of levels).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::support::standalone_bin::{Proxy, free_port};
 
 const KEY: &str = "tg-redis-test-key";
 const LIMIT: usize = 60;
@@ -57,14 +60,6 @@ spec:
   limits: {{requestsPerMinute: {LIMIT}}}
 "#
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Sends one RESP command (inline form) and returns the first line of the answer.
@@ -118,79 +113,34 @@ impl Drop for Redis {
     }
 }
 
-/// A standalone proxy process; killed on drop.
-struct Proxy {
-    child: Child,
-    port: u16,
-    admin: u16,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+/// Replica `n` of the proxy, counting in the Redis on `redis_port`.
+fn replica(dir: &Path, n: usize, redis_port: u16) -> Proxy {
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    let replicas = REPLICAS.to_string();
+    Proxy::start_with(
+        dir,
+        &format!("replica-{n}.log"),
+        &[
+            "--redis-url",
+            &redis_url,
+            "--replicas",
+            &replicas,
+            "--access-log",
+            "off",
+        ],
     )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
 }
 
-impl Proxy {
-    fn start(dir: &std::path::Path, redis_port: u16) -> Self {
-        let (port, admin) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
-            .arg("standalone")
-            .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}/0")])
-            .args(["--replicas", &REPLICAS.to_string()])
-            .args(["--access-log", "off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tollgate-proxy");
-        let proxy = Self { child, port, admin };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http_get(admin, "/readyz").map(|r| r.0) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "the proxy was not ready within 30s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        proxy
-    }
-
-    fn metric(&self, name: &str) -> Option<f64> {
-        let (_, text) = http_get(self.admin, "/metrics")?;
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-    }
-
-    fn wait_redis(&self, up: bool) {
-        let want = if up { 1.0 } else { 0.0 };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.metric("tollgate_limits_redis_up") != Some(want) {
-            assert!(
-                Instant::now() < deadline,
-                "tollgate_limits_redis_up never became {want}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+/// Waits up to 15 s for `proxy` to report Redis up (or down).
+fn wait_redis(proxy: &Proxy, up: bool) {
+    let want = if up { 1.0 } else { 0.0 };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while proxy.metric("tollgate_limits_redis_up") != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "tollgate_limits_redis_up never became {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -273,10 +223,10 @@ async fn two_proxies_share_a_limit_in_redis_fall_back_to_shares_and_come_back() 
     std::fs::write(dir.path().join("config.yaml"), config()).unwrap();
     let redis_port = free_port();
     let redis = Redis::start(redis_port);
-    let a = Proxy::start(dir.path(), redis_port);
-    let b = Proxy::start(dir.path(), redis_port);
-    a.wait_redis(true);
-    b.wait_redis(true);
+    let a = replica(dir.path(), 0, redis_port);
+    let b = replica(dir.path(), 1, redis_port);
+    wait_redis(&a, true);
+    wait_redis(&b, true);
 
     // 1. Redis up. Half the load on A alone: A admits the whole limit, twice its local share, so it
     // counts in Redis; then the other half on B: B finds the limit spent.
@@ -326,7 +276,7 @@ async fn two_proxies_share_a_limit_in_redis_fall_back_to_shares_and_come_back() 
     );
     assert!(during.admitted <= during.bound(), "{during:?}");
     for p in [&a, &b] {
-        p.wait_redis(false);
+        wait_redis(p, false);
         assert!(
             p.metric("tollgate_limits_redis_fallbacks_total")
                 .unwrap_or(0.0)
@@ -337,8 +287,8 @@ async fn two_proxies_share_a_limit_in_redis_fall_back_to_shares_and_come_back() 
     // 3. Redis is back (empty): both reconnect, and A alone again admits more than its local share,
     // which it had spent in step 2.
     let redis = Redis::start(redis_port);
-    a.wait_redis(true);
-    b.wait_redis(true);
+    wait_redis(&a, true);
+    wait_redis(&b, true);
     let again = burst(&[a.port], 3 * LIMIT / 2, None).await;
     let after = burst(&[b.port], 3 * LIMIT / 2, None).await;
     eprintln!("Redis back: A {again:?}, B {after:?}");

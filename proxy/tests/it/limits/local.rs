@@ -2,11 +2,10 @@
 //! the `x-ratelimit-*` headers on every answer of a limited subscription, consumer-wide limits across
 //! subscriptions, settlement with the real usage, budgets, and replica shares.
 
-mod support;
-
 use serde_json::{Value, json};
-use support::*;
 use tollgate_snapshot::{Budget, Content, FakeBehaviour, Limits, Phase};
+
+use crate::support::*;
 
 const KEY: &str = "tg-limits-key";
 const CHAT: &str = "/team-a/chat/v1/chat/completions";

@@ -2,8 +2,6 @@
 //! 429 and 5xx; weights over 10,000 calls; ejection after consecutive failures and recovery through a
 //! probe; the retry budget; no retry once the first byte has reached the client; key-pool failover.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,17 +9,30 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
-use support::flaky::{Flaky, Mode, Sequence};
-use support::*;
 use tollgate_snapshot::{
     Backend, Content, Credential, HealthPolicy, Phase, Provider, ProviderType, RetryBudget,
 };
+
+use crate::support::flaky::{Flaky, Mode, Sequence};
+use crate::support::*;
+use crate::support::{anthropic_fake, chat_route};
 
 const KEY: &str = "tg-backends-key";
 const CHAT: &str = "/team-a/chat/v1/chat/completions";
 
 fn flaky_provider(name: &str, endpoint: &str) -> Provider {
     provider(name, ProviderType::OpenAI, endpoint, "sk-one")
+}
+
+/// A flaky provider ejected after `failures_to_eject` failures in a row, for `ejection_ms`.
+fn ejectable(name: &str, endpoint: &str, failures_to_eject: u32, ejection_ms: u64) -> Provider {
+    let mut p = flaky_provider(name, endpoint);
+    p.health = HealthPolicy {
+        failures_to_eject,
+        ejection_ms,
+        key_cooldown_ms: 60_000,
+    };
+    p
 }
 
 fn weighted(provider: u32, weight: u32) -> Backend {
@@ -89,12 +100,7 @@ async fn fallbacks_are_tried_in_order_after_connect_errors_500_429_and_timeouts(
     let proxy = TestProxy::start(table(providers, vec![weighted(0, 1)], fallbacks)).await;
 
     let reply = post(&proxy.url(CHAT), KEY, &ask()).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(answered_by(&reply), "from-d");
     // a (500), the closed port (no request), b (429), c (timeout), then d, in that order.
     assert_eq!(a.sequence_numbers(), vec![0]);
@@ -181,12 +187,7 @@ async fn a_failing_backend_is_ejected_then_probed_back() {
     let sick = Flaky::start("sick", &seq).await;
     sick.set(Mode::Status(500));
     let well = Flaky::start("well", &seq).await;
-    let mut sick_provider = flaky_provider("sick", &sick.endpoint());
-    sick_provider.health = HealthPolicy {
-        failures_to_eject: 3,
-        ejection_ms: 500,
-        key_cooldown_ms: 60_000,
-    };
+    let sick_provider = ejectable("sick", &sick.endpoint(), 3, 500);
     let proxy = TestProxy::start(table(
         vec![sick_provider, flaky_provider("well", &well.endpoint())],
         vec![weighted(0, 1), weighted(1, 1)],
@@ -236,12 +237,7 @@ async fn a_failed_probe_ejects_again_at_once() {
     let sick = Flaky::start("sick", &seq).await;
     sick.set(Mode::Status(502));
     let fallback = Flaky::start("fallback", &seq).await;
-    let mut sick_provider = flaky_provider("sick", &sick.endpoint());
-    sick_provider.health = HealthPolicy {
-        failures_to_eject: 2,
-        ejection_ms: 300,
-        key_cooldown_ms: 60_000,
-    };
+    let sick_provider = ejectable("sick", &sick.endpoint(), 2, 300);
     let proxy = TestProxy::start(table(
         vec![
             sick_provider,
@@ -373,12 +369,7 @@ async fn a_refused_key_rests_and_the_pool_carries_on() {
     let proxy = TestProxy::start(table(vec![pooled], vec![weighted(0, 1)], vec![])).await;
     for _ in 0..12 {
         let reply = post(&proxy.url(CHAT), KEY, &ask()).await;
-        assert_eq!(
-            reply.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
+        reply.assert_status(200);
     }
     let keys = upstream.keys();
     let count = |k: &str| keys.iter().filter(|s| s.as_str() == k).count();
@@ -397,28 +388,19 @@ async fn a_refused_key_rests_and_the_pool_carries_on() {
 #[tokio::test]
 async fn a_translated_providers_key_pool_fails_over_too() {
     const GOOD: &str = "sk-ant-good";
-    let fake = support::anthropic_fake::start(GOOD).await;
-    let mut anthropic = support::translated::typed(
+    let fake = anthropic_fake::start(GOOD).await;
+    let mut anthropic = chat_route::typed(
         ProviderType::Anthropic,
         &fake.url(),
         GOOD,
         "claude-sonnet-4-5",
     );
     anthropic.credentials = vec![Credential("sk-ant-revoked".into()), Credential(GOOD.into())];
-    let proxy = TestProxy::start(support::translated::table(
-        vec![anthropic],
-        "claude-sonnet-4-5",
-    ))
-    .await;
+    let proxy = chat_route::proxy_to(anthropic).await;
     let body = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}]});
     for _ in 0..6 {
-        let reply = post(&proxy.url(CHAT), support::translated::CLIENT_KEY, &body).await;
-        assert_eq!(
-            reply.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
+        let reply = post(&proxy.url(CHAT), chat_route::CLIENT_KEY, &body).await;
+        reply.assert_status(200);
     }
     let keys: Vec<String> = fake
         .seen()

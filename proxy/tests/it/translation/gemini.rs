@@ -2,25 +2,21 @@
 //! golden request and response translations, SSE streaming, a function-call round trip, image input,
 //! embeddings through `embedContent`/`batchEmbedContents`, and Google's error shapes.
 
-mod support;
-
 use serde_json::{Value, json};
-use support::gemini_fake;
-use support::translated::*;
-use support::*;
 use tollgate_snapshot::ProviderType;
+
+use crate::support::chat_route::*;
+use crate::support::fake_server::FakeServer;
+use crate::support::gemini_fake;
+use crate::support::*;
 
 const KEY: &str = "AIzaSyFAKE-GEMINI-UPSTREAM-KEY-0001";
 const MODEL: &str = "gemini-2.5-flash";
 const JPEG: &str = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8U";
 
-async fn setup() -> (support::fake_server::FakeServer, TestProxy) {
+async fn setup() -> (FakeServer, TestProxy) {
     let fake = gemini_fake::start(KEY).await;
-    let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::Gemini, &fake.url(), KEY, MODEL)],
-        MODEL,
-    ))
-    .await;
+    let proxy = proxy_to(typed(ProviderType::Gemini, &fake.url(), KEY, MODEL)).await;
     (fake, proxy)
 }
 
@@ -52,12 +48,7 @@ async fn golden_request_and_response_with_images_and_a_function_result() {
         "response_format": {"type": "json_object"}
     });
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     let seen = fake.last();
     assert_eq!(seen.path, format!("/v1beta/models/{MODEL}:generateContent"));
     assert_eq!(seen.header("x-goog-api-key"), Some(KEY));
@@ -142,12 +133,7 @@ async fn function_call_round_trip_streamed() {
         {"role": "tool", "tool_call_id": id, "content": "sunny"}
     ]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &follow).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(
         fake.last().body["contents"][2],
         json!({"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}}]})
@@ -207,12 +193,7 @@ async fn embeddings_single_and_batch() {
         &json!({"model": "front-model", "input": "hello", "encoding_format": "float", "dimensions": 3}),
     )
     .await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     let seen = fake.last();
     assert_eq!(seen.path, format!("/v1beta/models/{MODEL}:embedContent"));
     assert_eq!(

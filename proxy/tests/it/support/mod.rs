@@ -1,14 +1,19 @@
-//! Test support: an in-process proxy on 127.0.0.1, snapshot builders, and a small HTTP client.
-#![allow(dead_code)]
+//! Test support: an in-process proxy on 127.0.0.1, snapshot builders, and a small HTTP client (here);
+//! one chat route in front of any provider (`chat_route`); the upstream fakes, built on one core
+//! (`fake_server`, then `openai_fake`, `flaky`, `anthropic_fake`, `azure_fake`, `gemini_fake`,
+//! `bedrock_fake`); the real binary as a process (`standalone_bin`); the Python SDK runner
+//! (`python`).
 
 pub mod anthropic_fake;
 pub mod azure_fake;
 pub mod bedrock_fake;
+pub mod chat_route;
 pub mod fake_server;
 pub mod flaky;
 pub mod gemini_fake;
 pub mod openai_fake;
-pub mod translated;
+pub mod python;
+pub mod standalone_bin;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -269,6 +274,12 @@ impl Reply {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status, showing the body when it is another.
+    #[track_caller]
+    pub fn assert_status(&self, want: u16) {
+        assert_eq!(self.status, want, "{}", String::from_utf8_lossy(&self.body));
     }
 
     pub fn request_id(&self) -> String {

@@ -2,32 +2,17 @@
 //! arrives: the chat completion object, `chat.completion.chunk` events on `data: ` lines ending with
 //! `data: [DONE]`, the embeddings list, and the `{"error":{...}}` shape for failures.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
-/// One request as the fake saw it.
-#[derive(Clone, Debug)]
-pub struct Seen {
-    pub method: String,
-    pub path: String,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
+use super::fake_server::{Body, Seen, json_response, paced, serve};
 
 /// How the fake answers.
 #[derive(Clone, Debug)]
@@ -61,17 +46,25 @@ impl Behaviour {
 
 /// A running fake.
 pub struct OpenAiFake {
-    pub addr: SocketAddr,
+    addr: std::net::SocketAddr,
     pub behaviour: Arc<Mutex<Behaviour>>,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     /// Streams whose reader went away before the last chunk.
     pub streams_cut: Arc<AtomicUsize>,
     /// Streams sent to the end.
     pub streams_finished: Arc<AtomicUsize>,
     /// Signalled whenever a stream is cut.
     pub cut_notify: Arc<Notify>,
-    /// Requests answered.
-    pub answered: Arc<AtomicU64>,
+}
+
+/// What the answering side shares with the test's handle.
+#[derive(Clone)]
+struct State {
+    behaviour: Arc<Mutex<Behaviour>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    streams_cut: Arc<AtomicUsize>,
+    streams_finished: Arc<AtomicUsize>,
+    cut_notify: Arc<Notify>,
 }
 
 impl OpenAiFake {
@@ -85,132 +78,77 @@ impl OpenAiFake {
     }
 
     pub async fn start(behaviour: Behaviour) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let fake = Self {
-            addr,
+        let state = State {
             behaviour: Arc::new(Mutex::new(behaviour)),
             seen: Arc::default(),
             streams_cut: Arc::default(),
             streams_finished: Arc::default(),
             cut_notify: Arc::default(),
-            answered: Arc::default(),
         };
-        let state = State {
-            behaviour: fake.behaviour.clone(),
-            seen: fake.seen.clone(),
-            streams_cut: fake.streams_cut.clone(),
-            streams_finished: fake.streams_finished.clone(),
-            cut_notify: fake.cut_notify.clone(),
-            answered: fake.answered.clone(),
-        };
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(state.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        fake
+        let serving = state.clone();
+        let addr = serve(move |req| answer(serving.clone(), req)).await;
+        Self {
+            addr,
+            behaviour: state.behaviour,
+            seen: state.seen,
+            streams_cut: state.streams_cut,
+            streams_finished: state.streams_finished,
+            cut_notify: state.cut_notify,
+        }
     }
 }
 
-#[derive(Clone)]
-struct State {
-    behaviour: Arc<Mutex<Behaviour>>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    streams_cut: Arc<AtomicUsize>,
-    streams_finished: Arc<AtomicUsize>,
-    cut_notify: Arc<Notify>,
-    answered: Arc<AtomicU64>,
-}
-
-type Body = BoxBody<Bytes, Infallible>;
-
-fn full(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    r
-}
-
-fn error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response<Body> {
-    full(
+fn error(status: u16, kind: &str, code: Option<&str>, message: &str) -> Response<Body> {
+    json_response(
         status,
         &json!({"error": {"message": message, "type": kind, "param": null, "code": code}}),
     )
 }
 
-async fn answer(state: State, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn answer(state: State, req: Request<Incoming>) -> Response<Body> {
     let b = state.behaviour.lock().unwrap().clone();
-    let (parts, body) = req.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    state.seen.lock().unwrap().push(Seen {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        headers: parts.headers.clone(),
-        body: body.clone(),
-    });
-    state.answered.fetch_add(1, Ordering::Relaxed);
+    let seen = Seen::read(req).await;
+    state.seen.lock().unwrap().push(seen.clone());
     if !b.latency.is_zero() {
         tokio::time::sleep(b.latency).await;
     }
     if let Some(status) = b.fail_with {
-        let status = StatusCode::from_u16(status).unwrap();
-        return Ok(error(
+        return error(
             status,
             "server_error",
             None,
             "The server had an error while processing your request.",
-        ));
+        );
     }
-    let authorized = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {}", b.key));
-    if !authorized {
-        return Ok(error(
-            StatusCode::UNAUTHORIZED,
+    if seen.header("authorization") != Some(format!("Bearer {}", b.key).as_str()) {
+        return error(
+            401,
             "invalid_request_error",
             Some("invalid_api_key"),
             "Incorrect API key provided: sk-ab***yz.",
-        ));
+        );
     }
+    let body = &seen.body;
     let model = body["model"].as_str().unwrap_or("").to_string();
-    match (parts.method.as_str(), parts.uri.path()) {
+    match (seen.method.as_str(), seen.path.as_str()) {
         ("POST", "/v1/chat/completions") => {
             if body["messages"].as_array().is_none_or(|m| m.is_empty()) {
-                return Ok(error(
-                    StatusCode::BAD_REQUEST,
+                return error(
+                    400,
                     "invalid_request_error",
                     None,
                     "'messages' is a required property",
-                ));
+                );
             }
             if body["stream"] == json!(true) {
-                Ok(stream(
+                stream(
                     state,
                     b,
                     model,
                     body["stream_options"]["include_usage"] == json!(true),
-                ))
+                )
             } else {
-                Ok(full(StatusCode::OK, &completion(&b, &model)))
+                json_response(200, &completion(&b, &model))
             }
         }
         ("POST", "/v1/embeddings") => {
@@ -223,18 +161,18 @@ async fn answer(state: State, req: Request<Incoming>) -> Result<Response<Body>, 
                     |i| json!({"object": "embedding", "index": i, "embedding": [0.25, -0.5, 0.75]}),
                 )
                 .collect();
-            Ok(full(
-                StatusCode::OK,
+            json_response(
+                200,
                 &json!({"object": "list", "data": data, "model": model,
                         "usage": {"prompt_tokens": 4 * n, "total_tokens": 4 * n}}),
-            ))
+            )
         }
-        _ => Ok(error(
-            StatusCode::NOT_FOUND,
+        (method, path) => error(
+            404,
             "invalid_request_error",
             None,
-            &format!("Invalid URL ({} {})", parts.method, parts.uri.path()),
-        )),
+            &format!("Invalid URL ({method} {path})"),
+        ),
     }
 }
 
@@ -268,7 +206,6 @@ fn completion(b: &Behaviour, model: &str) -> Value {
 }
 
 fn stream(state: State, b: Behaviour, model: String, include_usage: bool) -> Response<Body> {
-    let (tx, rx) = mpsc::channel::<Bytes>(1);
     let fingerprint = format!("fp_{}", b.tag);
     let chunk = move |choices: Value, usage: Option<Value>| {
         let mut c = json!({
@@ -301,39 +238,18 @@ fn stream(state: State, b: Behaviour, model: String, include_usage: bool) -> Res
         ));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    let interval = b.chunk_interval;
-    tokio::spawn(async move {
-        for (i, e) in events.into_iter().enumerate() {
-            if i > 0 && !interval.is_zero() {
-                tokio::time::sleep(interval).await;
-            }
-            if tx.send(e).await.is_err() {
+    paced(
+        "text/event-stream; charset=utf-8",
+        events.into_iter().map(Ok).collect(),
+        b.chunk_interval,
+        || {},
+        move |finished| {
+            if finished {
+                state.streams_finished.fetch_add(1, Ordering::SeqCst);
+            } else {
                 state.streams_cut.fetch_add(1, Ordering::SeqCst);
                 state.cut_notify.notify_waiters();
-                return;
             }
-        }
-        state.streams_finished.fetch_add(1, Ordering::SeqCst);
-    });
-    let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
-    r.headers_mut().insert(
-        "content-type",
-        "text/event-stream; charset=utf-8".parse().unwrap(),
-    );
-    r
-}
-
-/// A body fed by a channel: each message is one frame. Dropping it (reader gone) closes the channel.
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
+        },
+    )
 }

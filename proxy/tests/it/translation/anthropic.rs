@@ -2,24 +2,20 @@
 //! API): golden request and response translations, streaming, a tool-call round trip, image input,
 //! usage with cache tokens, and provider errors in OpenAI's shape without the credential.
 
-mod support;
-
 use serde_json::{Value, json};
-use support::anthropic_fake;
-use support::translated::*;
-use support::*;
 use tollgate_snapshot::ProviderType;
+
+use crate::support::anthropic_fake;
+use crate::support::chat_route::*;
+use crate::support::fake_server::FakeServer;
+use crate::support::*;
 
 const KEY: &str = "sk-ant-api03-UPSTREAMSECRETKEY0001";
 const MODEL: &str = "claude-sonnet-4-5";
 
-async fn setup() -> (support::fake_server::FakeServer, TestProxy) {
+async fn setup() -> (FakeServer, TestProxy) {
     let fake = anthropic_fake::start(KEY).await;
-    let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::Anthropic, &fake.url(), KEY, MODEL)],
-        MODEL,
-    ))
-    .await;
+    let proxy = proxy_to(typed(ProviderType::Anthropic, &fake.url(), KEY, MODEL)).await;
     (fake, proxy)
 }
 
@@ -58,12 +54,7 @@ fn conversation() -> Value {
 async fn golden_request_and_response_with_images_and_a_tool_result() {
     let (fake, proxy) = setup().await;
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &conversation()).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
 
     let seen = fake.last();
     assert_eq!(seen.header("x-api-key"), Some(KEY));
@@ -196,12 +187,7 @@ async fn tool_call_round_trip_streamed_then_whole() {
         "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     });
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &follow).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(
         fake.last().body["messages"][1],
         json!({"role": "assistant", "content": [
@@ -323,8 +309,8 @@ async fn provider_errors_come_back_in_openai_shape_without_the_key() {
 
 #[tokio::test]
 async fn a_mid_stream_error_event_becomes_an_openai_error_event() {
+    use crate::support::fake_server::{Answer, Control, FakeServer, Seen};
     use bytes::Bytes;
-    use support::fake_server::{Answer, Control, FakeServer, Seen};
     fn overloaded(_: &Seen, _: &Control) -> Answer {
         let e = |n: &str, d: Value| Bytes::from(format!("event: {n}\ndata: {d}\n\n"));
         Answer::Stream {
@@ -350,11 +336,7 @@ async fn a_mid_stream_error_event_becomes_an_openai_error_event() {
         }
     }
     let fake = FakeServer::start(Control::new(KEY, "x"), overloaded).await;
-    let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::Anthropic, &fake.url(), KEY, MODEL)],
-        MODEL,
-    ))
-    .await;
+    let proxy = proxy_to(typed(ProviderType::Anthropic, &fake.url(), KEY, MODEL)).await;
     let ask = json!({"model": "front-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
     let chunks = openai_chunks(&reply.body);

@@ -2,18 +2,17 @@
 //! 200 ms, and each translated chunk must reach the client well before the next piece is sent —
 //! shown by comparing, per piece, when the fake sent it and when the client received it.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use support::fake_server::FakeServer;
-use support::translated::*;
-use support::{TestProxy, anthropic_fake, bedrock_fake, client, gemini_fake};
 use tollgate_snapshot::ProviderType;
+
+use crate::support::chat_route::*;
+use crate::support::fake_server::FakeServer;
+use crate::support::{TestProxy, anthropic_fake, bedrock_fake, client, gemini_fake};
 
 const KEY: &str = "latency-test-key";
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -110,42 +109,28 @@ async fn translated_streams_forward_each_chunk_promptly() {
 
     let fake = anthropic_fake::start(KEY).await;
     slow(&fake);
-    let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::Anthropic, &fake.url(), KEY, "c")],
-        "c",
-    ))
-    .await;
+    let proxy = proxy_to(typed(ProviderType::Anthropic, &fake.url(), KEY, "c")).await;
     // message_start, ping, content_block_start, then the text deltas.
     let got = timed_text(&proxy, CHAT, ask.clone(), false).await;
     assert_prompt(&fake, 3, &got, "Anthropic -> OpenAI chunks");
 
     let fake = gemini_fake::start(KEY).await;
     slow(&fake);
-    let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::Gemini, &fake.url(), KEY, "g")],
-        "g",
-    ))
-    .await;
+    let proxy = proxy_to(typed(ProviderType::Gemini, &fake.url(), KEY, "g")).await;
     let got = timed_text(&proxy, CHAT, ask.clone(), false).await;
     assert_prompt(&fake, 0, &got, "Gemini -> OpenAI chunks");
 
     let keys = format!("{}:latency-secret", bedrock_fake::ACCESS_KEY_ID);
     let fake = bedrock_fake::start(&keys).await;
     slow(&fake);
-    let mut p = typed(ProviderType::Bedrock, &fake.url(), &keys, "b");
-    p.bedrock_region = Some(bedrock_fake::REGION.into());
-    let proxy = TestProxy::start(table(vec![p], "b")).await;
+    let proxy = proxy_to(bedrock(&fake.url(), &keys, "b")).await;
     let got = timed_text(&proxy, CHAT, ask.clone(), false).await;
     assert_prompt(&fake, 1, &got, "Bedrock event stream -> OpenAI chunks");
 
     // An Anthropic caller of a Gemini backend: two translations, still one event at a time.
     let fake = gemini_fake::start(KEY).await;
     slow(&fake);
-    let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::Gemini, &fake.url(), KEY, "g")],
-        "g",
-    ))
-    .await;
+    let proxy = proxy_to(typed(ProviderType::Gemini, &fake.url(), KEY, "g")).await;
     let mut ask = ask;
     ask["max_tokens"] = 50.into();
     let got = timed_text(&proxy, MESSAGES, ask, true).await;

@@ -2,23 +2,20 @@
 //! every SigV4 signature): golden translations, the binary event stream, a tool-use round trip,
 //! image input, session tokens, Bedrock API keys, and errors.
 
-mod support;
-
 use serde_json::{Value, json};
-use support::bedrock_fake::{self, ACCESS_KEY_ID, REGION};
-use support::translated::*;
-use support::*;
-use tollgate_snapshot::ProviderType;
+
+use crate::support::bedrock_fake::{self, ACCESS_KEY_ID, REGION};
+use crate::support::chat_route::*;
+use crate::support::fake_server::FakeServer;
+use crate::support::*;
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiFAKESECRET1";
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
 const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 
-async fn setup(credential: &str) -> (support::fake_server::FakeServer, TestProxy) {
+async fn setup(credential: &str) -> (FakeServer, TestProxy) {
     let fake = bedrock_fake::start(credential).await;
-    let mut provider = typed(ProviderType::Bedrock, &fake.url(), credential, MODEL);
-    provider.bedrock_region = Some(REGION.into());
-    let proxy = TestProxy::start(table(vec![provider], MODEL)).await;
+    let proxy = proxy_to(bedrock(&fake.url(), credential, MODEL)).await;
     (fake, proxy)
 }
 
@@ -51,12 +48,7 @@ async fn golden_signed_request_and_response_with_an_image_and_a_tool_result() {
         "stop": ["END"]
     });
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     let seen = fake.last();
     assert_eq!(
         seen.path,
@@ -119,12 +111,7 @@ async fn tool_use_round_trip_over_the_event_stream() {
     let ask = json!({"model": "front-model", "stream": true, "tools": tools,
                      "messages": [{"role": "user", "content": "Weather in Paris?"}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     let seen = fake.last();
     assert_eq!(
         seen.path,
@@ -164,12 +151,7 @@ async fn tool_use_round_trip_over_the_event_stream() {
             "function": {"name": name, "arguments": args}}]},
         {"role": "tool", "tool_call_id": id, "content": "sunny"}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &follow).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(
         chunk_text(&openai_chunks(&reply.body)),
         "The tool said: sunny"
@@ -180,17 +162,10 @@ async fn tool_use_round_trip_over_the_event_stream() {
 async fn session_tokens_and_bedrock_api_keys() {
     let with_token = format!("ASIAFAKE0001:{SECRET}:FwoGZXIvYXdzEJr//////////wEaDFAKETOKEN+/==");
     let fake = bedrock_fake::start(&with_token).await;
-    let mut p = typed(ProviderType::Bedrock, &fake.url(), &with_token, MODEL);
-    p.bedrock_region = Some(REGION.into());
-    let proxy = TestProxy::start(table(vec![p], MODEL)).await;
+    let proxy = proxy_to(bedrock(&fake.url(), &with_token, MODEL)).await;
     let ask = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(
         fake.last().header("x-amz-security-token"),
         Some("FwoGZXIvYXdzEJr//////////wEaDFAKETOKEN+/==")
@@ -198,12 +173,7 @@ async fn session_tokens_and_bedrock_api_keys() {
 
     let (fake, proxy) = setup("ABSKQmVkcm9ja0FQSUtleS1mYWtl").await;
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(
         fake.last().header("authorization"),
         Some("Bearer ABSKQmVkcm9ja0FQSUtleS1mYWtl")
@@ -256,7 +226,7 @@ async fn errors_and_what_bedrock_cannot_take() {
 
 #[tokio::test]
 async fn an_exception_in_the_stream_ends_it_with_an_error_event() {
-    use support::fake_server::{Answer, Control, FakeServer, Seen};
+    use crate::support::fake_server::{Answer, Control, FakeServer, Seen};
     fn throttled(_: &Seen, _: &Control) -> Answer {
         Answer::Stream {
             content_type: "application/vnd.amazon.eventstream",
@@ -270,10 +240,12 @@ async fn an_exception_in_the_stream_ends_it_with_an_error_event() {
             ],
         }
     }
-    let fake = FakeServer::start(support::fake_server::Control::new(&keys(), "x"), throttled).await;
-    let mut p = typed(ProviderType::Bedrock, &fake.url(), &keys(), MODEL);
-    p.bedrock_region = Some(REGION.into());
-    let proxy = TestProxy::start(table(vec![p], MODEL)).await;
+    let fake = FakeServer::start(
+        crate::support::fake_server::Control::new(&keys(), "x"),
+        throttled,
+    )
+    .await;
+    let proxy = proxy_to(bedrock(&fake.url(), &keys(), MODEL)).await;
     let ask = json!({"model": "front-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let chunks = openai_chunks(&post(&proxy.url(CHAT), CLIENT_KEY, &ask).await.body);
     assert_eq!(chunk_text(&chunks), "Hi");

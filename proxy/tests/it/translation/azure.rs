@@ -1,17 +1,17 @@
 //! OpenAI-format callers served by Azure OpenAI (a fake of its deployment URLs): the deployment and
 //! `api-version` in the URL, the `api-key` header, chat, streaming, tool calls and embeddings.
 
-mod support;
-
 use serde_json::json;
-use support::azure_fake;
-use support::translated::*;
-use support::*;
 use tollgate_snapshot::ProviderType;
+
+use crate::support::azure_fake;
+use crate::support::chat_route::*;
+use crate::support::fake_server::FakeServer;
+use crate::support::*;
 
 const KEY: &str = "azure-upstream-key-0123456789abcdef";
 
-async fn setup() -> (support::fake_server::FakeServer, TestProxy) {
+async fn setup() -> (FakeServer, TestProxy) {
     let fake = azure_fake::start(KEY).await;
     let mut p = typed(ProviderType::AzureOpenAI, &fake.url(), KEY, "gpt-4o");
     p.models[0].deployment = Some("prod-gpt4o".into());
@@ -25,12 +25,7 @@ async fn chat_goes_to_the_deployment_with_api_key_and_version() {
     let (fake, proxy) = setup().await;
     let ask = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.1});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     let seen = fake.last();
     assert_eq!(seen.path, "/openai/deployments/prod-gpt4o/chat/completions");
     assert_eq!(seen.query, "api-version=2024-10-21");

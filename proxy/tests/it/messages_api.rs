@@ -2,14 +2,13 @@
 //! translated for OpenAI-compatible, Gemini, Bedrock and Fake backends, streams included, and errors
 //! in Anthropic's envelope.
 
-mod support;
-
 use http::Method;
 use serde_json::{Value, json};
-use support::translated::*;
-use support::*;
-use support::{anthropic_fake, azure_fake, bedrock_fake, gemini_fake};
 use tollgate_snapshot::{FakeBehaviour, ProviderType};
+
+use crate::support::chat_route::*;
+use crate::support::*;
+use crate::support::{anthropic_fake, azure_fake, bedrock_fake, gemini_fake};
 
 const KEY: &str = "upstream-key-for-messages-0001";
 
@@ -46,19 +45,10 @@ fn follow_up(id: &str, stream: bool) -> Value {
 #[tokio::test]
 async fn anthropic_backends_get_the_callers_bytes() {
     let fake = anthropic_fake::start(KEY).await;
-    let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::Anthropic, &fake.url(), KEY, "claude-x")],
-        "claude-x",
-    ))
-    .await;
+    let proxy = proxy_to(typed(ProviderType::Anthropic, &fake.url(), KEY, "claude-x")).await;
     let ask = tool_ask(false);
     let reply = messages(&proxy, &ask).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     let mut want = ask.clone();
     want["model"] = "claude-x".into();
     assert_eq!(fake.last().body, want, "only the model is rewritten");
@@ -122,23 +112,15 @@ fn assert_tool_stream(events: &[(String, Value)], model: &str) {
 #[tokio::test]
 async fn openai_backends_are_translated_both_ways() {
     let fake = azure_fake::start_openai(KEY).await;
-    let proxy = TestProxy::start(table(
-        vec![typed(
-            ProviderType::OpenAI,
-            &format!("{}/v1", fake.url()),
-            KEY,
-            "gpt-4o",
-        )],
+    let proxy = proxy_to(typed(
+        ProviderType::OpenAI,
+        &format!("{}/v1", fake.url()),
+        KEY,
         "gpt-4o",
     ))
     .await;
     let reply = messages(&proxy, &tool_ask(false)).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(
         fake.last().body,
         json!({"model": "gpt-4o", "max_completion_tokens": 256,
@@ -184,13 +166,10 @@ async fn openai_backends_are_translated_both_ways() {
 #[tokio::test]
 async fn gemini_and_bedrock_backends_serve_anthropic_callers() {
     let gemini = gemini_fake::start(KEY).await;
-    let proxy = TestProxy::start(table(
-        vec![typed(
-            ProviderType::Gemini,
-            &gemini.url(),
-            KEY,
-            "gemini-2.5-flash",
-        )],
+    let proxy = proxy_to(typed(
+        ProviderType::Gemini,
+        &gemini.url(),
+        KEY,
         "gemini-2.5-flash",
     ))
     .await;
@@ -199,12 +178,7 @@ async fn gemini_and_bedrock_backends_serve_anthropic_callers() {
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
         {"type": "text", "text": "What is this?"}]}]});
     let reply = messages(&proxy, &image).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_eq!(
         reply.json()["content"],
         json!([{"type": "text", "text": "I see 1 image(s)"}])
@@ -222,22 +196,10 @@ async fn gemini_and_bedrock_backends_serve_anthropic_callers() {
     );
 
     let keys = format!("{}:secretsecretsecret", bedrock_fake::ACCESS_KEY_ID);
-    let bedrock = bedrock_fake::start(&keys).await;
-    let mut p = typed(
-        ProviderType::Bedrock,
-        &bedrock.url(),
-        &keys,
-        "amazon.nova-pro-v1:0",
-    );
-    p.bedrock_region = Some(bedrock_fake::REGION.into());
-    let proxy = TestProxy::start(table(vec![p], "amazon.nova-pro-v1:0")).await;
+    let upstream = bedrock_fake::start(&keys).await;
+    let proxy = proxy_to(bedrock(&upstream.url(), &keys, "amazon.nova-pro-v1:0")).await;
     let reply = messages(&proxy, &tool_ask(true)).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     assert_tool_stream(&anthropic_events(&reply.body), "amazon.nova-pro-v1:0");
     let reply = messages(&proxy, &follow_up("tooluse_B1", false)).await;
     assert_eq!(reply.json()["content"][0]["text"], "The tool said: sunny");
@@ -275,11 +237,7 @@ async fn the_fake_provider_serves_anthropic_callers() {
 #[tokio::test]
 async fn errors_use_anthropics_envelope() {
     let fake = anthropic_fake::start(KEY).await;
-    let proxy = TestProxy::start(table(
-        vec![typed(ProviderType::Anthropic, &fake.url(), KEY, "claude-x")],
-        "claude-x",
-    ))
-    .await;
+    let proxy = proxy_to(typed(ProviderType::Anthropic, &fake.url(), KEY, "claude-x")).await;
     let bad_key = send(
         Method::POST,
         &proxy.url(MESSAGES),

@@ -1,13 +1,11 @@
 //! The official `openai` Python package against a standalone `tollgate-proxy` whose subscription is
 //! limited: a 429 surfaces as `openai.RateLimitError` with `Retry-After` and the `x-ratelimit-*`
 //! headers, and a spent budget as `RateLimitError` with code `budget_exceeded` that the SDK does not
-//! retry. Uses the same venv as `python_sdk.rs`; a missing python3 or a failed install fails the test.
+//! retry. Uses the same venv as `openai_quickstart`; a missing python3 or a failed install fails the
+//! test.
 
-mod standalone_bin;
-
-use std::process::Command;
-
-use standalone_bin::{Proxy, manifest, python};
+use crate::support::python::run_sdk_script;
+use crate::support::standalone_bin::Proxy;
 
 const KEY: &str = "tg-limited-key";
 const BROKE: &str = "tg-broke-key";
@@ -65,39 +63,25 @@ spec:
 
 #[test]
 fn openai_python_sdk_sees_rate_limit_errors_with_the_retry_hint() {
-    let manifest = manifest();
-    let python = python();
-
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("limited.yaml"), CONFIG).unwrap();
     let mut proxy = Proxy::start(dir.path());
-    let port = proxy.port;
+    let base_url = format!("http://127.0.0.1:{}/limited/v1", proxy.port);
 
-    let status = Command::new(&python)
-        .arg(manifest.join("tests/python/test_rate_limit.py"))
-        .env(
-            "TOLLGATE_BASE_URL",
-            format!("http://127.0.0.1:{port}/limited/v1"),
-        )
-        .env("TOLLGATE_KEY", KEY)
-        .env("TOLLGATE_BROKE_KEY", BROKE)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .status()
-        .expect("run python");
-    assert!(
-        status.success(),
-        "the OpenAI SDK checks failed (see output above)"
+    run_sdk_script(
+        "test_rate_limit.py",
+        &[
+            ("TOLLGATE_BASE_URL", &base_url),
+            ("TOLLGATE_KEY", KEY),
+            ("TOLLGATE_BROKE_KEY", BROKE),
+        ],
     );
 
     // The SDK sent the over-budget call once: `x-should-retry: false` kept it from retrying.
     let _ = proxy.child.kill();
     let _ = proxy.child.wait();
     let log = proxy.log_text();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("access-log lines are JSON"))
-        .collect();
+    let lines = proxy.log_lines();
     let over_budget = lines
         .iter()
         .filter(|l| l["error_class"] == "budget_exceeded")

@@ -1,53 +1,27 @@
 //! The proxy against a protocol-faithful OpenAI fake on 127.0.0.1: what arrives upstream, streaming,
 //! fallbacks, upstream failures, and cancelling the upstream call when the client leaves.
 
-mod support;
-
 use std::time::Duration;
 
 use http::Method;
 use serde_json::{Value, json};
-use support::openai_fake::{Behaviour, OpenAiFake};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tollgate_snapshot::{Content, Phase, ProviderType, Timeouts};
+use tollgate_snapshot::{ProviderType, Timeouts};
 
-const CLIENT_KEY: &str = "tg-client-key-7f3a";
+use crate::support::chat_route::{CHAT, CLIENT_KEY, proxy_to, table};
+use crate::support::openai_fake::{Behaviour, OpenAiFake};
+use crate::support::*;
+
 const UPSTREAM_KEY: &str = "sk-upstream-secret-a";
-const CHAT: &str = "/team-a/chat/v1/chat/completions";
-
-/// One route `/team-a/chat` whose model `front-model` goes to the given providers: the first as the
-/// weighted backend, the rest as fallbacks in order.
-fn table(providers: Vec<tollgate_snapshot::Provider>) -> Content {
-    let fallbacks = (1..providers.len() as u32)
-        .map(|i| backend(i, "gpt-4o-mini"))
-        .collect();
-    Content {
-        routes: vec![route(
-            NS,
-            "chat",
-            "/team-a/chat",
-            vec![model(
-                "front-model",
-                vec![backend(0, "gpt-4o-mini")],
-                fallbacks,
-            )],
-        )],
-        providers,
-        consumers: vec![consumer(NS, "app", CLIENT_KEY)],
-        subscriptions: vec![subscription("app-chat", 0, 0, Phase::Approved)],
-        proxy_replicas: 0,
-    }
-}
 
 async fn setup(behaviour: Behaviour) -> (OpenAiFake, TestProxy) {
     let fake = OpenAiFake::start(behaviour).await;
-    let proxy = TestProxy::start(table(vec![provider(
+    let proxy = proxy_to(provider(
         "openai-a",
         ProviderType::OpenAI,
         &fake.endpoint(),
         UPSTREAM_KEY,
-    )]))
+    ))
     .await;
     (fake, proxy)
 }
@@ -72,36 +46,16 @@ async fn upstream_gets_injected_credential_rewritten_model_and_intact_body() {
     });
     // The client key in each of the three accepted headers.
     let auth = format!("Bearer {CLIENT_KEY}");
-    let replies = [
-        send(
-            Method::POST,
-            &proxy.url(CHAT),
-            &[("authorization", &auth)],
-            Some(&request),
-        )
-        .await,
-        send(
-            Method::POST,
-            &proxy.url(CHAT),
-            &[("x-api-key", CLIENT_KEY)],
-            Some(&request),
-        )
-        .await,
-        send(
-            Method::POST,
-            &proxy.url(CHAT),
-            &[("api-key", CLIENT_KEY)],
-            Some(&request),
-        )
-        .await,
-    ];
+    let mut replies = Vec::new();
+    for header in [
+        ("authorization", auth.as_str()),
+        ("x-api-key", CLIENT_KEY),
+        ("api-key", CLIENT_KEY),
+    ] {
+        replies.push(send(Method::POST, &proxy.url(CHAT), &[header], Some(&request)).await);
+    }
     for reply in &replies {
-        assert_eq!(
-            reply.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
+        reply.assert_status(200);
         let v = reply.json();
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["choices"][0]["message"]["content"], "from-a w1 w2");
@@ -238,11 +192,14 @@ async fn fallbacks_are_tried_in_order_after_a_5xx() {
     let a = OpenAiFake::start(failing.clone()).await;
     let b = OpenAiFake::start(failing).await;
     let c = OpenAiFake::start(Behaviour::new("c", "sk-c")).await;
-    let proxy = TestProxy::start(table(vec![
-        provider("a", ProviderType::OpenAI, &a.endpoint(), UPSTREAM_KEY),
-        provider("b", ProviderType::Groq, &b.endpoint(), UPSTREAM_KEY),
-        provider("c", ProviderType::Mistral, &c.endpoint(), "sk-c"),
-    ]))
+    let proxy = TestProxy::start(table(
+        vec![
+            provider("a", ProviderType::OpenAI, &a.endpoint(), UPSTREAM_KEY),
+            provider("b", ProviderType::Groq, &b.endpoint(), UPSTREAM_KEY),
+            provider("c", ProviderType::Mistral, &c.endpoint(), "sk-c"),
+        ],
+        "gpt-4o-mini",
+    ))
     .await;
     let body = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}]});
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &body).await;
@@ -301,7 +258,7 @@ async fn upstream_failures_map_to_502_504_without_credentials() {
         (timing_out, 504, "upstream_timeout"),
         (rejecting, 502, "upstream_auth_failed"),
     ] {
-        let proxy = TestProxy::start(table(vec![p])).await;
+        let proxy = TestProxy::start(table(vec![p], "gpt-4o-mini")).await;
         let started = std::time::Instant::now();
         let reply = post(&proxy.url(CHAT), CLIENT_KEY, &body).await;
         assert_eq!(reply.status, status, "{code}");
@@ -420,7 +377,7 @@ async fn streams_end_with_an_error_event_at_the_idle_and_total_deadlines() {
             total_ms,
             ..Timeouts::default()
         };
-        let proxy = TestProxy::start(table(vec![p])).await;
+        let proxy = TestProxy::start(table(vec![p], "gpt-4o-mini")).await;
         let started = std::time::Instant::now();
         let reply = post(&proxy.url(CHAT), CLIENT_KEY, &body).await;
         let took = started.elapsed();

@@ -1,13 +1,12 @@
 //! Keys, route lifecycle, subscriptions, paths, models and request limits, each with its status and
 //! OpenAI error code. Served by the in-process Fake provider, so no upstream is involved.
 
-mod support;
-
 use http::Method;
 use serde_json::{Value, json};
-use support::*;
 use tollgate_proxy::{ProxyConfig, RequestLimits};
 use tollgate_snapshot::{ConsumerKey, Content, FakeBehaviour, KeyDigest, Phase, Stage};
+
+use crate::support::*;
 
 const PUB: u32 = 0;
 const DRAFT: u32 = 1;

@@ -1,13 +1,12 @@
 //! Standalone mode: the quickstart YAML served as is, valid edits swapped in, bad ones refused while the
 //! previous snapshot keeps serving.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use support::*;
 use tollgate_proxy::control::standalone::{Change, Watcher, fingerprint, read_files};
+
+use crate::support::*;
 
 const KEY: &str = "tg-quickstart-demo-key";
 
@@ -41,7 +40,7 @@ async fn the_quickstart_serves_chat_and_embeddings() {
         &json!({"model": "fake-chat", "messages": [{"role": "user", "content": "hello"}]}),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.assert_status(200);
     assert_eq!(r.json()["usage"]["completion_tokens"], 12);
     let r = post(
         &proxy.url("/demo/v1/embeddings"),

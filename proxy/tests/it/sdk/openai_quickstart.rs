@@ -3,12 +3,11 @@
 //! bad key and an unsubscribed one. The venv lives in `~/.cache/tollgate/venv` and is created on first
 //! use; a missing python3 or a failed install fails this test rather than skipping it.
 
-mod standalone_bin;
-
 use std::process::Command;
 use std::time::Duration;
 
-use standalone_bin::{Proxy, manifest, python, wait_for};
+use crate::support::python::run_sdk_script;
+use crate::support::standalone_bin::{Proxy, manifest, wait_for};
 
 const KEY: &str = "tg-quickstart-demo-key";
 const UNSUBSCRIBED: &str = "tg-unsubscribed-key";
@@ -36,38 +35,23 @@ spec:
 
 #[test]
 fn openai_python_sdk_against_the_standalone_quickstart() {
-    let manifest = manifest();
-    let python = python();
-
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
-        manifest.join("../deploy/examples/quickstart/quickstart.yaml"),
+        manifest().join("../deploy/examples/quickstart/quickstart.yaml"),
         dir.path().join("quickstart.yaml"),
     )
     .unwrap();
     std::fs::write(dir.path().join("unsubscribed.yaml"), EXTRA).unwrap();
     let mut proxy = Proxy::start(dir.path());
-    let port = proxy.port;
+    let base_url = format!("http://127.0.0.1:{}/demo/v1", proxy.port);
 
-    let mut sdk = Command::new(&python)
-        .arg(manifest.join("tests/python/test_openai_sdk.py"))
-        .env(
-            "TOLLGATE_BASE_URL",
-            format!("http://127.0.0.1:{port}/demo/v1"),
-        )
-        .env("TOLLGATE_KEY", KEY)
-        .env("TOLLGATE_UNSUBSCRIBED", UNSUBSCRIBED)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .spawn()
-        .expect("run python");
-    let status = wait_for(&mut sdk, Duration::from_secs(180)).unwrap_or_else(|| {
-        let _ = sdk.kill();
-        panic!("the SDK test did not finish within 180s");
-    });
-    assert!(
-        status.success(),
-        "the OpenAI SDK checks failed (see output above)"
+    run_sdk_script(
+        "test_openai_sdk.py",
+        &[
+            ("TOLLGATE_BASE_URL", &base_url),
+            ("TOLLGATE_KEY", KEY),
+            ("TOLLGATE_UNSUBSCRIBED", UNSUBSCRIBED),
+        ],
     );
 
     // SIGTERM: the proxy drains and exits cleanly.
@@ -84,10 +68,7 @@ fn openai_python_sdk_against_the_standalone_quickstart() {
     assert!(exit.success(), "exit status {exit}");
 
     let log = proxy.log_text();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("access-log lines are JSON"))
-        .collect();
+    let lines = proxy.log_lines();
     assert!(lines.len() >= 10, "{} access-log lines", lines.len());
     assert!(
         lines

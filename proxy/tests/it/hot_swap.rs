@@ -3,8 +3,6 @@
 //! Zero requests may fail, and each must be answered by the backend of the snapshot it was served from,
 //! a snapshot that was current at some point during the request's life.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,9 +12,10 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use support::openai_fake::{Behaviour, OpenAiFake};
-use support::*;
 use tollgate_snapshot::{Content, Phase, ProviderType};
+
+use crate::support::openai_fake::{Behaviour, OpenAiFake};
+use crate::support::*;
 
 const CONNECTIONS: usize = 32;
 const MIN_REQUESTS: u64 = 20_000;

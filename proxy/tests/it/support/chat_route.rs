@@ -1,12 +1,14 @@
-//! Helpers for the translated-provider tests: providers of each type with their own auth scheme, a
-//! one-route table, and readers for both callers' stream formats.
+//! One chat route in front of providers of any type: the providers with the auth scheme the snapshot
+//! compiler gives each type, the one-route table and a proxy serving it, and readers for both
+//! callers' stream formats.
 
 use serde_json::Value;
 use tollgate_snapshot::{
     AuthScheme, Content, Credential, Phase, Provider, ProviderModel, ProviderType,
 };
 
-use super::{NS, backend, consumer, model, price, provider, route, subscription};
+use super::bedrock_fake::REGION;
+use super::{NS, TestProxy, backend, consumer, model, price, provider, route, subscription};
 
 pub const CLIENT_KEY: &str = "tg-client-key-translate";
 pub const CHAT: &str = "/team-a/chat/v1/chat/completions";
@@ -36,6 +38,13 @@ pub fn typed(provider_type: ProviderType, endpoint: &str, key: &str, model_name:
     p
 }
 
+/// A Bedrock provider in the fakes' region.
+pub fn bedrock(endpoint: &str, credential: &str, model_name: &str) -> Provider {
+    let mut p = typed(ProviderType::Bedrock, endpoint, credential, model_name);
+    p.bedrock_region = Some(REGION.into());
+    p
+}
+
 /// Route `/team-a/chat` whose `front-model` goes to the providers' `upstream_model`: the first
 /// weighted, the rest as fallbacks.
 pub fn table(providers: Vec<Provider>, upstream_model: &str) -> Content {
@@ -58,6 +67,12 @@ pub fn table(providers: Vec<Provider>, upstream_model: &str) -> Content {
         subscriptions: vec![subscription("app-chat", 0, 0, Phase::Approved)],
         ..Content::default()
     }
+}
+
+/// A proxy serving `table` of one provider, whose first model is the upstream model.
+pub async fn proxy_to(provider: Provider) -> TestProxy {
+    let upstream_model = provider.models[0].name.clone();
+    TestProxy::start(table(vec![provider], &upstream_model)).await
 }
 
 /// OpenAI chunks of an SSE body (`[DONE]` as a string), with `id` and `created` removed.

@@ -1,0 +1,36 @@
+//! The proxy's integration tests, one binary. Each top-level module is named for the behaviour it
+//! proves, seen from outside the proxy:
+//!
+//! - `listeners`: connections: HTTP/1.1, h2c, TLS with ALPN, header and idle limits, graceful drain.
+//! - `admission`: who may call what: keys, subscriptions, route lifecycle, model lists, body limits,
+//!   readiness.
+//! - `limits`: request, token and budget limits, in one process (`local`) and shared through a real
+//!   Redis by two proxy processes (`redis`).
+//! - `backends`: the choice of backend: weights, ordered fallbacks, ejection and probes, the retry
+//!   budget, key pools.
+//! - `upstream`: the call to an OpenAI-compatible upstream: credentials, the body, streaming relay,
+//!   disconnects, deadlines.
+//! - `translation`: OpenAI-format callers served by providers with other APIs, one module a
+//!   provider, and how promptly translated streams flow.
+//! - `messages_api`: Anthropic-format callers, passed through or translated to every provider type.
+//! - `hot_swap`: snapshot swaps under load.
+//! - `standalone`: configuration read from YAML files and watched.
+//! - `sdk`: the official Python SDKs as clients.
+//! - `layers`: the source itself: the layer rule of `proxy/README.md` and no import circles.
+//!
+//! `support` holds what they share: an in-process proxy, snapshot builders, an HTTP client, the
+//! upstream fakes on one fake-server core, the real binary as a process, and the SDK runner.
+
+mod support;
+
+mod admission;
+mod backends;
+mod hot_swap;
+mod layers;
+mod limits;
+mod listeners;
+mod messages_api;
+mod sdk;
+mod standalone;
+mod translation;
+mod upstream;

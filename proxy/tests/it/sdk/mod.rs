@@ -1,0 +1,5 @@
+//! The official Python SDKs (`tests/python`) as clients of the proxy: what real applications see.
+
+mod anthropic_messages;
+mod openai_quickstart;
+mod openai_rate_limits;
