@@ -4,16 +4,16 @@
 //!
 //! [`Snapshot`]: tollgate_snapshot::Snapshot
 
-pub mod call;
+mod call;
 pub mod clock;
 pub mod control;
-pub mod error;
-pub mod gateway;
-pub mod limits;
-pub mod llm;
-pub mod serve;
-pub mod telemetry;
-pub mod upstream;
+mod error;
+mod gateway;
+mod limits;
+mod llm;
+mod serve;
+mod telemetry;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +27,9 @@ use tokio_rustls::TlsAcceptor;
 
 pub use call::RequestLimits;
 pub use control::SnapshotStore;
+pub use limits::LimitsConfig;
+/// AWS Signature Version 4, for tests that check what Bedrock receives.
+pub use llm::sigv4;
 pub use serve::{ConnectionLimits, TlsFiles};
 pub use telemetry::{AccessLog, Recorder};
 

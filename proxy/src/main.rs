@@ -8,9 +8,9 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 
+use tollgate_proxy::LimitsConfig;
 use tollgate_proxy::control::client::{self, ControllerConfig};
 use tollgate_proxy::control::standalone::Watcher;
-use tollgate_proxy::limits::LimitsConfig;
 use tollgate_proxy::{AccessLog, ConnectionLimits, Proxy, ProxyConfig, RequestLimits, TlsFiles};
 
 /// jemalloc, not glibc's malloc: a call makes about 30 short-lived allocations, and jemalloc's

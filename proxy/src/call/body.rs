@@ -33,14 +33,6 @@ impl ResponseBody {
         }
     }
 
-    /// No body.
-    pub fn empty() -> Self {
-        Self {
-            kind: Kind::Full(None),
-            call: None,
-        }
-    }
-
     /// An upstream response relayed frame by frame.
     pub fn relay(relay: Relay) -> Self {
         Self {

@@ -15,11 +15,9 @@ mod record;
 mod relay;
 mod shared;
 
-pub use answer::{event_stream, json};
+pub use answer::json;
 pub use ask::{Endpoint, REQUEST_ID};
 pub use body::ResponseBody;
 pub use model_call::model_call;
-pub use outgoing::AZURE_DEFAULT_API_VERSION;
-pub use record::{Call, Served};
-pub use relay::{Relay, RelayMode};
+pub use record::Call;
 pub use shared::{RequestLimits, Shared};

@@ -7,5 +7,4 @@ mod answer;
 mod models;
 mod request;
 
-pub use answer::CallerFormat;
 pub use request::handle;

@@ -77,6 +77,7 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
+    #[cfg(test)]
     /// A decoder at the start of a stream.
     pub fn new() -> Self {
         Self::default()
@@ -130,6 +131,7 @@ impl FrameDecoder {
         self.buf.drain(..start);
     }
 
+    #[cfg(test)]
     /// Bytes left over at the end of the stream (a truncated message), if any.
     pub fn leftover(&self) -> usize {
         self.buf.len()

@@ -298,6 +298,7 @@ impl Transcode for Translate {
     }
 }
 
+#[cfg(test)]
 /// Runs a whole stream through a decoder at once (non-streaming callers of streaming-only paths,
 /// and tests).
 pub fn decode_all(decoder: &mut dyn Decode, bytes: &[u8]) -> Vec<Piece> {

@@ -7,9 +7,9 @@ mod usage;
 
 use std::sync::Arc;
 
-pub use access_log::{AccessLine, AccessLog, LogBuffer};
+pub use access_log::{AccessLine, AccessLog};
 use metrics::Metrics;
-pub use usage::{Delta, Tally, UsageTally};
+pub use usage::{Tally, UsageTally};
 
 /// Metrics and access log together: what a finished call reports to.
 pub struct Recorder {

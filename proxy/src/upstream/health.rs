@@ -191,11 +191,6 @@ impl Health {
             .or_default()
             .clone()
     }
-
-    /// Whether the provider is in rotation (for tests and metrics).
-    pub fn availability(&self, provider: &Provider, now_ms: i64) -> Availability {
-        self.of(provider).availability(now_ms)
-    }
 }
 
 #[cfg(test)]

@@ -7,5 +7,4 @@ pub mod health;
 mod parts;
 mod pool;
 
-pub use parts::{Checkin, OPENAI_PATHS, Prepared, ProviderParts, UpstreamError, Upstreams};
-pub use pool::ConnPool;
+pub use parts::{Checkin, Prepared, ProviderParts, UpstreamError, Upstreams};

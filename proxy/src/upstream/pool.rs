@@ -231,6 +231,7 @@ impl ConnPool {
         });
     }
 
+    #[cfg(test)]
     /// Unused HTTP/1.1 connections kept now.
     pub fn idle_count(&self) -> usize {
         self.kept().idle.len()

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tollgate_proxy::llm::sigv4;
+use tollgate_proxy::sigv4;
 
 use super::fake_server::{Answer, Control, FakeServer, Say, Seen, base64_ok, decide, pieces_of};
 
