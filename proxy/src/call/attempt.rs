@@ -57,8 +57,8 @@ pub(super) async fn attempt(
         .expect("a model call has its snapshot");
     let prepared = shared.store.prepared(snapshot);
     let parts = prepared.provider(backend.provider);
-    let out = outgoing(parts, provider, backend, ask)?;
-    let (upstream, deadline) = send(shared, provider, parts, &out, ask, call).await?;
+    let mut out = outgoing(parts, provider, backend, ask)?;
+    let (upstream, deadline) = send(shared, provider, parts, &mut out, ask, call).await?;
     if out.as_is {
         return relay_as_is(provider, ask, call, upstream, deadline);
     }
@@ -69,13 +69,13 @@ pub(super) async fn attempt(
     .await
 }
 
-/// Sends `out` to `provider`, waiting for the response headers no longer than its connect and
+/// Sends `out` to `provider` (taking its URL, `Host` and body: they are not needed again), waiting for the response headers no longer than its connect and
 /// first-byte timeouts allow within the call's total deadline. Returns the response and that deadline.
 async fn send(
     shared: &Shared,
     provider: &Provider,
     parts: &ProviderParts,
-    out: &Outgoing,
+    out: &mut Outgoing,
     ask: &Ask<'_>,
     call: &mut Call,
 ) -> Result<(Response<hyper::body::Incoming>, tokio::time::Instant), Failed> {
@@ -102,19 +102,23 @@ async fn send(
             HeaderValue::from_static(anthropic::API_VERSION),
         );
     }
-    if let Some(host) = &out.host {
-        headers.insert(header::HOST, host.clone());
+    if let Some(host) = out.host.take() {
+        headers.insert(header::HOST, host);
     }
-    let mut request = Request::new(Full::new(out.body.clone()));
+    // The body goes in after signing, which reads it: moved, not cloned, since a clone of bytes made
+    // from a vector allocates.
+    let body = std::mem::take(&mut out.body);
+    let mut request = Request::new(Full::new(Bytes::new()));
     *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = out.uri.clone();
+    *request.uri_mut() = std::mem::take(&mut out.uri);
     *request.headers_mut() = headers;
     // The pool's next key that is not resting after a 401/403/429; remembered to rest it if refused.
     call.key = shared
         .health
         .of(provider)
         .pick_key(provider.credentials.len(), crate::clock::now_unix_ms());
-    authenticate(parts, provider, call.key, &mut request, &out.body)?;
+    authenticate(parts, provider, call.key, &mut request, &body)?;
+    *request.body_mut() = Full::new(body);
 
     let t = provider.timeouts;
     let deadline =
