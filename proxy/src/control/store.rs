@@ -63,3 +63,28 @@ impl SnapshotStore {
         Some((clock::now_unix_ms() - at).max(0) as f64 / 1_000.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_snapshot::{Inputs, compile};
+
+    #[test]
+    fn a_stored_snapshots_upstream_parts_are_made_once_when_it_is_stored() {
+        let store = SnapshotStore::new();
+        let first = Arc::new(compile(&Inputs::default(), 1).snapshot);
+        store.store(first.clone());
+        // Made at the swap: every call then gets the same parts, none makes its own.
+        let made = store.prepared(&first);
+        assert!(Arc::ptr_eq(&made, &store.prepared(&first)));
+
+        let second = Arc::new(compile(&Inputs::default(), 2).snapshot);
+        store.store(second.clone());
+        let current = store.prepared(&second);
+        assert!(!Arc::ptr_eq(&current, &made));
+        // A call still on the first snapshot gets parts of its own, and does not displace the
+        // current snapshot's (which made calls rebuild them in turn when both were in use).
+        assert!(!Arc::ptr_eq(&store.prepared(&first), &current));
+        assert!(Arc::ptr_eq(&store.prepared(&second), &current));
+    }
+}
