@@ -111,6 +111,8 @@ pub(super) fn outgoing(
             as_is: true,
         });
     }
+    // Read whole even where it passes through, so that a body that is no JSON gets the same answer on
+    // every translated path.
     let body = request_value(ask)?;
     let (url, body, wire) =
         if ask.anthropic_caller() && provider.provider_type == ProviderType::Anthropic {
