@@ -23,6 +23,23 @@ pub struct RoutedCall<'a> {
     model: &'a RouteModel,
 }
 
+impl RoutedCall<'_> {
+    /// The most output tokens the caller allows: `max_completion_tokens`, else `max_tokens` (Anthropic
+    /// callers: `max_tokens`), when given as a whole number.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        let names: &[&str] = match self.ask.endpoint {
+            Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
+            Endpoint::Messages => &["max_tokens"],
+            Endpoint::Embeddings => &[],
+        };
+        names
+            .iter()
+            .filter_map(|name| self.ask.doc.get(name))
+            .find(|raw| raw.get() != "null")
+            .and_then(|raw| raw.get().parse().ok())
+    }
+}
+
 /// Reads a chat, embeddings or messages body and finds the model it names on the route: 400 for a
 /// body that is not a request, 404 `model_not_found` for a model the route does not serve.
 pub fn route_call<'a>(

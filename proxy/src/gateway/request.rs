@@ -108,11 +108,7 @@ async fn serve(
     };
     let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
     let routed = call::route_call(&snapshot, route, endpoint, &bytes, call)?;
-    let estimate = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .map_or(0, estimate_tokens);
+    let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
     admission::limit(shared, &snapshot, &admitted, estimate, call, notes).await?;
     call::model_call(shared, &snapshot, routed, call).await
 }

@@ -1,7 +1,7 @@
 //! Request and token limits and budgets, counted on this replica (no Redis): the 429s in OpenAI's shape,
 //! the `x-ratelimit-*` headers on every answer of a limited model call, only model calls charged,
-//! consumer-wide limits across subscriptions, settlement with the real usage, budgets, and replica
-//! shares.
+//! consumer-wide limits across subscriptions, the token estimate (chunked bodies, the output ceiling),
+//! settlement with the real usage, budgets, and replica shares.
 
 use serde_json::{Value, json};
 use tollgate_snapshot::{Budget, Content, FakeBehaviour, Limits, Phase};
@@ -159,6 +159,62 @@ async fn only_calls_routed_to_a_model_use_up_a_request_limit() {
         (429, "rate_limit_exceeded")
     );
     assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
+    proxy.stop().await;
+}
+
+/// The number after `Requested ` in a limit refusal's message.
+fn requested(refused: &Reply) -> u64 {
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    message
+        .split("Requested ")
+        .nth(1)
+        .and_then(|r| r.split(['.', ' ']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{message}"))
+}
+
+#[tokio::test]
+async fn the_token_estimate_counts_chunked_bodies_and_the_output_ceiling() {
+    let mut content = table();
+    content.subscriptions[0].limits = Limits {
+        requests_per_minute: None,
+        tokens_per_minute: Some(1_000),
+    };
+    let proxy = TestProxy::start(content).await;
+    // A call larger than the whole ceiling is let through only when nothing else is counted; this one
+    // makes sure something is.
+    post(&proxy.url(CHAT), KEY, &ask()).await.assert_status(200);
+
+    // A small prompt that allows itself a long answer is refused before anything is sent.
+    for ceiling in ["max_tokens", "max_completion_tokens"] {
+        let mut long_answer = ask();
+        long_answer[ceiling] = json!(5_000);
+        let refused = post(&proxy.url(CHAT), KEY, &long_answer).await;
+        assert_eq!(refused.status, 429, "{ceiling}");
+        assert_eq!(refused.json()["error"]["type"], "tokens");
+        assert!(requested(&refused) >= 5_000, "{ceiling}");
+    }
+
+    // A chunked body has no declared size: it is counted as read.
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(5_000)}]});
+    let refused = post_chunked(&proxy.url(CHAT), KEY, &big).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["error"]["type"], "tokens");
+    assert!(requested(&refused) >= 1_250, "{}", requested(&refused));
+
+    let medium =
+        json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(2_000)}]});
+    let admitted = post_chunked(&proxy.url(CHAT), KEY, &medium).await;
+    admitted.assert_status(200);
+    let remaining: u64 = admitted
+        .header("x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(remaining <= 1_000 - 500, "{remaining} left after 2 kB");
     proxy.stop().await;
 }
 
