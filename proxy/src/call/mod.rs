@@ -18,6 +18,6 @@ mod shared;
 pub use answer::json;
 pub use ask::{Endpoint, REQUEST_ID};
 pub use body::ResponseBody;
-pub use model_call::model_call;
+pub use model_call::{model_call, route_call};
 pub use record::Call;
 pub use shared::{RequestLimits, Shared};

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use tollgate_snapshot::{RouteIdx, Snapshot};
+use tollgate_snapshot::{RouteIdx, RouteModel, Snapshot};
 
 use super::ask::{Ask, Endpoint};
 use super::attempt::attempt;
@@ -16,15 +16,39 @@ use crate::llm::openai::parse_request;
 use crate::upstream::balance::Plan;
 use crate::upstream::health::Outcome;
 
-/// Serves a chat, embeddings or messages call on a route.
-pub async fn model_call(
-    shared: &Shared,
-    snapshot: &Snapshot,
+/// A call that names a model its route serves: read, found, not yet sent anywhere.
+pub struct RoutedCall<'a> {
+    ask: Ask<'a>,
+    route: RouteIdx,
+    model: &'a RouteModel,
+}
+
+impl RoutedCall<'_> {
+    /// The most output tokens the caller allows: `max_completion_tokens`, else `max_tokens` (Anthropic
+    /// callers: `max_tokens`), when given as a whole number.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        let names: &[&str] = match self.ask.endpoint {
+            Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
+            Endpoint::Messages => &["max_tokens"],
+            Endpoint::Embeddings => &[],
+        };
+        names
+            .iter()
+            .filter_map(|name| self.ask.doc.get(name))
+            .find(|raw| raw.get() != "null")
+            .and_then(|raw| raw.get().parse().ok())
+    }
+}
+
+/// Reads a chat, embeddings or messages body and finds the model it names on the route: 400 for a
+/// body that is not a request, 404 `model_not_found` for a model the route does not serve.
+pub fn route_call<'a>(
+    snapshot: &'a Snapshot,
     route: RouteIdx,
     endpoint: Endpoint,
-    body: &Bytes,
+    body: &'a Bytes,
     call: &mut Call,
-) -> Result<Response<ResponseBody>, ApiError> {
+) -> Result<RoutedCall<'a>, ApiError> {
     let (doc, model) = parse_request(body)?;
     let stream = endpoint != Endpoint::Embeddings && doc.stream();
     call.stream = stream;
@@ -39,13 +63,31 @@ pub async fn model_call(
         call.model_requested = Some(model.into_owned());
         return Err(error);
     };
-    let ask = Ask {
-        endpoint,
-        include_usage: doc.include_usage_requested(),
-        doc,
-        stream,
-        body,
-    };
+    Ok(RoutedCall {
+        ask: Ask {
+            endpoint,
+            include_usage: doc.include_usage_requested(),
+            doc,
+            stream,
+            body,
+        },
+        route,
+        model: route_model,
+    })
+}
+
+/// Serves a routed call: the plan over the model's backends, an attempt at each until one answers.
+pub async fn model_call(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    routed: RoutedCall<'_>,
+    call: &mut Call,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let RoutedCall {
+        ask,
+        route,
+        model: route_model,
+    } = routed;
     let route_def = &snapshot.content.routes[route as usize];
     let retries = shared.retries.call(&route_def.id, route_def.retry_budget);
     let mut plan = Plan::new(&route_model.backends, &route_model.fallbacks);

@@ -1,16 +1,19 @@
 //! Who may call what: the route for the path, the key for a consumer, the route's lifecycle stage,
-//! the consumer's subscription and its decision, then the limits and budgets of both.
+//! the consumer's subscription and its decision ([`admit`]); then, for model calls only, the limits and
+//! budgets of both ([`limit`]).
 
 use http::StatusCode;
 use http::header::{self, HeaderMap};
 use http::request::Parts;
-use tollgate_snapshot::{ConsumerIdx, KeyDigest, Phase, RouteIdx, Snapshot, Stage};
+use tollgate_snapshot::{
+    Consumer, ConsumerIdx, KeyDigest, Phase, RouteIdx, Snapshot, Stage, Subscription,
+};
 
 use crate::call::Call;
 use crate::call::Shared;
 use crate::clock;
 use crate::error::ApiError;
-use crate::limits::{RateNotes, estimate_tokens};
+use crate::limits::RateNotes;
 
 /// What admission learned that shapes every answer on the route, errors included.
 #[derive(Default)]
@@ -21,20 +24,23 @@ pub(super) struct Notes {
     pub(super) rate: Option<RateNotes>,
 }
 
-/// A request let in: its route, and where the rest of the path after the route's prefix starts.
-pub(super) struct Admitted {
+/// A request let in: its route, where the rest of the path after the route's prefix starts, and who
+/// pays for it if it turns out to be a model call ([`limit`]).
+pub(super) struct Admitted<'a> {
     pub(super) route: RouteIdx,
     pub(super) rest_at: usize,
+    subscription: Option<&'a Subscription>,
+    consumer: &'a Consumer,
 }
 
-/// Lets the request in, or says why not; `call` and `notes` learn what was found on the way.
-pub(super) async fn admit(
-    shared: &Shared,
-    snapshot: &Snapshot,
+/// Lets the request in, or says why not; `call` and `notes` learn what was found on the way. Nothing is
+/// charged here: [`limit`] does that once the request is known to be a model call.
+pub(super) fn admit<'a>(
+    snapshot: &'a Snapshot,
     parts: &Parts,
     call: &mut Call,
     notes: &mut Notes,
-) -> Result<Admitted, ApiError> {
+) -> Result<Admitted<'a>, ApiError> {
     let path = parts.uri.path();
     let host = parts
         .uri
@@ -81,33 +87,44 @@ pub(super) async fn admit(
     }
     call.route = Some(route_idx);
     check_subscription(snapshot, consumer_idx, route_idx)?;
-    if let Some(sub) = snapshot.subscription(consumer_idx, route_idx) {
-        // Admitted on an estimate from the body's declared size; settled with the real usage.
-        let estimate = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .map_or(0, estimate_tokens);
-        match shared
-            .limiter
-            .admit(snapshot, sub, consumer, estimate)
-            .await
-        {
-            Ok(None) => {}
-            Ok(Some(admitted)) => {
-                notes.rate = Some(admitted.notes);
-                call.grant = Some(admitted.grant);
-            }
-            Err(refused) => {
-                notes.rate = Some(refused.notes);
-                return Err(refused.error);
-            }
-        }
-    }
     Ok(Admitted {
         route: route_idx,
         rest_at,
+        subscription: snapshot.subscription(consumer_idx, route_idx),
+        consumer,
     })
+}
+
+/// Charges an admitted model call of about `estimate` tokens to the limits and budgets of its
+/// subscription and consumer, or refuses it with 429. Only calls routed to a model the route serves
+/// get here: unknown paths, unknown models and the models list are not charged.
+pub(super) async fn limit(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    admitted: &Admitted<'_>,
+    estimate: u64,
+    call: &mut Call,
+    notes: &mut Notes,
+) -> Result<(), ApiError> {
+    let Some(sub) = admitted.subscription else {
+        return Ok(());
+    };
+    match shared
+        .limiter
+        .admit(snapshot, sub, admitted.consumer, estimate)
+        .await
+    {
+        Ok(None) => Ok(()),
+        Ok(Some(let_in)) => {
+            notes.rate = Some(let_in.notes);
+            call.grant = Some(let_in.grant);
+            Ok(())
+        }
+        Err(refused) => {
+            notes.rate = Some(refused.notes);
+            Err(refused.error)
+        }
+    }
 }
 
 /// The API key from `Authorization: Bearer`, `x-api-key` or `api-key`.

@@ -1,5 +1,6 @@
-//! One request through the gateway: its id, admission, the endpoint it names, and the headers every
-//! answer on the route carries (request id, deprecation, rate limits), in the caller's format.
+//! One request through the gateway: its id, admission, the endpoint it names, the limits for model
+//! calls, and the headers every answer on the route carries (request id, deprecation, rate limits), in
+//! the caller's format.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use super::models;
 use crate::call::{self, Call, Endpoint, REQUEST_ID, ResponseBody, Shared};
 use crate::clock;
 use crate::error::ApiError;
+use crate::limits::estimate_tokens;
 
 /// Serves one request. Never fails: every problem becomes an error answer in the caller's format.
 pub async fn handle(
@@ -90,7 +92,7 @@ async fn serve(
     })?;
     call.snapshot = Some(snapshot.clone());
     let (parts, body) = request.into_parts();
-    let admitted = admission::admit(shared, &snapshot, &parts, call, notes).await?;
+    let admitted = admission::admit(&snapshot, &parts, call, notes)?;
     let route = admitted.route;
     let path = parts.uri.path();
     let rest = &path[admitted.rest_at..];
@@ -105,7 +107,10 @@ async fn serve(
         _ => return Err(ApiError::unknown_url(&parts.method, path)),
     };
     let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
-    call::model_call(shared, &snapshot, route, endpoint, &bytes, call).await
+    let routed = call::route_call(&snapshot, route, endpoint, &bytes, call)?;
+    let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
+    admission::limit(shared, &snapshot, &admitted, estimate, call, notes).await?;
+    call::model_call(shared, &snapshot, routed, call).await
 }
 
 /// Reads the request body, refusing more than `limit` bytes with 413.

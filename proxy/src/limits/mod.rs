@@ -552,15 +552,27 @@ impl RateNotes {
     }
 }
 
-/// A cheap estimate of a request's prompt tokens from its size (about four bytes a token); the real
-/// count replaces it when the call is settled.
-pub fn estimate_tokens(body_bytes: u64) -> u64 {
-    body_bytes.div_ceil(4)
+/// The tokens a call is admitted on, before anyone has counted them: the prompt at about four bytes a
+/// token of the body as read (chunked or not), plus the output ceiling the caller set
+/// (`max_tokens` and the like), since the answer may use all of it. The real usage replaces the
+/// estimate when the call is settled.
+pub fn estimate_tokens(body_bytes: u64, max_output_tokens: Option<u64>) -> u64 {
+    body_bytes
+        .div_ceil(4)
+        .saturating_add(max_output_tokens.unwrap_or(0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_estimate_is_the_body_at_four_bytes_a_token_plus_the_output_ceiling() {
+        assert_eq!(estimate_tokens(0, None), 0);
+        assert_eq!(estimate_tokens(9, None), 3);
+        assert_eq!(estimate_tokens(9, Some(1_000)), 1_003);
+        assert_eq!(estimate_tokens(8, Some(u64::MAX)), u64::MAX);
+    }
 
     #[test]
     fn durations_are_written_like_openai_does() {

@@ -1,6 +1,7 @@
 //! Request and token limits and budgets, counted on this replica (no Redis): the 429s in OpenAI's shape,
-//! the `x-ratelimit-*` headers on every answer of a limited subscription, consumer-wide limits across
-//! subscriptions, settlement with the real usage, budgets, and replica shares.
+//! the `x-ratelimit-*` headers on every answer of a limited model call, only model calls charged,
+//! consumer-wide limits across subscriptions, the token estimate (chunked bodies, the output ceiling),
+//! settlement with the real usage, budgets, and replica shares.
 
 use serde_json::{Value, json};
 use tollgate_snapshot::{Budget, Content, FakeBehaviour, Limits, Phase};
@@ -95,13 +96,9 @@ async fn a_request_limit_answers_429_in_openais_shape_with_the_headers_on_every_
     assert_eq!(line["status"], 429);
     assert_eq!(line["error_class"], "rate_limit_exceeded");
 
-    // Even answers that are not model calls carry the headers of a limited subscription.
+    // The models list is not a model call: it is neither charged nor refused.
     let models = get(&proxy.url("/team-a/chat/v1/models"), KEY).await;
-    assert_eq!(
-        models.status, 429,
-        "the models list counts as a request too"
-    );
-    assert!(models.header("x-ratelimit-limit-requests").is_some());
+    models.assert_status(200);
 
     // The other subscription of the same consumer is not limited, and says nothing about limits.
     let other = post(&proxy.url(OTHER), KEY, &ask()).await;
@@ -111,9 +108,113 @@ async fn a_request_limit_answers_429_in_openais_shape_with_the_headers_on_every_
     let metrics = send(http::Method::GET, &proxy.admin_url("/metrics"), &[], None).await;
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     assert!(
-        text.contains(r#"tollgate_limit_refusals_total{reason="requests"} 2"#),
+        text.contains(r#"tollgate_limit_refusals_total{reason="requests"} 1"#),
         "{text}"
     );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn only_calls_routed_to_a_model_use_up_a_request_limit() {
+    let mut content = table();
+    content.subscriptions[0].limits = rpm(3);
+    let proxy = TestProxy::start(content).await;
+    for _ in 0..2 {
+        let unknown_path = post(&proxy.url("/team-a/chat/v1/nope"), KEY, &ask()).await;
+        assert_eq!(
+            (
+                unknown_path.status.as_u16(),
+                unknown_path.error_code().as_str()
+            ),
+            (404, "unknown_url")
+        );
+        let unknown_model = post(
+            &proxy.url(CHAT),
+            KEY,
+            &json!({"model": "nope", "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+        assert_eq!(
+            (
+                unknown_model.status.as_u16(),
+                unknown_model.error_code().as_str()
+            ),
+            (404, "model_not_found")
+        );
+        get(&proxy.url("/team-a/chat/v1/models"), KEY)
+            .await
+            .assert_status(200);
+    }
+    for left in (0..3).rev() {
+        let reply = post(&proxy.url(CHAT), KEY, &ask()).await;
+        reply.assert_status(200);
+        assert_eq!(
+            reply.header("x-ratelimit-remaining-requests"),
+            Some(left.to_string().as_str())
+        );
+    }
+    let refused = post(&proxy.url(CHAT), KEY, &ask()).await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.error_code().as_str()),
+        (429, "rate_limit_exceeded")
+    );
+    assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
+    proxy.stop().await;
+}
+
+/// The number after `Requested ` in a limit refusal's message.
+fn requested(refused: &Reply) -> u64 {
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    message
+        .split("Requested ")
+        .nth(1)
+        .and_then(|r| r.split(['.', ' ']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{message}"))
+}
+
+#[tokio::test]
+async fn the_token_estimate_counts_chunked_bodies_and_the_output_ceiling() {
+    let mut content = table();
+    content.subscriptions[0].limits = Limits {
+        requests_per_minute: None,
+        tokens_per_minute: Some(1_000),
+    };
+    let proxy = TestProxy::start(content).await;
+    // A call larger than the whole ceiling is let through only when nothing else is counted; this one
+    // makes sure something is.
+    post(&proxy.url(CHAT), KEY, &ask()).await.assert_status(200);
+
+    // A small prompt that allows itself a long answer is refused before anything is sent.
+    for ceiling in ["max_tokens", "max_completion_tokens"] {
+        let mut long_answer = ask();
+        long_answer[ceiling] = json!(5_000);
+        let refused = post(&proxy.url(CHAT), KEY, &long_answer).await;
+        assert_eq!(refused.status, 429, "{ceiling}");
+        assert_eq!(refused.json()["error"]["type"], "tokens");
+        assert!(requested(&refused) >= 5_000, "{ceiling}");
+    }
+
+    // A chunked body has no declared size: it is counted as read.
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(5_000)}]});
+    let refused = post_chunked(&proxy.url(CHAT), KEY, &big).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["error"]["type"], "tokens");
+    assert!(requested(&refused) >= 1_250, "{}", requested(&refused));
+
+    let medium =
+        json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(2_000)}]});
+    let admitted = post_chunked(&proxy.url(CHAT), KEY, &medium).await;
+    admitted.assert_status(200);
+    let remaining: u64 = admitted
+        .header("x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(remaining <= 1_000 - 500, "{remaining} left after 2 kB");
     proxy.stop().await;
 }
 

@@ -344,6 +344,50 @@ pub async fn get(url: &str, key: &str) -> Reply {
     send(Method::GET, url, &[("authorization", &auth)], None).await
 }
 
+/// A POST whose body goes out in 500-byte pieces with no `content-length` (chunked).
+pub async fn post_chunked(url: &str, key: &str, body: &Value) -> Reply {
+    let pieces = Bytes::from(body.to_string());
+    let pieces = (0..pieces.len())
+        .step_by(500)
+        .map(|at| pieces.slice(at..pieces.len().min(at + 500)))
+        .collect();
+    let request = Request::post(url)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Pieces(pieces))
+        .unwrap();
+    let work = async {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Pieces>();
+        let response = client.request(request).await.expect("request sent");
+        assert!(response.status() != StatusCode::LENGTH_REQUIRED);
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body read").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), work)
+        .await
+        .expect("answer within 20s")
+}
+
+/// A request body of pieces whose length is not told in advance.
+struct Pieces(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
 /// The `data:` payloads of an SSE body, `[DONE]` included.
 pub fn sse_payloads(body: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(body)
