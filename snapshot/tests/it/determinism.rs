@@ -37,6 +37,7 @@ fn the_random_worlds_exercise_conflicts_duplicates_and_failures() {
         "ProviderNotFound",
         "SecretNotFound",
         "DuplicateKey",
+        "KeyTooShort",
         "RouteNotFound",
         "Pending",
         "Rejected",

@@ -568,3 +568,46 @@ fn objects_without_a_namespace_live_in_default() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn consumer_keys_shorter_than_the_minimum_are_refused_and_named() {
+    assert_eq!(tollgate_snapshot::MIN_CONSUMER_KEY_CHARS, 20);
+    let short = "sk-nineteen-chars-x";
+    let just_enough = "sk-twenty-characters";
+    assert_eq!((short.len(), just_enough.len()), (19, 20));
+    let mut inputs = team_a();
+    inputs.consumers = vec![consumer(
+        "team-a",
+        "app",
+        json!({ "keys": [
+        { "name": "weak", "secretRef": { "name": "weak-key" } },
+        { "name": "strong", "secretRef": { "name": "strong-key" } }] }),
+    )];
+    inputs.secrets.extend([
+        // Surrounding whitespace is not counted.
+        secret("team-a", "weak-key", &[("apiKey", &format!("  {short}\n"))]),
+        secret("team-a", "strong-key", &[("apiKey", just_enough)]),
+    ]);
+    let compiled = run(&inputs);
+    let snap = &compiled.snapshot;
+    assert!(
+        snap.consumer_by_key(&KeyDigest::of(short.as_bytes()))
+            .is_none()
+    );
+    assert!(
+        snap.consumer_by_key(&KeyDigest::of(just_enough.as_bytes()))
+            .is_some()
+    );
+    let v = verdict(&compiled, Kind::Consumer, "team-a", "app");
+    let (ok, reason, message) = cond(v, RESOLVED_REFS);
+    assert!(
+        !ok && reason == "KeyTooShort"
+            && message.contains("Key weak")
+            && message.contains("team-a/weak-key")
+            && message.contains("19 characters, fewer than the 20"),
+        "{reason}: {message}"
+    );
+    assert!(!message.contains(short), "the key itself is not reported");
+    let (ok, _, message) = cond(v, READY);
+    assert!(ok && message.contains("1 active key: strong"), "{message}");
+}
