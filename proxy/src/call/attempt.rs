@@ -152,6 +152,7 @@ fn relay_as_is(
     upstream: Response<hyper::body::Incoming>,
     deadline: tokio::time::Instant,
 ) -> Response<ResponseBody> {
+    let status = upstream.status();
     let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
     let is_sse = content_type
         .as_ref()
@@ -169,6 +170,7 @@ fn relay_as_is(
         deadline,
     );
     let mut response = Response::new(ResponseBody::relay(relay));
+    *response.status_mut() = status;
     // Room for the headers the gateway adds (request id, rate limits, deprecation).
     *response.headers_mut() = http::HeaderMap::with_capacity(16);
     let headers = response.headers_mut();
