@@ -19,7 +19,7 @@ use super::failure::{self, Failed};
 use super::fake::{self, FakeAnswer};
 use super::outgoing::{Outgoing, Wire, as_openai, authenticate, outgoing, request_value};
 use super::record::Call;
-use super::relay::{Relay, RelayMode};
+use super::relay::{Relay, RelayMode, StreamSecrets};
 use super::shared::Shared;
 use crate::error::ApiError;
 use crate::llm::anthropic::{self, AnthropicDecoder};
@@ -60,7 +60,13 @@ pub(super) async fn attempt(
     let mut out = outgoing(parts, provider, backend, ask)?;
     let (upstream, deadline) = send(shared, provider, parts, &mut out, ask, call).await?;
     if out.as_is {
-        return relay_as_is(provider, ask, call, upstream, deadline);
+        if !upstream.status().is_success() {
+            // Boxed: only failures read the body here.
+            return Box::pin(reject_as_is(provider, call, upstream, deadline)).await;
+        }
+        return Ok(relay_as_is(
+            provider, backend, ask, call, upstream, deadline,
+        ));
     }
     // Boxed: reading and translating answers holds far more state than relaying them.
     Box::pin(translate_answer(
@@ -136,33 +142,24 @@ async fn send(
     }
 }
 
-/// The identity translation: the provider's answer relayed as it comes, usage read on the way.
-/// Statuses that say nothing about the request fail the attempt; other errors are relayed too.
+/// The identity translation: the provider's successful answer relayed as it comes, usage read on the
+/// way (and error events in a stream scrubbed of anything resembling the provider's credentials).
 fn relay_as_is(
     provider: &Provider,
+    backend: &Backend,
     ask: &Ask<'_>,
-    call: &mut Call,
+    call: &Call,
     upstream: Response<hyper::body::Incoming>,
     deadline: tokio::time::Instant,
-) -> Attempted {
+) -> Response<ResponseBody> {
     let status = upstream.status();
-    if !status.is_success()
-        && let Some(failed) = failure::same_format(provider, status, upstream.headers())
-    {
-        return Err(failed);
-    }
     let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
     let is_sse = content_type
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    let mode = if !status.is_success() {
-        call.fail("upstream_rejected");
-        RelayMode::Opaque
-    } else if is_sse {
-        RelayMode::Sse {
-            strip_usage_chunk: !ask.include_usage,
-        }
+    let mode = if is_sse {
+        sse_mode(ask, call, backend)
     } else {
         RelayMode::Json
     };
@@ -184,7 +181,49 @@ fn relay_as_is(
     if is_sse {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
+    response
+}
+
+/// An OpenAI stream relayed to an OpenAI caller, its provider's credentials at hand for error events.
+fn sse_mode(ask: &Ask<'_>, call: &Call, backend: &Backend) -> RelayMode {
+    let snapshot = call
+        .snapshot
+        .as_ref()
+        .expect("a model call has its snapshot");
+    RelayMode::Sse {
+        strip_usage_chunk: !ask.include_usage,
+        secrets: StreamSecrets::of(snapshot.clone(), backend.provider),
+    }
+}
+
+/// An unsuccessful answer of the identity translation: statuses that say nothing about the request
+/// fail the attempt; the others (a 4xx about the request) are final, their errors read and scrubbed.
+async fn reject_as_is(
+    provider: &Provider,
+    call: &mut Call,
+    upstream: Response<hyper::body::Incoming>,
+    deadline: tokio::time::Instant,
+) -> Attempted {
+    let status = upstream.status();
+    if let Some(failed) = failure::same_format(provider, status, upstream.headers()) {
+        return Err(failed);
+    }
+    let text = error_text(upstream.into_body(), deadline).await;
+    call.fail("upstream_rejected");
+    let (status, body) = failure::same_format_rejection(provider, status, &text);
+    let mut response = json(body);
+    *response.status_mut() = status;
     Ok(response)
+}
+
+/// An error body, read up to `ERROR_CAP` and the deadline (empty when it is longer, late or broken).
+async fn error_text(incoming: hyper::body::Incoming, deadline: tokio::time::Instant) -> Bytes {
+    tokio::time::timeout_at(deadline, Limited::new(incoming, ERROR_CAP).collect())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
 }
 
 /// A translated provider's answer in the caller's format: errors read from their bodies, streams
@@ -201,12 +240,7 @@ async fn translate_answer(
     let status = upstream.status();
     let (parts, incoming) = upstream.into_parts();
     if !status.is_success() {
-        let text = tokio::time::timeout_at(deadline, Limited::new(incoming, ERROR_CAP).collect())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let text = error_text(incoming, deadline).await;
         let v: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
         let (message, bad_key) = out.wire.error_message(&v);
         let body = failure::ErrorBody {
@@ -222,9 +256,7 @@ async fn translate_answer(
     if ask.stream {
         let mode = match (&out.wire, anthropic_caller) {
             (Wire::Anthropic, true) => RelayMode::Translate(Box::new(AnthropicPassthrough::new())),
-            (Wire::OpenAiChat, false) => RelayMode::Sse {
-                strip_usage_chunk: !ask.include_usage,
-            },
+            (Wire::OpenAiChat, false) => sse_mode(ask, call, backend),
             (wire, _) => {
                 let decoder: Box<dyn Decode> = match wire {
                     Wire::Anthropic => Box::new(AnthropicDecoder::new()),

@@ -1,6 +1,7 @@
 //! How an attempt at a backend fails, as a typed cause that planning and passive health read, and
 //! the error the caller sees if no later attempt answers.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value;
 use tollgate_snapshot::Provider;
@@ -177,7 +178,7 @@ fn server_error(provider: &Provider, status: u16) -> Failed {
 
 /// An unsuccessful status from an OpenAI-compatible provider whose caller speaks OpenAI too: the
 /// statuses that say nothing about the request fail the attempt; any other (a 4xx about the request)
-/// is `None`, and its body is relayed to the caller as the provider wrote it.
+/// is `None`, and its body goes to the caller through [`same_format_rejection`].
 pub(super) fn same_format(
     provider: &Provider,
     status: StatusCode,
@@ -196,6 +197,51 @@ pub(super) fn same_format(
         return Some(credential_refused(provider));
     }
     None
+}
+
+/// The answer to an OpenAI caller for a status [`same_format`] let through, from the provider's error
+/// `body`. An error in OpenAI's shape keeps its status, shape and fields, so the caller's SDK raises
+/// the same exception with the same code, but every string in it is scrubbed: the provider may quote
+/// the gateway's key. Anything else becomes the gateway's own error, with only a scrubbed top-level
+/// `message` (as some compatible servers write it) kept.
+pub(super) fn same_format_rejection(
+    provider: &Provider,
+    status: StatusCode,
+    body: &[u8],
+) -> (StatusCode, Bytes) {
+    let secrets = scrub::secrets_of(provider);
+    let mut parsed = serde_json::from_slice::<Value>(body).ok();
+    if let Some(v) = parsed.as_mut()
+        && status.is_client_error()
+        && v.get("error")
+            .and_then(|e| e.get("message"))
+            .is_some_and(Value::is_string)
+    {
+        scrub::scrub_strings(v, &secrets);
+        return (status, Bytes::from(v.to_string()));
+    }
+    let detail = parsed
+        .as_ref()
+        .and_then(|v| v.get("message"))
+        .and_then(Value::as_str)
+        .map(|m| format!(": {}", scrub::scrub(m, &secrets)))
+        .unwrap_or_default();
+    let message = format!(
+        "Provider {} rejected the request with status {}{detail}",
+        provider.id,
+        status.as_u16()
+    );
+    let error = if status.is_client_error() {
+        ApiError::new(
+            status,
+            "invalid_request_error",
+            "upstream_rejected",
+            message,
+        )
+    } else {
+        ApiError::upstream(StatusCode::BAD_GATEWAY, "upstream_rejected", message)
+    };
+    (error.status, error.body())
 }
 
 /// What a translated provider's error body says: its message, and whether it says the key is bad
@@ -295,6 +341,74 @@ mod tests {
         let v = serde_json::json!({"error": {"code": 429, "details": [
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12.5s"}]}});
         assert_eq!(google_retry_delay(&v).unwrap(), "13");
+    }
+
+    fn provider_with_key(key: &str) -> Provider {
+        use tollgate_snapshot::{AuthScheme, Credential, ObjectRef, ProviderType, Timeouts};
+        Provider {
+            id: ObjectRef::new("ns", "compatible"),
+            provider_type: ProviderType::OpenAI,
+            endpoint: "http://127.0.0.1:1/v1".into(),
+            auth: AuthScheme {
+                header: "authorization".into(),
+                prefix: "Bearer ".into(),
+            },
+            credentials: vec![Credential(key.into())],
+            models: Vec::new(),
+            timeouts: Timeouts::default(),
+            azure_api_version: None,
+            bedrock_region: None,
+            fake: None,
+            health: Default::default(),
+        }
+    }
+
+    #[test]
+    fn same_format_rejections_are_scrubbed_whatever_their_shape() {
+        let p = provider_with_key("sk-compatible-secret-b");
+        let message = |body: &[u8]| {
+            let v: Value = serde_json::from_slice(body).unwrap();
+            v["error"]["message"].as_str().unwrap().to_string()
+        };
+        let (status, body) = same_format_rejection(
+            &p,
+            StatusCode::NOT_FOUND,
+            br#"{"error":{"message":"no model for sk-compatible-sec","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#,
+        );
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(message(&body), "no model for [redacted]");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (&v["error"]["param"], &v["error"]["code"]),
+            (&Value::from("model"), &Value::from("model_not_found"))
+        );
+
+        // A compatible server's own shape: its scrubbed message in OpenAI's.
+        let (status, body) = same_format_rejection(
+            &p,
+            StatusCode::BAD_REQUEST,
+            br#"{"object":"error","message":"bad key compatible-secret-b","code":400}"#,
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            message(&body).ends_with("status 400: bad key [redacted]"),
+            "{}",
+            message(&body)
+        );
+
+        // Not JSON: a generic message, nothing of the body.
+        let (status, body) = same_format_rejection(
+            &p,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            b"key sk-compatible-secret-b is bad",
+        );
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            message(&body),
+            "Provider ns/compatible rejected the request with status 422"
+        );
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "upstream_rejected");
     }
 
     #[test]

@@ -6,22 +6,27 @@
 //!
 //! Along the way the relay reads `usage`: for SSE streams from the chunk that carries it, for whole
 //! JSON bodies from their last frames (kept as reference-counted frames, no copy, about 16 KiB).
+//! Error events in a stream pass through the scrubber, since a provider may quote the gateway's key.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use memchr::memmem;
 use tokio::time::{Instant, Sleep};
+use tollgate_snapshot::{ProviderIdx, Snapshot};
 
 use crate::call::record::Call;
 use crate::error::ApiError;
 use crate::error::BoxError;
 use crate::llm::Usage;
 use crate::llm::openai;
+use crate::llm::scrub;
 use crate::llm::stream::Transcode;
 
 /// How much of the end of a non-streamed body is kept to read its usage (which providers write last):
@@ -38,9 +43,9 @@ pub enum RelayMode {
     Sse {
         /// Whether to remove the `choices: []` usage chunk from what the client sees.
         strip_usage_chunk: bool,
+        /// What error events are scrubbed of.
+        secrets: StreamSecrets,
     },
-    /// Passed through untouched (upstream error bodies).
-    Opaque,
     /// Translated from a provider's stream format to the caller's, event by event.
     Translate(Box<dyn Transcode>),
 }
@@ -55,7 +60,6 @@ enum Scan {
         cut: bool,
     },
     Sse(SseScanner),
-    Opaque,
     Translate(Box<dyn Transcode>),
 }
 
@@ -82,8 +86,10 @@ impl Relay {
                 size: 0,
                 cut: false,
             },
-            RelayMode::Sse { strip_usage_chunk } => Scan::Sse(SseScanner::new(strip_usage_chunk)),
-            RelayMode::Opaque => Scan::Opaque,
+            RelayMode::Sse {
+                strip_usage_chunk,
+                secrets,
+            } => Scan::Sse(SseScanner::new(strip_usage_chunk, secrets)),
             RelayMode::Translate(t) => Scan::Translate(t),
         };
         Self {
@@ -179,7 +185,6 @@ impl Relay {
                             let usage = call.as_deref_mut().map(|c| &mut c.usage);
                             scanner.process(data, usage)
                         }
-                        Scan::Opaque => Some(data),
                         Scan::Translate(t) => {
                             let out = t.feed(&data);
                             if let (Some(c), Some(u)) = (call.as_deref_mut(), t.usage()) {
@@ -229,7 +234,6 @@ impl Relay {
                 None
             }
             Scan::Sse(scanner) => scanner.leftover(),
-            Scan::Opaque => None,
             Scan::Translate(t) => {
                 let out = t.finish();
                 if let (Some(c), Some(u)) = (call, t.usage()) {
@@ -266,60 +270,185 @@ impl Relay {
     }
 }
 
-/// Reassembles SSE events across frames to find the usage chunk.
+/// A streamed provider's credentials, for scrubbing its error events: listed only when one comes,
+/// since most streams have none.
+pub struct StreamSecrets {
+    source: Option<(Arc<Snapshot>, ProviderIdx)>,
+    listed: Option<Vec<String>>,
+}
+
+impl StreamSecrets {
+    /// The credentials of `provider` in `snapshot`.
+    pub fn of(snapshot: Arc<Snapshot>, provider: ProviderIdx) -> Self {
+        Self {
+            source: Some((snapshot, provider)),
+            listed: None,
+        }
+    }
+
+    /// Credentials already listed.
+    #[cfg(test)]
+    fn listed(secrets: Vec<String>) -> Self {
+        Self {
+            source: None,
+            listed: Some(secrets),
+        }
+    }
+
+    fn get(&mut self) -> &[String] {
+        self.listed.get_or_insert_with(|| {
+            self.source
+                .as_ref()
+                .map(|(snapshot, idx)| scrub::secrets_of(snapshot.provider(*idx)))
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// Reassembles SSE events across frames to find the usage chunk and error events. Only whole events
+/// are passed on (a partial one waits for its end), so an error event is scrubbed before any of it
+/// leaves; events pass as the reference-counted frame they came in unless one is dropped or rewritten.
 struct SseScanner {
     strip_usage_chunk: bool,
+    secrets: StreamSecrets,
     pending: BytesMut,
 }
 
 impl SseScanner {
-    fn new(strip_usage_chunk: bool) -> Self {
+    fn new(strip_usage_chunk: bool, secrets: StreamSecrets) -> Self {
         Self {
             strip_usage_chunk,
+            secrets,
             pending: BytesMut::new(),
         }
     }
 
     /// Takes one upstream frame; returns what to send the client now.
     fn process(&mut self, frame: Bytes, mut usage: Option<&mut Option<Usage>>) -> Option<Bytes> {
+        let carried = self.pending.len();
         self.pending.extend_from_slice(&frame);
-        let mut kept: Option<BytesMut> = self.strip_usage_chunk.then(BytesMut::new);
+        // Made only once an event is dropped or rewritten: until then the events pass unchanged.
+        let mut rewritten: Option<BytesMut> = None;
         let mut start = 0;
         while let Some(len) = event_end(&self.pending[start..]) {
             let event = &self.pending[start..start + len];
-            let keep = match inspect_event(event) {
-                Some(found) => {
-                    if let (Some(slot), Some(u)) = (usage.as_deref_mut(), found.usage) {
-                        *slot = Some(u);
+            let change = if is_error_event(event) {
+                scrub_error_event(event, self.secrets.get())
+            } else {
+                match inspect_event(event) {
+                    Some(found) => {
+                        if let (Some(slot), Some(u)) = (usage.as_deref_mut(), found.usage) {
+                            *slot = Some(u);
+                        }
+                        (self.strip_usage_chunk && found.usage_only).then(Vec::new)
                     }
-                    !found.usage_only
+                    None => None,
                 }
-                None => true,
             };
-            if keep && let Some(out) = kept.as_mut() {
-                out.extend_from_slice(event);
+            match (change, rewritten.as_mut()) {
+                (Some(replacement), Some(out)) => out.extend_from_slice(&replacement),
+                (Some(replacement), None) => {
+                    let mut out = BytesMut::from(&self.pending[..start]);
+                    out.extend_from_slice(&replacement);
+                    rewritten = Some(out);
+                }
+                (None, Some(out)) => out.extend_from_slice(event),
+                (None, None) => {}
             }
             start += len;
         }
+        let mut out = match rewritten {
+            Some(out) => out.freeze(),
+            // The common case: the frame held whole events only, and is passed on as it is.
+            None if carried == 0 => frame.slice(..start),
+            None => Bytes::copy_from_slice(&self.pending[..start]),
+        };
         self.pending.advance(start);
         if self.pending.len() > SSE_EVENT_CAP {
-            // Not SSE as we know it: stop looking, pass the bytes on.
+            // Not SSE as we know it: stop waiting for an event's end, pass the bytes on.
             let raw = self.pending.split().freeze();
-            if let Some(out) = kept.as_mut() {
-                out.extend_from_slice(&raw);
-            }
+            out = if out.is_empty() {
+                raw
+            } else {
+                [out, raw].concat().into()
+            };
         }
-        match kept {
-            Some(out) => Some(out.freeze()),
-            None => Some(frame),
-        }
+        Some(out)
     }
 
-    /// Bytes still held at the end of the stream (only when stripping; otherwise they were sent).
+    /// Bytes still held at the end of the stream: a last event without its blank line.
     fn leftover(&mut self) -> Option<Bytes> {
         let rest = self.pending.split().freeze();
-        (self.strip_usage_chunk && !rest.is_empty()).then_some(rest)
+        if rest.is_empty() {
+            return None;
+        }
+        if is_error_event(&rest)
+            && let Some(scrubbed) = scrub_error_event(&rest, self.secrets.get())
+        {
+            return Some(Bytes::from(scrubbed));
+        }
+        Some(rest)
     }
+}
+
+/// Whether an event may be an error: a `"error"` key or value, or an `event: error` line. Content
+/// cannot match by accident, since quotes inside a JSON string are escaped; only these events are
+/// parsed, so the stream's other events cost one search.
+fn is_error_event(event: &[u8]) -> bool {
+    memmem::find(event, b"\"error\"").is_some()
+        || event
+            .split(|&b| b == b'\n')
+            .any(|line| line.starts_with(b"event:") && memmem::find(line, b"error").is_some())
+}
+
+/// An error event with every string of its data scrubbed, its other lines kept; `None` when its data
+/// is JSON without anything to scrub. Data that is not JSON becomes a generic error.
+fn scrub_error_event(event: &[u8], secrets: &[String]) -> Option<Vec<u8>> {
+    let mut others = Vec::new();
+    let mut data: Vec<u8> = Vec::new();
+    let mut data_lines = 0;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        match line.strip_prefix(b"data:") {
+            Some(payload) => {
+                if data_lines > 0 {
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(payload.strip_prefix(b" ").unwrap_or(payload));
+                data_lines += 1;
+            }
+            None => {
+                others.extend_from_slice(line);
+                others.push(b'\n');
+            }
+        }
+    }
+    let payload = match serde_json::from_slice::<serde_json::Value>(&data) {
+        Ok(mut v) => {
+            let before = v.clone();
+            scrub::scrub_strings(&mut v, secrets);
+            if v == before {
+                return None;
+            }
+            serde_json::to_vec(&v).expect("JSON values serialise")
+        }
+        Err(_) if data_lines == 0 => return None,
+        Err(_) => ApiError::upstream(
+            http::StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "the provider sent an error this gateway cannot read",
+        )
+        .body()
+        .to_vec(),
+    };
+    let mut out = others;
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(b"\n\n");
+    Some(out)
 }
 
 /// Length of the first complete event (through its blank line), if there is one.
@@ -346,7 +475,7 @@ fn inspect_event(event: &[u8]) -> Option<openai::ChunkUsage> {
         if payload.first() != Some(&b'{') {
             continue;
         }
-        let Some(at) = memchr::memmem::find(payload, b"\"usage\"") else {
+        let Some(at) = memmem::find(payload, b"\"usage\"") else {
             continue;
         };
         // With include_usage, OpenAI puts `"usage":null` in every chunk but the last: no need to
@@ -355,7 +484,7 @@ fn inspect_event(event: &[u8]) -> Option<openai::ChunkUsage> {
             .iter()
             .position(|b| !matches!(b, b' ' | b':' | b'\t' | b'\r' | b'\n'))
             .map(|i| &payload[at + 7 + i..]);
-        let only_one = memchr::memmem::find(&payload[at + 7..], b"\"usage\"").is_none();
+        let only_one = memmem::find(&payload[at + 7..], b"\"usage\"").is_none();
         if only_one && value.is_some_and(|v| v.starts_with(b"null")) {
             return Some(openai::ChunkUsage {
                 usage: None,
@@ -377,7 +506,7 @@ mod tests {
     const DONE: &[u8] = b"data: [DONE]\n\n";
 
     fn run(strip: bool, frames: &[&[u8]]) -> (Vec<u8>, Option<Usage>) {
-        let mut scanner = SseScanner::new(strip);
+        let mut scanner = SseScanner::new(strip, StreamSecrets::listed(Vec::new()));
         let mut usage = None;
         let mut out = Vec::new();
         for f in frames {
@@ -435,6 +564,62 @@ mod tests {
         let nested = b"data: {\"choices\":[{\"usage\":null}],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n";
         let found = inspect_event(nested).expect("parsed");
         assert_eq!(found.usage.map(|u| (u.input, u.output)), Some((2, 3)));
+    }
+
+    const KEY: &str = "sk-upstream-secret-a";
+    const ERROR: &[u8] = b"data: {\"error\":{\"message\":\"Key sk-upstream-secr*** is over its quota\",\"type\":\"insufficient_quota\",\"param\":null,\"code\":\"insufficient_quota\"}}\n\n";
+    // Keys in serde_json's order.
+    const SCRUBBED: &[u8] = b"data: {\"error\":{\"code\":\"insufficient_quota\",\"message\":\"Key [redacted] is over its quota\",\"param\":null,\"type\":\"insufficient_quota\"}}\n\n";
+
+    fn run_scrubbing(strip: bool, frames: &[&[u8]]) -> Vec<u8> {
+        let mut scanner = SseScanner::new(strip, StreamSecrets::listed(vec![KEY.to_string()]));
+        let mut out = Vec::new();
+        for f in frames {
+            if let Some(b) = scanner.process(Bytes::copy_from_slice(f), None) {
+                assert!(
+                    memmem::find(&b, b"upstream-secr").is_none(),
+                    "a fragment left before its event ended"
+                );
+                out.extend_from_slice(&b);
+            }
+        }
+        out.extend_from_slice(&scanner.leftover().unwrap_or_default());
+        out
+    }
+
+    #[test]
+    fn error_events_are_scrubbed_wherever_the_frames_split_them() {
+        let all = [CHUNK, ERROR, DONE].concat();
+        for strip in [false, true] {
+            for cut in 1..all.len() {
+                let out = run_scrubbing(strip, &[&all[..cut], &all[cut..]]);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&[CHUNK, SCRUBBED, DONE].concat()),
+                    "strip {strip}, cut at {cut}"
+                );
+            }
+        }
+        // The last event without its blank line, an `event: error` line, data that is not JSON.
+        let out = run_scrubbing(false, &[&ERROR[..ERROR.len() - 2]]);
+        assert_eq!(out, SCRUBBED);
+        let named = b"event: error\ndata: {\"message\":\"sk-upstream-secret-a\"}\n\n";
+        let out = run_scrubbing(false, &[named]);
+        assert_eq!(out, b"event: error\ndata: {\"message\":\"[redacted]\"}\n\n");
+        let raw = b"event: error\ndata: bad key sk-upstream-secret-a\n\n";
+        let out = String::from_utf8(run_scrubbing(false, &[raw])).unwrap();
+        assert!(
+            out.contains("upstream_error") && !out.contains("secret"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn events_without_secrets_pass_unchanged() {
+        let finished =
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"error\"}]}\n\n";
+        let all = [CHUNK, finished, DONE].concat();
+        assert_eq!(run_scrubbing(false, &[&all]), all);
     }
 
     #[test]

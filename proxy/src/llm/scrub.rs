@@ -1,6 +1,7 @@
 //! Error scrubbing: provider error messages pass through here before a caller sees them, so that no
 //! piece of the gateway's credentials can leak through a provider that quotes them.
 
+use serde_json::Value;
 use tollgate_snapshot::Provider;
 
 /// Every credential of the provider and its `:`-separated parts: none may appear in an error.
@@ -42,6 +43,17 @@ pub fn scrub(message: &str, secrets: &[String]) -> String {
     text
 }
 
+/// Scrubs every string in a JSON value (an error body or event), keys aside, keeping its shape:
+/// a provider may quote a credential in any field, not only `message`.
+pub fn scrub_strings(value: &mut Value, secrets: &[String]) {
+    match value {
+        Value::String(text) => *text = scrub(text, secrets),
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub_strings(v, secrets)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| scrub_strings(v, secrets)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +70,18 @@ mod tests {
             "key '[redacted]' bad"
         );
         assert_eq!(scrub("nothing here", &secrets), "nothing here");
+    }
+
+    #[test]
+    fn scrub_strings_reaches_every_field_and_keeps_the_shape() {
+        let secrets = vec!["sk-upstream-secret-a".to_string()];
+        let mut v = serde_json::json!({"error": {"message": "bad key sk-upstream-secr",
+            "type": "invalid_request_error", "param": ["upstream-secret"], "code": 400}});
+        scrub_strings(&mut v, &secrets);
+        assert_eq!(
+            v,
+            serde_json::json!({"error": {"message": "bad key [redacted]",
+                "type": "invalid_request_error", "param": ["[redacted]"], "code": 400}})
+        );
     }
 }

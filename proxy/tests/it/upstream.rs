@@ -278,8 +278,13 @@ async fn upstream_failures_map_to_502_504_without_credentials() {
         proxy.stop().await;
     }
 
-    // A request the provider finds wrong is the client's problem: its 400 is relayed as is.
-    let (_fake, proxy) = setup(Behaviour::new("a", UPSTREAM_KEY)).await;
+    // A request the provider finds wrong is the client's problem: its 400 is relayed with its
+    // status, shape and fields, final (not tried again), and scrubbed of the key it quotes.
+    let (fake, proxy) = setup(Behaviour {
+        quote: Some(format!("{}***", &UPSTREAM_KEY[..15])),
+        ..Behaviour::new("a", UPSTREAM_KEY)
+    })
+    .await;
     let reply = post(
         &proxy.url(CHAT),
         CLIENT_KEY,
@@ -288,8 +293,35 @@ async fn upstream_failures_map_to_502_504_without_credentials() {
     .await;
     assert_eq!(reply.status, 400);
     assert_eq!(
-        reply.json()["error"]["message"],
-        "'messages' is a required property"
+        reply.json(),
+        json!({"error": {"message": "'messages' is a required property; key [redacted] was used",
+            "type": "invalid_request_error", "param": null, "code": null}})
+    );
+    assert_eq!(fake.seen().len(), 1);
+    let line = proxy.log_line_of(&reply.request_id()).await;
+    assert_eq!(line["error_class"], "upstream_rejected");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn error_events_in_a_relayed_stream_are_scrubbed_of_the_key() {
+    let (_fake, proxy) = setup(Behaviour {
+        quote: Some(format!("{}***", &UPSTREAM_KEY[..15])),
+        ..Behaviour::new("a", UPSTREAM_KEY)
+    })
+    .await;
+    let body = json!({"model": "front-model", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &body).await;
+    assert_eq!(reply.status, 200);
+    let text = String::from_utf8_lossy(&reply.body);
+    assert!(!text.contains("upstream-sec"), "{text}");
+    let payloads = sse_payloads(&reply.body);
+    let error: Value = serde_json::from_str(payloads.last().unwrap()).unwrap();
+    assert_eq!(
+        error,
+        json!({"error": {"message": "Key [redacted] is over its quota.",
+            "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}})
     );
     proxy.stop().await;
 }

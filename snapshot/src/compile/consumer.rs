@@ -15,6 +15,13 @@ use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{Consumer, ConsumerIdx, ConsumerKey, KeyDigest};
 use crate::verdict::{ConsumerDetail, Detail, Kind, Verdict, VerdictCondition};
 
+/// The fewest characters a consumer key read from a Secret may have. A key is all a caller shows, and
+/// snapshots carry its unsalted SHA-256, so a short key can be guessed against the gateway or found
+/// from a leaked snapshot by trying values. 20 random characters are beyond trying either way (over
+/// 100 bits from a base64 alphabet) while still allowing keys made by hand; generated keys have 46
+/// characters and OpenAI-style keys far more.
+pub const MIN_CONSUMER_KEY_CHARS: usize = 20;
+
 /// What subscriptions need to know about a consumer object.
 pub(crate) struct ConsumerState {
     /// Index in the table; `None` when the consumer was not accepted.
@@ -200,6 +207,18 @@ fn read_keys<'a>(
                 continue;
             }
         };
+        let chars = std::str::from_utf8(value).map_or(value.len(), |v| v.chars().count());
+        if chars < MIN_CONSUMER_KEY_CHARS {
+            read.problems.push((
+                at,
+                "KeyTooShort",
+                format!(
+                    "key {}: the value under {secret_key:?} of Secret {namespace}/{secret_name} has {chars} characters, fewer than the {MIN_CONSUMER_KEY_CHARS} a consumer key needs",
+                    key.name
+                ),
+            ));
+            continue;
+        }
         let expires_unix = key.expires_at.as_ref().map(|t| t.0.as_second());
         if let (Some(at), Some(t)) = (expires_unix, &key.expires_at)
             && at <= now_unix

@@ -28,6 +28,7 @@ use crate::verdict::{
     VerdictCondition,
 };
 
+pub use consumer::MIN_CONSUMER_KEY_CHARS;
 pub use objects::DEFAULT_NAMESPACE;
 pub use provider::{
     FAKE_ENDPOINT, UNTRANSLATED, auth_scheme, default_endpoint, translation_available,

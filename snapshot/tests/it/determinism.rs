@@ -37,6 +37,7 @@ fn the_random_worlds_exercise_conflicts_duplicates_and_failures() {
         "ProviderNotFound",
         "SecretNotFound",
         "DuplicateKey",
+        "KeyTooShort",
         "RouteNotFound",
         "Pending",
         "Rejected",
@@ -63,7 +64,9 @@ fn encoded_snapshot_round_trips_through_decode() {
     // Lookups are rebuilt after decoding.
     let compiled = run(&team_a());
     let back = Snapshot::decode(&compiled.snapshot.encode()).unwrap();
-    let (c, _, _) = back.consumer_by_key(&KeyDigest::of(b"sk-app")).unwrap();
+    let (c, _, _) = back
+        .consumer_by_key(&KeyDigest::of(b"sk-app-0123456789abcdef"))
+        .unwrap();
     let m = back.route_for(None, "/team-a/chat/v1/models").unwrap();
     assert!(back.subscription(c, m.idx).is_some());
     assert!(back.model(m.idx, "gpt-4o-mini").is_some());
@@ -86,7 +89,7 @@ fn decode_refuses_tampered_or_inconsistent_snapshots() {
 
 #[test]
 fn key_digests_decode_from_owned_strings_too() {
-    let digest = KeyDigest::of(b"sk-app");
+    let digest = KeyDigest::of(b"sk-app-0123456789abcdef");
     let value = serde_json::to_value(digest).unwrap();
     let back: KeyDigest = serde_json::from_value(value).expect("from a Value");
     assert_eq!(back, digest);

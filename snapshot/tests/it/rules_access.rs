@@ -31,7 +31,7 @@ fn keys_resolve_to_digests_and_lookups_find_the_subscription() {
     let compiled = run(&team_a());
     let snap = &compiled.snapshot;
     let (c, consumer, key) = snap
-        .consumer_by_key(&KeyDigest::of(b"sk-app"))
+        .consumer_by_key(&KeyDigest::of(b"sk-app-0123456789abcdef"))
         .expect("key known");
     assert_eq!(consumer.id.to_string(), "team-a/app");
     assert_eq!(&*key.name, "primary");
@@ -44,7 +44,7 @@ fn keys_resolve_to_digests_and_lookups_find_the_subscription() {
     assert!(verdict(&compiled, Kind::ApiSubscription, "team-a", "app-chat").is_true(READY));
     // The key itself is nowhere in the wire form.
     let wire = String::from_utf8(snap.encode()).unwrap();
-    assert!(!wire.contains("sk-app"));
+    assert!(!wire.contains("sk-app-0123456789abcdef"));
 }
 
 #[test]
@@ -200,13 +200,20 @@ fn expired_consumer_keys_are_excluded() {
         { "name": "old", "secretRef": { "name": "old-key" }, "expiresAt": "2026-10-01T00:00:00Z" },
         { "name": "new", "secretRef": { "name": "app-key" }, "expiresAt": "2027-01-01T00:00:00Z" }] }),
     )];
-    inputs
-        .secrets
-        .push(secret("team-a", "old-key", &[("apiKey", "sk-old")]));
+    inputs.secrets.push(secret(
+        "team-a",
+        "old-key",
+        &[("apiKey", "sk-old-0123456789abcdef")],
+    ));
     let compiled = run(&inputs);
     let snap = &compiled.snapshot;
-    assert!(snap.consumer_by_key(&KeyDigest::of(b"sk-old")).is_none());
-    let (_, _, key) = snap.consumer_by_key(&KeyDigest::of(b"sk-app")).unwrap();
+    assert!(
+        snap.consumer_by_key(&KeyDigest::of(b"sk-old-0123456789abcdef"))
+            .is_none()
+    );
+    let (_, _, key) = snap
+        .consumer_by_key(&KeyDigest::of(b"sk-app-0123456789abcdef"))
+        .unwrap();
     assert_eq!(key.expires_unix, Some(1_798_761_600));
     let v = verdict(&compiled, Kind::Consumer, "team-a", "app");
     match &v.detail {
@@ -230,9 +237,11 @@ fn draft_route_subscribers_outside_the_owning_namespace_are_told_why() {
     let mut inputs = team_a();
     inputs.routes[0].spec.stage = Stage::Draft;
     inputs.consumers.push(simple_consumer("team-b", "outsider"));
-    inputs
-        .secrets
-        .push(secret("team-b", "outsider-key", &[("apiKey", "sk-b")]));
+    inputs.secrets.push(secret(
+        "team-b",
+        "outsider-key",
+        &[("apiKey", "sk-b-0123456789abcdefgh")],
+    ));
     inputs.subscriptions.push(sub(
         "team-b",
         "peek",
@@ -274,13 +283,13 @@ fn generated_keys_are_read_from_the_controllers_secret() {
     inputs.secrets.push(secret(
         "team-a",
         "app-gen-apikey",
-        &[("apiKey", "tg-generated")],
+        &[("apiKey", "tg-generated-0123456789")],
     ));
     let compiled = run(&inputs);
     assert!(
         compiled
             .snapshot
-            .consumer_by_key(&KeyDigest::of(b"tg-generated"))
+            .consumer_by_key(&KeyDigest::of(b"tg-generated-0123456789"))
             .is_some()
     );
 }
@@ -292,13 +301,15 @@ fn key_value_shared_by_two_consumers_stays_with_the_older() {
         created(simple_consumer("team-a", "app"), "2026-03-01T00:00:00Z"),
         created(simple_consumer("team-a", "copycat"), "2026-02-01T00:00:00Z"),
     ];
-    inputs
-        .secrets
-        .push(secret("team-a", "copycat-key", &[("apiKey", "sk-app\n")]));
+    inputs.secrets.push(secret(
+        "team-a",
+        "copycat-key",
+        &[("apiKey", "sk-app-0123456789abcdef\n")],
+    ));
     let compiled = run(&inputs);
     let (_, owner, _) = compiled
         .snapshot
-        .consumer_by_key(&KeyDigest::of(b"sk-app"))
+        .consumer_by_key(&KeyDigest::of(b"sk-app-0123456789abcdef"))
         .unwrap();
     assert_eq!(&*owner.id.name, "copycat");
     let (ok, reason, message) = cond(
@@ -326,9 +337,21 @@ fn key_problems_are_reported_in_the_order_of_spec_keys() {
         "2026-02-01T00:00:00Z",
     ));
     inputs.secrets.extend([
-        secret("team-a", "late-first", &[("apiKey", "sk-app")]),
-        secret("team-a", "late-third", &[("apiKey", "sk-late")]),
-        secret("team-a", "late-fourth", &[("apiKey", "sk-late")]),
+        secret(
+            "team-a",
+            "late-first",
+            &[("apiKey", "sk-app-0123456789abcdef")],
+        ),
+        secret(
+            "team-a",
+            "late-third",
+            &[("apiKey", "sk-late-0123456789abcdef")],
+        ),
+        secret(
+            "team-a",
+            "late-fourth",
+            &[("apiKey", "sk-late-0123456789abcdef")],
+        ),
     ]);
     let compiled = run(&inputs);
     let late = verdict(&compiled, Kind::Consumer, "team-a", "late");
@@ -483,10 +506,15 @@ fn secrets_are_read_from_data_and_string_data() {
     let mut inputs = team_a();
     inputs.secrets = vec![
         secret_data("team-a", "openai-key", &[("apiKey", b"sk-from-data\n")]),
-        secret_data("team-a", "app-key", &[("apiKey", b"sk-overridden")]),
+        secret_data(
+            "team-a",
+            "app-key",
+            &[("apiKey", b"sk-overridden-0123456789")],
+        ),
     ];
     // stringData wins over data, as the API server merges them.
-    inputs.secrets[1].string_data = Some([("apiKey".to_string(), "sk-app".to_string())].into());
+    inputs.secrets[1].string_data =
+        Some([("apiKey".to_string(), "sk-app-0123456789abcdef".to_string())].into());
     let compiled = run(&inputs);
     assert_eq!(
         compiled.snapshot.content.providers[0].credentials[0].0,
@@ -495,13 +523,13 @@ fn secrets_are_read_from_data_and_string_data() {
     assert!(
         compiled
             .snapshot
-            .consumer_by_key(&KeyDigest::of(b"sk-app"))
+            .consumer_by_key(&KeyDigest::of(b"sk-app-0123456789abcdef"))
             .is_some()
     );
     assert!(
         compiled
             .snapshot
-            .consumer_by_key(&KeyDigest::of(b"sk-overridden"))
+            .consumer_by_key(&KeyDigest::of(b"sk-overridden-0123456789"))
             .is_none()
     );
 }
@@ -521,7 +549,11 @@ fn objects_without_a_namespace_live_in_default() {
         )],
         secrets: vec![
             secret("default", "openai-key", &[("apiKey", "sk-upstream")]),
-            secret("default", "app-key", &[("apiKey", "sk-app")]),
+            secret(
+                "default",
+                "app-key",
+                &[("apiKey", "sk-app-0123456789abcdef")],
+            ),
         ],
         now_unix: NOW,
         proxy_replicas: 0,
@@ -535,4 +567,47 @@ fn objects_without_a_namespace_live_in_default() {
         Detail::Subscription(d) => assert_eq!(&*d.route, "default/chat"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn consumer_keys_shorter_than_the_minimum_are_refused_and_named() {
+    assert_eq!(tollgate_snapshot::MIN_CONSUMER_KEY_CHARS, 20);
+    let short = "sk-nineteen-chars-x";
+    let just_enough = "sk-twenty-characters";
+    assert_eq!((short.len(), just_enough.len()), (19, 20));
+    let mut inputs = team_a();
+    inputs.consumers = vec![consumer(
+        "team-a",
+        "app",
+        json!({ "keys": [
+        { "name": "weak", "secretRef": { "name": "weak-key" } },
+        { "name": "strong", "secretRef": { "name": "strong-key" } }] }),
+    )];
+    inputs.secrets.extend([
+        // Surrounding whitespace is not counted.
+        secret("team-a", "weak-key", &[("apiKey", &format!("  {short}\n"))]),
+        secret("team-a", "strong-key", &[("apiKey", just_enough)]),
+    ]);
+    let compiled = run(&inputs);
+    let snap = &compiled.snapshot;
+    assert!(
+        snap.consumer_by_key(&KeyDigest::of(short.as_bytes()))
+            .is_none()
+    );
+    assert!(
+        snap.consumer_by_key(&KeyDigest::of(just_enough.as_bytes()))
+            .is_some()
+    );
+    let v = verdict(&compiled, Kind::Consumer, "team-a", "app");
+    let (ok, reason, message) = cond(v, RESOLVED_REFS);
+    assert!(
+        !ok && reason == "KeyTooShort"
+            && message.contains("Key weak")
+            && message.contains("team-a/weak-key")
+            && message.contains("19 characters, fewer than the 20"),
+        "{reason}: {message}"
+    );
+    assert!(!message.contains(short), "the key itself is not reported");
+    let (ok, _, message) = cond(v, READY);
+    assert!(ok && message.contains("1 active key: strong"), "{message}");
 }

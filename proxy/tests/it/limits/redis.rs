@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::standalone_bin::{Proxy, free_port};
 
-const KEY: &str = "tg-redis-test-key";
+const KEY: &str = "tg-redis-test-key-0123456789";
 const LIMIT: usize = 60;
 const REPLICAS: usize = 2;
 

@@ -10,7 +10,7 @@ use crate::support::python::run_sdk_script;
 use crate::support::standalone_bin::{Proxy, manifest, wait_for};
 
 const KEY: &str = "tg-quickstart-demo-key";
-const UNSUBSCRIBED: &str = "tg-unsubscribed-key";
+const UNSUBSCRIBED: &str = "tg-unsubscribed-key-0123456789";
 
 /// A consumer with a valid key and no subscription, next to the quickstart.
 const EXTRA: &str = r#"apiVersion: v1
@@ -19,7 +19,7 @@ metadata:
   name: lonely-app-key
   namespace: default
 stringData:
-  apiKey: tg-unsubscribed-key
+  apiKey: tg-unsubscribed-key-0123456789
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: Consumer

@@ -7,8 +7,8 @@
 use crate::support::python::run_sdk_script;
 use crate::support::standalone_bin::Proxy;
 
-const KEY: &str = "tg-limited-key";
-const BROKE: &str = "tg-broke-key";
+const KEY: &str = "tg-limited-key-0123456789";
+const BROKE: &str = "tg-broke-key-0123456789";
 
 const CONFIG: &str = r#"apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
@@ -31,7 +31,7 @@ spec:
 apiVersion: v1
 kind: Secret
 metadata: {name: keys, namespace: default}
-stringData: {limited: tg-limited-key, broke: tg-broke-key}
+stringData: {limited: tg-limited-key-0123456789, broke: tg-broke-key-0123456789}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: Consumer

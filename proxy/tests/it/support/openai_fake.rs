@@ -29,6 +29,9 @@ pub struct Behaviour {
     pub stream_chunks: usize,
     /// Delay between stream chunks.
     pub chunk_interval: Duration,
+    /// Text the fake quotes in its 400 messages and in an error event that cuts its streams short
+    /// after the first word, as a provider quoting the key it was sent would.
+    pub quote: Option<String>,
 }
 
 impl Behaviour {
@@ -40,6 +43,7 @@ impl Behaviour {
             latency: Duration::ZERO,
             stream_chunks: 3,
             chunk_interval: Duration::ZERO,
+            quote: None,
         }
     }
 }
@@ -133,11 +137,15 @@ async fn answer(state: State, req: Request<Incoming>) -> Response<Body> {
     match (seen.method.as_str(), seen.path.as_str()) {
         ("POST", "/v1/chat/completions") => {
             if body["messages"].as_array().is_none_or(|m| m.is_empty()) {
+                let quoted = b.quote.as_ref().map(|q| format!("; key {q} was used"));
                 return error(
                     400,
                     "invalid_request_error",
                     None,
-                    "'messages' is a required property",
+                    &format!(
+                        "'messages' is a required property{}",
+                        quoted.unwrap_or_default()
+                    ),
                 );
             }
             if body["stream"] == json!(true) {
@@ -226,6 +234,18 @@ fn stream(state: State, b: Behaviour, model: String, include_usage: bool) -> Res
             json!([{"index": 0, "delta": {"content": w}, "logprobs": null, "finish_reason": null}]),
             None,
         ));
+        if let Some(quote) = &b.quote {
+            let error = json!({"error": {"message": format!("Key {quote} is over its quota."),
+                "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}});
+            events.push(Bytes::from(format!("data: {error}\n\n")));
+            return paced(
+                "text/event-stream; charset=utf-8",
+                events.into_iter().map(Ok).collect(),
+                b.chunk_interval,
+                || {},
+                |_| {},
+            );
+        }
     }
     events.push(chunk(
         json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]),

@@ -141,7 +141,11 @@ pub fn team_a() -> Inputs {
         )],
         secrets: vec![
             secret("team-a", "openai-key", &[("apiKey", "sk-upstream")]),
-            secret("team-a", "app-key", &[("apiKey", "sk-app")]),
+            secret(
+                "team-a",
+                "app-key",
+                &[("apiKey", "sk-app-0123456789abcdef")],
+            ),
         ],
         now_unix: NOW,
         proxy_replicas: 0,

@@ -53,7 +53,15 @@ const TIMES: &[Option<&str>] = &[
     Some("2026-01-01T00:00:00Z"),
     Some("2026-03-01T00:00:00Z"),
 ];
-const KEYS: &[&str] = &["k1", "k2", "k3", "k4", "k5", "k6"];
+/// Values for Secrets; the last is too short for a consumer key.
+const KEYS: &[&str] = &[
+    "key-1-0123456789abcdef",
+    "key-2-0123456789abcdef",
+    "key-3-0123456789abcdef",
+    "key-4-0123456789abcdef",
+    "key-5-0123456789abcdef",
+    "k6",
+];
 
 fn time<T: HasMeta>(rng: &mut Rng, obj: T) -> T {
     match rng.pick(TIMES) {
