@@ -34,6 +34,27 @@ fn all_header_text(headers: &http::HeaderMap) -> String {
 }
 
 #[tokio::test]
+async fn a_relayed_answer_keeps_the_providers_success_status() {
+    let mut behaviour = Behaviour::new("a", UPSTREAM_KEY);
+    behaviour.success_status = 203;
+    let (_fake, proxy) = setup(behaviour).await;
+    let request = json!({"model": "front-model", "messages": [{"role": "user", "content": "hi"}]});
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let reply = send(
+        Method::POST,
+        &proxy.url(CHAT),
+        &[("authorization", auth.as_str())],
+        Some(&request),
+    )
+    .await;
+    reply.assert_status(203);
+    assert_eq!(
+        reply.json()["choices"][0]["message"]["content"],
+        "from-a w1 w2"
+    );
+}
+
+#[tokio::test]
 async fn upstream_gets_injected_credential_rewritten_model_and_intact_body() {
     let (fake, proxy) = setup(Behaviour::new("a", UPSTREAM_KEY)).await;
     let request = json!({

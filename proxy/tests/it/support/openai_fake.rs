@@ -23,6 +23,8 @@ pub struct Behaviour {
     pub key: String,
     /// Answer every call with this status and an OpenAI error body.
     pub fail_with: Option<u16>,
+    /// Status of a successful whole chat answer (providers may answer 201 or 203).
+    pub success_status: u16,
     /// Delay before the response headers.
     pub latency: Duration,
     /// Content chunks per stream.
@@ -40,6 +42,7 @@ impl Behaviour {
             tag: tag.into(),
             key: key.into(),
             fail_with: None,
+            success_status: 200,
             latency: Duration::ZERO,
             stream_chunks: 3,
             chunk_interval: Duration::ZERO,
@@ -156,7 +159,7 @@ async fn answer(state: State, req: Request<Incoming>) -> Response<Body> {
                     body["stream_options"]["include_usage"] == json!(true),
                 )
             } else {
-                json_response(200, &completion(&b, &model))
+                json_response(b.success_status, &completion(&b, &model))
             }
         }
         ("POST", "/v1/embeddings") => {
