@@ -186,14 +186,19 @@ fn relay_as_is(
 
 /// An OpenAI stream relayed to an OpenAI caller, its provider's credentials at hand for error events.
 fn sse_mode(ask: &Ask<'_>, call: &Call, backend: &Backend) -> RelayMode {
+    RelayMode::Sse {
+        strip_usage_chunk: !ask.include_usage,
+        secrets: stream_secrets(call, backend),
+    }
+}
+
+/// The backend's provider's credentials, listed only if its stream sends an error event.
+fn stream_secrets(call: &Call, backend: &Backend) -> StreamSecrets {
     let snapshot = call
         .snapshot
         .as_ref()
         .expect("a model call has its snapshot");
-    RelayMode::Sse {
-        strip_usage_chunk: !ask.include_usage,
-        secrets: StreamSecrets::of(snapshot.clone(), backend.provider),
-    }
+    StreamSecrets::of(snapshot.clone(), backend.provider)
 }
 
 /// An unsuccessful answer of the identity translation: statuses that say nothing about the request
@@ -255,7 +260,9 @@ async fn translate_answer(
 
     if ask.stream {
         let mode = match (&out.wire, anthropic_caller) {
-            (Wire::Anthropic, true) => RelayMode::Translate(Box::new(AnthropicPassthrough::new())),
+            (Wire::Anthropic, true) => RelayMode::Translate(Box::new(AnthropicPassthrough::new(
+                Box::new(stream_secrets(call, backend)),
+            ))),
             (Wire::OpenAiChat, false) => sse_mode(ask, call, backend),
             (wire, _) => {
                 let decoder: Box<dyn Decode> = match wire {

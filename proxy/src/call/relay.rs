@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::error::BoxError;
 use crate::llm::Usage;
 use crate::llm::openai;
-use crate::llm::scrub;
+use crate::llm::scrub::{self, LazySecrets, event_end, is_error_event};
 use crate::llm::stream::Transcode;
 
 /// How much of the end of a non-streamed body is kept to read its usage (which providers write last):
@@ -294,7 +294,9 @@ impl StreamSecrets {
             listed: Some(secrets),
         }
     }
+}
 
+impl LazySecrets for StreamSecrets {
     fn get(&mut self) -> &[String] {
         self.listed.get_or_insert_with(|| {
             self.source
@@ -391,78 +393,15 @@ impl SseScanner {
     }
 }
 
-/// Whether an event may be an error: a `"error"` key or value, or an `event: error` line. Content
-/// cannot match by accident, since quotes inside a JSON string are escaped; only these events are
-/// parsed, so the stream's other events cost one search.
-fn is_error_event(event: &[u8]) -> bool {
-    memmem::find(event, b"\"error\"").is_some()
-        || event
-            .split(|&b| b == b'\n')
-            .any(|line| line.starts_with(b"event:") && memmem::find(line, b"error").is_some())
-}
-
-/// An error event with every string of its data scrubbed, its other lines kept; `None` when its data
-/// is JSON without anything to scrub. Data that is not JSON becomes a generic error.
+/// An error event scrubbed, data that is not JSON replaced by an OpenAI-format error.
 fn scrub_error_event(event: &[u8], secrets: &[String]) -> Option<Vec<u8>> {
-    let mut others = Vec::new();
-    let mut data: Vec<u8> = Vec::new();
-    let mut data_lines = 0;
-    for line in event.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        match line.strip_prefix(b"data:") {
-            Some(payload) => {
-                if data_lines > 0 {
-                    data.push(b'\n');
-                }
-                data.extend_from_slice(payload.strip_prefix(b" ").unwrap_or(payload));
-                data_lines += 1;
-            }
-            None => {
-                others.extend_from_slice(line);
-                others.push(b'\n');
-            }
-        }
-    }
-    let payload = match serde_json::from_slice::<serde_json::Value>(&data) {
-        Ok(mut v) => {
-            let before = v.clone();
-            scrub::scrub_strings(&mut v, secrets);
-            if v == before {
-                return None;
-            }
-            serde_json::to_vec(&v).expect("JSON values serialise")
-        }
-        Err(_) if data_lines == 0 => return None,
-        Err(_) => ApiError::upstream(
-            http::StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            "the provider sent an error this gateway cannot read",
-        )
-        .body()
-        .to_vec(),
-    };
-    let mut out = others;
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(&payload);
-    out.extend_from_slice(b"\n\n");
-    Some(out)
-}
-
-/// Length of the first complete event (through its blank line), if there is one.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
-        let at = from + i;
-        match buf.get(at + 1) {
-            Some(b'\n') => return Some(at + 2),
-            Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return Some(at + 3),
-            _ => from = at + 1,
-        }
-    }
-    None
+    let unreadable = ApiError::upstream(
+        http::StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        "the provider sent an error this gateway cannot read",
+    )
+    .body();
+    scrub::scrub_error_event(event, secrets, &unreadable)
 }
 
 fn inspect_event(event: &[u8]) -> Option<openai::ChunkUsage> {

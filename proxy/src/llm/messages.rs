@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use crate::llm::Usage;
 use crate::llm::anthropic::AnthropicDecoder;
 use crate::llm::chat::{Answer, arguments_object};
+use crate::llm::scrub::{self, LazySecrets};
 use crate::llm::stream::{Decode, Encode, Finish, Piece, TokenCounts, Transcode, write_sse};
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -485,19 +486,42 @@ impl Encode for AnthropicEncoder {
     }
 }
 
-/// An Anthropic stream relayed to an Anthropic caller unchanged, read on the side for usage.
-#[derive(Default)]
+/// Longest event a passthrough holds while waiting for its end; past it the bytes pass as they are.
+const PASSTHROUGH_EVENT_CAP: usize = 1024 * 1024;
+
+/// An Anthropic stream relayed to an Anthropic caller as it comes, read on the side for usage, its
+/// error events scrubbed of the provider's credentials. Bytes are passed on a whole event at a time
+/// (a partial one waits for its end), so no part of an error event leaves before it is scrubbed.
 pub struct AnthropicPassthrough {
     decoder: AnthropicDecoder,
     pieces: Vec<Piece>,
     counts: Option<TokenCounts>,
+    secrets: Box<dyn LazySecrets>,
+    pending: Vec<u8>,
 }
 
 impl AnthropicPassthrough {
-    /// A passthrough at the start of a stream.
-    pub fn new() -> Self {
-        Self::default()
+    /// A passthrough at the start of a stream; `secrets` are asked for only when an error event comes.
+    pub fn new(secrets: Box<dyn LazySecrets>) -> Self {
+        Self {
+            decoder: AnthropicDecoder::new(),
+            pieces: Vec::new(),
+            counts: None,
+            secrets,
+            pending: Vec::new(),
+        }
     }
+}
+
+/// An error event scrubbed, or `None` when it is passed as it is; other events cost one search.
+fn scrub_event(event: &[u8], secrets: &mut dyn LazySecrets) -> Option<Vec<u8>> {
+    if !scrub::is_error_event(event) {
+        return None;
+    }
+    let unreadable = json!({"type": "error", "error": {"type": "api_error",
+        "message": "the provider sent an error this gateway cannot read"}});
+    let unreadable = serde_json::to_vec(&unreadable).expect("JSON values serialise");
+    scrub::scrub_error_event(event, secrets.get(), &unreadable)
 }
 
 impl Transcode for AnthropicPassthrough {
@@ -508,11 +532,31 @@ impl Transcode for AnthropicPassthrough {
                 self.counts.get_or_insert_default().merge(c);
             }
         }
-        Bytes::copy_from_slice(bytes)
+        self.pending.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(len) = scrub::event_end(&self.pending[start..]) {
+            let event = &self.pending[start..start + len];
+            match scrub_event(event, self.secrets.as_mut()) {
+                Some(clean) => out.extend_from_slice(&clean),
+                None => out.extend_from_slice(event),
+            }
+            start += len;
+        }
+        self.pending.drain(..start);
+        if self.pending.len() > PASSTHROUGH_EVENT_CAP {
+            // Not SSE as we know it: stop waiting for an event's end.
+            out.append(&mut self.pending);
+        }
+        Bytes::from(out)
     }
 
     fn finish(&mut self) -> Bytes {
-        Bytes::new()
+        let rest = std::mem::take(&mut self.pending);
+        match scrub_event(&rest, self.secrets.as_mut()) {
+            Some(clean) => Bytes::from(clean),
+            None => Bytes::from(rest),
+        }
     }
 
     fn fail(&mut self, _code: &str, message: &str) -> Bytes {
@@ -575,6 +619,35 @@ mod tests {
             v["messages"][1]["content"][1]["image_url"]["url"],
             "data:image/jpeg;base64,/9j/"
         );
+    }
+
+    #[test]
+    fn passthrough_scrubs_error_events_wherever_the_frames_split_them() {
+        let ok = b"event: ping\ndata: {\"type\":\"ping\"}\n\n";
+        let error = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"key sk-ant-SECRETSE*** overloaded\"}}\n\n";
+        let all = [&ok[..], &error[..]].concat();
+        let want = [
+            &ok[..],
+            b"event: error\ndata: {\"error\":{\"message\":\"key [redacted] overloaded\",\"type\":\"overloaded_error\"},\"type\":\"error\"}\n\n",
+        ]
+        .concat();
+        for cut in 0..=all.len() {
+            let mut p =
+                AnthropicPassthrough::new(Box::new(vec!["sk-ant-SECRETSECRET".to_string()]));
+            let mut out = p.feed(&all[..cut]).to_vec();
+            out.extend_from_slice(&p.feed(&all[cut..]));
+            out.extend_from_slice(&p.finish());
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&want),
+                "cut at {cut}"
+            );
+        }
+        // A stream without errors passes unchanged, its last event kept even without its blank line.
+        let mut p = AnthropicPassthrough::new(Box::new(Vec::new()));
+        let mut out = p.feed(&ok[..ok.len() - 1]).to_vec();
+        out.extend_from_slice(&p.finish());
+        assert_eq!(out, &ok[..ok.len() - 1]);
     }
 
     #[test]

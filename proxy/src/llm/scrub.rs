@@ -54,6 +54,88 @@ pub fn scrub_strings(value: &mut Value, secrets: &[String]) {
     }
 }
 
+/// A provider's credentials, listed only when first asked for: a stream asks when an error event
+/// comes, and most streams have none.
+pub trait LazySecrets: Send {
+    /// The credentials, listed on the first call.
+    fn get(&mut self) -> &[String];
+}
+
+impl LazySecrets for Vec<String> {
+    fn get(&mut self) -> &[String] {
+        self
+    }
+}
+
+/// Length of the first complete server-sent event (through its blank line), if there is one.
+pub fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let at = from + i;
+        match buf.get(at + 1) {
+            Some(b'\n') => return Some(at + 2),
+            Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return Some(at + 3),
+            _ => from = at + 1,
+        }
+    }
+    None
+}
+
+/// Whether an event may be an error: a `"error"` key or value, or an `event: error` line. Content
+/// cannot match by accident, since quotes inside a JSON string are escaped; only these events are
+/// parsed, so the stream's other events cost one search.
+pub fn is_error_event(event: &[u8]) -> bool {
+    memchr::memmem::find(event, b"\"error\"").is_some()
+        || event.split(|&b| b == b'\n').any(|line| {
+            line.starts_with(b"event:") && memchr::memmem::find(line, b"error").is_some()
+        })
+}
+
+/// An error event with every string of its data scrubbed, its other lines kept; `None` when its data
+/// is JSON without anything to scrub. Data that is not JSON is replaced by `unreadable`, the
+/// caller's format's generic error.
+pub fn scrub_error_event(event: &[u8], secrets: &[String], unreadable: &[u8]) -> Option<Vec<u8>> {
+    let mut others = Vec::new();
+    let mut data: Vec<u8> = Vec::new();
+    let mut data_lines = 0;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        match line.strip_prefix(b"data:") {
+            Some(payload) => {
+                if data_lines > 0 {
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(payload.strip_prefix(b" ").unwrap_or(payload));
+                data_lines += 1;
+            }
+            None => {
+                others.extend_from_slice(line);
+                others.push(b'\n');
+            }
+        }
+    }
+    let payload = match serde_json::from_slice::<Value>(&data) {
+        Ok(mut v) => {
+            let before = v.clone();
+            scrub_strings(&mut v, secrets);
+            if v == before {
+                return None;
+            }
+            serde_json::to_vec(&v).expect("JSON values serialise")
+        }
+        Err(_) if data_lines == 0 => return None,
+        Err(_) => unreadable.to_vec(),
+    };
+    let mut out = others;
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(b"\n\n");
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

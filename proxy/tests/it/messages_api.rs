@@ -268,3 +268,24 @@ async fn errors_use_anthropics_envelope() {
     assert_eq!(reply.header("retry-after"), Some("5"));
     assert_eq!(reply.json()["error"]["type"], "rate_limit_error");
 }
+
+#[tokio::test]
+async fn error_events_in_a_passed_through_stream_are_scrubbed_of_the_key() {
+    let fake = anthropic_fake::start(KEY).await;
+    fake.set(|c| c.quote = Some(format!("{}***", &KEY[..16])));
+    let proxy = proxy_to(typed(ProviderType::Anthropic, &fake.url(), KEY, "claude-x")).await;
+    let reply = messages(&proxy, &follow_up("toolu_01A", true)).await;
+    reply.assert_status(200);
+    let text = String::from_utf8_lossy(&reply.body);
+    assert!(!text.contains("upstream-key-fo"), "{text}");
+    let events = anthropic_events(&reply.body);
+    assert_eq!(events.first().unwrap().0, "message_start");
+    assert_eq!(
+        events.last().unwrap(),
+        &(
+            "error".to_string(),
+            json!({"type": "error", "error": {"type": "overloaded_error",
+                "message": "Overloaded while serving key [redacted]"}})
+        )
+    );
+}

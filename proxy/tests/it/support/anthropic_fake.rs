@@ -180,6 +180,17 @@ fn stream(say: Say, model: &str, c: &Control) -> Answer {
             json!({"type": "content_block_stop", "index": index}),
         ));
     };
+    if let Some(quote) = &c.quote {
+        frames.push(event(
+            "error",
+            json!({"type": "error", "error": {"type": "overloaded_error",
+                "message": format!("Overloaded while serving key {quote}")}}),
+        ));
+        return Answer::Stream {
+            content_type: "text/event-stream; charset=utf-8",
+            frames,
+        };
+    }
     let stop = match &say {
         Say::Text(t) => {
             text_block(&mut frames, 0, t);

@@ -199,6 +199,9 @@ pub struct Control {
     pub interval: Duration,
     /// Text the answers are made of, split into stream pieces.
     pub pieces: Vec<String>,
+    /// Text the Anthropic fake quotes in an `event: error` that ends its streams early (as Anthropic
+    /// does when it overloads mid-answer), to check that nothing of the key reaches the caller.
+    pub quote: Option<String>,
 }
 
 impl Control {
@@ -208,6 +211,7 @@ impl Control {
             fail: None,
             interval: Duration::ZERO,
             pieces: vec!["Hello".into(), " from".into(), format!(" {tag}")],
+            quote: None,
         }
     }
 }
