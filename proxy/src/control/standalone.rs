@@ -18,7 +18,9 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, condition_type};
-use tollgate_snapshot::{Compiled, Inputs, Kind, ObjectRef, Snapshot, Verdict, compile};
+use tollgate_snapshot::{
+    Compiled, DEFAULT_NAMESPACE, Inputs, Kind, ObjectRef, Snapshot, Verdict, compile,
+};
 
 use crate::clock;
 use crate::control::SnapshotStore;
@@ -219,6 +221,50 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     parse(&read_files(path)?)
 }
 
+/// The label, and its value, that a Secret needs for the controller to read it in a cluster.
+const SECRET_LABEL: (&str, &str) = ("tollgate.dev/secret", "true");
+
+/// `namespace/name` of every Secret without the label the controller selects Secrets by: they serve
+/// here, but the same YAML applied to a cluster would leave them unseen.
+fn unlabelled_secrets(inputs: &Inputs) -> Vec<String> {
+    let (key, value) = SECRET_LABEL;
+    inputs
+        .secrets
+        .iter()
+        .filter(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(key))
+                .is_none_or(|v| v != value)
+        })
+        .map(|s| {
+            let namespace = s.metadata.namespace.as_deref().unwrap_or_default();
+            format!(
+                "{}/{}",
+                if namespace.is_empty() {
+                    DEFAULT_NAMESPACE
+                } else {
+                    namespace
+                },
+                s.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Warns of the Secrets a cluster would not serve (by name only: never their data).
+fn warn_unlabelled_secrets(inputs: &Inputs) {
+    let (key, value) = SECRET_LABEL;
+    for name in unlabelled_secrets(inputs) {
+        tracing::warn!(
+            secret = %name,
+            "Secret {name} has no label {key}={value}: it is used here, but in a cluster the \
+             controller only reads Secrets labelled {key}={value}"
+        );
+    }
+}
+
 /// Whether every condition of a verdict holds.
 fn all_ok(v: &Verdict) -> bool {
     v.conditions.iter().all(|c| c.status)
@@ -306,6 +352,7 @@ impl Watcher {
         recorder: Option<Arc<Recorder>>,
     ) -> Result<Self, LoadError> {
         let loaded = load(path)?;
+        warn_unlabelled_secrets(&loaded.inputs);
         for what in &loaded.ignored {
             tracing::info!("ignoring {what}: not a kind the proxy uses");
         }
@@ -357,6 +404,7 @@ impl Watcher {
         let change = match parsed {
             Ok(loaded) => {
                 self.seen = loaded.fingerprint;
+                warn_unlabelled_secrets(&loaded.inputs);
                 self.apply(loaded)
             }
             Err(e) => self.refuse(fingerprint, format!("the files do not parse: {e}")),
@@ -494,6 +542,43 @@ fn log_summary(snapshot: &Snapshot) {
             stage = ?r.stage,
             models = r.models.len(),
             "route"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_secrets_a_cluster_would_not_read() {
+        let files = Files {
+            files: vec![(
+                PathBuf::from("secrets.yaml"),
+                r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: labelled, namespace: team, labels: {"tollgate.dev/secret": "true"}}
+stringData: {apiKey: k1}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bare}
+stringData: {apiKey: k2}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: wrong-value, namespace: team, labels: {"tollgate.dev/secret": "yes"}}
+stringData: {apiKey: k3}
+"#
+                .to_string(),
+            )],
+            fingerprint: [0; 32],
+        };
+        let loaded = parse(&files).unwrap();
+        assert_eq!(
+            unlabelled_secrets(&loaded.inputs),
+            ["default/bare", "team/wrong-value"]
         );
     }
 }
