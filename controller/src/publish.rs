@@ -64,6 +64,10 @@ pub fn inputs(store: &Store) -> Inputs {
         now_unix: (unix_millis() / 1000) as i64,
         // Filled in by the compile loop from the Lease's count of live proxies.
         proxy_replicas: 0,
+        // In a cluster, administrators say who may claim which paths (standalone stays open).
+        tenancy: Some(tollgate_snapshot::Tenancy {
+            namespaces: owned(&tables.namespaces.objects),
+        }),
     }
 }
 

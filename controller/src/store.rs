@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use tokio::sync::watch;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
 use tollgate_snapshot::ObjectRef;
@@ -26,6 +26,8 @@ pub enum Kind {
     Subscription,
     /// Labelled `Secret`s.
     Secret,
+    /// `Namespace`s, whose annotations say which paths their routes may claim.
+    Namespace,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             Kind::Consumer => "Consumer",
             Kind::Subscription => "ApiSubscription",
             Kind::Secret => "Secret",
+            Kind::Namespace => "Namespace",
         }
     }
 }
@@ -172,6 +175,8 @@ pub struct Tables {
     pub subscriptions: Table<ApiSubscription>,
     /// Secrets labelled `tollgate.dev/secret=true`.
     pub secrets: Table<Secret>,
+    /// Every Namespace of the cluster (watched cluster-wide even when the kinds above are not).
+    pub namespaces: Table<Namespace>,
 }
 
 /// The shared store: tables behind a lock, and counters bumped on changes.
@@ -237,6 +242,7 @@ impl Store {
         ]
         .iter()
         .all(|&n| n >= self.scopes_per_kind)
+            && t.namespaces.synced_scopes() >= 1
     }
 }
 

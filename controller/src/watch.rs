@@ -13,7 +13,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ApiResource, DynamicObject},
@@ -31,13 +31,23 @@ pub const SECRET_LABEL: &str = "tollgate.dev/secret";
 /// The selector the Secret watch uses.
 pub const SECRET_SELECTOR: &str = "tollgate.dev/secret=true";
 
-/// Starts one watcher per kind and scope (every namespace when `namespaces` is empty).
+/// Starts one watcher per kind and scope (every namespace when `namespaces` is empty), and one over
+/// every Namespace: the compiler reads which paths each may claim from their annotations.
 pub fn spawn_all(
     client: &Client,
     namespaces: &[String],
     store: &Arc<Store>,
     tasks: &mut JoinSet<()>,
 ) {
+    tasks.spawn(run(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+        None,
+        store.clone(),
+        Kind::Namespace,
+        |t| &mut t.namespaces,
+        Ok,
+    ));
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {

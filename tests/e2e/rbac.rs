@@ -116,6 +116,9 @@ fn the_controller_account_may_do_what_the_controller_needs_and_no_more() {
         format!("create secrets -n {w}"),
         format!("create events.events.k8s.io -n {w}"),
         "create tokenreviews.authentication.k8s.io".to_owned(),
+        // Path grants are annotations on Namespaces, read cluster-wide.
+        "list namespaces".to_owned(),
+        "watch namespaces".to_owned(),
         "create leases.coordination.k8s.io -n tollgate".to_owned(),
         "get leases.coordination.k8s.io/tollgate-controller -n tollgate".to_owned(),
         "update leases.coordination.k8s.io/tollgate-controller -n tollgate".to_owned(),
@@ -144,6 +147,8 @@ fn the_controller_account_may_do_what_the_controller_needs_and_no_more() {
         "update leases.coordination.k8s.io/kube-scheduler -n tollgate".to_owned(),
         "create leases.coordination.k8s.io -n kube-system".to_owned(),
         "delete leases.coordination.k8s.io/tollgate-controller -n tollgate".to_owned(),
+        "update namespaces".to_owned(),
+        "patch namespaces".to_owned(),
         "create clusterrolebindings".to_owned(),
         "escalate clusterroles".to_owned(),
         "impersonate users".to_owned(),
@@ -519,6 +524,15 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
         std::fs::read_to_string(repo_root().join("deploy/examples/quickstart/quickstart.yaml"))
             .unwrap();
     let quickstart = quickstart.replace("namespace: default", &format!("namespace: {WATCHED}"));
+    // The quickstart's /demo lies outside the namespace's default /team-a: an administrator grants it.
+    let mut grant = cp.kubectl();
+    grant.args([
+        "annotate",
+        "namespace",
+        WATCHED,
+        "tollgate.dev/path-prefixes=/demo",
+    ]);
+    run_combined(grant).expect("granting /demo");
     cp.apply_yaml(WATCHED, &quickstart)
         .expect("quickstart applied");
     rt.block_on(eventually(

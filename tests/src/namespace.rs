@@ -63,6 +63,14 @@ impl TestNamespace {
         self.cp.grant(&self.name, user, verbs, resources);
     }
 
+    /// Sets an annotation on the Namespace object itself, as a cluster administrator would.
+    pub fn annotate(&self, key: &str, value: &str) {
+        let mut cmd = self.cp.kubectl();
+        cmd.args(["annotate", "--overwrite", "namespace", &self.name])
+            .arg(format!("{key}={value}"));
+        crate::run(cmd).expect("annotating the namespace");
+    }
+
     /// [`ControlPlane::grant_cluster_role`] in this namespace.
     pub fn grant_cluster_role(&self, user: &str, cluster_role: &str) {
         self.cp.grant_cluster_role(&self.name, user, cluster_role);

@@ -12,6 +12,7 @@ mod provider;
 mod route;
 mod secrets;
 mod subscription;
+mod tenancy;
 mod threads;
 mod traffic;
 
@@ -34,6 +35,7 @@ pub use provider::{
     FAKE_ENDPOINT, UNTRANSLATED, auth_scheme, default_endpoint, translation_available,
 };
 pub use subscription::{clamp_limits, phase_for};
+pub use tenancy::{HOSTNAMES, PATH_PREFIXES, Tenancy};
 pub use traffic::clamp_budget;
 
 /// Everything a snapshot is compiled from.
@@ -54,6 +56,8 @@ pub struct Inputs {
     /// Proxy replicas sharing the traffic, copied into the snapshot (0: unknown). An input rather than
     /// something the compiler looks up, so compiling stays pure.
     pub proxy_replicas: u32,
+    /// Who may claim which paths and hostnames; `None` lets every namespace claim any (standalone).
+    pub tenancy: Option<Tenancy>,
 }
 
 /// The result of compiling.
@@ -96,7 +100,13 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
         );
         let provider_table =
             provider::compile_providers(&providers.items, secrets(), &mut verdicts);
-        let route_table = route::compile_routes(&routes.items, &provider_table, now, &mut verdicts);
+        let route_table = route::compile_routes(
+            &routes.items,
+            &provider_table,
+            inputs.tenancy.as_ref(),
+            now,
+            &mut verdicts,
+        );
         let left = (
             providers,
             routes,

@@ -12,6 +12,7 @@ use super::objects::{
 };
 use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
 use super::provider::ProviderTable;
+use super::tenancy::{Grants, HOSTNAMES, PATH_PREFIXES, Tenancy};
 use crate::fx::FxHashMap;
 use crate::model::{Backend, Route, RouteIdx, RouteModel};
 use crate::verdict::{Detail, Kind, RouteDetail, Verdict, VerdictCondition};
@@ -39,19 +40,35 @@ struct Valid {
 pub(crate) fn compile_routes<'a>(
     items: &[Item<'a, AIRoute>],
     providers: &ProviderTable<'_>,
+    tenancy: Option<&Tenancy>,
     now_unix: i64,
     verdicts: &mut Vec<Verdict>,
 ) -> RouteTable<'a> {
     // Reading each object's spec is the slow part: in input order (see `input_order`).
     let order = input_order(items);
     let checked: Vec<Result<Valid, Vec<String>>> = map_in_order(&order, |i| validate(&items[i]));
+    // A path or hostname the namespace was not granted is refused before it can claim anything, so
+    // another team cannot take a path away from the team it was granted to by being first.
+    let refused: Vec<Option<(&'static str, String)>> = match tenancy {
+        None => vec![None; items.len()],
+        Some(tenancy) => {
+            let grants = Grants::new(tenancy);
+            items
+                .iter()
+                .zip(&checked)
+                .map(|(item, valid)| not_granted(item.id.namespace, valid.as_ref().ok()?, &grants))
+                .collect()
+        }
+    };
 
     // Older routes claim their paths first.
-    let by_age = by_age(items, |i| checked[i].is_ok());
+    let by_age = by_age(items, |i| checked[i].is_ok() && refused[i].is_none());
     let mut claims = Claims::default();
     let mut collisions: Vec<Option<(usize, Collision)>> = vec![None; items.len()];
     for &i in &by_age {
-        let Ok(valid) = &checked[i] else { continue };
+        let (Ok(valid), None) = (&checked[i], &refused[i]) else {
+            continue;
+        };
         match claims.collision(&valid.prefix, &valid.hostnames) {
             Some(hit) => {
                 collisions[i] = Some(hit);
@@ -61,7 +78,7 @@ pub(crate) fn compile_routes<'a>(
     }
     let (mut names, mut texts) = (Interner::default(), Texts::default());
     let mut built = map_in_order(&order, |i| match (&checked[i], collisions[i]) {
-        (Ok(valid), None) => Some(build(
+        (Ok(valid), None) if refused[i].is_none() => Some(build(
             &items[i], valid, providers, now_unix, &mut names, &mut texts,
         )),
         _ => None,
@@ -82,6 +99,10 @@ pub(crate) fn compile_routes<'a>(
                 );
                 let endpoint = format!("{}/v1", item.obj.spec.prefix.trim_end_matches('/'));
                 rejected(item, endpoint, "InvalidSpec", message)
+            }
+            (Ok(valid), _) if refused[i].is_some() => {
+                let (reason, message) = refused[i].clone().expect("checked");
+                rejected(item, format!("{}/v1", valid.prefix), reason, message)
             }
             (Ok(valid), Some((winner, how))) => {
                 let message = conflict_message(valid, &checked, items, winner, how);
@@ -163,6 +184,65 @@ fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
     } else {
         Err(problems)
     }
+}
+
+/// Why a namespace may not claim this route's prefix or hostnames, if it may not.
+fn not_granted(
+    namespace: &str,
+    valid: &Valid,
+    grants: &Grants<'_>,
+) -> Option<(&'static str, String)> {
+    let grant = grants.of(namespace);
+    let shown = if valid.prefix.is_empty() {
+        "/"
+    } else {
+        valid.prefix.as_str()
+    };
+    if !grant.allows_prefix(&valid.prefix) {
+        let source = if grant.prefixes_annotated {
+            format!("as its annotation {PATH_PREFIXES} says")
+        } else {
+            format!("the default while it has no annotation {PATH_PREFIXES}")
+        };
+        return Some((
+            "PrefixNotAllowed",
+            sentences(&[
+                format!(
+                    "Namespace {namespace} may claim {} ({source}), not {shown}",
+                    grant.describe_prefixes()
+                ),
+                format!(
+                    "Choose a spec.prefix it may claim, or ask a cluster administrator to add {shown} to the Namespace's annotation {PATH_PREFIXES}"
+                ),
+            ]),
+        ));
+    }
+    let refused: Vec<&str> = valid
+        .hostnames
+        .iter()
+        .filter(|h| !grant.allows_hostname(h))
+        .map(String::as_str)
+        .collect();
+    if !refused.is_empty() {
+        let granted = if grant.hostnames.is_empty() {
+            "no hostname".to_string()
+        } else {
+            join_list(&grant.hostnames)
+        };
+        return Some((
+            "HostnameNotAllowed",
+            sentences(&[
+                format!(
+                    "Namespace {namespace} may claim {granted} (its annotation {HOSTNAMES}), not {}",
+                    join_list(&refused)
+                ),
+                format!(
+                    "Remove them from spec.hostnames, or ask a cluster administrator to add them to the Namespace's annotation {HOSTNAMES}"
+                ),
+            ]),
+        ));
+    }
+    None
 }
 
 fn describe_hosts(hostnames: &[String]) -> Cow<'static, str> {

@@ -102,6 +102,117 @@ fn path_conflict_older_route_wins_and_the_loser_names_it() {
     assert_eq!(m.route.id.to_string(), "team-b/grab");
 }
 
+fn namespace(name: &str, annotations: &[(&str, &str)]) -> k8s_openapi::api::core::v1::Namespace {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "annotations": annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        },
+    }))
+    .unwrap()
+}
+
+#[test]
+fn with_tenancy_a_namespace_cannot_take_a_prefix_it_was_not_granted() {
+    let mut inputs = team_a();
+    inputs
+        .providers
+        .push(openai("team-b", "openai", &["gpt-4o-mini"]));
+    inputs
+        .secrets
+        .push(secret("team-b", "openai-key", &[("apiKey", "sk-b")]));
+    // team-b tries first: its route is older than team-a's.
+    inputs.routes[0] = created(inputs.routes[0].clone(), "2026-05-01T00:00:00Z");
+    inputs.routes.push(created(
+        simple_route("team-b", "grab", "/team-a/chat", "gpt-4o-mini", "openai"),
+        "2026-01-01T00:00:00Z",
+    ));
+    // team-a carries no annotation: it owns /team-a by default. team-b is not even listed.
+    inputs.tenancy = Some(tollgate_snapshot::Tenancy {
+        namespaces: vec![namespace("team-a", &[])],
+    });
+    let compiled = run(&inputs);
+    assert!(verdict(&compiled, Kind::AIRoute, "team-a", "chat").is_true(ACCEPTED));
+    let grab = verdict(&compiled, Kind::AIRoute, "team-b", "grab");
+    let (ok, reason, message) = cond(grab, ACCEPTED);
+    assert!(!ok);
+    assert_eq!(reason, "PrefixNotAllowed");
+    assert!(
+        message.contains("Namespace team-b may claim /team-b and beneath")
+            && message.contains("not /team-a/chat")
+            && message.contains("tollgate.dev/path-prefixes"),
+        "{message}"
+    );
+    assert!(!grab.is_true(READY));
+    let m = compiled
+        .snapshot
+        .route_for(None, "/team-a/chat/v1/chat/completions")
+        .unwrap();
+    assert_eq!(m.route.id.to_string(), "team-a/chat");
+
+    // An administrator grants team-b the same path: then the older route wins, as without tenancy.
+    // team-a's annotation now names another path only, so team-a loses its default.
+    inputs.tenancy = Some(tollgate_snapshot::Tenancy {
+        namespaces: vec![
+            namespace("team-a", &[("tollgate.dev/path-prefixes", "/other")]),
+            namespace(
+                "team-b",
+                &[("tollgate.dev/path-prefixes", "/team-a/chat, /b")],
+            ),
+        ],
+    });
+    let compiled = run(&inputs);
+    assert!(verdict(&compiled, Kind::AIRoute, "team-b", "grab").is_true(ACCEPTED));
+    let (_, reason, message) = cond(
+        verdict(&compiled, Kind::AIRoute, "team-a", "chat"),
+        ACCEPTED,
+    );
+    assert_eq!(reason, "PrefixNotAllowed");
+    assert!(message.contains("as its annotation"), "{message}");
+
+    // Without tenancy (standalone), anything goes, first come first served.
+    inputs.tenancy = None;
+    let compiled = run(&inputs);
+    assert!(verdict(&compiled, Kind::AIRoute, "team-b", "grab").is_true(ACCEPTED));
+}
+
+#[test]
+fn with_tenancy_hostnames_need_a_grant() {
+    let mut inputs = team_a();
+    inputs.routes = vec![route(
+        "team-a",
+        "chat",
+        json!({ "prefix": "/team-a/chat", "hostnames": ["api.example.com", "*.eu.example.com"],
+            "models": [{ "name": "gpt-4o-mini", "backends": [{ "provider": "openai" }] }] }),
+    )];
+    inputs.tenancy = Some(tollgate_snapshot::Tenancy {
+        namespaces: vec![namespace("team-a", &[])],
+    });
+    let compiled = run(&inputs);
+    let (ok, reason, message) = cond(
+        verdict(&compiled, Kind::AIRoute, "team-a", "chat"),
+        ACCEPTED,
+    );
+    assert!(!ok);
+    assert_eq!(reason, "HostnameNotAllowed");
+    assert!(
+        message.contains("may claim no hostname") && message.contains("api.example.com"),
+        "{message}"
+    );
+    assert!(compiled.snapshot.content.routes.is_empty());
+
+    inputs.tenancy = Some(tollgate_snapshot::Tenancy {
+        namespaces: vec![namespace(
+            "team-a",
+            &[("tollgate.dev/hostnames", "*.example.com")],
+        )],
+    });
+    let compiled = run(&inputs);
+    assert!(verdict(&compiled, Kind::AIRoute, "team-a", "chat").is_true(ACCEPTED));
+}
+
 #[test]
 fn path_conflict_without_creation_times_falls_back_to_namespace_and_name() {
     let mut inputs = team_a();

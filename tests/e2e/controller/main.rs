@@ -704,3 +704,132 @@ async fn usage_is_rolled_up_into_subscription_status() {
     .await;
     println!("proxy count in the Lease: {count}");
 }
+
+// 10. Tenancy: a team cannot take another team's path by publishing it first. Namespaces own
+// `/<name>` unless a cluster administrator annotates them otherwise, and namespace admins cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_cannot_take_another_teams_path_by_being_first() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-tenancy");
+    // Back to the default for team A (Setup grants every path to its namespace).
+    setup
+        .cp
+        .kubectl()
+        .args([
+            "annotate",
+            "namespace",
+            setup.ns.name(),
+            "tollgate.dev/path-prefixes-",
+        ])
+        .output()
+        .expect("removing the annotation");
+    let team_a = setup.ns.name().to_owned();
+    let team_b = setup.cp.namespace("ctl-tenancy-b");
+    let b = team_b.name().to_owned();
+    let controller = setup.controller_watching("controller", &[&b]).await;
+    let mut proxy = setup
+        .proxy("proxy", controller.port, &setup.proxy_token)
+        .await;
+    proxy.wait_ready().await;
+
+    let in_b = |resource: &str| -> Value {
+        let mut get = setup.cp.kubectl();
+        get.args(["-n", &b, "get", resource, "-o", "json"]);
+        tollgate_e2e::run(get)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+
+    // A namespace admin of team B cannot grant B a path: Namespaces are not theirs to annotate.
+    team_b.grant_cluster_role("bob", "admin");
+    let attempt = || {
+        let mut cmd = setup.cp.kubectl_as("bob", &[]);
+        cmd.args(["annotate", "namespace", &b])
+            .arg(format!("tollgate.dev/path-prefixes=/{team_a}"));
+        tollgate_e2e::run_combined(cmd)
+    };
+    let refused = eventually(
+        "bob's admin role settles",
+        Duration::from_secs(10),
+        || async {
+            // Proves the role is in force (he may list his pods) before reading the refusal.
+            let mut can = setup.cp.kubectl_as("bob", &[]);
+            can.args(["auth", "can-i", "delete", "pods", "-n", &b]);
+            match tollgate_e2e::run_combined(can) {
+                Ok(yes) if yes.trim() == "yes" => {
+                    attempt().map_or_else(Ok, |out| Err(format!("allowed: {out}")))
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(refused.contains("forbidden"), "{refused}");
+
+    // Team B publishes team A's path first, with a consumer and key of its own.
+    let key_b = "tg_e2e-team-b-key-that-wants-team-a-000";
+    let base_b = base_yaml().replace(KEY, key_b);
+    let grab = route_yaml("grab", &format!("/{team_a}"), "Automatic", "takeover");
+    for yaml in [base_b.as_str(), grab.as_str()] {
+        team_b
+            .apply_yaml(yaml)
+            .unwrap_or_else(|e| panic!("team B's apply: {e}"));
+    }
+    let route = eventually("grab refused", Duration::from_secs(20), || async {
+        let route = in_b("airoute/grab");
+        match condition(&route, "Accepted") {
+            Some(c) if c["status"] == "False" => Ok(route.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let accepted = condition(&route, "Accepted").unwrap();
+    assert_eq!(accepted["reason"], "PrefixNotAllowed", "{accepted}");
+    let message = accepted["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("Namespace {b} may claim /{b} and beneath"))
+            && message.contains(&format!("not /{team_a}"))
+            && message.contains("tollgate.dev/path-prefixes"),
+        "{message}"
+    );
+    println!("team B's route: {message}");
+    assert_eq!(
+        condition(&route, "Ready").unwrap()["status"],
+        "False",
+        "{route}"
+    );
+    // Nothing answers there for team B.
+    let (status, body) = proxy.chat(&format!("/{team_a}"), key_b, MODEL).await;
+    assert_eq!(status, 404, "{body}");
+
+    // Team A publishes its own path later and gets it; team B's key has no subscription there.
+    setup.apply(&base_yaml());
+    setup.apply(&route_yaml(
+        "chat",
+        &format!("/{team_a}"),
+        "Automatic",
+        "owner",
+    ));
+    wait_served(
+        &[&proxy],
+        &format!("/{team_a}"),
+        KEY,
+        Duration::from_secs(10),
+    )
+    .await;
+    let route = wait_condition(&setup, "airoute/chat", "Accepted", "True").await;
+    assert_eq!(route["status"]["endpoint"], format!("/{team_a}/v1"));
+    let (status, body) = proxy.chat(&format!("/{team_a}"), key_b, MODEL).await;
+    assert_eq!(status, 403, "{body}");
+    // Team B still may use its own path.
+    team_b
+        .apply_yaml(&route_yaml(
+            "own",
+            &format!("/{b}"),
+            "Automatic",
+            "own path",
+        ))
+        .unwrap();
+    wait_served(&[&proxy], &format!("/{b}"), key_b, Duration::from_secs(10)).await;
+}

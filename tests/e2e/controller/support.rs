@@ -36,6 +36,8 @@ impl Setup {
     pub fn new(prefix: &str) -> Self {
         let cp = ControlPlane::shared_with_tollgate_api();
         let ns = cp.namespace(prefix);
+        // These tests publish routes anywhere (`/demo`, `/chat`): the administrator's grant of every path.
+        ns.annotate("tollgate.dev/path-prefixes", "/");
         let dir = tempfile::tempdir().expect("temp dir");
         let (ca, cert, key) = tls_files(dir.path());
         let accounts = format!(
@@ -86,15 +88,25 @@ impl Setup {
 
     /// Starts a controller watching this namespace only, with its Lease here too.
     pub async fn controller(&self, name: &str) -> Controller {
-        self.start_controller(name, None).await
+        self.start_controller(name, None, &[]).await
+    }
+
+    /// Starts a controller watching this namespace and `others` too.
+    pub async fn controller_watching(&self, name: &str, others: &[&str]) -> Controller {
+        self.start_controller(name, None, others).await
     }
 
     /// Starts a controller on a given snapshot port (to restart one where proxies expect it).
     pub async fn controller_on(&self, name: &str, port: u16) -> Controller {
-        self.start_controller(name, Some(port)).await
+        self.start_controller(name, Some(port), &[]).await
     }
 
-    async fn start_controller(&self, name: &str, fixed_port: Option<u16>) -> Controller {
+    async fn start_controller(
+        &self,
+        name: &str,
+        fixed_port: Option<u16>,
+        others: &[&str],
+    ) -> Controller {
         for attempt in 1..=START_ATTEMPTS {
             let port = fixed_port.unwrap_or_else(free_port);
             let admin = free_port();
@@ -113,7 +125,8 @@ impl Setup {
                 .arg(format!("--lease-duration={}s", LEASE.as_secs()))
                 .arg(format!("--identity={name}"))
                 .arg("--usage-flush=1s")
-                .arg("--heartbeat=2s");
+                .arg("--heartbeat=2s")
+                .args(others.iter().map(|ns| format!("--namespace={ns}")));
             let mut process = Process::spawn(name, cmd);
             // Ready means both ports are bound, every watch has listed, and a snapshot exists.
             let url = format!("http://127.0.0.1:{admin}/readyz");
