@@ -477,6 +477,48 @@ async fn only_holders_of_approve_on_the_route_can_decide() {
         )
     })
     .await;
+
+    // The approver's limits hold: bob lowers them, and alice cannot raise them again, nor remove
+    // them (absent means the route's ceiling). Lowering stays free; so does setting one that was absent.
+    patch_as(
+        cp,
+        "bob",
+        &team_a,
+        "wants-chat",
+        r#"{"spec":{"limits":{"requestsPerMinute":3},"budget":{"monthlyUsd":10}}}"#,
+    )
+    .expect("bob may lower the limits he approved");
+    for raise in [
+        r#"{"spec":{"limits":{"requestsPerMinute":100}}}"#,
+        r#"{"spec":{"limits":null}}"#,
+        r#"{"spec":{"limits":{"requestsPerMinute":null}}}"#,
+        r#"{"spec":{"budget":{"monthlyUsd":20}}}"#,
+        r#"{"spec":{"budget":null}}"#,
+    ] {
+        let err = patch_as(cp, "alice", &team_a, "wants-chat", raise).unwrap_err();
+        assert!(
+            err.contains("may not raise spec.limits or spec.budget of the approved ApiSubscription \"wants-chat\"")
+                && err.contains("requires the verb \"approve\" on airoutes.tollgate.dev \"chat\""),
+            "{raise}: {err}"
+        );
+    }
+    for lower in [
+        r#"{"spec":{"limits":{"requestsPerMinute":2}}}"#,
+        r#"{"spec":{"limits":{"tokensPerMinute":1000}}}"#,
+        r#"{"spec":{"budget":{"monthlyUsd":5,"dailyUsd":1}}}"#,
+    ] {
+        patch_as(cp, "alice", &team_a, "wants-chat", lower)
+            .unwrap_or_else(|e| panic!("alice may lower ({lower}): {e}"));
+    }
+    patch_as(
+        cp,
+        "bob",
+        &team_a,
+        "wants-chat",
+        r#"{"spec":{"limits":{"requestsPerMinute":50}}}"#,
+    )
+    .expect("bob may raise them: he may approve");
+
     patch_as(
         cp,
         "bob",
@@ -485,6 +527,15 @@ async fn only_holders_of_approve_on_the_route_can_decide() {
         r#"{"spec":{"decision":"Revoked"}}"#,
     )
     .expect("bob may revoke");
+    // Not approved any more: asking for more is free again (approving it again takes `approve`).
+    patch_as(
+        cp,
+        "alice",
+        &team_a,
+        "wants-chat",
+        r#"{"spec":{"limits":{"requestsPerMinute":500}}}"#,
+    )
+    .expect("alice may ask for more on a revoked subscription");
     let mut get = cp.kubectl();
     get.args([
         "get",
@@ -496,6 +547,161 @@ async fn only_holders_of_approve_on_the_route_can_decide() {
         "jsonpath={.spec.decision}",
     ]);
     assert_eq!(run(get).unwrap(), "Revoked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decider_may_decide_on_routes_they_approve_and_change_nothing_else() {
+    let cp = ControlPlane::shared_with_tollgate_api();
+    let team_a = cp.namespace("decided"); // the consumer's team
+    let team_b = cp.namespace("deciding"); // the route owner's team
+    for route in ["chat", "other"] {
+        team_b.apply_yaml(&ROUTE_OK.replace("NAME", route)).unwrap();
+    }
+    for route in ["chat", "other"] {
+        team_a
+            .apply_yaml(&subscription(
+                &format!("wants-{route}"),
+                route,
+                team_b.name(),
+                "",
+            ))
+            .unwrap();
+    }
+    // dave: the shipped decider role cluster-wide (crds/roles.yaml), and approve on `chat` only.
+    let dave = format!("dave-{}", team_a.name());
+    let mut bind = cp.kubectl();
+    bind.args([
+        "create",
+        "clusterrolebinding",
+        &dave,
+        "--clusterrole=tollgate:decider",
+    ])
+    .arg(format!("--user={dave}"));
+    run(bind).expect("binding tollgate:decider");
+    grant_approve(&team_b, &dave, "chat");
+
+    eventually("dave may approve", SETTLE, || async {
+        patch_as(
+            cp,
+            &dave,
+            &team_a,
+            "wants-chat",
+            r#"{"spec":{"decision":"Approved","decisionReason":"fine"}}"#,
+        )
+    })
+    .await;
+    patch_as(
+        cp,
+        &dave,
+        &team_a,
+        "wants-chat",
+        r#"{"spec":{"limits":{"requestsPerMinute":10},"budget":{"monthlyUsd":3}}}"#,
+    )
+    .expect("dave may set the limits of a subscription he approves");
+
+    // Everything else is refused: other fields, and anything on a route he may not approve.
+    let only = "may change only spec.decision, spec.decisionReason, spec.limits and spec.budget";
+    let refused = [
+        ("wants-chat", r#"{"metadata":{"labels":{"x":"y"}}}"#, only),
+        (
+            "wants-chat",
+            r#"{"metadata":{"annotations":{"x":"y"}}}"#,
+            only,
+        ),
+        (
+            "wants-chat",
+            r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+            only,
+        ),
+        (
+            "wants-chat",
+            r#"{"spec":{"consumer":"someone-else"}}"#,
+            "spec.consumer is immutable",
+        ),
+        (
+            "wants-other",
+            r#"{"spec":{"decision":"Approved"}}"#,
+            "may not set spec.decision",
+        ),
+        (
+            "wants-other",
+            r#"{"spec":{"limits":{"requestsPerMinute":1}}}"#,
+            only,
+        ),
+    ];
+    for (name, patch, expected) in refused {
+        let err = patch_as(cp, &dave, &team_a, name, patch).unwrap_err();
+        assert!(err.contains(expected), "{name} {patch}: {err}");
+    }
+    // Nor can he delete, create, write status, touch routes, or read Secrets.
+    let can_i = |args: &[&str]| {
+        let mut cmd = cp.kubectl_as(&dave, &[]);
+        cmd.args(["auth", "can-i"]).args(args);
+        // "no" comes with exit status 1.
+        let out = cmd.output().expect("kubectl auth can-i");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let a = team_a.name();
+    let b = team_b.name();
+    for (want, question) in [
+        (
+            "yes",
+            vec!["list", "apisubscriptions.tollgate.dev", "--all-namespaces"],
+        ),
+        (
+            "yes",
+            vec!["patch", "apisubscriptions.tollgate.dev", "-n", a],
+        ),
+        (
+            "no",
+            vec!["update", "apisubscriptions.tollgate.dev", "-n", a],
+        ),
+        (
+            "no",
+            vec!["delete", "apisubscriptions.tollgate.dev", "-n", a],
+        ),
+        (
+            "no",
+            vec!["create", "apisubscriptions.tollgate.dev", "-n", a],
+        ),
+        (
+            "no",
+            vec![
+                "patch",
+                "apisubscriptions.tollgate.dev",
+                "--subresource=status",
+                "-n",
+                a,
+            ],
+        ),
+        ("no", vec!["patch", "airoutes.tollgate.dev", "-n", b]),
+        ("no", vec!["patch", "consumers.tollgate.dev", "-n", a]),
+        (
+            "no",
+            vec!["approve", "airoutes.tollgate.dev/other", "-n", b],
+        ),
+        ("no", vec!["get", "secrets", "-n", a]),
+    ] {
+        assert_eq!(can_i(&question), want, "can-i {question:?}");
+    }
+    let mut get = cp.kubectl();
+    get.args([
+        "get",
+        "apisub",
+        "wants-other",
+        "-n",
+        a,
+        "-o",
+        "jsonpath={.spec}",
+    ]);
+    let other = run(get).unwrap();
+    assert!(
+        !other.contains("decision") && !other.contains("limits"),
+        "{other}"
+    );
+    let mut cleanup = cp.kubectl();
+    cleanup.args(["delete", "clusterrolebinding", &dave]);
+    run(cleanup).expect("removing the binding");
 }
 
 fn grant_approve(ns: &TestNamespace, user: &str, route: &str) {
