@@ -38,6 +38,19 @@ impl RoutedCall<'_> {
             .find(|raw| raw.get() != "null")
             .and_then(|raw| raw.get().parse().ok())
     }
+
+    /// The most `tokens` could cost on any backend or fallback of the model, every token priced at
+    /// the dearer of input and output: what budgets hold for the call while it runs.
+    pub fn cost_ceiling_usd(&self, tokens: u64) -> f64 {
+        let per_million = self
+            .model
+            .backends
+            .iter()
+            .chain(&self.model.fallbacks)
+            .map(|b| b.price.input_per_million.max(b.price.output_per_million))
+            .fold(0.0, f64::max);
+        tokens as f64 * per_million / 1_000_000.0
+    }
 }
 
 /// Reads a chat, embeddings or messages body and finds the model it names on the route: 400 for a

@@ -95,14 +95,14 @@ pub(super) fn admit<'a>(
     })
 }
 
-/// Charges an admitted model call of about `estimate` tokens to the limits and budgets of its
-/// subscription and consumer, or refuses it with 429. Only calls routed to a model the route serves
+/// Charges an admitted model call of about `estimate` tokens, costing at most `estimate.1` USD, to the
+/// limits and budgets of its subscription and consumer, or refuses it with 429. Only calls routed to a model the route serves
 /// get here: unknown paths, unknown models and the models list are not charged.
 pub(super) async fn limit(
     shared: &Shared,
     snapshot: &Snapshot,
     admitted: &Admitted<'_>,
-    estimate: u64,
+    estimate: (u64, f64),
     call: &mut Call,
     notes: &mut Notes,
 ) -> Result<(), ApiError> {
@@ -111,7 +111,7 @@ pub(super) async fn limit(
     };
     match shared
         .limiter
-        .admit(snapshot, sub, admitted.consumer, estimate)
+        .admit(snapshot, sub, admitted.consumer, estimate.0, estimate.1)
         .await
     {
         Ok(None) => Ok(()),

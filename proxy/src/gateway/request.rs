@@ -109,7 +109,16 @@ async fn serve(
     let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
     let routed = call::route_call(&snapshot, route, endpoint, &bytes, call)?;
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
-    admission::limit(shared, &snapshot, &admitted, estimate, call, notes).await?;
+    let cost_ceiling = routed.cost_ceiling_usd(estimate);
+    admission::limit(
+        shared,
+        &snapshot,
+        &admitted,
+        (estimate, cost_ceiling),
+        call,
+        notes,
+    )
+    .await?;
     call::model_call(shared, &snapshot, routed, call).await
 }
 

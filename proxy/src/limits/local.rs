@@ -8,8 +8,13 @@
 //! the real usage afterwards; a settlement may leave the level above the limit (debt), which later calls
 //! wait out.
 //!
-//! **Budgets** are spend in fixed calendar windows (UTC day, UTC month), in micro-dollars. A call is
-//! refused while the window's spend has reached the ceiling; its cost is added when it is settled.
+//! **Budgets** are spend in fixed calendar windows (UTC day, UTC month), in micro-dollars. Each admitted
+//! call reserves what it could cost (its token estimate at the model's dearest price) until it is
+//! settled with its real cost. A call is admitted when spend plus every reservation plus its own fits
+//! under the ceiling, or, like a token estimate above the whole limit, when no other call holds a
+//! reservation and the ceiling is not reached. So concurrent calls cannot overshoot a budget together:
+//! spend exceeds a ceiling by at most one call admitted alone, plus whatever calls cost beyond their
+//! reservations (only when the caller set no output ceiling, since output is not known in advance).
 
 /// Length of the rate window.
 pub const MINUTE_MS: i64 = 60_000;
@@ -147,6 +152,8 @@ pub struct Counters {
     pub day: Spend,
     /// Spend this month.
     pub month: Spend,
+    /// Micro-dollars reserved by admitted calls not yet settled (any window: they settle in seconds).
+    pub reserved_micro_usd: u64,
 }
 
 /// Where one per-minute dimension stands after a decision, for the `x-ratelimit-*` headers.
@@ -234,6 +241,18 @@ pub struct Refusal {
 impl Counters {
     /// Whether a call asking for `tokens` fits under every ceiling now; nothing is changed.
     pub fn check(&self, c: &Ceilings, at: &Instant, tokens: u64) -> Result<Gauges, Refusal> {
+        self.check_reserving(c, at, tokens, 0)
+    }
+
+    /// Whether a call asking for `tokens`, and reserving `reserve` micro-dollars of budget while it
+    /// runs, fits under every ceiling now; nothing is changed.
+    pub fn check_reserving(
+        &self,
+        c: &Ceilings,
+        at: &Instant,
+        tokens: u64,
+        reserve: u64,
+    ) -> Result<Gauges, Refusal> {
         let now = at.now_ms;
         let requests = c.requests.map(|l| (self.requests.level(l, now), l));
         let token_level = c.tokens.map(|l| (self.tokens.level(l, now), l));
@@ -249,25 +268,29 @@ impl Counters {
             retry_after_ms,
             gauges: before,
         };
-        if let Some(limit) = c.monthly_micro_usd {
-            let spent = self.month.in_window(at.month);
-            if spent >= limit {
-                let wait = (at.month_ends_ms - now).max(0) as u64;
-                return Err(refuse(
-                    Exceeded::MonthlyBudget,
-                    limit,
-                    spent as f64,
-                    0,
-                    wait,
-                ));
+        let pending = self.reserved_micro_usd;
+        // Spent: wait for the window to turn. Only reserved: calls in flight settle within seconds,
+        // usually below what they reserved.
+        let budget = |limit: u64, spent: u64, window_ends_ms: i64| {
+            let committed = spent.saturating_add(pending);
+            let fits =
+                committed < limit && (pending == 0 || committed.saturating_add(reserve) <= limit);
+            match (fits, spent >= limit) {
+                (true, _) => None,
+                (false, true) => Some((spent, (window_ends_ms - now).max(0) as u64)),
+                (false, false) => Some((committed, 1_000)),
             }
+        };
+        if let Some(limit) = c.monthly_micro_usd
+            && let Some((used, wait)) =
+                budget(limit, self.month.in_window(at.month), at.month_ends_ms)
+        {
+            return Err(refuse(Exceeded::MonthlyBudget, limit, used as f64, 0, wait));
         }
-        if let Some(limit) = c.daily_micro_usd {
-            let spent = self.day.in_window(at.day);
-            if spent >= limit {
-                let wait = (at.day_ends_ms - now).max(0) as u64;
-                return Err(refuse(Exceeded::DailyBudget, limit, spent as f64, 0, wait));
-            }
+        if let Some(limit) = c.daily_micro_usd
+            && let Some((used, wait)) = budget(limit, self.day.in_window(at.day), at.day_ends_ms)
+        {
+            return Err(refuse(Exceeded::DailyBudget, limit, used as f64, 0, wait));
         }
         if let Some((level, limit)) = requests
             && level + 1.0 > limit as f64
@@ -303,6 +326,21 @@ impl Counters {
         if let Some(limit) = c.tokens {
             let level = self.tokens.level(limit, at.now_ms);
             self.tokens.set(level + tokens.min(limit) as f64, at.now_ms);
+        }
+    }
+
+    /// Holds `micro_usd` of budget for an admitted call until [`Counters::release`] (only where a
+    /// budget is set).
+    pub fn reserve(&mut self, c: &Ceilings, micro_usd: u64) {
+        if c.daily_micro_usd.is_some() || c.monthly_micro_usd.is_some() {
+            self.reserved_micro_usd = self.reserved_micro_usd.saturating_add(micro_usd);
+        }
+    }
+
+    /// Gives back what [`Counters::reserve`] held for a call that has ended.
+    pub fn release(&mut self, c: &Ceilings, micro_usd: u64) {
+        if c.daily_micro_usd.is_some() || c.monthly_micro_usd.is_some() {
+            self.reserved_micro_usd = self.reserved_micro_usd.saturating_sub(micro_usd);
         }
     }
 
@@ -459,6 +497,47 @@ mod tests {
             .unwrap();
         assert_eq!(g.remaining, 0);
         assert!(admit(&mut c, &ceilings, &at(0), 1).is_err());
+    }
+
+    #[test]
+    fn budget_reservations_hold_concurrent_calls_under_the_ceiling() {
+        let ceilings = Ceilings {
+            daily_micro_usd: Some(1_000),
+            ..Ceilings::default()
+        };
+        let now = at(0);
+        let mut c = Counters::default();
+        let admit_reserving = |c: &mut Counters, reserve: u64| {
+            c.check_reserving(&ceilings, &now, 0, reserve)?;
+            c.commit(&ceilings, &now, 0);
+            c.reserve(&ceilings, reserve);
+            Ok::<(), Refusal>(())
+        };
+        // Three calls reserving 300 fit in 1000; the fourth would not, and waits a second.
+        for _ in 0..3 {
+            admit_reserving(&mut c, 300).unwrap();
+        }
+        let refused = admit_reserving(&mut c, 300).unwrap_err();
+        assert_eq!(refused.exceeded, Exceeded::DailyBudget);
+        assert_eq!((refused.used, refused.retry_after_ms), (900, 1_000));
+        // One ends having cost 100: its reservation goes back, its cost is spent.
+        c.release(&ceilings, 300);
+        c.settle(&ceilings, &now, 0, 0, 100);
+        assert_eq!(c.reserved_micro_usd, 600);
+        admit_reserving(&mut c, 300).unwrap();
+        // Everything settles: spend 400, nothing reserved.
+        for _ in 0..3 {
+            c.release(&ceilings, 300);
+            c.settle(&ceilings, &now, 0, 0, 100);
+        }
+        assert_eq!((c.reserved_micro_usd, c.day.in_window(now.day)), (0, 400));
+        // A call dearer than what is left goes alone, as an estimate above a token limit does.
+        admit_reserving(&mut c, 5_000).unwrap();
+        assert!(admit_reserving(&mut c, 1).is_err());
+        // Without a budget nothing is reserved.
+        let mut free = Counters::default();
+        free.reserve(&rpm(10), 500);
+        assert_eq!(free.reserved_micro_usd, 0);
     }
 
     #[test]

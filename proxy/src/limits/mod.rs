@@ -94,6 +94,8 @@ enum Settle {
 pub struct Grant {
     limiter: Arc<Limiter>,
     estimate: u64,
+    /// Budget held while the call runs (local counting; micro-dollars).
+    reserved_micro_usd: u64,
     settle: Settle,
 }
 
@@ -101,20 +103,16 @@ impl Grant {
     /// Replaces the token estimate with `tokens` really used and spends `cost_usd`.
     pub fn settle(self, tokens: u64, cost_usd: f64) {
         let cost = (cost_usd * 1_000_000.0).round().max(0.0) as u64;
-        if tokens == self.estimate && cost == 0 {
+        if tokens == self.estimate && cost == 0 && self.reserved_micro_usd == 0 {
             return;
         }
         let at = Instant::at(clock::now_unix_ms());
         match self.settle {
             Settle::Local(scopes) => {
                 for (counters, c) in scopes {
-                    counters.lock().expect("limit counters lock").settle(
-                        &c,
-                        &at,
-                        self.estimate,
-                        tokens,
-                        cost,
-                    );
+                    let mut counters = counters.lock().expect("limit counters lock");
+                    counters.release(&c, self.reserved_micro_usd);
+                    counters.settle(&c, &at, self.estimate, tokens, cost);
                 }
             }
             Settle::Redis(keys) => {
@@ -197,7 +195,8 @@ impl Limiter {
         }
     }
 
-    /// Admits or refuses a call of `consumer` on `subscription` that is estimated at `tokens` tokens.
+    /// Admits or refuses a call of `consumer` on `subscription` that is estimated at `tokens` tokens
+    /// and could cost up to `cost_ceiling_usd`, which budgets hold for it until it is settled.
     /// `Ok(None)` when neither is limited (nothing is counted).
     pub async fn admit(
         self: &Arc<Self>,
@@ -205,6 +204,7 @@ impl Limiter {
         subscription: &Subscription,
         consumer: &Consumer,
         tokens: u64,
+        cost_ceiling_usd: f64,
     ) -> Result<Option<Admitted>, Box<Refused>> {
         let mut scopes: [Option<Scope<'_>>; 2] = [None, None];
         let sub = ceilings(&subscription.limits, &subscription.budget);
@@ -246,7 +246,8 @@ impl Limiter {
             .replicas
             .unwrap_or(snapshot.content.proxy_replicas)
             .max(1);
-        self.admit_local(&scopes, replicas, tokens)
+        let reserve = (cost_ceiling_usd * 1_000_000.0).ceil().max(0.0) as u64;
+        self.admit_local(&scopes, replicas, tokens, reserve)
     }
 
     fn counters(&self, kind: ScopeKind, id: &ObjectRef) -> Arc<Mutex<Counters>> {
@@ -270,6 +271,7 @@ impl Limiter {
         scopes: &[Scope<'_>],
         replicas: u32,
         tokens: u64,
+        reserve: u64,
     ) -> Result<Option<Admitted>, Box<Refused>> {
         let at = Instant::at(clock::now_unix_ms());
         let held: Held = scopes
@@ -283,7 +285,7 @@ impl Limiter {
             .collect();
         let mut gauges = Gauges::default();
         for (i, (guard, (_, c))) in guards.iter().zip(&held).enumerate() {
-            match guard.check(c, &at, tokens) {
+            match guard.check_reserving(c, &at, tokens, reserve) {
                 Ok(g) => gauges = gauges.merge(g),
                 Err(refusal) => {
                     return Err(Box::new(self.refused(&scopes[i], refusal, replicas)));
@@ -292,6 +294,7 @@ impl Limiter {
         }
         for (guard, (_, c)) in guards.iter_mut().zip(&held) {
             guard.commit(c, &at, tokens);
+            guard.reserve(c, reserve);
         }
         drop(guards);
         Ok(Some(Admitted {
@@ -302,6 +305,7 @@ impl Limiter {
             grant: Grant {
                 limiter: self.clone(),
                 estimate: tokens,
+                reserved_micro_usd: reserve,
                 settle: Settle::Local(held),
             },
         }))
@@ -360,6 +364,7 @@ impl Limiter {
             grant: Grant {
                 limiter: self.clone(),
                 estimate: tokens,
+                reserved_micro_usd: 0,
                 settle: Settle::Redis(keys),
             },
         })))

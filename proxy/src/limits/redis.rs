@@ -350,6 +350,8 @@ impl RedisCounters {
                     window: month,
                     micro_usd: c[3].max(0) as u64,
                 },
+                // Redis holds no reservations: its check is on spend alone.
+                reserved_micro_usd: 0,
             })
             .collect();
         Ok(RedisDecision {

@@ -337,6 +337,66 @@ async fn a_spent_budget_answers_budget_exceeded_until_the_window_turns() {
     proxy.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_cannot_overshoot_a_budget_together() {
+    let mut content = table();
+    // Calls take 300 ms, so all of them are in flight before any is settled.
+    content.providers[0] = fake_provider(
+        "fake",
+        FakeBehaviour {
+            latency_ms: 300,
+            ..FakeBehaviour::default()
+        },
+    );
+    const BUDGET: u64 = 1_000; // micro-dollars
+    content.subscriptions[0].budget = Budget {
+        monthly_micro_usd: None,
+        daily_micro_usd: Some(BUDGET),
+    };
+    let proxy = TestProxy::start(content).await;
+    // With an output ceiling each call reserves at least what it costs: about 40 tokens at the
+    // dearer $8 per million, ~330 micro-dollars; a call really costs about 140.
+    let body =
+        json!({"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]});
+    let url = proxy.url(CHAT);
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move { post(&url, KEY, &body).await })
+        })
+        .collect();
+    let (mut admitted, mut spent_micro_usd) = (0, 0.0);
+    for call in calls {
+        let reply = call.await.unwrap();
+        match reply.status.as_u16() {
+            200 => {
+                let usage = &reply.json()["usage"];
+                let (input, output) = (
+                    usage["prompt_tokens"].as_f64().unwrap(),
+                    usage["completion_tokens"].as_f64().unwrap(),
+                );
+                admitted += 1;
+                spent_micro_usd += input * 2.0 + output * 8.0;
+            }
+            429 => {
+                assert_eq!(reply.error_code(), "budget_exceeded");
+                // Refused on reservations, not spend: worth trying again in a second.
+                assert_eq!(reply.header("retry-after"), Some("1"));
+            }
+            other => panic!("{other}: {:?}", reply.body),
+        }
+    }
+    println!(
+        "admitted {admitted} of 20 concurrent calls, spent {spent_micro_usd} of {BUDGET} micro-USD"
+    );
+    assert!(admitted >= 1);
+    assert!(
+        spent_micro_usd <= BUDGET as f64,
+        "{admitted} calls spent {spent_micro_usd} micro-USD of a {BUDGET} budget"
+    );
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn without_redis_each_replica_enforces_its_share() {
     let mut content = table();
