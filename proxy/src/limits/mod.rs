@@ -231,7 +231,7 @@ impl Limiter {
         if let Some(redis) = &self.redis
             && redis.is_up()
         {
-            match self.admit_redis(redis, &scopes, tokens).await {
+            match self.admit_redis(redis, &scopes, &consumer.id, tokens).await {
                 Ok(decided) => return decided,
                 Err(error) => {
                     if redis.mark_down() {
@@ -315,13 +315,14 @@ impl Limiter {
         self: &Arc<Self>,
         redis: &RedisCounters,
         scopes: &[Scope<'_>],
+        consumer: &ObjectRef,
         tokens: u64,
     ) -> Result<Result<Option<Admitted>, Box<Refused>>, redis::RedisError> {
         let at = Instant::at(clock::now_unix_ms());
         let keyed: Vec<RedisScope> = scopes
             .iter()
             .map(|s| RedisScope {
-                key: redis_key(s.kind, s.id),
+                key: redis_key(s.kind, s.id, consumer),
                 ceilings: s.ceilings,
             })
             .collect();
@@ -407,12 +408,18 @@ fn rounding_refusal(verdict: i64, c: &Ceilings, tokens: u64) -> Refusal {
     }
 }
 
-fn redis_key(kind: ScopeKind, id: &ObjectRef) -> String {
+/// The hash of one scope. Every key carries its consumer as Redis Cluster hash tag (`{...}`): a
+/// subscription belongs to one consumer, so all keys one call touches lie in one slot and the
+/// admission script never fails with CROSSSLOT.
+fn redis_key(kind: ScopeKind, id: &ObjectRef, consumer: &ObjectRef) -> String {
     let tag = match kind {
         ScopeKind::Subscription => 's',
         ScopeKind::Consumer => 'c',
     };
-    format!("tollgate:limits:{tag}:{}/{}", id.namespace, id.name)
+    format!(
+        "tollgate:limits:{{{}/{}}}:{tag}:{}/{}",
+        consumer.namespace, consumer.name, id.namespace, id.name
+    )
 }
 
 /// OpenAI's shape for a limit refusal: `type` names the dimension, `code` is `rate_limit_exceeded`
@@ -570,6 +577,31 @@ pub fn estimate_tokens(body_bytes: u64, max_output_tokens: Option<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hash tag of a key as Redis Cluster reads it: between the first `{` and the next `}`.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').unwrap();
+        let close = open + 1 + key[open + 1..].find('}').unwrap();
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn every_key_of_one_call_lies_in_one_cluster_slot() {
+        let consumer = ObjectRef::new("team-a", "app");
+        let subscription = ObjectRef::new("team-a", "app-chat");
+        let sub = redis_key(ScopeKind::Subscription, &subscription, &consumer);
+        let con = redis_key(ScopeKind::Consumer, &consumer, &consumer);
+        assert_eq!(sub, "tollgate:limits:{team-a/app}:s:team-a/app-chat");
+        assert_eq!(con, "tollgate:limits:{team-a/app}:c:team-a/app");
+        assert_eq!(hash_tag(&sub), hash_tag(&con));
+        // Other consumers' keys spread over other slots.
+        let other = redis_key(
+            ScopeKind::Consumer,
+            &ObjectRef::new("team-a", "bot"),
+            &ObjectRef::new("team-a", "bot"),
+        );
+        assert_ne!(hash_tag(&other), hash_tag(&con));
+    }
 
     #[test]
     fn the_estimate_is_the_body_at_four_bytes_a_token_plus_the_output_ceiling() {

@@ -254,7 +254,11 @@ async fn two_proxies_share_a_limit_in_redis_fall_back_to_shares_and_come_back() 
         "B shares A's count: {on_b:?}"
     );
     assert_eq!(
-        redis_command(redis_port, "EXISTS tollgate:limits:s:default/app-demo").as_deref(),
+        redis_command(
+            redis_port,
+            "EXISTS tollgate:limits:{default/app}:s:default/app-demo"
+        )
+        .as_deref(),
         Some(":1"),
         "the subscription's counters live in Redis"
     );
@@ -302,7 +306,11 @@ async fn two_proxies_share_a_limit_in_redis_fall_back_to_shares_and_come_back() 
             <= LIMIT + ((again.seconds + after.seconds) * LIMIT as f64 / 60.0).ceil() as usize + 1
     );
     assert_eq!(
-        redis_command(redis.port, "EXISTS tollgate:limits:s:default/app-demo").as_deref(),
+        redis_command(
+            redis.port,
+            "EXISTS tollgate:limits:{default/app}:s:default/app-demo"
+        )
+        .as_deref(),
         Some(":1")
     );
     drop((a, b));
