@@ -402,6 +402,20 @@ fn the_charts_crds_are_the_generated_ones() {
 }
 
 #[test]
+fn the_charts_decider_and_approver_roles_grant_what_crds_roles_yaml_grants() {
+    let cp = ControlPlane::shared();
+    let chart = documents(&render(cp, "tollgate", "tollgate", &[]));
+    let crds = documents(&std::fs::read_to_string(repo_root().join("crds/roles.yaml")).unwrap());
+    for role in ["approver", "decider"] {
+        assert_eq!(
+            find(&chart, "ClusterRole", &format!("tollgate-{role}"))["rules"],
+            find(&crds, "ClusterRole", &format!("tollgate:{role}"))["rules"],
+            "the chart's and crds/roles.yaml's {role} roles differ"
+        );
+    }
+}
+
+#[test]
 fn deploy_manifest_is_the_chart_rendered_by_the_script() {
     let cp = ControlPlane::shared();
     let mut render = Command::new("bash");

@@ -78,8 +78,8 @@ fn readme_install_upgrade_and_uninstall() {
     let blocks = readme_blocks();
     assert_eq!(
         blocks.len(),
-        4,
-        "install, approve, upgrade, uninstall: {blocks:?}"
+        6,
+        "install, approve, decide, grant paths, upgrade, uninstall: {blocks:?}"
     );
 
     // 1. Install.
@@ -275,8 +275,52 @@ fn readme_install_upgrade_and_uninstall() {
         || async { decide("alice") },
     ));
 
-    // 3. Upgrade: the value changes, the certificate does not.
+    // 3. A decider from another team, as documented: cluster-wide patch on subscriptions only.
     for line in &blocks[2] {
+        run_readme_command(cp, line);
+    }
+    rt.block_on(eventually(
+        "alice may patch subscriptions everywhere, and nothing else",
+        Duration::from_secs(30),
+        || async {
+            let anywhere = [
+                "patch",
+                "apisubscriptions.tollgate.dev",
+                "-n",
+                "kube-public",
+            ];
+            let delete = [
+                "delete",
+                "apisubscriptions.tollgate.dev",
+                "-n",
+                "kube-public",
+            ];
+            let routes = ["patch", "airoutes.tollgate.dev", "-n", "kube-public"];
+            match (
+                can_i(cp, "alice", &[], &anywhere),
+                can_i(cp, "alice", &[], &delete),
+                can_i(cp, "alice", &[], &routes),
+            ) {
+                (true, false, false) => Ok(()),
+                other => Err(format!("patch, delete, patch routes: {other:?}")),
+            }
+        },
+    ));
+
+    // 4. Path grants: the annotations are set as written.
+    for line in &blocks[3] {
+        run_readme_command(cp, line);
+    }
+    let namespace = get_json(cp, &["namespace", "team-a"]);
+    let annotations = &namespace["metadata"]["annotations"];
+    assert_eq!(annotations["tollgate.dev/path-prefixes"], "/team-a,/chat");
+    assert_eq!(
+        annotations["tollgate.dev/hostnames"],
+        "api.example.com,*.team-a.example.com"
+    );
+
+    // 5. Upgrade: the value changes, the certificate does not.
+    for line in &blocks[4] {
         run_readme_command(cp, line);
     }
     let hpa = get_json(cp, &["hpa", "tollgate-proxy", "-n", "tollgate"]);
@@ -303,8 +347,8 @@ fn readme_install_upgrade_and_uninstall() {
     let history: Value = serde_json::from_str(&run_combined(history).unwrap()).unwrap();
     assert_eq!(history.as_array().unwrap().len(), 2);
 
-    // 4. Uninstall: everything the release made goes, the CRDs (and so users' resources) stay.
-    for line in &blocks[3] {
+    // 6. Uninstall: everything the release made goes, the CRDs (and so users' resources) stay.
+    for line in &blocks[5] {
         run_readme_command(cp, line);
     }
     for object in [
@@ -316,6 +360,8 @@ fn readme_install_upgrade_and_uninstall() {
         &["clusterrole", "tollgate-controller"],
         &["clusterrolebinding", "tollgate-controller"],
         &["clusterrole", "tollgate-edit"],
+        &["clusterrole", "tollgate-decider"],
+        &["clusterrolebinding", "tollgate-controller-namespaces"],
         &[
             "validatingadmissionpolicy",
             "tollgate-subscription-approval",
