@@ -11,6 +11,8 @@
 //! Both are lists separated by commas or white space. The compiler enforces them only when given
 //! [`Tenancy`]: the controller always gives it, standalone mode gives none and stays open.
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::core::v1::Namespace;
 
 use super::paths::{normalize_hostname, normalize_prefix};
@@ -137,11 +139,11 @@ impl<'a> Grants<'a> {
     }
 
     /// What `namespace` may claim; the default when it carries no annotations (or is not listed).
-    pub fn of(&self, namespace: &str) -> Grant {
-        self.by_namespace
-            .get(namespace)
-            .cloned()
-            .unwrap_or_else(|| Grant::read(namespace, None))
+    pub fn of(&self, namespace: &str) -> Cow<'_, Grant> {
+        match self.by_namespace.get(namespace) {
+            Some(grant) => Cow::Borrowed(grant),
+            None => Cow::Owned(Grant::read(namespace, None)),
+        }
     }
 }
 
