@@ -87,7 +87,8 @@ type Held = SmallVec<[(Arc<Mutex<Counters>>, Ceilings); 2]>;
 
 enum Settle {
     Local(Held),
-    Redis(Vec<(String, i64)>),
+    /// The keys with their tokens/min ceilings, and the reservation epoch.
+    Redis(Vec<(String, i64)>, i64),
 }
 
 /// An admitted call's claim on the limiter; [`Grant::settle`] it with the real usage.
@@ -115,13 +116,15 @@ impl Grant {
                     counters.settle(&c, &at, self.estimate, tokens, cost);
                 }
             }
-            Settle::Redis(keys) => {
+            Settle::Redis(keys, reserved_in) => {
                 if let Some(redis) = &self.limiter.redis {
                     redis.settle(Settlement {
                         keys,
                         estimate: self.estimate,
                         used: tokens,
                         cost_micro_usd: cost,
+                        reserved_micro_usd: self.reserved_micro_usd,
+                        reserved_in,
                         day: at.day,
                         month: at.month,
                     });
@@ -228,10 +231,14 @@ impl Limiter {
         }
         // At most two scopes: kept inline, like the counters they lead to, with no allocation.
         let scopes: SmallVec<[Scope<'_>; 2]> = scopes.into_iter().flatten().collect();
+        let reserve = (cost_ceiling_usd * 1_000_000.0).ceil().max(0.0) as u64;
         if let Some(redis) = &self.redis
             && redis.is_up()
         {
-            match self.admit_redis(redis, &scopes, &consumer.id, tokens).await {
+            match self
+                .admit_redis(redis, &scopes, &consumer.id, tokens, reserve)
+                .await
+            {
                 Ok(decided) => return decided,
                 Err(error) => {
                     if redis.mark_down() {
@@ -246,7 +253,6 @@ impl Limiter {
             .replicas
             .unwrap_or(snapshot.content.proxy_replicas)
             .max(1);
-        let reserve = (cost_ceiling_usd * 1_000_000.0).ceil().max(0.0) as u64;
         self.admit_local(&scopes, replicas, tokens, reserve)
     }
 
@@ -317,6 +323,7 @@ impl Limiter {
         scopes: &[Scope<'_>],
         consumer: &ObjectRef,
         tokens: u64,
+        reserve: u64,
     ) -> Result<Result<Option<Admitted>, Box<Refused>>, redis::RedisError> {
         let at = Instant::at(clock::now_unix_ms());
         let keyed: Vec<RedisScope> = scopes
@@ -326,7 +333,9 @@ impl Limiter {
                 ceilings: s.ceilings,
             })
             .collect();
-        let decision = redis.admit(&keyed, tokens, at.day, at.month).await?;
+        let decision = redis
+            .admit(&keyed, tokens, reserve, at.day, at.month)
+            .await?;
         let at = Instant {
             now_ms: decision.now_ms,
             ..at
@@ -334,7 +343,7 @@ impl Limiter {
         if decision.verdict != 0 {
             let i = decision.scope.min(scopes.len() - 1);
             let refusal = decision.counters[i]
-                .check(&scopes[i].ceilings, &at, tokens)
+                .check_reserving(&scopes[i].ceilings, &at, tokens, reserve)
                 .err()
                 .unwrap_or_else(|| rounding_refusal(decision.verdict, &scopes[i].ceilings, tokens));
             return Ok(Err(Box::new(self.refused(&scopes[i], refusal, 1))));
@@ -365,8 +374,11 @@ impl Limiter {
             grant: Grant {
                 limiter: self.clone(),
                 estimate: tokens,
-                reserved_micro_usd: 0,
-                settle: Settle::Redis(keys),
+                reserved_micro_usd: reserve,
+                settle: Settle::Redis(
+                    keys,
+                    decision.now_ms.div_euclid(redis::RESERVATION_EPOCH_MS),
+                ),
             },
         })))
     }

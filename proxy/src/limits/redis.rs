@@ -17,20 +17,26 @@ use super::local::{Bucket, Ceilings, Counters, Spend};
 
 /// How long a scope's counters are kept after their last change: past any month.
 const KEY_TTL_MS: i64 = 40 * 86_400_000;
+/// Budget reservations are kept per epoch of this length, the current and the previous one: a
+/// reservation whose settlement was lost (Redis failed, a proxy died) is forgotten within two epochs.
+pub const RESERVATION_EPOCH_MS: i64 = 300_000;
 /// Most settlements sent in one pipeline.
 const SETTLE_BATCH: usize = 256;
 
 /// Checks every scope, and commits the call to all of them only if all admit it.
-/// KEYS: one hash per scope. ARGV: token estimate, day, month, key TTL, then per key four ceilings
-/// (requests/min, tokens/min, daily and monthly micro-dollars; -1 for none).
+/// KEYS: one hash per scope. ARGV: token estimate, day, month, key TTL, budget reservation
+/// (micro-dollars), reservation epoch length, then per key four ceilings (requests/min, tokens/min,
+/// daily and monthly micro-dollars; -1 for none).
 /// Returns {verdict, refusing scope (1-based), now_ms, then per key: requests level x1000,
-/// tokens level x1000, spend today, spend this month}. Verdicts: 0 admitted, 1 requests, 2 tokens,
-/// 3 daily budget, 4 monthly budget (checked in the order 4, 3, 1, 2, like the local arithmetic).
+/// tokens level x1000, spend today, spend this month, reserved}. Verdicts: 0 admitted, 1 requests,
+/// 2 tokens, 3 daily budget, 4 monthly budget (checked in the order 4, 3, 1, 2, like the local
+/// arithmetic, reservations included). Reservations live in `rv` (epoch `re`) and `rp` (epoch re-1).
 const ADMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local asked = tonumber(ARGV[1])
 local day, month, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local reserve, epoch = tonumber(ARGV[5]), math.floor(now / tonumber(ARGV[6]))
 local function level(used, at, limit)
   if not used or not at then return 0 end
   local l = tonumber(used) - (now - tonumber(at)) * limit / 60000
@@ -40,26 +46,36 @@ end
 local reply = {0, 0, now}
 local state = {}
 for i, key in ipairs(KEYS) do
-  local b = 4 + (i - 1) * 4
+  local b = 6 + (i - 1) * 4
   local rl, tl = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   local dl, ml = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-  local h = redis.call('HMGET', key, 'ru', 'ra', 'tu', 'ta', 'dw', 'ds', 'mw', 'ms')
+  local h = redis.call('HMGET', key, 'ru', 'ra', 'tu', 'ta', 'dw', 'ds', 'mw', 'ms', 're', 'rv', 'rp')
   local ru, tu = 0, 0
   if rl >= 0 then ru = level(h[1], h[2], rl) end
   if tl >= 0 then tu = level(h[3], h[4], tl) end
   local ds, ms = 0, 0
   if h[5] == day then ds = tonumber(h[6]) end
   if h[7] == month then ms = tonumber(h[8]) end
+  local cur, prev = 0, 0
+  local re = tonumber(h[9])
+  if re == epoch then cur, prev = tonumber(h[10]) or 0, tonumber(h[11]) or 0
+  elseif re == epoch - 1 then prev = tonumber(h[10]) or 0 end
+  local pending = cur + prev
+  local function over(limit, spent)
+    local committed = spent + pending
+    return not (committed < limit and (pending == 0 or committed + reserve <= limit))
+  end
   local n = asked
   if tl >= 0 and n > tl then n = tl end
-  state[i] = {ru, tu, rl, tl, n}
+  state[i] = {ru, tu, rl, tl, n, cur, prev, dl >= 0 or ml >= 0}
   reply[#reply + 1] = math.floor(ru * 1000)
   reply[#reply + 1] = math.floor(tu * 1000)
   reply[#reply + 1] = ds
   reply[#reply + 1] = ms
+  reply[#reply + 1] = pending
   if reply[1] == 0 then
-    if ml >= 0 and ms >= ml then reply[1] = 4
-    elseif dl >= 0 and ds >= dl then reply[1] = 3
+    if ml >= 0 and over(ml, ms) then reply[1] = 4
+    elseif dl >= 0 and over(dl, ds) then reply[1] = 3
     elseif rl >= 0 and ru + 1 > rl then reply[1] = 1
     elseif tl >= 0 and ((n == 0 and tu >= tl) or (n > 0 and tu + n > tl)) then reply[1] = 2
     end
@@ -71,22 +87,42 @@ if reply[1] == 0 then
     local s = state[i]
     if s[3] >= 0 then redis.call('HSET', key, 'ru', string.format('%.17g', s[1] + 1), 'ra', now) end
     if s[4] >= 0 then redis.call('HSET', key, 'tu', string.format('%.17g', s[2] + s[5]), 'ta', now) end
+    if s[8] and reserve > 0 then
+      redis.call('HSET', key, 're', epoch, 'rv', string.format('%.0f', s[6] + reserve),
+        'rp', string.format('%.0f', s[7]))
+    end
     redis.call('PEXPIRE', key, ttl)
   end
 end
 return reply
 "#;
 
-/// Replaces a call's token estimate with its real usage and adds its cost to the spend windows.
-/// KEYS: the call's scopes. ARGV: estimate, tokens used, cost (micro-dollars), day, month, key TTL,
-/// then per key its tokens/min ceiling (-1 for none).
+/// Replaces a call's token estimate with its real usage, adds its cost to the spend windows and gives
+/// back its budget reservation. KEYS: the call's scopes. ARGV: estimate, tokens used, cost
+/// (micro-dollars), day, month, key TTL, reservation, its epoch, epoch length, then per key its
+/// tokens/min ceiling (-1 for none).
 const SETTLE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local estimate, used, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local day, month, ttl = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local reserved, reserved_in = tonumber(ARGV[7]), tonumber(ARGV[8])
+local epoch = math.floor(now / tonumber(ARGV[9]))
 for i, key in ipairs(KEYS) do
-  local tl = tonumber(ARGV[6 + i])
+  local tl = tonumber(ARGV[9 + i])
+  if reserved > 0 then
+    local h = redis.call('HMGET', key, 're', 'rv', 'rp')
+    local re = tonumber(h[1])
+    if re then
+      local cur, prev = 0, 0
+      if re == epoch then cur, prev = tonumber(h[2]) or 0, tonumber(h[3]) or 0
+      elseif re == epoch - 1 then prev = tonumber(h[2]) or 0 end
+      if reserved_in == epoch then cur = math.max(0, cur - reserved)
+      elseif reserved_in == epoch - 1 then prev = math.max(0, prev - reserved) end
+      redis.call('HSET', key, 're', epoch, 'rv', string.format('%.0f', cur),
+        'rp', string.format('%.0f', prev))
+    end
+  end
   if tl >= 0 and estimate ~= used then
     local h = redis.call('HMGET', key, 'tu', 'ta')
     local tu = 0
@@ -160,6 +196,10 @@ pub struct Settlement {
     pub used: u64,
     /// Cost in micro-dollars.
     pub cost_micro_usd: u64,
+    /// Budget the call reserved at admission (micro-dollars), to give back.
+    pub reserved_micro_usd: u64,
+    /// The reservation epoch it was made in (Redis time / [`RESERVATION_EPOCH_MS`]).
+    pub reserved_in: i64,
     /// Day and month numbers at settlement.
     pub day: i64,
     /// Month number.
@@ -281,7 +321,10 @@ impl RedisCounters {
                 .arg(s.cost_micro_usd)
                 .arg(s.day)
                 .arg(s.month)
-                .arg(KEY_TTL_MS);
+                .arg(KEY_TTL_MS)
+                .arg(s.reserved_micro_usd)
+                .arg(s.reserved_in)
+                .arg(RESERVATION_EPOCH_MS);
             for (_, tokens) in &s.keys {
                 cmd.arg(*tokens);
             }
@@ -304,6 +347,7 @@ impl RedisCounters {
         &self,
         scopes: &[RedisScope],
         tokens: u64,
+        reserve: u64,
         day: i64,
         month: i64,
     ) -> Result<RedisDecision, RedisError> {
@@ -313,7 +357,13 @@ impl RedisCounters {
         for s in scopes {
             invocation.key(&s.key);
         }
-        invocation.arg(tokens).arg(day).arg(month).arg(KEY_TTL_MS);
+        invocation
+            .arg(tokens)
+            .arg(day)
+            .arg(month)
+            .arg(KEY_TTL_MS)
+            .arg(reserve)
+            .arg(RESERVATION_EPOCH_MS);
         for s in scopes {
             let c = &s.ceilings;
             invocation
@@ -327,12 +377,12 @@ impl RedisCounters {
                 Err(_) => return Err(RedisError::Timeout),
                 Ok(reply) => reply?,
             };
-        if reply.len() != 3 + 4 * scopes.len() {
+        if reply.len() != 3 + 5 * scopes.len() {
             return Err(RedisError::Reply);
         }
         let now_ms = reply[2];
         let counters = reply[3..]
-            .chunks_exact(4)
+            .chunks_exact(5)
             .map(|c| Counters {
                 requests: Bucket {
                     used: c[0] as f64 / 1_000.0,
@@ -350,8 +400,7 @@ impl RedisCounters {
                     window: month,
                     micro_usd: c[3].max(0) as u64,
                 },
-                // Redis holds no reservations: its check is on spend alone.
-                reserved_micro_usd: 0,
+                reserved_micro_usd: c[4].max(0) as u64,
             })
             .collect();
         Ok(RedisDecision {

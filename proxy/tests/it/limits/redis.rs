@@ -77,6 +77,21 @@ fn redis_command(port: u16, command: &str) -> Option<String> {
     )
 }
 
+/// Sends one RESP command (inline form) and returns the lines of the answer.
+fn redis_reply_lines(port: u16, command: &str) -> Option<Vec<String>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "{command}\r\n").ok()?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).ok()?;
+    Some(
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
 /// A `redis-server` child process; killed on drop.
 struct Redis {
     child: Child,
@@ -314,5 +329,104 @@ async fn two_proxies_share_a_limit_in_redis_fall_back_to_shares_and_come_back() 
         Some(":1")
     );
     drop((a, b));
+    redis.kill();
+}
+
+/// Two replicas reserve budget in one Redis: 20 calls sent at once through both, each in flight for
+/// 300 ms, spend no more than the budget together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_through_two_proxies_cannot_overshoot_a_budget_in_redis() {
+    use http_body_util::{BodyExt, Full};
+    const BUDGET_MICRO_USD: f64 = 1_000.0;
+    let config = config()
+        .replace(
+            "  models: [{name: fake-chat}]\n",
+            "  models: [{name: fake-chat, pricing: {inputPerMillion: 2, outputPerMillion: 8}}]\n  fake: {latency: 300ms}\n",
+        )
+        .replace(
+            &format!("  limits: {{requestsPerMinute: {LIMIT}}}\n"),
+            "  budget: {dailyUsd: 0.001}\n",
+        );
+    assert!(config.contains("dailyUsd") && config.contains("latency"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let redis = Redis::start(free_port());
+    let (a, b) = (
+        replica(dir.path(), 0, redis.port),
+        replica(dir.path(), 1, redis.port),
+    );
+    wait_redis(&a, true);
+    wait_redis(&b, true);
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let body = bytes::Bytes::from(
+        r#"{"model":"fake-chat","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let port = if i % 2 == 0 { a.port } else { b.port };
+            let (client, body) = (client.clone(), body.clone());
+            tokio::spawn(async move {
+                let request = http::Request::post(format!(
+                    "http://127.0.0.1:{port}/demo/v1/chat/completions"
+                ))
+                .header("authorization", format!("Bearer {KEY}"))
+                .header("content-type", "application/json")
+                .body(Full::new(body))
+                .unwrap();
+                let response = client.request(request).await.expect("the proxy answers");
+                let status = response.status().as_u16();
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                (
+                    status,
+                    serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+                )
+            })
+        })
+        .collect();
+    let (mut admitted, mut spent) = (0, 0.0);
+    for call in calls {
+        let (status, answer) = call.await.unwrap();
+        match status {
+            200 => {
+                admitted += 1;
+                let usage = &answer["usage"];
+                spent += usage["prompt_tokens"].as_f64().unwrap() * 2.0
+                    + usage["completion_tokens"].as_f64().unwrap() * 8.0;
+            }
+            429 => assert_eq!(answer["error"]["code"], "budget_exceeded", "{answer}"),
+            other => panic!("{other}: {answer}"),
+        }
+    }
+    eprintln!(
+        "Redis: admitted {admitted} of 20 concurrent calls, spent {spent} of {BUDGET_MICRO_USD} micro-USD"
+    );
+    assert!(admitted >= 1);
+    assert!(
+        spent <= BUDGET_MICRO_USD,
+        "{admitted} calls spent {spent} micro-USD of {BUDGET_MICRO_USD}"
+    );
+    // Every reservation was given back once the calls settled.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reserved = |field: &str| {
+        // A bulk string: `$<length>` on the first line, the value on the second.
+        redis_reply_lines(
+            redis.port,
+            &format!("HGET tollgate:limits:{{default/app}}:s:default/app-demo {field}"),
+        )
+        .and_then(|lines| lines.into_iter().nth(1))
+    };
+    loop {
+        let (rv, rp) = (reserved("rv"), reserved("rp"));
+        if rv.as_deref() == Some("0") && rp.as_deref() == Some("0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reservations left: rv {rv:?} rp {rp:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     redis.kill();
 }
