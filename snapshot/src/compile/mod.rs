@@ -6,8 +6,10 @@
 
 mod conditions;
 mod consumer;
+mod json_schema;
 mod objects;
 mod paths;
+mod prompt;
 mod provider;
 mod route;
 mod secrets;
