@@ -17,6 +17,8 @@ mod subscription;
 mod threads;
 mod traffic;
 
+pub use prompt::compile_prompt_spec;
+
 use k8s_openapi::api::core::v1::Secret;
 use subscription::VerdictQueue;
 use threads::join;

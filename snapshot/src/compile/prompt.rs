@@ -53,6 +53,14 @@ pub(crate) fn compile_prompts<'a>(
     out
 }
 
+/// Compiles one prompt API as the route compiler does, for a route whose `spec.models` names are
+/// `models`: the prompt, or every problem found (warnings are not reported here).
+pub fn compile_prompt_spec(spec: &PromptApi, models: &[&str]) -> Result<Prompt, Vec<String>> {
+    let mut prompt = compile_prompt(spec, models, &mut Vec::new())?;
+    prompt.model = Arc::from(spec.model.as_str());
+    Ok(prompt)
+}
+
 fn compile_prompt(
     spec: &PromptApi,
     models: &[&str],
