@@ -36,7 +36,7 @@ pub struct PromptApi {
     pub messages: Vec<PromptMessage>,
     /// The values callers send.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 32))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub variables: Vec<PromptVariable>,
     /// Sampling parameters sent with every call.
@@ -95,10 +95,6 @@ impl PromptRole {
         .message("values are only for variables of type enum"),
     validation = Rule::new("self.type == 'string' || !has(self.maxLength)")
         .message("maxLength is only for variables of type string"),
-    validation = Rule::new("!has(self.default) || self.type != 'integer' || self.default.matches('^-?[0-9]{1,18}$')")
-        .message("the default of an integer variable is a whole number"),
-    validation = Rule::new("!has(self.default) || self.type != 'number' || self.default.matches('^-?[0-9]+(\\\\.[0-9]+)?([eE][-+]?[0-9]+)?$')")
-        .message("the default of a number variable is a number"),
     validation = Rule::new("!has(self.default) || self.type != 'boolean' || self.default in ['true', 'false']")
         .message("the default of a boolean variable is true or false"),
     validation = Rule::new("!has(self.default) || self.type != 'enum' || (has(self.values) && self.default in self.values)")
@@ -123,14 +119,15 @@ pub struct PromptVariable {
     pub kind: VariableType,
     /// The allowed values of an `enum` variable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 128)))]
     pub values: Vec<String>,
     /// Whether callers must send it. Default true; a variable with a default is never missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required: Option<bool>,
-    /// The value used when the caller sends none, written as text (`"3"`, `"true"`, `"fr"`).
+    /// The value used when the caller sends none, written as text (`"3"`, `"true"`, `"fr"`). That an
+    /// integer or number default is one is checked by the controller (reported in `PromptsValid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 65536))]
+    #[schemars(length(max = 4096))]
     pub default: Option<String>,
     /// Most characters a string value may have.
     #[serde(default, skip_serializing_if = "Option::is_none")]

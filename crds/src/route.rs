@@ -88,7 +88,7 @@ pub struct AIRouteSpec {
     pub retry_budget: Option<RetryBudget>,
     /// Prompt templates published as REST operations: `POST <prefix>/prompts/<name>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 32))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub prompts: Vec<PromptApi>,
 }

@@ -102,6 +102,8 @@ fn compile_prompt(
                         used[at] = true;
                         parts.push(Segment::Var(at as u16));
                     }
+                    // A variable declared with a problem of its own: reported already.
+                    None if spec.variables.iter().any(|v| v.name == name) => {}
                     None => problems.push(format!(
                         "messages[{i}] uses {{{{{name}}}}}, which names no variable"
                     )),
@@ -113,9 +115,10 @@ fn compile_prompt(
             parts,
         });
     }
+    let mut unused = Vec::new();
     for (v, used) in variables.iter().zip(&used) {
         if !used {
-            warnings.push(format!(
+            unused.push(format!(
                 "prompt {}: variable {} is used by no placeholder",
                 spec.name, v.name
             ));
@@ -165,6 +168,8 @@ fn compile_prompt(
     if !problems.is_empty() {
         return Err(problems);
     }
+    // Warnings only for prompts that are served.
+    warnings.extend(unused);
     Ok(Prompt {
         name: spec.name.clone(),
         description: spec.description.clone(),
