@@ -2,6 +2,7 @@
 # User-space instructions per call, Tollgate next to the minimal hyper forwarder, counted by callgrind.
 #
 #   bash bench/instructions.sh             # chat and embeddings, 3,000 calls each after 300 to warm up
+#   bash bench/instructions.sh chat,prompt # a prompt API call next to the same chat call
 #   bash bench/instructions.sh chat 5000   # one scenario, another count
 #
 # Wall-clock figures on a shared two-CPU machine move by 20% from run to run; instruction counts do not
@@ -53,6 +54,7 @@ chat = {"model": "bench-chat", "messages": [
     {"role": "user", "content": prose}], "temperature": 0.2, "max_tokens": 256}
 open(f"{work}/chat.json", "w").write(json.dumps(chat))
 open(f"{work}/embeddings.json", "w").write(json.dumps({"model": "bench-embed", "input": prose[:200]}))
+open(f"{work}/prompt.json", "w").write(json.dumps({"variables": {"text": prose}}))
 EOF
 
 wait_port() {
@@ -77,11 +79,15 @@ count() {
     fi
     local vg=$!
     wait_port "$proxy_port" || { say "$path did not start"; kill "$vg"; return 1; }
-    local endpoint=chat/completions
-    [ "$scenario" = embeddings ] && endpoint=embeddings
-    local url="http://127.0.0.1:$proxy_port$prefix/v1/$endpoint"
+    local endpoint=v1/chat/completions
+    [ "$scenario" = embeddings ] && endpoint=v1/embeddings
+    # The forwarder knows no prompts: its baseline for a prompt call is the same chat call.
+    [ "$scenario" = prompt ] && [ "$path" != forwarder ] && endpoint=prompts/bench-prompt
+    local body="$scenario"
+    [ "$scenario" = prompt ] && [ "$path" = forwarder ] && body=chat
+    local url="http://127.0.0.1:$proxy_port$prefix/$endpoint"
     local load=("$oha" --no-tui -m POST -H "authorization: Bearer $key" -H "content-type: application/json"
-        -D "$work/$scenario.json" -c 8)
+        -D "$work/$body.json" -c 8)
     "${load[@]}" -n 300 "$url" >/dev/null
     callgrind_control -z "$vg" >/dev/null 2>&1
     "${load[@]}" -n "$calls" "$url" >"$work/oha.txt"

@@ -122,8 +122,10 @@ spec:
     - name: bench-hold
       backends: [{{provider: upstream-hold, model: bench-chat}}]
   limits: {{requestsPerMinute: 100000000, tokensPerMinute: 1000000000000}}
-",
+{prompts}",
                 route = route(r),
+                // The benchmark route's prompt API: the chat scenario's messages as a template.
+                prompts = if t == 0 && r == 0 { BENCH_PROMPT } else { "" },
             ));
         }
         let consumers =
@@ -180,3 +182,15 @@ spec:
     }
     out
 }
+
+/// The prompt API of the benchmark route: the chat scenario's system message and its user message as
+/// one variable, so a prompt call and a chat call send the same request upstream.
+const BENCH_PROMPT: &str = "  prompts:
+    - name: bench-prompt
+      model: bench-chat
+      messages:
+        - {role: system, content: You are a concise assistant for an internal platform team.}
+        - {role: user, content: \"{{text}}\"}
+      variables: [{name: text, maxLength: 100000}]
+      parameters: {temperature: 0.2, maxTokens: 256}
+";

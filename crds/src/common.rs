@@ -74,6 +74,8 @@ pub mod condition_type {
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     /// The object is being served.
     pub const READY: &str = "Ready";
+    /// Every prompt API of a route compiled (routes with `spec.prompts` only).
+    pub const PROMPTS_VALID: &str = "PromptsValid";
 }
 
 /// Marks a `Vec<Condition>` as a list-map keyed on `type`, as Kubernetes conventions require.

@@ -7,12 +7,14 @@
 
 mod common;
 mod consumer;
+mod prompt;
 mod provider;
 mod route;
 mod subscription;
 
 pub use common::*;
 pub use consumer::*;
+pub use prompt::*;
 pub use provider::*;
 pub use route::*;
 pub use subscription::*;

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Budget, Limits, conditions_schema};
+use crate::prompt::PromptApi;
 
 /// A published API: the OpenAI-compatible endpoints under `prefix`, the model names clients may send,
 /// and the provider backends each name maps to.
@@ -85,6 +86,11 @@ pub struct AIRouteSpec {
     /// cannot multiply the load on struggling providers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_budget: Option<RetryBudget>,
+    /// Prompt templates published as REST operations: `POST <prefix>/prompts/<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub prompts: Vec<PromptApi>,
 }
 
 /// Retries allowed on top of the calls: a share of them, plus a floor per second.

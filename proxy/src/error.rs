@@ -22,7 +22,7 @@ pub struct ApiError {
     /// Human-readable explanation. Never contains credentials or request bodies.
     pub message: Cow<'static, str>,
     /// The request parameter at fault, if any.
-    pub param: Option<&'static str>,
+    pub param: Option<Cow<'static, str>>,
     /// `Retry-After` to send (a provider's, passed on); boxed to keep errors small.
     pub retry_after: Option<Box<HeaderValue>>,
 }
@@ -60,8 +60,8 @@ impl ApiError {
     }
 
     /// Names the request parameter at fault.
-    pub fn with_param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
         self
     }
 
@@ -77,7 +77,7 @@ impl ApiError {
             error: Inner {
                 message: &self.message,
                 kind: self.kind,
-                param: self.param,
+                param: self.param.as_deref(),
                 code: self.code,
             },
         };

@@ -285,6 +285,48 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
             "spec.retryBudget.percent: Invalid value",
         ),
         (
+            "prompt whose name is not a DNS label",
+            route(&format!(
+                "  prefix: /x\n{models}  prompts: [{{name: Bad_Name, model: m, messages: [{{role: user, content: hi}}]}}]\n"
+            )),
+            "spec.prompts[0].name: Invalid value",
+        ),
+        (
+            "prompt with two variables of one name",
+            route(&format!(
+                "  prefix: /x\n{models}  prompts: [{{name: p, model: m, messages: [{{role: user, content: hi}}], variables: [{{name: v}}, {{name: v}}]}}]\n"
+            )),
+            "duplicate entries for key [name=\"v\"]",
+        ),
+        (
+            "prompt enum variable without values",
+            route(&format!(
+                "  prefix: /x\n{models}  prompts: [{{name: p, model: m, messages: [{{role: user, content: hi}}], variables: [{{name: v, type: enum}}]}}]\n"
+            )),
+            "a variable of type enum lists its values",
+        ),
+        (
+            "prompt boolean variable with a default that is neither true nor false",
+            route(&format!(
+                "  prefix: /x\n{models}  prompts: [{{name: p, model: m, messages: [{{role: user, content: hi}}], variables: [{{name: v, type: boolean, default: maybe}}]}}]\n"
+            )),
+            "the default of a boolean variable is true or false",
+        ),
+        (
+            "prompt JSONSchema output without a schema",
+            route(&format!(
+                "  prefix: /x\n{models}  prompts: [{{name: p, model: m, messages: [{{role: user, content: hi}}], output: {{type: JSONSchema}}}}]\n"
+            )),
+            "output type JSONSchema needs a schema",
+        ),
+        (
+            "prompt message with a role templates cannot have",
+            route(&format!(
+                "  prefix: /x\n{models}  prompts: [{{name: p, model: m, messages: [{{role: tool, content: hi}}]}}]\n"
+            )),
+            "Unsupported value: \"tool\"",
+        ),
+        (
             "provider key cooldown that is not a duration",
             provider(
                 "  type: OpenAI\n  models: [{name: m}]\n  credentials: {secretRefs: [{name: s}], cooldown: soon}\n",

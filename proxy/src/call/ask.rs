@@ -18,13 +18,19 @@ pub enum Endpoint {
     Embeddings,
     /// `/v1/messages`: Anthropic's format (see `llm::messages`).
     Messages,
+    /// `/prompts/<name>`: a rendered template, sent as a chat call and answered in the prompt API's
+    /// format (see `llm::prompt`); `json_output` when the answer's text is parsed as JSON.
+    Prompt {
+        /// Whether the prompt answers with JSON.
+        json_output: bool,
+    },
 }
 
 impl Endpoint {
     /// Index of its path in [`crate::upstream::OPENAI_PATHS`].
     pub(super) fn upstream_path(self) -> usize {
         match self {
-            Self::Chat => 0,
+            Self::Chat | Self::Prompt { .. } => 0,
             Self::Embeddings => 1,
             Self::Messages => 2,
         }
@@ -45,6 +51,11 @@ impl Ask<'_> {
     /// Whether the caller speaks Anthropic's Messages format.
     pub(super) fn anthropic_caller(&self) -> bool {
         self.endpoint == Endpoint::Messages
+    }
+
+    /// Whether the caller called a prompt API (and its answer is always translated).
+    pub(super) fn prompt_caller(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Prompt { .. })
     }
 
     /// The body for an OpenAI-compatible upstream serving `upstream_model`: the client's own bytes

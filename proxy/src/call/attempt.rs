@@ -28,6 +28,7 @@ use crate::llm::chat::Answer;
 use crate::llm::gemini::GeminiDecoder;
 use crate::llm::messages::{self, AnthropicEncoder, AnthropicPassthrough};
 use crate::llm::openai::RequestDoc;
+use crate::llm::prompt::{self, PromptEncoder};
 use crate::llm::scrub::secrets_of;
 use crate::llm::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Translate};
 use crate::upstream::ProviderParts;
@@ -260,10 +261,10 @@ async fn translate_answer(
 
     if ask.stream {
         let mode = match (&out.wire, anthropic_caller) {
+            (Wire::OpenAiChat, false) if !ask.prompt_caller() => sse_mode(ask, call, backend),
             (Wire::Anthropic, true) => RelayMode::Translate(Box::new(AnthropicPassthrough::new(
                 Box::new(stream_secrets(call, backend)),
             ))),
-            (Wire::OpenAiChat, false) => sse_mode(ask, call, backend),
             (wire, _) => {
                 let decoder: Box<dyn Decode> = match wire {
                     Wire::Anthropic => Box::new(AnthropicDecoder::new()),
@@ -282,7 +283,9 @@ async fn translate_answer(
         return Ok(event_stream(ResponseBody::relay(relay)));
     }
 
-    if let (Wire::OpenAiChat | Wire::OpenAiEmbeddings, false) = (&out.wire, anthropic_caller) {
+    if let (Wire::OpenAiChat | Wire::OpenAiEmbeddings, false) = (&out.wire, anthropic_caller)
+        && !ask.prompt_caller()
+    {
         // Same format both ways: relayed as it comes, usage read at the end.
         let relay = Relay::new(incoming, RelayMode::Json, idle, deadline);
         let mut response = Response::new(ResponseBody::relay(relay));
@@ -326,24 +329,34 @@ async fn translate_answer(
     }
     .ok_or_else(|| failure::unreadable(provider))?;
     call.usage = Some(answer.counts.usage());
-    Ok(json(Bytes::from(caller_answer(ask, &answer).to_string())))
+    Ok(json(Bytes::from(caller_answer(ask, &answer)?.to_string())))
 }
 
 /// The encoder of the caller's stream format.
 fn caller_encoder(ask: &Ask<'_>, model: &str) -> Box<dyn Encode> {
-    if ask.anthropic_caller() {
-        Box::new(AnthropicEncoder::new(model))
-    } else {
-        Box::new(OpenAiEncoder::new(model, ask.include_usage))
+    match ask.endpoint {
+        Endpoint::Messages => Box::new(AnthropicEncoder::new(model)),
+        Endpoint::Prompt { json_output } => Box::new(PromptEncoder::new(model, json_output)),
+        Endpoint::Chat | Endpoint::Embeddings => {
+            Box::new(OpenAiEncoder::new(model, ask.include_usage))
+        }
     }
 }
 
-/// A whole answer in the caller's format.
-fn caller_answer(ask: &Ask<'_>, answer: &Answer) -> Value {
-    if ask.anthropic_caller() {
-        messages::answer_to_message(answer)
-    } else {
-        answer.to_openai()
+/// A whole answer in the caller's format (a prompt's promised JSON may be missing: 502).
+fn caller_answer(ask: &Ask<'_>, answer: &Answer) -> Result<Value, Failed> {
+    match ask.endpoint {
+        Endpoint::Messages => Ok(messages::answer_to_message(answer)),
+        Endpoint::Prompt { json_output } => {
+            prompt::answer_to_prompt(answer, json_output).map_err(|message| {
+                Failed::rejected(ApiError::upstream(
+                    http::StatusCode::BAD_GATEWAY,
+                    "invalid_output",
+                    message,
+                ))
+            })
+        }
+        Endpoint::Chat | Endpoint::Embeddings => Ok(answer.to_openai()),
     }
 }
 
@@ -374,10 +387,14 @@ async fn fake_attempt(
         tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)).await;
     }
     let model: &str = &backend.upstream_model;
-    let Some(doc) = &translated_doc else {
+    // Prompt callers' requests are in OpenAI's shape already; their answers are translated.
+    let doc = translated_doc
+        .as_ref()
+        .or_else(|| ask.prompt_caller().then_some(&ask.doc));
+    let Some(doc) = doc else {
         let answer = match ask.endpoint {
             Endpoint::Embeddings => fake::embeddings(&behaviour, &ask.doc, model),
-            Endpoint::Chat | Endpoint::Messages => {
+            Endpoint::Chat | Endpoint::Messages | Endpoint::Prompt { .. } => {
                 fake::chat(&behaviour, &ask.doc, model, ask.stream, ask.include_usage)
             }
         }
@@ -401,7 +418,7 @@ async fn fake_attempt(
                     "The Fake provider's answer could not be translated.",
                 ))
             })?;
-            Ok(json(Bytes::from(caller_answer(ask, &answer).to_string())))
+            Ok(json(Bytes::from(caller_answer(ask, &answer)?.to_string())))
         }
         FakeAnswer::Stream(mut s) => {
             let mut t = Translate::new(

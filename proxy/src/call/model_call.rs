@@ -28,7 +28,7 @@ impl RoutedCall<'_> {
     /// callers: `max_tokens`), when given as a whole number.
     pub fn max_output_tokens(&self) -> Option<u64> {
         let names: &[&str] = match self.ask.endpoint {
-            Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
+            Endpoint::Chat | Endpoint::Prompt { .. } => &["max_completion_tokens", "max_tokens"],
             Endpoint::Messages => &["max_tokens"],
             Endpoint::Embeddings => &[],
         };

@@ -108,7 +108,7 @@ pub(super) fn outgoing(
                 Wire::OpenAiChat
             },
             anthropic_version: false,
-            as_is: true,
+            as_is: !ask.prompt_caller(),
         });
     }
     // Read whole even where it passes through, so that a body that is no JSON gets the same answer on

@@ -47,6 +47,8 @@ pub struct Call {
     /// Index of the requested model among the route's models, when the route serves it (only then
     /// does it become a metric label).
     pub model: Option<u32>,
+    /// Index of the called prompt API among the route's prompts.
+    pub prompt: Option<u16>,
     /// Backend that answered.
     pub served: Option<Served>,
     /// Whether the client asked for a stream.
@@ -100,6 +102,7 @@ impl Call {
             consumer: None,
             model_requested: None,
             model: None,
+            prompt: None,
             served: None,
             stream: false,
             status: 0,
@@ -148,6 +151,9 @@ impl Call {
             (Some(s), Some(c), Some(r)) => s.subscription(c, r),
             _ => None,
         };
+        let prompt = route
+            .zip(self.prompt)
+            .and_then(|(r, p)| r.prompts.get(p as usize));
         let provider = snapshot
             .zip(self.served.as_ref())
             .map(|(s, b)| &s.provider(b.provider).id);
@@ -210,6 +216,9 @@ impl Call {
             retries: self.retries,
             error_class: self.error_class,
             snapshot_version: snapshot.map(|s| s.version),
+            api: if prompt.is_some() { "prompt" } else { "model" },
+            operation: prompt.map(|p| p.name.as_str()),
+            operation_version: prompt.and_then(|p| p.version.as_deref()),
         };
         self.recorder.write_line(&line);
     }

@@ -15,6 +15,9 @@ use crate::clock;
 use crate::error::ApiError;
 use crate::limits::RateNotes;
 
+/// Where a route serves its OpenAPI document, after its prefix.
+pub(super) const OPENAPI_PATH: &str = "/openapi.json";
+
 /// What admission learned that shapes every answer on the route, errors included.
 #[derive(Default)]
 pub(super) struct Notes {
@@ -86,7 +89,12 @@ pub(super) fn admit<'a>(
         Stage::Draft | Stage::Published => {}
     }
     call.route = Some(route_idx);
-    check_subscription(snapshot, consumer_idx, route_idx)?;
+    // A route's OpenAPI document is for finding out how to call it: any valid key reads it (of
+    // the owning team only while a Draft, above), subscribed or not.
+    let reads_document = parts.method == http::Method::GET && matched.rest == OPENAPI_PATH;
+    if !reads_document {
+        check_subscription(snapshot, consumer_idx, route_idx)?;
+    }
     Ok(Admitted {
         route: route_idx,
         rest_at,

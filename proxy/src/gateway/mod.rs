@@ -5,6 +5,8 @@
 mod admission;
 mod answer;
 mod models;
+mod openapi;
+mod prompt;
 mod request;
 
 pub use request::handle;

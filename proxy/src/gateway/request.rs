@@ -11,13 +11,14 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::admission::{self, Notes};
+use super::admission::{self, Notes, OPENAPI_PATH};
 use super::answer::CallerFormat;
-use super::models;
+use super::{models, openapi, prompt};
 use crate::call::{self, Call, Endpoint, REQUEST_ID, ResponseBody, Shared};
 use crate::clock;
 use crate::error::ApiError;
 use crate::limits::estimate_tokens;
+use tollgate_snapshot::Snapshot;
 
 /// Serves one request. Never fails: every problem becomes an error answer in the caller's format.
 pub async fn handle(
@@ -100,26 +101,63 @@ async fn serve(
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
         (&Method::POST, "/v1/messages") => Endpoint::Messages,
+        (&Method::POST, _) if rest.starts_with(PROMPTS) => {
+            let name = &rest[PROMPTS.len()..];
+            let (at, prompt) = prompt::find(&snapshot, route, name)?;
+            call.prompt = Some(at);
+            let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
+            let rendered = prompt::render(prompt, &bytes)?;
+            let endpoint = Endpoint::Prompt {
+                json_output: prompt.output.is_json(),
+            };
+            return model_call(
+                shared,
+                &snapshot,
+                &admitted,
+                endpoint,
+                rendered.into(),
+                call,
+                notes,
+            )
+            .await;
+        }
         (&Method::GET, "/v1/models") => return Ok(models::list(&snapshot, route)),
+        (&Method::GET, OPENAPI_PATH) => return Ok(openapi::serve(&snapshot, route)),
         (&Method::GET, _) if rest.starts_with("/v1/models/") => {
             return models::one(&snapshot, route, &rest["/v1/models/".len()..]);
         }
         _ => return Err(ApiError::unknown_url(&parts.method, path)),
     };
     let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
-    let routed = call::route_call(&snapshot, route, endpoint, &bytes, call)?;
+    model_call(shared, &snapshot, &admitted, endpoint, bytes, call, notes).await
+}
+
+/// Where prompt APIs are served, after the route's prefix.
+const PROMPTS: &str = "/prompts/";
+
+/// A call on one of the route's models: routed, charged to the limits, sent.
+async fn model_call(
+    shared: &Shared,
+    snapshot: &Arc<Snapshot>,
+    admitted: &admission::Admitted<'_>,
+    endpoint: Endpoint,
+    bytes: Bytes,
+    call: &mut Call,
+    notes: &mut Notes,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, call)?;
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
     let cost_ceiling = routed.cost_ceiling_usd(estimate);
     admission::limit(
         shared,
-        &snapshot,
-        &admitted,
+        snapshot,
+        admitted,
         (estimate, cost_ceiling),
         call,
         notes,
     )
     .await?;
-    call::model_call(shared, &snapshot, routed, call).await
+    call::model_call(shared, snapshot, routed, call).await
 }
 
 /// Reads the request body, refusing more than `limit` bytes with 413.

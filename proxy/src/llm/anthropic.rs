@@ -50,10 +50,12 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
             .map(|(role, content)| json!({"role": role, "content": content}))
             .collect(),
     );
+    let instruction = req.json_instruction();
     let system: Vec<&str> = req
         .system
         .iter()
         .map(String::as_str)
+        .chain(instruction.as_deref())
         .filter(|s| !s.is_empty())
         .collect();
     if !system.is_empty() {

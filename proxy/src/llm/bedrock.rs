@@ -110,9 +110,11 @@ pub fn build_request(req: &ChatRequest) -> Result<Value, ApiError> {
             .map(|(role, content)| json!({"role": role, "content": content}))
             .collect(),
     );
+    let instruction = req.json_instruction();
     let system: Vec<Value> = req
         .system
         .iter()
+        .chain(instruction.as_ref())
         .filter(|s| !s.is_empty())
         .map(|s| json!({"text": s}))
         .collect();

@@ -37,6 +37,8 @@ pub struct ChatRequest {
     pub frequency_penalty: Option<f64>,
     /// `response_format` asks for JSON.
     pub json_output: bool,
+    /// The JSON Schema `response_format` gives (`json_schema` type).
+    pub json_schema: Option<Value>,
 }
 
 /// One turn of the conversation.
@@ -238,7 +240,26 @@ impl ChatRequest {
             get("response_format").get("type").and_then(Value::as_str),
             Some("json_object" | "json_schema")
         );
+        req.json_schema = get("response_format")
+            .get("json_schema")
+            .and_then(|j| j.get("schema"))
+            .filter(|s| s.is_object())
+            .cloned();
         Ok(req)
+    }
+
+    /// For providers without OpenAI's structured output: the instruction that asks for JSON (and
+    /// the schema), added to the system text when `response_format` asks for JSON.
+    pub fn json_instruction(&self) -> Option<String> {
+        if !self.json_output {
+            return None;
+        }
+        Some(match &self.json_schema {
+            Some(schema) => format!(
+                "Answer with one JSON value matching this JSON Schema, and nothing else (no prose, no code fence): {schema}"
+            ),
+            None => "Answer with one JSON value and nothing else (no prose, no code fence).".into(),
+        })
     }
 
     /// The name of the function a tool call id refers to (providers that answer by name need it).

@@ -53,10 +53,13 @@ pub fn build_request(req: &ChatRequest) -> Value {
             .map(|(role, parts)| json!({"role": role, "parts": parts}))
             .collect(),
     );
+    // Gemini's own schema dialect is a subset of JSON Schema: a schema goes in as an instruction.
+    let instruction = req.json_schema.as_ref().and(req.json_instruction());
     let system: Vec<&str> = req
         .system
         .iter()
         .map(String::as_str)
+        .chain(instruction.as_deref())
         .filter(|s| !s.is_empty())
         .collect();
     if !system.is_empty() {

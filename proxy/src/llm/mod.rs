@@ -16,6 +16,7 @@ pub mod gemini;
 pub mod json_scan;
 pub mod messages;
 pub mod openai;
+pub mod prompt;
 pub mod scrub;
 pub mod sigv4;
 pub mod sse;

@@ -158,6 +158,12 @@ pub struct AccessLine<'a> {
     pub retries: u32,
     pub error_class: Option<&'a str>,
     pub snapshot_version: Option<u64>,
+    /// `model` (the OpenAI/Anthropic endpoints) or `prompt`.
+    pub api: &'a str,
+    /// The prompt's name, for prompt calls.
+    pub operation: Option<&'a str>,
+    /// The prompt's version, when it has one.
+    pub operation_version: Option<&'a str>,
 }
 
 impl AccessLine<'_> {
@@ -212,6 +218,14 @@ impl AccessLine<'_> {
         match self.snapshot_version {
             Some(v) => json::integer(out, v),
             None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"api\":");
+        json::string(out, self.api);
+        if let Some(operation) = self.operation {
+            out.extend_from_slice(b",\"operation\":");
+            json::string(out, operation);
+            out.extend_from_slice(b",\"operation_version\":");
+            json::opt_string(out, self.operation_version);
         }
         out.extend_from_slice(b"}\n");
     }
@@ -322,6 +336,9 @@ mod tests {
             retries: 1,
             error_class: None,
             snapshot_version: Some(3),
+            api: "model",
+            operation: None,
+            operation_version: None,
         }
     }
 

@@ -50,6 +50,18 @@ async fn the_quickstart_serves_chat_and_embeddings() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(model_ids(&proxy).await, ["fake-chat", "fake-embed"]);
+    // The quickstart's prompt API, compiled from the same YAML.
+    let r = post(
+        &proxy.url("/demo/prompts/summarise"),
+        KEY,
+        &json!({"variables": {"text": "Tollgate publishes prompts.", "words": 5}}),
+    )
+    .await;
+    r.assert_status(200);
+    assert_eq!(r.json()["usage"]["output_tokens"], 12);
+    let r = get(&proxy.url("/demo/openapi.json"), KEY).await;
+    r.assert_status(200);
+    assert!(r.json()["paths"]["/prompts/summarise"]["post"].is_object());
     proxy.stop().await;
 }
 

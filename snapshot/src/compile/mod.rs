@@ -6,8 +6,10 @@
 
 mod conditions;
 mod consumer;
+mod json_schema;
 mod objects;
 mod paths;
+mod prompt;
 mod provider;
 mod route;
 mod secrets;
@@ -15,6 +17,8 @@ mod subscription;
 mod tenancy;
 mod threads;
 mod traffic;
+
+pub use prompt::compile_prompt_spec;
 
 use k8s_openapi::api::core::v1::Secret;
 use subscription::VerdictQueue;

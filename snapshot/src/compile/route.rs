@@ -11,6 +11,7 @@ use super::objects::{
     states_by_id,
 };
 use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
+use super::prompt::{CompiledPrompts, compile_prompts};
 use super::provider::ProviderTable;
 use super::tenancy::{Grants, HOSTNAMES, PATH_PREFIXES, Tenancy};
 use crate::fx::FxHashMap;
@@ -387,9 +388,15 @@ fn build<'a>(
         }
     }
     models.sort_by(|a, b| a.name.cmp(&b.name));
+    let prompts = if spec.stage == Stage::Retired {
+        CompiledPrompts::default()
+    } else {
+        let declared: Vec<&str> = spec.models.iter().map(|m| m.name.as_str()).collect();
+        compile_prompts(&spec.prompts, &declared, |name| names.get(name))
+    };
     let served: Vec<Arc<str>> = models.iter().map(|m| Arc::clone(&m.name)).collect();
 
-    let mut conditions = Vec::with_capacity(3);
+    let mut conditions = Vec::with_capacity(4);
     conditions.push(VerdictCondition::new(
         condition_type::ACCEPTED,
         true,
@@ -485,6 +492,9 @@ fn build<'a>(
         VerdictCondition::new(condition_type::READY, true, "Ready", message)
     });
 
+    if !spec.prompts.is_empty() && spec.stage != Stage::Retired {
+        conditions.push(prompts_condition(&prompts));
+    }
     let verdict = Verdict {
         kind: Kind::AIRoute,
         id: item.reference.clone(),
@@ -507,8 +517,40 @@ fn build<'a>(
         approval: spec.approval,
         budget: super::traffic::budget_of(spec.budget.as_ref()),
         retry_budget: super::traffic::retry_budget_of(spec.retry_budget.as_ref()),
+        description: spec.description.clone(),
+        prompts: prompts.prompts,
     };
     (verdict, route)
+}
+
+/// `PromptsValid`: false while a prompt is left out (each problem listed), true otherwise, with
+/// the warnings.
+fn prompts_condition(prompts: &CompiledPrompts) -> VerdictCondition {
+    let served: Vec<&str> = prompts.prompts.iter().map(|p| p.name.as_str()).collect();
+    let serving = if served.is_empty() {
+        "No prompt API is served".to_string()
+    } else {
+        format!("Serving prompt APIs {}", join_list(&served))
+    };
+    let mut parts = Vec::with_capacity(1 + prompts.errors.len() + prompts.warnings.len());
+    parts.extend(prompts.errors.iter().cloned());
+    parts.push(serving);
+    parts.extend(prompts.warnings.iter().map(|w| format!("Warning: {w}")));
+    if prompts.errors.is_empty() {
+        VerdictCondition::new(
+            condition_type::PROMPTS_VALID,
+            true,
+            "Valid",
+            sentences(&parts),
+        )
+    } else {
+        VerdictCondition::new(
+            condition_type::PROMPTS_VALID,
+            false,
+            "InvalidPrompt",
+            sentences(&parts),
+        )
+    }
 }
 
 fn resolve_backend(

@@ -10,6 +10,7 @@
 mod consumer;
 mod index;
 mod limits;
+mod prompt;
 mod provider;
 mod refs;
 mod route;
@@ -19,6 +20,9 @@ mod table;
 
 pub use consumer::{Consumer, ConsumerKey, KeyDigest};
 pub use limits::{Budget, Limits, Price, budget_usd};
+pub use prompt::{
+    Output, Parameters, Prompt, PromptRole, Segment, TemplateMessage, Variable, VariableType,
+};
 pub use provider::{
     AuthScheme, Credential, FakeBehaviour, HealthPolicy, Provider, ProviderModel, ProviderType,
     Timeouts,

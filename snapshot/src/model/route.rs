@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 pub use tollgate_crds::{Approval, Stage};
 
 use super::limits::{Budget, Limits, Price};
+use super::prompt::Prompt;
 use super::refs::{ObjectRef, ProviderIdx};
 use super::shared_str;
 
@@ -79,4 +80,10 @@ pub struct Route {
     /// Retries and fallbacks allowed on top of the calls.
     #[serde(default)]
     pub retry_budget: RetryBudget,
+    /// What the route is for (its `spec.description`), for its OpenAPI document.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Prompt APIs that compiled, sorted by name.
+    #[serde(default)]
+    pub prompts: Vec<Prompt>,
 }

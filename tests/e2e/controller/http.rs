@@ -44,6 +44,22 @@ impl Http {
         self.send(request).await
     }
 
+    /// A JSON `POST` to `path` on a proxy, with `key`.
+    pub async fn post(
+        &self,
+        port: u16,
+        path: &str,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, String), String> {
+        let request = Request::post(format!("http://127.0.0.1:{port}{path}"))
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| e.to_string())?;
+        self.send(request).await
+    }
+
     /// `POST <prefix>/v1/chat/completions` on a proxy.
     pub async fn chat(
         &self,

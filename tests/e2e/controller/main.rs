@@ -23,6 +23,49 @@ use fixtures::{
 };
 use support::{LEASE, OTHER_SA, PROXY_SA, Setup};
 
+/// A route with one good prompt and four that only the compiler can find fault with.
+const PROMPT_PROBLEMS: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata:
+  name: prompts
+spec:
+  prefix: /prompts-demo
+  approval: Automatic
+  models:
+    - name: fake-chat
+      backends: [{provider: fake}]
+  prompts:
+    - name: ok
+      model: fake-chat
+      messages: [{role: user, content: "Echo {{text}}"}]
+      variables: [{name: text}, {name: spare, required: false}]
+    - name: typo
+      model: fake-chat
+      messages: [{role: user, content: "Echo {{txt}}"}]
+      variables: [{name: text}]
+    - name: elsewhere
+      model: gpt-9
+      messages: [{role: user, content: "Hi"}]
+    - name: bad-schema
+      model: fake-chat
+      messages: [{role: user, content: "Hi"}]
+      output: {type: JSONSchema, schema: {type: objekt}}
+    - name: bad-default
+      model: fake-chat
+      messages: [{role: user, content: "{{count}}"}]
+      variables: [{name: count, type: integer, default: many}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ApiSubscription
+metadata:
+  name: demo-app-prompts
+spec:
+  consumer: demo-app
+  route:
+    name: prompts
+"#;
+
 /// One test at a time: they start several processes and some measure latency.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
@@ -48,6 +91,74 @@ async fn quickstart_is_served_by_both_proxies_and_status_is_right() {
 
     let route = wait_condition(&setup, "airoute/demo", "Ready", "True").await;
     assert_eq!(condition(&route, "Accepted").unwrap()["status"], "True");
+    let prompts = condition(&route, "PromptsValid").expect("PromptsValid");
+    assert_eq!(prompts["status"], "True", "{prompts}");
+    assert!(
+        prompts["message"]
+            .as_str()
+            .unwrap()
+            .contains("Serving prompt APIs summarise")
+    );
+    // The quickstart's prompt API, compiled by the controller, through both proxies.
+    for proxy in [&a, &b] {
+        let (status, body) = proxy
+            .post(
+                "/demo/prompts/summarise",
+                "tg-quickstart-demo-key",
+                &json!({"variables": {"text": "Tollgate publishes prompts as APIs."}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["object"], "prompt.result", "{v}");
+        assert!(v["output"].as_str().is_some_and(|o| !o.is_empty()), "{v}");
+    }
+
+    // Prompt problems only the compiler sees are reported in PromptsValid; the good prompt is
+    // served, the bad ones are not, and the route's other traffic is not affected.
+    setup.apply(PROMPT_PROBLEMS);
+    let bad = wait_condition(&setup, "airoute/prompts", "PromptsValid", "False").await;
+    let message = condition(&bad, "PromptsValid").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    println!("PromptsValid of a route with bad prompts: {message}");
+    for expected in [
+        "Prompt typo is not served: messages[0] uses {{txt}}, which names no variable",
+        "Prompt elsewhere is not served: its model gpt-9 is not one of the route's spec.models",
+        "Prompt bad-schema is not served: output.schema is not a valid JSON Schema",
+        "Prompt bad-default is not served: variable count: its default \"many\" is not a value of type integer.",
+        "Serving prompt APIs ok",
+        "Warning: prompt ok: variable spare is used by no placeholder",
+    ] {
+        assert!(message.contains(expected), "{expected:?} not in {message}");
+    }
+    assert_eq!(condition(&bad, "Ready").unwrap()["status"], "True");
+    let call = |name: &'static str| {
+        let a = &a;
+        async move {
+            a.post(
+                &format!("/prompts-demo/prompts/{name}"),
+                "tg-quickstart-demo-key",
+                &json!({"variables": {"text": "hi"}}),
+            )
+            .await
+        }
+    };
+    eventually(
+        "the good prompt is served",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = call("ok").await;
+            (status == 200)
+                .then_some(())
+                .ok_or(format!("{status} {body}"))
+        },
+    )
+    .await;
+    let (status, body) = call("typo").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("prompt_not_found"), "{body}");
     assert_eq!(route["status"]["endpoint"], "/demo/v1");
     wait_condition(&setup, "modelprovider/fake", "Ready", "True").await;
     let consumer = wait_condition(&setup, "consumer/demo-app", "Ready", "True").await;

@@ -266,6 +266,14 @@ impl Proxy {
         }
     }
 
+    /// A JSON `POST` to `path` with `key`: status and body.
+    pub async fn post(&self, path: &str, key: &str, body: &serde_json::Value) -> (u16, String) {
+        http::Http::new()
+            .post(self.port, path, key, body)
+            .await
+            .unwrap_or((0, "connection failed".into()))
+    }
+
     /// A chat completion on `prefix` with `key`: status and body.
     pub async fn chat(&self, prefix: &str, key: &str, model: &str) -> (u16, String) {
         http::chat(self.port, prefix, key, model)

@@ -1,0 +1,400 @@
+//! `GET <prefix>/openapi.json`: the route's OpenAPI 3.1 document, built from the snapshot — the
+//! OpenAI- and Anthropic-compatible operations (the `model` enum lists the route's models), each
+//! prompt API (request schema from its variables, response schema from its output), bearer or
+//! `x-api-key` security, and the route's description, stage and sunset.
+
+use http::Response;
+use serde_json::{Map, Value, json};
+use tollgate_snapshot::{Output, Prompt, Route, RouteIdx, Snapshot, Stage, VariableType};
+
+use super::answer::json_value;
+use crate::call::ResponseBody;
+use crate::clock;
+
+/// The document of route `route`, as an answer.
+pub fn serve(snapshot: &Snapshot, route: RouteIdx) -> Response<ResponseBody> {
+    json_value(&document(&snapshot.content.routes[route as usize]))
+}
+
+/// The document of `route`.
+pub fn document(route: &Route) -> Value {
+    let models: Vec<&str> = route.models.iter().map(|m| &*m.name).collect();
+    let deprecated = route.stage == Stage::Deprecated;
+    let mut paths = Map::new();
+    paths.insert(
+        "/v1/chat/completions".into(),
+        json!({"post": operation(
+            "createChatCompletion",
+            "Chat completions (OpenAI-compatible)",
+            "chat",
+            json!({"$ref": "#/components/schemas/ChatCompletionRequest"}),
+            json!({"$ref": "#/components/schemas/ChatCompletion"}),
+            true,
+            deprecated,
+        )}),
+    );
+    paths.insert(
+        "/v1/embeddings".into(),
+        json!({"post": operation(
+            "createEmbedding",
+            "Embeddings (OpenAI-compatible)",
+            "embeddings",
+            json!({"$ref": "#/components/schemas/EmbeddingRequest"}),
+            json!({"$ref": "#/components/schemas/EmbeddingList"}),
+            false,
+            deprecated,
+        )}),
+    );
+    paths.insert(
+        "/v1/messages".into(),
+        json!({"post": operation(
+            "createMessage",
+            "Messages (Anthropic-compatible; errors in Anthropic's shape)",
+            "messages",
+            json!({"$ref": "#/components/schemas/MessageRequest"}),
+            json!({"$ref": "#/components/schemas/Message"}),
+            true,
+            deprecated,
+        )}),
+    );
+    paths.insert(
+        "/v1/models".into(),
+        json!({"get": {
+            "operationId": "listModels",
+            "summary": "The models this API serves",
+            "tags": ["models"],
+            "deprecated": deprecated,
+            "responses": {
+                "200": {"description": "The models.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ModelList"}}}},
+                "401": {"$ref": "#/components/responses/Error"},
+            },
+        }}),
+    );
+    paths.insert(
+        "/v1/models/{model}".into(),
+        json!({"get": {
+            "operationId": "retrieveModel",
+            "summary": "One model this API serves",
+            "tags": ["models"],
+            "deprecated": deprecated,
+            "parameters": [{"name": "model", "in": "path", "required": true, "schema": {"$ref": "#/components/schemas/ModelName"}}],
+            "responses": {
+                "200": {"description": "The model.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Model"}}}},
+                "401": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"},
+            },
+        }}),
+    );
+    let mut schemas = base_schemas(&models);
+    for p in &route.prompts {
+        let request = format!("Prompt.{}.Request", p.name);
+        let result = format!("Prompt.{}.Result", p.name);
+        schemas.insert(request.clone(), prompt_request(p));
+        schemas.insert(result.clone(), prompt_result(p));
+        let mut op = operation(
+            &format!("prompt_{}", p.name.replace('-', "_")),
+            p.description.as_deref().unwrap_or("A prompt API"),
+            "prompts",
+            json!({"$ref": format!("#/components/schemas/{request}")}),
+            json!({"$ref": format!("#/components/schemas/{result}")}),
+            true,
+            deprecated,
+        );
+        op["description"] = Value::String(format!(
+            "Prompt {}{} on model {}. With `stream: true` the answer is server-sent events: \
+             `delta` events `{{\"text\"}}`, then one `done` event `{{\"id\", \"model\", \
+             \"finish_reason\", \"usage\"{}}}`, or an `error` event `{{\"error\": {{…}}}}`.",
+            p.name,
+            p.version
+                .as_deref()
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default(),
+            p.model,
+            if p.output.is_json() {
+                ", \"output\""
+            } else {
+                ""
+            },
+        ));
+        if let Some(v) = &p.version {
+            op["x-tollgate-prompt-version"] = Value::String(v.clone());
+        }
+        paths.insert(format!("/prompts/{}", p.name), json!({ "post": op }));
+    }
+
+    let mut info = json!({
+        "title": format!("{} ({})", route.id.name, route.id.namespace),
+        "version": "v1",
+        "description": description(route),
+        "x-tollgate-stage": stage_name(route.stage),
+    });
+    if let Some(s) = route.sunset_unix {
+        info["x-tollgate-sunset"] = Value::String(clock::Rfc3339Ms(s * 1000).to_string());
+    }
+    let server = if route.prefix.is_empty() {
+        "/".to_string()
+    } else {
+        route.prefix.clone()
+    };
+    json!({
+        "openapi": "3.1.0",
+        "info": info,
+        "servers": [{"url": server}],
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "tags": [
+            {"name": "chat"}, {"name": "embeddings"}, {"name": "messages"},
+            {"name": "models"}, {"name": "prompts"},
+        ],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Your team's Tollgate key."},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "Your team's Tollgate key."},
+            },
+            "responses": {
+                "Error": {
+                    "description": "An error, in OpenAI's shape (Anthropic's on /v1/messages).",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+            },
+            "schemas": schemas,
+        },
+    })
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Draft => "Draft",
+        Stage::Published => "Published",
+        Stage::Deprecated => "Deprecated",
+        Stage::Retired => "Retired",
+    }
+}
+
+fn description(route: &Route) -> String {
+    let mut text = route.description.clone().unwrap_or_default();
+    let stage = match (route.stage, route.sunset_unix) {
+        (Stage::Deprecated, Some(s)) => format!(
+            "This API is Deprecated and will be retired after {}.",
+            clock::Rfc3339Ms(s * 1000)
+        ),
+        (Stage::Draft, _) => "This API is a Draft: only its own team can call it.".into(),
+        _ => String::new(),
+    };
+    if !stage.is_empty() {
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&stage);
+    }
+    text
+}
+
+/// A POST operation with a JSON request, a JSON answer (and an SSE stream if `streams`), and the
+/// error answers every operation may give.
+fn operation(
+    id: &str,
+    summary: &str,
+    tag: &str,
+    request: Value,
+    answer: Value,
+    streams: bool,
+    deprecated: bool,
+) -> Value {
+    let mut content = json!({"application/json": {"schema": answer}});
+    if streams {
+        content["text/event-stream"] = json!({
+            "schema": {"type": "string", "description": "Server-sent events, with `\"stream\": true`."},
+        });
+    }
+    let mut responses = json!({"200": {"description": "The answer.", "content": content}});
+    for status in [
+        "400", "401", "403", "404", "413", "429", "502", "503", "504",
+    ] {
+        responses[status] = json!({"$ref": "#/components/responses/Error"});
+    }
+    json!({
+        "operationId": id,
+        "summary": summary,
+        "tags": [tag],
+        "deprecated": deprecated,
+        "requestBody": {"required": true, "content": {"application/json": {"schema": request}}},
+        "responses": responses,
+    })
+}
+
+fn prompt_request(p: &Prompt) -> Value {
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for v in &p.variables {
+        let mut schema = match v.kind {
+            VariableType::String => json!({"type": "string"}),
+            VariableType::Integer => json!({"type": "integer"}),
+            VariableType::Number => json!({"type": "number"}),
+            VariableType::Boolean => json!({"type": "boolean"}),
+            VariableType::Enum => json!({"type": "string", "enum": v.values}),
+        };
+        if let Some(max) = v.max_length {
+            schema["maxLength"] = max.into();
+        }
+        if let Some(d) = &v.description {
+            schema["description"] = Value::String(d.clone());
+        }
+        if let Some(d) = &v.default {
+            schema["default"] = d.clone();
+        }
+        if v.required {
+            required.push(v.name.clone());
+        }
+        properties.insert(v.name.clone(), schema);
+    }
+    let mut variables = json!({
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": false,
+    });
+    if !required.is_empty() {
+        variables["required"] = json!(required);
+    }
+    let mut members = json!({
+        "variables": variables,
+        "stream": {"type": "boolean", "default": false},
+    });
+    if p.allow_messages {
+        members["messages"] = json!({
+            "type": "array",
+            "description": "Chat turns appended after the template.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "role": {"type": "string", "enum": ["user", "assistant"]},
+                    "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+                },
+                "required": ["role", "content"],
+            },
+        });
+    }
+    let mut schema = json!({
+        "type": "object",
+        "properties": members,
+        "additionalProperties": false,
+    });
+    if !required.is_empty() {
+        schema["required"] = json!(["variables"]);
+    }
+    schema
+}
+
+fn prompt_result(p: &Prompt) -> Value {
+    let output = match &p.output {
+        Output::Text => json!({"type": "string"}),
+        Output::Json => json!({"description": "The answer, parsed as JSON."}),
+        Output::JsonSchema(schema) => schema.clone(),
+    };
+    json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "prompt.result"},
+            "model": {"type": "string", "description": "The model that answered."},
+            "output": output,
+            "finish_reason": {"type": "string", "enum": ["stop", "length", "tool_calls", "content_filter"]},
+            "usage": {"$ref": "#/components/schemas/PromptUsage"},
+        },
+        "required": ["id", "object", "model", "output", "finish_reason", "usage"],
+    })
+}
+
+fn base_schemas(models: &[&str]) -> Map<String, Value> {
+    let schemas = json!({
+        "ModelName": {"type": "string", "enum": models},
+        "ChatCompletionRequest": {
+            "type": "object",
+            "properties": {
+                "model": {"$ref": "#/components/schemas/ModelName"},
+                "messages": {"type": "array", "items": {"type": "object", "properties": {
+                    "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+                    "content": {},
+                }, "required": ["role"]}},
+                "stream": {"type": "boolean"},
+                "max_tokens": {"type": "integer"},
+                "max_completion_tokens": {"type": "integer"},
+                "temperature": {"type": "number"},
+                "top_p": {"type": "number"},
+                "tools": {"type": "array", "items": {"type": "object"}},
+                "response_format": {"type": "object"},
+            },
+            "required": ["model", "messages"],
+        },
+        "ChatCompletion": {"type": "object", "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion"},
+            "model": {"type": "string"},
+            "choices": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": "object"},
+        }},
+        "EmbeddingRequest": {
+            "type": "object",
+            "properties": {
+                "model": {"$ref": "#/components/schemas/ModelName"},
+                "input": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+                "dimensions": {"type": "integer"},
+                "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+            },
+            "required": ["model", "input"],
+        },
+        "EmbeddingList": {"type": "object", "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": {"type": "object"}},
+            "model": {"type": "string"},
+            "usage": {"type": "object"},
+        }},
+        "MessageRequest": {
+            "type": "object",
+            "properties": {
+                "model": {"$ref": "#/components/schemas/ModelName"},
+                "max_tokens": {"type": "integer"},
+                "system": {},
+                "messages": {"type": "array", "items": {"type": "object"}},
+                "stream": {"type": "boolean"},
+            },
+            "required": ["model", "max_tokens", "messages"],
+        },
+        "Message": {"type": "object", "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "message"},
+            "role": {"const": "assistant"},
+            "content": {"type": "array", "items": {"type": "object"}},
+            "model": {"type": "string"},
+            "stop_reason": {"type": ["string", "null"]},
+            "usage": {"type": "object"},
+        }},
+        "Model": {"type": "object", "properties": {
+            "id": {"$ref": "#/components/schemas/ModelName"},
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+        }, "required": ["id", "object"]},
+        "ModelList": {"type": "object", "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
+        }},
+        "PromptUsage": {"type": "object", "properties": {
+            "input_tokens": {"type": "integer"},
+            "output_tokens": {"type": "integer"},
+            "total_tokens": {"type": "integer"},
+        }},
+        "Error": {"type": "object", "properties": {
+            "error": {"type": "object", "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            }, "required": ["message", "type"]},
+        }, "required": ["error"]},
+    });
+    match schemas {
+        Value::Object(map) => map,
+        _ => unreachable!("a JSON object literal"),
+    }
+}
