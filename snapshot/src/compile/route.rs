@@ -13,7 +13,7 @@ use super::objects::{
 use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
 use super::provider::ProviderTable;
 use crate::fx::FxHashMap;
-use crate::model::{Backend, Route, RouteIdx, RouteModel};
+use crate::model::{Backend, CachePolicy, Route, RouteIdx, RouteModel};
 use crate::verdict::{Detail, Kind, RouteDetail, Verdict, VerdictCondition};
 
 /// What subscriptions need to know about a route object; the rest they read from the table.
@@ -33,6 +33,7 @@ pub(crate) struct RouteTable<'a> {
 struct Valid {
     prefix: String,
     hostnames: Vec<String>,
+    cache: Option<CachePolicy>,
 }
 
 /// Compiles routes, which arrive sorted by namespace/name.
@@ -158,8 +159,15 @@ fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
         problems
             .push("set spec.sunset: a Deprecated route needs the date it will be retired".into());
     }
+    let cache = super::cache::cache_policy_of(spec.cache.as_ref())
+        .map_err(|e| problems.push(e))
+        .unwrap_or_default();
     if problems.is_empty() {
-        Ok(Valid { prefix, hostnames })
+        Ok(Valid {
+            prefix,
+            hostnames,
+            cache,
+        })
     } else {
         Err(problems)
     }
@@ -427,6 +435,7 @@ fn build<'a>(
         approval: spec.approval,
         budget: super::traffic::budget_of(spec.budget.as_ref()),
         retry_budget: super::traffic::retry_budget_of(spec.retry_budget.as_ref()),
+        cache: valid.cache.clone(),
     };
     (verdict, route)
 }
