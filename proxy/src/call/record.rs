@@ -68,6 +68,8 @@ pub struct Call {
     /// The HTTP/1.1 connection carrying the current attempt's answer, given back to its pool when
     /// the call ends (or the next attempt starts).
     pub upstream: Option<crate::upstream::Checkin>,
+    /// What the response cache did: `hit`, `miss` or `bypass`; `None` where the route has no cache.
+    pub cache: Option<&'static str>,
 }
 
 impl Call {
@@ -110,6 +112,7 @@ impl Call {
             grant: None,
             key: None,
             upstream: None,
+            cache: None,
         }
     }
 
@@ -210,6 +213,7 @@ impl Call {
             retries: self.retries,
             error_class: self.error_class,
             snapshot_version: snapshot.map(|s| s.version),
+            cache: self.cache,
         };
         self.recorder.write_line(&line);
     }

@@ -110,7 +110,7 @@ async fn serve(
     let routed = call::route_call(&snapshot, route, endpoint, &bytes, call)?;
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
     admission::limit(shared, &snapshot, &admitted, estimate, call, notes).await?;
-    call::model_call(shared, &snapshot, routed, call).await
+    call::cached_call(shared, &snapshot, routed, &parts.headers, call).await
 }
 
 /// Reads the request body, refusing more than `limit` bytes with 413.

@@ -158,6 +158,7 @@ pub struct AccessLine<'a> {
     pub retries: u32,
     pub error_class: Option<&'a str>,
     pub snapshot_version: Option<u64>,
+    pub cache: Option<&'a str>,
 }
 
 impl AccessLine<'_> {
@@ -208,6 +209,10 @@ impl AccessLine<'_> {
         json::integer(out, self.retries);
         out.extend_from_slice(b",\"error_class\":");
         json::opt_string(out, self.error_class);
+        if let Some(cache) = self.cache {
+            out.extend_from_slice(b",\"cache\":");
+            json::string(out, cache);
+        }
         out.extend_from_slice(b",\"snapshot_version\":");
         match self.snapshot_version {
             Some(v) => json::integer(out, v),
@@ -322,6 +327,7 @@ mod tests {
             retries: 1,
             error_class: None,
             snapshot_version: Some(3),
+            cache: None,
         }
     }
 
