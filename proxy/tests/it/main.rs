@@ -13,6 +13,8 @@
 //! - `translation`: OpenAI-format callers served by providers with other APIs, one module a
 //!   provider, and how promptly translated streams flow.
 //! - `messages_api`: Anthropic-format callers, passed through or translated to every provider type.
+//! - `cache`: the response cache: hits, scopes, `Cache-Control`, stream replay, expiry, and entries
+//!   shared through a real Redis by two proxies (`cache::redis`).
 //! - `hot_swap`: snapshot swaps under load.
 //! - `standalone`: configuration read from YAML files and watched.
 //! - `sdk`: the official Python SDKs as clients.
@@ -25,6 +27,7 @@ mod support;
 
 mod admission;
 mod backends;
+mod cache;
 mod hot_swap;
 mod layers;
 mod limits;
