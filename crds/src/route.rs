@@ -91,6 +91,67 @@ pub struct AIRouteSpec {
     #[schemars(length(max = 32))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub prompts: Vec<PromptApi>,
+    /// Response caching for the route's model calls. Absent: nothing is cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSettings>,
+}
+
+/// Response caching: an identical request (see the README for what makes two requests the same)
+/// is answered from a stored answer without calling a provider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.ttl) || (duration(self.ttl) > duration('0s') && duration(self.ttl) <= duration('720h'))")
+    .message("cache.ttl must be above 0 and at most 720h (30 days)"))]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSettings {
+    /// How requests are matched to stored answers. Default Exact.
+    #[serde(default)]
+    pub mode: CacheMode,
+    /// How long an answer is kept, e.g. `10m` or `24h`. Default `1h`, at most `720h` (30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]{1,6}(ms|s|m|h))+$"))]
+    pub ttl: Option<String>,
+    /// Who shares stored answers. Default Consumer: entries are never shared between consumers.
+    #[serde(default)]
+    pub scope: CacheScope,
+    /// Largest answer stored, in bytes; larger answers are passed on and not kept. Default 1 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 67108864))]
+    pub max_entry_bytes: Option<u32>,
+    /// Which endpoints are cached. Default all three.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub endpoints: Vec<CacheEndpoint>,
+}
+
+/// How requests are matched to stored answers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum CacheMode {
+    /// The same normalised request (member order aside, fields that do not change the answer left out).
+    #[default]
+    Exact,
+}
+
+/// Who shares stored answers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum CacheScope {
+    /// Each consumer has its own entries: one consumer's answer never reaches another.
+    #[default]
+    Consumer,
+    /// Every subscriber of the route shares the entries.
+    Route,
+}
+
+/// An endpoint whose answers may be cached.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum CacheEndpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/embeddings`.
+    Embeddings,
+    /// `/v1/messages`.
+    Messages,
 }
 
 /// Retries allowed on top of the calls: a share of them, plus a floor per second.

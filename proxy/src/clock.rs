@@ -1,6 +1,49 @@
 //! Wall-clock helpers: Unix time and the two date formats the proxy writes (HTTP-date, RFC 3339).
 
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A clock for state that ages (cache entries): the system's, or one that a test sets and moves.
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<AtomicI64>>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(None)
+    }
+
+    /// A clock that shows `unix_ms` until [`Clock::advance`] moves it.
+    pub fn manual(unix_ms: i64) -> Self {
+        Self(Some(Arc::new(AtomicI64::new(unix_ms))))
+    }
+
+    /// Moves a manual clock forward (the system clock ignores it).
+    pub fn advance(&self, ms: i64) {
+        if let Some(at) = &self.0 {
+            at.fetch_add(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_unix_ms(&self) -> i64 {
+        match &self.0 {
+            None => now_unix_ms(),
+            Some(at) => at.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            None => f.write_str("Clock::system"),
+            Some(at) => write!(f, "Clock::manual({})", at.load(Ordering::Relaxed)),
+        }
+    }
+}
 
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> i64 {

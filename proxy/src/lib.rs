@@ -25,7 +25,8 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use call::RequestLimits;
+pub use call::{CacheConfig, RequestLimits};
+pub use clock::Clock;
 pub use control::SnapshotStore;
 pub use limits::LimitsConfig;
 /// AWS Signature Version 4, for tests that check what Bedrock receives.
@@ -52,6 +53,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// How rate limits and budgets are counted (Redis, replica shares).
     pub traffic: limits::LimitsConfig,
+    /// The response cache's local budget and clock (it shares the limits' Redis).
+    pub cache: CacheConfig,
 }
 
 impl Default for ProxyConfig {
@@ -71,6 +74,7 @@ impl Default for ProxyConfig {
                 redis_timeout: Duration::from_millis(100),
                 replicas: None,
             },
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -86,7 +90,13 @@ impl Proxy {
     pub fn new(config: ProxyConfig, access_log: AccessLog) -> Self {
         let recorder = Arc::new(Recorder::new(access_log));
         let limiter = Arc::new(limits::Limiter::new(&config.traffic, recorder.clone()));
+        let cache = Arc::new(call::ResponseCache::new(
+            &config.cache,
+            limiter.redis_link(),
+            recorder.clone(),
+        ));
         let shared = Arc::new(Shared {
+            cache,
             store: Arc::new(SnapshotStore::new()),
             recorder,
             limits: config.limits,

@@ -333,6 +333,40 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
             ),
             "spec.credentials.cooldown: Invalid value",
         ),
+        (
+            "cache kept longer than 30 days",
+            route(&format!("  prefix: /x\n{models}  cache: {{ttl: 721h}}\n")),
+            "cache.ttl must be above 0 and at most 720h (30 days)",
+        ),
+        (
+            "cache kept for no time",
+            route(&format!("  prefix: /x\n{models}  cache: {{ttl: 0s}}\n")),
+            "cache.ttl must be above 0 and at most 720h (30 days)",
+        ),
+        (
+            "cache ttl that is not a duration",
+            route(&format!("  prefix: /x\n{models}  cache: {{ttl: 1d}}\n")),
+            "spec.cache.ttl: Invalid value",
+        ),
+        (
+            "unknown cache scope",
+            route(&format!("  prefix: /x\n{models}  cache: {{scope: Team}}\n")),
+            "spec.cache.scope: Unsupported value: \"Team\"",
+        ),
+        (
+            "unknown cached endpoint",
+            route(&format!(
+                "  prefix: /x\n{models}  cache: {{endpoints: [Images]}}\n"
+            )),
+            "Unsupported value: \"Images\"",
+        ),
+        (
+            "cache entries of 0 bytes",
+            route(&format!(
+                "  prefix: /x\n{models}  cache: {{maxEntryBytes: 0}}\n"
+            )),
+            "spec.cache.maxEntryBytes: Invalid value",
+        ),
     ]
 }
 

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::cache::tee::Tee;
 use super::fake::FakeStream;
 use super::record::Call;
 use super::relay::Relay;
@@ -22,6 +23,8 @@ enum Kind {
 pub struct ResponseBody {
     kind: Kind,
     call: Option<Box<Call>>,
+    /// A copy for the response cache, stored when the body ends whole.
+    tee: Option<Box<Tee>>,
 }
 
 impl ResponseBody {
@@ -30,6 +33,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
             call: None,
+            tee: None,
         }
     }
 
@@ -38,6 +42,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Relay(Box::new(relay)),
             call: None,
+            tee: None,
         }
     }
 
@@ -46,7 +51,13 @@ impl ResponseBody {
         Self {
             kind: Kind::Fake(Box::new(stream)),
             call: None,
+            tee: None,
         }
+    }
+
+    /// Copies what the body sends into the response cache.
+    pub(super) fn copy_into(&mut self, tee: Tee) {
+        self.tee = Some(Box::new(tee));
     }
 
     /// Hands the call record to the body: it is written when the body ends or is dropped.
@@ -68,6 +79,30 @@ impl Drop for ResponseBody {
 }
 
 impl ResponseBody {
+    /// Feeds the cache's copy: every data frame, then the end (an error drops the copy).
+    fn copy(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
+        match polled {
+            Poll::Pending => {}
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(tee), Some(data)) = (self.tee.as_deref_mut(), frame.data_ref()) {
+                    tee.push(data);
+                }
+                // The server stops polling a body that says it has ended: this was its last frame.
+                if self.kind_is_end()
+                    && let Some(tee) = self.tee.take()
+                {
+                    tee.finish(self.call.as_deref());
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.tee = None,
+            Poll::Ready(None) => {
+                if let Some(tee) = self.tee.take() {
+                    tee.finish(self.call.as_deref());
+                }
+            }
+        }
+    }
+
     fn kind_is_end(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
@@ -87,11 +122,15 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let call = this.call.as_deref_mut();
-        match &mut this.kind {
+        let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Relay(relay) => relay.poll_frame(cx, call),
             Kind::Fake(fake) => fake.poll_frame(cx, call),
+        };
+        if this.tee.is_some() {
+            this.copy(&polled);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,12 +1,13 @@
 //! From a model name to an answer: what the client asked for, the plan of backends, one attempt for
 //! every wire (the request in the provider's format, the answer relayed or translated back), the
 //! Fake provider, the relay, the response body and the call record, with a typed cause for every
-//! failed attempt. The response cache and guardrails on the way out belong here too.
+//! failed attempt; the response cache in front of the plan. Guardrails on the way out belong here too.
 
 mod answer;
 mod ask;
 mod attempt;
 mod body;
+mod cache;
 mod failure;
 pub mod fake;
 mod model_call;
@@ -18,6 +19,7 @@ mod shared;
 pub use answer::json;
 pub use ask::{Endpoint, REQUEST_ID};
 pub use body::ResponseBody;
-pub use model_call::{model_call, route_call};
+pub use cache::{CacheConfig, ResponseCache, cached_call};
+pub use model_call::route_call;
 pub use record::Call;
 pub use shared::{RequestLimits, Shared};

@@ -18,9 +18,9 @@ use crate::upstream::health::Outcome;
 
 /// A call that names a model its route serves: read, found, not yet sent anywhere.
 pub struct RoutedCall<'a> {
-    ask: Ask<'a>,
-    route: RouteIdx,
-    model: &'a RouteModel,
+    pub(super) ask: Ask<'a>,
+    pub(super) route: RouteIdx,
+    pub(super) model: &'a RouteModel,
 }
 
 impl RoutedCall<'_> {

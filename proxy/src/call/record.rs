@@ -70,6 +70,8 @@ pub struct Call {
     /// The HTTP/1.1 connection carrying the current attempt's answer, given back to its pool when
     /// the call ends (or the next attempt starts).
     pub upstream: Option<crate::upstream::Checkin>,
+    /// What the response cache did: `hit`, `miss` or `bypass`; `None` where the route has no cache.
+    pub cache: Option<&'static str>,
 }
 
 impl Call {
@@ -113,6 +115,7 @@ impl Call {
             grant: None,
             key: None,
             upstream: None,
+            cache: None,
         }
     }
 
@@ -219,6 +222,7 @@ impl Call {
             api: if prompt.is_some() { "prompt" } else { "model" },
             operation: prompt.map(|p| p.name.as_str()),
             operation_version: prompt.and_then(|p| p.version.as_deref()),
+            cache: self.cache,
         };
         self.recorder.write_line(&line);
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::cache::store::ResponseCache;
 use crate::control::SnapshotStore;
 use crate::limits::Limiter;
 use crate::telemetry::Recorder;
@@ -37,4 +38,6 @@ pub struct Shared {
     pub health: Health,
     /// Retry budgets of routes.
     pub retries: RetryBudgets,
+    /// Stored answers of routes with a cache.
+    pub cache: Arc<ResponseCache>,
 }

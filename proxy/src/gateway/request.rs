@@ -110,16 +110,12 @@ async fn serve(
             let endpoint = Endpoint::Prompt {
                 json_output: prompt.output.is_json(),
             };
-            return model_call(
-                shared,
-                &snapshot,
-                &admitted,
+            let asked = Asked {
                 endpoint,
-                rendered.into(),
-                call,
-                notes,
-            )
-            .await;
+                body: rendered.into(),
+                headers: &parts.headers,
+            };
+            return model_call(shared, &snapshot, &admitted, asked, call, notes).await;
         }
         (&Method::GET, "/v1/models") => return Ok(models::list(&snapshot, route)),
         (&Method::GET, OPENAPI_PATH) => return Ok(openapi::serve(&snapshot, route)),
@@ -129,22 +125,38 @@ async fn serve(
         _ => return Err(ApiError::unknown_url(&parts.method, path)),
     };
     let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
-    model_call(shared, &snapshot, &admitted, endpoint, bytes, call, notes).await
+    let asked = Asked {
+        endpoint,
+        body: bytes,
+        headers: &parts.headers,
+    };
+    model_call(shared, &snapshot, &admitted, asked, call, notes).await
 }
 
 /// Where prompt APIs are served, after the route's prefix.
 const PROMPTS: &str = "/prompts/";
+
+/// What a model call asks: the endpoint, the body for it, and the request's headers (for the cache).
+struct Asked<'a> {
+    endpoint: Endpoint,
+    body: Bytes,
+    headers: &'a HeaderMap,
+}
 
 /// A call on one of the route's models: routed, charged to the limits, sent.
 async fn model_call(
     shared: &Shared,
     snapshot: &Arc<Snapshot>,
     admitted: &admission::Admitted<'_>,
-    endpoint: Endpoint,
-    bytes: Bytes,
+    asked: Asked<'_>,
     call: &mut Call,
     notes: &mut Notes,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let Asked {
+        endpoint,
+        body: bytes,
+        headers,
+    } = asked;
     let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, call)?;
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
     let cost_ceiling = routed.cost_ceiling_usd(estimate);
@@ -157,7 +169,7 @@ async fn model_call(
         notes,
     )
     .await?;
-    call::model_call(shared, snapshot, routed, call).await
+    call::cached_call(shared, snapshot, routed, headers, call).await
 }
 
 /// Reads the request body, refusing more than `limit` bytes with 413.

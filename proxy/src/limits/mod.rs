@@ -184,6 +184,11 @@ impl Limiter {
         }
     }
 
+    /// The Redis connection keeper, when Redis is configured: the response cache shares it.
+    pub fn redis_link(&self) -> Option<Arc<RedisCounters>> {
+        self.redis.clone()
+    }
+
     /// Starts the Redis connection keeper (no-op without Redis).
     pub fn start(&self) {
         if let Some(redis) = &self.redis {

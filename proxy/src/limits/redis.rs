@@ -243,6 +243,18 @@ impl RedisCounters {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// The connection while Redis is up, for other users of the same Redis (the response cache).
+    pub fn connection(&self) -> Option<MultiplexedConnection> {
+        self.conn
+            .load_full()
+            .map(|c| MultiplexedConnection::clone(&c))
+    }
+
+    /// Longest wait for one command on the request path.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Marks the connection broken; returns whether it was up until now (a fallback event).
     pub fn mark_down(&self) -> bool {
         self.conn.store(None);

@@ -164,6 +164,7 @@ pub struct AccessLine<'a> {
     pub operation: Option<&'a str>,
     /// The prompt's version, when it has one.
     pub operation_version: Option<&'a str>,
+    pub cache: Option<&'a str>,
 }
 
 impl AccessLine<'_> {
@@ -214,6 +215,10 @@ impl AccessLine<'_> {
         json::integer(out, self.retries);
         out.extend_from_slice(b",\"error_class\":");
         json::opt_string(out, self.error_class);
+        if let Some(cache) = self.cache {
+            out.extend_from_slice(b",\"cache\":");
+            json::string(out, cache);
+        }
         out.extend_from_slice(b",\"snapshot_version\":");
         match self.snapshot_version {
             Some(v) => json::integer(out, v),
@@ -339,6 +344,7 @@ mod tests {
             api: "model",
             operation: None,
             operation_version: None,
+            cache: None,
         }
     }
 

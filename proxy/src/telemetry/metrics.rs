@@ -119,6 +119,76 @@ impl TrafficMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+/// Metrics of the response cache.
+struct CacheMetrics {
+    lookups: Family<ResultLabel, Counter>,
+    store_errors: Family<OpLabel, Counter>,
+    evictions: Counter,
+    bytes: Gauge,
+    entries: Gauge,
+    saved_tokens: Counter,
+}
+
+impl CacheMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let lookups = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "tollgate_cache_lookups",
+            "Model calls on routes with a cache, by result (hit, miss, bypass)",
+            lookups.clone(),
+        );
+        let store_errors = Family::<OpLabel, Counter>::default();
+        registry.register(
+            "tollgate_cache_store_errors",
+            "Redis cache reads or writes that failed or were skipped while Redis was down (the call went on as a miss)",
+            store_errors.clone(),
+        );
+        let evictions = Counter::default();
+        registry.register(
+            "tollgate_cache_evictions",
+            "Entries dropped from this replica's cache to stay within its byte budget",
+            evictions.clone(),
+        );
+        let bytes = Gauge::default();
+        registry.register_with_unit(
+            "tollgate_cache",
+            "Bytes held by this replica's cache",
+            Unit::Bytes,
+            bytes.clone(),
+        );
+        let entries = Gauge::default();
+        registry.register(
+            "tollgate_cache_entries",
+            "Entries held by this replica's cache",
+            entries.clone(),
+        );
+        let saved_tokens = Counter::default();
+        registry.register(
+            "tollgate_cache_saved_tokens",
+            "Provider tokens not spent because a call was answered from the cache",
+            saved_tokens.clone(),
+        );
+        Self {
+            lookups,
+            store_errors,
+            evictions,
+            bytes,
+            entries,
+            saved_tokens,
+        }
+    }
+}
+
 /// `namespace/name` of the call's route, or empty.
 fn route_label(of: Option<&SeriesOf<'_>>) -> String {
     of.and_then(|x| {
@@ -154,6 +224,7 @@ pub struct Metrics {
     snapshot_age: Gauge<f64, AtomicU64>,
     reloads: Family<OutcomeLabel, Counter>,
     traffic: TrafficMetrics,
+    cache: CacheMetrics,
     series: Mutex<SeriesCache>,
 }
 
@@ -283,7 +354,9 @@ impl Metrics {
             reloads.clone(),
         );
         let traffic = TrafficMetrics::register(&mut registry);
+        let cache = CacheMetrics::register(&mut registry);
         Self {
+            cache,
             series: Mutex::default(),
             traffic,
             registry,
@@ -428,6 +501,33 @@ impl Metrics {
     /// A retry was not made: the route's retry budget was spent.
     pub fn retry_denied(&self) {
         self.traffic.retries_denied.inc();
+    }
+
+    /// A cache lookup of a model call: `hit`, `miss` or `bypass`.
+    pub fn cache_lookup(&self, result: &'static str) {
+        self.cache
+            .lookups
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// A Redis cache `get` or `set` failed, or was skipped while Redis was down.
+    pub fn cache_store_error(&self, op: &'static str) {
+        self.cache.store_errors.get_or_create(&OpLabel { op }).inc();
+    }
+
+    /// The local cache now holds `entries` entries of `bytes` bytes, after evicting `evicted`.
+    pub fn cache_held(&self, entries: usize, bytes: usize, evicted: u64) {
+        self.cache.entries.set(entries as i64);
+        self.cache.bytes.set(bytes as i64);
+        if evicted > 0 {
+            self.cache.evictions.inc_by(evicted);
+        }
+    }
+
+    /// A hit saved a provider these tokens.
+    pub fn cache_saved(&self, tokens: u64) {
+        self.cache.saved_tokens.inc_by(tokens);
     }
 
     /// An access-log line was dropped: its writer is behind.

@@ -15,6 +15,8 @@
 //! - `messages_api`: Anthropic-format callers, passed through or translated to every provider type.
 //! - `prompts`: prompt APIs (rendering, answers, their 400s, fallbacks, limits) and the route's
 //!   OpenAPI document.
+//! - `cache`: the response cache: hits, scopes, `Cache-Control`, stream replay, expiry, and entries
+//!   shared through a real Redis by two proxies (`cache::redis`).
 //! - `hot_swap`: snapshot swaps under load.
 //! - `standalone`: configuration read from YAML files and watched.
 //! - `sdk`: the official Python SDKs as clients.
@@ -27,6 +29,7 @@ mod support;
 
 mod admission;
 mod backends;
+mod cache;
 mod hot_swap;
 mod layers;
 mod limits;

@@ -42,6 +42,17 @@ async fn the_quickstart_serves_chat_and_embeddings() {
     .await;
     r.assert_status(200);
     assert_eq!(r.json()["usage"]["completion_tokens"], 12);
+    assert_eq!(r.header("x-tollgate-cache"), Some("miss"));
+    // The quickstart caches its route: the same question again is a hit.
+    let again = post(
+        &proxy.url("/demo/v1/chat/completions"),
+        KEY,
+        &json!({"model": "fake-chat", "messages": [{"role": "user", "content": "hello"}]}),
+    )
+    .await;
+    again.assert_status(200);
+    assert_eq!(again.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(again.body, r.body);
     let r = post(
         &proxy.url("/demo/v1/embeddings"),
         KEY,

@@ -4,6 +4,7 @@
 //! same verdicts. Providers compile first, then routes (which refer to providers), consumers, and
 //! subscriptions (which refer to consumers and routes).
 
+mod cache;
 mod conditions;
 mod consumer;
 mod json_schema;

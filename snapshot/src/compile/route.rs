@@ -15,7 +15,7 @@ use super::prompt::{CompiledPrompts, compile_prompts};
 use super::provider::ProviderTable;
 use super::tenancy::{Grants, HOSTNAMES, PATH_PREFIXES, Tenancy};
 use crate::fx::FxHashMap;
-use crate::model::{Backend, Route, RouteIdx, RouteModel};
+use crate::model::{Backend, CachePolicy, Route, RouteIdx, RouteModel};
 use crate::verdict::{Detail, Kind, RouteDetail, Verdict, VerdictCondition};
 
 /// What subscriptions need to know about a route object; the rest they read from the table.
@@ -35,6 +35,7 @@ pub(crate) struct RouteTable<'a> {
 struct Valid {
     prefix: String,
     hostnames: Vec<String>,
+    cache: Option<CachePolicy>,
 }
 
 /// Compiles routes, which arrive sorted by namespace/name.
@@ -180,8 +181,15 @@ fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
         problems
             .push("set spec.sunset: a Deprecated route needs the date it will be retired".into());
     }
+    let cache = super::cache::cache_policy_of(spec.cache.as_ref())
+        .map_err(|e| problems.push(e))
+        .unwrap_or_default();
     if problems.is_empty() {
-        Ok(Valid { prefix, hostnames })
+        Ok(Valid {
+            prefix,
+            hostnames,
+            cache,
+        })
     } else {
         Err(problems)
     }
@@ -519,6 +527,7 @@ fn build<'a>(
         retry_budget: super::traffic::retry_budget_of(spec.retry_budget.as_ref()),
         description: spec.description.clone(),
         prompts: prompts.prompts,
+        cache: valid.cache.clone(),
     };
     (verdict, route)
 }

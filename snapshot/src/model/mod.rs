@@ -28,7 +28,10 @@ pub use provider::{
     Timeouts,
 };
 pub use refs::{ConsumerIdx, ObjectRef, ProviderIdx, RouteIdx};
-pub use route::{Approval, Backend, RetryBudget, Route, RouteModel, Stage};
+pub use route::{
+    Approval, Backend, CacheEndpoint, CachePolicy, CacheScope, RetryBudget, Route, RouteModel,
+    Stage,
+};
 pub use subscription::{Phase, Subscription};
 pub use table::{Content, DecodeError, RouteMatch, Snapshot};
 

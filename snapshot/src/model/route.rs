@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use tollgate_crds::{Approval, Stage};
+pub use tollgate_crds::{Approval, CacheEndpoint, CacheScope, Stage};
 
 use super::limits::{Budget, Limits, Price};
 use super::prompt::Prompt;
@@ -86,4 +86,34 @@ pub struct Route {
     /// Prompt APIs that compiled, sorted by name.
     #[serde(default)]
     pub prompts: Vec<Prompt>,
+    /// Response caching; `None` when the route caches nothing.
+    #[serde(default)]
+    pub cache: Option<CachePolicy>,
+}
+
+/// How a route caches answers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// How long an answer is kept.
+    pub ttl_ms: u64,
+    /// Who shares entries.
+    pub scope: CacheScope,
+    /// Largest answer kept, in bytes.
+    pub max_entry_bytes: u32,
+    /// Endpoints cached, sorted, without repeats.
+    pub endpoints: Vec<CacheEndpoint>,
+}
+
+impl CachePolicy {
+    /// Default time to live: one hour.
+    pub const DEFAULT_TTL_MS: u64 = 3_600_000;
+    /// Longest time to live: 30 days.
+    pub const MAX_TTL_MS: u64 = 30 * 86_400_000;
+    /// Default largest entry: 1 MiB.
+    pub const DEFAULT_MAX_ENTRY_BYTES: u32 = 1 << 20;
+
+    /// Whether answers of `endpoint` are cached.
+    pub fn covers(&self, endpoint: CacheEndpoint) -> bool {
+        self.endpoints.contains(&endpoint)
+    }
 }

@@ -230,6 +230,7 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
         retry_budget: RetryBudget::default(),
         description: None,
         prompts: Vec::new(),
+        cache: None,
     }
 }
 

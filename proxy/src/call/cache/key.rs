@@ -1,0 +1,343 @@
+//! What makes two requests "the same": the cache key.
+//!
+//! The key is the SHA-256 of: a version tag, the endpoint, the route (`namespace/name`), the scope (the
+//! consumer's `namespace/name` in Consumer scope, nothing in Route scope), the route's model name, the
+//! answer's form (a whole body, a stream, a stream with a usage chunk), and the request body
+//! normalised: object members in byte order of their names at every depth, no insignificant
+//! whitespace, and the top-level members in [`IGNORED`] left out. Everything else counts, values as
+//! JSON reads them (`1` and `1.0` differ; `"a"` and `"\u0061"` do not).
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Top-level request members that do not change the answer's content, and so are not in the key:
+/// - `model`: replaced by the route's model name, which is in the key;
+/// - `stream`, `stream_options`: the form of the answer, which is in the key on its own;
+/// - `user`, `metadata`: who the caller says is asking (OpenAI's end-user id, Anthropic's
+///   `metadata.user_id`, stored-completion tags);
+/// - `store`: whether OpenAI keeps the completion for its dashboards.
+pub const IGNORED: [&str; 6] = [
+    "model",
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
+];
+
+/// A cache key: 32 bytes of SHA-256.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(pub [u8; 32]);
+
+impl CacheKey {
+    /// The key's name in Redis.
+    pub fn redis_key(&self) -> String {
+        format!("tollgate:cache:v1:{}", hex::encode(self.0))
+    }
+}
+
+/// The form of an answer: the same request asked for whole and as a stream is stored twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// One JSON body.
+    Whole,
+    /// Server-sent events.
+    Stream,
+    /// Server-sent events with OpenAI's usage chunk (`stream_options.include_usage`).
+    StreamWithUsage,
+}
+
+impl Form {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            Self::Whole => b"whole",
+            Self::Stream => b"stream",
+            Self::StreamWithUsage => b"stream+usage",
+        }
+    }
+}
+
+/// Everything the key is made of besides the body.
+pub struct KeyParts<'a> {
+    /// `chat`, `embeddings` or `messages`.
+    pub endpoint: &'a str,
+    /// The route's `namespace/name`.
+    pub route: &'a str,
+    /// The consumer's `namespace/name` in Consumer scope; `None` in Route scope.
+    pub consumer: Option<&'a str>,
+    /// The route's model name.
+    pub model: &'a str,
+    /// The answer's form.
+    pub form: Form,
+}
+
+/// The key of a request body, or `None` when the body is not a JSON object.
+pub fn cache_key(parts: &KeyParts<'_>, body: &[u8]) -> Option<CacheKey> {
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    let object = doc.as_object()?;
+    let mut hasher = Sha256::new();
+    for field in [
+        b"tollgate-cache-v1".as_slice(),
+        parts.endpoint.as_bytes(),
+        parts.route.as_bytes(),
+        parts.consumer.map_or(b"*route*".as_slice(), str::as_bytes),
+        parts.model.as_bytes(),
+        parts.form.tag(),
+    ] {
+        // Length-prefixed, so that no two different part lists hash the same bytes.
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field);
+    }
+    let mut normal = Vec::with_capacity(body.len());
+    write_object(&mut normal, object, true);
+    hasher.update(&normal);
+    Some(CacheKey(hasher.finalize().into()))
+}
+
+/// The body as the key sees it.
+#[cfg(test)]
+fn normalised(body: &[u8]) -> Option<Vec<u8>> {
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    let mut out = Vec::new();
+    write_object(&mut out, doc.as_object()?, true);
+    Some(out)
+}
+
+fn write_object(out: &mut Vec<u8>, object: &serde_json::Map<String, Value>, top: bool) {
+    let mut members: Vec<(&String, &Value)> = object
+        .iter()
+        .filter(|(name, _)| !(top && IGNORED.contains(&name.as_str())))
+        .collect();
+    members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push(b'{');
+    for (i, (name, value)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, name).expect("a string serialises");
+        out.push(b':');
+        write_value(out, value);
+    }
+    out.push(b'}');
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Object(object) => write_object(out, object, false),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        other => serde_json::to_writer(&mut *out, other).expect("a JSON value serialises"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn parts(consumer: Option<&str>) -> KeyParts<'_> {
+        KeyParts {
+            endpoint: "chat",
+            route: "team-a/chat",
+            consumer,
+            model: "gpt",
+            form: Form::Whole,
+        }
+    }
+
+    fn key(body: &Value) -> CacheKey {
+        cache_key(&parts(Some("team-a/app")), body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn member_order_and_ignored_fields_do_not_change_the_key() {
+        let a = br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"temperature":0}"#;
+        let b = br#"{ "temperature" : 0, "messages":[{"content":"hi","role":"user"}], "model":"other",
+            "stream":false, "stream_options":{"include_usage":true}, "user":"u-1", "metadata":{"x":"y"}, "store":true }"#;
+        let p = parts(Some("team-a/app"));
+        assert_eq!(cache_key(&p, a), cache_key(&p, b));
+        assert_eq!(
+            normalised(a).unwrap(),
+            br#"{"messages":[{"content":"hi","role":"user"}],"temperature":0}"#
+        );
+    }
+
+    #[test]
+    fn fields_that_change_the_answer_change_the_key() {
+        let base = json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 0});
+        let k = key(&base);
+        for changed in [
+            json!({"messages": [{"role": "user", "content": "hi!"}], "temperature": 0}),
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 1}),
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 0, "seed": 1}),
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 0, "max_tokens": 5}),
+            json!({"messages": [{"role": "system", "content": "hi"}], "temperature": 0}),
+            // A nested member named like an ignored top-level one still counts.
+            json!({"messages": [{"role": "user", "content": "hi", "user": "x"}], "temperature": 0}),
+        ] {
+            assert_ne!(key(&changed), k, "{changed}");
+        }
+        let body = base.to_string();
+        assert_eq!(
+            cache_key(&parts(Some("team-a/app")), body.as_bytes()),
+            Some(k)
+        );
+        let mut other = parts(Some("team-a/other-app"));
+        assert_ne!(cache_key(&other, body.as_bytes()), Some(k), "consumer");
+        other = parts(None);
+        assert_ne!(cache_key(&other, body.as_bytes()), Some(k), "route scope");
+        for (field, value) in [
+            ("endpoint", "embeddings"),
+            ("route", "team-b/chat"),
+            ("model", "gpt-2"),
+        ] {
+            let mut p = parts(Some("team-a/app"));
+            match field {
+                "endpoint" => p.endpoint = value,
+                "route" => p.route = value,
+                _ => p.model = value,
+            }
+            assert_ne!(cache_key(&p, body.as_bytes()), Some(k), "{field}");
+        }
+        for form in [Form::Stream, Form::StreamWithUsage] {
+            let p = KeyParts {
+                form,
+                ..parts(Some("team-a/app"))
+            };
+            assert_ne!(cache_key(&p, body.as_bytes()), Some(k), "{form:?}");
+        }
+    }
+
+    #[test]
+    fn bodies_that_are_not_objects_have_no_key() {
+        for body in [&b"[]"[..], b"null", b"{", b"\"x\""] {
+            assert_eq!(cache_key(&parts(None), body), None);
+        }
+    }
+
+    /// Any JSON value (objects with up to four members, nesting up to three levels).
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z ]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Writes `value` with every object's members in an order given by `seed`.
+    fn shuffled(value: &Value, seed: &mut u64, out: &mut String) {
+        match value {
+            Value::Object(m) => {
+                let mut members: Vec<_> = m.iter().collect();
+                // A small LCG: each object gets its own rotation and maybe a reversal.
+                *seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                if !members.is_empty() {
+                    let by = (*seed >> 33) as usize % members.len();
+                    members.rotate_left(by);
+                }
+                if *seed & 1 == 1 {
+                    members.reverse();
+                }
+                out.push('{');
+                for (i, (k, v)) in members.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(" , ");
+                    }
+                    out.push_str(&serde_json::to_string(k).unwrap());
+                    out.push(':');
+                    shuffled(v, seed, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    shuffled(v, seed, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_key_ignores_member_order_at_every_depth(
+            members in prop::collection::btree_map("[a-z]{1,6}", json_value(), 0..6),
+            seed in any::<u64>(),
+        ) {
+            let doc = Value::Object(members.into_iter().collect());
+            let mut text = String::new();
+            let mut s = seed;
+            shuffled(&doc, &mut s, &mut text);
+            let p = parts(Some("team-a/app"));
+            prop_assert_eq!(
+                cache_key(&p, doc.to_string().as_bytes()),
+                cache_key(&p, text.as_bytes())
+            );
+        }
+
+        #[test]
+        fn a_changed_kept_member_changes_the_key(
+            members in prop::collection::btree_map("[a-z]{1,6}", json_value(), 1..6),
+            pick in any::<prop::sample::Index>(),
+            replacement in json_value(),
+        ) {
+            let mut doc = serde_json::Map::new();
+            for (k, v) in members {
+                doc.insert(format!("x{k}"), v);
+            }
+            let name = pick.get(&doc.keys().cloned().collect::<Vec<_>>()).clone();
+            prop_assume!(doc[&name] != replacement);
+            let before = Value::Object(doc.clone());
+            doc.insert(name, replacement);
+            let after = Value::Object(doc);
+            let p = parts(None);
+            prop_assert_ne!(
+                cache_key(&p, before.to_string().as_bytes()),
+                cache_key(&p, after.to_string().as_bytes())
+            );
+        }
+
+        #[test]
+        fn ignored_members_never_change_the_key(
+            members in prop::collection::btree_map("[a-z]{1,6}", json_value(), 0..4),
+            ignored in prop::collection::vec((0..IGNORED.len(), json_value()), 0..4),
+        ) {
+            let mut doc: serde_json::Map<String, Value> = members
+                .into_iter()
+                .map(|(k, v)| (format!("x{k}"), v))
+                .collect();
+            let before = Value::Object(doc.clone());
+            for (i, v) in ignored {
+                doc.insert(IGNORED[i].to_string(), v);
+            }
+            let after = Value::Object(doc);
+            let p = parts(None);
+            prop_assert_eq!(
+                cache_key(&p, before.to_string().as_bytes()),
+                cache_key(&p, after.to_string().as_bytes())
+            );
+        }
+    }
+}

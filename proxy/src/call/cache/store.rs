@@ -1,0 +1,141 @@
+//! The response cache of a process: this replica's store first, then Redis when the proxy has one,
+//! so that every replica shares what any of them stored. Redis slow, down or answering nonsense is a
+//! miss, counted, never a failed call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use super::entry::Entry;
+use super::key::CacheKey;
+use super::local::LocalStore;
+use crate::clock::Clock;
+use crate::limits::redis::RedisCounters;
+use crate::telemetry::Recorder;
+
+/// How the response cache is set up.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// Bytes this replica's store may hold.
+    pub local_bytes: usize,
+    /// The clock entries age by.
+    pub clock: Clock,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            local_bytes: 64 * 1024 * 1024,
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// Where answers are kept.
+pub struct ResponseCache {
+    local: LocalStore,
+    redis: Option<Arc<RedisCounters>>,
+    recorder: Arc<Recorder>,
+    /// The clock entries age by.
+    pub clock: Clock,
+}
+
+impl ResponseCache {
+    /// A cache with `config`'s local budget, sharing entries through `redis` when given.
+    pub fn new(
+        config: &CacheConfig,
+        redis: Option<Arc<RedisCounters>>,
+        recorder: Arc<Recorder>,
+    ) -> Self {
+        Self {
+            local: LocalStore::new(config.local_bytes),
+            redis,
+            recorder,
+            clock: config.clock.clone(),
+        }
+    }
+
+    /// The live entry under `key`: this replica's, else Redis's (then kept here too).
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        let now = self.clock.now_unix_ms();
+        if let Some(entry) = self.local.get(key, now) {
+            return Some(entry);
+        }
+        let redis = self.redis.as_ref()?;
+        let Some(mut conn) = redis.connection() else {
+            self.recorder.metrics.cache_store_error("get");
+            return None;
+        };
+        let read = conn.get::<_, Option<Vec<u8>>>(key.redis_key());
+        let bytes = match tokio::time::timeout(redis.timeout(), read).await {
+            Ok(Ok(bytes)) => bytes?,
+            Ok(Err(error)) => {
+                self.redis_failed(redis, "get", &error.to_string());
+                return None;
+            }
+            Err(_) => {
+                self.recorder.metrics.cache_store_error("get");
+                return None;
+            }
+        };
+        let entry = Arc::new(Entry::decode(&bytes)?);
+        if entry.expires_ms <= now {
+            return None;
+        }
+        self.keep_locally(*key, entry.clone());
+        Some(entry)
+    }
+
+    /// Stores `entry` here and, off the request path, in Redis.
+    pub fn put(&self, key: CacheKey, entry: Entry) {
+        let entry = Arc::new(entry);
+        if let Some(redis) = &self.redis {
+            match redis.connection() {
+                None => self.recorder.metrics.cache_store_error("set"),
+                Some(mut conn) => {
+                    let ttl_ms = entry.expires_ms - entry.stored_ms;
+                    let value = entry.encode();
+                    let redis = redis.clone();
+                    let recorder = self.recorder.clone();
+                    // Writes may wait longer than reads: nobody is waiting for them.
+                    let timeout = (redis.timeout() * 4).max(Duration::from_millis(100));
+                    tokio::spawn(async move {
+                        let write = conn.pset_ex::<_, _, ()>(
+                            key.redis_key(),
+                            value,
+                            u64::try_from(ttl_ms.max(1)).unwrap_or(1),
+                        );
+                        match tokio::time::timeout(timeout, write).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => {
+                                recorder.metrics.cache_store_error("set");
+                                if redis.mark_down() {
+                                    tracing::warn!(%error, "Redis failed a cache write");
+                                }
+                            }
+                            Err(_) => recorder.metrics.cache_store_error("set"),
+                        }
+                    });
+                }
+            }
+        }
+        self.keep_locally(key, entry);
+    }
+
+    fn keep_locally(&self, key: CacheKey, entry: Arc<Entry>) {
+        let done = self.local.insert(key, entry);
+        let held = self.local.held();
+        self.recorder
+            .metrics
+            .cache_held(held.entries, held.bytes, done.evicted);
+    }
+
+    fn redis_failed(&self, redis: &RedisCounters, op: &'static str, error: &str) {
+        self.recorder.metrics.cache_store_error(op);
+        // The connection keeper reconnects once it is marked down.
+        if redis.mark_down() {
+            tracing::warn!(%error, "Redis failed a cache {op}: answering from this replica's cache");
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! The response cache against a real proxy on 127.0.0.1 and a counting OpenAI fake: a repeated call
+//! is answered without reaching the upstream; consumers share entries only in Route scope; the
+//! caller's `Cache-Control` is obeyed; streams are replayed; entries expire by a test clock; errors and
+//! cut streams are not stored; hits cost no tokens; and (`redis`) two proxies share entries through a
+//! real Redis and keep answering while it is killed.
+
+mod redis;
+
+use std::time::Duration;
+
+use http::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollgate_proxy::{CacheConfig, Clock, ProxyConfig};
+use tollgate_snapshot::{
+    CacheEndpoint, CachePolicy, CacheScope, Content, Limits, Phase, ProviderType,
+};
+
+use crate::support::openai_fake::{Behaviour, OpenAiFake};
+use crate::support::*;
+
+pub const UPSTREAM_KEY: &str = "sk-upstream-cache";
+pub const KEY_A: &str = "tg-cache-consumer-a-key";
+pub const KEY_B: &str = "tg-cache-consumer-b-key";
+pub const CHAT: &str = "/team-a/chat/v1/chat/completions";
+pub const EMBEDDINGS: &str = "/team-a/chat/v1/embeddings";
+
+pub fn policy(scope: CacheScope) -> CachePolicy {
+    CachePolicy {
+        ttl_ms: 60_000,
+        scope,
+        max_entry_bytes: 1 << 20,
+        endpoints: vec![
+            CacheEndpoint::Chat,
+            CacheEndpoint::Embeddings,
+            CacheEndpoint::Messages,
+        ],
+    }
+}
+
+/// Route `/team-a/chat` serving `front-model` from the fake, cached by `cache`, with two consumers.
+pub fn table(endpoint: &str, cache: Option<CachePolicy>) -> Content {
+    let mut p = provider("openai", ProviderType::OpenAI, endpoint, UPSTREAM_KEY);
+    p.models[0].name = "gpt-4o-mini".into();
+    let mut r = route(
+        NS,
+        "chat",
+        "/team-a/chat",
+        vec![model(
+            "front-model",
+            vec![backend(0, "gpt-4o-mini")],
+            vec![],
+        )],
+    );
+    r.cache = cache;
+    Content {
+        routes: vec![r],
+        providers: vec![p],
+        consumers: vec![consumer(NS, "app-a", KEY_A), consumer(NS, "app-b", KEY_B)],
+        subscriptions: vec![
+            subscription("a-chat", 0, 0, Phase::Approved),
+            subscription("b-chat", 1, 0, Phase::Approved),
+        ],
+        ..Content::default()
+    }
+}
+
+pub fn question(text: &str) -> Value {
+    json!({"model": "front-model", "messages": [{"role": "user", "content": text}]})
+}
+
+/// A proxy with the manual clock `clock` in front of a fresh fake.
+async fn setup(cache: Option<CachePolicy>, clock: Clock) -> (OpenAiFake, TestProxy) {
+    let fake = OpenAiFake::start(Behaviour::new("a", UPSTREAM_KEY)).await;
+    let config = ProxyConfig {
+        cache: CacheConfig {
+            local_bytes: 8 << 20,
+            clock,
+        },
+        ..test_config()
+    };
+    let proxy = TestProxy::start_with(config, Some(table(&fake.endpoint(), cache))).await;
+    (fake, proxy)
+}
+
+pub async fn post_with(url: &str, key: &str, body: &Value, extra: &[(&str, &str)]) -> Reply {
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    headers.extend_from_slice(extra);
+    send(Method::POST, url, &headers, Some(body)).await
+}
+
+/// Calls that reached the fake.
+pub fn upstream_calls(fake: &OpenAiFake) -> usize {
+    fake.seen().len()
+}
+
+pub async fn metric(proxy: &TestProxy, line_start: &str) -> f64 {
+    let text = send(Method::GET, &proxy.admin_url("/metrics"), &[], None).await;
+    String::from_utf8_lossy(&text.body)
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_repeated_call_is_answered_from_the_cache_without_reaching_the_upstream() {
+    let clock = Clock::manual(1_800_000_000_000);
+    let (fake, proxy) = setup(Some(policy(CacheScope::Consumer)), clock.clone()).await;
+    let url = proxy.url(CHAT);
+    let first = post_with(&url, KEY_A, &question("hi"), &[]).await;
+    first.assert_status(200);
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    assert_eq!(first.header("age"), None);
+    assert_eq!(upstream_calls(&fake), 1);
+
+    clock.advance(7_500);
+    // The same request with its members in another order and a different `user`.
+    let same = json!({"messages": [{"content": "hi", "role": "user"}], "user": "u-2", "model": "front-model"});
+    let second = post_with(&url, KEY_A, &same, &[]).await;
+    second.assert_status(200);
+    assert_eq!(second.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(second.header("age"), Some("7"));
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    assert_eq!(second.body, first.body, "the stored answer, byte for byte");
+    assert_eq!(
+        upstream_calls(&fake),
+        1,
+        "the upstream was not called again"
+    );
+
+    // A different question is a miss.
+    let other = post_with(&url, KEY_A, &question("hello"), &[]).await;
+    assert_eq!(other.header("x-tollgate-cache"), Some("miss"));
+    assert_eq!(upstream_calls(&fake), 2);
+
+    let hit = proxy.log_line_of(&second.request_id()).await;
+    assert_eq!(hit["cache"], "hit");
+    assert_eq!(hit["tokens_in"], 0);
+    assert_eq!(hit["tokens_out"], 0);
+    assert_eq!(hit["cost_usd"], 0.0);
+    assert_eq!(hit["provider"], Value::Null);
+    assert_eq!(hit["model_requested"], "front-model");
+    let miss = proxy.log_line_of(&first.request_id()).await;
+    assert_eq!(miss["cache"], "miss");
+    assert_eq!(miss["tokens_in"], 11);
+
+    assert_eq!(
+        metric(&proxy, "tollgate_cache_lookups_total{result=\"hit\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&proxy, "tollgate_cache_lookups_total{result=\"miss\"}").await,
+        2.0
+    );
+    assert_eq!(
+        metric(&proxy, "tollgate_cache_saved_tokens_total").await,
+        18.0
+    );
+    assert_eq!(metric(&proxy, "tollgate_cache_entries").await, 2.0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn routes_without_a_cache_and_endpoints_left_out_are_not_cached() {
+    let (fake, proxy) = setup(None, Clock::system()).await;
+    for _ in 0..2 {
+        let reply = post_with(&proxy.url(CHAT), KEY_A, &question("hi"), &[]).await;
+        reply.assert_status(200);
+        assert_eq!(reply.header("x-tollgate-cache"), None);
+    }
+    assert_eq!(upstream_calls(&fake), 2);
+    let line = proxy.log_lines().pop().unwrap();
+    assert!(line.get("cache").is_none(), "{line}");
+    proxy.stop().await;
+
+    let mut embeddings_only = policy(CacheScope::Consumer);
+    embeddings_only.endpoints = vec![CacheEndpoint::Embeddings];
+    let (fake, proxy) = setup(Some(embeddings_only), Clock::system()).await;
+    for _ in 0..2 {
+        let reply = post_with(&proxy.url(CHAT), KEY_A, &question("hi"), &[]).await;
+        assert_eq!(reply.header("x-tollgate-cache"), None);
+    }
+    assert_eq!(upstream_calls(&fake), 2);
+    let embed = json!({"model": "front-model", "input": ["one", "two"]});
+    for want in ["miss", "hit"] {
+        let reply = post_with(&proxy.url(EMBEDDINGS), KEY_A, &embed, &[]).await;
+        reply.assert_status(200);
+        assert_eq!(reply.header("x-tollgate-cache"), Some(want));
+    }
+    assert_eq!(upstream_calls(&fake), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn two_consumers_never_share_entries_unless_the_scope_is_route() {
+    let (fake, proxy) = setup(Some(policy(CacheScope::Consumer)), Clock::system()).await;
+    let url = proxy.url(CHAT);
+    for (key, want) in [
+        (KEY_A, "miss"),
+        (KEY_B, "miss"),
+        (KEY_A, "hit"),
+        (KEY_B, "hit"),
+    ] {
+        let reply = post_with(&url, key, &question("hi"), &[]).await;
+        reply.assert_status(200);
+        assert_eq!(reply.header("x-tollgate-cache"), Some(want), "{key}");
+    }
+    assert_eq!(upstream_calls(&fake), 2, "one upstream call per consumer");
+    proxy.stop().await;
+
+    let (fake, proxy) = setup(Some(policy(CacheScope::Route)), Clock::system()).await;
+    let url = proxy.url(CHAT);
+    for (key, want) in [(KEY_A, "miss"), (KEY_B, "hit"), (KEY_A, "hit")] {
+        let reply = post_with(&url, key, &question("hi"), &[]).await;
+        assert_eq!(reply.header("x-tollgate-cache"), Some(want), "{key}");
+    }
+    assert_eq!(
+        upstream_calls(&fake),
+        1,
+        "Route scope: shared by every subscriber"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn cache_control_no_store_no_cache_and_max_age_are_obeyed() {
+    let clock = Clock::manual(1_800_000_000_000);
+    let (fake, proxy) = setup(Some(policy(CacheScope::Consumer)), clock.clone()).await;
+    let url = proxy.url(CHAT);
+    let q = question("hi");
+
+    // no-store: not looked up, not stored.
+    let reply = post_with(&url, KEY_A, &q, &[("cache-control", "no-store")]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("bypass"));
+    let reply = post_with(&url, KEY_A, &q, &[]).await;
+    assert_eq!(
+        reply.header("x-tollgate-cache"),
+        Some("miss"),
+        "no-store kept nothing"
+    );
+    assert_eq!(upstream_calls(&fake), 2);
+
+    // Stored now: a hit, unless the caller says no-cache (which refreshes the entry).
+    clock.advance(30_000);
+    let reply = post_with(&url, KEY_A, &q, &[("cache-control", "no-store")]).await;
+    assert_eq!(
+        reply.header("x-tollgate-cache"),
+        Some("bypass"),
+        "no-store skips the lookup too"
+    );
+    assert_eq!(upstream_calls(&fake), 3);
+    let reply = post_with(&url, KEY_A, &q, &[]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(reply.header("age"), Some("30"));
+    let reply = post_with(&url, KEY_A, &q, &[("cache-control", "No-Cache")]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("miss"));
+    assert_eq!(upstream_calls(&fake), 4);
+    clock.advance(10_000);
+    let reply = post_with(&url, KEY_A, &q, &[]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(
+        reply.header("age"),
+        Some("10"),
+        "no-cache stored the fresh answer"
+    );
+
+    // max-age: only younger entries answer.
+    let reply = post_with(&url, KEY_A, &q, &[("cache-control", "max-age=10")]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("hit"));
+    let reply = post_with(&url, KEY_A, &q, &[("cache-control", "max-age=9")]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("miss"));
+    assert_eq!(upstream_calls(&fake), 5);
+    let reply = post_with(&url, KEY_A, &q, &[("cache-control", "max-age=0")]).await;
+    assert_eq!(
+        reply.header("x-tollgate-cache"),
+        Some("hit"),
+        "the miss stored a fresh entry"
+    );
+    assert_eq!(reply.header("age"), Some("0"));
+    assert_eq!(
+        metric(&proxy, "tollgate_cache_lookups_total{result=\"bypass\"}").await,
+        2.0
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn entries_expire_after_their_ttl_by_the_proxys_clock() {
+    let clock = Clock::manual(1_800_000_000_000);
+    let (fake, proxy) = setup(Some(policy(CacheScope::Consumer)), clock.clone()).await;
+    let url = proxy.url(CHAT);
+    let q = question("hi");
+    post_with(&url, KEY_A, &q, &[]).await.assert_status(200);
+    clock.advance(59_999);
+    let reply = post_with(&url, KEY_A, &q, &[]).await;
+    assert_eq!(
+        reply.header("x-tollgate-cache"),
+        Some("hit"),
+        "just inside the 60 s ttl"
+    );
+    clock.advance(1);
+    let reply = post_with(&url, KEY_A, &q, &[]).await;
+    assert_eq!(
+        reply.header("x-tollgate-cache"),
+        Some("miss"),
+        "expired at 60 s"
+    );
+    assert_eq!(upstream_calls(&fake), 2);
+    let reply = post_with(&url, KEY_A, &q, &[]).await;
+    assert_eq!(
+        reply.header("x-tollgate-cache"),
+        Some("hit"),
+        "stored again"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_streamed_answer_is_recorded_and_replayed_as_server_sent_events() {
+    let (fake, proxy) = setup(Some(policy(CacheScope::Consumer)), Clock::system()).await;
+    let url = proxy.url(CHAT);
+    let streamed = json!({"model": "front-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let first = post_with(&url, KEY_A, &streamed, &[]).await;
+    first.assert_status(200);
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    let second = post_with(&url, KEY_A, &streamed, &[]).await;
+    second.assert_status(200);
+    assert_eq!(second.header("x-tollgate-cache"), Some("hit"));
+    assert!(
+        second
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream"),
+        "{:?}",
+        second.headers
+    );
+    assert_eq!(sse_payloads(&second.body), sse_payloads(&first.body));
+    assert_eq!(sse_payloads(&second.body).last().unwrap(), "[DONE]");
+    assert_eq!(upstream_calls(&fake), 1);
+    let line = proxy.log_line_of(&second.request_id()).await;
+    assert_eq!(
+        (line["cache"].as_str(), line["stream"].as_bool()),
+        (Some("hit"), Some(true))
+    );
+
+    // The same question asked whole, or with the usage chunk, is another form: stored apart.
+    let whole = post_with(&url, KEY_A, &question("hi"), &[]).await;
+    assert_eq!(whole.header("x-tollgate-cache"), Some("miss"));
+    assert_eq!(whole.json()["object"], "chat.completion");
+    let mut with_usage = streamed.clone();
+    with_usage["stream_options"] = json!({"include_usage": true});
+    for want in ["miss", "hit"] {
+        let reply = post_with(&url, KEY_A, &with_usage, &[]).await;
+        assert_eq!(reply.header("x-tollgate-cache"), Some(want));
+        let last_chunk: Value = {
+            let payloads = sse_payloads(&reply.body);
+            serde_json::from_str(&payloads[payloads.len() - 2]).unwrap()
+        };
+        assert_eq!(last_chunk["usage"]["total_tokens"], 18, "{want}");
+    }
+    assert_eq!(upstream_calls(&fake), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn errors_and_streams_cut_by_the_client_are_not_stored() {
+    let (fake, proxy) = setup(Some(policy(CacheScope::Consumer)), Clock::system()).await;
+    let url = proxy.url(CHAT);
+    fake.behaviour.lock().unwrap().fail_with = Some(400);
+    let reply = post_with(&url, KEY_A, &question("hi"), &[]).await;
+    reply.assert_status(400);
+    fake.behaviour.lock().unwrap().fail_with = None;
+    let reply = post_with(&url, KEY_A, &question("hi"), &[]).await;
+    reply.assert_status(200);
+    assert_eq!(
+        reply.header("x-tollgate-cache"),
+        Some("miss"),
+        "the error was not stored"
+    );
+    assert_eq!(upstream_calls(&fake), 2);
+
+    // A stream the client stops reading half way.
+    {
+        let mut b = fake.behaviour.lock().unwrap();
+        b.stream_chunks = 200;
+        b.chunk_interval = Duration::from_millis(5);
+    }
+    let body = json!({"model": "front-model", "stream": true, "messages": [{"role": "user", "content": "cut"}]})
+        .to_string();
+    let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {CHAT} HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {KEY_A}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.windows(6).filter(|w| w == b"data: ").count() < 4 {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+            .await
+            .expect("chunks arrive")
+            .unwrap();
+        assert!(n > 0, "proxy closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let cut = fake.cut_notify.notified();
+    drop(socket);
+    tokio::time::timeout(Duration::from_secs(5), cut)
+        .await
+        .expect("the upstream stream is cut");
+    {
+        let mut b = fake.behaviour.lock().unwrap();
+        b.stream_chunks = 3;
+        b.chunk_interval = Duration::ZERO;
+    }
+    let again = json!({"model": "front-model", "stream": true, "messages": [{"role": "user", "content": "cut"}]});
+    let reply = post_with(&url, KEY_A, &again, &[]).await;
+    reply.assert_status(200);
+    assert_eq!(
+        reply.header("x-tollgate-cache"),
+        Some("miss"),
+        "the cut stream was not stored"
+    );
+    assert_eq!(upstream_calls(&fake), 4);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn answers_over_the_entry_size_are_passed_on_and_not_kept() {
+    let mut small = policy(CacheScope::Consumer);
+    small.max_entry_bytes = 64;
+    let (fake, proxy) = setup(Some(small), Clock::system()).await;
+    for _ in 0..2 {
+        let reply = post_with(&proxy.url(CHAT), KEY_A, &question("hi"), &[]).await;
+        reply.assert_status(200);
+        assert!(reply.body.len() > 64);
+        assert_eq!(reply.header("x-tollgate-cache"), Some("miss"));
+    }
+    assert_eq!(upstream_calls(&fake), 2);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn hits_are_counted_as_requests_but_cost_no_tokens() {
+    let fake = OpenAiFake::start(Behaviour::new("a", UPSTREAM_KEY)).await;
+    let mut content = table(&fake.endpoint(), Some(policy(CacheScope::Consumer)));
+    // About 14 tokens are estimated per call and 18 used by a miss: 60 a minute would refuse the
+    // fifth call if hits were charged what the miss cost.
+    content.subscriptions[0].limits = Limits {
+        requests_per_minute: Some(600),
+        tokens_per_minute: Some(60),
+    };
+    let proxy = TestProxy::start(content).await;
+    let url = proxy.url(CHAT);
+    let started = std::time::Instant::now();
+    let first = post_with(&url, KEY_A, &question("hi"), &[]).await;
+    first.assert_status(200);
+    for i in 0..20 {
+        let reply = post_with(&url, KEY_A, &question("hi"), &[]).await;
+        reply.assert_status(200);
+        assert_eq!(reply.header("x-tollgate-cache"), Some("hit"), "call {i}");
+        // Wait for the call's record (which settles its tokens at 0) before the next.
+        proxy.log_line_of(&reply.request_id()).await;
+    }
+    let reply = post_with(&url, KEY_A, &question("hi"), &[]).await;
+    let requests_left: u64 = reply
+        .header("x-ratelimit-remaining-requests")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The bucket leaks 10 requests a second: what leaked during the run is allowed for.
+    let leaked = (started.elapsed().as_secs_f64() * 10.0).ceil() as u64 + 1;
+    assert!(
+        requests_left <= 600 - 22 + leaked,
+        "every hit counted as a request: {requests_left} left, {leaked} leaked"
+    );
+    assert_eq!(upstream_calls(&fake), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn anthropic_format_callers_get_hits_in_their_own_format() {
+    let (fake, proxy) = setup(Some(policy(CacheScope::Consumer)), Clock::system()).await;
+    let url = proxy.url("/team-a/chat/v1/messages");
+    let ask = json!({"model": "front-model", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let first = post_with(&url, KEY_A, &ask, &[]).await;
+    first.assert_status(200);
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    assert_eq!(first.json()["type"], "message");
+    let second = post_with(&url, KEY_A, &ask, &[]).await;
+    assert_eq!(second.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(second.body, first.body);
+    // The same question on the chat endpoint is another endpoint: another entry.
+    let chat = post_with(&proxy.url(CHAT), KEY_A, &ask, &[]).await;
+    assert_eq!(chat.header("x-tollgate-cache"), Some("miss"));
+
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let first = post_with(&url, KEY_A, &streamed, &[]).await;
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    let second = post_with(&url, KEY_A, &streamed, &[]).await;
+    assert_eq!(second.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(second.body, first.body);
+    assert!(String::from_utf8_lossy(&second.body).contains("event: message_stop"));
+    assert_eq!(upstream_calls(&fake), 3);
+    proxy.stop().await;
+}
