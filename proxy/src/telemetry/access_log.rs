@@ -367,7 +367,8 @@ mod tests {
         assert_eq!(v["cost_usd"], 0.000_125);
         assert_eq!(v["retries"], 1);
         assert_eq!(v["snapshot_version"], 3);
-        assert_eq!(v.as_object().map(|o| o.len()), Some(21));
+        assert_eq!(v["api"], "model");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(22));
     }
 
     #[test]
