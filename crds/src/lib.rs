@@ -8,12 +8,14 @@
 mod common;
 mod consumer;
 mod provider;
+mod rest;
 mod route;
 mod subscription;
 
 pub use common::*;
 pub use consumer::*;
 pub use provider::*;
+pub use rest::*;
 pub use route::*;
 pub use subscription::*;
 

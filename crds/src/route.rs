@@ -85,6 +85,9 @@ pub struct AIRouteSpec {
     /// cannot multiply the load on struggling providers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_budget: Option<RetryBudget>,
+    /// A REST service published under `<prefix>/api/`, described by its OpenAPI document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<crate::rest::RestService>,
 }
 
 /// Retries allowed on top of the calls: a share of them, plus a floor per second.
