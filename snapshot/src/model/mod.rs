@@ -12,6 +12,7 @@ mod index;
 mod limits;
 mod provider;
 mod refs;
+mod rest;
 mod route;
 mod shared_str;
 mod subscription;
@@ -24,6 +25,7 @@ pub use provider::{
     Timeouts,
 };
 pub use refs::{ConsumerIdx, ObjectRef, ProviderIdx, RouteIdx};
+pub use rest::{RestCredential, RestOperation, RestService};
 pub use route::{Approval, Backend, RetryBudget, Route, RouteModel, Stage};
 pub use subscription::{Phase, Subscription};
 pub use table::{Content, DecodeError, RouteMatch, Snapshot};

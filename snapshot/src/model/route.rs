@@ -79,4 +79,7 @@ pub struct Route {
     /// Retries and fallbacks allowed on top of the calls.
     #[serde(default)]
     pub retry_budget: RetryBudget,
+    /// The REST service published under `<prefix>/api/`, when it compiled.
+    #[serde(default)]
+    pub rest: Option<super::rest::RestService>,
 }

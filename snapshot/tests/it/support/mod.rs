@@ -148,7 +148,7 @@ pub fn team_a() -> Inputs {
             ),
         ],
         now_unix: NOW,
-        proxy_replicas: 0,
+        ..Inputs::default()
     }
 }
 
