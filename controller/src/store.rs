@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use tokio::sync::watch;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
 use tollgate_snapshot::ObjectRef;
@@ -26,6 +26,8 @@ pub enum Kind {
     Subscription,
     /// Labelled `Secret`s.
     Secret,
+    /// Labelled `ConfigMap`s (OpenAPI documents of REST services).
+    ConfigMap,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             Kind::Consumer => "Consumer",
             Kind::Subscription => "ApiSubscription",
             Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 }
@@ -172,6 +175,8 @@ pub struct Tables {
     pub subscriptions: Table<ApiSubscription>,
     /// Secrets labelled `tollgate.dev/secret=true`.
     pub secrets: Table<Secret>,
+    /// ConfigMaps labelled `tollgate.dev/config=true`.
+    pub config_maps: Table<ConfigMap>,
 }
 
 /// The shared store: tables behind a lock, and counters bumped on changes.
@@ -234,6 +239,7 @@ impl Store {
             t.consumers.synced_scopes(),
             t.subscriptions.synced_scopes(),
             t.secrets.synced_scopes(),
+            t.config_maps.synced_scopes(),
         ]
         .iter()
         .all(|&n| n >= self.scopes_per_kind)

@@ -13,6 +13,7 @@ mod model_call;
 mod outgoing;
 mod record;
 mod relay;
+mod rest;
 mod shared;
 
 pub use answer::json;
@@ -20,4 +21,5 @@ pub use ask::{Endpoint, REQUEST_ID};
 pub use body::ResponseBody;
 pub use model_call::{model_call, route_call};
 pub use record::Call;
+pub use rest::{RestRequest, rest_call};
 pub use shared::{RequestLimits, Shared};

@@ -68,6 +68,8 @@ pub struct Call {
     /// The HTTP/1.1 connection carrying the current attempt's answer, given back to its pool when
     /// the call ends (or the next attempt starts).
     pub upstream: Option<crate::upstream::Checkin>,
+    /// For a REST passthrough call, the index of its operation in the route's REST service.
+    pub rest_operation: Option<u32>,
 }
 
 impl Call {
@@ -110,6 +112,7 @@ impl Call {
             grant: None,
             key: None,
             upstream: None,
+            rest_operation: None,
         }
     }
 
@@ -185,6 +188,12 @@ impl Call {
             output_tokens: usage.output,
             cost_usd: cost,
         });
+        let rest_operation = route
+            .and_then(|r| r.rest.as_ref()?.operations.get(self.rest_operation? as usize))
+            .map(|op| match &op.operation_id {
+                Some(id) => std::borrow::Cow::Borrowed(id.as_str()),
+                None => std::borrow::Cow::Owned(format!("{} {}", op.method, op.path)),
+            });
         let line = AccessLine {
             time_unix_ms: self.started_unix_ms,
             request_id: self.request_id.to_str().unwrap_or(""),
@@ -210,6 +219,8 @@ impl Call {
             retries: self.retries,
             error_class: self.error_class,
             snapshot_version: snapshot.map(|s| s.version),
+            api: self.rest_operation.map(|_| "rest"),
+            operation: rest_operation.as_deref(),
         };
         self.recorder.write_line(&line);
     }

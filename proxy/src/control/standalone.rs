@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, condition_type};
@@ -195,6 +195,9 @@ pub fn parse(files: &Files) -> Result<Loaded, LoadError> {
                 ("v1", "Secret") => inputs
                     .secrets
                     .push(serde_yaml::from_value::<Secret>(value).map_err(parse_err)?),
+                ("v1", "ConfigMap") => inputs
+                    .config_maps
+                    .push(serde_yaml::from_value::<ConfigMap>(value).map_err(parse_err)?),
                 ("", _) | (_, "") => {
                     return Err(invalid("a document without apiVersion or kind".into()));
                 }

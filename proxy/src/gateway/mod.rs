@@ -6,5 +6,6 @@ mod admission;
 mod answer;
 mod models;
 mod request;
+mod rest;
 
 pub use request::handle;

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use super::admission::{self, Notes};
 use super::answer::CallerFormat;
 use super::models;
+use super::rest;
 use crate::call::{self, Call, Endpoint, REQUEST_ID, ResponseBody, Shared};
 use crate::clock;
 use crate::error::ApiError;
@@ -93,6 +94,13 @@ async fn serve(
     call.snapshot = Some(snapshot.clone());
     let (parts, body) = request.into_parts();
     let admitted = admission::admit(&snapshot, &parts, call, notes)?;
+    if rest::is_rest_path(&parts.uri.path()[admitted.rest_at..]) {
+        // Boxed: REST calls are rarer than model calls and would otherwise grow every call's future.
+        return Box::pin(rest::serve(
+            shared, &snapshot, parts, body, &admitted, call, notes,
+        ))
+        .await;
+    }
     let route = admitted.route;
     let path = parts.uri.path();
     let rest = &path[admitted.rest_at..];
@@ -114,7 +122,7 @@ async fn serve(
 }
 
 /// Reads the request body, refusing more than `limit` bytes with 413.
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());

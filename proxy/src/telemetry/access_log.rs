@@ -158,6 +158,10 @@ pub struct AccessLine<'a> {
     pub retries: u32,
     pub error_class: Option<&'a str>,
     pub snapshot_version: Option<u64>,
+    /// `rest` for REST passthrough calls (left out of the line for model calls).
+    pub api: Option<&'a str>,
+    /// The REST operation's `operationId` (or `METHOD /path` when it has none).
+    pub operation: Option<&'a str>,
 }
 
 impl AccessLine<'_> {
@@ -212,6 +216,12 @@ impl AccessLine<'_> {
         match self.snapshot_version {
             Some(v) => json::integer(out, v),
             None => out.extend_from_slice(b"null"),
+        }
+        if let Some(api) = self.api {
+            out.extend_from_slice(b",\"api\":");
+            json::string(out, api);
+            out.extend_from_slice(b",\"operation\":");
+            json::opt_string(out, self.operation);
         }
         out.extend_from_slice(b"}\n");
     }
@@ -322,6 +332,8 @@ mod tests {
             retries: 1,
             error_class: None,
             snapshot_version: Some(3),
+            api: None,
+            operation: None,
         }
     }
 
@@ -345,6 +357,16 @@ mod tests {
         assert_eq!(v["retries"], 1);
         assert_eq!(v["snapshot_version"], 3);
         assert_eq!(v.as_object().map(|o| o.len()), Some(21));
+
+        let mut rest = line(&id);
+        rest.api = Some("rest");
+        rest.operation = Some("getItem");
+        let mut out = Vec::new();
+        rest.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["api"], "rest");
+        assert_eq!(v["operation"], "getItem");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(23));
     }
 
     #[test]

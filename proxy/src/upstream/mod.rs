@@ -6,5 +6,7 @@ pub mod balance;
 pub mod health;
 mod parts;
 mod pool;
+mod rest;
 
 pub use parts::{Checkin, Prepared, ProviderParts, UpstreamError, Upstreams};
+pub use rest::RestParts;

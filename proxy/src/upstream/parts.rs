@@ -32,6 +32,8 @@ pub struct Upstreams {
     pools: RwLock<FxHashMap<ObjectRef, Arc<Pool>>>,
     /// The request parts of the snapshot stored last.
     prepared: ArcSwapOption<Prepared>,
+    /// The pools of routes' REST services.
+    rest: super::rest::RestPools,
 }
 
 /// Paths of the OpenAI-style endpoints, appended to a provider's `endpoint`; [`ProviderParts::uri`]
@@ -45,6 +47,8 @@ pub struct Prepared {
     /// Which snapshot this was made from (a `Weak` keeps the address from being reused).
     snapshot: Weak<Snapshot>,
     providers: Vec<ProviderParts>,
+    /// Each route's REST service parts, by route index.
+    rest: Vec<Option<super::rest::RestParts>>,
 }
 
 /// One provider's share of [`Prepared`].
@@ -94,6 +98,7 @@ impl Upstreams {
             tls,
             pools: RwLock::new(FxHashMap::default()),
             prepared: ArcSwapOption::empty(),
+            rest: super::rest::RestPools::default(),
         }
     }
 
@@ -124,6 +129,7 @@ impl Upstreams {
                 .iter()
                 .map(|provider| self.parts_of(provider))
                 .collect(),
+            rest: self.rest.parts_for(snapshot, &self.tls),
         }
     }
 
@@ -183,6 +189,11 @@ impl Prepared {
     /// The parts of provider `idx` of the snapshot this was made from.
     pub fn provider(&self, idx: ProviderIdx) -> &ProviderParts {
         &self.providers[idx as usize]
+    }
+
+    /// The parts of route `idx`'s REST service, if it has one.
+    pub fn rest(&self, idx: tollgate_snapshot::RouteIdx) -> Option<&super::rest::RestParts> {
+        self.rest.get(idx as usize)?.as_ref()
     }
 }
 

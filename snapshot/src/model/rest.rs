@@ -53,21 +53,27 @@ impl RestService {
     /// Paths with `.` or `..` segments match nothing, so an upstream that resolves them cannot be
     /// steered to an undeclared operation.
     pub fn operation(&self, method: &str, path: &str) -> Option<&RestOperation> {
+        self.operation_index(method, path)
+            .map(|i| &self.operations[i])
+    }
+
+    /// The position in [`RestService::operations`] of the operation [`RestService::operation`] finds.
+    pub fn operation_index(&self, method: &str, path: &str) -> Option<usize> {
         if !path.starts_with('/') || path.split('/').any(is_dot_segment) {
             return None;
         }
-        let mut best: Option<(&RestOperation, usize)> = None;
-        for op in &self.operations {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, op) in self.operations.iter().enumerate() {
             if op.method != method {
                 continue;
             }
             if let Some(score) = match_template(&op.path, path)
                 && best.is_none_or(|(_, s)| score > s)
             {
-                best = Some((op, score));
+                best = Some((i, score));
             }
         }
-        best.map(|(op, _)| op)
+        best.map(|(i, _)| i)
     }
 }
 
