@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tollgate_snapshot::{RouteIdx, Snapshot};
@@ -175,6 +175,7 @@ fn transport(route: &tollgate_snapshot::ObjectRef, error: UpstreamError) -> ApiE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn connection_headers_and_those_it_names_are_dropped() {

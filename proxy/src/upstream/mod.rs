@@ -9,4 +9,3 @@ mod pool;
 mod rest;
 
 pub use parts::{Checkin, Prepared, ProviderParts, UpstreamError, Upstreams};
-pub use rest::RestParts;
