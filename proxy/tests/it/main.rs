@@ -13,6 +13,8 @@
 //! - `translation`: OpenAI-format callers served by providers with other APIs, one module a
 //!   provider, and how promptly translated streams flow.
 //! - `messages_api`: Anthropic-format callers, passed through or translated to every provider type.
+//! - `rest`: REST passthrough to a route's REST service: declared operations only, credentials,
+//!   limits, large answers, failures.
 //! - `hot_swap`: snapshot swaps under load.
 //! - `standalone`: configuration read from YAML files and watched.
 //! - `sdk`: the official Python SDKs as clients.
@@ -30,6 +32,7 @@ mod layers;
 mod limits;
 mod listeners;
 mod messages_api;
+mod rest;
 mod sdk;
 mod standalone;
 mod translation;

@@ -228,6 +228,7 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
         approval: Approval::Automatic,
         budget: Budget::default(),
         retry_budget: RetryBudget::default(),
+        rest: None,
     }
 }
 
