@@ -189,7 +189,12 @@ impl Call {
             cost_usd: cost,
         });
         let rest_operation = route
-            .and_then(|r| r.rest.as_ref()?.operations.get(self.rest_operation? as usize))
+            .and_then(|r| {
+                r.rest
+                    .as_ref()?
+                    .operations
+                    .get(self.rest_operation? as usize)
+            })
             .map(|op| match &op.operation_id {
                 Some(id) => std::borrow::Cow::Borrowed(id.as_str()),
                 None => std::borrow::Cow::Owned(format!("{} {}", op.method, op.path)),

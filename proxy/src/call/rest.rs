@@ -59,10 +59,7 @@ pub async fn rest_call(
         ApiError::upstream(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
-            format!(
-                "The REST service of the API {} is not available.",
-                route.id
-            ),
+            format!("The REST service of the API {} is not available.", route.id),
         )
     };
     let service = route.rest.as_ref().ok_or_else(unavailable)?;
@@ -167,7 +164,9 @@ fn transport(route: &tollgate_snapshot::ObjectRef, error: UpstreamError) -> ApiE
         UpstreamError::Broken => ApiError::upstream(
             StatusCode::BAD_GATEWAY,
             "upstream_error",
-            format!("The connection to the REST service of the API {route} failed before it answered."),
+            format!(
+                "The connection to the REST service of the API {route} failed before it answered."
+            ),
         ),
     }
 }
@@ -180,7 +179,10 @@ mod tests {
     #[test]
     fn connection_headers_and_those_it_names_are_dropped() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));

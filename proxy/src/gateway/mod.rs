@@ -4,6 +4,7 @@
 
 mod admission;
 mod answer;
+mod body;
 mod models;
 mod request;
 mod rest;

@@ -5,14 +5,13 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::admission::{self, Notes};
 use super::answer::CallerFormat;
+use super::body::read_body;
 use super::models;
 use super::rest;
 use crate::call::{self, Call, Endpoint, REQUEST_ID, ResponseBody, Shared};
@@ -119,26 +118,6 @@ async fn serve(
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
     admission::limit(shared, &snapshot, &admitted, estimate, call, notes).await?;
     call::model_call(shared, &snapshot, routed, call).await
-}
-
-/// Reads the request body, refusing more than `limit` bytes with 413.
-pub(super) async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::body_too_large(limit));
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::body_too_large(limit))
-        }
-        Err(_) => Err(ApiError::bad_request(
-            "invalid_body",
-            "The request body could not be read.",
-        )),
-    }
 }
 
 #[cfg(test)]

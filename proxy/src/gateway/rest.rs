@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use tollgate_snapshot::Snapshot;
 
 use super::admission::{self, Admitted, Notes};
-use super::request::read_body;
-use crate::call::{self, Call, RestRequest, ResponseBody, Shared};
+use super::body::read_body;
+use crate::call::{self, Call, ResponseBody, RestRequest, Shared};
 use crate::error::ApiError;
 
 /// Where REST operations live below a route's prefix.

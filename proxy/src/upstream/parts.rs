@@ -17,8 +17,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tollgate_snapshot::{ObjectRef, Provider, ProviderIdx, Snapshot};
 
-pub use super::pool::Checkin;
 use super::pool::{self, ConnPool};
+pub use super::pool::{Checkin, UpstreamError};
 
 /// One provider's connections.
 struct Pool {
@@ -60,20 +60,6 @@ pub struct ProviderParts {
     uris: [Option<Uri>; OPENAI_PATHS.len()],
     /// The `Host` header the client would otherwise format on every request.
     host: Option<HeaderValue>,
-}
-
-/// Why an upstream call produced no response.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The connection could not be made (refused, DNS, TLS).
-    #[error("could not connect to the provider")]
-    Connect,
-    /// No response headers within connect + first-byte (or the total) timeout.
-    #[error("the provider did not answer in time")]
-    Timeout,
-    /// The connection broke before the response headers.
-    #[error("the provider's connection failed before it answered")]
-    Broken,
 }
 
 impl Default for Upstreams {

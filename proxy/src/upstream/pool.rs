@@ -61,6 +61,20 @@ struct Kept {
     h2: Vec<(Origin, http2::SendRequest<Body>)>,
 }
 
+/// Why an upstream call produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The connection could not be made (refused, DNS, TLS).
+    #[error("could not connect to the provider")]
+    Connect,
+    /// No response headers within connect + first-byte (or the total) timeout.
+    #[error("the provider did not answer in time")]
+    Timeout,
+    /// The connection broke before the response headers.
+    #[error("the provider's connection failed before it answered")]
+    Broken,
+}
+
 /// Why a request got no response.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SendError {

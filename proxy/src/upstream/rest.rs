@@ -15,8 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tollgate_snapshot::{FxHashMap, ObjectRef, RestService, Snapshot};
 
-use super::parts::UpstreamError;
-use super::pool::{self, Checkin, ConnPool};
+use super::pool::{self, Checkin, ConnPool, UpstreamError};
 use bytes::Bytes;
 
 /// One service's connections, and what they were made for.

@@ -152,9 +152,17 @@ async fn the_services_credential_goes_upstream_and_the_callers_key_never_does() 
     )
     .await;
     r.assert_status(200);
-    assert_eq!(r.header("x-service"), Some("orders"), "the service's headers come back");
+    assert_eq!(
+        r.header("x-service"),
+        Some("orders"),
+        "the service's headers come back"
+    );
     assert_eq!(r.json()["path"], "/v2/items");
-    assert_eq!(r.json()["query"], "limit=2&q=a%20b", "the query passes through");
+    assert_eq!(
+        r.json()["query"],
+        "limit=2&q=a%20b",
+        "the query passes through"
+    );
     let first = seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(
         first.header("authorization"),
@@ -163,7 +171,9 @@ async fn the_services_credential_goes_upstream_and_the_callers_key_never_does() 
     assert_eq!(first.header("x-custom"), Some("kept"));
     assert!(first.header("x-request-id").is_some());
     assert!(
-        first.header("host").is_some_and(|h| h.starts_with("127.0.0.1:")),
+        first
+            .header("host")
+            .is_some_and(|h| h.starts_with("127.0.0.1:")),
         "{:?}",
         first.header("host")
     );
@@ -182,7 +192,10 @@ async fn the_services_credential_goes_upstream_and_the_callers_key_never_does() 
     for s in seen.lock().unwrap().iter() {
         for (name, value) in &s.headers {
             assert!(
-                !value.as_bytes().windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+                !value
+                    .as_bytes()
+                    .windows(KEY.len())
+                    .any(|w| w == KEY.as_bytes()),
                 "the caller's key went upstream in {name}"
             );
         }
@@ -249,7 +262,14 @@ async fn only_declared_operations_are_forwarded_and_templates_match_one_segment(
 async fn a_route_without_a_rest_service_has_no_operations() {
     let proxy = TestProxy::start(content(None, None)).await;
     let auth = bearer();
-    let r = call(&proxy, Method::GET, "/api/items", &[("authorization", &auth)], None).await;
+    let r = call(
+        &proxy,
+        Method::GET,
+        "/api/items",
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
     r.assert_status(404);
     assert_eq!(r.error_code(), "unknown_operation");
     proxy.stop().await;
@@ -262,9 +282,13 @@ async fn rest_calls_count_against_request_limits_and_bodies_against_the_service_
     let proxy = TestProxy::start(content(Some(service(&base)), Some(2))).await;
     let auth = bearer();
     let h = [("authorization", auth.as_str())];
-    call(&proxy, Method::GET, "/api/items", &h, None).await.assert_status(200);
+    call(&proxy, Method::GET, "/api/items", &h, None)
+        .await
+        .assert_status(200);
     // Unknown operations are not charged.
-    call(&proxy, Method::GET, "/api/nope", &h, None).await.assert_status(404);
+    call(&proxy, Method::GET, "/api/nope", &h, None)
+        .await
+        .assert_status(404);
     let r = call(&proxy, Method::GET, "/api/items/1", &h, None).await;
     r.assert_status(200);
     assert_eq!(r.header("x-ratelimit-limit-requests"), Some("2"));
@@ -341,11 +365,21 @@ async fn an_unreachable_or_slow_service_is_a_gateway_error_without_credentials()
     drop(closed);
     let proxy = TestProxy::start(content(Some(service(&down)), None)).await;
     let auth = bearer();
-    let r = call(&proxy, Method::GET, "/api/items", &[("authorization", &auth)], None).await;
+    let r = call(
+        &proxy,
+        Method::GET,
+        "/api/items",
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
     r.assert_status(502);
     assert_eq!(r.error_code(), "upstream_unreachable");
     let text = String::from_utf8_lossy(&r.body).to_string();
-    assert!(!text.contains(SERVICE_TOKEN) && !text.contains(KEY), "{text}");
+    assert!(
+        !text.contains(SERVICE_TOKEN) && !text.contains(KEY),
+        "{text}"
+    );
     assert!(text.contains("team-a/orders"), "{text}");
     let line = proxy.log_line_of(&r.request_id()).await;
     assert_eq!(line["error_class"], "upstream_unreachable");
@@ -358,7 +392,14 @@ async fn an_unreachable_or_slow_service_is_a_gateway_error_without_credentials()
     slow.timeouts.connect_ms = 200;
     slow.timeouts.first_byte_ms = 500;
     let proxy = TestProxy::start(content(Some(slow), None)).await;
-    let r = call(&proxy, Method::GET, "/api/slow", &[("authorization", &auth)], None).await;
+    let r = call(
+        &proxy,
+        Method::GET,
+        "/api/slow",
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
     r.assert_status(504);
     assert_eq!(r.error_code(), "upstream_timeout");
     proxy.stop().await;
