@@ -181,7 +181,11 @@ fn a_cluster_wide_install_reads_labelled_secrets_everywhere_as_documented() {
             (true, "watch airoutes.tollgate.dev --all-namespaces"),
             (false, "get secrets -n kube-system"),
             (false, "update secrets -n kube-system"),
-            (false, "list configmaps --all-namespaces"),
+            // The same for ConfigMaps labelled tollgate.dev/config=true (REST services' OpenAPI
+            // documents); never written.
+            (true, "list configmaps --all-namespaces"),
+            (false, "get configmaps -n kube-system"),
+            (false, "update configmaps -n kube-system"),
             // Its Lease lives in its own namespace, not in the other release's.
             (
                 true,
