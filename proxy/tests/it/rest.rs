@@ -52,6 +52,7 @@ fn service(base_url: &str) -> RestService {
             op("GET", "/items/{id}/parts/{part}.json", None),
             op("GET", "/big", Some("big")),
             op("GET", "/slow", Some("slow")),
+            op("GET", "/denied", Some("denied")),
         ],
         components: None,
     }
@@ -98,6 +99,10 @@ async fn start_service() -> (String, Arc<Mutex<Vec<Seen>>>) {
                         |_| {},
                     )
                 }
+                "/v2/denied" => fake_server::json_response(
+                    401,
+                    &json!({"error": format!("token {SERVICE_TOKEN} refused")}),
+                ),
                 "/v2/slow" => {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     fake_server::whole(200, "late")
@@ -403,4 +408,92 @@ async fn an_unreachable_or_slow_service_is_a_gateway_error_without_credentials()
     r.assert_status(504);
     assert_eq!(r.error_code(), "upstream_timeout");
     proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_service_credential_is_the_gateways_502_and_never_quoted() {
+    let (base, _) = start_service().await;
+    let proxy = TestProxy::start(content(Some(service(&base)), None)).await;
+    let auth = bearer();
+    let r = call(
+        &proxy,
+        Method::GET,
+        "/api/denied",
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    r.assert_status(502);
+    assert_eq!(r.error_code(), "upstream_auth_failed");
+    assert!(!String::from_utf8_lossy(&r.body).contains(SERVICE_TOKEN));
+    proxy.stop().await;
+}
+
+/// An https service on localhost with a self-signed certificate; returns its port.
+async fn tls_service(certified: &rcgen::CertifiedKey<rcgen::KeyPair>) -> u16 {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let path = req.uri().path().to_string();
+                        Ok::<_, std::convert::Infallible>(fake_server::json_response(
+                            200,
+                            &json!({"path": path}),
+                        ))
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn an_https_service_is_trusted_through_its_own_ca_only() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let port = tls_service(&certified).await;
+    let base = format!("https://localhost:{port}/v2");
+    let auth = bearer();
+    let h = [("authorization", auth.as_str())];
+
+    let mut trusted = service(&base);
+    trusted.ca_pem = Some(certified.cert.pem());
+    let proxy = TestProxy::start(content(Some(trusted), None)).await;
+    let r = call(&proxy, Method::GET, "/api/items/1", &h, None).await;
+    r.assert_status(200);
+    assert_eq!(r.json()["path"], "/v2/items/1");
+    proxy.stop().await;
+
+    // Another CA, or the public roots: the certificate is refused and nothing is sent.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let mut wrong = service(&base);
+    wrong.ca_pem = Some(other.cert.pem());
+    for rest in [wrong, service(&base)] {
+        let proxy = TestProxy::start(content(Some(rest), None)).await;
+        let r = call(&proxy, Method::GET, "/api/items/1", &h, None).await;
+        r.assert_status(502);
+        assert_eq!(r.error_code(), "upstream_unreachable");
+        proxy.stop().await;
+    }
 }
