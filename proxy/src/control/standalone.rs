@@ -584,4 +584,38 @@ stringData: {apiKey: k3}
             ["default/bare", "team/wrong-value"]
         );
     }
+
+    #[test]
+    fn config_maps_are_read_for_rest_services() {
+        let files = Files {
+            files: vec![(
+                PathBuf::from("orders.yaml"),
+                r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: orders-openapi, labels: {"tollgate.dev/config": "true"}}
+data:
+  openapi.json: '{"openapi": "3.1.0", "paths": {"/items/{id}": {"get": {"operationId": "getItem"}}}}'
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: orders}
+spec:
+  prefix: /orders
+  models: [{name: m, backends: [{provider: p}]}]
+  rest:
+    backend: {url: "http://127.0.0.1:9/v2"}
+    openAPI: {configMapRef: {name: orders-openapi}}
+"#
+                .to_string(),
+            )],
+            fingerprint: [0; 32],
+        };
+        let loaded = parse(&files).unwrap();
+        assert_eq!(loaded.inputs.config_maps.len(), 1);
+        assert!(loaded.ignored.is_empty(), "{:?}", loaded.ignored);
+        let compiled = tollgate_snapshot::compile(&loaded.inputs, 1);
+        let rest = compiled.snapshot.content.routes[0].rest.as_ref().unwrap();
+        assert_eq!(rest.operations[0].operation_id.as_deref(), Some("getItem"));
+    }
 }
