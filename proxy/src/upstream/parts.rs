@@ -157,17 +157,7 @@ impl Upstreams {
     }
 
     fn connector(&self, connect: Duration) -> HttpsConnector<HttpConnector> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(self.tls.clone())
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http)
+        pool::connector(self.tls.clone(), connect)
     }
 }
 
@@ -207,12 +197,7 @@ impl ProviderParts {
         request: Request<Full<Bytes>>,
         headers_due: Duration,
     ) -> Result<(Response<Incoming>, Option<Checkin>), UpstreamError> {
-        match tokio::time::timeout(headers_due, self.pool.conns.send(request)).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(pool::SendError::Connect)) => Err(UpstreamError::Connect),
-            Ok(Err(pool::SendError::Broken)) => Err(UpstreamError::Broken),
-            Ok(Ok(answer)) => Ok(answer),
-        }
+        self.pool.conns.send_within(request, headers_due).await
     }
 }
 

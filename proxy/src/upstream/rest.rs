@@ -10,8 +10,6 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tollgate_snapshot::{FxHashMap, ObjectRef, RestService, Snapshot};
 
@@ -95,7 +93,7 @@ impl RestPools {
         let pool = Arc::new(Pool {
             connect_ms,
             ca_pem: service.ca_pem.clone(),
-            conns: Arc::new(ConnPool::new(connector(
+            conns: Arc::new(ConnPool::new(pool::connector(
                 tls,
                 Duration::from_millis(connect_ms),
             ))),
@@ -126,20 +124,6 @@ fn with_only_ca(tls: &rustls::ClientConfig, pem: &str, id: &ObjectRef) -> rustls
     config
 }
 
-fn connector(tls: rustls::ClientConfig, connect: Duration) -> HttpsConnector<HttpConnector> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http)
-}
-
 impl RestParts {
     /// The upstream URL for `path_and_query` (which starts with `/`), if it makes a valid one.
     pub fn uri(&self, path_and_query: &str) -> Option<Uri> {
@@ -163,11 +147,6 @@ impl RestParts {
         request: Request<Full<Bytes>>,
         headers_due: Duration,
     ) -> Result<(Response<Incoming>, Option<Checkin>), UpstreamError> {
-        match tokio::time::timeout(headers_due, self.pool.conns.send(request)).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(pool::SendError::Connect)) => Err(UpstreamError::Connect),
-            Ok(Err(pool::SendError::Broken)) => Err(UpstreamError::Broken),
-            Ok(Ok(answer)) => Ok(answer),
-        }
+        self.pool.conns.send_within(request, headers_due).await
     }
 }

@@ -8,13 +8,13 @@ use std::collections::hash_map::Entry;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Map, Value};
-use tollgate_crds::{RestService as RestSpec, Timeouts as TimeoutsSpec};
+use tollgate_crds::RestService as RestSpec;
 
 use super::objects::{join_list, namespace_of, same_name_order};
+use super::provider::timeouts_from;
 use super::secrets::Secrets;
-use crate::duration::parse_duration_ms;
 use crate::fx::{FxHashMap, map_with_capacity};
-use crate::model::{Credential, RestCredential, RestOperation, RestService, Timeouts};
+use crate::model::{Credential, RestCredential, RestOperation, RestService};
 
 /// Request bodies accepted when `maxRequestBytes` is not given.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 8 * 1024 * 1024;
@@ -109,7 +109,13 @@ pub(crate) fn compile_rest(
     let base_url = normalize_url(&backend.url)
         .map_err(|clause| problems.push(("InvalidBackendURL", clause)))
         .unwrap_or_default();
-    let timeouts = timeouts_of(backend.timeouts.as_ref(), &mut problems);
+    let mut invalid = Vec::new();
+    let timeouts = timeouts_from(
+        backend.timeouts.as_ref(),
+        "spec.rest.backend.timeouts",
+        &mut invalid,
+    );
+    problems.extend(invalid.into_iter().map(|clause| ("InvalidTimeout", clause)));
     let ca_pem = backend.tls.as_ref().and_then(|tls| {
         let r = &tls.ca_secret_ref;
         match secrets.value(namespace, &r.name, &r.key) {
@@ -236,31 +242,6 @@ fn normalize_url(given: &str) -> Result<String, String> {
         return Err(bad());
     }
     Ok(given.trim_end_matches('/').to_string())
-}
-
-fn timeouts_of(given: Option<&TimeoutsSpec>, problems: &mut Vec<Problem>) -> Timeouts {
-    let mut timeouts = Timeouts::default();
-    let Some(given) = given else {
-        return timeouts;
-    };
-    let fields = [
-        ("connect", &given.connect, &mut timeouts.connect_ms),
-        ("firstByte", &given.first_byte, &mut timeouts.first_byte_ms),
-        ("idle", &given.idle, &mut timeouts.idle_ms),
-        ("total", &given.total, &mut timeouts.total_ms),
-    ];
-    for (field, text, slot) in fields {
-        if let Some(text) = text {
-            match parse_duration_ms(text) {
-                Ok(ms) => *slot = ms,
-                Err(e) => problems.push((
-                    "InvalidTimeout",
-                    format!("spec.rest.backend.timeouts.{field}: {e}"),
-                )),
-            }
-        }
-    }
-    timeouts
 }
 
 /// The operations of an OpenAPI 3.x document (JSON or YAML), sorted by path then method, and its
