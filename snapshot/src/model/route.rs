@@ -79,7 +79,8 @@ pub struct Route {
     /// Retries and fallbacks allowed on top of the calls.
     #[serde(default)]
     pub retry_budget: RetryBudget,
-    /// The REST service published under `<prefix>/api/`, when it compiled.
-    #[serde(default)]
+    /// The REST service published under `<prefix>/api/`, when it compiled. Left out of the encoding
+    /// when absent, so routes without one encode (and hash) as they did before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest: Option<super::rest::RestService>,
 }
