@@ -101,6 +101,21 @@ spec:
 "
             ));
         }
+        // Each team's first route also publishes the upstream's two calls as a REST service.
+        doc(&format!(
+            r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: bench-openapi, namespace: {ns}, labels: {{tollgate.dev/config: "true"}}}}
+data:
+  openapi.json: '{{"openapi": "3.1.0", "info": {{"title": "bench", "version": "1"}}, "paths": {{"/chat/completions": {{"post": {{"operationId": "chat"}}}}, "/embeddings": {{"post": {{"operationId": "embed"}}}}}}}}'
+"#
+        ));
+        let rest = format!(
+            "
+  rest:
+    backend: {{url: \"http://{upstream}/v1\"}}
+    openAPI: {{configMapRef: {{name: bench-openapi}}}}"
+        );
         let routes = (t * routes_per_team..((t + 1) * routes_per_team).min(shape.routes)).count();
         for r in 0..routes {
             // Every fifth route needs a decision, so both approval paths are in the table.
@@ -121,9 +136,10 @@ spec:
       backends: [{{provider: upstream}}]
     - name: bench-hold
       backends: [{{provider: upstream-hold, model: bench-chat}}]
-  limits: {{requestsPerMinute: 100000000, tokensPerMinute: 1000000000000}}
+  limits: {{requestsPerMinute: 100000000, tokensPerMinute: 1000000000000}}{rest}
 {prompts}",
                 route = route(r),
+                rest = if r == 0 { &rest } else { "" },
                 // The benchmark route's prompt API: the chat scenario's messages as a template.
                 prompts = if t == 0 && r == 0 { BENCH_PROMPT } else { "" },
             ));

@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use tokio::sync::watch;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
 use tollgate_snapshot::ObjectRef;
@@ -28,6 +28,8 @@ pub enum Kind {
     Secret,
     /// `Namespace`s, whose annotations say which paths their routes may claim.
     Namespace,
+    /// Labelled `ConfigMap`s (OpenAPI documents of REST services).
+    ConfigMap,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Subscription => "ApiSubscription",
             Kind::Secret => "Secret",
             Kind::Namespace => "Namespace",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 }
@@ -177,6 +180,8 @@ pub struct Tables {
     pub secrets: Table<Secret>,
     /// Every Namespace of the cluster (watched cluster-wide even when the kinds above are not).
     pub namespaces: Table<Namespace>,
+    /// ConfigMaps labelled `tollgate.dev/config=true`.
+    pub config_maps: Table<ConfigMap>,
 }
 
 /// The shared store: tables behind a lock, and counters bumped on changes.
@@ -239,6 +244,7 @@ impl Store {
             t.consumers.synced_scopes(),
             t.subscriptions.synced_scopes(),
             t.secrets.synced_scopes(),
+            t.config_maps.synced_scopes(),
         ]
         .iter()
         .all(|&n| n >= self.scopes_per_kind)

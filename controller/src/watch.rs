@@ -2,8 +2,9 @@
 //!
 //! Tollgate's kinds are watched as `DynamicObject`s and converted afterwards, so one object that does
 //! not fit the Rust types (an older schema, a hand-edited status) is logged, recorded as malformed and
-//! skipped, while the watch goes on. Secrets are watched only when labelled `tollgate.dev/secret=true`:
-//! RBAC cannot grant by label, but the selector keeps every unrelated Secret of the cluster out of memory.
+//! skipped, while the watch goes on. Secrets are watched only when labelled `tollgate.dev/secret=true`,
+//! ConfigMaps only when labelled `tollgate.dev/config=true`: RBAC cannot grant by label, but the
+//! selectors keep every unrelated Secret and ConfigMap of the cluster out of memory.
 
 use std::{
     collections::HashMap,
@@ -13,7 +14,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ApiResource, DynamicObject},
@@ -30,6 +31,8 @@ use crate::store::{Entry, Kind, Malformed, Store, Table, Tables};
 pub const SECRET_LABEL: &str = "tollgate.dev/secret";
 /// The selector the Secret watch uses.
 pub const SECRET_SELECTOR: &str = "tollgate.dev/secret=true";
+/// The selector the ConfigMap watch uses (REST services' OpenAPI documents).
+pub const CONFIG_MAP_SELECTOR: &str = "tollgate.dev/config=true";
 
 /// Starts one watcher per kind and scope (every namespace when `namespaces` is empty), and one over
 /// every Namespace: the compiler reads which paths each may claim from their annotations.
@@ -69,14 +72,27 @@ pub fn spawn_all(
             None => Api::all(client.clone()),
         };
         let config = watcher::Config::default().labels(SECRET_SELECTOR);
-        let store = store.clone();
+        tasks.spawn(run(
+            api,
+            config,
+            scope.clone(),
+            store.clone(),
+            Kind::Secret,
+            |t| &mut t.secrets,
+            Ok,
+        ));
+        let api: Api<ConfigMap> = match &scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let config = watcher::Config::default().labels(CONFIG_MAP_SELECTOR);
         tasks.spawn(run(
             api,
             config,
             scope,
-            store,
-            Kind::Secret,
-            |t| &mut t.secrets,
+            store.clone(),
+            Kind::ConfigMap,
+            |t| &mut t.config_maps,
             Ok,
         ));
     }
@@ -204,7 +220,7 @@ fn compiler_input_fingerprint<W: Resource + serde::Serialize>(
     object: &W,
     kind: Kind,
 ) -> Option<u64> {
-    if kind == Kind::Secret {
+    if matches!(kind, Kind::Secret | Kind::ConfigMap) {
         return None;
     }
     let mut value = serde_json::to_value(object).ok()?;

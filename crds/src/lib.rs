@@ -9,6 +9,7 @@ mod common;
 mod consumer;
 mod prompt;
 mod provider;
+mod rest;
 mod route;
 mod subscription;
 
@@ -16,6 +17,7 @@ pub use common::*;
 pub use consumer::*;
 pub use prompt::*;
 pub use provider::*;
+pub use rest::*;
 pub use route::*;
 pub use subscription::*;
 

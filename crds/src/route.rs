@@ -94,6 +94,9 @@ pub struct AIRouteSpec {
     /// Response caching for the route's model calls. Absent: nothing is cached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSettings>,
+    /// A REST service published under `<prefix>/api/`, described by its OpenAPI document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<crate::rest::RestService>,
 }
 
 /// Response caching: an identical request (see the README for what makes two requests the same)

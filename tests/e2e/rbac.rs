@@ -114,6 +114,9 @@ fn the_controller_account_may_do_what_the_controller_needs_and_no_more() {
         format!("list secrets -n {w}"),
         format!("watch secrets -n {w}"),
         format!("create secrets -n {w}"),
+        // ConfigMaps: REST services' OpenAPI documents, read through a labelled watch.
+        format!("list configmaps -n {w}"),
+        format!("watch configmaps -n {w}"),
         format!("create events.events.k8s.io -n {w}"),
         "create tokenreviews.authentication.k8s.io".to_owned(),
         // Path grants are annotations on Namespaces, read cluster-wide.
@@ -139,8 +142,11 @@ fn the_controller_account_may_do_what_the_controller_needs_and_no_more() {
         format!("create consumers.tollgate.dev -n {w}"),
         format!("approve airoutes.tollgate.dev -n {w}"),
         format!("list airoutes.tollgate.dev -n {u}"),
+        // ConfigMaps: read only, only in the watched namespace.
+        format!("list configmaps -n {u}"),
+        format!("update configmaps -n {w}"),
+        format!("delete configmaps -n {w}"),
         // Nothing else in the cluster.
-        format!("list configmaps -n {w}"),
         format!("list pods -n {w}"),
         "create pods -n tollgate".to_owned(),
         "create serviceaccounts --subresource=token -n tollgate".to_owned(),
@@ -180,7 +186,11 @@ fn a_cluster_wide_install_reads_labelled_secrets_everywhere_as_documented() {
             (true, "watch airoutes.tollgate.dev --all-namespaces"),
             (false, "get secrets -n kube-system"),
             (false, "update secrets -n kube-system"),
-            (false, "list configmaps --all-namespaces"),
+            // The same for ConfigMaps labelled tollgate.dev/config=true (REST services' OpenAPI
+            // documents); never written.
+            (true, "list configmaps --all-namespaces"),
+            (false, "get configmaps -n kube-system"),
+            (false, "update configmaps -n kube-system"),
             // Its Lease lives in its own namespace, not in the other release's.
             (
                 true,

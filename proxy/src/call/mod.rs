@@ -14,6 +14,7 @@ mod model_call;
 mod outgoing;
 mod record;
 mod relay;
+mod rest;
 mod shared;
 
 pub use answer::json;
@@ -22,4 +23,5 @@ pub use body::ResponseBody;
 pub use cache::{CacheConfig, ResponseCache, cached_call};
 pub use model_call::route_call;
 pub use record::Call;
+pub use rest::{RestRequest, rest_call};
 pub use shared::{RequestLimits, Shared};

@@ -72,6 +72,8 @@ pub struct Call {
     pub upstream: Option<crate::upstream::Checkin>,
     /// What the response cache did: `hit`, `miss` or `bypass`; `None` where the route has no cache.
     pub cache: Option<&'static str>,
+    /// For a REST passthrough call, the index of its operation in the route's REST service.
+    pub rest_operation: Option<u32>,
 }
 
 impl Call {
@@ -116,6 +118,7 @@ impl Call {
             key: None,
             upstream: None,
             cache: None,
+            rest_operation: None,
         }
     }
 
@@ -194,6 +197,17 @@ impl Call {
             output_tokens: usage.output,
             cost_usd: cost,
         });
+        let rest_operation = route
+            .and_then(|r| {
+                r.rest
+                    .as_ref()?
+                    .operations
+                    .get(self.rest_operation? as usize)
+            })
+            .map(|op| match &op.operation_id {
+                Some(id) => std::borrow::Cow::Borrowed(id.as_str()),
+                None => std::borrow::Cow::Owned(format!("{} {}", op.method, op.path)),
+            });
         let line = AccessLine {
             time_unix_ms: self.started_unix_ms,
             request_id: self.request_id.to_str().unwrap_or(""),
@@ -219,8 +233,16 @@ impl Call {
             retries: self.retries,
             error_class: self.error_class,
             snapshot_version: snapshot.map(|s| s.version),
-            api: if prompt.is_some() { "prompt" } else { "model" },
-            operation: prompt.map(|p| p.name.as_str()),
+            api: if self.rest_operation.is_some() {
+                "rest"
+            } else if prompt.is_some() {
+                "prompt"
+            } else {
+                "model"
+            },
+            operation: prompt
+                .map(|p| p.name.as_str())
+                .or(rest_operation.as_deref()),
             operation_version: prompt.and_then(|p| p.version.as_deref()),
             cache: self.cache,
         };

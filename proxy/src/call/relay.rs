@@ -48,6 +48,8 @@ pub enum RelayMode {
     },
     /// Translated from a provider's stream format to the caller's, event by event.
     Translate(Box<dyn Transcode>),
+    /// Passed on untouched and unread (REST services' answers: no usage in them).
+    Bytes,
 }
 
 enum Scan {
@@ -61,6 +63,7 @@ enum Scan {
     },
     Sse(SseScanner),
     Translate(Box<dyn Transcode>),
+    Bytes,
 }
 
 /// An upstream body being relayed, with idle and total deadlines.
@@ -91,6 +94,7 @@ impl Relay {
                 secrets,
             } => Scan::Sse(SseScanner::new(strip_usage_chunk, secrets)),
             RelayMode::Translate(t) => Scan::Translate(t),
+            RelayMode::Bytes => Scan::Bytes,
         };
         Self {
             upstream,
@@ -192,6 +196,7 @@ impl Relay {
                             }
                             Some(out)
                         }
+                        Scan::Bytes => Some(data),
                     };
                     // With a known length the server stops polling once it has every byte, so the
                     // end must be noticed here rather than from a final `None`.
@@ -234,6 +239,7 @@ impl Relay {
                 None
             }
             Scan::Sse(scanner) => scanner.leftover(),
+            Scan::Bytes => None,
             Scan::Translate(t) => {
                 let out = t.finish();
                 if let (Some(c), Some(u)) = (call, t.usage()) {

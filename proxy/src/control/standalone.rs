@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, condition_type};
@@ -195,6 +195,9 @@ pub fn parse(files: &Files) -> Result<Loaded, LoadError> {
                 ("v1", "Secret") => inputs
                     .secrets
                     .push(serde_yaml::from_value::<Secret>(value).map_err(parse_err)?),
+                ("v1", "ConfigMap") => inputs
+                    .config_maps
+                    .push(serde_yaml::from_value::<ConfigMap>(value).map_err(parse_err)?),
                 ("", _) | (_, "") => {
                     return Err(invalid("a document without apiVersion or kind".into()));
                 }
@@ -580,5 +583,39 @@ stringData: {apiKey: k3}
             unlabelled_secrets(&loaded.inputs),
             ["default/bare", "team/wrong-value"]
         );
+    }
+
+    #[test]
+    fn config_maps_are_read_for_rest_services() {
+        let files = Files {
+            files: vec![(
+                PathBuf::from("orders.yaml"),
+                r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: orders-openapi, labels: {"tollgate.dev/config": "true"}}
+data:
+  openapi.json: '{"openapi": "3.1.0", "paths": {"/items/{id}": {"get": {"operationId": "getItem"}}}}'
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: orders}
+spec:
+  prefix: /orders
+  models: [{name: m, backends: [{provider: p}]}]
+  rest:
+    backend: {url: "http://127.0.0.1:9/v2"}
+    openAPI: {configMapRef: {name: orders-openapi}}
+"#
+                .to_string(),
+            )],
+            fingerprint: [0; 32],
+        };
+        let loaded = parse(&files).unwrap();
+        assert_eq!(loaded.inputs.config_maps.len(), 1);
+        assert!(loaded.ignored.is_empty(), "{:?}", loaded.ignored);
+        let compiled = tollgate_snapshot::compile(&loaded.inputs, 1);
+        let rest = compiled.snapshot.content.routes[0].rest.as_ref().unwrap();
+        assert_eq!(rest.operations[0].operation_id.as_deref(), Some("getItem"));
     }
 }

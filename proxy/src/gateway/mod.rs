@@ -4,9 +4,11 @@
 
 mod admission;
 mod answer;
+mod body;
 mod models;
 mod openapi;
 mod prompt;
 mod request;
+mod rest;
 
 pub use request::handle;

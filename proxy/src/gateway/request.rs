@@ -6,14 +6,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+
+use http::header::{HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::admission::{self, Notes, OPENAPI_PATH};
 use super::answer::CallerFormat;
-use super::{models, openapi, prompt};
+use super::body::read_body;
+use super::{models, openapi, prompt, rest};
 use crate::call::{self, Call, Endpoint, REQUEST_ID, ResponseBody, Shared};
 use crate::clock;
 use crate::error::ApiError;
@@ -94,6 +95,13 @@ async fn serve(
     call.snapshot = Some(snapshot.clone());
     let (parts, body) = request.into_parts();
     let admitted = admission::admit(&snapshot, &parts, call, notes)?;
+    if rest::is_rest_path(&parts.uri.path()[admitted.rest_at..]) {
+        // Boxed: REST calls are rarer than model calls and would otherwise grow every call's future.
+        return Box::pin(rest::serve(
+            shared, &snapshot, parts, body, &admitted, call, notes,
+        ))
+        .await;
+    }
     let route = admitted.route;
     let path = parts.uri.path();
     let rest = &path[admitted.rest_at..];
@@ -170,26 +178,6 @@ async fn model_call(
     )
     .await?;
     call::cached_call(shared, snapshot, routed, headers, call).await
-}
-
-/// Reads the request body, refusing more than `limit` bytes with 413.
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::body_too_large(limit));
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::body_too_large(limit))
-        }
-        Err(_) => Err(ApiError::bad_request(
-            "invalid_body",
-            "The request body could not be read.",
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -158,9 +158,9 @@ pub struct AccessLine<'a> {
     pub retries: u32,
     pub error_class: Option<&'a str>,
     pub snapshot_version: Option<u64>,
-    /// `model` (the OpenAI/Anthropic endpoints) or `prompt`.
+    /// `model` (the OpenAI/Anthropic endpoints), `prompt` or `rest`.
     pub api: &'a str,
-    /// The prompt's name, for prompt calls.
+    /// The prompt's name, or the REST operation's `operationId` (`METHOD /path` when it has none).
     pub operation: Option<&'a str>,
     /// The prompt's version, when it has one.
     pub operation_version: Option<&'a str>,
@@ -369,6 +369,17 @@ mod tests {
         assert_eq!(v["snapshot_version"], 3);
         assert_eq!(v["api"], "model");
         assert_eq!(v.as_object().map(|o| o.len()), Some(22));
+
+        let mut rest = line(&id);
+        rest.api = "rest";
+        rest.operation = Some("getItem");
+        let mut out = Vec::new();
+        rest.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["api"], "rest");
+        assert_eq!(v["operation"], "getItem");
+        assert_eq!(v["operation_version"], serde_json::Value::Null);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(24));
     }
 
     #[test]

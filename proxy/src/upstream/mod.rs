@@ -6,5 +6,6 @@ pub mod balance;
 pub mod health;
 mod parts;
 mod pool;
+mod rest;
 
 pub use parts::{Checkin, Prepared, ProviderParts, UpstreamError, Upstreams};

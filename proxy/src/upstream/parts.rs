@@ -17,8 +17,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tollgate_snapshot::{ObjectRef, Provider, ProviderIdx, Snapshot};
 
-pub use super::pool::Checkin;
 use super::pool::{self, ConnPool};
+pub use super::pool::{Checkin, UpstreamError};
 
 /// One provider's connections.
 struct Pool {
@@ -32,6 +32,8 @@ pub struct Upstreams {
     pools: RwLock<FxHashMap<ObjectRef, Arc<Pool>>>,
     /// The request parts of the snapshot stored last.
     prepared: ArcSwapOption<Prepared>,
+    /// The pools of routes' REST services.
+    rest: super::rest::RestPools,
 }
 
 /// Paths of the OpenAI-style endpoints, appended to a provider's `endpoint`; [`ProviderParts::uri`]
@@ -45,6 +47,8 @@ pub struct Prepared {
     /// Which snapshot this was made from (a `Weak` keeps the address from being reused).
     snapshot: Weak<Snapshot>,
     providers: Vec<ProviderParts>,
+    /// Each route's REST service parts, by route index.
+    rest: Vec<Option<super::rest::RestParts>>,
 }
 
 /// One provider's share of [`Prepared`].
@@ -56,20 +60,6 @@ pub struct ProviderParts {
     uris: [Option<Uri>; OPENAI_PATHS.len()],
     /// The `Host` header the client would otherwise format on every request.
     host: Option<HeaderValue>,
-}
-
-/// Why an upstream call produced no response.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The connection could not be made (refused, DNS, TLS).
-    #[error("could not connect to the provider")]
-    Connect,
-    /// No response headers within connect + first-byte (or the total) timeout.
-    #[error("the provider did not answer in time")]
-    Timeout,
-    /// The connection broke before the response headers.
-    #[error("the provider's connection failed before it answered")]
-    Broken,
 }
 
 impl Default for Upstreams {
@@ -94,6 +84,7 @@ impl Upstreams {
             tls,
             pools: RwLock::new(FxHashMap::default()),
             prepared: ArcSwapOption::empty(),
+            rest: super::rest::RestPools::default(),
         }
     }
 
@@ -124,6 +115,7 @@ impl Upstreams {
                 .iter()
                 .map(|provider| self.parts_of(provider))
                 .collect(),
+            rest: self.rest.parts_for(snapshot, &self.tls),
         }
     }
 
@@ -165,17 +157,7 @@ impl Upstreams {
     }
 
     fn connector(&self, connect: Duration) -> HttpsConnector<HttpConnector> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(self.tls.clone())
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http)
+        pool::connector(self.tls.clone(), connect)
     }
 }
 
@@ -183,6 +165,11 @@ impl Prepared {
     /// The parts of provider `idx` of the snapshot this was made from.
     pub fn provider(&self, idx: ProviderIdx) -> &ProviderParts {
         &self.providers[idx as usize]
+    }
+
+    /// The parts of route `idx`'s REST service, if it has one.
+    pub fn rest(&self, idx: tollgate_snapshot::RouteIdx) -> Option<&super::rest::RestParts> {
+        self.rest.get(idx as usize)?.as_ref()
     }
 }
 
@@ -210,12 +197,7 @@ impl ProviderParts {
         request: Request<Full<Bytes>>,
         headers_due: Duration,
     ) -> Result<(Response<Incoming>, Option<Checkin>), UpstreamError> {
-        match tokio::time::timeout(headers_due, self.pool.conns.send(request)).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(pool::SendError::Connect)) => Err(UpstreamError::Connect),
-            Ok(Err(pool::SendError::Broken)) => Err(UpstreamError::Broken),
-            Ok(Ok(answer)) => Ok(answer),
-        }
+        self.pool.conns.send_within(request, headers_due).await
     }
 }
 

@@ -61,6 +61,20 @@ struct Kept {
     h2: Vec<(Origin, http2::SendRequest<Body>)>,
 }
 
+/// Why an upstream call produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The connection could not be made (refused, DNS, TLS).
+    #[error("could not connect to the provider")]
+    Connect,
+    /// No response headers within connect + first-byte (or the total) timeout.
+    #[error("the provider did not answer in time")]
+    Timeout,
+    /// The connection broke before the response headers.
+    #[error("the provider's connection failed before it answered")]
+    Broken,
+}
+
 /// Why a request got no response.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SendError {
@@ -95,6 +109,20 @@ impl ConnPool {
         Self {
             connector,
             kept: Mutex::new(Kept::default()),
+        }
+    }
+
+    /// [`ConnPool::send`], waiting at most `headers_due` for the response headers.
+    pub async fn send_within(
+        self: &Arc<Self>,
+        request: Request<Body>,
+        headers_due: Duration,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), UpstreamError> {
+        match tokio::time::timeout(headers_due, self.send(request)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(SendError::Connect)) => Err(UpstreamError::Connect),
+            Ok(Err(SendError::Broken)) => Err(UpstreamError::Broken),
+            Ok(Ok(answer)) => Ok(answer),
         }
     }
 
@@ -262,6 +290,22 @@ impl Drop for Checkin {
             }
         });
     }
+}
+
+/// A connector for `http` and `https` URLs (HTTP/1.1, and HTTP/2 where TLS negotiates it) that trusts
+/// what `tls` trusts and gives up connecting after `connect`.
+pub fn connector(tls: rustls::ClientConfig, connect: Duration) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http)
 }
 
 /// `Host` as HTTP/1.1 wants it: the host, and the port unless it is the scheme's default.

@@ -17,6 +17,8 @@
 //!   OpenAPI document.
 //! - `cache`: the response cache: hits, scopes, `Cache-Control`, stream replay, expiry, and entries
 //!   shared through a real Redis by two proxies (`cache::redis`).
+//! - `rest`: REST passthrough to a route's REST service: declared operations only, credentials,
+//!   limits, large answers, failures.
 //! - `hot_swap`: snapshot swaps under load.
 //! - `standalone`: configuration read from YAML files and watched.
 //! - `sdk`: the official Python SDKs as clients.
@@ -36,6 +38,7 @@ mod limits;
 mod listeners;
 mod messages_api;
 mod prompts;
+mod rest;
 mod sdk;
 mod standalone;
 mod translation;

@@ -12,6 +12,7 @@ mod objects;
 mod paths;
 mod prompt;
 mod provider;
+mod rest;
 mod route;
 mod secrets;
 mod subscription;
@@ -21,7 +22,7 @@ mod traffic;
 
 pub use prompt::compile_prompt_spec;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use subscription::VerdictQueue;
 use threads::join;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, Phase, condition_type};
@@ -39,6 +40,7 @@ pub use objects::DEFAULT_NAMESPACE;
 pub use provider::{
     FAKE_ENDPOINT, UNTRANSLATED, auth_scheme, default_endpoint, translation_available,
 };
+pub use rest::DEFAULT_MAX_REQUEST_BYTES;
 pub use subscription::{clamp_limits, phase_for};
 pub use tenancy::{HOSTNAMES, PATH_PREFIXES, Tenancy};
 pub use traffic::clamp_budget;
@@ -56,6 +58,8 @@ pub struct Inputs {
     pub subscriptions: Vec<ApiSubscription>,
     /// The Secrets that providers and consumers refer to (others are ignored).
     pub secrets: Vec<Secret>,
+    /// The ConfigMaps that routes' REST services read their OpenAPI documents from (others are ignored).
+    pub config_maps: Vec<ConfigMap>,
     /// The present instant in Unix seconds: keys expired by then are left out.
     pub now_unix: i64,
     /// Proxy replicas sharing the traffic, copied into the snapshot (0: unknown). An input rather than
@@ -105,9 +109,15 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
         );
         let provider_table =
             provider::compile_providers(&providers.items, secrets(), &mut verdicts);
+        let config_maps = rest::ConfigMaps::new(&inputs.config_maps);
+        let refs = route::Refs {
+            providers: &provider_table,
+            secrets: secrets(),
+            config_maps: &config_maps,
+        };
         let route_table = route::compile_routes(
             &routes.items,
-            &provider_table,
+            &refs,
             inputs.tenancy.as_ref(),
             now,
             &mut verdicts,

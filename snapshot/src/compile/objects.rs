@@ -7,7 +7,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
@@ -33,7 +33,14 @@ macro_rules! impl_object {
         }
     )*};
 }
-impl_object!(ModelProvider, AIRoute, Consumer, ApiSubscription, Secret);
+impl_object!(
+    ModelProvider,
+    AIRoute,
+    Consumer,
+    ApiSubscription,
+    Secret,
+    ConfigMap
+);
 
 /// Namespace of an object, `default` when absent or empty.
 pub(crate) fn namespace_of(meta: &ObjectMeta) -> &str {

@@ -393,8 +393,18 @@ fn normalize_endpoint(given: &str) -> Result<String, String> {
 }
 
 fn resolve_timeouts(spec: &ModelProviderSpec, invalid: &mut Vec<String>) -> Timeouts {
+    timeouts_from(spec.timeouts.as_ref(), "spec.timeouts", invalid)
+}
+
+/// Timeouts as given under `field` (defaults for those left out); each that does not parse is a
+/// clause in `invalid`.
+pub(crate) fn timeouts_from(
+    given: Option<&tollgate_crds::Timeouts>,
+    field: &str,
+    invalid: &mut Vec<String>,
+) -> Timeouts {
     let mut timeouts = Timeouts::default();
-    let Some(given) = &spec.timeouts else {
+    let Some(given) = given else {
         return timeouts;
     };
     let fields = [
@@ -403,11 +413,11 @@ fn resolve_timeouts(spec: &ModelProviderSpec, invalid: &mut Vec<String>) -> Time
         ("idle", &given.idle, &mut timeouts.idle_ms),
         ("total", &given.total, &mut timeouts.total_ms),
     ];
-    for (field, text, slot) in fields {
+    for (name, text, slot) in fields {
         if let Some(text) = text {
             match parse_duration_ms(text) {
                 Ok(ms) => *slot = ms,
-                Err(e) => invalid.push(format!("spec.timeouts.{field}: {e}")),
+                Err(e) => invalid.push(format!("{field}.{name}: {e}")),
             }
         }
     }

@@ -13,6 +13,8 @@ use super::objects::{
 use super::paths::{Claims, Collision, normalize_hostname, normalize_prefix};
 use super::prompt::{CompiledPrompts, compile_prompts};
 use super::provider::ProviderTable;
+use super::rest::{ConfigMaps, compile_rest};
+use super::secrets::Secrets;
 use super::tenancy::{Grants, HOSTNAMES, PATH_PREFIXES, Tenancy};
 use crate::fx::FxHashMap;
 use crate::model::{Backend, CachePolicy, Route, RouteIdx, RouteModel};
@@ -38,10 +40,17 @@ struct Valid {
     cache: Option<CachePolicy>,
 }
 
+/// What routes refer to: providers for their models; Secrets and ConfigMaps for their REST service.
+pub(crate) struct Refs<'r> {
+    pub providers: &'r ProviderTable<'r>,
+    pub secrets: &'r Secrets<'r>,
+    pub config_maps: &'r ConfigMaps<'r>,
+}
+
 /// Compiles routes, which arrive sorted by namespace/name.
 pub(crate) fn compile_routes<'a>(
     items: &[Item<'a, AIRoute>],
-    providers: &ProviderTable<'_>,
+    refs: &Refs<'_>,
     tenancy: Option<&Tenancy>,
     now_unix: i64,
     verdicts: &mut Vec<Verdict>,
@@ -81,7 +90,7 @@ pub(crate) fn compile_routes<'a>(
     let (mut names, mut texts) = (Interner::default(), Texts::default());
     let mut built = map_in_order(&order, |i| match (&checked[i], collisions[i]) {
         (Ok(valid), None) if refused[i].is_none() => Some(build(
-            &items[i], valid, providers, now_unix, &mut names, &mut texts,
+            &items[i], valid, refs, now_unix, &mut names, &mut texts,
         )),
         _ => None,
     });
@@ -339,7 +348,7 @@ type Problem = (&'static str, String);
 fn build<'a>(
     item: &Item<'a, AIRoute>,
     valid: &Valid,
-    providers: &ProviderTable<'_>,
+    refs: &Refs<'_>,
     now_unix: i64,
     names: &mut Interner<'a>,
     texts: &mut Texts,
@@ -355,7 +364,7 @@ fn build<'a>(
     if spec.stage != Stage::Retired {
         for m in &spec.models {
             let resolve = |b: &BackendRef, problems: &mut Vec<Problem>| {
-                resolve_backend(b, &m.name, namespace, providers)
+                resolve_backend(b, &m.name, namespace, refs.providers)
                     .map_err(|(reason, clause)| {
                         problems.push((reason, format!("model {}: {clause}", m.name)))
                     })
@@ -395,6 +404,40 @@ fn build<'a>(
             }
         }
     }
+    // A Retired route sends nothing upstream: its REST service is not compiled either.
+    let backend_problems = problems.len();
+    let rest = match &spec.rest {
+        Some(rest) if spec.stage != Stage::Retired => {
+            match compile_rest(rest, namespace, refs.secrets, refs.config_maps) {
+                Ok(service) => {
+                    notes.push(format!(
+                        "Its REST service publishes {} operation{} under {}/api",
+                        service.operations.len(),
+                        if service.operations.len() == 1 {
+                            ""
+                        } else {
+                            "s"
+                        },
+                        valid.prefix
+                    ));
+                    Some(service)
+                }
+                Err(found) => {
+                    notes.push(format!(
+                        "Its REST service is not served until the problems in ResolvedRefs are fixed: requests under {}/api get 404",
+                        valid.prefix
+                    ));
+                    problems.extend(
+                        found
+                            .into_iter()
+                            .map(|(reason, clause)| (reason, format!("REST service: {clause}"))),
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     models.sort_by(|a, b| a.name.cmp(&b.name));
     let prompts = if spec.stage == Stage::Retired {
         CompiledPrompts::default()
@@ -433,11 +476,12 @@ fn build<'a>(
         ),
         Some(&(reason, _)) => {
             let clauses: Vec<&str> = problems.iter().map(|(_, c)| c.as_str()).collect();
-            unresolved_refs(
-                reason,
-                &clauses,
-                &["Requests use the remaining backends until this is fixed"],
-            )
+            let advice: &[&str] = if backend_problems == 0 {
+                &[]
+            } else {
+                &["Requests use the remaining backends until this is fixed"]
+            };
+            unresolved_refs(reason, &clauses, advice)
         }
     });
     if !unserved.is_empty() {
@@ -528,6 +572,7 @@ fn build<'a>(
         description: spec.description.clone(),
         prompts: prompts.prompts,
         cache: valid.cache.clone(),
+        rest,
     };
     (verdict, route)
 }

@@ -13,6 +13,7 @@ mod limits;
 mod prompt;
 mod provider;
 mod refs;
+mod rest;
 mod route;
 mod shared_str;
 mod subscription;
@@ -28,6 +29,7 @@ pub use provider::{
     Timeouts,
 };
 pub use refs::{ConsumerIdx, ObjectRef, ProviderIdx, RouteIdx};
+pub use rest::{RestCredential, RestOperation, RestService};
 pub use route::{
     Approval, Backend, CacheEndpoint, CachePolicy, CacheScope, RetryBudget, Route, RouteModel,
     Stage,

@@ -89,6 +89,10 @@ pub struct Route {
     /// Response caching; `None` when the route caches nothing.
     #[serde(default)]
     pub cache: Option<CachePolicy>,
+    /// The REST service published under `<prefix>/api/`, when it compiled. Left out of the encoding
+    /// when absent, so routes without one encode (and hash) as they did before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<super::rest::RestService>,
 }
 
 /// How a route caches answers.

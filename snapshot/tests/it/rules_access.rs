@@ -556,8 +556,7 @@ fn objects_without_a_namespace_live_in_default() {
             ),
         ],
         now_unix: NOW,
-        proxy_replicas: 0,
-        tenancy: None,
+        ..Default::default()
     };
     let compiled = run(&inputs);
     for v in &compiled.verdicts {

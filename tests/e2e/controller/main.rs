@@ -7,6 +7,7 @@
 
 mod fixtures;
 mod http;
+mod rest;
 mod support;
 
 use std::time::{Duration, Instant};

@@ -231,6 +231,7 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
         description: None,
         prompts: Vec::new(),
         cache: None,
+        rest: None,
     }
 }
 

@@ -148,8 +148,7 @@ pub fn team_a() -> Inputs {
             ),
         ],
         now_unix: NOW,
-        proxy_replicas: 0,
-        tenancy: None,
+        ..Inputs::default()
     }
 }
 

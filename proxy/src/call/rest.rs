@@ -1,0 +1,194 @@
+//! One REST passthrough call: the caller's request sent to the route's REST service with the
+//! service's credential in place of the caller's key, and the answer relayed as it comes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use tollgate_snapshot::{RouteIdx, Snapshot};
+
+use super::ask::REQUEST_ID;
+use super::body::ResponseBody;
+use super::record::Call;
+use super::relay::{Relay, RelayMode};
+use super::shared::Shared;
+use crate::error::ApiError;
+use crate::upstream::UpstreamError;
+
+/// Headers that belong to one connection (RFC 9110 §7.6.1), never passed on.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Where the caller's key may be: never sent upstream.
+const CALLER_KEYS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+
+/// The caller's request to a REST operation, as the gateway read it.
+pub struct RestRequest {
+    /// The route whose REST service answers.
+    pub route: RouteIdx,
+    /// The caller's method.
+    pub method: Method,
+    /// The path below `<prefix>/api` (starting with `/`) and the query, as the caller sent them.
+    pub path_and_query: String,
+    /// The caller's headers.
+    pub headers: HeaderMap,
+    /// The caller's body, read whole within the service's limit.
+    pub body: Bytes,
+}
+
+/// Sends `request` to the route's REST service and relays its answer.
+pub async fn rest_call(
+    shared: &Shared,
+    snapshot: &Arc<Snapshot>,
+    request: RestRequest,
+    call: &mut Call,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let route = &snapshot.content.routes[request.route as usize];
+    let unavailable = || {
+        ApiError::upstream(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            format!("The REST service of the API {} is not available.", route.id),
+        )
+    };
+    let service = route.rest.as_ref().ok_or_else(unavailable)?;
+    let prepared = shared.store.prepared(snapshot);
+    let parts = prepared.rest(request.route).ok_or_else(unavailable)?;
+    let uri = parts.uri(&request.path_and_query).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_path",
+            "The request path cannot be sent to the REST service.",
+        )
+    })?;
+
+    let mut headers = request.headers;
+    strip_connection_headers(&mut headers);
+    for name in CALLER_KEYS {
+        headers.remove(name);
+    }
+    headers.remove(header::HOST);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::TRANSFER_ENCODING);
+    if let Some(host) = parts.host() {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(REQUEST_ID, call.request_id.clone());
+    let credential = parts.credential();
+    let injected = credential.is_some();
+    if let Some((name, value)) = credential {
+        headers.insert(name, value);
+    }
+    let mut upstream = Request::new(Full::new(request.body));
+    *upstream.method_mut() = request.method;
+    *upstream.uri_mut() = uri;
+    *upstream.headers_mut() = headers;
+
+    let t = service.timeouts;
+    let deadline =
+        tokio::time::Instant::from_std(call.started()) + Duration::from_millis(t.total_ms);
+    let headers_due = Duration::from_millis(t.connect_ms + t.first_byte_ms)
+        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    let (answer, checkin) = parts
+        .send(upstream, headers_due)
+        .await
+        .map_err(|e| transport(&route.id, e))?;
+    call.upstream = checkin;
+
+    // A refused credential is the gateway's problem, not the caller's: their key was fine.
+    if injected && answer.status() == StatusCode::UNAUTHORIZED {
+        return Err(ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_auth_failed",
+            format!(
+                "The REST service of the API {} refused the gateway's credential.",
+                route.id
+            ),
+        ));
+    }
+    let (mut head, incoming) = answer.into_parts();
+    strip_connection_headers(&mut head.headers);
+    head.headers.remove(header::TRANSFER_ENCODING);
+    let relay = Relay::new(
+        incoming,
+        RelayMode::Bytes,
+        Duration::from_millis(t.idle_ms),
+        deadline,
+    );
+    let mut response = Response::new(ResponseBody::relay(relay));
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    Ok(response)
+}
+
+/// Removes hop-by-hop headers, and those that `Connection` names.
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// No response headers came: the service could not be reached, broke, or was too slow.
+fn transport(route: &tollgate_snapshot::ObjectRef, error: UpstreamError) -> ApiError {
+    match error {
+        UpstreamError::Connect => ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            format!("The REST service of the API {route} could not be reached."),
+        ),
+        UpstreamError::Timeout => ApiError::upstream(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("The REST service of the API {route} did not answer in time."),
+        ),
+        UpstreamError::Broken => ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!(
+                "The connection to the REST service of the API {route} failed before it answered."
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn connection_headers_and_those_it_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_connection_headers(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+}
