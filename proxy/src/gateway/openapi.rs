@@ -1,11 +1,14 @@
 //! `GET <prefix>/openapi.json`: the route's OpenAPI 3.1 document, built from the snapshot — the
 //! OpenAI- and Anthropic-compatible operations (the `model` enum lists the route's models), each
-//! prompt API (request schema from its variables, response schema from its output), bearer or
+//! prompt API (request schema from its variables, response schema from its output), each operation
+//! of the route's REST service (from its own document, rewritten under `/api`), bearer or
 //! `x-api-key` security, and the route's description, stage and sunset.
 
 use http::Response;
 use serde_json::{Map, Value, json};
-use tollgate_snapshot::{Output, Prompt, Route, RouteIdx, Snapshot, Stage, VariableType};
+use tollgate_snapshot::{
+    Output, Prompt, RestService, Route, RouteIdx, Snapshot, Stage, VariableType,
+};
 
 use super::answer::json_value;
 use crate::call::ResponseBody;
@@ -122,6 +125,18 @@ pub fn document(route: &Route) -> Value {
         paths.insert(format!("/prompts/{}", p.name), json!({ "post": op }));
     }
 
+    // Components of the REST service's document other than schemas, by section.
+    let mut rest_components = Map::new();
+    if let Some(rest) = &route.rest {
+        add_rest(
+            rest,
+            deprecated,
+            &mut paths,
+            &mut schemas,
+            &mut rest_components,
+        );
+    }
+
     let mut info = json!({
         "title": format!("{} ({})", route.id.name, route.id.namespace),
         "version": "v1",
@@ -136,14 +151,14 @@ pub fn document(route: &Route) -> Value {
     } else {
         route.prefix.clone()
     };
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": info,
         "servers": [{"url": server}],
         "security": [{"bearer": []}, {"apiKey": []}],
         "tags": [
             {"name": "chat"}, {"name": "embeddings"}, {"name": "messages"},
-            {"name": "models"}, {"name": "prompts"},
+            {"name": "models"}, {"name": "prompts"}, {"name": "api"},
         ],
         "paths": paths,
         "components": {
@@ -159,7 +174,153 @@ pub fn document(route: &Route) -> Value {
             },
             "schemas": schemas,
         },
-    })
+    });
+    for (section, entries) in rest_components {
+        let into = &mut doc["components"][&section];
+        if into.is_null() {
+            *into = json!({});
+        }
+        if let (Some(into), Value::Object(entries)) = (into.as_object_mut(), entries) {
+            into.extend(entries);
+        }
+    }
+    doc
+}
+
+/// Sections of a source document's `components` copied into the route's document.
+const REST_SECTIONS: [&str; 8] = [
+    "schemas",
+    "responses",
+    "parameters",
+    "examples",
+    "requestBodies",
+    "headers",
+    "links",
+    "callbacks",
+];
+
+/// Adds the REST service's operations under `/api`, their components renamed `rest.<name>` so that
+/// they cannot collide with the route's own, and every `$ref` to them rewritten to match.
+fn add_rest(
+    rest: &RestService,
+    deprecated: bool,
+    paths: &mut Map<String, Value>,
+    schemas: &mut Map<String, Value>,
+    others: &mut Map<String, Value>,
+) {
+    let mut ids: Vec<String> = paths
+        .values()
+        .flat_map(|item| item.as_object().into_iter().flat_map(|m| m.values()))
+        .filter_map(|op| op["operationId"].as_str().map(str::to_string))
+        .collect();
+    for op in &rest.operations {
+        let mut spec = op.spec.clone();
+        rename_refs(&mut spec);
+        let Some(obj) = spec.as_object_mut() else {
+            continue;
+        };
+        // Our security applies (the service's own is the gateway's business, not the caller's).
+        obj.remove("security");
+        obj.remove("servers");
+        obj.insert("tags".into(), json!(["api"]));
+        if deprecated {
+            obj.insert("deprecated".into(), Value::Bool(true));
+        }
+        let wanted = op.operation_id.clone().unwrap_or_else(|| {
+            format!("rest_{}{}", op.method.to_ascii_lowercase(), op.path)
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect()
+        });
+        let mut id = wanted.clone();
+        let mut n = 2;
+        while ids.contains(&id) {
+            id = format!("{wanted}_{n}");
+            n += 1;
+        }
+        ids.push(id.clone());
+        obj.insert("operationId".into(), Value::String(id));
+        declare_path_parameters(obj, &op.path);
+        if !obj.contains_key("responses") {
+            obj.insert(
+                "responses".into(),
+                json!({"default": {"description": "The service's answer."}}),
+            );
+        }
+        let item = paths
+            .entry(format!("/api{}", op.path))
+            .or_insert_with(|| json!({}));
+        item[op.method.to_ascii_lowercase()] = spec;
+    }
+    let Some(components) = rest.components.as_ref().and_then(Value::as_object) else {
+        return;
+    };
+    for section in REST_SECTIONS {
+        let Some(entries) = components.get(section).and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, value) in entries {
+            let mut value = value.clone();
+            rename_refs(&mut value);
+            if section == "schemas" {
+                schemas.insert(format!("rest.{name}"), value);
+            } else {
+                let all = others
+                    .entry(section.to_string())
+                    .or_insert_with(|| json!({}));
+                all[format!("rest.{name}")] = value;
+            }
+        }
+    }
+}
+
+/// Points `$ref`s into the source document's components at their renamed copies.
+fn rename_refs(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if key == "$ref"
+                    && let Value::String(target) = value
+                    && let Some(rest) = target.strip_prefix("#/components/")
+                    && let Some((section, name)) = rest.split_once('/')
+                {
+                    *target = format!("#/components/{section}/rest.{name}");
+                } else {
+                    rename_refs(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(rename_refs),
+        _ => {}
+    }
+}
+
+/// Declares each `{name}` of `path` as a path parameter where the operation does not.
+fn declare_path_parameters(op: &mut Map<String, Value>, path: &str) {
+    let names: Vec<&str> = path
+        .split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    let params = op
+        .entry("parameters")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Value::Array(list) = params else {
+        return;
+    };
+    for name in names {
+        let declared = list
+            .iter()
+            .any(|p| p["in"] == "path" && p["name"] == name || p.get("$ref").is_some());
+        if !declared {
+            list.push(
+                json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}),
+            );
+        }
+    }
 }
 
 fn stage_name(stage: Stage) -> &'static str {
