@@ -6,7 +6,8 @@
 use serde_json::{Value, json};
 use tollgate_crds::PromptApi;
 use tollgate_snapshot::{
-    Content, FakeBehaviour, Limits, Prompt, ProviderType, Stage, compile_prompt_spec,
+    Content, FakeBehaviour, Limits, Prompt, ProviderType, RestOperation, RestService, Stage,
+    Timeouts, compile_prompt_spec,
 };
 
 use crate::support::anthropic_fake;
@@ -435,6 +436,7 @@ async fn prompt_calls_count_against_the_subscriptions_limits() {
 #[tokio::test]
 async fn the_openapi_document_is_valid_and_open_to_every_key_but_drafts() {
     let mut content = fake_content();
+    content.routes[0].rest = Some(orders_service());
     // A consumer of another team with no subscription to the route.
     content
         .consumers
@@ -468,6 +470,27 @@ async fn the_openapi_document_is_valid_and_open_to_every_key_but_drafts() {
         doc["paths"]["/prompts/summarise"]["post"]["x-tollgate-prompt-version"],
         "v2"
     );
+    // The REST service's operations, under /api, their references pointing at renamed copies.
+    let get_item = &doc["paths"]["/api/items/{id}"]["get"];
+    assert_eq!(get_item["operationId"], "getItem");
+    assert_eq!(
+        get_item["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/rest.Item"
+    );
+    assert_eq!(get_item["parameters"][0]["name"], "id");
+    assert_eq!(
+        doc["paths"]["/api/items"]["post"]["operationId"],
+        "rest_post_items"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["rest.Item"]["properties"]["id"]["type"],
+        "string"
+    );
+    assert_eq!(
+        doc["components"]["parameters"]["rest.Limit"]["name"],
+        "limit"
+    );
+    assert!(doc["paths"]["/api/items"]["get"]["security"].is_null());
 
     let path = std::env::temp_dir().join(format!("tollgate-openapi-{}.json", std::process::id()));
     std::fs::write(&path, &reply.body).unwrap();
@@ -496,4 +519,59 @@ async fn the_openapi_document_is_valid_and_open_to_every_key_but_drafts() {
     )
     .await;
     reply.assert_status(401);
+}
+
+/// A REST service whose document uses components, path templates and an operation without an id.
+fn orders_service() -> RestService {
+    let op = |method: &str, path: &str, id: Option<&str>, spec: Value| RestOperation {
+        method: method.into(),
+        path: path.into(),
+        operation_id: id.map(String::from),
+        spec,
+    };
+    RestService {
+        base_url: "http://127.0.0.1:9".into(),
+        timeouts: Timeouts::default(),
+        ca_pem: None,
+        credential: None,
+        max_request_bytes: 1024,
+        operations: vec![
+            op(
+                "GET",
+                "/items",
+                Some("listItems"),
+                json!({
+                    "operationId": "listItems",
+                    "security": [{"serviceToken": []}],
+                    "parameters": [{"$ref": "#/components/parameters/Limit"}],
+                    "responses": {"200": {"description": "Items.", "content": {"application/json": {
+                        "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}}}}}},
+                }),
+            ),
+            op(
+                "POST",
+                "/items",
+                None,
+                json!({
+                    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Item"}}}},
+                    "responses": {"201": {"description": "Created."}},
+                }),
+            ),
+            op(
+                "GET",
+                "/items/{id}",
+                Some("getItem"),
+                json!({
+                    "operationId": "getItem",
+                    "responses": {"200": {"description": "An item.", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Item"}}}}},
+                }),
+            ),
+        ],
+        components: Some(json!({
+            "schemas": {"Item": {"type": "object", "properties": {"id": {"type": "string"}}}},
+            "parameters": {"Limit": {"name": "limit", "in": "query", "schema": {"type": "integer"}}},
+            "securitySchemes": {"serviceToken": {"type": "http", "scheme": "bearer"}},
+        })),
+    }
 }
