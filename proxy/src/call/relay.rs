@@ -469,7 +469,8 @@ mod tests {
                 usage,
                 Some(Usage {
                     input: 5,
-                    output: 7
+                    output: 7,
+                    ..Usage::default()
                 }),
                 "cut at {cut}"
             );
@@ -486,7 +487,8 @@ mod tests {
                 usage,
                 Some(Usage {
                     input: 5,
-                    output: 7
+                    output: 7,
+                    ..Usage::default()
                 })
             );
         }

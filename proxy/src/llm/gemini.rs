@@ -483,6 +483,7 @@ impl EmbedAsk {
             Usage {
                 input: tokens,
                 output: 0,
+                ..Usage::default()
             },
         ))
     }

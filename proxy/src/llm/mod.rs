@@ -16,6 +16,8 @@ pub mod gemini;
 pub mod json_scan;
 pub mod messages;
 pub mod openai;
+#[cfg(test)]
+mod pricing_tests;
 pub mod scrub;
 pub mod sigv4;
 pub mod sse;

@@ -36,6 +36,8 @@ impl TokenCounts {
         Usage {
             input: self.input.unwrap_or(0),
             output: self.output.unwrap_or(0),
+            cache_read: self.cache_read.unwrap_or(0),
+            cache_write: self.cache_write.unwrap_or(0),
         }
     }
 

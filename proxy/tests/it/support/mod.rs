@@ -152,6 +152,7 @@ pub fn price() -> Price {
     Price {
         input_per_million: 2.0,
         output_per_million: 8.0,
+        cache_write_per_million: None,
         cached_input_per_million: None,
     }
 }
