@@ -18,6 +18,8 @@ pub enum Endpoint {
     Embeddings,
     /// `/v1/messages`: Anthropic's format (see `llm::messages`).
     Messages,
+    /// `/v1/responses`: OpenAI's Responses API, stateless unless passed through (see `llm::responses`).
+    Responses,
 }
 
 impl Endpoint {
@@ -27,6 +29,7 @@ impl Endpoint {
             Self::Chat => 0,
             Self::Embeddings => 1,
             Self::Messages => 2,
+            Self::Responses => 3,
         }
     }
 }
@@ -45,6 +48,22 @@ impl Ask<'_> {
     /// Whether the caller speaks Anthropic's Messages format.
     pub(super) fn anthropic_caller(&self) -> bool {
         self.endpoint == Endpoint::Messages
+    }
+
+    /// Whether the caller speaks OpenAI's Responses format.
+    pub(super) fn responses_caller(&self) -> bool {
+        self.endpoint == Endpoint::Responses
+    }
+
+    /// Whether the caller's request is not a chat request and must be translated into one for every
+    /// backend that does not speak the caller's own format.
+    pub(super) fn foreign_caller(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Messages | Endpoint::Responses)
+    }
+
+    /// The settings a Responses caller's `response` objects repeat back.
+    pub(super) fn echo(&self) -> crate::llm::responses::Echo {
+        crate::llm::responses::Echo::read(|key| serde_json::from_str(self.doc.get(key)?.get()).ok())
     }
 
     /// The body for an OpenAI-compatible upstream serving `upstream_model`: the client's own bytes

@@ -26,8 +26,11 @@ use crate::llm::anthropic::{self, AnthropicDecoder};
 use crate::llm::bedrock::BedrockDecoder;
 use crate::llm::chat::Answer;
 use crate::llm::gemini::GeminiDecoder;
+use crate::llm::json_answer::{self, ToolAsText};
 use crate::llm::messages::{self, AnthropicEncoder, AnthropicPassthrough};
 use crate::llm::openai::RequestDoc;
+use crate::llm::responses;
+use crate::llm::responses_stream::{ResponsesEncoder, ResponsesPassthrough};
 use crate::llm::scrub::secrets_of;
 use crate::llm::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Translate};
 use crate::upstream::ProviderParts;
@@ -158,7 +161,11 @@ fn relay_as_is(
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    let mode = if is_sse {
+    let mode = if is_sse && ask.responses_caller() {
+        RelayMode::Translate(Box::new(ResponsesPassthrough::new(Box::new(
+            stream_secrets(call, backend),
+        ))))
+    } else if is_sse {
         sse_mode(ask, call, backend)
     } else {
         RelayMode::Json
@@ -255,22 +262,27 @@ async fn translate_answer(
         };
         return Err(failure::translated(provider, status, &parts.headers, body));
     }
-    let anthropic_caller = ask.anthropic_caller();
     let idle = Duration::from_millis(provider.timeouts.idle_ms);
 
     if ask.stream {
-        let mode = match (&out.wire, anthropic_caller) {
-            (Wire::Anthropic, true) => RelayMode::Translate(Box::new(AnthropicPassthrough::new(
-                Box::new(stream_secrets(call, backend)),
-            ))),
-            (Wire::OpenAiChat, false) => sse_mode(ask, call, backend),
+        let mode = match (&out.wire, ask.endpoint) {
+            (Wire::Anthropic, Endpoint::Messages) => RelayMode::Translate(Box::new(
+                AnthropicPassthrough::new(Box::new(stream_secrets(call, backend))),
+            )),
+            (Wire::OpenAiResponses, _) => RelayMode::Translate(Box::new(
+                ResponsesPassthrough::new(Box::new(stream_secrets(call, backend))),
+            )),
+            (Wire::OpenAiChat, Endpoint::Chat) => sse_mode(ask, call, backend),
             (wire, _) => {
-                let decoder: Box<dyn Decode> = match wire {
+                let mut decoder: Box<dyn Decode> = match wire {
                     Wire::Anthropic => Box::new(AnthropicDecoder::new()),
                     Wire::Gemini => Box::new(GeminiDecoder::new()),
                     Wire::Bedrock => Box::new(BedrockDecoder::new()),
                     _ => Box::new(OpenAiDecoder::new()),
                 };
+                if let Some(name) = out.json_tool.clone() {
+                    decoder = Box::new(ToolAsText::new(decoder, name));
+                }
                 RelayMode::Translate(Box::new(Translate::new(
                     decoder,
                     caller_encoder(ask, &backend.upstream_model),
@@ -282,7 +294,7 @@ async fn translate_answer(
         return Ok(event_stream(ResponseBody::relay(relay)));
     }
 
-    if let (Wire::OpenAiChat | Wire::OpenAiEmbeddings, false) = (&out.wire, anthropic_caller) {
+    if let (Wire::OpenAiChat | Wire::OpenAiEmbeddings, false) = (&out.wire, ask.foreign_caller()) {
         // Same format both ways: relayed as it comes, usage read at the end.
         let relay = Relay::new(incoming, RelayMode::Json, idle, deadline);
         let mut response = Response::new(ResponseBody::relay(relay));
@@ -305,12 +317,12 @@ async fn translate_answer(
             Err(_) => return Err(failure::cut_short(provider, true)),
         };
     let v: Value = serde_json::from_slice(&whole).map_err(|_| failure::unreadable(provider))?;
-    if let (Wire::Anthropic, true) = (&out.wire, anthropic_caller) {
+    if let (Wire::Anthropic, true) = (&out.wire, ask.anthropic_caller()) {
         call.usage = Some(anthropic::counts(v.get("usage").unwrap_or(&Value::Null)).usage());
         return Ok(json(whole));
     }
     let model: &str = &backend.upstream_model;
-    let answer = match &out.wire {
+    let mut answer = match &out.wire {
         Wire::GeminiEmbed(embed) => {
             let (list, usage) = embed
                 .read(&v, model)
@@ -318,45 +330,52 @@ async fn translate_answer(
             call.usage = Some(usage);
             return Ok(json(Bytes::from(list.to_string())));
         }
-        Wire::OpenAiEmbeddings => return Err(failure::unreadable(provider)),
+        Wire::OpenAiEmbeddings | Wire::OpenAiResponses => {
+            return Err(failure::unreadable(provider));
+        }
         Wire::Anthropic => anthropic::read_response(&v, model),
         Wire::Gemini => crate::llm::gemini::read_response(&v, model),
         Wire::Bedrock => crate::llm::bedrock::read_response(&v, model),
         Wire::OpenAiChat => Answer::from_openai(&v),
     }
     .ok_or_else(|| failure::unreadable(provider))?;
+    if let Some(name) = &out.json_tool {
+        json_answer::answer_from_tool(&mut answer, name);
+    }
     call.usage = Some(answer.counts.usage());
     Ok(json(Bytes::from(caller_answer(ask, &answer).to_string())))
 }
 
 /// The encoder of the caller's stream format.
 fn caller_encoder(ask: &Ask<'_>, model: &str) -> Box<dyn Encode> {
-    if ask.anthropic_caller() {
-        Box::new(AnthropicEncoder::new(model))
-    } else {
-        Box::new(OpenAiEncoder::new(model, ask.include_usage))
+    match ask.endpoint {
+        Endpoint::Messages => Box::new(AnthropicEncoder::new(model)),
+        Endpoint::Responses => Box::new(ResponsesEncoder::new(model, ask.echo())),
+        Endpoint::Chat | Endpoint::Embeddings => {
+            Box::new(OpenAiEncoder::new(model, ask.include_usage))
+        }
     }
 }
 
 /// A whole answer in the caller's format.
 fn caller_answer(ask: &Ask<'_>, answer: &Answer) -> Value {
-    if ask.anthropic_caller() {
-        messages::answer_to_message(answer)
-    } else {
-        answer.to_openai()
+    match ask.endpoint {
+        Endpoint::Messages => messages::answer_to_message(answer),
+        Endpoint::Responses => responses::answer_to_response(answer, &ask.echo()),
+        Endpoint::Chat | Endpoint::Embeddings => answer.to_openai(),
     }
 }
 
-/// The Fake provider, for either caller format: OpenAI callers' requests are read as they are and
-/// its answers sent as they are made; Anthropic callers' requests are read in OpenAI's shape and
-/// its answers and streams translated into Anthropic's.
+/// The Fake provider, for every caller format: chat callers' requests are read as they are and its
+/// answers sent as they are made; Anthropic and Responses callers' requests are read in OpenAI's chat
+/// shape and its answers and streams translated into the caller's.
 async fn fake_attempt(
     provider: &Provider,
     backend: &Backend,
     ask: &Ask<'_>,
     call: &mut Call,
 ) -> Attempted {
-    let rewritten = if ask.anthropic_caller() {
+    let rewritten = if ask.foreign_caller() {
         let request = as_openai(ask, request_value(ask)?)?;
         Some(serde_json::to_vec(&request).expect("JSON values serialise"))
     } else {
@@ -377,7 +396,7 @@ async fn fake_attempt(
     let Some(doc) = &translated_doc else {
         let answer = match ask.endpoint {
             Endpoint::Embeddings => fake::embeddings(&behaviour, &ask.doc, model),
-            Endpoint::Chat | Endpoint::Messages => {
+            Endpoint::Chat | Endpoint::Messages | Endpoint::Responses => {
                 fake::chat(&behaviour, &ask.doc, model, ask.stream, ask.include_usage)
             }
         }

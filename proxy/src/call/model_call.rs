@@ -30,6 +30,7 @@ impl RoutedCall<'_> {
         let names: &[&str] = match self.ask.endpoint {
             Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
             Endpoint::Messages => &["max_tokens"],
+            Endpoint::Responses => &["max_output_tokens"],
             Endpoint::Embeddings => &[],
         };
         names

@@ -100,6 +100,7 @@ async fn serve(
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
         (&Method::POST, "/v1/messages") => Endpoint::Messages,
+        (&Method::POST, "/v1/responses") => Endpoint::Responses,
         (&Method::GET, "/v1/models") => return Ok(models::list(&snapshot, route)),
         (&Method::GET, _) if rest.starts_with("/v1/models/") => {
             return models::one(&snapshot, route, &rest["/v1/models/".len()..]);

@@ -98,6 +98,15 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
             body.insert("tool_choice".into(), choice);
         }
     }
+    if let Some((name, schema)) = super::json_answer::tool_for(req) {
+        // A JSON Schema answer: the one tool the model must call (see `json_answer`).
+        body.insert(
+            "tools".into(),
+            json!([{"name": name, "description": "Give the answer, as this tool's input.",
+                    "input_schema": schema}]),
+        );
+        body.insert("tool_choice".into(), json!({"type": "tool", "name": name}));
+    }
     if stream {
         body.insert("stream".into(), true.into());
     }
@@ -340,6 +349,19 @@ pub type AnthropicDecoder = SseDecode<AnthropicEvents>;
 mod tests {
     use super::*;
     use crate::llm::stream::decode_all;
+
+    #[test]
+    fn a_json_schema_becomes_the_one_tool_the_model_must_call() {
+        let req = ChatRequest::from_openai(&json!({"model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "city", "schema": {"type": "object"}}}}))
+        .unwrap();
+        let body = build_request(&req, "claude", false);
+        assert_eq!(body["tools"][0]["name"], "city");
+        assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
+        assert_eq!(body["tool_choice"], json!({"type": "tool", "name": "city"}));
+    }
 
     #[test]
     fn usage_counts_cached_tokens_as_input() {

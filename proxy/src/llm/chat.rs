@@ -37,6 +37,17 @@ pub struct ChatRequest {
     pub frequency_penalty: Option<f64>,
     /// `response_format` asks for JSON.
     pub json_output: bool,
+    /// `response_format` gives a JSON Schema the answer must follow.
+    pub json_schema: Option<JsonSchema>,
+}
+
+/// A JSON Schema the answer must follow (`response_format.json_schema`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonSchema {
+    /// Its name.
+    pub name: String,
+    /// The schema.
+    pub schema: Value,
 }
 
 /// One turn of the conversation.
@@ -234,10 +245,26 @@ impl ChatRequest {
                 "only one choice (`n`: 1) can be translated to this provider",
             ));
         }
+        let format = get("response_format");
         req.json_output = matches!(
-            get("response_format").get("type").and_then(Value::as_str),
+            format.get("type").and_then(Value::as_str),
             Some("json_object" | "json_schema")
         );
+        if format.get("type").and_then(Value::as_str) == Some("json_schema") {
+            let spec = format.get("json_schema").unwrap_or(&Value::Null);
+            req.json_schema = Some(JsonSchema {
+                name: spec
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("answer")
+                    .to_string(),
+                schema: spec
+                    .get("schema")
+                    .filter(|s| s.is_object())
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+            });
+        }
         Ok(req)
     }
 

@@ -13,6 +13,7 @@
 //! - `translation`: OpenAI-format callers served by providers with other APIs, one module a
 //!   provider, and how promptly translated streams flow.
 //! - `messages_api`: Anthropic-format callers, passed through or translated to every provider type.
+//! - `responses_api`: Responses-API callers, passed through to OpenAI or translated for the others.
 //! - `hot_swap`: snapshot swaps under load.
 //! - `standalone`: configuration read from YAML files and watched.
 //! - `sdk`: the official Python SDKs as clients.
@@ -30,6 +31,7 @@ mod layers;
 mod limits;
 mod listeners;
 mod messages_api;
+mod responses_api;
 mod sdk;
 mod standalone;
 mod translation;
