@@ -13,7 +13,7 @@ use serde_json::Value;
 use tollgate_snapshot::{Backend, Provider, ProviderType};
 
 use super::answer::{event_stream, json};
-use super::ask::{Ask, Endpoint, REQUEST_ID};
+use super::ask::{ANTHROPIC_BETA, ANTHROPIC_VERSION, Ask, Endpoint, REQUEST_ID};
 use super::body::ResponseBody;
 use super::failure::{self, Failed};
 use super::fake::{self, FakeAnswer};
@@ -51,6 +51,9 @@ pub(super) async fn attempt(
     ask: &Ask<'_>,
     call: &mut Call,
 ) -> Attempted {
+    if ask.endpoint == Endpoint::CountTokens && provider.provider_type != ProviderType::Anthropic {
+        return estimated_count(ask);
+    }
     if provider.provider_type == ProviderType::Fake {
         return fake_attempt(provider, backend, ask, call).await;
     }
@@ -106,10 +109,18 @@ async fn send(
     );
     headers.insert(REQUEST_ID, call.request_id.clone());
     if out.anthropic_version {
-        headers.insert(
-            header::HeaderName::from_static("anthropic-version"),
-            HeaderValue::from_static(anthropic::API_VERSION),
-        );
+        let caller = &ask.anthropic_headers;
+        let version = caller
+            .version
+            .clone()
+            .filter(|_| out.caller_anthropic_headers)
+            .unwrap_or(HeaderValue::from_static(anthropic::API_VERSION));
+        headers.insert(ANTHROPIC_VERSION, version);
+        if out.caller_anthropic_headers
+            && let Some(beta) = &caller.beta
+        {
+            headers.insert(ANTHROPIC_BETA, beta.clone());
+        }
     }
     if let Some(host) = out.host.take() {
         headers.insert(header::HOST, host);
@@ -346,10 +357,25 @@ async fn translate_answer(
     Ok(json(Bytes::from(caller_answer(ask, &answer).to_string())))
 }
 
+/// A token count for a backend that cannot count: estimated from the request's text, and labelled so
+/// in the body (`"estimated": true`) and in `x-tollgate-token-count: estimated`.
+fn estimated_count(ask: &Ask<'_>) -> Attempted {
+    let body = request_value(ask)?;
+    let n = messages::estimate_input_tokens(&body);
+    let mut response = json(Bytes::from(
+        serde_json::json!({"input_tokens": n, "estimated": true}).to_string(),
+    ));
+    response.headers_mut().insert(
+        header::HeaderName::from_static("x-tollgate-token-count"),
+        HeaderValue::from_static("estimated"),
+    );
+    Ok(response)
+}
+
 /// The encoder of the caller's stream format.
 fn caller_encoder(ask: &Ask<'_>, model: &str) -> Box<dyn Encode> {
     match ask.endpoint {
-        Endpoint::Messages => Box::new(AnthropicEncoder::new(model)),
+        Endpoint::Messages | Endpoint::CountTokens => Box::new(AnthropicEncoder::new(model)),
         Endpoint::Responses => Box::new(ResponsesEncoder::new(model, ask.echo())),
         Endpoint::Chat | Endpoint::Embeddings => {
             Box::new(OpenAiEncoder::new(model, ask.include_usage))
@@ -360,7 +386,7 @@ fn caller_encoder(ask: &Ask<'_>, model: &str) -> Box<dyn Encode> {
 /// A whole answer in the caller's format.
 fn caller_answer(ask: &Ask<'_>, answer: &Answer) -> Value {
     match ask.endpoint {
-        Endpoint::Messages => messages::answer_to_message(answer),
+        Endpoint::Messages | Endpoint::CountTokens => messages::answer_to_message(answer),
         Endpoint::Responses => responses::answer_to_response(answer, &ask.echo()),
         Endpoint::Chat | Endpoint::Embeddings => answer.to_openai(),
     }
@@ -396,7 +422,7 @@ async fn fake_attempt(
     let Some(doc) = &translated_doc else {
         let answer = match ask.endpoint {
             Endpoint::Embeddings => fake::embeddings(&behaviour, &ask.doc, model),
-            Endpoint::Chat | Endpoint::Messages | Endpoint::Responses => {
+            Endpoint::Chat | Endpoint::Messages | Endpoint::Responses | Endpoint::CountTokens => {
                 fake::chat(&behaviour, &ask.doc, model, ask.stream, ask.include_usage)
             }
         }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use tollgate_snapshot::{RouteIdx, RouteModel, Snapshot};
 
-use super::ask::{Ask, Endpoint};
+use super::ask::{AnthropicHeaders, Ask, Endpoint};
 use super::attempt::attempt;
 use super::body::ResponseBody;
 use super::record::{Call, Served};
@@ -31,13 +31,20 @@ impl RoutedCall<'_> {
             Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
             Endpoint::Messages => &["max_tokens"],
             Endpoint::Responses => &["max_output_tokens"],
-            Endpoint::Embeddings => &[],
+            Endpoint::Embeddings | Endpoint::CountTokens => &[],
         };
         names
             .iter()
             .filter_map(|name| self.ask.doc.get(name))
             .find(|raw| raw.get() != "null")
             .and_then(|raw| raw.get().parse().ok())
+    }
+
+    /// Keeps the caller's `anthropic-version` and `anthropic-beta`, which go with its request when it
+    /// passes through to an Anthropic backend.
+    pub fn with_caller_headers(mut self, headers: &http::HeaderMap) -> Self {
+        self.ask.anthropic_headers = AnthropicHeaders::of(headers);
+        self
     }
 }
 
@@ -51,7 +58,7 @@ pub fn route_call<'a>(
     call: &mut Call,
 ) -> Result<RoutedCall<'a>, ApiError> {
     let (doc, model) = parse_request(body)?;
-    let stream = endpoint != Endpoint::Embeddings && doc.stream();
+    let stream = !matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens) && doc.stream();
     call.stream = stream;
     let found = snapshot.model_with_index(route, &model);
     call.model = found.map(|(idx, _)| idx);
@@ -71,6 +78,7 @@ pub fn route_call<'a>(
             doc,
             stream,
             body,
+            anthropic_headers: AnthropicHeaders::default(),
         },
         route,
         model: route_model,

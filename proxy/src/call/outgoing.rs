@@ -68,6 +68,9 @@ pub(super) struct Outgoing {
     pub(super) wire: Wire,
     /// Whether Anthropic's `anthropic-version` header goes with it.
     pub(super) anthropic_version: bool,
+    /// Whether the caller's own `anthropic-version` and `anthropic-beta` go instead (its request
+    /// passes through to Anthropic).
+    pub(super) caller_anthropic_headers: bool,
     /// Whether the provider's answer, errors about the request included, goes to the caller as it
     /// comes (an OpenAI-compatible provider and an OpenAI caller).
     pub(super) as_is: bool,
@@ -118,6 +121,7 @@ pub(super) fn outgoing(
                 Wire::OpenAiChat
             },
             anthropic_version: false,
+            caller_anthropic_headers: false,
             as_is: true,
             json_tool: None,
         });
@@ -128,8 +132,13 @@ pub(super) fn outgoing(
     let (url, body, wire, json_tool) =
         if ask.anthropic_caller() && provider.provider_type == ProviderType::Anthropic {
             // Anthropic callers of Anthropic backends: the caller's own request, with the model replaced.
+            let path = if ask.endpoint == Endpoint::CountTokens {
+                "/v1/messages/count_tokens"
+            } else {
+                "/v1/messages"
+            };
             (
-                format!("{}/v1/messages", provider.endpoint),
+                format!("{}{path}", provider.endpoint),
                 ask.doc.encode_for_upstream(model, false),
                 Wire::Anthropic,
                 None,
@@ -144,6 +153,8 @@ pub(super) fn outgoing(
         host: None,
         body: Bytes::from(body),
         anthropic_version: matches!(wire, Wire::Anthropic),
+        caller_anthropic_headers: ask.anthropic_caller()
+            && provider.provider_type == ProviderType::Anthropic,
         wire,
         as_is: false,
         json_tool,
@@ -194,6 +205,7 @@ fn responses_passthrough(
         body,
         wire: Wire::OpenAiResponses,
         anthropic_version: false,
+        caller_anthropic_headers: false,
         as_is: true,
         json_tool: None,
     }))
@@ -223,7 +235,9 @@ pub(super) fn request_value(ask: &Ask<'_>) -> Result<Value, Failed> {
 /// Responses ones.
 pub(super) fn as_openai(ask: &Ask<'_>, body: Value) -> Result<Value, Failed> {
     match ask.endpoint {
-        Endpoint::Messages => messages::to_openai_request(&body, ask.stream),
+        Endpoint::Messages | Endpoint::CountTokens => {
+            messages::to_openai_request(&body, ask.stream)
+        }
         Endpoint::Responses => responses::to_openai_request(&body, ask.stream),
         Endpoint::Chat | Endpoint::Embeddings => return Ok(body),
     }

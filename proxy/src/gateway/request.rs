@@ -100,6 +100,7 @@ async fn serve(
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
         (&Method::POST, "/v1/messages") => Endpoint::Messages,
+        (&Method::POST, "/v1/messages/count_tokens") => Endpoint::CountTokens,
         (&Method::POST, "/v1/responses") => Endpoint::Responses,
         (&Method::GET, "/v1/models") => return Ok(models::list(&snapshot, route)),
         (&Method::GET, _) if rest.starts_with("/v1/models/") => {
@@ -108,7 +109,8 @@ async fn serve(
         _ => return Err(ApiError::unknown_url(&parts.method, path)),
     };
     let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
-    let routed = call::route_call(&snapshot, route, endpoint, &bytes, call)?;
+    let routed = call::route_call(&snapshot, route, endpoint, &bytes, call)?
+        .with_caller_headers(&parts.headers);
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
     admission::limit(shared, &snapshot, &admitted, estimate, call, notes).await?;
     call::model_call(shared, &snapshot, routed, call).await

@@ -435,6 +435,7 @@ fn request_translators_never_panic() {
                 let _ = json_answer::tool_for(&req);
             }
             let _ = Echo::read(|k| v.get(k).cloned());
+            let _ = messages::estimate_input_tokens(&v);
             if let Ok(req) = ChatRequest::from_openai(&v) {
                 let _ = anthropic::build_request(&req, "m", stream);
                 let _ = gemini::build_request(&req);

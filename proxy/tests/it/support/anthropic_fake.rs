@@ -2,7 +2,7 @@
 //! `anthropic-version` required, the request validated (roles, block types, image sources, tool
 //! results naming an earlier `tool_use`), answers as `message` objects or the full event sequence
 //! (`message_start`, `ping`, `content_block_*`, `message_delta`, `message_stop`), errors in
-//! `{"type":"error","error":{...}}`.
+//! `{"type":"error","error":{...}}`; `/v1/messages/count_tokens` answers `{"input_tokens": n}`.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -27,7 +27,25 @@ fn invalid(message: &str) -> Answer {
 /// Usage every answer reports: cache reads and writes included.
 pub const USAGE: (u64, u64, u64, u64) = (25, 12, 100, 5);
 
+/// What the fake's `count_tokens` answers: ten per message and a hundred per tool.
+pub fn counted(body: &Value) -> u64 {
+    let n = |k: &str| body[k].as_array().map_or(0, Vec::len) as u64;
+    10 * n("messages") + 100 * n("tools")
+}
+
 fn handle(s: &Seen, c: &Control) -> Answer {
+    if s.method == "POST" && s.path == "/v1/messages/count_tokens" {
+        if s.header("x-api-key") != Some(c.key.as_str()) {
+            return error(401, "authentication_error", "invalid x-api-key");
+        }
+        if s.header("anthropic-version").is_none() {
+            return invalid("anthropic-version: header is required");
+        }
+        if !s.body["model"].is_string() || !s.body["messages"].is_array() {
+            return invalid("model, messages: Field required");
+        }
+        return Answer::json(200, &json!({"input_tokens": counted(&s.body)}));
+    }
     if s.method != "POST" || s.path != "/v1/messages" {
         return error(404, "not_found_error", "Not found");
     }
