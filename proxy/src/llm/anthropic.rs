@@ -59,12 +59,26 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
     if !system.is_empty() {
         body.insert("system".into(), system.join("\n\n").into());
     }
-    if let Some(t) = req.temperature {
-        // Anthropic's range is 0–1, OpenAI's 0–2.
-        body.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
-    }
-    if let Some(p) = req.top_p {
-        body.insert("top_p".into(), json!(p));
+    let budget = req.reasoning_effort.as_deref().and_then(thinking_budget);
+    if let Some(budget) = budget {
+        // Extended thinking: the budget must stay below `max_tokens`, and sampling stays Anthropic's.
+        let max = req
+            .max_tokens
+            .unwrap_or(DEFAULT_MAX_TOKENS)
+            .max(budget + 1024);
+        body.insert("max_tokens".into(), max.into());
+        body.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": budget}),
+        );
+    } else {
+        if let Some(t) = req.temperature {
+            // Anthropic's range is 0–1, OpenAI's 0–2.
+            body.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
+        }
+        if let Some(p) = req.top_p {
+            body.insert("top_p".into(), json!(p));
+        }
     }
     if !req.stop.is_empty() {
         body.insert("stop_sequences".into(), json!(req.stop));
@@ -113,6 +127,25 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
     Value::Object(body)
 }
 
+/// Thinking budget for an OpenAI `reasoning_effort`; `None` for no thinking.
+pub fn thinking_budget(effort: &str) -> Option<u64> {
+    match effort {
+        "low" => Some(2_048),
+        "medium" => Some(8_192),
+        "high" => Some(24_576),
+        _ => None,
+    }
+}
+
+/// OpenAI `reasoning_effort` for a thinking budget (the inverse of [`thinking_budget`], by range).
+pub fn effort_of_budget(budget: u64) -> &'static str {
+    match budget {
+        0..4_096 => "low",
+        4_096..16_384 => "medium",
+        _ => "high",
+    }
+}
+
 fn user_block(part: &Part) -> Option<Value> {
     Some(match part {
         Part::Text(t) if t.is_empty() => return None,
@@ -158,10 +191,14 @@ pub fn finish(reason: &str) -> Finish {
 pub fn read_response(v: &Value, fallback_model: &str) -> Option<Answer> {
     let content = v.get("content")?.as_array()?;
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
     for block in content {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("thinking") => {
+                reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or(""))
+            }
             Some("tool_use") => tool_calls.push(ToolCall {
                 id: block
                     .get("id")
@@ -193,6 +230,7 @@ pub fn read_response(v: &Value, fallback_model: &str) -> Option<Answer> {
             .unwrap_or(fallback_model)
             .to_string(),
         text,
+        reasoning,
         tool_calls,
         finish: finish(
             v.get("stop_reason")
@@ -292,6 +330,11 @@ impl AnthropicEvents {
                     Some("text_delta") => {
                         if let Some(t) = delta.get("text").and_then(Value::as_str) {
                             out.push(Piece::Text(t.to_string()));
+                        }
+                    }
+                    Some("thinking_delta") => {
+                        if let Some(t) = delta.get("thinking").and_then(Value::as_str) {
+                            out.push(Piece::Reasoning(t.to_string()));
                         }
                     }
                     Some("input_json_delta") => {

@@ -39,6 +39,8 @@ pub struct ChatRequest {
     pub json_output: bool,
     /// `response_format` gives a JSON Schema the answer must follow.
     pub json_schema: Option<JsonSchema>,
+    /// `reasoning_effort`: `minimal`, `low`, `medium` or `high`.
+    pub reasoning_effort: Option<String>,
 }
 
 /// A JSON Schema the answer must follow (`response_format.json_schema`).
@@ -245,6 +247,7 @@ impl ChatRequest {
                 "only one choice (`n`: 1) can be translated to this provider",
             ));
         }
+        req.reasoning_effort = get("reasoning_effort").as_str().map(str::to_string);
         let format = get("response_format");
         req.json_output = matches!(
             format.get("type").and_then(Value::as_str),
@@ -583,6 +586,9 @@ pub struct Answer {
     pub model: String,
     /// Text.
     pub text: String,
+    /// The model's reasoning before its answer (Anthropic's thinking, OpenAI-compatible reasoning
+    /// providers' `reasoning_content`), when it shows it.
+    pub reasoning: String,
     /// Tool calls.
     pub tool_calls: Vec<ToolCall>,
     /// Why it stopped.
@@ -609,6 +615,9 @@ impl Answer {
         });
         if !tool_calls.is_empty() {
             message["tool_calls"] = Value::Array(tool_calls);
+        }
+        if !self.reasoning.is_empty() {
+            message["reasoning_content"] = self.reasoning.clone().into();
         }
         serde_json::json!({
             "id": self.id,
@@ -663,6 +672,12 @@ impl Answer {
                 .to_string(),
             text: text_content(message.get("content").unwrap_or(&Value::Null), "content")
                 .unwrap_or_default(),
+            reasoning: message
+                .get("reasoning_content")
+                .or_else(|| message.get("reasoning"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             tool_calls,
             finish: super::stream::Finish::from_openai(
                 choice

@@ -129,6 +129,10 @@ const KEYS: &[&str] = &[
     "response",
     "input_tokens_details",
     "cached_tokens",
+    "reasoning_content",
+    "reasoning_effort",
+    "thinking",
+    "budget_tokens",
 ];
 
 const WORDS: &[&str] = &[
@@ -186,6 +190,9 @@ const WORDS: &[&str] = &[
     "item_reference",
     "response.completed",
     "response.output_text.delta",
+    "thinking_delta",
+    "enabled",
+    "low",
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {

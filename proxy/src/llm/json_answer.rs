@@ -133,6 +133,7 @@ mod tests {
             id: "x".into(),
             model: "m".into(),
             text: "Sure.".into(),
+            reasoning: String::new(),
             tool_calls: vec![ToolCall {
                 id: "t".into(),
                 name: "city".into(),

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
 use crate::llm::Usage;
-use crate::llm::anthropic::AnthropicDecoder;
+use crate::llm::anthropic::{AnthropicDecoder, effort_of_budget};
 use crate::llm::chat::{Answer, arguments_object};
 use crate::llm::scrub::{self, LazySecrets};
 use crate::llm::stream::{Decode, Encode, Finish, Piece, TokenCounts, Transcode, write_sse};
@@ -96,6 +96,15 @@ pub fn to_openai_request(body: &Value, stream: bool) -> Result<Value, ApiError> 
         if !list.is_empty() {
             out.insert("tools".into(), list.into());
         }
+    }
+    if let Some(thinking) = obj.get("thinking")
+        && thinking.get("type").and_then(Value::as_str) == Some("enabled")
+    {
+        let budget = thinking
+            .get("budget_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        out.insert("reasoning_effort".into(), effort_of_budget(budget).into());
     }
     if let Some(choice) = obj.get("tool_choice").filter(|c| c.is_object()) {
         let mapped = match choice.get("type").and_then(Value::as_str) {
@@ -293,6 +302,10 @@ fn message_id(id: &str) -> String {
 /// An answer as an Anthropic `message` object.
 pub fn answer_to_message(a: &Answer) -> Value {
     let mut content = Vec::new();
+    if !a.reasoning.is_empty() {
+        // Translated reasoning has no Anthropic signature to give back.
+        content.push(json!({"type": "thinking", "thinking": a.reasoning, "signature": ""}));
+    }
     if !a.text.is_empty() {
         content.push(json!({"type": "text", "text": a.text}));
     }
@@ -334,6 +347,7 @@ pub fn error_body(e: &ApiError) -> Bytes {
 
 enum Open {
     Text(usize),
+    Thinking(usize),
     Tool { tool: usize, block: usize },
 }
 
@@ -382,7 +396,7 @@ impl AnthropicEncoder {
     fn close(&mut self, out: &mut Vec<u8>) {
         let block = match self.open.take() {
             None => return,
-            Some(Open::Text(b)) => b,
+            Some(Open::Text(b) | Open::Thinking(b)) => b,
             Some(Open::Tool { tool, block }) => {
                 self.closed_tools.push(tool);
                 block
@@ -444,6 +458,24 @@ impl Encode for AnthropicEncoder {
                     }
                 };
                 self.delta(index, json!({"type": "text_delta", "text": t}), out);
+            }
+            Piece::Reasoning(t) => {
+                if t.is_empty() {
+                    return;
+                }
+                self.start(out);
+                let index = match self.open {
+                    Some(Open::Thinking(i)) => i,
+                    _ => {
+                        let i = self.open_block(
+                            json!({"type": "thinking", "thinking": "", "signature": ""}),
+                            out,
+                        );
+                        self.open = Some(Open::Thinking(i));
+                        i
+                    }
+                };
+                self.delta(index, json!({"type": "thinking_delta", "thinking": t}), out);
             }
             Piece::ToolStart { index, id, name } => {
                 self.start(out);

@@ -629,6 +629,7 @@ mod tests {
             id: "x".into(),
             model: "claude".into(),
             text: "Let me check.".into(),
+            reasoning: String::new(),
             tool_calls: vec![ToolCall {
                 id: "toolu_1".into(),
                 name: "weather".into(),

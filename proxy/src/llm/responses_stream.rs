@@ -270,6 +270,8 @@ impl Encode for ResponsesEncoder {
                     self.text(t, out);
                 }
             }
+            // Translated reasoning is not shown to Responses callers: OpenAI gives only summaries.
+            Piece::Reasoning(_) => {}
             Piece::ToolStart { index, id, name } => {
                 self.start(out);
                 self.open_item(

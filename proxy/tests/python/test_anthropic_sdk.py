@@ -105,7 +105,30 @@ def beta_header():
     assert m.content[0].text == EXPECT, m.content
 
 
-CHECKS = [text, streaming, tool_call, streamed_tool_call, bad_key, count_tokens, beta_header]
+def thinking_stream():
+    # Anthropic backends think in thinking blocks; reasoning OpenAI-compatible ones in reasoning_content,
+    # which arrives here as thinking blocks too.
+    with client().messages.stream(
+        model="front-model",
+        max_tokens=4000,
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=[{"role": "user", "content": "hi"}],
+    ) as stream:
+        thoughts = "".join(e.thinking for e in stream if e.type == "thinking")
+        final = stream.get_final_message()
+    assert thoughts == "Let me think.", thoughts
+    assert [b.type for b in final.content] == ["thinking", "text"], final.content
+    assert final.content[0].thinking == "Let me think." and final.content[1].text == EXPECT, final.content
+    whole = client().messages.create(
+        model="front-model",
+        max_tokens=4000,
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    assert whole.content[0].type == "thinking" and whole.content[0].thinking == "Let me think.", whole.content
+
+
+CHECKS = [text, streaming, tool_call, streamed_tool_call, bad_key, count_tokens, beta_header, thinking_stream]
 
 
 if __name__ == "__main__":

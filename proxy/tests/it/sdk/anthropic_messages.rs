@@ -1,7 +1,8 @@
 //! The official `anthropic` Python package as the client of `<prefix>/v1/messages`, served once by an
 //! Anthropic backend (passthrough) and once by an OpenAI backend (translated): text, streaming, a
 //! tool call, `messages.count_tokens` (counted by Anthropic, estimated for OpenAI) and the caller's
-//! `anthropic-beta` and `anthropic-version` headers, which pass through to Anthropic. The venv (`tests/python/ensure_venv.sh`) is created on first use; a missing
+//! `anthropic-beta` and `anthropic-version` headers, which pass through to Anthropic, and a
+//! thinking-enabled stream (thinking blocks kept from Anthropic, made from `reasoning_content`). The venv (`tests/python/ensure_venv.sh`) is created on first use; a missing
 //! python3 or a failed install fails this test rather than skipping it.
 
 use tollgate_snapshot::ProviderType;
@@ -69,5 +70,12 @@ async fn anthropic_python_sdk_against_anthropic_and_openai_backends() {
     ))
     .await;
     run_sdk(&proxy, "Hello from openai", "estimated").await;
+    // Thinking with a budget of 2,048 tokens asks the reasoning backend for low effort.
+    assert!(
+        openai
+            .seen()
+            .iter()
+            .any(|s| s.body["reasoning_effort"] == "low")
+    );
     assert!(openai.seen().len() >= 5);
 }
