@@ -26,6 +26,8 @@ pub mod scrub;
 pub mod sigv4;
 pub mod sse;
 pub mod stream;
+#[cfg(test)]
+mod translation_cost;
 mod usage;
 
 pub use usage::Usage;
