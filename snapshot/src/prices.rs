@@ -42,6 +42,10 @@ pub struct ListedModel {
     /// USD per million cached input tokens, where the provider publishes one.
     #[serde(default)]
     pub cached_input: Option<f64>,
+    /// USD per million input tokens written to the prompt cache, where the provider charges them apart
+    /// (Anthropic: the five-minute cache write).
+    #[serde(default)]
+    pub cache_write: Option<f64>,
     /// Context window in tokens.
     pub context: u64,
     /// Input and output modalities.
@@ -55,6 +59,7 @@ impl ListedModel {
             input_per_million: self.input,
             output_per_million: self.output,
             cached_input_per_million: self.cached_input,
+            cache_write_per_million: self.cache_write,
         }
     }
 }
@@ -103,7 +108,12 @@ impl PriceList {
         let file: PriceListFile = serde_json::from_str(json)?;
         let mut by_family: HashMap<String, HashMap<String, usize>> = HashMap::new();
         for (i, model) in file.models.iter().enumerate() {
-            let prices = [Some(model.input), Some(model.output), model.cached_input];
+            let prices = [
+                Some(model.input),
+                Some(model.output),
+                model.cached_input,
+                model.cache_write,
+            ];
             if prices.iter().flatten().any(|p| !p.is_finite() || *p < 0.0) {
                 return Err(PriceListError::Inconsistent(format!(
                     "{}/{} has a negative or non-finite price",

@@ -1,7 +1,7 @@
 //! What the client asked for, read once and shared by every attempt at a backend.
 
 use bytes::Bytes;
-use http::header::HeaderName;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::llm::openai::RequestDoc;
 
@@ -24,6 +24,11 @@ pub enum Endpoint {
         /// Whether the prompt answers with JSON.
         json_output: bool,
     },
+    /// `/v1/responses`: OpenAI's Responses API, stateless unless passed through (see `llm::responses`).
+    Responses,
+    /// `/v1/messages/count_tokens`: Anthropic's token counting, passed to Anthropic backends and
+    /// estimated for the others.
+    CountTokens,
 }
 
 impl Endpoint {
@@ -32,7 +37,8 @@ impl Endpoint {
         match self {
             Self::Chat | Self::Prompt { .. } => 0,
             Self::Embeddings => 1,
-            Self::Messages => 2,
+            Self::Messages | Self::CountTokens => 2,
+            Self::Responses => 3,
         }
     }
 }
@@ -45,12 +51,55 @@ pub(super) struct Ask<'a> {
     pub(super) include_usage: bool,
     /// The whole request body, for translation into other providers' formats.
     pub(super) body: &'a Bytes,
+    /// The caller's Anthropic headers, forwarded when its request passes through to Anthropic.
+    pub(super) anthropic_headers: AnthropicHeaders,
+}
+
+/// `anthropic-version` and `anthropic-beta` as the caller sent them.
+#[derive(Default)]
+pub(super) struct AnthropicHeaders {
+    pub(super) version: Option<HeaderValue>,
+    pub(super) beta: Option<HeaderValue>,
+}
+
+/// `anthropic-version`.
+pub(super) const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+/// `anthropic-beta`.
+pub(super) const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+
+impl AnthropicHeaders {
+    /// The headers of a caller's request.
+    pub(super) fn of(headers: &HeaderMap) -> Self {
+        Self {
+            version: headers.get(ANTHROPIC_VERSION).cloned(),
+            beta: headers.get(ANTHROPIC_BETA).cloned(),
+        }
+    }
 }
 
 impl Ask<'_> {
     /// Whether the caller speaks Anthropic's Messages format.
     pub(super) fn anthropic_caller(&self) -> bool {
-        self.endpoint == Endpoint::Messages
+        matches!(self.endpoint, Endpoint::Messages | Endpoint::CountTokens)
+    }
+
+    /// Whether the caller speaks OpenAI's Responses format.
+    pub(super) fn responses_caller(&self) -> bool {
+        self.endpoint == Endpoint::Responses
+    }
+
+    /// Whether the caller's request is not a chat request and must be translated into one for every
+    /// backend that does not speak the caller's own format.
+    pub(super) fn foreign_caller(&self) -> bool {
+        matches!(
+            self.endpoint,
+            Endpoint::Messages | Endpoint::Responses | Endpoint::CountTokens
+        )
+    }
+
+    /// The settings a Responses caller's `response` objects repeat back.
+    pub(super) fn echo(&self) -> crate::llm::responses::Echo {
+        crate::llm::responses::Echo::read(|key| serde_json::from_str(self.doc.get(key)?.get()).ok())
     }
 
     /// Whether the caller called a prompt API (and its answer is always translated).

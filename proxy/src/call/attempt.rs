@@ -13,7 +13,7 @@ use serde_json::Value;
 use tollgate_snapshot::{Backend, Provider, ProviderType};
 
 use super::answer::{event_stream, json};
-use super::ask::{Ask, Endpoint, REQUEST_ID};
+use super::ask::{ANTHROPIC_BETA, ANTHROPIC_VERSION, Ask, Endpoint, REQUEST_ID};
 use super::body::ResponseBody;
 use super::failure::{self, Failed};
 use super::fake::{self, FakeAnswer};
@@ -26,9 +26,12 @@ use crate::llm::anthropic::{self, AnthropicDecoder};
 use crate::llm::bedrock::BedrockDecoder;
 use crate::llm::chat::Answer;
 use crate::llm::gemini::GeminiDecoder;
+use crate::llm::json_answer::{self, ToolAsText};
 use crate::llm::messages::{self, AnthropicEncoder, AnthropicPassthrough};
 use crate::llm::openai::RequestDoc;
 use crate::llm::prompt::{self, PromptEncoder};
+use crate::llm::responses;
+use crate::llm::responses_stream::{ResponsesEncoder, ResponsesPassthrough};
 use crate::llm::scrub::secrets_of;
 use crate::llm::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Translate};
 use crate::upstream::ProviderParts;
@@ -49,6 +52,9 @@ pub(super) async fn attempt(
     ask: &Ask<'_>,
     call: &mut Call,
 ) -> Attempted {
+    if ask.endpoint == Endpoint::CountTokens && provider.provider_type != ProviderType::Anthropic {
+        return estimated_count(ask);
+    }
     if provider.provider_type == ProviderType::Fake {
         return fake_attempt(provider, backend, ask, call).await;
     }
@@ -104,10 +110,18 @@ async fn send(
     );
     headers.insert(REQUEST_ID, call.request_id.clone());
     if out.anthropic_version {
-        headers.insert(
-            header::HeaderName::from_static("anthropic-version"),
-            HeaderValue::from_static(anthropic::API_VERSION),
-        );
+        let caller = &ask.anthropic_headers;
+        let version = caller
+            .version
+            .clone()
+            .filter(|_| out.caller_anthropic_headers)
+            .unwrap_or(HeaderValue::from_static(anthropic::API_VERSION));
+        headers.insert(ANTHROPIC_VERSION, version);
+        if out.caller_anthropic_headers
+            && let Some(beta) = &caller.beta
+        {
+            headers.insert(ANTHROPIC_BETA, beta.clone());
+        }
     }
     if let Some(host) = out.host.take() {
         headers.insert(header::HOST, host);
@@ -159,7 +173,11 @@ fn relay_as_is(
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    let mode = if is_sse {
+    let mode = if is_sse && ask.responses_caller() {
+        RelayMode::Translate(Box::new(ResponsesPassthrough::new(Box::new(
+            stream_secrets(call, backend),
+        ))))
+    } else if is_sse {
         sse_mode(ask, call, backend)
     } else {
         RelayMode::Json
@@ -256,22 +274,27 @@ async fn translate_answer(
         };
         return Err(failure::translated(provider, status, &parts.headers, body));
     }
-    let anthropic_caller = ask.anthropic_caller();
     let idle = Duration::from_millis(provider.timeouts.idle_ms);
 
     if ask.stream {
-        let mode = match (&out.wire, anthropic_caller) {
-            (Wire::OpenAiChat, false) if !ask.prompt_caller() => sse_mode(ask, call, backend),
-            (Wire::Anthropic, true) => RelayMode::Translate(Box::new(AnthropicPassthrough::new(
-                Box::new(stream_secrets(call, backend)),
-            ))),
+        let mode = match (&out.wire, ask.endpoint) {
+            (Wire::Anthropic, Endpoint::Messages) => RelayMode::Translate(Box::new(
+                AnthropicPassthrough::new(Box::new(stream_secrets(call, backend))),
+            )),
+            (Wire::OpenAiResponses, _) => RelayMode::Translate(Box::new(
+                ResponsesPassthrough::new(Box::new(stream_secrets(call, backend))),
+            )),
+            (Wire::OpenAiChat, Endpoint::Chat) => sse_mode(ask, call, backend),
             (wire, _) => {
-                let decoder: Box<dyn Decode> = match wire {
+                let mut decoder: Box<dyn Decode> = match wire {
                     Wire::Anthropic => Box::new(AnthropicDecoder::new()),
                     Wire::Gemini => Box::new(GeminiDecoder::new()),
                     Wire::Bedrock => Box::new(BedrockDecoder::new()),
                     _ => Box::new(OpenAiDecoder::new()),
                 };
+                if let Some(name) = out.json_tool.clone() {
+                    decoder = Box::new(ToolAsText::new(decoder, name));
+                }
                 RelayMode::Translate(Box::new(Translate::new(
                     decoder,
                     caller_encoder(ask, &backend.upstream_model),
@@ -283,7 +306,7 @@ async fn translate_answer(
         return Ok(event_stream(ResponseBody::relay(relay)));
     }
 
-    if let (Wire::OpenAiChat | Wire::OpenAiEmbeddings, false) = (&out.wire, anthropic_caller)
+    if let (Wire::OpenAiChat | Wire::OpenAiEmbeddings, false) = (&out.wire, ask.foreign_caller())
         && !ask.prompt_caller()
     {
         // Same format both ways: relayed as it comes, usage read at the end.
@@ -308,12 +331,12 @@ async fn translate_answer(
             Err(_) => return Err(failure::cut_short(provider, true)),
         };
     let v: Value = serde_json::from_slice(&whole).map_err(|_| failure::unreadable(provider))?;
-    if let (Wire::Anthropic, true) = (&out.wire, anthropic_caller) {
+    if let (Wire::Anthropic, true) = (&out.wire, ask.anthropic_caller()) {
         call.usage = Some(anthropic::counts(v.get("usage").unwrap_or(&Value::Null)).usage());
         return Ok(json(whole));
     }
     let model: &str = &backend.upstream_model;
-    let answer = match &out.wire {
+    let mut answer = match &out.wire {
         Wire::GeminiEmbed(embed) => {
             let (list, usage) = embed
                 .read(&v, model)
@@ -321,21 +344,42 @@ async fn translate_answer(
             call.usage = Some(usage);
             return Ok(json(Bytes::from(list.to_string())));
         }
-        Wire::OpenAiEmbeddings => return Err(failure::unreadable(provider)),
+        Wire::OpenAiEmbeddings | Wire::OpenAiResponses => {
+            return Err(failure::unreadable(provider));
+        }
         Wire::Anthropic => anthropic::read_response(&v, model),
         Wire::Gemini => crate::llm::gemini::read_response(&v, model),
         Wire::Bedrock => crate::llm::bedrock::read_response(&v, model),
         Wire::OpenAiChat => Answer::from_openai(&v),
     }
     .ok_or_else(|| failure::unreadable(provider))?;
+    if let Some(name) = &out.json_tool {
+        json_answer::answer_from_tool(&mut answer, name);
+    }
     call.usage = Some(answer.counts.usage());
     Ok(json(Bytes::from(caller_answer(ask, &answer)?.to_string())))
+}
+
+/// A token count for a backend that cannot count: estimated from the request's text, and labelled so
+/// in the body (`"estimated": true`) and in `x-tollgate-token-count: estimated`.
+fn estimated_count(ask: &Ask<'_>) -> Attempted {
+    let body = request_value(ask)?;
+    let n = messages::estimate_input_tokens(&body);
+    let mut response = json(Bytes::from(
+        serde_json::json!({"input_tokens": n, "estimated": true}).to_string(),
+    ));
+    response.headers_mut().insert(
+        header::HeaderName::from_static("x-tollgate-token-count"),
+        HeaderValue::from_static("estimated"),
+    );
+    Ok(response)
 }
 
 /// The encoder of the caller's stream format.
 fn caller_encoder(ask: &Ask<'_>, model: &str) -> Box<dyn Encode> {
     match ask.endpoint {
-        Endpoint::Messages => Box::new(AnthropicEncoder::new(model)),
+        Endpoint::Messages | Endpoint::CountTokens => Box::new(AnthropicEncoder::new(model)),
+        Endpoint::Responses => Box::new(ResponsesEncoder::new(model, ask.echo())),
         Endpoint::Prompt { json_output } => Box::new(PromptEncoder::new(model, json_output)),
         Endpoint::Chat | Endpoint::Embeddings => {
             Box::new(OpenAiEncoder::new(model, ask.include_usage))
@@ -346,7 +390,8 @@ fn caller_encoder(ask: &Ask<'_>, model: &str) -> Box<dyn Encode> {
 /// A whole answer in the caller's format (a prompt's promised JSON may be missing: 502).
 fn caller_answer(ask: &Ask<'_>, answer: &Answer) -> Result<Value, Failed> {
     match ask.endpoint {
-        Endpoint::Messages => Ok(messages::answer_to_message(answer)),
+        Endpoint::Messages | Endpoint::CountTokens => Ok(messages::answer_to_message(answer)),
+        Endpoint::Responses => Ok(responses::answer_to_response(answer, &ask.echo())),
         Endpoint::Prompt { json_output } => {
             prompt::answer_to_prompt(answer, json_output).map_err(|message| {
                 Failed::rejected(ApiError::upstream(
@@ -360,16 +405,16 @@ fn caller_answer(ask: &Ask<'_>, answer: &Answer) -> Result<Value, Failed> {
     }
 }
 
-/// The Fake provider, for either caller format: OpenAI callers' requests are read as they are and
-/// its answers sent as they are made; Anthropic callers' requests are read in OpenAI's shape and
-/// its answers and streams translated into Anthropic's.
+/// The Fake provider, for every caller format: chat callers' requests are read as they are and its
+/// answers sent as they are made; Anthropic and Responses callers' requests are read in OpenAI's chat
+/// shape and its answers and streams translated into the caller's.
 async fn fake_attempt(
     provider: &Provider,
     backend: &Backend,
     ask: &Ask<'_>,
     call: &mut Call,
 ) -> Attempted {
-    let rewritten = if ask.anthropic_caller() {
+    let rewritten = if ask.foreign_caller() {
         let request = as_openai(ask, request_value(ask)?)?;
         Some(serde_json::to_vec(&request).expect("JSON values serialise"))
     } else {
@@ -394,7 +439,11 @@ async fn fake_attempt(
     let Some(doc) = doc else {
         let answer = match ask.endpoint {
             Endpoint::Embeddings => fake::embeddings(&behaviour, &ask.doc, model),
-            Endpoint::Chat | Endpoint::Messages | Endpoint::Prompt { .. } => {
+            Endpoint::Chat
+            | Endpoint::Messages
+            | Endpoint::Responses
+            | Endpoint::CountTokens
+            | Endpoint::Prompt { .. } => {
                 fake::chat(&behaviour, &ask.doc, model, ask.stream, ask.include_usage)
             }
         }

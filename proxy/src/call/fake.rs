@@ -190,6 +190,7 @@ pub fn chat(
     let usage = Usage {
         input: prompt_tokens,
         output: n as u64,
+        ..Usage::default()
     };
     let wire_usage = json!({
         "prompt_tokens": usage.input,
@@ -362,6 +363,7 @@ pub fn embeddings(
         usage: Usage {
             input: tokens,
             output: 0,
+            ..Usage::default()
         },
     })
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use tollgate_snapshot::{RouteIdx, RouteModel, Snapshot};
 
-use super::ask::{Ask, Endpoint};
+use super::ask::{AnthropicHeaders, Ask, Endpoint};
 use super::attempt::attempt;
 use super::body::ResponseBody;
 use super::record::{Call, Served};
@@ -30,7 +30,8 @@ impl RoutedCall<'_> {
         let names: &[&str] = match self.ask.endpoint {
             Endpoint::Chat | Endpoint::Prompt { .. } => &["max_completion_tokens", "max_tokens"],
             Endpoint::Messages => &["max_tokens"],
-            Endpoint::Embeddings => &[],
+            Endpoint::Responses => &["max_output_tokens"],
+            Endpoint::Embeddings | Endpoint::CountTokens => &[],
         };
         names
             .iter()
@@ -51,6 +52,13 @@ impl RoutedCall<'_> {
             .fold(0.0, f64::max);
         tokens as f64 * per_million / 1_000_000.0
     }
+
+    /// Keeps the caller's `anthropic-version` and `anthropic-beta`, which go with its request when it
+    /// passes through to an Anthropic backend.
+    pub fn with_caller_headers(mut self, headers: &http::HeaderMap) -> Self {
+        self.ask.anthropic_headers = AnthropicHeaders::of(headers);
+        self
+    }
 }
 
 /// Reads a chat, embeddings or messages body and finds the model it names on the route: 400 for a
@@ -63,7 +71,7 @@ pub fn route_call<'a>(
     call: &mut Call,
 ) -> Result<RoutedCall<'a>, ApiError> {
     let (doc, model) = parse_request(body)?;
-    let stream = endpoint != Endpoint::Embeddings && doc.stream();
+    let stream = !matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens) && doc.stream();
     call.stream = stream;
     let found = snapshot.model_with_index(route, &model);
     call.model = found.map(|(idx, _)| idx);
@@ -83,6 +91,7 @@ pub fn route_call<'a>(
             doc,
             stream,
             body,
+            anthropic_headers: AnthropicHeaders::default(),
         },
         route,
         model: route_model,

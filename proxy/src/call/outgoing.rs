@@ -14,7 +14,7 @@ use super::ask::{Ask, Endpoint};
 use super::failure::Failed;
 use crate::error::ApiError;
 use crate::llm::chat::ChatRequest;
-use crate::llm::{anthropic, bedrock, gemini, messages, sigv4};
+use crate::llm::{anthropic, bedrock, gemini, json_answer, messages, responses, sigv4};
 use crate::upstream::ProviderParts;
 
 /// Azure `api-version` when the provider sets none.
@@ -26,6 +26,8 @@ pub(super) enum Wire {
     OpenAiChat,
     /// OpenAI embeddings (OpenAI-compatible backends and Azure).
     OpenAiEmbeddings,
+    /// OpenAI's Responses API (OpenAI and Azure, passed through).
+    OpenAiResponses,
     /// Anthropic Messages.
     Anthropic,
     /// Gemini `generateContent`.
@@ -46,7 +48,7 @@ impl Wire {
                 None => (None, false),
             },
             Self::Bedrock => (bedrock::error_message(v), false),
-            Self::OpenAiChat | Self::OpenAiEmbeddings => (
+            Self::OpenAiChat | Self::OpenAiEmbeddings | Self::OpenAiResponses => (
                 v.get("error")
                     .and_then(|e| e.get("message"))
                     .and_then(Value::as_str)
@@ -66,9 +68,15 @@ pub(super) struct Outgoing {
     pub(super) wire: Wire,
     /// Whether Anthropic's `anthropic-version` header goes with it.
     pub(super) anthropic_version: bool,
+    /// Whether the caller's own `anthropic-version` and `anthropic-beta` go instead (its request
+    /// passes through to Anthropic).
+    pub(super) caller_anthropic_headers: bool,
     /// Whether the provider's answer, errors about the request included, goes to the caller as it
     /// comes (an OpenAI-compatible provider and an OpenAI caller).
     pub(super) as_is: bool,
+    /// The tool whose call carries the answer, for a JSON Schema asked of a provider without a
+    /// schema-constrained output (see `llm::json_answer`).
+    pub(super) json_tool: Option<String>,
 }
 
 /// Whether `provider_type` speaks OpenAI's API as OpenAI does (same paths, same authentication).
@@ -91,7 +99,12 @@ pub(super) fn outgoing(
     ask: &Ask<'_>,
 ) -> Result<Outgoing, Failed> {
     let model: &str = &backend.upstream_model;
-    if openai_compatible(provider.provider_type) && !ask.anthropic_caller() {
+    if ask.responses_caller()
+        && let Some(out) = responses_passthrough(parts, provider, model, ask)?
+    {
+        return Ok(out);
+    }
+    if openai_compatible(provider.provider_type) && !ask.foreign_caller() {
         let uri = parts.uri(ask.endpoint.upstream_path()).ok_or_else(|| {
             Failed::misconfigured_as(format!(
                 "The endpoint of provider {} is not a valid URL.",
@@ -108,19 +121,27 @@ pub(super) fn outgoing(
                 Wire::OpenAiChat
             },
             anthropic_version: false,
+            caller_anthropic_headers: false,
             as_is: !ask.prompt_caller(),
+            json_tool: None,
         });
     }
     // Read whole even where it passes through, so that a body that is no JSON gets the same answer on
     // every translated path.
     let body = request_value(ask)?;
-    let (url, body, wire) =
+    let (url, body, wire, json_tool) =
         if ask.anthropic_caller() && provider.provider_type == ProviderType::Anthropic {
             // Anthropic callers of Anthropic backends: the caller's own request, with the model replaced.
+            let path = if ask.endpoint == Endpoint::CountTokens {
+                "/v1/messages/count_tokens"
+            } else {
+                "/v1/messages"
+            };
             (
-                format!("{}/v1/messages", provider.endpoint),
+                format!("{}{path}", provider.endpoint),
                 ask.doc.encode_for_upstream(model, false),
                 Wire::Anthropic,
+                None,
             )
         } else {
             translated(provider, backend, ask, &as_openai(ask, body)?)?
@@ -132,9 +153,72 @@ pub(super) fn outgoing(
         host: None,
         body: Bytes::from(body),
         anthropic_version: matches!(wire, Wire::Anthropic),
+        caller_anthropic_headers: ask.anthropic_caller()
+            && provider.provider_type == ProviderType::Anthropic,
         wire,
         as_is: false,
+        json_tool,
     })
+}
+
+/// A Responses request to a provider that serves the Responses API itself (OpenAI, Azure OpenAI):
+/// the caller's own request with the model replaced, its answer relayed as it comes. `None` for the
+/// providers it is translated for.
+fn responses_passthrough(
+    parts: &ProviderParts,
+    provider: &Provider,
+    model: &str,
+    ask: &Ask<'_>,
+) -> Result<Option<Outgoing>, Failed> {
+    let (uri, host, body) = match provider.provider_type {
+        ProviderType::OpenAI => {
+            let uri = parts.uri(ask.endpoint.upstream_path()).ok_or_else(|| {
+                Failed::misconfigured_as(format!(
+                    "The endpoint of provider {} is not a valid URL.",
+                    provider.id
+                ))
+            })?;
+            let body = if ask.doc.only_model_is(model) {
+                ask.body.clone()
+            } else {
+                Bytes::from(ask.doc.encode_for_upstream(model, false))
+            };
+            (uri, parts.host(), body)
+        }
+        ProviderType::AzureOpenAI => {
+            // Azure's v1 API takes the deployment as the model and needs no `api-version`.
+            let base = provider.endpoint.trim_end_matches("/openai");
+            let uri = Uri::try_from(format!("{base}/openai/v1/responses"))
+                .map_err(|_| Failed::misconfigured(provider, "its endpoint is not a valid URL"))?;
+            let deployment = azure_deployment(provider, model);
+            (
+                uri,
+                None,
+                Bytes::from(ask.doc.encode_for_upstream(deployment, false)),
+            )
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Outgoing {
+        uri,
+        host,
+        body,
+        wire: Wire::OpenAiResponses,
+        anthropic_version: false,
+        caller_anthropic_headers: false,
+        as_is: true,
+        json_tool: None,
+    }))
+}
+
+/// The Azure deployment serving `model`: the provider's model entry's, else the model's own name.
+fn azure_deployment<'a>(provider: &'a Provider, model: &'a str) -> &'a str {
+    provider
+        .models
+        .iter()
+        .find(|m| m.name == model)
+        .and_then(|m| m.deployment.as_deref())
+        .unwrap_or(model)
 }
 
 /// The request body as JSON values (a translation reads it whole).
@@ -147,12 +231,17 @@ pub(super) fn request_value(ask: &Ask<'_>) -> Result<Value, Failed> {
     })
 }
 
-/// The caller's request in OpenAI's shape: as it is for OpenAI callers, rewritten for Anthropic ones.
+/// The caller's request in OpenAI's chat shape: as it is for chat callers, rewritten for Anthropic and
+/// Responses ones.
 pub(super) fn as_openai(ask: &Ask<'_>, body: Value) -> Result<Value, Failed> {
-    if !ask.anthropic_caller() {
-        return Ok(body);
+    match ask.endpoint {
+        Endpoint::Messages | Endpoint::CountTokens => {
+            messages::to_openai_request(&body, ask.stream)
+        }
+        Endpoint::Responses => responses::to_openai_request(&body, ask.stream),
+        Endpoint::Chat | Endpoint::Embeddings | Endpoint::Prompt { .. } => return Ok(body),
     }
-    messages::to_openai_request(&body, ask.stream).map_err(Failed::rejected)
+    .map_err(Failed::rejected)
 }
 
 fn chat_request(request: &Value) -> Result<ChatRequest, Failed> {
@@ -172,17 +261,17 @@ fn cannot(provider: &Provider, what: &str) -> Failed {
     ))
 }
 
-/// The URL, body and answer format of a translated request.
+/// The URL, body and answer format of a translated request, and the tool carrying a JSON answer.
 fn translated(
     provider: &Provider,
     backend: &Backend,
     ask: &Ask<'_>,
     request: &Value,
-) -> Result<(String, Vec<u8>, Wire), Failed> {
+) -> Result<(String, Vec<u8>, Wire, Option<String>), Failed> {
     let model: &str = &backend.upstream_model;
     let embeddings = ask.endpoint == Endpoint::Embeddings;
     let encode = |v: &Value| serde_json::to_vec(v).expect("JSON values serialise");
-    Ok(match provider.provider_type {
+    let (url, body, wire) = match provider.provider_type {
         ProviderType::Anthropic => {
             if embeddings {
                 return Err(cannot(
@@ -191,11 +280,12 @@ fn translated(
                 ));
             }
             let req = chat_request(request)?;
-            (
+            return Ok((
                 format!("{}/v1/messages", provider.endpoint),
                 encode(&anthropic::build_request(&req, model, ask.stream)),
                 Wire::Anthropic,
-            )
+                json_answer::tool_for(&req).map(|(name, _)| name),
+            ));
         }
         ProviderType::Gemini => {
             let base = gemini_base(&provider.endpoint);
@@ -243,12 +333,7 @@ fn translated(
             )
         }
         ProviderType::AzureOpenAI => {
-            let deployment = provider
-                .models
-                .iter()
-                .find(|m| m.name == model)
-                .and_then(|m| m.deployment.as_deref())
-                .unwrap_or(model);
+            let deployment = azure_deployment(provider, model);
             let base = provider.endpoint.trim_end_matches("/openai");
             let path = if embeddings {
                 "embeddings"
@@ -274,20 +359,21 @@ fn translated(
                 },
             )
         }
-        // OpenAI-compatible backends reach here only for Anthropic callers.
+        // OpenAI-compatible backends reach here only for Anthropic and Responses callers.
         other => (
             format!("{}/chat/completions", provider.endpoint),
             openai_body(ask, request, model, other == ProviderType::OpenAI),
             Wire::OpenAiChat,
         ),
-    })
+    };
+    Ok((url, body, wire, None))
 }
 
 /// An OpenAI-format body for `model`: the caller's own bytes when the caller speaks OpenAI, else the
 /// translated request (with `max_completion_tokens` for OpenAI itself, which refuses `max_tokens` on
 /// its newer models).
 fn openai_body(ask: &Ask<'_>, request: &Value, model: &str, completion_tokens: bool) -> Vec<u8> {
-    if !ask.anthropic_caller() {
+    if !ask.foreign_caller() {
         return ask.doc.encode_for_upstream(model, ask.stream);
     }
     let mut v = request.clone();

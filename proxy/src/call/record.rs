@@ -167,7 +167,14 @@ impl Call {
         let cost = self
             .served
             .as_ref()
-            .map(|b| b.price.cost(usage.input, usage.output))
+            .map(|b| {
+                b.price.cost_with_cache(
+                    usage.input,
+                    usage.cache_read,
+                    usage.cache_write,
+                    usage.output,
+                )
+            })
             .unwrap_or(0.0);
         if let Some(grant) = self.grant.take() {
             grant.settle(usage.input + usage.output, cost);

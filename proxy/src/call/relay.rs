@@ -475,7 +475,8 @@ mod tests {
                 usage,
                 Some(Usage {
                     input: 5,
-                    output: 7
+                    output: 7,
+                    ..Usage::default()
                 }),
                 "cut at {cut}"
             );
@@ -492,7 +493,8 @@ mod tests {
                 usage,
                 Some(Usage {
                     input: 5,
-                    output: 7
+                    output: 7,
+                    ..Usage::default()
                 })
             );
         }

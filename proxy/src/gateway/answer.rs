@@ -22,7 +22,7 @@ impl CallerFormat {
     /// The format of a request to `path`: errors on the Messages endpoint use Anthropic's envelope,
     /// from the first check on.
     pub fn of_path(path: &str) -> Self {
-        if path.ends_with("/v1/messages") {
+        if path.ends_with("/v1/messages") || path.ends_with("/v1/messages/count_tokens") {
             Self::Anthropic
         } else {
             Self::OpenAi

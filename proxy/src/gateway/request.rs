@@ -109,6 +109,8 @@ async fn serve(
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
         (&Method::POST, "/v1/messages") => Endpoint::Messages,
+        (&Method::POST, "/v1/messages/count_tokens") => Endpoint::CountTokens,
+        (&Method::POST, "/v1/responses") => Endpoint::Responses,
         (&Method::POST, _) if rest.starts_with(PROMPTS) => {
             let name = &rest[PROMPTS.len()..];
             let (at, prompt) = prompt::find(&snapshot, route, name)?;
@@ -165,7 +167,8 @@ async fn model_call(
         body: bytes,
         headers,
     } = asked;
-    let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, call)?;
+    let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, call)?
+        .with_caller_headers(headers);
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
     let cost_ceiling = routed.cost_ceiling_usd(estimate);
     admission::limit(

@@ -50,7 +50,10 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
             .map(|(role, content)| json!({"role": role, "content": content}))
             .collect(),
     );
-    let instruction = req.json_instruction();
+    // A JSON Schema answer comes as a forced tool's input (below): no instruction needed.
+    let instruction = req
+        .json_instruction()
+        .filter(|_| super::json_answer::tool_for(req).is_none());
     let system: Vec<&str> = req
         .system
         .iter()
@@ -61,12 +64,26 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
     if !system.is_empty() {
         body.insert("system".into(), system.join("\n\n").into());
     }
-    if let Some(t) = req.temperature {
-        // Anthropic's range is 0–1, OpenAI's 0–2.
-        body.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
-    }
-    if let Some(p) = req.top_p {
-        body.insert("top_p".into(), json!(p));
+    let budget = req.reasoning_effort.as_deref().and_then(thinking_budget);
+    if let Some(budget) = budget {
+        // Extended thinking: the budget must stay below `max_tokens`, and sampling stays Anthropic's.
+        let max = req
+            .max_tokens
+            .unwrap_or(DEFAULT_MAX_TOKENS)
+            .max(budget + 1024);
+        body.insert("max_tokens".into(), max.into());
+        body.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": budget}),
+        );
+    } else {
+        if let Some(t) = req.temperature {
+            // Anthropic's range is 0–1, OpenAI's 0–2.
+            body.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
+        }
+        if let Some(p) = req.top_p {
+            body.insert("top_p".into(), json!(p));
+        }
     }
     if !req.stop.is_empty() {
         body.insert("stop_sequences".into(), json!(req.stop));
@@ -100,10 +117,38 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
             body.insert("tool_choice".into(), choice);
         }
     }
+    if let Some((name, schema)) = super::json_answer::tool_for(req) {
+        // A JSON Schema answer: the one tool the model must call (see `json_answer`).
+        body.insert(
+            "tools".into(),
+            json!([{"name": name, "description": "Give the answer, as this tool's input.",
+                    "input_schema": schema}]),
+        );
+        body.insert("tool_choice".into(), json!({"type": "tool", "name": name}));
+    }
     if stream {
         body.insert("stream".into(), true.into());
     }
     Value::Object(body)
+}
+
+/// Thinking budget for an OpenAI `reasoning_effort`; `None` for no thinking.
+pub fn thinking_budget(effort: &str) -> Option<u64> {
+    match effort {
+        "low" => Some(2_048),
+        "medium" => Some(8_192),
+        "high" => Some(24_576),
+        _ => None,
+    }
+}
+
+/// OpenAI `reasoning_effort` for a thinking budget (the inverse of [`thinking_budget`], by range).
+pub fn effort_of_budget(budget: u64) -> &'static str {
+    match budget {
+        0..4_096 => "low",
+        4_096..16_384 => "medium",
+        _ => "high",
+    }
 }
 
 fn user_block(part: &Part) -> Option<Value> {
@@ -151,10 +196,14 @@ pub fn finish(reason: &str) -> Finish {
 pub fn read_response(v: &Value, fallback_model: &str) -> Option<Answer> {
     let content = v.get("content")?.as_array()?;
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
     for block in content {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("thinking") => {
+                reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or(""))
+            }
             Some("tool_use") => tool_calls.push(ToolCall {
                 id: block
                     .get("id")
@@ -186,6 +235,7 @@ pub fn read_response(v: &Value, fallback_model: &str) -> Option<Answer> {
             .unwrap_or(fallback_model)
             .to_string(),
         text,
+        reasoning,
         tool_calls,
         finish: finish(
             v.get("stop_reason")
@@ -287,6 +337,11 @@ impl AnthropicEvents {
                             out.push(Piece::Text(t.to_string()));
                         }
                     }
+                    Some("thinking_delta") => {
+                        if let Some(t) = delta.get("thinking").and_then(Value::as_str) {
+                            out.push(Piece::Reasoning(t.to_string()));
+                        }
+                    }
                     Some("input_json_delta") => {
                         if let Some(&(_, tool)) = self.tools.iter().find(|(b, _)| *b == index)
                             && let Some(j) = delta.get("partial_json").and_then(Value::as_str)
@@ -342,6 +397,19 @@ pub type AnthropicDecoder = SseDecode<AnthropicEvents>;
 mod tests {
     use super::*;
     use crate::llm::stream::decode_all;
+
+    #[test]
+    fn a_json_schema_becomes_the_one_tool_the_model_must_call() {
+        let req = ChatRequest::from_openai(&json!({"model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "city", "schema": {"type": "object"}}}}))
+        .unwrap();
+        let body = build_request(&req, "claude", false);
+        assert_eq!(body["tools"][0]["name"], "city");
+        assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
+        assert_eq!(body["tool_choice"], json!({"type": "tool", "name": "city"}));
+    }
 
     #[test]
     fn usage_counts_cached_tokens_as_input() {

@@ -231,6 +231,7 @@ pub fn read_response(v: &Value, model: &str) -> Option<Answer> {
         id: format!("chatcmpl-{:016x}", fastrand::u64(..)),
         model: model.to_string(),
         text,
+        reasoning: String::new(),
         tool_calls,
         finish: finish(
             v.get("stopReason")

@@ -37,8 +37,19 @@ pub struct ChatRequest {
     pub frequency_penalty: Option<f64>,
     /// `response_format` asks for JSON.
     pub json_output: bool,
-    /// The JSON Schema `response_format` gives (`json_schema` type).
-    pub json_schema: Option<Value>,
+    /// `response_format` gives a JSON Schema the answer must follow.
+    pub json_schema: Option<JsonSchema>,
+    /// `reasoning_effort`: `minimal`, `low`, `medium` or `high`.
+    pub reasoning_effort: Option<String>,
+}
+
+/// A JSON Schema the answer must follow (`response_format.json_schema`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonSchema {
+    /// Its name.
+    pub name: String,
+    /// The schema.
+    pub schema: Value,
 }
 
 /// One turn of the conversation.
@@ -236,15 +247,27 @@ impl ChatRequest {
                 "only one choice (`n`: 1) can be translated to this provider",
             ));
         }
+        req.reasoning_effort = get("reasoning_effort").as_str().map(str::to_string);
+        let format = get("response_format");
         req.json_output = matches!(
-            get("response_format").get("type").and_then(Value::as_str),
+            format.get("type").and_then(Value::as_str),
             Some("json_object" | "json_schema")
         );
-        req.json_schema = get("response_format")
-            .get("json_schema")
-            .and_then(|j| j.get("schema"))
-            .filter(|s| s.is_object())
-            .cloned();
+        if format.get("type").and_then(Value::as_str) == Some("json_schema") {
+            let spec = format.get("json_schema").unwrap_or(&Value::Null);
+            req.json_schema = Some(JsonSchema {
+                name: spec
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("answer")
+                    .to_string(),
+                schema: spec
+                    .get("schema")
+                    .filter(|s| s.is_object())
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+            });
+        }
         Ok(req)
     }
 
@@ -256,7 +279,8 @@ impl ChatRequest {
         }
         Some(match &self.json_schema {
             Some(schema) => format!(
-                "Answer with one JSON value matching this JSON Schema, and nothing else (no prose, no code fence): {schema}"
+                "Answer with one JSON value matching this JSON Schema, and nothing else (no prose, no code fence): {}",
+                schema.schema
             ),
             None => "Answer with one JSON value and nothing else (no prose, no code fence).".into(),
         })
@@ -577,6 +601,9 @@ pub struct Answer {
     pub model: String,
     /// Text.
     pub text: String,
+    /// The model's reasoning before its answer (Anthropic's thinking, OpenAI-compatible reasoning
+    /// providers' `reasoning_content`), when it shows it.
+    pub reasoning: String,
     /// Tool calls.
     pub tool_calls: Vec<ToolCall>,
     /// Why it stopped.
@@ -603,6 +630,9 @@ impl Answer {
         });
         if !tool_calls.is_empty() {
             message["tool_calls"] = Value::Array(tool_calls);
+        }
+        if !self.reasoning.is_empty() {
+            message["reasoning_content"] = self.reasoning.clone().into();
         }
         serde_json::json!({
             "id": self.id,
@@ -657,6 +687,12 @@ impl Answer {
                 .to_string(),
             text: text_content(message.get("content").unwrap_or(&Value::Null), "content")
                 .unwrap_or_default(),
+            reasoning: message
+                .get("reasoning_content")
+                .or_else(|| message.get("reasoning"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             tool_calls,
             finish: super::stream::Finish::from_openai(
                 choice

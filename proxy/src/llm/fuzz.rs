@@ -13,7 +13,11 @@ use super::bedrock::{self, BedrockDecoder};
 use super::chat::{Answer, ChatRequest};
 use super::eventstream::{self, FrameDecoder};
 use super::gemini::{self, GeminiDecoder};
+use super::json_answer::{self, ToolAsText};
+use super::responses::{self, Echo};
+use super::responses_stream::{ResponsesEncoder, ResponsesPassthrough};
 use super::sse::SseDecoder;
+use super::stream::Transcode;
 use super::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Piece};
 use crate::llm::messages::{self, AnthropicEncoder};
 
@@ -112,6 +116,23 @@ const KEYS: &[&str] = &[
     "contentBlockIndex",
     "start",
     "functions",
+    "instructions",
+    "call_id",
+    "max_output_tokens",
+    "previous_response_id",
+    "format",
+    "schema",
+    "json_schema",
+    "reasoning",
+    "effort",
+    "sequence_number",
+    "response",
+    "input_tokens_details",
+    "cached_tokens",
+    "reasoning_content",
+    "reasoning_effort",
+    "thinking",
+    "budget_tokens",
 ];
 
 const WORDS: &[&str] = &[
@@ -158,6 +179,20 @@ const WORDS: &[&str] = &[
     "error",
     "rate_limit_error",
     "ü\u{0}",
+    "message",
+    "function_call",
+    "function_call_output",
+    "input_text",
+    "output_text",
+    "input_image",
+    "json_schema",
+    "reasoning",
+    "item_reference",
+    "response.completed",
+    "response.output_text.delta",
+    "thinking_delta",
+    "enabled",
+    "low",
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -217,11 +252,43 @@ fn chat_like() -> impl Strategy<Value = Value> {
         })
 }
 
+/// A Responses-looking request with random items and settings.
+fn responses_like() -> impl Strategy<Value = Value> {
+    let item = (
+        prop::sample::select(WORDS),
+        prop::sample::select(WORDS),
+        json_value(),
+        json_value(),
+    )
+        .prop_map(|(kind, role, content, output)| {
+            serde_json::json!({"type": kind, "role": role, "content": content, "call_id": "c1",
+                               "name": "f", "arguments": "{}", "output": output})
+        });
+    (
+        prop_oneof![
+            json_value(),
+            prop::collection::vec(item, 0..5).prop_map(Value::Array)
+        ],
+        json_value(),
+        json_value(),
+        json_value(),
+    )
+        .prop_map(|(input, tools, text, extra)| {
+            let mut v = serde_json::json!({"model": "m", "input": input, "tools": tools,
+                                           "text": text});
+            if let (Value::Object(o), Value::Object(e)) = (&mut v, extra) {
+                o.extend(e);
+            }
+            v
+        })
+}
+
 fn all_encoders() -> Vec<Box<dyn Encode>> {
     vec![
         Box::new(OpenAiEncoder::new("m", true)),
         Box::new(OpenAiEncoder::new("m", false)),
         Box::new(AnthropicEncoder::new("m")),
+        Box::new(ResponsesEncoder::new("m", Echo::default())),
     ]
 }
 
@@ -365,9 +432,17 @@ fn event_stream_decoder_never_panics_on_noise_or_damaged_frames() {
 
 #[test]
 fn request_translators_never_panic() {
-    let input = prop_oneof![json_value(), chat_like()];
+    let input = prop_oneof![json_value(), chat_like(), responses_like()];
     runner()
         .run(&(input, any::<bool>()), |(v, stream)| {
+            if let Ok(openai) = responses::to_openai_request(&v, stream)
+                && let Ok(req) = ChatRequest::from_openai(&openai)
+            {
+                let _ = anthropic::build_request(&req, "m", stream);
+                let _ = json_answer::tool_for(&req);
+            }
+            let _ = Echo::read(|k| v.get(k).cloned());
+            let _ = messages::estimate_input_tokens(&v);
             if let Ok(req) = ChatRequest::from_openai(&v) {
                 let _ = anthropic::build_request(&req, "m", stream);
                 let _ = gemini::build_request(&req);
@@ -397,7 +472,11 @@ fn response_translators_never_panic() {
             {
                 let _ = answer.to_openai();
                 let _ = messages::answer_to_message(&answer);
+                let _ = responses::answer_to_response(&answer, &Echo::default());
+                let mut as_json = answer.clone();
+                json_answer::answer_from_tool(&mut as_json, "f");
             }
+            let _ = responses::counts(&v);
             let _ = anthropic::error_message(&v);
             let _ = gemini::error_message(&v);
             let _ = bedrock::error_message(&v);
@@ -432,6 +511,10 @@ fn stream_translators_never_panic() {
                 }
                 let bytes = sse.as_bytes();
                 let decoders: Vec<Box<dyn Decode>> = vec![
+                    Box::new(ToolAsText::new(
+                        Box::new(AnthropicDecoder::new()),
+                        "f".into(),
+                    )),
                     Box::new(AnthropicDecoder::new()),
                     Box::new(GeminiDecoder::new()),
                     Box::new(OpenAiDecoder::new()),
@@ -451,6 +534,52 @@ fn stream_translators_never_panic() {
                     ));
                 }
                 encode_everywhere(&split_feed(&mut BedrockDecoder::new(), &frames, &cuts));
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn responses_passthrough_keeps_streams_without_errors_whole_however_split() {
+    let events = prop::collection::vec(
+        (
+            prop::option::of(prop::sample::select(WORDS)),
+            prop_oneof![
+                json_value().prop_map(|v| v.to_string()),
+                "[ -~]{0,20}".prop_map(String::from),
+            ],
+        ),
+        0..8,
+    );
+    runner()
+        .run(
+            &(events, prop::collection::vec(any::<usize>(), 0..5)),
+            |(events, cuts)| {
+                let mut sse = String::new();
+                for (name, data) in &events {
+                    if let Some(n) = name {
+                        sse.push_str(&format!("event: {n}\n"));
+                    }
+                    sse.push_str(&format!("data: {data}\n\n"));
+                }
+                let bytes = sse.as_bytes();
+                let mut p =
+                    ResponsesPassthrough::new(Box::new(vec!["sk-fuzz-secret-1".to_string()]));
+                let mut out = Vec::new();
+                let mut at = 0;
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+                cuts.sort_unstable();
+                for c in cuts {
+                    out.extend_from_slice(&p.feed(&bytes[at..c]));
+                    at = c;
+                }
+                out.extend_from_slice(&p.feed(&bytes[at..]));
+                out.extend_from_slice(&p.finish());
+                let _ = p.usage();
+                if !sse.contains("error") {
+                    prop_assert_eq!(out.as_slice(), bytes);
+                }
                 Ok(())
             },
         )

@@ -261,6 +261,7 @@ pub fn read_response(v: &Value, fallback_model: &str) -> Option<Answer> {
             .unwrap_or(fallback_model)
             .to_string(),
         text,
+        reasoning: String::new(),
         tool_calls,
         finish,
         counts: counts(obj.get("usageMetadata").unwrap_or(&Value::Null)),
@@ -486,6 +487,7 @@ impl EmbedAsk {
             Usage {
                 input: tokens,
                 output: 0,
+                ..Usage::default()
             },
         ))
     }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
 use crate::llm::Usage;
-use crate::llm::anthropic::AnthropicDecoder;
+use crate::llm::anthropic::{AnthropicDecoder, effort_of_budget};
 use crate::llm::chat::{Answer, arguments_object};
 use crate::llm::scrub::{self, LazySecrets};
 use crate::llm::stream::{Decode, Encode, Finish, Piece, TokenCounts, Transcode, write_sse};
@@ -96,6 +96,15 @@ pub fn to_openai_request(body: &Value, stream: bool) -> Result<Value, ApiError> 
         if !list.is_empty() {
             out.insert("tools".into(), list.into());
         }
+    }
+    if let Some(thinking) = obj.get("thinking")
+        && thinking.get("type").and_then(Value::as_str) == Some("enabled")
+    {
+        let budget = thinking
+            .get("budget_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        out.insert("reasoning_effort".into(), effort_of_budget(budget).into());
     }
     if let Some(choice) = obj.get("tool_choice").filter(|c| c.is_object()) {
         let mapped = match choice.get("type").and_then(Value::as_str) {
@@ -231,6 +240,46 @@ fn image_url(source: &Value) -> Result<String, ApiError> {
     }
 }
 
+/// Tokens an image costs when its size is not known: Anthropic's count for the largest image it
+/// takes without scaling (about 1,600).
+const IMAGE_TOKENS: u64 = 1_600;
+
+/// An estimate of the input tokens of a Messages (or `count_tokens`) request, for backends that
+/// cannot count them: one token per four characters of its text (system prompt, messages, tool
+/// definitions, tool inputs and results), 1,600 per image and a few per message for the framing.
+pub fn estimate_input_tokens(body: &Value) -> u64 {
+    fn walk(v: &Value, chars: &mut u64, images: &mut u64) {
+        match v {
+            Value::String(s) => *chars += s.chars().count() as u64,
+            Value::Array(items) => items.iter().for_each(|i| walk(i, chars, images)),
+            Value::Object(o) => {
+                if o.get("type").and_then(Value::as_str) == Some("image") {
+                    *images += 1;
+                    return;
+                }
+                for (k, v) in o {
+                    if k != "type" && k != "cache_control" {
+                        walk(v, chars, images);
+                    }
+                }
+            }
+            Value::Number(n) => *chars += n.to_string().len() as u64,
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+    let (mut chars, mut images) = (0, 0);
+    for key in ["system", "messages", "tools"] {
+        if let Some(v) = body.get(key) {
+            walk(v, &mut chars, &mut images);
+        }
+    }
+    let framing = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(0, |m| m.len() as u64 * 4);
+    chars.div_ceil(4) + images.saturating_mul(IMAGE_TOKENS) + framing
+}
+
 fn usage_json(c: &TokenCounts) -> Value {
     let read = c.cache_read.unwrap_or(0);
     let write = c.cache_write.unwrap_or(0);
@@ -253,6 +302,10 @@ fn message_id(id: &str) -> String {
 /// An answer as an Anthropic `message` object.
 pub fn answer_to_message(a: &Answer) -> Value {
     let mut content = Vec::new();
+    if !a.reasoning.is_empty() {
+        // Translated reasoning has no Anthropic signature to give back.
+        content.push(json!({"type": "thinking", "thinking": a.reasoning, "signature": ""}));
+    }
     if !a.text.is_empty() {
         content.push(json!({"type": "text", "text": a.text}));
     }
@@ -294,6 +347,7 @@ pub fn error_body(e: &ApiError) -> Bytes {
 
 enum Open {
     Text(usize),
+    Thinking(usize),
     Tool { tool: usize, block: usize },
 }
 
@@ -342,7 +396,7 @@ impl AnthropicEncoder {
     fn close(&mut self, out: &mut Vec<u8>) {
         let block = match self.open.take() {
             None => return,
-            Some(Open::Text(b)) => b,
+            Some(Open::Text(b) | Open::Thinking(b)) => b,
             Some(Open::Tool { tool, block }) => {
                 self.closed_tools.push(tool);
                 block
@@ -404,6 +458,24 @@ impl Encode for AnthropicEncoder {
                     }
                 };
                 self.delta(index, json!({"type": "text_delta", "text": t}), out);
+            }
+            Piece::Reasoning(t) => {
+                if t.is_empty() {
+                    return;
+                }
+                self.start(out);
+                let index = match self.open {
+                    Some(Open::Thinking(i)) => i,
+                    _ => {
+                        let i = self.open_block(
+                            json!({"type": "thinking", "thinking": "", "signature": ""}),
+                            out,
+                        );
+                        self.open = Some(Open::Thinking(i));
+                        i
+                    }
+                };
+                self.delta(index, json!({"type": "thinking_delta", "thinking": t}), out);
             }
             Piece::ToolStart { index, id, name } => {
                 self.start(out);
@@ -648,6 +720,18 @@ mod tests {
         let mut out = p.feed(&ok[..ok.len() - 1]).to_vec();
         out.extend_from_slice(&p.finish());
         assert_eq!(out, &ok[..ok.len() - 1]);
+    }
+
+    #[test]
+    fn estimates_tokens_from_text_images_and_tools() {
+        let n = estimate_input_tokens(&json!({"model": "m", "system": "x".repeat(40),
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "y".repeat(80)},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A".repeat(4000)}}]}],
+            "tools": [{"name": "abcd", "input_schema": {}}]}));
+        // 40 + 80 + 4 ("user") + 4 ("abcd") characters, one image, one message.
+        assert_eq!(n, 128 / 4 + 1_600 + 4);
+        assert_eq!(estimate_input_tokens(&json!(null)), 0);
     }
 
     #[test]

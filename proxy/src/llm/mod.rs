@@ -1,6 +1,7 @@
 //! Pure formats and translation: OpenAI's request document and usage, a JSON scanner, the neutral chat
 //! and stream model every translation goes through, SSE and AWS event-stream framing, SigV4, each
-//! provider's wire format (Anthropic, Gemini, Bedrock), Messages-format callers and error scrubbing.
+//! provider's wire format (Anthropic, Gemini, Bedrock), Messages-format and Responses-format callers,
+//! JSON-Schema answers through a forced tool, and error scrubbing.
 //!
 //! Nothing here sees a connection, a call record, a response body or shared state: functions take
 //! bytes and values and return bytes, values and errors, so that each can be fuzzed and tested alone.
@@ -13,14 +14,21 @@ pub mod eventstream;
 #[cfg(test)]
 mod fuzz;
 pub mod gemini;
+pub mod json_answer;
 pub mod json_scan;
 pub mod messages;
 pub mod openai;
+#[cfg(test)]
+mod pricing_tests;
 pub mod prompt;
+pub mod responses;
+pub mod responses_stream;
 pub mod scrub;
 pub mod sigv4;
 pub mod sse;
 pub mod stream;
+#[cfg(test)]
+mod translation_cost;
 mod usage;
 
 pub use usage::Usage;

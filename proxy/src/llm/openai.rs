@@ -211,15 +211,26 @@ impl<'a> RequestDoc<'a> {
 /// OpenAI's `usage` object (chat and embeddings).
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default)]
 pub struct WireUsage {
-    /// Prompt tokens.
-    #[serde(default)]
+    /// Prompt tokens (`input_tokens` in the Responses API).
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    /// Completion tokens (absent for embeddings).
-    #[serde(default)]
+    /// Completion tokens (absent for embeddings; `output_tokens` in the Responses API).
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
     /// Sum.
     #[serde(default)]
     pub total_tokens: u64,
+    /// Details of the prompt tokens (`input_tokens_details` in the Responses API).
+    #[serde(default, alias = "input_tokens_details")]
+    pub prompt_tokens_details: Option<WireTokenDetails>,
+}
+
+/// `prompt_tokens_details`: how many prompt tokens came from the provider's cache.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default)]
+pub struct WireTokenDetails {
+    /// Prompt tokens read from the cache.
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 impl From<WireUsage> for Usage {
@@ -227,6 +238,8 @@ impl From<WireUsage> for Usage {
         Usage {
             input: u.prompt_tokens,
             output: u.completion_tokens,
+            cache_read: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            cache_write: 0,
         }
     }
 }

@@ -124,7 +124,11 @@ impl Encode for PromptEncoder {
                 }
                 write_sse(out, Some("delta"), &json!({ "text": t }));
             }
-            Piece::Text(_) | Piece::ToolStart { .. } | Piece::ToolArgs { .. } => {}
+            // A prompt's answer is its text: reasoning and tool calls are not part of it.
+            Piece::Text(_)
+            | Piece::Reasoning(_)
+            | Piece::ToolStart { .. }
+            | Piece::ToolArgs { .. } => {}
             Piece::Finish(f) => {
                 self.finish.get_or_insert(f);
             }
@@ -263,6 +267,7 @@ mod tests {
             id: "id1".into(),
             model: "m".into(),
             text: text.into(),
+            reasoning: Default::default(),
             tool_calls: Vec::new(),
             finish: Finish::Stop,
             counts: counts(),

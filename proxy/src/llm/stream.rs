@@ -36,6 +36,8 @@ impl TokenCounts {
         Usage {
             input: self.input.unwrap_or(0),
             output: self.output.unwrap_or(0),
+            cache_read: self.cache_read.unwrap_or(0),
+            cache_write: self.cache_write.unwrap_or(0),
         }
     }
 
@@ -125,6 +127,8 @@ pub enum Piece {
     },
     /// Text.
     Text(String),
+    /// The model's reasoning (thinking) text, shown before its answer.
+    Reasoning(String),
     /// A tool call began; `index` counts tool calls only.
     ToolStart {
         /// Tool-call index.
@@ -411,6 +415,10 @@ impl Encode for OpenAiEncoder {
             }
             Piece::Text(t) if !t.is_empty() => self.delta(json!({"content": t}), out),
             Piece::Text(_) => {}
+            Piece::Reasoning(t) if !t.is_empty() => {
+                self.delta(json!({"reasoning_content": t}), out)
+            }
+            Piece::Reasoning(_) => {}
             Piece::ToolStart { index, id, name } => self.delta(
                 json!({"tool_calls": [{"index": index, "id": id, "type": "function",
                                         "function": {"name": name, "arguments": ""}}]}),
@@ -518,6 +526,15 @@ impl OpenAiEvents {
         }
         let choice = v.get("choices").and_then(|c| c.get(0));
         if let Some(delta) = choice.and_then(|c| c.get("delta")) {
+            // Reasoning providers (DeepSeek, vLLM, Ollama…) stream their reasoning apart from the answer.
+            if let Some(t) = delta
+                .get("reasoning_content")
+                .or_else(|| delta.get("reasoning"))
+                .and_then(Value::as_str)
+                && !t.is_empty()
+            {
+                out.push(Piece::Reasoning(t.to_string()));
+            }
             if let Some(t) = delta.get("content").and_then(Value::as_str)
                 && !t.is_empty()
             {

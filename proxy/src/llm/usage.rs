@@ -7,4 +7,8 @@ pub struct Usage {
     pub input: u64,
     /// Completion tokens.
     pub output: u64,
+    /// Prompt tokens read from the provider's prompt cache (counted in `input` too).
+    pub cache_read: u64,
+    /// Prompt tokens written to the provider's prompt cache (counted in `input` too).
+    pub cache_write: u64,
 }

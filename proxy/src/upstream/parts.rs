@@ -38,7 +38,12 @@ pub struct Upstreams {
 
 /// Paths of the OpenAI-style endpoints, appended to a provider's `endpoint`; [`ProviderParts::uri`]
 /// takes an index into this list.
-pub const OPENAI_PATHS: [&str; 3] = ["/chat/completions", "/embeddings", "/messages"];
+pub const OPENAI_PATHS: [&str; 4] = [
+    "/chat/completions",
+    "/embeddings",
+    "/messages",
+    "/responses",
+];
 
 /// What every call to the providers of one snapshot needs, made once when the snapshot is stored
 /// (off the request path): finding the pool, parsing the URL and formatting the credential and `Host`

@@ -19,6 +19,7 @@
 //!   shared through a real Redis by two proxies (`cache::redis`).
 //! - `rest`: REST passthrough to a route's REST service: declared operations only, credentials,
 //!   limits, large answers, failures.
+//! - `responses_api`: Responses-API callers, passed through to OpenAI or translated for the others.
 //! - `hot_swap`: snapshot swaps under load.
 //! - `standalone`: configuration read from YAML files and watched.
 //! - `sdk`: the official Python SDKs as clients.
@@ -38,6 +39,7 @@ mod limits;
 mod listeners;
 mod messages_api;
 mod prompts;
+mod responses_api;
 mod rest;
 mod sdk;
 mod standalone;

@@ -269,10 +269,9 @@ async fn anthropic_setup() -> (FakeServer, TestProxy) {
 
 #[tokio::test]
 async fn json_schema_output_is_asked_for_and_parsed_from_a_translated_backend() {
+    // Anthropic's structured output is a forced tool whose input is the answer: the fake calls the
+    // one tool it is offered with its canned arguments, which become the prompt's output.
     let (fake, proxy) = anthropic_setup().await;
-    fake.set(|c| {
-        c.pieces = vec!["{\"sentiment\":".into(), " \"nega".into(), "tive\"}".into()];
-    });
     let reply = post(
         &url(&proxy, "sentiment"),
         CLIENT_KEY,
@@ -281,14 +280,18 @@ async fn json_schema_output_is_asked_for_and_parsed_from_a_translated_backend() 
     )
     .await;
     reply.assert_status(200);
-    assert_eq!(reply.json()["output"], json!({"sentiment": "negative"}));
+    assert_eq!(reply.json()["output"], json!({"city": "Paris"}));
 
     let seen = fake.last();
     assert_eq!(seen.body["model"], "claude-x");
-    let system = seen.body["system"].as_str().expect("system text");
-    assert!(
-        system.contains("JSON Schema") && system.contains("\"enum\":[\"positive\",\"negative\"]"),
-        "{system}"
+    let tool = &seen.body["tools"][0];
+    assert_eq!(
+        tool["input_schema"]["properties"]["sentiment"]["enum"],
+        json!(["positive", "negative"])
+    );
+    assert_eq!(
+        seen.body["tool_choice"],
+        json!({"type": "tool", "name": tool["name"]})
     );
     let messages = seen.body["messages"].as_array().unwrap();
     assert_eq!(
@@ -313,7 +316,7 @@ async fn json_schema_output_is_asked_for_and_parsed_from_a_translated_backend() 
     let events = events(&reply.body);
     let done = events.last().unwrap();
     assert_eq!(done.0, "done", "{events:?}");
-    assert_eq!(done.1["output"], json!({"sentiment": "negative"}));
+    assert_eq!(done.1["output"], json!({"city": "Paris"}));
     assert!(done.1["usage"]["output_tokens"].as_u64().unwrap() > 0);
 }
 

@@ -4,6 +4,7 @@ Run by proxy/tests/anthropic_sdk.rs once per backend, which starts the proxy and
   TOLLGATE_BASE_URL  the route prefix, e.g. http://127.0.0.1:PORT/team-a/chat (the SDK adds /v1/messages)
   TOLLGATE_KEY       a consumer key
   EXPECT_TEXT        what the backend answers to a plain prompt
+  COUNTED_TOKENS     what count_tokens answers for ASK and TOOLS, or "estimated" when the backend cannot count
 Prints one line per check and a final "N passed, N failed"; exits non-zero on any failure.
 """
 
@@ -81,7 +82,53 @@ def bad_key():
     raise AssertionError("no AuthenticationError")
 
 
-CHECKS = [text, streaming, tool_call, streamed_tool_call, bad_key]
+def count_tokens():
+    raw = client().messages.with_raw_response.count_tokens(
+        model="front-model", system="Be brief.", messages=ASK, tools=TOOLS
+    )
+    counted = raw.parse()
+    if os.environ["COUNTED_TOKENS"] == "estimated":
+        assert raw.headers.get("x-tollgate-token-count") == "estimated", dict(raw.headers)
+        assert counted.input_tokens > 0, counted
+    else:
+        assert counted.input_tokens == int(os.environ["COUNTED_TOKENS"]), counted
+        assert raw.headers.get("x-tollgate-token-count") is None
+
+
+def beta_header():
+    m = client().messages.create(
+        model="front-model",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"anthropic-beta": "token-efficient-tools-2025-02-19", "anthropic-version": "2023-01-01"},
+    )
+    assert m.content[0].text == EXPECT, m.content
+
+
+def thinking_stream():
+    # Anthropic backends think in thinking blocks; reasoning OpenAI-compatible ones in reasoning_content,
+    # which arrives here as thinking blocks too.
+    with client().messages.stream(
+        model="front-model",
+        max_tokens=4000,
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=[{"role": "user", "content": "hi"}],
+    ) as stream:
+        thoughts = "".join(e.thinking for e in stream if e.type == "thinking")
+        final = stream.get_final_message()
+    assert thoughts == "Let me think.", thoughts
+    assert [b.type for b in final.content] == ["thinking", "text"], final.content
+    assert final.content[0].thinking == "Let me think." and final.content[1].text == EXPECT, final.content
+    whole = client().messages.create(
+        model="front-model",
+        max_tokens=4000,
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    assert whole.content[0].type == "thinking" and whole.content[0].thinking == "Let me think.", whole.content
+
+
+CHECKS = [text, streaming, tool_call, streamed_tool_call, bad_key, count_tokens, beta_header, thinking_stream]
 
 
 if __name__ == "__main__":

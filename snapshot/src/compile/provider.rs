@@ -502,6 +502,7 @@ fn resolve_models(
             cached_input_per_million: given
                 .cached_input_per_million
                 .or(base.cached_input_per_million),
+            cache_write_per_million: base.cache_write_per_million,
         };
         models.push(ProviderModel {
             name: m.name.clone(),

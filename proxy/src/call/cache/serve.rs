@@ -34,8 +34,10 @@ pub async fn cached_call(
         Endpoint::Chat => CacheEndpoint::Chat,
         Endpoint::Embeddings => CacheEndpoint::Embeddings,
         Endpoint::Messages => CacheEndpoint::Messages,
-        // Prompt APIs are not cached (yet): their calls go straight to the plan.
-        Endpoint::Prompt { .. } => return model_call(shared, snapshot, routed, call).await,
+        // Prompt APIs, the Responses API and token counts are not cached (yet): straight to the plan.
+        Endpoint::Prompt { .. } | Endpoint::Responses | Endpoint::CountTokens => {
+            return model_call(shared, snapshot, routed, call).await;
+        }
     };
     let Some(policy) = route.cache.as_ref().filter(|p| p.covers(endpoint)) else {
         return model_call(shared, snapshot, routed, call).await;

@@ -3,3 +3,4 @@
 mod anthropic_messages;
 mod openai_quickstart;
 mod openai_rate_limits;
+mod openai_responses;

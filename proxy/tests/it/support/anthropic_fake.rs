@@ -2,7 +2,7 @@
 //! `anthropic-version` required, the request validated (roles, block types, image sources, tool
 //! results naming an earlier `tool_use`), answers as `message` objects or the full event sequence
 //! (`message_start`, `ping`, `content_block_*`, `message_delta`, `message_stop`), errors in
-//! `{"type":"error","error":{...}}`.
+//! `{"type":"error","error":{...}}`; `/v1/messages/count_tokens` answers `{"input_tokens": n}`.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -27,7 +27,25 @@ fn invalid(message: &str) -> Answer {
 /// Usage every answer reports: cache reads and writes included.
 pub const USAGE: (u64, u64, u64, u64) = (25, 12, 100, 5);
 
+/// What the fake's `count_tokens` answers: ten per message and a hundred per tool.
+pub fn counted(body: &Value) -> u64 {
+    let n = |k: &str| body[k].as_array().map_or(0, Vec::len) as u64;
+    10 * n("messages") + 100 * n("tools")
+}
+
 fn handle(s: &Seen, c: &Control) -> Answer {
+    if s.method == "POST" && s.path == "/v1/messages/count_tokens" {
+        if s.header("x-api-key") != Some(c.key.as_str()) {
+            return error(401, "authentication_error", "invalid x-api-key");
+        }
+        if s.header("anthropic-version").is_none() {
+            return invalid("anthropic-version: header is required");
+        }
+        if !s.body["model"].is_string() || !s.body["messages"].is_array() {
+            return invalid("model, messages: Field required");
+        }
+        return Answer::json(200, &json!({"input_tokens": counted(&s.body)}));
+    }
     if s.method != "POST" || s.path != "/v1/messages" {
         return error(404, "not_found_error", "Not found");
     }
@@ -124,10 +142,18 @@ fn handle(s: &Seen, c: &Control) -> Answer {
     let first_tool = tools.first().and_then(|t| t["name"].as_str());
     let say = decide(last_result.as_deref(), first_tool, images, &c.pieces);
     let model = b["model"].as_str().unwrap_or("");
-    if b["stream"] == json!(true) {
-        return stream(say, model, c);
+    let thinking = b["thinking"]["type"] == "enabled";
+    if thinking
+        && b["thinking"]["budget_tokens"]
+            .as_u64()
+            .is_none_or(|n| n < 1024 || n >= b["max_tokens"].as_u64().unwrap_or(0))
+    {
+        return invalid("thinking.budget_tokens: must be at least 1024 and less than max_tokens");
     }
-    let (content, stop) = match &say {
+    if b["stream"] == json!(true) {
+        return stream(say, model, c, thinking);
+    }
+    let (mut content, stop) = match &say {
         Say::Text(t) => (json!([{"type": "text", "text": t}]), "end_turn"),
         Say::Call { name, args } => (
             json!([{"type": "text", "text": "Let me check."},
@@ -135,6 +161,12 @@ fn handle(s: &Seen, c: &Control) -> Answer {
             "tool_use",
         ),
     };
+    if thinking {
+        content.as_array_mut().unwrap().insert(
+            0,
+            json!({"type": "thinking", "thinking": THOUGHT, "signature": SIGNATURE}),
+        );
+    }
     Answer::json(
         200,
         &json!({
@@ -150,7 +182,11 @@ fn event(name: &str, data: Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-fn stream(say: Say, model: &str, c: &Control) -> Answer {
+/// What the model thinks when extended thinking is on, and the signature of that thinking.
+pub const THOUGHT: &str = "Let me think.";
+pub const SIGNATURE: &str = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds";
+
+fn stream(say: Say, model: &str, c: &Control, thinking: bool) -> Answer {
     let mut frames = vec![
         event(
             "message_start",
@@ -191,27 +227,49 @@ fn stream(say: Say, model: &str, c: &Control) -> Answer {
             frames,
         };
     }
+    let first = usize::from(thinking);
+    if thinking {
+        frames.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "thinking", "thinking": ""}}),
+        ));
+        for delta in [
+            json!({"type": "thinking_delta", "thinking": "Let me "}),
+            json!({"type": "thinking_delta", "thinking": "think."}),
+            json!({"type": "signature_delta", "signature": SIGNATURE}),
+        ] {
+            frames.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+            ));
+        }
+        frames.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ));
+    }
     let stop = match &say {
         Say::Text(t) => {
-            text_block(&mut frames, 0, t);
+            text_block(&mut frames, first, t);
             "end_turn"
         }
         Say::Call { name, args } => {
-            text_block(&mut frames, 0, "Let me check.");
-            frames.push(event("content_block_start", json!({"type": "content_block_start", "index": 1,
+            text_block(&mut frames, first, "Let me check.");
+            frames.push(event("content_block_start", json!({"type": "content_block_start", "index": first + 1,
                 "content_block": {"type": "tool_use", "id": "toolu_01A", "name": name, "input": {}}})));
             let text = args.to_string();
             let (a, b) = text.split_at(text.len() / 2);
             for part in ["", a, b] {
                 frames.push(event(
                     "content_block_delta",
-                    json!({"type": "content_block_delta", "index": 1,
+                    json!({"type": "content_block_delta", "index": first + 1,
                     "delta": {"type": "input_json_delta", "partial_json": part}}),
                 ));
             }
             frames.push(event(
                 "content_block_stop",
-                json!({"type": "content_block_stop", "index": 1}),
+                json!({"type": "content_block_stop", "index": first + 1}),
             ));
             "tool_use"
         }

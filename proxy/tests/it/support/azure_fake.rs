@@ -79,7 +79,9 @@ fn chat(s: &Seen, c: &Control, model: &str) -> Answer {
     let first_tool = s.body["tools"][0]["function"]["name"].as_str();
     let say = decide(last_result, first_tool, 0, &c.pieces);
     let usage = json!({"prompt_tokens": 13, "completion_tokens": 6, "total_tokens": 19});
-    let (message, finish) = match &say {
+    // Reasoning models of OpenAI-compatible providers (DeepSeek, vLLM…) show their reasoning apart.
+    let reasoning = s.body["reasoning_effort"].is_string();
+    let (mut message, finish) = match &say {
         Say::Text(t) => (json!({"role": "assistant", "content": t}), "stop"),
         Say::Call { name, args } => (
             json!({"role": "assistant", "content": null, "tool_calls": [
@@ -87,6 +89,9 @@ fn chat(s: &Seen, c: &Control, model: &str) -> Answer {
             "tool_calls",
         ),
     };
+    if reasoning {
+        message["reasoning_content"] = "Let me think.".into();
+    }
     if s.body["stream"] != json!(true) {
         return Answer::json(
             200,
@@ -108,6 +113,14 @@ fn chat(s: &Seen, c: &Control, model: &str) -> Answer {
         json!([{"index": 0, "delta": {"role": "assistant", "content": ""}}]),
         None,
     )];
+    if reasoning {
+        for p in ["Let me ", "think."] {
+            frames.push(chunk(
+                json!([{"index": 0, "delta": {"reasoning_content": p}}]),
+                None,
+            ));
+        }
+    }
     if let Say::Text(t) = &say {
         for p in pieces_of(t, &c.pieces) {
             frames.push(chunk(json!([{"index": 0, "delta": {"content": p}}]), None));

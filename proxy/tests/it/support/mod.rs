@@ -1,7 +1,7 @@
 //! Test support: an in-process proxy on 127.0.0.1, snapshot builders, and a small HTTP client (here);
 //! one chat route in front of any provider (`chat_route`); the upstream fakes, built on one core
 //! (`fake_server`, then `openai_fake`, `flaky`, `anthropic_fake`, `azure_fake`, `gemini_fake`,
-//! `bedrock_fake`); the real binary as a process (`standalone_bin`); the Python SDK runner
+//! `bedrock_fake`, `responses_fake`); the real binary as a process (`standalone_bin`); the Python SDK runner
 //! (`python`).
 
 pub mod anthropic_fake;
@@ -13,6 +13,7 @@ pub mod flaky;
 pub mod gemini_fake;
 pub mod openai_fake;
 pub mod python;
+pub mod responses_fake;
 pub mod standalone_bin;
 
 use std::net::SocketAddr;
@@ -152,6 +153,7 @@ pub fn price() -> Price {
     Price {
         input_per_million: 2.0,
         output_per_million: 8.0,
+        cache_write_per_million: None,
         cached_input_per_million: None,
     }
 }

@@ -346,3 +346,38 @@ async fn a_mid_stream_error_event_becomes_an_openai_error_event() {
     assert_eq!(last["error"]["type"], "server_error");
     assert!(!String::from_utf8_lossy(&reply.body).contains("[DONE]"));
 }
+
+#[tokio::test]
+async fn reasoning_effort_becomes_extended_thinking_and_thinking_comes_back_as_reasoning_content() {
+    let (fake, proxy) = setup().await;
+    let ask = json!({"model": "front-model", "reasoning_effort": "medium", "temperature": 0.2,
+                     "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]});
+    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
+    reply.assert_status(200);
+    let sent = fake.last().body;
+    assert_eq!(
+        sent["thinking"],
+        json!({"type": "enabled", "budget_tokens": 8192})
+    );
+    // The budget must stay below max_tokens, and Anthropic refuses a temperature with thinking.
+    assert_eq!(sent["max_tokens"], 8192 + 1024);
+    assert!(sent.get("temperature").is_none(), "{sent}");
+    let message = &reply.json()["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], anthropic_fake::THOUGHT);
+    assert_eq!(message["content"], "Hello from anthropic");
+
+    let mut ask = ask;
+    ask["stream"] = true.into();
+    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
+    let chunks = openai_chunks(&reply.body);
+    let reasoning: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
+        .collect();
+    assert_eq!(reasoning, anthropic_fake::THOUGHT);
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from anthropic");
+}
