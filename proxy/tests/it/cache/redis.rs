@@ -3,60 +3,16 @@
 //! on the other; with Redis killed every call still succeeds, as a miss or a local hit, and the store
 //! errors are counted; once Redis is back, sharing resumes.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tollgate_proxy::{CacheConfig, Clock, ProxyConfig};
 use tollgate_snapshot::CacheScope;
 
 use super::{CHAT, KEY_A, KEY_B, metric, policy, post_with, question, table, upstream_calls};
 use crate::support::openai_fake::{Behaviour, OpenAiFake};
+use crate::support::redis::{Redis, redis_command};
 use crate::support::standalone_bin::free_port;
 use crate::support::{TestProxy, test_config};
-
-fn redis_command(port: u16, command: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "{command}\r\n").ok()?;
-    let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).ok()?;
-    Some(
-        String::from_utf8_lossy(&buf[..n])
-            .lines()
-            .next()?
-            .to_string(),
-    )
-}
-
-/// A `redis-server` child process; killed on drop.
-struct Redis(Child);
-
-impl Redis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis_command(port, "PING").as_deref() != Some("+PONG") {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self(child)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn replica(fake: &OpenAiFake, redis_port: u16) -> TestProxy {
     let mut config = ProxyConfig {

@@ -7,14 +7,12 @@
 //! seconds `t * LIMIT / 60` more requests legitimately fit; the bound checked is
 //! `LIMIT + ceil(t * LIMIT / 60) + 1` (the +1 covers the millisecond rounding of levels).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::redis::{Redis, redis_command, redis_reply_lines};
 use crate::support::standalone_bin::{Proxy, free_port};
 
 const KEY: &str = "tg-redis-test-key-0123456789";
@@ -60,72 +58,6 @@ spec:
   limits: {{requestsPerMinute: {LIMIT}}}
 "#
     )
-}
-
-/// Sends one RESP command (inline form) and returns the first line of the answer.
-fn redis_command(port: u16, command: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "{command}\r\n").ok()?;
-    let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).ok()?;
-    Some(
-        String::from_utf8_lossy(&buf[..n])
-            .lines()
-            .next()?
-            .to_string(),
-    )
-}
-
-/// Sends one RESP command (inline form) and returns the lines of the answer.
-fn redis_reply_lines(port: u16, command: &str) -> Option<Vec<String>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "{command}\r\n").ok()?;
-    let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).ok()?;
-    Some(
-        String::from_utf8_lossy(&buf[..n])
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-    )
-}
-
-/// A `redis-server` child process; killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis_command(port, "PING").as_deref() != Some("+PONG") {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Replica `n` of the proxy, counting in the Redis on `redis_port`.

@@ -13,6 +13,7 @@ pub mod flaky;
 pub mod gemini_fake;
 pub mod openai_fake;
 pub mod python;
+pub mod redis;
 pub mod responses_fake;
 pub mod standalone_bin;
 

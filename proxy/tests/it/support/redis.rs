@@ -1,0 +1,63 @@
+//! A real `redis-server` (Debian's; `scripts/test.sh` installs it) on a loopback port, and one-line
+//! RESP commands to look inside it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Sends one RESP command (inline form) and returns the lines of the answer.
+pub fn redis_reply_lines(port: u16, command: &str) -> Option<Vec<String>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "{command}\r\n").ok()?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).ok()?;
+    Some(
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// Sends one RESP command (inline form) and returns the first line of the answer.
+pub fn redis_command(port: u16, command: &str) -> Option<String> {
+    redis_reply_lines(port, command)?.into_iter().next()
+}
+
+/// A `redis-server` child process; killed on drop.
+pub struct Redis {
+    child: Child,
+    /// Where it listens on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts one on `port` without persistence and waits for it to answer PING.
+    pub fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis_command(port, "PING").as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    /// Stops it now.
+    pub fn kill(self) {}
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
