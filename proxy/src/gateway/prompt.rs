@@ -15,18 +15,6 @@ const MEMBERS: [&str; 3] = ["variables", "messages", "stream"];
 /// Roles of the turns a caller may append (the template owns the instructions).
 const CALLER_ROLES: [&str; 2] = ["user", "assistant"];
 
-/// A prompt call, rendered: the chat completions request body.
-#[derive(Debug)]
-pub struct Rendered {
-    body: Vec<u8>,
-}
-
-impl From<Rendered> for Bytes {
-    fn from(r: Rendered) -> Bytes {
-        Bytes::from(r.body)
-    }
-}
-
 /// The route's prompt API called `name`, and its index; 404 `prompt_not_found` naming the others.
 pub fn find<'a>(
     snapshot: &'a Snapshot,
@@ -62,8 +50,8 @@ fn bad(
     ApiError::bad_request(code, message).with_param(param)
 }
 
-/// Checks `body` against `prompt` and renders the chat request it stands for.
-pub fn render(prompt: &Prompt, body: &[u8]) -> Result<Rendered, ApiError> {
+/// Checks `body` against `prompt` and renders the chat completions request it stands for.
+pub fn render(prompt: &Prompt, body: &[u8]) -> Result<Bytes, ApiError> {
     let doc: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Map::new())
     } else {
@@ -205,9 +193,9 @@ pub fn render(prompt: &Prompt, body: &[u8]) -> Result<Rendered, ApiError> {
             );
         }
     }
-    Ok(Rendered {
-        body: serde_json::to_vec(&Value::Object(request)).expect("JSON values serialise"),
-    })
+    Ok(Bytes::from(
+        serde_json::to_vec(&Value::Object(request)).expect("JSON values serialise"),
+    ))
 }
 
 /// Whether the word "JSON" must be added for OpenAI's JSON mode.
@@ -344,7 +332,7 @@ mod tests {
 
     fn rendered(p: &Prompt, body: Value) -> Result<Value, ApiError> {
         let r = render(p, &serde_json::to_vec(&body).unwrap())?;
-        Ok(serde_json::from_slice(&r.body).unwrap())
+        Ok(serde_json::from_slice(&r).unwrap())
     }
 
     fn user_text(v: &Value) -> &str {
@@ -515,7 +503,7 @@ mod tests {
         };
         p.output = Output::JsonSchema(json!({"type": "object"}));
         let r = render(&p, br#"{"variables": {"x": "a"}, "stream": true}"#).unwrap();
-        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let v: Value = serde_json::from_slice(&r).unwrap();
         assert_eq!(v["stream"], true);
         assert_eq!(v["temperature"], 0.5);
         assert_eq!(v["max_tokens"], 100);
@@ -568,7 +556,7 @@ mod tests {
             let x = if x.is_finite() { x } else { 0.0 };
             let bytes = serde_json::to_vec(&json!({"variables": {"a": a, "b": b, "n": n, "x": x, "f": flag}})).unwrap();
             let r = render(&p, &bytes).unwrap();
-            let v: Value = serde_json::from_slice(&r.body).expect("rendering yields valid JSON");
+            let v: Value = serde_json::from_slice(&r).expect("rendering yields valid JSON");
             // Numbers are read as 64-bit floats (integers exactly), as any JSON reader here reads them.
             let read: Value = serde_json::from_slice(&bytes).unwrap();
             let expected = format!("{a}{{{{b}}}}\"\\{b}{n}{}{flag}", read["variables"]["x"]);

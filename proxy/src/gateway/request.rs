@@ -122,7 +122,7 @@ async fn serve(
             };
             let asked = Asked {
                 endpoint,
-                body: rendered.into(),
+                body: rendered,
                 headers: &parts.headers,
             };
             return model_call(shared, &snapshot, &admitted, asked, call, notes).await;

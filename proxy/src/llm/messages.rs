@@ -525,11 +525,7 @@ impl Encode for AnthropicEncoder {
             return;
         }
         let Some(finish) = self.finish else {
-            self.fail(
-                502,
-                "the provider's stream ended before the answer was complete",
-                out,
-            );
+            self.fail(502, super::stream::CUT_SHORT, out);
             return;
         };
         self.start(out);

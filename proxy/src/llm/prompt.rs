@@ -143,11 +143,7 @@ impl Encode for PromptEncoder {
             return;
         }
         let Some(finish) = self.finish else {
-            self.fail(
-                502,
-                "the provider's stream ended before the answer was complete",
-                out,
-            );
+            self.fail(502, super::stream::CUT_SHORT, out);
             return;
         };
         let mut done = json!({

@@ -305,11 +305,7 @@ impl Encode for ResponsesEncoder {
             return;
         }
         let Some(finish) = self.finish else {
-            self.fail(
-                502,
-                "the provider's stream ended before the answer was complete",
-                out,
-            );
+            self.fail(502, super::stream::CUT_SHORT, out);
             return;
         };
         self.start(out);

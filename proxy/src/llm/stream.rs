@@ -333,6 +333,9 @@ pub fn openai_error_type(status: u16) -> &'static str {
     }
 }
 
+/// What every caller's stream says when the provider's stream ends before its finish.
+pub const CUT_SHORT: &str = "the provider's stream ended before the answer was complete";
+
 /// OpenAI `chat.completion.chunk` events, ending in `data: [DONE]`.
 pub struct OpenAiEncoder {
     id: String,
@@ -454,11 +457,7 @@ impl Encode for OpenAiEncoder {
             return;
         }
         if !self.finished {
-            self.fail(
-                502,
-                "the provider's stream ended before the answer was complete",
-                out,
-            );
+            self.fail(502, CUT_SHORT, out);
             return;
         }
         self.ended = true;
