@@ -15,55 +15,14 @@ say_as=instructions
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-command -v valgrind >/dev/null || {
-    say "installing Debian's valgrind"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind
-}
 oha="$(command -v oha || echo "$cache/cargo-bin/bin/oha")"
 [ -x "$oha" ] || { say "no oha: run bash bench/run.sh --quick once first"; exit 1; }
-
 scenarios="${1:-chat,embeddings}"
 calls="${2:-3000}"
-cargo build --release -p tollgate-bench -p tollgate-proxy >&2
-
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
 upstream_port=18180
 proxy_port=18185
-"$target/release/tollgate-bench" snapshot --small --upstream "127.0.0.1:$upstream_port" \
-    >"$work/snapshot.yaml" 2>"$work/identity"
-key="$(sed -n 's/.*key \([^ ]*\).*/\1/p' "$work/identity")"
-prefix="$(sed -n 's/.*prefix \([^,]*\),.*/\1/p' "$work/identity")"
-[ -n "$key" ] && [ -n "$prefix" ] || { say "could not read the benchmark identity"; exit 1; }
-"$target/release/bench-upstream" --listen "127.0.0.1:$upstream_port" >/dev/null 2>&1 &
-pids+=($!)
-
-python3 - "$work" <<'EOF'
-import json, sys
-work = sys.argv[1]
-prose = ("lorem ipsum dolor sit amet " * 40)[:820]
-chat = {"model": "bench-chat", "messages": [
-    {"role": "system", "content": "You are a concise assistant for an internal platform team."},
-    {"role": "user", "content": prose}], "temperature": 0.2, "max_tokens": 256}
-open(f"{work}/chat.json", "w").write(json.dumps(chat))
-open(f"{work}/embeddings.json", "w").write(json.dumps({"model": "bench-embed", "input": prose[:200]}))
-open(f"{work}/prompt.json", "w").write(json.dumps({"variables": {"text": prose}}))
-EOF
-
-wait_port() {
-    for _ in $(seq 300); do
-        (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.2
-    done
-    return 1
-}
+# shellcheck source=bench/callgrind_setup.sh
+source bench/callgrind_setup.sh  # common.sh has moved to the repository root
 
 # Prints instructions per call for one path and scenario.
 count() {
