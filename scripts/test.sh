@@ -11,6 +11,11 @@ step() { printf '\n== %s\n' "$*"; }
 step "control-plane binaries"
 time bash tests/controlplane/ensure.sh
 
+# The trace tests (proxy/tests/it/traces.rs) start a real OpenTelemetry Collector, built here from
+# its Go modules on a fresh machine (a few minutes, once).
+step "OpenTelemetry Collector"
+time bash tests/collector/ensure.sh
+
 # The proxy's cluster-wide limit tests start their own redis-server on a free loopback port (and stop it).
 step "redis-server"
 if ! command -v redis-server >/dev/null; then
