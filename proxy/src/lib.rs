@@ -32,6 +32,9 @@ pub use limits::LimitsConfig;
 /// AWS Signature Version 4, for tests that check what Bedrock receives.
 pub use llm::sigv4;
 pub use serve::{ConnectionLimits, TlsFiles};
+pub use telemetry::trace::{
+    Protocol as OtlpProtocol, Sampler, TraceConfig, Tracer, UnknownSampler, parse_pairs,
+};
 pub use telemetry::{AccessLog, Recorder};
 
 use call::Shared;
@@ -55,6 +58,9 @@ pub struct ProxyConfig {
     pub traffic: limits::LimitsConfig,
     /// The response cache's local budget and clock (it shares the limits' Redis).
     pub cache: CacheConfig,
+    /// OTLP traces: sampled calls' spans exported to a collector; `None` exports none (the caller's
+    /// `traceparent` is still passed upstream).
+    pub traces: Option<TraceConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -75,6 +81,7 @@ impl Default for ProxyConfig {
                 replicas: None,
             },
             cache: CacheConfig::default(),
+            traces: None,
         }
     }
 }
@@ -88,7 +95,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with no snapshot yet (not ready until one is stored).
     pub fn new(config: ProxyConfig, access_log: AccessLog) -> Self {
-        let recorder = Arc::new(Recorder::new(access_log));
+        let recorder = Arc::new(Recorder::with_traces(access_log, config.traces.clone()));
         let limiter = Arc::new(limits::Limiter::new(&config.traffic, recorder.clone()));
         let cache = Arc::new(call::ResponseCache::new(
             &config.cache,
@@ -120,6 +127,9 @@ impl Proxy {
     /// Binds both listeners (and loads TLS files), so that errors show before serving starts.
     pub async fn bind(self) -> anyhow::Result<BoundProxy> {
         self.shared.limiter.start();
+        if let Some(tracer) = &self.shared.recorder.traces {
+            tracer.start().context("starting the OTLP trace exporter")?;
+        }
         let tls = self
             .config
             .tls
@@ -207,6 +217,10 @@ impl BoundProxy {
             proxy.config.drain_timeout,
         )
         .await;
+        if let Some(tracer) = &proxy.shared.recorder.traces {
+            // The drained calls' spans, sent while the admin port still answers.
+            tracer.flush(Duration::from_secs(5)).await;
+        }
         let _ = admin_stop.send(());
         let _ = admin_task.await;
     }

@@ -12,7 +12,8 @@ use tollgate_proxy::LimitsConfig;
 use tollgate_proxy::control::client::{self, ControllerConfig};
 use tollgate_proxy::control::standalone::Watcher;
 use tollgate_proxy::{
-    AccessLog, CacheConfig, ConnectionLimits, Proxy, ProxyConfig, RequestLimits, TlsFiles,
+    AccessLog, CacheConfig, ConnectionLimits, OtlpProtocol, Proxy, ProxyConfig, RequestLimits,
+    Sampler, TlsFiles, TraceConfig,
 };
 
 /// jemalloc, not glibc's malloc: a call makes about 30 short-lived allocations, and jemalloc's
@@ -34,6 +35,8 @@ struct Cli {
     server: ServerArgs,
     #[command(flatten)]
     controller: ControllerArgs,
+    #[command(flatten)]
+    otel: OtelArgs,
     /// Without a subcommand, the proxy follows the controller named by `--controller`.
     #[command(subcommand)]
     command: Option<Command>,
@@ -116,6 +119,94 @@ struct ServerArgs {
     cache_max_bytes: usize,
 }
 
+/// OpenTelemetry traces over OTLP, off unless an endpoint is given. The flags fall back on the
+/// standard `OTEL_*` variables; the exporter also reads `OTEL_EXPORTER_OTLP_HEADERS`,
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_EXPORTER_OTLP_TIMEOUT` itself.
+#[derive(Args, Debug)]
+struct OtelArgs {
+    /// The collector's base URL, e.g. `http://otel-collector:4318` (HTTP) or `:4317` (gRPC).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
+    /// `http/protobuf` or `grpc`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "http/protobuf",
+          value_parser = ["http/protobuf", "grpc"], global = true)]
+    otlp_protocol: String,
+    /// More headers for the collector, `key=value,key2=value2` (values percent-encoded).
+    #[arg(long, global = true)]
+    otlp_headers: Option<String>,
+    /// `service.name` of the spans.
+    #[arg(
+        long,
+        env = "OTEL_SERVICE_NAME",
+        default_value = "tollgate-proxy",
+        global = true
+    )]
+    otel_service_name: String,
+    /// More resource attributes, `key=value,key2=value2`.
+    #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", global = true)]
+    otel_resource_attributes: Option<String>,
+    /// always_on, always_off, traceidratio, parentbased_always_on (the default),
+    /// parentbased_always_off or parentbased_traceidratio.
+    #[arg(
+        long,
+        env = "OTEL_TRACES_SAMPLER",
+        default_value = "parentbased_always_on",
+        global = true
+    )]
+    otel_traces_sampler: String,
+    /// The ratio of the ratio samplers, from 0 to 1.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", global = true)]
+    otel_traces_sampler_arg: Option<String>,
+    /// Set to `true` to turn every OpenTelemetry signal off.
+    #[arg(
+        long,
+        env = "OTEL_SDK_DISABLED",
+        default_value_t = false,
+        global = true
+    )]
+    otel_sdk_disabled: bool,
+}
+
+impl OtelArgs {
+    /// The trace configuration, or `None` when no endpoint is set (or the SDK is disabled).
+    fn traces(&self) -> anyhow::Result<Option<TraceConfig>> {
+        let traces_endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty());
+        if self.otel_sdk_disabled || (self.otlp_endpoint.is_none() && traces_endpoint.is_none()) {
+            return Ok(None);
+        }
+        let protocol = OtlpProtocol::from_name(&self.otlp_protocol)
+            .context("--otlp-protocol is http/protobuf or grpc")?;
+        let sampler = Sampler::from_name(
+            &self.otel_traces_sampler,
+            self.otel_traces_sampler_arg.as_deref(),
+        )?;
+        Ok(Some(TraceConfig {
+            // The signal's own variable wins over the base URL, as the specification says.
+            endpoint: if traces_endpoint.is_some() {
+                None
+            } else {
+                self.otlp_endpoint.clone()
+            },
+            protocol,
+            headers: self
+                .otlp_headers
+                .as_deref()
+                .map(tollgate_proxy::parse_pairs)
+                .unwrap_or_default(),
+            service_name: self.otel_service_name.clone(),
+            resource: self
+                .otel_resource_attributes
+                .as_deref()
+                .map(tollgate_proxy::parse_pairs)
+                .unwrap_or_default(),
+            sampler,
+            ..TraceConfig::default()
+        }))
+    }
+}
+
 /// A Redis URL the client accepts.
 fn parse_redis_url(text: &str) -> Result<String, String> {
     redis::Client::open(text)
@@ -158,8 +249,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-fn config(args: &ServerArgs) -> ProxyConfig {
+fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> ProxyConfig {
     ProxyConfig {
+        traces,
         listen: args.listen,
         admin_listen: args.admin_listen,
         tls: match (&args.tls_cert, &args.tls_key) {
@@ -228,7 +320,7 @@ async fn run() -> anyhow::Result<()> {
         "off" => AccessLog::Discard,
         _ => AccessLog::stdout(),
     };
-    let proxy = Proxy::new(config(&cli.server), access_log);
+    let proxy = Proxy::new(config(&cli.server, cli.otel.traces()?), access_log);
     match cli.command {
         Some(Command::Standalone {
             path,

@@ -32,6 +32,27 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// `gen_ai.operation.name` of a call to it.
+    pub fn operation_name(self) -> &'static str {
+        match self {
+            Self::Chat | Self::Messages | Self::Prompt { .. } | Self::Responses => "chat",
+            Self::Embeddings => "embeddings",
+            Self::CountTokens => "count_tokens",
+        }
+    }
+
+    /// The caller's path (after the route's prefix), as a template.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Chat => "/v1/chat/completions",
+            Self::Embeddings => "/v1/embeddings",
+            Self::Messages => "/v1/messages",
+            Self::Prompt { .. } => "/prompts/{name}",
+            Self::Responses => "/v1/responses",
+            Self::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+
     /// Index of its path in [`crate::upstream::OPENAI_PATHS`].
     pub(super) fn upstream_path(self) -> usize {
         match self {

@@ -34,6 +34,7 @@ use crate::llm::responses;
 use crate::llm::responses_stream::{ResponsesEncoder, ResponsesPassthrough};
 use crate::llm::scrub::secrets_of;
 use crate::llm::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Translate};
+use crate::telemetry::trace;
 use crate::upstream::ProviderParts;
 
 /// Largest non-streamed answer read for translation.
@@ -126,6 +127,7 @@ async fn send(
     if let Some(host) = out.host.take() {
         headers.insert(header::HOST, host);
     }
+    trace_context(call, &out.uri, &mut headers);
     // The body goes in after signing, which reads it: moved, not cloned, since a clone of bytes made
     // from a vector allocates.
     let body = std::mem::take(&mut out.body);
@@ -151,9 +153,44 @@ async fn send(
     match parts.send(request, headers_due).await {
         Ok((response, checkin)) => {
             call.upstream = checkin;
+            if let Some(span) = call.trace.as_deref_mut().and_then(|t| t.attempt()) {
+                span.status = Some(response.status().as_u16());
+            }
             Ok((response, deadline))
         }
         Err(error) => Err(failure::transport(provider, error)),
+    }
+}
+
+/// W3C trace context for the upstream: the attempt's span as parent when the call is recorded (and
+/// the attempt's server noted), else the caller's headers as they came.
+fn trace_context(call: &mut Call, uri: &http::Uri, headers: &mut http::HeaderMap) {
+    const TRACEPARENT: header::HeaderName = header::HeaderName::from_static(trace::TRACEPARENT);
+    const TRACESTATE: header::HeaderName = header::HeaderName::from_static(trace::TRACESTATE);
+    if let Some(t) = call.trace.as_deref_mut() {
+        if let (Some(span), Some(host)) = (t.attempt(), uri.host()) {
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("http") => 80,
+                _ => 443,
+            });
+            span.server = Some((host.to_string(), port));
+        }
+        headers.insert(
+            TRACEPARENT,
+            HeaderValue::from_bytes(&t.traceparent()).expect("hex digits and dashes"),
+        );
+        if let Some(state) = t
+            .tracestate
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            headers.insert(TRACESTATE, state);
+        }
+    } else if let Some(given) = call.trace_headers.as_deref() {
+        headers.insert(TRACEPARENT, given.0.clone());
+        if let Some(state) = &given.1 {
+            headers.insert(TRACESTATE, state.clone());
+        }
     }
 }
 
@@ -357,6 +394,11 @@ async fn translate_answer(
         json_answer::answer_from_tool(&mut answer, name);
     }
     call.usage = Some(answer.counts.usage());
+    if let Some(t) = call.trace.as_deref_mut() {
+        t.response.id = Some(answer.id.clone());
+        t.response.model = Some(answer.model.clone());
+        t.response.finish_reasons = vec![answer.finish.openai().to_string()];
+    }
     Ok(json(json_bytes(&caller_answer(ask, &answer)?)))
 }
 

@@ -13,6 +13,7 @@ use super::shared::Shared;
 use crate::clock;
 use crate::error::ApiError;
 use crate::llm::openai::parse_request;
+use crate::telemetry::trace::CallTrace;
 use crate::upstream::balance::Plan;
 use crate::upstream::health::Outcome;
 
@@ -75,6 +76,19 @@ pub fn route_call<'a>(
     call.stream = stream;
     let found = snapshot.model_with_index(route, &model);
     call.model = found.map(|(idx, _)| idx);
+    if let Some(trace) = call.trace.as_deref_mut() {
+        let request = &mut trace.request;
+        request.operation = Some(endpoint.operation_name());
+        request.endpoint = Some(endpoint.path());
+        request.model = Some(match found {
+            Some((_, m)) => m.name.clone(),
+            None => model.as_ref().into(),
+        });
+        request.stream = stream;
+        request.temperature = doc
+            .get("temperature")
+            .and_then(|raw| raw.get().parse::<f64>().ok());
+    }
     let Some((_, route_model)) = found else {
         let names = snapshot.content.routes[route as usize]
             .models
@@ -84,7 +98,7 @@ pub fn route_call<'a>(
         call.model_requested = Some(model.into_owned());
         return Err(error);
     };
-    Ok(RoutedCall {
+    let routed = RoutedCall {
         ask: Ask {
             endpoint,
             include_usage: doc.include_usage_requested(),
@@ -95,7 +109,11 @@ pub fn route_call<'a>(
         },
         route,
         model: route_model,
-    })
+    };
+    if let Some(trace) = call.trace.as_deref_mut() {
+        trace.request.max_tokens = routed.max_output_tokens();
+    }
+    Ok(routed)
 }
 
 /// Serves a routed call: the plan over the model's backends, an attempt at each until one answers.
@@ -140,7 +158,26 @@ pub async fn model_call(
             price: backend.price,
         });
         call.key = None;
+        if let Some(trace) = call.trace.as_deref_mut() {
+            trace.start_attempt(
+                provider.provider_type,
+                provider.id.to_string(),
+                backend.upstream_model.clone(),
+            );
+        }
         let result = attempt(shared, provider, backend, &ask, call).await;
+        if let Some(span) = call.trace.as_deref_mut().and_then(CallTrace::attempt) {
+            match &result {
+                // The upstream's own status when one answered (noted by `send`), else the answer's.
+                Ok(response) => {
+                    span.status.get_or_insert(response.status().as_u16());
+                }
+                Err(failed) => {
+                    span.end = Some(std::time::SystemTime::now());
+                    span.error = Some(failed.error.code);
+                }
+            }
+        }
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(failed) => failed.health(),

@@ -11,6 +11,9 @@ use tollgate_snapshot::{ConsumerIdx, Price, ProviderIdx, RouteIdx, Snapshot};
 use crate::clock;
 use crate::llm::Usage;
 use crate::telemetry::metrics::{CallSample, SeriesOf};
+use crate::telemetry::trace::{
+    Begun, CallSummary, CallTrace, TRACEPARENT, TRACESTATE, TraceParent, tracestate_ok,
+};
 use crate::telemetry::{AccessLine, Recorder};
 
 /// Which backend answered.
@@ -74,6 +77,11 @@ pub struct Call {
     pub cache: Option<&'static str>,
     /// For a REST passthrough call, the index of its operation in the route's REST service.
     pub rest_operation: Option<u32>,
+    /// The call's trace, when it is sampled: its spans are made when the call ends.
+    pub trace: Option<Box<CallTrace>>,
+    /// The caller's `traceparent` and `tracestate`, passed upstream unchanged when the call is not
+    /// recorded.
+    pub trace_headers: Option<Box<(http::HeaderValue, Option<http::HeaderValue>)>>,
 }
 
 impl Call {
@@ -119,6 +127,28 @@ impl Call {
             upstream: None,
             cache: None,
             rest_operation: None,
+            trace: None,
+            trace_headers: None,
+        }
+    }
+
+    /// Reads the caller's W3C trace context: a sampled call records its trace (continuing the
+    /// caller's, or starting one); otherwise a valid `traceparent` (and `tracestate`) is passed on.
+    pub fn begin_trace(&mut self, headers: &http::HeaderMap) {
+        let given = headers.get(TRACEPARENT);
+        let parent = given.and_then(|v| TraceParent::parse(v.as_bytes()));
+        let state = parent
+            .and(headers.get(TRACESTATE))
+            .filter(|v| tracestate_ok(v.as_bytes()));
+        if let Some(tracer) = &self.recorder.traces
+            && let Begun::Recorded(trace) =
+                tracer.begin(parent.as_ref(), state.map(|v| v.as_bytes()))
+        {
+            self.trace = Some(trace);
+            return;
+        }
+        if let (Some(given), Some(_)) = (given, parent) {
+            self.trace_headers = Some(Box::new((given.clone(), state.cloned())));
         }
     }
 
@@ -254,6 +284,31 @@ impl Call {
             cache: self.cache,
         };
         self.recorder.write_line(&line);
+        if let Some(trace) = self.trace.take()
+            && let Some(tracer) = &self.recorder.traces
+        {
+            tracer.finish(
+                *trace,
+                &CallSummary {
+                    method: self.method,
+                    path: &self.path,
+                    request_id: line.request_id,
+                    status: self.status,
+                    route: route.map(|r| r.id.to_string()),
+                    consumer: consumer.map(|c| c.id.to_string()),
+                    subscription: subscription.map(|s| s.id.to_string()),
+                    cache: self.cache,
+                    error_class: self.error_class,
+                    input_tokens: usage.input,
+                    output_tokens: usage.output,
+                    cache_read_tokens: usage.cache_read,
+                    cache_write_tokens: usage.cache_write,
+                    cost_usd: cost,
+                    first_chunk_at: self.first_chunk_at,
+                    answered: (200..300).contains(&self.status) && self.served.is_some(),
+                },
+            );
+        }
     }
 }
 

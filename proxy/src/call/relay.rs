@@ -224,15 +224,22 @@ impl Relay {
         match &mut self.scan {
             Scan::Json { tail, size, cut } => {
                 if let Some(call) = call {
+                    // A whole body read by the trace too (sampled calls only): id, model, finish reasons.
+                    let read = |body: &[u8], call: &mut Call| {
+                        if let (Some(t), false) = (call.trace.as_deref_mut(), *cut) {
+                            t.response.read_openai(body);
+                        }
+                        openai::usage_of_body(body, *cut)
+                    };
                     call.usage = match tail.make_contiguous() {
                         [] => None,
-                        [one] => openai::usage_of_body(one, *cut),
+                        [one] => read(one, call),
                         parts => {
                             let mut joined = BytesMut::with_capacity(*size);
                             for part in parts.iter() {
                                 joined.extend_from_slice(part);
                             }
-                            openai::usage_of_body(&joined, *cut)
+                            read(&joined, call)
                         }
                     };
                 }

@@ -33,6 +33,7 @@ pub async fn handle(
         request.method(),
         request.uri().path(),
     ));
+    call.begin_trace(request.headers());
     let mut notes = Notes::default();
     let format = CallerFormat::of_path(request.uri().path());
     let mut response = match serve(&shared, request, &mut call, &mut notes).await {

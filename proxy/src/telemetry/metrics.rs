@@ -129,6 +129,43 @@ struct OpLabel {
     op: &'static str,
 }
 
+/// What happened to sampled calls' spans (shared with the trace exporter's task).
+#[derive(Clone, Default)]
+pub struct TraceCounters {
+    /// Spans the collector accepted.
+    pub exported: Counter,
+    /// Spans dropped because the exporter's queue was full.
+    pub dropped_queue_full: Counter,
+    /// Spans dropped because their export failed or timed out.
+    pub dropped_export_failed: Counter,
+}
+
+impl TraceCounters {
+    fn register(registry: &mut Registry) -> Self {
+        let counters = Self::default();
+        registry.register(
+            "tollgate_trace_spans_exported",
+            "Spans of sampled calls accepted by the OTLP collector",
+            counters.exported.clone(),
+        );
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tollgate_trace_spans_dropped",
+            "Spans of sampled calls dropped: queue_full (the exporter fell behind) or export_failed (the collector refused, failed or timed out)",
+            dropped.clone(),
+        );
+        Self {
+            dropped_queue_full: dropped.get_or_create_owned(&ReasonLabel {
+                reason: "queue_full",
+            }),
+            dropped_export_failed: dropped.get_or_create_owned(&ReasonLabel {
+                reason: "export_failed",
+            }),
+            ..counters
+        }
+    }
+}
+
 /// Metrics of the response cache.
 struct CacheMetrics {
     lookups: Family<ResultLabel, Counter>,
@@ -225,6 +262,7 @@ pub struct Metrics {
     reloads: Family<OutcomeLabel, Counter>,
     traffic: TrafficMetrics,
     cache: CacheMetrics,
+    trace: TraceCounters,
     series: Mutex<SeriesCache>,
 }
 
@@ -355,8 +393,10 @@ impl Metrics {
         );
         let traffic = TrafficMetrics::register(&mut registry);
         let cache = CacheMetrics::register(&mut registry);
+        let trace = TraceCounters::register(&mut registry);
         Self {
             cache,
+            trace,
             series: Mutex::default(),
             traffic,
             registry,
@@ -533,6 +573,11 @@ impl Metrics {
     /// An access-log line was dropped: its writer is behind.
     pub fn access_log_dropped(&self) {
         self.traffic.access_log_dropped.inc();
+    }
+
+    /// The trace exporter's counters.
+    pub fn trace_counters(&self) -> TraceCounters {
+        self.trace.clone()
     }
 
     /// The text exposition, with the snapshot gauges set first from the served snapshot's version

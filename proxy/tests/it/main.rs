@@ -20,6 +20,8 @@
 //! - `rest`: REST passthrough to a route's REST service: declared operations only, credentials,
 //!   limits, large answers, failures.
 //! - `responses_api`: Responses-API callers, passed through to OpenAI or translated for the others.
+//! - `traces`: OTLP traces into a real OpenTelemetry Collector: the span tree, GenAI attributes,
+//!   W3C trace context in and out, and a collector that dies mid-run.
 //! - `hot_swap`: snapshot swaps under load.
 //! - `standalone`: configuration read from YAML files and watched.
 //! - `sdk`: the official Python SDKs as clients.
@@ -43,5 +45,6 @@ mod responses_api;
 mod rest;
 mod sdk;
 mod standalone;
+mod traces;
 mod translation;
 mod upstream;

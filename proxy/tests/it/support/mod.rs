@@ -8,6 +8,7 @@ pub mod anthropic_fake;
 pub mod azure_fake;
 pub mod bedrock_fake;
 pub mod chat_route;
+pub mod collector;
 pub mod fake_server;
 pub mod flaky;
 pub mod gemini_fake;

@@ -1,0 +1,271 @@
+//! Where sampled calls' spans go: a bounded queue, drained by a task of its own that sends them in
+//! batches to an OTLP collector (gRPC or HTTP/protobuf, the `opentelemetry-otlp` exporter). A call
+//! only ever tries to put its spans in the queue: when the queue is full (the collector slow or gone)
+//! they are dropped and counted, and a failed export is dropped and counted too, so a collector can
+//! neither delay nor fail a call.
+
+use std::time::Duration;
+
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use tokio::sync::{mpsc, oneshot};
+
+use super::context::TraceParent;
+use super::sampler::Sampler;
+use super::span::{CallSummary, CallTrace, fresh_trace_id, spans};
+use crate::telemetry::metrics::TraceCounters;
+
+/// The OTLP wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318, path `/v1/traces`).
+    HttpProtobuf,
+}
+
+impl Protocol {
+    /// `grpc` or `http/protobuf`, the values of `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim() {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            _ => None,
+        }
+    }
+}
+
+/// How traces are sampled and exported.
+#[derive(Clone, Debug)]
+pub struct TraceConfig {
+    /// The collector's base URL (`http://collector:4317`; for HTTP, `/v1/traces` is added). `None`:
+    /// the exporter's own reading of `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// The wire.
+    pub protocol: Protocol,
+    /// Headers sent with every export (besides those of `OTEL_EXPORTER_OTLP_HEADERS`).
+    pub headers: Vec<(String, String)>,
+    /// `service.name`.
+    pub service_name: String,
+    /// More resource attributes (`OTEL_RESOURCE_ATTRIBUTES`).
+    pub resource: Vec<(String, String)>,
+    /// Which calls are traced.
+    pub sampler: Sampler,
+    /// Calls whose spans may wait for the exporter; beyond, they are dropped and counted.
+    pub queue_calls: usize,
+    /// Most spans in one export.
+    pub batch_spans: usize,
+    /// Longest a span waits for a batch to fill.
+    pub delay: Duration,
+    /// Longest one export may take (it is dropped and counted after).
+    pub timeout: Duration,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            protocol: Protocol::HttpProtobuf,
+            headers: Vec::new(),
+            service_name: "tollgate-proxy".into(),
+            resource: Vec::new(),
+            sampler: Sampler::default(),
+            queue_calls: 2048,
+            batch_spans: 512,
+            delay: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+enum Message {
+    Spans(Vec<SpanData>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Samples calls and queues their spans for the exporter task.
+pub struct Tracer {
+    sampler: Sampler,
+    scope: InstrumentationScope,
+    queue: mpsc::Sender<Message>,
+    counters: TraceCounters,
+    pending: std::sync::Mutex<Option<(mpsc::Receiver<Message>, TraceConfig)>>,
+}
+
+/// A way to begin a call's trace: recorded (sampled), or only passed on.
+pub enum Begun {
+    /// Sampled: spans will be made.
+    Recorded(Box<CallTrace>),
+    /// Not sampled: the caller's headers, if any, go upstream unchanged.
+    PassedOn,
+}
+
+impl Tracer {
+    /// A tracer for `config`; its exporter starts with [`Tracer::start`].
+    pub fn new(config: TraceConfig, counters: TraceCounters) -> Self {
+        let (queue, receiver) = mpsc::channel(config.queue_calls.max(1));
+        Self {
+            sampler: config.sampler,
+            scope: InstrumentationScope::builder("tollgate-proxy")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            queue,
+            counters,
+            pending: std::sync::Mutex::new(Some((receiver, config))),
+        }
+    }
+
+    /// Decides whether a call whose caller sent `parent` (and `tracestate`) is recorded.
+    pub fn begin(&self, parent: Option<&TraceParent>, tracestate: Option<&[u8]>) -> Begun {
+        let trace_id = match parent {
+            Some(p) => p.trace_id,
+            None if self.sampler.needs_trace_id() => fresh_trace_id(),
+            None => [0; 16],
+        };
+        if !self.sampler.sample(parent, &trace_id) {
+            return Begun::PassedOn;
+        }
+        let trace_id = if trace_id == [0; 16] {
+            fresh_trace_id()
+        } else {
+            trace_id
+        };
+        let tracestate = tracestate.and_then(|s| std::str::from_utf8(s).ok().map(str::to_owned));
+        Begun::Recorded(Box::new(CallTrace::new(trace_id, parent, tracestate)))
+    }
+
+    /// Makes a finished call's spans and queues them; drops and counts them if the queue is full.
+    pub fn finish(&self, trace: CallTrace, summary: &CallSummary<'_>) {
+        let spans = spans(trace, summary, &self.scope);
+        let n = spans.len() as u64;
+        if self.queue.try_send(Message::Spans(spans)).is_err() {
+            self.counters.dropped_queue_full.inc_by(n);
+        }
+    }
+
+    /// Waits (up to `timeout`) until every span queued so far has been exported or dropped.
+    pub async fn flush(&self, timeout: Duration) {
+        let (done, finished) = oneshot::channel();
+        let _ = tokio::time::timeout(timeout, async {
+            if self.queue.send(Message::Flush(done)).await.is_ok() {
+                let _ = finished.await;
+            }
+        })
+        .await;
+    }
+
+    /// Builds the exporter and starts its task (once; later calls do nothing).
+    pub fn start(&self) -> Result<(), opentelemetry_otlp::ExporterBuildError> {
+        let Some((receiver, config)) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let mut exporter = build_exporter(&config)?;
+        let mut resource = Resource::builder_empty()
+            .with_attributes(
+                config
+                    .resource
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+        resource = resource.with_service_name(config.service_name.clone());
+        exporter.set_resource(&resource.build());
+        tokio::spawn(run(exporter, receiver, config, self.counters.clone()));
+        Ok(())
+    }
+}
+
+fn build_exporter(
+    config: &TraceConfig,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    match config.protocol {
+        Protocol::Grpc => {
+            let mut b = builder.with_tonic().with_timeout(config.timeout);
+            if let Some(endpoint) = &config.endpoint {
+                b = b.with_endpoint(endpoint.clone());
+            }
+            if !config.headers.is_empty() {
+                let mut headers = http::HeaderMap::new();
+                for (k, v) in &config.headers {
+                    if let (Ok(k), Ok(v)) = (
+                        http::HeaderName::from_bytes(k.as_bytes()),
+                        http::HeaderValue::from_str(v),
+                    ) {
+                        headers.insert(k, v);
+                    }
+                }
+                b = b.with_metadata(
+                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
+                );
+            }
+            b.build()
+        }
+        Protocol::HttpProtobuf => {
+            let mut b = builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_timeout(config.timeout);
+            if let Some(endpoint) = &config.endpoint {
+                b = b.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
+            }
+            if !config.headers.is_empty() {
+                b = b.with_headers(config.headers.iter().cloned().collect());
+            }
+            b.build()
+        }
+    }
+}
+
+/// The exporter task: gathers spans into batches (full, or `delay` old) and exports them.
+async fn run(
+    exporter: opentelemetry_otlp::SpanExporter,
+    mut receiver: mpsc::Receiver<Message>,
+    config: TraceConfig,
+    counters: TraceCounters,
+) {
+    let mut batch: Vec<SpanData> = Vec::with_capacity(config.batch_spans);
+    let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut closed = false;
+    while !closed {
+        let due = tokio::time::Instant::now() + config.delay;
+        while batch.len() < config.batch_spans && flushed.is_empty() {
+            match tokio::time::timeout_at(due, receiver.recv()).await {
+                Ok(Some(Message::Spans(spans))) => batch.extend(spans),
+                Ok(Some(Message::Flush(done))) => flushed.push(done),
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            let spans = std::mem::replace(&mut batch, Vec::with_capacity(config.batch_spans));
+            let n = spans.len() as u64;
+            match tokio::time::timeout(config.timeout, exporter.export(spans)).await {
+                Ok(Ok(())) => {
+                    counters.exported.inc_by(n);
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, spans = n, "trace export failed");
+                    counters.dropped_export_failed.inc_by(n);
+                }
+                Err(_) => {
+                    tracing::debug!(spans = n, "trace export timed out");
+                    counters.dropped_export_failed.inc_by(n);
+                }
+            }
+        }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Traces into a real OpenTelemetry Collector (`support::collector`, built from its Go modules): the
+//! span tree of a chat call with a fallback, its GenAI attributes, the caller's trace continued and
+//! passed upstream, nothing secret exported; and a collector killed mid-run that no call notices.
+
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::{Value, json};
+use tollgate_proxy::{OtlpProtocol, Sampler, TraceConfig};
+use tollgate_snapshot::ProviderType;
+
+use crate::support::chat_route::{CHAT, CLIENT_KEY, table, typed};
+use crate::support::collector::{Collector, attr};
+use crate::support::openai_fake::{Behaviour, OpenAiFake};
+use crate::support::{TestProxy, send, test_config};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+const PRIMARY_KEY: &str = "sk-primary-secret-1111";
+const FALLBACK_KEY: &str = "sk-fallback-secret-2222";
+/// Words of the conversation: they must not reach the collector.
+const CONTENT: &str = "the password is PERIWINKLE";
+
+fn traced(endpoint: String, protocol: OtlpProtocol) -> TraceConfig {
+    TraceConfig {
+        endpoint: Some(endpoint),
+        protocol,
+        service_name: "tollgate-test".into(),
+        resource: vec![("deployment.environment".into(), "test".into())],
+        sampler: Sampler::default(),
+        delay: Duration::from_millis(20),
+        timeout: Duration::from_secs(2),
+        ..TraceConfig::default()
+    }
+}
+
+/// A primary that answers 503 and a fallback that answers, behind a traced proxy.
+async fn fallback_setup(config: TraceConfig) -> (TestProxy, OpenAiFake, OpenAiFake) {
+    let mut failing = Behaviour::new("primary", PRIMARY_KEY);
+    failing.fail_with = Some(503);
+    let primary = OpenAiFake::start(failing).await;
+    let fallback = OpenAiFake::start(Behaviour::new("fallback", FALLBACK_KEY)).await;
+    let content = table(
+        vec![
+            typed(
+                ProviderType::OpenAI,
+                &primary.endpoint(),
+                PRIMARY_KEY,
+                "gpt-up",
+            ),
+            typed(
+                ProviderType::OpenAI,
+                &fallback.endpoint(),
+                FALLBACK_KEY,
+                "gpt-up",
+            ),
+        ],
+        "gpt-up",
+    );
+    let mut proxy_config = test_config();
+    proxy_config.traces = Some(config);
+    let proxy = TestProxy::start_with(proxy_config, Some(content)).await;
+    (proxy, primary, fallback)
+}
+
+async fn chat(proxy: &TestProxy, traceparent: Option<&str>) -> crate::support::Reply {
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(tp) = traceparent {
+        headers.push(("traceparent", tp));
+        headers.push(("tracestate", "vendor=opaque"));
+    }
+    send(
+        Method::POST,
+        &proxy.url(CHAT),
+        &headers,
+        Some(&json!({
+            "model": "front-model",
+            "messages": [{"role": "user", "content": CONTENT}],
+            "max_tokens": 50,
+            "temperature": 0.5
+        })),
+    )
+    .await
+}
+
+fn kind(span: &Value) -> i64 {
+    span["kind"].as_i64().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_chat_call_with_a_fallback_is_one_server_span_and_two_client_spans() {
+    let collector = Collector::start();
+    let (proxy, primary, fallback) = fallback_setup(traced(
+        collector.http_endpoint(),
+        OtlpProtocol::HttpProtobuf,
+    ))
+    .await;
+    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
+    let reply = chat(&proxy, Some(&traceparent)).await;
+    reply.assert_status(200);
+
+    let spans = collector.spans_of(TRACE_ID, 3).await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let server: Vec<&Value> = spans.iter().filter(|s| kind(s) == 2).collect();
+    let clients: Vec<&Value> = spans.iter().filter(|s| kind(s) == 3).collect();
+    assert_eq!((server.len(), clients.len()), (1, 2), "{spans:#?}");
+    let server = server[0];
+
+    // The caller's trace continued: our server span's parent is the caller's span.
+    assert_eq!(server["parentSpanId"], CALLER_SPAN);
+    assert_eq!(server["traceState"], "vendor=opaque");
+    assert_eq!(server["name"], "POST /v1/chat/completions");
+    assert_eq!(attr(server, "tollgate.route"), Some(json!("team-a/chat")));
+    assert_eq!(attr(server, "tollgate.consumer"), Some(json!("team-a/app")));
+    assert_eq!(
+        attr(server, "tollgate.subscription"),
+        Some(json!("team-a/app-chat"))
+    );
+    assert_eq!(
+        attr(server, "http.route"),
+        Some(json!("/v1/chat/completions"))
+    );
+    assert_eq!(attr(server, "http.response.status_code"), Some(json!(200)));
+    assert_eq!(
+        attr(server, "gen_ai.request.model"),
+        Some(json!("front-model"))
+    );
+    assert_eq!(attr(server, "tollgate.retries"), Some(json!(1)));
+    let resource = &server["resource"]["attributes"];
+    assert!(resource.to_string().contains("tollgate-test"), "{resource}");
+    assert!(
+        resource.to_string().contains("deployment.environment"),
+        "{resource}"
+    );
+
+    // Both attempts are children of the server span, in the order they were made.
+    let mut clients = clients;
+    clients.sort_by_key(|s| {
+        s["startTimeUnixNano"]
+            .as_str()
+            .unwrap()
+            .parse::<u128>()
+            .unwrap()
+    });
+    for c in &clients {
+        assert_eq!(c["parentSpanId"], server["spanId"]);
+        assert_eq!(c["name"], "chat gpt-up");
+        assert_eq!(attr(c, "gen_ai.operation.name"), Some(json!("chat")));
+        assert_eq!(attr(c, "gen_ai.provider.name"), Some(json!("openai")));
+        assert_eq!(attr(c, "gen_ai.request.model"), Some(json!("gpt-up")));
+        assert_eq!(attr(c, "gen_ai.request.max_tokens"), Some(json!(50)));
+        assert_eq!(attr(c, "gen_ai.request.temperature"), Some(json!(0.5)));
+        assert_eq!(attr(c, "server.address"), Some(json!("127.0.0.1")));
+        assert!(attr(c, "server.port").is_some());
+        // Not a stream: the attribute is left out, as the conventions ask.
+        assert_eq!(attr(c, "gen_ai.request.stream"), None);
+    }
+    let (failed, answered) = (clients[0], clients[1]);
+    assert_eq!(attr(failed, "http.response.status_code"), Some(json!(503)));
+    assert!(attr(failed, "error.type").is_some(), "{failed:#}");
+    assert_eq!(failed["status"]["code"], 2, "an error status: {failed:#}");
+    assert_eq!(attr(failed, "gen_ai.usage.input_tokens"), None);
+
+    assert_eq!(attr(answered, "error.type"), None);
+    assert_eq!(
+        attr(answered, "http.response.status_code"),
+        Some(json!(200))
+    );
+    assert_eq!(
+        attr(answered, "gen_ai.response.id"),
+        Some(json!("chatcmpl-fake"))
+    );
+    assert_eq!(
+        attr(answered, "gen_ai.response.model"),
+        Some(json!("gpt-up"))
+    );
+    assert_eq!(
+        attr(answered, "gen_ai.response.finish_reasons"),
+        Some(json!(["stop"]))
+    );
+    assert_eq!(attr(answered, "gen_ai.usage.input_tokens"), Some(json!(11)));
+    assert_eq!(attr(answered, "gen_ai.usage.output_tokens"), Some(json!(7)));
+    // 11 input tokens at $2/M and 7 output tokens at $8/M.
+    let cost = attr(answered, "tollgate.cost_usd")
+        .unwrap()
+        .as_f64()
+        .unwrap();
+    assert!(
+        (cost - (11.0 * 2.0 + 7.0 * 8.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+
+    // Each upstream saw its own attempt's span as parent, in the caller's trace.
+    let seen_tp = |fake: &OpenAiFake| {
+        let seen = fake.seen();
+        assert_eq!(seen.len(), 1);
+        (
+            seen[0].headers["traceparent"].to_str().unwrap().to_string(),
+            seen[0].headers["tracestate"].to_str().unwrap().to_string(),
+        )
+    };
+    for (fake, span) in [(&primary, failed), (&fallback, answered)] {
+        let (tp, ts) = seen_tp(fake);
+        assert_eq!(
+            tp,
+            format!("00-{TRACE_ID}-{}-01", span["spanId"].as_str().unwrap())
+        );
+        assert_eq!(ts, "vendor=opaque");
+    }
+
+    // No content and no credential anywhere in what the collector received.
+    let raw = collector.raw();
+    for secret in [CONTENT, "PERIWINKLE", CLIENT_KEY, PRIMARY_KEY, FALLBACK_KEY] {
+        assert!(!raw.contains(secret), "{secret:?} reached the collector");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn over_grpc_a_call_without_traceparent_starts_a_trace_of_its_own() {
+    let collector = Collector::start();
+    let (proxy, _primary, fallback) =
+        fallback_setup(traced(collector.grpc_endpoint(), OtlpProtocol::Grpc)).await;
+    let reply = chat(&proxy, None).await;
+    reply.assert_status(200);
+    let tp = fallback.seen()[0].headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let trace_id = tp.split('-').nth(1).unwrap().to_string();
+    assert_ne!(trace_id, TRACE_ID);
+    let spans = collector.spans_of(&trace_id, 3).await;
+    let server = spans.iter().find(|s| kind(s) == 2).expect("a server span");
+    assert_eq!(
+        server
+            .get("parentSpanId")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        ""
+    );
+    assert!(fallback.seen()[0].headers.get("tracestate").is_none());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn unsampled_calls_pass_the_callers_context_on_and_export_nothing() {
+    let collector = Collector::start();
+    let (proxy, _primary, fallback) = fallback_setup(traced(
+        collector.http_endpoint(),
+        OtlpProtocol::HttpProtobuf,
+    ))
+    .await;
+    // Parent-based: the caller did not sample, so neither do we.
+    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-00");
+    chat(&proxy, Some(&traceparent)).await.assert_status(200);
+    let seen = fallback.seen();
+    assert_eq!(seen[0].headers["traceparent"], traceparent.as_str());
+    assert_eq!(seen[0].headers["tracestate"], "vendor=opaque");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(collector.spans().is_empty(), "{:#?}", collector.spans());
+    proxy.stop().await;
+}
+
+/// Reads one sample of a Prometheus text exposition.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn timed_calls(proxy: &TestProxy, n: usize) -> Vec<Duration> {
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let tp = format!("00-{:032x}-{CALLER_SPAN}-01", fastrand::u128(1..));
+        chat(proxy, Some(&tp)).await.assert_status(200);
+        took.push(t.elapsed());
+    }
+    took.sort();
+    took
+}
+
+#[tokio::test]
+async fn a_dead_collector_fails_and_slows_no_call_its_spans_are_counted_and_export_resumes() {
+    let mut collector = Collector::start();
+    let mut config = traced(collector.http_endpoint(), OtlpProtocol::HttpProtobuf);
+    config.queue_calls = 8;
+    config.timeout = Duration::from_millis(500);
+    // One backend that answers: a primary failing 120 times would spend the route's retry budget.
+    let upstream = OpenAiFake::start(Behaviour::new("only", FALLBACK_KEY)).await;
+    let content = table(
+        vec![typed(
+            ProviderType::OpenAI,
+            &upstream.endpoint(),
+            FALLBACK_KEY,
+            "gpt-up",
+        )],
+        "gpt-up",
+    );
+    let mut proxy_config = test_config();
+    proxy_config.traces = Some(config);
+    let proxy = TestProxy::start_with(proxy_config, Some(content)).await;
+    let scrape = || async {
+        let r = send(Method::GET, &proxy.admin_url("/metrics"), &[], None).await;
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+
+    let alive = timed_calls(&proxy, 60).await;
+    collector.kill();
+    let dead = timed_calls(&proxy, 60).await;
+    let median = |d: &[Duration]| d[d.len() / 2];
+    eprintln!(
+        "median call with the collector up {:?}, down {:?}; slowest {:?} / {:?}",
+        median(&alive),
+        median(&dead),
+        alive.last().unwrap(),
+        dead.last().unwrap()
+    );
+    // Same work either way: the export runs on its own task, so only noise separates the two.
+    assert!(
+        median(&dead) <= median(&alive) * 2 + Duration::from_millis(10),
+        "calls slowed while the collector was down: {:?} vs {:?}",
+        median(&dead),
+        median(&alive)
+    );
+
+    // The spans of the calls made while it was down were dropped, and counted.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let dropped = loop {
+        let text = scrape().await;
+        let dropped = metric(
+            &text,
+            "tollgate_trace_spans_dropped_total{reason=\"export_failed\"}",
+        ) + metric(
+            &text,
+            "tollgate_trace_spans_dropped_total{reason=\"queue_full\"}",
+        );
+        if dropped >= 120.0 || Instant::now() > deadline {
+            break dropped;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Two spans a call (server and client), 60 calls.
+    assert!(dropped >= 120.0, "dropped spans counted: {dropped}");
+
+    // Back on the same port: the next calls' spans get there.
+    collector.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let trace = format!("{:032x}", fastrand::u128(1..));
+        chat(&proxy, Some(&format!("00-{trace}-{CALLER_SPAN}-01")))
+            .await
+            .assert_status(200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if collector
+            .spans()
+            .iter()
+            .any(|s| s["traceId"] == trace.as_str())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "export did not resume");
+    }
+    let text = scrape().await;
+    assert!(
+        metric(&text, "tollgate_trace_spans_exported_total") >= 3.0,
+        "{text}"
+    );
+    proxy.stop().await;
+}
