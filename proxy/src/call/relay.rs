@@ -186,6 +186,11 @@ impl Relay {
                             Some(data)
                         }
                         Scan::Sse(scanner) => {
+                            if let Some(t) =
+                                call.as_deref_mut().and_then(|c| c.trace.as_deref_mut())
+                            {
+                                t.response.read_openai_events(&data);
+                            }
                             let usage = call.as_deref_mut().map(|c| &mut c.usage);
                             scanner.process(data, usage)
                         }

@@ -244,6 +244,56 @@ async fn over_grpc_a_call_without_traceparent_starts_a_trace_of_its_own() {
 }
 
 #[tokio::test]
+async fn a_stream_has_its_first_chunk_time_and_the_answers_fields() {
+    let collector = Collector::start();
+    let (proxy, _primary, _fallback) = fallback_setup(traced(
+        collector.http_endpoint(),
+        OtlpProtocol::HttpProtobuf,
+    ))
+    .await;
+    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let reply = send(
+        Method::POST,
+        &proxy.url(CHAT),
+        &[("authorization", &auth), ("traceparent", &traceparent)],
+        Some(&json!({
+            "model": "front-model",
+            "messages": [{"role": "user", "content": CONTENT}],
+            "stream": true,
+            "stream_options": {"include_usage": true}
+        })),
+    )
+    .await;
+    reply.assert_status(200);
+    let spans = collector.spans_of(TRACE_ID, 3).await;
+    let answered = spans
+        .iter()
+        .find(|s| kind(s) == 3 && attr(s, "error.type").is_none())
+        .expect("the answering attempt's span");
+    assert_eq!(attr(answered, "gen_ai.request.stream"), Some(json!(true)));
+    assert_eq!(
+        attr(answered, "gen_ai.response.id"),
+        Some(json!("chatcmpl-fake"))
+    );
+    assert_eq!(
+        attr(answered, "gen_ai.response.model"),
+        Some(json!("gpt-up"))
+    );
+    assert_eq!(
+        attr(answered, "gen_ai.response.finish_reasons"),
+        Some(json!(["stop"]))
+    );
+    assert_eq!(attr(answered, "gen_ai.usage.input_tokens"), Some(json!(11)));
+    let ttft = attr(answered, "gen_ai.response.time_to_first_chunk")
+        .and_then(|v| v.as_f64())
+        .expect("time to first chunk");
+    assert!(ttft > 0.0 && ttft < 10.0, "{ttft}");
+    assert!(!collector.raw().contains("PERIWINKLE"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn unsampled_calls_pass_the_callers_context_on_and_export_nothing() {
     let collector = Collector::start();
     let (proxy, _primary, fallback) = fallback_setup(traced(
