@@ -233,6 +233,7 @@ impl Call {
             input_tokens: usage.input,
             output_tokens: usage.output,
             cost_usd: cost,
+            consumer: self.consumer,
         });
         let rest_operation = route
             .and_then(|r| {

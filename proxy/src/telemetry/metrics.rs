@@ -10,7 +10,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use tollgate_snapshot::{FxHashMap, ProviderIdx, RouteIdx, Snapshot};
+use tollgate_snapshot::{ConsumerIdx, FxHashMap, FxHasher, ProviderIdx, RouteIdx, Snapshot};
+
+type FxHashSet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<FxHasher>>;
 
 /// `Content-Type` of what [`Metrics::encode`] returns.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -33,8 +35,60 @@ struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DirectionLabel {
+struct TokenLabels {
     direction: &'static str,
+    route: String,
+    consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UsageLabels {
+    route: String,
+    consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LabelName {
+    label: &'static str,
+}
+
+/// The value that routes or consumers beyond the cap are counted under.
+pub const FOLDED: &str = "_other";
+
+/// Most distinct route and consumer values (each) on the token and cost counters by default.
+pub const DEFAULT_LABEL_CAP: usize = 1000;
+
+/// The distinct values one label has been given, up to a cap; later values are folded into
+/// [`FOLDED`], so that many consumers cannot grow the metrics without bound.
+struct LabelCap {
+    name: &'static str,
+    cap: usize,
+    admitted: FxHashSet<String>,
+    folded: Counter,
+}
+
+impl LabelCap {
+    /// The value to use for `value`: itself while there is room (or it is already admitted).
+    fn admit(&mut self, value: String) -> String {
+        if value.is_empty() || self.admitted.contains(&value) {
+            return value;
+        }
+        if self.admitted.len() < self.cap {
+            self.admitted.insert(value.clone());
+            return value;
+        }
+        tracing::debug!(label = self.name, %value, "metric label value folded into {FOLDED}");
+        self.folded.inc();
+        FOLDED.to_string()
+    }
+}
+
+/// The token and cost counters of one route and consumer.
+#[derive(Clone)]
+struct UsageSeries {
+    input: Counter,
+    output: Counter,
+    cost: Counter<f64, AtomicU64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -253,9 +307,10 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
     ttft: HistogramFamily,
-    input_tokens: Counter,
-    output_tokens: Counter,
-    cost: Counter<f64, AtomicU64>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<UsageLabels, Counter<f64, AtomicU64>>,
+    /// The caps of the route and consumer labels of `tokens` and `cost`.
+    caps: Mutex<(LabelCap, LabelCap)>,
     in_flight: Gauge,
     snapshot_version: Gauge,
     snapshot_age: Gauge<f64, AtomicU64>,
@@ -282,6 +337,8 @@ pub struct CallSample<'a> {
     pub output_tokens: u64,
     /// Cost in USD.
     pub cost_usd: f64,
+    /// The caller, once known (a label of the token and cost counters).
+    pub consumer: Option<ConsumerIdx>,
 }
 
 /// A call's route, model and provider, as indexes into the snapshot it was served from.
@@ -303,6 +360,7 @@ struct SeriesCache {
     version: u64,
     hash: String,
     by_key: FxHashMap<SeriesKey, Series>,
+    usage: FxHashMap<(Option<RouteIdx>, Option<ConsumerIdx>), UsageSeries>,
 }
 
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]
@@ -329,6 +387,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
+        Self::with_label_cap(DEFAULT_LABEL_CAP)
+    }
+
+    /// Registers every metric, with at most `label_cap` distinct routes and consumers (each) on the
+    /// token and cost counters.
+    pub fn with_label_cap(label_cap: usize) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -350,22 +414,31 @@ impl Metrics {
             Unit::Seconds,
             ttft.clone(),
         );
-        let tokens = Family::<DirectionLabel, Counter>::default();
+        let tokens = Family::<TokenLabels, Counter>::default();
         registry.register(
             "tollgate_tokens",
-            "Tokens used, by direction (input = prompt, output = completion)",
+            "Tokens used, by direction (input = prompt, output = completion), route and consumer (past the label cap, _other)",
             tokens.clone(),
         );
-        let input_tokens = tokens.get_or_create_owned(&DirectionLabel { direction: "input" });
-        let output_tokens = tokens.get_or_create_owned(&DirectionLabel {
-            direction: "output",
-        });
-        let cost = Counter::<f64, AtomicU64>::default();
+        let cost = Family::<UsageLabels, Counter<f64, AtomicU64>>::default();
         registry.register(
             "tollgate_cost_usd",
-            "Cost of answered calls in US dollars, from snapshot prices",
+            "Cost of answered calls in US dollars, from snapshot prices, by route and consumer (past the label cap, _other)",
             cost.clone(),
         );
+        let folded = Family::<LabelName, Counter>::default();
+        registry.register(
+            "tollgate_metric_label_folded",
+            "Route or consumer values counted as _other on the token and cost counters because they came past the label cap (once per value and configuration)",
+            folded.clone(),
+        );
+        let cap = |name| LabelCap {
+            name,
+            cap: label_cap,
+            admitted: FxHashSet::default(),
+            folded: folded.get_or_create_owned(&LabelName { label: name }),
+        };
+        let caps = Mutex::new((cap("route"), cap("consumer")));
         let in_flight = Gauge::default();
         registry.register(
             "tollgate_in_flight_requests",
@@ -403,9 +476,9 @@ impl Metrics {
             requests,
             duration,
             ttft,
-            input_tokens,
-            output_tokens,
+            tokens,
             cost,
+            caps,
             in_flight,
             snapshot_version,
             snapshot_age,
@@ -451,15 +524,49 @@ impl Metrics {
                 })
                 .observe(ttft);
         }
+        if s.input_tokens == 0 && s.output_tokens == 0 && s.cost_usd <= 0.0 {
+            return;
+        }
+        let usage = cache
+            .usage
+            .entry((key.route, s.consumer))
+            .or_insert_with(|| self.usage_of(s.series.as_ref(), s.consumer))
+            .clone();
         drop(cache);
         if s.input_tokens > 0 {
-            self.input_tokens.inc_by(s.input_tokens);
+            usage.input.inc_by(s.input_tokens);
         }
         if s.output_tokens > 0 {
-            self.output_tokens.inc_by(s.output_tokens);
+            usage.output.inc_by(s.output_tokens);
         }
         if s.cost_usd > 0.0 {
-            self.cost.inc_by(s.cost_usd);
+            usage.cost.inc_by(s.cost_usd);
+        }
+    }
+
+    /// The token and cost counters of a call's route and consumer (once per snapshot and pair), their
+    /// values admitted by the label caps.
+    fn usage_of(&self, of: Option<&SeriesOf<'_>>, consumer: Option<ConsumerIdx>) -> UsageSeries {
+        let consumer = of
+            .zip(consumer)
+            .and_then(|(x, c)| Some(x.snapshot.content.consumers.get(c as usize)?.id.to_string()))
+            .unwrap_or_default();
+        let (route, consumer) = {
+            let mut caps = self.caps.lock().unwrap_or_else(|e| e.into_inner());
+            (caps.0.admit(route_label(of)), caps.1.admit(consumer))
+        };
+        let tokens = |direction| TokenLabels {
+            direction,
+            route: route.clone(),
+            consumer: consumer.clone(),
+        };
+        UsageSeries {
+            input: self.tokens.get_or_create_owned(&tokens("input")),
+            output: self.tokens.get_or_create_owned(&tokens("output")),
+            cost: self.cost.get_or_create_owned(&UsageLabels {
+                route: route.clone(),
+                consumer: consumer.clone(),
+            }),
         }
     }
 
@@ -590,5 +697,102 @@ impl Metrics {
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_snapshot::{
+        Approval, Budget, Consumer, Content, Limits, ObjectRef, RetryBudget, Route, Stage,
+    };
+
+    fn snapshot(consumers: usize) -> Snapshot {
+        let content = Content {
+            routes: vec![Route {
+                id: ObjectRef::new("team-a", "chat"),
+                prefix: "/chat".into(),
+                hostnames: vec![],
+                stage: Stage::Published,
+                sunset_unix: None,
+                models: vec![],
+                limits: Limits::default(),
+                approval: Approval::Automatic,
+                budget: Budget::default(),
+                retry_budget: RetryBudget::default(),
+                description: None,
+                prompts: vec![],
+                cache: None,
+                rest: None,
+            }],
+            consumers: (0..consumers)
+                .map(|i| Consumer {
+                    id: ObjectRef::new("team-a", format!("app-{i}").as_str()),
+                    keys: vec![],
+                    limits: Default::default(),
+                    budget: Default::default(),
+                })
+                .collect(),
+            ..Content::default()
+        };
+        Snapshot::from_content(1, content)
+    }
+
+    fn call(snapshot: &Snapshot, consumer: u32) -> CallSample<'_> {
+        CallSample {
+            series: Some(SeriesOf {
+                snapshot,
+                route: 0,
+                model: None,
+                provider: None,
+            }),
+            status: 200,
+            duration_s: 0.1,
+            ttft_s: None,
+            input_tokens: 10,
+            output_tokens: 1,
+            cost_usd: 0.5,
+            consumer: Some(consumer),
+        }
+    }
+
+    #[test]
+    fn consumers_past_the_cap_are_folded_into_one_value_and_counted() {
+        let metrics = Metrics::with_label_cap(3);
+        let snapshot = snapshot(5);
+        for c in 0..5 {
+            metrics.call_finished(&call(&snapshot, c));
+        }
+        // A folded consumer's later calls add to the same folded series.
+        metrics.call_finished(&call(&snapshot, 4));
+        let text = metrics.encode(None, None);
+        for c in 0..3 {
+            let want = format!(
+                "tollgate_tokens_total{{direction=\"input\",route=\"team-a/chat\",consumer=\"team-a/app-{c}\"}} 10"
+            );
+            assert!(text.contains(&want), "{want} in\n{text}");
+        }
+        for c in 3..5 {
+            assert!(!text.contains(&format!("team-a/app-{c}")), "{text}");
+        }
+        assert!(
+            text.contains(
+                "tollgate_tokens_total{direction=\"input\",route=\"team-a/chat\",consumer=\"_other\"} 30"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("tollgate_cost_usd_total{route=\"team-a/chat\",consumer=\"_other\"} 1.5"),
+            "{text}"
+        );
+        // Two consumers came past the cap, each once per snapshot.
+        assert!(
+            text.contains("tollgate_metric_label_folded_total{label=\"consumer\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tollgate_metric_label_folded_total{label=\"route\"} 0"),
+            "{text}"
+        );
     }
 }

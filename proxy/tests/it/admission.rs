@@ -422,8 +422,8 @@ async fn not_ready_until_a_snapshot_is_held() {
     for needle in [
         "tollgate_requests_total{route=\"team-a/pub\",model=\"fake-chat\",provider=\"team-a/fake\",status=\"200\"} 1",
         "tollgate_request_duration_seconds_bucket",
-        "tollgate_tokens_total{direction=\"output\"} 5",
-        "tollgate_cost_usd_total",
+        "tollgate_tokens_total{direction=\"output\",route=\"team-a/pub\",consumer=\"team-a/app\"} 5",
+        "tollgate_cost_usd_total{route=\"team-a/pub\",consumer=\"team-a/app\"}",
         "tollgate_in_flight_requests 0",
         "tollgate_snapshot_version 7",
         "tollgate_snapshot_age_seconds",
