@@ -380,6 +380,53 @@ mod tests {
     }
 
     #[test]
+    fn otel_flags_make_the_trace_configuration() {
+        let cli = Cli::try_parse_from([
+            "tollgate-proxy",
+            "standalone",
+            "x.yaml",
+            "--otlp-endpoint",
+            "http://collector:4317",
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-headers",
+            "api-key=a%20b",
+            "--otel-traces-sampler",
+            "parentbased_traceidratio",
+            "--otel-traces-sampler-arg",
+            "0.25",
+            "--otel-resource-attributes",
+            "deployment.environment=prod",
+        ])
+        .unwrap();
+        let traces = cli
+            .otel
+            .traces()
+            .unwrap()
+            .expect("an endpoint turns traces on");
+        assert_eq!(traces.endpoint.as_deref(), Some("http://collector:4317"));
+        assert_eq!(traces.protocol, OtlpProtocol::Grpc);
+        assert_eq!(traces.headers, [("api-key".to_string(), "a b".to_string())]);
+        assert_eq!(
+            traces.sampler,
+            Sampler::from_name("parentbased_traceidratio", Some("0.25")).unwrap()
+        );
+        assert_eq!(
+            traces.resource,
+            [("deployment.environment".to_string(), "prod".to_string())]
+        );
+        let bad = Cli::try_parse_from([
+            "tollgate-proxy",
+            "--otlp-endpoint",
+            "http://c:4318",
+            "--otel-traces-sampler",
+            "sometimes",
+        ])
+        .unwrap();
+        assert!(bad.otel.traces().is_err());
+    }
+
+    #[test]
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
