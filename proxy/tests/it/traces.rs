@@ -312,6 +312,21 @@ async fn unsampled_calls_pass_the_callers_context_on_and_export_nothing() {
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn an_https_collector_is_refused_when_the_proxy_starts() {
+    let mut config = test_config();
+    config.traces = Some(traced(
+        "https://collector.example:4318".into(),
+        OtlpProtocol::HttpProtobuf,
+    ));
+    let proxy = tollgate_proxy::Proxy::new(config, tollgate_proxy::AccessLog::Discard);
+    let error = match proxy.bind().await {
+        Ok(_) => panic!("an https endpoint was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("plain http:// only"), "{error}");
+}
+
 /// Reads one sample of a Prometheus text exposition.
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()

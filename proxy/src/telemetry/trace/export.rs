@@ -185,6 +185,16 @@ impl Tracer {
 fn build_exporter(
     config: &TraceConfig,
 ) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    // Neither the hyper client nor tonic is built with TLS here: say so now rather than fail every export.
+    if let Some(endpoint) = &config.endpoint
+        && !endpoint.starts_with("http://")
+    {
+        return Err(
+            opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!(
+                "endpoint {endpoint:?}: the collector is reached over plain http:// only (TLS to it is not supported yet)"
+            )),
+        );
+    }
     let builder = opentelemetry_otlp::SpanExporter::builder();
     match config.protocol {
         Protocol::Grpc => {
