@@ -245,8 +245,15 @@ async fn run(
     let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     let mut closed = false;
     while !closed {
+        // Idle until something comes (no timer ticking while there is nothing to send), then up to
+        // `delay` more for the batch to fill.
+        match receiver.recv().await {
+            Some(Message::Spans(spans)) => batch.extend(spans),
+            Some(Message::Flush(done)) => flushed.push(done),
+            None => closed = true,
+        }
         let due = tokio::time::Instant::now() + config.delay;
-        while batch.len() < config.batch_spans && flushed.is_empty() {
+        while !closed && batch.len() < config.batch_spans && flushed.is_empty() {
             match tokio::time::timeout_at(due, receiver.recv()).await {
                 Ok(Some(Message::Spans(spans))) => batch.extend(spans),
                 Ok(Some(Message::Flush(done))) => flushed.push(done),
