@@ -74,6 +74,8 @@ pub struct Call {
     pub cache: Option<&'static str>,
     /// For a REST passthrough call, the index of its operation in the route's REST service.
     pub rest_operation: Option<u32>,
+    /// Guardrail rules that matched and what they did (`mask`, `reject`, `monitor`), once each.
+    pub guardrails: Vec<(Arc<str>, &'static str)>,
 }
 
 impl Call {
@@ -119,6 +121,7 @@ impl Call {
             upstream: None,
             cache: None,
             rest_operation: None,
+            guardrails: Vec::new(),
         }
     }
 
@@ -131,6 +134,17 @@ impl Call {
     pub fn mark_first_chunk(&mut self) {
         if self.first_chunk_at.is_none() {
             self.first_chunk_at = Some(Instant::now());
+        }
+    }
+
+    /// Notes what a guardrail rule did, once per rule and action.
+    pub fn guardrail(&mut self, rule: &Arc<str>, action: &'static str) {
+        if !self
+            .guardrails
+            .iter()
+            .any(|(r, a)| r == rule && *a == action)
+        {
+            self.guardrails.push((Arc::clone(rule), action));
         }
     }
 
@@ -252,7 +266,11 @@ impl Call {
                 .or(rest_operation.as_deref()),
             operation_version: prompt.and_then(|p| p.version.as_deref()),
             cache: self.cache,
+            guardrails: &self.guardrails,
         };
+        for (rule, action) in &self.guardrails {
+            self.recorder.metrics.guardrail_decision(rule, action);
+        }
         self.recorder.write_line(&line);
     }
 }

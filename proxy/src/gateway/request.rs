@@ -167,6 +167,7 @@ async fn model_call(
         body: bytes,
         headers,
     } = asked;
+    let bytes = call::guard_request(snapshot, admitted.route, endpoint, bytes, call)?;
     let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, call)?
         .with_caller_headers(headers);
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());

@@ -36,8 +36,6 @@ pub struct Decision {
 /// Why a call is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// A Reject rule matched.
-    Rule(Arc<str>),
     /// The input is longer than a guardrail allows.
     TooLong {
         /// `chars` or `tokens`.

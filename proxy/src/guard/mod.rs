@@ -10,5 +10,6 @@ mod stream;
 mod tests;
 
 pub use check::{Decision, Policy, Refusal};
-pub use detect::find;
+#[cfg(test)]
+use detect::find;
 pub use stream::{HOLD_BACK_BYTES, MAX_PENDING_BYTES, StreamGuard};

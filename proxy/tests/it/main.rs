@@ -20,6 +20,7 @@
 //! - `rest`: REST passthrough to a route's REST service: declared operations only, credentials,
 //!   limits, large answers, failures.
 //! - `responses_api`: Responses-API callers, passed through to OpenAI or translated for the others.
+//! - `guardrails`: content rules on requests and answers: masking, refusals, streamed answers.
 //! - `hot_swap`: snapshot swaps under load.
 //! - `standalone`: configuration read from YAML files and watched.
 //! - `sdk`: the official Python SDKs as clients.
@@ -33,6 +34,7 @@ mod support;
 mod admission;
 mod backends;
 mod cache;
+mod guardrails;
 mod hot_swap;
 mod layers;
 mod limits;
