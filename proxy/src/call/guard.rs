@@ -6,12 +6,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::Value;
-use tollgate_snapshot::{ConsumerIdx, GuardrailAction, GuardrailEndpoint, RouteIdx, Snapshot};
+use tollgate_snapshot::{ConsumerIdx, GuardrailEndpoint, RouteIdx, Snapshot};
 
 use super::ask::Endpoint;
 use super::record::Call;
 use crate::error::ApiError;
-use crate::guard::{Decision, Policy, Refusal};
+use crate::guard::{AnswerStream, Decision, Policy, Refusal, StreamFormat};
 
 /// The guardrail endpoint a model endpoint counts as.
 pub(super) fn guardrail_endpoint(endpoint: Endpoint) -> GuardrailEndpoint {
@@ -47,20 +47,9 @@ pub(super) fn policy(
     (!policy.is_empty()).then_some(policy)
 }
 
-/// The access log's and metrics' word for an action.
-pub(super) fn action_name(action: GuardrailAction) -> &'static str {
-    match action {
-        GuardrailAction::Mask => "mask",
-        GuardrailAction::Reject => "reject",
-        GuardrailAction::Monitor => "monitor",
-    }
-}
-
 /// Notes decisions in the call's record.
 pub(super) fn note(call: &mut Call, decisions: &[Decision]) {
-    for d in decisions {
-        call.guardrail(&d.rule, action_name(d.action));
-    }
+    call.note_guardrails(decisions);
 }
 
 /// The 400 a Reject rule gives: names the rule, never the text it matched.
@@ -187,4 +176,124 @@ pub fn guard_request(
     Ok(Bytes::from(
         serde_json::to_vec(&doc).expect("a JSON value encodes"),
     ))
+}
+
+/// Members of an answer whose strings are text the model wrote (OpenAI's `content`, Anthropic's and
+/// the Responses API's `text`, a prompt API's `output`).
+const ANSWER_KEYS: &[&str] = &["content", "text", "output"];
+
+fn answer_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+    fn walk(value: &mut Value, text: bool, visit: &mut dyn FnMut(&mut String)) {
+        match value {
+            Value::String(s) if text => visit(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, text, visit)),
+            Value::Object(members) => {
+                for (key, v) in members.iter_mut() {
+                    walk(v, text || ANSWER_KEYS.contains(&key.as_str()), visit);
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(doc, false, visit);
+}
+
+/// Checks the answer's text on its way to the caller: a whole answer is read, checked and masked here
+/// (a Reject rule makes it a 400); a streamed one is checked as it flows (see `guard::AnswerStream`).
+pub async fn guard_answer(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    endpoint: Endpoint,
+    mut response: http::Response<super::body::ResponseBody>,
+    call: &mut Call,
+) -> Result<http::Response<super::body::ResponseBody>, ApiError> {
+    let Some(policy) = policy(snapshot, route, call.consumer, endpoint, false) else {
+        return Ok(response);
+    };
+    if policy.rules.is_empty() || !response.status().is_success() {
+        return Ok(response);
+    }
+    let streamed = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streamed {
+        let format = match endpoint {
+            Endpoint::Chat => StreamFormat::OpenAiChat,
+            Endpoint::Messages => StreamFormat::AnthropicMessages,
+            // Checked before the call (see `refuse_unguardable_stream`): never reached.
+            _ => return Err(unguardable_stream()),
+        };
+        response
+            .body_mut()
+            .guard_with(AnswerStream::new(format, Arc::new(policy)));
+        return Ok(response);
+    }
+    let body = response.body_mut().read_whole(call).await.map_err(|_| {
+        ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "The provider's answer broke off before it was complete.",
+        )
+    })?;
+    let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
+        let (parts, mut old) = response.into_parts();
+        let mut new = super::body::ResponseBody::full(Bytes::from(body));
+        old.hand_copy_to(&mut new);
+        return Ok(http::Response::from_parts(parts, new));
+    };
+    let mut refusal: Option<Arc<str>> = None;
+    let mut decisions: Vec<Decision> = Vec::new();
+    answer_texts(&mut doc, &mut |s| {
+        if refusal.is_some() {
+            return;
+        }
+        let checked = policy.check(s);
+        for d in &checked.decisions {
+            if !decisions.contains(d) {
+                decisions.push(d.clone());
+            }
+        }
+        if let Some(rule) = checked.rejected {
+            refusal = Some(rule);
+        } else if !checked.masks.is_empty() {
+            *s = checked.masked(s);
+        }
+    });
+    note(call, &decisions);
+    if let Some(rule) = refusal {
+        call.fail("content_policy_violation");
+        return Err(rejected(&rule, "answer"));
+    }
+    let bytes = Bytes::from(serde_json::to_vec(&doc).expect("a JSON value encodes"));
+    let (mut parts, mut old) = response.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let mut new = super::body::ResponseBody::full(bytes);
+    old.hand_copy_to(&mut new);
+    Ok(http::Response::from_parts(parts, new))
+}
+
+fn unguardable_stream() -> ApiError {
+    ApiError::bad_request(
+        "stream_not_supported",
+        "This API's guardrails check answers, and streamed answers of this endpoint cannot be checked yet: call it without stream.",
+    )
+}
+
+/// Refuses, before anything goes upstream, a stream whose answer guardrails could not check
+/// (prompt APIs and the Responses API stream in formats the answer check does not read yet).
+pub fn refuse_unguardable_stream(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    endpoint: Endpoint,
+    stream: bool,
+    call: &Call,
+) -> Result<(), ApiError> {
+    if !stream || matches!(endpoint, Endpoint::Chat | Endpoint::Messages) {
+        return Ok(());
+    }
+    match policy(snapshot, route, call.consumer, endpoint, false) {
+        Some(p) if !p.rules.is_empty() => Err(unguardable_stream()),
+        _ => Ok(()),
+    }
 }

@@ -22,7 +22,7 @@ pub use answer::json;
 pub use ask::{Endpoint, REQUEST_ID};
 pub use body::ResponseBody;
 pub use cache::{CacheConfig, ResponseCache, cached_call};
-pub use guard::guard_request;
+pub use guard::{guard_answer, guard_request, refuse_unguardable_stream};
 pub use model_call::route_call;
 pub use record::Call;
 pub use rest::{RestRequest, rest_call};

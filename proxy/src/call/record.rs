@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tollgate_snapshot::{ConsumerIdx, Price, ProviderIdx, RouteIdx, Snapshot};
+use tollgate_snapshot::{ConsumerIdx, GuardrailAction, Price, ProviderIdx, RouteIdx, Snapshot};
 
 use crate::clock;
 use crate::llm::Usage;
@@ -137,14 +137,21 @@ impl Call {
         }
     }
 
-    /// Notes what a guardrail rule did, once per rule and action.
-    pub fn guardrail(&mut self, rule: &Arc<str>, action: &'static str) {
-        if !self
-            .guardrails
-            .iter()
-            .any(|(r, a)| r == rule && *a == action)
-        {
-            self.guardrails.push((Arc::clone(rule), action));
+    /// Notes what guardrail rules did, once per rule and action.
+    pub fn note_guardrails(&mut self, decisions: &[crate::guard::Decision]) {
+        for d in decisions {
+            let action = match d.action {
+                GuardrailAction::Mask => "mask",
+                GuardrailAction::Reject => "reject",
+                GuardrailAction::Monitor => "monitor",
+            };
+            if !self
+                .guardrails
+                .iter()
+                .any(|(r, a)| *r == d.rule && *a == action)
+            {
+                self.guardrails.push((Arc::clone(&d.rule), action));
+            }
         }
     }
 

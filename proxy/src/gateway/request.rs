@@ -181,7 +181,9 @@ async fn model_call(
         notes,
     )
     .await?;
-    call::cached_call(shared, snapshot, routed, headers, call).await
+    call::refuse_unguardable_stream(snapshot, admitted.route, endpoint, call.stream, call)?;
+    let response = call::cached_call(shared, snapshot, routed, headers, call).await?;
+    call::guard_answer(snapshot, admitted.route, endpoint, response, call).await
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 mod check;
 mod detect;
+mod sse;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -12,4 +13,6 @@ mod tests;
 pub use check::{Decision, Policy, Refusal};
 #[cfg(test)]
 use detect::find;
-pub use stream::{HOLD_BACK_BYTES, MAX_PENDING_BYTES, StreamGuard};
+pub use sse::{AnswerStream, StreamFormat};
+#[cfg(test)]
+use stream::{HOLD_BACK_BYTES, MAX_PENDING_BYTES, StreamGuard};

@@ -228,3 +228,118 @@ async fn an_unusable_guardrail_refuses_calls_with_503_rather_than_letting_them_t
     assert_eq!(reply.error_code(), "guardrail_unavailable");
     assert!(fake.seen().is_empty());
 }
+
+const ANSWER: &str = "Sure: write to alice@example.org or call card 4111 1111 1111 1111, regards.";
+
+/// A proxy whose upstream answers `text`, in one piece per character when streamed.
+async fn answering(text: &str, route: Vec<Guardrail>) -> (FakeServer, TestProxy) {
+    let (fake, proxy) = proxy(route, vec![]).await;
+    let pieces: Vec<String> = text.chars().map(String::from).collect();
+    fake.set(|c| c.pieces = pieces);
+    (fake, proxy)
+}
+
+fn answers_masking() -> Guardrail {
+    guardrail(
+        "answers",
+        GuardrailDirection::Response,
+        vec![
+            detector("emails", Detector::Email, GuardrailAction::Mask),
+            detector("cards", Detector::CreditCard, GuardrailAction::Mask),
+        ],
+    )
+}
+
+const MASKED: &str = "Sure: write to [EMAIL] or call card [CREDIT_CARD], regards.";
+
+#[tokio::test]
+async fn a_whole_answer_is_masked() {
+    let (_fake, proxy) = answering(ANSWER, vec![answers_masking()]).await;
+    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &chat("hi", false)).await;
+    reply.assert_status(200);
+    let v = reply.json();
+    assert_eq!(v["choices"][0]["message"]["content"], MASKED, "{v}");
+    let line = proxy.log_line_of(&reply.request_id()).await;
+    assert_eq!(line["tokens_out"], 6, "usage is still read from the answer");
+    assert_eq!(
+        line["guardrails"],
+        json!([{"rule": "emails", "action": "mask"}, {"rule": "cards", "action": "mask"}])
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_answer_split_at_every_byte_is_masked_for_openai_and_anthropic_callers() {
+    let (_fake, proxy) = answering(ANSWER, vec![answers_masking()]).await;
+    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &chat("hi", true)).await;
+    reply.assert_status(200);
+    let chunks = crate::support::chat_route::openai_chunks(&reply.body);
+    assert_eq!(crate::support::chat_route::chunk_text(&chunks), MASKED);
+    assert_eq!(chunks.last().unwrap(), &json!("[DONE]"));
+    let shown = String::from_utf8_lossy(&reply.body);
+    assert!(
+        !shown.contains("alice") && !shown.contains("4111"),
+        "{shown}"
+    );
+
+    let body = json!({"model": "front-model", "max_tokens": 50, "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let reply = post(&proxy.url(MESSAGES), CLIENT_KEY, &body).await;
+    reply.assert_status(200);
+    let events = crate::support::chat_route::anthropic_events(&reply.body);
+    let text: String = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_delta")
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, MASKED);
+    assert_eq!(events.last().unwrap().0, "message_stop");
+}
+
+#[tokio::test]
+async fn a_reject_rule_ends_a_stream_mid_answer_with_an_error_event_in_the_callers_format() {
+    let stop = guardrail(
+        "stop-cards",
+        GuardrailDirection::Response,
+        vec![detector(
+            "cards",
+            Detector::CreditCard,
+            GuardrailAction::Reject,
+        )],
+    );
+    let long = format!("{}{ANSWER}", "Some harmless words. ".repeat(30));
+    let (_fake, proxy) = answering(&long, vec![stop]).await;
+    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &chat("hi", true)).await;
+    reply.assert_status(200);
+    let chunks = crate::support::chat_route::openai_chunks(&reply.body);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["error"]["code"], "content_policy_violation", "{last}");
+    assert_eq!(
+        last["error"]["message"],
+        "The answer was stopped by the guardrail rule cards."
+    );
+    // The harmless start was sent before the card number showed up; nothing of the number was.
+    let text = crate::support::chat_route::chunk_text(&chunks);
+    assert!(text.starts_with("Some harmless words."), "{text}");
+    assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
+    let line = proxy.log_line_of(&reply.request_id()).await;
+    assert_eq!(line["error_class"], "content_policy_violation");
+    assert_eq!(
+        line["guardrails"],
+        json!([{"rule": "cards", "action": "reject"}])
+    );
+
+    let body = json!({"model": "front-model", "max_tokens": 50, "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let reply = post(&proxy.url(MESSAGES), CLIENT_KEY, &body).await;
+    let events = crate::support::chat_route::anthropic_events(&reply.body);
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name, "error");
+    assert_eq!(data["error"]["type"], "invalid_request_error");
+    assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
+
+    // A whole answer that a Reject rule matches is refused.
+    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &chat("hi", false)).await;
+    reply.assert_status(400);
+    assert_eq!(reply.error_code(), "content_policy_violation");
+    assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
+}
