@@ -14,6 +14,9 @@ use super::relay::Relay;
 use crate::error::BoxError;
 use crate::guard::AnswerStream;
 
+/// What polling a body gives.
+type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
 enum Kind {
     Full(Option<Bytes>),
     Relay(Box<Relay>),
@@ -148,10 +151,7 @@ impl ResponseBody {
     }
 
     /// Passes a polled frame through the answer's guard: `None` when it has nothing to send yet.
-    fn guarded(
-        &mut self,
-        polled: Poll<Option<Result<Frame<Bytes>, BoxError>>>,
-    ) -> Option<Poll<Option<Result<Frame<Bytes>, BoxError>>>> {
+    fn guarded(&mut self, polled: Polled) -> Option<Polled> {
         let Some(guard) = self.guard.as_deref_mut() else {
             return Some(polled);
         };

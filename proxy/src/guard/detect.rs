@@ -209,7 +209,7 @@ pub fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The length of the longest IBAN that `candidate` begins with (a greedy match may have taken the
@@ -264,7 +264,7 @@ fn ssn_issuable(area: &str, group: &str, serial: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn found<'t>(detector: Detector, text: &'t str) -> Vec<&'t str> {
+    fn found(detector: Detector, text: &str) -> Vec<&str> {
         find(detector, text).into_iter().map(|r| &text[r]).collect()
     }
 
