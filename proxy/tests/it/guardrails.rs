@@ -11,7 +11,7 @@ use tollgate_snapshot::{
 
 use crate::support::chat_route::{CHAT, CLIENT_KEY, EMBEDDINGS, MESSAGES, table, typed};
 use crate::support::fake_server::FakeServer;
-use crate::support::{TestProxy, azure_fake, post};
+use crate::support::{TestProxy, azure_fake, post, send};
 
 const UPSTREAM_KEY: &str = "sk-upstream-guardrails";
 
@@ -102,6 +102,12 @@ async fn request_text_is_masked_before_it_reaches_the_upstream() {
                {"rule": "employee-ids", "action": "mask"}])
     );
     assert!(!line.to_string().contains("bob@example.com"));
+    let metrics = send(http::Method::GET, &proxy.admin_url("/metrics"), &[], None).await;
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        metrics.contains(r#"tollgate_guardrail_decisions_total{rule="emails",action="mask"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
