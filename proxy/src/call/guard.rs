@@ -210,7 +210,11 @@ pub async fn guard_answer(
     let Some(policy) = policy(snapshot, route, call.consumer, endpoint, false) else {
         return Ok(response);
     };
-    if policy.rules.is_empty() || !response.status().is_success() {
+    // Embeddings and token counts answer with numbers, not text.
+    if policy.rules.is_empty()
+        || !response.status().is_success()
+        || matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens)
+    {
         return Ok(response);
     }
     let streamed = response
@@ -244,6 +248,7 @@ pub async fn guard_answer(
     };
     let mut refusal: Option<Arc<str>> = None;
     let mut decisions: Vec<Decision> = Vec::new();
+    let mut changed = false;
     answer_texts(&mut doc, &mut |s| {
         if refusal.is_some() {
             return;
@@ -258,6 +263,7 @@ pub async fn guard_answer(
             refusal = Some(rule);
         } else if !checked.masks.is_empty() {
             *s = checked.masked(s);
+            changed = true;
         }
     });
     note(call, &decisions);
@@ -265,7 +271,12 @@ pub async fn guard_answer(
         call.fail("content_policy_violation");
         return Err(rejected(&rule, "answer"));
     }
-    let bytes = Bytes::from(serde_json::to_vec(&doc).expect("a JSON value encodes"));
+    // Unchanged answers keep their own bytes.
+    let bytes = if changed {
+        Bytes::from(serde_json::to_vec(&doc).expect("a JSON value encodes"))
+    } else {
+        Bytes::from(body)
+    };
     let (mut parts, mut old) = response.into_parts();
     parts.headers.remove(http::header::CONTENT_LENGTH);
     let mut new = super::body::ResponseBody::full(bytes);
