@@ -62,6 +62,7 @@ pub fn inputs(store: &Store) -> Inputs {
         subscriptions: owned(&tables.subscriptions.objects),
         secrets: owned(&tables.secrets.objects),
         config_maps: owned(&tables.config_maps.objects),
+        guardrails: owned(&tables.guardrails.objects),
         now_unix: (unix_millis() / 1000) as i64,
         // Filled in by the compile loop from the Lease's count of live proxies.
         proxy_replicas: 0,

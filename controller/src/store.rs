@@ -10,7 +10,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use tokio::sync::watch;
-use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
+use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, ModelProvider};
 use tollgate_snapshot::ObjectRef;
 
 /// The kinds the controller watches.
@@ -30,6 +30,8 @@ pub enum Kind {
     Namespace,
     /// Labelled `ConfigMap`s (OpenAPI documents of REST services).
     ConfigMap,
+    /// `AIGuardrail`.
+    Guardrail,
 }
 
 impl Kind {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Namespace => "Namespace",
             Kind::ConfigMap => "ConfigMap",
+            Kind::Guardrail => "AIGuardrail",
         }
     }
 }
@@ -182,6 +185,8 @@ pub struct Tables {
     pub namespaces: Table<Namespace>,
     /// ConfigMaps labelled `tollgate.dev/config=true`.
     pub config_maps: Table<ConfigMap>,
+    /// `AIGuardrail`s.
+    pub guardrails: Table<AIGuardrail>,
 }
 
 /// The shared store: tables behind a lock, and counters bumped on changes.
@@ -245,6 +250,7 @@ impl Store {
             t.subscriptions.synced_scopes(),
             t.secrets.synced_scopes(),
             t.config_maps.synced_scopes(),
+            t.guardrails.synced_scopes(),
         ]
         .iter()
         .all(|&n| n >= self.scopes_per_kind)

@@ -22,7 +22,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
-use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
+use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, ModelProvider};
 use tollgate_snapshot::ObjectRef;
 
 use crate::store::{Entry, Kind, Malformed, Store, Table, Tables};
@@ -66,6 +66,9 @@ pub fn spawn_all(
         });
         spawn_custom::<ApiSubscription>(client, &scope, store, tasks, Kind::Subscription, |t| {
             &mut t.subscriptions
+        });
+        spawn_custom::<AIGuardrail>(client, &scope, store, tasks, Kind::Guardrail, |t| {
+            &mut t.guardrails
         });
         let api: Api<Secret> = match &scope {
             Some(ns) => Api::namespaced(client.clone(), ns),

@@ -76,6 +76,8 @@ pub mod condition_type {
     pub const READY: &str = "Ready";
     /// Every prompt API of a route compiled (routes with `spec.prompts` only).
     pub const PROMPTS_VALID: &str = "PromptsValid";
+    /// Every guardrail a route or consumer attaches exists, may be used from its namespace and compiled.
+    pub const GUARDRAILS_VALID: &str = "GuardrailsValid";
 }
 
 /// Marks a `Vec<Condition>` as a list-map keyed on `type`, as Kubernetes conventions require.

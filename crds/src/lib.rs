@@ -7,6 +7,7 @@
 
 mod common;
 mod consumer;
+mod guardrail;
 mod prompt;
 mod provider;
 mod rest;
@@ -15,6 +16,7 @@ mod subscription;
 
 pub use common::*;
 pub use consumer::*;
+pub use guardrail::*;
 pub use prompt::*;
 pub use provider::*;
 pub use rest::*;
@@ -31,6 +33,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         AIRoute::crd(),
         Consumer::crd(),
         ApiSubscription::crd(),
+        AIGuardrail::crd(),
     ]
 }
 

@@ -97,6 +97,10 @@ pub struct AIRouteSpec {
     /// A REST service published under `<prefix>/api/`, described by its OpenAPI document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest: Option<crate::rest::RestService>,
+    /// `AIGuardrail`s checked on every model call of this route, in order (a consumer's own come after).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub guardrails: Vec<crate::guardrail::GuardrailRef>,
 }
 
 /// Response caching: an identical request (see the README for what makes two requests the same)

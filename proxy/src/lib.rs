@@ -9,6 +9,7 @@ pub mod clock;
 pub mod control;
 mod error;
 mod gateway;
+mod guard;
 mod limits;
 mod llm;
 mod serve;

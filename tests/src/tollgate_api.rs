@@ -5,11 +5,12 @@ use std::sync::OnceLock;
 use crate::{ControlPlane, command::run, workspace::repo_root};
 
 /// The CustomResourceDefinitions in `crds/`, by name.
-pub const CRD_NAMES: [&str; 4] = [
+pub const CRD_NAMES: [&str; 5] = [
     "modelproviders.tollgate.dev",
     "airoutes.tollgate.dev",
     "consumers.tollgate.dev",
     "apisubscriptions.tollgate.dev",
+    "aiguardrails.tollgate.dev",
 ];
 
 impl ControlPlane {

@@ -12,6 +12,10 @@ use super::fake::FakeStream;
 use super::record::Call;
 use super::relay::Relay;
 use crate::error::BoxError;
+use crate::guard::AnswerStream;
+
+/// What polling a body gives.
+type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
 enum Kind {
     Full(Option<Bytes>),
@@ -25,6 +29,10 @@ pub struct ResponseBody {
     call: Option<Box<Call>>,
     /// A copy for the response cache, stored when the body ends whole.
     tee: Option<Box<Tee>>,
+    /// The answer's guardrails, checking a streamed answer's text on its way out.
+    guard: Option<Box<AnswerStream>>,
+    /// Set when the guard ended the stream (a Reject rule matched) or flushed its last text.
+    guard_done: bool,
 }
 
 impl ResponseBody {
@@ -34,6 +42,8 @@ impl ResponseBody {
             kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
             call: None,
             tee: None,
+            guard: None,
+            guard_done: false,
         }
     }
 
@@ -43,6 +53,8 @@ impl ResponseBody {
             kind: Kind::Relay(Box::new(relay)),
             call: None,
             tee: None,
+            guard: None,
+            guard_done: false,
         }
     }
 
@@ -52,7 +64,42 @@ impl ResponseBody {
             kind: Kind::Fake(Box::new(stream)),
             call: None,
             tee: None,
+            guard: None,
+            guard_done: false,
         }
+    }
+
+    /// Checks the streamed answer's text with `guard` on its way out.
+    pub(super) fn guard_with(&mut self, guard: AnswerStream) {
+        self.guard = Some(Box::new(guard));
+    }
+
+    /// Reads the whole body (a non-stream answer), the call record taking its usage as the relay
+    /// finds it; the cache's copy, if any, stays with `self` and is fed by the body that replaces it.
+    pub(super) async fn read_whole(&mut self, call: &mut Call) -> Result<Vec<u8>, BoxError> {
+        let mut out = Vec::new();
+        loop {
+            let polled = std::future::poll_fn(|cx| match &mut self.kind {
+                Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+                Kind::Relay(relay) => relay.poll_frame(cx, Some(&mut *call)),
+                Kind::Fake(fake) => fake.poll_frame(cx, Some(&mut *call)),
+            })
+            .await;
+            match polled {
+                None => return Ok(out),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        out.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the cache's copy to `other` (the body that replaces this one).
+    pub(super) fn hand_copy_to(&mut self, other: &mut ResponseBody) {
+        other.tee = self.tee.take();
     }
 
     /// Copies what the body sends into the response cache.
@@ -103,7 +150,55 @@ impl ResponseBody {
         }
     }
 
+    /// Passes a polled frame through the answer's guard: `None` when it has nothing to send yet.
+    fn guarded(&mut self, polled: Polled) -> Option<Polled> {
+        let Some(guard) = self.guard.as_deref_mut() else {
+            return Some(polled);
+        };
+        let out = match polled {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => guard.feed(&data),
+                Err(frame) => return Some(Poll::Ready(Some(Ok(frame)))),
+            },
+            Poll::Ready(None) => {
+                let out = guard.finish();
+                self.end_guard();
+                return Some(Poll::Ready(
+                    (!out.is_empty()).then(|| Ok(Frame::data(Bytes::from(out)))),
+                ));
+            }
+            other => return Some(other),
+        };
+        if guard.rejected().is_some() {
+            self.end_guard();
+        } else if out.is_empty() {
+            return None;
+        }
+        Some(Poll::Ready(Some(Ok(Frame::data(Bytes::from(out))))))
+    }
+
+    /// The guard is done: its decisions go to the call record, and a rejection ends the body here.
+    fn end_guard(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        self.guard_done = true;
+        if let Some(call) = self.call.as_deref_mut() {
+            call.note_guardrails(&guard.decisions());
+            if guard.rejected().is_some() {
+                call.fail("content_policy_violation");
+            }
+        }
+        // A rejected answer is not a whole answer: the cache keeps nothing of it.
+        if guard.rejected().is_some() {
+            self.tee = None;
+        }
+    }
+
     fn kind_is_end(&self) -> bool {
+        if self.guard_done {
+            return true;
+        }
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Relay(relay) => relay.is_end_stream(),
@@ -121,11 +216,21 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let call = this.call.as_deref_mut();
-        let polled = match &mut this.kind {
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Relay(relay) => relay.poll_frame(cx, call),
-            Kind::Fake(fake) => fake.poll_frame(cx, call),
+        if this.guard_done {
+            return Poll::Ready(None);
+        }
+        let polled = loop {
+            let call = this.call.as_deref_mut();
+            let polled = match &mut this.kind {
+                Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+                Kind::Relay(relay) => relay.poll_frame(cx, call),
+                Kind::Fake(fake) => fake.poll_frame(cx, call),
+            };
+            match this.guarded(polled) {
+                Some(polled) => break polled,
+                // Everything the frame held is held back: poll for more.
+                None => continue,
+            }
         };
         if this.tee.is_some() {
             this.copy(&polled);

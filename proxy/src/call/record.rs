@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tollgate_snapshot::{ConsumerIdx, Price, ProviderIdx, RouteIdx, Snapshot};
+use tollgate_snapshot::{ConsumerIdx, GuardrailAction, Price, ProviderIdx, RouteIdx, Snapshot};
 
 use crate::clock;
 use crate::llm::Usage;
@@ -82,6 +82,8 @@ pub struct Call {
     /// The caller's `traceparent` and `tracestate`, passed upstream unchanged when the call is not
     /// recorded.
     pub trace_headers: Option<Box<(http::HeaderValue, Option<http::HeaderValue>)>>,
+    /// Guardrail rules that matched and what they did (`mask`, `reject`, `monitor`), once each.
+    pub guardrails: Vec<(Arc<str>, &'static str)>,
 }
 
 impl Call {
@@ -129,6 +131,7 @@ impl Call {
             rest_operation: None,
             trace: None,
             trace_headers: None,
+            guardrails: Vec::new(),
         }
     }
 
@@ -161,6 +164,24 @@ impl Call {
     pub fn mark_first_chunk(&mut self) {
         if self.first_chunk_at.is_none() {
             self.first_chunk_at = Some(Instant::now());
+        }
+    }
+
+    /// Notes what guardrail rules did, once per rule and action.
+    pub fn note_guardrails(&mut self, decisions: &[crate::guard::Decision]) {
+        for d in decisions {
+            let action = match d.action {
+                GuardrailAction::Mask => "mask",
+                GuardrailAction::Reject => "reject",
+                GuardrailAction::Monitor => "monitor",
+            };
+            if !self
+                .guardrails
+                .iter()
+                .any(|(r, a)| *r == d.rule && *a == action)
+            {
+                self.guardrails.push((Arc::clone(&d.rule), action));
+            }
         }
     }
 
@@ -283,7 +304,11 @@ impl Call {
                 .or(rest_operation.as_deref()),
             operation_version: prompt.and_then(|p| p.version.as_deref()),
             cache: self.cache,
+            guardrails: &self.guardrails,
         };
+        for (rule, action) in &self.guardrails {
+            self.recorder.metrics.guardrail_decision(rule, action);
+        }
         self.recorder.write_line(&line);
         if let Some(trace) = self.trace.take()
             && let Some(tracer) = &self.recorder.traces

@@ -17,7 +17,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, condition_type};
+use tollgate_crds::{
+    AIGuardrail, AIRoute, ApiSubscription, Consumer, ModelProvider, condition_type,
+};
 use tollgate_snapshot::{
     Compiled, DEFAULT_NAMESPACE, Inputs, Kind, ObjectRef, Snapshot, Verdict, compile,
 };
@@ -189,6 +191,9 @@ pub fn parse(files: &Files) -> Result<Loaded, LoadError> {
                 (tollgate_crds::API_VERSION, "Consumer") => inputs
                     .consumers
                     .push(serde_yaml::from_value::<Consumer>(value).map_err(parse_err)?),
+                (tollgate_crds::API_VERSION, "AIGuardrail") => inputs
+                    .guardrails
+                    .push(serde_yaml::from_value::<AIGuardrail>(value).map_err(parse_err)?),
                 (tollgate_crds::API_VERSION, "ApiSubscription") => inputs
                     .subscriptions
                     .push(serde_yaml::from_value::<ApiSubscription>(value).map_err(parse_err)?),

@@ -168,6 +168,7 @@ async fn model_call(
         body: bytes,
         headers,
     } = asked;
+    let bytes = call::guard_request(snapshot, admitted.route, endpoint, bytes, call)?;
     let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, call)?
         .with_caller_headers(headers);
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
@@ -181,7 +182,9 @@ async fn model_call(
         notes,
     )
     .await?;
-    call::cached_call(shared, snapshot, routed, headers, call).await
+    call::refuse_unguardable_stream(snapshot, admitted.route, endpoint, call.stream, call)?;
+    let response = call::cached_call(shared, snapshot, routed, headers, call).await?;
+    call::guard_answer(snapshot, admitted.route, endpoint, response, call).await
 }
 
 #[cfg(test)]

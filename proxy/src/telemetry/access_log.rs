@@ -165,6 +165,8 @@ pub struct AccessLine<'a> {
     /// The prompt's version, when it has one.
     pub operation_version: Option<&'a str>,
     pub cache: Option<&'a str>,
+    /// Guardrail rules that matched, with what they did (rule names only, never the text).
+    pub guardrails: &'a [(std::sync::Arc<str>, &'static str)],
 }
 
 impl AccessLine<'_> {
@@ -218,6 +220,20 @@ impl AccessLine<'_> {
         if let Some(cache) = self.cache {
             out.extend_from_slice(b",\"cache\":");
             json::string(out, cache);
+        }
+        if !self.guardrails.is_empty() {
+            out.extend_from_slice(b",\"guardrails\":[");
+            for (i, (rule, action)) in self.guardrails.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"rule\":");
+                json::string(out, rule);
+                out.extend_from_slice(b",\"action\":");
+                json::string(out, action);
+                out.push(b'}');
+            }
+            out.push(b']');
         }
         out.extend_from_slice(b",\"snapshot_version\":");
         match self.snapshot_version {
@@ -345,6 +361,7 @@ mod tests {
             operation: None,
             operation_version: None,
             cache: None,
+            guardrails: &[],
         }
     }
 

@@ -179,6 +179,12 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GuardrailLabels {
+    rule: String,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
     op: &'static str,
 }
@@ -318,6 +324,7 @@ pub struct Metrics {
     traffic: TrafficMetrics,
     cache: CacheMetrics,
     trace: TraceCounters,
+    guardrails: Family<GuardrailLabels, Counter>,
     series: Mutex<SeriesCache>,
 }
 
@@ -467,9 +474,16 @@ impl Metrics {
         let traffic = TrafficMetrics::register(&mut registry);
         let cache = CacheMetrics::register(&mut registry);
         let trace = TraceCounters::register(&mut registry);
+        let guardrails = Family::<GuardrailLabels, Counter>::default();
+        registry.register(
+            "tollgate_guardrail_decisions",
+            "Guardrail rules that matched a call, by rule and action (mask, reject, monitor)",
+            guardrails.clone(),
+        );
         Self {
             cache,
             trace,
+            guardrails,
             series: Mutex::default(),
             traffic,
             registry,
@@ -675,6 +689,17 @@ impl Metrics {
     /// A hit saved a provider these tokens.
     pub fn cache_saved(&self, tokens: u64) {
         self.cache.saved_tokens.inc_by(tokens);
+    }
+
+    /// A guardrail rule matched a call (once per call and rule): `action` is `mask`, `reject` or
+    /// `monitor`.
+    pub fn guardrail_decision(&self, rule: &str, action: &'static str) {
+        self.guardrails
+            .get_or_create(&GuardrailLabels {
+                rule: rule.to_string(),
+                action,
+            })
+            .inc();
     }
 
     /// An access-log line was dropped: its writer is behind.

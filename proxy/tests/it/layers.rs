@@ -38,6 +38,18 @@ const LAYERS: &[Layer] = &[
         forbidden_crates: &[],
     },
     Layer {
+        module: "guard",
+        height: 4,
+        forbidden_crates: &[
+            "tokio",
+            "hyper",
+            "hyper_util",
+            "http_body",
+            "http_body_util",
+            "tower_service",
+        ],
+    },
+    Layer {
         module: "llm",
         height: 4,
         forbidden_crates: &[

@@ -22,6 +22,7 @@
 //! - `responses_api`: Responses-API callers, passed through to OpenAI or translated for the others.
 //! - `traces`: OTLP traces into a real OpenTelemetry Collector: the span tree, GenAI attributes,
 //!   W3C trace context in and out, and a collector that dies mid-run.
+//! - `guardrails`: content rules on requests and answers: masking, refusals, streamed answers.
 //! - `hot_swap`: snapshot swaps under load.
 //! - `standalone`: configuration read from YAML files and watched.
 //! - `sdk`: the official Python SDKs as clients.
@@ -35,6 +36,7 @@ mod support;
 mod admission;
 mod backends;
 mod cache;
+mod guardrails;
 mod hot_swap;
 mod layers;
 mod limits;

@@ -164,3 +164,22 @@ async fn unreadable_files_fail_at_startup() {
     assert!(!proxy.store.is_ready());
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_quickstart_masks_emails_in_what_callers_send() {
+    let proxy = TestProxy::start_with(test_config(), None).await;
+    let _watcher = Watcher::start(&quickstart(), proxy.store.clone(), None).unwrap();
+    let r = post(
+        &proxy.url("/demo/v1/chat/completions"),
+        KEY,
+        &json!({"model": "fake-chat", "messages": [{"role": "user", "content": "mail bob@example.com"}]}),
+    )
+    .await;
+    r.assert_status(200);
+    let line = proxy.log_line_of(&r.request_id()).await;
+    assert_eq!(
+        line["guardrails"],
+        json!([{"rule": "emails", "action": "mask"}])
+    );
+    assert!(!line.to_string().contains("bob@example.com"));
+}

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use tollgate_crds::{Consumer as ConsumerObject, condition_type};
 
 use super::conditions::unresolved_refs;
+use super::guardrail::{GuardrailTable, guardrails_condition};
 use super::objects::{
     Interner, Item, Texts, claim_for_older, input_order, join_list, map_in_order, sentences,
     states_by_id,
@@ -48,6 +49,7 @@ struct Resolved {
 pub(crate) fn compile_consumers<'a>(
     items: &[Item<'a, ConsumerObject>],
     secrets: &Secrets<'_>,
+    guardrails: &GuardrailTable<'_>,
     now_unix: i64,
     verdicts: &mut Vec<Verdict>,
 ) -> ConsumerTable<'a> {
@@ -78,12 +80,21 @@ pub(crate) fn compile_consumers<'a>(
         match resolved[i].take() {
             None => (invalid_verdict(item, &invalid[i]), None),
             Some(resolved) => {
-                let verdict = accepted_verdict(item, &resolved, &mut texts);
+                let mut verdict = accepted_verdict(item, &resolved, &mut texts);
+                let spec = &item.obj.spec;
+                let attached = if spec.guardrails.is_empty() {
+                    Vec::new()
+                } else {
+                    let attached = guardrails.attach(&spec.guardrails, item.id.namespace);
+                    verdict.conditions.push(guardrails_condition(&attached));
+                    attached.guardrails
+                };
                 let consumer = Consumer {
                     id: item.reference.clone(),
                     keys: resolved.keys,
-                    limits: super::traffic::limits_of(item.obj.spec.limits.as_ref()),
-                    budget: super::traffic::budget_of(item.obj.spec.budget.as_ref()),
+                    limits: super::traffic::limits_of(spec.limits.as_ref()),
+                    budget: super::traffic::budget_of(spec.budget.as_ref()),
+                    guardrails: attached,
                 };
                 (verdict, Some(consumer))
             }

@@ -7,6 +7,7 @@
 mod cache;
 mod conditions;
 mod consumer;
+mod guardrail;
 mod json_schema;
 mod objects;
 mod paths;
@@ -25,7 +26,9 @@ pub use prompt::compile_prompt_spec;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use subscription::VerdictQueue;
 use threads::join;
-use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider, Phase, condition_type};
+use tollgate_crds::{
+    AIGuardrail, AIRoute, ApiSubscription, Consumer, ModelProvider, Phase, condition_type,
+};
 
 use std::sync::{Arc, OnceLock, mpsc};
 
@@ -56,6 +59,8 @@ pub struct Inputs {
     pub consumers: Vec<Consumer>,
     /// Every `ApiSubscription`.
     pub subscriptions: Vec<ApiSubscription>,
+    /// Every `AIGuardrail` (copied into the routes and consumers that attach it).
+    pub guardrails: Vec<AIGuardrail>,
     /// The Secrets that providers and consumers refer to (others are ignored).
     pub secrets: Vec<Secret>,
     /// The ConfigMaps that routes' REST services read their OpenAPI documents from (others are ignored).
@@ -88,13 +93,22 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
     let secrets = OnceLock::new();
     let secrets = || secrets.get_or_init(|| secrets::Secrets::new(&inputs.secrets));
     let now = inputs.now_unix;
+    // Few and small: compiled before the threads start, so both can attach them.
+    let guardrail_objects = objects::collect(&inputs.guardrails);
+    let guardrails = guardrail::compile_guardrails(&guardrail_objects.items);
+    let guardrails = &guardrails;
 
     let (left, right) = std::thread::scope(|scope| {
         let right = scope.spawn(|| {
             let consumers = objects::collect(&inputs.consumers);
             let mut verdicts = Vec::with_capacity(inputs.consumers.len());
-            let table =
-                consumer::compile_consumers(&consumers.items, secrets(), now, &mut verdicts);
+            let table = consumer::compile_consumers(
+                &consumers.items,
+                secrets(),
+                guardrails,
+                now,
+                &mut verdicts,
+            );
             (consumers, table, verdicts)
         });
         let providers = objects::collect(&inputs.providers);
@@ -114,6 +128,7 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
             providers: &provider_table,
             secrets: secrets(),
             config_maps: &config_maps,
+            guardrails,
         };
         let route_table = route::compile_routes(
             &routes.items,

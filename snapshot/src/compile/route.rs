@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tollgate_crds::{AIRoute, AIRouteSpec, BackendRef, Stage, condition_type};
 
 use super::conditions::unresolved_refs;
+use super::guardrail::{GuardrailTable, guardrails_condition};
 use super::objects::{
     Interner, Item, Texts, by_age, input_order, join_list, map_in_order, push_list, sentences,
     states_by_id,
@@ -45,6 +46,7 @@ pub(crate) struct Refs<'r> {
     pub providers: &'r ProviderTable<'r>,
     pub secrets: &'r Secrets<'r>,
     pub config_maps: &'r ConfigMaps<'r>,
+    pub guardrails: &'r GuardrailTable<'r>,
 }
 
 /// Compiles routes, which arrive sorted by namespace/name.
@@ -547,6 +549,13 @@ fn build<'a>(
     if !spec.prompts.is_empty() && spec.stage != Stage::Retired {
         conditions.push(prompts_condition(&prompts));
     }
+    let guardrails = if spec.guardrails.is_empty() {
+        Vec::new()
+    } else {
+        let attached = refs.guardrails.attach(&spec.guardrails, namespace);
+        conditions.push(guardrails_condition(&attached));
+        attached.guardrails
+    };
     let verdict = Verdict {
         kind: Kind::AIRoute,
         id: item.reference.clone(),
@@ -573,6 +582,7 @@ fn build<'a>(
         prompts: prompts.prompts,
         cache: valid.cache.clone(),
         rest,
+        guardrails,
     };
     (verdict, route)
 }

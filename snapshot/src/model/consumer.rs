@@ -83,4 +83,8 @@ pub struct Consumer {
     /// Spend ceiling over all of the consumer's subscriptions together.
     #[serde(default)]
     pub budget: Budget,
+    /// Guardrails that resolved, in `spec.guardrails` order, checked after the route's. Left out of the
+    /// encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<super::guardrail::Guardrail>,
 }

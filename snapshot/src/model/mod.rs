@@ -8,6 +8,7 @@
 //! holds them all.
 
 mod consumer;
+mod guardrail;
 mod index;
 mod limits;
 mod prompt;
@@ -20,6 +21,10 @@ mod subscription;
 mod table;
 
 pub use consumer::{Consumer, ConsumerKey, KeyDigest};
+pub use guardrail::{
+    Detector, GuardRule, Guardrail, GuardrailAction, GuardrailDirection, GuardrailEndpoint,
+    Matcher, PATTERN_SIZE_LIMIT, Pattern, default_mask,
+};
 pub use limits::{Budget, Limits, Price, budget_usd};
 pub use prompt::{
     Output, Parameters, Prompt, PromptRole, Segment, TemplateMessage, Variable, VariableType,

@@ -93,6 +93,9 @@ pub struct Route {
     /// when absent, so routes without one encode (and hash) as they did before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest: Option<super::rest::RestService>,
+    /// Guardrails that resolved, in `spec.guardrails` order. Left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<super::guardrail::Guardrail>,
 }
 
 /// How a route caches answers.

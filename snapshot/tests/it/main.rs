@@ -3,6 +3,7 @@
 
 mod determinism;
 mod rules_access;
+mod rules_guardrails;
 mod rules_rest;
 mod rules_routing;
 mod support;

@@ -945,3 +945,95 @@ async fn a_team_cannot_take_another_teams_path_by_being_first() {
         .unwrap();
     wait_served(&[&proxy], &format!("/{b}"), key_b, Duration::from_secs(10)).await;
 }
+
+/// A guardrail that refuses calls naming an employee id, attached to route `guarded`.
+const GUARDRAIL: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: AIGuardrail
+metadata:
+  name: no-ids
+spec:
+  appliesTo: Request
+  rules:
+    - name: employee-ids
+      pattern: "EMP-[0-9]{6}"
+      action: Reject
+    - name: emails
+      detector: Email
+      action: Mask
+"#;
+
+// 11. Guardrails applied with kubectl: enforced by the proxies; a pattern that does not compile is
+// reported in the route's status and its calls refused; field mistakes refused by the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardrails_are_enforced_and_a_bad_pattern_is_reported_in_status() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-guardrails");
+    let (_controller, a, _b) = controller_and_proxies(&setup).await;
+    setup.apply(&base_yaml());
+    setup.apply(GUARDRAIL);
+    let route = route_yaml("guarded", "/guarded", "Automatic", "guarded").replace(
+        "  models:\n",
+        "  guardrails:\n    - name: no-ids\n  models:\n",
+    );
+    setup.apply(&route);
+    wait_served(&[&a], "/guarded", KEY, Duration::from_secs(10)).await;
+    let route = wait_condition(&setup, "airoute/guarded", "GuardrailsValid", "True").await;
+    println!(
+        "GuardrailsValid: {}",
+        condition(&route, "GuardrailsValid").unwrap()["message"]
+    );
+    let body =
+        |text: &str| json!({"model": MODEL, "messages": [{"role": "user", "content": text}]});
+    let (status, answer) = a
+        .post(
+            "/guarded/v1/chat/completions",
+            KEY,
+            &body("about EMP-123456"),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("content_policy_violation"), "{answer}");
+    assert!(
+        answer.contains("employee-ids") && !answer.contains("EMP-123456"),
+        "{answer}"
+    );
+
+    // The API server refuses a rule with both a detector and a pattern (a CEL rule of the CRD).
+    let both = GUARDRAIL.replace(
+        "      detector: Email\n",
+        "      detector: Email\n      pattern: \"x\"\n",
+    );
+    let applied = setup.ns.apply_yaml(&both);
+    let error = applied.expect_err("a rule with detector and pattern is refused");
+    assert!(
+        error.contains("a rule has exactly one of detector and pattern"),
+        "{error}"
+    );
+
+    // A pattern that does not compile: reported on the route, and its calls refused, not unchecked.
+    setup.apply(&GUARDRAIL.replace("EMP-[0-9]{6}", "EMP-([0-9]{6}"));
+    let route = wait_condition(&setup, "airoute/guarded", "GuardrailsValid", "False").await;
+    let message = condition(&route, "GuardrailsValid").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    println!("GuardrailsValid with a bad pattern: {message}");
+    assert!(
+        message.contains("rule employee-ids: the pattern does not compile"),
+        "{message}"
+    );
+    eventually(
+        "calls are refused with guardrail_unavailable",
+        Duration::from_secs(10),
+        || async {
+            let (status, answer) = a
+                .post("/guarded/v1/chat/completions", KEY, &body("hi"))
+                .await;
+            (status == 503 && answer.contains("guardrail_unavailable"))
+                .then_some(())
+                .ok_or(format!("{status} {answer}"))
+        },
+    )
+    .await;
+}

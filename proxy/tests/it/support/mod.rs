@@ -236,6 +236,7 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
         prompts: Vec::new(),
         cache: None,
         rest: None,
+        guardrails: Vec::new(),
     }
 }
 
@@ -249,6 +250,7 @@ pub fn consumer(namespace: &str, name: &str, key: &str) -> Consumer {
         }],
         limits: Limits::default(),
         budget: Budget::default(),
+        guardrails: Vec::new(),
     }
 }
 

@@ -1,0 +1,197 @@
+//! `AIGuardrail`: reusable content rules (personal data, secrets, patterns, size) that routes and
+//! consumers attach by name.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::conditions_schema;
+use crate::provider::NamespaceName;
+
+/// Content rules checked on the text of model calls: on what callers send, on what models answer, or both.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "AIGuardrail",
+    plural = "aiguardrails",
+    namespaced,
+    status = "AIGuardrailStatus",
+    shortname = "aig",
+    category = "tollgate",
+    doc = "Content rules (personal data, secrets, patterns, size) that routes and consumers attach by name.",
+    printcolumn(name = "Applies", type_ = "string", json_path = ".spec.appliesTo"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("(has(self.rules) && size(self.rules) > 0) || has(self.maxInputChars) || has(self.maxInputTokens)")
+    .message("a guardrail needs at least one rule, maxInputChars or maxInputTokens"))]
+#[serde(rename_all = "camelCase")]
+pub struct AIGuardrailSpec {
+    /// Where the rules apply: to what callers send, to what models answer, or both. Default Both.
+    #[serde(default)]
+    pub applies_to: GuardrailDirection,
+    /// Endpoints whose text is checked. Empty means all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub endpoints: Vec<GuardrailEndpoint>,
+    /// The rules, checked in order; the first Reject ends the call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub rules: Vec<GuardrailRule>,
+    /// Longest input accepted, in characters (Unicode scalar values) of all its text together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_input_chars: Option<u32>,
+    /// Longest input accepted, in tokens, estimated as one token per four characters (rounded up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_input_tokens: Option<u32>,
+    /// Other namespaces whose routes and consumers may attach this guardrail; `*` means all. Its own
+    /// namespace always may.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub allowed_namespaces: Vec<NamespaceName>,
+}
+
+/// One rule: a built-in detector or a regular expression, and what to do with a match.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.detector) != has(self.pattern)")
+        .message("a rule has exactly one of detector and pattern"),
+    validation = Rule::new("!has(self.maskAs) || self.action == 'Mask'")
+        .message("maskAs is only used by the Mask action")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardrailRule {
+    /// The rule's name, given in rejections, the access log and metrics (never the matched text).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// A built-in detector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<Detector>,
+    /// A regular expression (Rust `regex` syntax: linear time, no look-around or back-references).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub pattern: Option<String>,
+    /// What a match does.
+    pub action: GuardrailAction,
+    /// The text a masked match is replaced by; defaults to the detector's token (`[EMAIL]`…) or `[REDACTED]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[^\s]+$"))]
+    pub mask_as: Option<String>,
+}
+
+/// A built-in detector of personal data or secrets.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum Detector {
+    /// E-mail addresses.
+    Email,
+    /// Phone numbers (international `+…` or North-American shapes).
+    Phone,
+    /// Payment card numbers that pass the Luhn check.
+    CreditCard,
+    /// IBANs whose mod-97 checksum is right.
+    Iban,
+    /// US Social Security numbers (`123-45-6789`, area, group and serial rules applied).
+    UsSsn,
+    /// IPv4 and IPv6 addresses.
+    IpAddress,
+    /// API keys, tokens and private keys by their known shapes.
+    Secret,
+}
+
+/// What a rule does with a match.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum GuardrailAction {
+    /// Replace the match with a token before the text leaves Tollgate.
+    Mask,
+    /// Refuse the call (400 `content_policy_violation`), or end a streamed answer with an error.
+    Reject,
+    /// Only log and count the match.
+    Monitor,
+}
+
+/// Which side of a call a guardrail checks.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
+pub enum GuardrailDirection {
+    /// What callers send.
+    Request,
+    /// What models answer.
+    Response,
+    /// Both.
+    #[default]
+    Both,
+}
+
+/// An endpoint whose text a guardrail checks.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum GuardrailEndpoint {
+    /// `/v1/chat/completions` and `/v1/responses`.
+    Chat,
+    /// `/v1/messages`.
+    Messages,
+    /// Prompt APIs (`<prefix>/prompts/<name>`).
+    Prompts,
+    /// `/v1/embeddings` inputs.
+    Embeddings,
+}
+
+/// A guardrail attached to a route or consumer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardrailRef {
+    /// Name of the `AIGuardrail`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Its namespace; defaults to the referring object's. The guardrail must allow the referrer's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
+}
+
+/// What the controller reports about a guardrail.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AIGuardrailStatus {
+    /// The `metadata.generation` these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}

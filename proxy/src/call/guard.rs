@@ -1,0 +1,310 @@
+//! Guardrails on a model call: the caller's text checked before it goes upstream (masked, or the call
+//! refused), and the answer's text checked on its way back (see `guard_answer`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::Value;
+use tollgate_snapshot::{ConsumerIdx, GuardrailEndpoint, RouteIdx, Snapshot};
+
+use super::ask::Endpoint;
+use super::record::Call;
+use crate::error::ApiError;
+use crate::guard::{AnswerStream, Decision, Policy, Refusal, StreamFormat};
+
+/// The guardrail endpoint a model endpoint counts as.
+pub(super) fn guardrail_endpoint(endpoint: Endpoint) -> GuardrailEndpoint {
+    match endpoint {
+        Endpoint::Chat | Endpoint::Responses => GuardrailEndpoint::Chat,
+        Endpoint::Messages | Endpoint::CountTokens => GuardrailEndpoint::Messages,
+        Endpoint::Prompt { .. } => GuardrailEndpoint::Prompts,
+        Endpoint::Embeddings => GuardrailEndpoint::Embeddings,
+    }
+}
+
+/// The rules of one side of a call on `route` by `consumer` (route's guardrails first), or `None` when
+/// nothing is checked.
+pub(super) fn policy(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    consumer: Option<ConsumerIdx>,
+    endpoint: Endpoint,
+    request: bool,
+) -> Option<Policy> {
+    let route = &snapshot.content.routes[route as usize].guardrails;
+    let consumer = consumer
+        .map(|c| &snapshot.content.consumers[c as usize].guardrails[..])
+        .unwrap_or_default();
+    if route.is_empty() && consumer.is_empty() {
+        return None;
+    }
+    let policy = Policy::gather(
+        route.iter().chain(consumer),
+        guardrail_endpoint(endpoint),
+        request,
+    );
+    (!policy.is_empty()).then_some(policy)
+}
+
+/// Notes decisions in the call's record.
+pub(super) fn note(call: &mut Call, decisions: &[Decision]) {
+    call.note_guardrails(decisions);
+}
+
+/// The 400 a Reject rule gives: names the rule, never the text it matched.
+pub(super) fn rejected(rule: &str, side: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "content_policy_violation",
+        format!("The {side} was refused by the guardrail rule {rule}."),
+    )
+}
+
+fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::TooLong { unit, limit } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "content_policy_violation",
+            format!(
+                "The request's text is longer than a guardrail of this API allows ({limit} {unit})."
+            ),
+        ),
+        Refusal::Broken(id) => ApiError::upstream(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "guardrail_unavailable",
+            format!(
+                "The guardrail {id} of this API cannot be used (see GuardrailsValid in the route's or consumer's status), so calls it checks are refused."
+            ),
+        ),
+    }
+}
+
+/// Members of a request whose strings are text a model reads (the rest are roles, ids, types, URLs).
+const TEXT_KEYS: &[&str] = &[
+    "content",
+    "text",
+    "input",
+    "system",
+    "instructions",
+    "prompt",
+];
+
+/// Every text string of a request document, to `visit`.
+fn texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+    fn walk(value: &mut Value, text: bool, visit: &mut dyn FnMut(&mut String)) {
+        match value {
+            Value::String(s) if text => visit(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, text, visit)),
+            Value::Object(members) => {
+                for (key, v) in members.iter_mut() {
+                    walk(v, TEXT_KEYS.contains(&key.as_str()), visit);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Value::Object(members) = doc {
+        for (key, v) in members.iter_mut() {
+            if key == "messages" {
+                walk(v, false, visit);
+            } else if TEXT_KEYS.contains(&key.as_str()) {
+                walk(v, true, visit);
+            }
+        }
+    }
+}
+
+/// Checks the caller's text: the body to send on (masked where a Mask rule matched), or the refusal.
+pub fn guard_request(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    endpoint: Endpoint,
+    body: Bytes,
+    call: &mut Call,
+) -> Result<Bytes, ApiError> {
+    let Some(policy) = policy(snapshot, route, call.consumer, endpoint, true) else {
+        return Ok(body);
+    };
+    // A body that is not JSON is refused with its own 400 when it is read as a request.
+    let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
+        if let Some(id) = policy.broken {
+            return Err(refused(Refusal::Broken(id)));
+        }
+        return Ok(body);
+    };
+    let mut chars = 0usize;
+    texts(&mut doc, &mut |s| chars += s.chars().count());
+    policy.admit(chars).map_err(|r| {
+        let error = refused(r);
+        call.fail(error.code);
+        error
+    })?;
+    if policy.rules.is_empty() {
+        return Ok(body);
+    }
+    let mut refusal: Option<Arc<str>> = None;
+    let mut changed = false;
+    let mut decisions: Vec<Decision> = Vec::new();
+    texts(&mut doc, &mut |s| {
+        if refusal.is_some() {
+            return;
+        }
+        let checked = policy.check(s);
+        for d in &checked.decisions {
+            if !decisions.contains(d) {
+                decisions.push(d.clone());
+            }
+        }
+        if let Some(rule) = checked.rejected {
+            refusal = Some(rule);
+        } else if !checked.masks.is_empty() {
+            *s = checked.masked(s);
+            changed = true;
+        }
+    });
+    note(call, &decisions);
+    if let Some(rule) = refusal {
+        call.fail("content_policy_violation");
+        return Err(rejected(&rule, "request"));
+    }
+    if !changed {
+        return Ok(body);
+    }
+    Ok(Bytes::from(
+        serde_json::to_vec(&doc).expect("a JSON value encodes"),
+    ))
+}
+
+/// Members of an answer whose strings are text the model wrote (OpenAI's `content`, Anthropic's and
+/// the Responses API's `text`, a prompt API's `output`).
+const ANSWER_KEYS: &[&str] = &["content", "text", "output"];
+
+fn answer_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+    fn walk(value: &mut Value, text: bool, visit: &mut dyn FnMut(&mut String)) {
+        match value {
+            Value::String(s) if text => visit(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, text, visit)),
+            Value::Object(members) => {
+                for (key, v) in members.iter_mut() {
+                    walk(v, text || ANSWER_KEYS.contains(&key.as_str()), visit);
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(doc, false, visit);
+}
+
+/// Checks the answer's text on its way to the caller: a whole answer is read, checked and masked here
+/// (a Reject rule makes it a 400); a streamed one is checked as it flows (see `guard::AnswerStream`).
+pub async fn guard_answer(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    endpoint: Endpoint,
+    mut response: http::Response<super::body::ResponseBody>,
+    call: &mut Call,
+) -> Result<http::Response<super::body::ResponseBody>, ApiError> {
+    let Some(policy) = policy(snapshot, route, call.consumer, endpoint, false) else {
+        return Ok(response);
+    };
+    // Embeddings and token counts answer with numbers, not text.
+    if policy.rules.is_empty()
+        || !response.status().is_success()
+        || matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens)
+    {
+        return Ok(response);
+    }
+    let streamed = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streamed {
+        let format = match endpoint {
+            Endpoint::Chat => StreamFormat::OpenAiChat,
+            Endpoint::Messages => StreamFormat::AnthropicMessages,
+            // Checked before the call (see `refuse_unguardable_stream`): never reached.
+            _ => return Err(unguardable_stream()),
+        };
+        response
+            .body_mut()
+            .guard_with(AnswerStream::new(format, Arc::new(policy)));
+        return Ok(response);
+    }
+    let body = response.body_mut().read_whole(call).await.map_err(|_| {
+        ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "The provider's answer broke off before it was complete.",
+        )
+    })?;
+    let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
+        let (parts, mut old) = response.into_parts();
+        let mut new = super::body::ResponseBody::full(Bytes::from(body));
+        old.hand_copy_to(&mut new);
+        return Ok(http::Response::from_parts(parts, new));
+    };
+    let mut refusal: Option<Arc<str>> = None;
+    let mut decisions: Vec<Decision> = Vec::new();
+    let mut changed = false;
+    answer_texts(&mut doc, &mut |s| {
+        if refusal.is_some() {
+            return;
+        }
+        let checked = policy.check(s);
+        for d in &checked.decisions {
+            if !decisions.contains(d) {
+                decisions.push(d.clone());
+            }
+        }
+        if let Some(rule) = checked.rejected {
+            refusal = Some(rule);
+        } else if !checked.masks.is_empty() {
+            *s = checked.masked(s);
+            changed = true;
+        }
+    });
+    note(call, &decisions);
+    if let Some(rule) = refusal {
+        call.fail("content_policy_violation");
+        return Err(rejected(&rule, "answer"));
+    }
+    // Unchanged answers keep their own bytes.
+    let bytes = if changed {
+        Bytes::from(serde_json::to_vec(&doc).expect("a JSON value encodes"))
+    } else {
+        Bytes::from(body)
+    };
+    let (mut parts, mut old) = response.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let mut new = super::body::ResponseBody::full(bytes);
+    old.hand_copy_to(&mut new);
+    Ok(http::Response::from_parts(parts, new))
+}
+
+fn unguardable_stream() -> ApiError {
+    ApiError::bad_request(
+        "stream_not_supported",
+        "This API's guardrails check answers, and streamed answers of this endpoint cannot be checked yet: call it without stream.",
+    )
+}
+
+/// Refuses, before anything goes upstream, a stream whose answer guardrails could not check
+/// (prompt APIs and the Responses API stream in formats the answer check does not read yet).
+pub fn refuse_unguardable_stream(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    endpoint: Endpoint,
+    stream: bool,
+    call: &Call,
+) -> Result<(), ApiError> {
+    if !stream || matches!(endpoint, Endpoint::Chat | Endpoint::Messages) {
+        return Ok(());
+    }
+    match policy(snapshot, route, call.consumer, endpoint, false) {
+        Some(p) if !p.rules.is_empty() => Err(unguardable_stream()),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,209 @@
+//! One side of a call checked against the rules that apply to it: what to reject, what to mask and
+//! what to note.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use tollgate_snapshot::{
+    GuardRule, Guardrail, GuardrailAction, GuardrailEndpoint, Matcher, ObjectRef,
+};
+
+use super::detect;
+
+/// The rules that apply to one side of one call, gathered from the route's and the consumer's
+/// guardrails (route first).
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Every rule, in order.
+    pub rules: Vec<GuardRule>,
+    /// The smallest `maxInputChars` of the guardrails (request side only).
+    pub max_chars: Option<u32>,
+    /// The smallest `maxInputTokens` of the guardrails (request side only).
+    pub max_tokens: Option<u32>,
+    /// An attached guardrail that could not be compiled: the call is refused.
+    pub broken: Option<ObjectRef>,
+}
+
+/// What one rule decided about a call: recorded in the access log and counted, never with the text.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Decision {
+    /// The rule's name.
+    pub rule: Arc<str>,
+    /// What it did.
+    pub action: GuardrailAction,
+}
+
+/// Why a call is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The input is longer than a guardrail allows.
+    TooLong {
+        /// `chars` or `tokens`.
+        unit: &'static str,
+        /// The ceiling.
+        limit: u32,
+    },
+    /// An attached guardrail is unusable (see the route's or consumer's `GuardrailsValid`).
+    Broken(ObjectRef),
+}
+
+/// The outcome of checking one text.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Spans to mask (sorted, not overlapping) with the token each becomes.
+    pub masks: Vec<(Range<usize>, Arc<str>)>,
+    /// The first Reject rule that matched.
+    pub rejected: Option<Arc<str>>,
+    /// Every rule that matched, once each.
+    pub decisions: Vec<Decision>,
+    /// Where any rule matched (masking or not): a stream never cuts through one.
+    pub spans: Vec<Range<usize>>,
+}
+
+impl Policy {
+    /// The rules that `guardrails` (route's, then consumer's) apply to `endpoint`, on the request side
+    /// when `request`, else on the answer side.
+    pub fn gather<'a>(
+        guardrails: impl IntoIterator<Item = &'a Guardrail>,
+        endpoint: GuardrailEndpoint,
+        request: bool,
+    ) -> Policy {
+        let mut policy = Policy::default();
+        for g in guardrails {
+            if g.broken {
+                policy.broken.get_or_insert_with(|| g.id.clone());
+                continue;
+            }
+            if !g.covers(endpoint, request) {
+                continue;
+            }
+            policy.rules.extend(g.rules.iter().cloned());
+            if request {
+                policy.max_chars = min_some(policy.max_chars, g.max_input_chars);
+                policy.max_tokens = min_some(policy.max_tokens, g.max_input_tokens);
+            }
+        }
+        policy
+    }
+
+    /// Whether nothing is checked.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+            && self.max_chars.is_none()
+            && self.max_tokens.is_none()
+            && self.broken.is_none()
+    }
+
+    /// Refuses an input of `chars` characters in all if it is longer than allowed (tokens estimated as
+    /// four characters each, rounded up), or if a guardrail is unusable.
+    pub fn admit(&self, chars: usize) -> Result<(), Refusal> {
+        if let Some(id) = &self.broken {
+            return Err(Refusal::Broken(id.clone()));
+        }
+        if let Some(limit) = self.max_chars
+            && chars > limit as usize
+        {
+            return Err(Refusal::TooLong {
+                unit: "characters",
+                limit,
+            });
+        }
+        if let Some(limit) = self.max_tokens
+            && chars.div_ceil(4) > limit as usize
+        {
+            return Err(Refusal::TooLong {
+                unit: "tokens",
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks one text with every rule.
+    pub fn check(&self, text: &str) -> Checked {
+        let mut checked = Checked::default();
+        let mut masks: Vec<(Range<usize>, Arc<str>)> = Vec::new();
+        for rule in &self.rules {
+            let found: Vec<Range<usize>> = match &rule.matcher {
+                Matcher::Detector(d) => detect::find(*d, text),
+                Matcher::Pattern(p) => p
+                    .regex()
+                    .find_iter(text)
+                    .map(|m| m.range())
+                    .filter(|r| !r.is_empty())
+                    .collect(),
+            };
+            if found.is_empty() {
+                continue;
+            }
+            let decision = Decision {
+                rule: Arc::clone(&rule.name),
+                action: rule.action,
+            };
+            if !checked.decisions.contains(&decision) {
+                checked.decisions.push(decision);
+            }
+            match rule.action {
+                GuardrailAction::Reject => {
+                    checked
+                        .rejected
+                        .get_or_insert_with(|| Arc::clone(&rule.name));
+                }
+                GuardrailAction::Mask => {
+                    masks.extend(found.iter().map(|r| (r.clone(), Arc::clone(&rule.mask_as))))
+                }
+                GuardrailAction::Monitor => {}
+            }
+            checked.spans.extend(found);
+        }
+        checked.masks = merge(masks);
+        checked.spans = merge(checked.spans.into_iter().map(|r| (r, ())).collect())
+            .into_iter()
+            .map(|(r, ())| r)
+            .collect();
+        checked
+    }
+}
+
+fn min_some(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Sorts spans and joins those that overlap; a joined span keeps the first one's value.
+fn merge<T>(mut spans: Vec<(Range<usize>, T)>) -> Vec<(Range<usize>, T)> {
+    spans.sort_by_key(|(r, _)| (r.start, std::cmp::Reverse(r.end)));
+    let mut out: Vec<(Range<usize>, T)> = Vec::with_capacity(spans.len());
+    for (range, value) in spans {
+        match out.last_mut() {
+            Some((last, _)) if range.start < last.end => last.end = last.end.max(range.end),
+            _ => out.push((range, value)),
+        }
+    }
+    out
+}
+
+/// `text` with every span of `masks` that lies in `range` replaced by its token (offsets are `text`'s).
+pub fn apply(text: &str, masks: &[(Range<usize>, Arc<str>)], range: Range<usize>) -> String {
+    let mut out = String::with_capacity(range.len());
+    let mut at = range.start;
+    for (span, token) in masks {
+        if span.start < range.start || span.end > range.end {
+            continue;
+        }
+        out.push_str(&text[at..span.start]);
+        out.push_str(token);
+        at = span.end;
+    }
+    out.push_str(&text[at..range.end]);
+    out
+}
+
+impl Checked {
+    /// `text` (the one checked) with its masks applied.
+    pub fn masked(&self, text: &str) -> String {
+        apply(text, &self.masks, 0..text.len())
+    }
+}

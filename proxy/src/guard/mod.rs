@@ -1,0 +1,18 @@
+//! Guardrails on the text of model calls: the built-in detectors, the rules of a call's side checked
+//! against a text, and the check of a streamed answer with its hold-back window.
+//!
+//! Pure, like `llm/`: text in, spans, masked text and decisions out; no request, body or shared state.
+
+mod check;
+mod detect;
+mod sse;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+pub use check::{Decision, Policy, Refusal};
+#[cfg(test)]
+use detect::find;
+pub use sse::{AnswerStream, StreamFormat};
+#[cfg(test)]
+use stream::{HOLD_BACK_BYTES, MAX_PENDING_BYTES, StreamGuard};

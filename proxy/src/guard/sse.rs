@@ -1,0 +1,390 @@
+//! A streamed answer in the caller's format, its text deltas passed through a [`StreamGuard`] per
+//! choice (OpenAI) or content block (Anthropic): deltas carry the released text, the text still held
+//! is sent just before the choice finishes or the block stops, and a Reject rule ends the stream with
+//! an error event in the caller's format.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::check::{Decision, Policy};
+use super::stream::StreamGuard;
+
+/// The stream formats whose text can be checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// OpenAI chat completion chunks (`data: {...}`, `data: [DONE]`).
+    OpenAiChat,
+    /// Anthropic Messages events (`event: …` / `data: {...}`).
+    AnthropicMessages,
+}
+
+/// One streamed answer being checked.
+pub struct AnswerStream {
+    format: StreamFormat,
+    policy: Arc<Policy>,
+    guards: BTreeMap<u64, StreamGuard>,
+    buffer: Vec<u8>,
+    /// The rule that ended the stream.
+    rejected: Option<Arc<str>>,
+    /// Decisions of guards already finished.
+    decisions: Vec<Decision>,
+}
+
+impl AnswerStream {
+    /// Checks an answer in `format` with `policy`.
+    pub fn new(format: StreamFormat, policy: Arc<Policy>) -> Self {
+        Self {
+            format,
+            policy,
+            guards: BTreeMap::new(),
+            buffer: Vec::new(),
+            rejected: None,
+            decisions: Vec::new(),
+        }
+    }
+
+    /// The Reject rule that ended the stream, if one did.
+    pub fn rejected(&self) -> Option<&Arc<str>> {
+        self.rejected.as_ref()
+    }
+
+    /// What the rules did, once per rule and action.
+    pub fn decisions(&self) -> Vec<Decision> {
+        let mut all = self.decisions.clone();
+        for g in self.guards.values() {
+            all.extend(g.decisions().cloned());
+        }
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Takes the next bytes of the stream; returns what to send now.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.rejected.is_some() {
+            return out;
+        }
+        self.buffer.extend_from_slice(bytes);
+        while let Some((end, sep)) = event_end(&self.buffer) {
+            let event: Vec<u8> = self.buffer.drain(..end + sep).collect();
+            self.event(&event[..end], &mut out);
+            if self.rejected.is_some() {
+                self.buffer.clear();
+                break;
+            }
+        }
+        out
+    }
+
+    /// The stream ended: what is still held, and any partial event as it was.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.rejected.is_some() {
+            return out;
+        }
+        let indexes: Vec<u64> = self.guards.keys().copied().collect();
+        for index in indexes {
+            self.flush(index, &mut out);
+            if self.rejected.is_some() {
+                return out;
+            }
+        }
+        out.append(&mut self.buffer);
+        out
+    }
+
+    fn event(&mut self, event: &[u8], out: &mut Vec<u8>) {
+        let Ok(text) = std::str::from_utf8(event) else {
+            out.extend_from_slice(event);
+            out.extend_from_slice(b"\n\n");
+            return;
+        };
+        let mut name = None;
+        let mut data = String::new();
+        for line in text.lines() {
+            if let Some(n) = line.strip_prefix("event:") {
+                name = Some(n.trim().to_string());
+            } else if let Some(d) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            }
+        }
+        match self.format {
+            StreamFormat::OpenAiChat => self.openai(text, &data, out),
+            StreamFormat::AnthropicMessages => self.anthropic(text, name.as_deref(), &data, out),
+        }
+    }
+
+    fn guard(&mut self, index: u64) -> &mut StreamGuard {
+        let policy = &self.policy;
+        self.guards
+            .entry(index)
+            .or_insert_with(|| StreamGuard::new(Arc::clone(policy)))
+    }
+
+    fn reject(&mut self, rule: Arc<str>, out: &mut Vec<u8>) {
+        let message = format!("The answer was stopped by the guardrail rule {rule}.");
+        match self.format {
+            StreamFormat::OpenAiChat => write(
+                out,
+                None,
+                &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "content_policy_violation"}}),
+            ),
+            StreamFormat::AnthropicMessages => write(
+                out,
+                Some("error"),
+                &json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}),
+            ),
+        }
+        for g in self.guards.values() {
+            self.decisions.extend(g.decisions().cloned());
+        }
+        self.rejected = Some(rule);
+    }
+
+    /// Sends the text still held for `index` (an OpenAI choice or an Anthropic block).
+    fn flush(&mut self, index: u64, out: &mut Vec<u8>) {
+        let Some(mut guard) = self.guards.remove(&index) else {
+            return;
+        };
+        let rest = guard.finish();
+        self.decisions.extend(guard.decisions().cloned());
+        match rest {
+            Err(rule) => self.reject(rule, out),
+            Ok(rest) if rest.is_empty() => {}
+            Ok(rest) => match self.format {
+                StreamFormat::OpenAiChat => write(
+                    out,
+                    None,
+                    &json!({"object": "chat.completion.chunk", "choices": [{"index": index, "delta": {"content": rest}, "finish_reason": null}]}),
+                ),
+                StreamFormat::AnthropicMessages => write(
+                    out,
+                    Some("content_block_delta"),
+                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": rest}}),
+                ),
+            },
+        }
+    }
+
+    fn openai(&mut self, raw: &str, data: &str, out: &mut Vec<u8>) {
+        if data.trim() == "[DONE]" {
+            self.finish_all(out);
+            if self.rejected.is_none() {
+                out.extend_from_slice(raw.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+            return;
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Value>(data) else {
+            out.extend_from_slice(raw.as_bytes());
+            out.extend_from_slice(b"\n\n");
+            return;
+        };
+        let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
+            out.extend_from_slice(raw.as_bytes());
+            out.extend_from_slice(b"\n\n");
+            return;
+        };
+        let mut edits: Vec<(usize, u64, Option<String>, bool)> = Vec::new();
+        for (at, choice) in choices.iter().enumerate() {
+            let index = choice["index"].as_u64().unwrap_or(0);
+            let text = choice["delta"]["content"].as_str().map(str::to_string);
+            let finished = !choice["finish_reason"].is_null();
+            edits.push((at, index, text, finished));
+        }
+        for (at, index, text, finished) in edits {
+            let mut released = String::new();
+            if let Some(text) = &text {
+                match self.guard(index).push(text) {
+                    Ok(r) => released = r,
+                    Err(rule) => return self.reject(rule, out),
+                }
+            }
+            if finished && let Some(mut guard) = self.guards.remove(&index) {
+                match guard.finish() {
+                    Ok(rest) => released.push_str(&rest),
+                    Err(rule) => return self.reject(rule, out),
+                }
+                self.decisions.extend(guard.decisions().cloned());
+            }
+            if text.is_some() || !released.is_empty() {
+                choices[at]["delta"]["content"] = Value::String(released);
+            }
+        }
+        write(out, None, &chunk);
+    }
+
+    fn anthropic(&mut self, raw: &str, name: Option<&str>, data: &str, out: &mut Vec<u8>) {
+        let parsed = serde_json::from_str::<Value>(data).ok();
+        let kind = parsed
+            .as_ref()
+            .and_then(|v| v["type"].as_str())
+            .or(name)
+            .unwrap_or_default()
+            .to_string();
+        let index = parsed
+            .as_ref()
+            .and_then(|v| v["index"].as_u64())
+            .unwrap_or(0);
+        match (kind.as_str(), parsed) {
+            ("content_block_delta", Some(mut v)) if v["delta"]["type"] == "text_delta" => {
+                let text = v["delta"]["text"].as_str().unwrap_or_default().to_string();
+                match self.guard(index).push(&text) {
+                    Ok(released) if released.is_empty() => {}
+                    Ok(released) => {
+                        v["delta"]["text"] = Value::String(released);
+                        write(out, Some("content_block_delta"), &v);
+                    }
+                    Err(rule) => self.reject(rule, out),
+                }
+                return;
+            }
+            ("content_block_stop", _) => self.flush(index, out),
+            ("message_stop", _) => self.finish_all(out),
+            _ => {}
+        }
+        if self.rejected.is_none() {
+            out.extend_from_slice(raw.as_bytes());
+            out.extend_from_slice(b"\n\n");
+        }
+    }
+
+    fn finish_all(&mut self, out: &mut Vec<u8>) {
+        let indexes: Vec<u64> = self.guards.keys().copied().collect();
+        for index in indexes {
+            self.flush(index, out);
+            if self.rejected.is_some() {
+                return;
+            }
+        }
+    }
+}
+
+fn write(out: &mut Vec<u8>, event: Option<&str>, data: &Value) {
+    if let Some(event) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Where the first complete event ends, and the length of its separator.
+fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_snapshot::{Detector, GuardRule, GuardrailAction, Matcher, default_mask};
+
+    fn policy(action: GuardrailAction) -> Arc<Policy> {
+        Arc::new(Policy {
+            rules: vec![GuardRule {
+                name: "emails".into(),
+                matcher: Matcher::Detector(Detector::Email),
+                action,
+                mask_as: default_mask(Some(Detector::Email)).into(),
+            }],
+            ..Policy::default()
+        })
+    }
+
+    fn openai_stream(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in text.chars() {
+            write(
+                &mut out,
+                None,
+                &json!({"choices": [{"index": 0, "delta": {"content": c.to_string()}, "finish_reason": null}]}),
+            );
+        }
+        write(
+            &mut out,
+            None,
+            &json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        );
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        out
+    }
+
+    fn text_of(out: &[u8]) -> String {
+        String::from_utf8_lossy(out)
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_openai_stream_split_at_every_byte_comes_out_masked_and_whole() {
+        let text = "Write to bob@example.com today, or alice@example.org.";
+        let stream = openai_stream(text);
+        let mut answer = AnswerStream::new(StreamFormat::OpenAiChat, policy(GuardrailAction::Mask));
+        let mut out = Vec::new();
+        for b in &stream {
+            out.extend(answer.feed(std::slice::from_ref(b)));
+        }
+        out.extend(answer.finish());
+        assert_eq!(text_of(&out), "Write to [EMAIL] today, or [EMAIL].");
+        let shown = String::from_utf8_lossy(&out);
+        assert!(shown.ends_with("data: [DONE]\n\n"), "{shown}");
+        assert!(!shown.contains("example"), "{shown}");
+    }
+
+    #[test]
+    fn a_reject_ends_an_anthropic_stream_with_an_error_event() {
+        let mut answer = AnswerStream::new(
+            StreamFormat::AnthropicMessages,
+            policy(GuardrailAction::Reject),
+        );
+        let mut input = Vec::new();
+        write(
+            &mut input,
+            Some("content_block_start"),
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
+        for piece in ["mail bob@", "example.com", " now"] {
+            write(
+                &mut input,
+                Some("content_block_delta"),
+                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+            );
+        }
+        write(
+            &mut input,
+            Some("content_block_stop"),
+            &json!({"type": "content_block_stop", "index": 0}),
+        );
+        let mut out = answer.feed(&input);
+        out.extend(answer.finish());
+        let shown = String::from_utf8_lossy(&out);
+        assert!(shown.contains("event: error\n"), "{shown}");
+        assert!(shown.contains("guardrail rule emails"), "{shown}");
+        assert!(!shown.contains("bob@"), "{shown}");
+        assert!(!shown.contains("content_block_stop"), "{shown}");
+        assert_eq!(answer.rejected().map(|r| &**r), Some("emails"));
+    }
+}

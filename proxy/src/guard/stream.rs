@@ -1,0 +1,104 @@
+//! Checking an answer while it streams: text is released only once no value that could still be
+//! growing can reach into it.
+//!
+//! The last [`HOLD_BACK_BYTES`] of the text seen so far are held back; text before them is released
+//! (masked) up to the last whitespace that no match crosses, so a value shorter than the window is
+//! always whole when it is checked, wherever the stream was split. Text without whitespace is released
+//! once [`MAX_PENDING_BYTES`] are held, cut outside every match.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::check::{Decision, Policy, apply};
+
+/// Text held back at the end of what was seen (bytes, rounded to a character boundary): the delay a
+/// streamed answer gets, and the longest value sure to be found whole.
+pub const HOLD_BACK_BYTES: usize = 256;
+/// Most text held when no whitespace offers a cut.
+pub const MAX_PENDING_BYTES: usize = 4 * HOLD_BACK_BYTES;
+
+/// A streamed answer's text checked as it comes.
+#[derive(Debug)]
+pub struct StreamGuard {
+    policy: Arc<Policy>,
+    pending: String,
+    decisions: BTreeSet<Decision>,
+}
+
+impl StreamGuard {
+    /// A guard for one answer.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self {
+            policy,
+            pending: String::new(),
+            decisions: BTreeSet::new(),
+        }
+    }
+
+    /// Takes the next piece of text; returns what may be released now (masked), or the Reject rule
+    /// that matched (nothing more may be released then).
+    pub fn push(&mut self, text: &str) -> Result<String, Arc<str>> {
+        self.pending.push_str(text);
+        if self.pending.len() <= HOLD_BACK_BYTES {
+            // Still checked, so a rejection ends the stream as soon as it can be seen.
+            return self
+                .policy
+                .check(&self.pending)
+                .rejected
+                .map_or(Ok(String::new()), Err);
+        }
+        self.release(false)
+    }
+
+    /// The end of the answer: everything still held, masked.
+    pub fn finish(&mut self) -> Result<String, Arc<str>> {
+        self.release(true)
+    }
+
+    /// What the rules did, once per rule.
+    pub fn decisions(&self) -> impl Iterator<Item = &Decision> {
+        self.decisions.iter()
+    }
+
+    fn release(&mut self, all: bool) -> Result<String, Arc<str>> {
+        let checked = self.policy.check(&self.pending);
+        if let Some(rule) = checked.rejected {
+            self.decisions.extend(checked.decisions);
+            return Err(rule);
+        }
+        let crosses = |at: usize| checked.spans.iter().any(|s| s.start < at && at < s.end);
+        let cut = if all {
+            self.pending.len()
+        } else {
+            let mut limit = self.pending.len() - HOLD_BACK_BYTES;
+            while !self.pending.is_char_boundary(limit) {
+                limit -= 1;
+            }
+            let at_space = self.pending[..limit]
+                .char_indices()
+                .rev()
+                .filter(|&(_, c)| c.is_whitespace())
+                .map(|(i, c)| i + c.len_utf8())
+                .find(|&at| !crosses(at));
+            match at_space {
+                Some(at) => at,
+                None if self.pending.len() > MAX_PENDING_BYTES => {
+                    // No whitespace: cut before any match that reaches the limit.
+                    let mut at = limit;
+                    if let Some(s) = checked.spans.iter().find(|s| s.start < at && at < s.end) {
+                        at = if s.start > 0 { s.start } else { s.end };
+                    }
+                    at
+                }
+                None => 0,
+            }
+        };
+        if cut == 0 {
+            return Ok(String::new());
+        }
+        self.decisions.extend(checked.decisions.iter().cloned());
+        let out = apply(&self.pending, &checked.masks, 0..cut);
+        self.pending.drain(..cut);
+        Ok(out)
+    }
+}

@@ -1,0 +1,188 @@
+//! `AIGuardrail` → [`Guardrail`]: rules checked and their patterns built once, then copied into every
+//! route and consumer that attaches the guardrail and may use it.
+//!
+//! A guardrail has no row of its own: what is wrong with it (a pattern that does not compile, a
+//! reference to one that does not exist or is not shared with the referrer's namespace) is reported
+//! in the referrer's `GuardrailsValid` condition, where the team that attached it looks.
+
+use std::sync::Arc;
+
+use tollgate_crds::{AIGuardrail, GuardrailRef, condition_type};
+
+use super::objects::{Item, sentences};
+use crate::fx::{FxHashMap, map_with_capacity};
+use crate::model::{GuardRule, Guardrail, Matcher, ObjectRef, Pattern, default_mask};
+use crate::verdict::VerdictCondition;
+
+struct Entry<'a> {
+    /// The compiled guardrail, or every problem found in it.
+    compiled: Result<Arc<Guardrail>, Vec<String>>,
+    all_namespaces: bool,
+    allowed: Vec<&'a str>,
+}
+
+/// Every guardrail object by namespace/name.
+#[derive(Default)]
+pub(crate) struct GuardrailTable<'a> {
+    by_id: FxHashMap<(&'a str, &'a str), Entry<'a>>,
+}
+
+/// What a referrer's `spec.guardrails` resolved to.
+pub(crate) struct Attached {
+    /// The guardrails, in the referrer's order; those that cannot be used are [`Guardrail::broken`].
+    pub guardrails: Vec<Guardrail>,
+    /// One clause per reference that could not be used.
+    pub problems: Vec<String>,
+}
+
+/// Compiles guardrails, which arrive sorted by namespace/name.
+pub(crate) fn compile_guardrails<'a>(items: &[Item<'a, AIGuardrail>]) -> GuardrailTable<'a> {
+    let mut by_id = map_with_capacity(items.len());
+    for item in items {
+        let spec = &item.obj.spec;
+        let entry = Entry {
+            compiled: compile_one(item).map(Arc::new),
+            all_namespaces: spec.allowed_namespaces.iter().any(|n| n.0 == "*"),
+            allowed: spec
+                .allowed_namespaces
+                .iter()
+                .map(|n| n.0.as_str())
+                .collect(),
+        };
+        by_id.insert((item.id.namespace, item.id.name), entry);
+    }
+    GuardrailTable { by_id }
+}
+
+fn compile_one(item: &Item<'_, AIGuardrail>) -> Result<Guardrail, Vec<String>> {
+    let spec = &item.obj.spec;
+    let mut problems = Vec::new();
+    let mut rules = Vec::with_capacity(spec.rules.len());
+    let mut seen: Vec<&str> = Vec::with_capacity(spec.rules.len());
+    for rule in &spec.rules {
+        if seen.contains(&rule.name.as_str()) {
+            problems.push(format!("rule {} is named twice", rule.name));
+            continue;
+        }
+        seen.push(&rule.name);
+        let matcher = match (rule.detector, &rule.pattern) {
+            (Some(detector), None) => Matcher::Detector(detector),
+            (None, Some(source)) => match Pattern::new(source) {
+                Ok(pattern) => Matcher::Pattern(pattern),
+                Err(why) => {
+                    // The regex crate's message spans lines (the pattern, a caret, the reason).
+                    let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
+                    problems.push(format!(
+                        "rule {}: the pattern does not compile: {why}",
+                        rule.name
+                    ));
+                    continue;
+                }
+            },
+            _ => {
+                problems.push(format!(
+                    "rule {} needs exactly one of detector and pattern",
+                    rule.name
+                ));
+                continue;
+            }
+        };
+        let mask_as = rule
+            .mask_as
+            .as_deref()
+            .unwrap_or(default_mask(rule.detector));
+        rules.push(GuardRule {
+            name: Arc::from(rule.name.as_str()),
+            matcher,
+            action: rule.action,
+            mask_as: Arc::from(mask_as),
+        });
+    }
+    if spec.rules.is_empty() && spec.max_input_chars.is_none() && spec.max_input_tokens.is_none() {
+        problems.push("it has no rule, maxInputChars or maxInputTokens".to_string());
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut endpoints = spec.endpoints.clone();
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    Ok(Guardrail {
+        id: item.reference.clone(),
+        applies_to: spec.applies_to,
+        endpoints,
+        rules,
+        max_input_chars: spec.max_input_chars,
+        max_input_tokens: spec.max_input_tokens,
+        broken: false,
+    })
+}
+
+impl GuardrailTable<'_> {
+    /// Resolves the guardrails an object in `namespace` attaches.
+    pub fn attach(&self, refs: &[GuardrailRef], namespace: &str) -> Attached {
+        let mut attached = Attached {
+            guardrails: Vec::with_capacity(refs.len()),
+            problems: Vec::new(),
+        };
+        for r in refs {
+            let ns = r.namespace.as_deref().unwrap_or(namespace);
+            let problem = match self.by_id.get(&(ns, r.name.as_str())) {
+                None => format!("guardrail {ns}/{} does not exist", r.name),
+                Some(entry)
+                    if ns != namespace
+                        && !entry.all_namespaces
+                        && !entry.allowed.contains(&namespace) =>
+                {
+                    format!(
+                        "guardrail {ns}/{} does not list namespace {namespace} in spec.allowedNamespaces",
+                        r.name
+                    )
+                }
+                Some(entry) => match &entry.compiled {
+                    Ok(g) => {
+                        attached.guardrails.push(Guardrail::clone(g));
+                        continue;
+                    }
+                    Err(found) => {
+                        format!("guardrail {ns}/{} is invalid: {}", r.name, found.join("; "))
+                    }
+                },
+            };
+            attached.problems.push(problem);
+            attached
+                .guardrails
+                .push(Guardrail::broken(ObjectRef::new(ns, r.name.as_str())));
+        }
+        attached
+    }
+}
+
+/// `GuardrailsValid` for a referrer that attaches guardrails.
+pub(crate) fn guardrails_condition(attached: &Attached) -> VerdictCondition {
+    let names: Vec<String> = attached
+        .guardrails
+        .iter()
+        .map(|g| g.id.to_string())
+        .collect();
+    if attached.problems.is_empty() {
+        VerdictCondition::new(
+            condition_type::GUARDRAILS_VALID,
+            true,
+            "Valid",
+            format!("Checking calls with guardrails {}.", names.join(", ")),
+        )
+    } else {
+        let mut parts = vec![attached.problems.join("; ")];
+        parts.push(
+            "Model calls these guardrails would check are refused (503 guardrail_unavailable) until this is fixed"
+                .to_string(),
+        );
+        VerdictCondition::new(
+            condition_type::GUARDRAILS_VALID,
+            false,
+            "InvalidGuardrail",
+            sentences(&parts),
+        )
+    }
+}
