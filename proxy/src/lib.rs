@@ -55,6 +55,9 @@ pub struct ProxyConfig {
     pub traffic: limits::LimitsConfig,
     /// The response cache's local budget and clock (it shares the limits' Redis).
     pub cache: CacheConfig,
+    /// The key sealing legacy-era MCP session ids (see [`mcp_session_key`]); `None`: a random one,
+    /// so that only this replica continues its sessions.
+    pub mcp_session_key: Option<[u8; 32]>,
 }
 
 impl Default for ProxyConfig {
@@ -75,8 +78,24 @@ impl Default for ProxyConfig {
                 replicas: None,
             },
             cache: CacheConfig::default(),
+            mcp_session_key: None,
         }
     }
+}
+
+/// The MCP session key every replica derives from the same shared secret.
+pub fn mcp_session_key(secret: &[u8]) -> [u8; 32] {
+    gateway::session_key_from_secret(secret)
+}
+
+/// 32 bytes from the kernel's random source.
+fn random_key() -> [u8; 32] {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .expect("/dev/urandom is readable");
+    key
 }
 
 /// A proxy before it listens: holds the snapshot store, pools, metrics and access log.
@@ -103,6 +122,7 @@ impl Proxy {
             limiter,
             health: upstream::health::Health::new(),
             retries: upstream::balance::RetryBudgets::new(),
+            mcp_session_key: config.mcp_session_key.unwrap_or_else(random_key),
         });
         Self { config, shared }
     }

@@ -79,36 +79,80 @@ impl Drop for ResponseBody {
 }
 
 impl ResponseBody {
-    /// Feeds the cache's copy: every data frame, then the end (an error drops the copy).
-    fn copy(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
-        match polled {
+    /// Polls the next frame with `outside` as the call record when given, else the attached one;
+    /// feeds the cache's copy: every data frame, then the end (an error drops the copy).
+    fn poll_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        outside: Option<&mut Call>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Self { kind, call, tee } = self;
+        let mut call = match outside {
+            Some(c) => Some(c),
+            None => call.as_deref_mut(),
+        };
+        let polled = match kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Relay(relay) => relay.poll_frame(cx, call.as_deref_mut()),
+            Kind::Fake(fake) => fake.poll_frame(cx, call.as_deref_mut()),
+        };
+        if tee.is_none() {
+            return polled;
+        }
+        match &polled {
             Poll::Pending => {}
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(tee), Some(data)) = (self.tee.as_deref_mut(), frame.data_ref()) {
-                    tee.push(data);
+                if let (Some(t), Some(data)) = (tee.as_deref_mut(), frame.data_ref()) {
+                    t.push(data);
                 }
                 // The server stops polling a body that says it has ended: this was its last frame.
-                if self.kind_is_end()
-                    && let Some(tee) = self.tee.take()
+                if kind_is_end(kind)
+                    && let Some(t) = tee.take()
                 {
-                    tee.finish(self.call.as_deref());
+                    t.finish(call.as_deref());
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.tee = None,
+            Poll::Ready(Some(Err(_))) => *tee = None,
             Poll::Ready(None) => {
-                if let Some(tee) = self.tee.take() {
-                    tee.finish(self.call.as_deref());
+                if let Some(t) = tee.take() {
+                    t.finish(call.as_deref());
+                }
+            }
+        }
+        polled
+    }
+
+    fn kind_is_end(&self) -> bool {
+        kind_is_end(&self.kind)
+    }
+
+    /// Reads the whole body, at most `limit` bytes, with `call` as its record while it is read (the
+    /// answer's usage lands there), for an endpoint that answers in a shape of its own (MCP). `None`
+    /// when the body failed or was larger.
+    pub async fn read_whole(mut self, call: &mut Call, limit: usize) -> Option<Bytes> {
+        let mut out = Vec::new();
+        loop {
+            match std::future::poll_fn(|cx| self.poll_with(cx, Some(&mut *call))).await {
+                None => return Some(Bytes::from(out)),
+                Some(Err(_)) => return None,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if out.len() + data.len() > limit {
+                            return None;
+                        }
+                        out.extend_from_slice(&data);
+                    }
                 }
             }
         }
     }
+}
 
-    fn kind_is_end(&self) -> bool {
-        match &self.kind {
-            Kind::Full(bytes) => bytes.is_none(),
-            Kind::Relay(relay) => relay.is_end_stream(),
-            Kind::Fake(fake) => fake.is_end_stream(),
-        }
+fn kind_is_end(kind: &Kind) -> bool {
+    match kind {
+        Kind::Full(bytes) => bytes.is_none(),
+        Kind::Relay(relay) => relay.is_end_stream(),
+        Kind::Fake(fake) => fake.is_end_stream(),
     }
 }
 
@@ -120,17 +164,7 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let call = this.call.as_deref_mut();
-        let polled = match &mut this.kind {
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Relay(relay) => relay.poll_frame(cx, call),
-            Kind::Fake(fake) => fake.poll_frame(cx, call),
-        };
-        if this.tee.is_some() {
-            this.copy(&polled);
-        }
-        polled
+        self.get_mut().poll_with(cx, None)
     }
 
     fn is_end_stream(&self) -> bool {

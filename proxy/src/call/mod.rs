@@ -22,6 +22,6 @@ pub use ask::{Endpoint, REQUEST_ID};
 pub use body::ResponseBody;
 pub use cache::{CacheConfig, ResponseCache, cached_call};
 pub use model_call::route_call;
-pub use record::Call;
+pub use record::{Call, McpNote};
 pub use rest::{RestRequest, rest_call};
 pub use shared::{RequestLimits, Shared};

@@ -24,6 +24,18 @@ pub struct Served {
     pub price: Price,
 }
 
+/// What an MCP JSON-RPC call was, for its access-log line and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct McpNote {
+    /// The JSON-RPC method, one of the MCP methods served (else `other`).
+    pub method: &'static str,
+    /// The tool or prompt named, when the method names one the route has.
+    pub name: Option<String>,
+    /// `ok`, `tool_error` (the tool ran and failed), `refused` (key, subscription, limits),
+    /// `invalid` (a malformed or mismatched request) or `error`.
+    pub outcome: &'static str,
+}
+
 /// One call in progress. Dropping it writes its record.
 pub struct Call {
     recorder: Arc<Recorder>,
@@ -74,6 +86,8 @@ pub struct Call {
     pub cache: Option<&'static str>,
     /// For a REST passthrough call, the index of its operation in the route's REST service.
     pub rest_operation: Option<u32>,
+    /// For a call to the MCP endpoint, what it was.
+    pub mcp: Option<Box<McpNote>>,
 }
 
 impl Call {
@@ -119,6 +133,7 @@ impl Call {
             upstream: None,
             cache: None,
             rest_operation: None,
+            mcp: None,
         }
     }
 
@@ -240,20 +255,32 @@ impl Call {
             retries: self.retries,
             error_class: self.error_class,
             snapshot_version: snapshot.map(|s| s.version),
-            api: if self.rest_operation.is_some() {
+            api: if self.mcp.is_some() {
+                "mcp"
+            } else if self.rest_operation.is_some() {
                 "rest"
             } else if prompt.is_some() {
                 "prompt"
             } else {
                 "model"
             },
-            operation: prompt
-                .map(|p| p.name.as_str())
-                .or(rest_operation.as_deref()),
+            operation: match &self.mcp {
+                Some(mcp) => mcp.name.as_deref(),
+                None => prompt
+                    .map(|p| p.name.as_str())
+                    .or(rest_operation.as_deref()),
+            },
             operation_version: prompt.and_then(|p| p.version.as_deref()),
+            mcp_method: self.mcp.as_ref().map(|m| m.method),
             cache: self.cache,
         };
         self.recorder.write_line(&line);
+        if let Some(mcp) = &self.mcp {
+            let route = route.map(|r| r.id.to_string()).unwrap_or_default();
+            self.recorder
+                .metrics
+                .mcp_call(route, mcp.method, mcp.outcome);
+        }
     }
 }
 

@@ -125,6 +125,13 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpLabel {
+    route: String,
+    method: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
     op: &'static str,
 }
@@ -225,6 +232,7 @@ pub struct Metrics {
     reloads: Family<OutcomeLabel, Counter>,
     traffic: TrafficMetrics,
     cache: CacheMetrics,
+    mcp: Family<McpLabel, Counter>,
     series: Mutex<SeriesCache>,
 }
 
@@ -355,7 +363,14 @@ impl Metrics {
         );
         let traffic = TrafficMetrics::register(&mut registry);
         let cache = CacheMetrics::register(&mut registry);
+        let mcp = Family::<McpLabel, Counter>::default();
+        registry.register(
+            "tollgate_mcp_calls",
+            "MCP JSON-RPC calls, by route, method and outcome (ok, tool_error, refused, invalid, error)",
+            mcp.clone(),
+        );
         Self {
+            mcp,
             cache,
             series: Mutex::default(),
             traffic,
@@ -495,6 +510,17 @@ impl Metrics {
         self.traffic
             .key_cooldowns
             .get_or_create(&ProviderLabel { provider })
+            .inc();
+    }
+
+    /// One MCP JSON-RPC call on the route `route` (`namespace/name`, or empty) ended with `outcome`.
+    pub fn mcp_call(&self, route: String, method: &'static str, outcome: &'static str) {
+        self.mcp
+            .get_or_create(&McpLabel {
+                route,
+                method,
+                outcome,
+            })
             .inc();
     }
 

@@ -19,6 +19,8 @@
 //!   shared through a real Redis by two proxies (`cache::redis`).
 //! - `rest`: REST passthrough to a route's REST service: declared operations only, credentials,
 //!   limits, large answers, failures.
+//! - `mcp`: the MCP endpoint: the route's APIs as tools with the official Python SDK of both lines,
+//!   JSON-RPC errors of both protocol eras, sessions continued across replicas.
 //! - `responses_api`: Responses-API callers, passed through to OpenAI or translated for the others.
 //! - `hot_swap`: snapshot swaps under load.
 //! - `standalone`: configuration read from YAML files and watched.
@@ -37,6 +39,7 @@ mod hot_swap;
 mod layers;
 mod limits;
 mod listeners;
+mod mcp;
 mod messages_api;
 mod prompts;
 mod responses_api;
