@@ -91,9 +91,14 @@ async fn serve(
     })?;
     call.snapshot = Some(snapshot.clone());
     let (parts, body) = request.into_parts();
-    if parts.uri.path().ends_with(mcp::PATH) && mcp::is_endpoint(&snapshot, &parts) {
+    if parts.uri.path().ends_with(mcp::PATH)
+        && let Some(scope) = mcp::scope(&snapshot, &parts)
+    {
         // Boxed, like REST calls: MCP answers are JSON-RPC, admitted and shaped on their own path.
-        return Box::pin(mcp::serve(shared, &snapshot, parts, body, call, notes)).await;
+        return Box::pin(mcp::serve(
+            shared, &snapshot, scope, parts, body, call, notes,
+        ))
+        .await;
     }
     let admitted = admission::admit(&snapshot, &parts, call, notes)?;
     if rest::is_rest_path(&parts.uri.path()[admitted.rest_at..]) {

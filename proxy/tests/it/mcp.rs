@@ -115,16 +115,35 @@ fn content(base_url: &str, rpm: Option<u32>) -> Content {
         requests_per_minute: rpm,
         tokens_per_minute: None,
     };
+    // A second route of the team, `/team-a/notes`, with the same prompt and no REST service; the
+    // first consumer is approved for it too (the consumer scope shows both).
+    let mut notes = content.routes[0].clone();
+    notes.id = tollgate_snapshot::ObjectRef::new(NS, "notes");
+    notes.prefix = "/team-a/notes".into();
+    notes.rest = None;
+    content.routes.push(notes);
     content.subscriptions = vec![
         approved,
         subscription("waiting-chat", 2, 0, Phase::Pending),
         subscription("other-app-chat", 3, 0, Phase::Approved),
+        subscription("app-notes", 0, 1, Phase::Approved),
     ];
     content
 }
 
 /// A modern (2026-07-28) request: `_meta` and the three headers agreeing.
-async fn modern(proxy: &TestProxy, key: &str, id: u64, method: &str, mut params: Value) -> Reply {
+async fn modern(proxy: &TestProxy, key: &str, id: u64, method: &str, params: Value) -> Reply {
+    modern_at(proxy, ENDPOINT, key, id, method, params).await
+}
+
+async fn modern_at(
+    proxy: &TestProxy,
+    endpoint: &str,
+    key: &str,
+    id: u64,
+    method: &str,
+    mut params: Value,
+) -> Reply {
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": MODERN,
         "io.modelcontextprotocol/clientCapabilities": {},
@@ -140,7 +159,7 @@ async fn modern(proxy: &TestProxy, key: &str, id: u64, method: &str, mut params:
         headers.push(("mcp-name", name.as_str()));
     }
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    send(Method::POST, &proxy.url(ENDPOINT), &headers, Some(&body)).await
+    send(Method::POST, &proxy.url(endpoint), &headers, Some(&body)).await
 }
 
 /// A legacy request with an optional session id.
@@ -323,6 +342,100 @@ async fn tools_prompts_and_calls_in_the_stateless_revision() {
     assert!(
         metrics.contains(r#"method="tools/call",outcome="tool_error"} 1"#),
         "{metrics}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_consumer_scope_offers_the_tools_of_every_approved_route() {
+    let (base, _) = start_service().await;
+    let proxy = TestProxy::start(content(&base, None)).await;
+    let r = modern_at(&proxy, "/mcp", KEY, 1, "tools/list", json!({})).await;
+    let v = r.json();
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["chat__summarise", "chat__getItem", "notes__summarise"]
+    );
+
+    let r = modern_at(
+        &proxy,
+        "/mcp",
+        KEY,
+        2,
+        "tools/call",
+        json!({"name": "notes__summarise", "arguments": {"text": "x"}}),
+    )
+    .await;
+    assert_eq!(r.json()["result"]["isError"], false, "{}", text(&r));
+    let line = proxy.log_line_of(&r.request_id()).await;
+    assert_eq!(
+        (line["route"].as_str(), line["operation"].as_str()),
+        (Some("notes"), Some("notes__summarise"))
+    );
+    assert_eq!(line["subscription"], "team-a/app-notes");
+    let r = modern_at(
+        &proxy,
+        "/mcp",
+        KEY,
+        3,
+        "prompts/get",
+        json!({"name": "chat__summarise", "arguments": {"text": "y"}}),
+    )
+    .await;
+    assert_eq!(
+        r.json()["result"]["messages"][1]["content"]["text"],
+        "Summarise in 12 words: y"
+    );
+
+    // A consumer approved nowhere sees nothing; one approved for `chat` only sees `chat`'s tools.
+    let r = modern_at(&proxy, "/mcp", UNSUBSCRIBED, 4, "tools/list", json!({})).await;
+    assert_eq!(r.json()["result"]["tools"], json!([]));
+    let r = modern_at(&proxy, "/mcp", OTHER_APP, 5, "tools/list", json!({})).await;
+    assert_eq!(r.json()["result"]["tools"].as_array().unwrap().len(), 2);
+    let r = modern_at(
+        &proxy,
+        "/mcp",
+        OTHER_APP,
+        6,
+        "tools/call",
+        json!({"name": "notes__summarise", "arguments": {"text": "x"}}),
+    )
+    .await;
+    assert_eq!(r.json()["error"]["code"], -32602, "not offered, so unknown");
+    let r = modern_at(&proxy, "/mcp", "tg-wrong", 7, "tools/list", json!({})).await;
+    assert_eq!(r.status.as_u16(), 401);
+
+    // The legacy era works there too.
+    let r = send(
+        Method::POST,
+        &proxy.url("/mcp"),
+        &[("authorization", &format!("Bearer {KEY}"))],
+        Some(&initialize()),
+    )
+    .await;
+    let session = r.headers["mcp-session-id"].to_str().unwrap().to_string();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let r = send(
+        Method::POST,
+        &proxy.url("/mcp"),
+        &[
+            ("authorization", &format!("Bearer {KEY}")),
+            ("mcp-session-id", &session),
+        ],
+        Some(&list),
+    )
+    .await;
+    assert_eq!(
+        r.json()["result"]["tools"].as_array().unwrap().len(),
+        3,
+        "{}",
+        text(&r)
     );
     proxy.stop().await;
 }

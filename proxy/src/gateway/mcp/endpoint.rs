@@ -16,7 +16,7 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
-use tollgate_snapshot::{Route, RouteIdx, Snapshot};
+use tollgate_snapshot::{ConsumerIdx, ObjectRef, Phase, RouteIdx, Snapshot, Stage};
 
 use super::jsonrpc::{
     self, HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, Message, REFUSED,
@@ -58,15 +58,41 @@ const METHODS: [&str; 8] = [
     "notifications/initialized",
 ];
 
-/// Whether the request is for a route's MCP endpoint (the path is the route's prefix and `/mcp`).
-pub fn is_endpoint(snapshot: &Snapshot, parts: &Parts) -> bool {
+/// Whose tools an MCP endpoint offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `<prefix>/mcp`: the route's own.
+    Route,
+    /// `/mcp` at the gateway's root: those of every route the calling consumer is approved for.
+    Consumer,
+}
+
+/// Which MCP endpoint the request is for, if any: a route's (its prefix and `/mcp`), else the
+/// consumer scope at `/mcp`.
+pub fn scope(snapshot: &Snapshot, parts: &Parts) -> Option<Scope> {
     let host = parts
         .uri
         .host()
         .or_else(|| parts.headers.get(header::HOST)?.to_str().ok());
-    snapshot
-        .route_for(host, parts.uri.path())
-        .is_some_and(|m| m.rest == PATH)
+    let path = parts.uri.path();
+    match snapshot.route_for(host, path) {
+        Some(m) if m.rest == PATH => Some(Scope::Route),
+        _ if path == PATH => Some(Scope::Consumer),
+        _ => None,
+    }
+}
+
+/// What the caller may reach through this endpoint: tools and prompts, each with its route.
+struct Reach<'a> {
+    /// The route, admitted, for the route scope; `None` for the consumer scope (each tool call is
+    /// admitted to its own route).
+    admitted: Option<Admitted<'a>>,
+    /// The calling consumer.
+    consumer: ConsumerIdx,
+    /// Tools by name.
+    tools: Vec<(String, RouteIdx, Target)>,
+    /// Prompts by name: route and index among its prompts.
+    prompts: Vec<(String, RouteIdx, u16)>,
 }
 
 /// Which era a request speaks.
@@ -99,6 +125,7 @@ impl Answer {
 pub async fn serve(
     shared: &Shared,
     snapshot: &Arc<Snapshot>,
+    scope: Scope,
     parts: Parts,
     body: Incoming,
     call: &mut Call,
@@ -109,7 +136,7 @@ pub async fn serve(
         name: None,
         outcome: "invalid",
     }));
-    let answer = answer(shared, snapshot, parts, body, call, notes).await;
+    let answer = answer(shared, snapshot, scope, parts, body, call, notes).await;
     let mut response = Response::new(ResponseBody::full(answer.body));
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
@@ -138,6 +165,7 @@ fn note(call: &mut Call) -> &mut McpNote {
 async fn answer(
     shared: &Shared,
     snapshot: &Arc<Snapshot>,
+    scope: Scope,
     parts: Parts,
     body: Incoming,
     call: &mut Call,
@@ -209,8 +237,16 @@ async fn answer(
         Era::Legacy(_) => StatusCode::OK,
     };
 
-    let admitted = match admission::admit(snapshot, &parts, call, notes) {
-        Ok(a) => a,
+    let reached = match scope {
+        Scope::Route => admission::admit(snapshot, &parts, call, notes).map(|admitted| {
+            let consumer = call.consumer.expect("admitted callers are known");
+            route_reach(snapshot, admitted, consumer)
+        }),
+        Scope::Consumer => admission::identify(snapshot, &parts.headers, call)
+            .map(|(consumer, _)| consumer_reach(snapshot, consumer)),
+    };
+    let reach = match reached {
+        Ok(r) => r,
         Err(e) => {
             note(call).outcome = "refused";
             call.fail(e.code);
@@ -225,7 +261,16 @@ async fn answer(
             return Answer::error(status, &rpc);
         }
     };
-    let route = &snapshot.content.routes[admitted.route as usize];
+    let description = match &reach.admitted {
+        Some(a) => {
+            let route = &snapshot.content.routes[a.route as usize];
+            (format!("Tollgate: {}", route.id), route.description.clone())
+        }
+        None => {
+            let consumer = &snapshot.content.consumers[reach.consumer as usize];
+            (format!("Tollgate: the APIs of {}", consumer.id), None)
+        }
+    };
 
     // Legacy requests other than `initialize` continue a session: sealed by a replica holding the
     // same key, for the same consumer.
@@ -261,7 +306,7 @@ async fn answer(
                 .get("protocolVersion")
                 .and_then(Value::as_str);
             let chosen = LEGACY.iter().position(|v| Some(*v) == offered).unwrap_or(0);
-            let consumer = &snapshot.content.consumers[call.consumer.expect("admitted") as usize];
+            let consumer = &snapshot.content.consumers[reach.consumer as usize];
             session_out = Some(session::seal(
                 &shared.mcp_session_key,
                 Session {
@@ -270,27 +315,27 @@ async fn answer(
                     consumer: session::consumer_tag(&consumer.id.to_string()),
                 },
             ));
-            let mut result = server_description(route);
+            let mut result = server_description(&description);
             result["protocolVersion"] = json!(LEGACY[chosen]);
             Ok(result)
         }
         "ping" => Ok(json!({})),
         "server/discover" if era == Era::Modern => {
-            let mut result = server_description(route);
+            let mut result = server_description(&description);
             result["supportedVersions"] = json!([MODERN, LEGACY[0], LEGACY[1], LEGACY[2]]);
             result["ttlMs"] = json!(LIST_TTL_MS);
             result["cacheScope"] = json!("private");
             Ok(result)
         }
-        "tools/list" => Ok(list_tools(route, era)),
-        "prompts/list" => Ok(list_prompts(route, era)),
-        "prompts/get" => get_prompt(route, &message),
+        "tools/list" => Ok(list_tools(snapshot, &reach, era)),
+        "prompts/list" => Ok(list_prompts(snapshot, &reach, era)),
+        "prompts/get" => get_prompt(snapshot, &reach, &message),
         "tools/call" => {
             call_tool(
                 shared,
                 snapshot,
                 &parts.headers,
-                &admitted,
+                &reach,
                 &message,
                 call,
                 notes,
@@ -532,34 +577,100 @@ fn end_session(
     }
 }
 
-/// What `initialize` and `server/discover` say about the server.
-fn server_description(route: &Route) -> Value {
+/// What `initialize` and `server/discover` say about the server: its title and instructions.
+fn server_description((title, instructions): &(String, Option<String>)) -> Value {
     let mut d = json!({
         "capabilities": {"tools": {"listChanged": false}, "prompts": {"listChanged": false}},
-        "serverInfo": {"name": "tollgate", "title": format!("Tollgate: {}", route.id), "version": env!("CARGO_PKG_VERSION")},
+        "serverInfo": {"name": "tollgate", "title": title, "version": env!("CARGO_PKG_VERSION")},
     });
     d["_meta"] = json!({"io.modelcontextprotocol/serverInfo": d["serverInfo"].clone()});
-    if let Some(text) = &route.description {
+    if let Some(text) = instructions {
         d["instructions"] = json!(text);
     }
     d
 }
 
-fn list_tools(route: &Route, era: Era) -> Value {
-    let tools: Vec<Value> = tools::list(route)
+/// The route scope: the admitted route's tools and prompts under their own names.
+fn route_reach<'a>(
+    snapshot: &'a Snapshot,
+    admitted: Admitted<'a>,
+    consumer: ConsumerIdx,
+) -> Reach<'a> {
+    let at = admitted.route;
+    let route = &snapshot.content.routes[at as usize];
+    Reach {
+        tools: tools::list(route)
+            .into_iter()
+            .map(|(name, target)| (name, at, target))
+            .collect(),
+        prompts: (0..route.prompts.len())
+            .map(|i| (route.prompts[i].name.clone(), at, i as u16))
+            .collect(),
+        admitted: Some(admitted),
+        consumer,
+    }
+}
+
+/// The consumer scope: the tools and prompts of every route the consumer is approved for and may
+/// see, named `<route>__<name>` (see [`tools::scoped_names`]).
+fn consumer_reach(snapshot: &Snapshot, consumer: ConsumerIdx) -> Reach<'_> {
+    let namespace = &snapshot.content.consumers[consumer as usize].id.namespace;
+    let routes: Vec<RouteIdx> = (0..snapshot.content.routes.len() as RouteIdx)
+        .filter(|r| {
+            let route = &snapshot.content.routes[*r as usize];
+            let visible = match route.stage {
+                Stage::Retired => false,
+                Stage::Draft => route.id.namespace == *namespace,
+                Stage::Published | Stage::Deprecated => true,
+            };
+            visible
+                && snapshot
+                    .subscription(consumer, *r)
+                    .is_some_and(|s| s.phase == Phase::Approved)
+        })
+        .collect();
+    let ids: Vec<&ObjectRef> = routes
         .iter()
-        .map(|(name, target)| tools::describe(route, name, *target))
+        .map(|r| &snapshot.content.routes[*r as usize].id)
+        .collect();
+    let mut tools = Vec::new();
+    let mut prompts = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        let route = &snapshot.content.routes[*r as usize];
+        for (name, target) in tools::list(route) {
+            tools.push((tools::scoped_name(&ids, i, &name), *r, target));
+        }
+        for (p, prompt) in route.prompts.iter().enumerate() {
+            prompts.push((tools::scoped_name(&ids, i, &prompt.name), *r, p as u16));
+        }
+    }
+    Reach {
+        admitted: None,
+        consumer,
+        tools: tools::unique(tools),
+        prompts: tools::unique(prompts),
+    }
+}
+
+fn list_tools(snapshot: &Snapshot, reach: &Reach<'_>, era: Era) -> Value {
+    let tools: Vec<Value> = reach
+        .tools
+        .iter()
+        .map(|(name, r, target)| {
+            tools::describe(&snapshot.content.routes[*r as usize], name, *target)
+        })
         .collect();
     let mut r = json!({"tools": tools});
     cache_hints(&mut r, era);
     r
 }
 
-fn list_prompts(route: &Route, era: Era) -> Value {
-    let prompts: Vec<Value> = route
+fn list_prompts(snapshot: &Snapshot, reach: &Reach<'_>, era: Era) -> Value {
+    let prompts: Vec<Value> = reach
         .prompts
         .iter()
-        .map(|p| {
+        .map(|(name, r, at)| {
+            let p = &snapshot.content.routes[*r as usize].prompts[*at as usize];
             let arguments: Vec<Value> = p
                 .variables
                 .iter()
@@ -572,7 +683,7 @@ fn list_prompts(route: &Route, era: Era) -> Value {
                     a
                 })
                 .collect();
-            let mut entry = json!({"name": p.name, "arguments": arguments});
+            let mut entry = json!({"name": name, "arguments": arguments});
             if let Some(d) = &p.description {
                 entry["description"] = json!(d);
             }
@@ -600,16 +711,17 @@ fn invalid_params(message: String) -> (StatusCode, RpcError) {
 
 /// `prompts/get`: the prompt's template with the caller's arguments put in (MCP prompt arguments
 /// are strings; each is read as its variable's type), checked as a prompt API call checks them.
-fn get_prompt(route: &Route, message: &Message) -> Outcome {
+fn get_prompt(snapshot: &Snapshot, reach: &Reach<'_>, message: &Message) -> Outcome {
     let name = message
         .params
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid_params("Invalid params: prompts/get needs a name.".into()))?;
-    let p = route
+    let p = reach
         .prompts
         .iter()
-        .find(|p| p.name == name)
+        .find(|(n, _, _)| n == name)
+        .map(|(_, r, at)| &snapshot.content.routes[*r as usize].prompts[*at as usize])
         .ok_or_else(|| {
             invalid_params(format!("Invalid params: unknown prompt {:?}.", shown(name)))
         })?;
@@ -693,18 +805,21 @@ async fn call_tool(
     shared: &Shared,
     snapshot: &Arc<Snapshot>,
     headers: &HeaderMap,
-    admitted: &Admitted<'_>,
+    reach: &Reach<'_>,
     message: &Message,
     call: &mut Call,
     notes: &mut Notes,
 ) -> Outcome {
-    let route = &snapshot.content.routes[admitted.route as usize];
     let name = message
         .params
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid_params("Invalid params: tools/call needs a name.".into()))?;
-    let target = tools::find(route, name)
+    let (route, target) = reach
+        .tools
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, r, t)| (*r, *t))
         .ok_or_else(|| invalid_params(format!("Unknown tool: {}.", shown(name))))?;
     note(call).name = Some(name.to_string());
     let args = match message.params.get("arguments") {
@@ -714,6 +829,34 @@ async fn call_tool(
             return Err(invalid_params(
                 "Invalid params: arguments must be an object.".into(),
             ));
+        }
+    };
+    // The consumer scope admits each call to its own route (stage, subscription), as that route's
+    // own endpoint would.
+    let fresh;
+    let admitted = match &reach.admitted {
+        Some(a) => a,
+        None => {
+            let requested = (&Method::POST, PATH);
+            match admission::admit_to(
+                snapshot,
+                route,
+                reach.consumer,
+                true,
+                requested,
+                call,
+                notes,
+            ) {
+                Ok(a) => {
+                    fresh = a;
+                    &fresh
+                }
+                Err(e) => {
+                    note(call).outcome = "refused";
+                    call.fail(e.code);
+                    return Err((e.status, refusal(None, &e)));
+                }
+            }
         }
     };
     let ran = match target {

@@ -50,12 +50,34 @@ pub fn list(route: &Route) -> Vec<(String, Target)> {
     tools
 }
 
-/// The tool called `name`, if the route has one.
-pub fn find(route: &Route, name: &str) -> Option<Target> {
-    list(route)
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, t)| t)
+/// A route's tool (or prompt) name in the consumer scope: `<route>__<name>`, the route's name
+/// qualified as `<namespace>.<route>` when two of the consumer's routes (`ids`) share a name, kept to
+/// MCP's characters and 128 characters. `i` is the route's place in `ids`.
+pub fn scoped_name(ids: &[&tollgate_snapshot::ObjectRef], i: usize, name: &str) -> String {
+    let id = ids[i];
+    let shared = ids.iter().filter(|other| other.name == id.name).count() > 1;
+    let route = if shared {
+        format!("{}.{}", id.namespace, id.name)
+    } else {
+        id.name.to_string()
+    };
+    tool_name(&format!("{route}__{name}"))
+}
+
+/// `entries` with later repeats of a name suffixed `_2`, `_3`…, within 128 characters.
+pub fn unique<T, U>(entries: Vec<(String, T, U)>) -> Vec<(String, T, U)> {
+    let mut out: Vec<(String, T, U)> = Vec::with_capacity(entries.len());
+    for (wanted, a, b) in entries {
+        let mut name = wanted.clone();
+        let mut n = 2;
+        while out.iter().any(|(taken, _, _)| *taken == name) {
+            let suffix = format!("_{n}");
+            name = format!("{}{suffix}", truncate(&wanted, MAX_NAME - suffix.len()));
+            n += 1;
+        }
+        out.push((name, a, b));
+    }
+    out
 }
 
 /// `text` with every character MCP does not allow in a tool name made `_`, within 128 characters.
@@ -401,6 +423,28 @@ mod tests {
         assert!(e.contains("\"nope\""), "{e}");
         let nested = json!({"id": {"a": 1}});
         assert!(rest_request(&rest, &rest.operations[0], nested.as_object().unwrap()).is_err());
+    }
+
+    #[test]
+    fn consumer_scope_names_say_the_route_and_stay_unique() {
+        use tollgate_snapshot::ObjectRef;
+        let (a, b, c) = (
+            ObjectRef::new("team-a", "chat"),
+            ObjectRef::new("team-b", "chat"),
+            ObjectRef::new("team-a", "orders"),
+        );
+        let ids = [&a, &b, &c];
+        assert_eq!(scoped_name(&ids, 0, "summarise"), "team-a.chat__summarise");
+        assert_eq!(scoped_name(&ids, 1, "summarise"), "team-b.chat__summarise");
+        assert_eq!(scoped_name(&ids, 2, "getItem"), "orders__getItem");
+        assert_eq!(scoped_name(&ids, 2, &"x".repeat(200)).len(), 128);
+        let named = unique(vec![
+            ("t".to_string(), 0, 0),
+            ("t".to_string(), 1, 0),
+            ("t".to_string(), 2, 0),
+        ]);
+        let names: Vec<&str> = named.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["t", "t_2", "t_3"]);
     }
 
     #[test]
