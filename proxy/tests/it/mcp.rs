@@ -699,6 +699,33 @@ async fn sdk_checks(line: u8) {
     proxy.stop().await;
 }
 
+/// Both SDK lines at the consumer scope `/mcp`, where the route's tools are `chat__…`.
+#[tokio::test]
+async fn the_python_sdks_reach_the_consumer_scope() {
+    let (base, _) = start_service().await;
+    let proxy = TestProxy::start(content(&base, None)).await;
+    let url = proxy.url("/mcp");
+    tokio::task::spawn_blocking(move || {
+        for line in [1, 2] {
+            run_mcp_script(
+                line,
+                "test_mcp_sdk.py",
+                &[
+                    ("MCP_URL", &url),
+                    ("MCP_KEY", KEY),
+                    ("MCP_UNSUBSCRIBED_KEY", UNSUBSCRIBED),
+                    ("MCP_PROMPT_TOOL", "chat__summarise"),
+                    ("MCP_REST_TOOL", "chat__getItem"),
+                    ("MCP_CONSUMER_SCOPE", "1"),
+                ],
+            );
+        }
+    })
+    .await
+    .unwrap();
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn the_python_sdk_1_x_lists_calls_and_is_refused() {
     sdk_checks(1).await;

@@ -2,7 +2,9 @@
 route's MCP endpoint on a real proxy.
 
 Environment: MCP_URL (the route's `<prefix>/mcp`), MCP_KEY (subscribed), MCP_UNSUBSCRIBED_KEY (a valid
-key without a subscription), MCP_PROMPT_TOOL, MCP_REST_TOOL; MCP_ALT_URL, when set, is another replica:
+key without a subscription), MCP_PROMPT_TOOL, MCP_REST_TOOL; MCP_CONSUMER_SCOPE=1 when MCP_URL is the
+consumer scope `/mcp` (a consumer approved nowhere then sees no tools rather than an error);
+MCP_ALT_URL, when set, is another replica:
 every HTTP request then goes to the two replicas in turn, so that a session (1.x) begun on one must
 continue on the other. Exits non-zero on the first failed check.
 """
@@ -154,6 +156,12 @@ async def main():
         return
 
     await expect_refusal("tg-not-a-key", "invalid_api_key" if LINE >= 2 else None)
+    if os.environ.get("MCP_CONSUMER_SCOPE") == "1":
+        async with connect(os.environ["MCP_UNSUBSCRIBED_KEY"]) as session:
+            tools = await session.list_tools()
+            assert tools.tools == [], tools
+        print(f"mcp {LINE}.x: bad key refused, a consumer approved nowhere sees no tools: ok")
+        return
     await expect_refusal(os.environ["MCP_UNSUBSCRIBED_KEY"], "not_subscribed")
     print(f"mcp {LINE}.x: bad key and unsubscribed consumer refused: ok")
 

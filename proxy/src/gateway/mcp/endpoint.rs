@@ -176,7 +176,7 @@ async fn answer(
     }
     match parts.method {
         Method::POST => {}
-        Method::DELETE => return end_session(shared, snapshot, &parts, call, notes),
+        Method::DELETE => return end_session(shared, snapshot, scope, &parts, call, notes),
         _ => {
             let e = RpcError::new(
                 None,
@@ -555,12 +555,17 @@ fn continue_session(
 fn end_session(
     shared: &Shared,
     snapshot: &Arc<Snapshot>,
+    scope: Scope,
     parts: &Parts,
     call: &mut Call,
     notes: &mut Notes,
 ) -> Answer {
     note(call).method = "session/delete";
-    if let Err(e) = admission::admit(snapshot, parts, call, notes) {
+    let known = match scope {
+        Scope::Route => admission::admit(snapshot, parts, call, notes).map(|_| ()),
+        Scope::Consumer => admission::identify(snapshot, &parts.headers, call).map(|_| ()),
+    };
+    if let Err(e) = known {
         note(call).outcome = "refused";
         return Answer::error(e.status, &refusal(None, &e));
     }

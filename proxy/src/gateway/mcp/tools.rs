@@ -232,7 +232,7 @@ pub fn rest_schema(rest: &RestService, op: &RestOperation) -> Value {
         schema["required"] = json!(required);
     }
     // MCP schemas stand alone: references into the document's components point at copies in $defs.
-    if schema.to_string().contains("#/components/schemas/")
+    if refers_to_components(&schema)
         && let Some(defs) = rest
             .components
             .as_ref()
@@ -244,6 +244,21 @@ pub fn rest_schema(rest: &RestService, op: &RestOperation) -> Value {
         schema["$defs"] = defs;
     }
     schema
+}
+
+/// Whether any `$ref` in `v` points into the document's component schemas.
+fn refers_to_components(v: &Value) -> bool {
+    match v {
+        Value::Object(map) => map.iter().any(|(key, value)| {
+            (key == "$ref"
+                && value
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("#/components/schemas/")))
+                || refers_to_components(value)
+        }),
+        Value::Array(items) => items.iter().any(refers_to_components),
+        _ => false,
+    }
 }
 
 fn refs_to_defs(v: &mut Value) {
