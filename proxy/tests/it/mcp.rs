@@ -571,6 +571,32 @@ async fn json_rpc_and_transport_errors_have_their_codes_and_statuses() {
 }
 
 #[tokio::test]
+async fn a_service_that_is_down_is_the_tools_error_not_the_callers() {
+    // A port nothing listens on: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = TestProxy::start(content(&format!("http://{closed}/v2"), None)).await;
+    let r = modern(
+        &proxy,
+        KEY,
+        1,
+        "tools/call",
+        json!({"name": "getItem", "arguments": {"id": "1"}}),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200);
+    let v = r.json();
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    let said = v["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(said.contains("could not be reached"), "{said}");
+    let line = proxy.log_line_of(&r.request_id()).await;
+    assert_eq!(line["error_class"], "upstream_unreachable", "{line}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn every_tool_call_counts_against_the_subscriptions_request_limit() {
     let (base, _) = start_service().await;
     let proxy = TestProxy::start(content(&base, Some(2))).await;
