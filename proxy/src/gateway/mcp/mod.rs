@@ -2,10 +2,15 @@
 //! reading, sealed legacy sessions, published APIs as tools and prompts, and the endpoint serving both
 //! protocol eras.
 
+mod calls;
 mod endpoint;
+mod era;
 mod jsonrpc;
+mod reach;
+mod reply;
 mod session;
 mod tools;
 
-pub use endpoint::{PATH, scope, serve};
+pub use endpoint::serve;
+pub use reach::{PATH, scope};
 pub use session::key_from_secret;
