@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
-use tollgate_snapshot::{Prompt, RestOperation, RestService, Route, VariableType};
+use tollgate_snapshot::{RestOperation, RestService, Route};
+
+use crate::gateway::openapi::variables_schema;
 
 /// Longest tool name MCP allows.
 const MAX_NAME: usize = 128;
@@ -110,7 +112,7 @@ pub fn describe(route: &Route, name: &str, target: Target) -> Value {
             let mut tool = json!({
                 "name": name,
                 "description": p.description.clone().unwrap_or_else(|| format!("The prompt API {} of {}.", p.name, route.id)),
-                "inputSchema": prompt_schema(p),
+                "inputSchema": variables_schema(p),
             });
             if let Some(v) = &p.version {
                 tool["_meta"] = json!({"dev.tollgate/version": v});
@@ -136,40 +138,6 @@ pub fn describe(route: &Route, name: &str, target: Target) -> Value {
             })
         }
     }
-}
-
-/// The JSON Schema of a prompt's variables.
-pub fn prompt_schema(p: &Prompt) -> Value {
-    let mut properties = Map::new();
-    let mut required = Vec::new();
-    for v in &p.variables {
-        let mut schema = match v.kind {
-            VariableType::String => json!({"type": "string"}),
-            VariableType::Integer => json!({"type": "integer"}),
-            VariableType::Number => json!({"type": "number"}),
-            VariableType::Boolean => json!({"type": "boolean"}),
-            VariableType::Enum => json!({"type": "string", "enum": v.values}),
-        };
-        if let Some(max) = v.max_length {
-            schema["maxLength"] = max.into();
-        }
-        if let Some(d) = &v.description {
-            schema["description"] = Value::String(d.clone());
-        }
-        if let Some(d) = &v.default {
-            schema["default"] = d.clone();
-        }
-        if v.required && v.default.is_none() {
-            required.push(v.name.clone());
-        }
-        properties.insert(v.name.clone(), schema);
-    }
-    let mut schema =
-        json!({"type": "object", "properties": properties, "additionalProperties": false});
-    if !required.is_empty() {
-        schema["required"] = json!(required);
-    }
-    schema
 }
 
 /// An operation's parameters (its own, `$ref`s into the components resolved), with where each goes.
