@@ -62,6 +62,9 @@ pub struct ProxyConfig {
     /// OTLP traces: sampled calls' spans exported to a collector; `None` exports none (the caller's
     /// `traceparent` is still passed upstream).
     pub traces: Option<TraceConfig>,
+    /// The key sealing legacy-era MCP session ids (see [`mcp_session_key`]); `None`: a random one,
+    /// so that only this replica continues its sessions.
+    pub mcp_session_key: Option<[u8; 32]>,
 }
 
 impl Default for ProxyConfig {
@@ -83,8 +86,24 @@ impl Default for ProxyConfig {
             },
             cache: CacheConfig::default(),
             traces: None,
+            mcp_session_key: None,
         }
     }
+}
+
+/// The MCP session key every replica derives from the same shared secret.
+pub fn mcp_session_key(secret: &[u8]) -> [u8; 32] {
+    gateway::session_key_from_secret(secret)
+}
+
+/// 32 bytes from the kernel's random source.
+fn random_key() -> [u8; 32] {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .expect("/dev/urandom is readable");
+    key
 }
 
 /// A proxy before it listens: holds the snapshot store, pools, metrics and access log.
@@ -111,6 +130,7 @@ impl Proxy {
             limiter,
             health: upstream::health::Health::new(),
             retries: upstream::balance::RetryBudgets::new(),
+            mcp_session_key: config.mcp_session_key.unwrap_or_else(random_key),
         });
         Self { config, shared }
     }

@@ -117,6 +117,11 @@ struct ServerArgs {
     /// `--redis-url` entries are shared through Redis too. `0` keeps nothing locally.
     #[arg(long, env = "TOLLGATE_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024, global = true)]
     cache_max_bytes: usize,
+    /// A file holding the secret all replicas share to seal MCP session ids (2025-era clients), so
+    /// that a session begun on one replica continues on any other. Without it each replica makes a
+    /// random key and only continues its own sessions.
+    #[arg(long, env = "TOLLGATE_MCP_SESSION_SECRET_FILE", global = true)]
+    mcp_session_secret_file: Option<PathBuf>,
 }
 
 /// OpenTelemetry traces over OTLP, off unless an endpoint is given. The flags fall back on the
@@ -249,9 +254,24 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> ProxyConfig {
-    ProxyConfig {
+fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> anyhow::Result<ProxyConfig> {
+    let mcp_session_key = match &args.mcp_session_secret_file {
+        Some(path) => {
+            let secret = std::fs::read(path)
+                .with_context(|| format!("reading the MCP session secret {}", path.display()))?;
+            let secret = secret.trim_ascii();
+            anyhow::ensure!(
+                secret.len() >= 16,
+                "the MCP session secret in {} is shorter than 16 bytes",
+                path.display()
+            );
+            Some(tollgate_proxy::mcp_session_key(secret))
+        }
+        None => None,
+    };
+    Ok(ProxyConfig {
         traces,
+        mcp_session_key,
         listen: args.listen,
         admin_listen: args.admin_listen,
         tls: match (&args.tls_cert, &args.tls_key) {
@@ -278,7 +298,7 @@ fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> ProxyConfig {
             local_bytes: args.cache_max_bytes,
             ..CacheConfig::default()
         },
-    }
+    })
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
@@ -320,7 +340,7 @@ async fn run() -> anyhow::Result<()> {
         "off" => AccessLog::Discard,
         _ => AccessLog::stdout(),
     };
-    let proxy = Proxy::new(config(&cli.server, cli.otel.traces()?), access_log);
+    let proxy = Proxy::new(config(&cli.server, cli.otel.traces()?)?, access_log);
     match cli.command {
         Some(Command::Standalone {
             path,

@@ -126,8 +126,58 @@ impl Drop for ResponseBody {
 }
 
 impl ResponseBody {
+    /// Polls the next frame with `outside` as the call record when given, else the attached one:
+    /// through the answer's guard, and into the cache's copy.
+    fn poll_with(&mut self, cx: &mut Context<'_>, mut outside: Option<&mut Call>) -> Polled {
+        if self.guard_done {
+            return Poll::Ready(None);
+        }
+        let polled = loop {
+            let call = match outside.as_deref_mut() {
+                Some(c) => Some(c),
+                None => self.call.as_deref_mut(),
+            };
+            let polled = match &mut self.kind {
+                Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+                Kind::Relay(relay) => relay.poll_frame(cx, call),
+                Kind::Fake(fake) => fake.poll_frame(cx, call),
+            };
+            match self.guarded(polled, outside.as_deref_mut()) {
+                Some(polled) => break polled,
+                // Everything the frame held is held back: poll for more.
+                None => continue,
+            }
+        };
+        if self.tee.is_some() {
+            self.copy(&polled, outside.as_deref());
+        }
+        polled
+    }
+
+    /// Reads the whole body, at most `limit` bytes, with `call` as its record while it is read (the
+    /// answer's usage lands there), for an endpoint that answers in a shape of its own (MCP). `None`
+    /// when the body failed or was larger.
+    pub async fn read_whole(mut self, call: &mut Call, limit: usize) -> Option<Bytes> {
+        let mut out = Vec::new();
+        loop {
+            match std::future::poll_fn(|cx| self.poll_with(cx, Some(&mut *call))).await {
+                None => return Some(Bytes::from(out)),
+                Some(Err(_)) => return None,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if out.len() + data.len() > limit {
+                            return None;
+                        }
+                        out.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
     /// Feeds the cache's copy: every data frame, then the end (an error drops the copy).
-    fn copy(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
+    fn copy(&mut self, polled: &Polled, outside: Option<&Call>) {
+        let call = outside.or(self.call.as_deref());
         match polled {
             Poll::Pending => {}
             Poll::Ready(Some(Ok(frame))) => {
@@ -138,20 +188,20 @@ impl ResponseBody {
                 if self.kind_is_end()
                     && let Some(tee) = self.tee.take()
                 {
-                    tee.finish(self.call.as_deref());
+                    tee.finish(call);
                 }
             }
             Poll::Ready(Some(Err(_))) => self.tee = None,
             Poll::Ready(None) => {
                 if let Some(tee) = self.tee.take() {
-                    tee.finish(self.call.as_deref());
+                    tee.finish(call);
                 }
             }
         }
     }
 
     /// Passes a polled frame through the answer's guard: `None` when it has nothing to send yet.
-    fn guarded(&mut self, polled: Polled) -> Option<Polled> {
+    fn guarded(&mut self, polled: Polled, outside: Option<&mut Call>) -> Option<Polled> {
         let Some(guard) = self.guard.as_deref_mut() else {
             return Some(polled);
         };
@@ -162,7 +212,7 @@ impl ResponseBody {
             },
             Poll::Ready(None) => {
                 let out = guard.finish();
-                self.end_guard();
+                self.end_guard(outside);
                 return Some(Poll::Ready(
                     (!out.is_empty()).then(|| Ok(Frame::data(Bytes::from(out)))),
                 ));
@@ -170,7 +220,7 @@ impl ResponseBody {
             other => return Some(other),
         };
         if guard.rejected().is_some() {
-            self.end_guard();
+            self.end_guard(outside);
         } else if out.is_empty() {
             return None;
         }
@@ -178,12 +228,16 @@ impl ResponseBody {
     }
 
     /// The guard is done: its decisions go to the call record, and a rejection ends the body here.
-    fn end_guard(&mut self) {
+    fn end_guard(&mut self, outside: Option<&mut Call>) {
         let Some(guard) = self.guard.take() else {
             return;
         };
         self.guard_done = true;
-        if let Some(call) = self.call.as_deref_mut() {
+        let call = match outside {
+            Some(c) => Some(c),
+            None => self.call.as_deref_mut(),
+        };
+        if let Some(call) = call {
             call.note_guardrails(&guard.decisions());
             if guard.rejected().is_some() {
                 call.fail("content_policy_violation");
@@ -215,27 +269,7 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        if this.guard_done {
-            return Poll::Ready(None);
-        }
-        let polled = loop {
-            let call = this.call.as_deref_mut();
-            let polled = match &mut this.kind {
-                Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-                Kind::Relay(relay) => relay.poll_frame(cx, call),
-                Kind::Fake(fake) => fake.poll_frame(cx, call),
-            };
-            match this.guarded(polled) {
-                Some(polled) => break polled,
-                // Everything the frame held is held back: poll for more.
-                None => continue,
-            }
-        };
-        if this.tee.is_some() {
-            this.copy(&polled);
-        }
-        polled
+        self.get_mut().poll_with(cx, None)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -24,6 +24,6 @@ pub use body::ResponseBody;
 pub use cache::{CacheConfig, ResponseCache, cached_call};
 pub use guard::{guard_answer, guard_request, refuse_unguardable_stream};
 pub use model_call::route_call;
-pub use record::Call;
+pub use record::{Call, McpNote};
 pub use rest::{RestRequest, rest_call};
 pub use shared::{RequestLimits, Shared};

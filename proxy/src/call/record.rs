@@ -27,6 +27,18 @@ pub struct Served {
     pub price: Price,
 }
 
+/// What an MCP JSON-RPC call was, for its access-log line and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct McpNote {
+    /// The JSON-RPC method, one of the MCP methods served (else `other`).
+    pub method: &'static str,
+    /// The tool or prompt named, when the method names one the route has.
+    pub name: Option<String>,
+    /// `ok`, `tool_error` (the tool ran and failed), `refused` (key, subscription, limits),
+    /// `invalid` (a malformed or mismatched request) or `error`.
+    pub outcome: &'static str,
+}
+
 /// One call in progress. Dropping it writes its record.
 pub struct Call {
     recorder: Arc<Recorder>,
@@ -84,6 +96,8 @@ pub struct Call {
     pub trace_headers: Option<Box<(http::HeaderValue, Option<http::HeaderValue>)>>,
     /// Guardrail rules that matched and what they did (`mask`, `reject`, `monitor`), once each.
     pub guardrails: Vec<(Arc<str>, &'static str)>,
+    /// For a call to the MCP endpoint, what it was.
+    pub mcp: Option<Box<McpNote>>,
 }
 
 impl Call {
@@ -132,6 +146,7 @@ impl Call {
             trace: None,
             trace_headers: None,
             guardrails: Vec::new(),
+            mcp: None,
         }
     }
 
@@ -292,17 +307,23 @@ impl Call {
             retries: self.retries,
             error_class: self.error_class,
             snapshot_version: snapshot.map(|s| s.version),
-            api: if self.rest_operation.is_some() {
+            api: if self.mcp.is_some() {
+                "mcp"
+            } else if self.rest_operation.is_some() {
                 "rest"
             } else if prompt.is_some() {
                 "prompt"
             } else {
                 "model"
             },
-            operation: prompt
-                .map(|p| p.name.as_str())
-                .or(rest_operation.as_deref()),
+            operation: match &self.mcp {
+                Some(mcp) => mcp.name.as_deref(),
+                None => prompt
+                    .map(|p| p.name.as_str())
+                    .or(rest_operation.as_deref()),
+            },
             operation_version: prompt.and_then(|p| p.version.as_deref()),
+            mcp_method: self.mcp.as_ref().map(|m| m.method),
             cache: self.cache,
             guardrails: &self.guardrails,
         };
@@ -334,6 +355,12 @@ impl Call {
                     answered: (200..300).contains(&self.status) && self.served.is_some(),
                 },
             );
+        }
+        if let Some(mcp) = &self.mcp {
+            let route = route.map(|r| r.id.to_string()).unwrap_or_default();
+            self.recorder
+                .metrics
+                .mcp_call(route, mcp.method, mcp.outcome);
         }
     }
 }

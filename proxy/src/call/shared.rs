@@ -40,4 +40,7 @@ pub struct Shared {
     pub retries: RetryBudgets,
     /// Stored answers of routes with a cache.
     pub cache: Arc<ResponseCache>,
+    /// The key that seals legacy-era MCP session ids; replicas that share it continue each other's
+    /// sessions.
+    pub mcp_session_key: [u8; 32],
 }

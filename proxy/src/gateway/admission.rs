@@ -52,10 +52,33 @@ pub(super) fn admit<'a>(
     let matched = snapshot
         .route_for(host, path)
         .ok_or_else(|| ApiError::unknown_url(&parts.method, path))?;
-    let (route_idx, route) = (matched.idx, matched.route);
+    let route_idx = matched.idx;
     let rest_at = path.len() - matched.rest.len();
 
-    let key = presented_key(&parts.headers).ok_or_else(|| {
+    let (consumer_idx, _) = identify(snapshot, &parts.headers, call)?;
+    // A route's OpenAPI document is for finding out how to call it: any valid key reads it (of
+    // the owning team only while a Draft, below), subscribed or not.
+    let reads_document = parts.method == http::Method::GET && matched.rest == OPENAPI_PATH;
+    let mut admitted = admit_to(
+        snapshot,
+        route_idx,
+        consumer_idx,
+        !reads_document,
+        (&parts.method, path),
+        call,
+        notes,
+    )?;
+    admitted.rest_at = rest_at;
+    Ok(admitted)
+}
+
+/// The consumer whose key the request presents, or why there is none.
+pub(super) fn identify<'a>(
+    snapshot: &'a Snapshot,
+    headers: &HeaderMap,
+    call: &mut Call,
+) -> Result<(ConsumerIdx, &'a Consumer), ApiError> {
+    let key = presented_key(headers).ok_or_else(|| {
         ApiError::invalid_api_key(
             "You didn't provide an API key. Send it as `Authorization: Bearer <key>`, `x-api-key` or `api-key`.",
         )
@@ -70,11 +93,27 @@ pub(super) fn admit<'a>(
         return Err(ApiError::invalid_api_key("This API key has expired."));
     }
     call.consumer = Some(consumer_idx);
+    Ok((consumer_idx, consumer))
+}
 
+/// Lets a known consumer call `route_idx`: the route's lifecycle stage, then its subscription
+/// (unless `subscribed_only` is false). A Draft of another team answers as `requested` (method and
+/// path) would if nothing were there.
+pub(super) fn admit_to<'a>(
+    snapshot: &'a Snapshot,
+    route_idx: RouteIdx,
+    consumer_idx: ConsumerIdx,
+    subscribed_only: bool,
+    requested: (&http::Method, &str),
+    call: &mut Call,
+    notes: &mut Notes,
+) -> Result<Admitted<'a>, ApiError> {
+    let route = &snapshot.content.routes[route_idx as usize];
+    let consumer = &snapshot.content.consumers[consumer_idx as usize];
     match route.stage {
         // A draft is invisible outside its team: answer as if nothing were there.
         Stage::Draft if consumer.id.namespace != route.id.namespace => {
-            return Err(ApiError::unknown_url(&parts.method, path));
+            return Err(ApiError::unknown_url(requested.0, requested.1));
         }
         Stage::Retired => {
             call.route = Some(route_idx);
@@ -89,15 +128,12 @@ pub(super) fn admit<'a>(
         Stage::Draft | Stage::Published => {}
     }
     call.route = Some(route_idx);
-    // A route's OpenAPI document is for finding out how to call it: any valid key reads it (of
-    // the owning team only while a Draft, above), subscribed or not.
-    let reads_document = parts.method == http::Method::GET && matched.rest == OPENAPI_PATH;
-    if !reads_document {
+    if subscribed_only {
         check_subscription(snapshot, consumer_idx, route_idx)?;
     }
     Ok(Admitted {
         route: route_idx,
-        rest_at,
+        rest_at: 0,
         subscription: snapshot.subscription(consumer_idx, route_idx),
         consumer,
     })

@@ -5,10 +5,13 @@
 mod admission;
 mod answer;
 mod body;
+mod mcp;
 mod models;
 mod openapi;
 mod prompt;
 mod request;
 mod rest;
+mod routed;
 
+pub use mcp::key_from_secret as session_key_from_secret;
 pub use request::handle;

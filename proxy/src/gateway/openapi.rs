@@ -384,7 +384,8 @@ fn operation(
     })
 }
 
-fn prompt_request(p: &Prompt) -> Value {
+/// The JSON Schema of a prompt's variables (also an MCP prompt tool's input schema).
+pub(super) fn variables_schema(p: &Prompt) -> Value {
     let mut properties = Map::new();
     let mut required = Vec::new();
     for v in &p.variables {
@@ -417,6 +418,12 @@ fn prompt_request(p: &Prompt) -> Value {
     if !required.is_empty() {
         variables["required"] = json!(required);
     }
+    variables
+}
+
+fn prompt_request(p: &Prompt) -> Value {
+    let variables = variables_schema(p);
+    let required = variables.get("required").is_some();
     let mut members = json!({
         "variables": variables,
         "stream": {"type": "boolean", "default": false},
@@ -440,7 +447,7 @@ fn prompt_request(p: &Prompt) -> Value {
         "properties": members,
         "additionalProperties": false,
     });
-    if !required.is_empty() {
+    if required {
         schema["required"] = json!(["variables"]);
     }
     schema

@@ -5,8 +5,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use http::header::{HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -14,12 +12,11 @@ use hyper::body::Incoming;
 use super::admission::{self, Notes, OPENAPI_PATH};
 use super::answer::CallerFormat;
 use super::body::read_body;
-use super::{models, openapi, prompt, rest};
-use crate::call::{self, Call, Endpoint, REQUEST_ID, ResponseBody, Shared};
+use super::routed::{Asked, model_call};
+use super::{mcp, models, openapi, prompt, rest};
+use crate::call::{Call, Endpoint, REQUEST_ID, ResponseBody, Shared};
 use crate::clock;
 use crate::error::ApiError;
-use crate::limits::estimate_tokens;
-use tollgate_snapshot::Snapshot;
 
 /// Serves one request. Never fails: every problem becomes an error answer in the caller's format.
 pub async fn handle(
@@ -95,6 +92,15 @@ async fn serve(
     })?;
     call.snapshot = Some(snapshot.clone());
     let (parts, body) = request.into_parts();
+    if parts.uri.path().ends_with(mcp::PATH)
+        && let Some(scope) = mcp::scope(&snapshot, &parts)
+    {
+        // Boxed, like REST calls: MCP answers are JSON-RPC, admitted and shaped on their own path.
+        return Box::pin(mcp::serve(
+            shared, &snapshot, scope, parts, body, call, notes,
+        ))
+        .await;
+    }
     let admitted = admission::admit(&snapshot, &parts, call, notes)?;
     if rest::is_rest_path(&parts.uri.path()[admitted.rest_at..]) {
         // Boxed: REST calls are rarer than model calls and would otherwise grow every call's future.
@@ -146,46 +152,6 @@ async fn serve(
 
 /// Where prompt APIs are served, after the route's prefix.
 const PROMPTS: &str = "/prompts/";
-
-/// What a model call asks: the endpoint, the body for it, and the request's headers (for the cache).
-struct Asked<'a> {
-    endpoint: Endpoint,
-    body: Bytes,
-    headers: &'a HeaderMap,
-}
-
-/// A call on one of the route's models: routed, charged to the limits, sent.
-async fn model_call(
-    shared: &Shared,
-    snapshot: &Arc<Snapshot>,
-    admitted: &admission::Admitted<'_>,
-    asked: Asked<'_>,
-    call: &mut Call,
-    notes: &mut Notes,
-) -> Result<Response<ResponseBody>, ApiError> {
-    let Asked {
-        endpoint,
-        body: bytes,
-        headers,
-    } = asked;
-    let bytes = call::guard_request(snapshot, admitted.route, endpoint, bytes, call)?;
-    let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, call)?
-        .with_caller_headers(headers);
-    let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
-    let cost_ceiling = routed.cost_ceiling_usd(estimate);
-    admission::limit(
-        shared,
-        snapshot,
-        admitted,
-        (estimate, cost_ceiling),
-        call,
-        notes,
-    )
-    .await?;
-    call::refuse_unguardable_stream(snapshot, admitted.route, endpoint, call.stream, call)?;
-    let response = call::cached_call(shared, snapshot, routed, headers, call).await?;
-    call::guard_answer(snapshot, admitted.route, endpoint, response, call).await
-}
 
 #[cfg(test)]
 mod tests {

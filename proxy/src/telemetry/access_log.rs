@@ -158,12 +158,15 @@ pub struct AccessLine<'a> {
     pub retries: u32,
     pub error_class: Option<&'a str>,
     pub snapshot_version: Option<u64>,
-    /// `model` (the OpenAI/Anthropic endpoints), `prompt` or `rest`.
+    /// `model` (the OpenAI/Anthropic endpoints), `prompt`, `rest` or `mcp`.
     pub api: &'a str,
-    /// The prompt's name, or the REST operation's `operationId` (`METHOD /path` when it has none).
+    /// The prompt's name, or the REST operation's `operationId` (`METHOD /path` when it has none);
+    /// for MCP, the tool or prompt named.
     pub operation: Option<&'a str>,
     /// The prompt's version, when it has one.
     pub operation_version: Option<&'a str>,
+    /// The MCP JSON-RPC method, for `api: mcp`.
+    pub mcp_method: Option<&'a str>,
     pub cache: Option<&'a str>,
     /// Guardrail rules that matched, with what they did (rule names only, never the text).
     pub guardrails: &'a [(std::sync::Arc<str>, &'static str)],
@@ -247,6 +250,10 @@ impl AccessLine<'_> {
             json::string(out, operation);
             out.extend_from_slice(b",\"operation_version\":");
             json::opt_string(out, self.operation_version);
+        }
+        if let Some(method) = self.mcp_method {
+            out.extend_from_slice(b",\"mcp_method\":");
+            json::string(out, method);
         }
         out.extend_from_slice(b"}\n");
     }
@@ -360,6 +367,7 @@ mod tests {
             api: "model",
             operation: None,
             operation_version: None,
+            mcp_method: None,
             cache: None,
             guardrails: &[],
         }
@@ -397,6 +405,17 @@ mod tests {
         assert_eq!(v["operation"], "getItem");
         assert_eq!(v["operation_version"], serde_json::Value::Null);
         assert_eq!(v.as_object().map(|o| o.len()), Some(24));
+
+        let mut mcp = line(&id);
+        mcp.api = "mcp";
+        mcp.operation = Some("summarise");
+        mcp.mcp_method = Some("tools/call");
+        let mut out = Vec::new();
+        mcp.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["api"], "mcp");
+        assert_eq!(v["mcp_method"], "tools/call");
+        assert_eq!(v["operation"], "summarise");
     }
 
     #[test]

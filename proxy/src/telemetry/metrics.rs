@@ -185,6 +185,13 @@ struct GuardrailLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpLabel {
+    route: String,
+    method: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
     op: &'static str,
 }
@@ -325,6 +332,7 @@ pub struct Metrics {
     cache: CacheMetrics,
     trace: TraceCounters,
     guardrails: Family<GuardrailLabels, Counter>,
+    mcp: Family<McpLabel, Counter>,
     series: Mutex<SeriesCache>,
 }
 
@@ -480,7 +488,14 @@ impl Metrics {
             "Guardrail rules that matched a call, by rule and action (mask, reject, monitor)",
             guardrails.clone(),
         );
+        let mcp = Family::<McpLabel, Counter>::default();
+        registry.register(
+            "tollgate_mcp_calls",
+            "MCP JSON-RPC calls, by route, method and outcome (ok, tool_error, refused, invalid, error)",
+            mcp.clone(),
+        );
         Self {
+            mcp,
             cache,
             trace,
             guardrails,
@@ -656,6 +671,17 @@ impl Metrics {
         self.traffic
             .key_cooldowns
             .get_or_create(&ProviderLabel { provider })
+            .inc();
+    }
+
+    /// One MCP JSON-RPC call on the route `route` (`namespace/name`, or empty) ended with `outcome`.
+    pub fn mcp_call(&self, route: String, method: &'static str, outcome: &'static str) {
+        self.mcp
+            .get_or_create(&McpLabel {
+                route,
+                method,
+                outcome,
+            })
             .inc();
     }
 

@@ -19,6 +19,8 @@
 //!   shared through a real Redis by two proxies (`cache::redis`).
 //! - `rest`: REST passthrough to a route's REST service: declared operations only, credentials,
 //!   limits, large answers, failures.
+//! - `mcp`: the MCP endpoint: the route's APIs as tools with the official Python SDK of both lines,
+//!   JSON-RPC errors of both protocol eras, sessions continued across replicas.
 //! - `responses_api`: Responses-API callers, passed through to OpenAI or translated for the others.
 //! - `traces`: OTLP traces into a real OpenTelemetry Collector: the span tree, GenAI attributes,
 //!   W3C trace context in and out, and a collector that dies mid-run.
@@ -41,6 +43,7 @@ mod hot_swap;
 mod layers;
 mod limits;
 mod listeners;
+mod mcp;
 mod messages_api;
 mod prompts;
 mod responses_api;

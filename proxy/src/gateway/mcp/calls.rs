@@ -1,0 +1,241 @@
+//! `tools/call`: the prompt API or REST operation a tool stands for, called through the route's own
+//! path (the prompt API's model call, the REST passthrough call), and its answer as a tool result.
+
+use std::sync::Arc;
+
+use http::Method;
+use http::header::HeaderMap;
+use serde_json::{Map, Value, json};
+use tollgate_snapshot::{RouteIdx, Snapshot};
+
+use super::jsonrpc::Message;
+use super::reach::PATH;
+use super::reach::Reach;
+use super::reply::{Outcome, invalid_params, note, refusal, shown, tool_error};
+use super::tools::{self, Target};
+use crate::call::{self, Call, Endpoint, RestRequest, Shared};
+use crate::error::ApiError;
+use crate::gateway::admission::{self, Admitted, Notes};
+use crate::gateway::prompt;
+use crate::gateway::routed::{Asked, model_call};
+
+/// Largest tool answer turned into a tool result.
+pub(super) const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// `tools/call`: the prompt API or REST operation the tool stands for, through the route's own path.
+pub(super) async fn call_tool(
+    shared: &Shared,
+    snapshot: &Arc<Snapshot>,
+    headers: &HeaderMap,
+    reach: &Reach<'_>,
+    message: &Message,
+    call: &mut Call,
+    notes: &mut Notes,
+) -> Outcome {
+    let name = message
+        .params
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid_params("Invalid params: tools/call needs a name.".into()))?;
+    let (route, target) = reach
+        .tools
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, r, t)| (*r, *t))
+        .ok_or_else(|| invalid_params(format!("Unknown tool: {}.", shown(name))))?;
+    note(call).name = Some(name.to_string());
+    let args = match message.params.get("arguments") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(a)) => a.clone(),
+        Some(_) => {
+            return Err(invalid_params(
+                "Invalid params: arguments must be an object.".into(),
+            ));
+        }
+    };
+    // The consumer scope admits each call to its own route (stage, subscription), as that route's
+    // own endpoint would.
+    let fresh;
+    let admitted = match &reach.admitted {
+        Some(a) => a,
+        None => {
+            let requested = (&Method::POST, PATH);
+            match admission::admit_to(
+                snapshot,
+                route,
+                reach.consumer,
+                true,
+                requested,
+                call,
+                notes,
+            ) {
+                Ok(a) => {
+                    fresh = a;
+                    &fresh
+                }
+                Err(e) => {
+                    note(call).outcome = "refused";
+                    call.fail(e.code);
+                    return Err((e.status, refusal(None, &e)));
+                }
+            }
+        }
+    };
+    let ran = match target {
+        Target::Prompt(i) => {
+            call_prompt(shared, snapshot, headers, admitted, i, args, call, notes).await
+        }
+        Target::Rest(i) => call_rest(shared, snapshot, admitted, i, &args, call, notes).await,
+    };
+    match ran {
+        Ok(result) => {
+            note(call).outcome = if result["isError"] == true {
+                "tool_error"
+            } else {
+                "ok"
+            };
+            Ok(result)
+        }
+        Err(e) => {
+            note(call).outcome = "refused";
+            call.fail(e.code);
+            Err((e.status, refusal(None, &e)))
+        }
+    }
+}
+
+/// Whether a gateway error refuses the caller (403, 429…) rather than reporting the tool's failure.
+pub(super) fn is_refusal(e: &ApiError) -> bool {
+    matches!(e.status.as_u16(), 401 | 403 | 410 | 429)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn call_prompt(
+    shared: &Shared,
+    snapshot: &Arc<Snapshot>,
+    headers: &HeaderMap,
+    admitted: &Admitted<'_>,
+    at: u16,
+    args: Map<String, Value>,
+    call: &mut Call,
+    notes: &mut Notes,
+) -> Result<Value, ApiError> {
+    let route: RouteIdx = admitted.route;
+    let p = &snapshot.content.routes[route as usize].prompts[at as usize];
+    call.prompt = Some(at);
+    let body = serde_json::to_vec(&json!({"variables": args})).expect("JSON values serialise");
+    let rendered = match prompt::render(p, &body) {
+        Ok(r) => r,
+        Err(e) => {
+            call.fail(e.code);
+            return Ok(tool_error(e.message));
+        }
+    };
+    let asked = Asked {
+        endpoint: Endpoint::Prompt {
+            json_output: p.output.is_json(),
+        },
+        body: rendered,
+        headers,
+    };
+    let response = match model_call(shared, snapshot, admitted, asked, call, notes).await {
+        Ok(r) => r,
+        Err(e) if is_refusal(&e) => return Err(e),
+        Err(e) => {
+            call.fail(e.code);
+            return Ok(tool_error(e.message));
+        }
+    };
+    let status = response.status();
+    let Some(bytes) = response.into_body().read_whole(call, MAX_ANSWER).await else {
+        call.fail("upstream_error");
+        return Ok(tool_error("The model's answer broke off."));
+    };
+    let doc: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let text = doc["error"]["message"]
+            .as_str()
+            .unwrap_or("The model call failed.");
+        return Ok(tool_error(text));
+    }
+    Ok(match &doc["output"] {
+        Value::String(text) => {
+            json!({"content": [{"type": "text", "text": text}], "isError": false})
+        }
+        output => {
+            let mut r = json!({
+                "content": [{"type": "text", "text": output.to_string()}],
+                "isError": false,
+            });
+            if output.is_object() {
+                r["structuredContent"] = output.clone();
+            }
+            r
+        }
+    })
+}
+
+pub(super) async fn call_rest(
+    shared: &Shared,
+    snapshot: &Arc<Snapshot>,
+    admitted: &Admitted<'_>,
+    at: u32,
+    args: &Map<String, Value>,
+    call: &mut Call,
+    notes: &mut Notes,
+) -> Result<Value, ApiError> {
+    let route = &snapshot.content.routes[admitted.route as usize];
+    let rest = route
+        .rest
+        .as_ref()
+        .expect("REST tools come from the route's service");
+    let op = &rest.operations[at as usize];
+    call.rest_operation = Some(at);
+    let (path_and_query, headers, body) = match tools::rest_request(rest, op, args) {
+        Ok(parts) => parts,
+        Err(why) => {
+            call.fail("invalid_arguments");
+            return Ok(tool_error(why));
+        }
+    };
+    if body.len() as u64 > rest.max_request_bytes {
+        call.fail("request_too_large");
+        return Ok(tool_error(format!(
+            "The body is larger than the {} bytes the operation takes.",
+            rest.max_request_bytes
+        )));
+    }
+    admission::limit(shared, snapshot, admitted, (0, 0.0), call, notes).await?;
+    let method = Method::from_bytes(op.method.as_bytes()).unwrap_or(Method::GET);
+    let request = RestRequest {
+        route: admitted.route,
+        method,
+        path_and_query,
+        headers,
+        body,
+    };
+    let response = match call::rest_call(shared, snapshot, request, call).await {
+        Ok(r) => r,
+        Err(e) => {
+            call.fail(e.code);
+            return Ok(tool_error(e.message));
+        }
+    };
+    let status = response.status();
+    let Some(bytes) = response.into_body().read_whole(call, MAX_ANSWER).await else {
+        call.fail("upstream_error");
+        return Ok(tool_error(
+            "The service's answer broke off or was larger than 16 MiB.",
+        ));
+    };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let mut r =
+        json!({"content": [{"type": "text", "text": text}], "isError": !status.is_success()});
+    if !status.is_success() {
+        call.fail("upstream_status");
+        r["content"][0]["text"] = json!(format!("The service answered {status}: {text}"));
+    } else if let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(&bytes) {
+        r["structuredContent"] = v;
+    }
+    Ok(r)
+}
