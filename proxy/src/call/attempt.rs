@@ -367,6 +367,14 @@ async fn translate_answer(
             Ok(Err(_)) => return Err(failure::cut_short(provider, false)),
             Err(_) => return Err(failure::cut_short(provider, true)),
         };
+    if let (Wire::OpenAiChat, Endpoint::Prompt { json_output }, None) =
+        (&out.wire, ask.endpoint, &out.json_tool)
+        && let Some(read) = prompt::openai_answer_to_prompt(&whole, json_output)
+    {
+        let (body, counts) = read.map_err(invalid_output)?;
+        call.usage = Some(counts.usage());
+        return Ok(json(Bytes::from(body)));
+    }
     let v: Value = serde_json::from_slice(&whole).map_err(|_| failure::unreadable(provider))?;
     if let (Wire::Anthropic, true) = (&out.wire, ask.anthropic_caller()) {
         call.usage = Some(anthropic::counts(v.get("usage").unwrap_or(&Value::Null)).usage());
@@ -441,16 +449,19 @@ fn caller_answer(ask: &Ask<'_>, answer: &Answer) -> Result<Value, Failed> {
         Endpoint::Messages | Endpoint::CountTokens => Ok(messages::answer_to_message(answer)),
         Endpoint::Responses => Ok(responses::answer_to_response(answer, &ask.echo())),
         Endpoint::Prompt { json_output } => {
-            prompt::answer_to_prompt(answer, json_output).map_err(|message| {
-                Failed::rejected(ApiError::upstream(
-                    http::StatusCode::BAD_GATEWAY,
-                    "invalid_output",
-                    message,
-                ))
-            })
+            prompt::answer_to_prompt(answer, json_output).map_err(invalid_output)
         }
         Endpoint::Chat | Endpoint::Embeddings => Ok(answer.to_openai()),
     }
+}
+
+/// A JSON prompt's answer that is not JSON: 502 `invalid_output`, quoting its start.
+fn invalid_output(message: String) -> Failed {
+    Failed::rejected(ApiError::upstream(
+        http::StatusCode::BAD_GATEWAY,
+        "invalid_output",
+        message,
+    ))
 }
 
 /// The Fake provider, for every caller format: chat callers' requests are read as they are and its

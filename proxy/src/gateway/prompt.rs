@@ -3,12 +3,16 @@
 //! template, once and as text (a value holding `{{other}}` stays as it is); the result is a chat
 //! completions request on the prompt's model, which then takes the path every chat call takes.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tollgate_snapshot::{Output, Prompt, RouteIdx, Segment, Snapshot, Variable, VariableType};
 
 use crate::error::ApiError;
+use crate::llm::json_scan::members_of_valid;
+use crate::llm::openai::{RequestDoc, RequestError};
 
 /// Members a prompt call's body may have.
 const MEMBERS: [&str; 3] = ["variables", "messages", "stream"];
@@ -51,35 +55,31 @@ fn bad(
 }
 
 /// Checks `body` against `prompt` and renders the chat completions request it stands for.
+///
+/// The request is written straight into bytes. A string variable's value goes in as the JSON text
+/// the caller sent, between its quotes: the body was validated as JSON when it was read, so that
+/// text is a complete, well-formed string content (escapes and all) and splicing it into another
+/// string can neither end that string nor add a member. Other values are written as their text.
 pub fn render(prompt: &Prompt, body: &[u8]) -> Result<Bytes, ApiError> {
-    let doc: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Map::new())
+    let doc = if body.iter().all(u8::is_ascii_whitespace) {
+        None
     } else {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_json",
-                format!("The request body is not valid JSON: {e}."),
-            )
-        })?
+        Some(RequestDoc::parse(body).map_err(|e| not_an_object(body, e))?)
     };
-    let Value::Object(mut doc) = doc else {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "The request body must be a JSON object: {\"variables\": {...}}.",
-        ));
-    };
-    if let Some(unknown) = doc.keys().find(|k| !MEMBERS.contains(&k.as_str())) {
+    let members = doc.as_ref().map(RequestDoc::members).unwrap_or_default();
+    if let Some((unknown, _)) = members.iter().find(|(k, _)| !MEMBERS.contains(&k.as_ref())) {
         return Err(bad(
             "unknown_parameter",
-            unknown.clone(),
+            unknown.to_string(),
             format!(
                 "Unknown member {unknown:?}: a prompt call has only variables, messages and stream."
             ),
         ));
     }
-    let stream = match doc.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
+    let member = |name: &str| doc.as_ref().and_then(|d| d.get(name)).map(|r| r.get());
+    let stream = match member("stream") {
+        None | Some("null" | "false") => false,
+        Some("true") => true,
         Some(_) => {
             return Err(bad(
                 "invalid_type",
@@ -88,9 +88,15 @@ pub fn render(prompt: &Prompt, body: &[u8]) -> Result<Bytes, ApiError> {
             ));
         }
     };
-    let values = match doc.remove("variables") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
+    let values = match member("variables") {
+        None | Some("null") => None,
+        Some(raw) if raw.starts_with('{') => Some(members_of_valid(raw).ok_or_else(|| {
+            bad(
+                "invalid_type",
+                "variables",
+                "variables must be an object of name: value.".into(),
+            )
+        })?),
         Some(_) => {
             return Err(bad(
                 "invalid_type",
@@ -99,103 +105,196 @@ pub fn render(prompt: &Prompt, body: &[u8]) -> Result<Bytes, ApiError> {
             ));
         }
     };
-    let texts = variable_texts(prompt, &values)?;
+    let texts = variable_texts(prompt, values.as_deref().unwrap_or_default())?;
+    let appended = caller_messages(prompt, member("messages"))?;
 
-    let mut messages: Vec<Value> = Vec::with_capacity(prompt.messages.len() + 2);
+    let mut out = Vec::with_capacity(body.len() + 256 + template_len(prompt));
+    out.extend_from_slice(b"{\"model\":");
+    write_json(&mut out, &*prompt.model);
+    out.extend_from_slice(b",\"messages\":[");
+    let mut first = true;
     if json_word_needed(prompt) {
         // OpenAI refuses JSON mode unless the conversation says "JSON".
-        messages.push(json!({"role": "system", "content": "Answer in JSON."}));
+        out.extend_from_slice(br#"{"role":"system","content":"Answer in JSON."}"#);
+        first = false;
     }
     for m in &prompt.messages {
-        let mut content = String::new();
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"role\":\"");
+        out.extend_from_slice(m.role.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"content\":\"");
         for part in &m.parts {
             match part {
-                Segment::Text(t) => content.push_str(t),
-                Segment::Var(i) => content.push_str(&texts[*i as usize]),
+                Segment::Text(t) => escape_into(&mut out, t),
+                Segment::Var(i) => out.extend_from_slice(texts[*i as usize].as_bytes()),
             }
         }
-        messages.push(json!({"role": m.role.as_str(), "content": content}));
+        out.extend_from_slice(b"\"}");
     }
-    match doc.remove("messages") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(list)) if list.is_empty() => {}
-        Some(Value::Array(_)) if !prompt.allow_messages => {
-            return Err(bad(
-                "messages_not_allowed",
-                "messages",
-                format!(
-                    "Prompt {} does not take messages of the caller's own: send only variables.",
-                    prompt.name
-                ),
-            ));
+    for raw in appended {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
         }
-        Some(Value::Array(list)) => {
-            for (i, m) in list.into_iter().enumerate() {
-                let role = m.get("role").and_then(Value::as_str);
-                if !role.is_some_and(|r| CALLER_ROLES.contains(&r)) {
-                    return Err(bad(
-                        "invalid_message",
-                        format!("messages[{i}].role"),
-                        "The messages a caller appends have the role user or assistant.".into(),
-                    ));
-                }
-                if !m
-                    .get("content")
-                    .is_some_and(|c| c.is_string() || c.is_array())
-                {
-                    return Err(bad(
-                        "invalid_message",
-                        format!("messages[{i}].content"),
-                        "Each message needs content: a string or a list of content parts.".into(),
-                    ));
-                }
-                messages.push(m);
-            }
-        }
-        Some(_) => {
-            return Err(bad(
-                "invalid_type",
-                "messages",
-                "messages must be a list of chat messages.".into(),
-            ));
-        }
+        out.extend_from_slice(raw.as_bytes());
     }
-
-    let mut request = Map::with_capacity(10);
-    request.insert("model".into(), Value::from(&*prompt.model));
-    request.insert("messages".into(), Value::Array(messages));
+    out.push(b']');
     if stream {
-        request.insert("stream".into(), Value::Bool(true));
-        request.insert("stream_options".into(), json!({"include_usage": true}));
+        out.extend_from_slice(br#","stream":true,"stream_options":{"include_usage":true}"#);
     }
     let p = &prompt.parameters;
-    if let Some(t) = p.temperature {
-        request.insert("temperature".into(), json!(t));
+    if let Some(t) = &p.temperature {
+        member_into(&mut out, "temperature", t);
     }
-    if let Some(t) = p.top_p {
-        request.insert("top_p".into(), json!(t));
+    if let Some(t) = &p.top_p {
+        member_into(&mut out, "top_p", t);
     }
-    if let Some(n) = p.max_tokens {
-        request.insert("max_tokens".into(), json!(n));
+    if let Some(n) = &p.max_tokens {
+        member_into(&mut out, "max_tokens", n);
     }
     if !p.stop.is_empty() {
-        request.insert("stop".into(), json!(p.stop));
+        member_into(&mut out, "stop", &p.stop);
     }
     match &prompt.output {
         Output::Text => {}
-        Output::Json => {
-            request.insert("response_format".into(), json!({"type": "json_object"}));
-        }
-        Output::JsonSchema(schema) => {
-            request.insert(
-                "response_format".into(),
-                json!({"type": "json_schema", "json_schema": {"name": prompt.name, "schema": schema}}),
-            );
-        }
+        Output::Json => member_into(&mut out, "response_format", &json!({"type": "json_object"})),
+        Output::JsonSchema(schema) => member_into(
+            &mut out,
+            "response_format",
+            &json!({"type": "json_schema", "json_schema": {"name": prompt.name, "schema": schema}}),
+        ),
     }
-    Ok(Bytes::from(
-        serde_json::to_vec(&Value::Object(request)).expect("JSON values serialise"),
-    ))
+    out.push(b'}');
+    Ok(Bytes::from(out))
+}
+
+/// `,"name":value` at the end of `out` (an object's first member is never written this way).
+fn member_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    write_json(out, value);
+}
+
+/// `value` as JSON text at the end of `out`.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(out, value).expect("the values of a compiled prompt serialise");
+}
+
+/// Why a body is not a prompt call: not JSON at all, or JSON but not an object.
+fn not_an_object(body: &[u8], e: RequestError) -> ApiError {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        ApiError::bad_request(
+            "invalid_request",
+            "The request body must be a JSON object: {\"variables\": {...}}.",
+        )
+    } else {
+        let why = match e {
+            RequestError::Malformed(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        ApiError::bad_request(
+            "invalid_json",
+            format!("The request body is not valid JSON: {why}."),
+        )
+    }
+}
+
+/// Bytes of the template's literal text, to size the request once.
+fn template_len(prompt: &Prompt) -> usize {
+    prompt
+        .messages
+        .iter()
+        .flat_map(|m| &m.parts)
+        .map(|p| match p {
+            Segment::Text(t) => t.len() + 16,
+            Segment::Var(_) => 0,
+        })
+        .sum()
+}
+
+/// `text` as the content of a JSON string (without its quotes) at the end of `out`: runs that need
+/// no escape are copied whole.
+fn escape_into(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..i]);
+        if escaped.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escaped);
+        }
+        from = i + 1;
+    }
+    out.extend_from_slice(&bytes[from..]);
+}
+
+/// The caller's own chat turns, each as the JSON text it sent, when the prompt takes them.
+fn caller_messages<'a>(prompt: &Prompt, raw: Option<&'a str>) -> Result<Vec<&'a str>, ApiError> {
+    let Some(raw) = raw.filter(|r| *r != "null") else {
+        return Ok(Vec::new());
+    };
+    let not_a_list = || {
+        bad(
+            "invalid_type",
+            "messages",
+            "messages must be a list of chat messages.".into(),
+        )
+    };
+    if !raw.starts_with('[') {
+        return Err(not_a_list());
+    }
+    let list: Vec<&'a serde_json::value::RawValue> =
+        serde_json::from_str(raw).map_err(|_| not_a_list())?;
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !prompt.allow_messages {
+        return Err(bad(
+            "messages_not_allowed",
+            "messages",
+            format!(
+                "Prompt {} does not take messages of the caller's own: send only variables.",
+                prompt.name
+            ),
+        ));
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let v: Value = serde_json::from_str(m.get()).map_err(|_| not_a_list())?;
+            let role = v.get("role").and_then(Value::as_str);
+            if !role.is_some_and(|r| CALLER_ROLES.contains(&r)) {
+                return Err(bad(
+                    "invalid_message",
+                    format!("messages[{i}].role"),
+                    "The messages a caller appends have the role user or assistant.".into(),
+                ));
+            }
+            if !v
+                .get("content")
+                .is_some_and(|c| c.is_string() || c.is_array())
+            {
+                return Err(bad(
+                    "invalid_message",
+                    format!("messages[{i}].content"),
+                    "Each message needs content: a string or a list of content parts.".into(),
+                ));
+            }
+            Ok(m.get())
+        })
+        .collect()
 }
 
 /// Whether the word "JSON" must be added for OpenAI's JSON mode.
@@ -209,11 +308,15 @@ fn json_word_needed(prompt: &Prompt) -> bool {
         })
 }
 
-/// Each variable's value as the text that goes into the template, in the prompt's variable order.
-fn variable_texts(prompt: &Prompt, values: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
-    if let Some(unknown) = values
-        .keys()
-        .find(|k| !prompt.variables.iter().any(|v| v.name == **k))
+/// Each variable's value as escaped JSON string content (what goes between the quotes of a
+/// message's content), in the prompt's variable order.
+fn variable_texts<'a>(
+    prompt: &Prompt,
+    values: &[(Cow<'a, str>, &'a str)],
+) -> Result<Vec<Cow<'a, str>>, ApiError> {
+    if let Some((unknown, _)) = values
+        .iter()
+        .find(|(k, _)| !prompt.variables.iter().any(|v| v.name == *k))
     {
         let known: Vec<&str> = prompt.variables.iter().map(|v| v.name.as_str()).collect();
         return Err(bad(
@@ -233,59 +336,110 @@ fn variable_texts(prompt: &Prompt, values: &Map<String, Value>) -> Result<Vec<St
     prompt
         .variables
         .iter()
-        .map(|v| match values.get(&v.name).filter(|x| !x.is_null()) {
-            Some(value) => text_of(v, value),
-            None => match &v.default {
-                Some(default) => text_of(v, default),
-                None if v.required => Err(bad(
-                    "missing_variable",
-                    format!("variables.{}", v.name),
-                    format!("Prompt {} needs the variable {:?}.", prompt.name, v.name),
-                )),
-                None => Ok(String::new()),
-            },
+        .map(|v| {
+            let sent = values
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == v.name)
+                .map(|(_, raw)| *raw)
+                .filter(|raw| *raw != "null");
+            match sent {
+                Some(raw) => raw_text(v, raw),
+                None => match &v.default {
+                    Some(default) => {
+                        let mut escaped = Vec::new();
+                        escape_into(&mut escaped, &text_of(v, default)?);
+                        Ok(Cow::Owned(
+                            String::from_utf8(escaped).expect("escaping keeps UTF-8"),
+                        ))
+                    }
+                    None if v.required => Err(bad(
+                        "missing_variable",
+                        format!("variables.{}", v.name),
+                        format!("Prompt {} needs the variable {:?}.", prompt.name, v.name),
+                    )),
+                    None => Ok(Cow::Borrowed("")),
+                },
+            }
         })
         .collect()
 }
 
-/// A value as template text, if it is of the variable's type.
-fn text_of(v: &Variable, value: &Value) -> Result<String, ApiError> {
-    let invalid = |why: String| {
-        bad(
-            "invalid_variable",
-            format!("variables.{}", v.name),
-            format!("Variable {:?} {why}.", v.name),
-        )
-    };
-    match (v.kind, value) {
-        (VariableType::String, Value::String(s)) => {
+/// A value the caller sent (its validated JSON text), checked against the variable, as escaped
+/// string content: a string's own content between its quotes, other values their text.
+fn raw_text<'a>(v: &Variable, raw: &'a str) -> Result<Cow<'a, str>, ApiError> {
+    if let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
+        && matches!(v.kind, VariableType::String | VariableType::Enum)
+    {
+        // Without escapes the content is the text itself; otherwise it is decoded for the checks.
+        let decoded: Cow<'_, str> = if inner.contains('\\') {
+            Cow::Owned(serde_json::from_str(raw).expect("a validated JSON string"))
+        } else {
+            Cow::Borrowed(inner)
+        };
+        text_of_str(v, &decoded)?;
+        return Ok(Cow::Borrowed(inner));
+    }
+    let value: Value = serde_json::from_str(raw).expect("a validated JSON value");
+    // Numbers and booleans need no escapes.
+    text_of(v, &value).map(Cow::Owned)
+}
+
+/// Checks a string value against a string or enum variable.
+fn text_of_str(v: &Variable, s: &str) -> Result<(), ApiError> {
+    match v.kind {
+        VariableType::String => {
             if let Some(max) = v.max_length
                 && s.chars().count() > max as usize
             {
-                return Err(invalid(format!("is longer than its {max} characters")));
+                return Err(invalid(v, format!("is longer than its {max} characters")));
             }
-            Ok(s.clone())
+            Ok(())
         }
-        (VariableType::Enum, Value::String(s)) => {
-            if v.values.contains(s) {
-                Ok(s.clone())
-            } else {
-                Err(invalid(format!("must be one of {}", v.values.join(", "))))
-            }
-        }
-        (VariableType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-        (VariableType::Number, Value::Number(n)) => Ok(n.to_string()),
-        (VariableType::Boolean, Value::Bool(b)) => Ok(b.to_string()),
-        (kind, _) => Err(invalid(format!(
+        VariableType::Enum if v.values.iter().any(|x| x == s) => Ok(()),
+        VariableType::Enum => Err(invalid(
+            v,
+            format!("must be one of {}", v.values.join(", ")),
+        )),
+        _ => Err(mistyped(v)),
+    }
+}
+
+fn invalid(v: &Variable, why: String) -> ApiError {
+    bad(
+        "invalid_variable",
+        format!("variables.{}", v.name),
+        format!("Variable {:?} {why}.", v.name),
+    )
+}
+
+fn mistyped(v: &Variable) -> ApiError {
+    invalid(
+        v,
+        format!(
             "must be {}",
-            match kind {
+            match v.kind {
                 VariableType::String => "a string",
                 VariableType::Enum => "a string, one of its values",
                 VariableType::Integer => "a whole number",
                 VariableType::Number => "a number",
                 VariableType::Boolean => "true or false",
             }
-        ))),
+        ),
+    )
+}
+
+/// A value as template text, if it is of the variable's type.
+fn text_of(v: &Variable, value: &Value) -> Result<String, ApiError> {
+    match (v.kind, value) {
+        (VariableType::String | VariableType::Enum, Value::String(s)) => {
+            text_of_str(v, s)?;
+            Ok(s.clone())
+        }
+        (VariableType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        (VariableType::Number, Value::Number(n)) => Ok(n.to_string()),
+        (VariableType::Boolean, Value::Bool(b)) => Ok(b.to_string()),
+        _ => Err(mistyped(v)),
     }
 }
 
@@ -376,6 +530,23 @@ mod tests {
         assert_eq!(user_text(&v), format!("x={evil}"));
         assert_eq!(v["model"], "chat");
         assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+    }
+
+    #[test]
+    fn a_callers_escapes_go_through_as_the_same_text() {
+        let mut p = one_var(VariableType::String);
+        p.variables[0].max_length = Some(6);
+        let body = br#"{"variables": {"x": "\u0041\/\"\n\ud83d\ude00"}}"#;
+        let v: Value = serde_json::from_slice(&render(&p, body).unwrap()).unwrap();
+        assert_eq!(user_text(&v), "x=A/\"\n\u{1F600}");
+        // Five characters once decoded, though the JSON text is longer.
+        p.variables[0].max_length = Some(5);
+        assert!(render(&p, body).is_ok());
+        p.variables[0].max_length = Some(4);
+        assert_eq!(render(&p, body).unwrap_err().code, "invalid_variable");
+        let mut e = one_var(VariableType::Enum);
+        e.variables[0].values = vec!["fr".into()];
+        assert!(render(&e, br#"{"variables": {"x": "\u0066r"}}"#).is_ok());
     }
 
     #[test]

@@ -54,6 +54,162 @@ pub fn object_members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
     (s.i == s.b.len()).then_some(members)
 }
 
+/// Whether `text` is exactly one valid JSON string, quotes included.
+pub fn is_string(text: &str) -> bool {
+    let mut s = Scanner {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    s.peek() == Some(b'"') && s.string().is_some() && s.i == s.b.len()
+}
+
+/// The members of an object whose text is already known to be valid JSON (a member or element of
+/// a body [`object_members`] accepted): split without checking it again, so reading nested parts
+/// costs a skim instead of a second validation. On text that is not valid JSON the answer may be
+/// wrong, and is then `None` or a split of some kind, never a panic.
+pub fn members_of_valid(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let mut s = Skim {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let mut members = Vec::with_capacity(8);
+    s.space();
+    s.expect(b'{')?;
+    loop {
+        s.space();
+        match s.peek()? {
+            b'}' => return Some(members),
+            b'"' => {}
+            _ => return None,
+        }
+        let start = s.i;
+        let escaped = s.string()?;
+        let key = if escaped {
+            Cow::Owned(serde_json::from_str::<String>(text.get(start..s.i)?).ok()?)
+        } else {
+            Cow::Borrowed(text.get(start + 1..s.i - 1)?)
+        };
+        s.space();
+        s.expect(b':')?;
+        s.space();
+        let from = s.i;
+        s.value()?;
+        members.push((key, text.get(from..s.i)?));
+        s.space();
+        match s.next()? {
+            b',' => {}
+            b'}' => return Some(members),
+            _ => return None,
+        }
+    }
+}
+
+/// The elements of an array already known to be valid JSON, as [`members_of_valid`] reads objects.
+pub fn elements_of_valid(text: &str) -> Option<Vec<&str>> {
+    let mut s = Skim {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let mut elements = Vec::with_capacity(4);
+    s.space();
+    s.expect(b'[')?;
+    s.space();
+    if s.peek()? == b']' {
+        return Some(elements);
+    }
+    loop {
+        s.space();
+        let from = s.i;
+        s.value()?;
+        elements.push(text.get(from..s.i)?);
+        s.space();
+        match s.next()? {
+            b',' => {}
+            b']' => return Some(elements),
+            _ => return None,
+        }
+    }
+}
+
+/// A reader of text already validated: it finds where values end and nothing more.
+struct Skim<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Skim<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn space(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    /// Past the string starting at the current `"`; says whether it holds escapes.
+    fn string(&mut self) -> Option<bool> {
+        self.i += 1;
+        let mut escaped = false;
+        loop {
+            self.i += memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
+            if self.next()? == b'"' {
+                return Some(escaped);
+            }
+            escaped = true;
+            self.i += 1;
+        }
+    }
+
+    /// Past one value: strings skimmed, containers by their brackets, scalars to their end.
+    fn value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+            }
+            _ => {
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.i += 1;
+                }
+                Some(())
+            }
+        }
+    }
+}
+
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
@@ -381,6 +537,50 @@ mod tests {
             if let Ok(text) = String::from_utf8(bytes) {
                 prop_assert_eq!(ours(&text), by_serde(&text), "{}", text);
             }
+        }
+
+        /// On valid JSON the skim splits exactly as the validating scan (objects) and serde_json (arrays)
+        /// do.
+        #[test]
+        fn the_skim_of_valid_text_matches_the_scan(
+            members in prop::collection::vec((any::<String>(), json_value()), 0..8),
+            elements in prop::collection::vec(json_value(), 0..8),
+            pretty in any::<bool>(),
+        ) {
+            let write = |v: &Value| if pretty {
+                serde_json::to_string_pretty(v).unwrap()
+            } else {
+                serde_json::to_string(v).unwrap()
+            };
+            let object = write(&Value::Object(members.into_iter().collect()));
+            prop_assert_eq!(members_of_valid(&object), object_members(&object));
+            let array = write(&Value::Array(elements));
+            let by_serde = serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(&array)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.get().to_string())
+                .collect::<Vec<_>>();
+            prop_assert_eq!(
+                elements_of_valid(&array).map(|e| e.into_iter().map(str::to_string).collect::<Vec<_>>()),
+                Some(by_serde)
+            );
+        }
+
+        /// On any text at all the skim ends without a panic.
+        #[test]
+        fn the_skim_of_any_text_never_panics(text in "\\PC{0,64}", bytes in prop::collection::vec(
+            prop::sample::select(b"{}[]\",:\\ 0-.eE+tfnu\x01a".to_vec()), 0..64)) {
+            let _ = members_of_valid(&text);
+            let _ = elements_of_valid(&text);
+            let text = String::from_utf8(bytes).unwrap();
+            let _ = members_of_valid(&text);
+            let _ = elements_of_valid(&text);
+        }
+
+        /// A string is valid exactly when serde_json reads it as one.
+        #[test]
+        fn strings_are_checked_as_serde_json_checks_them(text in "\"(\\PC|\\\\|\\\\u[0-9a-fA-F]{0,4}|[\\x00-\\x1f])*\"?") {
+            prop_assert_eq!(is_string(&text), serde_json::from_str::<String>(&text).is_ok(), "{:?}", text);
         }
     }
 }

@@ -89,17 +89,31 @@ pub enum RequestError {
 impl<'a> RequestDoc<'a> {
     /// Parses the top level of a request body.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, RequestError> {
-        let scanned = std::str::from_utf8(bytes)
-            .ok()
-            .and_then(crate::llm::json_scan::object_members);
-        if let Some(members) = scanned {
-            return Ok(Self { members });
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::parse_str(text),
+            Err(_) => Self::parse_serde(bytes),
         }
+    }
+
+    /// Parses the top level of a request body already known to be UTF-8 (a member of another).
+    pub fn parse_str(text: &'a str) -> Result<Self, RequestError> {
+        match crate::llm::json_scan::object_members(text) {
+            Some(members) => Ok(Self { members }),
+            None => Self::parse_serde(text.as_bytes()),
+        }
+    }
+
+    fn parse_serde(bytes: &'a [u8]) -> Result<Self, RequestError> {
         // Refused by the quick scan: serde_json says what is wrong (and, should the two ever
         // disagree, its reading is used).
         let SerdeDoc(members) = serde_json::from_slice(bytes)?;
         let members = members.into_iter().map(|(k, v)| (k, v.get())).collect();
         Ok(Self { members })
+    }
+
+    /// Every member, in the client's order, each value as its exact JSON text.
+    pub fn members(&self) -> &[(Cow<'a, str>, &'a str)] {
+        &self.members
     }
 
     /// The raw value of a member.

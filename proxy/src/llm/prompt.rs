@@ -9,9 +9,12 @@
 //!   `data: {"id", "model", "finish_reason", "usage"}` (with `output` parsed for JSON prompts), or
 //!   `event: error` / `data: {"error": {…}}` in OpenAI's error shape.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use super::chat::Answer;
+use super::json_scan::{elements_of_valid, is_string, members_of_valid};
 use super::stream::{Encode, Finish, Piece, TokenCounts, openai_error_type, write_sse};
 
 /// How much of an answer that is not JSON is quoted in the error about it.
@@ -51,7 +54,7 @@ fn strip_fence(text: &str) -> &str {
 
 fn usage_json(counts: &TokenCounts) -> Value {
     let u = counts.usage();
-    json!({"input_tokens": u.input, "output_tokens": u.output, "total_tokens": u.input + u.output})
+    json!({"input_tokens": u.input, "output_tokens": u.output, "total_tokens": u.input.saturating_add(u.output)})
 }
 
 /// A whole answer as the prompt API's result, or the message of a 502 when a JSON prompt's answer
@@ -66,6 +69,107 @@ pub fn answer_to_prompt(answer: &Answer, json_output: bool) -> Result<Value, Str
         "finish_reason": answer.finish.openai(),
         "usage": usage_json(&answer.counts),
     }))
+}
+
+/// The last member called `name` (as a JSON reader keeps it), as its exact text.
+fn member<'a>(members: &[(Cow<'a, str>, &'a str)], name: &str) -> Option<&'a str> {
+    members
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| *v)
+}
+
+/// A member's JSON text if it is a string, else `""` (as the neutral reading has it).
+fn string_or_empty<'a>(members: &[(Cow<'a, str>, &'a str)], name: &str) -> &'a str {
+    member(members, name)
+        .filter(|r| is_string(r))
+        .unwrap_or("\"\"")
+}
+
+/// A token count as the neutral reading has it: a whole number in u64's range, or nothing.
+fn count(members: &[(Cow<'_, str>, &str)], name: &str) -> Option<u64> {
+    member(members, name)?.parse().ok()
+}
+
+/// `n` in decimal at the end of `out`.
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// A whole OpenAI `chat.completion` answer written straight as the prompt API's result, without
+/// a tree of values in between: the answer is skimmed for its parts (`json_scan`), the strings
+/// copied into the result are checked, and its text goes into `output` as the JSON string it came
+/// as. `None` when
+/// the answer is not a JSON object or has a shape this reading leaves to [`Answer::from_openai`]
+/// (no choices or message, content as a list of parts); `Some(Err)` is the 502 message of a JSON
+/// prompt whose answer is not JSON.
+pub fn openai_answer_to_prompt(
+    whole: &[u8],
+    json_output: bool,
+) -> Option<Result<(Vec<u8>, TokenCounts), String>> {
+    // The answer is only skimmed for its parts; what goes into the result as it came (strings) is
+    // checked, and the rest is read as values.
+    let top = members_of_valid(std::str::from_utf8(whole).ok()?)?;
+    let choices = elements_of_valid(member(&top, "choices")?)?;
+    let choice = members_of_valid(choices.first()?)?;
+    let message = members_of_valid(member(&choice, "message")?)?;
+    let content = match member(&message, "content") {
+        None | Some("null") => "\"\"",
+        Some(s) if is_string(s) => s,
+        Some(_) => return None,
+    };
+    let counts = match member(&top, "usage").and_then(members_of_valid) {
+        Some(usage) => TokenCounts {
+            input: count(&usage, "prompt_tokens"),
+            output: count(&usage, "completion_tokens"),
+            cache_read: member(&usage, "prompt_tokens_details")
+                .and_then(members_of_valid)
+                .and_then(|d| count(&d, "cached_tokens")),
+            cache_write: None,
+        },
+        None => TokenCounts::default(),
+    };
+    let reason: Cow<'_, str> = match member(&choice, "finish_reason") {
+        Some(r) if r.starts_with('"') => serde_json::from_str(r).ok()?,
+        _ => Cow::Borrowed("stop"),
+    };
+    let mut out = Vec::with_capacity(content.len() + 256);
+    out.extend_from_slice(b"{\"id\":");
+    out.extend_from_slice(string_or_empty(&top, "id").as_bytes());
+    out.extend_from_slice(b",\"object\":\"prompt.result\",\"model\":");
+    out.extend_from_slice(string_or_empty(&top, "model").as_bytes());
+    out.extend_from_slice(b",\"output\":");
+    if json_output {
+        let text: Cow<'_, str> = serde_json::from_str(content).ok()?;
+        match output_of(&text, true) {
+            Ok(value) => serde_json::to_writer(&mut out, &value).expect("JSON values serialise"),
+            Err(message) => return Some(Err(message)),
+        }
+    } else {
+        out.extend_from_slice(content.as_bytes());
+    }
+    let u = counts.usage();
+    out.extend_from_slice(b",\"finish_reason\":\"");
+    out.extend_from_slice(Finish::from_openai(&reason).openai().as_bytes());
+    out.extend_from_slice(b"\",\"usage\":{\"input_tokens\":");
+    decimal(&mut out, u.input);
+    out.extend_from_slice(b",\"output_tokens\":");
+    decimal(&mut out, u.output);
+    out.extend_from_slice(b",\"total_tokens\":");
+    decimal(&mut out, u.input.saturating_add(u.output));
+    out.extend_from_slice(b"}}");
+    Some(Ok((out, counts)))
 }
 
 /// The prompt API's stream: text deltas, then one `done` event.
@@ -278,5 +382,115 @@ mod tests {
             e.contains("not the JSON") && e.contains("\"not json\""),
             "{e}"
         );
+    }
+
+    /// The quick reading of a whole answer and the neutral one agree, value for value.
+    fn both_readings(answer: &Value, json_output: bool) -> Option<(Value, Value)> {
+        let bytes = serde_json::to_vec(answer).unwrap();
+        let quick = openai_answer_to_prompt(&bytes, json_output)?;
+        let neutral = answer_to_prompt(&Answer::from_openai(answer).unwrap(), json_output);
+        match (quick, neutral) {
+            (Ok((body, counts)), Ok(v)) => {
+                let neutral_counts = Answer::from_openai(answer).unwrap().counts;
+                assert_eq!(counts.usage(), neutral_counts.usage());
+                Some((serde_json::from_slice(&body).expect("valid JSON"), v))
+            }
+            (Err(a), Err(b)) => Some((Value::String(a), Value::String(b))),
+            (a, b) => panic!("the readings disagree: {a:?} / {b:?}"),
+        }
+    }
+
+    #[test]
+    fn the_quick_reading_of_an_answer_matches_the_neutral_one() {
+        let cases = [
+            (
+                json!({"id": "c1", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant",
+                    "content": "He said \"hi\"\n\u{2028}é"}, "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13,
+                              "prompt_tokens_details": {"cached_tokens": 2}}}),
+                false,
+            ),
+            (
+                json!({"choices": [{"message": {"content": null, "tool_calls": []}}]}),
+                false,
+            ),
+            (
+                json!({"id": 5, "model": null, "choices": [{"message": {"content": "```json\n{\"a\": [1, 2]}\n```"},
+                    "finish_reason": null}]}),
+                true,
+            ),
+            (
+                json!({"choices": [{"message": {"content": "not json"}, "finish_reason": "stop"}]}),
+                true,
+            ),
+            (
+                json!({"id": ["x"], "choices": [{"message": {"content": "a"}, "finish_reason": 3},
+                    {"message": {"content": "second"}}],
+                    "usage": {"prompt_tokens": -1, "completion_tokens": 2.0,
+                              "prompt_tokens_details": {"cached_tokens": "1"}}}),
+                false,
+            ),
+            (
+                json!({"choices": [{"message": {"content": "x"}, "finish_reason": "tool_calls"}],
+                    "usage": {"prompt_tokens": 18446744073709551615u64, "completion_tokens": 1e3}}),
+                false,
+            ),
+        ];
+        for (answer, json_output) in cases {
+            let (quick, neutral) = both_readings(&answer, json_output).expect("read quickly");
+            assert_eq!(quick, neutral, "{answer}");
+        }
+    }
+
+    #[test]
+    fn answers_of_other_shapes_are_left_to_the_neutral_reading() {
+        for answer in [
+            json!({"choices": []}),
+            json!({"choices": [{"message": {"content": [{"type": "text", "text": "a"}]}}]}),
+            json!({"choices": [{"finish_reason": "stop"}]}),
+            json!({"id": "x"}),
+            json!([1]),
+        ] {
+            let bytes = serde_json::to_vec(&answer).unwrap();
+            assert!(openai_answer_to_prompt(&bytes, false).is_none(), "{answer}");
+        }
+        assert!(openai_answer_to_prompt(b"{\"choices\": [", false).is_none());
+        // Escapes in a member the reading compares are decoded first.
+        let escaped =
+            br#"{"choices": [{"message": {"content": "x"}, "finish_reason": "tool\u005fcalls"}]}"#;
+        let (body, _) = openai_answer_to_prompt(escaped, false).unwrap().unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["finish_reason"], "tool_calls");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_answer_reads_the_same_both_ways(
+            content in "\\PC*", id in "[a-z0-9-]{0,12}", input in 0u64..1 << 40, output in 0u64..1 << 40,
+            reason in proptest::sample::select(vec!["stop", "length", "tool_calls", "content_filter", "other"]),
+        ) {
+            let answer = json!({"id": id, "model": "m", "choices": [{"message": {"content": content},
+                "finish_reason": reason}], "usage": {"prompt_tokens": input, "completion_tokens": output}});
+            let (quick, neutral) = both_readings(&answer, false).expect("read quickly");
+            proptest::prop_assert_eq!(quick, neutral);
+        }
+
+        /// Whatever an upstream sends, a result written from it is valid JSON.
+        #[test]
+        fn any_answer_text_yields_valid_json_or_is_left_alone(
+            bytes in proptest::collection::vec(proptest::sample::select(
+                b"{}[]\",:\\ 0-.eE+tfnuchoiesmgaytpx\x01".to_vec()), 0..96),
+            content in "\\PC{0,8}",
+        ) {
+            for text in [
+                bytes.clone(),
+                format!(r#"{{"choices":[{{"message":{{"content":{}}}}}]}}"#, String::from_utf8_lossy(&bytes)).into_bytes(),
+                format!(r#"{{"id":{},"choices":[{{"message":{{"content":"{content}"}}}}]}}"#, String::from_utf8_lossy(&bytes)).into_bytes(),
+            ] {
+                if let Some(Ok((body, _))) = openai_answer_to_prompt(&text, false) {
+                    proptest::prop_assert!(serde_json::from_slice::<Value>(&body).is_ok(), "{:?}", String::from_utf8_lossy(&body));
+                }
+            }
+        }
     }
 }
