@@ -76,7 +76,7 @@ impl ResponseBody {
 
     /// Reads the whole body (a non-stream answer), the call record taking its usage as the relay
     /// finds it; the cache's copy, if any, stays with `self` and is fed by the body that replaces it.
-    pub(super) async fn read_whole(&mut self, call: &mut Call) -> Result<Vec<u8>, BoxError> {
+    pub(super) async fn read_answer(&mut self, call: &mut Call) -> Result<Vec<u8>, BoxError> {
         let mut out = Vec::new();
         loop {
             let polled = std::future::poll_fn(|cx| match &mut self.kind {

@@ -233,7 +233,7 @@ pub async fn guard_answer(
             .guard_with(AnswerStream::new(format, Arc::new(policy)));
         return Ok(response);
     }
-    let body = response.body_mut().read_whole(call).await.map_err(|_| {
+    let body = response.body_mut().read_answer(call).await.map_err(|_| {
         ApiError::upstream(
             StatusCode::BAD_GATEWAY,
             "upstream_error",

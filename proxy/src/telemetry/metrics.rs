@@ -775,6 +775,7 @@ mod tests {
                 prompts: vec![],
                 cache: None,
                 rest: None,
+                guardrails: Default::default(),
             }],
             consumers: (0..consumers)
                 .map(|i| Consumer {
@@ -782,6 +783,7 @@ mod tests {
                     keys: vec![],
                     limits: Default::default(),
                     budget: Default::default(),
+                    guardrails: Default::default(),
                 })
                 .collect(),
             ..Content::default()
