@@ -96,13 +96,14 @@ pub fn mcp_session_key(secret: &[u8]) -> [u8; 32] {
     gateway::session_key_from_secret(secret)
 }
 
-/// 32 bytes from the kernel's random source.
+/// 32 bytes from the kernel's random source (the `getrandom` system call, through the TLS
+/// library's provider: the runtime image has no `/dev`).
 fn random_key() -> [u8; 32] {
-    use std::io::Read;
     let mut key = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .expect("/dev/urandom is readable");
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut key)
+        .expect("the kernel gives random bytes");
     key
 }
 
