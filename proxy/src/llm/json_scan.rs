@@ -68,7 +68,7 @@ pub fn is_string(text: &str) -> bool {
 /// costs a skim instead of a second validation. On text that is not valid JSON the answer may be
 /// wrong, and is then `None` or a split of some kind, never a panic.
 pub fn members_of_valid(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
-    let mut s = Skim {
+    let mut s = Scanner {
         b: text.as_bytes(),
         i: 0,
     };
@@ -83,7 +83,7 @@ pub fn members_of_valid(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
             _ => return None,
         }
         let start = s.i;
-        let escaped = s.string()?;
+        let escaped = s.skim_string()?;
         let key = if escaped {
             Cow::Owned(serde_json::from_str::<String>(text.get(start..s.i)?).ok()?)
         } else {
@@ -93,7 +93,7 @@ pub fn members_of_valid(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
         s.expect(b':')?;
         s.space();
         let from = s.i;
-        s.value()?;
+        s.skim_value()?;
         members.push((key, text.get(from..s.i)?));
         s.space();
         match s.next()? {
@@ -106,7 +106,7 @@ pub fn members_of_valid(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
 
 /// The elements of an array already known to be valid JSON, as [`members_of_valid`] reads objects.
 pub fn elements_of_valid(text: &str) -> Option<Vec<&str>> {
-    let mut s = Skim {
+    let mut s = Scanner {
         b: text.as_bytes(),
         i: 0,
     };
@@ -120,7 +120,7 @@ pub fn elements_of_valid(text: &str) -> Option<Vec<&str>> {
     loop {
         s.space();
         let from = s.i;
-        s.value()?;
+        s.skim_value()?;
         elements.push(text.get(from..s.i)?);
         s.space();
         match s.next()? {
@@ -131,35 +131,10 @@ pub fn elements_of_valid(text: &str) -> Option<Vec<&str>> {
     }
 }
 
-/// A reader of text already validated: it finds where values end and nothing more.
-struct Skim<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl Skim<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
-
-    fn next(&mut self) -> Option<u8> {
-        let c = self.peek()?;
-        self.i += 1;
-        Some(c)
-    }
-
-    fn expect(&mut self, c: u8) -> Option<()> {
-        (self.next()? == c).then_some(())
-    }
-
-    fn space(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.i += 1;
-        }
-    }
-
+/// Skimming text already validated: where values end, and nothing more.
+impl Scanner<'_> {
     /// Past the string starting at the current `"`; says whether it holds escapes.
-    fn string(&mut self) -> Option<bool> {
+    fn skim_string(&mut self) -> Option<bool> {
         self.i += 1;
         let mut escaped = false;
         loop {
@@ -173,15 +148,15 @@ impl Skim<'_> {
     }
 
     /// Past one value: strings skimmed, containers by their brackets, scalars to their end.
-    fn value(&mut self) -> Option<()> {
+    fn skim_value(&mut self) -> Option<()> {
         match self.peek()? {
-            b'"' => self.string().map(drop),
+            b'"' => self.skim_string().map(drop),
             b'{' | b'[' => {
                 let mut depth = 0usize;
                 loop {
                     match self.peek()? {
                         b'"' => {
-                            self.string()?;
+                            self.skim_string()?;
                             continue;
                         }
                         b'{' | b'[' => depth += 1,
