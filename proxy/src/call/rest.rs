@@ -18,21 +18,6 @@ use super::shared::Shared;
 use crate::error::ApiError;
 use crate::upstream::UpstreamError;
 
-/// Headers that belong to one connection (RFC 9110 §7.6.1), never passed on.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-/// Where the caller's key may be: never sent upstream.
-const CALLER_KEYS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
-
 /// The caller's request to a REST operation, as the gateway read it.
 pub struct RestRequest {
     /// The route whose REST service answers.
@@ -73,13 +58,7 @@ pub async fn rest_call(
     })?;
 
     let mut headers = request.headers;
-    strip_connection_headers(&mut headers);
-    for name in CALLER_KEYS {
-        headers.remove(name);
-    }
-    headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::TRANSFER_ENCODING);
+    drop_headers(&mut headers, Leg::Request);
     if let Some(host) = parts.host() {
         headers.insert(header::HOST, host);
     }
@@ -117,8 +96,7 @@ pub async fn rest_call(
         ));
     }
     let (mut head, incoming) = answer.into_parts();
-    strip_connection_headers(&mut head.headers);
-    head.headers.remove(header::TRANSFER_ENCODING);
+    drop_headers(&mut head.headers, Leg::Answer);
     let relay = Relay::new(
         incoming,
         RelayMode::Bytes,
@@ -131,19 +109,50 @@ pub async fn rest_call(
     Ok(response)
 }
 
-/// Removes hop-by-hop headers, and those that `Connection` names.
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+/// Which way a message goes through the gateway.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leg {
+    /// The caller's request, on its way to the service.
+    Request,
+    /// The service's answer, on its way back.
+    Answer,
+}
+
+/// Whether a header never passes on `leg`: the headers of one connection (RFC 9110 §7.6.1) and
+/// `Transfer-Encoding` (the body is framed anew) either way; on a request also the caller's key,
+/// wherever it may be, and the host and length the client writes anew.
+fn is_dropped(name: &str, leg: Leg) -> bool {
+    match name {
+        "connection"
+        | "keep-alive"
+        | "proxy-connection"
+        | "proxy-authenticate"
+        | "proxy-authorization"
+        | "te"
+        | "trailer"
+        | "upgrade"
+        | "transfer-encoding" => true,
+        "authorization" | "x-api-key" | "api-key" | "host" | "content-length" => {
+            leg == Leg::Request
+        }
+        _ => false,
     }
-    for name in HOP_BY_HOP {
+}
+
+/// Removes the headers that do not pass on `leg`, and those that `Connection` names, reading the
+/// headers once (this runs twice on every REST call).
+fn drop_headers(headers: &mut HeaderMap, leg: Leg) {
+    let mut dropped: Vec<HeaderName> = Vec::new();
+    for (name, value) in headers.iter() {
+        if name == header::CONNECTION {
+            let named = value.to_str().ok().into_iter().flat_map(|v| v.split(','));
+            dropped.extend(named.filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()));
+        }
+        if is_dropped(name.as_str(), leg) && dropped.last() != Some(name) {
+            dropped.push(name.clone());
+        }
+    }
+    for name in dropped {
         headers.remove(name);
     }
 }
@@ -187,8 +196,33 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
-        strip_connection_headers(&mut h);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        let mut answer = h.clone();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tg-secret"),
+        );
+        h.insert("x-api-key", HeaderValue::from_static("tg-secret"));
+        h.insert(header::HOST, HeaderValue::from_static("gateway"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        drop_headers(&mut h, Leg::Request);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["x-kept"]);
+        assert_eq!(left, ["x-kept"], "a request keeps neither key nor framing");
+
+        answer.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        drop_headers(&mut answer, Leg::Answer);
+        let mut left: Vec<&str> = answer.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["content-length", "x-kept"],
+            "an answer keeps its length"
+        );
     }
 }

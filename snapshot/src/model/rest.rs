@@ -77,10 +77,23 @@ impl RestService {
     }
 }
 
-/// `.` and `..`, also percent-encoded (`%2e`, `%2E`).
+/// `.` and `..`, also percent-encoded (`%2e`, `%2E`). Read in place: this runs for every segment
+/// of every REST call.
 fn is_dot_segment(segment: &str) -> bool {
-    let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-    decoded == "." || decoded == ".."
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 /// Whether `path` fits `template`, and if so how many literal bytes the template matched.
@@ -225,6 +238,13 @@ mod properties {
             prop_assert!(match_template(&template, &path).is_some(), "{} vs {}", template, path);
             let longer = format!("{path}/more");
             prop_assert!(match_template(&template, &longer).is_none());
+        }
+
+        /// The in-place reading of dot segments agrees with decoding `%2e` and comparing.
+        #[test]
+        fn dot_segments_read_in_place_as_decoded(segment in "(\\.|%2e|%2E|%2|%|e|x){0,5}") {
+            let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+            prop_assert_eq!(is_dot_segment(&segment), decoded == "." || decoded == "..");
         }
 
         #[test]
