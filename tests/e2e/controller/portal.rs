@@ -624,3 +624,120 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
     proxy.wait_ready().await;
     wait_served(&[&proxy], "/chat", KEY, Duration::from_secs(20)).await;
 }
+
+// Issue 19's acceptance in a real browser: Debian's chromium driven by selenium
+// (tests/browser/portal_flow.py) — A requests access, sees Pending, is refused her own approval by the
+// API server, B approves from his inbox, A's key then works through the proxy. Screenshots are kept
+// under <target>/portal-screenshots; the browser's network log shows no request to another host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_in_a_real_browser() {
+    let _serial = SERIAL.lock().await;
+    let python = ensure_browser();
+    let (setup, controller, port) = portal_setup("ctl-portal-browser").await;
+    let ns = setup.ns.name().to_owned();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tollgate_e2e::repo_root().join("target"));
+    let shots = target.join("portal-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    // The catalog must hold the route before the browser looks for it.
+    let mut probe = Browser::new(port);
+    probe.sign_in(&token(&setup, "carol")).await;
+    eventually("the catalog lists chat", Duration::from_secs(20), || {
+        let mut b = Browser {
+            client: probe.client.clone(),
+            port,
+            cookie: probe.cookie.clone(),
+        };
+        let ns = ns.clone();
+        async move {
+            let page = b.get("/").await;
+            if page.body.contains(&format!("href=\"/apis/{ns}/chat\"")) {
+                Ok(())
+            } else {
+                Err(page.body)
+            }
+        }
+    })
+    .await;
+
+    let script = tollgate_e2e::repo_root().join("tests/browser/portal_flow.py");
+    let mut cmd = tokio::process::Command::new(&python);
+    cmd.arg(&script)
+        .env("PORTAL_URL", format!("http://127.0.0.1:{port}"))
+        .env("NS", &ns)
+        .env("SCREENSHOTS", &shots)
+        .env("TOKEN_A", token(&setup, "alice"))
+        .env("TOKEN_B", token(&setup, "bob"));
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the browser run ends in time")
+        .expect("running the browser script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser run failed:\n{stdout}\n{stderr}"
+    );
+    println!("browser run: {stdout}");
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON line");
+    assert!(seen["denial"].as_str().unwrap().contains(&format!(
+        "user \"system:serviceaccount:{ns}:alice\" may not set spec.decision"
+    )));
+    let portal_host = format!("127.0.0.1:{port}");
+    for who in ["hosts_a", "hosts_b"] {
+        assert_eq!(seen[who], serde_json::json!([portal_host]), "{who}");
+    }
+    for name in [
+        "1-catalog",
+        "2-api-page",
+        "3-pending",
+        "4-self-approval-denied",
+        "5-inbox",
+        "6-approved",
+    ] {
+        let file = shots.join(format!("{name}.png"));
+        assert!(
+            std::fs::metadata(&file).is_ok_and(|m| m.len() > 1000),
+            "{} kept",
+            file.display()
+        );
+    }
+    println!("screenshots in {}", shots.display());
+
+    // The approval reached the cluster, and A's consumer key works through the proxy.
+    eventually(
+        "the subscription is Approved",
+        Duration::from_secs(20),
+        || {
+            let phase =
+                setup.jsonpath(&format!("apisubscription/app-{ns}-chat"), "{.status.phase}");
+            async move {
+                if phase == "Approved" {
+                    Ok(())
+                } else {
+                    Err(phase)
+                }
+            }
+        },
+    )
+    .await;
+    let mut proxy = setup
+        .proxy("proxy", controller.port, &setup.proxy_token)
+        .await;
+    proxy.wait_ready().await;
+    wait_served(&[&proxy], "/chat", KEY, Duration::from_secs(20)).await;
+}
+
+/// Runs tests/browser/ensure.sh (installs chromium and the selenium venv on first use); its python.
+fn ensure_browser() -> String {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(tollgate_e2e::repo_root().join("tests/browser/ensure.sh"));
+    let out = cmd.output().expect("running tests/browser/ensure.sh");
+    assert!(
+        out.status.success(),
+        "tests/browser/ensure.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
