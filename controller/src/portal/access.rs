@@ -61,6 +61,26 @@ pub async fn my_consumers(portal: &Portal, who: &mut Who) -> Vec<ConsumerRef> {
     mine
 }
 
+/// Whether `text` is a Kubernetes namespace name (a DNS label), so it can go into an API path.
+fn is_namespace(text: &str) -> bool {
+    (1..=63).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// Whether `text` is a Kubernetes object name (a DNS subdomain).
+fn is_object_name(text: &str) -> bool {
+    (1..=253).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 /// The name a new subscription gets: consumer, route namespace and route, cut to a valid length.
 fn subscription_name(consumer: &str, route_ns: &str, route: &str) -> String {
     let mut name = format!("{consumer}-{route_ns}-{route}");
@@ -77,9 +97,16 @@ pub async fn subscribe(
     form: &Fields,
 ) -> Reply {
     let back = format!("/apis/{}/{}", url_part(route_ns), url_part(route));
-    let Some((ns, consumer)) = form.get("consumer").and_then(|c| c.split_once('/')) else {
+    let Some((ns, consumer)) = form
+        .get("consumer")
+        .and_then(|c| c.split_once('/'))
+        .filter(|(ns, name)| is_namespace(ns) && is_object_name(name))
+    else {
         return outcome(who, "Request not sent", false, "Choose a consumer.", &back);
     };
+    if !is_namespace(route_ns) || !is_object_name(route) {
+        return outcome(who, "Request not sent", false, "No such API.", "/");
+    }
     let reason: String = form
         .get("reason")
         .map(|r| r.trim().chars().take(MAX_REASON_CHARS).collect())
@@ -322,6 +349,15 @@ pub async fn approvals(portal: &Portal, who: &mut Who) -> Reply {
 
 /// `POST /approvals/<ns>/<name>`: sets the decision as the person.
 pub async fn decide(_portal: &Portal, who: &mut Who, ns: &str, name: &str, form: &Fields) -> Reply {
+    if !is_namespace(ns) || !is_object_name(name) {
+        return outcome(
+            who,
+            "Not decided",
+            false,
+            "No such subscription.",
+            "/approvals",
+        );
+    }
     let decision = match form.get("decision").map(String::as_str) {
         Some(d @ ("Approved" | "Rejected" | "Revoked")) => d.to_owned(),
         _ => {
@@ -361,6 +397,18 @@ pub async fn decide(_portal: &Portal, who: &mut Who, ns: &str, name: &str, form:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_kubernetes_names_reach_an_api_path() {
+        assert!(is_namespace("team-a"));
+        assert!(!is_namespace("team/../kube-system"));
+        assert!(!is_namespace("Team"));
+        assert!(!is_namespace(""));
+        assert!(is_object_name("app.v2-x"));
+        assert!(!is_object_name("../secrets"));
+        assert!(!is_object_name("a/b"));
+        assert!(!is_object_name("-a"));
+    }
 
     #[test]
     fn subscription_names_stay_valid() {

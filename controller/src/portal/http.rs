@@ -65,7 +65,9 @@ fn secure(mut reply: Reply) -> Reply {
     };
     set("content-security-policy", CSP);
     set("x-content-type-options", "nosniff");
-    set("referrer-policy", "no-referrer");
+    // Not `no-referrer`: under it browsers send `Origin: null` with forms, and the origin check
+    // below could not tell the portal's own forms from anyone's. Nothing leaves for another site.
+    set("referrer-policy", "same-origin");
     set("x-frame-options", "DENY");
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(
@@ -85,6 +87,14 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
             .headers()
             .get("x-forwarded-proto")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    if method == Method::POST && !same_origin(req.headers()) {
+        // Browsers name the page a form was sent from; one from another site is refused, which
+        // covers the sign-in form too (it has no session, so no CSRF token, yet).
+        return text(
+            StatusCode::FORBIDDEN,
+            "refused: the form was sent from another site\n",
+        );
+    }
     match (&method, path.as_str()) {
         (&Method::GET, CSS_PATH) => {
             return Response::builder()
@@ -212,6 +222,21 @@ impl Who {
             csrf: &self.session.csrf,
         }
     }
+}
+
+/// Whether a request's `Origin` (when the browser sent one) is the portal's own: scheme aside, its
+/// host and port are those of the `Host` header.
+fn same_origin(headers: &header::HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// The path's segments, percent-decoded.
@@ -387,6 +412,27 @@ mod tests {
     fn paths_split_into_decoded_segments() {
         assert_eq!(segments("/apis/team-a/chat"), ["apis", "team-a", "chat"]);
         assert_eq!(segments("/apis/a%2Fb/c/"), ["apis", "a/b", "c"]);
+    }
+
+    #[test]
+    fn only_forms_from_the_portal_itself_are_taken() {
+        let headers = |origin: Option<&str>| {
+            let mut h = header::HeaderMap::new();
+            h.insert(header::HOST, "portal.example.com:8088".parse().unwrap());
+            if let Some(o) = origin {
+                h.insert(header::ORIGIN, o.parse().unwrap());
+            }
+            h
+        };
+        assert!(same_origin(&headers(None)));
+        assert!(same_origin(&headers(Some(
+            "https://portal.example.com:8088"
+        ))));
+        assert!(!same_origin(&headers(Some("https://evil.example.com"))));
+        assert!(!same_origin(&headers(Some("null"))));
+        assert!(!same_origin(&headers(Some(
+            "https://portal.example.com:8088.evil.example"
+        ))));
     }
 
     #[test]

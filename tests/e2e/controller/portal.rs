@@ -101,10 +101,13 @@ subjects: [{{kind: ServiceAccount, name: bob, namespace: {ns}}}]
 
 /// One browser's worth of state: the session cookie, if any. Redirects are not followed, so the
 /// tests see them.
+#[derive(Clone)]
 struct Browser {
     client: Client<HttpConnector, Full<Bytes>>,
     port: u16,
     cookie: Option<String>,
+    /// The `Origin` header a browser would send with a form from that page, if any.
+    origin: Option<String>,
 }
 
 /// An answer: status, headers, body.
@@ -139,6 +142,7 @@ impl Browser {
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             port,
             cookie: None,
+            origin: None,
         }
     }
 
@@ -148,6 +152,9 @@ impl Browser {
             .uri(format!("http://127.0.0.1:{}{path}", self.port));
         if let Some(c) = &self.cookie {
             request = request.header(header::COOKIE, format!("{COOKIE}={c}"));
+        }
+        if let Some(o) = &self.origin {
+            request = request.header(header::ORIGIN, o);
         }
         let body = match form {
             Some(fields) => {
@@ -263,10 +270,25 @@ async fn portal_sessions_csrf_escaping_and_draft_visibility() {
     let csp = page.headers["content-security-policy"].to_str().unwrap();
     assert!(csp.starts_with("default-src 'self'"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
+    // `same-origin`, not `no-referrer`: under the latter browsers send `Origin: null` with forms
+    // and the portal would refuse its own (the browser test caught that).
+    assert_eq!(page.headers["referrer-policy"], "same-origin");
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
     assert!(!page.body.contains("<script"), "no script at all");
     let css = carol.get("/portal.css").await;
     assert_eq!(css.status, 200);
     assert_eq!(css.headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
+
+    // A form sent from another site is refused, the sign-in form included; from the portal's own
+    // pages it is taken.
+    let mut elsewhere = Browser::new(port);
+    elsewhere.origin = Some("https://evil.example".into());
+    let page = elsewhere
+        .post("/signin", &[("token", &token(&setup, "carol"))])
+        .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.headers.get(header::SET_COOKIE).is_none());
+    carol.origin = Some(format!("http://127.0.0.1:{port}"));
 
     // A token the API server does not accept is refused.
     let page = carol.post("/signin", &[("token", "not-a-token")]).await;
@@ -285,11 +307,7 @@ async fn portal_sessions_csrf_escaping_and_draft_visibility() {
     // The catalog (once the controller has compiled the routes): the Published route with its
     // description as text, not the Draft.
     let catalog = eventually("the catalog lists chat", Duration::from_secs(20), || {
-        let mut b = Browser {
-            client: carol.client.clone(),
-            port,
-            cookie: carol.cookie.clone(),
-        };
+        let mut b = carol.clone();
         async move {
             let page = b.get("/").await;
             if page.status == 200 && page.body.contains("href=\"/apis/") {
@@ -453,11 +471,7 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
     let mut alice = Browser::new(port);
     alice.sign_in(&token(&setup, "alice")).await;
     let api = eventually("chat's page", Duration::from_secs(20), || {
-        let mut b = Browser {
-            client: alice.client.clone(),
-            port,
-            cookie: alice.cookie.clone(),
-        };
+        let mut b = alice.clone();
         let ns = ns.clone();
         async move {
             let page = b.get(&format!("/apis/{ns}/chat")).await;
@@ -503,11 +517,7 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
         "alice's request shows Pending",
         Duration::from_secs(20),
         || {
-            let mut b = Browser {
-                client: alice.client.clone(),
-                port,
-                cookie: alice.cookie.clone(),
-            };
+            let mut b = alice.clone();
             async move {
                 let page = b.get("/subscriptions").await;
                 if page.body.contains("class=\"phase-Pending\">Pending") {
@@ -526,11 +536,7 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
 
     // alice tries to approve her own request: the API server's denial, as it is.
     let inbox = eventually("alice's approvals page", Duration::from_secs(10), || {
-        let mut b = Browser {
-            client: alice.client.clone(),
-            port,
-            cookie: alice.cookie.clone(),
-        };
+        let mut b = alice.clone();
         let subscription = subscription.clone();
         async move {
             let page = b.get("/approvals").await;
@@ -599,11 +605,7 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Approved"), "{}", page.body);
     eventually("alice sees Approved", Duration::from_secs(20), || {
-        let mut b = Browser {
-            client: alice.client.clone(),
-            port,
-            cookie: alice.cookie.clone(),
-        };
+        let mut b = alice.clone();
         async move {
             let page = b.get("/subscriptions").await;
             if page.body.contains("class=\"phase-Approved\">Approved")
@@ -644,11 +646,7 @@ async fn portal_in_a_real_browser() {
     let mut probe = Browser::new(port);
     probe.sign_in(&token(&setup, "carol")).await;
     eventually("the catalog lists chat", Duration::from_secs(20), || {
-        let mut b = Browser {
-            client: probe.client.clone(),
-            port,
-            cookie: probe.cookie.clone(),
-        };
+        let mut b = probe.clone();
         let ns = ns.clone();
         async move {
             let page = b.get("/").await;
