@@ -625,6 +625,28 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
         .await;
     proxy.wait_ready().await;
     wait_served(&[&proxy], "/chat", KEY, Duration::from_secs(20)).await;
+
+    // The document the portal renders and exports is the one the proxy serves for the route.
+    let request = Request::get(format!("http://127.0.0.1:{}/chat/openapi.json", proxy.port))
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = bob
+        .client
+        .request(request)
+        .await
+        .expect("the proxy answers");
+    assert_eq!(response.status(), 200);
+    let served: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let export: Value = serde_json::from_str(&bob.get("/backstage/entities").await.body).unwrap();
+    let exported: Value = serde_json::from_str(
+        export["items"][0]["spec"]["definition"]
+            .as_str()
+            .expect("a definition"),
+    )
+    .unwrap();
+    assert_eq!(exported, served, "the portal's document is the proxy's");
 }
 
 // Issue 19's acceptance in a real browser: Debian's chromium driven by selenium
