@@ -100,11 +100,21 @@ fn samples(route: &Route, base: &str) -> String {
          model=\"{model}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}]\n)\n\
          print(reply.choices[0].message.content)"
     );
+    // The Anthropic SDK appends `/v1/messages` to its base URL and sends the key as `x-api-key`,
+    // both of which the proxy serves under the route's prefix.
+    let anthropic = format!(
+        "import os\nfrom anthropic import Anthropic\n\nclient = Anthropic(base_url=\"{base}\", \
+         api_key=os.environ[\"TOLLGATE_KEY\"])\nreply = client.messages.create(\n    \
+         model=\"{model}\", max_tokens=256, messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}]\n)\n\
+         print(reply.content[0].text)"
+    );
     format!(
         "<h2>Call it</h2><h3>curl</h3><pre><code>{}</code></pre>\
-         <h3>OpenAI Python SDK</h3><pre><code>{}</code></pre>",
+         <h3>OpenAI Python SDK</h3><pre><code>{}</code></pre>\
+         <h3>Anthropic Python SDK</h3><pre><code>{}</code></pre>",
         esc(&curl),
-        esc(&python)
+        esc(&python),
+        esc(&anthropic)
     )
 }
 

@@ -353,6 +353,7 @@ async fn portal_sessions_csrf_escaping_and_draft_visibility() {
         "<span class=\"method\">GET</span> <code>/v1/models</code>",
         "https://ai.example.test/chat/v1/chat/completions",
         "base_url=&quot;https://ai.example.test/chat/v1&quot;",
+        "Anthropic(base_url=&quot;https://ai.example.test/chat&quot;",
         "<td><code>messages</code></td>",
     ] {
         assert!(
