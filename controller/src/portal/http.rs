@@ -104,7 +104,14 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
                 .expect("valid response");
         }
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/signin") => return signin_page(None, StatusCode::OK),
+        (&Method::GET, "/signin") => {
+            let why = match query.get("why").map(String::as_str) {
+                Some("expired") => Some("Your session has expired: sign in again."),
+                Some("invalid") => Some("Your session was not valid: sign in again."),
+                _ => None,
+            };
+            return signin_page(why, StatusCode::OK);
+        }
         (&Method::POST, "/signin") => {
             let form = match read_form(req).await {
                 Ok(f) => f,

@@ -426,6 +426,13 @@ async fn portal_sessions_csrf_escaping_and_draft_visibility() {
     mallory.cookie = Some(expired.seal(&real_key));
     let page = mallory.get("/").await;
     assert_eq!((page.status, page.location()), (303, "/signin?why=expired"));
+    assert!(
+        mallory
+            .get("/signin?why=expired")
+            .await
+            .body
+            .contains("Your session has expired")
+    );
     let page = mallory.post("/signout", &[("csrf", &expired.csrf)]).await;
     assert_eq!(page.location(), "/signin?why=expired", "nor may it post");
 
