@@ -16,6 +16,11 @@ time bash tests/controlplane/ensure.sh
 step "OpenTelemetry Collector"
 time bash tests/collector/ensure.sh
 
+# The portal's browser test (tests/e2e/controller/portal.rs) drives Debian's chromium with selenium:
+# installed here on a fresh machine (apt-get, and a venv in ~/.cache/tollgate/venv-browser), once.
+step "chromium and selenium"
+time bash tests/browser/ensure.sh
+
 # The proxy's cluster-wide limit tests start their own redis-server on a free loopback port (and stop it).
 step "redis-server"
 if ! command -v redis-server >/dev/null; then

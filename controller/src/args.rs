@@ -75,6 +75,32 @@ pub struct Args {
     /// How long a TokenReview answer is reused.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub token_cache_ttl: Duration,
+
+    /// Serve the portal (catalog, access requests, approvals) on this plain-HTTP address. Off when unset.
+    #[arg(long, env = "TOLLGATE_PORTAL_LISTEN")]
+    pub portal_listen: Option<SocketAddr>,
+
+    /// A file whose bytes (32 or more) key the portal's session cookies, so every replica opens the
+    /// cookies of every other. Unset: a random key per process (sessions end when it restarts).
+    #[arg(long, env = "TOLLGATE_PORTAL_SESSION_KEY_FILE")]
+    pub portal_session_key_file: Option<PathBuf>,
+
+    /// The proxy's public base URL, shown in the portal's code samples.
+    #[arg(
+        long,
+        env = "TOLLGATE_PORTAL_PROXY_BASE_URL",
+        default_value = "http://localhost:8080"
+    )]
+    pub portal_proxy_base_url: String,
+
+    /// How long a portal session lasts after sign-in.
+    #[arg(long, default_value = "8h", value_parser = parse_duration)]
+    pub portal_session_ttl: Duration,
+
+    /// Mark session cookies `Secure` (set when the portal is reached over HTTPS, e.g. through a TLS
+    /// Ingress). Requests forwarded with `X-Forwarded-Proto: https` get `Secure` cookies anyway.
+    #[arg(long, env = "TOLLGATE_PORTAL_SECURE_COOKIE")]
+    pub portal_secure_cookie: bool,
 }
 
 impl Args {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod keys;
 pub mod lease;
 pub mod metrics;
+pub mod portal;
 pub mod publish;
 pub mod server;
 mod shutdown;
@@ -33,8 +34,10 @@ use crate::{
 pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let identity = args.identity();
     let tls = server::tls_config(&args.tls_cert, &args.tls_key)?;
-    let client = kube::Client::try_default()
+    let kube_config = kube::Config::infer()
         .await
+        .context("reading the Kubernetes API config (in-cluster config or KUBECONFIG)")?;
+    let client = kube::Client::try_from(kube_config.clone())
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -119,6 +122,24 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
         shutdown: shutdown.clone(),
     });
     tokio::spawn(server::serve(listener, tls, shared, shutdown.clone()));
+    if let Some(address) = args.portal_listen {
+        let portal = portal::Portal::new(
+            &args,
+            client.clone(),
+            kube_config,
+            snapshots.clone(),
+            store.clone(),
+        )?;
+        let portal_listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address} (the portal)"))?;
+        tracing::info!(listen = %address, "portal enabled");
+        tokio::spawn(portal::serve(
+            portal_listener,
+            Arc::new(portal),
+            shutdown.clone(),
+        ));
+    }
     let admin = Arc::new(admin::Admin { metrics, snapshots });
     tokio::spawn(admin::serve(admin_listener, admin, shutdown.clone()));
 

@@ -10,6 +10,7 @@ mod duration;
 mod fx;
 mod message;
 mod model;
+pub mod openapi;
 mod prices;
 mod verdict;
 pub mod wire;

@@ -14,7 +14,8 @@ use tollgate_e2e::{
 };
 
 /// Kinds only optional features render: off by default, all on with `ci/all-options-values.yaml`.
-const OPTIONAL_KINDS: [&str; 5] = [
+const OPTIONAL_KINDS: [&str; 6] = [
+    "Ingress",
     "ServiceMonitor",
     "NetworkPolicy",
     "ConfigMap",

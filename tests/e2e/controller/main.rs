@@ -7,6 +7,7 @@
 
 mod fixtures;
 mod http;
+mod portal;
 mod rest;
 mod support;
 

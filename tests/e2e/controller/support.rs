@@ -88,17 +88,22 @@ impl Setup {
 
     /// Starts a controller watching this namespace only, with its Lease here too.
     pub async fn controller(&self, name: &str) -> Controller {
-        self.start_controller(name, None, &[]).await
+        self.start_controller(name, None, &[], &[]).await
+    }
+
+    /// Starts a controller watching this namespace, with more flags.
+    pub async fn controller_with_args(&self, name: &str, extra: &[String]) -> Controller {
+        self.start_controller(name, None, &[], extra).await
     }
 
     /// Starts a controller watching this namespace and `others` too.
     pub async fn controller_watching(&self, name: &str, others: &[&str]) -> Controller {
-        self.start_controller(name, None, others).await
+        self.start_controller(name, None, others, &[]).await
     }
 
     /// Starts a controller on a given snapshot port (to restart one where proxies expect it).
     pub async fn controller_on(&self, name: &str, port: u16) -> Controller {
-        self.start_controller(name, Some(port), &[]).await
+        self.start_controller(name, Some(port), &[], &[]).await
     }
 
     async fn start_controller(
@@ -106,6 +111,7 @@ impl Setup {
         name: &str,
         fixed_port: Option<u16>,
         others: &[&str],
+        extra: &[String],
     ) -> Controller {
         for attempt in 1..=START_ATTEMPTS {
             let port = fixed_port.unwrap_or_else(free_port);
@@ -126,7 +132,8 @@ impl Setup {
                 .arg(format!("--identity={name}"))
                 .arg("--usage-flush=1s")
                 .arg("--heartbeat=2s")
-                .args(others.iter().map(|ns| format!("--namespace={ns}")));
+                .args(others.iter().map(|ns| format!("--namespace={ns}")))
+                .args(extra);
             let mut process = Process::spawn(name, cmd);
             // Ready means both ports are bound, every watch has listed, and a snapshot exists.
             let url = format!("http://127.0.0.1:{admin}/readyz");

@@ -1,0 +1,131 @@
+"""The portal in a real browser (Debian's chromium, driven by selenium), started by the Rust test
+`portal_in_a_real_browser` (tests/e2e/controller/portal.rs), which sets up the cluster side.
+
+A signs in, finds the route in the catalog, requests access for her consumer, sees it Pending, tries
+to approve it herself and sees the API server's denial; B approves it from his inbox. Screenshots go
+to $SCREENSHOTS; every request the browser made is checked to have gone to the portal's own host.
+Prints one JSON line with what it saw; exits non-zero on the first failed expectation.
+"""
+
+import json
+import os
+import sys
+import time
+from urllib.parse import urlparse
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+PORTAL = os.environ["PORTAL_URL"]
+NS = os.environ["NS"]
+SHOTS = os.environ["SCREENSHOTS"]
+SUBSCRIPTION = f"app-{NS}-chat"
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def expect(condition, what, driver):
+    if not condition:
+        raise AssertionError(f"{what}; page {driver.current_url}:\n{driver.page_source[:4000]}")
+
+
+def shot(driver, name):
+    driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+
+def sign_in(driver, token):
+    driver.get(PORTAL + "/")
+    expect(driver.current_url.endswith("/signin"), "an anonymous visit lands on sign-in", driver)
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "form[action='/signin'] button").click()
+    expect(driver.find_elements(By.CSS_SELECTOR, "h1") and "catalog" in driver.find_element(By.TAG_NAME, "h1").text.lower(),
+           "signed in, the catalog shows", driver)
+
+
+def hosts(driver):
+    """Every host the browser sent a request to, from the performance (network) log."""
+    seen = set()
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            url = message["params"]["request"]["url"]
+            parsed = urlparse(url)
+            if parsed.scheme in ("http", "https"):
+                seen.add(parsed.netloc)
+            elif parsed.scheme not in ("data", "about", "blob"):
+                seen.add(url)
+    return seen
+
+
+def main():
+    seen = {}
+    portal_host = urlparse(PORTAL).netloc
+    a = browser()
+    try:
+        sign_in(a, os.environ["TOKEN_A"])
+        # Find the route in the catalog (filtering by team, through the form) and open its page.
+        a.get(PORTAL + f"/?team={NS}")
+        link = a.find_element(By.CSS_SELECTOR, f"a[href='/apis/{NS}/chat']")
+        shot(a, "1-catalog")
+        link.click()
+        expect("/v1/chat/completions" in a.page_source, "the API page lists its operations", a)
+        shot(a, "2-api-page")
+        a.find_element(By.ID, "reason").send_keys("Our support bot needs it")
+        a.find_element(By.CSS_SELECTOR, "form[action$='/subscribe'] button").click()
+        expect("Access requested" in a.page_source, "the request is accepted", a)
+        # Pending, once the controller has written the status.
+        deadline = time.time() + 30
+        while True:
+            a.get(PORTAL + "/subscriptions")
+            if "Pending" in a.find_element(By.TAG_NAME, "main").text:
+                break
+            expect(time.time() < deadline, "the request shows Pending", a)
+            time.sleep(0.5)
+        shot(a, "3-pending")
+        # A tries to approve her own request: the API server's denial, as it is.
+        a.get(PORTAL + "/approvals")
+        form = a.find_element(By.CSS_SELECTOR, f"form[action='/approvals/{NS}/{SUBSCRIPTION}']")
+        form.find_element(By.CSS_SELECTOR, "button[value='Approved']").click()
+        denial = a.find_element(By.CSS_SELECTOR, ".notice.error").text
+        expect("may not set spec.decision" in denial, "A sees the API server's denial", a)
+        seen["denial"] = denial
+        shot(a, "4-self-approval-denied")
+        seen["hosts_a"] = sorted(hosts(a))
+    finally:
+        a.quit()
+
+    b = browser()
+    try:
+        sign_in(b, os.environ["TOKEN_B"])
+        b.get(PORTAL + "/approvals")
+        form = b.find_element(By.CSS_SELECTOR, f"form[action='/approvals/{NS}/{SUBSCRIPTION}']")
+        form.find_element(By.TAG_NAME, "textarea").send_keys("welcome")
+        shot(b, "5-inbox")
+        form.find_element(By.CSS_SELECTOR, "button[value='Approved']").click()
+        expect("Approved" in b.find_element(By.CSS_SELECTOR, ".notice.ok").text, "B's approval is accepted", b)
+        shot(b, "6-approved")
+        seen["hosts_b"] = sorted(hosts(b))
+    finally:
+        b.quit()
+
+    for who in ("hosts_a", "hosts_b"):
+        others = [h for h in seen[who] if h != portal_host]
+        if others:
+            raise AssertionError(f"the browser sent requests to other hosts: {others}")
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as error:
+        print(f"FAILED: {error}", file=sys.stderr)
+        sys.exit(1)
