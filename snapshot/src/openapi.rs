@@ -4,9 +4,8 @@
 //! route's REST service (from its own document, rewritten under `/api`), bearer or `x-api-key`
 //! security, and the route's description, stage and sunset.
 //!
-//! Pure, so that the controller's portal (API pages, the Backstage export) can render the same
-//! document the proxy serves at `<prefix>/openapi.json`. The proxy's `gateway/openapi.rs` holds
-//! the same builder; it can call this one instead (one follow-up edit in the proxy).
+//! Pure, so that the proxy serves it at `<prefix>/openapi.json` and the controller's portal renders
+//! and exports the same document (API pages, the Backstage export).
 
 use serde_json::{Map, Value, json};
 

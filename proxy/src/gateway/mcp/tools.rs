@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 use tollgate_snapshot::{RestOperation, RestService, Route};
 
-use crate::gateway::openapi::variables_schema;
+use tollgate_snapshot::openapi::variables_schema;
 
 /// Longest tool name MCP allows.
 const MAX_NAME: usize = 128;
