@@ -104,30 +104,94 @@ pub fn members_of_valid(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
     }
 }
 
-/// The elements of an array already known to be valid JSON, as [`members_of_valid`] reads objects.
-pub fn elements_of_valid(text: &str) -> Option<Vec<&str>> {
-    let mut s = Scanner {
-        b: text.as_bytes(),
-        i: 0,
-    };
-    let mut elements = Vec::with_capacity(4);
-    s.space();
-    s.expect(b'[')?;
-    s.space();
-    if s.peek()? == b']' {
-        return Some(elements);
+/// A cursor over text already known to be valid JSON, for reading a nested part in one pass: the
+/// caller steps into the objects and arrays on its way and skims past everything else, so no byte
+/// is read twice (splitting each level with [`members_of_valid`] reads the inner ones again at
+/// every level). On text that is not valid JSON the answers may be wrong, never a panic.
+pub struct Cursor<'a> {
+    text: &'a str,
+    s: Scanner<'a>,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor before the first value of `text`.
+    pub fn new(text: &'a str) -> Self {
+        Cursor {
+            text,
+            s: Scanner {
+                b: text.as_bytes(),
+                i: 0,
+            },
+        }
     }
-    loop {
-        s.space();
-        let from = s.i;
-        s.skim_value()?;
-        elements.push(text.get(from..s.i)?);
-        s.space();
-        match s.next()? {
-            b',' => {}
-            b']' => return Some(elements),
+
+    /// Steps into the object that starts here; `None` if something else does.
+    pub fn enter_object(&mut self) -> Option<()> {
+        self.s.space();
+        self.s.expect(b'{')
+    }
+
+    /// Steps into the array that starts here; `None` if something else does.
+    pub fn enter_array(&mut self) -> Option<()> {
+        self.s.space();
+        self.s.expect(b'[')
+    }
+
+    /// Inside an object: the next member's key, leaving the cursor before its value (which the
+    /// caller must read, enter or skip), or `Some(None)` past the object's end.
+    pub fn next_key(&mut self) -> Option<Option<Cow<'a, str>>> {
+        self.s.space();
+        if self.s.peek()? == b',' {
+            self.s.i += 1;
+            self.s.space();
+        }
+        match self.s.peek()? {
+            b'}' => {
+                self.s.i += 1;
+                return Some(None);
+            }
+            b'"' => {}
             _ => return None,
         }
+        let start = self.s.i;
+        let escaped = self.s.skim_string()?;
+        let text = self.text;
+        let key = if escaped {
+            Cow::Owned(serde_json::from_str::<String>(text.get(start..self.s.i)?).ok()?)
+        } else {
+            Cow::Borrowed(text.get(start + 1..self.s.i - 1)?)
+        };
+        self.s.space();
+        self.s.expect(b':')?;
+        Some(Some(key))
+    }
+
+    /// Inside an array: whether another element starts here (`false` past the array's end).
+    pub fn next_element(&mut self) -> Option<bool> {
+        self.s.space();
+        if self.s.peek()? == b',' {
+            self.s.i += 1;
+            self.s.space();
+        }
+        if self.s.peek()? == b']' {
+            self.s.i += 1;
+            return Some(false);
+        }
+        Some(true)
+    }
+
+    /// The value that starts here, as its exact text; the cursor moves past it. `None` where no
+    /// value starts (so that a loop over a damaged array always moves on or stops).
+    pub fn value(&mut self) -> Option<&'a str> {
+        self.s.space();
+        let from = self.s.i;
+        self.s.skim_value()?;
+        (self.s.i > from).then(|| self.text.get(from..self.s.i))?
+    }
+
+    /// Moves past the value that starts here.
+    pub fn skip(&mut self) -> Option<()> {
+        self.value().map(drop)
     }
 }
 
@@ -346,6 +410,28 @@ mod tests {
 
     use super::*;
 
+    /// An object's members read with the cursor, as `members_of_valid` splits them.
+    fn members_by_cursor(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+        let mut at = Cursor::new(text);
+        let mut members = Vec::new();
+        at.enter_object()?;
+        while let Some(key) = at.next_key()? {
+            members.push((key, at.value()?));
+        }
+        Some(members)
+    }
+
+    /// An array's elements read with the cursor.
+    fn elements_by_cursor(text: &str) -> Option<Vec<&str>> {
+        let mut at = Cursor::new(text);
+        let mut elements = Vec::new();
+        at.enter_array()?;
+        while at.next_element()? {
+            elements.push(at.value()?);
+        }
+        Some(elements)
+    }
+
     /// What serde_json makes of `text` as a top-level object: its members as (key, raw text).
     fn by_serde(text: &str) -> Option<Vec<(String, String)>> {
         let map: Vec<(String, Box<serde_json::value::RawValue>)> =
@@ -514,8 +600,8 @@ mod tests {
             }
         }
 
-        /// On valid JSON the skim splits exactly as the validating scan (objects) and serde_json (arrays)
-        /// do.
+        /// On valid JSON the skim and the cursor split exactly as the validating scan (objects) and
+        /// serde_json (arrays) do.
         #[test]
         fn the_skim_of_valid_text_matches_the_scan(
             members in prop::collection::vec((any::<String>(), json_value()), 0..8),
@@ -529,6 +615,7 @@ mod tests {
             };
             let object = write(&Value::Object(members.into_iter().collect()));
             prop_assert_eq!(members_of_valid(&object), object_members(&object));
+            prop_assert_eq!(members_by_cursor(&object), object_members(&object));
             let array = write(&Value::Array(elements));
             let by_serde = serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(&array)
                 .unwrap()
@@ -536,7 +623,7 @@ mod tests {
                 .map(|r| r.get().to_string())
                 .collect::<Vec<_>>();
             prop_assert_eq!(
-                elements_of_valid(&array).map(|e| e.into_iter().map(str::to_string).collect::<Vec<_>>()),
+                elements_by_cursor(&array).map(|e| e.into_iter().map(str::to_string).collect::<Vec<_>>()),
                 Some(by_serde)
             );
         }
@@ -546,10 +633,12 @@ mod tests {
         fn the_skim_of_any_text_never_panics(text in "\\PC{0,64}", bytes in prop::collection::vec(
             prop::sample::select(b"{}[]\",:\\ 0-.eE+tfnu\x01a".to_vec()), 0..64)) {
             let _ = members_of_valid(&text);
-            let _ = elements_of_valid(&text);
+            let _ = elements_by_cursor(&text);
+            let _ = members_by_cursor(&text);
             let text = String::from_utf8(bytes).unwrap();
             let _ = members_of_valid(&text);
-            let _ = elements_of_valid(&text);
+            let _ = elements_by_cursor(&text);
+            let _ = members_by_cursor(&text);
         }
 
         /// A string is valid exactly when serde_json reads it as one JSON string value (its raw

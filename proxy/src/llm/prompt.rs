@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use serde_json::{Value, json};
 
 use super::chat::Answer;
-use super::json_scan::{elements_of_valid, is_string, members_of_valid};
+use super::json_scan::{Cursor, is_string, members_of_valid};
 use super::stream::{Encode, Finish, Piece, TokenCounts, openai_error_type, write_sse};
 
 /// How much of an answer that is not JSON is quoted in the error about it.
@@ -81,10 +81,49 @@ fn member<'a>(members: &[(Cow<'a, str>, &'a str)], name: &str) -> Option<&'a str
 }
 
 /// A member's JSON text if it is a string, else `""` (as the neutral reading has it).
-fn string_or_empty<'a>(members: &[(Cow<'a, str>, &'a str)], name: &str) -> &'a str {
-    member(members, name)
-        .filter(|r| is_string(r))
-        .unwrap_or("\"\"")
+fn string_or_empty(value: Option<&str>) -> &str {
+    value.filter(|r| is_string(r)).unwrap_or("\"\"")
+}
+
+/// What a whole answer's first choice says: its message's content (`None` without a message, the
+/// text `"null"` for a message without content) and its finish reason.
+struct FirstChoice<'a> {
+    content: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+/// Reads the `choices` list at `at`: the first choice's parts, the other choices skipped. `None`
+/// when the list or its first choice is not what a chat completion has.
+fn first_choice<'a>(at: &mut Cursor<'a>) -> Option<FirstChoice<'a>> {
+    let mut first = FirstChoice {
+        content: None,
+        reason: None,
+    };
+    at.enter_array()?;
+    if !at.next_element()? {
+        return None;
+    }
+    at.enter_object()?;
+    while let Some(key) = at.next_key()? {
+        match &*key {
+            "message" => {
+                first.content = Some("null");
+                at.enter_object()?;
+                while let Some(key) = at.next_key()? {
+                    match &*key {
+                        "content" => first.content = Some(at.value()?),
+                        _ => at.skip()?,
+                    }
+                }
+            }
+            "finish_reason" => first.reason = Some(at.value()?),
+            _ => at.skip()?,
+        }
+    }
+    while at.next_element()? {
+        at.skip()?;
+    }
+    Some(first)
 }
 
 /// A token count as the neutral reading has it: a whole number in u64's range, or nothing.
@@ -118,18 +157,29 @@ pub fn openai_answer_to_prompt(
     whole: &[u8],
     json_output: bool,
 ) -> Option<Result<(Vec<u8>, TokenCounts), String>> {
-    // The answer is only skimmed for its parts; what goes into the result as it came (strings) is
-    // checked, and the rest is read as values.
-    let top = members_of_valid(std::str::from_utf8(whole).ok()?)?;
-    let choices = elements_of_valid(member(&top, "choices")?)?;
-    let choice = members_of_valid(choices.first()?)?;
-    let message = members_of_valid(member(&choice, "message")?)?;
-    let content = match member(&message, "content") {
-        None | Some("null") => "\"\"",
-        Some(s) if is_string(s) => s,
-        Some(_) => return None,
+    // The answer is read in one pass, stepping into the first choice's message and skimming past
+    // everything else; what goes into the result as it came (strings) is checked, and the rest is
+    // read as values. As a JSON reader does, the last of members with the same name counts.
+    let mut at = Cursor::new(std::str::from_utf8(whole).ok()?);
+    let (mut id, mut model, mut usage) = (None, None, None);
+    let mut first: Option<FirstChoice<'_>> = None;
+    at.enter_object()?;
+    while let Some(key) = at.next_key()? {
+        match &*key {
+            "id" => id = Some(at.value()?),
+            "model" => model = Some(at.value()?),
+            "usage" => usage = Some(at.value()?),
+            "choices" => first = Some(first_choice(&mut at)?),
+            _ => at.skip()?,
+        }
+    }
+    let FirstChoice { content, reason } = first?;
+    let content = match content? {
+        "null" => "\"\"",
+        s if is_string(s) => s,
+        _ => return None,
     };
-    let counts = match member(&top, "usage").and_then(members_of_valid) {
+    let counts = match usage.and_then(members_of_valid) {
         Some(usage) => TokenCounts {
             input: count(&usage, "prompt_tokens"),
             output: count(&usage, "completion_tokens"),
@@ -140,15 +190,15 @@ pub fn openai_answer_to_prompt(
         },
         None => TokenCounts::default(),
     };
-    let reason: Cow<'_, str> = match member(&choice, "finish_reason") {
+    let reason: Cow<'_, str> = match reason {
         Some(r) if r.starts_with('"') => serde_json::from_str(r).ok()?,
         _ => Cow::Borrowed("stop"),
     };
     let mut out = Vec::with_capacity(content.len() + 256);
     out.extend_from_slice(b"{\"id\":");
-    out.extend_from_slice(string_or_empty(&top, "id").as_bytes());
+    out.extend_from_slice(string_or_empty(id).as_bytes());
     out.extend_from_slice(b",\"object\":\"prompt.result\",\"model\":");
-    out.extend_from_slice(string_or_empty(&top, "model").as_bytes());
+    out.extend_from_slice(string_or_empty(model).as_bytes());
     out.extend_from_slice(b",\"output\":");
     if json_output {
         let text: Cow<'_, str> = serde_json::from_str(content).ok()?;
