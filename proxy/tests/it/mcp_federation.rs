@@ -34,7 +34,7 @@ fn servers(old: &McpUpstream, new: &McpUpstream) -> Vec<McpServer> {
                 value: Credential(UPSTREAM_SECRET.into()),
             }),
             forward_headers: vec!["x-tenant".into()],
-            timeouts: timeouts.clone(),
+            timeouts,
             tool_prefix: "old_".into(),
             filter: ToolFilter::Include(vec!["add".into(), "echo".into()]),
         },
