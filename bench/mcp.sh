@@ -5,6 +5,8 @@
 #
 #   bash bench/mcp.sh          # 3,000 calls after 300 to warm up
 #   bash bench/mcp.sh 5000     # another count
+#   MCP_BENCH_BASELINE=/path/to/older/tollgate-proxy bash bench/mcp.sh
+#                              # the same figures for an older proxy binary too, in the same run
 #
 # Both calls send the same ~1 KB prompt variables to the benchmark route's prompt API `bench-prompt`
 # (bench/src/snapshot.rs) — as `POST <prefix>/prompts/bench-prompt`, and as a 2026-07-28 `tools/call`
@@ -95,9 +97,9 @@ load() {
 
 # Prints instructions per call of one kind of call.
 count() {
-    local kind="$1" out="$work/callgrind.out" url body extra=()
+    local kind="$1" proxy_bin="${2:-$target/release/tollgate-proxy}" out="$work/callgrind.out" url body extra=()
     rm -f "$out"*
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$target/release/tollgate-proxy" \
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$proxy_bin" \
         standalone "$work/snapshot.yaml" --poll-interval 1h --listen "127.0.0.1:$proxy_port" \
         --admin-listen 127.0.0.1:18206 >/dev/null 2>&1 &
     local vg=$!
@@ -123,7 +125,7 @@ count() {
 
 # CPU milliseconds of the proxy per `tools/list` of the 200-tool route, and the tools listed.
 list_cpu() {
-    "$target/release/tollgate-proxy" standalone "$work/snapshot.yaml" --poll-interval 1h \
+    "${1:-$target/release/tollgate-proxy}" standalone "$work/snapshot.yaml" --poll-interval 1h \
         --listen "127.0.0.1:$proxy_port" --admin-listen 127.0.0.1:18206 --access-log off >/dev/null 2>&1 &
     local proxy=$! n=1000
     pids+=("$proxy")
@@ -144,10 +146,22 @@ list_cpu() {
         'BEGIN { printf "%d tools: %.3f ms of proxy CPU per tools/list (%d calls)\n", l, (a - b) / t * 1000 / n, n }'
 }
 
-prompt="$(count prompt)"
-tool="$(count tool)"
-printf '| call | instructions per call | / prompt API call |\n|---|---|---|\n'
-printf '| prompt API (POST <prefix>/prompts/bench-prompt) | %s | 1.00 |\n' "$prompt"
-printf '| MCP tools/call of bench-prompt (POST <prefix>/mcp) | %s | %s |\n' "$tool" \
-    "$(awk -v a="$tool" -v b="$prompt" 'BEGIN { printf "%.2f", a / b }')"
-list_cpu
+# Prints the table and the tools/list figure for one proxy binary.
+measure() {
+    local bin="$1" prompt tool
+    prompt="$(count prompt "$bin")"
+    tool="$(count tool "$bin")"
+    printf '| call | instructions per call | / prompt API call |\n|---|---|---|\n'
+    printf '| prompt API (POST <prefix>/prompts/bench-prompt) | %s | 1.00 |\n' "$prompt"
+    printf '| MCP tools/call of bench-prompt (POST <prefix>/mcp) | %s | %s |\n' "$tool" \
+        "$(awk -v a="$tool" -v b="$prompt" 'BEGIN { printf "%.2f", a / b }')"
+    list_cpu "$bin"
+}
+
+if [ -n "${MCP_BENCH_BASELINE:-}" ]; then
+    echo "baseline: $MCP_BENCH_BASELINE"
+    measure "$MCP_BENCH_BASELINE"
+    echo
+    echo "this tree: $target/release/tollgate-proxy"
+fi
+measure "$target/release/tollgate-proxy"

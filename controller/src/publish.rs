@@ -63,6 +63,7 @@ pub fn inputs(store: &Store) -> Inputs {
         secrets: owned(&tables.secrets.objects),
         config_maps: owned(&tables.config_maps.objects),
         guardrails: owned(&tables.guardrails.objects),
+        mcp_servers: owned(&tables.mcp_servers.objects),
         now_unix: (unix_millis() / 1000) as i64,
         // Filled in by the compile loop from the Lease's count of live proxies.
         proxy_replicas: 0,

@@ -10,7 +10,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use tokio::sync::watch;
-use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, ModelProvider};
+use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, MCPServer, ModelProvider};
 use tollgate_snapshot::ObjectRef;
 
 /// The kinds the controller watches.
@@ -32,6 +32,8 @@ pub enum Kind {
     ConfigMap,
     /// `AIGuardrail`.
     Guardrail,
+    /// `MCPServer`.
+    McpServer,
 }
 
 impl Kind {
@@ -46,6 +48,7 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::ConfigMap => "ConfigMap",
             Kind::Guardrail => "AIGuardrail",
+            Kind::McpServer => "MCPServer",
         }
     }
 }
@@ -187,6 +190,8 @@ pub struct Tables {
     pub config_maps: Table<ConfigMap>,
     /// `AIGuardrail`s.
     pub guardrails: Table<AIGuardrail>,
+    /// `MCPServer`s.
+    pub mcp_servers: Table<MCPServer>,
 }
 
 /// The shared store: tables behind a lock, and counters bumped on changes.
@@ -251,6 +256,7 @@ impl Store {
             t.secrets.synced_scopes(),
             t.config_maps.synced_scopes(),
             t.guardrails.synced_scopes(),
+            t.mcp_servers.synced_scopes(),
         ]
         .iter()
         .all(|&n| n >= self.scopes_per_kind)

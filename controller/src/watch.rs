@@ -22,7 +22,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
-use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, ModelProvider};
+use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, MCPServer, ModelProvider};
 use tollgate_snapshot::ObjectRef;
 
 use crate::store::{Entry, Kind, Malformed, Store, Table, Tables};
@@ -69,6 +69,9 @@ pub fn spawn_all(
         });
         spawn_custom::<AIGuardrail>(client, &scope, store, tasks, Kind::Guardrail, |t| {
             &mut t.guardrails
+        });
+        spawn_custom::<MCPServer>(client, &scope, store, tasks, Kind::McpServer, |t| {
+            &mut t.mcp_servers
         });
         let api: Api<Secret> = match &scope {
             Some(ns) => Api::namespaced(client.clone(), ns),

@@ -78,6 +78,8 @@ pub mod condition_type {
     pub const PROMPTS_VALID: &str = "PromptsValid";
     /// Every guardrail a route or consumer attaches exists, may be used from its namespace and compiled.
     pub const GUARDRAILS_VALID: &str = "GuardrailsValid";
+    /// Every MCP server a route attaches exists, may be used from its namespace and compiled.
+    pub const MCP_SERVERS_VALID: &str = "MCPServersValid";
 }
 
 /// Marks a `Vec<Condition>` as a list-map keyed on `type`, as Kubernetes conventions require.

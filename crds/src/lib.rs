@@ -8,6 +8,7 @@
 mod common;
 mod consumer;
 mod guardrail;
+mod mcp;
 mod prompt;
 mod provider;
 mod rest;
@@ -17,6 +18,7 @@ mod subscription;
 pub use common::*;
 pub use consumer::*;
 pub use guardrail::*;
+pub use mcp::*;
 pub use prompt::*;
 pub use provider::*;
 pub use rest::*;
@@ -34,6 +36,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         Consumer::crd(),
         ApiSubscription::crd(),
         AIGuardrail::crd(),
+        MCPServer::crd(),
     ]
 }
 

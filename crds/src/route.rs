@@ -101,6 +101,10 @@ pub struct AIRouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub guardrails: Vec<crate::guardrail::GuardrailRef>,
+    /// What the route's MCP endpoint (`<prefix>/mcp`) offers besides its prompt APIs and REST
+    /// operations: the tools of upstream `MCPServer`s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<crate::mcp::RouteMcp>,
 }
 
 /// Response caching: an identical request (see the README for what makes two requests the same)

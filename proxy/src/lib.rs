@@ -132,6 +132,7 @@ impl Proxy {
             health: upstream::health::Health::new(),
             retries: upstream::balance::RetryBudgets::new(),
             mcp_session_key: config.mcp_session_key.unwrap_or_else(random_key),
+            mcp_upstreams: call::McpUpstreams::new(),
         });
         Self { config, shared }
     }

@@ -22,6 +22,8 @@ pub enum Kind {
     Consumer,
     /// `ApiSubscription`.
     ApiSubscription,
+    /// `MCPServer`.
+    MCPServer,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
             Self::AIRoute => "AIRoute",
             Self::Consumer => "Consumer",
             Self::ApiSubscription => "ApiSubscription",
+            Self::MCPServer => "MCPServer",
         }
     }
 }
@@ -130,6 +133,13 @@ pub struct SubscriptionDetail {
     pub route: Arc<str>,
 }
 
+/// What an MCP server's status reports beyond conditions.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct McpServerDetail {
+    /// The endpoint as compiled (empty when it is invalid).
+    pub url: String,
+}
+
 /// Kind-specific status fields.
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub enum Detail {
@@ -141,6 +151,8 @@ pub enum Detail {
     Consumer(ConsumerDetail),
     /// For an `ApiSubscription`.
     Subscription(SubscriptionDetail),
+    /// For an `MCPServer`.
+    McpServer(McpServerDetail),
 }
 
 /// The compiled judgement on one input object.
@@ -212,6 +224,10 @@ impl Verdict {
                     .filter(|b| !b.is_unlimited())
                     .map(budget_usd),
                 usage: None,
+            }),
+            Detail::McpServer(_) => serde_json::to_value(tollgate_crds::MCPServerStatus {
+                observed_generation,
+                conditions,
             }),
         };
         value.expect("status types always serialise")

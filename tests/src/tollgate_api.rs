@@ -5,12 +5,13 @@ use std::sync::OnceLock;
 use crate::{ControlPlane, command::run, workspace::repo_root};
 
 /// The CustomResourceDefinitions in `crds/`, by name.
-pub const CRD_NAMES: [&str; 5] = [
+pub const CRD_NAMES: [&str; 6] = [
     "modelproviders.tollgate.dev",
     "airoutes.tollgate.dev",
     "consumers.tollgate.dev",
     "apisubscriptions.tollgate.dev",
     "aiguardrails.tollgate.dev",
+    "mcpservers.tollgate.dev",
 ];
 
 impl ControlPlane {

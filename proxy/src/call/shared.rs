@@ -43,4 +43,6 @@ pub struct Shared {
     /// The key that seals legacy-era MCP session ids; replicas that share it continue each other's
     /// sessions.
     pub mcp_session_key: [u8; 32],
+    /// Upstream MCP servers: connections, sessions and tool lists.
+    pub mcp_upstreams: super::mcp_upstream::McpUpstreams,
 }

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_crds::{
-    AIGuardrail, AIRoute, ApiSubscription, Consumer, ModelProvider, condition_type,
+    AIGuardrail, AIRoute, ApiSubscription, Consumer, MCPServer, ModelProvider, condition_type,
 };
 use tollgate_snapshot::{
     Compiled, DEFAULT_NAMESPACE, Inputs, Kind, ObjectRef, Snapshot, Verdict, compile,
@@ -194,6 +194,9 @@ pub fn parse(files: &Files) -> Result<Loaded, LoadError> {
                 (tollgate_crds::API_VERSION, "AIGuardrail") => inputs
                     .guardrails
                     .push(serde_yaml::from_value::<AIGuardrail>(value).map_err(parse_err)?),
+                (tollgate_crds::API_VERSION, "MCPServer") => inputs
+                    .mcp_servers
+                    .push(serde_yaml::from_value::<MCPServer>(value).map_err(parse_err)?),
                 (tollgate_crds::API_VERSION, "ApiSubscription") => inputs
                     .subscriptions
                     .push(serde_yaml::from_value::<ApiSubscription>(value).map_err(parse_err)?),

@@ -776,6 +776,7 @@ mod tests {
                 cache: None,
                 rest: None,
                 guardrails: Default::default(),
+                mcp_servers: Vec::new(),
             }],
             consumers: (0..consumers)
                 .map(|i| Consumer {

@@ -4,8 +4,10 @@
 
 pub mod balance;
 pub mod health;
+mod mcp;
 mod parts;
 mod pool;
 mod rest;
 
+pub use mcp::McpPools;
 pub use parts::{Checkin, Prepared, ProviderParts, UpstreamError, Upstreams};

@@ -44,6 +44,7 @@ mod layers;
 mod limits;
 mod listeners;
 mod mcp;
+mod mcp_federation;
 mod messages_api;
 mod prompts;
 mod responses_api;

@@ -19,11 +19,11 @@ use crate::support::fake_server::{self, Seen};
 use crate::support::python::run_mcp_script;
 use crate::support::*;
 
-const KEY: &str = "tg-mcp-client-key-0001";
-const UNSUBSCRIBED: &str = "tg-mcp-stranger-key-0002";
+pub(crate) const KEY: &str = "tg-mcp-client-key-0001";
+pub(crate) const UNSUBSCRIBED: &str = "tg-mcp-stranger-key-0002";
 const PENDING: &str = "tg-mcp-pending-key-0003";
 const OTHER_APP: &str = "tg-mcp-other-app-key-0004";
-const ENDPOINT: &str = "/team-a/chat/mcp";
+pub(crate) const ENDPOINT: &str = "/team-a/chat/mcp";
 const MODERN: &str = "2026-07-28";
 
 fn summarise() -> tollgate_snapshot::Prompt {
@@ -72,7 +72,7 @@ fn rest_service(base_url: &str) -> RestService {
 }
 
 /// An echo service: answers every request with what it saw, as JSON.
-async fn start_service() -> (String, Arc<Mutex<Vec<Seen>>>) {
+pub(crate) async fn start_service() -> (String, Arc<Mutex<Vec<Seen>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let addr = fake_server::serve(move |req: Request<hyper::body::Incoming>| {
@@ -93,7 +93,7 @@ async fn start_service() -> (String, Arc<Mutex<Vec<Seen>>>) {
 /// Route `/team-a/chat` (Fake model, the `summarise` prompt, the echo service's `getItem`); the
 /// consumer of `KEY` approved (at most `rpm` requests a minute), one of `PENDING` pending, one of
 /// `UNSUBSCRIBED` with no subscription, and a second approved one of `OTHER_APP`.
-fn content(base_url: &str, rpm: Option<u32>) -> Content {
+pub(crate) fn content(base_url: &str, rpm: Option<u32>) -> Content {
     let mut fake = fake_provider("fake", FakeBehaviour::default());
     fake.models = vec![ProviderModel {
         name: "fake-chat".into(),
@@ -136,7 +136,7 @@ async fn modern(proxy: &TestProxy, key: &str, id: u64, method: &str, params: Val
     modern_at(proxy, ENDPOINT, key, id, method, params).await
 }
 
-async fn modern_at(
+pub(crate) async fn modern_at(
     proxy: &TestProxy,
     endpoint: &str,
     key: &str,
@@ -179,7 +179,7 @@ fn initialize() -> Value {
     }})
 }
 
-fn text(r: &Reply) -> String {
+pub(crate) fn text(r: &Reply) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
 

@@ -4,7 +4,8 @@ route's MCP endpoint on a real proxy.
 Environment: MCP_URL (the route's `<prefix>/mcp`), MCP_KEY (subscribed), MCP_UNSUBSCRIBED_KEY (a valid
 key without a subscription), MCP_PROMPT_TOOL, MCP_REST_TOOL; MCP_CONSUMER_SCOPE=1 when MCP_URL is the
 consumer scope `/mcp` (a consumer approved nowhere then sees no tools rather than an error);
-MCP_ALT_URL, when set, is another replica:
+MCP_FEDERATED_TOOLS, when set, names tools of upstream MCP servers (comma-separated) that add two integers
+`a` and `b`; MCP_ALT_URL, when set, is another replica:
 every HTTP request then goes to the two replicas in turn, so that a session (1.x) begun on one must
 continue on the other. Exits non-zero on the first failed check.
 """
@@ -141,6 +142,13 @@ async def main():
             result = await session.call_tool(PROMPT_TOOL, {"nope": 1})
             assert field(result, "is_error", "isError"), result
             assert "nope" in result.content[0].text, result
+
+            # Tools of upstream MCP servers behind the route, called through it.
+            for tool in filter(None, os.environ.get("MCP_FEDERATED_TOOLS", "").split(",")):
+                assert tool in names, (tool, names)
+                result = await session.call_tool(tool, {"a": 2, "b": 3})
+                assert not field(result, "is_error", "isError"), result
+                assert result.content[0].text == "5", result
 
             # An unknown tool is a protocol error.
             try:

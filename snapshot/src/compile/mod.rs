@@ -9,6 +9,7 @@ mod conditions;
 mod consumer;
 mod guardrail;
 mod json_schema;
+mod mcp;
 mod objects;
 mod paths;
 mod prompt;
@@ -27,7 +28,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use subscription::VerdictQueue;
 use threads::join;
 use tollgate_crds::{
-    AIGuardrail, AIRoute, ApiSubscription, Consumer, ModelProvider, Phase, condition_type,
+    AIGuardrail, AIRoute, ApiSubscription, Consumer, MCPServer, ModelProvider, Phase,
+    condition_type,
 };
 
 use std::sync::{Arc, OnceLock, mpsc};
@@ -61,6 +63,8 @@ pub struct Inputs {
     pub subscriptions: Vec<ApiSubscription>,
     /// Every `AIGuardrail` (copied into the routes and consumers that attach it).
     pub guardrails: Vec<AIGuardrail>,
+    /// Every `MCPServer` (copied into the routes that attach it).
+    pub mcp_servers: Vec<MCPServer>,
     /// The Secrets that providers and consumers refer to (others are ignored).
     pub secrets: Vec<Secret>,
     /// The ConfigMaps that routes' REST services read their OpenAPI documents from (others are ignored).
@@ -97,6 +101,11 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
     let guardrail_objects = objects::collect(&inputs.guardrails);
     let guardrails = guardrail::compile_guardrails(&guardrail_objects.items);
     let guardrails = &guardrails;
+    // Few too; their verdicts come last, as their kind sorts last.
+    let server_objects = objects::collect(&inputs.mcp_servers);
+    let mut server_verdicts = Vec::with_capacity(inputs.mcp_servers.len());
+    let servers = mcp::compile_servers(&server_objects.items, secrets(), &mut server_verdicts);
+    let servers = &servers;
 
     let (left, right) = std::thread::scope(|scope| {
         let right = scope.spawn(|| {
@@ -129,6 +138,7 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
             secrets: secrets(),
             config_maps: &config_maps,
             guardrails,
+            mcp_servers: servers,
         };
         let route_table = route::compile_routes(
             &routes.items,
@@ -188,6 +198,7 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
     for (_, mut chunk) in written {
         verdicts.append(&mut chunk);
     }
+    verdicts.append(&mut server_verdicts);
     let content = Content {
         providers: provider_table.providers,
         routes: route_table.routes,
@@ -241,7 +252,15 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
             }),
         ));
     }
-    let duplicates = providers.duplicates.len()
+    for d in &server_objects.duplicates {
+        verdicts.push(duplicate(
+            Kind::MCPServer,
+            d,
+            Detail::McpServer(crate::verdict::McpServerDetail { url: String::new() }),
+        ));
+    }
+    let duplicates = server_objects.duplicates.len()
+        + providers.duplicates.len()
         + routes.duplicates.len()
         + consumers.duplicates.len()
         + subscriptions.duplicates.len();

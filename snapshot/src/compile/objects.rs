@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
-use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, ModelProvider};
+use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, MCPServer, ModelProvider};
 
 use crate::fx::{FxHashMap, FxHasher, map_with_capacity};
 use crate::model::ObjectRef;
@@ -35,6 +35,7 @@ macro_rules! impl_object {
 }
 impl_object!(
     AIGuardrail,
+    MCPServer,
     ModelProvider,
     AIRoute,
     Consumer,

@@ -139,48 +139,9 @@ pub(crate) fn compile_rest(
         }
     });
     let credential = backend.credentials.as_ref().and_then(|c| {
-        let header = c.header.to_ascii_lowercase();
-        if header.is_empty()
-            || !header.bytes().all(is_token_byte)
-            || MANAGED_HEADERS.contains(&header.as_str())
-        {
-            problems.push((
-                "InvalidCredentialHeader",
-                format!(
-                    "spec.rest.backend.credentials.header {:?} cannot carry a credential: name another header",
-                    c.header
-                ),
-            ));
-            return None;
-        }
-        let r = &c.secret_ref;
-        let secret = match secrets.value(namespace, &r.name, &r.key) {
-            Ok(secret) => secret,
-            Err(e) => {
-                problems.push((e.reason(), e.describe(namespace, &r.name, &r.key)));
-                return None;
-            }
-        };
-        let value = [c.prefix.as_deref().unwrap_or_default().as_bytes(), secret].concat();
-        match String::from_utf8(value) {
-            Ok(value) if value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) => {
-                Some(RestCredential {
-                    header,
-                    value: Credential(value),
-                })
-            }
-            // Never quote the value: it is a credential.
-            _ => {
-                problems.push((
-                    "InvalidCredential",
-                    format!(
-                        "key {:?} of Secret {namespace}/{} (with the prefix) is not a valid header value: use printable ASCII",
-                        r.key, r.name
-                    ),
-                ));
-                None
-            }
-        }
+        header_credential(c, "spec.rest.backend.credentials", namespace, secrets)
+            .map_err(|p| problems.push(p))
+            .ok()
     });
     let source = &spec.open_api.config_map_ref;
     let document = config_maps
@@ -217,13 +178,61 @@ pub(crate) fn compile_rest(
     })
 }
 
+/// A credential from a Secret sent as a header (`field` names it in messages): the header checked
+/// (a token the gateway does not manage), the value read and its prefix put before it.
+pub(crate) fn header_credential(
+    c: &tollgate_crds::RestCredentials,
+    field: &str,
+    namespace: &str,
+    secrets: &Secrets<'_>,
+) -> Result<RestCredential, Problem> {
+    let header = c.header.to_ascii_lowercase();
+    if header.is_empty()
+        || !header.bytes().all(is_token_byte)
+        || MANAGED_HEADERS.contains(&header.as_str())
+    {
+        return Err((
+            "InvalidCredentialHeader",
+            format!(
+                "{field}.header {:?} cannot carry a credential: name another header",
+                c.header
+            ),
+        ));
+    }
+    let r = &c.secret_ref;
+    let secret = secrets
+        .value(namespace, &r.name, &r.key)
+        .map_err(|e| (e.reason(), e.describe(namespace, &r.name, &r.key)))?;
+    let value = [c.prefix.as_deref().unwrap_or_default().as_bytes(), secret].concat();
+    match String::from_utf8(value) {
+        Ok(value)
+            if value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) =>
+        {
+            Ok(RestCredential {
+                header,
+                value: Credential(value),
+            })
+        }
+        // Never quote the value: it is a credential.
+        _ => Err((
+            "InvalidCredential",
+            format!(
+                "key {:?} of Secret {namespace}/{} (with the prefix) is not a valid header value: use printable ASCII",
+                r.key, r.name
+            ),
+        )),
+    }
+}
+
 /// An RFC 9110 token byte (header names).
-fn is_token_byte(b: u8) -> bool {
+pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Checks an `http(s)://host[:port][/path]` URL and drops trailing slashes.
-fn normalize_url(given: &str) -> Result<String, String> {
+pub(crate) fn normalize_url(given: &str) -> Result<String, String> {
     let bad = || {
         format!(
             "set spec.rest.backend.url to an http:// or https:// URL without query or fragment (got {given:?})"

@@ -47,6 +47,7 @@ pub(crate) struct Refs<'r> {
     pub secrets: &'r Secrets<'r>,
     pub config_maps: &'r ConfigMaps<'r>,
     pub guardrails: &'r GuardrailTable<'r>,
+    pub mcp_servers: &'r super::mcp::McpServerTable<'r>,
 }
 
 /// Compiles routes, which arrive sorted by namespace/name.
@@ -556,6 +557,14 @@ fn build<'a>(
         conditions.push(guardrails_condition(&attached));
         attached.guardrails
     };
+    let mcp_servers = match &spec.mcp {
+        Some(mcp) if !mcp.servers.is_empty() => {
+            let attached = refs.mcp_servers.attach(&mcp.servers, namespace);
+            conditions.push(super::mcp::servers_condition(&attached));
+            attached.servers
+        }
+        _ => Vec::new(),
+    };
     let verdict = Verdict {
         kind: Kind::AIRoute,
         id: item.reference.clone(),
@@ -583,6 +592,7 @@ fn build<'a>(
         cache: valid.cache.clone(),
         rest,
         guardrails,
+        mcp_servers,
     };
     (verdict, route)
 }

@@ -11,6 +11,7 @@ mod consumer;
 mod guardrail;
 mod index;
 mod limits;
+mod mcp;
 mod prompt;
 mod provider;
 mod refs;
@@ -26,6 +27,7 @@ pub use guardrail::{
     Matcher, PATTERN_SIZE_LIMIT, Pattern, default_mask,
 };
 pub use limits::{Budget, Limits, Price, budget_usd};
+pub use mcp::{McpServer, ToolFilter};
 pub use prompt::{
     Output, Parameters, Prompt, PromptRole, Segment, TemplateMessage, Variable, VariableType,
 };

@@ -96,6 +96,10 @@ pub struct Route {
     /// Guardrails that resolved, in `spec.guardrails` order. Left out of the encoding when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guardrails: Vec<super::guardrail::Guardrail>,
+    /// Upstream MCP servers that resolved, in `spec.mcp.servers` order. Left out of the encoding
+    /// when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<super::mcp::McpServer>,
 }
 
 /// How a route caches answers.

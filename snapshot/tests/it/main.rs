@@ -4,6 +4,7 @@
 mod determinism;
 mod rules_access;
 mod rules_guardrails;
+mod rules_mcp;
 mod rules_rest;
 mod rules_routing;
 mod support;

@@ -99,6 +99,9 @@ fn status_json_has_the_shape_of_each_crd_status() {
                 Kind::ApiSubscription => {
                     serde_json::from_value::<ApiSubscriptionStatus>(json).map(|_| ())
                 }
+                Kind::MCPServer => {
+                    serde_json::from_value::<tollgate_crds::MCPServerStatus>(json).map(|_| ())
+                }
             };
             parsed.unwrap_or_else(|e| panic!("{:?} {}: {e}", v.kind, v.id));
         }

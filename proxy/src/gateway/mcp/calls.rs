@@ -8,6 +8,7 @@ use http::header::HeaderMap;
 use serde_json::{Map, Value, json};
 use tollgate_snapshot::{RouteIdx, Snapshot};
 
+use super::federated;
 use super::jsonrpc::Message;
 use super::reach::PATH;
 use super::reach::Reach;
@@ -18,6 +19,7 @@ use crate::error::ApiError;
 use crate::gateway::admission::{self, Admitted, Notes};
 use crate::gateway::prompt;
 use crate::gateway::routed::{Asked, model_call};
+use crate::llm::json_scan::members_of_valid;
 
 /// Largest tool answer turned into a tool result.
 pub(super) const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -28,7 +30,7 @@ pub(super) async fn call_tool(
     snapshot: &Arc<Snapshot>,
     headers: &HeaderMap,
     reach: &Reach<'_>,
-    message: &Message,
+    (message, body): (&Message, &[u8]),
     call: &mut Call,
     notes: &mut Notes,
 ) -> Outcome {
@@ -37,16 +39,18 @@ pub(super) async fn call_tool(
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid_params("Invalid params: tools/call needs a name.".into()))?;
-    let (route, target) = reach
-        .tools
-        .iter()
-        .find(|(n, _, _)| n == name)
-        .map(|(_, r, t)| (*r, *t))
-        .ok_or_else(|| invalid_params(format!("Unknown tool: {}.", shown(name))))?;
+    let (route, target) = match reach.find_tool(snapshot, name) {
+        Some((route, target)) => (route, Called::Own(target)),
+        None => match federated::owner(shared, snapshot, reach, name).await {
+            Some(owner) => (owner.route, Called::Upstream(owner)),
+            None => return Err(invalid_params(format!("Unknown tool: {}.", shown(name)))),
+        },
+    };
     note(call).name = Some(name.to_string());
+    let none = Map::new();
     let args = match message.params.get("arguments") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(a)) => a.clone(),
+        None | Some(Value::Null) => &none,
+        Some(Value::Object(a)) => a,
         Some(_) => {
             return Err(invalid_params(
                 "Invalid params: arguments must be an object.".into(),
@@ -82,10 +86,51 @@ pub(super) async fn call_tool(
         }
     };
     let ran = match target {
-        Target::Prompt(i) => {
-            call_prompt(shared, snapshot, headers, admitted, i, args, call, notes).await
+        Called::Upstream(owner) => {
+            // Counted against the subscription's request limits like any call.
+            if let Err(e) =
+                admission::limit(shared, snapshot, admitted, (0, 0.0), call, notes).await
+            {
+                note(call).outcome = "refused";
+                call.fail(e.code);
+                return Err((e.status, refusal(None, &e)));
+            }
+            let args = message
+                .params
+                .get("arguments")
+                .cloned()
+                .unwrap_or(json!({}));
+            return match federated::call(shared, snapshot, &owner, &args, headers).await {
+                Ok(result) => {
+                    note(call).outcome = if result["isError"] == true {
+                        "tool_error"
+                    } else {
+                        "ok"
+                    };
+                    Ok(result)
+                }
+                Err(e) => {
+                    note(call).outcome = "error";
+                    call.fail("mcp_server_error");
+                    Err(e)
+                }
+            };
         }
-        Target::Rest(i) => call_rest(shared, snapshot, admitted, i, &args, call, notes).await,
+        Called::Own(Target::Prompt(i)) => {
+            // The variables go to the renderer as the client wrote them, not serialised again.
+            let variables = match raw_arguments(body) {
+                Some(raw) => [r#"{"variables":"#.as_bytes(), raw.as_bytes(), b"}"].concat(),
+                None => serde_json::to_vec(&json!({ "variables": args }))
+                    .expect("JSON values serialise"),
+            };
+            call_prompt(
+                shared, snapshot, headers, admitted, i, &variables, call, notes,
+            )
+            .await
+        }
+        Called::Own(Target::Rest(i)) => {
+            call_rest(shared, snapshot, admitted, i, args, call, notes).await
+        }
     };
     match ran {
         Ok(result) => {
@@ -104,6 +149,29 @@ pub(super) async fn call_tool(
     }
 }
 
+/// The `arguments` object of a `tools/call` exactly as the client wrote it, from a body
+/// `jsonrpc::read` has read (so valid JSON): the last `arguments` of the last `params`, as serde_json
+/// reads repeated members. `None` when it is absent or not an object.
+fn raw_arguments(body: &[u8]) -> Option<&str> {
+    fn last<'t>(members: Vec<(std::borrow::Cow<'_, str>, &'t str)>, key: &str) -> Option<&'t str> {
+        members
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    let params = last(members_of_valid(text)?, "params")?;
+    let args = last(members_of_valid(params)?, "arguments")?;
+    args.starts_with('{').then_some(args)
+}
+
+/// What a tool name stands for: one of the routes' own tools, or an upstream server's.
+enum Called {
+    Own(Target),
+    Upstream(federated::Owner),
+}
+
 /// Whether a gateway error refuses the caller (403, 429…) rather than reporting the tool's failure.
 pub(super) fn is_refusal(e: &ApiError) -> bool {
     matches!(e.status.as_u16(), 401 | 403 | 410 | 429)
@@ -116,15 +184,14 @@ pub(super) async fn call_prompt(
     headers: &HeaderMap,
     admitted: &Admitted<'_>,
     at: u16,
-    args: Map<String, Value>,
+    variables: &[u8],
     call: &mut Call,
     notes: &mut Notes,
 ) -> Result<Value, ApiError> {
     let route: RouteIdx = admitted.route;
     let p = &snapshot.content.routes[route as usize].prompts[at as usize];
     call.prompt = Some(at);
-    let body = serde_json::to_vec(&json!({"variables": args})).expect("JSON values serialise");
-    let rendered = match prompt::render(p, &body) {
+    let rendered = match prompt::render(p, variables) {
         Ok(r) => r,
         Err(e) => {
             call.fail(e.code);
@@ -238,4 +305,21 @@ pub(super) async fn call_rest(
         r["structuredContent"] = v;
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_arguments_are_the_ones_serde_json_reads() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":"x\"}","b":[1,{"c":2}]}}}"#;
+        assert_eq!(raw_arguments(body), Some(r#"{"a":"x\"}","b":[1,{"c":2}]}"#));
+        // Repeated members: the last one counts, as in the parsed message.
+        let twice = br#"{"params":{"arguments":{"a":1}},"params":{"arguments":{"a":2},"arguments":{"a":3}}}"#;
+        assert_eq!(raw_arguments(twice), Some(r#"{"a":3}"#));
+        assert_eq!(raw_arguments(br#"{"params":{"arguments":null}}"#), None);
+        assert_eq!(raw_arguments(br#"{"params":{}}"#), None);
+        assert_eq!(raw_arguments(br#"{"id":1}"#), None);
+    }
 }

@@ -18,7 +18,9 @@ use tollgate_snapshot::Snapshot;
 
 use super::calls::call_tool;
 use super::era::{Era, LEGACY, MODERN, check_origin, era};
+use super::federated;
 use super::jsonrpc::{self, INVALID_REQUEST, METHOD_NOT_FOUND, REFUSED, RpcError};
+use super::reach::Tools;
 use super::reach::{
     LIST_TTL_MS, Scope, consumer_reach, get_prompt, list_prompts, list_tools, route_reach,
     server_description,
@@ -262,7 +264,29 @@ async fn answer(
             result["cacheScope"] = json!("private");
             Ok(result)
         }
-        "tools/list" => Ok(list_tools(snapshot, &reach, era)),
+        "tools/list" => {
+            // Prepared once per snapshot and copied as it is (see `super::catalog`).
+            let upstream = if has_servers(snapshot, &reach) {
+                let own: std::collections::HashSet<&str> = match &reach.tools {
+                    Tools::Consumer(named) => named.iter().map(|(n, _, _)| n.as_str()).collect(),
+                    Tools::Route(_) => Default::default(),
+                };
+                let route_scope = matches!(reach.tools, Tools::Route(_));
+                federated::list(shared, snapshot, &reach, |name| {
+                    own.contains(name) || (route_scope && reach.has_own_tool(snapshot, name))
+                })
+                .await
+            } else {
+                Vec::new()
+            };
+            let listed = list_tools(snapshot, &reach, era, &upstream);
+            note(call).outcome = "ok";
+            return Answer {
+                status: StatusCode::OK,
+                body: jsonrpc::raw_result_body(&id, &listed),
+                session: None,
+            };
+        }
         "prompts/list" => Ok(list_prompts(snapshot, &reach, era)),
         "prompts/get" => get_prompt(snapshot, &reach, &message),
         "tools/call" => {
@@ -271,7 +295,7 @@ async fn answer(
                 snapshot,
                 &parts.headers,
                 &reach,
-                &message,
+                (&message, &bytes),
                 call,
                 notes,
             )
@@ -318,6 +342,17 @@ async fn answer(
             };
             Answer::error(status, &RpcError { id: Some(id), ..e })
         }
+    }
+}
+
+/// Whether any route the caller reaches attaches an upstream MCP server.
+fn has_servers(snapshot: &Snapshot, reach: &super::reach::Reach<'_>) -> bool {
+    match &reach.tools {
+        Tools::Route(r) => !snapshot.content.routes[*r as usize].mcp_servers.is_empty(),
+        Tools::Consumer(_) => reach
+            .labels
+            .iter()
+            .any(|(r, _)| !snapshot.content.routes[*r as usize].mcp_servers.is_empty()),
     }
 }
 

@@ -88,6 +88,18 @@ pub fn result_body(id: &Value, result: Value) -> Bytes {
     Bytes::from(serde_json::to_vec(&doc).expect("JSON values serialise"))
 }
 
+/// A result response's body around a result already serialised.
+pub fn raw_result_body(id: &Value, result: &str) -> Bytes {
+    let id = serde_json::to_string(id).expect("JSON values serialise");
+    let mut body = String::with_capacity(result.len() + id.len() + 32);
+    body.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    body.push_str(&id);
+    body.push_str(",\"result\":");
+    body.push_str(result);
+    body.push('}');
+    Bytes::from(body)
+}
+
 /// Reads one message from a POST body.
 pub fn read(body: &[u8]) -> Result<Message, RpcError> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| {

@@ -3,8 +3,10 @@
 //! protocol eras.
 
 mod calls;
+mod catalog;
 mod endpoint;
 mod era;
+mod federated;
 mod jsonrpc;
 mod reach;
 mod reply;

@@ -1,11 +1,15 @@
 //! What a caller reaches through an MCP endpoint — one route's tools and prompts, or those of every
 //! route its consumer is approved for — and the answers that only list or render them.
 
+use std::fmt::Write as _;
+use std::sync::Arc;
+
 use http::header;
 use http::request::Parts;
 use serde_json::{Map, Value, json};
 use tollgate_snapshot::{ConsumerIdx, ObjectRef, Phase, RouteIdx, Snapshot, Stage};
 
+use super::catalog::{Catalog, catalogs};
 use super::era::Era;
 use super::jsonrpc::Message;
 use super::reply::{Outcome, invalid_params, shown};
@@ -51,10 +55,48 @@ pub(super) struct Reach<'a> {
     pub(super) admitted: Option<Admitted<'a>>,
     /// The calling consumer.
     pub(super) consumer: ConsumerIdx,
-    /// Tools by name.
-    pub(super) tools: Vec<(String, RouteIdx, Target)>,
+    /// The tools of the snapshot's routes.
+    pub(super) catalog: Arc<Catalog>,
+    /// Which of them are reached, and by what names.
+    pub(super) tools: Tools,
+    /// The consumer scope's routes and how their tools' names begin (`<label>__`); empty in the
+    /// route scope. Upstream MCP servers' tools are named from it.
+    pub(super) labels: Vec<(RouteIdx, String)>,
     /// Prompts by name: route and index among its prompts.
     pub(super) prompts: Vec<(String, RouteIdx, u16)>,
+}
+
+/// The tools a caller reaches.
+pub(super) enum Tools {
+    /// The route's, under their own names.
+    Route(RouteIdx),
+    /// Those of the consumer's routes, each by its scoped name, its route and its place among the
+    /// route's tools.
+    Consumer(Vec<(String, RouteIdx, u32)>),
+}
+
+impl Reach<'_> {
+    /// Whether one of the routes' own tools is named `name`.
+    pub(super) fn has_own_tool(&self, snapshot: &Snapshot, name: &str) -> bool {
+        match &self.tools {
+            Tools::Route(r) => self.catalog.route(snapshot, *r).find(name).is_some(),
+            Tools::Consumer(named) => named.iter().any(|(n, _, _)| n == name),
+        }
+    }
+
+    /// The route and target of the tool named `name`, if the caller reaches one.
+    pub(super) fn find_tool(&self, snapshot: &Snapshot, name: &str) -> Option<(RouteIdx, Target)> {
+        match &self.tools {
+            Tools::Route(r) => Some((*r, self.catalog.route(snapshot, *r).find(name)?.target)),
+            Tools::Consumer(named) => {
+                let (_, r, at) = named.iter().find(|(n, _, _)| n == name)?;
+                Some((
+                    *r,
+                    self.catalog.route(snapshot, *r).tools[*at as usize].target,
+                ))
+            }
+        }
+    }
 }
 
 /// What `initialize` and `server/discover` say about the server: its title and instructions.
@@ -72,17 +114,16 @@ pub(super) fn server_description((title, instructions): &(String, Option<String>
 
 /// The route scope: the admitted route's tools and prompts under their own names.
 pub(super) fn route_reach<'a>(
-    snapshot: &'a Snapshot,
+    snapshot: &'a Arc<Snapshot>,
     admitted: Admitted<'a>,
     consumer: ConsumerIdx,
 ) -> Reach<'a> {
     let at = admitted.route;
     let route = &snapshot.content.routes[at as usize];
     Reach {
-        tools: tools::list(route)
-            .into_iter()
-            .map(|(name, target)| (name, at, target))
-            .collect(),
+        catalog: catalogs().of(snapshot),
+        tools: Tools::Route(at),
+        labels: Vec::new(),
         prompts: (0..route.prompts.len())
             .map(|i| (route.prompts[i].name.clone(), at, i as u16))
             .collect(),
@@ -93,7 +134,7 @@ pub(super) fn route_reach<'a>(
 
 /// The consumer scope: the tools and prompts of every route the consumer is approved for and may
 /// see, named `<route>__<name>` (see [`tools::scoped_name`]).
-pub(super) fn consumer_reach(snapshot: &Snapshot, consumer: ConsumerIdx) -> Reach<'_> {
+pub(super) fn consumer_reach(snapshot: &Arc<Snapshot>, consumer: ConsumerIdx) -> Reach<'_> {
     let namespace = &snapshot.content.consumers[consumer as usize].id.namespace;
     let routes: Vec<RouteIdx> = (0..snapshot.content.routes.len() as RouteIdx)
         .filter(|r| {
@@ -113,12 +154,13 @@ pub(super) fn consumer_reach(snapshot: &Snapshot, consumer: ConsumerIdx) -> Reac
         .iter()
         .map(|r| &snapshot.content.routes[*r as usize].id)
         .collect();
+    let catalog = catalogs().of(snapshot);
     let mut tools = Vec::new();
     let mut prompts = Vec::new();
     for (i, r) in routes.iter().enumerate() {
         let route = &snapshot.content.routes[*r as usize];
-        for (name, target) in tools::list(route) {
-            tools.push((tools::scoped_name(&ids, i, &name), *r, target));
+        for (at, tool) in catalog.route(snapshot, *r).tools.iter().enumerate() {
+            tools.push((tools::scoped_name(&ids, i, &tool.name), *r, at as u32));
         }
         for (p, prompt) in route.prompts.iter().enumerate() {
             prompts.push((tools::scoped_name(&ids, i, &prompt.name), *r, p as u16));
@@ -127,22 +169,65 @@ pub(super) fn consumer_reach(snapshot: &Snapshot, consumer: ConsumerIdx) -> Reac
     Reach {
         admitted: None,
         consumer,
-        tools: tools::unique(tools),
+        catalog,
+        tools: Tools::Consumer(tools::unique(tools)),
+        labels: routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (*r, tools::route_label(&ids, i)))
+            .collect(),
         prompts: tools::unique(prompts),
     }
 }
 
-pub(super) fn list_tools(snapshot: &Snapshot, reach: &Reach<'_>, era: Era) -> Value {
-    let tools: Vec<Value> = reach
-        .tools
-        .iter()
-        .map(|(name, r, target)| {
-            tools::describe(&snapshot.content.routes[*r as usize], name, *target)
-        })
-        .collect();
-    let mut r = json!({"tools": tools});
-    cache_hints(&mut r, era);
-    r
+/// `tools/list`'s result, serialised: the catalog's prepared entries under the names the caller
+/// reaches them by, with the cache hints and, in the 2026-07-28 era, `resultType`.
+pub(super) fn list_tools(
+    snapshot: &Snapshot,
+    reach: &Reach<'_>,
+    era: Era,
+    upstream: &[String],
+) -> String {
+    let mut out = String::with_capacity(4096);
+    out.push_str("{\"tools\":[");
+    let mut first = true;
+    let mut add = |out: &mut String, name: &str, tool: &super::catalog::Tool| {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+        tool.entry(name, out);
+    };
+    match &reach.tools {
+        Tools::Route(r) => {
+            for tool in &reach.catalog.route(snapshot, *r).tools {
+                add(&mut out, &tool.name, tool);
+            }
+        }
+        Tools::Consumer(named) => {
+            for (name, r, at) in named {
+                add(
+                    &mut out,
+                    name,
+                    &reach.catalog.route(snapshot, *r).tools[*at as usize],
+                );
+            }
+        }
+    }
+    for entry in upstream {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+        out.push_str(entry);
+    }
+    out.push(']');
+    if era == Era::Modern {
+        let _ = write!(
+            out,
+            ",\"ttlMs\":{LIST_TTL_MS},\"cacheScope\":\"private\",\"resultType\":\"complete\""
+        );
+    }
+    out.push('}');
+    out
 }
 
 pub(super) fn list_prompts(snapshot: &Snapshot, reach: &Reach<'_>, era: Era) -> Value {

@@ -2,6 +2,7 @@
 //! whose arguments are its variables; each operation of the route's REST service is a tool named by
 //! its `operationId`, whose arguments are its parameters and, as `body`, its JSON request body.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -56,34 +57,41 @@ pub fn list(route: &Route) -> Vec<(String, Target)> {
 /// qualified as `<namespace>.<route>` when two of the consumer's routes (`ids`) share a name, kept to
 /// MCP's characters and 128 characters. `i` is the route's place in `ids`.
 pub fn scoped_name(ids: &[&tollgate_snapshot::ObjectRef], i: usize, name: &str) -> String {
+    tool_name(&format!("{}__{name}", route_label(ids, i)))
+}
+
+/// How the consumer scope names the route `ids[i]`: its name, or `<namespace>.<name>` when another
+/// of `ids` has the same name.
+pub fn route_label(ids: &[&tollgate_snapshot::ObjectRef], i: usize) -> String {
     let id = ids[i];
     let shared = ids.iter().filter(|other| other.name == id.name).count() > 1;
-    let route = if shared {
+    if shared {
         format!("{}.{}", id.namespace, id.name)
     } else {
         id.name.to_string()
-    };
-    tool_name(&format!("{route}__{name}"))
+    }
 }
 
 /// `entries` with later repeats of a name suffixed `_2`, `_3`…, within 128 characters.
 pub fn unique<T, U>(entries: Vec<(String, T, U)>) -> Vec<(String, T, U)> {
+    let mut taken: HashSet<String> = HashSet::with_capacity(entries.len());
     let mut out: Vec<(String, T, U)> = Vec::with_capacity(entries.len());
     for (wanted, a, b) in entries {
         let mut name = wanted.clone();
         let mut n = 2;
-        while out.iter().any(|(taken, _, _)| *taken == name) {
+        while taken.contains(&name) {
             let suffix = format!("_{n}");
             name = format!("{}{suffix}", truncate(&wanted, MAX_NAME - suffix.len()));
             n += 1;
         }
+        taken.insert(name.clone());
         out.push((name, a, b));
     }
     out
 }
 
 /// `text` with every character MCP does not allow in a tool name made `_`, within 128 characters.
-fn tool_name(text: &str) -> String {
+pub fn tool_name(text: &str) -> String {
     let name: String = text
         .chars()
         .map(|c| {

@@ -237,6 +237,7 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
         cache: None,
         rest: None,
         guardrails: Vec::new(),
+        mcp_servers: Vec::new(),
     }
 }
 

@@ -96,3 +96,68 @@ pub fn run_mcp_script(line: u8, script: &str, env: &[(&str, &str)]) {
         "the MCP SDK {line}.x checks of {script} failed (see output above)"
     );
 }
+
+/// An upstream MCP server written with line `line` of the official SDK (`tests/python/mcp_upstream.py`:
+/// tools `add`, `echo` and `hidden`) on 127.0.0.1, recording the headers of every request it gets;
+/// killed when dropped.
+pub struct McpUpstream {
+    child: std::process::Child,
+    /// Its Streamable HTTP endpoint.
+    pub url: String,
+    record: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl McpUpstream {
+    /// Starts it and waits until it accepts connections.
+    pub fn start(line: u8) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("headers.jsonl");
+        let port = super::standalone_bin::free_port();
+        let child = Command::new(mcp_python(line))
+            .arg(manifest().join("tests/python/mcp_upstream.py"))
+            .arg(port.to_string())
+            .arg(&record)
+            .spawn()
+            .expect("run python");
+        let mut server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            record,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("the MCP {line}.x upstream server exited: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the MCP {line}.x upstream server did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// The headers of every request it got, in order.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Stops it at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for McpUpstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
