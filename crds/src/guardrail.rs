@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::conditions_schema;
+use crate::common::{conditions_schema, referred_name_schema, referred_namespace_schema};
 use crate::provider::NamespaceName;
 
 /// Content rules checked on the text of model calls: on what callers send, on what models answer, or both.
@@ -169,17 +169,11 @@ pub enum GuardrailEndpoint {
 #[serde(rename_all = "camelCase")]
 pub struct GuardrailRef {
     /// Name of the `AIGuardrail`.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(schema_with = "referred_name_schema")]
     pub name: String,
     /// Its namespace; defaults to the referring object's. The guardrail must allow the referrer's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(schema_with = "referred_namespace_schema")]
     pub namespace: Option<String>,
 }
 
