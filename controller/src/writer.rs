@@ -20,7 +20,7 @@ use kube::{
 };
 use serde_json::Value;
 use tokio::sync::watch;
-use tollgate_crds::{AIRoute, ApiSubscription, Consumer, ModelProvider};
+use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, ModelProvider};
 use tollgate_snapshot::{Kind, ObjectRef, Verdict};
 
 use crate::{keys::KeyGenerator, metrics::Metrics, status, store::Store};
@@ -55,7 +55,8 @@ has_status!(
     ModelProvider => tollgate_crds::ModelProviderStatus,
     AIRoute => tollgate_crds::AIRouteStatus,
     Consumer => tollgate_crds::ConsumerStatus,
-    ApiSubscription => tollgate_crds::ApiSubscriptionStatus
+    ApiSubscription => tollgate_crds::ApiSubscriptionStatus,
+    AIGuardrail => tollgate_crds::AIGuardrailStatus
 );
 
 /// One status write to make.
@@ -194,6 +195,7 @@ impl Writer {
                 Kind::AIRoute => version(&tables.routes.objects, &verdict.id),
                 Kind::Consumer => version(&tables.consumers.objects, &verdict.id),
                 Kind::ApiSubscription => version(&tables.subscriptions.objects, &verdict.id),
+                Kind::AIGuardrail => version(&tables.guardrails.objects, &verdict.id),
             };
             // Deleted since the compile (or not yet seen): nothing to write to.
             let Some(version) = version else {
@@ -211,6 +213,7 @@ impl Writer {
                 Kind::AIRoute => current(&tables.routes.objects, &verdict.id),
                 Kind::Consumer => current(&tables.consumers.objects, &verdict.id),
                 Kind::ApiSubscription => current(&tables.subscriptions.objects, &verdict.id),
+                Kind::AIGuardrail => current(&tables.guardrails.objects, &verdict.id),
             };
             let Some((status, resource_version, reference)) = found else {
                 continue;
@@ -237,6 +240,7 @@ impl Writer {
             (Kind::AIRoute, &tables.routes.malformed),
             (Kind::Consumer, &tables.consumers.malformed),
             (Kind::ApiSubscription, &tables.subscriptions.malformed),
+            (Kind::AIGuardrail, &tables.guardrails.malformed),
         ];
         for (kind, objects) in malformed {
             for (id, bad) in objects {
@@ -311,6 +315,7 @@ fn resource(kind: Kind) -> ApiResource {
         Kind::AIRoute => ApiResource::erase::<AIRoute>(&()),
         Kind::Consumer => ApiResource::erase::<Consumer>(&()),
         Kind::ApiSubscription => ApiResource::erase::<ApiSubscription>(&()),
+        Kind::AIGuardrail => ApiResource::erase::<AIGuardrail>(&()),
     }
 }
 

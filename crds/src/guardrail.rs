@@ -22,6 +22,12 @@ use crate::provider::NamespaceName;
     category = "tollgate",
     doc = "Content rules (personal data, secrets, patterns, size) that routes and consumers attach by name.",
     printcolumn(name = "Applies", type_ = "string", json_path = ".spec.appliesTo"),
+    printcolumn(name = "Rules", type_ = "integer", json_path = ".status.rules"),
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -184,8 +190,11 @@ pub struct AIGuardrailStatus {
     /// The `metadata.generation` these conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Accepted.
+    /// Accepted: whether every rule compiled, and if not, what is wrong with each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+    /// Rules compiled (0 while the guardrail is not accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<i32>,
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 use tollgate_crds::{
-    AIRouteStatus, ApiSubscriptionStatus, ConsumerStatus, ModelProviderStatus, Phase,
+    AIGuardrailStatus, AIRouteStatus, ApiSubscriptionStatus, ConsumerStatus, ModelProviderStatus,
+    Phase,
 };
 
 use crate::message::Message;
@@ -22,6 +23,8 @@ pub enum Kind {
     Consumer,
     /// `ApiSubscription`.
     ApiSubscription,
+    /// `AIGuardrail`.
+    AIGuardrail,
 }
 
 impl Kind {
@@ -32,6 +35,7 @@ impl Kind {
             Self::AIRoute => "AIRoute",
             Self::Consumer => "Consumer",
             Self::ApiSubscription => "ApiSubscription",
+            Self::AIGuardrail => "AIGuardrail",
         }
     }
 }
@@ -130,6 +134,13 @@ pub struct SubscriptionDetail {
     pub route: Arc<str>,
 }
 
+/// What a guardrail's status reports beyond conditions.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct GuardrailDetail {
+    /// Rules compiled (0 when the guardrail is not accepted).
+    pub rules: u32,
+}
+
 /// Kind-specific status fields.
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub enum Detail {
@@ -141,6 +152,8 @@ pub enum Detail {
     Consumer(ConsumerDetail),
     /// For an `ApiSubscription`.
     Subscription(SubscriptionDetail),
+    /// For an `AIGuardrail`.
+    Guardrail(GuardrailDetail),
 }
 
 /// The compiled judgement on one input object.
@@ -152,7 +165,7 @@ pub struct Verdict {
     pub id: ObjectRef,
     /// `metadata.generation` of the object compiled; goes to `observedGeneration`.
     pub generation: Option<i64>,
-    /// `Accepted`, `ResolvedRefs` and `Ready`, in that order.
+    /// `Accepted`, `ResolvedRefs` and `Ready`, in that order (a guardrail has `Accepted` only).
     pub conditions: Vec<VerdictCondition>,
     /// Kind-specific status fields.
     pub detail: Detail,
@@ -212,6 +225,11 @@ impl Verdict {
                     .filter(|b| !b.is_unlimited())
                     .map(budget_usd),
                 usage: None,
+            }),
+            Detail::Guardrail(d) => serde_json::to_value(AIGuardrailStatus {
+                observed_generation,
+                conditions,
+                rules: Some(saturating_i32(d.rules)),
             }),
         };
         value.expect("status types always serialise")
