@@ -20,7 +20,7 @@ use kube::{
 };
 use serde_json::Value;
 use tokio::sync::watch;
-use tollgate_crds::{AIRoute, ApiSubscription, Consumer, MCPServer, ModelProvider};
+use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, MCPServer, ModelProvider};
 use tollgate_snapshot::{Kind, ObjectRef, Verdict};
 
 use crate::{keys::KeyGenerator, metrics::Metrics, status, store::Store};
@@ -56,7 +56,8 @@ has_status!(
     AIRoute => tollgate_crds::AIRouteStatus,
     Consumer => tollgate_crds::ConsumerStatus,
     ApiSubscription => tollgate_crds::ApiSubscriptionStatus,
-    MCPServer => tollgate_crds::MCPServerStatus
+    MCPServer => tollgate_crds::MCPServerStatus,
+    AIGuardrail => tollgate_crds::AIGuardrailStatus
 );
 
 /// One status write to make.
@@ -196,6 +197,7 @@ impl Writer {
                 Kind::Consumer => version(&tables.consumers.objects, &verdict.id),
                 Kind::ApiSubscription => version(&tables.subscriptions.objects, &verdict.id),
                 Kind::MCPServer => version(&tables.mcp_servers.objects, &verdict.id),
+                Kind::AIGuardrail => version(&tables.guardrails.objects, &verdict.id),
             };
             // Deleted since the compile (or not yet seen): nothing to write to.
             let Some(version) = version else {
@@ -214,6 +216,7 @@ impl Writer {
                 Kind::Consumer => current(&tables.consumers.objects, &verdict.id),
                 Kind::ApiSubscription => current(&tables.subscriptions.objects, &verdict.id),
                 Kind::MCPServer => current(&tables.mcp_servers.objects, &verdict.id),
+                Kind::AIGuardrail => current(&tables.guardrails.objects, &verdict.id),
             };
             let Some((status, resource_version, reference)) = found else {
                 continue;
@@ -241,6 +244,7 @@ impl Writer {
             (Kind::Consumer, &tables.consumers.malformed),
             (Kind::ApiSubscription, &tables.subscriptions.malformed),
             (Kind::MCPServer, &tables.mcp_servers.malformed),
+            (Kind::AIGuardrail, &tables.guardrails.malformed),
         ];
         for (kind, objects) in malformed {
             for (id, bad) in objects {
@@ -316,6 +320,7 @@ fn resource(kind: Kind) -> ApiResource {
         Kind::Consumer => ApiResource::erase::<Consumer>(&()),
         Kind::ApiSubscription => ApiResource::erase::<ApiSubscription>(&()),
         Kind::MCPServer => ApiResource::erase::<MCPServer>(&()),
+        Kind::AIGuardrail => ApiResource::erase::<AIGuardrail>(&()),
     }
 }
 

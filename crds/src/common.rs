@@ -92,3 +92,24 @@ pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> sc
     );
     schema
 }
+
+/// The name of an object another one refers to (a DNS subdomain), as in `AIRoute` backends,
+/// subscriptions' routes and guardrail references.
+pub(crate) fn referred_name_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 253,
+        "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+    })
+}
+
+/// The optional namespace of a cross-namespace reference (a DNS label); absent means the referrer's.
+pub(crate) fn referred_namespace_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": 63,
+        "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    })
+}

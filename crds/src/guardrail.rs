@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::conditions_schema;
+use crate::common::{conditions_schema, referred_name_schema, referred_namespace_schema};
 use crate::provider::NamespaceName;
 
 /// Content rules checked on the text of model calls: on what callers send, on what models answer, or both.
@@ -22,6 +22,12 @@ use crate::provider::NamespaceName;
     category = "tollgate",
     doc = "Content rules (personal data, secrets, patterns, size) that routes and consumers attach by name.",
     printcolumn(name = "Applies", type_ = "string", json_path = ".spec.appliesTo"),
+    printcolumn(name = "Rules", type_ = "integer", json_path = ".status.rules"),
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -169,17 +175,11 @@ pub enum GuardrailEndpoint {
 #[serde(rename_all = "camelCase")]
 pub struct GuardrailRef {
     /// Name of the `AIGuardrail`.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(schema_with = "referred_name_schema")]
     pub name: String,
     /// Its namespace; defaults to the referring object's. The guardrail must allow the referrer's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(schema_with = "referred_namespace_schema")]
     pub namespace: Option<String>,
 }
 
@@ -190,8 +190,11 @@ pub struct AIGuardrailStatus {
     /// The `metadata.generation` these conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Accepted.
+    /// Accepted: whether every rule compiled, and if not, what is wrong with each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+    /// Rules compiled (0 while the guardrail is not accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<i32>,
 }

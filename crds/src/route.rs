@@ -5,7 +5,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Budget, Limits, conditions_schema};
+use crate::common::{
+    Budget, Limits, conditions_schema, referred_name_schema, referred_namespace_schema,
+};
 use crate::prompt::PromptApi;
 
 /// A published API: the OpenAI-compatible endpoints under `prefix`, the model names clients may send,
@@ -274,17 +276,11 @@ fn default_weight() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct BackendRef {
     /// Name of the `ModelProvider`.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(schema_with = "referred_name_schema")]
     pub provider: String,
     /// Namespace of the `ModelProvider`; defaults to the route's. The provider must allow this route's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(schema_with = "referred_namespace_schema")]
     pub namespace: Option<String>,
     /// The model name sent upstream; defaults to the route's model name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

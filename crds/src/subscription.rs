@@ -5,7 +5,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Budget, Limits, conditions_schema};
+use crate::common::{
+    Budget, Limits, conditions_schema, referred_name_schema, referred_namespace_schema,
+};
 
 /// A consumer's request to call a route, possibly in another namespace. Lives in the consumer's namespace.
 /// Setting `spec.decision` requires the `approve` verb on the target route (enforced by the API server).
@@ -90,17 +92,11 @@ pub struct ApiSubscriptionSpec {
 #[serde(rename_all = "camelCase")]
 pub struct RouteRef {
     /// Name of the `AIRoute`.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(schema_with = "referred_name_schema")]
     pub name: String,
     /// Namespace of the `AIRoute`; defaults to the subscription's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(schema_with = "referred_namespace_schema")]
     pub namespace: Option<String>,
 }
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 use tollgate_crds::{
-    AIRouteStatus, ApiSubscriptionStatus, ConsumerStatus, ModelProviderStatus, Phase,
+    AIGuardrailStatus, AIRouteStatus, ApiSubscriptionStatus, ConsumerStatus, ModelProviderStatus,
+    Phase,
 };
 
 use crate::message::Message;
@@ -24,6 +25,8 @@ pub enum Kind {
     ApiSubscription,
     /// `MCPServer`.
     MCPServer,
+    /// `AIGuardrail`.
+    AIGuardrail,
 }
 
 impl Kind {
@@ -35,6 +38,7 @@ impl Kind {
             Self::Consumer => "Consumer",
             Self::ApiSubscription => "ApiSubscription",
             Self::MCPServer => "MCPServer",
+            Self::AIGuardrail => "AIGuardrail",
         }
     }
 }
@@ -140,6 +144,13 @@ pub struct McpServerDetail {
     pub url: String,
 }
 
+/// What a guardrail's status reports beyond conditions.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct GuardrailDetail {
+    /// Rules compiled (0 when the guardrail is not accepted).
+    pub rules: u32,
+}
+
 /// Kind-specific status fields.
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub enum Detail {
@@ -153,6 +164,8 @@ pub enum Detail {
     Subscription(SubscriptionDetail),
     /// For an `MCPServer`.
     McpServer(McpServerDetail),
+    /// For an `AIGuardrail`.
+    Guardrail(GuardrailDetail),
 }
 
 /// The compiled judgement on one input object.
@@ -164,7 +177,7 @@ pub struct Verdict {
     pub id: ObjectRef,
     /// `metadata.generation` of the object compiled; goes to `observedGeneration`.
     pub generation: Option<i64>,
-    /// `Accepted`, `ResolvedRefs` and `Ready`, in that order.
+    /// `Accepted`, `ResolvedRefs` and `Ready`, in that order (a guardrail has `Accepted` only).
     pub conditions: Vec<VerdictCondition>,
     /// Kind-specific status fields.
     pub detail: Detail,
@@ -228,6 +241,11 @@ impl Verdict {
             Detail::McpServer(_) => serde_json::to_value(tollgate_crds::MCPServerStatus {
                 observed_generation,
                 conditions,
+            }),
+            Detail::Guardrail(d) => serde_json::to_value(AIGuardrailStatus {
+                observed_generation,
+                conditions,
+                rules: Some(saturating_i32(d.rules)),
             }),
         };
         value.expect("status types always serialise")

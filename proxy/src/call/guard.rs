@@ -117,6 +117,47 @@ fn texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     }
 }
 
+/// A walker over the text strings of a document (`texts` for requests, `answer_texts` for answers).
+type TextWalker = fn(&mut Value, &mut dyn FnMut(&mut String));
+
+/// Checks every text `walk` finds in `doc` against `policy`, masking in place, and notes the decisions
+/// in the call: whether anything was masked, or the 400 of the first Reject rule (`side`: `request` or
+/// `answer`, for its message).
+fn check_document(
+    policy: &Policy,
+    doc: &mut Value,
+    walk: TextWalker,
+    call: &mut Call,
+    side: &str,
+) -> Result<bool, ApiError> {
+    let mut refusal: Option<Arc<str>> = None;
+    let mut changed = false;
+    let mut decisions: Vec<Decision> = Vec::new();
+    walk(doc, &mut |s| {
+        if refusal.is_some() {
+            return;
+        }
+        let checked = policy.check(s);
+        for d in &checked.decisions {
+            if !decisions.contains(d) {
+                decisions.push(d.clone());
+            }
+        }
+        if let Some(rule) = checked.rejected {
+            refusal = Some(rule);
+        } else if !checked.masks.is_empty() {
+            *s = checked.masked(s);
+            changed = true;
+        }
+    });
+    note(call, &decisions);
+    if let Some(rule) = refusal {
+        call.fail("content_policy_violation");
+        return Err(rejected(&rule, side));
+    }
+    Ok(changed)
+}
+
 /// Checks the caller's text: the body to send on (masked where a Mask rule matched), or the refusal.
 pub fn guard_request(
     snapshot: &Snapshot,
@@ -145,32 +186,7 @@ pub fn guard_request(
     if policy.rules.is_empty() {
         return Ok(body);
     }
-    let mut refusal: Option<Arc<str>> = None;
-    let mut changed = false;
-    let mut decisions: Vec<Decision> = Vec::new();
-    texts(&mut doc, &mut |s| {
-        if refusal.is_some() {
-            return;
-        }
-        let checked = policy.check(s);
-        for d in &checked.decisions {
-            if !decisions.contains(d) {
-                decisions.push(d.clone());
-            }
-        }
-        if let Some(rule) = checked.rejected {
-            refusal = Some(rule);
-        } else if !checked.masks.is_empty() {
-            *s = checked.masked(s);
-            changed = true;
-        }
-    });
-    note(call, &decisions);
-    if let Some(rule) = refusal {
-        call.fail("content_policy_violation");
-        return Err(rejected(&rule, "request"));
-    }
-    if !changed {
+    if !check_document(&policy, &mut doc, texts, call, "request")? {
         return Ok(body);
     }
     Ok(Bytes::from(
@@ -246,31 +262,7 @@ pub async fn guard_answer(
         old.hand_copy_to(&mut new);
         return Ok(http::Response::from_parts(parts, new));
     };
-    let mut refusal: Option<Arc<str>> = None;
-    let mut decisions: Vec<Decision> = Vec::new();
-    let mut changed = false;
-    answer_texts(&mut doc, &mut |s| {
-        if refusal.is_some() {
-            return;
-        }
-        let checked = policy.check(s);
-        for d in &checked.decisions {
-            if !decisions.contains(d) {
-                decisions.push(d.clone());
-            }
-        }
-        if let Some(rule) = checked.rejected {
-            refusal = Some(rule);
-        } else if !checked.masks.is_empty() {
-            *s = checked.masked(s);
-            changed = true;
-        }
-    });
-    note(call, &decisions);
-    if let Some(rule) = refusal {
-        call.fail("content_policy_violation");
-        return Err(rejected(&rule, "answer"));
-    }
+    let changed = check_document(&policy, &mut doc, answer_texts, call, "answer")?;
     // Unchanged answers keep their own bytes.
     let bytes = if changed {
         Bytes::from(serde_json::to_vec(&doc).expect("a JSON value encodes"))

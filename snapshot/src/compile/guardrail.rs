@@ -1,9 +1,10 @@
 //! `AIGuardrail` → [`Guardrail`]: rules checked and their patterns built once, then copied into every
 //! route and consumer that attaches the guardrail and may use it.
 //!
-//! A guardrail has no row of its own: what is wrong with it (a pattern that does not compile, a
-//! reference to one that does not exist or is not shared with the referrer's namespace) is reported
-//! in the referrer's `GuardrailsValid` condition, where the team that attached it looks.
+//! A guardrail has no row of its own in the snapshot. What is wrong with it (a pattern that does not
+//! compile) is reported twice: in its own `Accepted` condition, where its authors look, and in every
+//! referrer's `GuardrailsValid` condition, where the team that attached it looks (with references to
+//! guardrails that do not exist or are not shared with the referrer's namespace).
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use tollgate_crds::{AIGuardrail, GuardrailRef, condition_type};
 use super::objects::{Item, sentences};
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{GuardRule, Guardrail, Matcher, ObjectRef, Pattern, default_mask};
-use crate::verdict::VerdictCondition;
+use crate::verdict::{Detail, GuardrailDetail, Kind, Verdict, VerdictCondition};
 
 struct Entry<'a> {
     /// The compiled guardrail, or every problem found in it.
@@ -35,13 +36,18 @@ pub(crate) struct Attached {
     pub problems: Vec<String>,
 }
 
-/// Compiles guardrails, which arrive sorted by namespace/name.
-pub(crate) fn compile_guardrails<'a>(items: &[Item<'a, AIGuardrail>]) -> GuardrailTable<'a> {
+/// Compiles guardrails, which arrive sorted by namespace/name, with a verdict for each (in that order).
+pub(crate) fn compile_guardrails<'a>(
+    items: &[Item<'a, AIGuardrail>],
+    verdicts: &mut Vec<Verdict>,
+) -> GuardrailTable<'a> {
     let mut by_id = map_with_capacity(items.len());
     for item in items {
         let spec = &item.obj.spec;
+        let compiled = compile_one(item).map(Arc::new);
+        verdicts.push(verdict(item, &compiled));
         let entry = Entry {
-            compiled: compile_one(item).map(Arc::new),
+            compiled,
             all_namespaces: spec.allowed_namespaces.iter().any(|n| n.0 == "*"),
             allowed: spec
                 .allowed_namespaces
@@ -116,6 +122,46 @@ fn compile_one(item: &Item<'_, AIGuardrail>) -> Result<Guardrail, Vec<String>> {
         max_input_tokens: spec.max_input_tokens,
         broken: false,
     })
+}
+
+/// The guardrail's own status: `Accepted`, with every problem when it is not.
+fn verdict(
+    item: &Item<'_, AIGuardrail>,
+    compiled: &Result<Arc<Guardrail>, Vec<String>>,
+) -> Verdict {
+    let (accepted, rules) = match compiled {
+        Ok(g) => {
+            let n = g.rules.len();
+            let message = format!(
+                "Compiled {n} rule{}; routes and consumers attach it by name in spec.guardrails.",
+                if n == 1 { "" } else { "s" }
+            );
+            let condition =
+                VerdictCondition::new(condition_type::ACCEPTED, true, "Accepted", message);
+            (condition, u32::try_from(n).unwrap_or(u32::MAX))
+        }
+        Err(problems) => {
+            let mut parts = vec![problems.join("; ")];
+            parts.push(
+                "Model calls of the routes and consumers that attach it are refused (503 guardrail_unavailable) until this is fixed"
+                    .to_string(),
+            );
+            let condition = VerdictCondition::new(
+                condition_type::ACCEPTED,
+                false,
+                "InvalidRule",
+                sentences(&parts),
+            );
+            (condition, 0)
+        }
+    };
+    Verdict {
+        kind: Kind::AIGuardrail,
+        id: item.reference.clone(),
+        generation: item.generation,
+        conditions: vec![accepted],
+        detail: Detail::Guardrail(GuardrailDetail { rules }),
+    }
 }
 
 impl GuardrailTable<'_> {

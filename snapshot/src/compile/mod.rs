@@ -36,8 +36,8 @@ use std::sync::{Arc, OnceLock, mpsc};
 
 use crate::model::{Assembly, Content, Snapshot, Subscription};
 use crate::verdict::{
-    ConsumerDetail, Detail, Kind, ProviderDetail, RouteDetail, SubscriptionDetail, Verdict,
-    VerdictCondition,
+    ConsumerDetail, Detail, GuardrailDetail, Kind, ProviderDetail, RouteDetail, SubscriptionDetail,
+    Verdict, VerdictCondition,
 };
 
 pub use consumer::MIN_CONSUMER_KEY_CHARS;
@@ -99,7 +99,9 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
     let now = inputs.now_unix;
     // Few and small: compiled before the threads start, so both can attach them.
     let guardrail_objects = objects::collect(&inputs.guardrails);
-    let guardrails = guardrail::compile_guardrails(&guardrail_objects.items);
+    let mut guardrail_verdicts = Vec::with_capacity(inputs.guardrails.len());
+    let guardrails =
+        guardrail::compile_guardrails(&guardrail_objects.items, &mut guardrail_verdicts);
     let guardrails = &guardrails;
     // Few too; their verdicts come last, as their kind sorts last.
     let server_objects = objects::collect(&inputs.mcp_servers);
@@ -259,11 +261,21 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
             Detail::McpServer(crate::verdict::McpServerDetail { url: String::new() }),
         ));
     }
+    // Guardrails are the last kind in verdict order.
+    verdicts.append(&mut guardrail_verdicts);
+    for d in &guardrail_objects.duplicates {
+        verdicts.push(duplicate(
+            Kind::AIGuardrail,
+            d,
+            Detail::Guardrail(GuardrailDetail { rules: 0 }),
+        ));
+    }
     let duplicates = server_objects.duplicates.len()
         + providers.duplicates.len()
         + routes.duplicates.len()
         + consumers.duplicates.len()
-        + subscriptions.duplicates.len();
+        + subscriptions.duplicates.len()
+        + guardrail_objects.duplicates.len();
     if duplicates > 0 {
         // Everything else arrived in kind and name order; stable, so a kept object's verdict
         // stays ahead of its duplicates'.

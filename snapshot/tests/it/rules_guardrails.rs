@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use tollgate_crds::AIGuardrail;
-use tollgate_crds::condition_type::{GUARDRAILS_VALID, READY};
+use tollgate_crds::condition_type::{ACCEPTED, GUARDRAILS_VALID, READY};
 use tollgate_snapshot::{Detector, GuardrailAction, Inputs, Kind, Matcher};
 
 use crate::support::*;
@@ -111,6 +111,62 @@ fn a_pattern_that_does_not_compile_is_reported_on_the_route_and_its_calls_are_re
     assert_eq!(g.len(), 1);
     assert!(g[0].broken);
     assert_eq!(g[0].id.to_string(), "team-a/bad");
+}
+
+#[test]
+fn every_guardrail_gets_its_own_verdict_accepted_or_not_with_each_problem_and_its_generation() {
+    let bad = guardrail(
+        "team-a",
+        "bad",
+        json!({ "rules": [
+            { "name": "ids", "pattern": "EMP-(\\d+", "action": "Reject" },
+            { "name": "emails", "detector": "Email", "action": "Mask" },
+            { "name": "emails", "detector": "Phone", "action": "Mask" },
+        ] }),
+    );
+    // Not attached by anything: its own status is the only place its problems show.
+    let compiled = run(&attach(
+        json!([]),
+        json!([]),
+        vec![pii("team-a", "pii"), bad],
+    ));
+    let good = verdict(&compiled, Kind::AIGuardrail, "team-a", "pii");
+    assert_eq!(good.generation, Some(1));
+    assert_eq!(
+        cond(good, ACCEPTED),
+        (
+            true,
+            "Accepted",
+            "Compiled 3 rules; routes and consumers attach it by name in spec.guardrails."
+        )
+    );
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-11-01T00:00:00Z".parse().unwrap(),
+    );
+    let status = good.status_json(&now);
+    assert_eq!(status["rules"], 3);
+    assert_eq!(status["observedGeneration"], 1);
+    let bad = verdict(&compiled, Kind::AIGuardrail, "team-a", "bad");
+    let (ok, reason, message) = cond(bad, ACCEPTED);
+    assert!(!ok);
+    assert_eq!(reason, "InvalidRule");
+    assert!(
+        message.starts_with("Rule ids: the pattern does not compile: "),
+        "{message}"
+    );
+    assert!(message.contains("unclosed group"), "{message}");
+    assert!(
+        message.contains("; rule emails is named twice."),
+        "{message}"
+    );
+    assert!(message.contains("503 guardrail_unavailable"), "{message}");
+    // Verdicts stay sorted by kind, then namespace and name: guardrails last.
+    let kinds: Vec<Kind> = compiled.verdicts.iter().map(|v| v.kind).collect();
+    assert!(kinds.is_sorted(), "{kinds:?}");
+    assert_eq!(
+        compiled.verdicts.last().unwrap().id.to_string(),
+        "team-a/pii"
+    );
 }
 
 #[test]

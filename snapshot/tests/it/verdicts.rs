@@ -4,7 +4,9 @@
 use crate::support::world::world;
 use crate::support::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use tollgate_crds::{AIRouteStatus, ApiSubscriptionStatus, ConsumerStatus, ModelProviderStatus};
+use tollgate_crds::{
+    AIGuardrailStatus, AIRouteStatus, ApiSubscriptionStatus, ConsumerStatus, ModelProviderStatus,
+};
 use tollgate_snapshot::{Kind, compile};
 
 /// Words that tell the reader what to do (or that nothing needs doing yet).
@@ -102,6 +104,7 @@ fn status_json_has_the_shape_of_each_crd_status() {
                 Kind::MCPServer => {
                     serde_json::from_value::<tollgate_crds::MCPServerStatus>(json).map(|_| ())
                 }
+                Kind::AIGuardrail => serde_json::from_value::<AIGuardrailStatus>(json).map(|_| ()),
             };
             parsed.unwrap_or_else(|e| panic!("{:?} {}: {e}", v.kind, v.id));
         }

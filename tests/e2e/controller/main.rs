@@ -984,6 +984,13 @@ async fn guardrails_are_enforced_and_a_bad_pattern_is_reported_in_status() {
         "GuardrailsValid: {}",
         condition(&route, "GuardrailsValid").unwrap()["message"]
     );
+    // The guardrail's own status: Accepted at its generation, and the rules it compiled.
+    let guardrail = wait_condition(&setup, "aiguardrail/no-ids", "Accepted", "True").await;
+    assert_eq!(guardrail["status"]["rules"], 2, "{guardrail}");
+    assert_eq!(
+        guardrail["status"]["observedGeneration"],
+        guardrail["metadata"]["generation"]
+    );
     let body =
         |text: &str| json!({"model": MODEL, "messages": [{"role": "user", "content": text}]});
     let (status, answer) = a
@@ -1023,6 +1030,21 @@ async fn guardrails_are_enforced_and_a_bad_pattern_is_reported_in_status() {
     assert!(
         message.contains("rule employee-ids: the pattern does not compile"),
         "{message}"
+    );
+    // …and in the guardrail's own status, where its authors look.
+    let guardrail = wait_condition(&setup, "aiguardrail/no-ids", "Accepted", "False").await;
+    let accepted = condition(&guardrail, "Accepted").unwrap();
+    println!("the guardrail's Accepted with a bad pattern: {accepted}");
+    assert_eq!(accepted["reason"], "InvalidRule");
+    let message = accepted["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Rule employee-ids: the pattern does not compile: "),
+        "{message}"
+    );
+    assert_eq!(guardrail["status"]["rules"], 0, "{guardrail}");
+    assert_eq!(
+        guardrail["status"]["observedGeneration"],
+        guardrail["metadata"]["generation"]
     );
     eventually(
         "calls are refused with guardrail_unavailable",
