@@ -12,14 +12,14 @@ use super::federated;
 use super::jsonrpc::Message;
 use super::reach::PATH;
 use super::reach::Reach;
-use super::reply::{Outcome, invalid_params, note, refusal, shown, tool_error};
+use super::reply::{ToolOutcome, ToolResult, invalid_params, note, refusal, shown, tool_error};
 use super::tools::{self, Target};
 use crate::call::{self, Call, Endpoint, RestRequest, Shared};
 use crate::error::ApiError;
 use crate::gateway::admission::{self, Admitted, Notes};
 use crate::gateway::prompt;
 use crate::gateway::routed::{Asked, model_call};
-use crate::llm::json_scan::members_of_valid;
+use crate::llm::json_scan::{is_string, members_of_valid};
 
 /// Largest tool answer turned into a tool result.
 pub(super) const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -33,7 +33,7 @@ pub(super) async fn call_tool(
     (message, body): (&Message, &[u8]),
     call: &mut Call,
     notes: &mut Notes,
-) -> Outcome {
+) -> ToolOutcome {
     let name = message
         .params
         .get("name")
@@ -107,7 +107,7 @@ pub(super) async fn call_tool(
                     } else {
                         "ok"
                     };
-                    Ok(result)
+                    Ok(ToolResult::Value(result))
                 }
                 Err(e) => {
                     note(call).outcome = "error";
@@ -128,13 +128,13 @@ pub(super) async fn call_tool(
             )
             .await
         }
-        Called::Own(Target::Rest(i)) => {
-            call_rest(shared, snapshot, admitted, i, args, call, notes).await
-        }
+        Called::Own(Target::Rest(i)) => call_rest(shared, snapshot, admitted, i, args, call, notes)
+            .await
+            .map(ToolResult::Value),
     };
     match ran {
         Ok(result) => {
-            note(call).outcome = if result["isError"] == true {
+            note(call).outcome = if result.is_error() {
                 "tool_error"
             } else {
                 "ok"
@@ -187,7 +187,7 @@ pub(super) async fn call_prompt(
     variables: &[u8],
     call: &mut Call,
     notes: &mut Notes,
-) -> Result<Value, ApiError> {
+) -> Result<ToolResult, ApiError> {
     let route: RouteIdx = admitted.route;
     let p = &snapshot.content.routes[route as usize].prompts[at as usize];
     call.prompt = Some(at);
@@ -195,7 +195,7 @@ pub(super) async fn call_prompt(
         Ok(r) => r,
         Err(e) => {
             call.fail(e.code);
-            return Ok(tool_error(e.message));
+            return Ok(ToolResult::Value(tool_error(e.message)));
         }
     };
     let asked = Asked {
@@ -210,22 +210,33 @@ pub(super) async fn call_prompt(
         Err(e) if is_refusal(&e) => return Err(e),
         Err(e) => {
             call.fail(e.code);
-            return Ok(tool_error(e.message));
+            return Ok(ToolResult::Value(tool_error(e.message)));
         }
     };
     let status = response.status();
     let Some(bytes) = response.into_body().read_whole(call, MAX_ANSWER).await else {
         call.fail("upstream_error");
-        return Ok(tool_error("The model's answer broke off."));
+        return Ok(ToolResult::Value(tool_error(
+            "The model's answer broke off.",
+        )));
     };
+    if status.is_success()
+        && let Some(text) = written_text(&bytes)
+    {
+        let mut result = String::with_capacity(text.len() + 64);
+        result.push_str(r#"{"content":[{"type":"text","text":"#);
+        result.push_str(text);
+        result.push_str(r#"}],"isError":false}"#);
+        return Ok(ToolResult::Written(result));
+    }
     let doc: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if !status.is_success() {
         let text = doc["error"]["message"]
             .as_str()
             .unwrap_or("The model call failed.");
-        return Ok(tool_error(text));
+        return Ok(ToolResult::Value(tool_error(text)));
     }
-    Ok(match &doc["output"] {
+    Ok(ToolResult::Value(match &doc["output"] {
         Value::String(text) => {
             json!({"content": [{"type": "text", "text": text}], "isError": false})
         }
@@ -239,7 +250,15 @@ pub(super) async fn call_prompt(
             }
             r
         }
-    })
+    }))
+}
+
+/// The `output` of a prompt API's whole result (which the gateway itself wrote, so valid JSON)
+/// when it is text: the JSON string as it stands in the result.
+fn written_text(result: &[u8]) -> Option<&str> {
+    let members = members_of_valid(std::str::from_utf8(result).ok()?)?;
+    let (_, output) = members.into_iter().rev().find(|(k, _)| k == "output")?;
+    is_string(output).then_some(output)
 }
 
 pub(super) async fn call_rest(
@@ -310,6 +329,26 @@ pub(super) async fn call_rest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_output_is_copied_as_written_and_other_outputs_are_not() {
+        let text = br#"{"id":"p1","object":"prompt.result","output":"say \"hi\"\n","usage":{}}"#;
+        assert_eq!(written_text(text), Some(r#""say \"hi\"\n""#));
+        let result = format!(
+            r#"{{"content":[{{"type":"text","text":{}}}],"isError":false}}"#,
+            written_text(text).unwrap()
+        );
+        let v: Value = serde_json::from_str(&result).unwrap();
+        assert_eq!(v["content"][0]["text"], "say \"hi\"\n");
+        for other in [
+            &br#"{"output":{"a":1}}"#[..],
+            br#"{"output":null}"#,
+            br#"{"error":{"message":"x"}}"#,
+            b"data: {}\n\n",
+        ] {
+            assert_eq!(written_text(other), None);
+        }
+    }
 
     #[test]
     fn raw_arguments_are_the_ones_serde_json_reads() {

@@ -25,7 +25,7 @@ use super::reach::{
     LIST_TTL_MS, Scope, consumer_reach, get_prompt, list_prompts, list_tools, route_reach,
     server_description,
 };
-use super::reply::{note, refusal, shown};
+use super::reply::{ToolResult, note, refusal, shown};
 use super::session::{self, Session};
 use crate::call::{Call, McpNote, ResponseBody, Shared};
 use crate::clock;
@@ -290,7 +290,7 @@ async fn answer(
         "prompts/list" => Ok(list_prompts(snapshot, &reach, era)),
         "prompts/get" => get_prompt(snapshot, &reach, &message),
         "tools/call" => {
-            call_tool(
+            let called = call_tool(
                 shared,
                 snapshot,
                 &parts.headers,
@@ -299,7 +299,21 @@ async fn answer(
                 call,
                 notes,
             )
-            .await
+            .await;
+            match called {
+                Ok(ToolResult::Value(result)) => Ok(result),
+                Ok(ToolResult::Written(mut result)) => {
+                    if era == Era::Modern {
+                        result.insert_str(1, r#""resultType":"complete","#);
+                    }
+                    return Answer {
+                        status: StatusCode::OK,
+                        body: jsonrpc::raw_result_body(&id, &result),
+                        session: session_out,
+                    };
+                }
+                Err(e) => Err(e),
+            }
         }
         _ => Err((
             match era {

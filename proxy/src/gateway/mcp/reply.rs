@@ -29,6 +29,24 @@ pub(super) fn refusal(id: Option<Value>, e: &ApiError) -> RpcError {
 
 pub(super) type Outcome = Result<Value, (StatusCode, RpcError)>;
 
+/// A tool call's result: a value, or a result object already written as JSON text (a prompt tool's
+/// text answer, copied into the result as the JSON string it came as, never decoded and escaped
+/// again: it is the common case and its text the bulk of the answer).
+pub(super) enum ToolResult {
+    Value(Value),
+    Written(String),
+}
+
+impl ToolResult {
+    /// Whether the tool reported an error (a written result never does).
+    pub(super) fn is_error(&self) -> bool {
+        matches!(self, ToolResult::Value(v) if v["isError"] == true)
+    }
+}
+
+/// What `tools/call` answers.
+pub(super) type ToolOutcome = Result<ToolResult, (StatusCode, RpcError)>;
+
 pub(super) fn invalid_params(message: String) -> (StatusCode, RpcError) {
     (StatusCode::OK, RpcError::new(None, INVALID_PARAMS, message))
 }
