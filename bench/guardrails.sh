@@ -96,6 +96,7 @@ delay() {
     "$target/release/tollgate-proxy" standalone "$work/$1.yaml" --poll-interval 1h \
         --listen "127.0.0.1:$proxy_port" --admin-listen "127.0.0.1:$admin_port" >/dev/null 2>&1 &
     local p=$!
+    pids+=("$p")  # killed on exit if the measurement fails
     wait_port "$proxy_port" || { say "the proxy did not start"; kill "$p"; return 1; }
     python3 bench/stream_delay.py --upstream-port "$slow_upstream_port" --proxy-port "$proxy_port" \
         --key "$key" --prefix "$prefix"
@@ -104,9 +105,10 @@ delay() {
 }
 printf '\n| streamed text | delay p50 (ms) | p99 (ms) | max (ms) | most bytes written upstream before a byte arrived | upstream rate (bytes/s) |\n|---|---|---|---|---|---|\n'
 for snapshot in slow slow-guarded; do
-    delay "$snapshot" | python3 -c '
+    delay "$snapshot" >"$work/delay.json"
+    python3 -c '
 import json, sys
-d = json.load(sys.stdin)
-print(f"| {sys.argv[1]} | {d[\"delay_ms_p50\"]} | {d[\"delay_ms_p99\"]} | {d[\"delay_ms_max\"]} | {d[\"behind_bytes_max\"]} | {d[\"upstream_bytes_per_s\"]} |")
-' "$([ "$snapshot" = slow ] && echo "without guardrails" || echo "with the PII guardrail")"
+d = json.load(open(sys.argv[2]))
+print("| {} | {delay_ms_p50} | {delay_ms_p99} | {delay_ms_max} | {behind_bytes_max} | {upstream_bytes_per_s} |".format(sys.argv[1], **d))
+' "$([ "$snapshot" = slow ] && echo "without guardrails" || echo "with the PII guardrail")" "$work/delay.json"
 done
