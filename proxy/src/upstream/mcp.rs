@@ -28,15 +28,7 @@ impl Default for McpPools {
 impl McpPools {
     /// Pools that trust the Mozilla root set (webpki-roots) for https servers.
     pub fn new() -> Self {
-        let roots =
-            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = super::public_roots_tls();
         Self {
             tls,
             pools: RwLock::new(FxHashMap::default()),
