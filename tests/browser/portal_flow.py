@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 PORTAL = os.environ["PORTAL_URL"]
 NS = os.environ["NS"]
@@ -29,7 +31,17 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.implicitly_wait(5)
+    return driver
+
+
+def follow(driver, element):
+    """Clicks `element` and waits until the page it leads to has replaced this one (reading the page
+    straight after a click may read the old one, whose elements then go stale)."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 20).until(EC.staleness_of(old))
 
 
 def expect(condition, what, driver):
@@ -45,7 +57,7 @@ def sign_in(driver, token):
     driver.get(PORTAL + "/")
     expect(driver.current_url.endswith("/signin"), "an anonymous visit lands on sign-in", driver)
     driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "form[action='/signin'] button").click()
+    follow(driver, driver.find_element(By.CSS_SELECTOR, "form[action='/signin'] button"))
     expect(driver.find_elements(By.CSS_SELECTOR, "h1") and "catalog" in driver.find_element(By.TAG_NAME, "h1").text.lower(),
            "signed in, the catalog shows", driver)
 
@@ -75,11 +87,11 @@ def main():
         a.get(PORTAL + f"/?team={NS}")
         link = a.find_element(By.CSS_SELECTOR, f"a[href='/apis/{NS}/chat']")
         shot(a, "1-catalog")
-        link.click()
+        follow(a, link)
         expect("/v1/chat/completions" in a.page_source, "the API page lists its operations", a)
         shot(a, "2-api-page")
         a.find_element(By.ID, "reason").send_keys("Our support bot needs it")
-        a.find_element(By.CSS_SELECTOR, "form[action$='/subscribe'] button").click()
+        follow(a, a.find_element(By.CSS_SELECTOR, "form[action$='/subscribe'] button"))
         expect("Access requested" in a.page_source, "the request is accepted", a)
         # Pending, once the controller has written the status.
         deadline = time.time() + 30
@@ -93,7 +105,7 @@ def main():
         # A tries to approve her own request: the API server's denial, as it is.
         a.get(PORTAL + "/approvals")
         form = a.find_element(By.CSS_SELECTOR, f"form[action='/approvals/{NS}/{SUBSCRIPTION}']")
-        form.find_element(By.CSS_SELECTOR, "button[value='Approved']").click()
+        follow(a, form.find_element(By.CSS_SELECTOR, "button[value='Approved']"))
         denial = a.find_element(By.CSS_SELECTOR, ".notice.error").text
         expect("may not set spec.decision" in denial, "A sees the API server's denial", a)
         seen["denial"] = denial
@@ -109,7 +121,7 @@ def main():
         form = b.find_element(By.CSS_SELECTOR, f"form[action='/approvals/{NS}/{SUBSCRIPTION}']")
         form.find_element(By.TAG_NAME, "textarea").send_keys("welcome")
         shot(b, "5-inbox")
-        form.find_element(By.CSS_SELECTOR, "button[value='Approved']").click()
+        follow(b, form.find_element(By.CSS_SELECTOR, "button[value='Approved']"))
         expect("Approved" in b.find_element(By.CSS_SELECTOR, ".notice.ok").text, "B's approval is accepted", b)
         shot(b, "6-approved")
         seen["hosts_b"] = sorted(hosts(b))
