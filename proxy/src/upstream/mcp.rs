@@ -28,7 +28,7 @@ impl Default for McpPools {
 impl McpPools {
     /// Pools that trust the Mozilla root set (webpki-roots) for https servers.
     pub fn new() -> Self {
-        let tls = super::public_roots_tls();
+        let tls = super::tls::public_roots();
         Self {
             tls,
             pools: RwLock::new(FxHashMap::default()),

@@ -76,7 +76,7 @@ impl Default for Upstreams {
 impl Upstreams {
     /// Pools that trust the Mozilla root set (webpki-roots) for https endpoints.
     pub fn new() -> Self {
-        let tls = super::public_roots_tls();
+        let tls = super::tls::public_roots();
         Self {
             tls,
             pools: RwLock::new(FxHashMap::default()),
