@@ -13,18 +13,9 @@ if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
 fi
 /usr/bin/chromium --version >&2
 
+# shellcheck source=scripts/lib/ensure_venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/ensure_venv.sh"
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/tollgate/venv-browser"
-check="import selenium, importlib.metadata as m; assert int(m.version('selenium').split('.')[0]) >= 4"
-if ! "$venv/bin/python" -c "$check" >/dev/null 2>&1; then
-  command -v python3 >/dev/null || { echo "python3 is required for the browser test" >&2; exit 1; }
-  mkdir -p "$(dirname "$venv")"
-  # A lock so that parallel first runs do not build the same venv twice.
-  exec 9>"$venv.lock"
-  flock 9
-  if ! "$venv/bin/python" -c "$check" >/dev/null 2>&1; then
-    rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'selenium>=4.20,<5' >&2
-  fi
-fi
+ensure_venv "$venv" "import selenium, importlib.metadata as m; assert int(m.version('selenium').split('.')[0]) >= 4" \
+  'selenium>=4.20,<5'
 echo "$venv/bin/python"

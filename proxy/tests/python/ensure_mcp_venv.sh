@@ -12,18 +12,7 @@ case "$line" in
   *) echo "unknown MCP SDK line $line (1 or 2)" >&2; exit 2 ;;
 esac
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/tollgate/venv-mcp$line"
-check="import mcp, importlib.metadata as m; v = m.version('mcp'); assert v.split('.')[0] == '$line', v"
-if ! "$venv/bin/python" -c "$check" >/dev/null 2>&1; then
-  command -v python3 >/dev/null || { echo "python3 is required for the MCP SDK tests" >&2; exit 1; }
-  mkdir -p "$(dirname "$venv")"
-  # A lock so that parallel first runs do not build the same venv twice.
-  exec 9>"$venv.lock"
-  flock 9
-  if ! "$venv/bin/python" -c "$check" >/dev/null 2>&1; then
-    rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$spec" >&2
-  fi
-fi
-"$venv/bin/python" -c "$check" >&2
+# shellcheck source=scripts/lib/ensure_venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../../scripts/lib/ensure_venv.sh"
+ensure_venv "$venv" "import mcp, importlib.metadata as m; v = m.version('mcp'); assert v.split('.')[0] == '$line', v" "$spec"
 echo "$venv/bin/python"
