@@ -71,7 +71,9 @@ pub fn route_call<'a>(
     body: &'a Bytes,
     call: &mut Call,
 ) -> Result<RoutedCall<'a>, ApiError> {
-    let (doc, model) = parse_request(body)?;
+    // A prompt's body was rendered by the gateway, valid JSON by construction.
+    let own = matches!(endpoint, Endpoint::Prompt { .. });
+    let (doc, model) = parse_request(body, own)?;
     let stream = !matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens) && doc.stream();
     call.stream = stream;
     let found = snapshot.model_with_index(route, &model);

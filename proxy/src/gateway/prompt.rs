@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tollgate_snapshot::{Output, Prompt, RouteIdx, Segment, Snapshot, Variable, VariableType};
 
 use crate::error::ApiError;
-use crate::llm::json_scan::members_of_valid;
+use crate::llm::json_scan::{members_of_valid, plain_run};
 use crate::llm::openai::{RequestDoc, RequestError};
 
 /// Members a prompt call's body may have.
@@ -217,27 +217,23 @@ fn template_len(prompt: &Prompt) -> usize {
 /// `text` as the content of a JSON string (without its quotes) at the end of `out`: runs that need
 /// no escape are copied whole.
 fn escape_into(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    let mut from = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => b"",
-            _ => continue,
+    let mut rest = text.as_bytes();
+    loop {
+        let run = plain_run(rest);
+        out.extend_from_slice(&rest[..run]);
+        let Some(&b) = rest.get(run) else {
+            return;
         };
-        out.extend_from_slice(&bytes[from..i]);
-        if escaped.is_empty() {
-            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
-        } else {
-            out.extend_from_slice(escaped);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
         }
-        from = i + 1;
+        rest = &rest[run + 1..];
     }
-    out.extend_from_slice(&bytes[from..]);
 }
 
 /// The caller's own chat turns, each as the JSON text it sent, when the prompt takes them.
@@ -372,7 +368,7 @@ fn raw_text<'a>(v: &Variable, raw: &'a str) -> Result<Cow<'a, str>, ApiError> {
         && matches!(v.kind, VariableType::String | VariableType::Enum)
     {
         // Without escapes the content is the text itself; otherwise it is decoded for the checks.
-        let decoded: Cow<'_, str> = if inner.contains('\\') {
+        let decoded: Cow<'_, str> = if memchr::memchr(b'\\', inner.as_bytes()).is_some() {
             Cow::Owned(serde_json::from_str(raw).expect("a validated JSON string"))
         } else {
             Cow::Borrowed(inner)
@@ -389,7 +385,9 @@ fn raw_text<'a>(v: &Variable, raw: &'a str) -> Result<Cow<'a, str>, ApiError> {
 fn text_of_str(v: &Variable, s: &str) -> Result<(), ApiError> {
     match v.kind {
         VariableType::String => {
+            // A text of at most `max` bytes has at most `max` characters: counted only when longer.
             if let Some(max) = v.max_length
+                && s.len() > max as usize
                 && s.chars().count() > max as usize
             {
                 return Err(invalid(v, format!("is longer than its {max} characters")));
@@ -708,6 +706,19 @@ mod tests {
 
     proptest! {
         #[test]
+        fn any_text_escapes_into_a_json_string_of_itself(
+            text in any::<String>(), controls in "[\\x00-\\x1f\"\\\\a-z]{0,40}"
+        ) {
+            for t in [&text, &controls] {
+                let mut out = b"\"".to_vec();
+                escape_into(&mut out, t);
+                out.push(b'"');
+                let back: String = serde_json::from_slice(&out).expect("a valid JSON string");
+                prop_assert_eq!(&back, t);
+            }
+        }
+
+        #[test]
         fn any_values_render_into_valid_json_holding_them_exactly(
             a in any::<String>(), b in "\\PC*", n in any::<i64>(), x in any::<f64>(), flag in any::<bool>()
         ) {
@@ -733,6 +744,10 @@ mod tests {
             let expected = format!("{a}{{{{b}}}}\"\\{b}{n}{}{flag}", read["variables"]["x"]);
             prop_assert_eq!(v["messages"][1]["content"].as_str().unwrap(), expected.as_str());
             prop_assert_eq!(v.as_object().unwrap().len(), 2);
+            // The chat path splits the rendered body with a skim; it must split it as a caller's is.
+            let own = crate::llm::openai::RequestDoc::parse_own(&r).unwrap();
+            let checked = crate::llm::openai::RequestDoc::parse(&r).unwrap();
+            prop_assert_eq!(own.members(), checked.members());
         }
     }
 }

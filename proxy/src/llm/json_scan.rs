@@ -392,8 +392,8 @@ impl Scanner<'_> {
 
 /// How many leading bytes need no attention inside a string: not `"`, not `\`, not a control
 /// character. Both searches run many bytes at a time (memchr's, and a loop without early exit that
-/// the compiler vectorises).
-fn plain_run(b: &[u8]) -> usize {
+/// the compiler vectorises). Also what a writer of JSON strings may copy without escaping.
+pub fn plain_run(b: &[u8]) -> usize {
     let end = memchr::memchr2(b'"', b'\\', b).unwrap_or(b.len());
     let span = &b[..end];
     if span.iter().fold(false, |seen, &c| seen | (c < 0x20)) {

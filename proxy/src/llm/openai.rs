@@ -103,6 +103,19 @@ impl<'a> RequestDoc<'a> {
         }
     }
 
+    /// The top level of a body Tollgate wrote itself (a rendered prompt), which is valid JSON by
+    /// construction: split with a skim instead of a second validation. Should it not split (it
+    /// always does; the rendering proptest holds it), it is read as any caller's body is.
+    pub fn parse_own(bytes: &'a [u8]) -> Result<Self, RequestError> {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Self::parse_serde(bytes);
+        };
+        match crate::llm::json_scan::members_of_valid(text) {
+            Some(members) => Ok(Self { members }),
+            None => Self::parse_str(text),
+        }
+    }
+
     fn parse_serde(bytes: &'a [u8]) -> Result<Self, RequestError> {
         // Refused by the quick scan: serde_json says what is wrong (and, should the two ever
         // disagree, its reading is used).
@@ -325,9 +338,14 @@ pub fn usage_of_chunk(payload: &[u8]) -> Option<ChunkUsage> {
 }
 
 /// Parses a JSON request body's top level, with OpenAI's wording for the usual mistakes.
-pub fn parse_request(bytes: &[u8]) -> Result<(RequestDoc<'_>, Cow<'_, str>), ApiError> {
-    let doc = RequestDoc::parse(bytes)
-        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+/// `own` says the body is one Tollgate wrote itself (see [`RequestDoc::parse_own`]).
+pub fn parse_request(bytes: &[u8], own: bool) -> Result<(RequestDoc<'_>, Cow<'_, str>), ApiError> {
+    let doc = if own {
+        RequestDoc::parse_own(bytes)
+    } else {
+        RequestDoc::parse(bytes)
+    }
+    .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     let model = doc.model().map_err(|e| match e {
         RequestError::MissingModel => {
             ApiError::bad_request("missing_required_parameter", e.to_string()).with_param("model")

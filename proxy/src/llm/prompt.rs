@@ -82,7 +82,22 @@ fn member<'a>(members: &[(Cow<'a, str>, &'a str)], name: &str) -> Option<&'a str
 
 /// A member's JSON text if it is a string, else `""` (as the neutral reading has it).
 fn string_or_empty(value: Option<&str>) -> &str {
-    value.filter(|r| is_string(r)).unwrap_or("\"\"")
+    value
+        .filter(|r| plain_string(r) || is_string(r))
+        .unwrap_or("\"\"")
+}
+
+/// Whether `raw` is a JSON string of printable ASCII without escapes (ids, model names, finish
+/// reasons): checked by one loop that the compiler vectorises, cheaper than a scan for such short
+/// texts. `false` says only "not that simple"; [`is_string`] then decides.
+fn plain_string(raw: &str) -> bool {
+    raw.strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .is_some_and(|inner| {
+            inner.bytes().fold(true, |ok, b| {
+                ok & (b' '..=b'~').contains(&b) & (b != b'"') & (b != b'\\')
+            })
+        })
 }
 
 /// What a whole answer's first choice says: its message's content (`None` without a message, the
@@ -191,6 +206,7 @@ pub fn openai_answer_to_prompt(
         None => TokenCounts::default(),
     };
     let reason: Cow<'_, str> = match reason {
+        Some(r) if plain_string(r) => Cow::Borrowed(&r[1..r.len() - 1]),
         Some(r) if r.starts_with('"') => serde_json::from_str(r).ok()?,
         _ => Cow::Borrowed("stop"),
     };
@@ -514,6 +530,17 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The quick check never calls a text a plain string that a JSON reader would refuse or
+        /// read as another text.
+        #[test]
+        fn plain_strings_are_strings_of_their_own_text(raw in "\"?[ -~\\x00-\\x1f\\x7f\u{e9}]{0,24}\"?") {
+            if plain_string(&raw) {
+                proptest::prop_assert!(is_string(&raw));
+                let read: String = serde_json::from_str(&raw).expect("a JSON string");
+                proptest::prop_assert_eq!(read.as_str(), &raw[1..raw.len() - 1]);
+            }
+        }
+
         #[test]
         fn any_text_answer_reads_the_same_both_ways(
             content in "\\PC*", id in "[a-z0-9-]{0,12}", input in 0u64..1 << 40, output in 0u64..1 << 40,
