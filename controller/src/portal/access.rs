@@ -62,7 +62,7 @@ pub async fn my_consumers(portal: &Portal, who: &mut Who) -> Vec<ConsumerRef> {
 }
 
 /// Whether `text` is a Kubernetes namespace name (a DNS label), so it can go into an API path.
-fn is_namespace(text: &str) -> bool {
+pub(super) fn is_namespace(text: &str) -> bool {
     (1..=63).contains(&text.len())
         && text
             .bytes()
@@ -72,7 +72,7 @@ fn is_namespace(text: &str) -> bool {
 }
 
 /// Whether `text` is a Kubernetes object name (a DNS subdomain).
-fn is_object_name(text: &str) -> bool {
+pub(super) fn is_object_name(text: &str) -> bool {
     (1..=253).contains(&text.len())
         && text
             .bytes()
@@ -145,7 +145,7 @@ pub async fn subscribe(
 }
 
 /// The API server's own words for a failed call.
-fn api_message(error: &kube::Error) -> String {
+pub(super) fn api_message(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
         other => other.to_string(),
@@ -244,7 +244,8 @@ pub async fn mine(portal: &Portal, who: &mut Who) -> Reply {
             let _ = write!(
                 body,
                 "<tr><td>{}/{}</td><td>{}</td><td><a href=\"/apis/{}/{}\">{}/{}</a></td>\
-                 <td class=\"phase-{phase}\">{phase}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                 <td class=\"phase-{phase}\">{phase}</td><td>{}</td><td>{}</td>\
+                 <td><a href=\"/usage/subscriptions/{}/{}\">{}</a></td></tr>",
                 esc(s.metadata.namespace.as_deref().unwrap_or("")),
                 esc(s.metadata.name.as_deref().unwrap_or("")),
                 esc(&s.spec.consumer),
@@ -254,7 +255,9 @@ pub async fn mine(portal: &Portal, who: &mut Who) -> Reply {
                 esc(&rname),
                 esc(annotation(s, REASON_ANNOTATION)),
                 esc(s.spec.decision_reason.as_deref().unwrap_or("")),
-                esc(&usage),
+                url_part(s.metadata.namespace.as_deref().unwrap_or("")),
+                url_part(s.metadata.name.as_deref().unwrap_or("")),
+                esc(if usage.is_empty() { "history" } else { &usage }),
             );
         }
         body.push_str("</tbody></table>");

@@ -14,6 +14,7 @@ use super::{
     html::{self, CSP, CSS, CSS_PATH, esc, page},
     now, people,
     session::{self, NoSession, Session},
+    usage::{self, Owner},
 };
 
 /// Largest form body accepted.
@@ -198,6 +199,7 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
         "/" => catalog::page(portal, &mut who, &query).await,
         "/subscriptions" => access::mine(portal, &mut who).await,
         "/approvals" => access::approvals(portal, &mut who).await,
+        "/usage" => usage::index(portal, &mut who).await,
         backstage::PATH => backstage::serve(portal),
         _ => match segments(&path)
             .iter()
@@ -206,6 +208,12 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
             .as_slice()
         {
             ["apis", ns, name] => api_page::page(portal, &mut who, ns, name).await,
+            ["usage", kind, ns, name] => match Owner::from_segment(kind) {
+                Some(owner) if access::is_namespace(ns) && access::is_object_name(name) => {
+                    usage::detail(&mut who, owner, ns, name).await
+                }
+                _ => not_found(&who),
+            },
             _ => not_found(&who),
         },
     }

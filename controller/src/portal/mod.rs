@@ -1,5 +1,5 @@
 //! The portal: a catalog of the published APIs, each API's page, access requests and approvals, and
-//! a Backstage export — plain server-rendered HTML on its own port, enabled by `--portal-listen`.
+//! usage charts, and a Backstage export — plain server-rendered HTML on its own port, enabled by `--portal-listen`.
 //!
 //! A person signs in with a Kubernetes bearer token (TokenReview); the session is a sealed cookie
 //! ([`session`]) holding that token, and every read and write on their behalf is made with it, so
@@ -10,11 +10,13 @@ mod access;
 mod api_page;
 mod backstage;
 mod catalog;
+mod chart;
 mod html;
 mod http;
 pub mod people;
 pub mod seal;
 pub mod session;
+mod usage;
 
 use std::{
     sync::Arc,
