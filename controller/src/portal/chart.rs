@@ -117,6 +117,8 @@ pub fn svg(rows: &[Row], measure: Measure, caption: &str, label_every: usize) ->
     let values: Vec<(f64, String)> = rows.iter().map(|r| measure.of(&r.amount)).collect();
     let max = values.iter().map(|(v, _)| *v).fold(0.0_f64, f64::max);
     let top_label = match measure {
+        // Small costs keep their digits: `$0.000136`, not `$0.00`.
+        Measure::Cost if max < 0.01 => format!("${max:.6}"),
         Measure::Cost => format!("${max:.2}"),
         _ => format!("{max:.0}"),
     };

@@ -21,7 +21,7 @@ use tollgate_e2e::{eventually, free_port};
 
 use crate::{
     SERIAL,
-    fixtures::{KEY, base_yaml, wait_served},
+    fixtures::{KEY, MODEL, base_yaml, status_of, wait_served},
     support::{Controller, Setup},
 };
 
@@ -655,6 +655,111 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
     )
     .unwrap();
     assert_eq!(exported, served, "the portal's document is the proxy's");
+
+    // Usage: alice's calls through the proxy reach her usage pages once the proxy has reported them
+    // and the controller has rolled them up (each every second here). Five requests: the chat call
+    // above, the `openapi.json` fetch (answered for her subscription too, with no tokens) and three
+    // chat calls here; each chat call reads 10 input tokens.
+    for _ in 0..3 {
+        assert_eq!(proxy.chat("/chat", KEY, MODEL).await.0, 200);
+    }
+    let today = eventually(
+        "the roll-up holds the 5 calls",
+        Duration::from_secs(30),
+        || {
+            let status = status_of(&setup, &format!("apisubscription/{subscription}"));
+            async move {
+                let usage = &status["status"]["usage"];
+                if usage["requests"] == 5 {
+                    Ok(usage.clone())
+                } else {
+                    Err(usage.to_string())
+                }
+            }
+        },
+    )
+    .await;
+    let days = today["days"].as_array().unwrap();
+    assert_eq!(days.len(), 1, "{today}");
+    assert_eq!(days[0]["requests"], 5);
+    assert_eq!(days[0]["inputTokens"], 40, "{today}");
+    assert_eq!(today["months"][0]["requests"], 5);
+    assert_eq!(today["writes"][0]["writer"], "controller");
+    let day = days[0]["period"].as_str().unwrap().to_owned();
+    for (what, path) in [
+        (
+            "subscription",
+            format!("/usage/subscriptions/{ns}/{subscription}"),
+        ),
+        ("route", format!("/usage/routes/{ns}/chat")),
+        ("consumer", format!("/usage/consumers/{ns}/app")),
+    ] {
+        let page = eventually(
+            &format!("alice's {what} usage page shows the 5 calls"),
+            Duration::from_secs(20),
+            || {
+                let mut b = alice.clone();
+                let path = path.clone();
+                let day = day.clone();
+                async move {
+                    let page = b.get(&path).await;
+                    if page.status == 200 && page.body.contains(&format!("<title>{day}: 5</title>"))
+                    {
+                        Ok(page)
+                    } else {
+                        Err(format!("{} {}", page.status, page.body))
+                    }
+                }
+            },
+        )
+        .await;
+        // The chart and the numbers beside it, in the day table and the month table.
+        assert!(page.body.contains("<svg class=\"chart chart-requests\""));
+        assert_eq!(page.body.matches("<svg").count(), 6, "{}", page.body);
+        assert!(
+            page.body
+                .contains(&format!("<tr><td>{day}</td><td>5</td><td>40</td>")),
+            "{}",
+            page.body
+        );
+        assert!(
+            page.body
+                .contains(&format!("<tr><td>{}</td><td>5</td><td>40</td>", &day[..7])),
+            "{}",
+            page.body
+        );
+        assert!(!page.body.contains("<script"));
+    }
+    let index = alice.get("/usage").await;
+    for link in [
+        format!("href=\"/usage/subscriptions/{ns}/{subscription}\""),
+        format!("href=\"/usage/routes/{ns}/chat\""),
+        format!("href=\"/usage/consumers/{ns}/app\""),
+    ] {
+        assert!(index.body.contains(&link), "{link} not in {}", index.body);
+    }
+    let route_usage = status_of(&setup, "airoute/chat");
+    assert_eq!(
+        route_usage["status"]["usage"]["requests"], 5,
+        "{route_usage}"
+    );
+
+    // carol, without rights in the namespace, sees none of its usage: not listed, and each page the
+    // same 404 as a missing object.
+    let index = carol.get("/usage").await;
+    assert_eq!(index.status, 200);
+    assert!(!index.body.contains(&format!("/{ns}/")), "{}", index.body);
+    assert_eq!(index.body.matches("None you may read").count(), 3);
+    for path in [
+        format!("/usage/subscriptions/{ns}/{subscription}"),
+        format!("/usage/routes/{ns}/chat"),
+        format!("/usage/consumers/{ns}/app"),
+        format!("/usage/consumers/{ns}/nothing"),
+    ] {
+        let page = carol.get(&path).await;
+        assert_eq!(page.status, 404, "{path}: {}", page.body);
+        assert!(!page.body.contains("<svg"));
+    }
 }
 
 // Issue 19's acceptance in a real browser: Debian's chromium driven by selenium
