@@ -764,7 +764,8 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
 
 // Issue 19's acceptance in a real browser: Debian's chromium driven by selenium
 // (tests/browser/portal_flow.py) — A requests access, sees Pending, is refused her own approval by the
-// API server, B approves from his inbox, A's key then works through the proxy. Screenshots are kept
+// API server, B approves from his inbox, A's key then works through the proxy, and after A's calls her
+// usage page's chart and table show them. Screenshots are kept
 // under <target>/portal-screenshots; the browser's network log shows no request to another host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portal_in_a_real_browser() {
@@ -794,26 +795,17 @@ async fn portal_in_a_real_browser() {
     })
     .await;
 
-    let script = tollgate_e2e::repo_root().join("tests/browser/portal_flow.py");
-    let mut cmd = tokio::process::Command::new(&python);
-    cmd.arg(&script)
-        .env("PORTAL_URL", format!("http://127.0.0.1:{port}"))
-        .env("NS", &ns)
-        .env("SCREENSHOTS", &shots)
-        .env("TOKEN_A", token(&setup, "alice"))
-        .env("TOKEN_B", token(&setup, "bob"));
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the browser run ends in time")
-        .expect("running the browser script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser run failed:\n{stdout}\n{stderr}"
-    );
-    println!("browser run: {stdout}");
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON line");
+    let seen = run_browser(
+        &python,
+        &[
+            ("PORTAL_URL", format!("http://127.0.0.1:{port}")),
+            ("NS", ns.clone()),
+            ("SCREENSHOTS", shots.display().to_string()),
+            ("TOKEN_A", token(&setup, "alice")),
+            ("TOKEN_B", token(&setup, "bob")),
+        ],
+    )
+    .await;
     assert!(seen["denial"].as_str().unwrap().contains(&format!(
         "user \"system:serviceaccount:{ns}:alice\" may not set spec.decision"
     )));
@@ -860,6 +852,53 @@ async fn portal_in_a_real_browser() {
         .await;
     proxy.wait_ready().await;
     wait_served(&[&proxy], "/chat", KEY, Duration::from_secs(20)).await;
+
+    // After A's calls (the one above and two more), her usage chart shows them, in the browser.
+    for _ in 0..2 {
+        assert_eq!(proxy.chat("/chat", KEY, MODEL).await.0, 200);
+    }
+    let seen = run_browser(
+        &python,
+        &[
+            ("PHASE", "usage".into()),
+            ("EXPECT_REQUESTS", "3".into()),
+            ("PORTAL_URL", format!("http://127.0.0.1:{port}")),
+            ("NS", ns.clone()),
+            ("SCREENSHOTS", shots.display().to_string()),
+            ("TOKEN_A", token(&setup, "alice")),
+        ],
+    )
+    .await;
+    assert_eq!(seen["usage_row"][1], "3", "{seen}");
+    assert_eq!(seen["hosts_a"], serde_json::json!([portal_host]));
+    let file = shots.join("7-usage.png");
+    assert!(
+        std::fs::metadata(&file).is_ok_and(|m| m.len() > 1000),
+        "{} kept",
+        file.display()
+    );
+}
+
+/// Runs tests/browser/portal_flow.py with `env` (bounded to two minutes); the JSON line it printed.
+async fn run_browser(python: &str, env: &[(&str, String)]) -> Value {
+    let script = tollgate_e2e::repo_root().join("tests/browser/portal_flow.py");
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.arg(&script);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the browser run ends in time")
+        .expect("running the browser script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser run failed:\n{stdout}\n{stderr}"
+    );
+    println!("browser run: {stdout}");
+    serde_json::from_str(stdout.trim()).expect("the script's JSON line")
 }
 
 /// Runs tests/browser/ensure.sh (installs chromium and the selenium venv on first use); its python.
