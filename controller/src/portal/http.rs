@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 
 use super::{
-    Portal, access, api_page, backstage, catalog,
+    Portal, access, api_page, backstage, catalog, consumers,
     html::{self, CSP, CSS, CSS_PATH, esc, page},
     now, people,
     session::{self, NoSession, Session},
@@ -188,6 +188,10 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
                     access::subscribe(portal, &mut who, ns, name, &form).await
                 }
                 ["approvals", ns, name] => access::decide(portal, &mut who, ns, name, &form).await,
+                ["consumers", ns, name, "keys"] => consumers::add(&mut who, ns, name, &form).await,
+                ["consumers", ns, name, "keys", key, "rotate"] => {
+                    consumers::rotate(&mut who, ns, name, key).await
+                }
                 _ => not_found(&who),
             },
         };
@@ -200,6 +204,7 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
         "/subscriptions" => access::mine(portal, &mut who).await,
         "/approvals" => access::approvals(portal, &mut who).await,
         "/usage" => usage::index(portal, &mut who).await,
+        "/consumers" => consumers::page_of(portal, &mut who).await,
         backstage::PATH => backstage::serve(portal),
         _ => match segments(&path)
             .iter()

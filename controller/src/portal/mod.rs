@@ -11,6 +11,7 @@ mod api_page;
 mod backstage;
 mod catalog;
 mod chart;
+mod consumers;
 mod html;
 mod http;
 pub mod people;

@@ -72,11 +72,18 @@ kind: Role
 metadata: {{name: team-member}}
 rules:
   - apiGroups: [tollgate.dev]
-    resources: [airoutes, consumers]
+    resources: [airoutes]
     verbs: [get, list, watch]
+  - apiGroups: [tollgate.dev]
+    resources: [consumers]
+    verbs: [get, list, watch, update]
   - apiGroups: [tollgate.dev]
     resources: [apisubscriptions]
     verbs: [get, list, watch, create, patch]
+  # To generate and rotate keys in the portal; never get or list (values stay unreadable).
+  - apiGroups: [""]
+    resources: [secrets]
+    verbs: [create, patch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -760,6 +767,186 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
         assert_eq!(page.status, 404, "{path}: {}", page.body);
         assert!(!page.body.contains("<svg"));
     }
+}
+
+// Consumers and keys: alice sees her team's consumers with each key's name, where it is kept and its
+// expiry, never a value; she rotates a generated key and adds one, each value shown once (in the
+// answer to her form) and written as her into a Secret the controller then serves; carol sees
+// nothing of the namespace's consumers and may change none of its keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_consumers_and_keys_shown_once_and_hidden_from_others() {
+    let _serial = SERIAL.lock().await;
+    let (setup, _controller, port) = portal_setup("ctl-portal-keys").await;
+    let ns = setup.ns.name().to_owned();
+    setup.apply(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: Consumer
+metadata:
+  name: bot
+spec:
+  description: "The <i>support</i> bot"
+  keys:
+    - name: main
+      generate: true
+      expiresAt: "2099-01-01T00:00:00Z"
+"#,
+    );
+    let secret_value = |name: &str| {
+        let data = setup.jsonpath(&format!("secret/{name}"), "{.data.apiKey}");
+        String::from_utf8(
+            std::process::Command::new("base64")
+                .arg("-d")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write as _;
+                    child.stdin.take().unwrap().write_all(data.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+    };
+    // The controller generates bot's key.
+    let generated = eventually("bot's key is generated", Duration::from_secs(20), || {
+        let value = secret_value("bot-main-apikey");
+        async move {
+            if value.starts_with("tg_") {
+                Ok(value)
+            } else {
+                Err(value)
+            }
+        }
+    })
+    .await;
+
+    let mut alice = Browser::new(port);
+    alice.origin = Some(format!("http://127.0.0.1:{port}"));
+    alice.sign_in(&token(&setup, "alice")).await;
+    let page = alice.get("/consumers").await;
+    assert_eq!(page.status, 200);
+    for expected in [
+        format!("<h2>{ns}/app</h2>"),
+        format!("<h2>{ns}/bot</h2>"),
+        "The &lt;i&gt;support&lt;/i&gt; bot".to_owned(),
+        "<td>primary</td><td>Secret <code>app-key</code>, key <code>apiKey</code></td><td>never</td>"
+            .to_owned(),
+        "<td>main</td><td>generated, Secret <code>bot-main-apikey</code></td><td>2099-01-01T00:00:00Z</td>"
+            .to_owned(),
+        format!("action=\"/consumers/{ns}/bot/keys/main/rotate\""),
+        format!("action=\"/consumers/{ns}/bot/keys\""),
+    ] {
+        assert!(page.body.contains(&expected), "{expected} not in {}", page.body);
+    }
+    assert!(!page.body.contains(KEY), "no key value in the page");
+    assert!(!page.body.contains(&generated), "no key value in the page");
+    assert!(
+        !page
+            .body
+            .contains(&format!("/consumers/{ns}/app/keys/primary/rotate")),
+        "a key in a team's own Secret is not rotated by the portal"
+    );
+
+    // Without the CSRF token nothing happens.
+    let rotate = format!("/consumers/{ns}/bot/keys/main/rotate");
+    assert_eq!(alice.post(&rotate, &[]).await.status, 403);
+    assert_eq!(secret_value("bot-main-apikey"), generated);
+
+    // carol sees no consumer of the namespace, and may rotate none of its keys.
+    let mut carol = Browser::new(port);
+    carol.sign_in(&token(&setup, "carol")).await;
+    let page = carol.get("/consumers").await;
+    assert!(
+        page.body.contains("No consumers you may read"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains(&format!("/consumers/{ns}/")),
+        "{}",
+        page.body
+    );
+    let page = carol.post(&rotate, &[("csrf", &page.csrf())]).await;
+    assert_eq!(page.status, 404, "{}", page.body);
+    let csrf = carol.get("/consumers").await.csrf();
+    let page = carol
+        .post(
+            &format!("/consumers/{ns}/bot/keys"),
+            &[("csrf", &csrf), ("name", "mine")],
+        )
+        .await;
+    assert_eq!(page.status, 404, "{}", page.body);
+    assert_eq!(secret_value("bot-main-apikey"), generated);
+
+    // alice rotates: the new value is shown once and is what the Secret now holds.
+    let csrf = alice.get("/consumers").await.csrf();
+    let page = alice.post(&rotate, &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let shown = shown_key(&page.body);
+    assert!(shown.starts_with("tg_") && shown != generated, "{shown}");
+    assert_eq!(secret_value("bot-main-apikey"), shown);
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+    let again = alice.get("/consumers").await;
+    assert!(!again.body.contains(&shown), "shown once only");
+
+    // alice adds a key: its Secret (labelled for the controller, owned by the Consumer) holds the value
+    // shown, and the Consumer lists it.
+    let page = alice
+        .post(
+            &format!("/consumers/{ns}/bot/keys"),
+            &[
+                ("csrf", &csrf),
+                ("name", "second"),
+                ("expiresAt", "2098-06-01T00:00:00Z"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let added = shown_key(&page.body);
+    assert_eq!(secret_value("bot-second-apikey"), added);
+    assert_eq!(
+        setup.jsonpath(
+            "secret/bot-second-apikey",
+            "{.metadata.labels.tollgate\\.dev/secret} {.metadata.ownerReferences[0].kind}"
+        ),
+        "true Consumer"
+    );
+    assert_eq!(
+        setup.jsonpath(
+            "consumer/bot",
+            "{.spec.keys[1].name} {.spec.keys[1].expiresAt}"
+        ),
+        "second 2098-06-01T00:00:00Z"
+    );
+    // The controller counts both keys as active (it read them from the Secrets alice wrote).
+    eventually("bot has 2 active keys", Duration::from_secs(20), || {
+        let active = setup.jsonpath("consumer/bot", "{.status.activeKeys}");
+        async move { if active == "2" { Ok(()) } else { Err(active) } }
+    })
+    .await;
+    let page = alice.get("/consumers").await;
+    assert!(!page.body.contains(&added) && !page.body.contains(&shown));
+    assert!(page.body.contains("<td>second</td>"), "{}", page.body);
+    // A second key of the same name is refused.
+    let page = alice
+        .post(
+            &format!("/consumers/{ns}/bot/keys"),
+            &[("csrf", &csrf), ("name", "second")],
+        )
+        .await;
+    assert_eq!(page.status, 403);
+    assert!(page.body.contains("already has a key named second"));
+}
+
+/// The key value a "Key rotated/generated" page shows.
+fn shown_key(body: &str) -> String {
+    let start = body
+        .find("<code id=\"new-key\">")
+        .unwrap_or_else(|| panic!("no key shown in {body}"))
+        + "<code id=\"new-key\">".len();
+    body[start..].split('<').next().unwrap().to_owned()
 }
 
 // Issue 19's acceptance in a real browser: Debian's chromium driven by selenium
