@@ -362,6 +362,9 @@ async fn portal_sessions_csrf_escaping_and_draft_visibility() {
         "base_url=&quot;https://ai.example.test/chat/v1&quot;",
         "Anthropic(base_url=&quot;https://ai.example.test/chat&quot;",
         "<td><code>messages</code></td>",
+        "<code id=\"mcp-url\">https://ai.example.test/chat/mcp</code>",
+        "&quot;url&quot;: &quot;https://ai.example.test/chat/mcp&quot;",
+        "&quot;tollgate-chat&quot;",
     ] {
         assert!(
             api.body.contains(expected),
@@ -750,6 +753,33 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
         route_usage["status"]["usage"]["requests"], 5,
         "{route_usage}"
     );
+
+    // The MCP endpoint the API page's client sample names answers alice's key (the stateless
+    // revision, as the sample's clients speak it).
+    let api = alice.get(&format!("/apis/{ns}/chat")).await;
+    assert!(
+        api.body
+            .contains("<code id=\"mcp-url\">https://ai.example.test/chat/mcp</code>")
+    );
+    let request = Request::post(format!("http://127.0.0.1:{}/chat/mcp", proxy.port))
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tools/list")
+        .body(Full::new(Bytes::from(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        )))
+        .unwrap();
+    let response = alice
+        .client
+        .request(request)
+        .await
+        .expect("the proxy answers");
+    assert_eq!(response.status(), 200);
+    let answer: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(answer["result"]["tools"].is_array(), "{answer}");
 
     // carol, without rights in the namespace, sees none of its usage: not listed, and each page the
     // same 404 as a missing object.
