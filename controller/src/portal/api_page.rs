@@ -39,6 +39,7 @@ pub async fn page(portal: &Portal, who: &mut Who, ns: &str, name: &str) -> Reply
     body.push_str(&card(route));
     body.push_str(&request_form(portal, who, route).await);
     body.push_str(&samples(route, &base));
+    body.push_str(&super::try_it::form(portal, who, route));
     body.push_str("<h2>Operations</h2>");
     let _ = write!(
         body,

@@ -14,6 +14,7 @@ use super::{
     html::{self, CSP, CSS, CSS_PATH, esc, page},
     now, people,
     session::{self, NoSession, Session},
+    try_it,
     usage::{self, Owner},
 };
 
@@ -187,6 +188,7 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
                 ["apis", ns, name, "subscribe"] => {
                     access::subscribe(portal, &mut who, ns, name, &form).await
                 }
+                ["apis", ns, name, "try"] => try_it::send(portal, &mut who, ns, name, &form).await,
                 ["approvals", ns, name] => access::decide(portal, &mut who, ns, name, &form).await,
                 ["consumers", ns, name, "keys"] => consumers::add(&mut who, ns, name, &form).await,
                 ["consumers", ns, name, "keys", key, "rotate"] => {

@@ -17,6 +17,7 @@ mod http;
 pub mod people;
 pub mod seal;
 pub mod session;
+pub mod try_it;
 mod usage;
 
 use std::{
@@ -47,6 +48,8 @@ pub struct Portal {
     pub store: Arc<Store>,
     /// The proxy's public base URL, for code samples.
     pub proxy_base_url: String,
+    /// The proxy inside the cluster (`http://host:port`), for the try-it form; off when `None`.
+    pub try_it: Option<try_it::Target>,
     /// How long a session lasts.
     pub session_ttl: Duration,
     /// Whether cookies are always `Secure`.
@@ -84,6 +87,12 @@ impl Portal {
             snapshots,
             store,
             proxy_base_url: args.portal_proxy_base_url.trim_end_matches('/').to_owned(),
+            try_it: args
+                .portal_try_it_url
+                .as_deref()
+                .map(try_it::Target::parse)
+                .transpose()
+                .context("--portal-try-it-url")?,
             session_ttl: args.portal_session_ttl,
             secure_cookie: args.portal_secure_cookie,
         })

@@ -240,20 +240,22 @@ async fn portal_setup(prefix: &str) -> (Setup, Controller, u16) {
     let setup = Setup::new(prefix);
     setup.apply(&base_yaml());
     setup.apply(&portal_yaml(setup.ns.name()));
+    let (port, args) = portal_args(&setup);
+    let controller = setup.controller_with_args("controller", &args).await;
+    (setup, controller, port)
+}
+
+/// The portal's port and the controller flags that serve it there.
+fn portal_args(setup: &Setup) -> (u16, Vec<String>) {
     let key = setup.dir.path().join("portal.key");
     std::fs::write(&key, SESSION_KEY).unwrap();
     let port = free_port();
-    let controller = setup
-        .controller_with_args(
-            "controller",
-            &[
-                format!("--portal-listen=127.0.0.1:{port}"),
-                format!("--portal-session-key-file={}", key.display()),
-                format!("--portal-proxy-base-url={PROXY_BASE_URL}"),
-            ],
-        )
-        .await;
-    (setup, controller, port)
+    let args = vec![
+        format!("--portal-listen=127.0.0.1:{port}"),
+        format!("--portal-session-key-file={}", key.display()),
+        format!("--portal-proxy-base-url={PROXY_BASE_URL}"),
+    ];
+    (port, args)
 }
 
 fn token(setup: &Setup, who: &str) -> String {
@@ -977,6 +979,118 @@ fn shown_key(body: &str) -> String {
         .unwrap_or_else(|| panic!("no key shown in {body}"))
         + "<code id=\"new-key\">".len();
     body[start..].split('<').next().unwrap().to_owned()
+}
+
+// The try-it form: the portal sends a chat call to the proxy's in-cluster address with the key alice
+// pastes, and shows the proxy's answer as it came; the key appears in no page. A wrong key gets the
+// proxy's own refusal; without the CSRF token nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_try_it_sends_the_call_through_the_proxy() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-portal-try");
+    setup.apply(&base_yaml());
+    setup.apply(&portal_yaml(setup.ns.name()));
+    setup.apply(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: ApiSubscription
+metadata:
+  name: app-chat
+spec:
+  consumer: app
+  route: {name: chat}
+  decision: Approved
+"#,
+    );
+    let ns = setup.ns.name().to_owned();
+    // The proxy first, so the portal can be told its address; it connects once the controller is up.
+    let controller_port = free_port();
+    let mut proxy = setup
+        .proxy("proxy", controller_port, &setup.proxy_token)
+        .await;
+    let (port, mut args) = portal_args(&setup);
+    args.push(format!(
+        "--portal-try-it-url=http://127.0.0.1:{}",
+        proxy.port
+    ));
+    let _controller = setup
+        .controller_on_with_args("controller", controller_port, &args)
+        .await;
+    proxy.wait_ready().await;
+    wait_served(&[&proxy], "/chat", KEY, Duration::from_secs(20)).await;
+
+    let mut alice = Browser::new(port);
+    alice.origin = Some(format!("http://127.0.0.1:{port}"));
+    alice.sign_in(&token(&setup, "alice")).await;
+    let api = alice.get(&format!("/apis/{ns}/chat")).await;
+    assert!(
+        api.body
+            .contains(&format!("action=\"/apis/{ns}/chat/try\"")),
+        "{}",
+        api.body
+    );
+    assert!(api.body.contains("type=\"password\""));
+    let path = format!("/apis/{ns}/chat/try");
+    let csrf = api.csrf();
+    let page = alice
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("key", KEY),
+                ("model", MODEL),
+                ("message", "Hello <b>there</b>"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("<strong id=\"try-status\">200</strong>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("&quot;choices&quot;"), "{}", page.body);
+    assert!(!page.body.contains(KEY), "the key is in no page");
+
+    // A wrong key: the proxy's refusal, as it came.
+    let page = alice
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("key", "tg_not-a-key-of-anyone-0123456789"),
+                ("model", MODEL),
+                ("message", "Hello"),
+            ],
+        )
+        .await;
+    assert!(
+        page.body.contains("<strong id=\"try-status\">401</strong>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("tg_not-a-key-of-anyone"),
+        "{}",
+        page.body
+    );
+    // A model the route does not serve is refused before anything is sent.
+    let page = alice
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("key", KEY),
+                ("model", "other"),
+                ("message", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    // Without the session's CSRF token: refused.
+    let page = alice
+        .post(&path, &[("key", KEY), ("model", MODEL), ("message", "x")])
+        .await;
+    assert_eq!(page.status, 403);
 }
 
 // Issue 19's acceptance in a real browser: Debian's chromium driven by selenium
