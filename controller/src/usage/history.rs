@@ -11,6 +11,8 @@
 //! also records `(writer, seq)` in `writes`: a batch whose answer was lost (a timeout after the API
 //! server applied it) is retried with the same `seq`, and the retry sees its mark and adds nothing.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::{Timestamp, civil::Date, tz::TimeZone},
@@ -152,24 +154,44 @@ pub fn add(
 }
 
 /// The sum of several histories (a route's or a consumer's subscriptions), settled for `today`;
-/// `None` when there is none.
+/// `None` when there is none. Linear in the buckets (a map per period), so a route with thousands of
+/// subscriptions costs milliseconds.
 pub fn total<'a>(usages: impl IntoIterator<Item = &'a Usage>, today: Date) -> Option<Usage> {
-    let mut total: Option<Usage> = None;
+    let mut days: BTreeMap<String, Amount> = BTreeMap::new();
+    let mut months: BTreeMap<String, Amount> = BTreeMap::new();
+    let mut any = false;
     for usage in usages {
-        let sum = total.get_or_insert_with(Usage::default);
-        let mut usage = usage.clone();
-        adopt_window(&mut usage);
-        for bucket in &usage.days {
-            bump(&mut sum.days, &bucket.period, &Amount::of(bucket));
-        }
-        for bucket in &usage.months {
-            bump(&mut sum.months, &bucket.period, &Amount::of(bucket));
+        any = true;
+        let adopted;
+        let usage = if usage.months.is_empty() {
+            let mut copy = usage.clone();
+            adopt_window(&mut copy);
+            adopted = copy;
+            &adopted
+        } else {
+            usage
+        };
+        for (sums, buckets) in [(&mut days, &usage.days), (&mut months, &usage.months)] {
+            for bucket in buckets {
+                sums.entry(bucket.period.clone())
+                    .or_default()
+                    .add(&Amount::of(bucket));
+            }
         }
     }
-    total.map(|mut sum| {
-        settle(&mut sum, today);
-        sum
-    })
+    if !any {
+        return None;
+    }
+    let buckets = |sums: BTreeMap<String, Amount>| -> Vec<UsageBucket> {
+        sums.into_iter().map(|(p, a)| filled(p, &a)).collect()
+    };
+    let mut sum = Usage {
+        days: buckets(days),
+        months: buckets(months),
+        ..Usage::default()
+    };
+    settle(&mut sum, today);
+    Some(sum)
 }
 
 /// Drops buckets too old to keep, orders them, and sets the current window's totals from this
@@ -221,24 +243,25 @@ fn adopt_window(usage: &mut Usage) {
 }
 
 fn bump(buckets: &mut Vec<UsageBucket>, period: &str, amount: &Amount) {
-    let index = match buckets.iter().position(|b| b.period == period) {
-        Some(index) => index,
-        None => {
-            buckets.push(UsageBucket {
-                period: period.to_owned(),
-                cost_usd: dollars(0),
-                ..UsageBucket::default()
-            });
-            buckets.len() - 1
+    match buckets.iter_mut().find(|b| b.period == period) {
+        Some(bucket) => {
+            let mut sum = Amount::of(bucket);
+            sum.add(amount);
+            *bucket = filled(period.to_owned(), &sum);
         }
-    };
-    let bucket = &mut buckets[index];
-    let mut sum = Amount::of(bucket);
-    sum.add(amount);
-    bucket.requests = saturating_i64(sum.requests);
-    bucket.input_tokens = saturating_i64(sum.input_tokens);
-    bucket.output_tokens = saturating_i64(sum.output_tokens);
-    bucket.cost_usd = dollars(sum.cost_micros);
+        None => buckets.push(filled(period.to_owned(), amount)),
+    }
+}
+
+/// The bucket of `period` holding `amount`.
+fn filled(period: String, amount: &Amount) -> UsageBucket {
+    UsageBucket {
+        period,
+        requests: saturating_i64(amount.requests),
+        input_tokens: saturating_i64(amount.input_tokens),
+        output_tokens: saturating_i64(amount.output_tokens),
+        cost_usd: dollars(amount.cost_micros),
+    }
 }
 
 fn saturating_i64(n: u64) -> i64 {

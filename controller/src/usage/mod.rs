@@ -255,11 +255,34 @@ pub enum Owner {
     Consumer,
 }
 
+/// The objects totals are computed from, copied out of the store (the maps hold `Arc`s) so the lock
+/// is held only for the copy.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    /// Every subscription.
+    pub subscriptions: BTreeMap<ObjectRef, Arc<ApiSubscription>>,
+    /// Every route.
+    pub routes: BTreeMap<ObjectRef, Arc<AIRoute>>,
+    /// Every consumer.
+    pub consumers: BTreeMap<ObjectRef, Arc<Consumer>>,
+}
+
+impl Objects {
+    /// Copies the store's maps.
+    pub fn of(tables: &Tables) -> Self {
+        Self {
+            subscriptions: tables.subscriptions.objects.clone(),
+            routes: tables.routes.objects.clone(),
+            consumers: tables.consumers.objects.clone(),
+        }
+    }
+}
+
 /// Route and consumer totals that differ from what their status holds: `(owner, object, usage)`.
-pub fn stale_totals(tables: &Tables, today: Date) -> Vec<(Owner, ObjectRef, Usage)> {
+pub fn stale_totals(objects: &Objects, today: Date) -> Vec<(Owner, ObjectRef, Usage)> {
     let mut routes: BTreeMap<ObjectRef, Vec<&Usage>> = BTreeMap::new();
     let mut consumers: BTreeMap<ObjectRef, Vec<&Usage>> = BTreeMap::new();
-    for (id, sub) in &tables.subscriptions.objects {
+    for (id, sub) in &objects.subscriptions {
         let Some(usage) = sub.status.as_ref().and_then(|s| s.usage.as_ref()) else {
             continue;
         };
@@ -283,7 +306,7 @@ pub fn stale_totals(tables: &Tables, today: Date) -> Vec<(Owner, ObjectRef, Usag
     }
     let mut out = Vec::new();
     for (id, usages) in routes {
-        let Some(route) = tables.routes.objects.get(&id) else {
+        let Some(route) = objects.routes.get(&id) else {
             continue;
         };
         let have = route.status.as_ref().and_then(|s| s.usage.as_ref());
@@ -294,7 +317,7 @@ pub fn stale_totals(tables: &Tables, today: Date) -> Vec<(Owner, ObjectRef, Usag
         }
     }
     for (id, usages) in consumers {
-        let Some(consumer) = tables.consumers.objects.get(&id) else {
+        let Some(consumer) = objects.consumers.get(&id) else {
             continue;
         };
         let have = consumer.status.as_ref().and_then(|s| s.usage.as_ref());
@@ -308,7 +331,8 @@ pub fn stale_totals(tables: &Tables, today: Date) -> Vec<(Owner, ObjectRef, Usag
 }
 
 async fn write_totals(client: &Client, store: &Store, metrics: &Metrics) {
-    let stale = stale_totals(&store.lock(), history::today(Timestamp::now()));
+    let objects = Objects::of(&store.lock());
+    let stale = stale_totals(&objects, history::today(Timestamp::now()));
     for (owner, id, usage) in stale {
         let patch = Patch::Merge(json!({ "status": { "usage": usage_patch(&usage) } }));
         let params = PatchParams::default();
@@ -471,7 +495,7 @@ mod tests {
             .consumers
             .objects
             .insert(ObjectRef::new("team-a", "app"), Arc::new(consumer));
-        let stale = stale_totals(&tables, today);
+        let stale = stale_totals(&Objects::of(&tables), today);
         let route_total = stale
             .iter()
             .find(|(o, _, _)| *o == Owner::Route)
@@ -494,7 +518,7 @@ mod tests {
             .objects
             .insert(ObjectRef::new("apis", "chat"), Arc::new(route));
         assert!(
-            stale_totals(&tables, today)
+            stale_totals(&Objects::of(&tables), today)
                 .iter()
                 .all(|(o, _, _)| *o == Owner::Consumer)
         );
