@@ -227,16 +227,22 @@ pub async fn mine(portal: &Portal, who: &mut Who) -> Reply {
             "<table><thead><tr><th>Subscription</th><th>Consumer</th><th>API</th><th>Phase</th>\
              <th>Your reason</th><th>Decision reason</th><th>Usage this month</th></tr></thead><tbody>",
         );
+        let today = crate::usage::history::today(k8s_openapi::jiff::Timestamp::now());
         for s in &rows {
             let (rns, rname) = route_of(s);
+            // This month's bucket, not the window totals: those stay at last month's until the
+            // first call of a new month is written.
             let usage = s
                 .status
                 .as_ref()
                 .and_then(|st| st.usage.as_ref())
                 .map(|u| {
+                    let month = &super::chart::last_months(Some(u), today, 1)[0].amount;
                     format!(
                         "{} requests, {} tokens, ${}",
-                        u.requests, u.total_tokens, u.cost_usd
+                        month.requests,
+                        month.input_tokens.saturating_add(month.output_tokens),
+                        crate::usage::history::dollars(month.cost_micros)
                     )
                 })
                 .unwrap_or_default();
