@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeSet, fmt::Write as _};
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{NamespaceResourceScope, jiff::Timestamp};
 use kube::{Api, api::ListParams};
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, Usage};
 
@@ -17,7 +17,8 @@ use super::{
     http::{Reply, Who, html_reply, not_found},
     people::Access,
 };
-use crate::usage::history;
+use crate::usage::{WithUsage, history};
+use serde::de::DeserializeOwned;
 
 /// Whose usage a page shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,69 +65,63 @@ impl Owner {
 
     /// `(name, usage)` of every object of this kind in `ns`, listed with the person's token.
     async fn list(self, who: &Who, ns: &str) -> kube::Result<Vec<(String, Option<Usage>)>> {
-        let lp = ListParams::default();
-        let c = who.client.clone();
-        Ok(match self {
-            Self::Subscription => Api::<ApiSubscription>::namespaced(c, ns)
-                .list(&lp)
-                .await?
-                .items
-                .into_iter()
-                .map(|o| {
-                    (
-                        o.metadata.name.unwrap_or_default(),
-                        o.status.and_then(|s| s.usage),
-                    )
-                })
-                .collect(),
-            Self::Consumer => Api::<Consumer>::namespaced(c, ns)
-                .list(&lp)
-                .await?
-                .items
-                .into_iter()
-                .map(|o| {
-                    (
-                        o.metadata.name.unwrap_or_default(),
-                        o.status.and_then(|s| s.usage),
-                    )
-                })
-                .collect(),
-            Self::Route => Api::<AIRoute>::namespaced(c, ns)
-                .list(&lp)
-                .await?
-                .items
-                .into_iter()
-                .map(|o| {
-                    (
-                        o.metadata.name.unwrap_or_default(),
-                        o.status.and_then(|s| s.usage),
-                    )
-                })
-                .collect(),
-        })
+        match self {
+            Self::Subscription => list_of::<ApiSubscription>(who, ns).await,
+            Self::Consumer => list_of::<Consumer>(who, ns).await,
+            Self::Route => list_of::<AIRoute>(who, ns).await,
+        }
     }
 
     /// One object's usage, read with the person's token.
     async fn get(self, who: &Who, ns: &str, name: &str) -> kube::Result<Option<Usage>> {
-        let c = who.client.clone();
-        Ok(match self {
-            Self::Subscription => Api::<ApiSubscription>::namespaced(c, ns)
-                .get(name)
-                .await?
-                .status
-                .and_then(|s| s.usage),
-            Self::Consumer => Api::<Consumer>::namespaced(c, ns)
-                .get(name)
-                .await?
-                .status
-                .and_then(|s| s.usage),
-            Self::Route => Api::<AIRoute>::namespaced(c, ns)
-                .get(name)
-                .await?
-                .status
-                .and_then(|s| s.usage),
-        })
+        match self {
+            Self::Subscription => get_of::<ApiSubscription>(who, ns, name).await,
+            Self::Consumer => get_of::<Consumer>(who, ns, name).await,
+            Self::Route => get_of::<AIRoute>(who, ns, name).await,
+        }
     }
+}
+
+/// What the typed reads below need of a kind.
+trait Kind:
+    kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + WithUsage
+{
+}
+
+impl<K> Kind for K where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + WithUsage
+{
+}
+
+async fn list_of<K: Kind>(who: &Who, ns: &str) -> kube::Result<Vec<(String, Option<Usage>)>> {
+    Ok(Api::<K>::namespaced(who.client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|o| {
+            (
+                o.meta().name.clone().unwrap_or_default(),
+                o.usage().cloned(),
+            )
+        })
+        .collect())
+}
+
+async fn get_of<K: Kind>(who: &Who, ns: &str, name: &str) -> kube::Result<Option<Usage>> {
+    Ok(Api::<K>::namespaced(who.client.clone(), ns)
+        .get(name)
+        .await?
+        .usage()
+        .cloned())
 }
 
 /// `GET /usage`.

@@ -35,7 +35,7 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::watch;
 use tollgate_crds::{AIRoute, ApiSubscription, Consumer, Usage};
 use tollgate_snapshot::ObjectRef;
@@ -235,6 +235,19 @@ async fn flush(client: &Client, store: &Store, ledger: &Ledger, metrics: &Metric
     }
 }
 
+async fn patch_status<K>(client: &Client, id: &ObjectRef, patch: &Patch<Value>) -> kube::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), &id.namespace)
+        .patch_status(&id.name, &PatchParams::default(), patch)
+        .await
+        .map(drop)
+}
+
 /// `usage` as a merge patch: lists it leaves out (empty) are removed rather than left as they were.
 fn usage_patch(usage: &Usage) -> serde_json::Value {
     let mut value = serde_json::to_value(usage).unwrap_or_default();
@@ -244,6 +257,30 @@ fn usage_patch(usage: &Usage) -> serde_json::Value {
         }
     }
     value
+}
+
+/// A kind whose status carries a usage history.
+pub trait WithUsage {
+    /// Its `status.usage`.
+    fn usage(&self) -> Option<&Usage>;
+}
+
+impl WithUsage for ApiSubscription {
+    fn usage(&self) -> Option<&Usage> {
+        self.status.as_ref()?.usage.as_ref()
+    }
+}
+
+impl WithUsage for AIRoute {
+    fn usage(&self) -> Option<&Usage> {
+        self.status.as_ref()?.usage.as_ref()
+    }
+}
+
+impl WithUsage for Consumer {
+    fn usage(&self) -> Option<&Usage> {
+        self.status.as_ref()?.usage.as_ref()
+    }
 }
 
 /// Which kind a total is for.
@@ -305,29 +342,35 @@ pub fn stale_totals(objects: &Objects, today: Date) -> Vec<(Owner, ObjectRef, Us
             .push(usage);
     }
     let mut out = Vec::new();
-    for (id, usages) in routes {
-        let Some(route) = objects.routes.get(&id) else {
-            continue;
-        };
-        let have = route.status.as_ref().and_then(|s| s.usage.as_ref());
-        if let Some(want) = history::total(usages, today)
-            && have != Some(&want)
-        {
-            out.push((Owner::Route, id, want));
-        }
-    }
-    for (id, usages) in consumers {
-        let Some(consumer) = objects.consumers.get(&id) else {
-            continue;
-        };
-        let have = consumer.status.as_ref().and_then(|s| s.usage.as_ref());
-        if let Some(want) = history::total(usages, today)
-            && have != Some(&want)
-        {
-            out.push((Owner::Consumer, id, want));
-        }
-    }
+    stale_of(Owner::Route, routes, &objects.routes, today, &mut out);
+    stale_of(
+        Owner::Consumer,
+        consumers,
+        &objects.consumers,
+        today,
+        &mut out,
+    );
     out
+}
+
+/// Adds to `out` the objects (that exist) whose total of `sums` differs from their status.
+fn stale_of<K: WithUsage>(
+    owner: Owner,
+    sums: BTreeMap<ObjectRef, Vec<&Usage>>,
+    objects: &BTreeMap<ObjectRef, Arc<K>>,
+    today: Date,
+    out: &mut Vec<(Owner, ObjectRef, Usage)>,
+) {
+    for (id, usages) in sums {
+        let Some(object) = objects.get(&id) else {
+            continue;
+        };
+        if let Some(want) = history::total(usages, today)
+            && object.usage() != Some(&want)
+        {
+            out.push((owner, id, want));
+        }
+    }
 }
 
 async fn write_totals(client: &Client, store: &Store, metrics: &Metrics) {
@@ -335,16 +378,9 @@ async fn write_totals(client: &Client, store: &Store, metrics: &Metrics) {
     let stale = stale_totals(&objects, history::today(Timestamp::now()));
     for (owner, id, usage) in stale {
         let patch = Patch::Merge(json!({ "status": { "usage": usage_patch(&usage) } }));
-        let params = PatchParams::default();
         let result = match owner {
-            Owner::Route => Api::<AIRoute>::namespaced(client.clone(), &id.namespace)
-                .patch_status(&id.name, &params, &patch)
-                .await
-                .map(drop),
-            Owner::Consumer => Api::<Consumer>::namespaced(client.clone(), &id.namespace)
-                .patch_status(&id.name, &params, &patch)
-                .await
-                .map(drop),
+            Owner::Route => patch_status::<AIRoute>(client, &id, &patch).await,
+            Owner::Consumer => patch_status::<Consumer>(client, &id, &patch).await,
         };
         match result {
             Ok(()) => {
