@@ -93,6 +93,12 @@ pub struct Args {
     )]
     pub portal_proxy_base_url: String,
 
+    /// The proxy's address inside the cluster, plain HTTP (e.g. `http://tollgate-proxy.tollgate.svc:8080`),
+    /// for the API page's try-it form: the portal sends the call for the person, because its CSP keeps
+    /// the browser from reaching another origin. The form is off when unset.
+    #[arg(long, env = "TOLLGATE_PORTAL_TRY_IT_URL")]
+    pub portal_try_it_url: Option<String>,
+
     /// How long a portal session lasts after sign-in.
     #[arg(long, default_value = "8h", value_parser = parse_duration)]
     pub portal_session_ttl: Duration,

@@ -94,7 +94,12 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
         proxy_replicas,
         shutdown.clone(),
     ));
-    let writer = writer::Writer::new(client.clone(), store.clone(), metrics.clone(), identity);
+    let writer = writer::Writer::new(
+        client.clone(),
+        store.clone(),
+        metrics.clone(),
+        identity.clone(),
+    );
     tokio::spawn(writer.run(verdicts, leader.clone()));
 
     let usage_task = tokio::spawn(usage::flush_loop(
@@ -102,6 +107,7 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
         store.clone(),
         ledger.clone(),
         metrics.clone(),
+        identity,
         leader.clone(),
         args.usage_flush,
         shutdown.clone(),

@@ -108,4 +108,7 @@ pub struct ConsumerStatus {
     /// Keys that resolved to a value and have not expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_keys: Option<i32>,
+    /// Usage of all its subscriptions added up (history as in `ApiSubscription.status.usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::subscription::Usage>,
 }

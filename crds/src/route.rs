@@ -315,4 +315,7 @@ pub struct AIRouteStatus {
     /// Subscriptions currently approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_subscriptions: Option<i32>,
+    /// Usage of all its subscriptions added up (history as in `ApiSubscription.status.usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::subscription::Usage>,
 }

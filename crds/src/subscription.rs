@@ -143,7 +143,8 @@ impl Phase {
     }
 }
 
-/// Calls, tokens and cost counted in the current usage window.
+/// Calls, tokens and cost counted in the current usage window (the UTC calendar month), with the history
+/// behind it: daily buckets for this month and the previous one, monthly totals for 12 months.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
@@ -160,6 +161,48 @@ pub struct Usage {
     pub total_tokens: i64,
     /// Cost in US dollars, as a decimal string such as `0.012345`.
     pub cost_usd: String,
+    /// One bucket per UTC day with traffic in the current and the previous month, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 62))]
+    pub days: Vec<UsageBucket>,
+    /// One bucket per UTC month with traffic in the last 12 months (this one included), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 12))]
+    pub months: Vec<UsageBucket>,
+    /// The latest roll-up write of each controller replica, newest first, so that a write whose answer
+    /// was lost is not made twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub writes: Vec<UsageWrite>,
+}
+
+/// Calls, tokens and cost in one UTC day or month.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageBucket {
+    /// The day (`2026-12-06`) or the month (`2026-12`).
+    #[schemars(length(max = 10))]
+    pub period: String,
+    /// Calls answered.
+    pub requests: i64,
+    /// Input (prompt) tokens.
+    pub input_tokens: i64,
+    /// Output (completion) tokens.
+    pub output_tokens: i64,
+    /// Cost in US dollars, as a decimal string such as `0.012345`.
+    #[schemars(length(max = 32))]
+    pub cost_usd: String,
+}
+
+/// One roll-up write: the replica that made it and the number of its batch.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageWrite {
+    /// The controller replica (its Lease identity).
+    #[schemars(length(max = 253))]
+    pub writer: String,
+    /// The batch number; a replica's batches only grow.
+    pub seq: i64,
 }
 
 /// What the controller reports about a subscription.

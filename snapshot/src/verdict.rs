@@ -217,11 +217,14 @@ impl Verdict {
                 endpoint: Some(d.endpoint.clone()),
                 models: comma_list(&d.served_models),
                 approved_subscriptions: Some(saturating_i32(d.approved_subscriptions)),
+                // The usage roll-up writes it (`status.usage` is not the compile's).
+                usage: None,
             }),
             Detail::Consumer(d) => serde_json::to_value(ConsumerStatus {
                 observed_generation,
                 conditions,
                 active_keys: Some(saturating_i32(d.active_keys)),
+                usage: None,
             }),
             Detail::Subscription(d) => serde_json::to_value(ApiSubscriptionStatus {
                 observed_generation,

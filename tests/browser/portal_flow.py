@@ -2,9 +2,11 @@
 `portal_in_a_real_browser` (tests/e2e/controller/portal.rs), which sets up the cluster side.
 
 A signs in, finds the route in the catalog, requests access for her consumer, sees it Pending, tries
-to approve it herself and sees the API server's denial; B approves it from his inbox. Screenshots go
-to $SCREENSHOTS; every request the browser made is checked to have gone to the portal's own host.
-Prints one JSON line with what it saw; exits non-zero on the first failed expectation.
+to approve it herself and sees the API server's denial; B approves it from his inbox. With
+PHASE=usage (run after the test made calls with A's key): A opens her usage page and waits until its
+chart and table show the EXPECT_REQUESTS calls of today. Screenshots go to $SCREENSHOTS; every request
+the browser made is checked to have gone to the portal's own host. Prints one JSON line with what it
+saw; exits non-zero on the first failed expectation.
 """
 
 import json
@@ -77,7 +79,47 @@ def hosts(driver):
     return seen
 
 
+def usage():
+    """A's usage page shows the calls made with her key: today's bar and the row beside it."""
+    seen = {}
+    expected = os.environ["EXPECT_REQUESTS"]
+    a = browser()
+    try:
+        sign_in(a, os.environ["TOKEN_A"])
+        follow(a, a.find_element(By.CSS_SELECTOR, "nav a[href='/usage']"))
+        follow(a, a.find_element(By.CSS_SELECTOR, f"a[href='/usage/subscriptions/{NS}/{SUBSCRIPTION}']"))
+        # The roll-up: the proxy reports and the controller writes every second here.
+        deadline = time.time() + 30
+        while True:
+            row = a.find_elements(By.CSS_SELECTOR, "table.usage-numbers tbody tr")[0]
+            cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+            if cells[1] == expected:
+                break
+            expect(time.time() < deadline, f"today's row shows {expected} requests (it shows {cells})", a)
+            time.sleep(1)
+            a.refresh()
+        daily = a.find_elements(By.CSS_SELECTOR, "svg.chart-requests")[0]
+        bars = daily.find_elements(By.CSS_SELECTOR, "rect.bar")
+        expect(len(bars) == 31, "the daily chart has 31 bars", a)
+        today = bars[-1].find_element(By.TAG_NAME, "title").get_attribute("textContent")
+        expect(today == f"{cells[0]}: {expected}", f"today's bar is titled with its count ({today})", a)
+        expect(float(bars[-1].get_attribute("height")) > 0, "today's bar is drawn", a)
+        expect(len(a.find_elements(By.CSS_SELECTOR, "svg.chart")) == 6, "six charts: 3 per day, 3 per month", a)
+        shot(a, "7-usage")
+        seen["usage_row"] = cells
+        seen["hosts_a"] = sorted(hosts(a))
+    finally:
+        a.quit()
+    others = [h for h in seen["hosts_a"] if h != urlparse(PORTAL).netloc]
+    if others:
+        raise AssertionError(f"the browser sent requests to other hosts: {others}")
+    print(json.dumps(seen))
+
+
 def main():
+    if os.environ.get("PHASE") == "usage":
+        usage()
+        return
     seen = {}
     portal_host = urlparse(PORTAL).netloc
     a = browser()

@@ -62,7 +62,7 @@ pub async fn my_consumers(portal: &Portal, who: &mut Who) -> Vec<ConsumerRef> {
 }
 
 /// Whether `text` is a Kubernetes namespace name (a DNS label), so it can go into an API path.
-fn is_namespace(text: &str) -> bool {
+pub(super) fn is_namespace(text: &str) -> bool {
     (1..=63).contains(&text.len())
         && text
             .bytes()
@@ -72,7 +72,7 @@ fn is_namespace(text: &str) -> bool {
 }
 
 /// Whether `text` is a Kubernetes object name (a DNS subdomain).
-fn is_object_name(text: &str) -> bool {
+pub(super) fn is_object_name(text: &str) -> bool {
     (1..=253).contains(&text.len())
         && text
             .bytes()
@@ -145,7 +145,7 @@ pub async fn subscribe(
 }
 
 /// The API server's own words for a failed call.
-fn api_message(error: &kube::Error) -> String {
+pub(super) fn api_message(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
         other => other.to_string(),
@@ -227,16 +227,22 @@ pub async fn mine(portal: &Portal, who: &mut Who) -> Reply {
             "<table><thead><tr><th>Subscription</th><th>Consumer</th><th>API</th><th>Phase</th>\
              <th>Your reason</th><th>Decision reason</th><th>Usage this month</th></tr></thead><tbody>",
         );
+        let today = crate::usage::history::today(k8s_openapi::jiff::Timestamp::now());
         for s in &rows {
             let (rns, rname) = route_of(s);
+            // This month's bucket, not the window totals: those stay at last month's until the
+            // first call of a new month is written.
             let usage = s
                 .status
                 .as_ref()
                 .and_then(|st| st.usage.as_ref())
                 .map(|u| {
+                    let month = &super::chart::last_months(Some(u), today, 1)[0].amount;
                     format!(
                         "{} requests, {} tokens, ${}",
-                        u.requests, u.total_tokens, u.cost_usd
+                        month.requests,
+                        month.input_tokens.saturating_add(month.output_tokens),
+                        crate::usage::history::dollars(month.cost_micros)
                     )
                 })
                 .unwrap_or_default();
@@ -244,7 +250,8 @@ pub async fn mine(portal: &Portal, who: &mut Who) -> Reply {
             let _ = write!(
                 body,
                 "<tr><td>{}/{}</td><td>{}</td><td><a href=\"/apis/{}/{}\">{}/{}</a></td>\
-                 <td class=\"phase-{phase}\">{phase}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                 <td class=\"phase-{phase}\">{phase}</td><td>{}</td><td>{}</td>\
+                 <td><a href=\"/usage/subscriptions/{}/{}\">{}</a></td></tr>",
                 esc(s.metadata.namespace.as_deref().unwrap_or("")),
                 esc(s.metadata.name.as_deref().unwrap_or("")),
                 esc(&s.spec.consumer),
@@ -254,7 +261,9 @@ pub async fn mine(portal: &Portal, who: &mut Who) -> Reply {
                 esc(&rname),
                 esc(annotation(s, REASON_ANNOTATION)),
                 esc(s.spec.decision_reason.as_deref().unwrap_or("")),
-                esc(&usage),
+                url_part(s.metadata.namespace.as_deref().unwrap_or("")),
+                url_part(s.metadata.name.as_deref().unwrap_or("")),
+                esc(if usage.is_empty() { "history" } else { &usage }),
             );
         }
         body.push_str("</tbody></table>");

@@ -39,6 +39,7 @@ pub async fn page(portal: &Portal, who: &mut Who, ns: &str, name: &str) -> Reply
     body.push_str(&card(route));
     body.push_str(&request_form(portal, who, route).await);
     body.push_str(&samples(route, &base));
+    body.push_str(&super::try_it::form(portal, who, route));
     body.push_str("<h2>Operations</h2>");
     let _ = write!(
         body,
@@ -111,10 +112,40 @@ fn samples(route: &Route, base: &str) -> String {
     format!(
         "<h2>Call it</h2><h3>curl</h3><pre><code>{}</code></pre>\
          <h3>OpenAI Python SDK</h3><pre><code>{}</code></pre>\
-         <h3>Anthropic Python SDK</h3><pre><code>{}</code></pre>",
+         <h3>Anthropic Python SDK</h3><pre><code>{}</code></pre>{}",
         esc(&curl),
         esc(&python),
-        esc(&anthropic)
+        esc(&anthropic),
+        mcp_sample(route, base)
+    )
+}
+
+/// Every route is also an MCP server at `<prefix>/mcp` (Streamable HTTP): the configuration an MCP
+/// client needs, for clients that speak Streamable HTTP themselves and through `mcp-remote` for those
+/// that only start local servers (Claude Desktop).
+fn mcp_sample(route: &Route, base: &str) -> String {
+    let url = format!("{base}/mcp");
+    let server = format!("tollgate-{}", route.id.name);
+    let direct = serde_json::json!({"mcpServers": {server.clone(): {
+        "type": "http",
+        "url": url,
+        "headers": {"Authorization": "Bearer ${TOLLGATE_KEY}"},
+    }}});
+    let remote = serde_json::json!({"mcpServers": {server: {
+        "command": "npx",
+        "args": ["mcp-remote", url, "--header", "Authorization: Bearer ${TOLLGATE_KEY}"],
+        "env": {"TOLLGATE_KEY": "<your key>"},
+    }}});
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    format!(
+        "<h3>MCP client</h3><p>This API is also an MCP server at <code id=\"mcp-url\">{}</code> \
+         (Streamable HTTP): its prompt APIs and REST operations are tools, called with the same key \
+         and subscription.</p><pre><code>{}</code></pre>\
+         <p>For a client that only starts local servers (Claude Desktop), through <code>mcp-remote</code>:</p>\
+         <pre><code>{}</code></pre>",
+        esc(&url),
+        esc(&pretty(&direct)),
+        esc(&pretty(&remote)),
     )
 }
 

@@ -54,7 +54,8 @@ pub fn page(title: &str, viewer: Option<Viewer<'_>>, body: &str) -> String {
     let nav = match viewer {
         Some(v) => format!(
             "<nav><a href=\"/\">Catalog</a> <a href=\"/subscriptions\">My subscriptions</a> \
-             <a href=\"/approvals\">Approvals</a>\
+             <a href=\"/approvals\">Approvals</a> <a href=\"/consumers\">Consumers</a> \
+             <a href=\"/usage\">Usage</a>\
              <form class=\"signout\" method=\"post\" action=\"/signout\">{}\
              <span class=\"who\">{}</span> <button>Sign out</button></form></nav>",
             csrf_field(v.csrf),

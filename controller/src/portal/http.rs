@@ -10,10 +10,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 
 use super::{
-    Portal, access, api_page, backstage, catalog,
+    Portal, access, api_page, backstage, catalog, consumers,
     html::{self, CSP, CSS, CSS_PATH, esc, page},
     now, people,
     session::{self, NoSession, Session},
+    try_it,
+    usage::{self, Owner},
 };
 
 /// Largest form body accepted.
@@ -186,7 +188,12 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
                 ["apis", ns, name, "subscribe"] => {
                     access::subscribe(portal, &mut who, ns, name, &form).await
                 }
+                ["apis", ns, name, "try"] => try_it::send(portal, &mut who, ns, name, &form).await,
                 ["approvals", ns, name] => access::decide(portal, &mut who, ns, name, &form).await,
+                ["consumers", ns, name, "keys"] => consumers::add(&mut who, ns, name, &form).await,
+                ["consumers", ns, name, "keys", key, "rotate"] => {
+                    consumers::rotate(&mut who, ns, name, key).await
+                }
                 _ => not_found(&who),
             },
         };
@@ -198,6 +205,8 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
         "/" => catalog::page(portal, &mut who, &query).await,
         "/subscriptions" => access::mine(portal, &mut who).await,
         "/approvals" => access::approvals(portal, &mut who).await,
+        "/usage" => usage::index(portal, &mut who).await,
+        "/consumers" => consumers::page_of(portal, &mut who).await,
         backstage::PATH => backstage::serve(portal),
         _ => match segments(&path)
             .iter()
@@ -206,6 +215,12 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
             .as_slice()
         {
             ["apis", ns, name] => api_page::page(portal, &mut who, ns, name).await,
+            ["usage", kind, ns, name] => match Owner::from_segment(kind) {
+                Some(owner) if access::is_namespace(ns) && access::is_object_name(name) => {
+                    usage::detail(&mut who, owner, ns, name).await
+                }
+                _ => not_found(&who),
+            },
             _ => not_found(&who),
         },
     }

@@ -1,5 +1,5 @@
 //! The portal: a catalog of the published APIs, each API's page, access requests and approvals, and
-//! a Backstage export — plain server-rendered HTML on its own port, enabled by `--portal-listen`.
+//! usage charts, and a Backstage export — plain server-rendered HTML on its own port, enabled by `--portal-listen`.
 //!
 //! A person signs in with a Kubernetes bearer token (TokenReview); the session is a sealed cookie
 //! ([`session`]) holding that token, and every read and write on their behalf is made with it, so
@@ -10,11 +10,15 @@ mod access;
 mod api_page;
 mod backstage;
 mod catalog;
+mod chart;
+mod consumers;
 mod html;
 mod http;
 pub mod people;
 pub mod seal;
 pub mod session;
+pub mod try_it;
+mod usage;
 
 use std::{
     sync::Arc,
@@ -44,6 +48,8 @@ pub struct Portal {
     pub store: Arc<Store>,
     /// The proxy's public base URL, for code samples.
     pub proxy_base_url: String,
+    /// The proxy inside the cluster (`http://host:port`), for the try-it form; off when `None`.
+    pub try_it: Option<try_it::Target>,
     /// How long a session lasts.
     pub session_ttl: Duration,
     /// Whether cookies are always `Secure`.
@@ -81,6 +87,12 @@ impl Portal {
             snapshots,
             store,
             proxy_base_url: args.portal_proxy_base_url.trim_end_matches('/').to_owned(),
+            try_it: args
+                .portal_try_it_url
+                .as_deref()
+                .map(try_it::Target::parse)
+                .transpose()
+                .context("--portal-try-it-url")?,
             session_ttl: args.portal_session_ttl,
             secure_cookie: args.portal_secure_cookie,
         })

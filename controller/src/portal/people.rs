@@ -44,9 +44,11 @@ pub fn client_as(base: &Config, token: &str) -> kube::Result<Client> {
     Client::try_from(config)
 }
 
-/// One question of a person's rights on a `tollgate.dev` resource.
+/// One question of a person's rights on a resource (`tollgate.dev`, or the core group's Secrets).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Access {
+    /// The API group: `tollgate.dev`, or `""` for the core group.
+    pub group: &'static str,
     /// The verb (`get`, `create`, `approve`, ...).
     pub verb: &'static str,
     /// The plural resource (`airoutes`, `apisubscriptions`).
@@ -61,10 +63,19 @@ impl Access {
     /// `verb` on `resource` in `namespace`.
     pub fn new(verb: &'static str, resource: &'static str, namespace: &str) -> Self {
         Self {
+            group: "tollgate.dev",
             verb,
             resource,
             namespace: namespace.to_owned(),
             name: None,
+        }
+    }
+
+    /// `verb` on the core group's `resource` (e.g. `secrets`) in `namespace`.
+    pub fn core(verb: &'static str, resource: &'static str, namespace: &str) -> Self {
+        Self {
+            group: "",
+            ..Self::new(verb, resource, namespace)
         }
     }
 
@@ -98,7 +109,7 @@ impl Rights {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
-                    group: Some("tollgate.dev".into()),
+                    group: Some(access.group.into()),
                     resource: Some(access.resource.into()),
                     verb: Some(access.verb.into()),
                     namespace: Some(access.namespace.clone()),

@@ -21,7 +21,7 @@ use tollgate_e2e::{eventually, free_port};
 
 use crate::{
     SERIAL,
-    fixtures::{KEY, base_yaml, wait_served},
+    fixtures::{KEY, MODEL, base_yaml, status_of, wait_served},
     support::{Controller, Setup},
 };
 
@@ -72,11 +72,18 @@ kind: Role
 metadata: {{name: team-member}}
 rules:
   - apiGroups: [tollgate.dev]
-    resources: [airoutes, consumers]
+    resources: [airoutes]
     verbs: [get, list, watch]
+  - apiGroups: [tollgate.dev]
+    resources: [consumers]
+    verbs: [get, list, watch, update]
   - apiGroups: [tollgate.dev]
     resources: [apisubscriptions]
     verbs: [get, list, watch, create, patch]
+  # To generate and rotate keys in the portal; never get or list (values stay unreadable).
+  - apiGroups: [""]
+    resources: [secrets]
+    verbs: [create, patch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -233,20 +240,22 @@ async fn portal_setup(prefix: &str) -> (Setup, Controller, u16) {
     let setup = Setup::new(prefix);
     setup.apply(&base_yaml());
     setup.apply(&portal_yaml(setup.ns.name()));
+    let (port, args) = portal_args(&setup);
+    let controller = setup.controller_with_args("controller", &args).await;
+    (setup, controller, port)
+}
+
+/// The portal's port and the controller flags that serve it there.
+fn portal_args(setup: &Setup) -> (u16, Vec<String>) {
     let key = setup.dir.path().join("portal.key");
     std::fs::write(&key, SESSION_KEY).unwrap();
     let port = free_port();
-    let controller = setup
-        .controller_with_args(
-            "controller",
-            &[
-                format!("--portal-listen=127.0.0.1:{port}"),
-                format!("--portal-session-key-file={}", key.display()),
-                format!("--portal-proxy-base-url={PROXY_BASE_URL}"),
-            ],
-        )
-        .await;
-    (setup, controller, port)
+    let args = vec![
+        format!("--portal-listen=127.0.0.1:{port}"),
+        format!("--portal-session-key-file={}", key.display()),
+        format!("--portal-proxy-base-url={PROXY_BASE_URL}"),
+    ];
+    (port, args)
 }
 
 fn token(setup: &Setup, who: &str) -> String {
@@ -355,6 +364,9 @@ async fn portal_sessions_csrf_escaping_and_draft_visibility() {
         "base_url=&quot;https://ai.example.test/chat/v1&quot;",
         "Anthropic(base_url=&quot;https://ai.example.test/chat&quot;",
         "<td><code>messages</code></td>",
+        "<code id=\"mcp-url\">https://ai.example.test/chat/mcp</code>",
+        "&quot;url&quot;: &quot;https://ai.example.test/chat/mcp&quot;",
+        "&quot;tollgate-chat&quot;",
     ] {
         assert!(
             api.body.contains(expected),
@@ -655,11 +667,436 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
     )
     .unwrap();
     assert_eq!(exported, served, "the portal's document is the proxy's");
+
+    // Usage: alice's calls through the proxy reach her usage pages once the proxy has reported them
+    // and the controller has rolled them up (each every second here). Five requests: the chat call
+    // above, the `openapi.json` fetch (answered for her subscription too, with no tokens) and three
+    // chat calls here; each chat call reads 10 input tokens.
+    for _ in 0..3 {
+        assert_eq!(proxy.chat("/chat", KEY, MODEL).await.0, 200);
+    }
+    let today = eventually(
+        "the roll-up holds the 5 calls",
+        Duration::from_secs(30),
+        || {
+            let status = status_of(&setup, &format!("apisubscription/{subscription}"));
+            async move {
+                let usage = &status["status"]["usage"];
+                if usage["requests"] == 5 {
+                    Ok(usage.clone())
+                } else {
+                    Err(usage.to_string())
+                }
+            }
+        },
+    )
+    .await;
+    let days = today["days"].as_array().unwrap();
+    assert_eq!(days.len(), 1, "{today}");
+    assert_eq!(days[0]["requests"], 5);
+    assert_eq!(days[0]["inputTokens"], 40, "{today}");
+    assert_eq!(today["months"][0]["requests"], 5);
+    assert_eq!(today["writes"][0]["writer"], "controller");
+    let day = days[0]["period"].as_str().unwrap().to_owned();
+    for (what, path) in [
+        (
+            "subscription",
+            format!("/usage/subscriptions/{ns}/{subscription}"),
+        ),
+        ("route", format!("/usage/routes/{ns}/chat")),
+        ("consumer", format!("/usage/consumers/{ns}/app")),
+    ] {
+        let page = eventually(
+            &format!("alice's {what} usage page shows the 5 calls"),
+            Duration::from_secs(20),
+            || {
+                let mut b = alice.clone();
+                let path = path.clone();
+                let day = day.clone();
+                async move {
+                    let page = b.get(&path).await;
+                    if page.status == 200 && page.body.contains(&format!("<title>{day}: 5</title>"))
+                    {
+                        Ok(page)
+                    } else {
+                        Err(format!("{} {}", page.status, page.body))
+                    }
+                }
+            },
+        )
+        .await;
+        // The chart and the numbers beside it, in the day table and the month table.
+        assert!(page.body.contains("<svg class=\"chart chart-requests\""));
+        assert_eq!(page.body.matches("<svg").count(), 6, "{}", page.body);
+        assert!(
+            page.body
+                .contains(&format!("<tr><td>{day}</td><td>5</td><td>40</td>")),
+            "{}",
+            page.body
+        );
+        assert!(
+            page.body
+                .contains(&format!("<tr><td>{}</td><td>5</td><td>40</td>", &day[..7])),
+            "{}",
+            page.body
+        );
+        assert!(!page.body.contains("<script"));
+    }
+    let index = alice.get("/usage").await;
+    for link in [
+        format!("href=\"/usage/subscriptions/{ns}/{subscription}\""),
+        format!("href=\"/usage/routes/{ns}/chat\""),
+        format!("href=\"/usage/consumers/{ns}/app\""),
+    ] {
+        assert!(index.body.contains(&link), "{link} not in {}", index.body);
+    }
+    let route_usage = status_of(&setup, "airoute/chat");
+    assert_eq!(
+        route_usage["status"]["usage"]["requests"], 5,
+        "{route_usage}"
+    );
+
+    // The MCP endpoint the API page's client sample names answers alice's key (the stateless
+    // revision, as the sample's clients speak it).
+    let api = alice.get(&format!("/apis/{ns}/chat")).await;
+    assert!(
+        api.body
+            .contains("<code id=\"mcp-url\">https://ai.example.test/chat/mcp</code>")
+    );
+    let request = Request::post(format!("http://127.0.0.1:{}/chat/mcp", proxy.port))
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tools/list")
+        .body(Full::new(Bytes::from(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        )))
+        .unwrap();
+    let response = alice
+        .client
+        .request(request)
+        .await
+        .expect("the proxy answers");
+    assert_eq!(response.status(), 200);
+    let answer: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(answer["result"]["tools"].is_array(), "{answer}");
+
+    // carol, without rights in the namespace, sees none of its usage: not listed, and each page the
+    // same 404 as a missing object.
+    let index = carol.get("/usage").await;
+    assert_eq!(index.status, 200);
+    assert!(!index.body.contains(&format!("/{ns}/")), "{}", index.body);
+    assert_eq!(index.body.matches("None you may read").count(), 3);
+    for path in [
+        format!("/usage/subscriptions/{ns}/{subscription}"),
+        format!("/usage/routes/{ns}/chat"),
+        format!("/usage/consumers/{ns}/app"),
+        format!("/usage/consumers/{ns}/nothing"),
+    ] {
+        let page = carol.get(&path).await;
+        assert_eq!(page.status, 404, "{path}: {}", page.body);
+        assert!(!page.body.contains("<svg"));
+    }
+}
+
+// Consumers and keys: alice sees her team's consumers with each key's name, where it is kept and its
+// expiry, never a value; she rotates a generated key and adds one, each value shown once (in the
+// answer to her form) and written as her into a Secret the controller then serves; carol sees
+// nothing of the namespace's consumers and may change none of its keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_consumers_and_keys_shown_once_and_hidden_from_others() {
+    let _serial = SERIAL.lock().await;
+    let (setup, _controller, port) = portal_setup("ctl-portal-keys").await;
+    let ns = setup.ns.name().to_owned();
+    setup.apply(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: Consumer
+metadata:
+  name: bot
+spec:
+  description: "The <i>support</i> bot"
+  keys:
+    - name: main
+      generate: true
+      expiresAt: "2099-01-01T00:00:00Z"
+"#,
+    );
+    let secret_value = |name: &str| {
+        let data = setup.jsonpath(&format!("secret/{name}"), "{.data.apiKey}");
+        String::from_utf8(
+            std::process::Command::new("base64")
+                .arg("-d")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write as _;
+                    child.stdin.take().unwrap().write_all(data.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+    };
+    // The controller generates bot's key.
+    let generated = eventually("bot's key is generated", Duration::from_secs(20), || {
+        let value = secret_value("bot-main-apikey");
+        async move {
+            if value.starts_with("tg_") {
+                Ok(value)
+            } else {
+                Err(value)
+            }
+        }
+    })
+    .await;
+
+    let mut alice = Browser::new(port);
+    alice.origin = Some(format!("http://127.0.0.1:{port}"));
+    alice.sign_in(&token(&setup, "alice")).await;
+    let page = alice.get("/consumers").await;
+    assert_eq!(page.status, 200);
+    for expected in [
+        format!("<h2>{ns}/app</h2>"),
+        format!("<h2>{ns}/bot</h2>"),
+        "The &lt;i&gt;support&lt;/i&gt; bot".to_owned(),
+        "<td>primary</td><td>Secret <code>app-key</code>, key <code>apiKey</code></td><td>never</td>"
+            .to_owned(),
+        "<td>main</td><td>generated, Secret <code>bot-main-apikey</code></td><td>2099-01-01T00:00:00Z</td>"
+            .to_owned(),
+        format!("action=\"/consumers/{ns}/bot/keys/main/rotate\""),
+        format!("action=\"/consumers/{ns}/bot/keys\""),
+    ] {
+        assert!(page.body.contains(&expected), "{expected} not in {}", page.body);
+    }
+    assert!(!page.body.contains(KEY), "no key value in the page");
+    assert!(!page.body.contains(&generated), "no key value in the page");
+    assert!(
+        !page
+            .body
+            .contains(&format!("/consumers/{ns}/app/keys/primary/rotate")),
+        "a key in a team's own Secret is not rotated by the portal"
+    );
+
+    // Without the CSRF token nothing happens.
+    let rotate = format!("/consumers/{ns}/bot/keys/main/rotate");
+    assert_eq!(alice.post(&rotate, &[]).await.status, 403);
+    assert_eq!(secret_value("bot-main-apikey"), generated);
+
+    // carol sees no consumer of the namespace, and may rotate none of its keys.
+    let mut carol = Browser::new(port);
+    carol.sign_in(&token(&setup, "carol")).await;
+    let page = carol.get("/consumers").await;
+    assert!(
+        page.body.contains("No consumers you may read"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains(&format!("/consumers/{ns}/")),
+        "{}",
+        page.body
+    );
+    let page = carol.post(&rotate, &[("csrf", &page.csrf())]).await;
+    assert_eq!(page.status, 404, "{}", page.body);
+    let csrf = carol.get("/consumers").await.csrf();
+    let page = carol
+        .post(
+            &format!("/consumers/{ns}/bot/keys"),
+            &[("csrf", &csrf), ("name", "mine")],
+        )
+        .await;
+    assert_eq!(page.status, 404, "{}", page.body);
+    assert_eq!(secret_value("bot-main-apikey"), generated);
+
+    // alice rotates: the new value is shown once and is what the Secret now holds.
+    let csrf = alice.get("/consumers").await.csrf();
+    let page = alice.post(&rotate, &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let shown = shown_key(&page.body);
+    assert!(shown.starts_with("tg_") && shown != generated, "{shown}");
+    assert_eq!(secret_value("bot-main-apikey"), shown);
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+    let again = alice.get("/consumers").await;
+    assert!(!again.body.contains(&shown), "shown once only");
+
+    // alice adds a key: its Secret (labelled for the controller, owned by the Consumer) holds the value
+    // shown, and the Consumer lists it.
+    let page = alice
+        .post(
+            &format!("/consumers/{ns}/bot/keys"),
+            &[
+                ("csrf", &csrf),
+                ("name", "second"),
+                ("expiresAt", "2098-06-01T00:00:00Z"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let added = shown_key(&page.body);
+    assert_eq!(secret_value("bot-second-apikey"), added);
+    assert_eq!(
+        setup.jsonpath(
+            "secret/bot-second-apikey",
+            "{.metadata.labels.tollgate\\.dev/secret} {.metadata.ownerReferences[0].kind}"
+        ),
+        "true Consumer"
+    );
+    assert_eq!(
+        setup.jsonpath(
+            "consumer/bot",
+            "{.spec.keys[1].name} {.spec.keys[1].expiresAt}"
+        ),
+        "second 2098-06-01T00:00:00Z"
+    );
+    // The controller counts both keys as active (it read them from the Secrets alice wrote).
+    eventually("bot has 2 active keys", Duration::from_secs(20), || {
+        let active = setup.jsonpath("consumer/bot", "{.status.activeKeys}");
+        async move { if active == "2" { Ok(()) } else { Err(active) } }
+    })
+    .await;
+    let page = alice.get("/consumers").await;
+    assert!(!page.body.contains(&added) && !page.body.contains(&shown));
+    assert!(page.body.contains("<td>second</td>"), "{}", page.body);
+    // A second key of the same name is refused.
+    let page = alice
+        .post(
+            &format!("/consumers/{ns}/bot/keys"),
+            &[("csrf", &csrf), ("name", "second")],
+        )
+        .await;
+    assert_eq!(page.status, 403);
+    assert!(page.body.contains("already has a key named second"));
+}
+
+/// The key value a "Key rotated/generated" page shows.
+fn shown_key(body: &str) -> String {
+    let start = body
+        .find("<code id=\"new-key\">")
+        .unwrap_or_else(|| panic!("no key shown in {body}"))
+        + "<code id=\"new-key\">".len();
+    body[start..].split('<').next().unwrap().to_owned()
+}
+
+// The try-it form: the portal sends a chat call to the proxy's in-cluster address with the key alice
+// pastes, and shows the proxy's answer as it came; the key appears in no page. A wrong key gets the
+// proxy's own refusal; without the CSRF token nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_try_it_sends_the_call_through_the_proxy() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-portal-try");
+    setup.apply(&base_yaml());
+    setup.apply(&portal_yaml(setup.ns.name()));
+    setup.apply(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: ApiSubscription
+metadata:
+  name: app-chat
+spec:
+  consumer: app
+  route: {name: chat}
+  decision: Approved
+"#,
+    );
+    let ns = setup.ns.name().to_owned();
+    // The proxy first, so the portal can be told its address; it connects once the controller is up.
+    let controller_port = free_port();
+    let mut proxy = setup
+        .proxy("proxy", controller_port, &setup.proxy_token)
+        .await;
+    let (port, mut args) = portal_args(&setup);
+    args.push(format!(
+        "--portal-try-it-url=http://127.0.0.1:{}",
+        proxy.port
+    ));
+    let _controller = setup
+        .controller_on_with_args("controller", controller_port, &args)
+        .await;
+    proxy.wait_ready().await;
+    wait_served(&[&proxy], "/chat", KEY, Duration::from_secs(20)).await;
+
+    let mut alice = Browser::new(port);
+    alice.origin = Some(format!("http://127.0.0.1:{port}"));
+    alice.sign_in(&token(&setup, "alice")).await;
+    let api = alice.get(&format!("/apis/{ns}/chat")).await;
+    assert!(
+        api.body
+            .contains(&format!("action=\"/apis/{ns}/chat/try\"")),
+        "{}",
+        api.body
+    );
+    assert!(api.body.contains("type=\"password\""));
+    let path = format!("/apis/{ns}/chat/try");
+    let csrf = api.csrf();
+    let page = alice
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("key", KEY),
+                ("model", MODEL),
+                ("message", "Hello <b>there</b>"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("<strong id=\"try-status\">200</strong>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("&quot;choices&quot;"), "{}", page.body);
+    assert!(!page.body.contains(KEY), "the key is in no page");
+
+    // A wrong key: the proxy's refusal, as it came.
+    let page = alice
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("key", "tg_not-a-key-of-anyone-0123456789"),
+                ("model", MODEL),
+                ("message", "Hello"),
+            ],
+        )
+        .await;
+    assert!(
+        page.body.contains("<strong id=\"try-status\">401</strong>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("tg_not-a-key-of-anyone"),
+        "{}",
+        page.body
+    );
+    // A model the route does not serve is refused before anything is sent.
+    let page = alice
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("key", KEY),
+                ("model", "other"),
+                ("message", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    // Without the session's CSRF token: refused.
+    let page = alice
+        .post(&path, &[("key", KEY), ("model", MODEL), ("message", "x")])
+        .await;
+    assert_eq!(page.status, 403);
 }
 
 // Issue 19's acceptance in a real browser: Debian's chromium driven by selenium
 // (tests/browser/portal_flow.py) — A requests access, sees Pending, is refused her own approval by the
-// API server, B approves from his inbox, A's key then works through the proxy. Screenshots are kept
+// API server, B approves from his inbox, A's key then works through the proxy, and after A's calls her
+// usage page's chart and table show them. Screenshots are kept
 // under <target>/portal-screenshots; the browser's network log shows no request to another host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portal_in_a_real_browser() {
@@ -689,26 +1126,17 @@ async fn portal_in_a_real_browser() {
     })
     .await;
 
-    let script = tollgate_e2e::repo_root().join("tests/browser/portal_flow.py");
-    let mut cmd = tokio::process::Command::new(&python);
-    cmd.arg(&script)
-        .env("PORTAL_URL", format!("http://127.0.0.1:{port}"))
-        .env("NS", &ns)
-        .env("SCREENSHOTS", &shots)
-        .env("TOKEN_A", token(&setup, "alice"))
-        .env("TOKEN_B", token(&setup, "bob"));
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the browser run ends in time")
-        .expect("running the browser script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser run failed:\n{stdout}\n{stderr}"
-    );
-    println!("browser run: {stdout}");
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON line");
+    let seen = run_browser(
+        &python,
+        &[
+            ("PORTAL_URL", format!("http://127.0.0.1:{port}")),
+            ("NS", ns.clone()),
+            ("SCREENSHOTS", shots.display().to_string()),
+            ("TOKEN_A", token(&setup, "alice")),
+            ("TOKEN_B", token(&setup, "bob")),
+        ],
+    )
+    .await;
     assert!(seen["denial"].as_str().unwrap().contains(&format!(
         "user \"system:serviceaccount:{ns}:alice\" may not set spec.decision"
     )));
@@ -755,6 +1183,53 @@ async fn portal_in_a_real_browser() {
         .await;
     proxy.wait_ready().await;
     wait_served(&[&proxy], "/chat", KEY, Duration::from_secs(20)).await;
+
+    // After A's calls (the one above and two more), her usage chart shows them, in the browser.
+    for _ in 0..2 {
+        assert_eq!(proxy.chat("/chat", KEY, MODEL).await.0, 200);
+    }
+    let seen = run_browser(
+        &python,
+        &[
+            ("PHASE", "usage".into()),
+            ("EXPECT_REQUESTS", "3".into()),
+            ("PORTAL_URL", format!("http://127.0.0.1:{port}")),
+            ("NS", ns.clone()),
+            ("SCREENSHOTS", shots.display().to_string()),
+            ("TOKEN_A", token(&setup, "alice")),
+        ],
+    )
+    .await;
+    assert_eq!(seen["usage_row"][1], "3", "{seen}");
+    assert_eq!(seen["hosts_a"], serde_json::json!([portal_host]));
+    let file = shots.join("7-usage.png");
+    assert!(
+        std::fs::metadata(&file).is_ok_and(|m| m.len() > 1000),
+        "{} kept",
+        file.display()
+    );
+}
+
+/// Runs tests/browser/portal_flow.py with `env` (bounded to two minutes); the JSON line it printed.
+async fn run_browser(python: &str, env: &[(&str, String)]) -> Value {
+    let script = tollgate_e2e::repo_root().join("tests/browser/portal_flow.py");
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.arg(&script);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the browser run ends in time")
+        .expect("running the browser script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser run failed:\n{stdout}\n{stderr}"
+    );
+    println!("browser run: {stdout}");
+    serde_json::from_str(stdout.trim()).expect("the script's JSON line")
 }
 
 /// Runs tests/browser/ensure.sh (installs chromium and the selenium venv on first use); its python.

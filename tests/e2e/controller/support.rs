@@ -101,6 +101,16 @@ impl Setup {
         self.start_controller(name, None, others, &[]).await
     }
 
+    /// Starts a controller on a given snapshot port with more flags (for proxies started before it).
+    pub async fn controller_on_with_args(
+        &self,
+        name: &str,
+        port: u16,
+        extra: &[String],
+    ) -> Controller {
+        self.start_controller(name, Some(port), &[], extra).await
+    }
+
     /// Starts a controller on a given snapshot port (to restart one where proxies expect it).
     pub async fn controller_on(&self, name: &str, port: u16) -> Controller {
         self.start_controller(name, Some(port), &[], &[]).await
