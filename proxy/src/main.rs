@@ -90,7 +90,8 @@ struct ServerArgs {
     #[arg(long, env = "TOLLGATE_MAX_HEADER_BYTES", default_value_t = 64 * 1024, global = true)]
     max_header_bytes: usize,
     /// How long an idle client connection is kept open, e.g. `60s`. It is closed between one and two
-    /// times this after its last answer; a request head not complete by then is cut too.
+    /// times this after its last answer; a request head not complete by then is cut too, and a
+    /// request body that pauses this long gets 408.
     #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration, global = true)]
     idle_timeout: Duration,
     /// After SIGTERM/SIGINT, how long in-flight calls may take to finish, e.g. `30s`.
@@ -283,6 +284,7 @@ fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> anyhow::Result<Prox
         },
         limits: RequestLimits {
             max_body_bytes: args.max_body_bytes,
+            body_pause: args.idle_timeout,
         },
         connection: ConnectionLimits {
             max_header_bytes: args.max_header_bytes,

@@ -14,12 +14,15 @@ use crate::upstream::health::Health;
 pub struct RequestLimits {
     /// Largest request body accepted; larger gets 413.
     pub max_body_bytes: usize,
+    /// Longest pause in a request body (or before it) before the call ends with 408.
+    pub body_pause: std::time::Duration,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 8 * 1024 * 1024,
+            body_pause: std::time::Duration::from_secs(60),
         }
     }
 }

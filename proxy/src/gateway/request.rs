@@ -122,7 +122,13 @@ async fn serve(
             let name = &rest[PROMPTS.len()..];
             let (at, prompt) = prompt::find(&snapshot, route, name)?;
             call.prompt = Some(at);
-            let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
+            let bytes = read_body(
+                body,
+                &parts.headers,
+                shared.limits.max_body_bytes,
+                shared.limits.body_pause,
+            )
+            .await?;
             let rendered = prompt::render(prompt, &bytes)?;
             let endpoint = Endpoint::Prompt {
                 json_output: prompt.output.is_json(),
@@ -141,7 +147,13 @@ async fn serve(
         }
         _ => return Err(ApiError::unknown_url(&parts.method, path)),
     };
-    let bytes = read_body(body, &parts.headers, shared.limits.max_body_bytes).await?;
+    let bytes = read_body(
+        body,
+        &parts.headers,
+        shared.limits.max_body_bytes,
+        shared.limits.body_pause,
+    )
+    .await?;
     let asked = Asked {
         endpoint,
         body: bytes,

@@ -53,7 +53,7 @@ pub(super) async fn serve(
         .ok_or_else(unknown)?;
     call.rest_operation = Some(index as u32);
     let limit = usize::try_from(service.max_request_bytes).unwrap_or(usize::MAX);
-    let bytes = read_body(body, &parts.headers, limit).await?;
+    let bytes = read_body(body, &parts.headers, limit, shared.limits.body_pause).await?;
     admission::limit(shared, snapshot, admitted, (0, 0.0), call, notes).await?;
     let path_and_query = match parts.uri.query() {
         Some(query) => [path, "?", query].concat(),

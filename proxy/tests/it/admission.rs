@@ -315,6 +315,7 @@ async fn bad_bodies_are_400_and_big_ones_413() {
     let config = ProxyConfig {
         limits: RequestLimits {
             max_body_bytes: 2048,
+            ..RequestLimits::default()
         },
         ..test_config()
     };

@@ -39,6 +39,7 @@ mod admission;
 mod backends;
 mod cache;
 mod guardrails;
+mod hostile;
 mod hot_swap;
 mod layers;
 mod limits;

@@ -137,7 +137,14 @@ async fn answer(
         );
         return Answer::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &e);
     }
-    let bytes = match read_body(body, &parts.headers, shared.limits.max_body_bytes).await {
+    let bytes = match read_body(
+        body,
+        &parts.headers,
+        shared.limits.max_body_bytes,
+        shared.limits.body_pause,
+    )
+    .await
+    {
         Ok(b) => b,
         Err(e) => {
             let rpc = RpcError::new(
