@@ -265,6 +265,11 @@ pub struct RouteModel {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub fallbacks: Vec<BackendRef>,
+    /// How many tokens (prompt and completion together) the model takes, shown in the portal's
+    /// catalog; defaults to the shipped price list's figure for the first backend's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub context_window: Option<u64>,
 }
 
 fn default_weight() -> u32 {

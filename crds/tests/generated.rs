@@ -82,6 +82,21 @@ fn every_kind_has_list_map_conditions_status_subresource_and_the_tollgate_catego
 }
 
 #[test]
+fn a_models_context_window_is_optional_and_at_least_one_token() {
+    let spec = schema_of("AIRoute");
+    let model = &spec["properties"]["spec"]["properties"]["models"]["items"];
+    let window = &model["properties"]["contextWindow"];
+    assert_eq!(window["type"], "integer", "{window}");
+    assert_eq!(window["minimum"].as_f64(), Some(1.0), "{window}");
+    assert!(
+        !model["required"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|f| f == "contextWindow")),
+        "{model}"
+    );
+}
+
+#[test]
 fn subscription_consumer_and_route_are_immutable() {
     let spec = &schema_of("ApiSubscription")["properties"]["spec"]["properties"];
     for field in ["consumer", "route"] {

@@ -8,6 +8,7 @@ mod compile;
 mod digest;
 mod duration;
 mod fx;
+pub mod mcp_tools;
 mod message;
 mod model;
 pub mod openapi;

@@ -102,6 +102,17 @@ pub fn document(route: &Route) -> Value {
         }}),
     );
     let mut schemas = base_schemas(&models);
+    let windows: Vec<String> = route
+        .models
+        .iter()
+        .filter_map(|m| m.context_window.map(|w| format!("{} {w}", m.name)))
+        .collect();
+    if !windows.is_empty() {
+        schemas["ModelName"]["description"] = Value::String(format!(
+            "Context windows, in tokens (prompt and completion together): {}.",
+            windows.join(", ")
+        ));
+    }
     for p in &route.prompts {
         let request = format!("Prompt.{}.Request", p.name);
         let result = format!("Prompt.{}.Result", p.name);

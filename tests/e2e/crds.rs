@@ -189,6 +189,13 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
             "every model needs at least one backend with a weight above 0",
         ),
         (
+            "model with a context window of 0 tokens",
+            route(
+                "  prefix: /a\n  models: [{name: m, contextWindow: 0, backends: [{provider: p}]}]\n",
+            ),
+            "spec.models[0].contextWindow: Invalid value",
+        ),
+        (
             "Deprecated route without sunset",
             route(&format!("  prefix: /a\n  stage: Deprecated\n{models}")),
             "a Deprecated route needs spec.sunset",

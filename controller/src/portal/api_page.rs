@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use hyper::StatusCode;
 use serde_json::Value;
-use tollgate_snapshot::Route;
+use tollgate_snapshot::{Route, ToolFilter, mcp_tools::ToolTarget};
 
 use super::{
     Portal, access,
@@ -40,6 +40,7 @@ pub async fn page(portal: &Portal, who: &mut Who, ns: &str, name: &str) -> Reply
     body.push_str(&request_form(portal, who, route).await);
     body.push_str(&samples(route, &base));
     body.push_str(&super::try_it::form(portal, who, route));
+    body.push_str(&mcp_tools(route, &base));
     body.push_str("<h2>Operations</h2>");
     let _ = write!(
         body,
@@ -147,6 +148,79 @@ fn mcp_sample(route: &Route, base: &str) -> String {
         esc(&pretty(&direct)),
         esc(&pretty(&remote)),
     )
+}
+
+/// The tools the route's MCP endpoint offers: its own (prompt APIs and REST operations, named as
+/// the proxy names them, by [`tollgate_snapshot::mcp_tools::route_tools`]), then each upstream MCP
+/// server's, whose tools are known only when the proxy lists them: the server, the prefix its tools'
+/// names get and which of them the route offers.
+pub fn mcp_tools(route: &Route, base: &str) -> String {
+    let own = tollgate_snapshot::mcp_tools::route_tools(route);
+    let mut out = format!(
+        "<h2>MCP tools</h2><p>The tools an MCP client finds at <code>{}/mcp</code>.</p>",
+        esc(base)
+    );
+    if own.is_empty() && route.mcp_servers.is_empty() {
+        out.push_str("<p class=\"muted\">None: this API has no prompt APIs, REST operations or upstream MCP servers.</p>");
+        return out;
+    }
+    if !own.is_empty() {
+        out.push_str(
+            "<table id=\"mcp-tools\"><thead><tr><th>Tool</th><th>Calls</th></tr></thead><tbody>",
+        );
+        for (name, target) in &own {
+            let calls = match *target {
+                ToolTarget::Prompt(i) => format!(
+                    "the prompt API <code>{}</code>",
+                    esc(&route.prompts[i as usize].name)
+                ),
+                ToolTarget::Rest(i) => match &route.rest {
+                    Some(rest) => {
+                        let op = &rest.operations[i as usize];
+                        format!("<code>{} /api{}</code>", esc(&op.method), esc(&op.path))
+                    }
+                    None => String::new(),
+                },
+            };
+            let _ = write!(
+                out,
+                "<tr><td><code class=\"mcp-tool\">{}</code></td><td>{calls}</td></tr>",
+                esc(name)
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    if !route.mcp_servers.is_empty() {
+        out.push_str(
+            "<h3>From upstream MCP servers</h3><p>Their tools are listed when a client asks; each              name is the server's prefix and the tool's name there (one this API already uses is left              out).</p><table id=\"mcp-servers\"><thead><tr><th>Server</th><th>Prefix</th>\
+             <th>Tools offered</th></tr></thead><tbody>",
+        );
+        for server in &route.mcp_servers {
+            let offered = match &server.filter {
+                ToolFilter::All => "all".to_string(),
+                ToolFilter::Include(names) => names
+                    .iter()
+                    .map(|n| format!("<code>{}</code>", esc(n)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ToolFilter::Matching(p) => {
+                    format!("those whose name matches <code>{}</code>", esc(p.as_str()))
+                }
+            };
+            let prefix = if server.tool_prefix.is_empty() {
+                "<span class=\"muted\">none</span>".to_string()
+            } else {
+                format!("<code>{}</code>", esc(&server.tool_prefix))
+            };
+            let _ = write!(
+                out,
+                "<tr><td><code>{}</code></td><td>{prefix}</td><td>{offered}</td></tr>",
+                esc(&server.id.to_string())
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out
 }
 
 /// The document's operations as HTML: method and path, summary and description, parameters, the
@@ -307,6 +381,119 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A route with prompt APIs `summarise` and `get_items`, REST operations (one without an
+    /// `operationId`, whose name collides with the second prompt's) and two upstream MCP servers.
+    fn route_with_tools() -> Route {
+        let mut route: Route = serde_json::from_value(json!({
+            "id": {"namespace": "team-a", "name": "shop"},
+            "prefix": "/shop",
+            "hostnames": [],
+            "stage": "Published",
+            "sunset_unix": null,
+            "models": [],
+            "limits": {"requests_per_minute": null, "tokens_per_minute": null},
+            "approval": "Manual",
+        }))
+        .expect("a route row");
+        route.prompts = ["summarise", "get_items"]
+            .into_iter()
+            .map(|name| tollgate_snapshot::Prompt {
+                name: name.into(),
+                description: None,
+                version: None,
+                model: "m".into(),
+                messages: Vec::new(),
+                variables: Vec::new(),
+                parameters: Default::default(),
+                output: tollgate_snapshot::Output::Text,
+                allow_messages: false,
+            })
+            .collect();
+        route.rest = Some(
+            serde_json::from_value(json!({
+                "base_url": "http://x", "timeouts": tollgate_snapshot::Timeouts::default(),
+                "ca_pem": null, "credential": null, "max_request_bytes": 1, "components": null,
+                "operations": [
+                    {"method": "GET", "path": "/items", "operation_id": null, "spec": {}},
+                    {"method": "POST", "path": "/items/{id}", "operation_id": "add item!", "spec": {}},
+                ],
+            }))
+            .expect("a REST service"),
+        );
+        let server = |name: &str, prefix: &str, filter| tollgate_snapshot::McpServer {
+            id: tollgate_snapshot::ObjectRef::new("tools", name),
+            url: "http://mcp".into(),
+            credential: None,
+            forward_headers: Vec::new(),
+            timeouts: tollgate_snapshot::Timeouts::default(),
+            tool_prefix: prefix.into(),
+            filter,
+        };
+        route.mcp_servers = vec![
+            server(
+                "search",
+                "web_",
+                ToolFilter::Include(vec!["find".into(), "<b>".into()]),
+            ),
+            server(
+                "files",
+                "",
+                ToolFilter::Matching(
+                    tollgate_snapshot::Pattern::new("read_.*").expect("a pattern"),
+                ),
+            ),
+        ];
+        route
+    }
+
+    #[test]
+    fn mcp_tools_are_named_as_the_proxy_serves_them() {
+        let route = route_with_tools();
+        let html = mcp_tools(&route, "https://ai.example.test/shop");
+        let shown: Vec<&str> = html
+            .split("<code class=\"mcp-tool\">")
+            .skip(1)
+            .map(|rest| &rest[..rest.find("</code>").expect("closed")])
+            .collect();
+        let served: Vec<String> = tollgate_snapshot::mcp_tools::route_tools(&route)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(shown, served);
+        assert_eq!(
+            shown,
+            ["summarise", "get_items", "get_items_2", "add_item"],
+            "the second get_items is the operation without an operationId"
+        );
+        assert!(html.contains("<code>https://ai.example.test/shop/mcp</code>"));
+        assert!(html.contains("the prompt API <code>summarise</code>"));
+        assert!(html.contains("<code>POST /api/items/{id}</code>"));
+        // Upstream servers: name, prefix and filter, markup escaped.
+        assert!(html.contains(
+            "<tr><td><code>tools/search</code></td><td><code>web_</code></td>\
+             <td><code>find</code>, <code>&lt;b&gt;</code></td></tr>"
+        ));
+        assert!(html.contains("<tr><td><code>tools/files</code></td><td><span class=\"muted\">none</span></td><td>those whose name matches <code>read_.*</code></td></tr>"));
+        // The catalog counts them.
+        let card = card(&route);
+        assert!(
+            card.contains(
+                "<tr><th>MCP tools</th><td>4 tools at <code>/shop/mcp</code>, and those of 2 upstream MCP servers</td></tr>"
+            ),
+            "{card}"
+        );
+    }
+
+    #[test]
+    fn a_route_without_tools_says_so() {
+        let mut route = route_with_tools();
+        route.prompts.clear();
+        route.rest = None;
+        route.mcp_servers.clear();
+        assert!(mcp_tools(&route, "https://x/shop").contains("None: this API has no"));
+        assert!(!card(&route).contains("MCP tools"));
+    }
 
     #[test]
     fn operations_render_as_readable_html_with_refs_followed() {

@@ -32,6 +32,19 @@ pub fn date(unix: i64) -> String {
         .unwrap_or_else(|_| unix.to_string())
 }
 
+/// `n` with its thousands separated by commas: `128,000`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
 /// The filters a catalog request asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -225,7 +238,16 @@ pub fn card(route: &Route) -> String {
                     )
                 })
                 .unwrap_or_default();
-            format!("<code>{}</code>{price}", esc(&m.name))
+            let window = m
+                .context_window
+                .map(|w| {
+                    format!(
+                        " <span class=\"context\">{} tokens of context</span>",
+                        grouped(w)
+                    )
+                })
+                .unwrap_or_default();
+            format!("<code>{}</code>{price}{window}", esc(&m.name))
         })
         .collect();
     if !models.is_empty() {
@@ -258,6 +280,22 @@ pub fn card(route: &Route) -> String {
             "<tr><th>REST operations</th><td>{}</td></tr>",
             ops.join("<br>")
         );
+    }
+    let own_tools = tollgate_snapshot::mcp_tools::route_tools(route).len();
+    if own_tools > 0 || !route.mcp_servers.is_empty() {
+        let mut tools = format!(
+            "{own_tools} tool{} at <code>{}/mcp</code>",
+            if own_tools == 1 { "" } else { "s" },
+            esc(&route.prefix)
+        );
+        match route.mcp_servers.len() {
+            0 => {}
+            1 => tools.push_str(", and those of 1 upstream MCP server"),
+            n => {
+                let _ = write!(tools, ", and those of {n} upstream MCP servers");
+            }
+        }
+        let _ = write!(out, "<tr><th>MCP tools</th><td>{tools}</td></tr>");
     }
     let mut limits = Vec::new();
     if let Some(r) = route.limits.requests_per_minute {
@@ -328,6 +366,28 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("href=\"/apis/team-a/chat\""));
+    }
+
+    #[test]
+    fn a_card_shows_context_windows_where_known() {
+        let mut r = route("team-a", "chat", Stage::Published, "chat");
+        r.models.push(r.models[0].clone());
+        r.models[0].context_window = Some(128_000);
+        let html = card(&r);
+        assert!(
+            html.contains(
+                "<code>fake-chat</code> <span class=\"context\">128,000 tokens of context</span><br><code>fake-chat</code></td>"
+            ),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn numbers_are_grouped_by_thousands() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(8_192), "8,192");
+        assert_eq!(grouped(1_050_000), "1,050,000");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::secrets::Secrets;
 use super::tenancy::{Grants, HOSTNAMES, PATH_PREFIXES, Tenancy};
 use crate::fx::FxHashMap;
 use crate::model::{Backend, CachePolicy, Route, RouteIdx, RouteModel};
+use crate::prices::price_list;
 use crate::verdict::{Detail, Kind, RouteDetail, Verdict, VerdictCondition};
 
 /// What subscriptions need to know about a route object; the rest they read from the table.
@@ -399,10 +400,18 @@ fn build<'a>(
             if backends.is_empty() {
                 unserved.push(&m.name);
             } else {
+                let context_window = m.context_window.or_else(|| {
+                    let first = &backends[0];
+                    let provider = &refs.providers.providers[first.provider as usize];
+                    price_list()
+                        .lookup(provider.provider_type, &first.upstream_model)
+                        .map(|listed| listed.context)
+                });
                 models.push(RouteModel {
                     name: names.get(&m.name),
                     backends,
                     fallbacks,
+                    context_window,
                 });
             }
         }

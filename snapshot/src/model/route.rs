@@ -53,6 +53,10 @@ pub struct RouteModel {
     pub backends: Vec<Backend>,
     /// Ordered fallbacks.
     pub fallbacks: Vec<Backend>,
+    /// Tokens the model takes (prompt and completion): the route's figure, else the price list's
+    /// for the first backend's model; unknown otherwise.
+    #[serde(default)]
+    pub context_window: Option<u64>,
 }
 
 /// A published API.

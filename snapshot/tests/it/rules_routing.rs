@@ -765,3 +765,40 @@ fn fake_provider_needs_no_key_and_takes_its_behaviour() {
     assert!(p.credentials.is_empty());
     assert!(verdict(&compiled, Kind::ModelProvider, "team-a", "openai").is_true(READY));
 }
+
+#[test]
+fn a_models_context_window_is_the_routes_figure_else_the_price_lists() {
+    let mut inputs = team_a();
+    inputs.providers = vec![openai("team-a", "openai", &["gpt-4o-mini", "house-1"])];
+    inputs.routes = vec![route(
+        "team-a",
+        "chat",
+        json!({ "prefix": "/team-a/chat", "models": [
+            { "name": "listed", "backends": [{ "provider": "openai", "model": "gpt-4o-mini" }] },
+            { "name": "given", "contextWindow": 32000,
+              "backends": [{ "provider": "openai", "model": "gpt-4o-mini" }] },
+            { "name": "unlisted", "backends": [{ "provider": "openai", "model": "house-1" }] },
+        ] }),
+    )];
+    let compiled = run(&inputs);
+    let windows: Vec<(String, Option<u64>)> = compiled.snapshot.content.routes[0]
+        .models
+        .iter()
+        .map(|m| (m.name.to_string(), m.context_window))
+        .collect();
+    // Models come sorted by name.
+    assert_eq!(
+        windows,
+        [
+            ("given".to_string(), Some(32_000)),
+            ("listed".to_string(), Some(128_000)),
+            ("unlisted".to_string(), None),
+        ]
+    );
+    // The route's OpenAPI document says them where it names the models.
+    let doc = tollgate_snapshot::openapi::document(&compiled.snapshot.content.routes[0]);
+    assert_eq!(
+        doc["components"]["schemas"]["ModelName"]["description"],
+        "Context windows, in tokens (prompt and completion together): given 32000, listed 128000."
+    );
+}

@@ -41,7 +41,13 @@ spec:
   approval: Manual
   models:
     - name: fake-chat
+      contextWindow: 8192
       backends: [{{provider: fake}}]
+  prompts:
+    - name: summarise
+      model: fake-chat
+      messages: [{{role: user, content: "Summarise: {{{{text}}}}"}}]
+      variables: [{{name: text}}]
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: AIRoute
@@ -337,6 +343,21 @@ async fn portal_sessions_csrf_escaping_and_draft_visibility() {
     );
     assert!(!catalog.body.contains("<script"), "{}", catalog.body);
     assert!(!catalog.body.contains("secret-plans"), "{}", catalog.body);
+    // The model's context window (from the route's spec) and the route's MCP tools are in its card.
+    assert!(
+        catalog
+            .body
+            .contains("<span class=\"context\">8,192 tokens of context</span>"),
+        "{}",
+        catalog.body
+    );
+    assert!(
+        catalog
+            .body
+            .contains("<tr><th>MCP tools</th><td>1 tool at <code>/chat/mcp</code></td></tr>"),
+        "{}",
+        catalog.body
+    );
     assert!(catalog.body.contains("system:serviceaccount:"));
     assert!(
         !catalog.body.contains(&carol_token),
@@ -781,7 +802,27 @@ async fn portal_request_access_self_approval_denied_approver_approves() {
     assert_eq!(response.status(), 200);
     let answer: Value =
         serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    assert!(answer["result"]["tools"].is_array(), "{answer}");
+    // The API page lists, as its MCP tools, exactly the names tools/list through the proxy returns.
+    let served: Vec<&str> = answer["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {answer}"))
+        .iter()
+        .map(|t| t["name"].as_str().expect("a tool has a name"))
+        .collect();
+    assert_eq!(served, ["summarise"], "{answer}");
+    let shown: Vec<&str> = api
+        .body
+        .split("<code class=\"mcp-tool\">")
+        .skip(1)
+        .map(|rest| &rest[..rest.find("</code>").expect("closed")])
+        .collect();
+    assert_eq!(shown, served, "the API page's MCP tools are the proxy's");
+    assert!(
+        api.body
+            .contains("<tr><th>MCP tools</th><td>1 tool at <code>/chat/mcp</code></td></tr>"),
+        "{}",
+        api.body
+    );
 
     // carol, without rights in the namespace, sees none of its usage: not listed, and each page the
     // same 404 as a missing object.

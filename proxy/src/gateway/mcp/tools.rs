@@ -12,45 +12,15 @@ use tollgate_snapshot::{RestOperation, RestService, Route};
 
 use tollgate_snapshot::openapi::variables_schema;
 
-/// Longest tool name MCP allows.
-const MAX_NAME: usize = 128;
+/// What a route's own tool calls: a prompt API or a REST operation.
+pub use tollgate_snapshot::mcp_tools::ToolTarget as Target;
+/// MCP's rules for a tool name.
+pub use tollgate_snapshot::mcp_tools::tool_name;
 
-/// What a tool calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// The route's prompt API at this index.
-    Prompt(u16),
-    /// The REST service's operation at this index.
-    Rest(u32),
-}
-
-/// The route's tools, in order: prompt APIs, then REST operations. Names are unique: a later tool
-/// whose name is taken gets `_2`, `_3`…; characters MCP does not allow in names become `_`.
+/// The route's tools, in order: prompt APIs, then REST operations, named by
+/// [`tollgate_snapshot::mcp_tools::route_tools`] so the portal lists the names served here.
 pub fn list(route: &Route) -> Vec<(String, Target)> {
-    let mut tools: Vec<(String, Target)> = Vec::new();
-    let mut add = |wanted: String, target: Target| {
-        let mut name = wanted.clone();
-        let mut n = 2;
-        while tools.iter().any(|(taken, _)| *taken == name) {
-            let suffix = format!("_{n}");
-            name = format!("{}{suffix}", truncate(&wanted, MAX_NAME - suffix.len()));
-            n += 1;
-        }
-        tools.push((name, target));
-    };
-    for (i, p) in route.prompts.iter().enumerate() {
-        add(tool_name(&p.name), Target::Prompt(i as u16));
-    }
-    if let Some(rest) = &route.rest {
-        for (i, op) in rest.operations.iter().enumerate() {
-            let wanted = match &op.operation_id {
-                Some(id) => tool_name(id),
-                None => tool_name(&format!("{}{}", op.method.to_ascii_lowercase(), op.path)),
-            };
-            add(wanted, Target::Rest(i as u32));
-        }
-    }
-    tools
+    tollgate_snapshot::mcp_tools::route_tools(route)
 }
 
 /// A route's tool (or prompt) name in the consumer scope: `<route>__<name>`, the route's name
@@ -80,36 +50,13 @@ pub fn unique<T, U>(entries: Vec<(String, T, U)>) -> Vec<(String, T, U)> {
         let mut name = wanted.clone();
         let mut n = 2;
         while taken.contains(&name) {
-            let suffix = format!("_{n}");
-            name = format!("{}{suffix}", truncate(&wanted, MAX_NAME - suffix.len()));
+            name = tollgate_snapshot::mcp_tools::suffixed(&wanted, n);
             n += 1;
         }
         taken.insert(name.clone());
         out.push((name, a, b));
     }
     out
-}
-
-/// `text` with every character MCP does not allow in a tool name made `_`, within 128 characters.
-pub fn tool_name(text: &str) -> String {
-    let name: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let name = name.trim_matches('_');
-    let name = if name.is_empty() { "tool" } else { name };
-    truncate(name, MAX_NAME).to_string()
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    // Tool names are ASCII here, so any byte is a character boundary.
-    &text[..text.len().min(max)]
 }
 
 /// The tool's entry in `tools/list`.

@@ -217,6 +217,7 @@ pub fn model(name: &str, backends: Vec<Backend>, fallbacks: Vec<Backend>) -> Rou
         name: name.into(),
         backends,
         fallbacks,
+        context_window: None,
     }
 }
 
