@@ -93,7 +93,7 @@ const TEXT_KEYS: &[&str] = &[
 ];
 
 /// Every text string of a request document, to `visit`.
-fn texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+pub(super) fn texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     fn walk(value: &mut Value, text: bool, visit: &mut dyn FnMut(&mut String)) {
         match value {
             Value::String(s) if text => visit(s),
@@ -198,7 +198,7 @@ pub fn guard_request(
 /// the Responses API's `text`, a prompt API's `output`).
 const ANSWER_KEYS: &[&str] = &["content", "text", "output"];
 
-fn answer_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+pub(super) fn answer_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     fn walk(value: &mut Value, text: bool, visit: &mut dyn FnMut(&mut String)) {
         match value {
             Value::String(s) if text => visit(s),

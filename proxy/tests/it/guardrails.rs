@@ -39,6 +39,7 @@ fn guardrail(name: &str, applies_to: GuardrailDirection, rules: Vec<GuardRule>) 
         applies_to,
         endpoints: Vec::new(),
         rules,
+        moderations: Vec::new(),
         max_input_chars: None,
         max_input_tokens: None,
         broken: false,

@@ -46,6 +46,7 @@ mod listeners;
 mod mcp;
 mod mcp_federation;
 mod messages_api;
+mod moderation;
 mod prompts;
 mod responses_api;
 mod rest;
