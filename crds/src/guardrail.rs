@@ -43,7 +43,7 @@ pub struct AIGuardrailSpec {
     pub applies_to: GuardrailDirection,
     /// Endpoints whose text is checked. Empty means all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 4))]
+    #[schemars(length(max = 5))]
     pub endpoints: Vec<GuardrailEndpoint>,
     /// The rules, checked in order; the first Reject ends the call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -90,7 +90,14 @@ pub struct GuardrailRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub pattern: Option<String>,
-    /// A moderation service asked about the text (see [`ModerationHook`]).
+    /// A moderation service asked about the text, after the text rules have masked it: a
+    /// `ModelProvider` with OpenAI's moderation API (`POST {endpoint}/moderations`, sent with the
+    /// provider's first key), or a webhook. The webhook's contract: `POST url` with
+    /// `Content-Type: application/json` and `{"texts": ["…"], "direction": "request"|"response",
+    /// "route": "<namespace>/<name>", "endpoint": "chat"|"messages"|"prompts"|"embeddings",
+    /// "guardrail": "<namespace>/<name>", "rule": "<name>"}`; it answers 2xx with
+    /// `{"flagged": true|false, "categories": ["…"]}` (`categories` optional). Any other answer, or
+    /// none within the timeout, is a failure, which `failureMode` decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moderation: Option<ModerationHook>,
     /// What a match does (a moderation rule: what a flagged text does; Mask is refused).
@@ -101,15 +108,7 @@ pub struct GuardrailRule {
     pub mask_as: Option<String>,
 }
 
-/// A moderation service asked about a call's text: a `ModelProvider` with OpenAI's moderation API
-/// (`POST {endpoint}/moderations`, sent with the provider's first key), or a webhook.
-///
-/// The webhook's contract: `POST url` with `Content-Type: application/json` and the body
-/// `{"texts": ["…"], "direction": "request"|"response", "route": "<namespace>/<name>",
-/// "endpoint": "chat"|"messages"|"prompts"|"embeddings", "guardrail": "<namespace>/<name>",
-/// "rule": "<name>"}`; it answers 2xx with `{"flagged": true|false, "categories": ["…"]}`
-/// (`categories` optional). Anything else — another status, another body, no answer within the
-/// timeout — is a failure, which `failureMode` decides.
+/// A moderation service asked about a call's text (the contract is on `GuardrailRule::moderation`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(
     validation = Rule::new("has(self.provider) != has(self.webhook)")
@@ -125,7 +124,7 @@ pub struct ModerationHook {
     /// called with its first key. It must be shared with the guardrail's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ModerationProviderRef>,
-    /// A generic moderation webhook (its JSON contract is above).
+    /// A generic moderation webhook (its JSON contract is in the rule's `moderation` description).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<ModerationWebhook>,
     /// The moderation model asked for. Default `omni-moderation-latest`.
@@ -281,6 +280,9 @@ pub enum GuardrailEndpoint {
     Prompts,
     /// `/v1/embeddings` inputs.
     Embeddings,
+    /// MCP `tools/call` of REST operations and upstream MCP servers' tools: the string values of the
+    /// arguments, and the result's text (prompt tools are model calls: they count as Prompts).
+    Mcp,
 }
 
 /// A guardrail attached to a route or consumer.

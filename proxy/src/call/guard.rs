@@ -32,6 +32,23 @@ pub(super) fn policy(
     endpoint: Endpoint,
     request: bool,
 ) -> Option<Policy> {
+    policy_of(
+        snapshot,
+        route,
+        consumer,
+        guardrail_endpoint(endpoint),
+        request,
+    )
+}
+
+/// [`policy`] for a guardrail endpoint.
+fn policy_of(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    consumer: Option<ConsumerIdx>,
+    endpoint: GuardrailEndpoint,
+    request: bool,
+) -> Option<Policy> {
     let route = &snapshot.content.routes[route as usize].guardrails;
     let consumer = consumer
         .map(|c| &snapshot.content.consumers[c as usize].guardrails[..])
@@ -39,11 +56,7 @@ pub(super) fn policy(
     if route.is_empty() && consumer.is_empty() {
         return None;
     }
-    let policy = Policy::gather(
-        route.iter().chain(consumer),
-        guardrail_endpoint(endpoint),
-        request,
-    );
+    let policy = Policy::gather(route.iter().chain(consumer), endpoint, request);
     (!policy.is_empty()).then_some(policy)
 }
 
@@ -297,6 +310,77 @@ pub fn refuse_unguardable_stream(
     }
     match policy(snapshot, route, call.consumer, endpoint, false) {
         Some(p) if !p.rules.is_empty() => Err(unguardable_stream()),
+        _ => Ok(()),
+    }
+}
+
+/// Every string value in a tool call's arguments (tools take free-form JSON: any string may be text).
+fn argument_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+    match doc {
+        Value::String(s) => visit(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| argument_texts(v, visit)),
+        Value::Object(members) => members.values_mut().for_each(|v| argument_texts(v, visit)),
+        _ => {}
+    }
+}
+
+/// The text of a tool result: `content[].text` and every string of `structuredContent`.
+fn tool_result_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+    if let Some(items) = doc.get_mut("content").and_then(Value::as_array_mut) {
+        for item in items {
+            if let Some(Value::String(s)) = item.get_mut("text") {
+                visit(s);
+            }
+        }
+    }
+    if let Some(structured) = doc.get_mut("structuredContent") {
+        argument_texts(structured, visit);
+    }
+}
+
+/// Checks the arguments of an MCP `tools/call` on `route` (a REST operation's or an upstream MCP
+/// server's tool) against the guardrails of the `Mcp` endpoint: masked in place, or the refusal
+/// (which the MCP endpoint gives as a JSON-RPC error).
+pub fn guard_tool_arguments(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    arguments: &mut Value,
+    call: &mut Call,
+) -> Result<(), ApiError> {
+    let Some(policy) = policy_of(snapshot, route, call.consumer, GuardrailEndpoint::Mcp, true)
+    else {
+        return Ok(());
+    };
+    let mut chars = 0usize;
+    argument_texts(arguments, &mut |s| chars += s.chars().count());
+    policy.admit(chars).map_err(|r| {
+        let error = refused(r);
+        call.fail(error.code);
+        error
+    })?;
+    if !policy.rules.is_empty() {
+        check_document(&policy, arguments, argument_texts, call, "tool call")?;
+    }
+    Ok(())
+}
+
+/// Checks a tool's result on its way back, like [`guard_tool_arguments`] (answer side).
+pub fn guard_tool_result(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    result: &mut Value,
+    call: &mut Call,
+) -> Result<(), ApiError> {
+    match policy_of(
+        snapshot,
+        route,
+        call.consumer,
+        GuardrailEndpoint::Mcp,
+        false,
+    ) {
+        Some(policy) if !policy.rules.is_empty() => {
+            check_document(&policy, result, tool_result_texts, call, "tool result").map(|_| ())
+        }
         _ => Ok(()),
     }
 }

@@ -24,7 +24,9 @@ pub use answer::json;
 pub use ask::{Endpoint, REQUEST_ID};
 pub use body::ResponseBody;
 pub use cache::{CacheConfig, ResponseCache, cached_call};
-pub use guard::{guard_answer, guard_request, refuse_unguardable_stream};
+pub use guard::{
+    guard_answer, guard_request, guard_tool_arguments, guard_tool_result, refuse_unguardable_stream,
+};
 pub use mcp_upstream::{McpFailure, McpUpstreams};
 pub use model_call::route_call;
 pub use moderation::{moderate_answer, moderate_request, refuse_unmoderable_stream};

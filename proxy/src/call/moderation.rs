@@ -60,6 +60,7 @@ fn endpoint_name(endpoint: GuardrailEndpoint) -> &'static str {
         GuardrailEndpoint::Messages => "messages",
         GuardrailEndpoint::Prompts => "prompts",
         GuardrailEndpoint::Embeddings => "embeddings",
+        GuardrailEndpoint::Mcp => "mcp",
     }
 }
 

@@ -45,6 +45,7 @@ mod limits;
 mod listeners;
 mod mcp;
 mod mcp_federation;
+mod mcp_guardrails;
 mod messages_api;
 mod moderation;
 mod prompts;

@@ -95,13 +95,23 @@ pub(super) async fn call_tool(
                 call.fail(e.code);
                 return Err((e.status, refusal(None, &e)));
             }
-            let args = message
+            let mut args = message
                 .params
                 .get("arguments")
                 .cloned()
                 .unwrap_or(json!({}));
+            if let Err(e) = call::guard_tool_arguments(snapshot, owner.route, &mut args, call) {
+                note(call).outcome = "refused";
+                return Err((e.status, refusal(None, &e)));
+            }
             return match federated::call(shared, snapshot, &owner, &args, headers).await {
-                Ok(result) => {
+                Ok(mut result) => {
+                    if let Err(e) =
+                        call::guard_tool_result(snapshot, owner.route, &mut result, call)
+                    {
+                        note(call).outcome = "refused";
+                        return Err((e.status, refusal(None, &e)));
+                    }
                     note(call).outcome = if result["isError"] == true {
                         "tool_error"
                     } else {
@@ -128,9 +138,22 @@ pub(super) async fn call_tool(
             )
             .await
         }
-        Called::Own(Target::Rest(i)) => call_rest(shared, snapshot, admitted, i, args, call, notes)
-            .await
-            .map(ToolResult::Value),
+        Called::Own(Target::Rest(i)) => {
+            let mut guarded = Value::Object(args.clone());
+            match call::guard_tool_arguments(snapshot, route, &mut guarded, call) {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let args = guarded.as_object().unwrap_or(&none);
+                    match call_rest(shared, snapshot, admitted, i, args, call, notes).await {
+                        Ok(mut result) => {
+                            call::guard_tool_result(snapshot, route, &mut result, call)
+                                .map(|()| ToolResult::Value(result))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        }
     };
     match ran {
         Ok(result) => {
@@ -175,6 +198,11 @@ enum Called {
 /// Whether a gateway error refuses the caller (403, 429…) rather than reporting the tool's failure.
 pub(super) fn is_refusal(e: &ApiError) -> bool {
     matches!(e.status.as_u16(), 401 | 403 | 410 | 429)
+        // Guardrails refuse a call as the route's other endpoints do, not as a tool that failed.
+        || matches!(
+            e.code,
+            "content_policy_violation" | "guardrail_unavailable" | "moderation_unavailable"
+        )
 }
 
 #[allow(clippy::too_many_arguments)]
