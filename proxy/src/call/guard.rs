@@ -315,7 +315,7 @@ pub fn refuse_unguardable_stream(
 }
 
 /// Every string value in a tool call's arguments (tools take free-form JSON: any string may be text).
-fn argument_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+pub(super) fn argument_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     match doc {
         Value::String(s) => visit(s),
         Value::Array(items) => items.iter_mut().for_each(|v| argument_texts(v, visit)),
@@ -325,7 +325,7 @@ fn argument_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
 }
 
 /// The text of a tool result: `content[].text` and every string of `structuredContent`.
-fn tool_result_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+pub(super) fn tool_result_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     if let Some(items) = doc.get_mut("content").and_then(Value::as_array_mut) {
         for item in items {
             if let Some(Value::String(s)) = item.get_mut("text") {
@@ -383,4 +383,13 @@ pub fn guard_tool_result(
         }
         _ => Ok(()),
     }
+}
+
+/// Whether the route or the consumer attaches any guardrail (so a caller may skip copying a
+/// document that nothing would check).
+pub fn any_guardrails(snapshot: &Snapshot, route: RouteIdx, consumer: Option<ConsumerIdx>) -> bool {
+    !snapshot.content.routes[route as usize]
+        .guardrails
+        .is_empty()
+        || consumer.is_some_and(|c| !snapshot.content.consumers[c as usize].guardrails.is_empty())
 }

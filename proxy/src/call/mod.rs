@@ -25,11 +25,12 @@ pub use ask::{Endpoint, REQUEST_ID};
 pub use body::ResponseBody;
 pub use cache::{CacheConfig, ResponseCache, cached_call};
 pub use guard::{
-    guard_answer, guard_request, guard_tool_arguments, guard_tool_result, refuse_unguardable_stream,
+    any_guardrails, guard_answer, guard_request, guard_tool_arguments, guard_tool_result,
+    refuse_unguardable_stream,
 };
 pub use mcp_upstream::{McpFailure, McpUpstreams};
 pub use model_call::route_call;
-pub use moderation::{moderate_answer, moderate_request, refuse_unmoderable_stream};
+pub use moderation::{moderate_answer, moderate_request, moderate_tool, refuse_unmoderable_stream};
 pub use record::{Call, McpNote};
 pub use rest::{RestRequest, rest_call};
 pub use shared::{RequestLimits, Shared};

@@ -23,7 +23,9 @@ use tollgate_snapshot::{
 
 use super::ask::Endpoint;
 use super::body::ResponseBody;
-use super::guard::{answer_texts, guardrail_endpoint, rejected, texts};
+use super::guard::{
+    answer_texts, argument_texts, guardrail_endpoint, rejected, texts, tool_result_texts,
+};
 use super::record::Call;
 use super::shared::Shared;
 use crate::error::ApiError;
@@ -161,6 +163,48 @@ pub async fn moderate_answer(
     Ok(http::Response::from_parts(parts, new))
 }
 
+/// Asks the moderation rules of the `Mcp` endpoint about an MCP tool call's arguments (`result`:
+/// false) or its result (true), as [`guard_tool_arguments`](super::guard_tool_arguments) checks them.
+pub async fn moderate_tool(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    doc: &Value,
+    result: bool,
+    call: &mut Call,
+) -> Result<(), ApiError> {
+    let found = rules(
+        snapshot,
+        route,
+        call.consumer,
+        GuardrailEndpoint::Mcp,
+        !result,
+    );
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut doc = doc.clone();
+    let mut collected = Vec::new();
+    let walk = if result {
+        tool_result_texts
+    } else {
+        argument_texts
+    };
+    walk(&mut doc, &mut |s| collected.push(s.clone()));
+    let route_id = snapshot.content.routes[route as usize].id.to_string();
+    let side = if result { "tool result" } else { "tool call" };
+    moderate(
+        shared,
+        &found,
+        &collected,
+        side,
+        &route_id,
+        GuardrailEndpoint::Mcp,
+        call,
+    )
+    .await
+}
+
 /// Asks each rule in turn; the first flagged Reject, or the first failure of a Closed rule, ends it.
 async fn moderate(
     shared: &Shared,
@@ -177,7 +221,7 @@ async fn moderate(
     for (guardrail, rule) in found {
         let guardrail_id = guardrail.to_string();
         let subject = Subject {
-            direction: if side == "request" {
+            direction: if matches!(side, "request" | "tool call") {
                 "request"
             } else {
                 "response"

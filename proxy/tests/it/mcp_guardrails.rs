@@ -1,15 +1,19 @@
 //! Guardrails on MCP `tools/call` (the `Mcp` endpoint): the arguments of a REST operation's tool and
 //! of an upstream MCP server's tool masked before the service or server sees them, a Reject rule on
-//! the arguments or on the result answered as a JSON-RPC error naming the rule (never the text), and
-//! nothing sent upstream when the arguments are refused.
+//! the arguments or on the result answered as a JSON-RPC error naming the rule (never the text),
+//! nothing sent upstream when the arguments are refused, and moderation hooks asked about both.
+
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tollgate_snapshot::{
-    Content, Detector, GuardRule, Guardrail, GuardrailAction, GuardrailDirection,
-    GuardrailEndpoint, Matcher, McpServer, ObjectRef, Pattern, Timeouts, ToolFilter, default_mask,
+    Content, Detector, FailureMode, GuardRule, Guardrail, GuardrailAction, GuardrailDirection,
+    GuardrailEndpoint, Matcher, McpServer, ModerationApi, ModerationRule, ObjectRef, Pattern,
+    Timeouts, ToolFilter, default_mask,
 };
 
 use crate::mcp::{ENDPOINT, KEY, content, modern_at, start_service, text};
+use crate::support::fake_server::{Seen, json_response, serve};
 use crate::support::python::McpUpstream;
 use crate::support::*;
 
@@ -187,4 +191,82 @@ async fn a_reject_rule_on_tool_arguments_or_results_is_a_json_rpc_error_naming_t
         "{message}"
     );
     assert!(!v.to_string().contains("PRJ-1234"), "{v}");
+}
+
+#[tokio::test]
+async fn moderation_hooks_check_tool_arguments_and_results_too() {
+    let server = tokio::task::spawn_blocking(|| McpUpstream::start(2))
+        .await
+        .unwrap();
+    let (base, seen) = start_service().await;
+    // A webhook that flags any text holding `forbidden`.
+    let asked: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let record = asked.clone();
+    let hook = serve(move |req| {
+        let record = record.clone();
+        async move {
+            let req = Seen::read(req).await;
+            record.lock().unwrap().push(req.clone());
+            let flagged = req.body["texts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t.as_str().unwrap().contains("forbidden"));
+            json_response(200, &json!({"flagged": flagged}))
+        }
+    })
+    .await;
+    let mut g = on_tools("moderated", GuardrailDirection::Both, Vec::new());
+    g.moderations = vec![ModerationRule {
+        name: "hook".into(),
+        action: GuardrailAction::Reject,
+        api: ModerationApi::Webhook,
+        url: format!("http://{hook}/check"),
+        credential: None,
+        categories: Vec::new(),
+        threshold_millis: None,
+        timeout_ms: 2_000,
+        failure_mode: FailureMode::Closed,
+    }];
+    let proxy = TestProxy::start(guarded(&base, &server, vec![g])).await;
+
+    let v = call_tool(&proxy, 1, "new_echo", json!({"text": "all clear"})).await;
+    assert_eq!(v["result"]["content"][0]["text"], "all clear", "{v}");
+    let bodies: Vec<Value> = asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.body.clone())
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies[0]["direction"], "request");
+    assert_eq!(bodies[0]["endpoint"], "mcp");
+    assert_eq!(bodies[0]["texts"], json!(["all clear"]));
+    assert_eq!(bodies[1]["direction"], "response");
+    // The result's text content and its structuredContent's strings.
+    let texts = bodies[1]["texts"].as_array().unwrap();
+    assert!(
+        !texts.is_empty() && texts.iter().all(|t| t == "all clear"),
+        "{texts:?}"
+    );
+
+    for (id, tool, arguments) in [
+        (2, "new_echo", json!({"text": "something forbidden"})),
+        (3, "getItem", json!({"id": "forbidden"})),
+    ] {
+        let v = call_tool(&proxy, id, tool, arguments).await;
+        assert_eq!(v["error"]["code"], -32001, "{v}");
+        assert_eq!(
+            v["error"]["data"]["code"], "content_policy_violation",
+            "{v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("hook"),
+            "{v}"
+        );
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the service"
+    );
 }
