@@ -254,6 +254,7 @@ pub async fn guard_answer(
         let format = match endpoint {
             Endpoint::Chat => StreamFormat::OpenAiChat,
             Endpoint::Messages => StreamFormat::AnthropicMessages,
+            Endpoint::Prompt { .. } => StreamFormat::Prompt,
             // Checked before the call (see `refuse_unguardable_stream`): never reached.
             _ => return Err(unguardable_stream()),
         };
@@ -297,7 +298,7 @@ fn unguardable_stream() -> ApiError {
 }
 
 /// Refuses, before anything goes upstream, a stream whose answer guardrails could not check
-/// (prompt APIs and the Responses API stream in formats the answer check does not read yet).
+/// (the Responses API streams in a format the answer check does not read yet).
 pub fn refuse_unguardable_stream(
     snapshot: &Snapshot,
     route: RouteIdx,
@@ -305,7 +306,12 @@ pub fn refuse_unguardable_stream(
     stream: bool,
     call: &Call,
 ) -> Result<(), ApiError> {
-    if !stream || matches!(endpoint, Endpoint::Chat | Endpoint::Messages) {
+    if !stream
+        || matches!(
+            endpoint,
+            Endpoint::Chat | Endpoint::Messages | Endpoint::Prompt { .. }
+        )
+    {
         return Ok(());
     }
     match policy(snapshot, route, call.consumer, endpoint, false) {

@@ -18,6 +18,9 @@ pub enum StreamFormat {
     OpenAiChat,
     /// Anthropic Messages events (`event: …` / `data: {...}`).
     AnthropicMessages,
+    /// A prompt API's events (`event: delta` / `data: {"text"}`, then `event: done`, whose
+    /// `output` a JSON prompt's answer carries whole: its strings are checked there).
+    Prompt,
 }
 
 /// One streamed answer being checked.
@@ -117,6 +120,7 @@ impl AnswerStream {
         match self.format {
             StreamFormat::OpenAiChat => self.openai(text, &data, out),
             StreamFormat::AnthropicMessages => self.anthropic(text, name.as_deref(), &data, out),
+            StreamFormat::Prompt => self.prompt(text, name.as_deref(), &data, out),
         }
     }
 
@@ -139,6 +143,11 @@ impl AnswerStream {
                 out,
                 Some("error"),
                 &json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}),
+            ),
+            StreamFormat::Prompt => write(
+                out,
+                Some("error"),
+                &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "content_policy_violation"}}),
             ),
         }
         for g in self.guards.values() {
@@ -168,6 +177,7 @@ impl AnswerStream {
                     Some("content_block_delta"),
                     &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": rest}}),
                 ),
+                StreamFormat::Prompt => write(out, Some("delta"), &json!({ "text": rest })),
             },
         }
     }
@@ -255,6 +265,60 @@ impl AnswerStream {
         }
     }
 
+    fn prompt(&mut self, raw: &str, name: Option<&str>, data: &str, out: &mut Vec<u8>) {
+        let parsed = serde_json::from_str::<Value>(data).ok();
+        match (name, parsed) {
+            (Some("delta"), Some(mut v)) if v["text"].is_string() => {
+                let text = v["text"].as_str().unwrap_or_default().to_string();
+                match self.guard(0).push(&text) {
+                    Ok(released) if released.is_empty() => {}
+                    Ok(released) => {
+                        v["text"] = Value::String(released);
+                        write(out, Some("delta"), &v);
+                    }
+                    Err(rule) => self.reject(rule, out),
+                }
+            }
+            (Some("done"), Some(mut v)) => {
+                self.finish_all(out);
+                if self.rejected.is_some() {
+                    return;
+                }
+                // A JSON prompt's parsed answer repeats the whole text: its strings are checked
+                // whole, as a non-stream answer's are.
+                if let Some(output) = v.get_mut("output") {
+                    let mut rejected = None;
+                    strings(output, &mut |s| {
+                        if rejected.is_some() {
+                            return;
+                        }
+                        let checked = self.policy.check(s);
+                        for d in checked.decisions.iter() {
+                            if !self.decisions.contains(d) {
+                                self.decisions.push(d.clone());
+                            }
+                        }
+                        match checked.rejected {
+                            Some(rule) => rejected = Some(rule),
+                            None if !checked.masks.is_empty() => *s = checked.masked(s),
+                            None => {}
+                        }
+                    });
+                    if let Some(rule) = rejected {
+                        return self.reject(rule, out);
+                    }
+                }
+                write(out, Some("done"), &v);
+            }
+            _ => {
+                if self.rejected.is_none() {
+                    out.extend_from_slice(raw.as_bytes());
+                    out.extend_from_slice(b"\n\n");
+                }
+            }
+        }
+    }
+
     fn finish_all(&mut self, out: &mut Vec<u8>) {
         let indexes: Vec<u64> = self.guards.keys().copied().collect();
         for index in indexes {
@@ -275,6 +339,16 @@ fn write(out: &mut Vec<u8>, event: Option<&str>, data: &Value) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(data.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
+}
+
+/// Every string in a JSON value, to `visit`.
+fn strings(value: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+    match value {
+        Value::String(s) => visit(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| strings(v, visit)),
+        Value::Object(members) => members.values_mut().for_each(|v| strings(v, visit)),
+        _ => {}
+    }
 }
 
 /// Where the first complete event ends, and the length of its separator.
@@ -352,6 +426,51 @@ mod tests {
         let shown = String::from_utf8_lossy(&out);
         assert!(shown.ends_with("data: [DONE]\n\n"), "{shown}");
         assert!(!shown.contains("example"), "{shown}");
+    }
+
+    #[test]
+    fn a_prompt_stream_split_at_every_byte_comes_out_masked_and_a_json_output_is_masked_whole() {
+        let mut input = Vec::new();
+        for piece in ["{\"to\": \"bob@", "example.com\"", "}"] {
+            write(&mut input, Some("delta"), &json!({ "text": piece }));
+        }
+        write(
+            &mut input,
+            Some("done"),
+            &json!({"id": "p", "model": "m", "finish_reason": "stop",
+                    "output": {"to": "bob@example.com"}}),
+        );
+        let mut answer = AnswerStream::new(StreamFormat::Prompt, policy(GuardrailAction::Mask));
+        let mut out = Vec::new();
+        for b in &input {
+            out.extend(answer.feed(std::slice::from_ref(b)));
+        }
+        out.extend(answer.finish());
+        let shown = String::from_utf8_lossy(&out);
+        let text: String = shown
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("event: delta\ndata: "))
+            .map(|d| {
+                serde_json::from_str::<Value>(d).unwrap()["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(text, "{\"to\": \"[EMAIL]\"}");
+        assert!(shown.contains(r#""output":{"to":"[EMAIL]"}"#), "{shown}");
+        assert!(!shown.contains("example"), "{shown}");
+
+        let mut answer = AnswerStream::new(StreamFormat::Prompt, policy(GuardrailAction::Reject));
+        let mut out = answer.feed(&input);
+        out.extend(answer.finish());
+        let shown = String::from_utf8_lossy(&out);
+        assert!(shown.contains("event: error\n"), "{shown}");
+        assert!(shown.contains("content_policy_violation"), "{shown}");
+        assert!(
+            !shown.contains("event: done") && !shown.contains("bob@"),
+            "{shown}"
+        );
     }
 
     #[test]
