@@ -255,6 +255,7 @@ pub async fn guard_answer(
             Endpoint::Chat => StreamFormat::OpenAiChat,
             Endpoint::Messages => StreamFormat::AnthropicMessages,
             Endpoint::Prompt { .. } => StreamFormat::Prompt,
+            Endpoint::Responses => StreamFormat::Responses,
             // Checked before the call (see `refuse_unguardable_stream`): never reached.
             _ => return Err(unguardable_stream()),
         };
@@ -297,8 +298,8 @@ fn unguardable_stream() -> ApiError {
     )
 }
 
-/// Refuses, before anything goes upstream, a stream whose answer guardrails could not check
-/// (the Responses API streams in a format the answer check does not read yet).
+/// Refuses, before anything goes upstream, a stream whose answer guardrails could not check (every
+/// model endpoint's stream is read now; kept for endpoints added later).
 pub fn refuse_unguardable_stream(
     snapshot: &Snapshot,
     route: RouteIdx,
@@ -309,7 +310,7 @@ pub fn refuse_unguardable_stream(
     if !stream
         || matches!(
             endpoint,
-            Endpoint::Chat | Endpoint::Messages | Endpoint::Prompt { .. }
+            Endpoint::Chat | Endpoint::Messages | Endpoint::Prompt { .. } | Endpoint::Responses
         )
     {
         return Ok(());

@@ -21,6 +21,11 @@ pub enum StreamFormat {
     /// A prompt API's events (`event: delta` / `data: {"text"}`, then `event: done`, whose
     /// `output` a JSON prompt's answer carries whole: its strings are checked there).
     Prompt,
+    /// Responses API events: `response.output_text.delta`s through the window per output and
+    /// content index, the `text` of every other event (the `….done` events and
+    /// `response.completed` repeat the whole text) checked whole, and `sequence_number`s counted
+    /// again since held text may need an event of its own.
+    Responses,
 }
 
 /// One streamed answer being checked.
@@ -33,6 +38,8 @@ pub struct AnswerStream {
     rejected: Option<Arc<str>>,
     /// Decisions of guards already finished.
     decisions: Vec<Decision>,
+    /// The next `sequence_number` (Responses).
+    sequence: u64,
 }
 
 impl AnswerStream {
@@ -45,6 +52,7 @@ impl AnswerStream {
             buffer: Vec::new(),
             rejected: None,
             decisions: Vec::new(),
+            sequence: 0,
         }
     }
 
@@ -121,6 +129,7 @@ impl AnswerStream {
             StreamFormat::OpenAiChat => self.openai(text, &data, out),
             StreamFormat::AnthropicMessages => self.anthropic(text, name.as_deref(), &data, out),
             StreamFormat::Prompt => self.prompt(text, name.as_deref(), &data, out),
+            StreamFormat::Responses => self.responses(text, name.as_deref(), &data, out),
         }
     }
 
@@ -149,6 +158,11 @@ impl AnswerStream {
                 Some("error"),
                 &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "content_policy_violation"}}),
             ),
+            StreamFormat::Responses => {
+                let data = json!({"type": "error", "code": "content_policy_violation", "message": message, "param": null, "sequence_number": self.sequence});
+                self.sequence += 1;
+                write(out, Some("error"), &data);
+            }
         }
         for g in self.guards.values() {
             self.decisions.extend(g.decisions().cloned());
@@ -178,6 +192,15 @@ impl AnswerStream {
                     &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": rest}}),
                 ),
                 StreamFormat::Prompt => write(out, Some("delta"), &json!({ "text": rest })),
+                // Held text of a Responses stream is sent by `responses`, which knows the item.
+                StreamFormat::Responses => {
+                    let (output, content) = (index >> 32, index & 0xffff_ffff);
+                    let data = json!({"type": "response.output_text.delta", "output_index": output,
+                                      "content_index": content, "delta": rest, "logprobs": [],
+                                      "sequence_number": self.sequence});
+                    self.sequence += 1;
+                    write(out, Some("response.output_text.delta"), &data);
+                }
             },
         }
     }
@@ -319,6 +342,86 @@ impl AnswerStream {
         }
     }
 
+    fn responses(&mut self, raw: &str, name: Option<&str>, data: &str, out: &mut Vec<u8>) {
+        let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+            if self.rejected.is_none() {
+                out.extend_from_slice(raw.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+            return;
+        };
+        let kind = v["type"].as_str().or(name).unwrap_or_default().to_string();
+        let index = (v["output_index"].as_u64().unwrap_or(0) << 32)
+            | (v["content_index"].as_u64().unwrap_or(0) & 0xffff_ffff);
+        if kind == "response.output_text.delta" {
+            let text = v["delta"].as_str().unwrap_or_default().to_string();
+            match self.guard(index).push(&text) {
+                Ok(released) if released.is_empty() => return,
+                Ok(released) => v["delta"] = Value::String(released),
+                Err(rule) => return self.reject(rule, out),
+            }
+        } else {
+            if kind == "response.output_text.done"
+                && let Some(mut guard) = self.guards.remove(&index)
+            {
+                let rest = guard.finish();
+                self.decisions.extend(guard.decisions().cloned());
+                match rest {
+                    Err(rule) => return self.reject(rule, out),
+                    Ok(rest) if rest.is_empty() => {}
+                    // The held text, under the item's id like the deltas before it.
+                    Ok(rest) => {
+                        let held = json!({"type": "response.output_text.delta",
+                                          "item_id": v["item_id"], "output_index": v["output_index"],
+                                          "content_index": v["content_index"], "delta": rest,
+                                          "logprobs": [], "sequence_number": self.sequence});
+                        self.sequence += 1;
+                        write(out, Some("response.output_text.delta"), &held);
+                    }
+                }
+            } else if kind == "response.completed" || kind == "response.incomplete" {
+                self.finish_all(out);
+            }
+            if self.rejected.is_some() {
+                return;
+            }
+            // The whole text again: checked whole, as a non-stream answer's is.
+            if let Some(rule) = self.check_texts(&mut v) {
+                return self.reject(rule, out);
+            }
+        }
+        if v.get("sequence_number").is_some() {
+            v["sequence_number"] = self.sequence.into();
+            self.sequence += 1;
+        }
+        write(out, Some(&kind), &v);
+    }
+
+    /// Checks every string under a `text` member of `value` whole, masking in place; the first
+    /// Reject rule, if one matched.
+    fn check_texts(&mut self, value: &mut Value) -> Option<Arc<str>> {
+        let mut rejected = None;
+        let policy = Arc::clone(&self.policy);
+        let decisions = &mut self.decisions;
+        texts_under(value, false, &mut |s| {
+            if rejected.is_some() {
+                return;
+            }
+            let checked = policy.check(s);
+            for d in &checked.decisions {
+                if !decisions.contains(d) {
+                    decisions.push(d.clone());
+                }
+            }
+            match checked.rejected {
+                Some(rule) => rejected = Some(rule),
+                None if !checked.masks.is_empty() => *s = checked.masked(s),
+                None => {}
+            }
+        });
+        rejected
+    }
+
     fn finish_all(&mut self, out: &mut Vec<u8>) {
         let indexes: Vec<u64> = self.guards.keys().copied().collect();
         for index in indexes {
@@ -339,6 +442,20 @@ fn write(out: &mut Vec<u8>, event: Option<&str>, data: &Value) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(data.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
+}
+
+/// Every string under a `text` member of a JSON value, to `visit`.
+fn texts_under(value: &mut Value, text: bool, visit: &mut dyn FnMut(&mut String)) {
+    match value {
+        Value::String(s) if text => visit(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| texts_under(v, text, visit)),
+        Value::Object(members) => {
+            for (key, v) in members.iter_mut() {
+                texts_under(v, text || key == "text", visit);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Every string in a JSON value, to `visit`.

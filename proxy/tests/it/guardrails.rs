@@ -432,3 +432,81 @@ async fn a_streamed_prompt_answer_is_masked_and_a_reject_ends_it_with_an_error_e
     assert!(!events.iter().any(|(n, _)| n == "done"));
     assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
 }
+
+/// As `answering`, behind an OpenAI-compatible provider, whose Responses calls are translated to chat
+/// completions (an `OpenAI` provider is sent them as they are).
+async fn answering_translated(route: Vec<Guardrail>) -> (FakeServer, TestProxy) {
+    let fake = azure_fake::start_openai(UPSTREAM_KEY).await;
+    let endpoint = format!("{}/v1", fake.url());
+    let provider = typed(
+        ProviderType::OpenAICompatible,
+        &endpoint,
+        UPSTREAM_KEY,
+        "up-model",
+    );
+    let mut content: Content = table(vec![provider], "up-model");
+    content.routes[0].guardrails = route;
+    let pieces: Vec<String> = ANSWER.chars().map(String::from).collect();
+    fake.set(|c| c.pieces = pieces);
+    (fake, TestProxy::start(content).await)
+}
+
+#[tokio::test]
+async fn a_streamed_responses_answer_is_masked_in_its_deltas_and_in_every_whole_text_event() {
+    let url = "/team-a/chat/v1/responses";
+    let body = json!({"model": "front-model", "input": "hi", "stream": true});
+    let (_fake, proxy) = answering_translated(vec![answers_masking()]).await;
+    let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
+    reply.assert_status(200);
+    let shown = String::from_utf8_lossy(&reply.body).to_string();
+    assert!(
+        !shown.contains("alice") && !shown.contains("4111"),
+        "{shown}"
+    );
+    let events = prompt_events(&reply.body);
+    let text: String = events
+        .iter()
+        .filter(|(name, _)| name == "response.output_text.delta")
+        .filter_map(|(_, d)| d["delta"].as_str())
+        .collect();
+    assert_eq!(text, MASKED);
+    let of = |name: &str| &events.iter().find(|(n, _)| n == name).unwrap().1;
+    assert_eq!(of("response.output_text.done")["text"], MASKED);
+    assert_eq!(
+        of("response.completed")["response"]["output"][0]["content"][0]["text"],
+        MASKED
+    );
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..events.len() as u64).collect::<Vec<_>>());
+    for (name, d) in &events {
+        if name == "response.output_text.delta" {
+            assert!(d["item_id"].is_string(), "{d}");
+        }
+    }
+
+    let rejecting = guardrail(
+        "answers",
+        GuardrailDirection::Response,
+        vec![detector(
+            "cards",
+            Detector::CreditCard,
+            GuardrailAction::Reject,
+        )],
+    );
+    let (_fake, proxy) = answering_translated(vec![rejecting]).await;
+    let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
+    reply.assert_status(200);
+    let events = prompt_events(&reply.body);
+    let (name, last) = events.last().unwrap();
+    assert_eq!(name, "error", "{events:?}");
+    assert_eq!(last["code"], "content_policy_violation");
+    assert!(
+        last["message"].as_str().unwrap().contains("cards"),
+        "{last}"
+    );
+    assert!(!events.iter().any(|(n, _)| n == "response.completed"));
+    assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
+}
