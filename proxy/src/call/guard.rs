@@ -264,18 +264,9 @@ pub async fn guard_answer(
             .guard_with(AnswerStream::new(format, Arc::new(policy)));
         return Ok(response);
     }
-    let body = response.body_mut().read_answer(call).await.map_err(|_| {
-        ApiError::upstream(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            "The provider's answer broke off before it was complete.",
-        )
-    })?;
+    let body = read_whole_answer(&mut response, call).await?;
     let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
-        let (parts, mut old) = response.into_parts();
-        let mut new = super::body::ResponseBody::full(Bytes::from(body));
-        old.hand_copy_to(&mut new);
-        return Ok(http::Response::from_parts(parts, new));
+        return Ok(with_body(response, Bytes::from(body)));
     };
     let changed = check_document(&policy, &mut doc, answer_texts, call, "answer")?;
     // Unchanged answers keep their own bytes.
@@ -284,11 +275,34 @@ pub async fn guard_answer(
     } else {
         Bytes::from(body)
     };
+    Ok(with_body(response, bytes))
+}
+
+/// Reads a whole (non-stream) answer's body; the call record takes its usage on the way.
+pub(super) async fn read_whole_answer(
+    response: &mut http::Response<super::body::ResponseBody>,
+    call: &mut Call,
+) -> Result<Vec<u8>, ApiError> {
+    response.body_mut().read_answer(call).await.map_err(|_| {
+        ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "The provider's answer broke off before it was complete.",
+        )
+    })
+}
+
+/// `response` with `bytes` for its body (read by [`read_whole_answer`]), the cache's copy handed to
+/// the new body, and `Content-Length` dropped since masking may have changed the length.
+pub(super) fn with_body(
+    response: http::Response<super::body::ResponseBody>,
+    bytes: Bytes,
+) -> http::Response<super::body::ResponseBody> {
     let (mut parts, mut old) = response.into_parts();
     parts.headers.remove(http::header::CONTENT_LENGTH);
     let mut new = super::body::ResponseBody::full(bytes);
     old.hand_copy_to(&mut new);
-    Ok(http::Response::from_parts(parts, new))
+    http::Response::from_parts(parts, new)
 }
 
 fn unguardable_stream() -> ApiError {

@@ -24,7 +24,8 @@ use tollgate_snapshot::{
 use super::ask::Endpoint;
 use super::body::ResponseBody;
 use super::guard::{
-    answer_texts, argument_texts, guardrail_endpoint, rejected, texts, tool_result_texts,
+    answer_texts, argument_texts, guardrail_endpoint, read_whole_answer, rejected, texts,
+    tool_result_texts, with_body,
 };
 use super::record::Call;
 use super::shared::Shared;
@@ -144,23 +145,14 @@ pub async fn moderate_answer(
     if found.is_empty() {
         return Ok(response);
     }
-    let body = response.body_mut().read_answer(call).await.map_err(|_| {
-        ApiError::upstream(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            "The provider's answer broke off before it was complete.",
-        )
-    })?;
+    let body = read_whole_answer(&mut response, call).await?;
     if let Ok(mut doc) = serde_json::from_slice::<Value>(&body) {
         let mut collected = Vec::new();
         answer_texts(&mut doc, &mut |s| collected.push(s.clone()));
         let route_id = snapshot.content.routes[route as usize].id.to_string();
         moderate(shared, &found, &collected, "answer", &route_id, side, call).await?;
     }
-    let (parts, mut old) = response.into_parts();
-    let mut new = ResponseBody::full(Bytes::from(body));
-    old.hand_copy_to(&mut new);
-    Ok(http::Response::from_parts(parts, new))
+    Ok(with_body(response, Bytes::from(body)))
 }
 
 /// Asks the moderation rules of the `Mcp` endpoint about an MCP tool call's arguments (`result`:

@@ -368,11 +368,16 @@ fn prompt_events(body: &[u8]) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// A prompt API `ask` on the route whose upstream answers `ANSWER` a character at a time.
-async fn prompting(route: Vec<Guardrail>) -> (FakeServer, TestProxy) {
+/// The route in front of the recording fake as a provider of `provider_type`, answering `ANSWER` a
+/// character at a time, with the prompt API `ask` (an `OpenAI` provider is sent Responses calls as
+/// they are; an `OpenAICompatible` one gets them translated to chat completions).
+async fn answering_as(
+    provider_type: ProviderType,
+    route: Vec<Guardrail>,
+) -> (FakeServer, TestProxy) {
     let fake = azure_fake::start_openai(UPSTREAM_KEY).await;
     let endpoint = format!("{}/v1", fake.url());
-    let provider = typed(ProviderType::OpenAI, &endpoint, UPSTREAM_KEY, "up-model");
+    let provider = typed(provider_type, &endpoint, UPSTREAM_KEY, "up-model");
     let mut content: Content = table(vec![provider], "up-model");
     let spec: tollgate_crds::PromptApi = serde_json::from_value(json!({
         "name": "ask", "model": "front-model",
@@ -392,7 +397,7 @@ async fn prompting(route: Vec<Guardrail>) -> (FakeServer, TestProxy) {
 async fn a_streamed_prompt_answer_is_masked_and_a_reject_ends_it_with_an_error_event() {
     let url = "/team-a/chat/prompts/ask";
     let body = json!({"variables": {"question": "hi"}, "stream": true});
-    let (_fake, proxy) = prompting(vec![answers_masking()]).await;
+    let (_fake, proxy) = answering_as(ProviderType::OpenAI, vec![answers_masking()]).await;
     let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
     reply.assert_status(200);
     let events = prompt_events(&reply.body);
@@ -418,7 +423,7 @@ async fn a_streamed_prompt_answer_is_masked_and_a_reject_ends_it_with_an_error_e
             GuardrailAction::Reject,
         )],
     );
-    let (_fake, proxy) = prompting(vec![rejecting]).await;
+    let (_fake, proxy) = answering_as(ProviderType::OpenAI, vec![rejecting]).await;
     let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
     reply.assert_status(200);
     let events = prompt_events(&reply.body);
@@ -433,29 +438,12 @@ async fn a_streamed_prompt_answer_is_masked_and_a_reject_ends_it_with_an_error_e
     assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
 }
 
-/// As `answering`, behind an OpenAI-compatible provider, whose Responses calls are translated to chat
-/// completions (an `OpenAI` provider is sent them as they are).
-async fn answering_translated(route: Vec<Guardrail>) -> (FakeServer, TestProxy) {
-    let fake = azure_fake::start_openai(UPSTREAM_KEY).await;
-    let endpoint = format!("{}/v1", fake.url());
-    let provider = typed(
-        ProviderType::OpenAICompatible,
-        &endpoint,
-        UPSTREAM_KEY,
-        "up-model",
-    );
-    let mut content: Content = table(vec![provider], "up-model");
-    content.routes[0].guardrails = route;
-    let pieces: Vec<String> = ANSWER.chars().map(String::from).collect();
-    fake.set(|c| c.pieces = pieces);
-    (fake, TestProxy::start(content).await)
-}
-
 #[tokio::test]
 async fn a_streamed_responses_answer_is_masked_in_its_deltas_and_in_every_whole_text_event() {
     let url = "/team-a/chat/v1/responses";
     let body = json!({"model": "front-model", "input": "hi", "stream": true});
-    let (_fake, proxy) = answering_translated(vec![answers_masking()]).await;
+    let (_fake, proxy) =
+        answering_as(ProviderType::OpenAICompatible, vec![answers_masking()]).await;
     let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
     reply.assert_status(200);
     let shown = String::from_utf8_lossy(&reply.body).to_string();
@@ -496,7 +484,7 @@ async fn a_streamed_responses_answer_is_masked_in_its_deltas_and_in_every_whole_
             GuardrailAction::Reject,
         )],
     );
-    let (_fake, proxy) = answering_translated(vec![rejecting]).await;
+    let (_fake, proxy) = answering_as(ProviderType::OpenAICompatible, vec![rejecting]).await;
     let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
     reply.assert_status(200);
     let events = prompt_events(&reply.body);

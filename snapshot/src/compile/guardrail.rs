@@ -14,7 +14,7 @@ use tollgate_crds::{
 
 use super::objects::{Item, sentences};
 use super::provider::ProviderTable;
-use super::rest::header_credential;
+use super::rest::{header_credential, normalize_url};
 use super::secrets::Secrets;
 use crate::duration::parse_duration_ms;
 use crate::fx::{FxHashMap, map_with_capacity};
@@ -270,37 +270,21 @@ fn moderation(
     })
 }
 
-/// A webhook's URL: `http(s)://host[:port][/path]`, no user info, query or fragment.
+/// A webhook's URL, as given: checked as REST and MCP URLs are (`http(s)://host[:port][/path]`, no
+/// user info, query or fragment), and without characters no URI may hold, so the proxy can send to it.
 fn webhook_url(given: &str) -> Result<String, String> {
-    let bad = || {
-        format!(
-            "the webhook URL {given:?} is not an http:// or https:// URL with a host and no query, fragment or user info"
-        )
-    };
-    let rest = given
-        .strip_prefix("https://")
-        .or_else(|| given.strip_prefix("http://"))
-        .ok_or_else(bad)?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty()
-        || host.starts_with(':')
-        || given.contains(['?', '#', '@'])
-        || given.bytes().any(|b| !(b'!'..=b'~').contains(&b))
-        || http_uri_invalid(given)
-    {
-        return Err(bad());
-    }
-    Ok(given.to_string())
-}
-
-/// Whether a URL has characters no URI may hold (so the proxy could not send to it).
-fn http_uri_invalid(url: &str) -> bool {
-    url.bytes().any(|b| {
+    let uri_safe = !given.bytes().any(|b| {
         matches!(
             b,
             b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
         )
-    })
+    });
+    match normalize_url(given) {
+        Ok(_) if uri_safe => Ok(given.to_string()),
+        _ => Err(format!(
+            "the webhook URL {given:?} is not an http:// or https:// URL with a host and no query, fragment or user info"
+        )),
+    }
 }
 
 /// The guardrail's own status: `Accepted`, with every problem when it is not.

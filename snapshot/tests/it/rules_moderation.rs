@@ -169,6 +169,11 @@ fn a_bad_webhook_url_a_missing_secret_a_timeout_out_of_bounds_and_a_masking_hook
             "is not an http:// or https:// URL",
         ),
         (
+            json!({ "webhook": { "url": "https://m.example.com/{hook}" } }),
+            "Reject",
+            "is not an http:// or https:// URL",
+        ),
+        (
             json!({ "webhook": { "url": "https://m.example.com",
                                  "credentials": { "secretRef": { "name": "absent" } } } }),
             "Reject",
