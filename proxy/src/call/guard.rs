@@ -256,8 +256,8 @@ pub async fn guard_answer(
             Endpoint::Messages => StreamFormat::AnthropicMessages,
             Endpoint::Prompt { .. } => StreamFormat::Prompt,
             Endpoint::Responses => StreamFormat::Responses,
-            // Checked before the call (see `refuse_unguardable_stream`): never reached.
-            _ => return Err(unguardable_stream()),
+            // Embeddings and token counts do not stream (and returned above).
+            Endpoint::Embeddings | Endpoint::CountTokens => return Ok(response),
         };
         response
             .body_mut()
@@ -303,36 +303,6 @@ pub(super) fn with_body(
     let mut new = super::body::ResponseBody::full(bytes);
     old.hand_copy_to(&mut new);
     http::Response::from_parts(parts, new)
-}
-
-fn unguardable_stream() -> ApiError {
-    ApiError::bad_request(
-        "stream_not_supported",
-        "This API's guardrails check answers, and streamed answers of this endpoint cannot be checked yet: call it without stream.",
-    )
-}
-
-/// Refuses, before anything goes upstream, a stream whose answer guardrails could not check (every
-/// model endpoint's stream is read now; kept for endpoints added later).
-pub fn refuse_unguardable_stream(
-    snapshot: &Snapshot,
-    route: RouteIdx,
-    endpoint: Endpoint,
-    stream: bool,
-    call: &Call,
-) -> Result<(), ApiError> {
-    if !stream
-        || matches!(
-            endpoint,
-            Endpoint::Chat | Endpoint::Messages | Endpoint::Prompt { .. } | Endpoint::Responses
-        )
-    {
-        return Ok(());
-    }
-    match policy(snapshot, route, call.consumer, endpoint, false) {
-        Some(p) if !p.rules.is_empty() => Err(unguardable_stream()),
-        _ => Ok(()),
-    }
 }
 
 /// Every string value in a tool call's arguments (tools take free-form JSON: any string may be text).

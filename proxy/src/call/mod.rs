@@ -26,7 +26,6 @@ pub use body::ResponseBody;
 pub use cache::{CacheConfig, ResponseCache, cached_call};
 pub use guard::{
     any_guardrails, guard_answer, guard_request, guard_tool_arguments, guard_tool_result,
-    refuse_unguardable_stream,
 };
 pub use mcp_upstream::{McpFailure, McpUpstreams};
 pub use model_call::route_call;

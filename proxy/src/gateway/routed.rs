@@ -51,7 +51,6 @@ pub(super) async fn model_call(
         notes,
     )
     .await?;
-    call::refuse_unguardable_stream(snapshot, admitted.route, endpoint, call.stream, call)?;
     let response = call::cached_call(shared, snapshot, routed, headers, call).await?;
     let response = call::guard_answer(snapshot, admitted.route, endpoint, response, call).await?;
     call::moderate_answer(shared, snapshot, admitted.route, endpoint, response, call).await

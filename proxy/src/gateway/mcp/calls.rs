@@ -187,7 +187,6 @@ enum Called {
     Upstream(federated::Owner),
 }
 
-/// Whether a gateway error refuses the caller (403, 429…) rather than reporting the tool's failure.
 /// The `Mcp` endpoint's guardrails on a tool call's arguments (`result`: false) or result (true):
 /// the text rules (masking in place), then the moderation hooks.
 async fn check_tool_text(
@@ -228,6 +227,7 @@ async fn guarded_rest(
     Ok(result)
 }
 
+/// Whether a gateway error refuses the caller (403, 429…) rather than reporting the tool's failure.
 pub(super) fn is_refusal(e: &ApiError) -> bool {
     matches!(e.status.as_u16(), 401 | 403 | 410 | 429)
         // Guardrails refuse a call as the route's other endpoints do, not as a tool that failed.
