@@ -133,6 +133,7 @@ impl Proxy {
             retries: upstream::balance::RetryBudgets::new(),
             mcp_session_key: config.mcp_session_key.unwrap_or_else(random_key),
             mcp_upstreams: call::McpUpstreams::new(),
+            moderation: upstream::ModerationPool::new(),
         });
         Self { config, shared }
     }

@@ -156,6 +156,7 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
     let provider = |spec: &str| object("ModelProvider", spec);
     let consumer = |spec: &str| object("Consumer", spec);
     let sub = |spec: &str| object("ApiSubscription", spec);
+    let guardrail = |rule: &str| object("AIGuardrail", &format!("  rules:\n  - name: r\n{rule}"));
     let models = "  models: [{name: m, backends: [{provider: p}]}]\n";
     vec![
         (
@@ -373,6 +374,46 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
                 "  prefix: /x\n{models}  cache: {{maxEntryBytes: 0}}\n"
             )),
             "spec.cache.maxEntryBytes: Invalid value",
+        ),
+        (
+            "guardrail rule with a pattern and a moderation hook",
+            guardrail(
+                "    pattern: x\n    action: Reject\n    moderation: {provider: {name: openai}}\n",
+            ),
+            "a rule has exactly one of detector, pattern and moderation",
+        ),
+        (
+            "moderation rule that masks",
+            guardrail("    action: Mask\n    moderation: {provider: {name: openai}}\n"),
+            "a moderation rule rejects or monitors: it has nothing to mask",
+        ),
+        (
+            "moderation hook with a provider and a webhook",
+            guardrail(
+                "    action: Reject\n    moderation: {provider: {name: openai}, webhook: {url: 'https://m.example.com'}}\n",
+            ),
+            "a moderation hook has exactly one of provider and webhook",
+        ),
+        (
+            "moderation webhook with a threshold",
+            guardrail(
+                "    action: Reject\n    moderation: {webhook: {url: 'https://m.example.com'}, threshold: 0.5}\n",
+            ),
+            "threshold compares a provider's category scores",
+        ),
+        (
+            "moderation webhook URL that is not http",
+            guardrail(
+                "    action: Reject\n    moderation: {webhook: {url: 'ftp://m.example.com'}}\n",
+            ),
+            "spec.rules[0].moderation.webhook.url: Invalid value",
+        ),
+        (
+            "unknown moderation failure mode",
+            guardrail(
+                "    action: Reject\n    moderation: {provider: {name: openai}, failureMode: Maybe}\n",
+            ),
+            "Unsupported value: \"Maybe\"",
         ),
     ]
 }

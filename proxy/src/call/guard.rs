@@ -32,6 +32,23 @@ pub(super) fn policy(
     endpoint: Endpoint,
     request: bool,
 ) -> Option<Policy> {
+    policy_of(
+        snapshot,
+        route,
+        consumer,
+        guardrail_endpoint(endpoint),
+        request,
+    )
+}
+
+/// [`policy`] for a guardrail endpoint.
+fn policy_of(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    consumer: Option<ConsumerIdx>,
+    endpoint: GuardrailEndpoint,
+    request: bool,
+) -> Option<Policy> {
     let route = &snapshot.content.routes[route as usize].guardrails;
     let consumer = consumer
         .map(|c| &snapshot.content.consumers[c as usize].guardrails[..])
@@ -39,11 +56,7 @@ pub(super) fn policy(
     if route.is_empty() && consumer.is_empty() {
         return None;
     }
-    let policy = Policy::gather(
-        route.iter().chain(consumer),
-        guardrail_endpoint(endpoint),
-        request,
-    );
+    let policy = Policy::gather(route.iter().chain(consumer), endpoint, request);
     (!policy.is_empty()).then_some(policy)
 }
 
@@ -93,7 +106,7 @@ const TEXT_KEYS: &[&str] = &[
 ];
 
 /// Every text string of a request document, to `visit`.
-fn texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+pub(super) fn texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     fn walk(value: &mut Value, text: bool, visit: &mut dyn FnMut(&mut String)) {
         match value {
             Value::String(s) if text => visit(s),
@@ -198,7 +211,7 @@ pub fn guard_request(
 /// the Responses API's `text`, a prompt API's `output`).
 const ANSWER_KEYS: &[&str] = &["content", "text", "output"];
 
-fn answer_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+pub(super) fn answer_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     fn walk(value: &mut Value, text: bool, visit: &mut dyn FnMut(&mut String)) {
         match value {
             Value::String(s) if text => visit(s),
@@ -241,26 +254,19 @@ pub async fn guard_answer(
         let format = match endpoint {
             Endpoint::Chat => StreamFormat::OpenAiChat,
             Endpoint::Messages => StreamFormat::AnthropicMessages,
-            // Checked before the call (see `refuse_unguardable_stream`): never reached.
-            _ => return Err(unguardable_stream()),
+            Endpoint::Prompt { .. } => StreamFormat::Prompt,
+            Endpoint::Responses => StreamFormat::Responses,
+            // Embeddings and token counts do not stream (and returned above).
+            Endpoint::Embeddings | Endpoint::CountTokens => return Ok(response),
         };
         response
             .body_mut()
             .guard_with(AnswerStream::new(format, Arc::new(policy)));
         return Ok(response);
     }
-    let body = response.body_mut().read_answer(call).await.map_err(|_| {
-        ApiError::upstream(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            "The provider's answer broke off before it was complete.",
-        )
-    })?;
+    let body = read_whole_answer(&mut response, call).await?;
     let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
-        let (parts, mut old) = response.into_parts();
-        let mut new = super::body::ResponseBody::full(Bytes::from(body));
-        old.hand_copy_to(&mut new);
-        return Ok(http::Response::from_parts(parts, new));
+        return Ok(with_body(response, Bytes::from(body)));
     };
     let changed = check_document(&policy, &mut doc, answer_texts, call, "answer")?;
     // Unchanged answers keep their own bytes.
@@ -269,34 +275,112 @@ pub async fn guard_answer(
     } else {
         Bytes::from(body)
     };
+    Ok(with_body(response, bytes))
+}
+
+/// Reads a whole (non-stream) answer's body; the call record takes its usage on the way.
+pub(super) async fn read_whole_answer(
+    response: &mut http::Response<super::body::ResponseBody>,
+    call: &mut Call,
+) -> Result<Vec<u8>, ApiError> {
+    response.body_mut().read_answer(call).await.map_err(|_| {
+        ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "The provider's answer broke off before it was complete.",
+        )
+    })
+}
+
+/// `response` with `bytes` for its body (read by [`read_whole_answer`]), the cache's copy handed to
+/// the new body, and `Content-Length` dropped since masking may have changed the length.
+pub(super) fn with_body(
+    response: http::Response<super::body::ResponseBody>,
+    bytes: Bytes,
+) -> http::Response<super::body::ResponseBody> {
     let (mut parts, mut old) = response.into_parts();
     parts.headers.remove(http::header::CONTENT_LENGTH);
     let mut new = super::body::ResponseBody::full(bytes);
     old.hand_copy_to(&mut new);
-    Ok(http::Response::from_parts(parts, new))
+    http::Response::from_parts(parts, new)
 }
 
-fn unguardable_stream() -> ApiError {
-    ApiError::bad_request(
-        "stream_not_supported",
-        "This API's guardrails check answers, and streamed answers of this endpoint cannot be checked yet: call it without stream.",
-    )
+/// Every string value in a tool call's arguments (tools take free-form JSON: any string may be text).
+pub(super) fn argument_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+    match doc {
+        Value::String(s) => visit(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| argument_texts(v, visit)),
+        Value::Object(members) => members.values_mut().for_each(|v| argument_texts(v, visit)),
+        _ => {}
+    }
 }
 
-/// Refuses, before anything goes upstream, a stream whose answer guardrails could not check
-/// (prompt APIs and the Responses API stream in formats the answer check does not read yet).
-pub fn refuse_unguardable_stream(
+/// The text of a tool result: `content[].text` and every string of `structuredContent`.
+pub(super) fn tool_result_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+    if let Some(items) = doc.get_mut("content").and_then(Value::as_array_mut) {
+        for item in items {
+            if let Some(Value::String(s)) = item.get_mut("text") {
+                visit(s);
+            }
+        }
+    }
+    if let Some(structured) = doc.get_mut("structuredContent") {
+        argument_texts(structured, visit);
+    }
+}
+
+/// Checks the arguments of an MCP `tools/call` on `route` (a REST operation's or an upstream MCP
+/// server's tool) against the guardrails of the `Mcp` endpoint: masked in place, or the refusal
+/// (which the MCP endpoint gives as a JSON-RPC error).
+pub fn guard_tool_arguments(
     snapshot: &Snapshot,
     route: RouteIdx,
-    endpoint: Endpoint,
-    stream: bool,
-    call: &Call,
+    arguments: &mut Value,
+    call: &mut Call,
 ) -> Result<(), ApiError> {
-    if !stream || matches!(endpoint, Endpoint::Chat | Endpoint::Messages) {
+    let Some(policy) = policy_of(snapshot, route, call.consumer, GuardrailEndpoint::Mcp, true)
+    else {
         return Ok(());
+    };
+    let mut chars = 0usize;
+    argument_texts(arguments, &mut |s| chars += s.chars().count());
+    policy.admit(chars).map_err(|r| {
+        let error = refused(r);
+        call.fail(error.code);
+        error
+    })?;
+    if !policy.rules.is_empty() {
+        check_document(&policy, arguments, argument_texts, call, "tool call")?;
     }
-    match policy(snapshot, route, call.consumer, endpoint, false) {
-        Some(p) if !p.rules.is_empty() => Err(unguardable_stream()),
+    Ok(())
+}
+
+/// Checks a tool's result on its way back, like [`guard_tool_arguments`] (answer side).
+pub fn guard_tool_result(
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    result: &mut Value,
+    call: &mut Call,
+) -> Result<(), ApiError> {
+    match policy_of(
+        snapshot,
+        route,
+        call.consumer,
+        GuardrailEndpoint::Mcp,
+        false,
+    ) {
+        Some(policy) if !policy.rules.is_empty() => {
+            check_document(&policy, result, tool_result_texts, call, "tool result").map(|_| ())
+        }
         _ => Ok(()),
     }
+}
+
+/// Whether the route or the consumer attaches any guardrail (so a caller may skip copying a
+/// document that nothing would check).
+pub fn any_guardrails(snapshot: &Snapshot, route: RouteIdx, consumer: Option<ConsumerIdx>) -> bool {
+    !snapshot.content.routes[route as usize]
+        .guardrails
+        .is_empty()
+        || consumer.is_some_and(|c| !snapshot.content.consumers[c as usize].guardrails.is_empty())
 }

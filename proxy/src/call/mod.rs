@@ -13,6 +13,7 @@ pub mod fake;
 mod guard;
 mod mcp_upstream;
 mod model_call;
+mod moderation;
 mod outgoing;
 mod record;
 mod relay;
@@ -23,9 +24,12 @@ pub use answer::json;
 pub use ask::{Endpoint, REQUEST_ID};
 pub use body::ResponseBody;
 pub use cache::{CacheConfig, ResponseCache, cached_call};
-pub use guard::{guard_answer, guard_request, refuse_unguardable_stream};
+pub use guard::{
+    any_guardrails, guard_answer, guard_request, guard_tool_arguments, guard_tool_result,
+};
 pub use mcp_upstream::{McpFailure, McpUpstreams};
 pub use model_call::route_call;
+pub use moderation::{moderate_answer, moderate_request, moderate_tool, refuse_unmoderable_stream};
 pub use record::{Call, McpNote};
 pub use rest::{RestRequest, rest_call};
 pub use shared::{RequestLimits, Shared};

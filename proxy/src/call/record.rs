@@ -182,6 +182,18 @@ impl Call {
         }
     }
 
+    /// Notes something a guardrail rule did that is not a text match (a moderation service that
+    /// failed: `fail_open`, `fail_closed`), once per rule and action.
+    pub fn note_guardrail(&mut self, rule: &Arc<str>, action: &'static str) {
+        if !self
+            .guardrails
+            .iter()
+            .any(|(r, a)| r == rule && *a == action)
+        {
+            self.guardrails.push((Arc::clone(rule), action));
+        }
+    }
+
     /// Notes what guardrail rules did, once per rule and action.
     pub fn note_guardrails(&mut self, decisions: &[crate::guard::Decision]) {
         for d in decisions {

@@ -48,4 +48,6 @@ pub struct Shared {
     pub mcp_session_key: [u8; 32],
     /// Upstream MCP servers: connections, sessions and tool lists.
     pub mcp_upstreams: super::mcp_upstream::McpUpstreams,
+    /// Connections to guardrails' moderation services.
+    pub moderation: crate::upstream::ModerationPool,
 }

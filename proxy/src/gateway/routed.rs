@@ -37,6 +37,9 @@ pub(super) async fn model_call(
     let bytes = call::guard_request(snapshot, admitted.route, endpoint, bytes, call)?;
     let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, call)?
         .with_caller_headers(headers);
+    // A stream the moderation rules cannot check is refused before their service is asked.
+    call::refuse_unmoderable_stream(snapshot, admitted.route, endpoint, call)?;
+    call::moderate_request(shared, snapshot, admitted.route, endpoint, &bytes, call).await?;
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
     let cost_ceiling = routed.cost_ceiling_usd(estimate);
     admission::limit(
@@ -48,7 +51,7 @@ pub(super) async fn model_call(
         notes,
     )
     .await?;
-    call::refuse_unguardable_stream(snapshot, admitted.route, endpoint, call.stream, call)?;
     let response = call::cached_call(shared, snapshot, routed, headers, call).await?;
-    call::guard_answer(snapshot, admitted.route, endpoint, response, call).await
+    let response = call::guard_answer(snapshot, admitted.route, endpoint, response, call).await?;
+    call::moderate_answer(shared, snapshot, admitted.route, endpoint, response, call).await
 }

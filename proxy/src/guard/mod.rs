@@ -5,6 +5,7 @@
 
 mod check;
 mod detect;
+pub mod moderation;
 mod sse;
 mod stream;
 #[cfg(test)]

@@ -18,6 +18,14 @@ pub enum StreamFormat {
     OpenAiChat,
     /// Anthropic Messages events (`event: …` / `data: {...}`).
     AnthropicMessages,
+    /// A prompt API's events (`event: delta` / `data: {"text"}`, then `event: done`, whose
+    /// `output` a JSON prompt's answer carries whole: its strings are checked there).
+    Prompt,
+    /// Responses API events: `response.output_text.delta`s through the window per output and
+    /// content index, the `text` of every other event (the `….done` events and
+    /// `response.completed` repeat the whole text) checked whole, and `sequence_number`s counted
+    /// again since held text may need an event of its own.
+    Responses,
 }
 
 /// One streamed answer being checked.
@@ -30,6 +38,8 @@ pub struct AnswerStream {
     rejected: Option<Arc<str>>,
     /// Decisions of guards already finished.
     decisions: Vec<Decision>,
+    /// The next `sequence_number` (Responses).
+    sequence: u64,
 }
 
 impl AnswerStream {
@@ -42,6 +52,7 @@ impl AnswerStream {
             buffer: Vec::new(),
             rejected: None,
             decisions: Vec::new(),
+            sequence: 0,
         }
     }
 
@@ -117,6 +128,8 @@ impl AnswerStream {
         match self.format {
             StreamFormat::OpenAiChat => self.openai(text, &data, out),
             StreamFormat::AnthropicMessages => self.anthropic(text, name.as_deref(), &data, out),
+            StreamFormat::Prompt => self.prompt(text, name.as_deref(), &data, out),
+            StreamFormat::Responses => self.responses(text, name.as_deref(), &data, out),
         }
     }
 
@@ -140,6 +153,16 @@ impl AnswerStream {
                 Some("error"),
                 &json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}),
             ),
+            StreamFormat::Prompt => write(
+                out,
+                Some("error"),
+                &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "content_policy_violation"}}),
+            ),
+            StreamFormat::Responses => {
+                let data = json!({"type": "error", "code": "content_policy_violation", "message": message, "param": null, "sequence_number": self.sequence});
+                self.sequence += 1;
+                write(out, Some("error"), &data);
+            }
         }
         for g in self.guards.values() {
             self.decisions.extend(g.decisions().cloned());
@@ -168,6 +191,16 @@ impl AnswerStream {
                     Some("content_block_delta"),
                     &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": rest}}),
                 ),
+                StreamFormat::Prompt => write(out, Some("delta"), &json!({ "text": rest })),
+                // Held text of a Responses stream is sent by `responses`, which knows the item.
+                StreamFormat::Responses => {
+                    let (output, content) = (index >> 32, index & 0xffff_ffff);
+                    let data = json!({"type": "response.output_text.delta", "output_index": output,
+                                      "content_index": content, "delta": rest, "logprobs": [],
+                                      "sequence_number": self.sequence});
+                    self.sequence += 1;
+                    write(out, Some("response.output_text.delta"), &data);
+                }
             },
         }
     }
@@ -255,6 +288,140 @@ impl AnswerStream {
         }
     }
 
+    fn prompt(&mut self, raw: &str, name: Option<&str>, data: &str, out: &mut Vec<u8>) {
+        let parsed = serde_json::from_str::<Value>(data).ok();
+        match (name, parsed) {
+            (Some("delta"), Some(mut v)) if v["text"].is_string() => {
+                let text = v["text"].as_str().unwrap_or_default().to_string();
+                match self.guard(0).push(&text) {
+                    Ok(released) if released.is_empty() => {}
+                    Ok(released) => {
+                        v["text"] = Value::String(released);
+                        write(out, Some("delta"), &v);
+                    }
+                    Err(rule) => self.reject(rule, out),
+                }
+            }
+            (Some("done"), Some(mut v)) => {
+                self.finish_all(out);
+                if self.rejected.is_some() {
+                    return;
+                }
+                // A JSON prompt's parsed answer repeats the whole text: its strings are checked
+                // whole, as a non-stream answer's are.
+                if let Some(output) = v.get_mut("output") {
+                    let mut rejected = None;
+                    strings(output, &mut |s| {
+                        if rejected.is_some() {
+                            return;
+                        }
+                        let checked = self.policy.check(s);
+                        for d in checked.decisions.iter() {
+                            if !self.decisions.contains(d) {
+                                self.decisions.push(d.clone());
+                            }
+                        }
+                        match checked.rejected {
+                            Some(rule) => rejected = Some(rule),
+                            None if !checked.masks.is_empty() => *s = checked.masked(s),
+                            None => {}
+                        }
+                    });
+                    if let Some(rule) = rejected {
+                        return self.reject(rule, out);
+                    }
+                }
+                write(out, Some("done"), &v);
+            }
+            _ => {
+                if self.rejected.is_none() {
+                    out.extend_from_slice(raw.as_bytes());
+                    out.extend_from_slice(b"\n\n");
+                }
+            }
+        }
+    }
+
+    fn responses(&mut self, raw: &str, name: Option<&str>, data: &str, out: &mut Vec<u8>) {
+        let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+            if self.rejected.is_none() {
+                out.extend_from_slice(raw.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+            return;
+        };
+        let kind = v["type"].as_str().or(name).unwrap_or_default().to_string();
+        let index = (v["output_index"].as_u64().unwrap_or(0) << 32)
+            | (v["content_index"].as_u64().unwrap_or(0) & 0xffff_ffff);
+        if kind == "response.output_text.delta" {
+            let text = v["delta"].as_str().unwrap_or_default().to_string();
+            match self.guard(index).push(&text) {
+                Ok(released) if released.is_empty() => return,
+                Ok(released) => v["delta"] = Value::String(released),
+                Err(rule) => return self.reject(rule, out),
+            }
+        } else {
+            if kind == "response.output_text.done"
+                && let Some(mut guard) = self.guards.remove(&index)
+            {
+                let rest = guard.finish();
+                self.decisions.extend(guard.decisions().cloned());
+                match rest {
+                    Err(rule) => return self.reject(rule, out),
+                    Ok(rest) if rest.is_empty() => {}
+                    // The held text, under the item's id like the deltas before it.
+                    Ok(rest) => {
+                        let held = json!({"type": "response.output_text.delta",
+                                          "item_id": v["item_id"], "output_index": v["output_index"],
+                                          "content_index": v["content_index"], "delta": rest,
+                                          "logprobs": [], "sequence_number": self.sequence});
+                        self.sequence += 1;
+                        write(out, Some("response.output_text.delta"), &held);
+                    }
+                }
+            } else if kind == "response.completed" || kind == "response.incomplete" {
+                self.finish_all(out);
+            }
+            if self.rejected.is_some() {
+                return;
+            }
+            // The whole text again: checked whole, as a non-stream answer's is.
+            if let Some(rule) = self.check_texts(&mut v) {
+                return self.reject(rule, out);
+            }
+        }
+        if v.get("sequence_number").is_some() {
+            v["sequence_number"] = self.sequence.into();
+            self.sequence += 1;
+        }
+        write(out, Some(&kind), &v);
+    }
+
+    /// Checks every string under a `text` member of `value` whole, masking in place; the first
+    /// Reject rule, if one matched.
+    fn check_texts(&mut self, value: &mut Value) -> Option<Arc<str>> {
+        let mut rejected = None;
+        let policy = Arc::clone(&self.policy);
+        let decisions = &mut self.decisions;
+        texts_under(value, false, &mut |s| {
+            if rejected.is_some() {
+                return;
+            }
+            let checked = policy.check(s);
+            for d in &checked.decisions {
+                if !decisions.contains(d) {
+                    decisions.push(d.clone());
+                }
+            }
+            match checked.rejected {
+                Some(rule) => rejected = Some(rule),
+                None if !checked.masks.is_empty() => *s = checked.masked(s),
+                None => {}
+            }
+        });
+        rejected
+    }
+
     fn finish_all(&mut self, out: &mut Vec<u8>) {
         let indexes: Vec<u64> = self.guards.keys().copied().collect();
         for index in indexes {
@@ -275,6 +442,30 @@ fn write(out: &mut Vec<u8>, event: Option<&str>, data: &Value) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(data.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
+}
+
+/// Every string under a `text` member of a JSON value, to `visit`.
+fn texts_under(value: &mut Value, text: bool, visit: &mut dyn FnMut(&mut String)) {
+    match value {
+        Value::String(s) if text => visit(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| texts_under(v, text, visit)),
+        Value::Object(members) => {
+            for (key, v) in members.iter_mut() {
+                texts_under(v, text || key == "text", visit);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every string in a JSON value, to `visit`.
+fn strings(value: &mut Value, visit: &mut dyn FnMut(&mut String)) {
+    match value {
+        Value::String(s) => visit(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| strings(v, visit)),
+        Value::Object(members) => members.values_mut().for_each(|v| strings(v, visit)),
+        _ => {}
+    }
 }
 
 /// Where the first complete event ends, and the length of its separator.
@@ -352,6 +543,51 @@ mod tests {
         let shown = String::from_utf8_lossy(&out);
         assert!(shown.ends_with("data: [DONE]\n\n"), "{shown}");
         assert!(!shown.contains("example"), "{shown}");
+    }
+
+    #[test]
+    fn a_prompt_stream_split_at_every_byte_comes_out_masked_and_a_json_output_is_masked_whole() {
+        let mut input = Vec::new();
+        for piece in ["{\"to\": \"bob@", "example.com\"", "}"] {
+            write(&mut input, Some("delta"), &json!({ "text": piece }));
+        }
+        write(
+            &mut input,
+            Some("done"),
+            &json!({"id": "p", "model": "m", "finish_reason": "stop",
+                    "output": {"to": "bob@example.com"}}),
+        );
+        let mut answer = AnswerStream::new(StreamFormat::Prompt, policy(GuardrailAction::Mask));
+        let mut out = Vec::new();
+        for b in &input {
+            out.extend(answer.feed(std::slice::from_ref(b)));
+        }
+        out.extend(answer.finish());
+        let shown = String::from_utf8_lossy(&out);
+        let text: String = shown
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("event: delta\ndata: "))
+            .map(|d| {
+                serde_json::from_str::<Value>(d).unwrap()["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(text, "{\"to\": \"[EMAIL]\"}");
+        assert!(shown.contains(r#""output":{"to":"[EMAIL]"}"#), "{shown}");
+        assert!(!shown.contains("example"), "{shown}");
+
+        let mut answer = AnswerStream::new(StreamFormat::Prompt, policy(GuardrailAction::Reject));
+        let mut out = answer.feed(&input);
+        out.extend(answer.finish());
+        let shown = String::from_utf8_lossy(&out);
+        assert!(shown.contains("event: error\n"), "{shown}");
+        assert!(shown.contains("content_policy_violation"), "{shown}");
+        assert!(
+            !shown.contains("event: done") && !shown.contains("bob@"),
+            "{shown}"
+        );
     }
 
     #[test]

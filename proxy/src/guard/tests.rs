@@ -136,6 +136,7 @@ fn guardrail(name: &str, applies_to: GuardrailDirection, rules: Vec<GuardRule>) 
         applies_to,
         endpoints: vec![GuardrailEndpoint::Chat],
         rules,
+        moderations: Vec::new(),
         max_input_chars: Some(100),
         max_input_tokens: Some(10),
         broken: false,

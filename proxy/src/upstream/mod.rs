@@ -5,10 +5,12 @@
 pub mod balance;
 pub mod health;
 mod mcp;
+mod moderation;
 mod parts;
 mod pool;
 mod rest;
 mod tls;
 
 pub use mcp::McpPools;
+pub use moderation::ModerationPool;
 pub use parts::{Checkin, Prepared, ProviderParts, UpstreamError, Upstreams};

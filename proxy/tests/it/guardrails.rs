@@ -39,6 +39,7 @@ fn guardrail(name: &str, applies_to: GuardrailDirection, rules: Vec<GuardRule>) 
         applies_to,
         endpoints: Vec::new(),
         rules,
+        moderations: Vec::new(),
         max_input_chars: None,
         max_input_tokens: None,
         broken: false,
@@ -347,5 +348,153 @@ async fn a_reject_rule_ends_a_stream_mid_answer_with_an_error_event_in_the_calle
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &chat("hi", false)).await;
     reply.assert_status(400);
     assert_eq!(reply.error_code(), "content_policy_violation");
+    assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
+}
+
+/// A prompt stream's events: name and data.
+fn prompt_events(body: &[u8]) -> Vec<(String, Value)> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').expect("event: and data: lines");
+            let name = name.strip_prefix("event: ").expect("an event name");
+            let data = data.strip_prefix("data: ").expect("a data line");
+            (
+                name.to_string(),
+                serde_json::from_str(data).expect("JSON data"),
+            )
+        })
+        .collect()
+}
+
+/// The route in front of the recording fake as a provider of `provider_type`, answering `ANSWER` a
+/// character at a time, with the prompt API `ask` (an `OpenAI` provider is sent Responses calls as
+/// they are; an `OpenAICompatible` one gets them translated to chat completions).
+async fn answering_as(
+    provider_type: ProviderType,
+    route: Vec<Guardrail>,
+) -> (FakeServer, TestProxy) {
+    let fake = azure_fake::start_openai(UPSTREAM_KEY).await;
+    let endpoint = format!("{}/v1", fake.url());
+    let provider = typed(provider_type, &endpoint, UPSTREAM_KEY, "up-model");
+    let mut content: Content = table(vec![provider], "up-model");
+    let spec: tollgate_crds::PromptApi = serde_json::from_value(json!({
+        "name": "ask", "model": "front-model",
+        "messages": [{"role": "user", "content": "{{question}}"}],
+        "variables": [{"name": "question"}]
+    }))
+    .unwrap();
+    content.routes[0].prompts =
+        vec![tollgate_snapshot::compile_prompt_spec(&spec, &["front-model"]).unwrap()];
+    content.routes[0].guardrails = route;
+    let pieces: Vec<String> = ANSWER.chars().map(String::from).collect();
+    fake.set(|c| c.pieces = pieces);
+    (fake, TestProxy::start(content).await)
+}
+
+#[tokio::test]
+async fn a_streamed_prompt_answer_is_masked_and_a_reject_ends_it_with_an_error_event() {
+    let url = "/team-a/chat/prompts/ask";
+    let body = json!({"variables": {"question": "hi"}, "stream": true});
+    let (_fake, proxy) = answering_as(ProviderType::OpenAI, vec![answers_masking()]).await;
+    let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
+    reply.assert_status(200);
+    let events = prompt_events(&reply.body);
+    let text: String = events
+        .iter()
+        .filter(|(name, _)| name == "delta")
+        .filter_map(|(_, d)| d["text"].as_str())
+        .collect();
+    assert_eq!(text, MASKED);
+    assert_eq!(events.last().unwrap().0, "done");
+    let shown = String::from_utf8_lossy(&reply.body);
+    assert!(
+        !shown.contains("alice") && !shown.contains("4111"),
+        "{shown}"
+    );
+
+    let rejecting = guardrail(
+        "answers",
+        GuardrailDirection::Response,
+        vec![detector(
+            "cards",
+            Detector::CreditCard,
+            GuardrailAction::Reject,
+        )],
+    );
+    let (_fake, proxy) = answering_as(ProviderType::OpenAI, vec![rejecting]).await;
+    let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
+    reply.assert_status(200);
+    let events = prompt_events(&reply.body);
+    let (name, last) = events.last().unwrap();
+    assert_eq!(name, "error", "{events:?}");
+    assert_eq!(last["error"]["code"], "content_policy_violation");
+    assert!(
+        last["error"]["message"].as_str().unwrap().contains("cards"),
+        "{last}"
+    );
+    assert!(!events.iter().any(|(n, _)| n == "done"));
+    assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
+}
+
+#[tokio::test]
+async fn a_streamed_responses_answer_is_masked_in_its_deltas_and_in_every_whole_text_event() {
+    let url = "/team-a/chat/v1/responses";
+    let body = json!({"model": "front-model", "input": "hi", "stream": true});
+    let (_fake, proxy) =
+        answering_as(ProviderType::OpenAICompatible, vec![answers_masking()]).await;
+    let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
+    reply.assert_status(200);
+    let shown = String::from_utf8_lossy(&reply.body).to_string();
+    assert!(
+        !shown.contains("alice") && !shown.contains("4111"),
+        "{shown}"
+    );
+    let events = prompt_events(&reply.body);
+    let text: String = events
+        .iter()
+        .filter(|(name, _)| name == "response.output_text.delta")
+        .filter_map(|(_, d)| d["delta"].as_str())
+        .collect();
+    assert_eq!(text, MASKED);
+    let of = |name: &str| &events.iter().find(|(n, _)| n == name).unwrap().1;
+    assert_eq!(of("response.output_text.done")["text"], MASKED);
+    assert_eq!(
+        of("response.completed")["response"]["output"][0]["content"][0]["text"],
+        MASKED
+    );
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..events.len() as u64).collect::<Vec<_>>());
+    for (name, d) in &events {
+        if name == "response.output_text.delta" {
+            assert!(d["item_id"].is_string(), "{d}");
+        }
+    }
+
+    let rejecting = guardrail(
+        "answers",
+        GuardrailDirection::Response,
+        vec![detector(
+            "cards",
+            Detector::CreditCard,
+            GuardrailAction::Reject,
+        )],
+    );
+    let (_fake, proxy) = answering_as(ProviderType::OpenAICompatible, vec![rejecting]).await;
+    let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
+    reply.assert_status(200);
+    let events = prompt_events(&reply.body);
+    let (name, last) = events.last().unwrap();
+    assert_eq!(name, "error", "{events:?}");
+    assert_eq!(last["code"], "content_policy_violation");
+    assert!(
+        last["message"].as_str().unwrap().contains("cards"),
+        "{last}"
+    );
+    assert!(!events.iter().any(|(n, _)| n == "response.completed"));
     assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
 }

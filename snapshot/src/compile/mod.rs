@@ -97,11 +97,20 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
     let secrets = OnceLock::new();
     let secrets = || secrets.get_or_init(|| secrets::Secrets::new(&inputs.secrets));
     let now = inputs.now_unix;
+    // Providers first: guardrails' moderation hooks refer to them.
+    let providers = objects::collect(&inputs.providers);
+    let mut provider_verdicts = Vec::with_capacity(inputs.providers.len());
+    let provider_table =
+        provider::compile_providers(&providers.items, secrets(), &mut provider_verdicts);
     // Few and small: compiled before the threads start, so both can attach them.
     let guardrail_objects = objects::collect(&inputs.guardrails);
     let mut guardrail_verdicts = Vec::with_capacity(inputs.guardrails.len());
-    let guardrails =
-        guardrail::compile_guardrails(&guardrail_objects.items, &mut guardrail_verdicts);
+    let guardrails = guardrail::compile_guardrails(
+        &guardrail_objects.items,
+        &provider_table,
+        secrets(),
+        &mut guardrail_verdicts,
+    );
     let guardrails = &guardrails;
     // Few too; their verdicts come last, as their kind sorts last.
     let server_objects = objects::collect(&inputs.mcp_servers);
@@ -122,7 +131,6 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
             );
             (consumers, table, verdicts)
         });
-        let providers = objects::collect(&inputs.providers);
         let routes = objects::collect(&inputs.routes);
         // Consumers take longer to compile than providers and routes: sorting subscriptions goes here.
         let subscriptions = objects::collect(&inputs.subscriptions);
@@ -132,8 +140,7 @@ pub fn compile(inputs: &Inputs, version: u64) -> Compiled {
                 + inputs.consumers.len()
                 + inputs.subscriptions.len(),
         );
-        let provider_table =
-            provider::compile_providers(&providers.items, secrets(), &mut verdicts);
+        verdicts.append(&mut provider_verdicts);
         let config_maps = rest::ConfigMaps::new(&inputs.config_maps);
         let refs = route::Refs {
             providers: &provider_table,

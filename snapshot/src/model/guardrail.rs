@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use tollgate_crds::{Detector, GuardrailAction, GuardrailDirection, GuardrailEndpoint};
+pub use tollgate_crds::{
+    Detector, FailureMode, GuardrailAction, GuardrailDirection, GuardrailEndpoint,
+};
 
 use super::refs::ObjectRef;
+use super::rest::RestCredential;
 
 /// Largest compiled program one pattern may make: bounds the memory a rule can take in a proxy
 /// (matching is linear-time whatever the pattern, so no rule can hang one).
@@ -96,6 +99,43 @@ pub struct GuardRule {
     pub mask_as: Arc<str>,
 }
 
+/// A rule that asks a moderation service about a call's text.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ModerationRule {
+    /// `spec.rules[].name`.
+    pub name: Arc<str>,
+    /// What a flagged text does: Reject or Monitor.
+    pub action: GuardrailAction,
+    /// Which API the service speaks.
+    pub api: ModerationApi,
+    /// The whole URL posted to.
+    pub url: String,
+    /// The header sent with it, if any (a provider's key, or the webhook's Secret). Never printed.
+    pub credential: Option<RestCredential>,
+    /// Only these categories count; empty: whatever the service flags.
+    pub categories: Vec<String>,
+    /// A category counts when its score reaches this many thousandths (provider only).
+    pub threshold_millis: Option<u32>,
+    /// The longest wait for the whole answer.
+    pub timeout_ms: u64,
+    /// What a failure of the service does.
+    pub failure_mode: FailureMode,
+}
+
+/// The API a moderation service speaks.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum ModerationApi {
+    /// OpenAI's `POST /moderations` of this provider, asking for this model.
+    OpenAi {
+        /// The `ModelProvider`.
+        provider: ObjectRef,
+        /// The model asked for.
+        model: String,
+    },
+    /// The generic webhook contract (`proxy/README.md`).
+    Webhook,
+}
+
 /// A guardrail as routes and consumers carry it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Guardrail {
@@ -107,6 +147,10 @@ pub struct Guardrail {
     pub endpoints: Vec<GuardrailEndpoint>,
     /// Its rules, in order.
     pub rules: Vec<GuardRule>,
+    /// Its moderation rules, in order, asked after the text rules found no Reject. Left out of the
+    /// encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moderations: Vec<ModerationRule>,
     /// Longest input, in characters.
     pub max_input_chars: Option<u32>,
     /// Longest input, in estimated tokens (four characters each, rounded up).
@@ -125,6 +169,7 @@ impl Guardrail {
             applies_to: GuardrailDirection::Both,
             endpoints: Vec::new(),
             rules: Vec::new(),
+            moderations: Vec::new(),
             max_input_chars: None,
             max_input_tokens: None,
             broken: true,

@@ -23,8 +23,9 @@ mod table;
 
 pub use consumer::{Consumer, ConsumerKey, KeyDigest};
 pub use guardrail::{
-    Detector, GuardRule, Guardrail, GuardrailAction, GuardrailDirection, GuardrailEndpoint,
-    Matcher, PATTERN_SIZE_LIMIT, Pattern, default_mask,
+    Detector, FailureMode, GuardRule, Guardrail, GuardrailAction, GuardrailDirection,
+    GuardrailEndpoint, Matcher, ModerationApi, ModerationRule, PATTERN_SIZE_LIMIT, Pattern,
+    default_mask,
 };
 pub use limits::{Budget, Limits, Price, budget_usd};
 pub use mcp::{McpServer, ToolFilter};

@@ -5,6 +5,7 @@ mod determinism;
 mod rules_access;
 mod rules_guardrails;
 mod rules_mcp;
+mod rules_moderation;
 mod rules_rest;
 mod rules_routing;
 mod support;

@@ -1015,7 +1015,7 @@ async fn guardrails_are_enforced_and_a_bad_pattern_is_reported_in_status() {
     let applied = setup.ns.apply_yaml(&both);
     let error = applied.expect_err("a rule with detector and pattern is refused");
     assert!(
-        error.contains("a rule has exactly one of detector and pattern"),
+        error.contains("a rule has exactly one of detector, pattern and moderation"),
         "{error}"
     );
 

@@ -95,13 +95,26 @@ pub(super) async fn call_tool(
                 call.fail(e.code);
                 return Err((e.status, refusal(None, &e)));
             }
-            let args = message
+            let mut args = message
                 .params
                 .get("arguments")
                 .cloned()
                 .unwrap_or(json!({}));
+            if let Err(e) =
+                check_tool_text(shared, snapshot, owner.route, &mut args, false, call).await
+            {
+                note(call).outcome = "refused";
+                return Err((e.status, refusal(None, &e)));
+            }
             return match federated::call(shared, snapshot, &owner, &args, headers).await {
-                Ok(result) => {
+                Ok(mut result) => {
+                    if let Err(e) =
+                        check_tool_text(shared, snapshot, owner.route, &mut result, true, call)
+                            .await
+                    {
+                        note(call).outcome = "refused";
+                        return Err((e.status, refusal(None, &e)));
+                    }
                     note(call).outcome = if result["isError"] == true {
                         "tool_error"
                     } else {
@@ -128,9 +141,11 @@ pub(super) async fn call_tool(
             )
             .await
         }
-        Called::Own(Target::Rest(i)) => call_rest(shared, snapshot, admitted, i, args, call, notes)
-            .await
-            .map(ToolResult::Value),
+        Called::Own(Target::Rest(i)) => {
+            guarded_rest(shared, snapshot, admitted, i, args, call, notes)
+                .await
+                .map(ToolResult::Value)
+        }
     };
     match ran {
         Ok(result) => {
@@ -172,9 +187,54 @@ enum Called {
     Upstream(federated::Owner),
 }
 
+/// The `Mcp` endpoint's guardrails on a tool call's arguments (`result`: false) or result (true):
+/// the text rules (masking in place), then the moderation hooks.
+async fn check_tool_text(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    route: RouteIdx,
+    doc: &mut Value,
+    result: bool,
+    call: &mut Call,
+) -> Result<(), ApiError> {
+    if result {
+        call::guard_tool_result(snapshot, route, doc, call)?;
+    } else {
+        call::guard_tool_arguments(snapshot, route, doc, call)?;
+    }
+    call::moderate_tool(shared, snapshot, route, doc, result, call).await
+}
+
+/// A REST operation's tool call with the `Mcp` endpoint's guardrails on its arguments and result.
+async fn guarded_rest(
+    shared: &Shared,
+    snapshot: &Arc<Snapshot>,
+    admitted: &Admitted<'_>,
+    at: u32,
+    args: &Map<String, Value>,
+    call: &mut Call,
+    notes: &mut Notes,
+) -> Result<Value, ApiError> {
+    let route = admitted.route;
+    if !call::any_guardrails(snapshot, route, call.consumer) {
+        return call_rest(shared, snapshot, admitted, at, args, call, notes).await;
+    }
+    let mut guarded = Value::Object(args.clone());
+    check_tool_text(shared, snapshot, route, &mut guarded, false, call).await?;
+    let args = guarded.as_object().unwrap_or(args);
+    let mut result = call_rest(shared, snapshot, admitted, at, args, call, notes).await?;
+    check_tool_text(shared, snapshot, route, &mut result, true, call).await?;
+    Ok(result)
+}
+
 /// Whether a gateway error refuses the caller (403, 429…) rather than reporting the tool's failure.
 pub(super) fn is_refusal(e: &ApiError) -> bool {
     matches!(e.status.as_u16(), 401 | 403 | 410 | 429)
+        // Guardrails refuse a call as the route's other endpoints do, not as a tool that failed.
+        || matches!(
+            e.code,
+            "content_policy_violation" | "guardrail_unavailable" | "moderation_unavailable"
+        )
 }
 
 #[allow(clippy::too_many_arguments)]
