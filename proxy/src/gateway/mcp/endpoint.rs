@@ -295,7 +295,7 @@ async fn answer(
                 snapshot,
                 &parts.headers,
                 &reach,
-                (&message, &bytes),
+                &message,
                 call,
                 notes,
             )

@@ -49,7 +49,7 @@ pub(super) fn check_origin(headers: &HeaderMap) -> Option<RpcError> {
 }
 
 /// The era of a request, after checking its version headers against its body.
-pub(super) fn era(headers: &HeaderMap, message: &Message) -> Result<Era, RpcError> {
+pub(super) fn era(headers: &HeaderMap, message: &Message<'_>) -> Result<Era, RpcError> {
     let id = message.id.clone();
     let header_version = match headers.get("mcp-protocol-version") {
         None => None,
@@ -146,11 +146,12 @@ mod tests {
         h
     }
 
-    fn message(method: &str, params: Value) -> Message {
+    fn message(method: &str, params: Value) -> Message<'static> {
         Message {
             id: Some(json!(1)),
             method: method.into(),
             params: params.as_object().cloned().unwrap_or_default(),
+            arguments: None,
         }
     }
 
