@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::gateway::admission::{self, Admitted, Notes};
 use crate::gateway::prompt;
 use crate::gateway::routed::{Asked, model_call};
-use crate::llm::json_scan::{is_string, members_of_valid};
+use crate::llm::json_scan::{Cursor, is_string};
 
 /// Largest tool answer turned into a tool result.
 pub(super) const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -228,9 +228,17 @@ pub(super) async fn call_prompt(
 /// The `output` of a prompt API's whole result (which the gateway itself wrote, so valid JSON)
 /// when it is text: the JSON string as it stands in the result.
 fn written_text(result: &[u8]) -> Option<&str> {
-    let members = members_of_valid(std::str::from_utf8(result).ok()?)?;
-    let (_, output) = members.into_iter().rev().find(|(k, _)| k == "output")?;
-    is_string(output).then_some(output)
+    // The gateway writes `output` once, before `finish_reason` and `usage`: the walk stops there.
+    let mut at = Cursor::new(std::str::from_utf8(result).ok()?);
+    at.enter_object()?;
+    while let Some(key) = at.next_key()? {
+        if key == "output" {
+            let output = at.value()?;
+            return is_string(output).then_some(output);
+        }
+        at.skip()?;
+    }
+    None
 }
 
 pub(super) async fn call_rest(

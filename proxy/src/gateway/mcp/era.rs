@@ -61,8 +61,7 @@ pub(super) fn era(headers: &HeaderMap, message: &Message<'_>) -> Result<Era, Rpc
             )
         })?),
     };
-    let meta = message.params.get("_meta");
-    let meta_version = meta.and_then(|m| m.get(VERSION_META));
+    let meta_version = message.meta(VERSION_META);
     let modern = message.method != "initialize"
         && (meta_version.is_some() || header_version == Some(MODERN));
     if !modern {
@@ -100,7 +99,12 @@ pub(super) fn era(headers: &HeaderMap, message: &Message<'_>) -> Result<Era, Rpc
         && let Some(name) = message.params.get("name").and_then(Value::as_str)
     {
         let header = headers.get("mcp-name").and_then(|v| v.to_str().ok());
-        if header.and_then(decode_header_value).as_deref() != Some(name) {
+        let agrees = match header {
+            // The plain form, compared without a copy.
+            Some(h) if !h.starts_with("=?base64?") => h == name,
+            h => h.and_then(decode_header_value).as_deref() == Some(name),
+        };
+        if !agrees {
             return Err(RpcError::new(
                 id,
                 HEADER_MISMATCH,
@@ -150,8 +154,15 @@ mod tests {
         Message {
             id: Some(json!(1)),
             method: method.into(),
-            params: params.as_object().cloned().unwrap_or_default(),
+            params: params
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| k != "_meta")
+                .collect(),
             arguments: None,
+            meta: params.get("_meta").map(|m| m.to_string().into()),
         }
     }
 

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::llm::json_scan::{members_of_valid, object_members};
+use crate::llm::json_scan::{Cursor, object_members};
 
 /// JSON-RPC's code for a body that is not JSON.
 pub const PARSE_ERROR: i32 = -32700;
@@ -35,8 +35,10 @@ pub struct Message<'a> {
     pub id: Option<Value>,
     /// The method called.
     pub method: String,
-    /// Its params but `arguments`; an absent `params` reads as an empty object.
+    /// Its params but `arguments` and `_meta`; an absent `params` reads as an empty object.
     pub params: Map<String, Value>,
+    /// `params._meta` as the client wrote it, read a member at a time ([`Message::meta`]).
+    pub meta: Option<Cow<'a, str>>,
     /// `params.arguments` as the client wrote it (any JSON value, not yet checked to be an object),
     /// so that a prompt tool's variables reach the renderer without being read into a `Value` and
     /// written again; `None` when it is absent or `null`.
@@ -44,6 +46,22 @@ pub struct Message<'a> {
 }
 
 impl Message<'_> {
+    /// The member `key` of `params._meta`, when `_meta` is an object that has it.
+    pub fn meta(&self, key: &str) -> Option<Value> {
+        let mut at = Cursor::new(self.meta.as_deref()?);
+        at.enter_object()?;
+        let mut found = None;
+        while let Some(k) = at.next_key()? {
+            // Repeated members: the last one counts, as serde_json reads them.
+            if k == key {
+                found = Some(at.value()?);
+            } else {
+                at.skip()?;
+            }
+        }
+        member_value(found?)
+    }
+
     /// `params.arguments` as an object (empty when absent or `null`), or the invalid-params message
     /// to answer when it is something else.
     pub fn arguments_object(&self) -> Result<Map<String, Value>, String> {
@@ -127,12 +145,29 @@ pub fn result_body(id: &Value, result: Value) -> Bytes {
 
 /// A result response's body around a result already serialised.
 pub fn raw_result_body(id: &Value, result: &str) -> Bytes {
+    raw_result_body_with(id, None, result)
+}
+
+/// A result response's body around a result object already serialised, with `first` (one
+/// `"key":value`, serialised) put before its members when given; written once, never shifted.
+pub fn raw_result_body_with(id: &Value, first: Option<&str>, result: &str) -> Bytes {
     let id = serde_json::to_string(id).expect("JSON values serialise");
-    let mut body = String::with_capacity(result.len() + id.len() + 32);
+    let first = first.unwrap_or_default();
+    let mut body = String::with_capacity(result.len() + id.len() + first.len() + 32);
     body.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
     body.push_str(&id);
     body.push_str(",\"result\":");
-    body.push_str(result);
+    match result.strip_prefix('{') {
+        Some(rest) if !first.is_empty() => {
+            body.push('{');
+            body.push_str(first);
+            if !rest.trim_start().starts_with('}') {
+                body.push(',');
+            }
+            body.push_str(rest);
+        }
+        _ => body.push_str(result),
+    }
     body.push('}');
     Bytes::from(body)
 }
@@ -167,7 +202,7 @@ fn last<'t>(members: &[(Cow<'_, str>, &'t str)], key: &str) -> Option<&'t str> {
 /// [`read`] over the top-level members of a valid object; `None` when a member serde_json reads
 /// differently from the scan (then the whole body is read by serde_json).
 fn from_members<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<Result<Message<'a>, RpcError>> {
-    let value = |raw: &str| serde_json::from_str::<Value>(raw).ok();
+    let value = member_value;
     let id = match last(members, "id") {
         None => None,
         Some(raw) => match value(raw)? {
@@ -192,15 +227,20 @@ fn from_members<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<Result<Messag
         Err(e) => return Some(Err(e)),
     };
     let mut read = Map::new();
-    let mut arguments = None;
+    let (mut arguments, mut meta) = (None, None);
     match params {
         None | Some("null") => {}
         Some(raw) if raw.starts_with('{') => {
-            for (key, raw) in members_of_valid(raw)? {
-                if key == "arguments" {
-                    arguments = (raw != "null").then_some(Cow::Borrowed(raw));
-                } else {
-                    read.insert(key.into_owned(), value(raw)?);
+            let mut at = Cursor::new(raw);
+            at.enter_object()?;
+            while let Some(key) = at.next_key()? {
+                let raw = at.value()?;
+                match key.as_ref() {
+                    "arguments" => arguments = (raw != "null").then_some(Cow::Borrowed(raw)),
+                    "_meta" => meta = Some(Cow::Borrowed(raw)),
+                    _ => {
+                        read.insert(key.into_owned(), value(raw)?);
+                    }
                 }
             }
         }
@@ -211,7 +251,27 @@ fn from_members<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<Result<Messag
         method,
         params: read,
         arguments,
+        meta,
     }))
+}
+
+/// A member's value from its text (valid JSON, as the scan found it); `None` when serde_json would
+/// not hold it. The envelope's members are mostly plain strings and small integers, read here
+/// without serde_json; anything else is serde_json's.
+fn member_value(raw: &str) -> Option<Value> {
+    let b = raw.as_bytes();
+    match b.first()? {
+        // A string the scan accepted, without escapes: its text is its value.
+        b'"' if memchr::memchr(b'\\', b).is_none() => {
+            return Some(Value::String(raw[1..raw.len() - 1].to_owned()));
+        }
+        // A non-negative integer well inside u64 (`-0` is a float to serde_json).
+        b'0'..=b'9' if b.len() <= 18 && b.iter().all(u8::is_ascii_digit) => {
+            return raw.parse::<u64>().ok().map(Value::from);
+        }
+        _ => {}
+    }
+    serde_json::from_str(raw).ok()
 }
 
 /// Reads one message with serde_json, the body whole: the reference [`read`] agrees with, and its
@@ -260,11 +320,13 @@ fn read_parsed(body: &[u8]) -> Result<Message<'static>, RpcError> {
         None | Some(Value::Null) => None,
         Some(a) => Some(Cow::Owned(a.to_string())),
     };
+    let meta = params.remove("_meta").map(|m| Cow::Owned(m.to_string()));
     Ok(Message {
         id,
         method,
         params,
         arguments,
+        meta,
     })
 }
 
@@ -457,7 +519,16 @@ mod tests {
     }
 
     /// A reading of a message made comparable: the arguments as a value.
-    type Read = Result<(Option<Value>, String, Map<String, Value>, Option<Value>), RpcError>;
+    type Read = Result<
+        (
+            Option<Value>,
+            String,
+            Map<String, Value>,
+            Option<Value>,
+            Option<Value>,
+        ),
+        RpcError,
+    >;
 
     fn comparable(read: Result<Message<'_>, RpcError>) -> Read {
         read.map(|m| {
@@ -465,7 +536,8 @@ mod tests {
                 .arguments
                 .as_deref()
                 .map(|a| serde_json::from_str(a).unwrap());
-            (m.id, m.method, m.params, arguments)
+            let meta = m.meta.as_deref().map(|a| serde_json::from_str(a).unwrap());
+            (m.id, m.method, m.params, arguments, meta)
         })
     }
 
@@ -475,7 +547,8 @@ mod tests {
         read_parsed(body).map(|m| {
             let doc: Value = serde_json::from_slice(body).unwrap();
             let arguments = Some(doc["params"]["arguments"].clone()).filter(|a| !a.is_null());
-            (m.id, m.method, m.params, arguments)
+            let meta = doc["params"].get("_meta").cloned();
+            (m.id, m.method, m.params, arguments, meta)
         })
     }
 
@@ -581,7 +654,7 @@ mod tests {
             let body = serde_json::to_vec(&doc).unwrap();
             let read_back = comparable(read(&body));
             prop_assert_eq!(&read_back, &by_serde(&body));
-            let (_, _, params, args) = read_back.unwrap();
+            let (_, _, params, args, _) = read_back.unwrap();
             prop_assert_eq!(args.is_some(), !arguments.is_null());
             prop_assert!(!params.contains_key("arguments"));
         }
