@@ -680,9 +680,10 @@ mod tests {
                     _ => {}
                 }
             }
-            let scanned = comparable(read(&body));
+            // Never a panic, whatever the edits made of it.
+            let scanned = read(&body);
             if serde_json::from_slice::<Value>(&body).is_ok() {
-                prop_assert_eq!(scanned, by_serde(&body));
+                prop_assert_eq!(comparable(scanned), by_serde(&body));
             }
         }
 
