@@ -177,8 +177,10 @@ pub fn raw_result_body_with(id: &Value, first: Option<&str>, result: &str) -> By
 /// The body is checked and split by a validating scan (`llm::json_scan`), and only the envelope's
 /// small members are read into values: `params.arguments`, the bulk of a `tools/call`, stays the
 /// text the client wrote. A body the scan does not accept (not JSON, not an object, nested deeper
-/// than the scan goes) or a member serde_json will not hold is read by [`read_parsed`], which says
-/// precisely what is wrong, so every error is the one serde_json's reading gives.
+/// than the scan goes) or an envelope member serde_json will not hold is read by [`read_parsed`],
+/// which says precisely what is wrong, so every error is the one serde_json's reading gives. The
+/// one difference: `arguments` and `_meta` are not read here, so a number beyond `f64` or a lone
+/// surrogate inside them is found by whoever reads them (see `proxy/README.md`).
 pub fn read(body: &[u8]) -> Result<Message<'_>, RpcError> {
     let scanned = std::str::from_utf8(body)
         .ok()
@@ -202,10 +204,9 @@ fn last<'t>(members: &[(Cow<'_, str>, &'t str)], key: &str) -> Option<&'t str> {
 /// [`read`] over the top-level members of a valid object; `None` when a member serde_json reads
 /// differently from the scan (then the whole body is read by serde_json).
 fn from_members<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<Result<Message<'a>, RpcError>> {
-    let value = member_value;
     let id = match last(members, "id") {
         None => None,
-        Some(raw) => match value(raw)? {
+        Some(raw) => match member_value(raw)? {
             id @ Value::String(_) => Some(id),
             Value::Number(n) if n.is_i64() || n.is_u64() => Some(Value::Number(n)),
             _ => return Some(Err(bad_id())),
@@ -213,11 +214,11 @@ fn from_members<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<Result<Messag
     };
     let version = match last(members, "jsonrpc") {
         None => None,
-        Some(raw) => Some(value(raw)?),
+        Some(raw) => Some(member_value(raw)?),
     };
     let method = match last(members, "method") {
         None => None,
-        Some(raw) => Some(value(raw)?),
+        Some(raw) => Some(member_value(raw)?),
     };
     let params = last(members, "params");
     let has_answer = last(members, "result").is_some() || last(members, "error").is_some();
@@ -239,7 +240,7 @@ fn from_members<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<Result<Messag
                     "arguments" => arguments = (raw != "null").then_some(Cow::Borrowed(raw)),
                     "_meta" => meta = Some(Cow::Borrowed(raw)),
                     _ => {
-                        read.insert(key.into_owned(), value(raw)?);
+                        read.insert(key.into_owned(), member_value(raw)?);
                     }
                 }
             }
