@@ -7,6 +7,8 @@
 #   bash bench/mcp.sh 5000     # another count
 #   MCP_BENCH_BASELINE=/path/to/older/tollgate-proxy bash bench/mcp.sh
 #                              # the same figures for an older proxy binary too, in the same run
+#   MCP_BENCH_PORTS=18300 bash bench/mcp.sh
+#                              # other ports (base, base+5, base+6), when another bench holds 18200-18206
 #
 # Both calls send the same ~1 KB prompt variables to the benchmark route's prompt API `bench-prompt`
 # (bench/src/snapshot.rs) — as `POST <prefix>/prompts/bench-prompt`, and as a 2026-07-28 `tools/call`
@@ -22,8 +24,10 @@ say_as=mcp-bench
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 calls="${1:-3000}"
-upstream_port=18200
-proxy_port=18205
+ports="${MCP_BENCH_PORTS:-18200}"
+upstream_port="$ports"
+proxy_port=$((ports + 5))
+admin_port=$((ports + 6))
 # shellcheck source=bench/callgrind_setup.sh
 source bench/callgrind_setup.sh
 
@@ -101,7 +105,7 @@ count() {
     rm -f "$out"*
     valgrind --tool=callgrind --callgrind-out-file="$out" "$proxy_bin" \
         standalone "$work/snapshot.yaml" --poll-interval 1h --listen "127.0.0.1:$proxy_port" \
-        --admin-listen 127.0.0.1:18206 >/dev/null 2>&1 &
+        --admin-listen "127.0.0.1:$admin_port" >/dev/null 2>&1 &
     local vg=$!
     if [ "$kind" = prompt ]; then
         url="http://127.0.0.1:$proxy_port$prefix/prompts/bench-prompt" body="$work/prompt.json"
@@ -126,7 +130,7 @@ count() {
 # CPU milliseconds of the proxy per `tools/list` of the 200-tool route, and the tools listed.
 list_cpu() {
     "${1:-$target/release/tollgate-proxy}" standalone "$work/snapshot.yaml" --poll-interval 1h \
-        --listen "127.0.0.1:$proxy_port" --admin-listen 127.0.0.1:18206 --access-log off >/dev/null 2>&1 &
+        --listen "127.0.0.1:$proxy_port" --admin-listen "127.0.0.1:$admin_port" --access-log off >/dev/null 2>&1 &
     local proxy=$! n=1000
     pids+=("$proxy")
     wait_port "$proxy_port" || { say "the proxy did not start"; return 1; }

@@ -369,10 +369,8 @@ impl Call {
             );
         }
         if let Some(mcp) = &self.mcp {
-            let route = route.map(|r| r.id.to_string()).unwrap_or_default();
-            self.recorder
-                .metrics
-                .mcp_call(route, mcp.method, mcp.outcome);
+            let at = snapshot.zip(self.route);
+            self.recorder.metrics.mcp_call(at, mcp.method, mcp.outcome);
         }
     }
 }

@@ -376,6 +376,20 @@ struct SeriesCache {
     hash: String,
     by_key: FxHashMap<SeriesKey, Series>,
     usage: FxHashMap<(Option<RouteIdx>, Option<ConsumerIdx>), UsageSeries>,
+    /// `tollgate_mcp_calls_total` by route, method and outcome.
+    mcp: FxHashMap<(Option<RouteIdx>, &'static str, &'static str), Counter>,
+}
+
+impl SeriesCache {
+    /// Forgets the handles of an older snapshot (its indexes name other routes).
+    fn follow(&mut self, snapshot: &Snapshot) {
+        if self.version != snapshot.version || self.hash != snapshot.hash {
+            self.version = snapshot.version;
+            self.hash.clone_from(&snapshot.hash);
+            self.by_key.clear();
+            self.mcp.clear();
+        }
+    }
 }
 
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]
@@ -530,12 +544,8 @@ impl Metrics {
             status: s.status,
         };
         let mut cache = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(x) = &s.series
-            && (cache.version != x.snapshot.version || cache.hash != x.snapshot.hash)
-        {
-            cache.version = x.snapshot.version;
-            cache.hash.clone_from(&x.snapshot.hash);
-            cache.by_key.clear();
+        if let Some(x) = &s.series {
+            cache.follow(x.snapshot);
         }
         let series = cache
             .by_key
@@ -674,13 +684,31 @@ impl Metrics {
             .inc();
     }
 
-    /// One MCP JSON-RPC call on the route `route` (`namespace/name`, or empty) ended with `outcome`.
-    pub fn mcp_call(&self, route: String, method: &'static str, outcome: &'static str) {
-        self.mcp
-            .get_or_create(&McpLabel {
-                route,
-                method,
-                outcome,
+    /// One MCP JSON-RPC call on the route `at` (labelled `namespace/name`; empty when none) ended
+    /// with `outcome`. The counter is found once per snapshot, route, method and outcome.
+    pub fn mcp_call(
+        &self,
+        at: Option<(&Snapshot, RouteIdx)>,
+        method: &'static str,
+        outcome: &'static str,
+    ) {
+        let mut cache = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((snapshot, _)) = at {
+            cache.follow(snapshot);
+        }
+        let route = at.map(|(_, r)| r);
+        cache
+            .mcp
+            .entry((route, method, outcome))
+            .or_insert_with(|| {
+                let route = at
+                    .and_then(|(s, r)| Some(s.content.routes.get(r as usize)?.id.to_string()))
+                    .unwrap_or_default();
+                self.mcp.get_or_create_owned(&McpLabel {
+                    route,
+                    method,
+                    outcome,
+                })
             })
             .inc();
     }

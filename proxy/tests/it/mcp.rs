@@ -24,7 +24,7 @@ pub(crate) const UNSUBSCRIBED: &str = "tg-mcp-stranger-key-0002";
 const PENDING: &str = "tg-mcp-pending-key-0003";
 const OTHER_APP: &str = "tg-mcp-other-app-key-0004";
 pub(crate) const ENDPOINT: &str = "/team-a/chat/mcp";
-const MODERN: &str = "2026-07-28";
+pub(crate) const MODERN: &str = "2026-07-28";
 
 fn summarise() -> tollgate_snapshot::Prompt {
     let spec: PromptApi = serde_json::from_value(json!({
@@ -142,7 +142,18 @@ pub(crate) async fn modern_at(
     key: &str,
     id: u64,
     method: &str,
-    mut params: Value,
+    params: Value,
+) -> Reply {
+    modern_with(proxy, endpoint, key, (id, method, params), &[]).await
+}
+
+/// A modern request to `endpoint` carrying the caller's `extra` headers too.
+pub(crate) async fn modern_with(
+    proxy: &TestProxy,
+    endpoint: &str,
+    key: &str,
+    (id, method, mut params): (u64, &str, Value),
+    extra: &[(&str, &str)],
 ) -> Reply {
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": MODERN,
@@ -158,8 +169,24 @@ pub(crate) async fn modern_at(
     if let Some(name) = &name {
         headers.push(("mcp-name", name.as_str()));
     }
+    headers.extend_from_slice(extra);
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
     send(Method::POST, &proxy.url(endpoint), &headers, Some(&body)).await
+}
+
+/// `tests/python/test_mcp_sdk.py` with SDK line `line` against `url` as the app (and the
+/// unsubscribed consumer), calling the prompt tool and REST tool `tools` by those names, with
+/// `extra` settings; it fails the test when a check fails.
+pub(crate) fn sdk_checks_at(line: u8, url: &str, tools: (&str, &str), extra: &[(&str, &str)]) {
+    let mut env = vec![
+        ("MCP_URL", url),
+        ("MCP_KEY", KEY),
+        ("MCP_UNSUBSCRIBED_KEY", UNSUBSCRIBED),
+        ("MCP_PROMPT_TOOL", tools.0),
+        ("MCP_REST_TOOL", tools.1),
+    ];
+    env.extend_from_slice(extra);
+    run_mcp_script(line, "test_mcp_sdk.py", &env);
 }
 
 /// A legacy request with an optional session id.
@@ -701,21 +728,9 @@ async fn sdk_checks(line: u8) {
     let (base, _) = start_service().await;
     let proxy = TestProxy::start(content(&base, None)).await;
     let url = proxy.url(ENDPOINT);
-    tokio::task::spawn_blocking(move || {
-        run_mcp_script(
-            line,
-            "test_mcp_sdk.py",
-            &[
-                ("MCP_URL", &url),
-                ("MCP_KEY", KEY),
-                ("MCP_UNSUBSCRIBED_KEY", UNSUBSCRIBED),
-                ("MCP_PROMPT_TOOL", "summarise"),
-                ("MCP_REST_TOOL", "getItem"),
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || sdk_checks_at(line, &url, ("summarise", "getItem"), &[]))
+        .await
+        .unwrap();
     let lines = proxy.log_lines();
     assert!(
         lines
@@ -733,18 +748,8 @@ async fn the_python_sdks_reach_the_consumer_scope() {
     let url = proxy.url("/mcp");
     tokio::task::spawn_blocking(move || {
         for line in [1, 2] {
-            run_mcp_script(
-                line,
-                "test_mcp_sdk.py",
-                &[
-                    ("MCP_URL", &url),
-                    ("MCP_KEY", KEY),
-                    ("MCP_UNSUBSCRIBED_KEY", UNSUBSCRIBED),
-                    ("MCP_PROMPT_TOOL", "chat__summarise"),
-                    ("MCP_REST_TOOL", "chat__getItem"),
-                    ("MCP_CONSUMER_SCOPE", "1"),
-                ],
-            );
+            let tools = ("chat__summarise", "chat__getItem");
+            sdk_checks_at(line, &url, tools, &[("MCP_CONSUMER_SCOPE", "1")]);
         }
     })
     .await
@@ -772,17 +777,11 @@ async fn the_python_sdks_alternate_between_two_replicas() {
     let (url, alt) = (a.url(ENDPOINT), b.url(ENDPOINT));
     tokio::task::spawn_blocking(move || {
         for line in [1, 2] {
-            run_mcp_script(
+            sdk_checks_at(
                 line,
-                "test_mcp_sdk.py",
-                &[
-                    ("MCP_URL", &url),
-                    ("MCP_ALT_URL", &alt),
-                    ("MCP_KEY", KEY),
-                    ("MCP_UNSUBSCRIBED_KEY", UNSUBSCRIBED),
-                    ("MCP_PROMPT_TOOL", "summarise"),
-                    ("MCP_REST_TOOL", "getItem"),
-                ],
+                &url,
+                ("summarise", "getItem"),
+                &[("MCP_ALT_URL", &alt)],
             );
         }
     })

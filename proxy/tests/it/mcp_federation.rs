@@ -5,17 +5,14 @@
 //! caller's key; a server killed mid-test leaves the other listed and answers its own tools with a
 //! JSON-RPC error; the official Python SDK of both lines calls a federated tool through the proxy.
 
-use http::Method;
 use serde_json::{Value, json};
 use tollgate_snapshot::{
     Content, Credential, McpServer, ObjectRef, Pattern, RestCredential, Timeouts, ToolFilter,
 };
 
-use crate::mcp::{ENDPOINT, KEY, UNSUBSCRIBED, content, start_service, text};
-use crate::support::python::{McpUpstream, run_mcp_script};
+use crate::mcp::{ENDPOINT, KEY, MODERN, content, modern_with, sdk_checks_at, start_service, text};
+use crate::support::python::McpUpstream;
 use crate::support::*;
-
-const MODERN: &str = "2026-07-28";
 const UPSTREAM_SECRET: &str = "upstream-credential-7";
 
 /// `old`: the 1.x server's `add` and `echo` as `old_add`, `old_echo` (by name), with a credential
@@ -56,24 +53,9 @@ fn with_servers(mut content: Content, servers: Vec<McpServer>) -> Content {
 }
 
 /// A 2026-07-28 request to `endpoint` with the caller's `x-tenant` header.
-async fn ask(proxy: &TestProxy, endpoint: &str, id: u64, method: &str, mut params: Value) -> Reply {
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    let auth = format!("Bearer {KEY}");
-    let name = params["name"].as_str().map(str::to_string);
-    let mut headers = vec![
-        ("authorization", auth.as_str()),
-        ("mcp-protocol-version", MODERN),
-        ("mcp-method", method),
-        ("x-tenant", "tenant-9"),
-    ];
-    if let Some(name) = &name {
-        headers.push(("mcp-name", name.as_str()));
-    }
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    send(Method::POST, &proxy.url(endpoint), &headers, Some(&body)).await
+async fn ask(proxy: &TestProxy, endpoint: &str, id: u64, method: &str, params: Value) -> Reply {
+    let tenant = [("x-tenant", "tenant-9")];
+    modern_with(proxy, endpoint, KEY, (id, method, params), &tenant).await
 }
 
 fn names(reply: &Reply) -> Vec<String> {
@@ -285,18 +267,8 @@ async fn the_python_sdks_call_federated_tools() {
     let url = proxy.url(ENDPOINT);
     tokio::task::spawn_blocking(move || {
         for line in [1, 2] {
-            run_mcp_script(
-                line,
-                "test_mcp_sdk.py",
-                &[
-                    ("MCP_URL", &url),
-                    ("MCP_KEY", KEY),
-                    ("MCP_UNSUBSCRIBED_KEY", UNSUBSCRIBED),
-                    ("MCP_PROMPT_TOOL", "summarise"),
-                    ("MCP_REST_TOOL", "getItem"),
-                    ("MCP_FEDERATED_TOOLS", "old_add,new_add"),
-                ],
-            );
+            let federated = [("MCP_FEDERATED_TOOLS", "old_add,new_add")];
+            sdk_checks_at(line, &url, ("summarise", "getItem"), &federated);
         }
         drop((old, new));
     })

@@ -7,6 +7,7 @@
 
 mod fixtures;
 mod http;
+mod mcp;
 mod portal;
 mod rest;
 mod support;

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::gateway::admission::{self, Admitted, Notes};
 use crate::gateway::prompt;
 use crate::gateway::routed::{Asked, model_call};
-use crate::llm::json_scan::{is_string, members_of_valid};
+use crate::llm::json_scan::{Cursor, is_string};
 
 /// Largest tool answer turned into a tool result.
 pub(super) const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -30,7 +30,7 @@ pub(super) async fn call_tool(
     snapshot: &Arc<Snapshot>,
     headers: &HeaderMap,
     reach: &Reach<'_>,
-    (message, body): (&Message, &[u8]),
+    message: &Message<'_>,
     call: &mut Call,
     notes: &mut Notes,
 ) -> ToolOutcome {
@@ -47,16 +47,9 @@ pub(super) async fn call_tool(
         },
     };
     note(call).name = Some(name.to_string());
-    let none = Map::new();
-    let args = match message.params.get("arguments") {
-        None | Some(Value::Null) => &none,
-        Some(Value::Object(a)) => a,
-        Some(_) => {
-            return Err(invalid_params(
-                "Invalid params: arguments must be an object.".into(),
-            ));
-        }
-    };
+    // Checked before admission, as a malformed request; read into values only for the tools that
+    // need them (a prompt tool's go to the renderer as written).
+    let raw_args = message.raw_arguments_object().map_err(invalid_params)?;
     // The consumer scope admits each call to its own route (stage, subscription), as that route's
     // own endpoint would.
     let fresh;
@@ -95,11 +88,7 @@ pub(super) async fn call_tool(
                 call.fail(e.code);
                 return Err((e.status, refusal(None, &e)));
             }
-            let mut args = message
-                .params
-                .get("arguments")
-                .cloned()
-                .unwrap_or(json!({}));
+            let mut args = Value::Object(message.arguments_object().map_err(invalid_params)?);
             if let Err(e) =
                 check_tool_text(shared, snapshot, owner.route, &mut args, false, call).await
             {
@@ -131,18 +120,16 @@ pub(super) async fn call_tool(
         }
         Called::Own(Target::Prompt(i)) => {
             // The variables go to the renderer as the client wrote them, not serialised again.
-            let variables = match raw_arguments(body) {
-                Some(raw) => [r#"{"variables":"#.as_bytes(), raw.as_bytes(), b"}"].concat(),
-                None => serde_json::to_vec(&json!({ "variables": args }))
-                    .expect("JSON values serialise"),
-            };
+            let raw = raw_args.unwrap_or("{}");
+            let variables = [r#"{"variables":"#.as_bytes(), raw.as_bytes(), b"}"].concat();
             call_prompt(
                 shared, snapshot, headers, admitted, i, &variables, call, notes,
             )
             .await
         }
         Called::Own(Target::Rest(i)) => {
-            guarded_rest(shared, snapshot, admitted, i, args, call, notes)
+            let args = message.arguments_object().map_err(invalid_params)?;
+            guarded_rest(shared, snapshot, admitted, i, &args, call, notes)
                 .await
                 .map(ToolResult::Value)
         }
@@ -162,23 +149,6 @@ pub(super) async fn call_tool(
             Err((e.status, refusal(None, &e)))
         }
     }
-}
-
-/// The `arguments` object of a `tools/call` exactly as the client wrote it, from a body
-/// `jsonrpc::read` has read (so valid JSON): the last `arguments` of the last `params`, as serde_json
-/// reads repeated members. `None` when it is absent or not an object.
-fn raw_arguments(body: &[u8]) -> Option<&str> {
-    fn last<'t>(members: Vec<(std::borrow::Cow<'_, str>, &'t str)>, key: &str) -> Option<&'t str> {
-        members
-            .into_iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-    }
-    let text = std::str::from_utf8(body).ok()?;
-    let params = last(members_of_valid(text)?, "params")?;
-    let args = last(members_of_valid(params)?, "arguments")?;
-    args.starts_with('{').then_some(args)
 }
 
 /// What a tool name stands for: one of the routes' own tools, or an upstream server's.
@@ -316,9 +286,17 @@ pub(super) async fn call_prompt(
 /// The `output` of a prompt API's whole result (which the gateway itself wrote, so valid JSON)
 /// when it is text: the JSON string as it stands in the result.
 fn written_text(result: &[u8]) -> Option<&str> {
-    let members = members_of_valid(std::str::from_utf8(result).ok()?)?;
-    let (_, output) = members.into_iter().rev().find(|(k, _)| k == "output")?;
-    is_string(output).then_some(output)
+    // The gateway writes `output` once, before `finish_reason` and `usage`: the walk stops there.
+    let mut at = Cursor::new(std::str::from_utf8(result).ok()?);
+    at.enter_object()?;
+    while let Some(key) = at.next_key()? {
+        if key == "output" {
+            let output = at.value()?;
+            return is_string(output).then_some(output);
+        }
+        at.skip()?;
+    }
+    None
 }
 
 pub(super) async fn call_rest(
@@ -408,17 +386,5 @@ mod tests {
         ] {
             assert_eq!(written_text(other), None);
         }
-    }
-
-    #[test]
-    fn raw_arguments_are_the_ones_serde_json_reads() {
-        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":"x\"}","b":[1,{"c":2}]}}}"#;
-        assert_eq!(raw_arguments(body), Some(r#"{"a":"x\"}","b":[1,{"c":2}]}"#));
-        // Repeated members: the last one counts, as in the parsed message.
-        let twice = br#"{"params":{"arguments":{"a":1}},"params":{"arguments":{"a":2},"arguments":{"a":3}}}"#;
-        assert_eq!(raw_arguments(twice), Some(r#"{"a":3}"#));
-        assert_eq!(raw_arguments(br#"{"params":{"arguments":null}}"#), None);
-        assert_eq!(raw_arguments(br#"{"params":{}}"#), None);
-        assert_eq!(raw_arguments(br#"{"id":1}"#), None);
     }
 }

@@ -205,7 +205,8 @@ async fn answer(
             return Answer::error(status, &rpc);
         }
     };
-    let description = match &reach.admitted {
+    // Only `initialize` and `server/discover` describe the server: made when asked.
+    let description = || match &reach.admitted {
         Some(a) => {
             let route = &snapshot.content.routes[a.route as usize];
             (format!("Tollgate: {}", route.id), route.description.clone())
@@ -259,13 +260,13 @@ async fn answer(
                     consumer: session::consumer_tag(&consumer.id.to_string()),
                 },
             ));
-            let mut result = server_description(&description);
+            let mut result = server_description(&description());
             result["protocolVersion"] = json!(LEGACY[chosen]);
             Ok(result)
         }
         "ping" => Ok(json!({})),
         "server/discover" if era == Era::Modern => {
-            let mut result = server_description(&description);
+            let mut result = server_description(&description());
             result["supportedVersions"] = json!([MODERN, LEGACY[0], LEGACY[1], LEGACY[2]]);
             result["ttlMs"] = json!(LIST_TTL_MS);
             result["cacheScope"] = json!("private");
@@ -302,20 +303,19 @@ async fn answer(
                 snapshot,
                 &parts.headers,
                 &reach,
-                (&message, &bytes),
+                &message,
                 call,
                 notes,
             )
             .await;
             match called {
                 Ok(ToolResult::Value(result)) => Ok(result),
-                Ok(ToolResult::Written(mut result)) => {
-                    if era == Era::Modern {
-                        result.insert_str(1, r#""resultType":"complete","#);
-                    }
+                Ok(ToolResult::Written(result)) => {
+                    let first = (era == Era::Modern).then_some(r#""resultType":"complete""#);
+                    let body = jsonrpc::raw_result_body_with(&id, first, &result);
                     return Answer {
                         status: StatusCode::OK,
-                        body: jsonrpc::raw_result_body(&id, &result),
+                        body,
                         session: session_out,
                     };
                 }

@@ -49,7 +49,7 @@ pub(super) fn check_origin(headers: &HeaderMap) -> Option<RpcError> {
 }
 
 /// The era of a request, after checking its version headers against its body.
-pub(super) fn era(headers: &HeaderMap, message: &Message) -> Result<Era, RpcError> {
+pub(super) fn era(headers: &HeaderMap, message: &Message<'_>) -> Result<Era, RpcError> {
     let id = message.id.clone();
     let header_version = match headers.get("mcp-protocol-version") {
         None => None,
@@ -61,8 +61,7 @@ pub(super) fn era(headers: &HeaderMap, message: &Message) -> Result<Era, RpcErro
             )
         })?),
     };
-    let meta = message.params.get("_meta");
-    let meta_version = meta.and_then(|m| m.get(VERSION_META));
+    let meta_version = message.meta(VERSION_META);
     let modern = message.method != "initialize"
         && (meta_version.is_some() || header_version == Some(MODERN));
     if !modern {
@@ -100,7 +99,12 @@ pub(super) fn era(headers: &HeaderMap, message: &Message) -> Result<Era, RpcErro
         && let Some(name) = message.params.get("name").and_then(Value::as_str)
     {
         let header = headers.get("mcp-name").and_then(|v| v.to_str().ok());
-        if header.and_then(decode_header_value).as_deref() != Some(name) {
+        let agrees = match header {
+            // The plain form, compared without a copy.
+            Some(h) if !h.starts_with("=?base64?") => h == name,
+            h => h.and_then(decode_header_value).as_deref() == Some(name),
+        };
+        if !agrees {
             return Err(RpcError::new(
                 id,
                 HEADER_MISMATCH,
@@ -146,11 +150,19 @@ mod tests {
         h
     }
 
-    fn message(method: &str, params: Value) -> Message {
+    fn message(method: &str, params: Value) -> Message<'static> {
         Message {
             id: Some(json!(1)),
             method: method.into(),
-            params: params.as_object().cloned().unwrap_or_default(),
+            params: params
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| k != "_meta")
+                .collect(),
+            arguments: None,
+            meta: params.get("_meta").map(|m| m.to_string().into()),
         }
     }
 

@@ -270,7 +270,7 @@ pub(super) fn cache_hints(result: &mut Value, era: Era) {
 
 /// `prompts/get`: the prompt's template with the caller's arguments put in (MCP prompt arguments
 /// are strings; each is read as its variable's type), checked as a prompt API call checks them.
-pub(super) fn get_prompt(snapshot: &Snapshot, reach: &Reach<'_>, message: &Message) -> Outcome {
+pub(super) fn get_prompt(snapshot: &Snapshot, reach: &Reach<'_>, message: &Message<'_>) -> Outcome {
     let name = message
         .params
         .get("name")
@@ -284,23 +284,16 @@ pub(super) fn get_prompt(snapshot: &Snapshot, reach: &Reach<'_>, message: &Messa
         .ok_or_else(|| {
             invalid_params(format!("Invalid params: unknown prompt {:?}.", shown(name)))
         })?;
+    let args = message.arguments_object().map_err(|_| {
+        invalid_params("Invalid params: arguments must be an object of name: value.".into())
+    })?;
     let mut variables = Map::new();
-    match message.params.get("arguments") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(args)) => {
-            for (k, v) in args {
-                let typed = match (p.variables.iter().find(|x| x.name == *k), v) {
-                    (Some(var), Value::String(s)) => typed_argument(var.kind, s),
-                    _ => v.clone(),
-                };
-                variables.insert(k.clone(), typed);
-            }
-        }
-        Some(_) => {
-            return Err(invalid_params(
-                "Invalid params: arguments must be an object of name: value.".into(),
-            ));
-        }
+    for (k, v) in args {
+        let typed = match (p.variables.iter().find(|x| x.name == k), &v) {
+            (Some(var), Value::String(s)) => typed_argument(var.kind, s),
+            _ => v,
+        };
+        variables.insert(k, typed);
     }
     let body = serde_json::to_vec(&json!({"variables": variables})).expect("JSON values serialise");
     let rendered = prompt::render(p, &body)
