@@ -5,6 +5,9 @@
 
 mod check;
 mod detect;
+#[cfg(test)]
+mod oracle;
+mod scan;
 mod sse;
 mod stream;
 #[cfg(test)]
@@ -12,7 +15,7 @@ mod tests;
 
 pub use check::{Decision, Policy, Refusal};
 #[cfg(test)]
-use detect::find;
+use scan::find;
 pub use sse::{AnswerStream, StreamFormat};
 #[cfg(test)]
 use stream::{HOLD_BACK_BYTES, MAX_PENDING_BYTES, StreamGuard};

@@ -22,7 +22,7 @@ fn cases() -> u32 {
         .unwrap_or(2_000)
 }
 
-fn runner() -> TestRunner {
+pub(super) fn runner() -> TestRunner {
     TestRunner::new(Config {
         cases: cases(),
         failure_persistence: None,
