@@ -258,32 +258,43 @@ impl Scan<'_> {
 
     fn run(&mut self) {
         let bytes = self.t.0.as_bytes();
+        let mut after_word = false;
         for (i, &b) in bytes.iter().enumerate() {
-            if !is(b, START) {
-                continue;
+            let class = CLASSES[b as usize];
+            let inside_word = after_word && class & WORD != 0;
+            after_word = class & WORD != 0;
+            // A letter or digit right after an ASCII letter or digit begins nothing.
+            if class & START != 0 && !inside_word {
+                self.candidate(i, b);
             }
-            match b {
-                // Inside a word (a longer number included) nothing begins.
-                b'0'..=b'9' => {
-                    if !self.t.word_before(i) {
-                        self.phone(i);
-                        self.digits(i);
-                    }
+        }
+    }
+
+    /// Kept out of the loop above: inlined, its many offsets from `i` became counters the loop
+    /// stepped on every byte.
+    #[inline(never)]
+    fn candidate(&mut self, i: usize, b: u8) {
+        match b {
+            // Inside a word (a longer number included) nothing begins.
+            b'0'..=b'9' => {
+                if !self.t.word_before(i) {
+                    self.phone(i);
+                    self.digits(i);
                 }
-                b'(' | b'+' => self.phone(i),
-                b'@' => self.email(i),
-                b':' => self.ipv6(i),
-                b'-' => self.secret(i),
-                _ if is(b, UPPER) || is(b, LOWER) => {
-                    if !self.t.word_before(i) {
-                        if is(b, UPPER) {
-                            self.iban(i);
-                        }
-                        self.secret(i);
-                    }
-                }
-                _ => {}
             }
+            b'(' | b'+' => self.phone(i),
+            b'@' => self.email(i),
+            b':' => self.ipv6(i),
+            b'-' => self.secret(i),
+            _ if is(b, UPPER | LOWER) => {
+                if !self.t.word_before(i) {
+                    if is(b, UPPER) {
+                        self.iban(i);
+                    }
+                    self.secret(i);
+                }
+            }
+            _ => {}
         }
     }
 
