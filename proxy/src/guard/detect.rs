@@ -35,16 +35,17 @@ pub fn phone_within(candidate: &str) -> Option<usize> {
 /// The card numbers in a run of digit groups (`offset`: where the run starts in the text): from each
 /// group, the longest run of groups holding 13 to 19 digits whose Luhn digit is right.
 pub fn cards_within(run: &str, offset: usize) -> Vec<Range<usize>> {
-    let groups: Vec<Range<usize>> = run.match_indices(|c: char| c.is_ascii_digit()).fold(
-        Vec::<Range<usize>>::new(),
-        |mut groups, (i, _)| {
-            match groups.last_mut() {
-                Some(g) if g.end == i => g.end = i + 1,
-                _ => groups.push(i..i + 1),
-            }
-            groups
-        },
-    );
+    let bytes = run.as_bytes();
+    let mut groups: Vec<Range<usize>> = Vec::new();
+    for (i, b) in bytes.iter().enumerate() {
+        if !b.is_ascii_digit() {
+            continue;
+        }
+        match groups.last_mut() {
+            Some(g) if g.end == i => g.end = i + 1,
+            _ => groups.push(i..i + 1),
+        }
+    }
     let mut found = Vec::new();
     let mut i = 0;
     while i < groups.len() {
@@ -71,72 +72,64 @@ pub fn cards_within(run: &str, offset: usize) -> Vec<Range<usize>> {
     found
 }
 
-/// A card number: 13 to 19 digits whose Luhn check digit is right.
+/// A card number: 13 to 19 digits whose Luhn check digit is right (other characters skipped).
 pub fn card_number(text: &str) -> bool {
-    let digits: Vec<u8> = text
-        .bytes()
-        .filter(u8::is_ascii_digit)
-        .map(|b| b - b'0')
-        .collect();
-    (13..=19).contains(&digits.len()) && luhn(&digits)
-}
-
-/// The Luhn check over decimal digits (the last one being the check digit).
-pub fn luhn(digits: &[u8]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            let d = u32::from(d);
-            if i % 2 == 1 {
-                let twice = d * 2;
-                if twice > 9 { twice - 9 } else { twice }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
+    let mut count = 0;
+    let mut sum = 0;
+    for b in text.bytes().rev().filter(u8::is_ascii_digit) {
+        let d = u32::from(b - b'0');
+        sum += if count % 2 == 1 {
+            let twice = d * 2;
+            if twice > 9 { twice - 9 } else { twice }
+        } else {
+            d
+        };
+        count += 1;
+        if count > 19 {
+            return false;
+        }
+    }
+    (13..=19).contains(&count) && sum.is_multiple_of(10)
 }
 
 /// The length of the longest IBAN that `candidate` begins with (a greedy match may have taken the
 /// next word too: `DE89 3704 0044 0532 0130 00 THEN`), or `None`.
 pub fn iban_within(candidate: &str) -> Option<usize> {
-    let mut ends: Vec<usize> = candidate
-        .char_indices()
-        .filter(|&(i, c)| c == ' ' && i > 0)
+    if iban(candidate) {
+        return Some(candidate.len());
+    }
+    candidate
+        .bytes()
+        .enumerate()
+        .rev()
+        .filter(|&(i, b)| b == b' ' && i > 0)
         .map(|(i, _)| i)
-        .collect();
-    ends.push(candidate.len());
-    ends.into_iter().rev().find(|&end| iban(&candidate[..end]))
+        .find(|&end| iban(&candidate[..end]))
 }
 
 /// An IBAN: country letters, two check digits and 11 to 30 letters and digits (spaces allowed),
 /// whose mod-97 checksum is 1.
 pub fn iban(text: &str) -> bool {
-    let compact: Vec<u8> = text.bytes().filter(|b| *b != b' ').collect();
-    if !(15..=34).contains(&compact.len())
-        || !compact[..2].iter().all(u8::is_ascii_uppercase)
-        || !compact[2..4].iter().all(u8::is_ascii_digit)
-        || !compact
-            .iter()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-    {
+    let compact = || text.bytes().filter(|b| *b != b' ');
+    let len = compact().count();
+    if !(15..=34).contains(&len) {
+        return false;
+    }
+    let shaped = compact().enumerate().all(|(i, b)| match i {
+        0 | 1 => b.is_ascii_uppercase(),
+        2 | 3 => b.is_ascii_digit(),
+        _ => b.is_ascii_uppercase() || b.is_ascii_digit(),
+    });
+    if !shaped {
         return false;
     }
     // Move the first four characters to the end, letters become 10..35, the number mod 97 must be 1.
     let mut rest: u32 = 0;
-    for &b in compact[4..].iter().chain(&compact[..4]) {
-        let value = if b.is_ascii_digit() {
-            u32::from(b - b'0')
+    for b in compact().skip(4).chain(compact().take(4)) {
+        rest = if b.is_ascii_digit() {
+            (rest * 10 + u32::from(b - b'0')) % 97
         } else {
-            u32::from(b - b'A') + 10
-        };
-        rest = if value >= 10 {
-            (rest * 100 + value) % 97
-        } else {
-            (rest * 10 + value) % 97
+            (rest * 100 + u32::from(b - b'A') + 10) % 97
         };
     }
     rest == 1
@@ -154,16 +147,17 @@ mod tests {
 
     #[test]
     fn the_luhn_check_catches_every_single_digit_change() {
-        let good: Vec<u8> = "4111111111111111".bytes().map(|b| b - b'0').collect();
-        assert!(luhn(&good));
+        let good = "4111111111111111";
+        assert!(card_number(good));
         for i in 0..good.len() {
-            for d in 0..10u8 {
-                if d == good[i] {
+            for d in b'0'..=b'9' {
+                if d == good.as_bytes()[i] {
                     continue;
                 }
-                let mut bad = good.clone();
+                let mut bad = good.as_bytes().to_vec();
                 bad[i] = d;
-                assert!(!luhn(&bad), "position {i} digit {d}");
+                let bad = String::from_utf8(bad).unwrap();
+                assert!(!card_number(&bad), "position {i} digit {d}");
             }
         }
     }

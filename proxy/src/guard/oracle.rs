@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use tollgate_snapshot::Detector;
 
-use super::detect::{cards_within, iban_within, phone_within, ssn_issuable, standalone};
+use super::detect::{phone_within, ssn_issuable, standalone};
 
 /// The expression, with `\d` meaning an ASCII digit (see the module's comment).
 fn re(source: &str) -> Regex {
@@ -126,6 +126,118 @@ fn shrinking(re: &Regex, text: &str, within: fn(&str) -> Option<usize>) -> Vec<R
         }
     }
     found
+}
+
+// The checks as they were with the expressions (allocating); `detect.rs` has them without.
+
+/// The card numbers in a run of digit groups (`offset`: where the run starts in the text): from each
+/// group, the longest run of groups holding 13 to 19 digits whose Luhn digit is right.
+fn cards_within(run: &str, offset: usize) -> Vec<Range<usize>> {
+    let groups: Vec<Range<usize>> = run.match_indices(|c: char| c.is_ascii_digit()).fold(
+        Vec::<Range<usize>>::new(),
+        |mut groups, (i, _)| {
+            match groups.last_mut() {
+                Some(g) if g.end == i => g.end = i + 1,
+                _ => groups.push(i..i + 1),
+            }
+            groups
+        },
+    );
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < groups.len() {
+        let mut best = None;
+        let mut digits = 0;
+        for (j, group) in groups.iter().enumerate().skip(i) {
+            digits += group.len();
+            if digits > 19 {
+                break;
+            }
+            let span = groups[i].start..group.end;
+            if card_number(&run[span.clone()]) {
+                best = Some((j, span));
+            }
+        }
+        match best {
+            Some((j, span)) => {
+                found.push(offset + span.start..offset + span.end);
+                i = j + 1;
+            }
+            None => i += 1,
+        }
+    }
+    found
+}
+
+/// A card number: 13 to 19 digits whose Luhn check digit is right.
+fn card_number(text: &str) -> bool {
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    (13..=19).contains(&digits.len()) && luhn(&digits)
+}
+
+/// The Luhn check over decimal digits (the last one being the check digit).
+fn luhn(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            if i % 2 == 1 {
+                let twice = d * 2;
+                if twice > 9 { twice - 9 } else { twice }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// The length of the longest IBAN that `candidate` begins with (a greedy match may have taken the
+/// next word too: `DE89 3704 0044 0532 0130 00 THEN`), or `None`.
+fn iban_within(candidate: &str) -> Option<usize> {
+    let mut ends: Vec<usize> = candidate
+        .char_indices()
+        .filter(|&(i, c)| c == ' ' && i > 0)
+        .map(|(i, _)| i)
+        .collect();
+    ends.push(candidate.len());
+    ends.into_iter().rev().find(|&end| iban(&candidate[..end]))
+}
+
+/// An IBAN: country letters, two check digits and 11 to 30 letters and digits (spaces allowed),
+/// whose mod-97 checksum is 1.
+fn iban(text: &str) -> bool {
+    let compact: Vec<u8> = text.bytes().filter(|b| *b != b' ').collect();
+    if !(15..=34).contains(&compact.len())
+        || !compact[..2].iter().all(u8::is_ascii_uppercase)
+        || !compact[2..4].iter().all(u8::is_ascii_digit)
+        || !compact
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        return false;
+    }
+    // Move the first four characters to the end, letters become 10..35, the number mod 97 must be 1.
+    let mut rest: u32 = 0;
+    for &b in compact[4..].iter().chain(&compact[..4]) {
+        let value = if b.is_ascii_digit() {
+            u32::from(b - b'0')
+        } else {
+            u32::from(b - b'A') + 10
+        };
+        rest = if value >= 10 {
+            (rest * 100 + value) % 97
+        } else {
+            (rest * 10 + value) % 97
+        };
+    }
+    rest == 1
 }
 
 #[cfg(test)]
@@ -464,6 +576,35 @@ mod tests {
                 parts.into_iter().map(|(a, b)| a + &b).collect::<String>()
             }),
         ]
+    }
+
+    #[test]
+    fn property_the_checks_without_allocations_agree_with_the_old_ones() {
+        let text = prop_oneof![
+            "[0-9 -]{0,30}",
+            "[A-Z]{2}[0-9]{2}[A-Z0-9 ]{0,36}",
+            "[ -~]{0,40}"
+        ];
+        runner()
+            .run(&text, |text| {
+                prop_assert_eq!(super::super::detect::card_number(&text), card_number(&text));
+                prop_assert_eq!(super::super::detect::iban(&text), iban(&text));
+                prop_assert_eq!(super::super::detect::iban_within(&text), iban_within(&text));
+                prop_assert_eq!(
+                    super::super::detect::cards_within(&text, 3),
+                    cards_within(&text, 3)
+                );
+                Ok(())
+            })
+            .unwrap();
+        for valid in [
+            "DE89 3704 0044 0532 0130 00",
+            "GB82WEST12345698765432",
+            "4111 1111 1111 1111",
+        ] {
+            assert_eq!(super::super::detect::iban(valid), iban(valid));
+            assert_eq!(super::super::detect::card_number(valid), card_number(valid));
+        }
     }
 
     #[test]
