@@ -278,8 +278,7 @@ impl Scan<'_> {
             // Inside a word (a longer number included) nothing begins.
             b'0'..=b'9' => {
                 if !self.t.word_before(i) {
-                    self.phone(i);
-                    self.digits(i);
+                    self.digits(i, b);
                 }
             }
             b'(' | b'+' => self.phone(i),
@@ -298,22 +297,29 @@ impl Scan<'_> {
         }
     }
 
-    /// Card numbers, SSNs and IPv4 addresses: they start at a digit at the start of a word.
-    fn digits(&mut self, i: usize) {
+    /// Phone numbers, card numbers, SSNs and IPv4 addresses: they start at a digit at the start of a word.
+    fn digits(&mut self, i: usize, first: u8) {
+        // The first group of digits and what follows it rule most shapes out before they are read.
+        let n = self.t.run(i, DIGIT);
+        let after = self.t.byte(i + n);
+        let separated = matches!(after, Some(b' ' | b'.' | b'-'));
+        // `415-`, `415 `, `415.` (an area code), or `1` before one (`1-415…`, `1(415)…`).
+        if (n == 3 && separated) || (first == b'1' && n == 1 && (separated || after == Some(b'(')))
+        {
+            self.phone(i);
+        }
         if self.wants(Detector::CreditCard, i)
-            && let Some(end) = card_run(self.t, i)
+            && let Some((end, digits)) = card_run(self.t, i, n)
         {
             self.next[slot(Detector::CreditCard)] = end;
-            let digits = self.t.0.as_bytes()[i..end]
-                .iter()
-                .filter(|b| b.is_ascii_digit())
-                .count();
             if digits >= 13 {
                 let cards = detect::cards_within(&self.t.0[i..end], i);
                 self.found.spans[slot(Detector::CreditCard)].extend(cards);
             }
         }
-        if self.wants(Detector::UsSsn, i)
+        if n == 3
+            && after == Some(b'-')
+            && self.wants(Detector::UsSsn, i)
             && let Some((end, issuable)) = ssn(self.t, i)
         {
             self.next[slot(Detector::UsSsn)] = end;
@@ -321,7 +327,9 @@ impl Scan<'_> {
                 self.push(Detector::UsSsn, i..end);
             }
         }
-        if self.wants(Detector::IpAddress, i)
+        if n <= 3
+            && after == Some(b'.')
+            && self.wants(Detector::IpAddress, i)
             && let Some(end) = ipv4(self.t, i)
         {
             self.next[slot(Detector::IpAddress)] = end;
@@ -416,19 +424,23 @@ fn digits(t: Text, i: usize, n: usize) -> bool {
     (i..i + n).all(|j| t.is(j, DIGIT))
 }
 
-/// `\b\d+(?:[ -]\d+)*\b` at `i`: digit groups joined by single spaces or dashes, ending at a word
-/// boundary (the last group is left out when a letter follows it).
-fn card_run(t: Text, i: usize) -> Option<usize> {
-    let mut end = i + t.run(i, DIGIT);
+/// `\b\d+(?:[ -]\d+)*\b` at `i` (its first group `first` digits long): digit groups joined by single
+/// spaces or dashes, ending at a word boundary (the last group is left out when a letter follows it).
+/// Its end and how many digits it holds.
+fn card_run(t: Text, i: usize, first: usize) -> Option<(usize, usize)> {
+    let mut end = i + first;
+    let mut digits = first;
     let mut before_last = None;
     while matches!(t.byte(end), Some(b' ' | b'-')) && t.is(end + 1, DIGIT) {
-        before_last = Some(end);
-        end = end + 1 + t.run(end + 1, DIGIT);
+        before_last = Some((end, digits));
+        let n = t.run(end + 1, DIGIT);
+        end += 1 + n;
+        digits += n;
     }
     if t.word_at(end) {
         before_last
     } else {
-        Some(end)
+        Some((end, digits))
     }
 }
 
