@@ -8,6 +8,7 @@ mod detect;
 #[cfg(test)]
 mod oracle;
 mod scan;
+mod shape;
 mod sse;
 mod stream;
 #[cfg(test)]
