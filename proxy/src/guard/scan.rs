@@ -140,22 +140,16 @@ impl Scan<'_> {
     fn candidate(&mut self, i: usize, b: u8) {
         match b {
             // Inside a word (a longer number included) nothing begins.
-            b'0'..=b'9' => {
-                if !self.t.word_before(i) {
-                    self.digits(i, b);
-                }
-            }
+            b'0'..=b'9' if !self.t.word_before(i) => self.digits(i, b),
             b'(' | b'+' => self.phone(i),
             b'@' => self.email(i),
             b':' => self.ipv6(i),
             b'-' => self.secret(i),
-            _ if is(b, UPPER | LOWER) => {
-                if !self.t.word_before(i) {
-                    if is(b, UPPER) {
-                        self.iban(i);
-                    }
-                    self.secret(i);
+            _ if is(b, UPPER | LOWER) && !self.t.word_before(i) => {
+                if is(b, UPPER) {
+                    self.iban(i);
                 }
+                self.secret(i);
             }
             _ => {}
         }

@@ -466,7 +466,7 @@ pub(super) fn domain(t: Text, i: usize) -> Option<usize> {
     let mut at = i;
     loop {
         let n = t.run(at, ALNUM | DASH);
-        let label = n >= 1 && n <= 63 && t.is(at, ALNUM) && t.is(at + n - 1, ALNUM);
+        let label = (1..=63).contains(&n) && t.is(at, ALNUM) && t.is(at + n - 1, ALNUM);
         if !(label && t.at(at + n, b'.')) {
             break;
         }
