@@ -127,7 +127,8 @@ impl Scan<'_> {
             let class = CLASSES[b as usize];
             let inside_word = after_word && class & WORD != 0;
             after_word = class & WORD != 0;
-            // A letter or digit right after an ASCII letter or digit begins nothing.
+            // A letter or digit right after an ASCII word character (letter, digit, `_`) begins
+            // nothing: every shape that starts with one needs a word boundary there.
             if class & START != 0 && !inside_word {
                 self.candidate(i, b);
             }
