@@ -7,6 +7,13 @@
 #
 #   bash bench/guardrails.sh          # 1,500 calls per path after 300 to warm up
 #   bash bench/guardrails.sh 3000     # another count
+#   GUARDRAILS_BEFORE=/path/to/an/older/tollgate-proxy bash bench/guardrails.sh 1000
+#                                     # also counts that binary with the guardrail, in the same run
+#
+# Two texts: the prose the other benches send (no digits: the digit-led detectors have nothing to
+# look at), and a digit-rich one (`tollgate-bench body --text digits`, answered by
+# `bench-upstream --text digits`): dates, amounts, versions, card-like and IBAN-like numbers with wrong
+# checksums, phone-like groups and a few real values, so the figure is not flattered.
 #
 # Needs valgrind and oha, as bench/instructions.sh does. Not part of the test suite.
 set -euo pipefail
@@ -21,6 +28,8 @@ upstream_port=18200
 proxy_port=18205
 admin_port=18206
 slow_upstream_port=18207
+digits_upstream_port=18208
+before="${GUARDRAILS_BEFORE:-}"
 # shellcheck source=bench/callgrind_setup.sh
 source bench/callgrind_setup.sh
 
@@ -53,12 +62,21 @@ chat = json.load(open(f"{work}/chat.json"))
 chat["stream"] = True
 open(f"{work}/stream.json", "w").write(json.dumps(chat))
 PY
+# The digit-rich text: the same route against a fake that answers with it.
+"$target/release/bench-upstream" --listen "127.0.0.1:$digits_upstream_port" --text digits >/dev/null 2>&1 &
+pids+=($!)
+sed "s/127\.0\.0\.1:$upstream_port/127.0.0.1:$digits_upstream_port/" "$work/snapshot.yaml" >"$work/digits.yaml"
+grep -q "127.0.0.1:$digits_upstream_port" "$work/digits.yaml" || { say "could not point the route at the digits fake"; exit 1; }
+guarded "$work/digits.yaml" "$work/digits-guarded.yaml"
+"$target/release/tollgate-bench" body --text digits >"$work/digits-chat.json"
+"$target/release/tollgate-bench" body --text digits --stream >"$work/digits-stream.json"
+wait_port "$digits_upstream_port" || { say "the digits fake did not start"; exit 1; }
 
-# Prints instructions per call of the proxy serving snapshot `$1`, for body `$2` (chat or stream).
+# Prints instructions per call of proxy binary `$1` serving snapshot `$2`, for body `$3`.
 count() {
-    local snapshot="$1" body="$2" out="$work/callgrind.out"
+    local proxy="$1" snapshot="$2" body="$3" out="$work/callgrind.out"
     rm -f "$out"*
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$target/release/tollgate-proxy" \
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$proxy" \
         standalone "$work/$snapshot.yaml" --poll-interval 1h --listen "127.0.0.1:$proxy_port" \
         --admin-listen "127.0.0.1:$admin_port" >/dev/null 2>&1 &
     local vg=$!
@@ -76,16 +94,34 @@ count() {
     grep -q "\[200\] $calls " "$work/oha.txt" || { say "$snapshot/$body: not every call answered 200"; return 1; }
     local total
     total="$(callgrind_annotate "$out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')"
-    [ -n "${GUARDRAILS_KEEP:-}" ] && cp "$out.1" "$GUARDRAILS_KEEP.$snapshot.$body"
+    [ -n "${GUARDRAILS_KEEP:-}" ] && cp "$out.1" "$GUARDRAILS_KEEP.$(basename "$proxy").$snapshot.$body"
     echo $((total / calls))
 }
 
-printf '| call | without guardrails | with the PII guardrail | ratio |\n|---|---|---|---|\n'
-for body in chat stream; do
-    plain="$(count snapshot "$body")"
-    pii="$(count guarded "$body")"
-    printf '| %s | %s | %s | %s |\n' "$body" "$plain" "$pii" \
-        "$(awk -v a="$pii" -v b="$plain" 'BEGIN { printf "%.3f", a / b }')"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+now="$target/release/tollgate-proxy"
+if [ -n "$before" ]; then
+    printf '| text | call | without guardrails | with the PII guardrail, before | ratio | with the PII guardrail, now | ratio |\n|---|---|---|---|---|---|---|\n'
+else
+    printf '| text | call | without guardrails | with the PII guardrail | ratio |\n|---|---|---|---|---|\n'
+fi
+for text in prose digits; do
+    plain_snapshot=snapshot guarded_snapshot=guarded prefix_body=""
+    if [ "$text" = digits ]; then
+        plain_snapshot=digits guarded_snapshot=digits-guarded prefix_body="digits-"
+    fi
+    for call in chat stream; do
+        body="$prefix_body$call"
+        plain="$(count "$now" "$plain_snapshot" "$body")"
+        pii="$(count "$now" "$guarded_snapshot" "$body")"
+        if [ -n "$before" ]; then
+            old="$(count "$before" "$guarded_snapshot" "$body")"
+            printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$text" "$call" "$plain" "$old" \
+                "$(ratio "$old" "$plain")" "$pii" "$(ratio "$pii" "$plain")"
+        else
+            printf '| %s | %s | %s | %s | %s |\n' "$text" "$call" "$plain" "$pii" "$(ratio "$pii" "$plain")"
+        fi
+    done
 done
 
 # The delay of streamed text: the proxy outside valgrind, a slow upstream in the measuring process.

@@ -43,6 +43,15 @@ enum Cmd {
         #[arg(long)]
         small: bool,
     },
+    /// Print the ~1 KB chat request body the fake answers (what bench/guardrails.sh sends).
+    Body {
+        /// What the user's message says.
+        #[arg(long, value_enum, default_value_t = tollgate_bench::payload::Text::Prose)]
+        text: tollgate_bench::payload::Text,
+        /// Ask for a streamed answer.
+        #[arg(long)]
+        stream: bool,
+    },
     /// Run every scenario and write JSON and Markdown results.
     Run(Box<RunArgs>),
 }
@@ -269,6 +278,11 @@ fn main() -> anyhow::Result<()> {
             print!("{}", snapshot::generate(shape, &upstream));
             let id = snapshot::bench_identity();
             eprintln!("benchmark route prefix {}, key {}", id.prefix, id.key);
+            Ok(())
+        }
+        Cmd::Body { text, stream } => {
+            let body = tollgate_bench::payload::chat_request_saying("bench-chat", stream, text);
+            println!("{}", String::from_utf8(body)?);
             Ok(())
         }
         Cmd::Run(args) => run_all(*args),

@@ -13,44 +13,82 @@ const CREATED: u64 = 1_700_000_000;
 const PROMPT_TOKENS: u64 = 240;
 const COMPLETION_TOKENS: u64 = 180;
 
-/// Text of `len` bytes made of ordinary words, so nothing can compress or special-case it.
-fn prose(len: usize) -> String {
-    prose_from(0, len)
+/// What the fake's answers say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Text {
+    /// Ordinary words, no digits.
+    #[default]
+    Prose,
+    /// Full of numbers: dates, amounts, versions, card-like and IBAN-like numbers whose checksums are
+    /// wrong, phone-like groups, and a few real values (an address, a card, a phone number). What
+    /// a guardrail's digit-led detectors find hardest.
+    Digits,
 }
 
-/// Like [`prose`], starting at another word, so consecutive chunks differ.
-fn prose_from(start: usize, len: usize) -> String {
-    const WORDS: [&str; 12] = [
-        "gateway ",
-        "latency ",
-        "routing ",
-        "tenant ",
-        "budget ",
-        "stream ",
-        "token ",
-        "upstream ",
-        "snapshot ",
-        "quota ",
-        "model ",
-        "request ",
-    ];
-    let mut out = String::with_capacity(len + 16);
-    let mut i = start;
-    while out.len() < len {
-        out.push_str(WORDS[i % WORDS.len()]);
-        i += 7;
+impl Text {
+    /// `len` bytes of this text, starting at its `start`-th piece.
+    pub fn make(self, start: usize, len: usize) -> String {
+        const WORDS: [&str; 12] = [
+            "gateway ",
+            "latency ",
+            "routing ",
+            "tenant ",
+            "budget ",
+            "stream ",
+            "token ",
+            "upstream ",
+            "snapshot ",
+            "quota ",
+            "model ",
+            "request ",
+        ];
+        const FIGURES: [&str; 13] = [
+            "invoice 2026-11-30 total 1,234.56 EUR ",
+            "ref 4111 1111 1111 1112 ",
+            "call 415-555-0199 x12 ",
+            "order 88231 shipped 12.10.2026 14:05 ",
+            "acct DE89 3704 0044 0532 0130 01 ",
+            "v1.2.3 build 20261206.4 ",
+            "99.95 x 12 = 1199.40 USD ",
+            "id 123-45-000 ",
+            "host 10.0.300.1 ",
+            "tel 555 0100 ",
+            "mail bob@example.com ",
+            "qty 4 @ 19.99 ",
+            "card 4111 1111 1111 1111 ",
+        ];
+        let words: &[&str] = match self {
+            Text::Prose => &WORDS,
+            Text::Digits => &FIGURES,
+        };
+        let mut out = String::with_capacity(len + 40);
+        let mut i = start;
+        while out.len() < len {
+            out.push_str(words[i % words.len()]);
+            i += 7;
+        }
+        out.truncate(len);
+        out
     }
-    out.truncate(len);
-    out
+}
+
+/// Text of `len` bytes made of ordinary words, so nothing can compress or special-case it.
+fn prose(len: usize) -> String {
+    Text::Prose.make(0, len)
 }
 
 /// A chat request of about 1 KB; `stream` asks for SSE.
 pub fn chat_request(model: &str, stream: bool) -> Vec<u8> {
+    chat_request_saying(model, stream, Text::Prose)
+}
+
+/// Like [`chat_request`], the user's message being `text`.
+pub fn chat_request_saying(model: &str, stream: bool, text: Text) -> Vec<u8> {
     let mut body = json!({
         "model": model,
         "messages": [
             {"role": "system", "content": "You are a concise assistant for an internal platform team."},
-            {"role": "user", "content": prose(820)},
+            {"role": "user", "content": text.make(0, 820)},
         ],
         "temperature": 0.2,
         "max_tokens": 256,
@@ -71,7 +109,7 @@ fn usage(prompt: u64, completion: u64) -> Value {
 }
 
 /// A complete `chat.completion` of about 1 KB.
-pub fn chat_response() -> Bytes {
+pub fn chat_response(text: Text) -> Bytes {
     let body = json!({
         "id": "chatcmpl-bench0000000000000000000000",
         "object": "chat.completion",
@@ -80,7 +118,7 @@ pub fn chat_response() -> Bytes {
         "system_fingerprint": "fp_bench",
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": prose(760), "refusal": null},
+            "message": {"role": "assistant", "content": text.make(0, 760), "refusal": null},
             "logprobs": null,
             "finish_reason": "stop",
         }],
@@ -97,7 +135,7 @@ fn sse(event: &Value) -> Bytes {
 }
 
 /// The SSE events of one streamed answer: [`STREAM_CHUNKS`] content chunks, a usage chunk, `[DONE]`.
-pub fn chat_stream_events() -> Vec<Bytes> {
+pub fn chat_stream_events(text: Text) -> Vec<Bytes> {
     let chunk = |delta: Value, finish: Value| {
         json!({
             "id": "chatcmpl-bench0000000000000000000000",
@@ -111,9 +149,9 @@ pub fn chat_stream_events() -> Vec<Bytes> {
     let mut events = Vec::with_capacity(STREAM_CHUNKS + 2);
     for i in 0..STREAM_CHUNKS {
         let delta = if i == 0 {
-            json!({"role": "assistant", "content": prose_from(i, 24)})
+            json!({"role": "assistant", "content": text.make(i, 24)})
         } else {
-            json!({"content": prose_from(i, 24)})
+            json!({"content": text.make(i, 24)})
         };
         let finish = if i + 1 == STREAM_CHUNKS {
             json!("stop")

@@ -36,6 +36,9 @@ struct Args {
     /// Worker threads; 1 runs everything on the current thread (the fake gets one pinned CPU).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// What the answers say (`digits`: the digit-rich text of the guardrails bench).
+    #[arg(long, value_enum, default_value_t = payload::Text::Prose)]
+    text: payload::Text,
 }
 
 struct Fake {
@@ -146,8 +149,8 @@ async fn answer(fake: Arc<Fake>, req: Request<Incoming>) -> Result<Answer, hyper
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let fake = Arc::new(Fake {
-        chat: payload::chat_response(),
-        stream: payload::chat_stream_events().into(),
+        chat: payload::chat_response(args.text),
+        stream: payload::chat_stream_events(args.text).into(),
         embeddings: payload::embeddings_response(),
         hold: Duration::from_millis(args.hold_ms),
         held: Arc::new(AtomicUsize::new(0)),

@@ -8,7 +8,7 @@ use tollgate_snapshot::{
     GuardRule, Guardrail, GuardrailAction, GuardrailEndpoint, Matcher, ObjectRef,
 };
 
-use super::detect;
+use super::scan::{self, Wanted};
 
 /// The rules that apply to one side of one call, gathered from the route's and the consumer's
 /// guardrails (route first).
@@ -123,9 +123,18 @@ impl Policy {
     pub fn check(&self, text: &str) -> Checked {
         let mut checked = Checked::default();
         let mut masks: Vec<(Range<usize>, Arc<str>)> = Vec::new();
+        // Every built-in detector the rules name, in one pass over the text.
+        let wanted = self
+            .rules
+            .iter()
+            .fold(Wanted::default(), |w, r| match r.matcher {
+                Matcher::Detector(d) => w.and(d),
+                Matcher::Pattern(_) => w,
+            });
+        let detected = scan::scan(text, wanted);
         for rule in &self.rules {
             let found: Vec<Range<usize>> = match &rule.matcher {
-                Matcher::Detector(d) => detect::find(*d, text),
+                Matcher::Detector(d) => detected.of(*d).to_vec(),
                 Matcher::Pattern(p) => p
                     .regex()
                     .find_iter(text)

@@ -6,6 +6,10 @@
 mod check;
 mod detect;
 pub mod moderation;
+#[cfg(test)]
+mod oracle;
+mod scan;
+mod shape;
 mod sse;
 mod stream;
 #[cfg(test)]
@@ -13,7 +17,7 @@ mod tests;
 
 pub use check::{Decision, Policy, Refusal};
 #[cfg(test)]
-use detect::find;
+use scan::find;
 pub use sse::{AnswerStream, StreamFormat};
 #[cfg(test)]
 use stream::{HOLD_BACK_BYTES, MAX_PENDING_BYTES, StreamGuard};

@@ -440,7 +440,7 @@ fn write(out: &mut Vec<u8>, event: Option<&str>, data: &Value) {
         out.push(b'\n');
     }
     out.extend_from_slice(b"data: ");
-    out.extend_from_slice(data.to_string().as_bytes());
+    serde_json::to_writer(&mut *out, data).expect("a JSON value encodes into memory");
     out.extend_from_slice(b"\n\n");
 }
 

@@ -9,6 +9,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use tollgate_snapshot::GuardrailAction;
+
 use super::check::{Decision, Policy, apply};
 
 /// Text held back at the end of what was seen (bytes, rounded to a character boundary): the delay a
@@ -21,6 +23,8 @@ pub const MAX_PENDING_BYTES: usize = 4 * HOLD_BACK_BYTES;
 #[derive(Debug)]
 pub struct StreamGuard {
     policy: Arc<Policy>,
+    /// Whether any rule rejects: if none does, text inside the window need not be checked yet.
+    rejects: bool,
     pending: String,
     decisions: BTreeSet<Decision>,
 }
@@ -29,6 +33,10 @@ impl StreamGuard {
     /// A guard for one answer.
     pub fn new(policy: Arc<Policy>) -> Self {
         Self {
+            rejects: policy
+                .rules
+                .iter()
+                .any(|r| r.action == GuardrailAction::Reject),
             policy,
             pending: String::new(),
             decisions: BTreeSet::new(),
@@ -40,6 +48,9 @@ impl StreamGuard {
     pub fn push(&mut self, text: &str) -> Result<String, Arc<str>> {
         self.pending.push_str(text);
         if self.pending.len() <= HOLD_BACK_BYTES {
+            if !self.rejects {
+                return Ok(String::new());
+            }
             // Still checked, so a rejection ends the stream as soon as it can be seen.
             return self
                 .policy

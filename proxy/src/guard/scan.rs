@@ -1,0 +1,275 @@
+//! The built-in detectors in one pass over a text.
+//!
+//! A table gives every byte its classes. Most bytes of prose (letters inside words, spaces) start
+//! nothing and cost one lookup. A value can only begin at a digit, `(` or `+` (numbers), an upper-case
+//! letter or one of `s r g x e` at the start of a word (IBANs, key prefixes), `-` (`-----BEGIN`), and
+//! is found from an `@` (e-mail addresses, read back to their local part) or a `:` (IPv6 addresses, at
+//! most four hex digits before it). There the shape is read by hand (`shape.rs`), exactly as the
+//! regular expressions this replaced matched it (leftmost first, greedy, each detector's matches not
+//! overlapping; the expressions are kept as the test oracle in `oracle.rs`), and then checked by
+//! `detect.rs` (Luhn, mod 97, SSN ranges, a real IPv6 address, phone digit counts).
+//!
+//! Digits are ASCII digits and letters ASCII letters; word boundaries are Unicode ones, so a value glued
+//! to a letter of any script is not a value.
+
+use std::ops::Range;
+
+use tollgate_snapshot::Detector;
+
+use super::detect;
+use super::shape::{
+    CLASSES, DIGIT, LOWER, START, Text, UPPER, WORD, card_run, domain, iban, international, ipv4,
+    ipv6, is, local_part, north_american, secret, ssn,
+};
+
+fn slot(d: Detector) -> usize {
+    match d {
+        Detector::Email => 0,
+        Detector::Phone => 1,
+        Detector::CreditCard => 2,
+        Detector::Iban => 3,
+        Detector::UsSsn => 4,
+        Detector::IpAddress => 5,
+        Detector::Secret => 6,
+    }
+}
+
+/// The detectors a scan looks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wanted(u8);
+
+impl Wanted {
+    /// These and `d`.
+    pub fn and(self, d: Detector) -> Self {
+        Wanted(self.0 | 1 << slot(d))
+    }
+
+    fn has(self, d: Detector) -> bool {
+        self.0 & 1 << slot(d) != 0
+    }
+
+    /// Whether no detector is wanted.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// What one scan found: per detector, its spans in order, not overlapping.
+#[derive(Debug, Default)]
+pub struct Found {
+    spans: [Vec<Range<usize>>; 7],
+}
+
+impl Found {
+    /// Where `d` found something (empty if it was not wanted).
+    pub fn of(&self, d: Detector) -> &[Range<usize>] {
+        &self.spans[slot(d)]
+    }
+}
+
+/// Where `detector` finds something in `text`, in order, without overlaps.
+#[cfg(test)]
+pub fn find(detector: Detector, text: &str) -> Vec<Range<usize>> {
+    let mut found = scan(text, Wanted::default().and(detector));
+    std::mem::take(&mut found.spans[slot(detector)])
+}
+
+/// Every wanted detector over `text`, in one pass.
+pub fn scan(text: &str, wanted: Wanted) -> Found {
+    let mut s = Scan {
+        t: Text(text),
+        wanted,
+        next: [0; 7],
+        next_v6: 0,
+        v6: Vec::new(),
+        found: Found::default(),
+    };
+    if !wanted.is_empty() {
+        s.run();
+    }
+    if wanted.has(Detector::IpAddress) && !s.v6.is_empty() {
+        let v4 = &s.found.spans[slot(Detector::IpAddress)];
+        let v6: Vec<Range<usize>> =
+            s.v6.into_iter()
+                .filter(|m| !v4.iter().any(|f| f.start < m.end && m.start < f.end))
+                .collect();
+        let ips = &mut s.found.spans[slot(Detector::IpAddress)];
+        ips.extend(v6);
+        ips.sort_unstable_by_key(|r| r.start);
+    }
+    s.found
+}
+
+struct Scan<'t> {
+    t: Text<'t>,
+    wanted: Wanted,
+    /// Per detector, where its next match may begin (the end of its last one).
+    next: [usize; 7],
+    /// Where the next IPv6 candidate may begin; candidates later dropped still count.
+    next_v6: usize,
+    v6: Vec<Range<usize>>,
+    found: Found,
+}
+
+impl Scan<'_> {
+    fn wants(&self, d: Detector, i: usize) -> bool {
+        self.wanted.has(d) && i >= self.next[slot(d)]
+    }
+
+    fn push(&mut self, d: Detector, span: Range<usize>) {
+        self.found.spans[slot(d)].push(span);
+    }
+
+    fn run(&mut self) {
+        let bytes = self.t.0.as_bytes();
+        let mut after_word = false;
+        for (i, &b) in bytes.iter().enumerate() {
+            let class = CLASSES[b as usize];
+            let inside_word = after_word && class & WORD != 0;
+            after_word = class & WORD != 0;
+            // A letter or digit right after an ASCII word character (letter, digit, `_`) begins
+            // nothing: every shape that starts with one needs a word boundary there.
+            if class & START != 0 && !inside_word {
+                self.candidate(i, b);
+            }
+        }
+    }
+
+    /// Kept out of the loop above: inlined, its many offsets from `i` became counters the loop
+    /// stepped on every byte.
+    #[inline(never)]
+    fn candidate(&mut self, i: usize, b: u8) {
+        match b {
+            // Inside a word (a longer number included) nothing begins.
+            b'0'..=b'9' if !self.t.word_before(i) => self.digits(i, b),
+            b'(' | b'+' => self.phone(i),
+            b'@' => self.email(i),
+            b':' => self.ipv6(i),
+            b'-' => self.secret(i),
+            _ if is(b, UPPER | LOWER) && !self.t.word_before(i) => {
+                if is(b, UPPER) {
+                    self.iban(i);
+                }
+                self.secret(i);
+            }
+            _ => {}
+        }
+    }
+
+    /// Phone numbers, card numbers, SSNs and IPv4 addresses: they start at a digit at the start of a word.
+    fn digits(&mut self, i: usize, first: u8) {
+        // The first group of digits and what follows it rule most shapes out before they are read.
+        let n = self.t.run(i, DIGIT);
+        let after = self.t.byte(i + n);
+        let separated = matches!(after, Some(b' ' | b'.' | b'-'));
+        // `415-`, `415 `, `415.` (an area code), or `1` before one (`1-415…`, `1(415)…`).
+        if (n == 3 && separated) || (first == b'1' && n == 1 && (separated || after == Some(b'(')))
+        {
+            self.phone(i);
+        }
+        if self.wants(Detector::CreditCard, i)
+            && let Some((end, digits)) = card_run(self.t, i, n)
+        {
+            self.next[slot(Detector::CreditCard)] = end;
+            if digits >= 13 {
+                let cards = detect::cards_within(&self.t.0[i..end], i);
+                self.found.spans[slot(Detector::CreditCard)].extend(cards);
+            }
+        }
+        if n == 3
+            && after == Some(b'-')
+            && self.wants(Detector::UsSsn, i)
+            && let Some((end, issuable)) = ssn(self.t, i)
+        {
+            self.next[slot(Detector::UsSsn)] = end;
+            if issuable {
+                self.push(Detector::UsSsn, i..end);
+            }
+        }
+        if n <= 3
+            && after == Some(b'.')
+            && self.wants(Detector::IpAddress, i)
+            && let Some(end) = ipv4(self.t, i)
+        {
+            self.next[slot(Detector::IpAddress)] = end;
+            self.push(Detector::IpAddress, i..end);
+        }
+    }
+
+    /// A phone number's candidate at `i`, cut down to the number it begins with.
+    fn phone(&mut self, i: usize) {
+        if !self.wants(Detector::Phone, i) {
+            return;
+        }
+        let end = if self.t.at(i, b'+') {
+            international(self.t, i)
+        } else {
+            north_american(self.t, i)
+        };
+        if let Some(end) = end {
+            self.next[slot(Detector::Phone)] = match detect::phone_within(&self.t.0[i..end]) {
+                Some(len) if len > 0 => {
+                    self.push(Detector::Phone, i..i + len);
+                    i + len
+                }
+                // Candidates begin with an ASCII byte: the search goes on one byte later.
+                _ => i + 1,
+            };
+        }
+    }
+
+    fn iban(&mut self, i: usize) {
+        if !self.wants(Detector::Iban, i) {
+            return;
+        }
+        if let Some(end) = iban(self.t, i) {
+            self.next[slot(Detector::Iban)] = match detect::iban_within(&self.t.0[i..end]) {
+                Some(len) if len > 0 => {
+                    self.push(Detector::Iban, i..i + len);
+                    i + len
+                }
+                _ => i + 1,
+            };
+        }
+    }
+
+    fn secret(&mut self, i: usize) {
+        if self.wants(Detector::Secret, i)
+            && let Some(end) = secret(self.t, i)
+        {
+            self.next[slot(Detector::Secret)] = end;
+            self.push(Detector::Secret, i..end);
+        }
+    }
+
+    /// An e-mail address around the `@` at `at`.
+    fn email(&mut self, at: usize) {
+        if !self.wanted.has(Detector::Email) {
+            return;
+        }
+        let floor = self.next[slot(Detector::Email)];
+        if let Some(start) = local_part(self.t, at, floor)
+            && let Some(end) = domain(self.t, at + 1)
+        {
+            self.next[slot(Detector::Email)] = end;
+            self.push(Detector::Email, start..end);
+        }
+    }
+
+    /// An IPv6 candidate whose first `:` is at `colon`.
+    fn ipv6(&mut self, colon: usize) {
+        if !self.wanted.has(Detector::IpAddress) || colon < self.next_v6 {
+            return;
+        }
+        let Some(span) = ipv6(self.t, colon, self.next_v6) else {
+            return;
+        };
+        self.next_v6 = span.end;
+        let text = self.t.0;
+        if detect::standalone(text, span.clone())
+            && text[span.clone()].parse::<std::net::Ipv6Addr>().is_ok()
+        {
+            self.v6.push(span);
+        }
+    }
+}
