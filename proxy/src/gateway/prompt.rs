@@ -368,15 +368,24 @@ fn raw_text<'a>(v: &Variable, raw: &'a str) -> Result<Cow<'a, str>, ApiError> {
         && matches!(v.kind, VariableType::String | VariableType::Enum)
     {
         // Without escapes the content is the text itself; otherwise it is decoded for the checks.
+        // The scan that validated the body takes any `\\u` escape; a lone surrogate is valid JSON
+        // text that no string holds, so it is refused here.
         let decoded: Cow<'_, str> = if memchr::memchr(b'\\', inner.as_bytes()).is_some() {
-            Cow::Owned(serde_json::from_str(raw).expect("a validated JSON string"))
+            Cow::Owned(serde_json::from_str(raw).map_err(|_| {
+                invalid(
+                    v,
+                    "holds an escape that is not a character (a lone surrogate)".into(),
+                )
+            })?)
         } else {
             Cow::Borrowed(inner)
         };
         text_of_str(v, &decoded)?;
         return Ok(Cow::Borrowed(inner));
     }
-    let value: Value = serde_json::from_str(raw).expect("a validated JSON value");
+    // Valid JSON that serde_json does not hold: a number beyond a 64-bit float (`1e400`).
+    let value: Value = serde_json::from_str(raw)
+        .map_err(|_| invalid(v, "is a number too large to read".into()))?;
     // Numbers and booleans need no escapes.
     text_of(v, &value).map(Cow::Owned)
 }
@@ -701,6 +710,36 @@ mod tests {
             ),
         ] {
             assert_eq!(render(&p, body).unwrap_err().code, code);
+        }
+    }
+
+    #[test]
+    fn values_serde_json_cannot_hold_are_refused_not_a_panic() {
+        let p = prompt(
+            vec![Segment::Var(0), Segment::Var(1)],
+            vec![
+                variable("n", VariableType::Number),
+                variable("i", VariableType::Integer),
+            ],
+        );
+        for body in [
+            r#"{"variables": {"n": 1e365, "i": 1}}"#,
+            r#"{"variables": {"n": 1, "i": 1e365}}"#,
+            r#"{"variables": {"n": -1e400, "i": 100000000000000000000000}}"#,
+        ] {
+            let e = render(&p, body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, "invalid_variable", "{body}");
+        }
+        let s = prompt(
+            vec![Segment::Var(0)],
+            vec![variable("s", VariableType::String)],
+        );
+        for body in [
+            r#"{"variables": {"s": "a\ud800b"}}"#,
+            r#"{"variables": {"s": "\udc00"}}"#,
+        ] {
+            let e = render(&s, body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, "invalid_variable", "{body}");
         }
     }
 

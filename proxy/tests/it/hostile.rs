@@ -104,8 +104,13 @@ fn head(method_target: &str, extra: &str) -> String {
 
 /// A POST of `body` to the chat endpoint with a correct length.
 fn post(body: &[u8]) -> Vec<u8> {
+    post_to(CHAT, body)
+}
+
+/// A POST of `body` to `path` with a correct length.
+fn post_to(path: &str, body: &[u8]) -> Vec<u8> {
     let mut r = head(
-        &format!("POST {CHAT}"),
+        &format!("POST {path}"),
         &format!(
             "content-type: application/json\r\ncontent-length: {}\r\n\r\n",
             body.len()
@@ -322,6 +327,24 @@ fn table() -> Vec<(&'static str, Vec<Vec<u8>>, Duration, Want)> {
             one(post(b"[1,2,3]")),
             now,
             Want::Status(400, Some("invalid_json")),
+        ),
+        (
+            "a prompt variable of 1e400 (valid JSON no float holds)",
+            one(post_to(
+                "/demo/prompts/summarise",
+                br#"{"variables":{"text":"a","words":1e400}}"#,
+            )),
+            now,
+            Want::Status(400, Some("invalid_variable")),
+        ),
+        (
+            "a prompt variable holding a lone surrogate",
+            one(post_to(
+                "/demo/prompts/summarise",
+                br#"{"variables":{"text":"a\ud800"}}"#,
+            )),
+            now,
+            Want::Status(400, Some("invalid_variable")),
         ),
         (
             "a lone surrogate escape in a string",
