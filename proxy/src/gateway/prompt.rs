@@ -744,6 +744,25 @@ mod tests {
     }
 
     proptest! {
+        /// Any number or escaped string the body's scan lets through is rendered or refused with a
+        /// 400, never a panic.
+        #[test]
+        fn any_scanned_value_renders_or_is_refused(
+            number in "-?(0|[1-9][0-9]{0,30})(\\.[0-9]{1,5})?([eE][+-]?[0-9]{1,4})?",
+            escapes in proptest::collection::vec("\\\\u[dD][0-9a-fA-F]{3}|\\\\u00[0-9a-f]{2}|\\\\[nrt\"\\\\/bf]|x", 0..6),
+            kind in 0usize..4,
+        ) {
+            let kinds = [VariableType::String, VariableType::Integer, VariableType::Number, VariableType::Boolean];
+            let p = prompt(vec![Segment::Var(0), Segment::Var(1)], vec![
+                variable("s", VariableType::String),
+                variable("v", kinds[kind]),
+            ]);
+            let body = format!(r#"{{"variables": {{"s": "{}", "v": {number}}}}}"#, escapes.concat());
+            if let Err(e) = render(&p, body.as_bytes()) {
+                prop_assert_eq!(e.status.as_u16(), 400, "{}", body);
+            }
+        }
+
         #[test]
         fn any_text_escapes_into_a_json_string_of_itself(
             text in any::<String>(), controls in "[\\x00-\\x1f\"\\\\a-z]{0,40}"
