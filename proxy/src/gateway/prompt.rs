@@ -105,10 +105,40 @@ pub fn render(prompt: &Prompt, body: &[u8]) -> Result<Bytes, ApiError> {
             ));
         }
     };
-    let texts = variable_texts(prompt, values.as_deref().unwrap_or_default())?;
     let appended = caller_messages(prompt, member("messages"))?;
+    write_request(
+        prompt,
+        values.as_deref().unwrap_or_default(),
+        &appended,
+        stream,
+        body.len(),
+    )
+}
 
-    let mut out = Vec::with_capacity(body.len() + 256 + template_len(prompt));
+/// Renders a prompt tool's call (MCP `tools/call`): `arguments` are its variables, a JSON object the
+/// JSON-RPC reader has already validated with the rest of the message, so it is split by a skim and
+/// not checked again. No caller messages, no stream.
+pub fn render_arguments(prompt: &Prompt, arguments: &str) -> Result<Bytes, ApiError> {
+    let values = members_of_valid(arguments).ok_or_else(|| {
+        bad(
+            "invalid_type",
+            "variables",
+            "The arguments must be an object of name: value.".into(),
+        )
+    })?;
+    write_request(prompt, &values, &[], false, arguments.len())
+}
+
+/// The upstream chat request for `prompt` with the caller's variable values and chat turns.
+fn write_request<'a>(
+    prompt: &Prompt,
+    values: &[(Cow<'a, str>, &'a str)],
+    appended: &[&str],
+    stream: bool,
+    caller_bytes: usize,
+) -> Result<Bytes, ApiError> {
+    let texts = variable_texts(prompt, values)?;
+    let mut out = Vec::with_capacity(caller_bytes + 256 + template_len(prompt));
     out.extend_from_slice(b"{\"model\":");
     write_json(&mut out, &*prompt.model);
     out.extend_from_slice(b",\"messages\":[");
@@ -802,6 +832,10 @@ mod tests {
             let expected = format!("{a}{{{{b}}}}\"\\{b}{n}{}{flag}", read["variables"]["x"]);
             prop_assert_eq!(v["messages"][1]["content"].as_str().unwrap(), expected.as_str());
             prop_assert_eq!(v.as_object().unwrap().len(), 2);
+            // A prompt tool's arguments render as the same variables sent to the prompt API.
+            let doc = crate::llm::openai::RequestDoc::parse(&bytes).unwrap();
+            let arguments = doc.get("variables").unwrap().get();
+            prop_assert_eq!(&render_arguments(&p, arguments).unwrap(), &r);
             // The chat path splits the rendered body with a skim; it must split it as a caller's is.
             let own = crate::llm::openai::RequestDoc::parse_own(&r).unwrap();
             let checked = crate::llm::openai::RequestDoc::parse(&r).unwrap();

@@ -121,11 +121,7 @@ pub(super) async fn call_tool(
         Called::Own(Target::Prompt(i)) => {
             // The variables go to the renderer as the client wrote them, not serialised again.
             let raw = raw_args.unwrap_or("{}");
-            let variables = [r#"{"variables":"#.as_bytes(), raw.as_bytes(), b"}"].concat();
-            call_prompt(
-                shared, snapshot, headers, admitted, i, &variables, call, notes,
-            )
-            .await
+            call_prompt(shared, snapshot, headers, admitted, i, raw, call, notes).await
         }
         Called::Own(Target::Rest(i)) => {
             let args = message.arguments_object().map_err(invalid_params)?;
@@ -214,14 +210,14 @@ pub(super) async fn call_prompt(
     headers: &HeaderMap,
     admitted: &Admitted<'_>,
     at: u16,
-    variables: &[u8],
+    arguments: &str,
     call: &mut Call,
     notes: &mut Notes,
 ) -> Result<ToolResult, ApiError> {
     let route: RouteIdx = admitted.route;
     let p = &snapshot.content.routes[route as usize].prompts[at as usize];
     call.prompt = Some(at);
-    let rendered = match prompt::render(p, variables) {
+    let rendered = match prompt::render_arguments(p, arguments) {
         Ok(r) => r,
         Err(e) => {
             call.fail(e.code);
