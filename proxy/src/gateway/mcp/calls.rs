@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::gateway::admission::{self, Admitted, Notes};
 use crate::gateway::prompt;
 use crate::gateway::routed::{Asked, model_call};
-use crate::llm::json_scan::{Cursor, is_string};
+use crate::llm::json_scan::Cursor;
 
 /// Largest tool answer turned into a tool result.
 pub(super) const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -287,8 +287,9 @@ fn written_text(result: &[u8]) -> Option<&str> {
     at.enter_object()?;
     while let Some(key) = at.next_key()? {
         if key == "output" {
+            // A value of valid JSON that opens with a quote is a whole string: no second scan.
             let output = at.value()?;
-            return is_string(output).then_some(output);
+            return output.starts_with('"').then_some(output);
         }
         at.skip()?;
     }

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use serde_json::{Value, json};
 
 use super::jsonrpc::{
@@ -49,9 +49,15 @@ pub(super) fn check_origin(headers: &HeaderMap) -> Option<RpcError> {
 }
 
 /// The era of a request, after checking its version headers against its body.
+/// The headers a request names its era, method and tool in: looked up by a name parsed once, not on
+/// every call.
+const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const NAME: HeaderName = HeaderName::from_static("mcp-name");
+
 pub(super) fn era(headers: &HeaderMap, message: &Message<'_>) -> Result<Era, RpcError> {
     let id = message.id.clone();
-    let header_version = match headers.get("mcp-protocol-version") {
+    let header_version = match headers.get(&PROTOCOL_VERSION) {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
             RpcError::new(
@@ -87,7 +93,7 @@ pub(super) fn era(headers: &HeaderMap, message: &Message<'_>) -> Result<Era, Rpc
             "Header mismatch: MCP-Protocol-Version does not match params._meta's protocol version.",
         ));
     }
-    let method_header = headers.get("mcp-method").and_then(|v| v.to_str().ok());
+    let method_header = headers.get(&METHOD).and_then(|v| v.to_str().ok());
     if method_header != Some(message.method.as_str()) {
         return Err(RpcError::new(
             id,
@@ -98,7 +104,7 @@ pub(super) fn era(headers: &HeaderMap, message: &Message<'_>) -> Result<Era, Rpc
     if matches!(message.method.as_str(), "tools/call" | "prompts/get")
         && let Some(name) = message.params.get("name").and_then(Value::as_str)
     {
-        let header = headers.get("mcp-name").and_then(|v| v.to_str().ok());
+        let header = headers.get(&NAME).and_then(|v| v.to_str().ok());
         let agrees = match header {
             // The plain form, compared without a copy.
             Some(h) if !h.starts_with("=?base64?") => h == name,
