@@ -16,6 +16,7 @@ use super::objects::{Item, sentences};
 use super::provider::ProviderTable;
 use super::rest::{header_credential, normalize_url};
 use super::secrets::Secrets;
+use super::sharing::Sharing;
 use crate::duration::parse_duration_ms;
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{
@@ -34,8 +35,7 @@ use crate::verdict::{Detail, GuardrailDetail, Kind, Verdict, VerdictCondition};
 struct Entry<'a> {
     /// The compiled guardrail, or every problem found in it.
     compiled: Result<Arc<Guardrail>, Vec<String>>,
-    all_namespaces: bool,
-    allowed: Vec<&'a str>,
+    sharing: Sharing<'a>,
 }
 
 /// Every guardrail object by namespace/name.
@@ -66,12 +66,7 @@ pub(crate) fn compile_guardrails<'a>(
         verdicts.push(verdict(item, &compiled));
         let entry = Entry {
             compiled,
-            all_namespaces: spec.allowed_namespaces.iter().any(|n| n.0 == "*"),
-            allowed: spec
-                .allowed_namespaces
-                .iter()
-                .map(|n| n.0.as_str())
-                .collect(),
+            sharing: Sharing::of(item.id.namespace, &spec.allowed_namespaces),
         };
         by_id.insert((item.id.namespace, item.id.name), entry);
     }
@@ -338,11 +333,7 @@ impl GuardrailTable<'_> {
             let ns = r.namespace.as_deref().unwrap_or(namespace);
             let problem = match self.by_id.get(&(ns, r.name.as_str())) {
                 None => format!("guardrail {ns}/{} does not exist", r.name),
-                Some(entry)
-                    if ns != namespace
-                        && !entry.all_namespaces
-                        && !entry.allowed.contains(&namespace) =>
-                {
+                Some(entry) if !entry.sharing.admits(namespace) => {
                     format!(
                         "guardrail {ns}/{} does not list namespace {namespace} in spec.allowedNamespaces",
                         r.name

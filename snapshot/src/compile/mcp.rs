@@ -8,6 +8,8 @@
 
 use tollgate_crds::{MCPServer, McpServerRef, condition_type};
 
+use super::sharing::Sharing;
+
 use super::objects::{Item, sentences};
 use super::provider::timeouts_from;
 use super::rest::{Problem, header_credential, is_token_byte, normalize_url};
@@ -41,8 +43,7 @@ const NEVER_FORWARDED: [&str; 17] = [
 struct Entry<'a> {
     /// The server, or why it cannot be used.
     compiled: Result<McpServer, String>,
-    all_namespaces: bool,
-    allowed: Vec<&'a str>,
+    sharing: Sharing<'a>,
 }
 
 /// Every `MCPServer` by namespace/name.
@@ -76,12 +77,7 @@ pub(crate) fn compile_servers<'a>(
             (item.id.namespace, item.id.name),
             Entry {
                 compiled,
-                all_namespaces: spec.allowed_namespaces.iter().any(|n| n.0 == "*"),
-                allowed: spec
-                    .allowed_namespaces
-                    .iter()
-                    .map(|n| n.0.as_str())
-                    .collect(),
+                sharing: Sharing::of(item.id.namespace, &spec.allowed_namespaces),
             },
         );
     }
@@ -216,11 +212,7 @@ impl McpServerTable<'_> {
             attached.named.push(format!("{ns}/{}", r.name));
             let problem = match self.by_id.get(&(ns, r.name.as_str())) {
                 None => format!("MCPServer {ns}/{} does not exist", r.name),
-                Some(entry)
-                    if ns != namespace
-                        && !entry.all_namespaces
-                        && !entry.allowed.contains(&namespace) =>
-                {
+                Some(entry) if !entry.sharing.admits(namespace) => {
                     format!(
                         "MCPServer {ns}/{} does not list namespace {namespace} in spec.allowedNamespaces",
                         r.name

@@ -17,6 +17,7 @@ mod provider;
 mod rest;
 mod route;
 mod secrets;
+mod sharing;
 mod subscription;
 mod tenancy;
 mod threads;

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use tollgate_crds::{ModelProvider, ModelProviderSpec, ProviderType, condition_type};
 
+use super::sharing::Sharing;
+
 use super::conditions::unresolved_refs;
 use super::objects::{Item, join_list, namespace_of, sentences};
 use super::secrets::Secrets;
@@ -104,9 +106,7 @@ fn needs_credentials(provider_type: ProviderType) -> bool {
 pub(crate) struct ProviderState<'a> {
     /// Index in the table; `None` when routes cannot use the provider (its verdict says why).
     pub usable: Option<ProviderIdx>,
-    all_namespaces: bool,
-    allowed: Vec<&'a str>,
-    namespace: &'a str,
+    sharing: Sharing<'a>,
     /// Model name → index in the provider's (sorted) model list, and the name as backends share it.
     pub models: FxHashMap<&'a str, (usize, Arc<str>)>,
 }
@@ -114,7 +114,7 @@ pub(crate) struct ProviderState<'a> {
 impl ProviderState<'_> {
     /// Whether routes in `namespace` may use this provider.
     pub fn shared_with(&self, namespace: &str) -> bool {
-        self.all_namespaces || self.namespace == namespace || self.allowed.contains(&namespace)
+        self.sharing.admits(namespace)
     }
 }
 
@@ -141,13 +141,7 @@ pub(crate) fn compile_providers<'a>(
         let spec = &item.obj.spec;
         let mut state = ProviderState {
             usable: None,
-            all_namespaces: spec.allowed_namespaces.iter().any(|n| n.0 == "*"),
-            allowed: spec
-                .allowed_namespaces
-                .iter()
-                .map(|n| n.0.as_str())
-                .collect(),
-            namespace,
+            sharing: Sharing::of(namespace, &spec.allowed_namespaces),
             models: FxHashMap::default(),
         };
         let (verdict, provider) = compile_one(item, secrets);
