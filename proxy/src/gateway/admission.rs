@@ -52,13 +52,24 @@ pub(super) fn admit<'a>(
     let matched = snapshot
         .route_for(host, path)
         .ok_or_else(|| ApiError::unknown_url(&parts.method, path))?;
-    let route_idx = matched.idx;
-    let rest_at = path.len() - matched.rest.len();
+    admit_matched(snapshot, parts, matched.idx, matched.rest, call, notes)
+}
 
+/// [`admit`] for a request already matched to `route_idx`, `rest` being its path after the
+/// route's prefix.
+pub(super) fn admit_matched<'a>(
+    snapshot: &'a Snapshot,
+    parts: &Parts,
+    route_idx: RouteIdx,
+    rest: &str,
+    call: &mut Call,
+    notes: &mut Notes,
+) -> Result<Admitted<'a>, ApiError> {
+    let path = parts.uri.path();
     let (consumer_idx, _) = identify(snapshot, &parts.headers, call)?;
     // A route's OpenAPI document is for finding out how to call it: any valid key reads it (of
     // the owning team only while a Draft, below), subscribed or not.
-    let reads_document = parts.method == http::Method::GET && matched.rest == OPENAPI_PATH;
+    let reads_document = parts.method == http::Method::GET && rest == OPENAPI_PATH;
     let mut admitted = admit_to(
         snapshot,
         route_idx,
@@ -68,7 +79,7 @@ pub(super) fn admit<'a>(
         call,
         notes,
     )?;
-    admitted.rest_at = rest_at;
+    admitted.rest_at = path.len() - rest.len();
     Ok(admitted)
 }
 

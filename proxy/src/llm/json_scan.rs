@@ -11,47 +11,41 @@ use std::borrow::Cow;
 /// text is left to serde_json, which reads it without recursion.
 const MAX_DEPTH: usize = 128;
 
+/// Members as (key, raw value text), in order.
+pub type Members<'t> = Vec<(Cow<'t, str>, &'t str)>;
+
 /// The members of the object `text`, in order, each value as its exact text (no surrounding space).
-pub fn object_members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+pub fn object_members(text: &str) -> Option<Members<'_>> {
+    object_members_and(text, "").map(|(members, _)| members)
+}
+
+/// [`object_members`], and in the same pass the members of the last top-level member named `inner`
+/// when that member is an object (`None` when there is none or it is something else): a body and
+/// its one nested object of interest are checked and split reading each byte once.
+pub fn object_members_and<'t>(
+    text: &'t str,
+    inner: &str,
+) -> Option<(Members<'t>, Option<Members<'t>>)> {
     let mut s = Scanner {
         b: text.as_bytes(),
         i: 0,
     };
-    let mut members = Vec::with_capacity(8);
     s.space();
-    s.expect(b'{')?;
+    let mut nested = None;
+    let members = s.members(text, MAX_DEPTH, inner, &mut nested)?;
     s.space();
-    if s.peek()? == b'}' {
-        s.i += 1;
-    } else {
-        loop {
-            s.space();
-            if s.peek()? != b'"' {
-                return None;
-            }
-            let start = s.i;
-            let escaped = s.string()?;
-            let key = if escaped {
-                Cow::Owned(serde_json::from_str::<String>(&text[start..s.i]).ok()?)
-            } else {
-                Cow::Borrowed(&text[start + 1..s.i - 1])
-            };
-            s.space();
-            s.expect(b':')?;
-            s.space();
-            let from = s.i;
-            s.value(MAX_DEPTH - 1)?;
-            members.push((key, &text[from..s.i]));
-            s.space();
-            match s.next()? {
-                b',' => continue,
-                b'}' => break,
-                _ => return None,
-            }
-        }
+    (s.i == s.b.len()).then_some((members, nested))
+}
+
+/// Where the string starting at `b[at]` (a `"`) ends, just past its closing quote, in text already
+/// known to be valid JSON; `None` when no string starts there or it does not end.
+pub fn string_end(b: &[u8], at: usize) -> Option<usize> {
+    if b.get(at) != Some(&b'"') {
+        return None;
     }
-    s.space();
-    (s.i == s.b.len()).then_some(members)
+    let mut s = Scanner { b, i: at };
+    s.skim_string()?;
+    Some(s.i)
 }
 
 /// Whether `text` is exactly one valid JSON string, quotes included.
@@ -316,6 +310,61 @@ impl Scanner<'_> {
                 b',' => continue,
                 c if c == close => return Some(()),
                 _ => None?,
+            }
+        }
+    }
+
+    /// The object starting here, validated, as its members; the members of the last member named
+    /// `inner` (never the empty name) go to `nested` when it is an object, split in the same pass.
+    fn members<'t>(
+        &mut self,
+        text: &'t str,
+        depth: usize,
+        inner: &str,
+        nested: &mut Option<Members<'t>>,
+    ) -> Option<Members<'t>> {
+        if depth == 0 {
+            return None;
+        }
+        let mut members = Vec::with_capacity(8);
+        self.expect(b'{')?;
+        self.space();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(members);
+        }
+        loop {
+            self.space();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let start = self.i;
+            let escaped = self.string()?;
+            let key = if escaped {
+                Cow::Owned(serde_json::from_str::<String>(text.get(start..self.i)?).ok()?)
+            } else {
+                Cow::Borrowed(text.get(start + 1..self.i - 1)?)
+            };
+            self.space();
+            self.expect(b':')?;
+            self.space();
+            let from = self.i;
+            if !inner.is_empty() && key == inner {
+                *nested = None;
+                if self.peek()? == b'{' {
+                    *nested = Some(self.members(text, depth - 1, "", &mut None)?);
+                } else {
+                    self.value(depth - 1)?;
+                }
+            } else {
+                self.value(depth - 1)?;
+            }
+            members.push((key, text.get(from..self.i)?));
+            self.space();
+            match self.next()? {
+                b',' => continue,
+                b'}' => return Some(members),
+                _ => return None,
             }
         }
     }
@@ -626,6 +675,42 @@ mod tests {
                 elements_by_cursor(&array).map(|e| e.into_iter().map(str::to_string).collect::<Vec<_>>()),
                 Some(by_serde)
             );
+        }
+
+        /// Splitting one nested object in the same pass gives the top level as [`object_members`]
+        /// does and that object's members as splitting its text alone does; damaged text is
+        /// accepted only when the plain scan accepts it.
+        #[test]
+        fn a_nested_split_matches_two_scans(
+            members in prop::collection::vec((prop::sample::select(vec!["a", "params", "b"]), json_value()), 0..6),
+            cut in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"{}[]\",:\\ 0-.eE+tfnu\x01".to_vec()),
+            pretty in any::<bool>(),
+        ) {
+            // Repeated keys are kept (a body may repeat a member): written by hand.
+            let write = |v: &Value| if pretty {
+                serde_json::to_string_pretty(v).unwrap()
+            } else {
+                serde_json::to_string(v).unwrap()
+            };
+            let body = format!("{{{}}}", members
+                .iter()
+                .map(|(k, v)| format!("{}:{}", write(&Value::from(*k)), write(v)))
+                .collect::<Vec<_>>()
+                .join(","));
+            let mut damaged = body.clone().into_bytes();
+            let at = cut.index(damaged.len());
+            damaged[at] = byte;
+            for text in [Some(body), String::from_utf8(damaged).ok()].into_iter().flatten() {
+                let plain = object_members(&text);
+                let split = object_members_and(&text, "params");
+                prop_assert_eq!(split.as_ref().map(|(m, _)| m), plain.as_ref());
+                if let Some((top, nested)) = split {
+                    let last = top.iter().rev().find(|(k, _)| k == "params").map(|(_, v)| *v);
+                    let expected = last.filter(|v| v.starts_with('{')).and_then(object_members);
+                    prop_assert_eq!(nested, expected);
+                }
+            }
         }
 
         /// On any text at all the skim ends without a panic.

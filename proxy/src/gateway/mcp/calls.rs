@@ -1,6 +1,7 @@
 //! `tools/call`: the prompt API or REST operation a tool stands for, called through the route's own
 //! path (the prompt API's model call, the REST passthrough call), and its answer as a tool result.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use http::Method;
@@ -19,7 +20,7 @@ use crate::error::ApiError;
 use crate::gateway::admission::{self, Admitted, Notes};
 use crate::gateway::prompt;
 use crate::gateway::routed::{Asked, model_call};
-use crate::llm::json_scan::Cursor;
+use crate::llm::json_scan::{self, Cursor};
 
 /// Largest tool answer turned into a tool result.
 pub(super) const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -249,11 +250,10 @@ pub(super) async fn call_prompt(
     if status.is_success()
         && let Some(text) = written_text(&bytes)
     {
-        let mut result = String::with_capacity(text.len() + 64);
-        result.push_str(r#"{"content":[{"type":"text","text":"#);
-        result.push_str(text);
-        result.push_str(r#"}],"isError":false}"#);
-        return Ok(ToolResult::Written(result));
+        return Ok(ToolResult::Written {
+            answer: bytes,
+            text,
+        });
     }
     let doc: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if !status.is_success() {
@@ -279,17 +279,45 @@ pub(super) async fn call_prompt(
     }))
 }
 
-/// The `output` of a prompt API's whole result (which the gateway itself wrote, so valid JSON)
-/// when it is text: the JSON string as it stands in the result.
-fn written_text(result: &[u8]) -> Option<&str> {
+/// Where the `output` of a prompt API's whole result stands when it is text: the JSON string, quotes
+/// included. The result is the gateway's own writing (valid UTF-8 and JSON, `id`, `object` and
+/// `model` first, then `output`): its members are stepped over by their strings' ends, without a
+/// second check. A result in any other order is walked member by member.
+fn written_text(result: &[u8]) -> Option<Range<usize>> {
+    const STEPS: [&[u8]; 3] = [
+        br#"{"id":"#,
+        br#","object":"prompt.result","model":"#,
+        br#","output":"#,
+    ];
+    let mut at = 0;
+    for (n, step) in STEPS.iter().enumerate() {
+        if !result.get(at..)?.starts_with(step) {
+            return written_text_walked(result);
+        }
+        at += step.len();
+        if n < 2 {
+            at = json_scan::string_end(result, at)?;
+        }
+    }
+    let end = json_scan::string_end(result, at)?;
+    Some(at..end)
+}
+
+/// [`written_text`] for a result whose members come in another order.
+fn written_text_walked(result: &[u8]) -> Option<Range<usize>> {
     // The gateway writes `output` once, before `finish_reason` and `usage`: the walk stops there.
-    let mut at = Cursor::new(std::str::from_utf8(result).ok()?);
+    let text = std::str::from_utf8(result).ok()?;
+    let mut at = Cursor::new(text);
     at.enter_object()?;
     while let Some(key) = at.next_key()? {
         if key == "output" {
             // A value of valid JSON that opens with a quote is a whole string: no second scan.
             let output = at.value()?;
-            return output.starts_with('"').then_some(output);
+            if !output.starts_with('"') {
+                return None;
+            }
+            let from = output.as_ptr() as usize - text.as_ptr() as usize;
+            return Some(from..from + output.len());
         }
         at.skip()?;
     }
@@ -367,17 +395,25 @@ mod tests {
 
     #[test]
     fn a_text_output_is_copied_as_written_and_other_outputs_are_not() {
-        let text = br#"{"id":"p1","object":"prompt.result","output":"say \"hi\"\n","usage":{}}"#;
-        assert_eq!(written_text(text), Some(r#""say \"hi\"\n""#));
-        let result = format!(
-            r#"{{"content":[{{"type":"text","text":{}}}],"isError":false}}"#,
-            written_text(text).unwrap()
-        );
-        let v: Value = serde_json::from_str(&result).unwrap();
-        assert_eq!(v["content"][0]["text"], "say \"hi\"\n");
+        let written = br#"{"id":"p\"1","object":"prompt.result","model":"m","output":"say \"hi\"\n","finish_reason":"stop"}"#;
+        let reordered = br#"{"object":"prompt.result","output":"say \"hi\"\n","usage":{}}"#;
+        for text in [&written[..], &reordered[..]] {
+            let at = written_text(text).unwrap();
+            assert_eq!(&text[at.clone()], br#""say \"hi\"\n""#);
+            let result = [
+                &br#"{"content":[{"type":"text","text":"#[..],
+                &text[at],
+                br#"}],"isError":false}"#,
+            ]
+            .concat();
+            let v: Value = serde_json::from_slice(&result).unwrap();
+            assert_eq!(v["content"][0]["text"], "say \"hi\"\n");
+        }
         for other in [
             &br#"{"output":{"a":1}}"#[..],
             br#"{"output":null}"#,
+            br#"{"id":"p1","object":"prompt.result","model":"m","output":{"a":"b"}}"#,
+            br#"{"id":"p1","object":"prompt.result","model":"m","output":"cut"#,
             br#"{"error":{"message":"x"}}"#,
             b"data: {}\n\n",
         ] {

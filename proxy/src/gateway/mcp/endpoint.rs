@@ -22,7 +22,7 @@ use super::federated;
 use super::jsonrpc::{self, INVALID_REQUEST, METHOD_NOT_FOUND, REFUSED, RpcError};
 use super::reach::Tools;
 use super::reach::{
-    LIST_TTL_MS, Scope, consumer_reach, get_prompt, list_prompts, list_tools, route_reach,
+    LIST_TTL_MS, PATH, Scope, consumer_reach, get_prompt, list_prompts, list_tools, route_reach,
     server_description,
 };
 use super::reply::{ToolResult, note, refusal, shown};
@@ -182,10 +182,11 @@ async fn answer(
     };
 
     let reached = match scope {
-        Scope::Route => admission::admit(snapshot, &parts, call, notes).map(|admitted| {
-            let consumer = call.consumer.expect("admitted callers are known");
-            route_reach(snapshot, admitted, consumer)
-        }),
+        Scope::Route(route) => admission::admit_matched(snapshot, &parts, route, PATH, call, notes)
+            .map(|admitted| {
+                let consumer = call.consumer.expect("admitted callers are known");
+                route_reach(snapshot, admitted, consumer)
+            }),
         Scope::Consumer => admission::identify(snapshot, &parts.headers, call)
             .map(|(consumer, _)| consumer_reach(snapshot, consumer)),
     };
@@ -310,9 +311,8 @@ async fn answer(
             .await;
             match called {
                 Ok(ToolResult::Value(result)) => Ok(result),
-                Ok(ToolResult::Written(result)) => {
-                    let first = (era == Era::Modern).then_some(r#""resultType":"complete""#);
-                    let body = jsonrpc::raw_result_body_with(&id, first, &result);
+                Ok(ToolResult::Written { answer, text }) => {
+                    let body = jsonrpc::text_result_body(&id, era == Era::Modern, &answer[text]);
                     return Answer {
                         status: StatusCode::OK,
                         body,
@@ -434,7 +434,9 @@ fn end_session(
 ) -> Answer {
     note(call).method = "session/delete";
     let known = match scope {
-        Scope::Route => admission::admit(snapshot, parts, call, notes).map(|_| ()),
+        Scope::Route(route) => {
+            admission::admit_matched(snapshot, parts, route, PATH, call, notes).map(|_| ())
+        }
         Scope::Consumer => admission::identify(snapshot, &parts.headers, call).map(|_| ()),
     };
     if let Err(e) = known {

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::jsonrpc::{
     HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, Message, RpcError, UNSUPPORTED_VERSION,
+    string_value,
 };
 use super::reply::shown;
 
@@ -86,7 +87,7 @@ pub(super) fn era(headers: &HeaderMap, message: &Message<'_>) -> Result<Era, Rpc
             format!("Invalid params: params._meta must carry {VERSION_META:?}."),
         ));
     };
-    if header_version.is_none() || meta_version.as_str() != header_version {
+    if header_version.is_none() || string_value(meta_version).as_deref() != header_version {
         return Err(RpcError::new(
             id,
             HEADER_MISMATCH,

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::llm::json_scan::{Cursor, object_members};
+use crate::llm::json_scan::{Cursor, Members, object_members_and};
 
 /// JSON-RPC's code for a body that is not JSON.
 pub const PARSE_ERROR: i32 = -32700;
@@ -46,8 +46,8 @@ pub struct Message<'a> {
 }
 
 impl Message<'_> {
-    /// The member `key` of `params._meta`, when `_meta` is an object that has it.
-    pub fn meta(&self, key: &str) -> Option<Value> {
+    /// The member `key` of `params._meta` as its JSON text, when `_meta` is an object that has it.
+    pub fn meta(&self, key: &str) -> Option<&str> {
         let mut at = Cursor::new(self.meta.as_deref()?);
         at.enter_object()?;
         let mut found = None;
@@ -59,7 +59,7 @@ impl Message<'_> {
                 at.skip()?;
             }
         }
-        member_value(found?)
+        found
     }
 
     /// `params.arguments` as an object (empty when absent or `null`), or the invalid-params message
@@ -145,30 +145,29 @@ pub fn result_body(id: &Value, result: Value) -> Bytes {
 
 /// A result response's body around a result already serialised.
 pub fn raw_result_body(id: &Value, result: &str) -> Bytes {
-    raw_result_body_with(id, None, result)
+    let mut body = Vec::with_capacity(result.len() + 48);
+    body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    serde_json::to_writer(&mut body, id).expect("JSON values serialise");
+    body.extend_from_slice(br#","result":"#);
+    body.extend_from_slice(result.as_bytes());
+    body.push(b'}');
+    Bytes::from(body)
 }
 
-/// A result response's body around a result object already serialised, with `first` (one
-/// `"key":value`, serialised) put before its members when given; written once, never shifted.
-pub fn raw_result_body_with(id: &Value, first: Option<&str>, result: &str) -> Bytes {
-    let id = serde_json::to_string(id).expect("JSON values serialise");
-    let first = first.unwrap_or_default();
-    let mut body = String::with_capacity(result.len() + id.len() + first.len() + 32);
-    body.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
-    body.push_str(&id);
-    body.push_str(",\"result\":");
-    match result.strip_prefix('{') {
-        Some(rest) if !first.is_empty() => {
-            body.push('{');
-            body.push_str(first);
-            if !rest.trim_start().starts_with('}') {
-                body.push(',');
-            }
-            body.push_str(rest);
-        }
-        _ => body.push_str(result),
+/// The body of a `tools/call` result holding one text, `text` being that text already written as a
+/// JSON string (quotes included); a 2026-07-28 result (`modern`) says first that it is complete.
+/// Written once, the text copied once.
+pub fn text_result_body(id: &Value, modern: bool, text: &[u8]) -> Bytes {
+    let mut body = Vec::with_capacity(text.len() + 128);
+    body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    serde_json::to_writer(&mut body, id).expect("JSON values serialise");
+    body.extend_from_slice(br#","result":{"#);
+    if modern {
+        body.extend_from_slice(br#""resultType":"complete","#);
     }
-    body.push('}');
+    body.extend_from_slice(br#""content":[{"type":"text","text":"#);
+    body.extend_from_slice(text);
+    body.extend_from_slice(br#"}],"isError":false}}"#);
     Bytes::from(body)
 }
 
@@ -184,8 +183,8 @@ pub fn raw_result_body_with(id: &Value, first: Option<&str>, result: &str) -> By
 pub fn read(body: &[u8]) -> Result<Message<'_>, RpcError> {
     let scanned = std::str::from_utf8(body)
         .ok()
-        .and_then(object_members)
-        .and_then(|members| from_members(&members));
+        .and_then(|text| object_members_and(text, "params"))
+        .and_then(|(members, params)| from_members(&members, params));
     match scanned {
         Some(read) => read,
         None => read_parsed(body),
@@ -201,9 +200,13 @@ fn last<'t>(members: &[(Cow<'_, str>, &'t str)], key: &str) -> Option<&'t str> {
         .map(|(_, v)| *v)
 }
 
-/// [`read`] over the top-level members of a valid object; `None` when a member serde_json reads
-/// differently from the scan (then the whole body is read by serde_json).
-fn from_members<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<Result<Message<'a>, RpcError>> {
+/// [`read`] over the top-level members of a valid object and those of `params` when it is an
+/// object (split in the same pass); `None` when a member serde_json reads differently from the
+/// scan (then the whole body is read by serde_json).
+fn from_members<'a>(
+    members: &[(Cow<'_, str>, &'a str)],
+    params_members: Option<Members<'a>>,
+) -> Option<Result<Message<'a>, RpcError>> {
     let id = match last(members, "id") {
         None => None,
         Some(raw) => match member_value(raw)? {
@@ -229,13 +232,10 @@ fn from_members<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<Result<Messag
     };
     let mut read = Map::new();
     let (mut arguments, mut meta) = (None, None);
-    match params {
-        None | Some("null") => {}
-        Some(raw) if raw.starts_with('{') => {
-            let mut at = Cursor::new(raw);
-            at.enter_object()?;
-            while let Some(key) = at.next_key()? {
-                let raw = at.value()?;
+    match (params, params_members) {
+        (None | Some("null"), _) => {}
+        (Some(_), Some(split)) => {
+            for (key, raw) in split {
                 match key.as_ref() {
                     "arguments" => arguments = (raw != "null").then_some(Cow::Borrowed(raw)),
                     "_meta" => meta = Some(Cow::Borrowed(raw)),
@@ -245,7 +245,7 @@ fn from_members<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<Result<Messag
                 }
             }
         }
-        Some(_) => return Some(Err(not_an_object(id))),
+        (Some(_), None) => return Some(Err(not_an_object(id))),
     }
     Some(Ok(Message {
         id,
@@ -254,6 +254,17 @@ fn from_members<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<Result<Messag
         arguments,
         meta,
     }))
+}
+
+/// The string a member's text (valid JSON) holds, borrowed when it has no escapes; `None` for
+/// other values.
+pub fn string_value(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
+        Some(Cow::Borrowed(inner))
+    } else {
+        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+    }
 }
 
 /// A member's value from its text (valid JSON, as the scan found it); `None` when serde_json would

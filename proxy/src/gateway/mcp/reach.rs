@@ -27,8 +27,8 @@ pub(super) const LIST_TTL_MS: u64 = 1000;
 /// Whose tools an MCP endpoint offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
-    /// `<prefix>/mcp`: the route's own.
-    Route,
+    /// `<prefix>/mcp`: the route's own, as the request's host and path matched it.
+    Route(RouteIdx),
     /// `/mcp` at the gateway's root: those of every route the calling consumer is approved for.
     Consumer,
 }
@@ -42,7 +42,7 @@ pub fn scope(snapshot: &Snapshot, parts: &Parts) -> Option<Scope> {
         .or_else(|| parts.headers.get(header::HOST)?.to_str().ok());
     let path = parts.uri.path();
     match snapshot.route_for(host, path) {
-        Some(m) if m.rest == PATH => Some(Scope::Route),
+        Some(m) if m.rest == PATH => Some(Scope::Route(m.idx)),
         _ if path == PATH => Some(Scope::Consumer),
         _ => None,
     }

@@ -1,6 +1,9 @@
 //! What the MCP modules share to answer: the call's note, refusals and invalid params as JSON-RPC
 //! errors, tool errors as results, and callers' text cut short for messages.
 
+use std::ops::Range;
+
+use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -29,12 +32,12 @@ pub(super) fn refusal(id: Option<Value>, e: &ApiError) -> RpcError {
 
 pub(super) type Outcome = Result<Value, (StatusCode, RpcError)>;
 
-/// A tool call's result: a value, or a result object already written as JSON text (a prompt tool's
-/// text answer, copied into the result as the JSON string it came as, never decoded and escaped
-/// again: it is the common case and its text the bulk of the answer).
+/// A tool call's result: a value, or a prompt tool's text answer as the prompt API wrote it, with
+/// where its `output` string stands (quotes included). That string is copied into the result as it
+/// came, never decoded and escaped again: it is the common case and its text the bulk of the answer.
 pub(super) enum ToolResult {
     Value(Value),
-    Written(String),
+    Written { answer: Bytes, text: Range<usize> },
 }
 
 impl ToolResult {
