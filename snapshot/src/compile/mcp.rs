@@ -252,7 +252,10 @@ fn filter_of(r: &McpServerRef) -> Result<ToolFilter, String> {
         (Some(names), None) => Ok(ToolFilter::Include(
             names.iter().map(|n| n.0.clone()).collect(),
         )),
+        // Checked alone first: wrapped, a source such as `a)|(b` would compile into something else.
+        // The wrapping anchors the whole alternation, so that `a|ab` offers `ab`.
         (None, Some(source)) => Pattern::new(source)
+            .and_then(|_| Pattern::new(&format!(r"\A(?:{source})\z")))
             .map(ToolFilter::Matching)
             .map_err(|why| {
                 let why = why.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -34,7 +34,7 @@ pub enum ToolFilter {
     All,
     /// Those named.
     Include(Vec<String>),
-    /// Those whose whole name matches.
+    /// Those whose whole name matches (the pattern is anchored at both ends when compiled).
     Matching(Pattern),
 }
 
@@ -44,10 +44,7 @@ impl ToolFilter {
         match self {
             Self::All => true,
             Self::Include(names) => names.iter().any(|n| n == name),
-            Self::Matching(p) => p
-                .regex()
-                .find(name)
-                .is_some_and(|m| m.start() == 0 && m.end() == name.len()),
+            Self::Matching(p) => p.regex().is_match(name),
         }
     }
 }

@@ -126,6 +126,26 @@ fn missing_unshared_and_broken_servers_are_reported_on_the_route_and_the_others_
     assert!(!cond(keyless, READY).0);
 }
 
+/// The whole name must match the whole expression: an alternation is anchored as one, and a source
+/// that only compiles once wrapped is still refused.
+#[test]
+fn a_regex_filter_matches_whole_names_across_alternatives() {
+    let filter = |regex: &str| {
+        let compiled = run(&attach(
+            json!([{ "name": "s", "tools": { "includeRegex": regex } }]),
+            vec![server("team-a", "s", json!({ "url": "http://a/mcp" }))],
+        ));
+        let servers = &compiled.snapshot.content.routes[0].mcp_servers;
+        servers.first().map(|s| s.filter.clone())
+    };
+    let f = filter("a|ab").unwrap();
+    assert!(f.offers("a"));
+    assert!(f.offers("ab"));
+    assert!(!f.offers("abc"));
+    assert!(!f.offers("xab"));
+    assert!(filter("a)|(b").is_none());
+}
+
 #[test]
 fn a_server_that_would_forward_the_callers_key_is_not_accepted() {
     let compiled = run(&attach(
