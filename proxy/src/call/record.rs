@@ -12,7 +12,7 @@ use crate::clock;
 use crate::llm::Usage;
 use crate::telemetry::metrics::{CallSample, SeriesOf};
 use crate::telemetry::trace::{
-    Begun, CallSummary, CallTrace, TRACEPARENT, TRACESTATE, TraceParent, tracestate_ok,
+    Begun, CallSummary, CallTrace, McpSpan, TRACEPARENT, TRACESTATE, TraceParent, tracestate_ok,
 };
 use crate::telemetry::{AccessLine, Recorder};
 
@@ -37,6 +37,12 @@ pub struct McpNote {
     /// `ok`, `tool_error` (the tool ran and failed), `refused` (key, subscription, limits),
     /// `invalid` (a malformed or mismatched request) or `error`.
     pub outcome: &'static str,
+    /// The protocol revision the request spoke, once known.
+    pub version: Option<&'static str>,
+    /// The JSON-RPC error code answered, if the answer is an error.
+    pub code: Option<i32>,
+    /// The request's JSON-RPC id as text, kept only for a sampled call's span.
+    pub rpc_id: Option<String>,
 }
 
 /// One call in progress. Dropping it writes its record.
@@ -101,6 +107,11 @@ pub struct Call {
 }
 
 impl Call {
+    /// Whether this call is sampled for tracing (its spans will be made).
+    pub fn traced(&self) -> bool {
+        self.trace.is_some()
+    }
+
     /// Starts recording a call.
     pub fn start(
         recorder: Arc<Recorder>,
@@ -365,6 +376,14 @@ impl Call {
                     cost_usd: cost,
                     first_chunk_at: self.first_chunk_at,
                     answered: (200..300).contains(&self.status) && self.served.is_some(),
+                    mcp: self.mcp.as_deref().map(|m| McpSpan {
+                        method: m.method,
+                        name: m.name.as_deref(),
+                        version: m.version,
+                        code: m.code,
+                        rpc_id: m.rpc_id.as_deref(),
+                        tool_error: m.outcome == "tool_error",
+                    }),
                 },
             );
         }

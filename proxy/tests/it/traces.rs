@@ -434,3 +434,76 @@ async fn a_dead_collector_fails_and_slows_no_call_its_spans_are_counted_and_expo
     );
     proxy.stop().await;
 }
+
+/// An MCP call's server span follows the MCP conventions (`mcp.server`): named for its method and
+/// tool, with the method, tool, operation, protocol version and request id; a call of an unknown
+/// tool carries its JSON-RPC code as the error. The tool's arguments are content: never exported.
+#[tokio::test]
+async fn an_mcp_tool_call_is_a_server_span_named_for_its_tool() {
+    use crate::mcp::{ENDPOINT, KEY, MODERN, content, modern_with, start_service};
+    let collector = Collector::start();
+    let (service, _) = start_service().await;
+    let mut config = test_config();
+    config.traces = Some(traced(
+        collector.http_endpoint(),
+        OtlpProtocol::HttpProtobuf,
+    ));
+    let proxy = TestProxy::start_with(config, Some(content(&service, None))).await;
+
+    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
+    let called = (
+        7,
+        "tools/call",
+        json!({"name": "summarise", "arguments": {"text": CONTENT}}),
+    );
+    let reply = modern_with(
+        &proxy,
+        ENDPOINT,
+        KEY,
+        called,
+        &[("traceparent", &traceparent)],
+    )
+    .await;
+    reply.assert_status(200);
+    assert_eq!(reply.json()["result"]["isError"], false, "{}", reply.json());
+    let spans = collector.spans_of(TRACE_ID, 1).await;
+    let server = spans.iter().find(|s| kind(s) == 2).expect("a server span");
+    assert_eq!(server["name"], "tools/call summarise");
+    assert_eq!(server["parentSpanId"], CALLER_SPAN);
+    for (key, value) in [
+        ("mcp.method.name", json!("tools/call")),
+        ("gen_ai.tool.name", json!("summarise")),
+        ("gen_ai.operation.name", json!("execute_tool")),
+        ("mcp.protocol.version", json!(MODERN)),
+        ("jsonrpc.request.id", json!("7")),
+        ("network.transport", json!("tcp")),
+        ("network.protocol.name", json!("http")),
+        ("tollgate.route", json!("team-a/chat")),
+    ] {
+        assert_eq!(attr(server, key), Some(value), "{key} in {server:#}");
+    }
+    assert_eq!(attr(server, "error.type"), None);
+
+    let other = "4bf92f3577b34da6a3ce929d0e0e4737";
+    let traceparent = format!("00-{other}-{CALLER_SPAN}-01");
+    let unknown = (8, "tools/call", json!({"name": "nope", "arguments": {}}));
+    let reply = modern_with(
+        &proxy,
+        ENDPOINT,
+        KEY,
+        unknown,
+        &[("traceparent", &traceparent)],
+    )
+    .await;
+    assert_eq!(reply.json()["error"]["code"], -32602, "{}", reply.json());
+    let spans = collector.spans_of(other, 1).await;
+    let server = spans.iter().find(|s| kind(s) == 2).expect("a server span");
+    assert_eq!(server["name"], "tools/call");
+    assert_eq!(attr(server, "error.type"), Some(json!("-32602")));
+    assert_eq!(
+        attr(server, "rpc.response.status_code"),
+        Some(json!("-32602"))
+    );
+    assert_eq!(attr(server, "gen_ai.operation.name"), None);
+    assert!(!collector.raw().contains("PERIWINKLE"));
+}

@@ -50,6 +50,8 @@ struct Answer {
     status: StatusCode,
     body: Bytes,
     session: Option<String>,
+    /// The JSON-RPC error code answered, if an error.
+    code: Option<i32>,
 }
 
 impl Answer {
@@ -58,6 +60,7 @@ impl Answer {
             status,
             body: e.body(),
             session: None,
+            code: Some(e.code),
         }
     }
 }
@@ -76,8 +79,12 @@ pub async fn serve(
         method: "other",
         name: None,
         outcome: "invalid",
+        ..McpNote::default()
     }));
     let answer = answer(shared, snapshot, scope, parts, body, call, notes).await;
+    if answer.code.is_some() {
+        note(call).code = answer.code;
+    }
     let mut response = Response::new(ResponseBody::full(answer.body));
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
@@ -169,11 +176,22 @@ async fn answer(
             "other"
         });
     note(call).method = method;
+    if call.traced() {
+        // The request's id for its span (`jsonrpc.request.id`); made only for a sampled call.
+        note(call).rpc_id = message.id.as_ref().map(|id| match id {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+    }
 
     let era = match era(&parts.headers, &message) {
         Ok(era) => era,
         Err(e) => return Answer::error(StatusCode::BAD_REQUEST, &e),
     };
+    note(call).version = Some(match era {
+        Era::Modern => MODERN,
+        Era::Legacy(i) => LEGACY[i as usize],
+    });
     let status_of = |refusal: StatusCode| match era {
         Era::Modern => refusal,
         // Legacy SDKs read JSON-RPC errors only from 2xx answers (the 1.x Python SDK raises on any
@@ -243,6 +261,7 @@ async fn answer(
             status: StatusCode::ACCEPTED,
             body: Bytes::new(),
             session: None,
+            code: None,
         };
     };
     let result = match message.method.as_str() {
@@ -294,6 +313,7 @@ async fn answer(
                 status: StatusCode::OK,
                 body: jsonrpc::raw_result_body(&id, &listed),
                 session: None,
+                code: None,
             };
         }
         "prompts/list" => Ok(list_prompts(snapshot, &reach, era)),
@@ -317,6 +337,7 @@ async fn answer(
                         status: StatusCode::OK,
                         body,
                         session: session_out,
+                        code: None,
                     };
                 }
                 Err(e) => Err(e),
@@ -349,6 +370,7 @@ async fn answer(
                 status: StatusCode::OK,
                 body: jsonrpc::result_body(&id, result),
                 session: session_out,
+                code: None,
             }
         }
         Err((status, e)) => {
@@ -450,6 +472,7 @@ fn end_session(
                 status: StatusCode::NO_CONTENT,
                 body: Bytes::new(),
                 session: None,
+                code: None,
             }
         }
         Err((status, e)) => Answer::error(status, &e),

@@ -167,6 +167,70 @@ pub struct CallSummary<'a> {
     pub first_chunk_at: Option<Instant>,
     /// Whether the last attempt answered (its span then carries the usage and the answer's fields).
     pub answered: bool,
+    /// What an MCP call was, for the MCP conventions' server span (`None` for other calls).
+    pub mcp: Option<McpSpan<'a>>,
+}
+
+/// An MCP call as its server span describes it (open-telemetry/semantic-conventions-genai,
+/// `model/mcp/spans.yaml`, `mcp.server`).
+pub struct McpSpan<'a> {
+    /// `mcp.method.name`.
+    pub method: &'static str,
+    /// The tool (`tools/call`) or prompt (`prompts/get`) named.
+    pub name: Option<&'a str>,
+    /// `mcp.protocol.version`, once known.
+    pub version: Option<&'static str>,
+    /// The JSON-RPC error code answered, if any.
+    pub code: Option<i32>,
+    /// `jsonrpc.request.id`.
+    pub rpc_id: Option<&'a str>,
+    /// Whether the tool ran and reported an error (`isError`).
+    pub tool_error: bool,
+}
+
+impl McpSpan<'_> {
+    /// The span's name: `{method} {tool or prompt}`, or the method alone.
+    fn span_name(&self) -> String {
+        match (self.method, self.name) {
+            ("tools/call" | "prompts/get", Some(name)) => format!("{} {name}", self.method),
+            (method, _) => method.to_string(),
+        }
+    }
+
+    /// The conventions' attributes of the server span.
+    fn push(&self, attrs: &mut Vec<KeyValue>) {
+        attrs.push(KeyValue::new("mcp.method.name", self.method));
+        match (self.method, self.name) {
+            ("tools/call", Some(name)) => {
+                attrs.push(KeyValue::new("gen_ai.tool.name", name.to_string()));
+                attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+            }
+            ("prompts/get", Some(name)) => {
+                attrs.push(KeyValue::new("gen_ai.prompt.name", name.to_string()))
+            }
+            _ => {}
+        }
+        if let Some(version) = self.version {
+            attrs.push(KeyValue::new("mcp.protocol.version", version));
+        }
+        if let Some(id) = self.rpc_id {
+            attrs.push(KeyValue::new("jsonrpc.request.id", id.to_string()));
+        }
+        if let Some(code) = self.code {
+            attrs.push(KeyValue::new("rpc.response.status_code", code.to_string()));
+            attrs.push(KeyValue::new("error.type", code.to_string()));
+        } else if self.tool_error {
+            attrs.push(KeyValue::new("error.type", "tool_error"));
+        }
+        attrs.push(KeyValue::new("network.transport", "tcp"));
+        attrs.push(KeyValue::new("network.protocol.name", "http"));
+    }
+
+    /// Whether the answer is a server error by the conventions: -32603 or -32000 to -32099.
+    fn failed(&self) -> bool {
+        self.code
+            .is_some_and(|c| c == -32603 || (-32099..=-32000).contains(&c))
+    }
 }
 
 /// The call's spans: the server span, then one client span per attempt.
@@ -219,11 +283,15 @@ pub fn spans(
     if let Some(cache) = summary.cache {
         attrs.push(KeyValue::new("tollgate.cache", cache));
     }
-    if let Some(class) = summary.error_class {
-        attrs.push(KeyValue::new("error.type", class));
-    }
-    if request.operation.is_some() {
-        attrs.push(KeyValue::new("gen_ai.operation.name", operation));
+    if let Some(mcp) = &summary.mcp {
+        mcp.push(&mut attrs);
+    } else {
+        if let Some(class) = summary.error_class {
+            attrs.push(KeyValue::new("error.type", class));
+        }
+        if request.operation.is_some() {
+            attrs.push(KeyValue::new("gen_ai.operation.name", operation));
+        }
     }
     if let Some(model) = &request.model {
         attrs.push(KeyValue::new("gen_ai.request.model", model.to_string()));
@@ -235,9 +303,10 @@ pub fn spans(
         "tollgate.retries",
         trace.attempts.len().saturating_sub(1) as i64,
     ));
-    let name = match request.endpoint {
-        Some(endpoint) => Cow::Owned(format!("{} {endpoint}", summary.method)),
-        None => Cow::Borrowed(summary.method),
+    let name = match (&summary.mcp, request.endpoint) {
+        (Some(mcp), _) => Cow::Owned(mcp.span_name()),
+        (None, Some(endpoint)) => Cow::Owned(format!("{} {endpoint}", summary.method)),
+        (None, None) => Cow::Borrowed(summary.method),
     };
     out.push(span_data(
         context(trace.span_id),
@@ -249,6 +318,8 @@ pub fn spans(
         attrs,
         if summary.status >= 500 {
             Status::error(summary.error_class.unwrap_or("server error"))
+        } else if summary.mcp.as_ref().is_some_and(McpSpan::failed) {
+            Status::error("JSON-RPC server error")
         } else {
             Status::Unset
         },
