@@ -22,8 +22,13 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tollgate_snapshot::{FxHashMap, McpServer, ObjectRef};
 
+use super::record::TraceHeaders;
 use crate::llm::sse::{SseDecoder, SseEvent};
+use crate::telemetry::trace;
 use crate::upstream::{McpPools, UpstreamError};
+
+const TRACEPARENT: HeaderName = HeaderName::from_static(trace::TRACEPARENT);
+const TRACESTATE: HeaderName = HeaderName::from_static(trace::TRACESTATE);
 
 /// The stateless revision, tried first.
 pub const MODERN: &str = "2026-07-28";
@@ -219,17 +224,33 @@ impl McpUpstreams {
     }
 
     /// Calls the server's tool `name` (its own name) with `arguments`, passing on the allowed
-    /// headers of `caller`: the server's result as it is, or why there is none.
+    /// headers of `caller` and the trace context `trace` (as headers and in `params._meta`, as the
+    /// MCP conventions carry it): the server's result as it is, or why there is none.
     pub async fn call_tool(
         &self,
         server: &McpServer,
         name: &str,
         arguments: &Value,
         caller: &HeaderMap,
+        trace: Option<TraceHeaders>,
     ) -> Result<Value, McpFailure> {
         let known = self.known(server);
-        let params = json!({ "name": name, "arguments": arguments });
-        let forwarded = forwarded(server, caller);
+        let mut params = json!({ "name": name, "arguments": arguments });
+        let mut forwarded = forwarded(server, caller);
+        if let Some((parent, state)) = trace {
+            let mut meta = serde_json::Map::new();
+            if let Ok(text) = parent.to_str() {
+                meta.insert("traceparent".into(), json!(text));
+            }
+            forwarded.insert(TRACEPARENT, parent);
+            if let Some(state) = state {
+                if let Ok(text) = state.to_str() {
+                    meta.insert("tracestate".into(), json!(text));
+                }
+                forwarded.insert(TRACESTATE, state);
+            }
+            params["_meta"] = Value::Object(meta);
+        }
         let answer = self
             .request(server, &known, "tools/call", Some(name), params, &forwarded)
             .await;
@@ -365,11 +386,27 @@ impl McpUpstreams {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         if *era == Era::Modern {
-            params["_meta"] = json!({
-                "io.modelcontextprotocol/protocolVersion": MODERN,
-                "io.modelcontextprotocol/clientCapabilities": {},
-                "io.modelcontextprotocol/clientInfo": {"name": "tollgate", "version": env!("CARGO_PKG_VERSION")},
-            });
+            // Beside what the caller of `exchange` put in `_meta` (the trace context).
+            let meta = params["_meta"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .chain([
+                    (
+                        "io.modelcontextprotocol/protocolVersion".into(),
+                        json!(MODERN),
+                    ),
+                    (
+                        "io.modelcontextprotocol/clientCapabilities".into(),
+                        json!({}),
+                    ),
+                    (
+                        "io.modelcontextprotocol/clientInfo".into(),
+                        json!({"name": "tollgate", "version": env!("CARGO_PKG_VERSION")}),
+                    ),
+                ]);
+            params["_meta"] = Value::Object(meta.collect());
         }
         let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let mut answer = self

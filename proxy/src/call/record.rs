@@ -45,6 +45,9 @@ pub struct McpNote {
     pub rpc_id: Option<String>,
 }
 
+/// A `traceparent` and, when there is one, a `tracestate` header value.
+pub type TraceHeaders = (http::HeaderValue, Option<http::HeaderValue>);
+
 /// One call in progress. Dropping it writes its record.
 pub struct Call {
     recorder: Arc<Recorder>,
@@ -99,7 +102,7 @@ pub struct Call {
     pub trace: Option<Box<CallTrace>>,
     /// The caller's `traceparent` and `tracestate`, passed upstream unchanged when the call is not
     /// recorded.
-    pub trace_headers: Option<Box<(http::HeaderValue, Option<http::HeaderValue>)>>,
+    pub trace_headers: Option<Box<TraceHeaders>>,
     /// Guardrail rules that matched and what they did (`mask`, `reject`, `monitor`), once each.
     pub guardrails: Vec<(Arc<str>, &'static str)>,
     /// For a call to the MCP endpoint, what it was.
@@ -110,6 +113,21 @@ impl Call {
     /// Whether this call is sampled for tracing (its spans will be made).
     pub fn traced(&self) -> bool {
         self.trace.is_some()
+    }
+
+    /// The W3C trace context (`traceparent`, `tracestate`) for a request the call makes outside a
+    /// model attempt (to an upstream MCP server): the call's own span as the parent when it is
+    /// recorded, else the caller's headers as they came, else none.
+    pub fn outgoing_trace(&self) -> Option<TraceHeaders> {
+        match self.trace.as_deref() {
+            Some(t) => Some((
+                http::HeaderValue::from_bytes(&t.traceparent()).expect("hex digits and dashes"),
+                t.tracestate
+                    .as_deref()
+                    .and_then(|s| http::HeaderValue::from_str(s).ok()),
+            )),
+            None => self.trace_headers.as_deref().cloned(),
+        }
     }
 
     /// Starts recording a call.

@@ -17,7 +17,7 @@ const UPSTREAM_SECRET: &str = "upstream-credential-7";
 
 /// `old`: the 1.x server's `add` and `echo` as `old_add`, `old_echo` (by name), with a credential
 /// and `x-tenant` passed on; `new`: the 2.x server's as `new_add`, `new_echo` (by pattern).
-fn servers(old: &McpUpstream, new: &McpUpstream) -> Vec<McpServer> {
+pub(crate) fn servers(old: &McpUpstream, new: &McpUpstream) -> Vec<McpServer> {
     let timeouts = Timeouts {
         first_byte_ms: 10_000,
         ..Timeouts::default()
@@ -47,7 +47,7 @@ fn servers(old: &McpUpstream, new: &McpUpstream) -> Vec<McpServer> {
     ]
 }
 
-fn with_servers(mut content: Content, servers: Vec<McpServer>) -> Content {
+pub(crate) fn with_servers(mut content: Content, servers: Vec<McpServer>) -> Content {
     content.routes[0].mcp_servers = servers;
     content
 }

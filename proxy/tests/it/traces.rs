@@ -507,3 +507,57 @@ async fn an_mcp_tool_call_is_a_server_span_named_for_its_tool() {
     assert_eq!(attr(server, "gen_ai.operation.name"), None);
     assert!(!collector.raw().contains("PERIWINKLE"));
 }
+
+/// A federated tool call carries the trace on to the upstream MCP server, in the `traceparent`
+/// header and in `params._meta` as the MCP conventions place it, with the call's server span as the
+/// parent; in both eras the upstream speaks.
+#[tokio::test]
+async fn a_federated_tool_call_passes_the_trace_to_the_upstream_server() {
+    use crate::mcp::{ENDPOINT, KEY, content, modern_with, start_service};
+    use crate::mcp_federation::{servers, with_servers};
+    use crate::support::python::McpUpstream;
+    let (old, new) = tokio::task::spawn_blocking(|| (McpUpstream::start(1), McpUpstream::start(2)))
+        .await
+        .unwrap();
+    let collector = Collector::start();
+    let (service, _) = start_service().await;
+    let mut config = test_config();
+    config.traces = Some(traced(
+        collector.http_endpoint(),
+        OtlpProtocol::HttpProtobuf,
+    ));
+    let routes = with_servers(content(&service, None), servers(&old, &new));
+    let proxy = TestProxy::start_with(config, Some(routes)).await;
+
+    for (n, (tool, upstream)) in [("old_add", &old), ("new_add", &new)]
+        .into_iter()
+        .enumerate()
+    {
+        let trace_id = format!("4bf92f3577b34da6a3ce929d0e0e474{n}");
+        let traceparent = format!("00-{trace_id}-{CALLER_SPAN}-01");
+        let headers = [
+            ("traceparent", traceparent.as_str()),
+            ("tracestate", "vendor=opaque"),
+        ];
+        let called = (
+            9,
+            "tools/call",
+            json!({"name": tool, "arguments": {"a": 2, "b": 3}}),
+        );
+        let reply = modern_with(&proxy, ENDPOINT, KEY, called, &headers).await;
+        assert_eq!(reply.json()["result"]["isError"], false, "{}", reply.json());
+        let spans = collector.spans_of(&trace_id, 1).await;
+        let server = spans.iter().find(|s| kind(s) == 2).expect("a server span");
+        assert_eq!(server["name"], format!("tools/call {tool}"));
+        let expected = format!("00-{trace_id}-{}-01", server["spanId"].as_str().unwrap());
+        let seen = upstream.requests();
+        let call = seen
+            .iter()
+            .rev()
+            .find(|h| h["traceparent"] == expected.as_str())
+            .unwrap_or_else(|| panic!("no request with traceparent {expected}: {seen:#?}"));
+        assert_eq!(call["tracestate"], "vendor=opaque");
+        assert_eq!(call["_meta"]["traceparent"], expected.as_str(), "{call:#}");
+        assert_eq!(call["_meta"]["tracestate"], "vendor=opaque", "{call:#}");
+    }
+}

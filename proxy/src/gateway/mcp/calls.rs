@@ -96,7 +96,8 @@ pub(super) async fn call_tool(
                 note(call).outcome = "refused";
                 return Err((e.status, refusal(None, &e)));
             }
-            return match federated::call(shared, snapshot, &owner, &args, headers).await {
+            let trace = call.outgoing_trace();
+            return match federated::call(shared, snapshot, &owner, &args, headers, trace).await {
                 Ok(mut result) => {
                     if let Err(e) =
                         check_tool_text(shared, snapshot, owner.route, &mut result, true, call)

@@ -18,7 +18,7 @@ use tollgate_snapshot::{McpServer, RouteIdx, Snapshot};
 use super::jsonrpc::RpcError;
 use super::reach::{Reach, Tools};
 use super::tools::tool_name;
-use crate::call::{McpFailure, Shared};
+use crate::call::{McpFailure, Shared, TraceHeaders};
 
 /// JSON-RPC's code for an internal error: here, an upstream server that could not answer.
 const UPSTREAM_FAILED: i32 = -32603;
@@ -151,11 +151,12 @@ pub(super) async fn call(
     owner: &Owner,
     arguments: &Value,
     headers: &HeaderMap,
+    trace: Option<TraceHeaders>,
 ) -> Result<Value, (StatusCode, RpcError)> {
     let server = &snapshot.content.routes[owner.route as usize].mcp_servers[owner.server];
     match shared
         .mcp_upstreams
-        .call_tool(server, &owner.name, arguments, headers)
+        .call_tool(server, &owner.name, arguments, headers, trace)
         .await
     {
         Ok(result) => Ok(result),

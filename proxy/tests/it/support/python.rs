@@ -140,7 +140,7 @@ impl McpUpstream {
         server
     }
 
-    /// The headers of every request it got, in order.
+    /// The headers of every request it got, in order (with its `params._meta` under `_meta`).
     pub fn requests(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
