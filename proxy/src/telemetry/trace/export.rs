@@ -1,15 +1,17 @@
 //! Where sampled calls' spans go: a bounded queue, drained by a task of its own that sends them in
-//! batches to an OTLP collector (gRPC or HTTP/protobuf, the `opentelemetry-otlp` exporter). A call
-//! only ever tries to put its spans in the queue: when the queue is full (the collector slow or gone)
-//! they are dropped and counted, and a failed export is dropped and counted too, so a collector can
-//! neither delay nor fail a call.
+//! batches to an OTLP collector (HTTP/protobuf encoded by hand in `otlp`, or gRPC through the
+//! `opentelemetry-otlp` exporter). A call only ever tries to put its spans in the queue: when the
+//! queue is full (the collector slow or gone) they are dropped and counted, and a failed export is
+//! dropped and counted too, so a collector can neither delay nor fail a call.
 
 use std::time::Duration;
 
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+
+use super::otlp::{self, HttpSender};
 use tokio::sync::{mpsc, oneshot};
 
 use super::context::TraceParent;
@@ -166,7 +168,6 @@ impl Tracer {
         else {
             return Ok(());
         };
-        let mut exporter = build_exporter(&config)?;
         let mut resource = Resource::builder_empty()
             .with_attributes(
                 config
@@ -176,16 +177,104 @@ impl Tracer {
             )
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
         resource = resource.with_service_name(config.service_name.clone());
-        exporter.set_resource(&resource.build());
+        let resource = resource.build();
+        let exporter = match config.protocol {
+            Protocol::HttpProtobuf => {
+                let url = http_url(&config)?;
+                let mut headers = env_headers();
+                headers.extend(config.headers.iter().cloned());
+                Exporter::Http {
+                    sender: Box::new(HttpSender::new(url, &headers, config.timeout)),
+                    resource: resource
+                        .iter()
+                        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                        .collect(),
+                    scope: self.scope.clone(),
+                }
+            }
+            Protocol::Grpc => {
+                let mut exporter = build_exporter(&config)?;
+                exporter.set_resource(&resource);
+                Exporter::Grpc(exporter)
+            }
+        };
         tokio::spawn(run(exporter, receiver, config, self.counters.clone()));
         Ok(())
     }
 }
 
+/// How batches leave: OTLP/HTTP encoded here, or OTLP/gRPC through the exporter crate.
+enum Exporter {
+    Http {
+        sender: Box<HttpSender>,
+        resource: Vec<KeyValue>,
+        scope: InstrumentationScope,
+    },
+    Grpc(opentelemetry_otlp::SpanExporter),
+}
+
+impl Exporter {
+    async fn export(&self, spans: Vec<SpanData>) -> Result<(), String> {
+        match self {
+            Exporter::Http {
+                sender,
+                resource,
+                scope,
+            } => sender
+                .send(otlp::encode_request(resource, scope, &spans))
+                .await
+                .map_err(|e| e.to_string()),
+            Exporter::Grpc(exporter) => exporter.export(spans).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The URL OTLP/HTTP traces go to: the configured base URL with `/v1/traces`, else
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is, else `OTEL_EXPORTER_OTLP_ENDPOINT` with
+/// `/v1/traces`, else the specification's default, `http://localhost:4318/v1/traces`.
+fn http_url(config: &TraceConfig) -> Result<http::Uri, opentelemetry_otlp::ExporterBuildError> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let with_path = |base: &str| format!("{}/v1/traces", base.trim().trim_end_matches('/'));
+    let url = match &config.endpoint {
+        Some(base) => with_path(base),
+        None => match var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            Some(url) => url.trim().to_string(),
+            None => with_path(
+                &var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    .unwrap_or_else(|| "http://localhost:4318".into()),
+            ),
+        },
+    };
+    let invalid = |why: &str| {
+        opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!(
+            "endpoint {url:?}: {why}"
+        ))
+    };
+    if !url.starts_with("http://") {
+        return Err(invalid(
+            "the collector is reached over plain http:// only (TLS to it is not supported yet)",
+        ));
+    }
+    url.parse().map_err(|_| invalid("not a valid URL"))
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`, then `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (the signal's own wins).
+fn env_headers() -> Vec<(String, String)> {
+    [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ]
+    .iter()
+    .filter_map(|name| std::env::var(name).ok())
+    .flat_map(|v| super::pairs::parse_pairs(&v))
+    .collect()
+}
+
+/// The OTLP/gRPC exporter (the exporter crate's, over tonic).
 fn build_exporter(
     config: &TraceConfig,
 ) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    // Neither the hyper client nor tonic is built with TLS here: say so now rather than fail every export.
+    // tonic is not built with TLS here: say so now rather than fail every export.
     if let Some(endpoint) = &config.endpoint
         && !endpoint.starts_with("http://")
     {
@@ -195,48 +284,32 @@ fn build_exporter(
             )),
         );
     }
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    match config.protocol {
-        Protocol::Grpc => {
-            let mut b = builder.with_tonic().with_timeout(config.timeout);
-            if let Some(endpoint) = &config.endpoint {
-                b = b.with_endpoint(endpoint.clone());
-            }
-            if !config.headers.is_empty() {
-                let mut headers = http::HeaderMap::new();
-                for (k, v) in &config.headers {
-                    if let (Ok(k), Ok(v)) = (
-                        http::HeaderName::from_bytes(k.as_bytes()),
-                        http::HeaderValue::from_str(v),
-                    ) {
-                        headers.insert(k, v);
-                    }
-                }
-                b = b.with_metadata(
-                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
-                );
-            }
-            b.build()
-        }
-        Protocol::HttpProtobuf => {
-            let mut b = builder
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_timeout(config.timeout);
-            if let Some(endpoint) = &config.endpoint {
-                b = b.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
-            }
-            if !config.headers.is_empty() {
-                b = b.with_headers(config.headers.iter().cloned().collect());
-            }
-            b.build()
-        }
+    let mut b = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_timeout(config.timeout);
+    if let Some(endpoint) = &config.endpoint {
+        b = b.with_endpoint(endpoint.clone());
     }
+    if !config.headers.is_empty() {
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &config.headers {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_str(v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        b = b.with_metadata(
+            opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
+        );
+    }
+    b.build()
 }
 
 /// The exporter task: gathers spans into batches (full, or `delay` old) and exports them.
 async fn run(
-    exporter: opentelemetry_otlp::SpanExporter,
+    exporter: Exporter,
     mut receiver: mpsc::Receiver<Message>,
     config: TraceConfig,
     counters: TraceCounters,

@@ -4,6 +4,7 @@
 
 mod context;
 mod export;
+mod otlp;
 mod pairs;
 mod response;
 mod sampler;
