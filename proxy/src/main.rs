@@ -126,8 +126,8 @@ struct ServerArgs {
 }
 
 /// OpenTelemetry traces over OTLP, off unless an endpoint is given. The flags fall back on the
-/// standard `OTEL_*` variables; the exporter also reads `OTEL_EXPORTER_OTLP_HEADERS`,
-/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_EXPORTER_OTLP_TIMEOUT` itself.
+/// standard `OTEL_*` variables; the exporter also reads `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+/// `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_TRACES_HEADERS` itself.
 #[derive(Args, Debug)]
 struct OtelArgs {
     /// The collector's base URL, e.g. `http://otel-collector:4318` (HTTP) or `:4317` (gRPC).
