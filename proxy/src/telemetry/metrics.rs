@@ -809,6 +809,7 @@ mod tests {
             consumers: (0..consumers)
                 .map(|i| Consumer {
                     id: ObjectRef::new("team-a", format!("app-{i}").as_str()),
+                    uid: String::new(),
                     keys: vec![],
                     limits: Default::default(),
                     budget: Default::default(),
