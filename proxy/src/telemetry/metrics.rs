@@ -794,6 +794,7 @@ mod tests {
                 hostnames: vec![],
                 stage: Stage::Published,
                 sunset_unix: None,
+                deprecation_unix: None,
                 models: vec![],
                 limits: Limits::default(),
                 approval: Approval::Automatic,

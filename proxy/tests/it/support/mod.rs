@@ -228,6 +228,7 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
         hostnames: vec![],
         stage: Stage::Published,
         sunset_unix: None,
+        deprecation_unix: None,
         models,
         limits: Limits::default(),
         approval: Approval::Automatic,
