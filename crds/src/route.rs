@@ -45,6 +45,8 @@ use crate::prompt::PromptApi;
 )]
 #[x_kube(validation = Rule::new("self.stage != 'Deprecated' || has(self.sunset)")
     .message("a Deprecated route needs spec.sunset: the date after which it will be retired"))]
+#[x_kube(validation = Rule::new("!has(self.deprecation) || !has(self.sunset) || timestamp(self.deprecation) <= timestamp(self.sunset)")
+    .message("spec.deprecation must not be later than spec.sunset (RFC 9745)"))]
 #[serde(rename_all = "camelCase")]
 pub struct AIRouteSpec {
     /// Path prefix the API is served under; clients call `<prefix>/v1/chat/completions`.
@@ -67,6 +69,11 @@ pub struct AIRouteSpec {
     /// When a Deprecated route will be retired (RFC 3339). Sent to clients in the `Sunset` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sunset: Option<Time>,
+    /// When the route was, or will be, deprecated (RFC 3339). Answers carry it as
+    /// `Deprecation: @<unix seconds>` (RFC 9745): on a Deprecated route, and on a Published one as an
+    /// announcement. A Deprecated route without it announces its creation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecation: Option<Time>,
     /// What the API is for, shown in the catalog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]

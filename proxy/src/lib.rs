@@ -30,6 +30,7 @@ pub use call::{CacheConfig, RequestLimits};
 pub use clock::Clock;
 pub use control::SnapshotStore;
 pub use limits::LimitsConfig;
+pub use limits::redis::{RedisConfigError, RedisLogin, client as redis_client};
 /// AWS Signature Version 4, for tests that check what Bedrock receives.
 pub use llm::sigv4;
 pub use serve::{ConnectionLimits, TlsFiles};
@@ -83,6 +84,7 @@ impl Default for ProxyConfig {
                 redis_url: None,
                 redis_timeout: Duration::from_millis(100),
                 replicas: None,
+                ..limits::LimitsConfig::default()
             },
             cache: CacheConfig::default(),
             traces: None,

@@ -8,13 +8,13 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 
-use tollgate_proxy::LimitsConfig;
 use tollgate_proxy::control::client::{self, ControllerConfig};
 use tollgate_proxy::control::standalone::Watcher;
 use tollgate_proxy::{
     AccessLog, CacheConfig, ConnectionLimits, OtlpProtocol, Proxy, ProxyConfig, RequestLimits,
     Sampler, TlsFiles, TraceConfig,
 };
+use tollgate_proxy::{LimitsConfig, RedisLogin, redis_client};
 
 /// jemalloc, not glibc's malloc: a call makes about 30 short-lived allocations, and jemalloc's
 /// per-thread caches serve them in fewer instructions (76.5k -> 73.0k per chat call under callgrind).
@@ -103,10 +103,25 @@ struct ServerArgs {
     /// Diagnostic log filter (stderr), e.g. `info` or `tollgate_proxy=debug`.
     #[arg(long, env = "TOLLGATE_LOG", default_value = "info", global = true)]
     log: String,
-    /// Redis for cluster-wide limits and budgets, e.g. `redis://redis:6379/0`. Without it (or while it
-    /// is unreachable) each replica enforces its share of every limit.
-    #[arg(long, env = "TOLLGATE_REDIS_URL", value_parser = parse_redis_url, global = true)]
+    /// Redis for cluster-wide limits and budgets, e.g. `redis://redis:6379/0`, or
+    /// `rediss://redis:6380/0` for TLS. Without it (or while it is unreachable) each replica enforces
+    /// its share of every limit. It may carry `user:password@`; it is never printed.
+    #[arg(
+        long,
+        env = "TOLLGATE_REDIS_URL",
+        hide_env_values = true,
+        global = true
+    )]
     redis_url: Option<String>,
+    /// The Redis ACL user to log in as (instead of the URL's).
+    #[arg(long, env = "TOLLGATE_REDIS_USERNAME", global = true)]
+    redis_username: Option<String>,
+    /// A file holding the Redis password (a mounted Secret; one line, trailing newline ignored).
+    #[arg(long, env = "TOLLGATE_REDIS_PASSWORD_FILE", global = true)]
+    redis_password_file: Option<PathBuf>,
+    /// PEM CA certificates that verify a `rediss://` server, instead of the system's roots.
+    #[arg(long, env = "TOLLGATE_REDIS_CA_FILE", global = true)]
+    redis_ca_file: Option<PathBuf>,
     /// Longest wait for Redis on a call before falling back to this replica's share, e.g. `100ms`.
     #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration, global = true)]
     redis_timeout: Duration,
@@ -213,11 +228,45 @@ impl OtelArgs {
     }
 }
 
-/// A Redis URL the client accepts.
-fn parse_redis_url(text: &str) -> Result<String, String> {
-    redis::Client::open(text)
-        .map(|_| text.to_owned())
-        .map_err(|e| format!("{text:?} is not a Redis URL: {e}"))
+/// The Redis login from the flags and the files they name, checked with the URL. Errors never quote
+/// the URL or the password (clap would quote a value its parser refused, so the URL is checked here).
+fn redis_login(args: &ServerArgs) -> anyhow::Result<RedisLogin> {
+    let password = match &args.redis_password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the Redis password file {}", path.display()))?;
+            let text = text.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(
+                !text.is_empty(),
+                "the Redis password file {} is empty",
+                path.display()
+            );
+            Some(text.to_owned())
+        }
+        None => None,
+    };
+    let ca_pem = match &args.redis_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading the Redis CA file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let login = RedisLogin {
+        username: args.redis_username.clone(),
+        password,
+        ca_pem,
+    };
+    match &args.redis_url {
+        Some(url) => {
+            redis_client(url, &login)?;
+        }
+        None => anyhow::ensure!(
+            login.username.is_none() && login.password.is_none() && login.ca_pem.is_none(),
+            "--redis-username, --redis-password-file and --redis-ca-file need --redis-url"
+        ),
+    }
+    Ok(login)
 }
 
 #[derive(Subcommand, Debug)]
@@ -256,6 +305,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> anyhow::Result<ProxyConfig> {
+    let redis_login = redis_login(args)?;
     let mcp_session_key = match &args.mcp_session_secret_file {
         Some(path) => {
             let secret = std::fs::read(path)
@@ -293,6 +343,7 @@ fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> anyhow::Result<Prox
         drain_timeout: args.drain_timeout,
         traffic: LimitsConfig {
             redis_url: args.redis_url.clone(),
+            redis_login,
             redis_timeout: args.redis_timeout,
             replicas: args.replicas,
         },

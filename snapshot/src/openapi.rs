@@ -170,6 +170,9 @@ pub fn document(route: &Route) -> Value {
     if let Some(s) = route.sunset_unix {
         info["x-tollgate-sunset"] = Value::String(rfc3339_ms(s));
     }
+    if let Some(d) = route.deprecation_unix.filter(|&d| d > 0) {
+        info["x-tollgate-deprecation"] = Value::String(rfc3339_ms(d));
+    }
     let server = if route.prefix.is_empty() {
         "/".to_string()
     } else {

@@ -202,6 +202,13 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
             "a Deprecated route needs spec.sunset",
         ),
         (
+            "deprecation later than the sunset",
+            route(&format!(
+                "  prefix: /a\n  stage: Deprecated\n  deprecation: 2027-06-01T00:00:00Z\n  sunset: 2027-01-01T00:00:00Z\n{models}"
+            )),
+            "spec.deprecation must not be later than spec.sunset",
+        ),
+        (
             "unknown stage",
             route(&format!("  prefix: /a\n  stage: Beta\n{models}")),
             "spec.stage: Unsupported value: \"Beta\"",

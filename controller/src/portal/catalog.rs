@@ -204,6 +204,14 @@ pub fn card(route: &Route) -> String {
         url_part(&route.id.name),
         esc(&route.id.name),
     );
+    // A Deprecated route without a date of its own has one from its creation (or 0): not worth showing.
+    if let Some(d) = route.deprecation_unix.filter(|&d| d > 0) {
+        let _ = write!(
+            out,
+            " <span class=\"muted\">deprecated {}</span>",
+            esc(&date(d))
+        );
+    }
     if let Some(s) = route.sunset_unix {
         let _ = write!(
             out,
@@ -388,6 +396,20 @@ mod tests {
         assert_eq!(grouped(999), "999");
         assert_eq!(grouped(8_192), "8,192");
         assert_eq!(grouped(1_050_000), "1,050,000");
+    }
+
+    #[test]
+    fn a_card_shows_the_deprecation_and_sunset_dates() {
+        let mut r = route("team-a", "chat", Stage::Deprecated, "chat");
+        r.deprecation_unix = Some(1_782_864_000);
+        r.sunset_unix = Some(1_798_761_599);
+        let html = card(&r);
+        assert!(
+            html.contains(
+                "<span class=\"muted\">deprecated 2026-07-01</span> <span class=\"muted\">sunset 2026-12-31</span>"
+            ),
+            "{html}"
+        );
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! On any failure it keeps serving the last snapshot and reconnects with exponential backoff and
 //! jitter. Usage deltas per subscription go to `POST /v1/usage` every few seconds; deltas the
 //! controller did not accept (it may not be the leader) are kept and sent again.
+//!
+//! A proxy never goes back to an older snapshot. Every controller replica compiles and streams, and
+//! a snapshot's version is the time its replica compiled a change (`max(now_ms, previous + 1)`), so
+//! after a reconnection (a controller restarted, another replica answered) a replica whose watch lags
+//! offers an older version than the one held: it is refused, logged, and the proxy keeps serving what
+//! it has until that replica catches up with a newer one. (This relies on the replicas' clocks
+//! agreeing to better than the time between two changes; a restarted proxy takes whatever it is given.)
 
 use std::{
     path::{Path, PathBuf},
@@ -130,7 +137,7 @@ impl Backoff {
 /// which keeps the proxy not-ready.
 pub async fn follow(cfg: ControllerConfig, on_snapshot: impl Fn(Snapshot) + Send + Sync) {
     let mut backoff = Backoff::new();
-    let mut last_hash: Option<String> = None;
+    let mut held = Held::default();
     let client = match https_client::<Empty<Bytes>>(&cfg.ca_file, true) {
         Ok(client) => client,
         Err(error) => {
@@ -141,7 +148,7 @@ pub async fn follow(cfg: ControllerConfig, on_snapshot: impl Fn(Snapshot) + Send
         }
     };
     loop {
-        let result = stream_once(&cfg, &client, &mut last_hash, &on_snapshot, &mut backoff).await;
+        let result = stream_once(&cfg, &client, &mut held, &on_snapshot, &mut backoff).await;
         let pause = backoff.next();
         match result {
             Ok(()) => tracing::warn!(
@@ -161,7 +168,7 @@ pub async fn follow(cfg: ControllerConfig, on_snapshot: impl Fn(Snapshot) + Send
 async fn stream_once(
     cfg: &ControllerConfig,
     client: &HttpsClient<Empty<Bytes>>,
-    last_hash: &mut Option<String>,
+    held: &mut Held,
     on_snapshot: &(impl Fn(Snapshot) + Send + Sync),
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
@@ -200,8 +207,18 @@ async fn stream_once(
                 continue; // heartbeat
             };
             backoff.reset();
-            if last_hash.as_deref() == Some(snapshot.hash.as_str()) {
-                continue;
+            match held.offer(&snapshot) {
+                Offer::Same => continue,
+                Offer::Older { held } => {
+                    tracing::warn!(
+                        version = snapshot.version,
+                        held,
+                        controller = %cfg.url,
+                        "refusing a snapshot older than the one served (a lagging controller replica?); keeping version {held}"
+                    );
+                    continue;
+                }
+                Offer::Newer => {}
             }
             tracing::info!(
                 version = snapshot.version,
@@ -209,9 +226,44 @@ async fn stream_once(
                 bytes = payload.len(),
                 "received a snapshot"
             );
-            *last_hash = Some(snapshot.hash.clone());
             on_snapshot(snapshot);
         }
+    }
+}
+
+/// The version and hash of the snapshot being served.
+#[derive(Default)]
+struct Held {
+    version: u64,
+    hash: Option<String>,
+}
+
+/// What to do with a snapshot a controller offers.
+#[derive(Debug, PartialEq, Eq)]
+enum Offer {
+    /// The one served (the same content): nothing to do.
+    Same,
+    /// Older than the one served: refused.
+    Older {
+        /// The version served.
+        held: u64,
+    },
+    /// Newer (or the first): served from now on.
+    Newer,
+}
+
+impl Held {
+    /// Judges `snapshot`, and holds it when it is to be served.
+    fn offer(&mut self, snapshot: &Snapshot) -> Offer {
+        if self.hash.as_deref() == Some(snapshot.hash.as_str()) {
+            return Offer::Same;
+        }
+        if self.hash.is_some() && snapshot.version < self.version {
+            return Offer::Older { held: self.version };
+        }
+        self.version = snapshot.version;
+        self.hash = Some(snapshot.hash.clone());
+        Offer::Newer
     }
 }
 
@@ -315,6 +367,29 @@ async fn send_report(
 mod tests {
     use super::*;
     use tollgate_snapshot::ObjectRef;
+
+    #[test]
+    fn a_snapshot_older_than_the_one_served_is_refused() {
+        let snapshot = |version: u64, proxy_replicas: u32| {
+            Snapshot::from_content(
+                version,
+                tollgate_snapshot::Content {
+                    proxy_replicas,
+                    ..Default::default()
+                },
+            )
+        };
+        let mut held = Held::default();
+        // The first is taken whatever its version (a restarted proxy follows any controller).
+        assert_eq!(held.offer(&snapshot(200, 1)), Offer::Newer);
+        assert_eq!(held.offer(&snapshot(200, 1)), Offer::Same);
+        // The same content under another version (another replica compiled it): nothing to do.
+        assert_eq!(held.offer(&snapshot(100, 1)), Offer::Same);
+        assert_eq!(held.offer(&snapshot(150, 2)), Offer::Older { held: 200 });
+        assert_eq!(held.offer(&snapshot(200, 2)), Offer::Newer);
+        assert_eq!(held.offer(&snapshot(300, 3)), Offer::Newer);
+        assert_eq!(held.offer(&snapshot(299, 1)), Offer::Older { held: 300 });
+    }
 
     #[test]
     fn frames_are_split_across_and_within_chunks() {

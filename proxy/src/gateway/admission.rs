@@ -21,10 +21,20 @@ pub(super) const OPENAPI_PATH: &str = "/openapi.json";
 /// What admission learned that shapes every answer on the route, errors included.
 #[derive(Default)]
 pub(super) struct Notes {
-    /// `Some(sunset)` when the route is Deprecated.
-    pub(super) deprecated: Option<Option<i64>>,
+    /// When the route is Deprecated, or announces its deprecation.
+    pub(super) deprecated: Option<Deprecation>,
     /// `x-ratelimit-*` and retry hints when the subscription or consumer is limited.
     pub(super) rate: Option<RateNotes>,
+}
+
+/// What a deprecated route's answers say about it (RFC 9745, RFC 8594).
+pub(super) struct Deprecation {
+    /// Since when (or from when) the route is deprecated, Unix seconds.
+    pub(super) since_unix: i64,
+    /// When it will be retired.
+    pub(super) sunset_unix: Option<i64>,
+    /// Its prefix, for the link to its OpenAPI document.
+    pub(super) prefix: String,
 }
 
 /// A request let in: its route, where the rest of the path after the route's prefix starts, and who
@@ -135,8 +145,14 @@ pub(super) fn admit_to<'a>(
                 format!("The API {} has been retired.", route.id),
             ));
         }
-        Stage::Deprecated => notes.deprecated = Some(route.sunset_unix),
-        Stage::Draft | Stage::Published => {}
+        Stage::Draft => {}
+        Stage::Deprecated | Stage::Published => {
+            notes.deprecated = route.deprecation_unix.map(|since_unix| Deprecation {
+                since_unix,
+                sunset_unix: route.sunset_unix,
+                prefix: route.prefix.clone(),
+            });
+        }
     }
     call.route = Some(route_idx);
     if subscribed_only {
@@ -244,10 +260,70 @@ fn check_subscription(
     }
 }
 
+/// `Deprecation: @<seconds>` (RFC 9745), `Sunset` (RFC 8594) and a `Link` to the route's OpenAPI
+/// document, which marks its operations deprecated and gives the sunset, as both relations' target.
+pub(super) fn deprecation_headers(headers: &mut HeaderMap, d: &Deprecation) {
+    use http::HeaderValue;
+    if let Ok(v) = HeaderValue::from_str(&format!("@{}", d.since_unix)) {
+        headers.insert("deprecation", v);
+    }
+    let docs = format!("<{}{OPENAPI_PATH}>", d.prefix);
+    let link = match d.sunset_unix {
+        Some(at) => {
+            if let Ok(v) = HeaderValue::from_str(&clock::http_date(at)) {
+                headers.insert("sunset", v);
+            }
+            format!(
+                r#"{docs}; rel="deprecation"; type="application/json", {docs}; rel="sunset"; type="application/json""#
+            )
+        }
+        None => format!(r#"{docs}; rel="deprecation"; type="application/json""#),
+    };
+    // A prefix is checked to be plain path characters, so this only fails on a bug.
+    if let Ok(v) = HeaderValue::from_str(&link) {
+        headers.append(header::LINK, v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn deprecation_is_a_date_with_a_link_to_the_document() {
+        let mut h = HeaderMap::new();
+        deprecation_headers(
+            &mut h,
+            &Deprecation {
+                since_unix: 1_767_225_600,
+                sunset_unix: Some(1_798_761_599),
+                prefix: "/team-a/chat".into(),
+            },
+        );
+        assert_eq!(h["deprecation"], "@1767225600");
+        assert_eq!(h["sunset"], "Thu, 31 Dec 2026 23:59:59 GMT");
+        assert_eq!(
+            h[header::LINK],
+            r#"</team-a/chat/openapi.json>; rel="deprecation"; type="application/json", </team-a/chat/openapi.json>; rel="sunset"; type="application/json""#
+        );
+        // Announced on a Published route: no sunset yet; the root prefix is "".
+        let mut h = HeaderMap::new();
+        deprecation_headers(
+            &mut h,
+            &Deprecation {
+                since_unix: 1_800_000_000,
+                sunset_unix: None,
+                prefix: String::new(),
+            },
+        );
+        assert_eq!(h["deprecation"], "@1800000000");
+        assert!(h.get("sunset").is_none());
+        assert_eq!(
+            h[header::LINK],
+            r#"</openapi.json>; rel="deprecation"; type="application/json""#
+        );
+    }
 
     #[test]
     fn finds_keys_in_any_of_the_three_headers() {

@@ -15,7 +15,6 @@ use super::body::read_body;
 use super::routed::{Asked, model_call};
 use super::{mcp, models, openapi, prompt, rest};
 use crate::call::{Call, Endpoint, REQUEST_ID, ResponseBody, Shared};
-use crate::clock;
 use crate::error::ApiError;
 
 /// Serves one request. Never fails: every problem becomes an error answer in the caller's format.
@@ -42,13 +41,8 @@ pub async fn handle(
     };
     let headers = response.headers_mut();
     headers.insert(REQUEST_ID, call.request_id.clone());
-    if let Some(sunset) = notes.deprecated {
-        headers.insert("deprecation", HeaderValue::from_static("true"));
-        if let Some(at) = sunset
-            && let Ok(v) = HeaderValue::from_str(&clock::http_date(at))
-        {
-            headers.insert("sunset", v);
-        }
+    if let Some(deprecated) = &notes.deprecated {
+        admission::deprecation_headers(headers, deprecated);
     }
     if let Some(rate) = &notes.rate {
         rate.write(headers);

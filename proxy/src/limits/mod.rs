@@ -7,7 +7,11 @@
 //! Redis fails, calls fall back to local shares at once, the event is counted, and Redis is used again
 //! as soon as it answers.
 //!
-//! Counters live outside the snapshot, keyed by the object's `namespace/name`, so swaps keep them.
+//! Counters live outside the snapshot, keyed by the object's identity, so swaps keep them: its
+//! `metadata.uid` in Redis (its `namespace/name` only when it has no uid, as standalone YAML may
+//! omit it), and locally its `namespace/name` with the uid beside it, so that a subscription or consumer
+//! deleted and created again under the same name starts from zero rather than inheriting its
+//! predecessor's spend.
 
 pub mod local;
 pub mod redis;
@@ -27,18 +31,33 @@ use crate::telemetry::Recorder;
 use local::{Ceilings, Counters, Exceeded, Gauges, Instant, Refusal};
 use redis::{RedisCounters, RedisScope, Settlement};
 
-/// How limits are counted.
-#[derive(Clone, Debug, Default)]
+/// How limits are counted. Its `Debug` shows no secret.
+#[derive(Clone, Default)]
 pub struct LimitsConfig {
-    /// Redis URL for cluster-wide counting; `None` counts locally only.
+    /// Redis URL for cluster-wide counting; `None` counts locally only. May carry a password.
     pub redis_url: Option<String>,
+    /// ACL user, password and CA beyond the URL.
+    pub redis_login: redis::RedisLogin,
     /// Longest wait for Redis before a call falls back to local shares.
     pub redis_timeout: Duration,
     /// Replica count for local shares, overriding the snapshot's (standalone mode).
     pub replicas: Option<u32>,
 }
 
-type Table = RwLock<FxHashMap<ObjectRef, Arc<Mutex<Counters>>>>;
+/// Counters by object, with the uid of the object they count for.
+impl std::fmt::Debug for LimitsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitsConfig")
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("redis_login", &self.redis_login)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+/// Counters by object, with the uid of the object they count for.
+type Table = RwLock<FxHashMap<ObjectRef, (Box<str>, Arc<Mutex<Counters>>)>>;
 
 /// The process-wide limiter.
 pub struct Limiter {
@@ -69,6 +88,8 @@ impl ScopeKind {
 struct Scope<'a> {
     kind: ScopeKind,
     id: &'a ObjectRef,
+    /// `metadata.uid`, empty when unknown.
+    uid: &'a str,
     ceilings: Ceilings,
 }
 
@@ -167,7 +188,7 @@ impl Limiter {
     pub fn new(config: &LimitsConfig, recorder: Arc<Recorder>) -> Self {
         let timeout = config.redis_timeout.max(Duration::from_millis(1));
         let redis = config.redis_url.as_deref().and_then(|url| {
-            match RedisCounters::new(url, timeout) {
+            match RedisCounters::new(url, &config.redis_login, timeout) {
                 Ok(r) => Some(Arc::new(r)),
                 Err(error) => {
                     tracing::error!(%error, "the Redis URL is not valid: counting limits locally");
@@ -220,6 +241,7 @@ impl Limiter {
             scopes[0] = Some(Scope {
                 kind: ScopeKind::Subscription,
                 id: &subscription.id,
+                uid: &subscription.uid,
                 ceilings: sub,
             });
         }
@@ -228,6 +250,7 @@ impl Limiter {
             scopes[1] = Some(Scope {
                 kind: ScopeKind::Consumer,
                 id: &consumer.id,
+                uid: &consumer.uid,
                 ceilings: con,
             });
         }
@@ -241,7 +264,7 @@ impl Limiter {
             && redis.is_up()
         {
             match self
-                .admit_redis(redis, &scopes, &consumer.id, tokens, reserve)
+                .admit_redis(redis, &scopes, consumer, tokens, reserve)
                 .await
             {
                 Ok(decided) => return decided,
@@ -261,20 +284,24 @@ impl Limiter {
         self.admit_local(&scopes, replicas, tokens, reserve)
     }
 
-    fn counters(&self, kind: ScopeKind, id: &ObjectRef) -> Arc<Mutex<Counters>> {
-        let table = match kind {
+    /// The counters of `scope`'s object; fresh ones when the name now belongs to another object (a new
+    /// uid: deleted and created again).
+    fn counters(&self, scope: &Scope<'_>) -> Arc<Mutex<Counters>> {
+        let table = match scope.kind {
             ScopeKind::Subscription => &self.subscriptions,
             ScopeKind::Consumer => &self.consumers,
         };
-        if let Some(c) = table.read().expect("limit table lock").get(id) {
+        if let Some((uid, c)) = table.read().expect("limit table lock").get(scope.id)
+            && **uid == *scope.uid
+        {
             return c.clone();
         }
-        table
-            .write()
-            .expect("limit table lock")
-            .entry(id.clone())
-            .or_default()
-            .clone()
+        let mut table = table.write().expect("limit table lock");
+        let entry = table.entry(scope.id.clone()).or_default();
+        if *entry.0 != *scope.uid {
+            *entry = (scope.uid.into(), Arc::default());
+        }
+        entry.1.clone()
     }
 
     fn admit_local(
@@ -287,7 +314,7 @@ impl Limiter {
         let at = Instant::at(clock::now_unix_ms());
         let held: Held = scopes
             .iter()
-            .map(|s| (self.counters(s.kind, s.id), s.ceilings.share(replicas)))
+            .map(|s| (self.counters(s), s.ceilings.share(replicas)))
             .collect();
         // Locks are always taken subscription first, then consumer: no two calls wait on each other.
         let mut guards: SmallVec<[_; 2]> = held
@@ -326,7 +353,7 @@ impl Limiter {
         self: &Arc<Self>,
         redis: &RedisCounters,
         scopes: &[Scope<'_>],
-        consumer: &ObjectRef,
+        consumer: &Consumer,
         tokens: u64,
         reserve: u64,
     ) -> Result<Result<Option<Admitted>, Box<Refused>>, redis::RedisError> {
@@ -334,7 +361,7 @@ impl Limiter {
         let keyed: Vec<RedisScope> = scopes
             .iter()
             .map(|s| RedisScope {
-                key: redis_key(s.kind, s.id, consumer),
+                key: redis_key(s, consumer),
                 ceilings: s.ceilings,
             })
             .collect();
@@ -425,18 +452,28 @@ fn rounding_refusal(verdict: i64, c: &Ceilings, tokens: u64) -> Refusal {
     }
 }
 
-/// The hash of one scope. Every key carries its consumer as Redis Cluster hash tag (`{...}`): a
-/// subscription belongs to one consumer, so all keys one call touches lie in one slot and the
-/// admission script never fails with CROSSSLOT.
-fn redis_key(kind: ScopeKind, id: &ObjectRef, consumer: &ObjectRef) -> String {
-    let tag = match kind {
-        ScopeKind::Subscription => 's',
-        ScopeKind::Consumer => 'c',
-    };
-    format!(
-        "tollgate:limits:{{{}/{}}}:{tag}:{}/{}",
-        consumer.namespace, consumer.name, id.namespace, id.name
-    )
+/// The hash of one scope, named by the object's uid (`namespace/name` when it has none: a uid never
+/// holds a `/`, so the two cannot meet). Every key carries its consumer as Redis Cluster hash tag
+/// (`{...}`): a subscription belongs to one consumer, so all keys one call touches lie in one slot and
+/// the admission script never fails with CROSSSLOT.
+fn redis_key(scope: &Scope<'_>, consumer: &Consumer) -> String {
+    use std::fmt::Write;
+    fn identity(out: &mut String, id: &ObjectRef, uid: &str) {
+        let _ = if uid.is_empty() {
+            write!(out, "{id}")
+        } else {
+            write!(out, "{uid}")
+        };
+    }
+    let mut key = String::with_capacity(64);
+    key.push_str("tollgate:limits:{");
+    identity(&mut key, &consumer.id, &consumer.uid);
+    key.push_str(match scope.kind {
+        ScopeKind::Subscription => "}:s:",
+        ScopeKind::Consumer => "}:c:",
+    });
+    identity(&mut key, scope.id, scope.uid);
+    key
 }
 
 /// OpenAI's shape for a limit refusal: `type` names the dimension, `code` is `rate_limit_exceeded`
@@ -602,22 +639,59 @@ mod tests {
         &key[open + 1..close]
     }
 
+    fn consumer(name: &str, uid: &str) -> Consumer {
+        Consumer {
+            id: ObjectRef::new("team-a", name),
+            uid: uid.into(),
+            keys: Vec::new(),
+            limits: Limits::default(),
+            budget: Budget::default(),
+            guardrails: Vec::new(),
+        }
+    }
+
+    fn scope<'a>(kind: ScopeKind, id: &'a ObjectRef, uid: &'a str) -> Scope<'a> {
+        Scope {
+            kind,
+            id,
+            uid,
+            ceilings: Ceilings::default(),
+        }
+    }
+
     #[test]
     fn every_key_of_one_call_lies_in_one_cluster_slot() {
-        let consumer = ObjectRef::new("team-a", "app");
+        let app = consumer("app", "c0ffee00-0000-4000-8000-000000000001");
         let subscription = ObjectRef::new("team-a", "app-chat");
-        let sub = redis_key(ScopeKind::Subscription, &subscription, &consumer);
-        let con = redis_key(ScopeKind::Consumer, &consumer, &consumer);
-        assert_eq!(sub, "tollgate:limits:{team-a/app}:s:team-a/app-chat");
-        assert_eq!(con, "tollgate:limits:{team-a/app}:c:team-a/app");
+        let sub_uid = "5ab5c41b-0000-4000-8000-000000000002";
+        let sub = redis_key(
+            &scope(ScopeKind::Subscription, &subscription, sub_uid),
+            &app,
+        );
+        let con = redis_key(&scope(ScopeKind::Consumer, &app.id, &app.uid), &app);
+        assert_eq!(
+            sub,
+            "tollgate:limits:{c0ffee00-0000-4000-8000-000000000001}:s:5ab5c41b-0000-4000-8000-000000000002"
+        );
+        assert_eq!(
+            con,
+            "tollgate:limits:{c0ffee00-0000-4000-8000-000000000001}:c:c0ffee00-0000-4000-8000-000000000001"
+        );
         assert_eq!(hash_tag(&sub), hash_tag(&con));
         // Other consumers' keys spread over other slots.
-        let other = redis_key(
-            ScopeKind::Consumer,
-            &ObjectRef::new("team-a", "bot"),
-            &ObjectRef::new("team-a", "bot"),
-        );
+        let bot = consumer("bot", "b0700000-0000-4000-8000-000000000003");
+        let other = redis_key(&scope(ScopeKind::Consumer, &bot.id, &bot.uid), &bot);
         assert_ne!(hash_tag(&other), hash_tag(&con));
+    }
+
+    #[test]
+    fn objects_without_a_uid_are_keyed_by_namespace_and_name() {
+        let app = consumer("app", "");
+        let subscription = ObjectRef::new("team-a", "app-chat");
+        let sub = redis_key(&scope(ScopeKind::Subscription, &subscription, ""), &app);
+        assert_eq!(sub, "tollgate:limits:{team-a/app}:s:team-a/app-chat");
+        let con = redis_key(&scope(ScopeKind::Consumer, &app.id, ""), &app);
+        assert_eq!(con, "tollgate:limits:{team-a/app}:c:team-a/app");
     }
 
     #[test]

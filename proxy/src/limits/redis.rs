@@ -4,6 +4,10 @@
 //! Admission is one script call (one round trip) covering every scope of the call. Settlements are not
 //! on the request path: they are queued and sent in batches, one pipeline per batch. Redis's own clock
 //! (`TIME`) times the buckets, so replicas with drifting clocks still agree.
+//!
+//! `rediss://` URLs are served over TLS (rustls; the system's roots, or the CA of [`RedisLogin`]), and
+//! an ACL user and password may come from the URL or from [`RedisLogin`]. Neither the password nor a
+//! URL that may carry one is ever written to a log or an error message.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,6 +210,89 @@ pub struct Settlement {
     pub month: i64,
 }
 
+/// How to log in to Redis beyond what its URL says. Its `Debug` shows no secret.
+#[derive(Clone, Default)]
+pub struct RedisLogin {
+    /// ACL user (Redis 6+); replaces the URL's.
+    pub username: Option<String>,
+    /// Password of that user (or of `default`); replaces the URL's.
+    pub password: Option<String>,
+    /// PEM CA certificates that verify a `rediss://` server, instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLogin")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Why a Redis client could not be made from a URL and login; worded without either.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConfigError {
+    /// The URL does not parse as a Redis URL.
+    #[error("the Redis URL is not valid ({0})")]
+    Url(String),
+    /// A CA was given for a URL that does not use TLS.
+    #[error("a Redis CA file needs a rediss:// URL")]
+    CaWithoutTls,
+    /// The CA file holds no usable certificate.
+    #[error("the Redis CA file holds no usable PEM certificate")]
+    Ca,
+}
+
+/// A client for `url` with `login` applied.
+pub fn client(url: &str, login: &RedisLogin) -> Result<redis::Client, RedisConfigError> {
+    use redis::IntoConnectionInfo;
+    // The parser's own message may quote the URL, password included: only its kind is kept.
+    let info = url
+        .into_connection_info()
+        .map_err(|e| RedisConfigError::Url(e.category().to_owned()))?;
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &login.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &login.password {
+        settings = settings.set_password(password);
+    }
+    let info = info.set_redis_settings(settings);
+    match &login.ca_pem {
+        None => {
+            redis::Client::open(info).map_err(|e| RedisConfigError::Url(e.category().to_owned()))
+        }
+        Some(_) if !tls => Err(RedisConfigError::CaWithoutTls),
+        Some(ca) if !holds_certificates(ca) => Err(RedisConfigError::Ca),
+        Some(ca) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        )
+        .map_err(|_| RedisConfigError::Ca),
+    }
+}
+
+/// Whether `pem` holds at least one certificate and nothing unreadable (the client would otherwise
+/// trust nothing and fail every connection with a less telling error).
+fn holds_certificates(pem: &[u8]) -> bool {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut found = false;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        if cert.is_err() {
+            return false;
+        }
+        found = true;
+    }
+    found
+}
+
 /// A Redis connection that may come and go.
 pub struct RedisCounters {
     client: redis::Client,
@@ -223,11 +310,12 @@ fn limit_arg(v: Option<u64>) -> i64 {
 }
 
 impl RedisCounters {
-    /// A client for `url` (e.g. `redis://redis:6379/0`); nothing is connected until [`Self::maintain`] runs.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
+    /// A client for `url` (e.g. `redis://redis:6379/0` or `rediss://user:password@redis:6380/0`)
+    /// logging in with `login`; nothing is connected until [`Self::maintain`] runs.
+    pub fn new(url: &str, login: &RedisLogin, timeout: Duration) -> Result<Self, RedisConfigError> {
         let (queue, queued) = mpsc::unbounded_channel();
         Ok(Self {
-            client: redis::Client::open(url)?,
+            client: client(url, login)?,
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
             timeout,
@@ -261,8 +349,8 @@ impl RedisCounters {
         self.up.swap(false, Ordering::Relaxed)
     }
 
-    /// Connects, loads the scripts and publishes the connection; `true` when Redis is usable.
-    async fn connect(&self) -> bool {
+    /// Connects, loads the scripts and publishes the connection.
+    async fn connect(&self) -> Result<(), RedisError> {
         let work = async {
             let mut conn = self.client.get_multiplexed_async_connection().await?;
             redis::cmd("SCRIPT")
@@ -281,9 +369,10 @@ impl RedisCounters {
             Ok(Ok(conn)) => {
                 self.conn.store(Some(Arc::new(conn)));
                 self.up.store(true, Ordering::Relaxed);
-                true
+                Ok(())
             }
-            _ => false,
+            Ok(Err(error)) => Err(error.into()),
+            Err(_) => Err(RedisError::Timeout),
         }
     }
 
@@ -297,9 +386,27 @@ impl RedisCounters {
         if let Some(queued) = self.queued.lock().expect("queue lock").take() {
             tokio::spawn(self.clone().flush(queued));
         }
+        // The last failure logged, so that a Redis that stays away is reported once, not twice a second.
+        let mut reported: Option<String> = None;
         loop {
-            if !self.is_up() && self.connect().await {
-                tracing::info!("connected to Redis: limits and budgets are counted cluster-wide");
+            if !self.is_up() {
+                match self.connect().await {
+                    Ok(()) => {
+                        reported = None;
+                        tracing::info!(
+                            "connected to Redis: limits and budgets are counted cluster-wide"
+                        );
+                    }
+                    Err(error) => {
+                        // The client's errors name the server's refusal (WRONGPASS, NOPERM, a TLS
+                        // alert) but neither the password nor the URL.
+                        let error = error.to_string();
+                        if reported.as_ref() != Some(&error) {
+                            tracing::warn!(%error, "cannot connect to Redis; trying again");
+                            reported = Some(error);
+                        }
+                    }
+                }
             }
             report(self.is_up());
             tokio::time::sleep(every).await;

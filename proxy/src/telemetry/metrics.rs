@@ -794,6 +794,7 @@ mod tests {
                 hostnames: vec![],
                 stage: Stage::Published,
                 sunset_unix: None,
+                deprecation_unix: None,
                 models: vec![],
                 limits: Limits::default(),
                 approval: Approval::Automatic,
@@ -809,6 +810,7 @@ mod tests {
             consumers: (0..consumers)
                 .map(|i| Consumer {
                     id: ObjectRef::new("team-a", format!("app-{i}").as_str()),
+                    uid: String::new(),
                     keys: vec![],
                     limits: Default::default(),
                     budget: Default::default(),

@@ -13,6 +13,7 @@ const DRAFT: u32 = 1;
 const RETIRED: u32 = 2;
 const DEPRECATED: u32 = 3;
 const SUNSET: i64 = 1_900_000_000;
+const DEPRECATED_SINCE: i64 = 1_767_225_600;
 
 fn table() -> Content {
     let models = || {
@@ -32,6 +33,7 @@ fn table() -> Content {
     let mut deprecated = route(NS, "dep", "/team-a/dep", models());
     deprecated.stage = Stage::Deprecated;
     deprecated.sunset_unix = Some(SUNSET);
+    deprecated.deprecation_unix = Some(DEPRECATED_SINCE);
     let mut expired = consumer(NS, "expired", "k-expired");
     expired.keys.push(ConsumerKey {
         name: "old".into(),
@@ -220,15 +222,24 @@ async fn lifecycle_draft_retired_deprecated() {
         (410, "route_retired")
     );
 
-    // Deprecated: served, with Deprecation and Sunset headers (also on errors and model lists).
+    // Deprecated: served, with Deprecation (RFC 9745: `@` and Unix seconds), Sunset and Link headers
+    // (also on errors and model lists).
     let r = post(&chat("/team-a/dep"), "k-app", &chat_body()).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("deprecation"), Some("true"));
+    assert_eq!(r.header("deprecation"), Some("@1767225600"));
     assert_eq!(r.header("sunset"), Some("Sun, 17 Mar 2030 17:46:40 GMT"));
+    assert_eq!(
+        r.header("link"),
+        Some(
+            r#"</team-a/dep/openapi.json>; rel="deprecation"; type="application/json", </team-a/dep/openapi.json>; rel="sunset"; type="application/json""#
+        )
+    );
     let r = get(&proxy.url("/team-a/dep/v1/models"), "k-app").await;
     assert_eq!(r.header("sunset"), Some("Sun, 17 Mar 2030 17:46:40 GMT"));
+    assert_eq!(r.header("deprecation"), Some("@1767225600"));
     let r = post(&chat("/team-a/pub"), "k-app", &chat_body()).await;
     assert_eq!(r.header("deprecation"), None);
+    assert_eq!(r.header("link"), None);
     proxy.stop().await;
 }
 

@@ -26,6 +26,7 @@
 //!   W3C trace context in and out, and a collector that dies mid-run.
 //! - `guardrails`: content rules on requests and answers: masking, refusals, streamed answers.
 //! - `hot_swap`: snapshot swaps under load.
+//! - `snapshot_order`: a proxy following a controller never goes back to an older snapshot.
 //! - `standalone`: configuration read from YAML files and watched.
 //! - `sdk`: the official Python SDKs as clients.
 //! - `layers`: the source itself: the layer rule of `proxy/README.md` and no import circles.
@@ -53,6 +54,7 @@ mod prompts;
 mod responses_api;
 mod rest;
 mod sdk;
+mod snapshot_order;
 mod standalone;
 mod traces;
 mod translation;

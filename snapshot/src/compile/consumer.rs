@@ -91,6 +91,7 @@ pub(crate) fn compile_consumers<'a>(
                 };
                 let consumer = Consumer {
                     id: item.reference.clone(),
+                    uid: item.obj.metadata.uid.clone().unwrap_or_default(),
                     keys: resolved.keys,
                     limits: super::traffic::limits_of(spec.limits.as_ref()),
                     budget: super::traffic::budget_of(spec.budget.as_ref()),

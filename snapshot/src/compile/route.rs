@@ -194,6 +194,12 @@ fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
         problems
             .push("set spec.sunset: a Deprecated route needs the date it will be retired".into());
     }
+    // The API server's CEL rule says the same; standalone files have no API server.
+    if let (Some(d), Some(s)) = (&spec.deprecation, &spec.sunset)
+        && d.0 > s.0
+    {
+        problems.push("set spec.deprecation no later than spec.sunset (RFC 9745)".into());
+    }
     let cache = super::cache::cache_policy_of(spec.cache.as_ref())
         .map_err(|e| problems.push(e))
         .unwrap_or_default();
@@ -511,6 +517,26 @@ fn build<'a>(
         );
     }
     let sunset_unix = spec.sunset.as_ref().map(|t| t.0.as_second());
+    let announced = spec.deprecation.as_ref().map(|t| t.0.as_second());
+    let deprecation_unix = match spec.stage {
+        // Without a date a Deprecated route has been deprecated at least since it exists (0 when
+        // standalone YAML gives no creation time either): the header says "deprecated", as before.
+        Stage::Deprecated => Some(
+            announced
+                .or(item.created.map(|t| t.as_second()))
+                .unwrap_or(0),
+        ),
+        Stage::Published => announced,
+        Stage::Draft | Stage::Retired => None,
+    };
+    if spec.stage == Stage::Published
+        && let Some(t) = &spec.deprecation
+    {
+        notes.push(format!(
+            "Its deprecation on {} is announced in a Deprecation header on every answer",
+            t.0
+        ));
+    }
     match spec.stage {
         Stage::Draft => notes.push(format!(
             "It is a Draft: only consumers in namespace {namespace} can call it; set spec.stage to Published to open it to subscribers"
@@ -591,6 +617,7 @@ fn build<'a>(
         hostnames: valid.hostnames.clone(),
         stage: spec.stage,
         sunset_unix,
+        deprecation_unix,
         models,
         limits,
         approval: spec.approval,

@@ -252,6 +252,7 @@ pub(crate) fn plan_subscriptions<'a>(
         }));
         planned.subscriptions.push(Subscription {
             id: item.reference.clone(),
+            uid: item.obj.metadata.uid.clone().unwrap_or_default(),
             consumer,
             route,
             phase,

@@ -75,6 +75,9 @@ pub struct ConsumerKey {
 pub struct Consumer {
     /// The `Consumer` object.
     pub id: ObjectRef,
+    /// Its `metadata.uid` (empty when the object has none): see `Subscription::uid`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
     /// Keys that resolved and had not expired at compile time.
     pub keys: Vec<ConsumerKey>,
     /// Limits over all of the consumer's subscriptions together.

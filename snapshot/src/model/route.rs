@@ -72,6 +72,11 @@ pub struct Route {
     pub stage: Stage,
     /// Sunset instant (Unix seconds) for Deprecated routes.
     pub sunset_unix: Option<i64>,
+    /// Deprecation instant (Unix seconds) announced in `Deprecation` headers (RFC 9745): always set
+    /// on a Deprecated route, set on a Published one only when it announces a deprecation. Left out
+    /// of the encoding when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecation_unix: Option<i64>,
     /// Served models, sorted by name. Empty for Retired routes (never routed upstream).
     pub models: Vec<RouteModel>,
     /// Default per-subscription limits.

@@ -12,6 +12,11 @@ use super::refs::{ConsumerIdx, ObjectRef, RouteIdx};
 pub struct Subscription {
     /// The `ApiSubscription` object.
     pub id: ObjectRef,
+    /// Its `metadata.uid` (empty when the object has none, as standalone YAML may): what identifies
+    /// this object rather than its name, so a re-created subscription does not inherit its
+    /// predecessor's counters. Left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
     /// Who subscribes.
     pub consumer: ConsumerIdx,
     /// To what.

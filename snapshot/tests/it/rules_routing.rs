@@ -536,6 +536,62 @@ fn deprecated_routes_carry_their_sunset_and_need_one() {
     assert!(message.contains("Sunset"), "{message}");
 }
 
+/// RFC 9745: the date a route was (or will be) deprecated, compiled for the `Deprecation` header;
+/// a Deprecated route without one has been deprecated since it exists; a Published route announces
+/// one only when it is given; a deprecation after the sunset is refused.
+#[test]
+fn deprecation_dates_are_compiled_for_the_deprecation_header() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let time = |t: &str| Some(Time(t.parse().unwrap()));
+    let mut inputs = team_a();
+    let compiled = run(&inputs);
+    assert_eq!(compiled.snapshot.content.routes[0].deprecation_unix, None);
+    inputs.routes[0].spec.deprecation = time("2026-07-01T00:00:00Z");
+    let compiled = run(&inputs);
+    assert_eq!(
+        compiled.snapshot.content.routes[0].deprecation_unix,
+        Some(1_782_864_000)
+    );
+    let (_, _, message) = cond(verdict(&compiled, Kind::AIRoute, "team-a", "chat"), READY);
+    assert!(message.contains("Deprecation header"), "{message}");
+
+    inputs.routes[0].spec.stage = Stage::Deprecated;
+    inputs.routes[0].spec.sunset = time("2027-01-01T00:00:00Z");
+    let compiled = run(&inputs);
+    assert_eq!(
+        compiled.snapshot.content.routes[0].deprecation_unix,
+        Some(1_782_864_000)
+    );
+    let doc = tollgate_snapshot::openapi::document(&compiled.snapshot.content.routes[0]);
+    assert_eq!(
+        doc["info"]["x-tollgate-deprecation"],
+        "2026-07-01T00:00:00.000Z"
+    );
+    inputs.routes[0].spec.deprecation = None;
+    inputs.routes[0].metadata.creation_timestamp = time("2026-01-01T00:00:00Z");
+    let compiled = run(&inputs);
+    assert_eq!(
+        compiled.snapshot.content.routes[0].deprecation_unix,
+        Some(1_767_225_600)
+    );
+    inputs.routes[0].metadata.creation_timestamp = None;
+    let compiled = run(&inputs);
+    assert_eq!(
+        compiled.snapshot.content.routes[0].deprecation_unix,
+        Some(0)
+    );
+
+    inputs.routes[0].spec.deprecation = time("2027-06-01T00:00:00Z");
+    let compiled = run(&inputs);
+    let (ok, reason, message) = cond(
+        verdict(&compiled, Kind::AIRoute, "team-a", "chat"),
+        ACCEPTED,
+    );
+    assert!(!ok);
+    assert_eq!(reason, "InvalidSpec");
+    assert!(message.contains("spec.deprecation"), "{message}");
+}
+
 #[test]
 fn invalid_route_specs_from_files_are_refused_not_crashed_on() {
     let mut inputs = team_a();

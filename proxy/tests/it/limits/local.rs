@@ -241,6 +241,47 @@ async fn a_consumer_limit_spans_its_subscriptions() {
     proxy.stop().await;
 }
 
+/// A subscription and a consumer deleted and created again under the same names are new objects (new
+/// uids): they start from zero, while a mere snapshot swap keeps the counters of the same objects.
+#[tokio::test]
+async fn a_recreated_subscription_or_consumer_does_not_inherit_its_predecessors_counters() {
+    let with_uids = |subscription: &str, consumer: &str| {
+        let mut content = table();
+        content.subscriptions[0].limits = rpm(2);
+        content.subscriptions[0].uid = subscription.into();
+        content.consumers[0].limits = rpm(3);
+        content.consumers[0].uid = consumer.into();
+        content
+    };
+    let proxy = TestProxy::start(with_uids("sub-1", "con-1")).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(post(&proxy.url(CHAT), KEY, &ask()).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    // The same objects in a new snapshot: still spent.
+    proxy.swap(with_uids("sub-1", "con-1"), 2);
+    assert_eq!(post(&proxy.url(CHAT), KEY, &ask()).await.status, 429);
+    // The subscription re-created: its own limit starts again, the consumer's (2 of 3 used) holds.
+    proxy.swap(with_uids("sub-2", "con-1"), 3);
+    let refused = post(&proxy.url(CHAT), KEY, &ask()).await;
+    assert_eq!(refused.status, 200);
+    let refused = post(&proxy.url(CHAT), KEY, &ask()).await;
+    assert_eq!(refused.status, 429);
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("consumer team-a/app"),
+        "{}",
+        refused.json()
+    );
+    // The consumer re-created too: both start again.
+    proxy.swap(with_uids("sub-2", "con-2"), 4);
+    assert_eq!(post(&proxy.url(CHAT), KEY, &ask()).await.status, 200);
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn tokens_are_admitted_on_an_estimate_and_settled_with_the_real_usage() {
     let mut content = table();

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use crate::support::redis::{Redis, redis_command, redis_reply_lines};
 use crate::support::standalone_bin::{Proxy, free_port};
 
-const KEY: &str = "tg-redis-test-key-0123456789";
+pub(super) const KEY: &str = "tg-redis-test-key-0123456789";
 const LIMIT: usize = 60;
 const REPLICAS: usize = 2;
 
-fn config() -> String {
+pub(super) fn config() -> String {
     format!(
         r#"apiVersion: tollgate.dev/v1alpha1
 kind: ModelProvider
@@ -79,7 +79,7 @@ fn replica(dir: &Path, n: usize, redis_port: u16) -> Proxy {
 }
 
 /// Waits up to 15 s for `proxy` to report Redis up (or down).
-fn wait_redis(proxy: &Proxy, up: bool) {
+pub(super) fn wait_redis(proxy: &Proxy, up: bool) {
     let want = if up { 1.0 } else { 0.0 };
     let deadline = Instant::now() + Duration::from_secs(15);
     while proxy.metric("tollgate_limits_redis_up") != Some(want) {
@@ -93,9 +93,9 @@ fn wait_redis(proxy: &Proxy, up: bool) {
 
 /// What a burst of calls got.
 #[derive(Debug, Default)]
-struct Tally {
-    admitted: usize,
-    limited: usize,
+pub(super) struct Tally {
+    pub(super) admitted: usize,
+    pub(super) limited: usize,
     other: Vec<u16>,
     seconds: f64,
 }
@@ -107,7 +107,7 @@ impl Tally {
 }
 
 /// Sends `calls` chat calls spread over `ports`, 8 at a time per port; `after(n)` runs once `n` are done.
-async fn burst(
+pub(super) async fn burst(
     ports: &[u16],
     calls: usize,
     on_progress: Option<(usize, Box<dyn FnOnce() + Send>)>,
@@ -360,5 +360,77 @@ async fn concurrent_calls_through_two_proxies_cannot_overshoot_a_budget_in_redis
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    redis.kill();
+}
+
+/// A subscription deleted and created again under the same name is a new object: its counters in
+/// Redis are keyed by its uid (and the consumer's, as hash tag), so it starts from zero instead of
+/// inheriting its predecessor's spent limit for the 40 days the old keys live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_subscription_does_not_inherit_its_predecessors_counters_in_redis() {
+    const CONSUMER_UID: &str = "0c0c0c0c-1111-4000-8000-000000000001";
+    const FIRST_UID: &str = "5b5b5b5b-2222-4000-8000-000000000002";
+    const SECOND_UID: &str = "5b5b5b5b-3333-4000-8000-000000000003";
+    // Two requests a minute: one slot drains back only every 30 s, longer than this test waits.
+    let config = |subscription_uid: &str| {
+        config()
+            .replace(
+                "metadata: {name: app, namespace: default}",
+                &format!("metadata: {{name: app, namespace: default, uid: {CONSUMER_UID}}}"),
+            )
+            .replace(
+                "metadata: {name: app-demo, namespace: default}",
+                &format!(
+                    "metadata: {{name: app-demo, namespace: default, uid: {subscription_uid}}}"
+                ),
+            )
+            .replace(
+                &format!("requestsPerMinute: {LIMIT}"),
+                "requestsPerMinute: 2",
+            )
+    };
+    assert!(config(FIRST_UID).contains(FIRST_UID) && config(FIRST_UID).contains(CONSUMER_UID));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, config(FIRST_UID)).unwrap();
+    let redis = Redis::start(free_port());
+    let proxy = replica(dir.path(), 0, redis.port);
+    wait_redis(&proxy, true);
+    let spent = burst(&[proxy.port], 8, None).await;
+    assert_eq!((spent.admitted, spent.limited), (2, 6), "{spent:?}");
+    let key = |uid: &str| format!("EXISTS tollgate:limits:{{{CONSUMER_UID}}}:s:{uid}");
+    assert_eq!(
+        redis_command(redis.port, &key(FIRST_UID)).as_deref(),
+        Some(":1")
+    );
+    assert_eq!(
+        redis_command(
+            redis.port,
+            "EXISTS tollgate:limits:{default/app}:s:default/app-demo"
+        )
+        .as_deref(),
+        Some(":0"),
+        "objects with a uid are not keyed by name"
+    );
+
+    // Deleted and created again: same names, a new uid. Once the proxy has read the file, the new
+    // subscription has its whole limit.
+    let version = proxy.metric("tollgate_snapshot_version").unwrap();
+    std::fs::write(&file, config(SECOND_UID)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while proxy.metric("tollgate_snapshot_version") == Some(version) {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never re-read its file"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fresh = burst(&[proxy.port], 3, None).await;
+    assert_eq!((fresh.admitted, fresh.limited), (2, 1), "{fresh:?}");
+    assert_eq!(
+        redis_command(redis.port, &key(SECOND_UID)).as_deref(),
+        Some(":1")
+    );
+    drop(proxy);
     redis.kill();
 }

@@ -228,6 +228,7 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
         hostnames: vec![],
         stage: Stage::Published,
         sunset_unix: None,
+        deprecation_unix: None,
         models,
         limits: Limits::default(),
         approval: Approval::Automatic,
@@ -245,6 +246,7 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
 pub fn consumer(namespace: &str, name: &str, key: &str) -> Consumer {
     Consumer {
         id: ObjectRef::new(namespace, name),
+        uid: String::new(),
         keys: vec![ConsumerKey {
             name: "primary".into(),
             digest: KeyDigest::of(key.as_bytes()),
@@ -259,6 +261,7 @@ pub fn consumer(namespace: &str, name: &str, key: &str) -> Consumer {
 pub fn subscription(name: &str, consumer: u32, route: u32, phase: Phase) -> Subscription {
     Subscription {
         id: ObjectRef::new(NS, name),
+        uid: String::new(),
         consumer,
         route,
         phase,

@@ -26,6 +26,32 @@ pub fn redis_command(port: u16, command: &str) -> Option<String> {
     redis_reply_lines(port, command)?.into_iter().next()
 }
 
+/// Like [`redis_reply_lines`], logged in first as `user` with `password` (`AUTH`).
+pub fn redis_reply_lines_as(
+    port: u16,
+    (user, password): (&str, &str),
+    command: &str,
+) -> Option<Vec<String>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut buf = [0u8; 256];
+    write!(s, "AUTH {user} {password}\r\n").ok()?;
+    let n = s.read(&mut buf).ok()?;
+    if !buf[..n].starts_with(b"+OK") {
+        return Some(vec![
+            String::from_utf8_lossy(&buf[..n]).trim_end().to_owned(),
+        ]);
+    }
+    write!(s, "{command}\r\n").ok()?;
+    let n = s.read(&mut buf).ok()?;
+    Some(
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
 /// A `redis-server` child process; killed on drop.
 pub struct Redis {
     child: Child,
@@ -36,15 +62,28 @@ pub struct Redis {
 impl Redis {
     /// Starts one on `port` without persistence and waits for it to answer PING.
     pub fn start(port: u16) -> Self {
+        Self::start_with(port, &[], None)
+    }
+
+    /// Like `start`, with `args` added to the command line (TLS ports, ACL users); `login` is the
+    /// user and password that may PING when the default user is off.
+    pub fn start_with(port: u16, args: &[&str], login: Option<(&str, &str)>) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server is installed (scripts/test.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while redis_command(port, "PING").as_deref() != Some("+PONG") {
+        let pong = || match login {
+            None => redis_command(port, "PING"),
+            Some(login) => redis_reply_lines_as(port, login, "PING")?
+                .into_iter()
+                .next(),
+        };
+        while pong().as_deref() != Some("+PONG") {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -30,6 +30,24 @@ impl Proxy {
 
     /// Like `start`, with the access log in `dir/<log_name>` and `args` added to the command line.
     pub fn start_with(dir: &Path, log_name: &str, args: &[&str]) -> Self {
+        Self::spawn(dir, log_name, args, Stdio::inherit())
+    }
+
+    /// Like `start_with`, with the diagnostic log (stderr) in `dir/<log_name>.stderr`, for tests that
+    /// read it.
+    pub fn start_logging(dir: &Path, log_name: &str, args: &[&str]) -> Self {
+        let stderr = std::fs::File::create(dir.join(format!("{log_name}.stderr"))).unwrap();
+        Self::spawn(dir, log_name, args, Stdio::from(stderr))
+    }
+
+    /// The diagnostic log of a proxy started with `start_logging`.
+    pub fn stderr_text(&self) -> String {
+        let mut path = self.access_log.clone().into_os_string();
+        path.push(".stderr");
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    fn spawn(dir: &Path, log_name: &str, args: &[&str], stderr: Stdio) -> Self {
         let access_log = dir.join(log_name);
         let (port, admin) = (free_port(), free_port());
         let mut proxy = Self {
@@ -40,7 +58,7 @@ impl Proxy {
                 .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
                 .args(args)
                 .stdout(std::fs::File::create(&access_log).unwrap())
-                .stderr(Stdio::inherit())
+                .stderr(stderr)
                 .spawn()
                 .expect("start tollgate-proxy"),
             port,
