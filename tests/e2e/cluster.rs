@@ -1,6 +1,6 @@
 //! The chart on a real one-node cluster: images built from the Dockerfiles, pods started by a kubelet,
-//! probes answered, the quickstart called through the proxy Service, and an uninstall that leaves only
-//! the CRDs. The cluster is described in `tests/src/cluster.rs`; it needs root (bridges, iptables,
+//! probes answered, the quickstart called through the proxy Service, a rolling upgrade under load, the
+//! leading controller's pod deleted, and an uninstall that leaves only the CRDs. The cluster is described in `tests/src/cluster.rs`; it needs root (bridges, iptables,
 //! mounts, cgroups), as containerd and the kubelet do.
 
 use std::{
@@ -101,6 +101,52 @@ fn chat(url: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Callers calling the quickstart route through the Service until stopped, each waiting a little
+/// between calls so that the route's 6,000 requests a minute are never reached.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Load {
+    const WORKERS: usize = 2;
+    const PAUSE: Duration = Duration::from_millis(50);
+
+    fn start(url: &str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..Self::WORKERS)
+            .map(|_| {
+                let stop = stop.clone();
+                let url = url.to_owned();
+                std::thread::spawn(move || {
+                    let (mut ok, mut failed) = (0, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match chat(&url) {
+                            (200, _) => ok += 1,
+                            (code, body) => failed.push(format!("{code}: {body}")),
+                        }
+                        std::thread::sleep(Self::PAUSE);
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Self { stop, workers }
+    }
+
+    /// Stops the callers: how many calls answered 200, and what the others got.
+    fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.workers.into_iter().map(|w| w.join().unwrap()).fold(
+            (0, Vec::new()),
+            |(ok, mut failed), (o, f)| {
+                failed.extend(f);
+                (ok + o, failed)
+            },
+        )
+    }
 }
 
 /// The `Uid:` line of a process (real, effective, saved, filesystem).
@@ -241,7 +287,125 @@ fn the_chart_runs_on_a_real_node() {
         }
     }
 
-    // 5. Uninstall as the README says: nothing of the release stays but the CRDs.
+    // 5. A `helm upgrade` that changes the proxies' pod template rolls them while callers keep calling:
+    // no call may fail (readiness, drain on SIGTERM, maxUnavailable 0, the PDB).
+    let load = Load::start(&url);
+    let upgrade = &blocks[blocks.len() - 2];
+    assert!(upgrade[0].starts_with("helm upgrade"), "{upgrade:?}");
+    let rolled = Instant::now();
+    run_readme_command(
+        &cluster,
+        &upgrade[0],
+        &["--set=proxy.podAnnotations.tollgate-e2e/rolled=yes".to_owned()],
+    );
+    let mut replicas = Vec::new();
+    loop {
+        let deployment = get_json(
+            &cluster,
+            &["deployment", "tollgate-proxy", "-n", "tollgate"],
+        );
+        let status = &deployment["status"];
+        let sample = format!(
+            "{:.0}s: {} pods, {} ready, {} updated",
+            rolled.elapsed().as_secs_f64(),
+            status["replicas"],
+            status["readyReplicas"],
+            status["updatedReplicas"]
+        );
+        if replicas.last() != Some(&sample) {
+            replicas.push(sample);
+        }
+        let done = status["observedGeneration"] == deployment["metadata"]["generation"]
+            && status["updatedReplicas"] == status["replicas"]
+            && status["readyReplicas"] == status["replicas"]
+            && status["replicas"].as_u64() >= Some(2);
+        if done && rolled.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        assert!(
+            rolled.elapsed() < PODS_READY_WITHIN,
+            "the proxies did not roll within {PODS_READY_WITHIN:?}: {replicas:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Old pods finish draining after the Deployment counts them gone; keep calling through that.
+    std::thread::sleep(Duration::from_secs(5));
+    let (ok, failed) = load.stop();
+    eprintln!(
+        "[upgrade] proxies rolled in {:.1}s; {ok} calls answered 200, {} failed; replicas over time: {replicas:?}",
+        rolled.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    assert!(ok > 0, "the load made no call");
+    assert!(
+        failed.is_empty(),
+        "calls failed during the rolling upgrade: {failed:?}"
+    );
+
+    // 6. Delete the leading controller's pod: the other replica takes the Lease and keeps writing status.
+    let lease = ["lease", "tollgate-controller", "-n", "tollgate"];
+    let holder = get_json(&cluster, &lease)["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = Instant::now();
+    kubectl(
+        &cluster,
+        &["delete", "pod", &holder, "-n", "tollgate", "--wait=false"],
+    );
+    let successor = loop {
+        let now = get_json(&cluster, &lease)["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !now.is_empty() && now != holder {
+            break now;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(60),
+            "nobody took the Lease from {holder} within 60s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let took_over = deleted.elapsed();
+    kubectl(
+        &cluster,
+        &[
+            "patch",
+            "airoute",
+            "demo",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"description":"Changed after the leader's pod was deleted."}}"#,
+        ],
+    );
+    let patched = Instant::now();
+    loop {
+        let route = get_json(&cluster, &["airoute", "demo", "-n", "default"]);
+        let generation = &route["metadata"]["generation"];
+        let accepted = route["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Accepted"))
+            .cloned()
+            .unwrap_or_default();
+        if &accepted["observedGeneration"] == generation && accepted["status"] == "True" {
+            break;
+        }
+        assert!(
+            patched.elapsed() < Duration::from_secs(30),
+            "status not written for generation {generation} within 30s: {accepted}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "[leader] deleted {holder}; {successor} held the Lease {:.1}s later and wrote the route's status {:.1}s after a change",
+        took_over.as_secs_f64(),
+        patched.elapsed().as_secs_f64()
+    );
+
+    // 7. Uninstall as the README says: nothing of the release stays but the CRDs.
     let uninstall = blocks.last().unwrap();
     for line in uninstall {
         run_readme_command(&cluster, line, &[]);
@@ -292,7 +456,7 @@ fn the_chart_runs_on_a_real_node() {
         gone.elapsed().as_secs_f64()
     );
 
-    // 6. The machine as it was: no process, mount, namespace, bridge, rule or cgroup of the cluster.
+    // 8. The machine as it was: no process, mount, namespace, bridge, rule or cgroup of the cluster.
     let stopping = Instant::now();
     let left = cluster.stop();
     assert!(
