@@ -104,7 +104,7 @@ impl Cluster {
     /// Panics with the tails of the logs if that fails (after tearing down what was started).
     pub fn start() -> Self {
         let begun = Instant::now();
-        let bin_dir = run_script("tests/cluster/ensure.sh", &[]).expect("tests/cluster/ensure.sh");
+        let bin_dir = run_script("tests/cluster/ensure.sh").expect("tests/cluster/ensure.sh");
         let bin_dir = PathBuf::from(bin_dir.trim());
         let binaries = begun.elapsed();
 
@@ -663,15 +663,12 @@ fn cache_dir() -> PathBuf {
 }
 
 /// Runs a repository script with bash and returns its stdout; its stderr goes to the test's.
-fn run_script(script: &str, env: &[(&str, &str)]) -> Result<String> {
+fn run_script(script: &str) -> Result<String> {
     let mut cmd = Command::new("bash");
     cmd.arg(repo_root().join(script))
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     // As in workspace::tollgate_binaries: cargo's per-crate variables would make build scripts rerun.
     for (key, _) in std::env::vars() {
         if (key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR"))
@@ -689,7 +686,7 @@ fn run_script(script: &str, env: &[(&str, &str)]) -> Result<String> {
 
 /// Builds (or finds cached) the proxy and controller images.
 fn build_images() -> Result<Vec<Image>> {
-    let out = run_script("scripts/images.sh", &[])?;
+    let out = run_script("scripts/images.sh")?;
     let images = out
         .lines()
         .map(|line| {
