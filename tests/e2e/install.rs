@@ -6,33 +6,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tollgate_e2e::{
-    CRD_NAMES, ControlPlane, certificate_text, chart_dir, decode_base64, eventually, repo_root,
-    run_combined,
+    CRD_NAMES, ControlPlane, certificate_text, chart_dir, decode_base64, eventually,
+    readme_shell_blocks, repo_root, run_combined,
 };
 
 /// The shell blocks of the README section "Install on a cluster", each as its list of commands.
 fn readme_blocks() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let start = readme
-        .find("\n## Install on a cluster\n")
-        .expect("README has the section");
-    let section = &readme[start + 1..];
-    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
-    let mut blocks = Vec::new();
-    let mut rest = section;
-    while let Some(open) = rest.find("```sh\n") {
-        let body = &rest[open + 6..];
-        let close = body.find("```").expect("closed code block");
-        blocks.push(
-            body[..close]
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-                .collect(),
-        );
-        rest = &body[close + 3..];
-    }
-    blocks
+    readme_shell_blocks("Install on a cluster")
 }
 
 /// Runs one README command as written, with only the connection to the test's API server added.

@@ -41,6 +41,8 @@ pub struct ControlPlane {
     work_dir: PathBuf,
     server_url: String,
     ca_pem: String,
+    ca_cert: PathBuf,
+    service_account_private: PathBuf,
     kubeconfig: PathBuf,
     etcd_log: PathBuf,
     apiserver_log: PathBuf,
@@ -49,6 +51,19 @@ pub struct ControlPlane {
 }
 
 static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// Where the API server listens, and the names its certificate carries beyond loopback.
+///
+/// The shared control plane listens on loopback only. A cluster whose pods reach the API server
+/// (through the `kubernetes` Service) needs it on an address the pods can route to, and named in
+/// its certificate as the Service's IP and DNS names.
+#[derive(Clone)]
+pub struct Exposure {
+    /// The address it binds to and advertises (the `kubernetes` Service's endpoint).
+    pub address: std::net::Ipv4Addr,
+    /// More names for the serving certificate.
+    pub names: Vec<String>,
+}
 
 /// Ports picked for one start attempt.
 struct Ports {
@@ -88,13 +103,25 @@ impl ControlPlane {
     }
 
     fn start() -> Result<Self> {
+        Self::start_exposed(None)
+    }
+
+    /// A control plane of the caller's own, listening where `exposure` says (loopback if `None`);
+    /// with an exposure, the API server also keeps the `kubernetes` Service's endpoints.
+    /// Its processes and scratch directory go when the test process exits.
+    pub fn start_exposed(exposure: Option<Exposure>) -> Result<Self> {
         let bin_dir = ensure_binaries()?;
         supervisor::sweep_stale_dirs();
         let work_dir = supervisor::scratch_dir().context("creating the scratch directory")?;
-        let pki = pki::generate(&work_dir)?;
+        let names = exposure.as_ref().map_or_else(Vec::new, |e| {
+            let mut names = vec![e.address.to_string()];
+            names.extend(e.names.iter().cloned());
+            names
+        });
+        let pki = pki::generate(&work_dir, &names)?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(&bin_dir, &work_dir, &pki) {
+            match Self::start_once(&bin_dir, &work_dir, &pki, exposure.as_ref()) {
                 Ok(cp) => return Ok(cp),
                 Err(AttemptError {
                     error,
@@ -111,7 +138,12 @@ impl ControlPlane {
         Err(last_error.unwrap_or_else(|| anyhow!("no start attempt was made")))
     }
 
-    fn start_once(bin_dir: &Path, work_dir: &Path, pki: &pki::Pki) -> Result<Self, AttemptError> {
+    fn start_once(
+        bin_dir: &Path,
+        work_dir: &Path,
+        pki: &pki::Pki,
+        exposure: Option<&Exposure>,
+    ) -> Result<Self, AttemptError> {
         let fatal = |error: anyhow::Error| AttemptError {
             error,
             port_clash: false,
@@ -119,12 +151,21 @@ impl ControlPlane {
         let ports = free_ports().map_err(fatal)?;
         let etcd_log = work_dir.join(ETCD_LOG);
         let apiserver_log = work_dir.join(APISERVER_LOG);
-        let server_url = format!("https://127.0.0.1:{}", ports.apiserver);
+        let host = exposure.map_or("127.0.0.1".to_owned(), |e| e.address.to_string());
+        let server_url = format!("https://{host}:{}", ports.apiserver);
         let kubeconfig = work_dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, &server_url, pki).map_err(fatal)?;
 
         let mut children = Vec::new();
-        let ready = launch_and_wait(bin_dir, work_dir, pki, &ports, &kubeconfig, &mut children);
+        let ready = launch_and_wait(
+            bin_dir,
+            work_dir,
+            pki,
+            &ports,
+            exposure,
+            &kubeconfig,
+            &mut children,
+        );
 
         if let Err(error) = ready {
             let port_clash = [&etcd_log, &apiserver_log]
@@ -153,6 +194,8 @@ impl ControlPlane {
             work_dir: work_dir.to_owned(),
             server_url,
             ca_pem: pki.ca_pem.clone(),
+            ca_cert: pki.ca_cert.clone(),
+            service_account_private: pki.service_account_private.clone(),
             kubeconfig,
             etcd_log,
             apiserver_log,
@@ -178,6 +221,16 @@ impl ControlPlane {
     /// The PEM of the CA that signed the API server's serving certificate.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The file holding that CA's certificate.
+    pub fn ca_cert_path(&self) -> &Path {
+        &self.ca_cert
+    }
+
+    /// The key that signs service-account tokens (the controller-manager's token controller uses it).
+    pub fn service_account_key_path(&self) -> &Path {
+        &self.service_account_private
     }
 
     /// The scratch directory (certificates, logs, etcd data); removed at exit.
@@ -338,11 +391,18 @@ fn etcd_command(bin_dir: &Path, work_dir: &Path, pki: &pki::Pki, ports: &Ports) 
     Ok(cmd)
 }
 
-fn apiserver_command(bin_dir: &Path, work_dir: &Path, pki: &pki::Pki, ports: &Ports) -> Command {
+fn apiserver_command(
+    bin_dir: &Path,
+    work_dir: &Path,
+    pki: &pki::Pki,
+    ports: &Ports,
+    exposure: Option<&Exposure>,
+) -> Command {
     let issuer = "https://kubernetes.default.svc";
+    let address = exposure.map_or("127.0.0.1".to_owned(), |e| e.address.to_string());
     let mut cmd = Command::new(bin_dir.join("kube-apiserver"));
-    cmd.arg("--bind-address=127.0.0.1")
-        .arg("--advertise-address=127.0.0.1")
+    cmd.arg(format!("--bind-address={address}"))
+        .arg(format!("--advertise-address={address}"))
         .arg(format!("--secure-port={}", ports.apiserver))
         .arg(flag("cert-dir", &work_dir.join("apiserver-certs")))
         .arg(flag("tls-cert-file", &pki.apiserver_serving.cert))
@@ -367,9 +427,11 @@ fn apiserver_command(bin_dir: &Path, work_dir: &Path, pki: &pki::Pki, ports: &Po
         ))
         .arg(format!("--api-audiences={issuer}"))
         .arg("--service-cluster-ip-range=10.96.0.0/16")
-        // Nothing ever serves the `kubernetes` Service's endpoints; skip maintaining them.
-        .arg("--endpoint-reconciler-type=none")
         .arg("--profiling=false");
+    if exposure.is_none() {
+        // Nothing ever serves the `kubernetes` Service's endpoints; skip maintaining them.
+        cmd.arg("--endpoint-reconciler-type=none");
+    }
     cmd
 }
 
@@ -387,6 +449,7 @@ fn launch_and_wait(
     work_dir: &Path,
     pki: &pki::Pki,
     ports: &Ports,
+    exposure: Option<&Exposure>,
     kubeconfig: &Path,
     children: &mut Vec<Running>,
 ) -> Result<()> {
@@ -395,7 +458,7 @@ fn launch_and_wait(
     children.push(("etcd", etcd, etcd_log));
     let apiserver_log = work_dir.join(APISERVER_LOG);
     let apiserver = launch(
-        apiserver_command(bin_dir, work_dir, pki, ports),
+        apiserver_command(bin_dir, work_dir, pki, ports, exposure),
         &apiserver_log,
     )?;
     children.push(("kube-apiserver", apiserver, apiserver_log));

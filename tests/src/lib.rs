@@ -1,4 +1,5 @@
-//! End-to-end test harness for Tollgate: a real etcd and kube-apiserver per test binary.
+//! End-to-end test harness for Tollgate: a real etcd and kube-apiserver per test binary, and (for
+//! `e2e/cluster.rs`) a one-node cluster around them: see [`Cluster`].
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -20,6 +21,7 @@ mod access;
 mod aggregation;
 mod apply;
 mod certs;
+mod cluster;
 mod command;
 mod controlplane;
 mod namespace;
@@ -32,10 +34,11 @@ mod workspace;
 
 pub use apply::FIELD_MANAGER;
 pub use certs::{certificate_text, decode_base64};
+pub use cluster::{BRIDGE, Cluster, Image, NODE_IP, NODE_NAME, StartTimes};
 pub use command::{run, run_combined, run_with_stdin};
-pub use controlplane::{ControlPlane, KUBERNETES_VERSION};
+pub use controlplane::{ControlPlane, Exposure, KUBERNETES_VERSION};
 pub use namespace::TestNamespace;
 pub use process::{Process, free_port};
 pub use tollgate_api::CRD_NAMES;
 pub use wait::eventually;
-pub use workspace::{chart_dir, repo_root, tollgate_binaries};
+pub use workspace::{chart_dir, readme_shell_blocks, repo_root, tollgate_binaries};

@@ -41,8 +41,9 @@ enum Role {
     Both,
 }
 
-/// Generates a fresh CA and every certificate and key below it into `dir`.
-pub(crate) fn generate(dir: &Path) -> Result<Pki> {
+/// Generates a fresh CA and every certificate and key below it into `dir`; server certificates name
+/// loopback and `extra_names` (IP addresses or DNS names).
+pub(crate) fn generate(dir: &Path, extra_names: &[String]) -> Result<Pki> {
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.distinguished_name = name("tollgate-e2e-ca", None);
@@ -59,7 +60,11 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki> {
     let leaf = |file: &str, cn: &str, org: Option<&str>, role: Role| -> Result<CertFiles> {
         let key = KeyPair::generate()?;
         let sans = match role {
-            Role::Server | Role::Both => LOOPBACK_NAMES.iter().map(|s| s.to_string()).collect(),
+            Role::Server | Role::Both => LOOPBACK_NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .chain(extra_names.iter().cloned())
+                .collect(),
             Role::Client => Vec::new(),
         };
         let mut params = CertificateParams::new(sans)?;

@@ -64,3 +64,28 @@ pub fn tollgate_binaries() -> &'static Path {
         target.join(dir)
     })
 }
+
+/// The ```sh blocks of the README section `## <section>`, each as its list of non-empty lines.
+pub fn readme_shell_blocks(section: &str) -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let start = readme
+        .find(&format!("\n## {section}\n"))
+        .unwrap_or_else(|| panic!("README has the section {section}"));
+    let body = &readme[start + 1..];
+    let body = &body[..body[3..].find("\n## ").map_or(body.len(), |i| i + 3)];
+    let mut blocks = Vec::new();
+    let mut rest = body;
+    while let Some(open) = rest.find("```sh\n") {
+        let block = &rest[open + 6..];
+        let close = block.find("```").expect("closed code block");
+        blocks.push(
+            block[..close]
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
+        );
+        rest = &block[close + 3..];
+    }
+    blocks
+}
