@@ -5,6 +5,7 @@
 
 mod check;
 mod detect;
+pub mod json_text;
 pub mod moderation;
 #[cfg(test)]
 mod oracle;
