@@ -373,13 +373,9 @@ pub async fn guard_answer(
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if streamed {
-        let format = match endpoint {
-            Endpoint::Chat => StreamFormat::OpenAiChat,
-            Endpoint::Messages => StreamFormat::AnthropicMessages,
-            Endpoint::Prompt { .. } => StreamFormat::Prompt,
-            Endpoint::Responses => StreamFormat::Responses,
-            // Embeddings and token counts do not stream (and returned above).
-            Endpoint::Embeddings | Endpoint::CountTokens => return Ok(response),
+        // Embeddings and token counts do not stream (and returned above).
+        let Some(format) = stream_format(endpoint) else {
+            return Ok(response);
         };
         response
             .body_mut()
@@ -404,6 +400,17 @@ pub async fn guard_answer(
         Bytes::from(body)
     };
     Ok(with_body(response, bytes))
+}
+
+/// The stream format of an endpoint's streamed answers, if it streams.
+pub(super) fn stream_format(endpoint: Endpoint) -> Option<StreamFormat> {
+    match endpoint {
+        Endpoint::Chat => Some(StreamFormat::OpenAiChat),
+        Endpoint::Messages => Some(StreamFormat::AnthropicMessages),
+        Endpoint::Prompt { .. } => Some(StreamFormat::Prompt),
+        Endpoint::Responses => Some(StreamFormat::Responses),
+        Endpoint::Embeddings | Endpoint::CountTokens => None,
+    }
 }
 
 /// Reads a whole (non-stream) answer's body; the call record takes its usage on the way.

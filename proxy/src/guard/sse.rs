@@ -523,6 +523,75 @@ fn strings(value: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     }
 }
 
+/// The text a whole streamed answer in `format` wrote, one string per choice, content block or
+/// output (in their order): what a moderation service is asked about once the stream has ended.
+/// Events that are not JSON, and an error event's message, are not text the model wrote.
+pub fn stream_texts(format: StreamFormat, stream: &[u8]) -> Vec<String> {
+    let mut texts: BTreeMap<u64, String> = BTreeMap::new();
+    let mut rest = stream;
+    while !rest.is_empty() {
+        let (event, next) = match event_end(rest) {
+            Some((end, sep)) => (&rest[..end], &rest[end + sep..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
+        let Ok(event) = std::str::from_utf8(event) else {
+            continue;
+        };
+        let mut name = None;
+        let mut data = String::new();
+        for line in event.lines() {
+            if let Some(n) = line.strip_prefix("event:") {
+                name = Some(n.trim());
+            } else if let Some(d) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            }
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
+            continue;
+        };
+        let mut add = |index: u64, text: Option<&str>| {
+            if let Some(text) = text {
+                texts.entry(index).or_default().push_str(text);
+            }
+        };
+        match format {
+            StreamFormat::OpenAiChat => {
+                for choice in v["choices"].as_array().into_iter().flatten() {
+                    add(
+                        choice["index"].as_u64().unwrap_or(0),
+                        choice["delta"]["content"].as_str(),
+                    );
+                }
+            }
+            StreamFormat::AnthropicMessages => {
+                if v["type"] == "content_block_delta" && v["delta"]["type"] == "text_delta" {
+                    add(
+                        v["index"].as_u64().unwrap_or(0),
+                        v["delta"]["text"].as_str(),
+                    );
+                }
+            }
+            StreamFormat::Prompt => {
+                if name == Some("delta") {
+                    add(0, v["text"].as_str());
+                }
+            }
+            StreamFormat::Responses => {
+                if v["type"] == "response.output_text.delta" {
+                    let index = (v["output_index"].as_u64().unwrap_or(0) << 32)
+                        | (v["content_index"].as_u64().unwrap_or(0) & 0xffff_ffff);
+                    add(index, v["delta"].as_str());
+                }
+            }
+        }
+    }
+    texts.into_values().collect()
+}
+
 /// What the check of a chat chunk needs of one choice.
 struct ChunkChoice<'a> {
     index: u64,
