@@ -450,7 +450,13 @@ async fn a_webhook_gets_the_documented_contract_and_its_secret_and_moderates_who
         "{v}"
     );
     let line = proxy.log_line_of(&reply.request_id()).await;
-    assert_eq!(line["error_code"], "content_policy_violation", "{line}");
+    assert_eq!(line["error_class"], "content_policy_violation", "{line}");
+    assert_eq!(
+        line["guardrails"],
+        json!([{"rule": "hook", "action": "reject"}]),
+        "{line}"
+    );
+    assert_eq!(line["stream"], true, "{line}");
 }
 
 /// The text a caller got from an OpenAI chat stream, and whether it ended with `[DONE]`.
@@ -466,8 +472,8 @@ fn streamed_text(body: &[u8]) -> (String, bool) {
 }
 
 #[tokio::test]
-async fn a_streamed_answer_is_held_masked_and_moderated_whole_then_sent_or_refused_under_the_failure_mode()
- {
+async fn a_streamed_answer_is_held_and_moderated_whole_then_sent_or_refused_under_the_failure_mode()
+{
     let moderator = Moderator::start().await;
     let run = start(resources(moderator.port, &provider_rule("Closed", "2s"))).await;
     let proxy = &run.proxy;
