@@ -83,14 +83,19 @@ impl AnswerStream {
             return out;
         }
         self.buffer.extend_from_slice(bytes);
-        while let Some((end, sep)) = event_end(&self.buffer) {
-            let event: Vec<u8> = self.buffer.drain(..end + sep).collect();
-            self.event(&event[..end], &mut out);
+        // Every complete event read in place, and the buffer moved up once: a frame of many events
+        // costs one pass, not one per event.
+        let buffer = std::mem::take(&mut self.buffer);
+        let mut at = 0;
+        while let Some((end, sep)) = event_end(&buffer[at..]) {
+            self.event(&buffer[at..at + end], &mut out);
+            at += end + sep;
             if self.rejected.is_some() {
-                self.buffer.clear();
-                break;
+                return out;
             }
         }
+        self.buffer = buffer;
+        self.buffer.drain(..at);
         out
     }
 
@@ -687,14 +692,15 @@ fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
 
 /// Where the first complete event ends, and the length of its separator.
 fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
+    let lf = memchr::memmem::find(buffer, b"\n\n");
+    // A CRLF separator counts only where it starts before the first LF one.
+    let scope = lf.map_or(buffer.len(), |a| (a + 3).min(buffer.len()));
+    let crlf = memchr::memmem::find(&buffer[..scope], b"\r\n\r\n");
     match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+        (Some(a), Some(b)) if b < a => Some((b, 4)),
+        (Some(a), _) => Some((a, 2)),
+        (None, Some(b)) => Some((b, 4)),
+        (None, None) => None,
     }
 }
 
@@ -809,6 +815,16 @@ mod tests {
             };
             proptest::prop_assert_eq!(run(true), run(false));
         }
+    }
+
+    #[test]
+    fn an_event_ends_at_the_first_separator_of_either_kind() {
+        assert_eq!(event_end(b"data: a\n\ndata: b\r\n\r\n"), Some((7, 2)));
+        assert_eq!(event_end(b"data: a\r\n\r\ndata: b\n\n"), Some((7, 4)));
+        assert_eq!(event_end(b"data: a\r\n\r\n"), Some((7, 4)));
+        assert_eq!(event_end(b"data: a\r\n\n"), Some((8, 2)));
+        assert_eq!(event_end(b"data: a\r\n"), None);
+        assert_eq!(event_end(b""), None);
     }
 
     #[test]
