@@ -213,6 +213,26 @@ fn request_text(_: bool, level: usize, key: &str) -> Option<bool> {
     }
 }
 
+/// The texts of a request body (`answer`: false) or of a whole answer, as [`texts`] and
+/// [`answer_texts`] find them, found in the bytes; `None` when the body is not JSON.
+pub(super) fn texts_of(body: &[u8], answer: bool) -> Option<Vec<String>> {
+    let (select, walk): (json_text::Select, TextWalker) = if answer {
+        (answer_text, answer_texts)
+    } else {
+        (request_text, texts)
+    };
+    if let Ok(json) = std::str::from_utf8(body)
+        && (answer || json.trim_start().starts_with('{'))
+        && let Some(found) = json_text::find_texts(json, select)
+    {
+        return Some(found.into_iter().map(|f| f.text.into_owned()).collect());
+    }
+    let mut doc = serde_json::from_slice::<Value>(body).ok()?;
+    let mut collected = Vec::new();
+    walk(&mut doc, &mut |s| collected.push(s.clone()));
+    Some(collected)
+}
+
 /// Which members of an answer hold text, as [`answer_texts`] walks them.
 fn answer_text(text: bool, _: usize, key: &str) -> Option<bool> {
     Some(text || ANSWER_KEYS.contains(&key))
@@ -644,6 +664,15 @@ mod tests {
         assert_eq!(spliced, by_value, "{json}");
     }
 
+    /// What a moderation service is sent: the texts found in the bytes are the value walk's.
+    fn same_texts(doc: &Value, answer: bool, walk: TextWalker) {
+        let json = serde_json::to_string(doc).unwrap();
+        let mut by_value: Value = serde_json::from_str(&json).unwrap();
+        let mut want = Vec::new();
+        walk(&mut by_value, &mut |s| want.push(s.clone()));
+        assert_eq!(texts_of(json.as_bytes(), answer), Some(want), "{json}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000),
@@ -654,11 +683,13 @@ mod tests {
         #[test]
         fn a_request_masked_in_its_bytes_is_the_request_masked_as_a_value((doc, pretty) in document()) {
             agree(&doc, pretty, request_text, texts);
+            same_texts(&doc, false, texts);
         }
 
         #[test]
         fn an_answer_masked_in_its_bytes_is_the_answer_masked_as_a_value((doc, pretty) in document()) {
             agree(&doc, pretty, answer_text, answer_texts);
+            same_texts(&doc, true, answer_texts);
         }
 
         #[test]

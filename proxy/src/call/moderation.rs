@@ -24,8 +24,8 @@ use tollgate_snapshot::{
 use super::ask::Endpoint;
 use super::body::ResponseBody;
 use super::guard::{
-    answer_texts, argument_texts, guardrail_endpoint, read_whole_answer, rejected, stream_format,
-    texts, tool_result_texts, with_body,
+    argument_texts, guardrail_endpoint, read_whole_answer, rejected, stream_format, texts_of,
+    tool_result_texts, with_body,
 };
 use super::record::Call;
 use super::shared::Shared;
@@ -85,11 +85,9 @@ pub async fn moderate_request(
         return Ok(());
     }
     // A body that is not JSON is refused with its own 400 when it is read as a request.
-    let Ok(mut doc) = serde_json::from_slice::<Value>(body) else {
+    let Some(collected) = texts_of(body, false) else {
         return Ok(());
     };
-    let mut collected = Vec::new();
-    texts(&mut doc, &mut |s| collected.push(s.clone()));
     let route_id = snapshot.content.routes[route as usize].id.to_string();
     moderate(shared, &found, &collected, "request", &route_id, side, call).await
 }
@@ -149,9 +147,7 @@ pub async fn moderate_answer(
         return Ok(with_body(response, Bytes::from(held)));
     }
     let body = read_whole_answer(&mut response, call).await?;
-    if let Ok(mut doc) = serde_json::from_slice::<Value>(&body) {
-        let mut collected = Vec::new();
-        answer_texts(&mut doc, &mut |s| collected.push(s.clone()));
+    if let Some(collected) = texts_of(&body, true) {
         moderate(shared, &found, &collected, "answer", &route_id, side, call).await?;
     }
     Ok(with_body(response, Bytes::from(body)))
