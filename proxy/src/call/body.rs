@@ -175,6 +175,35 @@ impl ResponseBody {
         }
     }
 
+    /// Reads a whole streamed answer through its guard (masked, or ended by a Reject rule's error
+    /// event), with `call` as its record, so that it can be judged before any of it is sent; the
+    /// cache's copy is left out and stays with `self` (see [`Self::hand_copy_to`]). `Ok(None)` when it
+    /// is longer than `limit` bytes.
+    pub(super) async fn read_held(
+        &mut self,
+        call: &mut Call,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, BoxError> {
+        let tee = self.tee.take();
+        let mut out = Vec::new();
+        let read = loop {
+            match std::future::poll_fn(|cx| self.poll_with(cx, Some(&mut *call))).await {
+                None => break Ok(Some(out)),
+                Some(Err(e)) => break Err(e),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if out.len() + data.len() > limit {
+                            break Ok(None);
+                        }
+                        out.extend_from_slice(&data);
+                    }
+                }
+            }
+        };
+        self.tee = tee;
+        read
+    }
+
     /// Feeds the cache's copy: every data frame, then the end (an error drops the copy).
     fn copy(&mut self, polled: &Polled, outside: Option<&Call>) {
         let call = outside.or(self.call.as_deref());

@@ -11,7 +11,7 @@ use tollgate_snapshot::{ConsumerIdx, GuardrailEndpoint, RouteIdx, Snapshot};
 use super::ask::Endpoint;
 use super::record::Call;
 use crate::error::ApiError;
-use crate::guard::{AnswerStream, Decision, Policy, Refusal, StreamFormat};
+use crate::guard::{AnswerStream, Decision, Policy, Refusal, StreamFormat, json_text};
 
 /// The guardrail endpoint a model endpoint counts as.
 pub(super) fn guardrail_endpoint(endpoint: Endpoint) -> GuardrailEndpoint {
@@ -133,6 +133,47 @@ pub(super) fn texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
 /// A walker over the text strings of a document (`texts` for requests, `answer_texts` for answers).
 type TextWalker = fn(&mut Value, &mut dyn FnMut(&mut String));
 
+/// Decisions gathered over the texts of one document, and the first Reject rule that matched.
+#[derive(Default)]
+struct Verdicts {
+    decisions: Vec<Decision>,
+    refusal: Option<Arc<str>>,
+}
+
+impl Verdicts {
+    /// Checks one text; its masked form when a Mask rule changed it (and nothing was refused).
+    fn check(&mut self, policy: &Policy, text: &str) -> Option<String> {
+        if self.refusal.is_some() {
+            return None;
+        }
+        let checked = policy.check(text);
+        for d in &checked.decisions {
+            if !self.decisions.contains(d) {
+                self.decisions.push(d.clone());
+            }
+        }
+        if let Some(rule) = checked.rejected {
+            self.refusal = Some(rule);
+            None
+        } else if !checked.masks.is_empty() {
+            Some(checked.masked(text))
+        } else {
+            None
+        }
+    }
+
+    /// Notes the decisions in the call; the 400 of the first Reject rule (`side`: `request`,
+    /// `answer`, …, for its message).
+    fn settle(self, call: &mut Call, side: &str) -> Result<(), ApiError> {
+        note(call, &self.decisions);
+        if let Some(rule) = self.refusal {
+            call.fail("content_policy_violation");
+            return Err(rejected(&rule, side));
+        }
+        Ok(())
+    }
+}
+
 /// Checks every text `walk` finds in `doc` against `policy`, masking in place, and notes the decisions
 /// in the call: whether anything was masked, or the 400 of the first Reject rule (`side`: `request` or
 /// `answer`, for its message).
@@ -143,32 +184,121 @@ fn check_document(
     call: &mut Call,
     side: &str,
 ) -> Result<bool, ApiError> {
-    let mut refusal: Option<Arc<str>> = None;
+    let (changed, verdicts) = mask_value(policy, doc, walk);
+    verdicts.settle(call, side)?;
+    Ok(changed)
+}
+
+/// Checks the texts `walk` finds in `doc`, masking in place: whether any was masked, and the verdicts.
+fn mask_value(policy: &Policy, doc: &mut Value, walk: TextWalker) -> (bool, Verdicts) {
+    let mut verdicts = Verdicts::default();
     let mut changed = false;
-    let mut decisions: Vec<Decision> = Vec::new();
     walk(doc, &mut |s| {
-        if refusal.is_some() {
-            return;
-        }
-        let checked = policy.check(s);
-        for d in &checked.decisions {
-            if !decisions.contains(d) {
-                decisions.push(d.clone());
-            }
-        }
-        if let Some(rule) = checked.rejected {
-            refusal = Some(rule);
-        } else if !checked.masks.is_empty() {
-            *s = checked.masked(s);
+        if let Some(masked) = verdicts.check(policy, s) {
+            *s = masked;
             changed = true;
         }
     });
-    note(call, &decisions);
-    if let Some(rule) = refusal {
-        call.fail("content_policy_violation");
-        return Err(rejected(&rule, side));
+    (changed, verdicts)
+}
+
+/// Which members of a request hold text, as [`texts`] walks them: at the top, `messages` (looked
+/// into) and the [`TEXT_KEYS`]; below, the [`TEXT_KEYS`].
+fn request_text(_: bool, level: usize, key: &str) -> Option<bool> {
+    let text = TEXT_KEYS.contains(&key);
+    match level {
+        0 if key == "messages" => Some(false),
+        0 if !text => None,
+        _ => Some(text),
     }
-    Ok(changed)
+}
+
+/// The texts of a request body (`answer`: false) or of a whole answer, as [`texts`] and
+/// [`answer_texts`] find them, found in the bytes; `None` when the body is not JSON.
+pub(super) fn texts_of(body: &[u8], answer: bool) -> Option<Vec<String>> {
+    let (select, walk): (json_text::Select, TextWalker) = if answer {
+        (answer_text, answer_texts)
+    } else {
+        (request_text, texts)
+    };
+    if let Ok(json) = std::str::from_utf8(body)
+        && (answer || json.trim_start().starts_with('{'))
+        && let Some(found) = json_text::find_texts(json, select)
+    {
+        return Some(found.into_iter().map(|f| f.text.into_owned()).collect());
+    }
+    let mut doc = serde_json::from_slice::<Value>(body).ok()?;
+    let mut collected = Vec::new();
+    walk(&mut doc, &mut |s| collected.push(s.clone()));
+    Some(collected)
+}
+
+/// Which members of an answer hold text, as [`answer_texts`] walks them.
+fn answer_text(text: bool, _: usize, key: &str) -> Option<bool> {
+    Some(text || ANSWER_KEYS.contains(&key))
+}
+
+/// What checking a document in its own bytes came to.
+enum Spliced {
+    /// Nothing was masked: the bytes go on as they came.
+    Unchanged,
+    /// The bytes with the masked texts in place of the originals.
+    Masked(Vec<u8>),
+}
+
+/// Checks the texts `select` picks in `body` without reading it into a value: each text is found in
+/// the bytes, checked, and only a masked one is written back, spliced over its literal. `None` when
+/// the walk cannot follow the body (the caller reads it into a value then). With `admit`, the
+/// texts' length is held against the policy's limits first.
+fn check_in_place(
+    policy: &Policy,
+    body: &[u8],
+    select: json_text::Select,
+    object_only: bool,
+    admit: bool,
+    call: &mut Call,
+    side: &str,
+) -> Option<Result<Spliced, ApiError>> {
+    let json = std::str::from_utf8(body).ok()?;
+    if object_only && json.trim_start().as_bytes().first() != Some(&b'{') {
+        return None;
+    }
+    let found = json_text::find_texts(json, select)?;
+    if admit {
+        let chars = found.iter().map(|f| f.text.chars().count()).sum();
+        if let Err(e) = admit_chars(policy, chars, call) {
+            return Some(Err(e));
+        }
+    }
+    if policy.rules.is_empty() {
+        return Some(Ok(Spliced::Unchanged));
+    }
+    let (masked, verdicts) = mask_found(policy, json, &found);
+    if let Err(e) = verdicts.settle(call, side) {
+        return Some(Err(e));
+    }
+    Some(Ok(match masked {
+        None => Spliced::Unchanged,
+        Some(json) => Spliced::Masked(json.into_bytes()),
+    }))
+}
+
+/// Checks the texts `found` in `json`: `json` with the masked ones spliced in, if any were masked,
+/// and the verdicts.
+fn mask_found(
+    policy: &Policy,
+    json: &str,
+    found: &[json_text::Found<'_>],
+) -> (Option<String>, Verdicts) {
+    let mut verdicts = Verdicts::default();
+    let mut edits = Vec::new();
+    for f in found {
+        if let Some(masked) = verdicts.check(policy, &f.text) {
+            edits.push((f.at.clone(), json_text::literal(&masked)));
+        }
+    }
+    let masked = (!edits.is_empty()).then(|| json_text::splice(json, &edits));
+    (masked, verdicts)
 }
 
 /// Checks the caller's text: the body to send on (masked where a Mask rule matched), or the refusal.
@@ -182,6 +312,12 @@ pub fn guard_request(
     let Some(policy) = policy(snapshot, route, call.consumer, endpoint, true) else {
         return Ok(body);
     };
+    match check_in_place(&policy, &body, request_text, true, true, call, "request") {
+        Some(Ok(Spliced::Unchanged)) => return Ok(body),
+        Some(Ok(Spliced::Masked(bytes))) => return Ok(Bytes::from(bytes)),
+        Some(Err(e)) => return Err(e),
+        None => {}
+    }
     // A body that is not JSON is refused with its own 400 when it is read as a request.
     let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
         if let Some(id) = policy.broken {
@@ -191,11 +327,7 @@ pub fn guard_request(
     };
     let mut chars = 0usize;
     texts(&mut doc, &mut |s| chars += s.chars().count());
-    policy.admit(chars).map_err(|r| {
-        let error = refused(r);
-        call.fail(error.code);
-        error
-    })?;
+    admit_chars(&policy, chars, call)?;
     if policy.rules.is_empty() {
         return Ok(body);
     }
@@ -205,6 +337,16 @@ pub fn guard_request(
     Ok(Bytes::from(
         serde_json::to_vec(&doc).expect("a JSON value encodes"),
     ))
+}
+
+/// Refuses a request whose texts, `chars` characters in all, are longer than `policy` allows, or
+/// that an unusable guardrail checks.
+fn admit_chars(policy: &Policy, chars: usize, call: &mut Call) -> Result<(), ApiError> {
+    policy.admit(chars).map_err(|r| {
+        let error = refused(r);
+        call.fail(error.code);
+        error
+    })
 }
 
 /// Members of an answer whose strings are text the model wrote (OpenAI's `content`, Anthropic's and
@@ -251,13 +393,9 @@ pub async fn guard_answer(
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if streamed {
-        let format = match endpoint {
-            Endpoint::Chat => StreamFormat::OpenAiChat,
-            Endpoint::Messages => StreamFormat::AnthropicMessages,
-            Endpoint::Prompt { .. } => StreamFormat::Prompt,
-            Endpoint::Responses => StreamFormat::Responses,
-            // Embeddings and token counts do not stream (and returned above).
-            Endpoint::Embeddings | Endpoint::CountTokens => return Ok(response),
+        // Embeddings and token counts do not stream (and returned above).
+        let Some(format) = stream_format(endpoint) else {
+            return Ok(response);
         };
         response
             .body_mut()
@@ -265,6 +403,12 @@ pub async fn guard_answer(
         return Ok(response);
     }
     let body = read_whole_answer(&mut response, call).await?;
+    match check_in_place(&policy, &body, answer_text, false, false, call, "answer") {
+        Some(Ok(Spliced::Unchanged)) => return Ok(with_body(response, Bytes::from(body))),
+        Some(Ok(Spliced::Masked(bytes))) => return Ok(with_body(response, Bytes::from(bytes))),
+        Some(Err(e)) => return Err(e),
+        None => {}
+    }
     let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
         return Ok(with_body(response, Bytes::from(body)));
     };
@@ -276,6 +420,17 @@ pub async fn guard_answer(
         Bytes::from(body)
     };
     Ok(with_body(response, bytes))
+}
+
+/// The stream format of an endpoint's streamed answers, if it streams.
+pub(super) fn stream_format(endpoint: Endpoint) -> Option<StreamFormat> {
+    match endpoint {
+        Endpoint::Chat => Some(StreamFormat::OpenAiChat),
+        Endpoint::Messages => Some(StreamFormat::AnthropicMessages),
+        Endpoint::Prompt { .. } => Some(StreamFormat::Prompt),
+        Endpoint::Responses => Some(StreamFormat::Responses),
+        Endpoint::Embeddings | Endpoint::CountTokens => None,
+    }
 }
 
 /// Reads a whole (non-stream) answer's body; the call record takes its usage on the way.
@@ -383,4 +538,202 @@ pub fn any_guardrails(snapshot: &Snapshot, route: RouteIdx, consumer: Option<Con
         .guardrails
         .is_empty()
         || consumer.is_some_and(|c| !snapshot.content.consumers[c as usize].guardrails.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The texts found and masked in a document's own bytes against the same document read into a
+    //! `serde_json::Value`, walked and written again (the way it was done before, and still the way
+    //! for a body the walk cannot follow).
+
+    use proptest::prelude::*;
+    use tollgate_snapshot::{Detector, GuardRule, GuardrailAction, Matcher, Pattern, default_mask};
+
+    use super::*;
+
+    fn policy() -> Policy {
+        let detector = |name: &str, d: Detector, action| GuardRule {
+            name: name.into(),
+            matcher: Matcher::Detector(d),
+            action,
+            mask_as: default_mask(Some(d)).into(),
+        };
+        Policy {
+            rules: vec![
+                detector("emails", Detector::Email, GuardrailAction::Mask),
+                detector("phones", Detector::Phone, GuardrailAction::Mask),
+                detector("cards", Detector::CreditCard, GuardrailAction::Mask),
+                detector("ips", Detector::IpAddress, GuardrailAction::Monitor),
+                GuardRule {
+                    name: "forbidden".into(),
+                    matcher: Matcher::Pattern(Pattern::new("forbidden").unwrap()),
+                    action: GuardrailAction::Reject,
+                    mask_as: "[X]".into(),
+                },
+            ],
+            ..Policy::default()
+        }
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("mail bob@example.com now".to_string()),
+            Just("call +1 415 555 0100".to_string()),
+            Just("card 4111 1111 1111 1111.".to_string()),
+            Just("from 10.0.0.1".to_string()),
+            Just("a forbidden word".to_string()),
+            Just("\"quoted\"\n\\tab\t".to_string()),
+            Just("é ünï 😀 \u{1}".to_string()),
+            "\\PC{0,12}",
+        ];
+        prop::collection::vec(piece, 0..4).prop_map(|p| p.join(" "))
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("content"),
+            Just("text"),
+            Just("input"),
+            Just("system"),
+            Just("instructions"),
+            Just("prompt"),
+            Just("messages"),
+            Just("output"),
+            Just("role"),
+            Just("model"),
+            Just("tools"),
+            Just("cont\"ent"),
+        ]
+        .prop_map(str::to_string)
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 48, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn document() -> impl Strategy<Value = (Value, bool)> {
+        (
+            prop::collection::btree_map(key(), value(), 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            any::<bool>(),
+        )
+    }
+
+    /// Both ways agree on `doc` written compactly or with white space (`pretty`).
+    fn agree(doc: &Value, pretty: bool, select: json_text::Select, walk: TextWalker) {
+        let policy = policy();
+        let json = if pretty {
+            serde_json::to_string_pretty(doc).unwrap()
+        } else {
+            serde_json::to_string(doc).unwrap()
+        };
+        // Read back from the text, as the slow way reads a body (floats need not come back exact).
+        let mut by_value: Value = serde_json::from_str(&json).unwrap();
+        let mut value_chars = 0;
+        walk(&mut by_value, &mut |s| value_chars += s.chars().count());
+        let (changed, value_verdicts) = mask_value(&policy, &mut by_value, walk);
+
+        let found = json_text::find_texts(&json, select).expect("the walk follows valid JSON");
+        let chars: usize = found.iter().map(|f| f.text.chars().count()).sum();
+        assert_eq!(chars, value_chars, "{json}");
+        let (masked, byte_verdicts) = mask_found(&policy, &json, &found);
+        assert_eq!(value_verdicts.refusal, byte_verdicts.refusal, "{json}");
+        let mut a = value_verdicts.decisions;
+        let mut b = byte_verdicts.decisions;
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{json}");
+        assert_eq!(changed, masked.is_some(), "{json}");
+        let spliced: Value = serde_json::from_str(masked.as_deref().unwrap_or(&json))
+            .unwrap_or_else(|e| panic!("{e}: {masked:?}"));
+        assert_eq!(spliced, by_value, "{json}");
+    }
+
+    /// What a moderation service is sent: the texts found in the bytes are the value walk's.
+    fn same_texts(doc: &Value, answer: bool, walk: TextWalker) {
+        let json = serde_json::to_string(doc).unwrap();
+        let mut by_value: Value = serde_json::from_str(&json).unwrap();
+        let mut want = Vec::new();
+        walk(&mut by_value, &mut |s| want.push(s.clone()));
+        assert_eq!(texts_of(json.as_bytes(), answer), Some(want), "{json}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_request_masked_in_its_bytes_is_the_request_masked_as_a_value((doc, pretty) in document()) {
+            agree(&doc, pretty, request_text, texts);
+            same_texts(&doc, false, texts);
+        }
+
+        #[test]
+        fn an_answer_masked_in_its_bytes_is_the_answer_masked_as_a_value((doc, pretty) in document()) {
+            agree(&doc, pretty, answer_text, answer_texts);
+            same_texts(&doc, true, answer_texts);
+        }
+
+        #[test]
+        fn the_walk_never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(json) = std::str::from_utf8(&bytes) {
+                let _ = json_text::find_texts(json, request_text);
+                let _ = json_text::find_texts(json, answer_text);
+            }
+        }
+
+        #[test]
+        fn the_walk_never_panics_on_broken_json((doc, _) in document(), cut in any::<prop::sample::Index>(), junk in "[\"\\\\{}\\[\\],: a0]{0,3}") {
+            let json = serde_json::to_string(&doc).unwrap();
+            let mut at = cut.index(json.len() + 1);
+            while !json.is_char_boundary(at) {
+                at -= 1;
+            }
+            let broken = format!("{}{junk}{}", &json[..at], &json[at..]);
+            let _ = json_text::find_texts(&broken, request_text);
+            let _ = json_text::find_texts(&broken, answer_text);
+        }
+    }
+
+    #[test]
+    fn a_text_behind_an_escaped_key_is_found() {
+        let json = r#"{"model": "m", "messages": [{"role": "user", "con\u0074ent": "mail bob@example.com"}]}"#;
+        let found = json_text::find_texts(json, request_text).unwrap();
+        assert_eq!(found.len(), 1);
+        let (masked, _) = mask_found(&policy(), json, &found);
+        assert_eq!(
+            masked.unwrap(),
+            r#"{"model": "m", "messages": [{"role": "user", "con\u0074ent": "mail [EMAIL]"}]}"#
+        );
+    }
+
+    #[test]
+    fn a_top_level_array_or_deep_nesting_is_left_to_the_value_walk() {
+        assert!(
+            json_text::find_texts(
+                &format!("{}1{}", "[".repeat(200), "]".repeat(200)),
+                answer_text
+            )
+            .is_none()
+        );
+        assert!(json_text::find_texts(r#"{"content": "\ud800"}"#, request_text).is_none());
+    }
 }

@@ -24,18 +24,20 @@ use tollgate_snapshot::{
 use super::ask::Endpoint;
 use super::body::ResponseBody;
 use super::guard::{
-    answer_texts, argument_texts, guardrail_endpoint, read_whole_answer, rejected, texts,
+    argument_texts, guardrail_endpoint, read_whole_answer, rejected, stream_format, texts_of,
     tool_result_texts, with_body,
 };
 use super::record::Call;
 use super::shared::Shared;
 use crate::error::ApiError;
-use crate::guard::Decision;
 use crate::guard::moderation::{Subject, Verdict, read_answer, request_body};
+use crate::guard::{Decision, stream_texts};
 use crate::upstream::UpstreamError;
 
 /// Largest answer read from a moderation service.
 const MAX_ANSWER: usize = 1024 * 1024;
+/// Largest streamed answer held for an answer-side moderation rule.
+const MAX_HELD: usize = 16 * 1024 * 1024;
 
 /// The moderation rules that check one side of a call, each with its guardrail (route's first).
 fn rules(
@@ -67,35 +69,6 @@ fn endpoint_name(endpoint: GuardrailEndpoint) -> &'static str {
     }
 }
 
-/// Refuses, before anything goes upstream, a stream whose answer a moderation rule would check:
-/// the service judges whole texts, and a stream's text has reached the caller before it is whole.
-pub fn refuse_unmoderable_stream(
-    snapshot: &Snapshot,
-    route: RouteIdx,
-    endpoint: Endpoint,
-    call: &mut Call,
-) -> Result<(), ApiError> {
-    if !call.stream
-        || matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens)
-        || rules(
-            snapshot,
-            route,
-            call.consumer,
-            guardrail_endpoint(endpoint),
-            false,
-        )
-        .is_empty()
-    {
-        return Ok(());
-    }
-    let error = ApiError::bad_request(
-        "stream_not_supported",
-        "This API's guardrails moderate whole answers, which a stream cannot wait for: call it without stream.",
-    );
-    call.fail(error.code);
-    Err(error)
-}
-
 /// Asks the moderation rules of the request side about the caller's text (the body as it goes
 /// upstream, masked already).
 pub async fn moderate_request(
@@ -112,17 +85,17 @@ pub async fn moderate_request(
         return Ok(());
     }
     // A body that is not JSON is refused with its own 400 when it is read as a request.
-    let Ok(mut doc) = serde_json::from_slice::<Value>(body) else {
+    let Some(collected) = texts_of(body, false) else {
         return Ok(());
     };
-    let mut collected = Vec::new();
-    texts(&mut doc, &mut |s| collected.push(s.clone()));
     let route_id = snapshot.content.routes[route as usize].id.to_string();
     moderate(shared, &found, &collected, "request", &route_id, side, call).await
 }
 
-/// Asks the moderation rules of the answer side about a whole answer's text; a streamed answer
-/// passes (it was refused before it started if a rule would check it).
+/// Asks the moderation rules of the answer side about a whole answer's text. A streamed answer is
+/// held until it has ended (through its text rules: masked, or ended by a Reject rule's error
+/// event), its text asked about, and then sent whole, or refused like a whole answer: nothing of it
+/// has reached the caller yet, so the refusal is the same 400 (or 503) in the caller's shape.
 pub async fn moderate_answer(
     shared: &Shared,
     snapshot: &Snapshot,
@@ -134,10 +107,6 @@ pub async fn moderate_answer(
     let side = guardrail_endpoint(endpoint);
     if !response.status().is_success()
         || matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens)
-        || response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
     {
         return Ok(response);
     }
@@ -145,11 +114,40 @@ pub async fn moderate_answer(
     if found.is_empty() {
         return Ok(response);
     }
+    let route_id = snapshot.content.routes[route as usize].id.to_string();
+    let streamed = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streamed && let Some(format) = stream_format(endpoint) {
+        let held = match response.body_mut().read_held(call, MAX_HELD).await {
+            Ok(Some(held)) => held,
+            Ok(None) => {
+                let error = ApiError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "answer_too_large",
+                    format!(
+                        "The streamed answer is longer than the {} MiB a moderation rule of this API can hold to check.",
+                        MAX_HELD >> 20
+                    ),
+                );
+                call.fail(error.code);
+                return Err(error);
+            }
+            Err(_) => {
+                return Err(ApiError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "The provider's answer broke off before it was complete.",
+                ));
+            }
+        };
+        let collected = stream_texts(format, &held);
+        moderate(shared, &found, &collected, "answer", &route_id, side, call).await?;
+        return Ok(with_body(response, Bytes::from(held)));
+    }
     let body = read_whole_answer(&mut response, call).await?;
-    if let Ok(mut doc) = serde_json::from_slice::<Value>(&body) {
-        let mut collected = Vec::new();
-        answer_texts(&mut doc, &mut |s| collected.push(s.clone()));
-        let route_id = snapshot.content.routes[route as usize].id.to_string();
+    if let Some(collected) = texts_of(&body, true) {
         moderate(shared, &found, &collected, "answer", &route_id, side, call).await?;
     }
     Ok(with_body(response, Bytes::from(body)))

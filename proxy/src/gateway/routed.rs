@@ -37,8 +37,6 @@ pub(super) async fn model_call(
     let bytes = call::guard_request(snapshot, admitted.route, endpoint, bytes, call)?;
     let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, call)?
         .with_caller_headers(headers);
-    // A stream the moderation rules cannot check is refused before their service is asked.
-    call::refuse_unmoderable_stream(snapshot, admitted.route, endpoint, call)?;
     call::moderate_request(shared, snapshot, admitted.route, endpoint, &bytes, call).await?;
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());
     let cost_ceiling = routed.cost_ceiling_usd(estimate);

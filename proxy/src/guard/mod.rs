@@ -5,6 +5,7 @@
 
 mod check;
 mod detect;
+pub mod json_text;
 pub mod moderation;
 #[cfg(test)]
 mod oracle;
@@ -18,6 +19,6 @@ mod tests;
 pub use check::{Decision, Policy, Refusal};
 #[cfg(test)]
 use scan::find;
-pub use sse::{AnswerStream, StreamFormat};
+pub use sse::{AnswerStream, StreamFormat, stream_texts};
 #[cfg(test)]
 use stream::{HOLD_BACK_BYTES, MAX_PENDING_BYTES, StreamGuard};

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::check::{Decision, Policy};
+use super::json_text;
 use super::stream::StreamGuard;
 
 /// The stream formats whose text can be checked.
@@ -40,6 +41,8 @@ pub struct AnswerStream {
     decisions: Vec<Decision>,
     /// The next `sequence_number` (Responses).
     sequence: u64,
+    /// Whether OpenAI chunks are checked in their own bytes (tests turn it off to compare).
+    in_place: bool,
 }
 
 impl AnswerStream {
@@ -53,6 +56,7 @@ impl AnswerStream {
             rejected: None,
             decisions: Vec::new(),
             sequence: 0,
+            in_place: true,
         }
     }
 
@@ -79,14 +83,19 @@ impl AnswerStream {
             return out;
         }
         self.buffer.extend_from_slice(bytes);
-        while let Some((end, sep)) = event_end(&self.buffer) {
-            let event: Vec<u8> = self.buffer.drain(..end + sep).collect();
-            self.event(&event[..end], &mut out);
+        // Every complete event read in place, and the buffer moved up once: a frame of many events
+        // costs one pass, not one per event.
+        let buffer = std::mem::take(&mut self.buffer);
+        let mut at = 0;
+        while let Some((end, sep)) = event_end(&buffer[at..]) {
+            self.event(&buffer[at..at + end], &mut out);
+            at += end + sep;
             if self.rejected.is_some() {
-                self.buffer.clear();
-                break;
+                return out;
             }
         }
+        self.buffer = buffer;
+        self.buffer.drain(..at);
         out
     }
 
@@ -108,6 +117,12 @@ impl AnswerStream {
     }
 
     fn event(&mut self, event: &[u8], out: &mut Vec<u8>) {
+        if self.format == StreamFormat::OpenAiChat
+            && self.in_place
+            && self.openai_in_place(event, out)
+        {
+            return;
+        }
         let Ok(text) = std::str::from_utf8(event) else {
             out.extend_from_slice(event);
             out.extend_from_slice(b"\n\n");
@@ -203,6 +218,51 @@ impl AnswerStream {
                 }
             },
         }
+    }
+
+    /// An OpenAI chunk checked in its own bytes: its deltas' text found with a cursor and only the
+    /// text the window changed written back over its literal. `false` leaves the event to
+    /// [`Self::openai`]: not a single `data:` line, `[DONE]`, a choice that finishes (its held text
+    /// may need a member the chunk lacks), or a chunk the cursor cannot read.
+    fn openai_in_place(&mut self, event: &[u8], out: &mut Vec<u8>) -> bool {
+        if memchr::memchr(b'\n', event).is_some() {
+            return false;
+        }
+        let Some(data) = event
+            .strip_prefix(b"data:")
+            .and_then(|d| std::str::from_utf8(d).ok())
+        else {
+            return false;
+        };
+        let data = data.strip_prefix(' ').unwrap_or(data);
+        let Some(choices) = chunk_choices(data) else {
+            return false;
+        };
+        if choices.iter().any(|c| c.finished) {
+            return false;
+        }
+        let mut edits = Vec::new();
+        for choice in choices {
+            let Some((at, text)) = choice.content else {
+                continue;
+            };
+            match self.guard(choice.index).push(&text) {
+                Ok(released) if released == text => {}
+                Ok(released) => edits.push((at, json_text::literal(&released))),
+                Err(rule) => {
+                    self.reject(rule, out);
+                    return true;
+                }
+            }
+        }
+        out.extend_from_slice(b"data: ");
+        if edits.is_empty() {
+            out.extend_from_slice(data.as_bytes());
+        } else {
+            out.extend_from_slice(json_text::splice(data, &edits).as_bytes());
+        }
+        out.extend_from_slice(b"\n\n");
+        true
     }
 
     fn openai(&mut self, raw: &str, data: &str, out: &mut Vec<u8>) {
@@ -468,16 +528,179 @@ fn strings(value: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     }
 }
 
+/// The text a whole streamed answer in `format` wrote, one string per choice, content block or
+/// output (in their order): what a moderation service is asked about once the stream has ended.
+/// Events that are not JSON, and an error event's message, are not text the model wrote.
+pub fn stream_texts(format: StreamFormat, stream: &[u8]) -> Vec<String> {
+    let mut texts: BTreeMap<u64, String> = BTreeMap::new();
+    let mut rest = stream;
+    while !rest.is_empty() {
+        let (event, next) = match event_end(rest) {
+            Some((end, sep)) => (&rest[..end], &rest[end + sep..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
+        let Ok(event) = std::str::from_utf8(event) else {
+            continue;
+        };
+        let mut name = None;
+        let mut data = String::new();
+        for line in event.lines() {
+            if let Some(n) = line.strip_prefix("event:") {
+                name = Some(n.trim());
+            } else if let Some(d) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            }
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
+            continue;
+        };
+        let mut add = |index: u64, text: Option<&str>| {
+            if let Some(text) = text {
+                texts.entry(index).or_default().push_str(text);
+            }
+        };
+        match format {
+            StreamFormat::OpenAiChat => {
+                for choice in v["choices"].as_array().into_iter().flatten() {
+                    add(
+                        choice["index"].as_u64().unwrap_or(0),
+                        choice["delta"]["content"].as_str(),
+                    );
+                }
+            }
+            StreamFormat::AnthropicMessages => {
+                if v["type"] == "content_block_delta" && v["delta"]["type"] == "text_delta" {
+                    add(
+                        v["index"].as_u64().unwrap_or(0),
+                        v["delta"]["text"].as_str(),
+                    );
+                }
+            }
+            StreamFormat::Prompt => {
+                if name == Some("delta") {
+                    add(0, v["text"].as_str());
+                }
+            }
+            StreamFormat::Responses => {
+                if v["type"] == "response.output_text.delta" {
+                    let index = (v["output_index"].as_u64().unwrap_or(0) << 32)
+                        | (v["content_index"].as_u64().unwrap_or(0) & 0xffff_ffff);
+                    add(index, v["delta"].as_str());
+                }
+            }
+        }
+    }
+    texts.into_values().collect()
+}
+
+/// What the check of a chat chunk needs of one choice.
+struct ChunkChoice<'a> {
+    index: u64,
+    /// `delta.content`, when a string: its literal's place in the chunk and its text.
+    content: Option<(std::ops::Range<usize>, std::borrow::Cow<'a, str>)>,
+    /// Whether `finish_reason` is set.
+    finished: bool,
+}
+
+/// The choices of a chat chunk, read as `serde_json::Value` would give them to [`AnswerStream::openai`]
+/// (a missing or odd `index` is 0, `content` counts only as a string); `None` when the chunk is not an
+/// object with a `choices` array, or names a member the check reads twice.
+fn chunk_choices(data: &str) -> Option<Vec<ChunkChoice<'_>>> {
+    let mut at = json_text::Cursor::new(data);
+    at.enter(b'{')?;
+    let mut choices = None;
+    while let Some(key) = at.next_key()? {
+        if key != "choices" {
+            at.raw()?;
+            continue;
+        }
+        if choices.is_some() {
+            return None;
+        }
+        at.enter(b'[')?;
+        let mut list = Vec::new();
+        while at.next_element()? {
+            list.push(chunk_choice(&mut at)?);
+        }
+        choices = Some(list);
+    }
+    at.at_end().then_some(())?;
+    choices
+}
+
+fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
+    let mut choice = ChunkChoice {
+        index: 0,
+        content: None,
+        finished: false,
+    };
+    if at.peek()? != b'{' {
+        at.raw()?;
+        return Some(choice);
+    }
+    at.enter(b'{')?;
+    let (mut index, mut delta, mut finish) = (false, false, false);
+    while let Some(key) = at.next_key()? {
+        match &*key {
+            "index" => {
+                if std::mem::replace(&mut index, true) {
+                    return None;
+                }
+                choice.index = at.raw()?.parse().unwrap_or(0);
+            }
+            "finish_reason" => {
+                if std::mem::replace(&mut finish, true) {
+                    return None;
+                }
+                choice.finished = at.raw()? != "null";
+            }
+            "delta" if at.peek()? == b'{' => {
+                if std::mem::replace(&mut delta, true) {
+                    return None;
+                }
+                at.enter(b'{')?;
+                let mut content = false;
+                while let Some(key) = at.next_key()? {
+                    if key != "content" {
+                        at.raw()?;
+                    } else if std::mem::replace(&mut content, true) {
+                        return None;
+                    } else if at.peek()? == b'"' {
+                        choice.content = Some(at.string()?);
+                    } else {
+                        at.raw()?;
+                    }
+                }
+            }
+            "delta" => {
+                if std::mem::replace(&mut delta, true) {
+                    return None;
+                }
+                at.raw()?;
+            }
+            _ => {
+                at.raw()?;
+            }
+        }
+    }
+    Some(choice)
+}
+
 /// Where the first complete event ends, and the length of its separator.
 fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
+    let lf = memchr::memmem::find(buffer, b"\n\n");
+    // A CRLF separator counts only where it starts before the first LF one.
+    let scope = lf.map_or(buffer.len(), |a| (a + 3).min(buffer.len()));
+    let crlf = memchr::memmem::find(&buffer[..scope], b"\r\n\r\n");
     match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+        (Some(a), Some(b)) if b < a => Some((b, 4)),
+        (Some(a), _) => Some((a, 2)),
+        (None, Some(b)) => Some((b, 4)),
+        (None, None) => None,
     }
 }
 
@@ -527,6 +750,81 @@ mod tests {
                     .map(String::from)
             })
             .collect()
+    }
+
+    /// An OpenAI stream's events, each read back (`[DONE]` as a string).
+    fn events_of(out: &[u8]) -> Vec<Value> {
+        String::from_utf8_lossy(out)
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let data = e.strip_prefix("data: ").unwrap_or(e);
+                serde_json::from_str(data).unwrap_or_else(|_| Value::String(e.to_string()))
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500),
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// A chat stream checked in its events' own bytes gives the events that reading each into a
+        /// value, checking and writing it again gives: any text, any chunking, two choices, extra
+        /// members, escapes, finish reasons.
+        #[test]
+        fn openai_chunks_checked_in_their_bytes_are_the_chunks_checked_as_values(
+            pieces in proptest::collection::vec(
+                (0u64..2, proptest::prop_oneof![
+                    proptest::strategy::Just("mail bob@exa".to_string()),
+                    proptest::strategy::Just("mple.com or ".to_string()),
+                    proptest::strategy::Just("alice@example.org\n".to_string()),
+                    proptest::strategy::Just("\"q\" \\ é😀 ".to_string()),
+                    "[a-z @.]{0,40}",
+                    "\\PC{0,8}",
+                ], 0u8..4),
+                0..40,
+            ),
+            reject in proptest::prelude::any::<bool>(),
+            split in 1usize..64,
+        ) {
+            let mut input = Vec::new();
+            for (index, text, shape) in &pieces {
+                let chunk = match shape {
+                    0 => json!({"id": "c", "choices": [{"index": index, "delta": {"content": text}, "finish_reason": null}]}),
+                    1 => json!({"choices": [{"delta": {"role": "assistant", "content": text}, "index": index}], "model": "m"}),
+                    2 => json!({"choices": [{"index": 0, "delta": {"content": text}}, {"index": 1, "delta": {"content": text}, "logprobs": null}]}),
+                    _ => json!({"choices": [{"index": index, "delta": {}, "finish_reason": "stop"}]}),
+                };
+                let data = if *shape == 1 { serde_json::to_string_pretty(&chunk).unwrap().replace('\n', " ") } else { chunk.to_string() };
+                input.extend_from_slice(format!("data: {data}\n\n").as_bytes());
+            }
+            input.extend_from_slice(b"data: [DONE]\n\n");
+            let action = if reject { GuardrailAction::Reject } else { GuardrailAction::Mask };
+            let run = |in_place: bool| {
+                let mut answer = AnswerStream::new(StreamFormat::OpenAiChat, policy(action));
+                answer.in_place = in_place;
+                let mut out = Vec::new();
+                for piece in input.chunks(split) {
+                    out.extend(answer.feed(piece));
+                }
+                out.extend(answer.finish());
+                (events_of(&out), answer.rejected().cloned(), answer.decisions())
+            };
+            proptest::prop_assert_eq!(run(true), run(false));
+        }
+    }
+
+    #[test]
+    fn an_event_ends_at_the_first_separator_of_either_kind() {
+        assert_eq!(event_end(b"data: a\n\ndata: b\r\n\r\n"), Some((7, 2)));
+        assert_eq!(event_end(b"data: a\r\n\r\ndata: b\n\n"), Some((7, 4)));
+        assert_eq!(event_end(b"data: a\r\n\r\n"), Some((7, 4)));
+        assert_eq!(event_end(b"data: a\r\n\n"), Some((8, 2)));
+        assert_eq!(event_end(b"data: a\r\n"), None);
+        assert_eq!(event_end(b""), None);
     }
 
     #[test]

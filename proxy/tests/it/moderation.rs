@@ -2,7 +2,7 @@
 //! resolves the provider, its key and the webhook's Secret as in a cluster) and a real HTTP server on
 //! 127.0.0.1 playing the moderation service: flagged → refused, clean → passes, slow and down under
 //! `failureMode` Open (passes, noted) and Closed (503), the provider's key sent to the service and
-//! never shown to the caller, the webhook's contract, whole answers moderated, streams refused.
+//! never shown to the caller, the webhook's contract, whole answers moderated, streamed answers held and moderated whole.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -384,7 +384,7 @@ async fn a_service_that_is_down_passes_calls_under_open_and_refuses_them_under_c
 }
 
 #[tokio::test]
-async fn a_webhook_gets_the_documented_contract_and_its_secret_and_moderates_whole_answers_and_refuses_streams()
+async fn a_webhook_gets_the_documented_contract_and_its_secret_and_moderates_whole_answers_and_streams()
  {
     let moderator = Moderator::start().await;
     let run = start(resources(moderator.port, &webhook_rule(moderator.port))).await;
@@ -419,9 +419,115 @@ async fn a_webhook_gets_the_documented_contract_and_its_secret_and_moderates_who
         asked[1].body
     );
 
-    // A stream cannot wait for a whole-answer check: refused before anything goes upstream.
+    // A stream is held until it ends and judged whole: nothing of it has been sent, so it is
+    // refused as a whole answer is, in the caller's shape.
     let reply = post(&proxy.url(CHAT), KEY, &chat("hello", true)).await;
     reply.assert_status(400);
-    assert_eq!(reply.error_code(), "stream_not_supported");
-    assert_eq!(moderator.seen().len(), 2);
+    assert_eq!(reply.error_code(), "content_policy_violation");
+    let asked = moderator.seen();
+    assert_eq!(
+        asked.len(),
+        4,
+        "the request, then the whole streamed answer"
+    );
+    assert_eq!(asked[3].body["direction"], "response");
+    let texts = asked[3].body["texts"].as_array().unwrap();
+    assert_eq!(texts.len(), 1, "{}", asked[3].body);
+    assert!(!texts[0].as_str().unwrap().is_empty());
+
+    let reply = post(
+        &proxy.url("/m/v1/messages"),
+        KEY,
+        &json!({"model": "fake-chat", "max_tokens": 20, "stream": true,
+                "messages": [{"role": "user", "content": "hello"}]}),
+    )
+    .await;
+    reply.assert_status(400);
+    let v = reply.json();
+    assert_eq!(v["type"], "error", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("hook"),
+        "{v}"
+    );
+    let line = proxy.log_line_of(&reply.request_id()).await;
+    assert_eq!(line["error_class"], "content_policy_violation", "{line}");
+    assert_eq!(
+        line["guardrails"],
+        json!([{"rule": "hook", "action": "reject"}]),
+        "{line}"
+    );
+    assert_eq!(line["stream"], true, "{line}");
+}
+
+/// The text a caller got from an OpenAI chat stream, and whether it ended with `[DONE]`.
+fn streamed_text(body: &[u8]) -> (String, bool) {
+    let body = String::from_utf8_lossy(body);
+    let mut text = String::new();
+    for data in body.split("\n\n").filter_map(|e| e.strip_prefix("data: ")) {
+        if let Ok(v) = serde_json::from_str::<Value>(data) {
+            text.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+        }
+    }
+    (text, body.ends_with("data: [DONE]\n\n"))
+}
+
+#[tokio::test]
+async fn a_streamed_answer_is_held_and_moderated_whole_then_sent_or_refused_under_the_failure_mode()
+{
+    let moderator = Moderator::start().await;
+    let run = start(resources(moderator.port, &provider_rule("Closed", "2s"))).await;
+    let proxy = &run.proxy;
+
+    // Clean: the whole stream arrives, and the service was asked about exactly the text sent.
+    let reply = post(&proxy.url(CHAT), KEY, &chat("hello there", true)).await;
+    reply.assert_status(200);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let (text, done) = streamed_text(&reply.body);
+    assert!(
+        done && !text.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let asked = moderator.seen();
+    assert_eq!(asked.len(), 2, "the request, then the answer");
+    assert_eq!(asked[1].body["input"], json!([text]));
+
+    // The service down under Closed: 503 before any of the stream is sent.
+    moderator.set(Behaviour {
+        delay: Duration::ZERO,
+        status: Some(500),
+    });
+    let reply = post(&proxy.url(CHAT), KEY, &chat("hello there", true)).await;
+    // The request side is asked first and refuses already: same rule, same 503.
+    reply.assert_status(503);
+    assert_eq!(reply.error_code(), "moderation_unavailable");
+    drop(run);
+
+    // Under Open a slow service lets the held stream through, noted.
+    moderator.set(Behaviour {
+        delay: Duration::from_millis(2_000),
+        status: None,
+    });
+    let run = start(resources(moderator.port, &provider_rule("Open", "300ms"))).await;
+    let started = Instant::now();
+    let reply = post(&run.proxy.url(CHAT), KEY, &chat("hello again", true)).await;
+    reply.assert_status(200);
+    let (text, done) = streamed_text(&reply.body);
+    assert!(done && !text.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_millis(1_800),
+        "{:?}",
+        started.elapsed()
+    );
+    let line = run.proxy.log_line_of(&reply.request_id()).await;
+    assert_eq!(
+        line["guardrails"],
+        json!([{"rule": "moderation", "action": "fail_open"}]),
+        "{line}"
+    );
 }

@@ -8,6 +8,7 @@
 mod fixtures;
 mod http;
 mod mcp;
+mod moderation;
 mod portal;
 mod rest;
 mod support;

@@ -1,0 +1,321 @@
+//! The text strings of a JSON document found in its own bytes, and replacements spliced back into
+//! them: checking a body this way costs a skim of its bytes instead of a `serde_json::Value` read and
+//! written again, and a body whose text nothing masks goes on exactly as it came.
+//!
+//! The walk expects valid JSON and checks only what it needs to find its way; on other text it
+//! answers `None` or some reading of it, never a panic. Callers read a `None` the slow way.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// Deepest nesting walked; deeper documents are read the slow way (serde_json stops at 128 too).
+const MAX_DEPTH: usize = 128;
+
+/// One string the walk picked: where its literal lies (quotes included) and its decoded text.
+#[derive(Debug)]
+pub struct Found<'a> {
+    /// The literal's bytes in the document, quotes included.
+    pub at: Range<usize>,
+    /// The string's value.
+    pub text: Cow<'a, str>,
+}
+
+/// Which members hold text: given whether the enclosing value is text, the depth of the object
+/// (0 for the document's own members) and a member's key, whether the member's value is text;
+/// `None` to pass over the member without looking inside it.
+pub type Select = fn(bool, usize, &str) -> Option<bool>;
+
+/// Every string of `json` that `select` marks as text, in document order; `None` when `json` is not
+/// one JSON value the walk can follow, nests deeper than [`MAX_DEPTH`], or a picked string does not
+/// decode (a lone surrogate).
+pub fn find_texts(json: &str, select: Select) -> Option<Vec<Found<'_>>> {
+    let mut walk = Walk {
+        s: json,
+        b: json.as_bytes(),
+        i: 0,
+        select,
+        found: Vec::new(),
+    };
+    walk.value(false, 0, MAX_DEPTH)?;
+    walk.space();
+    (walk.i == walk.b.len()).then_some(walk.found)
+}
+
+/// `json` with each range of `edits` (sorted, not overlapping) replaced by its text.
+pub fn splice(json: &str, edits: &[(Range<usize>, String)]) -> String {
+    let extra: usize = edits.iter().map(|(_, t)| t.len()).sum();
+    let mut out = String::with_capacity(json.len() + extra);
+    let mut at = 0;
+    for (range, text) in edits {
+        out.push_str(&json[at..range.start]);
+        out.push_str(text);
+        at = range.end;
+    }
+    out.push_str(&json[at..]);
+    out
+}
+
+/// `text` as a JSON string literal.
+pub fn literal(text: &str) -> String {
+    serde_json::to_string(text).expect("a string encodes")
+}
+
+struct Walk<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+    select: Select,
+    found: Vec<Found<'a>>,
+}
+
+impl<'a> Walk<'a> {
+    fn space(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(c)
+    }
+
+    /// The string starting at the current `"`: its literal's range and whether it holds escapes.
+    fn string(&mut self) -> Option<(Range<usize>, bool)> {
+        let start = self.i;
+        self.i += 1;
+        let mut escaped = false;
+        loop {
+            self.i += memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
+            if self.next()? == b'"' {
+                return Some((start..self.i, escaped));
+            }
+            escaped = true;
+            // The escaped byte; a `\u` escape's hex digits need no attention.
+            self.next()?;
+        }
+    }
+
+    /// The value of a string literal at `at`.
+    fn decode(&self, at: Range<usize>, escaped: bool) -> Option<Cow<'a, str>> {
+        let s: &'a str = self.s;
+        if escaped {
+            serde_json::from_str::<String>(s.get(at)?)
+                .ok()
+                .map(Cow::Owned)
+        } else {
+            s.get(at.start + 1..at.end - 1).map(Cow::Borrowed)
+        }
+    }
+
+    /// One value; `text` says whether a string here is text, `level` is the depth of an object
+    /// starting here, `depth` how many more levels may open.
+    fn value(&mut self, text: bool, level: usize, depth: usize) -> Option<()> {
+        self.space();
+        match *self.b.get(self.i)? {
+            b'"' => {
+                let (at, escaped) = self.string()?;
+                if text {
+                    let value = self.decode(at.clone(), escaped)?;
+                    self.found.push(Found { at, text: value });
+                }
+                Some(())
+            }
+            b'{' => {
+                let depth = depth.checked_sub(1)?;
+                self.i += 1;
+                self.space();
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.space();
+                    if self.b.get(self.i) != Some(&b'"') {
+                        return None;
+                    }
+                    let (at, escaped) = self.string()?;
+                    let key = self.decode(at, escaped)?;
+                    self.space();
+                    (self.next()? == b':').then_some(())?;
+                    match (self.select)(text, level, &key) {
+                        Some(inner) => self.value(inner, level + 1, depth)?,
+                        None => self.skip(depth)?,
+                    }
+                    self.space();
+                    match self.next()? {
+                        b',' => {}
+                        b'}' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                let depth = depth.checked_sub(1)?;
+                self.i += 1;
+                self.space();
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.value(text, level, depth)?;
+                    self.space();
+                    match self.next()? {
+                        b',' => {}
+                        b']' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            _ => {
+                let from = self.i;
+                while !matches!(
+                    self.b.get(self.i),
+                    None | Some(
+                        b',' | b']'
+                            | b'}'
+                            | b':'
+                            | b'"'
+                            | b'{'
+                            | b'['
+                            | b' '
+                            | b'\t'
+                            | b'\n'
+                            | b'\r'
+                    )
+                ) {
+                    self.i += 1;
+                }
+                (self.i > from).then_some(())
+            }
+        }
+    }
+
+    /// Past one value without looking for text in it.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        self.space();
+        match *self.b.get(self.i)? {
+            b'"' => self.string().map(drop),
+            b'{' | b'[' => {
+                let mut open = 0usize;
+                loop {
+                    match *self.b.get(self.i)? {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => {
+                            open += 1;
+                            if open > depth {
+                                return None;
+                            }
+                        }
+                        b'}' | b']' => {
+                            open -= 1;
+                            if open == 0 {
+                                self.i += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+            }
+            _ => self.value(false, 0, 0),
+        }
+    }
+}
+
+/// A cursor over one JSON document, for reading a few members of a known shape in one pass: the
+/// caller steps into the objects and arrays on its way and passes over everything else.
+pub struct Cursor<'a> {
+    walk: Walk<'a>,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor before the value of `json`.
+    pub fn new(json: &'a str) -> Self {
+        fn none(_: bool, _: usize, _: &str) -> Option<bool> {
+            None
+        }
+        Cursor {
+            walk: Walk {
+                s: json,
+                b: json.as_bytes(),
+                i: 0,
+                select: none,
+                found: Vec::new(),
+            },
+        }
+    }
+
+    /// The first byte of the value that starts here.
+    pub fn peek(&mut self) -> Option<u8> {
+        self.walk.space();
+        self.walk.b.get(self.walk.i).copied()
+    }
+
+    /// Steps into the object (`open` `{`) or array (`[`) that starts here.
+    pub fn enter(&mut self, open: u8) -> Option<()> {
+        (self.peek()? == open).then(|| self.walk.i += 1)
+    }
+
+    /// Inside an object: the next member's key, the cursor left before its value (which the caller
+    /// reads or passes over), or `Some(None)` past the object's end.
+    pub fn next_key(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.peek()? == b',' {
+            self.walk.i += 1;
+        }
+        match self.peek()? {
+            b'}' => {
+                self.walk.i += 1;
+                Some(None)
+            }
+            b'"' => {
+                let (at, escaped) = self.walk.string()?;
+                let key = self.walk.decode(at, escaped)?;
+                (self.peek()? == b':').then(|| self.walk.i += 1)?;
+                Some(Some(key))
+            }
+            _ => None,
+        }
+    }
+
+    /// Inside an array: whether another element starts here (`false` past the array's end).
+    pub fn next_element(&mut self) -> Option<bool> {
+        if self.peek()? == b',' {
+            self.walk.i += 1;
+        }
+        if self.peek()? == b']' {
+            self.walk.i += 1;
+            return Some(false);
+        }
+        Some(true)
+    }
+
+    /// Past the value that starts here; its text.
+    pub fn raw(&mut self) -> Option<&'a str> {
+        self.walk.space();
+        let from = self.walk.i;
+        self.walk.skip(MAX_DEPTH)?;
+        let s: &'a str = self.walk.s;
+        s.get(from..self.walk.i)
+    }
+
+    /// The string that starts here: its literal's range and its value.
+    pub fn string(&mut self) -> Option<(Range<usize>, Cow<'a, str>)> {
+        (self.peek()? == b'"').then_some(())?;
+        let (at, escaped) = self.walk.string()?;
+        let text = self.walk.decode(at.clone(), escaped)?;
+        Some((at, text))
+    }
+
+    /// Whether nothing but white space is left.
+    pub fn at_end(&mut self) -> bool {
+        self.walk.space();
+        self.walk.i == self.walk.b.len()
+    }
+}
