@@ -281,7 +281,10 @@ mod tests {
             .lookup(ProviderType::VertexAi, "gemini-2.5-flash")
             .expect("listed");
         assert_eq!(gemini.price().cached_input_per_million, Some(0.03));
-        assert_eq!(list.lookup(ProviderType::VertexAi, "gemini-embedding-001"), None);
+        assert_eq!(
+            list.lookup(ProviderType::VertexAi, "gemini-embedding-001"),
+            None
+        );
     }
 
     #[test]

@@ -381,7 +381,10 @@ fn resolve_endpoint(spec: &ModelProviderSpec, invalid: &mut Vec<String>) -> Opti
             };
             let default = default_endpoint(provider_type, region);
             if default.is_none()
-                && !matches!(provider_type, ProviderType::Bedrock | ProviderType::VertexAi)
+                && !matches!(
+                    provider_type,
+                    ProviderType::Bedrock | ProviderType::VertexAi
+                )
             {
                 invalid.push(format!(
                     "set spec.endpoint: a {} provider has no default address",

@@ -10,5 +10,5 @@ mod rules_rest;
 mod rules_routing;
 mod support;
 mod traffic;
-mod vertex;
 mod verdicts;
+mod vertex;

@@ -75,7 +75,10 @@ fn a_vertex_provider_gets_its_regional_endpoint_token_endpoint_and_key() {
 
 #[test]
 fn a_vertex_provider_without_its_project_is_invalid() {
-    let mut inputs = vertex_inputs(json!({"project": "acme-ai", "region": "us-east5"}), KEY_JSON);
+    let mut inputs = vertex_inputs(
+        json!({"project": "acme-ai", "region": "us-east5"}),
+        KEY_JSON,
+    );
     inputs.providers[0].spec.vertex = None;
     let compiled = run(&inputs);
     let (ok, reason, message) = cond(
