@@ -365,12 +365,14 @@ fn translated(
                 ));
             }
             let req = chat_request(request)?;
-            let body = bedrock::build_request(&req).map_err(Failed::rejected)?;
-            (
+            let tool = bedrock::json_tool(&req, model);
+            let body = bedrock::build_request(&req, tool.as_ref()).map_err(Failed::rejected)?;
+            return Ok((
                 format!("{}{}", provider.endpoint, bedrock::path(model, ask.stream)),
                 encode(&body),
                 Wire::Bedrock,
-            )
+                tool.map(|(name, _)| name),
+            ));
         }
         ProviderType::AzureOpenAI => {
             let deployment = azure_deployment(provider, model);
