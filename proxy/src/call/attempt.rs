@@ -78,10 +78,20 @@ pub(super) async fn attempt(
         ));
     }
     // Boxed: reading and translating answers holds far more state than relaying them.
-    Box::pin(translate_answer(
+    let answered = Box::pin(translate_answer(
         provider, backend, ask, call, out, upstream, deadline,
     ))
-    .await
+    .await;
+    if let Err(failed) = &answered
+        && failed.cause == failure::Cause::KeyRefused
+        && provider.provider_type == ProviderType::VertexAi
+        && let (Some(target), Ok(account)) = (&provider.vertex, parts.service_account(call.key))
+    {
+        // Vertex refused the access token (revoked, or the account lost its role): the next call
+        // asks for a new one rather than sending this one again until it expires.
+        shared.google_tokens.forget(account, &target.token_endpoint);
+    }
+    answered
 }
 
 /// Sends `out` to `provider` (taking its URL, `Host` and body: they are not needed again), waiting for the response headers no longer than its connect and

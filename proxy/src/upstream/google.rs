@@ -333,6 +333,19 @@ impl GoogleTokens {
         }
     }
 
+    /// Drops `account`'s cached token at `endpoint` (its API refused it): the next call fetches one.
+    pub fn forget(&self, account: &ServiceAccount, endpoint: &str) {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(endpoint.to_string(), account.digest))
+            .cloned();
+        if let Some(slot) = slot {
+            *slot.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
     fn fresh(&self, slot: &Slot, margin_ms: i64) -> Option<HeaderValue> {
         let now = self.clock.now_unix_ms();
         slot.token

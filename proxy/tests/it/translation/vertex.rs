@@ -254,7 +254,7 @@ async fn a_refused_credential_is_a_502_that_quotes_neither_the_key_nor_the_jwt()
 }
 
 #[tokio::test]
-async fn an_access_token_vertex_refuses_is_a_502_and_the_call_is_not_retried_with_it() {
+async fn an_access_token_vertex_refuses_is_a_502_and_the_next_call_gets_a_new_one() {
     let (fakes, proxy, _clock) = setup(GEMINI).await;
     post(&proxy.url(CHAT), CLIENT_KEY, &ask(false))
         .await
@@ -266,6 +266,16 @@ async fn an_access_token_vertex_refuses_is_a_502_and_the_call_is_not_retried_wit
     assert_eq!(reply.error_code(), "upstream_auth_failed");
     let body = String::from_utf8_lossy(&reply.body).to_string();
     assert!(!body.contains("ya29"), "{body}");
+    assert_eq!(fakes.grants().len(), 1);
+    // The refused token is not sent again: the next call fetches a new one, which Vertex takes.
+    post(&proxy.url(CHAT), CLIENT_KEY, &ask(false))
+        .await
+        .assert_status(200);
+    assert_eq!(fakes.grants().len(), 2);
+    assert_eq!(
+        fakes.vertex.last().header("authorization"),
+        Some("Bearer ya29.test-token-2")
+    );
 }
 
 /// The text of a streamed OpenAI answer.
