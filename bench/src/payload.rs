@@ -127,6 +127,22 @@ pub fn chat_response(text: Text) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).expect("a literal serializes"))
 }
 
+/// The same answer as [`chat_response`] as an Anthropic Messages `message`, for calls translated to
+/// Anthropic.
+pub fn messages_response(text: Text) -> Bytes {
+    let body = json!({
+        "id": "msg_bench000000000000000000",
+        "type": "message",
+        "role": "assistant",
+        "model": "bench-claude",
+        "content": [{"type": "text", "text": text.make(0, 760)}],
+        "stop_reason": "end_turn",
+        "stop_sequence": null,
+        "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS},
+    });
+    Bytes::from(serde_json::to_vec(&body).expect("a literal serializes"))
+}
+
 fn sse(event: &Value) -> Bytes {
     let mut line = b"data: ".to_vec();
     line.extend(serde_json::to_vec(event).expect("a literal serializes"));

@@ -41,6 +41,10 @@ use crate::common::{SecretKeyRef, conditions_schema};
 ).message("spec.credentials is required for this provider type: name the Secret that holds its API key"))]
 #[x_kube(validation = Rule::new("self.type != 'Bedrock' || has(self.bedrock)")
     .message("a Bedrock provider needs spec.bedrock.region"))]
+#[x_kube(validation = Rule::new("self.type != 'VertexAI' || has(self.vertex)")
+    .message("a VertexAI provider needs spec.vertex.project and spec.vertex.region"))]
+#[x_kube(validation = Rule::new("!has(self.vertex) || self.type == 'VertexAI'")
+    .message("spec.vertex applies only to providers of type VertexAI"))]
 #[x_kube(validation = Rule::new("!has(self.fake) || self.type == 'Fake'")
     .message("spec.fake applies only to providers of type Fake"))]
 #[serde(rename_all = "camelCase")]
@@ -75,6 +79,10 @@ pub struct ModelProviderSpec {
     /// Settings for AWS Bedrock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bedrock: Option<BedrockSettings>,
+    /// Settings for Google Vertex AI: project, region, token endpoint. Its credentials are
+    /// service-account JSON keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertex: Option<VertexSettings>,
     /// Behaviour of the built-in Fake provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fake: Option<FakeSettings>,
@@ -149,6 +157,10 @@ pub enum ProviderType {
     Vllm,
     /// Any other OpenAI-compatible server; `endpoint` is required.
     OpenAICompatible,
+    /// Google Vertex AI: Gemini models (`generateContent`) and Anthropic models (`rawPredict`),
+    /// authenticated with a service-account key.
+    #[serde(rename = "VertexAI")]
+    VertexAi,
     /// Built in: deterministic answers without any network, for demos, tests and load tests.
     Fake,
 }
@@ -173,6 +185,7 @@ impl ProviderType {
             Self::Ollama => "Ollama",
             Self::Vllm => "VLLM",
             Self::OpenAICompatible => "OpenAICompatible",
+            Self::VertexAi => "VertexAI",
             Self::Fake => "Fake",
         }
     }
@@ -276,6 +289,32 @@ pub struct BedrockSettings {
         regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
     )]
     pub region: String,
+}
+
+/// Google Vertex AI settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VertexSettings {
+    /// The Google Cloud project id, e.g. `my-project-123`.
+    #[schemars(
+        length(min = 6, max = 30),
+        regex(pattern = r"^[a-z][a-z0-9-]*[a-z0-9]$")
+    )]
+    pub project: String,
+    /// The region (location), e.g. `us-central1`, or `global`.
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^(global|[a-z]+-[a-z]+[0-9]+)$")
+    )]
+    pub region: String,
+    /// Where the service account's signed JWT is exchanged for an access token. Default
+    /// `https://oauth2.googleapis.com/token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    )]
+    pub token_endpoint: Option<String>,
 }
 
 /// How the built-in Fake provider behaves.

@@ -66,6 +66,8 @@ pub struct ProxyConfig {
     /// The key sealing legacy-era MCP session ids (see [`mcp_session_key`]); `None`: a random one,
     /// so that only this replica continues its sessions.
     pub mcp_session_key: Option<[u8; 32]>,
+    /// The clock that providers' access tokens (Vertex AI's) age by; tests move a manual one.
+    pub token_clock: Clock,
 }
 
 impl Default for ProxyConfig {
@@ -89,6 +91,7 @@ impl Default for ProxyConfig {
             cache: CacheConfig::default(),
             traces: None,
             mcp_session_key: None,
+            token_clock: Clock::system(),
         }
     }
 }
@@ -136,6 +139,7 @@ impl Proxy {
             mcp_session_key: config.mcp_session_key.unwrap_or_else(random_key),
             mcp_upstreams: call::McpUpstreams::new(),
             moderation: upstream::ModerationPool::new(),
+            google_tokens: upstream::google::GoogleTokens::new(config.token_clock.clone()),
         });
         Self { config, shared }
     }

@@ -323,6 +323,7 @@ fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> anyhow::Result<Prox
     Ok(ProxyConfig {
         traces,
         mcp_session_key,
+        token_clock: tollgate_proxy::Clock::system(),
         listen: args.listen,
         admin_listen: args.admin_listen,
         tls: match (&args.tls_cert, &args.tls_key) {

@@ -176,6 +176,7 @@ pub fn price_family(provider_type: ProviderType) -> Option<&'static str> {
         ProviderType::Anthropic => "anthropic",
         ProviderType::Gemini => "gemini",
         ProviderType::Bedrock => "bedrock",
+        ProviderType::VertexAi => "vertex",
         ProviderType::Mistral => "mistral",
         ProviderType::Groq => "groq",
         ProviderType::DeepSeek => "deepseek",
@@ -223,6 +224,7 @@ mod tests {
             "deepseek",
             "cohere",
             "xai",
+            "vertex",
         ] {
             let n = list.models.iter().filter(|m| m.provider == family).count();
             assert!(n >= 2, "family {family} has only {n} models");
@@ -262,6 +264,27 @@ mod tests {
             "{profiled}"
         );
         assert_eq!(list.lookup(ProviderType::OpenAI, &profiled), None);
+    }
+
+    #[test]
+    fn vertex_names_claude_with_an_at_date_and_prices_it_as_anthropic_does() {
+        let list = price_list();
+        let vertex = list
+            .lookup(ProviderType::VertexAi, "claude-sonnet-4-5@20250929")
+            .expect("listed");
+        assert_eq!(vertex.name, "claude-sonnet-4-5");
+        let anthropic = list
+            .lookup(ProviderType::Anthropic, "claude-sonnet-4-5")
+            .expect("listed");
+        assert_eq!(vertex.price(), anthropic.price());
+        let gemini = list
+            .lookup(ProviderType::VertexAi, "gemini-2.5-flash")
+            .expect("listed");
+        assert_eq!(gemini.price().cached_input_per_million, Some(0.03));
+        assert_eq!(
+            list.lookup(ProviderType::VertexAi, "gemini-embedding-001"),
+            None
+        );
     }
 
     #[test]

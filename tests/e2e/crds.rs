@@ -258,6 +258,27 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
             "spec.timeouts.connect: Invalid value",
         ),
         (
+            "Vertex AI provider without its project and region",
+            provider(
+                "  type: VertexAI\n  credentials: {secretRefs: [{name: sa}]}\n  models: [{name: m}]\n",
+            ),
+            "a VertexAI provider needs spec.vertex.project and spec.vertex.region",
+        ),
+        (
+            "Vertex AI settings on another provider",
+            provider(
+                "  type: Ollama\n  models: [{name: m}]\n  vertex: {project: acme-ai, region: us-east5}\n",
+            ),
+            "spec.vertex applies only to providers of type VertexAI",
+        ),
+        (
+            "Vertex AI region that is no region",
+            provider(
+                "  type: VertexAI\n  credentials: {secretRefs: [{name: sa}]}\n  models: [{name: m}]\n  vertex: {project: acme-ai, region: \"us east\"}\n",
+            ),
+            "spec.vertex.region: Invalid value",
+        ),
+        (
             "fake settings on a real provider",
             provider("  type: Ollama\n  models: [{name: m}]\n  fake: {completionTokens: 3}\n"),
             "spec.fake applies only to providers of type Fake",

@@ -1,7 +1,8 @@
 //! The upstream fake: an OpenAI-shaped server answering from precomputed bodies, as cheaply as hyper allows.
 //!
 //! `POST …/chat/completions` answers a ~1 KB completion, or 20 SSE chunks when the body says `"stream": true`;
-//! `POST …/embeddings` answers one 1,536-float vector. Under a path starting with `/hold/` a stream stops
+//! `POST …/embeddings` answers one 1,536-float vector; `POST …/v1/messages` the same answer as a whole
+//! Anthropic message. Under a path starting with `/hold/` a stream stops
 //! after its first chunk for `--hold-ms`, so a load generator can keep many streams open at once;
 //! `GET /held` tells how many are held right now.
 
@@ -43,6 +44,7 @@ struct Args {
 
 struct Fake {
     chat: Bytes,
+    messages: Bytes,
     stream: Arc<[Bytes]>,
     embeddings: Bytes,
     hold: Duration,
@@ -119,6 +121,13 @@ async fn answer(fake: Arc<Fake>, req: Request<Incoming>) -> Result<Answer, hyper
             fake.embeddings.clone(),
         ));
     }
+    if path.ends_with("/v1/messages") {
+        return Ok(full(
+            StatusCode::OK,
+            "application/json",
+            fake.messages.clone(),
+        ));
+    }
     if !path.ends_with("/chat/completions") {
         return Ok(full(StatusCode::NOT_FOUND, "text/plain", Bytes::new()));
     }
@@ -150,6 +159,7 @@ async fn answer(fake: Arc<Fake>, req: Request<Incoming>) -> Result<Answer, hyper
 async fn serve(args: Args) -> anyhow::Result<()> {
     let fake = Arc::new(Fake {
         chat: payload::chat_response(args.text),
+        messages: payload::messages_response(args.text),
         stream: payload::chat_stream_events(args.text).into(),
         embeddings: payload::embeddings_response(),
         hold: Duration::from_millis(args.hold_ms),

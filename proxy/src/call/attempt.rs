@@ -36,6 +36,7 @@ use crate::llm::scrub::secrets_of;
 use crate::llm::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Translate};
 use crate::telemetry::trace;
 use crate::upstream::ProviderParts;
+use crate::upstream::google::TokenError;
 
 /// Largest non-streamed answer read for translation.
 const ANSWER_CAP: usize = 32 * 1024 * 1024;
@@ -77,10 +78,20 @@ pub(super) async fn attempt(
         ));
     }
     // Boxed: reading and translating answers holds far more state than relaying them.
-    Box::pin(translate_answer(
+    let answered = Box::pin(translate_answer(
         provider, backend, ask, call, out, upstream, deadline,
     ))
-    .await
+    .await;
+    if let Err(failed) = &answered
+        && failed.cause == failure::Cause::KeyRefused
+        && provider.provider_type == ProviderType::VertexAi
+        && let (Some(target), Ok(account)) = (&provider.vertex, parts.service_account(call.key))
+    {
+        // Vertex refused the access token (revoked, or the account lost its role): the next call
+        // asks for a new one rather than sending this one again until it expires.
+        shared.google_tokens.forget(account, &target.token_endpoint);
+    }
+    answered
 }
 
 /// Sends `out` to `provider` (taking its URL, `Host` and body: they are not needed again), waiting for the response headers no longer than its connect and
@@ -146,8 +157,16 @@ async fn send(
     let t = provider.timeouts;
     let deadline =
         tokio::time::Instant::from_std(call.started()) + Duration::from_millis(t.total_ms);
-    let headers_due = Duration::from_millis(t.connect_ms + t.first_byte_ms)
-        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    let due = || {
+        Duration::from_millis(t.connect_ms + t.first_byte_ms)
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+    };
+    if provider.provider_type == ProviderType::VertexAi {
+        // Boxed: only Vertex AI calls wait for an access token.
+        let bearer = Box::pin(vertex_token(shared, provider, parts, call.key, due())).await?;
+        request.headers_mut().insert(header::AUTHORIZATION, bearer);
+    }
+    let headers_due = due();
     // A previous attempt's connection is free once its answer was read, which it has been by now.
     call.upstream = None;
     match parts.send(request, headers_due).await {
@@ -160,6 +179,31 @@ async fn send(
         }
         Err(error) => Err(failure::transport(provider, error)),
     }
+}
+
+/// An `Authorization` header for key `key` of a Vertex AI provider: an access token for its service
+/// account, cached, or fetched from the token endpoint within `due`.
+async fn vertex_token(
+    shared: &Shared,
+    provider: &Provider,
+    parts: &ProviderParts,
+    key: Option<usize>,
+    due: Duration,
+) -> Result<HeaderValue, Failed> {
+    let Some(target) = &provider.vertex else {
+        return Err(Failed::misconfigured(
+            provider,
+            "it has no Vertex AI project and region",
+        ));
+    };
+    let account = parts
+        .service_account(key)
+        .map_err(|e| failure::no_access_token(provider, &TokenError::Unusable(e)))?;
+    shared
+        .google_tokens
+        .bearer(account, &target.token_endpoint, due)
+        .await
+        .map_err(|e| failure::no_access_token(provider, &e))
 }
 
 /// W3C trace context for the upstream: the attempt's span as parent when the call is recorded (and

@@ -9,6 +9,7 @@ use tollgate_snapshot::Provider;
 use crate::error::ApiError;
 use crate::llm::scrub;
 use crate::upstream::UpstreamError;
+use crate::upstream::google::TokenError;
 use crate::upstream::health::Outcome;
 
 /// Why an attempt gave the client no answer.
@@ -166,6 +167,29 @@ fn credential_refused(provider: &Provider) -> Failed {
         "upstream_auth_failed",
         format!("Provider {} refused the gateway's credential.", provider.id),
     ))
+}
+
+/// No access token could be had for the provider's service account (Vertex AI). A refusal rests the
+/// key like a refused API key; an endpoint that failed counts against the provider's health. The
+/// words name what failed and quote nothing that was sent or answered.
+pub(super) fn no_access_token(provider: &Provider, error: &TokenError) -> Failed {
+    let message = format!(
+        "Provider {} could not get an access token: {error}.",
+        provider.id
+    );
+    match error {
+        TokenError::Refused(_) => Failed::key_refused(ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_auth_failed",
+            message,
+        )),
+        TokenError::Failed(_) => Failed::provider(ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_auth_failed",
+            message,
+        )),
+        TokenError::Unusable(_) => Failed::misconfigured_as(message),
+    }
 }
 
 fn server_error(provider: &Provider, status: u16) -> Failed {
@@ -358,6 +382,7 @@ mod tests {
             timeouts: Timeouts::default(),
             azure_api_version: None,
             bedrock_region: None,
+            vertex: None,
             fake: None,
             health: Default::default(),
         }

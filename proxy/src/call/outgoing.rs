@@ -14,7 +14,7 @@ use super::ask::{Ask, Endpoint};
 use super::failure::Failed;
 use crate::error::ApiError;
 use crate::llm::chat::ChatRequest;
-use crate::llm::{anthropic, bedrock, gemini, json_answer, messages, responses, sigv4};
+use crate::llm::{anthropic, bedrock, gemini, json_answer, messages, responses, sigv4, vertex};
 use crate::upstream::ProviderParts;
 
 /// Azure `api-version` when the provider sets none.
@@ -87,6 +87,7 @@ fn openai_compatible(provider_type: ProviderType) -> bool {
             | ProviderType::Gemini
             | ProviderType::AzureOpenAI
             | ProviderType::Bedrock
+            | ProviderType::VertexAi
             | ProviderType::Fake
     )
 }
@@ -129,8 +130,19 @@ pub(super) fn outgoing(
     // Read whole even where it passes through, so that a body that is no JSON gets the same answer on
     // every translated path.
     let body = request_value(ask)?;
+    let vertex_claude = provider.provider_type == ProviderType::VertexAi
+        && vertex::family(model) == vertex::Family::Claude;
     let (url, body, wire, json_tool) =
-        if ask.anthropic_caller() && provider.provider_type == ProviderType::Anthropic {
+        if ask.anthropic_caller() && vertex_claude && ask.endpoint == Endpoint::Messages {
+            // Anthropic callers of Claude on Vertex AI: the caller's own request (thinking blocks,
+            // cache_control and all), in Vertex's form.
+            (
+                vertex_url(provider, model, ask.stream)?,
+                serde_json::to_vec(&vertex::claude_body(body)).expect("JSON values serialise"),
+                Wire::Anthropic,
+                None,
+            )
+        } else if ask.anthropic_caller() && provider.provider_type == ProviderType::Anthropic {
             // Anthropic callers of Anthropic backends: the caller's own request, with the model replaced.
             let path = if ask.endpoint == Endpoint::CountTokens {
                 "/v1/messages/count_tokens"
@@ -152,7 +164,9 @@ pub(super) fn outgoing(
         uri,
         host: None,
         body: Bytes::from(body),
-        anthropic_version: matches!(wire, Wire::Anthropic),
+        // Vertex AI takes the version in the body.
+        anthropic_version: matches!(wire, Wire::Anthropic)
+            && provider.provider_type == ProviderType::Anthropic,
         caller_anthropic_headers: ask.anthropic_caller()
             && provider.provider_type == ProviderType::Anthropic,
         wire,
@@ -317,6 +331,32 @@ fn translated(
                 )
             }
         }
+        ProviderType::VertexAi => {
+            if embeddings {
+                return Err(cannot(
+                    provider,
+                    "embeddings (Vertex AI embeddings are not translated yet)",
+                ));
+            }
+            let req = chat_request(request)?;
+            let url = vertex_url(provider, model, ask.stream)?;
+            return Ok(match vertex::family(model) {
+                vertex::Family::Claude => (
+                    url,
+                    encode(&vertex::claude_body(anthropic::build_request(
+                        &req, model, ask.stream,
+                    ))),
+                    Wire::Anthropic,
+                    json_answer::tool_for(&req).map(|(name, _)| name),
+                ),
+                vertex::Family::Gemini => (
+                    url,
+                    encode(&gemini::build_request(&req)),
+                    Wire::Gemini,
+                    None,
+                ),
+            });
+        }
         ProviderType::Bedrock => {
             if embeddings {
                 return Err(cannot(
@@ -325,12 +365,14 @@ fn translated(
                 ));
             }
             let req = chat_request(request)?;
-            let body = bedrock::build_request(&req).map_err(Failed::rejected)?;
-            (
+            let tool = bedrock::json_tool(&req, model);
+            let body = bedrock::build_request(&req, tool.as_ref()).map_err(Failed::rejected)?;
+            return Ok((
                 format!("{}{}", provider.endpoint, bedrock::path(model, ask.stream)),
                 encode(&body),
                 Wire::Bedrock,
-            )
+                tool.map(|(name, _)| name),
+            ));
         }
         ProviderType::AzureOpenAI => {
             let deployment = azure_deployment(provider, model);
@@ -385,6 +427,21 @@ fn openai_body(ask: &Ask<'_>, request: &Value, model: &str, completion_tokens: b
         o.insert("max_completion_tokens".into(), n);
     }
     serde_json::to_vec(&v).expect("JSON values serialise")
+}
+
+/// The Vertex AI URL of a call to `model` of `provider`.
+fn vertex_url(provider: &Provider, model: &str, stream: bool) -> Result<String, Failed> {
+    let target = provider
+        .vertex
+        .as_ref()
+        .ok_or_else(|| Failed::misconfigured(provider, "it has no Vertex AI project and region"))?;
+    Ok(vertex::url(
+        &provider.endpoint,
+        &target.project,
+        &target.region,
+        model,
+        stream,
+    ))
 }
 
 fn gemini_base(endpoint: &str) -> String {

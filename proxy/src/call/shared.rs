@@ -50,4 +50,6 @@ pub struct Shared {
     pub mcp_upstreams: super::mcp_upstream::McpUpstreams,
     /// Connections to guardrails' moderation services.
     pub moderation: crate::upstream::ModerationPool,
+    /// Access tokens of Vertex AI providers' service accounts.
+    pub google_tokens: crate::upstream::google::GoogleTokens,
 }

@@ -50,7 +50,18 @@ pub fn path(model: &str, stream: bool) -> String {
 }
 
 /// The request body (the model goes in the URL).
-pub fn build_request(req: &ChatRequest) -> Result<Value, ApiError> {
+/// The tool that carries a JSON Schema answer (see `json_answer`) for a Claude model on Bedrock, whose
+/// Converse API can force one tool; other models, some of which cannot, are asked in words.
+pub fn json_tool(req: &ChatRequest, model: &str) -> Option<(String, Value)> {
+    let claude = model.contains("anthropic.") || model.contains("claude");
+    claude.then(|| super::json_answer::tool_for(req)).flatten()
+}
+
+/// A Converse request; `json_tool` (from [`json_tool`]) is the tool the model must call to answer.
+pub fn build_request(
+    req: &ChatRequest,
+    json_tool: Option<&(String, Value)>,
+) -> Result<Value, ApiError> {
     let mut messages = RoleTurns::default();
     let mut push = |role: &'static str, blocks: Vec<Value>| messages.push(role, blocks);
     for turn in &req.turns {
@@ -110,7 +121,8 @@ pub fn build_request(req: &ChatRequest) -> Result<Value, ApiError> {
             .map(|(role, content)| json!({"role": role, "content": content}))
             .collect(),
     );
-    let instruction = req.json_instruction();
+    // A JSON Schema answer comes as the forced tool's input: no instruction needed then.
+    let instruction = req.json_instruction().filter(|_| json_tool.is_none());
     let system: Vec<Value> = req
         .system
         .iter()
@@ -158,6 +170,13 @@ pub fn build_request(req: &ChatRequest) -> Result<Value, ApiError> {
             Some(ToolChoice::None) | None => {}
         }
         body.insert("toolConfig".into(), config);
+    } else if let Some((name, schema)) = json_tool {
+        body.insert(
+            "toolConfig".into(),
+            json!({"tools": [{"toolSpec": {"name": name, "description": "Give the answer.",
+                                           "inputSchema": {"json": schema}}}],
+                   "toolChoice": {"tool": {"name": name}}}),
+        );
     }
     Ok(Value::Object(body))
 }
@@ -400,6 +419,36 @@ mod tests {
             ],
             payload.as_bytes(),
         )
+    }
+
+    #[test]
+    fn a_json_schema_is_a_forced_tool_for_claude_and_an_instruction_for_others() {
+        let req = ChatRequest::from_openai(&json!({"model": "m",
+            "messages": [{"role": "user", "content": "Weather?"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "weather",
+                "schema": {"type": "object", "properties": {"city": {"type": "string"}}}}}}))
+        .unwrap();
+        let tool = json_tool(&req, "us.anthropic.claude-sonnet-4-5-20250929-v1:0");
+        let body = build_request(&req, tool.as_ref()).unwrap();
+        assert_eq!(
+            body["toolConfig"]["toolChoice"],
+            json!({"tool": {"name": "weather"}})
+        );
+        assert_eq!(
+            body["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["properties"]["city"],
+            json!({"type": "string"})
+        );
+        assert!(body.get("system").is_none(), "{body}");
+        // A model that may not take a forced tool is asked in words.
+        assert_eq!(json_tool(&req, "amazon.nova-pro-v1:0"), None);
+        let body = build_request(&req, None).unwrap();
+        assert!(body.get("toolConfig").is_none());
+        assert!(
+            body["system"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("JSON Schema")
+        );
     }
 
     #[test]

@@ -446,7 +446,10 @@ fn request_translators_never_panic() {
             if let Ok(req) = ChatRequest::from_openai(&v) {
                 let _ = anthropic::build_request(&req, "m", stream);
                 let _ = gemini::build_request(&req);
-                let _ = bedrock::build_request(&req);
+                let _ = bedrock::build_request(
+                    &req,
+                    bedrock::json_tool(&req, "anthropic.claude").as_ref(),
+                );
             }
             let _ = gemini::EmbedAsk::from_openai(&v).map(|e| e.build("m"));
             if let Ok(openai) = messages::to_openai_request(&v, stream) {

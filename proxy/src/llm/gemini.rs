@@ -53,13 +53,10 @@ pub fn build_request(req: &ChatRequest) -> Value {
             .map(|(role, parts)| json!({"role": role, "parts": parts}))
             .collect(),
     );
-    // Gemini's own schema dialect is a subset of JSON Schema: a schema goes in as an instruction.
-    let instruction = req.json_schema.as_ref().and(req.json_instruction());
     let system: Vec<&str> = req
         .system
         .iter()
         .map(String::as_str)
-        .chain(instruction.as_deref())
         .filter(|s| !s.is_empty())
         .collect();
     if !system.is_empty() {
@@ -119,6 +116,11 @@ pub fn build_request(req: &ChatRequest) -> Value {
     }
     if req.json_output {
         generation.insert("responseMimeType".into(), "application/json".into());
+    }
+    // A schema constrains the answer itself (`responseSchema`, Gemini's OpenAPI subset of JSON
+    // Schema), as OpenAI's structured output does, rather than asking for it in words.
+    if let Some(schema) = &req.json_schema {
+        generation.insert("responseSchema".into(), gemini_schema(&schema.schema));
     }
     if !generation.is_empty() {
         body.insert("generationConfig".into(), Value::Object(generation));
@@ -523,6 +525,28 @@ mod tests {
         );
         assert_eq!(pieces[6], Piece::Finish(Finish::ToolCalls));
         assert_eq!(pieces.last(), Some(&Piece::Done));
+    }
+
+    #[test]
+    fn a_json_schema_constrains_the_answer_through_response_schema() {
+        let req = ChatRequest::from_openai(&json!({"model": "m",
+            "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "greeting", "strict": true,
+                "schema": {"type": "object", "additionalProperties": false,
+                           "properties": {"text": {"type": "string"}}, "required": ["text"]}}}}))
+        .unwrap();
+        let body = build_request(&req);
+        assert_eq!(
+            body["generationConfig"],
+            json!({"responseMimeType": "application/json",
+                   "responseSchema": {"type": "object", "properties": {"text": {"type": "string"}},
+                                      "required": ["text"]}})
+        );
+        // No instruction in words next to it.
+        assert_eq!(
+            body["systemInstruction"],
+            json!({"parts": [{"text": "Be terse."}]})
+        );
     }
 
     #[test]

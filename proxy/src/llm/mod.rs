@@ -30,5 +30,6 @@ pub mod stream;
 #[cfg(test)]
 mod translation_cost;
 mod usage;
+pub mod vertex;
 
 pub use usage::Usage;

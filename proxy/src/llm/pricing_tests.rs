@@ -93,3 +93,28 @@ fn bedrock_cache_reads_and_writes_cost_their_own_prices() {
         (100.0 * 3.0 + 800.0 * 0.3 + 100.0 * 3.75 + 50.0 * 15.0) / 1e6,
     );
 }
+
+#[test]
+fn vertex_prices_each_family_as_its_publisher_reports_usage() {
+    // Gemini on Vertex reads Gemini's usage: gemini-2.5-flash, input 0.3, cached 0.03, output 2.5.
+    let price = listed(ProviderType::VertexAi, "gemini-2.5-flash");
+    let u = gemini::counts(
+        &json!({"promptTokenCount": 1000, "cachedContentTokenCount": 600,
+                                   "candidatesTokenCount": 200}),
+    )
+    .usage();
+    close(
+        cost(&price, u),
+        (400.0 * 0.3 + 600.0 * 0.03 + 200.0 * 2.5) / 1e6,
+    );
+    // Claude on Vertex reads Anthropic's: claude-sonnet-4-5@20250929, input 3, cache read 0.3,
+    // cache write 3.75, output 15.
+    let price = listed(ProviderType::VertexAi, "claude-sonnet-4-5@20250929");
+    let u = anthropic::counts(&json!({"input_tokens": 100, "cache_read_input_tokens": 800,
+                                      "cache_creation_input_tokens": 100, "output_tokens": 50}))
+    .usage();
+    close(
+        cost(&price, u),
+        (100.0 * 3.0 + 800.0 * 0.3 + 100.0 * 3.75 + 50.0 * 15.0) / 1e6,
+    );
+}

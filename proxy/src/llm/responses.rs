@@ -501,9 +501,20 @@ pub fn call_item(id: &str, call_id: &str, name: &str, arguments: &str) -> Value 
            "arguments": arguments, "status": "completed"})
 }
 
+/// A completed `reasoning` output item: the model's reasoning as it showed it (Anthropic's thinking,
+/// `reasoning_content`), as `reasoning_text` content, the form OpenAI gives for models whose
+/// reasoning is open; no summary is made up.
+pub fn reasoning_item(id: &str, text: &str) -> Value {
+    json!({"type": "reasoning", "id": id, "summary": [],
+           "content": [{"type": "reasoning_text", "text": text}]})
+}
+
 /// A whole answer as a `response` object.
 pub fn answer_to_response(a: &Answer, echo: &Echo) -> Value {
     let mut output = Vec::new();
+    if !a.reasoning.is_empty() {
+        output.push(reasoning_item(&new_id("rs"), &a.reasoning));
+    }
     if !a.text.is_empty() || a.tool_calls.is_empty() {
         output.push(message_item(&new_id("msg"), &a.text));
     }
@@ -662,5 +673,19 @@ mod tests {
         let v = answer_to_response(&cut, &echo);
         assert_eq!(v["status"], "incomplete");
         assert_eq!(v["incomplete_details"]["reason"], "max_output_tokens");
+        // Reasoning the model showed comes first, as a reasoning item.
+        let thought = Answer {
+            reasoning: "The user wants weather.".into(),
+            ..cut
+        };
+        let v = answer_to_response(&thought, &echo);
+        assert_eq!(v["output"][0]["type"], "reasoning");
+        assert_eq!(v["output"][0]["summary"], json!([]));
+        assert_eq!(
+            v["output"][0]["content"],
+            json!([{"type": "reasoning_text", "text": "The user wants weather."}])
+        );
+        assert!(v["output"][0]["id"].as_str().unwrap().starts_with("rs_"));
+        assert_eq!(v["output"][1]["type"], "message");
     }
 }

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::responses::{
-    Echo, call_item, counts, message_item, new_id, response_object, status_of, usage_json,
+    Echo, call_item, counts, message_item, new_id, reasoning_item, response_object, status_of,
+    usage_json,
 };
 use super::scrub::{self, LazySecrets};
 use super::sse::{SseDecoder, SseEvent};
@@ -22,6 +23,11 @@ use crate::llm::Usage;
 
 /// One output item of the answer being written.
 enum Item {
+    /// The model's reasoning as it showed it (`reasoning_text` content).
+    Reasoning {
+        id: String,
+        text: String,
+    },
     Message {
         id: String,
         text: String,
@@ -39,12 +45,13 @@ enum Item {
 impl Item {
     fn id(&self) -> &str {
         match self {
-            Self::Message { id, .. } | Self::Call { id, .. } => id,
+            Self::Reasoning { id, .. } | Self::Message { id, .. } | Self::Call { id, .. } => id,
         }
     }
 
     fn done(&self) -> Value {
         match self {
+            Self::Reasoning { id, text } => reasoning_item(id, text),
             Self::Message { id, text } => message_item(id, text),
             Self::Call {
                 id,
@@ -133,6 +140,16 @@ impl ResponsesEncoder {
         let id = item.id().to_string();
         let done = item.done();
         match item {
+            Item::Reasoning { text, .. } => {
+                let text = text.clone();
+                let base = json!({"item_id": id, "output_index": index, "content_index": 0});
+                let mut e = base.clone();
+                e["text"] = text.clone().into();
+                self.emit("response.reasoning_text.done", e, out);
+                let mut e = base;
+                e["part"] = json!({"type": "reasoning_text", "text": text});
+                self.emit("response.content_part.done", e, out);
+            }
             Item::Message { text, .. } => {
                 let text = text.clone();
                 let base = json!({"item_id": id, "output_index": index, "content_index": 0});
@@ -164,15 +181,24 @@ impl ResponsesEncoder {
     fn open_item(&mut self, item: Item, out: &mut Vec<u8>) -> usize {
         self.close(out);
         let index = self.items.len();
-        let added = match &item {
-            Item::Message { id, .. } => json!({"type": "message", "id": id,
+        let (added, part) = match &item {
+            Item::Reasoning { id, .. } => (
+                json!({"type": "reasoning", "id": id, "summary": [], "content": []}),
+                Some(json!({"type": "reasoning_text", "text": ""})),
+            ),
+            Item::Message { id, .. } => (
+                json!({"type": "message", "id": id,
                 "status": "in_progress", "role": "assistant", "content": []}),
+                Some(json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []})),
+            ),
             Item::Call {
                 id, call_id, name, ..
-            } => json!({"type": "function_call", "id": id, "call_id": call_id,
+            } => (
+                json!({"type": "function_call", "id": id, "call_id": call_id,
                 "name": name, "arguments": "", "status": "in_progress"}),
+                None,
+            ),
         };
-        let is_message = matches!(item, Item::Message { .. });
         let id = item.id().to_string();
         self.items.push(item);
         self.open = Some(index);
@@ -181,15 +207,36 @@ impl ResponsesEncoder {
             json!({"output_index": index, "item": added}),
             out,
         );
-        if is_message {
+        if let Some(part) = part {
             self.emit(
                 "response.content_part.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                       "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+                json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
                 out,
             );
         }
         index
+    }
+
+    fn reasoning(&mut self, t: String, out: &mut Vec<u8>) {
+        let index = match self.open {
+            Some(i) if matches!(self.items[i], Item::Reasoning { .. }) => i,
+            _ => self.open_item(
+                Item::Reasoning {
+                    id: new_id("rs"),
+                    text: String::new(),
+                },
+                out,
+            ),
+        };
+        let id = self.items[index].id().to_string();
+        if let Item::Reasoning { text, .. } = &mut self.items[index] {
+            text.push_str(&t);
+        }
+        self.emit(
+            "response.reasoning_text.delta",
+            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t}),
+            out,
+        );
     }
 
     fn text(&mut self, t: String, out: &mut Vec<u8>) {
@@ -270,8 +317,13 @@ impl Encode for ResponsesEncoder {
                     self.text(t, out);
                 }
             }
-            // Translated reasoning is not shown to Responses callers: OpenAI gives only summaries.
-            Piece::Reasoning(_) => {}
+            // Reasoning the model shows is its own output item, before the text it leads to.
+            Piece::Reasoning(t) => {
+                if !t.is_empty() {
+                    self.start(out);
+                    self.reasoning(t, out);
+                }
+            }
             Piece::ToolStart { index, id, name } => {
                 self.start(out);
                 self.open_item(
@@ -561,6 +613,55 @@ mod tests {
         assert_eq!(done["status"], "completed");
         assert_eq!(done["output"][1]["call_id"], "toolu_1");
         assert_eq!(done["usage"]["total_tokens"], 15);
+    }
+
+    #[test]
+    fn shown_reasoning_streams_as_a_reasoning_item_before_the_message() {
+        let mut e = ResponsesEncoder::new("m", Echo::default());
+        let mut out = Vec::new();
+        for p in [
+            Piece::Reasoning("The user ".into()),
+            Piece::Reasoning("says hi.".into()),
+            Piece::Text("Hello.".into()),
+            Piece::Finish(Finish::Stop),
+            Piece::Done,
+        ] {
+            e.piece(p, &mut out);
+        }
+        let ev = events(&out);
+        let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.reasoning_text.delta",
+                "response.reasoning_text.delta",
+                "response.reasoning_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        assert_eq!(ev[2].1["item"]["type"], "reasoning");
+        assert_eq!(ev[3].1["part"]["type"], "reasoning_text");
+        assert_eq!(ev[4].1["delta"], "The user ");
+        assert_eq!(ev[6].1["text"], "The user says hi.");
+        let done = &ev[15].1["response"];
+        assert_eq!(
+            done["output"][0]["content"],
+            json!([{"type": "reasoning_text", "text": "The user says hi."}])
+        );
+        assert_eq!(done["output"][1]["content"][0]["text"], "Hello.");
+        assert_eq!(ev[9].1["output_index"], 1);
     }
 
     #[test]

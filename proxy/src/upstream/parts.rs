@@ -15,7 +15,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tollgate_snapshot::{ObjectRef, Provider, ProviderIdx, Snapshot};
+use tollgate_snapshot::{ObjectRef, Provider, ProviderIdx, ProviderType, Snapshot};
+
+use super::google::{KeyError, ServiceAccount};
 
 use super::pool::{self, ConnPool};
 pub use super::pool::{Checkin, UpstreamError};
@@ -65,6 +67,8 @@ pub struct ProviderParts {
     uris: [Option<Uri>; OPENAI_PATHS.len()],
     /// The `Host` header the client would otherwise format on every request.
     host: Option<HeaderValue>,
+    /// Vertex AI: each key of the pool read as a service account (the reason where it cannot be).
+    accounts: Vec<Result<Arc<ServiceAccount>, KeyError>>,
 }
 
 impl Default for Upstreams {
@@ -120,13 +124,28 @@ impl Upstreams {
         let uris =
             OPENAI_PATHS.map(|path| Uri::try_from(format!("{}{path}", provider.endpoint)).ok());
         let host = uris[0].as_ref().and_then(pool::host_header);
+        let accounts = if provider.provider_type == ProviderType::VertexAi {
+            provider
+                .credentials
+                .iter()
+                .map(|c| ServiceAccount::from_json(c.0.as_bytes()).map(Arc::new))
+                .collect()
+        } else {
+            Vec::new()
+        };
         ProviderParts {
             pool: self.pool(provider),
-            credentials: (0..provider.credentials.len())
-                .map(|i| credential_header(provider, i))
-                .collect(),
+            // A Vertex AI key is a service account's private key: it never goes in a header.
+            credentials: if accounts.is_empty() {
+                (0..provider.credentials.len())
+                    .map(|i| credential_header(provider, i))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             uris,
             host,
+            accounts,
         }
     }
 
@@ -174,6 +193,15 @@ impl ProviderParts {
     /// The credential header for key `index` of the pool; `None` for keyless providers.
     pub fn credential(&self, index: Option<usize>) -> Option<(HeaderName, HeaderValue)> {
         self.credentials.get(index?)?.clone()
+    }
+
+    /// Key `index` of a Vertex AI provider's pool as a service account.
+    pub fn service_account(&self, index: Option<usize>) -> Result<&Arc<ServiceAccount>, KeyError> {
+        match self.accounts.get(index.unwrap_or(0)) {
+            Some(Ok(account)) => Ok(account),
+            Some(Err(e)) => Err(*e),
+            None => Err(KeyError::NoKey),
+        }
     }
 
     /// The URL of [`OPENAI_PATHS`]`[path]` at this provider, if the endpoint makes a valid one.

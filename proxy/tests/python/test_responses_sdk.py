@@ -134,6 +134,24 @@ def stored_state():
         raise AssertionError(f"no BadRequestError for {kwargs}")
 
 
+def shown_reasoning():
+    # Translated backends show their reasoning (Anthropic's thinking) as a reasoning item; the
+    # OpenAI backend's own reasoning is OpenAI's business and is not asked for here.
+    if STORED:
+        return
+    r = client().responses.create(model=MODEL, input="Say hello", reasoning={"effort": "low"})
+    assert [o.type for o in r.output] == ["reasoning", "message"], r.output
+    thought = r.output[0].content[0].text
+    assert r.output[0].content[0].type == "reasoning_text" and thought, r.output[0]
+    assert r.output_text == EXPECT, r.output_text
+    with client().responses.stream(model=MODEL, input="Say hello", reasoning={"effort": "low"}) as stream:
+        deltas = "".join(e.delta for e in stream if e.type == "response.reasoning_text.delta")
+        final = stream.get_final_response()
+    assert deltas == thought, (deltas, thought)
+    assert final.output[0].type == "reasoning" and final.output[0].content[0].text == thought, final.output
+    assert final.output_text == EXPECT, final.output_text
+
+
 def unknown_model():
     try:
         client().responses.create(model="gpt-unknown", input="x")
@@ -151,6 +169,7 @@ CHECKS = [
     streamed_tool_call,
     json_schema_output,
     stored_state,
+    shown_reasoning,
     unknown_model,
 ]
 

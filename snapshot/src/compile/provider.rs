@@ -12,7 +12,8 @@ use super::secrets::Secrets;
 use crate::duration::parse_duration_ms;
 use crate::fx::{FxHashMap, map_with_capacity};
 use crate::model::{
-    AuthScheme, Credential, FakeBehaviour, Price, Provider, ProviderIdx, ProviderModel, Timeouts,
+    AuthScheme, Credential, FakeBehaviour, GOOGLE_TOKEN_ENDPOINT, Price, Provider, ProviderIdx,
+    ProviderModel, Timeouts, VertexTarget,
 };
 use crate::prices::price_list;
 use crate::verdict::{Detail, Kind, ProviderDetail, Verdict, VerdictCondition};
@@ -20,11 +21,9 @@ use crate::verdict::{Detail, Kind, ProviderDetail, Verdict, VerdictCondition};
 /// Endpoint given to `Fake` providers, which never touch the network.
 pub const FAKE_ENDPOINT: &str = "fake://tollgate";
 
-/// The base URL a provider type uses when `spec.endpoint` is absent. `None`: the user must give one.
-pub fn default_endpoint(
-    provider_type: ProviderType,
-    bedrock_region: Option<&str>,
-) -> Option<String> {
+/// The base URL a provider type uses when `spec.endpoint` is absent; `region` is Bedrock's or
+/// Vertex AI's. `None`: the user must give one.
+pub fn default_endpoint(provider_type: ProviderType, region: Option<&str>) -> Option<String> {
     let fixed = match provider_type {
         ProviderType::OpenAI => "https://api.openai.com/v1",
         ProviderType::Anthropic => "https://api.anthropic.com",
@@ -40,7 +39,13 @@ pub fn default_endpoint(
         ProviderType::Ollama => "http://127.0.0.1:11434/v1",
         ProviderType::Fake => FAKE_ENDPOINT,
         ProviderType::Bedrock => {
-            return bedrock_region.map(|r| format!("https://bedrock-runtime.{r}.amazonaws.com"));
+            return region.map(|r| format!("https://bedrock-runtime.{r}.amazonaws.com"));
+        }
+        ProviderType::VertexAi => {
+            return region.map(|r| match r {
+                "global" => "https://aiplatform.googleapis.com".to_string(),
+                r => format!("https://{r}-aiplatform.googleapis.com"),
+            });
         }
         ProviderType::AzureOpenAI | ProviderType::Vllm | ProviderType::OpenAICompatible => {
             return None;
@@ -55,7 +60,8 @@ pub fn auth_scheme(provider_type: ProviderType) -> AuthScheme {
         ProviderType::AzureOpenAI => ("api-key", ""),
         ProviderType::Anthropic => ("x-api-key", ""),
         ProviderType::Gemini => ("x-goog-api-key", ""),
-        ProviderType::Fake => ("", ""),
+        // Vertex AI sends an access token got for the service-account key, never the key itself.
+        ProviderType::Fake | ProviderType::VertexAi => ("", ""),
         // Bedrock API keys are bearer tokens; everything else speaks OpenAI's convention.
         _ => ("authorization", "Bearer "),
     };
@@ -183,6 +189,7 @@ fn compile_one(
             provider_type.as_str()
         ));
     }
+    let vertex = resolve_vertex(spec, &mut invalid);
     let timeouts = resolve_timeouts(spec, &mut invalid);
     let fake = resolve_fake(spec, &mut invalid);
     let health = super::traffic::health_of(spec, &mut invalid);
@@ -235,6 +242,20 @@ fn compile_one(
     let refs = spec.credentials.iter().flat_map(|c| &c.secret_refs);
     for r in refs.clone() {
         match secrets.value(namespace, &r.name, &r.key) {
+            Ok(bytes) if provider_type == ProviderType::VertexAi => {
+                match service_account_problem(bytes) {
+                    None => credentials.push(Credential(
+                        String::from_utf8(bytes.to_vec()).expect("checked to be UTF-8"),
+                    )),
+                    Some(why) => problems.push((
+                        "InvalidCredential",
+                        format!(
+                            "key {:?} of Secret {namespace}/{} is not a service-account JSON key: {why}",
+                            r.key, r.name
+                        ),
+                    )),
+                }
+            }
             Ok(bytes) => match std::str::from_utf8(bytes) {
                 Ok(text) if text.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) => {
                     credentials.push(Credential(text.to_string()));
@@ -329,6 +350,7 @@ fn compile_one(
         timeouts,
         azure_api_version: spec.azure.as_ref().map(|a| a.api_version.clone()),
         bedrock_region: spec.bedrock.as_ref().map(|b| b.region.clone()),
+        vertex,
         fake,
         health,
     };
@@ -353,11 +375,17 @@ fn resolve_endpoint(spec: &ModelProviderSpec, invalid: &mut Vec<String>) -> Opti
             }
         },
         None => {
-            let default = default_endpoint(
-                provider_type,
-                spec.bedrock.as_ref().map(|b| b.region.as_str()),
-            );
-            if default.is_none() && provider_type != ProviderType::Bedrock {
+            let region = match provider_type {
+                ProviderType::VertexAi => spec.vertex.as_ref().map(|v| v.region.as_str()),
+                _ => spec.bedrock.as_ref().map(|b| b.region.as_str()),
+            };
+            let default = default_endpoint(provider_type, region);
+            if default.is_none()
+                && !matches!(
+                    provider_type,
+                    ProviderType::Bedrock | ProviderType::VertexAi
+                )
+            {
                 invalid.push(format!(
                     "set spec.endpoint: a {} provider has no default address",
                     provider_type.as_str()
@@ -384,6 +412,66 @@ fn normalize_endpoint(given: &str) -> Result<String, String> {
         return Err(bad());
     }
     Ok(given.trim_end_matches('/').to_string())
+}
+
+/// The Vertex AI target of a `VertexAI` provider (`None` for other types, and for a spec that
+/// lacks it, which `invalid` then says).
+fn resolve_vertex(spec: &ModelProviderSpec, invalid: &mut Vec<String>) -> Option<VertexTarget> {
+    if spec.provider_type != ProviderType::VertexAi {
+        if spec.vertex.is_some() {
+            invalid.push("remove spec.vertex: it applies only to VertexAI providers".into());
+        }
+        return None;
+    }
+    let Some(given) = &spec.vertex else {
+        invalid.push(
+            "set spec.vertex.project and spec.vertex.region: Vertex AI endpoints are per project and region"
+                .into(),
+        );
+        return None;
+    };
+    let token_endpoint = match &given.token_endpoint {
+        None => GOOGLE_TOKEN_ENDPOINT.to_string(),
+        Some(url) => match normalize_endpoint(url) {
+            Ok(url) => url,
+            Err(why) => {
+                invalid.push(why.replace("spec.endpoint", "spec.vertex.tokenEndpoint"));
+                return None;
+            }
+        },
+    };
+    Some(VertexTarget {
+        project: given.project.clone(),
+        region: given.region.clone(),
+        token_endpoint,
+    })
+}
+
+/// What is wrong with a Secret value meant as a service-account JSON key, in words that quote
+/// nothing of it; `None` when it has the members a signed JWT needs.
+fn service_account_problem(bytes: &[u8]) -> Option<&'static str> {
+    #[derive(serde::Deserialize)]
+    struct Key<'a> {
+        #[serde(default, borrow, rename = "type")]
+        kind: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default, borrow)]
+        client_email: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default, borrow)]
+        private_key: Option<std::borrow::Cow<'a, str>>,
+    }
+    let Ok(key) = serde_json::from_slice::<Key<'_>>(bytes) else {
+        return Some("it is not a JSON object (download the key as JSON from the service account)");
+    };
+    if key.kind.as_deref().is_some_and(|k| k != "service_account") {
+        return Some("its \"type\" is not \"service_account\"");
+    }
+    if key.client_email.as_deref().is_none_or(str::is_empty) {
+        return Some("it has no \"client_email\"");
+    }
+    match key.private_key.as_deref() {
+        Some(k) if k.contains("-----BEGIN PRIVATE KEY-----") => None,
+        _ => Some("it has no PKCS#8 \"private_key\" (-----BEGIN PRIVATE KEY-----)"),
+    }
 }
 
 fn resolve_timeouts(spec: &ModelProviderSpec, invalid: &mut Vec<String>) -> Timeouts {

@@ -33,8 +33,8 @@ pub use prompt::{
     Output, Parameters, Prompt, PromptRole, Segment, TemplateMessage, Variable, VariableType,
 };
 pub use provider::{
-    AuthScheme, Credential, FakeBehaviour, HealthPolicy, Provider, ProviderModel, ProviderType,
-    Timeouts,
+    AuthScheme, Credential, FakeBehaviour, GOOGLE_TOKEN_ENDPOINT, HealthPolicy, Provider,
+    ProviderModel, ProviderType, Timeouts, VertexTarget,
 };
 pub use refs::{ConsumerIdx, ObjectRef, ProviderIdx, RouteIdx};
 pub use rest::{RestCredential, RestOperation, RestService};

@@ -101,6 +101,20 @@ pub struct AuthScheme {
     pub prefix: String,
 }
 
+/// Where a Vertex AI provider's calls go and where its access tokens come from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VertexTarget {
+    /// Google Cloud project id.
+    pub project: String,
+    /// Region (location), e.g. `us-central1`, or `global`.
+    pub region: String,
+    /// The OAuth token endpoint the service account's signed JWT is exchanged at.
+    pub token_endpoint: String,
+}
+
+/// The token endpoint of Google's OAuth 2.0 server, for service-account JWTs.
+pub const GOOGLE_TOKEN_ENDPOINT: &str = "https://oauth2.googleapis.com/token";
+
 /// A model offered by a provider, with its resolved price.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ProviderModel {
@@ -133,6 +147,9 @@ pub struct Provider {
     pub azure_api_version: Option<String>,
     /// Bedrock region.
     pub bedrock_region: Option<String>,
+    /// Vertex AI project, region and token endpoint (only for `ProviderType::VertexAi`).
+    #[serde(default)]
+    pub vertex: Option<VertexTarget>,
     /// Fake provider behaviour (only for `ProviderType::Fake`).
     pub fake: Option<FakeBehaviour>,
     /// Ejection and key cooldown.

@@ -11,3 +11,4 @@ mod rules_routing;
 mod support;
 mod traffic;
 mod verdicts;
+mod vertex;

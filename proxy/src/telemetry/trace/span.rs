@@ -478,6 +478,7 @@ pub fn provider_name(t: ProviderType) -> &'static str {
         ProviderType::AzureOpenAI => "azure.ai.openai",
         ProviderType::Anthropic => "anthropic",
         ProviderType::Gemini => "gcp.gemini",
+        ProviderType::VertexAi => "gcp.vertex_ai",
         ProviderType::Bedrock => "aws.bedrock",
         ProviderType::Mistral => "mistral_ai",
         ProviderType::Groq => "groq",

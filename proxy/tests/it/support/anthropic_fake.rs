@@ -33,7 +33,7 @@ pub fn counted(body: &Value) -> u64 {
     10 * n("messages") + 100 * n("tools")
 }
 
-fn handle(s: &Seen, c: &Control) -> Answer {
+pub fn handle(s: &Seen, c: &Control) -> Answer {
     if s.method == "POST" && s.path == "/v1/messages/count_tokens" {
         if s.header("x-api-key") != Some(c.key.as_str()) {
             return error(401, "authentication_error", "invalid x-api-key");

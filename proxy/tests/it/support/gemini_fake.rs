@@ -22,7 +22,7 @@ fn invalid(message: &str) -> Answer {
 
 pub const USAGE: (u64, u64, u64) = (20, 7, 4);
 
-fn handle(s: &Seen, c: &Control) -> Answer {
+pub fn handle(s: &Seen, c: &Control) -> Answer {
     if s.header("x-goog-api-key") != Some(c.key.as_str()) {
         let mut e = error(
             400,

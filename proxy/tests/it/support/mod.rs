@@ -17,6 +17,7 @@ pub mod python;
 pub mod redis;
 pub mod responses_fake;
 pub mod standalone_bin;
+pub mod vertex_fake;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -179,6 +180,7 @@ pub fn provider(name: &str, provider_type: ProviderType, endpoint: &str, key: &s
         timeouts: Timeouts::default(),
         azure_api_version: None,
         bedrock_region: None,
+        vertex: None,
         fake: None,
         health: HealthPolicy::default(),
     }
@@ -198,6 +200,7 @@ pub fn fake_provider(name: &str, behaviour: FakeBehaviour) -> Provider {
         timeouts: Timeouts::default(),
         azure_api_version: None,
         bedrock_region: None,
+        vertex: None,
         fake: Some(behaviour),
         health: HealthPolicy::default(),
     }

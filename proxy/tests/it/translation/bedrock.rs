@@ -255,3 +255,60 @@ async fn an_exception_in_the_stream_ends_it_with_an_error_event() {
         "Too many tokens, please wait"
     );
 }
+
+#[tokio::test]
+async fn a_json_schema_asked_of_claude_is_answered_through_a_forced_tool() {
+    let (fake, proxy) = setup(&keys()).await;
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                        "required": ["city"]});
+    for stream in [false, true] {
+        let ask = json!({"model": "front-model", "stream": stream,
+            "messages": [{"role": "user", "content": "Which city?"}],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "city", "schema": schema}}});
+        let reply = post(&proxy.url(CHAT), CLIENT_KEY, &ask).await;
+        reply.assert_status(200);
+        let seen = fake.last();
+        assert_eq!(
+            seen.body["toolConfig"]["toolChoice"],
+            json!({"tool": {"name": "city"}})
+        );
+        assert_eq!(
+            seen.body["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"],
+            schema
+        );
+        assert!(seen.body.get("system").is_none(), "{}", seen.body);
+        // The tool's input is the answer's text, and the answer simply stops.
+        let (text, finish) = if stream {
+            let chunks = openai_chunks(&reply.body);
+            let text: String = chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+                .collect();
+            let finish = chunks.iter().find_map(|c| {
+                c["choices"][0]["finish_reason"]
+                    .as_str()
+                    .map(str::to_string)
+            });
+            (text, finish.unwrap())
+        } else {
+            let body = reply.json();
+            assert!(body["choices"][0]["message"].get("tool_calls").is_none());
+            (
+                body["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                body["choices"][0]["finish_reason"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap(),
+            json!({"city": "Paris"})
+        );
+        assert_eq!(finish, "stop");
+    }
+}

@@ -7,3 +7,4 @@ mod azure;
 mod bedrock;
 mod gemini;
 mod stream_pacing;
+mod vertex;
