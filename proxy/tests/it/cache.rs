@@ -35,6 +35,7 @@ pub fn policy(scope: CacheScope) -> CachePolicy {
             CacheEndpoint::Embeddings,
             CacheEndpoint::Messages,
         ],
+        semantic: None,
     }
 }
 

@@ -194,7 +194,8 @@ fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
         problems
             .push("set spec.sunset: a Deprecated route needs the date it will be retired".into());
     }
-    let cache = super::cache::cache_policy_of(spec.cache.as_ref())
+    let model_names: Vec<&str> = spec.models.iter().map(|m| m.name.as_str()).collect();
+    let cache = super::cache::cache_policy_of(spec.cache.as_ref(), &model_names)
         .map_err(|e| problems.push(e))
         .unwrap_or_default();
     if problems.is_empty() {
