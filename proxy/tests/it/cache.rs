@@ -5,6 +5,7 @@
 //! real Redis and keep answering while it is killed.
 
 mod redis;
+mod semantic;
 
 use std::time::Duration;
 

@@ -36,9 +36,7 @@ pub(crate) fn cache_policy_of(
                     models.join(", ")
                 ));
             }
-            let threshold = given
-                .threshold
-                .unwrap_or(SemanticPolicy::DEFAULT_THRESHOLD);
+            let threshold = given.threshold.unwrap_or(SemanticPolicy::DEFAULT_THRESHOLD);
             if !(threshold > 0.0 && threshold <= 1.0) {
                 return Err(format!(
                     "set spec.cache.semantic.threshold above 0 and at most 1; it is {threshold}"
@@ -156,7 +154,10 @@ mod tests {
         );
         for bad in [0.0, -0.5, 1.01, f64::NAN] {
             let err = cache_policy_of(Some(&semantic("embed", Some(bad))), &models).unwrap_err();
-            assert!(err.contains("spec.cache.semantic.threshold"), "{bad}: {err}");
+            assert!(
+                err.contains("spec.cache.semantic.threshold"),
+                "{bad}: {err}"
+            );
         }
         let no_settings = CacheSettings {
             mode: CacheMode::Semantic,

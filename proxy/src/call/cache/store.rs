@@ -10,6 +10,7 @@ use redis::AsyncCommands;
 use super::entry::Entry;
 use super::key::CacheKey;
 use super::local::LocalStore;
+use super::semantic::SemanticIndex;
 use crate::clock::Clock;
 use crate::limits::redis::RedisCounters;
 use crate::telemetry::Recorder;
@@ -39,6 +40,8 @@ pub struct ResponseCache {
     recorder: Arc<Recorder>,
     /// The clock entries age by.
     pub clock: Clock,
+    /// Embeddings of stored questions, for Semantic mode.
+    pub semantic: SemanticIndex,
 }
 
 impl ResponseCache {
@@ -53,6 +56,7 @@ impl ResponseCache {
             redis,
             recorder,
             clock: config.clock.clone(),
+            semantic: SemanticIndex::default(),
         }
     }
 
