@@ -238,6 +238,52 @@ impl SemanticIndex {
     }
 }
 
+impl CacheKey {
+    /// The name in Redis of the hash holding a bucket's questions: field the exact key in hex, value
+    /// [`encode_question`].
+    pub fn redis_bucket(&self) -> String {
+        format!("tollgate:cache:v1:q:{}", hex::encode(self.0))
+    }
+
+    /// A key written as 64 hex digits, as in a bucket's field names.
+    pub fn from_hex(text: &[u8]) -> Option<CacheKey> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).ok()?;
+        Some(CacheKey(out))
+    }
+}
+
+const QUESTION_MAGIC: &[u8; 4] = b"TGQ1";
+
+/// A stored question as kept in Redis: a tag, when its answer expires (Unix ms, big-endian), then the
+/// unit vector's numbers (little-endian `f32`).
+pub fn encode_question(expires_ms: i64, vector: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + 4 * vector.len());
+    out.extend_from_slice(QUESTION_MAGIC);
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    for x in vector {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// Reads what [`encode_question`] wrote; anything else (another version, a foreign value, numbers
+/// that are not a unit vector) is `None`.
+pub fn decode_question(bytes: &[u8]) -> Option<(i64, Box<[f32]>)> {
+    let rest = bytes.strip_prefix(QUESTION_MAGIC)?;
+    let (expires, numbers) = rest.split_at_checked(8)?;
+    if numbers.is_empty() || numbers.len() % 4 != 0 {
+        return None;
+    }
+    let expires_ms = i64::from_be_bytes(expires.try_into().ok()?);
+    let vector: Vec<f32> = numbers
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    // Scaled again: a value written by anything else still compares as a cosine.
+    Some((expires_ms, unit(vector)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +442,31 @@ mod tests {
                     prop_assert!(got <= 1.0001);
                 }
             }
+        }
+
+        #[test]
+        fn questions_round_trip_through_their_redis_form(
+            expires_ms in any::<i64>(),
+            vector in prop::collection::vec(-1.0f32..1.0, 1..20),
+        ) {
+            let Some(vector) = unit(vector) else { return Ok(()) };
+            let (e, v) = decode_question(&encode_question(expires_ms, &vector)).unwrap();
+            prop_assert_eq!(e, expires_ms);
+            for (a, b) in v.iter().zip(vector.iter()) {
+                prop_assert!((a - b).abs() < 1e-6);
+            }
+        }
+
+        #[test]
+        fn any_redis_value_decodes_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_question(&bytes);
+            let mut tagged = QUESTION_MAGIC.to_vec();
+            tagged.extend_from_slice(&bytes);
+            if let Some((_, v)) = decode_question(&tagged) {
+                let norm: f32 = v.iter().map(|x| x * x).sum();
+                prop_assert!((norm - 1.0).abs() < 1e-3);
+            }
+            let _ = CacheKey::from_hex(&bytes);
         }
 
         #[test]

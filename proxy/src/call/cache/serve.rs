@@ -116,8 +116,7 @@ pub async fn cached_call(
     if let (false, Some(semantic), Some((bucket, vector))) =
         (directives.no_cache, semantic, &embedded)
     {
-        let now = shared.cache.clock.now_unix_ms();
-        let found = shared.cache.semantic.nearest(bucket, vector, now);
+        let found = shared.cache.nearest(bucket, vector).await;
         if let Some((found, similarity)) = found
             && f64::from(similarity) >= semantic.threshold
             && let Some(entry) = shared.cache.get(&found).await

@@ -97,8 +97,7 @@ impl Tee {
         self.cache.put(self.key, entry);
         if let Some((bucket, vector)) = self.question {
             self.cache
-                .semantic
-                .insert(bucket, self.key, vector, expires_ms, now);
+                .index_question(bucket, self.key, vector, expires_ms);
         }
     }
 }

@@ -224,3 +224,71 @@ async fn wait_for_entries(proxy: &TestProxy, want: f64) {
     }
     panic!("the cache never held {want} entries");
 }
+
+/// Two proxies sharing one real Redis: a question stored through one answers a paraphrase on the
+/// other; with Redis gone, calls still succeed.
+#[tokio::test]
+async fn replicas_share_their_questions_through_redis() {
+    use crate::support::redis::{Redis, redis_command};
+    use crate::support::standalone_bin::free_port;
+    use std::time::Duration;
+
+    let port = free_port();
+    let redis = Redis::start(port);
+    let (fake, one) = setup(CacheScope::Consumer).await;
+    let replica = || {
+        let mut config = ProxyConfig {
+            cache: CacheConfig {
+                local_bytes: 8 << 20,
+                clock: Clock::system(),
+            },
+            ..test_config()
+        };
+        config.traffic.redis_url = Some(format!("redis://127.0.0.1:{port}/0"));
+        config.traffic.redis_timeout = Duration::from_millis(200);
+        TestProxy::start_with(
+            config,
+            Some(semantic_table(&fake.endpoint(), CacheScope::Consumer)),
+        )
+    };
+    // `setup`'s proxy has no Redis: replace it with two that do.
+    one.stop().await;
+    let (one, two) = (replica().await, replica().await);
+    for proxy in [&one, &two] {
+        let mut up = false;
+        for _ in 0..100 {
+            if metric(proxy, "tollgate_limits_redis_up ").await == 1.0 {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "the proxy reached Redis");
+    }
+
+    let first = post_with(&one.url(CHAT), KEY_A, &question(FRANCE), &[]).await;
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    // The answer and the question both reach Redis, off the request path.
+    let mut stored = false;
+    for _ in 0..100 {
+        if redis_command(port, "DBSIZE").as_deref() == Some(":2") {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stored, "the entry and its question reached Redis");
+    let shared = post_with(&two.url(CHAT), KEY_A, &question(PARAPHRASE), &[]).await;
+    assert_eq!(shared.header("x-tollgate-cache"), Some("semantic-hit"));
+    assert_eq!(shared.header("x-tollgate-cache-similarity"), Some("0.9800"));
+    assert_eq!(shared.body, first.body);
+    assert_eq!(calls(&fake), (1, 2));
+
+    // Redis gone: a new question on two is a plain miss, answered.
+    drop(redis);
+    let reply = post_with(&two.url(CHAT), KEY_A, &question(SPAIN), &[]).await;
+    reply.assert_status(200);
+    assert_eq!(reply.header("x-tollgate-cache"), Some("miss"));
+    one.stop().await;
+    two.stop().await;
+}
