@@ -415,6 +415,51 @@ mod tests {
         assert!(index.nearest(&CacheKey([2; 32]), &v(), 60).is_some());
     }
 
+    /// Lookup time over one bucket of 10k and 100k questions (the worst case: every question of the
+    /// route in one bucket). Not a test of correctness: run it in release mode and read the figures,
+    /// `cargo test --release -p tollgate-proxy --lib -- --ignored --nocapture semantic_lookup_time`.
+    #[test]
+    #[ignore = "a measurement, run in release mode"]
+    fn semantic_lookup_time() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for (questions, dims) in [
+            (10_000, 1536),
+            (10_000, 768),
+            (100_000, 768),
+            (100_000, 384),
+        ] {
+            let index = SemanticIndex::new(questions);
+            let bucket = CacheKey([7; 32]);
+            let started = std::time::Instant::now();
+            for i in 0..questions {
+                let v = unit((0..dims).map(|_| next()).collect()).unwrap();
+                let mut key = [0u8; 32];
+                key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                index.insert(bucket, CacheKey(key), v, i64::MAX, 0);
+            }
+            let filled = started.elapsed();
+            let queries: Vec<Box<[f32]>> = (0..20)
+                .map(|_| unit((0..dims).map(|_| next()).collect()).unwrap())
+                .collect();
+            let started = std::time::Instant::now();
+            for q in &queries {
+                std::hint::black_box(index.nearest(&bucket, q, 0));
+            }
+            let per_lookup = started.elapsed() / queries.len() as u32;
+            println!(
+                "| {questions} | {dims} | {:.2} ms | {:.1} s |",
+                per_lookup.as_secs_f64() * 1000.0,
+                filled.as_secs_f64()
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn nearest_is_the_brute_force_best(
