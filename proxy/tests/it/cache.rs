@@ -347,23 +347,118 @@ async fn a_streamed_answer_is_recorded_and_replayed_as_server_sent_events() {
         (Some("hit"), Some(true))
     );
 
-    // The same question asked whole, or with the usage chunk, is another form: stored apart.
+    // A stream without the usage chunk cannot answer a whole call: it has no usage to give.
     let whole = post_with(&url, KEY_A, &question("hi"), &[]).await;
     assert_eq!(whole.header("x-tollgate-cache"), Some("miss"));
     assert_eq!(whole.json()["object"], "chat.completion");
+    assert_eq!(upstream_calls(&fake), 2);
+    // The whole answer now answers the stream with the usage chunk, replayed as events.
+    wait_for_entries(&proxy, 2.0).await;
     let mut with_usage = streamed.clone();
     with_usage["stream_options"] = json!({"include_usage": true});
-    for want in ["miss", "hit"] {
+    for want in ["hit", "hit"] {
         let reply = post_with(&url, KEY_A, &with_usage, &[]).await;
         assert_eq!(reply.header("x-tollgate-cache"), Some(want));
-        let last_chunk: Value = {
-            let payloads = sse_payloads(&reply.body);
-            serde_json::from_str(&payloads[payloads.len() - 2]).unwrap()
-        };
-        assert_eq!(last_chunk["usage"]["total_tokens"], 18, "{want}");
+        assert_eq!(said_by_stream(&reply.body), said_by_whole(&whole.json()));
     }
-    assert_eq!(upstream_calls(&fake), 3);
+    assert_eq!(upstream_calls(&fake), 2);
     proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_stored_stream_answers_a_whole_call_and_the_reverse() {
+    let (fake, proxy) = setup(Some(policy(CacheScope::Consumer)), Clock::system()).await;
+    let url = proxy.url(CHAT);
+    let streamed = json!({"model": "front-model", "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "stream first"}]});
+    let first = post_with(&url, KEY_A, &streamed, &[]).await;
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    wait_for_entries(&proxy, 1.0).await;
+    let whole = post_with(&url, KEY_A, &question("stream first"), &[]).await;
+    whole.assert_status(200);
+    assert_eq!(whole.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(whole.header("content-type"), Some("application/json"));
+    assert_eq!(whole.json()["object"], "chat.completion");
+    assert_eq!(said_by_whole(&whole.json()), said_by_stream(&first.body));
+    // …and a stream without the usage chunk.
+    let mut bare = streamed.clone();
+    bare.as_object_mut().unwrap().remove("stream_options");
+    let reply = post_with(&url, KEY_A, &bare, &[]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("hit"));
+    let (text, finish, _) = said_by_stream(&reply.body);
+    assert_eq!((text, finish), {
+        let (t, f, _) = said_by_stream(&first.body);
+        (t, f)
+    });
+    assert!(!String::from_utf8_lossy(&reply.body).contains("\"usage\":{"));
+    assert_eq!(upstream_calls(&fake), 1);
+
+    // The reverse: asked whole first, then streamed.
+    let whole = post_with(&url, KEY_A, &question("whole first"), &[]).await;
+    assert_eq!(whole.header("x-tollgate-cache"), Some("miss"));
+    wait_for_entries(&proxy, 2.0).await;
+    let mut streamed = streamed.clone();
+    streamed["messages"][0]["content"] = json!("whole first");
+    let reply = post_with(&url, KEY_A, &streamed, &[]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("hit"));
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(said_by_stream(&reply.body), said_by_whole(&whole.json()));
+    assert_eq!(upstream_calls(&fake), 2);
+    proxy.stop().await;
+}
+
+/// Text, finish reason and usage of a whole chat answer.
+fn said_by_whole(answer: &Value) -> (String, String, Value) {
+    (
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        answer["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        json!({"prompt_tokens": answer["usage"]["prompt_tokens"],
+               "completion_tokens": answer["usage"]["completion_tokens"]}),
+    )
+}
+
+/// Text, finish reason and usage (`null` without the usage chunk) of a streamed chat answer.
+fn said_by_stream(body: &[u8]) -> (String, String, Value) {
+    let (mut text, mut finish, mut usage) = (String::new(), String::new(), Value::Null);
+    for payload in sse_payloads(body) {
+        if payload == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(&payload).unwrap();
+        if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+        if let Some(f) = chunk["choices"][0]["finish_reason"].as_str() {
+            finish = f.to_string();
+        }
+        if chunk["usage"].is_object() {
+            usage = json!({"prompt_tokens": chunk["usage"]["prompt_tokens"],
+                           "completion_tokens": chunk["usage"]["completion_tokens"]});
+        }
+    }
+    (text, finish, usage)
+}
+
+pub async fn wait_for_entries(proxy: &TestProxy, want: f64) {
+    for _ in 0..200 {
+        if metric(proxy, "tollgate_cache_entries").await >= want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the cache never held {want} entries");
 }
 
 #[tokio::test]

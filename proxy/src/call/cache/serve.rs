@@ -11,7 +11,7 @@ use tollgate_snapshot::{CacheEndpoint, CacheScope, RouteIdx, SemanticPolicy, Sna
 
 use super::control::Directives;
 use super::entry::Entry;
-use super::key::{Form, KeyParts, cache_key};
+use super::key::{CacheKey, Form, KeyParts, cache_key};
 use super::semantic::{Question, question, unit};
 use super::tee::Tee;
 use crate::call::answer::{event_stream, json};
@@ -21,6 +21,7 @@ use crate::call::model_call::{RoutedCall, model_call, route_call};
 use crate::call::record::Call;
 use crate::call::shared::Shared;
 use crate::error::ApiError;
+use crate::llm::replay::{stream_of_whole, whole_of_stream};
 
 /// `hit`, `miss`, `bypass` or `semantic-hit`.
 pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-tollgate-cache");
@@ -70,6 +71,8 @@ pub async fn cached_call(
         .as_ref()
         .filter(|_| endpoint != CacheEndpoint::Embeddings);
     let mut asked: Option<Question> = None;
+    // Chat answers stored in another form that can answer this call (see `reform`).
+    let mut other_forms: Vec<CacheKey> = Vec::new();
     let key = consumer
         .filter(|_| !directives.no_store)
         .and_then(|consumer| {
@@ -86,6 +89,17 @@ pub async fn cached_call(
             };
             let key = cache_key(&parts, routed.ask.body)?;
             asked = semantic.and_then(|s| question(&parts, routed.ask.body, s.max_turns));
+            if endpoint == CacheEndpoint::Chat {
+                let others: &[Form] = match form {
+                    Form::Whole => &[Form::StreamWithUsage],
+                    Form::Stream => &[Form::Whole, Form::StreamWithUsage],
+                    Form::StreamWithUsage => &[Form::Whole],
+                };
+                other_forms = others
+                    .iter()
+                    .filter_map(|&form| cache_key(&KeyParts { form, ..parts }, routed.ask.body))
+                    .collect();
+            }
             Some(key)
         });
     let Some(key) = key else {
@@ -104,6 +118,20 @@ pub async fn cached_call(
             metrics.cache_lookup("hit");
             metrics.cache_saved(entry.tokens);
             return Ok(replay(&entry, age_ms, None));
+        }
+    }
+    if !directives.no_cache {
+        for other in &other_forms {
+            let Some(entry) = shared.cache.get(other).await else {
+                continue;
+            };
+            let age_ms = shared.cache.clock.now_unix_ms() - entry.stored_ms;
+            if let Some(entry) = reform(&entry, form).filter(|_| directives.accepts_age(age_ms)) {
+                call.cache = Some("hit");
+                metrics.cache_lookup("hit");
+                metrics.cache_saved(entry.tokens);
+                return Ok(replay(&entry, age_ms, None));
+            }
         }
     }
     // Semantic mode: the question's embedding, to look up now and to index the answer by later.
@@ -222,6 +250,24 @@ async fn embed(
         Some(vector) => Some(vector),
         None => failed(&mut inner, "cache_embedding_unreadable"),
     }
+}
+
+/// A stored chat answer in the form `want`: a whole answer as a stream, a stream (with its usage
+/// chunk) as a whole answer or a stream without that chunk; the text, tool calls, finish reason and
+/// usage are the same (`llm::replay`). `None` when the entry cannot be read so.
+fn reform(entry: &Entry, want: Form) -> Option<Entry> {
+    let body = match (entry.stream, want) {
+        (false, Form::Stream) => stream_of_whole(&entry.body, false)?,
+        (false, Form::StreamWithUsage) => stream_of_whole(&entry.body, true)?,
+        (true, Form::Whole) => whole_of_stream(&entry.body)?,
+        (true, Form::Stream) => stream_of_whole(&whole_of_stream(&entry.body)?, false)?,
+        _ => return None,
+    };
+    Some(Entry {
+        stream: want != Form::Whole,
+        body: Bytes::from(body),
+        ..entry.clone()
+    })
 }
 
 /// The stored answer again, with its age (and, for a semantic hit, the similarity).

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tollgate_proxy::{CacheConfig, Clock, ProxyConfig};
 use tollgate_snapshot::{CacheScope, Content, SemanticPolicy};
 
-use super::{CHAT, KEY_A, KEY_B, metric, policy, post_with, question, table};
+use super::{CHAT, KEY_A, KEY_B, metric, policy, post_with, question, table, wait_for_entries};
 use crate::support::openai_fake::{Behaviour, OpenAiFake};
 use crate::support::*;
 
@@ -213,16 +213,6 @@ async fn an_unusable_embedding_makes_a_plain_miss() {
     assert_eq!(again.header("x-tollgate-cache"), Some("hit"));
     assert_eq!(calls(&fake), (1, 1));
     proxy.stop().await;
-}
-
-async fn wait_for_entries(proxy: &TestProxy, want: f64) {
-    for _ in 0..200 {
-        if metric(proxy, "tollgate_cache_entries").await >= want {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the cache never held {want} entries");
 }
 
 /// Two proxies sharing one real Redis: a question stored through one answers a paraphrase on the
