@@ -132,9 +132,9 @@ pub struct CacheSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 67108864))]
     pub max_entry_bytes: Option<u32>,
-    /// Which endpoints are cached. Default all three.
+    /// Which endpoints are cached. Default Chat, Embeddings and Messages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 3))]
+    #[schemars(length(max = 5))]
     pub endpoints: Vec<CacheEndpoint>,
     /// How Semantic mode finds a stored answer to a question asked in other words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +196,11 @@ pub enum CacheEndpoint {
     Embeddings,
     /// `/v1/messages`.
     Messages,
+    /// `<prefix>/prompts/<name>`: the prompt APIs (whole answers; streamed calls are passed on).
+    Prompts,
+    /// `/v1/responses`: OpenAI's Responses API (whole answers of calls that do not continue a
+    /// stored response or conversation; streamed calls are passed on).
+    Responses,
 }
 
 /// Retries allowed on top of the calls: a share of them, plus a floor per second.

@@ -41,8 +41,10 @@ pub async fn cached_call(
         Endpoint::Chat => CacheEndpoint::Chat,
         Endpoint::Embeddings => CacheEndpoint::Embeddings,
         Endpoint::Messages => CacheEndpoint::Messages,
-        // Prompt APIs, the Responses API and token counts are not cached (yet): straight to the plan.
-        Endpoint::Prompt { .. } | Endpoint::Responses | Endpoint::CountTokens => {
+        Endpoint::Prompt { .. } => CacheEndpoint::Prompts,
+        Endpoint::Responses => CacheEndpoint::Responses,
+        // Token counts cost nothing to ask again: straight to the plan.
+        Endpoint::CountTokens => {
             return model_call(shared, snapshot, routed, call).await;
         }
     };
@@ -69,18 +71,25 @@ pub async fn cached_call(
     let semantic = policy
         .semantic
         .as_ref()
-        .filter(|_| endpoint != CacheEndpoint::Embeddings);
+        .filter(|_| matches!(endpoint, CacheEndpoint::Chat | CacheEndpoint::Messages));
     let mut asked: Option<Question> = None;
     // Chat answers stored in another form that can answer this call (see `reform`).
     let mut other_forms: Vec<CacheKey> = Vec::new();
+    // A prompt API's answer is in its own format: its name is part of the key.
+    let prompt_name = call
+        .prompt
+        .and_then(|at| route.prompts.get(at as usize))
+        .map(|p| format!("prompts/{}", p.name));
     let key = consumer
-        .filter(|_| !directives.no_store)
+        .filter(|_| !directives.no_store && cacheable(endpoint, &routed))
         .and_then(|consumer| {
             let parts = KeyParts {
                 endpoint: match endpoint {
                     CacheEndpoint::Chat => "chat",
                     CacheEndpoint::Embeddings => "embeddings",
                     CacheEndpoint::Messages => "messages",
+                    CacheEndpoint::Prompts => prompt_name.as_deref()?,
+                    CacheEndpoint::Responses => "responses",
                 },
                 route: &route_id,
                 consumer: consumer.as_deref(),
@@ -177,6 +186,28 @@ pub async fn cached_call(
     }
     mark(&mut response, "miss");
     Ok(response)
+}
+
+/// Whether a call of `endpoint` can be answered from the cache at all: prompt API and Responses calls
+/// only whole (their streams end in events the cache's copy does not look for), and Responses calls
+/// only when they do not continue a response or conversation the provider keeps.
+fn cacheable(endpoint: CacheEndpoint, routed: &RoutedCall<'_>) -> bool {
+    match endpoint {
+        CacheEndpoint::Chat | CacheEndpoint::Embeddings | CacheEndpoint::Messages => true,
+        CacheEndpoint::Prompts => !routed.ask.stream,
+        CacheEndpoint::Responses => {
+            !routed.ask.stream
+                && ["previous_response_id", "conversation", "background"]
+                    .iter()
+                    .all(|name| {
+                        routed
+                            .ask
+                            .doc
+                            .get(name)
+                            .is_none_or(|raw| raw.get() == "null" || raw.get() == "false")
+                    })
+        }
+    }
 }
 
 fn mark(response: &mut Response<ResponseBody>, what: &'static str) {
