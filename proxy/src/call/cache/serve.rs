@@ -146,14 +146,22 @@ pub async fn cached_call(
     // Semantic mode: the question's embedding, to look up now and to index the answer by later.
     let mut embedded = None;
     if let (Some(semantic), Some(asked)) = (semantic, asked) {
-        embedded = embed(shared, snapshot, routed.route, semantic, &asked.text, call)
-            .await
-            .map(|vector| (asked.bucket, vector));
+        // Boxed: a whole model call of its own, which would otherwise widen every call's future.
+        embedded = Box::pin(embed(
+            shared,
+            snapshot,
+            routed.route,
+            semantic,
+            &asked.text,
+            call,
+        ))
+        .await
+        .map(|vector| (asked.bucket, vector));
     }
     if let (false, Some(semantic), Some((bucket, vector))) =
         (directives.no_cache, semantic, &embedded)
     {
-        let found = shared.cache.nearest(bucket, vector).await;
+        let found = Box::pin(shared.cache.nearest(bucket, vector)).await;
         if let Some((found, similarity)) = found
             && f64::from(similarity) >= semantic.threshold
             && let Some(entry) = shared.cache.get(&found).await
