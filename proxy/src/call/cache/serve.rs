@@ -123,10 +123,7 @@ pub async fn cached_call(
     {
         let age_ms = shared.cache.clock.now_unix_ms() - entry.stored_ms;
         if directives.accepts_age(age_ms) {
-            call.cache = Some("hit");
-            metrics.cache_lookup("hit");
-            metrics.cache_saved(entry.tokens);
-            return Ok(replay(&entry, age_ms, None));
+            return Ok(hit(call, shared, &entry, age_ms, None));
         }
     }
     if !directives.no_cache {
@@ -136,10 +133,7 @@ pub async fn cached_call(
             };
             let age_ms = shared.cache.clock.now_unix_ms() - entry.stored_ms;
             if let Some(entry) = reform(&entry, form).filter(|_| directives.accepts_age(age_ms)) {
-                call.cache = Some("hit");
-                metrics.cache_lookup("hit");
-                metrics.cache_saved(entry.tokens);
-                return Ok(replay(&entry, age_ms, None));
+                return Ok(hit(call, shared, &entry, age_ms, None));
             }
         }
     }
@@ -168,10 +162,7 @@ pub async fn cached_call(
         {
             let age_ms = shared.cache.clock.now_unix_ms() - entry.stored_ms;
             if directives.accepts_age(age_ms) {
-                call.cache = Some("semantic-hit");
-                metrics.cache_lookup("semantic-hit");
-                metrics.cache_saved(entry.tokens);
-                return Ok(replay(&entry, age_ms, Some(similarity)));
+                return Ok(hit(call, shared, &entry, age_ms, Some(similarity)));
             }
         }
     }
@@ -307,6 +298,26 @@ fn reform(entry: &Entry, want: Form) -> Option<Entry> {
         body: Bytes::from(body),
         ..entry.clone()
     })
+}
+
+/// A hit (a semantic one when `similarity` is given): noted on the call and in the metrics, and
+/// the stored answer replayed.
+fn hit(
+    call: &mut Call,
+    shared: &Shared,
+    entry: &Entry,
+    age_ms: i64,
+    similarity: Option<f32>,
+) -> Response<ResponseBody> {
+    let kind = if similarity.is_some() {
+        "semantic-hit"
+    } else {
+        "hit"
+    };
+    call.cache = Some(kind);
+    shared.recorder.metrics.cache_lookup(kind);
+    shared.recorder.metrics.cache_saved(entry.tokens);
+    replay(entry, age_ms, similarity)
 }
 
 /// The stored answer again, with its age (and, for a semantic hit, the similarity).
