@@ -118,9 +118,11 @@ pub struct AIRouteSpec {
 
 /// Response caching: an identical request (see the README for what makes two requests the same)
 /// is answered from a stored answer without calling a provider.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("!has(self.ttl) || (duration(self.ttl) > duration('0s') && duration(self.ttl) <= duration('720h'))")
     .message("cache.ttl must be above 0 and at most 720h (30 days)"))]
+#[x_kube(validation = Rule::new("has(self.mode) && self.mode == 'Semantic' ? has(self.semantic) : !has(self.semantic)")
+    .message("cache.semantic is required with mode Semantic and allowed only with it"))]
 #[serde(rename_all = "camelCase")]
 pub struct CacheSettings {
     /// How requests are matched to stored answers. Default Exact.
@@ -137,10 +139,36 @@ pub struct CacheSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 67108864))]
     pub max_entry_bytes: Option<u32>,
-    /// Which endpoints are cached. Default all three.
+    /// Which endpoints are cached. Default Chat, Embeddings and Messages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 3))]
+    #[schemars(length(max = 5))]
     pub endpoints: Vec<CacheEndpoint>,
+    /// How Semantic mode finds a stored answer to a question asked in other words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<SemanticCache>,
+}
+
+/// Semantic mode: the last user turn of a chat or messages call is embedded, and a stored answer to
+/// a question whose embedding is close enough answers it, when everything else in the request
+/// (system prompt, earlier turns, sampling options, tools) is the same.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.threshold) || self.threshold > 0.0")
+    .message("cache.semantic.threshold must be above 0"))]
+#[serde(rename_all = "camelCase")]
+pub struct SemanticCache {
+    /// The embeddings model that embeds the questions: a model name this route serves.
+    #[schemars(length(min = 1, max = 128))]
+    pub embedding_model: String,
+    /// Cosine similarity a stored question needs to answer a new one (above 0, at most 1).
+    /// Default 0.95.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub threshold: Option<f64>,
+    /// Calls with more user and assistant turns than this are not looked up semantically (an
+    /// exact match still answers them). Default 1: single questions only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_turns: Option<u32>,
 }
 
 /// How requests are matched to stored answers.
@@ -149,6 +177,9 @@ pub enum CacheMode {
     /// The same normalised request (member order aside, fields that do not change the answer left out).
     #[default]
     Exact,
+    /// Exact first; then, for chat and messages calls, a stored answer to a question close enough
+    /// in meaning (see `semantic`).
+    Semantic,
 }
 
 /// Who shares stored answers.
@@ -172,6 +203,11 @@ pub enum CacheEndpoint {
     Embeddings,
     /// `/v1/messages`.
     Messages,
+    /// `<prefix>/prompts/<name>`: the prompt APIs (whole answers; streamed calls are passed on).
+    Prompts,
+    /// `/v1/responses`: OpenAI's Responses API (whole answers of calls that do not continue a
+    /// stored response or conversation; streamed calls are passed on).
+    Responses,
 }
 
 /// Retries allowed on top of the calls: a share of them, plus a floor per second.

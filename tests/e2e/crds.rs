@@ -47,6 +47,22 @@ fn the_examples_are_accepted_and_kubectl_get_shows_them() {
         );
     }
 
+    // The route's Semantic cache settings were kept as written.
+    let mut cache = cp.kubectl();
+    cache.args([
+        "get",
+        "airoute",
+        "chat",
+        "-n",
+        ns.name(),
+        "-o",
+        "jsonpath={.spec.cache.mode} {.spec.cache.semantic.embeddingModel} {.spec.cache.semantic.threshold}",
+    ]);
+    assert_eq!(
+        run(cache).unwrap().trim(),
+        "Semantic text-embedding-3-small 0.95"
+    );
+
     // The controller fills status; play its part so the columns can be checked.
     let status = r#"{"status":{"models":"gpt-4o-mini,smart,text-embedding-3-small","endpoint":"/team-a/chat/v1",
         "conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"ok",
@@ -402,6 +418,48 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
                 "  prefix: /x\n{models}  cache: {{maxEntryBytes: 0}}\n"
             )),
             "spec.cache.maxEntryBytes: Invalid value",
+        ),
+        (
+            "semantic cache without its settings",
+            route(&format!(
+                "  prefix: /x\n{models}  cache: {{mode: Semantic}}\n"
+            )),
+            "cache.semantic is required with mode Semantic and allowed only with it",
+        ),
+        (
+            "semantic settings on an exact cache",
+            route(&format!(
+                "  prefix: /x\n{models}  cache: {{semantic: {{embeddingModel: m}}}}\n"
+            )),
+            "cache.semantic is required with mode Semantic and allowed only with it",
+        ),
+        (
+            "semantic cache without an embeddings model",
+            route(&format!(
+                "  prefix: /x\n{models}  cache: {{mode: Semantic, semantic: {{threshold: 0.9}}}}\n"
+            )),
+            "spec.cache.semantic.embeddingModel: Required value",
+        ),
+        (
+            "semantic threshold above 1",
+            route(&format!(
+                "  prefix: /x\n{models}  cache: {{mode: Semantic, semantic: {{embeddingModel: m, threshold: 1.5}}}}\n"
+            )),
+            "spec.cache.semantic.threshold: Invalid value",
+        ),
+        (
+            "semantic threshold of 0",
+            route(&format!(
+                "  prefix: /x\n{models}  cache: {{mode: Semantic, semantic: {{embeddingModel: m, threshold: 0}}}}\n"
+            )),
+            "cache.semantic.threshold must be above 0",
+        ),
+        (
+            "semantic cache looking up long conversations",
+            route(&format!(
+                "  prefix: /x\n{models}  cache: {{mode: Semantic, semantic: {{embeddingModel: m, maxTurns: 65}}}}\n"
+            )),
+            "spec.cache.semantic.maxTurns: Invalid value",
         ),
         (
             "guardrail rule with a pattern and a moderation hook",

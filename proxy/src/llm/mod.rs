@@ -21,6 +21,7 @@ pub mod openai;
 #[cfg(test)]
 mod pricing_tests;
 pub mod prompt;
+pub mod replay;
 pub mod responses;
 pub mod responses_stream;
 pub mod scrub;

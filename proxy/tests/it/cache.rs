@@ -5,6 +5,7 @@
 //! real Redis and keep answering while it is killed.
 
 mod redis;
+mod semantic;
 
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub fn policy(scope: CacheScope) -> CachePolicy {
             CacheEndpoint::Embeddings,
             CacheEndpoint::Messages,
         ],
+        semantic: None,
     }
 }
 
@@ -345,23 +347,118 @@ async fn a_streamed_answer_is_recorded_and_replayed_as_server_sent_events() {
         (Some("hit"), Some(true))
     );
 
-    // The same question asked whole, or with the usage chunk, is another form: stored apart.
+    // A stream without the usage chunk cannot answer a whole call: it has no usage to give.
     let whole = post_with(&url, KEY_A, &question("hi"), &[]).await;
     assert_eq!(whole.header("x-tollgate-cache"), Some("miss"));
     assert_eq!(whole.json()["object"], "chat.completion");
+    assert_eq!(upstream_calls(&fake), 2);
+    // The whole answer now answers the stream with the usage chunk, replayed as events.
+    wait_for_entries(&proxy, 2.0).await;
     let mut with_usage = streamed.clone();
     with_usage["stream_options"] = json!({"include_usage": true});
-    for want in ["miss", "hit"] {
+    for want in ["hit", "hit"] {
         let reply = post_with(&url, KEY_A, &with_usage, &[]).await;
         assert_eq!(reply.header("x-tollgate-cache"), Some(want));
-        let last_chunk: Value = {
-            let payloads = sse_payloads(&reply.body);
-            serde_json::from_str(&payloads[payloads.len() - 2]).unwrap()
-        };
-        assert_eq!(last_chunk["usage"]["total_tokens"], 18, "{want}");
+        assert_eq!(said_by_stream(&reply.body), said_by_whole(&whole.json()));
     }
-    assert_eq!(upstream_calls(&fake), 3);
+    assert_eq!(upstream_calls(&fake), 2);
     proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_stored_stream_answers_a_whole_call_and_the_reverse() {
+    let (fake, proxy) = setup(Some(policy(CacheScope::Consumer)), Clock::system()).await;
+    let url = proxy.url(CHAT);
+    let streamed = json!({"model": "front-model", "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "stream first"}]});
+    let first = post_with(&url, KEY_A, &streamed, &[]).await;
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    wait_for_entries(&proxy, 1.0).await;
+    let whole = post_with(&url, KEY_A, &question("stream first"), &[]).await;
+    whole.assert_status(200);
+    assert_eq!(whole.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(whole.header("content-type"), Some("application/json"));
+    assert_eq!(whole.json()["object"], "chat.completion");
+    assert_eq!(said_by_whole(&whole.json()), said_by_stream(&first.body));
+    // …and a stream without the usage chunk.
+    let mut bare = streamed.clone();
+    bare.as_object_mut().unwrap().remove("stream_options");
+    let reply = post_with(&url, KEY_A, &bare, &[]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("hit"));
+    let (text, finish, _) = said_by_stream(&reply.body);
+    assert_eq!((text, finish), {
+        let (t, f, _) = said_by_stream(&first.body);
+        (t, f)
+    });
+    assert!(!String::from_utf8_lossy(&reply.body).contains("\"usage\":{"));
+    assert_eq!(upstream_calls(&fake), 1);
+
+    // The reverse: asked whole first, then streamed.
+    let whole = post_with(&url, KEY_A, &question("whole first"), &[]).await;
+    assert_eq!(whole.header("x-tollgate-cache"), Some("miss"));
+    wait_for_entries(&proxy, 2.0).await;
+    let mut streamed = streamed.clone();
+    streamed["messages"][0]["content"] = json!("whole first");
+    let reply = post_with(&url, KEY_A, &streamed, &[]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("hit"));
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(said_by_stream(&reply.body), said_by_whole(&whole.json()));
+    assert_eq!(upstream_calls(&fake), 2);
+    proxy.stop().await;
+}
+
+/// Text, finish reason and usage of a whole chat answer.
+fn said_by_whole(answer: &Value) -> (String, String, Value) {
+    (
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        answer["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        json!({"prompt_tokens": answer["usage"]["prompt_tokens"],
+               "completion_tokens": answer["usage"]["completion_tokens"]}),
+    )
+}
+
+/// Text, finish reason and usage (`null` without the usage chunk) of a streamed chat answer.
+fn said_by_stream(body: &[u8]) -> (String, String, Value) {
+    let (mut text, mut finish, mut usage) = (String::new(), String::new(), Value::Null);
+    for payload in sse_payloads(body) {
+        if payload == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(&payload).unwrap();
+        if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+        if let Some(f) = chunk["choices"][0]["finish_reason"].as_str() {
+            finish = f.to_string();
+        }
+        if chunk["usage"].is_object() {
+            usage = json!({"prompt_tokens": chunk["usage"]["prompt_tokens"],
+                           "completion_tokens": chunk["usage"]["completion_tokens"]});
+        }
+    }
+    (text, finish, usage)
+}
+
+pub async fn wait_for_entries(proxy: &TestProxy, want: f64) {
+    for _ in 0..200 {
+        if metric(proxy, "tollgate_cache_entries").await >= want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the cache never held {want} entries");
 }
 
 #[tokio::test]
@@ -507,5 +604,76 @@ async fn anthropic_format_callers_get_hits_in_their_own_format() {
     assert_eq!(second.body, first.body);
     assert!(String::from_utf8_lossy(&second.body).contains("event: message_stop"));
     assert_eq!(upstream_calls(&fake), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn prompt_api_and_responses_calls_are_cached_when_listed() {
+    let fake = OpenAiFake::start(Behaviour::new("a", UPSTREAM_KEY)).await;
+    let mut cache = policy(CacheScope::Consumer);
+    cache
+        .endpoints
+        .extend([CacheEndpoint::Prompts, CacheEndpoint::Responses]);
+    let mut content = table(&fake.endpoint(), Some(cache));
+    // Responses callers are translated to chat for OpenAI-compatible backends.
+    content.providers[0].provider_type = ProviderType::OpenAICompatible;
+    let spec: tollgate_crds::PromptApi = serde_json::from_value(json!({
+        "name": "summarise",
+        "model": "front-model",
+        "messages": [{"role": "user", "content": "Summarise: {{text}}"}],
+        "variables": [{"name": "text"}]
+    }))
+    .unwrap();
+    content.routes[0].prompts =
+        vec![tollgate_snapshot::compile_prompt_spec(&spec, &["front-model"]).unwrap()];
+    let proxy = TestProxy::start_with(test_config(), Some(content)).await;
+
+    let prompt = proxy.url("/team-a/chat/prompts/summarise");
+    let ask = json!({"variables": {"text": "a long text"}});
+    let first = post_with(&prompt, KEY_A, &ask, &[]).await;
+    first.assert_status(200);
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    wait_for_entries(&proxy, 1.0).await;
+    let second = post_with(&prompt, KEY_A, &ask, &[]).await;
+    assert_eq!(second.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(
+        second.body, first.body,
+        "the prompt API's own answer, replayed"
+    );
+    let other = post_with(
+        &prompt,
+        KEY_A,
+        &json!({"variables": {"text": "another"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(other.header("x-tollgate-cache"), Some("miss"));
+    assert_eq!(upstream_calls(&fake), 2);
+    // Streamed prompt calls are passed on.
+    let streamed = json!({"variables": {"text": "a long text"}, "stream": true});
+    let reply = post_with(&prompt, KEY_A, &streamed, &[]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), Some("bypass"));
+    assert_eq!(upstream_calls(&fake), 3);
+
+    let responses = proxy.url("/team-a/chat/v1/responses");
+    let ask = json!({"model": "front-model", "input": "hi there"});
+    let first = post_with(&responses, KEY_A, &ask, &[]).await;
+    first.assert_status(200);
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    assert_eq!(first.json()["object"], "response");
+    wait_for_entries(&proxy, 3.0).await;
+    let second = post_with(&responses, KEY_A, &ask, &[]).await;
+    assert_eq!(second.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(second.body, first.body);
+    // Not the chat endpoint's entry: the answer's format is another.
+    let chat = post_with(&proxy.url(CHAT), KEY_A, &question("hi there"), &[]).await;
+    assert_eq!(chat.header("x-tollgate-cache"), Some("miss"));
+    assert_eq!(upstream_calls(&fake), 5);
+    // A call continuing a stored response depends on what the provider keeps: never answered from
+    // the cache (here the translated backend cannot continue it, and says so).
+    let follow =
+        json!({"model": "front-model", "input": "hi there", "previous_response_id": "resp_1"});
+    let reply = post_with(&responses, KEY_A, &follow, &[]).await;
+    assert_ne!(reply.header("x-tollgate-cache"), Some("hit"));
     proxy.stop().await;
 }

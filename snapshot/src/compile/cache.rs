@@ -1,21 +1,57 @@
-//! `AIRoute.spec.cache` → [`CachePolicy`]: defaults filled in, the time to live read and bounded.
+//! `AIRoute.spec.cache` → [`CachePolicy`]: defaults filled in, the time to live read and bounded,
+//! Semantic mode's embeddings model found among the route's models.
 
 use tollgate_crds::{CacheEndpoint, CacheMode, CacheSettings};
 
 use crate::duration::parse_duration_ms;
-use crate::model::CachePolicy;
+use crate::model::{CachePolicy, SemanticPolicy};
 
 /// A route's cache policy with defaults filled in, or the problem that keeps the route out of service
-/// (the API server refuses these already; files read by the standalone proxy are not checked there).
+/// (the API server refuses field-level mistakes already; files read by the standalone proxy are not
+/// checked there). `models` are the route's model names: Semantic mode's embeddings model must be one.
 pub(crate) fn cache_policy_of(
     given: Option<&CacheSettings>,
+    models: &[&str],
 ) -> Result<Option<CachePolicy>, String> {
     let Some(settings) = given else {
         return Ok(None);
     };
-    match settings.mode {
-        CacheMode::Exact => {}
-    }
+    let semantic = match (settings.mode, &settings.semantic) {
+        (CacheMode::Exact, None) => None,
+        (CacheMode::Exact, Some(_)) => {
+            return Err("set spec.cache.mode to Semantic, or leave out spec.cache.semantic".into());
+        }
+        (CacheMode::Semantic, None) => {
+            return Err(
+                "set spec.cache.semantic.embeddingModel: Semantic mode needs an embeddings model"
+                    .into(),
+            );
+        }
+        (CacheMode::Semantic, Some(given)) => {
+            if !models.contains(&given.embedding_model.as_str()) {
+                return Err(format!(
+                    "spec.cache.semantic.embeddingModel names {}, which this route does not serve; \
+                     name one of spec.models ({})",
+                    given.embedding_model,
+                    models.join(", ")
+                ));
+            }
+            let threshold = given.threshold.unwrap_or(SemanticPolicy::DEFAULT_THRESHOLD);
+            if !(threshold > 0.0 && threshold <= 1.0) {
+                return Err(format!(
+                    "set spec.cache.semantic.threshold above 0 and at most 1; it is {threshold}"
+                ));
+            }
+            Some(SemanticPolicy {
+                embedding_model: given.embedding_model.clone(),
+                threshold,
+                max_turns: given
+                    .max_turns
+                    .unwrap_or(SemanticPolicy::DEFAULT_MAX_TURNS)
+                    .clamp(1, 64),
+            })
+        }
+    };
     let ttl_ms = match &settings.ttl {
         None => CachePolicy::DEFAULT_TTL_MS,
         Some(text) => parse_duration_ms(text).map_err(|e| format!("spec.cache.ttl: {e}"))?,
@@ -45,18 +81,19 @@ pub(crate) fn cache_policy_of(
             .unwrap_or(CachePolicy::DEFAULT_MAX_ENTRY_BYTES)
             .max(1),
         endpoints,
+        semantic,
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_crds::CacheScope;
+    use tollgate_crds::{CacheScope, SemanticCache};
 
     #[test]
     fn defaults_fill_in_and_ttl_is_bounded() {
-        assert_eq!(cache_policy_of(None), Ok(None));
-        let policy = cache_policy_of(Some(&CacheSettings::default()))
+        assert_eq!(cache_policy_of(None, &[]), Ok(None));
+        let policy = cache_policy_of(Some(&CacheSettings::default()), &[])
             .unwrap()
             .unwrap();
         assert_eq!(policy.ttl_ms, 3_600_000);
@@ -70,7 +107,7 @@ mod tests {
             scope: CacheScope::Route,
             ..CacheSettings::default()
         };
-        let policy = cache_policy_of(Some(&only)).unwrap().unwrap();
+        let policy = cache_policy_of(Some(&only), &[]).unwrap().unwrap();
         assert_eq!(policy.ttl_ms, 30 * 86_400_000);
         assert_eq!(policy.endpoints, vec![CacheEndpoint::Embeddings]);
         assert!(policy.covers(CacheEndpoint::Embeddings));
@@ -81,8 +118,64 @@ mod tests {
                 ttl: Some(bad.into()),
                 ..CacheSettings::default()
             };
-            let err = cache_policy_of(Some(&settings)).unwrap_err();
+            let err = cache_policy_of(Some(&settings), &[]).unwrap_err();
             assert!(err.contains("spec.cache.ttl"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn semantic_mode_needs_an_embeddings_model_the_route_serves() {
+        let models = ["chat", "embed"];
+        let semantic = |model: &str, threshold: Option<f64>| CacheSettings {
+            mode: CacheMode::Semantic,
+            semantic: Some(SemanticCache {
+                embedding_model: model.into(),
+                threshold,
+                max_turns: None,
+            }),
+            ..CacheSettings::default()
+        };
+        let policy = cache_policy_of(Some(&semantic("embed", None)), &models)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            policy.semantic,
+            Some(SemanticPolicy {
+                embedding_model: "embed".into(),
+                threshold: 0.95,
+                max_turns: 1,
+            })
+        );
+        let err = cache_policy_of(Some(&semantic("nope", None)), &models).unwrap_err();
+        assert_eq!(
+            err,
+            "spec.cache.semantic.embeddingModel names nope, which this route does not serve; \
+             name one of spec.models (chat, embed)"
+        );
+        for bad in [0.0, -0.5, 1.01, f64::NAN] {
+            let err = cache_policy_of(Some(&semantic("embed", Some(bad))), &models).unwrap_err();
+            assert!(
+                err.contains("spec.cache.semantic.threshold"),
+                "{bad}: {err}"
+            );
+        }
+        let no_settings = CacheSettings {
+            mode: CacheMode::Semantic,
+            ..CacheSettings::default()
+        };
+        let err = cache_policy_of(Some(&no_settings), &models).unwrap_err();
+        assert!(err.contains("embeddingModel"), "{err}");
+        let stray = CacheSettings {
+            semantic: semantic("embed", None).semantic,
+            ..CacheSettings::default()
+        };
+        let err = cache_policy_of(Some(&stray), &models).unwrap_err();
+        assert!(err.contains("mode to Semantic"), "{err}");
+        // Exact routes encode as they did before the semantic field existed.
+        let exact = cache_policy_of(Some(&CacheSettings::default()), &models)
+            .unwrap()
+            .unwrap();
+        let encoded = serde_json::to_string(&exact).unwrap();
+        assert!(!encoded.contains("semantic"), "{encoded}");
     }
 }

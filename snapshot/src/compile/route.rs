@@ -200,7 +200,8 @@ fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
     {
         problems.push("set spec.deprecation no later than spec.sunset (RFC 9745)".into());
     }
-    let cache = super::cache::cache_policy_of(spec.cache.as_ref())
+    let model_names: Vec<&str> = spec.models.iter().map(|m| m.name.as_str()).collect();
+    let cache = super::cache::cache_policy_of(spec.cache.as_ref(), &model_names)
         .map_err(|e| problems.push(e))
         .unwrap_or_default();
     if problems.is_empty() {

@@ -40,7 +40,7 @@ pub use refs::{ConsumerIdx, ObjectRef, ProviderIdx, RouteIdx};
 pub use rest::{RestCredential, RestOperation, RestService};
 pub use route::{
     Approval, Backend, CacheEndpoint, CachePolicy, CacheScope, RetryBudget, Route, RouteModel,
-    Stage,
+    SemanticPolicy, Stage,
 };
 pub use subscription::{Phase, Subscription};
 pub use table::{Content, DecodeError, RouteMatch, Snapshot};

@@ -112,7 +112,7 @@ pub struct Route {
 }
 
 /// How a route caches answers.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CachePolicy {
     /// How long an answer is kept.
     pub ttl_ms: u64,
@@ -122,6 +122,28 @@ pub struct CachePolicy {
     pub max_entry_bytes: u32,
     /// Endpoints cached, sorted, without repeats.
     pub endpoints: Vec<CacheEndpoint>,
+    /// Semantic lookups after the exact one; `None` in Exact mode. Left out of the encoding when
+    /// absent, so Exact routes encode (and hash) as they did before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<SemanticPolicy>,
+}
+
+/// How a route looks up answers to questions asked in other words.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SemanticPolicy {
+    /// The route's model name of the embeddings model that embeds questions.
+    pub embedding_model: String,
+    /// Cosine similarity a stored question needs to answer a new one, in (0, 1].
+    pub threshold: f64,
+    /// Most user and assistant turns a call may have to be looked up semantically.
+    pub max_turns: u32,
+}
+
+impl SemanticPolicy {
+    /// Default similarity needed: 0.95.
+    pub const DEFAULT_THRESHOLD: f64 = 0.95;
+    /// Default most turns: one question.
+    pub const DEFAULT_MAX_TURNS: u32 = 1;
 }
 
 impl CachePolicy {

@@ -858,3 +858,48 @@ fn a_models_context_window_is_the_routes_figure_else_the_price_lists() {
         "Context windows, in tokens (prompt and completion together): given 32000, listed 128000."
     );
 }
+
+#[test]
+fn a_semantic_cache_needs_an_embeddings_model_the_route_serves() {
+    let mut inputs = team_a();
+    inputs.routes[0].spec.cache = Some(tollgate_crds::CacheSettings {
+        mode: tollgate_crds::CacheMode::Semantic,
+        semantic: Some(tollgate_crds::SemanticCache {
+            embedding_model: "text-embedding-3-small".into(),
+            threshold: Some(0.9),
+            max_turns: None,
+        }),
+        ..Default::default()
+    });
+    let compiled = run(&inputs);
+    let (ok, reason, message) = cond(
+        verdict(&compiled, Kind::AIRoute, "team-a", "chat"),
+        ACCEPTED,
+    );
+    assert!(!ok);
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.contains(
+            "spec.cache.semantic.embeddingModel names text-embedding-3-small, which this route \
+             does not serve; name one of spec.models (gpt-4o-mini)"
+        ),
+        "{message}"
+    );
+    assert!(compiled.snapshot.content.routes.is_empty());
+
+    inputs.routes[0].spec.cache.as_mut().unwrap().semantic = Some(tollgate_crds::SemanticCache {
+        embedding_model: "gpt-4o-mini".into(),
+        threshold: Some(0.9),
+        max_turns: Some(3),
+    });
+    let compiled = run(&inputs);
+    assert!(verdict(&compiled, Kind::AIRoute, "team-a", "chat").is_true(ACCEPTED));
+    let semantic = compiled.snapshot.content.routes[0]
+        .cache
+        .as_ref()
+        .and_then(|c| c.semantic.clone())
+        .unwrap();
+    assert_eq!(semantic.embedding_model, "gpt-4o-mini");
+    assert_eq!(semantic.threshold, 0.9);
+    assert_eq!(semantic.max_turns, 3);
+}

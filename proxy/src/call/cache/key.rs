@@ -74,7 +74,11 @@ pub struct KeyParts<'a> {
 /// The key of a request body, or `None` when the body is not a JSON object.
 pub fn cache_key(parts: &KeyParts<'_>, body: &[u8]) -> Option<CacheKey> {
     let doc: Value = serde_json::from_slice(body).ok()?;
-    let object = doc.as_object()?;
+    Some(key_of(parts, doc.as_object()?))
+}
+
+/// The key of a request already read into a JSON object.
+pub fn key_of(parts: &KeyParts<'_>, object: &serde_json::Map<String, Value>) -> CacheKey {
     let mut hasher = Sha256::new();
     for field in [
         b"tollgate-cache-v1".as_slice(),
@@ -88,10 +92,10 @@ pub fn cache_key(parts: &KeyParts<'_>, body: &[u8]) -> Option<CacheKey> {
         hasher.update((field.len() as u64).to_be_bytes());
         hasher.update(field);
     }
-    let mut normal = Vec::with_capacity(body.len());
+    let mut normal = Vec::with_capacity(256);
     write_object(&mut normal, object, true);
     hasher.update(&normal);
-    Some(CacheKey(hasher.finalize().into()))
+    CacheKey(hasher.finalize().into())
 }
 
 /// The body as the key sees it.

@@ -2,7 +2,8 @@
 //! so that every replica shares what any of them stored. Redis slow, down or answering nonsense is a
 //! miss, counted, never a failed call.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -10,6 +11,7 @@ use redis::AsyncCommands;
 use super::entry::Entry;
 use super::key::CacheKey;
 use super::local::LocalStore;
+use super::semantic::{SemanticIndex, decode_question, encode_question};
 use crate::clock::Clock;
 use crate::limits::redis::RedisCounters;
 use crate::telemetry::Recorder;
@@ -39,7 +41,16 @@ pub struct ResponseCache {
     recorder: Arc<Recorder>,
     /// The clock entries age by.
     pub clock: Clock,
+    /// Embeddings of stored questions, for Semantic mode.
+    semantic: SemanticIndex,
+    /// When each bucket's questions were last read from Redis (Unix ms).
+    filled: Mutex<HashMap<CacheKey, i64>>,
 }
+
+/// How often a bucket's questions are read again from Redis, for those other replicas stored.
+const REFILL_MS: i64 = 1_000;
+/// Buckets whose last reading is remembered; past it, all are read again.
+const FILLED_MAX: usize = 10_000;
 
 impl ResponseCache {
     /// A cache with `config`'s local budget, sharing entries through `redis` when given.
@@ -53,6 +64,8 @@ impl ResponseCache {
             redis,
             recorder,
             clock: config.clock.clone(),
+            semantic: SemanticIndex::default(),
+            filled: Mutex::default(),
         }
     }
 
@@ -121,6 +134,91 @@ impl ResponseCache {
             }
         }
         self.keep_locally(key, entry);
+    }
+
+    /// The stored question of `bucket` nearest to `query`, with its similarity: this replica's
+    /// index, filled first (at most every second per bucket) with the questions other replicas wrote
+    /// to Redis.
+    pub async fn nearest(&self, bucket: &CacheKey, query: &[f32]) -> Option<(CacheKey, f32)> {
+        let now = self.clock.now_unix_ms();
+        if let Some(redis) = &self.redis {
+            let due = {
+                let mut filled = self.filled.lock().unwrap_or_else(|e| e.into_inner());
+                if filled.len() >= FILLED_MAX {
+                    filled.clear();
+                }
+                let last = filled.entry(*bucket).or_insert(i64::MIN);
+                let due = now.saturating_sub(*last) >= REFILL_MS;
+                if due {
+                    *last = now;
+                }
+                due
+            };
+            if due {
+                self.fill(redis, bucket, now).await;
+            }
+        }
+        self.semantic.nearest(bucket, query, now)
+    }
+
+    async fn fill(&self, redis: &RedisCounters, bucket: &CacheKey, now: i64) {
+        let Some(mut conn) = redis.connection() else {
+            self.recorder.metrics.cache_store_error("get");
+            return;
+        };
+        let read = conn.hgetall::<_, Vec<(Vec<u8>, Vec<u8>)>>(bucket.redis_bucket());
+        let fields = match tokio::time::timeout(redis.timeout(), read).await {
+            Ok(Ok(fields)) => fields,
+            Ok(Err(error)) => return self.redis_failed(redis, "get", &error.to_string()),
+            Err(_) => return self.recorder.metrics.cache_store_error("get"),
+        };
+        for (field, value) in fields {
+            if let (Some(key), Some((expires_ms, vector))) =
+                (CacheKey::from_hex(&field), decode_question(&value))
+                && expires_ms > now
+            {
+                self.semantic.insert(*bucket, key, vector, expires_ms, now);
+            }
+        }
+    }
+
+    /// Indexes the answer stored under `key` as the answer to the question embedded as `vector` in
+    /// `bucket`, here and, off the request path, in Redis.
+    pub fn index_question(
+        &self,
+        bucket: CacheKey,
+        key: CacheKey,
+        vector: Box<[f32]>,
+        expires_ms: i64,
+    ) {
+        let now = self.clock.now_unix_ms();
+        if let Some(redis) = &self.redis {
+            match redis.connection() {
+                None => self.recorder.metrics.cache_store_error("set"),
+                Some(mut conn) => {
+                    let value = encode_question(expires_ms, &vector);
+                    let ttl_ms = u64::try_from(expires_ms.saturating_sub(now).max(1)).unwrap_or(1);
+                    let recorder = self.recorder.clone();
+                    let timeout = (redis.timeout() * 4).max(Duration::from_millis(100));
+                    tokio::spawn(async move {
+                        let name = bucket.redis_bucket();
+                        // The hash lives as long as its newest question: every question of a
+                        // bucket has its route's time to live.
+                        let mut pipe = redis::pipe();
+                        pipe.hset(&name, hex::encode(key.0), value)
+                            .ignore()
+                            .pexpire(&name, i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+                            .ignore();
+                        let write = pipe.query_async::<()>(&mut conn);
+                        match tokio::time::timeout(timeout, write).await {
+                            Ok(Ok(())) => {}
+                            _ => recorder.metrics.cache_store_error("set"),
+                        }
+                    });
+                }
+            }
+        }
+        self.semantic.insert(bucket, key, vector, expires_ms, now);
     }
 
     fn keep_locally(&self, key: CacheKey, entry: Arc<Entry>) {

@@ -24,6 +24,8 @@ pub struct Tee {
     copy: Vec<u8>,
     /// Over the size limit: nothing will be stored.
     spoiled: bool,
+    /// Semantic mode: the question's bucket and embedding, indexed once the answer is stored.
+    question: Option<(CacheKey, Box<[f32]>)>,
 }
 
 impl Tee {
@@ -45,7 +47,15 @@ impl Tee {
             stream,
             copy: Vec::new(),
             spoiled: false,
+            question: None,
         }
+    }
+
+    /// Indexes the answer, once stored, as the answer to the question embedded as `vector` in
+    /// `bucket`.
+    pub fn answering(mut self, bucket: CacheKey, vector: Box<[f32]>) -> Self {
+        self.question = Some((bucket, vector));
+        self
     }
 
     /// A piece of the answer went to the caller.
@@ -83,7 +93,12 @@ impl Tee {
             tokens,
             body: Bytes::from(self.copy),
         };
+        let expires_ms = entry.expires_ms;
         self.cache.put(self.key, entry);
+        if let Some((bucket, vector)) = self.question {
+            self.cache
+                .index_question(bucket, self.key, vector, expires_ms);
+        }
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Behaviour {
     /// Text the fake quotes in its 400 messages and in an error event that cuts its streams short
     /// after the first word, as a provider quoting the key it was sent would.
     pub quote: Option<String>,
+    /// The embedding of an input text, when the test decides it (else `[0.25, -0.5, 0.75]`).
+    pub vectors: Vec<(String, Vec<f64>)>,
 }
 
 impl Behaviour {
@@ -47,6 +49,7 @@ impl Behaviour {
             stream_chunks: 3,
             chunk_interval: Duration::ZERO,
             quote: None,
+            vectors: Vec::new(),
         }
     }
 }
@@ -163,14 +166,22 @@ async fn answer(state: State, req: Request<Incoming>) -> Response<Body> {
             }
         }
         ("POST", "/v1/embeddings") => {
-            let n = match &body["input"] {
-                Value::Array(items) => items.len(),
-                _ => 1,
+            let inputs = match &body["input"] {
+                Value::Array(items) => items.clone(),
+                one => vec![one.clone()],
             };
-            let data: Vec<Value> = (0..n)
-                .map(
-                    |i| json!({"object": "embedding", "index": i, "embedding": [0.25, -0.5, 0.75]}),
-                )
+            let n = inputs.len();
+            let data: Vec<Value> = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, input)| {
+                    let vector = b
+                        .vectors
+                        .iter()
+                        .find(|(text, _)| input.as_str() == Some(text))
+                        .map_or_else(|| vec![0.25, -0.5, 0.75], |(_, v)| v.clone());
+                    json!({"object": "embedding", "index": i, "embedding": vector})
+                })
                 .collect();
             json_response(
                 200,
