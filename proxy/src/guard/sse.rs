@@ -209,12 +209,13 @@ impl AnswerStream {
                 StreamFormat::Prompt => write(out, Some("delta"), &json!({ "text": rest })),
                 // Held text of a Responses stream is sent by `responses`, which knows the item.
                 StreamFormat::Responses => {
-                    let (output, content) = (index >> 32, index & 0xffff_ffff);
-                    let data = json!({"type": "response.output_text.delta", "output_index": output,
+                    let delta = responses_delta_kind(index & REASONING != 0);
+                    let (output, content) = ((index & !REASONING) >> 32, index & 0xffff_ffff);
+                    let data = json!({"type": delta, "output_index": output,
                                       "content_index": content, "delta": rest, "logprobs": [],
                                       "sequence_number": self.sequence});
                     self.sequence += 1;
-                    write(out, Some("response.output_text.delta"), &data);
+                    write(out, Some(delta), &data);
                 }
             },
         }
@@ -411,9 +412,10 @@ impl AnswerStream {
             return;
         };
         let kind = v["type"].as_str().or(name).unwrap_or_default().to_string();
-        let index = (v["output_index"].as_u64().unwrap_or(0) << 32)
-            | (v["content_index"].as_u64().unwrap_or(0) & 0xffff_ffff);
-        if kind == "response.output_text.delta" {
+        // Shown reasoning streams like the output text, through a window of its own.
+        let reasoning = kind.starts_with("response.reasoning_text.");
+        let index = responses_index(&v, reasoning);
+        if kind == "response.output_text.delta" || kind == "response.reasoning_text.delta" {
             let text = v["delta"].as_str().unwrap_or_default().to_string();
             match self.guard(index).push(&text) {
                 Ok(released) if released.is_empty() => return,
@@ -421,7 +423,7 @@ impl AnswerStream {
                 Err(rule) => return self.reject(rule, out),
             }
         } else {
-            if kind == "response.output_text.done"
+            if (kind == "response.output_text.done" || kind == "response.reasoning_text.done")
                 && let Some(mut guard) = self.guards.remove(&index)
             {
                 let rest = guard.finish();
@@ -431,12 +433,13 @@ impl AnswerStream {
                     Ok(rest) if rest.is_empty() => {}
                     // The held text, under the item's id like the deltas before it.
                     Ok(rest) => {
-                        let held = json!({"type": "response.output_text.delta",
+                        let delta = responses_delta_kind(reasoning);
+                        let held = json!({"type": delta,
                                           "item_id": v["item_id"], "output_index": v["output_index"],
                                           "content_index": v["content_index"], "delta": rest,
                                           "logprobs": [], "sequence_number": self.sequence});
                         self.sequence += 1;
-                        write(out, Some("response.output_text.delta"), &held);
+                        write(out, Some(delta), &held);
                     }
                 }
             } else if kind == "response.completed" || kind == "response.incomplete" {
@@ -490,6 +493,24 @@ impl AnswerStream {
                 return;
             }
         }
+    }
+}
+
+/// The window key of a Responses text: output and content index, and whether it is shown reasoning.
+const REASONING: u64 = 1 << 63;
+
+fn responses_index(v: &Value, reasoning: bool) -> u64 {
+    ((v["output_index"].as_u64().unwrap_or(0) & 0x7fff_ffff) << 32)
+        | (v["content_index"].as_u64().unwrap_or(0) & 0xffff_ffff)
+        | if reasoning { REASONING } else { 0 }
+}
+
+/// The delta event of a Responses text of either kind.
+fn responses_delta_kind(reasoning: bool) -> &'static str {
+    if reasoning {
+        "response.reasoning_text.delta"
+    } else {
+        "response.output_text.delta"
     }
 }
 
@@ -886,6 +907,46 @@ mod tests {
             !shown.contains("event: done") && !shown.contains("bob@"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn shown_reasoning_in_a_responses_stream_is_masked_like_the_output_text() {
+        let mut answer = AnswerStream::new(StreamFormat::Responses, policy(GuardrailAction::Mask));
+        let mut input = Vec::new();
+        for (kind, pieces) in [
+            ("reasoning_text", ["the user is bob@", "example.com, so"]),
+            ("output_text", ["write to carol@", "example.org"]),
+        ] {
+            let output = u64::from(kind == "output_text");
+            for piece in pieces {
+                let event = format!("response.{kind}.delta");
+                write(
+                    &mut input,
+                    Some(&event),
+                    &json!({"type": event, "item_id": "i", "output_index": output, "content_index": 0, "delta": piece}),
+                );
+            }
+            let done = format!("response.{kind}.done");
+            write(
+                &mut input,
+                Some(&done),
+                &json!({"type": done, "item_id": "i", "output_index": output, "content_index": 0, "text": pieces.concat()}),
+            );
+        }
+        let mut out = answer.feed(&input);
+        out.extend(answer.finish());
+        let shown = String::from_utf8_lossy(&out);
+        assert!(!shown.contains("bob@"), "{shown}");
+        assert!(!shown.contains("carol@"), "{shown}");
+        let reasoning: String = String::from_utf8_lossy(&out)
+            .split("\n\n")
+            .filter_map(|e| e.split_once("data: ").map(|(_, d)| d.to_string()))
+            .filter_map(|d| serde_json::from_str::<Value>(&d).ok())
+            .filter(|v| v["type"] == "response.reasoning_text.delta")
+            .filter_map(|v| v["delta"].as_str().map(String::from))
+            .collect();
+        assert!(reasoning.starts_with("the user is "), "{reasoning}");
+        assert!(reasoning.ends_with(", so"), "{reasoning}");
     }
 
     #[test]
