@@ -648,10 +648,14 @@ fn the_real_controller_and_proxy_run_in_the_runtime_image_with_the_charts_accoun
     ));
     assert!(answer.contains("\"choices\""), "{answer}");
 
-    // A streamed call too, so the time-to-first-token histogram has a sample.
+    // A streamed call too, so the time-to-first-token histogram has a sample. The quickstart route
+    // caches answers, and a stored whole answer now answers a stream: `no-cache` sends this one to
+    // the provider, as the histogram measures.
     let streamed = curl(&[
         "-H",
         "Authorization: Bearer tg-quickstart-demo-key",
+        "-H",
+        "Cache-Control: no-cache",
         "-H",
         "Content-Type: application/json",
         "-d",
