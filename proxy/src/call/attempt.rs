@@ -18,7 +18,7 @@ use super::body::ResponseBody;
 use super::failure::{self, Failed};
 use super::fake::{self, FakeAnswer};
 use super::outgoing::{Outgoing, Wire, as_openai, authenticate, outgoing, request_value};
-use super::record::Call;
+use super::record::{Call, insert_trace};
 use super::relay::{Relay, RelayMode, StreamSecrets};
 use super::shared::Shared;
 use crate::error::ApiError;
@@ -34,7 +34,6 @@ use crate::llm::responses;
 use crate::llm::responses_stream::{ResponsesEncoder, ResponsesPassthrough};
 use crate::llm::scrub::secrets_of;
 use crate::llm::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Translate};
-use crate::telemetry::trace;
 use crate::upstream::ProviderParts;
 use crate::upstream::google::TokenError;
 
@@ -209,32 +208,17 @@ async fn vertex_token(
 /// W3C trace context for the upstream: the attempt's span as parent when the call is recorded (and
 /// the attempt's server noted), else the caller's headers as they came.
 fn trace_context(call: &mut Call, uri: &http::Uri, headers: &mut http::HeaderMap) {
-    const TRACEPARENT: header::HeaderName = header::HeaderName::from_static(trace::TRACEPARENT);
-    const TRACESTATE: header::HeaderName = header::HeaderName::from_static(trace::TRACESTATE);
-    if let Some(t) = call.trace.as_deref_mut() {
-        if let (Some(span), Some(host)) = (t.attempt(), uri.host()) {
-            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-                Some("http") => 80,
-                _ => 443,
-            });
-            span.server = Some((host.to_string(), port));
-        }
-        headers.insert(
-            TRACEPARENT,
-            HeaderValue::from_bytes(&t.traceparent()).expect("hex digits and dashes"),
-        );
-        if let Some(state) = t
-            .tracestate
-            .as_deref()
-            .and_then(|s| HeaderValue::from_str(s).ok())
-        {
-            headers.insert(TRACESTATE, state);
-        }
-    } else if let Some(given) = call.trace_headers.as_deref() {
-        headers.insert(TRACEPARENT, given.0.clone());
-        if let Some(state) = &given.1 {
-            headers.insert(TRACESTATE, state.clone());
-        }
+    if let Some(t) = call.trace.as_deref_mut()
+        && let (Some(span), Some(host)) = (t.attempt(), uri.host())
+    {
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("http") => 80,
+            _ => 443,
+        });
+        span.server = Some((host.to_string(), port));
+    }
+    if let Some(trace) = call.outgoing_trace() {
+        insert_trace(headers, trace);
     }
 }
 

@@ -22,13 +22,9 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tollgate_snapshot::{FxHashMap, McpServer, ObjectRef};
 
-use super::record::TraceHeaders;
+use super::record::{TraceHeaders, insert_trace};
 use crate::llm::sse::{SseDecoder, SseEvent};
-use crate::telemetry::trace;
 use crate::upstream::{McpPools, UpstreamError};
-
-const TRACEPARENT: HeaderName = HeaderName::from_static(trace::TRACEPARENT);
-const TRACESTATE: HeaderName = HeaderName::from_static(trace::TRACESTATE);
 
 /// The stateless revision, tried first.
 pub const MODERN: &str = "2026-07-28";
@@ -242,13 +238,10 @@ impl McpUpstreams {
             if let Ok(text) = parent.to_str() {
                 meta.insert("traceparent".into(), json!(text));
             }
-            forwarded.insert(TRACEPARENT, parent);
-            if let Some(state) = state {
-                if let Ok(text) = state.to_str() {
-                    meta.insert("tracestate".into(), json!(text));
-                }
-                forwarded.insert(TRACESTATE, state);
+            if let Some(text) = state.as_ref().and_then(|s| s.to_str().ok()) {
+                meta.insert("tracestate".into(), json!(text));
             }
+            insert_trace(&mut forwarded, (parent, state));
             params["_meta"] = Value::Object(meta);
         }
         let answer = self

@@ -48,6 +48,18 @@ pub struct McpNote {
 /// A `traceparent` and, when there is one, a `tracestate` header value.
 pub type TraceHeaders = (http::HeaderValue, Option<http::HeaderValue>);
 
+/// The W3C trace context headers, parsed once.
+pub(crate) const TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+pub(crate) const TRACESTATE_HEADER: http::HeaderName = http::HeaderName::from_static(TRACESTATE);
+
+/// Puts `trace` into `headers`.
+pub(crate) fn insert_trace(headers: &mut http::HeaderMap, (parent, state): TraceHeaders) {
+    headers.insert(TRACEPARENT_HEADER, parent);
+    if let Some(state) = state {
+        headers.insert(TRACESTATE_HEADER, state);
+    }
+}
+
 /// One call in progress. Dropping it writes its record.
 pub struct Call {
     recorder: Arc<Recorder>,

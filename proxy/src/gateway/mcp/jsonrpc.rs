@@ -273,10 +273,8 @@ pub fn string_value(raw: &str) -> Option<Cow<'_, str>> {
 fn member_value(raw: &str) -> Option<Value> {
     let b = raw.as_bytes();
     match b.first()? {
-        // A string the scan accepted, without escapes: its text is its value.
-        b'"' if memchr::memchr(b'\\', b).is_none() => {
-            return Some(Value::String(raw[1..raw.len() - 1].to_owned()));
-        }
+        // A string the scan accepted: its text (unescaped only when it has escapes).
+        b'"' => return string_value(raw).map(|s| Value::String(s.into_owned())),
         // A non-negative integer well inside u64 (`-0` is a float to serde_json).
         b'0'..=b'9' if b.len() <= 18 && b.iter().all(u8::is_ascii_digit) => {
             return raw.parse::<u64>().ok().map(Value::from);
