@@ -163,7 +163,7 @@ pub async fn model_call(
         if let Some(trace) = call.trace.as_deref_mut() {
             trace.start_attempt(
                 provider.provider_type,
-                provider.id.to_string(),
+                provider.id.joined(),
                 backend.upstream_model.clone(),
             );
         }

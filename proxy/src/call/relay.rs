@@ -28,6 +28,7 @@ use crate::llm::Usage;
 use crate::llm::openai;
 use crate::llm::scrub::{self, LazySecrets, event_end, is_error_event};
 use crate::llm::stream::Transcode;
+use crate::telemetry::trace::CallTrace;
 
 /// How much of the end of a non-streamed body is kept to read its usage (which providers write last):
 /// older frames are let go, so a large answer is never held whole.
@@ -189,7 +190,7 @@ impl Relay {
                             if let Some(t) =
                                 call.as_deref_mut().and_then(|c| c.trace.as_deref_mut())
                             {
-                                t.response.read_openai_events(&data);
+                                note_chunk_heads(t, &data);
                             }
                             let usage = call.as_deref_mut().map(|c| &mut c.usage);
                             scanner.process(data, usage)
@@ -231,8 +232,10 @@ impl Relay {
                 if let Some(call) = call {
                     // A whole body read by the trace too (sampled calls only): id, model, finish reasons.
                     let read = |body: &[u8], call: &mut Call| {
-                        if let (Some(t), false) = (call.trace.as_deref_mut(), *cut) {
-                            t.response.read_openai(body);
+                        if let (Some(t), false) = (call.trace.as_deref_mut(), *cut)
+                            && let Some(head) = openai::answer_head(body)
+                        {
+                            note_head(t, &head);
                         }
                         openai::usage_of_body(body, *cut)
                     };
@@ -412,6 +415,29 @@ impl SseScanner {
 }
 
 /// An error event scrubbed, data that is not JSON replaced by an OpenAI-format error.
+/// Notes a read answer's id, model and finish reasons in a sampled call's trace.
+fn note_head(trace: &mut CallTrace, head: &openai::AnswerHead<'_>) {
+    trace.response.note(
+        head.id.as_deref(),
+        head.model.as_deref(),
+        head.finish_reasons.iter().map(|r| &**r),
+    );
+}
+
+/// Notes the heads of the OpenAI stream events whose `data:` lines are in one frame of a stream. A
+/// line cut between two frames is not read (the id and model come again in the next chunk; a finish
+/// reason so cut is missed).
+fn note_chunk_heads(trace: &mut CallTrace, frame: &[u8]) {
+    for line in frame.split(|&b| b == b'\n') {
+        if let Some(payload) = line.strip_prefix(b"data:").map(<[u8]>::trim_ascii)
+            && payload.first() == Some(&b'{')
+            && let Some(head) = openai::answer_head(payload)
+        {
+            note_head(trace, &head);
+        }
+    }
+}
+
 fn scrub_error_event(event: &[u8], secrets: &[String]) -> Option<Vec<u8>> {
     let unreadable = ApiError::upstream(
         http::StatusCode::BAD_GATEWAY,

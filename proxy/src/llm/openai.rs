@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
-use crate::llm::Usage;
+use crate::llm::{Usage, json_scan};
 
 /// A JSON object key, borrowed from the input when it has no escapes.
 struct Key<'a>(Cow<'a, str>);
@@ -314,6 +314,68 @@ fn usage_from_the_end(body: &[u8]) -> Option<Option<Usage>> {
     Some(usage.map(Usage::from))
 }
 
+/// Most finish reasons an [`AnswerHead`] keeps (one per choice).
+const MAX_REASONS: usize = 16;
+/// Longest id, model name or finish reason an [`AnswerHead`] keeps.
+const MAX_NAME: usize = 256;
+
+/// The answer's `id`, `model` and the `finish_reason` of each choice, read from a whole
+/// `chat.completion` body or one `chat.completion.chunk` payload — what a trace records of an
+/// answer (never its content). Values longer than 256 bytes are left out.
+#[derive(Debug, Default, PartialEq)]
+pub struct AnswerHead<'a> {
+    pub id: Option<Cow<'a, str>>,
+    pub model: Option<Cow<'a, str>>,
+    pub finish_reasons: Vec<Cow<'a, str>>,
+}
+
+/// Reads the [`AnswerHead`] of `body` in one skim, stepping only into `choices`; `None` when the body
+/// is not a JSON object. On damaged JSON the values may be incomplete, never a panic.
+pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
+    let mut head = AnswerHead::default();
+    let mut cursor = json_scan::Cursor::new(std::str::from_utf8(body).ok()?);
+    cursor.enter_object()?;
+    while let Some(key) = cursor.next_key()? {
+        match &*key {
+            "id" => head.id = short_string(cursor.value()?),
+            "model" => head.model = short_string(cursor.value()?),
+            "choices" if cursor.peek() == Some(b'[') => {
+                cursor.enter_array()?;
+                while cursor.next_element()? {
+                    if cursor.peek() != Some(b'{') {
+                        cursor.skip()?;
+                        continue;
+                    }
+                    cursor.enter_object()?;
+                    while let Some(key) = cursor.next_key()? {
+                        let value = cursor.value()?;
+                        if key == "finish_reason"
+                            && head.finish_reasons.len() < MAX_REASONS
+                            && let Some(reason) = short_string(value)
+                        {
+                            head.finish_reasons.push(reason);
+                        }
+                    }
+                }
+            }
+            _ => cursor.skip()?,
+        }
+    }
+    Some(head)
+}
+
+/// A JSON string value's text (unescaped where it has escapes), if it is a string of at most
+/// [`MAX_NAME`] bytes.
+fn short_string(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let text = if inner.contains('\\') {
+        Cow::Owned(serde_json::from_str::<String>(raw).ok()?)
+    } else {
+        Cow::Borrowed(inner)
+    };
+    (text.len() <= MAX_NAME).then_some(text)
+}
+
 /// What a streamed chunk says about usage.
 pub struct ChunkUsage {
     /// The usage it carries.
@@ -465,5 +527,61 @@ mod tests {
         assert!(c.usage_only);
         let c = usage_of_chunk(br#"{"choices":[{"index":0}],"usage":null}"#).unwrap();
         assert!(c.usage.is_none() && !c.usage_only);
+    }
+
+    #[test]
+    fn an_answer_head_is_its_id_model_and_finish_reasons_and_no_content() {
+        let head = answer_head(
+            br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-2024-08-06",
+            "choices":[{"index":0,"message":{"role":"assistant","content":"secret \"id\": x"},"finish_reason":"stop"},
+            {"index":1,"message":{"role":"assistant","content":"x"},"finish_reason":"length"}],
+            "usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(head.id.as_deref(), Some("chatcmpl-1"));
+        assert_eq!(head.model.as_deref(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(head.finish_reasons, ["stop", "length"]);
+        let chunk = answer_head(
+            br#"{"id":"c-\u0031","model":"m","choices":[{"delta":{},"finish_reason":null}, 3]}"#,
+        )
+        .unwrap();
+        assert_eq!(chunk.id.as_deref(), Some("c-1"));
+        assert!(chunk.finish_reasons.is_empty());
+    }
+
+    #[test]
+    fn an_answer_head_leaves_out_what_is_not_a_short_string() {
+        let long = "m".repeat(MAX_NAME + 1);
+        let body = format!(r#"{{"id":7,"model":"{long}","choices":null}}"#);
+        assert_eq!(answer_head(body.as_bytes()), Some(AnswerHead::default()));
+        assert_eq!(answer_head(b"not json"), None);
+        assert_eq!(answer_head(b"[1]"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn an_answer_head_agrees_with_serde_json(
+            id in proptest::option::of("[a-z\\\\\"0-9 ]{0,12}"),
+            reasons in proptest::collection::vec(proptest::option::of("[a-z_]{1,8}"), 0..20),
+            extra in proptest::option::of("[\\[\\]{}a-z\"\\\\ ]{0,10}"),
+        ) {
+            let choices: Vec<serde_json::Value> = reasons
+                .iter()
+                .map(|r| serde_json::json!({"message": {"content": extra}, "finish_reason": r}))
+                .collect();
+            let body = serde_json::json!({"model": "m", "choices": choices, "id": id, "x": extra}).to_string();
+            let head = answer_head(body.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(head.id.as_deref(), id.as_deref());
+            proptest::prop_assert_eq!(head.model.as_deref(), Some("m"));
+            let want: Vec<&str> = reasons.iter().flatten().map(String::as_str).take(MAX_REASONS).collect();
+            proptest::prop_assert_eq!(head.finish_reasons, want);
+        }
+
+        #[test]
+        fn any_bytes_read_as_an_answer_head_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Some(head) = answer_head(&bytes) {
+                proptest::prop_assert!(head.finish_reasons.len() <= MAX_REASONS);
+            }
+        }
     }
 }

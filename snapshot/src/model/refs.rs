@@ -39,6 +39,17 @@ impl ObjectRef {
     }
 }
 
+impl ObjectRef {
+    /// `namespace/name`, as `Display` writes it, without the formatting machinery (for hot paths).
+    pub fn joined(&self) -> String {
+        let mut out = String::with_capacity(self.namespace.len() + 1 + self.name.len());
+        out.push_str(&self.namespace);
+        out.push('/');
+        out.push_str(&self.name);
+        out
+    }
+}
+
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)

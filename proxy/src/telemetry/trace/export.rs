@@ -83,14 +83,46 @@ impl Default for TraceConfig {
 }
 
 enum Message {
-    Spans(Vec<SpanData>),
+    /// One call's spans, encoded for OTLP/HTTP (`otlp::encode_spans`).
+    Encoded {
+        bytes: Vec<u8>,
+        spans: usize,
+    },
+    /// One call's spans for the gRPC exporter.
+    Data(Vec<SpanData>),
     Flush(oneshot::Sender<()>),
+}
+
+/// The spans gathered for the next export.
+#[derive(Default)]
+struct Batch {
+    encoded: Vec<u8>,
+    data: Vec<SpanData>,
+    spans: usize,
+}
+
+impl Batch {
+    fn add(&mut self, message: Message, flushed: &mut Vec<oneshot::Sender<()>>) {
+        match message {
+            Message::Encoded { bytes, spans } => {
+                self.encoded.extend_from_slice(&bytes);
+                self.spans += spans;
+            }
+            Message::Data(data) => {
+                self.spans += data.len();
+                self.data.extend(data);
+            }
+            Message::Flush(done) => flushed.push(done),
+        }
+    }
 }
 
 /// Samples calls and queues their spans for the exporter task.
 pub struct Tracer {
     sampler: Sampler,
     scope: InstrumentationScope,
+    /// Whether spans are encoded here for OTLP/HTTP (else handed to the gRPC exporter as data).
+    encode: bool,
     queue: mpsc::Sender<Message>,
     counters: TraceCounters,
     pending: std::sync::Mutex<Option<(mpsc::Receiver<Message>, TraceConfig)>>,
@@ -110,6 +142,7 @@ impl Tracer {
         let (queue, receiver) = mpsc::channel(config.queue_calls.max(1));
         Self {
             sampler: config.sampler,
+            encode: config.protocol == Protocol::HttpProtobuf,
             scope: InstrumentationScope::builder("tollgate-proxy")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
@@ -140,10 +173,22 @@ impl Tracer {
 
     /// Makes a finished call's spans and queues them; drops and counts them if the queue is full.
     pub fn finish(&self, trace: CallTrace, summary: &CallSummary<'_>) {
-        let spans = spans(trace, summary, &self.scope);
-        let n = spans.len() as u64;
-        if self.queue.try_send(Message::Spans(spans)).is_err() {
-            self.counters.dropped_queue_full.inc_by(n);
+        let records = spans(&trace, summary);
+        let n = records.len();
+        let message = if self.encode {
+            let mut bytes = Vec::with_capacity(768 * n);
+            otlp::encode_spans(&mut bytes, &records);
+            Message::Encoded { bytes, spans: n }
+        } else {
+            Message::Data(
+                records
+                    .iter()
+                    .map(|r| r.to_span_data(&self.scope))
+                    .collect(),
+            )
+        };
+        if self.queue.try_send(message).is_err() {
+            self.counters.dropped_queue_full.inc_by(n as u64);
         }
     }
 
@@ -187,15 +232,18 @@ impl Tracer {
                     sender: Box::new(HttpSender::new(url, &headers, config.timeout)),
                     resource: resource
                         .iter()
-                        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
                         .collect(),
-                    scope: self.scope.clone(),
+                    scope: (
+                        self.scope.name().to_string(),
+                        self.scope.version().map(str::to_string),
+                    ),
                 }
             }
             Protocol::Grpc => {
                 let mut exporter = build_exporter(&config)?;
                 exporter.set_resource(&resource);
-                Exporter::Grpc(exporter)
+                Exporter::Grpc(Box::new(exporter))
             }
         };
         tokio::spawn(run(exporter, receiver, config, self.counters.clone()));
@@ -207,24 +255,31 @@ impl Tracer {
 enum Exporter {
     Http {
         sender: Box<HttpSender>,
-        resource: Vec<KeyValue>,
-        scope: InstrumentationScope,
+        resource: Vec<(String, String)>,
+        /// The instrumentation scope's name and version.
+        scope: (String, Option<String>),
     },
-    Grpc(opentelemetry_otlp::SpanExporter),
+    Grpc(Box<opentelemetry_otlp::SpanExporter>),
 }
 
 impl Exporter {
-    async fn export(&self, spans: Vec<SpanData>) -> Result<(), String> {
+    async fn export(&self, batch: Batch) -> Result<(), String> {
         match self {
             Exporter::Http {
                 sender,
                 resource,
-                scope,
-            } => sender
-                .send(otlp::encode_request(resource, scope, &spans))
-                .await
-                .map_err(|e| e.to_string()),
-            Exporter::Grpc(exporter) => exporter.export(spans).await.map_err(|e| e.to_string()),
+                scope: (name, version),
+            } => {
+                let scope = otlp::Scope {
+                    name,
+                    version: version.as_deref(),
+                };
+                let request = otlp::encode_request(resource, &scope, &batch.encoded);
+                sender.send(request).await.map_err(|e| e.to_string())
+            }
+            Exporter::Grpc(exporter) => {
+                exporter.export(batch.data).await.map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -314,22 +369,20 @@ async fn run(
     config: TraceConfig,
     counters: TraceCounters,
 ) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(config.batch_spans);
+    let mut batch = Batch::default();
     let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     let mut closed = false;
     while !closed {
         // Idle until something comes (no timer ticking while there is nothing to send), then up to
         // `delay` more for the batch to fill.
         match receiver.recv().await {
-            Some(Message::Spans(spans)) => batch.extend(spans),
-            Some(Message::Flush(done)) => flushed.push(done),
+            Some(message) => batch.add(message, &mut flushed),
             None => closed = true,
         }
         let due = tokio::time::Instant::now() + config.delay;
-        while !closed && batch.len() < config.batch_spans && flushed.is_empty() {
+        while !closed && batch.spans < config.batch_spans && flushed.is_empty() {
             match tokio::time::timeout_at(due, receiver.recv()).await {
-                Ok(Some(Message::Spans(spans))) => batch.extend(spans),
-                Ok(Some(Message::Flush(done))) => flushed.push(done),
+                Ok(Some(message)) => batch.add(message, &mut flushed),
                 Ok(None) => {
                     closed = true;
                     break;
@@ -337,10 +390,10 @@ async fn run(
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            let spans = std::mem::replace(&mut batch, Vec::with_capacity(config.batch_spans));
-            let n = spans.len() as u64;
-            match tokio::time::timeout(config.timeout, exporter.export(spans)).await {
+        if batch.spans > 0 {
+            let full = std::mem::take(&mut batch);
+            let n = full.spans as u64;
+            match tokio::time::timeout(config.timeout, exporter.export(full)).await {
                 Ok(Ok(())) => {
                     counters.exported.inc_by(n);
                 }

@@ -190,40 +190,43 @@ pub struct McpSpan<'a> {
 
 impl McpSpan<'_> {
     /// The span's name: `{method} {tool or prompt}`, or the method alone.
-    fn span_name(&self) -> String {
+    fn span_name(&self) -> Cow<'static, str> {
         match (self.method, self.name) {
-            ("tools/call" | "prompts/get", Some(name)) => format!("{} {name}", self.method),
-            (method, _) => method.to_string(),
+            ("tools/call" | "prompts/get", Some(name)) => {
+                Cow::Owned([self.method, " ", name].concat())
+            }
+            (method, _) => Cow::Borrowed(method),
         }
     }
 
     /// The conventions' attributes of the server span.
-    fn push(&self, attrs: &mut Vec<KeyValue>) {
-        attrs.push(KeyValue::new("mcp.method.name", self.method));
+    fn push<'a>(&'a self, attrs: &mut Vec<(&'a str, Attr<'a>)>) {
+        attrs.push(("mcp.method.name", Attr::str(self.method)));
         match (self.method, self.name) {
             ("tools/call", Some(name)) => {
-                attrs.push(KeyValue::new("gen_ai.tool.name", name.to_string()));
-                attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+                attrs.push(("gen_ai.tool.name", Attr::str(name)));
+                attrs.push(("gen_ai.operation.name", Attr::str("execute_tool")));
             }
-            ("prompts/get", Some(name)) => {
-                attrs.push(KeyValue::new("gen_ai.prompt.name", name.to_string()))
-            }
+            ("prompts/get", Some(name)) => attrs.push(("gen_ai.prompt.name", Attr::str(name))),
             _ => {}
         }
         if let Some(version) = self.version {
-            attrs.push(KeyValue::new("mcp.protocol.version", version));
+            attrs.push(("mcp.protocol.version", Attr::str(version)));
         }
         if let Some(id) = self.rpc_id {
-            attrs.push(KeyValue::new("jsonrpc.request.id", id.to_string()));
+            attrs.push(("jsonrpc.request.id", Attr::str(id)));
         }
         if let Some(code) = self.code {
-            attrs.push(KeyValue::new("rpc.response.status_code", code.to_string()));
-            attrs.push(KeyValue::new("error.type", code.to_string()));
+            attrs.push((
+                "rpc.response.status_code",
+                Attr::Str(Cow::Owned(code.to_string())),
+            ));
+            attrs.push(("error.type", Attr::Str(Cow::Owned(code.to_string()))));
         } else if self.tool_error {
-            attrs.push(KeyValue::new("error.type", "tool_error"));
+            attrs.push(("error.type", Attr::str("tool_error")));
         }
-        attrs.push(KeyValue::new("network.transport", "tcp"));
-        attrs.push(KeyValue::new("network.protocol.name", "http"));
+        attrs.push(("network.transport", Attr::str("tcp")));
+        attrs.push(("network.protocol.name", Attr::str("http")));
     }
 
     /// Whether the answer is a server error by the conventions: -32603 or -32000 to -32099.
@@ -233,242 +236,292 @@ impl McpSpan<'_> {
     }
 }
 
+/// An attribute's value, borrowed from the call's trace and record where it can be.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attr<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// An array of strings.
+    Strs(&'a [String]),
+}
+
+impl<'a> Attr<'a> {
+    fn str(s: &'a str) -> Self {
+        Attr::Str(Cow::Borrowed(s))
+    }
+
+    fn count(n: u64) -> Self {
+        Attr::Int(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+}
+
+/// The kinds of span the proxy makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Server,
+    Client,
+}
+
+/// One finished span, as the OTLP encoder (`otlp`) writes it — or, for gRPC, as it becomes the
+/// exporter crate's `SpanData` ([`SpanRecord::to_span_data`]).
+pub struct SpanRecord<'a> {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    /// Whether the parent is the caller's span (in another process).
+    pub parent_remote: bool,
+    /// The caller's `tracestate`, as it came.
+    pub trace_state: Option<&'a str>,
+    pub kind: Kind,
+    pub name: Cow<'a, str>,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attrs: Vec<(&'a str, Attr<'a>)>,
+    /// The error status's description; `None`: status unset.
+    pub error: Option<&'a str>,
+}
+
+impl SpanRecord<'_> {
+    /// The same span as the exporter crate's data (for OTLP/gRPC).
+    pub fn to_span_data(&self, scope: &InstrumentationScope) -> SpanData {
+        let state = self
+            .trace_state
+            .and_then(|s| TraceState::from_str(s).ok())
+            .unwrap_or(TraceState::NONE);
+        let attributes = self
+            .attrs
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    Attr::Str(s) => Value::from(s.to_string()),
+                    Attr::Int(i) => Value::I64(*i),
+                    Attr::Float(f) => Value::F64(*f),
+                    Attr::Bool(b) => Value::Bool(*b),
+                    Attr::Strs(v) => Value::Array(
+                        v.iter()
+                            .map(|s| opentelemetry::StringValue::from(s.clone()))
+                            .collect::<Vec<_>>()
+                            .into(),
+                    ),
+                };
+                KeyValue::new(k.to_string(), value)
+            })
+            .collect();
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from_bytes(self.trace_id),
+                SpanId::from_bytes(self.span_id),
+                TraceFlags::SAMPLED,
+                false,
+                state,
+            ),
+            parent_span_id: self.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
+            parent_span_is_remote: self.parent_remote,
+            span_kind: match self.kind {
+                Kind::Server => SpanKind::Server,
+                Kind::Client => SpanKind::Client,
+            },
+            name: Cow::Owned(self.name.to_string()),
+            start_time: self.start,
+            end_time: self.end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: match self.error {
+                Some(e) => Status::error(e.to_string()),
+                None => Status::Unset,
+            },
+            instrumentation_scope: scope.clone(),
+        }
+    }
+}
+
 /// The call's spans: the server span, then one client span per attempt.
-pub fn spans(
-    trace: CallTrace,
-    summary: &CallSummary<'_>,
-    scope: &InstrumentationScope,
-) -> Vec<SpanData> {
+pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<SpanRecord<'a>> {
     let end = SystemTime::now();
-    let trace_id = TraceId::from_bytes(trace.trace_id);
-    let state = trace
-        .tracestate
-        .as_deref()
-        .and_then(|s| TraceState::from_str(s).ok())
-        .unwrap_or(TraceState::NONE);
-    let context = |span: [u8; 8]| {
-        SpanContext::new(
-            trace_id,
-            SpanId::from_bytes(span),
-            TraceFlags::SAMPLED,
-            false,
-            state.clone(),
-        )
-    };
     let request = &trace.request;
     let operation = request.operation.unwrap_or("chat");
     let mut out = Vec::with_capacity(1 + trace.attempts.len());
+    let record = |span_id, parent, kind, name, start, attrs, error| SpanRecord {
+        trace_id: trace.trace_id,
+        span_id,
+        parent,
+        parent_remote: false,
+        trace_state: trace.tracestate.as_deref(),
+        kind,
+        name,
+        start,
+        end,
+        attrs,
+        error,
+    };
 
-    let mut attrs = Vec::with_capacity(20);
-    attrs.push(KeyValue::new("http.request.method", summary.method));
-    attrs.push(KeyValue::new("url.path", summary.path.to_string()));
-    attrs.push(KeyValue::new(
+    let mut attrs = Vec::with_capacity(24);
+    attrs.push(("http.request.method", Attr::str(summary.method)));
+    attrs.push(("url.path", Attr::str(summary.path)));
+    attrs.push((
         "http.response.status_code",
-        i64::from(summary.status),
+        Attr::Int(i64::from(summary.status)),
     ));
-    attrs.push(KeyValue::new(
-        "tollgate.request_id",
-        summary.request_id.to_string(),
-    ));
+    attrs.push(("tollgate.request_id", Attr::str(summary.request_id)));
     if let Some(endpoint) = request.endpoint {
-        attrs.push(KeyValue::new("http.route", endpoint));
+        attrs.push(("http.route", Attr::str(endpoint)));
     }
-    push_opt(&mut attrs, "tollgate.route", summary.route.clone());
-    push_opt(&mut attrs, "tollgate.consumer", summary.consumer.clone());
-    push_opt(
-        &mut attrs,
-        "tollgate.subscription",
-        summary.subscription.clone(),
-    );
+    for (key, value) in [
+        ("tollgate.route", &summary.route),
+        ("tollgate.consumer", &summary.consumer),
+        ("tollgate.subscription", &summary.subscription),
+    ] {
+        if let Some(v) = value {
+            attrs.push((key, Attr::str(v)));
+        }
+    }
     if let Some(cache) = summary.cache {
-        attrs.push(KeyValue::new("tollgate.cache", cache));
+        attrs.push(("tollgate.cache", Attr::str(cache)));
     }
     if let Some(mcp) = &summary.mcp {
         mcp.push(&mut attrs);
     } else {
         if let Some(class) = summary.error_class {
-            attrs.push(KeyValue::new("error.type", class));
+            attrs.push(("error.type", Attr::str(class)));
         }
         if request.operation.is_some() {
-            attrs.push(KeyValue::new("gen_ai.operation.name", operation));
+            attrs.push(("gen_ai.operation.name", Attr::str(operation)));
         }
     }
     if let Some(model) = &request.model {
-        attrs.push(KeyValue::new("gen_ai.request.model", model.to_string()));
+        attrs.push(("gen_ai.request.model", Attr::str(model)));
     }
     if request.operation.is_some() {
         push_usage(&mut attrs, summary);
     }
-    attrs.push(KeyValue::new(
+    attrs.push((
         "tollgate.retries",
-        trace.attempts.len().saturating_sub(1) as i64,
+        Attr::count(trace.attempts.len().saturating_sub(1) as u64),
     ));
     let name = match (&summary.mcp, request.endpoint) {
-        (Some(mcp), _) => Cow::Owned(mcp.span_name()),
-        (None, Some(endpoint)) => Cow::Owned(format!("{} {endpoint}", summary.method)),
+        (Some(mcp), _) => mcp.span_name(),
+        (None, Some(endpoint)) => Cow::Owned([summary.method, " ", endpoint].concat()),
         (None, None) => Cow::Borrowed(summary.method),
     };
-    out.push(span_data(
-        context(trace.span_id),
-        trace.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
-        trace.parent.is_some(),
-        SpanKind::Server,
+    let error = if summary.status >= 500 {
+        Some(summary.error_class.unwrap_or("server error"))
+    } else if summary.mcp.as_ref().is_some_and(McpSpan::failed) {
+        Some("JSON-RPC server error")
+    } else {
+        None
+    };
+    let mut server = record(
+        trace.span_id,
+        trace.parent,
+        Kind::Server,
         name,
-        (trace.start, end),
+        trace.start,
         attrs,
-        if summary.status >= 500 {
-            Status::error(summary.error_class.unwrap_or("server error"))
-        } else if summary.mcp.as_ref().is_some_and(McpSpan::failed) {
-            Status::error("JSON-RPC server error")
-        } else {
-            Status::Unset
-        },
-        scope,
-    ));
+        error,
+    );
+    server.parent_remote = trace.parent.is_some();
+    out.push(server);
 
     let last = trace.attempts.len().saturating_sub(1);
     for (i, attempt) in trace.attempts.iter().enumerate() {
         let answered = i == last && summary.answered;
-        let mut attrs = Vec::with_capacity(20);
-        attrs.push(KeyValue::new("gen_ai.operation.name", operation));
-        attrs.push(KeyValue::new("gen_ai.provider.name", attempt.provider_name));
-        attrs.push(KeyValue::new(
-            "gen_ai.request.model",
-            attempt.model.to_string(),
-        ));
-        attrs.push(KeyValue::new("tollgate.provider", attempt.provider.clone()));
+        let mut attrs = Vec::with_capacity(24);
+        attrs.push(("gen_ai.operation.name", Attr::str(operation)));
+        attrs.push(("gen_ai.provider.name", Attr::str(attempt.provider_name)));
+        attrs.push(("gen_ai.request.model", Attr::str(&attempt.model)));
+        attrs.push(("tollgate.provider", Attr::str(&attempt.provider)));
         if let Some((host, port)) = &attempt.server {
-            attrs.push(KeyValue::new("server.address", host.clone()));
-            attrs.push(KeyValue::new("server.port", i64::from(*port)));
+            attrs.push(("server.address", Attr::str(host)));
+            attrs.push(("server.port", Attr::Int(i64::from(*port))));
         }
         if request.stream {
-            attrs.push(KeyValue::new("gen_ai.request.stream", true));
+            attrs.push(("gen_ai.request.stream", Attr::Bool(true)));
         }
         if let Some(max) = request.max_tokens {
-            attrs.push(KeyValue::new(
-                "gen_ai.request.max_tokens",
-                i64::try_from(max).unwrap_or(i64::MAX),
-            ));
+            attrs.push(("gen_ai.request.max_tokens", Attr::count(max)));
         }
         if let Some(t) = request.temperature {
-            attrs.push(KeyValue::new("gen_ai.request.temperature", t));
+            attrs.push(("gen_ai.request.temperature", Attr::Float(t)));
         }
         if let Some(status) = attempt.status {
-            attrs.push(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
+            attrs.push(("http.response.status_code", Attr::Int(i64::from(status))));
         }
         let error = attempt
             .error
             .or(if answered { summary.error_class } else { None });
         if let Some(error) = error {
-            attrs.push(KeyValue::new("error.type", error));
+            attrs.push(("error.type", Attr::str(error)));
         }
         if answered {
             let response = &trace.response;
-            push_opt(&mut attrs, "gen_ai.response.id", response.id.clone());
-            push_opt(&mut attrs, "gen_ai.response.model", response.model.clone());
+            if let Some(id) = &response.id {
+                attrs.push(("gen_ai.response.id", Attr::str(id)));
+            }
+            if let Some(model) = &response.model {
+                attrs.push(("gen_ai.response.model", Attr::str(model)));
+            }
             if !response.finish_reasons.is_empty() {
-                let reasons: Vec<opentelemetry::StringValue> = response
-                    .finish_reasons
-                    .iter()
-                    .map(|r| r.clone().into())
-                    .collect();
-                attrs.push(KeyValue::new(
+                attrs.push((
                     "gen_ai.response.finish_reasons",
-                    Value::Array(reasons.into()),
+                    Attr::Strs(&response.finish_reasons),
                 ));
             }
             push_usage(&mut attrs, summary);
             if request.stream
                 && let Some(first) = summary.first_chunk_at
             {
-                attrs.push(KeyValue::new(
+                attrs.push((
                     "gen_ai.response.time_to_first_chunk",
-                    first
-                        .saturating_duration_since(attempt.started)
-                        .as_secs_f64(),
+                    Attr::Float(
+                        first
+                            .saturating_duration_since(attempt.started)
+                            .as_secs_f64(),
+                    ),
                 ));
             }
         }
         let model: &str = &attempt.model;
-        out.push(span_data(
-            context(attempt.span_id),
-            SpanId::from_bytes(trace.span_id),
-            false,
-            SpanKind::Client,
-            Cow::Owned(format!("{operation} {model}")),
-            (attempt.start, attempt.end.unwrap_or(end)),
+        let mut client = record(
+            attempt.span_id,
+            Some(trace.span_id),
+            Kind::Client,
+            Cow::Owned([operation, " ", model].concat()),
+            attempt.start,
             attrs,
-            match error {
-                Some(e) => Status::error(e),
-                None => Status::Unset,
-            },
-            scope,
-        ));
+            error,
+        );
+        client.end = attempt.end.unwrap_or(end);
+        out.push(client);
     }
     out
 }
 
-fn push_usage(attrs: &mut Vec<KeyValue>, summary: &CallSummary<'_>) {
-    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    attrs.push(KeyValue::new(
+fn push_usage<'a>(attrs: &mut Vec<(&'a str, Attr<'a>)>, summary: &CallSummary<'_>) {
+    attrs.push((
         "gen_ai.usage.input_tokens",
-        n(summary.input_tokens),
+        Attr::count(summary.input_tokens),
     ));
-    attrs.push(KeyValue::new(
+    attrs.push((
         "gen_ai.usage.output_tokens",
-        n(summary.output_tokens),
+        Attr::count(summary.output_tokens),
     ));
     if summary.cache_read_tokens > 0 {
-        attrs.push(KeyValue::new(
+        attrs.push((
             "gen_ai.usage.cache_read.input_tokens",
-            n(summary.cache_read_tokens),
+            Attr::count(summary.cache_read_tokens),
         ));
     }
     if summary.cache_write_tokens > 0 {
-        attrs.push(KeyValue::new(
+        attrs.push((
             "gen_ai.usage.cache_creation.input_tokens",
-            n(summary.cache_write_tokens),
+            Attr::count(summary.cache_write_tokens),
         ));
     }
-    attrs.push(KeyValue::new("tollgate.cost_usd", summary.cost_usd));
-}
-
-fn push_opt(attrs: &mut Vec<KeyValue>, key: &'static str, value: Option<String>) {
-    if let Some(v) = value {
-        attrs.push(KeyValue::new(key, v));
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn span_data(
-    span_context: SpanContext,
-    parent_span_id: SpanId,
-    parent_span_is_remote: bool,
-    span_kind: SpanKind,
-    name: Cow<'static, str>,
-    (start_time, end_time): (SystemTime, SystemTime),
-    attributes: Vec<KeyValue>,
-    status: Status,
-    scope: &InstrumentationScope,
-) -> SpanData {
-    SpanData {
-        span_context,
-        parent_span_id,
-        parent_span_is_remote,
-        span_kind,
-        name,
-        start_time,
-        end_time,
-        attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status,
-        instrumentation_scope: scope.clone(),
-    }
+    attrs.push(("tollgate.cost_usd", Attr::Float(summary.cost_usd)));
 }
 
 /// `gen_ai.provider.name`: the conventions' well-known values where there is one.
