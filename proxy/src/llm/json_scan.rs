@@ -119,12 +119,6 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// The first byte of the value that starts here (`[`, `{`, `"`, …), without moving past it.
-    pub fn peek(&mut self) -> Option<u8> {
-        self.s.space();
-        self.s.peek()
-    }
-
     /// Steps into the object that starts here; `None` if something else does.
     pub fn enter_object(&mut self) -> Option<()> {
         self.s.space();

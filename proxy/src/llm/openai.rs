@@ -329,39 +329,76 @@ pub struct AnswerHead<'a> {
     pub finish_reasons: Vec<Cow<'a, str>>,
 }
 
-/// Reads the [`AnswerHead`] of `body` in one skim, stepping only into `choices`; `None` when the body
-/// is not a JSON object. On damaged JSON the values may be incomplete, never a panic.
+/// Reads the [`AnswerHead`] of `body`; `None` when the body does not start as a JSON object. The id
+/// and model are read from the top level, which answers put first, so usually only the first few
+/// hundred bytes are read for them; the finish reasons are the string values of the `finish_reason`
+/// keys found by a search of the body (a quoted key inside a string has its quotes escaped, so it is
+/// not mistaken for one). On damaged JSON the values may be incomplete, never a panic.
 pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
+    /// How much of the body is read first for the id and model.
+    const FIRST: usize = 512;
     let mut head = AnswerHead::default();
-    let mut cursor = json_scan::Cursor::new(std::str::from_utf8(body).ok()?);
-    cursor.enter_object()?;
-    while let Some(key) = cursor.next_key()? {
-        match &*key {
-            "id" => head.id = short_string(cursor.value()?),
-            "model" => head.model = short_string(cursor.value()?),
-            "choices" if cursor.peek() == Some(b'[') => {
-                cursor.enter_array()?;
-                while cursor.next_element()? {
-                    if cursor.peek() != Some(b'{') {
-                        cursor.skip()?;
-                        continue;
-                    }
-                    cursor.enter_object()?;
-                    while let Some(key) = cursor.next_key()? {
-                        let value = cursor.value()?;
-                        if key == "finish_reason"
-                            && head.finish_reasons.len() < MAX_REASONS
-                            && let Some(reason) = short_string(value)
-                        {
-                            head.finish_reasons.push(reason);
-                        }
-                    }
-                }
-            }
-            _ => cursor.skip()?,
+    let first = utf8_prefix(&body[..body.len().min(FIRST)]);
+    if !top_level_names(first, &mut head)? && first.len() < body.len() {
+        top_level_names(std::str::from_utf8(body).ok()?, &mut head)?;
+    }
+    const KEY: &[u8] = b"\"finish_reason\"";
+    for at in memchr::memmem::find_iter(body, KEY) {
+        if head.finish_reasons.len() == MAX_REASONS {
+            break;
+        }
+        let escaped = body[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1;
+        if escaped {
+            continue;
+        }
+        let rest = body[at + KEY.len()..].trim_ascii_start();
+        let Some(value) = rest.strip_prefix(b":").map(<[u8]>::trim_ascii_start) else {
+            continue;
+        };
+        if value.first() == Some(&b'"')
+            && let Some(end) = json_scan::string_end(value, 0)
+            && let Ok(raw) = std::str::from_utf8(&value[..end])
+            && let Some(reason) = short_string(raw)
+        {
+            head.finish_reasons.push(reason);
         }
     }
     Some(head)
+}
+
+/// The longest prefix of `b` that is UTF-8 (a character cut at its end is left out).
+fn utf8_prefix(b: &[u8]) -> &str {
+    match std::str::from_utf8(b) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
+/// Reads the top-level `id` and `model` of the object `text` starts with into `head`; `Some(true)`
+/// once both are found or the object ended, `Some(false)` if `text` ended first, `None` if `text`
+/// does not start an object.
+fn top_level_names<'a>(text: &'a str, head: &mut AnswerHead<'a>) -> Option<bool> {
+    let mut cursor = json_scan::Cursor::new(text);
+    cursor.enter_object()?;
+    // Whether each key was seen (its value may not be a short string, and then is left out).
+    let (mut id, mut model) = (false, false);
+    while !(id && model) {
+        let Some(step) = cursor.next_key() else {
+            return Some(false);
+        };
+        let Some(key) = step else {
+            return Some(true);
+        };
+        let Some(value) = cursor.value() else {
+            return Some(false);
+        };
+        match &*key {
+            "id" => (head.id, id) = (short_string(value), true),
+            "model" => (head.model, model) = (short_string(value), true),
+            _ => {}
+        }
+    }
+    Some(true)
 }
 
 /// A JSON string value's text (unescaped where it has escapes), if it is a string of at most
@@ -565,9 +602,11 @@ mod tests {
             reasons in proptest::collection::vec(proptest::option::of("[a-z_]{1,8}"), 0..20),
             extra in proptest::option::of("[\\[\\]{}a-z\"\\\\ ]{0,10}"),
         ) {
+            // Content that holds the key itself, quoted, escaped once it is in the body.
+            let content = extra.as_ref().map(|e| format!(r#"{e} "finish_reason": "trick" \"#));
             let choices: Vec<serde_json::Value> = reasons
                 .iter()
-                .map(|r| serde_json::json!({"message": {"content": extra}, "finish_reason": r}))
+                .map(|r| serde_json::json!({"message": {"content": content}, "finish_reason": r}))
                 .collect();
             let body = serde_json::json!({"model": "m", "choices": choices, "id": id, "x": extra}).to_string();
             let head = answer_head(body.as_bytes()).unwrap();
