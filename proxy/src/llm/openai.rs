@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -329,21 +330,20 @@ pub struct AnswerHead<'a> {
     pub finish_reasons: Vec<Cow<'a, str>>,
 }
 
+/// The key an answer's finish reasons are found by.
+const KEY: &[u8] = b"\"finish_reason\"";
+
 /// Reads the [`AnswerHead`] of `body`; `None` when the body does not start as a JSON object. The id
-/// and model are read from the top level, which answers put first, so usually only the first few
-/// hundred bytes are read for them; the finish reasons are the string values of the `finish_reason`
-/// keys found by a search of the body (a quoted key inside a string has its quotes escaped, so it is
-/// not mistaken for one). On damaged JSON the values may be incomplete, never a panic.
+/// and model are read from the top level (answers put them first, so the reading usually stops after
+/// a few members); the finish reasons are the string values of the `finish_reason` keys found by a
+/// search of the body (a quoted key inside a string has its quotes escaped, so it is not mistaken for
+/// one). On damaged JSON the values may be incomplete, never a panic.
 pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
-    /// How much of the body is read first for the id and model.
-    const FIRST: usize = 512;
+    static FINISH_REASON: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(KEY));
     let mut head = AnswerHead::default();
-    let first = utf8_prefix(&body[..body.len().min(FIRST)]);
-    if !top_level_names(first, &mut head)? && first.len() < body.len() {
-        top_level_names(std::str::from_utf8(body).ok()?, &mut head)?;
-    }
-    const KEY: &[u8] = b"\"finish_reason\"";
-    for at in memchr::memmem::find_iter(body, KEY) {
+    top_level_names(std::str::from_utf8(body).ok()?, &mut head)?;
+    for at in FINISH_REASON.find_iter(body) {
         if head.finish_reasons.len() == MAX_REASONS {
             break;
         }
@@ -366,31 +366,16 @@ pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
     Some(head)
 }
 
-/// The longest prefix of `b` that is UTF-8 (a character cut at its end is left out).
-fn utf8_prefix(b: &[u8]) -> &str {
-    match std::str::from_utf8(b) {
-        Ok(text) => text,
-        Err(e) => std::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or_default(),
-    }
-}
-
-/// Reads the top-level `id` and `model` of the object `text` starts with into `head`; `Some(true)`
-/// once both are found or the object ended, `Some(false)` if `text` ended first, `None` if `text`
-/// does not start an object.
-fn top_level_names<'a>(text: &'a str, head: &mut AnswerHead<'a>) -> Option<bool> {
+/// Reads the top-level `id` and `model` of the object `text` starts with into `head`, stopping once
+/// both are found; `None` if `text` does not start an object.
+fn top_level_names<'a>(text: &'a str, head: &mut AnswerHead<'a>) -> Option<()> {
     let mut cursor = json_scan::Cursor::new(text);
     cursor.enter_object()?;
     // Whether each key was seen (its value may not be a short string, and then is left out).
     let (mut id, mut model) = (false, false);
     while !(id && model) {
-        let Some(step) = cursor.next_key() else {
-            return Some(false);
-        };
-        let Some(key) = step else {
-            return Some(true);
-        };
-        let Some(value) = cursor.value() else {
-            return Some(false);
+        let (Some(Some(key)), Some(value)) = (cursor.next_key(), cursor.value()) else {
+            break;
         };
         match &*key {
             "id" => (head.id, id) = (short_string(value), true),
@@ -398,7 +383,7 @@ fn top_level_names<'a>(text: &'a str, head: &mut AnswerHead<'a>) -> Option<bool>
             _ => {}
         }
     }
-    Some(true)
+    Some(())
 }
 
 /// A JSON string value's text (unescaped where it has escapes), if it is a string of at most
