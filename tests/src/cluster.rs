@@ -34,7 +34,6 @@ use self::host::{
 use crate::{
     command::{run_combined, run_with_stdin},
     controlplane::{ControlPlane, Exposure},
-    process::free_port,
     supervisor,
     workspace::repo_root,
 };
@@ -211,7 +210,7 @@ impl Cluster {
     fn start_metrics_server(&mut self) -> Result<()> {
         let kubeconfig = self.cp.kubeconfig_path().to_owned();
         let (cert, key) = self.cp.node_serving_cert();
-        let port = free_port();
+        let port = listen_port();
         let mut server = Command::new(self.bin_dir.join("metrics-server"));
         server
             .arg(flag("kubeconfig", &kubeconfig))
@@ -519,8 +518,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .arg(format!("--hostname-override={NODE_NAME}"))
             .arg("--proxy-mode=iptables")
             .arg(format!("--cluster-cidr={POD_CIDR}"))
-            .arg(format!("--healthz-bind-address=127.0.0.1:{}", free_port()))
-            .arg(format!("--metrics-bind-address=127.0.0.1:{}", free_port()))
+            .arg(format!(
+                "--healthz-bind-address=127.0.0.1:{}",
+                listen_port()
+            ))
+            .arg(format!(
+                "--metrics-bind-address=127.0.0.1:{}",
+                listen_port()
+            ))
             // The conntrack table is the machine's; leave its size alone.
             .arg("--conntrack-max-per-core=0");
         self.launch("kube-proxy", proxy)?;
@@ -530,8 +535,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             &corefile,
             format!(
                 ".:53 {{\n    bind {NODE_IP}\n    ready 127.0.0.1:{}\n    health 127.0.0.1:{}\n    errors\n    cache 5\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        kubeconfig {} tollgate-e2e\n        pods insecure\n    }}\n}}\n",
-                free_port(),
-                free_port(),
+                listen_port(),
+                listen_port(),
                 kubeconfig.display()
             ),
         )?;
@@ -554,10 +559,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "apiVersion": "kubelet.config.k8s.io/v1beta1",
                 "kind": "KubeletConfiguration",
                 "address": NODE_IP.to_string(),
-                "port": free_port(),
+                "port": listen_port(),
                 "readOnlyPort": 0,
                 "healthzBindAddress": "127.0.0.1",
-                "healthzPort": free_port(),
+                "healthzPort": listen_port(),
                 "cgroupDriver": "cgroupfs",
                 "containerRuntimeEndpoint": format!("unix://{}", self.containerd_socket.display()),
                 "failSwapOn": false,
@@ -773,6 +778,35 @@ impl Drop for Cluster {
             );
         }
     }
+}
+
+/// A port for one of the node's servers, below the machine's ephemeral range and free on every address
+/// when asked. An ephemeral port (`bind(:0)`) can be taken by any outgoing connection between the
+/// moment it is picked and the moment the server binds it (the kubelet once failed with `bind:
+/// address already in use` so); below the range only another listener can take it.
+fn listen_port() -> u16 {
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let span = u64::from(high - low);
+    // Where to start looking: differs between runs and between test processes.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = (u64::from(std::process::id()) * 7919 + u64::from(nanos)) % span;
+    let mut given = GIVEN.lock().unwrap();
+    (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .find(|port| {
+            !given.contains(port) && std::net::TcpListener::bind(("0.0.0.0", *port)).is_ok()
+        })
+        .inspect(|port| {
+            given.insert(*port);
+        })
+        .expect("a free port below the ephemeral range")
 }
 
 fn flag(name: &str, path: &Path) -> String {
