@@ -11,6 +11,12 @@ step() { printf '\n== %s\n' "$*"; }
 step "control-plane binaries"
 time bash tests/controlplane/ensure.sh
 
+# The cluster test (tests/e2e/cluster.rs) runs the chart's pods on a one-node cluster around that control
+# plane: kubelet and the other node binaries, CoreDNS and metrics-server built here from their Go modules,
+# containerd, runc, the CNI plugins and buildah installed from Debian, on a fresh machine (minutes, once).
+step "cluster node binaries and packages"
+time bash tests/cluster/ensure.sh
+
 # The trace tests (proxy/tests/it/traces.rs) start a real OpenTelemetry Collector, built here from
 # its Go modules on a fresh machine (a few minutes, once).
 step "OpenTelemetry Collector"
@@ -48,3 +54,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+
+# Last, as it is the slowest (about 2.5 minutes) and needs root: the chart on a real node, with images built
+# from the Dockerfiles around the debug binaries the step above built (README: The chart on a real node).
+# --workspace, not -p tollgate-e2e: the same feature resolution as the step above, so nothing is rebuilt.
+step "the chart on a real node"
+cargo test --workspace --test cluster -- --ignored

@@ -4,6 +4,8 @@
 #   kubelet, kube-controller-manager, kube-scheduler, kube-proxy
 #                          built from k8s.io/kubernetes, the same version as kube-apiserver (wrapper in kube/)
 #   coredns                CoreDNS with the plugins the cluster's DNS uses, built from coredns/ (its own main.go)
+#   metrics-server         sigs.k8s.io/metrics-server (wrapper in metrics-server/): the resource metrics API the
+#                          HorizontalPodAutoscaler reads, run on the host behind an APIService
 #   pause                  the pod sandbox's process, built from pause/ (a static Go binary), and the image
 #                          localhost/pause:<stamp> holding only it, as a docker-archive (images/pause-<stamp>.tar)
 #   containerd, runc, CNI plugins (bridge, host-local, loopback, portmap), buildah, iptables, conntrack
@@ -87,6 +89,17 @@ kube_ldflags() {
   echo "$flags"
 }
 
+# metrics-server reports its version from client-go's variables, as its own Makefile stamps them.
+metrics_server_ldflags() {
+  local v
+  v="$(sed -n 's/^require sigs.k8s.io\/metrics-server \(v[^ ]*\)$/\1/p' "$here/metrics-server/go.mod")"
+  local flags="-s -w"
+  flags+=" -X k8s.io/client-go/pkg/version.gitVersion=$v"
+  flags+=" -X k8s.io/client-go/pkg/version.gitCommit=unknown"
+  flags+=" -X k8s.io/client-go/pkg/version.buildDate=1970-01-01T00:00:00Z"
+  echo "$flags"
+}
+
 # The sandbox image every pod starts with. containerd would pull registry.k8s.io/pause; this machine
 # reaches no registry, so the image is made here with buildah from the binary alone (FROM scratch).
 pause_image() {
@@ -114,6 +127,7 @@ pause_image() {
 install_debian_packages
 build_go pause "$here/pause" . "-s -w"
 build_go coredns "$here/coredns" . "-s -w"
+build_go metrics-server "$here/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server "$(metrics_server_ldflags)"
 pause_image
 for component in kubelet kube-controller-manager kube-scheduler kube-proxy; do
   build_go "$component" "$here/kube" "k8s.io/kubernetes/cmd/$component" "$(kube_ldflags)"

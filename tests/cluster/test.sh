@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The chart on a real one-node cluster (README: "The chart on a real node"). Needs root and a Debian 12 machine.
-# Builds what is missing (Kubernetes node binaries, CoreDNS, Debian packages, the images), then runs
-# tests/e2e/cluster.rs. Run from anywhere: bash tests/cluster/test.sh
+# Builds what is missing (Kubernetes node binaries, CoreDNS, metrics-server, Debian packages, the images), then
+# runs tests/e2e/cluster.rs. scripts/test.sh runs the same test. Run from anywhere: bash tests/cluster/test.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -11,8 +11,10 @@ step "control-plane binaries"
 time bash tests/controlplane/ensure.sh >/dev/null
 step "node binaries and packages"
 time bash tests/cluster/ensure.sh >/dev/null
+# The images hold binaries of the test's own profile (debug, below); the harness would build them too.
+export TOLLGATE_IMAGE_PROFILE="${TOLLGATE_IMAGE_PROFILE:-dev}"
 step "images"
 time bash scripts/images.sh
-# Release, as the images are: the test's dependencies are then built once for both.
+# Debug, like the rest of scripts/test.sh, whose build of the binaries the images take.
 step "cargo test --test cluster"
-time cargo test --release -p tollgate-e2e --test cluster -- --ignored --nocapture
+time cargo test --workspace --test cluster -- --ignored --nocapture

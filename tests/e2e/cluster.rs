@@ -11,12 +11,21 @@ use std::{
 use serde_json::Value;
 use tollgate_e2e::{Cluster, readme_shell_blocks, repo_root, run_combined};
 
+#[path = "cluster/hpa.rs"]
+mod hpa;
+
 /// How long every pod of the release may take to be Ready after `helm install` returns.
 const PODS_READY_WITHIN: Duration = Duration::from_secs(180);
 /// The quickstart's key and route (deploy/examples/quickstart/quickstart.yaml).
 const QUICKSTART_KEY: &str = "tg-quickstart-demo-key";
 /// The non-root user of the images (Dockerfiles) and of the chart's securityContext.
 const NONROOT_UID: &str = "65532";
+/// The HPA's maximum for this test: the node has 2 CPUs, and each proxy requests 250m.
+const MAX_PROXIES: u64 = 4;
+/// The HPA's CPU target for this test (the chart's default is 70): under the load of `hpa.rs` on a
+/// machine busy with other builds the proxies reach 76-84 % of their request, too close to 70 % plus
+/// the autoscaler's 10 % tolerance to scale every time.
+const TARGET_CPU_PERCENT: u64 = 50;
 
 fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
     let mut cmd = cluster.kubectl();
@@ -170,7 +179,7 @@ fn root_mount_options(pid: u32) -> String {
 #[test]
 #[ignore = "needs root and builds a cluster: run bash tests/cluster/test.sh (README: The chart on a real node)"]
 fn the_chart_runs_on_a_real_node() {
-    let cluster = Cluster::start();
+    let mut cluster = Cluster::start();
     for name in ["proxy", "controller"] {
         let image = cluster.image(name);
         eprintln!(
@@ -193,6 +202,10 @@ fn the_chart_runs_on_a_real_node() {
                 format!("--set={name}.image.tag={}", image.tag),
             ]
         })
+        .chain([
+            format!("--set=proxy.autoscaling.maxReplicas={MAX_PROXIES}"),
+            format!("--set=proxy.autoscaling.targetCPUUtilizationPercentage={TARGET_CPU_PERCENT}"),
+        ])
         .collect();
     for line in &blocks[0] {
         let extra = if line.starts_with("helm install") {
@@ -230,7 +243,8 @@ fn the_chart_runs_on_a_real_node() {
             "annotate",
             "namespace",
             "default",
-            "tollgate.dev/path-prefixes=/demo",
+            "--overwrite",
+            &format!("tollgate.dev/path-prefixes={}", hpa::PATH_PREFIXES),
         ],
     );
     kubectl(
@@ -287,7 +301,15 @@ fn the_chart_runs_on_a_real_node() {
         }
     }
 
-    // 5. A `helm upgrade` that changes the proxies' pod template rolls them while callers keep calling:
+    // 5. Load from the host: the HPA adds proxies, and removes them after; no call fails meanwhile.
+    hpa::scales_the_proxies(
+        &mut cluster,
+        hpa::service_address(&service),
+        &url,
+        MAX_PROXIES,
+    );
+
+    // 6. A `helm upgrade` that changes the proxies' pod template rolls them while callers keep calling:
     // no call may fail (readiness, drain on SIGTERM, maxUnavailable 0, the PDB).
     let load = Load::start(&url);
     let upgrade = &blocks[blocks.len() - 2];
@@ -342,7 +364,7 @@ fn the_chart_runs_on_a_real_node() {
         "calls failed during the rolling upgrade: {failed:?}"
     );
 
-    // 6. Delete the leading controller's pod: the other replica takes the Lease and keeps writing status.
+    // 7. Delete the leading controller's pod: the other replica takes the Lease and keeps writing status.
     let lease = ["lease", "tollgate-controller", "-n", "tollgate"];
     let holder = get_json(&cluster, &lease)["spec"]["holderIdentity"]
         .as_str()
@@ -405,7 +427,7 @@ fn the_chart_runs_on_a_real_node() {
         patched.elapsed().as_secs_f64()
     );
 
-    // 7. Uninstall as the README says: nothing of the release stays but the CRDs.
+    // 8. Uninstall as the README says: nothing of the release stays but the CRDs.
     let uninstall = blocks.last().unwrap();
     for line in uninstall {
         run_readme_command(&cluster, line, &[]);
@@ -456,7 +478,7 @@ fn the_chart_runs_on_a_real_node() {
         gone.elapsed().as_secs_f64()
     );
 
-    // 8. The machine as it was: no process, mount, namespace, bridge, rule or cgroup of the cluster.
+    // 9. The machine as it was: no process, mount, namespace, bridge, rule or cgroup of the cluster.
     let stopping = Instant::now();
     let left = cluster.stop();
     assert!(

@@ -32,9 +32,8 @@ use self::host::{
     remove_pod_cgroups, run, stop, sweep_network,
 };
 use crate::{
-    command::run_combined,
+    command::{run_combined, run_with_stdin},
     controlplane::{ControlPlane, Exposure},
-    process::free_port,
     supervisor,
     workspace::repo_root,
 };
@@ -110,7 +109,7 @@ impl Cluster {
     /// Panics with the tails of the logs if that fails (after tearing down what was started).
     pub fn start() -> Self {
         let begun = Instant::now();
-        let bin_dir = run_script("tests/cluster/ensure.sh").expect("tests/cluster/ensure.sh");
+        let bin_dir = run_script("tests/cluster/ensure.sh", &[]).expect("tests/cluster/ensure.sh");
         let bin_dir = PathBuf::from(bin_dir.trim());
         let binaries = begun.elapsed();
 
@@ -199,7 +198,118 @@ impl Cluster {
         self.start_kubelet()?;
         self.wait_node_ready()?;
         self.times.node_ready = begun.elapsed();
+        self.start_metrics_server()
+    }
+
+    /// metrics-server on the host, behind the APIService `v1beta1.metrics.k8s.io`: the API server's
+    /// aggregation layer proxies `metrics.k8s.io` to it (front-proxy client certificate, request
+    /// headers), and it scrapes the kubelet's `/metrics/resource` every 10 s (the least it allows).
+    /// A host process rather than a pod, like the other control loops here: the API server reaches it
+    /// on the bridge without kube-proxy, and no third image has to be built. It answers only once it
+    /// holds two scrapes; [`Cluster::wait_metrics_api`] waits for that.
+    fn start_metrics_server(&mut self) -> Result<()> {
+        let kubeconfig = self.cp.kubeconfig_path().to_owned();
+        let (cert, key) = self.cp.node_serving_cert();
+        let port = listen_port();
+        let mut server = Command::new(self.bin_dir.join("metrics-server"));
+        server
+            .arg(flag("kubeconfig", &kubeconfig))
+            .arg(flag("authentication-kubeconfig", &kubeconfig))
+            .arg(flag("authorization-kubeconfig", &kubeconfig))
+            .arg(format!("--bind-address={NODE_IP}"))
+            .arg(format!("--secure-port={port}"))
+            .arg(flag("tls-cert-file", cert))
+            .arg(flag("tls-private-key-file", key))
+            .arg(flag(
+                "kubelet-certificate-authority",
+                self.cp.ca_cert_path(),
+            ))
+            .arg("--kubelet-preferred-address-types=InternalIP")
+            .arg("--kubelet-use-node-status-port")
+            .arg("--metric-resolution=10s")
+            // It must stay under 90 % of the resolution (the default, 10 s, does not).
+            .arg("--kubelet-request-timeout=5s");
+        self.launch("metrics-server", server)?;
+
+        // A Service without a selector and an EndpointSlice of our own naming the host process; the
+        // aggregator resolves the slice (--enable-aggregator-routing) and checks the serving
+        // certificate against the CA bundle and the name metrics-server.kube-system.svc.
+        let mut encode = Command::new("base64");
+        encode.arg("-w0");
+        let ca_bundle = run_with_stdin(encode, self.cp.ca_pem())
+            .map_err(|e| anyhow!("base64 of the CA: {e}"))?;
+        let manifest = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+                    "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]},
+                },
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": "metrics-server-host",
+                        "namespace": "kube-system",
+                        "labels": {
+                            "kubernetes.io/service-name": "metrics-server",
+                            "endpointslice.kubernetes.io/managed-by": "tollgate-e2e",
+                        },
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [NODE_IP.to_string()], "conditions": {"ready": true}}],
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+                },
+                {
+                    "apiVersion": "apiregistration.k8s.io/v1",
+                    "kind": "APIService",
+                    "metadata": {"name": "v1beta1.metrics.k8s.io"},
+                    "spec": {
+                        "group": "metrics.k8s.io",
+                        "version": "v1beta1",
+                        "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443},
+                        "caBundle": ca_bundle,
+                        "groupPriorityMinimum": 100,
+                        "versionPriority": 100,
+                    },
+                },
+            ],
+        });
+        let file = self.work.join("metrics-server.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&manifest)?)?;
+        let mut apply = self.kubectl();
+        apply.args(["apply", "-f"]).arg(&file);
+        run_combined(apply).map_err(|e| anyhow!("registering metrics-server: {e}"))?;
         Ok(())
+    }
+
+    /// Waits until the resource metrics API answers with the node's usage (metrics-server needs two
+    /// scrapes, 10 s apart, before it has any), and returns how long that took.
+    pub fn wait_metrics_api(&mut self, within: Duration) -> Result<Duration> {
+        let begun = Instant::now();
+        loop {
+            self.check_alive()?;
+            let mut get = self.kubectl();
+            get.args([
+                "get",
+                "--raw",
+                &format!("/apis/metrics.k8s.io/v1beta1/nodes/{NODE_NAME}"),
+            ]);
+            let answer = run_combined(get).unwrap_or_else(|e| e);
+            if answer.contains("\"usage\"") {
+                return Ok(begun.elapsed());
+            }
+            if begun.elapsed() > within {
+                bail!(
+                    "the metrics API did not answer within {}s: {answer}",
+                    within.as_secs()
+                );
+            }
+            thread::sleep(Duration::from_secs(1));
+        }
     }
 
     /// The control plane underneath (kubectl, helm, clients).
@@ -389,6 +499,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .arg("--allocate-node-cidrs=false")
             // The tests wait for scale-ups and take-overs; the defaults (15 s) would only slow them.
             .arg("--horizontal-pod-autoscaler-sync-period=5s")
+            // How long the autoscaler keeps its highest recent recommendation before scaling down, for
+            // HPAs without a `behavior` of their own (the chart's default); 5 minutes by default.
+            .arg("--horizontal-pod-autoscaler-downscale-stabilization=15s")
             .arg("--node-monitor-period=2s");
         self.launch("kube-controller-manager", kcm)?;
 
@@ -405,8 +518,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .arg(format!("--hostname-override={NODE_NAME}"))
             .arg("--proxy-mode=iptables")
             .arg(format!("--cluster-cidr={POD_CIDR}"))
-            .arg(format!("--healthz-bind-address=127.0.0.1:{}", free_port()))
-            .arg(format!("--metrics-bind-address=127.0.0.1:{}", free_port()))
+            .arg(format!(
+                "--healthz-bind-address=127.0.0.1:{}",
+                listen_port()
+            ))
+            .arg(format!(
+                "--metrics-bind-address=127.0.0.1:{}",
+                listen_port()
+            ))
             // The conntrack table is the machine's; leave its size alone.
             .arg("--conntrack-max-per-core=0");
         self.launch("kube-proxy", proxy)?;
@@ -416,8 +535,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             &corefile,
             format!(
                 ".:53 {{\n    bind {NODE_IP}\n    ready 127.0.0.1:{}\n    health 127.0.0.1:{}\n    errors\n    cache 5\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        kubeconfig {} tollgate-e2e\n        pods insecure\n    }}\n}}\n",
-                free_port(),
-                free_port(),
+                listen_port(),
+                listen_port(),
                 kubeconfig.display()
             ),
         )?;
@@ -440,10 +559,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "apiVersion": "kubelet.config.k8s.io/v1beta1",
                 "kind": "KubeletConfiguration",
                 "address": NODE_IP.to_string(),
-                "port": free_port(),
+                "port": listen_port(),
                 "readOnlyPort": 0,
                 "healthzBindAddress": "127.0.0.1",
-                "healthzPort": free_port(),
+                "healthzPort": listen_port(),
                 "cgroupDriver": "cgroupfs",
                 "containerRuntimeEndpoint": format!("unix://{}", self.containerd_socket.display()),
                 "failSwapOn": false,
@@ -457,6 +576,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     "x509": {"clientCAFile": self.cp.ca_cert_path()},
                 },
                 "authorization": {"mode": "AlwaysAllow"},
+                // Signed by the cluster's CA and naming NODE_IP, so metrics-server can verify it.
+                "tlsCertFile": self.cp.node_serving_cert().0,
+                "tlsPrivateKeyFile": self.cp.node_serving_cert().1,
                 // The machine's disk is shared and mostly full of others' build output: evict only
                 // when it is nearly gone.
                 "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
@@ -658,6 +780,35 @@ impl Drop for Cluster {
     }
 }
 
+/// A port for one of the node's servers, below the machine's ephemeral range and free on every address
+/// when asked. An ephemeral port (`bind(:0)`) can be taken by any outgoing connection between the
+/// moment it is picked and the moment the server binds it (the kubelet once failed with `bind:
+/// address already in use` so); below the range only another listener can take it.
+fn listen_port() -> u16 {
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let span = u64::from(high - low);
+    // Where to start looking: differs between runs and between test processes.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = (u64::from(std::process::id()) * 7919 + u64::from(nanos)) % span;
+    let mut given = GIVEN.lock().unwrap();
+    (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .find(|port| {
+            !given.contains(port) && std::net::TcpListener::bind(("0.0.0.0", *port)).is_ok()
+        })
+        .inspect(|port| {
+            given.insert(*port);
+        })
+        .expect("a free port below the ephemeral range")
+}
+
 fn flag(name: &str, path: &Path) -> String {
     format!("--{name}={}", path.display())
 }
@@ -669,15 +820,20 @@ fn cache_dir() -> PathBuf {
 }
 
 /// Runs a repository script with bash and returns its stdout; its stderr goes to the test's.
-fn run_script(script: &str) -> Result<String> {
+fn run_script(script: &str, env: &[(&str, &str)]) -> Result<String> {
     let mut cmd = Command::new("bash");
     cmd.arg(repo_root().join(script))
+        .envs(env.iter().copied())
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
     // As in workspace::tollgate_binaries: cargo's per-crate variables would make build scripts rerun.
     for (key, _) in std::env::vars() {
-        if (key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR"))
+        if (key.starts_with("CARGO_")
+            && !matches!(
+                key.as_str(),
+                "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_INCREMENTAL"
+            ))
             || key == "OUT_DIR"
         {
             cmd.env_remove(key);
@@ -690,9 +846,22 @@ fn run_script(script: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Builds (or finds cached) the proxy and controller images.
+/// Builds (or finds cached) the proxy and controller images, from binaries of the same cargo profile
+/// as this test (a debug test binary takes the debug binaries `scripts/test.sh` builds anyway) unless
+/// `TOLLGATE_IMAGE_PROFILE` says otherwise.
 fn build_images() -> Result<Vec<Image>> {
-    let out = run_script("scripts/images.sh")?;
+    let profile = std::env::var("TOLLGATE_IMAGE_PROFILE").unwrap_or_else(|_| {
+        if cfg!(debug_assertions) {
+            "dev"
+        } else {
+            "release"
+        }
+        .to_owned()
+    });
+    let out = run_script(
+        "scripts/images.sh",
+        &[("TOLLGATE_IMAGE_PROFILE", profile.as_str())],
+    )?;
     let images = out
         .lines()
         .map(|line| {

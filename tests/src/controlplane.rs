@@ -43,6 +43,8 @@ pub struct ControlPlane {
     ca_pem: String,
     ca_cert: PathBuf,
     service_account_private: PathBuf,
+    /// Serving certificate and key for the node's kubelet and metrics-server.
+    node_serving: (PathBuf, PathBuf),
     kubeconfig: PathBuf,
     etcd_log: PathBuf,
     apiserver_log: PathBuf,
@@ -196,11 +198,18 @@ impl ControlPlane {
             ca_pem: pki.ca_pem.clone(),
             ca_cert: pki.ca_cert.clone(),
             service_account_private: pki.service_account_private.clone(),
+            node_serving: (pki.node_serving.cert.clone(), pki.node_serving.key.clone()),
             kubeconfig,
             etcd_log,
             apiserver_log,
             children: Mutex::new(children.into_iter().map(|(_, c, _)| c).collect()),
         })
+    }
+
+    /// Certificate and key (PEM files) serving the node's kubelet and metrics-server, signed by the CA;
+    /// they name loopback, the exposure's names and metrics-server's Service.
+    pub fn node_serving_cert(&self) -> (&Path, &Path) {
+        (&self.node_serving.0, &self.node_serving.1)
     }
 
     /// Kubeconfig of the admin user (`system:masters`), with the CA and client cert as files.
@@ -431,6 +440,18 @@ fn apiserver_command(
     if exposure.is_none() {
         // Nothing ever serves the `kubernetes` Service's endpoints; skip maintaining them.
         cmd.arg("--endpoint-reconciler-type=none");
+    } else {
+        // The aggregation layer, for metrics-server behind an APIService: the API server proxies to it
+        // with the front-proxy client certificate and names the caller in these headers; it dials the
+        // Service's endpoint directly rather than its cluster IP (no kube-proxy needed on this path).
+        cmd.arg(flag("requestheader-client-ca-file", &pki.front_proxy_ca))
+            .arg("--requestheader-allowed-names=front-proxy-client")
+            .arg("--requestheader-username-headers=X-Remote-User")
+            .arg("--requestheader-group-headers=X-Remote-Group")
+            .arg("--requestheader-extra-headers-prefix=X-Remote-Extra-")
+            .arg(flag("proxy-client-cert-file", &pki.front_proxy_client.cert))
+            .arg(flag("proxy-client-key-file", &pki.front_proxy_client.key))
+            .arg("--enable-aggregator-routing=true");
     }
     cmd
 }

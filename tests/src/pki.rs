@@ -17,6 +17,9 @@ pub(crate) struct CertFiles {
     pub key: PathBuf,
 }
 
+/// The names an extension API server behind the aggregator is reached by (the APIService's Service).
+pub(crate) const METRICS_SERVER_NAMES: &[&str] = &["metrics-server.kube-system.svc"];
+
 /// Every file the control plane's TLS and token signing need.
 pub(crate) struct Pki {
     pub ca_pem: String,
@@ -31,6 +34,14 @@ pub(crate) struct Pki {
     /// Signs service-account tokens (ECDSA P-256, so tokens are ES256).
     pub service_account_private: PathBuf,
     pub service_account_public: PathBuf,
+    /// The aggregation layer's own CA: extension API servers trust the user headers only from a client
+    /// certificate it signed (`--requestheader-client-ca-file`).
+    pub front_proxy_ca: PathBuf,
+    /// `CN=front-proxy-client`: how the API server proxies to extension API servers.
+    pub front_proxy_client: CertFiles,
+    /// Serves the node's kubelet and metrics-server (signed by the CA; names loopback, the extra names
+    /// and [`METRICS_SERVER_NAMES`]).
+    pub node_serving: CertFiles,
 }
 
 /// Which side of a TLS handshake a leaf certificate may play.
@@ -44,26 +55,25 @@ enum Role {
 /// Generates a fresh CA and every certificate and key below it into `dir`; server certificates name
 /// loopback and `extra_names` (IP addresses or DNS names).
 pub(crate) fn generate(dir: &Path, extra_names: &[String]) -> Result<Pki> {
-    let ca_key = KeyPair::generate().context("generating the CA key")?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name = name("tollgate-e2e-ca", None);
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_pem = ca_params.self_signed(&ca_key)?.pem();
-    let ca = Issuer::new(ca_params, ca_key);
+    let (ca_pem, ca) = authority("tollgate-e2e-ca")?;
     let ca_cert = write(dir, "ca.crt", &ca_pem)?;
+    let (front_proxy_pem, front_proxy) = authority("tollgate-e2e-front-proxy-ca")?;
+    let front_proxy_ca = write(dir, "front-proxy-ca.crt", &front_proxy_pem)?;
 
-    let leaf = |file: &str, cn: &str, org: Option<&str>, role: Role| -> Result<CertFiles> {
+    let signed = |issuer: &Issuer<'static, KeyPair>,
+                  file: &str,
+                  cn: &str,
+                  org: Option<&str>,
+                  role: Role,
+                  more_names: &[&str]|
+     -> Result<CertFiles> {
         let key = KeyPair::generate()?;
         let sans = match role {
             Role::Server | Role::Both => LOOPBACK_NAMES
                 .iter()
                 .map(|s| s.to_string())
                 .chain(extra_names.iter().cloned())
+                .chain(more_names.iter().map(|s| s.to_string()))
                 .collect(),
             Role::Client => Vec::new(),
         };
@@ -80,7 +90,7 @@ pub(crate) fn generate(dir: &Path, extra_names: &[String]) -> Result<Pki> {
         };
         params.use_authority_key_identifier_extension = true;
         let cert = params
-            .signed_by(&key, &ca)
+            .signed_by(&key, issuer)
             .with_context(|| format!("signing the {file} certificate"))?;
         Ok(CertFiles {
             cert: write(dir, &format!("{file}.crt"), &cert.pem())?,
@@ -88,6 +98,8 @@ pub(crate) fn generate(dir: &Path, extra_names: &[String]) -> Result<Pki> {
         })
     };
 
+    let leaf =
+        |file: &str, cn: &str, org: Option<&str>, role: Role| signed(&ca, file, cn, org, role, &[]);
     let etcd = leaf("etcd", "etcd", None, Role::Both)?;
     let apiserver_serving = leaf("apiserver", "kube-apiserver", None, Role::Server)?;
     let apiserver_etcd_client = leaf(
@@ -103,6 +115,23 @@ pub(crate) fn generate(dir: &Path, extra_names: &[String]) -> Result<Pki> {
         Role::Client,
     )?;
 
+    let front_proxy_client = signed(
+        &front_proxy,
+        "front-proxy-client",
+        "front-proxy-client",
+        None,
+        Role::Client,
+        &[],
+    )?;
+    let node_serving = signed(
+        &ca,
+        "node-serving",
+        "tollgate-e2e-node",
+        None,
+        Role::Server,
+        METRICS_SERVER_NAMES,
+    )?;
+
     let sa_key = KeyPair::generate().context("generating the service-account key")?;
     let service_account_private = write(dir, "sa.key", &sa_key.serialize_pem())?;
     let service_account_public = write(dir, "sa.pub", &sa_key.public_key_pem())?;
@@ -116,7 +145,25 @@ pub(crate) fn generate(dir: &Path, extra_names: &[String]) -> Result<Pki> {
         admin,
         service_account_private,
         service_account_public,
+        front_proxy_ca,
+        front_proxy_client,
+        node_serving,
     })
+}
+
+/// A fresh self-signed CA: its PEM and the issuer that signs with it.
+fn authority(common_name: &str) -> Result<(String, Issuer<'static, KeyPair>)> {
+    let key = KeyPair::generate().context("generating a CA key")?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(common_name, None);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let pem = params.self_signed(&key)?.pem();
+    Ok((pem, Issuer::new(params, key)))
 }
 
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {

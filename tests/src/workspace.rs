@@ -41,10 +41,15 @@ pub fn tollgate_binaries() -> &'static Path {
         ]);
         // `cargo test` gives this process the variables it gives a crate's build (CARGO_MANIFEST_DIR,
         // CARGO_PKG_NAME, ...). Build scripts such as ring's rerun when those change, so passing them
-        // on would rebuild half the dependency tree here and again in the next ordinary build.
+        // on would rebuild half the dependency tree here and again in the next ordinary build. The
+        // caller's own settings stay (CARGO_INCREMENTAL among them: a different value rebuilds every
+        // workspace crate).
         for (key, _) in std::env::vars() {
             let from_cargo_test = (key.starts_with("CARGO_")
-                && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR"))
+                && !matches!(
+                    key.as_str(),
+                    "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_INCREMENTAL"
+                ))
                 || key == "OUT_DIR";
             if from_cargo_test {
                 build.env_remove(key);
