@@ -290,6 +290,7 @@ pub async fn add(who: &mut Who, ns: &str, name: &str, form: &Fields) -> Reply {
         name: key_name.to_owned(),
         secret_ref: None,
         generate: true,
+        rotation_grace_seconds: None,
         expires_at,
     };
     // The Secret first, so the controller finds it and generates none of its own.
