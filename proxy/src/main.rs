@@ -324,6 +324,7 @@ fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> anyhow::Result<Prox
         traces,
         mcp_session_key,
         token_clock: tollgate_proxy::Clock::system(),
+        key_clock: tollgate_proxy::Clock::system(),
         listen: args.listen,
         admin_listen: args.admin_listen,
         tls: match (&args.tls_cert, &args.tls_key) {
