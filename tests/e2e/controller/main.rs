@@ -840,6 +840,167 @@ spec:
     );
 }
 
+// 8b. Rotating a generated key (the Secret annotated tollgate.dev/rotate): the controller writes a
+// new key and keeps the old one only as its digest with the end of its grace; both proxies accept
+// both keys until the grace ends, then refuse the old one as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_generated_key_keeps_the_old_value_valid_for_its_grace() {
+    const GRACE: i64 = 8;
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-rotate");
+    let (_controller, a, b) = controller_and_proxies(&setup).await;
+    setup.apply(&base_yaml());
+    setup.apply(&format!(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: Consumer
+metadata:
+  name: rot
+spec:
+  keys:
+    - name: main
+      generate: true
+      rotationGraceSeconds: {GRACE}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata:
+  name: rotating
+spec:
+  prefix: /rotating
+  approval: Automatic
+  models:
+    - name: fake-chat
+      backends:
+        - provider: fake
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ApiSubscription
+metadata:
+  name: rot-rotating
+spec:
+  consumer: rot
+  route:
+    name: rotating
+"#
+    ));
+    let piped = |program: &str, args: &[&str], input: &[u8]| {
+        std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(input)?;
+                child.wait_with_output()
+            })
+            .map(|out| String::from_utf8(out.stdout).unwrap())
+            .unwrap()
+    };
+    let data = |field: &str| {
+        let encoded = setup.jsonpath("secret/rot-main-apikey", &format!("{{.data.{field}}}"));
+        piped("base64", &["-d"], encoded.as_bytes())
+    };
+    let first = eventually("the generated Secret", Duration::from_secs(10), || async {
+        match data("apiKey") {
+            k if k.starts_with("tg_") => Ok(k),
+            other => Err(format!("key {other:?}")),
+        }
+    })
+    .await;
+    wait_served(&[&a, &b], "/rotating", &first, Duration::from_secs(10)).await;
+
+    setup
+        .kubectl(&[
+            "annotate",
+            "secret",
+            "rot-main-apikey",
+            "tollgate.dev/rotate=now",
+        ])
+        .unwrap();
+    let asked = Instant::now();
+    let second = eventually("a rotated key", Duration::from_secs(20), || async {
+        match data("apiKey") {
+            k if k.starts_with("tg_") && k != first => Ok(k),
+            other => Err(format!("key {other:?}")),
+        }
+    })
+    .await;
+    println!("rotated {:?} after the annotation", asked.elapsed());
+    // The Secret keeps the old key as its SHA-256 only, and the request is cleared.
+    let secret = status_of(&setup, "secret/rot-main-apikey");
+    assert!(
+        !secret.to_string().contains(&first) && !data("previousApiKeySha256").contains(&first),
+        "{secret}"
+    );
+    let digest = piped("sha256sum", &[], first.as_bytes());
+    assert_eq!(
+        data("previousApiKeySha256"),
+        digest.split_whitespace().next().unwrap()
+    );
+    assert!(
+        secret["metadata"]["annotations"]
+            .get("tollgate.dev/rotate")
+            .is_none(),
+        "{secret}"
+    );
+    let until: k8s_openapi::jiff::Timestamp = data("previousApiKeyExpiresAt").parse().unwrap();
+    let grace_left = until.as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
+    assert!(
+        (1..=GRACE).contains(&grace_left),
+        "{until}, {grace_left} s left"
+    );
+
+    // Both keys on both proxies, while the grace lasts.
+    wait_served(&[&a, &b], "/rotating", &second, Duration::from_secs(10)).await;
+    for proxy in [&a, &b] {
+        let (status, body) = proxy.chat("/rotating", &first, MODEL).await;
+        assert!(
+            status == 200 || k8s_openapi::jiff::Timestamp::now() >= until,
+            "the old key within its grace: {status} {body}"
+        );
+    }
+    eventually(
+        "the status names the previous value",
+        Duration::from_secs(5),
+        || {
+            let ready = setup.jsonpath(
+                "consumer/rot",
+                "{.status.activeKeys} {.status.conditions[?(@.type==\"Ready\")].message}",
+            );
+            async move {
+                if ready.starts_with("1 ")
+                    && ready.contains("previous value of key main stays valid until")
+                {
+                    Ok(())
+                } else {
+                    Err(ready)
+                }
+            }
+        },
+    )
+    .await;
+
+    // After the grace the old key is refused as expired, never before its end.
+    for proxy in [&a, &b] {
+        eventually(
+            "the old key refused",
+            Duration::from_secs(GRACE as u64 + 10),
+            || async {
+                match proxy.chat("/rotating", &first, MODEL).await {
+                    (401, body) if body.contains("expired") => Ok(()),
+                    (status, body) => Err(format!("{status} {body}")),
+                }
+            },
+        )
+        .await;
+        assert!(k8s_openapi::jiff::Timestamp::now() >= until);
+        let (status, body) = proxy.chat("/rotating", &second, MODEL).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    println!("the old key was refused once its grace ended at {until}");
+}
+
 // 9. Usage appears in ApiSubscription.status after traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_is_rolled_up_into_subscription_status() {

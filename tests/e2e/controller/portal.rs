@@ -960,6 +960,35 @@ spec:
     let shown = shown_key(&page.body);
     assert!(shown.starts_with("tg_") && shown != generated, "{shown}");
     assert_eq!(secret_value("bot-main-apikey"), shown);
+    // The previous key stays valid for the key's grace (a day by default), kept only as its digest.
+    let digest = setup.jsonpath("secret/bot-main-apikey", "{.data.previousApiKeySha256}");
+    let digest = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "base64 -d"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child.stdin.take().unwrap().write_all(digest.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let sha = std::process::Command::new("sh")
+        .args(["-c", &format!("printf %s '{generated}' | sha256sum")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        digest,
+        String::from_utf8(sha.stdout)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
     assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
     let again = alice.get("/consumers").await;
     assert!(!again.body.contains(&shown), "shown once only");
