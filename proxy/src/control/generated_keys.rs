@@ -380,4 +380,34 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("--generated-keys-file"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Whatever the state file holds (it is a file anyone with the account may edit), reading it
+        /// gives keys or an error naming no part of it.
+        #[test]
+        fn any_state_file_reads_or_fails_without_quoting_it(
+            secret in "[A-Za-z0-9]{12}",
+            shape in 0usize..6,
+            noise in proptest::prelude::any::<Vec<u8>>(),
+        ) {
+            let marked = format!("tg_{secret}");
+            let text = match shape {
+                0 => format!("{{\"keys\": {{\"a/b/c\": \"{marked}\"}}}}").into_bytes(),
+                1 => format!("{{\"keys\": \"{marked}\"}}").into_bytes(),
+                2 => format!("{{\"keys\": [\"{marked}\"]}}").into_bytes(),
+                3 => format!("{{\"{marked}\": 1}}").into_bytes(),
+                4 => format!("{{\"keys\": {{\"a/b/c\": {marked}}}}}").into_bytes(),
+                _ => [marked.as_bytes(), &noise].concat(),
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keys.json");
+            std::fs::write(&path, &text).unwrap();
+            match read_state(&path) {
+                Ok(state) => proptest::prop_assert!(state.keys.values().all(|v| v == &marked)),
+                Err(e) => proptest::prop_assert!(!e.to_string().contains(&secret), "{}", e),
+            }
+        }
+    }
 }

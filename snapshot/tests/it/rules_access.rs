@@ -752,3 +752,57 @@ fn a_previous_key_record_is_ignored_when_malformed_or_on_a_key_the_team_keeps() 
             .is_none()
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// The previous-key record comes from a Secret anyone with `patch` on it may edit: any text in
+    /// either field compiles without a panic, and the digest serves only when both fields are valid and
+    /// the grace has not ended.
+    #[test]
+    fn any_previous_key_record_compiles(
+        digest in proptest::prop_oneof![
+            "[0-9a-fA-F]{64}",
+            "[0-9a-f]{0,70}",
+            proptest::prelude::any::<String>(),
+        ],
+        until in proptest::prop_oneof![
+            proptest::strategy::Strategy::prop_map(1_000_000_000i64..2_000_000_000, |s| {
+                k8s_openapi::jiff::Timestamp::from_second(s).unwrap().to_string()
+            }),
+            proptest::prelude::any::<String>(),
+        ],
+    ) {
+        let mut inputs = team_a();
+        inputs.now_unix = 1_500_000_000;
+        inputs.consumers = vec![consumer(
+            "team-a",
+            "app",
+            json!({ "keys": [{ "name": "gen", "generate": true }] }),
+        )];
+        inputs.secrets.push(secret(
+            "team-a",
+            "app-gen-apikey",
+            &[
+                ("apiKey", "tg_new-0123456789abcdefghij"),
+                ("previousApiKeySha256", &digest),
+                ("previousApiKeyExpiresAt", &until),
+            ],
+        ));
+        let compiled = run(&inputs);
+        let mut bytes = [0u8; 32];
+        let valid_digest = hex::decode_to_slice(digest.trim_ascii(), &mut bytes).is_ok();
+        let ends = until
+            .trim_ascii()
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_second());
+        let serves = valid_digest && ends.is_some_and(|end| end > inputs.now_unix);
+        let found = compiled.snapshot.consumer_by_key(&KeyDigest(bytes));
+        proptest::prop_assert_eq!(found.is_some(), serves);
+        if let Some((_, _, key)) = found {
+            proptest::prop_assert_eq!(key.expires_unix, ends);
+        }
+        proptest::prop_assert!(verdict(&compiled, Kind::Consumer, "team-a", "app").is_true(READY));
+    }
+}
