@@ -114,12 +114,16 @@ pub fn rotation_patch(
         ),
         _ => (serde_json::Value::Null, serde_json::Value::Null),
     };
+    // Without a resourceVersion (a Secret not read first) the patch has no precondition.
+    let mut metadata = json!({
+        "labels": {SECRET_LABEL: "true"},
+        "annotations": {ROTATE_ANNOTATION: null},
+    });
+    if let Some(version) = &secret.metadata.resource_version {
+        metadata["resourceVersion"] = json!(version);
+    }
     json!({
-        "metadata": {
-            "resourceVersion": secret.metadata.resource_version,
-            "labels": {SECRET_LABEL: "true"},
-            "annotations": {ROTATE_ANNOTATION: null},
-        },
+        "metadata": metadata,
         "data": {
             DEFAULT_SECRET_KEY: encode(fresh.as_bytes()),
             PREVIOUS_KEY_DIGEST: digest,
@@ -307,6 +311,10 @@ mod tests {
         let now: Timestamp = "2026-12-06T20:00:00Z".parse().unwrap();
         for (secret, grace) in [(held("tg_old"), 0), (Secret::default(), 86_400)] {
             let patch = rotation_patch(&secret, "tg_new", now, grace);
+            assert_eq!(
+                patch["metadata"].get("resourceVersion").is_some(),
+                secret.metadata.resource_version.is_some()
+            );
             assert_eq!(decoded(&patch, DEFAULT_SECRET_KEY).unwrap(), "tg_new");
             // `null` in a merge patch removes the field.
             let data = patch["data"].as_object().unwrap();

@@ -243,6 +243,21 @@ pub async fn rotate(portal: &Portal, who: &mut Who, ns: &str, name: &str, key_na
             let secret = keys::key_secret(&consumer, &secret_name);
             match api.create(&PostParams::default(), &secret).await {
                 Ok(_) => value_of(&secret),
+                // It exists but the controller does not see it (no label): rotated with no previous
+                // value, and labelled so that it is seen from now on.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    let patch =
+                        keys::rotation_patch(&Secret::default(), &fresh, Timestamp::now(), 0);
+                    match api
+                        .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        Ok(_) => fresh,
+                        Err(e) => {
+                            return outcome(who, "Not rotated", false, &api_message(&e), back);
+                        }
+                    }
+                }
                 Err(e) => return outcome(who, "Not rotated", false, &api_message(&e), back),
             }
         }
