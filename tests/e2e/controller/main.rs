@@ -23,7 +23,8 @@ use tollgate_e2e::{eventually, repo_root};
 
 use fixtures::{
     INPUT_PRICE, KEY, MODEL, OUTPUT_PRICE, base_yaml, condition, controller_and_proxies,
-    lease_holder, measure_propagation, report, route_yaml, status_of, wait_condition, wait_served,
+    lease_holder, measure_propagation, report, route_yaml, secret_data, sha256_hex, status_of,
+    wait_condition, wait_served,
 };
 use support::{LEASE, OTHER_SA, PROXY_SA, Setup};
 
@@ -785,21 +786,7 @@ spec:
     name: keyed
 "#,
     );
-    let read_key = || {
-        let encoded = setup.jsonpath("secret/gen-main-apikey", "{.data.apiKey}");
-        let out = std::process::Command::new("base64")
-            .arg("-d")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(encoded.as_bytes())?;
-                child.wait_with_output()
-            })
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let read_key = || secret_data(&setup, "gen-main-apikey", "apiKey");
     let first = eventually("the generated Secret", Duration::from_secs(10), || async {
         match read_key() {
             k if k.starts_with("tg_") => Ok(k),
@@ -883,24 +870,7 @@ spec:
     name: rotating
 "#
     ));
-    let piped = |program: &str, args: &[&str], input: &[u8]| {
-        std::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(input)?;
-                child.wait_with_output()
-            })
-            .map(|out| String::from_utf8(out.stdout).unwrap())
-            .unwrap()
-    };
-    let data = |field: &str| {
-        let encoded = setup.jsonpath("secret/rot-main-apikey", &format!("{{.data.{field}}}"));
-        piped("base64", &["-d"], encoded.as_bytes())
-    };
+    let data = |field: &str| secret_data(&setup, "rot-main-apikey", field);
     let first = eventually("the generated Secret", Duration::from_secs(10), || async {
         match data("apiKey") {
             k if k.starts_with("tg_") => Ok(k),
@@ -933,11 +903,7 @@ spec:
         !secret.to_string().contains(&first) && !data("previousApiKeySha256").contains(&first),
         "{secret}"
     );
-    let digest = piped("sha256sum", &[], first.as_bytes());
-    assert_eq!(
-        data("previousApiKeySha256"),
-        digest.split_whitespace().next().unwrap()
-    );
+    assert_eq!(data("previousApiKeySha256"), sha256_hex(&first));
     assert!(
         secret["metadata"]["annotations"]
             .get("tollgate.dev/rotate")
