@@ -113,9 +113,16 @@ impl Writer {
         mut leader: watch::Receiver<bool>,
     ) {
         let mut statuses = self.store.subscribe_status();
+        // Any change may be a rotation request on a key's Secret, which changes no verdict.
+        let mut changes = self.store.subscribe();
         let mut retry = false;
         loop {
+            let mut keys_only = false;
             tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() { return }
+                    keys_only = true;
+                }
                 changed = verdicts.changed() => if changed.is_err() { return },
                 changed = statuses.changed() => if changed.is_err() { return },
                 changed = leader.changed() => {
@@ -132,6 +139,11 @@ impl Writer {
             }
             // Our own writes come back as a burst of status changes: take them in one pass.
             tokio::time::sleep(COALESCE).await;
+            if keys_only {
+                changes.borrow_and_update();
+                self.keys.ensure(&self.store).await;
+                continue;
+            }
             statuses.borrow_and_update();
             let latest = verdicts.borrow_and_update().clone();
             let started = Instant::now();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A clock for state that ages (cache entries): the system's, or one that a test sets and moves.
+/// A clock for state that ages (cache entries, keys' expiry): the system's, or one that a test sets and moves.
 #[derive(Clone, Default)]
 pub struct Clock(Option<Arc<AtomicI64>>);
 
@@ -25,6 +25,11 @@ impl Clock {
         if let Some(at) = &self.0 {
             at.fetch_add(ms, Ordering::Relaxed);
         }
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn now_unix(&self) -> i64 {
+        self.now_unix_ms().div_euclid(1_000)
     }
 
     /// Milliseconds since the Unix epoch.

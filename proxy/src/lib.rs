@@ -68,6 +68,8 @@ pub struct ProxyConfig {
     pub mcp_session_key: Option<[u8; 32]>,
     /// The clock that providers' access tokens (Vertex AI's) age by; tests move a manual one.
     pub token_clock: Clock,
+    /// The clock consumer keys expire by (`expiresAt`, a rotation's grace); tests move a manual one.
+    pub key_clock: Clock,
 }
 
 impl Default for ProxyConfig {
@@ -92,6 +94,7 @@ impl Default for ProxyConfig {
             traces: None,
             mcp_session_key: None,
             token_clock: Clock::system(),
+            key_clock: Clock::system(),
         }
     }
 }
@@ -140,6 +143,7 @@ impl Proxy {
             mcp_upstreams: call::McpUpstreams::new(),
             moderation: upstream::ModerationPool::new(),
             google_tokens: upstream::google::GoogleTokens::new(config.token_clock.clone()),
+            key_clock: config.key_clock.clone(),
         });
         Self { config, shared }
     }

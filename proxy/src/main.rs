@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 
 use tollgate_proxy::control::client::{self, ControllerConfig};
+use tollgate_proxy::control::generated_keys::GeneratedKeys;
 use tollgate_proxy::control::standalone::Watcher;
 use tollgate_proxy::{
     AccessLog, CacheConfig, ConnectionLimits, OtlpProtocol, Proxy, ProxyConfig, RequestLimits,
@@ -278,6 +279,11 @@ enum Command {
         /// How often to look for changes, e.g. `1s`.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         poll_interval: Duration,
+        /// Where consumer keys with `generate: true` are kept (mode 0600) and read back on restart.
+        /// Default: `$XDG_STATE_HOME/tollgate/generated-keys.json`, else
+        /// `$HOME/.local/state/tollgate/generated-keys.json`.
+        #[arg(long, env = "TOLLGATE_GENERATED_KEYS_FILE")]
+        generated_keys_file: Option<PathBuf>,
     },
 }
 
@@ -324,6 +330,7 @@ fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> anyhow::Result<Prox
         traces,
         mcp_session_key,
         token_clock: tollgate_proxy::Clock::system(),
+        key_clock: tollgate_proxy::Clock::system(),
         listen: args.listen,
         admin_listen: args.admin_listen,
         tls: match (&args.tls_cert, &args.tls_key) {
@@ -399,9 +406,13 @@ async fn run() -> anyhow::Result<()> {
         Some(Command::Standalone {
             path,
             poll_interval,
+            generated_keys_file,
         }) => {
-            let watcher = Watcher::start(&path, proxy.store(), Some(proxy.recorder()))
-                .with_context(|| format!("loading {}", path.display()))?;
+            let keys =
+                generated_keys_file.map_or_else(GeneratedKeys::default_location, GeneratedKeys::at);
+            let watcher =
+                Watcher::start_with_keys(&path, proxy.store(), Some(proxy.recorder()), keys)
+                    .with_context(|| format!("loading {}", path.display()))?;
             tokio::spawn(watcher.run(poll_interval));
         }
         None => {

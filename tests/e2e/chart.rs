@@ -348,6 +348,138 @@ fn the_proxy_pod_carries_only_a_token_for_the_controller() {
     }
 }
 
+/// Redis over TLS with an ACL user: the user name in the environment, the password and the CA mounted
+/// from their Secret and ConfigMap as files the flags name, never the password in an environment
+/// variable; the API server accepts the result; contradictory settings fail the render.
+#[test]
+fn redis_tls_and_acl_values_mount_the_password_and_the_ca_as_files() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("chart-redis");
+    let proxy_of = |yaml: &str| {
+        let docs = documents(yaml);
+        find(&docs, "Deployment", "redis-tollgate-proxy")["spec"]["template"]["spec"].clone()
+    };
+    let env_of = |proxy: &Value| -> Vec<(String, Value)> {
+        proxy["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_owned(), e.clone()))
+            .collect()
+    };
+    let base = [
+        "--set",
+        "proxy.redis.url=rediss://redis.tollgate-system:6380/0",
+        "--set",
+        "proxy.redis.username=tollgate",
+        "--set",
+        "proxy.redis.passwordSecret=redis-login",
+    ];
+    for (ca, volume) in [
+        (
+            "proxy.redis.ca.configMap=redis-ca",
+            serde_json::json!({"name": "redis-ca", "configMap": {"name": "redis-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}),
+        ),
+        (
+            "proxy.redis.ca.secret=redis-tls",
+            serde_json::json!({"name": "redis-ca", "secret": {"secretName": "redis-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}),
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(["--set", ca]);
+        let yaml = render(cp, "redis", ns.name(), &args);
+        dry_run(cp, &yaml).unwrap_or_else(|e| panic!("dry-run refused: {e}"));
+        let proxy = proxy_of(&yaml);
+        let env = env_of(&proxy);
+        let value = |name: &str| {
+            env.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, e)| e["value"].clone())
+                .unwrap_or_else(|| panic!("no {name} in {env:?}"))
+        };
+        assert_eq!(
+            value("TOLLGATE_REDIS_URL"),
+            "rediss://redis.tollgate-system:6380/0"
+        );
+        assert_eq!(value("TOLLGATE_REDIS_USERNAME"), "tollgate");
+        assert_eq!(
+            value("TOLLGATE_REDIS_PASSWORD_FILE"),
+            "/etc/tollgate/redis-password/password"
+        );
+        assert_eq!(
+            value("TOLLGATE_REDIS_CA_FILE"),
+            "/etc/tollgate/redis-ca/ca.crt"
+        );
+        assert!(
+            !env.iter()
+                .any(|(_, e)| e["valueFrom"]["secretKeyRef"]["name"] == "redis-login"),
+            "the password is never an environment variable: {env:?}"
+        );
+        let volumes = proxy["volumes"].as_array().unwrap();
+        assert!(
+            volumes.contains(&serde_json::json!({"name": "redis-password", "secret": {"secretName": "redis-login", "items": [{"key": "password", "path": "password"}]}})),
+            "{volumes:?}"
+        );
+        assert!(volumes.contains(&volume), "{volumes:?}");
+        let mounts = proxy["containers"][0]["volumeMounts"].as_array().unwrap();
+        for (name, path) in [
+            ("redis-password", "/etc/tollgate/redis-password"),
+            ("redis-ca", "/etc/tollgate/redis-ca"),
+        ] {
+            assert!(
+                mounts.contains(
+                    &serde_json::json!({"name": name, "mountPath": path, "readOnly": true})
+                ),
+                "{mounts:?}"
+            );
+        }
+    }
+
+    // By default none of it.
+    let proxy = proxy_of(&render(cp, "redis", ns.name(), &[]));
+    let env = env_of(&proxy);
+    assert!(
+        !env.iter()
+            .any(|(n, _)| n.starts_with("TOLLGATE_REDIS_") && n != "TOLLGATE_REDIS_TIMEOUT"),
+        "{env:?}"
+    );
+    let volumes = proxy["volumes"].as_array().unwrap();
+    assert!(
+        !volumes
+            .iter()
+            .any(|v| v["name"] == "redis-password" || v["name"] == "redis-ca"),
+        "{volumes:?}"
+    );
+
+    for (sets, expected) in [
+        (
+            vec!["proxy.redis.username=tollgate"],
+            "need proxy.redis.url or proxy.redis.existingSecret",
+        ),
+        (
+            vec![
+                "proxy.redis.url=rediss://r:6380",
+                "proxy.redis.ca.configMap=a",
+                "proxy.redis.ca.secret=b",
+            ],
+            "not both",
+        ),
+        (vec!["proxy.redis.url=http://r:6379"], "/proxy/redis/url"),
+        (
+            vec!["proxy.redis.ca.file=x"],
+            "additional properties 'file'",
+        ),
+    ] {
+        let mut cmd = cp.helm();
+        cmd.arg("template").arg("bad").arg(chart_dir());
+        for set in &sets {
+            cmd.args(["--set", set]);
+        }
+        let error = run_combined(cmd).expect_err(&sets.join(" "));
+        assert!(error.contains(expected), "{sets:?}: {error}");
+    }
+}
+
 #[test]
 fn the_values_schema_refuses_mistakes_before_anything_is_sent() {
     let cp = ControlPlane::shared();

@@ -310,6 +310,16 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
             "exactly one of the two",
         ),
         (
+            "rotation grace on a key the team keeps in its own Secret",
+            consumer("  keys: [{name: k, secretRef: {name: s}, rotationGraceSeconds: 60}]\n"),
+            "rotationGraceSeconds applies only to a generated key",
+        ),
+        (
+            "rotation grace longer than 30 days",
+            consumer("  keys: [{name: k, generate: true, rotationGraceSeconds: 2592001}]\n"),
+            "rotationGraceSeconds: Invalid value",
+        ),
+        (
             "subscription with an unknown decision",
             sub("  consumer: c\n  route: {name: r}\n  decision: Maybe\n"),
             "spec.decision: Unsupported value: \"Maybe\"",

@@ -1,6 +1,7 @@
 //! Consumers and their keys: `GET /consumers` lists the person's consumers (where they may list them)
 //! with each key's name, where it is kept and its expiry, never its value. `POST
-//! /consumers/<ns>/<name>/keys/<key>/rotate` writes a fresh value into a generated key's Secret, and
+//! /consumers/<ns>/<name>/keys/<key>/rotate` writes a fresh value into a generated key's Secret (the
+//! previous value stays valid for the key's rotation grace, see [`crate::keys`]), and
 //! `POST /consumers/<ns>/<name>/keys` adds a generated key; both as the person, with their token, and
 //! the fresh value is shown once, in the answer to that form, and never again.
 //!
@@ -11,13 +12,11 @@
 
 use std::fmt::Write as _;
 
-use base64::Engine as _;
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
-use serde_json::json;
 use tollgate_crds::{Consumer, ConsumerKey, DEFAULT_SECRET_KEY};
 
 use super::{
@@ -27,7 +26,7 @@ use super::{
     http::{Fields, Reply, Who, html_reply, not_found, outcome},
     people::Access,
 };
-use crate::{keys, watch::SECRET_LABEL};
+use crate::keys;
 
 /// Most keys a consumer may have (the CRD's limit).
 const MAX_KEYS: usize = 16;
@@ -182,7 +181,7 @@ fn value_of(secret: &Secret) -> String {
 }
 
 /// `POST /consumers/<ns>/<name>/keys/<key>/rotate`.
-pub async fn rotate(who: &mut Who, ns: &str, name: &str, key_name: &str) -> Reply {
+pub async fn rotate(portal: &Portal, who: &mut Who, ns: &str, name: &str, key_name: &str) -> Reply {
     let back = "/consumers";
     if !is_namespace(ns) || !is_object_name(name) || !is_namespace(key_name) {
         return not_found(who);
@@ -210,24 +209,58 @@ pub async fn rotate(who: &mut Who, ns: &str, name: &str, key_name: &str) -> Repl
     let secret_name = key.generated_secret_name(name);
     let api = Api::<Secret>::namespaced(who.client.clone(), ns);
     let fresh = keys::new_key();
-    let patch = json!({
-        "metadata": {"labels": {SECRET_LABEL: "true"}},
-        "data": {DEFAULT_SECRET_KEY: base64::engine::general_purpose::STANDARD.encode(&fresh)},
-    });
-    let value = match api
-        .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => fresh,
-        // Not generated yet: the person creates it.
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            let secret = keys::key_secret(&consumer, &secret_name);
-            match api.create(&PostParams::default(), &secret).await {
-                Ok(_) => value_of(&secret),
+    // The previous value stays valid for the key's grace, kept as its digest. The person may not
+    // read Secrets (values stay unreadable), so the digest comes from the controller's own copy; the
+    // patch names that copy's resourceVersion, so a stale copy fails (409) instead of losing a key.
+    let held = portal
+        .store
+        .lock()
+        .secrets
+        .objects
+        .get(&tollgate_snapshot::ObjectRef::new(
+            ns.to_owned(),
+            secret_name.clone(),
+        ))
+        .cloned();
+    let value = match held {
+        Some(secret) => {
+            let grace = key.rotation_grace();
+            let patch = keys::rotation_patch(&secret, &fresh, Timestamp::now(), grace);
+            match api
+                .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => fresh,
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    let message = "The key changed a moment ago; reload the page and try again.";
+                    return outcome(who, "Not rotated", false, message, back);
+                }
                 Err(e) => return outcome(who, "Not rotated", false, &api_message(&e), back),
             }
         }
-        Err(e) => return outcome(who, "Not rotated", false, &api_message(&e), back),
+        // Not generated yet: the person creates it.
+        None => {
+            let secret = keys::key_secret(&consumer, &secret_name);
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => value_of(&secret),
+                // It exists but the controller does not see it (no label): rotated with no previous
+                // value, and labelled so that it is seen from now on.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    let patch =
+                        keys::rotation_patch(&Secret::default(), &fresh, Timestamp::now(), 0);
+                    match api
+                        .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        Ok(_) => fresh,
+                        Err(e) => {
+                            return outcome(who, "Not rotated", false, &api_message(&e), back);
+                        }
+                    }
+                }
+                Err(e) => return outcome(who, "Not rotated", false, &api_message(&e), back),
+            }
+        }
     };
     shown_once(who, ns, name, key_name, &value, "rotated")
 }
@@ -290,6 +323,7 @@ pub async fn add(who: &mut Who, ns: &str, name: &str, form: &Fields) -> Reply {
         name: key_name.to_owned(),
         secret_ref: None,
         generate: true,
+        rotation_grace_seconds: None,
         expires_at,
     };
     // The Secret first, so the controller finds it and generates none of its own.

@@ -192,7 +192,7 @@ async fn handle(portal: &Portal, req: Request<Incoming>) -> Reply {
                 ["approvals", ns, name] => access::decide(portal, &mut who, ns, name, &form).await,
                 ["consumers", ns, name, "keys"] => consumers::add(&mut who, ns, name, &form).await,
                 ["consumers", ns, name, "keys", key, "rotate"] => {
-                    consumers::rotate(&mut who, ns, name, key).await
+                    consumers::rotate(portal, &mut who, ns, name, key).await
                 }
                 _ => not_found(&who),
             },

@@ -52,4 +52,6 @@ pub struct Shared {
     pub moderation: crate::upstream::ModerationPool,
     /// Access tokens of Vertex AI providers' service accounts.
     pub google_tokens: crate::upstream::google::GoogleTokens,
+    /// The clock consumer keys expire by.
+    pub key_clock: crate::clock::Clock,
 }

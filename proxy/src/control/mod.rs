@@ -3,6 +3,7 @@
 //! in, usage reports out) and standalone mode (the same YAML files read from disk and watched).
 
 pub mod client;
+pub mod generated_keys;
 pub mod standalone;
 mod store;
 

@@ -26,6 +26,7 @@ use tollgate_snapshot::{
 
 use crate::clock;
 use crate::control::SnapshotStore;
+use crate::control::generated_keys::{GeneratedKeys, KeyFileError};
 use crate::telemetry::Recorder;
 
 /// Why the files could not be read as resources.
@@ -52,6 +53,9 @@ pub enum LoadError {
     /// No YAML files at all.
     #[error("no .yaml or .yml files under {0}")]
     Empty(PathBuf),
+    /// Keys with `generate: true` could not be kept.
+    #[error(transparent)]
+    GeneratedKeys(#[from] KeyFileError),
 }
 
 /// Resources read from disk, with a fingerprint of the bytes they came from.
@@ -353,17 +357,31 @@ pub struct Watcher {
     seen: [u8; 32],
     hash: String,
     accepted: AcceptedSet,
+    keys: GeneratedKeys,
 }
 
 impl Watcher {
-    /// Reads and compiles the files and stores the first snapshot. Fails if they do not parse.
+    /// Reads and compiles the files and stores the first snapshot, generated keys kept in
+    /// [`GeneratedKeys::default_location`]. Fails if they do not parse.
     pub fn start(
         path: &Path,
         store: Arc<SnapshotStore>,
         recorder: Option<Arc<Recorder>>,
     ) -> Result<Self, LoadError> {
-        let loaded = load(path)?;
+        Self::start_with_keys(path, store, recorder, GeneratedKeys::default_location())
+    }
+
+    /// [`Watcher::start`] with `generate: true` keys kept where `keys` says. Fails if the files do not
+    /// parse or a generated key cannot be kept.
+    pub fn start_with_keys(
+        path: &Path,
+        store: Arc<SnapshotStore>,
+        recorder: Option<Arc<Recorder>>,
+        mut keys: GeneratedKeys,
+    ) -> Result<Self, LoadError> {
+        let mut loaded = load(path)?;
         warn_unlabelled_secrets(&loaded.inputs);
+        keys.provide(&mut loaded.inputs)?;
         for what in &loaded.ignored {
             tracing::info!("ignoring {what}: not a kind the proxy uses");
         }
@@ -380,6 +398,7 @@ impl Watcher {
             seen: loaded.fingerprint,
             hash,
             accepted: accepted_set(&verdicts),
+            keys,
         };
         drop((loaded, verdicts));
         release_freed_memory();
@@ -413,10 +432,16 @@ impl Watcher {
         let parsed = parse(&files);
         drop(files);
         let change = match parsed {
-            Ok(loaded) => {
-                self.seen = loaded.fingerprint;
+            Ok(mut loaded) => {
                 warn_unlabelled_secrets(&loaded.inputs);
-                self.apply(loaded)
+                // Without its keys the change would lock consumers out: refused instead.
+                match self.keys.provide(&mut loaded.inputs) {
+                    Ok(_) => {
+                        self.seen = loaded.fingerprint;
+                        self.apply(loaded)
+                    }
+                    Err(e) => self.refuse(fingerprint, e.to_string()),
+                }
             }
             Err(e) => self.refuse(fingerprint, format!("the files do not parse: {e}")),
         };

@@ -47,10 +47,12 @@ pub(super) struct Admitted<'a> {
 }
 
 /// Lets the request in, or says why not; `call` and `notes` learn what was found on the way. Nothing is
-/// charged here: [`limit`] does that once the request is known to be a model call.
+/// charged here: [`limit`] does that once the request is known to be a model call. Keys expire by
+/// `now_unix` (the key clock's time).
 pub(super) fn admit<'a>(
     snapshot: &'a Snapshot,
     parts: &Parts,
+    now_unix: i64,
     call: &mut Call,
     notes: &mut Notes,
 ) -> Result<Admitted<'a>, ApiError> {
@@ -62,7 +64,15 @@ pub(super) fn admit<'a>(
     let matched = snapshot
         .route_for(host, path)
         .ok_or_else(|| ApiError::unknown_url(&parts.method, path))?;
-    admit_matched(snapshot, parts, matched.idx, matched.rest, call, notes)
+    admit_matched(
+        snapshot,
+        parts,
+        matched.idx,
+        matched.rest,
+        now_unix,
+        call,
+        notes,
+    )
 }
 
 /// [`admit`] for a request already matched to `route_idx`, `rest` being its path after the
@@ -72,11 +82,12 @@ pub(super) fn admit_matched<'a>(
     parts: &Parts,
     route_idx: RouteIdx,
     rest: &str,
+    now_unix: i64,
     call: &mut Call,
     notes: &mut Notes,
 ) -> Result<Admitted<'a>, ApiError> {
     let path = parts.uri.path();
-    let (consumer_idx, _) = identify(snapshot, &parts.headers, call)?;
+    let (consumer_idx, _) = identify(snapshot, &parts.headers, now_unix, call)?;
     // A route's OpenAPI document is for finding out how to call it: any valid key reads it (of
     // the owning team only while a Draft, below), subscribed or not.
     let reads_document = parts.method == http::Method::GET && rest == OPENAPI_PATH;
@@ -93,10 +104,12 @@ pub(super) fn admit_matched<'a>(
     Ok(admitted)
 }
 
-/// The consumer whose key the request presents, or why there is none.
+/// The consumer whose key the request presents, or why there is none. A key whose expiry (its own,
+/// or the end of a rotation's grace) is at or before `now_unix` is refused.
 pub(super) fn identify<'a>(
     snapshot: &'a Snapshot,
     headers: &HeaderMap,
+    now_unix: i64,
     call: &mut Call,
 ) -> Result<(ConsumerIdx, &'a Consumer), ApiError> {
     let key = presented_key(headers).ok_or_else(|| {
@@ -107,10 +120,7 @@ pub(super) fn identify<'a>(
     let (consumer_idx, consumer, consumer_key) = snapshot
         .consumer_by_key(&KeyDigest::of(key.as_bytes()))
         .ok_or_else(|| ApiError::invalid_api_key("Incorrect API key provided."))?;
-    if consumer_key
-        .expires_unix
-        .is_some_and(|at| at <= clock::now_unix())
-    {
+    if consumer_key.expires_unix.is_some_and(|at| at <= now_unix) {
         return Err(ApiError::invalid_api_key("This API key has expired."));
     }
     call.consumer = Some(consumer_idx);

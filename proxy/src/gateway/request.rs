@@ -95,7 +95,7 @@ async fn serve(
         ))
         .await;
     }
-    let admitted = admission::admit(&snapshot, &parts, call, notes)?;
+    let admitted = admission::admit(&snapshot, &parts, shared.key_clock.now_unix(), call, notes)?;
     if rest::is_rest_path(&parts.uri.path()[admitted.rest_at..]) {
         // Boxed: REST calls are rarer than model calls and would otherwise grow every call's future.
         return Box::pin(rest::serve(

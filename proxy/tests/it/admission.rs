@@ -3,7 +3,7 @@
 
 use http::Method;
 use serde_json::{Value, json};
-use tollgate_proxy::{ProxyConfig, RequestLimits};
+use tollgate_proxy::{Clock, ProxyConfig, RequestLimits};
 use tollgate_snapshot::{ConsumerKey, Content, FakeBehaviour, KeyDigest, Phase, Stage};
 
 use crate::support::*;
@@ -83,6 +83,49 @@ fn table() -> Content {
 
 fn chat_body() -> Value {
     json!({"model": "fake-chat", "messages": [{"role": "user", "content": "hello"}]})
+}
+
+/// A rotated generated key: its previous value (same key name, expiring when the rotation's grace
+/// ends, as the compiler writes it) is accepted up to the last second of the grace and refused from
+/// its end on, while the new value goes on; the proxy's key clock decides.
+#[tokio::test]
+async fn a_rotated_keys_previous_value_is_cut_when_its_grace_ends() {
+    const GRACE_ENDS: i64 = 1_900_000_000;
+    let mut content = table();
+    let app = &mut content.consumers[0];
+    app.keys[0].name = "gen".into();
+    app.keys.push(ConsumerKey {
+        name: "gen".into(),
+        digest: KeyDigest::of(b"k-app-before-rotation"),
+        expires_unix: Some(GRACE_ENDS),
+    });
+    let clock = Clock::manual((GRACE_ENDS - 1) * 1_000);
+    let config = ProxyConfig {
+        key_clock: clock.clone(),
+        ..test_config()
+    };
+    let proxy = TestProxy::start_with(config, Some(content)).await;
+    let url = proxy.url("/team-a/pub/v1/chat/completions");
+    let body = chat_body();
+    for key in ["k-app", "k-app-before-rotation"] {
+        assert_eq!(
+            post(&url, key, &body).await.status,
+            200,
+            "{key} within the grace"
+        );
+    }
+    // 999 ms later it is still the grace's last second.
+    clock.advance(999);
+    assert_eq!(post(&url, "k-app-before-rotation", &body).await.status, 200);
+    clock.advance(1);
+    let old = post(&url, "k-app-before-rotation", &body).await;
+    assert_eq!(
+        (old.status.as_u16(), old.error_code().as_str()),
+        (401, "invalid_api_key")
+    );
+    assert_eq!(old.json()["error"]["message"], "This API key has expired.");
+    assert_eq!(post(&url, "k-app", &body).await.status, 200);
+    proxy.stop().await;
 }
 
 #[tokio::test]

@@ -56,6 +56,7 @@ mod rest;
 mod sdk;
 mod snapshot_order;
 mod standalone;
+mod standalone_keys;
 mod traces;
 mod translation;
 mod upstream;

@@ -43,6 +43,8 @@ struct Resolved {
     problems: Vec<(usize, &'static str, String)>,
     /// Expired keys (name and instant, as reported).
     expired: Vec<String>,
+    /// Previous values of rotated generated keys, valid until their grace ends (not counted as active).
+    previous: Vec<ConsumerKey>,
 }
 
 /// Compiles consumers, which arrive sorted by namespace/name.
@@ -65,7 +67,7 @@ pub(crate) fn compile_consumers<'a>(
     // The oldest consumer holding a key value keeps it.
     let mut owners: FxHashMap<KeyDigest, usize> = map_with_capacity(items.len() * 2);
     for (i, read) in resolved.iter().enumerate() {
-        for key in read.iter().flat_map(|r| &r.keys) {
+        for key in read.iter().flat_map(|r| r.keys.iter().chain(&r.previous)) {
             claim_for_older(&mut owners, key.digest, i, items);
         }
     }
@@ -81,6 +83,8 @@ pub(crate) fn compile_consumers<'a>(
             None => (invalid_verdict(item, &invalid[i]), None),
             Some(resolved) => {
                 let mut verdict = accepted_verdict(item, &resolved, &mut texts);
+                let mut keys = resolved.keys;
+                keys.extend(resolved.previous);
                 let spec = &item.obj.spec;
                 let attached = if spec.guardrails.is_empty() {
                     Vec::new()
@@ -92,7 +96,7 @@ pub(crate) fn compile_consumers<'a>(
                 let consumer = Consumer {
                     id: item.reference.clone(),
                     uid: item.obj.metadata.uid.clone().unwrap_or_default(),
-                    keys: resolved.keys,
+                    keys,
                     limits: super::traffic::limits_of(spec.limits.as_ref()),
                     budget: super::traffic::budget_of(spec.budget.as_ref()),
                     guardrails: attached,
@@ -182,6 +186,7 @@ fn read_keys<'a>(
         keys: Vec::with_capacity(item.obj.spec.keys.len()),
         problems: Vec::new(),
         expired: Vec::new(),
+        previous: Vec::new(),
     };
     for (at, key) in item.obj.spec.keys.iter().enumerate() {
         // Borrow the reference; only a generated key's Secret name has to be built.
@@ -243,8 +248,47 @@ fn read_keys<'a>(
             digest: KeyDigest::of(value),
             expires_unix,
         });
+        if key.generate
+            && let Some(previous) = previous_key(secrets, namespace, secret_name, now_unix)
+        {
+            read.previous.push(ConsumerKey {
+                name: names.get(&key.name),
+                digest: previous.0,
+                // Never past the key's own expiry.
+                expires_unix: Some(expires_unix.map_or(previous.1, |at| at.min(previous.1))),
+            });
+        }
     }
     read
+}
+
+/// The previous value of a rotated generated key, as its digest and the end of its grace (Unix
+/// seconds), when its Secret records one that has not ended at `now_unix`. A malformed record (the
+/// Secret is edited by hand) is ignored: the rotated key alone is valid, as after a grace of zero.
+fn previous_key(
+    secrets: &Secrets<'_>,
+    namespace: &str,
+    secret_name: &str,
+    now_unix: i64,
+) -> Option<(KeyDigest, i64)> {
+    let digest = secrets
+        .value(namespace, secret_name, tollgate_crds::PREVIOUS_KEY_DIGEST)
+        .ok()?;
+    let until = secrets
+        .value(
+            namespace,
+            secret_name,
+            tollgate_crds::PREVIOUS_KEY_EXPIRES_AT,
+        )
+        .ok()?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(digest, &mut bytes).ok()?;
+    let until = std::str::from_utf8(until)
+        .ok()?
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()?
+        .as_second();
+    (until > now_unix).then_some((KeyDigest(bytes), until))
 }
 
 /// Drops the keys an older consumer holds (`owners` says which consumer keeps each value) or this one
@@ -299,6 +343,11 @@ fn resolve_keys(
         kept += 1;
     }
     read.keys.truncate(kept);
+    // A previous value that another consumer (or a current key) holds is dropped without a word: it is
+    // on its way out anyway.
+    let current: Vec<KeyDigest> = read.keys.iter().map(|k| k.digest).collect();
+    read.previous
+        .retain(|k| owners[&k.digest] == me && !current.contains(&k.digest));
     if dropped {
         read.problems.sort_by_key(|(at, _, _)| *at);
     }
@@ -359,6 +408,16 @@ fn accepted_verdict(
                 message.push_str(&key.name);
             }
             message.push('.');
+            for key in &resolved.previous {
+                let until = key.expires_unix.unwrap_or_default();
+                let until = k8s_openapi::jiff::Timestamp::from_second(until)
+                    .map_or_else(|_| until.to_string(), |t| t.to_string());
+                let _ = write!(
+                    message,
+                    " The previous value of key {} stays valid until {until} (rotation grace).",
+                    key.name
+                );
+            }
             if !expired_note.is_empty() {
                 message.push(' ');
                 message.push_str(&sentences(&[expired_note]));

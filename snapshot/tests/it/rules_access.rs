@@ -611,3 +611,198 @@ fn consumer_keys_shorter_than_the_minimum_are_refused_and_named() {
     let (ok, _, message) = cond(v, READY);
     assert!(ok && message.contains("1 active key: strong"), "{message}");
 }
+
+#[test]
+fn a_rotated_generated_keys_previous_value_stays_valid_until_its_grace_ends() {
+    let old = b"tg_old-0123456789abcdefghij";
+    let new = "tg_new-0123456789abcdefghij";
+    let old_digest = hex::encode(KeyDigest::of(old).0);
+    let mut inputs = team_a();
+    // A day before the grace ends.
+    let until = "2025-11-02T00:00:00Z";
+    let until_unix = 1_762_041_600;
+    inputs.now_unix = until_unix - 86_400;
+    inputs.consumers = vec![consumer(
+        "team-a",
+        "app",
+        json!({ "keys": [{ "name": "gen", "generate": true }] }),
+    )];
+    inputs.secrets.push(secret(
+        "team-a",
+        "app-gen-apikey",
+        &[
+            ("apiKey", new),
+            ("previousApiKeySha256", &old_digest),
+            ("previousApiKeyExpiresAt", until),
+        ],
+    ));
+    let compiled = run(&inputs);
+    let snap = &compiled.snapshot;
+    let (_, _, current) = snap
+        .consumer_by_key(&KeyDigest::of(new.as_bytes()))
+        .unwrap();
+    assert_eq!((&*current.name, current.expires_unix), ("gen", None));
+    let (_, _, previous) = snap.consumer_by_key(&KeyDigest::of(old)).unwrap();
+    assert_eq!(
+        (&*previous.name, previous.expires_unix),
+        ("gen", Some(until_unix))
+    );
+    let v = verdict(&compiled, Kind::Consumer, "team-a", "app");
+    match &v.detail {
+        Detail::Consumer(d) => assert_eq!(d.active_keys, 1, "the previous value is not counted"),
+        other => panic!("{other:?}"),
+    }
+    let (ok, _, message) = cond(v, READY);
+    assert!(
+        ok && message.contains("previous value of key gen stays valid until 2025-11-02T00:00:00Z"),
+        "{message}"
+    );
+
+    // A key's own expiry caps the grace.
+    inputs.consumers[0].spec.keys[0].expires_at =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2025-11-01T12:00:00Z".parse().unwrap(),
+        ));
+    let compiled = run(&inputs);
+    let (_, _, previous) = compiled
+        .snapshot
+        .consumer_by_key(&KeyDigest::of(old))
+        .unwrap();
+    assert_eq!(previous.expires_unix, Some(until_unix - 43_200));
+    inputs.consumers[0].spec.keys[0].expires_at = None;
+
+    // Compiled once the grace has ended, the old value is gone and the new one stays.
+    inputs.now_unix = until_unix;
+    let compiled = run(&inputs);
+    assert!(
+        compiled
+            .snapshot
+            .consumer_by_key(&KeyDigest::of(old))
+            .is_none()
+    );
+    assert!(
+        compiled
+            .snapshot
+            .consumer_by_key(&KeyDigest::of(new.as_bytes()))
+            .is_some()
+    );
+    let (_, _, message) = cond(verdict(&compiled, Kind::Consumer, "team-a", "app"), READY);
+    assert!(!message.contains("previous"), "{message}");
+}
+
+#[test]
+fn a_previous_key_record_is_ignored_when_malformed_or_on_a_key_the_team_keeps() {
+    let old = b"tg_old-0123456789abcdefghij";
+    let old_digest = hex::encode(KeyDigest::of(old).0);
+    let mut inputs = team_a();
+    inputs.now_unix = 1_700_000_000;
+    let records: [(&str, &str); 3] = [
+        ("not hex", "2030-01-01T00:00:00Z"),
+        (&old_digest[..62], "2030-01-01T00:00:00Z"),
+        (&old_digest, "next tuesday"),
+    ];
+    for (digest, until) in records {
+        inputs.consumers = vec![consumer(
+            "team-a",
+            "app",
+            json!({ "keys": [{ "name": "gen", "generate": true }] }),
+        )];
+        inputs
+            .secrets
+            .retain(|s| s.metadata.name.as_deref() != Some("app-gen-apikey"));
+        inputs.secrets.push(secret(
+            "team-a",
+            "app-gen-apikey",
+            &[
+                ("apiKey", "tg_new-0123456789abcdefghij"),
+                ("previousApiKeySha256", digest),
+                ("previousApiKeyExpiresAt", until),
+            ],
+        ));
+        let compiled = run(&inputs);
+        assert!(
+            compiled
+                .snapshot
+                .consumer_by_key(&KeyDigest::of(old))
+                .is_none(),
+            "{digest} {until}"
+        );
+        assert!(verdict(&compiled, Kind::Consumer, "team-a", "app").is_true(READY));
+    }
+    // Only generated keys have a previous value: a Secret the team keeps is theirs to change.
+    inputs.consumers = vec![consumer(
+        "team-a",
+        "app",
+        json!({ "keys": [{ "name": "own", "secretRef": { "name": "own-key" } }] }),
+    )];
+    inputs.secrets.push(secret(
+        "team-a",
+        "own-key",
+        &[
+            ("apiKey", "sk-own-0123456789abcdefghij"),
+            ("previousApiKeySha256", &old_digest),
+            ("previousApiKeyExpiresAt", "2030-01-01T00:00:00Z"),
+        ],
+    ));
+    let compiled = run(&inputs);
+    assert!(
+        compiled
+            .snapshot
+            .consumer_by_key(&KeyDigest::of(old))
+            .is_none()
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// The previous-key record comes from a Secret anyone with `patch` on it may edit: any text in
+    /// either field compiles without a panic, and the digest serves only when both fields are valid and
+    /// the grace has not ended.
+    #[test]
+    fn any_previous_key_record_compiles(
+        digest in proptest::prop_oneof![
+            "[0-9a-fA-F]{64}",
+            "[0-9a-f]{0,70}",
+            proptest::prelude::any::<String>(),
+        ],
+        until in proptest::prop_oneof![
+            proptest::strategy::Strategy::prop_map(1_000_000_000i64..2_000_000_000, |s| {
+                k8s_openapi::jiff::Timestamp::from_second(s).unwrap().to_string()
+            }),
+            proptest::prelude::any::<String>(),
+        ],
+    ) {
+        let mut inputs = team_a();
+        inputs.now_unix = 1_500_000_000;
+        inputs.consumers = vec![consumer(
+            "team-a",
+            "app",
+            json!({ "keys": [{ "name": "gen", "generate": true }] }),
+        )];
+        inputs.secrets.push(secret(
+            "team-a",
+            "app-gen-apikey",
+            &[
+                ("apiKey", "tg_new-0123456789abcdefghij"),
+                ("previousApiKeySha256", &digest),
+                ("previousApiKeyExpiresAt", &until),
+            ],
+        ));
+        let compiled = run(&inputs);
+        let mut bytes = [0u8; 32];
+        let valid_digest = hex::decode_to_slice(digest.trim_ascii(), &mut bytes).is_ok();
+        let ends = until
+            .trim_ascii()
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_second());
+        let serves = valid_digest && ends.is_some_and(|end| end > inputs.now_unix);
+        let found = compiled.snapshot.consumer_by_key(&KeyDigest(bytes));
+        proptest::prop_assert_eq!(found.is_some(), serves);
+        if let Some((_, _, key)) = found {
+            proptest::prop_assert_eq!(key.expires_unix, ends);
+        }
+        proptest::prop_assert!(verdict(&compiled, Kind::Consumer, "team-a", "app").is_true(READY));
+    }
+}

@@ -212,3 +212,35 @@ pub fn report(what: &str, samples: &[Duration]) -> (Duration, Duration) {
     );
     (p50, p99)
 }
+
+/// `program args…` with `input` on its stdin: its stdout, as text.
+pub fn piped(program: &str, args: &[&str], input: &[u8]) -> String {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(input)?;
+            child.wait_with_output()
+        })
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The value under `field` of the Secret `name`, decoded (empty when there is none).
+pub fn secret_data(setup: &Setup, name: &str, field: &str) -> String {
+    let encoded = setup.jsonpath(&format!("secret/{name}"), &format!("{{.data.{field}}}"));
+    piped("base64", &["-d"], encoded.as_bytes())
+}
+
+/// The SHA-256 of `text` in hex, as the snapshot and a rotated key's Secret hold a key.
+pub fn sha256_hex(text: &str) -> String {
+    let line = piped("sha256sum", &[], text.as_bytes());
+    line.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}

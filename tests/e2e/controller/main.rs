@@ -23,7 +23,8 @@ use tollgate_e2e::{eventually, repo_root};
 
 use fixtures::{
     INPUT_PRICE, KEY, MODEL, OUTPUT_PRICE, base_yaml, condition, controller_and_proxies,
-    lease_holder, measure_propagation, report, route_yaml, status_of, wait_condition, wait_served,
+    lease_holder, measure_propagation, report, route_yaml, secret_data, sha256_hex, status_of,
+    wait_condition, wait_served,
 };
 use support::{LEASE, OTHER_SA, PROXY_SA, Setup};
 
@@ -785,21 +786,7 @@ spec:
     name: keyed
 "#,
     );
-    let read_key = || {
-        let encoded = setup.jsonpath("secret/gen-main-apikey", "{.data.apiKey}");
-        let out = std::process::Command::new("base64")
-            .arg("-d")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(encoded.as_bytes())?;
-                child.wait_with_output()
-            })
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let read_key = || secret_data(&setup, "gen-main-apikey", "apiKey");
     let first = eventually("the generated Secret", Duration::from_secs(10), || async {
         match read_key() {
             k if k.starts_with("tg_") => Ok(k),
@@ -838,6 +825,146 @@ spec:
         "key rotated: new key served and old key refused {:?} after deleting the Secret",
         rotated_at.elapsed()
     );
+}
+
+// 8b. Rotating a generated key (the Secret annotated tollgate.dev/rotate): the controller writes a
+// new key and keeps the old one only as its digest with the end of its grace; both proxies accept
+// both keys until the grace ends, then refuse the old one as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_generated_key_keeps_the_old_value_valid_for_its_grace() {
+    const GRACE: i64 = 8;
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("ctl-rotate");
+    let (_controller, a, b) = controller_and_proxies(&setup).await;
+    setup.apply(&base_yaml());
+    setup.apply(&format!(
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: Consumer
+metadata:
+  name: rot
+spec:
+  keys:
+    - name: main
+      generate: true
+      rotationGraceSeconds: {GRACE}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: AIRoute
+metadata:
+  name: rotating
+spec:
+  prefix: /rotating
+  approval: Automatic
+  models:
+    - name: fake-chat
+      backends:
+        - provider: fake
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: ApiSubscription
+metadata:
+  name: rot-rotating
+spec:
+  consumer: rot
+  route:
+    name: rotating
+"#
+    ));
+    let data = |field: &str| secret_data(&setup, "rot-main-apikey", field);
+    let first = eventually("the generated Secret", Duration::from_secs(10), || async {
+        match data("apiKey") {
+            k if k.starts_with("tg_") => Ok(k),
+            other => Err(format!("key {other:?}")),
+        }
+    })
+    .await;
+    wait_served(&[&a, &b], "/rotating", &first, Duration::from_secs(10)).await;
+
+    setup
+        .kubectl(&[
+            "annotate",
+            "secret",
+            "rot-main-apikey",
+            "tollgate.dev/rotate=now",
+        ])
+        .unwrap();
+    let asked = Instant::now();
+    let second = eventually("a rotated key", Duration::from_secs(20), || async {
+        match data("apiKey") {
+            k if k.starts_with("tg_") && k != first => Ok(k),
+            other => Err(format!("key {other:?}")),
+        }
+    })
+    .await;
+    println!("rotated {:?} after the annotation", asked.elapsed());
+    // The Secret keeps the old key as its SHA-256 only, and the request is cleared.
+    let secret = status_of(&setup, "secret/rot-main-apikey");
+    assert!(
+        !secret.to_string().contains(&first) && !data("previousApiKeySha256").contains(&first),
+        "{secret}"
+    );
+    assert_eq!(data("previousApiKeySha256"), sha256_hex(&first));
+    assert!(
+        secret["metadata"]["annotations"]
+            .get("tollgate.dev/rotate")
+            .is_none(),
+        "{secret}"
+    );
+    let until: k8s_openapi::jiff::Timestamp = data("previousApiKeyExpiresAt").parse().unwrap();
+    let grace_left = until.as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
+    assert!(
+        (1..=GRACE).contains(&grace_left),
+        "{until}, {grace_left} s left"
+    );
+
+    // Both keys on both proxies, while the grace lasts.
+    wait_served(&[&a, &b], "/rotating", &second, Duration::from_secs(10)).await;
+    for proxy in [&a, &b] {
+        let (status, body) = proxy.chat("/rotating", &first, MODEL).await;
+        assert!(
+            status == 200 || k8s_openapi::jiff::Timestamp::now() >= until,
+            "the old key within its grace: {status} {body}"
+        );
+    }
+    eventually(
+        "the status names the previous value",
+        Duration::from_secs(5),
+        || {
+            let ready = setup.jsonpath(
+                "consumer/rot",
+                "{.status.activeKeys} {.status.conditions[?(@.type==\"Ready\")].message}",
+            );
+            async move {
+                if ready.starts_with("1 ")
+                    && ready.contains("previous value of key main stays valid until")
+                {
+                    Ok(())
+                } else {
+                    Err(ready)
+                }
+            }
+        },
+    )
+    .await;
+
+    // After the grace the old key is refused as expired, never before its end.
+    for proxy in [&a, &b] {
+        eventually(
+            "the old key refused",
+            Duration::from_secs(GRACE as u64 + 10),
+            || async {
+                match proxy.chat("/rotating", &first, MODEL).await {
+                    (401, body) if body.contains("expired") => Ok(()),
+                    (status, body) => Err(format!("{status} {body}")),
+                }
+            },
+        )
+        .await;
+        assert!(k8s_openapi::jiff::Timestamp::now() >= until);
+        let (status, body) = proxy.chat("/rotating", &second, MODEL).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    println!("the old key was refused once its grace ended at {until}");
 }
 
 // 9. Usage appears in ApiSubscription.status after traffic.

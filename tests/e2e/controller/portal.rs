@@ -21,7 +21,7 @@ use tollgate_e2e::{eventually, free_port};
 
 use crate::{
     SERIAL,
-    fixtures::{KEY, MODEL, base_yaml, status_of, wait_served},
+    fixtures::{KEY, MODEL, base_yaml, secret_data, sha256_hex, status_of, wait_served},
     support::{Controller, Setup},
 };
 
@@ -864,24 +864,7 @@ spec:
       expiresAt: "2099-01-01T00:00:00Z"
 "#,
     );
-    let secret_value = |name: &str| {
-        let data = setup.jsonpath(&format!("secret/{name}"), "{.data.apiKey}");
-        String::from_utf8(
-            std::process::Command::new("base64")
-                .arg("-d")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .and_then(|mut child| {
-                    use std::io::Write as _;
-                    child.stdin.take().unwrap().write_all(data.as_bytes())?;
-                    child.wait_with_output()
-                })
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-    };
+    let secret_value = |name: &str| secret_data(&setup, name, "apiKey");
     // The controller generates bot's key.
     let generated = eventually("bot's key is generated", Duration::from_secs(20), || {
         let value = secret_value("bot-main-apikey");
@@ -960,6 +943,11 @@ spec:
     let shown = shown_key(&page.body);
     assert!(shown.starts_with("tg_") && shown != generated, "{shown}");
     assert_eq!(secret_value("bot-main-apikey"), shown);
+    // The previous key stays valid for the key's grace (a day by default), kept only as its digest.
+    assert_eq!(
+        secret_data(&setup, "bot-main-apikey", "previousApiKeySha256"),
+        sha256_hex(&generated)
+    );
     assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
     let again = alice.get("/consumers").await;
     assert!(!again.body.contains(&shown), "shown once only");

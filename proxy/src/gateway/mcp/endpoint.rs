@@ -199,13 +199,16 @@ async fn answer(
         Era::Legacy(_) => StatusCode::OK,
     };
 
+    let now_unix = shared.key_clock.now_unix();
     let reached = match scope {
-        Scope::Route(route) => admission::admit_matched(snapshot, &parts, route, PATH, call, notes)
-            .map(|admitted| {
-                let consumer = call.consumer.expect("admitted callers are known");
-                route_reach(snapshot, admitted, consumer)
-            }),
-        Scope::Consumer => admission::identify(snapshot, &parts.headers, call)
+        Scope::Route(route) => admission::admit_matched(
+            snapshot, &parts, route, PATH, now_unix, call, notes,
+        )
+        .map(|admitted| {
+            let consumer = call.consumer.expect("admitted callers are known");
+            route_reach(snapshot, admitted, consumer)
+        }),
+        Scope::Consumer => admission::identify(snapshot, &parts.headers, now_unix, call)
             .map(|(consumer, _)| consumer_reach(snapshot, consumer)),
     };
     let reach = match reached {
@@ -455,11 +458,15 @@ fn end_session(
     notes: &mut Notes,
 ) -> Answer {
     note(call).method = "session/delete";
+    let now_unix = shared.key_clock.now_unix();
     let known = match scope {
         Scope::Route(route) => {
-            admission::admit_matched(snapshot, parts, route, PATH, call, notes).map(|_| ())
+            admission::admit_matched(snapshot, parts, route, PATH, now_unix, call, notes)
+                .map(|_| ())
         }
-        Scope::Consumer => admission::identify(snapshot, &parts.headers, call).map(|_| ()),
+        Scope::Consumer => {
+            admission::identify(snapshot, &parts.headers, now_unix, call).map(|_| ())
+        }
     };
     if let Err(e) = known {
         note(call).outcome = "refused";
