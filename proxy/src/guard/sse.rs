@@ -31,6 +31,11 @@ pub enum StreamFormat {
     Responses,
 }
 
+/// The longest event held while its separator has not come (bytes): an upstream that never sends one
+/// cannot make the proxy hold more. Generous, since a Responses stream's `response.completed` repeats
+/// the whole answer.
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
+
 /// One streamed answer being checked.
 pub struct AnswerStream {
     format: StreamFormat,
@@ -39,6 +44,8 @@ pub struct AnswerStream {
     buffer: Vec<u8>,
     /// The rule that ended the stream.
     rejected: Option<Arc<str>>,
+    /// Whether the stream was ended because an event grew past [`MAX_EVENT_BYTES`].
+    overlong: bool,
     /// Decisions of guards already finished.
     decisions: Vec<Decision>,
     /// The next `sequence_number` (Responses).
@@ -56,6 +63,7 @@ impl AnswerStream {
             guards: BTreeMap::new(),
             buffer: Vec::new(),
             rejected: None,
+            overlong: false,
             decisions: Vec::new(),
             sequence: 0,
             in_place: true,
@@ -63,8 +71,26 @@ impl AnswerStream {
     }
 
     /// The Reject rule that ended the stream, if one did.
+    #[cfg(test)]
     pub fn rejected(&self) -> Option<&Arc<str>> {
         self.rejected.as_ref()
+    }
+
+    /// Why the stream was ended early, as the call record's error class: a Reject rule matched, or
+    /// the upstream sent an event longer than [`MAX_EVENT_BYTES`].
+    pub fn failure(&self) -> Option<&'static str> {
+        if self.rejected.is_some() {
+            Some("content_policy_violation")
+        } else if self.overlong {
+            Some(OVERLONG)
+        } else {
+            None
+        }
+    }
+
+    /// Whether nothing more will be sent (the stream's error event has been).
+    fn ended(&self) -> bool {
+        self.rejected.is_some() || self.overlong
     }
 
     /// What the rules did, once per rule and action.
@@ -81,7 +107,7 @@ impl AnswerStream {
     /// Takes the next bytes of the stream; returns what to send now.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        if self.rejected.is_some() {
+        if self.ended() {
             return out;
         }
         self.buffer.extend_from_slice(bytes);
@@ -98,14 +124,32 @@ impl AnswerStream {
         }
         self.buffer = buffer;
         self.buffer.drain(..at);
+        if self.buffer.len() > MAX_EVENT_BYTES {
+            self.buffer = Vec::new();
+            self.guards.clear();
+            self.overlong = true;
+            let message = format!(
+                "The provider sent a stream event longer than {} MiB; the answer was stopped.",
+                MAX_EVENT_BYTES >> 20
+            );
+            self.error_event("server_error", "api_error", OVERLONG, &message, &mut out);
+        }
         out
     }
 
-    /// The stream ended: what is still held, and any partial event as it was.
+    /// The stream ended: a last event that lacks its separator, checked like the others, then what
+    /// is still held.
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        if self.rejected.is_some() {
+        if self.ended() {
             return out;
+        }
+        let last = std::mem::take(&mut self.buffer);
+        if !last.trim_ascii().is_empty() {
+            self.event(last.trim_ascii_end(), &mut out);
+            if self.ended() {
+                return out;
+            }
         }
         let keys: Vec<(u64, Part)> = self.guards.keys().copied().collect();
         for key in keys {
@@ -114,7 +158,6 @@ impl AnswerStream {
                 return out;
             }
         }
-        out.append(&mut self.buffer);
         out
     }
 
@@ -159,32 +202,45 @@ impl AnswerStream {
 
     fn reject(&mut self, rule: Arc<str>, out: &mut Vec<u8>) {
         let message = format!("The answer was stopped by the guardrail rule {rule}.");
-        match self.format {
-            StreamFormat::OpenAiChat => write(
-                out,
-                None,
-                &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "content_policy_violation"}}),
-            ),
-            StreamFormat::AnthropicMessages => write(
-                out,
-                Some("error"),
-                &json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}),
-            ),
-            StreamFormat::Prompt => write(
-                out,
-                Some("error"),
-                &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "content_policy_violation"}}),
-            ),
-            StreamFormat::Responses => {
-                let data = json!({"type": "error", "code": "content_policy_violation", "message": message, "param": null, "sequence_number": self.sequence});
-                self.sequence += 1;
-                write(out, Some("error"), &data);
-            }
-        }
+        self.error_event(
+            "invalid_request_error",
+            "invalid_request_error",
+            "content_policy_violation",
+            &message,
+            out,
+        );
         for g in self.guards.values() {
             self.decisions.extend(g.decisions().cloned());
         }
         self.rejected = Some(rule);
+    }
+
+    /// The error event that ends the stream, in the caller's format: OpenAI's error `kind` and
+    /// `code`, or Anthropic's error type.
+    fn error_event(
+        &mut self,
+        kind: &str,
+        anthropic: &str,
+        code: &str,
+        message: &str,
+        out: &mut Vec<u8>,
+    ) {
+        let openai =
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+        match self.format {
+            StreamFormat::OpenAiChat => write(out, None, &openai),
+            StreamFormat::AnthropicMessages => write(
+                out,
+                Some("error"),
+                &json!({"type": "error", "error": {"type": anthropic, "message": message}}),
+            ),
+            StreamFormat::Prompt => write(out, Some("error"), &openai),
+            StreamFormat::Responses => {
+                let data = json!({"type": "error", "code": code, "message": message, "param": null, "sequence_number": self.sequence});
+                self.sequence += 1;
+                write(out, Some("error"), &data);
+            }
+        }
     }
 
     /// Sends the text still held for `key` (a part of an OpenAI choice, an Anthropic block, …).
@@ -579,6 +635,9 @@ impl AnswerStream {
         }
     }
 }
+
+/// The error class and code of a stream ended for an overlong event.
+const OVERLONG: &str = "upstream_event_too_large";
 
 /// Which text of a choice, content block or output item a window holds. Shown reasoning sorts
 /// before the answer, so that held reasoning is sent first when a stream ends.
@@ -1376,5 +1435,92 @@ mod tests {
             stream_texts(StreamFormat::Responses, &responses),
             ["thinking hard", "Hi."]
         );
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_cut_off_with_an_error_event_in_the_callers_format() {
+        for format in [
+            StreamFormat::OpenAiChat,
+            StreamFormat::AnthropicMessages,
+            StreamFormat::Prompt,
+            StreamFormat::Responses,
+        ] {
+            let mut answer = AnswerStream::new(format, policy(GuardrailAction::Mask));
+            let mut out =
+                answer.feed(b"data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"");
+            let piece = vec![b'a'; 64 << 10];
+            let mut fed = 0;
+            while fed <= MAX_EVENT_BYTES + piece.len() {
+                out.extend(answer.feed(&piece));
+                fed += piece.len();
+                assert!(answer.buffer.len() <= MAX_EVENT_BYTES, "{format:?}");
+            }
+            assert_eq!(
+                answer.failure(),
+                Some("upstream_event_too_large"),
+                "{format:?}"
+            );
+            assert!(answer.feed(b"\n\ndata: [DONE]\n\n").is_empty());
+            assert!(answer.finish().is_empty());
+            let shown = String::from_utf8_lossy(&out);
+            assert!(!shown.contains("aaaa"), "{format:?}: {shown}");
+            let (name, data) = shown
+                .trim_end()
+                .rsplit_once("data: ")
+                .map(|(head, data)| (head.trim(), data))
+                .unwrap();
+            let data: Value = serde_json::from_str(data).unwrap();
+            let message =
+                "The provider sent a stream event longer than 4 MiB; the answer was stopped.";
+            match format {
+                StreamFormat::OpenAiChat | StreamFormat::Prompt => {
+                    assert_eq!(data["error"]["code"], "upstream_event_too_large");
+                    assert_eq!(data["error"]["type"], "server_error");
+                    assert_eq!(data["error"]["message"], message);
+                    let named = format == StreamFormat::Prompt;
+                    assert_eq!(name == "event: error", named, "{shown}");
+                }
+                StreamFormat::AnthropicMessages => {
+                    assert_eq!(name, "event: error");
+                    assert_eq!(
+                        data,
+                        json!({"type": "error", "error": {"type": "api_error", "message": message}})
+                    );
+                }
+                StreamFormat::Responses => {
+                    assert_eq!(name, "event: error");
+                    assert_eq!(data["type"], "error");
+                    assert_eq!(data["code"], "upstream_event_too_large");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_last_event_without_its_separator_is_checked_too() {
+        let mut stream = openai_stream("Write to bob@example.com.");
+        // The upstream's last chunk carries text and lacks its blank line.
+        stream.truncate(stream.len() - b"data: [DONE]\n\n".len());
+        stream.extend_from_slice(
+            br#"data: {"choices": [{"index": 0, "delta": {"content": " Or carol@example.org"}, "finish_reason": null}]}"#,
+        );
+        for reject in [false, true] {
+            let action = if reject {
+                GuardrailAction::Reject
+            } else {
+                GuardrailAction::Mask
+            };
+            let mut answer = AnswerStream::new(StreamFormat::OpenAiChat, policy(action));
+            let mut out = answer.feed(&stream);
+            out.extend(answer.finish());
+            let shown = String::from_utf8_lossy(&out);
+            assert!(!shown.contains("carol@"), "{shown}");
+            if reject {
+                assert_eq!(answer.failure(), Some("content_policy_violation"));
+            } else {
+                assert_eq!(text_of(&out), "Write to [EMAIL]. Or [EMAIL]");
+                assert_eq!(answer.failure(), None);
+            }
+        }
     }
 }

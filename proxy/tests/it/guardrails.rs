@@ -616,3 +616,37 @@ async fn a_reject_rule_matching_shown_reasoning_refuses_the_answer_or_ends_its_s
         assert_eq!(line["error_class"], "content_policy_violation", "{line}");
     }
 }
+
+#[tokio::test]
+async fn an_upstream_stream_event_that_never_ends_is_cut_off_with_an_error_event() {
+    use crate::support::fake_server::{paced, serve};
+    // 5 MiB of one chunk's text and never the blank line that ends it.
+    let addr = serve(|_req| async {
+        let mut frames = vec![Ok(bytes::Bytes::from_static(
+            b"data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"",
+        ))];
+        frames.extend((0..80).map(|_| Ok(bytes::Bytes::from(vec![b'a'; 64 << 10]))));
+        paced(
+            "text/event-stream",
+            frames,
+            std::time::Duration::ZERO,
+            || {},
+            |_| {},
+        )
+    })
+    .await;
+    let endpoint = format!("http://{addr}/v1");
+    let provider = typed(ProviderType::OpenAI, &endpoint, UPSTREAM_KEY, "up-model");
+    let mut content: Content = table(vec![provider], "up-model");
+    content.routes[0].guardrails = vec![answers_masking()];
+    let proxy = TestProxy::start(content).await;
+    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &chat("hi", true)).await;
+    reply.assert_status(200);
+    assert!(reply.body.len() < 4096, "{} bytes sent", reply.body.len());
+    let chunks = crate::support::chat_route::openai_chunks(&reply.body);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["error"]["code"], "upstream_event_too_large", "{last}");
+    assert_eq!(last["error"]["type"], "server_error", "{last}");
+    let line = proxy.log_line_of(&reply.request_id()).await;
+    assert_eq!(line["error_class"], "upstream_event_too_large", "{line}");
+}
