@@ -67,12 +67,16 @@ impl StreamGuard {
             if !self.rejects {
                 return Ok(String::new());
             }
-            // Still checked, so a rejection ends the stream as soon as it can be seen.
-            return self
-                .policy
-                .check(&self.pending)
-                .rejected
-                .map_or(Ok(String::new()), Err);
+            // Still checked, so a rejection ends the stream as soon as it can be seen (and is
+            // recorded: the rules that matched go to the access log).
+            let checked = self.policy.check(&self.pending);
+            return match checked.rejected {
+                Some(rule) => {
+                    self.decisions.extend(checked.decisions);
+                    Err(rule)
+                }
+                None => Ok(String::new()),
+            };
         }
         self.release(false)
     }

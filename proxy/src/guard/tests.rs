@@ -254,6 +254,24 @@ fn a_stream_is_rejected_as_soon_as_a_reject_rule_matches_and_holds_back_a_window
 }
 
 #[test]
+fn a_rejection_inside_the_first_window_is_recorded_as_a_decision() {
+    let policy = Arc::new(Policy {
+        rules: vec![rule("keys", Detector::Secret, GuardrailAction::Reject)],
+        ..Policy::default()
+    });
+    let mut guard = StreamGuard::new(policy);
+    assert_eq!(
+        guard.push("Key AKIAIOSFODNN7EXAMPLE").unwrap_err().as_ref(),
+        "keys"
+    );
+    let decisions: Vec<_> = guard
+        .decisions()
+        .map(|d| (d.rule.to_string(), d.action))
+        .collect();
+    assert_eq!(decisions, [("keys".to_string(), GuardrailAction::Reject)]);
+}
+
+#[test]
 fn prose_is_released_up_to_its_last_plain_word_when_every_rule_is_a_detector() {
     let policy = Arc::new(masking_all());
     let mut guard = StreamGuard::new(Arc::clone(&policy));
