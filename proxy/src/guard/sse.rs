@@ -1523,4 +1523,24 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_finishing_choice_whose_delta_is_not_an_object_still_gets_its_held_text() {
+        let mut input = Vec::new();
+        write(
+            &mut input,
+            None,
+            &json!({"choices": [{"index": 0, "delta": {"content": "Mail Bob at bob@example.com"}, "finish_reason": null}]}),
+        );
+        // Once `choices[0].delta.content = …` on a number: a panic in the body's poll.
+        write(
+            &mut input,
+            None,
+            &json!({"choices": [{"index": 0, "delta": 5, "finish_reason": "stop"}]}),
+        );
+        let mut answer = AnswerStream::new(StreamFormat::OpenAiChat, policy(GuardrailAction::Mask));
+        let mut out = answer.feed(&input);
+        out.extend(answer.finish());
+        assert_eq!(text_of(&out), "Mail Bob at [EMAIL]");
+    }
 }
