@@ -248,7 +248,7 @@ impl ResponseBody {
             }
             other => return Some(other),
         };
-        if guard.rejected().is_some() {
+        if guard.failure().is_some() {
             self.end_guard(outside);
         } else if out.is_empty() {
             return None;
@@ -256,7 +256,8 @@ impl ResponseBody {
         Some(Poll::Ready(Some(Ok(Frame::data(Bytes::from(out))))))
     }
 
-    /// The guard is done: its decisions go to the call record, and a rejection ends the body here.
+    /// The guard is done: its decisions go to the call record, and a rejection (or an upstream event
+    /// too long to hold) ends the body here.
     fn end_guard(&mut self, outside: Option<&mut Call>) {
         let Some(guard) = self.guard.take() else {
             return;
@@ -268,12 +269,12 @@ impl ResponseBody {
         };
         if let Some(call) = call {
             call.note_guardrails(&guard.decisions());
-            if guard.rejected().is_some() {
-                call.fail("content_policy_violation");
+            if let Some(class) = guard.failure() {
+                call.fail(class);
             }
         }
         // A rejected answer is not a whole answer: the cache keeps nothing of it.
-        if guard.rejected().is_some() {
+        if guard.failure().is_some() {
             self.tee = None;
         }
     }

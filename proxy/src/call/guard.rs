@@ -213,16 +213,15 @@ fn request_text(_: bool, level: usize, key: &str) -> Option<bool> {
     }
 }
 
-/// The texts of a request body (`answer`: false) or of a whole answer, as [`texts`] and
-/// [`answer_texts`] find them, found in the bytes; `None` when the body is not JSON.
-pub(super) fn texts_of(body: &[u8], answer: bool) -> Option<Vec<String>> {
-    let (select, walk): (json_text::Select, TextWalker) = if answer {
-        (answer_text, answer_texts)
-    } else {
-        (request_text, texts)
+/// The texts of a request body (`answer`: `None`) or of a whole answer of that shape, as [`texts`]
+/// and [`AnswerShape::walk`] find them, found in the bytes; `None` when the body is not JSON.
+pub(super) fn texts_of(body: &[u8], answer: Option<AnswerShape>) -> Option<Vec<String>> {
+    let (select, walk): (json_text::Select, TextWalker) = match answer {
+        Some(shape) => (shape.select(), shape.walk()),
+        None => (request_text, texts),
     };
     if let Ok(json) = std::str::from_utf8(body)
-        && (answer || json.trim_start().starts_with('{'))
+        && (answer.is_some() || json.trim_start().starts_with('{'))
         && let Some(found) = json_text::find_texts(json, select)
     {
         return Some(found.into_iter().map(|f| f.text.into_owned()).collect());
@@ -233,9 +232,111 @@ pub(super) fn texts_of(body: &[u8], answer: bool) -> Option<Vec<String>> {
     Some(collected)
 }
 
-/// Which members of an answer hold text, as [`answer_texts`] walks them.
+/// Which members of an answer hold text: [`ANSWER_KEYS`] and everything under them (a prompt API's
+/// answer, whose `output` may be any JSON).
 fn answer_text(text: bool, _: usize, key: &str) -> Option<bool> {
     Some(text || ANSWER_KEYS.contains(&key))
+}
+
+/// An OpenAI chat answer's text: also the reasoning a model shows, `message.reasoning_content`
+/// (DeepSeek's and vLLM's name, and Tollgate's for translated thinking) or `message.reasoning`.
+fn chat_answer_text(text: bool, _: usize, key: &str) -> Option<bool> {
+    Some(text || ANSWER_KEYS.contains(&key) || key == "reasoning_content" || key == "reasoning")
+}
+
+/// An Anthropic answer's text: its content blocks, thinking included, but not a thinking block's
+/// `signature` nor a redacted thinking block's `data`: they are opaque and signed, and the provider
+/// refuses a conversation that sends them back altered.
+fn messages_answer_text(text: bool, level: usize, key: &str) -> Option<bool> {
+    if text && level == 1 && (key == "signature" || key == "data") {
+        return None;
+    }
+    answer_text(text, level, key)
+}
+
+/// A Responses API answer's text: its output items, shown reasoning included, but not a reasoning
+/// item's `encrypted_content`, which is opaque.
+fn responses_answer_text(text: bool, level: usize, key: &str) -> Option<bool> {
+    if key == "encrypted_content" {
+        return None;
+    }
+    answer_text(text, level, key)
+}
+
+/// How the whole answers of an endpoint hold their text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AnswerShape {
+    /// OpenAI chat completions.
+    Chat,
+    /// Anthropic Messages.
+    Messages,
+    /// The Responses API.
+    Responses,
+    /// A prompt API's answer.
+    Prompt,
+}
+
+impl AnswerShape {
+    /// The shape of `endpoint`'s answers (embeddings and token counts hold no text: see
+    /// [`guard_answer`]).
+    pub(super) fn of(endpoint: Endpoint) -> Self {
+        match endpoint {
+            Endpoint::Chat | Endpoint::Embeddings => AnswerShape::Chat,
+            Endpoint::Messages | Endpoint::CountTokens => AnswerShape::Messages,
+            Endpoint::Responses => AnswerShape::Responses,
+            Endpoint::Prompt { .. } => AnswerShape::Prompt,
+        }
+    }
+
+    /// Which members hold text, for the walk in a document's bytes.
+    fn select(self) -> json_text::Select {
+        match self {
+            AnswerShape::Chat => chat_answer_text,
+            AnswerShape::Messages => messages_answer_text,
+            AnswerShape::Responses => responses_answer_text,
+            AnswerShape::Prompt => answer_text,
+        }
+    }
+
+    /// The same walk over a document read into a value.
+    fn walk(self) -> TextWalker {
+        match self {
+            AnswerShape::Chat => |doc, visit| select_texts(doc, chat_answer_text, visit),
+            AnswerShape::Messages => |doc, visit| select_texts(doc, messages_answer_text, visit),
+            AnswerShape::Responses => |doc, visit| select_texts(doc, responses_answer_text, visit),
+            AnswerShape::Prompt => |doc, visit| select_texts(doc, answer_text, visit),
+        }
+    }
+}
+
+/// The strings of `doc` that `select` marks as text, to `visit`: the walk `json_text::find_texts`
+/// makes in a document's bytes, made over its value.
+fn select_texts(doc: &mut Value, select: json_text::Select, visit: &mut dyn FnMut(&mut String)) {
+    fn walk(
+        value: &mut Value,
+        text: bool,
+        level: usize,
+        select: json_text::Select,
+        visit: &mut dyn FnMut(&mut String),
+    ) {
+        match value {
+            Value::String(s) if text => visit(s),
+            Value::Array(items) => {
+                for v in items {
+                    walk(v, text, level, select, visit);
+                }
+            }
+            Value::Object(members) => {
+                for (key, v) in members.iter_mut() {
+                    if let Some(inner) = select(text, level, key) {
+                        walk(v, inner, level + 1, select, visit);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(doc, false, 0, select, visit);
 }
 
 /// What checking a document in its own bytes came to.
@@ -353,22 +454,6 @@ fn admit_chars(policy: &Policy, chars: usize, call: &mut Call) -> Result<(), Api
 /// the Responses API's `text`, a prompt API's `output`).
 const ANSWER_KEYS: &[&str] = &["content", "text", "output"];
 
-pub(super) fn answer_texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
-    fn walk(value: &mut Value, text: bool, visit: &mut dyn FnMut(&mut String)) {
-        match value {
-            Value::String(s) if text => visit(s),
-            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, text, visit)),
-            Value::Object(members) => {
-                for (key, v) in members.iter_mut() {
-                    walk(v, text || ANSWER_KEYS.contains(&key.as_str()), visit);
-                }
-            }
-            _ => {}
-        }
-    }
-    walk(doc, false, visit);
-}
-
 /// Checks the answer's text on its way to the caller: a whole answer is read, checked and masked here
 /// (a Reject rule makes it a 400); a streamed one is checked as it flows (see `guard::AnswerStream`).
 pub async fn guard_answer(
@@ -403,7 +488,8 @@ pub async fn guard_answer(
         return Ok(response);
     }
     let body = read_whole_answer(&mut response, call).await?;
-    match check_in_place(&policy, &body, answer_text, false, false, call, "answer") {
+    let shape = AnswerShape::of(endpoint);
+    match check_in_place(&policy, &body, shape.select(), false, false, call, "answer") {
         Some(Ok(Spliced::Unchanged)) => return Ok(with_body(response, Bytes::from(body))),
         Some(Ok(Spliced::Masked(bytes))) => return Ok(with_body(response, Bytes::from(bytes))),
         Some(Err(e)) => return Err(e),
@@ -412,7 +498,7 @@ pub async fn guard_answer(
     let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
         return Ok(with_body(response, Bytes::from(body)));
     };
-    let changed = check_document(&policy, &mut doc, answer_texts, call, "answer")?;
+    let changed = check_document(&policy, &mut doc, shape.walk(), call, "answer")?;
     // Unchanged answers keep their own bytes.
     let bytes = if changed {
         Bytes::from(serde_json::to_vec(&doc).expect("a JSON value encodes"))
@@ -575,6 +661,13 @@ mod tests {
         }
     }
 
+    const SHAPES: [AnswerShape; 4] = [
+        AnswerShape::Chat,
+        AnswerShape::Messages,
+        AnswerShape::Responses,
+        AnswerShape::Prompt,
+    ];
+
     fn text() -> impl Strategy<Value = String> {
         let piece = prop_oneof![
             Just("mail bob@example.com now".to_string()),
@@ -603,6 +696,12 @@ mod tests {
             Just("model"),
             Just("tools"),
             Just("cont\"ent"),
+            Just("reasoning_content"),
+            Just("reasoning"),
+            Just("thinking"),
+            Just("signature"),
+            Just("data"),
+            Just("encrypted_content"),
         ]
         .prop_map(str::to_string)
     }
@@ -665,7 +764,7 @@ mod tests {
     }
 
     /// What a moderation service is sent: the texts found in the bytes are the value walk's.
-    fn same_texts(doc: &Value, answer: bool, walk: TextWalker) {
+    fn same_texts(doc: &Value, answer: Option<AnswerShape>, walk: TextWalker) {
         let json = serde_json::to_string(doc).unwrap();
         let mut by_value: Value = serde_json::from_str(&json).unwrap();
         let mut want = Vec::new();
@@ -683,20 +782,24 @@ mod tests {
         #[test]
         fn a_request_masked_in_its_bytes_is_the_request_masked_as_a_value((doc, pretty) in document()) {
             agree(&doc, pretty, request_text, texts);
-            same_texts(&doc, false, texts);
+            same_texts(&doc, None, texts);
         }
 
         #[test]
         fn an_answer_masked_in_its_bytes_is_the_answer_masked_as_a_value((doc, pretty) in document()) {
-            agree(&doc, pretty, answer_text, answer_texts);
-            same_texts(&doc, true, answer_texts);
+            for shape in SHAPES {
+                agree(&doc, pretty, shape.select(), shape.walk());
+                same_texts(&doc, Some(shape), shape.walk());
+            }
         }
 
         #[test]
         fn the_walk_never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             if let Ok(json) = std::str::from_utf8(&bytes) {
                 let _ = json_text::find_texts(json, request_text);
-                let _ = json_text::find_texts(json, answer_text);
+                for shape in SHAPES {
+                    let _ = json_text::find_texts(json, shape.select());
+                }
             }
         }
 
@@ -709,7 +812,9 @@ mod tests {
             }
             let broken = format!("{}{junk}{}", &json[..at], &json[at..]);
             let _ = json_text::find_texts(&broken, request_text);
-            let _ = json_text::find_texts(&broken, answer_text);
+            for shape in SHAPES {
+                let _ = json_text::find_texts(&broken, shape.select());
+            }
         }
     }
 
@@ -735,5 +840,86 @@ mod tests {
             .is_none()
         );
         assert!(json_text::find_texts(r#"{"content": "\ud800"}"#, request_text).is_none());
+    }
+
+    /// A whole answer of `shape` checked in its bytes as `guard_answer` checks it: the body to
+    /// send (masked, or as it came) and the Reject rule that matched.
+    fn checked_answer(
+        shape: AnswerShape,
+        answer: &Value,
+        reject: bool,
+    ) -> (Value, Option<Arc<str>>) {
+        let mut policy = policy();
+        if reject {
+            policy.rules[0].action = GuardrailAction::Reject;
+        }
+        let json = answer.to_string();
+        let found = json_text::find_texts(&json, shape.select()).unwrap();
+        let (masked, verdicts) = mask_found(&policy, &json, &found);
+        let body = serde_json::from_str(masked.as_deref().unwrap_or(&json)).unwrap();
+        (body, verdicts.refusal)
+    }
+
+    #[test]
+    fn a_whole_chat_answer_s_shown_reasoning_is_masked_or_refused() {
+        for member in ["reasoning_content", "reasoning"] {
+            let answer = serde_json::json!({"id": "c", "object": "chat.completion", "choices": [{"index": 0,
+                "message": {"role": "assistant", "content": "Hi.", member: "The user is bob@example.com."},
+                "finish_reason": "stop"}]});
+            let (body, refused) = checked_answer(AnswerShape::Chat, &answer, false);
+            assert_eq!(refused, None);
+            assert_eq!(
+                body["choices"][0]["message"][member],
+                "The user is [EMAIL]."
+            );
+            assert_eq!(body["choices"][0]["message"]["content"], "Hi.");
+            let (_, refused) = checked_answer(AnswerShape::Chat, &answer, true);
+            assert_eq!(refused.as_deref(), Some("emails"));
+            assert_eq!(
+                texts_of(answer.to_string().as_bytes(), Some(AnswerShape::Chat)).unwrap(),
+                ["Hi.", "The user is bob@example.com."]
+            );
+        }
+    }
+
+    #[test]
+    fn a_whole_anthropic_answer_s_thinking_is_masked_but_signatures_and_redacted_thinking_pass_untouched()
+     {
+        let answer = serde_json::json!({"id": "m", "type": "message", "role": "assistant", "content": [
+            {"type": "thinking", "thinking": "The user is bob@example.com.", "signature": "EqQBCgIY+dan@example.net=="},
+            {"type": "redacted_thinking", "data": "EmwKAhgB+erin@example.net=="},
+            {"type": "text", "text": "Write to carol@example.org."},
+            {"type": "tool_use", "id": "t", "name": "mail", "input": {"to": "fay@example.com", "data": "gil@example.com"}}
+        ]});
+        let (body, refused) = checked_answer(AnswerShape::Messages, &answer, false);
+        assert_eq!(refused, None);
+        let content = &body["content"];
+        assert_eq!(content[0]["thinking"], "The user is [EMAIL].");
+        assert_eq!(content[0]["signature"], "EqQBCgIY+dan@example.net==");
+        assert_eq!(content[1]["data"], "EmwKAhgB+erin@example.net==");
+        assert_eq!(content[2]["text"], "Write to [EMAIL].");
+        assert_eq!(
+            content[3]["input"],
+            serde_json::json!({"to": "[EMAIL]", "data": "[EMAIL]"})
+        );
+        let (_, refused) = checked_answer(AnswerShape::Messages, &answer, true);
+        assert_eq!(refused.as_deref(), Some("emails"));
+    }
+
+    #[test]
+    fn a_whole_responses_answer_s_reasoning_is_masked_but_its_encrypted_content_passes_untouched() {
+        let answer = serde_json::json!({"id": "r", "object": "response", "reasoning": {"effort": "low"}, "output": [
+            {"type": "reasoning", "id": "rs", "encrypted_content": "gAAAA+dan@example.net==",
+             "summary": [{"type": "summary_text", "text": "Mail bob@example.com."}],
+             "content": [{"type": "reasoning_text", "text": "The user is bob@example.com."}]},
+            {"type": "message", "id": "m", "role": "assistant",
+             "content": [{"type": "output_text", "text": "Hi.", "annotations": []}]}
+        ]});
+        let (body, refused) = checked_answer(AnswerShape::Responses, &answer, false);
+        assert_eq!(refused, None);
+        let reasoning = &body["output"][0];
+        assert_eq!(reasoning["encrypted_content"], "gAAAA+dan@example.net==");
+        assert_eq!(reasoning["summary"][0]["text"], "Mail [EMAIL].");
+        assert_eq!(reasoning["content"][0]["text"], "The user is [EMAIL].");
     }
 }

@@ -24,8 +24,8 @@ use tollgate_snapshot::{
 use super::ask::Endpoint;
 use super::body::ResponseBody;
 use super::guard::{
-    argument_texts, guardrail_endpoint, read_whole_answer, rejected, stream_format, texts_of,
-    tool_result_texts, with_body,
+    AnswerShape, argument_texts, guardrail_endpoint, read_whole_answer, rejected, stream_format,
+    texts_of, tool_result_texts, with_body,
 };
 use super::record::Call;
 use super::shared::Shared;
@@ -85,7 +85,7 @@ pub async fn moderate_request(
         return Ok(());
     }
     // A body that is not JSON is refused with its own 400 when it is read as a request.
-    let Some(collected) = texts_of(body, false) else {
+    let Some(collected) = texts_of(body, None) else {
         return Ok(());
     };
     let route_id = snapshot.content.routes[route as usize].id.to_string();
@@ -147,7 +147,7 @@ pub async fn moderate_answer(
         return Ok(with_body(response, Bytes::from(held)));
     }
     let body = read_whole_answer(&mut response, call).await?;
-    if let Some(collected) = texts_of(&body, true) {
+    if let Some(collected) = texts_of(&body, Some(AnswerShape::of(endpoint))) {
         moderate(shared, &found, &collected, "answer", &route_id, side, call).await?;
     }
     Ok(with_body(response, Bytes::from(body)))

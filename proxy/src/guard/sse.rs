@@ -1,7 +1,9 @@
 //! A streamed answer in the caller's format, its text deltas passed through a [`StreamGuard`] per
-//! choice (OpenAI) or content block (Anthropic): deltas carry the released text, the text still held
-//! is sent just before the choice finishes or the block stops, and a Reject rule ends the stream with
-//! an error event in the caller's format.
+//! choice (OpenAI) or content block (Anthropic) and per part (shown reasoning and the answer each have
+//! a window of their own): deltas carry the released text, the text still held is sent just before
+//! the choice finishes, the answer begins or the block stops, and a Reject rule ends the stream with
+//! an error event in the caller's format. Signatures and redacted thinking are opaque and signed: they
+//! pass untouched.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,14 +31,21 @@ pub enum StreamFormat {
     Responses,
 }
 
+/// The longest event held while its separator has not come (bytes): an upstream that never sends one
+/// cannot make the proxy hold more. Generous, since a Responses stream's `response.completed` repeats
+/// the whole answer.
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
+
 /// One streamed answer being checked.
 pub struct AnswerStream {
     format: StreamFormat,
     policy: Arc<Policy>,
-    guards: BTreeMap<u64, StreamGuard>,
+    guards: BTreeMap<(u64, Part), StreamGuard>,
     buffer: Vec<u8>,
     /// The rule that ended the stream.
     rejected: Option<Arc<str>>,
+    /// Whether the stream was ended because an event grew past [`MAX_EVENT_BYTES`].
+    overlong: bool,
     /// Decisions of guards already finished.
     decisions: Vec<Decision>,
     /// The next `sequence_number` (Responses).
@@ -54,6 +63,7 @@ impl AnswerStream {
             guards: BTreeMap::new(),
             buffer: Vec::new(),
             rejected: None,
+            overlong: false,
             decisions: Vec::new(),
             sequence: 0,
             in_place: true,
@@ -61,8 +71,26 @@ impl AnswerStream {
     }
 
     /// The Reject rule that ended the stream, if one did.
+    #[cfg(test)]
     pub fn rejected(&self) -> Option<&Arc<str>> {
         self.rejected.as_ref()
+    }
+
+    /// Why the stream was ended early, as the call record's error class: a Reject rule matched, or
+    /// the upstream sent an event longer than [`MAX_EVENT_BYTES`].
+    pub fn failure(&self) -> Option<&'static str> {
+        if self.rejected.is_some() {
+            Some("content_policy_violation")
+        } else if self.overlong {
+            Some(OVERLONG)
+        } else {
+            None
+        }
+    }
+
+    /// Whether nothing more will be sent (the stream's error event has been).
+    fn ended(&self) -> bool {
+        self.rejected.is_some() || self.overlong
     }
 
     /// What the rules did, once per rule and action.
@@ -79,7 +107,7 @@ impl AnswerStream {
     /// Takes the next bytes of the stream; returns what to send now.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        if self.rejected.is_some() {
+        if self.ended() {
             return out;
         }
         self.buffer.extend_from_slice(bytes);
@@ -96,23 +124,40 @@ impl AnswerStream {
         }
         self.buffer = buffer;
         self.buffer.drain(..at);
+        if self.buffer.len() > MAX_EVENT_BYTES {
+            self.buffer = Vec::new();
+            self.guards.clear();
+            self.overlong = true;
+            let message = format!(
+                "The provider sent a stream event longer than {} MiB; the answer was stopped.",
+                MAX_EVENT_BYTES >> 20
+            );
+            self.error_event("server_error", "api_error", OVERLONG, &message, &mut out);
+        }
         out
     }
 
-    /// The stream ended: what is still held, and any partial event as it was.
+    /// The stream ended: a last event that lacks its separator, checked like the others, then what
+    /// is still held.
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        if self.rejected.is_some() {
+        if self.ended() {
             return out;
         }
-        let indexes: Vec<u64> = self.guards.keys().copied().collect();
-        for index in indexes {
-            self.flush(index, &mut out);
+        let last = std::mem::take(&mut self.buffer);
+        if !last.trim_ascii().is_empty() {
+            self.event(last.trim_ascii_end(), &mut out);
+            if self.ended() {
+                return out;
+            }
+        }
+        let keys: Vec<(u64, Part)> = self.guards.keys().copied().collect();
+        for key in keys {
+            self.flush(key, &mut out);
             if self.rejected.is_some() {
                 return out;
             }
         }
-        out.append(&mut self.buffer);
         out
     }
 
@@ -148,69 +193,97 @@ impl AnswerStream {
         }
     }
 
-    fn guard(&mut self, index: u64) -> &mut StreamGuard {
+    fn guard(&mut self, key: (u64, Part)) -> &mut StreamGuard {
         let policy = &self.policy;
         self.guards
-            .entry(index)
+            .entry(key)
             .or_insert_with(|| StreamGuard::new(Arc::clone(policy)))
     }
 
     fn reject(&mut self, rule: Arc<str>, out: &mut Vec<u8>) {
         let message = format!("The answer was stopped by the guardrail rule {rule}.");
-        match self.format {
-            StreamFormat::OpenAiChat => write(
-                out,
-                None,
-                &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "content_policy_violation"}}),
-            ),
-            StreamFormat::AnthropicMessages => write(
-                out,
-                Some("error"),
-                &json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}),
-            ),
-            StreamFormat::Prompt => write(
-                out,
-                Some("error"),
-                &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "content_policy_violation"}}),
-            ),
-            StreamFormat::Responses => {
-                let data = json!({"type": "error", "code": "content_policy_violation", "message": message, "param": null, "sequence_number": self.sequence});
-                self.sequence += 1;
-                write(out, Some("error"), &data);
-            }
-        }
+        self.error_event(
+            "invalid_request_error",
+            "invalid_request_error",
+            "content_policy_violation",
+            &message,
+            out,
+        );
         for g in self.guards.values() {
             self.decisions.extend(g.decisions().cloned());
         }
         self.rejected = Some(rule);
     }
 
-    /// Sends the text still held for `index` (an OpenAI choice or an Anthropic block).
-    fn flush(&mut self, index: u64, out: &mut Vec<u8>) {
-        let Some(mut guard) = self.guards.remove(&index) else {
+    /// The error event that ends the stream, in the caller's format: OpenAI's error `kind` and
+    /// `code`, or Anthropic's error type.
+    fn error_event(
+        &mut self,
+        kind: &str,
+        anthropic: &str,
+        code: &str,
+        message: &str,
+        out: &mut Vec<u8>,
+    ) {
+        let openai =
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+        match self.format {
+            StreamFormat::OpenAiChat => write(out, None, &openai),
+            StreamFormat::AnthropicMessages => write(
+                out,
+                Some("error"),
+                &json!({"type": "error", "error": {"type": anthropic, "message": message}}),
+            ),
+            StreamFormat::Prompt => write(out, Some("error"), &openai),
+            StreamFormat::Responses => {
+                let data = json!({"type": "error", "code": code, "message": message, "param": null, "sequence_number": self.sequence});
+                self.sequence += 1;
+                write(out, Some("error"), &data);
+            }
+        }
+    }
+
+    /// Sends the text still held for `key` (a part of an OpenAI choice, an Anthropic block, …).
+    fn flush(&mut self, key: (u64, Part), out: &mut Vec<u8>) {
+        if self.rejected.is_some() {
+            return;
+        }
+        let Some(mut guard) = self.guards.remove(&key) else {
             return;
         };
+        let (index, part) = key;
         let rest = guard.finish();
         self.decisions.extend(guard.decisions().cloned());
         match rest {
             Err(rule) => self.reject(rule, out),
             Ok(rest) if rest.is_empty() => {}
             Ok(rest) => match self.format {
-                StreamFormat::OpenAiChat => write(
-                    out,
-                    None,
-                    &json!({"object": "chat.completion.chunk", "choices": [{"index": index, "delta": {"content": rest}, "finish_reason": null}]}),
-                ),
-                StreamFormat::AnthropicMessages => write(
-                    out,
-                    Some("content_block_delta"),
-                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": rest}}),
-                ),
+                StreamFormat::OpenAiChat => {
+                    let mut delta = serde_json::Map::new();
+                    delta.insert(part.chat_member().to_string(), rest.into());
+                    write(
+                        out,
+                        None,
+                        &json!({"object": "chat.completion.chunk", "choices": [{"index": index, "delta": delta, "finish_reason": null}]}),
+                    )
+                }
+                StreamFormat::AnthropicMessages => {
+                    let delta = if part == Part::Answer {
+                        json!({"type": "text_delta", "text": rest})
+                    } else {
+                        json!({"type": "thinking_delta", "thinking": rest})
+                    };
+                    write(
+                        out,
+                        Some("content_block_delta"),
+                        &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+                    )
+                }
                 StreamFormat::Prompt => write(out, Some("delta"), &json!({ "text": rest })),
                 // Held text of a Responses stream is sent by `responses`, which knows the item.
                 StreamFormat::Responses => {
-                    let delta = responses_delta_kind(index & REASONING != 0);
-                    let (output, content) = ((index & !REASONING) >> 32, index & 0xffff_ffff);
+                    let delta = responses_delta_kind(part == Part::Reasoning);
+                    let (output, content) = (index >> 32, index & 0xffff_ffff);
                     let data = json!({"type": delta, "output_index": output,
                                       "content_index": content, "delta": rest, "logprobs": [],
                                       "sequence_number": self.sequence});
@@ -221,10 +294,11 @@ impl AnswerStream {
         }
     }
 
-    /// An OpenAI chunk checked in its own bytes: its deltas' text found with a cursor and only the
-    /// text the window changed written back over its literal. `false` leaves the event to
-    /// [`Self::openai`]: not a single `data:` line, `[DONE]`, a choice that finishes (its held text
-    /// may need a member the chunk lacks), or a chunk the cursor cannot read.
+    /// An OpenAI chunk checked in its own bytes: its deltas' texts found with a cursor and only the
+    /// text the windows changed written back over its literals. `false` leaves the event to
+    /// [`Self::openai`]: not a single `data:` line, `[DONE]`, a choice that finishes or whose answer
+    /// begins while reasoning is held (held text may need a member the chunk lacks), or a chunk the
+    /// cursor cannot read.
     fn openai_in_place(&mut self, event: &[u8], out: &mut Vec<u8>) -> bool {
         if memchr::memchr(b'\n', event).is_some() {
             return false;
@@ -239,20 +313,22 @@ impl AnswerStream {
         let Some(choices) = chunk_choices(data) else {
             return false;
         };
-        if choices.iter().any(|c| c.finished) {
+        if choices.iter().any(|c| c.finished || self.ends_reasoning(c)) {
             return false;
         }
         let mut edits = Vec::new();
         for choice in choices {
-            let Some((at, text)) = choice.content else {
-                continue;
-            };
-            match self.guard(choice.index).push(&text) {
-                Ok(released) if released == text => {}
-                Ok(released) => edits.push((at, json_text::literal(&released))),
-                Err(rule) => {
-                    self.reject(rule, out);
-                    return true;
+            for (part, found) in Part::ALL.into_iter().zip(choice.texts) {
+                let Some((at, text)) = found else {
+                    continue;
+                };
+                match self.guard((choice.index, part)).push(&text) {
+                    Ok(released) if released == text => {}
+                    Ok(released) => edits.push((at, json_text::literal(&released))),
+                    Err(rule) => {
+                        self.reject(rule, out);
+                        return true;
+                    }
                 }
             }
         }
@@ -260,6 +336,8 @@ impl AnswerStream {
         if edits.is_empty() {
             out.extend_from_slice(data.as_bytes());
         } else {
+            // The members may come in any order in the chunk.
+            edits.sort_by_key(|(at, _)| at.start);
             out.extend_from_slice(json_text::splice(data, &edits).as_bytes());
         }
         out.extend_from_slice(b"\n\n");
@@ -285,33 +363,82 @@ impl AnswerStream {
             out.extend_from_slice(b"\n\n");
             return;
         };
-        let mut edits: Vec<(usize, u64, Option<String>, bool)> = Vec::new();
+        type Texts = [Option<String>; 3];
+        let mut edits: Vec<(usize, u64, Texts, bool)> = Vec::new();
         for (at, choice) in choices.iter().enumerate() {
             let index = choice["index"].as_u64().unwrap_or(0);
-            let text = choice["delta"]["content"].as_str().map(str::to_string);
+            let texts = Part::ALL.map(|p| {
+                choice["delta"][p.chat_member()]
+                    .as_str()
+                    .map(str::to_string)
+            });
             let finished = !choice["finish_reason"].is_null();
-            edits.push((at, index, text, finished));
+            edits.push((at, index, texts, finished));
         }
-        for (at, index, text, finished) in edits {
-            let mut released = String::new();
-            if let Some(text) = &text {
-                match self.guard(index).push(text) {
-                    Ok(r) => released = r,
-                    Err(rule) => return self.reject(rule, out),
+        for (at, index, texts, finished) in edits {
+            let mut released: [String; 3] = Default::default();
+            for (i, part) in Part::ALL.into_iter().enumerate() {
+                if part == Part::Answer && texts[i].is_some() {
+                    // The answer begins: the reasoning still held goes first, in this chunk.
+                    for (j, reasoning) in Part::ALL.into_iter().enumerate().take(i) {
+                        if let Err(rule) = self.close((index, reasoning), &mut released[j]) {
+                            return self.reject(rule, out);
+                        }
+                    }
+                }
+                if let Some(text) = &texts[i] {
+                    match self.guard((index, part)).push(text) {
+                        Ok(r) => released[i].push_str(&r),
+                        Err(rule) => return self.reject(rule, out),
+                    }
                 }
             }
-            if finished && let Some(mut guard) = self.guards.remove(&index) {
-                match guard.finish() {
-                    Ok(rest) => released.push_str(&rest),
-                    Err(rule) => return self.reject(rule, out),
+            if finished {
+                for (i, part) in Part::ALL.into_iter().enumerate() {
+                    if let Err(rule) = self.close((index, part), &mut released[i]) {
+                        return self.reject(rule, out);
+                    }
                 }
-                self.decisions.extend(guard.decisions().cloned());
             }
-            if text.is_some() || !released.is_empty() {
-                choices[at]["delta"]["content"] = Value::String(released);
+            let Some(choice) = choices[at].as_object_mut() else {
+                continue;
+            };
+            for (i, part) in Part::ALL.into_iter().enumerate() {
+                if texts[i].is_none() && released[i].is_empty() {
+                    continue;
+                }
+                let delta = choice.entry("delta").or_insert_with(|| json!({}));
+                if !delta.is_object() {
+                    *delta = json!({});
+                }
+                delta[part.chat_member()] = Value::String(std::mem::take(&mut released[i]));
             }
         }
         write(out, None, &chunk);
+    }
+
+    /// Whether the chunk's `choice` begins its answer while shown reasoning of it is held, or comes
+    /// with it (the held reasoning is sent first: [`Self::openai`] does that).
+    fn ends_reasoning(&self, choice: &ChunkChoice<'_>) -> bool {
+        let [reasoning, reasoning_content, answer] = &choice.texts;
+        answer.is_some()
+            && (reasoning.is_some()
+                || reasoning_content.is_some()
+                || self.guards.contains_key(&(choice.index, Part::Reasoning))
+                || self
+                    .guards
+                    .contains_key(&(choice.index, Part::ReasoningContent)))
+    }
+
+    /// Ends the window of `key`, if there is one: its held text onto `into`, or the Reject rule.
+    fn close(&mut self, key: (u64, Part), into: &mut String) -> Result<(), Arc<str>> {
+        let Some(mut guard) = self.guards.remove(&key) else {
+            return Ok(());
+        };
+        let rest = guard.finish();
+        self.decisions.extend(guard.decisions().cloned());
+        into.push_str(&rest?);
+        Ok(())
     }
 
     fn anthropic(&mut self, raw: &str, name: Option<&str>, data: &str, out: &mut Vec<u8>) {
@@ -326,21 +453,34 @@ impl AnswerStream {
             .as_ref()
             .and_then(|v| v["index"].as_u64())
             .unwrap_or(0);
-        match (kind.as_str(), parsed) {
-            ("content_block_delta", Some(mut v)) if v["delta"]["type"] == "text_delta" => {
-                let text = v["delta"]["text"].as_str().unwrap_or_default().to_string();
-                match self.guard(index).push(&text) {
+        let delta = parsed.as_ref().and_then(|v| v["delta"]["type"].as_str());
+        // Shown thinking streams like the text, through a window of its own.
+        let text = match delta {
+            Some("text_delta") => Some((Part::Answer, "text")),
+            Some("thinking_delta") => Some((Part::Reasoning, "thinking")),
+            _ => None,
+        };
+        let signature = delta == Some("signature_delta");
+        match (kind.as_str(), parsed, text) {
+            ("content_block_delta", Some(mut v), Some((part, member))) => {
+                let text = v["delta"][member].as_str().unwrap_or_default().to_string();
+                match self.guard((index, part)).push(&text) {
                     Ok(released) if released.is_empty() => {}
                     Ok(released) => {
-                        v["delta"]["text"] = Value::String(released);
+                        v["delta"][member] = Value::String(released);
                         write(out, Some("content_block_delta"), &v);
                     }
                     Err(rule) => self.reject(rule, out),
                 }
                 return;
             }
-            ("content_block_stop", _) => self.flush(index, out),
-            ("message_stop", _) => self.finish_all(out),
+            // The thinking's signature (passed on untouched) ends its text: the held text goes first.
+            ("content_block_delta", _, _) if signature => self.flush((index, Part::Reasoning), out),
+            ("content_block_stop", _, _) => {
+                self.flush((index, Part::Reasoning), out);
+                self.flush((index, Part::Answer), out);
+            }
+            ("message_stop", _, _) => self.finish_all(out),
             _ => {}
         }
         if self.rejected.is_none() {
@@ -354,7 +494,7 @@ impl AnswerStream {
         match (name, parsed) {
             (Some("delta"), Some(mut v)) if v["text"].is_string() => {
                 let text = v["text"].as_str().unwrap_or_default().to_string();
-                match self.guard(0).push(&text) {
+                match self.guard((0, Part::Answer)).push(&text) {
                     Ok(released) if released.is_empty() => {}
                     Ok(released) => {
                         v["text"] = Value::String(released);
@@ -414,17 +554,17 @@ impl AnswerStream {
         let kind = v["type"].as_str().or(name).unwrap_or_default().to_string();
         // Shown reasoning streams like the output text, through a window of its own.
         let reasoning = kind.starts_with("response.reasoning_text.");
-        let index = responses_index(&v, reasoning);
+        let key = (responses_index(&v), Part::responses(reasoning));
         if kind == "response.output_text.delta" || kind == "response.reasoning_text.delta" {
             let text = v["delta"].as_str().unwrap_or_default().to_string();
-            match self.guard(index).push(&text) {
+            match self.guard(key).push(&text) {
                 Ok(released) if released.is_empty() => return,
                 Ok(released) => v["delta"] = Value::String(released),
                 Err(rule) => return self.reject(rule, out),
             }
         } else {
             if (kind == "response.output_text.done" || kind == "response.reasoning_text.done")
-                && let Some(mut guard) = self.guards.remove(&index)
+                && let Some(mut guard) = self.guards.remove(&key)
             {
                 let rest = guard.finish();
                 self.decisions.extend(guard.decisions().cloned());
@@ -486,9 +626,9 @@ impl AnswerStream {
     }
 
     fn finish_all(&mut self, out: &mut Vec<u8>) {
-        let indexes: Vec<u64> = self.guards.keys().copied().collect();
-        for index in indexes {
-            self.flush(index, out);
+        let keys: Vec<(u64, Part)> = self.guards.keys().copied().collect();
+        for key in keys {
+            self.flush(key, out);
             if self.rejected.is_some() {
                 return;
             }
@@ -496,13 +636,50 @@ impl AnswerStream {
     }
 }
 
-/// The window key of a Responses text: output and content index, and whether it is shown reasoning.
-const REASONING: u64 = 1 << 63;
+/// The error class and code of a stream ended for an overlong event.
+const OVERLONG: &str = "upstream_event_too_large";
 
-fn responses_index(v: &Value, reasoning: bool) -> u64 {
-    ((v["output_index"].as_u64().unwrap_or(0) & 0x7fff_ffff) << 32)
+/// Which text of a choice, content block or output item a window holds. Shown reasoning sorts
+/// before the answer, so that held reasoning is sent first when a stream ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    /// Shown reasoning: an OpenAI chunk's `reasoning`, Anthropic's `thinking_delta`, the Responses
+    /// API's `reasoning_text`.
+    Reasoning,
+    /// An OpenAI chunk's `reasoning_content` (the name DeepSeek and vLLM use, and Tollgate when it
+    /// translates Anthropic's thinking).
+    ReasoningContent,
+    /// The answer's text.
+    Answer,
+}
+
+impl Part {
+    /// Every part, in the order a chat chunk's members are checked.
+    const ALL: [Part; 3] = [Part::Reasoning, Part::ReasoningContent, Part::Answer];
+
+    /// The member of an OpenAI chunk's `delta` that carries this part.
+    fn chat_member(self) -> &'static str {
+        match self {
+            Part::Reasoning => "reasoning",
+            Part::ReasoningContent => "reasoning_content",
+            Part::Answer => "content",
+        }
+    }
+
+    /// The part of a Responses text.
+    fn responses(reasoning: bool) -> Part {
+        if reasoning {
+            Part::Reasoning
+        } else {
+            Part::Answer
+        }
+    }
+}
+
+/// The window index of a Responses text: its output and content index.
+fn responses_index(v: &Value) -> u64 {
+    ((v["output_index"].as_u64().unwrap_or(0) & 0xffff_ffff) << 32)
         | (v["content_index"].as_u64().unwrap_or(0) & 0xffff_ffff)
-        | if reasoning { REASONING } else { 0 }
 }
 
 /// The delta event of a Responses text of either kind.
@@ -553,7 +730,7 @@ fn strings(value: &mut Value, visit: &mut dyn FnMut(&mut String)) {
 /// output (in their order): what a moderation service is asked about once the stream has ended.
 /// Events that are not JSON, and an error event's message, are not text the model wrote.
 pub fn stream_texts(format: StreamFormat, stream: &[u8]) -> Vec<String> {
-    let mut texts: BTreeMap<u64, String> = BTreeMap::new();
+    let mut texts: BTreeMap<(u64, Part), String> = BTreeMap::new();
     let mut rest = stream;
     while !rest.is_empty() {
         let (event, next) = match event_end(rest) {
@@ -579,38 +756,45 @@ pub fn stream_texts(format: StreamFormat, stream: &[u8]) -> Vec<String> {
         let Ok(v) = serde_json::from_str::<Value>(&data) else {
             continue;
         };
-        let mut add = |index: u64, text: Option<&str>| {
+        let mut add = |key: (u64, Part), text: Option<&str>| {
             if let Some(text) = text {
-                texts.entry(index).or_default().push_str(text);
+                texts.entry(key).or_default().push_str(text);
             }
         };
+        // Shown reasoning is text the model wrote too, each part a text of its own.
         match format {
             StreamFormat::OpenAiChat => {
                 for choice in v["choices"].as_array().into_iter().flatten() {
-                    add(
-                        choice["index"].as_u64().unwrap_or(0),
-                        choice["delta"]["content"].as_str(),
-                    );
+                    let index = choice["index"].as_u64().unwrap_or(0);
+                    for part in Part::ALL {
+                        add((index, part), choice["delta"][part.chat_member()].as_str());
+                    }
                 }
             }
             StreamFormat::AnthropicMessages => {
-                if v["type"] == "content_block_delta" && v["delta"]["type"] == "text_delta" {
-                    add(
-                        v["index"].as_u64().unwrap_or(0),
-                        v["delta"]["text"].as_str(),
-                    );
+                if v["type"] == "content_block_delta" {
+                    let index = v["index"].as_u64().unwrap_or(0);
+                    match v["delta"]["type"].as_str() {
+                        Some("text_delta") => {
+                            add((index, Part::Answer), v["delta"]["text"].as_str())
+                        }
+                        Some("thinking_delta") => {
+                            add((index, Part::Reasoning), v["delta"]["thinking"].as_str())
+                        }
+                        _ => {}
+                    }
                 }
             }
             StreamFormat::Prompt => {
                 if name == Some("delta") {
-                    add(0, v["text"].as_str());
+                    add((0, Part::Answer), v["text"].as_str());
                 }
             }
             StreamFormat::Responses => {
-                if v["type"] == "response.output_text.delta" {
-                    let index = (v["output_index"].as_u64().unwrap_or(0) << 32)
-                        | (v["content_index"].as_u64().unwrap_or(0) & 0xffff_ffff);
-                    add(index, v["delta"].as_str());
+                let kind = v["type"].as_str().unwrap_or_default();
+                if kind == "response.output_text.delta" || kind == "response.reasoning_text.delta" {
+                    let part = Part::responses(kind == "response.reasoning_text.delta");
+                    add((responses_index(&v), part), v["delta"].as_str());
                 }
             }
         }
@@ -618,18 +802,22 @@ pub fn stream_texts(format: StreamFormat, stream: &[u8]) -> Vec<String> {
     texts.into_values().collect()
 }
 
+/// A text member of a chunk's delta: its literal's place in the chunk and its text.
+type ChunkText<'a> = (std::ops::Range<usize>, std::borrow::Cow<'a, str>);
+
 /// What the check of a chat chunk needs of one choice.
 struct ChunkChoice<'a> {
     index: u64,
-    /// `delta.content`, when a string: its literal's place in the chunk and its text.
-    content: Option<(std::ops::Range<usize>, std::borrow::Cow<'a, str>)>,
+    /// `delta.reasoning`, `delta.reasoning_content` and `delta.content` (as [`Part::ALL`]), each
+    /// when a string.
+    texts: [Option<ChunkText<'a>>; 3],
     /// Whether `finish_reason` is set.
     finished: bool,
 }
 
 /// The choices of a chat chunk, read as `serde_json::Value` would give them to [`AnswerStream::openai`]
-/// (a missing or odd `index` is 0, `content` counts only as a string); `None` when the chunk is not an
-/// object with a `choices` array, or names a member the check reads twice.
+/// (a missing or odd `index` is 0, a text member counts only as a string); `None` when the chunk is
+/// not an object with a `choices` array, or names a member the check reads twice.
 fn chunk_choices(data: &str) -> Option<Vec<ChunkChoice<'_>>> {
     let mut at = json_text::Cursor::new(data);
     at.enter(b'{')?;
@@ -656,7 +844,7 @@ fn chunk_choices(data: &str) -> Option<Vec<ChunkChoice<'_>>> {
 fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
     let mut choice = ChunkChoice {
         index: 0,
-        content: None,
+        texts: [None, None, None],
         finished: false,
     };
     if at.peek()? != b'{' {
@@ -684,14 +872,16 @@ fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
                     return None;
                 }
                 at.enter(b'{')?;
-                let mut content = false;
+                let mut seen = [false; 3];
                 while let Some(key) = at.next_key()? {
-                    if key != "content" {
+                    let Some(i) = Part::ALL.iter().position(|p| p.chat_member() == key) else {
                         at.raw()?;
-                    } else if std::mem::replace(&mut content, true) {
+                        continue;
+                    };
+                    if std::mem::replace(&mut seen[i], true) {
                         return None;
                     } else if at.peek()? == b'"' {
-                        choice.content = Some(at.string()?);
+                        choice.texts[i] = Some(at.string()?);
                     } else {
                         at.raw()?;
                     }
@@ -805,7 +995,7 @@ mod tests {
                     proptest::strategy::Just("\"q\" \\ é😀 ".to_string()),
                     "[a-z @.]{0,40}",
                     "\\PC{0,8}",
-                ], 0u8..4),
+                ], 0u8..8),
                 0..40,
             ),
             reject in proptest::prelude::any::<bool>(),
@@ -817,7 +1007,12 @@ mod tests {
                     0 => json!({"id": "c", "choices": [{"index": index, "delta": {"content": text}, "finish_reason": null}]}),
                     1 => json!({"choices": [{"delta": {"role": "assistant", "content": text}, "index": index}], "model": "m"}),
                     2 => json!({"choices": [{"index": 0, "delta": {"content": text}}, {"index": 1, "delta": {"content": text}, "logprobs": null}]}),
-                    _ => json!({"choices": [{"index": index, "delta": {}, "finish_reason": "stop"}]}),
+                    3 => json!({"choices": [{"index": index, "delta": {}, "finish_reason": "stop"}]}),
+                    // Shown reasoning, alone, under either name, and with the answer's text.
+                    4 => json!({"choices": [{"index": index, "delta": {"reasoning_content": text}, "finish_reason": null}]}),
+                    5 => json!({"choices": [{"delta": {"reasoning": text, "role": "assistant"}, "index": index}]}),
+                    6 => json!({"choices": [{"index": index, "delta": {"content": text, "reasoning_content": text}}]}),
+                    _ => json!({"choices": [{"index": index, "delta": {"reasoning": text, "reasoning_content": null}, "finish_reason": "length"}]}),
                 };
                 let data = if *shape == 1 { serde_json::to_string_pretty(&chunk).unwrap().replace('\n', " ") } else { chunk.to_string() };
                 input.extend_from_slice(format!("data: {data}\n\n").as_bytes());
@@ -981,5 +1176,371 @@ mod tests {
         assert!(!shown.contains("bob@"), "{shown}");
         assert!(!shown.contains("content_block_stop"), "{shown}");
         assert_eq!(answer.rejected().map(|r| &**r), Some("emails"));
+    }
+
+    /// A chat stream that shows its reasoning under `member` before answering.
+    fn openai_reasoning_stream(member: &str, reasoning: &[&str], answer: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in reasoning {
+            write(
+                &mut out,
+                None,
+                &json!({"choices": [{"index": 0, "delta": {member: piece}, "finish_reason": null}]}),
+            );
+        }
+        for piece in answer {
+            write(
+                &mut out,
+                None,
+                &json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]}),
+            );
+        }
+        write(
+            &mut out,
+            None,
+            &json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        );
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        out
+    }
+
+    /// Every string a chat stream's deltas carry in `member`, in order.
+    fn member_of(out: &[u8], member: &str) -> String {
+        events_of(out)
+            .iter()
+            .filter_map(|v| v["choices"][0]["delta"][member].as_str().map(String::from))
+            .collect()
+    }
+
+    #[test]
+    fn shown_reasoning_in_a_chat_stream_is_masked_under_either_name_and_sent_before_the_answer() {
+        for member in ["reasoning_content", "reasoning"] {
+            let stream = openai_reasoning_stream(
+                member,
+                &["The user is bob@", "example.com, so I will ", "answer."],
+                &["Write to ", "carol@example.org."],
+            );
+            for split in [1, 7, stream.len()] {
+                let mut answer =
+                    AnswerStream::new(StreamFormat::OpenAiChat, policy(GuardrailAction::Mask));
+                let mut out = Vec::new();
+                for piece in stream.chunks(split) {
+                    out.extend(answer.feed(piece));
+                }
+                out.extend(answer.finish());
+                let shown = String::from_utf8_lossy(&out);
+                assert!(!shown.contains("bob@"), "{member} {split}: {shown}");
+                assert!(!shown.contains("carol@"), "{member} {split}: {shown}");
+                assert_eq!(
+                    member_of(&out, member),
+                    "The user is [EMAIL], so I will answer."
+                );
+                assert_eq!(member_of(&out, "content"), "Write to [EMAIL].");
+                // All of the reasoning is out before the answer's first text.
+                let events = events_of(&out);
+                let last_reasoning = events
+                    .iter()
+                    .rposition(|v| v["choices"][0]["delta"][member].is_string())
+                    .unwrap();
+                let first_answer = events
+                    .iter()
+                    .position(|v| {
+                        v["choices"][0]["delta"]["content"]
+                            .as_str()
+                            .is_some_and(|t| !t.is_empty())
+                    })
+                    .unwrap();
+                assert!(last_reasoning <= first_answer, "{shown}");
+                assert!(shown.ends_with("data: [DONE]\n\n"), "{shown}");
+                assert!(answer.decisions().iter().any(|d| &*d.rule == "emails"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_reject_in_shown_reasoning_ends_a_chat_stream() {
+        for member in ["reasoning_content", "reasoning"] {
+            let stream = openai_reasoning_stream(member, &["ask bob@", "example.com"], &["Hi."]);
+            let mut answer =
+                AnswerStream::new(StreamFormat::OpenAiChat, policy(GuardrailAction::Reject));
+            let mut out = Vec::new();
+            for b in &stream {
+                out.extend(answer.feed(std::slice::from_ref(b)));
+            }
+            out.extend(answer.finish());
+            let shown = String::from_utf8_lossy(&out);
+            assert!(shown.contains("content_policy_violation"), "{shown}");
+            assert!(!shown.contains("bob@") && !shown.contains("Hi."), "{shown}");
+            assert!(!shown.contains("[DONE]"), "{shown}");
+            assert_eq!(answer.rejected().map(|r| &**r), Some("emails"));
+        }
+    }
+
+    /// An Anthropic answer that thinks (signed), has a redacted block, then answers.
+    fn anthropic_thinking_stream(thinking: &[&str], text: &[&str]) -> Vec<u8> {
+        let mut input = Vec::new();
+        let mut event = |name: &str, data: Value| write(&mut input, Some(name), &data);
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        );
+        for piece in thinking {
+            event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}}),
+            );
+        }
+        event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM+dan@example.net/sig=="}}),
+        );
+        event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        );
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "EmwKAhgBEgy3+erin@example.net=="}}),
+        );
+        event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        );
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}}),
+        );
+        for piece in text {
+            event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": piece}}),
+            );
+        }
+        event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 2}),
+        );
+        event("message_stop", json!({"type": "message_stop"}));
+        input
+    }
+
+    /// An Anthropic stream's events as (name, data).
+    fn anthropic_events(out: &[u8]) -> Vec<(String, Value)> {
+        String::from_utf8_lossy(out)
+            .split("\n\n")
+            .filter_map(|e| {
+                let (name, data) = e.split_once("\ndata: ")?;
+                Some((
+                    name.strip_prefix("event: ")?.to_string(),
+                    serde_json::from_str(data).ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn anthropic_thinking_is_masked_before_its_signature_which_passes_untouched() {
+        let stream = anthropic_thinking_stream(
+            &["The user is bob@", "example.com, so I will ", "answer."],
+            &["Write to carol@", "example.org."],
+        );
+        for split in [1, 5, stream.len()] {
+            let mut answer = AnswerStream::new(
+                StreamFormat::AnthropicMessages,
+                policy(GuardrailAction::Mask),
+            );
+            let mut out = Vec::new();
+            for piece in stream.chunks(split) {
+                out.extend(answer.feed(piece));
+            }
+            out.extend(answer.finish());
+            let events = anthropic_events(&out);
+            let thinking: String = events
+                .iter()
+                .filter_map(|(_, v)| v["delta"]["thinking"].as_str())
+                .collect();
+            assert_eq!(thinking, "The user is [EMAIL], so I will answer.");
+            let text: String = events
+                .iter()
+                .filter_map(|(_, v)| v["delta"]["text"].as_str())
+                .collect();
+            assert_eq!(text, "Write to [EMAIL].");
+            // Opaque and signed: as they came, and the thinking is whole before the signature.
+            let shown = String::from_utf8_lossy(&out);
+            assert!(
+                shown.contains("EqQBCgIYAhIM+dan@example.net/sig=="),
+                "{shown}"
+            );
+            assert!(shown.contains("EmwKAhgBEgy3+erin@example.net=="), "{shown}");
+            let signature = events
+                .iter()
+                .position(|(_, v)| v["delta"]["type"] == "signature_delta")
+                .unwrap();
+            let last_thinking = events
+                .iter()
+                .rposition(|(_, v)| v["delta"]["type"] == "thinking_delta")
+                .unwrap();
+            assert!(last_thinking < signature, "{shown}");
+            assert!(
+                !shown.contains("bob@") && !shown.contains("carol@"),
+                "{shown}"
+            );
+            assert_eq!(events.last().unwrap().0, "message_stop");
+        }
+    }
+
+    #[test]
+    fn a_reject_in_anthropic_thinking_ends_the_stream() {
+        let stream = anthropic_thinking_stream(&["ask bob@", "example.com"], &["Hi."]);
+        let mut answer = AnswerStream::new(
+            StreamFormat::AnthropicMessages,
+            policy(GuardrailAction::Reject),
+        );
+        let mut out = answer.feed(&stream);
+        out.extend(answer.finish());
+        let shown = String::from_utf8_lossy(&out);
+        assert!(shown.contains("event: error\n"), "{shown}");
+        assert!(
+            !shown.contains("bob@") && !shown.contains("Hi.") && !shown.contains("signature_delta"),
+            "{shown}"
+        );
+        assert_eq!(answer.rejected().map(|r| &**r), Some("emails"));
+    }
+
+    #[test]
+    fn the_texts_a_moderation_service_gets_include_shown_reasoning() {
+        let chat = openai_reasoning_stream("reasoning_content", &["thinking ", "hard"], &["Hi."]);
+        assert_eq!(
+            stream_texts(StreamFormat::OpenAiChat, &chat),
+            ["thinking hard", "Hi."]
+        );
+        let messages = anthropic_thinking_stream(&["thinking ", "hard"], &["Hi."]);
+        assert_eq!(
+            stream_texts(StreamFormat::AnthropicMessages, &messages),
+            ["thinking hard", "Hi."]
+        );
+        let mut responses = Vec::new();
+        for (kind, output, piece) in [
+            ("reasoning_text", 0, "thinking hard"),
+            ("output_text", 1, "Hi."),
+        ] {
+            let event = format!("response.{kind}.delta");
+            write(
+                &mut responses,
+                Some(&event),
+                &json!({"type": event, "output_index": output, "content_index": 0, "delta": piece}),
+            );
+        }
+        assert_eq!(
+            stream_texts(StreamFormat::Responses, &responses),
+            ["thinking hard", "Hi."]
+        );
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_cut_off_with_an_error_event_in_the_callers_format() {
+        for format in [
+            StreamFormat::OpenAiChat,
+            StreamFormat::AnthropicMessages,
+            StreamFormat::Prompt,
+            StreamFormat::Responses,
+        ] {
+            let mut answer = AnswerStream::new(format, policy(GuardrailAction::Mask));
+            let mut out =
+                answer.feed(b"data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"");
+            let piece = vec![b'a'; 64 << 10];
+            let mut fed = 0;
+            while fed <= MAX_EVENT_BYTES + piece.len() {
+                out.extend(answer.feed(&piece));
+                fed += piece.len();
+                assert!(answer.buffer.len() <= MAX_EVENT_BYTES, "{format:?}");
+            }
+            assert_eq!(
+                answer.failure(),
+                Some("upstream_event_too_large"),
+                "{format:?}"
+            );
+            assert!(answer.feed(b"\n\ndata: [DONE]\n\n").is_empty());
+            assert!(answer.finish().is_empty());
+            let shown = String::from_utf8_lossy(&out);
+            assert!(!shown.contains("aaaa"), "{format:?}: {shown}");
+            let (name, data) = shown
+                .trim_end()
+                .rsplit_once("data: ")
+                .map(|(head, data)| (head.trim(), data))
+                .unwrap();
+            let data: Value = serde_json::from_str(data).unwrap();
+            let message =
+                "The provider sent a stream event longer than 4 MiB; the answer was stopped.";
+            match format {
+                StreamFormat::OpenAiChat | StreamFormat::Prompt => {
+                    assert_eq!(data["error"]["code"], "upstream_event_too_large");
+                    assert_eq!(data["error"]["type"], "server_error");
+                    assert_eq!(data["error"]["message"], message);
+                    let named = format == StreamFormat::Prompt;
+                    assert_eq!(name == "event: error", named, "{shown}");
+                }
+                StreamFormat::AnthropicMessages => {
+                    assert_eq!(name, "event: error");
+                    assert_eq!(
+                        data,
+                        json!({"type": "error", "error": {"type": "api_error", "message": message}})
+                    );
+                }
+                StreamFormat::Responses => {
+                    assert_eq!(name, "event: error");
+                    assert_eq!(data["type"], "error");
+                    assert_eq!(data["code"], "upstream_event_too_large");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_last_event_without_its_separator_is_checked_too() {
+        let mut stream = openai_stream("Write to bob@example.com.");
+        // The upstream's last chunk carries text and lacks its blank line.
+        stream.truncate(stream.len() - b"data: [DONE]\n\n".len());
+        stream.extend_from_slice(
+            br#"data: {"choices": [{"index": 0, "delta": {"content": " Or carol@example.org"}, "finish_reason": null}]}"#,
+        );
+        for reject in [false, true] {
+            let action = if reject {
+                GuardrailAction::Reject
+            } else {
+                GuardrailAction::Mask
+            };
+            let mut answer = AnswerStream::new(StreamFormat::OpenAiChat, policy(action));
+            let mut out = answer.feed(&stream);
+            out.extend(answer.finish());
+            let shown = String::from_utf8_lossy(&out);
+            assert!(!shown.contains("carol@"), "{shown}");
+            if reject {
+                assert_eq!(answer.failure(), Some("content_policy_violation"));
+            } else {
+                assert_eq!(text_of(&out), "Write to [EMAIL]. Or [EMAIL]");
+                assert_eq!(answer.failure(), None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_finishing_choice_whose_delta_is_not_an_object_still_gets_its_held_text() {
+        let mut input = Vec::new();
+        write(
+            &mut input,
+            None,
+            &json!({"choices": [{"index": 0, "delta": {"content": "Mail Bob at bob@example.com"}, "finish_reason": null}]}),
+        );
+        // Once `choices[0].delta.content = …` on a number: a panic in the body's poll.
+        write(
+            &mut input,
+            None,
+            &json!({"choices": [{"index": 0, "delta": 5, "finish_reason": "stop"}]}),
+        );
+        let mut answer = AnswerStream::new(StreamFormat::OpenAiChat, policy(GuardrailAction::Mask));
+        let mut out = answer.feed(&input);
+        out.extend(answer.finish());
+        assert_eq!(text_of(&out), "Mail Bob at [EMAIL]");
     }
 }

@@ -5,11 +5,17 @@
 //! (masked) up to the last whitespace that no match crosses, so a value shorter than the window is
 //! always whole when it is checked, wherever the stream was split. Text without whitespace is released
 //! once [`MAX_PENDING_BYTES`] are held, cut outside every match.
+//!
+//! When every rule is a built-in detector, text is also released up to white space that follows a
+//! plain word (lower-case ASCII letters, perhaps closed by one punctuation mark) that no match crosses,
+//! even inside the window: no detector's value holds such a word next to white space, except a
+//! private key's body, whose header is then already in the text and matched. Prose then waits for
+//! its last word only, and each check reads the text not yet released, not a whole window again.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use tollgate_snapshot::GuardrailAction;
+use tollgate_snapshot::{GuardrailAction, Matcher};
 
 use super::check::{Decision, Policy, apply};
 
@@ -25,6 +31,9 @@ pub struct StreamGuard {
     policy: Arc<Policy>,
     /// Whether any rule rejects: if none does, text inside the window need not be checked yet.
     rejects: bool,
+    /// Whether every rule is a built-in detector, so text may be cut after a plain word (see the
+    /// module's doc): a pattern may match anything.
+    plain_cuts: bool,
     pending: String,
     decisions: BTreeSet<Decision>,
 }
@@ -37,6 +46,10 @@ impl StreamGuard {
                 .rules
                 .iter()
                 .any(|r| r.action == GuardrailAction::Reject),
+            plain_cuts: policy
+                .rules
+                .iter()
+                .all(|r| matches!(r.matcher, Matcher::Detector(_))),
             policy,
             pending: String::new(),
             decisions: BTreeSet::new(),
@@ -46,17 +59,24 @@ impl StreamGuard {
     /// Takes the next piece of text; returns what may be released now (masked), or the Reject rule
     /// that matched (nothing more may be released then).
     pub fn push(&mut self, text: &str) -> Result<String, Arc<str>> {
+        let from = self.pending.len();
         self.pending.push_str(text);
-        if self.pending.len() <= HOLD_BACK_BYTES {
+        if self.pending.len() <= HOLD_BACK_BYTES
+            && !(self.plain_cuts && plain_cut_in(&self.pending, from))
+        {
             if !self.rejects {
                 return Ok(String::new());
             }
-            // Still checked, so a rejection ends the stream as soon as it can be seen.
-            return self
-                .policy
-                .check(&self.pending)
-                .rejected
-                .map_or(Ok(String::new()), Err);
+            // Still checked, so a rejection ends the stream as soon as it can be seen (and is
+            // recorded: the rules that matched go to the access log).
+            let checked = self.policy.check(&self.pending);
+            return match checked.rejected {
+                Some(rule) => {
+                    self.decisions.extend(checked.decisions);
+                    Err(rule)
+                }
+                None => Ok(String::new()),
+            };
         }
         self.release(false)
     }
@@ -81,14 +101,22 @@ impl StreamGuard {
         let cut = if all {
             self.pending.len()
         } else {
-            let mut limit = self.pending.len() - HOLD_BACK_BYTES;
+            let mut limit = self.pending.len().saturating_sub(HOLD_BACK_BYTES);
             while !self.pending.is_char_boundary(limit) {
                 limit -= 1;
             }
-            let at_space = self.pending[..limit]
+            // Before the window any white space will do; inside it, only one after a plain word.
+            let scope = if self.plain_cuts {
+                self.pending.len()
+            } else {
+                limit
+            };
+            let pending = &self.pending;
+            let at_space = pending[..scope]
                 .char_indices()
                 .rev()
                 .filter(|&(_, c)| c.is_whitespace())
+                .filter(|&(i, _)| i < limit || plain_before(pending, i))
                 .map(|(i, c)| i + c.len_utf8())
                 .find(|&at| !crosses(at));
             match at_space {
@@ -112,4 +140,25 @@ impl StreamGuard {
         self.pending.drain(..cut);
         Ok(out)
     }
+}
+
+/// Whether the word that ends at `at` (where white space follows) is plain: lower-case ASCII letters,
+/// perhaps closed by one of `, . ; : ! ?`.
+fn plain_before(text: &str, at: usize) -> bool {
+    let word = text[..at]
+        .rsplit(char::is_whitespace)
+        .next()
+        .unwrap_or_default();
+    let word = word
+        .strip_suffix([',', '.', ';', ':', '!', '?'])
+        .unwrap_or(word);
+    !word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase())
+}
+
+/// Whether white space after a plain word ends at or after `from` in `text`: a cut the last piece
+/// made possible.
+fn plain_cut_in(text: &str, from: usize) -> bool {
+    text[from..]
+        .char_indices()
+        .any(|(i, c)| c.is_whitespace() && plain_before(text, from + i))
 }

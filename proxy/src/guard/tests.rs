@@ -235,7 +235,8 @@ fn a_stream_is_rejected_as_soon_as_a_reject_rule_matches_and_holds_back_a_window
         ..Policy::default()
     });
     let mut guard = StreamGuard::new(Arc::clone(&policy));
-    let filler = "word ".repeat(100);
+    // Capitalised, so not plain words: only the window is a reason to hold them.
+    let filler = "Word ".repeat(100);
     let released = guard.push(&filler).unwrap();
     // Everything but the window (cut at whitespace) is released.
     assert!(
@@ -246,10 +247,57 @@ fn a_stream_is_rejected_as_soon_as_a_reject_rule_matches_and_holds_back_a_window
     assert!(released.len() <= filler.len() - HOLD_BACK_BYTES);
     let more = guard.push("and AKIAIOSF").unwrap();
     assert!(
-        more.starts_with("word ") && !more.contains("AKIA"),
+        more.starts_with("Word ") && !more.contains("AKIA"),
         "{more}"
     );
     assert_eq!(guard.push("ODNN7EXAMPLE now").unwrap_err().as_ref(), "keys");
+}
+
+#[test]
+fn a_rejection_inside_the_first_window_is_recorded_as_a_decision() {
+    let policy = Arc::new(Policy {
+        rules: vec![rule("keys", Detector::Secret, GuardrailAction::Reject)],
+        ..Policy::default()
+    });
+    let mut guard = StreamGuard::new(policy);
+    assert_eq!(
+        guard.push("Key AKIAIOSFODNN7EXAMPLE").unwrap_err().as_ref(),
+        "keys"
+    );
+    let decisions: Vec<_> = guard
+        .decisions()
+        .map(|d| (d.rule.to_string(), d.action))
+        .collect();
+    assert_eq!(decisions, [("keys".to_string(), GuardrailAction::Reject)]);
+}
+
+#[test]
+fn prose_is_released_up_to_its_last_plain_word_when_every_rule_is_a_detector() {
+    let policy = Arc::new(masking_all());
+    let mut guard = StreamGuard::new(Arc::clone(&policy));
+    assert_eq!(guard.push("write to bob@exa").unwrap(), "write to ");
+    assert_eq!(guard.push("mple.com today and").unwrap(), "[EMAIL] today ");
+    // Digits, capitals and other scripts are held as a window holds them.
+    assert_eq!(
+        guard.push(" call +44 20 7946 0958 über Straße ").unwrap(),
+        "and call "
+    );
+    assert_eq!(guard.finish().unwrap(), "[PHONE] über Straße ");
+
+    // A pattern may match anything: its text waits for the window.
+    let pattern = Arc::new(Policy {
+        rules: vec![GuardRule {
+            name: "words".into(),
+            matcher: Matcher::Pattern(Pattern::new("quiet [a-z ]+ words").unwrap()),
+            action: GuardrailAction::Mask,
+            mask_as: "[X]".into(),
+        }],
+        ..Policy::default()
+    });
+    let mut guard = StreamGuard::new(pattern);
+    assert_eq!(guard.push("some quiet and plain ").unwrap(), "");
+    assert_eq!(guard.push("words here").unwrap(), "");
+    assert_eq!(guard.finish().unwrap(), "some [X] here");
 }
 
 #[test]

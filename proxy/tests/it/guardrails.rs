@@ -498,3 +498,155 @@ async fn a_streamed_responses_answer_is_masked_in_its_deltas_and_in_every_whole_
     assert!(!events.iter().any(|(n, _)| n == "response.completed"));
     assert!(!String::from_utf8_lossy(&reply.body).contains("4111"));
 }
+
+/// The reasoning the fake shows when asked for it: an address split across stream pieces.
+fn thinking_of_an_address() -> Vec<String> {
+    ["The user is bob@", "example.com, ", "so be kind."]
+        .map(String::from)
+        .to_vec()
+}
+
+const THOUGHT_MASKED: &str = "The user is [EMAIL], so be kind.";
+
+/// A chat call that asks for reasoning, and a Messages call that asks for thinking (sent to the
+/// OpenAI-compatible fake as `reasoning_effort`; its `reasoning_content` comes back as thinking).
+fn reasoning_calls(stream: bool) -> [(&'static str, Value); 2] {
+    let mut chat = chat("hi", stream);
+    chat["reasoning_effort"] = "low".into();
+    let messages = json!({"model": "front-model", "max_tokens": 4096, "stream": stream,
+                          "thinking": {"type": "enabled", "budget_tokens": 1024},
+                          "messages": [{"role": "user", "content": "hi"}]});
+    [(CHAT, chat), (MESSAGES, messages)]
+}
+
+#[tokio::test]
+async fn shown_reasoning_is_masked_whole_and_streamed_for_openai_and_anthropic_callers() {
+    let (fake, proxy) = answering(ANSWER, vec![answers_masking()]).await;
+    fake.set(|c| c.thought = thinking_of_an_address());
+    for stream in [false, true] {
+        for (url, body) in reasoning_calls(stream) {
+            let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
+            reply.assert_status(200);
+            let shown = String::from_utf8_lossy(&reply.body).to_string();
+            assert!(!shown.contains("bob@"), "{url} {stream}: {shown}");
+            let (reasoning, text): (String, String) = match (url, stream) {
+                (CHAT, false) => {
+                    let m = &reply.json()["choices"][0]["message"];
+                    (
+                        m["reasoning_content"].as_str().unwrap().into(),
+                        m["content"].as_str().unwrap().into(),
+                    )
+                }
+                (CHAT, true) => {
+                    let chunks = crate::support::chat_route::openai_chunks(&reply.body);
+                    let of = |member: &str| {
+                        chunks
+                            .iter()
+                            .filter_map(|c| c["choices"][0]["delta"][member].as_str())
+                            .collect()
+                    };
+                    (of("reasoning_content"), of("content"))
+                }
+                (_, false) => {
+                    let content = &reply.json()["content"];
+                    assert_eq!(content[0]["type"], "thinking", "{content}");
+                    (
+                        content[0]["thinking"].as_str().unwrap().into(),
+                        content[1]["text"].as_str().unwrap().into(),
+                    )
+                }
+                (_, true) => {
+                    let events = crate::support::chat_route::anthropic_events(&reply.body);
+                    let of = |member: &str| {
+                        events
+                            .iter()
+                            .filter_map(|(_, d)| d["delta"][member].as_str())
+                            .collect()
+                    };
+                    (of("thinking"), of("text"))
+                }
+            };
+            assert_eq!(reasoning, THOUGHT_MASKED, "{url} {stream}: {shown}");
+            assert_eq!(text, MASKED, "{url} {stream}");
+            let line = proxy.log_line_of(&reply.request_id()).await;
+            assert!(
+                line["guardrails"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!({"rule": "emails", "action": "mask"})),
+                "{line}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reject_rule_matching_shown_reasoning_refuses_the_answer_or_ends_its_stream() {
+    let stop = guardrail(
+        "stop-emails",
+        GuardrailDirection::Response,
+        vec![detector("emails", Detector::Email, GuardrailAction::Reject)],
+    );
+    // The answer itself has nothing the rule looks for.
+    let (fake, proxy) = answering("Be kind.", vec![stop]).await;
+    fake.set(|c| c.thought = thinking_of_an_address());
+    for (url, body) in reasoning_calls(false) {
+        let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
+        reply.assert_status(400);
+        let shown = String::from_utf8_lossy(&reply.body).to_string();
+        assert!(shown.contains("guardrail rule emails"), "{url}: {shown}");
+        assert!(!shown.contains("bob@"), "{shown}");
+        let line = proxy.log_line_of(&reply.request_id()).await;
+        assert_eq!(line["error_class"], "content_policy_violation", "{line}");
+    }
+    for (url, body) in reasoning_calls(true) {
+        let reply = post(&proxy.url(url), CLIENT_KEY, &body).await;
+        reply.assert_status(200);
+        let shown = String::from_utf8_lossy(&reply.body).to_string();
+        assert!(
+            shown.contains("content_policy_violation") || shown.contains("event: error"),
+            "{shown}"
+        );
+        assert!(shown.contains("guardrail rule emails"), "{shown}");
+        assert!(
+            !shown.contains("bob@") && !shown.contains("Be kind"),
+            "{shown}"
+        );
+        let line = proxy.log_line_of(&reply.request_id()).await;
+        assert_eq!(line["error_class"], "content_policy_violation", "{line}");
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_stream_event_that_never_ends_is_cut_off_with_an_error_event() {
+    use crate::support::fake_server::{paced, serve};
+    // 5 MiB of one chunk's text and never the blank line that ends it.
+    let addr = serve(|_req| async {
+        let mut frames = vec![Ok(bytes::Bytes::from_static(
+            b"data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"",
+        ))];
+        frames.extend((0..80).map(|_| Ok(bytes::Bytes::from(vec![b'a'; 64 << 10]))));
+        paced(
+            "text/event-stream",
+            frames,
+            std::time::Duration::ZERO,
+            || {},
+            |_| {},
+        )
+    })
+    .await;
+    let endpoint = format!("http://{addr}/v1");
+    let provider = typed(ProviderType::OpenAI, &endpoint, UPSTREAM_KEY, "up-model");
+    let mut content: Content = table(vec![provider], "up-model");
+    content.routes[0].guardrails = vec![answers_masking()];
+    let proxy = TestProxy::start(content).await;
+    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &chat("hi", true)).await;
+    reply.assert_status(200);
+    assert!(reply.body.len() < 4096, "{} bytes sent", reply.body.len());
+    let chunks = crate::support::chat_route::openai_chunks(&reply.body);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["error"]["code"], "upstream_event_too_large", "{last}");
+    assert_eq!(last["error"]["type"], "server_error", "{last}");
+    let line = proxy.log_line_of(&reply.request_id()).await;
+    assert_eq!(line["error_class"], "upstream_event_too_large", "{line}");
+}

@@ -90,7 +90,7 @@ fn chat(s: &Seen, c: &Control, model: &str) -> Answer {
         ),
     };
     if reasoning {
-        message["reasoning_content"] = "Let me think.".into();
+        message["reasoning_content"] = c.thought.concat().into();
     }
     if s.body["stream"] != json!(true) {
         return Answer::json(
@@ -114,7 +114,7 @@ fn chat(s: &Seen, c: &Control, model: &str) -> Answer {
         None,
     )];
     if reasoning {
-        for p in ["Let me ", "think."] {
+        for p in &c.thought {
             frames.push(chunk(
                 json!([{"index": 0, "delta": {"reasoning_content": p}}]),
                 None,

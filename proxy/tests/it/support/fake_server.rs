@@ -202,6 +202,9 @@ pub struct Control {
     /// Text the Anthropic fake quotes in an `event: error` that ends its streams early (as Anthropic
     /// does when it overloads mid-answer), to check that nothing of the key reaches the caller.
     pub quote: Option<String>,
+    /// The reasoning an OpenAI-compatible fake shows (`reasoning_content`) when asked for
+    /// `reasoning_effort`, split into stream pieces.
+    pub thought: Vec<String>,
 }
 
 impl Control {
@@ -212,6 +215,7 @@ impl Control {
             interval: Duration::ZERO,
             pieces: vec!["Hello".into(), " from".into(), format!(" {tag}")],
             quote: None,
+            thought: vec!["Let me ".into(), "think.".into()],
         }
     }
 }
