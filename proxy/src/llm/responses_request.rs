@@ -87,7 +87,7 @@ enum Format<'a> {
 }
 
 /// A member that is present and not null.
-fn present<'a>(v: Option<&'a Value>) -> Option<&'a Value> {
+fn present(v: Option<&Value>) -> Option<&Value> {
     v.filter(|v| !v.is_null())
 }
 
