@@ -341,17 +341,24 @@ impl ResponseObject<'_> {
 
 /// A whole answer as a `response` object's JSON.
 pub fn answer_to_response(a: &Answer, echo: &Echo) -> Vec<u8> {
-    let reasoning_id = new_id("rs");
-    let message_id = new_id("msg");
+    let shown = !a.reasoning.is_empty();
+    let message = !a.text.is_empty() || a.tool_calls.is_empty();
+    // Ids only for the items written (each is three random numbers formatted).
+    let reasoning_id = if shown { new_id("rs") } else { String::new() };
+    let message_id = if message {
+        new_id("msg")
+    } else {
+        String::new()
+    };
     let call_ids: Vec<String> = a.tool_calls.iter().map(|_| new_id("fc")).collect();
     let mut output = Vec::with_capacity(2 + a.tool_calls.len());
-    if !a.reasoning.is_empty() {
+    if shown {
         output.push(OutputItem::Reasoning {
             id: &reasoning_id,
             text: &a.reasoning,
         });
     }
-    if !a.text.is_empty() || a.tool_calls.is_empty() {
+    if message {
         output.push(OutputItem::Message {
             id: &message_id,
             text: &a.text,
