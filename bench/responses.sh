@@ -6,6 +6,9 @@
 #   bash bench/responses.sh 5000     # another count
 #   RESPONSES_BENCH_PORTS=18400 bash bench/responses.sh
 #                                    # other ports (base, base+5, base+6)
+#   RESPONSES_BENCH_KEEP=/tmp/prof bash bench/responses.sh
+#                                    # also keep each kind's callgrind profile there
+#                                    # (callgrind_annotate --inclusive=yes /tmp/prof/responses.out)
 #
 # Both calls go to one route whose model `bench-claude` is served by an Anthropic provider at the
 # benchmark upstream (which answers `/v1/messages` with a whole ~1 KB message): `POST
@@ -117,6 +120,10 @@ count() {
     kill "$vg"
     wait "$vg" 2>/dev/null || true
     [ "$ok" = "$calls" ] || { say "$kind: $ok of $calls calls answered 200"; return 1; }
+    if [ -n "${RESPONSES_BENCH_KEEP:-}" ]; then
+        mkdir -p "$RESPONSES_BENCH_KEEP"
+        cp "$out.1" "$RESPONSES_BENCH_KEEP/$kind.out"
+    fi
     local total
     total="$(callgrind_annotate "$out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')"
     echo $((total / calls))

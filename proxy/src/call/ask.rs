@@ -120,7 +120,7 @@ impl Ask<'_> {
 
     /// The settings a Responses caller's `response` objects repeat back.
     pub(super) fn echo(&self) -> crate::llm::responses::Echo {
-        crate::llm::responses::Echo::read(|key| serde_json::from_str(self.doc.get(key)?.get()).ok())
+        crate::llm::responses::Echo::read(&self.doc)
     }
 
     /// Whether the caller called a prompt API (and its answer is always translated).

@@ -435,7 +435,7 @@ async fn translate_answer(
         t.response.model = Some(answer.model.clone());
         t.response.finish_reasons = vec![answer.finish.openai().to_string()];
     }
-    Ok(json(json_bytes(&caller_answer(ask, &answer)?)))
+    Ok(json(caller_answer(ask, &answer)?))
 }
 
 /// A token count for a backend that cannot count: estimated from the request's text, and labelled so
@@ -472,15 +472,22 @@ fn caller_encoder(ask: &Ask<'_>, model: &str) -> Box<dyn Encode> {
 }
 
 /// A whole answer in the caller's format (a prompt's promised JSON may be missing: 502).
-fn caller_answer(ask: &Ask<'_>, answer: &Answer) -> Result<Value, Failed> {
-    match ask.endpoint {
-        Endpoint::Messages | Endpoint::CountTokens => Ok(messages::answer_to_message(answer)),
-        Endpoint::Responses => Ok(responses::answer_to_response(answer, &ask.echo())),
-        Endpoint::Prompt { json_output } => {
-            prompt::answer_to_prompt(answer, json_output).map_err(invalid_output)
+fn caller_answer(ask: &Ask<'_>, answer: &Answer) -> Result<Bytes, Failed> {
+    let v = match ask.endpoint {
+        Endpoint::Messages | Endpoint::CountTokens => messages::answer_to_message(answer),
+        // Written straight from the answer, with no JSON value between.
+        Endpoint::Responses => {
+            return Ok(Bytes::from(responses::answer_to_response(
+                answer,
+                &ask.echo(),
+            )));
         }
-        Endpoint::Chat | Endpoint::Embeddings => Ok(answer.to_openai()),
-    }
+        Endpoint::Prompt { json_output } => {
+            prompt::answer_to_prompt(answer, json_output).map_err(invalid_output)?
+        }
+        Endpoint::Chat | Endpoint::Embeddings => answer.to_openai(),
+    };
+    Ok(json_bytes(&v))
 }
 
 /// A JSON prompt's answer that is not JSON: 502 `invalid_output`, quoting its start.
@@ -554,7 +561,7 @@ async fn fake_attempt(
                     "The Fake provider's answer could not be translated.",
                 ))
             })?;
-            Ok(json(json_bytes(&caller_answer(ask, &answer)?)))
+            Ok(json(caller_answer(ask, &answer)?))
         }
         FakeAnswer::Stream(mut s) => {
             let mut t = Translate::new(

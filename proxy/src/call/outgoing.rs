@@ -156,7 +156,7 @@ pub(super) fn outgoing(
                 None,
             )
         } else {
-            translated(provider, backend, ask, &as_openai(ask, body)?)?
+            translated(provider, backend, ask, &Translatable::of(ask, body)?)?
         };
     let uri = Uri::try_from(url)
         .map_err(|_| Failed::misconfigured(provider, "its endpoint is not a valid URL"))?;
@@ -258,8 +258,45 @@ pub(super) fn as_openai(ask: &Ask<'_>, body: Value) -> Result<Value, Failed> {
     .map_err(Failed::rejected)
 }
 
-fn chat_request(request: &Value) -> Result<ChatRequest, Failed> {
-    ChatRequest::from_openai(request).map_err(Failed::rejected)
+/// The caller's request as a translation reads it: in OpenAI's chat shape, or, for a Responses
+/// caller, its own body, read straight into the neutral request by the providers that take that.
+pub(super) enum Translatable {
+    /// An OpenAI chat request (the caller's, or an Anthropic caller's rewritten).
+    Chat(Value),
+    /// A Responses caller's body.
+    Responses { body: Value, stream: bool },
+}
+
+impl Translatable {
+    /// The caller's request `body`, read as its endpoint's format.
+    fn of(ask: &Ask<'_>, body: Value) -> Result<Self, Failed> {
+        if ask.responses_caller() {
+            return Ok(Self::Responses {
+                body,
+                stream: ask.stream,
+            });
+        }
+        as_openai(ask, body).map(Self::Chat)
+    }
+
+    /// The neutral chat request.
+    fn chat_request(&self) -> Result<ChatRequest, Failed> {
+        match self {
+            Self::Chat(v) => ChatRequest::from_openai(v),
+            Self::Responses { body, .. } => responses::to_chat_request(body),
+        }
+        .map_err(Failed::rejected)
+    }
+
+    /// The request in OpenAI's chat shape.
+    fn openai(&self) -> Result<std::borrow::Cow<'_, Value>, Failed> {
+        match self {
+            Self::Chat(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            Self::Responses { body, stream } => responses::to_openai_request(body, *stream)
+                .map(std::borrow::Cow::Owned)
+                .map_err(Failed::rejected),
+        }
+    }
 }
 
 fn cannot(provider: &Provider, what: &str) -> Failed {
@@ -280,7 +317,7 @@ fn translated(
     provider: &Provider,
     backend: &Backend,
     ask: &Ask<'_>,
-    request: &Value,
+    request: &Translatable,
 ) -> Result<(String, Vec<u8>, Wire, Option<String>), Failed> {
     let model: &str = &backend.upstream_model;
     let embeddings = ask.endpoint == Endpoint::Embeddings;
@@ -293,7 +330,7 @@ fn translated(
                     "embeddings (Anthropic has no embeddings API)",
                 ));
             }
-            let req = chat_request(request)?;
+            let req = request.chat_request()?;
             return Ok((
                 format!("{}/v1/messages", provider.endpoint),
                 encode(&anthropic::build_request(&req, model, ask.stream)),
@@ -309,7 +346,8 @@ fn translated(
                 format!("models/{model}")
             };
             if embeddings {
-                let embed = gemini::EmbedAsk::from_openai(request).map_err(Failed::rejected)?;
+                let embed =
+                    gemini::EmbedAsk::from_openai(&*request.openai()?).map_err(Failed::rejected)?;
                 let short = name.trim_start_matches("models/");
                 let (method, body) = embed.build(short);
                 (
@@ -318,7 +356,7 @@ fn translated(
                     Wire::GeminiEmbed(embed),
                 )
             } else {
-                let req = chat_request(request)?;
+                let req = request.chat_request()?;
                 let method = if ask.stream {
                     "streamGenerateContent?alt=sse"
                 } else {
@@ -338,7 +376,7 @@ fn translated(
                     "embeddings (Vertex AI embeddings are not translated yet)",
                 ));
             }
-            let req = chat_request(request)?;
+            let req = request.chat_request()?;
             let url = vertex_url(provider, model, ask.stream)?;
             return Ok(match vertex::family(model) {
                 vertex::Family::Claude => (
@@ -364,7 +402,7 @@ fn translated(
                     "embeddings (the Converse API has none; use an OpenAI-compatible embeddings provider)",
                 ));
             }
-            let req = chat_request(request)?;
+            let req = request.chat_request()?;
             let tool = bedrock::json_tool(&req, model);
             let body = bedrock::build_request(&req, tool.as_ref()).map_err(Failed::rejected)?;
             return Ok((
@@ -393,7 +431,7 @@ fn translated(
             );
             (
                 url,
-                openai_body(ask, request, model, false),
+                openai_body(ask, &*request.openai()?, model, false),
                 if embeddings {
                     Wire::OpenAiEmbeddings
                 } else {
@@ -404,7 +442,12 @@ fn translated(
         // OpenAI-compatible backends reach here only for Anthropic and Responses callers.
         other => (
             format!("{}/chat/completions", provider.endpoint),
-            openai_body(ask, request, model, other == ProviderType::OpenAI),
+            openai_body(
+                ask,
+                &*request.openai()?,
+                model,
+                other == ProviderType::OpenAI,
+            ),
             Wire::OpenAiChat,
         ),
     };

@@ -472,16 +472,21 @@ fn read_tool(t: &Value) -> Result<Tool, ApiError> {
             .get("description")
             .and_then(Value::as_str)
             .map(str::to_string),
-        parameters: match f.get("parameters") {
-            Some(Value::Object(o)) => Value::Object(o.clone()),
-            _ => {
-                let mut o = Map::new();
-                o.insert("type".into(), "object".into());
-                o.insert("properties".into(), Value::Object(Map::new()));
-                Value::Object(o)
-            }
-        },
+        parameters: tool_parameters(f.get("parameters")),
     })
+}
+
+/// A tool's JSON Schema of its arguments: the object given, else one of no properties.
+pub fn tool_parameters(given: Option<&Value>) -> Value {
+    match given {
+        Some(Value::Object(o)) => Value::Object(o.clone()),
+        _ => {
+            let mut o = Map::new();
+            o.insert("type".into(), "object".into());
+            o.insert("properties".into(), Value::Object(Map::new()));
+            Value::Object(o)
+        }
+    }
 }
 
 /// Parses tool-call arguments into an object, as providers that take structured input need.

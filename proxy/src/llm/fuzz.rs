@@ -2,7 +2,7 @@
 //! must never panic, and incremental parsers must not depend on where their input is split.
 //!
 //! The suite runs a few thousand cases per target. For the long run set `TOLLGATE_FUZZ_CASES`, e.g.
-//! `TOLLGATE_FUZZ_CASES=1000000 cargo test -p tollgate-proxy --release --lib providers::fuzz`.
+//! `TOLLGATE_FUZZ_CASES=1000000 cargo test -p tollgate-proxy --release --lib llm::fuzz`.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -14,11 +14,13 @@ use super::chat::{Answer, ChatRequest};
 use super::eventstream::{self, FrameDecoder};
 use super::gemini::{self, GeminiDecoder};
 use super::json_answer::{self, ToolAsText};
+use super::openai::RequestDoc;
 use super::responses::{self, Echo};
 use super::responses_stream::{ResponsesEncoder, ResponsesPassthrough};
 use super::sse::SseDecoder;
 use super::stream::Transcode;
 use super::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Piece};
+use super::vertex;
 use crate::llm::messages::{self, AnthropicEncoder};
 
 fn cases() -> u32 {
@@ -441,7 +443,10 @@ fn request_translators_never_panic() {
                 let _ = anthropic::build_request(&req, "m", stream);
                 let _ = json_answer::tool_for(&req);
             }
-            let _ = Echo::read(|k| v.get(k).cloned());
+            if let Ok(req) = responses::to_chat_request(&v) {
+                let _ = gemini::build_request(&req);
+            }
+            echo_is_repeated_as_sent(&v);
             let _ = messages::estimate_input_tokens(&v);
             if let Ok(req) = ChatRequest::from_openai(&v) {
                 let _ = anthropic::build_request(&req, "m", stream);
@@ -455,8 +460,197 @@ fn request_translators_never_panic() {
             if let Ok(openai) = messages::to_openai_request(&v, stream) {
                 let _ = ChatRequest::from_openai(&openai);
             }
+            let _ = vertex::claude_body(v.clone());
             Ok(())
         })
+        .unwrap();
+}
+
+/// A request's settings, as a `response` object in a stream repeats them, are the request's own
+/// values (or the defaults where it has none), however the caller spaced its JSON.
+fn echo_is_repeated_as_sent(v: &Value) {
+    let text = serde_json::to_string_pretty(v).expect("JSON values serialise");
+    let Ok(doc) = RequestDoc::parse(text.as_bytes()) else {
+        return;
+    };
+    // Compared with serde's reading of the same text, which is not exact for every float.
+    let v: Value = serde_json::from_str(&text).expect("JSON it wrote");
+    let mut out = Vec::new();
+    ResponsesEncoder::new("m", Echo::read(&doc)).finish(&mut out);
+    let mut events = Vec::new();
+    let mut d = SseDecoder::new();
+    d.feed(&out, &mut events);
+    d.finish(&mut events);
+    let last = events
+        .last()
+        .expect("a failed stream ends in response.failed");
+    let data: Value = serde_json::from_str(&last.data).expect("events are JSON");
+    let response = &data["response"];
+    for key in [
+        "instructions",
+        "metadata",
+        "tools",
+        "text",
+        "temperature",
+        "user",
+    ] {
+        match v.get(key).filter(|x| !x.is_null()) {
+            Some(sent) => assert_eq!(&response[key], sent, "{key}"),
+            None => assert!(response.get(key).is_some(), "{key}"),
+        }
+    }
+}
+
+/// A Responses request of well-formed pieces (messages of every role with text, refusal and image
+/// parts, calls, their outputs, reasoning, tools, formats) and now and then a mistake, so that most
+/// are read to the end.
+fn responses_request() -> impl Strategy<Value = Value> {
+    let text = || {
+        prop_oneof![
+            prop::sample::select(WORDS).prop_map(str::to_string),
+            ".{0,8}".prop_map(String::from),
+        ]
+    };
+    let image = prop::sample::select(
+        &[
+            "https://x/y.png",
+            "data:image/png;base64,AAAA",
+            "data:,x",
+            "ftp://x",
+        ][..],
+    );
+    let part = prop_oneof![
+        4 => (prop::sample::select(&["input_text", "output_text", "text"][..]), text())
+            .prop_map(|(kind, t)| serde_json::json!({"type": kind, "text": t})),
+        1 => text().prop_map(|t| serde_json::json!({"type": "refusal", "refusal": t})),
+        2 => (image, prop::option::of(prop::sample::select(&["low", "high"][..]))).prop_map(
+            |(url, detail)| {
+                let mut p = serde_json::json!({"type": "input_image", "image_url": url});
+                if let Some(d) = detail {
+                    p["detail"] = d.into();
+                }
+                p
+            }
+        ),
+        1 => json_value(),
+    ];
+    let content = prop_oneof![
+        text().prop_map(Value::String),
+        prop::collection::vec(part, 0..4).prop_map(Value::Array),
+    ];
+    let roles = prop::sample::select(&["user", "assistant", "system", "developer"][..]);
+    let item = prop_oneof![
+        6 => (roles, content, any::<bool>()).prop_map(|(role, content, typed)| {
+            let mut m = serde_json::json!({"role": role, "content": content});
+            if typed {
+                m["type"] = "message".into();
+            }
+            m
+        }),
+        3 => (text(), prop_oneof![Just(Value::Null), text().prop_map(Value::String), json_value()])
+            .prop_map(|(name, arguments)| serde_json::json!({"type": "function_call",
+                "call_id": "call_1", "name": name, "arguments": arguments})),
+        2 => prop_oneof![
+            text().prop_map(Value::String),
+            prop::collection::vec(text().prop_map(|t| serde_json::json!({"type": "input_text", "text": t})), 0..3)
+                .prop_map(Value::Array),
+        ]
+        .prop_map(|output| serde_json::json!({"type": "function_call_output", "call_id": "call_1",
+                                              "output": output})),
+        1 => Just(serde_json::json!({"type": "reasoning", "id": "rs_1", "summary": []})),
+        1 => text().prop_map(Value::String),
+        1 => json_value(),
+    ];
+    let tool = (text(), json_value(), any::<bool>(), json_value()).prop_map(
+        |(name, description, object, parameters)| {
+            serde_json::json!({"type": "function", "name": name, "description": description,
+                "parameters": if object { serde_json::json!({"type": "object"}) } else { parameters }})
+        },
+    );
+    let format = prop_oneof![
+        Just(Value::Null),
+        Just(serde_json::json!({"format": {"type": "text"}})),
+        Just(serde_json::json!({"format": {"type": "json_object"}})),
+        Just(
+            serde_json::json!({"format": {"type": "json_schema", "name": "w", "strict": true,
+                                           "schema": {"type": "object"}}})
+        ),
+        json_value(),
+    ];
+    let choice = prop_oneof![
+        Just(Value::Null),
+        prop::sample::select(WORDS).prop_map(|w| Value::String(w.to_string())),
+        Just(serde_json::json!({"type": "function", "name": "f"})),
+        json_value(),
+    ];
+    let number = prop_oneof![
+        Just(Value::Null),
+        (0u64..300).prop_map(Value::from),
+        (0.0f64..2.0).prop_map(Value::from),
+        json_value(),
+    ];
+    (
+        (
+            prop::option::of(text()),
+            prop_oneof![
+                8 => prop::collection::vec(item, 0..6).prop_map(Value::Array),
+                1 => text().prop_map(Value::String),
+            ],
+            prop::option::of(prop::collection::vec(tool, 0..3)),
+            choice,
+            format,
+        ),
+        (
+            number.clone(),
+            number,
+            prop::option::of(prop::sample::select(WORDS)),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (instructions, input, tools, choice, format),
+                (max, temperature, effort, parallel),
+            )| {
+                let mut v = serde_json::json!({"model": "m", "input": input,
+                    "tool_choice": choice, "text": format, "max_output_tokens": max,
+                    "temperature": temperature, "parallel_tool_calls": parallel});
+                if let Some(i) = instructions {
+                    v["instructions"] = i.into();
+                }
+                if let Some(t) = tools {
+                    v["tools"] = t.into();
+                }
+                if let Some(e) = effort {
+                    v["reasoning"] = serde_json::json!({"effort": e});
+                }
+                v
+            },
+        )
+}
+
+/// Reading a Responses request straight into the neutral request gives what reading it into OpenAI's
+/// chat shape and that into the neutral request gives: the same request, or the same 400.
+#[test]
+fn responses_requests_read_alike_straight_and_through_the_chat_shape() {
+    runner()
+        .run(
+            &prop_oneof![3 => responses_request(), 1 => responses_like()],
+            |v| {
+                let straight = responses::to_chat_request(&v);
+                let through = responses::to_openai_request(&v, false)
+                    .and_then(|chat| ChatRequest::from_openai(&chat));
+                match (straight, through) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                    (Err(a), Err(b)) => prop_assert_eq!(
+                        (a.status, a.code, a.param, a.message),
+                        (b.status, b.code, b.param, b.message)
+                    ),
+                    (a, b) => prop_assert!(false, "straight {:?}, through {:?}", a, b),
+                }
+                Ok(())
+            },
+        )
         .unwrap();
 }
 
@@ -475,7 +669,9 @@ fn response_translators_never_panic() {
             {
                 let _ = answer.to_openai();
                 let _ = messages::answer_to_message(&answer);
-                let _ = responses::answer_to_response(&answer, &Echo::default());
+                let written = responses::answer_to_response(&answer, &Echo::default());
+                let read: Value = serde_json::from_slice(&written).expect("a response is JSON");
+                assert_eq!(read["model"].as_str(), Some(answer.model.as_str()));
                 let mut as_json = answer.clone();
                 json_answer::answer_from_tool(&mut as_json, "f");
             }

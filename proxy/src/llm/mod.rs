@@ -23,6 +23,7 @@ mod pricing_tests;
 pub mod prompt;
 pub mod replay;
 pub mod responses;
+pub mod responses_request;
 pub mod responses_stream;
 pub mod scrub;
 pub mod sigv4;

@@ -13,22 +13,26 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::responses::{
-    Echo, call_item, counts, message_item, new_id, reasoning_item, response_object, status_of,
-    usage_json,
+    Echo, OutputItem, ResponseError, ResponseObject, counts, new_id, number, status_of, string,
 };
 use super::scrub::{self, LazySecrets};
 use super::sse::{SseDecoder, SseEvent};
 use super::stream::{Encode, Finish, Piece, TokenCounts, Transcode, openai_error_type, write_sse};
 use crate::llm::Usage;
 
+/// Which text an item holds.
+#[derive(Clone, Copy, PartialEq)]
+enum TextKind {
+    /// The model's reasoning as it showed it (`reasoning_text` content).
+    Reasoning,
+    /// The answer's text (`output_text` content).
+    Message,
+}
+
 /// One output item of the answer being written.
 enum Item {
-    /// The model's reasoning as it showed it (`reasoning_text` content).
-    Reasoning {
-        id: String,
-        text: String,
-    },
-    Message {
+    Text {
+        kind: TextKind,
         id: String,
         text: String,
     },
@@ -43,25 +47,65 @@ enum Item {
 }
 
 impl Item {
-    fn id(&self) -> &str {
+    fn output(&self) -> OutputItem<'_> {
         match self {
-            Self::Reasoning { id, .. } | Self::Message { id, .. } | Self::Call { id, .. } => id,
-        }
-    }
-
-    fn done(&self) -> Value {
-        match self {
-            Self::Reasoning { id, text } => reasoning_item(id, text),
-            Self::Message { id, text } => message_item(id, text),
+            Self::Text {
+                kind: TextKind::Reasoning,
+                id,
+                text,
+            } => OutputItem::Reasoning { id, text },
+            Self::Text {
+                kind: TextKind::Message,
+                id,
+                text,
+            } => OutputItem::Message { id, text },
             Self::Call {
                 id,
                 call_id,
                 name,
                 arguments,
                 ..
-            } => call_item(id, call_id, name, arguments),
+            } => OutputItem::Call {
+                id,
+                call_id,
+                name,
+                arguments,
+            },
         }
     }
+}
+
+/// Writes one event: `kind` in `event:` and in its data's `type`, the next sequence number, then
+/// the members `members` writes (each after a comma).
+fn event(out: &mut Vec<u8>, sequence: &mut u64, kind: &str, members: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: {\"type\":");
+    string(out, kind);
+    out.extend_from_slice(b",\"sequence_number\":");
+    number(out, *sequence);
+    *sequence += 1;
+    members(out);
+    out.extend_from_slice(b"}\n\n");
+}
+
+/// `,"item_id":…,"output_index":…`, and for an item with content `,"content_index":0`.
+fn place(out: &mut Vec<u8>, item: &OutputItem<'_>, index: usize) {
+    out.extend_from_slice(b",\"item_id\":");
+    string(out, item.id());
+    out.extend_from_slice(b",\"output_index\":");
+    number(out, index);
+    if !matches!(item, OutputItem::Call { .. }) {
+        out.extend_from_slice(b",\"content_index\":0");
+    }
+}
+
+/// `,"output_index":…,"item":…`, the item whole or as it starts.
+fn item_member(out: &mut Vec<u8>, item: &OutputItem<'_>, index: usize, done: bool) {
+    out.extend_from_slice(b",\"output_index\":");
+    number(out, index);
+    out.extend_from_slice(b",\"item\":");
+    item.write(out, done);
 }
 
 /// Responses API stream events written from pieces.
@@ -98,27 +142,36 @@ impl ResponsesEncoder {
         }
     }
 
-    fn emit(&mut self, kind: &str, mut data: Value, out: &mut Vec<u8>) {
-        data["type"] = kind.into();
-        data["sequence_number"] = self.sequence.into();
-        self.sequence += 1;
-        write_sse(out, Some(kind), &data);
-    }
-
-    fn response(&self, status: &str, with_output: bool) -> Value {
-        let output = if with_output {
-            self.items.iter().map(Item::done).collect()
+    /// Writes an event holding the response as it stands, with its output items when `whole`.
+    fn response_event(
+        &mut self,
+        kind: &str,
+        status: &str,
+        whole: bool,
+        incomplete: Option<&str>,
+        error: Option<ResponseError<'_>>,
+        out: &mut Vec<u8>,
+    ) {
+        let output: Vec<OutputItem<'_>> = if whole {
+            self.items.iter().map(Item::output).collect()
         } else {
             Vec::new()
         };
-        response_object(
-            &self.id,
-            self.created_at,
-            &self.model,
+        let response = ResponseObject {
+            id: &self.id,
+            created_at: self.created_at,
+            model: &self.model,
             status,
-            output,
-            &self.echo,
-        )
+            incomplete,
+            error,
+            usage: whole.then_some(&self.counts),
+            output: &output,
+            echo: &self.echo,
+        };
+        event(out, &mut self.sequence, kind, |out| {
+            out.extend_from_slice(b",\"response\":");
+            response.write(out);
+        });
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
@@ -126,9 +179,15 @@ impl ResponsesEncoder {
             return;
         }
         self.started = true;
-        let r = self.response("in_progress", false);
-        self.emit("response.created", json!({"response": r}), out);
-        self.emit("response.in_progress", json!({"response": r}), out);
+        self.response_event("response.created", "in_progress", false, None, None, out);
+        self.response_event(
+            "response.in_progress",
+            "in_progress",
+            false,
+            None,
+            None,
+            out,
+        );
     }
 
     /// Ends the open item with its `….done` events.
@@ -136,133 +195,102 @@ impl ResponsesEncoder {
         let Some(index) = self.open.take() else {
             return;
         };
-        let item = &self.items[index];
-        let id = item.id().to_string();
-        let done = item.done();
+        let item = self.items[index].output();
+        let seq = &mut self.sequence;
         match item {
-            Item::Reasoning { text, .. } => {
-                let text = text.clone();
-                let base = json!({"item_id": id, "output_index": index, "content_index": 0});
-                let mut e = base.clone();
-                e["text"] = text.clone().into();
-                self.emit("response.reasoning_text.done", e, out);
-                let mut e = base;
-                e["part"] = json!({"type": "reasoning_text", "text": text});
-                self.emit("response.content_part.done", e, out);
+            OutputItem::Reasoning { text, .. } | OutputItem::Message { text, .. } => {
+                let message = matches!(item, OutputItem::Message { .. });
+                let kind = if message {
+                    "response.output_text.done"
+                } else {
+                    "response.reasoning_text.done"
+                };
+                event(out, seq, kind, |out| {
+                    place(out, &item, index);
+                    out.extend_from_slice(b",\"text\":");
+                    string(out, text);
+                    if message {
+                        out.extend_from_slice(b",\"logprobs\":[]");
+                    }
+                });
+                event(out, seq, "response.content_part.done", |out| {
+                    place(out, &item, index);
+                    out.extend_from_slice(b",\"part\":");
+                    item.write_part(out, text);
+                });
             }
-            Item::Message { text, .. } => {
-                let text = text.clone();
-                let base = json!({"item_id": id, "output_index": index, "content_index": 0});
-                let mut e = base.clone();
-                e["text"] = text.clone().into();
-                e["logprobs"] = json!([]);
-                self.emit("response.output_text.done", e, out);
-                let mut e = base;
-                e["part"] =
-                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
-                self.emit("response.content_part.done", e, out);
-            }
-            Item::Call {
+            OutputItem::Call {
                 name, arguments, ..
-            } => {
-                let e = json!({"item_id": id, "output_index": index, "name": name,
-                               "arguments": arguments});
-                self.emit("response.function_call_arguments.done", e, out);
-            }
+            } => event(out, seq, "response.function_call_arguments.done", |out| {
+                place(out, &item, index);
+                out.extend_from_slice(b",\"name\":");
+                string(out, name);
+                out.extend_from_slice(b",\"arguments\":");
+                string(out, arguments);
+            }),
         }
-        self.emit(
-            "response.output_item.done",
-            json!({"output_index": index, "item": done}),
-            out,
-        );
+        event(out, seq, "response.output_item.done", |out| {
+            item_member(out, &item, index, true)
+        });
     }
 
     /// Opens `item` as the next output item.
     fn open_item(&mut self, item: Item, out: &mut Vec<u8>) -> usize {
         self.close(out);
         let index = self.items.len();
-        let (added, part) = match &item {
-            Item::Reasoning { id, .. } => (
-                json!({"type": "reasoning", "id": id, "summary": [], "content": []}),
-                Some(json!({"type": "reasoning_text", "text": ""})),
-            ),
-            Item::Message { id, .. } => (
-                json!({"type": "message", "id": id,
-                "status": "in_progress", "role": "assistant", "content": []}),
-                Some(json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []})),
-            ),
-            Item::Call {
-                id, call_id, name, ..
-            } => (
-                json!({"type": "function_call", "id": id, "call_id": call_id,
-                "name": name, "arguments": "", "status": "in_progress"}),
-                None,
-            ),
-        };
-        let id = item.id().to_string();
         self.items.push(item);
         self.open = Some(index);
-        self.emit(
-            "response.output_item.added",
-            json!({"output_index": index, "item": added}),
-            out,
-        );
-        if let Some(part) = part {
-            self.emit(
-                "response.content_part.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
-                out,
-            );
+        let item = self.items[index].output();
+        let seq = &mut self.sequence;
+        event(out, seq, "response.output_item.added", |out| {
+            item_member(out, &item, index, false)
+        });
+        if !matches!(item, OutputItem::Call { .. }) {
+            event(out, seq, "response.content_part.added", |out| {
+                place(out, &item, index);
+                out.extend_from_slice(b",\"part\":");
+                item.write_part(out, "");
+            });
         }
         index
     }
 
-    fn reasoning(&mut self, t: String, out: &mut Vec<u8>) {
+    /// A delta of reasoning or of the answer's text, in an item of its kind.
+    fn text(&mut self, kind: TextKind, t: &str, out: &mut Vec<u8>) {
         let index = match self.open {
-            Some(i) if matches!(self.items[i], Item::Reasoning { .. }) => i,
-            _ => self.open_item(
-                Item::Reasoning {
-                    id: new_id("rs"),
+            Some(i) if matches!(&self.items[i], Item::Text { kind: k, .. } if *k == kind) => i,
+            _ => {
+                let prefix = match kind {
+                    TextKind::Reasoning => "rs",
+                    TextKind::Message => "msg",
+                };
+                let item = Item::Text {
+                    kind,
+                    id: new_id(prefix),
                     text: String::new(),
-                },
-                out,
-            ),
+                };
+                self.open_item(item, out)
+            }
         };
-        let id = self.items[index].id().to_string();
-        if let Item::Reasoning { text, .. } = &mut self.items[index] {
-            text.push_str(&t);
+        if let Item::Text { text, .. } = &mut self.items[index] {
+            text.push_str(t);
         }
-        self.emit(
-            "response.reasoning_text.delta",
-            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t}),
-            out,
-        );
+        let item = self.items[index].output();
+        let name = match kind {
+            TextKind::Reasoning => "response.reasoning_text.delta",
+            TextKind::Message => "response.output_text.delta",
+        };
+        event(out, &mut self.sequence, name, |out| {
+            place(out, &item, index);
+            out.extend_from_slice(b",\"delta\":");
+            string(out, t);
+            if kind == TextKind::Message {
+                out.extend_from_slice(b",\"logprobs\":[]");
+            }
+        });
     }
 
-    fn text(&mut self, t: String, out: &mut Vec<u8>) {
-        let index = match self.open {
-            Some(i) if matches!(self.items[i], Item::Message { .. }) => i,
-            _ => self.open_item(
-                Item::Message {
-                    id: new_id("msg"),
-                    text: String::new(),
-                },
-                out,
-            ),
-        };
-        let id = self.items[index].id().to_string();
-        if let Item::Message { text, .. } = &mut self.items[index] {
-            text.push_str(&t);
-        }
-        self.emit(
-            "response.output_text.delta",
-            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t,
-                   "logprobs": []}),
-            out,
-        );
-    }
-
-    fn arguments(&mut self, tool: usize, fragment: String, out: &mut Vec<u8>) {
+    fn arguments(&mut self, tool: usize, fragment: &str, out: &mut Vec<u8>) {
         let found = self
             .items
             .iter()
@@ -285,14 +313,19 @@ impl ResponsesEncoder {
         if fragment.is_empty() {
             return;
         }
-        let id = self.items[index].id().to_string();
         if let Item::Call { arguments, .. } = &mut self.items[index] {
-            arguments.push_str(&fragment);
+            arguments.push_str(fragment);
         }
-        self.emit(
-            "response.function_call_arguments.delta",
-            json!({"item_id": id, "output_index": index, "delta": fragment}),
+        let item = self.items[index].output();
+        event(
             out,
+            &mut self.sequence,
+            "response.function_call_arguments.delta",
+            |out| {
+                place(out, &item, index);
+                out.extend_from_slice(b",\"delta\":");
+                string(out, fragment);
+            },
         );
     }
 }
@@ -314,14 +347,14 @@ impl Encode for ResponsesEncoder {
             Piece::Text(t) => {
                 if !t.is_empty() {
                     self.start(out);
-                    self.text(t, out);
+                    self.text(TextKind::Message, &t, out);
                 }
             }
             // Reasoning the model shows is its own output item, before the text it leads to.
             Piece::Reasoning(t) => {
                 if !t.is_empty() {
                     self.start(out);
-                    self.reasoning(t, out);
+                    self.text(TextKind::Reasoning, &t, out);
                 }
             }
             Piece::ToolStart { index, id, name } => {
@@ -339,7 +372,7 @@ impl Encode for ResponsesEncoder {
             }
             Piece::ToolArgs { index, fragment } => {
                 self.start(out);
-                self.arguments(index, fragment, out);
+                self.arguments(index, &fragment, out);
             }
             Piece::Finish(f) => {
                 self.start(out);
@@ -364,26 +397,22 @@ impl Encode for ResponsesEncoder {
         self.close(out);
         if self.items.is_empty() {
             // An answer always has an output item, if only an empty message.
-            self.open_item(
-                Item::Message {
-                    id: new_id("msg"),
-                    text: String::new(),
-                },
-                out,
-            );
+            let item = Item::Text {
+                kind: TextKind::Message,
+                id: new_id("msg"),
+                text: String::new(),
+            };
+            self.open_item(item, out);
             self.close(out);
         }
         self.ended = true;
         let (status, incomplete) = status_of(finish);
-        let mut r = self.response(status, true);
-        r["incomplete_details"] = incomplete;
-        r["usage"] = usage_json(&self.counts);
         let kind = if status == "completed" {
             "response.completed"
         } else {
             "response.incomplete"
         };
-        self.emit(kind, json!({"response": r}), out);
+        self.response_event(kind, status, true, incomplete, None, out);
     }
 
     fn fail(&mut self, status: u16, message: &str, out: &mut Vec<u8>) {
@@ -397,16 +426,23 @@ impl Encode for ResponsesEncoder {
         } else {
             "upstream_stream_error"
         };
-        self.emit(
-            "error",
-            json!({"code": code, "message": message, "param": null}),
-            out,
-        );
-        let mut r = self.response("failed", true);
-        r["error"] = json!({"code": if status == 429 { "rate_limit_exceeded" } else { "server_error" },
-                            "message": message, "type": openai_error_type(status)});
-        r["usage"] = usage_json(&self.counts);
-        self.emit("response.failed", json!({"response": r}), out);
+        event(out, &mut self.sequence, "error", |out| {
+            out.extend_from_slice(b",\"code\":");
+            string(out, code);
+            out.extend_from_slice(b",\"message\":");
+            string(out, message);
+            out.extend_from_slice(b",\"param\":null");
+        });
+        let error = ResponseError {
+            code: if status == 429 {
+                "rate_limit_exceeded"
+            } else {
+                "server_error"
+            },
+            message,
+            kind: openai_error_type(status),
+        };
+        self.response_event("response.failed", "failed", true, None, Some(error), out);
     }
 }
 

@@ -90,16 +90,15 @@ fn translation_cost() {
     let responses_request = time(|| {
         let _doc = RequestDoc::parse(black_box(&responses_body)).unwrap();
         let v: Value = serde_json::from_slice(&responses_body).unwrap();
-        let openai = responses::to_openai_request(&v, false).unwrap();
-        let req = ChatRequest::from_openai(&openai).unwrap();
+        let req = responses::to_chat_request(&v).unwrap();
         black_box(serde_json::to_vec(&anthropic::build_request(&req, "claude", false)).unwrap());
     });
     let doc = RequestDoc::parse(&responses_body).unwrap();
     let responses_answer = time(|| {
         let a: Value = serde_json::from_slice(black_box(&upstream)).unwrap();
         let answer = anthropic::read_response(&a, "claude").unwrap();
-        let echo = Echo::read(|k| serde_json::from_str(doc.get(k)?.get()).ok());
-        black_box(responses::answer_to_response(&answer, &echo).to_string());
+        let echo = Echo::read(&doc);
+        black_box(responses::answer_to_response(&answer, &echo));
     });
     let chat_ns = chat_request + chat_answer;
     let responses_ns = responses_request + responses_answer;
