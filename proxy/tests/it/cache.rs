@@ -147,6 +147,13 @@ async fn a_repeated_call_is_answered_from_the_cache_without_reaching_the_upstrea
     let miss = proxy.log_line_of(&first.request_id()).await;
     assert_eq!(miss["cache"], "miss");
     assert_eq!(miss["tokens_in"], 11);
+    assert!(miss.get("saved_cost_usd").is_none(), "{miss}");
+    // The hit says what it did not spend: the usage and cost of the call that made the answer.
+    assert_eq!(hit["saved_tokens_in"], miss["tokens_in"]);
+    assert_eq!(hit["saved_tokens_out"], miss["tokens_out"]);
+    let cost = miss["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0, "{miss}");
+    assert_eq!(hit["saved_cost_usd"].as_f64(), Some(cost));
 
     assert_eq!(
         metric(&proxy, "tollgate_cache_lookups_total{result=\"hit\"}").await,
@@ -159,6 +166,10 @@ async fn a_repeated_call_is_answered_from_the_cache_without_reaching_the_upstrea
     assert_eq!(
         metric(&proxy, "tollgate_cache_saved_tokens_total").await,
         18.0
+    );
+    assert_eq!(
+        metric(&proxy, "tollgate_cache_saved_cost_usd_total").await,
+        cost
     );
     assert_eq!(metric(&proxy, "tollgate_cache_entries").await, 2.0);
     proxy.stop().await;
@@ -362,6 +373,18 @@ async fn a_streamed_answer_is_recorded_and_replayed_as_server_sent_events() {
         assert_eq!(said_by_stream(&reply.body), said_by_whole(&whole.json()));
     }
     assert_eq!(upstream_calls(&fake), 2);
+    // Time to first token is a provider's: a replayed stream records none, in the access log or in
+    // the histogram, which holds the one streamed miss.
+    assert!(proxy.log_line_of(&first.request_id()).await["ttft_ms"].is_number());
+    assert_eq!(line["ttft_ms"], Value::Null);
+    assert_eq!(
+        metric(
+            &proxy,
+            "tollgate_time_to_first_token_seconds_count{route=\"team-a/chat\"}"
+        )
+        .await,
+        1.0
+    );
     proxy.stop().await;
 }
 

@@ -22,6 +22,7 @@ use crate::call::record::Call;
 use crate::call::shared::Shared;
 use crate::error::ApiError;
 use crate::llm::replay::{stream_of_whole, whole_of_stream};
+use crate::telemetry::Saved;
 
 /// `hit`, `miss`, `bypass` or `semantic-hit`.
 pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-tollgate-cache");
@@ -315,8 +316,14 @@ fn hit(
         "hit"
     };
     call.cache = Some(kind);
-    shared.recorder.metrics.cache_lookup(kind);
-    shared.recorder.metrics.cache_saved(entry.tokens);
+    call.saved = Some(Saved {
+        tokens_in: entry.tokens_in,
+        tokens_out: entry.tokens_out,
+        cost_usd: entry.cost_usd,
+    });
+    let metrics = &shared.recorder.metrics;
+    metrics.cache_lookup(kind);
+    metrics.cache_saved(entry.tokens_in + entry.tokens_out, entry.cost_usd);
     replay(entry, age_ms, similarity)
 }
 
