@@ -21,7 +21,9 @@ use crate::call::model_call::{RoutedCall, model_call, route_call};
 use crate::call::record::Call;
 use crate::call::shared::Shared;
 use crate::error::ApiError;
-use crate::llm::replay::{stream_of_whole, whole_of_stream};
+use crate::llm::replay::{
+    message_stream_of_whole, message_whole_of_stream, stream_of_whole, whole_of_stream,
+};
 use crate::telemetry::Saved;
 
 /// `hit`, `miss`, `bypass` or `semantic-hit`.
@@ -49,7 +51,12 @@ pub async fn cached_call(
             return model_call(shared, snapshot, routed, call).await;
         }
     };
-    let Some(policy) = route.cache.as_ref().filter(|p| p.covers(endpoint)) else {
+    // A model's own settings, when it has them, replace the route's.
+    let Some(policy) = routed
+        .model
+        .cache_policy(route)
+        .filter(|p| p.covers(endpoint))
+    else {
         return model_call(shared, snapshot, routed, call).await;
     };
     let metrics = &shared.recorder.metrics;
@@ -99,17 +106,19 @@ pub async fn cached_call(
             };
             let key = cache_key(&parts, routed.ask.body)?;
             asked = semantic.and_then(|s| question(&parts, routed.ask.body, s.max_turns));
-            if endpoint == CacheEndpoint::Chat {
-                let others: &[Form] = match form {
-                    Form::Whole => &[Form::StreamWithUsage],
-                    Form::Stream => &[Form::Whole, Form::StreamWithUsage],
-                    Form::StreamWithUsage => &[Form::Whole],
-                };
-                other_forms = others
-                    .iter()
-                    .filter_map(|&form| cache_key(&KeyParts { form, ..parts }, routed.ask.body))
-                    .collect();
-            }
+            let others: &[Form] = match (endpoint, form) {
+                (CacheEndpoint::Chat, Form::Whole) => &[Form::StreamWithUsage],
+                (CacheEndpoint::Chat, Form::Stream) => &[Form::Whole, Form::StreamWithUsage],
+                (CacheEndpoint::Chat, Form::StreamWithUsage) => &[Form::Whole],
+                // Anthropic's streams always say their usage.
+                (CacheEndpoint::Messages, Form::Whole) => &[Form::Stream],
+                (CacheEndpoint::Messages, _) => &[Form::Whole],
+                _ => &[],
+            };
+            other_forms = others
+                .iter()
+                .filter_map(|&form| cache_key(&KeyParts { form, ..parts }, routed.ask.body))
+                .collect();
             Some(key)
         });
     let Some(key) = key else {
@@ -133,7 +142,9 @@ pub async fn cached_call(
                 continue;
             };
             let age_ms = shared.cache.clock.now_unix_ms() - entry.stored_ms;
-            if let Some(entry) = reform(&entry, form).filter(|_| directives.accepts_age(age_ms)) {
+            if let Some(entry) =
+                reform(&entry, endpoint, form).filter(|_| directives.accepts_age(age_ms))
+            {
                 return Ok(hit(call, shared, &entry, age_ms, None));
             }
         }
@@ -283,15 +294,22 @@ async fn embed(
     }
 }
 
-/// A stored chat answer in the form `want`: a whole answer as a stream, a stream (with its usage
-/// chunk) as a whole answer or a stream without that chunk; the text, tool calls, finish reason and
-/// usage are the same (`llm::replay`). `None` when the entry cannot be read so.
-fn reform(entry: &Entry, want: Form) -> Option<Entry> {
-    let body = match (entry.stream, want) {
-        (false, Form::Stream) => stream_of_whole(&entry.body, false)?,
-        (false, Form::StreamWithUsage) => stream_of_whole(&entry.body, true)?,
-        (true, Form::Whole) => whole_of_stream(&entry.body)?,
-        (true, Form::Stream) => stream_of_whole(&whole_of_stream(&entry.body)?, false)?,
+/// A stored chat or messages answer in the form `want`: a whole answer as a stream, a stream (for
+/// chat, with its usage chunk) as a whole answer or a chat stream without that chunk; the text, tool
+/// calls, finish reason and usage are the same (`llm::replay`). `None` when the entry cannot be read
+/// so.
+fn reform(entry: &Entry, endpoint: CacheEndpoint, want: Form) -> Option<Entry> {
+    let body = match (endpoint, entry.stream, want) {
+        (CacheEndpoint::Chat, false, Form::Stream) => stream_of_whole(&entry.body, false)?,
+        (CacheEndpoint::Chat, false, Form::StreamWithUsage) => stream_of_whole(&entry.body, true)?,
+        (CacheEndpoint::Chat, true, Form::Whole) => whole_of_stream(&entry.body)?,
+        (CacheEndpoint::Chat, true, Form::Stream) => {
+            stream_of_whole(&whole_of_stream(&entry.body)?, false)?
+        }
+        (CacheEndpoint::Messages, false, Form::Stream | Form::StreamWithUsage) => {
+            message_stream_of_whole(&entry.body)?
+        }
+        (CacheEndpoint::Messages, true, Form::Whole) => message_whole_of_stream(&entry.body)?,
         _ => return None,
     };
     Some(Entry {
