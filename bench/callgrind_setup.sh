@@ -95,10 +95,10 @@ callgrind_proxy() {
 # their own and prints their total.
 callgrind_dump() {
     local before after file
-    before="$(ls "$work"/callgrind.out.* 2>/dev/null | wc -l)"
+    before="$(find "$work" -name "callgrind.out.*" | wc -l)"
     callgrind_control -d "$vg" >/dev/null 2>&1
     for _ in $(seq 100); do
-        after="$(ls "$work"/callgrind.out.* 2>/dev/null | wc -l)"
+        after="$(find "$work" -name "callgrind.out.*" | wc -l)"
         [ "$after" -gt "$before" ] && break
         sleep 0.1
     done
