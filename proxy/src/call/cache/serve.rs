@@ -11,7 +11,7 @@ use tollgate_snapshot::{CacheEndpoint, CacheScope, RouteIdx, SemanticPolicy, Sna
 
 use super::control::Directives;
 use super::entry::Entry;
-use super::key::{CacheKey, Form, KeyParts, cache_key};
+use super::key::{Form, KeyParts, cache_key};
 use super::semantic::{Question, question, unit};
 use super::tee::Tee;
 use crate::call::answer::{event_stream, json};
@@ -81,46 +81,43 @@ pub async fn cached_call(
         .as_ref()
         .filter(|_| matches!(endpoint, CacheEndpoint::Chat | CacheEndpoint::Messages));
     let mut asked: Option<Question> = None;
-    // Chat answers stored in another form that can answer this call (see `reform`).
-    let mut other_forms: Vec<CacheKey> = Vec::new();
     // A prompt API's answer is in its own format: its name is part of the key.
     let prompt_name = call
         .prompt
         .and_then(|at| route.prompts.get(at as usize))
         .map(|p| format!("prompts/{}", p.name));
-    let key = consumer
-        .filter(|_| !directives.no_store && cacheable(endpoint, &routed))
-        .and_then(|consumer| {
-            let parts = KeyParts {
-                endpoint: match endpoint {
-                    CacheEndpoint::Chat => "chat",
-                    CacheEndpoint::Embeddings => "embeddings",
-                    CacheEndpoint::Messages => "messages",
-                    CacheEndpoint::Prompts => prompt_name.as_deref()?,
-                    CacheEndpoint::Responses => "responses",
-                },
-                route: &route_id,
-                consumer: consumer.as_deref(),
-                model: &routed.model.name,
-                form,
-            };
-            let key = cache_key(&parts, routed.ask.body)?;
-            asked = semantic.and_then(|s| question(&parts, routed.ask.body, s.max_turns));
-            let others: &[Form] = match (endpoint, form) {
-                (CacheEndpoint::Chat, Form::Whole) => &[Form::StreamWithUsage],
-                (CacheEndpoint::Chat, Form::Stream) => &[Form::Whole, Form::StreamWithUsage],
-                (CacheEndpoint::Chat, Form::StreamWithUsage) => &[Form::Whole],
-                // Anthropic's streams always say their usage.
-                (CacheEndpoint::Messages, Form::Whole) => &[Form::Stream],
-                (CacheEndpoint::Messages, _) => &[Form::Whole],
-                _ => &[],
-            };
-            other_forms = others
-                .iter()
-                .filter_map(|&form| cache_key(&KeyParts { form, ..parts }, routed.ask.body))
-                .collect();
-            Some(key)
-        });
+    let consumer = consumer.filter(|_| !directives.no_store && cacheable(endpoint, &routed));
+    let parts = consumer.as_ref().and_then(|consumer| {
+        Some(KeyParts {
+            endpoint: match endpoint {
+                CacheEndpoint::Chat => "chat",
+                CacheEndpoint::Embeddings => "embeddings",
+                CacheEndpoint::Messages => "messages",
+                CacheEndpoint::Prompts => prompt_name.as_deref()?,
+                CacheEndpoint::Responses => "responses",
+            },
+            route: &route_id,
+            consumer: consumer.as_deref(),
+            model: &routed.model.name,
+            form,
+        })
+    });
+    let key = parts.as_ref().and_then(|parts| {
+        let key = cache_key(parts, routed.ask.body)?;
+        asked = semantic.and_then(|s| question(parts, routed.ask.body, s.max_turns));
+        Some(key)
+    });
+    // Answers stored in another form that can answer this call (see `reform`); their keys are
+    // made only when this form's lookup misses, since a key costs most of a hit.
+    let other_forms: &[Form] = match (endpoint, form) {
+        (CacheEndpoint::Chat, Form::Whole) => &[Form::StreamWithUsage],
+        (CacheEndpoint::Chat, Form::Stream) => &[Form::Whole, Form::StreamWithUsage],
+        (CacheEndpoint::Chat, Form::StreamWithUsage) => &[Form::Whole],
+        // Anthropic's streams always say their usage.
+        (CacheEndpoint::Messages, Form::Whole) => &[Form::Stream],
+        (CacheEndpoint::Messages, _) => &[Form::Whole],
+        _ => &[],
+    };
     let Some(key) = key else {
         call.cache = Some("bypass");
         metrics.cache_lookup("bypass");
@@ -136,9 +133,18 @@ pub async fn cached_call(
             return Ok(hit(call, shared, &entry, age_ms, None));
         }
     }
-    if !directives.no_cache {
-        for other in &other_forms {
-            let Some(entry) = shared.cache.get(other).await else {
+    if !directives.no_cache
+        && let Some(parts) = &parts
+    {
+        for &other in other_forms {
+            let parts = KeyParts {
+                form: other,
+                ..*parts
+            };
+            let Some(other) = cache_key(&parts, routed.ask.body) else {
+                continue;
+            };
+            let Some(entry) = shared.cache.get(&other).await else {
                 continue;
             };
             let age_ms = shared.cache.clock.now_unix_ms() - entry.stored_ms;
