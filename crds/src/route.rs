@@ -125,6 +125,10 @@ pub struct AIRouteSpec {
     .message("cache.semantic is required with mode Semantic and allowed only with it"))]
 #[serde(rename_all = "camelCase")]
 pub struct CacheSettings {
+    /// `false` turns caching off; on a model, for the calls to that model whatever the route's
+    /// settings say. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     /// How requests are matched to stored answers. Default Exact.
     #[serde(default)]
     pub mode: CacheMode,
@@ -313,6 +317,11 @@ pub struct RouteModel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub context_window: Option<u64>,
+    /// This model's own cache settings, used instead of the route's `spec.cache` for calls to it
+    /// (whole, not merged with the route's); `{enabled: false}` keeps its answers out of the cache.
+    /// Absent: the route's settings apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSettings>,
 }
 
 fn default_weight() -> u32 {

@@ -401,6 +401,20 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
             "cache.ttl must be above 0 and at most 720h (30 days)",
         ),
         (
+            "a model's cache kept longer than 30 days",
+            route(
+                "  prefix: /x\n  models: [{name: m, backends: [{provider: p}], cache: {ttl: 721h}}]\n",
+            ),
+            "cache.ttl must be above 0 and at most 720h (30 days)",
+        ),
+        (
+            "a model's cache with semantic settings in Exact mode",
+            route(
+                "  prefix: /x\n  models: [{name: m, backends: [{provider: p}], cache: {enabled: false, semantic: {embeddingModel: m}}}]\n",
+            ),
+            "cache.semantic is required with mode Semantic and allowed only with it",
+        ),
+        (
             "cache kept for no time",
             route(&format!("  prefix: /x\n{models}  cache: {{ttl: 0s}}\n")),
             "cache.ttl must be above 0 and at most 720h (30 days)",

@@ -14,7 +14,7 @@ use crate::telemetry::metrics::{CallSample, SeriesOf};
 use crate::telemetry::trace::{
     Begun, CallSummary, CallTrace, McpSpan, TRACEPARENT, TRACESTATE, TraceParent, tracestate_ok,
 };
-use crate::telemetry::{AccessLine, Recorder};
+use crate::telemetry::{AccessLine, Recorder, Saved};
 
 /// Which backend answered.
 #[derive(Clone, Debug)]
@@ -108,6 +108,8 @@ pub struct Call {
     pub upstream: Option<crate::upstream::Checkin>,
     /// What the response cache did: `hit`, `miss` or `bypass`; `None` where the route has no cache.
     pub cache: Option<&'static str>,
+    /// On a cache hit, the tokens and cost of the call that made the stored answer.
+    pub saved: Option<Saved>,
     /// For a REST passthrough call, the index of its operation in the route's REST service.
     pub rest_operation: Option<u32>,
     /// The call's trace, when it is sampled: its spans are made when the call ends.
@@ -183,6 +185,7 @@ impl Call {
             key: None,
             upstream: None,
             cache: None,
+            saved: None,
             rest_operation: None,
             trace: None,
             trace_headers: None,
@@ -253,6 +256,19 @@ impl Call {
         }
     }
 
+    /// What the call's usage costs at the prices of the backend that answered it (0 before one did).
+    pub fn cost_usd(&self) -> f64 {
+        let usage = self.usage.unwrap_or_default();
+        self.served.as_ref().map_or(0.0, |b| {
+            b.price.cost_with_cache(
+                usage.input,
+                usage.cache_read,
+                usage.cache_write,
+                usage.output,
+            )
+        })
+    }
+
     /// Records an error class unless one is already set (the first cause wins).
     pub fn fail(&mut self, class: &'static str) {
         self.error_class.get_or_insert(class);
@@ -283,18 +299,7 @@ impl Call {
             .zip(self.served.as_ref())
             .map(|(s, b)| &s.provider(b.provider).id);
         let usage = self.usage.unwrap_or_default();
-        let cost = self
-            .served
-            .as_ref()
-            .map(|b| {
-                b.price.cost_with_cache(
-                    usage.input,
-                    usage.cache_read,
-                    usage.cache_write,
-                    usage.output,
-                )
-            })
-            .unwrap_or(0.0);
+        let cost = self.cost_usd();
         if let Some(grant) = self.grant.take() {
             grant.settle(usage.input + usage.output, cost);
         }
@@ -378,6 +383,7 @@ impl Call {
             operation_version: prompt.and_then(|p| p.version.as_deref()),
             mcp_method: self.mcp.as_ref().map(|m| m.method),
             cache: self.cache,
+            saved: self.saved,
             guardrails: &self.guardrails,
         };
         for (rule, action) in &self.guardrails {

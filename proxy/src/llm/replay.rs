@@ -1,11 +1,14 @@
 //! One stored chat answer in the other form: a whole `chat.completion` as a stream of
 //! `chat.completion.chunk` events, and a complete stream as one `chat.completion`, with the same text,
-//! reasoning, tool calls, finish reason and usage. The response cache answers a streaming call from a
-//! stored whole answer, and the reverse, through these.
+//! reasoning, tool calls, finish reason and usage; and the same for Anthropic's Messages format (a
+//! `message` and its events). The response cache answers a streaming call from a stored whole answer,
+//! and the reverse, through these.
 
 use serde_json::Value;
 
+use super::anthropic::{AnthropicEvents, read_response};
 use super::chat::{Answer, ToolCall};
+use super::messages::{AnthropicEncoder, answer_to_message};
 use super::stream::{Decode, Encode, Finish, OpenAiEncoder, OpenAiEvents, Piece, SseDecode};
 
 /// A whole `chat.completion` body as server-sent events (with OpenAI's usage chunk when
@@ -31,6 +34,99 @@ pub fn whole_of_stream(sse: &[u8]) -> Option<Vec<u8>> {
     let mut pieces = Vec::new();
     decoder.feed(sse, &mut pieces);
     decoder.finish(&mut pieces);
+    serde_json::to_vec(&answer_of(pieces)?.to_openai()).ok()
+}
+
+/// A whole Anthropic `message` body as the events of its stream, ending in `message_stop`; `None`
+/// when the body is not a message, or holds what the stream could not say the same: anything but
+/// one text block, tool calls and unsigned thinking (signed thinking, citations, server tools), a
+/// stop sequence's text.
+pub fn message_stream_of_whole(body: &[u8]) -> Option<Vec<u8>> {
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    if doc.get("type").and_then(Value::as_str) != Some("message") {
+        return None;
+    }
+    let answer = read_response(&doc, "")?;
+    // What the neutral answer carries must be the whole message again, or something would be lost.
+    let again = answer_to_message(&answer);
+    let same = |name: &str| doc.get(name) == again.get(name);
+    let usage = |v: &Value, name: &str| v["usage"].get(name).and_then(Value::as_u64).unwrap_or(0);
+    if !same("content")
+        || !same("stop_reason")
+        || !doc.get("stop_sequence").is_none_or(Value::is_null)
+        || [
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ]
+        .iter()
+        .any(|n| usage(&doc, n) != usage(&again, n))
+    {
+        return None;
+    }
+    let mut encoder = AnthropicEncoder::new(&answer.model);
+    let mut out = Vec::with_capacity(body.len() * 2);
+    // The usage first, so that `message_start` carries the input tokens as Anthropic's does.
+    let mut pieces = pieces_of(answer);
+    let usage = pieces.remove(pieces.len() - 2);
+    pieces.insert(0, usage);
+    for piece in pieces {
+        encoder.piece(piece, &mut out);
+    }
+    Some(out)
+}
+
+/// A complete Anthropic Messages stream (its stop reason, its usage and `message_stop` seen) as one
+/// `message` body; `None` for anything else: an error event, or an event the whole message could not
+/// say the same (a signature, citations, server tools, a stop sequence's text).
+pub fn message_whole_of_stream(sse: &[u8]) -> Option<Vec<u8>> {
+    if !plain_message_events(sse) {
+        return None;
+    }
+    let mut decoder = SseDecode::<AnthropicEvents>::new();
+    let mut pieces = Vec::new();
+    decoder.feed(sse, &mut pieces);
+    decoder.finish(&mut pieces);
+    serde_json::to_vec(&answer_to_message(&answer_of(pieces)?)).ok()
+}
+
+/// Whether every event of an Anthropic stream is one the neutral answer carries whole.
+fn plain_message_events(sse: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(sse) else {
+        return false;
+    };
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .all(|data| {
+            let Ok(v) = serde_json::from_str::<Value>(data.trim_start()) else {
+                return false;
+            };
+            let kind = |v: &Value| v.get("type").and_then(Value::as_str).map(str::to_string);
+            match kind(&v).as_deref() {
+                Some("content_block_start") => {
+                    let block = &v["content_block"];
+                    match kind(block).as_deref() {
+                        Some("text") => block["text"] == "" && block.get("citations").is_none(),
+                        Some("tool_use") => true,
+                        Some("thinking") => block["signature"] == "",
+                        _ => false,
+                    }
+                }
+                Some("content_block_delta") => matches!(
+                    kind(&v["delta"]).as_deref(),
+                    Some("text_delta" | "input_json_delta" | "thinking_delta")
+                ),
+                Some("message_delta") => v["delta"]["stop_sequence"].is_null(),
+                Some("message_start" | "content_block_stop" | "message_stop" | "ping") => true,
+                _ => false,
+            }
+        })
+}
+
+/// The answer a complete stream's pieces make: `None` unless its finish reason, its usage and its
+/// end were seen, and no error.
+fn answer_of(pieces: Vec<Piece>) -> Option<Answer> {
     let mut answer = Answer {
         id: String::new(),
         model: String::new(),
@@ -75,10 +171,7 @@ pub fn whole_of_stream(sse: &[u8]) -> Option<Vec<u8>> {
             Piece::Done => done = true,
         }
     }
-    if !(finished && usage && done) {
-        return None;
-    }
-    serde_json::to_vec(&answer.to_openai()).ok()
+    (finished && usage && done).then_some(answer)
 }
 
 /// A whole answer as the pieces of its stream.
@@ -191,6 +284,89 @@ mod tests {
             let _ = stream_of_whole(&bytes, true);
             let _ = whole_of_stream(&bytes);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn a_whole_message_and_its_stream_say_the_same(answer in answer_strategy()) {
+            let whole = answer_to_message(&answer);
+            let stream = message_stream_of_whole(&serde_json::to_vec(&whole).unwrap()).unwrap();
+            let text = String::from_utf8(stream.clone()).unwrap();
+            let last = text.trim_end().lines().last().unwrap_or_default();
+            prop_assert_eq!(last, "data: {\"type\":\"message_stop\"}");
+            let back: Value = serde_json::from_slice(&message_whole_of_stream(&stream).unwrap()).unwrap();
+            prop_assert_eq!(&back["content"], &whole["content"]);
+            prop_assert_eq!(&back["stop_reason"], &whole["stop_reason"]);
+            prop_assert_eq!(&back["usage"], &whole["usage"]);
+            prop_assert_eq!(&back["model"], &whole["model"]);
+            // The stream's own first event already says the input tokens, as Anthropic's does.
+            let start = text
+                .lines()
+                .find_map(|l| l.strip_prefix("data: ").filter(|d| d.contains("\"message_start\"")))
+                .unwrap();
+            let start: Value = serde_json::from_str(start).unwrap();
+            prop_assert_eq!(
+                start["message"]["usage"]["input_tokens"].as_u64(),
+                answer.counts.input
+            );
+        }
+
+        #[test]
+        fn any_bytes_convert_to_messages_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = message_stream_of_whole(&bytes);
+            let _ = message_whole_of_stream(&bytes);
+        }
+    }
+
+    #[test]
+    fn messages_the_other_form_would_change_are_not_converted() {
+        let whole = |content: &str, stop: &str| {
+            format!(
+                r#"{{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":{content},
+                "stop_reason":{stop},"stop_sequence":null,
+                "usage":{{"input_tokens":3,"output_tokens":2,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}}}"#
+            )
+        };
+        let plain = whole(r#"[{"type":"text","text":"Paris."}]"#, r#""end_turn""#);
+        let stream = message_stream_of_whole(plain.as_bytes()).unwrap();
+        let back: Value =
+            serde_json::from_slice(&message_whole_of_stream(&stream).unwrap()).unwrap();
+        assert_eq!(back["content"][0]["text"], "Paris.");
+        assert_eq!(back["usage"]["input_tokens"], 3);
+        // Signed thinking, citations, two text blocks, a stop sequence's text: not the same in the
+        // other form, so not converted.
+        for content in [
+            r#"[{"type":"thinking","thinking":"hm","signature":"EqQBCkYIBx"},{"type":"text","text":"a"}]"#,
+            r#"[{"type":"text","text":"a","citations":[{"type":"char_location"}]}]"#,
+            r#"[{"type":"text","text":"a"},{"type":"tool_use","id":"t","name":"f","input":{}},{"type":"text","text":"b"}]"#,
+            r#"[{"type":"server_tool_use","id":"s","name":"web_search","input":{}}]"#,
+        ] {
+            assert!(
+                message_stream_of_whole(whole(content, r#""end_turn""#).as_bytes()).is_none(),
+                "{content}"
+            );
+        }
+        let stopped = whole(r#"[{"type":"text","text":"a"}]"#, r#""stop_sequence""#)
+            .replace(r#""stop_sequence":null"#, r#""stop_sequence":"END""#);
+        assert!(message_stream_of_whole(stopped.as_bytes()).is_none());
+        assert!(message_stream_of_whole(b"{\"type\":\"error\"}").is_none());
+
+        let text = String::from_utf8(stream).unwrap();
+        let signed = text.replace(
+            "event: content_block_stop",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"x\"}}\n\nevent: content_block_stop",
+        );
+        assert!(message_whole_of_stream(signed.as_bytes()).is_none());
+        let cut = text.replace(
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            "",
+        );
+        assert!(message_whole_of_stream(cut.as_bytes()).is_none());
+        let failed = text.replace(
+            "event: message_stop",
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}\n\nevent: message_stop",
+        );
+        assert!(message_whole_of_stream(failed.as_bytes()).is_none());
     }
 
     #[test]

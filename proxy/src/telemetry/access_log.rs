@@ -168,8 +168,22 @@ pub struct AccessLine<'a> {
     /// The MCP JSON-RPC method, for `api: mcp`.
     pub mcp_method: Option<&'a str>,
     pub cache: Option<&'a str>,
+    /// On a cache hit, what the call that made the stored answer spent (and this one did not).
+    pub saved: Option<Saved>,
     /// Guardrail rules that matched, with what they did (rule names only, never the text).
     pub guardrails: &'a [(std::sync::Arc<str>, &'static str)],
+}
+
+/// What a call answered from the cache did not spend: the tokens and cost of the call that made
+/// the stored answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Saved {
+    /// Prompt tokens.
+    pub tokens_in: u64,
+    /// Completion tokens.
+    pub tokens_out: u64,
+    /// USD, at the prices of the backend that made the answer.
+    pub cost_usd: f64,
 }
 
 impl AccessLine<'_> {
@@ -223,6 +237,14 @@ impl AccessLine<'_> {
         if let Some(cache) = self.cache {
             out.extend_from_slice(b",\"cache\":");
             json::string(out, cache);
+        }
+        if let Some(saved) = self.saved {
+            out.extend_from_slice(b",\"saved_tokens_in\":");
+            json::integer(out, saved.tokens_in);
+            out.extend_from_slice(b",\"saved_tokens_out\":");
+            json::integer(out, saved.tokens_out);
+            out.extend_from_slice(b",\"saved_cost_usd\":");
+            json::float(out, saved.cost_usd);
         }
         if !self.guardrails.is_empty() {
             out.extend_from_slice(b",\"guardrails\":[");
@@ -369,6 +391,7 @@ mod tests {
             operation_version: None,
             mcp_method: None,
             cache: None,
+            saved: None,
             guardrails: &[],
         }
     }
@@ -416,6 +439,26 @@ mod tests {
         assert_eq!(v["api"], "mcp");
         assert_eq!(v["mcp_method"], "tools/call");
         assert_eq!(v["operation"], "summarise");
+    }
+
+    #[test]
+    fn a_cache_hit_says_what_it_saved() {
+        let id = ObjectRef::new("team", "app");
+        let mut hit = line(&id);
+        hit.cache = Some("hit");
+        hit.saved = Some(Saved {
+            tokens_in: 11,
+            tokens_out: 7,
+            cost_usd: 0.000_25,
+        });
+        let mut out = Vec::new();
+        hit.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["cache"], "hit");
+        assert_eq!(v["saved_tokens_in"], 11);
+        assert_eq!(v["saved_tokens_out"], 7);
+        assert_eq!(v["saved_cost_usd"], 0.000_25);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(26));
     }
 
     #[test]

@@ -241,6 +241,7 @@ struct CacheMetrics {
     bytes: Gauge,
     entries: Gauge,
     saved_tokens: Counter,
+    saved_cost: Counter<f64, AtomicU64>,
 }
 
 impl CacheMetrics {
@@ -282,6 +283,12 @@ impl CacheMetrics {
             "Provider tokens not spent because a call was answered from the cache",
             saved_tokens.clone(),
         );
+        let saved_cost = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "tollgate_cache_saved_cost_usd",
+            "USD not spent because a call was answered from the cache: what the call that made the stored answer cost",
+            saved_cost.clone(),
+        );
         Self {
             lookups,
             store_errors,
@@ -289,6 +296,7 @@ impl CacheMetrics {
             bytes,
             entries,
             saved_tokens,
+            saved_cost,
         }
     }
 }
@@ -439,7 +447,7 @@ impl Metrics {
         let ttft = HistogramFamily::new_with_constructor(duration_histogram);
         registry.register_with_unit(
             "tollgate_time_to_first_token",
-            "Time from the request's arrival to the first streamed chunk",
+            "Time from the request's arrival to the first streamed chunk of a provider's answer (streams replayed from the cache are not observed)",
             Unit::Seconds,
             ttft.clone(),
         );
@@ -740,9 +748,12 @@ impl Metrics {
         }
     }
 
-    /// A hit saved a provider these tokens.
-    pub fn cache_saved(&self, tokens: u64) {
+    /// A hit saved a provider these tokens, and this many USD.
+    pub fn cache_saved(&self, tokens: u64, cost_usd: f64) {
         self.cache.saved_tokens.inc_by(tokens);
+        if cost_usd > 0.0 {
+            self.cache.saved_cost.inc_by(cost_usd);
+        }
     }
 
     /// A guardrail rule matched a call (once per call and rule): `action` is `mask`, `reject` or

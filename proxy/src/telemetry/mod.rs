@@ -9,7 +9,7 @@ mod usage;
 
 use std::sync::Arc;
 
-pub use access_log::{AccessLine, AccessLog};
+pub use access_log::{AccessLine, AccessLog, Saved};
 use metrics::Metrics;
 pub use usage::{Tally, UsageTally};
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_proxy::{CacheConfig, Clock, ProxyConfig};
 use tollgate_snapshot::{
-    CacheEndpoint, CachePolicy, CacheScope, Content, Limits, Phase, ProviderType,
+    CacheEndpoint, CachePolicy, CacheScope, Content, Limits, ModelCache, Phase, ProviderType,
 };
 
 use crate::support::openai_fake::{Behaviour, OpenAiFake};
@@ -147,6 +147,13 @@ async fn a_repeated_call_is_answered_from_the_cache_without_reaching_the_upstrea
     let miss = proxy.log_line_of(&first.request_id()).await;
     assert_eq!(miss["cache"], "miss");
     assert_eq!(miss["tokens_in"], 11);
+    assert!(miss.get("saved_cost_usd").is_none(), "{miss}");
+    // The hit says what it did not spend: the usage and cost of the call that made the answer.
+    assert_eq!(hit["saved_tokens_in"], miss["tokens_in"]);
+    assert_eq!(hit["saved_tokens_out"], miss["tokens_out"]);
+    let cost = miss["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0, "{miss}");
+    assert_eq!(hit["saved_cost_usd"].as_f64(), Some(cost));
 
     assert_eq!(
         metric(&proxy, "tollgate_cache_lookups_total{result=\"hit\"}").await,
@@ -159,6 +166,10 @@ async fn a_repeated_call_is_answered_from_the_cache_without_reaching_the_upstrea
     assert_eq!(
         metric(&proxy, "tollgate_cache_saved_tokens_total").await,
         18.0
+    );
+    assert_eq!(
+        metric(&proxy, "tollgate_cache_saved_cost_usd_total").await,
+        cost
     );
     assert_eq!(metric(&proxy, "tollgate_cache_entries").await, 2.0);
     proxy.stop().await;
@@ -192,6 +203,59 @@ async fn routes_without_a_cache_and_endpoints_left_out_are_not_cached() {
         assert_eq!(reply.header("x-tollgate-cache"), Some(want));
     }
     assert_eq!(upstream_calls(&fake), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_models_own_cache_settings_replace_the_routes() {
+    let fake = OpenAiFake::start(Behaviour::new("a", UPSTREAM_KEY)).await;
+    // The route caches per consumer; `uncached-model` turns caching off, `shared-model` shares its
+    // entries between consumers (Route scope) and caches only embeddings.
+    let mut content = table(&fake.endpoint(), Some(policy(CacheScope::Consumer)));
+    let models = &mut content.routes[0].models;
+    let mut off = models[0].clone();
+    off.name = "uncached-model".into();
+    off.cache = ModelCache::Off;
+    let mut own = models[0].clone();
+    own.name = "shared-model".into();
+    own.cache = ModelCache::Own(CachePolicy {
+        endpoints: vec![CacheEndpoint::Embeddings],
+        ..policy(CacheScope::Route)
+    });
+    models.extend([off, own]);
+    // A snapshot's models are sorted by name (looked up by binary search).
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    let proxy = TestProxy::start_with(test_config(), Some(content)).await;
+    let url = proxy.url(CHAT);
+    let ask =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+
+    for _ in 0..2 {
+        let reply = post_with(&url, KEY_A, &ask("uncached-model"), &[]).await;
+        reply.assert_status(200);
+        assert_eq!(reply.header("x-tollgate-cache"), None, "not cached at all");
+    }
+    assert_eq!(upstream_calls(&fake), 2);
+
+    // The route's own model still follows the route: per consumer.
+    for (key, want) in [(KEY_A, "miss"), (KEY_A, "hit"), (KEY_B, "miss")] {
+        let reply = post_with(&url, key, &ask("front-model"), &[]).await;
+        assert_eq!(reply.header("x-tollgate-cache"), Some(want));
+        wait_for_entries(&proxy, 1.0).await;
+    }
+    assert_eq!(upstream_calls(&fake), 4);
+
+    // `shared-model`'s chat is not cached; its embeddings are, shared by both consumers.
+    let reply = post_with(&url, KEY_A, &ask("shared-model"), &[]).await;
+    assert_eq!(reply.header("x-tollgate-cache"), None);
+    let embed = json!({"model": "shared-model", "input": "one"});
+    for (key, want) in [(KEY_A, "miss"), (KEY_B, "hit")] {
+        let reply = post_with(&proxy.url(EMBEDDINGS), key, &embed, &[]).await;
+        reply.assert_status(200);
+        assert_eq!(reply.header("x-tollgate-cache"), Some(want));
+        wait_for_entries(&proxy, 3.0).await;
+    }
+    assert_eq!(upstream_calls(&fake), 6);
     proxy.stop().await;
 }
 
@@ -362,6 +426,18 @@ async fn a_streamed_answer_is_recorded_and_replayed_as_server_sent_events() {
         assert_eq!(said_by_stream(&reply.body), said_by_whole(&whole.json()));
     }
     assert_eq!(upstream_calls(&fake), 2);
+    // Time to first token is a provider's: a replayed stream records none, in the access log or in
+    // the histogram, which holds the one streamed miss.
+    assert!(proxy.log_line_of(&first.request_id()).await["ttft_ms"].is_number());
+    assert_eq!(line["ttft_ms"], Value::Null);
+    assert_eq!(
+        metric(
+            &proxy,
+            "tollgate_time_to_first_token_seconds_count{route=\"team-a/chat\"}"
+        )
+        .await,
+        1.0
+    );
     proxy.stop().await;
 }
 
@@ -595,10 +671,20 @@ async fn anthropic_format_callers_get_hits_in_their_own_format() {
     let chat = post_with(&proxy.url(CHAT), KEY_A, &ask, &[]).await;
     assert_eq!(chat.header("x-tollgate-cache"), Some("miss"));
 
+    // Streamed, the same question is answered by the stored message, replayed as events.
     let mut streamed = ask.clone();
     streamed["stream"] = json!(true);
+    let replayed = post_with(&url, KEY_A, &streamed, &[]).await;
+    assert_eq!(replayed.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(
+        said_by_message_stream(&replayed.body),
+        Some(said_by_message(&first.json()))
+    );
+    // A streamed answer of its own is stored apart, and answers the next stream byte for byte.
+    streamed["messages"][0]["content"] = json!("hello");
     let first = post_with(&url, KEY_A, &streamed, &[]).await;
     assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    wait_for_entries(&proxy, 3.0).await;
     let second = post_with(&url, KEY_A, &streamed, &[]).await;
     assert_eq!(second.header("x-tollgate-cache"), Some("hit"));
     assert_eq!(second.body, first.body);
@@ -675,5 +761,96 @@ async fn prompt_api_and_responses_calls_are_cached_when_listed() {
         json!({"model": "front-model", "input": "hi there", "previous_response_id": "resp_1"});
     let reply = post_with(&responses, KEY_A, &follow, &[]).await;
     assert_ne!(reply.header("x-tollgate-cache"), Some("hit"));
+    proxy.stop().await;
+}
+
+/// Text, stop reason and usage of an Anthropic `message`.
+fn said_by_message(message: &Value) -> (String, String, Value) {
+    let text = message["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["text"].as_str())
+        .collect();
+    (
+        text,
+        message["stop_reason"].as_str().unwrap().to_string(),
+        json!({"input_tokens": message["usage"]["input_tokens"],
+               "output_tokens": message["usage"]["output_tokens"]}),
+    )
+}
+
+/// The same of an Anthropic Messages stream (`None` unless it reached `message_stop`).
+fn said_by_message_stream(body: &[u8]) -> Option<(String, String, Value)> {
+    let (mut text, mut stop, mut usage, mut ended) = (String::new(), None, json!({}), false);
+    for event in String::from_utf8_lossy(body).split("\n\n") {
+        let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(data).unwrap();
+        match v["type"].as_str().unwrap() {
+            "message_start" => {
+                usage["input_tokens"] = v["message"]["usage"]["input_tokens"].clone()
+            }
+            "content_block_delta" => text.push_str(v["delta"]["text"].as_str().unwrap_or("")),
+            "message_delta" => {
+                stop = v["delta"]["stop_reason"].as_str().map(str::to_string);
+                usage["output_tokens"] = v["usage"]["output_tokens"].clone();
+                // Cumulative: a translated stream says its input tokens only here.
+                if v["usage"]["input_tokens"].is_u64() {
+                    usage["input_tokens"] = v["usage"]["input_tokens"].clone();
+                }
+            }
+            "message_stop" => ended = true,
+            _ => {}
+        }
+    }
+    ended.then_some((text, stop?, usage))
+}
+
+#[tokio::test]
+async fn a_stored_messages_stream_answers_a_whole_messages_call_and_the_reverse() {
+    let (fake, proxy) = setup(Some(policy(CacheScope::Consumer)), Clock::system()).await;
+    let url = proxy.url("/team-a/chat/v1/messages");
+    let ask = |text: &str, stream: bool| {
+        json!({"model": "front-model", "max_tokens": 64, "stream": stream,
+               "messages": [{"role": "user", "content": text}]})
+    };
+    let streamed = post_with(&url, KEY_A, &ask("stream first", true), &[]).await;
+    streamed.assert_status(200);
+    assert_eq!(streamed.header("x-tollgate-cache"), Some("miss"));
+    let said = said_by_message_stream(&streamed.body).expect("a whole stream");
+    wait_for_entries(&proxy, 1.0).await;
+    let whole = post_with(&url, KEY_A, &ask("stream first", false), &[]).await;
+    whole.assert_status(200);
+    assert_eq!(whole.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(whole.header("content-type"), Some("application/json"));
+    assert_eq!(whole.json()["type"], "message");
+    assert_eq!(said_by_message(&whole.json()), said);
+    assert_eq!(upstream_calls(&fake), 1);
+
+    // The reverse: asked whole first, then streamed.
+    let whole = post_with(&url, KEY_A, &ask("whole first", false), &[]).await;
+    assert_eq!(whole.header("x-tollgate-cache"), Some("miss"));
+    wait_for_entries(&proxy, 2.0).await;
+    let streamed = post_with(&url, KEY_A, &ask("whole first", true), &[]).await;
+    assert_eq!(streamed.header("x-tollgate-cache"), Some("hit"));
+    assert!(
+        streamed
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(
+        said_by_message_stream(&streamed.body),
+        Some(said_by_message(&whole.json()))
+    );
+    assert_eq!(upstream_calls(&fake), 2);
+    // A hit in the other form still says what it saved.
+    let line = proxy.log_line_of(&streamed.request_id()).await;
+    assert_eq!(
+        line["saved_tokens_out"],
+        whole.json()["usage"]["output_tokens"]
+    );
     proxy.stop().await;
 }

@@ -1,10 +1,27 @@
-//! `AIRoute.spec.cache` → [`CachePolicy`]: defaults filled in, the time to live read and bounded,
-//! Semantic mode's embeddings model found among the route's models.
+//! `AIRoute.spec.cache` (and a model's `cache`) → [`CachePolicy`]: defaults filled in, the time to
+//! live read and bounded, Semantic mode's embeddings model found among the route's models.
 
 use tollgate_crds::{CacheEndpoint, CacheMode, CacheSettings};
 
 use crate::duration::parse_duration_ms;
-use crate::model::{CachePolicy, SemanticPolicy};
+use crate::model::{CachePolicy, ModelCache, SemanticPolicy};
+
+/// A model's own cache settings (`spec.models[].cache`): the route's policy when absent, none
+/// when `enabled: false`, else its own, checked as the route's are. `name` is the model's.
+pub(crate) fn model_cache_of(
+    given: Option<&CacheSettings>,
+    name: &str,
+    models: &[&str],
+) -> Result<ModelCache, String> {
+    let Some(settings) = given else {
+        return Ok(ModelCache::Route);
+    };
+    let at = format!("spec.models[{name}].cache");
+    Ok(match settings_policy(settings, &at, models)? {
+        None => ModelCache::Off,
+        Some(policy) => ModelCache::Own(policy),
+    })
+}
 
 /// A route's cache policy with defaults filled in, or the problem that keeps the route out of service
 /// (the API server refuses field-level mistakes already; files read by the standalone proxy are not
@@ -13,24 +30,37 @@ pub(crate) fn cache_policy_of(
     given: Option<&CacheSettings>,
     models: &[&str],
 ) -> Result<Option<CachePolicy>, String> {
-    let Some(settings) = given else {
+    match given {
+        None => Ok(None),
+        Some(settings) => settings_policy(settings, "spec.cache", models),
+    }
+}
+
+/// `settings` (found at `at`) with defaults filled in; `None` when they turn caching off.
+fn settings_policy(
+    settings: &CacheSettings,
+    at: &str,
+    models: &[&str],
+) -> Result<Option<CachePolicy>, String> {
+    if settings.enabled == Some(false) {
         return Ok(None);
-    };
+    }
     let semantic = match (settings.mode, &settings.semantic) {
         (CacheMode::Exact, None) => None,
         (CacheMode::Exact, Some(_)) => {
-            return Err("set spec.cache.mode to Semantic, or leave out spec.cache.semantic".into());
+            return Err(format!(
+                "set {at}.mode to Semantic, or leave out {at}.semantic"
+            ));
         }
         (CacheMode::Semantic, None) => {
-            return Err(
-                "set spec.cache.semantic.embeddingModel: Semantic mode needs an embeddings model"
-                    .into(),
-            );
+            return Err(format!(
+                "set {at}.semantic.embeddingModel: Semantic mode needs an embeddings model"
+            ));
         }
         (CacheMode::Semantic, Some(given)) => {
             if !models.contains(&given.embedding_model.as_str()) {
                 return Err(format!(
-                    "spec.cache.semantic.embeddingModel names {}, which this route does not serve; \
+                    "{at}.semantic.embeddingModel names {}, which this route does not serve; \
                      name one of spec.models ({})",
                     given.embedding_model,
                     models.join(", ")
@@ -39,7 +69,7 @@ pub(crate) fn cache_policy_of(
             let threshold = given.threshold.unwrap_or(SemanticPolicy::DEFAULT_THRESHOLD);
             if !(threshold > 0.0 && threshold <= 1.0) {
                 return Err(format!(
-                    "set spec.cache.semantic.threshold above 0 and at most 1; it is {threshold}"
+                    "set {at}.semantic.threshold above 0 and at most 1; it is {threshold}"
                 ));
             }
             Some(SemanticPolicy {
@@ -54,11 +84,11 @@ pub(crate) fn cache_policy_of(
     };
     let ttl_ms = match &settings.ttl {
         None => CachePolicy::DEFAULT_TTL_MS,
-        Some(text) => parse_duration_ms(text).map_err(|e| format!("spec.cache.ttl: {e}"))?,
+        Some(text) => parse_duration_ms(text).map_err(|e| format!("{at}.ttl: {e}"))?,
     };
     if ttl_ms == 0 || ttl_ms > CachePolicy::MAX_TTL_MS {
         return Err(format!(
-            "set spec.cache.ttl above 0 and at most 720h (30 days); it is {}",
+            "set {at}.ttl above 0 and at most 720h (30 days); it is {}",
             settings.ttl.as_deref().unwrap_or_default()
         ));
     }
@@ -177,5 +207,41 @@ mod tests {
             .unwrap();
         let encoded = serde_json::to_string(&exact).unwrap();
         assert!(!encoded.contains("semantic"), "{encoded}");
+    }
+
+    #[test]
+    fn a_model_follows_the_route_unless_it_has_settings_of_its_own() {
+        let models = ["chat", "embed"];
+        assert_eq!(model_cache_of(None, "chat", &models), Ok(ModelCache::Route));
+        let off = CacheSettings {
+            enabled: Some(false),
+            ..CacheSettings::default()
+        };
+        assert_eq!(
+            model_cache_of(Some(&off), "chat", &models),
+            Ok(ModelCache::Off)
+        );
+        // Off at the route is the same as no settings.
+        assert_eq!(cache_policy_of(Some(&off), &models), Ok(None));
+        let own = CacheSettings {
+            ttl: Some("5m".into()),
+            scope: CacheScope::Route,
+            ..CacheSettings::default()
+        };
+        let Ok(ModelCache::Own(policy)) = model_cache_of(Some(&own), "embed", &models) else {
+            panic!("own settings");
+        };
+        assert_eq!((policy.ttl_ms, policy.scope), (300_000, CacheScope::Route));
+        let bad = CacheSettings {
+            ttl: Some("800h".into()),
+            ..CacheSettings::default()
+        };
+        assert_eq!(
+            model_cache_of(Some(&bad), "chat", &models),
+            Err(
+                "set spec.models[chat].cache.ttl above 0 and at most 720h (30 days); it is 800h"
+                    .into()
+            )
+        );
     }
 }

@@ -18,7 +18,7 @@ use super::rest::{ConfigMaps, compile_rest};
 use super::secrets::Secrets;
 use super::tenancy::{Grants, HOSTNAMES, PATH_PREFIXES, Tenancy};
 use crate::fx::FxHashMap;
-use crate::model::{Backend, CachePolicy, Route, RouteIdx, RouteModel};
+use crate::model::{Backend, CachePolicy, ModelCache, Route, RouteIdx, RouteModel};
 use crate::prices::price_list;
 use crate::verdict::{Detail, Kind, RouteDetail, Verdict, VerdictCondition};
 
@@ -40,6 +40,8 @@ struct Valid {
     prefix: String,
     hostnames: Vec<String>,
     cache: Option<CachePolicy>,
+    /// Each of `spec.models`' cache settings, in order.
+    model_caches: Vec<ModelCache>,
 }
 
 /// What routes refer to: providers for their models; Secrets and ConfigMaps for their REST service.
@@ -204,11 +206,21 @@ fn validate(item: &Item<'_, AIRoute>) -> Result<Valid, Vec<String>> {
     let cache = super::cache::cache_policy_of(spec.cache.as_ref(), &model_names)
         .map_err(|e| problems.push(e))
         .unwrap_or_default();
+    let model_caches = spec
+        .models
+        .iter()
+        .map(|m| {
+            super::cache::model_cache_of(m.cache.as_ref(), &m.name, &model_names)
+                .map_err(|e| problems.push(e))
+                .unwrap_or_default()
+        })
+        .collect();
     if problems.is_empty() {
         Ok(Valid {
             prefix,
             hostnames,
             cache,
+            model_caches,
         })
     } else {
         Err(problems)
@@ -373,7 +385,7 @@ fn build<'a>(
     let mut models: Vec<RouteModel> = Vec::with_capacity(spec.models.len());
     let mut unserved: Vec<&str> = Vec::new();
     if spec.stage != Stage::Retired {
-        for m in &spec.models {
+        for (at, m) in spec.models.iter().enumerate() {
             let resolve = |b: &BackendRef, problems: &mut Vec<Problem>| {
                 resolve_backend(b, &m.name, namespace, refs.providers)
                     .map_err(|(reason, clause)| {
@@ -419,6 +431,7 @@ fn build<'a>(
                     backends,
                     fallbacks,
                     context_window,
+                    cache: valid.model_caches[at].clone(),
                 });
             }
         }

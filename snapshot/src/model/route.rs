@@ -57,6 +57,41 @@ pub struct RouteModel {
     /// for the first backend's model; unknown otherwise.
     #[serde(default)]
     pub context_window: Option<u64>,
+    /// Whether calls to this model follow the route's cache policy, have their own, or are not
+    /// cached. Left out of the encoding when it is the route's, so such models encode (and hash)
+    /// as they did before.
+    #[serde(default, skip_serializing_if = "ModelCache::is_route")]
+    pub cache: ModelCache,
+}
+
+/// A model's cache settings where they differ from its route's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub enum ModelCache {
+    /// The route's policy applies.
+    #[default]
+    Route,
+    /// Calls to this model are not cached.
+    Off,
+    /// Calls to this model are cached by this policy instead of the route's.
+    Own(CachePolicy),
+}
+
+impl ModelCache {
+    /// Whether the route's policy applies.
+    pub fn is_route(&self) -> bool {
+        *self == ModelCache::Route
+    }
+}
+
+impl RouteModel {
+    /// The cache policy of calls to this model on `route` (its own, or the route's).
+    pub fn cache_policy<'a>(&'a self, route: &'a Route) -> Option<&'a CachePolicy> {
+        match &self.cache {
+            ModelCache::Route => route.cache.as_ref(),
+            ModelCache::Off => None,
+            ModelCache::Own(policy) => Some(policy),
+        }
+    }
 }
 
 /// A published API.

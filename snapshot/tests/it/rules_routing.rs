@@ -903,3 +903,48 @@ fn a_semantic_cache_needs_an_embeddings_model_the_route_serves() {
     assert_eq!(semantic.threshold, 0.9);
     assert_eq!(semantic.max_turns, 3);
 }
+
+#[test]
+fn a_models_own_cache_settings_compile_beside_the_routes() {
+    let mut inputs = team_a();
+    inputs.routes[0].spec.cache = Some(tollgate_crds::CacheSettings::default());
+    inputs.routes[0].spec.models[0].cache = Some(tollgate_crds::CacheSettings {
+        enabled: Some(false),
+        ..Default::default()
+    });
+    let compiled = run(&inputs);
+    assert!(verdict(&compiled, Kind::AIRoute, "team-a", "chat").is_true(ACCEPTED));
+    let route = &compiled.snapshot.content.routes[0];
+    assert_eq!(route.models[0].cache, tollgate_snapshot::ModelCache::Off);
+    assert_eq!(route.models[0].cache_policy(route), None);
+    assert!(route.cache.is_some());
+
+    inputs.routes[0].spec.models[0].cache = Some(tollgate_crds::CacheSettings {
+        ttl: Some("5m".into()),
+        ..Default::default()
+    });
+    let compiled = run(&inputs);
+    let route = &compiled.snapshot.content.routes[0];
+    assert_eq!(
+        route.models[0].cache_policy(route).map(|p| p.ttl_ms),
+        Some(300_000)
+    );
+    assert_eq!(route.cache.as_ref().map(|p| p.ttl_ms), Some(3_600_000));
+
+    // A mistake in a model's settings keeps the route out of service, named by the model.
+    inputs.routes[0].spec.models[0].cache = Some(tollgate_crds::CacheSettings {
+        mode: tollgate_crds::CacheMode::Semantic,
+        ..Default::default()
+    });
+    let compiled = run(&inputs);
+    let (ok, reason, message) = cond(
+        verdict(&compiled, Kind::AIRoute, "team-a", "chat"),
+        ACCEPTED,
+    );
+    assert!(!ok);
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.contains("set spec.models[gpt-4o-mini].cache.semantic.embeddingModel"),
+        "{message}"
+    );
+}

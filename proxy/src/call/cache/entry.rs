@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 /// An answer as the caller received it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     /// The answer's HTTP status (2xx).
     pub status: u16,
@@ -13,14 +13,21 @@ pub struct Entry {
     pub stored_ms: i64,
     /// When it stops being served (Unix ms).
     pub expires_ms: i64,
-    /// Provider tokens the answer cost (what each hit saves).
-    pub tokens: u64,
+    /// Prompt tokens the answer cost (what each hit saves).
+    pub tokens_in: u64,
+    /// Completion tokens the answer cost.
+    pub tokens_out: u64,
+    /// What the call that made the answer cost, in USD, at the prices of the backend that answered
+    /// it (what each hit saves).
+    pub cost_usd: f64,
     /// The body the caller received.
     pub body: Bytes,
 }
 
-const MAGIC: &[u8; 4] = b"TGC1";
-const HEAD: usize = 4 + 2 + 1 + 8 + 8 + 8;
+// Version 2 added the completion tokens and the cost; a version 1 entry (written by an older
+// replica) reads as a miss and is replaced by the next answer.
+const MAGIC: &[u8; 4] = b"TGC2";
+const HEAD: usize = 4 + 2 + 1 + 8 + 8 + 8 + 8 + 8;
 
 impl Entry {
     /// Bytes it takes in a store: the body and a fixed allowance for the rest.
@@ -36,7 +43,9 @@ impl Entry {
         out.push(u8::from(self.stream));
         out.extend_from_slice(&self.stored_ms.to_be_bytes());
         out.extend_from_slice(&self.expires_ms.to_be_bytes());
-        out.extend_from_slice(&self.tokens.to_be_bytes());
+        out.extend_from_slice(&self.tokens_in.to_be_bytes());
+        out.extend_from_slice(&self.tokens_out.to_be_bytes());
+        out.extend_from_slice(&self.cost_usd.to_bits().to_be_bytes());
         out.extend_from_slice(&self.body);
         out
     }
@@ -56,7 +65,10 @@ impl Entry {
             stream: bytes[6] == 1,
             stored_ms: u(7) as i64,
             expires_ms: u(15) as i64,
-            tokens: u(23),
+            tokens_in: u(23),
+            tokens_out: u(31),
+            // A cost is finite and not negative; anything else was not written by `encode`.
+            cost_usd: Some(f64::from_bits(u(39))).filter(|c| c.is_finite() && *c >= 0.0)?,
             body: Bytes::copy_from_slice(&bytes[HEAD..]),
         })
     }
@@ -74,10 +86,15 @@ mod tests {
             stream in any::<bool>(),
             stored_ms in any::<i64>(),
             expires_ms in any::<i64>(),
-            tokens in any::<u64>(),
+            tokens_in in any::<u64>(),
+            tokens_out in any::<u64>(),
+            cost_usd in 0.0f64..1e6,
             body in prop::collection::vec(any::<u8>(), 0..256),
         ) {
-            let e = Entry { status, stream, stored_ms, expires_ms, tokens, body: Bytes::from(body) };
+            let e = Entry {
+                status, stream, stored_ms, expires_ms, tokens_in, tokens_out, cost_usd,
+                body: Bytes::from(body),
+            };
             prop_assert_eq!(Entry::decode(&e.encode()), Some(e));
         }
 
@@ -88,7 +105,25 @@ mod tests {
             tagged.extend_from_slice(&bytes);
             if let Some(e) = Entry::decode(&tagged) {
                 prop_assert!((200..300).contains(&e.status));
+                prop_assert!(e.cost_usd.is_finite() && e.cost_usd >= 0.0);
             }
         }
+    }
+
+    #[test]
+    fn entries_of_the_first_version_are_not_read() {
+        let e = Entry {
+            status: 200,
+            stream: false,
+            stored_ms: 1,
+            expires_ms: 2,
+            tokens_in: 3,
+            tokens_out: 4,
+            cost_usd: 0.5,
+            body: Bytes::from_static(b"{}"),
+        };
+        let mut old = e.encode();
+        old[..4].copy_from_slice(b"TGC1");
+        assert_eq!(Entry::decode(&old), None);
     }
 }

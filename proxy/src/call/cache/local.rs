@@ -140,7 +140,9 @@ mod tests {
             stream: false,
             stored_ms: 0,
             expires_ms,
-            tokens: 0,
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_usd: 0.0,
             body: Bytes::from(vec![b'x'; body_len]),
         })
     }

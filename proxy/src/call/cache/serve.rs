@@ -11,7 +11,7 @@ use tollgate_snapshot::{CacheEndpoint, CacheScope, RouteIdx, SemanticPolicy, Sna
 
 use super::control::Directives;
 use super::entry::Entry;
-use super::key::{CacheKey, Form, KeyParts, cache_key};
+use super::key::{Form, KeyParts, cache_key};
 use super::semantic::{Question, question, unit};
 use super::tee::Tee;
 use crate::call::answer::{event_stream, json};
@@ -21,7 +21,10 @@ use crate::call::model_call::{RoutedCall, model_call, route_call};
 use crate::call::record::Call;
 use crate::call::shared::Shared;
 use crate::error::ApiError;
-use crate::llm::replay::{stream_of_whole, whole_of_stream};
+use crate::llm::replay::{
+    message_stream_of_whole, message_whole_of_stream, stream_of_whole, whole_of_stream,
+};
+use crate::telemetry::Saved;
 
 /// `hit`, `miss`, `bypass` or `semantic-hit`.
 pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-tollgate-cache");
@@ -48,7 +51,12 @@ pub async fn cached_call(
             return model_call(shared, snapshot, routed, call).await;
         }
     };
-    let Some(policy) = route.cache.as_ref().filter(|p| p.covers(endpoint)) else {
+    // A model's own settings, when it has them, replace the route's.
+    let Some(policy) = routed
+        .model
+        .cache_policy(route)
+        .filter(|p| p.covers(endpoint))
+    else {
         return model_call(shared, snapshot, routed, call).await;
     };
     let metrics = &shared.recorder.metrics;
@@ -73,44 +81,43 @@ pub async fn cached_call(
         .as_ref()
         .filter(|_| matches!(endpoint, CacheEndpoint::Chat | CacheEndpoint::Messages));
     let mut asked: Option<Question> = None;
-    // Chat answers stored in another form that can answer this call (see `reform`).
-    let mut other_forms: Vec<CacheKey> = Vec::new();
     // A prompt API's answer is in its own format: its name is part of the key.
     let prompt_name = call
         .prompt
         .and_then(|at| route.prompts.get(at as usize))
         .map(|p| format!("prompts/{}", p.name));
-    let key = consumer
-        .filter(|_| !directives.no_store && cacheable(endpoint, &routed))
-        .and_then(|consumer| {
-            let parts = KeyParts {
-                endpoint: match endpoint {
-                    CacheEndpoint::Chat => "chat",
-                    CacheEndpoint::Embeddings => "embeddings",
-                    CacheEndpoint::Messages => "messages",
-                    CacheEndpoint::Prompts => prompt_name.as_deref()?,
-                    CacheEndpoint::Responses => "responses",
-                },
-                route: &route_id,
-                consumer: consumer.as_deref(),
-                model: &routed.model.name,
-                form,
-            };
-            let key = cache_key(&parts, routed.ask.body)?;
-            asked = semantic.and_then(|s| question(&parts, routed.ask.body, s.max_turns));
-            if endpoint == CacheEndpoint::Chat {
-                let others: &[Form] = match form {
-                    Form::Whole => &[Form::StreamWithUsage],
-                    Form::Stream => &[Form::Whole, Form::StreamWithUsage],
-                    Form::StreamWithUsage => &[Form::Whole],
-                };
-                other_forms = others
-                    .iter()
-                    .filter_map(|&form| cache_key(&KeyParts { form, ..parts }, routed.ask.body))
-                    .collect();
-            }
-            Some(key)
-        });
+    let consumer = consumer.filter(|_| !directives.no_store && cacheable(endpoint, &routed));
+    let parts = consumer.as_ref().and_then(|consumer| {
+        Some(KeyParts {
+            endpoint: match endpoint {
+                CacheEndpoint::Chat => "chat",
+                CacheEndpoint::Embeddings => "embeddings",
+                CacheEndpoint::Messages => "messages",
+                CacheEndpoint::Prompts => prompt_name.as_deref()?,
+                CacheEndpoint::Responses => "responses",
+            },
+            route: &route_id,
+            consumer: consumer.as_deref(),
+            model: &routed.model.name,
+            form,
+        })
+    });
+    let key = parts.as_ref().and_then(|parts| {
+        let key = cache_key(parts, routed.ask.body)?;
+        asked = semantic.and_then(|s| question(parts, routed.ask.body, s.max_turns));
+        Some(key)
+    });
+    // Answers stored in another form that can answer this call (see `reform`); their keys are
+    // made only when this form's lookup misses, since a key costs most of a hit.
+    let other_forms: &[Form] = match (endpoint, form) {
+        (CacheEndpoint::Chat, Form::Whole) => &[Form::StreamWithUsage],
+        (CacheEndpoint::Chat, Form::Stream) => &[Form::Whole, Form::StreamWithUsage],
+        (CacheEndpoint::Chat, Form::StreamWithUsage) => &[Form::Whole],
+        // Anthropic's streams always say their usage.
+        (CacheEndpoint::Messages, Form::Whole) => &[Form::Stream],
+        (CacheEndpoint::Messages, _) => &[Form::Whole],
+        _ => &[],
+    };
     let Some(key) = key else {
         call.cache = Some("bypass");
         metrics.cache_lookup("bypass");
@@ -126,13 +133,24 @@ pub async fn cached_call(
             return Ok(hit(call, shared, &entry, age_ms, None));
         }
     }
-    if !directives.no_cache {
-        for other in &other_forms {
-            let Some(entry) = shared.cache.get(other).await else {
+    if !directives.no_cache
+        && let Some(parts) = &parts
+    {
+        for &other in other_forms {
+            let parts = KeyParts {
+                form: other,
+                ..*parts
+            };
+            let Some(other) = cache_key(&parts, routed.ask.body) else {
+                continue;
+            };
+            let Some(entry) = shared.cache.get(&other).await else {
                 continue;
             };
             let age_ms = shared.cache.clock.now_unix_ms() - entry.stored_ms;
-            if let Some(entry) = reform(&entry, form).filter(|_| directives.accepts_age(age_ms)) {
+            if let Some(entry) =
+                reform(&entry, endpoint, form).filter(|_| directives.accepts_age(age_ms))
+            {
                 return Ok(hit(call, shared, &entry, age_ms, None));
             }
         }
@@ -282,15 +300,22 @@ async fn embed(
     }
 }
 
-/// A stored chat answer in the form `want`: a whole answer as a stream, a stream (with its usage
-/// chunk) as a whole answer or a stream without that chunk; the text, tool calls, finish reason and
-/// usage are the same (`llm::replay`). `None` when the entry cannot be read so.
-fn reform(entry: &Entry, want: Form) -> Option<Entry> {
-    let body = match (entry.stream, want) {
-        (false, Form::Stream) => stream_of_whole(&entry.body, false)?,
-        (false, Form::StreamWithUsage) => stream_of_whole(&entry.body, true)?,
-        (true, Form::Whole) => whole_of_stream(&entry.body)?,
-        (true, Form::Stream) => stream_of_whole(&whole_of_stream(&entry.body)?, false)?,
+/// A stored chat or messages answer in the form `want`: a whole answer as a stream, a stream (for
+/// chat, with its usage chunk) as a whole answer or a chat stream without that chunk; the text, tool
+/// calls, finish reason and usage are the same (`llm::replay`). `None` when the entry cannot be read
+/// so.
+fn reform(entry: &Entry, endpoint: CacheEndpoint, want: Form) -> Option<Entry> {
+    let body = match (endpoint, entry.stream, want) {
+        (CacheEndpoint::Chat, false, Form::Stream) => stream_of_whole(&entry.body, false)?,
+        (CacheEndpoint::Chat, false, Form::StreamWithUsage) => stream_of_whole(&entry.body, true)?,
+        (CacheEndpoint::Chat, true, Form::Whole) => whole_of_stream(&entry.body)?,
+        (CacheEndpoint::Chat, true, Form::Stream) => {
+            stream_of_whole(&whole_of_stream(&entry.body)?, false)?
+        }
+        (CacheEndpoint::Messages, false, Form::Stream | Form::StreamWithUsage) => {
+            message_stream_of_whole(&entry.body)?
+        }
+        (CacheEndpoint::Messages, true, Form::Whole) => message_whole_of_stream(&entry.body)?,
         _ => return None,
     };
     Some(Entry {
@@ -315,8 +340,14 @@ fn hit(
         "hit"
     };
     call.cache = Some(kind);
-    shared.recorder.metrics.cache_lookup(kind);
-    shared.recorder.metrics.cache_saved(entry.tokens);
+    call.saved = Some(Saved {
+        tokens_in: entry.tokens_in,
+        tokens_out: entry.tokens_out,
+        cost_usd: entry.cost_usd,
+    });
+    let metrics = &shared.recorder.metrics;
+    metrics.cache_lookup(kind);
+    metrics.cache_saved(entry.tokens_in + entry.tokens_out, entry.cost_usd);
     replay(entry, age_ms, similarity)
 }
 

@@ -84,13 +84,15 @@ impl Tee {
             return;
         }
         let now = self.cache.clock.now_unix_ms();
-        let tokens = call.usage.map_or(0, |u| u.input + u.output);
+        let usage = call.usage.unwrap_or_default();
         let entry = Entry {
             status: self.status,
             stream: self.stream,
             stored_ms: now,
             expires_ms: now.saturating_add(i64::try_from(self.ttl_ms).unwrap_or(i64::MAX)),
-            tokens,
+            tokens_in: usage.input,
+            tokens_out: usage.output,
+            cost_usd: call.cost_usd(),
             body: Bytes::from(self.copy),
         };
         let expires_ms = entry.expires_ms;

@@ -221,6 +221,7 @@ pub fn model(name: &str, backends: Vec<Backend>, fallbacks: Vec<Backend>) -> Rou
         backends,
         fallbacks,
         context_window: None,
+        cache: Default::default(),
     }
 }
 
