@@ -93,7 +93,13 @@ impl Tee {
             tokens_in: usage.input,
             tokens_out: usage.output,
             cost_usd: call.cost_usd(),
-            body: Bytes::from(self.copy),
+            // Without its spare capacity: a `Bytes` made from a `Vec` keeps the whole allocation,
+            // and a copy grown by doubling can be twice its length.
+            body: Bytes::from({
+                let mut copy = self.copy;
+                copy.shrink_to_fit();
+                copy
+            }),
         };
         let expires_ms = entry.expires_ms;
         self.cache.put(self.key, entry);
