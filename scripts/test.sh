@@ -59,4 +59,4 @@ cargo test --workspace
 # from the Dockerfiles around the debug binaries the step above built (README: The chart on a real node).
 # --workspace, not -p tollgate-e2e: the same feature resolution as the step above, so nothing is rebuilt.
 step "the chart on a real node"
-cargo test --workspace --test cluster -- --ignored
+cargo test --workspace --test cluster -- --ignored --nocapture
