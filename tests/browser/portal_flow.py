@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 PORTAL = os.environ["PORTAL_URL"]
@@ -43,7 +43,22 @@ def follow(driver, element):
     straight after a click may read the old one, whose elements then go stale)."""
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 20).until(EC.staleness_of(old))
+    WebDriverWait(driver, 20).until(lambda _: gone(old))
+
+
+def gone(element):
+    """Whether `element` has left the document. Selenium's own `staleness_of` lets through the error
+    chromium gives when the page is swapped in the middle of the check ("Node with given id does not
+    belong to the document"), which is the same answer: the old page is gone."""
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error) or "No node with given id" in str(error):
+            return True
+        raise
 
 
 def expect(condition, what, driver):
