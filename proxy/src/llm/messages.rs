@@ -385,10 +385,13 @@ impl AnthropicEncoder {
             return;
         }
         self.started = true;
+        // The same split of input tokens as the closing usage: Anthropic's `input_tokens` leaves out
+        // what was read from or written to the prompt cache.
+        let mut usage = usage_json(&self.counts);
+        usage["output_tokens"] = json!(0);
         let data = json!({"type": "message_start", "message": {
             "id": self.id, "type": "message", "role": "assistant", "model": self.model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": self.counts.input.unwrap_or(0), "output_tokens": 0}
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage
         }});
         write_sse(out, Some("message_start"), &data);
     }
@@ -786,5 +789,44 @@ mod tests {
         );
         assert!(text.contains(r#""stop_reason":"tool_use""#));
         assert!(text.contains(r#""output_tokens":3"#));
+    }
+
+    /// Usage known before the first text (upstreams that report the prompt first) opens the stream
+    /// with the same split as the closing usage: cache reads and writes are not input tokens.
+    #[test]
+    fn the_opening_usage_splits_cached_input_tokens_as_the_closing_one_does() {
+        let mut e = AnthropicEncoder::new("m");
+        let mut out = Vec::new();
+        for p in [
+            Piece::Usage(TokenCounts {
+                input: Some(100),
+                cache_read: Some(60),
+                cache_write: Some(15),
+                ..Default::default()
+            }),
+            Piece::Text("Hi".into()),
+            Piece::Usage(TokenCounts {
+                output: Some(2),
+                ..Default::default()
+            }),
+            Piece::Finish(Finish::Stop),
+            Piece::Done,
+        ] {
+            e.piece(p, &mut out);
+        }
+        let text = String::from_utf8(out).unwrap();
+        let data = |event: &str| -> Value {
+            let at = text.find(&format!("event: {event}\n")).unwrap();
+            let line = text[at..].lines().nth(1).unwrap();
+            serde_json::from_str(line.strip_prefix("data: ").unwrap()).unwrap()
+        };
+        let opening = &data("message_start")["message"]["usage"];
+        assert_eq!(opening["input_tokens"], 25, "{opening}");
+        assert_eq!(opening["cache_read_input_tokens"], 60);
+        assert_eq!(opening["cache_creation_input_tokens"], 15);
+        assert_eq!(opening["output_tokens"], 0);
+        let closing = &data("message_delta")["usage"];
+        assert_eq!(closing["input_tokens"], 25, "{closing}");
+        assert_eq!(closing["output_tokens"], 2);
     }
 }

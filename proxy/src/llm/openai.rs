@@ -331,7 +331,7 @@ pub struct AnswerHead<'a> {
 }
 
 /// The key an answer's finish reasons are found by.
-const KEY: &[u8] = b"\"finish_reason\"";
+const FINISH_REASON_KEY: &[u8] = b"\"finish_reason\"";
 
 /// Reads the [`AnswerHead`] of `body`; `None` when the body does not start as a JSON object. The id
 /// and model are read from the top level (answers put them first, so the reading usually stops after
@@ -340,7 +340,7 @@ const KEY: &[u8] = b"\"finish_reason\"";
 /// one). On damaged JSON the values may be incomplete, never a panic.
 pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
     static FINISH_REASON: LazyLock<memchr::memmem::Finder<'static>> =
-        LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+        LazyLock::new(|| memchr::memmem::Finder::new(FINISH_REASON_KEY));
     let mut head = AnswerHead::default();
     top_level_names(std::str::from_utf8(body).ok()?, &mut head)?;
     for at in FINISH_REASON.find_iter(body) {
@@ -351,7 +351,7 @@ pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
         if escaped {
             continue;
         }
-        let rest = body[at + KEY.len()..].trim_ascii_start();
+        let rest = body[at + FINISH_REASON_KEY.len()..].trim_ascii_start();
         let Some(value) = rest.strip_prefix(b":").map(<[u8]>::trim_ascii_start) else {
             continue;
         };
