@@ -416,6 +416,9 @@ fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> anyhow::Result<Prox
     };
     Ok(ProxyConfig {
         traces,
+        // Set by the caller from the OTLP flags, beside the traces.
+        metrics: None,
+        logs: None,
         mcp_session_key,
         token_clock: tollgate_proxy::Clock::system(),
         key_clock: tollgate_proxy::Clock::system(),

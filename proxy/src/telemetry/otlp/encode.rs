@@ -564,6 +564,9 @@ mod tests {
         encode_request(&[("service.name".into(), "gw".into())], &scope, items)
     }
 
+    /// A data point read back: attributes, count, sum, bucket counts.
+    type Point = (Vec<(String, Json)>, u64, f64, Vec<u64>);
+
     #[test]
     fn the_genai_metrics_decode_with_their_names_units_attributes_and_buckets() {
         let counter = prometheus_client::metrics::counter::Counter::default();
@@ -605,9 +608,7 @@ mod tests {
             ]
         );
         // Each: a Histogram (field 9), cumulative, its points with the conventions' bounds.
-        let points = |m: &[(u64, Raw<'_>)],
-                      bounds: &[f64]|
-         -> Vec<(Vec<(String, Json)>, u64, f64, Vec<u64>)> {
+        let points = |m: &[(u64, Raw<'_>)], bounds: &[f64]| -> Vec<Point> {
             let h = fields(bytes(one(m, 9)));
             assert_eq!(one(&h, 2), Raw::Varint(2), "cumulative");
             all(&h, 1)
