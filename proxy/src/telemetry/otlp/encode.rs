@@ -78,6 +78,33 @@ impl Value<'_> {
 /// A `KeyValue` as field `field`, its lengths computed ahead (nothing built aside).
 fn key_value(out: &mut Vec<u8>, field: u64, key: &str, value: Value<'_>) {
     let any = value.any_len();
+    let short = 2 + key.len() + 2 + any;
+    if field < 16 && short < 128 {
+        // The usual attribute: every length one varint byte, so the heads are written as slices
+        // rather than field by field (a call's record has some thirty of these).
+        out.reserve(2 + short);
+        out.extend_from_slice(&[
+            (field << 3 | LEN) as u8,
+            short as u8,
+            (1 << 3 | LEN) as u8,
+            key.len() as u8,
+        ]);
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&[(2 << 3 | LEN) as u8, any as u8]);
+        match value {
+            Value::Str(s) => {
+                out.extend_from_slice(&[(1 << 3 | LEN) as u8, s.len() as u8]);
+                out.extend_from_slice(s.as_bytes());
+            }
+            Value::Double(d) => {
+                out.push((4 << 3 | FIXED64) as u8);
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            Value::Bool(b) => out.extend_from_slice(&[(2 << 3 | VARINT) as u8, u8::from(b)]),
+            other => other.write_any(out),
+        }
+        return;
+    }
     let len = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
     tag(out, field, LEN);
     varint(out, len as u64);
