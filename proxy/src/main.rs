@@ -187,6 +187,11 @@ struct OtelArgs {
         global = true
     )]
     otel_sdk_disabled: bool,
+    /// `otlp` (the default: sampled calls' spans go to the collector whenever one is configured) or
+    /// `none` (no traces; the caller's `traceparent` is still passed upstream).
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", default_value = "otlp",
+          value_parser = ["otlp", "none"], global = true)]
+    otel_traces_exporter: String,
     /// `otlp` (the default: the GenAI metrics go to the collector whenever one is configured) or
     /// `none`.
     #[arg(long, env = "OTEL_METRICS_EXPORTER", default_value = "otlp",
@@ -220,7 +225,10 @@ impl OtelArgs {
         let traces_endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .ok()
             .filter(|e| !e.is_empty());
-        if self.otel_sdk_disabled || (self.otlp_endpoint.is_none() && traces_endpoint.is_none()) {
+        if self.otel_sdk_disabled
+            || self.otel_traces_exporter != "otlp"
+            || (self.otlp_endpoint.is_none() && traces_endpoint.is_none())
+        {
             return Ok(None);
         }
         let protocol = OtlpProtocol::from_name(&self.otlp_protocol)
@@ -587,6 +595,10 @@ mod tests {
             "otlp",
         ]);
         assert!(cli.otel.metrics().unwrap().is_none());
+        assert!(cli.otel.traces().unwrap().is_some(), "traces stay on");
+        let metrics_only = parse(&["--otel-traces-exporter", "none"]);
+        assert!(metrics_only.otel.traces().unwrap().is_none());
+        assert!(metrics_only.otel.metrics().unwrap().is_some());
         let logs = cli.otel.logs().unwrap().expect("logs asked for");
         assert_eq!(logs.target.service_name, "tollgate-proxy");
         let off = Cli::try_parse_from(["tollgate-proxy", "standalone", "x.yaml"]).unwrap();
