@@ -220,49 +220,30 @@ struct OtelArgs {
 }
 
 impl OtelArgs {
-    /// The trace configuration, or `None` when no endpoint is set (or the SDK is disabled).
+    /// The trace configuration, or `None` when no endpoint is set, `OTEL_TRACES_EXPORTER=none` or
+    /// the SDK is disabled.
     fn traces(&self) -> anyhow::Result<Option<TraceConfig>> {
-        let traces_endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .ok()
-            .filter(|e| !e.is_empty());
-        if self.otel_sdk_disabled
-            || self.otel_traces_exporter != "otlp"
-            || (self.otlp_endpoint.is_none() && traces_endpoint.is_none())
-        {
+        if self.otel_traces_exporter != "otlp" {
             return Ok(None);
         }
-        let protocol = OtlpProtocol::from_name(&self.otlp_protocol)
-            .context("--otlp-protocol is http/protobuf or grpc")?;
+        let Some(target) = self.target("TRACES")? else {
+            return Ok(None);
+        };
         let sampler = Sampler::from_name(
             &self.otel_traces_sampler,
             self.otel_traces_sampler_arg.as_deref(),
         )?;
         Ok(Some(TraceConfig {
-            // The signal's own variable wins over the base URL, as the specification says.
-            endpoint: if traces_endpoint.is_some() {
-                None
-            } else {
-                self.otlp_endpoint.clone()
-            },
-            protocol,
-            headers: self
-                .otlp_headers
-                .as_deref()
-                .map(tollgate_proxy::parse_pairs)
-                .unwrap_or_default(),
-            service_name: self.otel_service_name.clone(),
-            resource: self
-                .otel_resource_attributes
-                .as_deref()
-                .map(tollgate_proxy::parse_pairs)
-                .unwrap_or_default(),
+            endpoint: target.endpoint,
+            protocol: target.protocol,
+            headers: target.headers,
+            service_name: target.service_name,
+            resource: target.resource,
             sampler,
             ..TraceConfig::default()
         }))
     }
-}
 
-impl OtelArgs {
     /// The collector part of a signal's configuration, or `None` when neither the base endpoint nor
     /// the signal's own `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT` is set, or the SDK is disabled.
     fn target(&self, signal: &str) -> anyhow::Result<Option<OtlpTarget>> {
