@@ -34,10 +34,11 @@ pub use limits::redis::{RedisConfigError, RedisLogin, client as redis_client};
 /// AWS Signature Version 4, for tests that check what Bedrock receives.
 pub use llm::sigv4;
 pub use serve::{ConnectionLimits, TlsFiles};
+pub use telemetry::otlp::{LogsConfig, MetricsConfig, Target as OtlpTarget};
 pub use telemetry::trace::{
     Protocol as OtlpProtocol, Sampler, TraceConfig, Tracer, UnknownSampler, parse_pairs,
 };
-pub use telemetry::{AccessLog, Recorder};
+pub use telemetry::{AccessLog, OtlpSignals, Recorder};
 
 use call::Shared;
 
@@ -63,6 +64,10 @@ pub struct ProxyConfig {
     /// OTLP traces: sampled calls' spans exported to a collector; `None` exports none (the caller's
     /// `traceparent` is still passed upstream).
     pub traces: Option<TraceConfig>,
+    /// The GenAI metrics over OTLP; `None` exports none.
+    pub metrics: Option<MetricsConfig>,
+    /// The access log's lines as OTLP log records too; `None` exports none.
+    pub logs: Option<LogsConfig>,
     /// The key sealing legacy-era MCP session ids (see [`mcp_session_key`]); `None`: a random one,
     /// so that only this replica continues its sessions.
     pub mcp_session_key: Option<[u8; 32]>,
@@ -92,6 +97,8 @@ impl Default for ProxyConfig {
             },
             cache: CacheConfig::default(),
             traces: None,
+            metrics: None,
+            logs: None,
             mcp_session_key: None,
             token_clock: Clock::system(),
             key_clock: Clock::system(),
@@ -124,7 +131,14 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with no snapshot yet (not ready until one is stored).
     pub fn new(config: ProxyConfig, access_log: AccessLog) -> Self {
-        let recorder = Arc::new(Recorder::with_traces(access_log, config.traces.clone()));
+        let recorder = Arc::new(Recorder::with_signals(
+            access_log,
+            OtlpSignals {
+                traces: config.traces.clone(),
+                metrics: config.metrics.clone(),
+                logs: config.logs.clone(),
+            },
+        ));
         let limiter = Arc::new(limits::Limiter::new(&config.traffic, recorder.clone()));
         let cache = Arc::new(call::ResponseCache::new(
             &config.cache,
@@ -164,6 +178,10 @@ impl Proxy {
         if let Some(tracer) = &self.shared.recorder.traces {
             tracer.start().context("starting the OTLP trace exporter")?;
         }
+        self.shared
+            .recorder
+            .start_exporters()
+            .context("starting the OTLP metrics and logs exporters")?;
         let tls = self
             .config
             .tls
@@ -255,6 +273,11 @@ impl BoundProxy {
             // The drained calls' spans, sent while the admin port still answers.
             tracer.flush(Duration::from_secs(5)).await;
         }
+        proxy
+            .shared
+            .recorder
+            .flush_exporters(Duration::from_secs(5))
+            .await;
         let _ = admin_stop.send(());
         let _ = admin_task.await;
     }

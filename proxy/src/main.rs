@@ -12,8 +12,8 @@ use tollgate_proxy::control::client::{self, ControllerConfig};
 use tollgate_proxy::control::generated_keys::GeneratedKeys;
 use tollgate_proxy::control::standalone::Watcher;
 use tollgate_proxy::{
-    AccessLog, CacheConfig, ConnectionLimits, OtlpProtocol, Proxy, ProxyConfig, RequestLimits,
-    Sampler, TlsFiles, TraceConfig,
+    AccessLog, CacheConfig, ConnectionLimits, LogsConfig, MetricsConfig, OtlpProtocol, OtlpTarget,
+    Proxy, ProxyConfig, RequestLimits, Sampler, TlsFiles, TraceConfig,
 };
 use tollgate_proxy::{LimitsConfig, RedisLogin, redis_client};
 
@@ -187,26 +187,77 @@ struct OtelArgs {
         global = true
     )]
     otel_sdk_disabled: bool,
+    /// `otlp` (the default: sampled calls' spans go to the collector whenever one is configured) or
+    /// `none` (no traces; the caller's `traceparent` is still passed upstream).
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", default_value = "otlp",
+          value_parser = ["otlp", "none"], global = true)]
+    otel_traces_exporter: String,
+    /// `otlp` (the default: the GenAI metrics go to the collector whenever one is configured) or
+    /// `none`.
+    #[arg(long, env = "OTEL_METRICS_EXPORTER", default_value = "otlp",
+          value_parser = ["otlp", "none"], global = true)]
+    otel_metrics_exporter: String,
+    /// `otlp` to send every access-log line as an OTLP log record too, or `none` (the default).
+    #[arg(long, env = "OTEL_LOGS_EXPORTER", default_value = "none",
+          value_parser = ["otlp", "none"], global = true)]
+    otel_logs_exporter: String,
+    /// Milliseconds between two exports of the GenAI metrics.
+    #[arg(
+        long,
+        env = "OTEL_METRIC_EXPORT_INTERVAL",
+        default_value_t = 60_000,
+        global = true
+    )]
+    otel_metric_export_interval: u64,
+    /// Longest one export of the GenAI metrics may take, in milliseconds.
+    #[arg(
+        long,
+        env = "OTEL_METRIC_EXPORT_TIMEOUT",
+        default_value_t = 30_000,
+        global = true
+    )]
+    otel_metric_export_timeout: u64,
 }
 
 impl OtelArgs {
-    /// The trace configuration, or `None` when no endpoint is set (or the SDK is disabled).
+    /// The trace configuration, or `None` when no endpoint is set, `OTEL_TRACES_EXPORTER=none` or
+    /// the SDK is disabled.
     fn traces(&self) -> anyhow::Result<Option<TraceConfig>> {
-        let traces_endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .ok()
-            .filter(|e| !e.is_empty());
-        if self.otel_sdk_disabled || (self.otlp_endpoint.is_none() && traces_endpoint.is_none()) {
+        if self.otel_traces_exporter != "otlp" {
             return Ok(None);
         }
-        let protocol = OtlpProtocol::from_name(&self.otlp_protocol)
-            .context("--otlp-protocol is http/protobuf or grpc")?;
+        let Some(target) = self.target("TRACES")? else {
+            return Ok(None);
+        };
         let sampler = Sampler::from_name(
             &self.otel_traces_sampler,
             self.otel_traces_sampler_arg.as_deref(),
         )?;
         Ok(Some(TraceConfig {
+            endpoint: target.endpoint,
+            protocol: target.protocol,
+            headers: target.headers,
+            service_name: target.service_name,
+            resource: target.resource,
+            sampler,
+            ..TraceConfig::default()
+        }))
+    }
+
+    /// The collector part of a signal's configuration, or `None` when neither the base endpoint nor
+    /// the signal's own `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT` is set, or the SDK is disabled.
+    fn target(&self, signal: &str) -> anyhow::Result<Option<OtlpTarget>> {
+        let own = std::env::var(format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+            .ok()
+            .filter(|e| !e.trim().is_empty());
+        if self.otel_sdk_disabled || (self.otlp_endpoint.is_none() && own.is_none()) {
+            return Ok(None);
+        }
+        let protocol = OtlpProtocol::from_name(&self.otlp_protocol)
+            .context("--otlp-protocol is http/protobuf or grpc")?;
+        Ok(Some(OtlpTarget {
             // The signal's own variable wins over the base URL, as the specification says.
-            endpoint: if traces_endpoint.is_some() {
+            endpoint: if own.is_some() {
                 None
             } else {
                 self.otlp_endpoint.clone()
@@ -223,8 +274,34 @@ impl OtelArgs {
                 .as_deref()
                 .map(tollgate_proxy::parse_pairs)
                 .unwrap_or_default(),
-            sampler,
-            ..TraceConfig::default()
+            ..OtlpTarget::default()
+        }))
+    }
+
+    /// The GenAI metrics' export, or `None` (`OTEL_METRICS_EXPORTER=none`, or no collector).
+    fn metrics(&self) -> anyhow::Result<Option<MetricsConfig>> {
+        if self.otel_metrics_exporter != "otlp" {
+            return Ok(None);
+        }
+        Ok(self.target("METRICS")?.map(|mut target| {
+            target.timeout = Duration::from_millis(self.otel_metric_export_timeout.max(1));
+            MetricsConfig {
+                target,
+                interval: Duration::from_millis(self.otel_metric_export_interval.max(1)),
+                ..MetricsConfig::default()
+            }
+        }))
+    }
+
+    /// The access log's export as OTLP log records, or `None` (`OTEL_LOGS_EXPORTER` not `otlp`, or
+    /// no collector).
+    fn logs(&self) -> anyhow::Result<Option<LogsConfig>> {
+        if self.otel_logs_exporter != "otlp" {
+            return Ok(None);
+        }
+        Ok(self.target("LOGS")?.map(|target| LogsConfig {
+            target,
+            ..LogsConfig::default()
         }))
     }
 }
@@ -328,6 +405,9 @@ fn config(args: &ServerArgs, traces: Option<TraceConfig>) -> anyhow::Result<Prox
     };
     Ok(ProxyConfig {
         traces,
+        // Set by the caller from the OTLP flags, beside the traces.
+        metrics: None,
+        logs: None,
         mcp_session_key,
         token_clock: tollgate_proxy::Clock::system(),
         key_clock: tollgate_proxy::Clock::system(),
@@ -401,7 +481,10 @@ async fn run() -> anyhow::Result<()> {
         "off" => AccessLog::Discard,
         _ => AccessLog::stdout(),
     };
-    let proxy = Proxy::new(config(&cli.server, cli.otel.traces()?)?, access_log);
+    let mut proxy_config = config(&cli.server, cli.otel.traces()?)?;
+    proxy_config.metrics = cli.otel.metrics()?;
+    proxy_config.logs = cli.otel.logs()?;
+    let proxy = Proxy::new(proxy_config, access_log);
     match cli.command {
         Some(Command::Standalone {
             path,
@@ -462,6 +545,49 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("1d").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn metrics_are_on_with_a_collector_and_logs_only_when_asked() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec![
+                "tollgate-proxy",
+                "standalone",
+                "x.yaml",
+                "--otlp-endpoint",
+                "http://collector:4318",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).unwrap()
+        };
+        let cli = parse(&["--otel-metric-export-interval", "250"]);
+        let metrics = cli.otel.metrics().unwrap().expect("metrics on by default");
+        assert_eq!(metrics.interval, Duration::from_millis(250));
+        assert_eq!(metrics.target.timeout, Duration::from_secs(30));
+        assert_eq!(
+            metrics.target.endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert!(cli.otel.logs().unwrap().is_none(), "logs are opt-in");
+        let cli = parse(&[
+            "--otel-metrics-exporter",
+            "none",
+            "--otel-logs-exporter",
+            "otlp",
+        ]);
+        assert!(cli.otel.metrics().unwrap().is_none());
+        assert!(cli.otel.traces().unwrap().is_some(), "traces stay on");
+        let metrics_only = parse(&["--otel-traces-exporter", "none"]);
+        assert!(metrics_only.otel.traces().unwrap().is_none());
+        assert!(metrics_only.otel.metrics().unwrap().is_some());
+        let logs = cli.otel.logs().unwrap().expect("logs asked for");
+        assert_eq!(logs.target.service_name, "tollgate-proxy");
+        let off = Cli::try_parse_from(["tollgate-proxy", "standalone", "x.yaml"]).unwrap();
+        assert!(
+            off.otel.metrics().unwrap().is_none(),
+            "no collector, no metrics"
+        );
+        assert!(Cli::try_parse_from(["tollgate-proxy", "--otel-logs-exporter", "file"]).is_err());
     }
 
     #[test]

@@ -481,6 +481,62 @@ fn redis_tls_and_acl_values_mount_the_password_and_the_ca_as_files() {
 }
 
 #[test]
+fn the_otlp_values_turn_each_signal_on_or_off() {
+    let cp = ControlPlane::shared();
+    let env_of = |args: &[&str]| -> Vec<(String, String)> {
+        let docs = documents(&render(cp, "otlp", "tollgate-system", args));
+        find(&docs, "Deployment", "otlp-tollgate-proxy")["spec"]["template"]["spec"]["containers"]
+            [0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().starts_with("OTEL_"))
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let value = |env: &[(String, String)], name: &str| {
+        env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    };
+    // No collector: no OTLP variable at all.
+    assert_eq!(env_of(&[]), []);
+    let endpoint = "proxy.tracing.endpoint=http://otel-collector:4318";
+    let on = env_of(&["--set", endpoint]);
+    assert_eq!(value(&on, "OTEL_METRICS_EXPORTER").as_deref(), Some("otlp"));
+    assert_eq!(
+        value(&on, "OTEL_METRIC_EXPORT_INTERVAL").as_deref(),
+        Some("60000")
+    );
+    assert_eq!(value(&on, "OTEL_LOGS_EXPORTER").as_deref(), Some("none"));
+    let flipped = env_of(&[
+        "--set",
+        endpoint,
+        "--set",
+        "proxy.tracing.metrics=false",
+        "--set",
+        "proxy.tracing.accessLogs=true",
+        "--set",
+        "proxy.tracing.metricExportIntervalMs=15000",
+    ]);
+    assert_eq!(
+        value(&flipped, "OTEL_METRICS_EXPORTER").as_deref(),
+        Some("none")
+    );
+    assert_eq!(
+        value(&flipped, "OTEL_LOGS_EXPORTER").as_deref(),
+        Some("otlp")
+    );
+    assert_eq!(
+        value(&flipped, "OTEL_METRIC_EXPORT_INTERVAL").as_deref(),
+        Some("15000")
+    );
+}
+
+#[test]
 fn the_values_schema_refuses_mistakes_before_anything_is_sent() {
     let cp = ControlPlane::shared();
     for (set, expected) in [
@@ -489,6 +545,10 @@ fn the_values_schema_refuses_mistakes_before_anything_is_sent() {
         ("proxy.service.type=Ingress", "/proxy/service/type"),
         ("proxy.httpPort=0", "/proxy/httpPort"),
         ("controller.image.digest=latest", "/controller/image/digest"),
+        (
+            "proxy.tracing.metricExportIntervalMs=5",
+            "/proxy/tracing/metricExportIntervalMs",
+        ),
     ] {
         let mut cmd = cp.helm();
         cmd.arg("template")

@@ -76,6 +76,7 @@ pub fn route_call<'a>(
     let (doc, model) = parse_request(body, own)?;
     let stream = !matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens) && doc.stream();
     call.stream = stream;
+    call.operation = Some(endpoint.operation_name());
     let found = snapshot.model_with_index(route, &model);
     call.model = found.map(|(idx, _)| idx);
     if let Some(trace) = call.trace.as_deref_mut() {

@@ -11,8 +11,10 @@ use tollgate_snapshot::{ConsumerIdx, GuardrailAction, Price, ProviderIdx, RouteI
 use crate::clock;
 use crate::llm::Usage;
 use crate::telemetry::metrics::{CallSample, SeriesOf};
+use crate::telemetry::otlp::GenAiCall;
 use crate::telemetry::trace::{
-    Begun, CallSummary, CallTrace, McpSpan, TRACEPARENT, TRACESTATE, TraceParent, tracestate_ok,
+    Begun, CallSummary, CallTrace, McpSpan, TRACEPARENT, TRACESTATE, TraceParent, provider_name,
+    tracestate_ok,
 };
 use crate::telemetry::{AccessLine, Recorder, Saved};
 
@@ -121,6 +123,8 @@ pub struct Call {
     pub guardrails: Vec<(Arc<str>, &'static str)>,
     /// For a call to the MCP endpoint, what it was.
     pub mcp: Option<Box<McpNote>>,
+    /// For a model call, its `gen_ai.operation.name` (`chat`, `embeddings`, …).
+    pub operation: Option<&'static str>,
 }
 
 impl Call {
@@ -191,6 +195,7 @@ impl Call {
             trace_headers: None,
             guardrails: Vec::new(),
             mcp: None,
+            operation: None,
         }
     }
 
@@ -390,6 +395,34 @@ impl Call {
             self.recorder.metrics.guardrail_decision(rule, action);
         }
         self.recorder.write_line(&line);
+        self.recorder.export_line(
+            &line,
+            self.trace.as_deref().map(|t| (t.trace_id, t.span_id)),
+        );
+        if let (Some(genai), Some(operation), Some(served), Some(snapshot), Some(route)) = (
+            &self.recorder.genai,
+            self.operation,
+            &self.served,
+            snapshot,
+            route,
+        ) && let Some(model) = self.model.and_then(|m| route.models.get(m as usize))
+        {
+            genai.record(&GenAiCall {
+                operation,
+                provider: provider_name(snapshot.provider(served.provider).provider_type),
+                request_model: &model.name,
+                response_model: &served.model,
+                error: self
+                    .error_class
+                    .filter(|_| !(200..300).contains(&self.status)),
+                duration: elapsed,
+                ttft: self
+                    .first_chunk_at
+                    .filter(|_| self.stream)
+                    .map(|t| t - self.started),
+                tokens: self.usage.map(|u| (u.input, u.output)),
+            });
+        }
         if let Some(trace) = self.trace.take()
             && let Some(tracer) = &self.recorder.traces
         {

@@ -233,6 +233,63 @@ impl TraceCounters {
     }
 }
 
+/// What happened to the OTLP metrics' exports and the access log's OTLP records (shared with their
+/// exporters' tasks).
+#[derive(Clone, Default)]
+pub struct OtlpCounters {
+    /// Metric exports the collector accepted.
+    pub metric_exports_ok: Counter,
+    /// Metric exports refused, failed or timed out (the next one carries the same sums).
+    pub metric_exports_failed: Counter,
+    /// Calls whose GenAI attribute set came past the cap (counted under `otel.metric.overflow`).
+    pub metric_sets_folded: Counter,
+    /// Log records the collector accepted.
+    pub log_records_exported: Counter,
+    /// Log records dropped because the exporter's queue was full.
+    pub log_records_dropped_queue_full: Counter,
+    /// Log records dropped because their export failed or timed out.
+    pub log_records_dropped_export_failed: Counter,
+}
+
+impl OtlpCounters {
+    fn register(registry: &mut Registry) -> Self {
+        let counters = Self::default();
+        let exports = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "tollgate_otlp_metric_exports",
+            "Exports of the GenAI metrics over OTLP, by outcome (ok, failed: refused, unreachable or timed out)",
+            exports.clone(),
+        );
+        registry.register(
+            "tollgate_otlp_metric_sets_folded",
+            "Calls counted under otel.metric.overflow=true in the GenAI metrics because their attribute set came past the cap",
+            counters.metric_sets_folded.clone(),
+        );
+        registry.register(
+            "tollgate_otlp_log_records_exported",
+            "Access-log records accepted by the OTLP collector",
+            counters.log_records_exported.clone(),
+        );
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tollgate_otlp_log_records_dropped",
+            "Access-log records not exported: queue_full (the exporter fell behind) or export_failed (the collector refused, failed or timed out)",
+            dropped.clone(),
+        );
+        Self {
+            metric_exports_ok: exports.get_or_create_owned(&OutcomeLabel { outcome: "ok" }),
+            metric_exports_failed: exports.get_or_create_owned(&OutcomeLabel { outcome: "failed" }),
+            log_records_dropped_queue_full: dropped.get_or_create_owned(&ReasonLabel {
+                reason: "queue_full",
+            }),
+            log_records_dropped_export_failed: dropped.get_or_create_owned(&ReasonLabel {
+                reason: "export_failed",
+            }),
+            ..counters
+        }
+    }
+}
+
 /// Metrics of the response cache.
 struct CacheMetrics {
     lookups: Family<ResultLabel, Counter>,
@@ -339,6 +396,7 @@ pub struct Metrics {
     traffic: TrafficMetrics,
     cache: CacheMetrics,
     trace: TraceCounters,
+    otlp: OtlpCounters,
     guardrails: Family<GuardrailLabels, Counter>,
     mcp: Family<McpLabel, Counter>,
     series: Mutex<SeriesCache>,
@@ -504,6 +562,7 @@ impl Metrics {
         let traffic = TrafficMetrics::register(&mut registry);
         let cache = CacheMetrics::register(&mut registry);
         let trace = TraceCounters::register(&mut registry);
+        let otlp = OtlpCounters::register(&mut registry);
         let guardrails = Family::<GuardrailLabels, Counter>::default();
         registry.register(
             "tollgate_guardrail_decisions",
@@ -520,6 +579,7 @@ impl Metrics {
             mcp,
             cache,
             trace,
+            otlp,
             guardrails,
             series: Mutex::default(),
             traffic,
@@ -775,6 +835,11 @@ impl Metrics {
     /// The trace exporter's counters.
     pub fn trace_counters(&self) -> TraceCounters {
         self.trace.clone()
+    }
+
+    /// The counters the OTLP metrics and logs exporters add to.
+    pub fn otlp_counters(&self) -> OtlpCounters {
+        self.otlp.clone()
     }
 
     /// The text exposition, with the snapshot gauges set first from the served snapshot's version

@@ -50,6 +50,7 @@ mod mcp_federation;
 mod mcp_guardrails;
 mod messages_api;
 mod moderation;
+mod otlp_signals;
 mod prompts;
 mod responses_api;
 mod rest;

@@ -18,16 +18,16 @@ use std::borrow::Cow;
 use super::span::{Attr, Kind, SpanRecord};
 
 /// Protobuf wire types.
-const VARINT: u64 = 0;
-const FIXED64: u64 = 1;
-const LEN: u64 = 2;
-const FIXED32: u64 = 5;
+pub(crate) const VARINT: u64 = 0;
+pub(crate) const FIXED64: u64 = 1;
+pub(crate) const LEN: u64 = 2;
+pub(crate) const FIXED32: u64 = 5;
 
 /// `Span.flags`: the parent's remoteness is known, and whether it is remote.
 const HAS_IS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -35,15 +35,15 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn varint_len(v: u64) -> usize {
+pub(crate) fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn tag(out: &mut Vec<u8>, field: u64, wire: u64) {
+pub(crate) fn tag(out: &mut Vec<u8>, field: u64, wire: u64) {
     varint(out, field << 3 | wire);
 }
 
-fn bytes_field(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+pub(crate) fn bytes_field(out: &mut Vec<u8>, field: u64, b: &[u8]) {
     tag(out, field, LEN);
     varint(out, b.len() as u64);
     out.extend_from_slice(b);
@@ -184,12 +184,12 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
     true
 }
 
-fn nanos(t: SystemTime) -> u64 {
+pub(crate) fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
+pub(crate) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
     tag(out, field, FIXED64);
     out.extend_from_slice(&v.to_le_bytes());
 }

@@ -1,6 +1,6 @@
 //! A real OpenTelemetry Collector (built from its Go modules by `tests/collector/ensure.sh`) with the
-//! OTLP receiver on loopback ports and the file exporter writing what it receives, one JSON document
-//! (OTLP/JSON) a line, to a file the test reads.
+//! OTLP receiver on loopback ports and the file exporter writing what it receives — traces, metrics
+//! and logs, one pipeline each — one JSON document (OTLP/JSON) a line, to a file the test reads.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -82,7 +82,9 @@ impl Collector {
                  http:\n        endpoint: 127.0.0.1:{}\n\
                  exporters:\n  file:\n    path: {}\n    flush_interval: 50ms\n\
                  service:\n  telemetry:\n    metrics:\n      level: none\n  \
-                 pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [file]\n",
+                 pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [file]\n    \
+                 metrics:\n      receivers: [otlp]\n      exporters: [file]\n    \
+                 logs:\n      receivers: [otlp]\n      exporters: [file]\n",
                 self.grpc_port,
                 self.http_port,
                 self.output().display()
@@ -122,9 +124,7 @@ impl Collector {
     /// Every span written so far, each with its resource's attributes under `"resource"`.
     pub fn spans(&self) -> Vec<Value> {
         let mut out = Vec::new();
-        for line in self.raw().lines().filter(|l| !l.trim().is_empty()) {
-            let doc: Value =
-                serde_json::from_str(line).expect("the file exporter writes JSON lines");
+        for doc in self.documents() {
             for rs in doc["resourceSpans"].as_array().into_iter().flatten() {
                 for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                     for span in ss["spans"].as_array().into_iter().flatten() {
@@ -137,6 +137,63 @@ impl Collector {
             }
         }
         out
+    }
+
+    /// Every histogram data point of the metric `name` written so far, oldest first, each with its
+    /// metric's `name`, `unit` and `aggregationTemporality` and its resource's attributes beside it.
+    pub fn metric_points(&self, name: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        for doc in self.documents() {
+            for rm in doc["resourceMetrics"].as_array().into_iter().flatten() {
+                for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
+                    for m in sm["metrics"].as_array().into_iter().flatten() {
+                        if m["name"] != name {
+                            continue;
+                        }
+                        let h = &m["histogram"];
+                        for p in h["dataPoints"].as_array().into_iter().flatten() {
+                            let mut p = p.clone();
+                            p["name"] = m["name"].clone();
+                            p["unit"] = m["unit"].clone();
+                            p["aggregationTemporality"] = h["aggregationTemporality"].clone();
+                            p["resource"] = rm["resource"].clone();
+                            p["scope"] = sm["scope"].clone();
+                            out.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every log record written so far, each with its resource's attributes under `"resource"`.
+    pub fn log_records(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for doc in self.documents() {
+            for rl in doc["resourceLogs"].as_array().into_iter().flatten() {
+                for sl in rl["scopeLogs"].as_array().into_iter().flatten() {
+                    for r in sl["logRecords"].as_array().into_iter().flatten() {
+                        let mut r = r.clone();
+                        r["resource"] = rl["resource"].clone();
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The documents written whole so far: a last line still being written (no newline yet) is left
+    /// for the next read.
+    fn documents(&self) -> Vec<Value> {
+        let raw = self.raw();
+        let whole = raw.rfind('\n').map_or("", |end| &raw[..end]);
+        whole
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("the file exporter writes JSON lines"))
+            .collect()
     }
 
     /// Waits (up to 15 s) until `count` spans of `trace_id` (hex) have been written; returns them.
