@@ -4,6 +4,8 @@
 #
 #   bash bench/rest.sh          # 3,000 calls after 300 to warm up
 #   bash bench/rest.sh 5000     # another count
+#   REST_PROFILES=/tmp/p bash bench/rest.sh   # also keep each callgrind profile there, for
+#                                             # callgrind_annotate --inclusive=yes /tmp/p/tollgate.out
 #
 # Both get the same ~1 KB chat body, one keep-alive connection, and the same upstream answer; Tollgate
 # serves it as `POST <prefix>/api/chat/completions`, an operation of the benchmark route's REST service
@@ -57,6 +59,7 @@ count() {
     kill "$vg"
     wait "$vg" 2>/dev/null || true
     [ "$ok" = "$calls" ] || { say "$path: $ok of $calls calls answered 200"; return 1; }
+    if [ -n "${REST_PROFILES:-}" ]; then mkdir -p "$REST_PROFILES" && cp "$out.1" "$REST_PROFILES/$path.out"; fi
     local total
     total="$(callgrind_annotate "$out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')"
     echo $((total / calls))
