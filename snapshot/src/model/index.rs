@@ -113,7 +113,10 @@ impl Index {
             if end == 0 {
                 return None;
             }
-            end = path[..end].rfind('/').unwrap_or(0);
+            end = path.as_bytes()[..end]
+                .iter()
+                .rposition(|&b| b == b'/')
+                .unwrap_or(0);
         }
     }
 }
