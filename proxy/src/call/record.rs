@@ -201,7 +201,7 @@ impl Call {
         let given = headers.get(&TRACEPARENT_HEADER);
         let parent = given.and_then(|v| TraceParent::parse(v.as_bytes()));
         let state = parent
-            .and(headers.get(&TRACESTATE_HEADER))
+            .and_then(|_| headers.get(&TRACESTATE_HEADER))
             .filter(|v| tracestate_ok(v.as_bytes()));
         if let Some(tracer) = &self.recorder.traces
             && let Begun::Recorded(trace) =

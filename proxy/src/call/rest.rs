@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use smallvec::SmallVec;
 use tollgate_snapshot::{RouteIdx, Snapshot};
 
 use super::ask::REQUEST_ID;
@@ -142,7 +143,8 @@ fn is_dropped(name: &str, leg: Leg) -> bool {
 /// Removes the headers that do not pass on `leg`, and those that `Connection` names, reading the
 /// headers once (this runs twice on every REST call).
 fn drop_headers(headers: &mut HeaderMap, leg: Leg) {
-    let mut dropped: Vec<HeaderName> = Vec::new();
+    // Kept inline: a request drops three or four names, an answer fewer.
+    let mut dropped: SmallVec<[HeaderName; 6]> = SmallVec::new();
     // Names once each (`keys`, not every value); `Connection`'s values are read on their own.
     for name in headers.keys() {
         if is_dropped(name.as_str(), leg) {
