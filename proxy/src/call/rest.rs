@@ -151,7 +151,7 @@ fn drop_headers(headers: &mut HeaderMap, leg: Leg) {
             dropped.push(name.clone());
         }
     }
-    if dropped.iter().any(|n| n == header::CONNECTION) {
+    if dropped.contains(&header::CONNECTION) {
         for value in headers.get_all(header::CONNECTION) {
             let named = value.to_str().ok().into_iter().flat_map(|v| v.split(','));
             dropped.extend(named.filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()));
