@@ -4,6 +4,9 @@
 #
 #   bash bench/rest.sh          # 3,000 calls after 300 to warm up
 #   bash bench/rest.sh 5000     # another count
+#   REST_PORT_BASE=18290 bash bench/rest.sh  # other ports (18190, +5 and +6 by default)
+#   REST_PROFILES=/tmp/p bash bench/rest.sh   # also keep each callgrind profile there, for
+#                                             # callgrind_annotate --inclusive=yes /tmp/p/tollgate.out
 #
 # Both get the same ~1 KB chat body, one keep-alive connection, and the same upstream answer; Tollgate
 # serves it as `POST <prefix>/api/chat/completions`, an operation of the benchmark route's REST service
@@ -16,8 +19,10 @@ say_as=rest-bench
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 calls="${1:-3000}"
-upstream_port=18190
-proxy_port=18195
+# Another run on the machine (bench/traces.sh uses the same ports) can be avoided with REST_PORT_BASE.
+upstream_port=${REST_PORT_BASE:-18190}
+proxy_port=$((upstream_port + 5))
+admin_port=$((upstream_port + 6))
 # shellcheck source=bench/callgrind_setup.sh
 source bench/callgrind_setup.sh  # common.sh has moved to the repository root
 
@@ -41,7 +46,7 @@ count() {
     else
         valgrind --tool=callgrind --callgrind-out-file="$out" "$target/release/tollgate-proxy" \
             standalone "$work/snapshot.yaml" --poll-interval 1h --listen "127.0.0.1:$proxy_port" \
-            --admin-listen 127.0.0.1:18196 >/dev/null 2>&1 &
+            --admin-listen "127.0.0.1:$admin_port" >/dev/null 2>&1 &
         url="http://127.0.0.1:$proxy_port$prefix/api/chat/completions"
         # For comparison: the same body as a model call through the route.
         [ "$path" = tollgate-chat ] && url="http://127.0.0.1:$proxy_port$prefix/v1/chat/completions"
@@ -57,6 +62,7 @@ count() {
     kill "$vg"
     wait "$vg" 2>/dev/null || true
     [ "$ok" = "$calls" ] || { say "$path: $ok of $calls calls answered 200"; return 1; }
+    if [ -n "${REST_PROFILES:-}" ]; then mkdir -p "$REST_PROFILES" && cp "$out.1" "$REST_PROFILES/$path.out"; fi
     local total
     total="$(callgrind_annotate "$out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')"
     echo $((total / calls))

@@ -158,22 +158,46 @@ impl Rfc3339Ms {
     /// The 24 bytes of the text, digit by digit (this runs for every access-log line; `write!` with
     /// padded fields costs several times as much).
     pub fn bytes(&self) -> [u8; 24] {
-        let c = civil(self.0.div_euclid(1_000));
-        let mut out = *b"0000-00-00T00:00:00.000Z";
-        let mut put = |at: usize, width: usize, mut n: u64| {
-            for i in (at..at + width).rev() {
-                out[i] = b'0' + (n % 10) as u8;
-                n /= 10;
+        // Lines come many to a second: the date and time of the last second written on this thread
+        // are kept, so that mostly only the milliseconds are written.
+        thread_local! {
+            static LAST: std::cell::Cell<(i64, [u8; 24])> = const {
+                std::cell::Cell::new((i64::MIN, [0; 24]))
+            };
+        }
+        let second = self.0.div_euclid(1_000);
+        let mut out = LAST.with(|last| {
+            let (at, text) = last.get();
+            if at == second {
+                return text;
             }
-        };
-        put(0, 4, c.year.clamp(0, 9_999) as u64);
-        put(5, 2, u64::from(c.month));
-        put(8, 2, u64::from(c.day));
-        put(11, 2, u64::from(c.hour));
-        put(14, 2, u64::from(c.minute));
-        put(17, 2, u64::from(c.second));
-        put(20, 3, self.0.rem_euclid(1_000) as u64);
+            let text = Self::second_bytes(second);
+            last.set((second, text));
+            text
+        });
+        put_digits(&mut out, 20, 3, self.0.rem_euclid(1_000) as u64);
         out
+    }
+
+    /// The text of Unix second `second`, its milliseconds `000`.
+    fn second_bytes(second: i64) -> [u8; 24] {
+        let c = civil(second);
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        put_digits(&mut out, 0, 4, c.year.clamp(0, 9_999) as u64);
+        put_digits(&mut out, 5, 2, u64::from(c.month));
+        put_digits(&mut out, 8, 2, u64::from(c.day));
+        put_digits(&mut out, 11, 2, u64::from(c.hour));
+        put_digits(&mut out, 14, 2, u64::from(c.minute));
+        put_digits(&mut out, 17, 2, u64::from(c.second));
+        out
+    }
+}
+
+/// Writes the last `width` decimal digits of `n` at `at`.
+fn put_digits(out: &mut [u8; 24], at: usize, width: usize, mut n: u64) {
+    for i in (at..at + width).rev() {
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
@@ -195,6 +219,35 @@ mod tests {
         assert_eq!(http_date(1_709_210_096), "Thu, 29 Feb 2024 12:34:56 GMT");
         assert_eq!(rfc3339_ms(1_709_210_096_007), "2024-02-29T12:34:56.007Z");
         assert_eq!(rfc3339_ms(-1_000), "1969-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn the_kept_second_changes_with_the_time() {
+        // The same second twice, then another second and back: each text as if written anew.
+        for (ms, text) in [
+            (1_709_210_096_007, "2024-02-29T12:34:56.007Z"),
+            (1_709_210_096_999, "2024-02-29T12:34:56.999Z"),
+            (1_709_210_097_000, "2024-02-29T12:34:57.000Z"),
+            (1_709_210_096_010, "2024-02-29T12:34:56.010Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+            (-1_000, "1969-12-31T23:59:59.000Z"),
+        ] {
+            assert_eq!(rfc3339_ms(ms), text);
+        }
+    }
+
+    proptest::proptest! {
+        /// Kept or not, the text is the civil date of the instant.
+        #[test]
+        fn rfc3339_is_the_civil_date(ms in -62_135_596_800_000i64..253_402_300_799_999) {
+            let c = civil(ms.div_euclid(1_000));
+            let fresh = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                c.year, c.month, c.day, c.hour, c.minute, c.second, ms.rem_euclid(1_000)
+            );
+            proptest::prop_assert_eq!(rfc3339_ms(ms), fresh.clone());
+            proptest::prop_assert_eq!(rfc3339_ms(ms), fresh);
+        }
     }
 
     #[test]

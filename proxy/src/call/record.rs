@@ -202,10 +202,11 @@ impl Call {
     /// Reads the caller's W3C trace context: a sampled call records its trace (continuing the
     /// caller's, or starting one); otherwise a valid `traceparent` (and `tracestate`) is passed on.
     pub fn begin_trace(&mut self, headers: &http::HeaderMap) {
-        let given = headers.get(TRACEPARENT);
+        // By `HeaderName`: a `&str` name would be parsed again on every call.
+        let given = headers.get(&TRACEPARENT_HEADER);
         let parent = given.and_then(|v| TraceParent::parse(v.as_bytes()));
         let state = parent
-            .and(headers.get(TRACESTATE))
+            .and_then(|_| headers.get(&TRACESTATE_HEADER))
             .filter(|v| tracestate_ok(v.as_bytes()));
         if let Some(tracer) = &self.recorder.traces
             && let Begun::Recorded(trace) =

@@ -575,45 +575,80 @@ impl RateNotes {
     pub fn write(&self, headers: &mut HeaderMap) {
         // Every value is written into one buffer and each header takes a slice of it: one allocation
         // for all of them instead of one per header (this runs on every call of a limited route).
+        // Written out value by value: closures behind `dyn` and an array of optional names cost
+        // more than the values themselves.
         let mut text = String::with_capacity(96);
-        let mut spans: [(Option<HeaderName>, usize, usize); 8] = Default::default();
+        let mut digits = itoa::Buffer::new();
+        let mut ends = [0usize; 8];
+        let mut names = [RateHeader::LimitRequests; 8];
         let mut n = 0;
-        let mut value = |name: HeaderName, write: &dyn Fn(&mut String)| {
-            let start = text.len();
-            write(&mut text);
-            spans[n] = (Some(name), start, text.len());
+        let mut push = |text: &mut String, name: RateHeader| {
+            names[n] = name;
+            ends[n] = text.len();
             n += 1;
         };
-        let number = |v: u64| move |out: &mut String| out.push_str(itoa::Buffer::new().format(v));
-        let duration = |ms: u64| move |out: &mut String| write_duration(out, ms);
         if let Some(g) = self.gauges.requests {
-            value(LIMIT_REQUESTS, &number(g.limit));
-            value(REMAINING_REQUESTS, &number(g.remaining));
-            value(RESET_REQUESTS, &duration(g.reset_ms));
+            text.push_str(digits.format(g.limit));
+            push(&mut text, RateHeader::LimitRequests);
+            text.push_str(digits.format(g.remaining));
+            push(&mut text, RateHeader::RemainingRequests);
+            write_duration(&mut text, g.reset_ms);
+            push(&mut text, RateHeader::ResetRequests);
         }
         if let Some(g) = self.gauges.tokens {
-            value(LIMIT_TOKENS, &number(g.limit));
-            value(REMAINING_TOKENS, &number(g.remaining));
-            value(RESET_TOKENS, &duration(g.reset_ms));
+            text.push_str(digits.format(g.limit));
+            push(&mut text, RateHeader::LimitTokens);
+            text.push_str(digits.format(g.remaining));
+            push(&mut text, RateHeader::RemainingTokens);
+            write_duration(&mut text, g.reset_ms);
+            push(&mut text, RateHeader::ResetTokens);
         }
         if let Some(ms) = self.retry_after_ms {
-            value(
-                http::header::RETRY_AFTER,
-                &number(ms.div_ceil(1_000).max(1)),
-            );
-            value(RETRY_AFTER_MS, &number(ms));
+            text.push_str(digits.format(ms.div_ceil(1_000).max(1)));
+            push(&mut text, RateHeader::RetryAfter);
+            text.push_str(digits.format(ms));
+            push(&mut text, RateHeader::RetryAfterMs);
         }
         let text = bytes::Bytes::from(text);
         // Growing the answer's header map while inserting would rehash it more than once.
         headers.reserve(n + usize::from(self.do_not_retry));
-        for (name, start, end) in spans {
-            let Some(name) = name else { break };
+        let mut start = 0;
+        for (&name, &end) in names.iter().zip(&ends).take(n) {
             let v = HeaderValue::from_maybe_shared(text.slice(start..end))
                 .expect("digits and duration units are a valid header value");
-            headers.insert(name, v);
+            headers.insert(name.header(), v);
+            start = end;
         }
         if self.do_not_retry {
             headers.insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+        }
+    }
+}
+
+/// The headers [`RateNotes::write`] writes values for.
+#[derive(Clone, Copy)]
+enum RateHeader {
+    LimitRequests,
+    RemainingRequests,
+    ResetRequests,
+    LimitTokens,
+    RemainingTokens,
+    ResetTokens,
+    RetryAfter,
+    RetryAfterMs,
+}
+
+impl RateHeader {
+    fn header(self) -> HeaderName {
+        match self {
+            Self::LimitRequests => LIMIT_REQUESTS,
+            Self::RemainingRequests => REMAINING_REQUESTS,
+            Self::ResetRequests => RESET_REQUESTS,
+            Self::LimitTokens => LIMIT_TOKENS,
+            Self::RemainingTokens => REMAINING_TOKENS,
+            Self::ResetTokens => RESET_TOKENS,
+            Self::RetryAfter => http::header::RETRY_AFTER,
+            Self::RetryAfterMs => RETRY_AFTER_MS,
         }
     }
 }
@@ -767,5 +802,48 @@ mod tests {
         assert_eq!(headers["retry-after-ms"], "1200");
         assert_eq!(headers["x-should-retry"], "false");
         assert!(headers.get("x-ratelimit-limit-tokens").is_none());
+    }
+
+    #[test]
+    fn rate_headers_of_both_dimensions_replace_any_already_there() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from_static("stale"),
+        );
+        headers.insert("x-upstream", HeaderValue::from_static("kept"));
+        RateNotes {
+            gauges: Gauges {
+                requests: Some(local::Gauge {
+                    limit: 100_000_000,
+                    remaining: 99_999_999,
+                    reset_ms: 1,
+                }),
+                tokens: Some(local::Gauge {
+                    limit: 1_000_000_000_000,
+                    remaining: 0,
+                    reset_ms: 3_723_450,
+                }),
+            },
+            retry_after_ms: None,
+            do_not_retry: false,
+        }
+        .write(&mut headers);
+        let written: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            written,
+            [
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-upstream", "kept"),
+                ("x-ratelimit-limit-requests", "100000000"),
+                ("x-ratelimit-remaining-requests", "99999999"),
+                ("x-ratelimit-reset-requests", "1ms"),
+                ("x-ratelimit-limit-tokens", "1000000000000"),
+                ("x-ratelimit-reset-tokens", "1h2m3.45s"),
+            ]
+        );
     }
 }

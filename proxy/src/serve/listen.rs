@@ -79,9 +79,11 @@ pub async fn serve_data_plane(
         let idle = IdleWatch::new(activity.clone(), limits.idle_timeout);
         let service = service_fn(move |req| {
             let busy = activity.begin();
-            let call = gateway::handle(shared.clone(), req);
+            let shared = shared.clone();
+            // The call's future is made inside this one, not moved into it: it is several KB, and
+            // each move is a copy of all of it on every request.
             async move {
-                let response = call.await?;
+                let response = gateway::handle(shared, req).await?;
                 Ok::<_, std::convert::Infallible>(response.map(|body| Held::new(body, busy)))
             }
         });

@@ -298,11 +298,27 @@ mod json {
         }
     }
 
-    /// Whether `s` needs no escaping in JSON. Without an early exit, the loop runs many bytes at a
-    /// time (nearly every string is plain, so exiting early would save nothing).
-    fn plain(s: &str) -> bool {
-        s.bytes()
-            .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+    /// Whether `s` needs no escaping in JSON. Eight bytes at a time, without an early exit (nearly
+    /// every string is plain, so exiting early would save nothing).
+    pub(super) fn plain(s: &str) -> bool {
+        const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+        const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+        // Non-zero exactly when some byte of `w` is below `n` (n <= 0x80): Bit Twiddling Hacks'
+        // `hasless`. A zero byte of `w ^ c·ONES` is a byte equal to `c`.
+        let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+        let mut chunks = s.as_bytes().chunks_exact(8);
+        let mut bad = 0;
+        for chunk in &mut chunks {
+            let w = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+            bad |= below(w, 0x20)
+                | below(w ^ (ONES * u64::from(b'"')), 1)
+                | below(w ^ (ONES * u64::from(b'\\')), 1);
+        }
+        bad == 0
+            && chunks
+                .remainder()
+                .iter()
+                .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
     }
 
     pub fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
@@ -362,6 +378,17 @@ mod json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Eight bytes at a time or one by one, the same strings need escaping.
+        #[test]
+        fn plain_strings_are_those_without_quotes_backslashes_or_controls(
+            s in "(\\PC|[\"\\\\\u{0}-\u{1f}\u{7f}]|ü|€){0,40}",
+        ) {
+            let one_by_one = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+            proptest::prop_assert_eq!(json::plain(&s), one_by_one);
+        }
+    }
 
     fn line<'a>(id: &'a ObjectRef) -> AccessLine<'a> {
         AccessLine {

@@ -7,6 +7,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -33,7 +34,7 @@ pub struct RestPools {
 pub struct RestParts {
     pool: Arc<Pool>,
     /// The base URL, without a trailing `/`.
-    base: String,
+    base: BaseUrl,
     /// The credential header, marked sensitive; `None` when the service takes none or its value
     /// is not a valid header (the compiler refuses those).
     credential: Option<(HeaderName, HeaderValue)>,
@@ -56,7 +57,7 @@ impl RestPools {
                 let service = route.rest.as_ref()?;
                 Some(RestParts {
                     pool: self.pool(&route.id, service, tls),
-                    base: service.base_url.clone(),
+                    base: BaseUrl::new(&service.base_url),
                     credential: service.credential.as_ref().and_then(|c| {
                         let name = HeaderName::from_bytes(c.header.as_bytes()).ok()?;
                         let mut value = HeaderValue::from_str(&c.value.0).ok()?;
@@ -127,7 +128,7 @@ fn with_only_ca(tls: &rustls::ClientConfig, pem: &str, id: &ObjectRef) -> rustls
 impl RestParts {
     /// The upstream URL for `path_and_query` (which starts with `/`), if it makes a valid one.
     pub fn uri(&self, path_and_query: &str) -> Option<Uri> {
-        Uri::try_from([self.base.as_str(), path_and_query].concat()).ok()
+        self.base.join(path_and_query)
     }
 
     /// The credential header, if the service takes one.
@@ -148,5 +149,79 @@ impl RestParts {
         headers_due: Duration,
     ) -> Result<(Response<Incoming>, Option<Checkin>), UpstreamError> {
         self.pool.conns.send_within(request, headers_due).await
+    }
+}
+
+/// A REST service's base URL, its scheme and authority parsed once: each call parses only its own
+/// path and query, not the whole URL again.
+struct BaseUrl {
+    text: String,
+    /// Scheme, authority and path, when the URL is a plain `scheme://authority[/path]`.
+    parsed: Option<(Scheme, Authority, String)>,
+}
+
+impl BaseUrl {
+    fn new(text: &str) -> Self {
+        let parsed = Uri::try_from(text).ok().and_then(|uri| {
+            let (scheme, authority) = (uri.scheme()?.clone(), uri.authority()?.clone());
+            let path = text.strip_prefix(&format!("{scheme}://{authority}"))?;
+            // Anything after the path would change what a joined path means: parse those whole.
+            (!path.contains(['?', '#'])).then(|| (scheme, authority, path.to_string()))
+        });
+        Self {
+            text: text.to_string(),
+            parsed,
+        }
+    }
+
+    /// The URL of `path_and_query` (which starts with `/`) below the base: the same as parsing the
+    /// two written one after the other.
+    fn join(&self, path_and_query: &str) -> Option<Uri> {
+        let Some((scheme, authority, path)) = &self.parsed else {
+            return Uri::try_from([self.text.as_str(), path_and_query].concat()).ok();
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(scheme.clone());
+        parts.authority = Some(authority.clone());
+        let joined = Bytes::from([path.as_str(), path_and_query].concat());
+        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(joined).ok()?);
+        Uri::from_parts(parts).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn whole(base: &str, path_and_query: &str) -> Option<Uri> {
+        Uri::try_from([base, path_and_query].concat()).ok()
+    }
+
+    #[test]
+    fn joins_as_the_whole_url_parses() {
+        for base in [
+            "http://127.0.0.1:8080/v1",
+            "https://orders.team-a.svc",
+            "http://[::1]:9000/a/b",
+            "http://user@host/x",
+            "http://host/x?fixed=1",
+        ] {
+            let url = BaseUrl::new(base);
+            for pq in ["/", "/items/42?x=1&y=%20", "/a#frag", "/b c", "/é"] {
+                assert_eq!(url.join(pq), whole(base, pq), "{base} + {pq}");
+            }
+        }
+        assert!(BaseUrl::new("http://host/x?fixed=1").parsed.is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn joins_any_path_as_the_whole_url_parses(
+            base in "(http|https)://[a-z0-9.:@\\[\\]]{1,12}(/[a-z0-9%?#]{0,5}){0,2}",
+            pq in "/\\PC{0,24}",
+        ) {
+            prop_assert_eq!(BaseUrl::new(&base).join(&pq), whole(&base, &pq));
+        }
     }
 }

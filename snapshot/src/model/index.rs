@@ -16,6 +16,9 @@ pub(crate) struct Index {
     // like the object names the compiler indexes the same way: a fast unkeyed hash suits all three.
     by_key: FxHashMap<KeyDigest, (ConsumerIdx, u32)>,
     by_prefix: FxHashMap<String, Routes>,
+    /// Which lengths (in bytes) the prefixes have, a bit each: a path's shorter candidates whose
+    /// length no prefix has are passed over without hashing them.
+    prefix_lengths: PrefixLengths,
     by_consumer_route: FxHashMap<(ConsumerIdx, RouteIdx), u32>,
     // Route models need no index: each route's are few and sorted by name (checked on decode).
 }
@@ -50,6 +53,7 @@ impl Index {
         let mut index = Index {
             by_key: map_with_capacity(keys),
             by_prefix: map_with_capacity(routes.len()),
+            prefix_lengths: PrefixLengths::default(),
             by_consumer_route: FxHashMap::default(),
         };
         for (c, consumer) in consumers.iter().enumerate() {
@@ -58,6 +62,7 @@ impl Index {
             }
         }
         for (r, route) in routes.iter().enumerate() {
+            index.prefix_lengths.add(route.prefix.len());
             match index.by_prefix.entry(route.prefix.clone()) {
                 Entry::Vacant(slot) => {
                     slot.insert(Routes::One(r as u32));
@@ -99,7 +104,8 @@ impl Index {
         let mut end = path.len();
         loop {
             let candidate = &path[..end];
-            if let Some(at_prefix) = self.by_prefix.get(candidate)
+            if self.prefix_lengths.has(end)
+                && let Some(at_prefix) = self.by_prefix.get(candidate)
                 && let Some(idx) = pick_by_host(routes, at_prefix.as_slice(), host)
             {
                 return Some((idx, end));
@@ -107,8 +113,31 @@ impl Index {
             if end == 0 {
                 return None;
             }
-            end = path[..end].rfind('/').unwrap_or(0);
+            end = path.as_bytes()[..end]
+                .iter()
+                .rposition(|&b| b == b'/')
+                .unwrap_or(0);
         }
+    }
+}
+
+/// A set of lengths, a bit each.
+#[derive(Clone, Debug, Default)]
+struct PrefixLengths(Vec<u64>);
+
+impl PrefixLengths {
+    fn add(&mut self, len: usize) {
+        let (word, bit) = (len / 64, len % 64);
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << bit;
+    }
+
+    fn has(&self, len: usize) -> bool {
+        self.0
+            .get(len / 64)
+            .is_some_and(|w| w & (1 << (len % 64)) != 0)
     }
 }
 
@@ -148,4 +177,25 @@ fn pick_by_host(routes: &[Route], candidates: &[RouteIdx], host: Option<&str>) -
         }
     }
     any_host
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The length set holds exactly the lengths added, including those past a word's end.
+        #[test]
+        fn prefix_lengths_hold_what_was_added(
+            added in proptest::collection::btree_set(0usize..300, 0..20),
+            asked in 0usize..400,
+        ) {
+            let mut lengths = PrefixLengths::default();
+            for &len in &added {
+                lengths.add(len);
+            }
+            prop_assert_eq!(lengths.has(asked), added.contains(&asked));
+        }
+    }
 }
