@@ -299,16 +299,16 @@ mod tests {
             prop_assert_eq!(&back["stop_reason"], &whole["stop_reason"]);
             prop_assert_eq!(&back["usage"], &whole["usage"]);
             prop_assert_eq!(&back["model"], &whole["model"]);
-            // The stream's own first event already says the input tokens, as Anthropic's does.
+            // The stream's own first event already says the input tokens, as Anthropic's does, split
+            // from the prompt cache's the same way as the whole message's usage.
             let start = text
                 .lines()
                 .find_map(|l| l.strip_prefix("data: ").filter(|d| d.contains("\"message_start\"")))
                 .unwrap();
             let start: Value = serde_json::from_str(start).unwrap();
-            prop_assert_eq!(
-                start["message"]["usage"]["input_tokens"].as_u64(),
-                answer.counts.input
-            );
+            for name in ["input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"] {
+                prop_assert_eq!(&start["message"]["usage"][name], &whole["usage"][name], "{}", name);
+            }
         }
 
         #[test]
