@@ -151,6 +151,19 @@ impl ResponseBody {
         if self.tee.is_some() {
             self.copy(&polled, outside.as_deref());
         }
+        // What the caller is sent (not a read on the way to a guard or an MCP answer), for a
+        // route that records message content.
+        if outside.is_none()
+            && let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+            && let Some(content) = self
+                .call
+                .as_deref_mut()
+                .and_then(|c| c.trace.as_deref_mut())
+                .and_then(|t| t.content.as_deref_mut())
+        {
+            content.keep_answer(data);
+        }
         polled
     }
 

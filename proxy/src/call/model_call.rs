@@ -12,8 +12,9 @@ use super::record::{Call, Served};
 use super::shared::Shared;
 use crate::clock;
 use crate::error::ApiError;
+use crate::llm::genai_content;
 use crate::llm::openai::parse_request;
-use crate::telemetry::trace::CallTrace;
+use crate::telemetry::trace::{CallTrace, Content};
 use crate::upstream::balance::Plan;
 use crate::upstream::health::Outcome;
 
@@ -114,6 +115,19 @@ pub fn route_call<'a>(
     };
     if let Some(trace) = call.trace.as_deref_mut() {
         trace.request.max_tokens = routed.max_output_tokens();
+        if let (Some(capture), Some(format)) = (
+            snapshot.content.routes[route as usize].capture_content,
+            endpoint.content_format(),
+        ) {
+            // `body` is what goes upstream: masked where the guardrails masked.
+            let input = genai_content::input(format, body, capture.max_bytes as usize);
+            trace.content = Some(Box::new(Content {
+                max_bytes: capture.max_bytes,
+                system_instructions: input.system_instructions,
+                input_messages: input.input_messages,
+                ..Content::default()
+            }));
+        }
     }
     Ok(routed)
 }

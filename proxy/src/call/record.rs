@@ -8,11 +8,15 @@ use std::time::Instant;
 
 use tollgate_snapshot::{ConsumerIdx, GuardrailAction, Price, ProviderIdx, RouteIdx, Snapshot};
 
+use super::ask::Endpoint;
 use crate::clock;
+use crate::guard::StreamFormat;
 use crate::llm::Usage;
+use crate::llm::genai_content::{self, Format};
 use crate::telemetry::metrics::{CallSample, SeriesOf};
 use crate::telemetry::trace::{
-    Begun, CallSummary, CallTrace, McpSpan, TRACEPARENT, TRACESTATE, TraceParent, tracestate_ok,
+    Begun, CallSummary, CallTrace, Content, GenAiResponse, McpSpan, TRACEPARENT, TRACESTATE,
+    TraceParent, tracestate_ok,
 };
 use crate::telemetry::{AccessLine, Recorder, Saved};
 
@@ -390,9 +394,17 @@ impl Call {
             self.recorder.metrics.guardrail_decision(rule, action);
         }
         self.recorder.write_line(&line);
-        if let Some(trace) = self.trace.take()
+        if let Some(mut trace) = self.trace.take()
             && let Some(tracer) = &self.recorder.traces
         {
+            if let Some(content) = trace.content.as_deref_mut() {
+                content.output_messages = output_messages(
+                    trace.request.endpoint,
+                    self.stream,
+                    content,
+                    &trace.response,
+                );
+            }
             tracer.finish(
                 *trace,
                 &CallSummary {
@@ -427,6 +439,40 @@ impl Call {
             let at = snapshot.zip(self.route);
             self.recorder.metrics.mcp_call(at, mcp.method, mcp.outcome);
         }
+    }
+}
+
+/// `gen_ai.output.messages` of the answer the caller was sent, read in the format of the endpoint
+/// it called.
+fn output_messages(
+    endpoint: Option<&'static str>,
+    streamed: bool,
+    content: &mut Content,
+    response: &GenAiResponse,
+) -> Option<String> {
+    let format = [
+        Endpoint::Chat,
+        Endpoint::Messages,
+        Endpoint::Responses,
+        Endpoint::Prompt { json_output: false },
+    ]
+    .into_iter()
+    .find(|e| Some(e.path()) == endpoint)?
+    .content_format()?;
+    let answer = std::mem::take(&mut content.answer);
+    let max = content.max_bytes as usize;
+    let reasons = &response.finish_reasons;
+    if streamed {
+        let stream = match format {
+            Format::Chat => StreamFormat::OpenAiChat,
+            Format::Messages => StreamFormat::AnthropicMessages,
+            Format::Responses => StreamFormat::Responses,
+            Format::Prompt => StreamFormat::Prompt,
+        };
+        let texts = crate::guard::stream_texts(stream, &answer);
+        genai_content::streamed_output(texts, reasons, max)
+    } else {
+        genai_content::output(format, &answer, reasons, max)
     }
 }
 

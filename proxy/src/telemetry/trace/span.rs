@@ -2,7 +2,8 @@
 //! span data made from it when it ends — one server span for the call, one client span per upstream
 //! attempt, named and attributed as the GenAI semantic conventions say
 //! (open-telemetry/semantic-conventions-genai, `model/gen-ai/spans.yaml`, `gen_ai.inference.client`).
-//! Nothing here is made for a call that is not sampled. Message content is never recorded.
+//! Nothing here is made for a call that is not sampled. Message content is recorded only for a
+//! route that opted in (`Content`).
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -36,6 +37,47 @@ pub struct CallTrace {
     pub response: GenAiResponse,
     /// Upstream attempts, in order.
     pub attempts: Vec<AttemptSpan>,
+    /// Message content, when the route opted in (`spec.telemetry.captureContent`).
+    pub content: Option<Box<Content>>,
+}
+
+/// A call's message content for a route that records it: the GenAI conventions' attributes as
+/// JSON text, each at most `max_bytes`, read after the guardrails masked what they mask.
+#[derive(Default)]
+pub struct Content {
+    /// Most bytes of each attribute.
+    pub max_bytes: u32,
+    /// `gen_ai.system_instructions`.
+    pub system_instructions: Option<String>,
+    /// `gen_ai.input.messages`.
+    pub input_messages: Option<String>,
+    /// `gen_ai.output.messages`, made from `answer` when the call ends.
+    pub output_messages: Option<String>,
+    /// The answer as it went to the caller, its first [`Content::ANSWER_LIMIT`] bytes.
+    pub answer: Vec<u8>,
+}
+
+impl Content {
+    /// The most answer bytes kept to read the output messages from.
+    pub const ANSWER_LIMIT: usize = 1 << 20;
+
+    /// Keeps a piece of the answer sent to the caller, up to the limit.
+    pub fn keep_answer(&mut self, data: &[u8]) {
+        let room = Self::ANSWER_LIMIT.saturating_sub(self.answer.len());
+        self.answer.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn push<'a>(&'a self, attrs: &mut Vec<(&'a str, Attr<'a>)>) {
+        for (key, value) in [
+            ("gen_ai.system_instructions", &self.system_instructions),
+            ("gen_ai.input.messages", &self.input_messages),
+            ("gen_ai.output.messages", &self.output_messages),
+        ] {
+            if let Some(v) = value {
+                attrs.push((key, Attr::str(v)));
+            }
+        }
+    }
 }
 
 /// The request's GenAI attributes (parameters, never content).
@@ -106,6 +148,7 @@ impl CallTrace {
             request: GenAiRequest::default(),
             response: GenAiResponse::default(),
             attempts: Vec::new(),
+            content: None,
         }
     }
 
@@ -414,6 +457,12 @@ pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<Span
     } else {
         None
     };
+    // A call answered without an upstream attempt (a cache hit) carries its content here.
+    if trace.attempts.is_empty()
+        && let Some(content) = &trace.content
+    {
+        content.push(&mut attrs);
+    }
     let mut server = record(
         trace.span_id,
         trace.parent,
@@ -483,6 +532,11 @@ pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<Span
                     ),
                 ));
             }
+        }
+        if i == last
+            && let Some(content) = &trace.content
+        {
+            content.push(&mut attrs);
         }
         let model: &str = &attempt.model;
         let mut client = record(
