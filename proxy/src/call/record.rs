@@ -15,8 +15,8 @@ use crate::llm::Usage;
 use crate::llm::genai_content::{self, Format};
 use crate::telemetry::metrics::{CallSample, SeriesOf};
 use crate::telemetry::trace::{
-    Begun, CallSummary, CallTrace, Content, GenAiResponse, McpSpan, TRACEPARENT, TRACESTATE,
-    TraceParent, tracestate_ok,
+    Begun, CallSummary, CallTrace, Content, McpSpan, TRACEPARENT, TRACESTATE, TraceParent,
+    tracestate_ok,
 };
 use crate::telemetry::{AccessLine, Recorder, Saved};
 
@@ -398,12 +398,8 @@ impl Call {
             && let Some(tracer) = &self.recorder.traces
         {
             if let Some(content) = trace.content.as_deref_mut() {
-                content.output_messages = output_messages(
-                    trace.request.endpoint,
-                    self.stream,
-                    content,
-                    &trace.response,
-                );
+                content.output_messages =
+                    output_messages(trace.request.endpoint, self.stream, content);
             }
             tracer.finish(
                 *trace,
@@ -448,7 +444,6 @@ fn output_messages(
     endpoint: Option<&'static str>,
     streamed: bool,
     content: &mut Content,
-    response: &GenAiResponse,
 ) -> Option<String> {
     let format = [
         Endpoint::Chat,
@@ -461,7 +456,6 @@ fn output_messages(
     .content_format()?;
     let answer = std::mem::take(&mut content.answer);
     let max = content.max_bytes as usize;
-    let reasons = &response.finish_reasons;
     if streamed {
         let stream = match format {
             Format::Chat => StreamFormat::OpenAiChat,
@@ -470,9 +464,9 @@ fn output_messages(
             Format::Prompt => StreamFormat::Prompt,
         };
         let texts = crate::guard::stream_texts(stream, &answer);
-        genai_content::streamed_output(texts, reasons, max)
+        genai_content::streamed_output(texts, max)
     } else {
-        genai_content::output(format, &answer, reasons, max)
+        genai_content::output(format, &answer, max)
     }
 }
 

@@ -1,11 +1,13 @@
 //! Message content in the shape the OpenTelemetry GenAI conventions give it
 //! (open-telemetry/semantic-conventions-genai, `model/gen-ai/registry.yaml` and the JSON schemas
-//! `gen-ai-input-messages.json`, `gen-ai-output-messages.json`, `gen-ai-system-instructions.json`):
+//! `gen-ai-input-messages.json`, `gen-ai-output-messages.json`, `gen-ai-system-instructions.json`,
+//! as on its main branch at commit 2b902ce):
 //! `gen_ai.input.messages`, `gen_ai.system_instructions` and `gen_ai.output.messages`, each a JSON
 //! text of at most a given number of bytes. Read from a caller's request and from the answer it was
 //! sent, for a route that opted in; only content, never a header or a key.
 //!
-//! A message is `{"role", "parts": [...]}` (an output message also has `finish_reason`); a part is
+//! A message is `{"role", "parts": [...]}` (finish reasons are left to `gen_ai.response.finish_reasons`,
+//! as the current schema asks, its `finish_reason` member being deprecated); a part is
 //! `{"type": "text", "content"}`, `{"type": "tool_call", "id", "name", "arguments"}`,
 //! `{"type": "tool_call_response", "id", "response"}`, `{"type": "reasoning", "content"}`, or, for
 //! anything else (images, files), `{"type": <the caller's part type>}` without its data.
@@ -60,76 +62,43 @@ pub fn input(format: Format, body: &[u8], max_bytes: usize) -> Input {
 
 /// `gen_ai.output.messages` of a streamed answer, from the text of each of its choices or blocks
 /// (as `guard::stream_texts` gathers them from the events sent).
-pub fn streamed_output(
-    texts: Vec<String>,
-    finish_reasons: &[String],
-    max_bytes: usize,
-) -> Option<String> {
+pub fn streamed_output(texts: Vec<String>, max_bytes: usize) -> Option<String> {
     if texts.is_empty() {
         return None;
     }
     let parts = texts.into_iter().map(text_part).collect();
-    let finish = finish_reasons.first().map_or("stop", String::as_str);
-    let messages = vec![output_message(message("assistant", parts), finish.into())];
-    Some(capped(Value::Array(messages), max_bytes))
+    Some(capped(
+        Value::Array(vec![message("assistant", parts)]),
+        max_bytes,
+    ))
 }
 
-/// `gen_ai.output.messages` of a whole answer. `finish_reasons` are the answer's, where the answer
-/// itself does not say.
-pub fn output(
-    format: Format,
-    answer: &[u8],
-    finish_reasons: &[String],
-    max_bytes: usize,
-) -> Option<String> {
-    let finish = |i: usize| {
-        finish_reasons
-            .get(i)
-            .or(finish_reasons.first())
-            .map_or("stop", String::as_str)
-            .to_string()
-    };
-    let messages: Vec<Value> = {
-        let doc: Value = serde_json::from_slice(answer).ok()?;
-        match format {
-            Format::Chat => doc["choices"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-                .map(|(i, c)| {
-                    let reason = c["finish_reason"]
-                        .as_str()
-                        .map_or_else(|| finish(i), str::to_string);
-                    let mut parts = Vec::new();
-                    if let Some(r) = c["message"]["reasoning_content"].as_str() {
-                        parts.push(json!({"type": "reasoning", "content": r}));
-                    }
-                    parts.extend(chat_parts(&c["message"]));
-                    output_message(message("assistant", parts), reason)
-                })
-                .collect(),
-            Format::Messages => {
-                let reason = doc["stop_reason"]
-                    .as_str()
-                    .map_or_else(|| finish(0), str::to_string);
-                vec![output_message(
-                    message("assistant", blocks(&doc["content"])),
-                    reason,
-                )]
-            }
-            Format::Responses => responses_items(&doc["output"])
-                .into_iter()
-                .map(|m| output_message(m, finish(0)))
-                .collect(),
-            Format::Prompt => {
-                let part = match &doc["output"] {
-                    Value::String(s) => text_part(s.clone()),
-                    Value::Null => return None,
-                    other => text_part(other.to_string()),
-                };
-                vec![output_message(message("assistant", vec![part]), finish(0))]
-            }
+/// `gen_ai.output.messages` of a whole answer: one message per choice.
+pub fn output(format: Format, answer: &[u8], max_bytes: usize) -> Option<String> {
+    let doc: Value = serde_json::from_slice(answer).ok()?;
+    let messages: Vec<Value> = match format {
+        Format::Chat => doc["choices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let mut parts = Vec::new();
+                if let Some(r) = c["message"]["reasoning_content"].as_str() {
+                    parts.push(json!({"type": "reasoning", "content": r}));
+                }
+                parts.extend(chat_parts(&c["message"]));
+                message("assistant", parts)
+            })
+            .collect(),
+        Format::Messages => vec![message("assistant", blocks(&doc["content"]))],
+        Format::Responses => responses_items(&doc["output"]),
+        Format::Prompt => {
+            let part = match &doc["output"] {
+                Value::String(s) => text_part(s.clone()),
+                Value::Null => return None,
+                other => text_part(other.to_string()),
+            };
+            vec![message("assistant", vec![part])]
         }
     };
     (!messages.is_empty()).then(|| capped(Value::Array(messages), max_bytes))
@@ -141,11 +110,6 @@ fn role(m: &Value) -> &str {
 
 fn message(role: &str, parts: Vec<Value>) -> Value {
     json!({"role": role, "parts": parts})
-}
-
-fn output_message(mut message: Value, finish_reason: String) -> Value {
-    message["finish_reason"] = Value::String(finish_reason);
-    message
 }
 
 fn text_part(content: String) -> Value {
@@ -293,7 +257,7 @@ fn responses_items(input: &Value) -> Vec<Value> {
 }
 
 /// Keys whose string values are names and ids, kept whole when content is cut.
-const KEPT: &[&str] = &["type", "role", "id", "name", "finish_reason"];
+const KEPT: &[&str] = &["type", "role", "id", "name"];
 
 /// `value` as JSON of at most `max_bytes` bytes: the text of its parts cut from the end until it
 /// fits, then whole messages (or parts) left out from the end; `[]` when nothing fits.
@@ -398,15 +362,13 @@ mod tests {
     fn whole_and_streamed_answers_become_output_messages() {
         let answer = br#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}]}"#;
         assert_eq!(
-            output(Format::Chat, answer, &[], 4096).as_deref(),
-            Some(
-                r#"[{"finish_reason":"stop","parts":[{"content":"Hello","type":"text"}],"role":"assistant"}]"#
-            )
+            output(Format::Chat, answer, 4096).as_deref(),
+            Some(r#"[{"parts":[{"content":"Hello","type":"text"}],"role":"assistant"}]"#)
         );
         assert_eq!(
-            streamed_output(vec!["Hello".into()], &["length".into()], 4096).as_deref(),
+            streamed_output(vec!["Hel".into(), "lo".into()], 4096).as_deref(),
             Some(
-                r#"[{"finish_reason":"length","parts":[{"content":"Hello","type":"text"}],"role":"assistant"}]"#
+                r#"[{"parts":[{"content":"Hel","type":"text"},{"content":"lo","type":"text"}],"role":"assistant"}]"#
             )
         );
     }
@@ -447,8 +409,8 @@ mod tests {
             for format in [Format::Chat, Format::Messages, Format::Responses, Format::Prompt] {
                 let got = input(format, &body, cap);
                 for s in [got.system_instructions, got.input_messages].into_iter().flatten()
-                    .chain(output(format, &body, &[], cap))
-                    .chain(streamed_output(vec![String::from_utf8_lossy(&body).into_owned()], &[], cap))
+                    .chain(output(format, &body, cap))
+                    .chain(streamed_output(vec![String::from_utf8_lossy(&body).into_owned()], cap))
                 {
                     prop_assert!(s.len() <= cap);
                     prop_assert!(serde_json::from_str::<Value>(&s).is_ok());

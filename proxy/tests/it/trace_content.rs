@@ -141,8 +141,7 @@ async fn with_the_opt_in_the_messages_are_recorded_as_masked_and_never_a_key() {
         output,
         json!([{
             "role": "assistant",
-            "parts": [{"type": "text", "content": "Done: sent to [EMAIL] as asked."}],
-            "finish_reason": "stop"
+            "parts": [{"type": "text", "content": "Done: sent to [EMAIL] as asked."}]
         }])
     );
     // Chat carries its system message among the messages, not apart.
@@ -168,8 +167,7 @@ async fn a_streamed_answer_is_recorded_as_it_was_sent_masked() {
         output,
         json!([{
             "role": "assistant",
-            "parts": [{"type": "text", "content": "Done: sent to [EMAIL] as asked."}],
-            "finish_reason": "stop"
+            "parts": [{"type": "text", "content": "Done: sent to [EMAIL] as asked."}]
         }])
     );
     assert!(!collector.raw().contains("alice@example.org"));
