@@ -15,8 +15,8 @@ use crate::llm::Usage;
 use crate::llm::genai_content::{self, Format};
 use crate::telemetry::metrics::{CallSample, SeriesOf};
 use crate::telemetry::trace::{
-    Begun, CallSummary, CallTrace, Content, McpSpan, TRACEPARENT, TRACESTATE, TraceParent,
-    tracestate_ok,
+    Begun, CallSummary, CallTrace, ClientSpan, Content, McpSpan, TRACEPARENT, TRACESTATE,
+    TraceParent, tracestate_ok,
 };
 use crate::telemetry::{AccessLine, Recorder, Saved};
 
@@ -146,6 +146,30 @@ impl Call {
             )),
             None => self.trace_headers.as_deref().cloned(),
         }
+    }
+
+    /// Starts the client span of a request to a REST service or an MCP server when the call is
+    /// recorded, and gives the trace context to send with it: that span as the parent; when the
+    /// call is not recorded, the caller's headers as they came, else none.
+    pub fn start_client(&mut self, span: impl FnOnce() -> ClientSpan) -> Option<TraceHeaders> {
+        match self.trace.as_deref_mut() {
+            Some(t) => {
+                let parent = t.start_client(span());
+                Some((
+                    http::HeaderValue::from_bytes(&parent).expect("hex digits and dashes"),
+                    t.tracestate
+                        .as_deref()
+                        .and_then(|s| http::HeaderValue::from_str(s).ok()),
+                ))
+            }
+            None => self.trace_headers.as_deref().cloned(),
+        }
+    }
+
+    /// The client span of the request to a REST service or an MCP server under way, when the call
+    /// is recorded.
+    pub fn client_span(&mut self) -> Option<&mut ClientSpan> {
+        self.trace.as_deref_mut().and_then(CallTrace::client)
     }
 
     /// Starts recording a call.
@@ -474,6 +498,19 @@ impl Drop for Call {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// A client span for a request to `uri`: its host and port (the scheme's when the URL names none)
+/// and its path, without the query.
+pub fn client_span_to(method: &http::Method, uri: &http::Uri) -> ClientSpan {
+    let server = uri.host().map(|host| {
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        });
+        (host.trim_matches(['[', ']']).to_string(), port)
+    });
+    ClientSpan::new(method_name(method), server, uri.path().to_string())
 }
 
 fn method_name(m: &http::Method) -> &'static str {

@@ -39,6 +39,109 @@ pub struct CallTrace {
     pub attempts: Vec<AttemptSpan>,
     /// Message content, when the route opted in (`spec.telemetry.captureContent`).
     pub content: Option<Box<Content>>,
+    /// Requests made outside model attempts (REST passthrough, upstream MCP tool calls), in order.
+    pub clients: Vec<ClientSpan>,
+}
+
+/// One request the call made to an upstream other than a model provider: a REST service, or an
+/// upstream MCP server. Its client span carries the HTTP conventions' attributes, and for MCP the
+/// MCP conventions' (`model/mcp/spans.yaml`, `mcp.client`).
+pub struct ClientSpan {
+    /// The client span's id (also the `traceparent` parent id sent upstream).
+    pub span_id: [u8; 8],
+    /// When it started.
+    pub start: SystemTime,
+    /// When it ended; a request whose answer is relayed ends with the call.
+    pub end: Option<SystemTime>,
+    /// `http.request.method`.
+    pub method: &'static str,
+    /// `server.address` and `server.port`.
+    pub server: Option<(String, u16)>,
+    /// `url.path`: the path alone, never the query (which may carry a secret).
+    pub path: String,
+    /// The upstream's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Why it failed (`error.type`).
+    pub error: Option<Cow<'static, str>>,
+    /// For an upstream MCP call, what it was.
+    pub mcp: Option<McpClient>,
+}
+
+/// An upstream MCP request as its client span describes it.
+pub struct McpClient {
+    /// `mcp.method.name`.
+    pub method: &'static str,
+    /// `gen_ai.tool.name` (the server's own name for it).
+    pub tool: Option<String>,
+    /// The JSON-RPC error code answered (`rpc.response.status_code`).
+    pub code: Option<i32>,
+}
+
+impl ClientSpan {
+    /// A request starting now to `server`, at `path`.
+    pub fn new(method: &'static str, server: Option<(String, u16)>, path: String) -> Self {
+        Self {
+            span_id: fresh_span_id(),
+            start: SystemTime::now(),
+            end: None,
+            method,
+            server,
+            path,
+            status: None,
+            error: None,
+            mcp: None,
+        }
+    }
+
+    /// Notes that it ended now, failed with `error` if given.
+    pub fn finish(&mut self, error: Option<Cow<'static, str>>) {
+        self.end = Some(SystemTime::now());
+        self.error = error;
+    }
+
+    fn name(&self) -> Cow<'_, str> {
+        match &self.mcp {
+            Some(McpClient {
+                method,
+                tool: Some(tool),
+                ..
+            }) => Cow::Owned([method, " ", tool.as_str()].concat()),
+            Some(mcp) => Cow::Borrowed(mcp.method),
+            None => Cow::Borrowed(self.method),
+        }
+    }
+
+    fn attrs(&self) -> Vec<(&str, Attr<'_>)> {
+        let mut attrs = Vec::with_capacity(12);
+        attrs.push(("http.request.method", Attr::str(self.method)));
+        attrs.push(("url.path", Attr::str(&self.path)));
+        if let Some((host, port)) = &self.server {
+            attrs.push(("server.address", Attr::str(host)));
+            attrs.push(("server.port", Attr::Int(i64::from(*port))));
+        }
+        if let Some(status) = self.status {
+            attrs.push(("http.response.status_code", Attr::Int(i64::from(status))));
+        }
+        if let Some(mcp) = &self.mcp {
+            attrs.push(("mcp.method.name", Attr::str(mcp.method)));
+            if let Some(tool) = &mcp.tool {
+                attrs.push(("gen_ai.tool.name", Attr::str(tool)));
+                attrs.push(("gen_ai.operation.name", Attr::str("execute_tool")));
+            }
+            if let Some(code) = mcp.code {
+                attrs.push((
+                    "rpc.response.status_code",
+                    Attr::Str(Cow::Owned(code.to_string())),
+                ));
+            }
+            attrs.push(("network.transport", Attr::str("tcp")));
+            attrs.push(("network.protocol.name", Attr::str("http")));
+        }
+        if let Some(error) = &self.error {
+            attrs.push(("error.type", Attr::Str(Cow::Borrowed(error))));
+        }
+        attrs
+    }
 }
 
 /// A call's message content for a route that records it: the GenAI conventions' attributes as
@@ -149,6 +252,7 @@ impl CallTrace {
             response: GenAiResponse::default(),
             attempts: Vec::new(),
             content: None,
+            clients: Vec::new(),
         }
     }
 
@@ -176,6 +280,24 @@ impl CallTrace {
     /// The attempt under way, if any.
     pub fn attempt(&mut self) -> Option<&mut AttemptSpan> {
         self.attempts.last_mut()
+    }
+
+    /// Notes a request to a REST service or an MCP server starting; the `traceparent` to send
+    /// with it names its span.
+    pub fn start_client(&mut self, span: ClientSpan) -> [u8; 55] {
+        let traceparent = TraceParent {
+            trace_id: self.trace_id,
+            span_id: span.span_id,
+            flags: 1,
+        }
+        .format();
+        self.clients.push(span);
+        traceparent
+    }
+
+    /// The request to a REST service or an MCP server under way, if any.
+    pub fn client(&mut self) -> Option<&mut ClientSpan> {
+        self.clients.last_mut()
     }
 
     /// The `traceparent` for the request of the attempt under way (or, without one, of the server
@@ -549,6 +671,20 @@ pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<Span
             error,
         );
         client.end = attempt.end.unwrap_or(end);
+        out.push(client);
+    }
+    for span in &trace.clients {
+        let error = span.error.as_deref();
+        let mut client = record(
+            span.span_id,
+            Some(trace.span_id),
+            Kind::Client,
+            span.name(),
+            span.start,
+            span.attrs(),
+            error,
+        );
+        client.end = span.end.unwrap_or(end);
         out.push(client);
     }
     out
