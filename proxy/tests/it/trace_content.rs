@@ -8,8 +8,8 @@ use http::Method;
 use serde_json::{Value, json};
 use tollgate_proxy::{OtlpProtocol, Sampler, TraceConfig};
 use tollgate_snapshot::{
-    Content, ContentCapture, Detector, GuardRule, Guardrail, GuardrailAction, GuardrailDirection,
-    Matcher, ObjectRef, ProviderType, default_mask,
+    CacheScope, Content, ContentCapture, Detector, GuardRule, Guardrail, GuardrailAction,
+    GuardrailDirection, Matcher, ObjectRef, ProviderType, default_mask,
 };
 
 use crate::support::chat_route::{CHAT, CLIENT_KEY, table, typed};
@@ -30,6 +30,15 @@ const CONTENT_KEYS: [&str; 3] = [
 /// A traced proxy in front of a fake upstream answering `ANSWER`; the route records content up to
 /// `capture` bytes, and masks e-mail addresses both ways when `masking`.
 async fn setup(capture: Option<u32>, masking: bool) -> (Collector, FakeServer, TestProxy) {
+    setup_cached(capture, masking, false).await
+}
+
+/// As [`setup`], the route caching answers when `cached`.
+async fn setup_cached(
+    capture: Option<u32>,
+    masking: bool,
+    cached: bool,
+) -> (Collector, FakeServer, TestProxy) {
     let collector = Collector::start();
     let fake = azure_fake::start_openai(UPSTREAM_KEY).await;
     let pieces: Vec<String> = ANSWER.split_inclusive(' ').map(String::from).collect();
@@ -38,6 +47,9 @@ async fn setup(capture: Option<u32>, masking: bool) -> (Collector, FakeServer, T
     let provider = typed(ProviderType::OpenAI, &endpoint, UPSTREAM_KEY, "up-model");
     let mut content: Content = table(vec![provider], "up-model");
     content.routes[0].capture_content = capture.map(|max_bytes| ContentCapture { max_bytes });
+    if cached {
+        content.routes[0].cache = Some(crate::cache::policy(CacheScope::Consumer));
+    }
     if masking {
         content.routes[0].guardrails = vec![Guardrail {
             id: ObjectRef::new("team-a", "emails"),
@@ -71,8 +83,25 @@ async fn setup(capture: Option<u32>, masking: bool) -> (Collector, FakeServer, T
 
 /// A traced chat call (`stream` or not) with a system message and `question`; the client span.
 async fn call(collector: &Collector, proxy: &TestProxy, question: &str, stream: bool) -> Value {
+    let (reply, spans) = call_in(collector, proxy, question, stream, TRACE_ID, 2).await;
+    reply.assert_status(200);
+    spans
+        .into_iter()
+        .find(|s| s["kind"] == 3)
+        .expect("the attempt's client span")
+}
+
+/// A traced chat call in the trace `trace_id`, and the trace's `count` spans once exported.
+async fn call_in(
+    collector: &Collector,
+    proxy: &TestProxy,
+    question: &str,
+    stream: bool,
+    trace_id: &str,
+    count: usize,
+) -> (crate::support::Reply, Vec<Value>) {
     let auth = format!("Bearer {CLIENT_KEY}");
-    let traceparent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let reply = send(
         Method::POST,
         &proxy.url(CHAT),
@@ -87,12 +116,8 @@ async fn call(collector: &Collector, proxy: &TestProxy, question: &str, stream: 
         })),
     )
     .await;
-    reply.assert_status(200);
-    let spans = collector.spans_of(TRACE_ID, 2).await;
-    spans
-        .into_iter()
-        .find(|s| s["kind"] == 3)
-        .expect("the attempt's client span")
+    let spans = collector.spans_of(trace_id, count).await;
+    (reply, spans)
 }
 
 /// A content attribute read back as the JSON it holds.
@@ -189,5 +214,28 @@ async fn content_longer_than_the_cap_is_cut_to_it_and_stays_json() {
     );
     let (text, _) = json_attr(&client, "gen_ai.output.messages");
     assert!(text.len() <= 256);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_cache_hit_records_its_content_on_the_server_span() {
+    let (collector, fake, proxy) = setup_cached(Some(4096), true, true).await;
+    let _ = call(&collector, &proxy, QUESTION, false).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319d";
+    let (reply, spans) = call_in(&collector, &proxy, QUESTION, false, trace_id, 1).await;
+    reply.assert_status(200);
+    assert_eq!(reply.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(fake.seen().len(), 1, "the second call went upstream");
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let (_, input) = json_attr(&spans[0], "gen_ai.input.messages");
+    assert_eq!(
+        input[1]["parts"][0]["content"],
+        json!(QUESTION.replace("bob@example.com", "[EMAIL]"))
+    );
+    let (_, output) = json_attr(&spans[0], "gen_ai.output.messages");
+    assert_eq!(
+        output[0]["parts"][0]["content"],
+        "Done: sent to [EMAIL] as asked."
+    );
     proxy.stop().await;
 }
