@@ -757,3 +757,96 @@ fn fresh_span_id() -> [u8; 8] {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> CallSummary<'static> {
+        CallSummary {
+            method: "POST",
+            path: "/r/mcp",
+            request_id: "req-1",
+            status: 200,
+            route: None,
+            consumer: None,
+            subscription: None,
+            cache: None,
+            error_class: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            cost_usd: 0.0,
+            first_chunk_at: None,
+            answered: false,
+            mcp: None,
+        }
+    }
+
+    fn attr<'a>(span: &'a SpanRecord<'_>, key: &str) -> Option<&'a Attr<'a>> {
+        span.attrs.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn an_upstream_mcp_error_is_a_failed_client_span_named_for_its_tool() {
+        let mut trace = CallTrace::new(fresh_trace_id(), None, None);
+        let mut span = ClientSpan::new("POST", Some(("mcp.internal".into(), 8443)), "/mcp".into());
+        span.mcp = Some(McpClient {
+            method: "tools/call",
+            tool: Some("add".into()),
+            code: None,
+        });
+        let parent = trace.start_client(span);
+        let client = trace.client().unwrap();
+        client.mcp.as_mut().unwrap().code = Some(-32603);
+        client.finish(Some(Cow::Borrowed("-32603")));
+        let id = trace.clients[0].span_id;
+        // The `traceparent` sent upstream names the client span.
+        assert_eq!(TraceParent::parse(&parent).map(|p| p.span_id), Some(id));
+
+        let summary = summary();
+        let spans = spans(&trace, &summary);
+        assert_eq!(spans.len(), 2);
+        let client = &spans[1];
+        assert_eq!(client.kind, Kind::Client);
+        assert_eq!(client.parent, Some(trace.span_id));
+        assert_eq!(client.name, "tools/call add");
+        assert_eq!(client.error, Some("-32603"));
+        assert_eq!(
+            attr(client, "mcp.method.name"),
+            Some(&Attr::str("tools/call"))
+        );
+        assert_eq!(attr(client, "gen_ai.tool.name"), Some(&Attr::str("add")));
+        assert_eq!(
+            attr(client, "rpc.response.status_code"),
+            Some(&Attr::str("-32603"))
+        );
+        assert_eq!(attr(client, "error.type"), Some(&Attr::str("-32603")));
+        assert_eq!(attr(client, "server.port"), Some(&Attr::Int(8443)));
+        assert_eq!(attr(client, "http.response.status_code"), None);
+    }
+
+    #[test]
+    fn content_goes_on_the_last_attempt_or_on_the_server_span_without_one() {
+        let mut trace = CallTrace::new(fresh_trace_id(), None, None);
+        trace.content = Some(Box::new(Content {
+            max_bytes: 4096,
+            input_messages: Some("[]".into()),
+            ..Content::default()
+        }));
+        let summary = summary();
+        let alone = spans(&trace, &summary);
+        assert!(attr(&alone[0], "gen_ai.input.messages").is_some());
+        drop(alone);
+        for _ in 0..2 {
+            trace.start_attempt(ProviderType::Fake, "p".into(), "m".into());
+        }
+        let spans = spans(&trace, &summary);
+        let with: Vec<bool> = spans
+            .iter()
+            .map(|s| attr(s, "gen_ai.input.messages").is_some())
+            .collect();
+        assert_eq!(with, [false, false, true]);
+    }
+}
