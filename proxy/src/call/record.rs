@@ -463,7 +463,9 @@ impl Call {
 }
 
 /// `gen_ai.output.messages` of the answer the caller was sent, read in the format of the endpoint
-/// it called.
+/// it called (cold: only sampled calls of routes that record content come here).
+#[cold]
+#[inline(never)]
 fn output_messages(
     endpoint: Option<&'static str>,
     streamed: bool,
