@@ -114,6 +114,37 @@ pub struct AIRouteSpec {
     /// operations: the tools of upstream `MCPServer`s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<crate::mcp::RouteMcp>,
+    /// What the route's OpenTelemetry spans may carry beyond the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<RouteTelemetry>,
+}
+
+/// A route's telemetry settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTelemetry {
+    /// Records the messages of the route's model calls on their sampled spans. Absent: no message
+    /// content is ever recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_content: Option<ContentCapture>,
+}
+
+/// Message content on a sampled model call's spans (`gen_ai.input.messages`,
+/// `gen_ai.system_instructions`, `gen_ai.output.messages`), as the guardrails left it: masked text
+/// is recorded masked. Headers and credentials are never recorded.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("self.enabled || !has(self.maxBytes)")
+    .message("captureContent.maxBytes is set only with enabled: true (it does not turn capture on)"))]
+#[serde(rename_all = "camelCase")]
+pub struct ContentCapture {
+    /// `true` records the content; `false` (the default) records none.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Most bytes of each of the three attributes; longer content is cut to fit. Default 4096,
+    /// 64 to 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 64, max = 65536))]
+    pub max_bytes: Option<u32>,
 }
 
 /// Response caching: an identical request (see the README for what makes two requests the same)

@@ -444,6 +444,20 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
             "spec.cache.maxEntryBytes: Invalid value",
         ),
         (
+            "content capture cap below its bounds",
+            route(&format!(
+                "  prefix: /x\n{models}  telemetry: {{captureContent: {{enabled: true, maxBytes: 10}}}}\n"
+            )),
+            "spec.telemetry.captureContent.maxBytes: Invalid value",
+        ),
+        (
+            "content capture cap without enabling it",
+            route(&format!(
+                "  prefix: /x\n{models}  telemetry: {{captureContent: {{maxBytes: 1024}}}}\n"
+            )),
+            "captureContent.maxBytes is set only with enabled: true",
+        ),
+        (
             "semantic cache without its settings",
             route(&format!(
                 "  prefix: /x\n{models}  cache: {{mode: Semantic}}\n"

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::llm::genai_content;
 use crate::llm::openai::RequestDoc;
 
 /// The request id header, sent upstream and back to the client (a `HeaderName` constant: inserting
@@ -50,6 +51,17 @@ impl Endpoint {
             Self::Prompt { .. } => "/prompts/{name}",
             Self::Responses => "/v1/responses",
             Self::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+
+    /// The format of its messages, for the endpoints whose content a route may record.
+    pub fn content_format(self) -> Option<genai_content::Format> {
+        match self {
+            Self::Chat => Some(genai_content::Format::Chat),
+            Self::Messages => Some(genai_content::Format::Messages),
+            Self::Responses => Some(genai_content::Format::Responses),
+            Self::Prompt { .. } => Some(genai_content::Format::Prompt),
+            Self::Embeddings | Self::CountTokens => None,
         }
     }
 

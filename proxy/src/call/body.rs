@@ -151,6 +151,14 @@ impl ResponseBody {
         if self.tee.is_some() {
             self.copy(&polled, outside.as_deref());
         }
+        // What the caller is sent (not a read on the way to a guard or an MCP answer), for a
+        // sampled call of a route that records message content.
+        if outside.is_none()
+            && let Some(call) = self.call.as_deref_mut()
+            && call.trace.is_some()
+        {
+            keep_answer(call, &polled);
+        }
         polled
     }
 
@@ -288,6 +296,21 @@ impl ResponseBody {
             Kind::Relay(relay) => relay.is_end_stream(),
             Kind::Fake(fake) => fake.is_end_stream(),
         }
+    }
+}
+
+/// Keeps a frame sent to the caller for the call's recorded content, if the route records it (out
+/// of line: the hot path of an unsampled call only tests that the call has no trace).
+#[inline(never)]
+fn keep_answer(call: &mut Call, polled: &Polled) {
+    if let Poll::Ready(Some(Ok(frame))) = polled
+        && let Some(data) = frame.data_ref()
+        && let Some(content) = call
+            .trace
+            .as_deref_mut()
+            .and_then(|t| t.content.as_deref_mut())
+    {
+        content.keep_answer(data);
     }
 }
 

@@ -30,6 +30,6 @@ pub use guard::{
 pub use mcp_upstream::{McpFailure, McpUpstreams};
 pub use model_call::route_call;
 pub use moderation::{moderate_answer, moderate_request, moderate_tool};
-pub use record::{Call, McpNote, TraceHeaders};
+pub use record::{Call, McpNote, TraceHeaders, client_span_to};
 pub use rest::{RestRequest, rest_call};
 pub use shared::{RequestLimits, Shared};

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use tollgate_snapshot::{RouteIdx, RouteModel, Snapshot};
+use tollgate_snapshot::{ContentCapture, RouteIdx, RouteModel, Snapshot};
 
 use super::ask::{AnthropicHeaders, Ask, Endpoint};
 use super::attempt::attempt;
@@ -12,8 +12,9 @@ use super::record::{Call, Served};
 use super::shared::Shared;
 use crate::clock;
 use crate::error::ApiError;
+use crate::llm::genai_content;
 use crate::llm::openai::parse_request;
-use crate::telemetry::trace::CallTrace;
+use crate::telemetry::trace::{CallTrace, Content};
 use crate::upstream::balance::Plan;
 use crate::upstream::health::Outcome;
 
@@ -115,8 +116,26 @@ pub fn route_call<'a>(
     };
     if let Some(trace) = call.trace.as_deref_mut() {
         trace.request.max_tokens = routed.max_output_tokens();
+        if let Some(capture) = snapshot.content.routes[route as usize].capture_content {
+            trace.content = input_content(capture, endpoint, body);
+        }
     }
     Ok(routed)
+}
+
+/// The content of a request to a route that records it, read from `body` as it goes upstream:
+/// masked where the guardrails masked (cold: only sampled calls of such routes come here).
+#[cold]
+#[inline(never)]
+fn input_content(capture: ContentCapture, endpoint: Endpoint, body: &[u8]) -> Option<Box<Content>> {
+    let format = endpoint.content_format()?;
+    let input = genai_content::input(format, body, capture.max_bytes as usize);
+    Some(Box::new(Content {
+        max_bytes: capture.max_bytes,
+        system_instructions: input.system_instructions,
+        input_messages: input.input_messages,
+        ..Content::default()
+    }))
 }
 
 /// Serves a routed call: the plan over the model's backends, an attempt at each until one answers.

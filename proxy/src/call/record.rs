@@ -8,13 +8,16 @@ use std::time::Instant;
 
 use tollgate_snapshot::{ConsumerIdx, GuardrailAction, Price, ProviderIdx, RouteIdx, Snapshot};
 
+use super::ask::Endpoint;
 use crate::clock;
+use crate::guard::StreamFormat;
 use crate::llm::Usage;
+use crate::llm::genai_content::{self, Format};
 use crate::telemetry::metrics::{CallSample, SeriesOf};
 use crate::telemetry::otlp::GenAiCall;
 use crate::telemetry::trace::{
-    Begun, CallSummary, CallTrace, McpSpan, TRACEPARENT, TRACESTATE, TraceParent, provider_name,
-    tracestate_ok,
+    Begun, CallSummary, CallTrace, ClientSpan, Content, McpSpan, TRACEPARENT, TRACESTATE,
+    TraceParent, provider_name, tracestate_ok,
 };
 use crate::telemetry::{AccessLine, Recorder, Saved};
 
@@ -146,6 +149,30 @@ impl Call {
             )),
             None => self.trace_headers.as_deref().cloned(),
         }
+    }
+
+    /// Starts the client span of a request to a REST service or an MCP server when the call is
+    /// recorded, and gives the trace context to send with it: that span as the parent; when the
+    /// call is not recorded, the caller's headers as they came, else none.
+    pub fn start_client(&mut self, span: impl FnOnce() -> ClientSpan) -> Option<TraceHeaders> {
+        match self.trace.as_deref_mut() {
+            Some(t) => {
+                let parent = t.start_client(span());
+                Some((
+                    http::HeaderValue::from_bytes(&parent).expect("hex digits and dashes"),
+                    t.tracestate
+                        .as_deref()
+                        .and_then(|s| http::HeaderValue::from_str(s).ok()),
+                ))
+            }
+            None => self.trace_headers.as_deref().cloned(),
+        }
+    }
+
+    /// The client span of the request to a REST service or an MCP server under way, when the call
+    /// is recorded.
+    pub fn client_span(&mut self) -> Option<&mut ClientSpan> {
+        self.trace.as_deref_mut().and_then(CallTrace::client)
     }
 
     /// Starts recording a call.
@@ -424,9 +451,13 @@ impl Call {
                 tokens: self.usage.map(|u| (u.input, u.output)),
             });
         }
-        if let Some(trace) = self.trace.take()
+        if let Some(mut trace) = self.trace.take()
             && let Some(tracer) = &self.recorder.traces
         {
+            if let Some(content) = trace.content.as_deref_mut() {
+                content.output_messages =
+                    output_messages(trace.request.endpoint, self.stream, content);
+            }
             tracer.finish(
                 *trace,
                 &CallSummary {
@@ -464,10 +495,57 @@ impl Call {
     }
 }
 
+/// `gen_ai.output.messages` of the answer the caller was sent, read in the format of the endpoint
+/// it called (cold: only sampled calls of routes that record content come here).
+#[cold]
+#[inline(never)]
+fn output_messages(
+    endpoint: Option<&'static str>,
+    streamed: bool,
+    content: &mut Content,
+) -> Option<String> {
+    let format = [
+        Endpoint::Chat,
+        Endpoint::Messages,
+        Endpoint::Responses,
+        Endpoint::Prompt { json_output: false },
+    ]
+    .into_iter()
+    .find(|e| Some(e.path()) == endpoint)?
+    .content_format()?;
+    let answer = std::mem::take(&mut content.answer);
+    let max = content.max_bytes as usize;
+    if streamed {
+        let stream = match format {
+            Format::Chat => StreamFormat::OpenAiChat,
+            Format::Messages => StreamFormat::AnthropicMessages,
+            Format::Responses => StreamFormat::Responses,
+            Format::Prompt => StreamFormat::Prompt,
+        };
+        let texts = crate::guard::stream_texts(stream, &answer);
+        genai_content::streamed_output(texts, max)
+    } else {
+        genai_content::output(format, &answer, max)
+    }
+}
+
 impl Drop for Call {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// A client span for a request to `uri`: its host and port (the scheme's when the URL names none)
+/// and its path, without the query.
+pub fn client_span_to(method: &http::Method, uri: &http::Uri) -> ClientSpan {
+    let server = uri.host().map(|host| {
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        });
+        (host.trim_matches(['[', ']']).to_string(), port)
+    });
+    ClientSpan::new(method_name(method), server, uri.path().to_string())
 }
 
 fn method_name(m: &http::Method) -> &'static str {

@@ -1,6 +1,7 @@
 //! One REST passthrough call: the caller's request sent to the route's REST service with the
 //! service's credential in place of the caller's key, and the answer relayed as it comes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tollgate_snapshot::{RouteIdx, Snapshot};
 
 use super::ask::REQUEST_ID;
 use super::body::ResponseBody;
-use super::record::Call;
+use super::record::{Call, client_span_to, insert_trace};
 use super::relay::{Relay, RelayMode};
 use super::shared::Shared;
 use crate::error::ApiError;
@@ -69,6 +70,13 @@ pub async fn rest_call(
     if let Some((name, value)) = credential {
         headers.insert(name, value);
     }
+    // Recorded: a client span of its own, named upstream as the parent (replacing the caller's
+    // `traceparent`); not recorded: the caller's context passes as it came.
+    if call.traced()
+        && let Some(trace) = call.start_client(|| client_span_to(&request.method, &uri))
+    {
+        insert_trace(&mut headers, trace);
+    }
     let mut upstream = Request::new(Full::new(request.body));
     *upstream.method_mut() = request.method;
     *upstream.uri_mut() = uri;
@@ -79,10 +87,24 @@ pub async fn rest_call(
         tokio::time::Instant::from_std(call.started()) + Duration::from_millis(t.total_ms);
     let headers_due = Duration::from_millis(t.connect_ms + t.first_byte_ms)
         .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-    let (answer, checkin) = parts
+    let sent = parts
         .send(upstream, headers_due)
         .await
-        .map_err(|e| transport(&route.id, e))?;
+        .map_err(|e| transport(&route.id, e));
+    if let Some(span) = call.client_span() {
+        match &sent {
+            Ok((answer, _)) => {
+                let status = answer.status().as_u16();
+                span.status = Some(status);
+                // The HTTP conventions: a client span's 4xx and 5xx are errors, typed by status.
+                if status >= 400 {
+                    span.error = Some(Cow::Owned(status.to_string()));
+                }
+            }
+            Err(e) => span.finish(Some(Cow::Borrowed(e.code))),
+        }
+    }
+    let (answer, checkin) = sent?;
     call.upstream = checkin;
 
     // A refused credential is the gateway's problem, not the caller's: their key was fine.

@@ -14,6 +14,7 @@ pub mod eventstream;
 #[cfg(test)]
 mod fuzz;
 pub mod gemini;
+pub mod genai_content;
 pub mod json_answer;
 pub mod json_scan;
 pub mod messages;

@@ -882,6 +882,7 @@ mod tests {
                 rest: None,
                 guardrails: Default::default(),
                 mcp_servers: Vec::new(),
+                capture_content: None,
             }],
             consumers: (0..consumers)
                 .map(|i| Consumer {

@@ -58,6 +58,8 @@ mod sdk;
 mod snapshot_order;
 mod standalone;
 mod standalone_keys;
+mod trace_clients;
+mod trace_content;
 mod traces;
 mod translation;
 mod upstream;

@@ -13,7 +13,7 @@ use tollgate_snapshot::{
 use crate::mcp::{ENDPOINT, KEY, MODERN, content, modern_with, sdk_checks_at, start_service, text};
 use crate::support::python::McpUpstream;
 use crate::support::*;
-const UPSTREAM_SECRET: &str = "upstream-credential-7";
+pub(crate) const UPSTREAM_SECRET: &str = "upstream-credential-7";
 
 /// `old`: the 1.x server's `add` and `echo` as `old_add`, `old_echo` (by name), with a credential
 /// and `x-tenant` passed on; `new`: the 2.x server's as `new_add`, `new_echo` (by pattern).

@@ -555,10 +555,24 @@ async fn a_federated_tool_call_passes_the_trace_to_the_upstream_server() {
         );
         let reply = modern_with(&proxy, ENDPOINT, KEY, called, &headers).await;
         assert_eq!(reply.json()["result"]["isError"], false, "{}", reply.json());
-        let spans = collector.spans_of(&trace_id, 1).await;
+        let spans = collector.spans_of(&trace_id, 2).await;
         let server = spans.iter().find(|s| kind(s) == 2).expect("a server span");
         assert_eq!(server["name"], format!("tools/call {tool}"));
-        let expected = format!("00-{trace_id}-{}-01", server["spanId"].as_str().unwrap());
+        // The request to the server is a client span beneath, named upstream as the parent.
+        let client = spans.iter().find(|s| kind(s) == 3).expect("a client span");
+        assert_eq!(client["parentSpanId"], server["spanId"]);
+        assert_eq!(client["name"], "tools/call add", "{client:#}");
+        assert_eq!(attr(client, "mcp.method.name"), Some(json!("tools/call")));
+        assert_eq!(attr(client, "gen_ai.tool.name"), Some(json!("add")));
+        assert_eq!(
+            attr(client, "gen_ai.operation.name"),
+            Some(json!("execute_tool"))
+        );
+        assert_eq!(attr(client, "http.request.method"), Some(json!("POST")));
+        assert_eq!(attr(client, "server.address"), Some(json!("127.0.0.1")));
+        assert_eq!(attr(client, "url.path"), Some(json!("/mcp")), "{client:#}");
+        assert_eq!(attr(client, "error.type"), None);
+        let expected = format!("00-{trace_id}-{}-01", client["spanId"].as_str().unwrap());
         let seen = upstream.requests();
         let call = seen
             .iter()
@@ -568,5 +582,9 @@ async fn a_federated_tool_call_passes_the_trace_to_the_upstream_server() {
         assert_eq!(call["tracestate"], "vendor=opaque");
         assert_eq!(call["_meta"]["traceparent"], expected.as_str(), "{call:#}");
         assert_eq!(call["_meta"]["tracestate"], "vendor=opaque", "{call:#}");
+    }
+    let raw = collector.raw();
+    for secret in [KEY, crate::mcp_federation::UPSTREAM_SECRET] {
+        assert!(!raw.contains(secret), "{secret:?} reached the collector");
     }
 }

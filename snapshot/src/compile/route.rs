@@ -18,7 +18,7 @@ use super::rest::{ConfigMaps, compile_rest};
 use super::secrets::Secrets;
 use super::tenancy::{Grants, HOSTNAMES, PATH_PREFIXES, Tenancy};
 use crate::fx::FxHashMap;
-use crate::model::{Backend, CachePolicy, ModelCache, Route, RouteIdx, RouteModel};
+use crate::model::{Backend, CachePolicy, ContentCapture, ModelCache, Route, RouteIdx, RouteModel};
 use crate::prices::price_list;
 use crate::verdict::{Detail, Kind, RouteDetail, Verdict, VerdictCondition};
 
@@ -643,8 +643,21 @@ fn build<'a>(
         rest,
         guardrails,
         mcp_servers,
+        capture_content: content_capture(spec.telemetry.as_ref()),
     };
     (verdict, route)
+}
+
+/// `spec.telemetry.captureContent` when enabled (the schema bounds `maxBytes`; it is clamped again
+/// for objects stored before it did).
+fn content_capture(telemetry: Option<&tollgate_crds::RouteTelemetry>) -> Option<ContentCapture> {
+    let capture = telemetry?.capture_content.as_ref().filter(|c| c.enabled)?;
+    Some(ContentCapture {
+        max_bytes: capture
+            .max_bytes
+            .unwrap_or(ContentCapture::DEFAULT_MAX_BYTES)
+            .clamp(64, 65536),
+    })
 }
 
 /// `PromptsValid`: false while a prompt is left out (each problem listed), true otherwise, with

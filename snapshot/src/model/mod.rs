@@ -39,8 +39,8 @@ pub use provider::{
 pub use refs::{ConsumerIdx, ObjectRef, ProviderIdx, RouteIdx};
 pub use rest::{RestCredential, RestOperation, RestService};
 pub use route::{
-    Approval, Backend, CacheEndpoint, CachePolicy, CacheScope, ModelCache, RetryBudget, Route,
-    RouteModel, SemanticPolicy, Stage,
+    Approval, Backend, CacheEndpoint, CachePolicy, CacheScope, ContentCapture, ModelCache,
+    RetryBudget, Route, RouteModel, SemanticPolicy, Stage,
 };
 pub use subscription::{Phase, Subscription};
 pub use table::{Content, DecodeError, RouteMatch, Snapshot};

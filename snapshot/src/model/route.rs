@@ -144,6 +144,22 @@ pub struct Route {
     /// when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_servers: Vec<super::mcp::McpServer>,
+    /// Message content recorded on sampled spans (`spec.telemetry.captureContent`); `None`: never.
+    /// Left out of the encoding when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_content: Option<ContentCapture>,
+}
+
+/// A route's opt-in to message content on its sampled spans.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentCapture {
+    /// Most bytes of each content attribute.
+    pub max_bytes: u32,
+}
+
+impl ContentCapture {
+    /// `maxBytes` when the route leaves it out.
+    pub const DEFAULT_MAX_BYTES: u32 = 4096;
 }
 
 /// How a route caches answers.

@@ -9,6 +9,7 @@ mod rules_moderation;
 mod rules_rest;
 mod rules_routing;
 mod support;
+mod telemetry;
 mod traffic;
 mod verdicts;
 mod vertex;

@@ -1,6 +1,7 @@
 //! `tools/call`: the prompt API or REST operation a tool stands for, called through the route's own
 //! path (the prompt API's model call, the REST passthrough call), and its answer as a tool result.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -96,8 +97,22 @@ pub(super) async fn call_tool(
                 note(call).outcome = "refused";
                 return Err((e.status, refusal(None, &e)));
             }
-            let trace = call.outgoing_trace();
-            return match federated::call(shared, snapshot, &owner, &args, headers, trace).await {
+            let trace = call.start_client(|| federated::client_span(snapshot, &owner));
+            let answer = federated::call(shared, snapshot, &owner, &args, headers, trace).await;
+            if let Some(span) = call.client_span() {
+                let failed = match &answer {
+                    Ok(result) if result["isError"] == true => Some(Cow::Borrowed("tool_error")),
+                    Ok(_) => None,
+                    Err((_, e)) => {
+                        if let Some(mcp) = span.mcp.as_mut() {
+                            mcp.code = Some(e.code);
+                        }
+                        Some(Cow::Owned(e.code.to_string()))
+                    }
+                };
+                span.finish(failed);
+            }
+            return match answer {
                 Ok(mut result) => {
                     if let Err(e) =
                         check_tool_text(shared, snapshot, owner.route, &mut result, true, call)

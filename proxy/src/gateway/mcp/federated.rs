@@ -18,7 +18,8 @@ use tollgate_snapshot::{McpServer, RouteIdx, Snapshot};
 use super::jsonrpc::RpcError;
 use super::reach::{Reach, Tools};
 use super::tools::tool_name;
-use crate::call::{McpFailure, Shared, TraceHeaders};
+use crate::call::{McpFailure, Shared, TraceHeaders, client_span_to};
+use crate::telemetry::trace::{ClientSpan, McpClient};
 
 /// JSON-RPC's code for an internal error: here, an upstream server that could not answer.
 const UPSTREAM_FAILED: i32 = -32603;
@@ -141,6 +142,21 @@ pub(super) async fn owner(
         }
     }
     unlisted
+}
+
+/// The client span of a `tools/call` of `owner`'s tool on its server.
+pub(super) fn client_span(snapshot: &Snapshot, owner: &Owner) -> ClientSpan {
+    let server = &snapshot.content.routes[owner.route as usize].mcp_servers[owner.server];
+    let mut span = match http::Uri::try_from(server.url.as_str()) {
+        Ok(uri) => client_span_to(&http::Method::POST, &uri),
+        Err(_) => ClientSpan::new("POST", None, String::new()),
+    };
+    span.mcp = Some(McpClient {
+        method: "tools/call",
+        tool: Some(owner.name.clone()),
+        code: None,
+    });
+    span
 }
 
 /// Calls the tool on its server: the server's result, or its JSON-RPC error passed on, or an error

@@ -14,4 +14,4 @@ pub use context::{TRACEPARENT, TRACESTATE, TraceParent, tracestate_ok};
 pub use export::{Begun, Protocol, TraceConfig, Tracer};
 pub use pairs::parse_pairs;
 pub use sampler::{Sampler, UnknownSampler};
-pub use span::{CallSummary, CallTrace, McpSpan, provider_name};
+pub use span::{CallSummary, CallTrace, ClientSpan, Content, McpClient, McpSpan, provider_name};

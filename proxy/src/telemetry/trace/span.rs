@@ -2,7 +2,8 @@
 //! span data made from it when it ends — one server span for the call, one client span per upstream
 //! attempt, named and attributed as the GenAI semantic conventions say
 //! (open-telemetry/semantic-conventions-genai, `model/gen-ai/spans.yaml`, `gen_ai.inference.client`).
-//! Nothing here is made for a call that is not sampled. Message content is never recorded.
+//! Nothing here is made for a call that is not sampled. Message content is recorded only for a
+//! route that opted in (`Content`).
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -36,6 +37,150 @@ pub struct CallTrace {
     pub response: GenAiResponse,
     /// Upstream attempts, in order.
     pub attempts: Vec<AttemptSpan>,
+    /// Message content, when the route opted in (`spec.telemetry.captureContent`).
+    pub content: Option<Box<Content>>,
+    /// Requests made outside model attempts (REST passthrough, upstream MCP tool calls), in order.
+    pub clients: Vec<ClientSpan>,
+}
+
+/// One request the call made to an upstream other than a model provider: a REST service, or an
+/// upstream MCP server. Its client span carries the HTTP conventions' attributes, and for MCP the
+/// MCP conventions' (`model/mcp/spans.yaml`, `mcp.client`).
+pub struct ClientSpan {
+    /// The client span's id (also the `traceparent` parent id sent upstream).
+    pub span_id: [u8; 8],
+    /// When it started.
+    pub start: SystemTime,
+    /// When it ended; a request whose answer is relayed ends with the call.
+    pub end: Option<SystemTime>,
+    /// `http.request.method`.
+    pub method: &'static str,
+    /// `server.address` and `server.port`.
+    pub server: Option<(String, u16)>,
+    /// `url.path`: the path alone, never the query (which may carry a secret).
+    pub path: String,
+    /// The upstream's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Why it failed (`error.type`).
+    pub error: Option<Cow<'static, str>>,
+    /// For an upstream MCP call, what it was.
+    pub mcp: Option<McpClient>,
+}
+
+/// An upstream MCP request as its client span describes it.
+pub struct McpClient {
+    /// `mcp.method.name`.
+    pub method: &'static str,
+    /// `gen_ai.tool.name` (the server's own name for it).
+    pub tool: Option<String>,
+    /// The JSON-RPC error code answered (`rpc.response.status_code`).
+    pub code: Option<i32>,
+}
+
+impl ClientSpan {
+    /// A request starting now to `server`, at `path`.
+    pub fn new(method: &'static str, server: Option<(String, u16)>, path: String) -> Self {
+        Self {
+            span_id: fresh_span_id(),
+            start: SystemTime::now(),
+            end: None,
+            method,
+            server,
+            path,
+            status: None,
+            error: None,
+            mcp: None,
+        }
+    }
+
+    /// Notes that it ended now, failed with `error` if given.
+    pub fn finish(&mut self, error: Option<Cow<'static, str>>) {
+        self.end = Some(SystemTime::now());
+        self.error = error;
+    }
+
+    fn name(&self) -> Cow<'_, str> {
+        match &self.mcp {
+            Some(McpClient {
+                method,
+                tool: Some(tool),
+                ..
+            }) => Cow::Owned([method, " ", tool.as_str()].concat()),
+            Some(mcp) => Cow::Borrowed(mcp.method),
+            None => Cow::Borrowed(self.method),
+        }
+    }
+
+    fn attrs(&self) -> Vec<(&str, Attr<'_>)> {
+        let mut attrs = Vec::with_capacity(12);
+        attrs.push(("http.request.method", Attr::str(self.method)));
+        attrs.push(("url.path", Attr::str(&self.path)));
+        if let Some((host, port)) = &self.server {
+            attrs.push(("server.address", Attr::str(host)));
+            attrs.push(("server.port", Attr::Int(i64::from(*port))));
+        }
+        if let Some(status) = self.status {
+            attrs.push(("http.response.status_code", Attr::Int(i64::from(status))));
+        }
+        if let Some(mcp) = &self.mcp {
+            attrs.push(("mcp.method.name", Attr::str(mcp.method)));
+            if let Some(tool) = &mcp.tool {
+                attrs.push(("gen_ai.tool.name", Attr::str(tool)));
+                attrs.push(("gen_ai.operation.name", Attr::str("execute_tool")));
+            }
+            if let Some(code) = mcp.code {
+                attrs.push((
+                    "rpc.response.status_code",
+                    Attr::Str(Cow::Owned(code.to_string())),
+                ));
+            }
+            attrs.push(("network.transport", Attr::str("tcp")));
+            attrs.push(("network.protocol.name", Attr::str("http")));
+        }
+        if let Some(error) = &self.error {
+            attrs.push(("error.type", Attr::Str(Cow::Borrowed(error))));
+        }
+        attrs
+    }
+}
+
+/// A call's message content for a route that records it: the GenAI conventions' attributes as
+/// JSON text, each at most `max_bytes`, read after the guardrails masked what they mask.
+#[derive(Default)]
+pub struct Content {
+    /// Most bytes of each attribute.
+    pub max_bytes: u32,
+    /// `gen_ai.system_instructions`.
+    pub system_instructions: Option<String>,
+    /// `gen_ai.input.messages`.
+    pub input_messages: Option<String>,
+    /// `gen_ai.output.messages`, made from `answer` when the call ends.
+    pub output_messages: Option<String>,
+    /// The answer as it went to the caller, its first [`Content::ANSWER_LIMIT`] bytes.
+    pub answer: Vec<u8>,
+}
+
+impl Content {
+    /// The most answer bytes kept to read the output messages from.
+    pub const ANSWER_LIMIT: usize = 1 << 20;
+
+    /// Keeps a piece of the answer sent to the caller, up to the limit.
+    pub fn keep_answer(&mut self, data: &[u8]) {
+        let room = Self::ANSWER_LIMIT.saturating_sub(self.answer.len());
+        self.answer.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn push<'a>(&'a self, attrs: &mut Vec<(&'a str, Attr<'a>)>) {
+        for (key, value) in [
+            ("gen_ai.system_instructions", &self.system_instructions),
+            ("gen_ai.input.messages", &self.input_messages),
+            ("gen_ai.output.messages", &self.output_messages),
+        ] {
+            if let Some(v) = value {
+                attrs.push((key, Attr::str(v)));
+            }
+        }
+    }
 }
 
 /// The request's GenAI attributes (parameters, never content).
@@ -106,6 +251,8 @@ impl CallTrace {
             request: GenAiRequest::default(),
             response: GenAiResponse::default(),
             attempts: Vec::new(),
+            content: None,
+            clients: Vec::new(),
         }
     }
 
@@ -133,6 +280,24 @@ impl CallTrace {
     /// The attempt under way, if any.
     pub fn attempt(&mut self) -> Option<&mut AttemptSpan> {
         self.attempts.last_mut()
+    }
+
+    /// Notes a request to a REST service or an MCP server starting; the `traceparent` to send
+    /// with it names its span.
+    pub fn start_client(&mut self, span: ClientSpan) -> [u8; 55] {
+        let traceparent = TraceParent {
+            trace_id: self.trace_id,
+            span_id: span.span_id,
+            flags: 1,
+        }
+        .format();
+        self.clients.push(span);
+        traceparent
+    }
+
+    /// The request to a REST service or an MCP server under way, if any.
+    pub fn client(&mut self) -> Option<&mut ClientSpan> {
+        self.clients.last_mut()
     }
 
     /// The `traceparent` for the request of the attempt under way (or, without one, of the server
@@ -414,6 +579,12 @@ pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<Span
     } else {
         None
     };
+    // A call answered without an upstream attempt (a cache hit) carries its content here.
+    if trace.attempts.is_empty()
+        && let Some(content) = &trace.content
+    {
+        content.push(&mut attrs);
+    }
     let mut server = record(
         trace.span_id,
         trace.parent,
@@ -484,6 +655,11 @@ pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<Span
                 ));
             }
         }
+        if i == last
+            && let Some(content) = &trace.content
+        {
+            content.push(&mut attrs);
+        }
         let model: &str = &attempt.model;
         let mut client = record(
             attempt.span_id,
@@ -495,6 +671,20 @@ pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<Span
             error,
         );
         client.end = attempt.end.unwrap_or(end);
+        out.push(client);
+    }
+    for span in &trace.clients {
+        let error = span.error.as_deref();
+        let mut client = record(
+            span.span_id,
+            Some(trace.span_id),
+            Kind::Client,
+            span.name(),
+            span.start,
+            span.attrs(),
+            error,
+        );
+        client.end = span.end.unwrap_or(end);
         out.push(client);
     }
     out
@@ -565,5 +755,98 @@ fn fresh_span_id() -> [u8; 8] {
         if id != 0 {
             return id.to_be_bytes();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> CallSummary<'static> {
+        CallSummary {
+            method: "POST",
+            path: "/r/mcp",
+            request_id: "req-1",
+            status: 200,
+            route: None,
+            consumer: None,
+            subscription: None,
+            cache: None,
+            error_class: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            cost_usd: 0.0,
+            first_chunk_at: None,
+            answered: false,
+            mcp: None,
+        }
+    }
+
+    fn attr<'a>(span: &'a SpanRecord<'_>, key: &str) -> Option<&'a Attr<'a>> {
+        span.attrs.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn an_upstream_mcp_error_is_a_failed_client_span_named_for_its_tool() {
+        let mut trace = CallTrace::new(fresh_trace_id(), None, None);
+        let mut span = ClientSpan::new("POST", Some(("mcp.internal".into(), 8443)), "/mcp".into());
+        span.mcp = Some(McpClient {
+            method: "tools/call",
+            tool: Some("add".into()),
+            code: None,
+        });
+        let parent = trace.start_client(span);
+        let client = trace.client().unwrap();
+        client.mcp.as_mut().unwrap().code = Some(-32603);
+        client.finish(Some(Cow::Borrowed("-32603")));
+        let id = trace.clients[0].span_id;
+        // The `traceparent` sent upstream names the client span.
+        assert_eq!(TraceParent::parse(&parent).map(|p| p.span_id), Some(id));
+
+        let summary = summary();
+        let spans = spans(&trace, &summary);
+        assert_eq!(spans.len(), 2);
+        let client = &spans[1];
+        assert_eq!(client.kind, Kind::Client);
+        assert_eq!(client.parent, Some(trace.span_id));
+        assert_eq!(client.name, "tools/call add");
+        assert_eq!(client.error, Some("-32603"));
+        assert_eq!(
+            attr(client, "mcp.method.name"),
+            Some(&Attr::str("tools/call"))
+        );
+        assert_eq!(attr(client, "gen_ai.tool.name"), Some(&Attr::str("add")));
+        assert_eq!(
+            attr(client, "rpc.response.status_code"),
+            Some(&Attr::str("-32603"))
+        );
+        assert_eq!(attr(client, "error.type"), Some(&Attr::str("-32603")));
+        assert_eq!(attr(client, "server.port"), Some(&Attr::Int(8443)));
+        assert_eq!(attr(client, "http.response.status_code"), None);
+    }
+
+    #[test]
+    fn content_goes_on_the_last_attempt_or_on_the_server_span_without_one() {
+        let mut trace = CallTrace::new(fresh_trace_id(), None, None);
+        trace.content = Some(Box::new(Content {
+            max_bytes: 4096,
+            input_messages: Some("[]".into()),
+            ..Content::default()
+        }));
+        let summary = summary();
+        let alone = spans(&trace, &summary);
+        assert!(attr(&alone[0], "gen_ai.input.messages").is_some());
+        drop(alone);
+        for _ in 0..2 {
+            trace.start_attempt(ProviderType::Fake, "p".into(), "m".into());
+        }
+        let spans = spans(&trace, &summary);
+        let with: Vec<bool> = spans
+            .iter()
+            .map(|s| attr(s, "gen_ai.input.messages").is_some())
+            .collect();
+        assert_eq!(with, [false, false, true]);
     }
 }

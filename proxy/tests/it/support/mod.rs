@@ -244,6 +244,7 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
         rest: None,
         guardrails: Vec::new(),
         mcp_servers: Vec::new(),
+        capture_content: None,
     }
 }
 
