@@ -7,8 +7,12 @@
 //! whitespace, and the top-level members in [`IGNORED`] left out. Everything else counts, values as
 //! JSON reads them (`1` and `1.0` differ; `"a"` and `"\u0061"` do not).
 
+use std::cell::RefCell;
+
+use ring::digest;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+use crate::llm::canonical_json::Canonical;
 
 /// Top-level request members that do not change the answer's content, and so are not in the key:
 /// - `model`: replaced by the route's model name, which is in the key;
@@ -71,15 +75,41 @@ pub struct KeyParts<'a> {
     pub form: Form,
 }
 
-/// The key of a request body, or `None` when the body is not a JSON object.
+/// The key of a request body, or `None` when the body is not a JSON object (as serde_json reads
+/// one). The body is put in canonical form straight from its bytes (`llm::canonical_json`), with no
+/// `serde_json::Value` in between: the key is most of what a hit costs.
 pub fn cache_key(parts: &KeyParts<'_>, body: &[u8]) -> Option<CacheKey> {
-    let doc: Value = serde_json::from_slice(body).ok()?;
-    Some(key_of(parts, doc.as_object()?))
+    thread_local! {
+        static BUFFERS: RefCell<(Canonical, Vec<u8>)> = RefCell::new((Canonical::default(), Vec::new()));
+    }
+    BUFFERS.with(|buffers| {
+        let (canonical, normal) = &mut *buffers.borrow_mut();
+        canonical.object(body, &IGNORED, normal)?;
+        let key = hash(parts, normal);
+        // A rare huge body does not keep its buffer for the thread's life.
+        if normal.capacity() > KEPT_BUFFER {
+            *normal = Vec::new();
+        }
+        Some(key)
+    })
 }
 
-/// The key of a request already read into a JSON object.
+/// Largest normalised body whose buffer a thread keeps for the next call.
+const KEPT_BUFFER: usize = 64 << 10;
+
+/// The key of a request already read into a JSON object (semantic lookups' buckets, made from a
+/// request with its last question taken out).
 pub fn key_of(parts: &KeyParts<'_>, object: &serde_json::Map<String, Value>) -> CacheKey {
-    let mut hasher = Sha256::new();
+    let mut normal = Vec::with_capacity(256);
+    write_object(&mut normal, object, true);
+    hash(parts, &normal)
+}
+
+/// SHA-256 of the parts, then the normalised body. By ring's SHA-256, whose assembly takes well under
+/// half the instructions of sha2's portable code where the CPU has no SHA extensions (or valgrind
+/// hides them); hardware SHA is used by both where it is there.
+fn hash(parts: &KeyParts<'_>, normal: &[u8]) -> CacheKey {
+    let mut hasher = digest::Context::new(&digest::SHA256);
     for field in [
         b"tollgate-cache-v1".as_slice(),
         parts.endpoint.as_bytes(),
@@ -89,22 +119,49 @@ pub fn key_of(parts: &KeyParts<'_>, object: &serde_json::Map<String, Value>) -> 
         parts.form.tag(),
     ] {
         // Length-prefixed, so that no two different part lists hash the same bytes.
-        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(&(field.len() as u64).to_be_bytes());
         hasher.update(field);
     }
-    let mut normal = Vec::with_capacity(256);
-    write_object(&mut normal, object, true);
-    hasher.update(&normal);
-    CacheKey(hasher.finalize().into())
+    hasher.update(normal);
+    CacheKey(
+        hasher
+            .finish()
+            .as_ref()
+            .try_into()
+            .expect("a SHA-256 digest is 32 bytes"),
+    )
 }
 
-/// The body as the key sees it.
+/// The body as the key sees it, by way of a `serde_json::Value`: how the key was made before
+/// `llm::canonical_json`, kept as the oracle the tests hold that to.
 #[cfg(test)]
-fn normalised(body: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn normalised_by_value(body: &[u8]) -> Option<Vec<u8>> {
     let doc: Value = serde_json::from_slice(body).ok()?;
     let mut out = Vec::new();
     write_object(&mut out, doc.as_object()?, true);
     Some(out)
+}
+
+/// The key made as it was before `llm::canonical_json` and ring: the body by way of a
+/// `serde_json::Value` (see [`normalised_by_value`]), hashed by sha2. The oracle of the tests.
+#[cfg(test)]
+pub(super) fn cache_key_by_value(parts: &KeyParts<'_>, body: &[u8]) -> Option<CacheKey> {
+    use sha2::{Digest, Sha256};
+    let normal = normalised_by_value(body)?;
+    let mut hasher = Sha256::new();
+    for field in [
+        b"tollgate-cache-v1".as_slice(),
+        parts.endpoint.as_bytes(),
+        parts.route.as_bytes(),
+        parts.consumer.map_or(b"*route*".as_slice(), str::as_bytes),
+        parts.model.as_bytes(),
+        parts.form.tag(),
+    ] {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field);
+    }
+    hasher.update(&normal);
+    Some(CacheKey(hasher.finalize().into()))
 }
 
 fn write_object(out: &mut Vec<u8>, object: &serde_json::Map<String, Value>, top: bool) {
@@ -170,7 +227,7 @@ mod tests {
         let p = parts(Some("team-a/app"));
         assert_eq!(cache_key(&p, a), cache_key(&p, b));
         assert_eq!(
-            normalised(a).unwrap(),
+            normalised_by_value(a).unwrap(),
             br#"{"messages":[{"content":"hi","role":"user"}],"temperature":0}"#
         );
     }
@@ -218,6 +275,24 @@ mod tests {
                 ..parts(Some("team-a/app"))
             };
             assert_ne!(cache_key(&p, body.as_bytes()), Some(k), "{form:?}");
+        }
+    }
+
+    /// `hashlib.sha256` of the length-prefixed (8 bytes, big-endian) parts and
+    /// `{"a":{"x":true,"y":null},"b":[1,2.5,"é"]}`, computed in Python.
+    const KNOWN_KEY: &str = "3ee6e62260eb9279ca907caa8c32a5c1dfeeca517d495b4171790f695e177694";
+
+    /// The key of one body, as Python's hashlib makes it from the same bytes: keys stored before
+    /// (in Redis, by other replicas) stay found.
+    #[test]
+    fn the_key_is_sha256_of_the_length_prefixed_parts_and_the_normalised_body() {
+        let body = br#"{"model":"m","b":[1,2.5,"\u00e9"],"a":{"y":null,"x":true}}"#;
+        assert_eq!(
+            hex::encode(cache_key(&parts(Some("team-a/app")), body).unwrap().0),
+            KNOWN_KEY
+        );
+        for p in [parts(Some("team-a/app")), parts(None)] {
+            assert_eq!(cache_key(&p, body), cache_key_by_value(&p, body));
         }
     }
 
