@@ -52,6 +52,11 @@ impl Name {
 }
 
 impl Canonical {
+    /// Bytes held in its buffers between calls (so that a caller keeping one can let a huge one go).
+    pub fn retained_bytes(&self) -> usize {
+        self.scratch.capacity() + self.members.capacity() * std::mem::size_of::<Member>()
+    }
+
     /// Writes the canonical form of the object `text` to `out` (cleared first), leaving out the
     /// top-level members named in `skip`; `None` (with `out` in any state) when `text` is not a
     /// JSON object serde_json would read.

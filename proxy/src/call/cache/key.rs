@@ -79,22 +79,25 @@ pub struct KeyParts<'a> {
 /// one). The body is put in canonical form straight from its bytes (`llm::canonical_json`), with no
 /// `serde_json::Value` in between: the key is most of what a hit costs.
 pub fn cache_key(parts: &KeyParts<'_>, body: &[u8]) -> Option<CacheKey> {
-    thread_local! {
-        static BUFFERS: RefCell<(Canonical, Vec<u8>)> = RefCell::new((Canonical::default(), Vec::new()));
-    }
     BUFFERS.with(|buffers| {
         let (canonical, normal) = &mut *buffers.borrow_mut();
         canonical.object(body, &IGNORED, normal)?;
         let key = hash(parts, normal);
-        // A rare huge body does not keep its buffer for the thread's life.
-        if normal.capacity() > KEPT_BUFFER {
+        // A rare huge body does not keep its buffers for the thread's life.
+        if normal.capacity() + canonical.retained_bytes() > KEPT_BUFFER {
             *normal = Vec::new();
+            *canonical = Canonical::default();
         }
         Some(key)
     })
 }
 
-/// Largest normalised body whose buffer a thread keeps for the next call.
+thread_local! {
+    /// A thread's buffers for normalising bodies, kept between keys.
+    static BUFFERS: RefCell<(Canonical, Vec<u8>)> = RefCell::new((Canonical::default(), Vec::new()));
+}
+
+/// Most bytes of buffers a thread keeps for its next key (a normalised body of up to about half this).
 const KEPT_BUFFER: usize = 64 << 10;
 
 /// The key of a request already read into a JSON object (semantic lookups' buckets, made from a
@@ -294,6 +297,33 @@ mod tests {
         for p in [parts(Some("team-a/app")), parts(None)] {
             assert_eq!(cache_key(&p, body), cache_key_by_value(&p, body));
         }
+    }
+
+    /// Bytes this thread's key buffers hold.
+    fn retained() -> usize {
+        BUFFERS.with(|b| {
+            let (canonical, normal) = &*b.borrow();
+            normal.capacity() + canonical.retained_bytes()
+        })
+    }
+
+    #[test]
+    fn a_huge_body_does_not_leave_its_buffers_behind() {
+        std::thread::spawn(|| {
+            let small = br#"{"messages":[{"role":"user","content":"hi"}]}"#;
+            cache_key(&parts(None), small).unwrap();
+            assert!((1..=KEPT_BUFFER).contains(&retained()));
+            // Left out at the top, so the normal form is small; its members were put in order
+            // through the scratch buffer all the same.
+            let huge = format!(
+                r#"{{"metadata":{{"b":"{}","a":1}},"x":1}}"#,
+                "y".repeat(200_000)
+            );
+            cache_key(&parts(None), huge.as_bytes()).unwrap();
+            assert!(retained() <= KEPT_BUFFER, "{}", retained());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
