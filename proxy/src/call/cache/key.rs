@@ -113,14 +113,7 @@ pub fn key_of(parts: &KeyParts<'_>, object: &serde_json::Map<String, Value>) -> 
 /// hides them); hardware SHA is used by both where it is there.
 fn hash(parts: &KeyParts<'_>, normal: &[u8]) -> CacheKey {
     let mut hasher = digest::Context::new(&digest::SHA256);
-    for field in [
-        b"tollgate-cache-v1".as_slice(),
-        parts.endpoint.as_bytes(),
-        parts.route.as_bytes(),
-        parts.consumer.map_or(b"*route*".as_slice(), str::as_bytes),
-        parts.model.as_bytes(),
-        parts.form.tag(),
-    ] {
+    for field in fields(parts) {
         // Length-prefixed, so that no two different part lists hash the same bytes.
         hasher.update(&(field.len() as u64).to_be_bytes());
         hasher.update(field);
@@ -133,6 +126,18 @@ fn hash(parts: &KeyParts<'_>, normal: &[u8]) -> CacheKey {
             .try_into()
             .expect("a SHA-256 digest is 32 bytes"),
     )
+}
+
+/// What the key hashes before the body, in order.
+fn fields<'a>(parts: &KeyParts<'a>) -> [&'a [u8]; 6] {
+    [
+        b"tollgate-cache-v1".as_slice(),
+        parts.endpoint.as_bytes(),
+        parts.route.as_bytes(),
+        parts.consumer.map_or(b"*route*".as_slice(), str::as_bytes),
+        parts.model.as_bytes(),
+        parts.form.tag(),
+    ]
 }
 
 /// The body as the key sees it, by way of a `serde_json::Value`: how the key was made before
@@ -152,14 +157,7 @@ pub(super) fn cache_key_by_value(parts: &KeyParts<'_>, body: &[u8]) -> Option<Ca
     use sha2::{Digest, Sha256};
     let normal = normalised_by_value(body)?;
     let mut hasher = Sha256::new();
-    for field in [
-        b"tollgate-cache-v1".as_slice(),
-        parts.endpoint.as_bytes(),
-        parts.route.as_bytes(),
-        parts.consumer.map_or(b"*route*".as_slice(), str::as_bytes),
-        parts.model.as_bytes(),
-        parts.form.tag(),
-    ] {
+    for field in fields(parts) {
         hasher.update((field.len() as u64).to_be_bytes());
         hasher.update(field);
     }
