@@ -5,7 +5,8 @@
 //! answer's form (a whole body, a stream, a stream with a usage chunk), and the request body
 //! normalised: object members in byte order of their names at every depth, no insignificant
 //! whitespace, and the top-level members in [`IGNORED`] left out. Everything else counts, values as
-//! JSON reads them (`1` and `1.0` differ; `"a"` and `"\u0061"` do not).
+//! JSON reads them (`1` and `1.0` differ; `"a"` and `"\u0061"` do not); a member named twice in one
+//! object counts with its last value, as serde_json's map keeps it.
 
 use std::cell::RefCell;
 
@@ -108,9 +109,9 @@ pub fn key_of(parts: &KeyParts<'_>, object: &serde_json::Map<String, Value>) -> 
     hash(parts, &normal)
 }
 
-/// SHA-256 of the parts, then the normalised body. By ring's SHA-256, whose assembly takes well under
-/// half the instructions of sha2's portable code where the CPU has no SHA extensions (or valgrind
-/// hides them); hardware SHA is used by both where it is there.
+/// SHA-256 of the parts, then the normalised body. By ring's SHA-256, whose assembly takes about 60%
+/// of the instructions of sha2's portable code where the CPU has no SHA extensions (or valgrind hides
+/// them: 37,700 against 62,000 for the benchmark's ~1.1 KB); where it has them, both use them.
 fn hash(parts: &KeyParts<'_>, normal: &[u8]) -> CacheKey {
     let mut hasher = digest::Context::new(&digest::SHA256);
     for field in fields(parts) {
