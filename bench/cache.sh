@@ -5,12 +5,16 @@
 # `--cache-max-bytes`).
 #
 #   bash bench/cache.sh              # 3,000 calls of each kind after 300 to warm up; 40,000 for RSS
-#                                    # (about 3 minutes)
+#                                    # (about 4 minutes)
 #   bash bench/cache.sh 5000 80000   # other counts
 #   CACHE_BENCH_BUDGET_MIB=16 bash bench/cache.sh
 #                                    # another byte budget for the RSS part (default 32 MiB)
+#   CACHE_BENCH_CPU_CALLS=50000 bash bench/cache.sh
+#                                    # calls of each kind (twice) for the CPU-time part (default 50,000)
 #   CACHE_BENCH_PORTS=18500 bash bench/cache.sh
 #                                    # other ports (base, base+5, base+6)
+#   proxy_bin=/tmp/tollgate-proxy bash bench/cache.sh
+#                                    # another build of the proxy (an older commit's, to compare)
 #
 # The calls go to a route `cached` of the benchmark snapshot, whose model `fake-cached` is served by
 # the built-in Fake provider (answered in-process, no latency, 256 completion tokens, ~1.9 KB
@@ -20,6 +24,10 @@
 # with `Cache-Control: no-cache` (looked up not, called, and stored again: a miss), 3,000 bodies that
 # differ in one word (each looked up, called and stored: a miss of a new question), and the same body
 # with `Cache-Control: no-store` (no cache work at all: the call as if the route had no cache).
+#
+# CPU time: the release proxy without valgrind, where the CPU's SHA extensions (which valgrind hides)
+# are used; the run time of its threads (/proc/<pid>/task/*/schedstat) over the same hit, no-cache and
+# no-store calls.
 #
 # RSS: the release proxy without valgrind, `--cache-max-bytes` of the budget, the access log off,
 # sent the given number of distinct cacheable calls by one keep-alive client; once with
@@ -33,6 +41,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 calls="${1:-3000}"
 distinct="${2:-40000}"
+cpu_calls="${CACHE_BENCH_CPU_CALLS:-50000}"
 budget_mib="${CACHE_BENCH_BUDGET_MIB:-32}"
 ports="${CACHE_BENCH_PORTS:-18500}"
 upstream_port="$ports"
@@ -139,6 +148,43 @@ printf '| a new question of the same size | miss | %s | %s |\n' "${per_call[dist
 printf '| the same body, `Cache-Control: no-store` | bypass | %s | %s |\n' "${per_call[no_store]}" "$(ratio "${per_call[no_store]}" "${per_call[no_cache]}")"
 echo
 
+# --- Proxy CPU time outside valgrind. Valgrind hides the CPU's SHA extensions, so callgrind counts
+# SHA-256 (most of a hit's key) in portable code; the proxy's own CPU time over many calls shows a
+# hit as the hardware runs it, where it has them. The time is the run time of all the proxy's
+# threads (/proc/<pid>/task/*/schedstat, nanoseconds, user and system together: /proc's tick-sampled
+# user/system split is too coarse for this). The same three calls of the same body, twice over.
+cpu_ns() { cat "/proc/$1"/task/*/schedstat | awk '{ ns += $1 } END { printf "%.0f", ns }'; }
+say "proxy CPU time outside valgrind ($cpu_calls calls of each kind, twice)"
+"${proxy_bin:-$target/release/tollgate-proxy}" standalone "$work/snapshot.yaml" --poll-interval 1h \
+    --listen "127.0.0.1:$proxy_port" --admin-listen "127.0.0.1:$admin_port" >/dev/null 2>&1 &
+cpu_proxy=$!
+pids+=("$cpu_proxy")
+wait_port "$proxy_port" || { say "the proxy did not start"; exit 1; }
+[ "$(cache_header)/$(cache_header)" = "miss/hit" ] || { say "expected miss then hit"; exit 1; }
+post_many "$url" 1000 "$body" >/dev/null
+post_many "$url" 1000 "$body" -H "cache-control: no-cache" >/dev/null
+declare -A cpu
+for kind in hit no-cache no-store hit no-cache no-store; do
+    extra=()
+    [ "$kind" = hit ] || extra=(-H "cache-control: $kind")
+    t0="$(cpu_ns "$cpu_proxy")"
+    answered="$(post_many "$url" "$cpu_calls" "$body" "${extra[@]}")"
+    [ "$answered" = "$cpu_calls" ] || { say "$kind: $answered of $cpu_calls calls answered 200"; exit 1; }
+    t1="$(cpu_ns "$cpu_proxy")"
+    cpu[$kind]=$(awk -v a="${cpu[$kind]:-0}" -v d="$((t1 - t0))" 'BEGIN { printf "%.0f", a + d }')
+done
+kill "$cpu_proxy"
+wait "$cpu_proxy" 2>/dev/null || true
+us() { awk -v t="$1" -v n="$cpu_calls" 'BEGIN { printf "%.1f", t / 1000 / (2 * n) }'; }
+echo "Proxy CPU time per call outside valgrind (release, access log on, one connection; $((2 * cpu_calls)) calls of"
+echo "each kind in two rounds; run time of all the proxy's threads):"
+echo
+printf '| call | x-tollgate-cache | CPU µs per call | / miss (no-cache) |\n|---|---|---|---|\n'
+printf '| the same body again | hit | %s | %s |\n' "$(us "${cpu[hit]}")" "$(ratio "${cpu[hit]}" "${cpu[no-cache]}")"
+printf '| the same body, `Cache-Control: no-cache` | miss | %s | 1.00 |\n' "$(us "${cpu[no-cache]}")"
+printf '| the same body, `Cache-Control: no-store` | bypass | %s | %s |\n' "$(us "${cpu[no-store]}")" "$(ratio "${cpu[no-store]}" "${cpu[no-cache]}")"
+echo
+
 # --- RSS: distinct cacheable calls against a small byte budget.
 # Sends `n` distinct questions (their number after `offset`) over one connection with the given
 # extra header, printing the proxy's RSS in KiB after each quarter.
@@ -180,7 +226,7 @@ metric() {
 # Prints "idle RSS, RSS after each quarter (KiB), cache bytes, entries, evictions" for one load.
 rss_run() {
     local extra="$1"
-    "$target/release/tollgate-proxy" standalone "$work/snapshot.yaml" --poll-interval 1h \
+    "${proxy_bin:-$target/release/tollgate-proxy}" standalone "$work/snapshot.yaml" --poll-interval 1h \
         --listen "127.0.0.1:$proxy_port" --admin-listen "127.0.0.1:$admin_port" --access-log off \
         --cache-max-bytes $((budget_mib << 20)) >/dev/null 2>&1 &
     local proxy=$!

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::anthropic::{self, AnthropicDecoder};
 use super::bedrock::{self, BedrockDecoder};
+use super::canonical_json::Canonical;
 use super::chat::{Answer, ChatRequest};
 use super::eventstream::{self, FrameDecoder};
 use super::gemini::{self, GeminiDecoder};
@@ -783,4 +784,78 @@ fn responses_passthrough_keeps_streams_without_errors_whole_however_split() {
             },
         )
         .unwrap();
+}
+
+/// The canonical form of a request (what the cache key hashes) never panics on any bytes, is made
+/// exactly when serde_json reads an object, holds that object's content, and is the same however the
+/// object was spaced or its members ordered.
+#[test]
+fn canonical_json_never_panics_and_keeps_the_object() {
+    let input = prop_oneof![
+        json_value().prop_map(|v| v.to_string().into_bytes()),
+        chat_like().prop_map(|v| serde_json::to_vec_pretty(&v).unwrap()),
+        chat_like().prop_map(|v| reversed(&v).into_bytes()),
+        responses_like().prop_map(|v| reversed(&v).into_bytes()),
+        prop::collection::vec(any::<u8>(), 0..256),
+    ];
+    let damage = prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3);
+    runner()
+        .run(&(input, damage), |(mut bytes, damage)| {
+            for (at, byte) in damage {
+                if !bytes.is_empty() {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+            }
+            let mut canonical = Canonical::default();
+            let mut out = Vec::new();
+            let made = canonical.object(&bytes, &["model", "stream"], &mut out);
+            let read = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .filter(Value::is_object);
+            prop_assert_eq!(made.is_some(), read.is_some());
+            let Some(mut doc) = read else {
+                return Ok(());
+            };
+            let members = doc.as_object_mut().unwrap();
+            members.remove("model");
+            members.remove("stream");
+            // serde_json's map is ordered by name (no `preserve_order`), so this is the canonical
+            // form as serde_json would write it.
+            prop_assert_eq!(&out, &serde_json::to_vec(&doc).unwrap());
+            // The same object spaced and ordered otherwise. (Not `out` itself: serde_json reads
+            // some floats one unit off their shortest text, so canonical text is not always a
+            // fixed point; both of these are written from the same floats.)
+            let mut pretty = Vec::new();
+            canonical
+                .object(&serde_json::to_vec_pretty(&doc).unwrap(), &[], &mut pretty)
+                .unwrap();
+            let mut backwards = Vec::new();
+            canonical
+                .object(reversed(&doc).as_bytes(), &[], &mut backwards)
+                .unwrap();
+            prop_assert_eq!(pretty, backwards, "spacing and order do not matter");
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// `value` as JSON with every object's members in reverse order (serde_json's map keeps them
+/// sorted), spaced.
+fn reversed(value: &Value) -> String {
+    match value {
+        Value::Object(members) => {
+            let members: Vec<String> = members
+                .iter()
+                .rev()
+                .map(|(k, v)| format!("{} : {}", Value::from(k.as_str()), reversed(v)))
+                .collect();
+            format!("{{ {} }}", members.join(", "))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(reversed).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod canonical_json;
 pub mod chat;
 pub mod eventstream;
 #[cfg(test)]

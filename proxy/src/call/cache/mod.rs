@@ -7,6 +7,8 @@
 mod control;
 mod entry;
 mod key;
+#[cfg(test)]
+mod key_equivalence;
 mod local;
 mod semantic;
 mod serve;

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::header::{AGE, CONTENT_TYPE, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
-use tollgate_snapshot::{CacheEndpoint, CacheScope, RouteIdx, SemanticPolicy, Snapshot};
+use tollgate_snapshot::{CacheEndpoint, CacheScope, ObjectRef, RouteIdx, SemanticPolicy, Snapshot};
 
 use super::control::Directives;
 use super::entry::Entry;
@@ -64,7 +64,7 @@ pub async fn cached_call(
     let consumer = match (policy.scope, call.consumer) {
         (CacheScope::Route, _) => Some(None),
         (CacheScope::Consumer, Some(c)) => {
-            Some(Some(snapshot.content.consumers[c as usize].id.to_string()))
+            Some(Some(id_text(&snapshot.content.consumers[c as usize].id)))
         }
         // Consumer scope without a known consumer: nothing to keep the entry apart by.
         (CacheScope::Consumer, None) => None,
@@ -75,7 +75,7 @@ pub async fn cached_call(
         (true, false) => Form::Stream,
         (true, true) => Form::StreamWithUsage,
     };
-    let route_id = route.id.to_string();
+    let route_id = id_text(&route.id);
     let semantic = policy
         .semantic
         .as_ref()
@@ -203,6 +203,16 @@ pub async fn cached_call(
     }
     mark(&mut response, "miss");
     Ok(response)
+}
+
+/// `namespace/name`, as `Display` writes it, without the formatting machinery (two of these are
+/// made on every cached call).
+fn id_text(id: &ObjectRef) -> String {
+    let mut text = String::with_capacity(id.namespace.len() + 1 + id.name.len());
+    text.push_str(&id.namespace);
+    text.push('/');
+    text.push_str(&id.name);
+    text
 }
 
 /// Whether a call of `endpoint` can be answered from the cache at all: prompt API and Responses calls
