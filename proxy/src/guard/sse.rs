@@ -106,7 +106,8 @@ impl AnswerStream {
 
     /// Takes the next bytes of the stream; returns what to send now.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
+        // About what comes in goes out: one allocation instead of a few growths per event.
+        let mut out = Vec::with_capacity(bytes.len() + 64);
         if self.ended() {
             return out;
         }
@@ -903,16 +904,30 @@ fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
 
 /// Where the first complete event ends, and the length of its separator.
 fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = memchr::memmem::find(buffer, b"\n\n");
+    let lf = find_pair(buffer, b'\n', b"\n");
     // A CRLF separator counts only where it starts before the first LF one.
     let scope = lf.map_or(buffer.len(), |a| (a + 3).min(buffer.len()));
-    let crlf = memchr::memmem::find(&buffer[..scope], b"\r\n\r\n");
+    let crlf = find_pair(&buffer[..scope], b'\r', b"\n\r\n");
     match (lf, crlf) {
         (Some(a), Some(b)) if b < a => Some((b, 4)),
         (Some(a), _) => Some((a, 2)),
         (None, Some(b)) => Some((b, 4)),
         (None, None) => None,
     }
+}
+
+/// Where `first` followed by `then` first occurs in `b`: found from each `first` with `memchr`. An
+/// event holds one line or a few, so this beats building a `memmem` searcher for every event.
+fn find_pair(b: &[u8], first: u8, then: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(n) = memchr::memchr(first, &b[from..]) {
+        let at = from + n;
+        if b[at + 1..].starts_with(then) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -1030,6 +1045,29 @@ mod tests {
                 (events_of(&out), answer.rejected().cloned(), answer.decisions())
             };
             proptest::prop_assert_eq!(run(true), run(false));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500),
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// The separators found from each `\n` or `\r` are the ones `memmem` finds.
+        #[test]
+        fn separators_are_found_as_memmem_finds_them(
+            bytes in proptest::collection::vec(proptest::sample::select(&b"\r\na"[..]), 0..40),
+        ) {
+            proptest::prop_assert_eq!(
+                find_pair(&bytes, b'\n', b"\n"),
+                memchr::memmem::find(&bytes, b"\n\n")
+            );
+            proptest::prop_assert_eq!(
+                find_pair(&bytes, b'\r', b"\n\r\n"),
+                memchr::memmem::find(&bytes, b"\r\n\r\n")
+            );
         }
     }
 
