@@ -55,8 +55,10 @@ pub fn cards_within(run: &str, offset: usize) -> Vec<Range<usize>> {
     while i < groups.len() {
         let mut best = None;
         let mut luhn = Luhn::default();
+        let mut to_the_end = true;
         for (j, group) in groups.iter().enumerate().skip(i) {
             if luhn.count + group.len() > 19 {
+                to_the_end = false;
                 break;
             }
             for &b in &bytes[group.clone()] {
@@ -65,6 +67,10 @@ pub fn cards_within(run: &str, offset: usize) -> Vec<Range<usize>> {
             if luhn.valid() {
                 best = Some((j, groups[i].start..group.end));
             }
+        }
+        if best.is_none() && to_the_end && luhn.count < 13 {
+            // Every later start holds fewer digits still.
+            break;
         }
         match best {
             Some((j, span)) => {

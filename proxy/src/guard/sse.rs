@@ -297,9 +297,10 @@ impl AnswerStream {
 
     /// An OpenAI chunk checked in its own bytes: its deltas' texts found with a cursor and only the
     /// text the windows changed written back over its literals. `false` leaves the event to
-    /// [`Self::openai`]: not a single `data:` line, `[DONE]`, a choice that finishes or whose answer
-    /// begins while reasoning is held (held text may need a member the chunk lacks), or a chunk the
-    /// cursor cannot read.
+    /// [`Self::openai`]: not a single `data:` line, `[DONE]`, a choice that finishes while a part it
+    /// has no member for may hold text, or whose answer begins while reasoning is held (held text may
+    /// need a member the chunk lacks), a finishing chunk that names an index twice, or a chunk the
+    /// cursor cannot read. A choice that finishes gets its parts' held text in their members.
     fn openai_in_place(&mut self, event: &[u8], out: &mut Vec<u8>) -> bool {
         if memchr::memchr(b'\n', event).is_some() {
             return false;
@@ -314,22 +315,50 @@ impl AnswerStream {
         let Some(choices) = chunk_choices(data) else {
             return false;
         };
-        if choices.iter().any(|c| c.finished || self.ends_reasoning(c)) {
+        if choices
+            .iter()
+            .any(|c| self.ends_reasoning(c) || self.finish_needs_value(c))
+            || (choices.iter().any(|c| c.finished)
+                && choices
+                    .iter()
+                    .enumerate()
+                    .any(|(k, c)| choices[..k].iter().any(|d| d.index == c.index)))
+        {
             return false;
         }
         let mut edits = Vec::new();
         for choice in choices {
-            for (part, found) in Part::ALL.into_iter().zip(choice.texts) {
+            let mut released: [Option<(std::ops::Range<usize>, String)>; 3] = Default::default();
+            for (i, (part, found)) in Part::ALL.into_iter().zip(&choice.texts).enumerate() {
                 let Some((at, text)) = found else {
                     continue;
                 };
-                match self.guard((choice.index, part)).push(&text) {
-                    Ok(released) if released == text => {}
-                    Ok(released) => edits.push((at, json_text::literal(&released))),
+                match self.guard((choice.index, part)).push(text) {
+                    Ok(r) => released[i] = Some((at.clone(), r)),
                     Err(rule) => {
                         self.reject(rule, out);
                         return true;
                     }
+                }
+            }
+            if choice.finished {
+                // What is still held goes out in this chunk, in the member it was held for.
+                for (i, part) in Part::ALL.into_iter().enumerate() {
+                    let mut rest = String::new();
+                    if let Err(rule) = self.close((choice.index, part), &mut rest) {
+                        self.reject(rule, out);
+                        return true;
+                    }
+                    if let Some((_, r)) = &mut released[i] {
+                        r.push_str(&rest);
+                    }
+                }
+            }
+            for (found, released) in choice.texts.iter().zip(released) {
+                if let (Some((_, text)), Some((at, r))) = (found, released)
+                    && r != *text
+                {
+                    edits.push((at, json_text::literal(&r)));
                 }
             }
         }
@@ -416,6 +445,18 @@ impl AnswerStream {
             }
         }
         write(out, None, &chunk);
+    }
+
+    /// Whether the chunk's `choice` finishes while a part of it without a member in this chunk may hold
+    /// text: that text needs a member written into the chunk ([`Self::openai`] does that).
+    fn finish_needs_value(&self, choice: &ChunkChoice<'_>) -> bool {
+        choice.finished
+            && Part::ALL
+                .into_iter()
+                .zip(&choice.texts)
+                .any(|(part, text)| {
+                    text.is_none() && self.guards.contains_key(&(choice.index, part))
+                })
     }
 
     /// Whether the chunk's `choice` begins its answer while shown reasoning of it is held, or comes
@@ -1010,7 +1051,7 @@ mod tests {
                     proptest::strategy::Just("\"q\" \\ é😀 ".to_string()),
                     "[a-z @.]{0,40}",
                     "\\PC{0,8}",
-                ], 0u8..8),
+                ], 0u8..10),
                 0..40,
             ),
             reject in proptest::prelude::any::<bool>(),
@@ -1027,6 +1068,9 @@ mod tests {
                     4 => json!({"choices": [{"index": index, "delta": {"reasoning_content": text}, "finish_reason": null}]}),
                     5 => json!({"choices": [{"delta": {"reasoning": text, "role": "assistant"}, "index": index}]}),
                     6 => json!({"choices": [{"index": index, "delta": {"content": text, "reasoning_content": text}}]}),
+                    // The last text with the finish, as most providers send it.
+                    7 => json!({"choices": [{"index": index, "delta": {"content": text}, "finish_reason": "stop"}]}),
+                    8 => json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}, {"index": 1, "delta": {"content": text}}]}),
                     _ => json!({"choices": [{"index": index, "delta": {"reasoning": text, "reasoning_content": null}, "finish_reason": "length"}]}),
                 };
                 let data = if *shape == 1 { serde_json::to_string_pretty(&chunk).unwrap().replace('\n', " ") } else { chunk.to_string() };
