@@ -284,6 +284,19 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A cursor at `offset` of `json`, where a cursor that read `json[..offset]` stood: used to go
+    /// on after bytes read before.
+    pub fn resume(json: &'a str, offset: usize) -> Self {
+        let mut cursor = Self::new(json);
+        cursor.walk.i = offset;
+        cursor
+    }
+
+    /// Where the cursor stands, in bytes.
+    pub fn offset(&self) -> usize {
+        self.walk.i
+    }
+
     /// The first byte of the value that starts here.
     pub fn peek(&mut self) -> Option<u8> {
         self.walk.space();

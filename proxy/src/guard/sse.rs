@@ -52,6 +52,8 @@ pub struct AnswerStream {
     sequence: u64,
     /// Whether OpenAI chunks are checked in their own bytes (tests turn it off to compare).
     in_place: bool,
+    /// The members around `choices` of the last chat chunk, which a provider repeats in every one.
+    chunk_ends: ChunkEnds,
 }
 
 impl AnswerStream {
@@ -67,6 +69,7 @@ impl AnswerStream {
             decisions: Vec::new(),
             sequence: 0,
             in_place: true,
+            chunk_ends: ChunkEnds::default(),
         }
     }
 
@@ -312,7 +315,7 @@ impl AnswerStream {
             return false;
         };
         let data = data.strip_prefix(' ').unwrap_or(data);
-        let Some(choices) = chunk_choices(data) else {
+        let Some(choices) = chunk_choices(data, &mut self.chunk_ends) else {
             return false;
         };
         if choices
@@ -860,13 +863,31 @@ struct ChunkChoice<'a> {
 /// The choices of a chat chunk, read as `serde_json::Value` would give them to [`AnswerStream::openai`]
 /// (a missing or odd `index` is 0, a text member counts only as a string); `None` when the chunk is
 /// not an object with a `choices` array, or names a member the check reads twice.
-fn chunk_choices(data: &str) -> Option<Vec<ChunkChoice<'_>>> {
-    let mut at = json_text::Cursor::new(data);
-    at.enter(b'{')?;
+///
+/// `known` holds the bytes of the last chunk read around its `choices` (see [`ChunkEnds`]): members a
+/// provider repeats in every chunk (`id`, `object`, `created`, `model`, …) are read again only when
+/// their bytes changed, since the same bytes read the same way.
+fn chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Vec<ChunkChoice<'a>>> {
+    let bytes = data.as_bytes();
+    let resumed = !known.head.is_empty() && bytes.starts_with(&known.head);
+    let mut at = if resumed {
+        json_text::Cursor::resume(data, known.head.len())
+    } else {
+        let mut at = json_text::Cursor::new(data);
+        at.enter(b'{')?;
+        at
+    };
+    // Where the members before `choices` end, through the comma after the last one.
+    let mut head_end = None;
+    // Where the members after it begin.
+    let mut tail_start = None;
     let mut choices = None;
     while let Some(key) = at.next_key()? {
         if key != "choices" {
             at.raw()?;
+            if choices.is_none() && at.peek()? == b',' {
+                head_end = Some(at.offset() + 1);
+            }
             continue;
         }
         if choices.is_some() {
@@ -878,9 +899,42 @@ fn chunk_choices(data: &str) -> Option<Vec<ChunkChoice<'_>>> {
             list.push(chunk_choice(&mut at)?);
         }
         choices = Some(list);
+        let after = at.offset();
+        if !known.tail.is_empty() && bytes[after..] == known.tail[..] {
+            // Read before: the members after `choices` and the end of the object.
+            if !resumed {
+                known.set_head(bytes, head_end);
+            }
+            return choices;
+        }
+        tail_start = Some(after);
     }
     at.at_end().then_some(())?;
+    if !resumed {
+        known.set_head(bytes, head_end);
+    }
+    if let Some(start) = tail_start {
+        known.tail.clear();
+        known.tail.extend_from_slice(&bytes[start..]);
+    }
     choices
+}
+
+/// The bytes of the last chat chunk read before its `choices` member (through the comma after the
+/// member before it) and after it (from the end of its array to the end of the chunk).
+#[derive(Default)]
+struct ChunkEnds {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl ChunkEnds {
+    fn set_head(&mut self, bytes: &[u8], end: Option<usize>) {
+        self.head.clear();
+        if let Some(end) = end {
+            self.head.extend_from_slice(&bytes[..end]);
+        }
+    }
 }
 
 fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
@@ -1051,7 +1105,7 @@ mod tests {
                     proptest::strategy::Just("\"q\" \\ é😀 ".to_string()),
                     "[a-z @.]{0,40}",
                     "\\PC{0,8}",
-                ], 0u8..10),
+                ], 0u8..14),
                 0..40,
             ),
             reject in proptest::prelude::any::<bool>(),
@@ -1071,9 +1125,26 @@ mod tests {
                     // The last text with the finish, as most providers send it.
                     7 => json!({"choices": [{"index": index, "delta": {"content": text}, "finish_reason": "stop"}]}),
                     8 => json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}, {"index": 1, "delta": {"content": text}}]}),
+                    // Members before `choices` that repeat, or nearly: a number that grows by a digit.
+                    9 => json!({"id": "c", "created": if *index == 0 { 1 } else { 12 }, "choices": [{"index": 0, "delta": {"content": text}}]}),
                     _ => json!({"choices": [{"index": index, "delta": {"reasoning": text, "reasoning_content": null}, "finish_reason": "length"}]}),
                 };
-                let data = if *shape == 1 { serde_json::to_string_pretty(&chunk).unwrap().replace('\n', " ") } else { chunk.to_string() };
+                let data = match shape {
+                    1 => serde_json::to_string_pretty(&chunk).unwrap().replace('\n', " "),
+                    // A provider's order: the repeated members first (a number that grows by a
+                    // digit among them), `choices`, then more.
+                    10 => format!(
+                        r#"{{"id":"c","created":{},"choices":[{{"index":0,"delta":{{"content":{}}}}}],"model":"m"}}"#,
+                        if *index == 0 { 1 } else { 12 },
+                        serde_json::to_string(text).unwrap()
+                    ),
+                    // Damaged chunks (passed on as they came) whose bytes around `choices` are as long
+                    // as a good chunk's: only their bytes tell them apart.
+                    11 => format!(r#"{{"choices":[{{"index":0,"delta":{{"content":{}}}}}],"id":"c"]"#, serde_json::to_string(text).unwrap()),
+                    12 => format!(r#"{{"id":"c","model":"m","choices":[{{"index":0,"delta":{{"content":{}}}}}]}}"#, serde_json::to_string(text).unwrap()),
+                    13 => format!(r#"{{"id":"c","model":"m"]"choices":[{{"index":0,"delta":{{"content":{}}}}}]}}"#, serde_json::to_string(text).unwrap()),
+                    _ => chunk.to_string(),
+                };
                 input.extend_from_slice(format!("data: {data}\n\n").as_bytes());
             }
             input.extend_from_slice(b"data: [DONE]\n\n");
