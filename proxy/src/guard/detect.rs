@@ -39,45 +39,43 @@ pub fn phone_within(candidate: &str) -> Option<usize> {
 /// start) rather than computed again for every end: on digit-rich text this was the scan's largest
 /// cost.
 pub fn cards_within(run: &str, offset: usize) -> Vec<Range<usize>> {
-    let bytes = run.as_bytes();
-    let mut groups: Vec<Range<usize>> = Vec::new();
-    for (i, b) in bytes.iter().enumerate() {
-        if !b.is_ascii_digit() {
-            continue;
-        }
-        match groups.last_mut() {
-            Some(g) if g.end == i => g.end = i + 1,
-            _ => groups.push(i..i + 1),
-        }
-    }
+    let b = run.as_bytes();
+    // Groups are the runs of digits; read in place, not gathered first.
+    let next_group = |from: usize| (from..b.len()).find(|&k| b[k].is_ascii_digit());
+    let group_end =
+        |from: usize| from + b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
     let mut found = Vec::new();
-    let mut i = 0;
-    while i < groups.len() {
-        let mut best = None;
+    let mut start = next_group(0);
+    while let Some(first) = start {
         let mut luhn = Luhn::default();
+        let mut best = None;
+        let mut group = first;
         let mut to_the_end = true;
-        for (j, group) in groups.iter().enumerate().skip(i) {
-            if luhn.count + group.len() > 19 {
+        loop {
+            let end = group_end(group);
+            if luhn.count + (end - group) > 19 {
                 to_the_end = false;
                 break;
             }
-            for &b in &bytes[group.clone()] {
-                luhn.push(b - b'0');
+            for &c in &b[group..end] {
+                luhn.push(c - b'0');
             }
             if luhn.valid() {
-                best = Some((j, groups[i].start..group.end));
+                best = Some(end);
             }
-        }
-        if best.is_none() && to_the_end && luhn.count < 13 {
-            // Every later start holds fewer digits still.
-            break;
+            match next_group(end) {
+                Some(next) => group = next,
+                None => break,
+            }
         }
         match best {
-            Some((j, span)) => {
-                found.push(offset + span.start..offset + span.end);
-                i = j + 1;
+            Some(end) => {
+                found.push(offset + first..offset + end);
+                start = next_group(end);
             }
-            None => i += 1,
+            // Every later start holds fewer digits still.
+            None if to_the_end && luhn.count < 13 => break,
+            None => start = next_group(group_end(first)),
         }
     }
     found

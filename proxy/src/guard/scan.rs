@@ -172,12 +172,13 @@ impl Scan<'_> {
     fn candidate(&mut self, i: usize, b: u8) {
         match b {
             // Inside a word (a longer number included) nothing begins.
-            b'0'..=b'9' if !self.t.word_before(i) => self.digits(i, b),
+            // The loop saw no ASCII word character before `i`: only a wider one can be.
+            b'0'..=b'9' if !self.wide_word_before(i) => self.digits(i, b),
             b'(' | b'+' => self.phone(i),
             b'@' => self.email(i),
             b':' => self.ipv6(i),
             b'-' => self.secret(i),
-            _ if is(b, UPPER | LOWER) && !self.t.word_before(i) => {
+            _ if is(b, UPPER | LOWER) && !self.wide_word_before(i) => {
                 if is(b, UPPER) {
                     self.iban(i);
                 }
@@ -185,6 +186,13 @@ impl Scan<'_> {
             }
             _ => {}
         }
+    }
+
+    /// Whether a word character ends right before `i`, given that the byte before it is not an
+    /// ASCII word character (the loop in [`Self::run`] called only then): only a character of more
+    /// than one byte can be one.
+    fn wide_word_before(&self, i: usize) -> bool {
+        i > 0 && self.t.0.as_bytes()[i - 1] >= 0x80 && self.t.word_before(i)
     }
 
     /// Phone numbers, card numbers, SSNs and IPv4 addresses: they start at a digit at the start of a word.
