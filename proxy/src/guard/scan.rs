@@ -155,14 +155,31 @@ impl Scan<'_> {
 
     fn run(&mut self) {
         let bytes = self.t.0.as_bytes();
-        // 1 after an ASCII word character, else 0: shifts the bit of `BEGINS` to test.
-        let mut after_word = 0u8;
-        for (i, &b) in bytes.iter().enumerate() {
+        let n = bytes.len();
+        let mut i = 0;
+        // Here the byte before `i`, if any, is not an ASCII word character.
+        while i < n {
+            let b = bytes[i];
             let begins = BEGINS[b as usize];
-            if begins & (AFTER_OTHER << after_word) != 0 {
+            if begins & AFTER_OTHER != 0 {
                 self.candidate(i, b);
             }
-            after_word = begins & AFTER_WORD_CHAR;
+            i += 1;
+            if begins & AFTER_WORD_CHAR == 0 {
+                continue;
+            }
+            // The rest of a word begins nothing: passed over with one test a byte.
+            while i < n && BEGINS[bytes[i] as usize] & AFTER_WORD_CHAR != 0 {
+                i += 1;
+            }
+            // The byte after the word, not a word character, may still begin something (`@`, `:`, …).
+            if i < n {
+                let b = bytes[i];
+                if BEGINS[b as usize] & AFTER_WORD != 0 {
+                    self.candidate(i, b);
+                }
+                i += 1;
+            }
         }
     }
 
