@@ -607,6 +607,100 @@ mod tests {
         }
     }
 
+    /// `body` (upper-case letters and digits) as an IBAN of `country` with its right check digits.
+    fn valid_iban(country: &str, body: &str) -> String {
+        let mut rest: u32 = 0;
+        for b in body.bytes().chain(country.bytes()).chain(*b"00") {
+            rest = if b.is_ascii_digit() {
+                (rest * 10 + u32::from(b - b'0')) % 97
+            } else {
+                (rest * 100 + u32::from(b - b'A') + 10) % 97
+            };
+        }
+        format!("{country}{:02}{body}", 98 - rest)
+    }
+
+    /// `digits` closed by the Luhn digit that makes them a card number.
+    fn valid_card(digits: &str) -> String {
+        (b'0'..=b'9')
+            .map(|d| format!("{digits}{}", d as char))
+            .find(|c| card_number(c))
+            .expect("one check digit fits")
+    }
+
+    /// Splits `text` with a space or dash before the characters `cuts` name (indices wrapped).
+    fn grouped(text: &str, cuts: &[(usize, bool)]) -> String {
+        let mut at: Vec<(usize, bool)> = cuts
+            .iter()
+            .map(|&(i, dash)| (1 + i % text.len().max(1), dash))
+            .filter(|&(i, _)| i < text.len())
+            .collect();
+        at.sort();
+        at.dedup_by_key(|(i, _)| *i);
+        let mut out = String::new();
+        let mut from = 0;
+        for (i, dash) in at {
+            out.push_str(&text[from..i]);
+            out.push(if dash { '-' } else { ' ' });
+            from = i;
+        }
+        out.push_str(&text[from..]);
+        out
+    }
+
+    /// The one-pass card and IBAN checks agree with the old ones where the values are real (random
+    /// text almost never holds a right check digit): valid numbers grouped anyhow, run together, with
+    /// more groups and words after them.
+    #[test]
+    fn property_the_one_pass_card_and_iban_checks_agree_with_the_old_ones_on_valid_values() {
+        let iban = (
+            "[A-Z]{2}",
+            "[A-Z0-9]{9,32}",
+            prop::collection::vec((0usize..40, any::<bool>()), 0..8),
+            "(?: [A-Z0-9]{1,6}| [a-z]{1,4}| ?[0-9]{1,4}){0,3}",
+        )
+            .prop_map(|(country, body, cuts, tail)| {
+                let iban = valid_iban(&country, &body);
+                let spaced: Vec<(usize, bool)> =
+                    cuts.into_iter().map(|(i, _)| (i, false)).collect();
+                grouped(&iban, &spaced) + &tail
+            });
+        let cards = (
+            prop::collection::vec(("[0-9]{12,18}", any::<bool>()), 1..4),
+            prop::collection::vec((0usize..40, any::<bool>()), 0..8),
+            "(?:[ -][0-9]{1,5}){0,3}",
+        )
+            .prop_map(|(numbers, cuts, tail)| {
+                let run: Vec<String> = numbers
+                    .into_iter()
+                    .map(|(n, valid)| if valid { valid_card(&n) } else { n })
+                    .collect();
+                grouped(&run.join(" "), &cuts) + &tail
+            });
+        runner()
+            .run(&(iban, cards), |(iban, cards)| {
+                prop_assert_eq!(
+                    super::super::detect::iban_within(&iban),
+                    iban_within(&iban),
+                    "{:?}",
+                    iban
+                );
+                prop_assert_eq!(
+                    super::super::detect::cards_within(&cards, 5),
+                    cards_within(&cards, 5),
+                    "{:?}",
+                    cards
+                );
+                Ok(())
+            })
+            .unwrap();
+        // The generators do make real values.
+        let iban = valid_iban("DE", "370400440532013000");
+        assert_eq!(iban, "DE89370400440532013000");
+        assert_eq!(super::super::detect::iban_within(&iban), Some(iban.len()));
+        assert_eq!(valid_card("411111111111111"), "4111111111111111");
+    }
+
     #[test]
     fn property_the_scanner_finds_exactly_what_the_expressions_find() {
         runner()

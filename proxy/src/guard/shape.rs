@@ -332,7 +332,21 @@ pub(super) fn iban(t: Text, i: usize) -> Option<usize> {
 /// The secret shapes at `i`, in the order the old alternation tried them (only one can begin at a
 /// given character).
 pub(super) fn secret(t: Text, i: usize) -> Option<usize> {
-    match t.byte(i)? {
+    let first = t.byte(i)?;
+    // Most words that begin with one of these letters are no key: the second letter of every
+    // prefix below rules them out at once.
+    let second = t.byte(i + 1);
+    let possible = match first {
+        b's' | b'r' => second == Some(b'k'),
+        b'g' => matches!(second, Some(b'h' | b'i')),
+        b'x' => second == Some(b'o'),
+        b'e' => second == Some(b'y'),
+        _ => true,
+    };
+    if !possible {
+        return None;
+    }
+    match first {
         b'-' => private_key(t, i),
         b's' | b'r' => {
             if t.starts(i, "sk-") {

@@ -52,6 +52,8 @@ pub struct AnswerStream {
     sequence: u64,
     /// Whether OpenAI chunks are checked in their own bytes (tests turn it off to compare).
     in_place: bool,
+    /// The members around `choices` of the last chat chunk, which a provider repeats in every one.
+    chunk_ends: ChunkEnds,
 }
 
 impl AnswerStream {
@@ -67,6 +69,7 @@ impl AnswerStream {
             decisions: Vec::new(),
             sequence: 0,
             in_place: true,
+            chunk_ends: ChunkEnds::default(),
         }
     }
 
@@ -106,7 +109,8 @@ impl AnswerStream {
 
     /// Takes the next bytes of the stream; returns what to send now.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
+        // About what comes in goes out: one allocation instead of a few growths per event.
+        let mut out = Vec::with_capacity(bytes.len() + 64);
         if self.ended() {
             return out;
         }
@@ -296,9 +300,10 @@ impl AnswerStream {
 
     /// An OpenAI chunk checked in its own bytes: its deltas' texts found with a cursor and only the
     /// text the windows changed written back over its literals. `false` leaves the event to
-    /// [`Self::openai`]: not a single `data:` line, `[DONE]`, a choice that finishes or whose answer
-    /// begins while reasoning is held (held text may need a member the chunk lacks), or a chunk the
-    /// cursor cannot read.
+    /// [`Self::openai`]: not a single `data:` line, `[DONE]`, a choice that finishes while a part it
+    /// has no member for may hold text, or whose answer begins while reasoning is held (held text may
+    /// need a member the chunk lacks), a finishing chunk that names an index twice, or a chunk the
+    /// cursor cannot read. A choice that finishes gets its parts' held text in their members.
     fn openai_in_place(&mut self, event: &[u8], out: &mut Vec<u8>) -> bool {
         if memchr::memchr(b'\n', event).is_some() {
             return false;
@@ -310,25 +315,53 @@ impl AnswerStream {
             return false;
         };
         let data = data.strip_prefix(' ').unwrap_or(data);
-        let Some(choices) = chunk_choices(data) else {
+        let Some(choices) = chunk_choices(data, &mut self.chunk_ends) else {
             return false;
         };
-        if choices.iter().any(|c| c.finished || self.ends_reasoning(c)) {
+        if choices
+            .iter()
+            .any(|c| self.ends_reasoning(c) || self.finish_needs_value(c))
+            || (choices.iter().any(|c| c.finished)
+                && choices
+                    .iter()
+                    .enumerate()
+                    .any(|(k, c)| choices[..k].iter().any(|d| d.index == c.index)))
+        {
             return false;
         }
         let mut edits = Vec::new();
         for choice in choices {
-            for (part, found) in Part::ALL.into_iter().zip(choice.texts) {
+            let mut released: [Option<(std::ops::Range<usize>, String)>; 3] = Default::default();
+            for (i, (part, found)) in Part::ALL.into_iter().zip(&choice.texts).enumerate() {
                 let Some((at, text)) = found else {
                     continue;
                 };
-                match self.guard((choice.index, part)).push(&text) {
-                    Ok(released) if released == text => {}
-                    Ok(released) => edits.push((at, json_text::literal(&released))),
+                match self.guard((choice.index, part)).push(text) {
+                    Ok(r) => released[i] = Some((at.clone(), r)),
                     Err(rule) => {
                         self.reject(rule, out);
                         return true;
                     }
+                }
+            }
+            if choice.finished {
+                // What is still held goes out in this chunk, in the member it was held for.
+                for (i, part) in Part::ALL.into_iter().enumerate() {
+                    let mut rest = String::new();
+                    if let Err(rule) = self.close((choice.index, part), &mut rest) {
+                        self.reject(rule, out);
+                        return true;
+                    }
+                    if let Some((_, r)) = &mut released[i] {
+                        r.push_str(&rest);
+                    }
+                }
+            }
+            for (found, released) in choice.texts.iter().zip(released) {
+                if let (Some((_, text)), Some((at, r))) = (found, released)
+                    && r != *text
+                {
+                    edits.push((at, json_text::literal(&r)));
                 }
             }
         }
@@ -415,6 +448,18 @@ impl AnswerStream {
             }
         }
         write(out, None, &chunk);
+    }
+
+    /// Whether the chunk's `choice` finishes while a part of it without a member in this chunk may hold
+    /// text: that text needs a member written into the chunk ([`Self::openai`] does that).
+    fn finish_needs_value(&self, choice: &ChunkChoice<'_>) -> bool {
+        choice.finished
+            && Part::ALL
+                .into_iter()
+                .zip(&choice.texts)
+                .any(|(part, text)| {
+                    text.is_none() && self.guards.contains_key(&(choice.index, part))
+                })
     }
 
     /// Whether the chunk's `choice` begins its answer while shown reasoning of it is held, or comes
@@ -818,13 +863,31 @@ struct ChunkChoice<'a> {
 /// The choices of a chat chunk, read as `serde_json::Value` would give them to [`AnswerStream::openai`]
 /// (a missing or odd `index` is 0, a text member counts only as a string); `None` when the chunk is
 /// not an object with a `choices` array, or names a member the check reads twice.
-fn chunk_choices(data: &str) -> Option<Vec<ChunkChoice<'_>>> {
-    let mut at = json_text::Cursor::new(data);
-    at.enter(b'{')?;
+///
+/// `known` holds the bytes of the last chunk read around its `choices` (see [`ChunkEnds`]): members a
+/// provider repeats in every chunk (`id`, `object`, `created`, `model`, …) are read again only when
+/// their bytes changed, since the same bytes read the same way.
+fn chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Vec<ChunkChoice<'a>>> {
+    let bytes = data.as_bytes();
+    let resumed = !known.head.is_empty() && bytes.starts_with(&known.head);
+    let mut at = if resumed {
+        json_text::Cursor::resume(data, known.head.len())
+    } else {
+        let mut at = json_text::Cursor::new(data);
+        at.enter(b'{')?;
+        at
+    };
+    // Where the members before `choices` end, through the comma after the last one.
+    let mut head_end = None;
+    // Where the members after it begin.
+    let mut tail_start = None;
     let mut choices = None;
     while let Some(key) = at.next_key()? {
         if key != "choices" {
             at.raw()?;
+            if choices.is_none() && at.peek()? == b',' {
+                head_end = Some(at.offset() + 1);
+            }
             continue;
         }
         if choices.is_some() {
@@ -836,9 +899,42 @@ fn chunk_choices(data: &str) -> Option<Vec<ChunkChoice<'_>>> {
             list.push(chunk_choice(&mut at)?);
         }
         choices = Some(list);
+        let after = at.offset();
+        if !known.tail.is_empty() && bytes[after..] == known.tail[..] {
+            // Read before: the members after `choices` and the end of the object.
+            if !resumed {
+                known.set_head(bytes, head_end);
+            }
+            return choices;
+        }
+        tail_start = Some(after);
     }
     at.at_end().then_some(())?;
+    if !resumed {
+        known.set_head(bytes, head_end);
+    }
+    if let Some(start) = tail_start {
+        known.tail.clear();
+        known.tail.extend_from_slice(&bytes[start..]);
+    }
     choices
+}
+
+/// The bytes of the last chat chunk read before its `choices` member (through the comma after the
+/// member before it) and after it (from the end of its array to the end of the chunk).
+#[derive(Default)]
+struct ChunkEnds {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl ChunkEnds {
+    fn set_head(&mut self, bytes: &[u8], end: Option<usize>) {
+        self.head.clear();
+        if let Some(end) = end {
+            self.head.extend_from_slice(&bytes[..end]);
+        }
+    }
 }
 
 fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
@@ -903,16 +999,30 @@ fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
 
 /// Where the first complete event ends, and the length of its separator.
 fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = memchr::memmem::find(buffer, b"\n\n");
+    let lf = find_pair(buffer, b'\n', b"\n");
     // A CRLF separator counts only where it starts before the first LF one.
     let scope = lf.map_or(buffer.len(), |a| (a + 3).min(buffer.len()));
-    let crlf = memchr::memmem::find(&buffer[..scope], b"\r\n\r\n");
+    let crlf = find_pair(&buffer[..scope], b'\r', b"\n\r\n");
     match (lf, crlf) {
         (Some(a), Some(b)) if b < a => Some((b, 4)),
         (Some(a), _) => Some((a, 2)),
         (None, Some(b)) => Some((b, 4)),
         (None, None) => None,
     }
+}
+
+/// Where `first` followed by `then` first occurs in `b`: found from each `first` with `memchr`. An
+/// event holds one line or a few, so this beats building a `memmem` searcher for every event.
+fn find_pair(b: &[u8], first: u8, then: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(n) = memchr::memchr(first, &b[from..]) {
+        let at = from + n;
+        if b[at + 1..].starts_with(then) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -995,7 +1105,7 @@ mod tests {
                     proptest::strategy::Just("\"q\" \\ é😀 ".to_string()),
                     "[a-z @.]{0,40}",
                     "\\PC{0,8}",
-                ], 0u8..8),
+                ], 0u8..14),
                 0..40,
             ),
             reject in proptest::prelude::any::<bool>(),
@@ -1012,9 +1122,29 @@ mod tests {
                     4 => json!({"choices": [{"index": index, "delta": {"reasoning_content": text}, "finish_reason": null}]}),
                     5 => json!({"choices": [{"delta": {"reasoning": text, "role": "assistant"}, "index": index}]}),
                     6 => json!({"choices": [{"index": index, "delta": {"content": text, "reasoning_content": text}}]}),
+                    // The last text with the finish, as most providers send it.
+                    7 => json!({"choices": [{"index": index, "delta": {"content": text}, "finish_reason": "stop"}]}),
+                    8 => json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}, {"index": 1, "delta": {"content": text}}]}),
+                    // Members before `choices` that repeat, or nearly: a number that grows by a digit.
+                    9 => json!({"id": "c", "created": if *index == 0 { 1 } else { 12 }, "choices": [{"index": 0, "delta": {"content": text}}]}),
                     _ => json!({"choices": [{"index": index, "delta": {"reasoning": text, "reasoning_content": null}, "finish_reason": "length"}]}),
                 };
-                let data = if *shape == 1 { serde_json::to_string_pretty(&chunk).unwrap().replace('\n', " ") } else { chunk.to_string() };
+                let data = match shape {
+                    1 => serde_json::to_string_pretty(&chunk).unwrap().replace('\n', " "),
+                    // A provider's order: the repeated members first (a number that grows by a
+                    // digit among them), `choices`, then more.
+                    10 => format!(
+                        r#"{{"id":"c","created":{},"choices":[{{"index":0,"delta":{{"content":{}}}}}],"model":"m"}}"#,
+                        if *index == 0 { 1 } else { 12 },
+                        serde_json::to_string(text).unwrap()
+                    ),
+                    // Damaged chunks (passed on as they came) whose bytes around `choices` are as long
+                    // as a good chunk's: only their bytes tell them apart.
+                    11 => format!(r#"{{"choices":[{{"index":0,"delta":{{"content":{}}}}}],"id":"c"]"#, serde_json::to_string(text).unwrap()),
+                    12 => format!(r#"{{"id":"c","model":"m","choices":[{{"index":0,"delta":{{"content":{}}}}}]}}"#, serde_json::to_string(text).unwrap()),
+                    13 => format!(r#"{{"id":"c","model":"m"]"choices":[{{"index":0,"delta":{{"content":{}}}}}]}}"#, serde_json::to_string(text).unwrap()),
+                    _ => chunk.to_string(),
+                };
                 input.extend_from_slice(format!("data: {data}\n\n").as_bytes());
             }
             input.extend_from_slice(b"data: [DONE]\n\n");
@@ -1030,6 +1160,29 @@ mod tests {
                 (events_of(&out), answer.rejected().cloned(), answer.decisions())
             };
             proptest::prop_assert_eq!(run(true), run(false));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500),
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// The separators found from each `\n` or `\r` are the ones `memmem` finds.
+        #[test]
+        fn separators_are_found_as_memmem_finds_them(
+            bytes in proptest::collection::vec(proptest::sample::select(&b"\r\na"[..]), 0..40),
+        ) {
+            proptest::prop_assert_eq!(
+                find_pair(&bytes, b'\n', b"\n"),
+                memchr::memmem::find(&bytes, b"\n\n")
+            );
+            proptest::prop_assert_eq!(
+                find_pair(&bytes, b'\r', b"\n\r\n"),
+                memchr::memmem::find(&bytes, b"\r\n\r\n")
+            );
         }
     }
 

@@ -145,6 +145,29 @@ impl StreamGuard {
 /// Whether the word that ends at `at` (where white space follows) is plain: lower-case ASCII letters,
 /// perhaps closed by one of `, . ; : ! ?`.
 fn plain_before(text: &str, at: usize) -> bool {
+    // Read back in bytes: the punctuation mark, the letters, then what comes before them must be
+    // the start of the text or white space (which may be a character of more than one byte).
+    let before = &text.as_bytes()[..at];
+    let mut end = before.len();
+    if let Some(b',' | b'.' | b';' | b':' | b'!' | b'?') = before.last() {
+        end -= 1;
+    }
+    let mut start = end;
+    while start > 0 && before[start - 1].is_ascii_lowercase() {
+        start -= 1;
+    }
+    if start == end {
+        return false;
+    }
+    text[..start]
+        .chars()
+        .next_back()
+        .is_none_or(char::is_whitespace)
+}
+
+/// [`plain_before`] as it was first written, the oracle of its tests.
+#[cfg(test)]
+fn plain_before_by_chars(text: &str, at: usize) -> bool {
     let word = text[..at]
         .rsplit(char::is_whitespace)
         .next()
@@ -161,4 +184,39 @@ fn plain_cut_in(text: &str, from: usize) -> bool {
     text[from..]
         .char_indices()
         .any(|(i, c)| c.is_whitespace() && plain_before(text, from + i))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// The word before white space read back in bytes is plain exactly when the old reading
+        /// (split at white space, by characters) says so, at every place of any text.
+        #[test]
+        fn plain_words_are_found_as_the_old_reading_finds_them(
+            text in prop_oneof![
+                "[a-cA. ,;:!?\\n\\t\u{a0}\u{2003}é0_-]{0,24}",
+                any::<String>(),
+            ],
+        ) {
+            for at in (0..=text.len()).filter(|&at| text.is_char_boundary(at)) {
+                prop_assert_eq!(
+                    plain_before(&text, at),
+                    plain_before_by_chars(&text, at),
+                    "{:?} at {}",
+                    text,
+                    at
+                );
+            }
+        }
+    }
 }
