@@ -156,6 +156,11 @@ struct OtelArgs {
     /// More headers for the collector, `key=value,key2=value2` (values percent-encoded).
     #[arg(long, global = true)]
     otlp_headers: Option<String>,
+    /// A PEM file of the CA certificates an `https://` collector's certificate must chain to (only
+    /// those are trusted then; without it, the public roots). OTLP/HTTP only: TLS over gRPC is
+    /// refused at start.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_CERTIFICATE", global = true)]
+    otlp_certificate: Option<PathBuf>,
     /// `service.name` of the spans.
     #[arg(
         long,
@@ -239,6 +244,7 @@ impl OtelArgs {
             headers: target.headers,
             service_name: target.service_name,
             resource: target.resource,
+            ca_pem: target.ca_pem,
             sampler,
             ..TraceConfig::default()
         }))
@@ -255,7 +261,14 @@ impl OtelArgs {
         }
         let protocol = OtlpProtocol::from_name(&self.otlp_protocol)
             .context("--otlp-protocol is http/protobuf or grpc")?;
+        let ca_pem = match &self.otlp_certificate {
+            None => None,
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!("reading the collector's CA certificates {}", path.display())
+            })?),
+        };
         Ok(Some(OtlpTarget {
+            ca_pem,
             // The signal's own variable wins over the base URL, as the specification says.
             endpoint: if own.is_some() {
                 None
@@ -635,6 +648,49 @@ mod tests {
         ])
         .unwrap();
         assert!(bad.otel.traces().is_err());
+    }
+
+    #[test]
+    fn the_collectors_ca_file_is_read_for_every_signal_and_a_missing_one_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let parse = |path: &std::path::Path| {
+            Cli::try_parse_from([
+                "tollgate-proxy".as_ref(),
+                "standalone".as_ref(),
+                "x.yaml".as_ref(),
+                "--otlp-endpoint".as_ref(),
+                "https://collector:4318".as_ref(),
+                "--otel-logs-exporter".as_ref(),
+                "otlp".as_ref(),
+                "--otlp-certificate".as_ref(),
+                path.as_os_str(),
+            ])
+            .unwrap()
+        };
+        let cli = parse(&ca);
+        let pem = Some("-----BEGIN CERTIFICATE-----\n");
+        assert_eq!(cli.otel.traces().unwrap().unwrap().ca_pem.as_deref(), pem);
+        assert_eq!(
+            cli.otel
+                .metrics()
+                .unwrap()
+                .unwrap()
+                .target
+                .ca_pem
+                .as_deref(),
+            pem
+        );
+        assert_eq!(
+            cli.otel.logs().unwrap().unwrap().target.ca_pem.as_deref(),
+            pem
+        );
+        let error = parse(&dir.path().join("absent.crt"))
+            .otel
+            .traces()
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("absent.crt"), "{error:#}");
     }
 
     #[test]

@@ -537,6 +537,56 @@ fn the_otlp_values_turn_each_signal_on_or_off() {
 }
 
 #[test]
+fn an_https_collectors_ca_is_mounted_as_a_file_the_proxy_is_pointed_at() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("chart-otlp-ca");
+    let endpoint = "proxy.tracing.endpoint=https://otel-collector.observability:4318";
+    for (ca, volume) in [
+        (
+            "proxy.tracing.ca.configMap=otel-ca",
+            serde_json::json!({"name": "otlp-ca", "configMap": {"name": "otel-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}),
+        ),
+        (
+            "proxy.tracing.ca.secret=otel-tls",
+            serde_json::json!({"name": "otlp-ca", "secret": {"secretName": "otel-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}),
+        ),
+    ] {
+        let yaml = render(cp, "otlpca", ns.name(), &["--set", endpoint, "--set", ca]);
+        dry_run(cp, &yaml).unwrap_or_else(|e| panic!("dry-run refused: {e}"));
+        let docs = documents(&yaml);
+        let pod = &find(&docs, "Deployment", "otlpca-tollgate-proxy")["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let certificate = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "OTEL_EXPORTER_OTLP_CERTIFICATE")
+            .unwrap_or_else(|| panic!("no OTEL_EXPORTER_OTLP_CERTIFICATE: {container}"));
+        assert_eq!(certificate["value"], "/etc/tollgate/otlp-ca/ca.crt");
+        let volumes = pod["volumes"].as_array().unwrap();
+        assert!(volumes.contains(&volume), "{volumes:#?}");
+        let mounts = container["volumeMounts"].as_array().unwrap();
+        assert!(
+            mounts.iter().any(|m| m["name"] == "otlp-ca"
+                && m["mountPath"] == "/etc/tollgate/otlp-ca"
+                && m["readOnly"] == true),
+            "{mounts:#?}"
+        );
+    }
+    let mut cmd = cp.helm();
+    cmd.arg("template").arg("bad").arg(chart_dir()).args([
+        "--set",
+        endpoint,
+        "--set",
+        "proxy.tracing.ca.configMap=a",
+        "--set",
+        "proxy.tracing.ca.secret=b",
+    ]);
+    let error = run_combined(cmd).expect_err("a ConfigMap and a Secret at once were accepted");
+    assert!(error.contains("not both"), "{error}");
+}
+
+#[test]
 fn the_values_schema_refuses_mistakes_before_anything_is_sent() {
     let cp = ControlPlane::shared();
     for (set, expected) in [
@@ -548,6 +598,10 @@ fn the_values_schema_refuses_mistakes_before_anything_is_sent() {
         (
             "proxy.tracing.metricExportIntervalMs=5",
             "/proxy/tracing/metricExportIntervalMs",
+        ),
+        (
+            "proxy.tracing.endpoint=otel-collector:4317",
+            "/proxy/tracing/endpoint",
         ),
     ] {
         let mut cmd = cp.helm();

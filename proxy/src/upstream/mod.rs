@@ -11,7 +11,7 @@ mod moderation;
 mod parts;
 mod pool;
 mod rest;
-mod tls;
+pub mod tls;
 
 pub use mcp::McpPools;
 pub use moderation::ModerationPool;

@@ -11,7 +11,6 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tollgate_snapshot::{FxHashMap, ObjectRef, RestService, Snapshot};
 
 use super::pool::{self, Checkin, ConnPool, UpstreamError};
@@ -107,11 +106,9 @@ impl RestPools {
 /// `tls` trusting only the certificates in `pem`. A PEM without one usable certificate trusts
 /// nothing, so calls fail with 502 rather than fall back to the public roots.
 fn with_only_ca(tls: &rustls::ClientConfig, pem: &str, id: &ObjectRef) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
-        if roots.add(cert).is_err() {
-            tracing::warn!(route = %id, "a CA certificate of the REST service could not be used");
-        }
+    let (roots, refused) = super::tls::roots_from_pem(pem);
+    if refused > 0 {
+        tracing::warn!(route = %id, refused, "a CA certificate of the REST service could not be used");
     }
     if roots.is_empty() {
         tracing::warn!(route = %id, "the REST service's CA Secret holds no usable certificate: calls will fail");

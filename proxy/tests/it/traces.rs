@@ -312,19 +312,62 @@ async fn unsampled_calls_pass_the_callers_context_on_and_export_nothing() {
     proxy.stop().await;
 }
 
+/// OTLP/HTTP over TLS: a collector whose certificate chains to the configured CA gets the spans; one
+/// the proxy cannot verify (the same collector, with only the public roots trusted) gets none, and
+/// the spans are counted as dropped; TLS over gRPC is refused when the proxy starts.
 #[tokio::test]
-async fn an_https_collector_is_refused_when_the_proxy_starts() {
+async fn an_https_collector_is_reached_with_its_ca_and_never_without_it() {
+    let (collector, ca) = Collector::start_tls();
+    let mut config = traced(collector.https_endpoint(), OtlpProtocol::HttpProtobuf);
+    config.ca_pem = Some(ca);
+    let (proxy, _primary, _fallback) = fallback_setup(config).await;
+    chat(&proxy, Some(&format!("00-{TRACE_ID}-{CALLER_SPAN}-01")))
+        .await
+        .assert_status(200);
+    let spans = collector.spans_of(TRACE_ID, 3).await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    proxy.stop().await;
+
+    let other = "0af7651916cd43dd8448eb211c80319c";
+    let untrusting = traced(collector.https_endpoint(), OtlpProtocol::HttpProtobuf);
+    let (proxy, _primary, _fallback) = fallback_setup(untrusting).await;
+    chat(&proxy, Some(&format!("00-{other}-{CALLER_SPAN}-01")))
+        .await
+        .assert_status(200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let dropped = loop {
+        let r = send(Method::GET, &proxy.admin_url("/metrics"), &[], None).await;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let dropped = metric(
+            &text,
+            "tollgate_trace_spans_dropped_total{reason=\"export_failed\"}",
+        );
+        if dropped >= 3.0 || Instant::now() > deadline {
+            break dropped;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        dropped, 3.0,
+        "the unverified collector's spans are counted as dropped"
+    );
+    assert!(
+        !collector.raw().contains(other),
+        "a collector the proxy could not verify got spans"
+    );
+    proxy.stop().await;
+
     let mut config = test_config();
     config.traces = Some(traced(
-        "https://collector.example:4318".into(),
-        OtlpProtocol::HttpProtobuf,
+        format!("https://localhost:{}", collector.grpc_port),
+        OtlpProtocol::Grpc,
     ));
     let proxy = tollgate_proxy::Proxy::new(config, tollgate_proxy::AccessLog::Discard);
     let error = match proxy.bind().await {
-        Ok(_) => panic!("an https endpoint was accepted"),
+        Ok(_) => panic!("an https endpoint over gRPC was accepted"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(error.contains("plain http:// only"), "{error}");
+    assert!(error.contains("for TLS use http/protobuf"), "{error}");
 }
 
 /// Reads one sample of a Prometheus text exposition.

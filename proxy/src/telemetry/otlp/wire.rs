@@ -74,6 +74,9 @@ pub struct Target {
     pub resource: Vec<(String, String)>,
     /// Longest one export may take.
     pub timeout: Duration,
+    /// The PEM certificates an `https://` collector's certificate must chain to
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`); `None`: the public roots.
+    pub ca_pem: Option<String>,
 }
 
 impl Default for Target {
@@ -85,6 +88,7 @@ impl Default for Target {
             service_name: "tollgate-proxy".into(),
             resource: Vec::new(),
             timeout: Duration::from_secs(10),
+            ca_pem: None,
         }
     }
 }
@@ -187,16 +191,29 @@ impl Wire {
             url: url.clone(),
             why,
         };
-        if !url.starts_with("http://") {
+        let https = url.starts_with("https://");
+        if !https && !url.starts_with("http://") {
             return Err(invalid(
-                "the collector is reached over plain http:// only (TLS to it is not supported yet)",
+                "the collector's URL starts with http:// or https://",
             ));
         }
         let headers = headers(target, signal);
         Ok(match target.protocol {
             Protocol::HttpProtobuf => {
                 let uri: http::Uri = url.parse().map_err(|_| invalid("not a valid URL"))?;
-                Wire::Http(Box::new(HttpSender::new(uri, &headers, target.timeout)))
+                let tls = crate::upstream::tls::client_config(target.ca_pem.as_deref())
+                    .map_err(|_| invalid("its CA certificates cannot be used as trust roots"))?;
+                Wire::Http(Box::new(HttpSender::new(
+                    uri,
+                    &headers,
+                    target.timeout,
+                    tls,
+                )))
+            }
+            Protocol::Grpc if https => {
+                return Err(invalid(
+                    "over gRPC the collector is reached over plain http:// only (for TLS use http/protobuf)",
+                ));
             }
             Protocol::Grpc => {
                 let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
@@ -317,13 +334,35 @@ mod tests {
     }
 
     #[test]
-    fn an_https_collector_is_refused() {
-        let target = Target {
+    fn an_https_collector_is_reached_over_http_only_and_with_a_usable_ca() {
+        let https = |protocol, ca_pem: Option<&str>| Target {
             endpoint: Some("https://collector:4318".into()),
+            protocol,
+            ca_pem: ca_pem.map(str::to_string),
             ..Target::default()
         };
-        let error = Wire::new(&target, Signal::Logs).err().unwrap().to_string();
-        assert!(error.contains("plain http:// only"), "{error}");
+        assert!(Wire::new(&https(Protocol::HttpProtobuf, None), Signal::Logs).is_ok());
+        let error = Wire::new(&https(Protocol::Grpc, None), Signal::Logs)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("for TLS use http/protobuf"), "{error}");
+        let error = Wire::new(&https(Protocol::HttpProtobuf, Some("no PEM")), Signal::Logs)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("CA certificates"), "{error}");
+        let error = Wire::new(
+            &Target {
+                endpoint: Some("ftp://collector:4318".into()),
+                ..Target::default()
+            },
+            Signal::Metrics,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("http:// or https://"), "{error}");
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct TraceConfig {
     pub delay: Duration,
     /// Longest one export may take (it is dropped and counted after).
     pub timeout: Duration,
+    /// The PEM certificates an `https://` collector's certificate must chain to
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`); `None`: the public roots.
+    pub ca_pem: Option<String>,
 }
 
 impl Default for TraceConfig {
@@ -78,6 +81,7 @@ impl Default for TraceConfig {
             batch_spans: 512,
             delay: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
+            ca_pem: None,
         }
     }
 }
@@ -226,10 +230,16 @@ impl Tracer {
         let exporter = match config.protocol {
             Protocol::HttpProtobuf => {
                 let url = http_url(&config)?;
+                let tls =
+                    crate::upstream::tls::client_config(config.ca_pem.as_deref()).map_err(|e| {
+                        opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!(
+                            "the collector's CA certificates: {e}"
+                        ))
+                    })?;
                 let mut headers = env_headers();
                 headers.extend(config.headers.iter().cloned());
                 Exporter::Http {
-                    sender: Box::new(HttpSender::new(url, &headers, config.timeout)),
+                    sender: Box::new(HttpSender::new(url, &headers, config.timeout, tls)),
                     resource: resource
                         .iter()
                         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -305,9 +315,9 @@ fn http_url(config: &TraceConfig) -> Result<http::Uri, opentelemetry_otlp::Expor
             "endpoint {url:?}: {why}"
         ))
     };
-    if !url.starts_with("http://") {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(invalid(
-            "the collector is reached over plain http:// only (TLS to it is not supported yet)",
+            "the collector's URL starts with http:// or https://",
         ));
     }
     url.parse().map_err(|_| invalid("not a valid URL"))
@@ -335,7 +345,7 @@ fn build_exporter(
     {
         return Err(
             opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!(
-                "endpoint {endpoint:?}: the collector is reached over plain http:// only (TLS to it is not supported yet)"
+                "endpoint {endpoint:?}: over gRPC the collector is reached over plain http:// only (for TLS use http/protobuf)"
             )),
         );
     }

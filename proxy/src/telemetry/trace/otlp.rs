@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -284,9 +285,10 @@ pub fn encode_request(resource: &[(String, String)], scope: &Scope<'_>, spans: &
     request
 }
 
-/// Posts encoded requests to a collector's `/v1/traces` over plain HTTP.
+/// Posts encoded requests to a collector's `/v1/traces` (or another signal's path) over HTTP, or
+/// HTTPS with the TLS settings it was made with.
 pub struct HttpSender {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: http::Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
@@ -304,8 +306,14 @@ pub enum SendError {
 }
 
 impl HttpSender {
-    /// A sender to `url` (the whole URL, `/v1/traces` included) with `headers` on every request.
-    pub fn new(url: http::Uri, headers: &[(String, String)], timeout: Duration) -> Self {
+    /// A sender to `url` (the whole URL, `/v1/traces` included) with `headers` on every request;
+    /// an `https://` URL is reached with `tls`.
+    pub fn new(
+        url: http::Uri,
+        headers: &[(String, String)],
+        timeout: Duration,
+        tls: rustls::ClientConfig,
+    ) -> Self {
         let headers = headers
             .iter()
             .filter_map(|(k, v)| {
@@ -316,7 +324,8 @@ impl HttpSender {
             })
             .collect();
         Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new())
+                .build(crate::upstream::tls::connector(tls, timeout)),
             url,
             headers,
             timeout,

@@ -42,6 +42,8 @@ pub struct Collector {
     pub grpc_port: u16,
     /// OTLP/HTTP port.
     pub http_port: u16,
+    /// The HTTP receiver's certificate and key in PEM, when it serves TLS.
+    tls: Option<(String, String)>,
 }
 
 impl Collector {
@@ -52,9 +54,31 @@ impl Collector {
             dir: tempfile::tempdir().unwrap(),
             grpc_port: free_port(),
             http_port: free_port(),
+            tls: None,
         };
         c.restart();
         c
+    }
+
+    /// Starts one whose HTTP receiver serves TLS with a new self-signed certificate for `localhost`;
+    /// returns it with that certificate's PEM (the CA a client must trust).
+    pub fn start_tls() -> (Self, String) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let pem = certified.cert.pem();
+        let mut c = Self {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            grpc_port: free_port(),
+            http_port: free_port(),
+            tls: Some((pem.clone(), certified.signing_key.serialize_pem())),
+        };
+        c.restart();
+        (c, pem)
+    }
+
+    /// `https://localhost:<port>` of the HTTP receiver started by [`Collector::start_tls`].
+    pub fn https_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.http_port)
     }
 
     /// `http://127.0.0.1:<port>` of the HTTP receiver.
@@ -75,11 +99,27 @@ impl Collector {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let config = self.dir.path().join("config.yaml");
+        let tls = match &self.tls {
+            None => String::new(),
+            Some((cert, key)) => {
+                let (cert_file, key_file) = (
+                    self.dir.path().join("cert.pem"),
+                    self.dir.path().join("key.pem"),
+                );
+                std::fs::write(&cert_file, cert).unwrap();
+                std::fs::write(&key_file, key).unwrap();
+                format!(
+                    "        tls:\n          cert_file: {}\n          key_file: {}\n",
+                    cert_file.display(),
+                    key_file.display()
+                )
+            }
+        };
         std::fs::write(
             &config,
             format!(
                 "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{}\n      \
-                 http:\n        endpoint: 127.0.0.1:{}\n\
+                 http:\n        endpoint: 127.0.0.1:{}\n{tls}\
                  exporters:\n  file:\n    path: {}\n    flush_interval: 50ms\n\
                  service:\n  telemetry:\n    metrics:\n      level: none\n  \
                  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [file]\n    \
