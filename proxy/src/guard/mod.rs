@@ -14,7 +14,7 @@ mod shape;
 mod sse;
 mod stream;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use check::{Decision, Policy, Refusal};
 #[cfg(test)]
