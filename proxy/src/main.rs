@@ -157,8 +157,7 @@ struct OtelArgs {
     #[arg(long, global = true)]
     otlp_headers: Option<String>,
     /// A PEM file of the CA certificates an `https://` collector's certificate must chain to (only
-    /// those are trusted then; without it, the public roots). OTLP/HTTP only: TLS over gRPC is
-    /// refused at start.
+    /// those are trusted then; without it, the public roots), over either wire.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_CERTIFICATE", global = true)]
     otlp_certificate: Option<PathBuf>,
     /// `service.name` of the spans.

@@ -448,6 +448,36 @@ async fn over_grpc_metrics_and_untraced_log_records_reach_the_collector() {
     proxy.stop().await;
 }
 
+/// Metrics and log records over gRPC to a collector that speaks only TLS, its certificate trusted
+/// through the configured CA.
+#[tokio::test]
+async fn over_grpc_with_tls_metrics_and_log_records_reach_a_collector_trusted_by_its_ca() {
+    let (collector, ca) = Collector::start_tls();
+    let (primary, fallback) = upstreams().await;
+    let mut config = with_signals(
+        test_config(),
+        collector.grpcs_endpoint(),
+        OtlpProtocol::Grpc,
+    );
+    for target in [
+        &mut config.metrics.as_mut().unwrap().target,
+        &mut config.logs.as_mut().unwrap().target,
+    ] {
+        target.ca_pem = Some(ca.clone());
+    }
+    let proxy = TestProxy::start_with(config, Some(both(&primary, &fallback))).await;
+    let reply = chat(&proxy, false, None).await;
+    reply.assert_status(200);
+    let [_, durations, _] = metrics_after(&collector, 1).await;
+    assert_eq!(number(&durations[0]["count"]), 1.0);
+    let id = reply.request_id();
+    assert_same_fields(
+        &record_of(&collector, &id).await,
+        &proxy.log_line_of(&id).await,
+    );
+    proxy.stop().await;
+}
+
 /// Reads one sample of a Prometheus text exposition.
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()

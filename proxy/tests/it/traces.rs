@@ -312,14 +312,14 @@ async fn unsampled_calls_pass_the_callers_context_on_and_export_nothing() {
     proxy.stop().await;
 }
 
-/// OTLP/HTTP over TLS: a collector whose certificate chains to the configured CA gets the spans; one
-/// the proxy cannot verify (the same collector, with only the public roots trusted) gets none, and
-/// the spans are counted as dropped; TLS over gRPC is refused when the proxy starts.
+/// OTLP over TLS: a collector whose certificate chains to the configured CA gets the spans, over
+/// HTTP and over gRPC; one the proxy cannot verify (the same collector, with only the public roots
+/// trusted) gets none, and the spans are counted as dropped.
 #[tokio::test]
 async fn an_https_collector_is_reached_with_its_ca_and_never_without_it() {
     let (collector, ca) = Collector::start_tls();
     let mut config = traced(collector.https_endpoint(), OtlpProtocol::HttpProtobuf);
-    config.ca_pem = Some(ca);
+    config.ca_pem = Some(ca.clone());
     let (proxy, _primary, _fallback) = fallback_setup(config).await;
     chat(&proxy, Some(&format!("00-{TRACE_ID}-{CALLER_SPAN}-01")))
         .await
@@ -357,17 +357,17 @@ async fn an_https_collector_is_reached_with_its_ca_and_never_without_it() {
     );
     proxy.stop().await;
 
-    let mut config = test_config();
-    config.traces = Some(traced(
-        format!("https://localhost:{}", collector.grpc_port),
-        OtlpProtocol::Grpc,
-    ));
-    let proxy = tollgate_proxy::Proxy::new(config, tollgate_proxy::AccessLog::Discard);
-    let error = match proxy.bind().await {
-        Ok(_) => panic!("an https endpoint over gRPC was accepted"),
-        Err(e) => format!("{e:#}"),
-    };
-    assert!(error.contains("for TLS use http/protobuf"), "{error}");
+    // The same over gRPC.
+    let over_grpc = "5b8aa5a2d2c872e8321cf37308d69df2";
+    let mut config = traced(collector.grpcs_endpoint(), OtlpProtocol::Grpc);
+    config.ca_pem = Some(ca);
+    let (proxy, _primary, _fallback) = fallback_setup(config).await;
+    chat(&proxy, Some(&format!("00-{over_grpc}-{CALLER_SPAN}-01")))
+        .await
+        .assert_status(200);
+    let spans = collector.spans_of(over_grpc, 3).await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    proxy.stop().await;
 }
 
 /// Reads one sample of a Prometheus text exposition.

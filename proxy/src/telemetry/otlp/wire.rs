@@ -210,16 +210,18 @@ impl Wire {
                     tls,
                 )))
             }
-            Protocol::Grpc if https => {
-                return Err(invalid(
-                    "over gRPC the collector is reached over plain http:// only (for TLS use http/protobuf)",
-                ));
-            }
             Protocol::Grpc => {
-                let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+                let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
                     .map_err(|_| invalid("not a valid URL"))?
                     .timeout(target.timeout)
                     .connect_timeout(target.timeout);
+                if https {
+                    let tls = crate::telemetry::trace::otlp::grpc_tls(target.ca_pem.as_deref())
+                        .map_err(invalid)?;
+                    endpoint = endpoint
+                        .tls_config(tls)
+                        .map_err(|_| invalid("its TLS settings cannot be used"))?;
+                }
                 let mut metadata = tonic::metadata::MetadataMap::new();
                 for (k, v) in &headers {
                     if let (Ok(k), Ok(v)) = (
@@ -334,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn an_https_collector_is_reached_over_http_only_and_with_a_usable_ca() {
+    fn an_https_collector_needs_a_usable_ca_if_one_is_given() {
         let https = |protocol, ca_pem: Option<&str>| Target {
             endpoint: Some("https://collector:4318".into()),
             protocol,
@@ -342,16 +344,13 @@ mod tests {
             ..Target::default()
         };
         assert!(Wire::new(&https(Protocol::HttpProtobuf, None), Signal::Logs).is_ok());
-        let error = Wire::new(&https(Protocol::Grpc, None), Signal::Logs)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(error.contains("for TLS use http/protobuf"), "{error}");
-        let error = Wire::new(&https(Protocol::HttpProtobuf, Some("no PEM")), Signal::Logs)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(error.contains("CA certificates"), "{error}");
+        for protocol in [Protocol::HttpProtobuf, Protocol::Grpc] {
+            let error = Wire::new(&https(protocol, Some("no PEM")), Signal::Logs)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(error.contains("CA certificates"), "{error}");
+        }
         let error = Wire::new(
             &Target {
                 endpoint: Some("ftp://collector:4318".into()),

@@ -339,19 +339,31 @@ fn env_headers() -> Vec<(String, String)> {
 fn build_exporter(
     config: &TraceConfig,
 ) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    // tonic is not built with TLS here: say so now rather than fail every export.
-    if let Some(endpoint) = &config.endpoint
-        && !endpoint.starts_with("http://")
-    {
-        return Err(
-            opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!(
-                "endpoint {endpoint:?}: over gRPC the collector is reached over plain http:// only (for TLS use http/protobuf)"
-            )),
-        );
-    }
+    let invalid = |endpoint: &str, why: &str| {
+        opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!(
+            "endpoint {endpoint:?}: {why}"
+        ))
+    };
+    let https = match config.endpoint.as_deref() {
+        Some(e) if e.starts_with("https://") => true,
+        Some(e) if e.starts_with("http://") => false,
+        Some(e) => {
+            return Err(invalid(
+                e,
+                "the collector's URL starts with http:// or https://",
+            ));
+        }
+        // The exporter reads the endpoint variables itself.
+        None => config.ca_pem.is_some(),
+    };
     let mut b = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_timeout(config.timeout);
+    if https {
+        let tls = super::otlp::grpc_tls(config.ca_pem.as_deref())
+            .map_err(|why| invalid(config.endpoint.as_deref().unwrap_or_default(), why))?;
+        b = b.with_tls_config(tls);
+    }
     if let Some(endpoint) = &config.endpoint {
         b = b.with_endpoint(endpoint.clone());
     }

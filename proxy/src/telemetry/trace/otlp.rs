@@ -294,6 +294,21 @@ pub struct HttpSender {
     timeout: Duration,
 }
 
+/// The TLS settings of an OTLP/gRPC channel to an `https://` collector: trust in the certificates of
+/// `ca_pem` alone when given (checked first by `upstream::tls::client_config`, so a text without a
+/// usable certificate is refused before tonic sees it), else in the public roots.
+pub fn grpc_tls(ca_pem: Option<&str>) -> Result<tonic::transport::ClientTlsConfig, &'static str> {
+    let tls = tonic::transport::ClientTlsConfig::new();
+    match ca_pem {
+        None => Ok(tls.with_webpki_roots()),
+        Some(pem) => {
+            crate::upstream::tls::client_config(Some(pem))
+                .map_err(|_| "its CA certificates cannot be used as trust roots")?;
+            Ok(tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)))
+        }
+    }
+}
+
 /// Why an export failed (for the debug log; the spans are counted as dropped).
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {

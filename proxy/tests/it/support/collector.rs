@@ -60,8 +60,8 @@ impl Collector {
         c
     }
 
-    /// Starts one whose HTTP receiver serves TLS with a new self-signed certificate for `localhost`;
-    /// returns it with that certificate's PEM (the CA a client must trust).
+    /// Starts one whose receivers (gRPC and HTTP) serve TLS only, with a new self-signed certificate
+    /// for `localhost`; returns it with that certificate's PEM (the CA a client must trust).
     pub fn start_tls() -> (Self, String) {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let pem = certified.cert.pem();
@@ -79,6 +79,11 @@ impl Collector {
     /// `https://localhost:<port>` of the HTTP receiver started by [`Collector::start_tls`].
     pub fn https_endpoint(&self) -> String {
         format!("https://localhost:{}", self.http_port)
+    }
+
+    /// `https://localhost:<port>` of the gRPC receiver started by [`Collector::start_tls`].
+    pub fn grpcs_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.grpc_port)
     }
 
     /// `http://127.0.0.1:<port>` of the HTTP receiver.
@@ -118,7 +123,7 @@ impl Collector {
         std::fs::write(
             &config,
             format!(
-                "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{}\n      \
+                "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{}\n{tls}      \
                  http:\n        endpoint: 127.0.0.1:{}\n{tls}\
                  exporters:\n  file:\n    path: {}\n    flush_interval: 50ms\n\
                  service:\n  telemetry:\n    metrics:\n      level: none\n  \
