@@ -773,7 +773,11 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(crate::guard::tests::fuzz_config(1_000))]
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn a_request_masked_in_its_bytes_is_the_request_masked_as_a_value((doc, pretty) in document()) {

@@ -372,7 +372,11 @@ mod tests {
     use super::*;
 
     proptest! {
-        #![proptest_config(crate::guard::tests::fuzz_config(500))]
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         /// The eight-bytes-at-a-time test finds what a byte-by-byte one finds.
         #[test]

@@ -14,7 +14,7 @@ mod shape;
 mod sse;
 mod stream;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 pub use check::{Decision, Policy, Refusal};
 #[cfg(test)]

@@ -1086,7 +1086,11 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(crate::guard::tests::fuzz_config(500))]
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500),
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
 
         /// A chat stream checked in its events' own bytes gives the events that reading each into a
         /// value, checking and writing it again gives: any text, any chunking, two choices, extra
@@ -1160,7 +1164,11 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(crate::guard::tests::fuzz_config(500))]
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500),
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
 
         /// The separators found from each `\n` or `\r` are the ones `memmem` finds.
         #[test]

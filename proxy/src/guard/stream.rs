@@ -193,7 +193,11 @@ mod tests {
     use super::*;
 
     proptest! {
-        #![proptest_config(crate::guard::tests::fuzz_config(500))]
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         /// The word before white space read back in bytes is plain exactly when the old reading
         /// (split at white space, by characters) says so, at every place of any text.

@@ -17,20 +17,10 @@ use tollgate_snapshot::{
 use super::*;
 
 fn cases() -> u32 {
-    fuzz_config(2_000).cases
-}
-
-/// The property tests' settings for the guardrails and their stages: `default` cases, or
-/// `TOLLGATE_FUZZ_CASES` for the long run; no failure files.
-pub(crate) fn fuzz_config(default: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("TOLLGATE_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    std::env::var("TOLLGATE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
 }
 
 pub(super) fn runner() -> TestRunner {
