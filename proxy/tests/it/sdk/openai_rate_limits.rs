@@ -78,6 +78,14 @@ fn openai_python_sdk_sees_rate_limit_errors_with_the_retry_hint() {
     );
 
     // The SDK sent the over-budget call once: `x-should-retry: false` kept it from retrying.
+    // The access log is written in batches (about every 100 ms): wait for the last call's line, and
+    // a little more for any retry's, before the proxy is killed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !proxy.log_text().contains("\"budget_exceeded\"") && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let _ = proxy.child.kill();
     let _ = proxy.child.wait();
     let log = proxy.log_text();
