@@ -9,10 +9,16 @@ use std::time::Duration;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use opentelemetry_sdk::trace::SpanExporter as _;
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::batch::{Batch, Batches, Next};
 use super::otlp::{self, HttpSender};
-use tokio::sync::{mpsc, oneshot};
 
 use super::context::TraceParent;
 use super::sampler::Sampler;
@@ -37,6 +43,11 @@ impl Protocol {
             _ => None,
         }
     }
+}
+
+thread_local! {
+    /// A worker's buffer for encoding a call's spans before they join a batch.
+    static ENCODED: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
 }
 
 /// How traces are sampled and exported.
@@ -86,50 +97,17 @@ impl Default for TraceConfig {
     }
 }
 
-enum Message {
-    /// One call's spans, encoded for OTLP/HTTP (`otlp::encode_spans`).
-    Encoded {
-        bytes: Vec<u8>,
-        spans: usize,
-    },
-    /// One call's spans for the gRPC exporter.
-    Data(Vec<SpanData>),
-    Flush(oneshot::Sender<()>),
-}
-
-/// The spans gathered for the next export.
-#[derive(Default)]
-struct Batch {
-    encoded: Vec<u8>,
-    data: Vec<SpanData>,
-    spans: usize,
-}
-
-impl Batch {
-    fn add(&mut self, message: Message, flushed: &mut Vec<oneshot::Sender<()>>) {
-        match message {
-            Message::Encoded { bytes, spans } => {
-                self.encoded.extend_from_slice(&bytes);
-                self.spans += spans;
-            }
-            Message::Data(data) => {
-                self.spans += data.len();
-                self.data.extend(data);
-            }
-            Message::Flush(done) => flushed.push(done),
-        }
-    }
-}
-
 /// Samples calls and queues their spans for the exporter task.
 pub struct Tracer {
     sampler: Sampler,
     scope: InstrumentationScope,
     /// Whether spans are encoded here for OTLP/HTTP (else handed to the gRPC exporter as data).
     encode: bool,
-    queue: mpsc::Sender<Message>,
+    /// The envelope of every OTLP/HTTP export (its resource and scope), written once.
+    head: Arc<otlp::RequestHead>,
+    batches: Arc<Batches>,
     counters: TraceCounters,
-    pending: std::sync::Mutex<Option<(mpsc::Receiver<Message>, TraceConfig)>>,
+    pending: std::sync::Mutex<Option<(Resource, TraceConfig)>>,
 }
 
 /// A way to begin a call's trace: recorded (sampled), or only passed on.
@@ -143,16 +121,43 @@ pub enum Begun {
 impl Tracer {
     /// A tracer for `config`; its exporter starts with [`Tracer::start`].
     pub fn new(config: TraceConfig, counters: TraceCounters) -> Self {
-        let (queue, receiver) = mpsc::channel(config.queue_calls.max(1));
+        let scope = InstrumentationScope::builder("tollgate-proxy")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let resource = Resource::builder_empty()
+            .with_attributes(
+                config
+                    .resource
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+            .with_service_name(config.service_name.clone())
+            .build();
+        let head = otlp::RequestHead::new(
+            &resource
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+            &otlp::Scope {
+                name: scope.name(),
+                version: scope.version(),
+            },
+        );
+        let batches = Batches::new(
+            config.queue_calls,
+            config.batch_spans,
+            config.delay,
+            head.max_len(),
+        );
         Self {
             sampler: config.sampler,
             encode: config.protocol == Protocol::HttpProtobuf,
-            scope: InstrumentationScope::builder("tollgate-proxy")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
-            queue,
+            scope,
+            head: Arc::new(head),
+            batches: Arc::new(batches),
             counters,
-            pending: std::sync::Mutex::new(Some((receiver, config))),
+            pending: std::sync::Mutex::new(Some((resource, config))),
         }
     }
 
@@ -179,19 +184,26 @@ impl Tracer {
     pub fn finish(&self, trace: CallTrace, summary: &CallSummary<'_>) {
         let records = spans(&trace, summary);
         let n = records.len();
-        let message = if self.encode {
-            let mut bytes = Vec::with_capacity(768 * n);
-            otlp::encode_spans(&mut bytes, &records);
-            Message::Encoded { bytes, spans: n }
+        let queued = if self.encode {
+            ENCODED.with_borrow_mut(|bytes| {
+                bytes.clear();
+                otlp::encode_spans(bytes, &records);
+                let queued = self.batches.add_encoded(bytes, n);
+                // A call that recorded content may have made it large: do not keep that.
+                if bytes.capacity() > 64 << 10 {
+                    *bytes = Vec::new();
+                }
+                queued
+            })
         } else {
-            Message::Data(
+            self.batches.add_data(
                 records
                     .iter()
                     .map(|r| r.to_span_data(&self.scope))
                     .collect(),
             )
         };
-        if self.queue.try_send(message).is_err() {
+        if !queued {
             self.counters.dropped_queue_full.inc_by(n as u64);
         }
     }
@@ -199,17 +211,13 @@ impl Tracer {
     /// Waits (up to `timeout`) until every span queued so far has been exported or dropped.
     pub async fn flush(&self, timeout: Duration) {
         let (done, finished) = oneshot::channel();
-        let _ = tokio::time::timeout(timeout, async {
-            if self.queue.send(Message::Flush(done)).await.is_ok() {
-                let _ = finished.await;
-            }
-        })
-        .await;
+        self.batches.flush(done);
+        let _ = tokio::time::timeout(timeout, finished).await;
     }
 
     /// Builds the exporter and starts its task (once; later calls do nothing).
     pub fn start(&self) -> Result<(), opentelemetry_otlp::ExporterBuildError> {
-        let Some((receiver, config)) = self
+        let Some((resource, config)) = self
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -217,16 +225,6 @@ impl Tracer {
         else {
             return Ok(());
         };
-        let mut resource = Resource::builder_empty()
-            .with_attributes(
-                config
-                    .resource
-                    .iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-            )
-            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
-        resource = resource.with_service_name(config.service_name.clone());
-        let resource = resource.build();
         let exporter = match config.protocol {
             Protocol::HttpProtobuf => {
                 let url = http_url(&config)?;
@@ -240,14 +238,7 @@ impl Tracer {
                 headers.extend(config.headers.iter().cloned());
                 Exporter::Http {
                     sender: Box::new(HttpSender::new(url, &headers, config.timeout, tls)),
-                    resource: resource
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    scope: (
-                        self.scope.name().to_string(),
-                        self.scope.version().map(str::to_string),
-                    ),
+                    head: Arc::clone(&self.head),
                 }
             }
             Protocol::Grpc => {
@@ -256,8 +247,19 @@ impl Tracer {
                 Exporter::Grpc(Box::new(exporter))
             }
         };
-        tokio::spawn(run(exporter, receiver, config, self.counters.clone()));
+        tokio::spawn(run(
+            exporter,
+            Arc::clone(&self.batches),
+            config,
+            self.counters.clone(),
+        ));
         Ok(())
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.batches.close();
     }
 }
 
@@ -265,9 +267,8 @@ impl Tracer {
 enum Exporter {
     Http {
         sender: Box<HttpSender>,
-        resource: Vec<(String, String)>,
-        /// The instrumentation scope's name and version.
-        scope: (String, Option<String>),
+        /// The request's envelope, written into the room each batch keeps at its front.
+        head: Arc<otlp::RequestHead>,
     },
     Grpc(Box<opentelemetry_otlp::SpanExporter>),
 }
@@ -275,23 +276,30 @@ enum Exporter {
 impl Exporter {
     async fn export(&self, batch: Batch) -> Result<(), String> {
         match self {
-            Exporter::Http {
-                sender,
-                resource,
-                scope: (name, version),
-            } => {
-                let scope = otlp::Scope {
-                    name,
-                    version: version.as_deref(),
-                };
-                let request = otlp::encode_request(resource, &scope, &batch.encoded);
-                sender.send(request).await.map_err(|e| e.to_string())
+            Exporter::Http { sender, head } => {
+                let body = request_body(head, batch);
+                sender.send_bytes(body).await.map_err(|e| e.to_string())
             }
             Exporter::Grpc(exporter) => {
                 exporter.export(batch.data).await.map_err(|e| e.to_string())
             }
         }
     }
+}
+
+/// The request of an encoded batch: the envelope written into the room at its front, and the
+/// whole sent from there, not copied.
+fn request_body(head: &otlp::RequestHead, batch: Batch) -> Bytes {
+    let mut envelope = Vec::with_capacity(head.max_len());
+    head.write(&mut envelope, batch.spans_bytes().len());
+    let Some(at) = batch.head_room.checked_sub(envelope.len()) else {
+        // Never so (the room is the envelope's largest size), but a copy is correct too.
+        envelope.extend_from_slice(batch.spans_bytes());
+        return Bytes::from(envelope);
+    };
+    let mut encoded = batch.encoded;
+    encoded[at..batch.head_room].copy_from_slice(&envelope);
+    Bytes::from(encoded).slice(at..)
 }
 
 /// The URL OTLP/HTTP traces go to: the configured base URL with `/v1/traces`, else
@@ -384,53 +392,43 @@ fn build_exporter(
     b.build()
 }
 
-/// The exporter task: gathers spans into batches (full, or `delay` old) and exports them.
+/// The exporter task: sends batches as they fill, are due (`delay` after their first spans) or
+/// are flushed.
 async fn run(
     exporter: Exporter,
-    mut receiver: mpsc::Receiver<Message>,
+    batches: Arc<Batches>,
     config: TraceConfig,
     counters: TraceCounters,
 ) {
-    let mut batch = Batch::default();
-    let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut closed = false;
-    while !closed {
-        // Idle until something comes (no timer ticking while there is nothing to send), then up to
-        // `delay` more for the batch to fill.
-        match receiver.recv().await {
-            Some(message) => batch.add(message, &mut flushed),
-            None => closed = true,
-        }
-        let due = tokio::time::Instant::now() + config.delay;
-        while !closed && batch.spans < config.batch_spans && flushed.is_empty() {
-            match tokio::time::timeout_at(due, receiver.recv()).await {
-                Ok(Some(message)) => batch.add(message, &mut flushed),
-                Ok(None) => {
-                    closed = true;
-                    break;
+    loop {
+        match batches.next() {
+            Next::Export(batch) => {
+                let n = batch.spans as u64;
+                if n == 0 {
+                    continue;
                 }
-                Err(_) => break,
-            }
-        }
-        if batch.spans > 0 {
-            let full = std::mem::take(&mut batch);
-            let n = full.spans as u64;
-            match tokio::time::timeout(config.timeout, exporter.export(full)).await {
-                Ok(Ok(())) => {
-                    counters.exported.inc_by(n);
-                }
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, spans = n, "trace export failed");
-                    counters.dropped_export_failed.inc_by(n);
-                }
-                Err(_) => {
-                    tracing::debug!(spans = n, "trace export timed out");
-                    counters.dropped_export_failed.inc_by(n);
+                match tokio::time::timeout(config.timeout, exporter.export(batch)).await {
+                    Ok(Ok(())) => {
+                        counters.exported.inc_by(n);
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, spans = n, "trace export failed");
+                        counters.dropped_export_failed.inc_by(n);
+                    }
+                    Err(_) => {
+                        tracing::debug!(spans = n, "trace export timed out");
+                        counters.dropped_export_failed.inc_by(n);
+                    }
                 }
             }
-        }
-        for done in flushed.drain(..) {
-            let _ = done.send(());
+            Next::Flushed(flushes) => {
+                for done in flushes {
+                    let _ = done.send(());
+                }
+            }
+            Next::WaitUntil(at) => batches.wait(Some(at)).await,
+            Next::Wait => batches.wait(None).await,
+            Next::Closed => return,
         }
     }
 }

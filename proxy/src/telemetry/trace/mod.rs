@@ -2,6 +2,7 @@
 //! call's spans (`span`) and the answer's attributes (`response`), the bounded queue and exporter task (`export`), and the `key=value` lists
 //! of the `OTEL_*` variables (`pairs`).
 
+mod batch;
 mod context;
 mod export;
 pub(super) mod otlp;

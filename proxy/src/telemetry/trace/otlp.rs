@@ -252,35 +252,69 @@ pub struct Scope<'a> {
     pub version: Option<&'a str>,
 }
 
+/// The envelope of an `ExportTraceServiceRequest` of one resource and one scope, before the scope's
+/// items: what does not change from one export to the next, written once.
+pub struct RequestHead {
+    /// `ResourceSpans.resource` (field 1) with its tag and length.
+    resource: Vec<u8>,
+    /// `ScopeSpans.scope` (field 1) with its tag and length.
+    scope: Vec<u8>,
+}
+
+impl RequestHead {
+    /// The envelope of one resource (its string attributes `resource`) and one scope.
+    pub fn new(resource: &[(String, String)], scope: &Scope<'_>) -> Self {
+        let mut scratch = Vec::new();
+        // InstrumentationScope: name = 1, version = 2.
+        let mut scope_head = Vec::with_capacity(64);
+        nested(&mut scope_head, 1, &mut scratch, |m| {
+            bytes_field(m, 1, scope.name.as_bytes());
+            if let Some(version) = scope.version {
+                bytes_field(m, 2, version.as_bytes());
+            }
+        });
+        // Resource: attributes = 1.
+        let mut resource_head = Vec::with_capacity(256);
+        nested(&mut resource_head, 1, &mut scratch, |m| {
+            for (k, v) in resource {
+                key_value(m, 1, k, &Attr::Str(Cow::Borrowed(v)));
+            }
+        });
+        Self {
+            resource: resource_head,
+            scope: scope_head,
+        }
+    }
+
+    /// The most bytes [`RequestHead::write`] writes (two lengths of at most 5 bytes each).
+    pub fn max_len(&self) -> usize {
+        self.resource.len() + self.scope.len() + 12
+    }
+
+    /// Writes the request up to its items, for `items_len` bytes of items (the `spans` fields of a
+    /// `ScopeSpans`, or the scope items of another signal) to follow.
+    pub fn write(&self, out: &mut Vec<u8>, items_len: usize) {
+        let scope_spans_len = self.scope.len() + items_len;
+        // ResourceSpans: resource = 1, scope_spans = 2.
+        let resource_spans_len =
+            self.resource.len() + 1 + varint_len(scope_spans_len as u64) + scope_spans_len;
+        // ExportTraceServiceRequest: resource_spans = 1.
+        tag(out, 1, LEN);
+        varint(out, resource_spans_len as u64);
+        out.extend_from_slice(&self.resource);
+        tag(out, 2, LEN);
+        varint(out, scope_spans_len as u64);
+        out.extend_from_slice(&self.scope);
+    }
+}
+
 /// An `ExportTraceServiceRequest` of one resource (its string attributes `resource`) and one scope
 /// holding the spans `spans` (encoded by [`encode_spans`]).
 pub fn encode_request(resource: &[(String, String)], scope: &Scope<'_>, spans: &[u8]) -> Vec<u8> {
-    let mut scratch = Vec::new();
-    // InstrumentationScope: name = 1, version = 2; then the spans (ScopeSpans.spans = 2).
-    let mut scope_head = Vec::with_capacity(64);
-    nested(&mut scope_head, 1, &mut scratch, |m| {
-        bytes_field(m, 1, scope.name.as_bytes());
-        if let Some(version) = scope.version {
-            bytes_field(m, 2, version.as_bytes());
-        }
-    });
-    let scope_spans_len = scope_head.len() + spans.len();
-    // ResourceSpans: resource = 1 (attributes = 1), scope_spans = 2.
-    let mut head = Vec::with_capacity(256);
-    nested(&mut head, 1, &mut scratch, |m| {
-        for (k, v) in resource {
-            key_value(m, 1, k, &Attr::Str(Cow::Borrowed(v)));
-        }
-    });
-    tag(&mut head, 2, LEN);
-    varint(&mut head, scope_spans_len as u64);
-    let resource_spans_len = head.len() + scope_spans_len;
-    // ExportTraceServiceRequest: resource_spans = 1. Written front to back, the spans copied once.
-    let mut request = Vec::with_capacity(resource_spans_len + 8);
-    tag(&mut request, 1, LEN);
-    varint(&mut request, resource_spans_len as u64);
-    request.extend_from_slice(&head);
-    request.extend_from_slice(&scope_head);
+    let head = RequestHead::new(resource, scope);
+    // Written front to back, the spans copied once.
+    let mut request = Vec::with_capacity(head.max_len() + spans.len());
+    head.write(&mut request, spans.len());
     request.extend_from_slice(spans);
     request
 }
@@ -349,8 +383,13 @@ impl HttpSender {
 
     /// Sends one request body.
     pub async fn send(&self, body: Vec<u8>) -> Result<(), SendError> {
+        self.send_bytes(Bytes::from(body)).await
+    }
+
+    /// Sends one request body held as `Bytes` (a batch's tail, not copied).
+    pub async fn send_bytes(&self, body: Bytes) -> Result<(), SendError> {
         let mut request = http::Request::post(self.url.clone())
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .expect("a request from valid parts");
         let h = request.headers_mut();
         for (k, v) in &self.headers {
