@@ -4,12 +4,12 @@
 //! queue is full (the collector slow or gone) they are dropped and counted, and a failed export is
 //! dropped and counted too, so a collector can neither delay nor fail a call.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SpanExporter as _;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -182,26 +182,23 @@ impl Tracer {
 
     /// Makes a finished call's spans and queues them; drops and counts them if the queue is full.
     pub fn finish(&self, trace: CallTrace, summary: &CallSummary<'_>) {
-        let records = spans(&trace, summary);
-        let n = records.len();
-        let queued = if self.encode {
+        let (n, queued) = if self.encode {
             ENCODED.with_borrow_mut(|bytes| {
                 bytes.clear();
-                otlp::encode_spans(bytes, &records);
+                let n = otlp::encode_call(bytes, &trace, summary, SystemTime::now());
                 let queued = self.batches.add_encoded(bytes, n);
                 // A call that recorded content may have made it large: do not keep that.
                 if bytes.capacity() > 64 << 10 {
-                    *bytes = Vec::new();
+                    *bytes = Vec::with_capacity(4096);
                 }
-                queued
+                (n, queued)
             })
         } else {
-            self.batches.add_data(
-                records
-                    .iter()
-                    .map(|r| r.to_span_data(&self.scope))
-                    .collect(),
-            )
+            let data: Vec<SpanData> = spans(&trace, summary)
+                .iter()
+                .map(|r| r.to_span_data(&self.scope))
+                .collect();
+            (data.len(), self.batches.add_data(data))
         };
         if !queued {
             self.counters.dropped_queue_full.inc_by(n as u64);

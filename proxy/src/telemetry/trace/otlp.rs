@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::borrow::Cow;
 
-use super::span::{Attr, Kind, SpanRecord};
+use super::span::{Attr, CallSummary, CallTrace, Kind, SpanRecord, each_span};
 
 /// Protobuf wire types.
 pub(crate) const VARINT: u64 = 0;
@@ -134,43 +134,47 @@ fn key_value(out: &mut Vec<u8>, field: u64, key: &str, value: &Attr<'_>) {
 /// byte — written with a few slice copies instead of field by field; `false` (nothing written) for
 /// any other.
 fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) -> bool {
-    // The AnyValue's own bytes for a scalar: tag and value, at most 1 + 10.
-    let mut scalar = [0u8; 11];
-    let (value_head, value_text): (&[u8], &[u8]) = match value {
+    // The value's field (2) with its length, then the AnyValue's own bytes for a scalar (tag and
+    // value, at most 1 + 10) or a string's tag and length: at most 2 + 11 bytes, written with one
+    // copy; a string's text follows.
+    let mut head = [0u8; 13];
+    let (head_len, text): (usize, &[u8]) = match value {
         Attr::Str(s) if s.len() < 128 => {
-            scalar[0] = (1 << 3 | LEN) as u8;
-            scalar[1] = s.len() as u8;
-            (&scalar[..2], s.as_bytes())
+            head[2] = (1 << 3 | LEN) as u8;
+            head[3] = s.len() as u8;
+            (4, s.as_bytes())
         }
         Attr::Int(i) => {
-            scalar[0] = (3 << 3 | VARINT) as u8;
+            head[2] = (3 << 3 | VARINT) as u8;
             let mut v = *i as u64;
-            let mut n = 1;
+            let mut n = 3;
             while v >= 0x80 {
-                scalar[n] = (v as u8) | 0x80;
+                head[n] = (v as u8) | 0x80;
                 v >>= 7;
                 n += 1;
             }
-            scalar[n] = v as u8;
-            (&scalar[..n + 1], &[])
+            head[n] = v as u8;
+            (n + 1, &[])
         }
         Attr::Float(f) => {
-            scalar[0] = (4 << 3 | FIXED64) as u8;
-            scalar[1..9].copy_from_slice(&f.to_le_bytes());
-            (&scalar[..9], &[])
+            head[2] = (4 << 3 | FIXED64) as u8;
+            head[3..11].copy_from_slice(&f.to_le_bytes());
+            (11, &[])
         }
         Attr::Bool(b) => {
-            scalar[0] = (2 << 3 | VARINT) as u8;
-            scalar[1] = u8::from(*b);
-            (&scalar[..2], &[])
+            head[2] = (2 << 3 | VARINT) as u8;
+            head[3] = u8::from(*b);
+            (4, &[])
         }
         _ => return false,
     };
-    let any_len = value_head.len() + value_text.len();
+    let any_len = head_len - 2 + text.len();
     let len = 2 + key.len() + 2 + any_len;
     if key.len() >= 128 || len >= 128 {
         return false;
     }
+    head[0] = (2 << 3 | LEN) as u8;
+    head[1] = any_len as u8;
     out.reserve(2 + len);
     out.extend_from_slice(&[
         field << 3 | LEN as u8,
@@ -179,9 +183,8 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
         key.len() as u8,
     ]);
     out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(&[(2 << 3 | LEN) as u8, any_len as u8]);
-    out.extend_from_slice(value_head);
-    out.extend_from_slice(value_text);
+    out.extend_from_slice(&head[..head_len]);
+    out.extend_from_slice(text);
     true
 }
 
@@ -205,7 +208,9 @@ fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
     if let Some(parent) = &s.parent {
         bytes_field(out, 4, parent);
     }
-    bytes_field(out, 5, s.name.as_bytes());
+    tag(out, 5, LEN);
+    varint(out, s.name.len() as u64);
+    s.name.write(out);
     // SPAN_KIND_INTERNAL = 1, SERVER = 2, CLIENT = 3, PRODUCER = 4, CONSUMER = 5.
     let kind = match s.kind {
         Kind::Server => 2,
@@ -235,14 +240,48 @@ fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
     out.extend_from_slice(&flags.to_le_bytes());
 }
 
-/// Appends `spans` to `out` as the `spans` fields of a `ScopeSpans` (field 2 each): what one call
-/// adds to a batch.
+/// Appends `spans` to `out` as the `spans` fields of a `ScopeSpans` (field 2 each): a list of spans
+/// encoded, the reference [`encode_call`] is tested against.
+#[cfg(test)]
 pub fn encode_spans(out: &mut Vec<u8>, spans: &[SpanRecord<'_>]) {
-    let (mut span_buf, mut scratch) = (Vec::with_capacity(1024), Vec::new());
+    let mut scratch = Vec::new();
     for s in spans {
-        span_buf.clear();
-        span(&mut span_buf, s, &mut scratch);
-        bytes_field(out, 2, &span_buf);
+        span_field(out, s, &mut scratch);
+    }
+}
+
+/// Appends the spans of a call that ended at `end` to `out` as [`encode_spans`] does, each written
+/// as it is made (no list of spans first); returns how many.
+pub fn encode_call(
+    out: &mut Vec<u8>,
+    trace: &CallTrace,
+    summary: &CallSummary<'_>,
+    end: SystemTime,
+) -> usize {
+    let (mut n, mut scratch) = (0, Vec::new());
+    each_span(trace, summary, end, |record| {
+        span_field(out, &record, &mut scratch);
+        n += 1;
+        record.attrs
+    });
+    n
+}
+
+/// One span as field 2 of a `ScopeSpans`. Written in place after a two-byte length, which is then
+/// filled in; a span whose length takes another number of bytes (under 128 or from 16 KiB) is moved.
+fn span_field(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
+    tag(out, 2, LEN);
+    let at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    span(out, s, scratch);
+    let len = out.len() - at - 2;
+    if varint_len(len as u64) == 2 {
+        out[at] = (len as u8 & 0x7f) | 0x80;
+        out[at + 1] = (len >> 7) as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(5);
+        varint(&mut prefix, len as u64);
+        out.splice(at..at + 2, prefix);
     }
 }
 
@@ -422,6 +461,7 @@ impl HttpSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::trace::span::SpanName;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value;
     use proptest::prelude::*;
@@ -439,7 +479,7 @@ mod tests {
             parent_remote: remote,
             trace_state: Some("vendor=opaque"),
             kind: Kind::Client,
-            name: Cow::Borrowed("chat gpt-up"),
+            name: SpanName::Two("chat", "gpt-up"),
             start: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
             end: UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_000),
             attrs,
@@ -576,7 +616,7 @@ mod tests {
         ) {
             let borrowed: Vec<(&str, Attr<'_>)> = attrs.iter().map(|(k, v)| (k.as_str(), v.attr())).collect();
             let mut span = a_span(borrowed.clone(), None, false);
-            span.name = Cow::Borrowed(&name);
+            span.name = SpanName::One(Cow::Borrowed(&name));
             let strings: Vec<(String, String)> = attrs
                 .iter()
                 .filter_map(|(k, v)| match v { Owned::Str(s) => Some((k.clone(), s.clone())), _ => None })
@@ -603,6 +643,273 @@ mod tests {
                     got.value.as_ref().and_then(|v| v.value.clone()),
                     Some(any_value::Value::StringValue(v.clone()))
                 );
+            }
+        }
+    }
+
+    /// A generated call: what the spans of a sampled call can hold.
+    #[derive(Clone, Debug)]
+    struct GeneratedCall {
+        parent: Option<[u8; 8]>,
+        tracestate: Option<String>,
+        operation: Option<&'static str>,
+        endpoint: Option<&'static str>,
+        model: Option<String>,
+        stream: bool,
+        max_tokens: Option<u64>,
+        temperature: Option<f64>,
+        response: (Option<String>, Option<String>, Vec<String>),
+        attempts: Vec<(
+            String,
+            String,
+            Option<(String, u16)>,
+            Option<u16>,
+            Option<&'static str>,
+        )>,
+        content: Option<(String, usize)>,
+        clients: Vec<(String, Option<u16>, Option<String>)>,
+        status: u16,
+        names: (Option<String>, Option<String>, Option<String>),
+        cache: Option<&'static str>,
+        error_class: Option<&'static str>,
+        tokens: (u64, u64, u64, u64),
+        cost: f64,
+        answered: bool,
+        mcp: Option<(&'static str, Option<String>, Option<i32>, bool)>,
+    }
+
+    fn any_call() -> impl Strategy<Value = GeneratedCall> {
+        let text = || ".{0,40}";
+        let request = (
+            (
+                any::<Option<[u8; 8]>>(),
+                proptest::option::of("[a-z]{1,8}=[a-z0-9]{1,16}"),
+                proptest::option::of(prop_oneof![Just("chat"), Just("embeddings")]),
+                proptest::option::of(prop_oneof![
+                    Just("/v1/chat/completions"),
+                    Just("/v1/messages")
+                ]),
+                proptest::option::of(text()),
+            ),
+            (
+                any::<bool>(),
+                any::<Option<u64>>(),
+                any::<Option<f64>>(),
+                (
+                    proptest::option::of(text()),
+                    proptest::option::of(text()),
+                    prop::collection::vec("[a-z_]{1,12}", 0..3),
+                ),
+            ),
+        );
+        let attempt = (
+            text(),
+            text(),
+            proptest::option::of((text(), any::<u16>())),
+            any::<Option<u16>>(),
+            proptest::option::of(Just("upstream_5xx")),
+        );
+        let rest = (
+            (
+                prop::collection::vec(attempt, 0..3),
+                // Content up to 20 KiB, so that a span's length takes three bytes.
+                proptest::option::of(("[a-z ]{0,64}", 0usize..20_000)),
+                prop::collection::vec(
+                    (
+                        "/[a-z/]{0,20}",
+                        any::<Option<u16>>(),
+                        proptest::option::of(text()),
+                    ),
+                    0..2,
+                ),
+                100u16..600,
+            ),
+            (
+                (
+                    proptest::option::of(text()),
+                    proptest::option::of(text()),
+                    proptest::option::of(text()),
+                ),
+                proptest::option::of(prop_oneof![Just("hit"), Just("miss")]),
+                proptest::option::of(Just("rate_limited")),
+                any::<(u64, u64, u64, u64)>(),
+                any::<f64>(),
+                any::<bool>(),
+                proptest::option::of((
+                    prop_oneof![Just("tools/call"), Just("tools/list")],
+                    proptest::option::of(text()),
+                    any::<Option<i32>>(),
+                    any::<bool>(),
+                )),
+            ),
+        );
+        (request, rest).prop_map(
+            |(
+                (
+                    (parent, tracestate, operation, endpoint, model),
+                    (stream, max_tokens, temperature, response),
+                ),
+                (
+                    (attempts, content, clients, status),
+                    (names, cache, error_class, tokens, cost, answered, mcp),
+                ),
+            )| GeneratedCall {
+                parent,
+                tracestate,
+                operation,
+                endpoint,
+                model,
+                stream,
+                max_tokens,
+                temperature,
+                response,
+                attempts,
+                content,
+                clients,
+                status,
+                names,
+                cache,
+                error_class,
+                tokens,
+                cost,
+                answered,
+                mcp,
+            },
+        )
+    }
+
+    fn trace_of(g: &GeneratedCall) -> CallTrace {
+        use super::super::context::TraceParent;
+        use super::super::span::{ClientSpan, Content, fresh_trace_id};
+        let parent = g
+            .parent
+            .filter(|p| *p != [0; 8])
+            .map(|span_id| TraceParent {
+                trace_id: fresh_trace_id(),
+                span_id,
+                flags: 1,
+            });
+        let mut t = CallTrace::new(
+            parent.map_or_else(fresh_trace_id, |p| p.trace_id),
+            parent.as_ref(),
+            g.tracestate.clone(),
+        );
+        t.request.operation = g.operation;
+        t.request.endpoint = g.endpoint;
+        t.request.model = g.model.as_deref().map(Into::into);
+        t.request.stream = g.stream;
+        t.request.max_tokens = g.max_tokens;
+        t.request.temperature = g.temperature;
+        t.response.id = g.response.0.clone();
+        t.response.model = g.response.1.clone();
+        t.response.finish_reasons = g.response.2.clone();
+        for (provider, model, server, status, error) in &g.attempts {
+            t.start_attempt(
+                tollgate_snapshot::ProviderType::OpenAI,
+                provider.clone(),
+                model.as_str().into(),
+            );
+            let a = t.attempt().unwrap();
+            a.server = server.clone();
+            a.status = *status;
+            a.error = *error;
+            if error.is_some() {
+                a.end = Some(SystemTime::now());
+            }
+        }
+        if let Some((text, repeat)) = &g.content {
+            t.content = Some(Box::new(Content {
+                max_bytes: 1 << 20,
+                input_messages: Some(text.repeat(repeat / text.len().max(1))),
+                ..Content::default()
+            }));
+        }
+        for (path, status, error) in &g.clients {
+            let mut span =
+                ClientSpan::new("POST", Some(("svc.internal".into(), 443)), path.clone());
+            span.status = *status;
+            span.finish(error.clone().map(Cow::Owned));
+            t.start_client(span);
+        }
+        t
+    }
+
+    fn summary_of(g: &GeneratedCall) -> CallSummary<'_> {
+        CallSummary {
+            method: "POST",
+            path: "/r/v1/chat/completions",
+            request_id: "req-7",
+            status: g.status,
+            route: g.names.0.clone(),
+            consumer: g.names.1.clone(),
+            subscription: g.names.2.clone(),
+            cache: g.cache,
+            error_class: g.error_class,
+            input_tokens: g.tokens.0,
+            output_tokens: g.tokens.1,
+            cache_read_tokens: g.tokens.2,
+            cache_write_tokens: g.tokens.3,
+            cost_usd: g.cost,
+            first_chunk_at: Some(std::time::Instant::now()),
+            answered: g.answered,
+            mcp: g.mcp.as_ref().map(|(method, name, code, tool_error)| {
+                super::super::span::McpSpan {
+                    method,
+                    name: name.as_deref(),
+                    version: Some("2025-11-25"),
+                    code: *code,
+                    rpc_id: Some("7"),
+                    tool_error: *tool_error,
+                }
+            }),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// A call's spans written as they are made are the bytes of its span list encoded, and
+        /// decode to the spans of that list: names, ids, kinds, status and every attribute.
+        #[test]
+        fn a_call_encoded_as_it_goes_is_its_span_list_encoded(g in any_call()) {
+            let trace = trace_of(&g);
+            let summary = summary_of(&g);
+            let end = SystemTime::now();
+            let records = super::super::span::spans_ended(&trace, &summary, end);
+            let mut listed = Vec::new();
+            encode_spans(&mut listed, &records);
+            let mut direct = Vec::new();
+            let n = encode_call(&mut direct, &trace, &summary, end);
+            prop_assert_eq!(n, records.len());
+            prop_assert!(listed == direct, "the two encodings differ");
+
+            let scope = Scope { name: "tollgate-proxy", version: None };
+            let decoded =
+                ExportTraceServiceRequest::decode(encode_request(&[], &scope, &direct).as_slice())
+                    .unwrap();
+            let spans = &decoded.resource_spans[0].scope_spans[0].spans;
+            prop_assert_eq!(spans.len(), records.len());
+            for (got, want) in spans.iter().zip(&records) {
+                prop_assert_eq!(&got.name, &want.name.to_string());
+                prop_assert_eq!(&got.span_id[..], &want.span_id[..]);
+                prop_assert_eq!(&got.trace_id[..], &want.trace_id[..]);
+                prop_assert_eq!(got.kind, if want.kind == Kind::Server { 2 } else { 3 });
+                prop_assert_eq!(got.end_time_unix_nano, nanos(want.end));
+                prop_assert_eq!(
+                    got.status.as_ref().map(|s| s.message.as_str()),
+                    want.error
+                );
+                prop_assert_eq!(got.attributes.len(), want.attrs.len());
+                for (a, (key, value)) in got.attributes.iter().zip(&want.attrs) {
+                    prop_assert_eq!(&a.key, key);
+                    let a = a.value.as_ref().and_then(|v| v.value.clone()).unwrap();
+                    match (value, a) {
+                        (Attr::Float(w), any_value::Value::DoubleValue(g)) => {
+                            prop_assert_eq!(w.to_bits(), g.to_bits());
+                        }
+                        (want, got) => prop_assert_eq!(got, value_of(want)),
+                    }
+                }
             }
         }
     }

@@ -429,6 +429,59 @@ pub enum Kind {
     Client,
 }
 
+/// A span's name: one text, or two joined by a space (`{operation} {model}`), kept in its pieces
+/// until it is written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpanName<'a> {
+    One(Cow<'a, str>),
+    Two(&'a str, &'a str),
+}
+
+impl SpanName<'_> {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            SpanName::One(s) => s.len(),
+            SpanName::Two(a, b) => a.len() + 1 + b.len(),
+        }
+    }
+
+    /// Appends its bytes to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            SpanName::One(s) => out.extend_from_slice(s.as_bytes()),
+            SpanName::Two(a, b) => {
+                out.extend_from_slice(a.as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(b.as_bytes());
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpanName::One(s) => f.write_str(s),
+            SpanName::Two(a, b) => write!(f, "{a} {b}"),
+        }
+    }
+}
+
+impl PartialEq<&str> for SpanName<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        match self {
+            SpanName::One(s) => s == other,
+            SpanName::Two(a, b) => {
+                other.len() == a.len() + 1 + b.len()
+                    && other.starts_with(a)
+                    && other[a.len()..].starts_with(' ')
+                    && other.ends_with(b)
+            }
+        }
+    }
+}
+
 /// One finished span, as the OTLP encoder (`otlp`) writes it — or, for gRPC, as it becomes the
 /// exporter crate's `SpanData` ([`SpanRecord::to_span_data`]).
 pub struct SpanRecord<'a> {
@@ -440,7 +493,7 @@ pub struct SpanRecord<'a> {
     /// The caller's `tracestate`, as it came.
     pub trace_state: Option<&'a str>,
     pub kind: Kind,
-    pub name: Cow<'a, str>,
+    pub name: SpanName<'a>,
     pub start: SystemTime,
     pub end: SystemTime,
     pub attrs: Vec<(&'a str, Attr<'a>)>,
@@ -506,10 +559,42 @@ impl SpanRecord<'_> {
 
 /// The call's spans: the server span, then one client span per attempt.
 pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<SpanRecord<'a>> {
-    let end = SystemTime::now();
+    spans_ended(trace, summary, SystemTime::now())
+}
+
+/// The call's spans, the call having ended at `end`.
+pub fn spans_ended<'a>(
+    trace: &'a CallTrace,
+    summary: &'a CallSummary<'a>,
+    end: SystemTime,
+) -> Vec<SpanRecord<'a>> {
+    let mut out = Vec::with_capacity(1 + trace.attempts.len() + trace.clients.len());
+    each_span(trace, summary, end, |record| {
+        out.push(record);
+        Vec::new()
+    });
+    out
+}
+
+/// Makes the spans of the call that ended at `end` one at a time (the server span, then one client
+/// span per attempt, then one per other upstream request) and hands each to `emit`, which gives
+/// back an attribute list to reuse for the next (emptied here; an empty one without capacity is
+/// replaced).
+pub fn each_span<'a>(
+    trace: &'a CallTrace,
+    summary: &'a CallSummary<'a>,
+    end: SystemTime,
+    mut emit: impl FnMut(SpanRecord<'a>) -> Vec<(&'a str, Attr<'a>)>,
+) {
+    let reuse = |mut attrs: Vec<(&'a str, Attr<'a>)>| {
+        attrs.clear();
+        if attrs.capacity() == 0 {
+            attrs.reserve(24);
+        }
+        attrs
+    };
     let request = &trace.request;
     let operation = request.operation.unwrap_or("chat");
-    let mut out = Vec::with_capacity(1 + trace.attempts.len());
     let record = |span_id, parent, kind, name, start, attrs, error| SpanRecord {
         trace_id: trace.trace_id,
         span_id,
@@ -568,9 +653,9 @@ pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<Span
         Attr::count(trace.attempts.len().saturating_sub(1) as u64),
     ));
     let name = match (&summary.mcp, request.endpoint) {
-        (Some(mcp), _) => mcp.span_name(),
-        (None, Some(endpoint)) => Cow::Owned([summary.method, " ", endpoint].concat()),
-        (None, None) => Cow::Borrowed(summary.method),
+        (Some(mcp), _) => SpanName::One(mcp.span_name()),
+        (None, Some(endpoint)) => SpanName::Two(summary.method, endpoint),
+        (None, None) => SpanName::One(Cow::Borrowed(summary.method)),
     };
     let error = if summary.status >= 500 {
         Some(summary.error_class.unwrap_or("server error"))
@@ -595,12 +680,11 @@ pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<Span
         error,
     );
     server.parent_remote = trace.parent.is_some();
-    out.push(server);
+    let mut attrs = reuse(emit(server));
 
     let last = trace.attempts.len().saturating_sub(1);
     for (i, attempt) in trace.attempts.iter().enumerate() {
         let answered = i == last && summary.answered;
-        let mut attrs = Vec::with_capacity(24);
         attrs.push(("gen_ai.operation.name", Attr::str(operation)));
         attrs.push(("gen_ai.provider.name", Attr::str(attempt.provider_name)));
         attrs.push(("gen_ai.request.model", Attr::str(&attempt.model)));
@@ -660,18 +744,17 @@ pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<Span
         {
             content.push(&mut attrs);
         }
-        let model: &str = &attempt.model;
         let mut client = record(
             attempt.span_id,
             Some(trace.span_id),
             Kind::Client,
-            Cow::Owned([operation, " ", model].concat()),
+            SpanName::Two(operation, &attempt.model),
             attempt.start,
             attrs,
             error,
         );
         client.end = attempt.end.unwrap_or(end);
-        out.push(client);
+        attrs = reuse(emit(client));
     }
     for span in &trace.clients {
         let error = span.error.as_deref();
@@ -679,15 +762,14 @@ pub fn spans<'a>(trace: &'a CallTrace, summary: &'a CallSummary<'a>) -> Vec<Span
             span.span_id,
             Some(trace.span_id),
             Kind::Client,
-            span.name(),
+            SpanName::One(span.name()),
             span.start,
             span.attrs(),
             error,
         );
         client.end = span.end.unwrap_or(end);
-        out.push(client);
+        emit(client);
     }
-    out
 }
 
 fn push_usage<'a>(attrs: &mut Vec<(&'a str, Attr<'a>)>, summary: &CallSummary<'_>) {
