@@ -8,6 +8,7 @@
 #
 #   bash bench/traces.sh         # 3,000 calls each after 300 to warm up
 #   bash bench/traces.sh 5000    # another count
+#   proxy_bin=/tmp/old-proxy bash bench/traces.sh   # another build of the proxy (a before/after pair)
 #
 # The collector runs outside valgrind: only the proxy's own work is counted, the exporter task's
 # batching, encoding and sending included. Needs valgrind and oha, as bench/instructions.sh does.
@@ -77,7 +78,7 @@ count() {
         all) otel+=("$collector" OTEL_TRACES_SAMPLER=always_on OTEL_METRICS_EXPORTER=otlp OTEL_LOGS_EXPORTER=otlp) ;;
     esac
     rm -f "$out"*
-    "${otel[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$target/release/tollgate-proxy" \
+    "${otel[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "${proxy_bin:-$target/release/tollgate-proxy}" \
         standalone "$work/snapshot.yaml" --poll-interval 1h --listen "127.0.0.1:$proxy_port" \
         --admin-listen "127.0.0.1:$admin_port" >/dev/null 2>&1 &
     local vg=$!
