@@ -316,7 +316,7 @@ fn usage_from_the_end(body: &[u8]) -> Option<Option<Usage>> {
 }
 
 /// Most finish reasons an [`AnswerHead`] keeps (one per choice).
-pub(super) const MAX_REASONS: usize = 16;
+const MAX_REASONS: usize = 16;
 /// Longest id, model name or finish reason an [`AnswerHead`] keeps.
 const MAX_NAME: usize = 256;
 
@@ -333,20 +333,12 @@ pub struct AnswerHead<'a> {
 /// The key an answer's finish reasons are found by.
 const FINISH_REASON_KEY: &[u8] = b"\"finish_reason\"";
 
-/// Reads the [`AnswerHead`] of `body`; `None` when the body does not start as a JSON object: in one
-/// pass over the structure (`llm::answer_head`), or, for text that walk cannot vouch for, as
-/// [`answer_head_by_search`] reads it (which the walk is tested to agree with).
-pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
-    let text = std::str::from_utf8(body).ok()?;
-    super::answer_head::walk(text).or_else(|| answer_head_by_search(body))
-}
-
-/// Reads the [`AnswerHead`] of `body` by a walk and a search; `None` when the body does not start as a JSON object. The id
+/// Reads the [`AnswerHead`] of `body`; `None` when the body does not start as a JSON object. The id
 /// and model are read from the top level (answers put them first, so the reading usually stops after
 /// a few members); the finish reasons are the string values of the `finish_reason` keys found by a
 /// search of the body (a quoted key inside a string has its quotes escaped, so it is not mistaken for
 /// one). On damaged JSON the values may be incomplete, never a panic.
-pub(super) fn answer_head_by_search(body: &[u8]) -> Option<AnswerHead<'_>> {
+pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
     static FINISH_REASON: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(FINISH_REASON_KEY));
     let mut head = AnswerHead::default();
@@ -396,7 +388,7 @@ fn top_level_names<'a>(text: &'a str, head: &mut AnswerHead<'a>) -> Option<()> {
 
 /// A JSON string value's text (unescaped where it has escapes), if it is a string of at most
 /// [`MAX_NAME`] bytes.
-pub(super) fn short_string(raw: &str) -> Option<Cow<'_, str>> {
+fn short_string(raw: &str) -> Option<Cow<'_, str>> {
     let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
     let text = if inner.contains('\\') {
         Cow::Owned(serde_json::from_str::<String>(raw).ok()?)
