@@ -183,7 +183,7 @@ pub async fn model_call(
         if let Some(trace) = call.trace.as_deref_mut() {
             trace.start_attempt(
                 provider.provider_type,
-                provider.id.joined(),
+                provider.id.clone(),
                 backend.upstream_model.clone(),
             );
         }

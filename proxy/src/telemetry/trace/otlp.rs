@@ -16,6 +16,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::borrow::Cow;
 
+use tollgate_snapshot::ObjectRef;
+
 use super::span::{Attr, CallSummary, CallTrace, Kind, SpanRecord, each_span};
 
 /// Protobuf wire types.
@@ -69,6 +71,10 @@ fn any_value_len(v: &Attr<'_>) -> usize {
         Attr::Int(i) => 1 + varint_len(*i as u64),
         Attr::Float(_) => 9,
         Attr::Str(s) => str_len(s),
+        Attr::Ref(r) => {
+            let n = ref_len(r);
+            1 + varint_len(n as u64) + n
+        }
         Attr::Strs(v) => {
             let inner = strs_len(v);
             1 + varint_len(inner as u64) + inner
@@ -84,6 +90,18 @@ fn strs_len(v: &[String]) -> usize {
             1 + varint_len(each as u64) + each
         })
         .sum()
+}
+
+/// The length of `namespace/name`.
+fn ref_len(r: &ObjectRef) -> usize {
+    r.namespace.len() + 1 + r.name.len()
+}
+
+/// Writes `namespace/name`.
+fn write_ref(out: &mut Vec<u8>, r: &ObjectRef) {
+    out.extend_from_slice(r.namespace.as_bytes());
+    out.push(b'/');
+    out.extend_from_slice(r.name.as_bytes());
 }
 
 /// An `AnyValue`'s fields.
@@ -102,6 +120,11 @@ fn any_value(out: &mut Vec<u8>, v: &Attr<'_>) {
             out.extend_from_slice(&f.to_le_bytes());
         }
         Attr::Str(s) => bytes_field(out, 1, s.as_bytes()),
+        Attr::Ref(r) => {
+            tag(out, 1, LEN);
+            varint(out, ref_len(r) as u64);
+            write_ref(out, r);
+        }
         Attr::Strs(v) => {
             tag(out, 5, LEN);
             varint(out, strs_len(v) as u64);
@@ -115,10 +138,17 @@ fn any_value(out: &mut Vec<u8>, v: &Attr<'_>) {
 }
 
 /// A `KeyValue` as field `field` of its message.
+#[inline]
 fn key_value(out: &mut Vec<u8>, field: u64, key: &str, value: &Attr<'_>) {
     if field < 16 && short_key_value(out, field as u8, key, value) {
         return;
     }
+    long_key_value(out, field, key, value);
+}
+
+/// A `KeyValue` whose lengths take more than a byte each, or an array, written field by field.
+#[inline(never)]
+fn long_key_value(out: &mut Vec<u8>, field: u64, key: &str, value: &Attr<'_>) {
     let value_len = any_value_len(value);
     let len = str_len(key) + 1 + varint_len(value_len as u64) + value_len;
     out.reserve(len + 4);
@@ -138,11 +168,19 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
     // value, at most 1 + 10) or a string's tag and length: at most 2 + 11 bytes, written with one
     // copy; a string's text follows.
     let mut head = [0u8; 13];
+    // A string's text, or the object reference written after the head.
+    let mut object = None;
     let (head_len, text): (usize, &[u8]) = match value {
         Attr::Str(s) if s.len() < 128 => {
             head[2] = (1 << 3 | LEN) as u8;
             head[3] = s.len() as u8;
             (4, s.as_bytes())
+        }
+        Attr::Ref(r) if ref_len(r) < 128 => {
+            head[2] = (1 << 3 | LEN) as u8;
+            head[3] = ref_len(r) as u8;
+            object = Some(*r);
+            (4, &[])
         }
         Attr::Int(i) => {
             head[2] = (3 << 3 | VARINT) as u8;
@@ -168,14 +206,16 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
         }
         _ => return false,
     };
-    let any_len = head_len - 2 + text.len();
+    let any_len = head_len - 2 + text.len() + object.map_or(0, ref_len);
     let len = 2 + key.len() + 2 + any_len;
     if key.len() >= 128 || len >= 128 {
         return false;
     }
     head[0] = (2 << 3 | LEN) as u8;
     head[1] = any_len as u8;
-    out.reserve(2 + len);
+    // Room for the whole head array, so that it goes in as one fixed-size copy and the bytes past
+    // `head_len` are cut off again (cheaper than a copy of a length known only here).
+    out.reserve(2 + len + head.len());
     out.extend_from_slice(&[
         field << 3 | LEN as u8,
         len as u8,
@@ -183,8 +223,13 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
         key.len() as u8,
     ]);
     out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(&head[..head_len]);
+    let at = out.len();
+    out.extend_from_slice(&head);
+    out.truncate(at + head_len);
     out.extend_from_slice(text);
+    if let Some(r) = object {
+        write_ref(out, r);
+    }
     true
 }
 
@@ -493,6 +538,7 @@ mod tests {
             Attr::Int(i) => any_value::Value::IntValue(*i),
             Attr::Float(f) => any_value::Value::DoubleValue(*f),
             Attr::Str(s) => any_value::Value::StringValue(s.to_string()),
+            Attr::Ref(r) => any_value::Value::StringValue(r.joined()),
             Attr::Strs(v) => {
                 any_value::Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
                     values: v
@@ -669,13 +715,19 @@ mod tests {
         content: Option<(String, usize)>,
         clients: Vec<(String, Option<u16>, Option<String>)>,
         status: u16,
-        names: (Option<String>, Option<String>, Option<String>),
+        names: (Option<ObjectRef>, Option<ObjectRef>, Option<ObjectRef>),
         cache: Option<&'static str>,
         error_class: Option<&'static str>,
         tokens: (u64, u64, u64, u64),
         cost: f64,
         answered: bool,
         mcp: Option<(&'static str, Option<String>, Option<i32>, bool)>,
+    }
+
+    /// An object reference, now and then too long for the usual attribute's one-byte lengths.
+    fn object() -> impl Strategy<Value = ObjectRef> {
+        ("[a-z]{1,20}", prop_oneof!["[a-z-]{1,30}", "[a-z]{130}"])
+            .prop_map(|(ns, name)| ObjectRef::new(ns, name))
     }
 
     fn any_call() -> impl Strategy<Value = GeneratedCall> {
@@ -726,9 +778,9 @@ mod tests {
             ),
             (
                 (
-                    proptest::option::of(text()),
-                    proptest::option::of(text()),
-                    proptest::option::of(text()),
+                    proptest::option::of(object()),
+                    proptest::option::of(object()),
+                    proptest::option::of(object()),
                 ),
                 proptest::option::of(prop_oneof![Just("hit"), Just("miss")]),
                 proptest::option::of(Just("rate_limited")),
@@ -806,7 +858,7 @@ mod tests {
         for (provider, model, server, status, error) in &g.attempts {
             t.start_attempt(
                 tollgate_snapshot::ProviderType::OpenAI,
-                provider.clone(),
+                ObjectRef::new("team", provider.as_str()),
                 model.as_str().into(),
             );
             let a = t.attempt().unwrap();
@@ -840,9 +892,9 @@ mod tests {
             path: "/r/v1/chat/completions",
             request_id: "req-7",
             status: g.status,
-            route: g.names.0.clone(),
-            consumer: g.names.1.clone(),
-            subscription: g.names.2.clone(),
+            route: g.names.0.as_ref(),
+            consumer: g.names.1.as_ref(),
+            subscription: g.names.2.as_ref(),
             cache: g.cache,
             error_class: g.error_class,
             input_tokens: g.tokens.0,

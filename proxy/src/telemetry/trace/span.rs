@@ -15,7 +15,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-use tollgate_snapshot::ProviderType;
+use tollgate_snapshot::{ObjectRef, ProviderType};
 
 use super::context::TraceParent;
 
@@ -223,8 +223,8 @@ pub struct AttemptSpan {
     pub end: Option<SystemTime>,
     /// `gen_ai.provider.name`.
     pub provider_name: &'static str,
-    /// The Provider object, `namespace/name`.
-    pub provider: String,
+    /// The Provider object.
+    pub provider: ObjectRef,
     /// The model sent upstream.
     pub model: Arc<str>,
     /// `server.address` and `server.port` of the request sent.
@@ -260,7 +260,7 @@ impl CallTrace {
     pub fn start_attempt(
         &mut self,
         provider_type: ProviderType,
-        provider: String,
+        provider: ObjectRef,
         model: Arc<str>,
     ) {
         self.attempts.push(AttemptSpan {
@@ -318,9 +318,9 @@ pub struct CallSummary<'a> {
     pub path: &'a str,
     pub request_id: &'a str,
     pub status: u16,
-    pub route: Option<String>,
-    pub consumer: Option<String>,
-    pub subscription: Option<String>,
+    pub route: Option<&'a ObjectRef>,
+    pub consumer: Option<&'a ObjectRef>,
+    pub subscription: Option<&'a ObjectRef>,
     pub cache: Option<&'static str>,
     pub error_class: Option<&'static str>,
     pub input_tokens: u64,
@@ -410,6 +410,8 @@ pub enum Attr<'a> {
     Bool(bool),
     /// An array of strings.
     Strs(&'a [String]),
+    /// A Kubernetes object's `namespace/name`, written without being joined first.
+    Ref(&'a ObjectRef),
 }
 
 impl<'a> Attr<'a> {
@@ -514,6 +516,7 @@ impl SpanRecord<'_> {
             .map(|(k, v)| {
                 let value = match v {
                     Attr::Str(s) => Value::from(s.to_string()),
+                    Attr::Ref(r) => Value::from(r.joined()),
                     Attr::Int(i) => Value::I64(*i),
                     Attr::Float(f) => Value::F64(*f),
                     Attr::Bool(b) => Value::Bool(*b),
@@ -626,7 +629,7 @@ pub fn each_span<'a>(
         ("tollgate.subscription", &summary.subscription),
     ] {
         if let Some(v) = value {
-            attrs.push((key, Attr::str(v)));
+            attrs.push((key, Attr::Ref(v)));
         }
     }
     if let Some(cache) = summary.cache {
@@ -688,7 +691,7 @@ pub fn each_span<'a>(
         attrs.push(("gen_ai.operation.name", Attr::str(operation)));
         attrs.push(("gen_ai.provider.name", Attr::str(attempt.provider_name)));
         attrs.push(("gen_ai.request.model", Attr::str(&attempt.model)));
-        attrs.push(("tollgate.provider", Attr::str(&attempt.provider)));
+        attrs.push(("tollgate.provider", Attr::Ref(&attempt.provider)));
         if let Some((host, port)) = &attempt.server {
             attrs.push(("server.address", Attr::str(host)));
             attrs.push(("server.port", Attr::Int(i64::from(*port))));
@@ -922,7 +925,7 @@ mod tests {
         assert!(attr(&alone[0], "gen_ai.input.messages").is_some());
         drop(alone);
         for _ in 0..2 {
-            trace.start_attempt(ProviderType::Fake, "p".into(), "m".into());
+            trace.start_attempt(ProviderType::Fake, ObjectRef::new("team", "p"), "m".into());
         }
         let spans = spans(&trace, &summary);
         let with: Vec<bool> = spans
