@@ -138,7 +138,6 @@ fn any_value(out: &mut Vec<u8>, v: &Attr<'_>) {
 }
 
 /// A `KeyValue` as field `field` of its message.
-#[inline]
 fn key_value(out: &mut Vec<u8>, field: u64, key: &str, value: &Attr<'_>) {
     if field < 16 && short_key_value(out, field as u8, key, value) {
         return;
@@ -213,9 +212,7 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
     }
     head[0] = (2 << 3 | LEN) as u8;
     head[1] = any_len as u8;
-    // Room for the whole head array, so that it goes in as one fixed-size copy and the bytes past
-    // `head_len` are cut off again (cheaper than a copy of a length known only here).
-    out.reserve(2 + len + head.len());
+    out.reserve(2 + len);
     out.extend_from_slice(&[
         field << 3 | LEN as u8,
         len as u8,
@@ -223,9 +220,7 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
         key.len() as u8,
     ]);
     out.extend_from_slice(key.as_bytes());
-    let at = out.len();
-    out.extend_from_slice(&head);
-    out.truncate(at + head_len);
+    out.extend_from_slice(&head[..head_len]);
     out.extend_from_slice(text);
     if let Some(r) = object {
         write_ref(out, r);
