@@ -688,6 +688,15 @@ mod tests {
         }
     }
 
+    /// A generated attempt: provider, model, server, status, error.
+    type GeneratedAttempt = (
+        String,
+        String,
+        Option<(String, u16)>,
+        Option<u16>,
+        Option<&'static str>,
+    );
+
     /// A generated call: what the spans of a sampled call can hold.
     #[derive(Clone, Debug)]
     struct GeneratedCall {
@@ -700,13 +709,7 @@ mod tests {
         max_tokens: Option<u64>,
         temperature: Option<f64>,
         response: (Option<String>, Option<String>, Vec<String>),
-        attempts: Vec<(
-            String,
-            String,
-            Option<(String, u16)>,
-            Option<u16>,
-            Option<&'static str>,
-        )>,
+        attempts: Vec<GeneratedAttempt>,
         content: Option<(String, usize)>,
         clients: Vec<(String, Option<u16>, Option<String>)>,
         status: u16,
