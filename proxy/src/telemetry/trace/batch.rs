@@ -1,8 +1,9 @@
 //! The spans waiting for the exporter: calls add theirs to the batch being filled under a short
-//! lock, and wake the exporter task only when a batch opens or fills — not once per call, which
-//! cost a sampled call more than gathering its spans does. For OTLP/HTTP a batch is the encoded
-//! `spans` fields after room kept for the request's envelope, so that it is sent without being
-//! copied again. Bounded: beyond `queue_calls` waiting calls, spans are dropped and counted.
+//! lock, and wake the exporter task only when a batch opens or fills. (A message per call woke the
+//! task every time; that, with the batch grown by reallocation and then copied into the request,
+//! cost a sampled call about 4,300 instructions.) For OTLP/HTTP a batch is the encoded `spans`
+//! fields after room kept for the request's envelope, so that it is sent without being copied
+//! again. Bounded: beyond `queue_calls` waiting calls, spans are dropped and counted.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};

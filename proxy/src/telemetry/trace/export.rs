@@ -1,26 +1,23 @@
-//! Where sampled calls' spans go: a bounded queue, drained by a task of its own that sends them in
-//! batches to an OTLP collector (HTTP/protobuf encoded by hand in `otlp`, or gRPC through the
-//! `opentelemetry-otlp` exporter). A call only ever tries to put its spans in the queue: when the
-//! queue is full (the collector slow or gone) they are dropped and counted, and a failed export is
-//! dropped and counted too, so a collector can neither delay nor fail a call.
+//! Where sampled calls' spans go: bounded batches (`batch`), sent by a task of its own to an OTLP
+//! collector (HTTP/protobuf encoded by hand in `otlp`, or gRPC through the `opentelemetry-otlp`
+//! exporter). A call only ever tries to add its spans to a batch: when too many calls' spans wait
+//! (the collector slow or gone) they are dropped and counted, and a failed export is dropped and
+//! counted too, so a collector can neither delay nor fail a call.
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
-
-use std::cell::RefCell;
-use std::sync::Arc;
-
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::batch::{Batch, Batches, Next};
-use super::otlp::{self, HttpSender};
-
 use super::context::TraceParent;
+use super::otlp::{self, HttpSender};
 use super::sampler::Sampler;
 use super::span::{CallSummary, CallTrace, fresh_trace_id, spans};
 use crate::telemetry::metrics::TraceCounters;

@@ -4,6 +4,8 @@
 
 mod batch;
 mod context;
+#[cfg(test)]
+mod encode_tests;
 mod export;
 pub(super) mod otlp;
 mod pairs;
