@@ -37,25 +37,34 @@ spec:
   models:
     - name: fake-chat
       backends: [{{provider: fake}}]
----
+{}"#,
+        caller("app", KEY, LIMIT)
+    )
+}
+
+/// A consumer `name` with the key `key` and its subscription `<name>-demo` to the route `demo`,
+/// limited to `rpm` requests a minute.
+fn caller(name: &str, key: &str, rpm: usize) -> String {
+    format!(
+        r#"---
 apiVersion: v1
 kind: Secret
-metadata: {{name: app-key, namespace: default}}
-stringData: {{apiKey: {KEY}}}
+metadata: {{name: {name}-key, namespace: default}}
+stringData: {{apiKey: {key}}}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: Consumer
-metadata: {{name: app, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
-  keys: [{{name: primary, secretRef: {{name: app-key}}}}]
+  keys: [{{name: primary, secretRef: {{name: {name}-key}}}}]
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: ApiSubscription
-metadata: {{name: app-demo, namespace: default}}
+metadata: {{name: {name}-demo, namespace: default}}
 spec:
-  consumer: app
+  consumer: {name}
   route: {{name: demo}}
-  limits: {{requestsPerMinute: {LIMIT}}}
+  limits: {{requestsPerMinute: {rpm}}}
 "#
     )
 }
@@ -472,28 +481,7 @@ async fn a_routes_total_is_shared_by_all_callers_through_two_proxies_in_redis() 
             &format!("requestsPerMinute: {LIMIT}"),
             "requestsPerMinute: 1",
         )
-        + &format!(
-            r#"---
-apiVersion: v1
-kind: Secret
-metadata: {{name: bot-key, namespace: default}}
-stringData: {{apiKey: {BOT_KEY}}}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: Consumer
-metadata: {{name: bot, namespace: default}}
-spec:
-  keys: [{{name: primary, secretRef: {{name: bot-key}}}}]
----
-apiVersion: tollgate.dev/v1alpha1
-kind: ApiSubscription
-metadata: {{name: bot-demo, namespace: default}}
-spec:
-  consumer: bot
-  route: {{name: demo}}
-  limits: {{requestsPerMinute: 5}}
-"#
-        );
+        + &caller("bot", BOT_KEY, 5);
     assert!(config.contains("totalLimits"));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.yaml"), config).unwrap();
