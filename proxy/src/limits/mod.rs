@@ -13,9 +13,10 @@
 //! deleted and created again under the same name starts from zero rather than inheriting its
 //! predecessor's spend.
 //!
-//! A route's total is shared by every consumer, so in Redis it cannot live in the consumer's hash slot:
-//! it is checked by a second admission script sent in the same pipeline (one round trip), and when one
-//! of the two refuses what the other charged is given back (see [`Limiter::admit`]).
+//! A route's total is shared by every consumer, so in Redis it cannot live in the consumer's hash slot.
+//! On a plain Redis one admission script still covers all three scopes; on a Redis in cluster mode the
+//! route's is checked by a second script sent in the same pipeline (one round trip), and when one of
+//! the two refuses, what the other charged is given back (see `Limiter::admit_redis`).
 
 pub mod local;
 pub mod redis;
@@ -423,10 +424,12 @@ impl Limiter {
                 ceilings: s.ceilings,
             })
             .collect();
-        // The route's total (last when there is one) lies in a hash slot of its own.
+        // The route's total (last when there is one) lies in a hash slot of its own, which only a
+        // Redis in cluster mode keeps apart: there it gets a script call of its own.
         let own = scopes
             .iter()
             .position(|s| s.kind == ScopeKind::Route)
+            .filter(|_| redis.is_cluster())
             .unwrap_or(scopes.len());
         let (mine, total) = keyed.split_at(own);
         let groups: SmallVec<[(&[RedisScope], usize); 2]> = [(mine, 0), (total, own)]

@@ -1,9 +1,11 @@
 //! Cluster-wide counting in Redis: the same buckets and spend windows as [`super::local`], kept in one
 //! hash per scope and changed only by Lua scripts, so a check and its commit are atomic across replicas.
 //!
-//! Admission is one script call (one round trip) covering every scope of the call that lies in the
-//! consumer's hash slot; a route's total, shared by all consumers, lies in a slot of its own and is
-//! checked by a second call of the same script in the same pipeline (still one round trip). Settlements are not
+//! Admission is one script call (one round trip) covering every scope of the call. On a Redis in
+//! cluster mode (`cluster_enabled:1`, read when connecting) one script may touch only keys of one hash
+//! slot: the scopes in the consumer's slot are checked by one call, and a route's total, shared by all
+//! consumers and so in a slot of its own, by a second call of the same script in the same pipeline
+//! (still one round trip). Settlements are not
 //! on the request path: they are queued and sent in batches, one pipeline per batch. Redis's own clock
 //! (`TIME`) times the buckets, so replicas with drifting clocks still agree.
 //!
@@ -325,6 +327,8 @@ pub struct RedisCounters {
     client: redis::Client,
     conn: ArcSwapOption<MultiplexedConnection>,
     up: AtomicBool,
+    /// Whether the server runs in cluster mode, where a script's keys must share one hash slot.
+    cluster: AtomicBool,
     timeout: Duration,
     admit: redis::Script,
     settle: redis::Script,
@@ -345,12 +349,18 @@ impl RedisCounters {
             client: client(url, login)?,
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
+            cluster: AtomicBool::new(false),
             timeout,
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
             queue,
             queued: std::sync::Mutex::new(Some(queued)),
         })
+    }
+
+    /// Whether the server said it runs in cluster mode when last connected.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.load(Ordering::Relaxed)
     }
 
     /// Whether the last command succeeded.
@@ -390,10 +400,15 @@ impl RedisCounters {
                 .arg(SETTLE)
                 .query_async::<String>(&mut conn)
                 .await?;
-            Ok::<_, redis::RedisError>(conn)
+            let info: String = redis::cmd("INFO")
+                .arg("cluster")
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>((conn, cluster_enabled(&info)))
         };
         match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), work).await {
-            Ok(Ok(conn)) => {
+            Ok(Ok((conn, cluster))) => {
+                self.cluster.store(cluster, Ordering::Relaxed);
                 self.conn.store(Some(Arc::new(conn)));
                 self.up.store(true, Ordering::Relaxed);
                 Ok(())
@@ -552,6 +567,11 @@ impl RedisCounters {
             .map(|(reply, scopes)| decision(&reply, scopes.len(), day, month))
             .collect()
     }
+}
+
+/// Whether `INFO cluster` says `cluster_enabled:1`.
+fn cluster_enabled(info: &str) -> bool {
+    info.lines().any(|l| l.trim_end() == "cluster_enabled:1")
 }
 
 /// The admission script's arguments after its keys.

@@ -464,11 +464,26 @@ async fn level_below(port: u16, key: &str, field: &str, below: f64) -> Option<f6
 }
 
 /// A route's total (`spec.totalLimits`) counted in Redis by two proxies for two consumers: four
-/// requests a minute for everyone together. A call one scope refuses gives back what the other scope
-/// (in its own hash slot) charged: the route's count when the caller's subscription refuses, the
-/// subscription's count when the route refuses.
+/// requests a minute for everyone together; a call refused by one scope charges none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routes_total_is_shared_by_all_callers_through_two_proxies_in_redis() {
+    let redis = Redis::start(free_port());
+    route_total_through_two_proxies(&redis).await;
+}
+
+/// The same in a Redis in cluster mode, where the route's total lies in another hash slot than the
+/// caller's counters: it gets a script call of its own in the same pipeline, and a call one scope
+/// refuses gives back what the other charged — the route's count when the caller's subscription
+/// refuses, the subscription's count when the route refuses. (One script over both slots would fail
+/// with CROSSSLOT, and the proxies would count on their shares instead.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_total_takes_a_script_call_of_its_own_in_a_redis_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start_cluster(free_port(), dir.path());
+    route_total_through_two_proxies(&redis).await;
+}
+
+async fn route_total_through_two_proxies(redis: &Redis) {
     const BOT_KEY: &str = "tg-redis-test-key-of-the-bot-42";
     const ROUTE: &str = "tollgate:limits:{r:default/demo}:r";
     const BOT_SUB: &str = "tollgate:limits:{default/bot}:s:default/bot-demo";
@@ -485,7 +500,6 @@ async fn a_routes_total_is_shared_by_all_callers_through_two_proxies_in_redis() 
     assert!(config.contains("totalLimits"));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.yaml"), config).unwrap();
-    let redis = Redis::start(free_port());
     let (a, b) = (
         replica(dir.path(), 0, redis.port),
         replica(dir.path(), 1, redis.port),
@@ -551,6 +565,11 @@ async fn a_routes_total_is_shared_by_all_callers_through_two_proxies_in_redis() 
             .unwrap_or(0.0)
     };
     assert_eq!(refusals(&a) + refusals(&b), 2.0);
-    drop((a, b));
-    redis.kill();
+    for p in [&a, &b] {
+        assert_eq!(
+            p.metric("tollgate_limits_redis_fallbacks_total"),
+            Some(0.0),
+            "counted in Redis throughout"
+        );
+    }
 }
