@@ -443,6 +443,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_that_fails_is_an_error_span_naming_the_objects() {
+        let receiver = crate::trace::receiver::Receiver::start().await;
+        let metrics = Arc::new(Metrics::default());
+        let config = crate::trace::OtelArgs::parse_for_test(&["--otlp-endpoint", "http://x"])
+            .traces(|_| None)
+            .unwrap()
+            .unwrap();
+        let traces = crate::trace::TraceConfig {
+            url: receiver.url.clone(),
+            delay: Duration::from_millis(5),
+            ..config
+        };
+        let traces = Traces::start(traces, "test", metrics.clone()).unwrap();
+        // No API server there.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let store = Store::new(1);
+        store.update(|t| {
+            t.subscriptions.apply(
+                ObjectRef::new("team", "sub"),
+                Entry::Good(subscription("1", None)),
+            )
+        });
+        let mut writer =
+            Writer::new(client, store, metrics.clone(), "test".into()).with_traces(traces.clone());
+        assert!(!writer.write_status(&[verdict(Phase::Approved)]).await);
+        traces.flush(Duration::from_secs(5)).await;
+        let spans = receiver.spans();
+        let span = spans
+            .iter()
+            .find(|s| s.span.name == "tollgate.status.write")
+            .expect("a status-write span");
+        assert_eq!(span.attr("tollgate.status.patches").as_deref(), Some("1"));
+        assert_eq!(span.attr("tollgate.status.failed").as_deref(), Some("1"));
+        assert_eq!(span.attr("error.type").as_deref(), Some("transport"));
+        let status = span.span.status.as_ref().unwrap();
+        assert_eq!(status.code, 2);
+        assert!(
+            status.message.contains("ApiSubscription team/sub"),
+            "{}",
+            status.message
+        );
+    }
+
+    #[tokio::test]
     async fn a_pass_costs_only_what_changed_and_never_repeats_a_write() {
         let client =
             Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();

@@ -167,6 +167,14 @@ impl OtelArgs {
 }
 
 #[cfg(test)]
+impl OtelArgs {
+    /// The flags parsed from `flags` alone (for other modules' tests).
+    pub(crate) fn parse_for_test(flags: &[&str]) -> Self {
+        tests::args(flags)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use clap::Parser;
 
@@ -178,7 +186,7 @@ mod tests {
         otel: OtelArgs,
     }
 
-    fn args(flags: &[&str]) -> OtelArgs {
+    pub(super) fn args(flags: &[&str]) -> OtelArgs {
         let mut argv = vec!["tollgate-controller"];
         argv.extend_from_slice(flags);
         Cli::try_parse_from(argv).unwrap().otel

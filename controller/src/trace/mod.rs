@@ -9,6 +9,8 @@
 
 mod config;
 mod export;
+#[cfg(test)]
+pub(crate) mod receiver;
 
 use std::{sync::Arc, time::Duration};
 
@@ -218,6 +220,95 @@ mod tests {
         assert!(text.contains(&format!(
             "tollgate_controller_trace_spans_dropped_total{{reason=\"queue_full\"}} {full}"
         )));
+    }
+
+    #[tokio::test]
+    async fn spans_reach_an_otlp_http_receiver_with_their_resource_headers_and_parent() {
+        let receiver = receiver::Receiver::start().await;
+        let metrics = Arc::new(Metrics::default());
+        let mut config = config(receiver.url.clone(), 16);
+        config.resource = vec![("deployment.environment.name".into(), "test".into())];
+        let traces = Traces::start(config, "replica-1", metrics.clone()).unwrap();
+        {
+            let compile = traces.root("tollgate.compile");
+            compile.set("tollgate.snapshot.routes", 3i64);
+            compile.fail("objects_not_accepted", "1 object(s) not accepted".into());
+            let push = traces.child(&compile, "tollgate.snapshot.push");
+            push.set("tollgate.snapshot.hash", "abc");
+        }
+        traces.flush(Duration::from_secs(5)).await;
+        let spans = receiver.spans();
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        let compile = spans
+            .iter()
+            .find(|s| s.span.name == "tollgate.compile")
+            .unwrap();
+        let push = spans
+            .iter()
+            .find(|s| s.span.name == "tollgate.snapshot.push")
+            .unwrap();
+        assert_eq!(push.span.parent_span_id, compile.span.span_id);
+        assert_eq!(push.span.trace_id, compile.span.trace_id);
+        assert_eq!(
+            compile.attr("tollgate.snapshot.routes").as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            compile.attr("error.type").as_deref(),
+            Some("objects_not_accepted")
+        );
+        let status = compile.span.status.as_ref().unwrap();
+        assert_eq!(
+            (status.code, status.message.as_str()),
+            (2, "1 object(s) not accepted")
+        );
+        assert_eq!(push.attr("tollgate.snapshot.hash").as_deref(), Some("abc"));
+        for (key, value) in [
+            ("service.name", "tollgate-controller"),
+            ("service.instance.id", "replica-1"),
+            ("deployment.environment.name", "test"),
+        ] {
+            assert!(
+                compile.resource.contains(&(key.into(), value.into())),
+                "{key}: {:?}",
+                compile.resource
+            );
+        }
+        assert!(
+            compile
+                .headers
+                .contains(&("api-key".into(), "not-logged".into()))
+        );
+        assert!(
+            compile
+                .headers
+                .contains(&("content-type".into(), "application/x-protobuf".into()))
+        );
+        assert_eq!(metrics.trace_spans_exported.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_never_answers_costs_the_work_nothing_either() {
+        let receiver = receiver::Receiver::silent().await;
+        let metrics = Arc::new(Metrics::default());
+        let traces = Traces::start(config(receiver.url.clone(), 16), "t", metrics.clone()).unwrap();
+        let started = Instant::now();
+        for _ in 0..2_000 {
+            traces
+                .root("tollgate.compile")
+                .set("tollgate.compile.objects", 1i64);
+        }
+        let spent = started.elapsed();
+        assert!(spent < Duration::from_secs(1), "2,000 spans took {spent:?}");
+        traces.flush(Duration::from_secs(10)).await;
+        let full = metrics
+            .trace_spans_dropped_queue_full
+            .load(Ordering::Relaxed);
+        let failed = metrics
+            .trace_spans_dropped_export_failed
+            .load(Ordering::Relaxed);
+        assert!(full > 0 && failed > 0, "{full} + {failed}");
+        assert_eq!(full + failed, 2_000);
     }
 
     #[tokio::test]
