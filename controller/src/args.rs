@@ -200,6 +200,12 @@ mod tests {
     }
 
     #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
     fn service_accounts() {
         let sa = parse_service_account("tollgate-system:proxy").unwrap();
         assert_eq!(sa.username(), "system:serviceaccount:tollgate-system:proxy");
