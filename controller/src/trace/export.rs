@@ -232,7 +232,9 @@ impl HttpWire {
             resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
         }
         .encode_to_vec();
-        let mut request = Request::post(self.url.clone())
+        // Origin-form (`/v1/traces`), as a client speaking to the server itself sends it.
+        let target = self.url.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = Request::post(target)
             .header(CONTENT_TYPE, "application/x-protobuf")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;

@@ -291,6 +291,15 @@ mod tests {
                 .headers
                 .contains(&("content-type".into(), "application/x-protobuf".into()))
         );
+        assert_eq!(compile.target, "/v1/traces");
+        assert!(
+            compile.headers.contains(&(
+                "host".into(),
+                receiver.url[7..].trim_end_matches("/v1/traces").into()
+            )),
+            "{:?}",
+            compile.headers
+        );
         assert_eq!(metrics.trace_spans_exported.load(Ordering::Relaxed), 2);
     }
 

@@ -23,6 +23,8 @@ pub struct Received {
     pub resource: Vec<(String, String)>,
     /// The request's headers, as sent.
     pub headers: Vec<(String, String)>,
+    /// The request's target, as sent.
+    pub target: String,
 }
 
 impl Received {
@@ -69,6 +71,7 @@ impl Receiver {
                                     (k.to_string(), v.to_str().unwrap_or_default().to_string())
                                 })
                                 .collect::<Vec<_>>();
+                            let target = req.uri().to_string();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             let request = ExportTraceServiceRequest::decode(body).unwrap();
                             for rs in request.resource_spans {
@@ -89,6 +92,7 @@ impl Receiver {
                                             span,
                                             resource: resource.clone(),
                                             headers: headers.clone(),
+                                            target: target.clone(),
                                         });
                                     }
                                 }
