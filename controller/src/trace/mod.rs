@@ -79,7 +79,7 @@ impl Traces {
                 .build(),
         );
         tracing::info!(
-            url = %config.url,
+            url = %without_userinfo(&config.url),
             protocol = ?config.protocol,
             "traces go to an OTLP collector"
         );
@@ -121,6 +121,16 @@ impl Traces {
             }
         })
         .await;
+    }
+}
+
+/// `url` with any `user:password@` left out, for the log.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 
@@ -320,6 +330,19 @@ mod tests {
         let (full, failed) = dropped(&metrics);
         assert!(full > 0 && failed > 0, "{full} + {failed}");
         assert_eq!(full + failed, 2_000);
+    }
+
+    #[test]
+    fn the_logged_url_has_no_credentials() {
+        assert_eq!(
+            without_userinfo("https://user:s3cret@collector:4318/v1/traces"),
+            "https://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            without_userinfo("http://collector:4318/v1/traces?a=b@c"),
+            "http://collector:4318/v1/traces?a=b@c"
+        );
+        assert_eq!(without_userinfo("http://c:4317"), "http://c:4317");
     }
 
     #[tokio::test]
