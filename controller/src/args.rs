@@ -107,6 +107,10 @@ pub struct Args {
     /// Ingress). Requests forwarded with `X-Forwarded-Proto: https` get `Secure` cookies anyway.
     #[arg(long, env = "TOLLGATE_PORTAL_SECURE_COOKIE")]
     pub portal_secure_cookie: bool,
+
+    /// Traces over OTLP (off unless a collector is named).
+    #[command(flatten)]
+    pub otel: crate::trace::OtelArgs,
 }
 
 impl Args {
@@ -193,6 +197,12 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
     }
 
     #[test]

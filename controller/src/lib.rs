@@ -13,6 +13,7 @@ pub mod server;
 mod shutdown;
 pub mod status;
 pub mod store;
+pub mod trace;
 pub mod usage;
 pub mod watch;
 pub mod writer;
@@ -27,6 +28,7 @@ use crate::{
     metrics::Metrics,
     publish::{Debounce, Outputs},
     store::Store,
+    trace::Traces,
     usage::Ledger,
 };
 
@@ -55,6 +57,10 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
 
     let (shutdown_tx, shutdown) = channel::channel(false);
     let metrics = Arc::new(Metrics::default());
+    let traces = match args.otel.traces(|name| std::env::var(name).ok())? {
+        Some(config) => Traces::start(config, &identity, metrics.clone())?,
+        None => Traces::off(),
+    };
     let scopes = args.namespaces.len().max(1);
     let store = Store::new(scopes);
     let mut watchers = JoinSet::new();
@@ -91,6 +97,7 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
             max: args.debounce_max,
         },
         metrics.clone(),
+        traces.clone(),
         proxy_replicas,
         shutdown.clone(),
     ));
@@ -99,7 +106,8 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
         store.clone(),
         metrics.clone(),
         identity.clone(),
-    );
+    )
+    .with_traces(traces.clone());
     tokio::spawn(writer.run(verdicts, leader.clone()));
 
     let usage_task = tokio::spawn(usage::flush_loop(
@@ -156,6 +164,8 @@ pub async fn run(args: Args, stop: impl std::future::Future<Output = ()>) -> any
         let _ = compile_task.await;
         let _ = usage_task.await;
         let _ = elector_task.await;
+        // The last spans, if the collector takes them in time.
+        traces.flush(std::time::Duration::from_secs(2)).await;
     })
     .await;
     watchers.abort_all();

@@ -89,6 +89,12 @@ pub struct Metrics {
     pub leader: AtomicI64,
     /// Stream or usage requests refused for want of a valid, allowed token.
     pub auth_denied: AtomicU64,
+    /// Spans the collector took.
+    pub trace_spans_exported: AtomicU64,
+    /// Spans dropped because the export queue was full (the collector slow or gone).
+    pub trace_spans_dropped_queue_full: AtomicU64,
+    /// Spans dropped because their export failed or timed out.
+    pub trace_spans_dropped_export_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -181,6 +187,22 @@ impl Metrics {
             "gauge",
             "1 while this replica holds the leader Lease.",
             self.leader.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "tollgate_controller_trace_spans_exported_total",
+            "counter",
+            "Spans sent to the OTLP collector.",
+            load(&self.trace_spans_exported),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_controller_trace_spans_dropped_total Spans never sent: the export queue \
+             was full, or their export failed.\n# TYPE tollgate_controller_trace_spans_dropped_total \
+             counter\ntollgate_controller_trace_spans_dropped_total{{reason=\"queue_full\"}} {}\n\
+             tollgate_controller_trace_spans_dropped_total{{reason=\"export_failed\"}} {}",
+            load(&self.trace_spans_dropped_queue_full),
+            load(&self.trace_spans_dropped_export_failed),
         );
         out
     }

@@ -9,7 +9,11 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tollgate_snapshot::{Inputs, Snapshot, Verdict, wire};
 
-use crate::{metrics::Metrics, store::Store};
+use crate::{
+    metrics::Metrics,
+    store::Store,
+    trace::{Traces, Work},
+};
 
 /// Recompile this often even without changes, so key expiry (judged at compile time) takes effect.
 const RECOMPILE_EVERY: Duration = Duration::from_secs(30);
@@ -80,6 +84,7 @@ pub async fn run(
     outputs: Outputs,
     debounce: Debounce,
     metrics: Arc<Metrics>,
+    traces: Traces,
     mut proxy_replicas: watch::Receiver<u32>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -100,8 +105,10 @@ pub async fn run(
         if !store.synced() {
             continue;
         }
+        let span = traces.root("tollgate.compile");
         let mut inputs = inputs(&store);
         inputs.proxy_replicas = *proxy_replicas.borrow_and_update();
+        span.set("tollgate.compile.objects", object_count(&inputs) as i64);
         let version = unix_millis().max(last_version + 1);
         let started = Instant::now();
         // Compiling thousands of objects takes milliseconds of CPU: keep it off the async workers.
@@ -110,13 +117,19 @@ pub async fn run(
                 .await
                 .expect("the compiler does not panic");
         metrics.compile_duration.observe(started.elapsed());
+        describe_compile(&span, &compiled);
         let changed = outputs
             .snapshots
             .borrow()
             .as_ref()
             .is_none_or(|p| p.snapshot.hash != compiled.snapshot.hash);
+        span.set(
+            "tollgate.compile.result",
+            if changed { "published" } else { "unchanged" },
+        );
         if changed {
             last_version = version;
+            let push = traces.child(&span, "tollgate.snapshot.push");
             let frame = Bytes::from(wire::encode_frame(&compiled.snapshot));
             metrics.snapshot_version.store(version, Ordering::Relaxed);
             metrics
@@ -131,6 +144,14 @@ pub async fn run(
                 compile_ms = started.elapsed().as_secs_f64() * 1e3,
                 "publishing a new snapshot"
             );
+            push.set("tollgate.snapshot.version", version as i64);
+            push.set("tollgate.snapshot.hash", compiled.snapshot.hash.clone());
+            push.set("tollgate.snapshot.bytes", frame.len() as i64);
+            // Each open stream sends the new frame as soon as it sees it.
+            push.set(
+                "tollgate.proxies.connected",
+                metrics.connected_proxies.load(Ordering::Relaxed),
+            );
             outputs.snapshots.send_replace(Some(Arc::new(Published {
                 snapshot: compiled.snapshot,
                 frame,
@@ -144,6 +165,56 @@ pub async fn run(
                 true
             }
         });
+    }
+}
+
+/// How many objects went into a compile.
+fn object_count(inputs: &Inputs) -> usize {
+    inputs.providers.len()
+        + inputs.routes.len()
+        + inputs.consumers.len()
+        + inputs.subscriptions.len()
+        + inputs.secrets.len()
+        + inputs.config_maps.len()
+        + inputs.guardrails.len()
+        + inputs.mcp_servers.len()
+}
+
+/// The compile span's attributes: the snapshot's version, hash and routes, and the objects the
+/// compiler did not accept, as the span's error (named with their reasons, never their content).
+fn describe_compile(span: &Work, compiled: &tollgate_snapshot::Compiled) {
+    if !span.recorded() {
+        return;
+    }
+    let snapshot = &compiled.snapshot;
+    span.set("tollgate.snapshot.version", snapshot.version as i64);
+    span.set("tollgate.snapshot.hash", snapshot.hash.clone());
+    span.set(
+        "tollgate.snapshot.routes",
+        snapshot.content.routes.len() as i64,
+    );
+    let refused: Vec<String> = compiled
+        .verdicts
+        .iter()
+        .filter_map(|v| {
+            let accepted = v.conditions.iter().find(|c| c.type_ == "Accepted")?;
+            (!accepted.status)
+                .then(|| format!("{} {} ({})", v.kind.as_str(), v.id, accepted.reason))
+        })
+        .collect();
+    span.set("tollgate.compile.rejected", refused.len() as i64);
+    if !refused.is_empty() {
+        const NAMED: usize = 5;
+        let more = refused.len().saturating_sub(NAMED);
+        let mut description = format!(
+            "{} object(s) not accepted: {}",
+            refused.len(),
+            refused[..refused.len().min(NAMED)].join(", ")
+        );
+        if more > 0 {
+            description.push_str(&format!(" and {more} more"));
+        }
+        span.fail("objects_not_accepted", description);
     }
 }
 

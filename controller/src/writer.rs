@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tollgate_crds::{AIGuardrail, AIRoute, ApiSubscription, Consumer, MCPServer, ModelProvider};
 use tollgate_snapshot::{Kind, ObjectRef, Verdict};
 
-use crate::{keys::KeyGenerator, metrics::Metrics, status, store::Store};
+use crate::{keys::KeyGenerator, metrics::Metrics, status, store::Store, trace::Traces};
 
 /// Status patches in flight at once.
 const PARALLEL_WRITES: usize = 16;
@@ -83,6 +83,8 @@ pub struct Writer {
     /// Objects found up to date, with the resourceVersion and verdict they were checked against: while
     /// neither changes, they are not looked at again (a pass costs what changed, not what exists).
     checked: HashMap<(Kind, ObjectRef), (Option<String>, Verdict)>,
+    /// A span per batch of status writes.
+    traces: Traces,
 }
 
 impl Writer {
@@ -103,7 +105,14 @@ impl Writer {
             recorder,
             sent: HashMap::new(),
             checked: HashMap::new(),
+            traces: Traces::off(),
         }
+    }
+
+    /// Records each batch of status writes as a span of `traces`.
+    pub fn with_traces(mut self, traces: Traces) -> Self {
+        self.traces = traces;
+        self
     }
 
     /// Runs until the verdict channel closes.
@@ -161,6 +170,8 @@ impl Writer {
             return true;
         }
         tracing::debug!(count = writes.len(), "writing status");
+        let span = self.traces.root("tollgate.status.write");
+        span.set("tollgate.status.patches", writes.len() as i64);
         let client = &self.client;
         let results: Vec<(Write, kube::Result<()>)> = stream::iter(writes)
             .map(|w| async move {
@@ -171,6 +182,8 @@ impl Writer {
             .collect()
             .await;
         let mut all_written = true;
+        let mut failed: Vec<String> = Vec::new();
+        let mut first_error: Option<&'static str> = None;
         for (write, result) in results {
             match result {
                 Ok(()) => {
@@ -187,12 +200,30 @@ impl Writer {
                 }
                 Err(error) => {
                     all_written = false;
+                    first_error.get_or_insert(error_type(&error));
+                    failed.push(format!(
+                        "{} {}: {}",
+                        write.kind.as_str(),
+                        write.id,
+                        error_summary(&error)
+                    ));
                     self.metrics
                         .status_write_errors
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(kind = write.kind.as_str(), object = %write.id, %error, "status write failed");
                 }
             }
+        }
+        span.set("tollgate.status.failed", failed.len() as i64);
+        if let Some(error_type) = first_error {
+            const NAMED: usize = 5;
+            let more = failed.len().saturating_sub(NAMED);
+            failed.truncate(NAMED);
+            let mut description = format!("status writes failed: {}", failed.join("; "));
+            if more > 0 {
+                description.push_str(&format!(" and {more} more"));
+            }
+            span.fail(error_type, description);
         }
         all_written
     }
@@ -336,6 +367,31 @@ fn resource(kind: Kind) -> ApiResource {
     }
 }
 
+/// A short, fixed word for a failed write (`error.type`): the API server's reason, or `transport`.
+fn error_type(error: &kube::Error) -> &'static str {
+    match error {
+        kube::Error::Api(status) => match status.code {
+            404 => "NotFound",
+            409 => "Conflict",
+            403 => "Forbidden",
+            422 => "Invalid",
+            429 => "TooManyRequests",
+            500..=599 => "ServerError",
+            _ => "ApiError",
+        },
+        _ => "transport",
+    }
+}
+
+/// What went wrong, in a few words: the API server's code and reason (its message may quote the
+/// patch, which holds status fields only, but is left out to keep the span short).
+fn error_summary(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} {}", status.code, status.reason),
+        _ => "the API server could not be reached".to_string(),
+    }
+}
+
 async fn send(client: &Client, write: &Write) -> kube::Result<()> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &write.id.namespace, &resource(write.kind));
@@ -384,6 +440,51 @@ mod tests {
                 route: "team/r".into(),
             }),
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_is_an_error_span_naming_the_objects() {
+        let receiver = crate::trace::receiver::Receiver::start().await;
+        let metrics = Arc::new(Metrics::default());
+        let config = crate::trace::OtelArgs::parse_for_test(&["--otlp-endpoint", "http://x"])
+            .traces(|_| None)
+            .unwrap()
+            .unwrap();
+        let traces = crate::trace::TraceConfig {
+            url: receiver.url.clone(),
+            delay: Duration::from_millis(5),
+            ..config
+        };
+        let traces = Traces::start(traces, "test", metrics.clone()).unwrap();
+        // No API server there.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let store = Store::new(1);
+        store.update(|t| {
+            t.subscriptions.apply(
+                ObjectRef::new("team", "sub"),
+                Entry::Good(subscription("1", None)),
+            )
+        });
+        let mut writer =
+            Writer::new(client, store, metrics.clone(), "test".into()).with_traces(traces.clone());
+        assert!(!writer.write_status(&[verdict(Phase::Approved)]).await);
+        traces.flush(Duration::from_secs(5)).await;
+        let spans = receiver.spans();
+        let span = spans
+            .iter()
+            .find(|s| s.span.name == "tollgate.status.write")
+            .expect("a status-write span");
+        assert_eq!(span.attr("tollgate.status.patches").as_deref(), Some("1"));
+        assert_eq!(span.attr("tollgate.status.failed").as_deref(), Some("1"));
+        assert_eq!(span.attr("error.type").as_deref(), Some("transport"));
+        let status = span.span.status.as_ref().unwrap();
+        assert_eq!(status.code, 2);
+        assert!(
+            status.message.contains("ApiSubscription team/sub"),
+            "{}",
+            status.message
+        );
     }
 
     #[tokio::test]

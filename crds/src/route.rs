@@ -88,6 +88,12 @@ pub struct AIRouteSpec {
     /// Limits each subscription gets unless it asks for less.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Ceilings on all of the route's traffic together, whoever calls: every subscriber's calls count
+    /// against them, on top of each subscription's own limits — for a provider quota that many
+    /// subscribers share. Cluster-wide when the proxies count in Redis; otherwise each proxy replica
+    /// holds its share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_limits: Option<Limits>,
     /// Budget each subscription gets unless it asks for less.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,

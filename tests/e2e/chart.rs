@@ -587,6 +587,114 @@ fn an_https_collectors_ca_is_mounted_as_a_file_the_proxy_is_pointed_at() {
 }
 
 #[test]
+fn the_controllers_tracing_values_become_its_otlp_variables_and_ca_file() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("chart-controller-otlp");
+    let controller_of = |args: &[&str]| -> Value {
+        let docs = documents(&render(cp, "ctltrace", ns.name(), args));
+        find(&docs, "Deployment", "ctltrace-tollgate-controller")["spec"]["template"]["spec"]
+            .clone()
+    };
+    let otel_env = |pod: &Value| -> Vec<Value> {
+        pod["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                let name = e["name"].as_str().unwrap();
+                name.starts_with("OTEL_") || name == "POD_NAMESPACE"
+            })
+            .cloned()
+            .collect()
+    };
+    // No collector: nothing of it.
+    let off = controller_of(&[]);
+    assert_eq!(otel_env(&off), Vec::<Value>::new());
+    assert!(
+        !off["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "otlp-ca")
+    );
+
+    let sets = [
+        "controller.tracing.endpoint=https://otel-collector.observability:4317",
+        "controller.tracing.protocol=grpc",
+        "controller.tracing.sampler=parentbased_traceidratio",
+        "controller.tracing.samplerArg=0.5",
+        "controller.tracing.resourceAttributes=deployment.environment=prod",
+        "controller.tracing.headersSecret=otlp-headers",
+        "controller.tracing.ca.configMap=otel-ca",
+    ];
+    let args: Vec<&str> = sets.iter().flat_map(|s| ["--set", *s]).collect();
+    let yaml = render(cp, "ctltrace", ns.name(), &args);
+    dry_run(cp, &yaml).unwrap_or_else(|e| panic!("dry-run refused: {e}"));
+    let pod = controller_of(&args);
+    assert_eq!(
+        otel_env(&pod),
+        serde_json::json!([
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "https://otel-collector.observability:4317"},
+            {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "grpc"},
+            {"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_traceidratio"},
+            {"name": "OTEL_TRACES_SAMPLER_ARG", "value": "0.5"},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "OTEL_RESOURCE_ATTRIBUTES",
+             "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),deployment.environment=prod"},
+            {"name": "OTEL_EXPORTER_OTLP_CERTIFICATE", "value": "/etc/tollgate/otlp-ca/ca.crt"},
+            {"name": "OTEL_EXPORTER_OTLP_HEADERS",
+             "valueFrom": {"secretKeyRef": {"name": "otlp-headers", "key": "headers"}}},
+        ])
+        .as_array()
+        .unwrap()
+        .clone()
+    );
+    // POD_NAME, which the resource attributes expand, comes before them.
+    assert_eq!(pod["containers"][0]["env"][0]["name"], "POD_NAME");
+    assert!(
+        pod["volumes"].as_array().unwrap().contains(&serde_json::json!(
+            {"name": "otlp-ca", "configMap": {"name": "otel-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+        )),
+        "{pod}"
+    );
+    assert!(
+        pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(
+                {"name": "otlp-ca", "mountPath": "/etc/tollgate/otlp-ca", "readOnly": true}
+            )),
+        "{pod}"
+    );
+    // The proxy's tracing values are its own.
+    let docs = documents(&yaml);
+    let proxy = &find(&docs, "Deployment", "ctltrace-tollgate-proxy")["spec"]["template"]["spec"];
+    assert!(
+        !proxy["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{proxy}"
+    );
+
+    let mut cmd = cp.helm();
+    cmd.arg("template").arg("bad").arg(chart_dir()).args([
+        "--set",
+        sets[0],
+        "--set",
+        "controller.tracing.ca.configMap=a",
+        "--set",
+        "controller.tracing.ca.secret=b",
+    ]);
+    let error = run_combined(cmd).expect_err("a ConfigMap and a Secret at once were accepted");
+    assert!(
+        error.contains("controller.tracing.ca.configMap") && error.contains("not both"),
+        "{error}"
+    );
+}
+
+#[test]
 fn the_values_schema_refuses_mistakes_before_anything_is_sent() {
     let cp = ControlPlane::shared();
     for (set, expected) in [
@@ -602,6 +710,14 @@ fn the_values_schema_refuses_mistakes_before_anything_is_sent() {
         (
             "proxy.tracing.endpoint=otel-collector:4317",
             "/proxy/tracing/endpoint",
+        ),
+        (
+            "controller.tracing.endpoint=otel-collector:4317",
+            "/controller/tracing/endpoint",
+        ),
+        (
+            "controller.tracing.accessLogs=true",
+            "additional properties 'accessLogs'",
         ),
     ] {
         let mut cmd = cp.helm();

@@ -206,6 +206,13 @@ fn invalid_objects() -> Vec<(&'static str, String, &'static str)> {
             "every model needs at least one backend with a weight above 0",
         ),
         (
+            "route-wide total of 0 requests a minute",
+            route(&format!(
+                "  prefix: /a\n  totalLimits: {{requestsPerMinute: 0}}\n{models}"
+            )),
+            "spec.totalLimits.requestsPerMinute: Invalid value",
+        ),
+        (
             "model with a context window of 0 tokens",
             route(
                 "  prefix: /a\n  models: [{name: m, contextWindow: 0, backends: [{provider: p}]}]\n",

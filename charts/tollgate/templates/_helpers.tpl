@@ -129,3 +129,74 @@ taken from the existing Secret when it was issued for the same DNS names.
 {{- printf "%s/%s" .Values.tls.source (include "tollgate.tlsSecretName" .) | sha256sum -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The OTLP variables both binaries read alike, from a component's `tracing` values (proxy.tracing or
+controller.tracing; "path" names them in error messages). The container must define POD_NAME before
+them. Renders nothing while the endpoint is empty.
+*/}}
+{{- define "tollgate.otlp.env" -}}
+{{- $t := .tracing -}}
+{{- if $t.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $t.protocol | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+{{- if $t.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $t.samplerArg | quote }}
+{{- end }}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)%s" (ternary (printf ",%s" $t.resourceAttributes) "" (ne $t.resourceAttributes "")) | quote }}
+{{- if and $t.ca.configMap $t.ca.secret }}
+{{- fail (printf "set one of %s.ca.configMap and %s.ca.secret, not both" .path .path) }}
+{{- end }}
+{{- if or $t.ca.configMap $t.ca.secret }}
+- name: OTEL_EXPORTER_OTLP_CERTIFICATE
+  value: /etc/tollgate/otlp-ca/ca.crt
+{{- end }}
+{{- if $t.headersSecret }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $t.headersSecret }}
+      key: headers
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The volume holding an https:// collector's CA, from a component's `tracing` values. */}}
+{{- define "tollgate.otlp.caVolume" -}}
+{{- $t := .tracing -}}
+{{- if $t.endpoint }}
+{{- if $t.ca.configMap }}
+- name: otlp-ca
+  configMap:
+    name: {{ $t.ca.configMap }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+{{- else if $t.ca.secret }}
+- name: otlp-ca
+  secret:
+    secretName: {{ $t.ca.secret }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Where that CA is mounted. */}}
+{{- define "tollgate.otlp.caMount" -}}
+{{- $t := .tracing -}}
+{{- if and $t.endpoint (or $t.ca.configMap $t.ca.secret) }}
+- name: otlp-ca
+  mountPath: /etc/tollgate/otlp-ca
+  readOnly: true
+{{- end }}
+{{- end -}}

@@ -325,6 +325,20 @@ pub fn card(route: &Route) -> String {
             esc(&limits.join(", "))
         );
     }
+    let mut total = Vec::new();
+    if let Some(r) = route.total_limits.requests_per_minute {
+        total.push(format!("{r} requests/min"));
+    }
+    if let Some(t) = route.total_limits.tokens_per_minute {
+        total.push(format!("{t} tokens/min"));
+    }
+    if !total.is_empty() {
+        let _ = write!(
+            out,
+            "<tr><th>All callers together</th><td>{}</td></tr>",
+            esc(&total.join(", "))
+        );
+    }
     out.push_str("</tbody></table></section>");
     out
 }
@@ -386,6 +400,20 @@ mod tests {
             html.contains(
                 "<code>fake-chat</code> <span class=\"context\">128,000 tokens of context</span><br><code>fake-chat</code></td>"
             ),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn a_card_shows_the_routes_total_beside_its_default_limits() {
+        let mut r = route("team-a", "chat", Stage::Published, "chat");
+        assert!(!card(&r).contains("All callers together"));
+        r.limits.requests_per_minute = Some(60);
+        r.total_limits.requests_per_minute = Some(600);
+        r.total_limits.tokens_per_minute = Some(100_000);
+        let html = card(&r);
+        assert!(
+            html.contains("<tr><th>Default limits</th><td>60 requests/min</td></tr><tr><th>All callers together</th><td>600 requests/min, 100000 tokens/min</td></tr>"),
             "{html}"
         );
     }

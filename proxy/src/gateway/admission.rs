@@ -177,7 +177,7 @@ pub(super) fn admit_to<'a>(
 }
 
 /// Charges an admitted model call of about `estimate` tokens, costing at most `estimate.1` USD, to the
-/// limits and budgets of its subscription and consumer, or refuses it with 429. Only calls routed to a model the route serves
+/// limits and budgets of its subscription and consumer and to its route's total, or refuses it with 429. Only calls routed to a model the route serves
 /// get here: unknown paths, unknown models and the models list are not charged.
 pub(super) async fn limit(
     shared: &Shared,
@@ -190,9 +190,17 @@ pub(super) async fn limit(
     let Some(sub) = admitted.subscription else {
         return Ok(());
     };
+    let route = &snapshot.content.routes[admitted.route as usize];
     match shared
         .limiter
-        .admit(snapshot, sub, admitted.consumer, estimate.0, estimate.1)
+        .admit(
+            snapshot,
+            route,
+            sub,
+            admitted.consumer,
+            estimate.0,
+            estimate.1,
+        )
         .await
     {
         Ok(None) => Ok(()),

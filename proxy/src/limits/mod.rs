@@ -1,7 +1,7 @@
-//! Request and token limits and budgets, per subscription and per consumer.
+//! Request and token limits and budgets, per subscription and per consumer, and route-wide totals.
 //!
-//! A call is admitted against every limited scope it belongs to (its subscription and its consumer) at
-//! once: if any scope refuses, none is charged. With Redis configured and reachable the counters are
+//! A call is admitted against every limited scope it belongs to (its subscription, its consumer and its
+//! route's total) at once: if any scope refuses, none is charged. With Redis configured and reachable the counters are
 //! cluster-wide ([`redis`]); otherwise each replica counts locally ([`local`]) against its share of
 //! every ceiling — the ceiling divided by the replica count from the snapshot (or `--replicas`). When
 //! Redis fails, calls fall back to local shares at once, the event is counted, and Redis is used again
@@ -12,6 +12,11 @@
 //! omit it), and locally its `namespace/name` with the uid beside it, so that a subscription or consumer
 //! deleted and created again under the same name starts from zero rather than inheriting its
 //! predecessor's spend.
+//!
+//! A route's total is shared by every consumer, so in Redis it cannot live in the consumer's hash slot.
+//! On a plain Redis one admission script still covers all three scopes; on a Redis in cluster mode the
+//! route's is checked by a second script sent in the same pipeline (one round trip), and when one of
+//! the two refuses, what the other charged is given back (see `Limiter::admit_redis`).
 
 pub mod local;
 pub mod redis;
@@ -23,13 +28,13 @@ use tollgate_snapshot::FxHashMap;
 use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
-use tollgate_snapshot::{Budget, Consumer, Limits, ObjectRef, Snapshot, Subscription};
+use tollgate_snapshot::{Budget, Consumer, Limits, ObjectRef, Route, Snapshot, Subscription};
 
 use crate::clock;
 use crate::error::ApiError;
 use crate::telemetry::Recorder;
 use local::{Ceilings, Counters, Exceeded, Gauges, Instant, Refusal};
-use redis::{RedisCounters, RedisScope, Settlement};
+use redis::{RedisCounters, RedisScope, SettledKey, Settlement};
 
 /// How limits are counted. Its `Debug` shows no secret.
 #[derive(Clone, Default)]
@@ -63,6 +68,7 @@ type Table = RwLock<FxHashMap<ObjectRef, (Box<str>, Arc<Mutex<Counters>>)>>;
 pub struct Limiter {
     subscriptions: Table,
     consumers: Table,
+    routes: Table,
     redis: Option<Arc<RedisCounters>>,
     replicas: Option<u32>,
     recorder: Arc<Recorder>,
@@ -73,13 +79,22 @@ pub struct Limiter {
 enum ScopeKind {
     Subscription,
     Consumer,
+    /// A route's total for all its callers.
+    Route,
 }
 
 impl ScopeKind {
+    /// Whether the caller may see this scope's levels in its `x-ratelimit-*` headers: its own
+    /// subscription's and consumer's, not the route's total, which counts every team's calls.
+    fn tells_caller(self) -> bool {
+        self != Self::Route
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Subscription => "subscription",
             Self::Consumer => "consumer",
+            Self::Route => "route",
         }
     }
 }
@@ -102,14 +117,39 @@ fn ceilings(limits: &Limits, budget: &Budget) -> Ceilings {
     }
 }
 
-/// How an admitted call is settled when it ends.
 /// The counters a call was admitted against, with the ceilings it was held to.
-type Held = SmallVec<[(Arc<Mutex<Counters>>, Ceilings); 2]>;
+type Held = SmallVec<[(Arc<Mutex<Counters>>, Ceilings); 3]>;
 
+/// How an admitted call is settled when it ends.
 enum Settle {
     Local(Held),
-    /// The keys with their tokens/min ceilings, and the reservation epoch.
-    Redis(Vec<(String, i64)>, i64),
+    /// The keys of each hash slot the call was admitted in (its consumer's first, then its route's
+    /// total when the route has one), and the reservation epoch.
+    Redis(SmallVec<[KeyGroup; 2]>, i64),
+}
+
+/// The Redis keys of one hash slot that admitted a call.
+struct KeyGroup {
+    keys: Vec<SettledKey>,
+    /// Whether the group holds spend (a route's total counts requests and tokens only).
+    spends: bool,
+}
+
+impl KeyGroup {
+    fn of(scopes: &[RedisScope], spends: bool) -> Self {
+        let limit = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        Self {
+            keys: scopes
+                .iter()
+                .map(|s| SettledKey {
+                    key: s.key.clone(),
+                    tokens: limit(s.ceilings.tokens),
+                    requests: limit(s.ceilings.requests),
+                })
+                .collect(),
+            spends,
+        }
+    }
 }
 
 /// An admitted call's claim on the limiter; [`Grant::settle`] it with the real usage.
@@ -137,18 +177,22 @@ impl Grant {
                     counters.settle(&c, &at, self.estimate, tokens, cost);
                 }
             }
-            Settle::Redis(keys, reserved_in) => {
+            Settle::Redis(groups, reserved_in) => {
                 if let Some(redis) = &self.limiter.redis {
-                    redis.settle(Settlement {
-                        keys,
-                        estimate: self.estimate,
-                        used: tokens,
-                        cost_micro_usd: cost,
-                        reserved_micro_usd: self.reserved_micro_usd,
-                        reserved_in,
-                        day: at.day,
-                        month: at.month,
-                    });
+                    for group in groups {
+                        let spends = group.spends;
+                        redis.settle(Settlement {
+                            keys: group.keys,
+                            give_back_request: false,
+                            estimate: self.estimate,
+                            used: tokens,
+                            cost_micro_usd: if spends { cost } else { 0 },
+                            reserved_micro_usd: if spends { self.reserved_micro_usd } else { 0 },
+                            reserved_in,
+                            day: at.day,
+                            month: at.month,
+                        });
+                    }
                 }
             }
         }
@@ -199,6 +243,7 @@ impl Limiter {
         Self {
             subscriptions: RwLock::default(),
             consumers: RwLock::default(),
+            routes: RwLock::default(),
             redis,
             replicas: config.replicas,
             recorder,
@@ -224,18 +269,19 @@ impl Limiter {
         }
     }
 
-    /// Admits or refuses a call of `consumer` on `subscription` that is estimated at `tokens` tokens
-    /// and could cost up to `cost_ceiling_usd`, which budgets hold for it until it is settled.
-    /// `Ok(None)` when neither is limited (nothing is counted).
+    /// Admits or refuses a call of `consumer` on `subscription` to `route` that is estimated at
+    /// `tokens` tokens and could cost up to `cost_ceiling_usd`, which budgets hold for it until it is
+    /// settled. `Ok(None)` when none of the three is limited (nothing is counted).
     pub async fn admit(
         self: &Arc<Self>,
         snapshot: &Snapshot,
+        route: &Route,
         subscription: &Subscription,
         consumer: &Consumer,
         tokens: u64,
         cost_ceiling_usd: f64,
     ) -> Result<Option<Admitted>, Box<Refused>> {
-        let mut scopes: [Option<Scope<'_>>; 2] = [None, None];
+        let mut scopes: [Option<Scope<'_>>; 3] = [None, None, None];
         let sub = ceilings(&subscription.limits, &subscription.budget);
         if !sub.is_unlimited() {
             scopes[0] = Some(Scope {
@@ -254,11 +300,21 @@ impl Limiter {
                 ceilings: con,
             });
         }
+        let total = ceilings(&route.total_limits, &Budget::default());
+        if !total.is_unlimited() {
+            scopes[2] = Some(Scope {
+                kind: ScopeKind::Route,
+                id: &route.id,
+                uid: &route.uid,
+                ceilings: total,
+            });
+        }
         if scopes.iter().all(Option::is_none) {
             return Ok(None);
         }
-        // At most two scopes: kept inline, like the counters they lead to, with no allocation.
-        let scopes: SmallVec<[Scope<'_>; 2]> = scopes.into_iter().flatten().collect();
+        // At most three scopes, in the order subscription, consumer, route: kept inline, like the
+        // counters they lead to, with no allocation.
+        let scopes: SmallVec<[Scope<'_>; 3]> = scopes.into_iter().flatten().collect();
         let reserve = (cost_ceiling_usd * 1_000_000.0).ceil().max(0.0) as u64;
         if let Some(redis) = &self.redis
             && redis.is_up()
@@ -290,6 +346,7 @@ impl Limiter {
         let table = match scope.kind {
             ScopeKind::Subscription => &self.subscriptions,
             ScopeKind::Consumer => &self.consumers,
+            ScopeKind::Route => &self.routes,
         };
         if let Some((uid, c)) = table.read().expect("limit table lock").get(scope.id)
             && **uid == *scope.uid
@@ -316,15 +373,17 @@ impl Limiter {
             .iter()
             .map(|s| (self.counters(s), s.ceilings.share(replicas)))
             .collect();
-        // Locks are always taken subscription first, then consumer: no two calls wait on each other.
-        let mut guards: SmallVec<[_; 2]> = held
+        // Locks are always taken subscription first, then consumer, then route: no two calls wait on
+        // each other.
+        let mut guards: SmallVec<[_; 3]> = held
             .iter()
             .map(|(c, _)| c.lock().expect("limit counters lock"))
             .collect();
         let mut gauges = Gauges::default();
         for (i, (guard, (_, c))) in guards.iter().zip(&held).enumerate() {
             match guard.check_reserving(c, &at, tokens, reserve) {
-                Ok(g) => gauges = gauges.merge(g),
+                Ok(g) if scopes[i].kind.tells_caller() => gauges = gauges.merge(g),
+                Ok(_) => {}
                 Err(refusal) => {
                     return Err(Box::new(self.refused(&scopes[i], refusal, replicas)));
                 }
@@ -358,44 +417,77 @@ impl Limiter {
         reserve: u64,
     ) -> Result<Result<Option<Admitted>, Box<Refused>>, redis::RedisError> {
         let at = Instant::at(clock::now_unix_ms());
-        let keyed: Vec<RedisScope> = scopes
+        let keyed: SmallVec<[RedisScope; 3]> = scopes
             .iter()
             .map(|s| RedisScope {
                 key: redis_key(s, consumer),
                 ceilings: s.ceilings,
             })
             .collect();
-        let decision = redis
-            .admit(&keyed, tokens, reserve, at.day, at.month)
+        // The route's total (last when there is one) lies in a hash slot of its own, which only a
+        // Redis in cluster mode keeps apart: there it gets a script call of its own.
+        let own = scopes
+            .iter()
+            .position(|s| s.kind == ScopeKind::Route)
+            .filter(|_| redis.is_cluster())
+            .unwrap_or(scopes.len());
+        let (mine, total) = keyed.split_at(own);
+        let groups: SmallVec<[(&[RedisScope], usize); 2]> = [(mine, 0), (total, own)]
+            .into_iter()
+            .filter(|(g, _)| !g.is_empty())
+            .collect();
+        let slices: SmallVec<[&[RedisScope]; 2]> = groups.iter().map(|(g, _)| *g).collect();
+        let decisions = redis
+            .admit(&slices, tokens, reserve, at.day, at.month)
             .await?;
         let at = Instant {
-            now_ms: decision.now_ms,
+            now_ms: decisions[0].now_ms,
             ..at
         };
-        if decision.verdict != 0 {
-            let i = decision.scope.min(scopes.len() - 1);
-            let refusal = decision.counters[i]
+        let epoch = decisions[0].now_ms.div_euclid(redis::RESERVATION_EPOCH_MS);
+        if let Some(g) = decisions.iter().position(|d| d.verdict != 0) {
+            // What the groups that admitted the call charged is given back.
+            for ((group, first), d) in groups.iter().zip(&decisions) {
+                if d.verdict == 0 {
+                    let spends = *first == 0 && scopes[0].kind != ScopeKind::Route;
+                    redis.settle(Settlement {
+                        keys: KeyGroup::of(group, spends).keys,
+                        give_back_request: true,
+                        estimate: tokens,
+                        used: 0,
+                        cost_micro_usd: 0,
+                        reserved_micro_usd: if spends { reserve } else { 0 },
+                        reserved_in: epoch,
+                        day: at.day,
+                        month: at.month,
+                    });
+                }
+            }
+            let d = &decisions[g];
+            let within = d.scope.min(groups[g].0.len() - 1);
+            let i = groups[g].1 + within;
+            let refusal = d.counters[within]
                 .check_reserving(&scopes[i].ceilings, &at, tokens, reserve)
                 .err()
-                .unwrap_or_else(|| rounding_refusal(decision.verdict, &scopes[i].ceilings, tokens));
+                .unwrap_or_else(|| rounding_refusal(d.verdict, &scopes[i].ceilings, tokens));
             return Ok(Err(Box::new(self.refused(&scopes[i], refusal, 1))));
         }
         let mut gauges = Gauges::default();
-        for (counters, s) in decision.counters.iter().zip(scopes) {
+        let counters = decisions.iter().flat_map(|d| &d.counters);
+        for (counters, s) in counters.zip(scopes) {
+            if !s.kind.tells_caller() {
+                continue;
+            }
             let g = match counters.check(&s.ceilings, &at, tokens) {
                 Ok(g) => g,
                 Err(r) => r.gauges,
             };
             gauges = gauges.merge(g);
         }
-        let keys = keyed
-            .into_iter()
-            .map(|s| {
-                let tokens = s
-                    .ceilings
-                    .tokens
-                    .map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX));
-                (s.key, tokens)
+        let settle = groups
+            .iter()
+            .map(|(group, first)| {
+                KeyGroup::of(group, *first == 0 && scopes[0].kind != ScopeKind::Route)
             })
             .collect();
         Ok(Ok(Some(Admitted {
@@ -407,10 +499,7 @@ impl Limiter {
                 limiter: self.clone(),
                 estimate: tokens,
                 reserved_micro_usd: reserve,
-                settle: Settle::Redis(
-                    keys,
-                    decision.now_ms.div_euclid(redis::RESERVATION_EPOCH_MS),
-                ),
+                settle: Settle::Redis(settle, epoch),
             },
         })))
     }
@@ -421,14 +510,22 @@ impl Limiter {
             Exceeded::Tokens => "tokens",
             Exceeded::DailyBudget | Exceeded::MonthlyBudget => "budget",
         };
-        self.recorder.metrics.limit_refused(reason);
+        self.recorder
+            .metrics
+            .limit_refused(reason, scope.kind.as_str());
         Refused {
             notes: RateNotes {
-                gauges: refusal.gauges,
+                // A route's total is all its callers' traffic together: how much of it others used is
+                // theirs to know, not this caller's.
+                gauges: if scope.kind.tells_caller() {
+                    refusal.gauges
+                } else {
+                    Gauges::default()
+                },
                 retry_after_ms: Some(refusal.retry_after_ms),
                 do_not_retry: reason == "budget",
             },
-            error: refusal_error(scope.kind.as_str(), scope.id, &refusal, replicas),
+            error: refusal_error(scope.kind, scope.id, &refusal, replicas),
         }
     }
 }
@@ -453,9 +550,10 @@ fn rounding_refusal(verdict: i64, c: &Ceilings, tokens: u64) -> Refusal {
 }
 
 /// The hash of one scope, named by the object's uid (`namespace/name` when it has none: a uid never
-/// holds a `/`, so the two cannot meet). Every key carries its consumer as Redis Cluster hash tag
-/// (`{...}`): a subscription belongs to one consumer, so all keys one call touches lie in one slot and
-/// the admission script never fails with CROSSSLOT.
+/// holds a `/`, so the two cannot meet). A subscription's and a consumer's key carry the consumer as
+/// Redis Cluster hash tag (`{...}`): a subscription belongs to one consumer, so both lie in one slot
+/// and one admission script covers them without CROSSSLOT. A route's total is every consumer's, so its
+/// key is tagged by the route (`{r:...}`) and has a script call of its own.
 fn redis_key(scope: &Scope<'_>, consumer: &Consumer) -> String {
     use std::fmt::Write;
     fn identity(out: &mut String, id: &ObjectRef, uid: &str) {
@@ -467,19 +565,48 @@ fn redis_key(scope: &Scope<'_>, consumer: &Consumer) -> String {
     }
     let mut key = String::with_capacity(64);
     key.push_str("tollgate:limits:{");
-    identity(&mut key, &consumer.id, &consumer.uid);
-    key.push_str(match scope.kind {
+    let kind = match scope.kind {
+        ScopeKind::Route => {
+            key.push_str("r:");
+            identity(&mut key, scope.id, scope.uid);
+            key.push_str("}:r");
+            return key;
+        }
         ScopeKind::Subscription => "}:s:",
         ScopeKind::Consumer => "}:c:",
-    });
+    };
+    identity(&mut key, &consumer.id, &consumer.uid);
+    key.push_str(kind);
     identity(&mut key, scope.id, scope.uid);
     key
 }
 
 /// OpenAI's shape for a limit refusal: `type` names the dimension, `code` is `rate_limit_exceeded`
-/// (or `budget_exceeded` for spend), and the message says what was used and when to retry.
-fn refusal_error(kind: &str, id: &ObjectRef, r: &Refusal, replicas: u32) -> ApiError {
+/// (or `budget_exceeded` for spend), and the message says what was used and when to retry — except
+/// for a route's total, whose use is every caller's together: its message names the ceiling only.
+fn refusal_error(kind: ScopeKind, id: &ObjectRef, r: &Refusal, replicas: u32) -> ApiError {
     let wait = format_duration(r.retry_after_ms);
+    if kind == ScopeKind::Route {
+        let (type_, per) = match r.exceeded {
+            Exceeded::Tokens => ("tokens", "tokens per min (TPM)"),
+            _ => ("requests", "requests per min (RPM)"),
+        };
+        let share = if replicas > 1 {
+            format!(" (this gateway replica's share of it: 1/{replicas})")
+        } else {
+            String::new()
+        };
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            type_,
+            "rate_limit_exceeded",
+            format!(
+                "Rate limit reached for route {id}, shared by all its callers, on {per}: Limit {}{share}. Please try again in {wait}.",
+                r.limit
+            ),
+        );
+    }
+    let kind = kind.as_str();
     let share = if replicas > 1 {
         format!(
             " (this gateway replica's share of it while cluster-wide counting is unavailable: 1/{replicas})"
@@ -720,6 +847,28 @@ mod tests {
     }
 
     #[test]
+    fn a_routes_total_has_one_key_for_every_consumer_in_a_slot_of_its_own() {
+        let route = ObjectRef::new("team-a", "chat");
+        let route_uid = "7007e000-0000-4000-8000-000000000004";
+        let app = consumer("app", "c0ffee00-0000-4000-8000-000000000001");
+        let bot = consumer("bot", "b0700000-0000-4000-8000-000000000003");
+        let total = scope(ScopeKind::Route, &route, route_uid);
+        let of_app = redis_key(&total, &app);
+        assert_eq!(of_app, redis_key(&total, &bot));
+        assert_eq!(
+            of_app,
+            "tollgate:limits:{r:7007e000-0000-4000-8000-000000000004}:r"
+        );
+        let con = redis_key(&scope(ScopeKind::Consumer, &app.id, &app.uid), &app);
+        assert_ne!(hash_tag(&of_app), hash_tag(&con));
+        // Without a uid: by namespace/name, which a uid never looks like.
+        assert_eq!(
+            redis_key(&scope(ScopeKind::Route, &route, ""), &app),
+            "tollgate:limits:{r:team-a/chat}:r"
+        );
+    }
+
+    #[test]
     fn objects_without_a_uid_are_keyed_by_namespace_and_name() {
         let app = consumer("app", "");
         let subscription = ObjectRef::new("team-a", "app-chat");
@@ -760,7 +909,7 @@ mod tests {
             retry_after_ms: 6_000,
             gauges: Gauges::default(),
         };
-        let e = refusal_error("subscription", &id, &r, 1);
+        let e = refusal_error(ScopeKind::Subscription, &id, &r, 1);
         assert_eq!(
             (e.status.as_u16(), e.kind, e.code),
             (429, "tokens", "rate_limit_exceeded")
@@ -777,7 +926,7 @@ mod tests {
             retry_after_ms: 86_400_000,
             gauges: Gauges::default(),
         };
-        let e = refusal_error("consumer", &id, &budget, 2);
+        let e = refusal_error(ScopeKind::Consumer, &id, &budget, 2);
         assert_eq!((e.kind, e.code), ("insufficient_quota", "budget_exceeded"));
         assert!(e.message.contains("USD 5.00 of USD 5.00"), "{}", e.message);
         assert!(e.message.contains("1/2"), "{}", e.message);

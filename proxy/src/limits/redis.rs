@@ -1,7 +1,11 @@
 //! Cluster-wide counting in Redis: the same buckets and spend windows as [`super::local`], kept in one
 //! hash per scope and changed only by Lua scripts, so a check and its commit are atomic across replicas.
 //!
-//! Admission is one script call (one round trip) covering every scope of the call. Settlements are not
+//! Admission is one script call (one round trip) covering every scope of the call. On a Redis in
+//! cluster mode (`cluster_enabled:1`, read when connecting) one script may touch only keys of one hash
+//! slot: the scopes in the consumer's slot are checked by one call, and a route's total, shared by all
+//! consumers and so in a slot of its own, by a second call of the same script in the same pipeline
+//! (still one round trip). Settlements are not
 //! on the request path: they are queued and sent in batches, one pipeline per batch. Redis's own clock
 //! (`TIME`) times the buckets, so replicas with drifting clocks still agree.
 //!
@@ -15,6 +19,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use super::local::{Bucket, Ceilings, Counters, Spend};
@@ -102,9 +107,10 @@ return reply
 "#;
 
 /// Replaces a call's token estimate with its real usage, adds its cost to the spend windows and gives
-/// back its budget reservation. KEYS: the call's scopes. ARGV: estimate, tokens used, cost
-/// (micro-dollars), day, month, key TTL, reservation, its epoch, epoch length, then per key its
-/// tokens/min ceiling (-1 for none).
+/// back its budget reservation; a call admitted by some scopes and refused by others gives back its
+/// request too. KEYS: the call's scopes. ARGV: estimate, tokens used, cost (micro-dollars), day,
+/// month, key TTL, reservation, its epoch, epoch length, requests given back (0 or 1), then per key
+/// its tokens/min and requests/min ceilings (-1 for none).
 const SETTLE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -112,8 +118,17 @@ local estimate, used, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV
 local day, month, ttl = ARGV[4], ARGV[5], tonumber(ARGV[6])
 local reserved, reserved_in = tonumber(ARGV[7]), tonumber(ARGV[8])
 local epoch = math.floor(now / tonumber(ARGV[9]))
+local back = tonumber(ARGV[10])
 for i, key in ipairs(KEYS) do
-  local tl = tonumber(ARGV[9 + i])
+  local tl, rl = tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i])
+  if back > 0 and rl >= 0 then
+    local h = redis.call('HMGET', key, 'ru', 'ra')
+    if h[1] and h[2] then
+      local ru = tonumber(h[1]) - (now - tonumber(h[2])) * rl / 60000 - back
+      if ru < 0 then ru = 0 end
+      redis.call('HSET', key, 'ru', string.format('%.17g', ru), 'ra', now)
+    end
+  end
   if reserved > 0 then
     local h = redis.call('HMGET', key, 're', 'rv', 'rp')
     local re = tonumber(h[1])
@@ -192,8 +207,11 @@ pub struct RedisDecision {
 
 /// A call's settlement, waiting to be sent.
 pub struct Settlement {
-    /// The call's scope keys, with their tokens/min ceilings (-1 for none).
-    pub keys: Vec<(String, i64)>,
+    /// The call's scope keys in one hash slot, with their tokens/min and requests/min ceilings (-1 for
+    /// none).
+    pub keys: Vec<SettledKey>,
+    /// Whether the call's request is given back too (it was refused by a scope of another slot).
+    pub give_back_request: bool,
     /// Tokens counted at admission.
     pub estimate: u64,
     /// Tokens really used.
@@ -208,6 +226,17 @@ pub struct Settlement {
     pub day: i64,
     /// Month number.
     pub month: i64,
+}
+
+/// One key a settlement changes.
+#[derive(Clone, Debug)]
+pub struct SettledKey {
+    /// The hash key.
+    pub key: String,
+    /// Its tokens/min ceiling, -1 for none.
+    pub tokens: i64,
+    /// Its requests/min ceiling, -1 for none.
+    pub requests: i64,
 }
 
 /// How to log in to Redis beyond what its URL says. Its `Debug` shows no secret.
@@ -298,6 +327,8 @@ pub struct RedisCounters {
     client: redis::Client,
     conn: ArcSwapOption<MultiplexedConnection>,
     up: AtomicBool,
+    /// Whether the server runs in cluster mode, where a script's keys must share one hash slot.
+    cluster: AtomicBool,
     timeout: Duration,
     admit: redis::Script,
     settle: redis::Script,
@@ -318,12 +349,18 @@ impl RedisCounters {
             client: client(url, login)?,
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
+            cluster: AtomicBool::new(false),
             timeout,
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
             queue,
             queued: std::sync::Mutex::new(Some(queued)),
         })
+    }
+
+    /// Whether the server said it runs in cluster mode when last connected.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.load(Ordering::Relaxed)
     }
 
     /// Whether the last command succeeded.
@@ -363,10 +400,15 @@ impl RedisCounters {
                 .arg(SETTLE)
                 .query_async::<String>(&mut conn)
                 .await?;
-            Ok::<_, redis::RedisError>(conn)
+            let info: String = redis::cmd("INFO")
+                .arg("cluster")
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>((conn, cluster_enabled(&info)))
         };
         match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), work).await {
-            Ok(Ok(conn)) => {
+            Ok(Ok((conn, cluster))) => {
+                self.cluster.store(cluster, Ordering::Relaxed);
                 self.conn.store(Some(Arc::new(conn)));
                 self.up.store(true, Ordering::Relaxed);
                 Ok(())
@@ -432,8 +474,8 @@ impl RedisCounters {
         for s in batch {
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(self.settle.get_hash()).arg(s.keys.len());
-            for (key, _) in &s.keys {
-                cmd.arg(key);
+            for k in &s.keys {
+                cmd.arg(&k.key);
             }
             cmd.arg(s.estimate)
                 .arg(s.used)
@@ -443,9 +485,10 @@ impl RedisCounters {
                 .arg(KEY_TTL_MS)
                 .arg(s.reserved_micro_usd)
                 .arg(s.reserved_in)
-                .arg(RESERVATION_EPOCH_MS);
-            for (_, tokens) in &s.keys {
-                cmd.arg(*tokens);
+                .arg(RESERVATION_EPOCH_MS)
+                .arg(u8::from(s.give_back_request));
+            for k in &s.keys {
+                cmd.arg(k.tokens).arg(k.requests);
             }
             pipe.add_command(cmd).ignore();
         }
@@ -461,72 +504,155 @@ impl RedisCounters {
         let _ = self.queue.send(settlement);
     }
 
-    /// Asks Redis whether a call fits every scope, committing it if so. One round trip.
+    /// Asks Redis whether a call fits every scope of each group (the scopes of one hash slot),
+    /// committing it to a group if that group admits it. One round trip: one script call per group, in
+    /// one pipeline when there are two. A group's decision stands alone: the caller gives back what an
+    /// admitting group charged when another refused.
     pub async fn admit(
         &self,
-        scopes: &[RedisScope],
+        groups: &[&[RedisScope]],
         tokens: u64,
         reserve: u64,
         day: i64,
         month: i64,
-    ) -> Result<RedisDecision, RedisError> {
+    ) -> Result<SmallVec<[RedisDecision; 2]>, RedisError> {
         let conn = self.conn.load_full().ok_or(RedisError::Down)?;
         let mut conn = MultiplexedConnection::clone(&conn);
-        let mut invocation = self.admit.prepare_invoke();
-        for s in scopes {
-            invocation.key(&s.key);
-        }
-        invocation
-            .arg(tokens)
-            .arg(day)
-            .arg(month)
-            .arg(KEY_TTL_MS)
-            .arg(reserve)
-            .arg(RESERVATION_EPOCH_MS);
-        for s in scopes {
-            let c = &s.ceilings;
-            invocation
-                .arg(limit_arg(c.requests))
-                .arg(limit_arg(c.tokens))
-                .arg(limit_arg(c.daily_micro_usd))
-                .arg(limit_arg(c.monthly_micro_usd));
-        }
-        let reply: Vec<i64> =
+        let replies: Vec<Vec<i64>> = if let [scopes] = groups {
+            let mut invocation = self.admit.prepare_invoke();
+            for s in *scopes {
+                invocation.key(&s.key);
+            }
+            admit_args(&mut invocation, scopes, tokens, reserve, day, month);
             match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
                 Err(_) => return Err(RedisError::Timeout),
-                Ok(reply) => reply?,
+                Ok(reply) => vec![reply?],
+            }
+        } else {
+            let mut pipe = redis::pipe();
+            for scopes in groups {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(self.admit.get_hash()).arg(scopes.len());
+                for s in *scopes {
+                    cmd.arg(&s.key);
+                }
+                admit_args(&mut cmd, scopes, tokens, reserve, day, month);
+                pipe.add_command(cmd);
+            }
+            let sent = async {
+                match pipe.query_async(&mut conn).await {
+                    // The script cache was emptied (SCRIPT FLUSH, a failover) under a live connection:
+                    // load it again and send once more.
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        self.admit.load_async(&mut conn).await?;
+                        pipe.query_async(&mut conn).await
+                    }
+                    other => other,
+                }
             };
-        if reply.len() != 3 + 5 * scopes.len() {
+            match tokio::time::timeout(self.timeout, sent).await {
+                Err(_) => return Err(RedisError::Timeout),
+                Ok(replies) => replies?,
+            }
+        };
+        if replies.len() != groups.len() {
             return Err(RedisError::Reply);
         }
-        let now_ms = reply[2];
-        let counters = reply[3..]
-            .chunks_exact(5)
-            .map(|c| Counters {
-                requests: Bucket {
-                    used: c[0] as f64 / 1_000.0,
-                    at_ms: now_ms,
-                },
-                tokens: Bucket {
-                    used: c[1] as f64 / 1_000.0,
-                    at_ms: now_ms,
-                },
-                day: Spend {
-                    window: day,
-                    micro_usd: c[2].max(0) as u64,
-                },
-                month: Spend {
-                    window: month,
-                    micro_usd: c[3].max(0) as u64,
-                },
-                reserved_micro_usd: c[4].max(0) as u64,
-            })
-            .collect();
-        Ok(RedisDecision {
-            verdict: reply[0],
-            scope: usize::try_from(reply[1] - 1).unwrap_or(0),
-            now_ms,
-            counters,
-        })
+        replies
+            .into_iter()
+            .zip(groups)
+            .map(|(reply, scopes)| decision(&reply, scopes.len(), day, month))
+            .collect()
     }
+}
+
+/// Whether `INFO cluster` says `cluster_enabled:1`.
+fn cluster_enabled(info: &str) -> bool {
+    info.lines().any(|l| l.trim_end() == "cluster_enabled:1")
+}
+
+/// The admission script's arguments after its keys.
+fn admit_args(
+    to: &mut impl ScriptArgs,
+    scopes: &[RedisScope],
+    tokens: u64,
+    reserve: u64,
+    day: i64,
+    month: i64,
+) {
+    to.push(tokens as i64);
+    to.push(day);
+    to.push(month);
+    to.push(KEY_TTL_MS);
+    to.push(i64::try_from(reserve).unwrap_or(i64::MAX));
+    to.push(RESERVATION_EPOCH_MS);
+    for s in scopes {
+        let c = &s.ceilings;
+        to.push(limit_arg(c.requests));
+        to.push(limit_arg(c.tokens));
+        to.push(limit_arg(c.daily_micro_usd));
+        to.push(limit_arg(c.monthly_micro_usd));
+    }
+}
+
+/// Where script arguments go: a prepared invocation or a raw command.
+trait ScriptArgs {
+    fn push(&mut self, v: i64);
+}
+
+impl ScriptArgs for redis::ScriptInvocation<'_> {
+    fn push(&mut self, v: i64) {
+        self.arg(v);
+    }
+}
+
+impl ScriptArgs for redis::Cmd {
+    fn push(&mut self, v: i64) {
+        self.arg(v);
+    }
+}
+
+/// One group's admission reply read back: {verdict, refusing scope, now_ms, then five numbers per
+/// scope}.
+fn decision(
+    reply: &[i64],
+    scopes: usize,
+    day: i64,
+    month: i64,
+) -> Result<RedisDecision, RedisError> {
+    if reply.len() != 3 + 5 * scopes {
+        return Err(RedisError::Reply);
+    }
+    let now_ms = reply[2];
+    let counters = reply[3..]
+        .chunks_exact(5)
+        .map(|c| Counters {
+            requests: Bucket {
+                used: c[0] as f64 / 1_000.0,
+                at_ms: now_ms,
+            },
+            tokens: Bucket {
+                used: c[1] as f64 / 1_000.0,
+                at_ms: now_ms,
+            },
+            day: Spend {
+                window: day,
+                micro_usd: c[2].max(0) as u64,
+            },
+            month: Spend {
+                window: month,
+                micro_usd: c[3].max(0) as u64,
+            },
+            reserved_micro_usd: c[4].max(0) as u64,
+        })
+        .collect();
+    Ok(RedisDecision {
+        verdict: reply[0],
+        scope: usize::try_from(reply[1] - 1).unwrap_or(0),
+        now_ms,
+        counters,
+    })
 }

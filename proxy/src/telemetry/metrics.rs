@@ -102,13 +102,20 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+    /// `subscription`, `consumer` or `route` (a route's total).
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabel {
     provider: String,
 }
 
 /// Metrics of limits, budgets and backend health.
 struct TrafficMetrics {
-    refused: Family<ReasonLabel, Counter>,
+    refused: Family<RefusalLabels, Counter>,
     redis_up: Gauge,
     redis_fallbacks: Counter,
     ejections: Family<ProviderLabel, Counter>,
@@ -119,10 +126,10 @@ struct TrafficMetrics {
 
 impl TrafficMetrics {
     fn register(registry: &mut Registry) -> Self {
-        let refused = Family::<ReasonLabel, Counter>::default();
+        let refused = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "tollgate_limit_refusals",
-            "Calls refused with 429 by a limit or budget, by reason (requests, tokens, budget)",
+            "Calls refused with 429 by a limit or budget, by reason (requests, tokens, budget) and scope (subscription, consumer, route)",
             refused.clone(),
         );
         let redis_up = Gauge::default();
@@ -719,10 +726,10 @@ impl Metrics {
     }
 
     /// A limit or budget refused a call (`requests`, `tokens` or `budget`).
-    pub fn limit_refused(&self, reason: &'static str) {
+    pub fn limit_refused(&self, reason: &'static str, scope: &'static str) {
         self.traffic
             .refused
-            .get_or_create(&ReasonLabel { reason })
+            .get_or_create(&RefusalLabels { reason, scope })
             .inc();
     }
 
@@ -866,6 +873,7 @@ mod tests {
         let content = Content {
             routes: vec![Route {
                 id: ObjectRef::new("team-a", "chat"),
+                uid: String::new(),
                 prefix: "/chat".into(),
                 hostnames: vec![],
                 stage: Stage::Published,
@@ -873,6 +881,7 @@ mod tests {
                 deprecation_unix: None,
                 models: vec![],
                 limits: Limits::default(),
+                total_limits: Limits::default(),
                 approval: Approval::Automatic,
                 budget: Budget::default(),
                 retry_budget: RetryBudget::default(),

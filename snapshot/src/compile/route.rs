@@ -627,6 +627,7 @@ fn build<'a>(
     };
     let route = Route {
         id: item.reference.clone(),
+        uid: item.obj.metadata.uid.clone().unwrap_or_default(),
         prefix: valid.prefix.clone(),
         hostnames: valid.hostnames.clone(),
         stage: spec.stage,
@@ -634,6 +635,7 @@ fn build<'a>(
         deprecation_unix,
         models,
         limits,
+        total_limits: super::traffic::limits_of(spec.total_limits.as_ref()),
         approval: spec.approval,
         budget: super::traffic::budget_of(spec.budget.as_ref()),
         retry_budget: super::traffic::retry_budget_of(spec.retry_budget.as_ref()),

@@ -99,6 +99,10 @@ impl RouteModel {
 pub struct Route {
     /// The `AIRoute` object.
     pub id: ObjectRef,
+    /// Its `metadata.uid` (empty when the object has none): see `Subscription::uid`. Left out of the
+    /// encoding when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
     /// Path prefix without a trailing `/` (`""` for the root prefix `/`).
     pub prefix: String,
     /// Hostnames it answers on (lower-case; `*.example.com` wildcards allowed). Empty: any host.
@@ -116,6 +120,10 @@ pub struct Route {
     pub models: Vec<RouteModel>,
     /// Default per-subscription limits.
     pub limits: Limits,
+    /// Ceilings on all of the route's calls together (`spec.totalLimits`). Left out of the encoding
+    /// when unlimited.
+    #[serde(default, skip_serializing_if = "Limits::is_unlimited")]
+    pub total_limits: Limits,
     /// How subscriptions are approved.
     pub approval: Approval,
     /// Default (and ceiling of) each subscription's budget.

@@ -131,6 +131,47 @@ fn subscription_limits_are_clamped_to_the_route() {
 }
 
 #[test]
+fn a_routes_total_is_its_own_and_does_not_clamp_subscriptions() {
+    let mut inputs = team_a();
+    inputs.routes[0].metadata.uid = Some("7007e000-0000-4000-8000-000000000004".into());
+    inputs.routes[0].spec.total_limits = Some(tollgate_crds::Limits {
+        requests_per_minute: Some(100),
+        tokens_per_minute: None,
+    });
+    inputs.subscriptions[0].spec.limits = Some(tollgate_crds::Limits {
+        requests_per_minute: Some(1000),
+        tokens_per_minute: None,
+    });
+    let compiled = run(&inputs);
+    let route = &compiled.snapshot.content.routes[0];
+    assert_eq!(route.uid, "7007e000-0000-4000-8000-000000000004");
+    assert_eq!(
+        route.total_limits,
+        Limits {
+            requests_per_minute: Some(100),
+            tokens_per_minute: None,
+        }
+    );
+    // Each subscription keeps what it asked for: the total is counted on top, for all together.
+    assert_eq!(
+        compiled.snapshot.content.subscriptions[0]
+            .limits
+            .requests_per_minute,
+        Some(1000)
+    );
+    // A route without a total has none, and its encoding leaves the field out.
+    inputs.routes[0].spec.total_limits = None;
+    let compiled = run(&inputs);
+    assert!(
+        compiled.snapshot.content.routes[0]
+            .total_limits
+            .is_unlimited()
+    );
+    let encoded = serde_json::to_string(&compiled.snapshot.content.routes[0]).unwrap();
+    assert!(!encoded.contains("total_limits"), "{encoded}");
+}
+
+#[test]
 fn automatic_approval_approves_subscriptions_without_a_decision() {
     let mut inputs = team_a();
     inputs.subscriptions[0].spec.decision = None;

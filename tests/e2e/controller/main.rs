@@ -5,6 +5,10 @@
 //! Set `TOLLGATE_E2E_ECHO=1` to see the processes' logs, `TOLLGATE_E2E_PROFILE=release` to measure
 //! release builds.
 
+// The proxy tests' real OpenTelemetry Collector, shared rather than copied; this binary reads spans only.
+#[allow(dead_code)]
+#[path = "../../../proxy/tests/it/support/collector.rs"]
+mod collector;
 mod fixtures;
 mod http;
 mod mcp;
@@ -12,6 +16,7 @@ mod moderation;
 mod portal;
 mod rest;
 mod support;
+mod traces;
 
 use std::time::{Duration, Instant};
 

@@ -18,9 +18,9 @@ use tokio::sync::oneshot;
 use super::batch::{Batch, Batches, Next};
 use super::context::TraceParent;
 use super::otlp::{self, HttpSender};
-use super::sampler::Sampler;
 use super::span::{CallSummary, CallTrace, fresh_trace_id, spans};
 use crate::telemetry::metrics::TraceCounters;
+use tollgate_otel::Sampler;
 
 /// The OTLP wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,7 +165,10 @@ impl Tracer {
             None if self.sampler.needs_trace_id() => fresh_trace_id(),
             None => [0; 16],
         };
-        if !self.sampler.sample(parent, &trace_id) {
+        if !self
+            .sampler
+            .sample(parent.map(TraceParent::sampled), &trace_id)
+        {
             return Begun::PassedOn;
         }
         let trace_id = if trace_id == [0; 16] {
@@ -333,7 +336,7 @@ fn env_headers() -> Vec<(String, String)> {
     ]
     .iter()
     .filter_map(|name| std::env::var(name).ok())
-    .flat_map(|v| super::pairs::parse_pairs(&v))
+    .flat_map(|v| tollgate_otel::parse_pairs(&v))
     .collect()
 }
 

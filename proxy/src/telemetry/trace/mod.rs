@@ -1,6 +1,7 @@
-//! Traces over OTLP: W3C trace context in and out (`context`), the sampler (`sampler`), a sampled
-//! call's spans (`span`) and the answer's attributes (`response`), the bounded queue and exporter task (`export`), and the `key=value` lists
-//! of the `OTEL_*` variables (`pairs`).
+//! Traces over OTLP: W3C trace context in and out (`context`), a sampled call's spans (`span`) and
+//! the answer's attributes (`response`), the batches waiting for export (`batch`) and the exporter
+//! task (`export`). The sampler and the `key=value` lists of the `OTEL_*` variables are
+//! `tollgate_otel`'s, shared with the controller.
 
 mod batch;
 mod context;
@@ -8,13 +9,10 @@ mod context;
 mod encode_tests;
 mod export;
 pub(super) mod otlp;
-mod pairs;
 mod response;
-mod sampler;
 mod span;
 
 pub use context::{TRACEPARENT, TRACESTATE, TraceParent, tracestate_ok};
 pub use export::{Begun, Protocol, TraceConfig, Tracer};
-pub use pairs::parse_pairs;
-pub use sampler::{Sampler, UnknownSampler};
 pub use span::{CallSummary, CallTrace, ClientSpan, Content, McpClient, McpSpan, provider_name};
+pub use tollgate_otel::{Sampler, UnknownSampler, parse_pairs};

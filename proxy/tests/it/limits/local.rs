@@ -108,7 +108,7 @@ async fn a_request_limit_answers_429_in_openais_shape_with_the_headers_on_every_
     let metrics = send(http::Method::GET, &proxy.admin_url("/metrics"), &[], None).await;
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     assert!(
-        text.contains(r#"tollgate_limit_refusals_total{reason="requests"} 1"#),
+        text.contains(r#"tollgate_limit_refusals_total{reason="requests",scope="subscription"} 1"#),
         "{text}"
     );
     proxy.stop().await;
@@ -471,5 +471,72 @@ async fn without_redis_each_replica_enforces_its_share() {
         admitted += usize::from(post(&proxy.url(CHAT), KEY, &ask()).await.status == 200);
     }
     assert_eq!(admitted, 7, "the three already counted stay counted");
+    proxy.stop().await;
+}
+
+/// A route's total holds for all its callers together: two consumers, each with its own subscription,
+/// share three requests a minute; the refusal names the route and tells neither how much the other
+/// used; a call refused by its own subscription uses none of the total.
+#[tokio::test]
+async fn a_routes_total_holds_for_all_its_callers_together() {
+    const OTHER_KEY: &str = "tg-limits-key-of-another-team";
+    let mut content = table();
+    content.routes[0].total_limits = rpm(3);
+    content.consumers.push(consumer("team-b", "bot", OTHER_KEY));
+    let mut theirs = subscription("bot-chat", 1, 0, Phase::Approved);
+    theirs.id = tollgate_snapshot::ObjectRef::new("team-b", "bot-chat");
+    content.subscriptions.push(theirs);
+    // The first consumer's own subscription allows one call a minute.
+    content.subscriptions[0].limits = rpm(1);
+    let proxy = TestProxy::start(content).await;
+
+    post(&proxy.url(CHAT), KEY, &ask()).await.assert_status(200);
+    let own = post(&proxy.url(CHAT), KEY, &ask()).await;
+    assert_eq!(own.status, 429);
+    let message = own.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("subscription team-a/app-chat"),
+        "{message}"
+    );
+
+    // The refused call took nothing from the total: the other team still gets two.
+    for _ in 0..2 {
+        let reply = post(&proxy.url(CHAT), OTHER_KEY, &ask()).await;
+        reply.assert_status(200);
+        // Its subscription has no limits of its own, and the route's level is not its business.
+        assert!(reply.header("x-ratelimit-limit-requests").is_none());
+        assert!(reply.header("x-ratelimit-remaining-requests").is_none());
+    }
+    let refused = post(&proxy.url(CHAT), OTHER_KEY, &ask()).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.error_code(), "rate_limit_exceeded");
+    let body = refused.json();
+    assert_eq!(body["error"]["type"], "requests");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "Rate limit reached for route team-a/chat, shared by all its callers, on requests per min (RPM): Limit 3."
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("Used"), "{message}");
+    assert!(refused.header("retry-after").is_some());
+    assert!(refused.header("x-ratelimit-remaining-requests").is_none());
+
+    // The other route has no total.
+    post(&proxy.url(OTHER), KEY, &ask())
+        .await
+        .assert_status(200);
+
+    let metrics = send(http::Method::GET, &proxy.admin_url("/metrics"), &[], None).await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(
+        text.contains(r#"tollgate_limit_refusals_total{reason="requests",scope="route"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tollgate_limit_refusals_total{reason="requests",scope="subscription"} 1"#),
+        "{text}"
+    );
     proxy.stop().await;
 }

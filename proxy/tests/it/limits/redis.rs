@@ -37,25 +37,34 @@ spec:
   models:
     - name: fake-chat
       backends: [{{provider: fake}}]
----
+{}"#,
+        caller("app", KEY, LIMIT)
+    )
+}
+
+/// A consumer `name` with the key `key` and its subscription `<name>-demo` to the route `demo`,
+/// limited to `rpm` requests a minute.
+fn caller(name: &str, key: &str, rpm: usize) -> String {
+    format!(
+        r#"---
 apiVersion: v1
 kind: Secret
-metadata: {{name: app-key, namespace: default}}
-stringData: {{apiKey: {KEY}}}
+metadata: {{name: {name}-key, namespace: default}}
+stringData: {{apiKey: {key}}}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: Consumer
-metadata: {{name: app, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
-  keys: [{{name: primary, secretRef: {{name: app-key}}}}]
+  keys: [{{name: primary, secretRef: {{name: {name}-key}}}}]
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: ApiSubscription
-metadata: {{name: app-demo, namespace: default}}
+metadata: {{name: {name}-demo, namespace: default}}
 spec:
-  consumer: app
+  consumer: {name}
   route: {{name: demo}}
-  limits: {{requestsPerMinute: {LIMIT}}}
+  limits: {{requestsPerMinute: {rpm}}}
 "#
     )
 }
@@ -433,4 +442,134 @@ async fn a_recreated_subscription_does_not_inherit_its_predecessors_counters_in_
     );
     drop(proxy);
     redis.kill();
+}
+
+/// The raw level field `field` of the hash `key`, as the scripts last wrote it.
+fn level_field(port: u16, key: &str, field: &str) -> Option<f64> {
+    let lines = redis_reply_lines(port, &format!("HGET {key} {field}"))?;
+    lines.get(1)?.parse().ok()
+}
+
+/// Polls up to 5 s until the level `field` of `key` is below `below` (settlements are sent in the
+/// background); returns the last value read.
+async fn level_below(port: u16, key: &str, field: &str, below: f64) -> Option<f64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let level = level_field(port, key, field);
+        if level.is_some_and(|l| l < below) || Instant::now() > deadline {
+            return level;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A route's total (`spec.totalLimits`) counted in Redis by two proxies for two consumers: four
+/// requests a minute for everyone together; a call refused by one scope charges none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_total_is_shared_by_all_callers_through_two_proxies_in_redis() {
+    let redis = Redis::start(free_port());
+    route_total_through_two_proxies(&redis).await;
+}
+
+/// The same in a Redis in cluster mode, where the route's total lies in another hash slot than the
+/// caller's counters: it gets a script call of its own in the same pipeline, and a call one scope
+/// refuses gives back what the other charged — the route's count when the caller's subscription
+/// refuses, the subscription's count when the route refuses. (One script over both slots would fail
+/// with CROSSSLOT, and the proxies would count on their shares instead.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_total_takes_a_script_call_of_its_own_in_a_redis_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start_cluster(free_port(), dir.path());
+    route_total_through_two_proxies(&redis).await;
+}
+
+async fn route_total_through_two_proxies(redis: &Redis) {
+    const BOT_KEY: &str = "tg-redis-test-key-of-the-bot-42";
+    const ROUTE: &str = "tollgate:limits:{r:default/demo}:r";
+    const BOT_SUB: &str = "tollgate:limits:{default/bot}:s:default/bot-demo";
+    let config = config()
+        .replace(
+            "  approval: Automatic\n",
+            "  approval: Automatic\n  totalLimits: {requestsPerMinute: 4}\n",
+        )
+        .replace(
+            &format!("requestsPerMinute: {LIMIT}"),
+            "requestsPerMinute: 1",
+        )
+        + &caller("bot", BOT_KEY, 5);
+    assert!(config.contains("totalLimits"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let (a, b) = (
+        replica(dir.path(), 0, redis.port),
+        replica(dir.path(), 1, redis.port),
+    );
+    wait_redis(&a, true);
+    wait_redis(&b, true);
+    let ask =
+        serde_json::json!({"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]});
+    let call = |port: u16, key: &'static str| {
+        let ask = ask.clone();
+        async move {
+            crate::support::post(
+                &format!("http://127.0.0.1:{port}/demo/v1/chat/completions"),
+                key,
+                &ask,
+            )
+            .await
+        }
+    };
+
+    // The app's own subscription allows one call a minute: its second is refused there, and the
+    // route's count it took in the same round trip is given back.
+    call(a.port, KEY).await.assert_status(200);
+    let own = call(b.port, KEY).await;
+    assert_eq!(own.status, 429);
+    let message = own.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("subscription default/app-demo"),
+        "{message}"
+    );
+    let route_level = level_below(redis.port, ROUTE, "ru", 1.5).await;
+    assert!(
+        route_level.is_some_and(|l| (0.5..1.5).contains(&l)),
+        "the route counts the one admitted call only: {route_level:?}"
+    );
+
+    // The bot gets the three left, through either proxy; its fourth is refused by the route.
+    for port in [a.port, b.port, a.port] {
+        call(port, BOT_KEY).await.assert_status(200);
+    }
+    for port in [b.port, a.port] {
+        let refused = call(port, BOT_KEY).await;
+        assert_eq!(refused.status, 429);
+        let message = refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.starts_with("Rate limit reached for route default/demo, shared by all its callers, on requests per min (RPM): Limit 4."),
+            "{message}"
+        );
+        // The bot's own headers show its own subscription, never the route's level.
+        assert_eq!(refused.header("x-ratelimit-limit-requests"), None);
+    }
+    // Its subscription admitted those two and was given them back: it counts the three calls made.
+    let bot_level = level_below(redis.port, BOT_SUB, "ru", 3.5).await;
+    assert!(
+        bot_level.is_some_and(|l| (2.5..3.5).contains(&l)),
+        "the bot's subscription counts its three admitted calls only: {bot_level:?}"
+    );
+    let refusals = |p: &Proxy| {
+        p.metric(r#"tollgate_limit_refusals_total{reason="requests",scope="route"}"#)
+            .unwrap_or(0.0)
+    };
+    assert_eq!(refusals(&a) + refusals(&b), 2.0);
+    for p in [&a, &b] {
+        assert_eq!(
+            p.metric("tollgate_limits_redis_fallbacks_total"),
+            Some(0.0),
+            "counted in Redis throughout"
+        );
+    }
 }

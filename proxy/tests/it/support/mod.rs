@@ -228,6 +228,7 @@ pub fn model(name: &str, backends: Vec<Backend>, fallbacks: Vec<Backend>) -> Rou
 pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>) -> Route {
     Route {
         id: ObjectRef::new(namespace, name),
+        uid: String::new(),
         prefix: prefix.into(),
         hostnames: vec![],
         stage: Stage::Published,
@@ -235,6 +236,7 @@ pub fn route(namespace: &str, name: &str, prefix: &str, models: Vec<RouteModel>)
         deprecation_unix: None,
         models,
         limits: Limits::default(),
+        total_limits: Limits::default(),
         approval: Approval::Automatic,
         budget: Budget::default(),
         retry_budget: RetryBudget::default(),

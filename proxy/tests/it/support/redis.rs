@@ -90,6 +90,37 @@ impl Redis {
         Self { child, port }
     }
 
+    /// Like `start`, in cluster mode (its node file in `dir`), a cluster of this one node serving
+    /// every hash slot: commands see cluster rules (a script's keys in one slot) without a second node.
+    pub fn start_cluster(port: u16, dir: &std::path::Path) -> Self {
+        let nodes = dir.join(format!("nodes-{port}.conf"));
+        let redis = Self::start_with(
+            port,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                nodes.to_str().expect("a UTF-8 path"),
+            ],
+            None,
+        );
+        assert_eq!(
+            redis_command(port, "CLUSTER ADDSLOTSRANGE 0 16383").as_deref(),
+            Some("+OK")
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !redis_reply_lines(port, "CLUSTER INFO")
+            .is_some_and(|l| l.iter().any(|l| l.starts_with("cluster_state:ok")))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the one-node cluster never became ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        redis
+    }
+
     /// Stops it now.
     pub fn kill(self) {}
 }

@@ -1,10 +1,8 @@
 //! Which calls are traced: the standard samplers of `OTEL_TRACES_SAMPLER` (always_on, always_off,
-//! traceidratio and their parentbased_ forms), decided once when a call arrives, before any span
-//! exists, so that an unsampled call costs a comparison.
+//! traceidratio and their parentbased_ forms), decided once when a call (or, in the controller, a
+//! piece of work) begins, before any span exists, so that an unsampled one costs a comparison.
 
 use std::fmt;
-
-use super::context::TraceParent;
 
 /// A sampler as `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` name it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,7 +24,7 @@ pub enum Root {
     Ratio(f64),
 }
 
-/// A sampler name or argument this proxy does not know.
+/// A sampler name or argument that is not one of the standard ones.
 #[derive(Debug, PartialEq)]
 pub struct UnknownSampler(pub String);
 
@@ -83,13 +81,13 @@ impl Sampler {
         matches!(self.root, Root::Ratio(r) if r < 1.0)
     }
 
-    /// Whether to record the call whose trace id is `trace_id` (the caller's, or a fresh one) and
-    /// whose caller sent `parent`.
-    pub fn sample(&self, parent: Option<&TraceParent>, trace_id: &[u8; 16]) -> bool {
+    /// Whether to record the trace `trace_id` (the caller's, or a fresh one), given the sampled flag
+    /// of the parent, when there is one (a caller's `traceparent`, a parent span).
+    pub fn sample(&self, parent_sampled: Option<bool>, trace_id: &[u8; 16]) -> bool {
         if self.parent_based
-            && let Some(parent) = parent
+            && let Some(sampled) = parent_sampled
         {
-            return parent.sampled();
+            return sampled;
         }
         match self.root {
             Root::AlwaysOn => true,
@@ -113,14 +111,7 @@ fn ratio_samples(ratio: f64, trace_id: &[u8; 16]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parent(sampled: bool) -> TraceParent {
-        TraceParent {
-            trace_id: [7; 16],
-            span_id: [1; 8],
-            flags: u8::from(sampled),
-        }
-    }
+    use proptest::prelude::*;
 
     #[test]
     fn names_and_arguments_of_the_environment_variables() {
@@ -146,11 +137,11 @@ mod tests {
     #[test]
     fn a_parent_decides_when_parent_based() {
         let s = Sampler::from_name("parentbased_always_off", None).unwrap();
-        assert!(s.sample(Some(&parent(true)), &[7; 16]));
-        assert!(!s.sample(Some(&parent(false)), &[7; 16]));
+        assert!(s.sample(Some(true), &[7; 16]));
+        assert!(!s.sample(Some(false), &[7; 16]));
         assert!(!s.sample(None, &[7; 16]));
         let s = Sampler::from_name("always_on", None).unwrap();
-        assert!(s.sample(Some(&parent(false)), &[7; 16]));
+        assert!(s.sample(Some(false), &[7; 16]));
     }
 
     #[test]
@@ -164,5 +155,23 @@ mod tests {
         let none = Sampler::from_name("traceidratio", Some("0")).unwrap();
         assert!(!none.sample(None, &[0xff; 16]));
         assert!(!none.sample(None, &[0; 16]));
+    }
+
+    proptest! {
+        #[test]
+        fn any_name_and_argument_parse_without_panicking(name in "\\PC{0,30}", arg in proptest::option::of("\\PC{0,12}")) {
+            if let Ok(s) = Sampler::from_name(&name, arg.as_deref())
+                && let Root::Ratio(r) = s.root
+            {
+                prop_assert!((0.0..=1.0).contains(&r));
+            }
+        }
+
+        #[test]
+        fn every_ratio_from_0_to_1_is_taken(r in 0.0f64..=1.0) {
+            let s = Sampler::from_name("parentbased_traceidratio", Some(&r.to_string())).unwrap();
+            prop_assert_eq!(s.root, Root::Ratio(r));
+            prop_assert!(s.parent_based);
+        }
     }
 }
