@@ -701,6 +701,34 @@ mod tests {
         assert_eq!(valid_card("411111111111111"), "4111111111111111");
     }
 
+    /// Dropping the detectors a text cannot hold a value of changes nothing: any subset of the
+    /// detectors, on the oracle's candidates and on prose with a few of the bytes that decide it.
+    #[test]
+    fn property_the_scan_after_the_byte_look_finds_what_the_full_scan_finds() {
+        let text = prop_oneof![
+            candidates(),
+            "[a-z .,]{0,40}[0-9@:_AJ-]?[a-z .,]{0,40}",
+            "[a-zA-Z :._@-]{0,80}",
+        ];
+        runner()
+            .run(&(text, 1u8..128), |(text, bits)| {
+                let wanted = ALL
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| bits & 1 << k != 0)
+                    .fold(scan::Wanted::default(), |w, (_, d)| w.and(*d));
+                prop_assert_eq!(
+                    scan::scan(&text, wanted),
+                    scan::scan_all(&text, wanted),
+                    "{:?} in {:?}",
+                    wanted,
+                    text
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
+
     #[test]
     fn property_the_scanner_finds_exactly_what_the_expressions_find() {
         runner()
