@@ -83,7 +83,11 @@ pub fn find(detector: Detector, text: &str) -> Vec<Range<usize>> {
 /// could hold (see [`possible`]) is no longer wanted, so prose without digits, `@`, `:`, `-`, `_`,
 /// `A` or `J` costs one quick look at each byte and no scan.
 pub fn scan(text: &str, wanted: Wanted) -> Found {
-    scan_all(text, possible(wanted, text.as_bytes()))
+    let wanted = possible(wanted, text.as_bytes());
+    if wanted.is_empty() {
+        return Found::default();
+    }
+    scan_all(text, wanted)
 }
 
 /// Bits of [`NEEDS`]: a byte that every value of some detector holds.
@@ -136,6 +140,9 @@ fn possible(wanted: Wanted, text: &[u8]) -> Wanted {
             }
         })
     };
+    if wanted.is_empty() {
+        return wanted;
+    }
     // The bytes that would make every wanted detector possible: once all are seen, reading on
     // changes nothing.
     let enough = ALL
@@ -322,7 +329,10 @@ impl Scan<'_> {
         {
             self.phone(i);
         }
+        // A lone group of under 13 digits holds no card, and passing over it changes nothing: no
+        // later card candidate can begin inside it.
         if self.wants(Detector::CreditCard, i)
+            && (n >= 13 || matches!(after, Some(b' ' | b'-')))
             && let Some((end, digits)) = card_run(self.t, i, n)
         {
             self.next[slot(Detector::CreditCard)] = end;
