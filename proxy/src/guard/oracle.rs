@@ -707,20 +707,22 @@ mod tests {
     fn property_the_scan_after_the_byte_look_finds_what_the_full_scan_finds() {
         // Values that hold only the one byte that makes their detector possible, in prose: each
         // is lost if the look misses that byte.
-        let lone = prop::sample::select(&[
-            "eyJabcdefgh.eyJabcdefgh.abcdefgh",
-            "sk-abcdefghijklmnopqrstu",
-            "sk_live_abcdefghijklmnop",
-            "ghp_abcdefghijklmnopqrstuvwxyzabcdefghij",
-            "xoxb-abcdefghij",
-            "AKIAABCDEFGHIJKLMNOP",
-            "AIzaabcdefghijklmnopqrstuvwxyzabcdefghi",
-            "-----BEGIN PRIVATE KEY----- abc -----END PRIVATE KEY-----",
-            "bob@example.com",
-            "fe::ab",
-            "::",
-            "1.2.3.4",
-        ][..]);
+        let lone = prop::sample::select(
+            &[
+                "eyJabcdefgh.eyJabcdefgh.abcdefgh",
+                "sk-abcdefghijklmnopqrstu",
+                "sk_live_abcdefghijklmnop",
+                "ghp_abcdefghijklmnopqrstuvwxyzabcdefghij",
+                "xoxb-abcdefghij",
+                "AKIAABCDEFGHIJKLMNOP",
+                "AIzaabcdefghijklmnopqrstuvwxyzabcdefghi",
+                "-----BEGIN PRIVATE KEY----- abc -----END PRIVATE KEY-----",
+                "bob@example.com",
+                "fe::ab",
+                "::",
+                "1.2.3.4",
+            ][..],
+        );
         let text = prop_oneof![
             candidates(),
             "[a-z .,]{0,40}[0-9@:_AJ-]?[a-z .,]{0,40}",
