@@ -714,6 +714,11 @@ mod tests {
                 "sk_live_abcdefghijklmnop",
                 "ghp_abcdefghijklmnopqrstuvwxyzabcdefghij",
                 "xoxb-abcdefghij",
+                "xoxp-abcdefghij",
+                "rk_test_abcdefghijklmnop",
+                "github_pat_abcdefghijklmnopqrstuvwxyz",
+                "gho_abcdefghijklmnopqrstuvwxyzabcdefghij",
+                "ASIAABCDEFGHIJKLMNOP",
                 "AKIAABCDEFGHIJKLMNOP",
                 "AIzaabcdefghijklmnopqrstuvwxyzabcdefghi",
                 "-----BEGIN PRIVATE KEY----- abc -----END PRIVATE KEY-----",
@@ -727,6 +732,8 @@ mod tests {
             candidates(),
             "[a-z .,]{0,40}[0-9@:_AJ-]?[a-z .,]{0,40}",
             "[a-zA-Z :._@-]{0,80}",
+            // Near misses: key marks in prose, beside the letters of the prefixes.
+            "(?:[a-z ]{0,6}(?:[kabposruy]?[-_]|A[KSIa ]|eyJ|[a-z]J|--)){0,8}[a-z ]{0,6}",
             ("[a-z ,]{0,20}", lone, "[a-z ,.]{0,20}").prop_map(|(a, v, b)| format!("{a} {v} {b}")),
         ];
         runner()

@@ -95,7 +95,8 @@ const HAS_DIGIT: u8 = 1;
 const HAS_AT: u8 = 2;
 const HAS_COLON: u8 = 4;
 /// `-` (`sk-…`, `xoxb-…`, `-----BEGIN`), `_` (`sk_live_…`, `ghp_…`, `github_pat_…`), `A` (`AKIA…`,
-/// `ASIA…`, `AIza…`) or `J` (`eyJ…`): every secret shape holds one.
+/// `ASIA…`, `AIza…`) or `J` (`eyJ…`): every secret shape holds one, next to the bytes
+/// [`begins_key`] looks for.
 const HAS_KEY_MARK: u8 = 8;
 
 static NEEDS: [u8; 256] = needs();
@@ -122,7 +123,8 @@ const fn needs() -> [u8; 256] {
 }
 
 /// Which of `wanted` may find something in `text`: e-mail addresses hold an `@`; phone, card, IBAN
-/// and SSN numbers digits; IP addresses digits (IPv4) or a `:` (IPv6); secrets one of `- _ A J`.
+/// and SSN numbers digits; IP addresses digits (IPv4) or a `:` (IPv6); secrets one of `- _ A J` where
+/// a secret's prefix holds it.
 /// One lookup a byte, sixteen bytes at a time, until every wanted detector is known to be possible.
 fn possible(wanted: Wanted, text: &[u8]) -> Wanted {
     let needed = |d: Detector| match d {
@@ -166,7 +168,35 @@ fn possible(wanted: Wanted, text: &[u8]) -> Wanted {
     for &b in blocks.remainder() {
         present |= NEEDS[b as usize];
     }
-    keep(present)
+    let possible = keep(present);
+    // When secrets alone are left to scan for, a second look, at the key marks only: a hyphen in a
+    // word or a capital A is common in prose, a secret's prefix is not. (With other detectors left
+    // the scan runs anyway, and the secrets add little to it.)
+    if possible == Wanted::default().and(Detector::Secret)
+        && !(0..text.len()).any(|i| NEEDS[text[i] as usize] == HAS_KEY_MARK && begins_key(text, i))
+    {
+        return Wanted::default();
+    }
+    possible
+}
+
+/// Whether the byte at `i`, if a key mark, is where some secret's prefix holds one: the `-` of
+/// `sk-`, `xox[abposr]-` or `-----BEGIN`, the first `_` of `sk_`/`rk_`, `gh[pousr]_` or `github_`,
+/// the `A` of `AKIA`, `ASIA` or `AIza`, the `J` of `eyJ`. Every secret shape begins with one of these
+/// prefixes, so a text without such a byte holds no secret. A byte that is no key mark is not one.
+fn begins_key(text: &[u8], i: usize) -> bool {
+    let before = i.checked_sub(1).map(|p| text[p]);
+    let after = text.get(i + 1).copied();
+    match text[i] {
+        b'-' => {
+            matches!(before, Some(b'k' | b'a' | b'b' | b'p' | b'o' | b's' | b'r'))
+                || after == Some(b'-')
+        }
+        b'_' => matches!(before, Some(b'k' | b'p' | b'o' | b'u' | b's' | b'r' | b'b')),
+        b'A' => matches!(after, Some(b'K' | b'S' | b'I')),
+        b'J' => before == Some(b'y'),
+        _ => false,
+    }
 }
 
 const ALL: [Detector; 7] = [
