@@ -876,7 +876,8 @@ fn chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Vec<ChunkCh
         return Some(choices);
     }
     let choices = read_chunk_choices(data, known);
-    known.shape = choices.as_deref().and_then(|c| ChunkShape::of(data, c));
+    let shape = known.shape.get_or_insert_with(ChunkShape::default);
+    shape.set(data, choices.as_deref().unwrap_or_default());
     choices
 }
 
@@ -948,7 +949,10 @@ struct ChunkEnds {
 /// many that differ only there. A chunk whose bytes around a string literal are the same is read the
 /// same way (the bytes before bring a reader to the literal in the same state, a literal is one
 /// token whatever it holds, and the bytes after are read the same), so it is read as this one was.
+#[derive(Default)]
 struct ChunkShape {
+    /// Whether the last chunk read had this shape (the buffers are kept for the next one).
+    valid: bool,
     /// The chunk's bytes before the literal.
     before: Vec<u8>,
     /// Its bytes after the literal, to the end.
@@ -961,33 +965,37 @@ struct ChunkShape {
 
 impl ChunkShape {
     /// The shape of the chunk `data` that was read as `choices`, if it had one choice with one text.
-    fn of(data: &str, choices: &[ChunkChoice<'_>]) -> Option<ChunkShape> {
+    fn set(&mut self, data: &str, choices: &[ChunkChoice<'_>]) {
+        self.valid = false;
         let [choice] = choices else {
-            return None;
+            return;
         };
         let mut texts = choice
             .texts
             .iter()
             .enumerate()
             .filter_map(|(i, t)| Some((i, t.as_ref()?)));
-        let (part, (at, _)) = texts.next()?;
+        let Some((part, (at, _))) = texts.next() else {
+            return;
+        };
         if texts.next().is_some() {
-            return None;
+            return;
         }
-        Some(ChunkShape {
-            before: data.as_bytes()[..at.start].to_vec(),
-            after: data.as_bytes()[at.end..].to_vec(),
-            index: choice.index,
-            part,
-            finished: choice.finished,
-        })
+        self.before.clear();
+        self.before.extend_from_slice(&data.as_bytes()[..at.start]);
+        self.after.clear();
+        self.after.extend_from_slice(&data.as_bytes()[at.end..]);
+        self.index = choice.index;
+        self.part = part;
+        self.finished = choice.finished;
+        self.valid = true;
     }
 }
 
 impl ChunkEnds {
     /// The choices of `data` when it has the shape of the last chunk read, its text aside.
     fn same_shape<'a>(&self, data: &'a str) -> Option<Vec<ChunkChoice<'a>>> {
-        let shape = self.shape.as_ref()?;
+        let shape = self.shape.as_ref().filter(|s| s.valid)?;
         let bytes = data.as_bytes();
         if !(bytes.starts_with(&shape.before) && bytes.get(shape.before.len()) == Some(&b'"')) {
             return None;
