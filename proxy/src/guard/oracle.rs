@@ -248,15 +248,7 @@ mod tests {
     use super::super::tests::runner;
     use super::*;
 
-    const ALL: [Detector; 7] = [
-        Detector::Email,
-        Detector::Phone,
-        Detector::CreditCard,
-        Detector::Iban,
-        Detector::UsSsn,
-        Detector::IpAddress,
-        Detector::Secret,
-    ];
+    use super::super::scan::ALL;
 
     /// What the scanner finds, after checking that the oracle finds the same.
     fn found(detector: Detector, text: &str) -> Vec<&str> {

@@ -199,7 +199,8 @@ fn begins_key(text: &[u8], i: usize) -> bool {
     }
 }
 
-const ALL: [Detector; 7] = [
+/// Every built-in detector.
+pub(super) const ALL: [Detector; 7] = [
     Detector::Email,
     Detector::Phone,
     Detector::CreditCard,
