@@ -132,15 +132,30 @@ impl Policy {
                 Matcher::Pattern(_) => w,
             });
         let detected = scan::scan(text, wanted);
+        // The usual outcome, above all for a stream's many small checks: nothing found, nothing to
+        // gather.
+        if detected.is_empty()
+            && self
+                .rules
+                .iter()
+                .all(|r| matches!(r.matcher, Matcher::Detector(_)))
+        {
+            return checked;
+        }
         for rule in &self.rules {
-            let found: Vec<Range<usize>> = match &rule.matcher {
-                Matcher::Detector(d) => detected.of(*d).to_vec(),
-                Matcher::Pattern(p) => p
-                    .regex()
-                    .find_iter(text)
-                    .map(|m| m.range())
-                    .filter(|r| !r.is_empty())
-                    .collect(),
+            // A detector's spans are read where the scan left them; only a pattern's are gathered.
+            let matched: Vec<Range<usize>>;
+            let found: &[Range<usize>] = match &rule.matcher {
+                Matcher::Detector(d) => detected.of(*d),
+                Matcher::Pattern(p) => {
+                    matched = p
+                        .regex()
+                        .find_iter(text)
+                        .map(|m| m.range())
+                        .filter(|r| !r.is_empty())
+                        .collect();
+                    &matched
+                }
             };
             if found.is_empty() {
                 continue;
@@ -163,7 +178,7 @@ impl Policy {
                 }
                 GuardrailAction::Monitor => {}
             }
-            checked.spans.extend(found);
+            checked.spans.extend_from_slice(found);
         }
         checked.masks = merge(masks);
         checked.spans = merge(checked.spans.into_iter().map(|r| (r, ())).collect())

@@ -78,6 +78,18 @@ fn needs_escape(b: &[u8]) -> bool {
         .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
+/// [`literal`] written at the end of `out`.
+pub fn write_literal(out: &mut Vec<u8>, text: &str) {
+    if needs_escape(text.as_bytes()) {
+        serde_json::to_writer(out, text).expect("a string encodes into memory");
+    } else {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
 /// `text` as a JSON string literal, exactly as serde_json writes it.
 pub fn literal(text: &str) -> String {
     // Most text needs no escape: serde_json escapes only `"`, `\` and control characters, and its
@@ -393,6 +405,10 @@ mod tests {
             text in prop_oneof!["\\PC{0,40}", "[ -~\\x00-\\x1f\\x7f\"\\\\é]{0,40}", any::<String>()],
         ) {
             prop_assert_eq!(literal(&text), serde_json::to_string(&text).unwrap());
+            let mut out = b"x".to_vec();
+            write_literal(&mut out, &text);
+            let expected = serde_json::to_string(&text).unwrap();
+            prop_assert_eq!(&out[1..], expected.as_bytes());
         }
     }
 }

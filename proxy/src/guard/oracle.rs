@@ -248,15 +248,7 @@ mod tests {
     use super::super::tests::runner;
     use super::*;
 
-    const ALL: [Detector; 7] = [
-        Detector::Email,
-        Detector::Phone,
-        Detector::CreditCard,
-        Detector::Iban,
-        Detector::UsSsn,
-        Detector::IpAddress,
-        Detector::Secret,
-    ];
+    use super::super::scan::ALL;
 
     /// What the scanner finds, after checking that the oracle finds the same.
     fn found(detector: Detector, text: &str) -> Vec<&str> {
@@ -699,6 +691,60 @@ mod tests {
         assert_eq!(iban, "DE89370400440532013000");
         assert_eq!(super::super::detect::iban_within(&iban), Some(iban.len()));
         assert_eq!(valid_card("411111111111111"), "4111111111111111");
+    }
+
+    /// Dropping the detectors a text cannot hold a value of changes nothing: any subset of the
+    /// detectors, on the oracle's candidates and on prose with a few of the bytes that decide it.
+    #[test]
+    fn property_the_scan_after_the_byte_look_finds_what_the_full_scan_finds() {
+        // Values that hold only the one byte that makes their detector possible, in prose: each
+        // is lost if the look misses that byte.
+        let lone = prop::sample::select(
+            &[
+                "eyJabcdefgh.eyJabcdefgh.abcdefgh",
+                "sk-abcdefghijklmnopqrstu",
+                "sk_live_abcdefghijklmnop",
+                "ghp_abcdefghijklmnopqrstuvwxyzabcdefghij",
+                "xoxb-abcdefghij",
+                "xoxp-abcdefghij",
+                "rk_test_abcdefghijklmnop",
+                "github_pat_abcdefghijklmnopqrstuvwxyz",
+                "gho_abcdefghijklmnopqrstuvwxyzabcdefghij",
+                "ASIAABCDEFGHIJKLMNOP",
+                "AKIAABCDEFGHIJKLMNOP",
+                "AIzaabcdefghijklmnopqrstuvwxyzabcdefghi",
+                "-----BEGIN PRIVATE KEY----- abc -----END PRIVATE KEY-----",
+                "bob@example.com",
+                "fe::ab",
+                "::",
+                "1.2.3.4",
+            ][..],
+        );
+        let text = prop_oneof![
+            candidates(),
+            "[a-z .,]{0,40}[0-9@:_AJ-]?[a-z .,]{0,40}",
+            "[a-zA-Z :._@-]{0,80}",
+            // Near misses: key marks in prose, beside the letters of the prefixes.
+            "(?:[a-z ]{0,6}(?:[kabposruy]?[-_]|A[KSIa ]|eyJ|[a-z]J|--)){0,8}[a-z ]{0,6}",
+            ("[a-z ,]{0,20}", lone, "[a-z ,.]{0,20}").prop_map(|(a, v, b)| format!("{a} {v} {b}")),
+        ];
+        runner()
+            .run(&(text, 1u8..128), |(text, bits)| {
+                let wanted = ALL
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| bits & 1 << k != 0)
+                    .fold(scan::Wanted::default(), |w, (_, d)| w.and(*d));
+                prop_assert_eq!(
+                    scan::scan(&text, wanted),
+                    scan::scan_all(&text, wanted),
+                    "{:?} in {:?}",
+                    wanted,
+                    text
+                );
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl Wanted {
 }
 
 /// What one scan found: per detector, its spans in order, not overlapping.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Found {
     spans: [Vec<Range<usize>>; 7],
 }
@@ -64,6 +64,11 @@ impl Found {
     /// Where `d` found something (empty if it was not wanted).
     pub fn of(&self, d: Detector) -> &[Range<usize>] {
         &self.spans[slot(d)]
+    }
+
+    /// Whether no detector found anything.
+    pub fn is_empty(&self) -> bool {
+        self.spans.iter().all(Vec::is_empty)
     }
 }
 
@@ -74,8 +79,140 @@ pub fn find(detector: Detector, text: &str) -> Vec<Range<usize>> {
     std::mem::take(&mut found.spans[slot(detector)])
 }
 
-/// Every wanted detector over `text`, in one pass.
+/// Every wanted detector over `text`, in one pass; first, a detector none of whose values the text
+/// could hold (see [`possible`]) is no longer wanted, so prose without digits, `@`, `:`, `-`, `_`,
+/// `A` or `J` costs one quick look at each byte and no scan.
 pub fn scan(text: &str, wanted: Wanted) -> Found {
+    let wanted = possible(wanted, text.as_bytes());
+    if wanted.is_empty() {
+        return Found::default();
+    }
+    scan_all(text, wanted)
+}
+
+/// Bits of [`NEEDS`]: a byte that every value of some detector holds.
+const HAS_DIGIT: u8 = 1;
+const HAS_AT: u8 = 2;
+const HAS_COLON: u8 = 4;
+/// `-` (`sk-…`, `xoxb-…`, `-----BEGIN`), `_` (`sk_live_…`, `ghp_…`, `github_pat_…`), `A` (`AKIA…`,
+/// `ASIA…`, `AIza…`) or `J` (`eyJ…`): every secret shape holds one, next to the bytes
+/// [`begins_key`] looks for.
+const HAS_KEY_MARK: u8 = 8;
+
+static NEEDS: [u8; 256] = needs();
+
+const fn needs() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_digit() {
+            HAS_DIGIT
+        } else if c == b'@' {
+            HAS_AT
+        } else if c == b':' {
+            HAS_COLON
+        } else if matches!(c, b'-' | b'_' | b'A' | b'J') {
+            HAS_KEY_MARK
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+}
+
+/// Which of `wanted` may find something in `text`: e-mail addresses hold an `@`; phone, card, IBAN
+/// and SSN numbers digits; IP addresses digits (IPv4) or a `:` (IPv6); secrets one of `- _ A J` where
+/// a secret's prefix holds it.
+/// One lookup a byte, sixteen bytes at a time, until every wanted detector is known to be possible.
+fn possible(wanted: Wanted, text: &[u8]) -> Wanted {
+    let needed = |d: Detector| match d {
+        Detector::Email => HAS_AT,
+        Detector::Phone | Detector::CreditCard | Detector::Iban | Detector::UsSsn => HAS_DIGIT,
+        Detector::IpAddress => HAS_DIGIT | HAS_COLON,
+        Detector::Secret => HAS_KEY_MARK,
+    };
+    let keep = |present: u8| {
+        ALL.iter().fold(Wanted::default(), |w, &d| {
+            if wanted.has(d) && needed(d) & present != 0 {
+                w.and(d)
+            } else {
+                w
+            }
+        })
+    };
+    if wanted.is_empty() {
+        return wanted;
+    }
+    // The bytes that would make every wanted detector possible: once all are seen, reading on
+    // changes nothing.
+    let enough = ALL
+        .iter()
+        .filter(|&&d| wanted.has(d))
+        .fold(0, |bits, &d| bits | needed(d));
+    // Without IPv6 in mind a digit alone makes an IP address possible, so `:` need not be seen.
+    let enough = if enough & HAS_DIGIT != 0 {
+        enough & !HAS_COLON
+    } else {
+        enough
+    };
+    let mut present = 0u8;
+    let mut blocks = text.chunks_exact(16);
+    for block in &mut blocks {
+        present |= block.iter().fold(0, |bits, &b| bits | NEEDS[b as usize]);
+        if present & enough == enough {
+            return wanted;
+        }
+    }
+    for &b in blocks.remainder() {
+        present |= NEEDS[b as usize];
+    }
+    let possible = keep(present);
+    // When secrets alone are left to scan for, a second look, at the key marks only: a hyphen in a
+    // word or a capital A is common in prose, a secret's prefix is not. (With other detectors left
+    // the scan runs anyway, and the secrets add little to it.)
+    if possible == Wanted::default().and(Detector::Secret)
+        && !(0..text.len()).any(|i| NEEDS[text[i] as usize] == HAS_KEY_MARK && begins_key(text, i))
+    {
+        return Wanted::default();
+    }
+    possible
+}
+
+/// Whether the byte at `i`, if a key mark, is where some secret's prefix holds one: the `-` of
+/// `sk-`, `xox[abposr]-` or `-----BEGIN`, the first `_` of `sk_`/`rk_`, `gh[pousr]_` or `github_`,
+/// the `A` of `AKIA`, `ASIA` or `AIza`, the `J` of `eyJ`. Every secret shape begins with one of these
+/// prefixes, so a text without such a byte holds no secret. A byte that is no key mark is not one.
+fn begins_key(text: &[u8], i: usize) -> bool {
+    let before = i.checked_sub(1).map(|p| text[p]);
+    let after = text.get(i + 1).copied();
+    match text[i] {
+        b'-' => {
+            matches!(before, Some(b'k' | b'a' | b'b' | b'p' | b'o' | b's' | b'r'))
+                || after == Some(b'-')
+        }
+        b'_' => matches!(before, Some(b'k' | b'p' | b'o' | b'u' | b's' | b'r' | b'b')),
+        b'A' => matches!(after, Some(b'K' | b'S' | b'I')),
+        b'J' => before == Some(b'y'),
+        _ => false,
+    }
+}
+
+/// Every built-in detector.
+pub(super) const ALL: [Detector; 7] = [
+    Detector::Email,
+    Detector::Phone,
+    Detector::CreditCard,
+    Detector::Iban,
+    Detector::UsSsn,
+    Detector::IpAddress,
+    Detector::Secret,
+];
+
+/// Every wanted detector over `text`, in one pass, without first asking which are possible: the
+/// oracle of [`scan`]'s tests.
+pub(super) fn scan_all(text: &str, wanted: Wanted) -> Found {
     let mut s = Scan {
         t: Text(text),
         wanted,
@@ -223,7 +360,10 @@ impl Scan<'_> {
         {
             self.phone(i);
         }
+        // A lone group of under 13 digits holds no card, and passing over it changes nothing: no
+        // later card candidate can begin inside it.
         if self.wants(Detector::CreditCard, i)
+            && (n >= 13 || matches!(after, Some(b' ' | b'-')))
             && let Some((end, digits)) = card_run(self.t, i, n)
         {
             self.next[slot(Detector::CreditCard)] = end;

@@ -361,18 +361,21 @@ impl AnswerStream {
                 if let (Some((_, text)), Some((at, r))) = (found, released)
                     && r != *text
                 {
-                    edits.push((at, json_text::literal(&r)));
+                    edits.push((at, r));
                 }
             }
         }
         out.extend_from_slice(b"data: ");
-        if edits.is_empty() {
-            out.extend_from_slice(data.as_bytes());
-        } else {
-            // The members may come in any order in the chunk.
-            edits.sort_by_key(|(at, _)| at.start);
-            out.extend_from_slice(json_text::splice(data, &edits).as_bytes());
+        // The members may come in any order in the chunk. Written straight into `out`: most chunks
+        // have one edit, the text a window held back or released.
+        edits.sort_by_key(|(at, _)| at.start);
+        let mut from = 0;
+        for (at, text) in &edits {
+            out.extend_from_slice(&data.as_bytes()[from..at.start]);
+            json_text::write_literal(out, text);
+            from = at.end;
         }
+        out.extend_from_slice(&data.as_bytes()[from..]);
         out.extend_from_slice(b"\n\n");
         true
     }
@@ -851,6 +854,7 @@ pub fn stream_texts(format: StreamFormat, stream: &[u8]) -> Vec<String> {
 type ChunkText<'a> = (std::ops::Range<usize>, std::borrow::Cow<'a, str>);
 
 /// What the check of a chat chunk needs of one choice.
+#[derive(Debug, PartialEq)]
 struct ChunkChoice<'a> {
     index: u64,
     /// `delta.reasoning`, `delta.reasoning_content` and `delta.content` (as [`Part::ALL`]), each
@@ -868,6 +872,17 @@ struct ChunkChoice<'a> {
 /// provider repeats in every chunk (`id`, `object`, `created`, `model`, …) are read again only when
 /// their bytes changed, since the same bytes read the same way.
 fn chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Vec<ChunkChoice<'a>>> {
+    if let Some(choices) = known.same_shape(data) {
+        return Some(choices);
+    }
+    let choices = read_chunk_choices(data, known);
+    let shape = known.shape.get_or_insert_with(ChunkShape::default);
+    shape.set(data, choices.as_deref().unwrap_or_default());
+    choices
+}
+
+/// [`chunk_choices`] read member by member (the members around `choices` compared with `known`'s).
+fn read_chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Vec<ChunkChoice<'a>>> {
     let bytes = data.as_bytes();
     let resumed = !known.head.is_empty() && bytes.starts_with(&known.head);
     let mut at = if resumed {
@@ -921,14 +936,83 @@ fn chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Vec<ChunkCh
 }
 
 /// The bytes of the last chat chunk read before its `choices` member (through the comma after the
-/// member before it) and after it (from the end of its array to the end of the chunk).
+/// member before it) and after it (from the end of its array to the end of the chunk), and its
+/// shape when it had one text.
 #[derive(Default)]
 struct ChunkEnds {
     head: Vec<u8>,
     tail: Vec<u8>,
+    shape: Option<ChunkShape>,
+}
+
+/// A chat chunk of one choice with one text, as bytes around that text's literal: a provider sends
+/// many that differ only there. A chunk whose bytes around a string literal are the same is read the
+/// same way (the bytes before bring a reader to the literal in the same state, a literal is one
+/// token whatever it holds, and the bytes after are read the same), so it is read as this one was.
+#[derive(Default)]
+struct ChunkShape {
+    /// Whether the last chunk read had this shape (the buffers are kept for the next one).
+    valid: bool,
+    /// The chunk's bytes before the literal.
+    before: Vec<u8>,
+    /// Its bytes after the literal, to the end.
+    after: Vec<u8>,
+    index: u64,
+    /// Which of [`Part::ALL`] the text is.
+    part: usize,
+    finished: bool,
+}
+
+impl ChunkShape {
+    /// The shape of the chunk `data` that was read as `choices`, if it had one choice with one text.
+    fn set(&mut self, data: &str, choices: &[ChunkChoice<'_>]) {
+        self.valid = false;
+        let [choice] = choices else {
+            return;
+        };
+        let mut texts = choice
+            .texts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i, t.as_ref()?)));
+        let Some((part, (at, _))) = texts.next() else {
+            return;
+        };
+        if texts.next().is_some() {
+            return;
+        }
+        self.before.clear();
+        self.before.extend_from_slice(&data.as_bytes()[..at.start]);
+        self.after.clear();
+        self.after.extend_from_slice(&data.as_bytes()[at.end..]);
+        self.index = choice.index;
+        self.part = part;
+        self.finished = choice.finished;
+        self.valid = true;
+    }
 }
 
 impl ChunkEnds {
+    /// The choices of `data` when it has the shape of the last chunk read, its text aside.
+    fn same_shape<'a>(&self, data: &'a str) -> Option<Vec<ChunkChoice<'a>>> {
+        let shape = self.shape.as_ref().filter(|s| s.valid)?;
+        let bytes = data.as_bytes();
+        if !(bytes.starts_with(&shape.before) && bytes.get(shape.before.len()) == Some(&b'"')) {
+            return None;
+        }
+        let (at, text) = json_text::Cursor::resume(data, shape.before.len()).string()?;
+        if bytes[at.end..] != shape.after[..] {
+            return None;
+        }
+        let mut texts = [None, None, None];
+        texts[shape.part] = Some((at, text));
+        Some(vec![ChunkChoice {
+            index: shape.index,
+            texts,
+            finished: shape.finished,
+        }])
+    }
+
     fn set_head(&mut self, bytes: &[u8], end: Option<usize>) {
         self.head.clear();
         if let Some(end) = end {
@@ -997,10 +1081,31 @@ fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
     Some(choice)
 }
 
-/// Where the first complete event ends, and the length of its separator.
+/// Where the first complete event ends, and the length of its separator: the first `\n\n` or
+/// `\r\n\r\n`, found in one pass from each `\n` or `\r` (an event holds one line or a few, so
+/// this beats a `memmem` searcher built for every event, and one pass beats one per kind).
 fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(n) = memchr::memchr2(b'\n', b'\r', &buffer[from..]) {
+        let at = from + n;
+        let rest = &buffer[at + 1..];
+        if buffer[at] == b'\n' {
+            if rest.first() == Some(&b'\n') {
+                return Some((at, 2));
+            }
+        } else if rest.starts_with(b"\n\r\n") {
+            return Some((at, 4));
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// [`event_end`] as it was: each kind searched for on its own, the CRLF one only before the first
+/// LF one. The oracle of its tests.
+#[cfg(test)]
+fn event_end_by_kind(buffer: &[u8]) -> Option<(usize, usize)> {
     let lf = find_pair(buffer, b'\n', b"\n");
-    // A CRLF separator counts only where it starts before the first LF one.
     let scope = lf.map_or(buffer.len(), |a| (a + 3).min(buffer.len()));
     let crlf = find_pair(&buffer[..scope], b'\r', b"\n\r\n");
     match (lf, crlf) {
@@ -1011,8 +1116,8 @@ fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
-/// Where `first` followed by `then` first occurs in `b`: found from each `first` with `memchr`. An
-/// event holds one line or a few, so this beats building a `memmem` searcher for every event.
+/// Where `first` followed by `then` first occurs in `b`: found from each `first` with `memchr`.
+#[cfg(test)]
 fn find_pair(b: &[u8], first: u8, then: &[u8]) -> Option<usize> {
     let mut from = 0;
     while let Some(n) = memchr::memchr(first, &b[from..]) {
@@ -1161,6 +1266,40 @@ mod tests {
             };
             proptest::prop_assert_eq!(run(true), run(false));
         }
+
+        /// A chunk read through the last chunk's shape (and the members around `choices` known
+        /// before) gives the choices a fresh reading of it gives: chunks of a few shapes in any order,
+        /// texts that are well-formed literals or raw bytes spliced in (quotes, escapes, members).
+        #[test]
+        fn chunks_read_by_the_last_ones_shape_are_read_as_a_fresh_reading_reads_them(
+            chunks in proptest::collection::vec(
+                (0u8..6, 0u8..3, proptest::bool::ANY, proptest::prop_oneof![
+                    "[a-z @.]{0,12}",
+                    proptest::strategy::Just(r#"x"},"finish_reason":"stop","index":1}]}"#.to_string()),
+                    proptest::strategy::Just(r#"x", "role":"assistant"#.to_string()),
+                    proptest::strategy::Just(r#"\ud800"#.to_string()),
+                    proptest::strategy::Just(r#"a\"b"#.to_string()),
+                    "\\PC{0,6}",
+                ]),
+                1..12,
+            ),
+        ) {
+            let mut known = ChunkEnds::default();
+            for (shape, index, raw, text) in &chunks {
+                let literal = if *raw { format!("\"{text}\"") } else { serde_json::to_string(text).unwrap() };
+                let data = match shape {
+                    0 => format!(r#"{{"choices":[{{"delta":{{"content":{literal}}},"finish_reason":null,"index":{index}}}],"id":"c"}}"#),
+                    1 => format!(r#"{{"choices":[{{"delta":{{"content":{literal}}},"finish_reason":"stop","index":{index}}}],"id":"c"}}"#),
+                    2 => format!(r#"{{"choices":[{{"delta":{{"reasoning":{literal}}},"index":{index}}}]}}"#),
+                    3 => format!(r#"{{"id":"c","choices":[{{"index":{index},"delta":{{"content":{literal},"role":"assistant"}}}}]}}"#),
+                    4 => format!(r#"{{"choices":[{{"delta":{{"content":{literal}}},"index":0}},{{"delta":{{"content":"y"}},"index":{index}}}]}}"#),
+                    _ => format!(r#"{{"choices":[{{"delta":{{"content":{literal}}},"finish_reason":null,"index":{index}}}],"id":"c""#),
+                };
+                let cached = chunk_choices(&data, &mut known);
+                let fresh = read_chunk_choices(&data, &mut ChunkEnds::default());
+                proptest::prop_assert_eq!(cached, fresh, "{}", data);
+            }
+        }
     }
 
     proptest::proptest! {
@@ -1170,7 +1309,8 @@ mod tests {
             ..proptest::prelude::ProptestConfig::default()
         })]
 
-        /// The separators found from each `\n` or `\r` are the ones `memmem` finds.
+        /// The separators found from each `\n` or `\r` are the ones `memmem` finds, and the first of
+        /// either kind found in one pass is the one found by searching for each kind alone.
         #[test]
         fn separators_are_found_as_memmem_finds_them(
             bytes in proptest::collection::vec(proptest::sample::select(&b"\r\na"[..]), 0..40),
@@ -1183,6 +1323,7 @@ mod tests {
                 find_pair(&bytes, b'\r', b"\n\r\n"),
                 memchr::memmem::find(&bytes, b"\r\n\r\n")
             );
+            proptest::prop_assert_eq!(event_end(&bytes), event_end_by_kind(&bytes));
         }
     }
 

@@ -111,15 +111,7 @@ impl StreamGuard {
             } else {
                 limit
             };
-            let pending = &self.pending;
-            let at_space = pending[..scope]
-                .char_indices()
-                .rev()
-                .filter(|&(_, c)| c.is_whitespace())
-                .filter(|&(i, _)| i < limit || plain_before(pending, i))
-                .map(|(i, c)| i + c.len_utf8())
-                .find(|&at| !crosses(at));
-            match at_space {
+            match last_cut(&self.pending, scope, limit, crosses) {
                 Some(at) => at,
                 None if self.pending.len() > MAX_PENDING_BYTES => {
                     // No whitespace: cut before any match that reaches the limit.
@@ -140,6 +132,55 @@ impl StreamGuard {
         self.pending.drain(..cut);
         Ok(out)
     }
+}
+
+/// Where the text may be cut: the end of the last white space in `text[..scope]` that is at a
+/// character before `limit`, or after a plain word, and that `crosses` no match. Read back in bytes,
+/// a character decoded only where one of more than one byte begins.
+fn last_cut(
+    text: &str,
+    scope: usize,
+    limit: usize,
+    crosses: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = scope;
+    while i > 0 {
+        i -= 1;
+        let b = bytes[i];
+        let len = match b {
+            // ASCII white space, as `char::is_whitespace` has it.
+            b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r' => 1,
+            0..0x80 => continue,
+            // The first byte of a wider character (the others are 0x80..0xC0).
+            0xC0.. => match text[i..].chars().next() {
+                Some(c) if c.is_whitespace() => c.len_utf8(),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        if (i < limit || plain_before(text, i)) && !crosses(i + len) {
+            return Some(i + len);
+        }
+    }
+    None
+}
+
+/// [`last_cut`] as it was first written, by characters: the oracle of its tests.
+#[cfg(test)]
+fn last_cut_by_chars(
+    text: &str,
+    scope: usize,
+    limit: usize,
+    crosses: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    text[..scope]
+        .char_indices()
+        .rev()
+        .filter(|&(_, c)| c.is_whitespace())
+        .filter(|&(i, _)| i < limit || plain_before(text, i))
+        .map(|(i, c)| i + c.len_utf8())
+        .find(|&at| !crosses(at))
 }
 
 /// Whether the word that ends at `at` (where white space follows) is plain: lower-case ASCII letters,
@@ -198,6 +239,32 @@ mod tests {
             failure_persistence: None,
             ..ProptestConfig::default()
         })]
+
+        /// The cut found by reading back in bytes is the one found by reading back in characters:
+        /// any text, any scope and limit (on character boundaries), any spans not to cut through.
+        #[test]
+        fn cuts_read_back_in_bytes_are_the_cuts_read_back_in_characters(
+            text in prop_oneof![
+                "[a-cA0. ,;:!?\\n\\t\u{b}\u{c}\r\u{85}\u{a0}\u{2003}\u{3000}é😀_-]{0,40}",
+                any::<String>(),
+            ],
+            scope in any::<prop::sample::Index>(),
+            limit in any::<prop::sample::Index>(),
+            spans in prop::collection::vec((0usize..48, 0usize..8), 0..3),
+        ) {
+            let boundaries: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
+            let scope = *scope.get(&boundaries);
+            let limit = *limit.get(&boundaries);
+            let crosses = |at: usize| spans.iter().any(|&(s, n)| s < at && at < s + n);
+            prop_assert_eq!(
+                last_cut(&text, scope, limit, crosses),
+                last_cut_by_chars(&text, scope, limit, crosses),
+                "{:?} {} {}",
+                text,
+                scope,
+                limit
+            );
+        }
 
         /// The word before white space read back in bytes is plain exactly when the old reading
         /// (split at white space, by characters) says so, at every place of any text.

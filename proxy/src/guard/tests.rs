@@ -31,15 +31,7 @@ pub(super) fn runner() -> TestRunner {
     })
 }
 
-const ALL: [Detector; 7] = [
-    Detector::Email,
-    Detector::Phone,
-    Detector::CreditCard,
-    Detector::Iban,
-    Detector::UsSsn,
-    Detector::IpAddress,
-    Detector::Secret,
-];
+use super::scan::ALL;
 
 fn rule(name: &str, detector: Detector, action: GuardrailAction) -> GuardRule {
     GuardRule {
