@@ -10,10 +10,12 @@
 #   GUARDRAILS_BEFORE=/path/to/an/older/tollgate-proxy bash bench/guardrails.sh 1000
 #                                     # also counts that binary with the guardrail, in the same run
 #
-# Two texts: the prose the other benches send (no digits: the digit-led detectors have nothing to
-# look at), and a digit-rich one (`tollgate-bench body --text digits`, answered by
+# Three texts: the prose the other benches send (no digits: the digit-led detectors have nothing to
+# look at); mixed, the same kind of words with now and then a date or an e-mail address, as chat text
+# has (`--text mixed`); and a digit-rich one (`tollgate-bench body --text digits`, answered by
 # `bench-upstream --text digits`): dates, amounts, versions, card-like and IBAN-like numbers with wrong
 # checksums, phone-like groups and a few real values, so the figure is not flattered.
+# GUARDRAILS_TEXTS="prose mixed" picks some of them.
 #
 # Needs valgrind and oha, as bench/instructions.sh does. Not part of the test suite.
 set -euo pipefail
@@ -29,6 +31,7 @@ proxy_port=18205
 admin_port=18206
 slow_upstream_port=18207
 digits_upstream_port=18208
+mixed_upstream_port=18209
 before="${GUARDRAILS_BEFORE:-}"
 # shellcheck source=bench/callgrind_setup.sh
 source bench/callgrind_setup.sh
@@ -62,15 +65,20 @@ chat = json.load(open(f"{work}/chat.json"))
 chat["stream"] = True
 open(f"{work}/stream.json", "w").write(json.dumps(chat))
 PY
-# The digit-rich text: the same route against a fake that answers with it.
-"$target/release/bench-upstream" --listen "127.0.0.1:$digits_upstream_port" --text digits >/dev/null 2>&1 &
-pids+=($!)
-sed "s/127\.0\.0\.1:$upstream_port/127.0.0.1:$digits_upstream_port/" "$work/snapshot.yaml" >"$work/digits.yaml"
-grep -q "127.0.0.1:$digits_upstream_port" "$work/digits.yaml" || { say "could not point the route at the digits fake"; exit 1; }
-guarded "$work/digits.yaml" "$work/digits-guarded.yaml"
-"$target/release/tollgate-bench" body --text digits >"$work/digits-chat.json"
-"$target/release/tollgate-bench" body --text digits --stream >"$work/digits-stream.json"
-wait_port "$digits_upstream_port" || { say "the digits fake did not start"; exit 1; }
+# The digit-rich and the mixed text: the same route against a fake that answers with it.
+other_text() {
+    local text="$1" port="$2"
+    "$target/release/bench-upstream" --listen "127.0.0.1:$port" --text "$text" >/dev/null 2>&1 &
+    pids+=($!)
+    sed "s/127\.0\.0\.1:$upstream_port/127.0.0.1:$port/" "$work/snapshot.yaml" >"$work/$text.yaml"
+    grep -q "127.0.0.1:$port" "$work/$text.yaml" || { say "could not point the route at the $text fake"; exit 1; }
+    guarded "$work/$text.yaml" "$work/$text-guarded.yaml"
+    "$target/release/tollgate-bench" body --text "$text" >"$work/$text-chat.json"
+    "$target/release/tollgate-bench" body --text "$text" --stream >"$work/$text-stream.json"
+    wait_port "$port" || { say "the $text fake did not start"; exit 1; }
+}
+other_text digits "$digits_upstream_port"
+other_text mixed "$mixed_upstream_port"
 
 # Prints instructions per call of proxy binary `$1` serving snapshot `$2`, for body `$3`.
 count() {
@@ -105,10 +113,10 @@ if [ -n "$before" ]; then
 else
     printf '| text | call | without guardrails | with the PII guardrail | ratio |\n|---|---|---|---|---|\n'
 fi
-for text in prose digits; do
+for text in ${GUARDRAILS_TEXTS:-prose mixed digits}; do
     plain_snapshot=snapshot guarded_snapshot=guarded prefix_body=""
-    if [ "$text" = digits ]; then
-        plain_snapshot=digits guarded_snapshot=digits-guarded prefix_body="digits-"
+    if [ "$text" != prose ]; then
+        plain_snapshot="$text" guarded_snapshot="$text-guarded" prefix_body="$text-"
     fi
     for call in chat stream; do
         body="$prefix_body$call"

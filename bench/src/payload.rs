@@ -23,6 +23,9 @@ pub enum Text {
     /// wrong, phone-like groups, and a few real values (an address, a card, a phone number). What
     /// a guardrail's digit-led detectors find hardest.
     Digits,
+    /// Ordinary words with now and then a date or an e-mail address, as chat text has: every
+    /// detector has something to look at now and then, and little to find.
+    Mixed,
 }
 
 impl Text {
@@ -57,9 +60,28 @@ impl Text {
             "qty 4 @ 19.99 ",
             "card 4111 1111 1111 1111 ",
         ];
+        const MIXED: [&str; 16] = [
+            "gateway ",
+            "latency ",
+            "routing ",
+            "tenant ",
+            "budget ",
+            "stream ",
+            "due 2026-12-01 ",
+            "token ",
+            "upstream ",
+            "snapshot ",
+            "quota ",
+            "model ",
+            "request ",
+            "ask ops@example.com ",
+            "team ",
+            "review ",
+        ];
         let words: &[&str] = match self {
             Text::Prose => &WORDS,
             Text::Digits => &FIGURES,
+            Text::Mixed => &MIXED,
         };
         let mut out = String::with_capacity(len + 40);
         let mut i = start;
