@@ -239,6 +239,17 @@ pub struct Refusal {
 }
 
 impl Counters {
+    /// Where the per-minute dimensions stand at `now_ms`, without any call: what a call refused
+    /// elsewhere shows of this scope.
+    pub fn levels(&self, c: &Ceilings, now_ms: i64) -> Gauges {
+        Gauges {
+            requests: c
+                .requests
+                .map(|l| Gauge::of(self.requests.level(l, now_ms), l)),
+            tokens: c.tokens.map(|l| Gauge::of(self.tokens.level(l, now_ms), l)),
+        }
+    }
+
     /// Whether a call asking for `tokens` fits under every ceiling now; nothing is changed.
     pub fn check(&self, c: &Ceilings, at: &Instant, tokens: u64) -> Result<Gauges, Refusal> {
         self.check_reserving(c, at, tokens, 0)

@@ -385,7 +385,12 @@ impl Limiter {
                 Ok(g) if scopes[i].kind.tells_caller() => gauges = gauges.merge(g),
                 Ok(_) => {}
                 Err(refusal) => {
-                    return Err(Box::new(self.refused(&scopes[i], refusal, replicas)));
+                    // The caller's own scopes, as they stand without this call.
+                    let own = (0..i)
+                        .filter(|&j| scopes[j].kind.tells_caller())
+                        .map(|j| guards[j].levels(&held[j].1, at.now_ms))
+                        .fold(Gauges::default(), Gauges::merge);
+                    return Err(Box::new(self.refused(&scopes[i], refusal, replicas, own)));
                 }
             }
         }
@@ -445,6 +450,7 @@ impl Limiter {
             ..at
         };
         let epoch = decisions[0].now_ms.div_euclid(redis::RESERVATION_EPOCH_MS);
+        let counters = || decisions.iter().flat_map(|d| &d.counters).zip(scopes);
         if let Some(g) = decisions.iter().position(|d| d.verdict != 0) {
             // What the groups that admitted the call charged is given back.
             for ((group, first), d) in groups.iter().zip(&decisions) {
@@ -470,11 +476,15 @@ impl Limiter {
                 .check_reserving(&scopes[i].ceilings, &at, tokens, reserve)
                 .err()
                 .unwrap_or_else(|| rounding_refusal(d.verdict, &scopes[i].ceilings, tokens));
-            return Ok(Err(Box::new(self.refused(&scopes[i], refusal, 1))));
+            // The caller's own scopes, as they stand without this call.
+            let own = counters()
+                .filter(|(_, s)| s.kind.tells_caller())
+                .map(|(c, s)| c.levels(&s.ceilings, at.now_ms))
+                .fold(Gauges::default(), Gauges::merge);
+            return Ok(Err(Box::new(self.refused(&scopes[i], refusal, 1, own))));
         }
         let mut gauges = Gauges::default();
-        let counters = decisions.iter().flat_map(|d| &d.counters);
-        for (counters, s) in counters.zip(scopes) {
+        for (counters, s) in counters() {
             if !s.kind.tells_caller() {
                 continue;
             }
@@ -504,7 +514,9 @@ impl Limiter {
         })))
     }
 
-    fn refused(&self, scope: &Scope<'_>, refusal: Refusal, replicas: u32) -> Refused {
+    /// The 429 for `scope`'s `refusal`; `own` holds the levels of the caller's own scopes checked
+    /// before it, which a route's refusal shows instead of the route's.
+    fn refused(&self, scope: &Scope<'_>, refusal: Refusal, replicas: u32, own: Gauges) -> Refused {
         let reason = match refusal.exceeded {
             Exceeded::Requests => "requests",
             Exceeded::Tokens => "tokens",
@@ -516,11 +528,11 @@ impl Limiter {
         Refused {
             notes: RateNotes {
                 // A route's total is all its callers' traffic together: how much of it others used is
-                // theirs to know, not this caller's.
+                // theirs to know, not this caller's, who sees its own subscription's and consumer's.
                 gauges: if scope.kind.tells_caller() {
                     refusal.gauges
                 } else {
-                    Gauges::default()
+                    own
                 },
                 retry_after_ms: Some(refusal.retry_after_ms),
                 do_not_retry: reason == "budget",

@@ -486,8 +486,9 @@ async fn a_routes_total_holds_for_all_its_callers_together() {
     let mut theirs = subscription("bot-chat", 1, 0, Phase::Approved);
     theirs.id = tollgate_snapshot::ObjectRef::new("team-b", "bot-chat");
     content.subscriptions.push(theirs);
-    // The first consumer's own subscription allows one call a minute.
+    // The first consumer's own subscription allows one call a minute, the other's ten.
     content.subscriptions[0].limits = rpm(1);
+    content.subscriptions[2].limits = rpm(10);
     let proxy = TestProxy::start(content).await;
 
     post(&proxy.url(CHAT), KEY, &ask()).await.assert_status(200);
@@ -503,9 +504,8 @@ async fn a_routes_total_holds_for_all_its_callers_together() {
     for _ in 0..2 {
         let reply = post(&proxy.url(CHAT), OTHER_KEY, &ask()).await;
         reply.assert_status(200);
-        // Its subscription has no limits of its own, and the route's level is not its business.
-        assert!(reply.header("x-ratelimit-limit-requests").is_none());
-        assert!(reply.header("x-ratelimit-remaining-requests").is_none());
+        // Its headers show its own subscription's level; the route's is not its business.
+        assert_eq!(reply.header("x-ratelimit-limit-requests"), Some("10"));
     }
     let refused = post(&proxy.url(CHAT), OTHER_KEY, &ask()).await;
     assert_eq!(refused.status, 429);
@@ -521,7 +521,9 @@ async fn a_routes_total_holds_for_all_its_callers_together() {
     );
     assert!(!message.contains("Used"), "{message}");
     assert!(refused.header("retry-after").is_some());
-    assert!(refused.header("x-ratelimit-remaining-requests").is_none());
+    // The refusal shows the caller's own level (two of its ten used), not the route's.
+    assert_eq!(refused.header("x-ratelimit-limit-requests"), Some("10"));
+    assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("8"));
 
     // The other route has no total.
     post(&proxy.url(OTHER), KEY, &ask())

@@ -551,8 +551,9 @@ async fn route_total_through_two_proxies(redis: &Redis) {
             message.starts_with("Rate limit reached for route default/demo, shared by all its callers, on requests per min (RPM): Limit 4."),
             "{message}"
         );
-        // The bot's own headers show its own subscription, never the route's level.
-        assert_eq!(refused.header("x-ratelimit-limit-requests"), None);
+        // The bot's headers show its own subscription (5 a minute, 3 used), never the route's level.
+        assert_eq!(refused.header("x-ratelimit-limit-requests"), Some("5"));
+        assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("2"));
     }
     // Its subscription admitted those two and was given them back: it counts the three calls made.
     let bot_level = level_below(redis.port, BOT_SUB, "ru", 3.5).await;
