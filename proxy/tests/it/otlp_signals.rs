@@ -13,13 +13,13 @@ use tollgate_proxy::{
 };
 use tollgate_snapshot::ProviderType;
 
-use crate::support::chat_route::{CHAT, CLIENT_KEY, table, typed};
+use crate::support::chat_route::{
+    CHAT, CLIENT_KEY, FALLBACK_KEY, PRIMARY_KEY, failing_primary_and_fallback, table, typed,
+};
 use crate::support::collector::{Collector, attr};
 use crate::support::openai_fake::{Behaviour, OpenAiFake};
 use crate::support::{Reply, TestProxy, send, test_config};
 
-const PRIMARY_KEY: &str = "sk-primary-secret-1111";
-const FALLBACK_KEY: &str = "sk-fallback-secret-2222";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -59,35 +59,6 @@ fn with_signals(mut config: ProxyConfig, endpoint: String, protocol: OtlpProtoco
         ..LogsConfig::default()
     });
     config
-}
-
-/// A primary that answers 503 and a fallback that answers; the primary alone in `failing`.
-async fn upstreams() -> (OpenAiFake, OpenAiFake) {
-    let mut failing = Behaviour::new("primary", PRIMARY_KEY);
-    failing.fail_with = Some(503);
-    let primary = OpenAiFake::start(failing).await;
-    let fallback = OpenAiFake::start(Behaviour::new("fallback", FALLBACK_KEY)).await;
-    (primary, fallback)
-}
-
-fn both(primary: &OpenAiFake, fallback: &OpenAiFake) -> tollgate_snapshot::Content {
-    table(
-        vec![
-            typed(
-                ProviderType::OpenAI,
-                &primary.endpoint(),
-                PRIMARY_KEY,
-                "gpt-up",
-            ),
-            typed(
-                ProviderType::OpenAI,
-                &fallback.endpoint(),
-                FALLBACK_KEY,
-                "gpt-up",
-            ),
-        ],
-        "gpt-up",
-    )
 }
 
 async fn chat(proxy: &TestProxy, stream: bool, traceparent: Option<&str>) -> Reply {
@@ -186,13 +157,13 @@ fn common(extra: &[(&str, &str)]) -> BTreeMap<String, Value> {
 #[tokio::test]
 async fn the_genai_metrics_reach_the_collector_with_their_attributes_and_summed_values() {
     let collector = Collector::start();
-    let (primary, fallback) = upstreams().await;
+    let (primary, _fallback, both) = failing_primary_and_fallback().await;
     let config = with_signals(
         test_config(),
         collector.http_endpoint(),
         OtlpProtocol::HttpProtobuf,
     );
-    let proxy = TestProxy::start_with(config, Some(both(&primary, &fallback))).await;
+    let proxy = TestProxy::start_with(config, Some(both)).await;
     let mut answered = Vec::new();
     for stream in [false, false, false, true, true] {
         let reply = chat(&proxy, stream, None).await;
@@ -352,7 +323,7 @@ async fn record_of(collector: &Collector, request_id: &str) -> Value {
 #[tokio::test]
 async fn every_call_is_a_log_record_with_the_access_line_s_fields_and_its_span() {
     let collector = Collector::start();
-    let (primary, fallback) = upstreams().await;
+    let (_primary, _fallback, both) = failing_primary_and_fallback().await;
     let mut config = with_signals(
         test_config(),
         collector.http_endpoint(),
@@ -365,7 +336,7 @@ async fn every_call_is_a_log_record_with_the_access_line_s_fields_and_its_span()
         delay: Duration::from_millis(20),
         ..TraceConfig::default()
     });
-    let proxy = TestProxy::start_with(config, Some(both(&primary, &fallback))).await;
+    let proxy = TestProxy::start_with(config, Some(both)).await;
     let reply = chat(
         &proxy,
         true,
@@ -426,9 +397,9 @@ async fn every_call_is_a_log_record_with_the_access_line_s_fields_and_its_span()
 #[tokio::test]
 async fn over_grpc_metrics_and_untraced_log_records_reach_the_collector() {
     let collector = Collector::start();
-    let (primary, fallback) = upstreams().await;
+    let (_primary, _fallback, both) = failing_primary_and_fallback().await;
     let config = with_signals(test_config(), collector.grpc_endpoint(), OtlpProtocol::Grpc);
-    let proxy = TestProxy::start_with(config, Some(both(&primary, &fallback))).await;
+    let proxy = TestProxy::start_with(config, Some(both)).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         let reply = chat(&proxy, false, None).await;
@@ -453,7 +424,7 @@ async fn over_grpc_metrics_and_untraced_log_records_reach_the_collector() {
 #[tokio::test]
 async fn over_grpc_with_tls_metrics_and_log_records_reach_a_collector_trusted_by_its_ca() {
     let (collector, ca) = Collector::start_tls();
-    let (primary, fallback) = upstreams().await;
+    let (_primary, _fallback, both) = failing_primary_and_fallback().await;
     let mut config = with_signals(
         test_config(),
         collector.grpcs_endpoint(),
@@ -465,7 +436,7 @@ async fn over_grpc_with_tls_metrics_and_log_records_reach_a_collector_trusted_by
     ] {
         target.ca_pem = Some(ca.clone());
     }
-    let proxy = TestProxy::start_with(config, Some(both(&primary, &fallback))).await;
+    let proxy = TestProxy::start_with(config, Some(both)).await;
     let reply = chat(&proxy, false, None).await;
     reply.assert_status(200);
     let [_, durations, _] = metrics_after(&collector, 1).await;

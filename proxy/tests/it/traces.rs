@@ -9,15 +9,15 @@ use serde_json::{Value, json};
 use tollgate_proxy::{OtlpProtocol, Sampler, TraceConfig};
 use tollgate_snapshot::ProviderType;
 
-use crate::support::chat_route::{CHAT, CLIENT_KEY, table, typed};
+use crate::support::chat_route::{
+    CHAT, CLIENT_KEY, FALLBACK_KEY, PRIMARY_KEY, failing_primary_and_fallback, table, typed,
+};
 use crate::support::collector::{Collector, attr};
 use crate::support::openai_fake::{Behaviour, OpenAiFake};
 use crate::support::{TestProxy, send, test_config};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-const PRIMARY_KEY: &str = "sk-primary-secret-1111";
-const FALLBACK_KEY: &str = "sk-fallback-secret-2222";
 /// Words of the conversation: they must not reach the collector.
 const CONTENT: &str = "the password is PERIWINKLE";
 
@@ -36,27 +36,7 @@ fn traced(endpoint: String, protocol: OtlpProtocol) -> TraceConfig {
 
 /// A primary that answers 503 and a fallback that answers, behind a traced proxy.
 async fn fallback_setup(config: TraceConfig) -> (TestProxy, OpenAiFake, OpenAiFake) {
-    let mut failing = Behaviour::new("primary", PRIMARY_KEY);
-    failing.fail_with = Some(503);
-    let primary = OpenAiFake::start(failing).await;
-    let fallback = OpenAiFake::start(Behaviour::new("fallback", FALLBACK_KEY)).await;
-    let content = table(
-        vec![
-            typed(
-                ProviderType::OpenAI,
-                &primary.endpoint(),
-                PRIMARY_KEY,
-                "gpt-up",
-            ),
-            typed(
-                ProviderType::OpenAI,
-                &fallback.endpoint(),
-                FALLBACK_KEY,
-                "gpt-up",
-            ),
-        ],
-        "gpt-up",
-    );
+    let (primary, fallback, content) = failing_primary_and_fallback().await;
     let mut proxy_config = test_config();
     proxy_config.traces = Some(config);
     let proxy = TestProxy::start_with(proxy_config, Some(content)).await;

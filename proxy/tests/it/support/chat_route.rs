@@ -11,6 +11,9 @@ use super::bedrock_fake::REGION;
 use super::{NS, TestProxy, backend, consumer, model, price, provider, route, subscription};
 
 pub const CLIENT_KEY: &str = "tg-client-key-translate";
+/// The provider keys of [`failing_primary_and_fallback`]'s two fakes.
+pub const PRIMARY_KEY: &str = "sk-primary-secret-1111";
+pub const FALLBACK_KEY: &str = "sk-fallback-secret-2222";
 pub const CHAT: &str = "/team-a/chat/v1/chat/completions";
 pub const MESSAGES: &str = "/team-a/chat/v1/messages";
 pub const EMBEDDINGS: &str = "/team-a/chat/v1/embeddings";
@@ -158,4 +161,36 @@ pub fn chunk_text(chunks: &[Value]) -> String {
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect()
+}
+
+/// An OpenAI fake that answers 503 (the primary) and one that answers (the fallback), and the chat
+/// route's table over the two, the primary first: a call that falls back once.
+pub async fn failing_primary_and_fallback() -> (
+    super::openai_fake::OpenAiFake,
+    super::openai_fake::OpenAiFake,
+    Content,
+) {
+    use super::openai_fake::{Behaviour, OpenAiFake};
+    let mut failing = Behaviour::new("primary", PRIMARY_KEY);
+    failing.fail_with = Some(503);
+    let primary = OpenAiFake::start(failing).await;
+    let fallback = OpenAiFake::start(Behaviour::new("fallback", FALLBACK_KEY)).await;
+    let content = table(
+        vec![
+            typed(
+                ProviderType::OpenAI,
+                &primary.endpoint(),
+                PRIMARY_KEY,
+                "gpt-up",
+            ),
+            typed(
+                ProviderType::OpenAI,
+                &fallback.endpoint(),
+                FALLBACK_KEY,
+                "gpt-up",
+            ),
+        ],
+        "gpt-up",
+    );
+    (primary, fallback, content)
 }
