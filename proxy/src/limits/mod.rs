@@ -136,15 +136,15 @@ struct KeyGroup {
 }
 
 impl KeyGroup {
-    fn of(scopes: &[RedisScope], spends: bool) -> Self {
+    /// The group of `scopes`, whose keys it takes.
+    fn of(scopes: impl Iterator<Item = RedisScope>, spends: bool) -> Self {
         let limit = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
         Self {
             keys: scopes
-                .iter()
                 .map(|s| SettledKey {
-                    key: s.key.clone(),
                     tokens: limit(s.ceilings.tokens),
                     requests: limit(s.ceilings.requests),
+                    key: s.key,
                 })
                 .collect(),
             spends,
@@ -456,8 +456,12 @@ impl Limiter {
             for ((group, first), d) in groups.iter().zip(&decisions) {
                 if d.verdict == 0 {
                     let spends = *first == 0 && scopes[0].kind != ScopeKind::Route;
+                    let keys = group.iter().map(|s| RedisScope {
+                        key: s.key.clone(),
+                        ceilings: s.ceilings,
+                    });
                     redis.settle(Settlement {
-                        keys: KeyGroup::of(group, spends).keys,
+                        keys: KeyGroup::of(keys, spends).keys,
                         give_back_request: true,
                         estimate: tokens,
                         used: 0,
@@ -494,10 +498,16 @@ impl Limiter {
             };
             gauges = gauges.merge(g);
         }
-        let settle = groups
-            .iter()
-            .map(|(group, first)| {
-                KeyGroup::of(group, *first == 0 && scopes[0].kind != ScopeKind::Route)
+        // The keys move into the settlement: one group per script call, in order.
+        let shape: SmallVec<[(usize, usize); 2]> =
+            groups.iter().map(|(g, first)| (g.len(), *first)).collect();
+        drop((groups, slices));
+        let mut keys = keyed.into_iter();
+        let settle = shape
+            .into_iter()
+            .map(|(len, first)| {
+                let spends = first == 0 && scopes[0].kind != ScopeKind::Route;
+                KeyGroup::of(keys.by_ref().take(len), spends)
             })
             .collect();
         Ok(Ok(Some(Admitted {
