@@ -7,11 +7,21 @@
 //! whitespace, and the top-level members in [`IGNORED`] left out. Everything else counts, values as
 //! JSON reads them (`1` and `1.0` differ; `"a"` and `"\u0061"` do not); a member named twice in one
 //! object counts with its last value, as serde_json's map keeps it.
+//!
+//! The SHA-256 names an entry wherever replicas meet: in Redis and in the semantic index. This
+//! replica's own store finds entries by a [`LocalKey`] instead, a 128-bit SipHash-2-4 of the same
+//! bytes under a secret drawn from the OS when the process starts: a fraction of SHA-256's cost where
+//! the CPU has no SHA extensions, and as safe for keeping teams apart, since nobody outside the
+//! process can know which bytes collide. So a call on a route without Redis or Semantic mode never
+//! computes the SHA-256; one with Redis computes it only when this replica's store misses.
 
 use std::cell::RefCell;
+use std::hash::Hasher;
+use std::sync::{LazyLock, OnceLock};
 
 use ring::digest;
 use serde_json::Value;
+use siphasher::sip128::{Hasher128, SipHasher24};
 
 use crate::llm::canonical_json::Canonical;
 
@@ -76,20 +86,145 @@ pub struct KeyParts<'a> {
     pub form: Form,
 }
 
-/// The key of a request body, or `None` when the body is not a JSON object (as serde_json reads
-/// one). The body is put in canonical form straight from its bytes (`llm::canonical_json`), with no
-/// `serde_json::Value` in between: the key is most of what a hit costs.
+/// Where a key will be needed, which decides what [`lookup_key`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// Only in this replica's store: the SHA-256 is never made.
+    Local,
+    /// In Redis too, when this replica's store misses: the hashed bytes are kept so that the
+    /// SHA-256 can be made then.
+    OnMiss,
+    /// In the semantic index and Redis: the SHA-256 is made now, and the local key taken from it,
+    /// so that an entry a semantic lookup finds by its SHA-256 is found here by the same local key.
+    Now,
+}
+
+/// The key of one call: its local key, and its SHA-256 (made, or makeable) where it is shared.
+#[derive(Debug)]
+pub struct Lookup {
+    /// This replica's store's key.
+    pub local: LocalKey,
+    /// The length-prefixed parts and the normal form, kept for the SHA-256 ([`Sharing::OnMiss`]).
+    hashed: Option<Box<[u8]>>,
+    shared: OnceLock<CacheKey>,
+}
+
+impl Lookup {
+    /// The SHA-256 key, made now if it was not yet; `None` when it was asked for as
+    /// [`Sharing::Local`].
+    pub fn shared(&self) -> Option<CacheKey> {
+        if let Some(key) = self.shared.get() {
+            return Some(*key);
+        }
+        let hashed = self.hashed.as_deref()?;
+        Some(*self.shared.get_or_init(|| sha256(&[hashed])))
+    }
+
+    /// What storing the answer needs: the local key, and the SHA-256 if the entry is shared.
+    pub fn for_store(&self) -> StoreKey {
+        StoreKey {
+            local: self.local,
+            shared: self.shared(),
+        }
+    }
+}
+
+/// Where an answer is stored: this replica's store's key, and the SHA-256 when it is shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreKey {
+    /// This replica's store's key.
+    pub local: LocalKey,
+    /// Redis's and the semantic index's key.
+    pub shared: Option<CacheKey>,
+}
+
+/// An entry's key in this replica's store: a SipHash-2-4 (128 bits) under [`SECRET`] of what the
+/// SHA-256 hashes, or, for an entry known by its SHA-256 ([`Sharing::Now`], entries found through
+/// the semantic index), the first 16 bytes of that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocalKey(pub u128);
+
+impl LocalKey {
+    /// The local key of an entry known by its SHA-256.
+    pub fn of(key: &CacheKey) -> Self {
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&key.0[..16]);
+        LocalKey(u128::from_be_bytes(head))
+    }
+}
+
+/// This process's SipHash key, from the OS's random source.
+static SECRET: LazyLock<(u64, u64)> = LazyLock::new(|| {
+    let draw = || getrandom::u64().expect("the OS gives random bytes");
+    (draw(), draw())
+});
+
+/// The key of a request body for `sharing`, or `None` when the body is not a JSON object (as
+/// serde_json reads one). The body is put in canonical form straight from its bytes
+/// (`llm::canonical_json`), with no `serde_json::Value` in between: the key is most of what a hit
+/// costs.
+pub fn lookup_key(parts: &KeyParts<'_>, body: &[u8], sharing: Sharing) -> Option<Lookup> {
+    with_normal_form(body, |normal| {
+        let fields = fields(parts);
+        match sharing {
+            Sharing::Now => {
+                let key = hash(parts, normal);
+                Lookup {
+                    local: LocalKey::of(&key),
+                    hashed: None,
+                    shared: OnceLock::from(key),
+                }
+            }
+            Sharing::Local | Sharing::OnMiss => {
+                let (k0, k1) = *SECRET;
+                let mut sip = SipHasher24::new_with_keys(k0, k1);
+                let mut hashed = Vec::new();
+                if sharing == Sharing::OnMiss {
+                    hashed.reserve_exact(
+                        fields.iter().map(|f| 8 + f.len()).sum::<usize>() + normal.len(),
+                    );
+                }
+                for field in fields {
+                    let len = (field.len() as u64).to_be_bytes();
+                    sip.write(&len);
+                    sip.write(field);
+                    if sharing == Sharing::OnMiss {
+                        hashed.extend_from_slice(&len);
+                        hashed.extend_from_slice(field);
+                    }
+                }
+                sip.write(normal);
+                if sharing == Sharing::OnMiss {
+                    hashed.extend_from_slice(normal);
+                }
+                Lookup {
+                    local: LocalKey(sip.finish128().into()),
+                    hashed: (sharing == Sharing::OnMiss).then(|| hashed.into_boxed_slice()),
+                    shared: OnceLock::new(),
+                }
+            }
+        }
+    })
+}
+
+/// The SHA-256 key of a request body, or `None` when the body is not a JSON object.
+#[cfg(test)]
 pub fn cache_key(parts: &KeyParts<'_>, body: &[u8]) -> Option<CacheKey> {
+    with_normal_form(body, |normal| hash(parts, normal))
+}
+
+/// `then` of the body's normal form, in this thread's buffers.
+fn with_normal_form<T>(body: &[u8], then: impl FnOnce(&[u8]) -> T) -> Option<T> {
     BUFFERS.with(|buffers| {
         let (canonical, normal) = &mut *buffers.borrow_mut();
         canonical.object(body, &IGNORED, normal)?;
-        let key = hash(parts, normal);
+        let made = then(normal);
         // A rare huge body does not keep its buffers for the thread's life.
         if normal.capacity() + canonical.retained_bytes() > KEPT_BUFFER {
             *normal = Vec::new();
             *canonical = Canonical::default();
         }
-        Some(key)
+        Some(made)
     })
 }
 
@@ -109,17 +244,28 @@ pub fn key_of(parts: &KeyParts<'_>, object: &serde_json::Map<String, Value>) -> 
     hash(parts, &normal)
 }
 
-/// SHA-256 of the parts, then the normalised body. By ring's SHA-256, whose assembly takes about 60%
-/// of the instructions of sha2's portable code where the CPU has no SHA extensions (or valgrind hides
-/// them: 37,700 against 62,000 for the benchmark's ~1.1 KB); where it has them, both use them.
+/// SHA-256 of the parts, each length-prefixed, then the normalised body. By ring's SHA-256, whose
+/// assembly takes about 60% of the instructions of sha2's portable code where the CPU has no SHA
+/// extensions (or valgrind hides them: 37,700 against 62,000 for the benchmark's ~1.1 KB); where it
+/// has them, both use them.
 fn hash(parts: &KeyParts<'_>, normal: &[u8]) -> CacheKey {
-    let mut hasher = digest::Context::new(&digest::SHA256);
-    for field in fields(parts) {
+    let fields = fields(parts);
+    let lens = fields.map(|f| (f.len() as u64).to_be_bytes());
+    let mut pieces: [&[u8]; 13] = [&[]; 13];
+    for (i, field) in fields.iter().enumerate() {
         // Length-prefixed, so that no two different part lists hash the same bytes.
-        hasher.update(&(field.len() as u64).to_be_bytes());
-        hasher.update(field);
+        pieces[2 * i] = &lens[i];
+        pieces[2 * i + 1] = field;
     }
-    hasher.update(normal);
+    pieces[12] = normal;
+    sha256(&pieces)
+}
+
+fn sha256(pieces: &[&[u8]]) -> CacheKey {
+    let mut hasher = digest::Context::new(&digest::SHA256);
+    for piece in pieces {
+        hasher.update(piece);
+    }
     CacheKey(
         hasher
             .finish()
@@ -217,8 +363,22 @@ mod tests {
         }
     }
 
-    fn key(body: &Value) -> CacheKey {
-        cache_key(&parts(Some("team-a/app")), body.to_string().as_bytes()).unwrap()
+    /// Both keys of a body: its SHA-256 and its key in this replica's store.
+    fn keys(p: &KeyParts<'_>, body: &[u8]) -> Option<(CacheKey, LocalKey)> {
+        let local = lookup_key(p, body, Sharing::Local).map(|l| l.local);
+        cache_key(p, body).zip(local)
+    }
+
+    fn key(body: &Value) -> (CacheKey, LocalKey) {
+        keys(&parts(Some("team-a/app")), body.to_string().as_bytes()).unwrap()
+    }
+
+    /// Neither key of `a` is `b`'s.
+    #[track_caller]
+    fn apart(a: Option<(CacheKey, LocalKey)>, b: (CacheKey, LocalKey), what: &str) {
+        let a = a.expect("a key");
+        assert_ne!(a.0, b.0, "SHA-256, {what}");
+        assert_ne!(a.1, b.1, "local, {what}");
     }
 
     #[test]
@@ -227,7 +387,8 @@ mod tests {
         let b = br#"{ "temperature" : 0, "messages":[{"content":"hi","role":"user"}], "model":"other",
             "stream":false, "stream_options":{"include_usage":true}, "user":"u-1", "metadata":{"x":"y"}, "store":true }"#;
         let p = parts(Some("team-a/app"));
-        assert_eq!(cache_key(&p, a), cache_key(&p, b));
+        assert_eq!(keys(&p, a), keys(&p, b));
+        assert!(keys(&p, a).is_some());
         assert_eq!(
             normalised_by_value(a).unwrap(),
             br#"{"messages":[{"content":"hi","role":"user"}],"temperature":0}"#
@@ -247,17 +408,16 @@ mod tests {
             // A nested member named like an ignored top-level one still counts.
             json!({"messages": [{"role": "user", "content": "hi", "user": "x"}], "temperature": 0}),
         ] {
-            assert_ne!(key(&changed), k, "{changed}");
+            apart(Some(key(&changed)), k, &changed.to_string());
         }
         let body = base.to_string();
-        assert_eq!(
-            cache_key(&parts(Some("team-a/app")), body.as_bytes()),
-            Some(k)
+        assert_eq!(keys(&parts(Some("team-a/app")), body.as_bytes()), Some(k));
+        apart(
+            keys(&parts(Some("team-a/other-app")), body.as_bytes()),
+            k,
+            "consumer",
         );
-        let mut other = parts(Some("team-a/other-app"));
-        assert_ne!(cache_key(&other, body.as_bytes()), Some(k), "consumer");
-        other = parts(None);
-        assert_ne!(cache_key(&other, body.as_bytes()), Some(k), "route scope");
+        apart(keys(&parts(None), body.as_bytes()), k, "route scope");
         for (field, value) in [
             ("endpoint", "embeddings"),
             ("route", "team-b/chat"),
@@ -269,15 +429,52 @@ mod tests {
                 "route" => p.route = value,
                 _ => p.model = value,
             }
-            assert_ne!(cache_key(&p, body.as_bytes()), Some(k), "{field}");
+            apart(keys(&p, body.as_bytes()), k, field);
         }
         for form in [Form::Stream, Form::StreamWithUsage] {
             let p = KeyParts {
                 form,
                 ..parts(Some("team-a/app"))
             };
-            assert_ne!(cache_key(&p, body.as_bytes()), Some(k), "{form:?}");
+            apart(keys(&p, body.as_bytes()), k, &format!("{form:?}"));
         }
+        // Where a part ends counts: moving a byte from one part to the next is another key.
+        let p = KeyParts {
+            route: "team-a/cha",
+            model: "tgpt",
+            ..parts(Some("team-a/app"))
+        };
+        apart(keys(&p, body.as_bytes()), k, "part boundary");
+    }
+
+    #[test]
+    fn each_sharing_makes_the_sha256_only_where_it_is_needed_and_the_same_one() {
+        let body = br#"{"messages":[{"role":"user","content":"hi"}]}"#;
+        let p = parts(Some("team-a/app"));
+        let sha = cache_key(&p, body).unwrap();
+        let local = lookup_key(&p, body, Sharing::Local).unwrap();
+        assert_eq!(local.shared(), None);
+        assert_eq!(
+            local.for_store(),
+            StoreKey {
+                local: local.local,
+                shared: None
+            }
+        );
+        // Redis: the same local key, and the SHA-256 made from the kept bytes when asked.
+        let on_miss = lookup_key(&p, body, Sharing::OnMiss).unwrap();
+        assert_eq!(on_miss.local, local.local);
+        assert_eq!(on_miss.shared(), Some(sha));
+        assert_eq!(on_miss.for_store().shared, Some(sha));
+        // Semantic mode: the local key is the SHA-256's head, as for entries the index finds.
+        let now = lookup_key(&p, body, Sharing::Now).unwrap();
+        assert_eq!(now.shared(), Some(sha));
+        assert_eq!(now.local, LocalKey::of(&sha));
+        assert_ne!(now.local, local.local);
+        assert_eq!(
+            lookup_key(&p, b"[1]", Sharing::OnMiss).map(|l| l.local),
+            None
+        );
     }
 
     /// `hashlib.sha256` of the length-prefixed (8 bytes, big-endian) parts and
@@ -400,8 +597,8 @@ mod tests {
             shuffled(&doc, &mut s, &mut text);
             let p = parts(Some("team-a/app"));
             prop_assert_eq!(
-                cache_key(&p, doc.to_string().as_bytes()),
-                cache_key(&p, text.as_bytes())
+                keys(&p, doc.to_string().as_bytes()),
+                keys(&p, text.as_bytes())
             );
         }
 
@@ -421,10 +618,10 @@ mod tests {
             doc.insert(name, replacement);
             let after = Value::Object(doc);
             let p = parts(None);
-            prop_assert_ne!(
-                cache_key(&p, before.to_string().as_bytes()),
-                cache_key(&p, after.to_string().as_bytes())
-            );
+            let before = keys(&p, before.to_string().as_bytes()).unwrap();
+            let after = keys(&p, after.to_string().as_bytes()).unwrap();
+            prop_assert_ne!(before.0, after.0);
+            prop_assert_ne!(before.1, after.1);
         }
 
         #[test]
@@ -443,8 +640,8 @@ mod tests {
             let after = Value::Object(doc);
             let p = parts(None);
             prop_assert_eq!(
-                cache_key(&p, before.to_string().as_bytes()),
-                cache_key(&p, after.to_string().as_bytes())
+                keys(&p, before.to_string().as_bytes()),
+                keys(&p, after.to_string().as_bytes())
             );
         }
     }

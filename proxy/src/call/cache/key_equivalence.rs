@@ -6,7 +6,10 @@
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
-use super::key::{CacheKey, Form, KeyParts, cache_key, cache_key_by_value, normalised_by_value};
+use super::key::{
+    CacheKey, Form, KeyParts, LocalKey, Sharing, cache_key, cache_key_by_value, lookup_key,
+    normalised_by_value,
+};
 use crate::llm::canonical_json::Canonical;
 
 fn parts() -> KeyParts<'static> {
@@ -37,6 +40,16 @@ fn agree(body: &[u8]) -> Result<bool, TestCaseError> {
     );
     let key: Option<CacheKey> = cache_key(&parts(), body);
     prop_assert_eq!(key, cache_key_by_value(&parts(), body));
+    // The keys a call looks up by: none where there is no SHA-256 key, and the same SHA-256 when
+    // made later from the kept bytes or at once.
+    let local = lookup_key(&parts(), body, Sharing::Local);
+    let on_miss = lookup_key(&parts(), body, Sharing::OnMiss);
+    let now = lookup_key(&parts(), body, Sharing::Now);
+    prop_assert_eq!(local.is_some(), key.is_some());
+    prop_assert_eq!(local.map(|l| l.local), on_miss.as_ref().map(|l| l.local));
+    prop_assert_eq!(on_miss.and_then(|l| l.shared()), key);
+    prop_assert_eq!(now.as_ref().and_then(|l| l.shared()), key);
+    prop_assert_eq!(now.map(|l| l.local), key.as_ref().map(LocalKey::of));
     Ok(key.is_some())
 }
 

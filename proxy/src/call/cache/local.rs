@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::entry::Entry;
-use super::key::CacheKey;
+use super::key::LocalKey;
 
 /// What an insert did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -33,9 +33,9 @@ pub struct LocalStore {
 
 #[derive(Default)]
 struct Inner {
-    slots: HashMap<CacheKey, Slot>,
+    slots: HashMap<LocalKey, Slot>,
     /// Last use → key: the first is the least recently used.
-    by_use: BTreeMap<u64, CacheKey>,
+    by_use: BTreeMap<u64, LocalKey>,
     tick: u64,
     bytes: usize,
 }
@@ -46,7 +46,7 @@ struct Slot {
 }
 
 impl Inner {
-    fn remove(&mut self, key: &CacheKey) {
+    fn remove(&mut self, key: &LocalKey) {
         if let Some(slot) = self.slots.remove(key) {
             self.by_use.remove(&slot.used);
             self.bytes -= slot.entry.weight();
@@ -71,7 +71,7 @@ impl LocalStore {
     }
 
     /// The entry under `key` unless it has expired at `now_ms` (then it is dropped).
-    pub fn get(&self, key: &CacheKey, now_ms: i64) -> Option<Arc<Entry>> {
+    pub fn get(&self, key: &LocalKey, now_ms: i64) -> Option<Arc<Entry>> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let expired = inner.slots.get(key)?.entry.expires_ms <= now_ms;
         if expired {
@@ -90,7 +90,7 @@ impl LocalStore {
 
     /// Stores `entry` under `key`, replacing what was there, evicting the least recently used
     /// entries until it fits.
-    pub fn insert(&self, key: CacheKey, entry: Arc<Entry>) -> Inserted {
+    pub fn insert(&self, key: LocalKey, entry: Arc<Entry>) -> Inserted {
         let weight = entry.weight();
         if weight > self.budget {
             return Inserted::default();
@@ -130,8 +130,8 @@ mod tests {
     use bytes::Bytes;
     use proptest::prelude::*;
 
-    fn key(n: u8) -> CacheKey {
-        CacheKey([n; 32])
+    fn key(n: u8) -> LocalKey {
+        LocalKey(u128::from(n))
     }
 
     fn entry(body_len: usize, expires_ms: i64) -> Arc<Entry> {

@@ -11,7 +11,7 @@ use tollgate_snapshot::{CacheEndpoint, CacheScope, ObjectRef, RouteIdx, Semantic
 
 use super::control::Directives;
 use super::entry::Entry;
-use super::key::{Form, KeyParts, cache_key};
+use super::key::{Form, KeyParts, Sharing, lookup_key};
 use super::semantic::{Question, question, unit};
 use super::tee::Tee;
 use crate::call::answer::{event_stream, json};
@@ -102,8 +102,16 @@ pub async fn cached_call(
             form,
         })
     });
+    // Semantic mode names entries by their SHA-256; Redis, when this replica's store misses.
+    let sharing = if semantic.is_some() {
+        Sharing::Now
+    } else if shared.cache.shares() {
+        Sharing::OnMiss
+    } else {
+        Sharing::Local
+    };
     let key = parts.as_ref().and_then(|parts| {
-        let key = cache_key(parts, routed.ask.body)?;
+        let key = lookup_key(parts, routed.ask.body, sharing)?;
         asked = semantic.and_then(|s| question(parts, routed.ask.body, s.max_turns));
         Some(key)
     });
@@ -141,7 +149,7 @@ pub async fn cached_call(
                 form: other,
                 ..*parts
             };
-            let Some(other) = cache_key(&parts, routed.ask.body) else {
+            let Some(other) = lookup_key(&parts, routed.ask.body, sharing) else {
                 continue;
             };
             let Some(entry) = shared.cache.get(&other).await else {
@@ -176,7 +184,7 @@ pub async fn cached_call(
         let found = Box::pin(shared.cache.nearest(bucket, vector)).await;
         if let Some((found, similarity)) = found
             && f64::from(similarity) >= semantic.threshold
-            && let Some(entry) = shared.cache.get(&found).await
+            && let Some(entry) = shared.cache.get_shared(&found).await
         {
             let age_ms = shared.cache.clock.now_unix_ms() - entry.stored_ms;
             if directives.accepts_age(age_ms) {
@@ -190,7 +198,7 @@ pub async fn cached_call(
     if response.status().is_success() {
         let mut tee = Tee::new(
             shared.cache.clone(),
-            key,
+            key.for_store(),
             policy.ttl_ms,
             policy.max_entry_bytes as usize,
             response.status().as_u16(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use super::entry::Entry;
-use super::key::CacheKey;
+use super::key::{CacheKey, LocalKey, Lookup, StoreKey};
 use super::local::LocalStore;
 use super::semantic::{SemanticIndex, decode_question, encode_question};
 use crate::clock::Clock;
@@ -69,13 +69,33 @@ impl ResponseCache {
         }
     }
 
+    /// Whether entries are shared with other replicas through Redis.
+    pub fn shares(&self) -> bool {
+        self.redis.is_some()
+    }
+
     /// The live entry under `key`: this replica's, else Redis's (then kept here too).
-    pub async fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+    pub async fn get(&self, key: &Lookup) -> Option<Arc<Entry>> {
+        self.get_by(key.local, || key.shared()).await
+    }
+
+    /// The live entry whose SHA-256 key is `key` (as the semantic index names entries): this
+    /// replica's, else Redis's (then kept here too).
+    pub async fn get_shared(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        self.get_by(LocalKey::of(key), || Some(*key)).await
+    }
+
+    async fn get_by(
+        &self,
+        local: LocalKey,
+        shared: impl FnOnce() -> Option<CacheKey>,
+    ) -> Option<Arc<Entry>> {
         let now = self.clock.now_unix_ms();
-        if let Some(entry) = self.local.get(key, now) {
+        if let Some(entry) = self.local.get(&local, now) {
             return Some(entry);
         }
         let redis = self.redis.as_ref()?;
+        let key = shared()?;
         let Some(mut conn) = redis.connection() else {
             self.recorder.metrics.cache_store_error("get");
             return None;
@@ -96,14 +116,14 @@ impl ResponseCache {
         if entry.expires_ms <= now {
             return None;
         }
-        self.keep_locally(*key, entry.clone());
+        self.keep_locally(local, entry.clone());
         Some(entry)
     }
 
     /// Stores `entry` here and, off the request path, in Redis.
-    pub fn put(&self, key: CacheKey, entry: Entry) {
+    pub fn put(&self, key: StoreKey, entry: Entry) {
         let entry = Arc::new(entry);
-        if let Some(redis) = &self.redis {
+        if let (Some(redis), Some(shared)) = (&self.redis, key.shared) {
             match redis.connection() {
                 None => self.recorder.metrics.cache_store_error("set"),
                 Some(mut conn) => {
@@ -115,7 +135,7 @@ impl ResponseCache {
                     let timeout = (redis.timeout() * 4).max(Duration::from_millis(100));
                     tokio::spawn(async move {
                         let write = conn.pset_ex::<_, _, ()>(
-                            key.redis_key(),
+                            shared.redis_key(),
                             value,
                             u64::try_from(ttl_ms.max(1)).unwrap_or(1),
                         );
@@ -133,7 +153,7 @@ impl ResponseCache {
                 }
             }
         }
-        self.keep_locally(key, entry);
+        self.keep_locally(key.local, entry);
     }
 
     /// The stored question of `bucket` nearest to `query`, with its similarity: this replica's
@@ -221,7 +241,7 @@ impl ResponseCache {
         self.semantic.insert(bucket, key, vector, expires_ms, now);
     }
 
-    fn keep_locally(&self, key: CacheKey, entry: Arc<Entry>) {
+    fn keep_locally(&self, key: LocalKey, entry: Arc<Entry>) {
         let done = self.local.insert(key, entry);
         let held = self.local.held();
         self.recorder

@@ -9,14 +9,14 @@ use bytes::Bytes;
 use memchr::memmem;
 
 use super::entry::Entry;
-use super::key::CacheKey;
+use super::key::{CacheKey, StoreKey};
 use super::store::ResponseCache;
 use crate::call::record::Call;
 
 /// An answer being copied.
 pub struct Tee {
     cache: Arc<ResponseCache>,
-    key: CacheKey,
+    key: StoreKey,
     ttl_ms: u64,
     max_bytes: usize,
     status: u16,
@@ -32,7 +32,7 @@ impl Tee {
     /// Copies an answer of `status` into `cache` under `key` for `ttl_ms`, if it is at most `max_bytes`.
     pub fn new(
         cache: Arc<ResponseCache>,
-        key: CacheKey,
+        key: StoreKey,
         ttl_ms: u64,
         max_bytes: usize,
         status: u16,
@@ -103,9 +103,10 @@ impl Tee {
         };
         let expires_ms = entry.expires_ms;
         self.cache.put(self.key, entry);
-        if let Some((bucket, vector)) = self.question {
+        // Semantic mode makes every key's SHA-256 (`Sharing::Now`): the index names entries by it.
+        if let (Some((bucket, vector)), Some(shared)) = (self.question, self.key.shared) {
             self.cache
-                .index_question(bucket, self.key, vector, expires_ms);
+                .index_question(bucket, shared, vector, expires_ms);
         }
     }
 }
