@@ -5,6 +5,7 @@
 //! types (a string copied per key and value) and then encodes them; here each field is written once.
 //! Only what the proxy's spans hold is written: no links, no events, no dropped counts.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use std::borrow::Cow;
 
 use tollgate_snapshot::ObjectRef;
 
-use super::span::{Attr, CallSummary, CallTrace, Kind, SpanRecord, each_span};
+use super::span::{Attr, CallSummary, CallTrace, Group, Kind, SpanRecord, each_span};
 
 /// Protobuf wire types.
 pub(crate) const VARINT: u64 = 0;
@@ -238,8 +239,13 @@ pub(crate) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-/// One `Span`'s fields.
-fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
+/// One `Span`'s fields; its group of attributes copied from `runs` when given.
+fn span(
+    out: &mut Vec<u8>,
+    s: &SpanRecord<'_>,
+    scratch: &mut Vec<u8>,
+    runs: Option<&mut Runs>,
+) {
     bytes_field(out, 1, &s.trace_id);
     bytes_field(out, 2, &s.span_id);
     if let Some(state) = s.trace_state {
@@ -260,8 +266,17 @@ fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
     varint(out, kind);
     fixed64(out, 7, nanos(s.start));
     fixed64(out, 8, nanos(s.end));
-    for (key, value) in &s.attrs {
-        key_value(out, 9, key, value);
+    match (s.group, runs) {
+        (Some((at, group)), Some(runs)) => {
+            for (key, value) in &s.attrs[..at] {
+                key_value(out, 9, key, value);
+            }
+            out.extend_from_slice(runs.encoded(&group));
+            for (key, value) in &s.attrs[at..] {
+                key_value(out, 9, key, value);
+            }
+        }
+        _ => s.each_attr(|key, value| key_value(out, 9, key, value)),
     }
     // STATUS_CODE_UNSET = 0, OK = 1, ERROR = 2.
     if let Some(description) = s.error {
@@ -286,21 +301,23 @@ fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
 pub fn encode_spans(out: &mut Vec<u8>, spans: &[SpanRecord<'_>]) {
     let mut scratch = Vec::new();
     for s in spans {
-        span_field(out, s, &mut scratch);
+        span_field(out, s, &mut scratch, None);
     }
 }
 
 /// Appends the spans of a call that ended at `end` to `out` as [`encode_spans`] does, each written
-/// as it is made (no list of spans first); returns how many.
+/// as it is made (no list of spans first), the attributes of its route and backends copied from
+/// `runs`; returns how many.
 pub fn encode_call(
     out: &mut Vec<u8>,
     trace: &CallTrace,
     summary: &CallSummary<'_>,
     end: SystemTime,
+    runs: &mut Runs,
 ) -> usize {
     let (mut n, mut scratch) = (0, Vec::new());
-    each_span(trace, summary, end, |record| {
-        span_field(out, &record, &mut scratch);
+    each_span(trace, summary, end, true, |record| {
+        span_field(out, &record, &mut scratch, Some(&mut *runs));
         n += 1;
         record.attrs
     });
@@ -309,11 +326,16 @@ pub fn encode_call(
 
 /// One span as field 2 of a `ScopeSpans`. Written in place after a two-byte length, which is then
 /// filled in; a span whose length takes another number of bytes (under 128 or from 16 KiB) is moved.
-fn span_field(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
+fn span_field(
+    out: &mut Vec<u8>,
+    s: &SpanRecord<'_>,
+    scratch: &mut Vec<u8>,
+    runs: Option<&mut Runs>,
+) {
     tag(out, 2, LEN);
     let at = out.len();
     out.extend_from_slice(&[0, 0]);
-    span(out, s, scratch);
+    span(out, s, scratch, runs);
     let len = out.len() - at - 2;
     if varint_len(len as u64) == 2 {
         out[at] = (len as u8 & 0x7f) | 0x80;
@@ -322,6 +344,117 @@ fn span_field(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
         let mut prefix = Vec::with_capacity(5);
         varint(&mut prefix, len as u64);
         out.splice(at..at + 2, prefix);
+    }
+}
+
+/// The encoded attributes of the [`Group`]s met lately (a worker's own): the route, consumer and
+/// subscription of a call, and an attempt's backend, are the same for call after call, so their
+/// `KeyValue` fields are written once and then copied as one run. An entry keeps the names it was
+/// made from (their `Arc`s, so that a pointer seen again is the same text) and matches a group of
+/// the same texts, so a changed object in a new snapshot gets bytes of its own.
+#[derive(Default)]
+pub struct Runs {
+    entries: Vec<(RunKey, Vec<u8>)>,
+    /// The entry replaced next once all [`Runs::MAX`] are in use.
+    next: usize,
+}
+
+/// What a run was encoded from.
+enum RunKey {
+    Names([Option<ObjectRef>; 3]),
+    Backend {
+        provider_name: &'static str,
+        model: Arc<str>,
+        provider: ObjectRef,
+        server: Option<(String, u16)>,
+    },
+}
+
+/// The same text: the same allocation, or equal bytes.
+fn same_text(a: &Arc<str>, b: &str) -> bool {
+    std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len() || **a == *b
+}
+
+fn same_object(a: &ObjectRef, b: &ObjectRef) -> bool {
+    same_text(&a.namespace, &b.namespace) && same_text(&a.name, &b.name)
+}
+
+impl RunKey {
+    fn of(group: &Group<'_>) -> Self {
+        match *group {
+            Group::Names(names) => RunKey::Names(names.map(|n| n.cloned())),
+            Group::Backend {
+                provider_name,
+                model,
+                provider,
+                server,
+            } => RunKey::Backend {
+                provider_name,
+                model: model.clone(),
+                provider: provider.clone(),
+                server: server.cloned(),
+            },
+        }
+    }
+
+    fn matches(&self, group: &Group<'_>) -> bool {
+        match (self, group) {
+            (RunKey::Names(kept), Group::Names(names)) => {
+                kept.iter().zip(names).all(|(k, n)| match (k, n) {
+                    (Some(k), Some(n)) => same_object(k, n),
+                    (None, None) => true,
+                    _ => false,
+                })
+            }
+            (
+                RunKey::Backend {
+                    provider_name,
+                    model,
+                    provider,
+                    server,
+                },
+                Group::Backend {
+                    provider_name: name,
+                    model: m,
+                    provider: p,
+                    server: s,
+                },
+            ) => {
+                provider_name == name
+                    && same_text(model, m)
+                    && same_object(provider, p)
+                    && server.as_ref() == *s
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Runs {
+    /// Most groups kept.
+    const MAX: usize = 16;
+
+    /// The `KeyValue` fields (field 9 of a `Span`) of `group`'s attributes.
+    pub fn encoded(&mut self, group: &Group<'_>) -> &[u8] {
+        let found = self.entries.iter().position(|(key, _)| key.matches(group));
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let mut bytes = Vec::with_capacity(128);
+                group.each(|key, value| key_value(&mut bytes, 9, key, &value));
+                let entry = (RunKey::of(group), bytes);
+                if self.entries.len() < Self::MAX {
+                    self.entries.push(entry);
+                    self.entries.len() - 1
+                } else {
+                    let at = self.next;
+                    self.next = (self.next + 1) % Self::MAX;
+                    self.entries[at] = entry;
+                    at
+                }
+            }
+        };
+        &self.entries[at].1
     }
 }
 
@@ -523,6 +656,7 @@ pub(super) mod tests {
             start: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
             end: UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_000),
             attrs,
+            group: None,
             error,
         }
     }
