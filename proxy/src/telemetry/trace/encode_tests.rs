@@ -187,7 +187,7 @@ fn trace_of(g: &GeneratedCall) -> CallTrace {
             model.as_str().into(),
         );
         let a = t.attempt().unwrap();
-        a.server = server.clone();
+        a.server = server.as_ref().map(|(h, p)| (h.as_str().into(), *p));
         a.status = *status;
         a.error = *error;
         if error.is_some() {

@@ -366,7 +366,7 @@ enum RunKey {
         provider_name: &'static str,
         model: Arc<str>,
         provider: ObjectRef,
-        server: Option<(String, u16)>,
+        server: Option<(Arc<str>, u16)>,
     },
 }
 
@@ -423,7 +423,11 @@ impl RunKey {
                 provider_name == name
                     && same_text(model, m)
                     && same_object(provider, p)
-                    && server.as_ref() == *s
+                    && match (server, s) {
+                        (Some((host, port)), Some((h, p))) => port == p && same_text(host, h),
+                        (None, None) => true,
+                        _ => false,
+                    }
             }
             _ => false,
         }

@@ -228,7 +228,7 @@ pub struct AttemptSpan {
     /// The model sent upstream.
     pub model: Arc<str>,
     /// `server.address` and `server.port` of the request sent.
-    pub server: Option<(String, u16)>,
+    pub server: Option<(Arc<str>, u16)>,
     /// The upstream's HTTP status, when it answered.
     pub status: Option<u16>,
     /// Why the attempt failed (`error.type`).
@@ -519,7 +519,7 @@ pub enum Group<'a> {
         provider_name: &'static str,
         model: &'a Arc<str>,
         provider: &'a ObjectRef,
-        server: Option<&'a (String, u16)>,
+        server: Option<&'a (Arc<str>, u16)>,
     },
 }
 
