@@ -140,7 +140,12 @@ fn any_value(out: &mut Vec<u8>, v: &Attr<'_>) {
 
 /// A `KeyValue` as field `field` of its message.
 fn key_value(out: &mut Vec<u8>, field: u64, key: &str, value: &Attr<'_>) {
-    if field < 16 && short_key_value(out, field as u8, key, value) {
+    if field < 16
+        && match value {
+            Attr::Strs(v) => short_strs(out, field as u8, key, v),
+            _ => short_key_value(out, field as u8, key, value),
+        }
+    {
         return;
     }
     long_key_value(out, field, key, value);
@@ -225,6 +230,43 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
     out.extend_from_slice(text);
     if let Some(r) = object {
         write_ref(out, r);
+    }
+    true
+}
+
+/// A `KeyValue` holding an array of strings (an answer's finish reasons) whose every length fits in
+/// one varint byte, its lengths worked out once; `false` (nothing written) for any other.
+fn short_strs(out: &mut Vec<u8>, field: u8, key: &str, v: &[String]) -> bool {
+    // Each element is an AnyValue (tag, length) holding a string (tag, length, text).
+    let array_len: usize = v.iter().map(|s| 4 + s.len()).sum();
+    // The AnyValue: the array's tag and length, then the array.
+    let any_len = 2 + array_len;
+    let len = 2 + key.len() + 2 + any_len;
+    if len >= 128 {
+        return false;
+    }
+    out.reserve(2 + len);
+    out.extend_from_slice(&[
+        field << 3 | LEN as u8,
+        len as u8,
+        (1 << 3 | LEN) as u8,
+        key.len() as u8,
+    ]);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&[
+        (2 << 3 | LEN) as u8,
+        any_len as u8,
+        (5 << 3 | LEN) as u8,
+        array_len as u8,
+    ]);
+    for s in v {
+        out.extend_from_slice(&[
+            (1 << 3 | LEN) as u8,
+            (s.len() + 2) as u8,
+            (1 << 3 | LEN) as u8,
+            s.len() as u8,
+        ]);
+        out.extend_from_slice(s.as_bytes());
     }
     true
 }
@@ -747,6 +789,24 @@ pub(super) mod tests {
                 got.value.as_ref().unwrap().value.clone().unwrap(),
                 value_of(want)
             );
+        }
+    }
+
+    #[test]
+    fn a_short_array_of_strings_is_written_as_the_long_way_writes_it() {
+        let key = "gen_ai.response.finish_reasons";
+        for v in [
+            vec![],
+            vec!["stop".to_string()],
+            vec!["stop".into(), "length".into(), "x".repeat(40)],
+            vec!["y".repeat(90)],
+        ] {
+            let (mut short, mut long) = (Vec::new(), Vec::new());
+            let written = short_strs(&mut short, 9, key, &v);
+            long_key_value(&mut long, 9, key, &Attr::Strs(&v));
+            // The last is too long for one-byte lengths: left to the long way.
+            assert_eq!(written, v.first().is_none_or(|s| s.len() < 90));
+            assert!(if written { short == long } else { short.is_empty() });
         }
     }
 
