@@ -265,6 +265,24 @@ mod tests {
     use http::Uri;
 
     #[test]
+    fn a_server_is_its_host_and_port_or_the_schemes_default() {
+        let server = |url: &str| super::server_of(&Uri::try_from(url).unwrap());
+        assert_eq!(
+            server("https://api.openai.com/v1"),
+            Some(("api.openai.com".into(), 443))
+        );
+        assert_eq!(
+            server("http://vllm.internal/v1"),
+            Some(("vllm.internal".into(), 80))
+        );
+        assert_eq!(
+            server("http://127.0.0.1:8080/v1"),
+            Some(("127.0.0.1".into(), 8080))
+        );
+        assert_eq!(server("/v1/chat/completions"), None);
+    }
+
+    #[test]
     fn host_headers_leave_out_only_the_schemes_default_port() {
         let host = |url: &str| host_header(&Uri::try_from(url).unwrap()).unwrap();
         assert_eq!(
