@@ -136,7 +136,12 @@ fn top_level_names<'a>(b: &'a [u8], head: &mut AnswerHead<'a>) -> Option<()> {
                 Some(end) => end,
                 None => return Some(()),
             },
-            Some(_) => i + b[i..].iter().position(|&c| ends_scalar(c)).unwrap_or(b.len() - i),
+            Some(_) => {
+                i + b[i..]
+                    .iter()
+                    .position(|&c| ends_scalar(c))
+                    .unwrap_or(b.len() - i)
+            }
         };
         met.note(head, &b[key_at..key_end], &b[i..end]);
         if met.both() {

@@ -391,7 +391,10 @@ fn route_and_backend_attributes_copied_from_runs_are_those_written_one_by_one() 
     let (grouped, alone) = with_runs_and_alone(&trace2, &summary2, &mut runs);
     assert!(grouped == alone);
     assert_eq!(attr(&grouped, 0, "tollgate.route"), text("team/chat"));
-    assert_eq!(attr(&grouped, 0, "tollgate.consumer"), text("apps/billing-2"));
+    assert_eq!(
+        attr(&grouped, 0, "tollgate.consumer"),
+        text("apps/billing-2")
+    );
     assert_eq!(attr(&grouped, 0, "tollgate.subscription"), None);
     assert_eq!(attr(&grouped, 1, "gen_ai.request.model"), text("gpt-up-2"));
     assert_eq!(attr(&grouped, 1, "server.address"), text("eu.example.com"));
@@ -408,5 +411,8 @@ fn route_and_backend_attributes_copied_from_runs_are_those_written_one_by_one() 
     }
     let (grouped, alone) = with_runs_and_alone(&trace, &summary, &mut runs);
     assert!(grouped == alone);
-    assert_eq!(attr(&grouped, 0, "tollgate.subscription"), text("team/billing-chat"));
+    assert_eq!(
+        attr(&grouped, 0, "tollgate.subscription"),
+        text("team/billing-chat")
+    );
 }

@@ -282,12 +282,7 @@ pub(crate) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
 }
 
 /// One `Span`'s fields; its group of attributes copied from `runs` when given.
-fn span(
-    out: &mut Vec<u8>,
-    s: &SpanRecord<'_>,
-    scratch: &mut Vec<u8>,
-    runs: Option<&mut Runs>,
-) {
+fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>, runs: Option<&mut Runs>) {
     bytes_field(out, 1, &s.trace_id);
     bytes_field(out, 2, &s.span_id);
     if let Some(state) = s.trace_state {
@@ -806,7 +801,11 @@ pub(super) mod tests {
             long_key_value(&mut long, 9, key, &Attr::Strs(&v));
             // The last is too long for one-byte lengths: left to the long way.
             assert_eq!(written, v.first().is_none_or(|s| s.len() < 90));
-            assert!(if written { short == long } else { short.is_empty() });
+            assert!(if written {
+                short == long
+            } else {
+                short.is_empty()
+            });
         }
     }
 

@@ -525,8 +525,11 @@ pub enum Group<'a> {
 
 impl<'a> Group<'a> {
     /// The names of [`Group::Names`].
-    const NAME_KEYS: [&'static str; 3] =
-        ["tollgate.route", "tollgate.consumer", "tollgate.subscription"];
+    const NAME_KEYS: [&'static str; 3] = [
+        "tollgate.route",
+        "tollgate.consumer",
+        "tollgate.subscription",
+    ];
 
     /// Its attributes, in order.
     pub fn each(&self, mut attr: impl FnMut(&'static str, Attr<'a>)) {
@@ -580,18 +583,18 @@ impl<'a> SpanRecord<'a> {
         let mut attributes = Vec::with_capacity(self.attrs.len() + 5);
         self.each_attr(|k, v| {
             let value = match v {
-                    Attr::Str(s) => Value::from(s.to_string()),
-                    Attr::Ref(r) => Value::from(r.joined()),
-                    Attr::Int(i) => Value::I64(*i),
-                    Attr::Float(f) => Value::F64(*f),
-                    Attr::Bool(b) => Value::Bool(*b),
-                    Attr::Strs(v) => Value::Array(
-                        v.iter()
-                            .map(|s| opentelemetry::StringValue::from(s.clone()))
-                            .collect::<Vec<_>>()
-                            .into(),
-                    ),
-                };
+                Attr::Str(s) => Value::from(s.to_string()),
+                Attr::Ref(r) => Value::from(r.joined()),
+                Attr::Int(i) => Value::I64(*i),
+                Attr::Float(f) => Value::F64(*f),
+                Attr::Bool(b) => Value::Bool(*b),
+                Attr::Strs(v) => Value::Array(
+                    v.iter()
+                        .map(|s| opentelemetry::StringValue::from(s.clone()))
+                        .collect::<Vec<_>>()
+                        .into(),
+                ),
+            };
             attributes.push(KeyValue::new(k.to_string(), value));
         });
         SpanData {
