@@ -34,6 +34,7 @@ use crate::llm::responses;
 use crate::llm::responses_stream::{ResponsesEncoder, ResponsesPassthrough};
 use crate::llm::scrub::secrets_of;
 use crate::llm::stream::{Decode, Encode, OpenAiDecoder, OpenAiEncoder, Translate};
+use crate::telemetry::trace::CallTrace;
 use crate::upstream::ProviderParts;
 use crate::upstream::google::TokenError;
 
@@ -137,7 +138,7 @@ async fn send(
     if let Some(host) = out.host.take() {
         headers.insert(header::HOST, host);
     }
-    trace_context(call, &out.uri, &mut headers);
+    trace_context(call, parts, &out.uri, &mut headers);
     // The body goes in after signing, which reads it: moved, not cloned, since a clone of bytes made
     // from a vector allocates.
     let body = std::mem::take(&mut out.body);
@@ -207,15 +208,14 @@ async fn vertex_token(
 
 /// W3C trace context for the upstream: the attempt's span as parent when the call is recorded (and
 /// the attempt's server noted), else the caller's headers as they came.
-fn trace_context(call: &mut Call, uri: &http::Uri, headers: &mut http::HeaderMap) {
-    if let Some(t) = call.trace.as_deref_mut()
-        && let (Some(span), Some(host)) = (t.attempt(), uri.host())
-    {
-        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-            Some("http") => 80,
-            _ => 443,
-        });
-        span.server = Some((host.to_string(), port));
+fn trace_context(
+    call: &mut Call,
+    parts: &ProviderParts,
+    uri: &http::Uri,
+    headers: &mut http::HeaderMap,
+) {
+    if let Some(span) = call.trace.as_deref_mut().and_then(CallTrace::attempt) {
+        span.server = parts.server(uri);
     }
     if let Some(trace) = call.outgoing_trace() {
         insert_trace(headers, trace);

@@ -7,6 +7,7 @@
 //! bytes and values and return bytes, values and errors, so that each can be fuzzed and tested alone.
 //! The layer check (`proxy/tests/it/layers.rs`) keeps it so, and keeps tokio and hyper out.
 
+pub mod answer_head;
 pub mod anthropic;
 pub mod bedrock;
 pub mod canonical_json;

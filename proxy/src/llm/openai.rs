@@ -6,14 +6,15 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::LazyLock;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use crate::llm::answer_head::{AnswerHead, answer_head};
+
 use crate::error::ApiError;
-use crate::llm::{Usage, json_scan};
+use crate::llm::Usage;
 
 /// A JSON object key, borrowed from the input when it has no escapes.
 struct Key<'a>(Cow<'a, str>);
@@ -315,89 +316,6 @@ fn usage_from_the_end(body: &[u8]) -> Option<Option<Usage>> {
     Some(usage.map(Usage::from))
 }
 
-/// Most finish reasons an [`AnswerHead`] keeps (one per choice).
-const MAX_REASONS: usize = 16;
-/// Longest id, model name or finish reason an [`AnswerHead`] keeps.
-const MAX_NAME: usize = 256;
-
-/// The answer's `id`, `model` and the `finish_reason` of each choice, read from a whole
-/// `chat.completion` body or one `chat.completion.chunk` payload — what a trace records of an
-/// answer (never its content). Values longer than 256 bytes are left out.
-#[derive(Debug, Default, PartialEq)]
-pub struct AnswerHead<'a> {
-    pub id: Option<Cow<'a, str>>,
-    pub model: Option<Cow<'a, str>>,
-    pub finish_reasons: Vec<Cow<'a, str>>,
-}
-
-/// The key an answer's finish reasons are found by.
-const FINISH_REASON_KEY: &[u8] = b"\"finish_reason\"";
-
-/// Reads the [`AnswerHead`] of `body`; `None` when the body does not start as a JSON object. The id
-/// and model are read from the top level (answers put them first, so the reading usually stops after
-/// a few members); the finish reasons are the string values of the `finish_reason` keys found by a
-/// search of the body (a quoted key inside a string has its quotes escaped, so it is not mistaken for
-/// one). On damaged JSON the values may be incomplete, never a panic.
-pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
-    static FINISH_REASON: LazyLock<memchr::memmem::Finder<'static>> =
-        LazyLock::new(|| memchr::memmem::Finder::new(FINISH_REASON_KEY));
-    let mut head = AnswerHead::default();
-    top_level_names(std::str::from_utf8(body).ok()?, &mut head)?;
-    for at in FINISH_REASON.find_iter(body) {
-        if head.finish_reasons.len() == MAX_REASONS {
-            break;
-        }
-        let escaped = body[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1;
-        if escaped {
-            continue;
-        }
-        let rest = body[at + FINISH_REASON_KEY.len()..].trim_ascii_start();
-        let Some(value) = rest.strip_prefix(b":").map(<[u8]>::trim_ascii_start) else {
-            continue;
-        };
-        if value.first() == Some(&b'"')
-            && let Some(end) = json_scan::string_end(value, 0)
-            && let Ok(raw) = std::str::from_utf8(&value[..end])
-            && let Some(reason) = short_string(raw)
-        {
-            head.finish_reasons.push(reason);
-        }
-    }
-    Some(head)
-}
-
-/// Reads the top-level `id` and `model` of the object `text` starts with into `head`, stopping once
-/// both are found; `None` if `text` does not start an object.
-fn top_level_names<'a>(text: &'a str, head: &mut AnswerHead<'a>) -> Option<()> {
-    let mut cursor = json_scan::Cursor::new(text);
-    cursor.enter_object()?;
-    // Whether each key was seen (its value may not be a short string, and then is left out).
-    let (mut id, mut model) = (false, false);
-    while !(id && model) {
-        let (Some(Some(key)), Some(value)) = (cursor.next_key(), cursor.value()) else {
-            break;
-        };
-        match &*key {
-            "id" => (head.id, id) = (short_string(value), true),
-            "model" => (head.model, model) = (short_string(value), true),
-            _ => {}
-        }
-    }
-    Some(())
-}
-
-/// A JSON string value's text (unescaped where it has escapes), if it is a string of at most
-/// [`MAX_NAME`] bytes.
-fn short_string(raw: &str) -> Option<Cow<'_, str>> {
-    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    let text = if inner.contains('\\') {
-        Cow::Owned(serde_json::from_str::<String>(raw).ok()?)
-    } else {
-        Cow::Borrowed(inner)
-    };
-    (text.len() <= MAX_NAME).then_some(text)
-}
-
 /// What a streamed chunk says about usage.
 pub struct ChunkUsage {
     /// The usage it carries.
@@ -549,63 +467,5 @@ mod tests {
         assert!(c.usage_only);
         let c = usage_of_chunk(br#"{"choices":[{"index":0}],"usage":null}"#).unwrap();
         assert!(c.usage.is_none() && !c.usage_only);
-    }
-
-    #[test]
-    fn an_answer_head_is_its_id_model_and_finish_reasons_and_no_content() {
-        let head = answer_head(
-            br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-2024-08-06",
-            "choices":[{"index":0,"message":{"role":"assistant","content":"secret \"id\": x"},"finish_reason":"stop"},
-            {"index":1,"message":{"role":"assistant","content":"x"},"finish_reason":"length"}],
-            "usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
-        )
-        .unwrap();
-        assert_eq!(head.id.as_deref(), Some("chatcmpl-1"));
-        assert_eq!(head.model.as_deref(), Some("gpt-4o-2024-08-06"));
-        assert_eq!(head.finish_reasons, ["stop", "length"]);
-        let chunk = answer_head(
-            br#"{"id":"c-\u0031","model":"m","choices":[{"delta":{},"finish_reason":null}, 3]}"#,
-        )
-        .unwrap();
-        assert_eq!(chunk.id.as_deref(), Some("c-1"));
-        assert!(chunk.finish_reasons.is_empty());
-    }
-
-    #[test]
-    fn an_answer_head_leaves_out_what_is_not_a_short_string() {
-        let long = "m".repeat(MAX_NAME + 1);
-        let body = format!(r#"{{"id":7,"model":"{long}","choices":null}}"#);
-        assert_eq!(answer_head(body.as_bytes()), Some(AnswerHead::default()));
-        assert_eq!(answer_head(b"not json"), None);
-        assert_eq!(answer_head(b"[1]"), None);
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn an_answer_head_agrees_with_serde_json(
-            id in proptest::option::of("[a-z\\\\\"0-9 ]{0,12}"),
-            reasons in proptest::collection::vec(proptest::option::of("[a-z_]{1,8}"), 0..20),
-            extra in proptest::option::of("[\\[\\]{}a-z\"\\\\ ]{0,10}"),
-        ) {
-            // Content that holds the key itself, quoted, escaped once it is in the body.
-            let content = extra.as_ref().map(|e| format!(r#"{e} "finish_reason": "trick" \"#));
-            let choices: Vec<serde_json::Value> = reasons
-                .iter()
-                .map(|r| serde_json::json!({"message": {"content": content}, "finish_reason": r}))
-                .collect();
-            let body = serde_json::json!({"model": "m", "choices": choices, "id": id, "x": extra}).to_string();
-            let head = answer_head(body.as_bytes()).unwrap();
-            proptest::prop_assert_eq!(head.id.as_deref(), id.as_deref());
-            proptest::prop_assert_eq!(head.model.as_deref(), Some("m"));
-            let want: Vec<&str> = reasons.iter().flatten().map(String::as_str).take(MAX_REASONS).collect();
-            proptest::prop_assert_eq!(head.finish_reasons, want);
-        }
-
-        #[test]
-        fn any_bytes_read_as_an_answer_head_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
-            if let Some(head) = answer_head(&bytes) {
-                proptest::prop_assert!(head.finish_reasons.len() <= MAX_REASONS);
-            }
-        }
     }
 }

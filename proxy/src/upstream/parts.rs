@@ -67,6 +67,8 @@ pub struct ProviderParts {
     uris: [Option<Uri>; OPENAI_PATHS.len()],
     /// The `Host` header the client would otherwise format on every request.
     host: Option<HeaderValue>,
+    /// The endpoint's host and port, as a sampled call's client span names its server.
+    server: Option<(Arc<str>, u16)>,
     /// Vertex AI: each key of the pool read as a service account (the reason where it cannot be).
     accounts: Vec<Result<Arc<ServiceAccount>, KeyError>>,
 }
@@ -124,6 +126,7 @@ impl Upstreams {
         let uris =
             OPENAI_PATHS.map(|path| Uri::try_from(format!("{}{path}", provider.endpoint)).ok());
         let host = uris[0].as_ref().and_then(pool::host_header);
+        let server = uris[0].as_ref().and_then(server_of);
         let accounts = if provider.provider_type == ProviderType::VertexAi {
             provider
                 .credentials
@@ -145,6 +148,7 @@ impl Upstreams {
             },
             uris,
             host,
+            server,
             accounts,
         }
     }
@@ -214,6 +218,17 @@ impl ProviderParts {
         self.host.clone()
     }
 
+    /// The host and port a request to `uri` goes to (the scheme's default port when it names
+    /// none): this provider's own, worked out once, when `uri` is at its endpoint.
+    pub fn server(&self, uri: &Uri) -> Option<(Arc<str>, u16)> {
+        match &self.uris[0] {
+            Some(base) if base.authority() == uri.authority() && base.scheme() == uri.scheme() => {
+                self.server.clone()
+            }
+            _ => server_of(uri),
+        }
+    }
+
     /// Sends one request through this provider's pool, waiting at most until the response headers
     /// are due. Keep the [`Checkin`] until the answer's body is read: it then gives the connection
     /// back.
@@ -235,10 +250,37 @@ fn credential_header(provider: &Provider, index: usize) -> Option<(HeaderName, H
     Some((name, value))
 }
 
+/// The host and port of `uri`; without a port, 80 for `http` and 443 for anything else.
+fn server_of(uri: &Uri) -> Option<(Arc<str>, u16)> {
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("http") => 80,
+        _ => 443,
+    });
+    Some((uri.host()?.into(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::upstream::pool::host_header;
     use http::Uri;
+
+    #[test]
+    fn a_server_is_its_host_and_port_or_the_schemes_default() {
+        let server = |url: &str| super::server_of(&Uri::try_from(url).unwrap());
+        assert_eq!(
+            server("https://api.openai.com/v1"),
+            Some(("api.openai.com".into(), 443))
+        );
+        assert_eq!(
+            server("http://vllm.internal/v1"),
+            Some(("vllm.internal".into(), 80))
+        );
+        assert_eq!(
+            server("http://127.0.0.1:8080/v1"),
+            Some(("127.0.0.1".into(), 8080))
+        );
+        assert_eq!(server("/v1/chat/completions"), None);
+    }
 
     #[test]
     fn host_headers_leave_out_only_the_schemes_default_port() {

@@ -12,7 +12,7 @@ use prost::Message;
 use tollgate_snapshot::ObjectRef;
 
 use super::otlp::tests::value_of;
-use super::otlp::{Scope, encode_call, encode_request, encode_spans, nanos};
+use super::otlp::{Runs, Scope, encode_call, encode_request, encode_spans, nanos};
 use super::span::{Attr, CallSummary, CallTrace, Kind};
 
 /// A generated attempt: provider, model, server, status, error.
@@ -187,7 +187,7 @@ fn trace_of(g: &GeneratedCall) -> CallTrace {
             model.as_str().into(),
         );
         let a = t.attempt().unwrap();
-        a.server = server.clone();
+        a.server = server.as_ref().map(|(h, p)| (h.as_str().into(), *p));
         a.status = *status;
         a.error = *error;
         if error.is_some() {
@@ -256,7 +256,7 @@ proptest! {
         let mut listed = Vec::new();
         encode_spans(&mut listed, &records);
         let mut direct = Vec::new();
-        let n = encode_call(&mut direct, &trace, &summary, end);
+        let n = encode_call(&mut direct, &trace, &summary, end, &mut Runs::default());
         prop_assert_eq!(n, records.len());
         prop_assert!(listed == direct, "the two encodings differ");
 
@@ -289,4 +289,130 @@ proptest! {
             }
         }
     }
+}
+
+/// A call to `route` answered by `model` of `provider` at `server`.
+fn routed_call(provider: &ObjectRef, model: &str, server: &str) -> CallTrace {
+    use super::span::fresh_trace_id;
+    let mut t = CallTrace::new(fresh_trace_id(), None, None);
+    t.request.operation = Some("chat");
+    t.request.model = Some("front".into());
+    t.start_attempt(
+        tollgate_snapshot::ProviderType::OpenAI,
+        provider.clone(),
+        model.into(),
+    );
+    t.attempt().unwrap().server = Some((server.into(), 8443));
+    t
+}
+
+fn names_summary<'a>(
+    route: &'a ObjectRef,
+    consumer: &'a ObjectRef,
+    subscription: Option<&'a ObjectRef>,
+) -> CallSummary<'a> {
+    CallSummary {
+        method: "POST",
+        path: "/r/v1/chat/completions",
+        request_id: "req-1",
+        status: 200,
+        route: Some(route),
+        consumer: Some(consumer),
+        subscription,
+        cache: None,
+        error_class: None,
+        input_tokens: 10,
+        output_tokens: 20,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        cost_usd: 0.5,
+        first_chunk_at: None,
+        answered: true,
+        mcp: None,
+    }
+}
+
+/// The call encoded with `runs` and the bytes of its span list, each attribute written alone.
+fn with_runs_and_alone(
+    trace: &CallTrace,
+    summary: &CallSummary<'_>,
+    runs: &mut Runs,
+) -> (Vec<u8>, Vec<u8>) {
+    let end = SystemTime::now();
+    let mut alone = Vec::new();
+    encode_spans(&mut alone, &super::span::spans_ended(trace, summary, end));
+    let mut grouped = Vec::new();
+    encode_call(&mut grouped, trace, summary, end, runs);
+    (grouped, alone)
+}
+
+#[test]
+fn route_and_backend_attributes_copied_from_runs_are_those_written_one_by_one() {
+    let mut runs = Runs::default();
+    let (route, consumer, sub) = (
+        ObjectRef::new("team", "chat"),
+        ObjectRef::new("apps", "billing"),
+        ObjectRef::new("team", "billing-chat"),
+    );
+    let provider = ObjectRef::new("team", "openai");
+    let trace = routed_call(&provider, "gpt-up", "api.example.com");
+    let summary = names_summary(&route, &consumer, Some(&sub));
+    // Encoded the first time, copied the second.
+    for _ in 0..2 {
+        let (grouped, alone) = with_runs_and_alone(&trace, &summary, &mut runs);
+        assert!(grouped == alone);
+    }
+    let decoded = |bytes: &[u8]| {
+        let scope = Scope {
+            name: "t",
+            version: None,
+        };
+        ExportTraceServiceRequest::decode(encode_request(&[], &scope, bytes).as_slice()).unwrap()
+    };
+    let attr = |bytes: &[u8], span: usize, key: &str| {
+        let request = decoded(bytes);
+        request.resource_spans[0].scope_spans[0].spans[span]
+            .attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.clone()?.value)
+    };
+    let text = |s: &str| Some(any_value::Value::StringValue(s.into()));
+
+    // A new snapshot: the same texts in new allocations give the same bytes; a changed route,
+    // consumer, subscription (here gone) or backend gives its own.
+    let (route2, consumer2) = (
+        ObjectRef::new("team", "chat"),
+        ObjectRef::new("apps", "billing-2"),
+    );
+    let summary2 = names_summary(&route2, &consumer2, None);
+    let provider2 = ObjectRef::new("team", "openai");
+    let trace2 = routed_call(&provider2, "gpt-up-2", "eu.example.com");
+    let (grouped, alone) = with_runs_and_alone(&trace2, &summary2, &mut runs);
+    assert!(grouped == alone);
+    assert_eq!(attr(&grouped, 0, "tollgate.route"), text("team/chat"));
+    assert_eq!(
+        attr(&grouped, 0, "tollgate.consumer"),
+        text("apps/billing-2")
+    );
+    assert_eq!(attr(&grouped, 0, "tollgate.subscription"), None);
+    assert_eq!(attr(&grouped, 1, "gen_ai.request.model"), text("gpt-up-2"));
+    assert_eq!(attr(&grouped, 1, "server.address"), text("eu.example.com"));
+    assert_eq!(
+        attr(&grouped, 1, "server.port"),
+        Some(any_value::Value::IntValue(8443))
+    );
+    // The first call again, after more groups than are kept.
+    for i in 0..40 {
+        let provider = ObjectRef::new("team", format!("p{i}"));
+        let (grouped, alone) =
+            with_runs_and_alone(&routed_call(&provider, "m", "h"), &summary2, &mut runs);
+        assert!(grouped == alone);
+    }
+    let (grouped, alone) = with_runs_and_alone(&trace, &summary, &mut runs);
+    assert!(grouped == alone);
+    assert_eq!(
+        attr(&grouped, 0, "tollgate.subscription"),
+        text("team/billing-chat")
+    );
 }

@@ -43,8 +43,10 @@ impl Protocol {
 }
 
 thread_local! {
-    /// A worker's buffer for encoding a call's spans before they join a batch.
-    static ENCODED: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+    /// A worker's buffer for encoding a call's spans before they join a batch, and the attributes
+    /// of the routes and backends it met, encoded.
+    static ENCODED: RefCell<(Vec<u8>, otlp::Runs)> =
+        RefCell::new((Vec::with_capacity(4096), otlp::Runs::default()));
 }
 
 /// How traces are sampled and exported.
@@ -183,9 +185,9 @@ impl Tracer {
     /// Makes a finished call's spans and queues them; drops and counts them if the queue is full.
     pub fn finish(&self, trace: CallTrace, summary: &CallSummary<'_>) {
         let (n, queued) = if self.encode {
-            ENCODED.with_borrow_mut(|bytes| {
+            ENCODED.with_borrow_mut(|(bytes, runs)| {
                 bytes.clear();
-                let n = otlp::encode_call(bytes, &trace, summary, SystemTime::now());
+                let n = otlp::encode_call(bytes, &trace, summary, SystemTime::now(), runs);
                 let queued = self.batches.add_encoded(bytes, n);
                 // A call that recorded content may have made it large: do not keep that.
                 if bytes.capacity() > 64 << 10 {

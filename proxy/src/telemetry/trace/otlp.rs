@@ -5,6 +5,7 @@
 //! types (a string copied per key and value) and then encodes them; here each field is written once.
 //! Only what the proxy's spans hold is written: no links, no events, no dropped counts.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use std::borrow::Cow;
 
 use tollgate_snapshot::ObjectRef;
 
-use super::span::{Attr, CallSummary, CallTrace, Kind, SpanRecord, each_span};
+use super::span::{Attr, CallSummary, CallTrace, Group, Kind, SpanRecord, each_span};
 
 /// Protobuf wire types.
 pub(crate) const VARINT: u64 = 0;
@@ -139,7 +140,12 @@ fn any_value(out: &mut Vec<u8>, v: &Attr<'_>) {
 
 /// A `KeyValue` as field `field` of its message.
 fn key_value(out: &mut Vec<u8>, field: u64, key: &str, value: &Attr<'_>) {
-    if field < 16 && short_key_value(out, field as u8, key, value) {
+    if field < 16
+        && match value {
+            Attr::Strs(v) => short_strs(out, field as u8, key, v),
+            _ => short_key_value(out, field as u8, key, value),
+        }
+    {
         return;
     }
     long_key_value(out, field, key, value);
@@ -228,6 +234,43 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
     true
 }
 
+/// A `KeyValue` holding an array of strings (an answer's finish reasons) whose every length fits in
+/// one varint byte, its lengths worked out once; `false` (nothing written) for any other.
+fn short_strs(out: &mut Vec<u8>, field: u8, key: &str, v: &[String]) -> bool {
+    // Each element is an AnyValue (tag, length) holding a string (tag, length, text).
+    let array_len: usize = v.iter().map(|s| 4 + s.len()).sum();
+    // The AnyValue: the array's tag and length, then the array.
+    let any_len = 2 + array_len;
+    let len = 2 + key.len() + 2 + any_len;
+    if len >= 128 {
+        return false;
+    }
+    out.reserve(2 + len);
+    out.extend_from_slice(&[
+        field << 3 | LEN as u8,
+        len as u8,
+        (1 << 3 | LEN) as u8,
+        key.len() as u8,
+    ]);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&[
+        (2 << 3 | LEN) as u8,
+        any_len as u8,
+        (5 << 3 | LEN) as u8,
+        array_len as u8,
+    ]);
+    for s in v {
+        out.extend_from_slice(&[
+            (1 << 3 | LEN) as u8,
+            (s.len() + 2) as u8,
+            (1 << 3 | LEN) as u8,
+            s.len() as u8,
+        ]);
+        out.extend_from_slice(s.as_bytes());
+    }
+    true
+}
+
 pub(crate) fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -238,8 +281,8 @@ pub(crate) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-/// One `Span`'s fields.
-fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
+/// One `Span`'s fields; its group of attributes copied from `runs` when given.
+fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>, runs: Option<&mut Runs>) {
     bytes_field(out, 1, &s.trace_id);
     bytes_field(out, 2, &s.span_id);
     if let Some(state) = s.trace_state {
@@ -260,8 +303,17 @@ fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
     varint(out, kind);
     fixed64(out, 7, nanos(s.start));
     fixed64(out, 8, nanos(s.end));
-    for (key, value) in &s.attrs {
-        key_value(out, 9, key, value);
+    match (s.group, runs) {
+        (Some((at, group)), Some(runs)) => {
+            for (key, value) in &s.attrs[..at] {
+                key_value(out, 9, key, value);
+            }
+            out.extend_from_slice(runs.encoded(&group));
+            for (key, value) in &s.attrs[at..] {
+                key_value(out, 9, key, value);
+            }
+        }
+        _ => s.each_attr(|key, value| key_value(out, 9, key, value)),
     }
     // STATUS_CODE_UNSET = 0, OK = 1, ERROR = 2.
     if let Some(description) = s.error {
@@ -286,21 +338,23 @@ fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
 pub fn encode_spans(out: &mut Vec<u8>, spans: &[SpanRecord<'_>]) {
     let mut scratch = Vec::new();
     for s in spans {
-        span_field(out, s, &mut scratch);
+        span_field(out, s, &mut scratch, None);
     }
 }
 
 /// Appends the spans of a call that ended at `end` to `out` as [`encode_spans`] does, each written
-/// as it is made (no list of spans first); returns how many.
+/// as it is made (no list of spans first), the attributes of its route and backends copied from
+/// `runs`; returns how many.
 pub fn encode_call(
     out: &mut Vec<u8>,
     trace: &CallTrace,
     summary: &CallSummary<'_>,
     end: SystemTime,
+    runs: &mut Runs,
 ) -> usize {
     let (mut n, mut scratch) = (0, Vec::new());
-    each_span(trace, summary, end, |record| {
-        span_field(out, &record, &mut scratch);
+    each_span(trace, summary, end, true, |record| {
+        span_field(out, &record, &mut scratch, Some(&mut *runs));
         n += 1;
         record.attrs
     });
@@ -309,11 +363,16 @@ pub fn encode_call(
 
 /// One span as field 2 of a `ScopeSpans`. Written in place after a two-byte length, which is then
 /// filled in; a span whose length takes another number of bytes (under 128 or from 16 KiB) is moved.
-fn span_field(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
+fn span_field(
+    out: &mut Vec<u8>,
+    s: &SpanRecord<'_>,
+    scratch: &mut Vec<u8>,
+    runs: Option<&mut Runs>,
+) {
     tag(out, 2, LEN);
     let at = out.len();
     out.extend_from_slice(&[0, 0]);
-    span(out, s, scratch);
+    span(out, s, scratch, runs);
     let len = out.len() - at - 2;
     if varint_len(len as u64) == 2 {
         out[at] = (len as u8 & 0x7f) | 0x80;
@@ -322,6 +381,121 @@ fn span_field(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>) {
         let mut prefix = Vec::with_capacity(5);
         varint(&mut prefix, len as u64);
         out.splice(at..at + 2, prefix);
+    }
+}
+
+/// The encoded attributes of the [`Group`]s met lately (a worker's own): the route, consumer and
+/// subscription of a call, and an attempt's backend, are the same for call after call, so their
+/// `KeyValue` fields are written once and then copied as one run. An entry keeps the names it was
+/// made from (their `Arc`s, so that a pointer seen again is the same text) and matches a group of
+/// the same texts, so a changed object in a new snapshot gets bytes of its own.
+#[derive(Default)]
+pub struct Runs {
+    entries: Vec<(RunKey, Vec<u8>)>,
+    /// The entry replaced next once all [`Runs::MAX`] are in use.
+    next: usize,
+}
+
+/// What a run was encoded from.
+enum RunKey {
+    Names([Option<ObjectRef>; 3]),
+    Backend {
+        provider_name: &'static str,
+        model: Arc<str>,
+        provider: ObjectRef,
+        server: Option<(Arc<str>, u16)>,
+    },
+}
+
+/// The same text: the same allocation, or equal bytes.
+fn same_text(a: &Arc<str>, b: &str) -> bool {
+    std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len() || **a == *b
+}
+
+fn same_object(a: &ObjectRef, b: &ObjectRef) -> bool {
+    same_text(&a.namespace, &b.namespace) && same_text(&a.name, &b.name)
+}
+
+impl RunKey {
+    fn of(group: &Group<'_>) -> Self {
+        match *group {
+            Group::Names(names) => RunKey::Names(names.map(|n| n.cloned())),
+            Group::Backend {
+                provider_name,
+                model,
+                provider,
+                server,
+            } => RunKey::Backend {
+                provider_name,
+                model: model.clone(),
+                provider: provider.clone(),
+                server: server.cloned(),
+            },
+        }
+    }
+
+    fn matches(&self, group: &Group<'_>) -> bool {
+        match (self, group) {
+            (RunKey::Names(kept), Group::Names(names)) => {
+                kept.iter().zip(names).all(|(k, n)| match (k, n) {
+                    (Some(k), Some(n)) => same_object(k, n),
+                    (None, None) => true,
+                    _ => false,
+                })
+            }
+            (
+                RunKey::Backend {
+                    provider_name,
+                    model,
+                    provider,
+                    server,
+                },
+                Group::Backend {
+                    provider_name: name,
+                    model: m,
+                    provider: p,
+                    server: s,
+                },
+            ) => {
+                provider_name == name
+                    && same_text(model, m)
+                    && same_object(provider, p)
+                    && match (server, s) {
+                        (Some((host, port)), Some((h, p))) => port == p && same_text(host, h),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Runs {
+    /// Most groups kept.
+    const MAX: usize = 16;
+
+    /// The `KeyValue` fields (field 9 of a `Span`) of `group`'s attributes.
+    pub fn encoded(&mut self, group: &Group<'_>) -> &[u8] {
+        let found = self.entries.iter().position(|(key, _)| key.matches(group));
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let mut bytes = Vec::with_capacity(128);
+                group.each(|key, value| key_value(&mut bytes, 9, key, &value));
+                let entry = (RunKey::of(group), bytes);
+                if self.entries.len() < Self::MAX {
+                    self.entries.push(entry);
+                    self.entries.len() - 1
+                } else {
+                    let at = self.next;
+                    self.next = (self.next + 1) % Self::MAX;
+                    self.entries[at] = entry;
+                    at
+                }
+            }
+        };
+        &self.entries[at].1
     }
 }
 
@@ -523,6 +697,7 @@ pub(super) mod tests {
             start: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
             end: UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_000),
             attrs,
+            group: None,
             error,
         }
     }
@@ -609,6 +784,28 @@ pub(super) mod tests {
                 got.value.as_ref().unwrap().value.clone().unwrap(),
                 value_of(want)
             );
+        }
+    }
+
+    #[test]
+    fn a_short_array_of_strings_is_written_as_the_long_way_writes_it() {
+        let key = "gen_ai.response.finish_reasons";
+        for v in [
+            vec![],
+            vec!["stop".to_string()],
+            vec!["stop".into(), "length".into(), "x".repeat(40)],
+            vec!["y".repeat(90)],
+        ] {
+            let (mut short, mut long) = (Vec::new(), Vec::new());
+            let written = short_strs(&mut short, 9, key, &v);
+            long_key_value(&mut long, 9, key, &Attr::Strs(&v));
+            // The last is too long for one-byte lengths: left to the long way.
+            assert_eq!(written, v.first().is_none_or(|s| s.len() < 90));
+            assert!(if written {
+                short == long
+            } else {
+                short.is_empty()
+            });
         }
     }
 

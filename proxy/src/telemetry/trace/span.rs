@@ -228,7 +228,7 @@ pub struct AttemptSpan {
     /// The model sent upstream.
     pub model: Arc<str>,
     /// `server.address` and `server.port` of the request sent.
-    pub server: Option<(String, u16)>,
+    pub server: Option<(Arc<str>, u16)>,
     /// The upstream's HTTP status, when it answered.
     pub status: Option<u16>,
     /// Why the attempt failed (`error.type`).
@@ -499,37 +499,104 @@ pub struct SpanRecord<'a> {
     pub start: SystemTime,
     pub end: SystemTime,
     pub attrs: Vec<(&'a str, Attr<'a>)>,
+    /// Attributes the same for every call of a route or backend, kept together (only by
+    /// [`each_span`] asked to group them): their place among `attrs`, and what they are.
+    pub group: Option<(usize, Group<'a>)>,
     /// The error status's description; `None`: status unset.
     pub error: Option<&'a str>,
 }
 
-impl SpanRecord<'_> {
+/// Attributes that are the same for every call of a route, consumer and subscription, or of a
+/// backend, kept together so that the OTLP encoder can copy them from bytes encoded once
+/// (`otlp::Runs`) instead of writing each.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Group<'a> {
+    /// `tollgate.route`, `tollgate.consumer`, `tollgate.subscription`: those present.
+    Names([Option<&'a ObjectRef>; 3]),
+    /// `gen_ai.provider.name`, `gen_ai.request.model`, `tollgate.provider`, and `server.address`
+    /// and `server.port` when known: an attempt's backend.
+    Backend {
+        provider_name: &'static str,
+        model: &'a Arc<str>,
+        provider: &'a ObjectRef,
+        server: Option<&'a (Arc<str>, u16)>,
+    },
+}
+
+impl<'a> Group<'a> {
+    /// The names of [`Group::Names`].
+    const NAME_KEYS: [&'static str; 3] = [
+        "tollgate.route",
+        "tollgate.consumer",
+        "tollgate.subscription",
+    ];
+
+    /// Its attributes, in order.
+    pub fn each(&self, mut attr: impl FnMut(&'static str, Attr<'a>)) {
+        match *self {
+            Group::Names(names) => {
+                for (key, name) in Self::NAME_KEYS.into_iter().zip(names) {
+                    if let Some(name) = name {
+                        attr(key, Attr::Ref(name));
+                    }
+                }
+            }
+            Group::Backend {
+                provider_name,
+                model,
+                provider,
+                server,
+            } => {
+                attr("gen_ai.provider.name", Attr::str(provider_name));
+                attr("gen_ai.request.model", Attr::str(model));
+                attr("tollgate.provider", Attr::Ref(provider));
+                if let Some((host, port)) = server {
+                    attr("server.address", Attr::str(host));
+                    attr("server.port", Attr::Int(i64::from(*port)));
+                }
+            }
+        }
+    }
+}
+
+impl<'a> SpanRecord<'a> {
+    /// Its attributes in order, a group's in its place.
+    pub fn each_attr(&self, mut attr: impl FnMut(&str, &Attr<'a>)) {
+        let at = self.group.map_or(self.attrs.len(), |(at, _)| at);
+        for (key, value) in &self.attrs[..at] {
+            attr(key, value);
+        }
+        if let Some((_, group)) = &self.group {
+            group.each(|key, value| attr(key, &value));
+        }
+        for (key, value) in &self.attrs[at..] {
+            attr(key, value);
+        }
+    }
+
     /// The same span as the exporter crate's data (for OTLP/gRPC).
     pub fn to_span_data(&self, scope: &InstrumentationScope) -> SpanData {
         let state = self
             .trace_state
             .and_then(|s| TraceState::from_str(s).ok())
             .unwrap_or(TraceState::NONE);
-        let attributes = self
-            .attrs
-            .iter()
-            .map(|(k, v)| {
-                let value = match v {
-                    Attr::Str(s) => Value::from(s.to_string()),
-                    Attr::Ref(r) => Value::from(r.joined()),
-                    Attr::Int(i) => Value::I64(*i),
-                    Attr::Float(f) => Value::F64(*f),
-                    Attr::Bool(b) => Value::Bool(*b),
-                    Attr::Strs(v) => Value::Array(
-                        v.iter()
-                            .map(|s| opentelemetry::StringValue::from(s.clone()))
-                            .collect::<Vec<_>>()
-                            .into(),
-                    ),
-                };
-                KeyValue::new(k.to_string(), value)
-            })
-            .collect();
+        let mut attributes = Vec::with_capacity(self.attrs.len() + 5);
+        self.each_attr(|k, v| {
+            let value = match v {
+                Attr::Str(s) => Value::from(s.to_string()),
+                Attr::Ref(r) => Value::from(r.joined()),
+                Attr::Int(i) => Value::I64(*i),
+                Attr::Float(f) => Value::F64(*f),
+                Attr::Bool(b) => Value::Bool(*b),
+                Attr::Strs(v) => Value::Array(
+                    v.iter()
+                        .map(|s| opentelemetry::StringValue::from(s.clone()))
+                        .collect::<Vec<_>>()
+                        .into(),
+                ),
+            };
+            attributes.push(KeyValue::new(k.to_string(), value));
+        });
         SpanData {
             span_context: SpanContext::new(
                 TraceId::from_bytes(self.trace_id),
@@ -572,7 +639,7 @@ pub fn spans_ended<'a>(
     end: SystemTime,
 ) -> Vec<SpanRecord<'a>> {
     let mut out = Vec::with_capacity(1 + trace.attempts.len() + trace.clients.len());
-    each_span(trace, summary, end, |record| {
+    each_span(trace, summary, end, false, |record| {
         out.push(record);
         Vec::new()
     });
@@ -582,11 +649,13 @@ pub fn spans_ended<'a>(
 /// Makes the spans of the call that ended at `end` one at a time (the server span, then one client
 /// span per attempt, then one per other upstream request) and hands each to `emit`, which gives
 /// back an attribute list to reuse for the next (emptied here; an empty one without capacity is
-/// replaced).
+/// replaced). With `grouped`, the attributes of a [`Group`] are handed over as the record's `group`
+/// rather than among its `attrs`.
 pub fn each_span<'a>(
     trace: &'a CallTrace,
     summary: &'a CallSummary<'a>,
     end: SystemTime,
+    grouped: bool,
     mut emit: impl FnMut(SpanRecord<'a>) -> Vec<(&'a str, Attr<'a>)>,
 ) {
     let reuse = |mut attrs: Vec<(&'a str, Attr<'a>)>| {
@@ -598,6 +667,15 @@ pub fn each_span<'a>(
     };
     let request = &trace.request;
     let operation = request.operation.unwrap_or("chat");
+    // A group goes in its record, or among the attributes.
+    let add = |attrs: &mut Vec<(&'a str, Attr<'a>)>, group: Group<'a>| {
+        if grouped {
+            Some((attrs.len(), group))
+        } else {
+            group.each(|key, value| attrs.push((key, value)));
+            None
+        }
+    };
     let record = |span_id, parent, kind, name, start, attrs, error| SpanRecord {
         trace_id: trace.trace_id,
         span_id,
@@ -609,6 +687,7 @@ pub fn each_span<'a>(
         start,
         end,
         attrs,
+        group: None,
         error,
     };
 
@@ -623,15 +702,10 @@ pub fn each_span<'a>(
     if let Some(endpoint) = request.endpoint {
         attrs.push(("http.route", Attr::str(endpoint)));
     }
-    for (key, value) in [
-        ("tollgate.route", &summary.route),
-        ("tollgate.consumer", &summary.consumer),
-        ("tollgate.subscription", &summary.subscription),
-    ] {
-        if let Some(v) = value {
-            attrs.push((key, Attr::Ref(v)));
-        }
-    }
+    let names = add(
+        &mut attrs,
+        Group::Names([summary.route, summary.consumer, summary.subscription]),
+    );
     if let Some(cache) = summary.cache {
         attrs.push(("tollgate.cache", Attr::str(cache)));
     }
@@ -683,19 +757,22 @@ pub fn each_span<'a>(
         error,
     );
     server.parent_remote = trace.parent.is_some();
+    server.group = names;
     let mut attrs = reuse(emit(server));
 
     let last = trace.attempts.len().saturating_sub(1);
     for (i, attempt) in trace.attempts.iter().enumerate() {
         let answered = i == last && summary.answered;
         attrs.push(("gen_ai.operation.name", Attr::str(operation)));
-        attrs.push(("gen_ai.provider.name", Attr::str(attempt.provider_name)));
-        attrs.push(("gen_ai.request.model", Attr::str(&attempt.model)));
-        attrs.push(("tollgate.provider", Attr::Ref(&attempt.provider)));
-        if let Some((host, port)) = &attempt.server {
-            attrs.push(("server.address", Attr::str(host)));
-            attrs.push(("server.port", Attr::Int(i64::from(*port))));
-        }
+        let backend = add(
+            &mut attrs,
+            Group::Backend {
+                provider_name: attempt.provider_name,
+                model: &attempt.model,
+                provider: &attempt.provider,
+                server: attempt.server.as_ref(),
+            },
+        );
         if request.stream {
             attrs.push(("gen_ai.request.stream", Attr::Bool(true)));
         }
@@ -757,6 +834,7 @@ pub fn each_span<'a>(
             error,
         );
         client.end = attempt.end.unwrap_or(end);
+        client.group = backend;
         attrs = reuse(emit(client));
     }
     for span in &trace.clients {

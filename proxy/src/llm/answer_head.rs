@@ -1,0 +1,380 @@
+//! What a trace records of an OpenAI answer: its `id`, `model` and the `finish_reason` of each
+//! choice, read from a whole `chat.completion` body or one `chat.completion.chunk` payload — never
+//! its content.
+//!
+//! The id and model are top-level members. OpenAI writes them first, but other servers (and any
+//! JSON writer that sorts keys) put them after `choices`, which holds the content and is most of the
+//! body: the members are read from the front up to the first object or array, then from the back
+//! down to it, so that the container in between is skimmed only when a name is in neither part.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use crate::llm::json_scan;
+
+/// Most finish reasons an [`AnswerHead`] keeps (one per choice).
+const MAX_REASONS: usize = 16;
+/// Longest id, model name or finish reason an [`AnswerHead`] keeps.
+const MAX_NAME: usize = 256;
+
+/// The answer's `id`, `model` and the `finish_reason` of each choice. Values longer than 256 bytes
+/// are left out.
+#[derive(Debug, Default, PartialEq)]
+pub struct AnswerHead<'a> {
+    pub id: Option<Cow<'a, str>>,
+    pub model: Option<Cow<'a, str>>,
+    pub finish_reasons: Vec<Cow<'a, str>>,
+}
+
+/// The key an answer's finish reasons are found by.
+const FINISH_REASON_KEY: &[u8] = b"\"finish_reason\"";
+
+/// Reads the [`AnswerHead`] of `body`; `None` when the body does not start as a JSON object. The id
+/// and model are read from the top level; the finish reasons are the string values of the
+/// `finish_reason` keys found by a search of the body (a quoted key inside a string has its quotes
+/// escaped, so it is not mistaken for one). Only the values kept are checked as UTF-8. On damaged
+/// JSON the values may be incomplete or wrong, never a panic.
+pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
+    static FINISH_REASON: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(FINISH_REASON_KEY));
+    let mut head = AnswerHead::default();
+    top_level_names(body, &mut head)?;
+    for at in FINISH_REASON.find_iter(body) {
+        if head.finish_reasons.len() == MAX_REASONS {
+            break;
+        }
+        let escaped = body[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1;
+        if escaped {
+            continue;
+        }
+        let rest = body[at + FINISH_REASON_KEY.len()..].trim_ascii_start();
+        let Some(value) = rest.strip_prefix(b":").map(<[u8]>::trim_ascii_start) else {
+            continue;
+        };
+        if value.first() == Some(&b'"')
+            && let Some(end) = json_scan::string_end(value, 0)
+            && let Some(reason) = short_string(&value[..end])
+        {
+            head.finish_reasons.push(reason);
+        }
+    }
+    Some(head)
+}
+
+/// The two names read.
+const ID: u8 = 0;
+const MODEL: u8 = 1;
+
+/// Which of the two names has been met (its value may not be a short string, and then is left
+/// out); the first met of each counts.
+#[derive(Default)]
+struct Met {
+    id: bool,
+    model: bool,
+}
+
+impl Met {
+    fn both(&self) -> bool {
+        self.id && self.model
+    }
+
+    /// Notes the member `key: value` (both as their raw JSON text).
+    fn note<'a>(&mut self, head: &mut AnswerHead<'a>, key: &[u8], value: &'a [u8]) {
+        // Most keys are told apart by their bytes; one with escapes is unescaped first (six
+        // bytes an escape at most, so a longer key cannot spell either name).
+        let name = match key {
+            b"\"id\"" => ID,
+            b"\"model\"" => MODEL,
+            _ if key.len() <= 32 && key.contains(&b'\\') => {
+                match serde_json::from_slice::<String>(key).ok().as_deref() {
+                    Some("id") => ID,
+                    Some("model") => MODEL,
+                    _ => return,
+                }
+            }
+            _ => return,
+        };
+        if name == ID && !self.id {
+            (head.id, self.id) = (short_string(value), true);
+        } else if name == MODEL && !self.model {
+            (head.model, self.model) = (short_string(value), true);
+        }
+    }
+}
+
+/// Reads the top-level `id` and `model` of the object `b` starts with into `head`; `None` if `b`
+/// does not start an object.
+fn top_level_names<'a>(b: &'a [u8], head: &mut AnswerHead<'a>) -> Option<()> {
+    let mut i = space(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut met = Met::default();
+    // From the front, up to the first value that is an object or an array.
+    let stop = loop {
+        i = space(b, i);
+        if b.get(i) == Some(&b',') {
+            i = space(b, i + 1);
+        }
+        if b.get(i) != Some(&b'"') {
+            return Some(());
+        }
+        let key_at = i;
+        let Some(key_end) = json_scan::string_end(b, i) else {
+            return Some(());
+        };
+        i = space(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return Some(());
+        }
+        i = space(b, i + 1);
+        let end = match b.get(i) {
+            None => return Some(()),
+            Some(b'{' | b'[') => break i,
+            Some(b'"') => match json_scan::string_end(b, i) {
+                Some(end) => end,
+                None => return Some(()),
+            },
+            Some(_) => {
+                i + b[i..]
+                    .iter()
+                    .position(|&c| ends_scalar(c))
+                    .unwrap_or(b.len() - i)
+            }
+        };
+        met.note(head, &b[key_at..key_end], &b[i..end]);
+        if met.both() {
+            return Some(());
+        }
+        i = end;
+    };
+    // From the back, down to that value.
+    let mut end = b.trim_ascii_end().len();
+    if end <= stop || b[end - 1] != b'}' {
+        return Some(());
+    }
+    end -= 1;
+    while !met.both() {
+        // `end` is at the `}` or `,` after a member.
+        let value_end = b[..end].trim_ascii_end().len();
+        let Some(value_at) = value_start_back(b, value_end) else {
+            break;
+        };
+        if value_at <= stop {
+            break;
+        }
+        let colon = b[..value_at].trim_ascii_end().len();
+        if colon == 0 || b[colon - 1] != b':' {
+            break;
+        }
+        let key_end = b[..colon - 1].trim_ascii_end().len();
+        if key_end == 0 || b[key_end - 1] != b'"' {
+            break;
+        }
+        let Some(key_at) = string_start_back(b, key_end - 1) else {
+            break;
+        };
+        met.note(head, &b[key_at..key_end], &b[value_at..value_end]);
+        end = b[..key_at].trim_ascii_end().len();
+        if end == 0 || b[end - 1] != b',' {
+            break;
+        }
+        end -= 1;
+    }
+    Some(())
+}
+
+/// Past the white space from `i`.
+fn space(b: &[u8], i: usize) -> usize {
+    i + b
+        .get(i..)
+        .map_or(0, |rest| rest.len() - rest.trim_ascii_start().len())
+}
+
+/// Whether `c` ends a number, `true`, `false` or `null` (in valid JSON).
+fn ends_scalar(c: u8) -> bool {
+    matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Where the value that ends just before `end` starts, in text read as valid JSON.
+fn value_start_back(b: &[u8], end: usize) -> Option<usize> {
+    let last = end.checked_sub(1)?;
+    match b[last] {
+        b'"' => string_start_back(b, last),
+        b'}' | b']' => container_start_back(b, last),
+        _ => Some(
+            b[..end]
+                .iter()
+                .rposition(|&c| ends_scalar(c) || matches!(c, b':' | b'[' | b'{'))
+                .map_or(0, |i| i + 1),
+        ),
+    }
+}
+
+/// The opening quote of the string whose closing quote is at `close`: the nearest quote before it
+/// that an even number of backslashes precedes (inside a string every quote is escaped).
+fn string_start_back(b: &[u8], close: usize) -> Option<usize> {
+    let mut before = close;
+    loop {
+        let quote = memchr::memrchr(b'"', &b[..before])?;
+        let slashes = b[..quote].iter().rev().take_while(|&&c| c == b'\\').count();
+        if slashes % 2 == 0 {
+            return Some(quote);
+        }
+        before = quote;
+    }
+}
+
+/// The opening bracket of the object or array whose closing bracket is at `close`.
+fn container_start_back(b: &[u8], close: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = close + 1;
+    while i > 0 {
+        i -= 1;
+        match b[i] {
+            b'"' => i = string_start_back(b, i)?,
+            b'}' | b']' => depth += 1,
+            b'{' | b'[' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A JSON string value's text (unescaped where it has escapes), if it is a string of at most
+/// [`MAX_NAME`] bytes.
+fn short_string(raw: &[u8]) -> Option<Cow<'_, str>> {
+    if raw.len() > MAX_NAME * 6 + 2 {
+        return None;
+    }
+    let raw = std::str::from_utf8(raw).ok()?;
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let text = if inner.contains('\\') {
+        Cow::Owned(serde_json::from_str::<String>(raw).ok()?)
+    } else {
+        Cow::Borrowed(inner)
+    };
+    (text.len() <= MAX_NAME).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_head_is_its_id_model_and_finish_reasons_and_no_content() {
+        let head = answer_head(
+            br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-2024-08-06",
+            "choices":[{"index":0,"message":{"role":"assistant","content":"secret \"id\": x"},"finish_reason":"stop"},
+            {"index":1,"message":{"role":"assistant","content":"x"},"finish_reason":"length"}],
+            "usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(head.id.as_deref(), Some("chatcmpl-1"));
+        assert_eq!(head.model.as_deref(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(head.finish_reasons, ["stop", "length"]);
+        let chunk = answer_head(
+            br#"{"id":"c-\u0031","model":"m","choices":[{"delta":{},"finish_reason":null}, 3]}"#,
+        )
+        .unwrap();
+        assert_eq!(chunk.id.as_deref(), Some("c-1"));
+        assert!(chunk.finish_reasons.is_empty());
+    }
+
+    #[test]
+    fn an_answer_head_leaves_out_what_is_not_a_short_string() {
+        let long = "m".repeat(MAX_NAME + 1);
+        let body = format!(r#"{{"id":7,"model":"{long}","choices":null}}"#);
+        assert_eq!(answer_head(body.as_bytes()), Some(AnswerHead::default()));
+        assert_eq!(answer_head(b"not json"), None);
+        assert_eq!(answer_head(b"[1]"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn an_answer_head_agrees_with_serde_json(
+            id in proptest::option::of("[a-z\\\\\"0-9 ]{0,12}"),
+            reasons in proptest::collection::vec(proptest::option::of("[a-z_]{1,8}"), 0..20),
+            extra in proptest::option::of("[\\[\\]{}a-z\"\\\\ ]{0,10}"),
+        ) {
+            // Content that holds the key itself, quoted, escaped once it is in the body.
+            let content = extra.as_ref().map(|e| format!(r#"{e} "finish_reason": "trick" \"#));
+            let choices: Vec<serde_json::Value> = reasons
+                .iter()
+                .map(|r| serde_json::json!({"message": {"content": content}, "finish_reason": r}))
+                .collect();
+            let body = serde_json::json!({"model": "m", "choices": choices, "id": id, "x": extra}).to_string();
+            let head = answer_head(body.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(head.id.as_deref(), id.as_deref());
+            proptest::prop_assert_eq!(head.model.as_deref(), Some("m"));
+            let want: Vec<&str> = reasons.iter().flatten().map(String::as_str).take(MAX_REASONS).collect();
+            proptest::prop_assert_eq!(head.finish_reasons, want);
+        }
+
+        #[test]
+        fn any_bytes_read_as_an_answer_head_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Some(head) = answer_head(&bytes) {
+                proptest::prop_assert!(head.finish_reasons.len() <= MAX_REASONS);
+            }
+        }
+    }
+
+    #[test]
+    fn names_after_the_choices_are_read_from_the_back() {
+        // Keys sorted, as a JSON writer without insertion order puts them; the choices hold an
+        // `id` and a `model` of their own (a tool call's id), which are not the answer's.
+        let body = br#"{"choices":[{"finish_reason":"tool_calls","message":{"tool_calls":[{"id":"call_1","model":"no"}]}}],
+            "created":1,"id":"chatcmpl-9","model":"m-2","object":"chat.completion","usage":{"prompt_tokens":1,"x":[{"id":"u"}]}}  "#;
+        let head = answer_head(body).unwrap();
+        assert_eq!(head.id.as_deref(), Some("chatcmpl-9"));
+        assert_eq!(head.model.as_deref(), Some("m-2"));
+        assert_eq!(head.finish_reasons, ["tool_calls"]);
+        // One before the choices and one after them.
+        let head = answer_head(br#"{"model":"m","choices":[{"id":"no"}],"id":"c-\"1\""}"#).unwrap();
+        assert_eq!(head.id.as_deref(), Some("c-\"1\""));
+        assert_eq!(head.model.as_deref(), Some("m"));
+        // Neither after the container: it is walked past from the back, and nothing is invented.
+        let head = answer_head(br#"{"choices":[{"id":"no","model":"no"}],"n":null}"#).unwrap();
+        assert_eq!(head, AnswerHead::default());
+        // Cut: what the front holds.
+        let head = answer_head(br#"{"id":"c","choices":[{"model":"no"}],"model":"#).unwrap();
+        assert_eq!((head.id.as_deref(), head.model), (Some("c"), None));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn names_in_any_member_order_agree_with_serde_json(
+            order in proptest::strategy::Strategy::prop_shuffle(
+                proptest::strategy::Just((0..6).collect::<Vec<usize>>()),
+            ),
+            id in "[a-z\\\\\"0-9 ]{0,12}",
+            model in proptest::option::of("[a-z\\\\\"0-9 \\]\\[{}]{0,12}"),
+        ) {
+            let members = [
+                ("id", serde_json::json!(id)),
+                ("model", serde_json::json!(model)),
+                ("choices", serde_json::json!([{"id": "no", "model": "no", "x": "\"id\":\"no\""}])),
+                ("usage", serde_json::json!({"model": "no", "n": [1, {"id": "no"}]})),
+                ("created", serde_json::json!(-1.5e3)),
+                ("flag", serde_json::json!(true)),
+            ];
+            let body = format!(
+                "{{ {} }}",
+                order
+                    .iter()
+                    .map(|&i| format!("{} : {}", serde_json::json!(members[i].0), members[i].1))
+                    .collect::<Vec<_>>()
+                    .join(" ,\n")
+            );
+            let head = answer_head(body.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(head.id.as_deref(), Some(id.as_str()));
+            proptest::prop_assert_eq!(head.model.as_deref(), model.as_deref());
+        }
+    }
+}
