@@ -1,6 +1,7 @@
 //! Guardrails on a model call: the caller's text checked before it goes upstream (masked, or the call
 //! refused), and the answer's text checked on its way back (see `guard_answer`).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use tollgate_snapshot::{ConsumerIdx, GuardrailEndpoint, RouteIdx, Snapshot};
 use super::ask::Endpoint;
 use super::record::Call;
 use crate::error::ApiError;
-use crate::guard::{AnswerStream, Decision, Policy, Refusal, StreamFormat, json_text};
+use crate::guard::{AnswerStream, Decision, Policy, Refusal, StreamFormat, apply, json_text};
 
 /// The guardrail endpoint a model endpoint counts as.
 pub(super) fn guardrail_endpoint(endpoint: Endpoint) -> GuardrailEndpoint {
@@ -143,6 +144,13 @@ struct Verdicts {
 impl Verdicts {
     /// Checks one text; its masked form when a Mask rule changed it (and nothing was refused).
     fn check(&mut self, policy: &Policy, text: &str) -> Option<String> {
+        self.masks(policy, text)
+            .map(|masks| apply(text, &masks, 0..text.len()))
+    }
+
+    /// Checks one text; the spans to mask and their tokens when a Mask rule matched (and nothing was
+    /// refused).
+    fn masks(&mut self, policy: &Policy, text: &str) -> Option<Vec<(Range<usize>, Arc<str>)>> {
         if self.refusal.is_some() {
             return None;
         }
@@ -156,7 +164,7 @@ impl Verdicts {
             self.refusal = Some(rule);
             None
         } else if !checked.masks.is_empty() {
-            Some(checked.masked(text))
+            Some(checked.masks)
         } else {
             None
         }
@@ -394,8 +402,8 @@ fn mask_found(
     let mut verdicts = Verdicts::default();
     let mut edits = Vec::new();
     for f in found {
-        if let Some(masked) = verdicts.check(policy, &f.text) {
-            edits.push((f.at.clone(), json_text::literal(&masked)));
+        if let Some(masks) = verdicts.masks(policy, &f.text) {
+            edits.push((f.at.clone(), json_text::edited_literal(f, &masks)));
         }
     }
     let masked = (!edits.is_empty()).then(|| json_text::splice(json, &edits));

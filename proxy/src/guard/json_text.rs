@@ -78,6 +78,50 @@ fn needs_escape(b: &[u8]) -> bool {
         .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
+/// Whether `b` holds a control character (below 0x20): eight bytes at a time, exactly.
+fn has_control(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = b.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+        if x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&c| c < 0x20)
+}
+
+/// The literal of `found`'s text with `edits` (sorted, not overlapping ranges of the text) replaced
+/// by their tokens: exactly [`literal`] of the edited text. A text read from a literal without
+/// escapes holds no `"` nor `\` (the walk stops at both), so when it holds no control character
+/// and no token needs escaping, the literal is the quoted edit, with no second look at its bytes.
+pub fn edited_literal<T: AsRef<str>>(found: &Found<'_>, edits: &[(Range<usize>, T)]) -> String {
+    let text: &str = &found.text;
+    let plain = matches!(found.text, Cow::Borrowed(_))
+        && edits
+            .iter()
+            .all(|(_, t)| !needs_escape(t.as_ref().as_bytes()))
+        && !has_control(text.as_bytes());
+    let mut edited = String::with_capacity(text.len() + 2 + edits.len() * 8);
+    if plain {
+        edited.push('"');
+    }
+    let mut at = 0;
+    for (range, token) in edits {
+        edited.push_str(&text[at..range.start]);
+        edited.push_str(token.as_ref());
+        at = range.end;
+    }
+    edited.push_str(&text[at..]);
+    if plain {
+        edited.push('"');
+        edited
+    } else {
+        literal(&edited)
+    }
+}
+
 /// [`literal`] written at the end of `out`.
 pub fn write_literal(out: &mut Vec<u8>, text: &str) {
     if needs_escape(text.as_bytes()) {
@@ -409,6 +453,43 @@ mod tests {
             write_literal(&mut out, &text);
             let expected = serde_json::to_string(&text).unwrap();
             prop_assert_eq!(&out[1..], expected.as_bytes());
+        }
+
+        /// A text's edited literal is the literal of the edited text, whether the text came from a
+        /// literal with escapes or not, and whatever the text and the tokens hold.
+        #[test]
+        fn an_edited_literal_is_the_literal_of_the_edited_text(
+            text in prop_oneof!["[a-z @.\x00-\x1f]{0,40}", "[ -~\x01\né]{0,40}"],
+            cuts in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..4),
+            tokens in prop::collection::vec(prop_oneof![Just("[EMAIL]"), Just("\"q\""), Just("a\\b"), Just("\t"), Just("")], 4),
+            escaped in any::<bool>(),
+        ) {
+            let mut bounds: Vec<usize> = cuts
+                .iter()
+                .flat_map(|(a, b)| [a.index(text.len() + 1), b.index(text.len() + 1)])
+                .filter(|&i| text.is_char_boundary(i))
+                .collect();
+            bounds.sort_unstable();
+            let edits: Vec<(Range<usize>, &str)> = bounds
+                .chunks_exact(2)
+                .zip(&tokens)
+                .map(|(r, &t)| (r[0]..r[1], t))
+                .collect();
+            let mut edited = String::new();
+            let mut at = 0;
+            for (range, token) in &edits {
+                edited.push_str(&text[at..range.start]);
+                edited.push_str(token);
+                at = range.end;
+            }
+            edited.push_str(&text[at..]);
+            // A text without escapes is borrowed from its literal, one with them decoded into its own.
+            let plain = !escaped && !text.contains(['"', '\\']);
+            let found = Found {
+                at: 0..0,
+                text: if plain { Cow::Borrowed(&text) } else { Cow::Owned(text.clone()) },
+            };
+            prop_assert_eq!(edited_literal(&found, &edits), literal(&edited));
         }
     }
 }

@@ -16,7 +16,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use check::{Decision, Policy, Refusal};
+pub use check::{Decision, Policy, Refusal, apply};
 #[cfg(test)]
 use scan::find;
 pub use sse::{AnswerStream, StreamFormat, stream_texts};

@@ -467,6 +467,64 @@ mod tests {
         }
     }
 
+    /// The scan with every detector, each one's spans against the expressions'; and with secrets
+    /// ruled out first (no key mark where a prefix holds one), against the scan without that look.
+    fn agrees(text: &str) {
+        let all = ALL.iter().fold(scan::Wanted::default(), |w, d| w.and(*d));
+        let together = scan::scan(text, all);
+        for d in ALL {
+            assert_eq!(together.of(d), &find(d, text)[..], "{d:?} in {text:?}");
+            found(d, text);
+        }
+        assert_eq!(together, scan::scan_all(text, all), "{text:?}");
+    }
+
+    /// The scan without secrets tests eight bytes at a time for a byte that may begin a value, and
+    /// the look for secrets jumps from key mark to key mark: values at the start and the end of the
+    /// text, on each side of an eight-byte edge, next to each other and next to wider characters.
+    #[test]
+    fn values_are_found_wherever_the_eight_byte_steps_fall() {
+        let values = [
+            "bob@example.com",
+            "415-555-2671",
+            "+44 20 7946 0958",
+            "(415) 555-2671",
+            "4111 1111 1111 1111",
+            "123-45-6789",
+            "10.0.0.1",
+            "fe80::1",
+            "DE89 3704 0044 0532 0130 00",
+            "2026-12-01",
+            "sk-aaaaaaaaaaaaaaaaaaaa",
+            "AKIAIOSFODNN7EXAMPLE",
+            "xoxb-1234567890",
+            "eyJhbGciOiJI.eyJzdWIiOiIx.abcdefgh1",
+            "-----BEGIN PRIVATE KEY----- abc -----END PRIVATE KEY-----",
+        ];
+        let around = ["", " ", "é", "😀", "٤", "a", "_", "\u{a0}", ".", "x1"];
+        for value in values {
+            for pad in 0..17 {
+                let lead = "w".repeat(pad);
+                for edge in around {
+                    // Alone, at the start, at the end, after a word of `pad` bytes, twice in a
+                    // row, and glued to what `edge` is.
+                    agrees(value);
+                    agrees(&format!("{value}{edge}{lead}"));
+                    agrees(&format!("{lead} {edge}{value}"));
+                    agrees(&format!("{lead} {value}{edge}{value} {lead}"));
+                    agrees(&format!("{lead}{edge}{value}{edge}"));
+                }
+            }
+        }
+        for (a, b) in values.iter().zip(values.iter().skip(1)) {
+            for pad in 0..9 {
+                let lead = " ".repeat(pad);
+                agrees(&format!("{lead}{a} {b}"));
+                agrees(&format!("{lead}{a}{b}"));
+            }
+        }
+    }
+
     /// Pieces of values, near misses and separators, so generated texts are dense with candidates.
     const PIECES: &[&str] = &[
         "0",

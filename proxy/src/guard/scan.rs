@@ -9,6 +9,10 @@
 //! overlapping; the expressions are kept as the test oracle in `oracle.rs`), and then checked by
 //! `detect.rs` (Luhn, mod 97, SSN ranges, a real IPv6 address, phone digit counts).
 //!
+//! Secrets begin at lower-case letters too, so the scan looks at every word only when the text holds
+//! a key mark where a secret's prefix holds one (`secret_possible`, found with `memchr`); otherwise
+//! the bytes that may begin a value, from `(` to `Z`, are found eight at a time (`run_sparse`).
+//!
 //! Digits are ASCII digits and letters ASCII letters; word boundaries are Unicode ones, so a value glued
 //! to a letter of any script is not a value.
 
@@ -48,6 +52,11 @@ impl Wanted {
         self.0 & 1 << slot(d) != 0
     }
 
+    /// These but `d`.
+    pub fn without(self, d: Detector) -> Self {
+        Wanted(self.0 & !(1 << slot(d)))
+    }
+
     /// Whether no detector is wanted.
     pub fn is_empty(self) -> bool {
         self.0 == 0
@@ -79,11 +88,18 @@ pub fn find(detector: Detector, text: &str) -> Vec<Range<usize>> {
     std::mem::take(&mut found.spans[slot(detector)])
 }
 
-/// Every wanted detector over `text`, in one pass; first, a detector none of whose values the text
+/// Every wanted detector over `text`, in one pass. First a detector none of whose values the text
 /// could hold (see [`possible`]) is no longer wanted, so prose without digits, `@`, `:`, `-`, `_`,
-/// `A` or `J` costs one quick look at each byte and no scan.
+/// `A` or `J` costs one quick look at each byte and no scan. Then secrets are looked for only if the
+/// text holds a key mark where a secret's prefix holds one ([`secret_possible`]): otherwise the scan
+/// stops only at the bytes from `(` to `Z` (see [`Scan::run_sparse`]).
 pub fn scan(text: &str, wanted: Wanted) -> Found {
     let wanted = possible(wanted, text.as_bytes());
+    let wanted = if wanted.has(Detector::Secret) && !secret_possible(text.as_bytes()) {
+        wanted.without(Detector::Secret)
+    } else {
+        wanted
+    };
     if wanted.is_empty() {
         return Found::default();
     }
@@ -95,8 +111,7 @@ const HAS_DIGIT: u8 = 1;
 const HAS_AT: u8 = 2;
 const HAS_COLON: u8 = 4;
 /// `-` (`sk-…`, `xoxb-…`, `-----BEGIN`), `_` (`sk_live_…`, `ghp_…`, `github_pat_…`), `A` (`AKIA…`,
-/// `ASIA…`, `AIza…`) or `J` (`eyJ…`): every secret shape holds one, next to the bytes
-/// [`begins_key`] looks for.
+/// `ASIA…`, `AIza…`) or `J` (`eyJ…`): every secret shape holds one.
 const HAS_KEY_MARK: u8 = 8;
 
 static NEEDS: [u8; 256] = needs();
@@ -123,19 +138,22 @@ const fn needs() -> [u8; 256] {
 }
 
 /// Which of `wanted` may find something in `text`: e-mail addresses hold an `@`; phone, card, IBAN
-/// and SSN numbers digits; IP addresses digits (IPv4) or a `:` (IPv6); secrets one of `- _ A J` where
-/// a secret's prefix holds it.
-/// One lookup a byte, sixteen bytes at a time, until every wanted detector is known to be possible.
+/// and SSN numbers digits; IP addresses digits (IPv4) or a `:` (IPv6); secrets one of `- _ A J`.
+/// One lookup a byte, sixteen bytes at a time, until every wanted detector is known to be possible
+/// (in text with a date and an address, after the first of each).
 fn possible(wanted: Wanted, text: &[u8]) -> Wanted {
-    let needed = |d: Detector| match d {
-        Detector::Email => HAS_AT,
-        Detector::Phone | Detector::CreditCard | Detector::Iban | Detector::UsSsn => HAS_DIGIT,
-        Detector::IpAddress => HAS_DIGIT | HAS_COLON,
-        Detector::Secret => HAS_KEY_MARK,
-    };
+    const DETECTORS: [(Detector, u8); 7] = [
+        (Detector::Email, HAS_AT),
+        (Detector::Phone, HAS_DIGIT),
+        (Detector::CreditCard, HAS_DIGIT),
+        (Detector::Iban, HAS_DIGIT),
+        (Detector::UsSsn, HAS_DIGIT),
+        (Detector::IpAddress, HAS_DIGIT | HAS_COLON),
+        (Detector::Secret, HAS_KEY_MARK),
+    ];
     let keep = |present: u8| {
-        ALL.iter().fold(Wanted::default(), |w, &d| {
-            if wanted.has(d) && needed(d) & present != 0 {
+        DETECTORS.iter().fold(Wanted::default(), |w, &(d, needs)| {
+            if wanted.has(d) && needs & present != 0 {
                 w.and(d)
             } else {
                 w
@@ -147,10 +165,10 @@ fn possible(wanted: Wanted, text: &[u8]) -> Wanted {
     }
     // The bytes that would make every wanted detector possible: once all are seen, reading on
     // changes nothing.
-    let enough = ALL
+    let enough = DETECTORS
         .iter()
-        .filter(|&&d| wanted.has(d))
-        .fold(0, |bits, &d| bits | needed(d));
+        .filter(|&&(d, _)| wanted.has(d))
+        .fold(0, |bits, &(_, needs)| bits | needs);
     // Without IPv6 in mind a digit alone makes an IP address possible, so `:` need not be seen.
     let enough = if enough & HAS_DIGIT != 0 {
         enough & !HAS_COLON
@@ -168,16 +186,20 @@ fn possible(wanted: Wanted, text: &[u8]) -> Wanted {
     for &b in blocks.remainder() {
         present |= NEEDS[b as usize];
     }
-    let possible = keep(present);
-    // When secrets alone are left to scan for, a second look, at the key marks only: a hyphen in a
-    // word or a capital A is common in prose, a secret's prefix is not. (With other detectors left
-    // the scan runs anyway, and the secrets add little to it.)
-    if possible == Wanted::default().and(Detector::Secret)
-        && !(0..text.len()).any(|i| NEEDS[text[i] as usize] == HAS_KEY_MARK && begins_key(text, i))
-    {
-        return Wanted::default();
+    keep(present)
+}
+
+/// Whether `text` holds a key mark (`-`, `_`, `A` or `J`) where a secret's prefix holds one
+/// ([`begins_key`]): a hyphen in a word or a date, or a capital A, is common in prose, a secret's
+/// prefix is not. Found with `memchr`, which passes over the bytes between many at a time; a short
+/// text (a streamed answer's pieces) is read byte by byte, cheaper than setting up its searches.
+fn secret_possible(text: &[u8]) -> bool {
+    if text.len() < 64 {
+        return (0..text.len())
+            .any(|i| matches!(text[i], b'-' | b'_' | b'J' | b'A') && begins_key(text, i));
     }
-    possible
+    memchr::memchr3_iter(b'-', b'_', b'J', text).any(|i| begins_key(text, i))
+        || memchr::memchr_iter(b'A', text).any(|i| begins_key(text, i))
 }
 
 /// Whether the byte at `i`, if a key mark, is where some secret's prefix holds one: the `-` of
@@ -200,6 +222,7 @@ fn begins_key(text: &[u8], i: usize) -> bool {
 }
 
 /// Every built-in detector.
+#[cfg(test)]
 pub(super) const ALL: [Detector; 7] = [
     Detector::Email,
     Detector::Phone,
@@ -210,8 +233,8 @@ pub(super) const ALL: [Detector; 7] = [
     Detector::Secret,
 ];
 
-/// Every wanted detector over `text`, in one pass, without first asking which are possible: the
-/// oracle of [`scan`]'s tests.
+/// Every wanted detector over `text`, in one pass, without first asking whether secrets are
+/// possible: the oracle of [`scan`]'s tests.
 pub(super) fn scan_all(text: &str, wanted: Wanted) -> Found {
     let mut s = Scan {
         t: Text(text),
@@ -270,6 +293,25 @@ const fn begins() -> [u8; 256] {
     t
 }
 
+/// The lowest and the highest byte that may begin a value when secrets are not looked for: digits,
+/// upper-case letters, `( + : @` (and `-`, which then begins nothing) lie between them; lower-case
+/// letters, white space and bytes of wider characters do not.
+const FIRST: u8 = b'(';
+const LAST: u8 = b'Z';
+
+/// The high bit of each byte of `x` that lies in `FIRST..=LAST`, every other bit clear.
+fn in_range(x: u64) -> u64 {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    let low = x & LOW7;
+    // Each byte's sum stays below 0x100, so no carry reaches the next byte; the high bit says
+    // `byte >= FIRST`, and in the second `byte > LAST`.
+    let from_first = low + ONES * u64::from(0x80 - FIRST);
+    let past_last = low + ONES * u64::from(0x7f - LAST);
+    from_first & !past_last & !x & HIGH
+}
+
 struct Scan<'t> {
     t: Text<'t>,
     wanted: Wanted,
@@ -291,6 +333,10 @@ impl Scan<'_> {
     }
 
     fn run(&mut self) {
+        if !self.wanted.has(Detector::Secret) {
+            self.run_sparse();
+            return;
+        }
         let bytes = self.t.0.as_bytes();
         let n = bytes.len();
         let mut i = 0;
@@ -317,6 +363,43 @@ impl Scan<'_> {
                 }
                 i += 1;
             }
+        }
+    }
+
+    /// [`Self::run`] when secrets are not wanted: then only bytes from `(` to `Z` (digits, upper-case
+    /// letters, `( + - : @` and a few more) can begin a value, and prose is mostly lower-case letters
+    /// and spaces. Eight bytes are tested at a time for any such byte; only those are looked at.
+    fn run_sparse(&mut self) {
+        let bytes = self.t.0.as_bytes();
+        let mut words = bytes.chunks_exact(8);
+        let mut base = 0;
+        for word in &mut words {
+            let mut hits = in_range(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+            while hits != 0 {
+                let i = base + (hits.trailing_zeros() / 8) as usize;
+                self.maybe_candidate(bytes, i);
+                hits &= hits - 1;
+            }
+            base += 8;
+        }
+        for i in base..bytes.len() {
+            if (FIRST..=LAST).contains(&bytes[i]) {
+                self.maybe_candidate(bytes, i);
+            }
+        }
+    }
+
+    /// A candidate at `i` if its byte begins one where it stands: anywhere for `( + @ : -`, only
+    /// after a byte that is no ASCII word character for a digit or a letter.
+    fn maybe_candidate(&mut self, bytes: &[u8], i: usize) {
+        let b = bytes[i];
+        let begins = BEGINS[b as usize];
+        if begins & AFTER_OTHER != 0
+            && (begins & AFTER_WORD != 0
+                || i == 0
+                || BEGINS[bytes[i - 1] as usize] & AFTER_WORD_CHAR == 0)
+        {
+            self.candidate(i, b);
         }
     }
 

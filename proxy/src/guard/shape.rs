@@ -476,7 +476,9 @@ pub(super) fn local_part(t: Text, at: usize, floor: usize) -> Option<usize> {
 /// `(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b` at `i`: with as many labels as can be
 /// followed by a top-level domain that ends at a word boundary.
 pub(super) fn domain(t: Text, i: usize) -> Option<usize> {
-    let mut tops = Vec::new();
+    // The last label after which a top-level domain ends at a word boundary wins: each is tried
+    // as the labels are read, and the latest that fits is kept (no list of them is gathered).
+    let mut end = None;
     let mut at = i;
     loop {
         let n = t.run(at, ALNUM | DASH);
@@ -485,12 +487,12 @@ pub(super) fn domain(t: Text, i: usize) -> Option<usize> {
             break;
         }
         at += n + 1;
-        tops.push(at);
+        let top = t.run(at, UPPER | LOWER);
+        if (2..=24).contains(&top) && !t.word_at(at + top) {
+            end = Some(at + top);
+        }
     }
-    tops.into_iter().rev().find_map(|top| {
-        let n = t.run(top, UPPER | LOWER);
-        ((2..=24).contains(&n) && !t.word_at(top + n)).then_some(top + n)
-    })
+    end
 }
 
 /// `[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?:(?:\d{1,3}\.){3}\d{1,3})?` (any case) whose first `:` is
