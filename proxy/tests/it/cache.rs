@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_proxy::{CacheConfig, Clock, ProxyConfig};
 use tollgate_snapshot::{
-    CacheEndpoint, CachePolicy, CacheScope, Content, Limits, ModelCache, Phase, ProviderType,
+    Budget, CacheEndpoint, CachePolicy, CacheScope, Content, Limits, ModelCache, Phase,
+    ProviderType,
 };
 
 use crate::support::openai_fake::{Behaviour, OpenAiFake};
@@ -651,6 +652,53 @@ async fn hits_are_counted_as_requests_but_cost_no_tokens() {
         "every hit counted as a request: {requests_left} left, {leaked} leaked"
     );
     assert_eq!(upstream_calls(&fake), 1);
+    proxy.stop().await;
+}
+
+/// A daily budget that one miss nearly spends: if hits were charged what the miss cost, the third
+/// call would find the budget spent and be refused.
+#[tokio::test]
+async fn hits_spend_nothing_of_a_budget() {
+    let fake = OpenAiFake::start(Behaviour::new("a", UPSTREAM_KEY)).await;
+    let mut content = table(&fake.endpoint(), Some(policy(CacheScope::Consumer)));
+    let proxy = TestProxy::start(content.clone()).await;
+    // What one miss of this question costs, read from a proxy without a budget.
+    let probe = post_with(&proxy.url(CHAT), KEY_A, &question("hi"), &[]).await;
+    probe.assert_status(200);
+    let cost = proxy.log_line_of(&probe.request_id()).await["cost_usd"]
+        .as_f64()
+        .unwrap();
+    proxy.stop().await;
+    assert!(cost > 0.0);
+    let cost_micro = (cost * 1e6).ceil() as u64;
+    // One miss leaves less than a second miss's cost of the budget.
+    content.subscriptions[0].budget = Budget {
+        monthly_micro_usd: None,
+        daily_micro_usd: Some(cost_micro + cost_micro / 2),
+    };
+    let proxy = TestProxy::start(content).await;
+    let url = proxy.url(CHAT);
+    let first = post_with(&url, KEY_A, &question("hi"), &[]).await;
+    first.assert_status(200);
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    proxy.log_line_of(&first.request_id()).await;
+    for i in 0..10 {
+        let reply = post_with(&url, KEY_A, &question("hi"), &[]).await;
+        reply.assert_status(200);
+        assert_eq!(reply.header("x-tollgate-cache"), Some("hit"), "call {i}");
+        let line = proxy.log_line_of(&reply.request_id()).await;
+        assert_eq!(line["cost_usd"], 0.0, "call {i}");
+    }
+    // The two misses (the probe's proxy had no budget) reached the upstream, no hit did.
+    assert_eq!(upstream_calls(&fake), 2);
+    // The budget still holds what the miss left, which a second miss's cost overshoots: spent
+    // once that call settles, so the next one is refused.
+    let second = post_with(&url, KEY_A, &question("a new question"), &[]).await;
+    second.assert_status(200);
+    proxy.log_line_of(&second.request_id()).await;
+    let refused = post_with(&url, KEY_A, &question("hi"), &[]).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.error_code(), "budget_exceeded");
     proxy.stop().await;
 }
 
