@@ -231,13 +231,15 @@ impl Relay {
             Scan::Json { tail, size, cut } => {
                 if let Some(call) = call {
                     // A whole body read by the trace too (sampled calls only): id, model, finish reasons.
+                    // The usage is read from the back first; the head reader stops where it began.
                     let read = |body: &[u8], call: &mut Call| {
+                        let (usage, last) = openai::usage_and_last_member(body, *cut);
                         if let (Some(t), false) = (call.trace.as_deref_mut(), *cut)
-                            && let Some(head) = openai::answer_head(body)
+                            && let Some(head) = openai::answer_head_before(body, last)
                         {
                             note_head(t, &head);
                         }
-                        openai::usage_of_body(body, *cut)
+                        usage
                     };
                     call.usage = match tail.make_contiguous() {
                         [] => None,

@@ -35,10 +35,17 @@ const FINISH_REASON_KEY: &[u8] = b"\"finish_reason\"";
 /// escaped, so it is not mistaken for one). Only the values kept are checked as UTF-8. On damaged
 /// JSON the values may be incomplete or wrong, never a panic.
 pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
+    answer_head_before(body, None)
+}
+
+/// [`answer_head`], told that the body's last top-level member starts at `last_member` (its key's
+/// opening quote, as the usage reader `openai::usage_and_last_member` finds it): that member, which
+/// is not the id or the model, is not walked back over again.
+pub fn answer_head_before(body: &[u8], last_member: Option<usize>) -> Option<AnswerHead<'_>> {
     static FINISH_REASON: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(FINISH_REASON_KEY));
     let mut head = AnswerHead::default();
-    top_level_names(body, &mut head)?;
+    top_level_names(body, last_member, &mut head)?;
     for at in FINISH_REASON.find_iter(body) {
         if head.finish_reasons.len() == MAX_REASONS {
             break;
@@ -103,8 +110,12 @@ impl Met {
 }
 
 /// Reads the top-level `id` and `model` of the object `b` starts with into `head`; `None` if `b`
-/// does not start an object.
-fn top_level_names<'a>(b: &'a [u8], head: &mut AnswerHead<'a>) -> Option<()> {
+/// does not start an object. `last_member`, when known, is where the object's last member starts.
+fn top_level_names<'a>(
+    b: &'a [u8],
+    last_member: Option<usize>,
+    head: &mut AnswerHead<'a>,
+) -> Option<()> {
     let mut i = space(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
@@ -155,6 +166,18 @@ fn top_level_names<'a>(b: &'a [u8], head: &mut AnswerHead<'a>) -> Option<()> {
         return Some(());
     }
     end -= 1;
+    if let Some(key_at) = last_member {
+        // Past the last member without reading it; nothing to read if it is the one the front
+        // stopped at.
+        if key_at <= stop {
+            return Some(());
+        }
+        end = b[..key_at].trim_ascii_end().len();
+        if end == 0 || b[end - 1] != b',' {
+            return Some(());
+        }
+        end -= 1;
+    }
     while !met.both() {
         // `end` is at the `}` or `,` after a member.
         let value_end = b[..end].trim_ascii_end().len();

@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub use crate::llm::answer_head::{AnswerHead, answer_head};
+pub use crate::llm::answer_head::{AnswerHead, answer_head, answer_head_before};
 
 use crate::error::ApiError;
 use crate::llm::Usage;
@@ -278,27 +278,38 @@ impl From<WireUsage> for Usage {
 /// Providers put `usage` last, after the (possibly large) answer, so the key is looked for from the
 /// end and only its value is parsed. A quoted `"usage"` inside a string is escaped (`\"usage\"`), so an
 /// unescaped one followed by `:` is a key. If that value does not parse, the whole body is read —
-/// unless `body` is only the `tail` of the answer, in which case the usage is unknown.
+/// unless `body` is only the `tail` of the answer, in which case the usage is unknown. (The proxy
+/// reads it with [`usage_and_last_member`].)
+#[cfg(test)]
 pub fn usage_of_body(body: &[u8], tail: bool) -> Option<Usage> {
-    if let Some(found) = usage_from_the_end(body) {
-        return found;
+    usage_and_last_member(body, tail).0
+}
+
+/// [`usage_of_body`], and where the body's last top-level member starts (its key's opening quote)
+/// when that member is the `usage` just read, for [`answer_head_before`] to stop at: the body is
+/// then walked back over once.
+pub fn usage_and_last_member(body: &[u8], tail: bool) -> (Option<Usage>, Option<usize>) {
+    if let Some((found, last)) = usage_from_the_end(body) {
+        return (found, last);
     }
     if tail {
-        return None;
+        return (None, None);
     }
     #[derive(Deserialize)]
     struct Probe {
         usage: Option<WireUsage>,
     }
-    serde_json::from_slice::<Probe>(body)
-        .ok()?
-        .usage
-        .map(Usage::from)
+    let usage = serde_json::from_slice::<Probe>(body)
+        .ok()
+        .and_then(|p| p.usage)
+        .map(Usage::from);
+    (usage, None)
 }
 
-/// `Some(usage)` when the last `"usage"` key's value parses (`Some(None)` for `null`); `None` when
+/// `Some(usage)` when the last `"usage"` key's value parses (`Some(None)` for `null`), with the
+/// key's offset when only the closing brace of the body's object follows the value; `None` when
 /// there is no such key or its value is not a usage object.
-fn usage_from_the_end(body: &[u8]) -> Option<Option<Usage>> {
+fn usage_from_the_end(body: &[u8]) -> Option<(Option<Usage>, Option<usize>)> {
     const KEY: &[u8] = b"\"usage\"";
     // Quotes are a few bytes apart in JSON and the key is near the end: walking back over them is
     // cheaper than a substring search.
@@ -311,9 +322,18 @@ fn usage_from_the_end(body: &[u8]) -> Option<Option<Usage>> {
     if rest[colon] != b':' {
         return None;
     }
-    let mut value = serde_json::Deserializer::from_slice(&rest[colon + 1..]);
+    let value = &rest[colon + 1..];
+    let mut values = serde_json::Deserializer::from_slice(value).into_iter::<Option<WireUsage>>();
+    if let Some(Ok(usage)) = values.next() {
+        // Only `}` after the value: the object holding the key is the body's own (escaped quotes
+        // aside, which the check above and valid JSON rule out), and `usage` is its last member.
+        let last = (value[values.byte_offset()..].trim_ascii() == b"}").then_some(at);
+        return Some((usage.map(Usage::from), last));
+    }
+    // Not followed by a delimiter, or not a usage object: read as the key's value alone.
+    let mut value = serde_json::Deserializer::from_slice(value);
     let usage = Option::<WireUsage>::deserialize(&mut value).ok()?;
-    Some(usage.map(Usage::from))
+    Some((usage.map(Usage::from), None))
 }
 
 /// What a streamed chunk says about usage.
@@ -360,6 +380,70 @@ pub fn parse_request(bytes: &[u8], own: bool) -> Result<(RequestDoc<'_>, Cow<'_,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_usage_reader_tells_where_the_last_member_starts() {
+        let body = br#"{"choices":[{"finish_reason":"stop","message":{"content":"\"usage\":{}}"}}],
+            "id":"c-1","model":"m","usage":{"prompt_tokens":1,"completion_tokens":2}} "#;
+        let (usage, last) = usage_and_last_member(body, false);
+        assert_eq!(usage.map(|u| (u.input, u.output)), Some((1, 2)));
+        let at = last.unwrap();
+        assert!(body[at..].starts_with(b"\"usage\""));
+        let head = answer_head_before(body, last).unwrap();
+        assert_eq!(head, answer_head(body).unwrap());
+        assert_eq!(
+            (head.id.as_deref(), head.model.as_deref()),
+            (Some("c-1"), Some("m"))
+        );
+        // Not the last member, nested, or the only container: no offset, or nothing behind it.
+        for body in [
+            &br#"{"usage":{"prompt_tokens":1},"id":"c"}"#[..],
+            br#"{"id":"c","x":{"usage":null}}"#,
+            br#"{"usage":null,"id":"c"}"#,
+        ] {
+            assert_eq!(usage_and_last_member(body, false).1, None);
+        }
+        let body = br#"{"id":"c","model":"m","usage":{"prompt_tokens":1}}"#;
+        let last = usage_and_last_member(body, false).1;
+        assert_eq!(last, Some(22));
+        assert_eq!(answer_head_before(body, last), answer_head(body));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_head_read_up_to_the_usage_is_the_head_read_whole(
+            order in proptest::strategy::Strategy::prop_shuffle(
+                proptest::strategy::Just((0..5).collect::<Vec<usize>>()),
+            ),
+            id in "[a-z\\\\\"0-9 ]{0,12}",
+            usage in proptest::option::of(0u64..5),
+        ) {
+            let members = [
+                ("id", serde_json::json!(id)),
+                ("model", serde_json::json!("m")),
+                ("choices", serde_json::json!([{"id": "no", "finish_reason": "stop"}])),
+                ("usage", serde_json::json!(usage.map(|n| serde_json::json!({"prompt_tokens": n, "x": [{"id": "no"}]})))),
+                ("created", serde_json::json!(1)),
+            ];
+            let body = format!(
+                "{{ {} }}\n",
+                order
+                    .iter()
+                    .map(|&i| format!("{} : {}", serde_json::json!(members[i].0), members[i].1))
+                    .collect::<Vec<_>>()
+                    .join(" ,\n")
+            );
+            let (read, last) = usage_and_last_member(body.as_bytes(), false);
+            proptest::prop_assert_eq!(read.map(|u| u.input), usage);
+            proptest::prop_assert_eq!(last.is_some(), order[4] == 3);
+            let head = answer_head_before(body.as_bytes(), last);
+            proptest::prop_assert_eq!(&head, &answer_head(body.as_bytes()));
+            let head = head.unwrap();
+            proptest::prop_assert_eq!(head.id.as_deref(), Some(id.as_str()));
+            proptest::prop_assert_eq!(head.model.as_deref(), Some("m"));
+            proptest::prop_assert_eq!(head.finish_reasons, ["stop"]);
+        }
+    }
 
     #[test]
     fn documents_too_deep_for_the_scan_are_read_by_serde_json() {
