@@ -218,6 +218,17 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
     }
     head[0] = (2 << 3 | LEN) as u8;
     head[1] = any_len as u8;
+    short_key(out, field, len, key);
+    out.extend_from_slice(&head[..head_len]);
+    out.extend_from_slice(text);
+    if let Some(r) = object {
+        write_ref(out, r);
+    }
+    true
+}
+
+/// A `KeyValue`'s tag and length (`len` under 128) under `field`, then its key (under 128 bytes).
+fn short_key(out: &mut Vec<u8>, field: u8, len: usize, key: &str) {
     out.reserve(2 + len);
     out.extend_from_slice(&[
         field << 3 | LEN as u8,
@@ -226,12 +237,6 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
         key.len() as u8,
     ]);
     out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(&head[..head_len]);
-    out.extend_from_slice(text);
-    if let Some(r) = object {
-        write_ref(out, r);
-    }
-    true
 }
 
 /// A `KeyValue` holding an array of strings (an answer's finish reasons) whose every length fits in
@@ -245,14 +250,7 @@ fn short_strs(out: &mut Vec<u8>, field: u8, key: &str, v: &[String]) -> bool {
     if len >= 128 {
         return false;
     }
-    out.reserve(2 + len);
-    out.extend_from_slice(&[
-        field << 3 | LEN as u8,
-        len as u8,
-        (1 << 3 | LEN) as u8,
-        key.len() as u8,
-    ]);
-    out.extend_from_slice(key.as_bytes());
+    short_key(out, field, len, key);
     out.extend_from_slice(&[
         (2 << 3 | LEN) as u8,
         any_len as u8,
