@@ -6,7 +6,10 @@
 //! pass untouched.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use serde_json::{Value, json};
 
@@ -54,6 +57,8 @@ pub struct AnswerStream {
     in_place: bool,
     /// The members around `choices` of the last chat chunk, which a provider repeats in every one.
     chunk_ends: ChunkEnds,
+    /// The texts a chat chunk's windows released, kept for the next chunk.
+    released: String,
 }
 
 impl AnswerStream {
@@ -70,6 +75,7 @@ impl AnswerStream {
             sequence: 0,
             in_place: true,
             chunk_ends: ChunkEnds::default(),
+            released: String::new(),
         }
     }
 
@@ -329,41 +335,16 @@ impl AnswerStream {
         {
             return false;
         }
-        let mut edits = Vec::new();
-        for choice in choices {
-            let mut released: [Option<(std::ops::Range<usize>, String)>; 3] = Default::default();
-            for (i, (part, found)) in Part::ALL.into_iter().zip(&choice.texts).enumerate() {
-                let Some((at, text)) = found else {
-                    continue;
-                };
-                match self.guard((choice.index, part)).push(text) {
-                    Ok(r) => released[i] = Some((at.clone(), r)),
-                    Err(rule) => {
-                        self.reject(rule, out);
-                        return true;
-                    }
-                }
-            }
-            if choice.finished {
-                // What is still held goes out in this chunk, in the member it was held for.
-                for (i, part) in Part::ALL.into_iter().enumerate() {
-                    let mut rest = String::new();
-                    if let Err(rule) = self.close((choice.index, part), &mut rest) {
-                        self.reject(rule, out);
-                        return true;
-                    }
-                    if let Some((_, r)) = &mut released[i] {
-                        r.push_str(&rest);
-                    }
-                }
-            }
-            for (found, released) in choice.texts.iter().zip(released) {
-                if let (Some((_, text)), Some((at, r))) = (found, released)
-                    && r != *text
-                {
-                    edits.push((at, r));
-                }
-            }
+        // The released texts are written one after another into one buffer kept for the next chunk,
+        // each edit naming its literal's place in the chunk and its text's place in the buffer.
+        let mut released_texts = std::mem::take(&mut self.released);
+        released_texts.clear();
+        let mut edits: SmallVec<[(Range<usize>, Range<usize>); 2]> = SmallVec::new();
+        let rejected = self.release_choices(&choices, &mut released_texts, &mut edits);
+        if let Some(rule) = rejected {
+            self.released = released_texts;
+            self.reject(rule, out);
+            return true;
         }
         out.extend_from_slice(b"data: ");
         // The members may come in any order in the chunk. Written straight into `out`: most chunks
@@ -372,12 +353,63 @@ impl AnswerStream {
         let mut from = 0;
         for (at, text) in &edits {
             out.extend_from_slice(&data.as_bytes()[from..at.start]);
-            json_text::write_literal(out, text);
+            json_text::write_literal(out, &released_texts[text.clone()]);
             from = at.end;
         }
         out.extend_from_slice(&data.as_bytes()[from..]);
         out.extend_from_slice(b"\n\n");
+        self.released = released_texts;
         true
+    }
+
+    /// The texts of `choices` pushed through their windows: what each releases is written onto
+    /// `texts`, and where it differs from the chunk's text, an edit (the literal's place in the
+    /// chunk, the text's in `texts`) is added to `edits`. A choice that finishes gets its parts'
+    /// held text too. `Some` is the Reject rule that matched.
+    fn release_choices(
+        &mut self,
+        choices: &[ChunkChoice<'_>],
+        texts: &mut String,
+        edits: &mut SmallVec<[(Range<usize>, Range<usize>); 2]>,
+    ) -> Option<Arc<str>> {
+        for choice in choices {
+            let mut released: [Option<(Range<usize>, Range<usize>)>; 3] = Default::default();
+            for (i, (part, found)) in Part::ALL.into_iter().zip(&choice.texts).enumerate() {
+                let Some((at, text)) = found else {
+                    continue;
+                };
+                let start = texts.len();
+                if let Err(rule) = self.guard((choice.index, part)).push_onto(text, texts) {
+                    return Some(rule);
+                }
+                released[i] = Some((at.clone(), start..texts.len()));
+            }
+            if choice.finished {
+                // What is still held goes out in this chunk, in the member it was held for: the
+                // part's released text and its rest written again at the end (once a stream).
+                for (i, part) in Part::ALL.into_iter().enumerate() {
+                    let mut rest = String::new();
+                    if let Err(rule) = self.close((choice.index, part), &mut rest) {
+                        return Some(rule);
+                    }
+                    if let Some((_, r)) = &mut released[i]
+                        && !rest.is_empty()
+                    {
+                        let whole = texts[r.clone()].to_string() + &rest;
+                        *r = texts.len()..texts.len() + whole.len();
+                        texts.push_str(&whole);
+                    }
+                }
+            }
+            for (found, released) in choice.texts.iter().zip(released) {
+                if let (Some((_, text)), Some((at, r))) = (found, released)
+                    && texts[r.clone()] != **text
+                {
+                    edits.push((at, r));
+                }
+            }
+        }
+        None
     }
 
     fn openai(&mut self, raw: &str, data: &str, out: &mut Vec<u8>) {
@@ -853,6 +885,9 @@ pub fn stream_texts(format: StreamFormat, stream: &[u8]) -> Vec<String> {
 /// A text member of a chunk's delta: its literal's place in the chunk and its text.
 type ChunkText<'a> = (std::ops::Range<usize>, std::borrow::Cow<'a, str>);
 
+/// A chat chunk's choices: one, nearly always.
+type Choices<'a> = SmallVec<[ChunkChoice<'a>; 1]>;
+
 /// What the check of a chat chunk needs of one choice.
 #[derive(Debug, PartialEq)]
 struct ChunkChoice<'a> {
@@ -871,7 +906,7 @@ struct ChunkChoice<'a> {
 /// `known` holds the bytes of the last chunk read around its `choices` (see [`ChunkEnds`]): members a
 /// provider repeats in every chunk (`id`, `object`, `created`, `model`, …) are read again only when
 /// their bytes changed, since the same bytes read the same way.
-fn chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Vec<ChunkChoice<'a>>> {
+fn chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Choices<'a>> {
     if let Some(choices) = known.same_shape(data) {
         return Some(choices);
     }
@@ -882,7 +917,7 @@ fn chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Vec<ChunkCh
 }
 
 /// [`chunk_choices`] read member by member (the members around `choices` compared with `known`'s).
-fn read_chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Vec<ChunkChoice<'a>>> {
+fn read_chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Choices<'a>> {
     let bytes = data.as_bytes();
     let resumed = !known.head.is_empty() && bytes.starts_with(&known.head);
     let mut at = if resumed {
@@ -909,7 +944,7 @@ fn read_chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Vec<Ch
             return None;
         }
         at.enter(b'[')?;
-        let mut list = Vec::new();
+        let mut list = Choices::new();
         while at.next_element()? {
             list.push(chunk_choice(&mut at)?);
         }
@@ -994,7 +1029,7 @@ impl ChunkShape {
 
 impl ChunkEnds {
     /// The choices of `data` when it has the shape of the last chunk read, its text aside.
-    fn same_shape<'a>(&self, data: &'a str) -> Option<Vec<ChunkChoice<'a>>> {
+    fn same_shape<'a>(&self, data: &'a str) -> Option<Choices<'a>> {
         let shape = self.shape.as_ref().filter(|s| s.valid)?;
         let bytes = data.as_bytes();
         if !(bytes.starts_with(&shape.before) && bytes.get(shape.before.len()) == Some(&b'"')) {
@@ -1006,7 +1041,7 @@ impl ChunkEnds {
         }
         let mut texts = [None, None, None];
         texts[shape.part] = Some((at, text));
-        Some(vec![ChunkChoice {
+        Some(smallvec::smallvec![ChunkChoice {
             index: shape.index,
             texts,
             finished: shape.finished,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use tollgate_snapshot::{GuardrailAction, Matcher};
 
-use super::check::{Decision, Policy, apply};
+use super::check::{Decision, Policy, apply_onto};
 
 /// Text held back at the end of what was seen (bytes, rounded to a character boundary): the delay a
 /// streamed answer gets, and the longest value sure to be found whole.
@@ -59,13 +59,21 @@ impl StreamGuard {
     /// Takes the next piece of text; returns what may be released now (masked), or the Reject rule
     /// that matched (nothing more may be released then).
     pub fn push(&mut self, text: &str) -> Result<String, Arc<str>> {
+        let mut out = String::new();
+        self.push_onto(text, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::push`] with what may be released written onto the end of `out` (a buffer the caller
+    /// keeps from one piece to the next).
+    pub fn push_onto(&mut self, text: &str, out: &mut String) -> Result<(), Arc<str>> {
         let from = self.pending.len();
         self.pending.push_str(text);
         if self.pending.len() <= HOLD_BACK_BYTES
             && !(self.plain_cuts && plain_cut_in(&self.pending, from))
         {
             if !self.rejects {
-                return Ok(String::new());
+                return Ok(());
             }
             // Still checked, so a rejection ends the stream as soon as it can be seen (and is
             // recorded: the rules that matched go to the access log).
@@ -75,15 +83,17 @@ impl StreamGuard {
                     self.decisions.extend(checked.decisions);
                     Err(rule)
                 }
-                None => Ok(String::new()),
+                None => Ok(()),
             };
         }
-        self.release(false)
+        self.release(false, out)
     }
 
     /// The end of the answer: everything still held, masked.
     pub fn finish(&mut self) -> Result<String, Arc<str>> {
-        self.release(true)
+        let mut out = String::new();
+        self.release(true, &mut out)?;
+        Ok(out)
     }
 
     /// What the rules did, once per rule.
@@ -91,7 +101,8 @@ impl StreamGuard {
         self.decisions.iter()
     }
 
-    fn release(&mut self, all: bool) -> Result<String, Arc<str>> {
+    /// Writes what may be released onto `out`, and drops it from what is held.
+    fn release(&mut self, all: bool, out: &mut String) -> Result<(), Arc<str>> {
         let checked = self.policy.check(&self.pending);
         if let Some(rule) = checked.rejected {
             self.decisions.extend(checked.decisions);
@@ -125,12 +136,12 @@ impl StreamGuard {
             }
         };
         if cut == 0 {
-            return Ok(String::new());
+            return Ok(());
         }
         self.decisions.extend(checked.decisions.iter().cloned());
-        let out = apply(&self.pending, &checked.masks, 0..cut);
+        apply_onto(out, &self.pending, &checked.masks, 0..cut);
         self.pending.drain(..cut);
-        Ok(out)
+        Ok(())
     }
 }
 
