@@ -314,13 +314,10 @@ impl AnswerStream {
         if memchr::memchr(b'\n', event).is_some() {
             return false;
         }
-        let Some(data) = event
-            .strip_prefix(b"data:")
-            .and_then(|d| std::str::from_utf8(d).ok())
-        else {
+        let Some(data) = event.strip_prefix(b"data:") else {
             return false;
         };
-        let data = data.strip_prefix(' ').unwrap_or(data);
+        let data = data.strip_prefix(b" ").unwrap_or(data);
         let Some(choices) = chunk_choices(data, &mut self.chunk_ends) else {
             return false;
         };
@@ -352,11 +349,11 @@ impl AnswerStream {
         edits.sort_by_key(|(at, _)| at.start);
         let mut from = 0;
         for (at, text) in &edits {
-            out.extend_from_slice(&data.as_bytes()[from..at.start]);
+            out.extend_from_slice(&data[from..at.start]);
             json_text::write_literal(out, &released_texts[text.clone()]);
             from = at.end;
         }
-        out.extend_from_slice(&data.as_bytes()[from..]);
+        out.extend_from_slice(&data[from..]);
         out.extend_from_slice(b"\n\n");
         self.released = released_texts;
         true
@@ -905,11 +902,12 @@ struct ChunkChoice<'a> {
 ///
 /// `known` holds the bytes of the last chunk read around its `choices` (see [`ChunkEnds`]): members a
 /// provider repeats in every chunk (`id`, `object`, `created`, `model`, …) are read again only when
-/// their bytes changed, since the same bytes read the same way.
-fn chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Choices<'a>> {
+/// their bytes changed, since the same bytes read the same way. `None` too when `data` is not UTF-8.
+fn chunk_choices<'a>(data: &'a [u8], known: &mut ChunkEnds) -> Option<Choices<'a>> {
     if let Some(choices) = known.same_shape(data) {
         return Some(choices);
     }
+    let data = std::str::from_utf8(data).ok()?;
     let choices = read_chunk_choices(data, known);
     let shape = known.shape.get_or_insert_with(ChunkShape::default);
     shape.set(data, choices.as_deref().unwrap_or_default());
@@ -1028,17 +1026,21 @@ impl ChunkShape {
 }
 
 impl ChunkEnds {
-    /// The choices of `data` when it has the shape of the last chunk read, its text aside.
-    fn same_shape<'a>(&self, data: &'a str) -> Option<Choices<'a>> {
+    /// The choices of `data` when it has the shape of the last chunk read, its text aside. Only the
+    /// bytes from the literal on are checked to be UTF-8: those before it are the last chunk's, which
+    /// were.
+    fn same_shape<'a>(&self, data: &'a [u8]) -> Option<Choices<'a>> {
         let shape = self.shape.as_ref().filter(|s| s.valid)?;
-        let bytes = data.as_bytes();
-        if !(bytes.starts_with(&shape.before) && bytes.get(shape.before.len()) == Some(&b'"')) {
+        let rest = data.strip_prefix(&shape.before[..])?;
+        if rest.first() != Some(&b'"') {
             return None;
         }
-        let (at, text) = json_text::Cursor::resume(data, shape.before.len()).string()?;
-        if bytes[at.end..] != shape.after[..] {
+        let rest = std::str::from_utf8(rest).ok()?;
+        let (at, text) = json_text::Cursor::new(rest).string()?;
+        if rest.as_bytes()[at.end..] != shape.after[..] {
             return None;
         }
+        let at = at.start + shape.before.len()..at.end + shape.before.len();
         let mut texts = [None, None, None];
         texts[shape.part] = Some((at, text));
         Some(smallvec::smallvec![ChunkChoice {
@@ -1304,11 +1306,12 @@ mod tests {
 
         /// A chunk read through the last chunk's shape (and the members around `choices` known
         /// before) gives the choices a fresh reading of it gives: chunks of a few shapes in any order,
-        /// texts that are well-formed literals or raw bytes spliced in (quotes, escapes, members).
+        /// texts that are well-formed literals or raw bytes spliced in (quotes, escapes, members),
+        /// some with a byte that is not UTF-8 in their literal (no reading reads those).
         #[test]
         fn chunks_read_by_the_last_ones_shape_are_read_as_a_fresh_reading_reads_them(
             chunks in proptest::collection::vec(
-                (0u8..6, 0u8..3, proptest::bool::ANY, proptest::prop_oneof![
+                (0u8..6, 0u8..3, proptest::bool::ANY, proptest::bool::weighted(0.2), proptest::prop_oneof![
                     "[a-z @.]{0,12}",
                     proptest::strategy::Just(r#"x"},"finish_reason":"stop","index":1}]}"#.to_string()),
                     proptest::strategy::Just(r#"x", "role":"assistant"#.to_string()),
@@ -1320,7 +1323,7 @@ mod tests {
             ),
         ) {
             let mut known = ChunkEnds::default();
-            for (shape, index, raw, text) in &chunks {
+            for (shape, index, raw, broken, text) in &chunks {
                 let literal = if *raw { format!("\"{text}\"") } else { serde_json::to_string(text).unwrap() };
                 let data = match shape {
                     0 => format!(r#"{{"choices":[{{"delta":{{"content":{literal}}},"finish_reason":null,"index":{index}}}],"id":"c"}}"#),
@@ -1330,9 +1333,16 @@ mod tests {
                     4 => format!(r#"{{"choices":[{{"delta":{{"content":{literal}}},"index":0}},{{"delta":{{"content":"y"}},"index":{index}}}]}}"#),
                     _ => format!(r#"{{"choices":[{{"delta":{{"content":{literal}}},"finish_reason":null,"index":{index}}}],"id":"c""#),
                 };
-                let cached = chunk_choices(&data, &mut known);
-                let fresh = read_chunk_choices(&data, &mut ChunkEnds::default());
-                proptest::prop_assert_eq!(cached, fresh, "{}", data);
+                let mut bytes = data.clone().into_bytes();
+                if *broken {
+                    let at = data.find(&literal).unwrap();
+                    bytes.insert(at + 1, 0xff);
+                }
+                let cached = chunk_choices(&bytes, &mut known);
+                let fresh = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|data| read_chunk_choices(data, &mut ChunkEnds::default()));
+                proptest::prop_assert_eq!(cached, fresh, "{:?}", bytes);
             }
         }
     }
