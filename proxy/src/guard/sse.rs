@@ -318,9 +318,10 @@ impl AnswerStream {
             return false;
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
-        let Some(choices) = chunk_choices(data, &mut self.chunk_ends) else {
+        let mut choices = Choices::new();
+        if chunk_choices(data, &mut self.chunk_ends, &mut choices).is_none() {
             return false;
-        };
+        }
         if choices
             .iter()
             .any(|c| self.ends_reasoning(c) || self.finish_needs_value(c))
@@ -886,7 +887,7 @@ type ChunkText<'a> = (std::ops::Range<usize>, std::borrow::Cow<'a, str>);
 type Choices<'a> = SmallVec<[ChunkChoice<'a>; 1]>;
 
 /// What the check of a chat chunk needs of one choice.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 struct ChunkChoice<'a> {
     index: u64,
     /// `delta.reasoning`, `delta.reasoning_content` and `delta.content` (as [`Part::ALL`]), each
@@ -903,19 +904,30 @@ struct ChunkChoice<'a> {
 /// `known` holds the bytes of the last chunk read around its `choices` (see [`ChunkEnds`]): members a
 /// provider repeats in every chunk (`id`, `object`, `created`, `model`, …) are read again only when
 /// their bytes changed, since the same bytes read the same way. `None` too when `data` is not UTF-8.
-fn chunk_choices<'a>(data: &'a [u8], known: &mut ChunkEnds) -> Option<Choices<'a>> {
-    if let Some(choices) = known.same_shape(data) {
-        return Some(choices);
+///
+/// The choices are read into `into` (cleared first), where they stay: a choice is not small, and is
+/// not moved about.
+fn chunk_choices<'a>(data: &'a [u8], known: &mut ChunkEnds, into: &mut Choices<'a>) -> Option<()> {
+    into.clear();
+    if known.same_shape(data, into) {
+        return Some(());
     }
     let data = std::str::from_utf8(data).ok()?;
-    let choices = read_chunk_choices(data, known);
+    let read = read_chunk_choices(data, known, into);
+    if read.is_none() {
+        into.clear();
+    }
     let shape = known.shape.get_or_insert_with(ChunkShape::default);
-    shape.set(data, choices.as_deref().unwrap_or_default());
-    choices
+    shape.set(data, into);
+    read
 }
 
 /// [`chunk_choices`] read member by member (the members around `choices` compared with `known`'s).
-fn read_chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Choices<'a>> {
+fn read_chunk_choices<'a>(
+    data: &'a str,
+    known: &mut ChunkEnds,
+    into: &mut Choices<'a>,
+) -> Option<()> {
     let bytes = data.as_bytes();
     let resumed = !known.head.is_empty() && bytes.starts_with(&known.head);
     let mut at = if resumed {
@@ -929,31 +941,31 @@ fn read_chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Choice
     let mut head_end = None;
     // Where the members after it begin.
     let mut tail_start = None;
-    let mut choices = None;
+    let mut choices = false;
     while let Some(key) = at.next_key()? {
         if key != "choices" {
             at.raw()?;
-            if choices.is_none() && at.peek()? == b',' {
+            if !choices && at.peek()? == b',' {
                 head_end = Some(at.offset() + 1);
             }
             continue;
         }
-        if choices.is_some() {
+        if std::mem::replace(&mut choices, true) {
             return None;
         }
         at.enter(b'[')?;
-        let mut list = Choices::new();
         while at.next_element()? {
-            list.push(chunk_choice(&mut at)?);
+            into.push(ChunkChoice::default());
+            let last = into.len() - 1;
+            chunk_choice(&mut at, &mut into[last])?;
         }
-        choices = Some(list);
         let after = at.offset();
         if !known.tail.is_empty() && bytes[after..] == known.tail[..] {
             // Read before: the members after `choices` and the end of the object.
             if !resumed {
                 known.set_head(bytes, head_end);
             }
-            return choices;
+            return Some(());
         }
         tail_start = Some(after);
     }
@@ -965,7 +977,7 @@ fn read_chunk_choices<'a>(data: &'a str, known: &mut ChunkEnds) -> Option<Choice
         known.tail.clear();
         known.tail.extend_from_slice(&bytes[start..]);
     }
-    choices
+    choices.then_some(())
 }
 
 /// The bytes of the last chat chunk read before its `choices` member (through the comma after the
@@ -1029,25 +1041,33 @@ impl ChunkEnds {
     /// The choices of `data` when it has the shape of the last chunk read, its text aside. Only the
     /// bytes from the literal on are checked to be UTF-8: those before it are the last chunk's, which
     /// were.
-    fn same_shape<'a>(&self, data: &'a [u8]) -> Option<Choices<'a>> {
-        let shape = self.shape.as_ref().filter(|s| s.valid)?;
-        let rest = data.strip_prefix(&shape.before[..])?;
+    fn same_shape<'a>(&self, data: &'a [u8], into: &mut Choices<'a>) -> bool {
+        let Some(shape) = self.shape.as_ref().filter(|s| s.valid) else {
+            return false;
+        };
+        let Some(rest) = data.strip_prefix(&shape.before[..]) else {
+            return false;
+        };
         if rest.first() != Some(&b'"') {
-            return None;
+            return false;
         }
-        let rest = std::str::from_utf8(rest).ok()?;
-        let (at, text) = json_text::Cursor::new(rest).string()?;
+        let Ok(rest) = std::str::from_utf8(rest) else {
+            return false;
+        };
+        let Some((at, text)) = json_text::Cursor::new(rest).string() else {
+            return false;
+        };
         if rest.as_bytes()[at.end..] != shape.after[..] {
-            return None;
+            return false;
         }
         let at = at.start + shape.before.len()..at.end + shape.before.len();
-        let mut texts = [None, None, None];
-        texts[shape.part] = Some((at, text));
-        Some(smallvec::smallvec![ChunkChoice {
+        into.push(ChunkChoice {
             index: shape.index,
-            texts,
+            texts: Default::default(),
             finished: shape.finished,
-        }])
+        });
+        into[0].texts[shape.part] = Some((at, text));
+        true
     }
 
     fn set_head(&mut self, bytes: &[u8], end: Option<usize>) {
@@ -1058,15 +1078,11 @@ impl ChunkEnds {
     }
 }
 
-fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
-    let mut choice = ChunkChoice {
-        index: 0,
-        texts: [None, None, None],
-        finished: false,
-    };
+/// Reads one choice of a chat chunk into `choice` (a default one).
+fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>, choice: &mut ChunkChoice<'a>) -> Option<()> {
     if at.peek()? != b'{' {
         at.raw()?;
-        return Some(choice);
+        return Some(());
     }
     at.enter(b'{')?;
     let (mut index, mut delta, mut finish) = (false, false, false);
@@ -1115,7 +1131,7 @@ fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>) -> Option<ChunkChoice<'a>> {
             }
         }
     }
-    Some(choice)
+    Some(())
 }
 
 /// Where the first complete event ends, and the length of its separator: the first `\n\n` or
@@ -1338,10 +1354,13 @@ mod tests {
                     let at = data.find(&literal).unwrap();
                     bytes.insert(at + 1, 0xff);
                 }
-                let cached = chunk_choices(&bytes, &mut known);
+                let mut cached = Choices::new();
+                let cached = chunk_choices(&bytes, &mut known, &mut cached).map(|()| cached);
+                let mut fresh = Choices::new();
                 let fresh = std::str::from_utf8(&bytes)
                     .ok()
-                    .and_then(|data| read_chunk_choices(data, &mut ChunkEnds::default()));
+                    .and_then(|data| read_chunk_choices(data, &mut ChunkEnds::default(), &mut fresh))
+                    .map(|()| fresh);
                 proptest::prop_assert_eq!(cached, fresh, "{:?}", bytes);
             }
         }
