@@ -43,7 +43,7 @@ pub const MAX_EVENT_BYTES: usize = 4 << 20;
 pub struct AnswerStream {
     format: StreamFormat,
     policy: Arc<Policy>,
-    guards: BTreeMap<(u64, Part), StreamGuard>,
+    guards: Guards,
     buffer: Vec<u8>,
     /// The rule that ended the stream.
     rejected: Option<Arc<str>>,
@@ -67,7 +67,7 @@ impl AnswerStream {
         Self {
             format,
             policy,
-            guards: BTreeMap::new(),
+            guards: Guards::default(),
             buffer: Vec::new(),
             rejected: None,
             overlong: false,
@@ -161,7 +161,7 @@ impl AnswerStream {
                 return out;
             }
         }
-        let keys: Vec<(u64, Part)> = self.guards.keys().copied().collect();
+        let keys: Vec<(u64, Part)> = self.guards.keys().collect();
         for key in keys {
             self.flush(key, &mut out);
             if self.rejected.is_some() {
@@ -204,10 +204,7 @@ impl AnswerStream {
     }
 
     fn guard(&mut self, key: (u64, Part)) -> &mut StreamGuard {
-        let policy = &self.policy;
-        self.guards
-            .entry(key)
-            .or_insert_with(|| StreamGuard::new(Arc::clone(policy)))
+        self.guards.get_or_insert(key, &self.policy)
     }
 
     fn reject(&mut self, rule: Arc<str>, out: &mut Vec<u8>) {
@@ -490,9 +487,7 @@ impl AnswerStream {
             && Part::ALL
                 .into_iter()
                 .zip(&choice.texts)
-                .any(|(part, text)| {
-                    text.is_none() && self.guards.contains_key(&(choice.index, part))
-                })
+                .any(|(part, text)| text.is_none() && self.guards.contains(&(choice.index, part)))
     }
 
     /// Whether the chunk's `choice` begins its answer while shown reasoning of it is held, or comes
@@ -502,10 +497,10 @@ impl AnswerStream {
         answer.is_some()
             && (reasoning.is_some()
                 || reasoning_content.is_some()
-                || self.guards.contains_key(&(choice.index, Part::Reasoning))
+                || self.guards.contains(&(choice.index, Part::Reasoning))
                 || self
                     .guards
-                    .contains_key(&(choice.index, Part::ReasoningContent)))
+                    .contains(&(choice.index, Part::ReasoningContent)))
     }
 
     /// Ends the window of `key`, if there is one: its held text onto `into`, or the Reject rule.
@@ -704,7 +699,7 @@ impl AnswerStream {
     }
 
     fn finish_all(&mut self, out: &mut Vec<u8>) {
-        let keys: Vec<(u64, Part)> = self.guards.keys().copied().collect();
+        let keys: Vec<(u64, Part)> = self.guards.keys().collect();
         for key in keys {
             self.flush(key, out);
             if self.rejected.is_some() {
@@ -882,6 +877,50 @@ pub fn stream_texts(format: StreamFormat, stream: &[u8]) -> Vec<String> {
 
 /// A text member of a chunk's delta: its literal's place in the chunk and its text.
 type ChunkText<'a> = (std::ops::Range<usize>, std::borrow::Cow<'a, str>);
+
+/// The windows of a stream by choice (or block, or output) and part, in key order: a vector searched
+/// by halves, since a stream has one window, or a few (a map costs more to search at that size).
+#[derive(Default)]
+struct Guards(Vec<((u64, Part), StreamGuard)>);
+
+impl Guards {
+    fn find(&self, key: &(u64, Part)) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(key))
+    }
+
+    fn get_or_insert(&mut self, key: (u64, Part), policy: &Arc<Policy>) -> &mut StreamGuard {
+        let at = match self.find(&key) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0
+                    .insert(at, (key, StreamGuard::new(Arc::clone(policy))));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    fn contains(&self, key: &(u64, Part)) -> bool {
+        self.find(key).is_ok()
+    }
+
+    fn remove(&mut self, key: &(u64, Part)) -> Option<StreamGuard> {
+        let at = self.find(key).ok()?;
+        Some(self.0.remove(at).1)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = (u64, Part)> + '_ {
+        self.0.iter().map(|(k, _)| *k)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &StreamGuard> {
+        self.0.iter().map(|(_, g)| g)
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 /// A chat chunk's choices: one, nearly always.
 type Choices<'a> = SmallVec<[ChunkChoice<'a>; 1]>;
