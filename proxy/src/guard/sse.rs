@@ -120,20 +120,24 @@ impl AnswerStream {
         if self.ended() {
             return out;
         }
-        self.buffer.extend_from_slice(bytes);
-        // Every complete event read in place, and the buffer moved up once: a frame of many events
-        // costs one pass, not one per event.
-        let buffer = std::mem::take(&mut self.buffer);
-        let mut at = 0;
-        while let Some((end, sep)) = event_end(&buffer[at..]) {
-            self.event(&buffer[at..at + end], &mut out);
-            at += end + sep;
+        // Every complete event read in place, and what is left kept once: a frame of many events
+        // costs one pass, not one per event, and a frame of whole events is not copied.
+        if self.buffer.is_empty() {
+            let at = self.events(bytes, &mut out);
             if self.rejected.is_some() {
                 return out;
             }
+            self.buffer.extend_from_slice(&bytes[at..]);
+        } else {
+            self.buffer.extend_from_slice(bytes);
+            let buffer = std::mem::take(&mut self.buffer);
+            let at = self.events(&buffer, &mut out);
+            if self.rejected.is_some() {
+                return out;
+            }
+            self.buffer = buffer;
+            self.buffer.drain(..at);
         }
-        self.buffer = buffer;
-        self.buffer.drain(..at);
         if self.buffer.len() > MAX_EVENT_BYTES {
             self.buffer = Vec::new();
             self.guards.clear();
@@ -145,6 +149,20 @@ impl AnswerStream {
             self.error_event("server_error", "api_error", OVERLONG, &message, &mut out);
         }
         out
+    }
+
+    /// Checks the complete events at the start of `buffer` until one is rejected; returns where the
+    /// first incomplete one starts.
+    fn events(&mut self, buffer: &[u8], out: &mut Vec<u8>) -> usize {
+        let mut at = 0;
+        while let Some((end, sep)) = event_end(&buffer[at..]) {
+            self.event(&buffer[at..at + end], out);
+            at += end + sep;
+            if self.rejected.is_some() {
+                break;
+            }
+        }
+        at
     }
 
     /// The stream ended: a last event that lacks its separator, checked like the others, then what
