@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -451,6 +451,9 @@ fn scrub_error_event(event: &[u8], secrets: &[String]) -> Option<Vec<u8>> {
 }
 
 fn inspect_event(event: &[u8]) -> Option<openai::ChunkUsage> {
+    // Built once: building a searcher costs more than searching one chunk with it.
+    static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
     for line in event.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(payload) = line.strip_prefix(b"data:") else {
@@ -460,7 +463,7 @@ fn inspect_event(event: &[u8]) -> Option<openai::ChunkUsage> {
         if payload.first() != Some(&b'{') {
             continue;
         }
-        let Some(at) = memmem::find(payload, b"\"usage\"") else {
+        let Some(at) = USAGE_KEY.find(payload) else {
             continue;
         };
         // With include_usage, OpenAI puts `"usage":null` in every chunk but the last: no need to
@@ -469,7 +472,7 @@ fn inspect_event(event: &[u8]) -> Option<openai::ChunkUsage> {
             .iter()
             .position(|b| !matches!(b, b' ' | b':' | b'\t' | b'\r' | b'\n'))
             .map(|i| &payload[at + 7 + i..]);
-        let only_one = memmem::find(&payload[at + 7..], b"\"usage\"").is_none();
+        let only_one = USAGE_KEY.find(&payload[at + 7..]).is_none();
         if only_one && value.is_some_and(|v| v.starts_with(b"null")) {
             return Some(openai::ChunkUsage {
                 usage: None,

@@ -212,6 +212,17 @@ fn merge<T>(mut spans: Vec<(Range<usize>, T)>) -> Vec<(Range<usize>, T)> {
 /// `text` with every span of `masks` that lies in `range` replaced by its token (offsets are `text`'s).
 pub fn apply(text: &str, masks: &[(Range<usize>, Arc<str>)], range: Range<usize>) -> String {
     let mut out = String::with_capacity(range.len());
+    apply_onto(&mut out, text, masks, range);
+    out
+}
+
+/// [`apply`] written onto the end of `out`.
+pub fn apply_onto(
+    out: &mut String,
+    text: &str,
+    masks: &[(Range<usize>, Arc<str>)],
+    range: Range<usize>,
+) {
     let mut at = range.start;
     for (span, token) in masks {
         if span.start < range.start || span.end > range.end {
@@ -222,7 +233,6 @@ pub fn apply(text: &str, masks: &[(Range<usize>, Arc<str>)], range: Range<usize>
         at = span.end;
     }
     out.push_str(&text[at..range.end]);
-    out
 }
 
 impl Checked {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use tollgate_snapshot::{GuardrailAction, Matcher};
 
-use super::check::{Decision, Policy, apply};
+use super::check::{Decision, Policy, apply_onto};
 
 /// Text held back at the end of what was seen (bytes, rounded to a character boundary): the delay a
 /// streamed answer gets, and the longest value sure to be found whole.
@@ -59,13 +59,28 @@ impl StreamGuard {
     /// Takes the next piece of text; returns what may be released now (masked), or the Reject rule
     /// that matched (nothing more may be released then).
     pub fn push(&mut self, text: &str) -> Result<String, Arc<str>> {
+        let mut out = String::new();
+        self.push_onto(text, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::push`] with what may be released written onto the end of `out` (a buffer the caller
+    /// keeps from one piece to the next).
+    pub fn push_onto(&mut self, text: &str, out: &mut String) -> Result<(), Arc<str>> {
         let from = self.pending.len();
         self.pending.push_str(text);
-        if self.pending.len() <= HOLD_BACK_BYTES
-            && !(self.plain_cuts && plain_cut_in(&self.pending, from))
-        {
+        // Inside the window, text is released only up to a cut after a plain word, and only when
+        // the piece made a new one: the last such cut, which the release takes unless a match
+        // crosses it.
+        let plain_cut = if self.plain_cuts && self.pending.len() <= HOLD_BACK_BYTES {
+            let len = self.pending.len();
+            last_cut(&self.pending, from, len, 0, |_| false)
+        } else {
+            None
+        };
+        if self.pending.len() <= HOLD_BACK_BYTES && plain_cut.is_none() {
             if !self.rejects {
-                return Ok(String::new());
+                return Ok(());
             }
             // Still checked, so a rejection ends the stream as soon as it can be seen (and is
             // recorded: the rules that matched go to the access log).
@@ -75,15 +90,17 @@ impl StreamGuard {
                     self.decisions.extend(checked.decisions);
                     Err(rule)
                 }
-                None => Ok(String::new()),
+                None => Ok(()),
             };
         }
-        self.release(false)
+        self.release(false, plain_cut, out)
     }
 
     /// The end of the answer: everything still held, masked.
     pub fn finish(&mut self) -> Result<String, Arc<str>> {
-        self.release(true)
+        let mut out = String::new();
+        self.release(true, None, &mut out)?;
+        Ok(out)
     }
 
     /// What the rules did, once per rule.
@@ -91,7 +108,14 @@ impl StreamGuard {
         self.decisions.iter()
     }
 
-    fn release(&mut self, all: bool) -> Result<String, Arc<str>> {
+    /// Writes what may be released onto `out`, and drops it from what is held: everything, with
+    /// `all`, else up to the last cut that no match crosses (`plain_cut`, when it is one).
+    fn release(
+        &mut self,
+        all: bool,
+        plain_cut: Option<usize>,
+        out: &mut String,
+    ) -> Result<(), Arc<str>> {
         let checked = self.policy.check(&self.pending);
         if let Some(rule) = checked.rejected {
             self.decisions.extend(checked.decisions);
@@ -100,6 +124,8 @@ impl StreamGuard {
         let crosses = |at: usize| checked.spans.iter().any(|s| s.start < at && at < s.end);
         let cut = if all {
             self.pending.len()
+        } else if let Some(at) = plain_cut.filter(|&at| !crosses(at)) {
+            at
         } else {
             let mut limit = self.pending.len().saturating_sub(HOLD_BACK_BYTES);
             while !self.pending.is_char_boundary(limit) {
@@ -111,7 +137,7 @@ impl StreamGuard {
             } else {
                 limit
             };
-            match last_cut(&self.pending, scope, limit, crosses) {
+            match last_cut(&self.pending, 0, scope, limit, crosses) {
                 Some(at) => at,
                 None if self.pending.len() > MAX_PENDING_BYTES => {
                     // No whitespace: cut before any match that reaches the limit.
@@ -125,27 +151,28 @@ impl StreamGuard {
             }
         };
         if cut == 0 {
-            return Ok(String::new());
+            return Ok(());
         }
         self.decisions.extend(checked.decisions.iter().cloned());
-        let out = apply(&self.pending, &checked.masks, 0..cut);
+        apply_onto(out, &self.pending, &checked.masks, 0..cut);
         self.pending.drain(..cut);
-        Ok(out)
+        Ok(())
     }
 }
 
-/// Where the text may be cut: the end of the last white space in `text[..scope]` that is at a
+/// Where the text may be cut: the end of the last white space in `text[floor..scope]` that is at a
 /// character before `limit`, or after a plain word, and that `crosses` no match. Read back in bytes,
 /// a character decoded only where one of more than one byte begins.
 fn last_cut(
     text: &str,
+    floor: usize,
     scope: usize,
     limit: usize,
     crosses: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let bytes = text.as_bytes();
     let mut i = scope;
-    while i > 0 {
+    while i > floor {
         i -= 1;
         let b = bytes[i];
         let len = match b {
@@ -170,6 +197,7 @@ fn last_cut(
 #[cfg(test)]
 fn last_cut_by_chars(
     text: &str,
+    floor: usize,
     scope: usize,
     limit: usize,
     crosses: impl Fn(usize) -> bool,
@@ -177,6 +205,7 @@ fn last_cut_by_chars(
     text[..scope]
         .char_indices()
         .rev()
+        .filter(|&(i, _)| i >= floor)
         .filter(|&(_, c)| c.is_whitespace())
         .filter(|&(i, _)| i < limit || plain_before(text, i))
         .map(|(i, c)| i + c.len_utf8())
@@ -219,14 +248,6 @@ fn plain_before_by_chars(text: &str, at: usize) -> bool {
     !word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase())
 }
 
-/// Whether white space after a plain word ends at or after `from` in `text`: a cut the last piece
-/// made possible.
-fn plain_cut_in(text: &str, from: usize) -> bool {
-    text[from..]
-        .char_indices()
-        .any(|(i, c)| c.is_whitespace() && plain_before(text, from + i))
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -241,26 +262,30 @@ mod tests {
         })]
 
         /// The cut found by reading back in bytes is the one found by reading back in characters:
-        /// any text, any scope and limit (on character boundaries), any spans not to cut through.
+        /// any text, any floor, scope and limit (on character boundaries), any spans not to cut
+        /// through.
         #[test]
         fn cuts_read_back_in_bytes_are_the_cuts_read_back_in_characters(
             text in prop_oneof![
                 "[a-cA0. ,;:!?\\n\\t\u{b}\u{c}\r\u{85}\u{a0}\u{2003}\u{3000}é😀_-]{0,40}",
                 any::<String>(),
             ],
+            floor in any::<prop::sample::Index>(),
             scope in any::<prop::sample::Index>(),
             limit in any::<prop::sample::Index>(),
             spans in prop::collection::vec((0usize..48, 0usize..8), 0..3),
         ) {
             let boundaries: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
+            let floor = *floor.get(&boundaries);
             let scope = *scope.get(&boundaries);
             let limit = *limit.get(&boundaries);
             let crosses = |at: usize| spans.iter().any(|&(s, n)| s < at && at < s + n);
             prop_assert_eq!(
-                last_cut(&text, scope, limit, crosses),
-                last_cut_by_chars(&text, scope, limit, crosses),
-                "{:?} {} {}",
+                last_cut(&text, floor, scope, limit, crosses),
+                last_cut_by_chars(&text, floor, scope, limit, crosses),
+                "{:?} {} {} {}",
                 text,
+                floor,
                 scope,
                 limit
             );

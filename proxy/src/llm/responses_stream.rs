@@ -9,6 +9,8 @@
 //! and `response.output_item.done`, and finally `response.completed` (or `response.incomplete`) with
 //! the whole response and its usage. An error ends the stream with `error` and `response.failed`.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -501,9 +503,12 @@ fn is_error_event(event: &[u8]) -> bool {
             name == b"error" || name == b"response.failed"
         })
     });
-    named
-        || memchr::memmem::find(event, b"\"type\":\"error\"").is_some()
-        || memchr::memmem::find(event, b"\"type\":\"response.failed\"").is_some()
+    // Built once: building a searcher costs more than searching one event with it.
+    static ERROR: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"type\":\"error\""));
+    static FAILED: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"type\":\"response.failed\""));
+    named || ERROR.find(event).is_some() || FAILED.find(event).is_some()
 }
 
 /// An error event scrubbed, or `None` when it is passed as it is.

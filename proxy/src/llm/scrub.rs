@@ -1,6 +1,8 @@
 //! Error scrubbing: provider error messages pass through here before a caller sees them, so that no
 //! piece of the gateway's credentials can leak through a provider that quotes them.
 
+use std::sync::LazyLock;
+
 use serde_json::Value;
 use tollgate_snapshot::Provider;
 
@@ -85,7 +87,10 @@ pub fn event_end(buf: &[u8]) -> Option<usize> {
 /// cannot match by accident, since quotes inside a JSON string are escaped; only these events are
 /// parsed, so the stream's other events cost one search.
 pub fn is_error_event(event: &[u8]) -> bool {
-    memchr::memmem::find(event, b"\"error\"").is_some()
+    // Built once: building a searcher costs more than searching one event with it.
+    static ERROR_KEY: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
+    ERROR_KEY.find(event).is_some()
         || event.split(|&b| b == b'\n').any(|line| {
             line.starts_with(b"event:") && memchr::memmem::find(line, b"error").is_some()
         })
