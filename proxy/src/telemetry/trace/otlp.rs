@@ -19,7 +19,7 @@ use std::borrow::Cow;
 
 use tollgate_snapshot::ObjectRef;
 
-use super::span::{Attr, CallSummary, CallTrace, Group, Kind, SpanRecord, each_span};
+use super::span::{Attr, CallSummary, CallTrace, Group, Kind, SpanRecord, SpanSink, each_span};
 
 /// Protobuf wire types.
 pub(crate) const VARINT: u64 = 0;
@@ -279,8 +279,8 @@ pub(crate) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-/// One `Span`'s fields; its group of attributes copied from `runs` when given.
-fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>, runs: Option<&mut Runs>) {
+/// A `Span`'s fields before its attributes (fields 1 to 8).
+fn span_head(out: &mut Vec<u8>, s: &SpanRecord<'_>) {
     bytes_field(out, 1, &s.trace_id);
     bytes_field(out, 2, &s.span_id);
     if let Some(state) = s.trace_state {
@@ -301,48 +301,52 @@ fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>, runs: Opti
     varint(out, kind);
     fixed64(out, 7, nanos(s.start));
     fixed64(out, 8, nanos(s.end));
-    match (s.group, runs) {
-        (Some((at, group)), Some(runs)) => {
-            for (key, value) in &s.attrs[..at] {
-                key_value(out, 9, key, value);
-            }
-            out.extend_from_slice(runs.encoded(&group));
-            for (key, value) in &s.attrs[at..] {
-                key_value(out, 9, key, value);
-            }
-        }
-        _ => s.each_attr(|key, value| key_value(out, 9, key, value)),
-    }
+}
+
+/// A `Span`'s fields after its attributes: its status (when an error) and flags.
+fn span_tail(out: &mut Vec<u8>, error: Option<&str>, parent_remote: bool) {
     // STATUS_CODE_UNSET = 0, OK = 1, ERROR = 2.
-    if let Some(description) = s.error {
-        nested(out, 15, scratch, |m| {
-            if !description.is_empty() {
-                bytes_field(m, 2, description.as_bytes());
-            }
-            tag(m, 3, VARINT);
-            varint(m, 2);
-        });
+    if let Some(description) = error {
+        // Status: message = 2, code = 3.
+        let len = if description.is_empty() {
+            0
+        } else {
+            str_len(description)
+        } + 2;
+        tag(out, 15, LEN);
+        varint(out, len as u64);
+        if !description.is_empty() {
+            bytes_field(out, 2, description.as_bytes());
+        }
+        tag(out, 3, VARINT);
+        varint(out, 2);
     }
-    let remote = if s.parent_remote { IS_REMOTE } else { 0 };
+    let remote = if parent_remote { IS_REMOTE } else { 0 };
     tag(out, 16, FIXED32);
     // The trace flags: sampled.
     let flags = 1 | HAS_IS_REMOTE | remote;
     out.extend_from_slice(&flags.to_le_bytes());
 }
 
-/// Appends `spans` to `out` as the `spans` fields of a `ScopeSpans` (field 2 each): a list of spans
-/// encoded, the reference [`encode_call`] is tested against.
+/// Appends `spans` to `out` as the `spans` fields of a `ScopeSpans` (field 2 each), every
+/// attribute written by the general [`key_value`]: a list of spans encoded, the reference
+/// [`encode_call`] is tested against.
 #[cfg(test)]
 pub fn encode_spans(out: &mut Vec<u8>, spans: &[SpanRecord<'_>]) {
-    let mut scratch = Vec::new();
     for s in spans {
-        span_field(out, s, &mut scratch, None);
+        let at = open_span(out);
+        span_head(out, s);
+        for (key, value) in &s.attrs {
+            key_value(out, 9, key, value);
+        }
+        span_tail(out, s.error, s.parent_remote);
+        close_span(out, at);
     }
 }
 
 /// Appends the spans of a call that ended at `end` to `out` as [`encode_spans`] does, each written
-/// as it is made (no list of spans first), the attributes of its route and backends copied from
-/// `runs`; returns how many.
+/// as it is made (no list of spans or of attributes first), the attributes of its route and
+/// backends copied from `runs`; returns how many.
 pub fn encode_call(
     out: &mut Vec<u8>,
     trace: &CallTrace,
@@ -350,27 +354,151 @@ pub fn encode_call(
     end: SystemTime,
     runs: &mut Runs,
 ) -> usize {
-    let (mut n, mut scratch) = (0, Vec::new());
-    each_span(trace, summary, end, true, |record| {
-        span_field(out, &record, &mut scratch, Some(&mut *runs));
-        n += 1;
-        record.attrs
-    });
-    n
+    let mut sink = Encoder {
+        out,
+        runs,
+        at: 0,
+        tail: (None, false),
+        n: 0,
+    };
+    each_span(trace, summary, end, &mut sink);
+    sink.n
 }
 
-/// One span as field 2 of a `ScopeSpans`. Written in place after a two-byte length, which is then
-/// filled in; a span whose length takes another number of bytes (under 128 or from 16 KiB) is moved.
-fn span_field(
-    out: &mut Vec<u8>,
-    s: &SpanRecord<'_>,
-    scratch: &mut Vec<u8>,
-    runs: Option<&mut Runs>,
-) {
+/// The spans of a call encoded as [`each_span`] makes them.
+struct Encoder<'o, 'a> {
+    out: &'o mut Vec<u8>,
+    runs: &'o mut Runs,
+    /// Where the span under way's length goes.
+    at: usize,
+    /// The span under way's error and whether its parent is remote, written after its attributes.
+    tail: (Option<&'a str>, bool),
+    /// Spans written.
+    n: usize,
+}
+
+impl<'a> SpanSink<'a> for Encoder<'_, 'a> {
+    fn begin(&mut self, span: SpanRecord<'a>) {
+        self.at = open_span(self.out);
+        span_head(self.out, &span);
+        self.tail = (span.error, span.parent_remote);
+    }
+
+    fn attr(&mut self, key: &'a str, value: Attr<'a>) {
+        key_value(self.out, 9, key, &value);
+    }
+
+    fn str(&mut self, key: &'a str, value: &'a str) {
+        str_attr(self.out, key, value);
+    }
+
+    fn int(&mut self, key: &'a str, value: i64) {
+        int_attr(self.out, key, value);
+    }
+
+    fn count(&mut self, key: &'a str, value: u64) {
+        int_attr(self.out, key, i64::try_from(value).unwrap_or(i64::MAX));
+    }
+
+    fn float(&mut self, key: &'a str, value: f64) {
+        float_attr(self.out, key, value);
+    }
+
+    fn group(&mut self, group: Group<'a>) {
+        self.out.extend_from_slice(self.runs.encoded(&group));
+    }
+
+    fn end(&mut self) {
+        span_tail(self.out, self.tail.0, self.tail.1);
+        close_span(self.out, self.at);
+        self.n += 1;
+    }
+}
+
+/// A string attribute (field 9 of a `Span`); when the lengths take one byte each (the usual case)
+/// written here with two copies besides the key and value, else the long way.
+fn str_attr(out: &mut Vec<u8>, key: &str, value: &str) {
+    // The AnyValue: the string's tag and length, then its bytes.
+    let any_len = 2 + value.len();
+    // The KeyValue: the key's tag, length and bytes, then the AnyValue's tag and length.
+    let len = 2 + key.len() + 2 + any_len;
+    if len >= 128 {
+        long_key_value(out, 9, key, &Attr::Str(Cow::Borrowed(value)));
+        return;
+    }
+    out.reserve(2 + len);
+    out.extend_from_slice(&[
+        (9 << 3 | LEN) as u8,
+        len as u8,
+        (1 << 3 | LEN) as u8,
+        key.len() as u8,
+    ]);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&[
+        (2 << 3 | LEN) as u8,
+        any_len as u8,
+        (1 << 3 | LEN) as u8,
+        value.len() as u8,
+    ]);
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// An integer attribute (field 9 of a `Span`), written as [`str_attr`] writes a string.
+fn int_attr(out: &mut Vec<u8>, key: &str, value: i64) {
+    let n = varint_len(value as u64);
+    let any_len = 1 + n;
+    let len = 2 + key.len() + 2 + any_len;
+    if len >= 128 {
+        long_key_value(out, 9, key, &Attr::Int(value));
+        return;
+    }
+    out.reserve(2 + len);
+    out.extend_from_slice(&[
+        (9 << 3 | LEN) as u8,
+        len as u8,
+        (1 << 3 | LEN) as u8,
+        key.len() as u8,
+    ]);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&[(2 << 3 | LEN) as u8, any_len as u8, (3 << 3 | VARINT) as u8]);
+    varint(out, value as u64);
+}
+
+/// A floating-point attribute (field 9 of a `Span`), written as [`str_attr`] writes a string.
+fn float_attr(out: &mut Vec<u8>, key: &str, value: f64) {
+    let len = 2 + key.len() + 2 + 9;
+    if len >= 128 {
+        long_key_value(out, 9, key, &Attr::Float(value));
+        return;
+    }
+    out.reserve(2 + len);
+    out.extend_from_slice(&[
+        (9 << 3 | LEN) as u8,
+        len as u8,
+        (1 << 3 | LEN) as u8,
+        key.len() as u8,
+    ]);
+    out.extend_from_slice(key.as_bytes());
+    let mut any = [0u8; 11];
+    any[0] = (2 << 3 | LEN) as u8;
+    any[1] = 9;
+    any[2] = (4 << 3 | FIXED64) as u8;
+    any[3..].copy_from_slice(&value.to_le_bytes());
+    out.extend_from_slice(&any);
+}
+
+/// Opens a span as field 2 of a `ScopeSpans`: its tag and room for a two-byte length; returns
+/// where the length goes.
+fn open_span(out: &mut Vec<u8>) -> usize {
     tag(out, 2, LEN);
     let at = out.len();
     out.extend_from_slice(&[0, 0]);
-    span(out, s, scratch, runs);
+    at
+}
+
+/// Fills in the length of the span opened at `at`; a span whose length takes another number of
+/// bytes (under 128 or from 16 KiB) is moved.
+fn close_span(out: &mut Vec<u8>, at: usize) {
     let len = out.len() - at - 2;
     if varint_len(len as u64) == 2 {
         out[at] = (len as u8 & 0x7f) | 0x80;
@@ -695,7 +823,6 @@ pub(super) mod tests {
             start: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
             end: UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_000),
             attrs,
-            group: None,
             error,
         }
     }
@@ -842,6 +969,36 @@ pub(super) mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// The typed attribute writers write what the general one writes, for keys and values
+        /// short and long.
+        #[test]
+        fn typed_attributes_are_written_as_the_general_writer_writes_them(
+            key in ".{0,140}",
+            text in ".{0,140}",
+            int in any::<i64>(),
+            float in any::<f64>(),
+        ) {
+            let general = |value: Attr<'_>| {
+                let mut out = Vec::new();
+                key_value(&mut out, 9, &key, &value);
+                out
+            };
+            let typed = |write: &dyn Fn(&mut Vec<u8>)| {
+                let mut out = vec![7];
+                write(&mut out);
+                out.split_off(1)
+            };
+            prop_assert_eq!(
+                typed(&|out| str_attr(out, &key, &text)),
+                general(Attr::Str(Cow::Borrowed(&text)))
+            );
+            prop_assert_eq!(typed(&|out| int_attr(out, &key, int)), general(Attr::Int(int)));
+            prop_assert_eq!(
+                typed(&|out| float_attr(out, &key, float)),
+                general(Attr::Float(float))
+            );
+        }
 
         /// Any attributes round-trip through the protobuf types (sizes computed ahead agree with
         /// what is written, or the decoding fails).
