@@ -270,8 +270,13 @@ fn short_strs(out: &mut Vec<u8>, field: u8, key: &str, v: &[String]) -> bool {
 }
 
 pub(crate) fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    // Seconds and nanoseconds apart, not `as_nanos` (a 128-bit product and a check for each).
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs()
+            .checked_mul(1_000_000_000)
+            .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+            .unwrap_or(u64::MAX)
+    })
 }
 
 pub(crate) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
@@ -388,18 +393,22 @@ impl<'a> SpanSink<'a> for Encoder<'_, 'a> {
         key_value(self.out, 9, key, &value);
     }
 
+    #[inline(always)]
     fn str(&mut self, key: &'a str, value: &'a str) {
         str_attr(self.out, key, value);
     }
 
+    #[inline(always)]
     fn int(&mut self, key: &'a str, value: i64) {
         int_attr(self.out, key, value);
     }
 
+    #[inline(always)]
     fn count(&mut self, key: &'a str, value: u64) {
         int_attr(self.out, key, i64::try_from(value).unwrap_or(i64::MAX));
     }
 
+    #[inline(always)]
     fn float(&mut self, key: &'a str, value: f64) {
         float_attr(self.out, key, value);
     }
@@ -416,7 +425,9 @@ impl<'a> SpanSink<'a> for Encoder<'_, 'a> {
 }
 
 /// A string attribute (field 9 of a `Span`); when the lengths take one byte each (the usual case)
-/// written here with two copies besides the key and value, else the long way.
+/// written here with two copies besides the key and value, else the long way. Inlined where it is
+/// called, so that a literal key's length and copy are known when compiled.
+#[inline(always)]
 fn str_attr(out: &mut Vec<u8>, key: &str, value: &str) {
     // The AnyValue: the string's tag and length, then its bytes.
     let any_len = 2 + value.len();
@@ -444,6 +455,7 @@ fn str_attr(out: &mut Vec<u8>, key: &str, value: &str) {
 }
 
 /// An integer attribute (field 9 of a `Span`), written as [`str_attr`] writes a string.
+#[inline(always)]
 fn int_attr(out: &mut Vec<u8>, key: &str, value: i64) {
     let n = varint_len(value as u64);
     let any_len = 1 + n;
@@ -465,6 +477,7 @@ fn int_attr(out: &mut Vec<u8>, key: &str, value: i64) {
 }
 
 /// A floating-point attribute (field 9 of a `Span`), written as [`str_attr`] writes a string.
+#[inline(always)]
 fn float_attr(out: &mut Vec<u8>, key: &str, value: f64) {
     let len = 2 + key.len() + 2 + 9;
     if len >= 128 {
