@@ -284,28 +284,44 @@ pub(crate) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-/// A `Span`'s fields before its attributes (fields 1 to 8).
+/// A `Span`'s fields before its attributes (fields 1 to 8): the fixed-size ones gathered on the
+/// stack and copied in two runs around the texts.
 fn span_head(out: &mut Vec<u8>, s: &SpanRecord<'_>) {
-    bytes_field(out, 1, &s.trace_id);
-    bytes_field(out, 2, &s.span_id);
+    // trace_id = 1, span_id = 2, each with its tag and one-byte length.
+    let mut ids = [0u8; 28];
+    ids[0] = (1 << 3 | LEN) as u8;
+    ids[1] = 16;
+    ids[2..18].copy_from_slice(&s.trace_id);
+    ids[18] = (2 << 3 | LEN) as u8;
+    ids[19] = 8;
+    ids[20..].copy_from_slice(&s.span_id);
+    out.extend_from_slice(&ids);
     if let Some(state) = s.trace_state {
         bytes_field(out, 3, state.as_bytes());
     }
     if let Some(parent) = &s.parent {
-        bytes_field(out, 4, parent);
+        let mut field = [0u8; 10];
+        field[0] = (4 << 3 | LEN) as u8;
+        field[1] = 8;
+        field[2..].copy_from_slice(parent);
+        out.extend_from_slice(&field);
     }
     tag(out, 5, LEN);
     varint(out, s.name.len() as u64);
     s.name.write(out);
-    // SPAN_KIND_INTERNAL = 1, SERVER = 2, CLIENT = 3, PRODUCER = 4, CONSUMER = 5.
-    let kind = match s.kind {
+    // kind = 6 (SPAN_KIND_INTERNAL = 1, SERVER = 2, CLIENT = 3, PRODUCER = 4, CONSUMER = 5), then
+    // start_time_unix_nano = 7 and end_time_unix_nano = 8, fixed 64-bit.
+    let mut times = [0u8; 20];
+    times[0] = (6 << 3 | VARINT) as u8;
+    times[1] = match s.kind {
         Kind::Server => 2,
         Kind::Client => 3,
     };
-    tag(out, 6, VARINT);
-    varint(out, kind);
-    fixed64(out, 7, nanos(s.start));
-    fixed64(out, 8, nanos(s.end));
+    times[2] = (7 << 3 | FIXED64) as u8;
+    times[3..11].copy_from_slice(&nanos(s.start).to_le_bytes());
+    times[11] = (8 << 3 | FIXED64) as u8;
+    times[12..].copy_from_slice(&nanos(s.end).to_le_bytes());
+    out.extend_from_slice(&times);
 }
 
 /// A `Span`'s fields after its attributes: its status (when an error) and flags.
