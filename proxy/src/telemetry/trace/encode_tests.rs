@@ -402,6 +402,21 @@ fn route_and_backend_attributes_copied_from_runs_are_those_written_one_by_one() 
         attr(&grouped, 1, "server.port"),
         Some(any_value::Value::IntValue(8443))
     );
+    // Another endpoint and operation of the same route and backend: runs of their own.
+    let mut other = routed_call(&provider2, "gpt-up-2", "eu.example.com");
+    other.request.endpoint = Some("/v1/embeddings");
+    other.request.operation = Some("embeddings");
+    let (grouped, alone) = with_runs_and_alone(&other, &summary2, &mut runs);
+    assert!(grouped == alone);
+    assert_eq!(attr(&grouped, 0, "http.route"), text("/v1/embeddings"));
+    assert_eq!(
+        attr(&grouped, 1, "gen_ai.operation.name"),
+        text("embeddings")
+    );
+    let (grouped, alone) = with_runs_and_alone(&trace2, &summary2, &mut runs);
+    assert!(grouped == alone);
+    assert_eq!(attr(&grouped, 0, "http.route"), None);
+    assert_eq!(attr(&grouped, 1, "gen_ai.operation.name"), text("chat"));
     // The first call again, after more groups than are kept.
     for i in 0..40 {
         let provider = ObjectRef::new("team", format!("p{i}"));

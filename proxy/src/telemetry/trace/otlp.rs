@@ -553,8 +553,12 @@ pub struct Runs {
 
 /// What a run was encoded from.
 enum RunKey {
-    Names([Option<ObjectRef>; 3]),
+    Names {
+        endpoint: Option<&'static str>,
+        names: [Option<ObjectRef>; 3],
+    },
     Backend {
+        operation: &'static str,
         provider_name: &'static str,
         model: Arc<str>,
         provider: ObjectRef,
@@ -574,13 +578,18 @@ fn same_object(a: &ObjectRef, b: &ObjectRef) -> bool {
 impl RunKey {
     fn of(group: &Group<'_>) -> Self {
         match *group {
-            Group::Names(names) => RunKey::Names(names.map(|n| n.cloned())),
+            Group::Names { endpoint, names } => RunKey::Names {
+                endpoint,
+                names: names.map(|n| n.cloned()),
+            },
             Group::Backend {
+                operation,
                 provider_name,
                 model,
                 provider,
                 server,
             } => RunKey::Backend {
+                operation,
                 provider_name,
                 model: model.clone(),
                 provider: provider.clone(),
@@ -591,28 +600,38 @@ impl RunKey {
 
     fn matches(&self, group: &Group<'_>) -> bool {
         match (self, group) {
-            (RunKey::Names(kept), Group::Names(names)) => {
-                kept.iter().zip(names).all(|(k, n)| match (k, n) {
-                    (Some(k), Some(n)) => same_object(k, n),
-                    (None, None) => true,
-                    _ => false,
-                })
+            (
+                RunKey::Names {
+                    endpoint: kept_endpoint,
+                    names: kept,
+                },
+                Group::Names { endpoint, names },
+            ) => {
+                kept_endpoint == endpoint
+                    && kept.iter().zip(names).all(|(k, n)| match (k, n) {
+                        (Some(k), Some(n)) => same_object(k, n),
+                        (None, None) => true,
+                        _ => false,
+                    })
             }
             (
                 RunKey::Backend {
+                    operation,
                     provider_name,
                     model,
                     provider,
                     server,
                 },
                 Group::Backend {
+                    operation: op,
                     provider_name: name,
                     model: m,
                     provider: p,
                     server: s,
                 },
             ) => {
-                provider_name == name
+                operation == op
+                    && provider_name == name
                     && same_text(model, m)
                     && same_object(provider, p)
                     && match (server, s) {

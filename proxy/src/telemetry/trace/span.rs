@@ -557,16 +557,22 @@ impl<'a> SpanSink<'a> for Vec<SpanRecord<'a>> {
     fn end(&mut self) {}
 }
 
-/// Attributes that are the same for every call of a route, consumer and subscription, or of a
-/// backend, kept together so that the OTLP encoder can copy them from bytes encoded once
-/// (`otlp::Runs`) instead of writing each.
+/// Attributes that are the same for every call of a route's endpoint, consumer and subscription,
+/// or of an operation on a backend, kept together so that the OTLP encoder can copy them from bytes
+/// encoded once (`otlp::Runs`) instead of writing each.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Group<'a> {
-    /// `tollgate.route`, `tollgate.consumer`, `tollgate.subscription`: those present.
-    Names([Option<&'a ObjectRef>; 3]),
-    /// `gen_ai.provider.name`, `gen_ai.request.model`, `tollgate.provider`, and `server.address`
-    /// and `server.port` when known: an attempt's backend.
+    /// `http.route` when the endpoint is known, then `tollgate.route`, `tollgate.consumer`,
+    /// `tollgate.subscription`: those present.
+    Names {
+        endpoint: Option<&'static str>,
+        names: [Option<&'a ObjectRef>; 3],
+    },
+    /// `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`,
+    /// `tollgate.provider`, and `server.address` and `server.port` when known: an attempt's
+    /// operation and backend.
     Backend {
+        operation: &'static str,
         provider_name: &'static str,
         model: &'a Arc<str>,
         provider: &'a ObjectRef,
@@ -575,7 +581,7 @@ pub enum Group<'a> {
 }
 
 impl<'a> Group<'a> {
-    /// The names of [`Group::Names`].
+    /// The object names of [`Group::Names`].
     const NAME_KEYS: [&'static str; 3] = [
         "tollgate.route",
         "tollgate.consumer",
@@ -585,7 +591,10 @@ impl<'a> Group<'a> {
     /// Its attributes, in order.
     pub fn each(&self, mut attr: impl FnMut(&'static str, Attr<'a>)) {
         match *self {
-            Group::Names(names) => {
+            Group::Names { endpoint, names } => {
+                if let Some(endpoint) = endpoint {
+                    attr("http.route", Attr::str(endpoint));
+                }
                 for (key, name) in Self::NAME_KEYS.into_iter().zip(names) {
                     if let Some(name) = name {
                         attr(key, Attr::Ref(name));
@@ -593,11 +602,13 @@ impl<'a> Group<'a> {
                 }
             }
             Group::Backend {
+                operation,
                 provider_name,
                 model,
                 provider,
                 server,
             } => {
+                attr("gen_ai.operation.name", Attr::str(operation));
                 attr("gen_ai.provider.name", Attr::str(provider_name));
                 attr("gen_ai.request.model", Attr::str(model));
                 attr("tollgate.provider", Attr::Ref(provider));
@@ -731,14 +742,10 @@ pub fn each_span<'a>(
     sink.str("url.path", summary.path);
     sink.int("http.response.status_code", i64::from(summary.status));
     sink.str("tollgate.request_id", summary.request_id);
-    if let Some(endpoint) = request.endpoint {
-        sink.str("http.route", endpoint);
-    }
-    sink.group(Group::Names([
-        summary.route,
-        summary.consumer,
-        summary.subscription,
-    ]));
+    sink.group(Group::Names {
+        endpoint: request.endpoint,
+        names: [summary.route, summary.consumer, summary.subscription],
+    });
     if let Some(cache) = summary.cache {
         sink.str("tollgate.cache", cache);
     }
@@ -785,8 +792,8 @@ pub fn each_span<'a>(
             attempt.end.unwrap_or(end),
             error,
         ));
-        sink.str("gen_ai.operation.name", operation);
         sink.group(Group::Backend {
+            operation,
             provider_name: attempt.provider_name,
             model: &attempt.model,
             provider: &attempt.provider,
