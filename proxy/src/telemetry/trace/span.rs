@@ -15,6 +15,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use smallvec::SmallVec;
 use tollgate_snapshot::{ObjectRef, ProviderType};
 
 use super::context::TraceParent;
@@ -35,8 +36,8 @@ pub struct CallTrace {
     pub request: GenAiRequest,
     /// What the answering backend said about its answer.
     pub response: GenAiResponse,
-    /// Upstream attempts, in order.
-    pub attempts: Vec<AttemptSpan>,
+    /// Upstream attempts, in order; most calls make one, kept in place (no allocation of its own).
+    pub attempts: SmallVec<[AttemptSpan; 1]>,
     /// Message content, when the route opted in (`spec.telemetry.captureContent`).
     pub content: Option<Box<Content>>,
     /// Requests made outside model attempts (REST passthrough, upstream MCP tool calls), in order.
@@ -248,7 +249,7 @@ impl CallTrace {
             start: SystemTime::now(),
             request: GenAiRequest::default(),
             response: GenAiResponse::default(),
-            attempts: Vec::new(),
+            attempts: SmallVec::new(),
             content: None,
             clients: Vec::new(),
         }
