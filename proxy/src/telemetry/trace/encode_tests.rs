@@ -179,7 +179,7 @@ fn trace_of(g: &GeneratedCall) -> CallTrace {
     t.request.temperature = g.temperature;
     t.response.id = g.response.0.clone();
     t.response.model = g.response.1.clone();
-    t.response.finish_reasons = g.response.2.clone();
+    t.response.finish_reasons = g.response.2.iter().cloned().collect();
     for (provider, model, server, status, error) in &g.attempts {
         t.start_attempt(
             tollgate_snapshot::ProviderType::OpenAI,

@@ -206,8 +206,8 @@ pub struct GenAiResponse {
     pub id: Option<String>,
     /// `gen_ai.response.model`.
     pub model: Option<String>,
-    /// `gen_ai.response.finish_reasons`.
-    pub finish_reasons: Vec<String>,
+    /// `gen_ai.response.finish_reasons`: one for most answers, kept in place.
+    pub finish_reasons: SmallVec<[String; 1]>,
 }
 
 /// One upstream attempt.
