@@ -431,3 +431,21 @@ fn route_and_backend_attributes_copied_from_runs_are_those_written_one_by_one() 
         text("team/billing-chat")
     );
 }
+
+#[test]
+fn usage_copied_from_a_server_span_that_was_moved_is_the_usage_written() {
+    // A server span of 16 KiB or more takes a three-byte length: it is moved after it is written,
+    // and the usage the answering attempt copies from it moves with it.
+    let route = ObjectRef::new("team", "chat");
+    let consumer = ObjectRef::new("apps", "billing");
+    let provider = ObjectRef::new("team", "openai");
+    let trace = routed_call(&provider, "gpt-up", "api.example.com");
+    let long = format!("/r/{}", "p".repeat(17_000));
+    for path in ["/r/v1/chat/completions", long.as_str()] {
+        let mut summary = names_summary(&route, &consumer, None);
+        summary.path = path;
+        summary.cache_read_tokens = 7;
+        let (grouped, alone) = with_runs_and_alone(&trace, &summary, &mut Runs::default());
+        assert!(grouped == alone);
+    }
+}

@@ -19,7 +19,9 @@ use std::borrow::Cow;
 
 use tollgate_snapshot::ObjectRef;
 
-use super::span::{Attr, CallSummary, CallTrace, Group, Kind, SpanRecord, SpanSink, each_span};
+use super::span::{
+    Attr, CallSummary, CallTrace, Group, Kind, SpanRecord, SpanSink, each_span, push_usage,
+};
 
 /// Protobuf wire types.
 pub(crate) const VARINT: u64 = 0;
@@ -381,6 +383,8 @@ pub fn encode_call(
         at: 0,
         tail: (None, false),
         n: 0,
+        usage_pending: None,
+        usage_written: None,
     };
     each_span(trace, summary, end, &mut sink);
     sink.n
@@ -396,6 +400,11 @@ struct Encoder<'o, 'a> {
     tail: (Option<&'a str>, bool),
     /// Spans written.
     n: usize,
+    /// The usage attributes written in the span under way: where they start after its length, and
+    /// how many bytes.
+    usage_pending: Option<(usize, usize)>,
+    /// The usage attributes written in an ended span: where they are in `out`, to copy.
+    usage_written: Option<(usize, usize)>,
 }
 
 impl<'a> SpanSink<'a> for Encoder<'_, 'a> {
@@ -433,9 +442,22 @@ impl<'a> SpanSink<'a> for Encoder<'_, 'a> {
         self.out.extend_from_slice(self.runs.encoded(&group));
     }
 
+    fn usage(&mut self, summary: &CallSummary<'_>) {
+        if let Some((start, len)) = self.usage_written {
+            self.out.extend_from_within(start..start + len);
+            return;
+        }
+        let start = self.out.len();
+        push_usage(self, summary);
+        self.usage_pending = Some((start - (self.at + 2), self.out.len() - start));
+    }
+
     fn end(&mut self) {
         span_tail(self.out, self.tail.0, self.tail.1);
-        close_span(self.out, self.at);
+        let content = close_span(self.out, self.at);
+        if let Some((from_content, len)) = self.usage_pending.take() {
+            self.usage_written = Some((content + from_content, len));
+        }
         self.n += 1;
     }
 }
@@ -526,16 +548,19 @@ fn open_span(out: &mut Vec<u8>) -> usize {
 }
 
 /// Fills in the length of the span opened at `at`; a span whose length takes another number of
-/// bytes (under 128 or from 16 KiB) is moved.
-fn close_span(out: &mut Vec<u8>, at: usize) {
+/// bytes (under 128 or from 16 KiB) is moved. Returns where the span's fields start.
+fn close_span(out: &mut Vec<u8>, at: usize) -> usize {
     let len = out.len() - at - 2;
     if varint_len(len as u64) == 2 {
         out[at] = (len as u8 & 0x7f) | 0x80;
         out[at + 1] = (len >> 7) as u8;
+        at + 2
     } else {
         let mut prefix = Vec::with_capacity(5);
         varint(&mut prefix, len as u64);
+        let fields = at + prefix.len();
         out.splice(at..at + 2, prefix);
+        fields
     }
 }
 

@@ -538,6 +538,15 @@ pub trait SpanSink<'a> {
         group.each(|key, value| self.attr(key, value));
     }
 
+    /// The call's token counts and cost: the same attributes on the server span and on the
+    /// answering attempt's.
+    fn usage(&mut self, summary: &CallSummary<'_>)
+    where
+        Self: Sized,
+    {
+        push_usage(self, summary);
+    }
+
     /// The span has all its attributes.
     fn end(&mut self);
 }
@@ -764,7 +773,7 @@ pub fn each_span<'a>(
         sink.str("gen_ai.request.model", model);
     }
     if request.operation.is_some() {
-        push_usage(sink, summary);
+        sink.usage(summary);
     }
     sink.count(
         "tollgate.retries",
@@ -829,7 +838,7 @@ pub fn each_span<'a>(
                     Attr::Strs(&response.finish_reasons),
                 );
             }
-            push_usage(sink, summary);
+            sink.usage(summary);
             if request.stream
                 && let Some(first) = summary.first_chunk_at
             {
@@ -863,7 +872,8 @@ pub fn each_span<'a>(
     }
 }
 
-fn push_usage<'a>(sink: &mut impl SpanSink<'a>, summary: &CallSummary<'_>) {
+/// The usage attributes of [`SpanSink::usage`], one by one.
+pub(super) fn push_usage<'a>(sink: &mut impl SpanSink<'a>, summary: &CallSummary<'_>) {
     sink.count("gen_ai.usage.input_tokens", summary.input_tokens);
     sink.count("gen_ai.usage.output_tokens", summary.output_tokens);
     if summary.cache_read_tokens > 0 {
