@@ -433,7 +433,7 @@ async fn translate_answer(
     if let Some(t) = call.trace.as_deref_mut() {
         t.response.id = Some(answer.id.clone());
         t.response.model = Some(answer.model.clone());
-        t.response.finish_reasons = vec![answer.finish.openai().to_string()];
+        t.response.finish_reasons = smallvec::smallvec![answer.finish.openai().to_string()];
     }
     Ok(json(caller_answer(ask, &answer)?))
 }

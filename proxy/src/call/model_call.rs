@@ -23,23 +23,15 @@ pub struct RoutedCall<'a> {
     pub(super) ask: Ask<'a>,
     pub(super) route: RouteIdx,
     pub(super) model: &'a RouteModel,
+    /// [`RoutedCall::max_output_tokens`], read once (for the budget's estimate and the trace).
+    max_output_tokens: Option<u64>,
 }
 
 impl RoutedCall<'_> {
     /// The most output tokens the caller allows: `max_completion_tokens`, else `max_tokens` (Anthropic
     /// callers: `max_tokens`), when given as a whole number.
     pub fn max_output_tokens(&self) -> Option<u64> {
-        let names: &[&str] = match self.ask.endpoint {
-            Endpoint::Chat | Endpoint::Prompt { .. } => &["max_completion_tokens", "max_tokens"],
-            Endpoint::Messages => &["max_tokens"],
-            Endpoint::Responses => &["max_output_tokens"],
-            Endpoint::Embeddings | Endpoint::CountTokens => &[],
-        };
-        names
-            .iter()
-            .filter_map(|name| self.ask.doc.get(name))
-            .find(|raw| raw.get() != "null")
-            .and_then(|raw| raw.get().parse().ok())
+        self.max_output_tokens
     }
 
     /// The most `tokens` could cost on any backend or fallback of the model, every token priced at
@@ -102,15 +94,17 @@ pub fn route_call<'a>(
         call.model_requested = Some(model.into_owned());
         return Err(error);
     };
+    let ask = Ask {
+        endpoint,
+        include_usage: doc.include_usage_requested(),
+        doc,
+        stream,
+        body,
+        anthropic_headers: AnthropicHeaders::default(),
+    };
     let routed = RoutedCall {
-        ask: Ask {
-            endpoint,
-            include_usage: doc.include_usage_requested(),
-            doc,
-            stream,
-            body,
-            anthropic_headers: AnthropicHeaders::default(),
-        },
+        max_output_tokens: max_output_tokens(&ask),
+        ask,
         route,
         model: route_model,
     };
@@ -121,6 +115,21 @@ pub fn route_call<'a>(
         }
     }
     Ok(routed)
+}
+
+/// What [`RoutedCall::max_output_tokens`] gives, read from the request.
+fn max_output_tokens(ask: &Ask<'_>) -> Option<u64> {
+    let names: &[&str] = match ask.endpoint {
+        Endpoint::Chat | Endpoint::Prompt { .. } => &["max_completion_tokens", "max_tokens"],
+        Endpoint::Messages => &["max_tokens"],
+        Endpoint::Responses => &["max_output_tokens"],
+        Endpoint::Embeddings | Endpoint::CountTokens => &[],
+    };
+    names
+        .iter()
+        .filter_map(|name| ask.doc.get(name))
+        .find(|raw| raw.get() != "null")
+        .and_then(|raw| raw.get().parse().ok())
 }
 
 /// The content of a request to a route that records it, read from `body` as it goes upstream:
@@ -149,6 +158,7 @@ pub async fn model_call(
         ask,
         route,
         model: route_model,
+        ..
     } = routed;
     let route_def = &snapshot.content.routes[route as usize];
     let retries = shared.retries.call(&route_def.id, route_def.retry_budget);

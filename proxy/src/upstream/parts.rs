@@ -222,7 +222,7 @@ impl ProviderParts {
     /// none): this provider's own, worked out once, when `uri` is at its endpoint.
     pub fn server(&self, uri: &Uri) -> Option<(Arc<str>, u16)> {
         match &self.uris[0] {
-            Some(base) if base.authority() == uri.authority() && base.scheme() == uri.scheme() => {
+            Some(base) if same_authority(base, uri) && base.scheme() == uri.scheme() => {
                 self.server.clone()
             }
             _ => server_of(uri),
@@ -248,6 +248,14 @@ fn credential_header(provider: &Provider, index: usize) -> Option<(HeaderName, H
     let mut value = HeaderValue::from_str(&format!("{}{}", provider.auth.prefix, key.0)).ok()?;
     value.set_sensitive(true);
     Some((name, value))
+}
+
+/// Whether two URIs name the same authority: the same bytes (a request made from the provider's
+/// own endpoint, the usual case, compared as one slice), else the same ignoring case, as
+/// `Authority`'s own comparison (byte by byte) has it.
+fn same_authority(a: &Uri, b: &Uri) -> bool {
+    a.authority().map(|x| x.as_str()) == b.authority().map(|x| x.as_str())
+        || a.authority() == b.authority()
 }
 
 /// The host and port of `uri`; without a port, 80 for `http` and 443 for anything else.
@@ -280,6 +288,27 @@ mod tests {
             Some(("127.0.0.1".into(), 8080))
         );
         assert_eq!(server("/v1/chat/completions"), None);
+    }
+
+    #[test]
+    fn authorities_are_the_same_byte_for_byte_or_ignoring_case() {
+        let same = |a: &str, b: &str| {
+            super::same_authority(&Uri::try_from(a).unwrap(), &Uri::try_from(b).unwrap())
+        };
+        assert!(same(
+            "https://api.openai.com/v1",
+            "https://api.openai.com/v1/chat"
+        ));
+        assert!(same(
+            "https://API.OpenAI.com/v1",
+            "https://api.openai.com/v1"
+        ));
+        assert!(!same(
+            "https://api.openai.com/v1",
+            "https://api.openai.com:8443/v1"
+        ));
+        assert!(!same("https://api.openai.com/v1", "/v1/chat/completions"));
+        assert!(same("/v1", "/v1/chat/completions"));
     }
 
     #[test]

@@ -179,7 +179,7 @@ fn trace_of(g: &GeneratedCall) -> CallTrace {
     t.request.temperature = g.temperature;
     t.response.id = g.response.0.clone();
     t.response.model = g.response.1.clone();
-    t.response.finish_reasons = g.response.2.clone();
+    t.response.finish_reasons = g.response.2.iter().cloned().collect();
     for (provider, model, server, status, error) in &g.attempts {
         t.start_attempt(
             tollgate_snapshot::ProviderType::OpenAI,
@@ -402,6 +402,21 @@ fn route_and_backend_attributes_copied_from_runs_are_those_written_one_by_one() 
         attr(&grouped, 1, "server.port"),
         Some(any_value::Value::IntValue(8443))
     );
+    // Another endpoint and operation of the same route and backend: runs of their own.
+    let mut other = routed_call(&provider2, "gpt-up-2", "eu.example.com");
+    other.request.endpoint = Some("/v1/embeddings");
+    other.request.operation = Some("embeddings");
+    let (grouped, alone) = with_runs_and_alone(&other, &summary2, &mut runs);
+    assert!(grouped == alone);
+    assert_eq!(attr(&grouped, 0, "http.route"), text("/v1/embeddings"));
+    assert_eq!(
+        attr(&grouped, 1, "gen_ai.operation.name"),
+        text("embeddings")
+    );
+    let (grouped, alone) = with_runs_and_alone(&trace2, &summary2, &mut runs);
+    assert!(grouped == alone);
+    assert_eq!(attr(&grouped, 0, "http.route"), None);
+    assert_eq!(attr(&grouped, 1, "gen_ai.operation.name"), text("chat"));
     // The first call again, after more groups than are kept.
     for i in 0..40 {
         let provider = ObjectRef::new("team", format!("p{i}"));
@@ -415,4 +430,22 @@ fn route_and_backend_attributes_copied_from_runs_are_those_written_one_by_one() 
         attr(&grouped, 0, "tollgate.subscription"),
         text("team/billing-chat")
     );
+}
+
+#[test]
+fn usage_copied_from_a_server_span_that_was_moved_is_the_usage_written() {
+    // A server span of 16 KiB or more takes a three-byte length: it is moved after it is written,
+    // and the usage the answering attempt copies from it moves with it.
+    let route = ObjectRef::new("team", "chat");
+    let consumer = ObjectRef::new("apps", "billing");
+    let provider = ObjectRef::new("team", "openai");
+    let trace = routed_call(&provider, "gpt-up", "api.example.com");
+    let long = format!("/r/{}", "p".repeat(17_000));
+    for path in ["/r/v1/chat/completions", long.as_str()] {
+        let mut summary = names_summary(&route, &consumer, None);
+        summary.path = path;
+        summary.cache_read_tokens = 7;
+        let (grouped, alone) = with_runs_and_alone(&trace, &summary, &mut Runs::default());
+        assert!(grouped == alone);
+    }
 }

@@ -19,7 +19,9 @@ use std::borrow::Cow;
 
 use tollgate_snapshot::ObjectRef;
 
-use super::span::{Attr, CallSummary, CallTrace, Group, Kind, SpanRecord, each_span};
+use super::span::{
+    Attr, CallSummary, CallTrace, Group, Kind, SpanRecord, SpanSink, each_span, push_usage,
+};
 
 /// Protobuf wire types.
 pub(crate) const VARINT: u64 = 0;
@@ -270,8 +272,13 @@ fn short_strs(out: &mut Vec<u8>, field: u8, key: &str, v: &[String]) -> bool {
 }
 
 pub(crate) fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    // Seconds and nanoseconds apart, not `as_nanos` (a 128-bit product and a check for each).
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs()
+            .checked_mul(1_000_000_000)
+            .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+            .unwrap_or(u64::MAX)
+    })
 }
 
 pub(crate) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
@@ -279,70 +286,90 @@ pub(crate) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-/// One `Span`'s fields; its group of attributes copied from `runs` when given.
-fn span(out: &mut Vec<u8>, s: &SpanRecord<'_>, scratch: &mut Vec<u8>, runs: Option<&mut Runs>) {
-    bytes_field(out, 1, &s.trace_id);
-    bytes_field(out, 2, &s.span_id);
+/// A `Span`'s fields before its attributes (fields 1 to 8): the fixed-size ones gathered on the
+/// stack and copied in two runs around the texts.
+fn span_head(out: &mut Vec<u8>, s: &SpanRecord<'_>) {
+    // trace_id = 1, span_id = 2, each with its tag and one-byte length.
+    let mut ids = [0u8; 28];
+    ids[0] = (1 << 3 | LEN) as u8;
+    ids[1] = 16;
+    ids[2..18].copy_from_slice(&s.trace_id);
+    ids[18] = (2 << 3 | LEN) as u8;
+    ids[19] = 8;
+    ids[20..].copy_from_slice(&s.span_id);
+    out.extend_from_slice(&ids);
     if let Some(state) = s.trace_state {
         bytes_field(out, 3, state.as_bytes());
     }
     if let Some(parent) = &s.parent {
-        bytes_field(out, 4, parent);
+        let mut field = [0u8; 10];
+        field[0] = (4 << 3 | LEN) as u8;
+        field[1] = 8;
+        field[2..].copy_from_slice(parent);
+        out.extend_from_slice(&field);
     }
     tag(out, 5, LEN);
     varint(out, s.name.len() as u64);
     s.name.write(out);
-    // SPAN_KIND_INTERNAL = 1, SERVER = 2, CLIENT = 3, PRODUCER = 4, CONSUMER = 5.
-    let kind = match s.kind {
+    // kind = 6 (SPAN_KIND_INTERNAL = 1, SERVER = 2, CLIENT = 3, PRODUCER = 4, CONSUMER = 5), then
+    // start_time_unix_nano = 7 and end_time_unix_nano = 8, fixed 64-bit.
+    let mut times = [0u8; 20];
+    times[0] = (6 << 3 | VARINT) as u8;
+    times[1] = match s.kind {
         Kind::Server => 2,
         Kind::Client => 3,
     };
-    tag(out, 6, VARINT);
-    varint(out, kind);
-    fixed64(out, 7, nanos(s.start));
-    fixed64(out, 8, nanos(s.end));
-    match (s.group, runs) {
-        (Some((at, group)), Some(runs)) => {
-            for (key, value) in &s.attrs[..at] {
-                key_value(out, 9, key, value);
-            }
-            out.extend_from_slice(runs.encoded(&group));
-            for (key, value) in &s.attrs[at..] {
-                key_value(out, 9, key, value);
-            }
-        }
-        _ => s.each_attr(|key, value| key_value(out, 9, key, value)),
-    }
+    times[2] = (7 << 3 | FIXED64) as u8;
+    times[3..11].copy_from_slice(&nanos(s.start).to_le_bytes());
+    times[11] = (8 << 3 | FIXED64) as u8;
+    times[12..].copy_from_slice(&nanos(s.end).to_le_bytes());
+    out.extend_from_slice(&times);
+}
+
+/// A `Span`'s fields after its attributes: its status (when an error) and flags.
+fn span_tail(out: &mut Vec<u8>, error: Option<&str>, parent_remote: bool) {
     // STATUS_CODE_UNSET = 0, OK = 1, ERROR = 2.
-    if let Some(description) = s.error {
-        nested(out, 15, scratch, |m| {
-            if !description.is_empty() {
-                bytes_field(m, 2, description.as_bytes());
-            }
-            tag(m, 3, VARINT);
-            varint(m, 2);
-        });
+    if let Some(description) = error {
+        // Status: message = 2, code = 3.
+        let len = if description.is_empty() {
+            0
+        } else {
+            str_len(description)
+        } + 2;
+        tag(out, 15, LEN);
+        varint(out, len as u64);
+        if !description.is_empty() {
+            bytes_field(out, 2, description.as_bytes());
+        }
+        tag(out, 3, VARINT);
+        varint(out, 2);
     }
-    let remote = if s.parent_remote { IS_REMOTE } else { 0 };
+    let remote = if parent_remote { IS_REMOTE } else { 0 };
     tag(out, 16, FIXED32);
     // The trace flags: sampled.
     let flags = 1 | HAS_IS_REMOTE | remote;
     out.extend_from_slice(&flags.to_le_bytes());
 }
 
-/// Appends `spans` to `out` as the `spans` fields of a `ScopeSpans` (field 2 each): a list of spans
-/// encoded, the reference [`encode_call`] is tested against.
+/// Appends `spans` to `out` as the `spans` fields of a `ScopeSpans` (field 2 each), every
+/// attribute written by the general [`key_value`]: a list of spans encoded, the reference
+/// [`encode_call`] is tested against.
 #[cfg(test)]
 pub fn encode_spans(out: &mut Vec<u8>, spans: &[SpanRecord<'_>]) {
-    let mut scratch = Vec::new();
     for s in spans {
-        span_field(out, s, &mut scratch, None);
+        let at = open_span(out);
+        span_head(out, s);
+        for (key, value) in &s.attrs {
+            key_value(out, 9, key, value);
+        }
+        span_tail(out, s.error, s.parent_remote);
+        close_span(out, at);
     }
 }
 
 /// Appends the spans of a call that ended at `end` to `out` as [`encode_spans`] does, each written
-/// as it is made (no list of spans first), the attributes of its route and backends copied from
-/// `runs`; returns how many.
+/// as it is made (no list of spans or of attributes first), the attributes of its route and
+/// backends copied from `runs`; returns how many.
 pub fn encode_call(
     out: &mut Vec<u8>,
     trace: &CallTrace,
@@ -350,35 +377,190 @@ pub fn encode_call(
     end: SystemTime,
     runs: &mut Runs,
 ) -> usize {
-    let (mut n, mut scratch) = (0, Vec::new());
-    each_span(trace, summary, end, true, |record| {
-        span_field(out, &record, &mut scratch, Some(&mut *runs));
-        n += 1;
-        record.attrs
-    });
-    n
+    let mut sink = Encoder {
+        out,
+        runs,
+        at: 0,
+        tail: (None, false),
+        n: 0,
+        usage_pending: None,
+        usage_written: None,
+    };
+    each_span(trace, summary, end, &mut sink);
+    sink.n
 }
 
-/// One span as field 2 of a `ScopeSpans`. Written in place after a two-byte length, which is then
-/// filled in; a span whose length takes another number of bytes (under 128 or from 16 KiB) is moved.
-fn span_field(
-    out: &mut Vec<u8>,
-    s: &SpanRecord<'_>,
-    scratch: &mut Vec<u8>,
-    runs: Option<&mut Runs>,
-) {
+/// The spans of a call encoded as [`each_span`] makes them.
+struct Encoder<'o, 'a> {
+    out: &'o mut Vec<u8>,
+    runs: &'o mut Runs,
+    /// Where the span under way's length goes.
+    at: usize,
+    /// The span under way's error and whether its parent is remote, written after its attributes.
+    tail: (Option<&'a str>, bool),
+    /// Spans written.
+    n: usize,
+    /// The usage attributes written in the span under way: where they start after its length, and
+    /// how many bytes.
+    usage_pending: Option<(usize, usize)>,
+    /// The usage attributes written in an ended span: where they are in `out`, to copy.
+    usage_written: Option<(usize, usize)>,
+}
+
+impl<'a> SpanSink<'a> for Encoder<'_, 'a> {
+    fn begin(&mut self, span: SpanRecord<'a>) {
+        self.at = open_span(self.out);
+        span_head(self.out, &span);
+        self.tail = (span.error, span.parent_remote);
+    }
+
+    fn attr(&mut self, key: &'a str, value: Attr<'a>) {
+        key_value(self.out, 9, key, &value);
+    }
+
+    #[inline(always)]
+    fn str(&mut self, key: &'a str, value: &'a str) {
+        str_attr(self.out, key, value);
+    }
+
+    #[inline(always)]
+    fn int(&mut self, key: &'a str, value: i64) {
+        int_attr(self.out, key, value);
+    }
+
+    #[inline(always)]
+    fn count(&mut self, key: &'a str, value: u64) {
+        int_attr(self.out, key, i64::try_from(value).unwrap_or(i64::MAX));
+    }
+
+    #[inline(always)]
+    fn float(&mut self, key: &'a str, value: f64) {
+        float_attr(self.out, key, value);
+    }
+
+    fn group(&mut self, group: Group<'a>) {
+        self.out.extend_from_slice(self.runs.encoded(&group));
+    }
+
+    fn usage(&mut self, summary: &CallSummary<'_>) {
+        if let Some((start, len)) = self.usage_written {
+            self.out.extend_from_within(start..start + len);
+            return;
+        }
+        let start = self.out.len();
+        push_usage(self, summary);
+        self.usage_pending = Some((start - (self.at + 2), self.out.len() - start));
+    }
+
+    fn end(&mut self) {
+        span_tail(self.out, self.tail.0, self.tail.1);
+        let content = close_span(self.out, self.at);
+        if let Some((from_content, len)) = self.usage_pending.take() {
+            self.usage_written = Some((content + from_content, len));
+        }
+        self.n += 1;
+    }
+}
+
+/// A string attribute (field 9 of a `Span`); when the lengths take one byte each (the usual case)
+/// written here with two copies besides the key and value, else the long way. Inlined where it is
+/// called, so that a literal key's length and copy are known when compiled.
+#[inline(always)]
+fn str_attr(out: &mut Vec<u8>, key: &str, value: &str) {
+    // The AnyValue: the string's tag and length, then its bytes.
+    let any_len = 2 + value.len();
+    // The KeyValue: the key's tag, length and bytes, then the AnyValue's tag and length.
+    let len = 2 + key.len() + 2 + any_len;
+    if len >= 128 {
+        long_key_value(out, 9, key, &Attr::Str(Cow::Borrowed(value)));
+        return;
+    }
+    out.reserve(2 + len);
+    out.extend_from_slice(&[
+        (9 << 3 | LEN) as u8,
+        len as u8,
+        (1 << 3 | LEN) as u8,
+        key.len() as u8,
+    ]);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&[
+        (2 << 3 | LEN) as u8,
+        any_len as u8,
+        (1 << 3 | LEN) as u8,
+        value.len() as u8,
+    ]);
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// An integer attribute (field 9 of a `Span`), written as [`str_attr`] writes a string.
+#[inline(always)]
+fn int_attr(out: &mut Vec<u8>, key: &str, value: i64) {
+    let n = varint_len(value as u64);
+    let any_len = 1 + n;
+    let len = 2 + key.len() + 2 + any_len;
+    if len >= 128 {
+        long_key_value(out, 9, key, &Attr::Int(value));
+        return;
+    }
+    out.reserve(2 + len);
+    out.extend_from_slice(&[
+        (9 << 3 | LEN) as u8,
+        len as u8,
+        (1 << 3 | LEN) as u8,
+        key.len() as u8,
+    ]);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&[(2 << 3 | LEN) as u8, any_len as u8, (3 << 3 | VARINT) as u8]);
+    varint(out, value as u64);
+}
+
+/// A floating-point attribute (field 9 of a `Span`), written as [`str_attr`] writes a string.
+#[inline(always)]
+fn float_attr(out: &mut Vec<u8>, key: &str, value: f64) {
+    let len = 2 + key.len() + 2 + 9;
+    if len >= 128 {
+        long_key_value(out, 9, key, &Attr::Float(value));
+        return;
+    }
+    out.reserve(2 + len);
+    out.extend_from_slice(&[
+        (9 << 3 | LEN) as u8,
+        len as u8,
+        (1 << 3 | LEN) as u8,
+        key.len() as u8,
+    ]);
+    out.extend_from_slice(key.as_bytes());
+    let mut any = [0u8; 11];
+    any[0] = (2 << 3 | LEN) as u8;
+    any[1] = 9;
+    any[2] = (4 << 3 | FIXED64) as u8;
+    any[3..].copy_from_slice(&value.to_le_bytes());
+    out.extend_from_slice(&any);
+}
+
+/// Opens a span as field 2 of a `ScopeSpans`: its tag and room for a two-byte length; returns
+/// where the length goes.
+fn open_span(out: &mut Vec<u8>) -> usize {
     tag(out, 2, LEN);
     let at = out.len();
     out.extend_from_slice(&[0, 0]);
-    span(out, s, scratch, runs);
+    at
+}
+
+/// Fills in the length of the span opened at `at`; a span whose length takes another number of
+/// bytes (under 128 or from 16 KiB) is moved. Returns where the span's fields start.
+fn close_span(out: &mut Vec<u8>, at: usize) -> usize {
     let len = out.len() - at - 2;
     if varint_len(len as u64) == 2 {
         out[at] = (len as u8 & 0x7f) | 0x80;
         out[at + 1] = (len >> 7) as u8;
+        at + 2
     } else {
         let mut prefix = Vec::with_capacity(5);
         varint(&mut prefix, len as u64);
+        let fields = at + prefix.len();
         out.splice(at..at + 2, prefix);
+        fields
     }
 }
 
@@ -396,8 +578,12 @@ pub struct Runs {
 
 /// What a run was encoded from.
 enum RunKey {
-    Names([Option<ObjectRef>; 3]),
+    Names {
+        endpoint: Option<&'static str>,
+        names: [Option<ObjectRef>; 3],
+    },
     Backend {
+        operation: &'static str,
         provider_name: &'static str,
         model: Arc<str>,
         provider: ObjectRef,
@@ -417,13 +603,18 @@ fn same_object(a: &ObjectRef, b: &ObjectRef) -> bool {
 impl RunKey {
     fn of(group: &Group<'_>) -> Self {
         match *group {
-            Group::Names(names) => RunKey::Names(names.map(|n| n.cloned())),
+            Group::Names { endpoint, names } => RunKey::Names {
+                endpoint,
+                names: names.map(|n| n.cloned()),
+            },
             Group::Backend {
+                operation,
                 provider_name,
                 model,
                 provider,
                 server,
             } => RunKey::Backend {
+                operation,
                 provider_name,
                 model: model.clone(),
                 provider: provider.clone(),
@@ -434,28 +625,38 @@ impl RunKey {
 
     fn matches(&self, group: &Group<'_>) -> bool {
         match (self, group) {
-            (RunKey::Names(kept), Group::Names(names)) => {
-                kept.iter().zip(names).all(|(k, n)| match (k, n) {
-                    (Some(k), Some(n)) => same_object(k, n),
-                    (None, None) => true,
-                    _ => false,
-                })
+            (
+                RunKey::Names {
+                    endpoint: kept_endpoint,
+                    names: kept,
+                },
+                Group::Names { endpoint, names },
+            ) => {
+                kept_endpoint == endpoint
+                    && kept.iter().zip(names).all(|(k, n)| match (k, n) {
+                        (Some(k), Some(n)) => same_object(k, n),
+                        (None, None) => true,
+                        _ => false,
+                    })
             }
             (
                 RunKey::Backend {
+                    operation,
                     provider_name,
                     model,
                     provider,
                     server,
                 },
                 Group::Backend {
+                    operation: op,
                     provider_name: name,
                     model: m,
                     provider: p,
                     server: s,
                 },
             ) => {
-                provider_name == name
+                operation == op
+                    && provider_name == name
                     && same_text(model, m)
                     && same_object(provider, p)
                     && match (server, s) {
@@ -695,7 +896,6 @@ pub(super) mod tests {
             start: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
             end: UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_000),
             attrs,
-            group: None,
             error,
         }
     }
@@ -842,6 +1042,36 @@ pub(super) mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// The typed attribute writers write what the general one writes, for keys and values
+        /// short and long.
+        #[test]
+        fn typed_attributes_are_written_as_the_general_writer_writes_them(
+            key in ".{0,140}",
+            text in ".{0,140}",
+            int in any::<i64>(),
+            float in any::<f64>(),
+        ) {
+            let general = |value: Attr<'_>| {
+                let mut out = Vec::new();
+                key_value(&mut out, 9, &key, &value);
+                out
+            };
+            let typed = |write: &dyn Fn(&mut Vec<u8>)| {
+                let mut out = vec![7];
+                write(&mut out);
+                out.split_off(1)
+            };
+            prop_assert_eq!(
+                typed(&|out| str_attr(out, &key, &text)),
+                general(Attr::Str(Cow::Borrowed(&text)))
+            );
+            prop_assert_eq!(typed(&|out| int_attr(out, &key, int)), general(Attr::Int(int)));
+            prop_assert_eq!(
+                typed(&|out| float_attr(out, &key, float)),
+                general(Attr::Float(float))
+            );
+        }
 
         /// Any attributes round-trip through the protobuf types (sizes computed ahead agree with
         /// what is written, or the decoding fails).

@@ -15,6 +15,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use smallvec::SmallVec;
 use tollgate_snapshot::{ObjectRef, ProviderType};
 
 use super::context::TraceParent;
@@ -35,8 +36,8 @@ pub struct CallTrace {
     pub request: GenAiRequest,
     /// What the answering backend said about its answer.
     pub response: GenAiResponse,
-    /// Upstream attempts, in order.
-    pub attempts: Vec<AttemptSpan>,
+    /// Upstream attempts, in order; most calls make one, kept in place (no allocation of its own).
+    pub attempts: SmallVec<[AttemptSpan; 1]>,
     /// Message content, when the route opted in (`spec.telemetry.captureContent`).
     pub content: Option<Box<Content>>,
     /// Requests made outside model attempts (REST passthrough, upstream MCP tool calls), in order.
@@ -111,36 +112,34 @@ impl ClientSpan {
         }
     }
 
-    fn attrs(&self) -> Vec<(&str, Attr<'_>)> {
-        let mut attrs = Vec::with_capacity(12);
-        attrs.push(("http.request.method", Attr::str(self.method)));
-        attrs.push(("url.path", Attr::str(&self.path)));
+    fn attrs<'a>(&'a self, sink: &mut impl SpanSink<'a>) {
+        sink.str("http.request.method", self.method);
+        sink.str("url.path", &self.path);
         if let Some((host, port)) = &self.server {
-            attrs.push(("server.address", Attr::str(host)));
-            attrs.push(("server.port", Attr::Int(i64::from(*port))));
+            sink.str("server.address", host);
+            sink.int("server.port", i64::from(*port));
         }
         if let Some(status) = self.status {
-            attrs.push(("http.response.status_code", Attr::Int(i64::from(status))));
+            sink.int("http.response.status_code", i64::from(status));
         }
         if let Some(mcp) = &self.mcp {
-            attrs.push(("mcp.method.name", Attr::str(mcp.method)));
+            sink.str("mcp.method.name", mcp.method);
             if let Some(tool) = &mcp.tool {
-                attrs.push(("gen_ai.tool.name", Attr::str(tool)));
-                attrs.push(("gen_ai.operation.name", Attr::str("execute_tool")));
+                sink.str("gen_ai.tool.name", tool);
+                sink.str("gen_ai.operation.name", "execute_tool");
             }
             if let Some(code) = mcp.code {
-                attrs.push((
+                sink.attr(
                     "rpc.response.status_code",
                     Attr::Str(Cow::Owned(code.to_string())),
-                ));
+                );
             }
-            attrs.push(("network.transport", Attr::str("tcp")));
-            attrs.push(("network.protocol.name", Attr::str("http")));
+            sink.str("network.transport", "tcp");
+            sink.str("network.protocol.name", "http");
         }
         if let Some(error) = &self.error {
-            attrs.push(("error.type", Attr::Str(Cow::Borrowed(error))));
+            sink.str("error.type", error);
         }
-        attrs
     }
 }
 
@@ -170,14 +169,14 @@ impl Content {
         self.answer.extend_from_slice(&data[..data.len().min(room)]);
     }
 
-    fn push<'a>(&'a self, attrs: &mut Vec<(&'a str, Attr<'a>)>) {
+    fn push<'a>(&'a self, sink: &mut impl SpanSink<'a>) {
         for (key, value) in [
             ("gen_ai.system_instructions", &self.system_instructions),
             ("gen_ai.input.messages", &self.input_messages),
             ("gen_ai.output.messages", &self.output_messages),
         ] {
             if let Some(v) = value {
-                attrs.push((key, Attr::str(v)));
+                sink.str(key, v);
             }
         }
     }
@@ -207,8 +206,8 @@ pub struct GenAiResponse {
     pub id: Option<String>,
     /// `gen_ai.response.model`.
     pub model: Option<String>,
-    /// `gen_ai.response.finish_reasons`.
-    pub finish_reasons: Vec<String>,
+    /// `gen_ai.response.finish_reasons`: one for most answers, kept in place.
+    pub finish_reasons: SmallVec<[String; 1]>,
 }
 
 /// One upstream attempt.
@@ -250,7 +249,7 @@ impl CallTrace {
             start: SystemTime::now(),
             request: GenAiRequest::default(),
             response: GenAiResponse::default(),
-            attempts: Vec::new(),
+            attempts: SmallVec::new(),
             content: None,
             clients: Vec::new(),
         }
@@ -365,33 +364,33 @@ impl McpSpan<'_> {
     }
 
     /// The conventions' attributes of the server span.
-    fn push<'a>(&'a self, attrs: &mut Vec<(&'a str, Attr<'a>)>) {
-        attrs.push(("mcp.method.name", Attr::str(self.method)));
+    fn push<'a>(&'a self, sink: &mut impl SpanSink<'a>) {
+        sink.str("mcp.method.name", self.method);
         match (self.method, self.name) {
             ("tools/call", Some(name)) => {
-                attrs.push(("gen_ai.tool.name", Attr::str(name)));
-                attrs.push(("gen_ai.operation.name", Attr::str("execute_tool")));
+                sink.str("gen_ai.tool.name", name);
+                sink.str("gen_ai.operation.name", "execute_tool");
             }
-            ("prompts/get", Some(name)) => attrs.push(("gen_ai.prompt.name", Attr::str(name))),
+            ("prompts/get", Some(name)) => sink.str("gen_ai.prompt.name", name),
             _ => {}
         }
         if let Some(version) = self.version {
-            attrs.push(("mcp.protocol.version", Attr::str(version)));
+            sink.str("mcp.protocol.version", version);
         }
         if let Some(id) = self.rpc_id {
-            attrs.push(("jsonrpc.request.id", Attr::str(id)));
+            sink.str("jsonrpc.request.id", id);
         }
         if let Some(code) = self.code {
-            attrs.push((
+            sink.attr(
                 "rpc.response.status_code",
                 Attr::Str(Cow::Owned(code.to_string())),
-            ));
-            attrs.push(("error.type", Attr::Str(Cow::Owned(code.to_string()))));
+            );
+            sink.attr("error.type", Attr::Str(Cow::Owned(code.to_string())));
         } else if self.tool_error {
-            attrs.push(("error.type", Attr::str("tool_error")));
+            sink.str("error.type", "tool_error");
         }
-        attrs.push(("network.transport", Attr::str("tcp")));
-        attrs.push(("network.protocol.name", Attr::str("http")));
+        sink.str("network.transport", "tcp");
+        sink.str("network.protocol.name", "http");
     }
 
     /// Whether the answer is a server error by the conventions: -32603 or -32000 to -32099.
@@ -499,23 +498,91 @@ pub struct SpanRecord<'a> {
     pub start: SystemTime,
     pub end: SystemTime,
     pub attrs: Vec<(&'a str, Attr<'a>)>,
-    /// Attributes the same for every call of a route or backend, kept together (only by
-    /// [`each_span`] asked to group them): their place among `attrs`, and what they are.
-    pub group: Option<(usize, Group<'a>)>,
     /// The error status's description; `None`: status unset.
     pub error: Option<&'a str>,
 }
 
-/// Attributes that are the same for every call of a route, consumer and subscription, or of a
-/// backend, kept together so that the OTLP encoder can copy them from bytes encoded once
-/// (`otlp::Runs`) instead of writing each.
+/// Where [`each_span`] puts the spans of a call as it makes them: each begun (everything but its
+/// attributes, `attrs` left empty), then its attributes one by one in order, then ended. A list of
+/// [`SpanRecord`]s ([`spans`], for the exporter crate and the tests) or the spans' OTLP encoding
+/// written straight away (`otlp::encode_call`), from the one description of what a span holds.
+pub trait SpanSink<'a> {
+    /// A span begins.
+    fn begin(&mut self, span: SpanRecord<'a>);
+
+    /// The span has the attribute `key: value`.
+    fn attr(&mut self, key: &'a str, value: Attr<'a>);
+
+    /// A string attribute.
+    fn str(&mut self, key: &'a str, value: &'a str) {
+        self.attr(key, Attr::str(value));
+    }
+
+    /// An integer attribute.
+    fn int(&mut self, key: &'a str, value: i64) {
+        self.attr(key, Attr::Int(value));
+    }
+
+    /// A count (an integer attribute, at most `i64::MAX`).
+    fn count(&mut self, key: &'a str, value: u64) {
+        self.attr(key, Attr::count(value));
+    }
+
+    /// A floating-point attribute.
+    fn float(&mut self, key: &'a str, value: f64) {
+        self.attr(key, Attr::Float(value));
+    }
+
+    /// Attributes the same for every call of a route or backend, in their order.
+    fn group(&mut self, group: Group<'a>) {
+        group.each(|key, value| self.attr(key, value));
+    }
+
+    /// The call's token counts and cost: the same attributes on the server span and on the
+    /// answering attempt's.
+    fn usage(&mut self, summary: &CallSummary<'_>)
+    where
+        Self: Sized,
+    {
+        push_usage(self, summary);
+    }
+
+    /// The span has all its attributes.
+    fn end(&mut self);
+}
+
+/// The spans in a list.
+impl<'a> SpanSink<'a> for Vec<SpanRecord<'a>> {
+    fn begin(&mut self, mut span: SpanRecord<'a>) {
+        span.attrs.reserve(24);
+        self.push(span);
+    }
+
+    fn attr(&mut self, key: &'a str, value: Attr<'a>) {
+        if let Some(span) = self.last_mut() {
+            span.attrs.push((key, value));
+        }
+    }
+
+    fn end(&mut self) {}
+}
+
+/// Attributes that are the same for every call of a route's endpoint, consumer and subscription,
+/// or of an operation on a backend, kept together so that the OTLP encoder can copy them from bytes
+/// encoded once (`otlp::Runs`) instead of writing each.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Group<'a> {
-    /// `tollgate.route`, `tollgate.consumer`, `tollgate.subscription`: those present.
-    Names([Option<&'a ObjectRef>; 3]),
-    /// `gen_ai.provider.name`, `gen_ai.request.model`, `tollgate.provider`, and `server.address`
-    /// and `server.port` when known: an attempt's backend.
+    /// `http.route` when the endpoint is known, then `tollgate.route`, `tollgate.consumer`,
+    /// `tollgate.subscription`: those present.
+    Names {
+        endpoint: Option<&'static str>,
+        names: [Option<&'a ObjectRef>; 3],
+    },
+    /// `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`,
+    /// `tollgate.provider`, and `server.address` and `server.port` when known: an attempt's
+    /// operation and backend.
     Backend {
+        operation: &'static str,
         provider_name: &'static str,
         model: &'a Arc<str>,
         provider: &'a ObjectRef,
@@ -524,7 +591,7 @@ pub enum Group<'a> {
 }
 
 impl<'a> Group<'a> {
-    /// The names of [`Group::Names`].
+    /// The object names of [`Group::Names`].
     const NAME_KEYS: [&'static str; 3] = [
         "tollgate.route",
         "tollgate.consumer",
@@ -534,7 +601,10 @@ impl<'a> Group<'a> {
     /// Its attributes, in order.
     pub fn each(&self, mut attr: impl FnMut(&'static str, Attr<'a>)) {
         match *self {
-            Group::Names(names) => {
+            Group::Names { endpoint, names } => {
+                if let Some(endpoint) = endpoint {
+                    attr("http.route", Attr::str(endpoint));
+                }
                 for (key, name) in Self::NAME_KEYS.into_iter().zip(names) {
                     if let Some(name) = name {
                         attr(key, Attr::Ref(name));
@@ -542,11 +612,13 @@ impl<'a> Group<'a> {
                 }
             }
             Group::Backend {
+                operation,
                 provider_name,
                 model,
                 provider,
                 server,
             } => {
+                attr("gen_ai.operation.name", Attr::str(operation));
                 attr("gen_ai.provider.name", Attr::str(provider_name));
                 attr("gen_ai.request.model", Attr::str(model));
                 attr("tollgate.provider", Attr::Ref(provider));
@@ -560,28 +632,14 @@ impl<'a> Group<'a> {
 }
 
 impl<'a> SpanRecord<'a> {
-    /// Its attributes in order, a group's in its place.
-    pub fn each_attr(&self, mut attr: impl FnMut(&str, &Attr<'a>)) {
-        let at = self.group.map_or(self.attrs.len(), |(at, _)| at);
-        for (key, value) in &self.attrs[..at] {
-            attr(key, value);
-        }
-        if let Some((_, group)) = &self.group {
-            group.each(|key, value| attr(key, &value));
-        }
-        for (key, value) in &self.attrs[at..] {
-            attr(key, value);
-        }
-    }
-
     /// The same span as the exporter crate's data (for OTLP/gRPC).
     pub fn to_span_data(&self, scope: &InstrumentationScope) -> SpanData {
         let state = self
             .trace_state
             .and_then(|s| TraceState::from_str(s).ok())
             .unwrap_or(TraceState::NONE);
-        let mut attributes = Vec::with_capacity(self.attrs.len() + 5);
-        self.each_attr(|k, v| {
+        let mut attributes = Vec::with_capacity(self.attrs.len());
+        for (k, v) in &self.attrs {
             let value = match v {
                 Attr::Str(s) => Value::from(s.to_string()),
                 Attr::Ref(r) => Value::from(r.joined()),
@@ -596,7 +654,7 @@ impl<'a> SpanRecord<'a> {
                 ),
             };
             attributes.push(KeyValue::new(k.to_string(), value));
-        });
+        }
         SpanData {
             span_context: SpanContext::new(
                 TraceId::from_bytes(self.trace_id),
@@ -639,44 +697,21 @@ pub fn spans_ended<'a>(
     end: SystemTime,
 ) -> Vec<SpanRecord<'a>> {
     let mut out = Vec::with_capacity(1 + trace.attempts.len() + trace.clients.len());
-    each_span(trace, summary, end, false, |record| {
-        out.push(record);
-        Vec::new()
-    });
+    each_span(trace, summary, end, &mut out);
     out
 }
 
 /// Makes the spans of the call that ended at `end` one at a time (the server span, then one client
-/// span per attempt, then one per other upstream request) and hands each to `emit`, which gives
-/// back an attribute list to reuse for the next (emptied here; an empty one without capacity is
-/// replaced). With `grouped`, the attributes of a [`Group`] are handed over as the record's `group`
-/// rather than among its `attrs`.
+/// span per attempt, then one per other upstream request) into `sink`.
 pub fn each_span<'a>(
     trace: &'a CallTrace,
     summary: &'a CallSummary<'a>,
     end: SystemTime,
-    grouped: bool,
-    mut emit: impl FnMut(SpanRecord<'a>) -> Vec<(&'a str, Attr<'a>)>,
+    sink: &mut impl SpanSink<'a>,
 ) {
-    let reuse = |mut attrs: Vec<(&'a str, Attr<'a>)>| {
-        attrs.clear();
-        if attrs.capacity() == 0 {
-            attrs.reserve(24);
-        }
-        attrs
-    };
     let request = &trace.request;
     let operation = request.operation.unwrap_or("chat");
-    // A group goes in its record, or among the attributes.
-    let add = |attrs: &mut Vec<(&'a str, Attr<'a>)>, group: Group<'a>| {
-        if grouped {
-            Some((attrs.len(), group))
-        } else {
-            group.each(|key, value| attrs.push((key, value)));
-            None
-        }
-    };
-    let record = |span_id, parent, kind, name, start, attrs, error| SpanRecord {
+    let record = |span_id, parent, kind, name, start, end, error| SpanRecord {
         trace_id: trace.trace_id,
         span_id,
         parent,
@@ -686,49 +721,10 @@ pub fn each_span<'a>(
         name,
         start,
         end,
-        attrs,
-        group: None,
+        attrs: Vec::new(),
         error,
     };
 
-    let mut attrs = Vec::with_capacity(24);
-    attrs.push(("http.request.method", Attr::str(summary.method)));
-    attrs.push(("url.path", Attr::str(summary.path)));
-    attrs.push((
-        "http.response.status_code",
-        Attr::Int(i64::from(summary.status)),
-    ));
-    attrs.push(("tollgate.request_id", Attr::str(summary.request_id)));
-    if let Some(endpoint) = request.endpoint {
-        attrs.push(("http.route", Attr::str(endpoint)));
-    }
-    let names = add(
-        &mut attrs,
-        Group::Names([summary.route, summary.consumer, summary.subscription]),
-    );
-    if let Some(cache) = summary.cache {
-        attrs.push(("tollgate.cache", Attr::str(cache)));
-    }
-    if let Some(mcp) = &summary.mcp {
-        mcp.push(&mut attrs);
-    } else {
-        if let Some(class) = summary.error_class {
-            attrs.push(("error.type", Attr::str(class)));
-        }
-        if request.operation.is_some() {
-            attrs.push(("gen_ai.operation.name", Attr::str(operation)));
-        }
-    }
-    if let Some(model) = &request.model {
-        attrs.push(("gen_ai.request.model", Attr::str(model)));
-    }
-    if request.operation.is_some() {
-        push_usage(&mut attrs, summary);
-    }
-    attrs.push((
-        "tollgate.retries",
-        Attr::count(trace.attempts.len().saturating_sub(1) as u64),
-    ));
     let name = match (&summary.mcp, request.endpoint) {
         (Some(mcp), _) => SpanName::One(mcp.span_name()),
         (None, Some(endpoint)) => SpanName::Two(summary.method, endpoint),
@@ -741,140 +737,158 @@ pub fn each_span<'a>(
     } else {
         None
     };
-    // A call answered without an upstream attempt (a cache hit) carries its content here.
-    if trace.attempts.is_empty()
-        && let Some(content) = &trace.content
-    {
-        content.push(&mut attrs);
-    }
     let mut server = record(
         trace.span_id,
         trace.parent,
         Kind::Server,
         name,
         trace.start,
-        attrs,
+        end,
         error,
     );
     server.parent_remote = trace.parent.is_some();
-    server.group = names;
-    let mut attrs = reuse(emit(server));
+    sink.begin(server);
+    sink.str("http.request.method", summary.method);
+    sink.str("url.path", summary.path);
+    sink.int("http.response.status_code", i64::from(summary.status));
+    sink.str("tollgate.request_id", summary.request_id);
+    sink.group(Group::Names {
+        endpoint: request.endpoint,
+        names: [summary.route, summary.consumer, summary.subscription],
+    });
+    if let Some(cache) = summary.cache {
+        sink.str("tollgate.cache", cache);
+    }
+    if let Some(mcp) = &summary.mcp {
+        mcp.push(sink);
+    } else {
+        if let Some(class) = summary.error_class {
+            sink.str("error.type", class);
+        }
+        if request.operation.is_some() {
+            sink.str("gen_ai.operation.name", operation);
+        }
+    }
+    if let Some(model) = &request.model {
+        sink.str("gen_ai.request.model", model);
+    }
+    if request.operation.is_some() {
+        sink.usage(summary);
+    }
+    sink.count(
+        "tollgate.retries",
+        trace.attempts.len().saturating_sub(1) as u64,
+    );
+    // A call answered without an upstream attempt (a cache hit) carries its content here.
+    if trace.attempts.is_empty()
+        && let Some(content) = &trace.content
+    {
+        content.push(sink);
+    }
+    sink.end();
 
     let last = trace.attempts.len().saturating_sub(1);
     for (i, attempt) in trace.attempts.iter().enumerate() {
         let answered = i == last && summary.answered;
-        attrs.push(("gen_ai.operation.name", Attr::str(operation)));
-        let backend = add(
-            &mut attrs,
-            Group::Backend {
-                provider_name: attempt.provider_name,
-                model: &attempt.model,
-                provider: &attempt.provider,
-                server: attempt.server.as_ref(),
-            },
-        );
-        if request.stream {
-            attrs.push(("gen_ai.request.stream", Attr::Bool(true)));
-        }
-        if let Some(max) = request.max_tokens {
-            attrs.push(("gen_ai.request.max_tokens", Attr::count(max)));
-        }
-        if let Some(t) = request.temperature {
-            attrs.push(("gen_ai.request.temperature", Attr::Float(t)));
-        }
-        if let Some(status) = attempt.status {
-            attrs.push(("http.response.status_code", Attr::Int(i64::from(status))));
-        }
         let error = attempt
             .error
             .or(if answered { summary.error_class } else { None });
-        if let Some(error) = error {
-            attrs.push(("error.type", Attr::str(error)));
-        }
-        if answered {
-            let response = &trace.response;
-            if let Some(id) = &response.id {
-                attrs.push(("gen_ai.response.id", Attr::str(id)));
-            }
-            if let Some(model) = &response.model {
-                attrs.push(("gen_ai.response.model", Attr::str(model)));
-            }
-            if !response.finish_reasons.is_empty() {
-                attrs.push((
-                    "gen_ai.response.finish_reasons",
-                    Attr::Strs(&response.finish_reasons),
-                ));
-            }
-            push_usage(&mut attrs, summary);
-            if request.stream
-                && let Some(first) = summary.first_chunk_at
-            {
-                attrs.push((
-                    "gen_ai.response.time_to_first_chunk",
-                    Attr::Float(
-                        first
-                            .saturating_duration_since(attempt.started)
-                            .as_secs_f64(),
-                    ),
-                ));
-            }
-        }
-        if i == last
-            && let Some(content) = &trace.content
-        {
-            content.push(&mut attrs);
-        }
-        let mut client = record(
+        sink.begin(record(
             attempt.span_id,
             Some(trace.span_id),
             Kind::Client,
             SpanName::Two(operation, &attempt.model),
             attempt.start,
-            attrs,
+            attempt.end.unwrap_or(end),
             error,
-        );
-        client.end = attempt.end.unwrap_or(end);
-        client.group = backend;
-        attrs = reuse(emit(client));
+        ));
+        sink.group(Group::Backend {
+            operation,
+            provider_name: attempt.provider_name,
+            model: &attempt.model,
+            provider: &attempt.provider,
+            server: attempt.server.as_ref(),
+        });
+        if request.stream {
+            sink.attr("gen_ai.request.stream", Attr::Bool(true));
+        }
+        if let Some(max) = request.max_tokens {
+            sink.count("gen_ai.request.max_tokens", max);
+        }
+        if let Some(t) = request.temperature {
+            sink.float("gen_ai.request.temperature", t);
+        }
+        if let Some(status) = attempt.status {
+            sink.int("http.response.status_code", i64::from(status));
+        }
+        if let Some(error) = error {
+            sink.str("error.type", error);
+        }
+        if answered {
+            let response = &trace.response;
+            if let Some(id) = &response.id {
+                sink.str("gen_ai.response.id", id);
+            }
+            if let Some(model) = &response.model {
+                sink.str("gen_ai.response.model", model);
+            }
+            if !response.finish_reasons.is_empty() {
+                sink.attr(
+                    "gen_ai.response.finish_reasons",
+                    Attr::Strs(&response.finish_reasons),
+                );
+            }
+            sink.usage(summary);
+            if request.stream
+                && let Some(first) = summary.first_chunk_at
+            {
+                sink.float(
+                    "gen_ai.response.time_to_first_chunk",
+                    first
+                        .saturating_duration_since(attempt.started)
+                        .as_secs_f64(),
+                );
+            }
+        }
+        if i == last
+            && let Some(content) = &trace.content
+        {
+            content.push(sink);
+        }
+        sink.end();
     }
     for span in &trace.clients {
-        let error = span.error.as_deref();
-        let mut client = record(
+        sink.begin(record(
             span.span_id,
             Some(trace.span_id),
             Kind::Client,
             SpanName::One(span.name()),
             span.start,
-            span.attrs(),
-            error,
-        );
-        client.end = span.end.unwrap_or(end);
-        emit(client);
+            span.end.unwrap_or(end),
+            span.error.as_deref(),
+        ));
+        span.attrs(sink);
+        sink.end();
     }
 }
 
-fn push_usage<'a>(attrs: &mut Vec<(&'a str, Attr<'a>)>, summary: &CallSummary<'_>) {
-    attrs.push((
-        "gen_ai.usage.input_tokens",
-        Attr::count(summary.input_tokens),
-    ));
-    attrs.push((
-        "gen_ai.usage.output_tokens",
-        Attr::count(summary.output_tokens),
-    ));
+/// The usage attributes of [`SpanSink::usage`], one by one.
+pub(super) fn push_usage<'a>(sink: &mut impl SpanSink<'a>, summary: &CallSummary<'_>) {
+    sink.count("gen_ai.usage.input_tokens", summary.input_tokens);
+    sink.count("gen_ai.usage.output_tokens", summary.output_tokens);
     if summary.cache_read_tokens > 0 {
-        attrs.push((
+        sink.count(
             "gen_ai.usage.cache_read.input_tokens",
-            Attr::count(summary.cache_read_tokens),
-        ));
+            summary.cache_read_tokens,
+        );
     }
     if summary.cache_write_tokens > 0 {
-        attrs.push((
+        sink.count(
             "gen_ai.usage.cache_creation.input_tokens",
-            Attr::count(summary.cache_write_tokens),
-        ));
+            summary.cache_write_tokens,
+        );
     }
-    attrs.push(("tollgate.cost_usd", Attr::Float(summary.cost_usd)));
+    sink.float("tollgate.cost_usd", summary.cost_usd);
 }
 
 /// `gen_ai.provider.name`: the conventions' well-known values where there is one.
