@@ -800,6 +800,22 @@ mod tests {
                     wanted,
                     text
                 );
+                // Past 64 bytes the scan without secrets watches for key marks itself: the same
+                // text behind and before prose (so a mark falls at every place of an eight-byte
+                // step), and the text twice.
+                for long in [
+                    format!("{}{text}", "quiet prose, ".repeat(5)),
+                    format!("{text}{}", " quiet prose,".repeat(5)),
+                    format!("{text} {text} {text}"),
+                ] {
+                    prop_assert_eq!(
+                        scan::scan(&long, wanted),
+                        scan::scan_all(&long, wanted),
+                        "{:?} in {:?}",
+                        wanted,
+                        long
+                    );
+                }
                 Ok(())
             })
             .unwrap();
