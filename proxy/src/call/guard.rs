@@ -154,10 +154,10 @@ impl Verdicts {
         if self.refusal.is_some() {
             return None;
         }
-        let checked = policy.check(text);
-        for d in &checked.decisions {
-            if !self.decisions.contains(d) {
-                self.decisions.push(d.clone());
+        let checked = policy.check_whole(text);
+        for d in checked.decisions {
+            if !self.decisions.contains(&d) {
+                self.decisions.push(d);
             }
         }
         if let Some(rule) = checked.rejected {
