@@ -396,6 +396,8 @@ impl<'t> Scan<'t> {
         let bytes = self.t.0.as_bytes();
         let mut words = bytes.chunks_exact(8);
         let mut base = 0;
+        // Where the digits of the last number a candidate began end.
+        let mut past = 0;
         for word in &mut words {
             let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
             let mut hits = if WATCH {
@@ -405,29 +407,35 @@ impl<'t> Scan<'t> {
             };
             while hits != 0 {
                 let i = base + (hits.trailing_zeros() / 8) as usize;
+                hits &= hits - 1;
+                // The rest of a number a candidate began: digits after a digit begin nothing
+                // (nor are they key marks).
+                if i < past {
+                    continue;
+                }
                 if WATCH && NEEDS[bytes[i] as usize] == HAS_KEY_MARK && begins_key(bytes, i) {
                     return false;
                 }
-                self.maybe_candidate(bytes, i);
-                hits &= hits - 1;
+                past = self.maybe_candidate(bytes, i);
             }
             base += 8;
         }
         let last = if WATCH { LAST_WATCHED } else { LAST };
         for i in base..bytes.len() {
-            if (FIRST..=last).contains(&bytes[i]) {
+            if i >= past && (FIRST..=last).contains(&bytes[i]) {
                 if WATCH && NEEDS[bytes[i] as usize] == HAS_KEY_MARK && begins_key(bytes, i) {
                     return false;
                 }
-                self.maybe_candidate(bytes, i);
+                past = self.maybe_candidate(bytes, i);
             }
         }
         true
     }
 
     /// A candidate at `i` if its byte begins one where it stands: anywhere for `( + @ :`, only
-    /// after a byte that is no ASCII word character for a digit or a letter.
-    fn maybe_candidate(&mut self, bytes: &[u8], i: usize) {
+    /// after a byte that is no ASCII word character for a digit or a letter. Where a number it began
+    /// ends (see [`Self::candidate`]), or 0.
+    fn maybe_candidate(&mut self, bytes: &[u8], i: usize) -> usize {
         let b = bytes[i];
         let begins = BEGINS[b as usize];
         // Without secrets `-` begins nothing.
@@ -437,18 +445,22 @@ impl<'t> Scan<'t> {
                 || i == 0
                 || BEGINS[bytes[i - 1] as usize] & AFTER_WORD_CHAR == 0)
         {
-            self.candidate(i, b);
+            self.candidate(i, b)
+        } else {
+            0
         }
     }
 
     /// Kept out of the loop above: inlined, its many offsets from `i` became counters the loop
     /// stepped on every byte.
+    /// Where the candidate's first digits end if it began a number (nothing begins inside one),
+    /// else `i + 1`.
     #[inline(never)]
-    fn candidate(&mut self, i: usize, b: u8) {
+    fn candidate(&mut self, i: usize, b: u8) -> usize {
         match b {
             // Inside a word (a longer number included) nothing begins.
             // The loop saw no ASCII word character before `i`: only a wider one can be.
-            b'0'..=b'9' if !self.wide_word_before(i) => self.digits(i, b),
+            b'0'..=b'9' if !self.wide_word_before(i) => return i + self.digits(i, b),
             b'(' | b'+' => self.phone(i),
             b'@' => self.email(i),
             b':' => self.ipv6(i),
@@ -461,6 +473,7 @@ impl<'t> Scan<'t> {
             }
             _ => {}
         }
+        i + 1
     }
 
     /// Whether a word character ends right before `i`, given that the byte before it is not an
@@ -471,7 +484,8 @@ impl<'t> Scan<'t> {
     }
 
     /// Phone numbers, card numbers, SSNs and IPv4 addresses: they start at a digit at the start of a word.
-    fn digits(&mut self, i: usize, first: u8) {
+    /// The length of the first group of digits.
+    fn digits(&mut self, i: usize, first: u8) -> usize {
         // The first group of digits and what follows it rule most shapes out before they are read.
         let n = self.t.run(i, DIGIT);
         let after = self.t.byte(i + n);
@@ -511,6 +525,7 @@ impl<'t> Scan<'t> {
             self.next[slot(Detector::IpAddress)] = end;
             self.push(Detector::IpAddress, i..end);
         }
+        n
     }
 
     /// A phone number's candidate at `i`, cut down to the number it begins with.
