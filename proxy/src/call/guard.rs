@@ -405,13 +405,13 @@ fn mask_found(
     found: &[json_text::Found<'_>],
 ) -> (Option<String>, Verdicts) {
     let mut verdicts = Verdicts::default();
-    let mut edits = Vec::new();
+    let mut edited = Vec::new();
     for f in found {
         if let Some(masks) = verdicts.masks(policy, &f.text) {
-            edits.push((f.at.clone(), json_text::edited_literal(f, &masks)));
+            edited.push((f, masks));
         }
     }
-    let masked = (!edits.is_empty()).then(|| json_text::splice(json, &edits));
+    let masked = (!edited.is_empty()).then(|| json_text::splice_edited(json, &edited));
     (masked, verdicts)
 }
 

@@ -41,15 +41,22 @@ pub fn find_texts(json: &str, select: Select) -> Option<Vec<Found<'_>>> {
     (walk.i == walk.b.len()).then_some(walk.found)
 }
 
-/// `json` with each range of `edits` (sorted, not overlapping) replaced by its text.
-pub fn splice(json: &str, edits: &[(Range<usize>, String)]) -> String {
-    let extra: usize = edits.iter().map(|(_, t)| t.len()).sum();
+/// Ranges of a text (sorted, not overlapping) and what each becomes.
+pub type Edits<T> = Vec<(Range<usize>, T)>;
+
+/// `json` with the literal of each text found in it (in document order) replaced by the literal of
+/// the text with its edits (see [`edited_literal`]), written straight into the one new document.
+pub fn splice_edited<T: AsRef<str>>(json: &str, edited: &[(&Found<'_>, Edits<T>)]) -> String {
+    let extra: usize = edited
+        .iter()
+        .flat_map(|(_, edits)| edits.iter().map(|(_, t)| t.as_ref().len() + 2))
+        .sum();
     let mut out = String::with_capacity(json.len() + extra);
     let mut at = 0;
-    for (range, text) in edits {
-        out.push_str(&json[at..range.start]);
-        out.push_str(text);
-        at = range.end;
+    for (found, edits) in edited {
+        out.push_str(&json[at..found.at.start]);
+        write_edited_literal(&mut out, found, edits);
+        at = found.at.end;
     }
     out.push_str(&json[at..]);
     out
@@ -89,30 +96,45 @@ fn has_control(b: &[u8]) -> bool {
 /// by their tokens: exactly [`literal`] of the edited text. A text read from a literal without
 /// escapes holds no `"` nor `\` (the walk stops at both), so when it holds no control character
 /// and no token needs escaping, the literal is the quoted edit, with no second look at its bytes.
+#[cfg(test)]
 pub fn edited_literal<T: AsRef<str>>(found: &Found<'_>, edits: &[(Range<usize>, T)]) -> String {
+    let mut out = String::new();
+    write_edited_literal(&mut out, found, edits);
+    out
+}
+
+/// [`edited_literal`] written at the end of `out`.
+fn write_edited_literal<T: AsRef<str>>(
+    out: &mut String,
+    found: &Found<'_>,
+    edits: &[(Range<usize>, T)],
+) {
     let text: &str = &found.text;
     let plain = matches!(found.text, Cow::Borrowed(_))
         && edits
             .iter()
             .all(|(_, t)| !needs_escape(t.as_ref().as_bytes()))
         && !has_control(text.as_bytes());
-    let mut edited = String::with_capacity(text.len() + 2 + edits.len() * 8);
     if plain {
-        edited.push('"');
+        out.push('"');
+        push_edited(out, text, edits);
+        out.push('"');
+    } else {
+        let mut edited = String::with_capacity(text.len() + edits.len() * 8);
+        push_edited(&mut edited, text, edits);
+        out.push_str(&literal(&edited));
     }
+}
+
+/// `text` with `edits` made, written at the end of `out`.
+fn push_edited<T: AsRef<str>>(out: &mut String, text: &str, edits: &[(Range<usize>, T)]) {
     let mut at = 0;
     for (range, token) in edits {
-        edited.push_str(&text[at..range.start]);
-        edited.push_str(token.as_ref());
+        out.push_str(&text[at..range.start]);
+        out.push_str(token.as_ref());
         at = range.end;
     }
-    edited.push_str(&text[at..]);
-    if plain {
-        edited.push('"');
-        edited
-    } else {
-        literal(&edited)
-    }
+    out.push_str(&text[at..]);
 }
 
 /// [`literal`] written at the end of `out`.
@@ -419,6 +441,44 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// Masked texts are written into the document where their literals were: texts with escapes
+    /// (`\u00e9`, `\"`) or without, a value at a text's start and end, texts side by side, and the
+    /// document's bytes between them kept as they were.
+    #[test]
+    fn masked_texts_are_spliced_over_their_literals() {
+        fn all(_: bool, _: usize, _: &str) -> Option<bool> {
+            Some(true)
+        }
+        let json = r#"{"a":"caf\u00e9 bob@example.com \"q\"","b":"bob@example.com","c" : "keep",
+            "d":["bob@example.com and bob@example.com","\u00e9bob@example.com"]}"#;
+        let found = find_texts(json, all).unwrap();
+        let value = "bob@example.com";
+        let edited: Vec<(&Found<'_>, Edits<&str>)> = found
+            .iter()
+            .map(|f| {
+                let masks = f
+                    .text
+                    .match_indices(value)
+                    .map(|(at, _)| (at..at + value.len(), "[EMAIL]"))
+                    .collect();
+                (f, masks)
+            })
+            .filter(|(_, masks): &(_, Vec<_>)| !masks.is_empty())
+            .collect();
+        let spliced = splice_edited(json, &edited);
+        let doc: serde_json::Value = serde_json::from_str(&spliced).unwrap();
+        assert_eq!(doc["a"], "café [EMAIL] \"q\"");
+        assert_eq!(doc["b"], "[EMAIL]");
+        assert_eq!(doc["c"], "keep");
+        assert_eq!(doc["d"][0], "[EMAIL] and [EMAIL]");
+        assert_eq!(doc["d"][1], "é[EMAIL]");
+        // A text without escapes keeps its literal's form; the rest of the document is untouched.
+        assert!(spliced.contains(
+            r#""b":"[EMAIL]","c" : "keep",
+            "d":["#
+        ));
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig {
