@@ -41,25 +41,60 @@ pub fn find_texts(json: &str, select: Select) -> Option<Vec<Found<'_>>> {
     (walk.i == walk.b.len()).then_some(walk.found)
 }
 
+/// The string whose literal lies at `at` in `json` (quotes included; `escaped` if it holds escapes),
+/// as the walk finds it: `None` when its escapes do not decode (a lone surrogate).
+pub fn found_at(json: &str, at: Range<usize>, escaped: bool) -> Option<Found<'_>> {
+    let text = if escaped {
+        Cow::Owned(serde_json::from_str::<String>(json.get(at.clone())?).ok()?)
+    } else {
+        Cow::Borrowed(json.get(at.start + 1..at.end - 1)?)
+    };
+    Some(Found { at, text })
+}
+
 /// Ranges of a text (sorted, not overlapping) and what each becomes.
 pub type Edits<T> = Vec<(Range<usize>, T)>;
 
+/// How an edited document's bytes moved: per edited literal, in order, where it ended in the old
+/// document and how much longer (or shorter) it became.
+pub type Shifts = Vec<(usize, isize)>;
+
+/// Where the byte at `at` of a document (outside its edited literals, or at one's end) lies in
+/// the document `shifts` describe the edit of.
+pub fn moved(shifts: &[(usize, isize)], at: usize) -> usize {
+    let by: isize = shifts
+        .iter()
+        .take_while(|(end, _)| *end <= at)
+        .map(|(_, d)| d)
+        .sum();
+    at.checked_add_signed(by)
+        .expect("a place inside the edited document")
+}
+
 /// `json` with the literal of each text found in it (in document order) replaced by the literal of
-/// the text with its edits (see [`edited_literal`]), written straight into the one new document.
-pub fn splice_edited<T: AsRef<str>>(json: &str, edited: &[(&Found<'_>, Edits<T>)]) -> String {
+/// the text with its edits (see [`edited_literal`]), written straight into the one new document;
+/// and how its bytes moved.
+pub fn splice_edited<T: AsRef<str>>(
+    json: &str,
+    edited: &[(&Found<'_>, Edits<T>)],
+) -> (String, Shifts) {
     let extra: usize = edited
         .iter()
         .flat_map(|(_, edits)| edits.iter().map(|(_, t)| t.as_ref().len() + 2))
         .sum();
     let mut out = String::with_capacity(json.len() + extra);
+    let mut shifts = Vec::with_capacity(edited.len());
     let mut at = 0;
     for (found, edits) in edited {
         out.push_str(&json[at..found.at.start]);
+        let before = out.len();
         write_edited_literal(&mut out, found, edits);
+        let grew = (out.len() - before) as isize - found.at.len() as isize;
+        shifts.push((found.at.end, grew));
         at = found.at.end;
     }
     out.push_str(&json[at..]);
-    out
+    (out, shifts)
 }
 
 /// Whether `b` holds a byte a JSON string literal escapes: `"`, `\` or a control character. Eight
@@ -466,7 +501,11 @@ mod tests {
             })
             .filter(|(_, masks): &(_, Vec<_>)| !masks.is_empty())
             .collect();
-        let spliced = splice_edited(json, &edited);
+        let (spliced, shifts) = splice_edited(json, &edited);
+        // Places outside the edited literals move with them.
+        let c = json.find(r#""c" : "keep""#).unwrap();
+        assert_eq!(&spliced[moved(&shifts, c)..][..12], r#""c" : "keep""#);
+        assert_eq!(moved(&shifts, json.len()), spliced.len());
         let doc: serde_json::Value = serde_json::from_str(&spliced).unwrap();
         assert_eq!(doc["a"], "café [EMAIL] \"q\"");
         assert_eq!(doc["b"], "[EMAIL]");
