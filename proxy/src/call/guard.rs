@@ -13,6 +13,8 @@ use super::ask::Endpoint;
 use super::record::Call;
 use crate::error::ApiError;
 use crate::guard::{AnswerStream, Decision, Policy, Refusal, StreamFormat, apply, json_text};
+use crate::llm::json_scan;
+use crate::llm::openai::Split;
 
 /// The guardrail endpoint a model endpoint counts as.
 pub(super) fn guardrail_endpoint(endpoint: Endpoint) -> GuardrailEndpoint {
@@ -154,10 +156,10 @@ impl Verdicts {
         if self.refusal.is_some() {
             return None;
         }
-        let checked = policy.check(text);
-        for d in &checked.decisions {
-            if !self.decisions.contains(d) {
-                self.decisions.push(d.clone());
+        let checked = policy.check_whole(text);
+        for d in checked.decisions {
+            if !self.decisions.contains(&d) {
+                self.decisions.push(d);
             }
         }
         if let Some(rule) = checked.rejected {
@@ -347,67 +349,127 @@ fn select_texts(doc: &mut Value, select: json_text::Select, visit: &mut dyn FnMu
     walk(doc, false, 0, select, visit);
 }
 
-/// What checking a document in its own bytes came to.
+/// What checking a document in its own bytes came to; with a request's members where they lie in
+/// the bytes that go on (see [`Texts::Request`]).
 enum Spliced {
     /// Nothing was masked: the bytes go on as they came.
-    Unchanged,
+    Unchanged(Option<Split>),
     /// The bytes with the masked texts in place of the originals.
-    Masked(Vec<u8>),
+    Masked(Vec<u8>, Option<Split>),
 }
 
-/// Checks the texts `select` picks in `body` without reading it into a value: each text is found in
-/// the bytes, checked, and only a masked one is written back, spliced over its literal. `None` when
-/// the walk cannot follow the body (the caller reads it into a value then). With `admit`, the
-/// texts' length is held against the policy's limits first.
+/// How the texts of a body are found in its bytes.
+#[derive(Clone, Copy)]
+enum Texts {
+    /// A request's, picked by the validating scan that reads a request's top level
+    /// (`json_scan::object_members_picking`): a body it accepts is known to be one valid JSON
+    /// object, and reading it as a request needs no second validation.
+    Request,
+    /// The strings `select` marks, found by a walk that does not validate (`json_text::find_texts`);
+    /// with `object_only`, only in a body that begins with `{`.
+    Walked {
+        select: json_text::Select,
+        object_only: bool,
+    },
+}
+
+/// Checks the texts of `body` without reading it into a value: each text is found in the bytes,
+/// checked, and only a masked one is written back, spliced over its literal. `None` when the texts
+/// cannot be found that way (the caller finds them another way then). With `admit`, the texts'
+/// length is held against the policy's limits first.
 fn check_in_place(
     policy: &Policy,
     body: &[u8],
-    select: json_text::Select,
-    object_only: bool,
+    texts: Texts,
     admit: bool,
     call: &mut Call,
     side: &str,
 ) -> Option<Result<Spliced, ApiError>> {
     let json = std::str::from_utf8(body).ok()?;
-    if object_only && json.trim_start().as_bytes().first() != Some(&b'{') {
-        return None;
-    }
-    let found = json_text::find_texts(json, select)?;
+    let mut split = None;
+    let found = match texts {
+        Texts::Request => {
+            let (members, picked) = json_scan::object_members_picking(json, request_text)?;
+            split = Split::of(json, members);
+            picked
+                .into_iter()
+                .map(|(at, escaped)| json_text::found_at(json, at, escaped))
+                .collect::<Option<Vec<_>>>()?
+        }
+        Texts::Walked {
+            select,
+            object_only,
+        } => {
+            if object_only && json.trim_start().as_bytes().first() != Some(&b'{') {
+                return None;
+            }
+            json_text::find_texts(json, select)?
+        }
+    };
     if admit {
-        let chars = found.iter().map(|f| f.text.chars().count()).sum();
+        // Counting the characters costs a look at every byte: only a length limit needs it.
+        let chars = if policy.max_chars.is_some() || policy.max_tokens.is_some() {
+            found.iter().map(|f| f.text.chars().count()).sum()
+        } else {
+            0
+        };
         if let Err(e) = admit_chars(policy, chars, call) {
             return Some(Err(e));
         }
     }
     if policy.rules.is_empty() {
-        return Some(Ok(Spliced::Unchanged));
+        return Some(Ok(Spliced::Unchanged(split)));
     }
-    let (masked, verdicts) = mask_found(policy, json, &found);
+    let (masked, verdicts) = mask_found_moving(policy, json, &found);
     if let Err(e) = verdicts.settle(call, side) {
         return Some(Err(e));
     }
     Some(Ok(match masked {
-        None => Spliced::Unchanged,
-        Some(json) => Spliced::Masked(json.into_bytes()),
+        None => Spliced::Unchanged(split),
+        Some((json, shifts)) => Spliced::Masked(
+            json.into_bytes(),
+            split.map(|s| s.moved(|at| json_text::moved(&shifts, at))),
+        ),
     }))
 }
 
 /// Checks the texts `found` in `json`: `json` with the masked ones spliced in, if any were masked,
 /// and the verdicts.
+#[cfg(test)]
 fn mask_found(
     policy: &Policy,
     json: &str,
     found: &[json_text::Found<'_>],
 ) -> (Option<String>, Verdicts) {
+    let (masked, verdicts) = mask_found_moving(policy, json, found);
+    (masked.map(|(json, _)| json), verdicts)
+}
+
+/// [`mask_found`], and how the masked document's bytes moved.
+fn mask_found_moving(
+    policy: &Policy,
+    json: &str,
+    found: &[json_text::Found<'_>],
+) -> (Option<(String, json_text::Shifts)>, Verdicts) {
     let mut verdicts = Verdicts::default();
-    let mut edits = Vec::new();
+    let mut edited = Vec::new();
     for f in found {
         if let Some(masks) = verdicts.masks(policy, &f.text) {
-            edits.push((f.at.clone(), json_text::edited_literal(f, &masks)));
+            edited.push((f, masks));
         }
     }
-    let masked = (!edits.is_empty()).then(|| json_text::splice(json, &edits));
+    let masked = (!edited.is_empty()).then(|| json_text::splice_edited(json, &edited));
     (masked, verdicts)
+}
+
+/// A request body past the guardrails: the body to send on and, when the validating scan read it
+/// (masking only edits inside its strings), its top-level members' places in it, so that reading it
+/// as a request needs no second pass (see `route_call`).
+pub struct GuardedRequest {
+    /// The body to send on (masked where a Mask rule matched).
+    pub body: Bytes,
+    /// Its members, when already split.
+    pub split: Option<Split>,
 }
 
 /// Checks the caller's text: the body to send on (masked where a Mask rule matched), or the refusal.
@@ -417,35 +479,49 @@ pub fn guard_request(
     endpoint: Endpoint,
     body: Bytes,
     call: &mut Call,
-) -> Result<Bytes, ApiError> {
+) -> Result<GuardedRequest, ApiError> {
+    let unchecked = |body| GuardedRequest { body, split: None };
     let Some(policy) = policy(snapshot, route, call.consumer, endpoint, true) else {
-        return Ok(body);
+        return Ok(unchecked(body));
     };
-    match check_in_place(&policy, &body, request_text, true, true, call, "request") {
-        Some(Ok(Spliced::Unchanged)) => return Ok(body),
-        Some(Ok(Spliced::Masked(bytes))) => return Ok(Bytes::from(bytes)),
-        Some(Err(e)) => return Err(e),
-        None => {}
+    // The validating scan first; a body it refuses (or whose texts do not decode) is walked as
+    // before, and read as a request later says what is wrong with it.
+    let walked = Texts::Walked {
+        select: request_text,
+        object_only: true,
+    };
+    for texts in [Texts::Request, walked] {
+        match check_in_place(&policy, &body, texts, true, call, "request") {
+            Some(Ok(Spliced::Unchanged(split))) => return Ok(GuardedRequest { body, split }),
+            Some(Ok(Spliced::Masked(bytes, split))) => {
+                return Ok(GuardedRequest {
+                    body: Bytes::from(bytes),
+                    split,
+                });
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
     }
     // A body that is not JSON is refused with its own 400 when it is read as a request.
     let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
         if let Some(id) = policy.broken {
             return Err(refused(Refusal::Broken(id)));
         }
-        return Ok(body);
+        return Ok(unchecked(body));
     };
     let mut chars = 0usize;
     texts(&mut doc, &mut |s| chars += s.chars().count());
     admit_chars(&policy, chars, call)?;
     if policy.rules.is_empty() {
-        return Ok(body);
+        return Ok(unchecked(body));
     }
     if !check_document(&policy, &mut doc, texts, call, "request")? {
-        return Ok(body);
+        return Ok(unchecked(body));
     }
-    Ok(Bytes::from(
+    Ok(unchecked(Bytes::from(
         serde_json::to_vec(&doc).expect("a JSON value encodes"),
-    ))
+    )))
 }
 
 /// Refuses a request whose texts, `chars` characters in all, are longer than `policy` allows, or
@@ -497,9 +573,13 @@ pub async fn guard_answer(
     }
     let body = read_whole_answer(&mut response, call).await?;
     let shape = AnswerShape::of(endpoint);
-    match check_in_place(&policy, &body, shape.select(), false, false, call, "answer") {
-        Some(Ok(Spliced::Unchanged)) => return Ok(with_body(response, Bytes::from(body))),
-        Some(Ok(Spliced::Masked(bytes))) => return Ok(with_body(response, Bytes::from(bytes))),
+    let texts = Texts::Walked {
+        select: shape.select(),
+        object_only: false,
+    };
+    match check_in_place(&policy, &body, texts, false, call, "answer") {
+        Some(Ok(Spliced::Unchanged(_))) => return Ok(with_body(response, Bytes::from(body))),
+        Some(Ok(Spliced::Masked(bytes, _))) => return Ok(with_body(response, Bytes::from(bytes))),
         Some(Err(e)) => return Err(e),
         None => {}
     }
@@ -801,6 +881,53 @@ mod tests {
             }
         }
 
+        /// The validating scan that picks a request's texts accepts what the scan that reads a
+        /// request accepts, splits it the same way, and picks what the walk finds.
+        #[test]
+        fn a_request_s_texts_picked_by_the_validating_scan_are_the_walk_s((doc, pretty) in document(), cut in any::<prop::sample::Index>(), junk in "[\"\\\\{}\\[\\],: a0]{0,3}") {
+            let json = if pretty {
+                serde_json::to_string_pretty(&doc).unwrap()
+            } else {
+                serde_json::to_string(&doc).unwrap()
+            };
+            let (members, picked) = json_scan::object_members_picking(&json, request_text)
+                .expect("a valid object is read");
+            prop_assert_eq!(Some(members), json_scan::object_members(&json));
+            let walked = json_text::find_texts(&json, request_text).unwrap();
+            let picked: Vec<_> = picked
+                .into_iter()
+                .map(|(at, escaped)| json_text::found_at(&json, at, escaped).unwrap())
+                .collect();
+            prop_assert_eq!(picked.len(), walked.len());
+            for (p, w) in picked.iter().zip(&walked) {
+                prop_assert_eq!(&p.at, &w.at);
+                prop_assert_eq!(&p.text, &w.text);
+            }
+            // The members' places, moved with the masks, are where a new split finds them.
+            let (members, _) = json_scan::object_members_picking(&json, request_text).unwrap();
+            let split = Split::of(&json, members).expect("the members are slices of the body");
+            let (body, split) = match mask_found_moving(&policy(), &json, &picked).0 {
+                Some((masked, shifts)) => (masked, split.moved(|at| json_text::moved(&shifts, at))),
+                None => (json.clone(), split),
+            };
+            let handed = crate::llm::openai::RequestDoc::from_split(body.as_bytes(), &split)
+                .expect("the places lie in the body");
+            let again = crate::llm::openai::RequestDoc::parse(body.as_bytes()).unwrap();
+            prop_assert_eq!(handed.members(), again.members(), "{}", body);
+            // Broken: accepted exactly where the request's scan accepts it.
+            let mut at = cut.index(json.len() + 1);
+            while !json.is_char_boundary(at) {
+                at -= 1;
+            }
+            let broken = format!("{}{junk}{}", &json[..at], &json[at..]);
+            prop_assert_eq!(
+                json_scan::object_members_picking(&broken, request_text).map(|(m, _)| m),
+                json_scan::object_members(&broken),
+                "{}",
+                broken
+            );
+        }
+
         #[test]
         fn the_walk_never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             if let Ok(json) = std::str::from_utf8(&bytes) {
@@ -824,6 +951,29 @@ mod tests {
                 let _ = json_text::find_texts(&broken, shape.select());
             }
         }
+    }
+
+    /// A request's members handed on from the validating scan lie where a new split of the masked
+    /// body finds them: a masked text as a member's whole value, inside one, escaped keys and texts
+    /// before and after.
+    #[test]
+    fn a_masked_request_s_members_are_handed_on_where_they_now_lie() {
+        let json = r#"{"model":"m","prompt":"mail bob@example.com","m\u0065ssages":[{"role":"user","content":"caf\u00e9 bob@example.com"}],
+            "messages":[{"content":"bob@example.com"},{"content":"x"}], "input" : "bob@example.com" ,"n":1}"#;
+        let (members, picked) = json_scan::object_members_picking(json, request_text).unwrap();
+        let found: Vec<_> = picked
+            .into_iter()
+            .map(|(at, escaped)| json_text::found_at(json, at, escaped).unwrap())
+            .collect();
+        assert_eq!(found.len(), 5);
+        let split = Split::of(json, members).unwrap();
+        let (masked, shifts) = mask_found_moving(&policy(), json, &found).0.unwrap();
+        let split = split.moved(|at| json_text::moved(&shifts, at));
+        let handed = crate::llm::openai::RequestDoc::from_split(masked.as_bytes(), &split).unwrap();
+        let again = crate::llm::openai::RequestDoc::parse(masked.as_bytes()).unwrap();
+        assert_eq!(handed.members(), again.members());
+        assert_eq!(handed.get("prompt").unwrap().get(), r#""mail [EMAIL]""#);
+        assert_eq!(handed.get("input").unwrap().get(), r#""[EMAIL]""#);
     }
 
     #[test]

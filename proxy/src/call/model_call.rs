@@ -13,7 +13,7 @@ use super::shared::Shared;
 use crate::clock;
 use crate::error::ApiError;
 use crate::llm::genai_content;
-use crate::llm::openai::parse_request;
+use crate::llm::openai::{Split, parse_request};
 use crate::telemetry::trace::{CallTrace, Content};
 use crate::upstream::balance::Plan;
 use crate::upstream::health::Outcome;
@@ -56,17 +56,19 @@ impl RoutedCall<'_> {
 }
 
 /// Reads a chat, embeddings or messages body and finds the model it names on the route: 400 for a
-/// body that is not a request, 404 `model_not_found` for a model the route does not serve.
+/// body that is not a request, 404 `model_not_found` for a model the route does not serve. `split`:
+/// the body's members, when the guardrails' validating scan already read them.
 pub fn route_call<'a>(
     snapshot: &'a Snapshot,
     route: RouteIdx,
     endpoint: Endpoint,
     body: &'a Bytes,
+    split: Option<&Split>,
     call: &mut Call,
 ) -> Result<RoutedCall<'a>, ApiError> {
     // A prompt's body was rendered by the gateway, valid JSON by construction.
     let own = matches!(endpoint, Endpoint::Prompt { .. });
-    let (doc, model) = parse_request(body, own)?;
+    let (doc, model) = parse_request(body, own, split)?;
     let stream = !matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens) && doc.stream();
     call.stream = stream;
     call.operation = Some(endpoint.operation_name());

@@ -34,8 +34,10 @@ pub(super) async fn model_call(
         body: bytes,
         headers,
     } = asked;
-    let bytes = call::guard_request(snapshot, admitted.route, endpoint, bytes, call)?;
-    let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, call)?
+    let guarded = call::guard_request(snapshot, admitted.route, endpoint, bytes, call)?;
+    let bytes = guarded.body;
+    let split = guarded.split.as_ref();
+    let routed = call::route_call(snapshot, admitted.route, endpoint, &bytes, split, call)?
         .with_caller_headers(headers);
     call::moderate_request(shared, snapshot, admitted.route, endpoint, &bytes, call).await?;
     let estimate = estimate_tokens(bytes.len() as u64, routed.max_output_tokens());

@@ -121,6 +121,17 @@ impl Policy {
 
     /// Checks one text with every rule.
     pub fn check(&self, text: &str) -> Checked {
+        self.check_with(text, true)
+    }
+
+    /// [`Self::check`] for a text checked whole (not a stream's held-back part), which no one cuts:
+    /// its [`Checked::spans`] are left empty.
+    pub fn check_whole(&self, text: &str) -> Checked {
+        self.check_with(text, false)
+    }
+
+    /// Checks one text with every rule; where any rule matched only with `spans`.
+    fn check_with(&self, text: &str, spans: bool) -> Checked {
         let mut checked = Checked::default();
         let mut masks: Vec<(Range<usize>, Arc<str>)> = Vec::new();
         // Every built-in detector the rules name, in one pass over the text.
@@ -178,13 +189,12 @@ impl Policy {
                 }
                 GuardrailAction::Monitor => {}
             }
-            checked.spans.extend_from_slice(found);
+            if spans {
+                checked.spans.extend_from_slice(found);
+            }
         }
         checked.masks = merge(masks);
-        checked.spans = merge(checked.spans.into_iter().map(|r| (r, ())).collect())
-            .into_iter()
-            .map(|(r, ())| r)
-            .collect();
+        checked.spans = merge(checked.spans);
         checked
     }
 }
@@ -196,17 +206,48 @@ fn min_some(a: Option<u32>, b: Option<u32>) -> Option<u32> {
     }
 }
 
-/// Sorts spans and joins those that overlap; a joined span keeps the first one's value.
-fn merge<T>(mut spans: Vec<(Range<usize>, T)>) -> Vec<(Range<usize>, T)> {
-    spans.sort_by_key(|(r, _)| (r.start, std::cmp::Reverse(r.end)));
-    let mut out: Vec<(Range<usize>, T)> = Vec::with_capacity(spans.len());
-    for (range, value) in spans {
-        match out.last_mut() {
-            Some((last, _)) if range.start < last.end => last.end = last.end.max(range.end),
-            _ => out.push((range, value)),
-        }
+/// A span of a text, alone or with a value.
+trait Span {
+    fn span(&self) -> &Range<usize>;
+    fn span_mut(&mut self) -> &mut Range<usize>;
+}
+
+impl Span for Range<usize> {
+    fn span(&self) -> &Range<usize> {
+        self
     }
-    out
+    fn span_mut(&mut self) -> &mut Range<usize> {
+        self
+    }
+}
+
+impl<T> Span for (Range<usize>, T) {
+    fn span(&self) -> &Range<usize> {
+        &self.0
+    }
+    fn span_mut(&mut self) -> &mut Range<usize> {
+        &mut self.0
+    }
+}
+
+/// Sorts spans and joins those that overlap; a joined span keeps the first one's value. In place
+/// (the usual list, one rule's matches, is sorted already and needs no second one).
+fn merge<S: Span>(mut spans: Vec<S>) -> Vec<S> {
+    spans.sort_by_key(|s| {
+        let r = s.span();
+        (r.start, std::cmp::Reverse(r.end))
+    });
+    spans.dedup_by(|later, kept| {
+        let later = later.span().clone();
+        let kept = kept.span_mut();
+        if later.start < kept.end {
+            kept.end = kept.end.max(later.end);
+            true
+        } else {
+            false
+        }
+    });
+    spans
 }
 
 /// `text` with every span of `masks` that lies in `range` replaced by its token (offsets are `text`'s).

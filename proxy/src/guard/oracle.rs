@@ -482,6 +482,52 @@ mod tests {
     /// The scan without secrets tests eight bytes at a time for a byte that may begin a value, and
     /// the look for secrets jumps from key mark to key mark: values at the start and the end of the
     /// text, on each side of an eight-byte edge, next to each other and next to wider characters.
+    /// The scan without secrets passes over the rest of a number a candidate began: what follows
+    /// a number right after its digits (a separator, another value, a wider character, the end of
+    /// the text) is still looked at, in short texts and in long ones.
+    #[test]
+    fn what_follows_a_number_is_still_looked_at() {
+        let numbers = [
+            "4111111111111111",
+            "415",
+            "1",
+            "2026",
+            "10",
+            "123456789012345678901",
+        ];
+        let after = [
+            "",
+            " ",
+            "-",
+            ".",
+            ":",
+            "@example.com",
+            "(415) 555-2671",
+            "+44 20 7946 0958",
+            "é5",
+            "٤٤",
+            "😀1",
+            ".0.0.1",
+            "-555-2671",
+            "-45-6789",
+            " 1111 1111 1111",
+            "::1",
+            "x@example.com",
+            "DE89 3704 0044 0532 0130 00",
+        ];
+        let pad = "quiet prose without digits, ".repeat(3);
+        for number in numbers {
+            for a in after {
+                for b in after {
+                    let text = format!("{number}{a}{number}{b}");
+                    agrees(&text);
+                    agrees(&format!("{pad}{text}"));
+                    agrees(&format!("{text} {pad}"));
+                }
+            }
+        }
+    }
+
     #[test]
     fn values_are_found_wherever_the_eight_byte_steps_fall() {
         let values = [
@@ -800,6 +846,22 @@ mod tests {
                     wanted,
                     text
                 );
+                // Past 64 bytes the scan without secrets watches for key marks itself: the same
+                // text behind and before prose (so a mark falls at every place of an eight-byte
+                // step), and the text twice.
+                for long in [
+                    format!("{}{text}", "quiet prose, ".repeat(5)),
+                    format!("{text}{}", " quiet prose,".repeat(5)),
+                    format!("{text} {text} {text}"),
+                ] {
+                    prop_assert_eq!(
+                        scan::scan(&long, wanted),
+                        scan::scan_all(&long, wanted),
+                        "{:?} in {:?}",
+                        wanted,
+                        long
+                    );
+                }
                 Ok(())
             })
             .unwrap();

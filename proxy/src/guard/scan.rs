@@ -92,18 +92,30 @@ pub fn find(detector: Detector, text: &str) -> Vec<Range<usize>> {
 /// could hold (see [`possible`]) is no longer wanted, so prose without digits, `@`, `:`, `-`, `_`,
 /// `A` or `J` costs one quick look at each byte and no scan. Then secrets are looked for only if the
 /// text holds a key mark where a secret's prefix holds one ([`secret_possible`]): otherwise the scan
-/// stops only at the bytes from `(` to `Z` (see [`Scan::run_sparse`]).
+/// stops only at the bytes from `(` to `Z` (see [`Scan::run_sparse`]). In a longer text that look
+/// is made by the scan without secrets itself, which watches for such a key mark on its way and
+/// gives up at the first one (the text is then scanned again, secrets included).
 pub fn scan(text: &str, wanted: Wanted) -> Found {
     let wanted = possible(wanted, text.as_bytes());
-    let wanted = if wanted.has(Detector::Secret) && !secret_possible(text.as_bytes()) {
-        wanted.without(Detector::Secret)
-    } else {
-        wanted
-    };
     if wanted.is_empty() {
         return Found::default();
     }
-    scan_all(text, wanted)
+    if !wanted.has(Detector::Secret) {
+        return scan_all(text, wanted);
+    }
+    if text.len() < 64 {
+        return if secret_possible(text.as_bytes()) {
+            scan_all(text, wanted)
+        } else {
+            scan_all(text, wanted.without(Detector::Secret))
+        };
+    }
+    let mut s = Scan::new(text, wanted.without(Detector::Secret));
+    if s.run_sparse::<true>() {
+        s.finish()
+    } else {
+        scan_all(text, wanted)
+    }
 }
 
 /// Bits of [`NEEDS`]: a byte that every value of some detector holds.
@@ -191,15 +203,10 @@ fn possible(wanted: Wanted, text: &[u8]) -> Wanted {
 
 /// Whether `text` holds a key mark (`-`, `_`, `A` or `J`) where a secret's prefix holds one
 /// ([`begins_key`]): a hyphen in a word or a date, or a capital A, is common in prose, a secret's
-/// prefix is not. Found with `memchr`, which passes over the bytes between many at a time; a short
-/// text (a streamed answer's pieces) is read byte by byte, cheaper than setting up its searches.
+/// prefix is not. Read byte by byte: used for short texts (a streamed answer's pieces), where that
+/// costs less than setting up a search; a longer text is watched by the scan itself.
 fn secret_possible(text: &[u8]) -> bool {
-    if text.len() < 64 {
-        return (0..text.len())
-            .any(|i| matches!(text[i], b'-' | b'_' | b'J' | b'A') && begins_key(text, i));
-    }
-    memchr::memchr3_iter(b'-', b'_', b'J', text).any(|i| begins_key(text, i))
-        || memchr::memchr_iter(b'A', text).any(|i| begins_key(text, i))
+    (0..text.len()).any(|i| matches!(text[i], b'-' | b'_' | b'J' | b'A') && begins_key(text, i))
 }
 
 /// Whether the byte at `i`, if a key mark, is where some secret's prefix holds one: the `-` of
@@ -236,28 +243,11 @@ pub(super) const ALL: [Detector; 7] = [
 /// Every wanted detector over `text`, in one pass, without first asking whether secrets are
 /// possible: the oracle of [`scan`]'s tests.
 pub(super) fn scan_all(text: &str, wanted: Wanted) -> Found {
-    let mut s = Scan {
-        t: Text(text),
-        wanted,
-        next: [0; 7],
-        next_v6: 0,
-        v6: Vec::new(),
-        found: Found::default(),
-    };
+    let mut s = Scan::new(text, wanted);
     if !wanted.is_empty() {
         s.run();
     }
-    if wanted.has(Detector::IpAddress) && !s.v6.is_empty() {
-        let v4 = &s.found.spans[slot(Detector::IpAddress)];
-        let v6: Vec<Range<usize>> =
-            s.v6.into_iter()
-                .filter(|m| !v4.iter().any(|f| f.start < m.end && m.start < f.end))
-                .collect();
-        let ips = &mut s.found.spans[slot(Detector::IpAddress)];
-        ips.extend(v6);
-        ips.sort_unstable_by_key(|r| r.start);
-    }
-    s.found
+    s.finish()
 }
 
 /// Bits of [`BEGINS`]: the byte is an ASCII word character (letter, digit, `_`).
@@ -298,9 +288,13 @@ const fn begins() -> [u8; 256] {
 /// letters, white space and bytes of wider characters do not.
 const FIRST: u8 = b'(';
 const LAST: u8 = b'Z';
+/// The highest byte the scan without secrets stops at when it also watches for key marks: `_`
+/// (the others, `- A J`, lie between [`FIRST`] and [`LAST`]).
+const LAST_WATCHED: u8 = b'_';
 
-/// The high bit of each byte of `x` that lies in `FIRST..=LAST`, every other bit clear.
-fn in_range(x: u64) -> u64 {
+/// The high bit of each byte of `x` that lies in `FIRST..=LAST`, every other bit clear (`LAST`
+/// below 0x7f).
+fn in_range<const LAST: u8>(x: u64) -> u64 {
     const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -323,7 +317,34 @@ struct Scan<'t> {
     found: Found,
 }
 
-impl Scan<'_> {
+impl<'t> Scan<'t> {
+    fn new(text: &'t str, wanted: Wanted) -> Self {
+        Scan {
+            t: Text(text),
+            wanted,
+            next: [0; 7],
+            next_v6: 0,
+            v6: Vec::new(),
+            found: Found::default(),
+        }
+    }
+
+    /// What was found, the IPv6 addresses among the IP addresses where no IPv4 one overlaps them.
+    fn finish(mut self) -> Found {
+        if self.wanted.has(Detector::IpAddress) && !self.v6.is_empty() {
+            let v4 = &self.found.spans[slot(Detector::IpAddress)];
+            let v6: Vec<Range<usize>> = self
+                .v6
+                .into_iter()
+                .filter(|m| !v4.iter().any(|f| f.start < m.end && m.start < f.end))
+                .collect();
+            let ips = &mut self.found.spans[slot(Detector::IpAddress)];
+            ips.extend(v6);
+            ips.sort_unstable_by_key(|r| r.start);
+        }
+        self.found
+    }
+
     fn wants(&self, d: Detector, i: usize) -> bool {
         self.wanted.has(d) && i >= self.next[slot(d)]
     }
@@ -334,7 +355,7 @@ impl Scan<'_> {
 
     fn run(&mut self) {
         if !self.wanted.has(Detector::Secret) {
-            self.run_sparse();
+            self.run_sparse::<false>();
             return;
         }
         let bytes = self.t.0.as_bytes();
@@ -368,49 +389,78 @@ impl Scan<'_> {
 
     /// [`Self::run`] when secrets are not wanted: then only bytes from `(` to `Z` (digits, upper-case
     /// letters, `( + - : @` and a few more) can begin a value, and prose is mostly lower-case letters
-    /// and spaces. Eight bytes are tested at a time for any such byte; only those are looked at.
-    fn run_sparse(&mut self) {
+    /// and spaces. Eight bytes are tested at a time for any such byte; only those are looked at (`-`
+    /// then begins nothing). With `WATCH`, the bytes up to `_` are, and the scan gives up (`false`)
+    /// at the first key mark where a secret's prefix holds one ([`begins_key`]).
+    fn run_sparse<const WATCH: bool>(&mut self) -> bool {
         let bytes = self.t.0.as_bytes();
         let mut words = bytes.chunks_exact(8);
         let mut base = 0;
+        // Where the digits of the last number a candidate began end.
+        let mut past = 0;
         for word in &mut words {
-            let mut hits = in_range(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+            let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+            let mut hits = if WATCH {
+                in_range::<LAST_WATCHED>(word)
+            } else {
+                in_range::<LAST>(word)
+            };
             while hits != 0 {
                 let i = base + (hits.trailing_zeros() / 8) as usize;
-                self.maybe_candidate(bytes, i);
                 hits &= hits - 1;
+                // The rest of a number a candidate began: digits after a digit begin nothing
+                // (nor are they key marks).
+                if i < past {
+                    continue;
+                }
+                if WATCH && NEEDS[bytes[i] as usize] == HAS_KEY_MARK && begins_key(bytes, i) {
+                    return false;
+                }
+                past = self.maybe_candidate(bytes, i);
             }
             base += 8;
         }
+        let last = if WATCH { LAST_WATCHED } else { LAST };
         for i in base..bytes.len() {
-            if (FIRST..=LAST).contains(&bytes[i]) {
-                self.maybe_candidate(bytes, i);
+            if i >= past && (FIRST..=last).contains(&bytes[i]) {
+                if WATCH && NEEDS[bytes[i] as usize] == HAS_KEY_MARK && begins_key(bytes, i) {
+                    return false;
+                }
+                past = self.maybe_candidate(bytes, i);
             }
         }
+        true
     }
 
-    /// A candidate at `i` if its byte begins one where it stands: anywhere for `( + @ : -`, only
-    /// after a byte that is no ASCII word character for a digit or a letter.
-    fn maybe_candidate(&mut self, bytes: &[u8], i: usize) {
+    /// A candidate at `i` if its byte begins one where it stands: anywhere for `( + @ :`, only
+    /// after a byte that is no ASCII word character for a digit or a letter. Where a number it began
+    /// ends (see [`Self::candidate`]), or 0.
+    fn maybe_candidate(&mut self, bytes: &[u8], i: usize) -> usize {
         let b = bytes[i];
         let begins = BEGINS[b as usize];
-        if begins & AFTER_OTHER != 0
+        // Without secrets `-` begins nothing.
+        if b != b'-'
+            && begins & AFTER_OTHER != 0
             && (begins & AFTER_WORD != 0
                 || i == 0
                 || BEGINS[bytes[i - 1] as usize] & AFTER_WORD_CHAR == 0)
         {
-            self.candidate(i, b);
+            self.candidate(i, b)
+        } else {
+            0
         }
     }
 
     /// Kept out of the loop above: inlined, its many offsets from `i` became counters the loop
     /// stepped on every byte.
+    /// Where the candidate's first digits end if it began a number (nothing begins inside one),
+    /// else `i + 1`.
     #[inline(never)]
-    fn candidate(&mut self, i: usize, b: u8) {
+    fn candidate(&mut self, i: usize, b: u8) -> usize {
         match b {
             // Inside a word (a longer number included) nothing begins.
             // The loop saw no ASCII word character before `i`: only a wider one can be.
-            b'0'..=b'9' if !self.wide_word_before(i) => self.digits(i, b),
+            b'0'..=b'9' if !self.wide_word_before(i) => return i + self.digits(i, b),
             b'(' | b'+' => self.phone(i),
             b'@' => self.email(i),
             b':' => self.ipv6(i),
@@ -423,6 +473,7 @@ impl Scan<'_> {
             }
             _ => {}
         }
+        i + 1
     }
 
     /// Whether a word character ends right before `i`, given that the byte before it is not an
@@ -433,7 +484,8 @@ impl Scan<'_> {
     }
 
     /// Phone numbers, card numbers, SSNs and IPv4 addresses: they start at a digit at the start of a word.
-    fn digits(&mut self, i: usize, first: u8) {
+    /// The length of the first group of digits.
+    fn digits(&mut self, i: usize, first: u8) -> usize {
         // The first group of digits and what follows it rule most shapes out before they are read.
         let n = self.t.run(i, DIGIT);
         let after = self.t.byte(i + n);
@@ -473,6 +525,7 @@ impl Scan<'_> {
             self.next[slot(Detector::IpAddress)] = end;
             self.push(Detector::IpAddress, i..end);
         }
+        n
     }
 
     /// A phone number's candidate at `i`, cut down to the number it begins with.

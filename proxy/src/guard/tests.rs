@@ -409,3 +409,37 @@ fn fuzz_detectors_and_streams_never_panic_and_masks_are_inside_the_text() {
         )
         .unwrap();
 }
+
+/// A text checked whole comes to what [`Policy::check`] says of it, without the spans a stream needs;
+/// those are sorted and apart, and every mask lies inside one.
+#[test]
+fn property_a_text_checked_whole_is_the_text_checked_but_for_its_spans() {
+    let mut policy = masking_all();
+    policy.rules[1].action = GuardrailAction::Monitor;
+    policy.rules.push(GuardRule {
+        name: "card-line".into(),
+        matcher: Matcher::Pattern(Pattern::new(r"card \d+").unwrap()),
+        action: GuardrailAction::Mask,
+        mask_as: "[LINE]".into(),
+    });
+    runner()
+        .run(&document(), |text| {
+            let checked = policy.check(&text);
+            let whole = policy.check_whole(&text);
+            prop_assert_eq!(&whole.masks, &checked.masks);
+            prop_assert_eq!(&whole.decisions, &checked.decisions);
+            prop_assert_eq!(&whole.rejected, &checked.rejected);
+            prop_assert!(whole.spans.is_empty());
+            prop_assert!(checked.spans.windows(2).all(|w| w[0].end <= w[1].start));
+            for (mask, _) in &checked.masks {
+                prop_assert!(
+                    checked
+                        .spans
+                        .iter()
+                        .any(|s| s.start <= mask.start && mask.end <= s.end)
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}

@@ -6,6 +6,7 @@
 //! which says what is wrong (or, should the two ever disagree, parses the body itself).
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// Deepest nesting of arrays and objects, the top-level object included. The scan recurses; deeper
 /// text is left to serde_json, which reads it without recursion.
@@ -35,6 +36,33 @@ pub fn object_members_and<'t>(
     let members = s.members(text, MAX_DEPTH, inner, &mut nested)?;
     s.space();
     (s.i == s.b.len()).then_some((members, nested))
+}
+
+/// Which members of an object hold text (the guardrails' reading of a request): given whether the
+/// enclosing value is text, the depth of the object (0 for the top level) and a member's key,
+/// whether the member's value is text; `None` to pass over the member.
+pub type Select = fn(bool, usize, &str) -> Option<bool>;
+
+/// A string literal [`object_members_picking`] picked: its range (quotes included) and whether it
+/// holds escapes.
+pub type Picked = (Range<usize>, bool);
+
+/// [`object_members`], and in the same validating pass the string literals `select` marks as text,
+/// in document order: a body's texts are found without a second walk. `None` where
+/// [`object_members`] says `None`, and also where a key's escapes do not decode.
+pub fn object_members_picking(text: &str, select: Select) -> Option<(Members<'_>, Vec<Picked>)> {
+    let mut p = Picking {
+        s: Scanner {
+            b: text.as_bytes(),
+            i: 0,
+        },
+        select,
+        picked: Vec::new(),
+    };
+    p.s.space();
+    let members = p.members(text, MAX_DEPTH)?;
+    p.s.space();
+    (p.s.i == p.s.b.len()).then_some((members, p.picked))
 }
 
 /// Where the string starting at `b[at]` (a `"`) ends, just past its closing quote, in text already
@@ -238,6 +266,128 @@ impl Scanner<'_> {
                     self.i += 1;
                 }
                 Some(())
+            }
+        }
+    }
+}
+
+/// The validating scan of [`Scanner`] that also picks text strings: the same checks, made by the
+/// same primitives, in the same order.
+struct Picking<'a> {
+    s: Scanner<'a>,
+    select: Select,
+    picked: Vec<Picked>,
+}
+
+impl Picking<'_> {
+    /// A key starting at the current `"`, validated, and its text.
+    fn key<'t>(&mut self, text: &'t str) -> Option<Cow<'t, str>> {
+        let start = self.s.i;
+        let escaped = self.s.string()?;
+        Some(if escaped {
+            Cow::Owned(serde_json::from_str::<String>(text.get(start..self.s.i)?).ok()?)
+        } else {
+            Cow::Borrowed(text.get(start + 1..self.s.i - 1)?)
+        })
+    }
+
+    /// [`Scanner::members`] (with no nested member of interest), picking texts.
+    fn members<'t>(&mut self, text: &'t str, depth: usize) -> Option<Members<'t>> {
+        if depth == 0 {
+            return None;
+        }
+        let mut members = Vec::with_capacity(8);
+        self.s.expect(b'{')?;
+        self.s.space();
+        if self.s.peek()? == b'}' {
+            self.s.i += 1;
+            return Some(members);
+        }
+        loop {
+            self.s.space();
+            if self.s.peek()? != b'"' {
+                return None;
+            }
+            let key = self.key(text)?;
+            self.s.space();
+            self.s.expect(b':')?;
+            self.s.space();
+            let from = self.s.i;
+            match (self.select)(false, 0, &key) {
+                Some(inner) => self.value(text, depth - 1, inner, 1)?,
+                None => self.s.value(depth - 1)?,
+            }
+            members.push((key, text.get(from..self.s.i)?));
+            self.s.space();
+            match self.s.next()? {
+                b',' => continue,
+                b'}' => return Some(members),
+                _ => return None,
+            }
+        }
+    }
+
+    /// [`Scanner::value`], picking texts: a string here is text if `is_text`; `level` is the depth
+    /// of an object that starts here.
+    fn value(&mut self, text: &str, depth: usize, is_text: bool, level: usize) -> Option<()> {
+        match self.s.peek()? {
+            b'"' => {
+                let start = self.s.i;
+                let escaped = self.s.string()?;
+                if is_text {
+                    self.picked.push((start..self.s.i, escaped));
+                }
+                Some(())
+            }
+            b'{' => self.container(text, depth, b'}', is_text, level),
+            b'[' => self.container(text, depth, b']', is_text, level),
+            _ => self.s.value(depth),
+        }
+    }
+
+    /// [`Scanner::container`], picking texts: an object's members by what `select` says of their
+    /// keys, an array's elements as the array.
+    fn container(
+        &mut self,
+        text: &str,
+        depth: usize,
+        close: u8,
+        is_text: bool,
+        level: usize,
+    ) -> Option<()> {
+        if depth == 0 {
+            return None;
+        }
+        let keyed = close == b'}';
+        self.s.i += 1;
+        self.s.space();
+        if self.s.peek()? == close {
+            self.s.i += 1;
+            return Some(());
+        }
+        loop {
+            self.s.space();
+            let inner = if keyed {
+                if self.s.peek()? != b'"' {
+                    return None;
+                }
+                let key = self.key(text)?;
+                self.s.space();
+                self.s.expect(b':')?;
+                self.s.space();
+                (self.select)(is_text, level, &key).map(|t| (t, level + 1))
+            } else {
+                Some((is_text, level))
+            };
+            match inner {
+                Some((t, l)) => self.value(text, depth - 1, t, l)?,
+                None => self.s.value(depth - 1)?,
+            }
+            self.s.space();
+            match self.s.next()? {
+                b',' => continue,
+                c if c == close => return Some(()),
+                _ => None?,
             }
         }
     }

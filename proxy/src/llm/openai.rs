@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,55 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// The top-level members of a JSON request object, in the client's order.
 pub struct RequestDoc<'a> {
     members: Vec<(Cow<'a, str>, &'a str)>,
+}
+
+/// The top-level members of a request object as places in its text: read once by a validating scan
+/// and handed on, so the body is not split again (its strings may have been edited since, the places
+/// moved with them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Split(pub Vec<(SplitKey, Range<usize>)>);
+
+/// A member's key in a [`Split`]: where its text lies, or the text itself when escapes were decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SplitKey {
+    /// The key's text (inside its quotes).
+    At(Range<usize>),
+    /// The key's decoded text.
+    Decoded(String),
+}
+
+impl Split {
+    /// The places of `members`, slices of `text`; `None` if one is not.
+    pub fn of(text: &str, members: Vec<(Cow<'_, str>, &str)>) -> Option<Split> {
+        let base = text.as_ptr() as usize;
+        let place = |s: &str| {
+            let start = (s.as_ptr() as usize).checked_sub(base)?;
+            (start + s.len() <= text.len()).then_some(start..start + s.len())
+        };
+        members
+            .into_iter()
+            .map(|(key, value)| {
+                let key = match key {
+                    Cow::Borrowed(k) => SplitKey::At(place(k)?),
+                    Cow::Owned(k) => SplitKey::Decoded(k),
+                };
+                Some((key, place(value)?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(Split)
+    }
+
+    /// Each place moved by `moved`, which maps an offset of the text split to the same place in
+    /// the text it became.
+    pub fn moved(mut self, moved: impl Fn(usize) -> usize) -> Split {
+        for (key, value) in &mut self.0 {
+            if let SplitKey::At(k) = key {
+                *k = moved(k.start)..moved(k.end);
+            }
+            *value = moved(value.start)..moved(value.end);
+        }
+        self
+    }
 }
 
 /// One member's value: its JSON text exactly as the client sent it.
@@ -116,6 +166,23 @@ impl<'a> RequestDoc<'a> {
             Some(members) => Ok(Self { members }),
             None => Self::parse_str(text),
         }
+    }
+
+    /// The members of `bytes` at the places `split` says (`None` if a place is not in it).
+    pub fn from_split(bytes: &'a [u8], split: &Split) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let members = split
+            .0
+            .iter()
+            .map(|(key, value)| {
+                let key = match key {
+                    SplitKey::At(k) => Cow::Borrowed(text.get(k.clone())?),
+                    SplitKey::Decoded(k) => Cow::Owned(k.clone()),
+                };
+                Some((key, text.get(value.clone())?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { members })
     }
 
     fn parse_serde(bytes: &'a [u8]) -> Result<Self, RequestError> {
@@ -361,11 +428,16 @@ pub fn usage_of_chunk(payload: &[u8]) -> Option<ChunkUsage> {
 
 /// Parses a JSON request body's top level, with OpenAI's wording for the usual mistakes.
 /// `own` says the body is one Tollgate wrote itself (see [`RequestDoc::parse_own`]).
-pub fn parse_request(bytes: &[u8], own: bool) -> Result<(RequestDoc<'_>, Cow<'_, str>), ApiError> {
-    let doc = if own {
-        RequestDoc::parse_own(bytes)
-    } else {
-        RequestDoc::parse(bytes)
+/// With `split`, the body was split before (see [`Split`]) and is not split again.
+pub fn parse_request<'a>(
+    bytes: &'a [u8],
+    own: bool,
+    split: Option<&Split>,
+) -> Result<(RequestDoc<'a>, Cow<'a, str>), ApiError> {
+    let doc = match split.and_then(|split| RequestDoc::from_split(bytes, split)) {
+        Some(doc) => Ok(doc),
+        None if own => RequestDoc::parse_own(bytes),
+        None => RequestDoc::parse(bytes),
     }
     .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     let model = doc.model().map_err(|e| match e {

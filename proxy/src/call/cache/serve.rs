@@ -279,7 +279,14 @@ async fn embed(
         shared.recorder.metrics.cache_store_error("embed");
         None
     };
-    let routed = match route_call(snapshot, route, Endpoint::Embeddings, &body, &mut inner) {
+    let routed = match route_call(
+        snapshot,
+        route,
+        Endpoint::Embeddings,
+        &body,
+        None,
+        &mut inner,
+    ) {
         Ok(routed) => routed,
         Err(error) => {
             inner.status = error.status.as_u16();
