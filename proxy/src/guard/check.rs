@@ -124,8 +124,8 @@ impl Policy {
         self.check_with(text, true)
     }
 
-    /// [`Self::check`] for a text checked whole (not a stream's held-back part), which no one cuts:
-    /// its [`Checked::spans`] are left empty.
+    /// [`Self::check`] for a text no one cuts by its matches (a text checked whole, or a stream's
+    /// held text checked only for a rejection): its [`Checked::spans`] are left empty.
     pub fn check_whole(&self, text: &str) -> Checked {
         self.check_with(text, false)
     }

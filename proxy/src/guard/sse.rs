@@ -607,7 +607,7 @@ impl AnswerStream {
                         if rejected.is_some() {
                             return;
                         }
-                        let checked = self.policy.check(s);
+                        let checked = self.policy.check_whole(s);
                         for d in checked.decisions.iter() {
                             if !self.decisions.contains(d) {
                                 self.decisions.push(d.clone());
@@ -701,7 +701,7 @@ impl AnswerStream {
             if rejected.is_some() {
                 return;
             }
-            let checked = policy.check(s);
+            let checked = policy.check_whole(s);
             for d in &checked.decisions {
                 if !decisions.contains(d) {
                     decisions.push(d.clone());

@@ -84,7 +84,7 @@ impl StreamGuard {
             }
             // Still checked, so a rejection ends the stream as soon as it can be seen (and is
             // recorded: the rules that matched go to the access log).
-            let checked = self.policy.check(&self.pending);
+            let checked = self.policy.check_whole(&self.pending);
             return match checked.rejected {
                 Some(rule) => {
                     self.decisions.extend(checked.decisions);
