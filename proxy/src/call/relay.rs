@@ -27,6 +27,7 @@ use crate::error::BoxError;
 use crate::llm::Usage;
 use crate::llm::openai;
 use crate::llm::scrub::{self, LazySecrets, event_end, is_error_event};
+use crate::llm::sse;
 use crate::llm::stream::Transcode;
 use crate::telemetry::trace::CallTrace;
 
@@ -430,7 +431,7 @@ fn note_head(trace: &mut CallTrace, head: &openai::AnswerHead<'_>) {
 /// line cut between two frames is not read (the id and model come again in the next chunk; a finish
 /// reason so cut is missed).
 fn note_chunk_heads(trace: &mut CallTrace, frame: &[u8]) {
-    for line in frame.split(|&b| b == b'\n') {
+    for line in sse::lines(frame) {
         if let Some(payload) = line.strip_prefix(b"data:").map(<[u8]>::trim_ascii)
             && payload.first() == Some(&b'{')
             && let Some(head) = openai::answer_head(payload)
@@ -454,7 +455,7 @@ fn inspect_event(event: &[u8]) -> Option<openai::ChunkUsage> {
     // Built once: building a searcher costs more than searching one chunk with it.
     static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
         LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
-    for line in event.split(|&b| b == b'\n') {
+    for line in sse::lines(event) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(payload) = line.strip_prefix(b"data:") else {
             continue;

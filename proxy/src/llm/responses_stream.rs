@@ -18,7 +18,7 @@ use super::responses::{
     Echo, OutputItem, ResponseError, ResponseObject, counts, new_id, number, status_of, string,
 };
 use super::scrub::{self, LazySecrets};
-use super::sse::{SseDecoder, SseEvent};
+use super::sse::{self, SseDecoder, SseEvent};
 use super::stream::{Encode, Finish, Piece, TokenCounts, Transcode, openai_error_type, write_sse};
 use crate::llm::Usage;
 
@@ -497,7 +497,7 @@ impl ResponsesPassthrough {
 /// Every response object holds `"error": null`, so the general check would parse every event that
 /// carries one (and scrub its ids and texts); these are the only events that carry a provider's words.
 fn is_error_event(event: &[u8]) -> bool {
-    let named = event.split(|&b| b == b'\n').any(|line| {
+    let named = sse::lines(event).any(|line| {
         line.strip_prefix(b"event:").is_some_and(|name| {
             let name = name.trim_ascii();
             name == b"error" || name == b"response.failed"

@@ -6,6 +6,8 @@ use std::sync::LazyLock;
 use serde_json::Value;
 use tollgate_snapshot::Provider;
 
+use super::sse;
+
 /// Every credential of the provider and its `:`-separated parts: none may appear in an error.
 pub fn secrets_of(provider: &Provider) -> Vec<String> {
     let mut out = Vec::new();
@@ -91,7 +93,7 @@ pub fn is_error_event(event: &[u8]) -> bool {
     static ERROR_KEY: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
     ERROR_KEY.find(event).is_some()
-        || event.split(|&b| b == b'\n').any(|line| {
+        || sse::lines(event).any(|line| {
             line.starts_with(b"event:") && memchr::memmem::find(line, b"error").is_some()
         })
 }
@@ -103,7 +105,7 @@ pub fn scrub_error_event(event: &[u8], secrets: &[String], unreadable: &[u8]) ->
     let mut others = Vec::new();
     let mut data: Vec<u8> = Vec::new();
     let mut data_lines = 0;
-    for line in event.split(|&b| b == b'\n') {
+    for line in sse::lines(event) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             continue;

@@ -7,6 +7,36 @@
 /// Longest line or event kept while waiting for its end; past it the event is dropped.
 const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 
+/// The lines of `bytes`, as `bytes.split(|&b| b == b'\n')` gives them (a trailing `\n` gives a last
+/// empty line, no bytes one empty line), with each end found by `memchr`: an event has a few long
+/// lines, and a byte-at-a-time split cost more than the rest of relaying it.
+pub fn lines(bytes: &[u8]) -> Lines<'_> {
+    Lines { rest: Some(bytes) }
+}
+
+/// The iterator of [`lines`].
+pub struct Lines<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match memchr::memchr(b'\n', rest) {
+            Some(end) => {
+                self.rest = Some(&rest[end + 1..]);
+                Some(&rest[..end])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
 /// One dispatched event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SseEvent {
@@ -115,6 +145,21 @@ impl SseDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn lines_are_the_split_at_each_newline(
+            bytes in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just(b'\n'),
+                proptest::strategy::Just(b'\r'),
+                proptest::strategy::Just(b'a'),
+                proptest::prelude::any::<u8>(),
+            ], 0..64),
+        ) {
+            let split: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+            proptest::prop_assert_eq!(lines(&bytes).collect::<Vec<_>>(), split);
+        }
+    }
 
     fn decode_in_two(text: &[u8], cut: usize) -> Vec<SseEvent> {
         let mut d = SseDecoder::new();
