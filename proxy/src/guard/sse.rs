@@ -5,6 +5,7 @@
 //! an error event in the caller's format. Signatures and redacted thinking are opaque and signed: they
 //! pass untouched.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -348,6 +349,9 @@ impl AnswerStream {
         {
             return false;
         }
+        if self.one_text_in_place(&choices, data, out) {
+            return true;
+        }
         // The released texts are written one after another into one buffer kept for the next chunk,
         // each edit naming its literal's place in the chunk and its text's place in the buffer.
         let mut released_texts = std::mem::take(&mut self.released);
@@ -372,6 +376,45 @@ impl AnswerStream {
         out.extend_from_slice(&data[from..]);
         out.extend_from_slice(b"\n\n");
         self.released = released_texts;
+        true
+    }
+
+    /// The usual chat chunk, one choice with one text that holds no escape and does not finish: the
+    /// chunk written with the literal replaced by what the window releases, written from the window
+    /// (the literal of an unescaped text is the text's own JSON literal, so a text released whole is
+    /// written back as it came). `false` leaves any other chunk alone.
+    fn one_text_in_place(
+        &mut self,
+        choices: &[ChunkChoice<'_>],
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let [choice] = choices else {
+            return false;
+        };
+        if choice.finished {
+            return false;
+        }
+        let mut texts = Part::ALL
+            .into_iter()
+            .zip(&choice.texts)
+            .filter_map(|(part, found)| Some((part, found.as_ref()?)));
+        let (Some((part, (at, Cow::Borrowed(text)))), None) = (texts.next(), texts.next()) else {
+            return false;
+        };
+        let mark = out.len();
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&data[..at.start]);
+        let guard = self
+            .guards
+            .get_or_insert((choice.index, part), &self.policy);
+        if let Err(rule) = guard.push_literal(text, out) {
+            out.truncate(mark);
+            self.reject(rule, out);
+            return true;
+        }
+        out.extend_from_slice(&data[at.end..]);
+        out.extend_from_slice(b"\n\n");
         true
     }
 

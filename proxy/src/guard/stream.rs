@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use tollgate_snapshot::{GuardrailAction, Matcher};
 
-use super::check::{Decision, Policy, apply_onto};
+use super::check::{Decision, Policy, apply, apply_onto};
+use super::json_text;
 
 /// Text held back at the end of what was seen (bytes, rounded to a character boundary): the delay a
 /// streamed answer gets, and the longest value sure to be found whole.
@@ -67,6 +68,22 @@ impl StreamGuard {
     /// [`Self::push`] with what may be released written onto the end of `out` (a buffer the caller
     /// keeps from one piece to the next).
     pub fn push_onto(&mut self, text: &str, out: &mut String) -> Result<(), Arc<str>> {
+        self.push_to(text, Onto::Text(out))
+    }
+
+    /// [`Self::push`] with what may be released written onto the end of `out` as a JSON string
+    /// literal (`""` when nothing is): the literal a chat chunk's text is replaced by, written from
+    /// the window itself.
+    pub fn push_literal(&mut self, text: &str, out: &mut Vec<u8>) -> Result<(), Arc<str>> {
+        let start = out.len();
+        self.push_to(text, Onto::Literal(&mut *out))?;
+        if out.len() == start {
+            out.extend_from_slice(b"\"\"");
+        }
+        Ok(())
+    }
+
+    fn push_to(&mut self, text: &str, out: Onto<'_>) -> Result<(), Arc<str>> {
         let from = self.pending.len();
         self.pending.push_str(text);
         // Inside the window, text is released only up to a cut after a plain word, and only when
@@ -99,7 +116,7 @@ impl StreamGuard {
     /// The end of the answer: everything still held, masked.
     pub fn finish(&mut self) -> Result<String, Arc<str>> {
         let mut out = String::new();
-        self.release(true, None, &mut out)?;
+        self.release(true, None, Onto::Text(&mut out))?;
         Ok(out)
     }
 
@@ -114,7 +131,7 @@ impl StreamGuard {
         &mut self,
         all: bool,
         plain_cut: Option<usize>,
-        out: &mut String,
+        out: Onto<'_>,
     ) -> Result<(), Arc<str>> {
         let checked = self.policy.check(&self.pending);
         if let Some(rule) = checked.rejected {
@@ -154,10 +171,25 @@ impl StreamGuard {
             return Ok(());
         }
         self.decisions.extend(checked.decisions.iter().cloned());
-        apply_onto(out, &self.pending, &checked.masks, 0..cut);
+        match out {
+            Onto::Text(out) => apply_onto(out, &self.pending, &checked.masks, 0..cut),
+            // A cut never crosses a match: the masks that end by it are the ones inside.
+            Onto::Literal(out) if checked.masks.iter().any(|(span, _)| span.end <= cut) => {
+                json_text::write_literal(out, &apply(&self.pending, &checked.masks, 0..cut));
+            }
+            Onto::Literal(out) => json_text::write_literal(out, &self.pending[..cut]),
+        }
         self.pending.drain(..cut);
         Ok(())
     }
+}
+
+/// Where a window's released text is written.
+enum Onto<'a> {
+    /// Onto the end of a string, as it is.
+    Text(&'a mut String),
+    /// Onto the end of bytes, as a JSON string literal.
+    Literal(&'a mut Vec<u8>),
 }
 
 /// Where the text may be cut: the end of the last white space in `text[floor..scope]` that is at a
