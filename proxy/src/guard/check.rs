@@ -2,7 +2,7 @@
 //! what to note.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tollgate_snapshot::{
     GuardRule, Guardrail, GuardrailAction, GuardrailEndpoint, Matcher, ObjectRef,
@@ -14,7 +14,7 @@ use super::scan::{self, Wanted};
 /// guardrails (route first).
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
-    /// Every rule, in order.
+    /// Every rule, in order (set before the first check: what the rules detect is read then).
     pub rules: Vec<GuardRule>,
     /// The smallest `maxInputChars` of the guardrails (request side only).
     pub max_chars: Option<u32>,
@@ -22,6 +22,10 @@ pub struct Policy {
     pub max_tokens: Option<u32>,
     /// An attached guardrail that could not be compiled: the call is refused.
     pub broken: Option<ObjectRef>,
+    /// The built-in detectors the rules name, and whether every rule is one: read from the rules
+    /// at the first check, not at every one (a stream's answer is checked once a chunk).
+    /// Left to `Default`: never set by hand.
+    pub(crate) scan: OnceLock<(Wanted, bool)>,
 }
 
 /// What one rule decided about a call: recorded in the access log and counted, never with the text.
@@ -135,22 +139,24 @@ impl Policy {
         let mut checked = Checked::default();
         let mut masks: Vec<(Range<usize>, Arc<str>)> = Vec::new();
         // Every built-in detector the rules name, in one pass over the text.
-        let wanted = self
-            .rules
-            .iter()
-            .fold(Wanted::default(), |w, r| match r.matcher {
-                Matcher::Detector(d) => w.and(d),
-                Matcher::Pattern(_) => w,
-            });
+        let (wanted, detectors_only) = *self.scan.get_or_init(|| {
+            let wanted = self
+                .rules
+                .iter()
+                .fold(Wanted::default(), |w, r| match r.matcher {
+                    Matcher::Detector(d) => w.and(d),
+                    Matcher::Pattern(_) => w,
+                });
+            let detectors_only = self
+                .rules
+                .iter()
+                .all(|r| matches!(r.matcher, Matcher::Detector(_)));
+            (wanted, detectors_only)
+        });
         let detected = scan::scan(text, wanted);
         // The usual outcome, above all for a stream's many small checks: nothing found, nothing to
         // gather.
-        if detected.is_empty()
-            && self
-                .rules
-                .iter()
-                .all(|r| matches!(r.matcher, Matcher::Detector(_)))
-        {
+        if detected.is_empty() && detectors_only {
             return checked;
         }
         for rule in &self.rules {
