@@ -280,15 +280,23 @@ struct Picking<'a> {
 }
 
 impl Picking<'_> {
-    /// A key starting at the current `"`, validated, and its text.
-    fn key<'t>(&mut self, text: &'t str) -> Option<Cow<'t, str>> {
+    /// A member's key at the current byte (which must be a `"`), validated, and its text; the
+    /// cursor is left at the member's value, past the colon.
+    fn member_key<'t>(&mut self, text: &'t str) -> Option<Cow<'t, str>> {
+        if self.s.peek()? != b'"' {
+            return None;
+        }
         let start = self.s.i;
         let escaped = self.s.string()?;
-        Some(if escaped {
+        let key = if escaped {
             Cow::Owned(serde_json::from_str::<String>(text.get(start..self.s.i)?).ok()?)
         } else {
             Cow::Borrowed(text.get(start + 1..self.s.i - 1)?)
-        })
+        };
+        self.s.space();
+        self.s.expect(b':')?;
+        self.s.space();
+        Some(key)
     }
 
     /// [`Scanner::members`] (with no nested member of interest), picking texts.
@@ -305,13 +313,7 @@ impl Picking<'_> {
         }
         loop {
             self.s.space();
-            if self.s.peek()? != b'"' {
-                return None;
-            }
-            let key = self.key(text)?;
-            self.s.space();
-            self.s.expect(b':')?;
-            self.s.space();
+            let key = self.member_key(text)?;
             let from = self.s.i;
             match (self.select)(false, 0, &key) {
                 Some(inner) => self.value(text, depth - 1, inner, 1)?,
@@ -368,13 +370,7 @@ impl Picking<'_> {
         loop {
             self.s.space();
             let inner = if keyed {
-                if self.s.peek()? != b'"' {
-                    return None;
-                }
-                let key = self.key(text)?;
-                self.s.space();
-                self.s.expect(b':')?;
-                self.s.space();
+                let key = self.member_key(text)?;
                 (self.select)(is_text, level, &key).map(|t| (t, level + 1))
             } else {
                 Some((is_text, level))

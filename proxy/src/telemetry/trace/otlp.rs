@@ -230,6 +230,8 @@ fn short_key_value(out: &mut Vec<u8>, field: u8, key: &str, value: &Attr<'_>) ->
 }
 
 /// A `KeyValue`'s tag and length (`len` under 128) under `field`, then its key (under 128 bytes).
+/// Inlined where it is called, so that a literal key's length and copy are known when compiled.
+#[inline(always)]
 fn short_key(out: &mut Vec<u8>, field: u8, len: usize, key: &str) {
     out.reserve(2 + len);
     out.extend_from_slice(&[
@@ -475,14 +477,7 @@ fn str_attr(out: &mut Vec<u8>, key: &str, value: &str) {
         long_key_value(out, 9, key, &Attr::Str(Cow::Borrowed(value)));
         return;
     }
-    out.reserve(2 + len);
-    out.extend_from_slice(&[
-        (9 << 3 | LEN) as u8,
-        len as u8,
-        (1 << 3 | LEN) as u8,
-        key.len() as u8,
-    ]);
-    out.extend_from_slice(key.as_bytes());
+    short_key(out, 9, len, key);
     out.extend_from_slice(&[
         (2 << 3 | LEN) as u8,
         any_len as u8,
@@ -502,14 +497,7 @@ fn int_attr(out: &mut Vec<u8>, key: &str, value: i64) {
         long_key_value(out, 9, key, &Attr::Int(value));
         return;
     }
-    out.reserve(2 + len);
-    out.extend_from_slice(&[
-        (9 << 3 | LEN) as u8,
-        len as u8,
-        (1 << 3 | LEN) as u8,
-        key.len() as u8,
-    ]);
-    out.extend_from_slice(key.as_bytes());
+    short_key(out, 9, len, key);
     out.extend_from_slice(&[(2 << 3 | LEN) as u8, any_len as u8, (3 << 3 | VARINT) as u8]);
     varint(out, value as u64);
 }
@@ -522,14 +510,7 @@ fn float_attr(out: &mut Vec<u8>, key: &str, value: f64) {
         long_key_value(out, 9, key, &Attr::Float(value));
         return;
     }
-    out.reserve(2 + len);
-    out.extend_from_slice(&[
-        (9 << 3 | LEN) as u8,
-        len as u8,
-        (1 << 3 | LEN) as u8,
-        key.len() as u8,
-    ]);
-    out.extend_from_slice(key.as_bytes());
+    short_key(out, 9, len, key);
     let mut any = [0u8; 11];
     any[0] = (2 << 3 | LEN) as u8;
     any[1] = 9;
