@@ -65,6 +65,16 @@ pub fn object_members_picking(text: &str, select: Select) -> Option<(Members<'_>
     (p.s.i == p.s.b.len()).then_some((members, p.picked))
 }
 
+/// The text of the key whose literal (quotes included) is `text[literal]`: borrowed, unless it
+/// holds escapes.
+fn key_text(text: &str, literal: Range<usize>, escaped: bool) -> Option<Cow<'_, str>> {
+    Some(if escaped {
+        Cow::Owned(serde_json::from_str::<String>(text.get(literal)?).ok()?)
+    } else {
+        Cow::Borrowed(text.get(literal.start + 1..literal.end - 1)?)
+    })
+}
+
 /// Where the string starting at `b[at]` (a `"`) ends, just past its closing quote, in text already
 /// known to be valid JSON; `None` when no string starts there or it does not end.
 pub fn string_end(b: &[u8], at: usize) -> Option<usize> {
@@ -106,11 +116,7 @@ pub fn members_of_valid(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
         }
         let start = s.i;
         let escaped = s.skim_string()?;
-        let key = if escaped {
-            Cow::Owned(serde_json::from_str::<String>(text.get(start..s.i)?).ok()?)
-        } else {
-            Cow::Borrowed(text.get(start + 1..s.i - 1)?)
-        };
+        let key = key_text(text, start..s.i, escaped)?;
         s.space();
         s.expect(b':')?;
         s.space();
@@ -177,12 +183,7 @@ impl<'a> Cursor<'a> {
         }
         let start = self.s.i;
         let escaped = self.s.skim_string()?;
-        let text = self.text;
-        let key = if escaped {
-            Cow::Owned(serde_json::from_str::<String>(text.get(start..self.s.i)?).ok()?)
-        } else {
-            Cow::Borrowed(text.get(start + 1..self.s.i - 1)?)
-        };
+        let key = key_text(self.text, start..self.s.i, escaped)?;
         self.s.space();
         self.s.expect(b':')?;
         Some(Some(key))
@@ -288,11 +289,7 @@ impl Picking<'_> {
         }
         let start = self.s.i;
         let escaped = self.s.string()?;
-        let key = if escaped {
-            Cow::Owned(serde_json::from_str::<String>(text.get(start..self.s.i)?).ok()?)
-        } else {
-            Cow::Borrowed(text.get(start + 1..self.s.i - 1)?)
-        };
+        let key = key_text(text, start..self.s.i, escaped)?;
         self.s.space();
         self.s.expect(b':')?;
         self.s.space();
@@ -486,11 +483,7 @@ impl Scanner<'_> {
             }
             let start = self.i;
             let escaped = self.string()?;
-            let key = if escaped {
-                Cow::Owned(serde_json::from_str::<String>(text.get(start..self.i)?).ok()?)
-            } else {
-                Cow::Borrowed(text.get(start + 1..self.i - 1)?)
-            };
+            let key = key_text(text, start..self.i, escaped)?;
             self.space();
             self.expect(b':')?;
             self.space();
