@@ -98,29 +98,33 @@ impl Batches {
         self.pile.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds one call's `spans` spans, encoded as `bytes`; `false` (nothing added) when
-    /// `queue_calls` calls already wait.
-    pub fn add_encoded(&self, bytes: &[u8], spans: usize) -> bool {
-        self.add(spans, |batch, head_room, capacity| {
+    /// Adds one call's spans, which `encode` writes onto the open batch and counts; `false` (nothing
+    /// encoded) when `queue_calls` calls already wait. Encoded in place, under the lock: no copy of
+    /// each call's spans, and no encoding of spans that are dropped.
+    pub fn add_encoding(&self, encode: impl FnOnce(&mut Vec<u8>) -> usize) -> bool {
+        self.add(|batch, head_room, capacity| {
             if batch.encoded.is_empty() {
-                batch.encoded.reserve(capacity.max(head_room + bytes.len()));
+                batch.encoded.reserve(capacity.max(head_room));
                 batch.encoded.resize(head_room, 0);
                 batch.head_room = head_room;
             }
-            batch.encoded.extend_from_slice(bytes);
+            encode(&mut batch.encoded)
         })
     }
 
     /// Adds one call's spans for the gRPC exporter; `false` (nothing added) when `queue_calls` calls
     /// already wait.
     pub fn add_data(&self, data: Vec<SpanData>) -> bool {
-        let spans = data.len();
-        self.add(spans, |batch, _, _| batch.data.extend(data))
+        self.add(|batch, _, _| {
+            let spans = data.len();
+            batch.data.extend(data);
+            spans
+        })
     }
 
     /// Adds one call's spans with `put` (given the head room and the capacity a new encoded batch
-    /// should have).
-    fn add(&self, spans: usize, put: impl FnOnce(&mut Batch, usize, usize)) -> bool {
+    /// should have), which says how many it added.
+    fn add(&self, put: impl FnOnce(&mut Batch, usize, usize) -> usize) -> bool {
         let mut pile = self.pile();
         if pile.calls >= self.queue_calls {
             return false;
@@ -131,7 +135,7 @@ impl Batches {
         }
         // A little over the largest batch: the call that fills one may take it past its size.
         let capacity = (pile.capacity + pile.capacity / 8).max(MIN_CAPACITY);
-        put(&mut pile.open, self.head_room, capacity);
+        let spans = put(&mut pile.open, self.head_room, capacity);
         pile.open.spans += spans;
         pile.open.calls += 1;
         pile.calls += 1;
@@ -208,6 +212,14 @@ fn take_open(pile: &mut Pile) -> Batch {
 mod tests {
     use super::*;
 
+    /// One call's spans, `spans` of them encoded as `bytes`.
+    fn add(batches: &Batches, bytes: &[u8], spans: usize) -> bool {
+        batches.add_encoding(|out| {
+            out.extend_from_slice(bytes);
+            spans
+        })
+    }
+
     fn exported(batches: &Batches) -> Option<Batch> {
         match batches.next() {
             Next::Export(b) => Some(b),
@@ -218,10 +230,10 @@ mod tests {
     #[test]
     fn a_batch_fills_at_its_span_count_and_keeps_room_for_the_envelope() {
         let batches = Batches::new(100, 4, Duration::from_secs(60), 3);
-        assert!(batches.add_encoded(b"ab", 2));
+        assert!(add(&batches, b"ab", 2));
         // Not full, not due: the task waits.
         assert!(matches!(batches.next(), Next::WaitUntil(_)));
-        assert!(batches.add_encoded(b"cd", 2));
+        assert!(add(&batches, b"cd", 2));
         let batch = exported(&batches).expect("a full batch");
         assert_eq!(batch.spans, 4);
         assert_eq!(batch.encoded, b"\0\0\0abcd");
@@ -232,15 +244,15 @@ mod tests {
     #[test]
     fn beyond_the_queue_calls_are_refused_until_the_task_takes_a_batch() {
         let batches = Batches::new(2, 100, Duration::from_secs(60), 0);
-        assert!(batches.add_encoded(b"a", 1));
-        assert!(batches.add_encoded(b"b", 1));
-        assert!(!batches.add_encoded(b"c", 1));
+        assert!(add(&batches, b"a", 1));
+        assert!(add(&batches, b"b", 1));
+        assert!(!add(&batches, b"c", 1));
         let (done, _answer) = oneshot::channel();
         batches.flush(done);
         let batch = exported(&batches).expect("a flush sends the open batch");
         assert_eq!((batch.spans, batch.spans_bytes()), (2, &b"ab"[..]));
         assert!(matches!(batches.next(), Next::Flushed(f) if f.len() == 1));
-        assert!(batches.add_encoded(b"c", 1));
+        assert!(add(&batches, b"c", 1));
     }
 
     #[test]
@@ -249,7 +261,7 @@ mod tests {
         batches.add_data(Vec::new());
         assert!(exported(&batches).is_some());
         let batches = Batches::new(10, 100, Duration::from_secs(60), 0);
-        batches.add_encoded(b"x", 1);
+        add(&batches, b"x", 1);
         batches.close();
         assert!(exported(&batches).is_some());
         assert!(matches!(batches.next(), Next::Closed));

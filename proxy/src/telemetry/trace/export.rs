@@ -43,10 +43,8 @@ impl Protocol {
 }
 
 thread_local! {
-    /// A worker's buffer for encoding a call's spans before they join a batch, and the attributes
-    /// of the routes and backends it met, encoded.
-    static ENCODED: RefCell<(Vec<u8>, otlp::Runs)> =
-        RefCell::new((Vec::with_capacity(4096), otlp::Runs::default()));
+    /// The attributes of the routes and backends a worker's calls met, encoded.
+    static RUNS: RefCell<otlp::Runs> = RefCell::new(otlp::Runs::default());
 }
 
 /// How traces are sampled and exported.
@@ -184,14 +182,17 @@ impl Tracer {
 
     /// Makes a finished call's spans and queues them; drops and counts them if the queue is full.
     pub fn finish(&self, trace: CallTrace, summary: &CallSummary<'_>) {
+        let now = SystemTime::now();
         let (n, queued) = if self.encode {
-            ENCODED.with_borrow_mut(|(bytes, runs)| {
-                bytes.clear();
-                let n = otlp::encode_call(bytes, &trace, summary, SystemTime::now(), runs);
-                let queued = self.batches.add_encoded(bytes, n);
-                // A call that recorded content may have made it large: do not keep that.
-                if bytes.capacity() > 64 << 10 {
-                    *bytes = Vec::with_capacity(4096);
+            RUNS.with_borrow_mut(|runs| {
+                let mut n = 0;
+                let queued = self.batches.add_encoding(|out| {
+                    n = otlp::encode_call(out, &trace, summary, now, runs);
+                    n
+                });
+                if !queued {
+                    // Dropped: encoded only to be counted.
+                    n = otlp::encode_call(&mut Vec::new(), &trace, summary, now, runs);
                 }
                 (n, queued)
             })
