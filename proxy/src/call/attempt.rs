@@ -432,8 +432,8 @@ async fn translate_answer(
     call.usage = Some(answer.counts.usage());
     if let Some(t) = call.trace.as_deref_mut() {
         t.response.id = Some(answer.id.clone());
-        t.response.model = Some(answer.model.clone());
-        t.response.finish_reasons = smallvec::smallvec![answer.finish.openai().to_string()];
+        t.response.model = Some(answer.model.as_str().into());
+        t.response.finish_reasons = smallvec::smallvec![answer.finish.openai().into()];
     }
     Ok(json(caller_answer(ask, &answer)?))
 }

@@ -12,8 +12,8 @@ use super::record::{Call, Served};
 use super::shared::Shared;
 use crate::clock;
 use crate::error::ApiError;
-use crate::llm::genai_content;
 use crate::llm::openai::{Split, parse_request};
+use crate::llm::{genai_content, json_scan};
 use crate::telemetry::trace::{CallTrace, Content};
 use crate::upstream::balance::Plan;
 use crate::upstream::health::Outcome;
@@ -85,7 +85,8 @@ pub fn route_call<'a>(
         request.stream = stream;
         request.temperature = doc
             .get("temperature")
-            .and_then(|raw| raw.get().parse::<f64>().ok());
+            .and_then(|raw| json_scan::number_f64(raw.get()));
+        request.choice_count = doc.get("n").and_then(|raw| raw.get().parse().ok());
     }
     let Some((_, route_model)) = found else {
         let names = snapshot.content.routes[route as usize]

@@ -236,7 +236,11 @@ impl Relay {
                     let read = |body: &[u8], call: &mut Call| {
                         let (usage, last) = openai::usage_and_last_member(body, *cut);
                         if let (Some(t), false) = (call.trace.as_deref_mut(), *cut)
-                            && let Some(head) = openai::answer_head_before(body, last)
+                            && let Some(head) = openai::answer_head_before(
+                                body,
+                                last,
+                                t.request.finish_reasons_expected(),
+                            )
                         {
                             note_head(t, &head);
                         }
@@ -417,13 +421,12 @@ impl SseScanner {
     }
 }
 
-/// An error event scrubbed, data that is not JSON replaced by an OpenAI-format error.
 /// Notes a read answer's id, model and finish reasons in a sampled call's trace.
 fn note_head(trace: &mut CallTrace, head: &openai::AnswerHead<'_>) {
-    trace.response.note(
-        head.id.as_deref(),
-        head.model.as_deref(),
-        head.finish_reasons.iter().map(|r| &**r),
+    trace.note_response(
+        head.id.as_ref().map(openai::Name::bytes),
+        head.model.as_ref().map(openai::Name::bytes),
+        head.finish_reasons.iter().map(openai::Name::bytes),
     );
 }
 
@@ -441,6 +444,7 @@ fn note_chunk_heads(trace: &mut CallTrace, frame: &[u8]) {
     }
 }
 
+/// An error event scrubbed, data that is not JSON replaced by an OpenAI-format error.
 fn scrub_error_event(event: &[u8], secrets: &[String]) -> Option<Vec<u8>> {
     let unreadable = ApiError::upstream(
         http::StatusCode::BAD_GATEWAY,

@@ -10,10 +10,12 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
+use smallvec::SmallVec;
+
 use crate::llm::json_scan;
 
 /// Most finish reasons an [`AnswerHead`] keeps (one per choice).
-const MAX_REASONS: usize = 16;
+pub const MAX_REASONS: usize = 16;
 /// Longest id, model name or finish reason an [`AnswerHead`] keeps.
 const MAX_NAME: usize = 256;
 
@@ -21,9 +23,47 @@ const MAX_NAME: usize = 256;
 /// are left out.
 #[derive(Debug, Default, PartialEq)]
 pub struct AnswerHead<'a> {
-    pub id: Option<Cow<'a, str>>,
-    pub model: Option<Cow<'a, str>>,
-    pub finish_reasons: Vec<Cow<'a, str>>,
+    pub id: Option<Name<'a>>,
+    pub model: Option<Name<'a>>,
+    /// One for most answers, kept in place.
+    pub finish_reasons: SmallVec<[Name<'a>; 1]>,
+}
+
+#[cfg(test)]
+impl AnswerHead<'_> {
+    /// The id, if it is UTF-8.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_ref().and_then(Name::as_str)
+    }
+
+    /// The model, if it is UTF-8.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_ref().and_then(Name::as_str)
+    }
+}
+
+/// A JSON string's text, unescaped, not yet checked as UTF-8: whoever keeps it checks it, so that a
+/// name compared with one already known (the model asked for, a usual finish reason) is not.
+#[derive(Debug, PartialEq)]
+pub struct Name<'a>(Cow<'a, [u8]>);
+
+impl Name<'_> {
+    /// The text's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The text, if it is UTF-8.
+    #[cfg(test)]
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
+impl PartialEq<&str> for Name<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == *other.as_bytes()
+    }
 }
 
 /// The key an answer's finish reasons are found by.
@@ -32,40 +72,56 @@ const FINISH_REASON_KEY: &[u8] = b"\"finish_reason\"";
 /// Reads the [`AnswerHead`] of `body`; `None` when the body does not start as a JSON object. The id
 /// and model are read from the top level; the finish reasons are the string values of the
 /// `finish_reason` keys found by a search of the body (a quoted key inside a string has its quotes
-/// escaped, so it is not mistaken for one). Only the values kept are checked as UTF-8. On damaged
+/// escaped, so it is not mistaken for one). The values are left for their keeper to check as UTF-8
+/// ([`Name`]). On damaged
 /// JSON the values may be incomplete or wrong, never a panic.
 pub fn answer_head(body: &[u8]) -> Option<AnswerHead<'_>> {
-    answer_head_before(body, None)
+    answer_head_before(body, None, MAX_REASONS)
 }
 
 /// [`answer_head`], told that the body's last top-level member starts at `last_member` (its key's
 /// opening quote, as the usage reader `openai::usage_and_last_member` finds it): that member, which
-/// is not the id or the model, is not walked back over again.
-pub fn answer_head_before(body: &[u8], last_member: Option<usize>) -> Option<AnswerHead<'_>> {
+/// is not the id or the model, is not walked back over again; and told how many finish reasons
+/// the answer holds (`expected`: the choices the caller asked for, 0 for an answer that has none,
+/// such as embeddings), so that the search for them stops once it has them. The search starts
+/// where the reading of the top level stopped.
+pub fn answer_head_before(
+    body: &[u8],
+    last_member: Option<usize>,
+    expected: usize,
+) -> Option<AnswerHead<'_>> {
     static FINISH_REASON: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(FINISH_REASON_KEY));
     let mut head = AnswerHead::default();
-    top_level_names(body, last_member, &mut head)?;
-    for at in FINISH_REASON.find_iter(body) {
-        if head.finish_reasons.len() == MAX_REASONS {
-            break;
-        }
-        let escaped = body[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1;
-        if escaped {
-            continue;
-        }
-        let rest = body[at + FINISH_REASON_KEY.len()..].trim_ascii_start();
-        let Some(value) = rest.strip_prefix(b":").map(<[u8]>::trim_ascii_start) else {
-            continue;
-        };
-        if value.first() == Some(&b'"')
-            && let Some(end) = json_scan::string_end(value, 0)
-            && let Some(reason) = short_string(&value[..end])
-        {
+    let from = top_level_names(body, last_member, &mut head)?;
+    let most = expected.min(MAX_REASONS);
+    if most == 0 {
+        return Some(head);
+    }
+    for at in FINISH_REASON.find_iter(&body[from..]) {
+        if let Some(reason) = reason_at(body, from + at) {
             head.finish_reasons.push(reason);
+            if head.finish_reasons.len() == most {
+                break;
+            }
         }
     }
     Some(head)
+}
+
+/// The finish reason whose key a search found at `at`, unless the key is inside a string (its
+/// quote escaped) or its value is not a short string.
+fn reason_at(body: &[u8], at: usize) -> Option<Name<'_>> {
+    if body[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1 {
+        return None;
+    }
+    let rest = body[at + FINISH_REASON_KEY.len()..].trim_ascii_start();
+    let value = rest.strip_prefix(b":")?.trim_ascii_start();
+    if value.first() != Some(&b'"') {
+        return None;
+    }
+    let end = json_scan::string_end(value, 0)?;
+    short_string(&value[..end])
 }
 
 /// The two names read.
@@ -92,7 +148,7 @@ impl Met {
         let name = match key {
             b"\"id\"" => ID,
             b"\"model\"" => MODEL,
-            _ if key.len() <= 32 && key.contains(&b'\\') => {
+            _ if key.len() <= 32 && has_backslash(key) => {
                 match serde_json::from_slice::<String>(key).ok().as_deref() {
                     Some("id") => ID,
                     Some("model") => MODEL,
@@ -110,12 +166,13 @@ impl Met {
 }
 
 /// Reads the top-level `id` and `model` of the object `b` starts with into `head`; `None` if `b`
-/// does not start an object. `last_member`, when known, is where the object's last member starts.
+/// does not start an object, else where the front reading stopped (no finish reason of a choice is
+/// before it). `last_member`, when known, is where the object's last member starts.
 fn top_level_names<'a>(
     b: &'a [u8],
     last_member: Option<usize>,
     head: &mut AnswerHead<'a>,
-) -> Option<()> {
+) -> Option<usize> {
     let mut i = space(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
@@ -129,23 +186,23 @@ fn top_level_names<'a>(
             i = space(b, i + 1);
         }
         if b.get(i) != Some(&b'"') {
-            return Some(());
+            return Some(i);
         }
         let key_at = i;
         let Some(key_end) = json_scan::string_end(b, i) else {
-            return Some(());
+            return Some(i);
         };
         i = space(b, key_end);
         if b.get(i) != Some(&b':') {
-            return Some(());
+            return Some(i);
         }
         i = space(b, i + 1);
         let end = match b.get(i) {
-            None => return Some(()),
+            None => return Some(i),
             Some(b'{' | b'[') => break i,
             Some(b'"') => match json_scan::string_end(b, i) {
                 Some(end) => end,
-                None => return Some(()),
+                None => return Some(i),
             },
             Some(_) => {
                 i + b[i..]
@@ -156,25 +213,25 @@ fn top_level_names<'a>(
         };
         met.note(head, &b[key_at..key_end], &b[i..end]);
         if met.both() {
-            return Some(());
+            return Some(end);
         }
         i = end;
     };
     // From the back, down to that value.
     let mut end = b.trim_ascii_end().len();
     if end <= stop || b[end - 1] != b'}' {
-        return Some(());
+        return Some(stop);
     }
     end -= 1;
     if let Some(key_at) = last_member {
         // Past the last member without reading it; nothing to read if it is the one the front
         // stopped at.
         if key_at <= stop {
-            return Some(());
+            return Some(stop);
         }
         end = b[..key_at].trim_ascii_end().len();
         if end == 0 || b[end - 1] != b',' {
-            return Some(());
+            return Some(stop);
         }
         end -= 1;
     }
@@ -205,7 +262,7 @@ fn top_level_names<'a>(
         }
         end -= 1;
     }
-    Some(())
+    Some(stop)
 }
 
 /// Past the white space from `i`.
@@ -272,18 +329,23 @@ fn container_start_back(b: &[u8], close: usize) -> Option<usize> {
 
 /// A JSON string value's text (unescaped where it has escapes), if it is a string of at most
 /// [`MAX_NAME`] bytes.
-fn short_string(raw: &[u8]) -> Option<Cow<'_, str>> {
+fn short_string(raw: &[u8]) -> Option<Name<'_>> {
     if raw.len() > MAX_NAME * 6 + 2 {
         return None;
     }
-    let raw = std::str::from_utf8(raw).ok()?;
-    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    let text = if inner.contains('\\') {
-        Cow::Owned(serde_json::from_str::<String>(raw).ok()?)
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let text = if has_backslash(inner) {
+        Cow::Owned(serde_json::from_slice::<String>(raw).ok()?.into_bytes())
     } else {
         Cow::Borrowed(inner)
     };
-    (text.len() <= MAX_NAME).then_some(text)
+    (text.len() <= MAX_NAME).then_some(Name(text))
+}
+
+/// Whether the short `text` holds a backslash (every byte looked at, so that the loop is done a
+/// vector at a time, cheaper than a search on names this short).
+fn has_backslash(text: &[u8]) -> bool {
+    text.iter().fold(false, |found, &c| found | (c == b'\\'))
 }
 
 #[cfg(test)]
@@ -299,14 +361,14 @@ mod tests {
             "usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
         )
         .unwrap();
-        assert_eq!(head.id.as_deref(), Some("chatcmpl-1"));
-        assert_eq!(head.model.as_deref(), Some("gpt-4o-2024-08-06"));
-        assert_eq!(head.finish_reasons, ["stop", "length"]);
+        assert_eq!(head.id(), Some("chatcmpl-1"));
+        assert_eq!(head.model(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(head.finish_reasons[..], ["stop", "length"]);
         let chunk = answer_head(
             br#"{"id":"c-\u0031","model":"m","choices":[{"delta":{},"finish_reason":null}, 3]}"#,
         )
         .unwrap();
-        assert_eq!(chunk.id.as_deref(), Some("c-1"));
+        assert_eq!(chunk.id(), Some("c-1"));
         assert!(chunk.finish_reasons.is_empty());
     }
 
@@ -334,10 +396,10 @@ mod tests {
                 .collect();
             let body = serde_json::json!({"model": "m", "choices": choices, "id": id, "x": extra}).to_string();
             let head = answer_head(body.as_bytes()).unwrap();
-            proptest::prop_assert_eq!(head.id.as_deref(), id.as_deref());
-            proptest::prop_assert_eq!(head.model.as_deref(), Some("m"));
+            proptest::prop_assert_eq!(head.id(), id.as_deref());
+            proptest::prop_assert_eq!(head.model(), Some("m"));
             let want: Vec<&str> = reasons.iter().flatten().map(String::as_str).take(MAX_REASONS).collect();
-            proptest::prop_assert_eq!(head.finish_reasons, want);
+            proptest::prop_assert_eq!(&head.finish_reasons[..], &want[..]);
         }
 
         #[test]
@@ -349,25 +411,44 @@ mod tests {
     }
 
     #[test]
+    fn the_search_for_finish_reasons_stops_at_the_number_expected() {
+        let body = br#"{"id":"c","finish_reason":"top","choices":[{"finish_reason":"stop"},
+            {"finish_reason":null},{"finish_reason":"length"},{"finish_reason":"tool_calls"}]}"#;
+        let reasons = |expected| {
+            let head = answer_head_before(body, None, expected).unwrap();
+            assert_eq!(head.id(), Some("c"));
+            head.finish_reasons
+                .iter()
+                .map(|r| r.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        // The top-level member read before the choices is not one; a null is not counted.
+        assert_eq!(reasons(0), Vec::<String>::new());
+        assert_eq!(reasons(1), ["stop"]);
+        assert_eq!(reasons(2), ["stop", "length"]);
+        assert_eq!(reasons(9), ["stop", "length", "tool_calls"]);
+    }
+
+    #[test]
     fn names_after_the_choices_are_read_from_the_back() {
         // Keys sorted, as a JSON writer without insertion order puts them; the choices hold an
         // `id` and a `model` of their own (a tool call's id), which are not the answer's.
         let body = br#"{"choices":[{"finish_reason":"tool_calls","message":{"tool_calls":[{"id":"call_1","model":"no"}]}}],
             "created":1,"id":"chatcmpl-9","model":"m-2","object":"chat.completion","usage":{"prompt_tokens":1,"x":[{"id":"u"}]}}  "#;
         let head = answer_head(body).unwrap();
-        assert_eq!(head.id.as_deref(), Some("chatcmpl-9"));
-        assert_eq!(head.model.as_deref(), Some("m-2"));
-        assert_eq!(head.finish_reasons, ["tool_calls"]);
+        assert_eq!(head.id(), Some("chatcmpl-9"));
+        assert_eq!(head.model(), Some("m-2"));
+        assert_eq!(head.finish_reasons[..], ["tool_calls"]);
         // One before the choices and one after them.
         let head = answer_head(br#"{"model":"m","choices":[{"id":"no"}],"id":"c-\"1\""}"#).unwrap();
-        assert_eq!(head.id.as_deref(), Some("c-\"1\""));
-        assert_eq!(head.model.as_deref(), Some("m"));
+        assert_eq!(head.id(), Some("c-\"1\""));
+        assert_eq!(head.model(), Some("m"));
         // Neither after the container: it is walked past from the back, and nothing is invented.
         let head = answer_head(br#"{"choices":[{"id":"no","model":"no"}],"n":null}"#).unwrap();
         assert_eq!(head, AnswerHead::default());
         // Cut: what the front holds.
         let head = answer_head(br#"{"id":"c","choices":[{"model":"no"}],"model":"#).unwrap();
-        assert_eq!((head.id.as_deref(), head.model), (Some("c"), None));
+        assert_eq!((head.id(), head.model()), (Some("c"), None));
     }
 
     proptest::proptest! {
@@ -396,8 +477,8 @@ mod tests {
                     .join(" ,\n")
             );
             let head = answer_head(body.as_bytes()).unwrap();
-            proptest::prop_assert_eq!(head.id.as_deref(), Some(id.as_str()));
-            proptest::prop_assert_eq!(head.model.as_deref(), model.as_deref());
+            proptest::prop_assert_eq!(head.id(), Some(id.as_str()));
+            proptest::prop_assert_eq!(head.model(), model.as_deref());
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub use crate::llm::answer_head::{AnswerHead, answer_head, answer_head_before};
+pub use crate::llm::answer_head::{AnswerHead, Name, answer_head, answer_head_before};
 
 use crate::error::ApiError;
 use crate::llm::Usage;
@@ -452,6 +452,7 @@ pub fn parse_request<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::answer_head::MAX_REASONS;
 
     #[test]
     fn the_usage_reader_tells_where_the_last_member_starts() {
@@ -461,12 +462,9 @@ mod tests {
         assert_eq!(usage.map(|u| (u.input, u.output)), Some((1, 2)));
         let at = last.unwrap();
         assert!(body[at..].starts_with(b"\"usage\""));
-        let head = answer_head_before(body, last).unwrap();
+        let head = answer_head_before(body, last, MAX_REASONS).unwrap();
         assert_eq!(head, answer_head(body).unwrap());
-        assert_eq!(
-            (head.id.as_deref(), head.model.as_deref()),
-            (Some("c-1"), Some("m"))
-        );
+        assert_eq!((head.id(), head.model()), (Some("c-1"), Some("m")));
         // Not the last member, nested, or the only container: no offset, or nothing behind it.
         for body in [
             &br#"{"usage":{"prompt_tokens":1},"id":"c"}"#[..],
@@ -478,7 +476,10 @@ mod tests {
         let body = br#"{"id":"c","model":"m","usage":{"prompt_tokens":1}}"#;
         let last = usage_and_last_member(body, false).1;
         assert_eq!(last, Some(22));
-        assert_eq!(answer_head_before(body, last), answer_head(body));
+        assert_eq!(
+            answer_head_before(body, last, MAX_REASONS),
+            answer_head(body)
+        );
     }
 
     proptest::proptest! {
@@ -508,12 +509,12 @@ mod tests {
             let (read, last) = usage_and_last_member(body.as_bytes(), false);
             proptest::prop_assert_eq!(read.map(|u| u.input), usage);
             proptest::prop_assert_eq!(last.is_some(), order[4] == 3);
-            let head = answer_head_before(body.as_bytes(), last);
+            let head = answer_head_before(body.as_bytes(), last, MAX_REASONS);
             proptest::prop_assert_eq!(&head, &answer_head(body.as_bytes()));
             let head = head.unwrap();
-            proptest::prop_assert_eq!(head.id.as_deref(), Some(id.as_str()));
-            proptest::prop_assert_eq!(head.model.as_deref(), Some("m"));
-            proptest::prop_assert_eq!(head.finish_reasons, ["stop"]);
+            proptest::prop_assert_eq!(head.id(), Some(id.as_str()));
+            proptest::prop_assert_eq!(head.model(), Some("m"));
+            proptest::prop_assert_eq!(&head.finish_reasons[..], ["stop"]);
         }
     }
 

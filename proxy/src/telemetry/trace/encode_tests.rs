@@ -177,9 +177,11 @@ fn trace_of(g: &GeneratedCall) -> CallTrace {
     t.request.stream = g.stream;
     t.request.max_tokens = g.max_tokens;
     t.request.temperature = g.temperature;
+    // A choice count now and then (not recorded when it is 1).
+    t.request.choice_count = g.max_tokens.map(|m| m % 4);
     t.response.id = g.response.0.clone();
-    t.response.model = g.response.1.clone();
-    t.response.finish_reasons = g.response.2.iter().cloned().collect();
+    t.response.model = g.response.1.as_deref().map(Into::into);
+    t.response.finish_reasons = g.response.2.iter().cloned().map(Into::into).collect();
     for (provider, model, server, status, error) in &g.attempts {
         t.start_attempt(
             tollgate_snapshot::ProviderType::OpenAI,

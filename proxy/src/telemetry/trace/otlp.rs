@@ -86,7 +86,7 @@ fn any_value_len(v: &Attr<'_>) -> usize {
 }
 
 /// The encoded size of an `ArrayValue` of strings: each an `AnyValue` holding a string.
-fn strs_len(v: &[String]) -> usize {
+fn strs_len(v: &[Cow<'static, str>]) -> usize {
     v.iter()
         .map(|s| {
             let each = str_len(s);
@@ -245,7 +245,7 @@ fn short_key(out: &mut Vec<u8>, field: u8, len: usize, key: &str) {
 
 /// A `KeyValue` holding an array of strings (an answer's finish reasons) whose every length fits in
 /// one varint byte, its lengths worked out once; `false` (nothing written) for any other.
-fn short_strs(out: &mut Vec<u8>, field: u8, key: &str, v: &[String]) -> bool {
+fn short_strs(out: &mut Vec<u8>, field: u8, key: &str, v: &[Cow<'static, str>]) -> bool {
     // Each element is an AnyValue (tag, length) holding a string (tag, length, text).
     let array_len: usize = v.iter().map(|s| 4 + s.len()).sum();
     // The AnyValue: the array's tag and length, then the array.
@@ -893,7 +893,7 @@ pub(super) mod tests {
                     values: v
                         .iter()
                         .map(|s| opentelemetry_proto::tonic::common::v1::AnyValue {
-                            value: Some(any_value::Value::StringValue(s.clone())),
+                            value: Some(any_value::Value::StringValue(s.to_string())),
                         })
                         .collect(),
                 })
@@ -917,7 +917,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_request_decodes_as_the_protobuf_types_say() {
-        let reasons = vec!["stop".to_string(), "length".to_string()];
+        let reasons = vec![Cow::Borrowed("stop"), Cow::Owned("length".to_string())];
         let attrs = vec![
             ("gen_ai.operation.name", Attr::Str(Cow::Borrowed("chat"))),
             ("gen_ai.usage.input_tokens", Attr::Int(1234)),
@@ -971,9 +971,9 @@ pub(super) mod tests {
         let key = "gen_ai.response.finish_reasons";
         for v in [
             vec![],
-            vec!["stop".to_string()],
-            vec!["stop".into(), "length".into(), "x".repeat(40)],
-            vec!["y".repeat(90)],
+            vec![Cow::Borrowed("stop")],
+            vec!["stop".into(), "length".into(), Cow::Owned("x".repeat(40))],
+            vec![Cow::Owned("y".repeat(90))],
         ] {
             let (mut short, mut long) = (Vec::new(), Vec::new());
             let written = short_strs(&mut short, 9, key, &v);
@@ -995,7 +995,7 @@ pub(super) mod tests {
         Int(i64),
         Float(f64),
         Bool(bool),
-        Strs(Vec<String>),
+        Strs(Vec<Cow<'static, str>>),
     }
 
     impl Owned {
@@ -1016,7 +1016,8 @@ pub(super) mod tests {
             any::<i64>().prop_map(Owned::Int),
             any::<f64>().prop_map(Owned::Float),
             ".{0,300}".prop_map(Owned::Str),
-            prop::collection::vec(".{0,40}", 0..4).prop_map(Owned::Strs),
+            prop::collection::vec(".{0,40}", 0..4)
+                .prop_map(|v| Owned::Strs(v.into_iter().map(Cow::Owned).collect())),
         ];
         (".{0,200}", value)
     }

@@ -197,6 +197,21 @@ pub struct GenAiRequest {
     pub max_tokens: Option<u64>,
     /// The caller's temperature.
     pub temperature: Option<f64>,
+    /// The choices the caller asked for (`n`), when given as a whole number.
+    pub choice_count: Option<u64>,
+}
+
+impl GenAiRequest {
+    /// How many finish reasons the answer holds: one per choice asked for in a chat (one when the
+    /// caller named no number), none for other operations (embeddings, token counts).
+    pub fn finish_reasons_expected(&self) -> usize {
+        match self.operation {
+            Some("chat") => self
+                .choice_count
+                .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX).max(1)),
+            _ => 0,
+        }
+    }
 }
 
 /// The answer's GenAI attributes, as far as the proxy read them.
@@ -204,10 +219,11 @@ pub struct GenAiRequest {
 pub struct GenAiResponse {
     /// `gen_ai.response.id`.
     pub id: Option<String>,
-    /// `gen_ai.response.model`.
-    pub model: Option<String>,
-    /// `gen_ai.response.finish_reasons`: one for most answers, kept in place.
-    pub finish_reasons: SmallVec<[String; 1]>,
+    /// `gen_ai.response.model`: the model sent upstream shared when the answer names the same.
+    pub model: Option<Arc<str>>,
+    /// `gen_ai.response.finish_reasons`: one for most answers, kept in place, and the reasons
+    /// OpenAI names not copied.
+    pub finish_reasons: SmallVec<[Cow<'static, str>; 1]>,
 }
 
 /// One upstream attempt.
@@ -408,7 +424,7 @@ pub enum Attr<'a> {
     Float(f64),
     Bool(bool),
     /// An array of strings.
-    Strs(&'a [String]),
+    Strs(&'a [Cow<'static, str>]),
     /// A Kubernetes object's `namespace/name`, written without being joined first.
     Ref(&'a ObjectRef),
 }
@@ -648,7 +664,7 @@ impl<'a> SpanRecord<'a> {
                 Attr::Bool(b) => Value::Bool(*b),
                 Attr::Strs(v) => Value::Array(
                     v.iter()
-                        .map(|s| opentelemetry::StringValue::from(s.clone()))
+                        .map(|s| opentelemetry::StringValue::from(s.to_string()))
                         .collect::<Vec<_>>()
                         .into(),
                 ),
@@ -818,6 +834,9 @@ pub fn each_span<'a>(
         if let Some(t) = request.temperature {
             sink.float("gen_ai.request.temperature", t);
         }
+        if let Some(n) = request.choice_count.filter(|&n| n != 1) {
+            sink.count("gen_ai.request.choice.count", n);
+        }
         if let Some(status) = attempt.status {
             sink.int("http.response.status_code", i64::from(status));
         }
@@ -963,6 +982,21 @@ mod tests {
 
     fn attr<'a>(span: &'a SpanRecord<'_>, key: &str) -> Option<&'a Attr<'a>> {
         span.attrs.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn a_chat_expects_a_finish_reason_per_choice_asked_for_and_other_operations_none() {
+        let mut r = GenAiRequest {
+            operation: Some("chat"),
+            ..GenAiRequest::default()
+        };
+        assert_eq!(r.finish_reasons_expected(), 1);
+        r.choice_count = Some(3);
+        assert_eq!(r.finish_reasons_expected(), 3);
+        r.choice_count = Some(0);
+        assert_eq!(r.finish_reasons_expected(), 1);
+        r.operation = Some("embeddings");
+        assert_eq!(r.finish_reasons_expected(), 0);
     }
 
     #[test]
