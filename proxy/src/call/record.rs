@@ -459,7 +459,7 @@ impl Call {
                     output_messages(trace.request.endpoint, self.stream, content);
             }
             tracer.finish(
-                *trace,
+                &trace,
                 &CallSummary {
                     method: self.method,
                     path: &self.path,

@@ -181,23 +181,23 @@ impl Tracer {
     }
 
     /// Makes a finished call's spans and queues them; drops and counts them if the queue is full.
-    pub fn finish(&self, trace: CallTrace, summary: &CallSummary<'_>) {
+    pub fn finish(&self, trace: &CallTrace, summary: &CallSummary<'_>) {
         let now = SystemTime::now();
         let (n, queued) = if self.encode {
             RUNS.with_borrow_mut(|runs| {
                 let mut n = 0;
                 let queued = self.batches.add_encoding(|out| {
-                    n = otlp::encode_call(out, &trace, summary, now, runs);
+                    n = otlp::encode_call(out, trace, summary, now, runs);
                     n
                 });
                 if !queued {
                     // Dropped: encoded only to be counted.
-                    n = otlp::encode_call(&mut Vec::new(), &trace, summary, now, runs);
+                    n = otlp::encode_call(&mut Vec::new(), trace, summary, now, runs);
                 }
                 (n, queued)
             })
         } else {
-            let data: Vec<SpanData> = spans(&trace, summary)
+            let data: Vec<SpanData> = spans(trace, summary)
                 .iter()
                 .map(|r| r.to_span_data(&self.scope))
                 .collect();

@@ -289,8 +289,9 @@ pub(crate) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
 }
 
 /// A `Span`'s fields before its attributes (fields 1 to 8): the fixed-size ones gathered on the
-/// stack and copied in two runs around the texts.
-fn span_head(out: &mut Vec<u8>, s: &SpanRecord<'_>) {
+/// stack and copied in two runs around the texts. `end`, when given, is a time and its
+/// nanoseconds worked out already (the call's end, where most of its spans end).
+fn span_head(out: &mut Vec<u8>, s: &SpanRecord<'_>, end: Option<(SystemTime, u64)>) {
     // trace_id = 1, span_id = 2, each with its tag and one-byte length.
     let mut ids = [0u8; 28];
     ids[0] = (1 << 3 | LEN) as u8;
@@ -324,7 +325,11 @@ fn span_head(out: &mut Vec<u8>, s: &SpanRecord<'_>) {
     times[2] = (7 << 3 | FIXED64) as u8;
     times[3..11].copy_from_slice(&nanos(s.start).to_le_bytes());
     times[11] = (8 << 3 | FIXED64) as u8;
-    times[12..].copy_from_slice(&nanos(s.end).to_le_bytes());
+    let end = match end {
+        Some((at, n)) if at == s.end => n,
+        _ => nanos(s.end),
+    };
+    times[12..].copy_from_slice(&end.to_le_bytes());
     out.extend_from_slice(&times);
 }
 
@@ -360,7 +365,7 @@ fn span_tail(out: &mut Vec<u8>, error: Option<&str>, parent_remote: bool) {
 pub fn encode_spans(out: &mut Vec<u8>, spans: &[SpanRecord<'_>]) {
     for s in spans {
         let at = open_span(out);
-        span_head(out, s);
+        span_head(out, s, None);
         for (key, value) in &s.attrs {
             key_value(out, 9, key, value);
         }
@@ -382,6 +387,7 @@ pub fn encode_call(
     let mut sink = Encoder {
         out,
         runs,
+        end: (end, nanos(end)),
         at: 0,
         tail: (None, false),
         n: 0,
@@ -396,6 +402,8 @@ pub fn encode_call(
 struct Encoder<'o, 'a> {
     out: &'o mut Vec<u8>,
     runs: &'o mut Runs,
+    /// The call's end and its nanoseconds.
+    end: (SystemTime, u64),
     /// Where the span under way's length goes.
     at: usize,
     /// The span under way's error and whether its parent is remote, written after its attributes.
@@ -412,7 +420,7 @@ struct Encoder<'o, 'a> {
 impl<'a> SpanSink<'a> for Encoder<'_, 'a> {
     fn begin(&mut self, span: SpanRecord<'a>) {
         self.at = open_span(self.out);
-        span_head(self.out, &span);
+        span_head(self.out, &span, Some(self.end));
         self.tail = (span.error, span.parent_remote);
     }
 
@@ -560,8 +568,11 @@ pub struct Runs {
 /// What a run was encoded from.
 enum RunKey {
     Names {
+        method: &'static str,
         endpoint: Option<&'static str>,
         names: [Option<ObjectRef>; 3],
+        operation: Option<&'static str>,
+        model: Option<Arc<str>>,
     },
     Backend {
         operation: &'static str,
@@ -584,9 +595,18 @@ fn same_object(a: &ObjectRef, b: &ObjectRef) -> bool {
 impl RunKey {
     fn of(group: &Group<'_>) -> Self {
         match *group {
-            Group::Names { endpoint, names } => RunKey::Names {
+            Group::Names {
+                method,
+                endpoint,
+                names,
+                operation,
+                model,
+            } => RunKey::Names {
+                method,
                 endpoint,
                 names: names.map(|n| n.cloned()),
+                operation,
+                model: model.cloned(),
             },
             Group::Backend {
                 operation,
@@ -608,12 +628,28 @@ impl RunKey {
         match (self, group) {
             (
                 RunKey::Names {
+                    method: kept_method,
                     endpoint: kept_endpoint,
                     names: kept,
+                    operation: kept_operation,
+                    model: kept_model,
                 },
-                Group::Names { endpoint, names },
+                Group::Names {
+                    method,
+                    endpoint,
+                    names,
+                    operation,
+                    model,
+                },
             ) => {
-                kept_endpoint == endpoint
+                kept_method == method
+                    && kept_endpoint == endpoint
+                    && kept_operation == operation
+                    && match (kept_model, model) {
+                        (Some(k), Some(m)) => same_text(k, m),
+                        (None, None) => true,
+                        _ => false,
+                    }
                     && kept.iter().zip(names).all(|(k, n)| match (k, n) {
                         (Some(k), Some(n)) => same_object(k, n),
                         (None, None) => true,

@@ -588,11 +588,16 @@ impl<'a> SpanSink<'a> for Vec<SpanRecord<'a>> {
 /// encoded once (`otlp::Runs`) instead of writing each.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Group<'a> {
-    /// `http.route` when the endpoint is known, then `tollgate.route`, `tollgate.consumer`,
-    /// `tollgate.subscription`: those present.
+    /// `http.request.method`, `http.route` when the endpoint is known, `tollgate.route`,
+    /// `tollgate.consumer`, `tollgate.subscription`, `gen_ai.operation.name` and
+    /// `gen_ai.request.model`: those present. The same for every call of one route, endpoint,
+    /// consumer and model.
     Names {
+        method: &'static str,
         endpoint: Option<&'static str>,
         names: [Option<&'a ObjectRef>; 3],
+        operation: Option<&'static str>,
+        model: Option<&'a Arc<str>>,
     },
     /// `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`,
     /// `tollgate.provider`, and `server.address` and `server.port` when known: an attempt's
@@ -617,7 +622,14 @@ impl<'a> Group<'a> {
     /// Its attributes, in order.
     pub fn each(&self, mut attr: impl FnMut(&'static str, Attr<'a>)) {
         match *self {
-            Group::Names { endpoint, names } => {
+            Group::Names {
+                method,
+                endpoint,
+                names,
+                operation,
+                model,
+            } => {
+                attr("http.request.method", Attr::str(method));
                 if let Some(endpoint) = endpoint {
                     attr("http.route", Attr::str(endpoint));
                 }
@@ -625,6 +637,12 @@ impl<'a> Group<'a> {
                     if let Some(name) = name {
                         attr(key, Attr::Ref(name));
                     }
+                }
+                if let Some(operation) = operation {
+                    attr("gen_ai.operation.name", Attr::str(operation));
+                }
+                if let Some(model) = model {
+                    attr("gen_ai.request.model", Attr::str(model));
                 }
             }
             Group::Backend {
@@ -764,29 +782,23 @@ pub fn each_span<'a>(
     );
     server.parent_remote = trace.parent.is_some();
     sink.begin(server);
-    sink.str("http.request.method", summary.method);
+    sink.group(Group::Names {
+        method: summary.method,
+        endpoint: request.endpoint,
+        names: [summary.route, summary.consumer, summary.subscription],
+        operation: request.operation.filter(|_| summary.mcp.is_none()),
+        model: request.model.as_ref(),
+    });
     sink.str("url.path", summary.path);
     sink.int("http.response.status_code", i64::from(summary.status));
     sink.str("tollgate.request_id", summary.request_id);
-    sink.group(Group::Names {
-        endpoint: request.endpoint,
-        names: [summary.route, summary.consumer, summary.subscription],
-    });
     if let Some(cache) = summary.cache {
         sink.str("tollgate.cache", cache);
     }
     if let Some(mcp) = &summary.mcp {
         mcp.push(sink);
-    } else {
-        if let Some(class) = summary.error_class {
-            sink.str("error.type", class);
-        }
-        if request.operation.is_some() {
-            sink.str("gen_ai.operation.name", operation);
-        }
-    }
-    if let Some(model) = &request.model {
-        sink.str("gen_ai.request.model", model);
+    } else if let Some(class) = summary.error_class {
+        sink.str("error.type", class);
     }
     if request.operation.is_some() {
         sink.usage(summary);
