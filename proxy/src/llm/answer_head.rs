@@ -98,6 +98,18 @@ pub fn answer_head_before(
     if most == 0 {
         return Some(head);
     }
+    // Writers that sort keys put the first choice's finish reason right at the choices' start:
+    // read there without setting up a search.
+    let mut from = from;
+    if let Some(at) = leading_reason(body, from) {
+        if let Some(reason) = reason_at(body, at) {
+            head.finish_reasons.push(reason);
+            if head.finish_reasons.len() == most {
+                return Some(head);
+            }
+        }
+        from = at + FINISH_REASON_KEY.len();
+    }
     for at in FINISH_REASON.find_iter(&body[from..]) {
         if let Some(reason) = reason_at(body, from + at) {
             head.finish_reasons.push(reason);
@@ -107,6 +119,20 @@ pub fn answer_head_before(
         }
     }
     Some(head)
+}
+
+/// Where the first choice's finish reason key is when it is that choice's first key and `from`
+/// (where the reading of the top level stopped) is at the choices' opening bracket.
+fn leading_reason(b: &[u8], from: usize) -> Option<usize> {
+    if b.get(from) != Some(&b'[') {
+        return None;
+    }
+    let i = space(b, from + 1);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    let i = space(b, i + 1);
+    b[i..].starts_with(FINISH_REASON_KEY).then_some(i)
 }
 
 /// The finish reason whose key a search found at `at`, unless the key is inside a string (its

@@ -573,6 +573,9 @@ enum RunKey {
         names: [Option<ObjectRef>; 3],
         operation: Option<&'static str>,
         model: Option<Arc<str>>,
+        path: String,
+        status: u16,
+        retries: u64,
     },
     Backend {
         operation: &'static str,
@@ -580,14 +583,33 @@ enum RunKey {
         model: Arc<str>,
         provider: ObjectRef,
         server: Option<(Arc<str>, u16)>,
+        status: Option<u16>,
+        response_model: Option<Arc<str>>,
+        finish_reasons: Vec<Cow<'static, str>>,
     },
 }
 
 /// The same text: the same allocation, or equal bytes.
 fn same_text(a: &Arc<str>, b: &str) -> bool {
-    std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len() || **a == *b
+    same_str(a, b)
 }
 
+/// The same text: the same bytes in memory (the usual case of the constants and shared names a run
+/// is keyed by, told apart without a comparison call), or equal bytes.
+fn same_str(a: &str, b: &str) -> bool {
+    std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len() || a == b
+}
+
+/// [`same_str`] for optional texts.
+fn same_opt(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_str(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+#[inline]
 fn same_object(a: &ObjectRef, b: &ObjectRef) -> bool {
     same_text(&a.namespace, &b.namespace) && same_text(&a.name, &b.name)
 }
@@ -601,12 +623,18 @@ impl RunKey {
                 names,
                 operation,
                 model,
+                path,
+                status,
+                retries,
             } => RunKey::Names {
                 method,
                 endpoint,
                 names: names.map(|n| n.cloned()),
                 operation,
                 model: model.cloned(),
+                path: path.to_owned(),
+                status,
+                retries,
             },
             Group::Backend {
                 operation,
@@ -614,12 +642,18 @@ impl RunKey {
                 model,
                 provider,
                 server,
+                status,
+                response_model,
+                finish_reasons,
             } => RunKey::Backend {
                 operation,
                 provider_name,
                 model: model.clone(),
                 provider: provider.clone(),
                 server: server.cloned(),
+                status,
+                response_model: response_model.cloned(),
+                finish_reasons: finish_reasons.to_vec(),
             },
         }
     }
@@ -633,6 +667,9 @@ impl RunKey {
                     names: kept,
                     operation: kept_operation,
                     model: kept_model,
+                    path: kept_path,
+                    status: kept_status,
+                    retries: kept_retries,
                 },
                 Group::Names {
                     method,
@@ -640,16 +677,18 @@ impl RunKey {
                     names,
                     operation,
                     model,
+                    path,
+                    status,
+                    retries,
                 },
             ) => {
-                kept_method == method
-                    && kept_endpoint == endpoint
-                    && kept_operation == operation
-                    && match (kept_model, model) {
-                        (Some(k), Some(m)) => same_text(k, m),
-                        (None, None) => true,
-                        _ => false,
-                    }
+                kept_status == status
+                    && kept_retries == retries
+                    && same_str(kept_method, method)
+                    && same_opt(*kept_endpoint, *endpoint)
+                    && same_opt(*kept_operation, *operation)
+                    && same_opt(kept_model.as_deref(), model.map(|m| &**m))
+                    && same_str(kept_path, path)
                     && kept.iter().zip(names).all(|(k, n)| match (k, n) {
                         (Some(k), Some(n)) => same_object(k, n),
                         (None, None) => true,
@@ -663,6 +702,9 @@ impl RunKey {
                     model,
                     provider,
                     server,
+                    status,
+                    response_model,
+                    finish_reasons,
                 },
                 Group::Backend {
                     operation: op,
@@ -670,10 +712,17 @@ impl RunKey {
                     model: m,
                     provider: p,
                     server: s,
+                    status: st,
+                    response_model: rm,
+                    finish_reasons: fr,
                 },
             ) => {
-                operation == op
-                    && provider_name == name
+                status == st
+                    && same_str(operation, op)
+                    && same_opt(response_model.as_deref(), rm.map(|m| &**m))
+                    && finish_reasons.len() == fr.len()
+                    && finish_reasons.iter().zip(*fr).all(|(a, b)| same_str(a, b))
+                    && same_str(provider_name, name)
                     && same_text(model, m)
                     && same_object(provider, p)
                     && match (server, s) {

@@ -589,25 +589,33 @@ impl<'a> SpanSink<'a> for Vec<SpanRecord<'a>> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Group<'a> {
     /// `http.request.method`, `http.route` when the endpoint is known, `tollgate.route`,
-    /// `tollgate.consumer`, `tollgate.subscription`, `gen_ai.operation.name` and
-    /// `gen_ai.request.model`: those present. The same for every call of one route, endpoint,
-    /// consumer and model.
+    /// `tollgate.consumer`, `tollgate.subscription`, `gen_ai.operation.name`,
+    /// `gen_ai.request.model` (those present), `url.path`, `http.response.status_code` and
+    /// `tollgate.retries`: the same for most calls of one route, endpoint, consumer and model.
     Names {
         method: &'static str,
         endpoint: Option<&'static str>,
         names: [Option<&'a ObjectRef>; 3],
         operation: Option<&'static str>,
         model: Option<&'a Arc<str>>,
+        path: &'a str,
+        status: u16,
+        retries: u64,
     },
     /// `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`,
-    /// `tollgate.provider`, and `server.address` and `server.port` when known: an attempt's
-    /// operation and backend.
+    /// `tollgate.provider`, `server.address` and `server.port` when known, and
+    /// `http.response.status_code` when the upstream answered, then for the answer relayed
+    /// `gen_ai.response.model` and `gen_ai.response.finish_reasons`: an attempt's operation and
+    /// backend, and how it answered (the same for most calls to one backend).
     Backend {
         operation: &'static str,
         provider_name: &'static str,
         model: &'a Arc<str>,
         provider: &'a ObjectRef,
         server: Option<&'a (Arc<str>, u16)>,
+        status: Option<u16>,
+        response_model: Option<&'a Arc<str>>,
+        finish_reasons: &'a [Cow<'static, str>],
     },
 }
 
@@ -628,6 +636,9 @@ impl<'a> Group<'a> {
                 names,
                 operation,
                 model,
+                path,
+                status,
+                retries,
             } => {
                 attr("http.request.method", Attr::str(method));
                 if let Some(endpoint) = endpoint {
@@ -644,6 +655,9 @@ impl<'a> Group<'a> {
                 if let Some(model) = model {
                     attr("gen_ai.request.model", Attr::str(model));
                 }
+                attr("url.path", Attr::str(path));
+                attr("http.response.status_code", Attr::Int(i64::from(status)));
+                attr("tollgate.retries", Attr::count(retries));
             }
             Group::Backend {
                 operation,
@@ -651,6 +665,9 @@ impl<'a> Group<'a> {
                 model,
                 provider,
                 server,
+                status,
+                response_model,
+                finish_reasons,
             } => {
                 attr("gen_ai.operation.name", Attr::str(operation));
                 attr("gen_ai.provider.name", Attr::str(provider_name));
@@ -659,6 +676,15 @@ impl<'a> Group<'a> {
                 if let Some((host, port)) = server {
                     attr("server.address", Attr::str(host));
                     attr("server.port", Attr::Int(i64::from(*port)));
+                }
+                if let Some(status) = status {
+                    attr("http.response.status_code", Attr::Int(i64::from(status)));
+                }
+                if let Some(model) = response_model {
+                    attr("gen_ai.response.model", Attr::str(model));
+                }
+                if !finish_reasons.is_empty() {
+                    attr("gen_ai.response.finish_reasons", Attr::Strs(finish_reasons));
                 }
             }
         }
@@ -788,9 +814,10 @@ pub fn each_span<'a>(
         names: [summary.route, summary.consumer, summary.subscription],
         operation: request.operation.filter(|_| summary.mcp.is_none()),
         model: request.model.as_ref(),
+        path: summary.path,
+        status: summary.status,
+        retries: trace.attempts.len().saturating_sub(1) as u64,
     });
-    sink.str("url.path", summary.path);
-    sink.int("http.response.status_code", i64::from(summary.status));
     sink.str("tollgate.request_id", summary.request_id);
     if let Some(cache) = summary.cache {
         sink.str("tollgate.cache", cache);
@@ -803,10 +830,6 @@ pub fn each_span<'a>(
     if request.operation.is_some() {
         sink.usage(summary);
     }
-    sink.count(
-        "tollgate.retries",
-        trace.attempts.len().saturating_sub(1) as u64,
-    );
     // A call answered without an upstream attempt (a cache hit) carries its content here.
     if trace.attempts.is_empty()
         && let Some(content) = &trace.content
@@ -836,6 +859,13 @@ pub fn each_span<'a>(
             model: &attempt.model,
             provider: &attempt.provider,
             server: attempt.server.as_ref(),
+            status: attempt.status,
+            response_model: trace.response.model.as_ref().filter(|_| answered),
+            finish_reasons: if answered {
+                &trace.response.finish_reasons
+            } else {
+                &[]
+            },
         });
         if request.stream {
             sink.attr("gen_ai.request.stream", Attr::Bool(true));
@@ -849,9 +879,6 @@ pub fn each_span<'a>(
         if let Some(n) = request.choice_count.filter(|&n| n != 1) {
             sink.count("gen_ai.request.choice.count", n);
         }
-        if let Some(status) = attempt.status {
-            sink.int("http.response.status_code", i64::from(status));
-        }
         if let Some(error) = error {
             sink.str("error.type", error);
         }
@@ -859,15 +886,6 @@ pub fn each_span<'a>(
             let response = &trace.response;
             if let Some(id) = &response.id {
                 sink.str("gen_ai.response.id", id);
-            }
-            if let Some(model) = &response.model {
-                sink.str("gen_ai.response.model", model);
-            }
-            if !response.finish_reasons.is_empty() {
-                sink.attr(
-                    "gen_ai.response.finish_reasons",
-                    Attr::Strs(&response.finish_reasons),
-                );
             }
             sink.usage(summary);
             if request.stream
