@@ -423,10 +423,14 @@ impl SseScanner {
 
 /// Notes a read answer's id, model and finish reasons in a sampled call's trace.
 fn note_head(trace: &mut CallTrace, head: &openai::AnswerHead<'_>) {
+    let (id, model) = (
+        head.id.and_then(openai::Name::text),
+        head.model.and_then(openai::Name::text),
+    );
     trace.note_response(
-        head.id.as_ref().map(openai::Name::bytes),
-        head.model.as_ref().map(openai::Name::bytes),
-        head.finish_reasons.iter().map(openai::Name::bytes),
+        id.as_deref(),
+        model.as_deref(),
+        head.finish_reasons.iter().filter_map(|r| r.text()),
     );
 }
 

@@ -32,37 +32,52 @@ pub struct AnswerHead<'a> {
 #[cfg(test)]
 impl AnswerHead<'_> {
     /// The id, if it is UTF-8.
-    pub fn id(&self) -> Option<&str> {
+    pub fn id(&self) -> Option<String> {
         self.id.as_ref().and_then(Name::as_str)
     }
 
     /// The model, if it is UTF-8.
-    pub fn model(&self) -> Option<&str> {
+    pub fn model(&self) -> Option<String> {
         self.model.as_ref().and_then(Name::as_str)
     }
 }
 
-/// A JSON string's text, unescaped, not yet checked as UTF-8: whoever keeps it checks it, so that a
-/// name compared with one already known (the model asked for, a usual finish reason) is not.
-#[derive(Debug, PartialEq)]
-pub struct Name<'a>(Cow<'a, [u8]>);
+/// A JSON string found in the answer, read no further: unescaped (when it has escapes) by whoever
+/// keeps its text, and not checked as UTF-8 either, so that a name compared with one already known
+/// (the model asked for, a usual finish reason) is not.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Name<'a> {
+    /// Between the quotes.
+    inner: &'a [u8],
+    /// Whether it holds a backslash.
+    escaped: bool,
+}
 
-impl Name<'_> {
-    /// The text's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.0
+impl<'a> Name<'a> {
+    /// The text: the bytes between the quotes, or, for a string with escapes, its unescaped text
+    /// (`None` if that is not a valid JSON string or is longer than [`MAX_NAME`] bytes).
+    pub fn text(self) -> Option<Cow<'a, [u8]>> {
+        if !self.escaped {
+            return Some(Cow::Borrowed(self.inner));
+        }
+        let mut quoted = Vec::with_capacity(self.inner.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(self.inner);
+        quoted.push(b'"');
+        let text = serde_json::from_slice::<String>(&quoted).ok()?;
+        (text.len() <= MAX_NAME).then(|| Cow::Owned(text.into_bytes()))
     }
 
     /// The text, if it is UTF-8.
     #[cfg(test)]
-    pub fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()
+    pub fn as_str(&self) -> Option<String> {
+        String::from_utf8(self.text()?.into_owned()).ok()
     }
 }
 
 impl PartialEq<&str> for Name<'_> {
     fn eq(&self, other: &&str) -> bool {
-        *self.0 == *other.as_bytes()
+        self.text().is_some_and(|t| *t == *other.as_bytes())
     }
 }
 
@@ -353,19 +368,15 @@ fn container_start_back(b: &[u8], close: usize) -> Option<usize> {
     None
 }
 
-/// A JSON string value's text (unescaped where it has escapes), if it is a string of at most
-/// [`MAX_NAME`] bytes.
+/// A JSON string value (`raw`, with its quotes) as a [`Name`], if it may be at most [`MAX_NAME`]
+/// bytes long once unescaped.
 fn short_string(raw: &[u8]) -> Option<Name<'_>> {
     if raw.len() > MAX_NAME * 6 + 2 {
         return None;
     }
     let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    let text = if has_backslash(inner) {
-        Cow::Owned(serde_json::from_slice::<String>(raw).ok()?.into_bytes())
-    } else {
-        Cow::Borrowed(inner)
-    };
-    (text.len() <= MAX_NAME).then_some(Name(text))
+    let escaped = has_backslash(inner);
+    (escaped || inner.len() <= MAX_NAME).then_some(Name { inner, escaped })
 }
 
 /// Whether the short `text` holds a backslash (every byte looked at, so that the loop is done a
@@ -387,14 +398,14 @@ mod tests {
             "usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
         )
         .unwrap();
-        assert_eq!(head.id(), Some("chatcmpl-1"));
-        assert_eq!(head.model(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(head.id().as_deref(), Some("chatcmpl-1"));
+        assert_eq!(head.model().as_deref(), Some("gpt-4o-2024-08-06"));
         assert_eq!(head.finish_reasons[..], ["stop", "length"]);
         let chunk = answer_head(
             br#"{"id":"c-\u0031","model":"m","choices":[{"delta":{},"finish_reason":null}, 3]}"#,
         )
         .unwrap();
-        assert_eq!(chunk.id(), Some("c-1"));
+        assert_eq!(chunk.id().as_deref(), Some("c-1"));
         assert!(chunk.finish_reasons.is_empty());
     }
 
@@ -403,6 +414,11 @@ mod tests {
         let long = "m".repeat(MAX_NAME + 1);
         let body = format!(r#"{{"id":7,"model":"{long}","choices":null}}"#);
         assert_eq!(answer_head(body.as_bytes()), Some(AnswerHead::default()));
+        // Escaped, its length is known once unescaped: left out then.
+        let long = "m".repeat(MAX_NAME - 6) + &"\\u006d".repeat(7);
+        let body = format!(r#"{{"model":"{long}","id":"\u0063","choices":null}}"#);
+        let head = answer_head(body.as_bytes()).unwrap();
+        assert_eq!((head.model(), head.id().as_deref()), (None, Some("c")));
         assert_eq!(answer_head(b"not json"), None);
         assert_eq!(answer_head(b"[1]"), None);
     }
@@ -422,8 +438,8 @@ mod tests {
                 .collect();
             let body = serde_json::json!({"model": "m", "choices": choices, "id": id, "x": extra}).to_string();
             let head = answer_head(body.as_bytes()).unwrap();
-            proptest::prop_assert_eq!(head.id(), id.as_deref());
-            proptest::prop_assert_eq!(head.model(), Some("m"));
+            proptest::prop_assert_eq!(head.id(), id.clone());
+            proptest::prop_assert_eq!(head.model(), Some("m".to_owned()));
             let want: Vec<&str> = reasons.iter().flatten().map(String::as_str).take(MAX_REASONS).collect();
             proptest::prop_assert_eq!(&head.finish_reasons[..], &want[..]);
         }
@@ -442,7 +458,7 @@ mod tests {
             {"finish_reason":null},{"finish_reason":"length"},{"finish_reason":"tool_calls"}]}"#;
         let reasons = |expected| {
             let head = answer_head_before(body, None, expected).unwrap();
-            assert_eq!(head.id(), Some("c"));
+            assert_eq!(head.id().as_deref(), Some("c"));
             head.finish_reasons
                 .iter()
                 .map(|r| r.as_str().unwrap().to_owned())
@@ -462,19 +478,22 @@ mod tests {
         let body = br#"{"choices":[{"finish_reason":"tool_calls","message":{"tool_calls":[{"id":"call_1","model":"no"}]}}],
             "created":1,"id":"chatcmpl-9","model":"m-2","object":"chat.completion","usage":{"prompt_tokens":1,"x":[{"id":"u"}]}}  "#;
         let head = answer_head(body).unwrap();
-        assert_eq!(head.id(), Some("chatcmpl-9"));
-        assert_eq!(head.model(), Some("m-2"));
+        assert_eq!(head.id().as_deref(), Some("chatcmpl-9"));
+        assert_eq!(head.model().as_deref(), Some("m-2"));
         assert_eq!(head.finish_reasons[..], ["tool_calls"]);
         // One before the choices and one after them.
         let head = answer_head(br#"{"model":"m","choices":[{"id":"no"}],"id":"c-\"1\""}"#).unwrap();
-        assert_eq!(head.id(), Some("c-\"1\""));
-        assert_eq!(head.model(), Some("m"));
+        assert_eq!(head.id().as_deref(), Some("c-\"1\""));
+        assert_eq!(head.model().as_deref(), Some("m"));
         // Neither after the container: it is walked past from the back, and nothing is invented.
         let head = answer_head(br#"{"choices":[{"id":"no","model":"no"}],"n":null}"#).unwrap();
         assert_eq!(head, AnswerHead::default());
         // Cut: what the front holds.
         let head = answer_head(br#"{"id":"c","choices":[{"model":"no"}],"model":"#).unwrap();
-        assert_eq!((head.id(), head.model()), (Some("c"), None));
+        assert_eq!(
+            (head.id().as_deref(), head.model().as_deref()),
+            (Some("c"), None)
+        );
     }
 
     proptest::proptest! {
@@ -503,8 +522,8 @@ mod tests {
                     .join(" ,\n")
             );
             let head = answer_head(body.as_bytes()).unwrap();
-            proptest::prop_assert_eq!(head.id(), Some(id.as_str()));
-            proptest::prop_assert_eq!(head.model(), model.as_deref());
+            proptest::prop_assert_eq!(head.id(), Some(id.clone()));
+            proptest::prop_assert_eq!(head.model(), model.clone());
         }
     }
 }

@@ -464,7 +464,10 @@ mod tests {
         assert!(body[at..].starts_with(b"\"usage\""));
         let head = answer_head_before(body, last, MAX_REASONS).unwrap();
         assert_eq!(head, answer_head(body).unwrap());
-        assert_eq!((head.id(), head.model()), (Some("c-1"), Some("m")));
+        assert_eq!(
+            (head.id().as_deref(), head.model().as_deref()),
+            (Some("c-1"), Some("m"))
+        );
         // Not the last member, nested, or the only container: no offset, or nothing behind it.
         for body in [
             &br#"{"usage":{"prompt_tokens":1},"id":"c"}"#[..],
@@ -512,8 +515,8 @@ mod tests {
             let head = answer_head_before(body.as_bytes(), last, MAX_REASONS);
             proptest::prop_assert_eq!(&head, &answer_head(body.as_bytes()));
             let head = head.unwrap();
-            proptest::prop_assert_eq!(head.id(), Some(id.as_str()));
-            proptest::prop_assert_eq!(head.model(), Some("m"));
+            proptest::prop_assert_eq!(head.id(), Some(id.clone()));
+            proptest::prop_assert_eq!(head.model(), Some("m".to_owned()));
             proptest::prop_assert_eq!(&head.finish_reasons[..], ["stop"]);
         }
     }

@@ -24,12 +24,12 @@ impl GenAiResponse {
     /// model seen are kept, and every finish reason up to [`MAX_REASONS`]. A model named as `sent`
     /// (the model asked of the upstream) is kept as that one, and a usual finish reason as the
     /// constant; other names are kept if they are UTF-8.
-    pub fn note<'a>(
+    pub fn note(
         &mut self,
         id: Option<&[u8]>,
         model: Option<&[u8]>,
         sent: Option<&Arc<str>>,
-        finish_reasons: impl IntoIterator<Item = &'a [u8]>,
+        finish_reasons: impl IntoIterator<Item = impl AsRef<[u8]>>,
     ) {
         if self.id.is_none() {
             self.id = id
@@ -46,6 +46,7 @@ impl GenAiResponse {
             if self.finish_reasons.len() == MAX_REASONS {
                 break;
             }
+            let reason = reason.as_ref();
             let kept = match KNOWN_REASONS
                 .iter()
                 .find(|known| known.as_bytes() == reason)
@@ -63,11 +64,11 @@ impl GenAiResponse {
 
 impl CallTrace {
     /// [`GenAiResponse::note`] for the attempt under way.
-    pub fn note_response<'a>(
+    pub fn note_response(
         &mut self,
         id: Option<&[u8]>,
         model: Option<&[u8]>,
-        finish_reasons: impl IntoIterator<Item = &'a [u8]>,
+        finish_reasons: impl IntoIterator<Item = impl AsRef<[u8]>>,
     ) {
         let sent = self.attempts.last().map(|a| &a.model);
         self.response.note(id, model, sent, finish_reasons);
@@ -111,7 +112,12 @@ mod tests {
             "not UTF-8: left out"
         );
         let mut r = GenAiResponse::default();
-        r.note(Some(b"\xff"), Some(b"gpt-4o-2024-08-06"), Some(&sent), []);
+        r.note(
+            Some(b"\xff"),
+            Some(b"gpt-4o-2024-08-06"),
+            Some(&sent),
+            [&[0u8; 0][..]; 0],
+        );
         assert_eq!(r.model.as_deref(), Some("gpt-4o-2024-08-06"));
         assert_eq!(r.id, None, "not UTF-8");
         assert!(!Arc::ptr_eq(r.model.as_ref().unwrap(), &sent));
