@@ -184,12 +184,13 @@ impl Met {
 
     /// Notes the member `key: value` (both as their raw JSON text).
     fn note<'a>(&mut self, head: &mut AnswerHead<'a>, key: &[u8], value: &'a [u8]) {
-        // Most keys are told apart by their bytes; one with escapes is unescaped first (six
-        // bytes an escape at most, so a longer key cannot spell either name).
+        // Most keys are told apart by their bytes; one with escapes is unescaped first. A letter
+        // escaped is six bytes (`\u0069`), so with its quotes an escaped `id` is 9 to 14 bytes
+        // and an escaped `model` 12 to 32: no other key can spell either.
         let name = match key {
             b"\"id\"" => ID,
             b"\"model\"" => MODEL,
-            _ if key.len() <= 32 && has_backslash(key) => {
+            _ if (9..=32).contains(&key.len()) && has_backslash(key) => {
                 match serde_json::from_slice::<String>(key).ok().as_deref() {
                     Some("id") => ID,
                     Some("model") => MODEL,
@@ -450,6 +451,22 @@ mod tests {
                 proptest::prop_assert!(head.finish_reasons.len() <= MAX_REASONS);
             }
         }
+    }
+
+    #[test]
+    fn names_spelled_with_escapes_are_read_and_other_keys_are_not_taken_for_them() {
+        for body in [
+            &br#"{"\u0069d":"c","mod\u0065l":"m","choices":[]}"#[..],
+            br#"{"choices":[],"\u0069\u0064":"c","\u006d\u006f\u0064\u0065\u006c":"m"}"#,
+        ] {
+            let head = answer_head(body).unwrap();
+            assert_eq!(
+                (head.id().as_deref(), head.model().as_deref()),
+                (Some("c"), Some("m"))
+            );
+        }
+        let head = answer_head(br#"{"\u0069dx":"c","\"model":"m","choices":[]}"#).unwrap();
+        assert_eq!((head.id(), head.model()), (None, None));
     }
 
     #[test]
