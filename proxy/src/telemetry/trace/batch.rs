@@ -108,7 +108,16 @@ impl Batches {
                 batch.encoded.resize(head_room, 0);
                 batch.head_room = head_room;
             }
-            encode(&mut batch.encoded)
+            // Should encoding ever panic, the batch is cut back to its last whole call rather than
+            // sent with part of one.
+            let mut rollback = Rollback {
+                len: batch.encoded.len(),
+                bytes: &mut batch.encoded,
+                done: false,
+            };
+            let spans = encode(rollback.bytes);
+            rollback.done = true;
+            spans
         })
     }
 
@@ -208,6 +217,21 @@ fn take_open(pile: &mut Pile) -> Batch {
     batch
 }
 
+/// Cuts `bytes` back to `len` when dropped before `done`: while a panic unwinds.
+struct Rollback<'b> {
+    bytes: &'b mut Vec<u8>,
+    len: usize,
+    done: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.bytes.truncate(self.len);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +242,24 @@ mod tests {
             out.extend_from_slice(bytes);
             spans
         })
+    }
+
+    #[test]
+    fn a_call_whose_encoding_panics_leaves_the_batch_as_it_was() {
+        let batches = Batches::new(100, 2, Duration::from_secs(60), 3);
+        assert!(add(&batches, b"whole", 1));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batches.add_encoding(|out| {
+                out.extend_from_slice(b"half");
+                panic!("an encoding that fails");
+            })
+        }));
+        assert!(caught.is_err());
+        // The second whole call fills the batch.
+        assert!(add(&batches, b"!", 1));
+        let batch = exported(&batches).unwrap();
+        assert_eq!(&batch.encoded[batch.head_room..], b"whole!");
+        assert_eq!((batch.spans, batch.calls), (2, 2));
     }
 
     fn exported(batches: &Batches) -> Option<Batch> {
