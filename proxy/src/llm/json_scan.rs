@@ -599,6 +599,14 @@ pub fn number_f64(text: &str) -> Option<f64> {
     const POWERS: [f64; 16] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
     ];
+    // The usual temperatures, read at once.
+    match *text.as_bytes() {
+        [d @ b'0'..=b'9'] => return Some(f64::from(d - b'0')),
+        [i @ b'0'..=b'9', b'.', f @ b'0'..=b'9'] => {
+            return Some(f64::from((i - b'0') * 10 + (f - b'0')) / 10.0);
+        }
+        _ => {}
+    }
     let (negative, digits) = match text.as_bytes().split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text.as_bytes()),

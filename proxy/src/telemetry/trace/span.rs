@@ -232,8 +232,9 @@ pub struct AttemptSpan {
     pub span_id: [u8; 8],
     /// When it started.
     pub start: SystemTime,
-    /// The same moment on the monotonic clock (for time to first chunk).
-    pub started: Instant,
+    /// The same moment on the monotonic clock, for a stream's time to first chunk (not read for
+    /// other calls).
+    pub started: Option<Instant>,
     /// When it failed; the answering attempt ends with the call.
     pub end: Option<SystemTime>,
     /// `gen_ai.provider.name`.
@@ -281,7 +282,7 @@ impl CallTrace {
         self.attempts.push(AttemptSpan {
             span_id: fresh_span_id(),
             start: SystemTime::now(),
-            started: Instant::now(),
+            started: self.request.stream.then(Instant::now),
             end: None,
             provider_name: provider_name(provider_type),
             provider,
@@ -889,13 +890,11 @@ pub fn each_span<'a>(
             }
             sink.usage(summary);
             if request.stream
-                && let Some(first) = summary.first_chunk_at
+                && let (Some(first), Some(started)) = (summary.first_chunk_at, attempt.started)
             {
                 sink.float(
                     "gen_ai.response.time_to_first_chunk",
-                    first
-                        .saturating_duration_since(attempt.started)
-                        .as_secs_f64(),
+                    first.saturating_duration_since(started).as_secs_f64(),
                 );
             }
         }
