@@ -26,41 +26,34 @@ pub(super) fn guardrail_endpoint(endpoint: Endpoint) -> GuardrailEndpoint {
     }
 }
 
-/// The rules of one side of a call on `route` by `consumer` (route's guardrails first), or `None` when
-/// nothing is checked.
+/// The rules of one side of a call on `route` (route's guardrails first, then its consumer's), or
+/// `None` when nothing is checked: from the snapshot's tables (`policies`), made once.
 pub(super) fn policy(
     snapshot: &Snapshot,
     route: RouteIdx,
-    consumer: Option<ConsumerIdx>,
+    call: &Call,
     endpoint: Endpoint,
     request: bool,
-) -> Option<Policy> {
-    policy_of(
-        snapshot,
-        route,
-        consumer,
-        guardrail_endpoint(endpoint),
-        request,
-    )
+) -> Option<Arc<Policy>> {
+    policy_of(snapshot, route, call, guardrail_endpoint(endpoint), request)
 }
 
 /// [`policy`] for a guardrail endpoint.
 fn policy_of(
     snapshot: &Snapshot,
     route: RouteIdx,
-    consumer: Option<ConsumerIdx>,
+    call: &Call,
     endpoint: GuardrailEndpoint,
     request: bool,
-) -> Option<Policy> {
-    let route = &snapshot.content.routes[route as usize].guardrails;
-    let consumer = consumer
-        .map(|c| &snapshot.content.consumers[c as usize].guardrails[..])
-        .unwrap_or_default();
-    if route.is_empty() && consumer.is_empty() {
-        return None;
-    }
-    let policy = Policy::gather(route.iter().chain(consumer), endpoint, request);
-    (!policy.is_empty()).then_some(policy)
+) -> Option<Arc<Policy>> {
+    super::policies::policy(
+        snapshot,
+        call.snapshot.as_ref(),
+        route,
+        call.consumer,
+        endpoint,
+        request,
+    )
 }
 
 /// Notes decisions in the call's record.
@@ -481,7 +474,7 @@ pub fn guard_request(
     call: &mut Call,
 ) -> Result<GuardedRequest, ApiError> {
     let unchecked = |body| GuardedRequest { body, split: None };
-    let Some(policy) = policy(snapshot, route, call.consumer, endpoint, true) else {
+    let Some(policy) = policy(snapshot, route, call, endpoint, true) else {
         return Ok(unchecked(body));
     };
     // The validating scan first; a body it refuses (or whose texts do not decode) is walked as
@@ -505,8 +498,8 @@ pub fn guard_request(
     }
     // A body that is not JSON is refused with its own 400 when it is read as a request.
     let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
-        if let Some(id) = policy.broken {
-            return Err(refused(Refusal::Broken(id)));
+        if let Some(id) = &policy.broken {
+            return Err(refused(Refusal::Broken(id.clone())));
         }
         return Ok(unchecked(body));
     };
@@ -547,7 +540,7 @@ pub async fn guard_answer(
     mut response: http::Response<super::body::ResponseBody>,
     call: &mut Call,
 ) -> Result<http::Response<super::body::ResponseBody>, ApiError> {
-    let Some(policy) = policy(snapshot, route, call.consumer, endpoint, false) else {
+    let Some(policy) = policy(snapshot, route, call, endpoint, false) else {
         return Ok(response);
     };
     // Embeddings and token counts answer with numbers, not text.
@@ -568,7 +561,7 @@ pub async fn guard_answer(
         };
         response
             .body_mut()
-            .guard_with(AnswerStream::new(format, Arc::new(policy)));
+            .guard_with(AnswerStream::new(format, policy));
         return Ok(response);
     }
     let body = read_whole_answer(&mut response, call).await?;
@@ -667,8 +660,7 @@ pub fn guard_tool_arguments(
     arguments: &mut Value,
     call: &mut Call,
 ) -> Result<(), ApiError> {
-    let Some(policy) = policy_of(snapshot, route, call.consumer, GuardrailEndpoint::Mcp, true)
-    else {
+    let Some(policy) = policy_of(snapshot, route, call, GuardrailEndpoint::Mcp, true) else {
         return Ok(());
     };
     let mut chars = 0usize;
@@ -691,13 +683,7 @@ pub fn guard_tool_result(
     result: &mut Value,
     call: &mut Call,
 ) -> Result<(), ApiError> {
-    match policy_of(
-        snapshot,
-        route,
-        call.consumer,
-        GuardrailEndpoint::Mcp,
-        false,
-    ) {
+    match policy_of(snapshot, route, call, GuardrailEndpoint::Mcp, false) {
         Some(policy) if !policy.rules.is_empty() => {
             check_document(&policy, result, tool_result_texts, call, "tool result").map(|_| ())
         }

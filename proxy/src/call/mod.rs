@@ -15,6 +15,7 @@ mod mcp_upstream;
 mod model_call;
 mod moderation;
 mod outgoing;
+mod policies;
 mod record;
 mod relay;
 mod rest;
