@@ -4,21 +4,17 @@
 //! policy's detector set is worked out once for all the calls that share it.
 //!
 //! A route's table is made by the first call that needs it and kept for as long as the snapshot is
-//! served, beside the snapshot (keyed by its `Arc`, as `gateway/mcp/catalog.rs` keeps its tools): a
+//! served, beside the snapshot (`control::PerSnapshot`, as the MCP tool catalog is kept): a
 //! consumer without guardrails of its own shares its route's; a consumer with some has a table of its
 //! own on each route it calls, up to [`CONSUMERS_KEPT`] in all (past that, gathered per call).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use arc_swap::ArcSwap;
 use tollgate_snapshot::{ConsumerIdx, GuardrailEndpoint, RouteIdx, Snapshot};
 
+use crate::control::PerSnapshot;
 use crate::guard::Policy;
-
-/// How many snapshots' policies are kept: the one being served, and those that calls begun before a
-/// swap still hold (and, in tests, those of other proxies in the same process).
-const KEPT: usize = 4;
 
 /// Most tables of consumers with guardrails of their own kept per snapshot.
 const CONSUMERS_KEPT: usize = 4096;
@@ -115,41 +111,10 @@ impl Tables {
     }
 }
 
-type Kept = Vec<(Weak<Snapshot>, Arc<Tables>)>;
-
 /// The tables of the snapshots kept.
 #[derive(Default)]
 struct Policies {
-    kept: ArcSwap<Kept>,
-}
-
-impl Policies {
-    fn of(&self, snapshot: &Arc<Snapshot>) -> Arc<Tables> {
-        let wanted = Arc::downgrade(snapshot);
-        if let Some((_, t)) = self.kept.load().iter().find(|(s, _)| s.ptr_eq(&wanted)) {
-            return t.clone();
-        }
-        let made = Arc::new(Tables::new(snapshot));
-        let mut chosen = made.clone();
-        self.kept.rcu(|kept| {
-            // Another call may have made them meanwhile: use the ones kept, so that all share them.
-            if let Some((_, t)) = kept.iter().find(|(s, _)| s.ptr_eq(&wanted)) {
-                chosen = t.clone();
-                return kept.clone();
-            }
-            chosen = made.clone();
-            let mut next: Kept = Vec::with_capacity(KEPT);
-            next.push((wanted.clone(), made.clone()));
-            next.extend(
-                kept.iter()
-                    .filter(|(s, _)| s.strong_count() > 0)
-                    .take(KEPT - 1)
-                    .cloned(),
-            );
-            Arc::new(next)
-        });
-        chosen
-    }
+    kept: PerSnapshot<Tables>,
 }
 
 fn policies() -> &'static Policies {
@@ -170,7 +135,8 @@ pub fn policy(
 ) -> Option<Arc<Policy>> {
     match shared.filter(|s| std::ptr::eq(Arc::as_ptr(s), snapshot)) {
         Some(shared) => policies()
-            .of(shared)
+            .kept
+            .of(shared, Tables::new)
             .policy(snapshot, route, consumer, endpoint, request),
         None => gather(snapshot, route, consumer, endpoint, request).map(Arc::new),
     }

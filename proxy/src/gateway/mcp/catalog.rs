@@ -8,16 +8,12 @@
 //! sends.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwap;
 use tollgate_snapshot::{Route, RouteIdx, Snapshot};
 
 use super::tools::{self, Target};
-
-/// How many snapshots' catalogs are kept: the one being served, and those that requests begun before
-/// a swap still hold (and, in tests, those of other proxies in the same process).
-const KEPT: usize = 4;
+use crate::control::PerSnapshot;
 
 /// One tool of a route, named and described.
 #[derive(Debug)]
@@ -106,41 +102,16 @@ impl Catalog {
     }
 }
 
-type Kept = Vec<(Weak<Snapshot>, Arc<Catalog>)>;
-
 /// The catalogs of the last few snapshots, found by the snapshot's `Arc`.
 #[derive(Default)]
 pub struct Catalogs {
-    kept: ArcSwap<Kept>,
+    kept: PerSnapshot<Catalog>,
 }
 
 impl Catalogs {
     /// The catalog of `snapshot`, made (empty, filled lazily) when it is the first request to it.
     pub fn of(&self, snapshot: &Arc<Snapshot>) -> Arc<Catalog> {
-        let wanted = Arc::downgrade(snapshot);
-        if let Some((_, c)) = self.kept.load().iter().find(|(s, _)| s.ptr_eq(&wanted)) {
-            return c.clone();
-        }
-        let made = Arc::new(Catalog::new(snapshot));
-        let mut chosen = made.clone();
-        self.kept.rcu(|kept| {
-            // Another request may have made it meanwhile: use the one kept, so that all share it.
-            if let Some((_, c)) = kept.iter().find(|(s, _)| s.ptr_eq(&wanted)) {
-                chosen = c.clone();
-                return kept.clone();
-            }
-            chosen = made.clone();
-            let mut next: Kept = Vec::with_capacity(KEPT);
-            next.push((wanted.clone(), made.clone()));
-            next.extend(
-                kept.iter()
-                    .filter(|(s, _)| s.strong_count() > 0)
-                    .take(KEPT - 1)
-                    .cloned(),
-            );
-            Arc::new(next)
-        });
-        chosen
+        self.kept.of(snapshot, Catalog::new)
     }
 }
 
@@ -168,11 +139,5 @@ mod tests {
             Arc::ptr_eq(&a, &catalogs.of(&first)),
             "the older one is still kept"
         );
-        drop(first);
-        for v in 3..3 + KEPT as u64 {
-            let s = Arc::new(compile(&Inputs::default(), v).snapshot);
-            catalogs.of(&s);
-        }
-        assert!(catalogs.kept.load().len() <= KEPT);
     }
 }
