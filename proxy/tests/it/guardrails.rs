@@ -112,6 +112,50 @@ async fn request_text_is_masked_before_it_reaches_the_upstream() {
 }
 
 #[tokio::test]
+async fn a_new_snapshot_s_rules_apply_from_the_next_call() {
+    // Policies are gathered once per snapshot: a swap must bring the new rules, not the kept ones.
+    let fake = azure_fake::start_openai(UPSTREAM_KEY).await;
+    let endpoint = format!("{}/v1", fake.url());
+    let provider = typed(ProviderType::OpenAI, &endpoint, UPSTREAM_KEY, "up-model");
+    let mut content: Content = table(vec![provider], "up-model");
+    content.routes[0].guardrails = vec![pii_masking()];
+    let proxy = TestProxy::start(content.clone()).await;
+    let text = "Mail bob@example.com, ref EMP-123456.";
+    for expected in [
+        "Mail [EMAIL], ref [EMPLOYEE].",
+        "Mail [EMAIL], ref [EMPLOYEE].",
+    ] {
+        post(&proxy.url(CHAT), CLIENT_KEY, &chat(text, false))
+            .await
+            .assert_status(200);
+        assert_eq!(
+            fake.last().body["messages"][1]["content"][0]["text"],
+            expected
+        );
+    }
+    // Only e-mail addresses now; then no guardrail at all.
+    content.routes[0].guardrails = vec![guardrail(
+        "pii",
+        GuardrailDirection::Both,
+        vec![detector("emails", Detector::Email, GuardrailAction::Mask)],
+    )];
+    proxy.swap(content.clone(), 2);
+    post(&proxy.url(CHAT), CLIENT_KEY, &chat(text, false))
+        .await
+        .assert_status(200);
+    assert_eq!(
+        fake.last().body["messages"][1]["content"][0]["text"],
+        "Mail [EMAIL], ref EMP-123456."
+    );
+    content.routes[0].guardrails = vec![];
+    proxy.swap(content, 3);
+    post(&proxy.url(CHAT), CLIENT_KEY, &chat(text, false))
+        .await
+        .assert_status(200);
+    assert_eq!(fake.last().body["messages"][1]["content"][0]["text"], text);
+}
+
+#[tokio::test]
 async fn embeddings_inputs_are_masked_too() {
     let (fake, proxy) = proxy(vec![pii_masking()], vec![]).await;
     let body = json!({"model": "front-model", "input": ["hi bob@example.com", "plain"]});
