@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::Value;
-use tollgate_snapshot::{ConsumerIdx, GuardrailEndpoint, RouteIdx, Snapshot};
+use tollgate_snapshot::{GuardrailEndpoint, RouteIdx, Snapshot};
 
 use super::ask::Endpoint;
 use super::record::Call;
@@ -689,15 +689,6 @@ pub fn guard_tool_result(
         }
         _ => Ok(()),
     }
-}
-
-/// Whether the route or the consumer attaches any guardrail (so a caller may skip copying a
-/// document that nothing would check).
-pub fn any_guardrails(snapshot: &Snapshot, route: RouteIdx, consumer: Option<ConsumerIdx>) -> bool {
-    !snapshot.content.routes[route as usize]
-        .guardrails
-        .is_empty()
-        || consumer.is_some_and(|c| !snapshot.content.consumers[c as usize].guardrails.is_empty())
 }
 
 #[cfg(test)]

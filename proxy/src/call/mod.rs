@@ -25,12 +25,11 @@ pub use answer::json;
 pub use ask::{Endpoint, REQUEST_ID};
 pub use body::ResponseBody;
 pub use cache::{CacheConfig, ResponseCache, cached_call};
-pub use guard::{
-    any_guardrails, guard_answer, guard_request, guard_tool_arguments, guard_tool_result,
-};
+pub use guard::{guard_answer, guard_request, guard_tool_arguments, guard_tool_result};
 pub use mcp_upstream::{McpFailure, McpUpstreams};
 pub use model_call::route_call;
 pub use moderation::{moderate_answer, moderate_request, moderate_tool};
+pub use policies::any_guardrails;
 pub use record::{Call, McpNote, TraceHeaders, client_span_to};
 pub use rest::{RestRequest, rest_call};
 pub use shared::{RequestLimits, Shared};

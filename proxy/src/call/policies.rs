@@ -122,6 +122,15 @@ fn policies() -> &'static Policies {
     POLICIES.get_or_init(Policies::default)
 }
 
+/// Whether the route or the consumer attaches any guardrail (so a caller may skip copying a
+/// document that nothing would check).
+pub fn any_guardrails(snapshot: &Snapshot, route: RouteIdx, consumer: Option<ConsumerIdx>) -> bool {
+    !snapshot.content.routes[route as usize]
+        .guardrails
+        .is_empty()
+        || consumer.is_some_and(|c| !snapshot.content.consumers[c as usize].guardrails.is_empty())
+}
+
 /// The rules of one side of a call on `route` by `consumer` for `endpoint` (the route's guardrails
 /// first), or `None` when nothing is checked. `snapshot` is the snapshot the call is served from;
 /// `shared`, when given, is it as the call holds it, whose tables are then used.
@@ -134,11 +143,7 @@ pub fn policy(
     request: bool,
 ) -> Option<Arc<Policy>> {
     // Most calls meet no guardrail at all: told without looking the tables up.
-    let unguarded = snapshot.content.routes[route as usize]
-        .guardrails
-        .is_empty()
-        && consumer.is_none_or(|c| snapshot.content.consumers[c as usize].guardrails.is_empty());
-    if unguarded {
+    if !any_guardrails(snapshot, route, consumer) {
         return None;
     }
     match shared.filter(|s| std::ptr::eq(Arc::as_ptr(s), snapshot)) {
