@@ -30,10 +30,12 @@ impl<T> Default for PerSnapshot<T> {
 impl<T> PerSnapshot<T> {
     /// The value of `snapshot`, made by `make` when this is the first request to it.
     pub fn of(&self, snapshot: &Arc<Snapshot>, make: impl FnOnce(&Snapshot) -> T) -> Arc<T> {
-        let wanted = Arc::downgrade(snapshot);
-        if let Some((_, v)) = self.kept.load().iter().find(|(s, _)| s.ptr_eq(&wanted)) {
+        // Found by address, without a weak reference made for every request.
+        let at = Arc::as_ptr(snapshot);
+        if let Some((_, v)) = self.kept.load().iter().find(|(s, _)| s.as_ptr() == at) {
             return v.clone();
         }
+        let wanted = Arc::downgrade(snapshot);
         let made = Arc::new(make(snapshot));
         let mut chosen = made.clone();
         self.kept.rcu(|kept| {
