@@ -1139,8 +1139,7 @@ impl ChunkShape {
 
 impl ChunkEnds {
     /// The choices of `data` when it has the shape of the last chunk read, its text aside. Only the
-    /// bytes from the literal on are checked to be UTF-8: those before it are the last chunk's, which
-    /// were.
+    /// literal's bytes are checked to be UTF-8: those around it are the last chunk's, which were.
     fn same_shape<'a>(&self, data: &'a [u8], into: &mut Choices<'a>) -> bool {
         let Some(shape) = self.shape.as_ref().filter(|s| s.valid) else {
             return false;
@@ -1151,15 +1150,21 @@ impl ChunkEnds {
         if rest.first() != Some(&b'"') {
             return false;
         }
-        let Ok(rest) = std::str::from_utf8(rest) else {
+        // The bytes after the literal are compared with the last chunk's, which were UTF-8: only
+        // the literal's are checked.
+        let Some((end, escaped)) = json_text::literal_end(rest, 0) else {
             return false;
         };
-        let Some((at, text)) = json_text::Cursor::new(rest).string() else {
-            return false;
-        };
-        if rest.as_bytes()[at.end..] != shape.after[..] {
+        if rest[end..] != shape.after[..] {
             return false;
         }
+        let Ok(literal) = std::str::from_utf8(&rest[..end]) else {
+            return false;
+        };
+        let Some(json_text::Found { at, text }) = json_text::found_at(literal, 0..end, escaped)
+        else {
+            return false;
+        };
         let at = at.start + shape.before.len()..at.end + shape.before.len();
         into.push(ChunkChoice {
             index: shape.index,
