@@ -244,6 +244,19 @@ fn quote_or_backslash(b: &[u8]) -> Option<usize> {
     memchr::memchr2(b'"', b'\\', &b[32..]).map(|p| 32 + p)
 }
 
+/// The bytes that end a number, `true`, `false` or `null` (or a run of other bytes the walk passes
+/// over as one): structure, a quote, white space.
+static ENDS_SCALAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let ends = b",]}:\"{[ \t\n\r";
+    let mut k = 0;
+    while k < ends.len() {
+        t[ends[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
+
 struct Walk<'a> {
     s: &'a str,
     b: &'a [u8],
@@ -254,7 +267,11 @@ struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     fn space(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+        // Compact JSON has no white space: one test passes over every byte above a space.
+        while let Some(&c) = self.b.get(self.i)
+            && c <= b' '
+            && matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+        {
             self.i += 1;
         }
     }
@@ -347,21 +364,11 @@ impl<'a> Walk<'a> {
             }
             _ => {
                 let from = self.i;
-                while !matches!(
-                    self.b.get(self.i),
-                    None | Some(
-                        b',' | b']'
-                            | b'}'
-                            | b':'
-                            | b'"'
-                            | b'{'
-                            | b'['
-                            | b' '
-                            | b'\t'
-                            | b'\n'
-                            | b'\r'
-                    )
-                ) {
+                while self
+                    .b
+                    .get(self.i)
+                    .is_some_and(|&c| !ENDS_SCALAR[c as usize])
+                {
                     self.i += 1;
                 }
                 (self.i > from).then_some(())
