@@ -236,9 +236,15 @@ impl<T> Span for (Range<usize>, T) {
     }
 }
 
-/// Sorts spans and joins those that overlap; a joined span keeps the first one's value. In place
-/// (the usual list, one rule's matches, is sorted already and needs no second one).
+/// Sorts spans and joins those that overlap; a joined span keeps the first one's value. In place; a
+/// list already sorted and apart (the usual one, one rule's matches) is left as it is.
 fn merge<S: Span>(mut spans: Vec<S>) -> Vec<S> {
+    if spans
+        .windows(2)
+        .all(|w| w[0].span().end <= w[1].span().start)
+    {
+        return spans;
+    }
     spans.sort_by_key(|s| {
         let r = s.span();
         (r.start, std::cmp::Reverse(r.end))
@@ -286,5 +292,24 @@ impl Checked {
     /// `text` (the one checked) with its masks applied.
     pub fn masked(&self, text: &str) -> String {
         apply(text, &self.masks, 0..text.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+
+    /// Spans sorted and apart (adjacent ones included) stay as they are; others are sorted, and
+    /// overlapping ones joined under the first one's value.
+    #[test]
+    fn spans_are_sorted_and_overlapping_ones_joined() {
+        let apart = vec![(0..3, 'a'), (3..5, 'b'), (9..12, 'c')];
+        assert_eq!(merge(apart.clone()), apart);
+        assert_eq!(
+            merge(vec![(9..12, 'c'), (0..3, 'a'), (2..6, 'b'), (3..5, 'd')]),
+            vec![(0..6, 'a'), (9..12, 'c')]
+        );
+        assert_eq!(merge(vec![4..8, 0..2, 1..3]), vec![0..3, 4..8]);
+        assert!(merge(Vec::<std::ops::Range<usize>>::new()).is_empty());
     }
 }

@@ -145,10 +145,15 @@ fn write_edited_literal<T: AsRef<str>>(
     edits: &[(Range<usize>, T)],
 ) {
     let text: &str = &found.text;
+    // A token is looked at once however many values it masks (a rule's token is one string).
+    let mut last: Option<&str> = None;
     let plain = matches!(found.text, Cow::Borrowed(_))
-        && edits
-            .iter()
-            .all(|(_, t)| !needs_escape(t.as_ref().as_bytes()))
+        && edits.iter().all(|(_, t)| {
+            let t = t.as_ref();
+            let seen = last.is_some_and(|l| std::ptr::eq(l, t));
+            last = Some(t);
+            seen || !needs_escape(t.as_bytes())
+        })
         && !has_control(text.as_bytes());
     if plain {
         out.push('"');

@@ -353,7 +353,12 @@ impl<'t> Scan<'t> {
     }
 
     fn push(&mut self, d: Detector, span: Range<usize>) {
-        self.found.spans[slot(d)].push(span);
+        let spans = &mut self.found.spans[slot(d)];
+        // A text with one value often holds a few: room for eight at once, not grown from four.
+        if spans.capacity() == 0 {
+            spans.reserve_exact(8);
+        }
+        spans.push(span);
     }
 
     fn run(&mut self) {
