@@ -479,9 +479,9 @@ mod tests {
         assert_eq!(together, scan::scan_all(text, all), "{text:?}");
     }
 
-    /// The scan without secrets tests eight bytes at a time for a byte that may begin a value, and
+    /// The scan without secrets tests sixteen bytes at a time for a byte that may begin a value, and
     /// the look for secrets jumps from key mark to key mark: values at the start and the end of the
-    /// text, on each side of an eight-byte edge, next to each other and next to wider characters.
+    /// text, on each side of a sixteen-byte edge, next to each other and next to wider characters.
     /// The scan without secrets passes over the rest of a number a candidate began: what follows
     /// a number right after its digits (a separator, another value, a wider character, the end of
     /// the text) is still looked at, in short texts and in long ones.
@@ -529,7 +529,7 @@ mod tests {
     }
 
     #[test]
-    fn values_are_found_wherever_the_eight_byte_steps_fall() {
+    fn values_are_found_wherever_the_sixteen_byte_steps_fall() {
         let values = [
             "bob@example.com",
             "415-555-2671",
@@ -847,7 +847,7 @@ mod tests {
                     text
                 );
                 // Past 64 bytes the scan without secrets watches for key marks itself: the same
-                // text behind and before prose (so a mark falls at every place of an eight-byte
+                // text behind and before prose (so a mark falls at every place of a sixteen-byte
                 // step), and the text twice.
                 for long in [
                     format!("{}{text}", "quiet prose, ".repeat(5)),
