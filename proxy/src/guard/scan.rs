@@ -344,6 +344,38 @@ fn in_range16<const FIRST: u8, const LAST: u8>(block: &[u8; 16]) -> u32 {
     in_range16_words::<FIRST, LAST>(block)
 }
 
+/// Whether a group of `n` digits, the first `first`, followed by `after`, may begin a phone number
+/// (`415-`, `415 `, `415.`, an area code, or `1` before one: `1-415…`, `1(415)…`), an SSN (`123-`, an
+/// area code's shape too) or an IPv4 address (`10.`): what [`Scan::digits`] asks before it reads any
+/// of them.
+fn group_begins(n: usize, first: u8, after: Option<u8>) -> bool {
+    phone_shaped(n, first, after) || (n <= 3 && after == Some(b'.'))
+}
+
+/// The phone number part of [`group_begins`].
+fn phone_shaped(n: usize, first: u8, after: Option<u8>) -> bool {
+    let separated = matches!(after, Some(b' ' | b'.' | b'-'));
+    (n == 3 && separated) || (first == b'1' && n == 1 && (separated || after == Some(b'(')))
+}
+
+/// Whether no group of a run of digit groups joined by single spaces or dashes, after its first
+/// (which ends at `from`) and up to `end`, may begin a value ([`group_begins`]): then the scan need
+/// not stop at any of them. Inside such a run nothing else can begin either: no `@`, `:`, `(` or `+`,
+/// and a dash between digits is no secret's key mark.
+fn later_groups_quiet(t: Text, from: usize, end: usize) -> bool {
+    let bytes = t.0.as_bytes();
+    let mut at = from;
+    while at < end {
+        let start = at + 1;
+        let n = t.run(start, DIGIT);
+        if group_begins(n, bytes[start], t.byte(start + n)) {
+            return false;
+        }
+        at = start + n;
+    }
+    true
+}
+
 struct Scan<'t> {
     t: Text<'t>,
     wanted: Wanted,
@@ -451,8 +483,8 @@ impl<'t> Scan<'t> {
             while hits != 0 {
                 let i = base + hits.trailing_zeros() as usize;
                 hits &= hits - 1;
-                // The rest of a number a candidate began: digits after a digit begin nothing
-                // (nor are they key marks).
+                // The rest of a number a candidate began (see `digits`): nothing begins there,
+                // and no key mark lies there.
                 if i < past {
                     continue;
                 }
@@ -496,8 +528,8 @@ impl<'t> Scan<'t> {
 
     /// Kept out of the loop above: inlined, its many offsets from `i` became counters the loop
     /// stepped on every byte.
-    /// Where the candidate's first digits end if it began a number (nothing begins inside one),
-    /// else `i + 1`.
+    /// Where the candidate's first digits end if it began a number (nothing begins inside one), or
+    /// its run of digit groups when no later group begins anything either, else `i + 1`.
     #[inline(never)]
     fn candidate(&mut self, i: usize, b: u8) -> usize {
         match b {
@@ -527,17 +559,16 @@ impl<'t> Scan<'t> {
     }
 
     /// Phone numbers, card numbers, SSNs and IPv4 addresses: they start at a digit at the start of a word.
-    /// The length of the first group of digits.
+    /// How many bytes from `i` begin nothing more: the first group of digits, or the whole run of
+    /// groups a card is looked for in when no later group of it can begin a value either.
     fn digits(&mut self, i: usize, first: u8) -> usize {
         // The first group of digits and what follows it rule most shapes out before they are read.
         let n = self.t.run(i, DIGIT);
         let after = self.t.byte(i + n);
-        let separated = matches!(after, Some(b' ' | b'.' | b'-'));
-        // `415-`, `415 `, `415.` (an area code), or `1` before one (`1-415…`, `1(415)…`).
-        if (n == 3 && separated) || (first == b'1' && n == 1 && (separated || after == Some(b'(')))
-        {
+        if phone_shaped(n, first, after) {
             self.phone(i);
         }
+        let mut quiet = n;
         // A lone group of under 13 digits holds no card, and passing over it changes nothing: no
         // later card candidate can begin inside it.
         if self.wants(Detector::CreditCard, i)
@@ -548,6 +579,10 @@ impl<'t> Scan<'t> {
             if digits >= 13 {
                 let cards = detect::cards_within(&self.t.0[i..end], i);
                 self.found.spans[slot(Detector::CreditCard)].extend(cards);
+            }
+            // A date's or an amount's later groups (`-12-01`) are passed over as the first one is.
+            if later_groups_quiet(self.t, i + n, end) {
+                quiet = end - i;
             }
         }
         if n == 3
@@ -568,7 +603,7 @@ impl<'t> Scan<'t> {
             self.next[slot(Detector::IpAddress)] = end;
             self.push(Detector::IpAddress, i..end);
         }
-        n
+        quiet
     }
 
     /// A phone number's candidate at `i`, cut down to the number it begins with.
