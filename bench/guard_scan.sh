@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Instructions one guardrail check costs, by text: the built-in detectors (all seven, masking) over the
-# guardrails bench's 820-byte texts, counted by callgrind in the proxy's release unit-test binary
-# (`guard::tests::measure_a_check`, run with two counts; the difference divided by the extra checks, so
-# start-up is left out).
+# user message of the guardrails bench's chat requests (820 bytes), counted by callgrind in the proxy's
+# release unit-test binary (`guard::tests::measure_a_check`, run with two counts; the difference divided
+# by the extra checks, so start-up is left out).
 #
-#   bash bench/guard_scan.sh                  # prose sentences dates emails mixed
+#   bash bench/guard_scan.sh                  # prose sentences dates emails mixed digits
 #   GUARD_TEXTS="mixed dates" bash bench/guard_scan.sh
 #
-# The texts: `prose` (lower-case words, no digit nor `@`: the quick look finds nothing to scan for),
-# `sentences` (capitals, commas, full stops), `dates` (a date every 136 bytes), `emails` (an address
-# every 136 bytes, masked) and `mixed` (both, as `bench/guardrails.sh`'s mixed text). Where a whole
-# call's figures are wanted, use bench/guardrails.sh; this one tells what a change to the detectors
-# does, in seconds. Needs valgrind (installed if missing). Not part of the test suite.
+# The texts: `prose`, `mixed` and `digits` as `tollgate-bench body --text …` writes them (what
+# bench/guardrails.sh sends); `dates` and `emails`, the mixed text with its addresses or its dates
+# turned into words; `sentences`, prose with capitals, commas and full stops. Where a whole call's
+# figures are wanted, use bench/guardrails.sh; this one tells what a change to the detectors does, in
+# seconds. Needs valgrind (installed if missing). Not part of the test suite.
 set -euo pipefail
 say_as=guard_scan
 # shellcheck source=bench/common.sh
@@ -21,6 +21,7 @@ command -v valgrind >/dev/null || {
     say "installing Debian's valgrind"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind
 }
+cargo build --release -p tollgate-bench >&2
 binary="$(cargo test --release -p tollgate-proxy --lib --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json, sys
 for line in sys.stdin:
@@ -31,20 +32,40 @@ for line in sys.stdin:
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# Instructions counted for `N` checks of text `$1`.
+for text in prose mixed digits; do
+    "$target/release/tollgate-bench" body --text "$text" >"$work/$text.json"
+done
+python3 - "$work" <<'PY'
+import json, re, sys
+work = sys.argv[1]
+def user(name):
+    return json.load(open(f"{work}/{name}.json"))["messages"][1]["content"]
+texts = {name: user(name) for name in ("prose", "mixed", "digits")}
+mixed = texts["mixed"]
+texts["dates"] = mixed.replace("ops@example.com", "ops at example")
+texts["emails"] = re.sub(r"\b\d{4}-\d\d-\d\d\b", "tomorrow", mixed)
+texts["sentences"] = ("The gateway routes each request to a model. Teams share one budget, and "
+                      "quotas reset daily. " * 10)[:len(mixed)]
+assert "@" not in texts["dates"] and "2026-" in texts["dates"]
+assert "@" in texts["emails"] and "2026-" not in texts["emails"]
+for name, text in texts.items():
+    open(f"{work}/{name}.txt", "w").write(text)
+PY
+
+# Instructions counted for `$2` checks of text `$1`.
 counted() {
-    TEXT="$1" N="$2" valgrind --tool=callgrind --callgrind-out-file="$work/cg" "$binary" --ignored \
-        --exact guard::tests::measure_a_check --nocapture >"$work/out" 2>&1
+    GUARD_TEXT_FILE="$work/$1.txt" N="$2" valgrind --tool=callgrind --callgrind-out-file="$work/cg" \
+        "$binary" --ignored --exact guard::tests::measure_a_check --nocapture >"$work/out" 2>&1
     grep -q "masked a check" "$work/out" || { say "the measurement did not run"; cat "$work/out" >&2; exit 1; }
     # awk reads the whole report: stopping early would end callgrind_annotate with SIGPIPE.
     callgrind_annotate "$work/cg" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); t = $1 } END { print t }'
 }
 
-echo "| text | instructions a check | masked a check |"
-echo "|---|---|---|"
-for text in ${GUARD_TEXTS:-prose sentences dates emails mixed}; do
+echo "| text | bytes | instructions a check | masked a check |"
+echo "|---|---|---|---|"
+for text in ${GUARD_TEXTS:-prose sentences dates emails mixed digits}; do
     low="$(counted "$text" 1000)"
     high="$(counted "$text" 2000)"
-    masked="$(sed -n 's/.*: \([0-9]*\) masked a check/\1/p' "$work/out")"
-    echo "| $text | $(((high - low) / 1000)) | $masked |"
+    masked="$(sed -n 's/^\([0-9]*\) masked a check/\1/p' "$work/out")"
+    echo "| $text | $(wc -c <"$work/$text.txt") | $(((high - low) / 1000)) | $masked |"
 done
