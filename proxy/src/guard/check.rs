@@ -153,6 +153,10 @@ impl Policy {
                 .all(|r| matches!(r.matcher, Matcher::Detector(_)));
             (wanted, detectors_only)
         });
+        // Most of a stream's pieces of prose: nothing any detector could begin to match.
+        if detectors_only && scan::quiet(text) {
+            return checked;
+        }
         let detected = scan::scan(text, wanted);
         // The usual outcome, above all for a stream's many small checks: nothing found, nothing to
         // gather.

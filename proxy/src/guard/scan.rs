@@ -118,6 +118,16 @@ pub fn scan(text: &str, wanted: Wanted) -> Found {
     }
 }
 
+/// Whether no detector can find anything in `text`: it holds no byte from `-` to `_`, where every
+/// byte some detector's values hold lies (see [`possible`]). Sixteen bytes a test: what a stream's
+/// window checks for most pieces of prose, before any other work.
+pub fn quiet(text: &str) -> bool {
+    let mut blocks = text.as_bytes().chunks_exact(16);
+    (&mut blocks)
+        .all(|block| in_range16::<b'-', b'_'>(block.try_into().expect("sixteen bytes")) == 0)
+        && !blocks.remainder().iter().any(|b| (b'-'..=b'_').contains(b))
+}
+
 /// Bits of [`NEEDS`]: a byte that every value of some detector holds.
 const HAS_DIGIT: u8 = 1;
 const HAS_AT: u8 = 2;
