@@ -123,8 +123,7 @@ pub fn scan(text: &str, wanted: Wanted) -> Found {
 /// window checks for most pieces of prose, before any other work.
 pub fn quiet(text: &str) -> bool {
     let mut blocks = text.as_bytes().chunks_exact(16);
-    (&mut blocks)
-        .all(|block| in_range16::<b'-', b'_'>(block.try_into().expect("sixteen bytes")) == 0)
+    blocks.all(|block| in_range16::<b'-', b'_'>(block.try_into().expect("sixteen bytes")) == 0)
         && !blocks.remainder().iter().any(|b| (b'-'..=b'_').contains(b))
 }
 
