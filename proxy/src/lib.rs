@@ -8,6 +8,7 @@ mod call;
 pub mod clock;
 pub mod control;
 mod error;
+mod escape;
 mod gateway;
 mod guard;
 mod limits;

@@ -8,6 +8,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use crate::escape::{equal, needs_escape};
+
 /// Deepest nesting walked; deeper documents are read the slow way (serde_json stops at 128 too).
 const MAX_DEPTH: usize = 128;
 
@@ -95,29 +97,6 @@ pub fn splice_edited<T: AsRef<str>>(
     }
     out.push_str(&json[at..]);
     (out, shifts)
-}
-
-/// Whether `b` holds a byte a JSON string literal escapes: `"`, `\` or a control character. Eight
-/// bytes at a time (each test is exact as a whole: it is non-zero only if some byte matches).
-fn needs_escape(b: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
-    let mut words = b.chunks_exact(8);
-    for word in &mut words {
-        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
-        // A byte below 0x20; a byte equal to `"`; a byte equal to `\`.
-        if x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0
-            || zero_in(x ^ (ONES * u64::from(b'"')))
-            || zero_in(x ^ (ONES * u64::from(b'\\')))
-        {
-            return true;
-        }
-    }
-    words
-        .remainder()
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 /// Whether `b` holds a control character (below 0x20). A fold without an early exit, which the
@@ -226,11 +205,6 @@ pub fn literal_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
 /// bytes, where setting up a vector search costs more than the search: the first 32 bytes are looked
 /// at eight at a time (the lowest byte a test marks is exact), then `memchr2` takes over.
 fn quote_or_backslash(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const QUOTES: u64 = ONES * b'"' as u64;
-    const BACKSLASHES: u64 = ONES * b'\\' as u64;
-    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let mut k = 0;
     while k < 32 {
         let Some(word) = b.get(k..k + 8) else {
@@ -240,7 +214,7 @@ fn quote_or_backslash(b: &[u8]) -> Option<usize> {
                 .map(|p| k + p);
         };
         let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        let marked = zero_in(x ^ QUOTES) | zero_in(x ^ BACKSLASHES);
+        let marked = equal(x, b'"') | equal(x, b'\\');
         if marked != 0 {
             return Some(k + (marked.trailing_zeros() / 8) as usize);
         }

@@ -298,27 +298,9 @@ mod json {
         }
     }
 
-    /// Whether `s` needs no escaping in JSON. Eight bytes at a time, without an early exit (nearly
-    /// every string is plain, so exiting early would save nothing).
+    /// Whether `s` needs no escaping in JSON.
     pub(super) fn plain(s: &str) -> bool {
-        const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-        const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-        // Non-zero exactly when some byte of `w` is below `n` (n <= 0x80): Bit Twiddling Hacks'
-        // `hasless`. A zero byte of `w ^ c·ONES` is a byte equal to `c`.
-        let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
-        let mut chunks = s.as_bytes().chunks_exact(8);
-        let mut bad = 0;
-        for chunk in &mut chunks {
-            let w = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
-            bad |= below(w, 0x20)
-                | below(w ^ (ONES * u64::from(b'"')), 1)
-                | below(w ^ (ONES * u64::from(b'\\')), 1);
-        }
-        bad == 0
-            && chunks
-                .remainder()
-                .iter()
-                .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+        !crate::escape::needs_escape(s.as_bytes())
     }
 
     pub fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {

@@ -76,6 +76,11 @@ const LAYERS: &[Layer] = &[
         height: 2,
         forbidden_crates: &[],
     },
+    Layer {
+        module: "escape",
+        height: 2,
+        forbidden_crates: &[],
+    },
 ];
 
 fn proxy_sources() -> Graph {

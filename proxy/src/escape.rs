@@ -1,0 +1,32 @@
+//! Which bytes a JSON string literal escapes, looked for eight bytes at a time: the access log asks it
+//! of every string it writes, the guardrails of every masked text and token.
+
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Each byte of `x` below `n` (at most 0x80) marked by its high bit (Bit Twiddling Hacks' `hasless`).
+/// A byte is marked falsely only above a truly marked one (the borrow runs upward), so whether any
+/// byte is marked, and which is the lowest, are exact.
+pub const fn below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * n as u64) & !x & HIGH
+}
+
+/// The bytes of `x` equal to `c`, marked as [`below`] marks them.
+pub const fn equal(x: u64, c: u8) -> u64 {
+    below(x ^ (ONES * c as u64), 1)
+}
+
+/// Whether `b` holds a byte a JSON string literal escapes: `"`, `\` or a control character.
+pub fn needs_escape(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+        if below(x, 0x20) | equal(x, b'"') | equal(x, b'\\') != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+}
