@@ -4,10 +4,7 @@
 #   key, prefix   the benchmark consumer's key and route prefix (tollgate-bench snapshot --small)
 #   chat.json     in $work: the ~1 KB chat body both scripts send
 # with bench-upstream listening on `upstream_port` and `wait_port` defined.
-command -v valgrind >/dev/null || {
-    say "installing Debian's valgrind"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind
-}
+ensure_valgrind
 cargo build --release -p tollgate-bench -p tollgate-proxy >&2
 
 work="$(mktemp -d)"

@@ -17,10 +17,7 @@ say_as=guard_scan
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-command -v valgrind >/dev/null || {
-    say "installing Debian's valgrind"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind
-}
+ensure_valgrind
 cargo build --release -p tollgate-bench >&2
 binary="$(cargo test --release -p tollgate-proxy --lib --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json, sys
