@@ -463,3 +463,36 @@ fn measure_a_check() {
     }
     println!("{} masked a check", masked / n.max(1));
 }
+
+/// A measurement for `bench/guard_scan.sh`: the OpenAI chat stream in the file `GUARD_STREAM_FILE`
+/// (what the guardrails bench's upstream sends) checked `N` times as a proxy checks it, one event a
+/// read, with all seven detectors masking.
+#[test]
+#[ignore = "a measurement, run by bench/guard_scan.sh"]
+fn measure_a_stream() {
+    let path = std::env::var("GUARD_STREAM_FILE").expect("GUARD_STREAM_FILE names the stream");
+    let stream = std::fs::read(path).expect("the stream is readable");
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let events: Vec<&[u8]> = stream.split_inclusive(|&b| b == b'\n').collect();
+    let events: Vec<Vec<u8>> = events
+        .chunk_by(|line, _| line != b"\n")
+        .map(|lines| lines.concat())
+        .collect();
+    let policy = Arc::new(masking_all());
+    let mut written = 0;
+    for _ in 0..n {
+        let mut answer = AnswerStream::new(StreamFormat::OpenAiChat, Arc::clone(&policy));
+        for event in &events {
+            written += answer.feed(std::hint::black_box(event)).len();
+        }
+        written += answer.finish().len();
+    }
+    println!(
+        "{} events, {} bytes written a stream",
+        events.len(),
+        written / n.max(1)
+    );
+}
