@@ -156,8 +156,8 @@ impl AnswerStream {
     /// first incomplete one starts.
     fn events(&mut self, buffer: &[u8], out: &mut Vec<u8>) -> usize {
         let mut at = 0;
-        while let Some((end, sep)) = event_end(&buffer[at..]) {
-            self.event(&buffer[at..at + end], out);
+        while let Some((end, sep, lines)) = event_end(&buffer[at..]) {
+            self.event(&buffer[at..at + end], lines, out);
             at += end + sep;
             if self.rejected.is_some() {
                 break;
@@ -175,7 +175,8 @@ impl AnswerStream {
         }
         let last = std::mem::take(&mut self.buffer);
         if !last.trim_ascii().is_empty() {
-            self.event(last.trim_ascii_end(), &mut out);
+            let last = last.trim_ascii_end();
+            self.event(last, memchr::memchr(b'\n', last).is_some(), &mut out);
             if self.ended() {
                 return out;
             }
@@ -190,9 +191,11 @@ impl AnswerStream {
         out
     }
 
-    fn event(&mut self, event: &[u8], out: &mut Vec<u8>) {
+    /// One event; `lines` says whether it holds a `\n` (more than one line).
+    fn event(&mut self, event: &[u8], lines: bool, out: &mut Vec<u8>) {
         if self.format == StreamFormat::OpenAiChat
             && self.in_place
+            && !lines
             && self.openai_in_place(event, out)
         {
             return;
@@ -320,16 +323,13 @@ impl AnswerStream {
         }
     }
 
-    /// An OpenAI chunk checked in its own bytes: its deltas' texts found with a cursor and only the
-    /// text the windows changed written back over its literals. `false` leaves the event to
-    /// [`Self::openai`]: not a single `data:` line, `[DONE]`, a choice that finishes while a part it
+    /// An OpenAI chunk of one line checked in its own bytes: its deltas' texts found with a cursor
+    /// and only the text the windows changed written back over its literals. `false` leaves the event
+    /// to [`Self::openai`]: not a `data:` line, `[DONE]`, a choice that finishes while a part it
     /// has no member for may hold text, or whose answer begins while reasoning is held (held text may
     /// need a member the chunk lacks), a finishing chunk that names an index twice, or a chunk the
     /// cursor cannot read. A choice that finishes gets its parts' held text in their members.
     fn openai_in_place(&mut self, event: &[u8], out: &mut Vec<u8>) -> bool {
-        if memchr::memchr(b'\n', event).is_some() {
-            return false;
-        }
         let Some(data) = event.strip_prefix(b"data:") else {
             return false;
         };
@@ -868,7 +868,7 @@ pub fn stream_texts(format: StreamFormat, stream: &[u8]) -> Vec<String> {
     let mut rest = stream;
     while !rest.is_empty() {
         let (event, next) = match event_end(rest) {
-            Some((end, sep)) => (&rest[..end], &rest[end + sep..]),
+            Some((end, sep, _)) => (&rest[..end], &rest[end + sep..]),
             None => (rest, &rest[rest.len()..]),
         };
         rest = next;
@@ -1158,7 +1158,7 @@ impl ChunkEnds {
         if rest[end..] != shape.after[..] {
             return false;
         }
-        let Ok(literal) = std::str::from_utf8(&rest[..end]) else {
+        let Some(literal) = short_utf8(&rest[..end]) else {
             return false;
         };
         let Some(json_text::Found { at, text }) = json_text::found_at(literal, 0..end, escaped)
@@ -1180,6 +1180,17 @@ impl ChunkEnds {
         if let Some(end) = end {
             self.head.extend_from_slice(&bytes[..end]);
         }
+    }
+}
+
+/// `b` as a string if it is UTF-8. A streamed text is a few dozen bytes, most often ASCII: one test
+/// of its bytes tells that, where `from_utf8` costs several times as much to set up.
+fn short_utf8(b: &[u8]) -> Option<&str> {
+    if b.is_ascii() {
+        // SAFETY: every ASCII byte sequence is UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(b) })
+    } else {
+        std::str::from_utf8(b).ok()
     }
 }
 
@@ -1239,20 +1250,23 @@ fn chunk_choice<'a>(at: &mut json_text::Cursor<'a>, choice: &mut ChunkChoice<'a>
     Some(())
 }
 
-/// Where the first complete event ends, and the length of its separator: the first `\n\n` or
-/// `\r\n\r\n`, found in one pass from each `\n` or `\r` (an event holds one line or a few, so
-/// this beats a `memmem` searcher built for every event, and one pass beats one per kind).
-fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+/// Where the first complete event ends, the length of its separator, and whether the event holds a
+/// `\n` of its own (more than one line): the first `\n\n` or `\r\n\r\n`, found in one pass from
+/// each `\n` or `\r` (an event holds one line or a few, so this beats a `memmem` searcher built for
+/// every event, and one pass beats one per kind; the line breaks it passes are the event's own).
+fn event_end(buffer: &[u8]) -> Option<(usize, usize, bool)> {
     let mut from = 0;
+    let mut lines = false;
     while let Some(n) = memchr::memchr2(b'\n', b'\r', &buffer[from..]) {
         let at = from + n;
         let rest = &buffer[at + 1..];
         if buffer[at] == b'\n' {
             if rest.first() == Some(&b'\n') {
-                return Some((at, 2));
+                return Some((at, 2, lines));
             }
+            lines = true;
         } else if rest.starts_with(b"\n\r\n") {
-            return Some((at, 4));
+            return Some((at, 4, lines));
         }
         from = at + 1;
     }
@@ -1492,16 +1506,21 @@ mod tests {
                 find_pair(&bytes, b'\r', b"\n\r\n"),
                 memchr::memmem::find(&bytes, b"\r\n\r\n")
             );
-            proptest::prop_assert_eq!(event_end(&bytes), event_end_by_kind(&bytes));
+            let end = event_end(&bytes);
+            proptest::prop_assert_eq!(end.map(|(at, sep, _)| (at, sep)), event_end_by_kind(&bytes));
+            if let Some((at, _, lines)) = end {
+                proptest::prop_assert_eq!(lines, bytes[..at].contains(&b'\n'));
+            }
         }
     }
 
     #[test]
     fn an_event_ends_at_the_first_separator_of_either_kind() {
-        assert_eq!(event_end(b"data: a\n\ndata: b\r\n\r\n"), Some((7, 2)));
-        assert_eq!(event_end(b"data: a\r\n\r\ndata: b\n\n"), Some((7, 4)));
-        assert_eq!(event_end(b"data: a\r\n\r\n"), Some((7, 4)));
-        assert_eq!(event_end(b"data: a\r\n\n"), Some((8, 2)));
+        assert_eq!(event_end(b"data: a\n\ndata: b\r\n\r\n"), Some((7, 2, false)));
+        assert_eq!(event_end(b"data: a\r\n\r\ndata: b\n\n"), Some((7, 4, false)));
+        assert_eq!(event_end(b"data: a\r\n\r\n"), Some((7, 4, false)));
+        assert_eq!(event_end(b"data: a\r\n\n"), Some((8, 2, false)));
+        assert_eq!(event_end(b"data: a\ndata: b\n\n"), Some((15, 2, true)));
         assert_eq!(event_end(b"data: a\r\n"), None);
         assert_eq!(event_end(b""), None);
     }
