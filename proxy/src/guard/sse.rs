@@ -334,6 +334,21 @@ impl AnswerStream {
             return false;
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
+        // The usual chunk: shaped as the last one, with one text that holds no escape and does not
+        // finish. Read and written without gathering its choices; what the checks below ask of it
+        // is asked here: it is one choice that does not finish, so only an answer that begins while
+        // reasoning is held is left to `openai` (the chunk that set an answer's shape sent held
+        // reasoning first, so this is asked for safety's sake).
+        if let Some((index, k, false, (at, Cow::Borrowed(text)))) =
+            self.chunk_ends.shaped_text(data)
+            && let part = Part::ALL[k]
+            && !(part == Part::Answer
+                && (self.guards.contains(&(index, Part::Reasoning))
+                    || self.guards.contains(&(index, Part::ReasoningContent))))
+        {
+            self.write_one_text((index, part), at, text, data, out);
+            return true;
+        }
         let mut choices = Choices::new();
         if chunk_choices(data, &mut self.chunk_ends, &mut choices).is_none() {
             return false;
@@ -402,20 +417,31 @@ impl AnswerStream {
         let (Some((part, (at, Cow::Borrowed(text)))), None) = (texts.next(), texts.next()) else {
             return false;
         };
+        self.write_one_text((choice.index, part), at.clone(), text, data, out);
+        true
+    }
+
+    /// The chunk `data` written with the literal at `at`, of the text `text` of window `key`,
+    /// replaced by what the window releases; or the error event, if a Reject rule matched.
+    fn write_one_text(
+        &mut self,
+        key: (u64, Part),
+        at: Range<usize>,
+        text: &str,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         let mark = out.len();
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&data[..at.start]);
-        let guard = self
-            .guards
-            .get_or_insert((choice.index, part), &self.policy);
+        let guard = self.guards.get_or_insert(key, &self.policy);
         if let Err(rule) = guard.push_literal(text, out) {
             out.truncate(mark);
             self.reject(rule, out);
-            return true;
+            return;
         }
         out.extend_from_slice(&data[at.end..]);
         out.extend_from_slice(b"\n\n");
-        true
     }
 
     /// The texts of `choices` pushed through their windows: what each releases is written onto
@@ -1138,41 +1164,40 @@ impl ChunkShape {
 }
 
 impl ChunkEnds {
-    /// The choices of `data` when it has the shape of the last chunk read, its text aside. Only the
-    /// literal's bytes are checked to be UTF-8: those around it are the last chunk's, which were.
+    /// The choices of `data` when it has the shape of the last chunk read, its text aside.
     fn same_shape<'a>(&self, data: &'a [u8], into: &mut Choices<'a>) -> bool {
-        let Some(shape) = self.shape.as_ref().filter(|s| s.valid) else {
+        let Some((index, part, finished, text)) = self.shaped_text(data) else {
             return false;
         };
-        let Some(rest) = data.strip_prefix(&shape.before[..]) else {
-            return false;
-        };
+        into.push(ChunkChoice {
+            index,
+            texts: Default::default(),
+            finished,
+        });
+        into[0].texts[part] = Some(text);
+        true
+    }
+
+    /// When `data` has the shape of the last chunk read, its text aside: the choice's index, the
+    /// text's part (its place in [`Part::ALL`]), whether the choice finishes, and where the text's literal lies and its text.
+    /// Only the literal's bytes are checked to be UTF-8: those around it are the last chunk's, which
+    /// were.
+    fn shaped_text<'a>(&self, data: &'a [u8]) -> Option<(u64, usize, bool, ChunkText<'a>)> {
+        let shape = self.shape.as_ref().filter(|s| s.valid)?;
+        let rest = data.strip_prefix(&shape.before[..])?;
         if rest.first() != Some(&b'"') {
-            return false;
+            return None;
         }
         // The bytes after the literal are compared with the last chunk's, which were UTF-8: only
         // the literal's are checked.
-        let Some((end, escaped)) = json_text::literal_end(rest, 0) else {
-            return false;
-        };
+        let (end, escaped) = json_text::literal_end(rest, 0)?;
         if rest[end..] != shape.after[..] {
-            return false;
+            return None;
         }
-        let Some(literal) = short_utf8(&rest[..end]) else {
-            return false;
-        };
-        let Some(json_text::Found { at, text }) = json_text::found_at(literal, 0..end, escaped)
-        else {
-            return false;
-        };
+        let literal = short_utf8(&rest[..end])?;
+        let json_text::Found { at, text } = json_text::found_at(literal, 0..end, escaped)?;
         let at = at.start + shape.before.len()..at.end + shape.before.len();
-        into.push(ChunkChoice {
-            index: shape.index,
-            texts: Default::default(),
-            finished: shape.finished,
-        });
-        into[0].texts[shape.part] = Some((at, text));
-        true
+        Some((shape.index, shape.part, shape.finished, (at, text)))
     }
 
     fn set_head(&mut self, bytes: &[u8], end: Option<usize>) {
@@ -1516,8 +1541,14 @@ mod tests {
 
     #[test]
     fn an_event_ends_at_the_first_separator_of_either_kind() {
-        assert_eq!(event_end(b"data: a\n\ndata: b\r\n\r\n"), Some((7, 2, false)));
-        assert_eq!(event_end(b"data: a\r\n\r\ndata: b\n\n"), Some((7, 4, false)));
+        assert_eq!(
+            event_end(b"data: a\n\ndata: b\r\n\r\n"),
+            Some((7, 2, false))
+        );
+        assert_eq!(
+            event_end(b"data: a\r\n\r\ndata: b\n\n"),
+            Some((7, 4, false))
+        );
         assert_eq!(event_end(b"data: a\r\n\r\n"), Some((7, 4, false)));
         assert_eq!(event_end(b"data: a\r\n\n"), Some((8, 2, false)));
         assert_eq!(event_end(b"data: a\ndata: b\n\n"), Some((15, 2, true)));
