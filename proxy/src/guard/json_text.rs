@@ -255,6 +255,23 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// The next byte that is not white space, and past it. Compact JSON has none: the byte is
+    /// taken at once.
+    fn after_space(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        if c > b' ' {
+            self.i += 1;
+            return Some(c);
+        }
+        self.space();
+        self.next()
+    }
+
+    /// Past the byte `c` after any white space; `None` if the next byte is another.
+    fn past(&mut self, c: u8) -> Option<()> {
+        (self.after_space()? == c).then_some(())
+    }
+
     fn next(&mut self) -> Option<u8> {
         let c = *self.b.get(self.i)?;
         self.i += 1;
@@ -303,20 +320,20 @@ impl<'a> Walk<'a> {
                     return Some(());
                 }
                 loop {
-                    self.space();
                     if self.b.get(self.i) != Some(&b'"') {
-                        return None;
+                        self.space();
+                        if self.b.get(self.i) != Some(&b'"') {
+                            return None;
+                        }
                     }
                     let (at, escaped) = self.string()?;
                     let key = self.decode(at, escaped)?;
-                    self.space();
-                    (self.next()? == b':').then_some(())?;
+                    self.past(b':')?;
                     match (self.select)(text, level, &key) {
                         Some(inner) => self.value(inner, level + 1, depth)?,
                         None => self.skip(depth)?,
                     }
-                    self.space();
-                    match self.next()? {
+                    match self.after_space()? {
                         b',' => {}
                         b'}' => return Some(()),
                         _ => return None,
@@ -333,8 +350,7 @@ impl<'a> Walk<'a> {
                 }
                 loop {
                     self.value(text, level, depth)?;
-                    self.space();
-                    match self.next()? {
+                    match self.after_space()? {
                         b',' => {}
                         b']' => return Some(()),
                         _ => return None,
