@@ -18,15 +18,14 @@ pub const fn equal(x: u64, c: u8) -> u64 {
 
 /// Whether `b` holds a byte a JSON string literal escapes: `"`, `\` or a control character.
 pub fn needs_escape(b: &[u8]) -> bool {
-    let mut words = b.chunks_exact(8);
-    for word in &mut words {
+    let marked = |word: &[u8]| {
         let x = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
-        if below(x, 0x20) | equal(x, b'"') | equal(x, b'\\') != 0 {
-            return true;
-        }
+        below(x, 0x20) | equal(x, b'"') | equal(x, b'\\') != 0
+    };
+    if b.len() < 8 {
+        return b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
     }
-    words
-        .remainder()
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    // The last eight bytes as one more word, overlapping the one before: what it marks lies in `b`
+    // too, and no byte is read one at a time.
+    b.chunks_exact(8).any(marked) || marked(&b[b.len() - 8..])
 }
