@@ -575,6 +575,23 @@ mod tests {
             prop_assert_eq!(needs_escape(&bytes), slow);
         }
 
+        /// Text that needs no escape but perhaps one byte, wherever it lies (in a whole word, in the
+        /// last bytes, which are read as a word overlapping the one before).
+        #[test]
+        fn one_byte_to_escape_is_found_wherever_it_lies(
+            bytes in prop::collection::vec(prop::sample::select(&b"a \x20\x7f\x80\xa2\xdc\xff!#[]"[..]), 0..40),
+            at in any::<prop::sample::Index>(),
+            bad in prop::option::of(prop::sample::select(&b"\x00\x1f\"\\"[..])),
+        ) {
+            let mut bytes = bytes;
+            if let Some(bad) = bad && !bytes.is_empty() {
+                let at = at.index(bytes.len());
+                bytes[at] = bad;
+            }
+            let slow = bytes.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+            prop_assert_eq!(needs_escape(&bytes), slow);
+        }
+
         /// The literal written without serde_json where nothing needs an escape is the one it writes.
         #[test]
         fn literals_are_written_as_serde_json_writes_them(
