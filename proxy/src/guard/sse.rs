@@ -156,7 +156,10 @@ impl AnswerStream {
     /// first incomplete one starts.
     fn events(&mut self, buffer: &[u8], out: &mut Vec<u8>) -> usize {
         let mut at = 0;
-        while let Some((end, sep, lines)) = event_end(&buffer[at..]) {
+        // A read most often ends with an event: no search is set up for the nothing after it.
+        while at < buffer.len()
+            && let Some((end, sep, lines)) = event_end(&buffer[at..])
+        {
             self.event(&buffer[at..at + end], lines, out);
             at += end + sep;
             if self.rejected.is_some() {
