@@ -378,7 +378,7 @@ fn check_in_place(
     call: &mut Call,
     side: &str,
 ) -> Option<Result<Spliced, ApiError>> {
-    let json = std::str::from_utf8(body).ok()?;
+    let json = json_text::utf8(body)?;
     let mut split = None;
     let found = match texts {
         Texts::Request => {

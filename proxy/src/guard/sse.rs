@@ -1041,7 +1041,7 @@ fn chunk_choices<'a>(data: &'a [u8], known: &mut ChunkEnds, into: &mut Choices<'
     if known.same_shape(data, into) {
         return Some(());
     }
-    let data = std::str::from_utf8(data).ok()?;
+    let data = json_text::utf8(data)?;
     let read = read_chunk_choices(data, known, into);
     if read.is_none() {
         into.clear();
@@ -1197,7 +1197,7 @@ impl ChunkEnds {
         if rest[end..] != shape.after[..] {
             return None;
         }
-        let literal = short_utf8(&rest[..end])?;
+        let literal = json_text::utf8(&rest[..end])?;
         let json_text::Found { at, text } = json_text::found_at(literal, 0..end, escaped)?;
         let at = at.start + shape.before.len()..at.end + shape.before.len();
         Some((shape.index, shape.part, shape.finished, (at, text)))
@@ -1208,17 +1208,6 @@ impl ChunkEnds {
         if let Some(end) = end {
             self.head.extend_from_slice(&bytes[..end]);
         }
-    }
-}
-
-/// `b` as a string if it is UTF-8. A streamed text is a few dozen bytes, most often ASCII: one test
-/// of its bytes tells that, where `from_utf8` costs several times as much to set up.
-fn short_utf8(b: &[u8]) -> Option<&str> {
-    if b.is_ascii() {
-        // SAFETY: every ASCII byte sequence is UTF-8.
-        Some(unsafe { std::str::from_utf8_unchecked(b) })
-    } else {
-        std::str::from_utf8(b).ok()
     }
 }
 
