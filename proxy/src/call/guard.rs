@@ -150,9 +150,14 @@ impl Verdicts {
             return None;
         }
         let checked = policy.check_whole(text);
-        for d in checked.decisions {
-            if !self.decisions.contains(&d) {
-                self.decisions.push(d);
+        if self.decisions.is_empty() {
+            // The first text's decisions, the usual ones, taken as they are (distinct already).
+            self.decisions = checked.decisions;
+        } else {
+            for d in checked.decisions {
+                if !self.decisions.contains(&d) {
+                    self.decisions.push(d);
+                }
             }
         }
         if let Some(rule) = checked.rejected {
@@ -445,7 +450,7 @@ fn mask_found_moving(
     found: &[json_text::Found<'_>],
 ) -> (Option<(String, json_text::Shifts)>, Verdicts) {
     let mut verdicts = Verdicts::default();
-    let mut edited = Vec::new();
+    let mut edited = Vec::with_capacity(found.len());
     for f in found {
         if let Some(masks) = verdicts.masks(policy, &f.text) {
             edited.push((f, masks));

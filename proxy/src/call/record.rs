@@ -273,6 +273,9 @@ impl Call {
 
     /// Notes what guardrail rules did, once per rule and action.
     pub fn note_guardrails(&mut self, decisions: &[crate::guard::Decision]) {
+        if self.guardrails.is_empty() {
+            self.guardrails.reserve_exact(decisions.len());
+        }
         for d in decisions {
             let action = match d.action {
                 GuardrailAction::Mask => "mask",
