@@ -979,6 +979,12 @@ impl Guards {
     }
 
     fn get_or_insert(&mut self, key: (u64, Part), policy: &Arc<Policy>) -> &mut StreamGuard {
+        // A stream's one window, most often.
+        if let [(only, _)] = &self.0[..]
+            && *only == key
+        {
+            return &mut self.0[0].1;
+        }
         let at = match self.find(&key) {
             Ok(at) => at,
             Err(at) => {

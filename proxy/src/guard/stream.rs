@@ -170,7 +170,9 @@ impl StreamGuard {
         if cut == 0 {
             return Ok(());
         }
-        self.decisions.extend(checked.decisions);
+        if !checked.decisions.is_empty() {
+            self.decisions.extend(checked.decisions);
+        }
         match out {
             Onto::Text(out) => apply_onto(out, &self.pending, &checked.masks, 0..cut),
             // A cut never crosses a match: the masks that end by it are the ones inside.
