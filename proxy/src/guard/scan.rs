@@ -324,13 +324,13 @@ fn in_range<const FIRST: u8, const LAST: u8>(x: u64) -> u64 {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 fn in_range16<const FIRST: u8, const LAST: u8>(block: &[u8; 16]) -> u32 {
     use std::arch::x86_64::{
-        _mm_add_epi8, _mm_cmplt_epi8, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi8,
+        _mm_add_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
     };
-    let half = |h: &[u8]| i64::from_le_bytes(h.try_into().expect("eight bytes"));
     // SAFETY: these intrinsics need SSE2, which the build enables (this function exists only when
-    // it does: it is part of the x86-64 baseline); none reads or writes memory.
+    // it does: it is part of the x86-64 baseline). The one that reads memory reads sixteen bytes,
+    // unaligned, from where `block` points: the sixteen bytes it borrows.
     unsafe {
-        let x = _mm_set_epi64x(half(&block[8..]), half(&block[..8]));
+        let x = _mm_loadu_si128(block.as_ptr().cast());
         let moved = _mm_add_epi8(x, _mm_set1_epi8(0x80u8.wrapping_sub(FIRST) as i8));
         let inside = _mm_cmplt_epi8(moved, _mm_set1_epi8((LAST - FIRST + 1) as i8 ^ i8::MIN));
         _mm_movemask_epi8(inside) as u32
