@@ -353,6 +353,16 @@ fn in_range16<const FIRST: u8, const LAST: u8>(block: &[u8; 16]) -> u32 {
     in_range16_words::<FIRST, LAST>(block)
 }
 
+/// The bytes of `block` [`Scan::run_sparse`] looks at: from [`FIRST`] to [`LAST`], or to
+/// [`LAST_WATCHED`] with `WATCH`.
+fn block_hits<const WATCH: bool>(block: &[u8; 16]) -> u32 {
+    if WATCH {
+        in_range16::<FIRST, LAST_WATCHED>(block)
+    } else {
+        in_range16::<FIRST, LAST>(block)
+    }
+}
+
 /// Whether a group of `n` digits, the first `first`, followed by `after`, may begin a phone number
 /// (`415-`, `415 `, `415.`, an area code, or `1` before one: `1-415…`, `1(415)…`), an SSN (`123-`, an
 /// area code's shape too) or an IPv4 address (`10.`): what [`Scan::digits`] asks before it reads any
@@ -473,52 +483,67 @@ impl<'t> Scan<'t> {
 
     /// [`Self::run`] when secrets are not wanted: then only bytes from `(` to `Z` (digits, upper-case
     /// letters, `( + - : @` and a few more) can begin a value, and prose is mostly lower-case letters
-    /// and spaces. Sixteen bytes are tested at a time for any such byte; only those are looked at (`-`
+    /// and spaces. Sixteen bytes are tested at a time for any such byte, from the byte after the
+    /// last one looked at (or after the rest of a number it began); only those are looked at (`-`
     /// then begins nothing). With `WATCH`, the bytes up to `_` are, and the scan gives up (`false`)
     /// at the first key mark where a secret's prefix holds one ([`begins_key`]).
     fn run_sparse<const WATCH: bool>(&mut self) -> bool {
         let bytes = self.t.0.as_bytes();
-        let mut blocks = bytes.chunks_exact(16);
-        let mut base = 0;
-        // Where the digits of the last number a candidate began end.
-        let mut past = 0;
-        for block in &mut blocks {
-            let block = block.try_into().expect("sixteen bytes");
-            let mut hits = if WATCH {
-                in_range16::<FIRST, LAST_WATCHED>(block)
-            } else {
-                in_range16::<FIRST, LAST>(block)
-            };
-            while hits != 0 {
-                let i = base + hits.trailing_zeros() as usize;
-                hits &= hits - 1;
-                // The rest of a number a candidate began (see `digits`): nothing begins there,
-                // and no key mark lies there.
-                if i < past {
-                    continue;
+        let n = bytes.len();
+        if n < 16 {
+            let last = if WATCH { LAST_WATCHED } else { LAST };
+            let mut past = 0;
+            for i in 0..n {
+                if i >= past && (FIRST..=last).contains(&bytes[i]) {
+                    let Some(next) = self.hit::<WATCH>(bytes, i) else {
+                        return false;
+                    };
+                    past = next;
                 }
-                if WATCH && NEEDS[bytes[i] as usize] == HAS_KEY_MARK && begins_key(bytes, i) {
-                    return false;
-                }
-                past = self.maybe_candidate(bytes, i);
             }
-            base += 16;
+            return true;
         }
-        let last = if WATCH { LAST_WATCHED } else { LAST };
-        for i in base..bytes.len() {
-            if i >= past && (FIRST..=last).contains(&bytes[i]) {
-                if WATCH && NEEDS[bytes[i] as usize] == HAS_KEY_MARK && begins_key(bytes, i) {
-                    return false;
-                }
-                past = self.maybe_candidate(bytes, i);
+        // The next byte to look at.
+        let mut at = 0;
+        while let Some(block) = bytes[at..].first_chunk() {
+            let hits = block_hits::<WATCH>(block);
+            if hits == 0 {
+                at += 16;
+                continue;
             }
+            let Some(next) = self.hit::<WATCH>(bytes, at + hits.trailing_zeros() as usize) else {
+                return false;
+            };
+            at = next;
+        }
+        // The bytes left, read as the text's last sixteen with those before `at` shifted out.
+        while at < n {
+            let last = bytes[n - 16..].try_into().expect("sixteen bytes");
+            let hits = block_hits::<WATCH>(last) >> (at + 16 - n);
+            if hits == 0 {
+                break;
+            }
+            let Some(next) = self.hit::<WATCH>(bytes, at + hits.trailing_zeros() as usize) else {
+                return false;
+            };
+            at = next;
         }
         true
     }
 
+    /// A byte [`Self::run_sparse`] looks at: `None` if `WATCH` and it is a key mark where a secret's
+    /// prefix holds one, else where the next byte to look at is (see [`Self::maybe_candidate`]).
+    #[inline(always)]
+    fn hit<const WATCH: bool>(&mut self, bytes: &[u8], i: usize) -> Option<usize> {
+        if WATCH && NEEDS[bytes[i] as usize] == HAS_KEY_MARK && begins_key(bytes, i) {
+            return None;
+        }
+        Some(self.maybe_candidate(bytes, i))
+    }
+
     /// A candidate at `i` if its byte begins one where it stands: anywhere for `( + @ :`, only
-    /// after a byte that is no ASCII word character for a digit or a letter. Where a number it began
-    /// ends (see [`Self::candidate`]), or 0.
+    /// after a byte that is no ASCII word character for a digit or a letter. Where the bytes it
+    /// leaves to it end: the rest of a number it began (see [`Self::candidate`]), else `i + 1`.
     fn maybe_candidate(&mut self, bytes: &[u8], i: usize) -> usize {
         let b = bytes[i];
         let begins = BEGINS[b as usize];
@@ -531,7 +556,7 @@ impl<'t> Scan<'t> {
         {
             self.candidate(i, b)
         } else {
-            0
+            i + 1
         }
     }
 
