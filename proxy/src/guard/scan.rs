@@ -22,8 +22,8 @@ use tollgate_snapshot::Detector;
 
 use super::detect;
 use super::shape::{
-    CLASSES, DIGIT, LOWER, START, Text, UPPER, WORD, card_run, domain, iban, international, ipv4,
-    ipv6, is, local_part, north_american, secret, ssn,
+    CLASSES, LOWER, START, Text, UPPER, WORD, card_run, domain, iban, international, ipv4, ipv6,
+    is, local_part, north_american, secret, ssn,
 };
 
 fn slot(d: Detector) -> usize {
@@ -377,24 +377,6 @@ fn phone_shaped(n: usize, first: u8, after: Option<u8>) -> bool {
     (n == 3 && separated) || (first == b'1' && n == 1 && (separated || after == Some(b'(')))
 }
 
-/// Whether no group of a run of digit groups joined by single spaces or dashes, after its first
-/// (which ends at `from`) and up to `end`, may begin a value ([`group_begins`]): then the scan need
-/// not stop at any of them. Inside such a run nothing else can begin either: no `@`, `:`, `(` or `+`,
-/// and a dash between digits is no secret's key mark.
-fn later_groups_quiet(t: Text, from: usize, end: usize) -> bool {
-    let bytes = t.0.as_bytes();
-    let mut at = from;
-    while at < end {
-        let start = at + 1;
-        let n = t.run(start, DIGIT);
-        if group_begins(n, bytes[start], t.byte(start + n)) {
-            return false;
-        }
-        at = start + n;
-    }
-    true
-}
-
 struct Scan<'t> {
     t: Text<'t>,
     wanted: Wanted,
@@ -597,7 +579,7 @@ impl<'t> Scan<'t> {
     /// groups a card is looked for in when no later group of it can begin a value either.
     fn digits(&mut self, i: usize, first: u8) -> usize {
         // The first group of digits and what follows it rule most shapes out before they are read.
-        let n = self.t.run(i, DIGIT);
+        let n = self.t.digit_run(i);
         let after = self.t.byte(i + n);
         if phone_shaped(n, first, after) {
             self.phone(i);
@@ -607,16 +589,18 @@ impl<'t> Scan<'t> {
         // later card candidate can begin inside it.
         if self.wants(Detector::CreditCard, i)
             && (n >= 13 || matches!(after, Some(b' ' | b'-')))
-            && let Some((end, digits)) = card_run(self.t, i, n)
+            && let Some(run) = card_run(self.t, i, n, group_begins)
         {
-            self.next[slot(Detector::CreditCard)] = end;
-            if digits >= 13 {
-                let cards = detect::cards_within(&self.t.0[i..end], i);
+            self.next[slot(Detector::CreditCard)] = run.end;
+            if run.digits >= 13 {
+                let cards = detect::cards_within(&self.t.0[i..run.end], i);
                 self.found.spans[slot(Detector::CreditCard)].extend(cards);
             }
-            // A date's or an amount's later groups (`-12-01`) are passed over as the first one is.
-            if later_groups_quiet(self.t, i + n, end) {
-                quiet = end - i;
+            // A date's or an amount's later groups (`-12-01`) are passed over as the first one is
+            // when none of them may begin a value either: inside such a run nothing else can
+            // begin (no `@`, `:`, `(` or `+`), and a dash between digits is no secret's key mark.
+            if !run.later_begins {
+                quiet = run.end - i;
             }
         }
         if n == 3

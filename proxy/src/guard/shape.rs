@@ -120,6 +120,26 @@ impl Text<'_> {
             .count()
     }
 
+    /// How many ASCII digits follow from `i`: [`Self::run`] for [`DIGIT`], eight bytes a step while
+    /// eight are left.
+    pub(super) fn digit_run(self, i: usize) -> usize {
+        let bytes = self.0.as_bytes();
+        let from = i.min(bytes.len());
+        let mut at = from;
+        while let Some(eight) = bytes[at..].first_chunk::<8>() {
+            let others = not_digits(u64::from_le_bytes(*eight));
+            if others != 0 {
+                return at - from + (others.trailing_zeros() / 8) as usize;
+            }
+            at += 8;
+        }
+        at - from
+            + bytes[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count()
+    }
+
     /// Whether the character at `i` (a character boundary) is a word character (Unicode, as the
     /// regex crate's `\w`).
     pub(super) fn word_at(self, i: usize) -> bool {
@@ -146,6 +166,19 @@ impl Text<'_> {
     }
 }
 
+/// The high bit of each byte of `x` that is not an ASCII digit, every other bit clear.
+fn not_digits(x: u64) -> u64 {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    let low = x & LOW7;
+    // Each byte's sum stays below 0x100, so no carry reaches the next byte; the high bit says
+    // `byte >= b'0'`, and in the second `byte > b'9'` (a byte with its own high bit set is no digit).
+    let from_zero = low + ONES * u64::from(0x80 - b'0');
+    let past_nine = low + ONES * u64::from(0x7f - b'9');
+    (!from_zero | past_nine | x) & HIGH
+}
+
 fn separator(t: Text, i: usize) -> bool {
     matches!(t.byte(i), Some(b' ' | b'.' | b'-'))
 }
@@ -157,22 +190,43 @@ fn digits(t: Text, i: usize, n: usize) -> bool {
 
 /// `\b\d+(?:[ -]\d+)*\b` at `i` (its first group `first` digits long): digit groups joined by single
 /// spaces or dashes, ending at a word boundary (the last group is left out when a letter follows it).
-/// Its end and how many digits it holds.
-pub(super) fn card_run(t: Text, i: usize, first: usize) -> Option<(usize, usize)> {
-    let mut end = i + first;
-    let mut digits = first;
+/// Its end, how many digits it holds, and whether `begins` holds for any of its groups after the
+/// first (asked of each group read, given its length, its first digit and the byte after it).
+pub(super) fn card_run(
+    t: Text,
+    i: usize,
+    first: usize,
+    begins: impl Fn(usize, u8, Option<u8>) -> bool,
+) -> Option<CardRun> {
+    let bytes = t.0.as_bytes();
+    let mut run = CardRun {
+        end: i + first,
+        digits: first,
+        later_begins: false,
+    };
     let mut before_last = None;
-    while matches!(t.byte(end), Some(b' ' | b'-')) && t.is(end + 1, DIGIT) {
-        before_last = Some((end, digits));
-        let n = t.run(end + 1, DIGIT);
-        end += 1 + n;
-        digits += n;
+    while let Some(&[b' ' | b'-', lead @ b'0'..=b'9']) = bytes.get(run.end..run.end + 2) {
+        before_last = Some(run);
+        let start = run.end + 1;
+        let n = t.digit_run(start);
+        run.end = start + n;
+        run.digits += n;
+        run.later_begins = run.later_begins || begins(n, lead, t.byte(run.end));
     }
-    if t.word_at(end) {
+    if t.word_at(run.end) {
         before_last
     } else {
-        Some((end, digits))
+        Some(run)
     }
+}
+
+/// What [`card_run`] read.
+#[derive(Clone, Copy)]
+pub(super) struct CardRun {
+    pub(super) end: usize,
+    pub(super) digits: usize,
+    /// Whether a group after the first may begin something (the test `card_run` was given).
+    pub(super) later_begins: bool,
 }
 
 /// `\b(\d{3})-(\d{2})-(\d{4})\b` at `i`: its end, and whether the number could have been issued.
@@ -197,7 +251,7 @@ pub(super) fn ssn(t: Text, i: usize) -> Option<(usize, bool)> {
 pub(super) fn ipv4(t: Text, i: usize) -> Option<usize> {
     let mut at = i;
     for k in 0..4 {
-        let n = t.run(at, DIGIT);
+        let n = t.digit_run(at);
         if !octet(&t.0.as_bytes()[at..at + n]) {
             return None;
         }
@@ -227,7 +281,7 @@ pub(super) fn international(t: Text, i: usize) -> Option<usize> {
     if !matches!(t.byte(i + 1), Some(b'1'..=b'9')) {
         return None;
     }
-    let more = t.run(i + 2, DIGIT).min(3);
+    let more = t.digit_run(i + 2).min(3);
     (0..=more).rev().find_map(|j| {
         let mut at = i + 2 + j;
         let mut groups = 0;
@@ -250,7 +304,7 @@ fn phone_group(t: Text, i: usize) -> Option<usize> {
     if t.at(at, b'(') {
         at += 1;
     }
-    let n = t.run(at, DIGIT);
+    let n = t.digit_run(at);
     if n == 0 {
         return None;
     }
@@ -520,12 +574,41 @@ pub(super) fn ipv6(t: Text, colon: usize, floor: usize) -> Option<Range<usize>> 
 fn ipv4_tail(t: Text, i: usize) -> Option<usize> {
     let mut at = i;
     for _ in 0..3 {
-        let n = t.run(at, DIGIT);
+        let n = t.digit_run(at);
         if !(1..=3).contains(&n) || !t.at(at + n, b'.') {
             return None;
         }
         at += n + 1;
     }
-    let n = t.run(at, DIGIT);
+    let n = t.digit_run(at);
     (n >= 1).then_some(at + n.min(3))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{DIGIT, Text};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Digits counted eight bytes at a step are the digits counted one byte at a time, from
+        /// every position (past the end included), whatever bytes lie around them.
+        #[test]
+        fn digit_runs_counted_eight_at_a_time_are_counted_right(
+            text in prop::collection::vec(
+                prop_oneof![
+                    4 => prop::sample::select(vec!['0', '5', '9', '/', ':', ' ', '-', 'a', '\u{e9}', '\u{663}']),
+                    1 => any::<char>(),
+                ],
+                0..40,
+            ).prop_map(String::from_iter),
+        ) {
+            let t = Text(&text);
+            for i in 0..=text.len() + 1 {
+                prop_assert_eq!(t.digit_run(i), t.run(i, DIGIT), "at {}", i);
+            }
+        }
+    }
 }
