@@ -534,8 +534,8 @@ pub(super) fn domain(t: Text, i: usize) -> Option<usize> {
     // as the labels are read, and the latest that fits is kept (no list of them is gathered).
     let mut end = None;
     let mut at = i;
+    let mut n = t.run(at, ALNUM | DASH);
     loop {
-        let n = t.run(at, ALNUM | DASH);
         let label = (1..=63).contains(&n) && t.is(at, ALNUM) && t.is(at + n - 1, ALNUM);
         if !(label && t.at(at + n, b'.')) {
             break;
@@ -545,6 +545,8 @@ pub(super) fn domain(t: Text, i: usize) -> Option<usize> {
         if (2..=24).contains(&top) && !t.word_at(at + top) {
             end = Some(at + top);
         }
+        // The next label begins with the letters just read as a top-level domain.
+        n = top + t.run(at + top, ALNUM | DASH);
     }
     end
 }
