@@ -186,6 +186,10 @@ impl Policy {
                 action: rule.action,
             };
             if !checked.decisions.contains(&decision) {
+                // The first one allocates room for a few, at once rather than by growing.
+                if checked.decisions.capacity() == 0 {
+                    checked.decisions = Vec::with_capacity(4);
+                }
                 checked.decisions.push(decision);
             }
             match rule.action {
@@ -195,6 +199,9 @@ impl Policy {
                         .get_or_insert_with(|| Arc::clone(&rule.name));
                 }
                 GuardrailAction::Mask => {
+                    if masks.capacity() == 0 {
+                        masks = Vec::with_capacity(found.len());
+                    }
                     masks.extend(found.iter().map(|r| (r.clone(), Arc::clone(&rule.mask_as))))
                 }
                 GuardrailAction::Monitor => {}

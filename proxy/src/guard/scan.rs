@@ -423,8 +423,9 @@ impl<'t> Scan<'t> {
     fn push(&mut self, d: Detector, span: Range<usize>) {
         let spans = &mut self.found.spans[slot(d)];
         // A text with one value often holds a few: room for eight at once, not grown from four.
+        // Made with its room (an allocation and no more), not grown into it.
         if spans.capacity() == 0 {
-            spans.reserve_exact(8);
+            *spans = Vec::with_capacity(8);
         }
         spans.push(span);
     }
