@@ -122,9 +122,15 @@ pub fn scan(text: &str, wanted: Wanted) -> Found {
 /// byte some detector's values hold lies (see [`possible`]). Sixteen bytes a test: what a stream's
 /// window checks for most pieces of prose, before any other work.
 pub fn quiet(text: &str) -> bool {
-    let mut blocks = text.as_bytes().chunks_exact(16);
-    blocks.all(|block| in_range16::<b'-', b'_'>(block.try_into().expect("sixteen bytes")) == 0)
-        && !blocks.remainder().iter().any(|b| (b'-'..=b'_').contains(b))
+    let bytes = text.as_bytes();
+    let Some(last) = bytes.last_chunk::<16>() else {
+        return !bytes.iter().any(|b| (b'-'..=b'_').contains(b));
+    };
+    // The bytes after the last whole block are read as the text's last sixteen, overlapping it.
+    bytes
+        .chunks_exact(16)
+        .all(|block| in_range16::<b'-', b'_'>(block.try_into().expect("sixteen bytes")) == 0)
+        && in_range16::<b'-', b'_'>(last) == 0
 }
 
 /// Bits of [`NEEDS`]: a byte that every value of some detector holds.
@@ -707,7 +713,7 @@ impl<'t> Scan<'t> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{in_range16, in_range16_words};
+    use super::{in_range16, in_range16_words, quiet};
 
     fn naive(block: &[u8; 16], first: u8, last: u8) -> u32 {
         (0..16).fold(0, |bits, k| {
@@ -717,6 +723,24 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 4_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// A text is quiet exactly when none of its bytes lies from `-` to `_`, wherever such a
+        /// byte lies (in a whole block or among the last bytes, read as an overlapping block).
+        #[test]
+        fn a_text_is_quiet_exactly_when_no_byte_lies_from_dash_to_underscore(
+            text in "[a-z ,.é]{0,40}",
+            at in any::<prop::sample::Index>(),
+            loud in prop::option::of(prop::sample::select(vec!['-', '@', '0', 'A', '_', ':'])),
+        ) {
+            let mut text = text;
+            if let Some(c) = loud && !text.is_empty() {
+                let at = at.index(text.len());
+                let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                text.insert(at, c);
+            }
+            let naive = !text.bytes().any(|b| (b'-'..=b'_').contains(&b));
+            prop_assert_eq!(quiet(&text), naive, "{:?}", text);
+        }
 
         /// The sixteen-byte range test, with SSE2 and eight bytes at a time, marks exactly the
         /// bytes in the range, whatever bytes surround it (edges of the ranges the scan uses,
