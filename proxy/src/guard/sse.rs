@@ -1188,9 +1188,9 @@ impl ChunkEnds {
     }
 
     /// When `data` has the shape of the last chunk read, its text aside: the choice's index, the
-    /// text's part (its place in [`Part::ALL`]), whether the choice finishes, and where the text's literal lies and its text.
-    /// Only the literal's bytes are checked to be UTF-8: those around it are the last chunk's, which
-    /// were.
+    /// text's part (its place in [`Part::ALL`]), whether the choice finishes, and where the text's
+    /// literal lies and its text. Only the literal's bytes are checked to be UTF-8: those around it
+    /// are the last chunk's, which were.
     fn shaped_text<'a>(&self, data: &'a [u8]) -> Option<(u64, usize, bool, ChunkText<'a>)> {
         let shape = self.shape.as_ref().filter(|s| s.valid)?;
         let rest = data.strip_prefix(&shape.before[..])?;

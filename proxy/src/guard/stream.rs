@@ -210,8 +210,7 @@ fn last_cut(
         i -= 1;
         let b = bytes[i];
         let len = match b {
-            // ASCII white space, as `char::is_whitespace` has it.
-            b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r' => 1,
+            b if ascii_space(b) => 1,
             0..0x80 => continue,
             // The first byte of a wider character (the others are 0x80..0xC0).
             0xC0.. => match text[i..].chars().next() {
@@ -246,6 +245,11 @@ fn last_cut_by_chars(
         .find(|&at| !crosses(at))
 }
 
+/// `char::is_whitespace` of an ASCII byte, without decoding it: space, tab, LF, VT, FF, CR.
+fn ascii_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
+}
+
 /// Whether the word that ends at `at` (where white space follows) is plain: lower-case ASCII letters,
 /// perhaps closed by one of `, . ; : ! ?`.
 fn plain_before(text: &str, at: usize) -> bool {
@@ -265,8 +269,7 @@ fn plain_before(text: &str, at: usize) -> bool {
     }
     match start.checked_sub(1).map(|p| before[p]) {
         None => true,
-        // `char::is_whitespace` of an ASCII byte, without decoding it.
-        Some(b) if b.is_ascii() => matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r'),
+        Some(b) if b.is_ascii() => ascii_space(b),
         Some(_) => text[..start]
             .chars()
             .next_back()
