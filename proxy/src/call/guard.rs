@@ -224,13 +224,18 @@ fn request_text(_: bool, level: usize, key: &str) -> Option<bool> {
 /// The texts of a request body (`answer`: `None`) or of a whole answer of that shape, as [`texts`]
 /// and [`AnswerShape::walk`] find them, found in the bytes; `None` when the body is not JSON.
 pub(super) fn texts_of(body: &[u8], answer: Option<AnswerShape>) -> Option<Vec<String>> {
-    let (select, walk): (json_text::Select, TextWalker) = match answer {
-        Some(shape) => (shape.select(), shape.walk()),
-        None => (request_text, texts),
+    let (found_as, walk) = match answer {
+        Some(shape) => (shape.texts(), shape.walk()),
+        None => (
+            Texts::Walked {
+                select: request_text,
+                object_only: true,
+            },
+            texts as TextWalker,
+        ),
     };
     if let Ok(json) = std::str::from_utf8(body)
-        && (answer.is_some() || json.trim_start().starts_with('{'))
-        && let Some(found) = json_text::find_texts(json, select)
+        && let Some(found) = found_texts(json, found_as)
     {
         return Some(found.into_iter().map(|f| f.text.into_owned()).collect());
     }
@@ -240,16 +245,27 @@ pub(super) fn texts_of(body: &[u8], answer: Option<AnswerShape>) -> Option<Vec<S
     Some(collected)
 }
 
-/// Which members of an answer hold text: [`ANSWER_KEYS`] and everything under them (a prompt API's
-/// answer, whose `output` may be any JSON).
+/// Which members of an answer hold text: those [`answer_key`] names and everything under them (a
+/// prompt API's answer, whose `output` may be any JSON).
 fn answer_text(text: bool, _: usize, key: &str) -> Option<bool> {
-    Some(text || ANSWER_KEYS.contains(&key))
+    Some(text || answer_key(key.as_bytes()))
 }
 
-/// An OpenAI chat answer's text: also the reasoning a model shows, `message.reasoning_content`
-/// (DeepSeek's and vLLM's name, and Tollgate's for translated thinking) or `message.reasoning`.
+/// The keys of the members of an answer that hold text the model wrote (OpenAI's `content`,
+/// Anthropic's and the Responses API's `text`, a prompt API's `output`).
+fn answer_key(key: &[u8]) -> bool {
+    matches!(key, b"content" | b"text" | b"output")
+}
+
+/// An OpenAI chat answer's text: those [`chat_answer_key`] names and everything under them.
 fn chat_answer_text(text: bool, _: usize, key: &str) -> Option<bool> {
-    Some(text || ANSWER_KEYS.contains(&key) || key == "reasoning_content" || key == "reasoning")
+    Some(text || chat_answer_key(key.as_bytes()))
+}
+
+/// [`answer_key`], and the reasoning a model shows, `message.reasoning_content` (DeepSeek's and
+/// vLLM's name, and Tollgate's for translated thinking) or `message.reasoning`.
+fn chat_answer_key(key: &[u8]) -> bool {
+    answer_key(key) || matches!(key, b"reasoning_content" | b"reasoning")
 }
 
 /// An Anthropic answer's text: its content blocks, thinking included, but not a thinking block's
@@ -303,6 +319,19 @@ impl AnswerShape {
             AnswerShape::Messages => messages_answer_text,
             AnswerShape::Responses => responses_answer_text,
             AnswerShape::Prompt => answer_text,
+        }
+    }
+
+    /// How the texts are found in an answer's bytes: where only a member's key makes text, by
+    /// hopping from string to string; else by the walk.
+    fn texts(self) -> Texts {
+        match self {
+            AnswerShape::Chat => Texts::Keyed(chat_answer_key),
+            AnswerShape::Prompt => Texts::Keyed(answer_key),
+            AnswerShape::Messages | AnswerShape::Responses => Texts::Walked {
+                select: self.select(),
+                object_only: false,
+            },
         }
     }
 
@@ -369,6 +398,9 @@ enum Texts {
         select: json_text::Select,
         object_only: bool,
     },
+    /// The strings of the members whose key the function names, and all strings inside them,
+    /// found by hopping from string to string (`json_text::find_keyed_texts`).
+    Keyed(fn(&[u8]) -> bool),
 }
 
 /// Checks the texts of `body` without reading it into a value: each text is found in the bytes,
@@ -394,15 +426,7 @@ fn check_in_place(
                 .map(|(at, escaped)| json_text::found_at(json, at, escaped))
                 .collect::<Option<Vec<_>>>()?
         }
-        Texts::Walked {
-            select,
-            object_only,
-        } => {
-            if object_only && json.trim_start().as_bytes().first() != Some(&b'{') {
-                return None;
-            }
-            json_text::find_texts(json, select)?
-        }
+        texts => found_texts(json, texts)?,
     };
     if admit {
         // Counting the characters costs a look at every byte: only a length limit needs it.
@@ -429,6 +453,24 @@ fn check_in_place(
             split.map(|s| s.moved(|at| json_text::moved(&shifts, at))),
         ),
     }))
+}
+
+/// The texts of `json`, found as `texts` says (a request's by the walk, which finds what the
+/// validating scan picks); `None` when they cannot be found that way.
+fn found_texts(json: &str, texts: Texts) -> Option<Vec<json_text::Found<'_>>> {
+    match texts {
+        Texts::Request => json_text::find_texts(json, request_text),
+        Texts::Walked {
+            select,
+            object_only,
+        } => {
+            if object_only && json.trim_start().as_bytes().first() != Some(&b'{') {
+                return None;
+            }
+            json_text::find_texts(json, select)
+        }
+        Texts::Keyed(is_key) => json_text::find_keyed_texts(json, is_key),
+    }
 }
 
 /// Checks the texts `found` in `json`: `json` with the masked ones spliced in, if any were masked,
@@ -532,10 +574,6 @@ fn admit_chars(policy: &Policy, chars: usize, call: &mut Call) -> Result<(), Api
     })
 }
 
-/// Members of an answer whose strings are text the model wrote (OpenAI's `content`, Anthropic's and
-/// the Responses API's `text`, a prompt API's `output`).
-const ANSWER_KEYS: &[&str] = &["content", "text", "output"];
-
 /// Checks the answer's text on its way to the caller: a whole answer is read, checked and masked here
 /// (a Reject rule makes it a 400); a streamed one is checked as it flows (see `guard::AnswerStream`).
 pub async fn guard_answer(
@@ -571,11 +609,7 @@ pub async fn guard_answer(
     }
     let body = read_whole_answer(&mut response, call).await?;
     let shape = AnswerShape::of(endpoint);
-    let texts = Texts::Walked {
-        select: shape.select(),
-        object_only: false,
-    };
-    match check_in_place(&policy, &body, texts, false, call, "answer") {
+    match check_in_place(&policy, &body, shape.texts(), false, call, "answer") {
         Some(Ok(Spliced::Unchanged(_))) => return Ok(with_body(response, Bytes::from(body))),
         Some(Ok(Spliced::Masked(bytes, _))) => return Ok(with_body(response, Bytes::from(bytes))),
         Some(Err(e)) => return Err(e),
@@ -804,7 +838,7 @@ mod tests {
     }
 
     /// Both ways agree on `doc` written compactly or with white space (`pretty`).
-    fn agree(doc: &Value, pretty: bool, select: json_text::Select, walk: TextWalker) {
+    fn agree(doc: &Value, pretty: bool, found_as: Texts, walk: TextWalker) {
         let policy = policy();
         let json = if pretty {
             serde_json::to_string_pretty(doc).unwrap()
@@ -817,7 +851,7 @@ mod tests {
         walk(&mut by_value, &mut |s| value_chars += s.chars().count());
         let (changed, value_verdicts) = mask_value(&policy, &mut by_value, walk);
 
-        let found = json_text::find_texts(&json, select).expect("the walk follows valid JSON");
+        let found = found_texts(&json, found_as).expect("the walk follows valid JSON");
         let chars: usize = found.iter().map(|f| f.text.chars().count()).sum();
         assert_eq!(chars, value_chars, "{json}");
         let (masked, byte_verdicts) = mask_found(&policy, &json, &found);
@@ -851,14 +885,14 @@ mod tests {
 
         #[test]
         fn a_request_masked_in_its_bytes_is_the_request_masked_as_a_value((doc, pretty) in document()) {
-            agree(&doc, pretty, request_text, texts);
+            agree(&doc, pretty, Texts::Request, texts);
             same_texts(&doc, None, texts);
         }
 
         #[test]
         fn an_answer_masked_in_its_bytes_is_the_answer_masked_as_a_value((doc, pretty) in document()) {
             for shape in SHAPES {
-                agree(&doc, pretty, shape.select(), shape.walk());
+                agree(&doc, pretty, shape.texts(), shape.walk());
                 same_texts(&doc, Some(shape), shape.walk());
             }
         }
@@ -916,6 +950,7 @@ mod tests {
                 let _ = json_text::find_texts(json, request_text);
                 for shape in SHAPES {
                     let _ = json_text::find_texts(json, shape.select());
+                    let _ = found_texts(json, shape.texts());
                 }
             }
         }
@@ -931,6 +966,7 @@ mod tests {
             let _ = json_text::find_texts(&broken, request_text);
             for shape in SHAPES {
                 let _ = json_text::find_texts(&broken, shape.select());
+                let _ = found_texts(&broken, shape.texts());
             }
         }
     }

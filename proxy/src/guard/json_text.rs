@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use super::scan::in_range16;
 use crate::escape::{equal, needs_escape};
 
 /// Deepest nesting walked; deeper documents are read the slow way (serde_json stops at 128 too).
@@ -41,6 +42,119 @@ pub fn find_texts(json: &str, select: Select) -> Option<Vec<Found<'_>>> {
     walk.value(false, 0, MAX_DEPTH)?;
     walk.space();
     (walk.i == walk.b.len()).then_some(walk.found)
+}
+
+/// [`find_texts`] for a select that marks a member as text when `is_key` says so of its key or it
+/// lies in text already, whatever its level (`Some(text || is_key(key.as_bytes()))`). Only a member's key
+/// can make text then, so the document's structure need not be followed: the search hops from
+/// string to string (one followed by `:` is a key; the bytes between strings are passed over
+/// unread) and reads a keyed member's value whole, every string in it being text. The same as
+/// [`find_texts`] on valid JSON; on other text some reading of it, never a panic; `None` when a
+/// string does not end or a picked one does not decode (a lone surrogate).
+pub fn find_keyed_texts<'a>(json: &'a str, is_key: fn(&[u8]) -> bool) -> Option<Vec<Found<'a>>> {
+    fn text(_: bool, _: usize, _: &str) -> Option<bool> {
+        Some(true)
+    }
+    let b = json.as_bytes();
+    let mut walk = Walk {
+        s: json,
+        b,
+        i: 0,
+        select: text,
+        found: Vec::new(),
+    };
+    let mut marks = Marks::at(b, 0);
+    while let Some(open) = marks.next() {
+        if b[open] == b'\\' {
+            // Outside a string only in broken JSON.
+            continue;
+        }
+        let mut escaped = false;
+        let close = loop {
+            let m = marks.next()?;
+            if b[m] == b'"' {
+                break m;
+            }
+            escaped = true;
+            // The escaped byte, if it is a mark itself, is the next one.
+            if matches!(b.get(m + 1), Some(b'"' | b'\\')) {
+                marks.next();
+            }
+        };
+        walk.i = close + 1;
+        walk.space();
+        if b.get(walk.i) != Some(&b':') {
+            continue;
+        }
+        let keyed = if escaped {
+            is_key(walk.decode(open..close + 1, true)?.as_bytes())
+        } else {
+            is_key(&b[open + 1..close])
+        };
+        if keyed {
+            walk.i += 1;
+            walk.value(true, 1, MAX_DEPTH)?;
+            marks = Marks::at(b, walk.i);
+        }
+    }
+    Some(walk.found)
+}
+
+/// The `"` and `\` of a document from some place on, in order, found sixteen bytes at a time.
+struct Marks<'a> {
+    b: &'a [u8],
+    /// Where the sixteen bytes `bits` tells of begin.
+    base: usize,
+    /// Their marks not taken yet: bit `k` for the byte at `base + k`.
+    bits: u32,
+}
+
+impl<'a> Marks<'a> {
+    /// The marks of `b` from `at` on.
+    fn at(b: &'a [u8], at: usize) -> Self {
+        Marks {
+            b,
+            base: at,
+            bits: marks16(b, at),
+        }
+    }
+
+    /// Where the next mark lies.
+    fn next(&mut self) -> Option<usize> {
+        while self.bits == 0 {
+            self.base += 16;
+            if self.base >= self.b.len() {
+                return None;
+            }
+            self.bits = marks16(self.b, self.base);
+        }
+        let k = self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        Some(self.base + k)
+    }
+}
+
+/// Bit `k` set for each `"` or `\` at `at + k` of `b`, for the sixteen bytes from `at` (those past
+/// its end unmarked); the last ones are read as `b`'s last sixteen, the bytes before `at` shifted
+/// out.
+fn marks16(b: &[u8], at: usize) -> u32 {
+    fn marks(block: &[u8; 16]) -> u32 {
+        in_range16::<b'"', b'"'>(block) | in_range16::<b'\\', b'\\'>(block)
+    }
+    if let Some(block) = b.get(at..).and_then(<[u8]>::first_chunk) {
+        return marks(block);
+    }
+    if at >= b.len() {
+        return 0;
+    }
+    match b.last_chunk::<16>() {
+        Some(last) => marks(last) >> (at + 16 - b.len()),
+        None => b[at..]
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, b'"' | b'\\'))
+            .fold(0, |bits, (k, _)| bits | 1 << k),
+    }
 }
 
 /// The string whose literal lies at `at` in `json` (quotes included; `escaped` if it holds escapes),
@@ -571,6 +685,145 @@ mod tests {
         ));
     }
 
+    fn content_or_text(key: &[u8]) -> bool {
+        matches!(key, b"content" | b"text")
+    }
+
+    fn content_or_text_select(text: bool, _: usize, key: &str) -> Option<bool> {
+        Some(text || content_or_text(key.as_bytes()))
+    }
+
+    /// The texts the hop from string to string finds: a keyed member's string value, everything in
+    /// a keyed object or array (its keys excepted), keys written with escapes, white space before
+    /// the `:`, quotes and backslashes escaped in values and keys; not strings that are values of
+    /// other keys, nor a keyed name that is a value.
+    #[test]
+    fn keyed_texts_are_found_by_hopping_from_string_to_string() {
+        let json = r#"{"id":"content","a\\":"x\"","cont\u0065nt" : "one \"two\" \\",
+            "list":[{"text":{"content":"n1","k":["n2",3,null]}},"content"],
+            "b":{"\"content":"no"},"content":[]}"#;
+        let found = find_keyed_texts(json, content_or_text).unwrap();
+        let texts: Vec<&str> = found.iter().map(|f| &*f.text).collect();
+        assert_eq!(texts, ["one \"two\" \\", "n1", "n2"]);
+        for f in &found {
+            assert_eq!(
+                serde_json::from_str::<String>(&json[f.at.clone()]).unwrap(),
+                f.text
+            );
+        }
+        assert_eq!(
+            texts,
+            find_texts(json, content_or_text_select)
+                .unwrap()
+                .iter()
+                .map(|f| &*f.text)
+                .collect::<Vec<_>>()
+        );
+        // A string that does not end, or a picked one that does not decode.
+        assert!(find_keyed_texts(r#"{"content":"ab"#, content_or_text).is_none());
+        assert!(find_keyed_texts(r#"{"content":"\ud800"}"#, content_or_text).is_none());
+        // Broken JSON is read somehow.
+        assert!(find_keyed_texts(r#"\"content":"a"}}"#, content_or_text).is_some());
+    }
+
+    /// `value` as JSON whose string characters (keys' too) are written as `\u` escapes where
+    /// `escape` says (taken in turn, round and round), with white space around its structure
+    /// where `spaced`.
+    fn write_escaping(value: &serde_json::Value, escape: &[bool], spaced: bool) -> String {
+        fn string(out: &mut String, s: &str, escape: &[bool], turn: &mut usize) {
+            out.push('"');
+            for c in s.chars() {
+                *turn += 1;
+                if escape.is_empty() || !escape[*turn % escape.len()] {
+                    let mut buf = [0; 4];
+                    let lit = serde_json::to_string(c.encode_utf8(&mut buf)).unwrap();
+                    out.push_str(&lit[1..lit.len() - 1]);
+                } else {
+                    let mut units = [0; 2];
+                    for u in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{u:04x}"));
+                    }
+                }
+            }
+            out.push('"');
+        }
+        fn write(
+            out: &mut String,
+            v: &serde_json::Value,
+            escape: &[bool],
+            sp: &str,
+            turn: &mut usize,
+        ) {
+            match v {
+                serde_json::Value::String(s) => string(out, s, escape, turn),
+                serde_json::Value::Array(items) => {
+                    out.push('[');
+                    for (k, item) in items.iter().enumerate() {
+                        if k > 0 {
+                            out.push_str(sp);
+                            out.push(',');
+                        }
+                        out.push_str(sp);
+                        write(out, item, escape, sp, turn);
+                    }
+                    out.push_str(sp);
+                    out.push(']');
+                }
+                serde_json::Value::Object(members) => {
+                    out.push('{');
+                    for (k, (key, item)) in members.iter().enumerate() {
+                        if k > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(sp);
+                        string(out, key, escape, turn);
+                        out.push_str(sp);
+                        out.push(':');
+                        out.push_str(sp);
+                        write(out, item, escape, sp, turn);
+                    }
+                    out.push_str(sp);
+                    out.push('}');
+                }
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        let mut out = String::new();
+        write(
+            &mut out,
+            value,
+            escape,
+            if spaced { " \n\t" } else { "" },
+            &mut 0,
+        );
+        out
+    }
+
+    fn document() -> impl Strategy<Value = serde_json::Value> {
+        fn key() -> prop::sample::Select<&'static str> {
+            prop::sample::select(vec!["content", "text", "id", "con\"tent", "content\\", "k"])
+        }
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i32>().prop_map(serde_json::Value::from),
+            "[a\"\\\\:,{}\\[\\] é😀\n]{0,6}".prop_map(serde_json::Value::String),
+            key().prop_map(|k| serde_json::Value::String(k.to_string())),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::vec((key(), inner), 0..4).prop_map(|members| {
+                    serde_json::Value::Object(
+                        members
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500),
@@ -676,6 +929,43 @@ mod tests {
             b.extend_from_slice(&bytes);
             let expected = b.iter().position(|&c| c == b'"' || c == b'\\');
             prop_assert_eq!(quote_or_backslash(&b), expected);
+        }
+
+        /// Hopping from string to string finds what the walk finds, in any valid JSON: keys and
+        /// values written with escapes or without, with white space or without.
+        #[test]
+        fn keyed_texts_are_the_texts_the_walk_finds(
+            doc in document(),
+            escape in prop::collection::vec(prop::bool::weighted(0.2), 0..8),
+            spaced in any::<bool>(),
+        ) {
+            let json = write_escaping(&doc, &escape, spaced);
+            prop_assert_eq!(serde_json::from_str::<serde_json::Value>(&json).unwrap(), doc);
+            let hopped = find_keyed_texts(&json, content_or_text).unwrap();
+            let walked = find_texts(&json, content_or_text_select).unwrap();
+            prop_assert_eq!(hopped.len(), walked.len(), "{}", json);
+            for (h, w) in hopped.iter().zip(&walked) {
+                prop_assert_eq!(&h.at, &w.at);
+                prop_assert_eq!(&h.text, &w.text);
+            }
+        }
+
+        /// Any bytes, and valid JSON cut and joined with bits of JSON, are read without a panic.
+        #[test]
+        fn keyed_texts_are_read_from_any_text_without_a_panic(
+            doc in document(),
+            cut in any::<prop::sample::Index>(),
+            junk in "[\"\\\\{}\\[\\],: a0]{0,3}",
+            bytes in prop::collection::vec(prop::sample::select(&b"\"\\:{}[],a \xc3\xa9"[..]), 0..64),
+        ) {
+            let json = serde_json::to_string(&doc).unwrap();
+            let at = cut.index(json.len() + 1);
+            if json.is_char_boundary(at) {
+                let _ = find_keyed_texts(&format!("{}{junk}{}", &json[..at], &json[at..]), content_or_text);
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let _ = find_keyed_texts(text, content_or_text);
+            }
         }
     }
 }

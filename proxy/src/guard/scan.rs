@@ -328,7 +328,7 @@ fn in_range<const FIRST: u8, const LAST: u8>(x: u64) -> u64 {
 /// `FIRST` lies in the range when it is below the range's length, which is a signed comparison once
 /// both are moved by 0x80.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn in_range16<const FIRST: u8, const LAST: u8>(block: &[u8; 16]) -> u32 {
+pub(super) fn in_range16<const FIRST: u8, const LAST: u8>(block: &[u8; 16]) -> u32 {
     use std::arch::x86_64::{
         _mm_add_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
     };
@@ -355,7 +355,7 @@ fn in_range16_words<const FIRST: u8, const LAST: u8>(block: &[u8; 16]) -> u32 {
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn in_range16<const FIRST: u8, const LAST: u8>(block: &[u8; 16]) -> u32 {
+pub(super) fn in_range16<const FIRST: u8, const LAST: u8>(block: &[u8; 16]) -> u32 {
     in_range16_words::<FIRST, LAST>(block)
 }
 
