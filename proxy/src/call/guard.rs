@@ -225,7 +225,7 @@ fn request_text(_: bool, level: usize, key: &str) -> Option<bool> {
 /// and [`AnswerShape::walk`] find them, found in the bytes; `None` when the body is not JSON.
 pub(super) fn texts_of(body: &[u8], answer: Option<AnswerShape>) -> Option<Vec<String>> {
     let (found_as, walk) = match answer {
-        Some(shape) => (shape.texts(), shape.walk()),
+        Some(shape) => (Texts::Answer(shape), shape.walk()),
         None => (
             Texts::Walked {
                 select: request_text,
@@ -322,19 +322,6 @@ impl AnswerShape {
         }
     }
 
-    /// How the texts are found in an answer's bytes: where only a member's key makes text, by
-    /// hopping from string to string; else by the walk.
-    fn texts(self) -> Texts {
-        match self {
-            AnswerShape::Chat => Texts::Keyed(chat_answer_key),
-            AnswerShape::Prompt => Texts::Keyed(answer_key),
-            AnswerShape::Messages | AnswerShape::Responses => Texts::Walked {
-                select: self.select(),
-                object_only: false,
-            },
-        }
-    }
-
     /// The same walk over a document read into a value.
     fn walk(self) -> TextWalker {
         match self {
@@ -398,9 +385,10 @@ enum Texts {
         select: json_text::Select,
         object_only: bool,
     },
-    /// The strings of the members whose key the function names, and all strings inside them,
-    /// found by hopping from string to string (`json_text::find_keyed_texts`).
-    Keyed(fn(&[u8]) -> bool),
+    /// A whole answer's, of this shape: where only a member's key makes text (chat and prompt
+    /// answers), found by hopping from string to string (`json_text::find_keyed_texts`), else
+    /// by the walk.
+    Answer(AnswerShape),
 }
 
 /// Checks the texts of `body` without reading it into a value: each text is found in the bytes,
@@ -421,10 +409,11 @@ fn check_in_place(
         Texts::Request => {
             let (members, picked) = json_scan::object_members_picking(json, request_text)?;
             split = Split::of(json, members);
-            picked
-                .into_iter()
-                .map(|(at, escaped)| json_text::found_at(json, at, escaped))
-                .collect::<Option<Vec<_>>>()?
+            let mut found = Vec::with_capacity(picked.len());
+            for (at, escaped) in picked {
+                found.push(json_text::found_at(json, at, escaped)?);
+            }
+            found
         }
         texts => found_texts(json, texts)?,
     };
@@ -469,7 +458,11 @@ fn found_texts(json: &str, texts: Texts) -> Option<Vec<json_text::Found<'_>>> {
             }
             json_text::find_texts(json, select)
         }
-        Texts::Keyed(is_key) => json_text::find_keyed_texts(json, is_key),
+        Texts::Answer(AnswerShape::Chat) => json_text::find_keyed_texts(json, chat_answer_key),
+        Texts::Answer(AnswerShape::Prompt) => json_text::find_keyed_texts(json, answer_key),
+        Texts::Answer(shape @ (AnswerShape::Messages | AnswerShape::Responses)) => {
+            json_text::find_texts(json, shape.select())
+        }
     }
 }
 
@@ -609,7 +602,7 @@ pub async fn guard_answer(
     }
     let body = read_whole_answer(&mut response, call).await?;
     let shape = AnswerShape::of(endpoint);
-    match check_in_place(&policy, &body, shape.texts(), false, call, "answer") {
+    match check_in_place(&policy, &body, Texts::Answer(shape), false, call, "answer") {
         Some(Ok(Spliced::Unchanged(_))) => return Ok(with_body(response, Bytes::from(body))),
         Some(Ok(Spliced::Masked(bytes, _))) => return Ok(with_body(response, Bytes::from(bytes))),
         Some(Err(e)) => return Err(e),
@@ -892,7 +885,7 @@ mod tests {
         #[test]
         fn an_answer_masked_in_its_bytes_is_the_answer_masked_as_a_value((doc, pretty) in document()) {
             for shape in SHAPES {
-                agree(&doc, pretty, shape.texts(), shape.walk());
+                agree(&doc, pretty, Texts::Answer(shape), shape.walk());
                 same_texts(&doc, Some(shape), shape.walk());
             }
         }
@@ -950,7 +943,7 @@ mod tests {
                 let _ = json_text::find_texts(json, request_text);
                 for shape in SHAPES {
                     let _ = json_text::find_texts(json, shape.select());
-                    let _ = found_texts(json, shape.texts());
+                    let _ = found_texts(json, Texts::Answer(shape));
                 }
             }
         }
@@ -966,7 +959,7 @@ mod tests {
             let _ = json_text::find_texts(&broken, request_text);
             for shape in SHAPES {
                 let _ = json_text::find_texts(&broken, shape.select());
-                let _ = found_texts(&broken, shape.texts());
+                let _ = found_texts(&broken, Texts::Answer(shape));
             }
         }
     }

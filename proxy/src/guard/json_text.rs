@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use super::scan::in_range16;
+pub use crate::escape::utf8;
 use crate::escape::{equal, needs_escape};
 
 /// Deepest nesting walked; deeper documents are read the slow way (serde_json stops at 128 too).
@@ -51,7 +52,10 @@ pub fn find_texts(json: &str, select: Select) -> Option<Vec<Found<'_>>> {
 /// unread) and reads a keyed member's value whole, every string in it being text. The same as
 /// [`find_texts`] on valid JSON; on other text some reading of it, never a panic; `None` when a
 /// string does not end or a picked one does not decode (a lone surrogate).
-pub fn find_keyed_texts<'a>(json: &'a str, is_key: fn(&[u8]) -> bool) -> Option<Vec<Found<'a>>> {
+pub fn find_keyed_texts<'a>(
+    json: &'a str,
+    is_key: impl Fn(&[u8]) -> bool,
+) -> Option<Vec<Found<'a>>> {
     fn text(_: bool, _: usize, _: &str) -> Option<bool> {
         Some(true)
     }
@@ -294,18 +298,6 @@ pub fn literal(text: &str) -> String {
         return out;
     }
     serde_json::to_string(text).expect("a string encodes")
-}
-
-/// `b` as a string if it is UTF-8. Bodies and their texts are most often ASCII, which one test of
-/// their bytes tells for about half of what `from_utf8` costs (several times less for a streamed
-/// piece of a few dozen bytes, where its setup dominates).
-pub fn utf8(b: &[u8]) -> Option<&str> {
-    if b.is_ascii() {
-        // SAFETY: every ASCII byte sequence is UTF-8.
-        Some(unsafe { std::str::from_utf8_unchecked(b) })
-    } else {
-        std::str::from_utf8(b).ok()
-    }
 }
 
 /// Where the string literal whose `"` is at `b[start]` ends (past its closing quote), and whether

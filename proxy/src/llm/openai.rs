@@ -170,18 +170,15 @@ impl<'a> RequestDoc<'a> {
 
     /// The members of `bytes` at the places `split` says (`None` if a place is not in it).
     pub fn from_split(bytes: &'a [u8], split: &Split) -> Option<Self> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let members = split
-            .0
-            .iter()
-            .map(|(key, value)| {
-                let key = match key {
-                    SplitKey::At(k) => Cow::Borrowed(text.get(k.clone())?),
-                    SplitKey::Decoded(k) => Cow::Owned(k.clone()),
-                };
-                Some((key, text.get(value.clone())?))
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let text = crate::escape::utf8(bytes)?;
+        let mut members = Vec::with_capacity(split.0.len());
+        for (key, value) in &split.0 {
+            let key = match key {
+                SplitKey::At(k) => Cow::Borrowed(text.get(k.clone())?),
+                SplitKey::Decoded(k) => Cow::Owned(k.clone()),
+            };
+            members.push((key, text.get(value.clone())?));
+        }
         Some(Self { members })
     }
 

@@ -1,7 +1,7 @@
 //! Prometheus metrics, served in the text format on the admin port.
 
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -187,7 +187,8 @@ struct ResultLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GuardrailLabels {
-    rule: String,
+    // The call's own name for the rule: counting a decision copies no text.
+    rule: Arc<str>,
     action: &'static str,
 }
 
@@ -825,10 +826,10 @@ impl Metrics {
 
     /// A guardrail rule matched a call (once per call and rule): `action` is `mask`, `reject` or
     /// `monitor`.
-    pub fn guardrail_decision(&self, rule: &str, action: &'static str) {
+    pub fn guardrail_decision(&self, rule: &Arc<str>, action: &'static str) {
         self.guardrails
             .get_or_create(&GuardrailLabels {
-                rule: rule.to_string(),
+                rule: Arc::clone(rule),
                 action,
             })
             .inc();
