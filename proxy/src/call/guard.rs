@@ -91,15 +91,13 @@ fn refused(refusal: Refusal) -> ApiError {
     }
 }
 
-/// Members of a request whose strings are text a model reads (the rest are roles, ids, types, URLs).
-const TEXT_KEYS: &[&str] = &[
-    "content",
-    "text",
-    "input",
-    "system",
-    "instructions",
-    "prompt",
-];
+/// Whether a request's member holds text a model reads (the rest are roles, ids, types, URLs).
+fn text_key(key: &str) -> bool {
+    matches!(
+        key,
+        "content" | "text" | "input" | "system" | "instructions" | "prompt"
+    )
+}
 
 /// Every text string of a request document, to `visit`.
 pub(super) fn texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
@@ -109,7 +107,7 @@ pub(super) fn texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
             Value::Array(items) => items.iter_mut().for_each(|v| walk(v, text, visit)),
             Value::Object(members) => {
                 for (key, v) in members.iter_mut() {
-                    walk(v, TEXT_KEYS.contains(&key.as_str()), visit);
+                    walk(v, text_key(key), visit);
                 }
             }
             _ => {}
@@ -119,7 +117,7 @@ pub(super) fn texts(doc: &mut Value, visit: &mut dyn FnMut(&mut String)) {
         for (key, v) in members.iter_mut() {
             if key == "messages" {
                 walk(v, false, visit);
-            } else if TEXT_KEYS.contains(&key.as_str()) {
+            } else if text_key(key) {
                 walk(v, true, visit);
             }
         }
@@ -211,9 +209,9 @@ fn mask_value(policy: &Policy, doc: &mut Value, walk: TextWalker) -> (bool, Verd
 }
 
 /// Which members of a request hold text, as [`texts`] walks them: at the top, `messages` (looked
-/// into) and the [`TEXT_KEYS`]; below, the [`TEXT_KEYS`].
+/// into) and those [`text_key`] names; below, those it names.
 fn request_text(_: bool, level: usize, key: &str) -> Option<bool> {
-    let text = TEXT_KEYS.contains(&key);
+    let text = text_key(key);
     match level {
         0 if key == "messages" => Some(false),
         0 if !text => None,
@@ -431,7 +429,9 @@ fn check_in_place(
     if policy.rules.is_empty() {
         return Some(Ok(Spliced::Unchanged(split)));
     }
-    let (masked, verdicts) = mask_found_moving(policy, json, &found);
+    // A request's texts were picked by the scan that validates it.
+    let valid = matches!(texts, Texts::Request);
+    let (masked, verdicts) = mask_found_moving(policy, json, &found, valid);
     if let Err(e) = verdicts.settle(call, side) {
         return Some(Err(e));
     }
@@ -474,15 +474,17 @@ fn mask_found(
     json: &str,
     found: &[json_text::Found<'_>],
 ) -> (Option<String>, Verdicts) {
-    let (masked, verdicts) = mask_found_moving(policy, json, found);
+    let (masked, verdicts) = mask_found_moving(policy, json, found, false);
     (masked.map(|(json, _)| json), verdicts)
 }
 
-/// [`mask_found`], and how the masked document's bytes moved.
+/// [`mask_found`], and how the masked document's bytes moved; `valid`: `json` is known to be
+/// valid JSON (see `json_text::splice_edited`).
 fn mask_found_moving(
     policy: &Policy,
     json: &str,
     found: &[json_text::Found<'_>],
+    valid: bool,
 ) -> (Option<(String, json_text::Shifts)>, Verdicts) {
     let mut verdicts = Verdicts::default();
     let mut edited = Vec::with_capacity(found.len());
@@ -491,7 +493,7 @@ fn mask_found_moving(
             edited.push((f, masks));
         }
     }
-    let masked = (!edited.is_empty()).then(|| json_text::splice_edited(json, &edited));
+    let masked = (!edited.is_empty()).then(|| json_text::splice_edited(json, &edited, valid));
     (masked, verdicts)
 }
 
@@ -915,7 +917,7 @@ mod tests {
             // The members' places, moved with the masks, are where a new split finds them.
             let (members, _) = json_scan::object_members_picking(&json, request_text).unwrap();
             let split = Split::of(&json, members).expect("the members are slices of the body");
-            let (body, split) = match mask_found_moving(&policy(), &json, &picked).0 {
+            let (body, split) = match mask_found_moving(&policy(), &json, &picked, true).0 {
                 Some((masked, shifts)) => (masked, split.moved(|at| json_text::moved(&shifts, at))),
                 None => (json.clone(), split),
             };
@@ -978,7 +980,7 @@ mod tests {
             .collect();
         assert_eq!(found.len(), 5);
         let split = Split::of(json, members).unwrap();
-        let (masked, shifts) = mask_found_moving(&policy(), json, &found).0.unwrap();
+        let (masked, shifts) = mask_found_moving(&policy(), json, &found, true).0.unwrap();
         let split = split.moved(|at| json_text::moved(&shifts, at));
         let handed = crate::llm::openai::RequestDoc::from_split(masked.as_bytes(), &split).unwrap();
         let again = crate::llm::openai::RequestDoc::parse(masked.as_bytes()).unwrap();

@@ -193,22 +193,27 @@ pub fn moved(shifts: &[(usize, isize)], at: usize) -> usize {
 
 /// `json` with the literal of each text found in it (in document order) replaced by the literal of
 /// the text with its edits (see [`edited_literal`]), written straight into the one new document;
-/// and how its bytes moved.
+/// and how its bytes moved. `valid`: `json` is known to be valid JSON (a text borrowed from one of
+/// its literals then holds no control character).
 pub fn splice_edited<T: AsRef<str>>(
     json: &str,
     edited: &[(&Found<'_>, Edits<T>)],
+    valid: bool,
 ) -> (String, Shifts) {
-    let extra: usize = edited
+    // The new length when no literal needs escapes written anew (the usual case): then the
+    // document is made with exactly its room, which `Bytes` takes over without a new allocation.
+    let grows: isize = edited
         .iter()
-        .flat_map(|(_, edits)| edits.iter().map(|(_, t)| t.as_ref().len() + 2))
+        .flat_map(|(_, edits)| edits.iter())
+        .map(|(r, t)| t.as_ref().len() as isize - r.len() as isize)
         .sum();
-    let mut out = String::with_capacity(json.len() + extra);
+    let mut out = String::with_capacity(json.len().saturating_add_signed(grows));
     let mut shifts = Vec::with_capacity(edited.len());
     let mut at = 0;
     for (found, edits) in edited {
         out.push_str(&json[at..found.at.start]);
         let before = out.len();
-        write_edited_literal(&mut out, found, edits);
+        write_edited_literal(&mut out, found, edits, valid);
         let grew = (out.len() - before) as isize - found.at.len() as isize;
         shifts.push((found.at.end, grew));
         at = found.at.end;
@@ -231,15 +236,17 @@ fn has_control(b: &[u8]) -> bool {
 #[cfg(test)]
 pub fn edited_literal<T: AsRef<str>>(found: &Found<'_>, edits: &[(Range<usize>, T)]) -> String {
     let mut out = String::new();
-    write_edited_literal(&mut out, found, edits);
+    write_edited_literal(&mut out, found, edits, false);
     out
 }
 
-/// [`edited_literal`] written at the end of `out`.
+/// [`edited_literal`] written at the end of `out`; `valid`: `found` was read from valid JSON, where
+/// a literal holds no control character (which the test of a borrowed text then skips).
 fn write_edited_literal<T: AsRef<str>>(
     out: &mut String,
     found: &Found<'_>,
     edits: &[(Range<usize>, T)],
+    valid: bool,
 ) {
     let text: &str = &found.text;
     // A token is looked at once however many values it masks (a rule's token is one string).
@@ -251,7 +258,7 @@ fn write_edited_literal<T: AsRef<str>>(
             last = Some(t);
             seen || !needs_escape(t.as_bytes())
         })
-        && !has_control(text.as_bytes());
+        && (valid || !has_control(text.as_bytes()));
     if plain {
         out.push('"');
         push_edited(out, text, edits);
@@ -659,7 +666,7 @@ mod tests {
             })
             .filter(|(_, masks): &(_, Vec<_>)| !masks.is_empty())
             .collect();
-        let (spliced, shifts) = splice_edited(json, &edited);
+        let (spliced, shifts) = splice_edited(json, &edited, false);
         // Places outside the edited literals move with them.
         let c = json.find(r#""c" : "keep""#).unwrap();
         assert_eq!(&spliced[moved(&shifts, c)..][..12], r#""c" : "keep""#);

@@ -57,7 +57,8 @@ pub fn object_members_picking(text: &str, select: Select) -> Option<(Members<'_>
             i: 0,
         },
         select,
-        picked: Vec::new(),
+        // A chat request's system and user messages and a few more, without growing.
+        picked: Vec::with_capacity(4),
     };
     p.s.space();
     let members = p.members(text, MAX_DEPTH)?;
