@@ -452,7 +452,15 @@ struct SeriesCache {
     usage: FxHashMap<(Option<RouteIdx>, Option<ConsumerIdx>), UsageSeries>,
     /// `tollgate_mcp_calls_total` by route, method and outcome.
     mcp: FxHashMap<(Option<RouteIdx>, &'static str, &'static str), Counter>,
+    /// `tollgate_guardrail_decisions_total` by the rule's own name (the snapshot's `Arc<str>`) and
+    /// action, found by the name's pointer: the cache holds the name, so a pointer it holds is
+    /// never another name's. Not cleared with a new snapshot (its names stay right); emptied when
+    /// it holds [`GUARDRAIL_SERIES`].
+    guardrails: Vec<(Arc<str>, &'static str, Counter)>,
 }
+
+/// How many guardrail decision counters [`SeriesCache`] keeps at most.
+const GUARDRAIL_SERIES: usize = 64;
 
 impl SeriesCache {
     /// Forgets the handles of an older snapshot (its indexes name other routes).
@@ -827,12 +835,27 @@ impl Metrics {
     /// A guardrail rule matched a call (once per call and rule): `action` is `mask`, `reject` or
     /// `monitor`.
     pub fn guardrail_decision(&self, rule: &Arc<str>, action: &'static str) {
-        self.guardrails
+        let mut cache = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, counter)) = cache
+            .guardrails
+            .iter()
+            .find(|(r, a, _)| Arc::ptr_eq(r, rule) && *a == action)
+        {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .guardrails
             .get_or_create(&GuardrailLabels {
                 rule: Arc::clone(rule),
                 action,
             })
-            .inc();
+            .clone();
+        counter.inc();
+        if cache.guardrails.len() == GUARDRAIL_SERIES {
+            cache.guardrails.clear();
+        }
+        cache.guardrails.push((Arc::clone(rule), action, counter));
     }
 
     /// An access-log line was dropped: its writer is behind.
@@ -965,5 +988,35 @@ mod tests {
             text.contains("tollgate_metric_label_folded_total{label=\"route\"} 0"),
             "{text}"
         );
+    }
+
+    /// Decisions are counted by the rule's name as text, however many copies of the name there are
+    /// (each snapshot has its own), past the cache's size too.
+    #[test]
+    fn guardrail_decisions_are_counted_by_rule_name_and_action() {
+        let metrics = Metrics::new();
+        let emails: Arc<str> = Arc::from("emails");
+        let again: Arc<str> = Arc::from("emails");
+        metrics.guardrail_decision(&emails, "mask");
+        metrics.guardrail_decision(&emails, "mask");
+        metrics.guardrail_decision(&again, "mask");
+        metrics.guardrail_decision(&emails, "monitor");
+        for i in 0..GUARDRAIL_SERIES + 3 {
+            metrics.guardrail_decision(
+                &Arc::from(format!("rule-{}", i % (GUARDRAIL_SERIES + 1))),
+                "reject",
+            );
+        }
+        metrics.guardrail_decision(&again, "mask");
+        let text = metrics.encode(None, None);
+        for (series, count) in [
+            ("rule=\"emails\",action=\"mask\"", 4),
+            ("rule=\"emails\",action=\"monitor\"", 1),
+            ("rule=\"rule-0\",action=\"reject\"", 2),
+            ("rule=\"rule-3\",action=\"reject\"", 1),
+        ] {
+            let line = format!("tollgate_guardrail_decisions_total{{{series}}} {count}\n");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 }
