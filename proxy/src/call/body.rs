@@ -76,8 +76,10 @@ impl ResponseBody {
 
     /// Reads the whole body (a non-stream answer), the call record taking its usage as the relay
     /// finds it; the cache's copy, if any, stays with `self` and is fed by the body that replaces it.
-    pub(super) async fn read_answer(&mut self, call: &mut Call) -> Result<Vec<u8>, BoxError> {
-        let mut out = Vec::new();
+    pub(super) async fn read_answer(&mut self, call: &mut Call) -> Result<Bytes, BoxError> {
+        // An answer that comes in one frame (the usual whole answer) is that frame, not a copy.
+        let mut first: Option<Bytes> = None;
+        let mut joined: Option<Vec<u8>> = None;
         loop {
             let polled = std::future::poll_fn(|cx| match &mut self.kind {
                 Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -86,11 +88,21 @@ impl ResponseBody {
             })
             .await;
             match polled {
-                None => return Ok(out),
+                None => return Ok(joined.map(Bytes::from).or(first).unwrap_or_default()),
                 Some(Err(e)) => return Err(e),
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        out.extend_from_slice(&data);
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if let Some(joined) = &mut joined {
+                        joined.extend_from_slice(&data);
+                    } else if let Some(before) = first.take() {
+                        let mut both = Vec::with_capacity(before.len() + data.len());
+                        both.extend_from_slice(&before);
+                        both.extend_from_slice(&data);
+                        joined = Some(both);
+                    } else {
+                        first = Some(data);
                     }
                 }
             }

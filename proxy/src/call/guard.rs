@@ -605,20 +605,20 @@ pub async fn guard_answer(
     let body = read_whole_answer(&mut response, call).await?;
     let shape = AnswerShape::of(endpoint);
     match check_in_place(&policy, &body, Texts::Answer(shape), false, call, "answer") {
-        Some(Ok(Spliced::Unchanged(_))) => return Ok(with_body(response, Bytes::from(body))),
+        Some(Ok(Spliced::Unchanged(_))) => return Ok(with_body(response, body)),
         Some(Ok(Spliced::Masked(bytes, _))) => return Ok(with_body(response, Bytes::from(bytes))),
         Some(Err(e)) => return Err(e),
         None => {}
     }
     let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
-        return Ok(with_body(response, Bytes::from(body)));
+        return Ok(with_body(response, body));
     };
     let changed = check_document(&policy, &mut doc, shape.walk(), call, "answer")?;
     // Unchanged answers keep their own bytes.
     let bytes = if changed {
         Bytes::from(serde_json::to_vec(&doc).expect("a JSON value encodes"))
     } else {
-        Bytes::from(body)
+        body
     };
     Ok(with_body(response, bytes))
 }
@@ -638,7 +638,7 @@ pub(super) fn stream_format(endpoint: Endpoint) -> Option<StreamFormat> {
 pub(super) async fn read_whole_answer(
     response: &mut http::Response<super::body::ResponseBody>,
     call: &mut Call,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Bytes, ApiError> {
     response.body_mut().read_answer(call).await.map_err(|_| {
         ApiError::upstream(
             StatusCode::BAD_GATEWAY,

@@ -150,7 +150,7 @@ pub async fn moderate_answer(
     if let Some(collected) = texts_of(&body, Some(AnswerShape::of(endpoint))) {
         moderate(shared, &found, &collected, "answer", &route_id, side, call).await?;
     }
-    Ok(with_body(response, Bytes::from(body)))
+    Ok(with_body(response, body))
 }
 
 /// Asks the moderation rules of the `Mcp` endpoint about an MCP tool call's arguments (`result`:

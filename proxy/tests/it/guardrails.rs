@@ -10,7 +10,7 @@ use tollgate_snapshot::{
 };
 
 use crate::support::chat_route::{CHAT, CLIENT_KEY, EMBEDDINGS, MESSAGES, table, typed};
-use crate::support::fake_server::FakeServer;
+use crate::support::fake_server::{FakeServer, paced, serve};
 use crate::support::{TestProxy, azure_fake, post, send};
 
 const UPSTREAM_KEY: &str = "sk-upstream-guardrails";
@@ -316,6 +316,48 @@ async fn a_whole_answer_is_masked() {
         line["guardrails"],
         json!([{"rule": "emails", "action": "mask"}, {"rule": "cards", "action": "mask"}])
     );
+}
+
+/// A whole (non-stream) answer that arrives in many pieces, an address and a card number cut
+/// across them, is masked as one: the proxy reads it whole before it checks it.
+#[tokio::test]
+async fn a_whole_answer_arriving_in_pieces_is_masked_as_one() {
+    let answer = json!({
+        "id": "chatcmpl-pieces", "object": "chat.completion", "created": 1, "model": "up-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER},
+            "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9},
+    })
+    .to_string();
+    let addr = serve(move |_req| {
+        // Seven-byte pieces: `alice@example.org` and the card's digits are each cut several times.
+        let frames = answer
+            .as_bytes()
+            .chunks(7)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let response = paced(
+            "application/json",
+            frames,
+            std::time::Duration::from_millis(1),
+            || {},
+            |_| {},
+        );
+        async move { response }
+    })
+    .await;
+    let endpoint = format!("http://{addr}/v1");
+    let provider = typed(ProviderType::OpenAI, &endpoint, UPSTREAM_KEY, "up-model");
+    let mut content: Content = table(vec![provider], "up-model");
+    content.routes[0].guardrails = vec![answers_masking()];
+    let proxy = TestProxy::start(content).await;
+    let reply = post(&proxy.url(CHAT), CLIENT_KEY, &chat("hi", false)).await;
+    reply.assert_status(200);
+    let v = reply.json();
+    assert_eq!(v["choices"][0]["message"]["content"], MASKED, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 6, "{v}");
+    let line = proxy.log_line_of(&reply.request_id()).await;
+    assert_eq!(line["tokens_out"], 6, "usage is read from the pieces");
 }
 
 #[tokio::test]
