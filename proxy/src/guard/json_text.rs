@@ -65,7 +65,8 @@ pub fn find_keyed_texts<'a>(
         b,
         i: 0,
         select: text,
-        found: Vec::new(),
+        // An answer's text and perhaps its shown reasoning, without growing.
+        found: Vec::with_capacity(2),
     };
     let mut marks = Marks::at(b, 0);
     while let Some(open) = marks.next() {

@@ -67,17 +67,15 @@ impl Split {
             let start = (s.as_ptr() as usize).checked_sub(base)?;
             (start + s.len() <= text.len()).then_some(start..start + s.len())
         };
-        members
-            .into_iter()
-            .map(|(key, value)| {
-                let key = match key {
-                    Cow::Borrowed(k) => SplitKey::At(place(k)?),
-                    Cow::Owned(k) => SplitKey::Decoded(k),
-                };
-                Some((key, place(value)?))
-            })
-            .collect::<Option<Vec<_>>>()
-            .map(Split)
+        let mut places = Vec::with_capacity(members.len());
+        for (key, value) in members {
+            let key = match key {
+                Cow::Borrowed(k) => SplitKey::At(place(k)?),
+                Cow::Owned(k) => SplitKey::Decoded(k),
+            };
+            places.push((key, place(value)?));
+        }
+        Some(Split(places))
     }
 
     /// Each place moved by `moved`, which maps an offset of the text split to the same place in
