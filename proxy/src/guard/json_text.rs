@@ -105,13 +105,13 @@ pub fn find_keyed_texts<'a>(
     Some(walk.found)
 }
 
-/// The `"` and `\` of a document from some place on, in order, found sixteen bytes at a time.
+/// The `"` and `\` of a document from some place on, in order, found sixty-four bytes at a time.
 struct Marks<'a> {
     b: &'a [u8],
-    /// Where the sixteen bytes `bits` tells of begin.
+    /// Where the sixty-four bytes `bits` tells of begin.
     base: usize,
     /// Their marks not taken yet: bit `k` for the byte at `base + k`.
-    bits: u32,
+    bits: u64,
 }
 
 impl<'a> Marks<'a> {
@@ -120,18 +120,18 @@ impl<'a> Marks<'a> {
         Marks {
             b,
             base: at,
-            bits: marks16(b, at),
+            bits: marks64(b, at),
         }
     }
 
     /// Where the next mark lies.
     fn next(&mut self) -> Option<usize> {
         while self.bits == 0 {
-            self.base += 16;
+            self.base += 64;
             if self.base >= self.b.len() {
                 return None;
             }
-            self.bits = marks16(self.b, self.base);
+            self.bits = marks64(self.b, self.base);
         }
         let k = self.bits.trailing_zeros() as usize;
         self.bits &= self.bits - 1;
@@ -139,12 +139,20 @@ impl<'a> Marks<'a> {
     }
 }
 
-/// Bit `k` set for each `"` or `\` at `at + k` of `b`, for the sixteen bytes from `at` (those past
-/// its end unmarked); the last ones are read as `b`'s last sixteen, the bytes before `at` shifted
-/// out.
-fn marks16(b: &[u8], at: usize) -> u32 {
-    fn marks(block: &[u8; 16]) -> u32 {
-        in_range16::<b'"', b'"'>(block) | in_range16::<b'\\', b'\\'>(block)
+/// Bit `k` set for each `"` or `\` at `at + k` of `b`, for the sixty-four bytes from `at` (those
+/// past its end unmarked); the last ones are read as `b`'s last sixty-four, the bytes before `at`
+/// shifted out.
+fn marks64(b: &[u8], at: usize) -> u64 {
+    fn marks(block: &[u8; 64]) -> u64 {
+        block
+            .as_chunks::<16>()
+            .0
+            .iter()
+            .enumerate()
+            .fold(0, |bits, (k, sixteen)| {
+                let m = in_range16::<b'"', b'"'>(sixteen) | in_range16::<b'\\', b'\\'>(sixteen);
+                bits | u64::from(m) << (16 * k)
+            })
     }
     if let Some(block) = b.get(at..).and_then(<[u8]>::first_chunk) {
         return marks(block);
@@ -152,8 +160,8 @@ fn marks16(b: &[u8], at: usize) -> u32 {
     if at >= b.len() {
         return 0;
     }
-    match b.last_chunk::<16>() {
-        Some(last) => marks(last) >> (at + 16 - b.len()),
+    match b.last_chunk::<64>() {
+        Some(last) => marks(last) >> (at + 64 - b.len()),
         None => b[at..]
             .iter()
             .enumerate()
@@ -929,6 +937,20 @@ mod tests {
             b.extend_from_slice(&bytes);
             let expected = b.iter().position(|&c| c == b'"' || c == b'\\');
             prop_assert_eq!(quote_or_backslash(&b), expected);
+        }
+
+        /// The marks of sixty-four bytes from any place, whole blocks, the last bytes read as the
+        /// document's last sixty-four, and short documents alike, are its `"` and `\`.
+        #[test]
+        fn marks_are_the_quotes_and_backslashes_from_any_place(
+            bytes in prop::collection::vec(prop::sample::select(&b"a\"\\ \xa2\x00{"[..]), 0..200),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let at = at.index(bytes.len() + 1);
+            let expected = (0..64)
+                .filter(|k| matches!(bytes.get(at + k), Some(b'"' | b'\\')))
+                .fold(0u64, |bits, k| bits | 1 << k);
+            prop_assert_eq!(marks64(&bytes, at), expected);
         }
 
         /// Hopping from string to string finds what the walk finds, in any valid JSON: keys and
