@@ -249,14 +249,13 @@ impl AccessLine<'_> {
         if !self.guardrails.is_empty() {
             out.extend_from_slice(b",\"guardrails\":[");
             for (i, (rule, action)) in self.guardrails.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(b"{\"rule\":");
+                out.extend_from_slice(if i > 0 { b",{\"rule\":" } else { b"{\"rule\":" });
                 json::string(out, rule);
-                out.extend_from_slice(b",\"action\":");
-                json::string(out, action);
-                out.push(b'}');
+                // An action is one of Tollgate's own words (`mask`, `fail_open`, …): no escapes.
+                debug_assert!(json::plain(action), "{action}");
+                out.extend_from_slice(b",\"action\":\"");
+                out.extend_from_slice(action.as_bytes());
+                out.extend_from_slice(b"\"}");
             }
             out.push(b']');
         }
