@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use super::detect;
+use super::scan::in_range16;
 
 pub(super) const DIGIT: u8 = 1;
 pub(super) const UPPER: u8 = 1 << 1;
@@ -188,11 +189,84 @@ fn digits(t: Text, i: usize, n: usize) -> bool {
     (i..i + n).all(|j| t.is(j, DIGIT))
 }
 
-/// `\b\d+(?:[ -]\d+)*\b` at `i` (its first group `first` digits long): digit groups joined by single
-/// spaces or dashes, ending at a word boundary (the last group is left out when a letter follows it).
-/// Its end, how many digits it holds, and whether `begins` holds for any of its groups after the
-/// first (asked of each group read, given its length, its first digit and the byte after it).
+/// `\b\d+(?:[ -]\d+)*\b` at `i` (its first group `first` digits long, the whole of it): digit groups
+/// joined by single spaces or dashes, ending at a word boundary (the last group is left out when a
+/// letter follows it). Its end, how many digits it holds, and whether `begins` holds for any of its
+/// groups after the first (asked of each group read, given its length, its first digit and the byte
+/// after it). A run that ends within the sixteen bytes after its first group (a date's, a short
+/// amount's) is read from their masks ([`card_run_in_block`]); a longer one group by group.
 pub(super) fn card_run(
+    t: Text,
+    i: usize,
+    first: usize,
+    begins: impl Fn(usize, u8, Option<u8>) -> bool,
+) -> Option<CardRun> {
+    if let Some(run) = card_run_in_block(t, i + first, first, &begins) {
+        return run;
+    }
+    card_run_by_groups(t, i, first, begins)
+}
+
+/// [`card_run`] read from the masks of the sixteen bytes after the first group, which ends at
+/// `from`: its digits, and the spaces and dashes a digit follows, which join groups. `None` when
+/// no group follows the first, the text has not sixteen bytes there, or the run may go on past
+/// them (it reaches the fifteenth byte: whether a separator there joins a group cannot be told
+/// from these bytes).
+fn card_run_in_block(
+    t: Text,
+    from: usize,
+    first: usize,
+    begins: &impl Fn(usize, u8, Option<u8>) -> bool,
+) -> Option<Option<CardRun>> {
+    let block = t.0.as_bytes().get(from..)?.first_chunk::<16>()?;
+    // A lone group is read at once by the group loop.
+    if !(matches!(block[0], b' ' | b'-') && block[1].is_ascii_digit()) {
+        return None;
+    }
+    let digits = in_range16::<b'0', b'9'>(block);
+    let separators = in_range16::<b' ', b' '>(block) | in_range16::<b'-', b'-'>(block);
+    let joins = separators & digits >> 1;
+    let length = (!(digits | joins)).trailing_zeros() as usize;
+    if length >= 15 {
+        return None;
+    }
+    // Each later group begins after a join and ends at the next join or at the run's end. Every
+    // byte of the run is a digit or a join: up to a join it holds as many digits as bytes but joins.
+    let mut joins_left = joins & ((1 << length) - 1);
+    let mut groups = 0;
+    let mut later_begins = false;
+    let mut last = (0, false);
+    while joins_left != 0 {
+        let join = joins_left.trailing_zeros() as usize;
+        joins_left &= joins_left - 1;
+        let end = if joins_left == 0 {
+            length
+        } else {
+            joins_left.trailing_zeros() as usize
+        };
+        last = (join, later_begins);
+        groups += 1;
+        later_begins = later_begins || begins(end - join - 1, block[join + 1], Some(block[end]));
+    }
+    if t.word_at(from + length) {
+        // The run without its last group.
+        let (join, later_begins) = last;
+        return Some(Some(CardRun {
+            end: from + join,
+            digits: first + join + 1 - groups,
+            later_begins,
+        }));
+    }
+    Some(Some(CardRun {
+        end: from + length,
+        digits: first + length - groups,
+        later_begins,
+    }))
+}
+
+/// [`card_run`] read group by group: for a run that goes on past the sixteen bytes after its first
+/// group (a card number's), a lone group, or a run near the text's end.
+fn card_run_by_groups(
     t: Text,
     i: usize,
     first: usize,
@@ -221,7 +295,7 @@ pub(super) fn card_run(
 }
 
 /// What [`card_run`] read.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct CardRun {
     pub(super) end: usize,
     pub(super) digits: usize,
@@ -590,7 +664,7 @@ fn ipv4_tail(t: Text, i: usize) -> Option<usize> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{DIGIT, Text};
+    use super::{DIGIT, Text, card_run, card_run_by_groups};
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 4_000, failure_persistence: None, ..ProptestConfig::default() })]
@@ -610,6 +684,40 @@ mod tests {
             let t = Text(&text);
             for i in 0..=text.len() + 1 {
                 prop_assert_eq!(t.digit_run(i), t.run(i, DIGIT), "at {}", i);
+            }
+        }
+
+        /// A card run read from a block's masks is the run read group by group, from every digit
+        /// group's start, whatever the groups' lengths, separators, what ends the run (near the
+        /// sixteen bytes' edge included) and what is asked of each group.
+        #[test]
+        fn card_runs_read_from_a_block_are_the_runs_read_group_by_group(
+            text in prop::collection::vec(
+                prop_oneof![
+                    6 => prop::sample::select(vec!['0', '1', '5', '9']),
+                    3 => prop::sample::select(vec![' ', '-']),
+                    1 => prop::sample::select(vec!['.', '(', 'a', '_', '\u{e9}', '\u{663}']),
+                ],
+                0..48,
+            ).prop_map(String::from_iter),
+        ) {
+            let t = Text(&text);
+            let asks: [&dyn Fn(usize, u8, Option<u8>) -> bool; 3] = [
+                &|_, _, _| false,
+                &|n, _, after| n <= 3 && after == Some(b'.'),
+                &|n, lead, after| (n + usize::from(lead) + after.map_or(7, usize::from)) % 3 == 0,
+            ];
+            for i in (0..text.len()).filter(|&i| t.is(i, DIGIT) && (i == 0 || !t.is(i - 1, DIGIT))) {
+                let first = t.digit_run(i);
+                for begins in asks {
+                    prop_assert_eq!(
+                        card_run(t, i, first, begins),
+                        card_run_by_groups(t, i, first, begins),
+                        "at {} in {:?}",
+                        i,
+                        text
+                    );
+                }
             }
         }
     }
