@@ -608,21 +608,40 @@ pub(super) fn domain(t: Text, i: usize) -> Option<usize> {
     // as the labels are read, and the latest that fits is kept (no list of them is gathered).
     let mut end = None;
     let mut at = i;
-    let mut n = t.run(at, ALNUM | DASH);
+    let mut n = label_runs(t, at).1;
     loop {
         let label = (1..=63).contains(&n) && t.is(at, ALNUM) && t.is(at + n - 1, ALNUM);
         if !(label && t.at(at + n, b'.')) {
             break;
         }
         at += n + 1;
-        let top = t.run(at, UPPER | LOWER);
+        // The next label begins with the letters read as a top-level domain.
+        let top;
+        (top, n) = label_runs(t, at);
         if (2..=24).contains(&top) && !t.word_at(at + top) {
             end = Some(at + top);
         }
-        // The next label begins with the letters just read as a top-level domain.
-        n = top + t.run(at + top, ALNUM | DASH);
     }
     end
+}
+
+/// How many ASCII letters follow from `at` (a top-level domain's), and how many letters, digits and
+/// dashes (a label's): from one block's masks when both end within the sixteen bytes from `at`,
+/// else a byte at a time.
+fn label_runs(t: Text, at: usize) -> (usize, usize) {
+    if let Some(block) =
+        t.0.as_bytes()
+            .get(at..)
+            .and_then(|rest| rest.first_chunk::<16>())
+    {
+        let letters = in_range16::<b'a', b'z'>(block) | in_range16::<b'A', b'Z'>(block);
+        let label = letters | in_range16::<b'0', b'9'>(block) | in_range16::<b'-', b'-'>(block);
+        let label_length = (!label).trailing_zeros() as usize;
+        if label_length < 16 {
+            return ((!letters).trailing_zeros() as usize, label_length);
+        }
+    }
+    (t.run(at, UPPER | LOWER), t.run(at, ALNUM | DASH))
 }
 
 /// `[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?:(?:\d{1,3}\.){3}\d{1,3})?` (any case) whose first `:` is
@@ -664,7 +683,7 @@ fn ipv4_tail(t: Text, i: usize) -> Option<usize> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{DIGIT, Text, card_run, card_run_by_groups};
+    use super::{ALNUM, DASH, DIGIT, LOWER, Text, UPPER, card_run, card_run_by_groups, label_runs};
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 4_000, failure_persistence: None, ..ProptestConfig::default() })]
@@ -684,6 +703,31 @@ mod tests {
             let t = Text(&text);
             for i in 0..=text.len() + 1 {
                 prop_assert_eq!(t.digit_run(i), t.run(i, DIGIT), "at {}", i);
+            }
+        }
+
+        /// A domain's letters and label characters counted from a block's masks are those counted
+        /// a byte at a time, from every position, whatever ends them (the block's edge, the text's
+        /// end, a byte of a wider character, the bytes beside each range).
+        #[test]
+        fn label_runs_read_from_a_block_are_counted_right(
+            text in prop::collection::vec(
+                prop_oneof![
+                    6 => prop::sample::select(vec!['a', 'z', 'A', 'Z', '0', '9', '-']),
+                    1 => prop::sample::select(vec!['.', '@', '[', '`', '{', '/', ':', ',', '_', ' ', '\u{e9}']),
+                ],
+                0..48,
+            ).prop_map(String::from_iter),
+        ) {
+            let t = Text(&text);
+            for at in 0..=text.len() {
+                prop_assert_eq!(
+                    label_runs(t, at),
+                    (t.run(at, UPPER | LOWER), t.run(at, ALNUM | DASH)),
+                    "at {} in {:?}",
+                    at,
+                    text
+                );
             }
         }
 
