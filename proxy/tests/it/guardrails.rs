@@ -303,6 +303,15 @@ fn answers_masking() -> Guardrail {
 
 const MASKED: &str = "Sure: write to [EMAIL] or call card [CREDIT_CARD], regards.";
 
+/// A proxy masking answers ([`answers_masking`]) from the OpenAI-compatible upstream at `addr`.
+async fn masking_answers_from(addr: std::net::SocketAddr) -> TestProxy {
+    let endpoint = format!("http://{addr}/v1");
+    let provider = typed(ProviderType::OpenAI, &endpoint, UPSTREAM_KEY, "up-model");
+    let mut content: Content = table(vec![provider], "up-model");
+    content.routes[0].guardrails = vec![answers_masking()];
+    TestProxy::start(content).await
+}
+
 #[tokio::test]
 async fn a_whole_answer_is_masked() {
     let (_fake, proxy) = answering(ANSWER, vec![answers_masking()]).await;
@@ -346,11 +355,7 @@ async fn a_whole_answer_arriving_in_pieces_is_masked_as_one() {
         async move { response }
     })
     .await;
-    let endpoint = format!("http://{addr}/v1");
-    let provider = typed(ProviderType::OpenAI, &endpoint, UPSTREAM_KEY, "up-model");
-    let mut content: Content = table(vec![provider], "up-model");
-    content.routes[0].guardrails = vec![answers_masking()];
-    let proxy = TestProxy::start(content).await;
+    let proxy = masking_answers_from(addr).await;
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &chat("hi", false)).await;
     reply.assert_status(200);
     let v = reply.json();
@@ -721,11 +726,7 @@ async fn an_upstream_stream_event_that_never_ends_is_cut_off_with_an_error_event
         )
     })
     .await;
-    let endpoint = format!("http://{addr}/v1");
-    let provider = typed(ProviderType::OpenAI, &endpoint, UPSTREAM_KEY, "up-model");
-    let mut content: Content = table(vec![provider], "up-model");
-    content.routes[0].guardrails = vec![answers_masking()];
-    let proxy = TestProxy::start(content).await;
+    let proxy = masking_answers_from(addr).await;
     let reply = post(&proxy.url(CHAT), CLIENT_KEY, &chat("hi", true)).await;
     reply.assert_status(200);
     assert!(reply.body.len() < 4096, "{} bytes sent", reply.body.len());
