@@ -110,9 +110,11 @@ pub fn scan(text: &str, wanted: Wanted) -> Found {
             scan_all(text, wanted.without(Detector::Secret))
         };
     }
-    let mut s = Scan::new(text, wanted.without(Detector::Secret));
+    let mut found = Found::default();
+    let mut s = Scan::new(text, wanted.without(Detector::Secret), &mut found);
     if s.run_sparse::<true>() {
-        s.finish()
+        s.finish();
+        found
     } else {
         scan_all(text, wanted)
     }
@@ -259,11 +261,13 @@ pub(super) const ALL: [Detector; 7] = [
 /// Every wanted detector over `text`, in one pass, without first asking whether secrets are
 /// possible: the oracle of [`scan`]'s tests.
 pub(super) fn scan_all(text: &str, wanted: Wanted) -> Found {
-    let mut s = Scan::new(text, wanted);
+    let mut found = Found::default();
+    let mut s = Scan::new(text, wanted, &mut found);
     if !wanted.is_empty() {
         s.run();
     }
-    s.finish()
+    s.finish();
+    found
 }
 
 /// Bits of [`BEGINS`]: the byte is an ASCII word character (letter, digit, `_`).
@@ -383,7 +387,9 @@ fn phone_shaped(n: usize, first: u8, after: Option<u8>) -> bool {
     (n == 3 && separated) || (first == b'1' && n == 1 && (separated || after == Some(b'(')))
 }
 
-struct Scan<'t> {
+/// One scan's state; what it finds goes straight into the caller's [`Found`] (held here by value,
+/// the whole scan was copied to hand it back).
+struct Scan<'t, 'f> {
     t: Text<'t>,
     wanted: Wanted,
     /// Per detector, where its next match may begin (the end of its last one).
@@ -391,35 +397,38 @@ struct Scan<'t> {
     /// Where the next IPv6 candidate may begin; candidates later dropped still count.
     next_v6: usize,
     v6: Vec<Range<usize>>,
-    found: Found,
+    found: &'f mut Found,
 }
 
-impl<'t> Scan<'t> {
-    fn new(text: &'t str, wanted: Wanted) -> Self {
+impl<'t, 'f> Scan<'t, 'f> {
+    fn new(text: &'t str, wanted: Wanted, found: &'f mut Found) -> Self {
         Scan {
             t: Text(text),
             wanted,
             next: [0; 7],
             next_v6: 0,
             v6: Vec::new(),
-            found: Found::default(),
+            found,
         }
     }
 
-    /// What was found, the IPv6 addresses among the IP addresses where no IPv4 one overlaps them.
-    fn finish(mut self) -> Found {
+    /// Adds the IPv6 addresses found to the IP addresses, but those an IPv4 address overlaps.
+    fn finish(mut self) {
         if self.wanted.has(Detector::IpAddress) && !self.v6.is_empty() {
-            let v4 = &self.found.spans[slot(Detector::IpAddress)];
-            let v6: Vec<Range<usize>> = self
-                .v6
-                .into_iter()
-                .filter(|m| !v4.iter().any(|f| f.start < m.end && m.start < f.end))
-                .collect();
-            let ips = &mut self.found.spans[slot(Detector::IpAddress)];
-            ips.extend(v6);
-            ips.sort_unstable_by_key(|r| r.start);
+            self.add_v6();
         }
-        self.found
+    }
+
+    /// The IPv6 addresses found added to the IP addresses, but those an IPv4 address overlaps.
+    fn add_v6(&mut self) {
+        let v4 = &self.found.spans[slot(Detector::IpAddress)];
+        let v6: Vec<Range<usize>> = std::mem::take(&mut self.v6)
+            .into_iter()
+            .filter(|m| !v4.iter().any(|f| f.start < m.end && m.start < f.end))
+            .collect();
+        let ips = &mut self.found.spans[slot(Detector::IpAddress)];
+        ips.extend(v6);
+        ips.sort_unstable_by_key(|r| r.start);
     }
 
     fn wants(&self, d: Detector, i: usize) -> bool {
