@@ -387,8 +387,8 @@ fn phone_shaped(n: usize, first: u8, after: Option<u8>) -> bool {
     (n == 3 && separated) || (first == b'1' && n == 1 && (separated || after == Some(b'(')))
 }
 
-/// One scan's state; what it finds goes straight into the caller's [`Found`] (held here by value,
-/// the whole scan was copied to hand it back).
+/// One scan's state; what it finds goes straight into the caller's [`Found`] (when the scan held
+/// its own, the whole scan was copied to hand it back).
 struct Scan<'t, 'f> {
     t: Text<'t>,
     wanted: Wanted,
