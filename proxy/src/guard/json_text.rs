@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::scan::in_range16;
+use super::block::in_range16;
 pub use crate::escape::utf8;
 use crate::escape::{equal, needs_escape};
 

@@ -3,6 +3,7 @@
 //!
 //! Pure, like `llm/`: text in, spans, masked text and decisions out; no request, body or shared state.
 
+mod block;
 mod check;
 mod detect;
 pub mod json_text;

@@ -4,8 +4,8 @@
 
 use std::ops::Range;
 
+use super::block::in_range16;
 use super::detect;
-use super::scan::in_range16;
 
 pub(super) const DIGIT: u8 = 1;
 pub(super) const UPPER: u8 = 1 << 1;
